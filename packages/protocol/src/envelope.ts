@@ -1,0 +1,326 @@
+import { describe, ProtocolError, type ParseResult, toResult } from './errors.js';
+import { utf8Length } from './text.js';
+
+/** Name of the top-level member that carries the attestation envelope. */
+export const ENVELOPE_MEMBER = 'moat_att';
+
+/** Stamp length in hex digits when nothing else is configured (128-bit MAC). */
+export const DEFAULT_STAMP_HEX_LENGTH = 32;
+/** Shortest stamp a verifier may accept (128 bits). */
+export const MIN_STAMP_HEX_LENGTH = 32;
+/** Longest stamp (the full 256-bit HMAC-SHA-256). */
+export const MAX_STAMP_HEX_LENGTH = 64;
+
+const KID_RE = /^[A-Za-z0-9_-]{1,32}$/;
+const TS_RE = /^[0-9]{10}$/;
+const NONCE_RE = /^[0-9a-f]{16}$/;
+const STAMP_RE = /^[0-9a-f]+$/;
+/** Longest envelope value in UTF-8 bytes: "v1." + kid(32) + "." + ts(10) + "." + nonce(16) + "." + stamp(64). */
+export const ENVELOPE_MAX_BYTES = 3 + 32 + 1 + 10 + 1 + 16 + 1 + 64;
+
+/** A parsed envelope value `v1.<kid>.<ts>.<nonce>.<stamp>`. */
+export interface Envelope {
+  /** Key id of the stamping key. */
+  readonly kid: string;
+  /** Unix time in seconds, as written (10 digits). */
+  readonly ts: number;
+  /** 16 lowercase hex digits (64 random bits). */
+  readonly nonce: string;
+  /** Lowercase hex MAC, or the placeholder (all `0`) before stamping. */
+  readonly stamp: string;
+}
+
+/**
+ * Parses an envelope value such as `v1.k2026a.1764000000.9f2c4e7a1b3d5c6f.<32 hex>`.
+ *
+ * @throws {ProtocolError} with an `ERR_ENVELOPE_*` or `ERR_UNSUPPORTED_VERSION` code.
+ */
+export function parseEnvelope(value: unknown): Envelope {
+  if (typeof value !== 'string') {
+    throw new ProtocolError('ERR_ENVELOPE_TYPE', 'a string', describe(value));
+  }
+  const bytes = utf8Length(value);
+  if (bytes > ENVELOPE_MAX_BYTES) {
+    throw new ProtocolError('ERR_ENVELOPE_SYNTAX', `at most ${ENVELOPE_MAX_BYTES} UTF-8 bytes`, `${bytes} bytes`);
+  }
+  const parts = value.split('.');
+  if (parts.length !== 5) {
+    throw new ProtocolError('ERR_ENVELOPE_SYNTAX', '5 dot-separated parts v1.kid.ts.nonce.stamp', `${parts.length} parts`);
+  }
+  const [version, kid, ts, nonce, stamp] = parts as [string, string, string, string, string];
+  if (version !== 'v1') {
+    if (/^v[0-9]+$/.test(version)) throw new ProtocolError('ERR_UNSUPPORTED_VERSION', 'v1', describe(version));
+    throw new ProtocolError('ERR_ENVELOPE_SYNTAX', '"v1" as the first part', describe(version));
+  }
+  if (!KID_RE.test(kid)) throw new ProtocolError('ERR_ENVELOPE_KID', 'a key id matching [A-Za-z0-9_-]{1,32}', describe(kid));
+  if (!TS_RE.test(ts)) throw new ProtocolError('ERR_ENVELOPE_TIMESTAMP', 'a timestamp of exactly 10 decimal digits', describe(ts));
+  if (!NONCE_RE.test(nonce)) throw new ProtocolError('ERR_ENVELOPE_NONCE', 'a nonce of 16 lowercase hex digits', describe(nonce));
+  if (
+    !STAMP_RE.test(stamp) ||
+    stamp.length % 2 !== 0 ||
+    stamp.length < MIN_STAMP_HEX_LENGTH ||
+    stamp.length > MAX_STAMP_HEX_LENGTH
+  ) {
+    throw new ProtocolError(
+      'ERR_ENVELOPE_STAMP',
+      `a stamp of ${MIN_STAMP_HEX_LENGTH}-${MAX_STAMP_HEX_LENGTH} lowercase hex digits, even length`,
+      describe(stamp),
+    );
+  }
+  return { kid, ts: Number(ts), nonce, stamp };
+}
+
+/** Like {@link parseEnvelope}, but returns a {@link ParseResult} instead of throwing. */
+export function tryParseEnvelope(value: unknown): ParseResult<Envelope> {
+  return toResult(() => parseEnvelope(value));
+}
+
+/**
+ * Serializes an envelope value. The result always parses back to the same envelope.
+ *
+ * @throws {ProtocolError} when a part is out of its grammar.
+ */
+export function serializeEnvelope(envelope: Envelope): string {
+  const ts = Number.isInteger(envelope.ts) ? String(envelope.ts).padStart(10, '0') : String(envelope.ts);
+  const value = `v1.${envelope.kid}.${ts}.${envelope.nonce}.${envelope.stamp}`;
+  parseEnvelope(value);
+  return value;
+}
+
+/** Input to {@link placeholderEnvelope}. */
+export interface PlaceholderOptions {
+  readonly kid: string;
+  /** Unix seconds. */
+  readonly ts: number;
+  /** 16 lowercase hex digits; draw it from a CSPRNG. */
+  readonly nonce: string;
+  /** Stamp length in hex digits (default 32 = 128 bits). */
+  readonly stampHexLength?: number;
+}
+
+/**
+ * The envelope value a client writes before stamping: real key id, time and nonce, and a
+ * stamp of `stampHexLength` zeros that the native layer later overwrites in place.
+ */
+export function placeholderEnvelope(options: PlaceholderOptions): string {
+  return serializeEnvelope({
+    kid: options.kid,
+    ts: options.ts,
+    nonce: options.nonce,
+    stamp: '0'.repeat(options.stampHexLength ?? DEFAULT_STAMP_HEX_LENGTH),
+  });
+}
+
+/**
+ * Appends the envelope as the last member of a serialized JSON object body. The body must
+ * be a compact JSON object text (first byte `{`, last byte `}`) without a `moat_att`
+ * member; nothing before the insertion point changes, so the cacheable prefix is intact.
+ *
+ * @throws {ProtocolError} `ERR_BODY_NOT_OBJECT`, `ERR_BODY_HAS_ENVELOPE`, or an envelope error.
+ * @example
+ * ```ts
+ * appendEnvelope('{"model":"m"}', placeholderEnvelope({ kid: 'k1', ts: 1764000000, nonce: '00112233aabbccdd' }));
+ * // '{"model":"m","moat_att":"v1.k1.1764000000.00112233aabbccdd.000…0"}'
+ * ```
+ */
+export function appendEnvelope(body: string, envelopeValue: string): string {
+  parseEnvelope(envelopeValue);
+  if (body.length < 2 || body.charCodeAt(0) !== 0x7b || body.charCodeAt(body.length - 1) !== 0x7d) {
+    throw new ProtocolError('ERR_BODY_NOT_OBJECT', 'a JSON object text starting with "{" and ending with "}"', describe(body));
+  }
+  const keys = topLevelKeys(new TextEncoder().encode(body));
+  if (keys === undefined) {
+    throw new ProtocolError('ERR_BODY_NOT_OBJECT', 'a well-formed JSON object text', describe(body));
+  }
+  if (keys.some((k) => k.name === ENVELOPE_MEMBER)) {
+    throw new ProtocolError('ERR_BODY_HAS_ENVELOPE', `a body without a "${ENVELOPE_MEMBER}" member`, 'one already present');
+  }
+  const separator = keys.length === 0 ? '' : ',';
+  return `${body.slice(0, -1)}${separator}"${ENVELOPE_MEMBER}":"${envelopeValue}"}`;
+}
+
+/** Where the envelope stands in a raw body. Offsets are byte offsets into that body. */
+export type EnvelopeLocation =
+  | {
+      readonly status: 'found';
+      readonly envelope: Envelope;
+      /** Offset of the `,` (or of the `"` right after `{`) that starts the member. */
+      readonly memberStart: number;
+      readonly valueStart: number;
+      readonly valueEnd: number;
+      readonly stampStart: number;
+      readonly stampEnd: number;
+    }
+  | { readonly status: 'missing' }
+  | { readonly status: 'not_last'; readonly error: ProtocolError }
+  | { readonly status: 'malformed'; readonly error: ProtocolError };
+
+const Q = 0x22; // "
+const BS = 0x5c; // \
+const ANCHOR = new TextEncoder().encode(`"${ENVELOPE_MEMBER}":"`);
+const MEMBER_NAME = new TextEncoder().encode(`"${ENVELOPE_MEMBER}"`);
+
+function asciiOf(bytes: Uint8Array, start: number, end: number): string {
+  let s = '';
+  for (let i = start; i < end; i++) s += String.fromCharCode(bytes[i] as number);
+  return s;
+}
+
+function indexOfBytes(haystack: Uint8Array, needle: Uint8Array, from: number): number {
+  // Buffer.indexOf is a native memmem; fall back to a loop off Node.
+  const buf = globalThis.Buffer;
+  if (buf !== undefined) return buf.from(haystack.buffer, haystack.byteOffset, haystack.byteLength).indexOf(needle, from);
+  outer: for (let i = from; i <= haystack.length - needle.length; i++) {
+    for (let j = 0; j < needle.length; j++) if (haystack[i + j] !== needle[j]) continue outer;
+    return i;
+  }
+  return -1;
+}
+
+const UNICODE_ESCAPE = new Uint8Array([BS, 0x75]); // "\u"
+
+/**
+ * The anchored suffix `"moat_att":"<value>"}`, preceded by `,` or `{`, where `<value>` holds
+ * no `"` or `\` and `}` is the last byte; `undefined` when the body does not end so.
+ */
+function anchoredSuffix(body: Uint8Array): { anchorStart: number; valueStart: number; valueEnd: number } | undefined {
+  const n = body.length;
+  if (n < ANCHOR.length + 3 || body[n - 1] !== 0x7d || body[n - 2] !== Q) return undefined;
+  const valueEnd = n - 2;
+  let valueStart = valueEnd;
+  while (valueStart > 0 && body[valueStart - 1] !== Q && body[valueStart - 1] !== BS) valueStart--;
+  if (valueStart === 0 || body[valueStart - 1] !== Q) return undefined;
+  const anchorStart = valueStart - ANCHOR.length;
+  if (anchorStart < 1) return undefined;
+  for (let j = 0; j < ANCHOR.length; j++) if (body[anchorStart + j] !== ANCHOR[j]) return undefined;
+  const before = body[anchorStart - 1];
+  if (before !== 0x2c && before !== 0x7b) return undefined;
+  return { anchorStart, valueStart, valueEnd };
+}
+
+/**
+ * Locates the attestation envelope in the raw bytes of a request body, which must be a
+ * valid JSON object text (callers parse it too). The envelope counts only in the anchored
+ * form: the top-level member `"moat_att":"<value>"`, written compactly as the last member,
+ * with `}` as the body's last byte. The same text anywhere else — inside a user message, a
+ * nested object — is not an envelope and is never touched.
+ *
+ * - no top-level `moat_att` member (names compared after unescaping) → `missing`;
+ * - more than one, or one not in the anchored form → `not_last` (`ERR_ENVELOPE_NOT_LAST`);
+ * - anchored, but the value breaks the envelope grammar → `malformed`;
+ * - otherwise `found`, with byte offsets of the value and the stamp.
+ */
+export function locateEnvelope(body: Uint8Array): EnvelopeLocation {
+  const anchor = anchoredSuffix(body);
+  const firstName = indexOfBytes(body, MEMBER_NAME, 0);
+  const escapes = indexOfBytes(body, UNICODE_ESCAPE, 0) !== -1;
+  // Fast path: the member name occurs once, at the anchor, and no key can hide behind \u escapes.
+  const fast = anchor !== undefined && firstName === anchor.anchorStart && !escapes;
+  if (!fast) {
+    if (firstName === -1 && !escapes) return { status: 'missing' };
+    const keys = topLevelKeys(body);
+    if (keys === undefined) {
+      return { status: 'malformed', error: new ProtocolError('ERR_BODY_NOT_OBJECT', 'a JSON object text', 'unbalanced text') };
+    }
+    const members = keys.filter((k) => k.name === ENVELOPE_MEMBER);
+    if (members.length === 0) return { status: 'missing' };
+    if (members.length > 1) return { status: 'not_last', error: notLast(`${members.length} top-level members`) };
+    if (anchor === undefined || members[0]?.offset !== anchor.anchorStart) {
+      return { status: 'not_last', error: notLast('one top-level member outside the anchored last position') };
+    }
+  }
+  const { anchorStart, valueStart, valueEnd } = anchor as NonNullable<typeof anchor>;
+  const parsed = tryParseEnvelope(asciiOf(body, valueStart, valueEnd));
+  if (!parsed.ok) return { status: 'malformed', error: parsed.error };
+  return {
+    status: 'found',
+    envelope: parsed.value,
+    memberStart: body[anchorStart - 1] === 0x2c ? anchorStart - 1 : anchorStart,
+    valueStart,
+    valueEnd,
+    stampStart: valueEnd - parsed.value.stamp.length,
+    stampEnd: valueEnd,
+  };
+}
+
+function notLast(received: string): ProtocolError {
+  return new ProtocolError(
+    'ERR_ENVELOPE_NOT_LAST',
+    `exactly one top-level "${ENVELOPE_MEMBER}" member, last, written as ,"${ENVELOPE_MEMBER}":"<value>"} with "}" as the last byte`,
+    received,
+  );
+}
+
+/** A top-level key found by {@link topLevelKeys}: its decoded name and byte offset. */
+export interface TopLevelKey {
+  readonly name: string;
+  readonly offset: number;
+}
+
+/**
+ * Lists the keys of the top-level JSON object in raw bytes, decoding escapes, without
+ * building the object. Returns `undefined` when the text is not an object or its strings
+ * and brackets do not balance. It does not validate scalars; callers that need full
+ * validity parse the JSON as well.
+ */
+export function topLevelKeys(body: Uint8Array): TopLevelKey[] | undefined {
+  let i = 0;
+  const n = body.length;
+  const skipWs = () => {
+    while (i < n) {
+      const b = body[i] as number;
+      if (b === 0x20 || b === 0x09 || b === 0x0a || b === 0x0d) i++;
+      else break;
+    }
+  };
+  skipWs();
+  if (body[i] !== 0x7b) return undefined;
+  i++;
+  let depth = 1;
+  let expectKey = true;
+  const keys: TopLevelKey[] = [];
+  const decoder = new TextDecoder();
+  while (i < n) {
+    const b = body[i] as number;
+    if (b === Q) {
+      const start = i;
+      i++;
+      let escaped = false;
+      while (i < n) {
+        const c = body[i] as number;
+        if (c === BS) {
+          escaped = true;
+          i += 2;
+          continue;
+        }
+        if (c === Q) break;
+        i++;
+      }
+      if (i >= n) return undefined;
+      i++; // closing quote
+      if (depth === 1 && expectKey) {
+        let name: string;
+        const raw = decoder.decode(body.subarray(start, i));
+        try {
+          name = escaped ? (JSON.parse(raw) as string) : raw.slice(1, -1);
+        } catch {
+          return undefined;
+        }
+        keys.push({ name, offset: start });
+        expectKey = false;
+      }
+      continue;
+    }
+    if (b === 0x7b || b === 0x5b) depth++;
+    else if (b === 0x7d || b === 0x5d) {
+      depth--;
+      if (depth === 0) {
+        i++;
+        skipWs();
+        return i === n && b === 0x7d ? keys : undefined;
+      }
+    } else if (b === 0x2c && depth === 1) expectKey = true;
+    i++;
+  }
+  return undefined;
+}

@@ -1,0 +1,46 @@
+import { sha256 } from '@noble/hashes/sha2.js';
+import { firstUserText } from './request.js';
+import { codePointAt, toHex, utf8 } from './text.js';
+
+/** Code-point indices the v1 fingerprint samples. */
+export const FINGERPRINT_INDICES = [4, 7, 20] as const;
+
+/** Stands in for a sampled character the text is too short to have. */
+export const FINGERPRINT_MISSING_CHAR = '0';
+
+/** Inputs of fingerprint v1 besides the text. */
+export interface FingerprintOptions {
+  /** Deployment constant shared by the client build and the verifier. */
+  readonly salt: string;
+  /** Client version, exactly as sent in the attribution block's `cv`. */
+  readonly version: string;
+}
+
+/**
+ * The sampled characters: the code points at indices 4, 7 and 20 of `text` (Unicode code
+ * points, not UTF-16 units), `"0"` for each one past the end.
+ */
+export function fingerprintChars(text: string): string {
+  let chars = '';
+  for (const index of FINGERPRINT_INDICES) chars += codePointAt(text, index) ?? FINGERPRINT_MISSING_CHAR;
+  return chars;
+}
+
+/**
+ * Fingerprint v1 of a first user message:
+ * `hex(SHA-256(utf8(salt + chars + version)))[0..3]`, lowercase.
+ *
+ * @example
+ * ```ts
+ * fingerprint('Hello, world', { salt: 's', version: '1.0.0' }); // three hex digits
+ * ```
+ */
+export function fingerprint(text: string, options: FingerprintOptions): string {
+  const digest = sha256(utf8(options.salt + fingerprintChars(text) + options.version));
+  return toHex(digest.subarray(0, 2)).slice(0, 3);
+}
+
+/** Fingerprint v1 of a Messages request: {@link fingerprint} of its first user text. */
+export function fingerprintRequest(request: unknown, options: FingerprintOptions): string {
+  return fingerprint(firstUserText(request), options);
+}

@@ -1,0 +1,90 @@
+import { PROTOCOL_VERSION } from './attribution.js';
+import { describe, ProtocolError, type ParseResult, toResult } from './errors.js';
+
+/** Path, relative to an API base URL, of the discovery document. */
+export const DISCOVERY_PATH = '/v1/moat';
+
+/** Response header a Moat-aware endpoint sets on every response: the versions it speaks. */
+export const VERSION_HEADER = 'moat-version';
+
+/** Features an endpoint may advertise. Unknown features are ignored by clients. */
+export const FEATURES = ['attribution', 'attestation', 'fingerprint', 'anti_distillation', 'signed_blocks', 'telemetry'] as const;
+export type Feature = (typeof FEATURES)[number];
+
+/** The discovery document served at `GET {base}/v1/moat`. */
+export interface Discovery {
+  /** Protocol major versions the endpoint accepts. */
+  readonly versions: readonly number[];
+  /** Advertised features; unknown names are dropped when parsing. */
+  readonly features: readonly Feature[];
+  /** Path of the telemetry endpoint, relative to the base URL. */
+  readonly telemetry?: string;
+  /** Path of the GrowthBook features endpoint serving remote flags, relative to the base URL. */
+  readonly flags?: string;
+}
+
+const PATH_RE = /^\/[A-Za-z0-9._~/-]{0,255}$/;
+
+/**
+ * Parses a discovery document `{"moat":{"versions":[1],"features":[…],…}}`.
+ *
+ * @throws {ProtocolError} `ERR_DISCOVERY`.
+ */
+export function parseDiscovery(input: unknown): Discovery {
+  const root = typeof input === 'object' && input !== null ? (input as Record<string, unknown>).moat : undefined;
+  if (typeof root !== 'object' || root === null || Array.isArray(root)) {
+    throw new ProtocolError('ERR_DISCOVERY', 'an object with a "moat" object member', describe(input));
+  }
+  const doc = root as Record<string, unknown>;
+  const versions = doc.versions;
+  if (!Array.isArray(versions) || versions.length === 0 || versions.length > 16 || !versions.every((v) => Number.isSafeInteger(v) && v > 0)) {
+    throw new ProtocolError('ERR_DISCOVERY', '"versions" as a non-empty array of positive integers', describe(versions));
+  }
+  const features = doc.features ?? [];
+  if (!Array.isArray(features) || features.length > 64 || !features.every((f) => typeof f === 'string')) {
+    throw new ProtocolError('ERR_DISCOVERY', '"features" as an array of strings', describe(features));
+  }
+  const out: { versions: number[]; features: Feature[]; telemetry?: string; flags?: string } = {
+    versions: versions as number[],
+    features: (features as string[]).filter((f): f is Feature => (FEATURES as readonly string[]).includes(f)),
+  };
+  for (const member of ['telemetry', 'flags'] as const) {
+    const value = doc[member];
+    if (value === undefined) continue;
+    if (typeof value !== 'string' || !PATH_RE.test(value)) {
+      throw new ProtocolError('ERR_DISCOVERY', `"${member}" as an absolute path`, describe(value));
+    }
+    out[member] = value;
+  }
+  return out;
+}
+
+/** Like {@link parseDiscovery}, but returns a {@link ParseResult} instead of throwing. */
+export function tryParseDiscovery(input: unknown): ParseResult<Discovery> {
+  return toResult(() => parseDiscovery(input));
+}
+
+/**
+ * The highest protocol version both sides speak, or `undefined`: then the client must send
+ * no Moat tags at all (a strict API would reject unknown members).
+ */
+export function negotiateVersion(
+  serverVersions: readonly number[],
+  clientVersions: readonly number[] = [PROTOCOL_VERSION],
+): number | undefined {
+  let best: number | undefined;
+  for (const v of clientVersions) if (serverVersions.includes(v) && (best === undefined || v > best)) best = v;
+  return best;
+}
+
+/** Parses a `moat-version` header value (`1` or `1, 2`) into versions; malformed → empty. */
+export function parseVersionHeader(value: string | null | undefined): number[] {
+  if (value === null || value === undefined) return [];
+  const versions: number[] = [];
+  for (const part of value.split(',')) {
+    const t = part.trim();
+    if (/^[1-9][0-9]{0,3}$/.test(t)) versions.push(Number(t));
+    else return [];
+  }
+  return versions;
+}

@@ -1,0 +1,27 @@
+/**
+ * The signal vocabulary of records and the admin API. Stable: values are added, never
+ * renamed or removed.
+ */
+export const ATTESTATION_SIGNALS = ['valid', 'invalid', 'missing', 'replayed', 'stale', 'unknown_key', 'unavailable'] as const;
+export type AttestationSignal = (typeof ATTESTATION_SIGNALS)[number];
+
+export const FINGERPRINT_SIGNALS = ['match', 'mismatch', 'missing'] as const;
+export type FingerprintSignal = (typeof FINGERPRINT_SIGNALS)[number];
+
+export const THINKING_SIGNALS = ['valid', 'invalid', 'none'] as const;
+export type ThinkingSignal = (typeof THINKING_SIGNALS)[number];
+
+export const VERDICTS = ['allow', 'flag', 'block'] as const;
+export type Verdict = (typeof VERDICTS)[number];
+
+/** Policy per signal: record only, flag the request, or block it. */
+export const POLICY_ACTIONS = ['monitor', 'flag', 'block'] as const;
+export type PolicyAction = (typeof POLICY_ACTIONS)[number];
+
+/** The signals recorded for one request. `gateway` lists detected gateway rule ids. */
+export interface RequestSignals {
+  readonly attestation: AttestationSignal;
+  readonly fingerprint: FingerprintSignal;
+  readonly gateway: readonly string[];
+  readonly thinking: ThinkingSignal;
+}
