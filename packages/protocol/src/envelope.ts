@@ -209,8 +209,15 @@ function anchoredSuffix(body: Uint8Array): { anchorStart: number; valueStart: nu
  * - more than one, or one not in the anchored form → `not_last` (`ERR_ENVELOPE_NOT_LAST`);
  * - anchored, but the value breaks the envelope grammar → `malformed`;
  * - otherwise `found`, with byte offsets of the value and the stamp.
+ *
+ * A body whose first non-whitespace byte is not `{` is `malformed` (`ERR_BODY_NOT_OBJECT`).
  */
 export function locateEnvelope(body: Uint8Array): EnvelopeLocation {
+  let first = 0;
+  while (first < body.length && (body[first] === 0x20 || body[first] === 0x09 || body[first] === 0x0a || body[first] === 0x0d)) first++;
+  if (body[first] !== 0x7b) {
+    return { status: 'malformed', error: new ProtocolError('ERR_BODY_NOT_OBJECT', 'a JSON object text', describe(asciiOf(body, first, Math.min(body.length, first + 8)))) };
+  }
   const anchor = anchoredSuffix(body);
   const firstName = indexOfBytes(body, MEMBER_NAME, 0);
   const escapes = indexOfBytes(body, UNICODE_ESCAPE, 0) !== -1;

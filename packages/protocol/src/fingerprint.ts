@@ -18,11 +18,14 @@ export interface FingerprintOptions {
 
 /**
  * The sampled characters: the code points at indices 4, 7 and 20 of `text` (Unicode code
- * points, not UTF-16 units), `"0"` for each one past the end.
+ * points, not UTF-16 units; an unpaired surrogate reads as U+FFFD), `"0"` for each one past
+ * the end.
  */
 export function fingerprintChars(text: string): string {
+  // Unpaired surrogates (possible in JSON text) become U+FFFD first, as SPEC.md §6 requires.
+  const scalars = text.toWellFormed();
   let chars = '';
-  for (const index of FINGERPRINT_INDICES) chars += codePointAt(text, index) ?? FINGERPRINT_MISSING_CHAR;
+  for (const index of FINGERPRINT_INDICES) chars += codePointAt(scalars, index) ?? FINGERPRINT_MISSING_CHAR;
   return chars;
 }
 

@@ -1,4 +1,5 @@
 import { describe, ProtocolError, type ParseResult, toResult } from './errors.js';
+import { utf8Length } from './text.js';
 
 /** One known AI gateway: header-name prefixes it adds and hosts it is served from. */
 export interface GatewayRule {
@@ -116,8 +117,8 @@ export function parseGatewayRuleTable(input: unknown): GatewayRuleTable {
     if (typeof rule.id !== 'string' || !ID_RE.test(rule.id)) fail(`rules[${i}].id matching [a-z0-9-]{1,32}`, describe(rule.id));
     if (ids.has(rule.id)) fail(`unique rule ids`, `"${rule.id}" twice`);
     ids.add(rule.id);
-    if (typeof rule.name !== 'string' || rule.name.length === 0 || rule.name.length > GATEWAY_RULE_LIMITS.nameLength) {
-      fail(`rules[${i}].name of 1-${GATEWAY_RULE_LIMITS.nameLength} characters`, describe(rule.name));
+    if (typeof rule.name !== 'string' || rule.name.length === 0 || utf8Length(rule.name) > GATEWAY_RULE_LIMITS.nameLength) {
+      fail(`rules[${i}].name of 1-${GATEWAY_RULE_LIMITS.nameLength} UTF-8 bytes`, describe(rule.name));
     }
     const headerPrefixes = patterns(rule.headerPrefixes, `rules[${i}].headerPrefixes`, HEADER_PREFIX_RE);
     const hostSuffixes = patterns(rule.hostSuffixes, `rules[${i}].hostSuffixes`, HOST_SUFFIX_RE);

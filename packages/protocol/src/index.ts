@@ -16,7 +16,7 @@ export * from './signals.js';
 export * from './signature.js';
 export * from './stamp.js';
 export * from './telemetry.js';
-export { codePointAt, toHex, utf8 } from './text.js';
+export { codePointAt, toHex, utf8, utf8Length } from './text.js';
 
 /** Version of the specification this package implements; equals `specVersion` in the vectors. */
 export const SPEC_VERSION = '1.0.0';

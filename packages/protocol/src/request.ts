@@ -67,7 +67,7 @@ export function findAttribution(request: unknown): AttributionLocation {
  * Returns a copy of `request` whose `system` starts with the attribution block. A string
  * `system` becomes one text block after it; an existing attribution block is replaced.
  */
-export function withAttribution<T extends MessagesRequest>(request: T, block: string): T {
+export function withAttribution<T extends MessagesRequest>(request: T, block: string): T & { system: unknown[] } {
   const rest = systemWithoutAttribution(request.system);
   return { ...request, system: [{ type: 'text', text: block }, ...rest] };
 }

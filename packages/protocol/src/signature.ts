@@ -1,6 +1,9 @@
 import { sha256 } from '@noble/hashes/sha2.js';
 import { describe, ProtocolError, type ParseResult, toResult } from './errors.js';
-import { toHex, utf8 } from './text.js';
+import { toHex, utf8, utf8Length } from './text.js';
+
+/** Longest `signature` value accepted, in UTF-8 bytes. */
+export const SIGNATURE_MAX_BYTES = 256;
 
 /** Response block types that carry a Moat signature. */
 export const SIGNED_BLOCK_TYPES = ['thinking', 'redacted_thinking', 'connector_text'] as const;
@@ -68,7 +71,10 @@ function decodeBase64url(text: string, expectedBytes: number): Uint8Array {
  */
 export function parseBlockSignature(value: unknown): BlockSignature {
   if (typeof value !== 'string') throw new ProtocolError('ERR_SIGNATURE_TYPE', 'a string', describe(value));
-  if (value.length > 256) throw new ProtocolError('ERR_SIGNATURE_SYNTAX', 'at most 256 characters', `${value.length} characters`);
+  const bytes = utf8Length(value);
+  if (bytes > SIGNATURE_MAX_BYTES) {
+    throw new ProtocolError('ERR_SIGNATURE_SYNTAX', `at most ${SIGNATURE_MAX_BYTES} UTF-8 bytes`, `${bytes} bytes`);
+  }
   const parts = value.split('.');
   if (parts.length !== 5 || parts[0] !== 'ms1') {
     throw new ProtocolError('ERR_SIGNATURE_SYNTAX', 'ms1.<alg>.<kid>.<scope>.<signature>', describe(value));

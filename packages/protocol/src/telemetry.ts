@@ -1,4 +1,5 @@
 import { describe, ProtocolError, type ParseResult, toResult } from './errors.js';
+import { utf8Length } from './text.js';
 
 /** Path of the telemetry endpoint relative to the API base URL. */
 export const TELEMETRY_PATH = '/v1/telemetry';
@@ -39,8 +40,8 @@ function fail(expected: string, received: string): never {
 }
 
 function checkString(value: unknown, where: string): string {
-  if (typeof value !== 'string' || value.length === 0 || value.length > TELEMETRY_LIMITS.stringLength) {
-    fail(`${where} as a string of 1-${TELEMETRY_LIMITS.stringLength} characters`, describe(value));
+  if (typeof value !== 'string' || value.length === 0 || utf8Length(value) > TELEMETRY_LIMITS.stringLength) {
+    fail(`${where} as a string of 1-${TELEMETRY_LIMITS.stringLength} UTF-8 bytes`, describe(value));
   }
   return value;
 }
@@ -62,7 +63,7 @@ function checkEvent(raw: unknown, i: number): TelemetryEvent {
       if (typeof value !== 'boolean') fail(`${where} as a boolean`, describe(value));
       out[member] = value;
     } else if (kind === 'number') {
-      if (!Number.isSafeInteger(value)) fail(`${where} as an integer`, describe(value));
+      if (!Number.isSafeInteger(value) || (value as number) < 0) fail(`${where} as a non-negative integer`, describe(value));
       out[member] = value;
     } else {
       if (!Array.isArray(value) || value.length > TELEMETRY_LIMITS.listLength) {
@@ -89,7 +90,7 @@ export function parseTelemetryBatch(input: unknown, byteLength?: number): Teleme
   const batch = input as Record<string, unknown>;
   if (batch.v !== 1) fail('"v": 1', describe(batch.v));
   const client = batch.client;
-  if (typeof client !== 'object' || client === null) fail('"client" as an object', describe(client));
+  if (typeof client !== 'object' || client === null || Array.isArray(client)) fail('"client" as an object', describe(client));
   const c = client as Record<string, unknown>;
   const cv = checkString(c.cv, 'client.cv');
   const ep = checkString(c.ep, 'client.ep');

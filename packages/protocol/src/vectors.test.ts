@@ -15,7 +15,7 @@ interface VectorFile {
 /** Case counts per file: a vector that silently vanishes fails here. */
 const EXPECTED_COUNTS: Record<string, number> = {
   attribution: 51,
-  envelope: 56,
+  envelope: 58,
   stamp: 20,
   fingerprint: 36,
   signature: 41,

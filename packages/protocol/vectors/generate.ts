@@ -176,6 +176,8 @@ function envelopeCases(): Case[] {
     ['anchored envelope of another version', `{"model":"m","moat_att":"v9.k2026a.1764000000.9f2c4e7a1b3d5c6f.${'0'.repeat(32)}"}`],
     ['multi-byte text before the envelope: offsets are bytes', `{"messages":[{"role":"user","content":"héllo 😀"}],${env}}`],
     ['empty object', '{}'],
+    ['an array body is not an object', `[{${env}}]`],
+    ['leading whitespace before the object is allowed', ` \n{"model":"m",${env}}`],
   ];
   for (const [name, body] of locate) {
     JSON.parse(body); // every locate case is valid JSON: validity is the caller's check

@@ -1,0 +1,674 @@
+"""Moat wire protocol v1 — second reference implementation, Python standard library only.
+
+Written from SPEC.md alone; the TypeScript implementation is not consulted. Every function
+raises ProtocolError (with a stable ``code``) on malformed input and nothing else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import struct
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Optional
+from urllib.parse import urlsplit
+
+SPEC_VERSION = "1.0.0"
+PROTOCOL_VERSION = 1
+
+
+class ProtocolError(Exception):
+    """A malformed input: ``code`` is the SPEC.md §13 error code."""
+
+    def __init__(self, code: str, expected: str, received: str) -> None:
+        super().__init__(f"{code}: expected {expected}, got {received}")
+        self.code = code
+        self.expected = expected
+        self.received = received
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, str):
+        return json.dumps(value[:40] + ("…" if len(value) > 40 else ""), ensure_ascii=False)
+    if value is None:
+        return "null"
+    if isinstance(value, list):
+        return f"array({len(value)})"
+    if isinstance(value, dict):
+        return "object"
+    return f"{type(value).__name__} {value!r}"
+
+
+# ---------------------------------------------------------------------------------------
+# §2 conventions
+
+
+def well_formed(text: str) -> str:
+    """Replaces every unpaired surrogate with U+FFFD (SPEC.md §2)."""
+    if not any(0xD800 <= ord(c) <= 0xDFFF for c in text):
+        return text
+    return "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in text)
+
+
+def utf8(text: str) -> bytes:
+    return well_formed(text).encode("utf-8")
+
+
+def lp(items: Iterable[str]) -> bytes:
+    out = bytearray()
+    for item in items:
+        encoded = utf8(item)
+        out += struct.pack(">I", len(encoded)) + encoded
+    return bytes(out)
+
+
+def _is_int(value: Any, minimum: int = 0) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, float):
+        if not value.is_integer():
+            return False
+        value = int(value)
+    return isinstance(value, int) and minimum <= value <= 2**53 - 1
+
+
+def _full(pattern: str, text: str) -> bool:
+    return re.fullmatch(pattern, text, flags=re.ASCII) is not None
+
+
+# ---------------------------------------------------------------------------------------
+# §3 attribution block
+
+ATTRIBUTION_PREFIX = "x-moat:"
+KNOWN_ORDER = {"v": 0, "cv": 1, "fp": 2, "ep": 3}
+
+
+@dataclass
+class Attribution:
+    cv: str
+    fp: Optional[str] = None
+    ep: Optional[str] = None
+    extensions: list = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        out: dict = {"v": 1, "cv": self.cv}
+        if self.fp is not None:
+            out["fp"] = self.fp
+        if self.ep is not None:
+            out["ep"] = self.ep
+        out["extensions"] = [[k, v] for k, v in self.extensions]
+        return out
+
+
+def parse_attribution(text: Any) -> Attribution:
+    def err(code: str, expected: str, got: str) -> ProtocolError:
+        return ProtocolError(code, expected, got)
+
+    if not isinstance(text, str):
+        raise err("ERR_ATTRIBUTION_TYPE", "a string", _describe(text))
+    size = len(utf8(text))
+    if size > 512:
+        raise err("ERR_ATTRIBUTION_TOO_LONG", "at most 512 UTF-8 bytes", f"{size} bytes")
+    if not text.startswith(ATTRIBUTION_PREFIX):
+        raise err("ERR_ATTRIBUTION_PREFIX", '"x-moat:" at offset 0', _describe(text[:7]))
+    pos = len(ATTRIBUTION_PREFIX)
+    if pos == len(text):
+        raise err("ERR_ATTRIBUTION_SYNTAX", "a field", "end of text")
+    seen: set = set()
+    known: dict = {}
+    extensions: list = []
+    last_rank = -1
+    saw_extension = False
+    while pos < len(text):
+        if text[pos] != " ":
+            raise err("ERR_ATTRIBUTION_SYNTAX", f'" " at offset {pos}', _describe(text[pos : pos + 8]))
+        end = text.find(";", pos + 1)
+        if end == -1:
+            raise err("ERR_ATTRIBUTION_SYNTAX", '";" after the field', "end of text")
+        fld = text[pos + 1 : end]
+        if "=" not in fld:
+            raise err("ERR_ATTRIBUTION_SYNTAX", "key=value", _describe(fld))
+        key, value = fld.split("=", 1)
+        if not _full(r"[a-z][a-z0-9_]{0,31}", key):
+            raise err("ERR_ATTRIBUTION_SYNTAX", "a key [a-z][a-z0-9_]{0,31}", _describe(key))
+        if not _full(r"[A-Za-z0-9._+\-]{1,64}", value):
+            raise err("ERR_ATTRIBUTION_SYNTAX", "a value [A-Za-z0-9._+-]{1,64}", _describe(value))
+        if key in seen:
+            raise err("ERR_ATTRIBUTION_DUPLICATE_FIELD", f'"{key}" at most once', f'a second "{key}"')
+        if not seen and key != "v":
+            raise err("ERR_ATTRIBUTION_FIELD_ORDER", '"v" first', _describe(key))
+        seen.add(key)
+        rank = KNOWN_ORDER.get(key)
+        if rank is None:
+            saw_extension = True
+            extensions.append((key, value))
+        else:
+            if saw_extension or rank < last_rank:
+                raise err("ERR_ATTRIBUTION_FIELD_ORDER", "v, cv, fp, ep before extensions", _describe(key))
+            last_rank = rank
+            if key == "v":
+                if not _full(r"0|[1-9][0-9]{0,8}", value):
+                    raise err("ERR_ATTRIBUTION_FIELD_VALUE", "v as a decimal integer", _describe(value))
+                if int(value) != PROTOCOL_VERSION:
+                    raise err("ERR_UNSUPPORTED_VERSION", "v=1", f"v={value}")
+            if key == "fp" and not _full(r"[0-9a-f]{3}", value):
+                raise err("ERR_ATTRIBUTION_FIELD_VALUE", "fp of 3 lowercase hex digits", _describe(value))
+            if key == "ep" and not _full(r"[a-z0-9_\-]{1,32}", value):
+                raise err("ERR_ATTRIBUTION_FIELD_VALUE", "ep of [a-z0-9_-]{1,32}", _describe(value))
+            known[key] = value
+        pos = end + 1
+    if "cv" not in known:
+        raise err("ERR_ATTRIBUTION_MISSING_FIELD", 'a "cv" field', "none")
+    return Attribution(cv=known["cv"], fp=known.get("fp"), ep=known.get("ep"), extensions=extensions)
+
+
+def serialize_attribution(cv: str, fp: Optional[str] = None, ep: Optional[str] = None, extensions: Iterable = ()) -> str:
+    parts = ["v=1", f"cv={cv}"]
+    if fp is not None:
+        parts.append(f"fp={fp}")
+    if ep is not None:
+        parts.append(f"ep={ep}")
+    for key, value in extensions:
+        if key in KNOWN_ORDER:
+            raise ProtocolError("ERR_ATTRIBUTION_DUPLICATE_FIELD", "extension keys other than v, cv, fp, ep", _describe(key))
+        parts.append(f"{key}={value}")
+    text = f"{ATTRIBUTION_PREFIX} {'; '.join(parts)};"
+    parse_attribution(text)
+    return text
+
+
+# ---------------------------------------------------------------------------------------
+# §4 envelope
+
+ENVELOPE_MEMBER = "moat_att"
+ANCHOR = b'"moat_att":"'
+
+
+def parse_envelope(value: Any) -> dict:
+    if not isinstance(value, str):
+        raise ProtocolError("ERR_ENVELOPE_TYPE", "a string", _describe(value))
+    size = len(utf8(value))
+    if size > 128:
+        raise ProtocolError("ERR_ENVELOPE_SYNTAX", "at most 128 UTF-8 bytes", f"{size} bytes")
+    parts = value.split(".")
+    if len(parts) != 5:
+        raise ProtocolError("ERR_ENVELOPE_SYNTAX", "5 dot-separated parts", f"{len(parts)} parts")
+    version, kid, ts, nonce, stamp = parts
+    if version != "v1":
+        if _full(r"v[0-9]+", version):
+            raise ProtocolError("ERR_UNSUPPORTED_VERSION", "v1", _describe(version))
+        raise ProtocolError("ERR_ENVELOPE_SYNTAX", '"v1" first', _describe(version))
+    if not _full(r"[A-Za-z0-9_\-]{1,32}", kid):
+        raise ProtocolError("ERR_ENVELOPE_KID", "a key id", _describe(kid))
+    if not _full(r"[0-9]{10}", ts):
+        raise ProtocolError("ERR_ENVELOPE_TIMESTAMP", "10 decimal digits", _describe(ts))
+    if not _full(r"[0-9a-f]{16}", nonce):
+        raise ProtocolError("ERR_ENVELOPE_NONCE", "16 lowercase hex digits", _describe(nonce))
+    if not _full(r"[0-9a-f]{32,64}", stamp) or len(stamp) % 2:
+        raise ProtocolError("ERR_ENVELOPE_STAMP", "32-64 lowercase hex digits, even", _describe(stamp))
+    return {"kid": kid, "ts": int(ts), "nonce": nonce, "stamp": stamp}
+
+
+def _top_level_keys(body: bytes) -> list:
+    """(decoded name, byte offset of its opening quote) of each top-level member."""
+    decoded = json.loads(body.decode("utf-8"), object_pairs_hook=lambda pairs: pairs)
+    # json gives names but not offsets: walk the bytes for offsets at depth 1.
+    offsets = []
+    depth = 0
+    i = 0
+    n = len(body)
+    expect_key = False
+    while i < n:
+        b = body[i]
+        if b == 0x22:
+            start = i
+            i += 1
+            while body[i] != 0x22:
+                i += 2 if body[i] == 0x5C else 1
+            i += 1
+            if depth == 1 and expect_key:
+                offsets.append(start)
+                expect_key = False
+            continue
+        if b in (0x7B, 0x5B):
+            depth += 1
+            if depth == 1 and b == 0x7B:
+                expect_key = True
+        elif b in (0x7D, 0x5D):
+            depth -= 1
+        elif b == 0x2C and depth == 1:
+            expect_key = True
+        i += 1
+    names = [name for name, _ in decoded]
+    return list(zip(names, offsets))
+
+
+def locate_envelope(body: bytes) -> dict:
+    """SPEC.md §4.3. ``body`` must be valid UTF-8 JSON."""
+    stripped = body.lstrip(b" \t\r\n")
+    if not stripped.startswith(b"{"):
+        return {"status": "malformed", "error": "ERR_BODY_NOT_OBJECT"}
+    members = [off for name, off in _top_level_keys(body) if name == ENVELOPE_MEMBER]
+    if not members:
+        return {"status": "missing"}
+    if len(members) > 1:
+        return {"status": "not_last", "error": "ERR_ENVELOPE_NOT_LAST"}
+    n = len(body)
+    anchored = False
+    if n >= 2 and body[n - 2 :] == b'"}':
+        value_end = n - 2
+        value_start = value_end
+        while value_start > 0 and body[value_start - 1] not in (0x22, 0x5C):
+            value_start -= 1
+        anchor_start = value_start - len(ANCHOR)
+        anchored = (
+            value_start > 0
+            and body[value_start - 1] == 0x22
+            and anchor_start >= 1
+            and body[anchor_start:value_start] == ANCHOR
+            and body[anchor_start - 1] in (0x2C, 0x7B)
+            and members[0] == anchor_start
+        )
+    if not anchored:
+        return {"status": "not_last", "error": "ERR_ENVELOPE_NOT_LAST"}
+    try:
+        envelope = parse_envelope(body[value_start:value_end].decode("ascii"))
+    except ProtocolError as e:
+        return {"status": "malformed", "error": e.code}
+    return {
+        "status": "found",
+        "envelope": envelope,
+        "memberStart": anchor_start - 1 if body[anchor_start - 1] == 0x2C else anchor_start,
+        "valueStart": value_start,
+        "valueEnd": value_end,
+        "stampStart": value_end - len(envelope["stamp"]),
+        "stampEnd": value_end,
+    }
+
+
+def append_envelope(body: str, envelope: str) -> str:
+    parse_envelope(envelope)
+    if len(body) < 2 or body[0] != "{" or body[-1] != "}":
+        raise ProtocolError("ERR_BODY_NOT_OBJECT", "a JSON object text from { to }", _describe(body))
+    try:
+        parsed = json.loads(body, object_pairs_hook=lambda pairs: pairs)
+    except ValueError:
+        raise ProtocolError("ERR_BODY_NOT_OBJECT", "a well-formed JSON object text", _describe(body)) from None
+    if not isinstance(parsed, list):
+        raise ProtocolError("ERR_BODY_NOT_OBJECT", "a JSON object text", _describe(body))
+    if any(name == ENVELOPE_MEMBER for name, _ in parsed):
+        raise ProtocolError("ERR_BODY_HAS_ENVELOPE", "no moat_att member", "one present")
+    separator = "," if parsed else ""
+    return f'{body[:-1]}{separator}"{ENVELOPE_MEMBER}":"{envelope}"}}'
+
+
+# ---------------------------------------------------------------------------------------
+# §5 stamp
+
+
+def compute_stamp(key: bytes, body: bytes, stamp_start: int, stamp_end: int) -> str:
+    if len(key) < 32:
+        raise ProtocolError("ERR_STAMP_KEY", "a key of at least 32 bytes", f"{len(key)} bytes")
+    length = stamp_end - stamp_start
+    if stamp_start < 0 or stamp_end > len(body) or length % 2 or not 32 <= length <= 64:
+        raise ProtocolError("ERR_ENVELOPE_STAMP", "a 32-64 digit stamp region", f"[{stamp_start}, {stamp_end})")
+    message = body[:stamp_start] + b"0" * length + body[stamp_end:]
+    return hmac.new(key, message, hashlib.sha256).hexdigest()[:length]
+
+
+def verify_stamp(key: bytes, body: bytes) -> str:
+    """valid | invalid | missing | not_last | malformed (MAC only; window and replay are policy)."""
+    loc = locate_envelope(body)
+    if loc["status"] != "found":
+        return loc["status"]
+    expected = compute_stamp(key, body, loc["stampStart"], loc["stampEnd"])
+    return "valid" if hmac.compare_digest(expected, loc["envelope"]["stamp"]) else "invalid"
+
+
+# ---------------------------------------------------------------------------------------
+# §6 fingerprint
+
+
+def first_user_text(request: Any) -> str:
+    if not isinstance(request, dict) or not isinstance(request.get("messages"), list):
+        return ""
+    for message in request["messages"]:
+        if not isinstance(message, dict) or message.get("role") != "user":
+            continue
+        content = message.get("content")
+        if isinstance(content, str):
+            return content
+        if isinstance(content, list):
+            for block in content:
+                if isinstance(block, dict) and block.get("type") == "text":
+                    text = block.get("text")
+                    return text if isinstance(text, str) else ""
+        return ""
+    return ""
+
+
+def fingerprint_chars(text: str) -> str:
+    points = well_formed(text)  # a Python str indexes by code point
+    return "".join(points[i] if i < len(points) else "0" for i in (4, 7, 20))
+
+
+def fingerprint(text: str, salt: str, version: str) -> str:
+    return hashlib.sha256(utf8(salt + fingerprint_chars(text) + version)).hexdigest()[:3]
+
+
+# ---------------------------------------------------------------------------------------
+# §8 signed blocks
+
+SIGNED_CONTENT = {"thinking": "thinking", "redacted_thinking": "data", "connector_text": "text"}
+SIGNATURE_BYTES = {"hs256": 32, "ed25519": 64}
+
+
+def _b64url_encode(data: bytes) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")
+
+
+def parse_block_signature(value: Any) -> dict:
+    import base64
+
+    if not isinstance(value, str):
+        raise ProtocolError("ERR_SIGNATURE_TYPE", "a string", _describe(value))
+    if len(utf8(value)) > 256:
+        raise ProtocolError("ERR_SIGNATURE_SYNTAX", "at most 256 bytes", "more")
+    parts = value.split(".")
+    if len(parts) != 5 or parts[0] != "ms1":
+        raise ProtocolError("ERR_SIGNATURE_SYNTAX", "ms1.<alg>.<kid>.<scope>.<sig>", _describe(value))
+    _, alg, kid, scope, sig = parts
+    if alg not in SIGNATURE_BYTES:
+        raise ProtocolError("ERR_SIGNATURE_ALGORITHM", "hs256 or ed25519", _describe(alg))
+    if not _full(r"[A-Za-z0-9_\-]{1,32}", kid):
+        raise ProtocolError("ERR_SIGNATURE_KID", "a key id", _describe(kid))
+    if scope not in ("k", "c"):
+        raise ProtocolError("ERR_SIGNATURE_SCOPE", "k or c", _describe(scope))
+    if not _full(r"[A-Za-z0-9_\-]+", sig):
+        raise ProtocolError("ERR_SIGNATURE_ENCODING", "base64url without padding", _describe(sig))
+    n = SIGNATURE_BYTES[alg]
+    chars = -(-n * 4 // 3)
+    if len(sig) != chars:
+        raise ProtocolError("ERR_SIGNATURE_LENGTH", f"{chars} characters", f"{len(sig)} characters")
+    raw = base64.urlsafe_b64decode(sig + "=" * (-len(sig) % 4))
+    if _b64url_encode(raw) != sig:
+        raise ProtocolError("ERR_SIGNATURE_ENCODING", "canonical base64url", _describe(sig))
+    return {"alg": alg, "kid": kid, "scope": scope, "sig": raw}
+
+
+def signed_block_content(block: Any) -> tuple:
+    kind = block.get("type") if isinstance(block, dict) else None
+    if kind not in SIGNED_CONTENT:
+        raise ProtocolError("ERR_BLOCK_TYPE", "thinking | redacted_thinking | connector_text", _describe(kind))
+    content = block.get(SIGNED_CONTENT[kind])
+    if not isinstance(content, str):
+        raise ProtocolError("ERR_BLOCK_CONTENT", f'a string "{SIGNED_CONTENT[kind]}"', _describe(content))
+    return kind, content
+
+
+def _s(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _block_items(block: Any) -> list:
+    if not isinstance(block, dict):
+        return ["b", ""]
+    kind = _s(block.get("type"))
+    if kind in ("text", "connector_text"):
+        return ["b", kind, _s(block.get("text"))]
+    if kind == "thinking":
+        return ["b", kind, _s(block.get("thinking"))]
+    if kind == "redacted_thinking":
+        return ["b", kind, _s(block.get("data"))]
+    if kind == "tool_use":
+        return ["b", kind, _s(block.get("id")), _s(block.get("name"))]
+    if kind == "tool_result":
+        items = ["b", kind, _s(block.get("tool_use_id"))]
+        content = block.get("content")
+        if isinstance(content, str):
+            items.append(content)
+        elif isinstance(content, list):
+            items += [_s(inner.get("text")) for inner in content if isinstance(inner, dict) and inner.get("type") == "text"]
+        return items
+    return ["b", kind]
+
+
+def conversation_digest(messages: list) -> str:
+    items = ["moat-ctx/1"]
+    for message in messages:
+        m = message if isinstance(message, dict) else {}
+        items += ["m", _s(m.get("role"))]
+        content = m.get("content")
+        if isinstance(content, str):
+            items += ["b", "text", content]
+        elif isinstance(content, list):
+            for block in content:
+                items += _block_items(block)
+    return hashlib.sha256(lp(items)).hexdigest()
+
+
+def signing_input(block: Any, ctx: dict) -> bytes:
+    kind, content = signed_block_content(block)
+    context = ctx.get("context")
+    scope = "k" if context is None else "c"
+    return lp(["moat-sig/1", ctx["alg"], ctx["kid"], scope, ctx["apiKeyId"], ctx["model"], kind, content, context or ""])
+
+
+def sign_hs256(key: bytes, block: Any, ctx: dict) -> str:
+    mac = hmac.new(key, signing_input(block, ctx), hashlib.sha256).digest()
+    scope = "k" if ctx.get("context") is None else "c"
+    return f"ms1.hs256.{ctx['kid']}.{scope}.{_b64url_encode(mac)}"
+
+
+# ---------------------------------------------------------------------------------------
+# §9 gateway rules
+
+
+def _fail_rules(expected: str, got: str) -> ProtocolError:
+    return ProtocolError("ERR_GATEWAY_RULES", expected, got)
+
+
+def _patterns(value: Any, where: str, pattern: str) -> list:
+    if not isinstance(value, list):
+        raise _fail_rules(f"{where} as an array", _describe(value))
+    if len(value) > 32:
+        raise _fail_rules(f"at most 32 entries in {where}", str(len(value)))
+    for i, p in enumerate(value):
+        if not isinstance(p, str) or len(p) > 128 or not _full(pattern, p):
+            raise _fail_rules(f"{where}[{i}] as a lowercase literal", _describe(p))
+    return list(value)
+
+
+def parse_gateway_rule_table(table: Any) -> dict:
+    size = len(utf8(json.dumps(table, separators=(",", ":"), ensure_ascii=False)))
+    if size > 65536:
+        raise _fail_rules("at most 65536 bytes", f"{size} bytes")
+    if not isinstance(table, dict):
+        raise _fail_rules("an object", _describe(table))
+    for key in table:
+        if key not in ("version", "revision", "rules"):
+            raise _fail_rules("members version, revision, rules", _describe(key))
+    if not _is_int(table.get("version")) or table.get("version") != 1:
+        raise _fail_rules("version 1", _describe(table.get("version")))
+    revision = table.get("revision")
+    if not isinstance(revision, str) or not _full(r"[0-9]{4}\.[0-9]{2}\.[0-9]{2}(\.[0-9]{1,4})?", revision):
+        raise _fail_rules("revision YYYY.MM.DD[.N]", _describe(revision))
+    rules = table.get("rules")
+    if not isinstance(rules, list):
+        raise _fail_rules("rules as an array", _describe(rules))
+    if len(rules) > 256:
+        raise _fail_rules("at most 256 rules", str(len(rules)))
+    ids: set = set()
+    out = []
+    for i, rule in enumerate(rules):
+        if not isinstance(rule, dict):
+            raise _fail_rules(f"rules[{i}] as an object", _describe(rule))
+        for key in rule:
+            if key not in ("id", "name", "headerPrefixes", "hostSuffixes"):
+                raise _fail_rules(f"rules[{i}] known members", _describe(key))
+        rid = rule.get("id")
+        if not isinstance(rid, str) or not _full(r"[a-z0-9][a-z0-9\-]{0,31}", rid):
+            raise _fail_rules(f"rules[{i}].id", _describe(rid))
+        if rid in ids:
+            raise _fail_rules("unique rule ids", f'"{rid}" twice')
+        ids.add(rid)
+        name = rule.get("name")
+        if not isinstance(name, str) or not name or len(utf8(name)) > 64:
+            raise _fail_rules(f"rules[{i}].name of 1-64 bytes", _describe(name))
+        prefixes = _patterns(rule.get("headerPrefixes"), f"rules[{i}].headerPrefixes", r"[a-z0-9][a-z0-9._\-]{0,127}")
+        label = r"[a-z0-9]([a-z0-9\-]*[a-z0-9])?"
+        suffixes = _patterns(rule.get("hostSuffixes"), f"rules[{i}].hostSuffixes", rf"\.?{label}(\.{label})+")
+        if not prefixes and not suffixes:
+            raise _fail_rules(f"rules[{i}] with at least one pattern", "none")
+        out.append({"id": rid, "name": name, "headerPrefixes": prefixes, "hostSuffixes": suffixes})
+    return {"version": 1, "revision": revision, "rules": out}
+
+
+def normalize_host(host_or_url: str) -> str:
+    host = host_or_url.strip().lower()
+    if "://" in host:
+        try:
+            host = urlsplit(host).hostname or ""
+        except ValueError:
+            return ""
+    else:
+        host = re.sub(r":\d+$", "", host)
+    return host[:-1] if host.endswith(".") else host
+
+
+def _host_matches(host: str, suffix: str) -> bool:
+    if suffix.startswith("."):
+        return host.endswith(suffix) or host == suffix[1:]
+    return host == suffix
+
+
+def detect_gateways(table: dict, headers: Iterable = (), base_url: Optional[str] = None) -> list:
+    names = [name.lower() for name, _ in headers]
+    host = normalize_host(base_url) if base_url is not None else ""
+    detections = []
+    for rule in table["rules"]:
+        evidence: list = []
+        for name in names:
+            item = f"header:{name}"
+            if any(name.startswith(p) for p in rule["headerPrefixes"]) and item not in evidence:
+                evidence.append(item)
+        if host and any(_host_matches(host, s) for s in rule["hostSuffixes"]):
+            evidence.append(f"host:{host}")
+        if evidence:
+            detections.append({"id": rule["id"], "evidence": sorted(evidence, key=lambda e: e.encode("utf-8"))})
+    return detections
+
+
+# ---------------------------------------------------------------------------------------
+# §10 negotiation
+
+FEATURES = ("attribution", "attestation", "fingerprint", "anti_distillation", "signed_blocks", "telemetry")
+
+
+def parse_discovery(doc: Any) -> dict:
+    root = doc.get("moat") if isinstance(doc, dict) else None
+    if not isinstance(root, dict):
+        raise ProtocolError("ERR_DISCOVERY", 'an object with a "moat" object member', _describe(doc))
+    versions = root.get("versions")
+    if not isinstance(versions, list) or not 1 <= len(versions) <= 16 or not all(_is_int(v, 1) for v in versions):
+        raise ProtocolError("ERR_DISCOVERY", '"versions" as positive integers', _describe(versions))
+    features = root.get("features", [])
+    if not isinstance(features, list) or len(features) > 64 or not all(isinstance(f, str) for f in features):
+        raise ProtocolError("ERR_DISCOVERY", '"features" as strings', _describe(features))
+    out: dict = {"versions": [int(v) for v in versions], "features": [f for f in features if f in FEATURES]}
+    for member in ("telemetry", "flags"):
+        if member not in root:
+            continue
+        value = root[member]
+        if not isinstance(value, str) or not _full(r"/[A-Za-z0-9._~/\-]{0,255}", value):
+            raise ProtocolError("ERR_DISCOVERY", f'"{member}" as an absolute path', _describe(value))
+        out[member] = value
+    return out
+
+
+def parse_version_header(value: Optional[str]) -> list:
+    if value is None:
+        return []
+    versions = []
+    for part in value.split(","):
+        part = part.strip()
+        if not _full(r"[1-9][0-9]{0,3}", part):
+            return []
+        versions.append(int(part))
+    return versions
+
+
+def negotiate_version(server: list, client: list) -> Optional[int]:
+    common = [v for v in client if v in server]
+    return max(common) if common else None
+
+
+# ---------------------------------------------------------------------------------------
+# §11 telemetry
+
+TELEMETRY_SCHEMAS = {
+    "gateway_detected": [("gateways", "strings", False), ("evidence", "strings", True)],
+    "harden_status": [("dumpable", "boolean", False), ("tracer", "integer", True), ("platform", "string", False), ("skipped", "strings", True)],
+    "attestation_unavailable": [("reason", "string", False)],
+    "layer_degraded": [("layer", "string", False), ("reason", "string", False)],
+}
+
+
+def _telemetry_fail(expected: str, got: str) -> ProtocolError:
+    return ProtocolError("ERR_TELEMETRY", expected, got)
+
+
+def _tstring(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value or len(utf8(value)) > 256:
+        raise _telemetry_fail(f"{where} as a string of 1-256 bytes", _describe(value))
+    return value
+
+
+def parse_telemetry_batch(batch: Any, byte_length: Optional[int] = None) -> dict:
+    if byte_length is not None and byte_length > 65536:
+        raise _telemetry_fail("at most 65536 bytes", f"{byte_length} bytes")
+    if not isinstance(batch, dict):
+        raise _telemetry_fail("an object", _describe(batch))
+    if not _is_int(batch.get("v")) or batch.get("v") != 1:
+        raise _telemetry_fail('"v": 1', _describe(batch.get("v")))
+    client = batch.get("client")
+    if not isinstance(client, dict):
+        raise _telemetry_fail('"client" as an object', _describe(client))
+    cv = _tstring(client.get("cv"), "client.cv")
+    ep = _tstring(client.get("ep"), "client.ep")
+    events = batch.get("events")
+    if not isinstance(events, list) or len(events) > 100:
+        raise _telemetry_fail('"events" as an array of at most 100', _describe(events))
+    out = []
+    for i, event in enumerate(events):
+        if not isinstance(event, dict):
+            raise _telemetry_fail(f"events[{i}] as an object", _describe(event))
+        kind = _tstring(event.get("type"), f"events[{i}].type")
+        if not _is_int(event.get("ts")):
+            raise _telemetry_fail(f"events[{i}].ts as Unix seconds", _describe(event.get("ts")))
+        reduced: dict = {"type": kind, "ts": int(event["ts"])}
+        for member, kind_of, optional in TELEMETRY_SCHEMAS.get(kind, []):
+            where = f"events[{i}].{member}"
+            if member not in event and optional:
+                continue
+            value = event.get(member)
+            if kind_of == "string":
+                reduced[member] = _tstring(value, where)
+            elif kind_of == "boolean":
+                if not isinstance(value, bool):
+                    raise _telemetry_fail(f"{where} as a boolean", _describe(value))
+                reduced[member] = value
+            elif kind_of == "integer":
+                if not _is_int(value):
+                    raise _telemetry_fail(f"{where} as a non-negative integer", _describe(value))
+                reduced[member] = int(value)
+            else:
+                if not isinstance(value, list) or len(value) > 32:
+                    raise _telemetry_fail(f"{where} as at most 32 strings", _describe(value))
+                reduced[member] = [_tstring(v, f"{where}[{j}]") for j, v in enumerate(value)]
+        out.append(reduced)
+    return {"v": 1, "client": {"cv": cv, "ep": ep}, "events": out}

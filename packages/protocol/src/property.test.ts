@@ -1,0 +1,188 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import * as p from './index.js';
+
+const key = fc.stringMatching(/^[a-z][a-z0-9_]{0,31}$/).filter((k) => !['v', 'cv', 'fp', 'ep'].includes(k));
+const value = fc.stringMatching(/^[A-Za-z0-9._+-]{1,64}$/);
+const hexDigits = (n: number) => fc.stringMatching(new RegExp(`^[0-9a-f]{${n}}$`));
+
+const attributionFields = fc.record(
+  {
+    cv: value,
+    fp: hexDigits(3),
+    ep: fc.stringMatching(/^[a-z0-9_-]{1,32}$/),
+    extensions: fc.uniqueArray(fc.tuple(key, value), { selector: ([k]) => k, maxLength: 4 }),
+  },
+  { requiredKeys: ['cv'] },
+);
+
+/** Any JSON-ish value, plus strings that look almost right. */
+const junk = fc.oneof(
+  fc.jsonValue(),
+  fc.string(),
+  fc.string({ unit: 'binary' }),
+  fc.constantFrom('x-moat:', 'x-moat: v=1;', 'v1....', 'ms1.hs256.k.k.', '{"moat":{}}'),
+  fc.tuple(fc.constantFrom('x-moat: v=1; cv=1.4.2;', 'v1.k.1764000000.0011223344556677.', 'ms1.ed25519.k.c.'), fc.string()).map(([a, b]) => a + b),
+);
+
+function onlyProtocolErrors(fn: () => unknown): void {
+  try {
+    fn();
+  } catch (error) {
+    if (!(error instanceof p.ProtocolError)) throw error;
+    expect(error.message).toMatch(/^ERR_[A-Z_]+: expected .+, got /);
+    expect(p.PROTOCOL_ERROR_CODES).toContain(error.code);
+  }
+}
+
+describe('round trips', () => {
+  it('parseAttribution ∘ serializeAttribution is the identity on fields, and serialize ∘ parse on text', () => {
+    fc.assert(
+      fc.property(attributionFields, (fields) => {
+        const text = p.serializeAttribution(fields);
+        const block = p.parseAttribution(text);
+        expect(block.cv).toBe(fields.cv);
+        expect(block.fp).toBe(fields.fp);
+        expect(block.ep).toBe(fields.ep);
+        expect(block.extensions).toEqual(fields.extensions ?? []);
+        expect(p.serializeAttribution(block)).toBe(text);
+      }),
+    );
+  });
+
+  it('parseEnvelope ∘ serializeEnvelope is the identity', () => {
+    const envelope = fc.record({
+      kid: fc.stringMatching(/^[A-Za-z0-9_-]{1,32}$/),
+      ts: fc.integer({ min: 0, max: 9_999_999_999 }),
+      nonce: hexDigits(16),
+      stamp: fc.integer({ min: 16, max: 32 }).chain((bytes) => hexDigits(bytes * 2)),
+    });
+    fc.assert(
+      fc.property(envelope, (env) => {
+        const text = p.serializeEnvelope(env);
+        expect(p.parseEnvelope(text)).toEqual(env);
+      }),
+    );
+  });
+
+  it('parseBlockSignature ∘ serializeBlockSignature is the identity', () => {
+    const signature = fc.oneof(
+      fc.record({ alg: fc.constant('hs256' as const), sig: fc.uint8Array({ minLength: 32, maxLength: 32 }) }),
+      fc.record({ alg: fc.constant('ed25519' as const), sig: fc.uint8Array({ minLength: 64, maxLength: 64 }) }),
+    );
+    fc.assert(
+      fc.property(signature, fc.stringMatching(/^[A-Za-z0-9_-]{1,32}$/), fc.constantFrom('k' as const, 'c' as const), (s, kid, scope) => {
+        const text = p.serializeBlockSignature({ ...s, kid, scope });
+        const parsed = p.parseBlockSignature(text);
+        expect(parsed).toEqual({ ...s, kid, scope, sig: new Uint8Array(s.sig) });
+      }),
+    );
+  });
+
+  it('appendEnvelope then locateEnvelope finds it, for any JSON object body', () => {
+    fc.assert(
+      fc.property(fc.dictionary(fc.string(), fc.jsonValue()), (object) => {
+        delete (object as Record<string, unknown>).moat_att;
+        const body = JSON.stringify(object);
+        const envelope = p.placeholderEnvelope({ kid: 'k1', ts: 1764000000, nonce: '0011223344556677' });
+        const out = p.appendEnvelope(body, envelope);
+        const bytes = p.utf8(out);
+        const loc = p.locateEnvelope(bytes);
+        expect(loc.status).toBe('found');
+        if (loc.status !== 'found') return;
+        expect(Buffer.from(bytes.subarray(loc.valueStart, loc.valueEnd)).toString()).toBe(envelope);
+        expect(JSON.parse(out)).toEqual({ ...JSON.parse(body), moat_att: envelope });
+      }),
+    );
+  });
+
+  it('a stamp changes when any byte of the body outside the stamp changes', () => {
+    const stampKey = new Uint8Array(32).fill(1);
+    fc.assert(
+      fc.property(fc.string({ minLength: 1, maxLength: 40 }), fc.nat(), (text, at) => {
+        const body = p.appendEnvelope(JSON.stringify({ messages: [{ role: 'user', content: text }] }), p.placeholderEnvelope({ kid: 'k', ts: 1, nonce: '0'.repeat(16) }));
+        const bytes = p.utf8(body);
+        const loc = p.locateEnvelope(bytes);
+        if (loc.status !== 'found') throw new Error('not found');
+        const stamp = p.computeStamp(stampKey, bytes, loc.stampStart, loc.stampEnd);
+        const i = at % loc.stampStart;
+        const tampered = bytes.slice();
+        tampered[i] = (tampered[i] as number) ^ 0x01;
+        expect(p.computeStamp(stampKey, tampered, loc.stampStart, loc.stampEnd)).not.toBe(stamp);
+      }),
+    );
+  });
+});
+
+describe('malformed input only ever raises ProtocolError', () => {
+  const parsers: Array<[string, (x: unknown) => unknown]> = [
+    ['parseAttribution', p.parseAttribution],
+    ['parseEnvelope', p.parseEnvelope],
+    ['parseBlockSignature', p.parseBlockSignature],
+    ['parseDiscovery', p.parseDiscovery],
+    ['parseGatewayRuleTable', p.parseGatewayRuleTable],
+    ['parseTelemetryBatch', (x) => p.parseTelemetryBatch(x)],
+    ['signingInput', (x) => p.signingInput(x, { alg: 'hs256', kid: 'k', apiKeyId: 'a', model: 'm' })],
+  ];
+  for (const [name, parse] of parsers) {
+    it(name, () => {
+      fc.assert(fc.property(junk, (input) => onlyProtocolErrors(() => parse(input))), { numRuns: 500 });
+    });
+  }
+
+  it('tryParse* never throw', () => {
+    fc.assert(
+      fc.property(junk, (input) => {
+        for (const r of [p.tryParseAttribution(input), p.tryParseEnvelope(input), p.tryParseBlockSignature(input), p.tryParseDiscovery(input)]) {
+          if (!r.ok) expect(r.error).toBeInstanceOf(p.ProtocolError);
+        }
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('locateEnvelope never throws on arbitrary bytes', () => {
+    const bodies = fc.oneof(
+      fc.uint8Array({ maxLength: 300 }),
+      fc.string().map((s) => p.utf8(`{"moat_att":"${s}"}`)),
+      fc.jsonValue().map((v) => p.utf8(`${JSON.stringify(v)},"moat_att":"v1.k.1764000000.0011223344556677.${'0'.repeat(32)}"}`)),
+    );
+    fc.assert(
+      fc.property(bodies, (body) => {
+        const loc = p.locateEnvelope(body);
+        expect(['found', 'missing', 'not_last', 'malformed']).toContain(loc.status);
+      }),
+      { numRuns: 1000 },
+    );
+  });
+
+  it('firstUserText and fingerprintRequest accept any JSON value', () => {
+    fc.assert(
+      fc.property(fc.jsonValue(), (request) => {
+        expect(typeof p.firstUserText(request)).toBe('string');
+        expect(p.fingerprintRequest(request, { salt: 's', version: '1' })).toMatch(/^[0-9a-f]{3}$/);
+      }),
+    );
+  });
+});
+
+describe('fingerprint properties', () => {
+  it('depends only on the code points at 4, 7 and 20', () => {
+    fc.assert(
+      fc.property(fc.array(fc.string({ unit: 'grapheme', minLength: 1, maxLength: 1 }), { minLength: 21, maxLength: 40 }), fc.nat(), (chars, at) => {
+        const points = [...chars.join('')];
+        const i = [0, 1, 2, 3, 5, 6, 8, 9, 10, 11, 12][at % 11] as number;
+        const changed = points.slice();
+        changed[i] = changed[i] === 'x' ? 'y' : 'x';
+        const opts = { salt: 's', version: '1.0.0' };
+        expect(p.fingerprint(changed.join(''), opts)).toBe(p.fingerprint(points.join(''), opts));
+      }),
+    );
+  });
+
+  it('utf8Length equals the encoded length, lone surrogates included', () => {
+    fc.assert(fc.property(fc.string({ unit: 'binary' }), (s) => {
+      expect(p.utf8Length(s)).toBe(p.utf8(s).length);
+    }));
+  });
+});
