@@ -1,4 +1,4 @@
-import { sha256 } from '@noble/hashes/sha2.js';
+import { createHash } from 'node:crypto';
 import { firstUserText } from './request.js';
 import { codePointAt, toHex, utf8 } from './text.js';
 
@@ -23,7 +23,9 @@ export interface FingerprintOptions {
  */
 export function fingerprintChars(text: string): string {
   // Unpaired surrogates (possible in JSON text) become U+FFFD first, as SPEC.md §6 requires.
-  const scalars = text.toWellFormed();
+  // Code point 20 lies within the first 42 UTF-16 units, and a pair cut at unit 42 starts
+  // at code point 21 or later, so the prefix is enough and long messages cost nothing.
+  const scalars = text.slice(0, 42).toWellFormed();
   let chars = '';
   for (const index of FINGERPRINT_INDICES) chars += codePointAt(scalars, index) ?? FINGERPRINT_MISSING_CHAR;
   return chars;
@@ -39,7 +41,8 @@ export function fingerprintChars(text: string): string {
  * ```
  */
 export function fingerprint(text: string, options: FingerprintOptions): string {
-  const digest = sha256(utf8(options.salt + fingerprintChars(text) + options.version));
+  // node:crypto: 1.3× the throughput of @noble/hashes for this call (bench/protocol.bench.ts).
+  const digest = createHash('sha256').update(utf8(options.salt + fingerprintChars(text) + options.version)).digest();
   return toHex(digest.subarray(0, 2)).slice(0, 3);
 }
 

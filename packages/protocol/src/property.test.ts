@@ -186,3 +186,14 @@ describe('fingerprint properties', () => {
     }));
   });
 });
+
+describe('fingerprint of long text', () => {
+  it('equals the fingerprint of its first 21 code points', () => {
+    fc.assert(
+      fc.property(fc.string({ unit: 'binary', minLength: 0, maxLength: 200 }), (text) => {
+        const head = [...text.toWellFormed()].slice(0, 21).join('');
+        expect(p.fingerprintChars(text)).toBe(p.fingerprintChars(head));
+      }),
+    );
+  });
+});

@@ -1,4 +1,4 @@
-import { sha256 } from '@noble/hashes/sha2.js';
+import { createHash } from 'node:crypto';
 import { describe, ProtocolError, type ParseResult, toResult } from './errors.js';
 import { toHex, utf8, utf8Length } from './text.js';
 
@@ -186,7 +186,7 @@ export function conversationDigest(messages: readonly unknown[]): string {
     if (typeof m.content === 'string') items.push(...blockItems({ type: 'text', text: m.content }));
     else if (Array.isArray(m.content)) for (const block of m.content) items.push(...blockItems(block));
   }
-  return toHex(sha256(lengthPrefixed(items)));
+  return createHash('sha256').update(lengthPrefixed(items)).digest('hex');
 }
 
 /** What a block signature binds. */

