@@ -45,10 +45,30 @@ interface Pair {
 }
 
 const pairs: Pair[] = [
-  { name: 'fingerprint', baseline: 'bare node:crypto sha256', run: () => p.fingerprint(text, opts), base: () => createHash('sha256').update(fpInput).digest() },
-  { name: 'fingerprint ', baseline: 'fingerprint on @noble/hashes', run: () => p.fingerprint(text, opts), base: () => nobleFingerprint(text) },
-  { name: 'parseAttribution', baseline: 'node:crypto sha256(block)', run: () => p.parseAttribution(block), base: () => createHash('sha256').update(block).digest() },
-  { name: 'locateEnvelope (100 KiB)', baseline: 'Buffer.indexOf (100 KiB)', run: () => p.locateEnvelope(bigBytes), base: () => bigBuffer.indexOf(needle) },
+  {
+    name: 'fingerprint',
+    baseline: 'bare node:crypto sha256',
+    run: () => p.fingerprint(text, opts),
+    base: () => createHash('sha256').update(fpInput).digest(),
+  },
+  {
+    name: 'fingerprint ',
+    baseline: 'fingerprint on @noble/hashes',
+    run: () => p.fingerprint(text, opts),
+    base: () => nobleFingerprint(text),
+  },
+  {
+    name: 'parseAttribution',
+    baseline: 'node:crypto sha256(block)',
+    run: () => p.parseAttribution(block),
+    base: () => createHash('sha256').update(block).digest(),
+  },
+  {
+    name: 'locateEnvelope (100 KiB)',
+    baseline: 'Buffer.indexOf (100 KiB)',
+    run: () => p.locateEnvelope(bigBytes),
+    base: () => bigBuffer.indexOf(needle),
+  },
   {
     name: 'computeStamp (100 KiB)',
     baseline: 'bare node:crypto HMAC (100 KiB)',
@@ -70,7 +90,10 @@ for (const pair of pairs) {
 }
 await bench.run();
 
-const hz = (name: string) => bench.getTask(name)?.result?.throughput?.mean ?? Number.NaN;
+const hz = (name: string): number => {
+  const result = bench.getTask(name)?.result;
+  return result !== undefined && 'throughput' in result ? result.throughput.mean : Number.NaN;
+};
 const fmt = (n: number) => Math.round(n).toLocaleString('en-US');
 console.log(`@moat/protocol benchmarks (${TIME_MS} ms per task, ${process.version})`);
 console.log('| task | ops/s | baseline | ops/s | ratio |');

@@ -1,4 +1,4 @@
-import { describe, ProtocolError, type ParseResult, toResult } from './errors.js';
+import { describe, type ParseResult, ProtocolError, toResult } from './errors.js';
 import { utf8Length } from './text.js';
 
 /** The protocol major version this implementation speaks. */
@@ -108,11 +108,7 @@ export function parseAttribution(text: unknown): AttributionBlock {
       throw new ProtocolError('ERR_ATTRIBUTION_SYNTAX', `a key matching [a-z][a-z0-9_]{0,31} at offset ${pos + 1}`, describe(key));
     }
     if (!VALUE_RE.test(value)) {
-      throw new ProtocolError(
-        'ERR_ATTRIBUTION_SYNTAX',
-        `a value matching [A-Za-z0-9._+-]{1,64} for "${key}"`,
-        describe(value),
-      );
+      throw new ProtocolError('ERR_ATTRIBUTION_SYNTAX', `a value matching [A-Za-z0-9._+-]{1,64} for "${key}"`, describe(value));
     }
     if (seen.has(key)) {
       throw new ProtocolError('ERR_ATTRIBUTION_DUPLICATE_FIELD', `"${key}" at most once`, `a second "${key}"`);
@@ -127,7 +123,11 @@ export function parseAttribution(text: unknown): AttributionBlock {
       extensions.push([key, value]);
     } else {
       if (sawExtension || rank < lastRank) {
-        throw new ProtocolError('ERR_ATTRIBUTION_FIELD_ORDER', 'known fields in the order v, cv, fp, ep, before unknown fields', describe(key));
+        throw new ProtocolError(
+          'ERR_ATTRIBUTION_FIELD_ORDER',
+          'known fields in the order v, cv, fp, ep, before unknown fields',
+          describe(key),
+        );
       }
       lastRank = rank;
       if (key === 'v') {

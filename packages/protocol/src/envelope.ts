@@ -1,4 +1,4 @@
-import { describe, ProtocolError, type ParseResult, toResult } from './errors.js';
+import { describe, type ParseResult, ProtocolError, toResult } from './errors.js';
 import { utf8Length } from './text.js';
 
 /** Name of the top-level member that carries the attestation envelope. */
@@ -55,12 +55,7 @@ export function parseEnvelope(value: unknown): Envelope {
   if (!KID_RE.test(kid)) throw new ProtocolError('ERR_ENVELOPE_KID', 'a key id matching [A-Za-z0-9_-]{1,32}', describe(kid));
   if (!TS_RE.test(ts)) throw new ProtocolError('ERR_ENVELOPE_TIMESTAMP', 'a timestamp of exactly 10 decimal digits', describe(ts));
   if (!NONCE_RE.test(nonce)) throw new ProtocolError('ERR_ENVELOPE_NONCE', 'a nonce of 16 lowercase hex digits', describe(nonce));
-  if (
-    !STAMP_RE.test(stamp) ||
-    stamp.length % 2 !== 0 ||
-    stamp.length < MIN_STAMP_HEX_LENGTH ||
-    stamp.length > MAX_STAMP_HEX_LENGTH
-  ) {
+  if (!STAMP_RE.test(stamp) || stamp.length % 2 !== 0 || stamp.length < MIN_STAMP_HEX_LENGTH || stamp.length > MAX_STAMP_HEX_LENGTH) {
     throw new ProtocolError(
       'ERR_ENVELOPE_STAMP',
       `a stamp of ${MIN_STAMP_HEX_LENGTH}-${MAX_STAMP_HEX_LENGTH} lowercase hex digits, even length`,
@@ -216,7 +211,14 @@ export function locateEnvelope(body: Uint8Array): EnvelopeLocation {
   let first = 0;
   while (first < body.length && (body[first] === 0x20 || body[first] === 0x09 || body[first] === 0x0a || body[first] === 0x0d)) first++;
   if (body[first] !== 0x7b) {
-    return { status: 'malformed', error: new ProtocolError('ERR_BODY_NOT_OBJECT', 'a JSON object text', describe(asciiOf(body, first, Math.min(body.length, first + 8)))) };
+    return {
+      status: 'malformed',
+      error: new ProtocolError(
+        'ERR_BODY_NOT_OBJECT',
+        'a JSON object text',
+        describe(asciiOf(body, first, Math.min(body.length, first + 8))),
+      ),
+    };
   }
   const anchor = anchoredSuffix(body);
   const firstName = indexOfBytes(body, MEMBER_NAME, 0);

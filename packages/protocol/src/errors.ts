@@ -67,9 +67,7 @@ export class ProtocolError extends Error {
 }
 
 /** Result of a `tryParse*` function: the value, or the typed error. Never throws. */
-export type ParseResult<T> =
-  | { readonly ok: true; readonly value: T }
-  | { readonly ok: false; readonly error: ProtocolError };
+export type ParseResult<T> = { readonly ok: true; readonly value: T } | { readonly ok: false; readonly error: ProtocolError };
 
 /** Runs `parse`, turning a thrown {@link ProtocolError} into a result; other errors propagate. */
 export function toResult<T>(parse: () => T): ParseResult<T> {

@@ -42,7 +42,9 @@ export function fingerprintChars(text: string): string {
  */
 export function fingerprint(text: string, options: FingerprintOptions): string {
   // node:crypto: 1.3× the throughput of @noble/hashes for this call (bench/protocol.bench.ts).
-  const digest = createHash('sha256').update(utf8(options.salt + fingerprintChars(text) + options.version)).digest();
+  const digest = createHash('sha256')
+    .update(utf8(options.salt + fingerprintChars(text) + options.version))
+    .digest();
   return toHex(digest.subarray(0, 2)).slice(0, 3);
 }
 

@@ -1,4 +1,4 @@
-import { describe, ProtocolError, type ParseResult, toResult } from './errors.js';
+import { describe, type ParseResult, ProtocolError, toResult } from './errors.js';
 import { utf8Length } from './text.js';
 
 /** One known AI gateway: header-name prefixes it adds and hosts it is served from. */

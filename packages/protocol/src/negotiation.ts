@@ -1,5 +1,5 @@
 import { PROTOCOL_VERSION } from './attribution.js';
-import { describe, ProtocolError, type ParseResult, toResult } from './errors.js';
+import { describe, type ParseResult, ProtocolError, toResult } from './errors.js';
 
 /** Path, relative to an API base URL, of the discovery document. */
 export const DISCOVERY_PATH = '/v1/moat';
@@ -37,7 +37,12 @@ export function parseDiscovery(input: unknown): Discovery {
   }
   const doc = root as Record<string, unknown>;
   const versions = doc.versions;
-  if (!Array.isArray(versions) || versions.length === 0 || versions.length > 16 || !versions.every((v) => Number.isSafeInteger(v) && v > 0)) {
+  if (
+    !Array.isArray(versions) ||
+    versions.length === 0 ||
+    versions.length > 16 ||
+    !versions.every((v) => Number.isSafeInteger(v) && v > 0)
+  ) {
     throw new ProtocolError('ERR_DISCOVERY', '"versions" as a non-empty array of positive integers', describe(versions));
   }
   const features = doc.features ?? [];

@@ -22,7 +22,9 @@ const junk = fc.oneof(
   fc.string(),
   fc.string({ unit: 'binary' }),
   fc.constantFrom('x-moat:', 'x-moat: v=1;', 'v1....', 'ms1.hs256.k.k.', '{"moat":{}}'),
-  fc.tuple(fc.constantFrom('x-moat: v=1; cv=1.4.2;', 'v1.k.1764000000.0011223344556677.', 'ms1.ed25519.k.c.'), fc.string()).map(([a, b]) => a + b),
+  fc
+    .tuple(fc.constantFrom('x-moat: v=1; cv=1.4.2;', 'v1.k.1764000000.0011223344556677.', 'ms1.ed25519.k.c.'), fc.string())
+    .map(([a, b]) => a + b),
 );
 
 function onlyProtocolErrors(fn: () => unknown): void {
@@ -100,7 +102,10 @@ describe('round trips', () => {
     const stampKey = new Uint8Array(32).fill(1);
     fc.assert(
       fc.property(fc.string({ minLength: 1, maxLength: 40 }), fc.nat(), (text, at) => {
-        const body = p.appendEnvelope(JSON.stringify({ messages: [{ role: 'user', content: text }] }), p.placeholderEnvelope({ kid: 'k', ts: 1, nonce: '0'.repeat(16) }));
+        const body = p.appendEnvelope(
+          JSON.stringify({ messages: [{ role: 'user', content: text }] }),
+          p.placeholderEnvelope({ kid: 'k', ts: 1, nonce: '0'.repeat(16) }),
+        );
         const bytes = p.utf8(body);
         const loc = p.locateEnvelope(bytes);
         if (loc.status !== 'found') throw new Error('not found');
@@ -126,14 +131,22 @@ describe('malformed input only ever raises ProtocolError', () => {
   ];
   for (const [name, parse] of parsers) {
     it(name, () => {
-      fc.assert(fc.property(junk, (input) => onlyProtocolErrors(() => parse(input))), { numRuns: 500 });
+      fc.assert(
+        fc.property(junk, (input) => onlyProtocolErrors(() => parse(input))),
+        { numRuns: 500 },
+      );
     });
   }
 
   it('tryParse* never throw', () => {
     fc.assert(
       fc.property(junk, (input) => {
-        for (const r of [p.tryParseAttribution(input), p.tryParseEnvelope(input), p.tryParseBlockSignature(input), p.tryParseDiscovery(input)]) {
+        for (const r of [
+          p.tryParseAttribution(input),
+          p.tryParseEnvelope(input),
+          p.tryParseBlockSignature(input),
+          p.tryParseDiscovery(input),
+        ]) {
           if (!r.ok) expect(r.error).toBeInstanceOf(p.ProtocolError);
         }
       }),
@@ -169,21 +182,27 @@ describe('malformed input only ever raises ProtocolError', () => {
 describe('fingerprint properties', () => {
   it('depends only on the code points at 4, 7 and 20', () => {
     fc.assert(
-      fc.property(fc.array(fc.string({ unit: 'grapheme', minLength: 1, maxLength: 1 }), { minLength: 21, maxLength: 40 }), fc.nat(), (chars, at) => {
-        const points = [...chars.join('')];
-        const i = [0, 1, 2, 3, 5, 6, 8, 9, 10, 11, 12][at % 11] as number;
-        const changed = points.slice();
-        changed[i] = changed[i] === 'x' ? 'y' : 'x';
-        const opts = { salt: 's', version: '1.0.0' };
-        expect(p.fingerprint(changed.join(''), opts)).toBe(p.fingerprint(points.join(''), opts));
-      }),
+      fc.property(
+        fc.array(fc.string({ unit: 'grapheme', minLength: 1, maxLength: 1 }), { minLength: 21, maxLength: 40 }),
+        fc.nat(),
+        (chars, at) => {
+          const points = [...chars.join('')];
+          const i = [0, 1, 2, 3, 5, 6, 8, 9, 10, 11, 12][at % 11] as number;
+          const changed = points.slice();
+          changed[i] = changed[i] === 'x' ? 'y' : 'x';
+          const opts = { salt: 's', version: '1.0.0' };
+          expect(p.fingerprint(changed.join(''), opts)).toBe(p.fingerprint(points.join(''), opts));
+        },
+      ),
     );
   });
 
   it('utf8Length equals the encoded length, lone surrogates included', () => {
-    fc.assert(fc.property(fc.string({ unit: 'binary' }), (s) => {
-      expect(p.utf8Length(s)).toBe(p.utf8(s).length);
-    }));
+    fc.assert(
+      fc.property(fc.string({ unit: 'binary' }), (s) => {
+        expect(p.utf8Length(s)).toBe(p.utf8(s).length);
+      }),
+    );
   });
 });
 

@@ -23,7 +23,10 @@ describe('withAttribution', () => {
 
   it('gives identical system prefixes across the turns of one conversation', () => {
     const turn1 = { model: 'm', messages: [{ role: 'user', content: 'Hello there, how are you?' }] };
-    const turn2 = { model: 'm', messages: [...turn1.messages, { role: 'assistant', content: 'Fine.' }, { role: 'user', content: 'And now?' }] };
+    const turn2 = {
+      model: 'm',
+      messages: [...turn1.messages, { role: 'assistant', content: 'Fine.' }, { role: 'user', content: 'And now?' }],
+    };
     const opts = { salt: 's', version: '1.4.2' };
     const b1 = p.serializeAttribution({ cv: '1.4.2', fp: p.fingerprintRequest(turn1, opts), ep: 'cli' });
     const b2 = p.serializeAttribution({ cv: '1.4.2', fp: p.fingerprintRequest(turn2, opts), ep: 'cli' });
@@ -34,7 +37,14 @@ describe('withAttribution', () => {
 describe('findAttribution', () => {
   it('finds only a text block at system[0]', () => {
     expect(p.findAttribution({ system: [{ type: 'text', text: block }] })).toEqual({ status: 'present', text: block });
-    expect(p.findAttribution({ system: [{ type: 'text', text: 'x' }, { type: 'text', text: block }] })).toEqual({ status: 'absent' });
+    expect(
+      p.findAttribution({
+        system: [
+          { type: 'text', text: 'x' },
+          { type: 'text', text: block },
+        ],
+      }),
+    ).toEqual({ status: 'absent' });
     expect(p.findAttribution({ system: block })).toEqual({ status: 'absent' });
     expect(p.findAttribution(null)).toEqual({ status: 'absent' });
   });
@@ -44,7 +54,10 @@ describe('stripMoatTags', () => {
   it('removes the block, the envelope and anti_distillation and nothing else', () => {
     const request = {
       model: 'm',
-      system: [{ type: 'text', text: block }, { type: 'text', text: 'Be brief.' }],
+      system: [
+        { type: 'text', text: block },
+        { type: 'text', text: 'Be brief.' },
+      ],
       messages: [{ role: 'user', content: `quoting "moat_att" and ${block}` }],
       anti_distillation: ['fake_tools'],
       moat_att: 'v1.k.1764000000.0011223344556677.00000000000000000000000000000000',

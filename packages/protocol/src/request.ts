@@ -45,9 +45,7 @@ export function firstUserText(request: unknown): string {
 }
 
 /** Where a request's attribution block stands, if it has one. */
-export type AttributionLocation =
-  | { readonly status: 'absent' }
-  | { readonly status: 'present'; readonly text: string };
+export type AttributionLocation = { readonly status: 'absent' } | { readonly status: 'present'; readonly text: string };
 
 /**
  * Finds the attribution block: `system` is an array whose first element is a `text` block

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
-import { describe, ProtocolError, type ParseResult, toResult } from './errors.js';
-import { toHex, utf8, utf8Length } from './text.js';
+import { describe, type ParseResult, ProtocolError, toResult } from './errors.js';
+import { utf8, utf8Length } from './text.js';
 
 /** Longest `signature` value accepted, in UTF-8 bytes. */
 export const SIGNATURE_MAX_BYTES = 256;
@@ -54,7 +54,11 @@ function decodeBase64url(text: string, expectedBytes: number): Uint8Array {
   }
   const expectedChars = Math.ceil((expectedBytes * 4) / 3);
   if (text.length !== expectedChars) {
-    throw new ProtocolError('ERR_SIGNATURE_LENGTH', `${expectedChars} base64url characters (${expectedBytes} bytes)`, `${text.length} characters`);
+    throw new ProtocolError(
+      'ERR_SIGNATURE_LENGTH',
+      `${expectedChars} base64url characters (${expectedBytes} bytes)`,
+      `${text.length} characters`,
+    );
   }
   const bytes = new Uint8Array(Buffer.from(text, 'base64url'));
   // Reject non-canonical encodings (non-zero trailing bits): one signature, one spelling.

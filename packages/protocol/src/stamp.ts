@@ -44,4 +44,3 @@ export function computeStamp(key: Uint8Array, body: Uint8Array, stampStart: numb
   mac.update(body.subarray(stampEnd));
   return toHex(mac.digest().subarray(0, hexLength / 2));
 }
-

@@ -1,4 +1,4 @@
-import { describe, ProtocolError, type ParseResult, toResult } from './errors.js';
+import { describe, type ParseResult, ProtocolError, toResult } from './errors.js';
 import { utf8Length } from './text.js';
 
 /** Path of the telemetry endpoint relative to the API base URL. */

@@ -147,7 +147,10 @@ describe('fingerprint vectors', () => {
       expect(p.fingerprintChars(c.text)).toBe(c.chars);
       expect(p.fingerprintRequest(c.request, { salt: c.salt, version: c.version })).toBe(c.fp);
       // Independent: node:crypto SHA-256 of the same UTF-8 input.
-      const reference = createHash('sha256').update(Buffer.from(p.utf8(c.salt + c.chars + c.version))).digest('hex').slice(0, 3);
+      const reference = createHash('sha256')
+        .update(Buffer.from(p.utf8(c.salt + c.chars + c.version)))
+        .digest('hex')
+        .slice(0, 3);
       expect(c.fp).toBe(reference);
     });
   }
@@ -205,7 +208,10 @@ describe('gateway vectors', () => {
   for (const c of load('gateway').cases) {
     it(`${c.op}: ${c.name}`, () => {
       if (c.op === 'detect') {
-        const input = { headers: c.headers as Array<[string, string]>, ...(c.baseUrl === undefined ? {} : { baseUrl: c.baseUrl as string }) };
+        const input = {
+          headers: c.headers as Array<[string, string]>,
+          ...(c.baseUrl === undefined ? {} : { baseUrl: c.baseUrl as string }),
+        };
         expect(p.detectGateways(input)).toEqual(c.detections);
       } else if (c.valid) {
         expect(p.parseGatewayRuleTable(c.table)).toEqual(c.table);

@@ -98,7 +98,17 @@ function attributionCases(): Case[] {
   const serialize: Array<[string, p.AttributionFields]> = [
     ['serialize all fields', { cv: '1.4.2', fp: 'a3f', ep: 'cli' }],
     ['serialize cv only', { cv: '3.0.0' }],
-    ['serialize with extensions', { cv: '1.4.2', ep: 'cli', extensions: [['build', 'abc'], ['os', 'linux']] }],
+    [
+      'serialize with extensions',
+      {
+        cv: '1.4.2',
+        ep: 'cli',
+        extensions: [
+          ['build', 'abc'],
+          ['os', 'linux'],
+        ],
+      },
+    ],
     ['serialize rejects an extension named like a known field', { cv: '1.4.2', extensions: [['fp', 'a3f']] }],
     ['serialize rejects a bad fingerprint', { cv: '1.4.2', fp: 'ABC' }],
     ['serialize rejects an empty cv', { cv: '' }],
@@ -107,7 +117,11 @@ function attributionCases(): Case[] {
   for (const [name, fields] of serialize) {
     const r = attempt(() => p.serializeAttribution(fields));
     const input = { ...fields, ...(fields.extensions ? { extensions: fields.extensions.map(([k, v]) => [k, v]) } : {}) };
-    cases.push(r.ok ? { name, op: 'serialize', fields: input, valid: true, serialized: r.value } : { name, op: 'serialize', fields: input, valid: false, error: r.error });
+    cases.push(
+      r.ok
+        ? { name, op: 'serialize', fields: input, valid: true, serialized: r.value }
+        : { name, op: 'serialize', fields: input, valid: false, error: r.error },
+    );
   }
   return cases;
 }
@@ -156,11 +170,20 @@ function envelopeCases(): Case[] {
     ['envelope as the only member', `{${env}}`],
     ['256-bit stamp', `{"model":"m",${env.replace('0'.repeat(32), '0'.repeat(64))}}`],
     ['no envelope', '{"model":"m","messages":[]}'],
-    ['the envelope text inside a user message is not an envelope', `{"messages":[{"role":"user","content":"${env.replaceAll('"', '\\"')}"}]}`],
-    ['the envelope text inside a user message, real envelope last', `{"messages":[{"role":"user","content":"see ,\\"moat_att\\":\\"${PLACEHOLDER}\\"}"}],${env}}`],
+    [
+      'the envelope text inside a user message is not an envelope',
+      `{"messages":[{"role":"user","content":"${env.replaceAll('"', '\\"')}"}]}`,
+    ],
+    [
+      'the envelope text inside a user message, real envelope last',
+      `{"messages":[{"role":"user","content":"see ,\\"moat_att\\":\\"${PLACEHOLDER}\\"}"}],${env}}`,
+    ],
     ['a nested moat_att member is not an envelope', `{"metadata":{${env}},"model":"m"}`],
     ['a nested moat_att member last in a nested object, real envelope last', `{"metadata":{"a":1,${env}},${env}}`],
-    ['user text ending like an anchor inside a nested object', `{"messages":[{"role":"user","content":[{"type":"text","text":"x"}]}],"metadata":{${env}}}`],
+    [
+      'user text ending like an anchor inside a nested object',
+      `{"messages":[{"role":"user","content":[{"type":"text","text":"x"}]}],"metadata":{${env}}}`,
+    ],
     ['envelope not last', `{${env},"model":"m"}`],
     ['envelope in the middle', `{"model":"m",${env},"max_tokens":1}`],
     ['two envelopes, one last', `{${env},"model":"m",${env}}`],
@@ -202,7 +225,11 @@ function envelopeCases(): Case[] {
   const append: Array<[string, string, string]> = [
     ['append to a compact body', '{"model":"m","max_tokens":16}', PLACEHOLDER],
     ['append to an empty object', '{}', PLACEHOLDER],
-    ['append keeps the prefix byte for byte', '{"system":[{"type":"text","text":"x-moat: v=1; cv=1.4.2;"}],"messages":[{"role":"user","content":"é😀"}]}', PLACEHOLDER],
+    [
+      'append keeps the prefix byte for byte',
+      '{"system":[{"type":"text","text":"x-moat: v=1; cv=1.4.2;"}],"messages":[{"role":"user","content":"é😀"}]}',
+      PLACEHOLDER,
+    ],
     ['append refuses a body that already has an envelope', `{"model":"m",${env}}`, PLACEHOLDER],
     ['append refuses an array body', '[1,2]', PLACEHOLDER],
     ['append refuses trailing whitespace', '{"model":"m"} ', PLACEHOLDER],
@@ -211,7 +238,11 @@ function envelopeCases(): Case[] {
   ];
   for (const [name, body, envelope] of append) {
     const r = attempt(() => p.appendEnvelope(body, envelope));
-    cases.push(r.ok ? { name, op: 'append', body, envelope, valid: true, result: r.value } : { name, op: 'append', body, envelope, valid: false, error: r.error });
+    cases.push(
+      r.ok
+        ? { name, op: 'append', body, envelope, valid: true, result: r.value }
+        : { name, op: 'append', body, envelope, valid: false, error: r.error },
+    );
   }
   return cases;
 }
@@ -224,7 +255,10 @@ const TEST_KEY_2 = 'a0'.repeat(32);
 
 function stampBody(extra: string, stampHex = 32): string {
   const envelope = p.placeholderEnvelope({ kid: 'k2026a', ts: 1764000000, nonce: '9f2c4e7a1b3d5c6f', stampHexLength: stampHex });
-  return p.appendEnvelope(`{"model":"claude-test","max_tokens":64,"messages":[{"role":"user","content":${JSON.stringify(extra)}}]}`, envelope);
+  return p.appendEnvelope(
+    `{"model":"claude-test","max_tokens":64,"messages":[{"role":"user","content":${JSON.stringify(extra)}}]}`,
+    envelope,
+  );
 }
 
 function stampCases(): Case[] {
@@ -250,7 +284,10 @@ function stampCases(): Case[] {
     const bytes = p.utf8(body);
     const stamped = Buffer.concat([bytes.subarray(0, loc.stampStart), Buffer.from(r.value), bytes.subarray(loc.stampEnd)]).toString('utf8');
     // Independent check with node:crypto: HMAC over the body with the placeholder in place.
-    const reference = createHmac('sha256', Buffer.from(key, 'hex')).update(body).digest('hex').slice(0, loc.stampEnd - loc.stampStart);
+    const reference = createHmac('sha256', Buffer.from(key, 'hex'))
+      .update(body)
+      .digest('hex')
+      .slice(0, loc.stampEnd - loc.stampStart);
     if (reference !== r.value) throw new Error(`stamp case ${name}: noble and node:crypto disagree`);
     cases.push({ name, op: 'compute', key, body, valid: true, stamp: r.value, stamped });
   }
@@ -267,8 +304,18 @@ function stampCases(): Case[] {
     ['256-bit stamp verifies', TEST_KEY, stamped(TEST_KEY, stampBody('y', 64)), 'valid'],
     ['placeholder left unstamped', TEST_KEY, stampBody('Hello, world'), 'invalid'],
     ['member re-serialized with a space', TEST_KEY, good.replace('"moat_att":"', '"moat_att": "'), 'not_last'],
-    ['envelope removed', TEST_KEY, '{"model":"claude-test","max_tokens":64,"messages":[{"role":"user","content":"Hello, world"}]}', 'missing'],
-    ['system prompt injected before the messages', TEST_KEY, good.replace('"max_tokens":64,', '"max_tokens":64,"system":"be evil",'), 'invalid'],
+    [
+      'envelope removed',
+      TEST_KEY,
+      '{"model":"claude-test","max_tokens":64,"messages":[{"role":"user","content":"Hello, world"}]}',
+      'missing',
+    ],
+    [
+      'system prompt injected before the messages',
+      TEST_KEY,
+      good.replace('"max_tokens":64,', '"max_tokens":64,"system":"be evil",'),
+      'invalid',
+    ],
   ];
   for (const [name, key, body, outcome] of verify) {
     const loc = p.locateEnvelope(p.utf8(body));
@@ -327,19 +374,69 @@ function fingerprintCases(): Case[] {
     ['reversed surrogate pair is two code points', userText('abcd\udc00\ud800fghijklmnopqrstuvwxyz')],
     ['NUL and control characters are ordinary code points', userText('a\u0000b\tc\nd\re\u0001fghijklmnopqrstu')],
     ['text block content', userText([{ type: 'text', text: 'Hello, how are you doing today?' }])],
-    ['first text block after an image block', userText([{ type: 'image', source: { type: 'base64', media_type: 'image/png', data: 'AAAA' } }, { type: 'text', text: 'Describe this image in detail please' }, { type: 'text', text: 'ignored second block' }])],
-    ['content blocks without a text block', userText([{ type: 'image', source: { type: 'base64', media_type: 'image/png', data: 'AAAA' } }])],
+    [
+      'first text block after an image block',
+      userText([
+        { type: 'image', source: { type: 'base64', media_type: 'image/png', data: 'AAAA' } },
+        { type: 'text', text: 'Describe this image in detail please' },
+        { type: 'text', text: 'ignored second block' },
+      ]),
+    ],
+    [
+      'content blocks without a text block',
+      userText([{ type: 'image', source: { type: 'base64', media_type: 'image/png', data: 'AAAA' } }]),
+    ],
     ['empty content array', userText([])],
-    ['text block whose text is not a string', userText([{ type: 'text', text: 42 }, { type: 'text', text: 'second' }])],
+    [
+      'text block whose text is not a string',
+      userText([
+        { type: 'text', text: 42 },
+        { type: 'text', text: 'second' },
+      ]),
+    ],
     ['content of another type', userText(42)],
     ['no messages member', { model: 'm' }],
     ['messages not an array', { model: 'm', messages: 'hello there, friend of mine' }],
     ['no user message', { model: 'm', messages: [{ role: 'assistant', content: 'I am the assistant speaking first' }] }],
-    ['first user message counts, not the last', { model: 'm', messages: [{ role: 'user', content: 'first message here, long enough' }, { role: 'assistant', content: 'ok' }, { role: 'user', content: 'second message, also long enough' }] }],
-    ['assistant message before the first user message is skipped', { model: 'm', messages: [{ role: 'assistant', content: 'prefill from the assistant side' }, { role: 'user', content: 'the actual user question text' }] }],
-    ['first user message holds only a tool_result: empty text', { model: 'm', messages: [{ role: 'user', content: [{ type: 'tool_result', tool_use_id: 't1', content: 'result text long enough' }] }, { role: 'user', content: 'later user text long enough' }] }],
-    ['non-object entries in messages are skipped', { model: 'm', messages: [null, 'x', { role: 'user', content: 'Hello, how are you doing today?' }] }],
-    ['the system prompt does not count', { model: 'm', system: 'You are a helpful assistant with a long prompt', messages: [{ role: 'user', content: 'Hey' }] }],
+    [
+      'first user message counts, not the last',
+      {
+        model: 'm',
+        messages: [
+          { role: 'user', content: 'first message here, long enough' },
+          { role: 'assistant', content: 'ok' },
+          { role: 'user', content: 'second message, also long enough' },
+        ],
+      },
+    ],
+    [
+      'assistant message before the first user message is skipped',
+      {
+        model: 'm',
+        messages: [
+          { role: 'assistant', content: 'prefill from the assistant side' },
+          { role: 'user', content: 'the actual user question text' },
+        ],
+      },
+    ],
+    [
+      'first user message holds only a tool_result: empty text',
+      {
+        model: 'm',
+        messages: [
+          { role: 'user', content: [{ type: 'tool_result', tool_use_id: 't1', content: 'result text long enough' }] },
+          { role: 'user', content: 'later user text long enough' },
+        ],
+      },
+    ],
+    [
+      'non-object entries in messages are skipped',
+      { model: 'm', messages: [null, 'x', { role: 'user', content: 'Hello, how are you doing today?' }] },
+    ],
+    [
+      'the system prompt does not count',
+      { model: 'm', system: 'You are a helpful assistant with a long prompt', messages: [{ role: 'user', content: 'Hey' }] },
+    ],
     ['request not an object', 'just a string'],
     ['non-ASCII salt and version', userText('Hello, how are you doing today?'), 'sel-ünïcode-🧂', '2.0.0-β'],
     ['empty salt', userText('Hello, how are you doing today?'), '', '1.4.2'],
@@ -390,23 +487,47 @@ function signatureCases(): Case[] {
     const r = attempt(() => p.parseBlockSignature(input));
     cases.push(
       r.ok
-        ? { name, op: 'parse', input, valid: true, signature: { alg: r.value.alg, kid: r.value.kid, scope: r.value.scope, sig: hex(r.value.sig) } }
+        ? {
+            name,
+            op: 'parse',
+            input,
+            valid: true,
+            signature: { alg: r.value.alg, kid: r.value.kid, scope: r.value.scope, sig: hex(r.value.sig) },
+          }
         : { name, op: 'parse', input, valid: false, error: r.error },
     );
   }
 
   const history = [
     { role: 'user', content: 'What is 2 + 2?' },
-    { role: 'assistant', content: [{ type: 'thinking', thinking: 'Simple.', signature: 'x' }, { type: 'text', text: '4' }] },
-    { role: 'user', content: [{ type: 'tool_result', tool_use_id: 'toolu_1', content: [{ type: 'text', text: 'ok' }, { type: 'image' }] }, { type: 'text', text: 'And 3 + 3?' }] },
+    {
+      role: 'assistant',
+      content: [
+        { type: 'thinking', thinking: 'Simple.', signature: 'x' },
+        { type: 'text', text: '4' },
+      ],
+    },
+    {
+      role: 'user',
+      content: [
+        { type: 'tool_result', tool_use_id: 'toolu_1', content: [{ type: 'text', text: 'ok' }, { type: 'image' }] },
+        { type: 'text', text: 'And 3 + 3?' },
+      ],
+    },
   ];
   const digestList: Array<[string, unknown[]]> = [
     ['empty conversation', []],
     ['one user message', [history[0]]],
     ['string content equals one text block', [{ role: 'user', content: [{ type: 'text', text: 'What is 2 + 2?' }] }]],
-    ['extra JSON members do not change the digest', [{ role: 'user', content: [{ type: 'text', text: 'What is 2 + 2?', cache_control: { type: 'ephemeral' } }], id: 'x' }]],
+    [
+      'extra JSON members do not change the digest',
+      [{ role: 'user', content: [{ type: 'text', text: 'What is 2 + 2?', cache_control: { type: 'ephemeral' } }], id: 'x' }],
+    ],
     ['full history with thinking, tool_result and text', history],
-    ['tool_use binds id and name only', [{ role: 'assistant', content: [{ type: 'tool_use', id: 'toolu_1', name: 'get_weather', input: { city: 'Paris' } }] }]],
+    [
+      'tool_use binds id and name only',
+      [{ role: 'assistant', content: [{ type: 'tool_use', id: 'toolu_1', name: 'get_weather', input: { city: 'Paris' } }] }],
+    ],
     ['unknown block types bind their type only', [{ role: 'user', content: [{ type: 'document', source: {} }] }]],
     ['non-object message and block', [null, { role: 'user', content: [null, 'x'] }]],
   ];
@@ -448,19 +569,46 @@ function signatureCases(): Case[] {
   ];
   for (const [name, block, ctx] of signList) {
     const mac = createHmac('sha256', Buffer.from(HS_KEY, 'hex')).update(p.signingInput(block, ctx)).digest();
-    const signature = p.serializeBlockSignature({ alg: 'hs256', kid: ctx.kid, scope: ctx.context === undefined ? 'k' : 'c', sig: new Uint8Array(mac) });
+    const signature = p.serializeBlockSignature({
+      alg: 'hs256',
+      kid: ctx.kid,
+      scope: ctx.context === undefined ? 'k' : 'c',
+      sig: new Uint8Array(mac),
+    });
     cases.push({ name, op: 'sign_hs256', key: HS_KEY, block, context: ctx, input: hex(p.signingInput(block, ctx)), signature });
   }
 
   const seed = fromHex(ED_SEED);
   const publicKey = hex(ed25519.getPublicKey(seed));
   const edCtx = { ...ctxK, alg: 'ed25519' as const, kid: 'ed2026a' };
-  const edList: Array<[string, unknown, p.SigningContext, (sig: string) => { block: unknown; context: p.SigningContext; signature: string }]> = [
+  const edList: Array<
+    [string, unknown, p.SigningContext, (sig: string) => { block: unknown; context: p.SigningContext; signature: string }]
+  > = [
     ['ed25519 thinking verifies', thinking, edCtx, (signature) => ({ block: thinking, context: edCtx, signature })],
-    ['ed25519 connector_text, conversation scope, verifies', connector, { ...edCtx, context: ctxC.context }, (signature) => ({ block: connector, context: { ...edCtx, context: ctxC.context }, signature })],
-    ['ed25519 signature presented for another model fails', thinking, edCtx, (signature) => ({ block: thinking, context: { ...edCtx, model: 'claude-test-2' }, signature })],
-    ['ed25519 signature presented for another API key fails', thinking, edCtx, (signature) => ({ block: thinking, context: { ...edCtx, apiKeyId: 'key_0000' }, signature })],
-    ['ed25519 thinking text edited fails', thinking, edCtx, (signature) => ({ block: { ...thinking, thinking: `${thinking.thinking} ` }, context: edCtx, signature })],
+    [
+      'ed25519 connector_text, conversation scope, verifies',
+      connector,
+      { ...edCtx, context: ctxC.context },
+      (signature) => ({ block: connector, context: { ...edCtx, context: ctxC.context }, signature }),
+    ],
+    [
+      'ed25519 signature presented for another model fails',
+      thinking,
+      edCtx,
+      (signature) => ({ block: thinking, context: { ...edCtx, model: 'claude-test-2' }, signature }),
+    ],
+    [
+      'ed25519 signature presented for another API key fails',
+      thinking,
+      edCtx,
+      (signature) => ({ block: thinking, context: { ...edCtx, apiKeyId: 'key_0000' }, signature }),
+    ],
+    [
+      'ed25519 thinking text edited fails',
+      thinking,
+      edCtx,
+      (signature) => ({ block: { ...thinking, thinking: `${thinking.thinking} ` }, context: edCtx, signature }),
+    ],
   ];
   for (const [name, block, ctx, present] of edList) {
     const sig = ed25519.sign(p.signingInput(block, ctx), seed);
@@ -479,17 +627,55 @@ function signatureCases(): Case[] {
 function gatewayCases(): Case[] {
   const cases: Case[] = [];
   const detect: Array<[string, Array<[string, string]>, string?]> = [
-    ['LiteLLM response headers', [['content-type', 'application/json'], ['x-litellm-call-id', 'abc'], ['x-litellm-model-id', 'm1']]],
+    [
+      'LiteLLM response headers',
+      [
+        ['content-type', 'application/json'],
+        ['x-litellm-call-id', 'abc'],
+        ['x-litellm-model-id', 'm1'],
+      ],
+    ],
     ['header names are case-insensitive', [['X-LiteLLM-Version', '1.50.0']]],
     ['Helicone', [['Helicone-Id', 'x']]],
     ['Portkey', [['x-portkey-trace-id', 't']]],
     ['Cloudflare AI Gateway', [['cf-aig-cache-status', 'MISS']]],
-    ['Kong', [['X-Kong-Upstream-Latency', '12'], ['x-kong-proxy-latency', '1']]],
+    [
+      'Kong',
+      [
+        ['X-Kong-Upstream-Latency', '12'],
+        ['x-kong-proxy-latency', '1'],
+      ],
+    ],
     ['Braintrust', [['x-bt-used-endpoint', 'anthropic']]],
-    ['two gateways at once, in table order', [['x-portkey-trace-id', 't'], ['x-litellm-call-id', 'c']]],
-    ['a prefix must match at the start', [['x-my-x-litellm-thing', '1'], ['xhelicone-id', '1']]],
-    ['plain responses match nothing', [['content-type', 'text/event-stream'], ['request-id', 'req_1'], ['anthropic-ratelimit-requests-limit', '50']]],
-    ['duplicate header names count once', [['x-litellm-call-id', 'a'], ['X-LiteLLM-Call-Id', 'b']]],
+    [
+      'two gateways at once, in table order',
+      [
+        ['x-portkey-trace-id', 't'],
+        ['x-litellm-call-id', 'c'],
+      ],
+    ],
+    [
+      'a prefix must match at the start',
+      [
+        ['x-my-x-litellm-thing', '1'],
+        ['xhelicone-id', '1'],
+      ],
+    ],
+    [
+      'plain responses match nothing',
+      [
+        ['content-type', 'text/event-stream'],
+        ['request-id', 'req_1'],
+        ['anthropic-ratelimit-requests-limit', '50'],
+      ],
+    ],
+    [
+      'duplicate header names count once',
+      [
+        ['x-litellm-call-id', 'a'],
+        ['X-LiteLLM-Call-Id', 'b'],
+      ],
+    ],
     ['Databricks workspace host', [], 'https://dbc-1234.cloud.databricks.com/serving-endpoints'],
     ['Azure Databricks host with port', [], 'https://adb-1.2.azuredatabricks.net:443/serving-endpoints/claude'],
     ['GCP Databricks host, uppercase, trailing dot', [], 'https://X.GCP.DATABRICKS.COM./v1'],
@@ -508,18 +694,57 @@ function gatewayCases(): Case[] {
   }
   cases.push({ name: 'the built-in table is valid', op: 'table', table: p.GATEWAY_RULES, valid: true });
   const tables: Array<[string, unknown]> = [
-    ['a minimal table', { version: 1, revision: '2026.12.01.2', rules: [{ id: 'acme', name: 'Acme Gateway', headerPrefixes: ['x-acme-'], hostSuffixes: ['.acme.example'] }] }],
+    [
+      'a minimal table',
+      {
+        version: 1,
+        revision: '2026.12.01.2',
+        rules: [{ id: 'acme', name: 'Acme Gateway', headerPrefixes: ['x-acme-'], hostSuffixes: ['.acme.example'] }],
+      },
+    ],
     ['not an object', [1]],
     ['unknown table member', { version: 1, revision: '2026.12.01', rules: [], extra: 1 }],
     ['table version 2', { version: 2, revision: '2026.12.01', rules: [] }],
     ['bad revision', { version: 1, revision: '2026-12-01', rules: [] }],
-    ['rule with regular-expression characters', { version: 1, revision: '2026.12.01', rules: [{ id: 'x', name: 'X', headerPrefixes: ['x-.*'], hostSuffixes: [] }] }],
-    ['rule with an uppercase prefix', { version: 1, revision: '2026.12.01', rules: [{ id: 'x', name: 'X', headerPrefixes: ['X-Acme-'], hostSuffixes: [] }] }],
-    ['rule without patterns', { version: 1, revision: '2026.12.01', rules: [{ id: 'x', name: 'X', headerPrefixes: [], hostSuffixes: [] }] }],
-    ['duplicate rule ids', { version: 1, revision: '2026.12.01', rules: [{ id: 'x', name: 'X', headerPrefixes: ['x-a-'], hostSuffixes: [] }, { id: 'x', name: 'Y', headerPrefixes: ['x-b-'], hostSuffixes: [] }] }],
-    ['host suffix with a wildcard', { version: 1, revision: '2026.12.01', rules: [{ id: 'x', name: 'X', headerPrefixes: [], hostSuffixes: ['*.acme.example'] }] }],
-    ['unknown rule member', { version: 1, revision: '2026.12.01', rules: [{ id: 'x', name: 'X', headerPrefixes: ['x-a-'], hostSuffixes: [], regex: '.*' }] }],
-    ['too many rules', { version: 1, revision: '2026.12.01', rules: Array.from({ length: 257 }, (_, i) => ({ id: `r${i}`, name: 'R', headerPrefixes: ['x-r-'], hostSuffixes: [] })) }],
+    [
+      'rule with regular-expression characters',
+      { version: 1, revision: '2026.12.01', rules: [{ id: 'x', name: 'X', headerPrefixes: ['x-.*'], hostSuffixes: [] }] },
+    ],
+    [
+      'rule with an uppercase prefix',
+      { version: 1, revision: '2026.12.01', rules: [{ id: 'x', name: 'X', headerPrefixes: ['X-Acme-'], hostSuffixes: [] }] },
+    ],
+    [
+      'rule without patterns',
+      { version: 1, revision: '2026.12.01', rules: [{ id: 'x', name: 'X', headerPrefixes: [], hostSuffixes: [] }] },
+    ],
+    [
+      'duplicate rule ids',
+      {
+        version: 1,
+        revision: '2026.12.01',
+        rules: [
+          { id: 'x', name: 'X', headerPrefixes: ['x-a-'], hostSuffixes: [] },
+          { id: 'x', name: 'Y', headerPrefixes: ['x-b-'], hostSuffixes: [] },
+        ],
+      },
+    ],
+    [
+      'host suffix with a wildcard',
+      { version: 1, revision: '2026.12.01', rules: [{ id: 'x', name: 'X', headerPrefixes: [], hostSuffixes: ['*.acme.example'] }] },
+    ],
+    [
+      'unknown rule member',
+      { version: 1, revision: '2026.12.01', rules: [{ id: 'x', name: 'X', headerPrefixes: ['x-a-'], hostSuffixes: [], regex: '.*' }] },
+    ],
+    [
+      'too many rules',
+      {
+        version: 1,
+        revision: '2026.12.01',
+        rules: Array.from({ length: 257 }, (_, i) => ({ id: `r${i}`, name: 'R', headerPrefixes: ['x-r-'], hostSuffixes: [] })),
+      },
+    ],
   ];
   for (const [name, table] of tables) {
     const r = attempt(() => p.parseGatewayRuleTable(table));
@@ -534,7 +759,17 @@ function gatewayCases(): Case[] {
 function negotiationCases(): Case[] {
   const cases: Case[] = [];
   const docs: Array<[string, unknown]> = [
-    ['full discovery document', { moat: { versions: [1], features: ['attribution', 'attestation', 'fingerprint', 'anti_distillation', 'signed_blocks', 'telemetry'], telemetry: '/v1/telemetry', flags: '/api/features/moat' } }],
+    [
+      'full discovery document',
+      {
+        moat: {
+          versions: [1],
+          features: ['attribution', 'attestation', 'fingerprint', 'anti_distillation', 'signed_blocks', 'telemetry'],
+          telemetry: '/v1/telemetry',
+          flags: '/api/features/moat',
+        },
+      },
+    ],
     ['unknown features are dropped', { moat: { versions: [1, 2], features: ['attestation', 'quantum_stamps'] } }],
     ['features may be omitted', { moat: { versions: [1] } }],
     ['unknown members are ignored', { moat: { versions: [1], features: [], future: { x: 1 } }, other: true }],
@@ -548,7 +783,11 @@ function negotiationCases(): Case[] {
   ];
   for (const [name, input] of docs) {
     const r = attempt(() => p.parseDiscovery(input));
-    cases.push(r.ok ? { name, op: 'discovery', input, valid: true, discovery: r.value } : { name, op: 'discovery', input, valid: false, error: r.error });
+    cases.push(
+      r.ok
+        ? { name, op: 'discovery', input, valid: true, discovery: r.value }
+        : { name, op: 'discovery', input, valid: false, error: r.error },
+    );
   }
   const headers: Array<[string, string | null]> = [
     ['one version', '1'],
@@ -577,16 +816,32 @@ function negotiationCases(): Case[] {
 function telemetryCases(): Case[] {
   const client = { cv: '1.4.2', ep: 'cli' };
   const list: Array<[string, unknown, number?]> = [
-    ['one gateway detection', { v: 1, client, events: [{ type: 'gateway_detected', ts: 1764000000, gateways: ['litellm'], evidence: ['header:x-litellm-call-id'] }] }],
-    ['hardening status', { v: 1, client, events: [{ type: 'harden_status', ts: 1764000000, dumpable: false, tracer: 0, platform: 'linux', skipped: [] }] }],
-    ['unknown members of known events are dropped', { v: 1, client, events: [{ type: 'attestation_unavailable', ts: 1, reason: 'addon_missing', secret: 'x' }] }],
+    [
+      'one gateway detection',
+      {
+        v: 1,
+        client,
+        events: [{ type: 'gateway_detected', ts: 1764000000, gateways: ['litellm'], evidence: ['header:x-litellm-call-id'] }],
+      },
+    ],
+    [
+      'hardening status',
+      { v: 1, client, events: [{ type: 'harden_status', ts: 1764000000, dumpable: false, tracer: 0, platform: 'linux', skipped: [] }] },
+    ],
+    [
+      'unknown members of known events are dropped',
+      { v: 1, client, events: [{ type: 'attestation_unavailable', ts: 1, reason: 'addon_missing', secret: 'x' }] },
+    ],
     ['unknown event types keep type and ts', { v: 1, client, events: [{ type: 'future_event', ts: 2, payload: { a: 1 } }] }],
     ['empty batch', { v: 1, client, events: [] }],
     ['not an object', 'events'],
     ['wrong version', { v: 2, client, events: [] }],
     ['missing client', { v: 1, events: [] }],
     ['empty cv', { v: 1, client: { cv: '', ep: 'cli' }, events: [] }],
-    ['too many events', { v: 1, client, events: Array.from({ length: 101 }, () => ({ type: 'layer_degraded', ts: 1, layer: 'x', reason: 'y' })) }],
+    [
+      'too many events',
+      { v: 1, client, events: Array.from({ length: 101 }, () => ({ type: 'layer_degraded', ts: 1, layer: 'x', reason: 'y' })) },
+    ],
     ['negative ts', { v: 1, client, events: [{ type: 'layer_degraded', ts: -1, layer: 'x', reason: 'y' }] }],
     ['wrong member type', { v: 1, client, events: [{ type: 'harden_status', ts: 1, dumpable: 'no', platform: 'linux' }] }],
     ['string over 256 characters', { v: 1, client, events: [{ type: 'layer_degraded', ts: 1, layer: 'x'.repeat(257), reason: 'y' }] }],
@@ -603,10 +858,16 @@ function telemetryCases(): Case[] {
 
 const FILES: Record<string, { description: string; cases: () => Case[] }> = {
   attribution: { description: 'Attribution block parsing and canonical serialization (SPEC.md §3).', cases: attributionCases },
-  envelope: { description: 'Envelope values, locating the anchored envelope in raw bodies, appending it (SPEC.md §4).', cases: envelopeCases },
+  envelope: {
+    description: 'Envelope values, locating the anchored envelope in raw bodies, appending it (SPEC.md §4).',
+    cases: envelopeCases,
+  },
   stamp: { description: 'Attestation stamps: HMAC-SHA-256 over the body with the placeholder in place (SPEC.md §5).', cases: stampCases },
   fingerprint: { description: 'Fingerprint v1 of Messages requests (SPEC.md §6).', cases: fingerprintCases },
-  signature: { description: 'Block signatures: parsing, signing input, conversation digest, hs256 and ed25519 (SPEC.md §8).', cases: signatureCases },
+  signature: {
+    description: 'Block signatures: parsing, signing input, conversation digest, hs256 and ed25519 (SPEC.md §8).',
+    cases: signatureCases,
+  },
   gateway: { description: 'Gateway detection and rule-table validation (SPEC.md §9).', cases: gatewayCases },
   negotiation: { description: 'Discovery documents, the moat-version header, version choice (SPEC.md §10).', cases: negotiationCases },
   telemetry: { description: 'Telemetry batch validation (SPEC.md §11).', cases: telemetryCases },
