@@ -26,7 +26,7 @@ EXPECTED_COUNTS = {
     "stamp": 20,
     "fingerprint": 36,
     "signature": 41,
-    "gateway": 35,
+    "gateway": 39,
     "negotiation": 21,
     "telemetry": 14,
 }

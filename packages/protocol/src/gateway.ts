@@ -39,7 +39,8 @@ export const GATEWAY_RULES: GatewayRuleTable = {
   version: 1,
   revision: '2026.11.25',
   rules: [
-    { id: 'litellm', name: 'LiteLLM', headerPrefixes: ['x-litellm-'], hostSuffixes: [] },
+    // LiteLLM proxy: its own x-litellm-* headers, and upstream headers re-sent as llm_provider-*.
+    { id: 'litellm', name: 'LiteLLM', headerPrefixes: ['x-litellm-', 'llm_provider-'], hostSuffixes: [] },
     { id: 'helicone', name: 'Helicone', headerPrefixes: ['helicone-'], hostSuffixes: ['.helicone.ai'] },
     { id: 'portkey', name: 'Portkey', headerPrefixes: ['x-portkey-'], hostSuffixes: ['.portkey.ai'] },
     {
@@ -50,13 +51,17 @@ export const GATEWAY_RULES: GatewayRuleTable = {
     },
     { id: 'kong', name: 'Kong AI Gateway', headerPrefixes: ['x-kong-'], hostSuffixes: [] },
     { id: 'braintrust', name: 'Braintrust AI Proxy', headerPrefixes: ['x-bt-'], hostSuffixes: ['.braintrust.dev'] },
+    // Amazon API Gateway sets x-amz-apigw-id on every response it fronts.
+    { id: 'aws-api-gateway', name: 'Amazon API Gateway', headerPrefixes: ['x-amz-apigw-'], hostSuffixes: [] },
     {
       id: 'databricks',
       name: 'Databricks AI Gateway',
       headerPrefixes: [],
       hostSuffixes: ['.cloud.databricks.com', '.azuredatabricks.net', '.gcp.databricks.com'],
     },
+    { id: 'snowflake-cortex', name: 'Snowflake Cortex', headerPrefixes: [], hostSuffixes: ['.snowflakecomputing.com'] },
     { id: 'openrouter', name: 'OpenRouter', headerPrefixes: [], hostSuffixes: ['openrouter.ai'] },
+    { id: 'vercel-ai-gateway', name: 'Vercel AI Gateway', headerPrefixes: [], hostSuffixes: ['ai-gateway.vercel.sh'] },
   ],
 };
 

@@ -19,7 +19,7 @@ const EXPECTED_COUNTS: Record<string, number> = {
   stamp: 20,
   fingerprint: 36,
   signature: 41,
-  gateway: 35,
+  gateway: 39,
   negotiation: 21,
   telemetry: 14,
 };
