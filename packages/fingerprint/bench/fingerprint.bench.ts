@@ -20,7 +20,7 @@ const original = {
 const tagged = tagFingerprint(original, { salt, version: '1.4.2', entrypoint: 'cli' });
 if (tagged.status !== 'tagged') throw new Error(tagged.reason);
 const request = tagged.request;
-const input = salt + fingerprintChars(original.messages[0]?.content ?? '') + '1.4.2';
+const input = `${salt}${fingerprintChars(original.messages[0]?.content ?? '')}1.4.2`;
 const stats = new FingerprintStats();
 let i = 0;
 

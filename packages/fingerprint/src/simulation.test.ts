@@ -115,7 +115,8 @@ function tamperedPopulation(seed: number, keys: number, rate: number, limit: num
 
 const report: string[] = [];
 
-describe('simulation at the default settings', () => {
+// Simulations are CPU-bound; give them room when turbo runs other packages on the same cores.
+describe('simulation at the default settings', { timeout: 120_000 }, () => {
   it('the genuine pipeline always matches (200 keys × 50 requests, end to end)', () => {
     const r = rng(1);
     const stats = new FingerprintStats();

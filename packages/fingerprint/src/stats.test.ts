@@ -77,7 +77,9 @@ describe('FingerprintStats', () => {
     fc.assert(
       fc.property(fc.array(fc.tuple(fc.constantFrom('a', 'b', 'c'), signal), { maxLength: 300 }), (events) => {
         const stats = new FingerprintStats();
-        events.forEach(([key, s], i) => stats.record(key, s, i));
+        events.forEach(([key, s], i) => {
+          stats.record(key, s, i);
+        });
         const copy = FingerprintStats.fromJSON(JSON.parse(JSON.stringify(stats)));
         expect(copy.toJSON()).toEqual(stats.toJSON());
       }),

@@ -687,8 +687,20 @@ function gatewayCases(): Case[] {
     ['the vendor API matches nothing', [], 'https://api.anthropic.com'],
     ['host and header evidence combine', [['helicone-id', '1']], 'https://oai.helicone.ai/v1'],
     ['bare host without a scheme', [], 'dbc-1.cloud.databricks.com:8443'],
-    ['LiteLLM passes upstream headers through as llm_provider-*', [['llm_provider-request-id', 'req_1'], ['llm_provider-anthropic-ratelimit-requests-limit', '50']]],
-    ['Amazon API Gateway', [['x-amzn-requestid', 'r'], ['x-amz-apigw-id', 'abc=']]],
+    [
+      'LiteLLM passes upstream headers through as llm_provider-*',
+      [
+        ['llm_provider-request-id', 'req_1'],
+        ['llm_provider-anthropic-ratelimit-requests-limit', '50'],
+      ],
+    ],
+    [
+      'Amazon API Gateway',
+      [
+        ['x-amzn-requestid', 'r'],
+        ['x-amz-apigw-id', 'abc='],
+      ],
+    ],
     ['Snowflake Cortex host', [], 'https://myorg-myaccount.snowflakecomputing.com/api/v2/cortex'],
     ['Vercel AI Gateway host', [], 'https://ai-gateway.vercel.sh/v1'],
   ];

@@ -1,0 +1,335 @@
+import { createHmac, randomBytes } from 'node:crypto';
+import { detectGateways, GATEWAY_RULES, type GatewayDetection, type GatewayRuleTable, type HeaderInput } from '@moat/protocol';
+
+/**
+ * Request-side relay evidence, each a named signal; none blocks by itself.
+ *
+ * - `gateway_headers`: header names a known gateway adds when it forwards;
+ * - `forwarded_chain`: `Via`, `Forwarded` or `X-Forwarded-For` show intermediaries;
+ * - `ua_mismatch`: the user agent disagrees with the client the attribution block claims;
+ * - `address_fan_in`: one key arrives from more distinct addresses than a person uses.
+ */
+export const RELAY_SIGNALS = ['gateway_headers', 'forwarded_chain', 'ua_mismatch', 'address_fan_in'] as const;
+export type RelaySignal = (typeof RELAY_SIGNALS)[number];
+
+/** What {@link inspectRequest} needs to know about one incoming request. */
+export interface RequestContext {
+  readonly headers: HeaderInput;
+  /** The attested or claimed client version (`cv` of the attribution block), when known. */
+  readonly clientVersion?: string;
+  /**
+   * The user-agent product of the genuine client (e.g. `moat-chat`); with `clientVersion`
+   * the user agent is expected to contain `<product>/<clientVersion>`.
+   */
+  readonly userAgentProduct?: string;
+}
+
+/** Evidence found on one request. */
+export interface RequestEvidence {
+  readonly gateways: GatewayDetection[];
+  /** Intermediaries named by `Via`, `Forwarded` and `X-Forwarded-For`, in order. */
+  readonly hops: readonly string[];
+  readonly userAgent: string | undefined;
+  readonly signals: readonly RelaySignal[];
+}
+
+function headerValues(headers: HeaderInput, name: string): string[] {
+  const out: string[] = [];
+  if (typeof (headers as Headers).get === 'function' && typeof (headers as Headers).has === 'function') {
+    const v = (headers as Headers).get(name);
+    if (v !== null) out.push(v);
+    return out;
+  }
+  if (Symbol.iterator in headers) {
+    for (const [k, v] of headers as Iterable<readonly [string, string]>) if (k.toLowerCase() === name) out.push(v);
+    return out;
+  }
+  for (const [k, v] of Object.entries(headers as Record<string, string | readonly string[] | undefined>)) {
+    if (k.toLowerCase() !== name || v === undefined) continue;
+    if (typeof v === 'string') out.push(v);
+    else out.push(...v);
+  }
+  return out;
+}
+
+/** Splits a comma-separated header list, ignoring commas inside quoted strings. */
+function splitList(value: string): string[] {
+  const parts: string[] = [];
+  let current = '';
+  let quoted = false;
+  for (const ch of value) {
+    if (ch === '"') quoted = !quoted;
+    if (ch === ',' && !quoted) {
+      parts.push(current.trim());
+      current = '';
+    } else current += ch;
+  }
+  parts.push(current.trim());
+  return parts.filter((p) => p !== '');
+}
+
+/** Hops named by Via (RFC 9110 §7.6.3), Forwarded (RFC 7239) and X-Forwarded-For, bounded to 32. */
+export function forwardingHops(headers: HeaderInput): string[] {
+  const hops: string[] = [];
+  for (const via of headerValues(headers, 'via')) for (const hop of splitList(via)) hops.push(`via:${hop.slice(0, 128)}`);
+  for (const fwd of headerValues(headers, 'forwarded')) {
+    for (const element of splitList(fwd)) {
+      const forPart = element.split(';').find((p) => p.trim().toLowerCase().startsWith('for='));
+      hops.push(`forwarded:${(forPart?.trim().slice(4) ?? element).replace(/^"|"$/g, '').slice(0, 128)}`);
+    }
+  }
+  for (const xff of headerValues(headers, 'x-forwarded-for')) for (const hop of splitList(xff)) hops.push(`xff:${hop.slice(0, 128)}`);
+  return hops.slice(0, 32);
+}
+
+/**
+ * Inspects an incoming request for relay evidence: gateway header prefixes from the rule
+ * table, forwarding chains, and a user agent that disagrees with the claimed client.
+ * Address fan-in needs history: {@link GatewayStats.record} adds it. Never throws.
+ *
+ * @example
+ * ```ts
+ * inspectRequest({ headers: { 'x-forwarded-for': '10.0.0.1', 'user-agent': 'python-httpx/0.27' }, clientVersion: '1.4.2', userAgentProduct: 'moat-chat' }).signals;
+ * // ['forwarded_chain', 'ua_mismatch']
+ * ```
+ */
+export function inspectRequest(context: RequestContext, rules: GatewayRuleTable = GATEWAY_RULES): RequestEvidence {
+  const gateways = detectGateways({ headers: context.headers }, rules);
+  const hops = forwardingHops(context.headers);
+  const userAgent = headerValues(context.headers, 'user-agent')[0];
+  const signals: RelaySignal[] = [];
+  if (gateways.length > 0) signals.push('gateway_headers');
+  if (hops.length > 0) signals.push('forwarded_chain');
+  if (context.userAgentProduct !== undefined && context.clientVersion !== undefined) {
+    const expected = `${context.userAgentProduct}/${context.clientVersion}`.toLowerCase();
+    const tokens = (userAgent ?? '').toLowerCase().split(/\s+/);
+    if (!tokens.includes(expected)) signals.push('ua_mismatch');
+  }
+  return { gateways, hops, userAgent, signals };
+}
+
+/** Options of {@link GatewayStats}. */
+export interface GatewayStatsOptions {
+  /** Distinct source addresses within a window that make `address_fan_in` (default 8). */
+  readonly fanInThreshold?: number;
+  /** Length of the address window in milliseconds (default one hour). */
+  readonly windowMs?: number;
+  /** Addresses remembered per key and window; the count saturates here (default 64). */
+  readonly maxAddresses?: number;
+  /** Keys held; the least recently seen is evicted beyond this (default 100,000). */
+  readonly maxKeys?: number;
+  /**
+   * Secret that keys the address hashes, so no raw address is stored. Share it between
+   * replicas that merge their statistics; a random one is drawn otherwise.
+   */
+  readonly addressSecret?: Uint8Array;
+}
+
+/** Per-key gateway statistics. */
+export interface GatewayKeyReport {
+  readonly key: string;
+  readonly requests: number;
+  /** Requests (and client telemetry reports) per gateway id. */
+  readonly gateways: Readonly<Record<string, number>>;
+  /** Requests per relay signal. */
+  readonly signals: Readonly<Record<RelaySignal, number>>;
+  /** Distinct source addresses in the current window (saturates at `maxAddresses`). */
+  readonly distinctAddresses: number;
+  readonly lastSeen: number;
+}
+
+interface KeyGatewayState {
+  requests: number;
+  gateways: Record<string, number>;
+  signals: Record<RelaySignal, number>;
+  windowStart: number;
+  addresses: Set<string>;
+  lastSeen: number;
+}
+
+/** Serialized {@link GatewayStats}. */
+export interface SerializedGatewayStats {
+  readonly format: 'moat-gateway-stats/1';
+  readonly keys: Readonly<
+    Record<
+      string,
+      {
+        requests: number;
+        gateways: Record<string, number>;
+        signals: Record<RelaySignal, number>;
+        windowStart: number;
+        addresses: string[];
+        lastSeen: number;
+      }
+    >
+  >;
+}
+
+/** Raised by {@link GatewayStats.merge} for a malformed snapshot. */
+export class GatewayStatsError extends Error {
+  override readonly name = 'GatewayStatsError';
+  readonly code = 'ERR_GATEWAY_STATS_FORMAT';
+  constructor(expected: string, received: string) {
+    super(`ERR_GATEWAY_STATS_FORMAT: expected ${expected}, got ${received}`);
+  }
+}
+
+const emptySignals = (): Record<RelaySignal, number> => ({ gateway_headers: 0, forwarded_chain: 0, ua_mismatch: 0, address_fan_in: 0 });
+
+/**
+ * Aggregates gateway detections and relay signals per API key, with bounded memory: a
+ * counter per gateway id and signal, and at most `maxAddresses` keyed address hashes per
+ * window for the fan-in signal.
+ *
+ * @example
+ * ```ts
+ * const stats = new GatewayStats();
+ * const evidence = inspectRequest({ headers: request.headers });
+ * stats.record('key_7f3a', evidence, '203.0.113.7').signals; // adds 'address_fan_in' when due
+ * ```
+ */
+export class GatewayStats {
+  readonly #keys = new Map<string, KeyGatewayState>();
+  readonly #fanIn: number;
+  readonly #windowMs: number;
+  readonly #maxAddresses: number;
+  readonly #maxKeys: number;
+  readonly #secret: Uint8Array;
+  evicted = 0;
+
+  constructor(options: GatewayStatsOptions = {}) {
+    this.#fanIn = options.fanInThreshold ?? 8;
+    this.#windowMs = options.windowMs ?? 3_600_000;
+    this.#maxAddresses = options.maxAddresses ?? 64;
+    this.#maxKeys = options.maxKeys ?? 100_000;
+    this.#secret = options.addressSecret ?? randomBytes(32);
+  }
+
+  #state(key: string, now: number): KeyGatewayState {
+    let s = this.#keys.get(key);
+    if (s === undefined) {
+      s = { requests: 0, gateways: {}, signals: emptySignals(), windowStart: now, addresses: new Set(), lastSeen: now };
+      if (this.#keys.size >= this.#maxKeys) {
+        const oldest = this.#keys.keys().next().value;
+        if (oldest !== undefined) {
+          this.#keys.delete(oldest);
+          this.evicted++;
+        }
+      }
+    } else this.#keys.delete(key);
+    this.#keys.set(key, s);
+    if (now - s.windowStart >= this.#windowMs) {
+      s.windowStart = now;
+      s.addresses.clear();
+    }
+    s.lastSeen = Math.max(s.lastSeen, now);
+    return s;
+  }
+
+  /**
+   * Records one request's evidence for `key` and its source address; returns the evidence
+   * with `address_fan_in` added when the key has reached the threshold in this window.
+   */
+  record(key: string, evidence: RequestEvidence, remoteAddress?: string, now = Date.now()): RequestEvidence {
+    const s = this.#state(key, now);
+    s.requests++;
+    for (const d of evidence.gateways) s.gateways[d.id] = (s.gateways[d.id] ?? 0) + 1;
+    const signals = [...evidence.signals];
+    if (remoteAddress !== undefined && remoteAddress !== '' && s.addresses.size < this.#maxAddresses) {
+      s.addresses.add(createHmac('sha256', this.#secret).update(remoteAddress).digest('base64url').slice(0, 16));
+    }
+    if (s.addresses.size >= this.#fanIn && !signals.includes('address_fan_in')) signals.push('address_fan_in');
+    for (const signal of signals) s.signals[signal]++;
+    return { ...evidence, signals };
+  }
+
+  /** Adds gateway ids a client reported through telemetry (`gateway_detected`). */
+  recordTelemetry(key: string, gateways: readonly string[], now = Date.now()): void {
+    const s = this.#state(key, now);
+    for (const id of gateways) s.gateways[id] = (s.gateways[id] ?? 0) + 1;
+  }
+
+  /** The key's report, or `undefined` for a key never seen. */
+  report(key: string): GatewayKeyReport | undefined {
+    const s = this.#keys.get(key);
+    if (s === undefined) return undefined;
+    return {
+      key,
+      requests: s.requests,
+      gateways: { ...s.gateways },
+      signals: { ...s.signals },
+      distinctAddresses: s.addresses.size,
+      lastSeen: s.lastSeen,
+    };
+  }
+
+  /** Reports of every key. */
+  reports(): GatewayKeyReport[] {
+    return [...this.#keys.keys()].map((k) => this.report(k) as GatewayKeyReport);
+  }
+
+  /** Totals per gateway id over all keys. */
+  totals(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const s of this.#keys.values()) for (const [id, n] of Object.entries(s.gateways)) out[id] = (out[id] ?? 0) + n;
+    return out;
+  }
+
+  /** A JSON-safe snapshot (address hashes only, never addresses). */
+  toJSON(): SerializedGatewayStats {
+    const keys: SerializedGatewayStats['keys'] = {};
+    for (const [key, s] of this.#keys) {
+      (keys as Record<string, unknown>)[key] = {
+        ...s,
+        gateways: { ...s.gateways },
+        signals: { ...s.signals },
+        addresses: [...s.addresses],
+      };
+    }
+    return { format: 'moat-gateway-stats/1', keys };
+  }
+
+  /**
+   * Adds another replica's snapshot: counters add, address sets unite (bounded). Replicas
+   * must share `addressSecret` for the union to count distinct addresses correctly.
+   *
+   * @throws {GatewayStatsError} for a malformed snapshot; nothing is merged then.
+   */
+  merge(other: GatewayStats | unknown): this {
+    const doc = other instanceof GatewayStats ? other.toJSON() : checkSnapshot(other);
+    for (const [key, theirs] of Object.entries(doc.keys)) {
+      const s = this.#state(key, theirs.lastSeen);
+      s.requests += theirs.requests;
+      for (const [id, n] of Object.entries(theirs.gateways)) s.gateways[id] = (s.gateways[id] ?? 0) + n;
+      for (const signal of RELAY_SIGNALS) s.signals[signal] += theirs.signals[signal] ?? 0;
+      if (theirs.windowStart >= s.windowStart)
+        for (const a of theirs.addresses) if (s.addresses.size < this.#maxAddresses) s.addresses.add(a);
+    }
+    return this;
+  }
+}
+
+function checkSnapshot(input: unknown): SerializedGatewayStats {
+  const isCount = (v: unknown) => Number.isSafeInteger(v) && (v as number) >= 0;
+  if (typeof input !== 'object' || input === null) throw new GatewayStatsError('an object', String(input));
+  const doc = input as Record<string, unknown>;
+  if (doc.format !== 'moat-gateway-stats/1') throw new GatewayStatsError('format "moat-gateway-stats/1"', JSON.stringify(doc.format));
+  const keys = doc.keys;
+  if (typeof keys !== 'object' || keys === null || Array.isArray(keys)) throw new GatewayStatsError('a keys object', String(keys));
+  for (const [key, raw] of Object.entries(keys)) {
+    const s = raw as Record<string, unknown>;
+    const where = `keys[${JSON.stringify(key)}]`;
+    if (typeof s !== 'object' || s === null) throw new GatewayStatsError(`${where} as an object`, String(s));
+    for (const f of ['requests', 'windowStart', 'lastSeen'])
+      if (!isCount(s[f])) throw new GatewayStatsError(`${where}.${f} as a count`, JSON.stringify(s[f]));
+    for (const f of ['gateways', 'signals']) {
+      const m = s[f];
+      if (typeof m !== 'object' || m === null || !Object.values(m).every(isCount))
+        throw new GatewayStatsError(`${where}.${f} as counts`, JSON.stringify(m));
+    }
+    if (!Array.isArray(s.addresses) || !s.addresses.every((a) => typeof a === 'string' && a.length <= 64)) {
+      throw new GatewayStatsError(`${where}.addresses as hash strings`, JSON.stringify(s.addresses));
+    }
+  }
+  return doc as unknown as SerializedGatewayStats;
+}
