@@ -1,0 +1,119 @@
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import registry from '../fixtures/app/flags.ts';
+import { buildVariant } from './build.js';
+import { BuildGuardError } from './errors.js';
+import { defineFlags, flagsFor, validateRegistry } from './registry.js';
+import { replaceFeatureCalls } from './transform.js';
+
+const fixture = new URL('../fixtures/', import.meta.url).pathname;
+const out = mkdtempSync(join(tmpdir(), 'moat-build-guard-'));
+const INTERNAL_MARKERS = ['CAPYBARA', 'capybara-ops', 'debugDump', 'internalOnlyHelper', '0xC0FFEE', 'PROJECT_NIGHTJAR', 'internal/debug.ts', 'ant]'];
+
+async function bundle(bundler: 'esbuild' | 'bun', variant: 'internal' | 'external') {
+  const outfile = join(out, bundler, variant, 'main.js');
+  await buildVariant({ entry: join(fixture, 'app/src/main.ts'), outfile, registry, variant, bundler });
+  const text = readFileSync(outfile, 'utf8');
+  const mod = (await import(`${pathToFileURL(outfile).href}?t=${Date.now()}`)) as { commands: Record<string, unknown>; run: (c: string) => string };
+  return { text, mod, present: INTERNAL_MARKERS.filter((m) => text.includes(m)) };
+}
+
+describe.each(['esbuild', 'bun'] as const)('%s build of the fixture app', { timeout: 60_000 }, (bundler) => {
+  it('external: internal functions, strings and the internal module are gone', async () => {
+    const { text, mod, present } = await bundle(bundler, 'external');
+    expect(present).toEqual([]);
+    expect(text).not.toMatch(/feature\(/);
+    expect(Object.keys(mod.commands)).toEqual(['help']);
+    expect(mod.run('/debug')).toBe('Hello from the public build [external] anti-distillation on');
+    expect(mod.run('/dashboard')).not.toContain('NIGHTJAR');
+  });
+
+  it('internal: everything is there and works', async () => {
+    const { mod, present } = await bundle(bundler, 'internal');
+    expect(present).toEqual(expect.arrayContaining(['CAPYBARA', 'capybara-ops', '0xC0FFEE', 'PROJECT_NIGHTJAR']));
+    expect(Object.keys(mod.commands).sort()).toEqual(['debug', 'help', 'ops']);
+    expect((mod.commands.debug as () => string)()).toBe('debug dump of CAPYBARA: internal state 0xC0FFEE');
+    expect(mod.run('/dashboard')).toBe('Dashboard for PROJECT_NIGHTJAR');
+    expect(mod.run('/help')).toBe('commands: /help [ant] anti-distillation on');
+  });
+});
+
+describe('esbuild and Bun eliminate the same code', () => {
+  it('the same internal markers survive in each variant', { timeout: 60_000 }, async () => {
+    for (const variant of ['internal', 'external'] as const) {
+      const a = await bundle('esbuild', variant);
+      const b = await bundle('bun', variant);
+      const strings = (t: string) => ['CAPYBARA', 'capybara-ops', '0xC0FFEE', 'PROJECT_NIGHTJAR', 'anti-distillation on', 'Hello from the public build'].filter((s) => t.includes(s));
+      expect(strings(a.text)).toEqual(strings(b.text));
+      expect(Object.keys(a.mod.commands).sort()).toEqual(Object.keys(b.mod.commands).sort());
+    }
+  });
+});
+
+describe('bad flag use fails the build', () => {
+  for (const bundler of ['esbuild', 'bun'] as const) {
+    it(`${bundler}: a misspelled flag names the closest registered one`, { timeout: 60_000 }, async () => {
+      const error = await buildVariant({ entry: join(fixture, 'bad/typo.ts'), outfile: join(out, 'bad', bundler, 'typo.js'), registry, variant: 'external', bundler }).catch((e) => e);
+      expect(error).toBeInstanceOf(BuildGuardError);
+      expect(error.code).toBe('ERR_UNKNOWN_FLAG');
+      expect(error.message).toMatch(/got "DEBUG_COMMAND" \(did you mean "DEBUG_COMMANDS"\?\)/);
+      expect(error.message).toContain('typo.ts');
+    });
+    it(`${bundler}: a non-literal argument is refused`, { timeout: 60_000 }, async () => {
+      const error = await buildVariant({ entry: join(fixture, 'bad/non-literal.ts'), outfile: join(out, 'bad', bundler, 'nl.js'), registry, variant: 'external', bundler }).catch((e) => e);
+      expect(error).toBeInstanceOf(BuildGuardError);
+      expect(error.code).toBe('ERR_NON_LITERAL_FLAG');
+      expect(error.message).toMatch(/expected one string literal in feature\(\.\.\.\)/);
+    });
+  }
+  it('feature used as a value is refused', async () => {
+    const error = await buildVariant({ entry: join(fixture, 'bad/escaped.ts'), outfile: join(out, 'bad', 'escaped.js'), registry, variant: 'external' }).catch((e) => e);
+    expect(error.code).toBe('ERR_NON_LITERAL_FLAG');
+  });
+});
+
+describe('replaceFeatureCalls', () => {
+  const features = { A: true, B: false };
+  it('replaces calls through aliases and template literals, and leaves other functions alone', () => {
+    const code = `import { feature as f } from '@moat/build-guard/feature';\nimport { feature } from './mine.js';\nexport const x = [f('A'), f(\`B\`), feature('A')];`;
+    const r = replaceFeatureCalls(code, features);
+    expect(r.code).toContain('[true, false, feature(');
+    expect(r.replaced.map((x) => x.name)).toEqual(['A', 'B']);
+  });
+  it('leaves code without flag imports untouched', () => {
+    const code = 'export const feature = (n) => n; feature("ZZZ");';
+    expect(replaceFeatureCalls(code, features).code).toBe(code);
+  });
+  it('reports a parse error as ERR_PARSE', () => {
+    expect(() => replaceFeatureCalls('import { feature } from "bun:bundle"; if (', features)).toThrow(/ERR_PARSE/);
+  });
+  it('refuses extra arguments', () => {
+    expect(() => replaceFeatureCalls('import { feature } from "bun:bundle"; feature("A", 1);', features)).toThrow(/ERR_NON_LITERAL_FLAG/);
+  });
+});
+
+describe('registry', () => {
+  it('gives each variant its flags and define values', () => {
+    expect(flagsFor(registry, 'external')).toEqual({
+      variant: 'external',
+      features: { DEBUG_COMMANDS: false, INTERNAL_TELEMETRY_DASHBOARD: false, ANTI_DISTILLATION: true },
+      define: { 'process.env.USER_TYPE': '"external"' },
+    });
+    expect(() => flagsFor(registry, 'staging')).toThrow(/ERR_VARIANT: expected one of the variants internal, external, got "staging"/);
+  });
+  it('rejects malformed registries with the reason', () => {
+    const cases: Array<[unknown, RegExp]> = [
+      [null, /expected a registry object/],
+      [{ variants: [], features: {} }, /"variants" as a non-empty array/],
+      [{ variants: ['a'], features: { lower: { a: true } } }, /features key "lower"/],
+      [{ variants: ['a', 'b'], features: { X: { a: true } } }, /features.X.b as a boolean, got undefined/],
+      [{ variants: ['a'], features: { X: { a: true, z: false } } }, /only the variants a, got "z"/],
+      [{ variants: ['a'], features: {}, define: { 'process.env.A B': { a: 'x' } } }, /define key/],
+    ];
+    for (const [input, message] of cases) expect(() => validateRegistry(input)).toThrow(message);
+    expect(() => defineFlags({ variants: ['a'], features: { X: { a: true } } })).not.toThrow();
+  });
+});
