@@ -3,8 +3,8 @@ import { mkdir } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { build, type Format, type Platform } from 'esbuild';
-import { moatFlags } from './esbuild.js';
 import { BuildGuardError } from './errors.js';
+import { moatFlags } from './esbuild.js';
 import { type FlagRegistry, flagsFor } from './registry.js';
 
 /** Options of {@link buildVariant}. */
@@ -53,7 +53,9 @@ function run(command: string, args: string[]): Promise<void> {
       output += d;
     });
     child.on('error', (error) => reject(new BuildGuardError('ERR_USAGE', `expected to run ${command}, got ${error.message}`)));
-    child.on('close', (code) => (code === 0 ? resolve() : reject(new BuildGuardError('ERR_USAGE', `${command} ${args.join(' ')} exited with ${code}:\n${output}`))));
+    child.on('close', (code) =>
+      code === 0 ? resolve() : reject(new BuildGuardError('ERR_USAGE', `${command} ${args.join(' ')} exited with ${code}:\n${output}`)),
+    );
   });
 }
 
@@ -83,7 +85,13 @@ export async function buildVariant(options: BuildVariantOptions): Promise<BuiltV
       await build({ ...common, outfile: options.outfile, minify: options.minify ?? false, minifySyntax: true });
     } else {
       await build({ ...common, write: false });
-      const args = ['build', options.entry, `--outfile=${options.outfile}`, `--target=${options.platform === 'browser' ? 'browser' : 'node'}`, `--format=${options.format ?? 'esm'}`];
+      const args = [
+        'build',
+        options.entry,
+        `--outfile=${options.outfile}`,
+        `--target=${options.platform === 'browser' ? 'browser' : 'node'}`,
+        `--format=${options.format ?? 'esm'}`,
+      ];
       for (const [name, on] of Object.entries(flags.features)) if (on) args.push(`--feature=${name}`);
       for (const [key, value] of Object.entries(flags.define)) args.push('--define', `${key}=${value}`);
       if (options.minify) args.push('--minify');
@@ -95,7 +103,10 @@ export async function buildVariant(options: BuildVariantOptions): Promise<BuiltV
     const errors = (error as { errors?: Array<{ text: string; detail?: unknown }> }).errors;
     const first = errors?.[0];
     if (first?.detail instanceof BuildGuardError) throw first.detail;
-    throw new BuildGuardError('ERR_USAGE', `expected the ${bundler} build of ${options.entry} to succeed, got: ${first?.text ?? (error as Error).message}`);
+    throw new BuildGuardError(
+      'ERR_USAGE',
+      `expected the ${bundler} build of ${options.entry} to succeed, got: ${first?.text ?? (error as Error).message}`,
+    );
   }
   return { variant: options.variant, bundler, outfile: options.outfile, features: flags.features };
 }

@@ -11,7 +11,16 @@ export interface MoatFlagsOptions {
   readonly define?: Readonly<Record<string, string>>;
 }
 
-const LOADERS: Record<string, Loader> = { '.js': 'js', '.mjs': 'js', '.cjs': 'js', '.jsx': 'jsx', '.ts': 'ts', '.mts': 'ts', '.cts': 'ts', '.tsx': 'tsx' };
+const LOADERS: Record<string, Loader> = {
+  '.js': 'js',
+  '.mjs': 'js',
+  '.cjs': 'js',
+  '.jsx': 'jsx',
+  '.ts': 'ts',
+  '.mts': 'ts',
+  '.cts': 'ts',
+  '.tsx': 'tsx',
+};
 const MENTIONS = new RegExp(FEATURE_MODULES.map((m) => m.replace(/[/:@-]/g, '\\$&')).join('|'));
 
 /**
@@ -40,7 +49,8 @@ export function moatFlags(options: MoatFlagsOptions): Plugin {
       const filter = new RegExp(`^(${FEATURE_MODULES.map((m) => m.replace(/[/:@-]/g, '\\$&')).join('|')})$`);
       build.onResolve({ filter }, (args) => ({ path: args.path, namespace: 'moat-feature' }));
       build.onLoad({ filter: /.*/, namespace: 'moat-feature' }, () => ({
-        contents: 'export function feature(name) { throw new Error("feature(" + JSON.stringify(name) + ") was not replaced at build time"); }',
+        contents:
+          'export function feature(name) { throw new Error("feature(" + JSON.stringify(name) + ") was not replaced at build time"); }',
         loader: 'js',
       }));
       build.onLoad({ filter: /\.[cm]?[jt]sx?$/ }, async (args) => {

@@ -11,13 +11,25 @@ import { replaceFeatureCalls } from './transform.js';
 
 const fixture = new URL('../fixtures/', import.meta.url).pathname;
 const out = mkdtempSync(join(tmpdir(), 'moat-build-guard-'));
-const INTERNAL_MARKERS = ['CAPYBARA', 'capybara-ops', 'debugDump', 'internalOnlyHelper', '0xC0FFEE', 'PROJECT_NIGHTJAR', 'internal/debug.ts', 'ant]'];
+const INTERNAL_MARKERS = [
+  'CAPYBARA',
+  'capybara-ops',
+  'debugDump',
+  'internalOnlyHelper',
+  '0xC0FFEE',
+  'PROJECT_NIGHTJAR',
+  'internal/debug.ts',
+  'ant]',
+];
 
 async function bundle(bundler: 'esbuild' | 'bun', variant: 'internal' | 'external') {
   const outfile = join(out, bundler, variant, 'main.js');
   await buildVariant({ entry: join(fixture, 'app/src/main.ts'), outfile, registry, variant, bundler });
   const text = readFileSync(outfile, 'utf8');
-  const mod = (await import(`${pathToFileURL(outfile).href}?t=${Date.now()}`)) as { commands: Record<string, unknown>; run: (c: string) => string };
+  const mod = (await import(`${pathToFileURL(outfile).href}?t=${Date.now()}`)) as {
+    commands: Record<string, unknown>;
+    run: (c: string) => string;
+  };
   return { text, mod, present: INTERNAL_MARKERS.filter((m) => text.includes(m)) };
 }
 
@@ -46,7 +58,10 @@ describe('esbuild and Bun eliminate the same code', () => {
     for (const variant of ['internal', 'external'] as const) {
       const a = await bundle('esbuild', variant);
       const b = await bundle('bun', variant);
-      const strings = (t: string) => ['CAPYBARA', 'capybara-ops', '0xC0FFEE', 'PROJECT_NIGHTJAR', 'anti-distillation on', 'Hello from the public build'].filter((s) => t.includes(s));
+      const strings = (t: string) =>
+        ['CAPYBARA', 'capybara-ops', '0xC0FFEE', 'PROJECT_NIGHTJAR', 'anti-distillation on', 'Hello from the public build'].filter((s) =>
+          t.includes(s),
+        );
       expect(strings(a.text)).toEqual(strings(b.text));
       expect(Object.keys(a.mod.commands).sort()).toEqual(Object.keys(b.mod.commands).sort());
     }
@@ -56,21 +71,38 @@ describe('esbuild and Bun eliminate the same code', () => {
 describe('bad flag use fails the build', () => {
   for (const bundler of ['esbuild', 'bun'] as const) {
     it(`${bundler}: a misspelled flag names the closest registered one`, { timeout: 60_000 }, async () => {
-      const error = await buildVariant({ entry: join(fixture, 'bad/typo.ts'), outfile: join(out, 'bad', bundler, 'typo.js'), registry, variant: 'external', bundler }).catch((e) => e);
+      const error = await buildVariant({
+        entry: join(fixture, 'bad/typo.ts'),
+        outfile: join(out, 'bad', bundler, 'typo.js'),
+        registry,
+        variant: 'external',
+        bundler,
+      }).catch((e) => e);
       expect(error).toBeInstanceOf(BuildGuardError);
       expect(error.code).toBe('ERR_UNKNOWN_FLAG');
       expect(error.message).toMatch(/got "DEBUG_COMMAND" \(did you mean "DEBUG_COMMANDS"\?\)/);
       expect(error.message).toContain('typo.ts');
     });
     it(`${bundler}: a non-literal argument is refused`, { timeout: 60_000 }, async () => {
-      const error = await buildVariant({ entry: join(fixture, 'bad/non-literal.ts'), outfile: join(out, 'bad', bundler, 'nl.js'), registry, variant: 'external', bundler }).catch((e) => e);
+      const error = await buildVariant({
+        entry: join(fixture, 'bad/non-literal.ts'),
+        outfile: join(out, 'bad', bundler, 'nl.js'),
+        registry,
+        variant: 'external',
+        bundler,
+      }).catch((e) => e);
       expect(error).toBeInstanceOf(BuildGuardError);
       expect(error.code).toBe('ERR_NON_LITERAL_FLAG');
       expect(error.message).toMatch(/expected one string literal in feature\(\.\.\.\)/);
     });
   }
   it('feature used as a value is refused', async () => {
-    const error = await buildVariant({ entry: join(fixture, 'bad/escaped.ts'), outfile: join(out, 'bad', 'escaped.js'), registry, variant: 'external' }).catch((e) => e);
+    const error = await buildVariant({
+      entry: join(fixture, 'bad/escaped.ts'),
+      outfile: join(out, 'bad', 'escaped.js'),
+      registry,
+      variant: 'external',
+    }).catch((e) => e);
     expect(error.code).toBe('ERR_NON_LITERAL_FLAG');
   });
 });

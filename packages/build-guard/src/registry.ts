@@ -58,24 +58,45 @@ export function validateRegistry(input: unknown): FlagRegistry {
   if (!Array.isArray(variants) || variants.length === 0 || !variants.every((v) => typeof v === 'string' && /^[a-z][a-z0-9-]*$/.test(v))) {
     return fail(`expected "variants" as a non-empty array of lowercase names, got ${JSON.stringify(variants)}`);
   }
-  const check = (section: 'features' | 'define', value: unknown, keyOk: (k: string) => boolean, valueOk: (v: unknown) => boolean, kind: string) => {
+  const check = (
+    section: 'features' | 'define',
+    value: unknown,
+    keyOk: (k: string) => boolean,
+    valueOk: (v: unknown) => boolean,
+    kind: string,
+  ) => {
     if (value === undefined && section === 'define') return;
-    if (typeof value !== 'object' || value === null || Array.isArray(value)) return fail(`expected "${section}" as an object, got ${JSON.stringify(value)}`);
+    if (typeof value !== 'object' || value === null || Array.isArray(value))
+      return fail(`expected "${section}" as an object, got ${JSON.stringify(value)}`);
     for (const [key, perVariant] of Object.entries(value)) {
       if (!keyOk(key)) fail(`expected ${section} key ${JSON.stringify(key)} to match ${section === 'features' ? FLAG_NAME : DEFINE_KEY}`);
-      if (typeof perVariant !== 'object' || perVariant === null) return fail(`expected ${section}.${key} as an object of values per variant`);
+      if (typeof perVariant !== 'object' || perVariant === null)
+        return fail(`expected ${section}.${key} as an object of values per variant`);
       for (const variant of variants as string[]) {
         if (!valueOk((perVariant as Record<string, unknown>)[variant])) {
           fail(`expected ${section}.${key}.${variant} as ${kind}, got ${JSON.stringify((perVariant as Record<string, unknown>)[variant])}`);
         }
       }
       for (const variant of Object.keys(perVariant)) {
-        if (!(variants as string[]).includes(variant)) fail(`expected ${section}.${key} to name only the variants ${variants.join(', ')}, got "${variant}"`);
+        if (!(variants as string[]).includes(variant))
+          fail(`expected ${section}.${key} to name only the variants ${variants.join(', ')}, got "${variant}"`);
       }
     }
   };
-  check('features', r.features, (k) => FLAG_NAME.test(k), (v) => typeof v === 'boolean', 'a boolean');
-  check('define', r.define, (k) => DEFINE_KEY.test(k), (v) => ['string', 'number', 'boolean'].includes(typeof v), 'a string, number or boolean');
+  check(
+    'features',
+    r.features,
+    (k) => FLAG_NAME.test(k),
+    (v) => typeof v === 'boolean',
+    'a boolean',
+  );
+  check(
+    'define',
+    r.define,
+    (k) => DEFINE_KEY.test(k),
+    (v) => ['string', 'number', 'boolean'].includes(typeof v),
+    'a string, number or boolean',
+  );
   return input as FlagRegistry;
 }
 

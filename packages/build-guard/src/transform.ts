@@ -84,7 +84,10 @@ export function replaceFeatureCalls(code: string, features: Readonly<Record<stri
     const source = (node.source as { value: unknown }).value;
     if (!(FEATURE_MODULES as readonly unknown[]).includes(source)) return;
     for (const spec of node.specifiers as Node[]) {
-      if (spec.type === 'ImportSpecifier' && ((spec.imported as { name?: string; value?: string }).name ?? (spec.imported as { value?: string }).value) === 'feature') {
+      if (
+        spec.type === 'ImportSpecifier' &&
+        ((spec.imported as { name?: string; value?: string }).name ?? (spec.imported as { value?: string }).value) === 'feature'
+      ) {
         locals.add((spec.local as { name: string }).name);
       }
     }
@@ -102,7 +105,10 @@ export function replaceFeatureCalls(code: string, features: Readonly<Record<stri
     if (node.type !== 'Identifier' || !locals.has(node.name as string) || inImport(node)) return;
     const isCallee = parent?.type === 'CallExpression' && parent.callee === node;
     if (!isCallee) {
-      throw new BuildGuardError('ERR_NON_LITERAL_FLAG', `expected feature to be called directly as feature("NAME") at ${where(node)}, got another use of it`);
+      throw new BuildGuardError(
+        'ERR_NON_LITERAL_FLAG',
+        `expected feature to be called directly as feature("NAME") at ${where(node)}, got another use of it`,
+      );
     }
     const call = parent as Node;
     const args = call.arguments as Node[];
@@ -113,7 +119,10 @@ export function replaceFeatureCalls(code: string, features: Readonly<Record<stri
       name = ((arg.quasis as Node[])[0]?.value as { cooked: string }).cooked;
     }
     if (name === undefined) {
-      throw new BuildGuardError('ERR_NON_LITERAL_FLAG', `expected one string literal in feature(...) at ${where(call)}, got ${code.slice(call.start, Math.min(call.end, call.start + 60))}`);
+      throw new BuildGuardError(
+        'ERR_NON_LITERAL_FLAG',
+        `expected one string literal in feature(...) at ${where(call)}, got ${code.slice(call.start, Math.min(call.end, call.start + 60))}`,
+      );
     }
     const value = features[name];
     if (value === undefined) {

@@ -1,0 +1,129 @@
+#!/usr/bin/env node
+import { writeFile } from 'node:fs/promises';
+import { parseArgs } from 'node:util';
+import { BuildGuardError } from '../errors.js';
+import { auditPack } from '../scan/pack.js';
+import { formatHuman, formatJson, formatSarif } from '../scan/report.js';
+import { loadScanConfig, type ScanOptions, type ScanReport } from '../scan/scanner.js';
+
+const USAGE = `usage: moat-scan [options] <path>...        scan files, directories, .tgz tarballs, executables
+       moat-scan pack [options] <package-dir>  audit what npm pack would publish
+
+options:
+  -c, --codenames FILE   codename list: one per line, # comments
+      --codename NAME    add a codename (repeatable)
+  -i, --ignore-case      plain and UTF-16 forms match in any case; encoded forms of the
+                         codename, its lowercase and uppercase are searched
+  -w, --whole-word       plain matches need non-word characters around them
+      --plain-only       plain text only (no encoded forms, no split literals)
+      --allowlist FILE   JSON [{ "codename", "path", "reason" }]
+      --no-sourcemaps    skip the source-map audit
+      --json | --sarif   machine-readable output (default: human)
+  -o, --output FILE      write the report to FILE instead of stdout
+  -q, --quiet            no progress line
+pack options:
+      --allow-src        allow files under src/
+      --max-size BYTES   largest unpacked size (default 10000000)
+      --allow GLOB       allow a path despite the policy (repeatable)
+
+exit codes: 0 clean, 1 findings, 2 usage or I/O error`;
+
+async function main(argv: string[]): Promise<number> {
+  let parsed: ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true; strict: true }>>;
+  const OPTIONS = {
+    codenames: { type: 'string', short: 'c' },
+    codename: { type: 'string', multiple: true },
+    'ignore-case': { type: 'boolean', short: 'i' },
+    'whole-word': { type: 'boolean', short: 'w' },
+    'plain-only': { type: 'boolean' },
+    allowlist: { type: 'string' },
+    'no-sourcemaps': { type: 'boolean' },
+    json: { type: 'boolean' },
+    sarif: { type: 'boolean' },
+    output: { type: 'string', short: 'o' },
+    quiet: { type: 'boolean', short: 'q' },
+    'allow-src': { type: 'boolean' },
+    'max-size': { type: 'string' },
+    allow: { type: 'string', multiple: true },
+    help: { type: 'boolean', short: 'h' },
+  } as const;
+  try {
+    parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
+  } catch (error) {
+    process.stderr.write(`moat-scan: ${(error as Error).message}\n${USAGE}\n`);
+    return 2;
+  }
+  const { values, positionals } = parsed;
+  if (values.help) {
+    process.stdout.write(`${USAGE}\n`);
+    return 0;
+  }
+  const isPack = positionals[0] === 'pack';
+  const inputs = isPack ? positionals.slice(1) : positionals;
+  if (inputs.length === 0 || (isPack && inputs.length !== 1)) {
+    process.stderr.write(`moat-scan: expected ${isPack ? 'one package directory' : 'at least one path'}, got ${inputs.length}\n${USAGE}\n`);
+    return 2;
+  }
+  if (values.json && values.sarif) {
+    process.stderr.write('moat-scan: expected one of --json and --sarif, got both\n');
+    return 2;
+  }
+  const maxSize = values['max-size'] === undefined ? undefined : Number(values['max-size']);
+  if (maxSize !== undefined && !(Number.isSafeInteger(maxSize) && maxSize > 0)) {
+    process.stderr.write(`moat-scan: expected --max-size as a positive integer, got ${JSON.stringify(values['max-size'])}\n`);
+    return 2;
+  }
+
+  const config = await loadScanConfig(values.codenames, values.allowlist);
+  const codenames = [...config.codenames, ...(values.codename ?? [])];
+  const showProgress = !values.quiet && process.stderr.isTTY === true;
+  let lastDraw = 0;
+  const options: ScanOptions = {
+    codenames,
+    allowlist: config.allowlist,
+    ignoreCase: values['ignore-case'] === true,
+    wholeWord: values['whole-word'] === true,
+    plainOnly: values['plain-only'] === true,
+    sourceMaps: values['no-sourcemaps'] !== true,
+    ...(showProgress
+      ? {
+          onProgress: ({ path, bytes, total }) => {
+            const now = Date.now();
+            if (total < 4_000_000 || now - lastDraw < 100) return;
+            lastDraw = now;
+            process.stderr.write(`\r\x1b[2Kmoat-scan: ${path} ${Math.floor((100 * bytes) / total)}% of ${(total / 1e6).toFixed(0)} MB`);
+          },
+        }
+      : {}),
+  };
+  const report: ScanReport = isPack
+    ? await auditPack(
+        inputs[0] as string,
+        {
+          allowSrc: values['allow-src'] === true,
+          ...(maxSize === undefined ? {} : { maxUnpackedBytes: maxSize }),
+          allow: values.allow ?? [],
+        },
+        options,
+      )
+    : await (await import('../scan/scanner.js')).scanPaths(inputs, options);
+  if (showProgress) process.stderr.write('\r\x1b[2K');
+  const text = values.sarif ? formatSarif(report) : values.json ? formatJson(report) : formatHuman(report);
+  if (values.output === undefined) process.stdout.write(text);
+  else await writeFile(values.output, text);
+  if (report.errors.length > 0) {
+    for (const e of report.errors) process.stderr.write(`moat-scan: cannot read ${e.path}: ${e.message}\n`);
+    return 2;
+  }
+  return report.findings.some((f) => f.severity !== 'note') ? 1 : 0;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (error: unknown) => {
+    process.stderr.write(`moat-scan: ${error instanceof BuildGuardError ? error.message : (error as Error).stack}\n`);
+    process.exitCode = 2;
+  },
+);

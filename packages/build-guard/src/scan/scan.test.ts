@@ -1,0 +1,288 @@
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { gzipSync } from 'node:zlib';
+import Ajv from 'ajv-draft-04';
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { ENCODINGS, type Encoding } from './needles.js';
+import { auditPack } from './pack.js';
+import { formatSarif } from './report.js';
+import { parseAllowlist, parseCodenames, scanPaths } from './scanner.js';
+
+const require = createRequire(import.meta.url);
+const CODENAME = 'Capybara';
+const dir = mkdtempSync(join(tmpdir(), 'moat-scan-'));
+const cli = new URL('../../dist/cli/moat-scan.js', import.meta.url).pathname;
+
+const hex2 = (n: number) => n.toString(16).padStart(2, '0');
+const units = [...CODENAME].map((c) => c.charCodeAt(0));
+
+/** One planted leak per supported form, as it would appear in a shipped bundle. */
+const PLANTED: Record<Encoding, string | Buffer> = {
+  plain: `var a="${CODENAME}";`,
+  utf16le: Buffer.concat([Buffer.from('\x00\x01header'), Buffer.from(CODENAME, 'utf16le'), Buffer.from('\x00\x00')]),
+  utf16be: Buffer.concat([Buffer.from('\x00\x01'), Buffer.from(CODENAME, 'utf16le').swap16(), Buffer.from('\x00\x00')]),
+  hex: `const k="7a${Buffer.from(CODENAME).toString('hex')}ff";`,
+  base64: `atob("${Buffer.from(`x${CODENAME}-internal`).toString('base64')}")`,
+  // ASCII letters never give "+" or "/" in base64, so base64url only differs for other text.
+  base64url: `token=${Buffer.from('Nötfall~ ops').toString('base64url')}`,
+  'escape-x': `const s="${[...Buffer.from(CODENAME)].map((b) => `\\x${hex2(b)}`).join('')}";`,
+  'escape-u': `const s="${units.map((u) => `\\u${u.toString(16).padStart(4, '0').toUpperCase()}`).join('')}";`,
+  'escape-u-brace': `const s=\`${units.map((u) => `\\u{${u.toString(16)}}`).join('')}\`;`,
+  percent: `fetch("/api?q=${[...Buffer.from(CODENAME)].map((b) => `%${hex2(b).toUpperCase()}`).join('')}")`,
+  charcodes: `String.fromCharCode(${units.join(', ')})`,
+  'split-literal': `const n = 'Capy' + 'bara'; const m = \`${'Capy'}\${'bara'}\`;`,
+};
+
+function write(name: string, content: string | Buffer): string {
+  const path = join(dir, name);
+  mkdirSync(dirname(path), { recursive: true });
+  writeFileSync(path, content);
+  return path;
+}
+
+describe('planted leaks', () => {
+  for (const encoding of ENCODINGS) {
+    it(`finds the codename encoded as ${encoding}`, async () => {
+      const path = write(`planted/${encoding}.js`, PLANTED[encoding]);
+      const codename = encoding === 'base64url' ? 'Nötfall~' : CODENAME;
+      const report = await scanPaths([path], { codenames: [codename] });
+      const found = report.findings.filter((f) => f.codename === codename).map((f) => f.encoding);
+      expect(found).toContain(encoding);
+      const finding = report.findings.find((f) => f.encoding === encoding);
+      expect(finding?.ruleId).toBe(`moat/codename/${encoding}`);
+      expect(finding?.offset).toBeGreaterThanOrEqual(0);
+    });
+  }
+
+  it('plain-only mode finds plain text and nothing encoded', async () => {
+    const paths = ENCODINGS.map((e) => join(dir, `planted/${e}.js`));
+    const report = await scanPaths(paths, { codenames: [CODENAME], plainOnly: true, sourceMaps: false });
+    expect(new Set(report.findings.map((f) => f.encoding))).toEqual(new Set(['plain']));
+  });
+
+  it('ignore-case and whole-word modes', async () => {
+    const path = write('modes.js', 'let a="CAPYBARA"; let b="capybaras"; let c=capybara_x; let d=(capybara);');
+    const ci = await scanPaths([path], { codenames: [CODENAME], ignoreCase: true, sourceMaps: false });
+    expect(ci.findings.filter((f) => f.encoding === 'plain')).toHaveLength(4);
+    const word = await scanPaths([path], { codenames: [CODENAME], ignoreCase: true, wholeWord: true, sourceMaps: false });
+    expect(word.findings.filter((f) => f.encoding === 'plain').map((f) => f.context?.slice(20, 40))).toHaveLength(2);
+    const exact = await scanPaths([path], { codenames: [CODENAME], sourceMaps: false });
+    expect(exact.findings).toEqual([]);
+  });
+
+  it('finds a codename across chunk boundaries, once', async () => {
+    const text = `${'x'.repeat(1000)}${CODENAME}${'y'.repeat(1000)}`;
+    for (let chunkSize = 995; chunkSize <= 1010; chunkSize++) {
+      const path = write('boundary.js', text);
+      const report = await scanPaths([path], { codenames: [CODENAME], chunkSize, sourceMaps: false });
+      expect(report.findings.map((f) => [f.encoding, f.offset])).toEqual([['plain', 1000]]);
+    }
+  });
+
+  it('finds leaks inside .tgz npm tarballs, naming the member', async () => {
+    const tarball = join(dir, 'pkg.tgz');
+    const pkg = join(dir, 'tarball-src');
+    mkdirSync(join(pkg, 'package/dist'), { recursive: true });
+    writeFileSync(join(pkg, 'package/package.json'), '{"name":"leaky","version":"1.0.0"}');
+    writeFileSync(join(pkg, 'package/dist/index.js'), PLANTED.base64 as string);
+    mkdirSync(join(pkg, `package/dist/${'deep/'.repeat(25)}`), { recursive: true });
+    writeFileSync(join(pkg, `package/dist/${'deep/'.repeat(25)}long.js`), PLANTED.plain as string); // > 100-byte path: GNU/pax long names
+    execFileSync('tar', ['-czf', tarball, '-C', pkg, 'package']);
+    const report = await scanPaths([tarball], { codenames: [CODENAME] });
+    expect(report.findings.map((f) => f.path).sort()).toEqual([
+      `${tarball}!package/dist/${'deep/'.repeat(25)}long.js`,
+      `${tarball}!package/dist/index.js`,
+    ]);
+  });
+
+  it('finds the codename in a standalone executable built with bun build --compile', { timeout: 120_000 }, async () => {
+    const src = write(
+      'exe/main.ts',
+      `console.log(["Capy", "bara"].join("") === "${CODENAME}" ? "internal ${CODENAME} mode" : "public");\n`,
+    );
+    const exe = join(dir, 'exe/app');
+    const bun = join(dirname(require.resolve('bun/package.json')), 'bin', 'bun.exe');
+    execFileSync(bun, ['build', '--compile', src, `--outfile=${exe}`], { stdio: 'pipe' });
+    const report = await scanPaths([exe], { codenames: [CODENAME], sourceMaps: false });
+    expect(report.findings.some((f) => f.encoding === 'plain')).toBe(true);
+    expect(report.bytes).toBeGreaterThan(10_000_000);
+  });
+});
+
+describe('clean corpus: real third-party bundles', () => {
+  it('gives zero codename findings for unrelated codenames', { timeout: 120_000 }, async () => {
+    const files = [
+      require.resolve('typescript/lib/typescript.js', { paths: [join(process.cwd(), '../..')] }),
+      require.resolve('acorn'),
+      join(dirname(require.resolve('esbuild/package.json')), 'lib/main.js'),
+      require.resolve('ajv-draft-04'),
+      require.resolve('fast-check'),
+    ];
+    const codenames = ['Quilliphant', 'Zorblaxian', 'Tandoorixa', 'Vexillumor', 'Marmosetta', 'Pangolindo', 'Nightjarro', 'Fenneclore'];
+    const report = await scanPaths(files, { codenames });
+    expect(report.errors).toEqual([]);
+    expect(report.findings.filter((f) => f.codename !== undefined)).toEqual([]);
+    expect(report.bytes).toBeGreaterThan(5_000_000);
+  });
+});
+
+describe('property: any codename in any supported form inside random JS is found', () => {
+  const encoders: Record<Exclude<Encoding, 'split-literal'>, (s: string) => string | Buffer> = {
+    plain: (s) => s,
+    utf16le: (s) => Buffer.from(s, 'utf16le'),
+    utf16be: (s) => Buffer.from(s, 'utf16le').swap16(),
+    hex: (s) => Buffer.from(s).toString('hex'),
+    base64: (s) => Buffer.from(s).toString('base64'),
+    base64url: (s) => Buffer.from(s).toString('base64url'),
+    'escape-x': (s) => [...Buffer.from(s)].map((b) => `\\x${hex2(b)}`).join(''),
+    'escape-u': (s) => [...s].map((c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`).join(''),
+    'escape-u-brace': (s) => [...s].map((c) => `\\u{${(c.codePointAt(0) as number).toString(16)}}`).join(''),
+    percent: (s) => [...Buffer.from(s)].map((b) => `%${hex2(b).toUpperCase()}`).join(''),
+    charcodes: (s) => [...s].map((c) => c.charCodeAt(0)).join(','),
+  };
+  it('holds for 200 random cases', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.stringMatching(/^[A-Z][a-z]{4,11}$/),
+        fc.constantFrom(...(Object.keys(encoders) as Array<keyof typeof encoders>), 'split-literal' as const),
+        fc.string({ unit: 'grapheme-ascii', maxLength: 200 }),
+        fc.string({ unit: 'grapheme-ascii', maxLength: 200 }),
+        fc.nat(3),
+        async (codename, encoding, before, after, pad) => {
+          const body =
+            encoding === 'split-literal'
+              ? `'${codename.slice(0, 3)}' + '${codename.slice(3)}'`
+              : (() => {
+                  const e = encoders[encoding](`${'#'.repeat(pad)}${codename}`);
+                  return typeof e === 'string' ? e : e.toString('latin1');
+                })();
+          const path = write(
+            'property.js',
+            Buffer.from(`${before};x=${JSON.stringify(body).slice(1, -1) === body ? `"${body}"` : body};${after}`, 'latin1'),
+          );
+          const report = await scanPaths([path], { codenames: [codename], sourceMaps: false });
+          expect(report.findings.some((f) => f.codename === codename)).toBe(true);
+        },
+      ),
+      { numRuns: 200 },
+    );
+  }, 120_000);
+});
+
+describe('source maps and packaging', () => {
+  it('flags shipped maps, sourcesContent, sourceMappingURL comments and source paths', async () => {
+    const map = JSON.stringify({ version: 3, sources: ['../src/secret.ts'], sourcesContent: ['export const x = 1;'], mappings: 'AAAA' });
+    const inline = `console.log(1);\n//# sourceMappingURL=data:application/json;base64,${Buffer.from(map).toString('base64')}\n`;
+    const paths = [
+      write('maps/app.js.map', map),
+      write('maps/inline.js', inline),
+      write('maps/external.js', 'console.log(2);\n//# sourceMappingURL=external.js.map\n'),
+      write('maps/bundle.js', '// src/internal/billing.ts\nvar a = 1;\n// src/main.ts\nvar b = 2;\n'),
+    ];
+    const report = await scanPaths(paths, { codenames: [] });
+    const rules = report.findings.map((f) => `${f.path.slice(dir.length + 6)} ${f.ruleId}`).sort();
+    expect(rules).toEqual([
+      'app.js.map moat/sourcemap/map-file',
+      'app.js.map moat/sourcemap/sources-content',
+      'bundle.js moat/sourcemap/source-path',
+      'bundle.js moat/sourcemap/source-path',
+      'external.js moat/sourcemap/url',
+      'inline.js moat/sourcemap/inline',
+      'inline.js moat/sourcemap/inline-sources-content',
+    ]);
+    expect(report.findings.find((f) => f.ruleId === 'moat/sourcemap/source-path')?.severity).toBe('note');
+  });
+
+  it('moat-scan pack audits what npm pack would publish', { timeout: 60_000 }, async () => {
+    const pkg = join(dir, 'pack-pkg');
+    write('pack-pkg/package.json', JSON.stringify({ name: 'leaky-pkg', version: '1.0.0' }));
+    write('pack-pkg/dist/index.js', 'export const a = 1;\n//# sourceMappingURL=index.js.map\n');
+    write(
+      'pack-pkg/dist/index.js.map',
+      JSON.stringify({ version: 3, sources: ['../src/index.ts'], sourcesContent: [`// ${CODENAME}`], mappings: '' }),
+    );
+    write('pack-pkg/src/index.ts', `export const a = 1; // ${CODENAME}\n`);
+    write('pack-pkg/.env.production', 'API_KEY=sk-live-123\n');
+    const report = await auditPack(pkg, {}, { codenames: [CODENAME] });
+    const rules = new Set(report.findings.map((f) => f.ruleId));
+    for (const rule of [
+      'moat/pack/source-map',
+      'moat/pack/source-file',
+      'moat/pack/secret-file',
+      'moat/sourcemap/map-file',
+      'moat/sourcemap/sources-content',
+      'moat/codename/plain',
+    ]) {
+      expect(rules).toContain(rule);
+    }
+    const allowed = await auditPack(
+      pkg,
+      { allowSrc: true, allow: ['dist/*.map', '.env*'] },
+      { codenames: ['Zorblaxian'], sourceMaps: false },
+    );
+    expect(allowed.findings).toEqual([]);
+  });
+});
+
+describe('configuration', () => {
+  it('parses codename lists with comments and refuses short names', () => {
+    expect(parseCodenames('# internal\nCapybara\n\nNightjar  # bird\nCapybara\n')).toEqual(['Capybara', 'Nightjar']);
+    expect(() => parseCodenames('Cap\n')).toThrow(/ERR_SCAN_CONFIG: expected a codename of at least 4 characters on line 1, got "Cap"/);
+  });
+
+  it('requires a reason for every allowlist entry and applies it', async () => {
+    expect(() => parseAllowlist('[{"codename":"Capybara","path":"**"}]')).toThrow(/allowlist\[0\].reason/);
+    expect(() => parseAllowlist('{')).toThrow(/ERR_SCAN_CONFIG: expected the allowlist as JSON/);
+    const path = write('docs/blog.md', `Our mascot ${CODENAME}.`);
+    const allowlist = parseAllowlist(
+      JSON.stringify([{ codename: CODENAME, path: '**/docs/**', reason: 'public blog post names the mascot' }]),
+    );
+    const report = await scanPaths([path], { codenames: [CODENAME], allowlist });
+    expect(report.findings).toEqual([]);
+    expect(report.suppressed).toBe(1);
+  });
+});
+
+describe('output', () => {
+  it('SARIF output validates against the SARIF 2.1.0 schema', async () => {
+    const schema = JSON.parse(
+      readFileSync(join(dirname(require.resolve('@microsoft/jest-sarif/package.json')), 'lib/schemas/sarif-2.1.0-rtm.5.json'), 'utf8'),
+    );
+    // The published schema has a pattern that is invalid with the u flag; validate without it.
+    const ajv = new Ajv({ allErrors: true, strict: false, validateFormats: false, unicodeRegExp: false });
+    const validate = ajv.compile(schema);
+    const report = await scanPaths([join(dir, 'planted'), join(dir, 'pkg.tgz'), join(dir, 'maps')], { codenames: [CODENAME] });
+    expect(report.findings.length).toBeGreaterThan(10);
+    const sarif = JSON.parse(formatSarif(report));
+    const ok = validate(sarif);
+    expect(validate.errors ?? []).toEqual([]);
+    expect(ok).toBe(true);
+    expect(sarif.runs[0].results).toHaveLength(report.findings.length);
+  });
+
+  it('the CLI exits 0 when clean, 1 on findings, 2 on usage and I/O errors', () => {
+    const run = (...args: string[]) => spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8' });
+    const clean = write('clean/a.js', 'console.log("nothing to see");');
+    expect(run('--codename', CODENAME, clean).status).toBe(0);
+    const leak = run('--codename', CODENAME, join(dir, 'planted/hex.js'));
+    expect(leak.status).toBe(1);
+    expect(leak.stdout).toMatch(/planted\/hex\.js@\d+ {2}internal codename "Capybara" encoded as hex/);
+    const json = run('--json', '--codename', CODENAME, join(dir, 'planted/plain.js'));
+    expect(JSON.parse(json.stdout).findings[0].encoding).toBe('plain');
+    expect(run('--sarif', '--codename', CODENAME, clean).stdout).toContain('"version": "2.1.0"');
+    const usage = run('--bogus');
+    expect(usage.status).toBe(2);
+    expect(usage.stderr).toMatch(/Unknown option '--bogus'/);
+    expect(run('--codename', CODENAME).status).toBe(2);
+    const missing = run('--codename', CODENAME, join(dir, 'does-not-exist'));
+    expect(missing.status).toBe(2);
+    expect(missing.stderr).toMatch(/cannot read .*does-not-exist/);
+    const short = run('--codename', 'ab', clean);
+    expect(short.status).toBe(2);
+    expect(short.stderr).toMatch(/ERR_SCAN_CONFIG/);
+  });
+});

@@ -1,0 +1,376 @@
+import { createReadStream } from 'node:fs';
+import { lstat, readdir, readFile } from 'node:fs/promises';
+import { basename, join, matchesGlob } from 'node:path';
+import { createGunzip } from 'node:zlib';
+import { BuildGuardError } from '../errors.js';
+import { CodenameEngine, type RawMatch } from './engine.js';
+import type { Encoding, NeedleOptions } from './needles.js';
+import { TarReader } from './tar.js';
+
+/** How bad a finding is: `error` and `warning` fail the scan, `note` only informs. */
+export type Severity = 'error' | 'warning' | 'note';
+
+/** One thing moat-scan found. */
+export interface Finding {
+  /** Stable rule id, e.g. `moat/codename/base64` or `moat/sourcemap/map-file`. */
+  readonly ruleId: string;
+  readonly severity: Severity;
+  /** The input path; archive members as `archive.tgz!package/dist/index.js`. */
+  readonly path: string;
+  readonly message: string;
+  /** Byte offset in the file, when the finding has a position. */
+  readonly offset?: number;
+  readonly length?: number;
+  readonly codename?: string;
+  readonly encoding?: Encoding;
+  /** Printable bytes around the finding. */
+  readonly context?: string;
+}
+
+/** An allowlist entry: a codename allowed in paths matching a glob, with the reason why. */
+export interface AllowEntry {
+  readonly codename: string;
+  /** Glob over finding paths (`**` and `*`), e.g. `docs/**`. */
+  readonly path: string;
+  readonly reason: string;
+}
+
+/** Options of {@link scanPaths}. */
+export interface ScanOptions extends NeedleOptions {
+  readonly codenames: readonly string[];
+  readonly allowlist?: readonly AllowEntry[];
+  /** Audit source maps, `sourceMappingURL` comments and embedded sources (default true). */
+  readonly sourceMaps?: boolean;
+  /** Read size per chunk (default 4 MiB); memory stays bounded by a few chunks per input. */
+  readonly chunkSize?: number;
+  /** Called as bytes are read, for progress display. */
+  readonly onProgress?: (progress: { readonly path: string; readonly bytes: number; readonly total: number }) => void;
+}
+
+/** The outcome of a scan. */
+export interface ScanReport {
+  readonly findings: Finding[];
+  /** Findings dropped by the allowlist. */
+  readonly suppressed: number;
+  readonly files: number;
+  readonly bytes: number;
+  /** Inputs that could not be read (they make the scan fail with exit code 2). */
+  readonly errors: Array<{ readonly path: string; readonly message: string }>;
+}
+
+const SOURCE_MAPPING_URL = Buffer.from('sourceMappingURL=');
+const SOURCES_CONTENT = Buffer.from('"sourcesContent"');
+const SOURCE_PATH_COMMENT = /^\/\/ ((?:[\w.@-]+\/)*[\w.@-]+\.(?:ts|tsx|mts|cts))$/gm;
+const MAX_INLINE_MAP = 16 * 1024 * 1024;
+
+/** Per-stream source-map audit state. */
+class MapAudit {
+  #capture: Buffer[] | undefined;
+  #captured = 0;
+  #sawSourcesContent = false;
+  #sawUrl = false;
+  readonly #paths = new Set<string>();
+  constructor(
+    readonly path: string,
+    readonly isMap: boolean,
+    readonly add: (f: Finding) => void,
+    readonly scanInline: (name: string, bytes: Buffer) => void,
+  ) {}
+
+  window(window: Buffer, carryLength: number, base: number): void {
+    if (this.#capture !== undefined) this.#continueCapture(window.subarray(carryLength));
+    if (!this.#sawSourcesContent) {
+      const at = window.indexOf(SOURCES_CONTENT);
+      if (at !== -1 && at + SOURCES_CONTENT.length > carryLength) {
+        this.#sawSourcesContent = true;
+        this.add({
+          ruleId: this.isMap ? 'moat/sourcemap/sources-content' : 'moat/sourcemap/embedded-sources-content',
+          severity: 'error',
+          path: this.path,
+          offset: base + at,
+          message: this.isMap
+            ? 'source map ships the original sources (sourcesContent)'
+            : 'file embeds a source map with the original sources (sourcesContent)',
+        });
+      }
+    }
+    let from = Math.max(0, carryLength - SOURCE_MAPPING_URL.length);
+    for (let at = window.indexOf(SOURCE_MAPPING_URL, from); at !== -1; at = window.indexOf(SOURCE_MAPPING_URL, from)) {
+      from = at + 1;
+      const valueStart = at + SOURCE_MAPPING_URL.length;
+      const head = window.subarray(valueStart, valueStart + 64).toString('latin1');
+      if (head.startsWith('data:')) {
+        this.add({
+          ruleId: 'moat/sourcemap/inline',
+          severity: 'error',
+          path: this.path,
+          offset: base + at,
+          message: 'inline source map (data: URI) in a shipped file',
+        });
+        this.#capture = [];
+        this.#captured = 0;
+        this.#continueCapture(window.subarray(valueStart));
+      } else if (!this.#sawUrl) {
+        this.#sawUrl = true;
+        const url = /^[^\s*'"]*/.exec(head)?.[0] ?? '';
+        this.add({
+          ruleId: 'moat/sourcemap/url',
+          severity: 'warning',
+          path: this.path,
+          offset: base + at,
+          message: `sourceMappingURL comment points at ${url || '(empty)'}`,
+        });
+      }
+    }
+    if (!this.isMap && /\.[cm]?jsx?$/.test(this.path) && this.#paths.size < 20) {
+      const text = window.toString('latin1');
+      SOURCE_PATH_COMMENT.lastIndex = 0;
+      for (let m = SOURCE_PATH_COMMENT.exec(text); m !== null && this.#paths.size < 20; m = SOURCE_PATH_COMMENT.exec(text)) {
+        const p = m[1] as string;
+        if (this.#paths.has(p) || m.index + m[0].length <= carryLength) continue;
+        this.#paths.add(p);
+        this.add({
+          ruleId: 'moat/sourcemap/source-path',
+          severity: 'note',
+          path: this.path,
+          offset: base + m.index,
+          message: `bundle names its source file ${p}`,
+        });
+      }
+    }
+  }
+
+  #continueCapture(bytes: Buffer): void {
+    const capture = this.#capture as Buffer[];
+    let end = 0;
+    while (end < bytes.length && ![0x0a, 0x0d, 0x20, 0x22, 0x27, 0x2a].includes(bytes[end] as number)) end++;
+    capture.push(Buffer.from(bytes.subarray(0, end)));
+    this.#captured += end;
+    if (end < bytes.length || this.#captured > MAX_INLINE_MAP) this.#finishCapture();
+  }
+
+  end(): void {
+    if (this.#capture !== undefined) this.#finishCapture();
+  }
+
+  #finishCapture(): void {
+    const url = Buffer.concat(this.#capture ?? []).toString('latin1');
+    this.#capture = undefined;
+    const comma = url.indexOf(',');
+    if (comma === -1) return;
+    const meta = url.slice(0, comma);
+    const payload = url.slice(comma + 1);
+    const json = meta.endsWith(';base64') ? Buffer.from(payload, 'base64') : Buffer.from(decodeURIComponent(payload));
+    this.scanInline(`${this.path}!inline-sourcemap`, json);
+    try {
+      const map = JSON.parse(json.toString('utf8')) as { sourcesContent?: unknown[]; sources?: unknown[] };
+      if (Array.isArray(map.sourcesContent) && map.sourcesContent.some((s) => typeof s === 'string' && s.length > 0)) {
+        this.add({
+          ruleId: 'moat/sourcemap/inline-sources-content',
+          severity: 'error',
+          path: this.path,
+          message: `inline source map ships ${map.sourcesContent.length} original sources (${(map.sources ?? []).slice(0, 3).join(', ')})`,
+        });
+      }
+    } catch {
+      // Not JSON: the inline finding above already stands.
+    }
+  }
+}
+
+/**
+ * Scans files, directories (recursively, skipping `.git`), `.tgz` npm tarballs and any
+ * other binaries such as standalone executables, streaming each input in chunks. Findings
+ * on allowlisted codenames and paths are dropped and counted.
+ *
+ * @throws {BuildGuardError} `ERR_SCAN_CONFIG` for invalid codenames; unreadable inputs are
+ *   reported in `errors`, not thrown.
+ */
+export async function scanPaths(paths: readonly string[], options: ScanOptions): Promise<ScanReport> {
+  if (options.codenames.length === 0 && options.sourceMaps === false) {
+    throw new BuildGuardError('ERR_SCAN_CONFIG', 'expected at least one codename or the source-map audit, got neither');
+  }
+  const engine = new CodenameEngine(options.codenames, options);
+  const state: { findings: Finding[]; suppressed: number; files: number; bytes: number; errors: ScanReport['errors'] } = {
+    findings: [],
+    suppressed: 0,
+    files: 0,
+    bytes: 0,
+    errors: [],
+  };
+  const allow = options.allowlist ?? [];
+  const add = (f: Finding) => {
+    if (f.codename !== undefined && allow.some((a) => a.codename === f.codename && matchesGlob(f.path, a.path))) {
+      state.suppressed++;
+      return;
+    }
+    state.findings.push(f);
+  };
+  const chunkSize = options.chunkSize ?? 4 * 1024 * 1024;
+
+  const scanBytes = (name: string, bytes: Buffer) => {
+    const s = engine.stream((m) => add(codenameFinding(name, m)));
+    s.write(bytes);
+  };
+
+  /** Returns a sink for one logical file (a real file or an archive member). */
+  const open = (name: string) => {
+    state.files++;
+    const isMap = name.endsWith('.map');
+    if (isMap && options.sourceMaps !== false)
+      add({ ruleId: 'moat/sourcemap/map-file', severity: 'error', path: name, message: 'source map file shipped' });
+    const audit = options.sourceMaps === false ? undefined : new MapAudit(name, isMap, add, scanBytes);
+    let carry: Buffer = Buffer.alloc(0);
+    let offset = 0;
+    const codenames = engine.stream((m) => add(codenameFinding(name, m)));
+    return {
+      write(chunk: Uint8Array) {
+        state.bytes += chunk.byteLength;
+        codenames.write(chunk);
+        if (audit !== undefined) {
+          const window = carry.length === 0 ? Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength) : Buffer.concat([carry, chunk]);
+          audit.window(window, carry.length, offset - carry.length);
+          carry = Buffer.from(window.subarray(Math.max(0, window.length - 64)));
+        }
+        offset += chunk.byteLength;
+      },
+      end() {
+        audit?.end();
+      },
+    };
+  };
+
+  const scanFile = async (path: string, size: number) => {
+    const isTarball = /\.(tgz|tar\.gz)$/.test(path);
+    const stream = createReadStream(path, { highWaterMark: chunkSize });
+    let read = 0;
+    const progress = (n: number) => {
+      read += n;
+      options.onProgress?.({ path, bytes: read, total: size });
+    };
+    if (isTarball) {
+      state.files++;
+      const tar = new TarReader({ entry: (entry) => open(`${path}!${entry.path}`) });
+      const gunzip = createGunzip();
+      stream.on('data', (c) => progress((c as Buffer).length));
+      stream.pipe(gunzip);
+      for await (const chunk of gunzip) tar.write(chunk as Buffer);
+      tar.end();
+      return;
+    }
+    const sink = open(path);
+    for await (const chunk of stream) {
+      sink.write(chunk as Buffer);
+      progress((chunk as Buffer).length);
+    }
+    sink.end();
+  };
+
+  const visit = async (path: string): Promise<void> => {
+    let info: Awaited<ReturnType<typeof lstat>>;
+    try {
+      info = await lstat(path);
+    } catch (error) {
+      state.errors.push({ path, message: (error as Error).message });
+      return;
+    }
+    if (info.isDirectory()) {
+      if (basename(path) === '.git') return;
+      const entries = await readdir(path);
+      for (const entry of entries.sort()) await visit(join(path, entry));
+      return;
+    }
+    if (!info.isFile()) return;
+    try {
+      await scanFile(path, info.size);
+    } catch (error) {
+      state.errors.push({ path, message: error instanceof Error ? error.message : String(error) });
+    }
+  };
+
+  for (const path of paths) await visit(path);
+  state.findings.sort((a, b) => (a.path === b.path ? (a.offset ?? -1) - (b.offset ?? -1) : a.path < b.path ? -1 : 1));
+  return state;
+}
+
+function codenameFinding(path: string, m: RawMatch): Finding {
+  const form = m.encoding === 'plain' ? 'in plain text' : `encoded as ${m.encoding}`;
+  return {
+    ruleId: `moat/codename/${m.encoding}`,
+    severity: 'error',
+    path,
+    offset: m.offset,
+    length: m.length,
+    codename: m.codename,
+    encoding: m.encoding,
+    context: m.context,
+    message: `internal codename "${m.codename}" ${form}`,
+  };
+}
+
+/**
+ * Reads a codename list: one codename per line; `#` starts a comment; blank lines are
+ * skipped.
+ *
+ * @throws {BuildGuardError} `ERR_SCAN_CONFIG` for a codename shorter than 4 characters.
+ */
+export function parseCodenames(text: string): string[] {
+  const out: string[] = [];
+  for (const [i, raw] of text.split(/\r?\n/).entries()) {
+    const line = raw.replace(/\s+#.*$|^#.*$/, '').trim();
+    if (line === '') continue;
+    if ([...line].length < 4)
+      throw new BuildGuardError(
+        'ERR_SCAN_CONFIG',
+        `expected a codename of at least 4 characters on line ${i + 1}, got ${JSON.stringify(line)}`,
+      );
+    out.push(line);
+  }
+  return [...new Set(out)];
+}
+
+/**
+ * Reads an allowlist: a JSON array of `{ "codename", "path", "reason" }`; every entry needs a
+ * non-empty reason.
+ *
+ * @throws {BuildGuardError} `ERR_SCAN_CONFIG` naming the first bad entry.
+ */
+export function parseAllowlist(text: string): AllowEntry[] {
+  let data: unknown;
+  try {
+    data = JSON.parse(text);
+  } catch (error) {
+    throw new BuildGuardError('ERR_SCAN_CONFIG', `expected the allowlist as JSON, got a syntax error: ${(error as Error).message}`);
+  }
+  if (!Array.isArray(data)) throw new BuildGuardError('ERR_SCAN_CONFIG', `expected the allowlist as a JSON array, got ${typeof data}`);
+  return data.map((e, i) => {
+    const entry = e as Record<string, unknown>;
+    for (const key of ['codename', 'path', 'reason'] as const) {
+      if (typeof entry?.[key] !== 'string' || (entry[key] as string).trim() === '') {
+        throw new BuildGuardError(
+          'ERR_SCAN_CONFIG',
+          `expected allowlist[${i}].${key} as a non-empty string, got ${JSON.stringify(entry?.[key])}`,
+        );
+      }
+    }
+    return { codename: entry.codename as string, path: entry.path as string, reason: entry.reason as string };
+  });
+}
+
+/** Reads the codename list and allowlist files named on a command line. */
+export async function loadScanConfig(
+  codenamesFile?: string,
+  allowlistFile?: string,
+): Promise<{ codenames: string[]; allowlist: AllowEntry[] }> {
+  const read = async (file: string) => {
+    try {
+      return await readFile(file, 'utf8');
+    } catch (error) {
+      throw new BuildGuardError('ERR_SCAN_INPUT', `expected to read ${file}, got ${(error as Error).message}`);
+    }
+  };
+  return {
+    codenames: codenamesFile === undefined ? [] : parseCodenames(await read(codenamesFile)),
+    allowlist: allowlistFile === undefined ? [] : parseAllowlist(await read(allowlistFile)),
+  };
+}
