@@ -25,7 +25,7 @@ fi
 log "pnpm $(pnpm --version)"
 
 # Debian packages the test suites need. Installed only when missing.
-APT_PACKAGES=(python3)
+APT_PACKAGES=(python3 ripgrep)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

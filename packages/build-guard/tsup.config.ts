@@ -1,7 +1,15 @@
 import { defineConfig } from 'tsup';
 
 export default defineConfig({
-  entry: ['src/index.ts', 'src/feature.ts', 'src/esbuild.ts', 'src/scan/index.ts', 'src/cli/moat-scan.ts', 'src/cli/moat-build.ts'],
+  entry: [
+    'src/index.ts',
+    'src/feature.ts',
+    'src/esbuild.ts',
+    'src/scan/index.ts',
+    'src/scan/worker.ts',
+    'src/cli/moat-scan.ts',
+    'src/cli/moat-build.ts',
+  ],
   format: ['esm'],
   dts: { entry: ['src/index.ts', 'src/feature.ts', 'src/esbuild.ts', 'src/scan/index.ts'] },
   clean: true,

@@ -116,7 +116,8 @@ export function replaceFeatureCalls(code: string, features: Readonly<Record<stri
     let name: string | undefined;
     if (args.length === 1 && arg?.type === 'Literal' && typeof arg.value === 'string') name = arg.value;
     else if (args.length === 1 && arg?.type === 'TemplateLiteral' && (arg.expressions as unknown[]).length === 0) {
-      name = ((arg.quasis as Node[])[0]?.value as { cooked: string }).cooked;
+      const quasi = (arg.quasis as Node[])[0];
+      if (quasi !== undefined) name = (quasi.value as { cooked: string }).cooked;
     }
     if (name === undefined) {
       throw new BuildGuardError(

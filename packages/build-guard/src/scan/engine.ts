@@ -14,7 +14,10 @@ export interface RawMatch {
 
 const escapeRe = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 const WORD = /[A-Za-z0-9_]/;
-// Junctions of split string literals: 'a' + 'b', `a${'b'}`, `${'a'}b`.
+// Junctions of split string literals: 'a' + 'b', `a${'b'}`, `${'a'}b`. TRIGGER finds where
+// one starts (`"}` alone is too common in minified code to start a window); JUNCTION
+// removes every junction inside the window.
+const TRIGGER = /['"`]\s*\+\s*['"`]|\$\{\s*['"`]/g;
 const JUNCTION = /['"`]\s*\+\s*['"`]|\$\{\s*['"`]|['"`]\s*\}/g;
 const CONTEXT = 24;
 
@@ -47,7 +50,9 @@ export class CodenameEngine {
   constructor(codenames: readonly string[], options: NeedleOptions = {}) {
     const needles = codenames.flatMap((c) => needlesFor(c, options));
     this.#fold = options.ignoreCase === true;
-    const viaRegex = needles.filter((n) => n.encoding === 'plain' || n.encoding === 'utf16le' || n.encoding === 'utf16be');
+    // Case-insensitive forms go through the regular expression (flag i); exact ones through
+    // the matcher, whose cost does not grow with the number of needles.
+    const viaRegex = needles.filter((n) => n.encoding === 'plain' || n.fold);
     const exact = needles.filter((n) => !viaRegex.includes(n));
     for (const n of viaRegex) this.#regexNeedles.set(this.#key(Buffer.from(n.bytes).toString('latin1')), n);
     const alternatives = [...this.#regexNeedles.keys()].sort((a, b) => b.length - a.length);
@@ -108,20 +113,18 @@ export class CodenameEngine {
   /** `'Capy' + 'bara'`: around each junction, remove junctions and search the plain forms. */
   #scanSplit(text: string, report: (codename: string, encoding: Encoding, at: number, length: number) => void): void {
     const splitRe = this.#splitRegex as RegExp;
-    JUNCTION.lastIndex = 0;
+    TRIGGER.lastIndex = 0;
     let lastEnd = -1;
-    for (let j = JUNCTION.exec(text); j !== null; j = JUNCTION.exec(text)) {
+    for (let j = TRIGGER.exec(text); j !== null; j = TRIGGER.exec(text)) {
       if (j.index < lastEnd) continue;
       const start = Math.max(0, j.index - this.maxLength);
       let end = Math.min(text.length, j.index + j[0].length + this.maxLength);
-      // Take in following junctions close enough to belong to the same split literal.
-      JUNCTION.lastIndex = j.index + j[0].length;
       const raw = text.slice(start, end);
       const kept: number[] = [];
       let joined = '';
-      const local = new RegExp(JUNCTION.source, 'g');
+      JUNCTION.lastIndex = 0;
       let cursor = 0;
-      for (let k = local.exec(raw); k !== null; k = local.exec(raw)) {
+      for (let k = JUNCTION.exec(raw); k !== null; k = JUNCTION.exec(raw)) {
         for (let p = cursor; p < k.index; p++) kept.push(start + p);
         joined += raw.slice(cursor, k.index);
         cursor = k.index + k[0].length;

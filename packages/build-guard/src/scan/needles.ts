@@ -56,7 +56,8 @@ function utf16(text: string, littleEndian: boolean): Uint8Array {
 
 /**
  * The base64 text that stays the same whatever bytes surround `bytes`, for each of the
- * three alignments a value can start at inside a larger base64 string.
+ * three alignments a value can start at inside a larger base64 string. Alignments whose
+ * stable core is under 8 characters (codenames under 7 bytes) are skipped.
  */
 export function base64Cores(bytes: Uint8Array): string[] {
   const cores: string[] = [];
@@ -66,7 +67,8 @@ export function base64Cores(bytes: Uint8Array): string[] {
     const text = Buffer.from(padded).toString('base64');
     const first = Math.ceil((8 * k) / 6);
     const last = Math.floor((8 * (k + bytes.length)) / 6); // exclusive
-    if (last - first >= MIN_CODENAME_LENGTH) cores.push(text.slice(first, last));
+    // Cores under 8 characters would match random base64 too often (and slow the matcher).
+    if (last - first >= 8) cores.push(text.slice(first, last));
   }
   return cores;
 }

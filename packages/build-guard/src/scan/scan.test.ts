@@ -3,8 +3,7 @@ import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { gzipSync } from 'node:zlib';
-import Ajv from 'ajv-draft-04';
+import AjvDraft04 from 'ajv-draft-04';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { ENCODINGS, type Encoding } from './needles.js';
@@ -253,6 +252,10 @@ describe('output', () => {
       readFileSync(join(dirname(require.resolve('@microsoft/jest-sarif/package.json')), 'lib/schemas/sarif-2.1.0-rtm.5.json'), 'utf8'),
     );
     // The published schema has a pattern that is invalid with the u flag; validate without it.
+    // ajv-draft-04 is CommonJS: under NodeNext its class is the default export's `default`.
+    const Ajv = ((AjvDraft04 as unknown as { default?: unknown }).default ?? AjvDraft04) as unknown as new (
+      options: Record<string, unknown>,
+    ) => { compile(schema: unknown): ((data: unknown) => boolean) & { errors?: unknown[] | null } };
     const ajv = new Ajv({ allErrors: true, strict: false, validateFormats: false, unicodeRegExp: false });
     const validate = ajv.compile(schema);
     const report = await scanPaths([join(dir, 'planted'), join(dir, 'pkg.tgz'), join(dir, 'maps')], { codenames: [CODENAME] });

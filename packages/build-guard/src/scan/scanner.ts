@@ -1,6 +1,8 @@
-import { createReadStream } from 'node:fs';
-import { lstat, readdir, readFile } from 'node:fs/promises';
+import { createReadStream, existsSync } from 'node:fs';
+import { open as fsOpen, lstat, readdir, readFile } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import { basename, join, matchesGlob } from 'node:path';
+import { Worker } from 'node:worker_threads';
 import { createGunzip } from 'node:zlib';
 import { BuildGuardError } from '../errors.js';
 import { CodenameEngine, type RawMatch } from './engine.js';
@@ -41,8 +43,13 @@ export interface ScanOptions extends NeedleOptions {
   readonly allowlist?: readonly AllowEntry[];
   /** Audit source maps, `sourceMappingURL` comments and embedded sources (default true). */
   readonly sourceMaps?: boolean;
-  /** Read size per chunk (default 4 MiB); memory stays bounded by a few chunks per input. */
+  /** Read size per chunk (default 16 MiB); memory stays bounded by a few chunks per worker. */
   readonly chunkSize?: number;
+  /**
+   * Worker threads for inputs of many files (default: up to 2, by available cores, when more
+   * than one file and over 32 MB in all; 1 scans in this thread).
+   */
+  readonly workers?: number;
   /** Called as bytes are read, for progress display. */
   readonly onProgress?: (progress: { readonly path: string; readonly bytes: number; readonly total: number }) => void;
 }
@@ -58,8 +65,9 @@ export interface ScanReport {
   readonly errors: Array<{ readonly path: string; readonly message: string }>;
 }
 
-const SOURCE_MAPPING_URL = Buffer.from('sourceMappingURL=');
-const SOURCES_CONTENT = Buffer.from('"sourcesContent"');
+// Built from parts so this scanner's own bundle does not trip its own audit.
+const SOURCE_MAPPING_URL = Buffer.from(['source', 'MappingURL='].join(''));
+const SOURCES_CONTENT = Buffer.from(['"sources', 'Content"'].join(''));
 const SOURCE_PATH_COMMENT = /^\/\/ ((?:[\w.@-]+\/)*[\w.@-]+\.(?:ts|tsx|mts|cts))$/gm;
 const MAX_INLINE_MAP = 16 * 1024 * 1024;
 
@@ -190,6 +198,90 @@ export async function scanPaths(paths: readonly string[], options: ScanOptions):
   if (options.codenames.length === 0 && options.sourceMaps === false) {
     throw new BuildGuardError('ERR_SCAN_CONFIG', 'expected at least one codename or the source-map audit, got neither');
   }
+  if (options.workers !== 1) {
+    const parallel = await scanInWorkers(paths, options);
+    if (parallel !== undefined) return parallel;
+  }
+  return scanSequential(paths, options);
+}
+
+/** Lists the regular files under the inputs (directories recursively, skipping `.git`). */
+async function listFiles(
+  paths: readonly string[],
+): Promise<{ files: Array<{ path: string; size: number }>; errors: ScanReport['errors'] }> {
+  const files: Array<{ path: string; size: number }> = [];
+  const errors: ScanReport['errors'] = [];
+  const visit = async (path: string): Promise<void> => {
+    let info: Awaited<ReturnType<typeof lstat>>;
+    try {
+      info = await lstat(path);
+    } catch (error) {
+      errors.push({ path, message: (error as Error).message });
+      return;
+    }
+    if (info.isDirectory()) {
+      if (basename(path) === '.git') return;
+      for (const entry of (await readdir(path)).sort()) await visit(join(path, entry));
+    } else if (info.isFile()) files.push({ path, size: info.size });
+  };
+  for (const path of paths) await visit(path);
+  return { files, errors };
+}
+
+function workerScript(): URL | undefined {
+  // Built layout: dist/chunk-*.js next to dist/scan/worker.js; from sources, the built worker.
+  for (const candidate of ['./scan/worker.js', './worker.js', '../../dist/scan/worker.js']) {
+    const url = new URL(candidate, import.meta.url);
+    if (url.pathname.endsWith('/scan/worker.js') && existsSync(url)) return url;
+  }
+  return undefined;
+}
+
+/** Splits the files over worker threads by size; `undefined` when one thread is better. */
+async function scanInWorkers(paths: readonly string[], options: ScanOptions): Promise<ScanReport | undefined> {
+  const { files, errors } = await listFiles(paths);
+  const total = files.reduce((n, f) => n + f.size, 0);
+  const count = Math.min(options.workers ?? Math.min(2, availableParallelism()), files.length);
+  const script = workerScript();
+  if (count < 2 || script === undefined || (options.workers === undefined && total < 32 * 1024 * 1024)) return undefined;
+  const groups: Array<{ paths: string[]; bytes: number }> = Array.from({ length: count }, () => ({ paths: [], bytes: 0 }));
+  for (const f of [...files].sort((a, b) => b.size - a.size)) {
+    const lightest = groups.reduce((a, b) => (b.bytes < a.bytes ? b : a));
+    lightest.paths.push(f.path);
+    lightest.bytes += f.size;
+  }
+  const { onProgress, ...rest } = options;
+  const reports = await Promise.all(
+    groups.map(
+      (group) =>
+        new Promise<ScanReport>((resolve, reject) => {
+          const worker = new Worker(script, { workerData: { paths: group.paths, options: { ...rest, workers: 1 } } });
+          worker.on(
+            'message',
+            (message: { type: 'progress'; path: string; bytes: number; total: number } | { type: 'done'; report: ScanReport }) => {
+              if (message.type === 'progress') onProgress?.(message);
+              else resolve(message.report);
+            },
+          );
+          worker.on('error', reject);
+          worker.on('exit', (code) => {
+            if (code !== 0) reject(new BuildGuardError('ERR_SCAN_INPUT', `expected the scan worker to finish, got exit code ${code}`));
+          });
+        }),
+    ),
+  );
+  const findings = reports.flatMap((r) => r.findings);
+  findings.sort((a, b) => (a.path === b.path ? (a.offset ?? -1) - (b.offset ?? -1) : a.path < b.path ? -1 : 1));
+  return {
+    findings,
+    suppressed: reports.reduce((n, r) => n + r.suppressed, 0),
+    files: reports.reduce((n, r) => n + r.files, 0),
+    bytes: reports.reduce((n, r) => n + r.bytes, 0),
+    errors: [...errors, ...reports.flatMap((r) => r.errors)],
+  };
+}
+
+async function scanSequential(paths: readonly string[], options: ScanOptions): Promise<ScanReport> {
   const engine = new CodenameEngine(options.codenames, options);
   const state: { findings: Finding[]; suppressed: number; files: number; bytes: number; errors: ScanReport['errors'] } = {
     findings: [],
@@ -206,7 +298,7 @@ export async function scanPaths(paths: readonly string[], options: ScanOptions):
     }
     state.findings.push(f);
   };
-  const chunkSize = options.chunkSize ?? 4 * 1024 * 1024;
+  const chunkSize = options.chunkSize ?? 16 * 1024 * 1024;
 
   const scanBytes = (name: string, bytes: Buffer) => {
     const s = engine.stream((m) => add(codenameFinding(name, m)));
@@ -258,10 +350,20 @@ export async function scanPaths(paths: readonly string[], options: ScanOptions):
       tar.end();
       return;
     }
+    stream.destroy();
+    // Plain files: read into one reused buffer (a stream allocates a fresh one per chunk).
     const sink = open(path);
-    for await (const chunk of stream) {
-      sink.write(chunk as Buffer);
-      progress((chunk as Buffer).length);
+    const handle = await fsOpen(path, 'r');
+    try {
+      const buffer = Buffer.allocUnsafe(Math.min(chunkSize, Math.max(size, 1)));
+      for (;;) {
+        const { bytesRead } = await handle.read(buffer, 0, buffer.length, null);
+        if (bytesRead === 0) break;
+        sink.write(buffer.subarray(0, bytesRead));
+        progress(bytesRead);
+      }
+    } finally {
+      await handle.close();
     }
     sink.end();
   };
