@@ -1,0 +1,3 @@
+export * from './decoys.js';
+export * from './signing.js';
+export * from './trace.js';
