@@ -123,6 +123,12 @@ export function appendEnvelope(body: string, envelopeValue: string): string {
   if (body.length < 2 || body.charCodeAt(0) !== 0x7b || body.charCodeAt(body.length - 1) !== 0x7d) {
     throw new ProtocolError('ERR_BODY_NOT_OBJECT', 'a JSON object text starting with "{" and ending with "}"', describe(body));
   }
+  // Fast path: no member named moat_att can exist without its name in the text, plain or
+  // \u-escaped, so large bodies skip the structural scan.
+  if (!body.includes(`"${ENVELOPE_MEMBER}"`) && !body.includes('\\u')) {
+    const separator = /^\{\s*\}$/.test(body) ? '' : ',';
+    return `${body.slice(0, -1)}${separator}"${ENVELOPE_MEMBER}":"${envelopeValue}"}`;
+  }
   const keys = topLevelKeys(new TextEncoder().encode(body));
   if (keys === undefined) {
     throw new ProtocolError('ERR_BODY_NOT_OBJECT', 'a well-formed JSON object text', describe(body));

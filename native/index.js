@@ -1,0 +1,31 @@
+// Loads the addon: a static path first (so `bun build --compile` can embed the file), then
+// node-gyp-build (prebuilds/ or build/). MOAT_NATIVE_DISABLE=1 or a missing/broken addon
+// leave `native` undefined and `loadError` set: callers fall back and say so.
+import { createRequire } from 'node:module';
+
+const require = createRequire(import.meta.url);
+
+/** @type {import('./index.d.ts').NativeBinding | undefined} */
+let native;
+/** @type {Error | undefined} */
+let loadError;
+
+if (process.env.MOAT_NATIVE_DISABLE === '1') {
+  loadError = new Error('the native addon is disabled (MOAT_NATIVE_DISABLE=1)');
+} else {
+  try {
+    native = require('./build/Release/moat_native.node');
+  } catch (first) {
+    try {
+      native = require('node-gyp-build')(new URL('.', import.meta.url).pathname);
+    } catch (error) {
+      loadError = error instanceof Error ? error : new Error(String(error));
+      if (first instanceof Error && first.code !== 'MODULE_NOT_FOUND') loadError = first;
+    }
+  }
+}
+
+export { loadError, native };
+
+/** Stamp outcomes reported with the response headers. */
+export const STAMP_RESULTS = ['stamped', 'no_envelope', 'not_placeholder', 'wrong_kid', 'crypto'];

@@ -1,0 +1,224 @@
+/*
+ * N-API glue of @moat/native: request() stamps and sends a body on a transfer thread and
+ * streams the response back through a threadsafe function; keyId() names the compiled-in
+ * key. Nothing here returns, logs or formats key material.
+ */
+#include <node_api.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include "keystore.h"
+#include "transport.h"
+
+#define CHECK(call)                                                   \
+  do {                                                                \
+    if ((call) != napi_ok) {                                          \
+      napi_throw_error(env, "ERR_NATIVE", "N-API call failed: " #call); \
+      return NULL;                                                    \
+    }                                                                 \
+  } while (0)
+
+/* Shared between the transfer thread, the threadsafe function and the abort function. */
+typedef struct {
+  volatile int aborted;
+  atomic_int refs;
+  napi_threadsafe_function tsfn;
+} control;
+
+static void control_unref(control *c) {
+  if (atomic_fetch_sub(&c->refs, 1) == 1) free(c);
+}
+
+static void free_event(moat_event *ev) {
+  if (ev == NULL) return;
+  free(ev->data);
+  free(ev);
+}
+
+static void call_js(napi_env env, napi_value js_cb, void *context, void *data) {
+  (void)context;
+  moat_event *ev = data;
+  if (env == NULL || js_cb == NULL) {
+    free_event(ev);
+    return;
+  }
+  static const char *NAMES[] = {"headers", "data", "end", "error"};
+  napi_value args[4], undefined;
+  napi_get_undefined(env, &undefined);
+  napi_create_string_utf8(env, NAMES[ev->type], NAPI_AUTO_LENGTH, &args[0]);
+  args[1] = undefined;
+  args[2] = undefined;
+  args[3] = undefined;
+  if (ev->type == MOAT_EV_HEADERS) {
+    napi_create_int64(env, ev->status, &args[1]);
+    napi_create_string_latin1(env, ev->data != NULL ? ev->data : "", ev->data != NULL ? ev->len : 0, &args[2]);
+    napi_create_int32(env, ev->stamp_result, &args[3]);
+  } else if (ev->type == MOAT_EV_DATA) {
+    void *copy;
+    napi_create_buffer_copy(env, ev->len, ev->data, &copy, &args[1]);
+  } else if (ev->type == MOAT_EV_ERROR) {
+    napi_create_string_utf8(env, ev->data != NULL ? ev->data : "transport: error", ev->data != NULL ? ev->len : NAPI_AUTO_LENGTH, &args[1]);
+  }
+  free_event(ev);
+  napi_call_function(env, undefined, js_cb, 4, args, NULL);
+}
+
+static void emit(void *ctx, moat_event *ev) {
+  control *c = ctx;
+  if (napi_call_threadsafe_function(c->tsfn, ev, napi_tsfn_blocking) != napi_ok) free_event(ev);
+}
+
+static void done(void *ctx) {
+  control *c = ctx;
+  napi_release_threadsafe_function(c->tsfn, napi_tsfn_release);
+}
+
+static void tsfn_finalize(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  control_unref(data);
+}
+
+static void abort_finalize(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  control_unref(data);
+}
+
+static napi_value abort_request(napi_env env, napi_callback_info info) {
+  void *data;
+  napi_get_cb_info(env, info, NULL, NULL, NULL, &data);
+  ((control *)data)->aborted = 1;
+  return NULL;
+}
+
+static char *get_string(napi_env env, napi_value obj, const char *name, int required) {
+  napi_value v;
+  napi_valuetype t;
+  if (napi_get_named_property(env, obj, name, &v) != napi_ok || napi_typeof(env, v, &t) != napi_ok) return NULL;
+  if (t != napi_string) {
+    if (required) {
+      char msg[96];
+      snprintf(msg, sizeof msg, "expected options.%s as a string", name);
+      napi_throw_type_error(env, "ERR_NATIVE_OPTIONS", msg);
+    }
+    return NULL;
+  }
+  size_t len;
+  napi_get_value_string_utf8(env, v, NULL, 0, &len);
+  char *s = malloc(len + 1);
+  if (s != NULL) napi_get_value_string_utf8(env, v, s, len + 1, &len);
+  return s;
+}
+
+static long get_long(napi_env env, napi_value obj, const char *name) {
+  napi_value v;
+  napi_valuetype t;
+  int64_t n = 0;
+  if (napi_get_named_property(env, obj, name, &v) == napi_ok && napi_typeof(env, v, &t) == napi_ok && t == napi_number) napi_get_value_int64(env, v, &n);
+  return n > 0 ? (long)n : 0;
+}
+
+/* request(options, onEvent) → { abort() } */
+static napi_value request(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  napi_valuetype t0, t1;
+  if (argc < 2 || napi_typeof(env, argv[0], &t0) != napi_ok || napi_typeof(env, argv[1], &t1) != napi_ok || t0 != napi_object || t1 != napi_function) {
+    napi_throw_type_error(env, "ERR_NATIVE_OPTIONS", "expected request(options: object, onEvent: function)");
+    return NULL;
+  }
+  moat_request_opts opts;
+  memset(&opts, 0, sizeof opts);
+  opts.method = get_string(env, argv[0], "method", 1);
+  opts.url = get_string(env, argv[0], "url", 1);
+  if (opts.method == NULL || opts.url == NULL) {
+    free(opts.method);
+    free(opts.url);
+    return NULL;
+  }
+  opts.pinned_pubkey = get_string(env, argv[0], "pinnedPublicKey", 0);
+  opts.ca_file = get_string(env, argv[0], "caFile", 0);
+  opts.timeout_ms = get_long(env, argv[0], "timeoutMs");
+  opts.connect_timeout_ms = get_long(env, argv[0], "connectTimeoutMs");
+
+  napi_value headers;
+  bool is_array = false;
+  if (napi_get_named_property(env, argv[0], "headers", &headers) == napi_ok && napi_is_array(env, headers, &is_array) == napi_ok && is_array) {
+    uint32_t n;
+    napi_get_array_length(env, headers, &n);
+    for (uint32_t i = 0; i < n; i++) {
+      napi_value line;
+      napi_get_element(env, headers, i, &line);
+      size_t len;
+      if (napi_get_value_string_utf8(env, line, NULL, 0, &len) != napi_ok) continue;
+      char *s = malloc(len + 1);
+      if (s == NULL) continue;
+      napi_get_value_string_utf8(env, line, s, len + 1, &len);
+      /* Header lines with CR or LF would smuggle extra headers: refuse them. */
+      if (strpbrk(s, "\r\n") == NULL) opts.headers = curl_slist_append(opts.headers, s);
+      free(s);
+    }
+  }
+  napi_value body;
+  bool is_buffer = false;
+  if (napi_get_named_property(env, argv[0], "body", &body) == napi_ok && napi_is_buffer(env, body, &is_buffer) == napi_ok && is_buffer) {
+    void *data;
+    size_t len;
+    napi_get_buffer_info(env, body, &data, &len);
+    /* The addon stamps its own copy: JavaScript never holds the stamped bytes. */
+    opts.body = malloc(len > 0 ? len : 1);
+    if (opts.body != NULL) {
+      memcpy(opts.body, data, len);
+      opts.body_len = len;
+    }
+  }
+
+  control *c = calloc(1, sizeof *c);
+  if (c == NULL) {
+    napi_throw_error(env, "ERR_NATIVE", "out of memory");
+    return NULL;
+  }
+  atomic_init(&c->refs, 2);
+  napi_value name;
+  napi_create_string_utf8(env, "moat-native-request", NAPI_AUTO_LENGTH, &name);
+  if (napi_create_threadsafe_function(env, argv[1], NULL, name, 0, 1, c, tsfn_finalize, c, call_js, &c->tsfn) != napi_ok) {
+    free(c);
+    napi_throw_error(env, "ERR_NATIVE", "cannot create the response channel");
+    return NULL;
+  }
+  napi_value handle, abort_fn;
+  napi_create_object(env, &handle);
+  napi_create_function(env, "abort", NAPI_AUTO_LENGTH, abort_request, c, &abort_fn);
+  napi_add_finalizer(env, abort_fn, c, abort_finalize, NULL, NULL);
+  napi_set_named_property(env, handle, "abort", abort_fn);
+  if (moat_transport_start(&opts, emit, c, &c->aborted, done) != 0) {
+    napi_release_threadsafe_function(c->tsfn, napi_tsfn_abort);
+    napi_throw_error(env, "ERR_NATIVE", "cannot start the transfer thread");
+    return NULL;
+  }
+  return handle;
+}
+
+static napi_value key_id(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value out;
+  CHECK(napi_create_string_utf8(env, moat_key_id(), NAPI_AUTO_LENGTH, &out));
+  return out;
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  if (moat_transport_init() != 0) {
+    napi_throw_error(env, "ERR_NATIVE", "libcurl initialisation failed");
+    return NULL;
+  }
+  napi_property_descriptor props[] = {
+      {"request", NULL, request, NULL, NULL, NULL, napi_default, NULL},
+      {"keyId", NULL, key_id, NULL, NULL, NULL, napi_default, NULL},
+  };
+  CHECK(napi_define_properties(env, exports, sizeof props / sizeof props[0], props));
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

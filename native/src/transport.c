@@ -1,0 +1,212 @@
+#include "transport.h"
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include "stamp.h"
+
+static CURLSH *share;
+static pthread_mutex_t locks[CURL_LOCK_DATA_LAST];
+
+static void lock_cb(CURL *h, curl_lock_data data, curl_lock_access access, void *userptr) {
+  (void)h;
+  (void)access;
+  (void)userptr;
+  pthread_mutex_lock(&locks[data]);
+}
+
+static void unlock_cb(CURL *h, curl_lock_data data, void *userptr) {
+  (void)h;
+  (void)userptr;
+  pthread_mutex_unlock(&locks[data]);
+}
+
+int moat_transport_init(void) {
+  if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) return -1;
+  for (int i = 0; i < CURL_LOCK_DATA_LAST; i++) pthread_mutex_init(&locks[i], NULL);
+  share = curl_share_init();
+  if (share == NULL) return -1;
+  curl_share_setopt(share, CURLSHOPT_LOCKFUNC, lock_cb);
+  curl_share_setopt(share, CURLSHOPT_UNLOCKFUNC, unlock_cb);
+  /* Shared connection cache, DNS and TLS sessions: keep-alive across requests and threads. */
+  curl_share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
+  curl_share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+  curl_share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+  return 0;
+}
+
+typedef struct {
+  moat_request_opts opts;
+  moat_emit emit;
+  void *ctx;
+  volatile int *aborted;
+  void (*done)(void *ctx);
+  CURL *curl;
+  char *hdr;
+  size_t hdr_len, hdr_cap;
+  int headers_sent;
+  int stamp_result;
+} transfer;
+
+static moat_event *event_new(moat_event_type type) {
+  moat_event *ev = calloc(1, sizeof *ev);
+  if (ev != NULL) ev->type = type;
+  return ev;
+}
+
+static void send_headers(transfer *t) {
+  if (t->headers_sent) return;
+  t->headers_sent = 1;
+  moat_event *ev = event_new(MOAT_EV_HEADERS);
+  if (ev == NULL) return;
+  curl_easy_getinfo(t->curl, CURLINFO_RESPONSE_CODE, &ev->status);
+  ev->stamp_result = t->stamp_result;
+  ev->data = t->hdr;
+  ev->len = t->hdr_len;
+  t->hdr = NULL;
+  t->hdr_len = t->hdr_cap = 0;
+  t->emit(t->ctx, ev);
+}
+
+static size_t header_cb(char *buf, size_t size, size_t n, void *userdata) {
+  transfer *t = userdata;
+  size_t len = size * n;
+  /* A new status line (after 1xx or a proxy CONNECT) starts a new header block. */
+  if (len >= 5 && memcmp(buf, "HTTP/", 5) == 0) t->hdr_len = 0;
+  if (t->hdr_len + len + 1 > t->hdr_cap) {
+    size_t cap = (t->hdr_len + len + 1) * 2;
+    char *grown = realloc(t->hdr, cap);
+    if (grown == NULL) return 0;
+    t->hdr = grown;
+    t->hdr_cap = cap;
+  }
+  memcpy(t->hdr + t->hdr_len, buf, len);
+  t->hdr_len += len;
+  t->hdr[t->hdr_len] = '\0';
+  return len;
+}
+
+static size_t write_cb(char *buf, size_t size, size_t n, void *userdata) {
+  transfer *t = userdata;
+  size_t len = size * n;
+  if (*t->aborted) return 0;
+  send_headers(t);
+  moat_event *ev = event_new(MOAT_EV_DATA);
+  if (ev == NULL) return 0;
+  ev->data = malloc(len > 0 ? len : 1);
+  if (ev->data == NULL) {
+    free(ev);
+    return 0;
+  }
+  memcpy(ev->data, buf, len);
+  ev->len = len;
+  t->emit(t->ctx, ev);
+  return len;
+}
+
+static int progress_cb(void *userdata, curl_off_t a, curl_off_t b, curl_off_t c, curl_off_t d) {
+  (void)a;
+  (void)b;
+  (void)c;
+  (void)d;
+  transfer *t = userdata;
+  return *t->aborted ? 1 : 0;
+}
+
+static void free_opts(moat_request_opts *o) {
+  free(o->method);
+  free(o->url);
+  curl_slist_free_all(o->headers);
+  if (o->body != NULL) {
+    memset(o->body, 0, o->body_len);
+    free(o->body);
+  }
+  free(o->pinned_pubkey);
+  free(o->ca_file);
+}
+
+static void *run(void *arg) {
+  transfer *t = arg;
+  t->stamp_result = t->opts.body != NULL ? (int)moat_stamp(t->opts.body, t->opts.body_len) : (int)MOAT_STAMP_NO_ENVELOPE;
+  CURL *c = curl_easy_init();
+  t->curl = c;
+  char errbuf[CURL_ERROR_SIZE] = {0};
+  CURLcode rc = CURLE_FAILED_INIT;
+  if (c != NULL) {
+    curl_easy_setopt(c, CURLOPT_URL, t->opts.url);
+    curl_easy_setopt(c, CURLOPT_SHARE, share);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, header_cb);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, t);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, write_cb);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, t);
+    curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, progress_cb);
+    curl_easy_setopt(c, CURLOPT_XFERINFODATA, t);
+    curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 1L);
+    curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L);
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    if (t->opts.pinned_pubkey != NULL) curl_easy_setopt(c, CURLOPT_PINNEDPUBLICKEY, t->opts.pinned_pubkey);
+    if (t->opts.ca_file != NULL) curl_easy_setopt(c, CURLOPT_CAINFO, t->opts.ca_file);
+    if (t->opts.timeout_ms > 0) curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, t->opts.timeout_ms);
+    if (t->opts.connect_timeout_ms > 0) curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, t->opts.connect_timeout_ms);
+    /* No "Expect: 100-continue" round trip before the body. */
+    t->opts.headers = curl_slist_append(t->opts.headers, "Expect:");
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, t->opts.headers);
+    if (t->opts.body != NULL) {
+      curl_easy_setopt(c, CURLOPT_POSTFIELDS, t->opts.body);
+      curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)t->opts.body_len);
+    }
+    if (strcmp(t->opts.method, "GET") == 0 && t->opts.body == NULL) curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
+    else if (strcmp(t->opts.method, "POST") != 0 || t->opts.body == NULL) curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, t->opts.method);
+    rc = curl_easy_perform(c);
+  }
+  if (rc == CURLE_OK) {
+    send_headers(t);
+    moat_event *ev = event_new(MOAT_EV_END);
+    if (ev != NULL) t->emit(t->ctx, ev);
+  } else {
+    moat_event *ev = event_new(MOAT_EV_ERROR);
+    if (ev != NULL) {
+      const char *kind = *t->aborted ? "aborted"
+                         : rc == CURLE_OPERATION_TIMEDOUT ? "timeout"
+                         : rc == CURLE_COULDNT_CONNECT ? "connect"
+                         : rc == CURLE_SSL_PINNEDPUBKEYNOTMATCH ? "pinning"
+                         : (rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE) ? "tls"
+                                                                                                    : "transport";
+      size_t cap = strlen(kind) + strlen(errbuf) + strlen(curl_easy_strerror(rc)) + 8;
+      ev->data = malloc(cap);
+      if (ev->data != NULL) ev->len = (size_t)snprintf(ev->data, cap, "%s: %s", kind, errbuf[0] ? errbuf : curl_easy_strerror(rc));
+      t->emit(t->ctx, ev);
+    }
+  }
+  if (c != NULL) curl_easy_cleanup(c);
+  free(t->hdr);
+  free_opts(&t->opts);
+  t->done(t->ctx);
+  free(t);
+  return NULL;
+}
+
+int moat_transport_start(moat_request_opts *opts, moat_emit emit, void *ctx, volatile int *aborted, void (*done)(void *ctx)) {
+  transfer *t = calloc(1, sizeof *t);
+  if (t == NULL) return -1;
+  t->opts = *opts;
+  t->emit = emit;
+  t->ctx = ctx;
+  t->aborted = aborted;
+  t->done = done;
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  pthread_t thread;
+  int rc = pthread_create(&thread, &attr, run, t);
+  pthread_attr_destroy(&attr);
+  if (rc != 0) {
+    free_opts(&t->opts);
+    free(t);
+    return -1;
+  }
+  return 0;
+}

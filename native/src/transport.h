@@ -1,0 +1,40 @@
+#ifndef MOAT_TRANSPORT_H
+#define MOAT_TRANSPORT_H
+#include <curl/curl.h>
+#include <stddef.h>
+
+typedef enum { MOAT_EV_HEADERS = 0, MOAT_EV_DATA = 1, MOAT_EV_END = 2, MOAT_EV_ERROR = 3 } moat_event_type;
+
+/* One event from the transfer thread to JavaScript; the receiver frees data and the event. */
+typedef struct {
+  moat_event_type type;
+  long status;        /* HEADERS: HTTP status */
+  int stamp_result;   /* HEADERS: moat_stamp_result of the request body */
+  char *data;         /* HEADERS: raw header block; DATA: body bytes; ERROR: message */
+  size_t len;
+} moat_event;
+
+typedef void (*moat_emit)(void *ctx, moat_event *ev);
+
+typedef struct {
+  char *method;
+  char *url;
+  struct curl_slist *headers;
+  unsigned char *body; /* owned; stamped in place on the transfer thread */
+  size_t body_len;
+  long timeout_ms;
+  long connect_timeout_ms;
+  char *pinned_pubkey; /* "sha256//<base64>" list, or NULL */
+  char *ca_file;       /* extra CA bundle, or NULL */
+} moat_request_opts;
+
+int moat_transport_init(void);
+
+/*
+ * Stamps the body and performs the transfer on a new thread, emitting events as the
+ * response arrives. `aborted` is polled by the transfer; setting it aborts. Takes ownership
+ * of `opts` members. Returns 0 when the thread started.
+ */
+int moat_transport_start(moat_request_opts *opts, moat_emit emit, void *ctx, volatile int *aborted, void (*done)(void *ctx));
+
+#endif

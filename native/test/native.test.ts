@@ -1,0 +1,97 @@
+import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { computeStamp, locateEnvelope } from '@moat/protocol';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadError, native, STAMP_RESULTS } from '../index.js';
+
+const dev = JSON.parse(readFileSync(new URL('../.moat-dev-key.json', import.meta.url), 'utf8')) as { kid: string; key: string };
+let base = '';
+const bodies: Buffer[] = [];
+const server = createServer(async (req, res) => {
+  const chunks: Buffer[] = [];
+  for await (const c of req) chunks.push(c as Buffer);
+  bodies.push(Buffer.concat(chunks));
+  res.writeHead(200, { 'x-seen-header': String(req.headers['x-probe'] ?? '') }).end('ok');
+});
+beforeAll(async () => {
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+});
+afterAll(() => new Promise<void>((r) => server.close(() => r())));
+
+function send(body: string, headers: string[] = []): Promise<{ stamp: string; sent: Buffer; rawHeaders: string }> {
+  return new Promise((resolve, reject) => {
+    let stamp = '';
+    let rawHeaders = '';
+    native?.request({ method: 'POST', url: `${base}/`, headers, body: Buffer.from(body) }, (event, a, b, c) => {
+      if (event === 'headers') {
+        stamp = STAMP_RESULTS[c ?? 1] as string;
+        rawHeaders = b ?? '';
+      }
+      if (event === 'end') resolve({ stamp, sent: bodies.at(-1) as Buffer, rawHeaders });
+      if (event === 'error') reject(new Error(String(a)));
+    });
+  });
+}
+
+const envelope = (kid: string, stamp = '0'.repeat(32)) => `"moat_att":"v1.${kid}.1764000000.0011223344556677.${stamp}"`;
+
+describe('@moat/native', () => {
+  it('loads and exposes only request() and keyId()', () => {
+    expect(loadError).toBeUndefined();
+    expect(Object.getOwnPropertyNames(native ?? {}).sort()).toEqual(['keyId', 'request']);
+    expect(native?.keyId()).toBe(dev.kid);
+  });
+
+  it('stamps the anchored placeholder with the protocol MAC, same length', async () => {
+    for (const hex of [32, 48, 64]) {
+      const body = `{"model":"m",${envelope(dev.kid, '0'.repeat(hex))}}`;
+      const { stamp, sent } = await send(body);
+      expect(stamp).toBe('stamped');
+      expect(sent.length).toBe(Buffer.byteLength(body));
+      const where = locateEnvelope(new Uint8Array(sent));
+      if (where.status !== 'found') throw new Error('no envelope');
+      expect(where.envelope.stamp).toBe(
+        computeStamp(Buffer.from(dev.key, 'hex'), new Uint8Array(Buffer.from(body)), where.stampStart, where.stampEnd),
+      );
+    }
+  });
+
+  it('leaves bodies it must not stamp untouched, and says why', async () => {
+    const cases: Array<[string, string]> = [
+      [`{"model":"m"}`, 'no_envelope'],
+      [`{"model":"m",${envelope(dev.kid)} }`, 'no_envelope'],
+      [`{${envelope(dev.kid)},"model":"m"}`, 'no_envelope'],
+      [`{"model":"m",${envelope(dev.kid, 'a'.repeat(32))}}`, 'not_placeholder'],
+      [`{"model":"m",${envelope('someone-else')}}`, 'wrong_kid'],
+    ];
+    for (const [body, expected] of cases) {
+      const { stamp, sent } = await send(body);
+      expect(stamp).toBe(expected);
+      expect(sent.toString()).toBe(body);
+    }
+  });
+
+  it('refuses header lines that would smuggle other headers', async () => {
+    const { rawHeaders } = await send('{}', ['x-probe: one', 'x-evil: a\r\nx-probe: two']);
+    expect(rawHeaders).toMatch(/x-seen-header: one/i);
+  });
+
+  it('validates its arguments with typed errors', () => {
+    expect(() => (native as unknown as { request: (...a: unknown[]) => unknown }).request('x', () => {})).toThrow(
+      /expected request\(options: object, onEvent: function\)/,
+    );
+    expect(() => native?.request({ method: 'POST' } as never, () => {})).toThrow(/expected options.url as a string/);
+  });
+
+  it('never holds the key as plain bytes in the binary', () => {
+    const binary = readFileSync(new URL('../build/Release/moat_native.node', import.meta.url));
+    const key = Buffer.from(dev.key, 'hex');
+    expect(binary.indexOf(key)).toBe(-1);
+    expect(binary.indexOf(key.subarray(0, 8))).toBe(-1);
+    expect(binary.indexOf(Buffer.from(dev.key))).toBe(-1);
+  });
+});

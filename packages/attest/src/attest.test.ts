@@ -1,0 +1,273 @@
+import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
+import http, { createServer, type IncomingMessage, type Server } from 'node:http';
+import https from 'node:https';
+import { type AddressInfo, connect, createServer as createTcpServer } from 'node:net';
+import { locateEnvelope, utf8 } from '@moat/protocol';
+import fc from 'fast-check';
+import { Agent, getGlobalDispatcher, setGlobalDispatcher } from 'undici';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createAttestedFetch, UNATTESTED_HEADER } from './client.js';
+import { AttestationKeyring, MemoryNonceStore, verifyAttestation } from './server.js';
+
+/** The development key the addon was built with (written by native/scripts/gen-key.mjs). */
+const dev = JSON.parse(readFileSync(new URL('../../../native/.moat-dev-key.json', import.meta.url), 'utf8')) as {
+  kid: string;
+  key: string;
+};
+const key = new Uint8Array(Buffer.from(dev.key, 'hex'));
+const keyring = () => new AttestationKeyring([{ kid: dev.kid, key }]);
+
+interface Received {
+  raw: Buffer;
+  headers: IncomingMessage['headers'];
+}
+let server: Server;
+let base = '';
+const received: Received[] = [];
+
+beforeAll(async () => {
+  server = createServer(async (req, res) => {
+    const chunks: Buffer[] = [];
+    for await (const c of req) chunks.push(c as Buffer);
+    received.push({ raw: Buffer.concat(chunks), headers: req.headers });
+    if (req.url === '/sse') {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      for (let i = 0; i < 3; i++) {
+        res.write(`event: ping\ndata: {"n":${i}}\n\n`);
+        await new Promise((r) => setTimeout(r, 30));
+      }
+      res.end();
+      return;
+    }
+    if (req.url === '/slow') {
+      await new Promise((r) => setTimeout(r, 2_000));
+    }
+    res.writeHead(200, { 'content-type': 'application/json', 'x-upstream': 'yes' });
+    res.end(JSON.stringify({ ok: true, bytes: Buffer.concat(chunks).length }));
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+});
+afterAll(() => {
+  server.closeAllConnections();
+  return new Promise<void>((r) => server.close(() => r()));
+});
+
+const body = (text = 'Summarize the design document, please.') =>
+  JSON.stringify({
+    model: 'claude-test',
+    max_tokens: 64,
+    system: [{ type: 'text', text: 'x-moat: v=1; cv=1.4.2; ep=cli;' }],
+    messages: [{ role: 'user', content: text }],
+  });
+
+describe('attested fetch over the native addon', () => {
+  it('stamps below JavaScript: interceptors on fetch, http, https and undici see nothing; the stamp verifies', async () => {
+    const seen: string[] = [];
+    const originalFetch = globalThis.fetch;
+    const originalHttp = http.request;
+    const originalHttps = https.request;
+    const originalDispatcher = getGlobalDispatcher();
+    globalThis.fetch = ((...args: Parameters<typeof fetch>) => {
+      seen.push('fetch');
+      return originalFetch(...args);
+    }) as typeof fetch;
+    (http as { request: unknown }).request = (...args: unknown[]) => {
+      seen.push('http.request');
+      return (originalHttp as (...a: unknown[]) => unknown)(...args);
+    };
+    (https as { request: unknown }).request = (...args: unknown[]) => {
+      seen.push('https.request');
+      return (originalHttps as (...a: unknown[]) => unknown)(...args);
+    };
+    setGlobalDispatcher(
+      new Agent().compose((dispatch) => (opts, handler) => {
+        seen.push(`undici:${String(opts.body ?? '').slice(0, 20)}`);
+        return dispatch(opts, handler);
+      }),
+    );
+    try {
+      const attestedFetch = createAttestedFetch();
+      const res = await attestedFetch(`${base}/v1/messages`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: body(),
+      });
+      expect(res.status).toBe(200);
+      expect(res.headers.get('x-upstream')).toBe('yes');
+      expect(await res.json()).toMatchObject({ ok: true });
+      expect(seen).toEqual([]);
+      const last = received.at(-1) as Received;
+      expect((await verifyAttestation(last.raw, { keyring: keyring(), nonceStore: new MemoryNonceStore() })).signal).toBe('valid');
+      // Control: the interceptors do see an ordinary fetch.
+      await originalFetch(`${base}/control`).then((r) => r.arrayBuffer());
+      await globalThis.fetch(`${base}/control`).then((r) => r.arrayBuffer());
+      expect(seen.some((s) => s === 'fetch')).toBe(true);
+      expect(seen.some((s) => s.startsWith('undici'))).toBe(true);
+    } finally {
+      globalThis.fetch = originalFetch;
+      (http as { request: unknown }).request = originalHttp;
+      (https as { request: unknown }).request = originalHttps;
+      setGlobalDispatcher(originalDispatcher);
+    }
+  });
+
+  it('decides valid, invalid, replayed, stale, unknown_key and missing on the real bytes', async () => {
+    const attestedFetch = createAttestedFetch();
+    await (await attestedFetch(`${base}/v1/messages`, { method: 'POST', body: body() })).arrayBuffer();
+    const genuine = (received.at(-1) as Received).raw;
+    const store = new MemoryNonceStore();
+    expect((await verifyAttestation(genuine, { keyring: keyring(), nonceStore: store })).signal).toBe('valid');
+    // The same bytes again: replayed.
+    expect((await verifyAttestation(genuine, { keyring: keyring(), nonceStore: store })).signal).toBe('replayed');
+    // Any byte changed after stamping: invalid.
+    for (const at of [0, 10, genuine.indexOf('Summarize'), genuine.length - 40]) {
+      const tampered = Buffer.from(genuine);
+      tampered[at] = (tampered[at] as number) ^ 0x01;
+      expect((await verifyAttestation(tampered, { keyring: keyring() })).signal).toBe('invalid');
+    }
+    // An old timestamp: stale.
+    const oldFetch = createAttestedFetch({ now: () => Date.now() - 3_600_000 });
+    await (await oldFetch(`${base}/v1/messages`, { method: 'POST', body: body() })).arrayBuffer();
+    expect((await verifyAttestation((received.at(-1) as Received).raw, { keyring: keyring() })).signal).toBe('stale');
+    // A revoked key id: unknown_key.
+    const revoked = keyring();
+    revoked.revoke(dev.kid);
+    expect((await verifyAttestation(genuine, { keyring: revoked })).signal).toBe('unknown_key');
+    revoked.add({ kid: dev.kid, key });
+    expect((await verifyAttestation(genuine, { keyring: revoked })).signal).toBe('unknown_key');
+    // Plain fetch: missing.
+    await (await fetch(`${base}/v1/messages`, { method: 'POST', body: body() })).arrayBuffer();
+    expect((await verifyAttestation((received.at(-1) as Received).raw, { keyring: keyring() })).signal).toBe('missing');
+  });
+
+  it('stamps only the anchored envelope: the same text in a user message arrives unchanged and verifies', async () => {
+    const pasted = `Why does my request end with ,"moat_att":"v1.${dev.kid}.1764000000.0011223344556677.${'0'.repeat(32)}"} ?`;
+    const attestedFetch = createAttestedFetch();
+    await (await attestedFetch(`${base}/v1/messages`, { method: 'POST', body: body(pasted) })).arrayBuffer();
+    const raw = (received.at(-1) as Received).raw;
+    expect(JSON.parse(raw.toString('utf8')).messages[0].content).toBe(pasted);
+    expect((await verifyAttestation(raw, { keyring: keyring() })).signal).toBe('valid');
+  });
+
+  it('keeps the cacheable prefix byte-identical across turns; only the envelope differs', async () => {
+    const attestedFetch = createAttestedFetch();
+    const raws: Buffer[] = [];
+    for (let i = 0; i < 2; i++) {
+      await (await attestedFetch(`${base}/v1/messages`, { method: 'POST', body: body() })).arrayBuffer();
+      raws.push((received.at(-1) as Received).raw);
+    }
+    const [a, b] = raws as [Buffer, Buffer];
+    const la = locateEnvelope(utf8(a.toString('latin1')));
+    const lb = locateEnvelope(new Uint8Array(b));
+    if (la.status !== 'found' || lb.status !== 'found') throw new Error('no envelope');
+    expect(a.subarray(0, la.memberStart).equals(b.subarray(0, lb.memberStart))).toBe(true);
+    expect(a.equals(b)).toBe(false);
+  });
+
+  it('a tampering proxy that rewrites the user message makes the stamp invalid', async () => {
+    // A real TCP proxy in between that rewrites one word of the body (same length).
+    const proxy = createTcpServer((client) => {
+      const upstream = connect(Number(new URL(base).port), '127.0.0.1');
+      client.on('data', (chunk) => upstream.write(Buffer.from(chunk.toString('latin1').replace('Summarize', 'Summarise'), 'latin1')));
+      upstream.on('data', (chunk) => client.write(chunk));
+      client.on('close', () => upstream.destroy());
+      upstream.on('close', () => client.destroy());
+      client.on('error', () => upstream.destroy());
+      upstream.on('error', () => client.destroy());
+    });
+    proxy.listen(0, '127.0.0.1');
+    await once(proxy, 'listening');
+    try {
+      const attestedFetch = createAttestedFetch();
+      await (
+        await attestedFetch(`http://127.0.0.1:${(proxy.address() as AddressInfo).port}/v1/messages`, { method: 'POST', body: body() })
+      ).arrayBuffer();
+      const raw = (received.at(-1) as Received).raw;
+      expect(raw.toString('utf8')).toContain('Summarise');
+      expect((await verifyAttestation(raw, { keyring: keyring() })).signal).toBe('invalid');
+    } finally {
+      proxy.close();
+    }
+  });
+
+  it('streams SSE as it arrives, and aborts', async () => {
+    const attestedFetch = createAttestedFetch();
+    const res = await attestedFetch(`${base}/sse`, { method: 'POST', body: body() });
+    expect(res.headers.get('content-type')).toBe('text/event-stream');
+    const reader = (res.body as ReadableStream<Uint8Array>).getReader();
+    const first = await reader.read();
+    expect(new TextDecoder().decode(first.value)).toContain('"n":0');
+    let rest = '';
+    for (let r = await reader.read(); !r.done; r = await reader.read()) rest += new TextDecoder().decode(r.value);
+    expect(rest).toContain('"n":2');
+
+    const controller = new AbortController();
+    const pending = attestedFetch(`${base}/slow`, { method: 'POST', body: body(), signal: controller.signal });
+    setTimeout(() => controller.abort(), 100);
+    await expect(pending).rejects.toMatchObject({ name: 'AbortError' });
+    const timed = createAttestedFetch({ timeoutMs: 200 });
+    await expect(timed(`${base}/slow`, { method: 'POST', body: body() })).rejects.toThrow(/fetch failed: timeout/);
+  });
+
+  it('fails open without the addon: plain fetch, placeholder left, tagged, one warning', async () => {
+    const warnings: string[] = [];
+    const unattested: string[] = [];
+    const attestedFetch = createAttestedFetch({
+      native: null,
+      onWarning: (m) => warnings.push(m),
+      onUnattested: (r) => unattested.push(r),
+    });
+    for (let i = 0; i < 2; i++) expect((await attestedFetch(`${base}/v1/messages`, { method: 'POST', body: body() })).status).toBe(200);
+    const last = received.at(-1) as Received;
+    expect(last.headers[UNATTESTED_HEADER]).toBe('unavailable; reason=addon_missing');
+    expect(warnings).toHaveLength(1);
+    expect(unattested).toEqual(['addon_missing', 'addon_missing']);
+    const r = await verifyAttestation(last.raw, { keyring: keyring(), clientUnavailable: true });
+    expect(r.signal).toBe('unavailable');
+    expect((await verifyAttestation(last.raw, { keyring: keyring() })).signal).toBe('invalid');
+  });
+
+  it('connection errors reject like fetch does', async () => {
+    const attestedFetch = createAttestedFetch({ connectTimeoutMs: 1_000 });
+    await expect(attestedFetch('http://127.0.0.1:9/v1/messages', { method: 'POST', body: body() })).rejects.toThrow(
+      /fetch failed: connect/,
+    );
+  });
+});
+
+describe('verifyAttestation never throws', () => {
+  it('gives a status for any bytes (fast-check)', async () => {
+    const kr = keyring();
+    const stamped = `{"a":1,"moat_att":"v1.${dev.kid}.1764000000.0011223344556677.`;
+    await fc.assert(
+      fc.asyncProperty(
+        fc.oneof(
+          fc.uint8Array({ maxLength: 400 }),
+          fc.string().map((s) => utf8(`${stamped}${s}"}`)),
+          fc.jsonValue().map((v) => utf8(JSON.stringify(v))),
+          fc
+            .tuple(fc.jsonValue(), fc.stringMatching(/^[0-9a-f]{30,70}$/))
+            .map(([v, h]) => utf8(`{"x":${JSON.stringify(v)},"moat_att":"v1.${dev.kid}.1764000000.0011223344556677.${h}"}`)),
+        ),
+        async (bytes) => {
+          const r = await verifyAttestation(bytes, { keyring: kr, nonceStore: new MemoryNonceStore() });
+          expect(['valid', 'invalid', 'missing', 'replayed', 'stale', 'unknown_key', 'unavailable']).toContain(r.signal);
+        },
+      ),
+      { numRuns: 500 },
+    );
+  });
+
+  it('keyring and nonce store guard their inputs', () => {
+    expect(() => new AttestationKeyring([{ kid: 'k', key: new Uint8Array(16) }])).toThrow(/at least 32 bytes/);
+    const store = new MemoryNonceStore({ maxEntries: 2 });
+    expect(store.add('k', 'a', 100, 50)).toBe(true);
+    expect(store.add('k', 'a', 100, 60)).toBe(false);
+    expect(store.add('k', 'b', 100, 60)).toBe(true);
+    expect(store.add('k', 'c', 100, 60)).toBe(false); // full of live nonces: refuse rather than forget
+    expect(store.add('k', 'c', 300, 200)).toBe(true); // the others expired and were swept
+  });
+});

@@ -1,0 +1,155 @@
+import { timingSafeEqual } from 'node:crypto';
+import { type AttestationSignal, computeStamp, locateEnvelope } from '@moat/protocol';
+
+/** One stamping key: its id, its bytes (≥ 32) and an optional validity interval (Unix seconds). */
+export interface AttestationKey {
+  readonly kid: string;
+  readonly key: Uint8Array;
+  readonly notBefore?: number;
+  readonly notAfter?: number;
+}
+
+/**
+ * The stamping keys a verifier accepts. Several key ids are active at once (one per
+ * release, say), rotation adds a key, and revocation removes one for good: a revoked key
+ * id is `unknown_key` even if re-added by mistake.
+ */
+export class AttestationKeyring {
+  readonly #keys = new Map<string, AttestationKey>();
+  readonly #revoked = new Set<string>();
+
+  constructor(keys: Iterable<AttestationKey> = []) {
+    for (const key of keys) this.add(key);
+  }
+
+  /** Adds or replaces a key. */
+  add(key: AttestationKey): void {
+    if (key.key.length < 32) throw new RangeError(`expected a stamping key of at least 32 bytes for ${key.kid}, got ${key.key.length}`);
+    if (!/^[A-Za-z0-9_-]{1,32}$/.test(key.kid))
+      throw new RangeError(`expected a key id of [A-Za-z0-9_-]{1,32}, got ${JSON.stringify(key.kid)}`);
+    this.#keys.set(key.kid, key);
+  }
+
+  /** Revokes a key id for good (extracted keys, retired releases). */
+  revoke(kid: string): void {
+    this.#revoked.add(kid);
+    this.#keys.delete(kid);
+  }
+
+  /** The key for `kid` valid at `now`, if any. */
+  get(kid: string, now: number): AttestationKey | undefined {
+    if (this.#revoked.has(kid)) return undefined;
+    const key = this.#keys.get(kid);
+    if (key === undefined) return undefined;
+    if ((key.notBefore !== undefined && now < key.notBefore) || (key.notAfter !== undefined && now > key.notAfter)) return undefined;
+    return key;
+  }
+
+  /** Key ids currently accepted. */
+  kids(): string[] {
+    return [...this.#keys.keys()];
+  }
+}
+
+/** Remembers nonces for the replay check. `add` returns false when the nonce was seen. */
+export interface NonceStore {
+  add(kid: string, nonce: string, expiresAt: number): boolean | Promise<boolean>;
+}
+
+/**
+ * An in-memory nonce store with expiry and a size bound; the verifier has SQLite and Redis
+ * ones for several replicas. When full, it refuses new nonces (reported as replayed) rather
+ * than forgetting live ones, which would reopen the replay window.
+ */
+export class MemoryNonceStore implements NonceStore {
+  readonly #seen = new Map<string, number>();
+  readonly #max: number;
+  constructor(options: { maxEntries?: number } = {}) {
+    this.#max = options.maxEntries ?? 1_000_000;
+  }
+  get size(): number {
+    return this.#seen.size;
+  }
+  add(kid: string, nonce: string, expiresAt: number, now = Math.floor(Date.now() / 1000)): boolean {
+    const key = `${kid}.${nonce}`;
+    const until = this.#seen.get(key);
+    if (until !== undefined && until >= now) return false;
+    if (this.#seen.size >= this.#max) this.sweep(now);
+    if (this.#seen.size >= this.#max) return false;
+    this.#seen.set(key, expiresAt);
+    return true;
+  }
+  /** Forgets expired nonces. */
+  sweep(now = Math.floor(Date.now() / 1000)): void {
+    for (const [key, until] of this.#seen) if (until < now) this.#seen.delete(key);
+  }
+}
+
+/** Options of {@link verifyAttestation}. */
+export interface VerifyAttestationOptions {
+  readonly keyring: AttestationKeyring;
+  /** Replay cache; without one, replays are not detected. */
+  readonly nonceStore?: NonceStore;
+  /** Unix seconds (default: now). */
+  readonly now?: number;
+  /** Accepted clock difference in seconds, both ways (default 300). */
+  readonly windowSec?: number;
+  /** The client said it could not attest (the `moat-attestation: unavailable` header). */
+  readonly clientUnavailable?: boolean;
+}
+
+/** Outcome of {@link verifyAttestation}: a protocol signal and what was learned on the way. */
+export interface AttestationResult {
+  readonly signal: AttestationSignal;
+  readonly kid?: string;
+  readonly ts?: number;
+  readonly nonce?: string;
+  /** Why, in words, for records (never the key or the expected stamp). */
+  readonly reason?: string;
+}
+
+const isPlaceholder = (stamp: string) => /^0+$/.test(stamp);
+
+/**
+ * Verifies the attestation stamp over the raw request bytes exactly as received — never
+ * re-serialized JSON: the anchored envelope, its key id in the keyring, the MAC compared in
+ * constant time, the timestamp window, then the nonce (recorded only for valid stamps).
+ * Never throws on any input.
+ *
+ * @example
+ * ```ts
+ * const result = await verifyAttestation(rawBody, { keyring, nonceStore });
+ * result.signal; // 'valid' | 'invalid' | 'missing' | 'replayed' | 'stale' | 'unknown_key' | 'unavailable'
+ * ```
+ */
+export async function verifyAttestation(rawBody: Uint8Array, options: VerifyAttestationOptions): Promise<AttestationResult> {
+  const now = options.now ?? Math.floor(Date.now() / 1000);
+  const window = options.windowSec ?? 300;
+  let location: ReturnType<typeof locateEnvelope>;
+  try {
+    location = locateEnvelope(rawBody);
+  } catch {
+    return { signal: 'invalid', reason: 'unreadable body' };
+  }
+  if (location.status === 'missing') return { signal: options.clientUnavailable ? 'unavailable' : 'missing' };
+  if (location.status !== 'found') return { signal: 'invalid', reason: location.error.code };
+  const { kid, ts, nonce, stamp } = location.envelope;
+  if (isPlaceholder(stamp)) {
+    return options.clientUnavailable
+      ? { signal: 'unavailable', kid, ts, nonce }
+      : { signal: 'invalid', kid, ts, nonce, reason: 'unstamped placeholder' };
+  }
+  const key = options.keyring.get(kid, now);
+  if (key === undefined) return { signal: 'unknown_key', kid, ts, nonce };
+  let expected: string;
+  try {
+    expected = computeStamp(key.key, rawBody, location.stampStart, location.stampEnd);
+  } catch {
+    return { signal: 'invalid', kid, ts, nonce, reason: 'stamp region' };
+  }
+  if (!timingSafeEqual(Buffer.from(expected), Buffer.from(stamp))) return { signal: 'invalid', kid, ts, nonce, reason: 'MAC mismatch' };
+  if (Math.abs(now - ts) > window) return { signal: 'stale', kid, ts, nonce, reason: `timestamp ${now - ts} s from now` };
+  if (options.nonceStore !== undefined && !(await options.nonceStore.add(kid, nonce, ts + window)))
+    return { signal: 'replayed', kid, ts, nonce };
+  return { signal: 'valid', kid, ts, nonce };
+}
