@@ -29,6 +29,14 @@ export interface NativeBinding {
   ): { abort(): void };
   /** Key id of the compiled-in attestation key (the key itself is never exposed). */
   keyId(): string;
+  /** `prctl(PR_SET_DUMPABLE, 0)` (macOS: `PT_DENY_ATTACH`): 0, or the errno. */
+  setUndumpable(): number;
+  /** `prctl(PR_GET_DUMPABLE)`: 1, 0, or a negative errno. */
+  getDumpable(): number;
+  /** A buffer on mlock'ed pages excluded from core dumps; wiped and unmapped when collected. */
+  secureBuffer(size: number): { buffer: Buffer; locked: boolean; dontdump: boolean };
+  /** Wipes NAME's value in the original environment block (/proc/self/environ): bytes wiped, or a negative errno. */
+  scrubEnvBlock(name: string): number;
 }
 
 /** The loaded addon, or `undefined` when it is missing, broken or disabled. */

@@ -7,6 +7,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include "harden.h"
 #include "keystore.h"
 #include "transport.h"
 
@@ -208,6 +209,88 @@ static napi_value key_id(napi_env env, napi_callback_info info) {
   return out;
 }
 
+static napi_value set_undumpable(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value out;
+  CHECK(napi_create_int32(env, moat_set_undumpable(), &out));
+  return out;
+}
+
+static napi_value get_dumpable(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value out;
+  CHECK(napi_create_int32(env, moat_get_dumpable(), &out));
+  return out;
+}
+
+typedef struct {
+  void *p;
+  size_t size;
+} secure_block;
+
+static void secure_finalize(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)data;
+  secure_block *b = hint;
+  moat_secure_free(b->p, b->size);
+  free(b);
+}
+
+/* secureBuffer(size) → { buffer, locked, dontdump }: wiped, unlocked and unmapped when collected. */
+static napi_value secure_buffer(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int64_t size = 0;
+  if (argc < 1 || napi_get_value_int64(env, argv[0], &size) != napi_ok || size <= 0 || size > (1 << 20)) {
+    napi_throw_range_error(env, "ERR_NATIVE_OPTIONS", "expected secureBuffer(size) with 0 < size <= 1048576");
+    return NULL;
+  }
+  int locked = 0, dontdump = 0;
+  void *p = moat_secure_alloc((size_t)size, &locked, &dontdump);
+  if (p == NULL) {
+    napi_throw_error(env, "ERR_NATIVE", "cannot map secure memory");
+    return NULL;
+  }
+  secure_block *b = malloc(sizeof *b);
+  if (b == NULL) {
+    moat_secure_free(p, (size_t)size);
+    napi_throw_error(env, "ERR_NATIVE", "out of memory");
+    return NULL;
+  }
+  b->p = p;
+  b->size = (size_t)size;
+  napi_value buffer, out, v;
+  if (napi_create_external_buffer(env, (size_t)size, p, secure_finalize, b, &buffer) != napi_ok) {
+    moat_secure_free(p, (size_t)size);
+    free(b);
+    napi_throw_error(env, "ERR_NATIVE", "external buffers are not allowed here");
+    return NULL;
+  }
+  napi_create_object(env, &out);
+  napi_set_named_property(env, out, "buffer", buffer);
+  napi_get_boolean(env, locked, &v);
+  napi_set_named_property(env, out, "locked", v);
+  napi_get_boolean(env, dontdump, &v);
+  napi_set_named_property(env, out, "dontdump", v);
+  return out;
+}
+
+static napi_value scrub_env_block(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  char name[256];
+  size_t len = 0;
+  if (argc < 1 || napi_get_value_string_utf8(env, argv[0], name, sizeof name, &len) != napi_ok || len == 0 || len >= sizeof name - 1 || strchr(name, '=') != NULL) {
+    napi_throw_type_error(env, "ERR_NATIVE_OPTIONS", "expected scrubEnvBlock(name) with a variable name");
+    return NULL;
+  }
+  napi_value out;
+  CHECK(napi_create_int64(env, moat_scrub_env_block(name), &out));
+  return out;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   if (moat_transport_init() != 0) {
     napi_throw_error(env, "ERR_NATIVE", "libcurl initialisation failed");
@@ -216,6 +299,10 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"request", NULL, request, NULL, NULL, NULL, napi_default, NULL},
       {"keyId", NULL, key_id, NULL, NULL, NULL, napi_default, NULL},
+      {"setUndumpable", NULL, set_undumpable, NULL, NULL, NULL, napi_default, NULL},
+      {"getDumpable", NULL, get_dumpable, NULL, NULL, NULL, napi_default, NULL},
+      {"secureBuffer", NULL, secure_buffer, NULL, NULL, NULL, napi_default, NULL},
+      {"scrubEnvBlock", NULL, scrub_env_block, NULL, NULL, NULL, napi_default, NULL},
   };
   CHECK(napi_define_properties(env, exports, sizeof props / sizeof props[0], props));
   return exports;

@@ -40,9 +40,16 @@ function send(body: string, headers: string[] = []): Promise<{ stamp: string; se
 const envelope = (kid: string, stamp = '0'.repeat(32)) => `"moat_att":"v1.${kid}.1764000000.0011223344556677.${stamp}"`;
 
 describe('@moat/native', () => {
-  it('loads and exposes only request() and keyId()', () => {
+  it('loads and exposes its functions, and no key getter', () => {
     expect(loadError).toBeUndefined();
-    expect(Object.getOwnPropertyNames(native ?? {}).sort()).toEqual(['keyId', 'request']);
+    expect(Object.getOwnPropertyNames(native ?? {}).sort()).toEqual([
+      'getDumpable',
+      'keyId',
+      'request',
+      'scrubEnvBlock',
+      'secureBuffer',
+      'setUndumpable',
+    ]);
     expect(native?.keyId()).toBe(dev.kid);
   });
 

@@ -22,7 +22,7 @@ describe("moat-scan on this repository's own builds", () => {
     expect(report.files).toBeGreaterThan(10);
   });
 
-  for (const name of ['protocol', 'fingerprint', 'gateway-detect', 'build-guard']) {
+  for (const name of built) {
     it(`moat-scan pack passes on @moat/${name}`, { timeout: 120_000 }, async () => {
       const report = await auditPack(join(packages, name), {}, { codenames: CODENAMES });
       expect(report.findings.filter((f) => f.severity !== 'note')).toEqual([]);
