@@ -1,0 +1,135 @@
+import { readFileSync } from 'node:fs';
+import { VerifierConfigError } from './errors.js';
+
+/** Everything the verifier runs with. */
+export interface VerifierConfig {
+  readonly host: string;
+  readonly port: number;
+  /** SQLite database file (`:memory:` for tests). */
+  readonly database: string;
+  /** `mock` for the embedded deterministic model, or an Anthropic-compatible base URL. */
+  readonly upstream: string;
+  /** The verifier's own key for a real upstream. */
+  readonly upstreamKey?: string;
+  /** GrowthBook feature definitions (policy and client flags); built-in defaults when unset. */
+  readonly flagsFile?: string;
+  /** Bearer token of the admin API and dashboard. */
+  readonly adminToken: string;
+  /** Fingerprint salt shared with the client builds. */
+  readonly fingerprintSalt: string;
+  /** Attestation keys: `{ kid, key (hex) }` list. */
+  readonly attestationKeys: ReadonlyArray<{ readonly kid: string; readonly key: string }>;
+  readonly revokedKids: readonly string[];
+  /** Server secret for decoys and API-key identities (hex, ≥ 32 bytes). */
+  readonly serverSecret: string;
+  /** Block-signing HMAC secret (hex, ≥ 32 bytes) and its key id. */
+  readonly signingSecret: string;
+  readonly signingKid: string;
+  readonly windowSec: number;
+  readonly maxBodyBytes: number;
+  /** GrowthBook client key the features endpoint answers to. */
+  readonly clientKey: string;
+  /** User-agent product of the genuine client, for the ua_mismatch signal. */
+  readonly userAgentProduct: string;
+}
+
+const hex = (name: string, value: unknown, minBytes: number): string => {
+  if (typeof value !== 'string' || !/^[0-9a-fA-F]+$/.test(value) || value.length % 2 !== 0 || value.length / 2 < minBytes) {
+    throw new VerifierConfigError(
+      name,
+      `hex of at least ${minBytes} bytes`,
+      typeof value === 'string' ? `${value.length} characters` : String(value),
+    );
+  }
+  return value.toLowerCase();
+};
+
+/**
+ * Builds the configuration from a JSON file (optional) overlaid by environment variables
+ * (`MOAT_VERIFIER_*`), and validates every setting with a clear error.
+ *
+ * @throws {VerifierConfigError} naming the first bad setting.
+ */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env, file?: string): VerifierConfig {
+  let fromFile: Record<string, unknown> = {};
+  if (file !== undefined) {
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (error) {
+      throw new VerifierConfigError('config file', `a readable file at ${file}`, (error as NodeJS.ErrnoException).code ?? 'an error');
+    }
+    try {
+      fromFile = JSON.parse(text) as Record<string, unknown>;
+    } catch (error) {
+      throw new VerifierConfigError('config file', 'JSON', `a syntax error: ${(error as Error).message}`);
+    }
+    if (typeof fromFile !== 'object' || fromFile === null || Array.isArray(fromFile))
+      throw new VerifierConfigError('config file', 'a JSON object', typeof fromFile);
+  }
+  const pick = (key: string, envName: string): unknown => env[envName] ?? fromFile[key];
+  const int = (key: string, envName: string, fallback: number, min: number, max: number): number => {
+    const raw = pick(key, envName);
+    if (raw === undefined) return fallback;
+    const n = Number(raw);
+    if (!Number.isSafeInteger(n) || n < min || n > max)
+      throw new VerifierConfigError(key, `an integer in ${min}..${max}`, JSON.stringify(raw));
+    return n;
+  };
+  const str = (key: string, envName: string, fallback?: string): string => {
+    const raw = pick(key, envName) ?? fallback;
+    if (typeof raw !== 'string' || raw === '') throw new VerifierConfigError(key, 'a non-empty string', JSON.stringify(raw));
+    return raw;
+  };
+  let attestationKeys: Array<{ kid: string; key: string }> = [];
+  const keysRaw = pick('attestationKeys', 'MOAT_VERIFIER_ATTESTATION_KEYS');
+  if (keysRaw !== undefined) {
+    const list = typeof keysRaw === 'string' ? (JSON.parse(keysRaw) as unknown) : keysRaw;
+    if (!Array.isArray(list)) throw new VerifierConfigError('attestationKeys', 'an array of { kid, key }', typeof list);
+    attestationKeys = list.map((k, i) => {
+      const entry = k as { kid?: unknown; key?: unknown };
+      if (typeof entry.kid !== 'string' || !/^[A-Za-z0-9_-]{1,32}$/.test(entry.kid))
+        throw new VerifierConfigError(`attestationKeys[${i}].kid`, 'a key id', JSON.stringify(entry.kid));
+      return { kid: entry.kid, key: hex(`attestationKeys[${i}].key`, entry.key, 32) };
+    });
+  }
+  const keyFile = pick('attestationKeyFile', 'MOAT_VERIFIER_ATTESTATION_KEY_FILE');
+  if (typeof keyFile === 'string') {
+    try {
+      const dev = JSON.parse(readFileSync(keyFile, 'utf8')) as { kid: string; key: string };
+      attestationKeys.push({ kid: dev.kid, key: hex('attestationKeyFile', dev.key, 32) });
+    } catch (error) {
+      if (error instanceof VerifierConfigError) throw error;
+      throw new VerifierConfigError('attestationKeyFile', `a readable { kid, key } JSON file at ${keyFile}`, (error as Error).message);
+    }
+  }
+  const revoked = pick('revokedKids', 'MOAT_VERIFIER_REVOKED_KIDS');
+  const upstream = str('upstream', 'MOAT_VERIFIER_UPSTREAM', 'mock');
+  if (upstream !== 'mock' && !/^https?:\/\//.test(upstream))
+    throw new VerifierConfigError('upstream', '"mock" or an http(s) URL', JSON.stringify(upstream));
+  const upstreamKey = pick('upstreamKey', 'MOAT_VERIFIER_UPSTREAM_KEY');
+  const flagsFile = pick('flagsFile', 'MOAT_VERIFIER_FLAGS_FILE');
+  return {
+    host: str('host', 'MOAT_VERIFIER_HOST', '127.0.0.1'),
+    port: int('port', 'MOAT_VERIFIER_PORT', 8787, 0, 65535),
+    database: str('database', 'MOAT_VERIFIER_DATABASE', 'moat-verifier.db'),
+    upstream,
+    ...(typeof upstreamKey === 'string' ? { upstreamKey } : {}),
+    ...(typeof flagsFile === 'string' ? { flagsFile } : {}),
+    adminToken: (() => {
+      const t = str('adminToken', 'MOAT_VERIFIER_ADMIN_TOKEN');
+      if (t.length < 16) throw new VerifierConfigError('adminToken', 'at least 16 characters', `${t.length} characters`);
+      return t;
+    })(),
+    fingerprintSalt: str('fingerprintSalt', 'MOAT_VERIFIER_FINGERPRINT_SALT'),
+    attestationKeys,
+    revokedKids: typeof revoked === 'string' ? revoked.split(',').filter(Boolean) : Array.isArray(revoked) ? (revoked as string[]) : [],
+    serverSecret: hex('serverSecret', pick('serverSecret', 'MOAT_VERIFIER_SERVER_SECRET'), 32),
+    signingSecret: hex('signingSecret', pick('signingSecret', 'MOAT_VERIFIER_SIGNING_SECRET'), 32),
+    signingKid: str('signingKid', 'MOAT_VERIFIER_SIGNING_KID', 's1'),
+    windowSec: int('windowSec', 'MOAT_VERIFIER_WINDOW_SEC', 300, 1, 86_400),
+    maxBodyBytes: int('maxBodyBytes', 'MOAT_VERIFIER_MAX_BODY_BYTES', 10 * 1024 * 1024, 1024, 100 * 1024 * 1024),
+    clientKey: str('clientKey', 'MOAT_VERIFIER_CLIENT_KEY', 'moat'),
+    userAgentProduct: str('userAgentProduct', 'MOAT_VERIFIER_UA_PRODUCT', 'moat-chat'),
+  };
+}

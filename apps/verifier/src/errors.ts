@@ -1,0 +1,34 @@
+/** Anthropic's error types, by HTTP status. */
+export type ApiErrorType =
+  | 'invalid_request_error'
+  | 'authentication_error'
+  | 'permission_error'
+  | 'not_found_error'
+  | 'request_too_large'
+  | 'rate_limit_error'
+  | 'api_error'
+  | 'overloaded_error';
+
+/** An error in Anthropic's shape, `{ type: 'error', error: { type, message } }`, with its status. */
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly type: ApiErrorType,
+    message: string,
+  ) {
+    super(message);
+  }
+
+  body(): { type: 'error'; error: { type: ApiErrorType; message: string } } {
+    return { type: 'error', error: { type: this.type, message: this.message } };
+  }
+}
+
+/** A configuration problem: what was expected and what came, by setting. */
+export class VerifierConfigError extends Error {
+  override readonly name = 'VerifierConfigError';
+  readonly code = 'ERR_VERIFIER_CONFIG';
+  constructor(setting: string, expected: string, received: string) {
+    super(`ERR_VERIFIER_CONFIG: ${setting}: expected ${expected}, got ${received}`);
+  }
+}

@@ -1,0 +1,97 @@
+import { readFileSync } from 'node:fs';
+import { GrowthBook } from '@growthbook/growthbook';
+import type { PolicyAction } from '@moat/protocol';
+import { VerifierConfigError } from './errors.js';
+
+/** A GrowthBook feature definition (the subset the verifier reads and serves). */
+export interface FeatureDefinition {
+  readonly defaultValue: unknown;
+  readonly rules?: readonly unknown[];
+}
+
+/** Prefix of server-side policy features; they are never served to clients. */
+export const POLICY_PREFIX = 'moat-policy-';
+
+/**
+ * The default feature definitions: policy per signal (`monitor | flag | block`) and the
+ * client-side flags (anti-distillation, attribution, envelope and a kill switch per layer).
+ */
+export const DEFAULT_FEATURES: Readonly<Record<string, FeatureDefinition>> = {
+  'moat-policy-attestation': {
+    defaultValue: {
+      valid: 'monitor',
+      missing: 'flag',
+      unavailable: 'monitor',
+      invalid: 'block',
+      replayed: 'block',
+      stale: 'flag',
+      unknown_key: 'block',
+    },
+  },
+  'moat-policy-fingerprint': { defaultValue: { match: 'monitor', missing: 'monitor', mismatch: 'flag', tampering: 'flag' } },
+  'moat-policy-thinking': { defaultValue: { valid: 'monitor', none: 'monitor', invalid: 'block' } },
+  'moat-policy-gateway': { defaultValue: { detected: 'monitor', forwarded_chain: 'monitor', ua_mismatch: 'flag', address_fan_in: 'flag' } },
+  'moat-policy-decoys': { defaultValue: true },
+  'moat-anti-distillation': { defaultValue: true },
+  'moat-attribution': { defaultValue: true },
+  'moat-envelope': { defaultValue: true },
+  'moat-kill-attestation': { defaultValue: false },
+  'moat-kill-fingerprint': { defaultValue: false },
+  'moat-kill-gateway-detect': { defaultValue: false },
+  'moat-kill-harden': { defaultValue: false },
+  'moat-kill-anti-distillation': { defaultValue: false },
+};
+
+/** Reads a features file in GrowthBook's format `{ "features": { key: { defaultValue, rules } } }`, over the defaults. */
+export function loadFeatures(file?: string): Record<string, FeatureDefinition> {
+  if (file === undefined) return { ...DEFAULT_FEATURES };
+  let doc: unknown;
+  try {
+    doc = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (error) {
+    throw new VerifierConfigError('flagsFile', `a JSON features file at ${file}`, (error as Error).message);
+  }
+  const features = (doc as { features?: unknown })?.features;
+  if (typeof features !== 'object' || features === null || Array.isArray(features)) {
+    throw new VerifierConfigError('flagsFile', 'an object with a "features" object', typeof features);
+  }
+  for (const [key, def] of Object.entries(features)) {
+    if (typeof def !== 'object' || def === null || !('defaultValue' in def))
+      throw new VerifierConfigError(`flagsFile: ${key}`, 'a feature with a defaultValue', JSON.stringify(def));
+  }
+  return { ...DEFAULT_FEATURES, ...(features as Record<string, FeatureDefinition>) };
+}
+
+/**
+ * Evaluates features with the GrowthBook SDK (so targeting rules work as in GrowthBook) and
+ * serves the client-side ones in GrowthBook's features-endpoint format.
+ */
+export class Flags {
+  readonly #gb: GrowthBook;
+  readonly features: Readonly<Record<string, FeatureDefinition>>;
+
+  constructor(features: Record<string, FeatureDefinition>) {
+    this.features = features;
+    this.#gb = new GrowthBook({ features: features as never });
+  }
+
+  /** A feature's value for an API key. */
+  value<T>(key: string, fallback: T, apiKeyId?: string): T {
+    this.#gb.setAttributes(apiKeyId === undefined ? {} : { id: apiKeyId });
+    return this.#gb.getFeatureValue(key, fallback as never) as T;
+  }
+
+  /** The policy action for a signal value: `monitor`, `flag` or `block`. */
+  action(signal: string, value: string, apiKeyId?: string): PolicyAction {
+    const table = this.value<Record<string, unknown>>(`${POLICY_PREFIX}${signal}`, {}, apiKeyId);
+    const action = table?.[value];
+    return action === 'flag' || action === 'block' ? action : 'monitor';
+  }
+
+  /** The payload of `GET /api/features/<clientKey>`: client flags only. */
+  clientPayload(): { status: 200; features: Record<string, FeatureDefinition>; dateUpdated: string } {
+    const features: Record<string, FeatureDefinition> = {};
+    for (const [key, def] of Object.entries(this.features)) if (!key.startsWith(POLICY_PREFIX)) features[key] = def;
+    return { status: 200, features, dateUpdated: new Date().toISOString() };
+  }
+}

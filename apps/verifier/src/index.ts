@@ -1,0 +1,11 @@
+/**
+ * `moat-verifier` as a library: create, listen, close. The CLI (`dist/cli.js`) wraps it.
+ *
+ * @packageDocumentation
+ */
+export * from './config.js';
+export * from './errors.js';
+export * from './flags.js';
+export * from './mock-upstream.js';
+export * from './server.js';
+export * from './storage.js';

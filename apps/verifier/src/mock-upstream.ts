@@ -1,0 +1,168 @@
+import { createHash } from 'node:crypto';
+import type { StreamEvent } from '@moat/distill-guard/server';
+import { ApiError } from './errors.js';
+
+/** Top-level members the Messages API accepts; anything else is refused, as the real API does. */
+const ALLOWED = new Set([
+  'model',
+  'messages',
+  'max_tokens',
+  'system',
+  'metadata',
+  'stop_sequences',
+  'stream',
+  'temperature',
+  'top_k',
+  'top_p',
+  'tools',
+  'tool_choice',
+  'thinking',
+  'service_tier',
+  'container',
+  'mcp_servers',
+]);
+
+interface Block {
+  type: string;
+  [key: string]: unknown;
+}
+
+/** A non-streaming Messages response. */
+export interface MockResponse {
+  id: string;
+  type: 'message';
+  role: 'assistant';
+  model: string;
+  content: Block[];
+  stop_reason: string;
+  stop_sequence: null;
+  usage: { input_tokens: number; output_tokens: number };
+}
+
+function textOf(content: unknown): string {
+  if (typeof content === 'string') return content;
+  if (!Array.isArray(content)) return '';
+  return content
+    .map((b) => (typeof b === 'object' && b !== null ? ((b as Block).text ?? (b as Block).content ?? '') : ''))
+    .filter((t): t is string => typeof t === 'string')
+    .join(' ');
+}
+
+/**
+ * Validates a request as strictly as the real Messages API (unknown top-level members are
+ * "Extra inputs are not permitted"), and answers deterministically: thinking when asked,
+ * a tool call when the user names a tool or asks to "check" something and tools are given,
+ * a text reply otherwise; model names containing "overloaded" get the 529 error.
+ *
+ * @throws {ApiError} with the status and type the real API would use.
+ */
+export function mockMessages(body: unknown): MockResponse {
+  if (typeof body !== 'object' || body === null || Array.isArray(body))
+    throw new ApiError(400, 'invalid_request_error', 'body: Input should be a valid dictionary');
+  const b = body as Record<string, unknown>;
+  for (const key of Object.keys(b))
+    if (!ALLOWED.has(key)) throw new ApiError(400, 'invalid_request_error', `${key}: Extra inputs are not permitted`);
+  if (typeof b.model !== 'string' || b.model === '') throw new ApiError(400, 'invalid_request_error', 'model: Field required');
+  if (!Number.isSafeInteger(b.max_tokens) || (b.max_tokens as number) < 1)
+    throw new ApiError(400, 'invalid_request_error', 'max_tokens: Input should be a positive integer');
+  if (!Array.isArray(b.messages) || b.messages.length === 0)
+    throw new ApiError(400, 'invalid_request_error', 'messages: at least one message is required');
+  for (const [i, m] of (b.messages as unknown[]).entries()) {
+    const msg = m as { role?: unknown; content?: unknown };
+    if (msg?.role !== 'user' && msg?.role !== 'assistant')
+      throw new ApiError(400, 'invalid_request_error', `messages.${i}.role: Input should be 'user' or 'assistant'`);
+    if (typeof msg.content !== 'string' && !Array.isArray(msg.content))
+      throw new ApiError(400, 'invalid_request_error', `messages.${i}.content: Input should be a valid string or list`);
+  }
+  if (b.model.includes('overloaded')) throw new ApiError(529, 'overloaded_error', 'Overloaded');
+  const messages = b.messages as Array<{ role: string; content: unknown }>;
+  const last = messages.at(-1) as { role: string; content: unknown };
+  const lastText = textOf(last.content).trim();
+  const tools = Array.isArray(b.tools) ? (b.tools as Array<{ name?: unknown }>).filter((t) => typeof t?.name === 'string') : [];
+  const toolResult = Array.isArray(last.content) ? (last.content as Block[]).find((x) => x.type === 'tool_result') : undefined;
+  const content: Block[] = [];
+  const thinking = (b.thinking as { type?: unknown } | undefined)?.type === 'enabled';
+  if (thinking)
+    content.push({ type: 'thinking', thinking: `The user asks: "${lastText.slice(0, 80)}". I will answer briefly.`, signature: '' });
+  let stop = 'end_turn';
+  const named = tools.find((t) => lastText.includes(t.name as string));
+  const wanted = toolResult === undefined ? (named ?? (/\bcheck\b/i.test(lastText) ? tools[0] : undefined)) : undefined;
+  if (wanted !== undefined) {
+    const id = `toolu_${createHash('sha256').update(lastText).digest('hex').slice(0, 20)}`;
+    content.push({ type: 'tool_use', id, name: wanted.name, input: { query: lastText.slice(0, 60) } });
+    stop = 'tool_use';
+  } else if (toolResult !== undefined) {
+    const used = messages
+      .flatMap((m) => (Array.isArray(m.content) ? (m.content as Block[]) : []))
+      .filter((x) => x.type === 'tool_use')
+      .at(-1);
+    content.push({
+      type: 'text',
+      text: `Checked with ${String(used?.name ?? 'a tool')}: ${textOf(toolResult.content) || String(toolResult.content ?? '')}`,
+    });
+  } else {
+    content.push({ type: 'text', text: `Echo: ${lastText}` });
+  }
+  const input = JSON.stringify(b).length;
+  return {
+    id: `msg_${createHash('sha256').update(JSON.stringify(b.messages)).digest('hex').slice(0, 24)}`,
+    type: 'message',
+    role: 'assistant',
+    model: b.model,
+    content,
+    stop_reason: stop,
+    stop_sequence: null,
+    usage: { input_tokens: Math.ceil(input / 4), output_tokens: Math.ceil(JSON.stringify(content).length / 4) },
+  };
+}
+
+function chunks(text: string, size = 12): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < text.length; i += size) out.push(text.slice(i, i + size));
+  return out.length === 0 ? [''] : out;
+}
+
+/** The same response as the Messages SSE event sequence. */
+export function* mockEvents(response: MockResponse): Generator<StreamEvent> {
+  yield {
+    event: 'message_start',
+    data: {
+      type: 'message_start',
+      message: { ...response, content: [], stop_reason: null, usage: { ...response.usage, output_tokens: 1 } },
+    },
+  };
+  yield { event: 'ping', data: { type: 'ping' } };
+  for (const [index, block] of response.content.entries()) {
+    if (block.type === 'thinking') {
+      yield {
+        event: 'content_block_start',
+        data: { type: 'content_block_start', index, content_block: { type: 'thinking', thinking: '', signature: '' } },
+      };
+      for (const part of chunks(block.thinking as string))
+        yield {
+          event: 'content_block_delta',
+          data: { type: 'content_block_delta', index, delta: { type: 'thinking_delta', thinking: part } },
+        };
+    } else if (block.type === 'text') {
+      yield { event: 'content_block_start', data: { type: 'content_block_start', index, content_block: { type: 'text', text: '' } } };
+      for (const part of chunks(block.text as string))
+        yield { event: 'content_block_delta', data: { type: 'content_block_delta', index, delta: { type: 'text_delta', text: part } } };
+    } else {
+      yield { event: 'content_block_start', data: { type: 'content_block_start', index, content_block: { ...block, input: {} } } };
+      yield {
+        event: 'content_block_delta',
+        data: { type: 'content_block_delta', index, delta: { type: 'input_json_delta', partial_json: JSON.stringify(block.input ?? {}) } },
+      };
+    }
+    yield { event: 'content_block_stop', data: { type: 'content_block_stop', index } };
+  }
+  yield {
+    event: 'message_delta',
+    data: {
+      type: 'message_delta',
+      delta: { stop_reason: response.stop_reason, stop_sequence: null },
+      usage: { output_tokens: response.usage.output_tokens },
+    },
+  };
+  yield { event: 'message_stop', data: { type: 'message_stop' } };
+}

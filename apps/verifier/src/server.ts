@@ -1,0 +1,536 @@
+import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { UNATTESTED_HEADER } from '@moat/attest/client';
+import { AttestationKeyring, verifyAttestation } from '@moat/attest/server';
+import {
+  BlockKeyring,
+  type Decoy,
+  decoyPeriod,
+  decoyResult,
+  decoyTools,
+  findDecoyCall,
+  invalidBlockError,
+  type StreamEvent,
+  StreamSigner,
+  signResponse,
+  stripFailedBlocks,
+  verifyRequestBlocks,
+} from '@moat/distill-guard/server';
+import { checkFingerprint, FingerprintStats } from '@moat/fingerprint/server';
+import { GatewayStats, inspectRequest } from '@moat/gateway-detect/server';
+import {
+  ANTI_DISTILLATION_MEMBER,
+  DISCOVERY_PATH,
+  FEATURES,
+  parseTelemetryBatch,
+  stripMoatTags,
+  TELEMETRY_PATH,
+  VERSION_HEADER,
+} from '@moat/protocol';
+import { pino } from 'pino';
+import { Counter, collectDefaultMetrics, Histogram, Registry } from 'prom-client';
+import type { VerifierConfig } from './config.js';
+import { ApiError } from './errors.js';
+import { Flags, loadFeatures } from './flags.js';
+import { mockEvents, mockMessages } from './mock-upstream.js';
+import { type RequestRecord, SqliteStorage } from './storage.js';
+
+/** Options of {@link createVerifier} besides the configuration. */
+export interface VerifierOptions {
+  /** pino log level (default `info`; `silent` in tests). */
+  readonly logLevel?: string;
+  /** Sees every request body the upstream receives (tests: proves no tag reaches it). */
+  readonly onUpstreamRequest?: (body: string) => void;
+}
+
+/** A running verifier. */
+export interface Verifier {
+  readonly server: Server;
+  readonly storage: SqliteStorage;
+  readonly fingerprintStats: FingerprintStats;
+  readonly gatewayStats: GatewayStats;
+  readonly blockKeyring: BlockKeyring;
+  /** Base URL once listening. */
+  url(): string;
+  listen(): Promise<string>;
+  /** Stops accepting, finishes in-flight requests, saves statistics, closes the database. */
+  close(): Promise<void>;
+}
+
+type Json = Record<string, unknown>;
+
+function sendJson(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+function sendError(res: ServerResponse, error: ApiError): void {
+  sendJson(res, error.status, error.body());
+}
+
+async function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
+  const declared = Number(req.headers['content-length'] ?? 0);
+  if (declared > max) throw new ApiError(413, 'request_too_large', `request body of ${declared} bytes exceeds the ${max}-byte limit`);
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length;
+    if (size > max) throw new ApiError(413, 'request_too_large', `request body exceeds the ${max}-byte limit`);
+    chunks.push(chunk as Buffer);
+  }
+  return Buffer.concat(chunks);
+}
+
+function sse(res: ServerResponse, ev: StreamEvent): void {
+  res.write(`event: ${ev.event}\ndata: ${JSON.stringify(ev.data)}\n\n`);
+}
+
+/** Parses a Messages SSE byte stream into events as they arrive. */
+async function* parseSse(body: ReadableStream<Uint8Array>): AsyncGenerator<StreamEvent> {
+  const decoder = new TextDecoder();
+  let buffer = '';
+  for await (const chunk of body as unknown as AsyncIterable<Uint8Array>) {
+    buffer += decoder.decode(chunk, { stream: true });
+    let cut = buffer.indexOf('\n\n');
+    while (cut !== -1) {
+      const block = buffer.slice(0, cut);
+      buffer = buffer.slice(cut + 2);
+      let event = 'message';
+      let data = '';
+      for (const line of block.split('\n')) {
+        if (line.startsWith('event:')) event = line.slice(6).trim();
+        else if (line.startsWith('data:')) data += line.slice(5).trim();
+      }
+      if (data !== '') yield { event, data: JSON.parse(data) as Json };
+      cut = buffer.indexOf('\n\n');
+    }
+  }
+}
+
+/**
+ * Creates the verifier: an Anthropic-Messages-compatible gateway that checks every layer's
+ * evidence (attestation on the raw bytes, fingerprint, gateway traces, signed blocks sent
+ * back), records the signals and a verdict, decides by policy, strips Moat's tags, injects
+ * decoys when asked and allowed, forwards, and signs signed-type blocks in the response
+ * (streaming too).
+ */
+export function createVerifier(config: VerifierConfig, options: VerifierOptions = {}): Verifier {
+  const log = pino({ level: options.logLevel ?? process.env.MOAT_VERIFIER_LOG_LEVEL ?? 'info' });
+  const secret = Buffer.from(config.serverSecret, 'hex');
+  const storage = new SqliteStorage(config.database, secret);
+  const attestationKeyring = new AttestationKeyring(config.attestationKeys.map((k) => ({ kid: k.kid, key: Buffer.from(k.key, 'hex') })));
+  for (const kid of config.revokedKids) attestationKeyring.revoke(kid);
+  const blockKeyring = new BlockKeyring(
+    [{ kid: config.signingKid, alg: 'hs256', secret: Buffer.from(config.signingSecret, 'hex') }],
+    config.signingKid,
+  );
+  let fingerprintStats: FingerprintStats;
+  try {
+    const snapshot = storage.loadSnapshot('fingerprint');
+    fingerprintStats = snapshot === undefined ? new FingerprintStats() : FingerprintStats.fromJSON(snapshot);
+  } catch (error) {
+    log.warn({ err: (error as Error).message }, 'fingerprint statistics snapshot unreadable; starting empty');
+    fingerprintStats = new FingerprintStats();
+  }
+  const gatewayStats = new GatewayStats({ addressSecret: secret });
+  const flags = new Flags(loadFeatures(config.flagsFile));
+
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  const requests = new Counter({
+    name: 'moat_requests_total',
+    help: 'Messages requests by verdict',
+    labelNames: ['verdict'],
+    registers: [registry],
+  });
+  const signals = new Counter({
+    name: 'moat_signals_total',
+    help: 'Signals by layer and value',
+    labelNames: ['layer', 'value'],
+    registers: [registry],
+  });
+  const duration = new Histogram({
+    name: 'moat_request_duration_seconds',
+    help: 'Time to answer a Messages request',
+    buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30],
+    registers: [registry],
+  });
+  const telemetryEvents = new Counter({
+    name: 'moat_telemetry_events_total',
+    help: 'Client telemetry events by type',
+    labelNames: ['type'],
+    registers: [registry],
+  });
+
+  const snapshotTimer = setInterval(() => storage.saveSnapshot('fingerprint', fingerprintStats.toJSON()), 30_000);
+  snapshotTimer.unref();
+  const sweepTimer = setInterval(() => storage.sweepNonces(), 60_000);
+  sweepTimer.unref();
+
+  const apiKeyOf = (req: IncomingMessage): string | undefined => {
+    const header = req.headers['x-api-key'];
+    if (typeof header === 'string' && header !== '') return header;
+    const auth = req.headers.authorization;
+    return typeof auth === 'string' && auth.startsWith('Bearer ') ? auth.slice(7) : undefined;
+  };
+  const authenticate = (req: IncomingMessage): string => {
+    const key = apiKeyOf(req);
+    const id = key === undefined ? undefined : storage.lookupApiKey(key);
+    if (id === undefined)
+      throw new ApiError(401, 'authentication_error', key === undefined ? 'x-api-key header is required' : 'invalid x-api-key');
+    return id;
+  };
+  const adminToken = Buffer.from(config.adminToken);
+  const isAdmin = (req: IncomingMessage): boolean => {
+    const auth = req.headers.authorization;
+    if (typeof auth !== 'string' || !auth.startsWith('Bearer ')) return false;
+    const given = Buffer.from(auth.slice(7));
+    return given.length === adminToken.length && timingSafeEqual(given, adminToken);
+  };
+
+  const callUpstream = async (
+    body: Json,
+    headers: IncomingMessage['headers'],
+  ): Promise<{ status: number; json?: Json; events?: Iterable<StreamEvent> | AsyncIterable<StreamEvent> }> => {
+    const text = JSON.stringify(body);
+    options.onUpstreamRequest?.(text);
+    if (config.upstream === 'mock') {
+      const response = mockMessages(body);
+      return body.stream === true ? { status: 200, events: mockEvents(response) } : { status: 200, json: response as unknown as Json };
+    }
+    const res = await fetch(new URL('/v1/messages', config.upstream), {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/json',
+        'x-api-key': config.upstreamKey ?? '',
+        'anthropic-version': String(headers['anthropic-version'] ?? '2023-06-01'),
+        ...(headers['anthropic-beta'] === undefined ? {} : { 'anthropic-beta': String(headers['anthropic-beta']) }),
+      },
+      body: text,
+    });
+    if (!res.ok) {
+      const err = (await res.json().catch(() => ({}))) as { error?: { type?: string; message?: string } };
+      throw new ApiError(
+        res.status,
+        (err.error?.type as ApiError['type']) ?? 'api_error',
+        err.error?.message ?? `upstream answered ${res.status}`,
+      );
+    }
+    if (body.stream === true && res.body !== null) return { status: res.status, events: parseSse(res.body) };
+    return { status: res.status, json: (await res.json()) as Json };
+  };
+
+  async function messages(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const started = performance.now();
+    const id = `req_${randomBytes(12).toString('hex')}`;
+    res.setHeader('request-id', id);
+    const keyId = authenticate(req);
+    const raw = await readBody(req, config.maxBodyBytes);
+    const base = { id, ts: Date.now(), keyId, decoys: 0, status: null, latencyMs: null } as const;
+    let body: Json;
+    try {
+      const parsed = JSON.parse(raw.toString('utf8')) as unknown;
+      if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new Error('not an object');
+      body = parsed as Json;
+    } catch (error) {
+      storage.insertRecord({
+        ...base,
+        model: null,
+        attestation: 'invalid',
+        fingerprint: 'missing',
+        gateway: [],
+        relay: [],
+        thinking: 'none',
+        verdict: 'block',
+        reasons: [`malformed JSON: ${(error as Error).message}`.slice(0, 200)],
+        status: 400,
+        latencyMs: 0,
+      });
+      throw new ApiError(400, 'invalid_request_error', `request body: expected a JSON object, got ${(error as Error).message}`);
+    }
+    const model = typeof body.model === 'string' ? body.model : null;
+
+    const attestation = await verifyAttestation(raw, {
+      keyring: attestationKeyring,
+      nonceStore: storage,
+      windowSec: config.windowSec,
+      clientUnavailable: String(req.headers[UNATTESTED_HEADER] ?? '').startsWith('unavailable'),
+    });
+    const fingerprint = checkFingerprint(body, { salt: config.fingerprintSalt });
+    const keyClass = fingerprintStats.record(keyId, fingerprint.signal);
+    const evidence = gatewayStats.record(
+      keyId,
+      inspectRequest({
+        headers: req.headers as Record<string, string>,
+        ...(fingerprint.clientVersion === undefined ? {} : { clientVersion: fingerprint.clientVersion }),
+        userAgentProduct: config.userAgentProduct,
+      }),
+      req.socket.remoteAddress,
+    );
+    const thinking = verifyRequestBlocks(body, keyId, blockKeyring);
+
+    // Policy: each signal's action; the verdict is the strongest.
+    const actions: Array<[string, string, string]> = [
+      ['attestation', attestation.signal, flags.action('attestation', attestation.signal, keyId)],
+      ['fingerprint', fingerprint.signal, flags.action('fingerprint', fingerprint.signal, keyId)],
+      ['fingerprint', keyClass, keyClass === 'tampering' ? flags.action('fingerprint', 'tampering', keyId) : 'monitor'],
+      ['thinking', thinking.signal, flags.action('thinking', thinking.signal, keyId)],
+      ...evidence.signals.map((s): [string, string, string] => [
+        'gateway',
+        s,
+        flags.action('gateway', s === 'gateway_headers' ? 'detected' : s, keyId),
+      ]),
+    ];
+    const reasons = actions.filter(([, , a]) => a !== 'monitor').map(([layer, value, a]) => `${a}:${layer}=${value}`);
+    const verdict = actions.some(([, , a]) => a === 'block') ? 'block' : actions.some(([, , a]) => a === 'flag') ? 'flag' : 'allow';
+    for (const [layer, value] of actions) signals.inc({ layer, value });
+    requests.inc({ verdict });
+
+    // Tags never reach the model; decoys are added when asked for and allowed.
+    let forward = stripMoatTags(thinking.signal === 'invalid' ? stripFailedBlocks(body, thinking.failures) : body) as Json;
+    const asked = Array.isArray(body[ANTI_DISTILLATION_MEMBER]) && (body[ANTI_DISTILLATION_MEMBER] as unknown[]).includes('fake_tools');
+    let decoys: Decoy[] = [];
+    if (asked && flags.value('moat-policy-decoys', true, keyId)) {
+      const real = Array.isArray(forward.tools) ? (forward.tools as Array<{ name?: string }>) : [];
+      decoys = decoyTools({ secret, apiKeyId: keyId, period: decoyPeriod(), avoid: real.map((t) => String(t.name)) });
+      forward = { ...forward, tools: [...real, ...decoys.map((d) => d.tool)] };
+    }
+    forward = answerDecoyResults(forward, decoys, secret);
+    forward = restoreUpstreamSignatures(forward, storage);
+
+    const record: RequestRecord = {
+      ...base,
+      model,
+      attestation: attestation.signal,
+      fingerprint: fingerprint.signal,
+      gateway: evidence.gateways.map((g) => g.id),
+      relay: evidence.signals.filter((s) => s !== 'gateway_headers'),
+      thinking: thinking.signal,
+      verdict,
+      reasons,
+      decoys: decoys.length,
+    };
+    storage.insertRecord(record);
+    log.info(
+      { id, keyId, model, verdict, attestation: attestation.signal, fingerprint: fingerprint.signal, thinking: thinking.signal },
+      'messages',
+    );
+
+    const finish = (status: number) => {
+      const elapsed = performance.now() - started;
+      storage.finishRecord(id, status, elapsed);
+      duration.observe(elapsed / 1000);
+    };
+    if (verdict === 'block') {
+      const failure = thinking.failures[0];
+      if (thinking.signal === 'invalid' && flags.action('thinking', 'invalid', keyId) === 'block' && failure !== undefined) {
+        sendJson(res, 400, invalidBlockError(failure));
+        finish(400);
+        return;
+      }
+      finish(403);
+      throw new ApiError(403, 'permission_error', `request blocked by policy (${reasons.filter((r) => r.startsWith('block')).join(', ')})`);
+    }
+
+    const ctx = { apiKeyId: keyId, model: model ?? '' };
+    try {
+      let upstream = await callUpstream(forward, req.headers);
+      if (upstream.events !== undefined) {
+        res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+        const signer = new StreamSigner(ctx, blockKeyring);
+        for await (const ev of upstream.events) for (const out of signer.handle(ev)) sse(res, out);
+        res.end();
+        finish(200);
+        return;
+      }
+      // Decoy calls are answered here and never reach the client's executor.
+      let messagesSoFar = Array.isArray(forward.messages) ? [...(forward.messages as unknown[])] : [];
+      for (let round = 0; round < 3 && upstream.json !== undefined; round++) {
+        const content = (upstream.json.content ?? []) as Array<{ type: string; id: string; name: string; input?: unknown }>;
+        const call = content.find((b) => b.type === 'tool_use' && findDecoyCall(b, decoys) !== undefined);
+        if (call === undefined) break;
+        messagesSoFar = [...messagesSoFar, { role: 'assistant', content }, { role: 'user', content: [decoyResult(call, secret)] }];
+        upstream = await callUpstream({ ...forward, messages: messagesSoFar }, req.headers);
+      }
+      const { response, upstreamSignatures } = signResponse(upstream.json as Json, ctx, blockKeyring);
+      const content = (response.content ?? []) as Array<{ signature?: string }>;
+      for (const [index, theirs] of upstreamSignatures) {
+        const ours = content[index]?.signature;
+        if (ours !== undefined) storage.rememberUpstreamSignature(ours, theirs);
+      }
+      sendJson(res, upstream.status, response);
+      finish(upstream.status);
+    } catch (error) {
+      const apiError = error instanceof ApiError ? error : new ApiError(502, 'api_error', `upstream failed: ${(error as Error).message}`);
+      finish(apiError.status);
+      throw apiError;
+    }
+  }
+
+  async function telemetry(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const keyId = authenticate(req);
+    const raw = await readBody(req, 65_536);
+    let batch: ReturnType<typeof parseTelemetryBatch>;
+    try {
+      batch = parseTelemetryBatch(JSON.parse(raw.toString('utf8')), raw.length);
+    } catch (error) {
+      throw new ApiError(400, 'invalid_request_error', `telemetry batch: ${(error as Error).message}`);
+    }
+    storage.insertTelemetry(keyId, batch.events);
+    for (const e of batch.events) {
+      telemetryEvents.inc({ type: e.type });
+      if (e.type === 'gateway_detected' && Array.isArray(e.gateways)) gatewayStats.recordTelemetry(keyId, e.gateways as string[]);
+    }
+    sendJson(res, 202, { accepted: batch.events.length });
+  }
+
+  function admin(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> | void {
+    if (!isAdmin(req)) throw new ApiError(401, 'authentication_error', 'admin bearer token required');
+    if (req.method === 'GET' && url.pathname === '/admin/records') {
+      const limit = Math.min(1000, Math.max(1, Number(url.searchParams.get('limit') ?? 100) || 100));
+      return sendJson(res, 200, { records: storage.recentRecords(limit, url.searchParams.get('key') ?? undefined) });
+    }
+    if (req.method === 'GET' && url.pathname === '/admin/summary') {
+      return sendJson(res, 200, { ...storage.summary(), telemetry: storage.telemetryCounts(), gateways: gatewayStats.totals() });
+    }
+    if (req.method === 'GET' && url.pathname === '/admin/keys') {
+      return sendJson(res, 200, {
+        keys: storage
+          .listApiKeys()
+          .map((k) => ({ ...k, fingerprint: fingerprintStats.report(k.id) ?? null, gateway: gatewayStats.report(k.id) ?? null })),
+      });
+    }
+    if (req.method === 'POST' && url.pathname === '/admin/keys') {
+      return readBody(req, 4096).then((raw) => {
+        let label = 'unnamed';
+        try {
+          const parsed = JSON.parse(raw.toString('utf8') || '{}') as { label?: unknown };
+          if (typeof parsed.label === 'string' && parsed.label !== '') label = parsed.label.slice(0, 100);
+        } catch {
+          throw new ApiError(400, 'invalid_request_error', 'body: expected JSON { "label": string }');
+        }
+        sendJson(res, 201, storage.createApiKey(label));
+      });
+    }
+    if (req.method === 'GET' && url.pathname === '/admin/policy') return sendJson(res, 200, { features: flags.features });
+    throw new ApiError(404, 'not_found_error', `no admin route ${req.method} ${url.pathname}`);
+  }
+
+  async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    res.setHeader(VERSION_HEADER, '1');
+    const url = new URL(req.url ?? '/', 'http://verifier');
+    if (req.method === 'POST' && url.pathname === '/v1/messages') return messages(req, res);
+    if (req.method === 'POST' && url.pathname === TELEMETRY_PATH) return telemetry(req, res);
+    if (req.method === 'GET' && url.pathname === DISCOVERY_PATH) {
+      return sendJson(res, 200, {
+        moat: { versions: [1], features: [...FEATURES], telemetry: TELEMETRY_PATH, flags: `/api/features/${config.clientKey}` },
+      });
+    }
+    if (req.method === 'GET' && url.pathname.startsWith('/api/features/')) {
+      if (url.pathname !== `/api/features/${config.clientKey}`) throw new ApiError(404, 'not_found_error', 'unknown client key');
+      return sendJson(res, 200, flags.clientPayload());
+    }
+    if (req.method === 'GET' && url.pathname === '/healthz') {
+      storage.db.prepare('SELECT 1').get();
+      return sendJson(res, 200, { ok: true });
+    }
+    if (req.method === 'GET' && url.pathname === '/metrics') {
+      const text = await registry.metrics();
+      res.writeHead(200, { 'content-type': registry.contentType });
+      res.end(text);
+      return;
+    }
+    if (url.pathname.startsWith('/admin/')) return admin(req, res, url);
+    throw new ApiError(404, 'not_found_error', `no route ${req.method} ${url.pathname}`);
+  }
+
+  const server = createServer((req, res) => {
+    route(req, res).catch((error: unknown) => {
+      const apiError = error instanceof ApiError ? error : new ApiError(500, 'api_error', 'internal error');
+      if (!(error instanceof ApiError)) log.error({ err: error }, 'unexpected error');
+      if (res.headersSent) {
+        res.destroy();
+        return;
+      }
+      // Drain what the client is still sending so the error gets through.
+      req.resume();
+      sendError(res, apiError);
+    });
+  });
+  server.keepAliveTimeout = 65_000;
+
+  let baseUrl = '';
+  return {
+    server,
+    storage,
+    fingerprintStats,
+    gatewayStats,
+    blockKeyring,
+    url: () => baseUrl,
+    listen: () =>
+      new Promise((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(config.port, config.host, () => {
+          const { port } = server.address() as AddressInfo;
+          baseUrl = `http://${config.host}:${port}`;
+          log.info({ url: baseUrl, upstream: config.upstream }, 'moat-verifier listening');
+          resolve(baseUrl);
+        });
+      }),
+    close: async () => {
+      clearInterval(snapshotTimer);
+      clearInterval(sweepTimer);
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeIdleConnections();
+      });
+      storage.saveSnapshot('fingerprint', fingerprintStats.toJSON());
+      storage.close();
+    },
+  };
+}
+
+/** Replaces the client's results for decoy calls with plausible ones (the client cannot run decoys). */
+function answerDecoyResults(body: Json, decoys: readonly Decoy[], secret: Uint8Array): Json {
+  if (decoys.length === 0 || !Array.isArray(body.messages)) return body;
+  const calls = new Map<string, { id: string; name: string; input?: unknown }>();
+  for (const m of body.messages as Array<{ content?: unknown }>) {
+    if (!Array.isArray(m.content)) continue;
+    for (const b of m.content as Array<{ type?: string; id?: string; name?: string; input?: unknown }>) {
+      if (b.type === 'tool_use' && typeof b.id === 'string' && findDecoyCall(b, decoys) !== undefined)
+        calls.set(b.id, b as { id: string; name: string });
+    }
+  }
+  if (calls.size === 0) return body;
+  const messages = (body.messages as Array<{ content?: unknown }>).map((m) => {
+    if (!Array.isArray(m.content)) return m;
+    return {
+      ...m,
+      content: (m.content as Array<{ type?: string; tool_use_id?: string }>).map((b) => {
+        const call = b.type === 'tool_result' && b.tool_use_id !== undefined ? calls.get(b.tool_use_id) : undefined;
+        return call === undefined ? b : decoyResult(call, secret);
+      }),
+    };
+  });
+  return { ...body, messages };
+}
+
+/** Puts the upstream's own signatures back on blocks it signed, before forwarding them to it. */
+function restoreUpstreamSignatures(body: Json, storage: SqliteStorage): Json {
+  if (!Array.isArray(body.messages)) return body;
+  let changed = false;
+  const messages = (body.messages as Array<{ content?: unknown }>).map((m) => {
+    if (!Array.isArray(m.content)) return m;
+    return {
+      ...m,
+      content: (m.content as Array<{ signature?: string }>).map((b) => {
+        if (typeof b.signature !== 'string' || !b.signature.startsWith('ms1.')) return b;
+        changed = true;
+        return { ...b, signature: storage.upstreamSignature(b.signature) ?? '' };
+      }),
+    };
+  });
+  return changed ? { ...body, messages } : body;
+}

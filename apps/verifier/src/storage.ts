@@ -1,0 +1,205 @@
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import type { NonceStore } from '@moat/attest/server';
+import Database from 'better-sqlite3';
+
+/** One request as recorded: signals, verdict and outcome. */
+export interface RequestRecord {
+  readonly id: string;
+  readonly ts: number;
+  readonly keyId: string | null;
+  readonly model: string | null;
+  readonly attestation: string;
+  readonly fingerprint: string;
+  readonly gateway: readonly string[];
+  readonly relay: readonly string[];
+  readonly thinking: string;
+  readonly verdict: 'allow' | 'flag' | 'block';
+  readonly reasons: readonly string[];
+  readonly status: number | null;
+  readonly latencyMs: number | null;
+  readonly decoys: number;
+}
+
+/** An API key as stored: never the key, only a keyed hash. */
+export interface ApiKeyRow {
+  readonly id: string;
+  readonly label: string;
+  readonly created: number;
+}
+
+/**
+ * The verifier's storage on SQLite (WAL): API keys (hashed with the server secret), request
+ * records, telemetry, nonces for the replay cache, statistics snapshots and the upstream
+ * signatures of signed blocks. Records are written synchronously before the response ends,
+ * so a crash loses nothing that was answered.
+ */
+export class SqliteStorage implements NonceStore {
+  readonly db: Database.Database;
+  readonly #pepper: Buffer;
+  readonly #insertRecord: Database.Statement;
+  readonly #finishRecord: Database.Statement;
+  readonly #insertNonce: Database.Statement;
+
+  constructor(path: string, pepper: Uint8Array) {
+    this.db = new Database(path);
+    this.#pepper = Buffer.from(pepper);
+    this.db.pragma('journal_mode = WAL');
+    this.db.pragma('synchronous = NORMAL');
+    this.db.pragma('busy_timeout = 5000');
+    this.db.exec(`
+      CREATE TABLE IF NOT EXISTS api_keys (id TEXT PRIMARY KEY, hash BLOB NOT NULL UNIQUE, label TEXT NOT NULL, created INTEGER NOT NULL, revoked INTEGER NOT NULL DEFAULT 0);
+      CREATE TABLE IF NOT EXISTS records (
+        id TEXT PRIMARY KEY, ts INTEGER NOT NULL, key_id TEXT, model TEXT, attestation TEXT NOT NULL, fingerprint TEXT NOT NULL,
+        gateway TEXT NOT NULL, relay TEXT NOT NULL, thinking TEXT NOT NULL, verdict TEXT NOT NULL, reasons TEXT NOT NULL,
+        status INTEGER, latency_ms INTEGER, decoys INTEGER NOT NULL DEFAULT 0);
+      CREATE INDEX IF NOT EXISTS records_ts ON records (ts);
+      CREATE INDEX IF NOT EXISTS records_key ON records (key_id, ts);
+      CREATE TABLE IF NOT EXISTS nonces (kid TEXT NOT NULL, nonce TEXT NOT NULL, expires INTEGER NOT NULL, PRIMARY KEY (kid, nonce));
+      CREATE TABLE IF NOT EXISTS telemetry (ts INTEGER NOT NULL, key_id TEXT, type TEXT NOT NULL, event TEXT NOT NULL);
+      CREATE TABLE IF NOT EXISTS snapshots (name TEXT PRIMARY KEY, data TEXT NOT NULL, updated INTEGER NOT NULL);
+      CREATE TABLE IF NOT EXISTS upstream_signatures (ours TEXT PRIMARY KEY, theirs TEXT NOT NULL, created INTEGER NOT NULL);
+    `);
+    this.#insertRecord = this.db.prepare(
+      `INSERT INTO records (id, ts, key_id, model, attestation, fingerprint, gateway, relay, thinking, verdict, reasons, status, latency_ms, decoys)
+       VALUES (@id, @ts, @keyId, @model, @attestation, @fingerprint, @gateway, @relay, @thinking, @verdict, @reasons, @status, @latencyMs, @decoys)`,
+    );
+    this.#finishRecord = this.db.prepare('UPDATE records SET status = ?, latency_ms = ? WHERE id = ?');
+    this.#insertNonce = this.db.prepare('INSERT OR IGNORE INTO nonces (kid, nonce, expires) VALUES (?, ?, ?)');
+  }
+
+  #hash(apiKey: string): Buffer {
+    return createHmac('sha256', this.#pepper).update(`moat-api-key/1|${apiKey}`).digest();
+  }
+
+  /** Creates an API key; the key is returned once and only its keyed hash is stored. */
+  createApiKey(label: string): { id: string; key: string } {
+    const key = `sk-moat-${randomBytes(24).toString('base64url')}`;
+    const id = `key_${randomBytes(6).toString('hex')}`;
+    this.db.prepare('INSERT INTO api_keys (id, hash, label, created) VALUES (?, ?, ?, ?)').run(id, this.#hash(key), label, Date.now());
+    return { id, key };
+  }
+
+  /** Registers a key chosen elsewhere (tests, migrations). */
+  importApiKey(id: string, key: string, label: string): void {
+    this.db
+      .prepare('INSERT OR REPLACE INTO api_keys (id, hash, label, created) VALUES (?, ?, ?, ?)')
+      .run(id, this.#hash(key), label, Date.now());
+  }
+
+  /** The id of a live API key, by its hash (constant-time comparison of the stored hash). */
+  lookupApiKey(key: string): string | undefined {
+    const hash = this.#hash(key);
+    const row = this.db.prepare('SELECT id, hash FROM api_keys WHERE hash = ? AND revoked = 0').get(hash) as
+      | { id: string; hash: Buffer }
+      | undefined;
+    return row !== undefined && timingSafeEqual(row.hash, hash) ? row.id : undefined;
+  }
+
+  listApiKeys(): ApiKeyRow[] {
+    return this.db.prepare('SELECT id, label, created FROM api_keys WHERE revoked = 0 ORDER BY created').all() as ApiKeyRow[];
+  }
+
+  /** Writes a request record (durable before the request is answered). */
+  insertRecord(record: RequestRecord): void {
+    this.#insertRecord.run({
+      ...record,
+      gateway: JSON.stringify(record.gateway),
+      relay: JSON.stringify(record.relay),
+      reasons: JSON.stringify(record.reasons),
+    });
+  }
+
+  /** Completes a record with the response status and latency. */
+  finishRecord(id: string, status: number, latencyMs: number): void {
+    this.#finishRecord.run(status, Math.round(latencyMs), id);
+  }
+
+  /** The most recent records, newest first. */
+  recentRecords(limit = 100, keyId?: string): RequestRecord[] {
+    const rows = (
+      keyId === undefined
+        ? this.db.prepare('SELECT * FROM records ORDER BY ts DESC, rowid DESC LIMIT ?').all(limit)
+        : this.db.prepare('SELECT * FROM records WHERE key_id = ? ORDER BY ts DESC, rowid DESC LIMIT ?').all(keyId, limit)
+    ) as Array<Record<string, unknown>>;
+    return rows.map((r) => ({
+      id: r.id as string,
+      ts: r.ts as number,
+      keyId: r.key_id as string | null,
+      model: r.model as string | null,
+      attestation: r.attestation as string,
+      fingerprint: r.fingerprint as string,
+      gateway: JSON.parse(r.gateway as string) as string[],
+      relay: JSON.parse(r.relay as string) as string[],
+      thinking: r.thinking as string,
+      verdict: r.verdict as RequestRecord['verdict'],
+      reasons: JSON.parse(r.reasons as string) as string[],
+      status: r.status as number | null,
+      latencyMs: r.latency_ms as number | null,
+      decoys: r.decoys as number,
+    }));
+  }
+
+  /** Counts of verdicts and attestation results, for the admin API and metrics. */
+  summary(): { verdicts: Record<string, number>; attestation: Record<string, number>; total: number } {
+    const verdicts: Record<string, number> = {};
+    for (const r of this.db.prepare('SELECT verdict, COUNT(*) n FROM records GROUP BY verdict').all() as Array<{
+      verdict: string;
+      n: number;
+    }>)
+      verdicts[r.verdict] = r.n;
+    const attestation: Record<string, number> = {};
+    for (const r of this.db.prepare('SELECT attestation, COUNT(*) n FROM records GROUP BY attestation').all() as Array<{
+      attestation: string;
+      n: number;
+    }>) {
+      attestation[r.attestation] = r.n;
+    }
+    const total = (this.db.prepare('SELECT COUNT(*) n FROM records').get() as { n: number }).n;
+    return { verdicts, attestation, total };
+  }
+
+  /** NonceStore: true when the nonce is new (and records it until it expires). */
+  add(kid: string, nonce: string, expiresAt: number): boolean {
+    return this.#insertNonce.run(kid, nonce, expiresAt).changes === 1;
+  }
+
+  /** Drops expired nonces. */
+  sweepNonces(now = Math.floor(Date.now() / 1000)): number {
+    return this.db.prepare('DELETE FROM nonces WHERE expires < ?').run(now).changes;
+  }
+
+  insertTelemetry(keyId: string | null, events: ReadonlyArray<{ type: string; ts: number }>): void {
+    const insert = this.db.prepare('INSERT INTO telemetry (ts, key_id, type, event) VALUES (?, ?, ?, ?)');
+    this.db.transaction(() => {
+      for (const e of events) insert.run(e.ts, keyId, e.type, JSON.stringify(e));
+    })();
+  }
+
+  telemetryCounts(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const r of this.db.prepare('SELECT type, COUNT(*) n FROM telemetry GROUP BY type').all() as Array<{ type: string; n: number }>)
+      out[r.type] = r.n;
+    return out;
+  }
+
+  saveSnapshot(name: string, data: unknown): void {
+    this.db.prepare('INSERT OR REPLACE INTO snapshots (name, data, updated) VALUES (?, ?, ?)').run(name, JSON.stringify(data), Date.now());
+  }
+
+  loadSnapshot(name: string): unknown {
+    const row = this.db.prepare('SELECT data FROM snapshots WHERE name = ?').get(name) as { data: string } | undefined;
+    return row === undefined ? undefined : JSON.parse(row.data);
+  }
+
+  rememberUpstreamSignature(ours: string, theirs: string): void {
+    this.db.prepare('INSERT OR REPLACE INTO upstream_signatures (ours, theirs, created) VALUES (?, ?, ?)').run(ours, theirs, Date.now());
+  }
+
+  upstreamSignature(ours: string): string | undefined {
+    return (this.db.prepare('SELECT theirs FROM upstream_signatures WHERE ours = ?').get(ours) as { theirs: string } | undefined)?.theirs;
+  }
+
+  close(): void {
+    this.db.close();
+  }
+}

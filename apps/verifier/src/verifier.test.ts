@@ -1,0 +1,309 @@
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createAttestedFetch } from '@moat/attest/client';
+import { AntiDistillationGate, keyIdentity, stripForeignSignedBlocks } from '@moat/distill-guard/client';
+import { tagFingerprint } from '@moat/fingerprint/client';
+import { parseDiscovery } from '@moat/protocol';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig, type VerifierConfig } from './config.js';
+import { mockMessages } from './mock-upstream.js';
+import { createVerifier, type Verifier } from './server.js';
+
+const devKeyFile = new URL('../../../native/.moat-dev-key.json', import.meta.url).pathname;
+const dev = JSON.parse(readFileSync(devKeyFile, 'utf8')) as { kid: string; key: string };
+const SALT = 'verifier-test-salt';
+const ADMIN = 'admin-token-0123456789';
+
+function config(over: Partial<VerifierConfig> = {}): VerifierConfig {
+  return loadConfig({
+    MOAT_VERIFIER_PORT: '0',
+    MOAT_VERIFIER_DATABASE: ':memory:',
+    MOAT_VERIFIER_ADMIN_TOKEN: ADMIN,
+    MOAT_VERIFIER_FINGERPRINT_SALT: SALT,
+    MOAT_VERIFIER_ATTESTATION_KEY_FILE: devKeyFile,
+    MOAT_VERIFIER_SERVER_SECRET: randomBytes(32).toString('hex'),
+    MOAT_VERIFIER_SIGNING_SECRET: randomBytes(32).toString('hex'),
+    ...Object.fromEntries(
+      Object.entries(over).map(([k, v]) => [`MOAT_VERIFIER_${k.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase()}`, String(v)]),
+    ),
+  });
+}
+
+let verifier: Verifier;
+let base = '';
+let apiKey = '';
+const upstreamBodies: string[] = [];
+
+beforeAll(async () => {
+  verifier = createVerifier(config(), { logLevel: 'silent', onUpstreamRequest: (b) => upstreamBodies.push(b) });
+  base = await verifier.listen();
+  apiKey = verifier.storage.createApiKey('test').key;
+});
+afterAll(() => verifier.close());
+
+const attested = createAttestedFetch();
+
+function request(text: string, extra: Record<string, unknown> = {}) {
+  const base = {
+    model: 'claude-mock',
+    max_tokens: 256,
+    thinking: { type: 'enabled', budget_tokens: 1024 },
+    messages: [{ role: 'user', content: text }],
+    ...extra,
+  };
+  const tagged = tagFingerprint(base, { salt: SALT, version: '1.4.2', entrypoint: 'cli' });
+  if (tagged.status !== 'tagged') throw new Error(tagged.reason);
+  return tagged.request;
+}
+
+async function post(send: typeof fetch, body: unknown, key = apiKey, headers: Record<string, string> = {}) {
+  const res = await send(`${base}/v1/messages`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', 'x-api-key': key, 'user-agent': 'moat-chat/1.4.2', ...headers },
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+  });
+  return { status: res.status, headers: res.headers, json: (await res.json()) as Record<string, any> };
+}
+
+const lastRecord = () => verifier.storage.recentRecords(1)[0];
+
+describe('moat-verifier', () => {
+  it('a genuine client is allowed: attestation valid, fingerprint match, decoys injected, tags stripped, thinking signed', async () => {
+    const gate = await AntiDistillationGate.create({ compileTime: true, entrypoint: 'cli', remote: { apiHost: base, clientKey: 'moat' } });
+    expect(gate.decision().enabled).toBe(true);
+    const r = await post(attested as typeof fetch, gate.apply(request('Hello there, verifier!')));
+    expect(r.status).toBe(200);
+    expect(r.headers.get('moat-version')).toBe('1');
+    expect(r.json.content[0]).toMatchObject({ type: 'thinking' });
+    expect(r.json.content[0].signature).toMatch(/^ms1\.hs256\.s1\.k\./);
+    expect(r.json.content[1]).toEqual({ type: 'text', text: 'Echo: Hello there, verifier!' });
+    expect(lastRecord()).toMatchObject({
+      attestation: 'valid',
+      fingerprint: 'match',
+      thinking: 'none',
+      verdict: 'allow',
+      decoys: 3,
+      status: 200,
+    });
+    const forwarded = upstreamBodies.at(-1) as string;
+    for (const tag of ['x-moat:', 'moat_att', 'anti_distillation']) expect(forwarded).not.toContain(tag);
+    expect(JSON.parse(forwarded).tools).toHaveLength(3);
+  });
+
+  it('a spoofed client (plain fetch, format copied, no envelope) is flagged as missing attestation', async () => {
+    const spoofed = await post(fetch, request('Hello there, verifier!'));
+    expect(spoofed.status).toBe(200);
+    expect(lastRecord()).toMatchObject({
+      attestation: 'missing',
+      fingerprint: 'match',
+      verdict: 'flag',
+      reasons: ['flag:attestation=missing'],
+    });
+  });
+
+  it('replayed, tampered and injected bodies are blocked with a reason', async () => {
+    // A stamped body taken off the wire by a proxy.
+    const http = await import('node:http');
+    const bodies: Buffer[] = [];
+    const tap = http.createServer(async (req, res) => {
+      const chunks: Buffer[] = [];
+      for await (const c of req) chunks.push(c as Buffer);
+      bodies.push(Buffer.concat(chunks));
+      const upstream = await fetch(`${base}${req.url}`, {
+        method: 'POST',
+        headers: req.headers as Record<string, string>,
+        body: Buffer.concat(chunks),
+      });
+      res.writeHead(upstream.status, { 'content-type': 'application/json' });
+      res.end(Buffer.from(await upstream.arrayBuffer()));
+    });
+    await new Promise<void>((r) => tap.listen(0, '127.0.0.1', () => r()));
+    const tapUrl = `http://127.0.0.1:${(tap.address() as { port: number }).port}`;
+    try {
+      const first = await attested(`${tapUrl}/v1/messages`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-api-key': apiKey },
+        body: JSON.stringify(request('Please review my pull request')),
+      });
+      expect(first.status).toBe(200);
+      expect(lastRecord()?.attestation).toBe('valid');
+      const raw = bodies[0] as Buffer;
+      const replay = await post(fetch, raw.toString('utf8'));
+      expect(replay.status).toBe(403);
+      expect(replay.json.error.message).toMatch(/block:attestation=replayed/);
+      const tampered = raw.toString('utf8').replace('Please review', 'Please delete');
+      const t = await post(fetch, tampered);
+      expect(t.status).toBe(403);
+      expect(lastRecord()).toMatchObject({ attestation: 'invalid', fingerprint: 'mismatch', verdict: 'block' });
+      const injected = raw.toString('utf8').replace('"max_tokens":256,', '"max_tokens":256,"temperature":0,');
+      const i = await post(fetch, injected);
+      expect(i.status).toBe(403);
+      expect(lastRecord()).toMatchObject({ attestation: 'invalid', fingerprint: 'match' });
+    } finally {
+      tap.close();
+    }
+  });
+
+  it('streams SSE and signs thinking mid-stream', async () => {
+    const res = await attested(`${base}/v1/messages`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-api-key': apiKey },
+      body: JSON.stringify(request('Stream this answer, please', { stream: true })),
+    });
+    expect(res.headers.get('content-type')).toBe('text/event-stream');
+    const text = await res.text();
+    const events = text
+      .trim()
+      .split('\n\n')
+      .map((block) => block.split('\n')[0]?.slice(7));
+    expect(events[0]).toBe('message_start');
+    expect(events.at(-1)).toBe('message_stop');
+    const signature = /"signature_delta","signature":"(ms1\.[^"]+)"/.exec(text)?.[1];
+    expect(signature).toBeDefined();
+    const deltas = [...text.matchAll(/"text_delta","text":"([^"]*)"/g)].map((m) => m[1]).join('');
+    expect(deltas).toBe('Echo: Stream this answer, please');
+  });
+
+  it('checks signed thinking sent back: valid for the same key, 400 naming the block after a key switch unless the client strips', async () => {
+    const first = await post(attested as typeof fetch, request('What is two plus two, verifier?'));
+    const history = [
+      { message: { role: 'user', content: 'What is two plus two, verifier?' } },
+      { message: { role: 'assistant', content: first.json.content }, origin: { apiKeyId: keyIdentity(apiKey), model: 'claude-mock' } },
+      { message: { role: 'user', content: 'And times three?' } },
+    ];
+    const turn2 = request('What is two plus two, verifier?', { messages: history.map((h) => h.message) });
+    const ok = await post(attested as typeof fetch, turn2);
+    expect(ok.status).toBe(200);
+    expect(lastRecord()).toMatchObject({ thinking: 'valid', verdict: 'allow' });
+
+    const other = verifier.storage.createApiKey('other').key;
+    const naive = await post(attested as typeof fetch, turn2, other);
+    expect(naive.status).toBe(400);
+    expect(naive.json.error.message).toMatch(/^messages\.1\.content\.0: Invalid `signature` in `thinking` block/);
+    const cleaned = stripForeignSignedBlocks(history, { apiKeyId: keyIdentity(other), model: 'claude-mock' });
+    const switched = await post(
+      attested as typeof fetch,
+      request('What is two plus two, verifier?', { messages: cleaned.messages }),
+      other,
+    );
+    expect(switched.status).toBe(200);
+  });
+
+  it('keeps the forwarded prefix byte-identical across turns (upstream prompt caching works)', async () => {
+    const turn1 = request('Caching check, first message of the conversation', { thinking: undefined });
+    await post(attested as typeof fetch, turn1);
+    const a = upstreamBodies.at(-1) as string;
+    const turn2 = { ...turn1, messages: [...turn1.messages, { role: 'assistant', content: 'ok' }, { role: 'user', content: 'second' }] };
+    await post(attested as typeof fetch, tagFingerprint(turn2, { salt: SALT, version: '1.4.2', entrypoint: 'cli' }).request);
+    const b = upstreamBodies.at(-1) as string;
+    const firstMessage = JSON.stringify(turn1.messages[0]);
+    const prefixEnd = a.indexOf(firstMessage) + firstMessage.length;
+    expect(prefixEnd).toBeGreaterThan(firstMessage.length);
+    expect(b.slice(0, prefixEnd)).toBe(a.slice(0, prefixEnd));
+  });
+
+  it('answers errors in the Anthropic shape and records malformed input', async () => {
+    expect((await post(fetch, request('x'), 'sk-wrong')).json).toEqual({
+      type: 'error',
+      error: { type: 'authentication_error', message: 'invalid x-api-key' },
+    });
+    const before = verifier.storage.summary().total;
+    const bad = await post(fetch, '{"model": "m", "messages": [');
+    expect(bad.status).toBe(400);
+    expect(bad.json.error.type).toBe('invalid_request_error');
+    expect(verifier.storage.summary().total).toBe(before + 1);
+    expect(lastRecord()).toMatchObject({ verdict: 'block', status: 400 });
+    const overloaded = await post(attested as typeof fetch, request('Try the overloaded model', { model: 'claude-overloaded' }));
+    expect(overloaded.status).toBe(529);
+    expect(overloaded.json.error.type).toBe('overloaded_error');
+    const big = await post(fetch, JSON.stringify({ pad: 'x'.repeat(11 * 1024 * 1024) }));
+    expect(big.status).toBe(413);
+  });
+
+  it('the mock model is as strict as the real API', () => {
+    expect(() => mockMessages({ model: 'm', max_tokens: 1, messages: [{ role: 'user', content: 'x' }], moat_att: 'v1…' })).toThrow(
+      /moat_att: Extra inputs are not permitted/,
+    );
+    expect(() =>
+      mockMessages({ model: 'm', max_tokens: 1, messages: [{ role: 'user', content: 'x' }], anti_distillation: ['fake_tools'] }),
+    ).toThrow(/Extra inputs/);
+    expect(
+      mockMessages({ model: 'm', max_tokens: 1, messages: [{ role: 'user', content: 'check the ledger' }], tools: [{ name: 'lookup' }] })
+        .stop_reason,
+    ).toBe('tool_use');
+  });
+
+  it('accepts telemetry, validates it, and counts gateway reports', async () => {
+    const send = (body: unknown) =>
+      fetch(`${base}/v1/telemetry`, { method: 'POST', headers: { 'x-api-key': apiKey }, body: JSON.stringify(body) });
+    const ok = await send({
+      v: 1,
+      client: { cv: '1.4.2', ep: 'cli' },
+      events: [{ type: 'gateway_detected', ts: 1, gateways: ['litellm'] }],
+    });
+    expect(ok.status).toBe(202);
+    const bad = await send({ v: 2 });
+    expect(bad.status).toBe(400);
+    expect(((await bad.json()) as { error: { message: string } }).error.message).toMatch(/ERR_TELEMETRY: expected "v": 1/);
+    expect(verifier.storage.telemetryCounts()).toMatchObject({ gateway_detected: 1 });
+  });
+
+  it('serves discovery, flags, health, metrics and the admin API behind its token', async () => {
+    expect(parseDiscovery(await (await fetch(`${base}/v1/moat`)).json()).versions).toEqual([1]);
+    expect(
+      ((await (await fetch(`${base}/api/features/moat`)).json()) as { features: Record<string, unknown> }).features,
+    ).not.toHaveProperty('moat-policy-attestation');
+    expect((await fetch(`${base}/healthz`)).status).toBe(200);
+    const metrics = await (await fetch(`${base}/metrics`)).text();
+    expect(metrics).toMatch(/moat_requests_total\{verdict="allow"\} \d+/);
+    expect((await fetch(`${base}/admin/records`)).status).toBe(401);
+    expect((await fetch(`${base}/admin/records`, { headers: { authorization: 'Bearer wrong-token-0123456789' } })).status).toBe(401);
+    const admin = { authorization: `Bearer ${ADMIN}` };
+    const records = (await (await fetch(`${base}/admin/records?limit=5`, { headers: admin })).json()) as { records: unknown[] };
+    expect(records.records).toHaveLength(5);
+    const created = (await (await fetch(`${base}/admin/keys`, { method: 'POST', headers: admin, body: '{"label":"ci"}' })).json()) as {
+      key: string;
+    };
+    expect(verifier.storage.lookupApiKey(created.key)).toMatch(/^key_/);
+    const keys = (await (await fetch(`${base}/admin/keys`, { headers: admin })).json()) as {
+      keys: Array<{ label: string; fingerprint: unknown }>;
+    };
+    expect(keys.keys.find((k) => k.label === 'test')?.fingerprint).toMatchObject({ classification: expect.any(String) });
+  });
+});
+
+describe('storage and configuration', () => {
+  it('keeps records and statistics across a restart', async () => {
+    const database = join(mkdtempSync(join(tmpdir(), 'moat-verifier-')), 'db.sqlite');
+    const secret = randomBytes(32).toString('hex');
+    const cfg = { ...config(), database, serverSecret: secret };
+    const a = createVerifier(cfg, { logLevel: 'silent' });
+    const url = await a.listen();
+    const key = a.storage.createApiKey('persist').key;
+    await fetch(`${url}/v1/messages`, {
+      method: 'POST',
+      headers: { 'x-api-key': key },
+      body: JSON.stringify(request('persist me please, verifier')),
+    }).then((r) => r.arrayBuffer());
+    await a.close();
+    const b = createVerifier(cfg, { logLevel: 'silent' });
+    expect(b.storage.recentRecords(10)).toHaveLength(1);
+    expect(b.storage.lookupApiKey(key)).toBeDefined();
+    expect(b.fingerprintStats.size).toBe(1);
+    await b.close();
+  });
+
+  it('refuses bad settings with the setting, what was expected and what came', () => {
+    expect(() => loadConfig({ MOAT_VERIFIER_ADMIN_TOKEN: 'short' })).toThrow(
+      /ERR_VERIFIER_CONFIG: adminToken: expected at least 16 characters, got 5 characters/,
+    );
+    expect(() => config({ port: 70000 } as never)).toThrow(/port: expected an integer in 0..65535/);
+    expect(() => config({ upstream: 'ftp://x' } as never)).toThrow(/upstream: expected "mock" or an http\(s\) URL/);
+    expect(() =>
+      loadConfig({ MOAT_VERIFIER_ADMIN_TOKEN: ADMIN, MOAT_VERIFIER_FINGERPRINT_SALT: 's', MOAT_VERIFIER_SERVER_SECRET: 'abcd' }),
+    ).toThrow(/serverSecret: expected hex of at least 32 bytes/);
+    expect(() => loadConfig({}, '/nonexistent/config.json')).toThrow(/config file: expected a readable file/);
+  });
+});
