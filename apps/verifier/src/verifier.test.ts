@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createAttestedFetch } from '@moat/attest/client';
@@ -12,7 +12,6 @@ import { mockMessages } from './mock-upstream.js';
 import { createVerifier, type Verifier } from './server.js';
 
 const devKeyFile = new URL('../../../native/.moat-dev-key.json', import.meta.url).pathname;
-const dev = JSON.parse(readFileSync(devKeyFile, 'utf8')) as { kid: string; key: string };
 const SALT = 'verifier-test-salt';
 const ADMIN = 'admin-token-0123456789';
 
