@@ -2,8 +2,7 @@
 import { parseArgs } from 'node:util';
 import { loadConfig } from './config.js';
 import { VerifierConfigError } from './errors.js';
-import { createVerifier } from './server.js';
-import { SqliteStorage } from './storage.js';
+import { createVerifier, openStorage } from './server.js';
 
 const USAGE = `usage: moat-verifier [--config FILE]            run the verifier
        moat-verifier keys add --label NAME [--config FILE]   create an API key (printed once)
@@ -32,9 +31,9 @@ async function main(argv: string[]): Promise<number> {
   }
   const config = loadConfig(process.env, parsed.values.config);
   if (parsed.positionals[0] === 'keys' && parsed.positionals[1] === 'add') {
-    const storage = new SqliteStorage(config.database, Buffer.from(config.serverSecret, 'hex'));
-    const key = storage.createApiKey(parsed.values.label ?? 'unnamed');
-    storage.close();
+    const storage = await openStorage(config);
+    const key = await storage.createApiKey(parsed.values.label ?? 'unnamed');
+    await storage.close();
     process.stdout.write(`${JSON.stringify(key)}\n`);
     return 0;
   }
@@ -42,7 +41,7 @@ async function main(argv: string[]): Promise<number> {
     process.stderr.write(`moat-verifier: unknown command ${parsed.positionals.join(' ')}\n${USAGE}\n`);
     return 2;
   }
-  const verifier = createVerifier(config);
+  const verifier = await createVerifier(config);
   const url = await verifier.listen();
   process.stdout.write(`moat-verifier listening on ${url}\n`);
   let stopping = false;

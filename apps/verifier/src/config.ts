@@ -7,6 +7,10 @@ export interface VerifierConfig {
   readonly port: number;
   /** SQLite database file (`:memory:` for tests). */
   readonly database: string;
+  /** PostgreSQL URL for records and statistics; with `redisUrl`, replaces SQLite (several replicas). */
+  readonly postgresUrl?: string;
+  /** Redis URL for the nonce replay cache shared by replicas. */
+  readonly redisUrl?: string;
   /** `mock` for the embedded deterministic model, or an Anthropic-compatible base URL. */
   readonly upstream: string;
   /** The verifier's own key for a real upstream. */
@@ -109,6 +113,15 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, file?: string):
     throw new VerifierConfigError('upstream', '"mock" or an http(s) URL', JSON.stringify(upstream));
   const upstreamKey = pick('upstreamKey', 'MOAT_VERIFIER_UPSTREAM_KEY');
   const flagsFile = pick('flagsFile', 'MOAT_VERIFIER_FLAGS_FILE');
+  const postgresUrl = pick('postgresUrl', 'MOAT_VERIFIER_POSTGRES_URL');
+  const redisUrl = pick('redisUrl', 'MOAT_VERIFIER_REDIS_URL');
+  if ((postgresUrl === undefined) !== (redisUrl === undefined)) {
+    throw new VerifierConfigError(
+      'postgresUrl/redisUrl',
+      'both or neither',
+      postgresUrl === undefined ? 'only redisUrl' : 'only postgresUrl',
+    );
+  }
   return {
     host: str('host', 'MOAT_VERIFIER_HOST', '127.0.0.1'),
     port: int('port', 'MOAT_VERIFIER_PORT', 8787, 0, 65535),
@@ -116,6 +129,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, file?: string):
     upstream,
     ...(typeof upstreamKey === 'string' ? { upstreamKey } : {}),
     ...(typeof flagsFile === 'string' ? { flagsFile } : {}),
+    ...(typeof postgresUrl === 'string' ? { postgresUrl } : {}),
+    ...(typeof redisUrl === 'string' ? { redisUrl } : {}),
     adminToken: (() => {
       const t = str('adminToken', 'MOAT_VERIFIER_ADMIN_TOKEN');
       if (t.length < 16) throw new VerifierConfigError('adminToken', 'at least 16 characters', `${t.length} characters`);

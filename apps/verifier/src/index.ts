@@ -7,5 +7,6 @@ export * from './config.js';
 export * from './errors.js';
 export * from './flags.js';
 export * from './mock-upstream.js';
+export * from './pg-storage.js';
 export * from './server.js';
 export * from './storage.js';

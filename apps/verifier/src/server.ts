@@ -34,7 +34,8 @@ import type { VerifierConfig } from './config.js';
 import { ApiError } from './errors.js';
 import { Flags, loadFeatures } from './flags.js';
 import { mockEvents, mockMessages } from './mock-upstream.js';
-import { type RequestRecord, SqliteStorage } from './storage.js';
+import { PgRedisStorage } from './pg-storage.js';
+import { type RequestRecord, SqliteStorage, type Storage } from './storage.js';
 
 /** Options of {@link createVerifier} besides the configuration. */
 export interface VerifierOptions {
@@ -42,12 +43,22 @@ export interface VerifierOptions {
   readonly logLevel?: string;
   /** Sees every request body the upstream receives (tests: proves no tag reaches it). */
   readonly onUpstreamRequest?: (body: string) => void;
+  /** A storage to use instead of the one the configuration names. */
+  readonly storage?: Storage;
+}
+
+/** Opens the storage the configuration names: PostgreSQL + Redis when both URLs are set, else SQLite. */
+export async function openStorage(config: VerifierConfig): Promise<Storage> {
+  const pepper = Buffer.from(config.serverSecret, 'hex');
+  if (config.postgresUrl !== undefined && config.redisUrl !== undefined)
+    return PgRedisStorage.open(config.postgresUrl, config.redisUrl, pepper);
+  return new SqliteStorage(config.database, pepper);
 }
 
 /** A running verifier. */
 export interface Verifier {
   readonly server: Server;
-  readonly storage: SqliteStorage;
+  readonly storage: Storage;
   readonly fingerprintStats: FingerprintStats;
   readonly gatewayStats: GatewayStats;
   readonly blockKeyring: BlockKeyring;
@@ -116,10 +127,10 @@ async function* parseSse(body: ReadableStream<Uint8Array>): AsyncGenerator<Strea
  * decoys when asked and allowed, forwards, and signs signed-type blocks in the response
  * (streaming too).
  */
-export function createVerifier(config: VerifierConfig, options: VerifierOptions = {}): Verifier {
+export async function createVerifier(config: VerifierConfig, options: VerifierOptions = {}): Promise<Verifier> {
   const log = pino({ level: options.logLevel ?? process.env.MOAT_VERIFIER_LOG_LEVEL ?? 'info' });
   const secret = Buffer.from(config.serverSecret, 'hex');
-  const storage = new SqliteStorage(config.database, secret);
+  const storage = options.storage ?? (await openStorage(config));
   const attestationKeyring = new AttestationKeyring(config.attestationKeys.map((k) => ({ kid: k.kid, key: Buffer.from(k.key, 'hex') })));
   for (const kid of config.revokedKids) attestationKeyring.revoke(kid);
   const blockKeyring = new BlockKeyring(
@@ -128,7 +139,7 @@ export function createVerifier(config: VerifierConfig, options: VerifierOptions 
   );
   let fingerprintStats: FingerprintStats;
   try {
-    const snapshot = storage.loadSnapshot('fingerprint');
+    const snapshot = await storage.loadSnapshot('fingerprint');
     fingerprintStats = snapshot === undefined ? new FingerprintStats() : FingerprintStats.fromJSON(snapshot);
   } catch (error) {
     log.warn({ err: (error as Error).message }, 'fingerprint statistics snapshot unreadable; starting empty');
@@ -164,9 +175,15 @@ export function createVerifier(config: VerifierConfig, options: VerifierOptions 
     registers: [registry],
   });
 
-  const snapshotTimer = setInterval(() => storage.saveSnapshot('fingerprint', fingerprintStats.toJSON()), 30_000);
+  const snapshotTimer = setInterval(() => {
+    Promise.resolve(storage.saveSnapshot('fingerprint', fingerprintStats.toJSON())).catch((err: unknown) =>
+      log.warn({ err }, 'snapshot not saved'),
+    );
+  }, 30_000);
   snapshotTimer.unref();
-  const sweepTimer = setInterval(() => storage.sweepNonces(), 60_000);
+  const sweepTimer = setInterval(() => {
+    Promise.resolve(storage.sweepNonces()).catch((err: unknown) => log.warn({ err }, 'nonce sweep failed'));
+  }, 60_000);
   sweepTimer.unref();
 
   const apiKeyOf = (req: IncomingMessage): string | undefined => {
@@ -175,9 +192,9 @@ export function createVerifier(config: VerifierConfig, options: VerifierOptions 
     const auth = req.headers.authorization;
     return typeof auth === 'string' && auth.startsWith('Bearer ') ? auth.slice(7) : undefined;
   };
-  const authenticate = (req: IncomingMessage): string => {
+  const authenticate = async (req: IncomingMessage): Promise<string> => {
     const key = apiKeyOf(req);
-    const id = key === undefined ? undefined : storage.lookupApiKey(key);
+    const id = key === undefined ? undefined : await storage.lookupApiKey(key);
     if (id === undefined)
       throw new ApiError(401, 'authentication_error', key === undefined ? 'x-api-key header is required' : 'invalid x-api-key');
     return id;
@@ -226,7 +243,7 @@ export function createVerifier(config: VerifierConfig, options: VerifierOptions 
     const started = performance.now();
     const id = `req_${randomBytes(12).toString('hex')}`;
     res.setHeader('request-id', id);
-    const keyId = authenticate(req);
+    const keyId = await authenticate(req);
     const raw = await readBody(req, config.maxBodyBytes);
     const base = { id, ts: Date.now(), keyId, decoys: 0, status: null, latencyMs: null } as const;
     let body: Json;
@@ -235,7 +252,7 @@ export function createVerifier(config: VerifierConfig, options: VerifierOptions 
       if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new Error('not an object');
       body = parsed as Json;
     } catch (error) {
-      storage.insertRecord({
+      await storage.insertRecord({
         ...base,
         model: null,
         attestation: 'invalid',
@@ -298,7 +315,7 @@ export function createVerifier(config: VerifierConfig, options: VerifierOptions 
       forward = { ...forward, tools: [...real, ...decoys.map((d) => d.tool)] };
     }
     forward = answerDecoyResults(forward, decoys, secret);
-    forward = restoreUpstreamSignatures(forward, storage);
+    forward = await restoreUpstreamSignatures(forward, storage);
 
     const record: RequestRecord = {
       ...base,
@@ -312,25 +329,25 @@ export function createVerifier(config: VerifierConfig, options: VerifierOptions 
       reasons,
       decoys: decoys.length,
     };
-    storage.insertRecord(record);
+    await storage.insertRecord(record);
     log.info(
       { id, keyId, model, verdict, attestation: attestation.signal, fingerprint: fingerprint.signal, thinking: thinking.signal },
       'messages',
     );
 
-    const finish = (status: number) => {
+    const finish = async (status: number) => {
       const elapsed = performance.now() - started;
-      storage.finishRecord(id, status, elapsed);
+      await storage.finishRecord(id, status, elapsed);
       duration.observe(elapsed / 1000);
     };
     if (verdict === 'block') {
       const failure = thinking.failures[0];
       if (thinking.signal === 'invalid' && flags.action('thinking', 'invalid', keyId) === 'block' && failure !== undefined) {
+        await finish(400);
         sendJson(res, 400, invalidBlockError(failure));
-        finish(400);
         return;
       }
-      finish(403);
+      await finish(403);
       throw new ApiError(403, 'permission_error', `request blocked by policy (${reasons.filter((r) => r.startsWith('block')).join(', ')})`);
     }
 
@@ -341,8 +358,8 @@ export function createVerifier(config: VerifierConfig, options: VerifierOptions 
         res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
         const signer = new StreamSigner(ctx, blockKeyring);
         for await (const ev of upstream.events) for (const out of signer.handle(ev)) sse(res, out);
+        await finish(200);
         res.end();
-        finish(200);
         return;
       }
       // Decoy calls are answered here and never reach the client's executor.
@@ -358,19 +375,19 @@ export function createVerifier(config: VerifierConfig, options: VerifierOptions 
       const content = (response.content ?? []) as Array<{ signature?: string }>;
       for (const [index, theirs] of upstreamSignatures) {
         const ours = content[index]?.signature;
-        if (ours !== undefined) storage.rememberUpstreamSignature(ours, theirs);
+        if (ours !== undefined) await storage.rememberUpstreamSignature(ours, theirs);
       }
+      await finish(upstream.status);
       sendJson(res, upstream.status, response);
-      finish(upstream.status);
     } catch (error) {
       const apiError = error instanceof ApiError ? error : new ApiError(502, 'api_error', `upstream failed: ${(error as Error).message}`);
-      finish(apiError.status);
+      await finish(apiError.status);
       throw apiError;
     }
   }
 
   async function telemetry(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const keyId = authenticate(req);
+    const keyId = await authenticate(req);
     const raw = await readBody(req, 65_536);
     let batch: ReturnType<typeof parseTelemetryBatch>;
     try {
@@ -378,7 +395,7 @@ export function createVerifier(config: VerifierConfig, options: VerifierOptions 
     } catch (error) {
       throw new ApiError(400, 'invalid_request_error', `telemetry batch: ${(error as Error).message}`);
     }
-    storage.insertTelemetry(keyId, batch.events);
+    await storage.insertTelemetry(keyId, batch.events);
     for (const e of batch.events) {
       telemetryEvents.inc({ type: e.type });
       if (e.type === 'gateway_detected' && Array.isArray(e.gateways)) gatewayStats.recordTelemetry(keyId, e.gateways as string[]);
@@ -386,33 +403,38 @@ export function createVerifier(config: VerifierConfig, options: VerifierOptions 
     sendJson(res, 202, { accepted: batch.events.length });
   }
 
-  function admin(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> | void {
+  async function admin(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
     if (!isAdmin(req)) throw new ApiError(401, 'authentication_error', 'admin bearer token required');
     if (req.method === 'GET' && url.pathname === '/admin/records') {
       const limit = Math.min(1000, Math.max(1, Number(url.searchParams.get('limit') ?? 100) || 100));
-      return sendJson(res, 200, { records: storage.recentRecords(limit, url.searchParams.get('key') ?? undefined) });
+      return sendJson(res, 200, { records: await storage.recentRecords(limit, url.searchParams.get('key') ?? undefined) });
     }
     if (req.method === 'GET' && url.pathname === '/admin/summary') {
-      return sendJson(res, 200, { ...storage.summary(), telemetry: storage.telemetryCounts(), gateways: gatewayStats.totals() });
+      return sendJson(res, 200, {
+        ...(await storage.summary()),
+        telemetry: await storage.telemetryCounts(),
+        gateways: gatewayStats.totals(),
+      });
     }
     if (req.method === 'GET' && url.pathname === '/admin/keys') {
       return sendJson(res, 200, {
-        keys: storage
-          .listApiKeys()
-          .map((k) => ({ ...k, fingerprint: fingerprintStats.report(k.id) ?? null, gateway: gatewayStats.report(k.id) ?? null })),
+        keys: (await storage.listApiKeys()).map((k) => ({
+          ...k,
+          fingerprint: fingerprintStats.report(k.id) ?? null,
+          gateway: gatewayStats.report(k.id) ?? null,
+        })),
       });
     }
     if (req.method === 'POST' && url.pathname === '/admin/keys') {
-      return readBody(req, 4096).then((raw) => {
-        let label = 'unnamed';
-        try {
-          const parsed = JSON.parse(raw.toString('utf8') || '{}') as { label?: unknown };
-          if (typeof parsed.label === 'string' && parsed.label !== '') label = parsed.label.slice(0, 100);
-        } catch {
-          throw new ApiError(400, 'invalid_request_error', 'body: expected JSON { "label": string }');
-        }
-        sendJson(res, 201, storage.createApiKey(label));
-      });
+      const raw = await readBody(req, 4096);
+      let label = 'unnamed';
+      try {
+        const parsed = JSON.parse(raw.toString('utf8') || '{}') as { label?: unknown };
+        if (typeof parsed.label === 'string' && parsed.label !== '') label = parsed.label.slice(0, 100);
+      } catch {
+        throw new ApiError(400, 'invalid_request_error', 'body: expected JSON { "label": string }');
+      }
+      return sendJson(res, 201, await storage.createApiKey(label));
     }
     if (req.method === 'GET' && url.pathname === '/admin/policy') return sendJson(res, 200, { features: flags.features });
     throw new ApiError(404, 'not_found_error', `no admin route ${req.method} ${url.pathname}`);
@@ -433,7 +455,11 @@ export function createVerifier(config: VerifierConfig, options: VerifierOptions 
       return sendJson(res, 200, flags.clientPayload());
     }
     if (req.method === 'GET' && url.pathname === '/healthz') {
-      storage.db.prepare('SELECT 1').get();
+      try {
+        await storage.ping();
+      } catch (error) {
+        return sendJson(res, 503, { ok: false, error: (error as Error).message });
+      }
       return sendJson(res, 200, { ok: true });
     }
     if (req.method === 'GET' && url.pathname === '/metrics') {
@@ -486,8 +512,8 @@ export function createVerifier(config: VerifierConfig, options: VerifierOptions 
         server.close(() => resolve());
         server.closeIdleConnections();
       });
-      storage.saveSnapshot('fingerprint', fingerprintStats.toJSON());
-      storage.close();
+      await storage.saveSnapshot('fingerprint', fingerprintStats.toJSON());
+      await storage.close();
     },
   };
 }
@@ -518,19 +544,24 @@ function answerDecoyResults(body: Json, decoys: readonly Decoy[], secret: Uint8A
 }
 
 /** Puts the upstream's own signatures back on blocks it signed, before forwarding them to it. */
-function restoreUpstreamSignatures(body: Json, storage: SqliteStorage): Json {
+async function restoreUpstreamSignatures(body: Json, storage: Storage): Promise<Json> {
   if (!Array.isArray(body.messages)) return body;
   let changed = false;
-  const messages = (body.messages as Array<{ content?: unknown }>).map((m) => {
-    if (!Array.isArray(m.content)) return m;
-    return {
-      ...m,
-      content: (m.content as Array<{ signature?: string }>).map((b) => {
-        if (typeof b.signature !== 'string' || !b.signature.startsWith('ms1.')) return b;
+  const messages = [];
+  for (const m of body.messages as Array<{ content?: unknown }>) {
+    if (!Array.isArray(m.content)) {
+      messages.push(m);
+      continue;
+    }
+    const content = [];
+    for (const b of m.content as Array<{ signature?: string }>) {
+      if (typeof b.signature !== 'string' || !b.signature.startsWith('ms1.')) content.push(b);
+      else {
         changed = true;
-        return { ...b, signature: storage.upstreamSignature(b.signature) ?? '' };
-      }),
-    };
-  });
+        content.push({ ...b, signature: (await storage.upstreamSignature(b.signature)) ?? '' });
+      }
+    }
+    messages.push({ ...m, content });
+  }
   return changed ? { ...body, messages } : body;
 }

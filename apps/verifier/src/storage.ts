@@ -20,6 +20,44 @@ export interface RequestRecord {
   readonly decoys: number;
 }
 
+type MaybePromise<T> = T | Promise<T>;
+
+/** The stored form of an API key: HMAC-SHA-256 under the server secret. */
+export function hashApiKey(pepper: Uint8Array, apiKey: string): Buffer {
+  return createHmac('sha256', pepper).update(`moat-api-key/1|${apiKey}`).digest();
+}
+
+/** A fresh API key and its id. */
+export function newApiKey(): { id: string; key: string } {
+  return { id: `key_${randomBytes(6).toString('hex')}`, key: `sk-moat-${randomBytes(24).toString('base64url')}` };
+}
+
+/**
+ * What the verifier stores, whatever the backend: SQLite embedded ({@link SqliteStorage}),
+ * or PostgreSQL for records and statistics plus Redis for the replay cache
+ * (`PgRedisStorage`) when several replicas run.
+ */
+export interface Storage extends NonceStore {
+  createApiKey(label: string): MaybePromise<{ id: string; key: string }>;
+  importApiKey(id: string, key: string, label: string): MaybePromise<void>;
+  lookupApiKey(key: string): MaybePromise<string | undefined>;
+  listApiKeys(): MaybePromise<ApiKeyRow[]>;
+  insertRecord(record: RequestRecord): MaybePromise<void>;
+  finishRecord(id: string, status: number, latencyMs: number): MaybePromise<void>;
+  recentRecords(limit?: number, keyId?: string): MaybePromise<RequestRecord[]>;
+  summary(): MaybePromise<{ verdicts: Record<string, number>; attestation: Record<string, number>; total: number }>;
+  sweepNonces(now?: number): MaybePromise<number>;
+  insertTelemetry(keyId: string | null, events: ReadonlyArray<{ type: string; ts: number }>): MaybePromise<void>;
+  telemetryCounts(): MaybePromise<Record<string, number>>;
+  saveSnapshot(name: string, data: unknown): MaybePromise<void>;
+  loadSnapshot(name: string): MaybePromise<unknown>;
+  rememberUpstreamSignature(ours: string, theirs: string): MaybePromise<void>;
+  upstreamSignature(ours: string): MaybePromise<string | undefined>;
+  /** Throws when the backend is unreachable. */
+  ping(): MaybePromise<void>;
+  close(): MaybePromise<void>;
+}
+
 /** An API key as stored: never the key, only a keyed hash. */
 export interface ApiKeyRow {
   readonly id: string;
@@ -33,7 +71,7 @@ export interface ApiKeyRow {
  * signatures of signed blocks. Records are written synchronously before the response ends,
  * so a crash loses nothing that was answered.
  */
-export class SqliteStorage implements NonceStore {
+export class SqliteStorage implements Storage {
   readonly db: Database.Database;
   readonly #pepper: Buffer;
   readonly #insertRecord: Database.Statement;
@@ -68,13 +106,12 @@ export class SqliteStorage implements NonceStore {
   }
 
   #hash(apiKey: string): Buffer {
-    return createHmac('sha256', this.#pepper).update(`moat-api-key/1|${apiKey}`).digest();
+    return hashApiKey(this.#pepper, apiKey);
   }
 
   /** Creates an API key; the key is returned once and only its keyed hash is stored. */
   createApiKey(label: string): { id: string; key: string } {
-    const key = `sk-moat-${randomBytes(24).toString('base64url')}`;
-    const id = `key_${randomBytes(6).toString('hex')}`;
+    const { id, key } = newApiKey();
     this.db.prepare('INSERT INTO api_keys (id, hash, label, created) VALUES (?, ?, ?, ?)').run(id, this.#hash(key), label, Date.now());
     return { id, key };
   }
@@ -197,6 +234,10 @@ export class SqliteStorage implements NonceStore {
 
   upstreamSignature(ours: string): string | undefined {
     return (this.db.prepare('SELECT theirs FROM upstream_signatures WHERE ours = ?').get(ours) as { theirs: string } | undefined)?.theirs;
+  }
+
+  ping(): void {
+    this.db.prepare('SELECT 1').get();
   }
 
   close(): void {

@@ -36,9 +36,9 @@ let apiKey = '';
 const upstreamBodies: string[] = [];
 
 beforeAll(async () => {
-  verifier = createVerifier(config(), { logLevel: 'silent', onUpstreamRequest: (b) => upstreamBodies.push(b) });
+  verifier = await createVerifier(config(), { logLevel: 'silent', onUpstreamRequest: (b) => upstreamBodies.push(b) });
   base = await verifier.listen();
-  apiKey = verifier.storage.createApiKey('test').key;
+  apiKey = (await verifier.storage.createApiKey('test')).key;
 });
 afterAll(() => verifier.close());
 
@@ -66,7 +66,7 @@ async function post(send: typeof fetch, body: unknown, key = apiKey, headers: Re
   return { status: res.status, headers: res.headers, json: (await res.json()) as Record<string, any> };
 }
 
-const lastRecord = () => verifier.storage.recentRecords(1)[0];
+const lastRecord = async () => (await verifier.storage.recentRecords(1))[0];
 
 describe('moat-verifier', () => {
   it('a genuine client is allowed: attestation valid, fingerprint match, decoys injected, tags stripped, thinking signed', async () => {
@@ -78,7 +78,7 @@ describe('moat-verifier', () => {
     expect(r.json.content[0]).toMatchObject({ type: 'thinking' });
     expect(r.json.content[0].signature).toMatch(/^ms1\.hs256\.s1\.k\./);
     expect(r.json.content[1]).toEqual({ type: 'text', text: 'Echo: Hello there, verifier!' });
-    expect(lastRecord()).toMatchObject({
+    expect(await lastRecord()).toMatchObject({
       attestation: 'valid',
       fingerprint: 'match',
       thinking: 'none',
@@ -94,7 +94,7 @@ describe('moat-verifier', () => {
   it('a spoofed client (plain fetch, format copied, no envelope) is flagged as missing attestation', async () => {
     const spoofed = await post(fetch, request('Hello there, verifier!'));
     expect(spoofed.status).toBe(200);
-    expect(lastRecord()).toMatchObject({
+    expect(await lastRecord()).toMatchObject({
       attestation: 'missing',
       fingerprint: 'match',
       verdict: 'flag',
@@ -127,7 +127,7 @@ describe('moat-verifier', () => {
         body: JSON.stringify(request('Please review my pull request')),
       });
       expect(first.status).toBe(200);
-      expect(lastRecord()?.attestation).toBe('valid');
+      expect((await lastRecord())?.attestation).toBe('valid');
       const raw = bodies[0] as Buffer;
       const replay = await post(fetch, raw.toString('utf8'));
       expect(replay.status).toBe(403);
@@ -135,11 +135,11 @@ describe('moat-verifier', () => {
       const tampered = raw.toString('utf8').replace('Please review', 'Please delete');
       const t = await post(fetch, tampered);
       expect(t.status).toBe(403);
-      expect(lastRecord()).toMatchObject({ attestation: 'invalid', fingerprint: 'mismatch', verdict: 'block' });
+      expect(await lastRecord()).toMatchObject({ attestation: 'invalid', fingerprint: 'mismatch', verdict: 'block' });
       const injected = raw.toString('utf8').replace('"max_tokens":256,', '"max_tokens":256,"temperature":0,');
       const i = await post(fetch, injected);
       expect(i.status).toBe(403);
-      expect(lastRecord()).toMatchObject({ attestation: 'invalid', fingerprint: 'match' });
+      expect(await lastRecord()).toMatchObject({ attestation: 'invalid', fingerprint: 'match' });
     } finally {
       tap.close();
     }
@@ -175,9 +175,9 @@ describe('moat-verifier', () => {
     const turn2 = request('What is two plus two, verifier?', { messages: history.map((h) => h.message) });
     const ok = await post(attested as typeof fetch, turn2);
     expect(ok.status).toBe(200);
-    expect(lastRecord()).toMatchObject({ thinking: 'valid', verdict: 'allow' });
+    expect(await lastRecord()).toMatchObject({ thinking: 'valid', verdict: 'allow' });
 
-    const other = verifier.storage.createApiKey('other').key;
+    const other = (await verifier.storage.createApiKey('other')).key;
     const naive = await post(attested as typeof fetch, turn2, other);
     expect(naive.status).toBe(400);
     expect(naive.json.error.message).toMatch(/^messages\.1\.content\.0: Invalid `signature` in `thinking` block/);
@@ -208,12 +208,12 @@ describe('moat-verifier', () => {
       type: 'error',
       error: { type: 'authentication_error', message: 'invalid x-api-key' },
     });
-    const before = verifier.storage.summary().total;
+    const before = (await verifier.storage.summary()).total;
     const bad = await post(fetch, '{"model": "m", "messages": [');
     expect(bad.status).toBe(400);
     expect(bad.json.error.type).toBe('invalid_request_error');
-    expect(verifier.storage.summary().total).toBe(before + 1);
-    expect(lastRecord()).toMatchObject({ verdict: 'block', status: 400 });
+    expect((await verifier.storage.summary()).total).toBe(before + 1);
+    expect(await lastRecord()).toMatchObject({ verdict: 'block', status: 400 });
     const overloaded = await post(attested as typeof fetch, request('Try the overloaded model', { model: 'claude-overloaded' }));
     expect(overloaded.status).toBe(529);
     expect(overloaded.json.error.type).toBe('overloaded_error');
@@ -246,7 +246,7 @@ describe('moat-verifier', () => {
     const bad = await send({ v: 2 });
     expect(bad.status).toBe(400);
     expect(((await bad.json()) as { error: { message: string } }).error.message).toMatch(/ERR_TELEMETRY: expected "v": 1/);
-    expect(verifier.storage.telemetryCounts()).toMatchObject({ gateway_detected: 1 });
+    expect(await verifier.storage.telemetryCounts()).toMatchObject({ gateway_detected: 1 });
   });
 
   it('serves discovery, flags, health, metrics and the admin API behind its token', async () => {
@@ -265,7 +265,7 @@ describe('moat-verifier', () => {
     const created = (await (await fetch(`${base}/admin/keys`, { method: 'POST', headers: admin, body: '{"label":"ci"}' })).json()) as {
       key: string;
     };
-    expect(verifier.storage.lookupApiKey(created.key)).toMatch(/^key_/);
+    expect(await verifier.storage.lookupApiKey(created.key)).toMatch(/^key_/);
     const keys = (await (await fetch(`${base}/admin/keys`, { headers: admin })).json()) as {
       keys: Array<{ label: string; fingerprint: unknown }>;
     };
@@ -278,18 +278,18 @@ describe('storage and configuration', () => {
     const database = join(mkdtempSync(join(tmpdir(), 'moat-verifier-')), 'db.sqlite');
     const secret = randomBytes(32).toString('hex');
     const cfg = { ...config(), database, serverSecret: secret };
-    const a = createVerifier(cfg, { logLevel: 'silent' });
+    const a = await createVerifier(cfg, { logLevel: 'silent' });
     const url = await a.listen();
-    const key = a.storage.createApiKey('persist').key;
+    const key = (await a.storage.createApiKey('persist')).key;
     await fetch(`${url}/v1/messages`, {
       method: 'POST',
       headers: { 'x-api-key': key },
       body: JSON.stringify(request('persist me please, verifier')),
     }).then((r) => r.arrayBuffer());
     await a.close();
-    const b = createVerifier(cfg, { logLevel: 'silent' });
-    expect(b.storage.recentRecords(10)).toHaveLength(1);
-    expect(b.storage.lookupApiKey(key)).toBeDefined();
+    const b = await createVerifier(cfg, { logLevel: 'silent' });
+    expect(await b.storage.recentRecords(10)).toHaveLength(1);
+    expect(await b.storage.lookupApiKey(key)).toBeDefined();
     expect(b.fingerprintStats.size).toBe(1);
     await b.close();
   });

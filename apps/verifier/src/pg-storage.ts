@@ -1,0 +1,219 @@
+import { timingSafeEqual } from 'node:crypto';
+import { Redis } from 'ioredis';
+import pg from 'pg';
+import { type ApiKeyRow, hashApiKey, newApiKey, type RequestRecord, type Storage } from './storage.js';
+
+const SCHEMA = `
+  CREATE TABLE IF NOT EXISTS api_keys (id TEXT PRIMARY KEY, hash BYTEA NOT NULL UNIQUE, label TEXT NOT NULL, created BIGINT NOT NULL, revoked BOOLEAN NOT NULL DEFAULT FALSE);
+  CREATE TABLE IF NOT EXISTS records (
+    id TEXT PRIMARY KEY, ts BIGINT NOT NULL, key_id TEXT, model TEXT, attestation TEXT NOT NULL, fingerprint TEXT NOT NULL,
+    gateway JSONB NOT NULL, relay JSONB NOT NULL, thinking TEXT NOT NULL, verdict TEXT NOT NULL, reasons JSONB NOT NULL,
+    status INTEGER, latency_ms INTEGER, decoys INTEGER NOT NULL DEFAULT 0, seq BIGSERIAL);
+  CREATE INDEX IF NOT EXISTS records_ts ON records (ts);
+  CREATE INDEX IF NOT EXISTS records_key ON records (key_id, ts);
+  CREATE TABLE IF NOT EXISTS telemetry (ts BIGINT NOT NULL, key_id TEXT, type TEXT NOT NULL, event JSONB NOT NULL);
+  CREATE TABLE IF NOT EXISTS snapshots (name TEXT PRIMARY KEY, data JSONB NOT NULL, updated BIGINT NOT NULL);
+  CREATE TABLE IF NOT EXISTS upstream_signatures (ours TEXT PRIMARY KEY, theirs TEXT NOT NULL, created BIGINT NOT NULL);
+`;
+
+/**
+ * Storage for several verifier replicas: records, keys, telemetry and statistics in
+ * PostgreSQL, the nonce replay cache in Redis (`SET NX` with the nonce's expiry), so a
+ * request replayed to another replica is caught.
+ */
+export class PgRedisStorage implements Storage {
+  readonly #pool: pg.Pool;
+  readonly #redis: Redis;
+  readonly #pepper: Buffer;
+  readonly #prefix: string;
+
+  private constructor(pool: pg.Pool, redis: Redis, pepper: Uint8Array, prefix: string) {
+    this.#pool = pool;
+    this.#redis = redis;
+    this.#pepper = Buffer.from(pepper);
+    this.#prefix = prefix;
+  }
+
+  /** Connects and creates the schema. */
+  static async open(
+    postgresUrl: string,
+    redisUrl: string,
+    pepper: Uint8Array,
+    options: { redisPrefix?: string } = {},
+  ): Promise<PgRedisStorage> {
+    const pool = new pg.Pool({ connectionString: postgresUrl, max: 10 });
+    await pool.query(SCHEMA);
+    const redis = new Redis(redisUrl, { lazyConnect: true, maxRetriesPerRequest: 2 });
+    await redis.connect();
+    return new PgRedisStorage(pool, redis, pepper, options.redisPrefix ?? 'moat:');
+  }
+
+  async createApiKey(label: string): Promise<{ id: string; key: string }> {
+    const created = newApiKey();
+    await this.importApiKey(created.id, created.key, label);
+    return created;
+  }
+
+  async importApiKey(id: string, key: string, label: string): Promise<void> {
+    await this.#pool.query(
+      'INSERT INTO api_keys (id, hash, label, created) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO UPDATE SET hash = EXCLUDED.hash, label = EXCLUDED.label',
+      [id, hashApiKey(this.#pepper, key), label, Date.now()],
+    );
+  }
+
+  async lookupApiKey(key: string): Promise<string | undefined> {
+    const hash = hashApiKey(this.#pepper, key);
+    const { rows } = await this.#pool.query<{ id: string; hash: Buffer }>('SELECT id, hash FROM api_keys WHERE hash = $1 AND NOT revoked', [
+      hash,
+    ]);
+    const row = rows[0];
+    return row !== undefined && timingSafeEqual(row.hash, hash) ? row.id : undefined;
+  }
+
+  async listApiKeys(): Promise<ApiKeyRow[]> {
+    const { rows } = await this.#pool.query<{ id: string; label: string; created: string }>(
+      'SELECT id, label, created FROM api_keys WHERE NOT revoked ORDER BY created',
+    );
+    return rows.map((r) => ({ id: r.id, label: r.label, created: Number(r.created) }));
+  }
+
+  async insertRecord(r: RequestRecord): Promise<void> {
+    await this.#pool.query(
+      `INSERT INTO records (id, ts, key_id, model, attestation, fingerprint, gateway, relay, thinking, verdict, reasons, status, latency_ms, decoys)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
+      [
+        r.id,
+        r.ts,
+        r.keyId,
+        r.model,
+        r.attestation,
+        r.fingerprint,
+        JSON.stringify(r.gateway),
+        JSON.stringify(r.relay),
+        r.thinking,
+        r.verdict,
+        JSON.stringify(r.reasons),
+        r.status,
+        r.latencyMs,
+        r.decoys,
+      ],
+    );
+  }
+
+  async finishRecord(id: string, status: number, latencyMs: number): Promise<void> {
+    await this.#pool.query('UPDATE records SET status = $1, latency_ms = $2 WHERE id = $3', [status, Math.round(latencyMs), id]);
+  }
+
+  async recentRecords(limit = 100, keyId?: string): Promise<RequestRecord[]> {
+    const { rows } =
+      keyId === undefined
+        ? await this.#pool.query('SELECT * FROM records ORDER BY ts DESC, seq DESC LIMIT $1', [limit])
+        : await this.#pool.query('SELECT * FROM records WHERE key_id = $1 ORDER BY ts DESC, seq DESC LIMIT $2', [keyId, limit]);
+    return rows.map((r: Record<string, unknown>) => ({
+      id: r.id as string,
+      ts: Number(r.ts),
+      keyId: r.key_id as string | null,
+      model: r.model as string | null,
+      attestation: r.attestation as string,
+      fingerprint: r.fingerprint as string,
+      gateway: r.gateway as string[],
+      relay: r.relay as string[],
+      thinking: r.thinking as string,
+      verdict: r.verdict as RequestRecord['verdict'],
+      reasons: r.reasons as string[],
+      status: r.status as number | null,
+      latencyMs: r.latency_ms as number | null,
+      decoys: r.decoys as number,
+    }));
+  }
+
+  async summary(): Promise<{ verdicts: Record<string, number>; attestation: Record<string, number>; total: number }> {
+    const verdicts: Record<string, number> = {};
+    for (const r of (await this.#pool.query<{ verdict: string; n: string }>('SELECT verdict, COUNT(*) n FROM records GROUP BY verdict'))
+      .rows)
+      verdicts[r.verdict] = Number(r.n);
+    const attestation: Record<string, number> = {};
+    for (const r of (
+      await this.#pool.query<{ attestation: string; n: string }>('SELECT attestation, COUNT(*) n FROM records GROUP BY attestation')
+    ).rows)
+      attestation[r.attestation] = Number(r.n);
+    const total = Number((await this.#pool.query<{ n: string }>('SELECT COUNT(*) n FROM records')).rows[0]?.n ?? 0);
+    return { verdicts, attestation, total };
+  }
+
+  /** Replay cache in Redis: true when the nonce is new, for every replica at once. */
+  async add(kid: string, nonce: string, expiresAt: number): Promise<boolean> {
+    const ttl = Math.max(1, expiresAt - Math.floor(Date.now() / 1000));
+    return (await this.#redis.set(`${this.#prefix}nonce:${kid}:${nonce}`, '1', 'EX', ttl, 'NX')) === 'OK';
+  }
+
+  sweepNonces(): number {
+    return 0; // Redis expires nonces itself
+  }
+
+  async insertTelemetry(keyId: string | null, events: ReadonlyArray<{ type: string; ts: number }>): Promise<void> {
+    const client = await this.#pool.connect();
+    try {
+      await client.query('BEGIN');
+      for (const e of events)
+        await client.query('INSERT INTO telemetry (ts, key_id, type, event) VALUES ($1, $2, $3, $4)', [
+          e.ts,
+          keyId,
+          e.type,
+          JSON.stringify(e),
+        ]);
+      await client.query('COMMIT');
+    } catch (error) {
+      await client.query('ROLLBACK');
+      throw error;
+    } finally {
+      client.release();
+    }
+  }
+
+  async telemetryCounts(): Promise<Record<string, number>> {
+    const out: Record<string, number> = {};
+    for (const r of (await this.#pool.query<{ type: string; n: string }>('SELECT type, COUNT(*) n FROM telemetry GROUP BY type')).rows)
+      out[r.type] = Number(r.n);
+    return out;
+  }
+
+  async saveSnapshot(name: string, data: unknown): Promise<void> {
+    await this.#pool.query(
+      'INSERT INTO snapshots (name, data, updated) VALUES ($1, $2, $3) ON CONFLICT (name) DO UPDATE SET data = EXCLUDED.data, updated = EXCLUDED.updated',
+      [name, JSON.stringify(data), Date.now()],
+    );
+  }
+
+  async loadSnapshot(name: string): Promise<unknown> {
+    return (await this.#pool.query<{ data: unknown }>('SELECT data FROM snapshots WHERE name = $1', [name])).rows[0]?.data;
+  }
+
+  async rememberUpstreamSignature(ours: string, theirs: string): Promise<void> {
+    await this.#pool.query(
+      'INSERT INTO upstream_signatures (ours, theirs, created) VALUES ($1, $2, $3) ON CONFLICT (ours) DO UPDATE SET theirs = EXCLUDED.theirs',
+      [ours, theirs, Date.now()],
+    );
+  }
+
+  async upstreamSignature(ours: string): Promise<string | undefined> {
+    return (await this.#pool.query<{ theirs: string }>('SELECT theirs FROM upstream_signatures WHERE ours = $1', [ours])).rows[0]?.theirs;
+  }
+
+  async ping(): Promise<void> {
+    await this.#pool.query('SELECT 1');
+    await this.#redis.ping();
+  }
+
+  /** Drops every table and key this storage uses (tests). */
+  async reset(): Promise<void> {
+    await this.#pool.query('TRUNCATE api_keys, records, telemetry, snapshots, upstream_signatures');
+    const keys = await this.#redis.keys(`${this.#prefix}*`);
+    if (keys.length > 0) await this.#redis.del(...keys);
+  }
+
+  async close(): Promise<void> {
+    await this.#pool.end();
+    this.#redis.disconnect();
+  }
+}

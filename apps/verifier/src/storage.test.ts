@@ -1,0 +1,177 @@
+/**
+ * One storage suite for every backend: SQLite always; PostgreSQL + Redis when
+ * MOAT_TEST_POSTGRES_URL and MOAT_TEST_REDIS_URL point at running servers (.ci/run starts
+ * Debian's postgresql and redis-server and sets them). Then two verifier replicas on the
+ * same PostgreSQL + Redis catch a request replayed from one to the other.
+ */
+import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { createAttestedFetch } from '@moat/attest/client';
+import { tagFingerprint } from '@moat/fingerprint/client';
+import { describe, expect, it } from 'vitest';
+import { loadConfig } from './config.js';
+import { PgRedisStorage } from './pg-storage.js';
+import { createVerifier } from './server.js';
+import { type RequestRecord, SqliteStorage, type Storage } from './storage.js';
+
+const PG = process.env.MOAT_TEST_POSTGRES_URL;
+const REDIS = process.env.MOAT_TEST_REDIS_URL;
+const pepper = randomBytes(32);
+const prefix = `moat-test-${randomBytes(4).toString('hex')}:`;
+
+const backends: Array<[string, () => Promise<Storage>]> = [['sqlite', async () => new SqliteStorage(':memory:', pepper)]];
+if (PG !== undefined && REDIS !== undefined) {
+  backends.push([
+    'postgres+redis',
+    async () => {
+      const s = await PgRedisStorage.open(PG, REDIS, pepper, { redisPrefix: prefix });
+      await s.reset();
+      return s;
+    },
+  ]);
+}
+
+const record = (id: string, ts: number, over: Partial<RequestRecord> = {}): RequestRecord => ({
+  id,
+  ts,
+  keyId: 'key_a',
+  model: 'm',
+  attestation: 'valid',
+  fingerprint: 'match',
+  gateway: [],
+  relay: [],
+  thinking: 'none',
+  verdict: 'allow',
+  reasons: [],
+  status: null,
+  latencyMs: null,
+  decoys: 0,
+  ...over,
+});
+
+describe.each(backends)('%s storage', { timeout: 30_000 }, (_name, open) => {
+  it('stores API keys as hashes and finds them again', async () => {
+    const s = await open();
+    try {
+      const { id, key } = await s.createApiKey('alice');
+      expect(await s.lookupApiKey(key)).toBe(id);
+      expect(await s.lookupApiKey(`${key}x`)).toBeUndefined();
+      await s.importApiKey('key_fixed', 'sk-fixed-key', 'bob');
+      expect(await s.lookupApiKey('sk-fixed-key')).toBe('key_fixed');
+      expect((await s.listApiKeys()).map((k) => k.label).sort()).toEqual(['alice', 'bob']);
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('keeps records, their outcome and the summary', async () => {
+    const s = await open();
+    try {
+      await s.insertRecord(record('r1', 1000));
+      await s.insertRecord(
+        record('r2', 2000, { verdict: 'block', attestation: 'replayed', gateway: ['litellm'], reasons: ['block:attestation=replayed'] }),
+      );
+      await s.finishRecord('r2', 403, 1.6);
+      const recent = await s.recentRecords(10);
+      expect(recent.map((r) => r.id)).toEqual(['r2', 'r1']);
+      expect(recent[0]).toMatchObject({ status: 403, latencyMs: 2, gateway: ['litellm'], reasons: ['block:attestation=replayed'] });
+      expect(await s.summary()).toEqual({ verdicts: { allow: 1, block: 1 }, attestation: { valid: 1, replayed: 1 }, total: 2 });
+      expect(await s.recentRecords(10, 'key_none')).toEqual([]);
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('remembers nonces until they expire', async () => {
+    const s = await open();
+    try {
+      const now = Math.floor(Date.now() / 1000);
+      expect(await s.add('k1', 'n1', now + 300)).toBe(true);
+      expect(await s.add('k1', 'n1', now + 300)).toBe(false);
+      expect(await s.add('k2', 'n1', now + 300)).toBe(true);
+      expect(await s.add('k1', 'n2', now + 1)).toBe(true);
+      await new Promise((r) => setTimeout(r, 2_100));
+      await s.sweepNonces(Math.floor(Date.now() / 1000));
+      expect(await s.add('k1', 'n2', now + 300)).toBe(true);
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('keeps telemetry, snapshots and upstream signatures', async () => {
+    const s = await open();
+    try {
+      await s.insertTelemetry('key_a', [
+        { type: 'gateway_detected', ts: 1 },
+        { type: 'harden_status', ts: 2 },
+        { type: 'gateway_detected', ts: 3 },
+      ]);
+      expect(await s.telemetryCounts()).toEqual({ gateway_detected: 2, harden_status: 1 });
+      await s.saveSnapshot('fingerprint', { format: 'x', keys: { a: 1 } });
+      expect(await s.loadSnapshot('fingerprint')).toEqual({ format: 'x', keys: { a: 1 } });
+      expect(await s.loadSnapshot('none')).toBeUndefined();
+      await s.rememberUpstreamSignature('ms1.ours', 'theirs');
+      expect(await s.upstreamSignature('ms1.ours')).toBe('theirs');
+      await s.ping();
+    } finally {
+      await s.close();
+    }
+  });
+});
+
+describe.runIf(PG !== undefined && REDIS !== undefined)('two replicas on one PostgreSQL + Redis', () => {
+  it('a request replayed to the other replica is caught', { timeout: 60_000 }, async () => {
+    const secret = randomBytes(32).toString('hex');
+    const cfg = loadConfig({
+      MOAT_VERIFIER_PORT: '0',
+      MOAT_VERIFIER_ADMIN_TOKEN: 'admin-token-0123456789',
+      MOAT_VERIFIER_FINGERPRINT_SALT: 'replica-salt',
+      MOAT_VERIFIER_ATTESTATION_KEY_FILE: new URL('../../../native/.moat-dev-key.json', import.meta.url).pathname,
+      MOAT_VERIFIER_SERVER_SECRET: secret,
+      MOAT_VERIFIER_SIGNING_SECRET: randomBytes(32).toString('hex'),
+    });
+    const storageA = await PgRedisStorage.open(PG as string, REDIS as string, Buffer.from(secret, 'hex'), { redisPrefix: `${prefix}r:` });
+    await storageA.reset();
+    const storageB = await PgRedisStorage.open(PG as string, REDIS as string, Buffer.from(secret, 'hex'), { redisPrefix: `${prefix}r:` });
+    const a = await createVerifier(cfg, { logLevel: 'silent', storage: storageA });
+    const b = await createVerifier(cfg, { logLevel: 'silent', storage: storageB });
+    const [urlA, urlB] = [await a.listen(), await b.listen()];
+    // Capture the stamped bytes as a proxy on the wire would.
+    let raw = Buffer.alloc(0);
+    const tap = createServer(async (req, res) => {
+      const chunks: Buffer[] = [];
+      for await (const c of req) chunks.push(c as Buffer);
+      raw = Buffer.concat(chunks);
+      res.end('{}');
+    });
+    tap.listen(0, '127.0.0.1');
+    await once(tap, 'listening');
+    try {
+      const { key } = await storageA.createApiKey('replicas');
+      const tagged = tagFingerprint(
+        { model: 'claude-mock', max_tokens: 64, messages: [{ role: 'user', content: 'One request, two replicas' }] },
+        { salt: 'replica-salt', version: '1.4.2', entrypoint: 'cli' },
+      );
+      await (
+        await createAttestedFetch()(`http://127.0.0.1:${(tap.address() as AddressInfo).port}/v1/messages`, {
+          method: 'POST',
+          body: JSON.stringify(tagged.request),
+        })
+      ).arrayBuffer();
+      const send = (url: string) =>
+        fetch(`${url}/v1/messages`, { method: 'POST', headers: { 'x-api-key': key, 'content-type': 'application/json' }, body: raw });
+      expect((await send(urlA)).status).toBe(200);
+      const replay = await send(urlB);
+      expect(replay.status).toBe(403);
+      expect(((await replay.json()) as { error: { message: string } }).error.message).toMatch(/attestation=replayed/);
+      const records = await storageA.recentRecords(2);
+      expect(records.map((r) => r.attestation)).toEqual(['replayed', 'valid']);
+    } finally {
+      tap.close();
+      await a.close();
+      await b.close();
+    }
+  });
+});
