@@ -1,4 +1,4 @@
-import { timingSafeEqual } from 'node:crypto';
+import { createSecretKey, type KeyObject, timingSafeEqual } from 'node:crypto';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { type ApiKeyRow, hashApiKey, newApiKey, type RequestRecord, type Storage } from './storage.js';
@@ -24,13 +24,13 @@ const SCHEMA = `
 export class PgRedisStorage implements Storage {
   readonly #pool: pg.Pool;
   readonly #redis: Redis;
-  readonly #pepper: Buffer;
+  readonly #pepper: KeyObject;
   readonly #prefix: string;
 
   private constructor(pool: pg.Pool, redis: Redis, pepper: Uint8Array, prefix: string) {
     this.#pool = pool;
     this.#redis = redis;
-    this.#pepper = Buffer.from(pepper);
+    this.#pepper = createSecretKey(pepper);
     this.#prefix = prefix;
   }
 

@@ -31,6 +31,7 @@ import {
 import { pino } from 'pino';
 import { Counter, collectDefaultMetrics, Histogram, Registry } from 'prom-client';
 import type { VerifierConfig } from './config.js';
+import { DASHBOARD_HTML } from './dashboard.js';
 import { ApiError } from './errors.js';
 import { Flags, loadFeatures } from './flags.js';
 import { mockEvents, mockMessages } from './mock-upstream.js';
@@ -168,6 +169,12 @@ export async function createVerifier(config: VerifierConfig, options: VerifierOp
     buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30],
     registers: [registry],
   });
+  const decoyCalls = new Counter({
+    name: 'moat_decoy_calls_total',
+    help: 'Decoy tool calls answered by the verifier',
+    registers: [registry],
+  });
+  let decoyCallCount = 0;
   const telemetryEvents = new Counter({
     name: 'moat_telemetry_events_total',
     help: 'Client telemetry events by type',
@@ -329,15 +336,18 @@ export async function createVerifier(config: VerifierConfig, options: VerifierOp
       reasons,
       decoys: decoys.length,
     };
-    await storage.insertRecord(record);
     log.info(
       { id, keyId, model, verdict, attestation: attestation.signal, fingerprint: fingerprint.signal, thinking: thinking.signal },
       'messages',
     );
 
+    // One write per request, with its outcome, before the response completes.
+    let finished = false;
     const finish = async (status: number) => {
+      if (finished) return;
+      finished = true;
       const elapsed = performance.now() - started;
-      await storage.finishRecord(id, status, elapsed);
+      await storage.insertRecord({ ...record, status, latencyMs: Math.round(elapsed) });
       duration.observe(elapsed / 1000);
     };
     if (verdict === 'block') {
@@ -368,6 +378,8 @@ export async function createVerifier(config: VerifierConfig, options: VerifierOp
         const content = (upstream.json.content ?? []) as Array<{ type: string; id: string; name: string; input?: unknown }>;
         const call = content.find((b) => b.type === 'tool_use' && findDecoyCall(b, decoys) !== undefined);
         if (call === undefined) break;
+        decoyCalls.inc();
+        decoyCallCount++;
         messagesSoFar = [...messagesSoFar, { role: 'assistant', content }, { role: 'user', content: [decoyResult(call, secret)] }];
         upstream = await callUpstream({ ...forward, messages: messagesSoFar }, req.headers);
       }
@@ -466,6 +478,14 @@ export async function createVerifier(config: VerifierConfig, options: VerifierOp
       const text = await registry.metrics();
       res.writeHead(200, { 'content-type': registry.contentType });
       res.end(text);
+      return;
+    }
+    if (req.method === 'GET' && url.pathname === '/dashboard') {
+      res.writeHead(200, {
+        'content-type': 'text/html; charset=utf-8',
+        'content-security-policy': "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'",
+      });
+      res.end(DASHBOARD_HTML);
       return;
     }
     if (url.pathname.startsWith('/admin/')) return admin(req, res, url);

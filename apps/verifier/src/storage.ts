@@ -1,4 +1,4 @@
-import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHmac, createSecretKey, type KeyObject, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { NonceStore } from '@moat/attest/server';
 import Database from 'better-sqlite3';
 
@@ -23,7 +23,7 @@ export interface RequestRecord {
 type MaybePromise<T> = T | Promise<T>;
 
 /** The stored form of an API key: HMAC-SHA-256 under the server secret. */
-export function hashApiKey(pepper: Uint8Array, apiKey: string): Buffer {
+export function hashApiKey(pepper: Uint8Array | KeyObject, apiKey: string): Buffer {
   return createHmac('sha256', pepper).update(`moat-api-key/1|${apiKey}`).digest();
 }
 
@@ -73,14 +73,15 @@ export interface ApiKeyRow {
  */
 export class SqliteStorage implements Storage {
   readonly db: Database.Database;
-  readonly #pepper: Buffer;
+  readonly #pepper: KeyObject;
+  readonly #lookupKey: Database.Statement;
   readonly #insertRecord: Database.Statement;
   readonly #finishRecord: Database.Statement;
   readonly #insertNonce: Database.Statement;
 
   constructor(path: string, pepper: Uint8Array) {
     this.db = new Database(path);
-    this.#pepper = Buffer.from(pepper);
+    this.#pepper = createSecretKey(pepper);
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('synchronous = NORMAL');
     this.db.pragma('busy_timeout = 5000');
@@ -102,6 +103,7 @@ export class SqliteStorage implements Storage {
        VALUES (@id, @ts, @keyId, @model, @attestation, @fingerprint, @gateway, @relay, @thinking, @verdict, @reasons, @status, @latencyMs, @decoys)`,
     );
     this.#finishRecord = this.db.prepare('UPDATE records SET status = ?, latency_ms = ? WHERE id = ?');
+    this.#lookupKey = this.db.prepare('SELECT id, hash FROM api_keys WHERE hash = ? AND revoked = 0');
     this.#insertNonce = this.db.prepare('INSERT OR IGNORE INTO nonces (kid, nonce, expires) VALUES (?, ?, ?)');
   }
 
@@ -126,9 +128,7 @@ export class SqliteStorage implements Storage {
   /** The id of a live API key, by its hash (constant-time comparison of the stored hash). */
   lookupApiKey(key: string): string | undefined {
     const hash = this.#hash(key);
-    const row = this.db.prepare('SELECT id, hash FROM api_keys WHERE hash = ? AND revoked = 0').get(hash) as
-      | { id: string; hash: Buffer }
-      | undefined;
+    const row = this.#lookupKey.get(hash) as { id: string; hash: Buffer } | undefined;
     return row !== undefined && timingSafeEqual(row.hash, hash) ? row.id : undefined;
   }
 

@@ -1,4 +1,4 @@
-import { timingSafeEqual } from 'node:crypto';
+import { createSecretKey, type KeyObject, timingSafeEqual } from 'node:crypto';
 import { type AttestationSignal, computeStamp, locateEnvelope } from '@moat/protocol';
 
 /** One stamping key: its id, its bytes (≥ 32) and an optional validity interval (Unix seconds). */
@@ -16,6 +16,7 @@ export interface AttestationKey {
  */
 export class AttestationKeyring {
   readonly #keys = new Map<string, AttestationKey>();
+  readonly #objects = new Map<string, KeyObject>();
   readonly #revoked = new Set<string>();
 
   constructor(keys: Iterable<AttestationKey> = []) {
@@ -28,12 +29,14 @@ export class AttestationKeyring {
     if (!/^[A-Za-z0-9_-]{1,32}$/.test(key.kid))
       throw new RangeError(`expected a key id of [A-Za-z0-9_-]{1,32}, got ${JSON.stringify(key.kid)}`);
     this.#keys.set(key.kid, key);
+    this.#objects.set(key.kid, createSecretKey(key.key));
   }
 
   /** Revokes a key id for good (extracted keys, retired releases). */
   revoke(kid: string): void {
     this.#revoked.add(kid);
     this.#keys.delete(kid);
+    this.#objects.delete(kid);
   }
 
   /** The key for `kid` valid at `now`, if any. */
@@ -43,6 +46,11 @@ export class AttestationKeyring {
     if (key === undefined) return undefined;
     if ((key.notBefore !== undefined && now < key.notBefore) || (key.notAfter !== undefined && now > key.notAfter)) return undefined;
     return key;
+  }
+
+  /** The key as a node:crypto `KeyObject` (set up once: HMAC with a raw key re-imports it on every call). */
+  keyObject(kid: string): KeyObject | undefined {
+    return this.#objects.get(kid);
   }
 
   /** Key ids currently accepted. */
@@ -143,7 +151,7 @@ export async function verifyAttestation(rawBody: Uint8Array, options: VerifyAtte
   if (key === undefined) return { signal: 'unknown_key', kid, ts, nonce };
   let expected: string;
   try {
-    expected = computeStamp(key.key, rawBody, location.stampStart, location.stampEnd);
+    expected = computeStamp(options.keyring.keyObject(kid) ?? key.key, rawBody, location.stampStart, location.stampEnd);
   } catch {
     return { signal: 'invalid', kid, ts, nonce, reason: 'stamp region' };
   }

@@ -1,4 +1,4 @@
-import { createHmac, randomBytes } from 'node:crypto';
+import { createHmac, createSecretKey, type KeyObject, randomBytes } from 'node:crypto';
 import { detectGateways, GATEWAY_RULES, type GatewayDetection, type GatewayRuleTable, type HeaderInput } from '@moat/protocol';
 
 /**
@@ -194,7 +194,7 @@ export class GatewayStats {
   readonly #windowMs: number;
   readonly #maxAddresses: number;
   readonly #maxKeys: number;
-  readonly #secret: Uint8Array;
+  readonly #secret: KeyObject;
   evicted = 0;
 
   constructor(options: GatewayStatsOptions = {}) {
@@ -202,7 +202,7 @@ export class GatewayStats {
     this.#windowMs = options.windowMs ?? 3_600_000;
     this.#maxAddresses = options.maxAddresses ?? 64;
     this.#maxKeys = options.maxKeys ?? 100_000;
-    this.#secret = options.addressSecret ?? randomBytes(32);
+    this.#secret = createSecretKey(options.addressSecret ?? randomBytes(32));
   }
 
   #state(key: string, now: number): KeyGatewayState {

@@ -1,4 +1,4 @@
-import { createHmac } from 'node:crypto';
+import { createHmac, type KeyObject } from 'node:crypto';
 import { MAX_STAMP_HEX_LENGTH, MIN_STAMP_HEX_LENGTH } from './envelope.js';
 import { ProtocolError } from './errors.js';
 import { toHex } from './text.js';
@@ -14,14 +14,17 @@ const ZERO = 0x30; // ASCII "0"
  * `0` digits (the placeholder), truncated to the region's length in hex digits, lowercase.
  * The MAC therefore covers the key id, timestamp and nonce written before the stamp.
  *
- * The body is not copied or modified.
+ * The body is not copied or modified. Pass a `KeyObject` (`createSecretKey`) when stamping or
+ * verifying many bodies with one key: node:crypto sets up a raw key on every call (5× slower
+ * for small bodies).
  *
  * @throws {ProtocolError} `ERR_STAMP_KEY` for a key shorter than 32 bytes,
  *   `ERR_ENVELOPE_STAMP` for a region of the wrong length.
  */
-export function computeStamp(key: Uint8Array, body: Uint8Array, stampStart: number, stampEnd: number): string {
-  if (key.length < MIN_STAMP_KEY_BYTES) {
-    throw new ProtocolError('ERR_STAMP_KEY', `a key of at least ${MIN_STAMP_KEY_BYTES} bytes`, `${key.length} bytes`);
+export function computeStamp(key: Uint8Array | KeyObject, body: Uint8Array, stampStart: number, stampEnd: number): string {
+  const keyBytes = key instanceof Uint8Array ? key.length : (key.symmetricKeySize ?? 0);
+  if (keyBytes < MIN_STAMP_KEY_BYTES) {
+    throw new ProtocolError('ERR_STAMP_KEY', `a key of at least ${MIN_STAMP_KEY_BYTES} bytes`, `${keyBytes} bytes`);
   }
   const hexLength = stampEnd - stampStart;
   if (

@@ -1,0 +1,79 @@
+/**
+ * kill -9 under load: the verifier writes each record before it answers, so after a crash
+ * every answered request is in the database and the database is consistent.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { describe, expect, it } from 'vitest';
+
+const cli = new URL('../dist/cli.js', import.meta.url).pathname;
+
+describe('kill -9 under load', () => {
+  it('leaves a consistent database holding every answered request', { timeout: 120_000 }, async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'moat-crash-'));
+    const env = {
+      ...process.env,
+      MOAT_VERIFIER_PORT: '0',
+      MOAT_VERIFIER_DATABASE: join(dir, 'verifier.db'),
+      MOAT_VERIFIER_ADMIN_TOKEN: 'admin-token-0123456789',
+      MOAT_VERIFIER_FINGERPRINT_SALT: 'crash-salt',
+      MOAT_VERIFIER_SERVER_SECRET: randomBytes(32).toString('hex'),
+      MOAT_VERIFIER_SIGNING_SECRET: randomBytes(32).toString('hex'),
+      MOAT_VERIFIER_LOG_LEVEL: 'silent',
+    };
+    const { key } = JSON.parse(spawnSync(process.execPath, [cli, 'keys', 'add', '--label', 'crash'], { env, encoding: 'utf8' }).stdout) as {
+      key: string;
+    };
+    const child = spawn(process.execPath, [cli], { env, stdio: ['ignore', 'pipe', 'inherit'] });
+    const url = await new Promise<string>((resolve) => {
+      child.stdout.on('data', (d: Buffer) => {
+        const m = /listening on (http:\/\/\S+)/.exec(d.toString());
+        if (m) resolve(m[1] as string);
+      });
+    });
+    const answered: string[] = [];
+    let stop = false;
+    const worker = async () => {
+      while (!stop) {
+        try {
+          const res = await fetch(`${url}/v1/messages`, {
+            method: 'POST',
+            headers: { 'x-api-key': key, 'content-type': 'application/json' },
+            body: JSON.stringify({
+              model: 'claude-mock',
+              max_tokens: 16,
+              messages: [{ role: 'user', content: `load ${answered.length}` }],
+            }),
+          });
+          await res.arrayBuffer();
+          if (res.status === 200) answered.push(res.headers.get('request-id') as string);
+        } catch {
+          return; // the server is gone
+        }
+      }
+    };
+    const workers = Array.from({ length: 16 }, worker);
+    await new Promise((r) => setTimeout(r, 1_500));
+    const exited = new Promise((r) => child.once('exit', r));
+    child.kill('SIGKILL');
+    stop = true;
+    await exited;
+    await Promise.all(workers);
+    expect(answered.length).toBeGreaterThan(50);
+
+    const db = new Database(join(dir, 'verifier.db'), { readonly: true });
+    try {
+      expect(db.pragma('integrity_check', { simple: true })).toBe('ok');
+      const ids = new Set((db.prepare('SELECT id FROM records').all() as Array<{ id: string }>).map((r) => r.id));
+      const lost = answered.filter((id) => !ids.has(id));
+      expect(lost).toEqual([]);
+      expect(ids.size).toBeGreaterThanOrEqual(answered.length);
+    } finally {
+      db.close();
+    }
+  });
+});
