@@ -426,6 +426,7 @@ export async function createVerifier(config: VerifierConfig, options: VerifierOp
         ...(await storage.summary()),
         telemetry: await storage.telemetryCounts(),
         gateways: gatewayStats.totals(),
+        decoyCalls: decoyCallCount,
       });
     }
     if (req.method === 'GET' && url.pathname === '/admin/keys') {
