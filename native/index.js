@@ -3,7 +3,7 @@
 // leave `native` undefined and `loadError` set: callers fall back and say so.
 import { createRequire } from 'node:module';
 
-const require = createRequire(import.meta.url);
+const nodeRequire = createRequire(import.meta.url);
 
 /** @type {import('./index.d.ts').NativeBinding | undefined} */
 let native;
@@ -14,10 +14,13 @@ if (process.env.MOAT_NATIVE_DISABLE === '1') {
   loadError = new Error('the native addon is disabled (MOAT_NATIVE_DISABLE=1)');
 } else {
   try {
-    native = require('./build/Release/moat_native.node');
+    // A literal require of the addon: Bun (and `bun build --compile`, which embeds the file)
+    // provides require in ES modules; Node gets one from createRequire.
+    native =
+      typeof globalThis.Bun !== 'undefined' ? require('./build/Release/moat_native.node') : nodeRequire('./build/Release/moat_native.node');
   } catch (first) {
     try {
-      native = require('node-gyp-build')(new URL('.', import.meta.url).pathname);
+      native = nodeRequire('node-gyp-build')(new URL('.', import.meta.url).pathname);
     } catch (error) {
       loadError = error instanceof Error ? error : new Error(String(error));
       if (first instanceof Error && first.code !== 'MODULE_NOT_FOUND') loadError = first;

@@ -52,7 +52,8 @@ function textOf(content: unknown): string {
  * Validates a request as strictly as the real Messages API (unknown top-level members are
  * "Extra inputs are not permitted"), and answers deterministically: thinking when asked,
  * a tool call when the user names a tool or asks to "check" something and tools are given,
- * a text reply otherwise; model names containing "overloaded" get the 529 error.
+ * a text reply otherwise; model names containing "overloaded" get the 529 error (and the
+ * verifier streams the mock's answer slowly for names containing "slow").
  *
  * @throws {ApiError} with the status and type the real API would use.
  */

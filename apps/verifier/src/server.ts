@@ -367,7 +367,12 @@ export async function createVerifier(config: VerifierConfig, options: VerifierOp
       if (upstream.events !== undefined) {
         res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
         const signer = new StreamSigner(ctx, blockKeyring);
-        for await (const ev of upstream.events) for (const out of signer.handle(ev)) sse(res, out);
+        // The mock streams slowly for model names containing "slow" (cancellation tests).
+        const pause = config.upstream === 'mock' && model?.includes('slow') ? 150 : 0;
+        for await (const ev of upstream.events) {
+          for (const out of signer.handle(ev)) sse(res, out);
+          if (pause > 0) await new Promise((r) => setTimeout(r, pause));
+        }
         await finish(200);
         res.end();
         return;

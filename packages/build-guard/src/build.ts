@@ -22,6 +22,12 @@ export interface BuildVariantOptions {
   readonly minify?: boolean;
   /** Path of the `bun` executable (default: `bun` from this package's dependencies, else PATH). */
   readonly bunPath?: string;
+  /** Modules left out of the bundle (esbuild; with Bun when not compiling). */
+  readonly external?: readonly string[];
+  /** Text put first in the output, e.g. a `#!/usr/bin/env node` line (esbuild). */
+  readonly banner?: string;
+  /** With Bun: a standalone executable (`bun build --compile`) instead of a bundle. */
+  readonly compile?: boolean;
 }
 
 /** What {@link buildVariant} produced. */
@@ -79,19 +85,30 @@ export async function buildVariant(options: BuildVariantOptions): Promise<BuiltV
     platform: options.platform ?? 'node',
     logLevel: 'silent' as const,
     plugins: [moatFlags({ features: flags.features, define: flags.define })],
+    ...(options.external === undefined ? {} : { external: [...options.external] }),
   };
   try {
     if (bundler === 'esbuild') {
-      await build({ ...common, outfile: options.outfile, minify: options.minify ?? false, minifySyntax: true });
+      await build({
+        ...common,
+        outfile: options.outfile,
+        minify: options.minify ?? false,
+        minifySyntax: true,
+        ...(options.banner === undefined ? {} : { banner: { js: options.banner } }),
+      });
     } else {
-      await build({ ...common, write: false });
-      const args = [
-        'build',
-        options.entry,
-        `--outfile=${options.outfile}`,
-        `--target=${options.platform === 'browser' ? 'browser' : 'node'}`,
-        `--format=${options.format ?? 'esm'}`,
-      ];
+      // A check of every feature() call only: native addons are Bun's to embed.
+      await build({ ...common, write: false, external: [...(options.external ?? []), '*.node'] });
+      const args = options.compile
+        ? ['build', '--compile', options.entry, `--outfile=${options.outfile}`]
+        : [
+            'build',
+            options.entry,
+            `--outfile=${options.outfile}`,
+            `--target=${options.platform === 'browser' ? 'browser' : 'node'}`,
+            `--format=${options.format ?? 'esm'}`,
+          ];
+      if (!options.compile) for (const name of options.external ?? []) args.push(`--external=${name}`);
       for (const [name, on] of Object.entries(flags.features)) if (on) args.push(`--feature=${name}`);
       for (const [key, value] of Object.entries(flags.define)) args.push('--define', `${key}=${value}`);
       if (options.minify) args.push('--minify');

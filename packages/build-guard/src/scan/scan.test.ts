@@ -244,6 +244,11 @@ describe('configuration', () => {
     const report = await scanPaths([path], { codenames: [CODENAME], allowlist });
     expect(report.findings).toEqual([]);
     expect(report.suppressed).toBe(1);
+    // A rule can be allowed for a path too, e.g. a runtime's own strings in an executable.
+    const mapPath = write('allowed/app.js.map', '{"version":3,"sources":[],"mappings":""}');
+    const byRule = parseAllowlist(JSON.stringify([{ rule: 'moat/sourcemap/*', path: '**/allowed/*', reason: 'fixture' }]));
+    expect((await scanPaths([mapPath], { codenames: [CODENAME], allowlist: byRule })).findings).toEqual([]);
+    expect(() => parseAllowlist('[{"path":"**","reason":"r"}]')).toThrow(/exactly one of codename and rule, got neither/);
   });
 });
 

@@ -29,9 +29,13 @@ export interface Finding {
   readonly context?: string;
 }
 
-/** An allowlist entry: a codename allowed in paths matching a glob, with the reason why. */
+/**
+ * An allowlist entry, with the reason why: a codename allowed in paths matching a glob, or a
+ * rule (glob over rule ids, e.g. `moat/sourcemap/*`) allowed there.
+ */
 export interface AllowEntry {
-  readonly codename: string;
+  readonly codename?: string;
+  readonly rule?: string;
   /** Glob over finding paths (`**` and `*`), e.g. `docs/**`. */
   readonly path: string;
   readonly reason: string;
@@ -292,7 +296,12 @@ async function scanSequential(paths: readonly string[], options: ScanOptions): P
   };
   const allow = options.allowlist ?? [];
   const add = (f: Finding) => {
-    if (f.codename !== undefined && allow.some((a) => a.codename === f.codename && matchesGlob(f.path, a.path))) {
+    const allowed = allow.some(
+      (a) =>
+        matchesGlob(f.path, a.path) &&
+        ((a.codename !== undefined && a.codename === f.codename) || (a.rule !== undefined && matchesGlob(f.ruleId, a.rule))),
+    );
+    if (allowed) {
       state.suppressed++;
       return;
     }
@@ -447,7 +456,7 @@ export function parseAllowlist(text: string): AllowEntry[] {
   if (!Array.isArray(data)) throw new BuildGuardError('ERR_SCAN_CONFIG', `expected the allowlist as a JSON array, got ${typeof data}`);
   return data.map((e, i) => {
     const entry = e as Record<string, unknown>;
-    for (const key of ['codename', 'path', 'reason'] as const) {
+    for (const key of ['path', 'reason'] as const) {
       if (typeof entry?.[key] !== 'string' || (entry[key] as string).trim() === '') {
         throw new BuildGuardError(
           'ERR_SCAN_CONFIG',
@@ -455,7 +464,18 @@ export function parseAllowlist(text: string): AllowEntry[] {
         );
       }
     }
-    return { codename: entry.codename as string, path: entry.path as string, reason: entry.reason as string };
+    const named = ['codename', 'rule'].filter((k) => typeof entry[k] === 'string' && (entry[k] as string) !== '');
+    if (named.length !== 1) {
+      throw new BuildGuardError(
+        'ERR_SCAN_CONFIG',
+        `expected allowlist[${i}] to name exactly one of codename and rule, got ${named.length === 0 ? 'neither' : 'both'}`,
+      );
+    }
+    return {
+      ...(typeof entry.codename === 'string' ? { codename: entry.codename } : { rule: entry.rule as string }),
+      path: entry.path as string,
+      reason: entry.reason as string,
+    };
   });
 }
 

@@ -1,0 +1,220 @@
+import { execFileSync, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createVerifier, loadConfig, type Verifier } from '@moat/verifier';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+const dist = new URL('../dist/', import.meta.url).pathname;
+const internal = join(dist, 'internal/moat-chat.js');
+const external = join(dist, 'external/moat-chat.js');
+const executable = join(dist, 'moat-chat');
+const dir = mkdtempSync(join(tmpdir(), 'moat-chat-'));
+let verifier: Verifier;
+let base = '';
+let apiKey = '';
+
+async function start(flagsFile?: string): Promise<{ verifier: Verifier; base: string; apiKey: string }> {
+  const v = await createVerifier(
+    loadConfig({
+      MOAT_VERIFIER_PORT: '0',
+      MOAT_VERIFIER_DATABASE: ':memory:',
+      MOAT_VERIFIER_ADMIN_TOKEN: 'admin-token-0123456789',
+      MOAT_VERIFIER_FINGERPRINT_SALT: 'moat-dev-salt',
+      MOAT_VERIFIER_ATTESTATION_KEY_FILE: new URL('../../../native/.moat-dev-key.json', import.meta.url).pathname,
+      MOAT_VERIFIER_SERVER_SECRET: randomBytes(32).toString('hex'),
+      MOAT_VERIFIER_SIGNING_SECRET: randomBytes(32).toString('hex'),
+      ...(flagsFile === undefined ? {} : { MOAT_VERIFIER_FLAGS_FILE: flagsFile }),
+    }),
+    { logLevel: 'silent' },
+  );
+  const url = await v.listen();
+  return { verifier: v, base: url, apiKey: (await v.storage.createApiKey('cli')).key };
+}
+
+beforeAll(async () => {
+  ({ verifier, base, apiKey } = await start());
+});
+afterAll(() => verifier.close());
+
+/** Runs a moat-chat build asynchronously (the verifier answering it lives in this process). */
+function chat(
+  program: string,
+  args: string[],
+  env: Record<string, string> = {},
+  input?: string,
+): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const command = program.endsWith('.js') ? process.execPath : program;
+    const child = spawn(command, program.endsWith('.js') ? [program, ...args] : args, {
+      env: { PATH: process.env.PATH ?? '', HOME: dir, MOAT_CONFIG_DIR: join(dir, 'config'), ...env },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    child.stdin.end(input ?? '');
+    child.on('close', (status) => resolve({ status, stdout, stderr }));
+  });
+}
+
+const last = async (v = verifier) => (await v.storage.recentRecords(1))[0];
+
+describe('moat-chat', { timeout: 60_000 }, () => {
+  it('the external bundle has none of the internal code; the internal one has it', async () => {
+    expect(readFileSync(internal, 'utf8')).toContain('Quokkaplex');
+    expect(readFileSync(external, 'utf8')).not.toContain('Quokkaplex');
+    expect(readFileSync(external, 'utf8')).not.toContain('debugReport');
+    const inside = await chat(internal, ['-p', '/debug', '--base-url', base], { MOAT_API_KEY: apiKey });
+    expect(inside.stdout).toContain('Quokkaplex diagnostics (internal build)');
+    expect(inside.stdout).toContain('user type: ant');
+    const outside = await chat(external, ['-p', '/debug', '--base-url', base], { MOAT_API_KEY: apiKey });
+    expect(outside.status).toBe(1);
+    expect(outside.stdout).toContain('unknown command /debug');
+    expect((await chat(external, ['--version'])).stdout).toBe('moat-chat 1.4.2 (external)\n');
+  });
+
+  it('a genuine answer through the verifier: allowed, attested, fingerprinted; startup prints nothing', async () => {
+    const r = await chat(external, ['-p', 'Hello from the reference client', '--base-url', base], { MOAT_API_KEY: apiKey });
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe('Echo: Hello from the reference client\n');
+    expect(await last()).toMatchObject({ attestation: 'valid', fingerprint: 'match', verdict: 'allow', decoys: 3 });
+    const verbose = await chat(external, ['-p', 'again', '--verbose', '--base-url', base], { MOAT_API_KEY: apiKey });
+    for (const layer of ['harden', 'attest', 'anti-distillation', 'gateway-detect', 'fingerprint'])
+      expect(verbose.stderr).toMatch(new RegExp(`^${layer} +on`, 'm'));
+  });
+
+  it('the standalone executable (bun build --compile, addon embedded) attests', async () => {
+    expect(statSync(executable).size).toBeGreaterThan(10_000_000);
+    const r = await chat(executable, ['-p', 'From the standalone binary', '--base-url', base, '--json'], { MOAT_API_KEY: apiKey });
+    expect(JSON.parse(r.stdout)).toMatchObject({ text: 'Echo: From the standalone binary', fellBack: false });
+    expect(await last()).toMatchObject({ attestation: 'valid', fingerprint: 'match', verdict: 'allow' });
+  });
+
+  it('falls back on an overloaded model, reads stdin, and uses a read-once token file', async () => {
+    const r = await chat(
+      external,
+      ['-p', '-', '--json', '--model', 'claude-overloaded', '--fallback-model', 'claude-mock', '--base-url', base],
+      { MOAT_API_KEY: apiKey },
+      'prompt from stdin',
+    );
+    expect(JSON.parse(r.stdout)).toMatchObject({ text: 'Echo: prompt from stdin', model: 'claude-mock', fellBack: true });
+    const tokenFile = join(dir, 'token');
+    writeFileSync(tokenFile, `${apiKey}\n`, { mode: 0o600 });
+    const t = await chat(external, ['-p', 'with a token file', '--token-file', tokenFile, '--base-url', base]);
+    expect(t.stdout).toBe('Echo: with a token file\n');
+    expect(existsSync(tokenFile)).toBe(false);
+  });
+
+  it('login stores the key with mode 0600 and later runs use it', async () => {
+    const r = await chat(external, ['login'], {}, apiKey);
+    expect(r.status).toBe(0);
+    const file = join(dir, 'config', 'credentials');
+    expect(statSync(file).mode & 0o777).toBe(0o600);
+    expect((await chat(external, ['-p', 'logged in', '--base-url', base])).stdout).toBe('Echo: logged in\n');
+    expect((await chat(external, ['login'], {}, 'x')).status).toBe(2);
+  });
+
+  it('fails open when a layer breaks: no addon, kill switches, no flag server', async () => {
+    const noAddon = await chat(external, ['-p', 'no addon here', '--base-url', base], { MOAT_API_KEY: apiKey, MOAT_NATIVE_DISABLE: '1' });
+    expect(noAddon.stdout).toBe('Echo: no addon here\n');
+    expect(await last()).toMatchObject({ attestation: 'unavailable', fingerprint: 'match' });
+
+    const flags = join(dir, 'flags.json');
+    writeFileSync(
+      flags,
+      JSON.stringify({
+        features: {
+          'moat-kill-attestation': { defaultValue: true },
+          'moat-kill-harden': { defaultValue: true },
+          'moat-kill-anti-distillation': { defaultValue: true },
+          'moat-attribution': { defaultValue: false },
+        },
+      }),
+    );
+    const killed = await start(flags);
+    try {
+      const r = await chat(external, ['-p', 'everything switched off', '--verbose', '--base-url', killed.base], {
+        MOAT_API_KEY: killed.apiKey,
+      });
+      expect(r.stdout).toBe('Echo: everything switched off\n');
+      expect(r.stderr).toMatch(/^attest +off +kill switch|^attest +off/m);
+      expect(r.stderr).toMatch(/^harden +off +kill switch/m);
+      expect(await last(killed.verifier)).toMatchObject({ attestation: 'missing', fingerprint: 'missing', decoys: 0 });
+    } finally {
+      await killed.verifier.close();
+    }
+
+    // A base URL that is not a Moat verifier at all: no discovery, no flags, no tags; the
+    // request still goes out (and fails only because nothing answers Messages there).
+    const plain = await chat(external, ['-p', 'hello', '--base-url', 'http://127.0.0.1:9'], { MOAT_API_KEY: apiKey });
+    expect(plain.status).toBe(1);
+    expect(plain.stderr).toMatch(/moat-chat: fetch failed/);
+  });
+});
+
+describe('moat-chat interactive, through a terminal', () => {
+  it('streams an answer, switches model, cancels with Ctrl-C and quits', { timeout: 60_000 }, async () => {
+    const session = `moat-${randomBytes(4).toString('hex')}`;
+    const tmux = (...args: string[]) => execFileSync('tmux', args, { encoding: 'utf8' });
+    const screen = () => tmux('capture-pane', '-p', '-t', session);
+    const until = async (check: (s: string) => boolean, what: string) => {
+      const end = Date.now() + 20_000;
+      while (!check(screen())) {
+        if (Date.now() > end) throw new Error(`timed out waiting for ${what}; screen:\n${screen()}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    };
+    tmux(
+      'new-session',
+      '-d',
+      '-s',
+      session,
+      '-x',
+      '120',
+      '-y',
+      '30',
+      `env MOAT_API_KEY=${apiKey} HOME=${dir} ${process.execPath} ${external} --base-url ${base}`,
+    );
+    try {
+      await until((s) => /^>/m.test(s), 'the prompt'); // capture-pane trims the space after '>'
+      tmux('send-keys', '-t', session, 'Hello through a real terminal', 'Enter');
+      await until((s) => s.includes('Echo: Hello through a real terminal'), 'the answer');
+      tmux('send-keys', '-t', session, '/model claude-mock-2', 'Enter');
+      await until((s) => s.includes('model: claude-mock-2'), 'the model switch');
+      tmux('send-keys', '-t', session, 'After the switch', 'Enter');
+      await until((s) => s.includes('Echo: After the switch'), 'the answer after the switch');
+      expect((await last())?.model).toBe('claude-mock-2');
+      // A slow answer, cancelled half-way with Ctrl-C: the prompt comes back, the session goes on.
+      tmux('send-keys', '-t', session, '/model claude-slow', 'Enter');
+      await until((s) => s.includes('model: claude-slow'), 'the slow model');
+      tmux('send-keys', '-t', session, 'Please write a long answer about cancellation', 'Enter');
+      await until((s) => s.includes('Echo: Please'), 'the first streamed words');
+      tmux('send-keys', '-t', session, 'C-c', '');
+      await until((s) => s.includes('[cancelled]'), 'the cancellation');
+      expect(screen()).not.toContain('about cancellation\n>');
+      tmux('send-keys', '-t', session, '/model claude-mock', 'Enter');
+      tmux('send-keys', '-t', session, 'Still here?', 'Enter');
+      await until((s) => s.includes('Echo: Still here?'), 'an answer after the cancel');
+      tmux('send-keys', '-t', session, '/quit', 'Enter');
+      const end = Date.now() + 10_000;
+      while (Date.now() < end) {
+        try {
+          tmux('has-session', '-t', session);
+        } catch {
+          return; // the program quit and tmux closed the session
+        }
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      throw new Error(`moat-chat did not quit; screen:\n${screen()}`);
+    } finally {
+      try {
+        tmux('kill-session', '-t', session);
+      } catch {
+        // already gone
+      }
+    }
+  });
+});

@@ -1,0 +1,224 @@
+import { feature } from 'bun:bundle';
+import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { parseArgs } from 'node:util';
+import { openTokenFile, tokensFromEnv } from '@moat/harden';
+import { debugReport } from './internal/debug.js';
+import { ChatSession, CLIENT_VERSION } from './session.js';
+
+const USAGE = `usage: moat-chat [options]                 interactive chat
+       moat-chat -p "prompt" [options]      one answer (reads stdin when the prompt is -)
+       moat-chat login                      store an API key (read from stdin), mode 0600
+
+options:
+  --base-url URL        the verifier (default $MOAT_BASE_URL or http://127.0.0.1:8787)
+  --model NAME          model (default claude-mock)
+  --fallback-model NAME retry on this model when the first is overloaded
+  --token-file FILE     read the API key once from FILE and delete it after the first answer
+  --thinking            ask for extended thinking
+  --json                one JSON object per answer (with -p)
+  --verbose             print each layer's status at start
+  -v, --version         print the version`;
+
+const credentialsFile = () => join(process.env.MOAT_CONFIG_DIR ?? join(homedir(), '.config', 'moat-chat'), 'credentials');
+
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const c of process.stdin) chunks.push(c as Buffer);
+  return Buffer.concat(chunks).toString('utf8').trim();
+}
+
+async function main(argv: string[]): Promise<number> {
+  let values: Record<string, string | boolean | undefined>;
+  let positionals: string[];
+  try {
+    ({ values, positionals } = parseArgs({
+      args: argv,
+      options: {
+        p: { type: 'string', short: 'p' },
+        'base-url': { type: 'string' },
+        model: { type: 'string' },
+        'fallback-model': { type: 'string' },
+        'token-file': { type: 'string' },
+        thinking: { type: 'boolean' },
+        json: { type: 'boolean' },
+        verbose: { type: 'boolean' },
+        version: { type: 'boolean', short: 'v' },
+        help: { type: 'boolean', short: 'h' },
+      },
+      allowPositionals: true,
+      strict: true,
+    }));
+  } catch (error) {
+    process.stderr.write(`moat-chat: ${(error as Error).message}\n${USAGE}\n`);
+    return 2;
+  }
+  if (values.help) {
+    process.stdout.write(`${USAGE}\n`);
+    return 0;
+  }
+  if (values.version) {
+    process.stdout.write(`moat-chat ${CLIENT_VERSION} (${process.env.USER_TYPE})\n`);
+    return 0;
+  }
+  const warnings: string[] = [];
+  const warn = (m: string) => {
+    warnings.push(m);
+    if (values.verbose) process.stderr.write(`warning: ${m}\n`);
+  };
+
+  if (positionals[0] === 'login') {
+    const key = await readStdin();
+    if (!/^[\x21-\x7e]{8,512}$/.test(key)) {
+      process.stderr.write('moat-chat: expected an API key of 8-512 printable characters on stdin\n');
+      return 2;
+    }
+    const file = credentialsFile();
+    mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+    writeFileSync(file, `${key}\n`, { mode: 0o600 });
+    chmodSync(file, 0o600);
+    process.stdout.write(`moat-chat: API key stored in ${file}\n`);
+    return 0;
+  }
+
+  // The API key: a read-once token file, the environment (scrubbed), or the login file.
+  let apiKey: string | undefined;
+  let vault: Awaited<ReturnType<typeof openTokenFile>> | undefined;
+  if (typeof values['token-file'] === 'string') {
+    vault = await openTokenFile(values['token-file'], { onWarning: warn });
+    apiKey = vault.use((t) => t.toString());
+  } else {
+    const vaults = await tokensFromEnv(['MOAT_API_KEY', 'ANTHROPIC_API_KEY'], { onWarning: warn });
+    const v = vaults.get('MOAT_API_KEY') ?? vaults.get('ANTHROPIC_API_KEY');
+    apiKey = v?.use((t) => t.toString());
+    if (apiKey === undefined) {
+      try {
+        apiKey = readFileSync(credentialsFile(), 'utf8').trim();
+      } catch {
+        process.stderr.write('moat-chat: no API key: run `moat-chat login`, set MOAT_API_KEY, or pass --token-file\n');
+        return 2;
+      }
+    }
+  }
+
+  // Layers come up while the prompt is already on screen; the first message waits for them.
+  const starting = ChatSession.start({
+    baseUrl: (values['base-url'] as string | undefined) ?? process.env.MOAT_BASE_URL ?? 'http://127.0.0.1:8787',
+    apiKey,
+    model: (values.model as string | undefined) ?? 'claude-mock',
+    ...(typeof values['fallback-model'] === 'string' ? { fallbackModel: values['fallback-model'] } : {}),
+    antiDistillation: feature('ANTI_DISTILLATION') ? true : false,
+    thinking: values.thinking === true,
+    warn,
+  });
+  const interactive = values.p === undefined;
+  let session: ChatSession | undefined;
+  const ready = async (): Promise<ChatSession> => {
+    if (session !== undefined) return session;
+    session = await starting;
+    if (values.verbose) for (const s of session.status) process.stderr.write(`${s.layer.padEnd(18)} ${s.state.padEnd(9)} ${s.detail}\n`);
+    return session;
+  };
+  if (!interactive) await ready();
+
+  const command = (line: string, session: ChatSession): string | undefined => {
+    if (line === '/help') return `commands: /model NAME, /quit${feature('DEBUG_COMMANDS') ? ', /debug' : ''}`;
+    if (line.startsWith('/model')) {
+      const name = line.slice(6).trim();
+      if (name === '') return `model: ${session.model}`;
+      session.model = name;
+      return `model: ${name}`;
+    }
+    if (feature('DEBUG_COMMANDS')) {
+      if (line === '/debug') return debugReport(session);
+    }
+    if (line.startsWith('/')) return `unknown command ${line.split(' ')[0]}`;
+    return undefined;
+  };
+
+  try {
+    if (!interactive) {
+      const s = await ready();
+      const prompt = values.p === '-' ? await readStdin() : (values.p as string);
+      const answer = command(prompt, s);
+      if (answer !== undefined) {
+        process.stdout.write(`${answer}\n`);
+        return answer.startsWith('unknown command') ? 1 : 0;
+      }
+      const result = await s.send(prompt, values.json ? () => {} : (d) => process.stdout.write(d));
+      await vault?.commit();
+      if (values.json)
+        process.stdout.write(`${JSON.stringify({ text: result.text, model: result.model, fellBack: result.fellBack, warnings })}\n`);
+      else process.stdout.write('\n');
+      return 0;
+    }
+    return await repl(ready, command, async () => {
+      await vault?.commit();
+    });
+  } catch (error) {
+    process.stderr.write(`moat-chat: ${(error as Error).message}\n`);
+    return 1;
+  } finally {
+    vault?.dispose();
+    await (session ?? (await starting.catch(() => undefined)))?.close();
+  }
+}
+
+async function repl(
+  ready: () => Promise<ChatSession>,
+  command: (line: string, session: ChatSession) => string | undefined,
+  started: () => Promise<void>,
+): Promise<number> {
+  const rl = createInterface({
+    input: process.stdin,
+    output: process.stdout,
+    prompt: '> ',
+    historySize: 500,
+    terminal: process.stdin.isTTY === true,
+  });
+  let current: AbortController | undefined;
+  rl.on('SIGINT', () => {
+    if (current !== undefined) {
+      current.abort();
+      process.stdout.write('\n[cancelled]\n');
+    } else rl.close();
+  });
+  rl.prompt();
+  for await (const raw of rl) {
+    const line = raw.trim();
+    if (line === '') {
+      rl.prompt();
+      continue;
+    }
+    if (line === '/quit' || line === '/exit') break;
+    const session = await ready();
+    const answer = command(line, session);
+    if (answer !== undefined) process.stdout.write(`${answer}\n`);
+    else {
+      current = new AbortController();
+      try {
+        await session.send(line, (d) => process.stdout.write(d), current.signal);
+        process.stdout.write('\n');
+        await started();
+      } catch (error) {
+        if (!current.signal.aborted) process.stdout.write(`error: ${(error as Error).message}\n`);
+      }
+      current = undefined;
+    }
+    rl.prompt();
+  }
+  rl.close();
+  return 0;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exit(code);
+  },
+  (error: unknown) => {
+    process.stderr.write(`moat-chat: ${(error as Error).message}\n`);
+    process.exit(1);
+  },
+);

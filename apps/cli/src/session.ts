@@ -1,0 +1,309 @@
+import { GrowthBook } from '@growthbook/growthbook';
+import { createAttestedFetch } from '@moat/attest/client';
+import { AntiDistillationGate, type HistoryEntry, keyIdentity, stripForeignSignedBlocks } from '@moat/distill-guard/client';
+import { tagFingerprint } from '@moat/fingerprint/client';
+import { GatewayDetector, TelemetryQueue } from '@moat/gateway-detect/client';
+import { harden, hardenStatusEvent } from '@moat/harden';
+import { DISCOVERY_PATH, type Feature, tryParseDiscovery } from '@moat/protocol';
+
+/** Client version, written into the attribution block and the user agent. */
+export const CLIENT_VERSION = '1.4.2';
+/** Deployment salt of the fingerprint (a build constant shared with the verifier). */
+export const FINGERPRINT_SALT = process.env.MOAT_FINGERPRINT_SALT ?? 'moat-dev-salt';
+
+/** How one layer came up. */
+export interface LayerStatus {
+  readonly layer: string;
+  readonly state: 'on' | 'off' | 'degraded';
+  readonly detail: string;
+}
+
+export interface SessionOptions {
+  readonly baseUrl: string;
+  readonly apiKey: string;
+  readonly model: string;
+  readonly fallbackModel?: string;
+  /** Compile-time anti-distillation gate (`feature('ANTI_DISTILLATION')`). */
+  readonly antiDistillation: boolean;
+  readonly thinking: boolean;
+  readonly warn: (message: string) => void;
+}
+
+type Block = Record<string, unknown> & { type: string };
+
+/** What one turn produced. */
+export interface TurnResult {
+  readonly text: string;
+  readonly model: string;
+  readonly content: Block[];
+  readonly fellBack: boolean;
+}
+
+/** A Messages SSE stream as events, as they arrive. */
+async function* events(body: ReadableStream<Uint8Array>): AsyncGenerator<{ event: string; data: Record<string, unknown> }> {
+  const decoder = new TextDecoder();
+  let buffer = '';
+  for await (const chunk of body as unknown as AsyncIterable<Uint8Array>) {
+    buffer += decoder.decode(chunk, { stream: true });
+    for (let cut = buffer.indexOf('\n\n'); cut !== -1; cut = buffer.indexOf('\n\n')) {
+      const block = buffer.slice(0, cut);
+      buffer = buffer.slice(cut + 2);
+      let event = 'message';
+      let data = '';
+      for (const line of block.split('\n')) {
+        if (line.startsWith('event:')) event = line.slice(6).trim();
+        else if (line.startsWith('data:')) data += line.slice(5).trim();
+      }
+      if (data !== '') yield { event, data: JSON.parse(data) as Record<string, unknown> };
+    }
+  }
+}
+
+/**
+ * One chat session: every client-side layer composed, each failing open. The verifier's
+ * GrowthBook flags can switch any layer off for everyone (`moat-kill-*`), and the
+ * attribution block, the envelope and the anti-distillation request each have a flag too.
+ */
+export class ChatSession {
+  readonly status: LayerStatus[] = [];
+  readonly history: HistoryEntry[] = [];
+  model: string;
+  #apiKey: string;
+  readonly #options: SessionOptions;
+  #features: readonly Feature[] = [];
+  #flags = new Map<string, unknown>();
+  #fetch: typeof fetch = fetch;
+  #gate: AntiDistillationGate | undefined;
+  #detector: GatewayDetector | undefined;
+  #telemetry: TelemetryQueue | undefined;
+
+  private constructor(options: SessionOptions) {
+    this.#options = options;
+    this.model = options.model;
+    this.#apiKey = options.apiKey;
+  }
+
+  static async start(options: SessionOptions): Promise<ChatSession> {
+    const s = new ChatSession(options);
+    await s.#setUp();
+    return s;
+  }
+
+  #flag(name: string, fallback: boolean): boolean {
+    const v = this.#flags.get(name);
+    return typeof v === 'boolean' ? v : fallback;
+  }
+
+  async #setUp(): Promise<void> {
+    const { baseUrl, warn } = this.#options;
+    // Discovery: which tags this endpoint accepts (none if it does not speak Moat).
+    try {
+      const res = await fetch(new URL(DISCOVERY_PATH, baseUrl), { signal: AbortSignal.timeout(2_000) });
+      const doc = tryParseDiscovery(res.ok ? await res.json() : {});
+      this.#features = doc.ok ? doc.value.features : [];
+    } catch (error) {
+      warn(`no Moat discovery at ${baseUrl} (${(error as Error).message}); sending no tags`);
+    }
+    // Remote flags, with the stock GrowthBook SDK, from the verifier's features endpoint.
+    const gb = new GrowthBook({ apiHost: baseUrl, clientKey: process.env.MOAT_CLIENT_KEY ?? 'moat' });
+    try {
+      const r = await gb.init({ timeout: 2_000, skipCache: true });
+      if (!r.success) throw r.error ?? new Error(r.source);
+      for (const key of Object.keys(gb.getFeatures())) this.#flags.set(key, gb.getFeatureValue(key, null));
+    } catch (error) {
+      warn(`remote flags unavailable (${(error as Error).message}); using defaults`);
+    } finally {
+      gb.destroy();
+    }
+
+    // Layer 5: harden the process first.
+    if (this.#flag('moat-kill-harden', false)) this.status.push({ layer: 'harden', state: 'off', detail: 'kill switch' });
+    else {
+      const report = await harden({ onWarning: warn });
+      this.status.push({
+        layer: 'harden',
+        state: report.skipped.length === 0 ? 'on' : 'degraded',
+        detail: report.skipped.map((x) => `${x.step}:${x.reason}`).join(', ') || `dumpable=${report.dumpable}`,
+      });
+      this.#queueEvent(hardenStatusEvent(report));
+    }
+
+    // Layer 2: attested transport.
+    const attest =
+      this.#features.includes('attestation') && !this.#flag('moat-kill-attestation', false) && this.#flag('moat-envelope', true);
+    if (attest) {
+      let unattested = '';
+      this.#fetch = createAttestedFetch({
+        onWarning: warn,
+        onUnattested: (reason) => {
+          unattested = reason;
+          this.#queueEvent({ type: 'attestation_unavailable', ts: Math.floor(Date.now() / 1000), reason });
+        },
+      }) as typeof fetch;
+      const mod = await import('@moat/native').catch(() => ({ native: undefined, loadError: new Error('not installed') }));
+      this.status.push({
+        layer: 'attest',
+        state: mod.native === undefined ? 'degraded' : 'on',
+        detail: mod.native === undefined ? `unattested: ${mod.loadError?.message ?? unattested}` : `key ${mod.native.keyId()}`,
+      });
+    } else
+      this.status.push({
+        layer: 'attest',
+        state: 'off',
+        detail: this.#features.includes('attestation') ? 'flag off' : 'endpoint does not attest',
+      });
+
+    // Layer 4: the three anti-distillation gates.
+    if (this.#flag('moat-kill-anti-distillation', false))
+      this.status.push({ layer: 'anti-distillation', state: 'off', detail: 'kill switch' });
+    else {
+      this.#gate = await AntiDistillationGate.create({
+        compileTime: this.#options.antiDistillation && this.#features.includes('anti_distillation'),
+        entrypoint: 'cli',
+        remote: { apiHost: baseUrl, clientKey: process.env.MOAT_CLIENT_KEY ?? 'moat', timeoutMs: 2_000 },
+        onWarning: warn,
+      });
+      const d = this.#gate.decision();
+      this.status.push({
+        layer: 'anti-distillation',
+        state: d.enabled ? 'on' : 'off',
+        detail: `compile=${d.gates.compileTime} entrypoint=${d.gates.entrypoint} remote=${d.gates.remote} (${d.remoteSource})`,
+      });
+    }
+
+    // Layer 6: gateway detection and telemetry.
+    if (this.#flag('moat-kill-gateway-detect', false)) this.status.push({ layer: 'gateway-detect', state: 'off', detail: 'kill switch' });
+    else {
+      if (this.#features.includes('telemetry')) {
+        this.#telemetry = new TelemetryQueue({
+          endpoint: new URL('/v1/telemetry', baseUrl),
+          client: { cv: CLIENT_VERSION, ep: 'cli' },
+          headers: { 'x-api-key': this.#apiKey },
+          onWarning: warn,
+        });
+      }
+      this.#detector = new GatewayDetector({
+        baseUrl,
+        ...(this.#telemetry === undefined ? {} : { telemetry: this.#telemetry }),
+        onWarning: warn,
+      });
+      this.status.push({
+        layer: 'gateway-detect',
+        state: 'on',
+        detail: this.#telemetry === undefined ? 'no telemetry endpoint' : 'telemetry on',
+      });
+    }
+    const fp =
+      this.#features.includes('fingerprint') && this.#flag('moat-attribution', true) && !this.#flag('moat-kill-fingerprint', false);
+    this.status.push({
+      layer: 'fingerprint',
+      state: fp ? 'on' : 'off',
+      detail: fp ? `salt ${FINGERPRINT_SALT.slice(0, 4)}…` : 'flag off or endpoint without fingerprint',
+    });
+    for (const e of this.#pending.splice(0)) this.#telemetry?.push(e);
+  }
+
+  #pending: Array<{ type: string; ts: number; [k: string]: unknown }> = [];
+  #queueEvent(e: { type: string; ts: number; [k: string]: unknown }): void {
+    if (this.#telemetry === undefined) this.#pending.push(e);
+    else this.#telemetry.push(e);
+  }
+
+  /** Switches the API key (login); the other key's signed blocks are stripped before the next request. */
+  switchKey(apiKey: string): void {
+    this.#apiKey = apiKey;
+  }
+
+  #body(messages: unknown[], model: string): Record<string, unknown> {
+    let request: Record<string, unknown> = {
+      model,
+      max_tokens: 1024,
+      stream: true,
+      messages,
+      ...(this.#options.thinking ? { thinking: { type: 'enabled', budget_tokens: 512 } } : {}),
+    };
+    if (this.status.find((s) => s.layer === 'fingerprint')?.state === 'on') {
+      const tagged = tagFingerprint(request, {
+        salt: FINGERPRINT_SALT,
+        version: CLIENT_VERSION,
+        entrypoint: 'cli',
+        onWarning: this.#options.warn,
+      });
+      request = tagged.request;
+    }
+    return this.#gate?.apply(request) ?? request;
+  }
+
+  /**
+   * Sends the user's message and streams the answer through `onText`. On an overloaded
+   * error it retries once on the fallback model, after stripping the first model's signed
+   * blocks. `signal` cancels the answer (Ctrl-C).
+   */
+  async send(text: string, onText: (delta: string) => void, signal?: AbortSignal): Promise<TurnResult> {
+    this.history.push({ message: { role: 'user', content: text } });
+    const attempt = async (model: string): Promise<TurnResult | 'overloaded'> => {
+      const { messages } = stripForeignSignedBlocks(this.history, { apiKeyId: keyIdentity(this.#apiKey), model });
+      const res = await this.#fetch(new URL('/v1/messages', this.#options.baseUrl), {
+        method: 'POST',
+        headers: {
+          'content-type': 'application/json',
+          'x-api-key': this.#apiKey,
+          'anthropic-version': '2023-06-01',
+          'user-agent': `moat-chat/${CLIENT_VERSION}`,
+        },
+        body: JSON.stringify(this.#body(messages, model)),
+        ...(signal === undefined ? {} : { signal }),
+      });
+      this.#detector?.observe({ headers: res.headers });
+      if (res.status === 529) {
+        await res.arrayBuffer();
+        return 'overloaded';
+      }
+      if (!res.ok || res.body === null) {
+        const err = (await res.json().catch(() => ({}))) as { error?: { message?: string } };
+        throw new Error(`HTTP ${res.status}: ${err.error?.message ?? 'request failed'}`);
+      }
+      const content: Block[] = [];
+      let out = '';
+      for await (const ev of events(res.body)) {
+        const index = typeof ev.data.index === 'number' ? ev.data.index : -1;
+        if (ev.event === 'content_block_start') content[index] = { ...(ev.data.content_block as Block) };
+        else if (ev.event === 'content_block_delta') {
+          const delta = ev.data.delta as Record<string, string>;
+          const block = content[index];
+          if (block === undefined) continue;
+          if (delta.type === 'text_delta') {
+            block.text = `${block.text ?? ''}${delta.text}`;
+            out += delta.text;
+            onText(delta.text ?? '');
+          } else if (delta.type === 'thinking_delta') block.thinking = `${block.thinking ?? ''}${delta.thinking}`;
+          else if (delta.type === 'signature_delta') block.signature = delta.signature;
+          else if (delta.type === 'input_json_delta') block.input = JSON.parse(delta.partial_json || '{}');
+        }
+      }
+      return { text: out, model, content: content.filter(Boolean), fellBack: model !== this.model };
+    };
+    try {
+      let result = await attempt(this.model);
+      if (result === 'overloaded') {
+        const fallback = this.#options.fallbackModel;
+        if (fallback === undefined) throw new Error('HTTP 529: the model is overloaded and no --fallback-model is set');
+        this.#options.warn(`${this.model} is overloaded; retrying on ${fallback}`);
+        result = await attempt(fallback);
+        if (result === 'overloaded') throw new Error(`HTTP 529: ${fallback} is overloaded too`);
+      }
+      this.history.push({
+        message: { role: 'assistant', content: result.content },
+        origin: { apiKeyId: keyIdentity(this.#apiKey), model: result.model },
+      });
+      return result;
+    } catch (error) {
+      this.history.pop(); // the turn did not happen
+      throw error;
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.#telemetry?.close();
+  }
+}
