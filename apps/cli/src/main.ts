@@ -109,6 +109,7 @@ async function main(argv: string[]): Promise<number> {
     apiKey,
     model: (values.model as string | undefined) ?? 'claude-mock',
     ...(typeof values['fallback-model'] === 'string' ? { fallbackModel: values['fallback-model'] } : {}),
+    // biome-ignore lint/complexity/noUselessTernary: Bun allows feature() only as an if or ternary condition.
     antiDistillation: feature('ANTI_DISTILLATION') ? true : false,
     thinking: values.thinking === true,
     warn,
