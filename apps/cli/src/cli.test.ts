@@ -1,4 +1,4 @@
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -74,6 +74,21 @@ describe('moat-chat', { timeout: 60_000 }, () => {
     expect(outside.status).toBe(1);
     expect(outside.stdout).toContain('unknown command /debug');
     expect((await chat(external, ['--version'])).stdout).toBe('moat-chat 1.4.2 (external)\n');
+  });
+
+  it('the build scan passes the real external output and catches a planted codename', () => {
+    const scan = new URL('../node_modules/@moat/build-guard/dist/cli/moat-scan.js', import.meta.url).pathname;
+    const codenames = new URL('../codenames.txt', import.meta.url).pathname;
+    const run = (...args: string[]) => spawnSync(process.execPath, [scan, '-q', '-c', codenames, ...args], { encoding: 'utf8' });
+    expect(run(external).status).toBe(0);
+    const planted = join(dir, 'planted.js');
+    writeFileSync(
+      planted,
+      `${readFileSync(external, 'utf8')}\nconst x = atob("${Buffer.from('the Quokkaplex flag').toString('base64')}");\n`,
+    );
+    const found = run(planted);
+    expect(found.status).toBe(1);
+    expect(found.stdout).toMatch(/internal codename "Quokkaplex" encoded as base64/);
   });
 
   it('a genuine answer through the verifier: allowed, attested, fingerprinted; startup prints nothing', async () => {
