@@ -1,0 +1,64 @@
+import { randomBytes } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { createVerifier, loadConfig, type Verifier } from '@moat/verifier';
+import { formatHtml, formatTable } from './report.js';
+import { type RedteamContext, runScenarios, type ScenarioResult } from './scenarios.js';
+
+const require = createRequire(import.meta.url);
+
+/** Options of {@link runDemo}. */
+export interface DemoOptions {
+  /** Keep the verifier running afterwards and print the dashboard URL and admin token. */
+  readonly keep?: boolean;
+  /** Where to write the HTML report (default moat-trust-report.html in the working directory). */
+  readonly htmlReport?: string;
+  readonly log?: (message: string) => void;
+  /** Run only these scenario ids. */
+  readonly only?: readonly string[];
+}
+
+/**
+ * `moat demo`: starts a verifier on a free loopback port (SQLite, the mock upstream, keys and
+ * secrets generated now), runs every scenario against it with the genuine external CLI, and
+ * prints the trust report. Returns the results and the running verifier when `keep` is set.
+ */
+export async function runDemo(options: DemoOptions = {}): Promise<{ results: ScenarioResult[]; verifier?: Verifier; adminToken: string }> {
+  const log = options.log ?? ((m: string) => process.stderr.write(`${m}\n`));
+  const adminToken = randomBytes(16).toString('hex');
+  const serverSecret = randomBytes(32).toString('hex');
+  const salt = process.env.MOAT_FINGERPRINT_SALT ?? 'moat-dev-salt';
+  const nativeDir = dirname(require.resolve('@moat/native/package.json'));
+  const cli = join(dirname(require.resolve('@moat/cli/package.json')), 'dist/moat-chat');
+  log('starting moat-verifier (SQLite in memory, mock upstream, keys generated for this run)');
+  const verifier = await createVerifier(
+    loadConfig({
+      MOAT_VERIFIER_PORT: '0',
+      MOAT_VERIFIER_DATABASE: ':memory:',
+      MOAT_VERIFIER_ADMIN_TOKEN: adminToken,
+      MOAT_VERIFIER_FINGERPRINT_SALT: salt,
+      MOAT_VERIFIER_ATTESTATION_KEY_FILE: join(nativeDir, '.moat-dev-key.json'),
+      MOAT_VERIFIER_SERVER_SECRET: serverSecret,
+      MOAT_VERIFIER_SIGNING_SECRET: randomBytes(32).toString('hex'),
+    }),
+    { logLevel: 'silent' },
+  );
+  const baseUrl = await verifier.listen();
+  log(`verifier at ${baseUrl}`);
+  const ctx: RedteamContext = { baseUrl, adminToken, salt, cli, serverSecret, log };
+  const results = await runScenarios(ctx, options.only);
+  process.stdout.write(`\n${formatTable(results)}\n`);
+  const summary = (await (
+    await fetch(`${baseUrl}/admin/summary`, { headers: { authorization: `Bearer ${adminToken}` } })
+  ).json()) as Parameters<typeof formatHtml>[1];
+  const html = options.htmlReport ?? 'moat-trust-report.html';
+  writeFileSync(html, formatHtml(results, summary, options.keep ? `${baseUrl}/dashboard` : undefined));
+  log(`HTML report: ${html}`);
+  if (options.keep) {
+    log(`dashboard: ${baseUrl}/dashboard   admin token: ${adminToken}   (Ctrl-C to stop)`);
+    return { results, verifier, adminToken };
+  }
+  await verifier.close();
+  return { results, adminToken };
+}
