@@ -273,6 +273,24 @@ describe('moat-verifier', () => {
   });
 });
 
+describe('partner conformance over HTTP', () => {
+  it('moat-conformance --verifier passes against this verifier', { timeout: 60_000 }, async () => {
+    const { spawn } = await import('node:child_process');
+    const { createRequire } = await import('node:module');
+    const { dirname } = await import('node:path');
+    const cli = join(dirname(createRequire(import.meta.url).resolve('@moat/protocol/package.json')), 'dist/cli/moat-conformance.js');
+    const out = await new Promise<string>((resolve) => {
+      const child = spawn(process.execPath, [cli, '--verifier', base, '--api-key', apiKey, '--json']);
+      let stdout = '';
+      child.stdout.on('data', (d) => (stdout += d));
+      child.on('close', () => resolve(stdout));
+    });
+    const report = JSON.parse(out) as { passed: number; failed: number; results: Array<{ name: string; pass: boolean }> };
+    expect(report.failed).toBe(0);
+    expect(report.passed).toBe(14); // the discovery document and 13 telemetry vectors
+  });
+});
+
 describe('storage and configuration', () => {
   it('keeps records and statistics across a restart', async () => {
     const database = join(mkdtempSync(join(tmpdir(), 'moat-verifier-')), 'db.sqlite');

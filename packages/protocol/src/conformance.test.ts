@@ -1,0 +1,40 @@
+import { spawnSync } from 'node:child_process';
+import { describe, expect, it } from 'vitest';
+import { conformanceCases, runConformance } from './conformance.js';
+
+const vectors = new URL('../vectors/', import.meta.url);
+const python = ['python3', '-B', new URL('../python/conformance.py', import.meta.url).pathname];
+
+describe('partner conformance kit', () => {
+  it('builds every case from the vectors', () => {
+    const cases = conformanceCases(vectors);
+    // 36 fingerprints + 44 attribution parses + 4 hs256 × 3 + 5 ed25519
+    expect(cases).toHaveLength(97);
+  });
+
+  it('the Python reference implementation passes every case', { timeout: 60_000 }, async () => {
+    const results = await runConformance(python, conformanceCases(vectors));
+    expect(results.filter((r) => !r.pass)).toEqual([]);
+  });
+
+  it('a deliberately broken implementation (UTF-16 indices) fails, naming the cases', { timeout: 60_000 }, () => {
+    const cli = new URL('../dist/cli/moat-conformance.js', import.meta.url).pathname;
+    const r = spawnSync(process.execPath, [cli, '--json', '--', ...python], {
+      encoding: 'utf8',
+      env: { ...process.env, MOAT_CONFORMANCE_BREAK: 'utf16' },
+    });
+    expect(r.status).toBe(1);
+    const report = JSON.parse(r.stdout) as { failed: number; results: Array<{ name: string; pass: boolean }> };
+    expect(report.failed).toBeGreaterThanOrEqual(3);
+    expect(report.results.filter((x) => !x.pass).every((x) => x.name.startsWith('fingerprint:'))).toBe(true);
+    const good = spawnSync(process.execPath, [cli, '--', ...python], { encoding: 'utf8' });
+    expect(good.status).toBe(0);
+    expect(good.stdout).toMatch(/conformance: 97 passed, 0 failed/);
+  });
+
+  it('reports an implementation that does not answer', { timeout: 30_000 }, async () => {
+    const results = await runConformance(['python3', '-c', 'import sys; sys.stdin.read()'], conformanceCases(vectors).slice(0, 2));
+    expect(results.map((r) => r.pass)).toEqual([false, false]);
+    expect(results[0]?.detail).toMatch(/no answer/);
+  });
+});

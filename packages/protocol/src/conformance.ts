@@ -1,0 +1,137 @@
+import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
+import { createHmac } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { createInterface } from 'node:readline';
+
+/** One conformance case: what is sent to the implementation and what must come back. */
+export interface ConformanceCase {
+  readonly name: string;
+  readonly request: Record<string, unknown>;
+  /** Members the answer must have, compared byte for byte (as canonical JSON). */
+  readonly expected: Record<string, unknown>;
+}
+
+/** The outcome of one case. */
+export interface ConformanceResult {
+  readonly name: string;
+  readonly pass: boolean;
+  readonly detail?: string;
+}
+
+// biome-ignore lint/suspicious/noExplicitAny: vector files are schemaless JSON, checked member by member by their own tests
+type Vector = Record<string, any>;
+
+function load(dir: URL, file: string): Vector[] {
+  return (JSON.parse(readFileSync(new URL(`${file}.json`, dir), 'utf8')) as { cases: Vector[] }).cases;
+}
+
+/**
+ * The cases of the stdio conformance interface (SPEC.md §15), built from the vector files:
+ * `fingerprint`, `parse_attribution` and `verify_signature` (every hs256 vector, and the
+ * same with the model changed, which must not verify; every ed25519 vector, where `valid` is
+ * checked when the implementation reports it).
+ */
+export function conformanceCases(vectorsDir: URL): ConformanceCase[] {
+  const cases: ConformanceCase[] = [];
+  for (const v of load(vectorsDir, 'fingerprint')) {
+    cases.push({
+      name: `fingerprint: ${v.name}`,
+      request: { op: 'fingerprint', request: v.request, salt: v.salt, version: v.version },
+      expected: { chars: v.chars, fp: v.fp },
+    });
+  }
+  for (const v of load(vectorsDir, 'attribution').filter((x) => x.op === 'parse')) {
+    cases.push({
+      name: `parse_attribution: ${v.name}`,
+      request: { op: 'parse_attribution', input: v.input },
+      expected: v.valid ? { valid: true, fields: v.fields, serialized: v.serialized } : { valid: false, error: v.error },
+    });
+  }
+  for (const v of load(vectorsDir, 'signature')) {
+    if (v.op === 'sign_hs256') {
+      const base = { op: 'verify_signature', alg: 'hs256', key: v.key, block: v.block, signature: v.signature };
+      cases.push({
+        name: `verify_signature: ${v.name}`,
+        request: { ...base, context: v.context },
+        expected: { input: v.input, valid: true },
+      });
+      cases.push({
+        name: `verify_signature: ${v.name}, presented for another model`,
+        request: { ...base, context: { ...v.context, model: `${v.context.model}-other` } },
+        expected: { valid: false },
+      });
+      const mac = createHmac('sha256', Buffer.from(v.key, 'hex')).update(Buffer.from(v.input, 'hex')).digest();
+      mac[0] = (mac[0] as number) ^ 1;
+      const forged = `${v.signature.split('.').slice(0, 4).join('.')}.${mac.toString('base64url')}`;
+      cases.push({
+        name: `verify_signature: ${v.name}, forged`,
+        request: { ...base, context: v.context, signature: forged },
+        expected: { valid: false },
+      });
+    } else if (v.op === 'verify_ed25519') {
+      cases.push({
+        name: `verify_signature: ${v.name}`,
+        request: {
+          op: 'verify_signature',
+          alg: 'ed25519',
+          publicKey: v.publicKey,
+          block: v.block,
+          context: v.context,
+          signature: v.signature,
+        },
+        expected: { input: v.input, valid: v.valid },
+      });
+    }
+  }
+  return cases;
+}
+
+const canonical = (x: unknown): string =>
+  JSON.stringify(x, (_k, value) =>
+    value && typeof value === 'object' && !Array.isArray(value)
+      ? Object.fromEntries(Object.entries(value).sort(([a], [b]) => (a < b ? -1 : 1)))
+      : value,
+  );
+
+/**
+ * Runs every case through an implementation of the stdio interface: one JSON request per line
+ * on its stdin (with an `id`), one JSON answer per line on its stdout. An answer to a
+ * `verify_signature` case may leave out `valid` for an algorithm the implementation cannot
+ * check (then `input` alone is compared); everything else is compared exactly.
+ */
+export async function runConformance(command: readonly string[], cases: readonly ConformanceCase[]): Promise<ConformanceResult[]> {
+  const [program, ...args] = command as [string, ...string[]];
+  const child: ChildProcessWithoutNullStreams = spawn(program, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d) => (stderr += d));
+  const answers = new Map<number, Record<string, unknown>>();
+  const lines = createInterface({ input: child.stdout });
+  const done = new Promise<void>((resolve) => {
+    lines.on('line', (line) => {
+      try {
+        const answer = JSON.parse(line) as Record<string, unknown>;
+        if (typeof answer.id === 'number') answers.set(answer.id, answer);
+      } catch {
+        // a garbled line fails the case it was meant for
+      }
+    });
+    lines.on('close', () => resolve());
+  });
+  // A command that cannot start, or exits before reading everything, fails its cases instead of throwing.
+  child.on('error', (error) => (stderr += error.message));
+  child.stdin.on('error', () => {});
+  for (const [id, c] of cases.entries()) child.stdin.write(`${JSON.stringify({ id, ...c.request })}\n`);
+  child.stdin.end();
+  await done;
+  return cases.map((c, id) => {
+    const answer = answers.get(id);
+    if (answer === undefined)
+      return { name: c.name, pass: false, detail: `no answer${stderr ? ` (stderr: ${stderr.trim().split('\n').at(-1)})` : ''}` };
+    for (const [key, want] of Object.entries(c.expected)) {
+      if (key === 'valid' && c.request.op === 'verify_signature' && !('valid' in answer)) continue;
+      if (canonical(answer[key]) !== canonical(want))
+        return { name: c.name, pass: false, detail: `${key}: expected ${canonical(want)}, got ${canonical(answer[key])}` };
+    }
+    return { name: c.name, pass: true };
+  });
+}
