@@ -28,6 +28,7 @@ import {
   TELEMETRY_PATH,
   VERSION_HEADER,
 } from '@moat/protocol';
+import { answerConformanceRequest } from '@moat/protocol/conformance';
 import { pino } from 'pino';
 import { Counter, collectDefaultMetrics, Histogram, Registry } from 'prom-client';
 import type { VerifierConfig } from './config.js';
@@ -37,6 +38,10 @@ import { Flags, loadFeatures } from './flags.js';
 import { mockEvents, mockMessages } from './mock-upstream.js';
 import { PgRedisStorage } from './pg-storage.js';
 import { type RequestRecord, SqliteStorage, type Storage } from './storage.js';
+
+/** Where the verifier answers the conformance interface (SPEC.md §15), and how many requests per call. */
+const CONFORMANCE_PATH = '/v1/moat/conformance';
+const CONFORMANCE_MAX_REQUESTS = 1000;
 
 /** Options of {@link createVerifier} besides the configuration. */
 export interface VerifierOptions {
@@ -420,6 +425,25 @@ export async function createVerifier(config: VerifierConfig, options: VerifierOp
     sendJson(res, 202, { accepted: batch.events.length });
   }
 
+  /** SPEC.md §15: the stdio conformance interface over HTTP, so partners can check a running verifier. */
+  async function conformance(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    await authenticate(req);
+    const raw = await readBody(req, 1_048_576);
+    let requests: unknown;
+    try {
+      requests = (JSON.parse(raw.toString('utf8')) as { requests?: unknown }).requests;
+    } catch (error) {
+      throw new ApiError(400, 'invalid_request_error', `body: expected JSON { "requests": [...] }, got ${(error as Error).message}`);
+    }
+    if (!Array.isArray(requests) || requests.length > CONFORMANCE_MAX_REQUESTS)
+      throw new ApiError(
+        400,
+        'invalid_request_error',
+        `requests: expected an array of at most ${CONFORMANCE_MAX_REQUESTS}, got ${Array.isArray(requests) ? `${requests.length} items` : typeof requests}`,
+      );
+    sendJson(res, 200, { answers: requests.map((r) => answerConformanceRequest(r)) });
+  }
+
   async function admin(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
     if (!isAdmin(req)) throw new ApiError(401, 'authentication_error', 'admin bearer token required');
     if (req.method === 'GET' && url.pathname === '/admin/records') {
@@ -463,6 +487,7 @@ export async function createVerifier(config: VerifierConfig, options: VerifierOp
     const url = new URL(req.url ?? '/', 'http://verifier');
     if (req.method === 'POST' && url.pathname === '/v1/messages') return messages(req, res);
     if (req.method === 'POST' && url.pathname === TELEMETRY_PATH) return telemetry(req, res);
+    if (req.method === 'POST' && url.pathname === CONFORMANCE_PATH) return conformance(req, res);
     if (req.method === 'GET' && url.pathname === DISCOVERY_PATH) {
       return sendJson(res, 200, {
         moat: { versions: [1], features: [...FEATURES], telemetry: TELEMETRY_PATH, flags: `/api/features/${config.clientKey}` },

@@ -287,7 +287,29 @@ describe('partner conformance over HTTP', () => {
     });
     const report = JSON.parse(out) as { passed: number; failed: number; results: Array<{ name: string; pass: boolean }> };
     expect(report.failed).toBe(0);
-    expect(report.passed).toBe(14); // the discovery document and 13 telemetry vectors
+    expect(report.passed).toBe(111); // the discovery document, 13 telemetry vectors, 97 stdio-interface cases
+  });
+
+  it('POST /v1/moat/conformance answers 401 without a key and 400 with a reason for a bad body', async () => {
+    const unauth = await fetch(`${base}/v1/moat/conformance`, { method: 'POST', body: '{"requests":[]}' });
+    expect(unauth.status).toBe(401);
+    for (const [body, reason] of [
+      ['{"requests":', /expected JSON/],
+      ['{"requests":{}}', /expected an array of at most 1000, got object/],
+      [JSON.stringify({ requests: Array.from({ length: 1001 }, () => ({})) }), /got 1001 items/],
+    ] as const) {
+      const res = await fetch(`${base}/v1/moat/conformance`, { method: 'POST', headers: { 'x-api-key': apiKey }, body });
+      expect(res.status).toBe(400);
+      expect(((await res.json()) as { error: { message: string } }).error.message).toMatch(reason);
+    }
+    const ok = await fetch(`${base}/v1/moat/conformance`, {
+      method: 'POST',
+      headers: { 'x-api-key': apiKey },
+      body: JSON.stringify({ requests: [{ op: 'parse_attribution', input: 'x-moat: v=1; cv=1.0.0; fp=abc;' }, { op: 'nope' }] }),
+    });
+    const { answers } = (await ok.json()) as { answers: Array<Record<string, unknown>> };
+    expect(answers[0]).toMatchObject({ valid: true, serialized: 'x-moat: v=1; cv=1.0.0; fp=abc;' });
+    expect(answers[1]).toHaveProperty('error');
   });
 });
 

@@ -22,6 +22,13 @@ describe("moat-scan on this repository's own builds", () => {
     expect(report.files).toBeGreaterThan(10);
   });
 
+  it('moat-scan pack passes on @moat/native, whose C sources ship for the source-build fallback', { timeout: 120_000 }, async () => {
+    const native = new URL('../../../native', import.meta.url).pathname;
+    const report = await auditPack(native, { allowSrc: true }, { codenames: CODENAMES });
+    expect(report.findings.filter((f) => f.severity !== 'note')).toEqual([]);
+    expect(report.packed).toBeGreaterThan(8);
+  });
+
   for (const name of built) {
     it(`moat-scan pack passes on @moat/${name}`, { timeout: 120_000 }, async () => {
       const report = await auditPack(join(packages, name), {}, { codenames: CODENAMES });

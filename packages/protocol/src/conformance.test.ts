@@ -1,6 +1,6 @@
 import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
-import { conformanceCases, runConformance } from './conformance.js';
+import { answerConformanceRequest, compareAnswer, conformanceCases, runConformance } from './conformance.js';
 
 const vectors = new URL('../vectors/', import.meta.url);
 const python = ['python3', '-B', new URL('../python/conformance.py', import.meta.url).pathname];
@@ -30,6 +30,25 @@ describe('partner conformance kit', () => {
     const good = spawnSync(process.execPath, [cli, '--', ...python], { encoding: 'utf8' });
     expect(good.status).toBe(0);
     expect(good.stdout).toMatch(/conformance: 97 passed, 0 failed/);
+  });
+
+  it('the TypeScript implementation passes every case, Ed25519 validity included', () => {
+    const cases = conformanceCases(vectors);
+    const results = cases.map((c) => compareAnswer(c, answerConformanceRequest(c.request)));
+    expect(results.filter((r) => !r.pass)).toEqual([]);
+    // it reports `valid` for every signature case, so none passed by leaving it out
+    const signatures = cases.filter((c) => c.request.op === 'verify_signature');
+    expect(signatures.every((c) => typeof answerConformanceRequest(c.request).valid === 'boolean')).toBe(true);
+    expect(signatures.filter((c) => c.expected.valid === false).length).toBeGreaterThanOrEqual(9);
+  });
+
+  it('answers a malformed request with an error, never a throw', () => {
+    for (const bad of [null, 42, {}, { op: 'nope' }, { op: 'verify_signature', alg: 'hs256', key: 'zz', block: {}, context: {} }]) {
+      expect(answerConformanceRequest(bad)).toHaveProperty('error');
+    }
+    const c = conformanceCases(vectors)[0] as Parameters<typeof compareAnswer>[0];
+    expect(compareAnswer(c, { chars: 'x', fp: '000' }).pass).toBe(false);
+    expect(compareAnswer(c, undefined).detail).toBe('no answer');
   });
 
   it('reports an implementation that does not answer', { timeout: 30_000 }, async () => {

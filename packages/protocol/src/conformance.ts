@@ -1,7 +1,13 @@
 import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
-import { createHmac } from 'node:crypto';
+import { createHmac, createPublicKey, timingSafeEqual, verify } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
+import { parseAttribution, serializeAttribution } from './attribution.js';
+import { ProtocolError } from './errors.js';
+import { fingerprintChars, fingerprintRequest } from './fingerprint.js';
+import { firstUserText } from './request.js';
+import { parseBlockSignature, type SigningContext, signingInput } from './signature.js';
+import { toHex } from './text.js';
 
 /** One conformance case: what is sent to the implementation and what must come back. */
 export interface ConformanceCase {
@@ -94,10 +100,84 @@ const canonical = (x: unknown): string =>
   );
 
 /**
+ * Compares one answer with what its case expects. A `verify_signature` answer may leave out
+ * `valid` for an algorithm the implementation cannot check (then `input` alone is compared);
+ * everything else is compared exactly, as canonical JSON.
+ */
+export function compareAnswer(c: ConformanceCase, answer: Record<string, unknown> | undefined, missing = 'no answer'): ConformanceResult {
+  if (answer === undefined || answer === null || typeof answer !== 'object') return { name: c.name, pass: false, detail: missing };
+  for (const [key, want] of Object.entries(c.expected)) {
+    if (key === 'valid' && c.request.op === 'verify_signature' && !('valid' in answer)) continue;
+    if (canonical(answer[key]) !== canonical(want))
+      return { name: c.name, pass: false, detail: `${key}: expected ${canonical(want)}, got ${canonical(answer[key])}` };
+  }
+  return { name: c.name, pass: true };
+}
+
+const hexBytes = (value: unknown, what: string): Buffer => {
+  if (typeof value !== 'string' || !/^(?:[0-9a-f]{2})*$/.test(value))
+    throw new TypeError(`${what}: expected lowercase hex, got ${JSON.stringify(value)}`);
+  return Buffer.from(value, 'hex');
+};
+
+/**
+ * The TypeScript implementation's answer to one request of the stdio conformance interface
+ * (SPEC.md §15) — what a verifier serves at `POST /v1/moat/conformance`. Never throws: a
+ * request it cannot read is answered `{ error: code }`.
+ */
+export function answerConformanceRequest(request: unknown): Record<string, unknown> {
+  try {
+    const req = (typeof request === 'object' && request !== null ? request : {}) as Record<string, unknown>;
+    switch (req.op) {
+      case 'fingerprint': {
+        const options = { salt: String(req.salt ?? ''), version: String(req.version ?? '') };
+        return { chars: fingerprintChars(firstUserText(req.request)), fp: fingerprintRequest(req.request, options) };
+      }
+      case 'parse_attribution': {
+        let block: ReturnType<typeof parseAttribution>;
+        try {
+          block = parseAttribution(req.input);
+        } catch (error) {
+          if (error instanceof ProtocolError) return { valid: false, error: error.code };
+          throw error;
+        }
+        const fields = { ...block, extensions: block.extensions.map(([k, v]) => [k, v]) };
+        return { valid: true, fields, serialized: serializeAttribution(block) };
+      }
+      case 'verify_signature': {
+        const input = signingInput(req.block, req.context as SigningContext);
+        let valid = false;
+        try {
+          const sig = parseBlockSignature(req.signature);
+          if (req.alg === 'hs256' && sig.alg === 'hs256') {
+            const mac = createHmac('sha256', hexBytes(req.key, 'key')).update(input).digest();
+            valid = timingSafeEqual(mac, Buffer.from(sig.sig));
+          } else if (req.alg === 'ed25519' && sig.alg === 'ed25519') {
+            const key = createPublicKey({
+              key: { kty: 'OKP', crv: 'Ed25519', x: hexBytes(req.publicKey, 'publicKey').toString('base64url') },
+              format: 'jwk',
+            });
+            valid = verify(null, input, key, sig.sig);
+          }
+        } catch (error) {
+          if (!(error instanceof ProtocolError)) throw error;
+        }
+        return { input: toHex(input), valid };
+      }
+      default:
+        return {
+          error: `ERR_CONFORMANCE_REQUEST: expected op fingerprint, parse_attribution or verify_signature, got ${JSON.stringify(req.op)}`,
+        };
+    }
+  } catch (error) {
+    return { error: error instanceof ProtocolError ? error.code : `ERR_CONFORMANCE_REQUEST: ${(error as Error).message}` };
+  }
+}
+
+/**
  * Runs every case through an implementation of the stdio interface: one JSON request per line
- * on its stdin (with an `id`), one JSON answer per line on its stdout. An answer to a
- * `verify_signature` case may leave out `valid` for an algorithm the implementation cannot
- * check (then `input` alone is compared); everything else is compared exactly.
+ * on its stdin (with an `id`), one JSON answer per line on its stdout, compared by
+ * {@link compareAnswer}.
  */
 export async function runConformance(command: readonly string[], cases: readonly ConformanceCase[]): Promise<ConformanceResult[]> {
   const [program, ...args] = command as [string, ...string[]];
@@ -123,15 +203,6 @@ export async function runConformance(command: readonly string[], cases: readonly
   for (const [id, c] of cases.entries()) child.stdin.write(`${JSON.stringify({ id, ...c.request })}\n`);
   child.stdin.end();
   await done;
-  return cases.map((c, id) => {
-    const answer = answers.get(id);
-    if (answer === undefined)
-      return { name: c.name, pass: false, detail: `no answer${stderr ? ` (stderr: ${stderr.trim().split('\n').at(-1)})` : ''}` };
-    for (const [key, want] of Object.entries(c.expected)) {
-      if (key === 'valid' && c.request.op === 'verify_signature' && !('valid' in answer)) continue;
-      if (canonical(answer[key]) !== canonical(want))
-        return { name: c.name, pass: false, detail: `${key}: expected ${canonical(want)}, got ${canonical(answer[key])}` };
-    }
-    return { name: c.name, pass: true };
-  });
+  const missing = `no answer${stderr ? ` (stderr: ${stderr.trim().split('\n').at(-1)})` : ''}`;
+  return cases.map((c, id) => compareAnswer(c, answers.get(id), missing));
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util';
-import { conformanceCases, runConformance } from '../conformance.js';
+import { compareAnswer, conformanceCases, runConformance } from '../conformance.js';
 import { tryParseDiscovery } from '../negotiation.js';
 
 const USAGE = `usage: moat-conformance [--json] -- <command> [args...]
@@ -8,21 +8,42 @@ const USAGE = `usage: moat-conformance [--json] -- <command> [args...]
 
 The first form runs every protocol vector through an implementation of the stdio interface
 (SPEC.md section 15) and compares its answers byte for byte. The second checks a running
-verifier over HTTP: its discovery document and its telemetry parser against the vectors.
+verifier over HTTP: its discovery document, its telemetry parser, and the same cases sent
+to POST /v1/moat/conformance.
 
 exit codes: 0 all cases pass, 1 a case failed, 2 usage`;
 
 const vectors = new URL('../../vectors/', import.meta.url);
 
-async function verifierCases(url: string, apiKey: string): Promise<Array<{ name: string; pass: boolean; detail?: string }>> {
+type Result = { name: string; pass: boolean; detail?: string };
+
+/** Sends `body` and reads the answer; a network failure comes back as status 0 with its message. */
+async function post(url: URL, apiKey: string, body: string): Promise<{ status: number; json: unknown; error?: string }> {
+  try {
+    const res = await fetch(url, { method: 'POST', headers: { 'x-api-key': apiKey, 'content-type': 'application/json' }, body });
+    const text = await res.text();
+    let json: unknown;
+    try {
+      json = JSON.parse(text);
+    } catch {
+      json = undefined;
+    }
+    return { status: res.status, json };
+  } catch (error) {
+    return { status: 0, json: undefined, error: (error as Error).message };
+  }
+}
+
+async function verifierCases(url: string, apiKey: string): Promise<Result[]> {
   const { readFileSync } = await import('node:fs');
-  const out: Array<{ name: string; pass: boolean; detail?: string }> = [];
+  const out: Result[] = [];
   const discovery = await fetch(new URL('/v1/moat', url)).then(
     (r) => r.json(),
-    () => undefined,
+    (error: Error) => ({ unreachable: error.message }),
   );
   const parsed = tryParseDiscovery(discovery);
   out.push({ name: 'discovery document', pass: parsed.ok, ...(parsed.ok ? {} : { detail: parsed.error.message }) });
+
   const telemetry = (
     JSON.parse(readFileSync(new URL('telemetry.json', vectors), 'utf8')) as {
       cases: Array<{ name: string; input: unknown; valid: boolean; byteLength?: number }>;
@@ -30,14 +51,25 @@ async function verifierCases(url: string, apiKey: string): Promise<Array<{ name:
   ).cases;
   for (const c of telemetry) {
     if (c.byteLength !== undefined) continue; // a declared size, not a body the verifier can be sent
-    const res = await fetch(new URL('/v1/telemetry', url), {
-      method: 'POST',
-      headers: { 'x-api-key': apiKey, 'content-type': 'application/json' },
-      body: JSON.stringify(c.input),
-    });
-    await res.arrayBuffer();
+    const res = await post(new URL('/v1/telemetry', url), apiKey, JSON.stringify(c.input));
     const pass = c.valid ? res.status >= 200 && res.status < 300 : res.status === 400;
-    out.push({ name: `telemetry: ${c.name}`, pass, ...(pass ? {} : { detail: `expected ${c.valid ? '2xx' : '400'}, got ${res.status}` }) });
+    out.push({
+      name: `telemetry: ${c.name}`,
+      pass,
+      ...(pass ? {} : { detail: `expected ${c.valid ? '2xx' : '400'}, got ${res.status || res.error}` }),
+    });
+  }
+
+  // The same cases as the stdio form, answered by the verifier's own implementation.
+  const cases = conformanceCases(vectors);
+  for (let i = 0; i < cases.length; i += 500) {
+    const chunk = cases.slice(i, i + 500);
+    const res = await post(new URL('/v1/moat/conformance', url), apiKey, JSON.stringify({ requests: chunk.map((c) => c.request) }));
+    const answers = (res.json as { answers?: unknown } | undefined)?.answers;
+    const missing = `no answer from POST /v1/moat/conformance (${res.status || res.error})`;
+    chunk.forEach((c, j) => {
+      out.push(compareAnswer(c, Array.isArray(answers) ? (answers[j] as Record<string, unknown> | undefined) : undefined, missing));
+    });
   }
   return out;
 }
@@ -66,7 +98,7 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${USAGE}\n`);
     return 0;
   }
-  let results: Array<{ name: string; pass: boolean; detail?: string }>;
+  let results: Result[];
   if (values.verifier !== undefined) {
     if (values['api-key'] === undefined) {
       process.stderr.write('moat-conformance: expected --api-key with --verifier\n');
