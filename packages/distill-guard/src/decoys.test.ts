@@ -38,7 +38,7 @@ describe('decoy tools', () => {
     expect(decoyPeriod(7 * 24 * 3600 * 1000 * 10 + 5)).toBe(10);
   });
 
-  it('are distinct across 10,000 keys', () => {
+  it('are distinct across 10,000 keys', { timeout: 60_000 }, () => {
     const sets = new Set<string>();
     const canaries = new Set<string>();
     for (let k = 0; k < 10_000; k++) {

@@ -124,7 +124,7 @@ describe('simulation at the default settings', { timeout: 120_000 }, () => {
     expect(stats.reports().every((x) => x.mismatches === 0 && x.classification === 'clean')).toBe(true);
   });
 
-  it('0 false positives over 10,000 honest keys × 500 requests at 0.05% noise', () => {
+  it('0 false positives over 10,000 honest keys × 500 requests at 0.05% noise', { timeout: 60_000 }, () => {
     const r = rng(2);
     const stats = new FingerprintStats({ maxKeys: 10_000 });
     const counts: Record<KeyClassification, number> = { clean: 0, suspicious: 0, tampering: 0 };
