@@ -4,7 +4,7 @@ import { AntiDistillationGate, type HistoryEntry, keyIdentity, stripForeignSigne
 import { tagFingerprint } from '@moat/fingerprint/client';
 import { GatewayDetector, TelemetryQueue } from '@moat/gateway-detect/client';
 import { harden, hardenStatusEvent } from '@moat/harden';
-import { DISCOVERY_PATH, type Feature, tryParseDiscovery } from '@moat/protocol';
+import { DISCOVERY_PATH, type Feature, readStreamEvents, tryParseDiscovery } from '@moat/protocol';
 
 /** Client version, written into the attribution block and the user agent. */
 export const CLIENT_VERSION = '1.4.2';
@@ -37,26 +37,6 @@ export interface TurnResult {
   readonly model: string;
   readonly content: Block[];
   readonly fellBack: boolean;
-}
-
-/** A Messages SSE stream as events, as they arrive. */
-async function* events(body: ReadableStream<Uint8Array>): AsyncGenerator<{ event: string; data: Record<string, unknown> }> {
-  const decoder = new TextDecoder();
-  let buffer = '';
-  for await (const chunk of body as unknown as AsyncIterable<Uint8Array>) {
-    buffer += decoder.decode(chunk, { stream: true });
-    for (let cut = buffer.indexOf('\n\n'); cut !== -1; cut = buffer.indexOf('\n\n')) {
-      const block = buffer.slice(0, cut);
-      buffer = buffer.slice(cut + 2);
-      let event = 'message';
-      let data = '';
-      for (const line of block.split('\n')) {
-        if (line.startsWith('event:')) event = line.slice(6).trim();
-        else if (line.startsWith('data:')) data += line.slice(5).trim();
-      }
-      if (data !== '') yield { event, data: JSON.parse(data) as Record<string, unknown> };
-    }
-  }
 }
 
 /**
@@ -265,7 +245,7 @@ export class ChatSession {
       }
       const content: Block[] = [];
       let out = '';
-      for await (const ev of events(res.body)) {
+      for await (const ev of readStreamEvents(res.body)) {
         const index = typeof ev.data.index === 'number' ? ev.data.index : -1;
         if (ev.event === 'content_block_start') content[index] = { ...(ev.data.content_block as Block) };
         else if (ev.event === 'content_block_delta') {

@@ -24,6 +24,7 @@ import {
   DISCOVERY_PATH,
   FEATURES,
   parseTelemetryBatch,
+  readStreamEvents,
   stripMoatTags,
   TELEMETRY_PATH,
   VERSION_HEADER,
@@ -102,28 +103,6 @@ async function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
 
 function sse(res: ServerResponse, ev: StreamEvent): void {
   res.write(`event: ${ev.event}\ndata: ${JSON.stringify(ev.data)}\n\n`);
-}
-
-/** Parses a Messages SSE byte stream into events as they arrive. */
-async function* parseSse(body: ReadableStream<Uint8Array>): AsyncGenerator<StreamEvent> {
-  const decoder = new TextDecoder();
-  let buffer = '';
-  for await (const chunk of body as unknown as AsyncIterable<Uint8Array>) {
-    buffer += decoder.decode(chunk, { stream: true });
-    let cut = buffer.indexOf('\n\n');
-    while (cut !== -1) {
-      const block = buffer.slice(0, cut);
-      buffer = buffer.slice(cut + 2);
-      let event = 'message';
-      let data = '';
-      for (const line of block.split('\n')) {
-        if (line.startsWith('event:')) event = line.slice(6).trim();
-        else if (line.startsWith('data:')) data += line.slice(5).trim();
-      }
-      if (data !== '') yield { event, data: JSON.parse(data) as Json };
-      cut = buffer.indexOf('\n\n');
-    }
-  }
 }
 
 /**
@@ -247,7 +226,7 @@ export async function createVerifier(config: VerifierConfig, options: VerifierOp
         err.error?.message ?? `upstream answered ${res.status}`,
       );
     }
-    if (body.stream === true && res.body !== null) return { status: res.status, events: parseSse(res.body) };
+    if (body.stream === true && res.body !== null) return { status: res.status, events: readStreamEvents(res.body) };
     return { status: res.status, json: (await res.json()) as Json };
   };
 

@@ -35,6 +35,7 @@ export const PROTOCOL_ERROR_CODES = [
   'ERR_GATEWAY_RULES',
   'ERR_DISCOVERY',
   'ERR_TELEMETRY',
+  'ERR_STREAM_EVENT',
 ] as const;
 
 /** A protocol error code, e.g. `ERR_ATTRIBUTION_SYNTAX`. */

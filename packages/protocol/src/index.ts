@@ -15,6 +15,7 @@ export * from './request.js';
 export * from './signals.js';
 export * from './signature.js';
 export * from './stamp.js';
+export * from './stream.js';
 export * from './telemetry.js';
 export { codePointAt, toHex, utf8, utf8Length } from './text.js';
 
