@@ -32,7 +32,8 @@ export interface BlockContext {
 interface LoadedKey {
   readonly kid: string;
   readonly alg: SignatureAlgorithm;
-  readonly secret?: Uint8Array;
+  /** HMAC with the key already absorbed: each MAC clones it instead of re-deriving the pads. */
+  readonly hmac?: ReturnType<typeof hmac.create>;
   readonly privateKey?: KeyObject;
   readonly publicKey?: KeyObject;
 }
@@ -77,7 +78,7 @@ export class BlockKeyring {
       if (key.alg === 'hs256') {
         if (key.secret.length < 32)
           throw new RangeError(`expected an HMAC secret of at least 32 bytes for ${key.kid}, got ${key.secret.length}`);
-        this.#keys.set(key.kid, { kid: key.kid, alg: 'hs256', secret: key.secret });
+        this.#keys.set(key.kid, { kid: key.kid, alg: 'hs256', hmac: hmac.create(sha256, key.secret) });
       } else {
         this.#keys.set(key.kid, { kid: key.kid, alg: 'ed25519', ...ed25519Keys(key.seed, key.publicKey) });
       }
@@ -111,7 +112,7 @@ export class BlockKeyring {
   #mac(key: LoadedKey, input: Uint8Array): Uint8Array {
     // Measured (bench/distill-guard.bench.ts): @noble/hashes HMAC beats node:crypto's per-call
     // setup on kilobyte inputs; node:crypto's Ed25519 is over ten times faster than @noble/curves.
-    if (key.alg === 'hs256') return hmac(sha256, key.secret as Uint8Array, input);
+    if (key.alg === 'hs256') return (key.hmac as ReturnType<typeof hmac.create>).clone().update(input).digest();
     return new Uint8Array(sign(null, input, key.privateKey as KeyObject));
   }
 

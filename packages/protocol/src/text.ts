@@ -9,6 +9,14 @@ export function utf8(text: string): Uint8Array {
 }
 
 /**
+ * Encodes `text` as {@link utf8} does into `target` (room for `3 * text.length` bytes is
+ * always enough) and returns how many bytes it wrote.
+ */
+export function utf8Into(text: string, target: Uint8Array): number {
+  return encoder.encodeInto(text, target).written;
+}
+
+/**
  * Length of `text` in UTF-8 bytes as {@link utf8} encodes it (a lone surrogate counts 3,
  * the length of U+FFFD), without allocating the encoding.
  */
