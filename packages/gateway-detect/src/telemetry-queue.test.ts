@@ -55,7 +55,7 @@ function queue(options: Partial<ConstructorParameters<typeof TelemetryQueue>[0]>
 
 const event = (i: number) => ({ type: 'gateway_detected', ts: 1_764_000_000 + i, gateways: ['litellm'] });
 
-async function until(check: () => boolean, ms = 5_000): Promise<void> {
+async function until(check: () => boolean, ms = 20_000): Promise<void> {
   const end = Date.now() + ms;
   while (!check()) {
     if (Date.now() > end) throw new Error('condition not reached');
@@ -79,7 +79,9 @@ describe('TelemetryQueue', { timeout: 30_000 }, () => {
     const ep = await endpoint();
     const q = queue({ endpoint: ep.url, flushIntervalMs: 20 });
     q.push(event(1));
-    await until(() => ep.batches.length === 1);
+    // The endpoint has the batch before the client has read the answer: wait for the client.
+    await until(() => q.stats().sent === 1);
+    expect(ep.batches).toHaveLength(1);
     expect(q.stats()).toMatchObject({ sent: 1, queued: 0 });
   });
 
@@ -119,7 +121,7 @@ describe('TelemetryQueue', { timeout: 30_000 }, () => {
     revived.listen(port, '127.0.0.1');
     await once(revived, 'listening');
     servers.push(revived);
-    await until(() => q.stats().sent + q.stats().dropped === 120, 10_000);
+    await until(() => q.stats().sent + q.stats().dropped === 120, 20_000);
     const events = batches.flatMap((b) => b.events);
     const delivered = events.filter((e) => e.type === 'gateway_detected').map((e) => e.ts);
     const degraded = events.find((e) => e.type === 'layer_degraded');
