@@ -75,6 +75,8 @@ if (SERVE) {
   );
   const verifierUrl = await verifier.listen();
   const { key: apiKey } = await verifier.storage.createApiKey('bench');
+  // Exit cleanly on SIGTERM so `node --cpu-prof` can write the server's profile.
+  process.on('SIGTERM', () => process.exit(0));
   process.stdout.write(`${JSON.stringify({ bareUrl, verifierUrl, apiKey })}\n`);
   await new Promise(() => {});
 }
