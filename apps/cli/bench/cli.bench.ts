@@ -7,12 +7,11 @@
  * Run: pnpm --filter @moat/cli bench (after a build).
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { createVerifier, loadConfig } from '@moat/verifier';
+import { createVerifier, devEnvironment, loadConfig } from '@moat/verifier';
 
 const require = createRequire(import.meta.url);
 const bun = join(dirname(require.resolve('bun/package.json')), 'bin', 'bun.exe');
@@ -22,15 +21,7 @@ spawnSync(bun, ['build', '--compile', join(dir, 'hello.ts'), `--outfile=${join(d
 const executable = new URL('../dist/moat-chat', import.meta.url).pathname;
 
 const verifier = await createVerifier(
-  loadConfig({
-    MOAT_VERIFIER_PORT: '0',
-    MOAT_VERIFIER_DATABASE: ':memory:',
-    MOAT_VERIFIER_ADMIN_TOKEN: 'admin-token-0123456789',
-    MOAT_VERIFIER_FINGERPRINT_SALT: 'moat-dev-salt',
-    MOAT_VERIFIER_ATTESTATION_KEY_FILE: new URL('../../../native/.moat-dev-key.json', import.meta.url).pathname,
-    MOAT_VERIFIER_SERVER_SECRET: randomBytes(32).toString('hex'),
-    MOAT_VERIFIER_SIGNING_SECRET: randomBytes(32).toString('hex'),
-  }),
+  loadConfig(devEnvironment({ attestationKeyFile: new URL('../../../native/.moat-dev-key.json', import.meta.url).pathname })),
   { logLevel: 'silent' },
 );
 const base = await verifier.listen();

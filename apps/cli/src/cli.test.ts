@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createVerifier, loadConfig, type Verifier } from '@moat/verifier';
+import { createVerifier, devEnvironment, loadConfig, type Verifier } from '@moat/verifier';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 const dist = new URL('../dist/', import.meta.url).pathname;
@@ -18,13 +18,7 @@ let apiKey = '';
 async function start(flagsFile?: string): Promise<{ verifier: Verifier; base: string; apiKey: string }> {
   const v = await createVerifier(
     loadConfig({
-      MOAT_VERIFIER_PORT: '0',
-      MOAT_VERIFIER_DATABASE: ':memory:',
-      MOAT_VERIFIER_ADMIN_TOKEN: 'admin-token-0123456789',
-      MOAT_VERIFIER_FINGERPRINT_SALT: 'moat-dev-salt',
-      MOAT_VERIFIER_ATTESTATION_KEY_FILE: new URL('../../../native/.moat-dev-key.json', import.meta.url).pathname,
-      MOAT_VERIFIER_SERVER_SECRET: randomBytes(32).toString('hex'),
-      MOAT_VERIFIER_SIGNING_SECRET: randomBytes(32).toString('hex'),
+      ...devEnvironment({ attestationKeyFile: new URL('../../../native/.moat-dev-key.json', import.meta.url).pathname }),
       ...(flagsFile === undefined ? {} : { MOAT_VERIFIER_FLAGS_FILE: flagsFile }),
     }),
     { logLevel: 'silent' },

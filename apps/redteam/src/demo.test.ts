@@ -1,10 +1,9 @@
 import { spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { mkdtempSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { createVerifier, loadConfig, type Verifier } from '@moat/verifier';
+import { createVerifier, devEnvironment, loadConfig, type Verifier } from '@moat/verifier';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type RedteamContext, SCENARIOS } from './scenarios.js';
 
@@ -15,20 +14,10 @@ let verifier: Verifier;
 let ctx: RedteamContext;
 
 beforeAll(async () => {
-  const adminToken = randomBytes(16).toString('hex');
-  const serverSecret = randomBytes(32).toString('hex');
-  verifier = await createVerifier(
-    loadConfig({
-      MOAT_VERIFIER_PORT: '0',
-      MOAT_VERIFIER_DATABASE: ':memory:',
-      MOAT_VERIFIER_ADMIN_TOKEN: adminToken,
-      MOAT_VERIFIER_FINGERPRINT_SALT: 'moat-dev-salt',
-      MOAT_VERIFIER_ATTESTATION_KEY_FILE: join(nativeDir, '.moat-dev-key.json'),
-      MOAT_VERIFIER_SERVER_SECRET: serverSecret,
-      MOAT_VERIFIER_SIGNING_SECRET: randomBytes(32).toString('hex'),
-    }),
-    { logLevel: 'silent' },
-  );
+  const env = devEnvironment({ attestationKeyFile: join(nativeDir, '.moat-dev-key.json') });
+  const adminToken = env.MOAT_VERIFIER_ADMIN_TOKEN as string;
+  const serverSecret = env.MOAT_VERIFIER_SERVER_SECRET as string;
+  verifier = await createVerifier(loadConfig(env), { logLevel: 'silent' });
   ctx = { baseUrl: await verifier.listen(), adminToken, salt: 'moat-dev-salt', cli, serverSecret, log: () => {} };
 });
 afterAll(() => verifier.close());
@@ -68,19 +57,10 @@ describe('moat demo and moat redteam as commands', () => {
 
   it('moat redteam works against a separately started verifier', { timeout: 120_000 }, async () => {
     const verifierCli = join(dirname(require.resolve('@moat/verifier/package.json')), 'dist/cli.js');
-    const adminToken = randomBytes(16).toString('hex');
+    const env = devEnvironment({ attestationKeyFile: join(nativeDir, '.moat-dev-key.json') });
+    const adminToken = env.MOAT_VERIFIER_ADMIN_TOKEN as string;
     const server = spawn(process.execPath, [verifierCli], {
-      env: {
-        ...process.env,
-        MOAT_VERIFIER_PORT: '0',
-        MOAT_VERIFIER_DATABASE: ':memory:',
-        MOAT_VERIFIER_ADMIN_TOKEN: adminToken,
-        MOAT_VERIFIER_FINGERPRINT_SALT: 'moat-dev-salt',
-        MOAT_VERIFIER_ATTESTATION_KEY_FILE: join(nativeDir, '.moat-dev-key.json'),
-        MOAT_VERIFIER_SERVER_SECRET: randomBytes(32).toString('hex'),
-        MOAT_VERIFIER_SIGNING_SECRET: randomBytes(32).toString('hex'),
-        MOAT_VERIFIER_LOG_LEVEL: 'silent',
-      },
+      env: { ...process.env, ...env, MOAT_VERIFIER_LOG_LEVEL: 'silent' },
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     try {

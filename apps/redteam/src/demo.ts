@@ -1,8 +1,7 @@
-import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
-import { createVerifier, loadConfig, type Verifier } from '@moat/verifier';
+import { createVerifier, devEnvironment, loadConfig, type Verifier } from '@moat/verifier';
 import { formatHtml, formatTable } from './report.js';
 import { type RedteamContext, runScenarios, type ScenarioResult } from './scenarios.js';
 
@@ -26,24 +25,14 @@ export interface DemoOptions {
  */
 export async function runDemo(options: DemoOptions = {}): Promise<{ results: ScenarioResult[]; verifier?: Verifier; adminToken: string }> {
   const log = options.log ?? ((m: string) => process.stderr.write(`${m}\n`));
-  const adminToken = randomBytes(16).toString('hex');
-  const serverSecret = randomBytes(32).toString('hex');
   const salt = process.env.MOAT_FINGERPRINT_SALT ?? 'moat-dev-salt';
   const nativeDir = dirname(require.resolve('@moat/native/package.json'));
   const cli = join(dirname(require.resolve('@moat/cli/package.json')), 'dist/moat-chat');
   log('starting moat-verifier (SQLite in memory, mock upstream, keys generated for this run)');
-  const verifier = await createVerifier(
-    loadConfig({
-      MOAT_VERIFIER_PORT: '0',
-      MOAT_VERIFIER_DATABASE: ':memory:',
-      MOAT_VERIFIER_ADMIN_TOKEN: adminToken,
-      MOAT_VERIFIER_FINGERPRINT_SALT: salt,
-      MOAT_VERIFIER_ATTESTATION_KEY_FILE: join(nativeDir, '.moat-dev-key.json'),
-      MOAT_VERIFIER_SERVER_SECRET: serverSecret,
-      MOAT_VERIFIER_SIGNING_SECRET: randomBytes(32).toString('hex'),
-    }),
-    { logLevel: 'silent' },
-  );
+  const env = devEnvironment({ salt, attestationKeyFile: join(nativeDir, '.moat-dev-key.json') });
+  const adminToken = env.MOAT_VERIFIER_ADMIN_TOKEN as string;
+  const serverSecret = env.MOAT_VERIFIER_SERVER_SECRET as string;
+  const verifier = await createVerifier(loadConfig(env), { logLevel: 'silent' });
   const baseUrl = await verifier.listen();
   log(`verifier at ${baseUrl}`);
   const ctx: RedteamContext = { baseUrl, adminToken, salt, cli, serverSecret, log };

@@ -31,7 +31,7 @@ import {
   withAttribution,
 } from '@moat/protocol';
 import autocannon from 'autocannon';
-import { createVerifier, loadConfig, mockEvents, mockMessages } from '../dist/index.js';
+import { createVerifier, devEnvironment, loadConfig, mockEvents, mockMessages } from '../dist/index.js';
 
 const DURATION = Number(process.env.BENCH_SECONDS ?? 5);
 const devKeyFile = new URL('../../../native/.moat-dev-key.json', import.meta.url).pathname;
@@ -62,13 +62,11 @@ if (SERVE) {
 
   const verifier = await createVerifier(
     loadConfig({
-      MOAT_VERIFIER_PORT: '0',
-      MOAT_VERIFIER_DATABASE: join(mkdtempSync(join(tmpdir(), 'moat-bench-')), 'bench.db'),
-      MOAT_VERIFIER_ADMIN_TOKEN: 'admin-token-0123456789',
-      MOAT_VERIFIER_FINGERPRINT_SALT: 'bench-salt',
-      MOAT_VERIFIER_ATTESTATION_KEY_FILE: devKeyFile,
-      MOAT_VERIFIER_SERVER_SECRET: randomBytes(32).toString('hex'),
-      MOAT_VERIFIER_SIGNING_SECRET: randomBytes(32).toString('hex'),
+      ...devEnvironment({
+        database: join(mkdtempSync(join(tmpdir(), 'moat-bench-')), 'bench.db'),
+        salt: 'bench-salt',
+        attestationKeyFile: devKeyFile,
+      }),
       MOAT_VERIFIER_LOG_LEVEL: 'silent',
     }),
     { logLevel: 'silent' },

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { VerifierConfigError } from './errors.js';
 
@@ -146,5 +147,34 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, file?: string):
     maxBodyBytes: int('maxBodyBytes', 'MOAT_VERIFIER_MAX_BODY_BYTES', 10 * 1024 * 1024, 1024, 100 * 1024 * 1024),
     clientKey: str('clientKey', 'MOAT_VERIFIER_CLIENT_KEY', 'moat'),
     userAgentProduct: str('userAgentProduct', 'MOAT_VERIFIER_UA_PRODUCT', 'moat-chat'),
+  };
+}
+
+/** What {@link devEnvironment} takes; everything else is generated or defaulted. */
+export interface DevEnvironmentOptions {
+  /** Default `moat-dev-salt`, the salt of the development client builds. */
+  readonly salt?: string;
+  /** Default: 32 random hex digits. */
+  readonly adminToken?: string;
+  /** The attestation key file (`native/.moat-dev-key.json` for development builds). */
+  readonly attestationKeyFile?: string;
+  /** Default `:memory:`. */
+  readonly database?: string;
+}
+
+/**
+ * The `MOAT_VERIFIER_*` environment of a throwaway verifier — demo, tests, benchmarks: a free
+ * loopback port, SQLite in memory, and a server secret and a signing secret generated now,
+ * never written anywhere. Pass it to {@link loadConfig}, or to a child process.
+ */
+export function devEnvironment(options: DevEnvironmentOptions = {}): Record<string, string> {
+  return {
+    MOAT_VERIFIER_PORT: '0',
+    MOAT_VERIFIER_DATABASE: options.database ?? ':memory:',
+    MOAT_VERIFIER_ADMIN_TOKEN: options.adminToken ?? randomBytes(16).toString('hex'),
+    MOAT_VERIFIER_FINGERPRINT_SALT: options.salt ?? 'moat-dev-salt',
+    ...(options.attestationKeyFile === undefined ? {} : { MOAT_VERIFIER_ATTESTATION_KEY_FILE: options.attestationKeyFile }),
+    MOAT_VERIFIER_SERVER_SECRET: randomBytes(32).toString('hex'),
+    MOAT_VERIFIER_SIGNING_SECRET: randomBytes(32).toString('hex'),
   };
 }

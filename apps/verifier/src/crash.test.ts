@@ -3,12 +3,12 @@
  * every answered request is in the database and the database is consistent.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
+import { devEnvironment } from './config.js';
 
 const cli = new URL('../dist/cli.js', import.meta.url).pathname;
 
@@ -17,12 +17,7 @@ describe('kill -9 under load', () => {
     const dir = mkdtempSync(join(tmpdir(), 'moat-crash-'));
     const env = {
       ...process.env,
-      MOAT_VERIFIER_PORT: '0',
-      MOAT_VERIFIER_DATABASE: join(dir, 'verifier.db'),
-      MOAT_VERIFIER_ADMIN_TOKEN: 'admin-token-0123456789',
-      MOAT_VERIFIER_FINGERPRINT_SALT: 'crash-salt',
-      MOAT_VERIFIER_SERVER_SECRET: randomBytes(32).toString('hex'),
-      MOAT_VERIFIER_SIGNING_SECRET: randomBytes(32).toString('hex'),
+      ...devEnvironment({ database: join(dir, 'verifier.db'), salt: 'crash-salt' }),
       MOAT_VERIFIER_LOG_LEVEL: 'silent',
     };
     const { key } = JSON.parse(spawnSync(process.execPath, [cli, 'keys', 'add', '--label', 'crash'], { env, encoding: 'utf8' }).stdout) as {

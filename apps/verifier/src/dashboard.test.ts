@@ -4,7 +4,7 @@ import { createAttestedFetch } from '@moat/attest/client';
 import { tagFingerprint } from '@moat/fingerprint/client';
 import { chromium } from 'playwright-core';
 import { describe, expect, it } from 'vitest';
-import { loadConfig } from './config.js';
+import { devEnvironment, loadConfig } from './config.js';
 import { createVerifier } from './server.js';
 
 const ADMIN = `admin-${randomBytes(12).toString('hex')}`;
@@ -12,15 +12,13 @@ const ADMIN = `admin-${randomBytes(12).toString('hex')}`;
 describe('dashboard in headless Chromium', () => {
   it('signs in with the admin token, shows the data, and is captured as a screenshot', { timeout: 120_000 }, async () => {
     const verifier = await createVerifier(
-      loadConfig({
-        MOAT_VERIFIER_PORT: '0',
-        MOAT_VERIFIER_DATABASE: ':memory:',
-        MOAT_VERIFIER_ADMIN_TOKEN: ADMIN,
-        MOAT_VERIFIER_FINGERPRINT_SALT: 'dash-salt',
-        MOAT_VERIFIER_ATTESTATION_KEY_FILE: new URL('../../../native/.moat-dev-key.json', import.meta.url).pathname,
-        MOAT_VERIFIER_SERVER_SECRET: randomBytes(32).toString('hex'),
-        MOAT_VERIFIER_SIGNING_SECRET: randomBytes(32).toString('hex'),
-      }),
+      loadConfig(
+        devEnvironment({
+          adminToken: ADMIN,
+          salt: 'dash-salt',
+          attestationKeyFile: new URL('../../../native/.moat-dev-key.json', import.meta.url).pathname,
+        }),
+      ),
       { logLevel: 'silent' },
     );
     const base = await verifier.listen();

@@ -11,7 +11,7 @@ import type { AddressInfo } from 'node:net';
 import { createAttestedFetch } from '@moat/attest/client';
 import { tagFingerprint } from '@moat/fingerprint/client';
 import { describe, expect, it } from 'vitest';
-import { loadConfig } from './config.js';
+import { devEnvironment, loadConfig } from './config.js';
 import { PgRedisStorage } from './pg-storage.js';
 import { createVerifier } from './server.js';
 import { type RequestRecord, SqliteStorage, type Storage } from './storage.js';
@@ -123,15 +123,12 @@ describe.each(backends)('%s storage', { timeout: 30_000 }, (_name, open) => {
 
 describe.runIf(PG !== undefined && REDIS !== undefined)('two replicas on one PostgreSQL + Redis', () => {
   it('a request replayed to the other replica is caught', { timeout: 60_000 }, async () => {
-    const secret = randomBytes(32).toString('hex');
-    const cfg = loadConfig({
-      MOAT_VERIFIER_PORT: '0',
-      MOAT_VERIFIER_ADMIN_TOKEN: 'admin-token-0123456789',
-      MOAT_VERIFIER_FINGERPRINT_SALT: 'replica-salt',
-      MOAT_VERIFIER_ATTESTATION_KEY_FILE: new URL('../../../native/.moat-dev-key.json', import.meta.url).pathname,
-      MOAT_VERIFIER_SERVER_SECRET: secret,
-      MOAT_VERIFIER_SIGNING_SECRET: randomBytes(32).toString('hex'),
+    const env = devEnvironment({
+      salt: 'replica-salt',
+      attestationKeyFile: new URL('../../../native/.moat-dev-key.json', import.meta.url).pathname,
     });
+    const secret = env.MOAT_VERIFIER_SERVER_SECRET as string;
+    const cfg = loadConfig(env);
     const storageA = await PgRedisStorage.open(PG as string, REDIS as string, Buffer.from(secret, 'hex'), { redisPrefix: `${prefix}r:` });
     await storageA.reset();
     const storageB = await PgRedisStorage.open(PG as string, REDIS as string, Buffer.from(secret, 'hex'), { redisPrefix: `${prefix}r:` });

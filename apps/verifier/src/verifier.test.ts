@@ -7,7 +7,7 @@ import { AntiDistillationGate, keyIdentity, stripForeignSignedBlocks } from '@mo
 import { tagFingerprint } from '@moat/fingerprint/client';
 import { parseDiscovery } from '@moat/protocol';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadConfig, type VerifierConfig } from './config.js';
+import { devEnvironment, loadConfig, type VerifierConfig } from './config.js';
 import { mockMessages } from './mock-upstream.js';
 import { createVerifier, type Verifier } from './server.js';
 
@@ -17,13 +17,7 @@ const ADMIN = 'admin-token-0123456789';
 
 function config(over: Partial<VerifierConfig> = {}): VerifierConfig {
   return loadConfig({
-    MOAT_VERIFIER_PORT: '0',
-    MOAT_VERIFIER_DATABASE: ':memory:',
-    MOAT_VERIFIER_ADMIN_TOKEN: ADMIN,
-    MOAT_VERIFIER_FINGERPRINT_SALT: SALT,
-    MOAT_VERIFIER_ATTESTATION_KEY_FILE: devKeyFile,
-    MOAT_VERIFIER_SERVER_SECRET: randomBytes(32).toString('hex'),
-    MOAT_VERIFIER_SIGNING_SECRET: randomBytes(32).toString('hex'),
+    ...devEnvironment({ adminToken: ADMIN, salt: SALT, attestationKeyFile: devKeyFile }),
     ...Object.fromEntries(
       Object.entries(over).map(([k, v]) => [`MOAT_VERIFIER_${k.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase()}`, String(v)]),
     ),
