@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { parseAttribution, serializeAttribution } from './attribution.js';
 import { ProtocolError } from './errors.js';
-import { fingerprintChars, fingerprintRequest } from './fingerprint.js';
+import { fingerprint, fingerprintChars } from './fingerprint.js';
 import { firstUserText } from './request.js';
 import { parseBlockSignature, type SigningContext, signingInput } from './signature.js';
 import { toHex } from './text.js';
@@ -131,7 +131,8 @@ export function answerConformanceRequest(request: unknown): Record<string, unkno
     switch (req.op) {
       case 'fingerprint': {
         const options = { salt: String(req.salt ?? ''), version: String(req.version ?? '') };
-        return { chars: fingerprintChars(firstUserText(req.request)), fp: fingerprintRequest(req.request, options) };
+        const text = firstUserText(req.request);
+        return { chars: fingerprintChars(text), fp: fingerprint(text, options) };
       }
       case 'parse_attribution': {
         let block: ReturnType<typeof parseAttribution>;

@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { compareAnswer, conformanceCases, runConformance } from '../conformance.js';
 import { tryParseDiscovery } from '../negotiation.js';
@@ -35,7 +36,6 @@ async function post(url: URL, apiKey: string, body: string): Promise<{ status: n
 }
 
 async function verifierCases(url: string, apiKey: string): Promise<Result[]> {
-  const { readFileSync } = await import('node:fs');
   const out: Result[] = [];
   const discovery = await fetch(new URL('/v1/moat', url)).then(
     (r) => r.json(),
