@@ -8,9 +8,25 @@ import { createAttestedFetch } from '@moat/attest/client';
 import { scanPaths } from '@moat/build-guard/scan';
 import { keyIdentity, stripForeignSignedBlocks } from '@moat/distill-guard/client';
 import { tagFingerprint } from '@moat/fingerprint/client';
+import { readStreamEvents } from '@moat/protocol';
 import { startProxy } from './proxy.js';
 
 const require = createRequire(import.meta.url);
+
+/** The text a Messages response (JSON or SSE) gave the client. */
+async function completionText(body: Buffer): Promise<string> {
+  const text = body.toString('utf8');
+  if (!text.startsWith('event:')) {
+    const content = (JSON.parse(text) as { content?: Array<{ text?: string; thinking?: string }> }).content ?? [];
+    return content.map((b) => b.text ?? b.thinking ?? '').join('\n');
+  }
+  const parts: string[] = [];
+  for await (const ev of readStreamEvents(new Blob([body]).stream())) {
+    const delta = ev.data.delta as { text?: string; thinking?: string } | undefined;
+    if (ev.event === 'content_block_delta') parts.push(delta?.text ?? delta?.thinking ?? '');
+  }
+  return parts.join('');
+}
 
 /** What the scenarios need to know about the target. */
 export interface RedteamContext {
@@ -356,14 +372,17 @@ export const SCENARIOS: readonly Scenario[] = [
           await runCli(ctx, ['-p', prompt, '--base-url', recorder.url], { MOAT_API_KEY: key });
         }
         const dir = mkdtempSync(join(tmpdir(), 'moat-distill-'));
+        // The dataset a distiller trains on: prompt and completion text, streams reassembled.
         const dataset = join(dir, 'recorded.jsonl');
-        writeFileSync(
-          dataset,
-          recorder.exchanges
-            .filter((e) => e.path === '/v1/messages')
-            .map((e) => e.responseBody.toString('utf8'))
-            .join('\n'),
-        );
+        const lines = [];
+        for (const e of recorder.exchanges.filter((x) => x.path === '/v1/messages'))
+          lines.push(
+            JSON.stringify({
+              prompt: JSON.parse(e.requestBody.toString('utf8')).messages,
+              completion: await completionText(e.responseBody),
+            }),
+          );
+        writeFileSync(dataset, lines.join('\n'));
         writeFileSync(join(dir, 'secret'), ctx.serverSecret as string);
         const keys = await admin<{ keys: Array<{ id: string }> }>(ctx, '/admin/keys');
         writeFileSync(join(dir, 'keys.txt'), keys.keys.map((k) => k.id).join('\n'));

@@ -39,6 +39,14 @@ export interface MockResponse {
   usage: { input_tokens: number; output_tokens: number };
 }
 
+/**
+ * The mock's own signature on the thinking it returns. Like the real API it refuses thinking
+ * sent back without it, so a gateway that loses the upstream's signatures fails here too.
+ */
+export function mockThinkingSignature(thinking: string): string {
+  return `mock-${createHash('sha256').update(`moat-mock-upstream|${thinking}`).digest('base64url').slice(0, 32)}`;
+}
+
 function textOf(content: unknown): string {
   if (typeof content === 'string') return content;
   if (!Array.isArray(content)) return '';
@@ -74,6 +82,11 @@ export function mockMessages(body: unknown): MockResponse {
       throw new ApiError(400, 'invalid_request_error', `messages.${i}.role: Input should be 'user' or 'assistant'`);
     if (typeof msg.content !== 'string' && !Array.isArray(msg.content))
       throw new ApiError(400, 'invalid_request_error', `messages.${i}.content: Input should be a valid string or list`);
+    if (msg.role !== 'assistant' || !Array.isArray(msg.content)) continue;
+    for (const [j, block] of (msg.content as Block[]).entries()) {
+      if (block?.type === 'thinking' && block.signature !== mockThinkingSignature(String(block.thinking)))
+        throw new ApiError(400, 'invalid_request_error', `messages.${i}.content.${j}: Invalid \`signature\` in \`thinking\` block`);
+    }
   }
   if (b.model.includes('overloaded')) throw new ApiError(529, 'overloaded_error', 'Overloaded');
   const messages = b.messages as Array<{ role: string; content: unknown }>;
@@ -83,8 +96,10 @@ export function mockMessages(body: unknown): MockResponse {
   const toolResult = Array.isArray(last.content) ? (last.content as Block[]).find((x) => x.type === 'tool_result') : undefined;
   const content: Block[] = [];
   const thinking = (b.thinking as { type?: unknown } | undefined)?.type === 'enabled';
-  if (thinking)
-    content.push({ type: 'thinking', thinking: `The user asks: "${lastText.slice(0, 80)}". I will answer briefly.`, signature: '' });
+  if (thinking) {
+    const thought = `The user asks: "${lastText.slice(0, 80)}". I will answer briefly.`;
+    content.push({ type: 'thinking', thinking: thought, signature: mockThinkingSignature(thought) });
+  }
   let stop = 'end_turn';
   const named = tools.find((t) => lastText.includes(t.name as string));
   const wanted = toolResult === undefined ? (named ?? (/\bcheck\b/i.test(lastText) ? tools[0] : undefined)) : undefined;
@@ -144,6 +159,10 @@ export function* mockEvents(response: MockResponse): Generator<StreamEvent> {
           event: 'content_block_delta',
           data: { type: 'content_block_delta', index, delta: { type: 'thinking_delta', thinking: part } },
         };
+      yield {
+        event: 'content_block_delta',
+        data: { type: 'content_block_delta', index, delta: { type: 'signature_delta', signature: block.signature } },
+      };
     } else if (block.type === 'text') {
       yield { event: 'content_block_start', data: { type: 'content_block_start', index, content_block: { type: 'text', text: '' } } };
       for (const part of chunks(block.text as string))

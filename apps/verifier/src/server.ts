@@ -6,10 +6,13 @@ import { AttestationKeyring, verifyAttestation } from '@moat/attest/server';
 import {
   BlockKeyring,
   type Decoy,
+  type DecoyCall,
+  DecoyStreamFilter,
   decoyPeriod,
   decoyResult,
   decoyTools,
   findDecoyCall,
+  interceptDecoyCalls,
   invalidBlockError,
   type StreamEvent,
   StreamSigner,
@@ -155,7 +158,7 @@ export async function createVerifier(config: VerifierConfig, options: VerifierOp
   });
   const decoyCalls = new Counter({
     name: 'moat_decoy_calls_total',
-    help: 'Decoy tool calls answered by the verifier',
+    help: 'Decoy tool calls the verifier kept from the client (answered, or withheld next to real calls)',
     registers: [registry],
   });
   let decoyCallCount = 0;
@@ -346,33 +349,78 @@ export async function createVerifier(config: VerifierConfig, options: VerifierOp
     }
 
     const ctx = { apiKeyId: keyId, model: model ?? '' };
+    // Decoy calls are answered here, up to this many rounds, and never reach the client's executor.
+    const decoyRounds = 3;
+    const countDecoyCalls = (n: number) => {
+      if (n === 0) return;
+      decoyCalls.inc(n);
+      decoyCallCount += n;
+    };
+    const answerDecoys = (messages: unknown[], continueWith: readonly unknown[], calls: readonly DecoyCall[]) => {
+      return [
+        ...messages,
+        { role: 'assistant', content: continueWith },
+        { role: 'user', content: calls.map((c) => decoyResult(c, secret)) },
+      ];
+    };
+    let messagesSoFar = Array.isArray(forward.messages) ? [...(forward.messages as unknown[])] : [];
     try {
       let upstream = await callUpstream(forward, req.headers);
       if (upstream.events !== undefined) {
         res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
         const signer = new StreamSigner(ctx, blockKeyring);
+        const filter = decoys.length > 0 ? new DecoyStreamFilter(decoys) : undefined;
         // The mock streams slowly for model names containing "slow" (cancellation tests).
         const pause = config.upstream === 'mock' && model?.includes('slow') ? 150 : 0;
-        for await (const ev of upstream.events) {
-          for (const out of signer.handle(ev)) sse(res, out);
-          if (pause > 0) await new Promise((r) => setTimeout(r, pause));
+        const send = async (ev: StreamEvent) => {
+          for (const out of signer.handle(ev)) {
+            // The client may send its next turn as soon as it sees message_stop.
+            if (out.event === 'message_stop') await rememberStreamSignatures(signer, storage);
+            sse(res, out);
+          }
+        };
+        try {
+          for (let round = 0; ; round++) {
+            for await (const ev of upstream.events ?? []) {
+              for (const kept of filter === undefined ? [ev] : filter.handle(ev)) await send(kept);
+              if (pause > 0) await new Promise((r) => setTimeout(r, pause));
+            }
+            const turn = filter?.takeTurn();
+            if (filter === undefined || turn?.continueWith === undefined) break;
+            if (round + 1 === decoyRounds) {
+              for (const ev of filter.close()) await send(ev);
+              break;
+            }
+            messagesSoFar = answerDecoys(messagesSoFar, turn.continueWith, turn.calls);
+            filter.nextRound();
+            upstream = await callUpstream({ ...forward, messages: messagesSoFar }, req.headers);
+          }
+        } catch (error) {
+          // Headers are out: the failure goes to the client as the API's own SSE error event.
+          const apiError =
+            error instanceof ApiError ? error : new ApiError(502, 'api_error', `upstream failed: ${(error as Error).message}`);
+          sse(res, { event: 'error', data: { type: 'error', error: { type: apiError.type, message: apiError.message } } });
+          await finish(apiError.status);
+          res.end();
+          return;
+        } finally {
+          countDecoyCalls(filter?.decoyCalls ?? 0);
         }
         await finish(200);
         res.end();
         return;
       }
-      // Decoy calls are answered here and never reach the client's executor.
-      let messagesSoFar = Array.isArray(forward.messages) ? [...(forward.messages as unknown[])] : [];
-      for (let round = 0; round < 3 && upstream.json !== undefined; round++) {
-        const content = (upstream.json.content ?? []) as Array<{ type: string; id: string; name: string; input?: unknown }>;
-        const call = content.find((b) => b.type === 'tool_use' && findDecoyCall(b, decoys) !== undefined);
-        if (call === undefined) break;
-        decoyCalls.inc();
-        decoyCallCount++;
-        messagesSoFar = [...messagesSoFar, { role: 'assistant', content }, { role: 'user', content: [decoyResult(call, secret)] }];
+      let answer = upstream.json as Json;
+      for (let round = 0; ; round++) {
+        const intercepted = interceptDecoyCalls(upstream.json as Json, decoys);
+        answer = intercepted.response;
+        const { continueWith, calls } = intercepted.turn;
+        countDecoyCalls(calls.length);
+        if (continueWith === undefined || round + 1 === decoyRounds) break;
+        messagesSoFar = answerDecoys(messagesSoFar, continueWith, calls);
         upstream = await callUpstream({ ...forward, messages: messagesSoFar }, req.headers);
       }
-      const { response, upstreamSignatures } = signResponse(upstream.json as Json, ctx, blockKeyring);
+      const { response, upstreamSignatures } = signResponse(answer, ctx, blockKeyring);
       const content = (response.content ?? []) as Array<{ signature?: string }>;
       for (const [index, theirs] of upstreamSignatures) {
         const ours = content[index]?.signature;
@@ -571,6 +619,16 @@ function answerDecoyResults(body: Json, decoys: readonly Decoy[], secret: Uint8A
     };
   });
   return { ...body, messages };
+}
+
+/** Remembers which upstream signature each streamed Moat signature replaced, once per block. */
+async function rememberStreamSignatures(signer: StreamSigner, storage: Storage): Promise<void> {
+  for (const [index, theirs] of signer.upstreamSignatures) {
+    const ours = signer.issuedSignatures.get(index);
+    if (ours === undefined) continue;
+    await storage.rememberUpstreamSignature(ours, theirs);
+    signer.upstreamSignatures.delete(index);
+  }
 }
 
 /** Puts the upstream's own signatures back on blocks it signed, before forwarding them to it. */

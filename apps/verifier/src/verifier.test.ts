@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { createAttestedFetch } from '@moat/attest/client';
 import { AntiDistillationGate, keyIdentity, stripForeignSignedBlocks } from '@moat/distill-guard/client';
 import { tagFingerprint } from '@moat/fingerprint/client';
-import { parseDiscovery } from '@moat/protocol';
+import { parseDiscovery, readStreamEvents } from '@moat/protocol';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { devEnvironment, loadConfig, type VerifierConfig } from './config.js';
 import { mockMessages } from './mock-upstream.js';
@@ -157,6 +157,76 @@ describe('moat-verifier', () => {
     expect(signature).toBeDefined();
     const deltas = [...text.matchAll(/"text_delta","text":"([^"]*)"/g)].map((m) => m[1]).join('');
     expect(deltas).toBe('Echo: Stream this answer, please');
+  });
+
+  it('answers decoy calls itself: the client never sees them, as JSON or as SSE', async () => {
+    const gate = await AntiDistillationGate.create({ compileTime: true, entrypoint: 'cli', remote: { apiHost: base, clientKey: 'moat' } });
+    const metric = async () =>
+      Number(/^moat_decoy_calls_total (\d+)/m.exec(await (await fetch(`${base}/metrics`)).text())?.[1] ?? Number.NaN);
+    const before = await metric();
+    // Without real tools, the mock model calls the first tool it is given: a decoy.
+    const r = await post(attested as typeof fetch, gate.apply(request('Please check the ledger for account 7')));
+    expect(r.status).toBe(200);
+    const decoyName = JSON.parse(upstreamBodies.at(-2) as string).tools[0].name as string;
+    expect(r.json.content.map((b: { type: string }) => b.type)).toEqual(['thinking', 'text']);
+    expect(r.json.content[1].text).toMatch(new RegExp(`^Checked with ${decoyName}: \\{"status":"ok"`));
+    expect(r.json.stop_reason).toBe('end_turn');
+    // The model's turn went back upstream with the verifier's answer to the decoy call.
+    const continued = JSON.parse(upstreamBodies.at(-1) as string).messages as Array<{ role: string; content: unknown }>;
+    expect(continued.at(-2)?.content).toContainEqual(expect.objectContaining({ type: 'tool_use', name: decoyName }));
+    expect(continued.at(-1)?.content).toEqual([expect.objectContaining({ type: 'tool_result' })]);
+
+    const res = await attested(`${base}/v1/messages`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-api-key': apiKey },
+      body: JSON.stringify(gate.apply(request('Please check the ledger for account 7', { stream: true }))),
+    });
+    const events = [];
+    for await (const ev of readStreamEvents(res.body as ReadableStream<Uint8Array>)) events.push(ev);
+    expect(events.filter((e) => e.event === 'message_start')).toHaveLength(1);
+    expect(events.filter((e) => e.event === 'message_stop')).toHaveLength(1);
+    const starts = events.filter((e) => e.event === 'content_block_start').map((e) => e.data);
+    expect(starts.map((d) => [d.index, (d.content_block as { type: string }).type])).toEqual([
+      [0, 'thinking'],
+      [1, 'thinking'],
+      [2, 'text'],
+    ]);
+    expect(events.map((e) => JSON.stringify(e.data)).join('\n')).not.toMatch(/"tool_use"|input_json_delta/);
+    const text = events
+      .filter((e) => (e.data.delta as { type?: string } | undefined)?.type === 'text_delta')
+      .map((e) => (e.data.delta as { text: string }).text)
+      .join('');
+    expect(text).toBe(r.json.content[1].text);
+    const stop = events.find((e) => e.event === 'message_delta')?.data.delta as { stop_reason: string };
+    expect(stop.stop_reason).toBe('end_turn');
+    expect(await metric()).toBe(before + 2);
+  });
+
+  it("a streamed thinking block goes back upstream with the upstream's own signature", async () => {
+    const res = await attested(`${base}/v1/messages`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-api-key': apiKey },
+      body: JSON.stringify(request('Think about primes, streaming', { stream: true })),
+    });
+    const content: Array<Record<string, string>> = [];
+    for await (const ev of readStreamEvents(res.body as ReadableStream<Uint8Array>)) {
+      const i = ev.data.index as number;
+      const d = ev.data.delta as Record<string, string> | undefined;
+      if (ev.event === 'content_block_start') content[i] = { ...(ev.data.content_block as Record<string, string>) };
+      else if (d?.type === 'thinking_delta') (content[i] as Record<string, string>).thinking += d.thinking ?? '';
+      else if (d?.type === 'text_delta') (content[i] as Record<string, string>).text += d.text ?? '';
+      else if (d?.type === 'signature_delta') (content[i] as Record<string, string>).signature = d.signature as string;
+    }
+    expect(content[0]?.signature).toMatch(/^ms1\./);
+    const messages = [
+      { role: 'user', content: 'Think about primes, streaming' },
+      { role: 'assistant', content },
+      { role: 'user', content: 'And the next one?' },
+    ];
+    const turn2 = await post(attested as typeof fetch, request('Think about primes, streaming', { messages }));
+    expect(turn2.status).toBe(200);
+    const forwarded = JSON.parse(upstreamBodies.at(-1) as string).messages[1].content[0];
+    expect(forwarded.signature).toMatch(/^mock-/);
   });
 
   it('checks signed thinking sent back: valid for the same key, 400 naming the block after a key switch unless the client strips', async () => {

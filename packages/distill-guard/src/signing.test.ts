@@ -198,5 +198,7 @@ describe('requests and responses', () => {
     const signature = (out[4]?.data.delta as { signature?: string } | undefined)?.signature;
     expect(keyring.verify({ type: 'thinking', thinking: 'Adding numbers.', signature }, ctx)).toEqual({ ok: true });
     expect(signer.upstreamSignatures.get(0)).toBe('upstream');
+    expect(signer.issuedSignatures.get(0)).toBe(signature);
+    expect([...signer.issuedSignatures.keys()]).toEqual([0]);
   });
 });

@@ -261,7 +261,10 @@ export interface StreamEvent {
  * `content_block_start` and is signed there.
  */
 export class StreamSigner {
+  /** The upstream's own signatures, by block index (to restore when blocks go back upstream). */
   readonly upstreamSignatures = new Map<number, string>();
+  /** Moat's signatures sent in their place, by block index. */
+  readonly issuedSignatures = new Map<number, string>();
   readonly #blocks = new Map<number, { type: string; content: string }>();
   constructor(
     readonly ctx: BlockContext,
@@ -278,7 +281,9 @@ export class StreamSigner {
       if (block.type === 'redacted_thinking') {
         if (typeof block.signature === 'string' && block.signature !== '') this.upstreamSignatures.set(index, block.signature);
         const { signature: _omit, ...rest } = block;
-        return [{ event: ev.event, data: { ...data, content_block: { ...rest, signature: this.keyring.sign(rest, this.ctx) } } }];
+        const signature = this.keyring.sign(rest, this.ctx);
+        this.issuedSignatures.set(index, signature);
+        return [{ event: ev.event, data: { ...data, content_block: { ...rest, signature } } }];
       }
       const member = block.type === 'thinking' ? 'thinking' : 'text';
       this.#blocks.set(index, { type: block.type as string, content: typeof block[member] === 'string' ? (block[member] as string) : '' });
@@ -302,6 +307,7 @@ export class StreamSigner {
       this.#blocks.delete(index);
       const member = tracked.type === 'thinking' ? 'thinking' : 'text';
       const signature = this.keyring.sign({ type: tracked.type, [member]: tracked.content }, this.ctx);
+      this.issuedSignatures.set(index, signature);
       return [
         { event: 'content_block_delta', data: { type: 'content_block_delta', index, delta: { type: 'signature_delta', signature } } },
         ev,
