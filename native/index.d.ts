@@ -22,6 +22,7 @@ export interface NativeBinding {
   /**
    * Stamps and sends a request on a transfer thread. `onEvent('headers', status, rawHeaders,
    * stampResult)`, `onEvent('data', chunk)`, `onEvent('end')` or `onEvent('error', message)`.
+   * The first call opens libcurl; throws `ERR_NATIVE_TRANSPORT` when it cannot be opened.
    */
   request(
     options: NativeRequestOptions,

@@ -7,6 +7,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include "curl_api.h"
 #include "harden.h"
 #include "keystore.h"
 #include "transport.h"
@@ -130,6 +131,11 @@ static napi_value request(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, "ERR_NATIVE_OPTIONS", "expected request(options: object, onEvent: function)");
     return NULL;
   }
+  const moat_curl_api *curl = moat_curl();
+  if (curl == NULL) {
+    napi_throw_error(env, "ERR_NATIVE_TRANSPORT", moat_curl_error());
+    return NULL;
+  }
   moat_request_opts opts;
   memset(&opts, 0, sizeof opts);
   opts.method = get_string(env, argv[0], "method", 1);
@@ -158,7 +164,7 @@ static napi_value request(napi_env env, napi_callback_info info) {
       if (s == NULL) continue;
       napi_get_value_string_utf8(env, line, s, len + 1, &len);
       /* Header lines with CR or LF would smuggle extra headers: refuse them. */
-      if (strpbrk(s, "\r\n") == NULL) opts.headers = curl_slist_append(opts.headers, s);
+      if (strpbrk(s, "\r\n") == NULL) opts.headers = curl->slist_append(opts.headers, s);
       free(s);
     }
   }
@@ -292,10 +298,6 @@ static napi_value scrub_env_block(napi_env env, napi_callback_info info) {
 }
 
 static napi_value init(napi_env env, napi_value exports) {
-  if (moat_transport_init() != 0) {
-    napi_throw_error(env, "ERR_NATIVE", "libcurl initialisation failed");
-    return NULL;
-  }
   napi_property_descriptor props[] = {
       {"request", NULL, request, NULL, NULL, NULL, napi_default, NULL},
       {"keyId", NULL, key_id, NULL, NULL, NULL, napi_default, NULL},

@@ -1,9 +1,11 @@
 #include "transport.h"
+#include "curl_api.h"
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include "stamp.h"
 
+static const moat_curl_api *lib;
 static CURLSH *share;
 static pthread_mutex_t locks[CURL_LOCK_DATA_LAST];
 
@@ -20,17 +22,18 @@ static void unlock_cb(CURL *h, curl_lock_data data, void *userptr) {
   pthread_mutex_unlock(&locks[data]);
 }
 
-int moat_transport_init(void) {
-  if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) return -1;
+int moat_transport_setup(const moat_curl_api *api) {
+  lib = api;
+  if (lib->global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) return -1;
   for (int i = 0; i < CURL_LOCK_DATA_LAST; i++) pthread_mutex_init(&locks[i], NULL);
-  share = curl_share_init();
+  share = lib->share_init();
   if (share == NULL) return -1;
-  curl_share_setopt(share, CURLSHOPT_LOCKFUNC, lock_cb);
-  curl_share_setopt(share, CURLSHOPT_UNLOCKFUNC, unlock_cb);
+  lib->share_setopt(share, CURLSHOPT_LOCKFUNC, lock_cb);
+  lib->share_setopt(share, CURLSHOPT_UNLOCKFUNC, unlock_cb);
   /* Shared connection cache, DNS and TLS sessions: keep-alive across requests and threads. */
-  curl_share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
-  curl_share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
-  curl_share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+  lib->share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
+  lib->share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+  lib->share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
   return 0;
 }
 
@@ -58,7 +61,7 @@ static void send_headers(transfer *t) {
   t->headers_sent = 1;
   moat_event *ev = event_new(MOAT_EV_HEADERS);
   if (ev == NULL) return;
-  curl_easy_getinfo(t->curl, CURLINFO_RESPONSE_CODE, &ev->status);
+  lib->easy_getinfo(t->curl, CURLINFO_RESPONSE_CODE, &ev->status);
   ev->stamp_result = t->stamp_result;
   ev->data = t->hdr;
   ev->len = t->hdr_len;
@@ -115,7 +118,7 @@ static int progress_cb(void *userdata, curl_off_t a, curl_off_t b, curl_off_t c,
 static void free_opts(moat_request_opts *o) {
   free(o->method);
   free(o->url);
-  curl_slist_free_all(o->headers);
+  lib->slist_free_all(o->headers);
   if (o->body != NULL) {
     memset(o->body, 0, o->body_len);
     free(o->body);
@@ -127,40 +130,40 @@ static void free_opts(moat_request_opts *o) {
 static void *run(void *arg) {
   transfer *t = arg;
   t->stamp_result = t->opts.body != NULL ? (int)moat_stamp(t->opts.body, t->opts.body_len) : (int)MOAT_STAMP_NO_ENVELOPE;
-  CURL *c = curl_easy_init();
+  CURL *c = lib->easy_init();
   t->curl = c;
   char errbuf[CURL_ERROR_SIZE] = {0};
   CURLcode rc = CURLE_FAILED_INIT;
   if (c != NULL) {
-    curl_easy_setopt(c, CURLOPT_URL, t->opts.url);
-    curl_easy_setopt(c, CURLOPT_SHARE, share);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_TCP_NODELAY, 1L);
-    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
-    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, header_cb);
-    curl_easy_setopt(c, CURLOPT_HEADERDATA, t);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, write_cb);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, t);
-    curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
-    curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, progress_cb);
-    curl_easy_setopt(c, CURLOPT_XFERINFODATA, t);
-    curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 1L);
-    curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L);
-    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-    if (t->opts.pinned_pubkey != NULL) curl_easy_setopt(c, CURLOPT_PINNEDPUBLICKEY, t->opts.pinned_pubkey);
-    if (t->opts.ca_file != NULL) curl_easy_setopt(c, CURLOPT_CAINFO, t->opts.ca_file);
-    if (t->opts.timeout_ms > 0) curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, t->opts.timeout_ms);
-    if (t->opts.connect_timeout_ms > 0) curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, t->opts.connect_timeout_ms);
+    lib->easy_setopt(c, CURLOPT_URL, t->opts.url);
+    lib->easy_setopt(c, CURLOPT_SHARE, share);
+    lib->easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    lib->easy_setopt(c, CURLOPT_TCP_NODELAY, 1L);
+    lib->easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+    lib->easy_setopt(c, CURLOPT_HEADERFUNCTION, header_cb);
+    lib->easy_setopt(c, CURLOPT_HEADERDATA, t);
+    lib->easy_setopt(c, CURLOPT_WRITEFUNCTION, write_cb);
+    lib->easy_setopt(c, CURLOPT_WRITEDATA, t);
+    lib->easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+    lib->easy_setopt(c, CURLOPT_XFERINFOFUNCTION, progress_cb);
+    lib->easy_setopt(c, CURLOPT_XFERINFODATA, t);
+    lib->easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 1L);
+    lib->easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L);
+    lib->easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    if (t->opts.pinned_pubkey != NULL) lib->easy_setopt(c, CURLOPT_PINNEDPUBLICKEY, t->opts.pinned_pubkey);
+    if (t->opts.ca_file != NULL) lib->easy_setopt(c, CURLOPT_CAINFO, t->opts.ca_file);
+    if (t->opts.timeout_ms > 0) lib->easy_setopt(c, CURLOPT_TIMEOUT_MS, t->opts.timeout_ms);
+    if (t->opts.connect_timeout_ms > 0) lib->easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, t->opts.connect_timeout_ms);
     /* No "Expect: 100-continue" round trip before the body. */
-    t->opts.headers = curl_slist_append(t->opts.headers, "Expect:");
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, t->opts.headers);
+    t->opts.headers = lib->slist_append(t->opts.headers, "Expect:");
+    lib->easy_setopt(c, CURLOPT_HTTPHEADER, t->opts.headers);
     if (t->opts.body != NULL) {
-      curl_easy_setopt(c, CURLOPT_POSTFIELDS, t->opts.body);
-      curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)t->opts.body_len);
+      lib->easy_setopt(c, CURLOPT_POSTFIELDS, t->opts.body);
+      lib->easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)t->opts.body_len);
     }
-    if (strcmp(t->opts.method, "GET") == 0 && t->opts.body == NULL) curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
-    else if (strcmp(t->opts.method, "POST") != 0 || t->opts.body == NULL) curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, t->opts.method);
-    rc = curl_easy_perform(c);
+    if (strcmp(t->opts.method, "GET") == 0 && t->opts.body == NULL) lib->easy_setopt(c, CURLOPT_HTTPGET, 1L);
+    else if (strcmp(t->opts.method, "POST") != 0 || t->opts.body == NULL) lib->easy_setopt(c, CURLOPT_CUSTOMREQUEST, t->opts.method);
+    rc = lib->easy_perform(c);
   }
   if (rc == CURLE_OK) {
     send_headers(t);
@@ -175,13 +178,13 @@ static void *run(void *arg) {
                          : rc == CURLE_SSL_PINNEDPUBKEYNOTMATCH ? "pinning"
                          : (rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE) ? "tls"
                                                                                                     : "transport";
-      size_t cap = strlen(kind) + strlen(errbuf) + strlen(curl_easy_strerror(rc)) + 8;
+      size_t cap = strlen(kind) + strlen(errbuf) + strlen(lib->easy_strerror(rc)) + 8;
       ev->data = malloc(cap);
-      if (ev->data != NULL) ev->len = (size_t)snprintf(ev->data, cap, "%s: %s", kind, errbuf[0] ? errbuf : curl_easy_strerror(rc));
+      if (ev->data != NULL) ev->len = (size_t)snprintf(ev->data, cap, "%s: %s", kind, errbuf[0] ? errbuf : lib->easy_strerror(rc));
       t->emit(t->ctx, ev);
     }
   }
-  if (c != NULL) curl_easy_cleanup(c);
+  if (c != NULL) lib->easy_cleanup(c);
   free(t->hdr);
   free_opts(&t->opts);
   t->done(t->ctx);

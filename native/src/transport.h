@@ -28,7 +28,6 @@ typedef struct {
   char *ca_file;       /* extra CA bundle, or NULL */
 } moat_request_opts;
 
-int moat_transport_init(void);
 
 /*
  * Stamps the body and performs the transfer on a new thread, emitting events as the

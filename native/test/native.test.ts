@@ -1,5 +1,6 @@
+import { spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { readFileSync } from 'node:fs';
+import { readFileSync, realpathSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { computeStamp, locateEnvelope } from '@moat/protocol';
@@ -100,5 +101,45 @@ describe('@moat/native', () => {
     expect(binary.indexOf(key)).toBe(-1);
     expect(binary.indexOf(key.subarray(0, 8))).toBe(-1);
     expect(binary.indexOf(Buffer.from(dev.key))).toBe(-1);
+  });
+
+  it('opens libcurl only when the first request goes out, and hardening works without it', () => {
+    // A fresh process: this one has sent requests already.
+    const probe = `
+      const { native } = await import(${JSON.stringify(new URL('../index.js', import.meta.url).href)});
+      const { readFileSync } = await import('node:fs');
+      const mapped = () => readFileSync('/proc/self/maps', 'utf8').split('\\n').find((l) => l.includes('libcurl.so'))?.split(' ').at(-1);
+      const out = { atLoad: mapped() ?? null, undumpable: native.setUndumpable() === 0 && native.getDumpable() === 0 };
+      try {
+        native.request({ method: 'GET', url: 'http://127.0.0.1:9/' }, () => {});
+        out.request = 'sent';
+      } catch (e) {
+        out.request = e.code + ': ' + e.message;
+      }
+      out.afterRequest = mapped() ?? null;
+      console.log(JSON.stringify(out));
+      process.exit(0);`;
+    const run = (command: string, args: string[]) => {
+      const r = spawnSync(command, args, { encoding: 'utf8' });
+      if (r.status !== 0) throw new Error(`${command} failed: ${r.stderr}`);
+      return JSON.parse(r.stdout) as { atLoad: string | null; undumpable: boolean; request: string; afterRequest: string | null };
+    };
+    const normal = run(process.execPath, ['--input-type=module', '-e', probe]);
+    expect(normal).toMatchObject({ atLoad: null, undumpable: true, request: 'sent' });
+    expect(normal.afterRequest).toMatch(/libcurl\.so\.4/);
+
+    // The same with libcurl broken (an empty file bind-mounted over it, in a private mount namespace).
+    if (process.getuid?.() !== 0) return;
+    const broken = run('unshare', [
+      '--mount',
+      'sh',
+      '-c',
+      'mount --bind /dev/null "$0" && exec "$1" --input-type=module -e "$2"',
+      realpathSync(normal.afterRequest as string),
+      process.execPath,
+      probe,
+    ]);
+    expect(broken).toMatchObject({ atLoad: null, undumpable: true, afterRequest: null });
+    expect(broken.request).toMatch(/^ERR_NATIVE_TRANSPORT: libcurl unavailable: .*libcurl/);
   });
 });

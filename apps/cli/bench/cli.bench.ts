@@ -17,7 +17,16 @@ const require = createRequire(import.meta.url);
 const bun = join(dirname(require.resolve('bun/package.json')), 'bin', 'bun.exe');
 const dir = mkdtempSync(join(tmpdir(), 'moat-cli-bench-'));
 writeFileSync(join(dir, 'hello.ts'), 'console.log("> ");\n');
-spawnSync(bun, ['build', '--compile', join(dir, 'hello.ts'), `--outfile=${join(dir, 'hello')}`], { stdio: 'ignore' });
+// A second reference: a program that does nothing but open a readline prompt, as moat-chat does.
+writeFileSync(
+  join(dir, 'prompt.ts'),
+  `import { createInterface } from 'node:readline';
+const rl = createInterface({ input: process.stdin, output: process.stdout, prompt: '> ', terminal: false });
+rl.prompt();
+`,
+);
+for (const name of ['hello', 'prompt'])
+  spawnSync(bun, ['build', '--compile', '--bytecode', join(dir, `${name}.ts`), `--outfile=${join(dir, name)}`], { stdio: 'ignore' });
 const executable = new URL('../dist/moat-chat', import.meta.url).pathname;
 
 const verifier = await createVerifier(
@@ -54,6 +63,7 @@ async function best(fn: () => Promise<number>, runs = 10): Promise<number> {
 }
 
 const hello = await best(() => timeTo(join(dir, 'hello'), [], '> '));
+const bareprompt = await best(() => timeTo(join(dir, 'prompt'), [], '> '));
 const chatStart = await best(() => timeTo(executable, ['--base-url', base], '> ', { MOAT_API_KEY: key }));
 const ttft = await best(() => timeTo(executable, ['-p', 'Time to first token', '--base-url', base], 'Echo', { MOAT_API_KEY: key }));
 const direct = await best(async () => {
@@ -83,6 +93,9 @@ console.log('| measure | moat-chat | baseline | ratio |');
 console.log('|---|---:|---:|---:|');
 console.log(
   `| cold start to first prompt | ${chatStart.toFixed(0)} ms | Bun hello-world executable ${hello.toFixed(0)} ms | ${(chatStart / hello).toFixed(2)}× |`,
+);
+console.log(
+  `| cold start to first prompt | ${chatStart.toFixed(0)} ms | Bun executable that only opens a readline prompt ${bareprompt.toFixed(0)} ms | ${(chatStart / bareprompt).toFixed(2)}× |`,
 );
 console.log(
   `| one-shot: spawn to first token through the verifier | ${ttft.toFixed(0)} ms | an in-process plain fetch to the first token ${direct.toFixed(0)} ms | ${(ttft / direct).toFixed(1)}× |`,

@@ -35,6 +35,7 @@ await buildVariant({
   variant: 'external',
   bundler: 'bun',
   compile: true,
+  bytecode: true,
 });
 console.log('built dist/moat-chat (standalone, external)');
 

@@ -117,6 +117,17 @@ describe('moat-chat', { timeout: 60_000 }, () => {
     expect(existsSync(tokenFile)).toBe(false);
   });
 
+  it('without a key, or with an unreadable token file, says so and exits 2, one-shot or interactive', async () => {
+    for (const args of [['-p', 'hi'], []]) {
+      const none = await chat(external, [...args, '--base-url', base]);
+      expect(none.status).toBe(2);
+      expect(none.stderr).toMatch(/^moat-chat: no API key: run `moat-chat login`/);
+      const missing = await chat(external, [...args, '--token-file', join(dir, 'no-such-token'), '--base-url', base]);
+      expect(missing.status).toBe(2);
+      expect(missing.stderr).toMatch(/no-such-token/);
+    }
+  });
+
   it('login stores the key with mode 0600 and later runs use it', async () => {
     const r = await chat(external, ['login'], {}, apiKey);
     expect(r.status).toBe(0);

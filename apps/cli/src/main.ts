@@ -1,12 +1,12 @@
 import { feature } from 'bun:bundle';
-import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { createInterface } from 'node:readline';
+import { createInterface, type Interface } from 'node:readline';
 import { parseArgs } from 'node:util';
-import { openTokenFile, tokensFromEnv } from '@moat/harden';
 import { debugReport } from './internal/debug.js';
-import { ChatSession, CLIENT_VERSION } from './session.js';
+import type { ChatSession } from './session.js';
+import { CLIENT_VERSION } from './version.js';
 
 const USAGE = `usage: moat-chat [options]                 interactive chat
        moat-chat -p "prompt" [options]      one answer (reads stdin when the prompt is -)
@@ -83,27 +83,38 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
 
+  const noKey = () => {
+    process.stderr.write('moat-chat: no API key: run `moat-chat login`, set MOAT_API_KEY, or pass --token-file\n');
+    return 2;
+  };
+  const keyEnv = ['MOAT_API_KEY', 'ANTHROPIC_API_KEY'];
+  if (typeof values['token-file'] !== 'string' && !keyEnv.some((n) => process.env[n]) && !existsSync(credentialsFile())) return noKey();
+
+  // The prompt goes up before the layers load (their code, the native addon, hardening and
+  // the flag fetch take a few ms more); no line is handled until they are up.
+  const interactive = values.p === undefined;
+  const prompt = interactive ? openPrompt() : undefined;
+  const [{ openTokenFile, tokensFromEnv }, { ChatSession }] = await Promise.all([import('@moat/harden'), import('./session.js')]);
+
   // The API key: a read-once token file, the environment (scrubbed), or the login file.
   let apiKey: string | undefined;
   let vault: Awaited<ReturnType<typeof openTokenFile>> | undefined;
-  if (typeof values['token-file'] === 'string') {
-    vault = await openTokenFile(values['token-file'], { onWarning: warn });
-    apiKey = vault.use((t) => t.toString());
-  } else {
-    const vaults = await tokensFromEnv(['MOAT_API_KEY', 'ANTHROPIC_API_KEY'], { onWarning: warn });
-    const v = vaults.get('MOAT_API_KEY') ?? vaults.get('ANTHROPIC_API_KEY');
-    apiKey = v?.use((t) => t.toString());
-    if (apiKey === undefined) {
-      try {
-        apiKey = readFileSync(credentialsFile(), 'utf8').trim();
-      } catch {
-        process.stderr.write('moat-chat: no API key: run `moat-chat login`, set MOAT_API_KEY, or pass --token-file\n');
-        return 2;
-      }
+  try {
+    if (typeof values['token-file'] === 'string') {
+      vault = await openTokenFile(values['token-file'], { onWarning: warn });
+      apiKey = vault.use((t) => t.toString());
+    } else {
+      const vaults = await tokensFromEnv(keyEnv, { onWarning: warn });
+      const v = vaults.get('MOAT_API_KEY') ?? vaults.get('ANTHROPIC_API_KEY');
+      apiKey = v?.use((t) => t.toString()) ?? readFileSync(credentialsFile(), 'utf8').trim();
     }
+  } catch (error) {
+    prompt?.rl.close();
+    if (typeof values['token-file'] !== 'string') return noKey();
+    process.stderr.write(`moat-chat: ${(error as Error).message}\n`);
+    return 2;
   }
 
-  // Layers come up while the prompt is already on screen; the first message waits for them.
   const starting = ChatSession.start({
     baseUrl: (values['base-url'] as string | undefined) ?? process.env.MOAT_BASE_URL ?? 'http://127.0.0.1:8787',
     apiKey,
@@ -114,7 +125,6 @@ async function main(argv: string[]): Promise<number> {
     thinking: values.thinking === true,
     warn,
   });
-  const interactive = values.p === undefined;
   let session: ChatSession | undefined;
   const ready = async (): Promise<ChatSession> => {
     if (session !== undefined) return session;
@@ -155,7 +165,7 @@ async function main(argv: string[]): Promise<number> {
       else process.stdout.write('\n');
       return 0;
     }
-    return await repl(ready, command, async () => {
+    return await repl(prompt as Prompt, ready, command, async () => {
       await vault?.commit();
     });
   } catch (error) {
@@ -167,11 +177,13 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
-async function repl(
-  ready: () => Promise<ChatSession>,
-  command: (line: string, session: ChatSession) => string | undefined,
-  started: () => Promise<void>,
-): Promise<number> {
+interface Prompt {
+  readonly rl: Interface;
+  readonly lines: AsyncIterableIterator<string>;
+}
+
+/** The REPL's readline, prompting at once; lines typed meanwhile queue in `lines`. */
+function openPrompt(): Prompt {
   const rl = createInterface({
     input: process.stdin,
     output: process.stdout,
@@ -179,6 +191,17 @@ async function repl(
     historySize: 500,
     terminal: process.stdin.isTTY === true,
   });
+  const lines = rl[Symbol.asyncIterator]();
+  rl.prompt();
+  return { rl, lines };
+}
+
+async function repl(
+  { rl, lines }: Prompt,
+  ready: () => Promise<ChatSession>,
+  command: (line: string, session: ChatSession) => string | undefined,
+  started: () => Promise<void>,
+): Promise<number> {
   let current: AbortController | undefined;
   rl.on('SIGINT', () => {
     if (current !== undefined) {
@@ -186,8 +209,7 @@ async function repl(
       process.stdout.write('\n[cancelled]\n');
     } else rl.close();
   });
-  rl.prompt();
-  for await (const raw of rl) {
+  for await (const raw of lines) {
     const line = raw.trim();
     if (line === '') {
       rl.prompt();

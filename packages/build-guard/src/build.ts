@@ -28,6 +28,11 @@ export interface BuildVariantOptions {
   readonly banner?: string;
   /** With Bun: a standalone executable (`bun build --compile`) instead of a bundle. */
   readonly compile?: boolean;
+  /**
+   * With Bun: ship precompiled bytecode next to the source (`--bytecode`), so the program
+   * starts without parsing its bundle (about half the cold start of moat-chat).
+   */
+  readonly bytecode?: boolean;
 }
 
 /** What {@link buildVariant} produced. */
@@ -111,6 +116,7 @@ export async function buildVariant(options: BuildVariantOptions): Promise<BuiltV
       if (!options.compile) for (const name of options.external ?? []) args.push(`--external=${name}`);
       for (const [name, on] of Object.entries(flags.features)) if (on) args.push(`--feature=${name}`);
       for (const [key, value] of Object.entries(flags.define)) args.push('--define', `${key}=${value}`);
+      if (options.bytecode) args.push('--bytecode');
       if (options.minify) args.push('--minify');
       else args.push('--minify-syntax');
       await run(bunExecutable(options.bunPath), args);

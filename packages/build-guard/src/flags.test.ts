@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -50,6 +51,26 @@ describe.each(['esbuild', 'bun'] as const)('%s build of the fixture app', { time
     expect((mod.commands.debug as () => string)()).toBe('debug dump of CAPYBARA: internal state 0xC0FFEE');
     expect(mod.run('/dashboard')).toBe('Dashboard for PROJECT_NIGHTJAR');
     expect(mod.run('/help')).toBe('commands: /help [ant] anti-distillation on');
+  });
+});
+
+describe('a Bun standalone executable with bytecode', () => {
+  it('runs, and holds the external code only', { timeout: 60_000 }, async () => {
+    const outfile = join(out, 'compiled', 'app');
+    await buildVariant({
+      entry: join(fixture, 'app/src/main.ts'),
+      outfile,
+      registry,
+      variant: 'external',
+      bundler: 'bun',
+      compile: true,
+      bytecode: true,
+    });
+    const run = spawnSync(outfile, [], { encoding: 'utf8' });
+    expect(run.status).toBe(0);
+    const binary = readFileSync(outfile);
+    expect(binary.includes('Hello from the public build')).toBe(true);
+    expect(INTERNAL_MARKERS.filter((m) => binary.includes(m))).toEqual([]);
   });
 });
 

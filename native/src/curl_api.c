@@ -1,0 +1,55 @@
+#include "curl_api.h"
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdio.h>
+
+static moat_curl_api api;
+static const moat_curl_api *loaded;
+static char error[256] = "libcurl not loaded";
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+/* Called once libcurl's functions are resolved: global init and the shared caches. */
+extern int moat_transport_setup(const moat_curl_api *curl);
+
+static void load(void) {
+  /* The soname Debian's libcurl4(-openssl) installs; the dynamic linker's own search path. */
+  void *lib = dlopen("libcurl.so.4", RTLD_NOW | RTLD_LOCAL);
+  if (lib == NULL) {
+    snprintf(error, sizeof error, "libcurl unavailable: %s", dlerror());
+    return;
+  }
+#define RESOLVE(field, symbol)                                                    \
+  do {                                                                            \
+    *(void **)(&api.field) = dlsym(lib, symbol);                                  \
+    if (api.field == NULL) {                                                      \
+      snprintf(error, sizeof error, "libcurl unavailable: no symbol %s", symbol); \
+      return;                                                                     \
+    }                                                                             \
+  } while (0)
+  RESOLVE(global_init, "curl_global_init");
+  RESOLVE(share_init, "curl_share_init");
+  RESOLVE(share_setopt, "curl_share_setopt");
+  RESOLVE(easy_init, "curl_easy_init");
+  RESOLVE(easy_setopt, "curl_easy_setopt");
+  RESOLVE(easy_perform, "curl_easy_perform");
+  RESOLVE(easy_getinfo, "curl_easy_getinfo");
+  RESOLVE(easy_cleanup, "curl_easy_cleanup");
+  RESOLVE(easy_strerror, "curl_easy_strerror");
+  RESOLVE(slist_append, "curl_slist_append");
+  RESOLVE(slist_free_all, "curl_slist_free_all");
+#undef RESOLVE
+  if (moat_transport_setup(&api) != 0) {
+    snprintf(error, sizeof error, "libcurl initialisation failed");
+    return;
+  }
+  loaded = &api;
+}
+
+const moat_curl_api *moat_curl(void) {
+  pthread_once(&once, load);
+  return loaded;
+}
+
+const char *moat_curl_error(void) {
+  return error;
+}
