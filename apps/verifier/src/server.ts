@@ -1,4 +1,4 @@
-import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { randomUUID, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { UNATTESTED_HEADER } from '@moat/attest/client';
@@ -39,6 +39,7 @@ import type { VerifierConfig } from './config.js';
 import { DASHBOARD_HTML } from './dashboard.js';
 import { ApiError } from './errors.js';
 import { Flags, loadFeatures } from './flags.js';
+import { ApiKeyCache } from './key-cache.js';
 import { mockEvents, mockMessages } from './mock-upstream.js';
 import { PgRedisStorage } from './pg-storage.js';
 import { type RequestRecord, SqliteStorage, type Storage } from './storage.js';
@@ -186,9 +187,10 @@ export async function createVerifier(config: VerifierConfig, options: VerifierOp
     const auth = req.headers.authorization;
     return typeof auth === 'string' && auth.startsWith('Bearer ') ? auth.slice(7) : undefined;
   };
+  const keyCache = new ApiKeyCache();
   const authenticate = async (req: IncomingMessage): Promise<string> => {
     const key = apiKeyOf(req);
-    const id = key === undefined ? undefined : await storage.lookupApiKey(key);
+    const id = key === undefined ? undefined : await keyCache.resolve(key, (k) => storage.lookupApiKey(k));
     if (id === undefined)
       throw new ApiError(401, 'authentication_error', key === undefined ? 'x-api-key header is required' : 'invalid x-api-key');
     return id;
@@ -235,7 +237,8 @@ export async function createVerifier(config: VerifierConfig, options: VerifierOp
 
   async function messages(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const started = performance.now();
-    const id = `req_${randomBytes(12).toString('hex')}`;
+    // Time-ordered (milliseconds, then 48 random bits): records append to the id index.
+    const id = `req_${Date.now().toString(16).padStart(12, '0')}${randomUUID().slice(-12)}`;
     res.setHeader('request-id', id);
     const keyId = await authenticate(req);
     const raw = await readBody(req, config.maxBodyBytes);
@@ -373,11 +376,9 @@ export async function createVerifier(config: VerifierConfig, options: VerifierOp
         // The mock streams slowly for model names containing "slow" (cancellation tests).
         const pause = config.upstream === 'mock' && model?.includes('slow') ? 150 : 0;
         const send = async (ev: StreamEvent) => {
-          for (const out of signer.handle(ev)) {
-            // The client may send its next turn as soon as it sees message_stop.
-            if (out.event === 'message_stop') await rememberStreamSignatures(signer, storage);
-            sse(res, out);
-          }
+          // The client may send its next turn as soon as it sees message_stop.
+          if (ev.event === 'message_stop') await rememberStreamSignatures(signer, storage);
+          for (const out of signer.handle(ev)) sse(res, out);
         };
         try {
           for (let round = 0; ; round++) {

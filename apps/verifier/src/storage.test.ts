@@ -100,6 +100,25 @@ describe.each(backends)('%s storage', { timeout: 30_000 }, (_name, open) => {
     }
   });
 
+  it('concurrent writes: one nonce wins once, a failing write fails alone, every record lands', async () => {
+    const s = await open();
+    try {
+      const now = Math.floor(Date.now() / 1000);
+      const claims = await Promise.all(Array.from({ length: 20 }, () => s.add('k9', 'same-nonce', now + 300)));
+      expect(claims.filter(Boolean)).toHaveLength(1);
+      const writes = await Promise.allSettled([
+        s.insertRecord(record('c1', 5000)),
+        s.insertRecord(record('c1', 5001)), // the same id again: refused
+        s.insertRecord(record('c2', 5002)),
+        s.add('k9', 'other-nonce', now + 300),
+      ]);
+      expect(writes.map((w) => w.status)).toEqual(['fulfilled', 'rejected', 'fulfilled', 'fulfilled']);
+      expect((await s.recentRecords(10)).map((r) => r.id).filter((id) => id.startsWith('c'))).toEqual(['c2', 'c1']);
+    } finally {
+      await s.close();
+    }
+  });
+
   it('keeps telemetry, snapshots and upstream signatures', async () => {
     const s = await open();
     try {

@@ -68,7 +68,8 @@ export interface ApiKeyRow {
 /**
  * The verifier's storage on SQLite (WAL): API keys (hashed with the server secret), request
  * records, telemetry, nonces for the replay cache, statistics snapshots and the upstream
- * signatures of signed blocks. Records are written synchronously before the response ends,
+ * signatures of signed blocks. A request's record and nonce are committed before it is
+ * answered (in a group commit shared with the other requests of the same event-loop turn),
  * so a crash loses nothing that was answered.
  */
 export class SqliteStorage implements Storage {
@@ -78,6 +79,12 @@ export class SqliteStorage implements Storage {
   readonly #insertRecord: Database.Statement;
   readonly #finishRecord: Database.Statement;
   readonly #insertNonce: Database.Statement;
+  // Group commit: writes a request must have made durable before it is answered (its
+  // record, its nonce) are queued and committed in one transaction per turn of the event
+  // loop. Under load that is one WAL commit for many requests instead of one each.
+  readonly #queue: Array<{ run: () => unknown; resolve: (value: never) => void; reject: (error: unknown) => void }> = [];
+  #flushScheduled = false;
+  readonly #commit: Database.Transaction<(ops: ReadonlyArray<() => unknown>) => Array<{ ok: boolean; value: unknown }>>;
 
   constructor(path: string, pepper: Uint8Array) {
     this.db = new Database(path);
@@ -85,6 +92,9 @@ export class SqliteStorage implements Storage {
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('synchronous = NORMAL');
     this.db.pragma('busy_timeout = 5000');
+    // Every commit rewrites the same few right-edge B-tree pages; checkpointing every 10,000
+    // WAL pages (about 40 MB) instead of 1,000 copies them back far less often.
+    this.db.pragma('wal_autocheckpoint = 10000');
     this.db.exec(`
       CREATE TABLE IF NOT EXISTS api_keys (id TEXT PRIMARY KEY, hash BLOB NOT NULL UNIQUE, label TEXT NOT NULL, created INTEGER NOT NULL, revoked INTEGER NOT NULL DEFAULT 0);
       CREATE TABLE IF NOT EXISTS records (
@@ -105,6 +115,46 @@ export class SqliteStorage implements Storage {
     this.#finishRecord = this.db.prepare('UPDATE records SET status = ?, latency_ms = ? WHERE id = ?');
     this.#lookupKey = this.db.prepare('SELECT id, hash FROM api_keys WHERE hash = ? AND revoked = 0');
     this.#insertNonce = this.db.prepare('INSERT OR IGNORE INTO nonces (kid, nonce, expires) VALUES (?, ?, ?)');
+    // A failing statement undoes itself only; the others in the batch still commit.
+    this.#commit = this.db.transaction((ops: ReadonlyArray<() => unknown>) =>
+      ops.map((run) => {
+        try {
+          return { ok: true, value: run() };
+        } catch (error) {
+          return { ok: false, value: error };
+        }
+      }),
+    );
+  }
+
+  /** Runs a write in the next group commit; settles once that commit is durable. */
+  #enqueue<T>(run: () => T): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.#queue.push({ run, resolve: resolve as (value: never) => void, reject });
+      if (!this.#flushScheduled) {
+        this.#flushScheduled = true;
+        setImmediate(() => this.#flush());
+      }
+    });
+  }
+
+  #flush(): void {
+    this.#flushScheduled = false;
+    const batch = this.#queue.splice(0);
+    if (batch.length === 0) return;
+    let results: Array<{ ok: boolean; value: unknown }>;
+    try {
+      results = this.#commit(batch.map((op) => op.run));
+    } catch (error) {
+      // The commit itself failed: nothing in the batch is durable.
+      for (const op of batch) op.reject(error);
+      return;
+    }
+    for (const [i, op] of batch.entries()) {
+      const result = results[i] as { ok: boolean; value: unknown };
+      if (result.ok) op.resolve(result.value as never);
+      else op.reject(result.value);
+    }
   }
 
   #hash(apiKey: string): Buffer {
@@ -136,13 +186,16 @@ export class SqliteStorage implements Storage {
     return this.db.prepare('SELECT id, label, created FROM api_keys WHERE revoked = 0 ORDER BY created').all() as ApiKeyRow[];
   }
 
-  /** Writes a request record (durable before the request is answered). */
-  insertRecord(record: RequestRecord): void {
-    this.#insertRecord.run({
+  /** Writes a request record; resolves once it is committed (before the request is answered). */
+  insertRecord(record: RequestRecord): Promise<void> {
+    const row = {
       ...record,
       gateway: JSON.stringify(record.gateway),
       relay: JSON.stringify(record.relay),
       reasons: JSON.stringify(record.reasons),
+    };
+    return this.#enqueue(() => {
+      this.#insertRecord.run(row);
     });
   }
 
@@ -195,9 +248,9 @@ export class SqliteStorage implements Storage {
     return { verdicts, attestation, total };
   }
 
-  /** NonceStore: true when the nonce is new (and records it until it expires). */
-  add(kid: string, nonce: string, expiresAt: number): boolean {
-    return this.#insertNonce.run(kid, nonce, expiresAt).changes === 1;
+  /** NonceStore: true when the nonce is new, once it is committed (and kept until it expires). */
+  add(kid: string, nonce: string, expiresAt: number): Promise<boolean> {
+    return this.#enqueue(() => this.#insertNonce.run(kid, nonce, expiresAt).changes === 1);
   }
 
   /** Drops expired nonces. */
@@ -241,6 +294,7 @@ export class SqliteStorage implements Storage {
   }
 
   close(): void {
+    this.#flush();
     this.db.close();
   }
 }
