@@ -15,6 +15,7 @@ const KID_RE = /^[A-Za-z0-9_-]{1,32}$/;
 const TS_RE = /^[0-9]{10}$/;
 const NONCE_RE = /^[0-9a-f]{16}$/;
 const STAMP_RE = /^[0-9a-f]+$/;
+const ENVELOPE_RE = /^v1\.([A-Za-z0-9_-]{1,32})\.([0-9]{10})\.([0-9a-f]{16})\.([0-9a-f]{32,64})$/;
 /** Longest envelope value in UTF-8 bytes: "v1." + kid(32) + "." + ts(10) + "." + nonce(16) + "." + stamp(64). */
 export const ENVELOPE_MAX_BYTES = 3 + 32 + 1 + 10 + 1 + 16 + 1 + 64;
 
@@ -36,6 +37,11 @@ export interface Envelope {
  * @throws {ProtocolError} with an `ERR_ENVELOPE_*` or `ERR_UNSUPPORTED_VERSION` code.
  */
 export function parseEnvelope(value: unknown): Envelope {
+  // Well-formed values take one match; anything else goes through the checks below for a precise error.
+  const fast = typeof value === 'string' ? ENVELOPE_RE.exec(value) : null;
+  if (fast !== null && (fast[4] as string).length % 2 === 0) {
+    return { kid: fast[1] as string, ts: Number(fast[2]), nonce: fast[3] as string, stamp: fast[4] as string };
+  }
   if (typeof value !== 'string') {
     throw new ProtocolError('ERR_ENVELOPE_TYPE', 'a string', describe(value));
   }
@@ -161,16 +167,22 @@ const BS = 0x5c; // \
 const ANCHOR = new TextEncoder().encode(`"${ENVELOPE_MEMBER}":"`);
 const MEMBER_NAME = new TextEncoder().encode(`"${ENVELOPE_MEMBER}"`);
 
-function asciiOf(bytes: Uint8Array, start: number, end: number): string {
+/** A Buffer over the same memory (no copy) where Buffer exists, for its native search and decoding. */
+function bufferView(bytes: Uint8Array): Buffer | undefined {
+  const buf = globalThis.Buffer;
+  return buf === undefined ? undefined : buf.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+function asciiOf(bytes: Uint8Array, start: number, end: number, view = bufferView(bytes)): string {
+  if (view !== undefined) return view.toString('latin1', start, end);
   let s = '';
   for (let i = start; i < end; i++) s += String.fromCharCode(bytes[i] as number);
   return s;
 }
 
-function indexOfBytes(haystack: Uint8Array, needle: Uint8Array, from: number): number {
+function indexOfBytes(haystack: Uint8Array, needle: Uint8Array, from: number, view = bufferView(haystack)): number {
   // Buffer.indexOf is a native memmem; fall back to a loop off Node.
-  const buf = globalThis.Buffer;
-  if (buf !== undefined) return buf.from(haystack.buffer, haystack.byteOffset, haystack.byteLength).indexOf(needle, from);
+  if (view !== undefined) return view.indexOf(needle, from);
   outer: for (let i = from; i <= haystack.length - needle.length; i++) {
     for (let j = 0; j < needle.length; j++) if (haystack[i + j] !== needle[j]) continue outer;
     return i;
@@ -226,9 +238,10 @@ export function locateEnvelope(body: Uint8Array): EnvelopeLocation {
       ),
     };
   }
+  const view = bufferView(body);
   const anchor = anchoredSuffix(body);
-  const firstName = indexOfBytes(body, MEMBER_NAME, 0);
-  const escapes = indexOfBytes(body, UNICODE_ESCAPE, 0) !== -1;
+  const firstName = indexOfBytes(body, MEMBER_NAME, 0, view);
+  const escapes = indexOfBytes(body, UNICODE_ESCAPE, 0, view) !== -1;
   // Fast path: the member name occurs once, at the anchor, and no key can hide behind \u escapes.
   const fast = anchor !== undefined && firstName === anchor.anchorStart && !escapes;
   if (!fast) {
@@ -245,7 +258,7 @@ export function locateEnvelope(body: Uint8Array): EnvelopeLocation {
     }
   }
   const { anchorStart, valueStart, valueEnd } = anchor as NonNullable<typeof anchor>;
-  const parsed = tryParseEnvelope(asciiOf(body, valueStart, valueEnd));
+  const parsed = tryParseEnvelope(asciiOf(body, valueStart, valueEnd, view));
   if (!parsed.ok) return { status: 'malformed', error: parsed.error };
   return {
     status: 'found',

@@ -119,6 +119,36 @@ describe('round trips', () => {
   });
 });
 
+describe('verifyStamp', () => {
+  it('accepts the stamped body and nothing else: any flipped byte, or the stamp in capitals, fails', () => {
+    const stampKey = new Uint8Array(32).fill(2);
+    fc.assert(
+      fc.property(fc.string({ maxLength: 40 }), fc.nat(), (text, at) => {
+        const bytes = p.utf8(
+          p.appendEnvelope(
+            JSON.stringify({ messages: [{ role: 'user', content: text }] }),
+            p.placeholderEnvelope({ kid: 'k', ts: 1, nonce: '0'.repeat(16) }),
+          ),
+        );
+        const loc = p.locateEnvelope(bytes);
+        if (loc.status !== 'found') throw new Error('not found');
+        const stamp = p.computeStamp(stampKey, bytes, loc.stampStart, loc.stampEnd);
+        bytes.set(p.utf8(stamp), loc.stampStart);
+        expect(p.verifyStamp(stampKey, bytes, loc.stampStart, loc.stampEnd)).toBe(true);
+        const tampered = bytes.slice();
+        const i = at % bytes.length;
+        tampered[i] = (tampered[i] as number) ^ 0x01;
+        expect(p.verifyStamp(stampKey, tampered, loc.stampStart, loc.stampEnd)).toBe(false);
+        if (/[a-f]/.test(stamp)) {
+          const upper = bytes.slice();
+          upper.set(p.utf8(stamp.toUpperCase()), loc.stampStart);
+          expect(p.verifyStamp(stampKey, upper, loc.stampStart, loc.stampEnd)).toBe(false);
+        }
+      }),
+    );
+  });
+});
+
 describe('malformed input only ever raises ProtocolError', () => {
   const parsers: Array<[string, (x: unknown) => unknown]> = [
     ['parseAttribution', p.parseAttribution],

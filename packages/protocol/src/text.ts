@@ -39,6 +39,8 @@ export function utf8Length(text: string): number {
 
 /** Lowercase hex of bytes. */
 export function toHex(bytes: Uint8Array): string {
+  const buf = globalThis.Buffer;
+  if (buf !== undefined) return buf.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('hex');
   let out = '';
   for (const byte of bytes) out += byte.toString(16).padStart(2, '0');
   return out;

@@ -129,10 +129,12 @@ describe('stamp vectors', () => {
         const reference = createHmac('sha256', Buffer.from(c.key, 'hex')).update(c.body).digest('hex');
         expect(reference.startsWith(stamp)).toBe(true);
         expect(c.stamped.length).toBe(c.body.length);
+        expect(p.verifyStamp(fromHex(c.key), p.utf8(c.stamped), loc.stampStart, loc.stampEnd)).toBe(true);
       } else {
         let result: string = loc.status;
         if (loc.status === 'found') {
           result = p.computeStamp(fromHex(c.key), bytes, loc.stampStart, loc.stampEnd) === loc.envelope.stamp ? 'valid' : 'invalid';
+          expect(p.verifyStamp(fromHex(c.key), bytes, loc.stampStart, loc.stampEnd)).toBe(result === 'valid');
         }
         expect(result).toBe(c.result);
       }
