@@ -9,6 +9,18 @@ export type ApiErrorType =
   | 'api_error'
   | 'overloaded_error';
 
+/** The HTTP status the API answers with for each error type (for errors that arrive inside a stream). */
+export const STATUS_OF_ERROR_TYPE: Readonly<Record<ApiErrorType, number>> = {
+  invalid_request_error: 400,
+  authentication_error: 401,
+  permission_error: 403,
+  not_found_error: 404,
+  request_too_large: 413,
+  rate_limit_error: 429,
+  api_error: 500,
+  overloaded_error: 529,
+};
+
 /** An error in Anthropic's shape, `{ type: 'error', error: { type, message } }`, with its status. */
 export class ApiError extends Error {
   constructor(

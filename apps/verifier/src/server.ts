@@ -37,7 +37,7 @@ import { pino } from 'pino';
 import { Counter, collectDefaultMetrics, Histogram, Registry } from 'prom-client';
 import type { VerifierConfig } from './config.js';
 import { DASHBOARD_HTML } from './dashboard.js';
-import { ApiError } from './errors.js';
+import { ApiError, type ApiErrorType, STATUS_OF_ERROR_TYPE } from './errors.js';
 import { Flags, loadFeatures } from './flags.js';
 import { ApiKeyCache } from './key-cache.js';
 import { mockEvents, mockMessages } from './mock-upstream.js';
@@ -375,7 +375,14 @@ export async function createVerifier(config: VerifierConfig, options: VerifierOp
         const filter = decoys.length > 0 ? new DecoyStreamFilter(decoys) : undefined;
         // The mock streams slowly for model names containing "slow" (cancellation tests).
         const pause = config.upstream === 'mock' && model?.includes('slow') ? 150 : 0;
+        // An error event from upstream ends the stream; the record keeps the status it stands for.
+        let streamStatus = 200;
         const send = async (ev: StreamEvent) => {
+          if (ev.event === 'error') {
+            const type = (ev.data.error as { type?: unknown } | undefined)?.type;
+            streamStatus =
+              typeof type === 'string' && Object.hasOwn(STATUS_OF_ERROR_TYPE, type) ? STATUS_OF_ERROR_TYPE[type as ApiErrorType] : 502;
+          }
           // The client may send its next turn as soon as it sees message_stop.
           if (ev.event === 'message_stop') await rememberStreamSignatures(signer, storage);
           for (const out of signer.handle(ev)) sse(res, out);
@@ -407,7 +414,7 @@ export async function createVerifier(config: VerifierConfig, options: VerifierOp
         } finally {
           countDecoyCalls(filter?.decoyCalls ?? 0);
         }
-        await finish(200);
+        await finish(streamStatus);
         res.end();
         return;
       }

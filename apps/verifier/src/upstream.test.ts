@@ -1,0 +1,157 @@
+/**
+ * The verifier in front of a real upstream over HTTP on 127.0.0.1: an Anthropic-compatible
+ * server (the mock model behind node:http, streaming with events split across writes) that
+ * checks the verifier's own upstream key. JSON, SSE, signatures that go back upstream,
+ * decoy calls answered in a stream, and upstream errors before and during a stream.
+ */
+import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { AntiDistillationGate } from '@moat/distill-guard/client';
+import { readStreamEvents } from '@moat/protocol';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { devEnvironment, loadConfig } from './config.js';
+import type { ApiError } from './errors.js';
+import { mockEvents, mockMessages } from './mock-upstream.js';
+import { createVerifier, type Verifier } from './server.js';
+
+const upstreamKey = `sk-upstream-${randomBytes(8).toString('hex')}`;
+const received: Array<{ key: unknown; version: unknown; body: Record<string, unknown> }> = [];
+let upstream: Server;
+let verifier: Verifier;
+let base = '';
+let apiKey = '';
+
+beforeAll(async () => {
+  upstream = createServer(async (req, res) => {
+    const chunks: Buffer[] = [];
+    for await (const c of req) chunks.push(c as Buffer);
+    const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as Record<string, unknown>;
+    received.push({ key: req.headers['x-api-key'], version: req.headers['anthropic-version'], body });
+    const fail = (status: number, type: string, message: string) =>
+      res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify({ type: 'error', error: { type, message } }));
+    if (req.url !== '/v1/messages') return fail(404, 'not_found_error', 'no such route');
+    if (req.headers['x-api-key'] !== upstreamKey) return fail(401, 'authentication_error', 'invalid x-api-key');
+    let response: ReturnType<typeof mockMessages>;
+    try {
+      response = mockMessages(body);
+    } catch (error) {
+      const e = error as ApiError;
+      return fail(e.status, e.type, e.message);
+    }
+    if (body.stream !== true) return res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(response));
+    res.writeHead(200, { 'content-type': 'text/event-stream' });
+    for (const ev of mockEvents(response)) {
+      const text = `event: ${ev.event}\ndata: ${JSON.stringify(ev.data)}\n\n`;
+      // Split every event across two writes: the verifier must reassemble them.
+      res.write(text.slice(0, 7));
+      await new Promise((r) => setImmediate(r));
+      res.write(text.slice(7));
+      if (ev.event === 'message_start' && String(body.model).includes('midstream')) {
+        res.end('event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}\n\n');
+        return;
+      }
+    }
+    res.end();
+  });
+  upstream.listen(0, '127.0.0.1');
+  await once(upstream, 'listening');
+  verifier = await createVerifier(
+    loadConfig({
+      ...devEnvironment(),
+      MOAT_VERIFIER_UPSTREAM: `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`,
+      MOAT_VERIFIER_UPSTREAM_KEY: upstreamKey,
+    }),
+    { logLevel: 'silent' },
+  );
+  base = await verifier.listen();
+  apiKey = (await verifier.storage.createApiKey('upstream-test')).key;
+});
+afterAll(async () => {
+  await verifier.close();
+  await new Promise<void>((r) => upstream.close(() => r()));
+});
+
+const post = (body: unknown) =>
+  fetch(`${base}/v1/messages`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', 'x-api-key': apiKey, 'anthropic-version': '2023-06-01' },
+    body: JSON.stringify(body),
+  });
+const ask = (text: string, extra: Record<string, unknown> = {}) => ({
+  model: 'claude-mock',
+  max_tokens: 128,
+  thinking: { type: 'enabled', budget_tokens: 1024 },
+  messages: [{ role: 'user', content: text }],
+  ...extra,
+});
+
+/** The client's view of a streamed message. */
+async function streamed(res: Response) {
+  const events = [];
+  for await (const ev of readStreamEvents(res.body as ReadableStream<Uint8Array>)) events.push(ev);
+  const content: Array<Record<string, string>> = [];
+  for (const ev of events) {
+    const i = ev.data.index as number;
+    const d = ev.data.delta as Record<string, string> | undefined;
+    if (ev.event === 'content_block_start') content[i] = { ...(ev.data.content_block as Record<string, string>) };
+    else if (d?.type === 'thinking_delta') (content[i] as Record<string, string>).thinking += d.thinking ?? '';
+    else if (d?.type === 'text_delta') (content[i] as Record<string, string>).text += d.text ?? '';
+    else if (d?.type === 'signature_delta') (content[i] as Record<string, string>).signature = d.signature ?? '';
+  }
+  return { events, content };
+}
+
+describe('moat-verifier in front of an upstream over HTTP', () => {
+  it('forwards JSON with its own upstream key and none of Moat, and signs the thinking it returns', async () => {
+    const res = await post(ask('Hello over the wire'));
+    expect(res.status).toBe(200);
+    const json = (await res.json()) as { content: Array<{ type: string; text?: string; signature?: string }> };
+    expect(json.content[0]?.signature).toMatch(/^ms1\./);
+    expect(json.content[1]).toEqual({ type: 'text', text: 'Echo: Hello over the wire' });
+    const sent = received.at(-1);
+    expect(sent?.key).toBe(upstreamKey);
+    expect(sent?.version).toBe('2023-06-01');
+  });
+
+  it('streams, and a streamed thinking block goes back upstream with the upstream signature', async () => {
+    const first = await streamed(await post(ask('Stream over the wire', { stream: true })));
+    expect(first.events.at(-1)?.event).toBe('message_stop');
+    expect(first.content[0]?.signature).toMatch(/^ms1\./);
+    expect(first.content[1]?.text).toBe('Echo: Stream over the wire');
+    const messages = [
+      { role: 'user', content: 'Stream over the wire' },
+      { role: 'assistant', content: first.content },
+      { role: 'user', content: 'And again?' },
+    ];
+    const second = await post(ask('Stream over the wire', { messages, stream: true }));
+    expect(second.status).toBe(200);
+    expect((await streamed(second)).content[1]?.text).toBe('Echo: And again?');
+    const back = (received.at(-1)?.body.messages as Array<{ content: Array<{ signature?: string }> }>)[1]?.content[0];
+    expect(back?.signature).toMatch(/^mock-/);
+  });
+
+  it('answers a streamed decoy call itself, continuing upstream over HTTP', async () => {
+    const gate = await AntiDistillationGate.create({ compileTime: true, entrypoint: 'cli', remote: { apiHost: base, clientKey: 'moat' } });
+    const before = received.length;
+    const { events, content } = await streamed(await post(gate.apply(ask('Please check the ledger', { stream: true }))));
+    expect(received.length).toBe(before + 2);
+    const decoy = (received[before]?.body.tools as Array<{ name: string }>)[0]?.name as string;
+    expect(JSON.stringify(events)).not.toContain('"tool_use"');
+    expect(content.map((b) => b.type)).toEqual(['thinking', 'thinking', 'text']);
+    expect(content[2]?.text).toMatch(new RegExp(`^Checked with ${decoy}: `));
+    const continued = received.at(-1)?.body.messages as Array<{ role: string; content: Array<{ type: string }> }>;
+    expect(continued.at(-1)?.content[0]?.type).toBe('tool_result');
+  });
+
+  it('passes upstream errors on: before the stream as the API error, during it as an SSE error event', async () => {
+    const overloaded = await post(ask('Busy?', { model: 'claude-overloaded' }));
+    expect(overloaded.status).toBe(529);
+    expect(((await overloaded.json()) as { error: { type: string } }).error.type).toBe('overloaded_error');
+    const midstream = await streamed(await post(ask('Busy later?', { model: 'claude-midstream', stream: true })));
+    expect(midstream.events.map((e) => e.event)).toEqual(['message_start', 'error']);
+    expect(midstream.events[1]?.data).toEqual({ type: 'error', error: { type: 'overloaded_error', message: 'Overloaded' } });
+    expect((await verifier.storage.recentRecords(1))[0]).toMatchObject({ model: 'claude-midstream', status: 529 });
+  });
+});
