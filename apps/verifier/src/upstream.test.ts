@@ -128,7 +128,8 @@ describe('moat-verifier in front of an upstream over HTTP', () => {
     const second = await post(ask('Stream over the wire', { messages, stream: true }));
     expect(second.status).toBe(200);
     expect((await streamed(second)).content[1]?.text).toBe('Echo: And again?');
-    const back = (received.at(-1)?.body.messages as Array<{ content: Array<{ signature?: string }> }>)[1]?.content[0];
+    const messages2 = received.at(-1)?.body.messages as Array<{ content: Array<{ signature?: string }> }> | undefined;
+    const back = messages2?.[1]?.content[0];
     expect(back?.signature).toMatch(/^mock-/);
   });
 
@@ -137,7 +138,8 @@ describe('moat-verifier in front of an upstream over HTTP', () => {
     const before = received.length;
     const { events, content } = await streamed(await post(gate.apply(ask('Please check the ledger', { stream: true }))));
     expect(received.length).toBe(before + 2);
-    const decoy = (received[before]?.body.tools as Array<{ name: string }>)[0]?.name as string;
+    const tools = received[before]?.body.tools as Array<{ name: string }> | undefined;
+    const decoy = tools?.[0]?.name as string;
     expect(JSON.stringify(events)).not.toContain('"tool_use"');
     expect(content.map((b) => b.type)).toEqual(['thinking', 'thinking', 'text']);
     expect(content[2]?.text).toMatch(new RegExp(`^Checked with ${decoy}: `));
