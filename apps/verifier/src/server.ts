@@ -419,14 +419,21 @@ export async function createVerifier(config: VerifierConfig, options: VerifierOp
         return;
       }
       let answer = upstream.json as Json;
+      // Output tokens of the rounds the client does not see, added to the answer's usage.
+      let hiddenOutputTokens = 0;
       for (let round = 0; ; round++) {
         const intercepted = interceptDecoyCalls(upstream.json as Json, decoys);
         answer = intercepted.response;
         const { continueWith, calls } = intercepted.turn;
         countDecoyCalls(calls.length);
         if (continueWith === undefined || round + 1 === decoyRounds) break;
+        hiddenOutputTokens += outputTokensOf(answer);
         messagesSoFar = answerDecoys(messagesSoFar, continueWith, calls);
         upstream = await callUpstream({ ...forward, messages: messagesSoFar }, req.headers);
+      }
+      if (hiddenOutputTokens > 0) {
+        const usage = (answer.usage ?? {}) as Record<string, unknown>;
+        answer = { ...answer, usage: { ...usage, output_tokens: outputTokensOf(answer) + hiddenOutputTokens } };
       }
       const { response, upstreamSignatures } = signResponse(answer, ctx, blockKeyring);
       const content = (response.content ?? []) as Array<{ signature?: string }>;
@@ -627,6 +634,11 @@ function answerDecoyResults(body: Json, decoys: readonly Decoy[], secret: Uint8A
     };
   });
   return { ...body, messages };
+}
+
+function outputTokensOf(response: Json): number {
+  const tokens = (response.usage as { output_tokens?: unknown } | undefined)?.output_tokens;
+  return typeof tokens === 'number' ? tokens : 0;
 }
 
 /** Remembers which upstream signature each streamed Moat signature replaced, once per block. */

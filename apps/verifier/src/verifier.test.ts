@@ -171,6 +171,8 @@ describe('moat-verifier', () => {
     expect(r.json.content.map((b: { type: string }) => b.type)).toEqual(['thinking', 'text']);
     expect(r.json.content[1].text).toMatch(new RegExp(`^Checked with ${decoyName}: \\{"status":"ok"`));
     expect(r.json.stop_reason).toBe('end_turn');
+    const tokens = (i: number) => mockMessages(JSON.parse(upstreamBodies.at(i) as string)).usage.output_tokens;
+    expect(r.json.usage.output_tokens).toBe(tokens(-2) + tokens(-1));
     // The model's turn went back upstream with the verifier's answer to the decoy call.
     const continued = JSON.parse(upstreamBodies.at(-1) as string).messages as Array<{ role: string; content: unknown }>;
     expect(continued.at(-2)?.content).toContainEqual(expect.objectContaining({ type: 'tool_use', name: decoyName }));
