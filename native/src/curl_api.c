@@ -11,9 +11,15 @@ static pthread_once_t once = PTHREAD_ONCE_INIT;
 /* Called once libcurl's functions are resolved: global init and the shared caches. */
 extern int moat_transport_setup(const moat_curl_api *curl);
 
+/* The library's ABI-4 name, found on the dynamic linker's own search path. */
+#ifdef __APPLE__
+#define MOAT_LIBCURL "libcurl.4.dylib"
+#else
+#define MOAT_LIBCURL "libcurl.so.4"
+#endif
+
 static void load(void) {
-  /* The soname Debian's libcurl4(-openssl) installs; the dynamic linker's own search path. */
-  void *lib = dlopen("libcurl.so.4", RTLD_NOW | RTLD_LOCAL);
+  void *lib = dlopen(MOAT_LIBCURL, RTLD_NOW | RTLD_LOCAL);
   if (lib == NULL) {
     snprintf(error, sizeof error, "libcurl unavailable: %s", dlerror());
     return;
