@@ -7,7 +7,6 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include "curl_api.h"
 #include "harden.h"
 #include "keystore.h"
 #include "transport.h"
@@ -131,7 +130,7 @@ static napi_value request(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, "ERR_NATIVE_OPTIONS", "expected request(options: object, onEvent: function)");
     return NULL;
   }
-  const moat_curl_api *curl = moat_curl();
+  const moat_curl_api *curl = moat_transport_ready();
   if (curl == NULL) {
     napi_throw_error(env, "ERR_NATIVE_TRANSPORT", moat_curl_error());
     return NULL;

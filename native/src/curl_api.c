@@ -8,9 +8,6 @@ static const moat_curl_api *loaded;
 static char error[256] = "libcurl not loaded";
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
-/* Called once libcurl's functions are resolved: global init and the shared caches. */
-extern int moat_transport_setup(const moat_curl_api *curl);
-
 /* The library's ABI-4 name, found on the dynamic linker's own search path. */
 #ifdef __APPLE__
 #define MOAT_LIBCURL "libcurl.4.dylib"
@@ -44,7 +41,7 @@ static void load(void) {
   RESOLVE(slist_append, "curl_slist_append");
   RESOLVE(slist_free_all, "curl_slist_free_all");
 #undef RESOLVE
-  if (moat_transport_setup(&api) != 0) {
+  if (api.global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
     snprintf(error, sizeof error, "libcurl initialisation failed");
     return;
   }

@@ -21,7 +21,7 @@ typedef struct {
   void (*slist_free_all)(struct curl_slist *list);
 } moat_curl_api;
 
-/* The API once libcurl is loaded and initialised (thread-safe, loads once); NULL when it cannot be. */
+/* libcurl, loaded and globally initialised (thread-safe, once); NULL when it cannot be. */
 const moat_curl_api *moat_curl(void);
 
 /* Why moat_curl() returned NULL (a static string; never contains key material). */

@@ -1,5 +1,4 @@
 #include "transport.h"
-#include "curl_api.h"
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,19 +21,28 @@ static void unlock_cb(CURL *h, curl_lock_data data, void *userptr) {
   pthread_mutex_unlock(&locks[data]);
 }
 
-int moat_transport_setup(const moat_curl_api *api) {
-  lib = api;
-  if (lib->global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) return -1;
+static pthread_once_t setup_once = PTHREAD_ONCE_INIT;
+
+static void setup(void) {
+  const moat_curl_api *api = moat_curl();
+  if (api == NULL) return;
   for (int i = 0; i < CURL_LOCK_DATA_LAST; i++) pthread_mutex_init(&locks[i], NULL);
-  share = lib->share_init();
-  if (share == NULL) return -1;
-  lib->share_setopt(share, CURLSHOPT_LOCKFUNC, lock_cb);
-  lib->share_setopt(share, CURLSHOPT_UNLOCKFUNC, unlock_cb);
-  /* Shared connection cache, DNS and TLS sessions: keep-alive across requests and threads. */
-  lib->share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
-  lib->share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
-  lib->share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
-  return 0;
+  /* Shared connection cache, DNS and TLS sessions: keep-alive across requests and threads.
+     Without one (out of memory) each transfer simply keeps its own. */
+  share = api->share_init();
+  if (share != NULL) {
+    api->share_setopt(share, CURLSHOPT_LOCKFUNC, lock_cb);
+    api->share_setopt(share, CURLSHOPT_UNLOCKFUNC, unlock_cb);
+    api->share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
+    api->share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+    api->share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+  }
+  lib = api;
+}
+
+const moat_curl_api *moat_transport_ready(void) {
+  pthread_once(&setup_once, setup);
+  return lib;
 }
 
 typedef struct {

@@ -1,6 +1,6 @@
 #ifndef MOAT_TRANSPORT_H
 #define MOAT_TRANSPORT_H
-#include <curl/curl.h>
+#include "curl_api.h"
 #include <stddef.h>
 
 typedef enum { MOAT_EV_HEADERS = 0, MOAT_EV_DATA = 1, MOAT_EV_END = 2, MOAT_EV_ERROR = 3 } moat_event_type;
@@ -28,6 +28,11 @@ typedef struct {
   char *ca_file;       /* extra CA bundle, or NULL */
 } moat_request_opts;
 
+/*
+ * The transport's libcurl, loaded on first use with its connection, DNS and TLS caches set
+ * up; NULL when libcurl cannot be loaded (moat_curl_error() says why).
+ */
+const moat_curl_api *moat_transport_ready(void);
 
 /*
  * Stamps the body and performs the transfer on a new thread, emitting events as the
