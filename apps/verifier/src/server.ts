@@ -359,13 +359,11 @@ export async function createVerifier(config: VerifierConfig, options: VerifierOp
       decoyCalls.inc(n);
       decoyCallCount += n;
     };
-    const answerDecoys = (messages: unknown[], continueWith: readonly unknown[], calls: readonly DecoyCall[]) => {
-      return [
-        ...messages,
-        { role: 'assistant', content: continueWith },
-        { role: 'user', content: calls.map((c) => decoyResult(c, secret)) },
-      ];
-    };
+    const answerDecoys = (messages: unknown[], continueWith: readonly unknown[], calls: readonly DecoyCall[]) => [
+      ...messages,
+      { role: 'assistant', content: continueWith },
+      { role: 'user', content: calls.map((c) => decoyResult(c, secret)) },
+    ];
     let messagesSoFar = Array.isArray(forward.messages) ? [...(forward.messages as unknown[])] : [];
     try {
       let upstream = await callUpstream(forward, req.headers);
@@ -384,7 +382,8 @@ export async function createVerifier(config: VerifierConfig, options: VerifierOp
               typeof type === 'string' && Object.hasOwn(STATUS_OF_ERROR_TYPE, type) ? STATUS_OF_ERROR_TYPE[type as ApiErrorType] : 502;
           }
           // The client may send its next turn as soon as it sees message_stop.
-          if (ev.event === 'message_stop') await rememberStreamSignatures(signer, storage);
+          if (ev.event === 'message_stop')
+            await rememberUpstreamSignatures(storage, signer.upstreamSignatures, (i) => signer.issuedSignatures.get(i));
           for (const out of signer.handle(ev)) sse(res, out);
         };
         try {
@@ -418,7 +417,7 @@ export async function createVerifier(config: VerifierConfig, options: VerifierOp
         res.end();
         return;
       }
-      let answer = upstream.json as Json;
+      let answer: Json;
       // Output tokens of the rounds the client does not see, added to the answer's usage.
       let hiddenOutputTokens = 0;
       for (let round = 0; ; round++) {
@@ -437,10 +436,7 @@ export async function createVerifier(config: VerifierConfig, options: VerifierOp
       }
       const { response, upstreamSignatures } = signResponse(answer, ctx, blockKeyring);
       const content = (response.content ?? []) as Array<{ signature?: string }>;
-      for (const [index, theirs] of upstreamSignatures) {
-        const ours = content[index]?.signature;
-        if (ours !== undefined) await storage.rememberUpstreamSignature(ours, theirs);
-      }
+      await rememberUpstreamSignatures(storage, upstreamSignatures, (i) => content[i]?.signature);
       await finish(upstream.status);
       sendJson(res, upstream.status, response);
     } catch (error) {
@@ -641,13 +637,21 @@ function outputTokensOf(response: Json): number {
   return typeof tokens === 'number' ? tokens : 0;
 }
 
-/** Remembers which upstream signature each streamed Moat signature replaced, once per block. */
-async function rememberStreamSignatures(signer: StreamSigner, storage: Storage): Promise<void> {
-  for (const [index, theirs] of signer.upstreamSignatures) {
-    const ours = signer.issuedSignatures.get(index);
-    if (ours === undefined) continue;
-    await storage.rememberUpstreamSignature(ours, theirs);
-    signer.upstreamSignatures.delete(index);
+/**
+ * Remembers which upstream signature each Moat signature replaced, so the upstream's own can
+ * be restored when the block comes back. Pairs remembered leave `theirs` (a stream calls this
+ * again for later blocks).
+ */
+async function rememberUpstreamSignatures(
+  storage: Storage,
+  theirs: Map<number, string>,
+  ours: (index: number) => string | undefined,
+): Promise<void> {
+  for (const [index, signature] of theirs) {
+    const replacement = ours(index);
+    if (replacement === undefined) continue;
+    await storage.rememberUpstreamSignature(replacement, signature);
+    theirs.delete(index);
   }
 }
 
