@@ -5,10 +5,8 @@ import { tagFingerprint } from '@moat/fingerprint/client';
 import { GatewayDetector, TelemetryQueue } from '@moat/gateway-detect/client';
 import { harden, hardenStatusEvent } from '@moat/harden';
 import { DISCOVERY_PATH, type Feature, readStreamEvents, tryParseDiscovery } from '@moat/protocol';
-
 import { CLIENT_VERSION } from './version.js';
 
-export { CLIENT_VERSION };
 /** Deployment salt of the fingerprint (a build constant shared with the verifier). */
 export const FINGERPRINT_SALT = process.env.MOAT_FINGERPRINT_SALT ?? 'moat-dev-salt';
 

@@ -9,12 +9,12 @@ import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { AntiDistillationGate } from '@moat/distill-guard/client';
-import { readStreamEvents } from '@moat/protocol';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { devEnvironment, loadConfig } from './config.js';
 import type { ApiError } from './errors.js';
 import { mockEvents, mockMessages } from './mock-upstream.js';
 import { createVerifier, type Verifier } from './server.js';
+import { streamed } from './streamed.test-util.js';
 
 const upstreamKey = `sk-upstream-${randomBytes(8).toString('hex')}`;
 const received: Array<{ key: unknown; version: unknown; body: Record<string, unknown> }> = [];
@@ -86,22 +86,6 @@ const ask = (text: string, extra: Record<string, unknown> = {}) => ({
   messages: [{ role: 'user', content: text }],
   ...extra,
 });
-
-/** The client's view of a streamed message. */
-async function streamed(res: Response) {
-  const events = [];
-  for await (const ev of readStreamEvents(res.body as ReadableStream<Uint8Array>)) events.push(ev);
-  const content: Array<Record<string, string>> = [];
-  for (const ev of events) {
-    const i = ev.data.index as number;
-    const d = ev.data.delta as Record<string, string> | undefined;
-    if (ev.event === 'content_block_start') content[i] = { ...(ev.data.content_block as Record<string, string>) };
-    else if (d?.type === 'thinking_delta') (content[i] as Record<string, string>).thinking += d.thinking ?? '';
-    else if (d?.type === 'text_delta') (content[i] as Record<string, string>).text += d.text ?? '';
-    else if (d?.type === 'signature_delta') (content[i] as Record<string, string>).signature = d.signature ?? '';
-  }
-  return { events, content };
-}
 
 describe('moat-verifier in front of an upstream over HTTP', () => {
   it('forwards JSON with its own upstream key and none of Moat, and signs the thinking it returns', async () => {

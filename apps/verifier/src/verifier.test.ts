@@ -5,11 +5,12 @@ import { join } from 'node:path';
 import { createAttestedFetch } from '@moat/attest/client';
 import { AntiDistillationGate, keyIdentity, stripForeignSignedBlocks } from '@moat/distill-guard/client';
 import { tagFingerprint } from '@moat/fingerprint/client';
-import { parseDiscovery, readStreamEvents } from '@moat/protocol';
+import { parseDiscovery } from '@moat/protocol';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { devEnvironment, loadConfig, type VerifierConfig } from './config.js';
 import { mockMessages } from './mock-upstream.js';
 import { createVerifier, type Verifier } from './server.js';
+import { streamed } from './streamed.test-util.js';
 
 const devKeyFile = new URL('../../../native/.moat-dev-key.json', import.meta.url).pathname;
 const SALT = 'verifier-test-salt';
@@ -183,8 +184,7 @@ describe('moat-verifier', () => {
       headers: { 'content-type': 'application/json', 'x-api-key': apiKey },
       body: JSON.stringify(gate.apply(request('Please check the ledger for account 7', { stream: true }))),
     });
-    const events = [];
-    for await (const ev of readStreamEvents(res.body as ReadableStream<Uint8Array>)) events.push(ev);
+    const { events } = await streamed(res);
     expect(events.filter((e) => e.event === 'message_start')).toHaveLength(1);
     expect(events.filter((e) => e.event === 'message_stop')).toHaveLength(1);
     const starts = events.filter((e) => e.event === 'content_block_start').map((e) => e.data);
@@ -210,15 +210,7 @@ describe('moat-verifier', () => {
       headers: { 'content-type': 'application/json', 'x-api-key': apiKey },
       body: JSON.stringify(request('Think about primes, streaming', { stream: true })),
     });
-    const content: Array<Record<string, string>> = [];
-    for await (const ev of readStreamEvents(res.body as ReadableStream<Uint8Array>)) {
-      const i = ev.data.index as number;
-      const d = ev.data.delta as Record<string, string> | undefined;
-      if (ev.event === 'content_block_start') content[i] = { ...(ev.data.content_block as Record<string, string>) };
-      else if (d?.type === 'thinking_delta') (content[i] as Record<string, string>).thinking += d.thinking ?? '';
-      else if (d?.type === 'text_delta') (content[i] as Record<string, string>).text += d.text ?? '';
-      else if (d?.type === 'signature_delta') (content[i] as Record<string, string>).signature = d.signature as string;
-    }
+    const { content } = await streamed(res);
     expect(content[0]?.signature).toMatch(/^ms1\./);
     const messages = [
       { role: 'user', content: 'Think about primes, streaming' },
