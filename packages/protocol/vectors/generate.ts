@@ -250,7 +250,8 @@ function envelopeCases(): Case[] {
 // ---------------------------------------------------------------------------------------
 // stamp.json
 
-const TEST_KEY = '000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f';
+// A public test key, bytes 0x00…0x1f: vectors must be reproducible, so no secret belongs here.
+const TEST_KEY = Buffer.from(Array.from({ length: 32 }, (_, i) => i)).toString('hex');
 const TEST_KEY_2 = 'a0'.repeat(32);
 
 function stampBody(extra: string, stampHex = 32): string {
@@ -460,7 +461,8 @@ function fingerprintCases(): Case[] {
 // ---------------------------------------------------------------------------------------
 // signature.json
 
-const HS_KEY = '4d6f61742d746573742d7369676e696e672d6b65792d6e6f742d612d736563726574';
+// A public test key spelled out in ASCII, for the same reason.
+const HS_KEY = Buffer.from('Moat-test-signing-key-not-a-secret').toString('hex');
 // Derived from a public label so no private key sits in the repository: anyone can recompute it.
 const ED_SEED = createHash('sha256').update('moat test-vector Ed25519 seed: public, never a deployment key').digest('hex');
 
