@@ -29,6 +29,3 @@ if (process.env.MOAT_NATIVE_DISABLE === '1') {
 }
 
 export { loadError, native };
-
-/** Stamp outcomes reported with the response headers. */
-export const STAMP_RESULTS = ['stamped', 'no_envelope', 'not_placeholder', 'wrong_kid', 'crypto'];

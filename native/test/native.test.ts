@@ -4,10 +4,12 @@ import { readFileSync, realpathSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { computeStamp, locateEnvelope } from '@moat/protocol';
+import { STAMP_RESULTS } from '@moat/protocol/support';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadError, native, STAMP_RESULTS } from '../index.js';
+import { readDevKey } from '../dev-key.js';
+import { loadError, native } from '../index.js';
 
-const dev = JSON.parse(readFileSync(new URL('../.moat-dev-key.json', import.meta.url), 'utf8')) as { kid: string; key: string };
+const dev = readDevKey() as { kid: string; key: string };
 let base = '';
 const bodies: Buffer[] = [];
 const server = createServer(async (req, res) => {

@@ -1,9 +1,22 @@
 import { defineConfig } from 'tsup';
 
 export default defineConfig({
-  entry: ['src/index.ts', 'src/conformance.ts', 'src/cli/moat-conformance.ts'],
+  entry: {
+    index: 'src/index.ts',
+    'messages/index': 'src/messages/index.ts',
+    'support/index': 'src/support/index.ts',
+    conformance: 'src/conformance.ts',
+    'cli/moat-conformance': 'src/cli/moat-conformance.ts',
+  },
   format: ['esm'],
-  dts: { entry: ['src/index.ts', 'src/conformance.ts'] },
+  dts: {
+    entry: {
+      index: 'src/index.ts',
+      'messages/index': 'src/messages/index.ts',
+      'support/index': 'src/support/index.ts',
+      conformance: 'src/conformance.ts',
+    },
+  },
   clean: true,
   target: 'node24',
   sourcemap: false,

@@ -11,6 +11,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
+import { devKeyFile } from '@moat/native/dev-key';
 import { createVerifier, devEnvironment, loadConfig } from '@moat/verifier';
 
 const require = createRequire(import.meta.url);
@@ -29,10 +30,7 @@ for (const name of ['hello', 'prompt'])
   spawnSync(bun, ['build', '--compile', '--bytecode', join(dir, `${name}.ts`), `--outfile=${join(dir, name)}`], { stdio: 'ignore' });
 const executable = new URL('../dist/moat-chat', import.meta.url).pathname;
 
-const verifier = await createVerifier(
-  loadConfig(devEnvironment({ attestationKeyFile: new URL('../../../native/.moat-dev-key.json', import.meta.url).pathname })),
-  { logLevel: 'silent' },
-);
+const verifier = await createVerifier(loadConfig(devEnvironment({ attestationKeyFile: devKeyFile })), { logLevel: 'silent' });
 const base = await verifier.listen();
 const { key } = await verifier.storage.createApiKey('bench');
 

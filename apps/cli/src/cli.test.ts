@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { devKeyFile } from '@moat/native/dev-key';
 import { createVerifier, devEnvironment, loadConfig, type Verifier } from '@moat/verifier';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
@@ -18,7 +19,7 @@ let apiKey = '';
 async function start(flagsFile?: string): Promise<{ verifier: Verifier; base: string; apiKey: string }> {
   const v = await createVerifier(
     loadConfig({
-      ...devEnvironment({ attestationKeyFile: new URL('../../../native/.moat-dev-key.json', import.meta.url).pathname }),
+      ...devEnvironment({ attestationKeyFile: devKeyFile }),
       ...(flagsFile === undefined ? {} : { MOAT_VERIFIER_FLAGS_FILE: flagsFile }),
     }),
     { logLevel: 'silent' },

@@ -4,6 +4,7 @@ import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createInterface, type Interface } from 'node:readline';
 import { parseArgs } from 'node:util';
+import { errorMessage } from '@moat/protocol/support';
 import { debugReport } from './internal/debug.js';
 import type { ChatSession } from './session.js';
 import { CLIENT_VERSION } from './version.js';
@@ -52,7 +53,7 @@ async function main(argv: string[]): Promise<number> {
       strict: true,
     }));
   } catch (error) {
-    process.stderr.write(`moat-chat: ${(error as Error).message}\n${USAGE}\n`);
+    process.stderr.write(`moat-chat: ${errorMessage(error)}\n${USAGE}\n`);
     return 2;
   }
   if (values.help) {
@@ -111,7 +112,7 @@ async function main(argv: string[]): Promise<number> {
   } catch (error) {
     prompt?.rl.close();
     if (typeof values['token-file'] !== 'string') return noKey();
-    process.stderr.write(`moat-chat: ${(error as Error).message}\n`);
+    process.stderr.write(`moat-chat: ${errorMessage(error)}\n`);
     return 2;
   }
 
@@ -169,7 +170,7 @@ async function main(argv: string[]): Promise<number> {
       await vault?.commit();
     });
   } catch (error) {
-    process.stderr.write(`moat-chat: ${(error as Error).message}\n`);
+    process.stderr.write(`moat-chat: ${errorMessage(error)}\n`);
     return 1;
   } finally {
     vault?.dispose();
@@ -226,7 +227,7 @@ async function repl(
         process.stdout.write('\n');
         await started();
       } catch (error) {
-        if (!current.signal.aborted) process.stdout.write(`error: ${(error as Error).message}\n`);
+        if (!current.signal.aborted) process.stdout.write(`error: ${errorMessage(error)}\n`);
       }
       current = undefined;
     }
@@ -241,7 +242,7 @@ main(process.argv.slice(2)).then(
     process.exit(code);
   },
   (error: unknown) => {
-    process.stderr.write(`moat-chat: ${(error as Error).message}\n`);
+    process.stderr.write(`moat-chat: ${errorMessage(error)}\n`);
     process.exit(1);
   },
 );

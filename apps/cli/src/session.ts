@@ -4,11 +4,27 @@ import { AntiDistillationGate, type HistoryEntry, keyIdentity, stripForeignSigne
 import { tagFingerprint } from '@moat/fingerprint/client';
 import { GatewayDetector, TelemetryQueue } from '@moat/gateway-detect/client';
 import { harden, hardenStatusEvent } from '@moat/harden';
-import { DISCOVERY_PATH, type Feature, readStreamEvents, tryParseDiscovery } from '@moat/protocol';
+import { DISCOVERY_PATH, type Feature, tryParseDiscovery } from '@moat/protocol';
+import { MessageAssembler, readStreamEvents } from '@moat/protocol/messages';
+import { errorMessage, loadNativeAddon } from '@moat/protocol/support';
 import { CLIENT_VERSION } from './version.js';
 
 /** Deployment salt of the fingerprint (a build constant shared with the verifier). */
 export const FINGERPRINT_SALT = process.env.MOAT_FINGERPRINT_SALT ?? 'moat-dev-salt';
+
+/** Why a turn failed. */
+export type ChatErrorCode = 'ERR_HTTP' | 'ERR_STREAM' | 'ERR_OVERLOADED';
+
+/** A turn that did not complete: the verifier or the model refused it, or its stream broke off. */
+export class ChatError extends Error {
+  override readonly name = 'ChatError';
+  constructor(
+    readonly code: ChatErrorCode,
+    message: string,
+  ) {
+    super(message);
+  }
+}
 
 /** How one layer came up. */
 export interface LayerStatus {
@@ -81,7 +97,7 @@ export class ChatSession {
       const doc = tryParseDiscovery(res.ok ? await res.json() : {});
       this.#features = doc.ok ? doc.value.features : [];
     } catch (error) {
-      warn(`no Moat discovery at ${baseUrl} (${(error as Error).message}); sending no tags`);
+      warn(`no Moat discovery at ${baseUrl} (${errorMessage(error)}); sending no tags`);
     }
     // Remote flags, with the stock GrowthBook SDK, from the verifier's features endpoint.
     const gb = new GrowthBook({ apiHost: baseUrl, clientKey: process.env.MOAT_CLIENT_KEY ?? 'moat' });
@@ -90,7 +106,7 @@ export class ChatSession {
       if (!r.success) throw r.error ?? new Error(r.source);
       for (const key of Object.keys(gb.getFeatures())) this.#flags.set(key, gb.getFeatureValue(key, null));
     } catch (error) {
-      warn(`remote flags unavailable (${(error as Error).message}); using defaults`);
+      warn(`remote flags unavailable (${errorMessage(error)}); using defaults`);
     } finally {
       gb.destroy();
     }
@@ -119,11 +135,11 @@ export class ChatSession {
           this.#queueEvent({ type: 'attestation_unavailable', ts: Math.floor(Date.now() / 1000), reason });
         },
       }) as typeof fetch;
-      const mod = await import('@moat/native').catch(() => ({ native: undefined, loadError: new Error('not installed') }));
+      const { native, reason } = await loadNativeAddon(() => import('@moat/native'));
       this.status.push({
         layer: 'attest',
-        state: mod.native === undefined ? 'degraded' : 'on',
-        detail: mod.native === undefined ? `unattested: ${mod.loadError?.message ?? unattested}` : `key ${mod.native.keyId()}`,
+        state: native === undefined ? 'degraded' : 'on',
+        detail: native === undefined ? `unattested: ${reason || unattested}` : `key ${native.keyId()}`,
       });
     } else
       this.status.push({
@@ -240,36 +256,32 @@ export class ChatSession {
       }
       if (!res.ok || res.body === null) {
         const err = (await res.json().catch(() => ({}))) as { error?: { message?: string } };
-        throw new Error(`HTTP ${res.status}: ${err.error?.message ?? 'request failed'}`);
+        throw new ChatError('ERR_HTTP', `HTTP ${res.status}: ${err.error?.message ?? 'request failed'}`);
       }
-      const content: Block[] = [];
+      // The one stream assembler: tool input split across any number of deltas is joined and parsed once.
+      const assembler = new MessageAssembler();
       let out = '';
       for await (const ev of readStreamEvents(res.body)) {
-        const index = typeof ev.data.index === 'number' ? ev.data.index : -1;
-        if (ev.event === 'content_block_start') content[index] = { ...(ev.data.content_block as Block) };
-        else if (ev.event === 'content_block_delta') {
-          const delta = ev.data.delta as Record<string, string>;
-          const block = content[index];
-          if (block === undefined) continue;
-          if (delta.type === 'text_delta') {
-            block.text = `${block.text ?? ''}${delta.text}`;
-            out += delta.text;
-            onText(delta.text ?? '');
-          } else if (delta.type === 'thinking_delta') block.thinking = `${block.thinking ?? ''}${delta.thinking}`;
-          else if (delta.type === 'signature_delta') block.signature = delta.signature;
-          else if (delta.type === 'input_json_delta') block.input = JSON.parse(delta.partial_json || '{}');
+        assembler.push(ev);
+        const delta = ev.data.delta as { type?: unknown; text?: unknown } | undefined;
+        if (ev.event === 'content_block_delta' && delta?.type === 'text_delta' && typeof delta.text === 'string') {
+          out += delta.text;
+          onText(delta.text);
         }
       }
-      return { text: out, model, content: content.filter(Boolean), fellBack: model !== this.model };
+      if (assembler.error !== undefined) throw new ChatError('ERR_STREAM', `${assembler.error.type}: ${assembler.error.message}`);
+      const content = assembler.blocks as Block[];
+      return { text: out, model, content, fellBack: model !== this.model };
     };
     try {
       let result = await attempt(this.model);
       if (result === 'overloaded') {
         const fallback = this.#options.fallbackModel;
-        if (fallback === undefined) throw new Error('HTTP 529: the model is overloaded and no --fallback-model is set');
+        if (fallback === undefined)
+          throw new ChatError('ERR_OVERLOADED', 'HTTP 529: the model is overloaded and no --fallback-model is set');
         this.#options.warn(`${this.model} is overloaded; retrying on ${fallback}`);
         result = await attempt(fallback);
-        if (result === 'overloaded') throw new Error(`HTTP 529: ${fallback} is overloaded too`);
+        if (result === 'overloaded') throw new ChatError('ERR_OVERLOADED', `HTTP 529: ${fallback} is overloaded too`);
       }
       this.history.push({
         message: { role: 'assistant', content: result.content },

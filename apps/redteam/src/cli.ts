@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
+import { errorMessage, errorStack } from '@moat/protocol/support';
 import { runDemo } from './demo.js';
 import { formatTable } from './report.js';
 import { runScenarios, SCENARIOS } from './scenarios.js';
@@ -33,7 +34,7 @@ async function main(argv: string[]): Promise<number> {
       strict: true,
     }));
   } catch (error) {
-    process.stderr.write(`moat: ${(error as Error).message}\n${USAGE}\n`);
+    process.stderr.write(`moat: ${errorMessage(error)}\n${USAGE}\n`);
     return 2;
   }
   const only = typeof values.only === 'string' ? values.only.split(',') : undefined;
@@ -89,7 +90,7 @@ main(process.argv.slice(2)).then(
     process.exitCode = code;
   },
   (error: unknown) => {
-    process.stderr.write(`moat: ${(error as Error).stack}\n`);
+    process.stderr.write(`moat: ${errorStack(error)}\n`);
     process.exitCode = 2;
   },
 );

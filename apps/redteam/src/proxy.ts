@@ -1,6 +1,7 @@
 import { once } from 'node:events';
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { errorMessage } from '@moat/protocol/support';
 
 /** What an adversarial proxy may do to the traffic it relays. */
 export interface ProxyHooks {
@@ -64,7 +65,7 @@ export async function startProxy(target: string, hooks: ProxyHooks = {}): Promis
       res.end(responseBody);
     } catch (error) {
       res.writeHead(502, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ type: 'error', error: { type: 'api_error', message: `proxy: ${(error as Error).message}` } }));
+      res.end(JSON.stringify({ type: 'error', error: { type: 'api_error', message: `proxy: ${errorMessage(error)}` } }));
     }
   });
   server.listen(0, '127.0.0.1');

@@ -8,24 +8,21 @@ import { createAttestedFetch } from '@moat/attest/client';
 import { scanPaths } from '@moat/build-guard/scan';
 import { keyIdentity, stripForeignSignedBlocks } from '@moat/distill-guard/client';
 import { tagFingerprint } from '@moat/fingerprint/client';
-import { readStreamEvents } from '@moat/protocol';
+import { assembleStream, parseMessagesResponse, readStreamEvents } from '@moat/protocol/messages';
+import { errorMessage } from '@moat/protocol/support';
 import { startProxy } from './proxy.js';
 
 const require = createRequire(import.meta.url);
 
-/** The text a Messages response (JSON or SSE) gave the client. */
+/** The text a Messages response (JSON or SSE) gave the client: its text and thinking, block by block. */
 async function completionText(body: Buffer): Promise<string> {
   const text = body.toString('utf8');
-  if (!text.startsWith('event:')) {
-    const content = (JSON.parse(text) as { content?: Array<{ text?: string; thinking?: string }> }).content ?? [];
-    return content.map((b) => b.text ?? b.thinking ?? '').join('\n');
-  }
-  const parts: string[] = [];
-  for await (const ev of readStreamEvents(new Blob([body]).stream())) {
-    const delta = ev.data.delta as { text?: string; thinking?: string } | undefined;
-    if (ev.event === 'content_block_delta') parts.push(delta?.text ?? delta?.thinking ?? '');
-  }
-  return parts.join('');
+  const message = text.startsWith('event:')
+    ? await assembleStream(readStreamEvents(new Blob([body]).stream()))
+    : parseMessagesResponse(JSON.parse(text));
+  return message.content
+    .map((b) => ('text' in b && typeof b.text === 'string' ? b.text : 'thinking' in b && typeof b.thinking === 'string' ? b.thinking : ''))
+    .join('\n');
 }
 
 /** What the scenarios need to know about the target. */
@@ -505,7 +502,7 @@ export async function runScenarios(ctx: RedteamContext, only?: readonly string[]
         id: s.id,
         title: s.title,
         expected: s.expected,
-        observed: `error: ${(error as Error).message}`,
+        observed: `error: ${errorMessage(error)}`,
         verdict: '-',
         pass: false,
       });

@@ -20,6 +20,7 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { devKeyFile } from '@moat/native/dev-key';
 import {
   appendEnvelope,
   computeStamp,
@@ -34,7 +35,6 @@ import autocannon from 'autocannon';
 import { createVerifier, devEnvironment, loadConfig, mockEvents, mockMessages } from '../dist/index.js';
 
 const DURATION = Number(process.env.BENCH_SECONDS ?? 5);
-const devKeyFile = new URL('../../../native/.moat-dev-key.json', import.meta.url).pathname;
 const dev = JSON.parse(readFileSync(devKeyFile, 'utf8')) as { kid: string; key: string };
 const key = Buffer.from(dev.key, 'hex');
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util';
+import { errorMessage, errorStack } from '@moat/protocol/support';
 import { loadConfig } from './config.js';
 import { VerifierConfigError } from './errors.js';
 import { createVerifier, openStorage } from './server.js';
@@ -22,7 +23,7 @@ async function main(argv: string[]): Promise<number> {
       strict: true,
     });
   } catch (error) {
-    process.stderr.write(`moat-verifier: ${(error as Error).message}\n${USAGE}\n`);
+    process.stderr.write(`moat-verifier: ${errorMessage(error)}\n${USAGE}\n`);
     return 2;
   }
   if (parsed.values.help) {
@@ -61,7 +62,7 @@ main(process.argv.slice(2)).then(
     process.exitCode = code;
   },
   (error: unknown) => {
-    process.stderr.write(`moat-verifier: ${error instanceof VerifierConfigError ? error.message : (error as Error).stack}\n`);
+    process.stderr.write(`moat-verifier: ${error instanceof VerifierConfigError ? error.message : errorStack(error)}\n`);
     process.exitCode = 2;
   },
 );

@@ -1,5 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { isKeyId } from '@moat/protocol';
+import { errorCode, errorMessage } from '@moat/protocol/support';
 import { VerifierConfigError } from './errors.js';
 
 /** Everything the verifier runs with. */
@@ -62,12 +64,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, file?: string):
     try {
       text = readFileSync(file, 'utf8');
     } catch (error) {
-      throw new VerifierConfigError('config file', `a readable file at ${file}`, (error as NodeJS.ErrnoException).code ?? 'an error');
+      throw new VerifierConfigError('config file', `a readable file at ${file}`, errorCode(error) ?? 'an error');
     }
     try {
       fromFile = JSON.parse(text) as Record<string, unknown>;
     } catch (error) {
-      throw new VerifierConfigError('config file', 'JSON', `a syntax error: ${(error as Error).message}`);
+      throw new VerifierConfigError('config file', 'JSON', `a syntax error: ${errorMessage(error)}`);
     }
     if (typeof fromFile !== 'object' || fromFile === null || Array.isArray(fromFile))
       throw new VerifierConfigError('config file', 'a JSON object', typeof fromFile);
@@ -89,12 +91,18 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, file?: string):
   let attestationKeys: Array<{ kid: string; key: string }> = [];
   const keysRaw = pick('attestationKeys', 'MOAT_VERIFIER_ATTESTATION_KEYS');
   if (keysRaw !== undefined) {
-    const list = typeof keysRaw === 'string' ? (JSON.parse(keysRaw) as unknown) : keysRaw;
+    let list: unknown = keysRaw;
+    if (typeof keysRaw === 'string') {
+      try {
+        list = JSON.parse(keysRaw);
+      } catch (error) {
+        throw new VerifierConfigError('attestationKeys', 'a JSON array of { kid, key }', errorMessage(error));
+      }
+    }
     if (!Array.isArray(list)) throw new VerifierConfigError('attestationKeys', 'an array of { kid, key }', typeof list);
     attestationKeys = list.map((k, i) => {
       const entry = k as { kid?: unknown; key?: unknown };
-      if (typeof entry.kid !== 'string' || !/^[A-Za-z0-9_-]{1,32}$/.test(entry.kid))
-        throw new VerifierConfigError(`attestationKeys[${i}].kid`, 'a key id', JSON.stringify(entry.kid));
+      if (!isKeyId(entry.kid)) throw new VerifierConfigError(`attestationKeys[${i}].kid`, 'a key id', JSON.stringify(entry.kid));
       return { kid: entry.kid, key: hex(`attestationKeys[${i}].key`, entry.key, 32) };
     });
   }
@@ -105,7 +113,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, file?: string):
       attestationKeys.push({ kid: dev.kid, key: hex('attestationKeyFile', dev.key, 32) });
     } catch (error) {
       if (error instanceof VerifierConfigError) throw error;
-      throw new VerifierConfigError('attestationKeyFile', `a readable { kid, key } JSON file at ${keyFile}`, (error as Error).message);
+      throw new VerifierConfigError('attestationKeyFile', `a readable { kid, key } JSON file at ${keyFile}`, errorMessage(error));
     }
   }
   const revoked = pick('revokedKids', 'MOAT_VERIFIER_REVOKED_KIDS');

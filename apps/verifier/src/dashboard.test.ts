@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { createAttestedFetch } from '@moat/attest/client';
 import { tagFingerprint } from '@moat/fingerprint/client';
+import { devKeyFile } from '@moat/native/dev-key';
 import { chromium } from 'playwright-core';
 import { describe, expect, it } from 'vitest';
 import { devEnvironment, loadConfig } from './config.js';
@@ -16,7 +17,7 @@ describe('dashboard in headless Chromium', () => {
         devEnvironment({
           adminToken: ADMIN,
           salt: 'dash-salt',
-          attestationKeyFile: new URL('../../../native/.moat-dev-key.json', import.meta.url).pathname,
+          attestationKeyFile: devKeyFile,
         }),
       ),
       { logLevel: 'silent' },

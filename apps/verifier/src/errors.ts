@@ -21,14 +21,21 @@ export const STATUS_OF_ERROR_TYPE: Readonly<Record<ApiErrorType, number>> = {
   overloaded_error: 529,
 };
 
-/** An error in Anthropic's shape, `{ type: 'error', error: { type, message } }`, with its status. */
+/**
+ * An error in Anthropic's shape, `{ type: 'error', error: { type, message } }`, with its
+ * status. Its `code` is `ERR_API_` and the type in capitals (`ERR_API_INVALID_REQUEST_ERROR`).
+ */
 export class ApiError extends Error {
+  override readonly name = 'ApiError';
+  readonly code: `ERR_API_${Uppercase<ApiErrorType>}`;
   constructor(
     readonly status: number,
     readonly type: ApiErrorType,
     message: string,
+    options?: ErrorOptions,
   ) {
-    super(message);
+    super(message, options);
+    this.code = `ERR_API_${type.toUpperCase() as Uppercase<ApiErrorType>}`;
   }
 
   body(): { type: 'error'; error: { type: ApiErrorType; message: string } } {

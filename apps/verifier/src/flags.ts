@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { GrowthBook } from '@growthbook/growthbook';
 import type { PolicyAction } from '@moat/protocol';
+import { errorMessage } from '@moat/protocol/support';
 import { VerifierConfigError } from './errors.js';
 
 /** A GrowthBook feature definition (the subset the verifier reads and serves). */
@@ -49,7 +50,7 @@ export function loadFeatures(file?: string): Record<string, FeatureDefinition> {
   try {
     doc = JSON.parse(readFileSync(file, 'utf8'));
   } catch (error) {
-    throw new VerifierConfigError('flagsFile', `a JSON features file at ${file}`, (error as Error).message);
+    throw new VerifierConfigError('flagsFile', `a JSON features file at ${file}`, errorMessage(error));
   }
   const features = (doc as { features?: unknown })?.features;
   if (typeof features !== 'object' || features === null || Array.isArray(features)) {

@@ -1,4 +1,5 @@
 import { createHmac, createSecretKey, type KeyObject, randomBytes } from 'node:crypto';
+import { LruMap } from '@moat/protocol/support';
 
 /** Options of {@link ApiKeyCache}. */
 export interface ApiKeyCacheOptions {
@@ -16,27 +17,25 @@ export interface ApiKeyCacheOptions {
  */
 export class ApiKeyCache {
   readonly #key: KeyObject = createSecretKey(randomBytes(32));
-  readonly #entries = new Map<string, { id: string; expires: number }>();
+  readonly #entries: LruMap<string, { id: string; expires: number }>;
   readonly #ttlMs: number;
-  readonly #maxEntries: number;
   readonly #now: () => number;
 
   constructor(options: ApiKeyCacheOptions = {}) {
     this.#ttlMs = options.ttlMs ?? 5_000;
-    this.#maxEntries = options.maxEntries ?? 10_000;
+    this.#entries = new LruMap({ maxSize: options.maxEntries ?? 10_000 });
     this.#now = options.now ?? Date.now;
   }
 
   /** The key's id: from the cache while fresh, otherwise from `lookup` (and cached when found). */
   async resolve(apiKey: string, lookup: (apiKey: string) => Promise<string | undefined> | string | undefined): Promise<string | undefined> {
     const name = createHmac('sha256', this.#key).update(apiKey).digest('base64');
-    const hit = this.#entries.get(name);
+    const hit = this.#entries.peek(name);
     const now = this.#now();
     if (hit !== undefined && hit.expires > now) return hit.id;
     if (hit !== undefined) this.#entries.delete(name);
     const id = await lookup(apiKey);
     if (id === undefined) return undefined;
-    if (this.#entries.size >= this.#maxEntries) this.#entries.delete(this.#entries.keys().next().value as string);
     this.#entries.set(name, { id, expires: now + this.#ttlMs });
     return id;
   }

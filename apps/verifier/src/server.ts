@@ -33,6 +33,7 @@ import {
   VERSION_HEADER,
 } from '@moat/protocol';
 import { answerConformanceRequest } from '@moat/protocol/conformance';
+import { errorMessage } from '@moat/protocol/support';
 import { pino } from 'pino';
 import { Counter, collectDefaultMetrics, Histogram, Registry } from 'prom-client';
 import type { VerifierConfig } from './config.js';
@@ -131,7 +132,7 @@ export async function createVerifier(config: VerifierConfig, options: VerifierOp
     const snapshot = await storage.loadSnapshot('fingerprint');
     fingerprintStats = snapshot === undefined ? new FingerprintStats() : FingerprintStats.fromJSON(snapshot);
   } catch (error) {
-    log.warn({ err: (error as Error).message }, 'fingerprint statistics snapshot unreadable; starting empty');
+    log.warn({ err: errorMessage(error) }, 'fingerprint statistics snapshot unreadable; starting empty');
     fingerprintStats = new FingerprintStats();
   }
   const gatewayStats = new GatewayStats({ addressSecret: secret });
@@ -258,11 +259,11 @@ export async function createVerifier(config: VerifierConfig, options: VerifierOp
         relay: [],
         thinking: 'none',
         verdict: 'block',
-        reasons: [`malformed JSON: ${(error as Error).message}`.slice(0, 200)],
+        reasons: [`malformed JSON: ${errorMessage(error)}`.slice(0, 200)],
         status: 400,
         latencyMs: 0,
       });
-      throw new ApiError(400, 'invalid_request_error', `request body: expected a JSON object, got ${(error as Error).message}`);
+      throw new ApiError(400, 'invalid_request_error', `request body: expected a JSON object, got ${errorMessage(error)}`);
     }
     const model = typeof body.model === 'string' ? body.model : null;
 
@@ -404,8 +405,7 @@ export async function createVerifier(config: VerifierConfig, options: VerifierOp
           }
         } catch (error) {
           // Headers are out: the failure goes to the client as the API's own SSE error event.
-          const apiError =
-            error instanceof ApiError ? error : new ApiError(502, 'api_error', `upstream failed: ${(error as Error).message}`);
+          const apiError = error instanceof ApiError ? error : new ApiError(502, 'api_error', `upstream failed: ${errorMessage(error)}`);
           sse(res, { event: 'error', data: { type: 'error', error: { type: apiError.type, message: apiError.message } } });
           await finish(apiError.status);
           res.end();
@@ -440,7 +440,7 @@ export async function createVerifier(config: VerifierConfig, options: VerifierOp
       await finish(upstream.status);
       sendJson(res, upstream.status, response);
     } catch (error) {
-      const apiError = error instanceof ApiError ? error : new ApiError(502, 'api_error', `upstream failed: ${(error as Error).message}`);
+      const apiError = error instanceof ApiError ? error : new ApiError(502, 'api_error', `upstream failed: ${errorMessage(error)}`);
       await finish(apiError.status);
       throw apiError;
     }
@@ -453,7 +453,7 @@ export async function createVerifier(config: VerifierConfig, options: VerifierOp
     try {
       batch = parseTelemetryBatch(JSON.parse(raw.toString('utf8')), raw.length);
     } catch (error) {
-      throw new ApiError(400, 'invalid_request_error', `telemetry batch: ${(error as Error).message}`);
+      throw new ApiError(400, 'invalid_request_error', `telemetry batch: ${errorMessage(error)}`);
     }
     await storage.insertTelemetry(keyId, batch.events);
     for (const e of batch.events) {
@@ -471,7 +471,7 @@ export async function createVerifier(config: VerifierConfig, options: VerifierOp
     try {
       requests = (JSON.parse(raw.toString('utf8')) as { requests?: unknown }).requests;
     } catch (error) {
-      throw new ApiError(400, 'invalid_request_error', `body: expected JSON { "requests": [...] }, got ${(error as Error).message}`);
+      throw new ApiError(400, 'invalid_request_error', `body: expected JSON { "requests": [...] }, got ${errorMessage(error)}`);
     }
     if (!Array.isArray(requests) || requests.length > CONFORMANCE_MAX_REQUESTS)
       throw new ApiError(
@@ -539,7 +539,7 @@ export async function createVerifier(config: VerifierConfig, options: VerifierOp
       try {
         await storage.ping();
       } catch (error) {
-        return sendJson(res, 503, { ok: false, error: (error as Error).message });
+        return sendJson(res, 503, { ok: false, error: errorMessage(error) });
       }
       return sendJson(res, 200, { ok: true });
     }

@@ -10,6 +10,7 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createAttestedFetch } from '@moat/attest/client';
 import { tagFingerprint } from '@moat/fingerprint/client';
+import { devKeyFile } from '@moat/native/dev-key';
 import { describe, expect, it } from 'vitest';
 import { devEnvironment, loadConfig } from './config.js';
 import { PgRedisStorage } from './pg-storage.js';
@@ -144,7 +145,7 @@ describe.runIf(PG !== undefined && REDIS !== undefined)('two replicas on one Pos
   it('a request replayed to the other replica is caught', { timeout: 60_000 }, async () => {
     const env = devEnvironment({
       salt: 'replica-salt',
-      attestationKeyFile: new URL('../../../native/.moat-dev-key.json', import.meta.url).pathname,
+      attestationKeyFile: devKeyFile,
     });
     const secret = env.MOAT_VERIFIER_SERVER_SECRET as string;
     const cfg = loadConfig(env);

@@ -1,18 +1,13 @@
 // Test helper: what a client makes of a streamed Messages response.
-import { readStreamEvents } from '@moat/protocol';
+import { MessageAssembler, readStreamEvents, type StreamEvent } from '@moat/protocol/messages';
 
-/** Every event of the stream, and the content blocks assembled from them. */
+/** Every event of the stream, and the content blocks the Messages model's assembler makes of them. */
 export async function streamed(res: Response) {
-  const events = [];
-  for await (const ev of readStreamEvents(res.body as ReadableStream<Uint8Array>)) events.push(ev);
-  const content: Array<Record<string, string>> = [];
-  for (const ev of events) {
-    const i = ev.data.index as number;
-    const d = ev.data.delta as Record<string, string> | undefined;
-    if (ev.event === 'content_block_start') content[i] = { ...(ev.data.content_block as Record<string, string>) };
-    else if (d?.type === 'thinking_delta') (content[i] as Record<string, string>).thinking += d.thinking ?? '';
-    else if (d?.type === 'text_delta') (content[i] as Record<string, string>).text += d.text ?? '';
-    else if (d?.type === 'signature_delta') (content[i] as Record<string, string>).signature = d.signature ?? '';
+  const events: StreamEvent[] = [];
+  const assembler = new MessageAssembler();
+  for await (const ev of readStreamEvents(res.body as ReadableStream<Uint8Array>)) {
+    events.push(ev);
+    assembler.push(ev);
   }
-  return { events, content };
+  return { events, content: assembler.blocks as unknown as Array<Record<string, string>> };
 }

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { createAttestedFetch } from '@moat/attest/client';
 import { AntiDistillationGate, keyIdentity, stripForeignSignedBlocks } from '@moat/distill-guard/client';
 import { tagFingerprint } from '@moat/fingerprint/client';
+import { devKeyFile } from '@moat/native/dev-key';
 import { parseDiscovery } from '@moat/protocol';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { devEnvironment, loadConfig, type VerifierConfig } from './config.js';
@@ -12,7 +13,6 @@ import { mockMessages } from './mock-upstream.js';
 import { createVerifier, type Verifier } from './server.js';
 import { streamed } from './streamed.test-util.js';
 
-const devKeyFile = new URL('../../../native/.moat-dev-key.json', import.meta.url).pathname;
 const SALT = 'verifier-test-salt';
 const ADMIN = 'admin-token-0123456789';
 

@@ -9,7 +9,7 @@
 import { spawn } from 'node:child_process';
 import { createHmac } from 'node:crypto';
 import { once } from 'node:events';
-import { readFileSync } from 'node:fs';
+import { readDevKey } from '@moat/native/dev-key';
 import { Bench } from 'tinybench';
 import { AttestationKeyring, createAttestedFetch, verifyAttestation } from '../dist/index.js';
 
@@ -63,7 +63,7 @@ for (const size of [1024, 100 * 1024]) {
 server.kill();
 
 // Server-side verification, one core.
-const dev = JSON.parse(readFileSync(new URL('../../../native/.moat-dev-key.json', import.meta.url), 'utf8')) as {
+const dev = readDevKey() as {
   kid: string;
   key: string;
 };

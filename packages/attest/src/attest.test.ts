@@ -1,8 +1,8 @@
 import { once } from 'node:events';
-import { readFileSync } from 'node:fs';
 import http, { createServer, type IncomingMessage, type Server } from 'node:http';
 import https from 'node:https';
 import { type AddressInfo, connect, createServer as createTcpServer } from 'node:net';
+import { readDevKey } from '@moat/native/dev-key';
 import { locateEnvelope, utf8 } from '@moat/protocol';
 import fc from 'fast-check';
 import { Agent, getGlobalDispatcher, setGlobalDispatcher } from 'undici';
@@ -11,7 +11,7 @@ import { createAttestedFetch, UNATTESTED_HEADER } from './client.js';
 import { AttestationKeyring, MemoryNonceStore, verifyAttestation } from './server.js';
 
 /** The development key the addon was built with (written by native/scripts/gen-key.mjs). */
-const dev = JSON.parse(readFileSync(new URL('../../../native/.moat-dev-key.json', import.meta.url), 'utf8')) as {
+const dev = readDevKey() as {
   kid: string;
   key: string;
 };

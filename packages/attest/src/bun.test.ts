@@ -1,17 +1,18 @@
 import { spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
+import { readDevKey } from '@moat/native/dev-key';
 import { describe, expect, it } from 'vitest';
 import { AttestationKeyring, MemoryNonceStore, verifyAttestation } from './server.js';
 
 const require = createRequire(import.meta.url);
 const bun = join(dirname(require.resolve('bun/package.json')), 'bin', 'bun.exe');
-const dev = JSON.parse(readFileSync(new URL('../../../native/.moat-dev-key.json', import.meta.url), 'utf8')) as {
+const dev = readDevKey() as {
   kid: string;
   key: string;
 };

@@ -1,23 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { appendEnvelope, placeholderEnvelope } from '@moat/protocol';
+import { createWarner, errorMessage, loadNativeAddon, type NativeBinding, STAMP_RESULTS } from '@moat/protocol/support';
 
-/** The native transport's interface (`@moat/native`), injectable for tests. */
-export interface NativeTransport {
-  request(
-    options: {
-      method: string;
-      url: string;
-      headers?: readonly string[];
-      body?: Buffer;
-      timeoutMs?: number;
-      connectTimeoutMs?: number;
-      pinnedPublicKey?: string;
-      caFile?: string;
-    },
-    onEvent: (event: 'headers' | 'data' | 'end' | 'error', a?: number | Buffer | string, b?: string, c?: number) => void,
-  ): { abort(): void };
-  keyId(): string;
-}
+/** The native transport's interface (`@moat/native`'s request and key id), injectable for tests. */
+export type NativeTransport = Pick<NativeBinding, 'request' | 'keyId'>;
 
 /** Request header that tells the verifier the client could not attest this request. */
 export const UNATTESTED_HEADER = 'moat-attestation';
@@ -52,21 +38,7 @@ export interface AttestedFetchOptions {
 /** A `fetch`-compatible function whose JSON bodies are stamped and sent below JavaScript. */
 export type AttestedFetch = (input: string | URL | Request, init?: RequestInit) => Promise<Response>;
 
-const STAMP_RESULTS = ['stamped', 'no_envelope', 'not_placeholder', 'wrong_kid', 'crypto'] as const;
 const NULL_BODY_STATUS = new Set([101, 103, 204, 205, 304]);
-
-let defaultNative: { native: NativeTransport | undefined; error: Error | undefined } | undefined;
-
-async function loadNative(): Promise<{ native: NativeTransport | undefined; error: Error | undefined }> {
-  if (defaultNative !== undefined) return defaultNative;
-  try {
-    const mod = (await import('@moat/native')) as { native?: NativeTransport; loadError?: Error };
-    defaultNative = { native: mod.native, error: mod.loadError };
-  } catch (error) {
-    defaultNative = { native: undefined, error: error instanceof Error ? error : new Error(String(error)) };
-  }
-  return defaultNative;
-}
 
 function parseHeaderBlock(raw: string): Headers {
   const headers = new Headers();
@@ -111,16 +83,8 @@ async function bodyBytes(body: RequestInit['body'] | null | undefined): Promise<
  * ```
  */
 export function createAttestedFetch(options: AttestedFetchOptions = {}): AttestedFetch {
-  const warned = new Set<string>();
-  const warn = (key: string, message: string) => {
-    if (warned.has(key)) return;
-    warned.add(key);
-    try {
-      options.onWarning?.(`moat attest: ${message}`);
-    } catch {
-      // never let a warning handler break a request
-    }
-  };
+  const warner = createWarner('attest', options.onWarning);
+  const warn = (key: string, message: string) => warner(message, key);
   const now = options.now ?? Date.now;
 
   const fallback = async (url: string, init: RequestInit, body: Uint8Array | undefined, reason: UnattestedReason): Promise<Response> => {
@@ -142,12 +106,12 @@ export function createAttestedFetch(options: AttestedFetchOptions = {}): Atteste
     let body = await bodyBytes(
       init.body ?? (request !== undefined && request.body !== null ? new Uint8Array(await request.arrayBuffer()) : undefined),
     );
-    const { native, error } =
+    const { native, reason } =
       options.native === null
-        ? { native: undefined, error: new Error('disabled by options') }
+        ? { native: undefined, reason: 'disabled by options' }
         : options.native !== undefined
-          ? { native: options.native, error: undefined }
-          : await loadNative();
+          ? { native: options.native, reason: undefined }
+          : await loadNativeAddon<NativeTransport>(() => import('@moat/native'));
     if (body === 'unsupported') {
       warn('unsupported_body', 'a streaming or form body cannot be stamped; sent unattested');
       return fallback(url.href, init, undefined, 'unsupported_body');
@@ -171,12 +135,12 @@ export function createAttestedFetch(options: AttestedFetchOptions = {}): Atteste
           });
           body = Buffer.from(appendEnvelope(text, envelope));
         } catch (e) {
-          warn('envelope', `no envelope added (${(e as Error).message})`);
+          warn('envelope', `no envelope added (${errorMessage(e)})`);
         }
       }
     }
     if (native === undefined) {
-      warn('addon_missing', `native addon unavailable (${error?.message ?? 'not loaded'}); requests go out unattested`);
+      warn('addon_missing', `native addon unavailable (${reason ?? 'not loaded'}); requests go out unattested`);
       return fallback(url.href, init, body, 'addon_missing');
     }
 
@@ -246,7 +210,7 @@ export function createAttestedFetch(options: AttestedFetchOptions = {}): Atteste
           },
         );
       } catch (e) {
-        warn('addon_failed', `native transport failed (${(e as Error).message}); requests go out unattested`);
+        warn('addon_failed', `native transport failed (${errorMessage(e)}); requests go out unattested`);
         fallback(url.href, init, body, 'addon_failed').then(resolve, reject);
         return;
       }

@@ -5,8 +5,8 @@
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { packedConsumer } from '@moat/test-kit/packed-consumer';
 import { describe, expect, it } from 'vitest';
-import { packedConsumer } from '../../../scripts/packed-consumer.ts';
 
 const CONSUMER = `
 import { createServer } from 'node:http';

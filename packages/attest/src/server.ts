@@ -1,5 +1,19 @@
 import { createSecretKey, type KeyObject } from 'node:crypto';
-import { type AttestationSignal, locateEnvelope, verifyStamp } from '@moat/protocol';
+import { type AttestationSignal, KEY_ID_PATTERN, locateEnvelope, verifyStamp } from '@moat/protocol';
+
+/** Error codes of this package. */
+export type AttestErrorCode = 'ERR_ATTESTATION_KEY';
+
+/** A typed error with a stable code; key bytes never appear in its message. */
+export class AttestError extends Error {
+  override readonly name = 'AttestError';
+  constructor(
+    readonly code: AttestErrorCode,
+    message: string,
+  ) {
+    super(`${code}: ${message}`);
+  }
+}
 
 /** One stamping key: its id, its bytes (≥ 32) and an optional validity interval (Unix seconds). */
 export interface AttestationKey {
@@ -25,9 +39,10 @@ export class AttestationKeyring {
 
   /** Adds or replaces a key. */
   add(key: AttestationKey): void {
-    if (key.key.length < 32) throw new RangeError(`expected a stamping key of at least 32 bytes for ${key.kid}, got ${key.key.length}`);
-    if (!/^[A-Za-z0-9_-]{1,32}$/.test(key.kid))
-      throw new RangeError(`expected a key id of [A-Za-z0-9_-]{1,32}, got ${JSON.stringify(key.kid)}`);
+    if (!KEY_ID_PATTERN.test(key.kid))
+      throw new AttestError('ERR_ATTESTATION_KEY', `expected a key id of [A-Za-z0-9_-]{1,32}, got ${JSON.stringify(key.kid)}`);
+    if (key.key.length < 32)
+      throw new AttestError('ERR_ATTESTATION_KEY', `expected a stamping key of at least 32 bytes for ${key.kid}, got ${key.key.length}`);
     this.#keys.set(key.kid, key);
     this.#objects.set(key.kid, createSecretKey(key.key));
   }

@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import { mkdir } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
+import { errorMessage } from '@moat/protocol/support';
 import { build, type Format, type Platform } from 'esbuild';
 import { BuildGuardError } from './errors.js';
 import { moatFlags } from './esbuild.js';
@@ -128,7 +129,7 @@ export async function buildVariant(options: BuildVariantOptions): Promise<BuiltV
     if (first?.detail instanceof BuildGuardError) throw first.detail;
     throw new BuildGuardError(
       'ERR_USAGE',
-      `expected the ${bundler} build of ${options.entry} to succeed, got: ${first?.text ?? (error as Error).message}`,
+      `expected the ${bundler} build of ${options.entry} to succeed, got: ${first?.text ?? errorMessage(error)}`,
     );
   }
   return { variant: options.variant, bundler, outfile: options.outfile, features: flags.features };

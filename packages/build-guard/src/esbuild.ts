@@ -1,5 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { extname } from 'node:path';
+import { errorMessage } from '@moat/protocol/support';
 import { type Loader, type Plugin, transform } from 'esbuild';
 import { FEATURE_MODULES, replaceFeatureCalls } from './transform.js';
 
@@ -75,7 +76,7 @@ export function moatFlags(options: MoatFlagsOptions): Plugin {
         try {
           return { contents: replaceFeatureCalls(js, options.features, args.path).code, loader: 'js' };
         } catch (error) {
-          return { errors: [{ text: (error as Error).message, detail: error }] };
+          return { errors: [{ text: errorMessage(error), detail: error }] };
         }
       });
     },

@@ -1,5 +1,6 @@
 import { readdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { auditPack } from './scan/pack.js';
 import { scanPaths } from './scan/scanner.js';
@@ -23,7 +24,7 @@ describe("moat-scan on this repository's own builds", () => {
   });
 
   it('moat-scan pack passes on @moat/native, whose C sources ship for the source-build fallback', { timeout: 120_000 }, async () => {
-    const native = new URL('../../../native', import.meta.url).pathname;
+    const native = dirname(createRequire(import.meta.url).resolve('@moat/native/package.json'));
     const report = await auditPack(native, { allowSrc: true }, { codenames: CODENAMES });
     expect(report.findings.filter((f) => f.severity !== 'note')).toEqual([]);
     expect(report.packed).toBeGreaterThan(8);

@@ -1,3 +1,4 @@
+import { errorMessage } from '@moat/protocol/support';
 import { parse } from 'acorn';
 import { BuildGuardError } from './errors.js';
 
@@ -75,7 +76,7 @@ export function replaceFeatureCalls(code: string, features: Readonly<Record<stri
   try {
     ast = parse(code, { ecmaVersion: 'latest', sourceType: 'module', locations: true, allowHashBang: true });
   } catch (error) {
-    throw new BuildGuardError('ERR_PARSE', `expected a JavaScript module in ${file}, got a syntax error: ${(error as Error).message}`);
+    throw new BuildGuardError('ERR_PARSE', `expected a JavaScript module in ${file}, got a syntax error: ${errorMessage(error)}`);
   }
   const locals = new Set<string>();
   const importRanges: Array<[number, number]> = [];

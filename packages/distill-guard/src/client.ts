@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { GrowthBook } from '@growthbook/growthbook';
 import { ANTI_DISTILLATION_MEMBER, isSignedBlockType, type MessagesRequest } from '@moat/protocol';
+import { createWarner, errorCode, errorMessage, type Warner } from '@moat/protocol/support';
 
 /** GrowthBook feature key of the remote anti-distillation flag. */
 export const ANTI_DISTILLATION_FEATURE = 'moat-anti-distillation';
@@ -64,12 +65,14 @@ export interface GateDecision {
  * ```
  */
 export class AntiDistillationGate {
+  readonly #warn: Warner;
   readonly #options: AntiDistillationGateOptions;
   #remote = false;
   #source: RemoteFlagSource = 'default';
 
   private constructor(options: AntiDistillationGateOptions) {
     this.#options = options;
+    this.#warn = createWarner('distill-guard', options.onWarning);
     this.#remote = options.remote.defaultValue ?? false;
   }
 
@@ -99,7 +102,7 @@ export class AntiDistillationGate {
         `flag server ${remote.apiHost} not reached (${result.error?.message ?? result.source}); using the cached value or the default`,
       );
     } catch (error) {
-      this.#warn(`flag server ${remote.apiHost} not reached (${(error as Error).message}); using the cached value or the default`);
+      this.#warn(`flag server ${remote.apiHost} not reached (${errorMessage(error)}); using the cached value or the default`);
     } finally {
       gb.destroy();
     }
@@ -133,7 +136,7 @@ export class AntiDistillationGate {
     try {
       await writeFile(file, `${JSON.stringify({ feature: key, value, fetchedAt: new Date().toISOString() })}\n`, { mode: 0o600 });
     } catch (error) {
-      this.#warn(`cannot write the flag cache ${file}: ${(error as Error).message}`);
+      this.#warn(`cannot write the flag cache ${file}: ${errorMessage(error)}`);
     }
   }
 
@@ -145,17 +148,9 @@ export class AntiDistillationGate {
       if (data.feature === key && typeof data.value === 'boolean') return data.value;
       this.#warn(`flag cache ${file} holds no boolean value for ${key}; ignored`);
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') this.#warn(`cannot read the flag cache ${file}: ${(error as Error).message}`);
+      if (errorCode(error) !== 'ENOENT') this.#warn(`cannot read the flag cache ${file}: ${errorMessage(error)}`);
     }
     return undefined;
-  }
-
-  #warn(message: string): void {
-    try {
-      this.#options.onWarning?.(`moat distill-guard: ${message}`);
-    } catch {
-      // never let a warning handler break the gate
-    }
   }
 }
 

@@ -147,7 +147,9 @@ describe('DecoyStreamFilter', () => {
     const evs = events([decoyUse('toolu_1')], 'tool_use', 1).map((e) =>
       e.event === 'content_block_delta' ? { ...e, data: { ...e.data, delta: { type: 'input_json_delta', partial_json: '{"a' } } } : e,
     );
-    expect(() => evs.flatMap((e) => filter.handle(e))).toThrow(/expected the streamed input of tool_use block 0 to be JSON, got "\{\\"a\{/);
+    expect(() => evs.flatMap((e) => filter.handle(e))).toThrow(
+      /content\.0\.input: expected the joined input_json_delta fragments to be JSON, got "\{\\"a\{/,
+    );
   });
 
   it('agrees with the non-streaming form on any turn', () => {

@@ -1,5 +1,5 @@
+import { MessageAssembler, type StreamEvent } from '@moat/protocol/messages';
 import { type Decoy, findDecoyCall } from './decoys.js';
-import type { StreamEvent } from './signing.js';
 
 /** A content block of a Messages response. */
 export type ContentBlock = { readonly type: string } & Readonly<Record<string, unknown>>;
@@ -68,11 +68,6 @@ export function interceptDecoyCalls<T extends { readonly content?: unknown; read
   };
 }
 
-interface Accumulated {
-  block: Record<string, unknown>;
-  json?: string | undefined;
-}
-
 /**
  * The streaming form of {@link interceptDecoyCalls}: sits between the upstream's Messages
  * stream and the client, withholds the events of decoy `tool_use` blocks, renumbers the
@@ -93,7 +88,7 @@ export class DecoyStreamFilter {
   #outputTokens = 0;
   readonly #index = new Map<number, number>();
   readonly #withheld = new Set<number>();
-  readonly #blocks = new Map<number, Accumulated>();
+  #assembler = new MessageAssembler();
   #calls: DecoyCall[] = [];
   #realCalls = 0;
   #pending: DecoyTurn | undefined;
@@ -108,17 +103,18 @@ export class DecoyStreamFilter {
   /**
    * Handles one upstream event; returns the events to pass on, in order.
    *
-   * @throws {TypeError} when a tool call's streamed input is not JSON (the turn could not be continued).
+   * @throws {MessagesError} for a stream that breaks the Messages event order, or a tool
+   * call whose streamed input is not JSON (the turn could not be continued).
    */
   handle(ev: StreamEvent): StreamEvent[] {
+    this.#assembler.push(ev);
     const data = ev.data;
     switch (ev.event) {
       case 'message_start':
         return this.#round === 0 ? [ev] : [];
       case 'content_block_start': {
         const index = data.index as number;
-        const block = isBlock(data.content_block) ? { ...data.content_block } : { type: 'unknown' };
-        this.#blocks.set(index, { block });
+        const block = this.#assembler.block(index) as ContentBlock;
         if (block.type === 'tool_use' && findDecoyCall({ name: block.name }, this.#decoys) !== undefined) {
           this.#withheld.add(index);
           return [];
@@ -128,13 +124,11 @@ export class DecoyStreamFilter {
         return [this.#renumbered(ev)];
       }
       case 'content_block_delta':
-        this.#accumulate(data.index as number, data.delta as Record<string, unknown> | undefined);
         return this.#withheld.has(data.index as number) ? [] : [this.#renumbered(ev)];
       case 'content_block_stop': {
         const index = data.index as number;
         if (!this.#withheld.has(index)) return [this.#renumbered(ev)];
-        this.#parseInput(index);
-        const call = decoyCallOf(this.#blocks.get(index)?.block as ContentBlock, this.#decoys);
+        const call = decoyCallOf(this.#assembler.block(index) as ContentBlock, this.#decoys);
         if (call !== undefined) {
           this.#calls.push(call);
           this.decoyCalls++;
@@ -145,10 +139,7 @@ export class DecoyStreamFilter {
         const usage = data.usage as { output_tokens?: unknown } | undefined;
         const tokens = typeof usage?.output_tokens === 'number' ? usage.output_tokens : 0;
         if (this.#calls.length > 0 && this.#realCalls === 0) {
-          const indices = [...this.#blocks.keys()].sort((a, b) => a - b);
-          for (const index of indices) this.#parseInput(index);
-          const continueWith = indices.map((index) => this.#blocks.get(index)?.block as ContentBlock);
-          this.#pending = { calls: this.#calls, continueWith };
+          this.#pending = { calls: this.#calls, continueWith: this.#assembler.blocks as ContentBlock[] };
           this.#outputTokens += tokens;
           return [];
         }
@@ -174,7 +165,7 @@ export class DecoyStreamFilter {
     this.#next = 0;
     this.#index.clear();
     this.#withheld.clear();
-    this.#blocks.clear();
+    this.#assembler = new MessageAssembler();
     this.#calls = [];
     this.#realCalls = 0;
     this.#pending = undefined;
@@ -199,32 +190,5 @@ export class DecoyStreamFilter {
   #renumbered(ev: StreamEvent): StreamEvent {
     const index = this.#index.get(ev.data.index as number);
     return index === undefined || index === ev.data.index ? ev : { event: ev.event, data: { ...ev.data, index } };
-  }
-
-  #accumulate(index: number, delta: Record<string, unknown> | undefined): void {
-    const acc = this.#blocks.get(index);
-    if (acc === undefined || delta === undefined) return;
-    const b = acc.block;
-    const append = (member: string, part: unknown) => {
-      if (typeof part === 'string') b[member] = (typeof b[member] === 'string' ? (b[member] as string) : '') + part;
-    };
-    if (delta.type === 'text_delta') append('text', delta.text);
-    else if (delta.type === 'thinking_delta') append('thinking', delta.thinking);
-    else if (delta.type === 'signature_delta') b.signature = delta.signature;
-    else if (delta.type === 'input_json_delta' && typeof delta.partial_json === 'string') acc.json = (acc.json ?? '') + delta.partial_json;
-    else if (delta.type === 'citations_delta') b.citations = [...(Array.isArray(b.citations) ? b.citations : []), delta.citation];
-  }
-
-  /** Parses a block's streamed input, only when the server needs it (a decoy call or a continued turn). */
-  #parseInput(index: number): void {
-    const acc = this.#blocks.get(index);
-    if (acc?.json === undefined) return;
-    const json = acc.json.trim();
-    acc.json = undefined;
-    try {
-      acc.block.input = json === '' ? {} : JSON.parse(json);
-    } catch {
-      throw new TypeError(`expected the streamed input of tool_use block ${index} to be JSON, got ${JSON.stringify(json.slice(0, 60))}`);
-    }
   }
 }

@@ -1,4 +1,5 @@
 import { createHmac } from 'node:crypto';
+import { DistillGuardError } from './errors.js';
 
 /** A decoy tool: a Messages tool definition, plus the canary token planted in it. */
 export interface DecoyTool {
@@ -120,7 +121,8 @@ class KeyedStream {
  * ```
  */
 export function decoyTools(options: DecoyOptions): Decoy[] {
-  if (options.secret.length < 32) throw new RangeError(`expected a decoy secret of at least 32 bytes, got ${options.secret.length}`);
+  if (options.secret.length < 32)
+    throw new DistillGuardError('ERR_DECOY_SECRET', `expected a decoy secret of at least 32 bytes, got ${options.secret.length}`);
   const stream = new KeyedStream(options.secret, `moat-decoy/1|${options.apiKeyId}|${options.period}`);
   const avoid = new Set(options.avoid ?? []);
   const decoys: Decoy[] = [];

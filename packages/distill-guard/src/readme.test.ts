@@ -1,5 +1,5 @@
+import { runReadmeExample } from '@moat/test-kit/readme-example';
 import { describe, expect, it } from 'vitest';
-import { runReadmeExample } from '../../../scripts/readme-example.ts';
 
 describe('README', () => {
   it('runs its example against the built package', () => {

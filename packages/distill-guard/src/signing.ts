@@ -9,8 +9,10 @@ import {
   signingInput,
   tryParseBlockSignature,
 } from '@moat/protocol';
+import { MessageAssembler, type StreamEvent } from '@moat/protocol/messages';
 import { hmac } from '@noble/hashes/hmac.js';
 import { sha256 } from '@noble/hashes/sha2.js';
+import { DistillGuardError } from './errors.js';
 
 /** A block-signing key: HMAC (verifier-only) or Ed25519 (publicly verifiable). */
 export type BlockSigningKey =
@@ -44,11 +46,15 @@ const SPKI_ED25519 = Buffer.from('302a300506032b6570032100', 'hex');
 
 function ed25519Keys(seed?: Uint8Array, publicKey?: Uint8Array): { privateKey?: KeyObject; publicKey: KeyObject } {
   if (seed !== undefined) {
-    if (seed.length !== 32) throw new RangeError(`expected a 32-byte Ed25519 seed, got ${seed.length} bytes`);
+    if (seed.length !== 32) throw new DistillGuardError('ERR_SIGNING_KEY', `expected a 32-byte Ed25519 seed, got ${seed.length} bytes`);
     const privateKey = createPrivateKey({ key: Buffer.concat([PKCS8_ED25519, seed]), format: 'der', type: 'pkcs8' });
     return { privateKey, publicKey: createPublicKey(privateKey) };
   }
-  if (publicKey === undefined || publicKey.length !== 32) throw new RangeError('expected an Ed25519 seed or a 32-byte public key');
+  if (publicKey === undefined || publicKey.length !== 32)
+    throw new DistillGuardError(
+      'ERR_SIGNING_KEY',
+      `expected an Ed25519 seed or a 32-byte public key, got ${publicKey === undefined ? 'neither' : `${publicKey.length} bytes`}`,
+    );
   return { publicKey: createPublicKey({ key: Buffer.concat([SPKI_ED25519, publicKey]), format: 'der', type: 'spki' }) };
 }
 
@@ -77,7 +83,10 @@ export class BlockKeyring {
     for (const key of keys) {
       if (key.alg === 'hs256') {
         if (key.secret.length < 32)
-          throw new RangeError(`expected an HMAC secret of at least 32 bytes for ${key.kid}, got ${key.secret.length}`);
+          throw new DistillGuardError(
+            'ERR_SIGNING_KEY',
+            `expected an HMAC secret of at least 32 bytes for ${key.kid}, got ${key.secret.length}`,
+          );
         this.#keys.set(key.kid, { kid: key.kid, alg: 'hs256', hmac: hmac.create(sha256, key.secret) });
       } else {
         this.#keys.set(key.kid, { kid: key.kid, alg: 'ed25519', ...ed25519Keys(key.seed, key.publicKey) });
@@ -86,7 +95,10 @@ export class BlockKeyring {
     if (activeKid === undefined) return;
     const active = this.#keys.get(activeKid);
     if (active === undefined || (active.alg === 'ed25519' && active.privateKey === undefined)) {
-      throw new RangeError(`expected the active key ${activeKid} to be in the keyring with signing material`);
+      throw new DistillGuardError(
+        'ERR_SIGNING_KEY',
+        `expected the active key ${activeKid} to be in the keyring with signing material, got ${active === undefined ? 'no such key' : 'a public key only'}`,
+      );
     }
     this.#active = active;
   }
@@ -123,7 +135,8 @@ export class BlockKeyring {
    */
   sign(block: unknown, ctx: BlockContext): string {
     const key = this.#active;
-    if (key === undefined) throw new RangeError('expected a keyring with an active signing key, got a verify-only one');
+    if (key === undefined)
+      throw new DistillGuardError('ERR_SIGNING_KEY', 'expected a keyring with an active signing key, got a verify-only one');
     const context = this.#context(ctx, key);
     const sig = this.#mac(key, signingInput(block, context));
     return serializeBlockSignature({ alg: key.alg, kid: key.kid, scope: context.context === undefined ? 'k' : 'c', sig });
@@ -247,73 +260,64 @@ export function signResponse<T>(
   return { response: { ...(response as object), content } as T, upstreamSignatures };
 }
 
-/** One server-sent event of the Messages stream, parsed. */
-export interface StreamEvent {
-  readonly event: string;
-  readonly data: Record<string, unknown>;
-}
+/** One server-sent event of the Messages stream, parsed (the Messages model's type). */
+export type { StreamEvent };
 
 /**
  * Signs signed-type blocks in a Messages SSE stream as it passes, without buffering the
- * response: content is accumulated per block index, the upstream's `signature_delta` is
- * held back (and kept in `upstreamSignatures`), and Moat's signature goes out as a
- * `signature_delta` just before `content_block_stop`. `redacted_thinking` arrives whole in
- * `content_block_start` and is signed there.
+ * response: the stream is assembled as it goes (the Messages model's assembler), the
+ * upstream's `signature_delta` is held back (and kept in `upstreamSignatures`), and Moat's
+ * signature over the assembled block goes out as a `signature_delta` just before
+ * `content_block_stop`. `redacted_thinking` arrives whole in `content_block_start` and is
+ * signed there.
  */
 export class StreamSigner {
   /** The upstream's own signatures, by block index (to restore when blocks go back upstream). */
   readonly upstreamSignatures = new Map<number, string>();
   /** Moat's signatures sent in their place, by block index. */
   readonly issuedSignatures = new Map<number, string>();
-  readonly #blocks = new Map<number, { type: string; content: string }>();
+  readonly #assembler = new MessageAssembler({ parseToolInput: false });
   constructor(
     readonly ctx: BlockContext,
     readonly keyring: BlockKeyring,
   ) {}
 
-  /** Handles one event; returns the events to send on, in order. */
+  /**
+   * Handles one event; returns the events to send on, in order.
+   *
+   * @throws {MessagesError} for a stream that breaks the Messages event order.
+   */
   handle(ev: StreamEvent): StreamEvent[] {
+    this.#assembler.push(ev);
     const data = ev.data;
-    const index = typeof data.index === 'number' ? data.index : -1;
+    if (ev.event !== 'content_block_start' && ev.event !== 'content_block_delta' && ev.event !== 'content_block_stop') return [ev];
+    const index = data.index as number;
+    const block = this.#assembler.block(index) as { type: string; signature?: unknown } | undefined;
+    if (block === undefined || !isSignedBlockType(block.type)) return [ev];
     if (ev.event === 'content_block_start') {
-      const block = data.content_block as Record<string, unknown> | undefined;
-      if (block === undefined || !isSignedBlockType(block.type)) return [ev];
-      if (block.type === 'redacted_thinking') {
-        if (typeof block.signature === 'string' && block.signature !== '') this.upstreamSignatures.set(index, block.signature);
-        const { signature: _omit, ...rest } = block;
-        const signature = this.keyring.sign(rest, this.ctx);
-        this.issuedSignatures.set(index, signature);
-        return [{ event: ev.event, data: { ...data, content_block: { ...rest, signature } } }];
-      }
-      const member = block.type === 'thinking' ? 'thinking' : 'text';
-      this.#blocks.set(index, { type: block.type as string, content: typeof block[member] === 'string' ? (block[member] as string) : '' });
-      return [ev];
+      if (block.type !== 'redacted_thinking') return [ev];
+      const { signature, rest } = this.#unsigned(index, block);
+      return [{ event: ev.event, data: { ...data, content_block: { ...rest, signature } } }];
     }
     if (ev.event === 'content_block_delta') {
-      const tracked = this.#blocks.get(index);
-      if (tracked === undefined) return [ev];
-      const delta = data.delta as Record<string, unknown> | undefined;
-      if (delta?.type === 'signature_delta') {
-        if (typeof delta.signature === 'string') this.upstreamSignatures.set(index, delta.signature);
-        return [];
-      }
-      if (delta?.type === 'thinking_delta' && typeof delta.thinking === 'string') tracked.content += delta.thinking;
-      if (delta?.type === 'text_delta' && typeof delta.text === 'string') tracked.content += delta.text;
-      return [ev];
+      // The upstream's signature is replaced by Moat's at the block's end.
+      return (data.delta as { type?: unknown }).type === 'signature_delta' ? [] : [ev];
     }
-    if (ev.event === 'content_block_stop') {
-      const tracked = this.#blocks.get(index);
-      if (tracked === undefined) return [ev];
-      this.#blocks.delete(index);
-      const member = tracked.type === 'thinking' ? 'thinking' : 'text';
-      const signature = this.keyring.sign({ type: tracked.type, [member]: tracked.content }, this.ctx);
-      this.issuedSignatures.set(index, signature);
-      return [
-        { event: 'content_block_delta', data: { type: 'content_block_delta', index, delta: { type: 'signature_delta', signature } } },
-        ev,
-      ];
-    }
-    return [ev];
+    if (block.type === 'redacted_thinking') return [ev];
+    const { signature } = this.#unsigned(index, block);
+    return [
+      { event: 'content_block_delta', data: { type: 'content_block_delta', index, delta: { type: 'signature_delta', signature } } },
+      ev,
+    ];
+  }
+
+  /** Keeps the upstream's signature of block `index` and signs the block without it. */
+  #unsigned(index: number, block: { signature?: unknown }): { signature: string; rest: Record<string, unknown> } {
+    const { signature: theirs, ...rest } = block;
+    if (typeof theirs === 'string' && theirs !== '') this.upstreamSignatures.set(index, theirs);
+    const signature = this.keyring.sign(rest, this.ctx);
+    this.issuedSignatures.set(index, signature);
+    return { signature, rest };
   }
 }
 

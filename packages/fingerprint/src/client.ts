@@ -7,6 +7,7 @@ import {
   tryParseAttribution,
   withAttribution,
 } from '@moat/protocol';
+import { createWarner, errorMessage } from '@moat/protocol/support';
 
 /** Options of {@link tagFingerprint}. */
 export interface TagFingerprintOptions {
@@ -60,8 +61,8 @@ export function tagFingerprint<T extends MessagesRequest>(request: T, options: T
     const block = serializeAttribution({ cv: options.version, fp, ep, extensions });
     return { status: 'tagged', request: withAttribution(request, block), fp };
   } catch (error) {
-    const reason = error instanceof Error ? error.message : String(error);
-    options.onWarning?.(`moat fingerprint: request sent without a fingerprint (${reason})`);
+    const reason = errorMessage(error);
+    createWarner('fingerprint', options.onWarning)(`request sent without a fingerprint (${reason})`);
     return { status: 'skipped', request, reason };
   }
 }

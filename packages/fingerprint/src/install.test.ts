@@ -5,8 +5,8 @@
  */
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { packedConsumer } from '@moat/test-kit/packed-consumer';
 import { describe, expect, it } from 'vitest';
-import { packedConsumer } from '../../../scripts/packed-consumer.ts';
 
 describe('install from the packed tarballs', () => {
   it('a fresh project installs @moat/fingerprint alone and runs its README example', { timeout: 180_000 }, () => {

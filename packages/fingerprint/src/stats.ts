@@ -1,4 +1,5 @@
 import type { FingerprintSignal } from '@moat/protocol';
+import { LruMap } from '@moat/protocol/support';
 
 /** How a key's traffic looks: honest, more mismatches than noise explains, or decided tampering. */
 export type KeyClassification = 'clean' | 'suspicious' | 'tampering';
@@ -141,9 +142,7 @@ export interface FingerprintStatsConfig extends Partial<FingerprintStatsOptions>
 export class FingerprintStats {
   readonly options: FingerprintStatsOptions;
   readonly maxKeys: number;
-  /** Keys evicted because `maxKeys` was reached. */
-  evicted = 0;
-  readonly #keys = new Map<string, KeyState>();
+  readonly #keys: LruMap<string, KeyState>;
   readonly #mismatchStep: number;
   readonly #matchStep: number;
   readonly #upper: number;
@@ -157,11 +156,17 @@ export class FingerprintStats {
       beta: config.beta ?? DEFAULT_STATS_OPTIONS.beta,
     });
     this.maxKeys = config.maxKeys ?? 100_000;
+    this.#keys = new LruMap({ maxSize: this.maxKeys });
     const { p0, p1, alpha, beta } = this.options;
     this.#mismatchStep = Math.log(p1 / p0);
     this.#matchStep = Math.log((1 - p1) / (1 - p0));
     this.#upper = Math.log((1 - beta) / alpha);
     this.#lower = Math.log(beta / (1 - alpha));
+  }
+
+  /** Keys evicted because `maxKeys` was reached. */
+  get evicted(): number {
+    return this.#keys.evicted;
   }
 
   /** Number of keys held. */
@@ -193,17 +198,8 @@ export class FingerprintStats {
     let s = this.#keys.get(key);
     if (s === undefined) {
       s = { n: 0, mismatches: 0, missing: 0, testN: 0, testMismatches: 0, cleanDecisions: 0, tamperingAt: null, lastSeen: now };
-      if (this.#keys.size >= this.maxKeys) {
-        const oldest = this.#keys.keys().next().value;
-        if (oldest !== undefined) {
-          this.#keys.delete(oldest);
-          this.evicted++;
-        }
-      }
-    } else {
-      this.#keys.delete(key); // re-insert: Map order is recency order
+      this.#keys.set(key, s);
     }
-    this.#keys.set(key, s);
     s.lastSeen = Math.max(s.lastSeen, now);
     return s;
   }
@@ -233,7 +229,7 @@ export class FingerprintStats {
 
   /** The key's report, or `undefined` for a key never seen (or evicted). */
   report(key: string): KeyReport | undefined {
-    const s = this.#keys.get(key);
+    const s = this.#keys.peek(key);
     return s === undefined ? undefined : this.#report(key, s);
   }
 

@@ -7,6 +7,7 @@ import {
   type ProtocolError,
   tryParseGatewayRuleTable,
 } from '@moat/protocol';
+import { createWarner, errorMessage, type Warner } from '@moat/protocol/support';
 import type { TelemetryQueue } from './telemetry-queue.js';
 
 export * from './telemetry-queue.js';
@@ -56,11 +57,13 @@ function compareRevisions(a: string, b: string): number {
  */
 export class GatewayDetector {
   #rules: GatewayRuleTable;
+  readonly #warn: Warner;
   readonly #options: GatewayDetectorOptions;
   readonly #reported = new Set<string>();
 
   constructor(options: GatewayDetectorOptions = {}) {
     this.#options = options;
+    this.#warn = createWarner('gateway-detect', options.onWarning);
     this.#rules = options.rules ?? GATEWAY_RULES;
   }
 
@@ -97,7 +100,7 @@ export class GatewayDetector {
       const baseUrl = this.#options.baseUrl ?? response.url;
       detections = detectGateways({ headers: response.headers, ...(baseUrl === undefined ? {} : { baseUrl }) }, this.#rules);
     } catch (error) {
-      this.#warn(`gateway detection skipped: ${error instanceof Error ? error.message : String(error)}`);
+      this.#warn(`gateway detection skipped: ${errorMessage(error)}`);
       return [];
     }
     if (detections.length > 0 && this.#options.telemetry !== undefined) {
@@ -113,18 +116,10 @@ export class GatewayDetector {
             evidence: detections.flatMap((d) => d.evidence.map((e) => e.slice(0, 256))).slice(0, 32),
           });
         } catch (error) {
-          this.#warn(`gateway telemetry skipped: ${error instanceof Error ? error.message : String(error)}`);
+          this.#warn(`gateway telemetry skipped: ${errorMessage(error)}`);
         }
       }
     }
     return detections;
-  }
-
-  #warn(message: string): void {
-    try {
-      this.#options.onWarning?.(`moat gateway-detect: ${message}`);
-    } catch {
-      // never let a warning handler break detection
-    }
   }
 }

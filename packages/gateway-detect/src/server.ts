@@ -1,5 +1,6 @@
 import { createHmac, createSecretKey, type KeyObject, randomBytes } from 'node:crypto';
 import { detectGateways, GATEWAY_RULES, type GatewayDetection, type GatewayRuleTable, type HeaderInput } from '@moat/protocol';
+import { LruMap } from '@moat/protocol/support';
 
 /**
  * Request-side relay evidence, each a named signal; none blocks by itself.
@@ -189,35 +190,31 @@ const emptySignals = (): Record<RelaySignal, number> => ({ gateway_headers: 0, f
  * ```
  */
 export class GatewayStats {
-  readonly #keys = new Map<string, KeyGatewayState>();
+  readonly #keys: LruMap<string, KeyGatewayState>;
   readonly #fanIn: number;
   readonly #windowMs: number;
   readonly #maxAddresses: number;
-  readonly #maxKeys: number;
   readonly #secret: KeyObject;
-  evicted = 0;
 
   constructor(options: GatewayStatsOptions = {}) {
     this.#fanIn = options.fanInThreshold ?? 8;
     this.#windowMs = options.windowMs ?? 3_600_000;
     this.#maxAddresses = options.maxAddresses ?? 64;
-    this.#maxKeys = options.maxKeys ?? 100_000;
+    this.#keys = new LruMap({ maxSize: options.maxKeys ?? 100_000 });
     this.#secret = createSecretKey(options.addressSecret ?? randomBytes(32));
+  }
+
+  /** Keys evicted because `maxKeys` was reached. */
+  get evicted(): number {
+    return this.#keys.evicted;
   }
 
   #state(key: string, now: number): KeyGatewayState {
     let s = this.#keys.get(key);
     if (s === undefined) {
       s = { requests: 0, gateways: {}, signals: emptySignals(), windowStart: now, addresses: new Set(), lastSeen: now };
-      if (this.#keys.size >= this.#maxKeys) {
-        const oldest = this.#keys.keys().next().value;
-        if (oldest !== undefined) {
-          this.#keys.delete(oldest);
-          this.evicted++;
-        }
-      }
-    } else this.#keys.delete(key);
-    this.#keys.set(key, s);
+      this.#keys.set(key, s);
+    }
     if (now - s.windowStart >= this.#windowMs) {
       s.windowStart = now;
       s.addresses.clear();
@@ -251,7 +248,7 @@ export class GatewayStats {
 
   /** The key's report, or `undefined` for a key never seen. */
   report(key: string): GatewayKeyReport | undefined {
-    const s = this.#keys.get(key);
+    const s = this.#keys.peek(key);
     if (s === undefined) return undefined;
     return {
       key,

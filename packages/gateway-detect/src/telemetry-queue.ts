@@ -1,4 +1,5 @@
 import { TELEMETRY_LIMITS, type TelemetryBatch, type TelemetryEvent } from '@moat/protocol';
+import { createWarner, type Warner } from '@moat/protocol/support';
 
 /** Options of {@link TelemetryQueue}. */
 export interface TelemetryQueueOptions {
@@ -61,6 +62,7 @@ const encoder = new TextEncoder();
  * ```
  */
 export class TelemetryQueue {
+  readonly #warn: Warner;
   readonly #options: Required<Omit<TelemetryQueueOptions, 'headers' | 'onWarning' | 'fetch' | 'now'>> & {
     readonly headers: Readonly<Record<string, string>> | undefined;
     readonly onWarning: ((message: string) => void) | undefined;
@@ -85,6 +87,7 @@ export class TelemetryQueue {
   };
 
   constructor(options: TelemetryQueueOptions) {
+    this.#warn = createWarner('telemetry', options.onWarning);
     this.#options = {
       endpoint: options.endpoint,
       client: options.client,
@@ -252,13 +255,5 @@ export class TelemetryQueue {
       void this.flush();
     }, delay);
     this.#retryTimer.unref?.();
-  }
-
-  #warn(message: string): void {
-    try {
-      this.#options.onWarning?.(`moat telemetry: ${message}`);
-    } catch {
-      // A throwing warning handler must not break the queue.
-    }
   }
 }

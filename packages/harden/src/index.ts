@@ -9,14 +9,10 @@
  */
 import { open, readFile, unlink } from 'node:fs/promises';
 import type { TelemetryEvent } from '@moat/protocol';
+import { createWarner, errorCode, errorMessage, loadNativeAddon, type NativeBinding, type Warner } from '@moat/protocol/support';
 
 /** The native functions this layer uses (`@moat/native`), injectable for tests. */
-export interface HardenNative {
-  setUndumpable(): number;
-  getDumpable(): number;
-  secureBuffer(size: number): { buffer: Buffer; locked: boolean; dontdump: boolean };
-  scrubEnvBlock(name: string): number;
-}
+export type HardenNative = Pick<NativeBinding, 'setUndumpable' | 'getDumpable' | 'secureBuffer' | 'scrubEnvBlock'>;
 
 /** Error codes of this package. */
 export type HardenErrorCode = 'ERR_TOKEN_FILE' | 'ERR_VAULT_DISPOSED';
@@ -32,20 +28,6 @@ export class HardenError extends Error {
   }
 }
 
-let loaded: { native: HardenNative | undefined; reason: string } | undefined;
-
-/** Loads `@moat/native` once; `undefined` with the reason when it is missing or disabled. */
-async function loadNative(): Promise<{ native: HardenNative | undefined; reason: string }> {
-  if (loaded !== undefined) return loaded;
-  try {
-    const mod = (await import('@moat/native')) as { native?: HardenNative; loadError?: Error };
-    loaded = { native: mod.native, reason: mod.loadError?.message ?? 'not loaded' };
-  } catch (error) {
-    loaded = { native: undefined, reason: (error as Error).message };
-  }
-  return loaded;
-}
-
 /** Shared options: the native binding (default `@moat/native`; `null` for none) and a warning sink. */
 export interface HardenOptions {
   readonly native?: HardenNative | null;
@@ -55,17 +37,12 @@ export interface HardenOptions {
 async function nativeFor(options: HardenOptions): Promise<{ native: HardenNative | undefined; reason: string }> {
   if (options.native === null) return { native: undefined, reason: 'disabled by options' };
   if (options.native !== undefined) return { native: options.native, reason: '' };
-  return loadNative();
+  const { native, reason } = await loadNativeAddon<HardenNative>(() => import('@moat/native'));
+  return { native, reason: reason ?? '' };
 }
 
-function warner(options: HardenOptions): (message: string) => void {
-  return (message) => {
-    try {
-      options.onWarning?.(`moat harden: ${message}`);
-    } catch {
-      // a broken warning handler must not break the program
-    }
-  };
+function warner(options: HardenOptions): Warner {
+  return createWarner('harden', options.onWarning);
 }
 
 /** What {@link harden} did. */
@@ -125,7 +102,7 @@ export async function harden(options: HardenOptions = {}): Promise<HardenReport>
       dumpable = state < 0 ? null : state !== 0;
     } catch (error) {
       skipped.push({ step: 'undumpable', reason: 'addon_failed' });
-      warn(`process left dumpable: ${(error as Error).message}`);
+      warn(`process left dumpable: ${errorMessage(error)}`);
     }
   }
   const tracer = await tracerPid();
@@ -196,7 +173,7 @@ export class TokenVault {
       await unlink(this.#source);
       return { deleted: true };
     } catch (error) {
-      const reason = (error as NodeJS.ErrnoException).code ?? (error as Error).message;
+      const reason = errorCode(error) ?? errorMessage(error);
       this.#warn(`token file ${this.#source} could not be deleted (${reason}); it stays on disk`);
       return { deleted: false, reason };
     }
@@ -214,14 +191,19 @@ async function vaultFor(bytes: Buffer, length: number, options: HardenOptions, s
   const { native, reason } = await nativeFor(options);
   let buffer: Buffer;
   let protection = { locked: false, dontdump: false };
+  let secure: ReturnType<HardenNative['secureBuffer']> | undefined;
+  let failure = reason;
   try {
-    if (native === undefined) throw new Error(reason);
-    const secure = native.secureBuffer(Math.max(1, length));
+    secure = native?.secureBuffer(Math.max(1, length));
+  } catch (error) {
+    failure = errorMessage(error);
+  }
+  if (secure !== undefined) {
     buffer = secure.buffer;
     protection = { locked: secure.locked, dontdump: secure.dontdump };
     if (!secure.locked || !secure.dontdump) warn('token memory could not be fully protected (mlock or MADV_DONTDUMP refused)');
-  } catch (error) {
-    warn(`token kept in ordinary memory (${(error as Error).message})`);
+  } else {
+    warn(`token kept in ordinary memory (${failure})`);
     buffer = Buffer.allocUnsafeSlow(Math.max(1, length));
   }
   bytes.copy(buffer, 0, 0, length);
@@ -250,10 +232,7 @@ export async function openTokenFile(path: string, options: TokenFileOptions = {}
   try {
     handle = await open(path, 'r');
   } catch (error) {
-    throw new HardenError(
-      'ERR_TOKEN_FILE',
-      `expected a readable token file at ${path}, got ${(error as NodeJS.ErrnoException).code ?? 'an error'}`,
-    );
+    throw new HardenError('ERR_TOKEN_FILE', `expected a readable token file at ${path}, got ${errorCode(error) ?? 'an error'}`);
   }
   try {
     const info = await handle.stat();

@@ -2,11 +2,12 @@
 // under a directory nobody cannot enter (CI clones anywhere). Each program is bundled with
 // this package; @moat/native is copied next to it with its built addon.
 import { chmodSync, cpSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { buildSync } from 'esbuild';
 
-const nativeDir = new URL('../../../native/', import.meta.url).pathname;
+const nativeDir = dirname(createRequire(import.meta.url).resolve('@moat/native/package.json'));
 
 export function nobodyCopy(...scripts: string[]): Record<string, string> {
   const dir = mkdtempSync(join(tmpdir(), 'moat-nobody-'));

@@ -1,4 +1,5 @@
-import { describe, type ParseResult, ProtocolError, toResult } from './errors.js';
+import { type ParseResult, ProtocolError, toResult } from './errors.js';
+import { describeValue } from './internal/describe.js';
 import { utf8Length } from './text.js';
 
 /** The protocol major version this implementation speaks. */
@@ -51,10 +52,10 @@ const KNOWN_RANK: Record<string, number> = { v: 0, cv: 1, fp: 2, ep: 3 };
 
 function checkKnownValue(key: string, value: string): void {
   if (key === 'fp' && !FP_RE.test(value)) {
-    throw new ProtocolError('ERR_ATTRIBUTION_FIELD_VALUE', 'fp of 3 lowercase hex digits', describe(value));
+    throw new ProtocolError('ERR_ATTRIBUTION_FIELD_VALUE', 'fp of 3 lowercase hex digits', describeValue(value));
   }
   if (key === 'ep' && !EP_RE.test(value)) {
-    throw new ProtocolError('ERR_ATTRIBUTION_FIELD_VALUE', 'ep of lowercase [a-z0-9_-]', describe(value));
+    throw new ProtocolError('ERR_ATTRIBUTION_FIELD_VALUE', 'ep of lowercase [a-z0-9_-]', describeValue(value));
   }
 }
 
@@ -70,7 +71,7 @@ function checkKnownValue(key: string, value: string): void {
  */
 export function parseAttribution(text: unknown): AttributionBlock {
   if (typeof text !== 'string') {
-    throw new ProtocolError('ERR_ATTRIBUTION_TYPE', 'a string', describe(text));
+    throw new ProtocolError('ERR_ATTRIBUTION_TYPE', 'a string', describeValue(text));
   }
   // Bytes, not string length: UTF-16 units and code points differ across languages.
   const bytes = utf8Length(text);
@@ -78,7 +79,7 @@ export function parseAttribution(text: unknown): AttributionBlock {
     throw new ProtocolError('ERR_ATTRIBUTION_TOO_LONG', `at most ${ATTRIBUTION_MAX_BYTES} UTF-8 bytes`, `${bytes} bytes`);
   }
   if (!text.startsWith(ATTRIBUTION_PREFIX)) {
-    throw new ProtocolError('ERR_ATTRIBUTION_PREFIX', `"${ATTRIBUTION_PREFIX}" at offset 0`, describe(text.slice(0, 7)));
+    throw new ProtocolError('ERR_ATTRIBUTION_PREFIX', `"${ATTRIBUTION_PREFIX}" at offset 0`, describeValue(text.slice(0, 7)));
   }
   let pos = ATTRIBUTION_PREFIX.length;
   if (pos === text.length) {
@@ -91,7 +92,7 @@ export function parseAttribution(text: unknown): AttributionBlock {
   let sawExtension = false;
   while (pos < text.length) {
     if (text.charCodeAt(pos) !== 0x20) {
-      throw new ProtocolError('ERR_ATTRIBUTION_SYNTAX', `" " at offset ${pos}`, describe(text.slice(pos, pos + 8)));
+      throw new ProtocolError('ERR_ATTRIBUTION_SYNTAX', `" " at offset ${pos}`, describeValue(text.slice(pos, pos + 8)));
     }
     const end = text.indexOf(';', pos + 1);
     if (end === -1) {
@@ -100,22 +101,22 @@ export function parseAttribution(text: unknown): AttributionBlock {
     const field = text.slice(pos + 1, end);
     const eq = field.indexOf('=');
     if (eq === -1) {
-      throw new ProtocolError('ERR_ATTRIBUTION_SYNTAX', `key=value at offset ${pos + 1}`, describe(field));
+      throw new ProtocolError('ERR_ATTRIBUTION_SYNTAX', `key=value at offset ${pos + 1}`, describeValue(field));
     }
     const key = field.slice(0, eq);
     const value = field.slice(eq + 1);
     if (!KEY_RE.test(key)) {
-      throw new ProtocolError('ERR_ATTRIBUTION_SYNTAX', `a key matching [a-z][a-z0-9_]{0,31} at offset ${pos + 1}`, describe(key));
+      throw new ProtocolError('ERR_ATTRIBUTION_SYNTAX', `a key matching [a-z][a-z0-9_]{0,31} at offset ${pos + 1}`, describeValue(key));
     }
     if (!VALUE_RE.test(value)) {
-      throw new ProtocolError('ERR_ATTRIBUTION_SYNTAX', `a value matching [A-Za-z0-9._+-]{1,64} for "${key}"`, describe(value));
+      throw new ProtocolError('ERR_ATTRIBUTION_SYNTAX', `a value matching [A-Za-z0-9._+-]{1,64} for "${key}"`, describeValue(value));
     }
     if (seen.has(key)) {
       throw new ProtocolError('ERR_ATTRIBUTION_DUPLICATE_FIELD', `"${key}" at most once`, `a second "${key}"`);
     }
     const rank = KNOWN_RANK[key];
     if (seen.size === 0 && key !== 'v') {
-      throw new ProtocolError('ERR_ATTRIBUTION_FIELD_ORDER', '"v" as the first field', describe(key));
+      throw new ProtocolError('ERR_ATTRIBUTION_FIELD_ORDER', '"v" as the first field', describeValue(key));
     }
     seen.add(key);
     if (rank === undefined) {
@@ -126,13 +127,13 @@ export function parseAttribution(text: unknown): AttributionBlock {
         throw new ProtocolError(
           'ERR_ATTRIBUTION_FIELD_ORDER',
           'known fields in the order v, cv, fp, ep, before unknown fields',
-          describe(key),
+          describeValue(key),
         );
       }
       lastRank = rank;
       if (key === 'v') {
         if (!VERSION_RE.test(value)) {
-          throw new ProtocolError('ERR_ATTRIBUTION_FIELD_VALUE', 'v as a decimal integer', describe(value));
+          throw new ProtocolError('ERR_ATTRIBUTION_FIELD_VALUE', 'v as a decimal integer', describeValue(value));
         }
         if (Number(value) !== PROTOCOL_VERSION) {
           throw new ProtocolError('ERR_UNSUPPORTED_VERSION', `v=${PROTOCOL_VERSION}`, `v=${value}`);
@@ -178,7 +179,7 @@ export function serializeAttribution(fields: AttributionFields): string {
   if (fields.ep !== undefined) parts.push(`ep=${fields.ep}`);
   for (const [key, value] of fields.extensions ?? []) {
     if (KNOWN_RANK[key] !== undefined) {
-      throw new ProtocolError('ERR_ATTRIBUTION_DUPLICATE_FIELD', 'extension keys other than v, cv, fp, ep', describe(key));
+      throw new ProtocolError('ERR_ATTRIBUTION_DUPLICATE_FIELD', 'extension keys other than v, cv, fp, ep', describeValue(key));
     }
     parts.push(`${key}=${value}`);
   }

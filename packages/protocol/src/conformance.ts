@@ -7,6 +7,7 @@ import { ProtocolError } from './errors.js';
 import { fingerprint, fingerprintChars } from './fingerprint.js';
 import { firstUserText } from './request.js';
 import { parseBlockSignature, type SigningContext, signingInput } from './signature.js';
+import { errorMessage } from './support/index.js';
 import { toHex } from './text.js';
 
 /** One conformance case: what is sent to the implementation and what must come back. */
@@ -114,9 +115,17 @@ export function compareAnswer(c: ConformanceCase, answer: Record<string, unknown
   return { name: c.name, pass: true };
 }
 
+/** A conformance request with a member the interface cannot read. */
+export class ConformanceRequestError extends Error {
+  override readonly name = 'ConformanceRequestError';
+  readonly code = 'ERR_CONFORMANCE_REQUEST';
+  constructor(member: string, expected: string, received: unknown) {
+    super(`ERR_CONFORMANCE_REQUEST: ${member}: expected ${expected}, got ${JSON.stringify(received)}`);
+  }
+}
+
 const hexBytes = (value: unknown, what: string): Buffer => {
-  if (typeof value !== 'string' || !/^(?:[0-9a-f]{2})*$/.test(value))
-    throw new TypeError(`${what}: expected lowercase hex, got ${JSON.stringify(value)}`);
+  if (typeof value !== 'string' || !/^(?:[0-9a-f]{2})*$/.test(value)) throw new ConformanceRequestError(what, 'lowercase hex', value);
   return Buffer.from(value, 'hex');
 };
 
@@ -171,7 +180,8 @@ export function answerConformanceRequest(request: unknown): Record<string, unkno
         };
     }
   } catch (error) {
-    return { error: error instanceof ProtocolError ? error.code : `ERR_CONFORMANCE_REQUEST: ${(error as Error).message}` };
+    if (error instanceof ProtocolError) return { error: error.code };
+    return { error: error instanceof ConformanceRequestError ? error.message : `ERR_CONFORMANCE_REQUEST: ${errorMessage(error)}` };
   }
 }
 

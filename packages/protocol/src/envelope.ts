@@ -1,4 +1,6 @@
-import { describe, type ParseResult, ProtocolError, toResult } from './errors.js';
+import { type ParseResult, ProtocolError, toResult } from './errors.js';
+import { describeValue } from './internal/describe.js';
+import { KEY_ID_PATTERN } from './key-id.js';
 import { utf8Length } from './text.js';
 
 /** Name of the top-level member that carries the attestation envelope. */
@@ -11,7 +13,6 @@ export const MIN_STAMP_HEX_LENGTH = 32;
 /** Longest stamp (the full 256-bit HMAC-SHA-256). */
 export const MAX_STAMP_HEX_LENGTH = 64;
 
-const KID_RE = /^[A-Za-z0-9_-]{1,32}$/;
 const TS_RE = /^[0-9]{10}$/;
 const NONCE_RE = /^[0-9a-f]{16}$/;
 const STAMP_RE = /^[0-9a-f]+$/;
@@ -43,7 +44,7 @@ export function parseEnvelope(value: unknown): Envelope {
     return { kid: fast[1] as string, ts: Number(fast[2]), nonce: fast[3] as string, stamp: fast[4] as string };
   }
   if (typeof value !== 'string') {
-    throw new ProtocolError('ERR_ENVELOPE_TYPE', 'a string', describe(value));
+    throw new ProtocolError('ERR_ENVELOPE_TYPE', 'a string', describeValue(value));
   }
   const bytes = utf8Length(value);
   if (bytes > ENVELOPE_MAX_BYTES) {
@@ -55,17 +56,17 @@ export function parseEnvelope(value: unknown): Envelope {
   }
   const [version, kid, ts, nonce, stamp] = parts as [string, string, string, string, string];
   if (version !== 'v1') {
-    if (/^v[0-9]+$/.test(version)) throw new ProtocolError('ERR_UNSUPPORTED_VERSION', 'v1', describe(version));
-    throw new ProtocolError('ERR_ENVELOPE_SYNTAX', '"v1" as the first part', describe(version));
+    if (/^v[0-9]+$/.test(version)) throw new ProtocolError('ERR_UNSUPPORTED_VERSION', 'v1', describeValue(version));
+    throw new ProtocolError('ERR_ENVELOPE_SYNTAX', '"v1" as the first part', describeValue(version));
   }
-  if (!KID_RE.test(kid)) throw new ProtocolError('ERR_ENVELOPE_KID', 'a key id matching [A-Za-z0-9_-]{1,32}', describe(kid));
-  if (!TS_RE.test(ts)) throw new ProtocolError('ERR_ENVELOPE_TIMESTAMP', 'a timestamp of exactly 10 decimal digits', describe(ts));
-  if (!NONCE_RE.test(nonce)) throw new ProtocolError('ERR_ENVELOPE_NONCE', 'a nonce of 16 lowercase hex digits', describe(nonce));
+  if (!KEY_ID_PATTERN.test(kid)) throw new ProtocolError('ERR_ENVELOPE_KID', 'a key id matching [A-Za-z0-9_-]{1,32}', describeValue(kid));
+  if (!TS_RE.test(ts)) throw new ProtocolError('ERR_ENVELOPE_TIMESTAMP', 'a timestamp of exactly 10 decimal digits', describeValue(ts));
+  if (!NONCE_RE.test(nonce)) throw new ProtocolError('ERR_ENVELOPE_NONCE', 'a nonce of 16 lowercase hex digits', describeValue(nonce));
   if (!STAMP_RE.test(stamp) || stamp.length % 2 !== 0 || stamp.length < MIN_STAMP_HEX_LENGTH || stamp.length > MAX_STAMP_HEX_LENGTH) {
     throw new ProtocolError(
       'ERR_ENVELOPE_STAMP',
       `a stamp of ${MIN_STAMP_HEX_LENGTH}-${MAX_STAMP_HEX_LENGTH} lowercase hex digits, even length`,
-      describe(stamp),
+      describeValue(stamp),
     );
   }
   return { kid, ts: Number(ts), nonce, stamp };
@@ -127,7 +128,7 @@ export function placeholderEnvelope(options: PlaceholderOptions): string {
 export function appendEnvelope(body: string, envelopeValue: string): string {
   parseEnvelope(envelopeValue);
   if (body.length < 2 || body.charCodeAt(0) !== 0x7b || body.charCodeAt(body.length - 1) !== 0x7d) {
-    throw new ProtocolError('ERR_BODY_NOT_OBJECT', 'a JSON object text starting with "{" and ending with "}"', describe(body));
+    throw new ProtocolError('ERR_BODY_NOT_OBJECT', 'a JSON object text starting with "{" and ending with "}"', describeValue(body));
   }
   // Fast path: no member named moat_att can exist without its name in the text, plain or
   // \u-escaped, so large bodies skip the structural scan.
@@ -137,7 +138,7 @@ export function appendEnvelope(body: string, envelopeValue: string): string {
   }
   const keys = topLevelKeys(new TextEncoder().encode(body));
   if (keys === undefined) {
-    throw new ProtocolError('ERR_BODY_NOT_OBJECT', 'a well-formed JSON object text', describe(body));
+    throw new ProtocolError('ERR_BODY_NOT_OBJECT', 'a well-formed JSON object text', describeValue(body));
   }
   if (keys.some((k) => k.name === ENVELOPE_MEMBER)) {
     throw new ProtocolError('ERR_BODY_HAS_ENVELOPE', `a body without a "${ENVELOPE_MEMBER}" member`, 'one already present');
@@ -234,7 +235,7 @@ export function locateEnvelope(body: Uint8Array): EnvelopeLocation {
       error: new ProtocolError(
         'ERR_BODY_NOT_OBJECT',
         'a JSON object text',
-        describe(asciiOf(body, first, Math.min(body.length, first + 8))),
+        describeValue(asciiOf(body, first, Math.min(body.length, first + 8))),
       ),
     };
   }

@@ -79,15 +79,3 @@ export function toResult<T>(parse: () => T): ParseResult<T> {
     throw error;
   }
 }
-
-/** A short printable rendering of an unexpected input, for error messages. */
-export function describe(value: unknown): string {
-  if (value === null) return 'null';
-  if (Array.isArray(value)) return `array(${value.length})`;
-  if (typeof value === 'string') {
-    const shown = value.length > 40 ? `${value.slice(0, 40)}…` : value;
-    return JSON.stringify(shown);
-  }
-  if (typeof value === 'object') return 'object';
-  return `${typeof value} ${String(value)}`;
-}

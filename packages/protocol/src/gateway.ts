@@ -1,4 +1,5 @@
-import { describe, type ParseResult, ProtocolError, toResult } from './errors.js';
+import { type ParseResult, ProtocolError, toResult } from './errors.js';
+import { describeValue } from './internal/describe.js';
 import { utf8Length } from './text.js';
 
 /** One known AI gateway: header-name prefixes it adds and hosts it is served from. */
@@ -77,13 +78,13 @@ function fail(expected: string, received: string): never {
 }
 
 function patterns(value: unknown, where: string, re: RegExp): string[] {
-  if (!Array.isArray(value)) fail(`${where} as an array`, describe(value));
+  if (!Array.isArray(value)) fail(`${where} as an array`, describeValue(value));
   if (value.length > GATEWAY_RULE_LIMITS.patternsPerRule) {
     fail(`at most ${GATEWAY_RULE_LIMITS.patternsPerRule} entries in ${where}`, `${value.length}`);
   }
   return value.map((p, i) => {
     if (typeof p !== 'string' || p.length > GATEWAY_RULE_LIMITS.patternLength || !re.test(p)) {
-      fail(`${where}[${i}] as a lowercase literal (no wildcards or regular expressions)`, describe(p));
+      fail(`${where}[${i}] as a lowercase literal (no wildcards or regular expressions)`, describeValue(p));
     }
     return p;
   });
@@ -103,27 +104,27 @@ export function parseGatewayRuleTable(input: unknown): GatewayRuleTable {
     fail('a JSON-serializable table', 'a value JSON cannot encode');
   }
   if (size > GATEWAY_RULE_LIMITS.serializedBytes) fail(`at most ${GATEWAY_RULE_LIMITS.serializedBytes} bytes`, `${size} bytes`);
-  if (typeof input !== 'object' || input === null || Array.isArray(input)) fail('an object', describe(input));
+  if (typeof input !== 'object' || input === null || Array.isArray(input)) fail('an object', describeValue(input));
   const table = input as Record<string, unknown>;
-  for (const key of Object.keys(table)) if (!TABLE_MEMBERS.has(key)) fail('members version, revision, rules', describe(key));
-  if (table.version !== 1) fail('version 1', describe(table.version));
+  for (const key of Object.keys(table)) if (!TABLE_MEMBERS.has(key)) fail('members version, revision, rules', describeValue(key));
+  if (table.version !== 1) fail('version 1', describeValue(table.version));
   if (typeof table.revision !== 'string' || !REVISION_RE.test(table.revision)) {
-    fail('revision as YYYY.MM.DD[.N]', describe(table.revision));
+    fail('revision as YYYY.MM.DD[.N]', describeValue(table.revision));
   }
-  if (!Array.isArray(table.rules)) fail('rules as an array', describe(table.rules));
+  if (!Array.isArray(table.rules)) fail('rules as an array', describeValue(table.rules));
   if (table.rules.length > GATEWAY_RULE_LIMITS.rules) fail(`at most ${GATEWAY_RULE_LIMITS.rules} rules`, `${table.rules.length}`);
   const ids = new Set<string>();
   const rules = table.rules.map((raw, i): GatewayRule => {
-    if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) fail(`rules[${i}] as an object`, describe(raw));
+    if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) fail(`rules[${i}] as an object`, describeValue(raw));
     const rule = raw as Record<string, unknown>;
     for (const key of Object.keys(rule)) {
-      if (!RULE_MEMBERS.has(key)) fail(`rules[${i}] members id, name, headerPrefixes, hostSuffixes`, describe(key));
+      if (!RULE_MEMBERS.has(key)) fail(`rules[${i}] members id, name, headerPrefixes, hostSuffixes`, describeValue(key));
     }
-    if (typeof rule.id !== 'string' || !ID_RE.test(rule.id)) fail(`rules[${i}].id matching [a-z0-9-]{1,32}`, describe(rule.id));
+    if (typeof rule.id !== 'string' || !ID_RE.test(rule.id)) fail(`rules[${i}].id matching [a-z0-9-]{1,32}`, describeValue(rule.id));
     if (ids.has(rule.id)) fail(`unique rule ids`, `"${rule.id}" twice`);
     ids.add(rule.id);
     if (typeof rule.name !== 'string' || rule.name.length === 0 || utf8Length(rule.name) > GATEWAY_RULE_LIMITS.nameLength) {
-      fail(`rules[${i}].name of 1-${GATEWAY_RULE_LIMITS.nameLength} UTF-8 bytes`, describe(rule.name));
+      fail(`rules[${i}].name of 1-${GATEWAY_RULE_LIMITS.nameLength} UTF-8 bytes`, describeValue(rule.name));
     }
     const headerPrefixes = patterns(rule.headerPrefixes, `rules[${i}].headerPrefixes`, HEADER_PREFIX_RE);
     const hostSuffixes = patterns(rule.hostSuffixes, `rules[${i}].hostSuffixes`, HOST_SUFFIX_RE);

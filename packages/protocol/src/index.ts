@@ -10,6 +10,7 @@ export * from './envelope.js';
 export * from './errors.js';
 export * from './fingerprint.js';
 export * from './gateway.js';
+export * from './key-id.js';
 export * from './negotiation.js';
 export * from './request.js';
 export * from './signals.js';

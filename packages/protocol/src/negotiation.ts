@@ -1,5 +1,6 @@
 import { PROTOCOL_VERSION } from './attribution.js';
-import { describe, type ParseResult, ProtocolError, toResult } from './errors.js';
+import { type ParseResult, ProtocolError, toResult } from './errors.js';
+import { describeValue } from './internal/describe.js';
 
 /** Path, relative to an API base URL, of the discovery document. */
 export const DISCOVERY_PATH = '/v1/moat';
@@ -33,7 +34,7 @@ const PATH_RE = /^\/[A-Za-z0-9._~/-]{0,255}$/;
 export function parseDiscovery(input: unknown): Discovery {
   const root = typeof input === 'object' && input !== null ? (input as Record<string, unknown>).moat : undefined;
   if (typeof root !== 'object' || root === null || Array.isArray(root)) {
-    throw new ProtocolError('ERR_DISCOVERY', 'an object with a "moat" object member', describe(input));
+    throw new ProtocolError('ERR_DISCOVERY', 'an object with a "moat" object member', describeValue(input));
   }
   const doc = root as Record<string, unknown>;
   const versions = doc.versions;
@@ -43,11 +44,11 @@ export function parseDiscovery(input: unknown): Discovery {
     versions.length > 16 ||
     !versions.every((v) => Number.isSafeInteger(v) && v > 0)
   ) {
-    throw new ProtocolError('ERR_DISCOVERY', '"versions" as a non-empty array of positive integers', describe(versions));
+    throw new ProtocolError('ERR_DISCOVERY', '"versions" as a non-empty array of positive integers', describeValue(versions));
   }
   const features = doc.features ?? [];
   if (!Array.isArray(features) || features.length > 64 || !features.every((f) => typeof f === 'string')) {
-    throw new ProtocolError('ERR_DISCOVERY', '"features" as an array of strings', describe(features));
+    throw new ProtocolError('ERR_DISCOVERY', '"features" as an array of strings', describeValue(features));
   }
   const out: { versions: number[]; features: Feature[]; telemetry?: string; flags?: string } = {
     versions: versions as number[],
@@ -57,7 +58,7 @@ export function parseDiscovery(input: unknown): Discovery {
     const value = doc[member];
     if (value === undefined) continue;
     if (typeof value !== 'string' || !PATH_RE.test(value)) {
-      throw new ProtocolError('ERR_DISCOVERY', `"${member}" as an absolute path`, describe(value));
+      throw new ProtocolError('ERR_DISCOVERY', `"${member}" as an absolute path`, describeValue(value));
     }
     out[member] = value;
   }

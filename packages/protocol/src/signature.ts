@@ -1,5 +1,7 @@
 import { createHash } from 'node:crypto';
-import { describe, type ParseResult, ProtocolError, toResult } from './errors.js';
+import { type ParseResult, ProtocolError, toResult } from './errors.js';
+import { describeValue } from './internal/describe.js';
+import { KEY_ID_PATTERN } from './key-id.js';
 import { utf8Into, utf8Length } from './text.js';
 
 /** Longest `signature` value accepted, in UTF-8 bytes. */
@@ -26,7 +28,6 @@ export const SIGNATURE_SCOPES = ['k', 'c'] as const;
 export type SignatureScope = (typeof SIGNATURE_SCOPES)[number];
 
 const SIGNATURE_BYTES: Readonly<Record<SignatureAlgorithm, number>> = { hs256: 32, ed25519: 64 };
-const KID_RE = /^[A-Za-z0-9_-]{1,32}$/;
 const B64URL_RE = /^[A-Za-z0-9_-]+$/;
 
 /** A parsed `signature` value `ms1.<alg>.<kid>.<scope>.<base64url>`. */
@@ -50,7 +51,7 @@ export function base64url(bytes: Uint8Array): string {
 
 function decodeBase64url(text: string, expectedBytes: number): Uint8Array {
   if (!B64URL_RE.test(text)) {
-    throw new ProtocolError('ERR_SIGNATURE_ENCODING', 'base64url characters [A-Za-z0-9_-] without padding', describe(text));
+    throw new ProtocolError('ERR_SIGNATURE_ENCODING', 'base64url characters [A-Za-z0-9_-] without padding', describeValue(text));
   }
   const expectedChars = Math.ceil((expectedBytes * 4) / 3);
   if (text.length !== expectedChars) {
@@ -63,7 +64,7 @@ function decodeBase64url(text: string, expectedBytes: number): Uint8Array {
   const bytes = new Uint8Array(Buffer.from(text, 'base64url'));
   // Reject non-canonical encodings (non-zero trailing bits): one signature, one spelling.
   if (base64url(bytes) !== text) {
-    throw new ProtocolError('ERR_SIGNATURE_ENCODING', 'canonical base64url (unused trailing bits zero)', describe(text));
+    throw new ProtocolError('ERR_SIGNATURE_ENCODING', 'canonical base64url (unused trailing bits zero)', describeValue(text));
   }
   return bytes;
 }
@@ -74,22 +75,22 @@ function decodeBase64url(text: string, expectedBytes: number): Uint8Array {
  * @throws {ProtocolError} with an `ERR_SIGNATURE_*` code.
  */
 export function parseBlockSignature(value: unknown): BlockSignature {
-  if (typeof value !== 'string') throw new ProtocolError('ERR_SIGNATURE_TYPE', 'a string', describe(value));
+  if (typeof value !== 'string') throw new ProtocolError('ERR_SIGNATURE_TYPE', 'a string', describeValue(value));
   const bytes = utf8Length(value);
   if (bytes > SIGNATURE_MAX_BYTES) {
     throw new ProtocolError('ERR_SIGNATURE_SYNTAX', `at most ${SIGNATURE_MAX_BYTES} UTF-8 bytes`, `${bytes} bytes`);
   }
   const parts = value.split('.');
   if (parts.length !== 5 || parts[0] !== 'ms1') {
-    throw new ProtocolError('ERR_SIGNATURE_SYNTAX', 'ms1.<alg>.<kid>.<scope>.<signature>', describe(value));
+    throw new ProtocolError('ERR_SIGNATURE_SYNTAX', 'ms1.<alg>.<kid>.<scope>.<signature>', describeValue(value));
   }
   const [, alg, kid, scope, sig] = parts as [string, string, string, string, string];
   if (!(SIGNATURE_ALGORITHMS as readonly string[]).includes(alg)) {
-    throw new ProtocolError('ERR_SIGNATURE_ALGORITHM', 'hs256 or ed25519', describe(alg));
+    throw new ProtocolError('ERR_SIGNATURE_ALGORITHM', 'hs256 or ed25519', describeValue(alg));
   }
-  if (!KID_RE.test(kid)) throw new ProtocolError('ERR_SIGNATURE_KID', 'a key id matching [A-Za-z0-9_-]{1,32}', describe(kid));
+  if (!KEY_ID_PATTERN.test(kid)) throw new ProtocolError('ERR_SIGNATURE_KID', 'a key id matching [A-Za-z0-9_-]{1,32}', describeValue(kid));
   if (!(SIGNATURE_SCOPES as readonly string[]).includes(scope)) {
-    throw new ProtocolError('ERR_SIGNATURE_SCOPE', 'k or c', describe(scope));
+    throw new ProtocolError('ERR_SIGNATURE_SCOPE', 'k or c', describeValue(scope));
   }
   const algorithm = alg as SignatureAlgorithm;
   return { alg: algorithm, kid, scope: scope as SignatureScope, sig: decodeBase64url(sig, SIGNATURE_BYTES[algorithm]) };
@@ -135,11 +136,11 @@ export function signedBlockContent(block: unknown): { type: SignedBlockType; con
   const record = typeof block === 'object' && block !== null ? (block as Record<string, unknown>) : undefined;
   const type = record?.type;
   if (!isSignedBlockType(type)) {
-    throw new ProtocolError('ERR_BLOCK_TYPE', SIGNED_BLOCK_TYPES.join(' | '), describe(type));
+    throw new ProtocolError('ERR_BLOCK_TYPE', SIGNED_BLOCK_TYPES.join(' | '), describeValue(type));
   }
   const content = record?.[SIGNED_CONTENT_MEMBER[type]];
   if (typeof content !== 'string') {
-    throw new ProtocolError('ERR_BLOCK_CONTENT', `a string "${SIGNED_CONTENT_MEMBER[type]}" member`, describe(content));
+    throw new ProtocolError('ERR_BLOCK_CONTENT', `a string "${SIGNED_CONTENT_MEMBER[type]}" member`, describeValue(content));
   }
   return { type, content };
 }

@@ -1,4 +1,5 @@
-import { describe, type ParseResult, ProtocolError, toResult } from './errors.js';
+import { type ParseResult, ProtocolError, toResult } from './errors.js';
+import { describeValue } from './internal/describe.js';
 import { utf8Length } from './text.js';
 
 /** Path of the telemetry endpoint relative to the API base URL. */
@@ -41,16 +42,16 @@ function fail(expected: string, received: string): never {
 
 function checkString(value: unknown, where: string): string {
   if (typeof value !== 'string' || value.length === 0 || utf8Length(value) > TELEMETRY_LIMITS.stringLength) {
-    fail(`${where} as a string of 1-${TELEMETRY_LIMITS.stringLength} UTF-8 bytes`, describe(value));
+    fail(`${where} as a string of 1-${TELEMETRY_LIMITS.stringLength} UTF-8 bytes`, describeValue(value));
   }
   return value;
 }
 
 function checkEvent(raw: unknown, i: number): TelemetryEvent {
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) fail(`events[${i}] as an object`, describe(raw));
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) fail(`events[${i}] as an object`, describeValue(raw));
   const event = raw as Record<string, unknown>;
   const type = checkString(event.type, `events[${i}].type`);
-  if (!Number.isSafeInteger(event.ts) || (event.ts as number) < 0) fail(`events[${i}].ts as Unix seconds`, describe(event.ts));
+  if (!Number.isSafeInteger(event.ts) || (event.ts as number) < 0) fail(`events[${i}].ts as Unix seconds`, describeValue(event.ts));
   const schema = SCHEMAS[type as TelemetryEventType];
   if (schema === undefined) return { type, ts: event.ts as number };
   const out: Record<string, unknown> = { type, ts: event.ts };
@@ -60,14 +61,14 @@ function checkEvent(raw: unknown, i: number): TelemetryEvent {
     if (value === undefined && OPTIONAL.has(member)) continue;
     if (kind === 'string') out[member] = checkString(value, where);
     else if (kind === 'boolean') {
-      if (typeof value !== 'boolean') fail(`${where} as a boolean`, describe(value));
+      if (typeof value !== 'boolean') fail(`${where} as a boolean`, describeValue(value));
       out[member] = value;
     } else if (kind === 'number') {
-      if (!Number.isSafeInteger(value) || (value as number) < 0) fail(`${where} as a non-negative integer`, describe(value));
+      if (!Number.isSafeInteger(value) || (value as number) < 0) fail(`${where} as a non-negative integer`, describeValue(value));
       out[member] = value;
     } else {
       if (!Array.isArray(value) || value.length > TELEMETRY_LIMITS.listLength) {
-        fail(`${where} as an array of at most ${TELEMETRY_LIMITS.listLength} strings`, describe(value));
+        fail(`${where} as an array of at most ${TELEMETRY_LIMITS.listLength} strings`, describeValue(value));
       }
       out[member] = value.map((v, j) => checkString(v, `${where}[${j}]`));
     }
@@ -86,16 +87,16 @@ export function parseTelemetryBatch(input: unknown, byteLength?: number): Teleme
   if (byteLength !== undefined && byteLength > TELEMETRY_LIMITS.bytes) {
     fail(`a batch of at most ${TELEMETRY_LIMITS.bytes} bytes`, `${byteLength} bytes`);
   }
-  if (typeof input !== 'object' || input === null || Array.isArray(input)) fail('an object', describe(input));
+  if (typeof input !== 'object' || input === null || Array.isArray(input)) fail('an object', describeValue(input));
   const batch = input as Record<string, unknown>;
-  if (batch.v !== 1) fail('"v": 1', describe(batch.v));
+  if (batch.v !== 1) fail('"v": 1', describeValue(batch.v));
   const client = batch.client;
-  if (typeof client !== 'object' || client === null || Array.isArray(client)) fail('"client" as an object', describe(client));
+  if (typeof client !== 'object' || client === null || Array.isArray(client)) fail('"client" as an object', describeValue(client));
   const c = client as Record<string, unknown>;
   const cv = checkString(c.cv, 'client.cv');
   const ep = checkString(c.ep, 'client.ep');
   if (!Array.isArray(batch.events) || batch.events.length > TELEMETRY_LIMITS.events) {
-    fail(`"events" as an array of at most ${TELEMETRY_LIMITS.events}`, describe(batch.events));
+    fail(`"events" as an array of at most ${TELEMETRY_LIMITS.events}`, describeValue(batch.events));
   }
   return { v: 1, client: { cv, ep }, events: batch.events.map(checkEvent) };
 }

@@ -2,6 +2,7 @@
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
+import { errorMessage, errorStack } from '@moat/protocol/support';
 import { buildVariant } from '../build.js';
 import { BuildGuardError } from '../errors.js';
 import { validateRegistry } from '../registry.js';
@@ -40,7 +41,7 @@ async function main(argv: string[]): Promise<number> {
       strict: true,
     }));
   } catch (error) {
-    process.stderr.write(`moat-build: ${(error as Error).message}\n${USAGE}\n`);
+    process.stderr.write(`moat-build: ${errorMessage(error)}\n${USAGE}\n`);
     return 2;
   }
   if (values.help) {
@@ -95,7 +96,7 @@ main(process.argv.slice(2)).then(
     process.exitCode = code;
   },
   (error: unknown) => {
-    process.stderr.write(`moat-build: ${error instanceof BuildGuardError ? error.message : (error as Error).stack}\n`);
+    process.stderr.write(`moat-build: ${error instanceof BuildGuardError ? error.message : errorStack(error)}\n`);
     process.exitCode = 2;
   },
 );

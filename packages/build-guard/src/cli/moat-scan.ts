@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { writeFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
+import { errorMessage, errorStack } from '@moat/protocol/support';
 import { BuildGuardError } from '../errors.js';
 import { auditPack } from '../scan/pack.js';
 import { formatHuman, formatJson, formatSarif } from '../scan/report.js';
@@ -50,7 +51,7 @@ async function main(argv: string[]): Promise<number> {
   try {
     parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
   } catch (error) {
-    process.stderr.write(`moat-scan: ${(error as Error).message}\n${USAGE}\n`);
+    process.stderr.write(`moat-scan: ${errorMessage(error)}\n${USAGE}\n`);
     return 2;
   }
   const { values, positionals } = parsed;
@@ -123,7 +124,7 @@ main(process.argv.slice(2)).then(
     process.exitCode = code;
   },
   (error: unknown) => {
-    process.stderr.write(`moat-scan: ${error instanceof BuildGuardError ? error.message : (error as Error).stack}\n`);
+    process.stderr.write(`moat-scan: ${error instanceof BuildGuardError ? error.message : errorStack(error)}\n`);
     process.exitCode = 2;
   },
 );

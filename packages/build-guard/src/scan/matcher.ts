@@ -1,3 +1,4 @@
+import { BuildGuardError } from '../errors.js';
 import type { Needle } from './needles.js';
 
 // 2^24 filter bits (2 MiB): ~0.1% occupancy for 20,000 needles, so few positions reach a lookup.
@@ -110,7 +111,11 @@ export class MultiMatcher {
     this.#wide = needles.length > 0 && needles.every((n) => n.bytes.length >= 8);
     let max = 0;
     needles.forEach((needle, index) => {
-      if (needle.bytes.length < 4) throw new RangeError('needles must be at least 4 bytes');
+      if (needle.bytes.length < 4)
+        throw new BuildGuardError(
+          'ERR_SCAN_CONFIG',
+          `expected needles of at least 4 bytes, got ${needle.bytes.length} bytes at index ${index}`,
+        );
       max = Math.max(max, needle.bytes.length);
       const bytes = fold ? needle.bytes.map((b) => FOLD[b] as number) : needle.bytes;
       const h = this.#hash(key4(bytes, 0, false), this.#wide ? key4(bytes, 4, false) : 0);

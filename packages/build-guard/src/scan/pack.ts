@@ -3,6 +3,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, matchesGlob } from 'node:path';
 import { promisify } from 'node:util';
+import { errorMessage } from '@moat/protocol/support';
 import { BuildGuardError } from '../errors.js';
 import { type Finding, type ScanOptions, type ScanReport, scanPaths } from './scanner.js';
 
@@ -51,7 +52,7 @@ export async function auditPack(
     } catch (error) {
       throw new BuildGuardError(
         'ERR_SCAN_INPUT',
-        `expected npm pack to succeed in ${dir}, got ${(error as { stderr?: string }).stderr?.trim() || (error as Error).message}`,
+        `expected npm pack to succeed in ${dir}, got ${(error as { stderr?: string }).stderr?.trim() || errorMessage(error)}`,
       );
     }
     const [info] = JSON.parse(stdout) as Array<{ filename: string; unpackedSize: number; files: Array<{ path: string; size: number }> }>;

@@ -4,6 +4,7 @@ import { availableParallelism } from 'node:os';
 import { basename, join, matchesGlob } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { createGunzip } from 'node:zlib';
+import { errorMessage } from '@moat/protocol/support';
 import { BuildGuardError } from '../errors.js';
 import { CodenameEngine, type RawMatch } from './engine.js';
 import type { Encoding, NeedleOptions } from './needles.js';
@@ -220,7 +221,7 @@ async function listFiles(
     try {
       info = await lstat(path);
     } catch (error) {
-      errors.push({ path, message: (error as Error).message });
+      errors.push({ path, message: errorMessage(error) });
       return;
     }
     if (info.isDirectory()) {
@@ -382,7 +383,7 @@ async function scanSequential(paths: readonly string[], options: ScanOptions): P
     try {
       info = await lstat(path);
     } catch (error) {
-      state.errors.push({ path, message: (error as Error).message });
+      state.errors.push({ path, message: errorMessage(error) });
       return;
     }
     if (info.isDirectory()) {
@@ -451,7 +452,7 @@ export function parseAllowlist(text: string): AllowEntry[] {
   try {
     data = JSON.parse(text);
   } catch (error) {
-    throw new BuildGuardError('ERR_SCAN_CONFIG', `expected the allowlist as JSON, got a syntax error: ${(error as Error).message}`);
+    throw new BuildGuardError('ERR_SCAN_CONFIG', `expected the allowlist as JSON, got a syntax error: ${errorMessage(error)}`);
   }
   if (!Array.isArray(data)) throw new BuildGuardError('ERR_SCAN_CONFIG', `expected the allowlist as a JSON array, got ${typeof data}`);
   return data.map((e, i) => {
@@ -488,7 +489,7 @@ export async function loadScanConfig(
     try {
       return await readFile(file, 'utf8');
     } catch (error) {
-      throw new BuildGuardError('ERR_SCAN_INPUT', `expected to read ${file}, got ${(error as Error).message}`);
+      throw new BuildGuardError('ERR_SCAN_INPUT', `expected to read ${file}, got ${errorMessage(error)}`);
     }
   };
   return {

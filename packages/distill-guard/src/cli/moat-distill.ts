@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
+import { errorMessage, errorStack } from '@moat/protocol/support';
 import { DECOY_PERIOD_MS, decoyPeriod } from '../decoys.js';
 import { CanaryIndex } from '../trace.js';
 
@@ -42,7 +43,7 @@ async function main(argv: string[]): Promise<number> {
       strict: true,
     }) as typeof parsed;
   } catch (error) {
-    return fail(`${(error as Error).message}\n${USAGE}`);
+    return fail(`${errorMessage(error)}\n${USAGE}`);
   }
   const { values, positionals } = parsed;
   if (typeof values['secret-file'] !== 'string' || typeof values.keys !== 'string')
@@ -67,7 +68,7 @@ async function main(argv: string[]): Promise<number> {
       .map((k) => k.trim())
       .filter((k) => k !== '' && !k.startsWith('#'));
   } catch (error) {
-    return fail((error as Error).message);
+    return fail(errorMessage(error));
   }
   if (secret.length < 32) return fail(`expected a secret of at least 32 bytes, got ${secret.length}`);
   if (keys.length === 0) return fail('expected at least one API-key identity in --keys, got none');
@@ -80,7 +81,7 @@ async function main(argv: string[]): Promise<number> {
     try {
       text = await readFile(file, 'utf8');
     } catch (error) {
-      return fail(`cannot read ${file}: ${(error as Error).message}`);
+      return fail(`cannot read ${file}: ${errorMessage(error)}`);
     }
     results.push({ file, attributions: index.trace(text, threshold) });
   }
@@ -102,7 +103,7 @@ main(process.argv.slice(2)).then(
     process.exitCode = code;
   },
   (error: unknown) => {
-    process.stderr.write(`moat-distill: ${(error as Error).stack}\n`);
+    process.stderr.write(`moat-distill: ${errorStack(error)}\n`);
     process.exitCode = 2;
   },
 );

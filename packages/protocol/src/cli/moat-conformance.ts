@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { compareAnswer, conformanceCases, runConformance } from '../conformance.js';
 import { tryParseDiscovery } from '../negotiation.js';
+import { errorMessage, errorStack } from '../support/index.js';
 
 const USAGE = `usage: moat-conformance [--json] -- <command> [args...]
        moat-conformance --verifier URL --api-key KEY [--json]
@@ -31,7 +32,7 @@ async function post(url: URL, apiKey: string, body: string): Promise<{ status: n
     }
     return { status: res.status, json };
   } catch (error) {
-    return { status: 0, json: undefined, error: (error as Error).message };
+    return { status: 0, json: undefined, error: errorMessage(error) };
   }
 }
 
@@ -91,7 +92,7 @@ async function main(argv: string[]): Promise<number> {
       strict: true,
     }));
   } catch (error) {
-    process.stderr.write(`moat-conformance: ${(error as Error).message}\n${USAGE}\n`);
+    process.stderr.write(`moat-conformance: ${errorMessage(error)}\n${USAGE}\n`);
     return 2;
   }
   if (values.help) {
@@ -126,7 +127,7 @@ main(process.argv.slice(2)).then(
     process.exitCode = code;
   },
   (error: unknown) => {
-    process.stderr.write(`moat-conformance: ${(error as Error).stack}\n`);
+    process.stderr.write(`moat-conformance: ${errorStack(error)}\n`);
     process.exitCode = 2;
   },
 );

@@ -21,7 +21,7 @@ export interface PackedConsumer {
  * `omitOptional` leaves out optional dependencies (a consumer with no native addon).
  */
 export function packedConsumer(names: readonly string[], options: { omitOptional?: boolean } = {}): PackedConsumer {
-  const packages = fileURLToPath(new URL('../packages/', import.meta.url));
+  const packages = fileURLToPath(new URL('../../../packages/', import.meta.url));
   const out = mkdtempSync(join(tmpdir(), 'moat-pack-'));
   for (const name of names) execFileSync('pnpm', ['pack', '--pack-destination', out], { cwd: join(packages, name), stdio: 'pipe' });
   const files = readdirSync(out);

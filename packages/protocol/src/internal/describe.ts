@@ -1,0 +1,13 @@
+// Package-internal: not exported from any entry point.
+
+/** A short printable rendering of an unexpected input, for error messages. */
+export function describeValue(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return `array(${value.length})`;
+  if (typeof value === 'string') {
+    const shown = value.length > 40 ? `${value.slice(0, 40)}…` : value;
+    return JSON.stringify(shown);
+  }
+  if (typeof value === 'object') return 'object';
+  return `${typeof value} ${String(value)}`;
+}

@@ -1,0 +1,19 @@
+/**
+ * `@moat/protocol/support` — small runtime helpers every Moat package shares: the fail-open
+ * warning sink, the message of a caught value, a bounded LRU map and the optional native
+ * addon loader. Not part of the wire contract; kept here because layers may depend on
+ * `@moat/protocol` and nothing else.
+ *
+ * @packageDocumentation
+ */
+export { errorCode, errorMessage, errorStack } from './error-message.js';
+export { LruMap, LruMapError, type LruMapOptions } from './lru.js';
+export {
+  loadNativeAddon,
+  type NativeBinding,
+  type NativeEvent,
+  type NativeLoad,
+  type NativeRequestOptions,
+  STAMP_RESULTS,
+} from './native.js';
+export { createWarner, type Warner, type WarningSink } from './warner.js';

@@ -1,0 +1,82 @@
+/** Stamp outcomes the addon reports with the response headers, by code: 0 stamped, 1 no envelope, … */
+export const STAMP_RESULTS = ['stamped', 'no_envelope', 'not_placeholder', 'wrong_kid', 'crypto'] as const;
+
+/** What the native transfer reports, in order: headers once, data as it arrives, then end or error. */
+export type NativeEvent = 'headers' | 'data' | 'end' | 'error';
+
+/** Options of {@link NativeBinding.request}. */
+export interface NativeRequestOptions {
+  readonly method: string;
+  readonly url: string;
+  /** `Name: value` lines; lines with CR or LF are dropped. */
+  readonly headers?: readonly string[];
+  /** The body; the addon stamps its own copy's anchored placeholder before sending. */
+  readonly body?: Buffer;
+  readonly timeoutMs?: number;
+  readonly connectTimeoutMs?: number;
+  /** libcurl public-key pinning: `sha256//<base64>` (several joined by `;`). */
+  readonly pinnedPublicKey?: string;
+  /** An extra CA bundle file for TLS verification (verification is always on). */
+  readonly caFile?: string;
+}
+
+/**
+ * The functions of the `@moat/native` addon: the one declaration the addon's typings and the
+ * layers that use it (`@moat/attest`, `@moat/harden`) share.
+ */
+export interface NativeBinding {
+  /**
+   * Stamps and sends a request on a transfer thread. `onEvent('headers', status, rawHeaders,
+   * stampResult)`, `onEvent('data', chunk)`, `onEvent('end')` or `onEvent('error', message)`.
+   * The first call opens libcurl; throws `ERR_NATIVE_TRANSPORT` when it cannot be opened.
+   */
+  request(
+    options: NativeRequestOptions,
+    onEvent: (event: NativeEvent, a?: number | Buffer | string, b?: string, c?: number) => void,
+  ): { abort(): void };
+  /** Key id of the compiled-in attestation key (the key itself is never exposed). */
+  keyId(): string;
+  /** `prctl(PR_SET_DUMPABLE, 0)` (macOS: `PT_DENY_ATTACH`): 0, or the errno. */
+  setUndumpable(): number;
+  /** `prctl(PR_GET_DUMPABLE)`: 1, 0, or a negative errno. */
+  getDumpable(): number;
+  /** A buffer on mlock'ed pages excluded from core dumps; wiped and unmapped when collected. */
+  secureBuffer(size: number): { buffer: Buffer; locked: boolean; dontdump: boolean };
+  /** Wipes NAME's value in the original environment block (/proc/self/environ): bytes wiped, or a negative errno. */
+  scrubEnvBlock(name: string): number;
+}
+
+/** The addon, or why there is none. */
+export type NativeLoad<T = NativeBinding> =
+  | { readonly native: T; readonly reason: undefined }
+  | { readonly native: undefined; readonly reason: string };
+
+let loaded: Promise<NativeLoad<unknown>> | undefined;
+
+/**
+ * Loads the `@moat/native` addon once per process, failing open: a package that is not
+ * installed, an addon that does not load, or `MOAT_NATIVE_DISABLE=1` give `native: undefined`
+ * and the reason. `importer` is the caller's own `() => import('@moat/native')`, so the
+ * package resolves from the layer that declares the optional dependency.
+ *
+ * @example
+ * ```ts
+ * const { native, reason } = await loadNativeAddon(() => import('@moat/native'));
+ * if (native === undefined) warn(`no native addon: ${reason}`);
+ * ```
+ */
+export function loadNativeAddon<T = NativeBinding>(
+  importer: () => Promise<{ native?: unknown; loadError?: unknown }>,
+): Promise<NativeLoad<T>> {
+  loaded ??= importer().then(
+    (mod): NativeLoad<unknown> =>
+      mod.native === undefined || mod.native === null
+        ? { native: undefined, reason: mod.loadError instanceof Error ? mod.loadError.message : 'the native addon did not load' }
+        : { native: mod.native, reason: undefined },
+    (error: unknown): NativeLoad<unknown> => ({
+      native: undefined,
+      reason: `@moat/native is not installed (${error instanceof Error ? error.message : String(error)})`,
+    }),
+  );
+  return loaded as Promise<NativeLoad<T>>;
+}
