@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { StreamEvent } from '@moat/distill-guard/server';
+import { chunked, type DeltaSplitter, type MessagesResponse, type StreamEvent, streamEventsOf } from '@moat/protocol/messages';
 import { ApiError } from './errors.js';
 
 /** Top-level members the Messages API accepts; anything else is refused, as the real API does. */
@@ -132,57 +132,11 @@ export function mockMessages(body: unknown): MockResponse {
   };
 }
 
-function chunks(text: string, size = 12): string[] {
-  const out: string[] = [];
-  for (let i = 0; i < text.length; i += size) out.push(text.slice(i, i + size));
-  return out.length === 0 ? [''] : out;
-}
-
-/** The same response as the Messages SSE event sequence. */
-export function* mockEvents(response: MockResponse): Generator<StreamEvent> {
-  yield {
-    event: 'message_start',
-    data: {
-      type: 'message_start',
-      message: { ...response, content: [], stop_reason: null, usage: { ...response.usage, output_tokens: 1 } },
-    },
-  };
-  yield { event: 'ping', data: { type: 'ping' } };
-  for (const [index, block] of response.content.entries()) {
-    if (block.type === 'thinking') {
-      yield {
-        event: 'content_block_start',
-        data: { type: 'content_block_start', index, content_block: { type: 'thinking', thinking: '', signature: '' } },
-      };
-      for (const part of chunks(block.thinking as string))
-        yield {
-          event: 'content_block_delta',
-          data: { type: 'content_block_delta', index, delta: { type: 'thinking_delta', thinking: part } },
-        };
-      yield {
-        event: 'content_block_delta',
-        data: { type: 'content_block_delta', index, delta: { type: 'signature_delta', signature: block.signature } },
-      };
-    } else if (block.type === 'text') {
-      yield { event: 'content_block_start', data: { type: 'content_block_start', index, content_block: { type: 'text', text: '' } } };
-      for (const part of chunks(block.text as string))
-        yield { event: 'content_block_delta', data: { type: 'content_block_delta', index, delta: { type: 'text_delta', text: part } } };
-    } else {
-      yield { event: 'content_block_start', data: { type: 'content_block_start', index, content_block: { ...block, input: {} } } };
-      yield {
-        event: 'content_block_delta',
-        data: { type: 'content_block_delta', index, delta: { type: 'input_json_delta', partial_json: JSON.stringify(block.input ?? {}) } },
-      };
-    }
-    yield { event: 'content_block_stop', data: { type: 'content_block_stop', index } };
-  }
-  yield {
-    event: 'message_delta',
-    data: {
-      type: 'message_delta',
-      delta: { stop_reason: response.stop_reason, stop_sequence: null },
-      usage: { output_tokens: response.usage.output_tokens },
-    },
-  };
-  yield { event: 'message_stop', data: { type: 'message_stop' } };
+/**
+ * The same response as the Messages SSE event sequence, with texts, thinking and tool input
+ * split into deltas of `split` (12 UTF-16 units by default, so tool input arrives in pieces as
+ * it does from the real API).
+ */
+export function mockEvents(response: MockResponse, split: DeltaSplitter = chunked(12)): Generator<StreamEvent> {
+  return streamEventsOf(response as unknown as MessagesResponse, split);
 }
