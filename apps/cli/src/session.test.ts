@@ -2,7 +2,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { chunked, formatStreamEvent, type MessagesResponse, streamEventsOf } from '@moat/protocol/messages';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ChatError, ChatSession } from './session.js';
+import { type ChatError, ChatSession } from './session.js';
 
 const toolInput = { path: '/srv/räksmörgås.txt', range: [1, 20], options: { follow: true, note: 'a "quoted" } brace' } };
 const answer: MessagesResponse = {
@@ -40,7 +40,14 @@ beforeAll(async () => {
 afterAll(() => new Promise<void>((resolve) => server.close(() => resolve())));
 
 async function session(): Promise<ChatSession> {
-  return ChatSession.start({ baseUrl: base, apiKey: 'sk-test', model: 'claude-test', antiDistillation: false, thinking: false, warn: () => {} });
+  return ChatSession.start({
+    baseUrl: base,
+    apiKey: 'sk-test',
+    model: 'claude-test',
+    antiDistillation: false,
+    thinking: false,
+    warn: () => {},
+  });
 }
 
 describe('ChatSession', { timeout: 20_000 }, () => {
@@ -61,7 +68,10 @@ describe('ChatSession', { timeout: 20_000 }, () => {
       formatStreamEvent({ event: 'message_start', data: { type: 'message_start', message: { ...answer, content: [] } } }) +
       formatStreamEvent({ event: 'error', data: { type: 'error', error: { type: 'overloaded_error', message: 'busy' } } });
     const chat = await session();
-    await expect(chat.send('again', () => {})).rejects.toMatchObject({ name: 'ChatError', code: 'ERR_STREAM' } satisfies Partial<ChatError>);
+    await expect(chat.send('again', () => {})).rejects.toMatchObject({
+      name: 'ChatError',
+      code: 'ERR_STREAM',
+    } satisfies Partial<ChatError>);
     expect(chat.history).toEqual([]);
     await chat.close();
   });

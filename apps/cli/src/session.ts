@@ -6,7 +6,7 @@ import { GatewayDetector, TelemetryQueue } from '@moat/gateway-detect/client';
 import { harden, hardenStatusEvent } from '@moat/harden';
 import { DISCOVERY_PATH, type Feature, tryParseDiscovery } from '@moat/protocol';
 import { MessageAssembler, readStreamEvents } from '@moat/protocol/messages';
-import { errorMessage, loadNativeAddon } from '@moat/protocol/support';
+import { errorMessage, loadNativeAddon, MoatError } from '@moat/protocol/support';
 import { CLIENT_VERSION } from './version.js';
 
 /** Deployment salt of the fingerprint (a build constant shared with the verifier). */
@@ -16,14 +16,8 @@ export const FINGERPRINT_SALT = process.env.MOAT_FINGERPRINT_SALT ?? 'moat-dev-s
 export type ChatErrorCode = 'ERR_HTTP' | 'ERR_STREAM' | 'ERR_OVERLOADED';
 
 /** A turn that did not complete: the verifier or the model refused it, or its stream broke off. */
-export class ChatError extends Error {
+export class ChatError extends MoatError<ChatErrorCode> {
   override readonly name = 'ChatError';
-  constructor(
-    readonly code: ChatErrorCode,
-    message: string,
-  ) {
-    super(message);
-  }
 }
 
 /** How one layer came up. */

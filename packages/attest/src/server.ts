@@ -1,18 +1,13 @@
 import { createSecretKey, type KeyObject } from 'node:crypto';
 import { type AttestationSignal, KEY_ID_PATTERN, locateEnvelope, verifyStamp } from '@moat/protocol';
+import { MoatError } from '@moat/protocol/support';
 
 /** Error codes of this package. */
 export type AttestErrorCode = 'ERR_ATTESTATION_KEY';
 
 /** A typed error with a stable code; key bytes never appear in its message. */
-export class AttestError extends Error {
+export class AttestError extends MoatError<AttestErrorCode> {
   override readonly name = 'AttestError';
-  constructor(
-    readonly code: AttestErrorCode,
-    message: string,
-  ) {
-    super(`${code}: ${message}`);
-  }
 }
 
 /** One stamping key: its id, its bytes (≥ 32) and an optional validity interval (Unix seconds). */

@@ -1,3 +1,5 @@
+import { MoatError } from '@moat/protocol/support';
+
 /** Error codes of `@moat/build-guard`. */
 export type BuildGuardErrorCode =
   | 'ERR_UNKNOWN_FLAG'
@@ -13,12 +15,6 @@ export type BuildGuardErrorCode =
  * The error every part of this package throws: a stable `code`, and a message that says
  * what was expected and what came, with the file position when there is one.
  */
-export class BuildGuardError extends Error {
+export class BuildGuardError extends MoatError<BuildGuardErrorCode> {
   override readonly name = 'BuildGuardError';
-  constructor(
-    readonly code: BuildGuardErrorCode,
-    message: string,
-  ) {
-    super(`${code}: ${message}`);
-  }
 }

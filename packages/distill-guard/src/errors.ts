@@ -1,3 +1,5 @@
+import { MoatError } from '@moat/protocol/support';
+
 /** Error codes of this package. */
 export type DistillGuardErrorCode =
   /** A signing key, seed or secret that cannot be used (too short, wrong length, not in the keyring). */
@@ -15,13 +17,6 @@ export type DistillGuardErrorCode =
  * catch (e) { if (e instanceof DistillGuardError) console.log(e.code); } // ERR_SIGNING_KEY
  * ```
  */
-export class DistillGuardError extends Error {
+export class DistillGuardError extends MoatError<DistillGuardErrorCode> {
   override readonly name = 'DistillGuardError';
-  constructor(
-    readonly code: DistillGuardErrorCode,
-    message: string,
-    options?: ErrorOptions,
-  ) {
-    super(`${code}: ${message}`, options);
-  }
 }

@@ -9,7 +9,7 @@
  */
 import { open, readFile, unlink } from 'node:fs/promises';
 import type { TelemetryEvent } from '@moat/protocol';
-import { createWarner, errorCode, errorMessage, loadNativeAddon, type NativeBinding, type Warner } from '@moat/protocol/support';
+import { createWarner, errorCode, errorMessage, loadNativeAddon, MoatError, type NativeBinding, type Warner } from '@moat/protocol/support';
 
 /** The native functions this layer uses (`@moat/native`), injectable for tests. */
 export type HardenNative = Pick<NativeBinding, 'setUndumpable' | 'getDumpable' | 'secureBuffer' | 'scrubEnvBlock'>;
@@ -18,14 +18,8 @@ export type HardenNative = Pick<NativeBinding, 'setUndumpable' | 'getDumpable' |
 export type HardenErrorCode = 'ERR_TOKEN_FILE' | 'ERR_VAULT_DISPOSED';
 
 /** A typed error with a stable code; its message never contains a token. */
-export class HardenError extends Error {
+export class HardenError extends MoatError<HardenErrorCode> {
   override readonly name = 'HardenError';
-  constructor(
-    readonly code: HardenErrorCode,
-    message: string,
-  ) {
-    super(`${code}: ${message}`);
-  }
 }
 
 /** Shared options: the native binding (default `@moat/native`; `null` for none) and a warning sink. */

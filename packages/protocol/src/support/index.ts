@@ -8,6 +8,7 @@
  */
 export { errorCode, errorMessage, errorStack } from './error-message.js';
 export { LruMap, LruMapError, type LruMapOptions } from './lru.js';
+export { MoatError } from './moat-error.js';
 export {
   loadNativeAddon,
   type NativeBinding,
