@@ -106,7 +106,7 @@ describe('moat-chat', { timeout: 60_000 }, () => {
   it('falls back on an overloaded model, reads stdin, and uses a read-once token file', async () => {
     const r = await chat(
       external,
-      ['-p', '-', '--json', '--model', 'claude-overloaded', '--fallback-model', 'claude-mock', '--base-url', base],
+      ['-p', '-', '--json', '--model', 'claude-mock-overloaded', '--fallback-model', 'claude-mock', '--base-url', base],
       { MOAT_API_KEY: apiKey },
       'prompt from stdin',
     );
@@ -209,8 +209,8 @@ describe('moat-chat interactive, through a terminal', () => {
       await until((s) => s.includes('Echo: After the switch'), 'the answer after the switch');
       expect((await last())?.model).toBe('claude-mock-2');
       // A slow answer, cancelled half-way with Ctrl-C: the prompt comes back, the session goes on.
-      tmux('send-keys', '-t', session, '/model claude-slow', 'Enter');
-      await until((s) => s.includes('model: claude-slow'), 'the slow model');
+      tmux('send-keys', '-t', session, '/model claude-mock-slow', 'Enter');
+      await until((s) => s.includes('model: claude-mock-slow'), 'the slow model');
       tmux('send-keys', '-t', session, 'Please write a long answer about cancellation', 'Enter');
       await until((s) => s.includes('Echo: Please'), 'the first streamed words');
       tmux('send-keys', '-t', session, 'C-c', '');

@@ -34,6 +34,12 @@ export interface VerifierConfig {
   readonly signingKid: string;
   readonly windowSec: number;
   readonly maxBodyBytes: number;
+  /** Deepest nesting of a request body's JSON (objects and arrays; the body itself is 1). */
+  readonly maxJsonDepth: number;
+  /** Bearer token that reads `/metrics` besides the admin token. */
+  readonly metricsToken?: string;
+  /** Upstream timeouts in milliseconds: connect, until the response headers, between body chunks. */
+  readonly upstreamTimeouts: { readonly connectMs: number; readonly headersMs: number; readonly bodyIdleMs: number };
   /** GrowthBook client key the features endpoint answers to. */
   readonly clientKey: string;
   /** User-agent product of the genuine client, for the ua_mismatch signal. */
@@ -121,6 +127,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, file?: string):
   if (upstream !== 'mock' && !/^https?:\/\//.test(upstream))
     throw new VerifierConfigError('upstream', '"mock" or an http(s) URL', JSON.stringify(upstream));
   const upstreamKey = pick('upstreamKey', 'MOAT_VERIFIER_UPSTREAM_KEY');
+  const metricsToken = pick('metricsToken', 'MOAT_VERIFIER_METRICS_TOKEN');
+  if (metricsToken !== undefined && (typeof metricsToken !== 'string' || metricsToken.length < 16))
+    throw new VerifierConfigError(
+      'metricsToken',
+      'a string of at least 16 characters',
+      typeof metricsToken === 'string' ? `${metricsToken.length} characters` : typeof metricsToken,
+    );
   const flagsFile = pick('flagsFile', 'MOAT_VERIFIER_FLAGS_FILE');
   const postgresUrl = pick('postgresUrl', 'MOAT_VERIFIER_POSTGRES_URL');
   const redisUrl = pick('redisUrl', 'MOAT_VERIFIER_REDIS_URL');
@@ -153,6 +166,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, file?: string):
     signingKid: str('signingKid', 'MOAT_VERIFIER_SIGNING_KID', 's1'),
     windowSec: int('windowSec', 'MOAT_VERIFIER_WINDOW_SEC', 300, 1, 86_400),
     maxBodyBytes: int('maxBodyBytes', 'MOAT_VERIFIER_MAX_BODY_BYTES', 10 * 1024 * 1024, 1024, 100 * 1024 * 1024),
+    maxJsonDepth: int('maxJsonDepth', 'MOAT_VERIFIER_MAX_JSON_DEPTH', 128, 8, 10_000),
+    ...(typeof metricsToken === 'string' ? { metricsToken } : {}),
+    upstreamTimeouts: {
+      connectMs: int('upstreamConnectTimeoutMs', 'MOAT_VERIFIER_UPSTREAM_CONNECT_TIMEOUT_MS', 10_000, 100, 600_000),
+      headersMs: int('upstreamHeadersTimeoutMs', 'MOAT_VERIFIER_UPSTREAM_HEADERS_TIMEOUT_MS', 600_000, 100, 3_600_000),
+      bodyIdleMs: int('upstreamIdleTimeoutMs', 'MOAT_VERIFIER_UPSTREAM_IDLE_TIMEOUT_MS', 300_000, 100, 3_600_000),
+    },
     clientKey: str('clientKey', 'MOAT_VERIFIER_CLIENT_KEY', 'moat'),
     userAgentProduct: str('userAgentProduct', 'MOAT_VERIFIER_UA_PRODUCT', 'moat-chat'),
   };

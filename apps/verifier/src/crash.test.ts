@@ -1,6 +1,7 @@
 /**
- * kill -9 under load: the verifier writes each record before it answers, so after a crash
- * every answered request is in the database and the database is consistent.
+ * kill -9 under load: the verifier makes each record durable before the answer completes —
+ * before the JSON answer is sent, before `message_stop` of a stream — so after a crash every
+ * answered request is in the database and the database is consistent.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
@@ -13,7 +14,10 @@ import { devEnvironment } from './config.js';
 const cli = new URL('../dist/cli.js', import.meta.url).pathname;
 
 describe('kill -9 under load', () => {
-  it('leaves a consistent database holding every answered request', { timeout: 120_000 }, async () => {
+  it.each([
+    ['JSON', false],
+    ['SSE', true],
+  ])('leaves a consistent database holding every answered request (%s)', { timeout: 120_000 }, async (_kind, stream) => {
     const dir = mkdtempSync(join(tmpdir(), 'moat-crash-'));
     const env = {
       ...process.env,
@@ -41,11 +45,14 @@ describe('kill -9 under load', () => {
             body: JSON.stringify({
               model: 'claude-mock',
               max_tokens: 16,
+              stream,
               messages: [{ role: 'user', content: `load ${answered.length}` }],
             }),
           });
-          await res.arrayBuffer();
-          if (res.status === 200) answered.push(res.headers.get('request-id') as string);
+          const text = await res.text();
+          // A streamed answer counts once the client saw message_stop (it may send its next turn then).
+          if (res.status === 200 && (!stream || text.includes('event: message_stop')))
+            answered.push(res.headers.get('moat-request-id') as string);
         } catch {
           return; // the server is gone
         }

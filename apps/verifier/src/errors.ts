@@ -28,13 +28,16 @@ export const STATUS_OF_ERROR_TYPE: Readonly<Record<ApiErrorType, number>> = {
 export class ApiError extends Error {
   override readonly name = 'ApiError';
   readonly code: `ERR_API_${Uppercase<ApiErrorType>}`;
+  /** Seconds after which the client may retry (sent as `retry-after`). */
+  readonly retryAfterSec: number | undefined;
   constructor(
     readonly status: number,
     readonly type: ApiErrorType,
     message: string,
-    options?: ErrorOptions,
+    options?: ErrorOptions & { retryAfterSec?: number },
   ) {
     super(message, options);
+    this.retryAfterSec = options?.retryAfterSec;
     this.code = `ERR_API_${type.toUpperCase() as Uppercase<ApiErrorType>}`;
   }
 

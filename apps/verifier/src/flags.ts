@@ -10,6 +10,19 @@ export interface FeatureDefinition {
   readonly rules?: readonly unknown[];
 }
 
+/** What GrowthBook targeting rules of a policy see about a request. */
+export interface PolicyAttributes {
+  /** The API key's id. */
+  readonly id: string;
+  /** Entry point from the attribution block (`cli`, `sdk`, …), when the block was readable. */
+  readonly ep?: string;
+  /** Client version from the attribution block. */
+  readonly cv?: string;
+  readonly model?: string;
+  /** The attestation signal. */
+  readonly attestation?: string;
+}
+
 /** Prefix of server-side policy features; they are never served to clients. */
 export const POLICY_PREFIX = 'moat-policy-';
 
@@ -76,15 +89,18 @@ export class Flags {
     this.#gb = new GrowthBook({ features: features as never });
   }
 
-  /** A feature's value for an API key. */
-  value<T>(key: string, fallback: T, apiKeyId?: string): T {
-    this.#gb.setAttributes(apiKeyId === undefined ? {} : { id: apiKeyId });
+  /**
+   * A feature's value for a request: `attributes` are what targeting rules see (`id` the API
+   * key id, `ep`, `cv`, `model`, `attestation`); a string is taken as the key id alone.
+   */
+  value<T>(key: string, fallback: T, attributes?: PolicyAttributes | string): T {
+    this.#gb.setAttributes(attributes === undefined ? {} : typeof attributes === 'string' ? { id: attributes } : { ...attributes });
     return this.#gb.getFeatureValue(key, fallback as never) as T;
   }
 
   /** The policy action for a signal value: `monitor`, `flag` or `block`. */
-  action(signal: string, value: string, apiKeyId?: string): PolicyAction {
-    const table = this.value<Record<string, unknown>>(`${POLICY_PREFIX}${signal}`, {}, apiKeyId);
+  action(signal: string, value: string, attributes?: PolicyAttributes | string): PolicyAction {
+    const table = this.value<Record<string, unknown>>(`${POLICY_PREFIX}${signal}`, {}, attributes);
     const action = table?.[value];
     return action === 'flag' || action === 'block' ? action : 'monitor';
   }

@@ -132,12 +132,12 @@ describe('moat-verifier in front of an upstream over HTTP', () => {
   });
 
   it('passes upstream errors on: before the stream as the API error, during it as an SSE error event', async () => {
-    const overloaded = await post(ask('Busy?', { model: 'claude-overloaded' }));
+    const overloaded = await post(ask('Busy?', { model: 'claude-mock-overloaded' }));
     expect(overloaded.status).toBe(529);
     expect(((await overloaded.json()) as { error: { type: string } }).error.type).toBe('overloaded_error');
-    const midstream = await streamed(await post(ask('Busy later?', { model: 'claude-midstream', stream: true })));
+    const midstream = await streamed(await post(ask('Busy later?', { model: 'claude-mock-midstream', stream: true })));
     expect(midstream.events.map((e) => e.event)).toEqual(['message_start', 'error']);
     expect(midstream.events[1]?.data).toEqual({ type: 'error', error: { type: 'overloaded_error', message: 'Overloaded' } });
-    expect((await verifier.storage.recentRecords(1))[0]).toMatchObject({ model: 'claude-midstream', status: 529 });
+    expect((await verifier.storage.recentRecords(1))[0]).toMatchObject({ model: 'claude-mock-midstream', status: 529 });
   });
 });

@@ -163,7 +163,11 @@ describe('moat-verifier', () => {
   it('answers decoy calls itself: the client never sees them, as JSON or as SSE', async () => {
     const gate = await AntiDistillationGate.create({ compileTime: true, entrypoint: 'cli', remote: { apiHost: base, clientKey: 'moat' } });
     const metric = async () =>
-      Number(/^moat_decoy_calls_total (\d+)/m.exec(await (await fetch(`${base}/metrics`)).text())?.[1] ?? Number.NaN);
+      Number(
+        /^moat_decoy_calls_total (\d+)/m.exec(
+          await (await fetch(`${base}/metrics`, { headers: { authorization: `Bearer ${ADMIN}` } })).text(),
+        )?.[1] ?? Number.NaN,
+      );
     const before = await metric();
     // Without real tools, the mock model calls the first tool it is given: a decoy.
     const r = await post(attested as typeof fetch, gate.apply(request('Please check the ledger for account 7')));
@@ -272,7 +276,7 @@ describe('moat-verifier', () => {
     expect(bad.json.error.type).toBe('invalid_request_error');
     expect((await verifier.storage.summary()).total).toBe(before + 1);
     expect(await lastRecord()).toMatchObject({ verdict: 'block', status: 400 });
-    const overloaded = await post(attested as typeof fetch, request('Try the overloaded model', { model: 'claude-overloaded' }));
+    const overloaded = await post(attested as typeof fetch, request('Try the overloaded model', { model: 'claude-mock-overloaded' }));
     expect(overloaded.status).toBe(529);
     expect(overloaded.json.error.type).toBe('overloaded_error');
     const big = await post(fetch, JSON.stringify({ pad: 'x'.repeat(11 * 1024 * 1024) }));
@@ -280,15 +284,19 @@ describe('moat-verifier', () => {
   });
 
   it('the mock model is as strict as the real API', () => {
-    expect(() => mockMessages({ model: 'm', max_tokens: 1, messages: [{ role: 'user', content: 'x' }], moat_att: 'v1…' })).toThrow(
-      /moat_att: Extra inputs are not permitted/,
-    );
     expect(() =>
-      mockMessages({ model: 'm', max_tokens: 1, messages: [{ role: 'user', content: 'x' }], anti_distillation: ['fake_tools'] }),
+      mockMessages({ model: 'claude-mock', max_tokens: 1, messages: [{ role: 'user', content: 'x' }], moat_att: 'v1…' }),
+    ).toThrow(/moat_att: Extra inputs are not permitted/);
+    expect(() =>
+      mockMessages({ model: 'claude-mock', max_tokens: 1, messages: [{ role: 'user', content: 'x' }], anti_distillation: ['fake_tools'] }),
     ).toThrow(/Extra inputs/);
     expect(
-      mockMessages({ model: 'm', max_tokens: 1, messages: [{ role: 'user', content: 'check the ledger' }], tools: [{ name: 'lookup' }] })
-        .stop_reason,
+      mockMessages({
+        model: 'claude-mock',
+        max_tokens: 1,
+        messages: [{ role: 'user', content: 'check the ledger' }],
+        tools: [{ name: 'lookup' }],
+      }).stop_reason,
     ).toBe('tool_use');
   });
 
@@ -313,7 +321,8 @@ describe('moat-verifier', () => {
       ((await (await fetch(`${base}/api/features/moat`)).json()) as { features: Record<string, unknown> }).features,
     ).not.toHaveProperty('moat-policy-attestation');
     expect((await fetch(`${base}/healthz`)).status).toBe(200);
-    const metrics = await (await fetch(`${base}/metrics`)).text();
+    expect((await fetch(`${base}/metrics`)).status).toBe(401);
+    const metrics = await (await fetch(`${base}/metrics`, { headers: { authorization: `Bearer ${ADMIN}` } })).text();
     expect(metrics).toMatch(/moat_requests_total\{verdict="allow"\} \d+/);
     expect((await fetch(`${base}/admin/records`)).status).toBe(401);
     expect((await fetch(`${base}/admin/records`, { headers: { authorization: 'Bearer wrong-token-0123456789' } })).status).toBe(401);

@@ -1,0 +1,92 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import { formatStreamEvent, type StreamEvent } from '@moat/protocol/messages';
+import { ApiError } from './errors.js';
+
+/** Sends a JSON answer with its length. */
+export function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { ...headers, 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+/** Sends an error in Anthropic's shape; `retry-after` when the error says when to come back. */
+export function sendError(res: ServerResponse, error: ApiError): void {
+  sendJson(res, error.status, error.body(), error.retryAfterSec === undefined ? {} : { 'retry-after': String(error.retryAfterSec) });
+}
+
+/** Writes one server-sent event. */
+export function writeEvent(res: ServerResponse, ev: StreamEvent<unknown>): void {
+  res.write(formatStreamEvent(ev));
+}
+
+/**
+ * Reads a request body up to `max` bytes. A larger declared or actual length is `413
+ * request_too_large`; the rest of the upload is drained so the answer still gets through.
+ */
+export async function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
+  const declared = Number(req.headers['content-length'] ?? 0);
+  if (declared > max) {
+    req.resume();
+    throw new ApiError(413, 'request_too_large', `request body of ${declared} bytes exceeds the ${max}-byte limit`);
+  }
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length;
+    if (size > max) {
+      req.resume();
+      throw new ApiError(413, 'request_too_large', `request body exceeds the ${max}-byte limit`);
+    }
+    chunks.push(chunk as Buffer);
+  }
+  return chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks);
+}
+
+/** Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded in either direction. */
+export const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'proxy-connection',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+]);
+
+const PARSER_ERRORS: Readonly<Record<string, [number, string]>> = {
+  HPE_HEADER_OVERFLOW: [431, 'request headers too large'],
+  HPE_CHUNK_EXTENSIONS_OVERFLOW: [413, 'chunk extensions too large'],
+  ERR_HTTP_REQUEST_TIMEOUT: [408, 'request timed out'],
+};
+
+/**
+ * Answers a request Node's HTTP parser refused (bad request line, oversized headers, a
+ * malformed chunk) in Anthropic's error shape, then closes the connection.
+ */
+export function answerClientError(error: Error & { code?: string }, socket: Socket): void {
+  if (!socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const [status, message] = PARSER_ERRORS[error.code ?? ''] ?? [400, `malformed HTTP request (${error.code ?? 'parse error'})`];
+  const type = status === 413 ? 'request_too_large' : 'invalid_request_error';
+  const body = JSON.stringify({ type: 'error', error: { type, message } });
+  socket.end(
+    `HTTP/1.1 ${status} ${status === 431 ? 'Request Header Fields Too Large' : status === 413 ? 'Content Too Large' : status === 408 ? 'Request Timeout' : 'Bad Request'}\r\n` +
+      `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+  );
+}
+
+/** Answers `CONNECT` (the verifier is no forward proxy) in Anthropic's error shape. */
+export function answerConnect(socket: Socket): void {
+  const body = JSON.stringify({
+    type: 'error',
+    error: { type: 'invalid_request_error', message: 'CONNECT is not supported: this is an API, not a proxy' },
+  });
+  socket.end(
+    `HTTP/1.1 405 Method Not Allowed\r\nallow: GET, POST\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+  );
+}

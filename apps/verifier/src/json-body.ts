@@ -1,0 +1,222 @@
+import { MoatError } from '@moat/protocol/support';
+
+/** Why a request body is not strict JSON. */
+export type JsonBodyErrorCode = 'ERR_JSON_UTF8' | 'ERR_JSON_SYNTAX' | 'ERR_JSON_DEPTH' | 'ERR_JSON_DUPLICATE_KEY' | 'ERR_JSON_NOT_OBJECT';
+
+/** A body that is not strict JSON; `path` names where (dotted, `""` for the whole body). */
+export class JsonBodyError extends MoatError<JsonBodyErrorCode> {
+  override readonly name = 'JsonBodyError';
+  constructor(
+    code: JsonBodyErrorCode,
+    readonly path: string,
+    message: string,
+  ) {
+    super(code, message);
+  }
+}
+
+/** Byte span of one top-level member: from its key's opening quote to the end of its value. */
+export interface MemberSpan {
+  readonly key: string;
+  readonly start: number;
+  readonly end: number;
+}
+
+/** Byte spans of a body's top-level members, in order, and of the elements of its `system` array. */
+export interface BodyLayout {
+  readonly members: readonly MemberSpan[];
+  /** Elements of a top-level `system` array, by byte span. */
+  readonly systemElements?: ReadonlyArray<{ readonly start: number; readonly end: number }>;
+}
+
+const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
+const decoder = new TextDecoder('utf-8', { fatal: true });
+
+function isSpace(byte: number | undefined): boolean {
+  return byte === 0x20 || byte === 0x0a || byte === 0x0d || byte === 0x09;
+}
+
+/** Index of the quote that closes the string opened at `open`, or -1. */
+function closingQuote(raw: Buffer, open: number): number {
+  let i = open + 1;
+  for (;;) {
+    const q = raw.indexOf(QUOTE, i);
+    if (q === -1) return -1;
+    let backslashes = 0;
+    for (let j = q - 1; raw[j] === BACKSLASH; j--) backslashes++;
+    if (backslashes % 2 === 0) return q;
+    i = q + 1;
+  }
+}
+
+function keyText(raw: Buffer, open: number, close: number): string {
+  const text = raw.toString('utf8', open + 1, close);
+  // Escaped keys are compared by their value: "a" and "\u0061" are the same key.
+  return text.includes('\\') ? (JSON.parse(`"${text}"`) as string) : text;
+}
+
+interface Frame {
+  readonly object: boolean;
+  readonly path: string;
+  keys: Set<string> | undefined;
+  key: string;
+  index: number;
+}
+
+/**
+ * Parses a request body as strict JSON: valid UTF-8 (no replacement of bad bytes), an object
+ * at the top, no member name twice in one object (compared after unescaping), nesting no
+ * deeper than `maxDepth`. The structural checks run on the bytes before `JSON.parse`, so a
+ * body nested a million levels deep costs one pass and no recursion. Returns the value and
+ * the byte layout of its top-level members, so a gateway can forward the client's own bytes
+ * with members cut out.
+ *
+ * @throws {JsonBodyError} with a code and the path where the body breaks the rules.
+ */
+export function parseJsonBody(raw: Buffer, maxDepth: number): { value: Record<string, unknown>; layout: BodyLayout } {
+  let text: string;
+  try {
+    text = decoder.decode(raw);
+  } catch {
+    throw new JsonBodyError('ERR_JSON_UTF8', '', 'expected a body in valid UTF-8, got invalid byte sequences');
+  }
+  const stack: Frame[] = [];
+  const members: MemberSpan[] = [];
+  let systemElements: Array<{ start: number; end: number }> | undefined;
+  let memberStart = -1;
+  let memberKey = '';
+  let elementStart = -1;
+  let lastEnd = 0; // index after the last byte that was not white space
+  let expectKey = false;
+  const pathOf = (frame: Frame | undefined): string => {
+    if (frame === undefined) return '';
+    const part = frame.object ? frame.key : String(frame.index);
+    return frame.path === '' ? part : `${frame.path}.${part}`;
+  };
+  for (let i = 0; i < raw.length; i++) {
+    const c = raw[i] as number;
+    if (isSpace(c)) continue;
+    const top = stack.at(-1);
+    if (c === QUOTE) {
+      const close = closingQuote(raw, i);
+      if (close === -1) break; // JSON.parse names the syntax error
+      if (top?.object === true && expectKey) {
+        const key = keyText(raw, i, close);
+        top.keys ??= new Set();
+        if (top.keys.has(key)) {
+          const path = top.path === '' ? key : `${top.path}.${key}`;
+          throw new JsonBodyError(
+            'ERR_JSON_DUPLICATE_KEY',
+            path,
+            `expected each member name once per object, got ${JSON.stringify(key.slice(0, 60))} twice`,
+          );
+        }
+        top.keys.add(key);
+        top.key = key;
+        expectKey = false;
+        if (stack.length === 1) {
+          memberStart = i;
+          memberKey = key;
+        }
+      } else if (stack.length === 2 && memberKey === 'system' && top?.object === false && elementStart === -1) elementStart = i;
+      i = close;
+      lastEnd = close + 1;
+      continue;
+    }
+    if (c === 0x7b || c === 0x5b) {
+      if (stack.length === 2 && memberKey === 'system' && top?.object === false && elementStart === -1) elementStart = i;
+      if (stack.length >= maxDepth)
+        throw new JsonBodyError('ERR_JSON_DEPTH', pathOf(top), `expected nesting at most ${maxDepth} deep, got deeper`);
+      if (stack.length === 1 && memberKey === 'system' && c === 0x5b) systemElements = [];
+      stack.push({ object: c === 0x7b, path: pathOf(top), keys: undefined, key: '', index: 0 });
+      expectKey = c === 0x7b;
+      lastEnd = i + 1;
+      continue;
+    }
+    if (c === 0x7d || c === 0x5d || c === 0x2c) {
+      if (stack.length === 2 && memberKey === 'system' && top?.object === false && elementStart !== -1) {
+        systemElements?.push({ start: elementStart, end: lastEnd });
+        elementStart = -1;
+      }
+      if (stack.length === 1 && memberStart !== -1) {
+        members.push({ key: memberKey, start: memberStart, end: lastEnd });
+        memberStart = -1;
+        memberKey = '';
+      }
+      if (c === 0x2c) {
+        if (top !== undefined) {
+          if (top.object) expectKey = true;
+          else top.index++;
+        }
+      } else {
+        stack.pop();
+        expectKey = false;
+      }
+      lastEnd = i + 1;
+      continue;
+    }
+    if (stack.length === 2 && memberKey === 'system' && top?.object === false && elementStart === -1) elementStart = i;
+    lastEnd = i + 1;
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (error) {
+    throw new JsonBodyError('ERR_JSON_SYNTAX', '', `expected JSON, got ${error instanceof Error ? error.message : 'a syntax error'}`);
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value))
+    throw new JsonBodyError(
+      'ERR_JSON_NOT_OBJECT',
+      '',
+      `expected a JSON object, got ${value === null ? 'null' : Array.isArray(value) ? 'an array' : typeof value}`,
+    );
+  return { value: value as Record<string, unknown>, layout: systemElements === undefined ? { members } : { members, systemElements } };
+}
+
+/**
+ * The body's bytes with top-level members left out (`drop`) or given new values (`replace`,
+ * serialized with `JSON.stringify`; a replaced member that is absent is appended), everything
+ * else exactly as the client sent it. `dropFirstSystemElement` removes `system[0]` (the
+ * attribution block), and `system` itself when nothing is left.
+ */
+export function rewriteMembers(
+  raw: Buffer,
+  layout: BodyLayout,
+  edits: { readonly drop: ReadonlySet<string>; readonly replace?: ReadonlyMap<string, unknown>; readonly dropFirstSystemElement?: boolean },
+): Buffer {
+  const parts: Buffer[] = [];
+  const comma = Buffer.from(',');
+  const seen = new Set<string>();
+  const push = (part: Buffer) => {
+    if (parts.length > 1) parts.push(comma);
+    parts.push(part);
+  };
+  parts.push(Buffer.from('{'));
+  for (const member of layout.members) {
+    seen.add(member.key);
+    if (edits.drop.has(member.key)) continue;
+    if (edits.replace?.has(member.key) === true) {
+      push(Buffer.from(`${JSON.stringify(member.key)}:${JSON.stringify(edits.replace.get(member.key))}`));
+      continue;
+    }
+    if (member.key === 'system' && edits.dropFirstSystemElement === true && layout.systemElements !== undefined) {
+      const kept = layout.systemElements.slice(1);
+      if (kept.length === 0) continue;
+      const open = raw.indexOf(0x5b, member.start);
+      const items = kept.map((e) => raw.subarray(e.start, e.end));
+      push(
+        Buffer.concat([
+          raw.subarray(member.start, open + 1),
+          ...items.flatMap((item, i) => (i === 0 ? [item] : [comma, item])),
+          Buffer.from(']'),
+        ]),
+      );
+      continue;
+    }
+    push(raw.subarray(member.start, member.end));
+  }
+  for (const [key, value] of edits.replace ?? []) if (!seen.has(key)) push(Buffer.from(`${JSON.stringify(key)}:${JSON.stringify(value)}`));
+  parts.push(Buffer.from('}'));
+  return Buffer.concat(parts);
+}

@@ -1,0 +1,52 @@
+import { Counter, collectDefaultMetrics, Histogram, Registry } from 'prom-client';
+
+/** The verifier's Prometheus series. */
+export interface VerifierMetrics {
+  readonly registry: Registry;
+  readonly requests: Counter<'verdict'>;
+  readonly signals: Counter<'layer' | 'value'>;
+  readonly duration: Histogram;
+  readonly decoyCalls: Counter;
+  readonly telemetryEvents: Counter<'type'>;
+  /** Decoy calls kept from clients since start. */
+  decoyCallCount: number;
+}
+
+/** Creates the registry and the series; process metrics included. */
+export function createMetrics(): VerifierMetrics {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  return {
+    registry,
+    requests: new Counter({
+      name: 'moat_requests_total',
+      help: 'Messages requests by verdict',
+      labelNames: ['verdict'],
+      registers: [registry],
+    }),
+    signals: new Counter({
+      name: 'moat_signals_total',
+      help: 'Signals by layer and value',
+      labelNames: ['layer', 'value'],
+      registers: [registry],
+    }),
+    duration: new Histogram({
+      name: 'moat_request_duration_seconds',
+      help: 'Time to answer a Messages request',
+      buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30],
+      registers: [registry],
+    }),
+    decoyCalls: new Counter({
+      name: 'moat_decoy_calls_total',
+      help: 'Decoy tool calls the verifier kept from the client (answered, or withheld next to real calls)',
+      registers: [registry],
+    }),
+    telemetryEvents: new Counter({
+      name: 'moat_telemetry_events_total',
+      help: 'Client telemetry events by type',
+      labelNames: ['type'],
+      registers: [registry],
+    }),
+    decoyCallCount: 0,
+  };
+}

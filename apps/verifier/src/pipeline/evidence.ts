@@ -1,0 +1,64 @@
+import type { IncomingHttpHeaders } from 'node:http';
+import { UNATTESTED_HEADER } from '@moat/attest/client';
+import { type AttestationResult, verifyAttestation } from '@moat/attest/server';
+import { type RequestBlocksCheck, verifyRequestBlocks } from '@moat/distill-guard/server';
+import { checkFingerprint, type FingerprintCheck, type KeyClassification } from '@moat/fingerprint/server';
+import { inspectRequest, type RequestEvidence } from '@moat/gateway-detect/server';
+import { findAttribution, tryParseAttribution } from '@moat/protocol';
+import type { MessagesRequest } from '@moat/protocol/messages';
+import type { VerifierServices } from './services.js';
+
+/** Everything the layers found about one request. */
+export interface Evidence {
+  readonly attestation: AttestationResult;
+  readonly fingerprint: FingerprintCheck;
+  /** The key's standing in the fingerprint statistics after this request. */
+  readonly keyClass: KeyClassification;
+  readonly gateway: RequestEvidence;
+  readonly thinking: RequestBlocksCheck;
+  /** What the attribution block says of the client (unverified claims, for policy targeting). */
+  readonly client: { readonly ep?: string; readonly cv?: string };
+  /** The client's own word that it could not attest (telemetry only: it never changes a verdict). */
+  readonly clientUnavailable: boolean;
+}
+
+/** What {@link gatherEvidence} looks at. */
+export interface EvidenceInput {
+  readonly raw: Buffer;
+  readonly body: MessagesRequest;
+  readonly headers: IncomingHttpHeaders;
+  readonly keyId: string;
+  readonly remoteAddress: string | undefined;
+}
+
+/**
+ * Stage 3: every layer's evidence — the attestation stamp over the raw bytes (and its nonce
+ * in the replay cache), the fingerprint and the key's statistics, gateway traces in the
+ * headers and the address fan-in, and the signatures of signed blocks sent back.
+ */
+export async function gatherEvidence(input: EvidenceInput, services: VerifierServices): Promise<Evidence> {
+  const { config, storage, attestationKeyring, fingerprintStats, gatewayStats, blockKeyring } = services;
+  const clientUnavailable = String(input.headers[UNATTESTED_HEADER] ?? '').startsWith('unavailable');
+  const attestation = await verifyAttestation(input.raw, {
+    keyring: attestationKeyring,
+    nonceStore: storage,
+    windowSec: config.windowSec,
+    clientUnavailable,
+  });
+  const fingerprint = checkFingerprint(input.body, { salt: config.fingerprintSalt });
+  const keyClass = fingerprintStats.record(input.keyId, fingerprint.signal);
+  const gateway = gatewayStats.record(
+    input.keyId,
+    inspectRequest({
+      headers: input.headers as Record<string, string>,
+      ...(fingerprint.clientVersion === undefined ? {} : { clientVersion: fingerprint.clientVersion }),
+      userAgentProduct: config.userAgentProduct,
+    }),
+    input.remoteAddress,
+  );
+  const thinking = verifyRequestBlocks(input.body, input.keyId, blockKeyring);
+  const located = findAttribution(input.body);
+  const parsed = located.status === 'present' ? tryParseAttribution(located.text) : undefined;
+  const client = parsed?.ok === true ? { ...(parsed.value.ep === undefined ? {} : { ep: parsed.value.ep }), cv: parsed.value.cv } : {};
+  return { attestation, fingerprint, keyClass, gateway, thinking, client, clientUnavailable };
+}

@@ -1,0 +1,188 @@
+/**
+ * The verifier's decision pipeline for every request that carries a Messages body
+ * (`POST /v1/messages` and `/v1/messages/count_tokens`), one stage per module, in order:
+ *
+ * 1. read — the body: size, strict JSON, the Messages shape ({@link readMessagesRequest})
+ * 2. authenticate — the API key's id ({@link authenticate})
+ * 3. evidence — attestation, fingerprint, gateway traces, signed blocks ({@link gatherEvidence})
+ * 4. policy — a pure decision from the signals ({@link decide})
+ * 5. record — the request's one record, filled in as it goes ({@link RequestLedger})
+ * 6. rewrite the request — Moat's members out, decoys in, upstream signatures back ({@link rewriteRequest})
+ * 7. upstream — forward with the verifier's key ({@link Upstream})
+ * 8. rewrite the response — sign, intercept decoy calls, JSON or SSE ({@link answerJson}, {@link answerStream})
+ * 9. finish the record — durable before the answer completes
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { verifyAttestation } from '@moat/attest/server';
+import { invalidBlockError } from '@moat/distill-guard/server';
+import { errorMessage } from '@moat/protocol/support';
+import { ApiError } from '../errors.js';
+import { readBody, sendError, sendJson, writeEvent } from '../http.js';
+import { authenticate } from './authenticate.js';
+import { gatherEvidence } from './evidence.js';
+import { decide, flagPolicy, policyAttributes, signalsOf } from './policy.js';
+import { parseMessagesBody, type ReadRequest } from './read.js';
+import { newRequestId, RecordStoreError, RequestLedger } from './record.js';
+import { asksForDecoys, rewriteRequest } from './rewrite-request.js';
+import { answerJson, answerStream, passError } from './rewrite-response.js';
+import type { VerifierServices } from './services.js';
+
+export { authenticate } from './authenticate.js';
+export { type Decision, decide, type Signals } from './policy.js';
+export { readMessagesRequest } from './read.js';
+export { RequestLedger } from './record.js';
+export { rewriteRequest } from './rewrite-request.js';
+export type { VerifierServices } from './services.js';
+export { Upstream } from './upstream.js';
+
+/** Which endpoint a Messages body came to. */
+export type MessagesEndpoint = 'messages' | 'count_tokens';
+
+/** Status recorded for a request whose client went away before the answer ended (nginx's convention). */
+export const CLIENT_CLOSED = 499;
+
+/** Runs the pipeline for one request; always answers, always leaves exactly one record. */
+export async function handleMessagesRequest(
+  req: IncomingMessage,
+  res: ServerResponse,
+  endpoint: MessagesEndpoint,
+  services: VerifierServices,
+): Promise<void> {
+  const { config, storage, flags, metrics, log } = services;
+  const ledger = new RequestLedger(storage, newRequestId());
+  res.setHeader('moat-request-id', ledger.id);
+  const abort = new AbortController();
+  res.on('close', () => {
+    if (!res.writableFinished) abort.abort();
+  });
+  try {
+    const keyId = await authenticate(req.headers, services.keyCache, storage);
+    ledger.set({ keyId });
+    const raw = await readBody(req, config.maxBodyBytes);
+    let read: ReadRequest;
+    try {
+      read = parseMessagesBody(raw, config.maxJsonDepth);
+    } catch (error) {
+      // A body that does not parse still says whether its stamp is genuine (and spends its nonce).
+      const attestation = await verifyAttestation(raw, {
+        keyring: services.attestationKeyring,
+        nonceStore: storage,
+        windowSec: config.windowSec,
+      });
+      ledger.set({ attestation: attestation.signal, verdict: 'block' });
+      throw error;
+    }
+    const { body } = read;
+    ledger.set({ model: body.model });
+
+    const evidence = await gatherEvidence({ raw, body, headers: req.headers, keyId, remoteAddress: req.socket.remoteAddress }, services);
+    const attributes = policyAttributes(keyId, body.model, evidence);
+    const decision = decide(signalsOf(evidence), flagPolicy(flags, attributes));
+    ledger.set({
+      attestation: evidence.attestation.signal,
+      fingerprint: evidence.fingerprint.signal,
+      gateway: evidence.gateway.gateways.map((g) => g.id),
+      relay: evidence.gateway.signals.filter((s) => s !== 'gateway_headers'),
+      thinking: evidence.thinking.signal,
+      verdict: decision.verdict,
+      reasons: [...decision.reasons],
+    });
+    for (const { layer, value } of decision.actions) metrics.signals.inc({ layer, value });
+    metrics.requests.inc({ verdict: decision.verdict });
+    if (decision.verdict === 'block') {
+      const failure = evidence.thinking.failures[0];
+      if (evidence.thinking.signal === 'invalid' && decision.reasons.includes('block:thinking=invalid') && failure !== undefined) {
+        await ledger.finish(400);
+        return sendJson(res, 400, invalidBlockError(failure));
+      }
+      throw new ApiError(
+        403,
+        'permission_error',
+        `request blocked by policy (${decision.reasons.filter((r) => r.startsWith('block')).join(', ')})`,
+      );
+    }
+
+    const plan = await rewriteRequest(read, evidence, {
+      keyId,
+      injectDecoys: endpoint === 'messages' && asksForDecoys(body) && flags.value('moat-policy-decoys', true, attributes),
+      secret: services.secret,
+      storage,
+    });
+    ledger.set({ decoys: plan.decoys.length });
+    const resend = (bytes: Buffer) => {
+      services.onUpstreamRequest?.(bytes.toString('utf8'));
+      return services.upstream.send({ method: 'POST', path: req.url ?? '/', headers: req.headers, body: bytes, signal: abort.signal });
+    };
+    const first = await resend(plan.bytes);
+    if (endpoint === 'count_tokens') {
+      if (first.status >= 300) return await passError(res, ledger, first);
+      const answer = Buffer.from(await first.body.arrayBuffer());
+      await ledger.finish(first.status);
+      res.writeHead(first.status, { ...first.headers, 'content-length': String(answer.length) });
+      res.end(answer);
+      return;
+    }
+    const input = {
+      res,
+      ledger,
+      storage,
+      plan,
+      ctx: { apiKeyId: keyId, model: body.model },
+      keyring: services.blockKeyring,
+      secret: services.secret,
+      resend,
+      onDecoyCalls: (n: number) => {
+        if (n === 0) return;
+        metrics.decoyCalls.inc(n);
+        metrics.decoyCallCount += n;
+      },
+    };
+    await (body.stream === true ? answerStream(input, first) : answerJson(input, first));
+  } catch (error) {
+    await fail(error, res, ledger, abort.signal, services);
+  } finally {
+    metrics.duration.observe((ledger.record.latencyMs ?? 0) / 1000);
+    if (!ledger.finished) {
+      log.error({ id: ledger.id }, 'request left the pipeline without a record');
+      await ledger.finish(res.statusCode).catch(() => {});
+    }
+    log.info({ id: ledger.id, keyId: ledger.record.keyId, verdict: ledger.record.verdict, status: ledger.record.status }, endpoint);
+  }
+}
+
+/** Answers a failed request (an API error, the client gone, a fault of ours) and records it. */
+async function fail(
+  error: unknown,
+  res: ServerResponse,
+  ledger: RequestLedger,
+  signal: AbortSignal,
+  services: VerifierServices,
+): Promise<void> {
+  let apiError: ApiError;
+  if (signal.aborted) {
+    ledger.reason('client_disconnected');
+    apiError = new ApiError(CLIENT_CLOSED, 'api_error', 'client closed the connection');
+  } else if (error instanceof ApiError) apiError = error;
+  else if (error instanceof RecordStoreError) {
+    services.log.error({ err: error.message, id: ledger.id }, 'record not written');
+    apiError = new ApiError(503, 'overloaded_error', 'the record store is unavailable; retry shortly', { retryAfterSec: 1 });
+  } else {
+    services.log.error({ err: error, id: ledger.id }, 'unexpected error');
+    apiError = new ApiError(500, 'api_error', 'internal error');
+  }
+  if (!ledger.finished) {
+    ledger.reason(`${apiError.status}: ${apiError.message}`);
+    try {
+      await ledger.finish(apiError.status);
+    } catch (storageError) {
+      services.log.error({ err: errorMessage(storageError), id: ledger.id }, 'record not written');
+      apiError = new ApiError(503, 'overloaded_error', 'the record store is unavailable; retry shortly', { retryAfterSec: 1 });
+    }
+  }
+  if (signal.aborted || res.destroyed) return;
+  if (!res.headersSent) sendError(res, apiError);
+  else if (!res.writableEnded) {
+    writeEvent(res, { event: 'error', data: { type: 'error', error: { type: apiError.type, message: apiError.message } } });
+    res.end();
+  }
+}

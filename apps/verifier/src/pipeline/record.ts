@@ -1,0 +1,111 @@
+import { randomUUID } from 'node:crypto';
+import { MoatError } from '@moat/protocol/support';
+import type { RequestRecord, Storage } from '../storage.js';
+
+/** A record could not be written: the request must not be answered as if it had been. */
+export class RecordStoreError extends MoatError<'ERR_RECORD_STORE'> {
+  override readonly name = 'RecordStoreError';
+}
+
+/** Bounds of what a record stores, whatever the request sent. */
+export const RECORD_LIMITS = { model: 200, reason: 200, reasons: 20, list: 20 } as const;
+
+/** A time-ordered request id (milliseconds, then 48 random bits): records append to the id index. */
+export function newRequestId(now = Date.now()): string {
+  return `req_${now.toString(16).padStart(12, '0')}${randomUUID().slice(-12)}`;
+}
+
+const bound = (text: string, max: number): string => (text.length > max ? `${text.slice(0, max - 1)}…` : text);
+
+/** A record with every string cut to {@link RECORD_LIMITS}. */
+export function boundedRecord(record: RequestRecord): RequestRecord {
+  return {
+    ...record,
+    model: record.model === null ? null : bound(record.model, RECORD_LIMITS.model),
+    reasons: record.reasons.slice(0, RECORD_LIMITS.reasons).map((r) => bound(r, RECORD_LIMITS.reason)),
+    gateway: record.gateway.slice(0, RECORD_LIMITS.list).map((g) => bound(g, 64)),
+    relay: record.relay.slice(0, RECORD_LIMITS.list).map((g) => bound(g, 64)),
+  };
+}
+
+/**
+ * The one record of one request. Stages fill it in as they learn; {@link finish} writes it
+ * exactly once, with the status the client got, and resolves when it is durable. Every exit
+ * of a request goes through `finish` (the pipeline's `finally` makes sure), so no request
+ * leaves no record and none leaves two.
+ */
+export class RequestLedger {
+  #record: RequestRecord;
+  readonly #storage: Storage;
+  readonly #started: number;
+  #written: Promise<void> | undefined;
+
+  constructor(storage: Storage, id: string, started = performance.now()) {
+    this.#storage = storage;
+    this.#started = started;
+    this.#record = {
+      id,
+      ts: Date.now(),
+      keyId: null,
+      model: null,
+      attestation: 'missing',
+      fingerprint: 'missing',
+      gateway: [],
+      relay: [],
+      thinking: 'none',
+      verdict: 'allow',
+      reasons: [],
+      status: null,
+      latencyMs: null,
+      decoys: 0,
+    };
+  }
+
+  get id(): string {
+    return this.#record.id;
+  }
+
+  get record(): RequestRecord {
+    return this.#record;
+  }
+
+  /** Whether {@link finish} was called. */
+  get finished(): boolean {
+    return this.#written !== undefined;
+  }
+
+  /** Fills in what a stage learned. Ignored once finished. */
+  set(fields: Partial<Omit<RequestRecord, 'id' | 'ts'>>): void {
+    if (this.#written === undefined) this.#record = { ...this.#record, ...fields };
+  }
+
+  /** Adds a reason (kept in order, bounded). */
+  reason(text: string): void {
+    this.set({ reasons: [...this.#record.reasons, text] });
+  }
+
+  /**
+   * Writes the record with the status the client got. The first call writes; later calls
+   * return the same promise.
+   *
+   * @throws {RecordStoreError} when the storage refuses the write.
+   */
+  finish(status: number): Promise<void> {
+    if (this.#written !== undefined) return this.#written;
+    const latencyMs = Math.round(performance.now() - this.#started);
+    this.#record = boundedRecord({ ...this.#record, status, latencyMs });
+    const record = this.#record;
+    this.#written = (async () => {
+      try {
+        await this.#storage.insertRecord(record);
+      } catch (error) {
+        throw new RecordStoreError(
+          'ERR_RECORD_STORE',
+          `expected the record of ${record.id} to be written, got ${error instanceof Error ? error.message : 'an error'}`,
+          { cause: error },
+        );
+      }
+    })();
+    return this.#written;
+  }
+}

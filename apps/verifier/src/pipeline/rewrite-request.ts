@@ -1,0 +1,113 @@
+import { type Decoy, decoyPeriod, decoyResult, decoyTools, findDecoyCall, stripFailedBlocks } from '@moat/distill-guard/server';
+import { ANTI_DISTILLATION_MEMBER, ENVELOPE_MEMBER, findAttribution } from '@moat/protocol';
+import type { ContentBlock, MessageParam, MessagesRequest } from '@moat/protocol/messages';
+import { rewriteMembers } from '../json-body.js';
+import type { Storage } from '../storage.js';
+import type { Evidence } from './evidence.js';
+import type { ReadRequest } from './read.js';
+
+/** Moat's own top-level members: never forwarded. */
+const MOAT_MEMBERS: ReadonlySet<string> = new Set([ENVELOPE_MEMBER, ANTI_DISTILLATION_MEMBER]);
+
+/** What goes upstream, and what a continuation round needs. */
+export interface ForwardPlan {
+  /** The body for the upstream: the client's bytes with Moat's members cut out and the edits spliced in. */
+  readonly bytes: Buffer;
+  /** Decoy tools added to this request (empty when none). */
+  readonly decoys: readonly Decoy[];
+  /** The forwarded conversation, to continue after a turn the verifier answers itself. */
+  readonly messages: readonly MessageParam[];
+  /** The body for the same request with another conversation (decoy continuation rounds). */
+  withMessages(messages: readonly MessageParam[]): Buffer;
+}
+
+/** Whether a request asks for decoys (`"anti_distillation": ["fake_tools"]`). */
+export function asksForDecoys(body: MessagesRequest): boolean {
+  return Array.isArray(body.anti_distillation) && body.anti_distillation.includes('fake_tools');
+}
+
+/**
+ * Stage 5: the request the upstream gets. Moat's members (the envelope, `anti_distillation`)
+ * and the attribution block are cut out of the client's own bytes — everything else arrives
+ * byte for byte, so prompt caching and members the verifier does not know survive. Members
+ * are re-serialized only where they change: signed blocks that failed are stripped, decoy
+ * tools added (`injectDecoys`), the client's results for decoy calls replaced, and the
+ * upstream's own signatures restored on blocks Moat re-signed.
+ */
+export async function rewriteRequest(
+  read: ReadRequest,
+  evidence: Evidence,
+  options: { readonly keyId: string; readonly injectDecoys: boolean; readonly secret: Uint8Array; readonly storage: Storage },
+): Promise<ForwardPlan> {
+  const { body } = read;
+  const replace = new Map<string, unknown>();
+  let messages: MessageParam[] = body.messages;
+  if (evidence.thinking.signal === 'invalid') messages = stripFailedBlocks(body, evidence.thinking.failures).messages;
+  let decoys: Decoy[] = [];
+  if (options.injectDecoys) {
+    const real = body.tools ?? [];
+    decoys = decoyTools({ secret: options.secret, apiKeyId: options.keyId, period: decoyPeriod(), avoid: real.map((t) => String(t.name)) });
+    replace.set('tools', [...real, ...decoys.map((d) => d.tool)]);
+  }
+  messages = answerDecoyResults(messages, decoys, options.secret);
+  messages = await restoreUpstreamSignatures(messages, options.storage);
+  if (messages !== body.messages) replace.set('messages', messages);
+  const edits = { drop: MOAT_MEMBERS, replace, dropFirstSystemElement: findAttribution(body).status === 'present' };
+  return {
+    bytes: rewriteMembers(read.raw, read.layout, edits),
+    decoys,
+    messages,
+    withMessages: (next) => rewriteMembers(read.raw, read.layout, { ...edits, replace: new Map([...replace, ['messages', next]]) }),
+  };
+}
+
+/** Replaces the client's results for decoy calls with plausible ones (the client cannot run decoys). */
+function answerDecoyResults(messages: MessageParam[], decoys: readonly Decoy[], secret: Uint8Array): MessageParam[] {
+  if (decoys.length === 0) return messages;
+  const calls = new Map<string, { id: string; name: string; input?: unknown }>();
+  for (const m of messages) {
+    if (!Array.isArray(m.content)) continue;
+    for (const b of m.content as Array<ContentBlock & { id?: unknown; name?: unknown }>)
+      if (b.type === 'tool_use' && typeof b.id === 'string' && findDecoyCall(b, decoys) !== undefined)
+        calls.set(b.id, b as { id: string; name: string });
+  }
+  if (calls.size === 0) return messages;
+  return messages.map((m) => {
+    if (!Array.isArray(m.content)) return m;
+    return {
+      ...m,
+      content: m.content.map((b) => {
+        const id = (b as { tool_use_id?: unknown }).tool_use_id;
+        const call = b.type === 'tool_result' && typeof id === 'string' ? calls.get(id) : undefined;
+        return call === undefined ? b : (decoyResult(call, secret) as ContentBlock);
+      }),
+    };
+  });
+}
+
+/** Puts the upstream's own signatures back on blocks Moat re-signed, before they go to it. */
+async function restoreUpstreamSignatures(messages: MessageParam[], storage: Storage): Promise<MessageParam[]> {
+  let changed = false;
+  const out: MessageParam[] = [];
+  for (const m of messages) {
+    if (!Array.isArray(m.content) || !m.content.some((b) => isMoatSigned(b))) {
+      out.push(m);
+      continue;
+    }
+    const content: ContentBlock[] = [];
+    for (const b of m.content) {
+      if (!isMoatSigned(b)) content.push(b);
+      else {
+        changed = true;
+        content.push({ ...b, signature: (await storage.upstreamSignature(b.signature)) ?? '' } as ContentBlock);
+      }
+    }
+    out.push({ ...m, content });
+  }
+  return changed ? out : messages;
+}
+
+function isMoatSigned(block: ContentBlock): block is ContentBlock & { signature: string } {
+  const signature = (block as { signature?: unknown }).signature;
+  return typeof signature === 'string' && signature.startsWith('ms1.');
+}

@@ -1,0 +1,224 @@
+import { once } from 'node:events';
+import type { ServerResponse } from 'node:http';
+import {
+  type BlockContext,
+  type DecoyCall,
+  DecoyStreamFilter,
+  decoyResult,
+  interceptDecoyCalls,
+  StreamSigner,
+  signResponse,
+} from '@moat/distill-guard/server';
+import {
+  type ContentBlock,
+  formatStreamEvent,
+  type MessageParam,
+  type MessagesResponse,
+  parseMessagesResponse,
+  readStreamEvents,
+  type StreamEvent,
+} from '@moat/protocol/messages';
+import { errorMessage } from '@moat/protocol/support';
+import { ApiError, type ApiErrorType, STATUS_OF_ERROR_TYPE } from '../errors.js';
+import { sendJson } from '../http.js';
+import type { Storage } from '../storage.js';
+import type { RequestLedger } from './record.js';
+import type { ForwardPlan } from './rewrite-request.js';
+import type { UpstreamResponse } from './upstream.js';
+
+/** Decoy calls are answered by the verifier itself, for at most this many rounds per client request. */
+export const DECOY_ROUNDS = 3;
+
+/** What the response stage works with. */
+export interface AnswerInput {
+  readonly res: ServerResponse;
+  readonly ledger: RequestLedger;
+  readonly storage: Storage;
+  readonly plan: ForwardPlan;
+  readonly ctx: BlockContext;
+  readonly keyring: ConstructorParameters<typeof StreamSigner>[1];
+  readonly secret: Uint8Array;
+  /** Sends the same request upstream with another body (a continuation round). */
+  readonly resend: (body: Buffer) => Promise<UpstreamResponse>;
+  /** Counts decoy calls kept from the client. */
+  readonly onDecoyCalls: (n: number) => void;
+}
+
+/** Headers of the upstream's answer as the client gets them. */
+function passedHeaders(upstream: UpstreamResponse, overrides: Record<string, string> = {}): Record<string, string | string[]> {
+  return { ...upstream.headers, ...overrides };
+}
+
+/** The upstream's error answer, passed on as it came (status, headers, body), after its record is durable. */
+export async function passError(res: ServerResponse, ledger: RequestLedger, upstream: UpstreamResponse): Promise<void> {
+  const body = Buffer.from(await upstream.body.arrayBuffer());
+  ledger.reason(`upstream:${upstream.status}`);
+  await ledger.finish(upstream.status);
+  res.writeHead(upstream.status, passedHeaders(upstream, { 'content-length': String(body.length) }));
+  res.end(body);
+}
+
+const isSuccess = (status: number) => status >= 200 && status < 300;
+
+function outputTokensOf(response: MessagesResponse): number {
+  return typeof response.usage?.output_tokens === 'number' ? response.usage.output_tokens : 0;
+}
+
+const continued = (
+  messages: readonly MessageParam[],
+  blocks: readonly unknown[],
+  calls: readonly DecoyCall[],
+  secret: Uint8Array,
+): MessageParam[] => [
+  ...messages,
+  { role: 'assistant', content: blocks as ContentBlock[] },
+  { role: 'user', content: calls.map((c) => decoyResult(c, secret) as ContentBlock) },
+];
+
+async function rememberUpstreamSignatures(
+  storage: Storage,
+  theirs: Map<number, string>,
+  ours: (index: number) => string | undefined,
+): Promise<void> {
+  for (const [index, signature] of theirs) {
+    const replacement = ours(index);
+    if (replacement === undefined) continue;
+    await storage.rememberUpstreamSignature(replacement, signature);
+    theirs.delete(index);
+  }
+}
+
+async function readUpstreamMessage(upstream: UpstreamResponse): Promise<MessagesResponse> {
+  const text = await upstream.body.text();
+  try {
+    return parseMessagesResponse(JSON.parse(text));
+  } catch (error) {
+    throw new ApiError(502, 'api_error', `upstream answered an unreadable message (${errorMessage(error).slice(0, 120)})`, {
+      cause: error,
+    });
+  }
+}
+
+/**
+ * Stage 7, JSON: answers decoy-only turns itself (up to {@link DECOY_ROUNDS} rounds, their
+ * output tokens added to the usage the client sees), takes decoy calls out, signs
+ * signed-type blocks, remembers the upstream's signatures, makes the record durable, then
+ * answers with the upstream's headers.
+ */
+export async function answerJson(input: AnswerInput, first: UpstreamResponse): Promise<void> {
+  const { res, ledger, plan } = input;
+  let upstream = first;
+  let messages = plan.messages;
+  let hiddenOutputTokens = 0;
+  let answer: MessagesResponse;
+  for (let round = 0; ; round++) {
+    if (!isSuccess(upstream.status)) return passError(res, ledger, upstream);
+    const intercepted = interceptDecoyCalls(await readUpstreamMessage(upstream), plan.decoys);
+    answer = intercepted.response;
+    const { continueWith, calls } = intercepted.turn;
+    input.onDecoyCalls(calls.length);
+    if (continueWith === undefined || round + 1 === DECOY_ROUNDS) break;
+    hiddenOutputTokens += outputTokensOf(answer);
+    messages = continued(messages, continueWith, calls, input.secret);
+    upstream = await input.resend(plan.withMessages(messages));
+  }
+  if (hiddenOutputTokens > 0)
+    answer = { ...answer, usage: { ...answer.usage, output_tokens: outputTokensOf(answer) + hiddenOutputTokens } };
+  const { response, upstreamSignatures } = signResponse(answer, input.ctx, input.keyring);
+  await rememberUpstreamSignatures(
+    input.storage,
+    upstreamSignatures,
+    (i) => (response.content[i] as { signature?: string } | undefined)?.signature,
+  );
+  await ledger.finish(upstream.status);
+  sendJson(res, upstream.status, response, passedHeaders(upstream) as Record<string, string>);
+}
+
+/** Writes with backpressure: waits for `drain` when the socket's buffer is full. */
+async function write(res: ServerResponse, text: string): Promise<void> {
+  if (res.destroyed) return;
+  if (!res.write(text)) await Promise.race([once(res, 'drain'), once(res, 'close')]);
+}
+
+function statusOfErrorEvent(data: Record<string, unknown>): number {
+  const type = (data.error as { type?: unknown } | undefined)?.type;
+  return typeof type === 'string' && Object.hasOwn(STATUS_OF_ERROR_TYPE, type) ? STATUS_OF_ERROR_TYPE[type as ApiErrorType] : 502;
+}
+
+/**
+ * Stage 7, SSE: passes the stream through as it arrives — decoy calls withheld and answered
+ * upstream in further rounds stitched into one client message, signed-type blocks re-signed
+ * — and makes the record (signals, verdict, upstream signatures) durable before
+ * `message_stop` goes out. A stream that ends without `message_stop` is recorded as an
+ * upstream error and the client gets an SSE `error` event.
+ */
+export async function answerStream(input: AnswerInput, first: UpstreamResponse): Promise<void> {
+  const { res, ledger, plan } = input;
+  if (!isSuccess(first.status)) return passError(res, ledger, first);
+  res.writeHead(first.status, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', ...passedHeaders(first) });
+  const signer = new StreamSigner(input.ctx, input.keyring);
+  const filter = plan.decoys.length > 0 ? new DecoyStreamFilter(plan.decoys) : undefined;
+  let status = 200;
+  let stopped = false;
+  let errored = false;
+  const emit = async (ev: StreamEvent) => {
+    if (ev.event === 'error') {
+      status = statusOfErrorEvent(ev.data);
+      errored = true;
+    }
+    for (const out of signer.handle(ev)) {
+      if (out.event === 'message_stop') {
+        // The client may send its next turn as soon as it sees message_stop: everything it needs is stored first.
+        await rememberUpstreamSignatures(input.storage, signer.upstreamSignatures, (i) => signer.issuedSignatures.get(i));
+        await ledger.finish(status);
+        stopped = true;
+      }
+      await write(res, formatStreamEvent(out));
+    }
+  };
+  let upstream = first;
+  let messages = plan.messages;
+  try {
+    for (let round = 0; ; round++) {
+      for await (const ev of readStreamEvents(upstream.body))
+        for (const kept of filter === undefined ? [ev] : filter.handle(ev)) await emit(kept);
+      const turn = filter?.takeTurn();
+      if (filter === undefined || turn?.continueWith === undefined || errored) break;
+      if (round + 1 === DECOY_ROUNDS) {
+        for (const ev of filter.close()) await emit(ev);
+        break;
+      }
+      messages = continued(messages, turn.continueWith, turn.calls, input.secret);
+      filter.nextRound();
+      upstream = await input.resend(plan.withMessages(messages));
+      if (!isSuccess(upstream.status)) {
+        const body = (await upstream.body.json().catch(() => ({}))) as { error?: { type?: string; message?: string } };
+        await emit({
+          event: 'error',
+          data: {
+            type: 'error',
+            error: { type: body.error?.type ?? 'api_error', message: body.error?.message ?? `upstream answered ${upstream.status}` },
+          },
+        });
+        break;
+      }
+    }
+  } finally {
+    input.onDecoyCalls(filter?.decoyCalls ?? 0);
+  }
+  if (!stopped) {
+    if (!errored) {
+      status = 502;
+      ledger.reason('upstream stream ended before message_stop');
+      await ledger.finish(status);
+      await write(
+        res,
+        formatStreamEvent({
+          event: 'error',
+          data: { type: 'error', error: { type: 'api_error', message: 'upstream stream ended before message_stop' } },
+        }),
+      );
+    } else await ledger.finish(status);
+  }
+  res.end();
+}

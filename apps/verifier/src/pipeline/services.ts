@@ -1,0 +1,30 @@
+import type { AttestationKeyring } from '@moat/attest/server';
+import type { BlockKeyring } from '@moat/distill-guard/server';
+import type { FingerprintStats } from '@moat/fingerprint/server';
+import type { GatewayStats } from '@moat/gateway-detect/server';
+import type { Logger } from 'pino';
+import type { VerifierConfig } from '../config.js';
+import type { Flags } from '../flags.js';
+import type { ApiKeyCache } from '../key-cache.js';
+import type { VerifierMetrics } from '../metrics.js';
+import type { Storage } from '../storage.js';
+import type { Upstream } from './upstream.js';
+
+/** What the stages of the pipeline work with: created once by `createVerifier`. */
+export interface VerifierServices {
+  readonly config: VerifierConfig;
+  readonly storage: Storage;
+  readonly flags: Flags;
+  readonly log: Logger;
+  readonly metrics: VerifierMetrics;
+  readonly attestationKeyring: AttestationKeyring;
+  readonly blockKeyring: BlockKeyring;
+  readonly fingerprintStats: FingerprintStats;
+  readonly gatewayStats: GatewayStats;
+  readonly keyCache: ApiKeyCache;
+  /** The server secret: decoys and their canaries, gateway address hashes. */
+  readonly secret: Buffer;
+  readonly upstream: Upstream;
+  /** Sees every body the upstream receives (tests: proves no tag reaches it). */
+  readonly onUpstreamRequest?: ((body: string) => void) | undefined;
+}

@@ -1,0 +1,59 @@
+import { timingSafeEqual } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { ApiError } from '../errors.js';
+import { readBody, sendJson } from '../http.js';
+import type { VerifierServices } from '../pipeline/services.js';
+
+/** Whether the request carries `Authorization: Bearer <token>` for `token`, compared in constant time. */
+export function hasBearer(req: IncomingMessage, token: Buffer): boolean {
+  const auth = req.headers.authorization;
+  if (typeof auth !== 'string' || !auth.startsWith('Bearer ')) return false;
+  const given = Buffer.from(auth.slice(7));
+  return given.length === token.length && timingSafeEqual(given, token);
+}
+
+/** `/admin/*`: records, summary, keys and policy, behind the admin token. */
+export async function handleAdmin(
+  req: IncomingMessage,
+  res: ServerResponse,
+  url: URL,
+  services: VerifierServices,
+  adminToken: Buffer,
+): Promise<void> {
+  const { storage, fingerprintStats, gatewayStats, flags, metrics } = services;
+  if (!hasBearer(req, adminToken)) throw new ApiError(401, 'authentication_error', 'admin bearer token required');
+  if (req.method === 'GET' && url.pathname === '/admin/records') {
+    const limit = Math.min(1000, Math.max(1, Number(url.searchParams.get('limit') ?? 100) || 100));
+    return sendJson(res, 200, { records: await storage.recentRecords(limit, url.searchParams.get('key') ?? undefined) });
+  }
+  if (req.method === 'GET' && url.pathname === '/admin/summary') {
+    return sendJson(res, 200, {
+      ...(await storage.summary()),
+      telemetry: await storage.telemetryCounts(),
+      gateways: gatewayStats.totals(),
+      decoyCalls: metrics.decoyCallCount,
+    });
+  }
+  if (req.method === 'GET' && url.pathname === '/admin/keys') {
+    return sendJson(res, 200, {
+      keys: (await storage.listApiKeys()).map((k) => ({
+        ...k,
+        fingerprint: fingerprintStats.report(k.id) ?? null,
+        gateway: gatewayStats.report(k.id) ?? null,
+      })),
+    });
+  }
+  if (req.method === 'POST' && url.pathname === '/admin/keys') {
+    const raw = await readBody(req, 4096);
+    let label = 'unnamed';
+    try {
+      const parsed = JSON.parse(raw.toString('utf8') || '{}') as { label?: unknown };
+      if (typeof parsed.label === 'string' && parsed.label !== '') label = parsed.label.slice(0, 100);
+    } catch {
+      throw new ApiError(400, 'invalid_request_error', 'body: expected JSON { "label": string }');
+    }
+    return sendJson(res, 201, await storage.createApiKey(label));
+  }
+  if (req.method === 'GET' && url.pathname === '/admin/policy') return sendJson(res, 200, { features: flags.features });
+  throw new ApiError(404, 'not_found_error', `no admin route ${req.method} ${url.pathname}`);
+}
