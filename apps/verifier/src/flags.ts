@@ -35,7 +35,7 @@ export const DEFAULT_FEATURES: Readonly<Record<string, FeatureDefinition>> = {
     defaultValue: {
       valid: 'monitor',
       missing: 'flag',
-      unavailable: 'monitor',
+      unavailable: 'flag',
       invalid: 'block',
       replayed: 'block',
       stale: 'flag',

@@ -171,6 +171,8 @@ async function fail(
     apiError = new ApiError(500, 'api_error', 'internal error');
   }
   if (!ledger.finished) {
+    // Refused here, before the upstream: the request was blocked, whatever the signals said.
+    if (apiError.status >= 400 && apiError.status < 500 && apiError.status !== CLIENT_CLOSED) ledger.set({ verdict: 'block' });
     ledger.reason(`${apiError.status}: ${apiError.message}`);
     try {
       await ledger.finish(apiError.status);

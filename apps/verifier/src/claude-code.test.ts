@@ -1,0 +1,81 @@
+/**
+ * Claude Code itself (`@anthropic-ai/claude-code` from npm, its native binary) against a
+ * verifier started with the default settings and the embedded mock: `claude -p` completes a
+ * prompt as text and as `stream-json`, and its requests are recorded.
+ */
+import { execFile } from 'node:child_process';
+import { existsSync, mkdtempSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { devEnvironment, loadConfig } from './config.js';
+import { createVerifier, type Verifier } from './server.js';
+
+const run = promisify(execFile);
+
+/** The binary of the platform package Claude Code installs for this machine, if any. */
+function claudeBinary(): string | undefined {
+  try {
+    const wrapper = createRequire(import.meta.url).resolve('@anthropic-ai/claude-code/package.json');
+    const platform = `@anthropic-ai/claude-code-${process.platform}-${process.arch}`;
+    const dir = dirname(createRequire(wrapper).resolve(`${platform}/package.json`));
+    const binary = join(dir, process.platform === 'win32' ? 'claude.exe' : 'claude');
+    return existsSync(binary) ? binary : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+const claude = claudeBinary();
+let verifier: Verifier;
+let base = '';
+let apiKey = '';
+
+beforeAll(async () => {
+  verifier = await createVerifier(loadConfig(devEnvironment()), { logLevel: 'silent' });
+  base = await verifier.listen();
+  apiKey = (await verifier.storage.createApiKey('claude-code')).key;
+});
+afterAll(() => verifier.close());
+
+function env(): NodeJS.ProcessEnv {
+  return {
+    PATH: process.env.PATH ?? '',
+    HOME: mkdtempSync(join(tmpdir(), 'moat-claude-home-')),
+    ANTHROPIC_BASE_URL: base,
+    ANTHROPIC_API_KEY: apiKey,
+    CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1',
+    DISABLE_AUTOUPDATER: '1',
+    DISABLE_TELEMETRY: '1',
+    DISABLE_ERROR_REPORTING: '1',
+  };
+}
+
+describe.skipIf(claude === undefined)('Claude Code against the verifier', { timeout: 120_000 }, () => {
+  it('completes `claude -p` as text, and the request is recorded', async () => {
+    const before = (await verifier.storage.summary()).total;
+    const { stdout } = await run(claude as string, ['-p', 'Say hello to the verifier'], { env: env(), timeout: 90_000 });
+    expect(stdout).toContain('Echo: ');
+    const records = await verifier.storage.recentRecords(10);
+    expect((await verifier.storage.summary()).total).toBeGreaterThan(before);
+    expect(records.every((r) => r.status === 200)).toBe(true);
+    // Claude Code sends no Moat evidence: recorded as such, flagged by the default policy, still served.
+    expect(records[0]).toMatchObject({ attestation: 'missing', fingerprint: 'missing', verdict: 'flag' });
+  });
+
+  it('completes `claude -p --output-format stream-json --verbose`', async () => {
+    const { stdout } = await run(claude as string, ['-p', 'Say hello again', '--output-format', 'stream-json', '--verbose'], {
+      env: env(),
+      timeout: 90_000,
+    });
+    const lines = stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { type: string; subtype?: string; is_error?: boolean; result?: string });
+    const result = lines.find((l) => l.type === 'result');
+    expect(result).toMatchObject({ subtype: 'success', is_error: false });
+    expect(result?.result).toContain('Echo: ');
+  });
+});

@@ -1,0 +1,234 @@
+/**
+ * Hostile input against a running verifier: malformed Messages shapes, bad bytes, oversized
+ * and unauthenticated requests, requests Node's HTTP parser refuses — every one answered in
+ * Anthropic's error shape, none with a 5xx of the verifier's own, each leaving exactly one
+ * record. A fast-check fuzz sends 20,000 generated bodies over HTTP.
+ */
+import { connect } from 'node:net';
+import fc from 'fast-check';
+import { Pool } from 'undici';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { devEnvironment, loadConfig } from './config.js';
+import { createVerifier, type Verifier } from './server.js';
+
+let verifier: Verifier;
+let base = '';
+let apiKey = '';
+let pool: Pool;
+
+beforeAll(async () => {
+  verifier = await createVerifier(loadConfig({ ...devEnvironment(), MOAT_VERIFIER_MAX_BODY_BYTES: String(1024 * 1024) }), {
+    logLevel: 'silent',
+  });
+  base = await verifier.listen();
+  apiKey = (await verifier.storage.createApiKey('input')).key;
+  pool = new Pool(base, { connections: 8 });
+});
+afterAll(async () => {
+  await pool.close();
+  await verifier.close();
+});
+
+const total = async () => (await verifier.storage.summary()).total;
+
+async function send(
+  body: string | Buffer,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; json: { type?: string; error?: { type?: string; message?: string } } }> {
+  const res = await pool.request({
+    path: '/v1/messages',
+    method: 'POST',
+    headers: { 'content-type': 'application/json', 'x-api-key': apiKey, ...headers },
+    body,
+  });
+  const text = await res.body.text();
+  let json = {};
+  if (text.startsWith('event: '))
+    return { status: res.statusCode, json: { type: text.includes('event: message_stop') ? 'stream' : 'broken stream' } };
+  try {
+    json = JSON.parse(text);
+  } catch {
+    json = { unparsable: text.slice(0, 100) };
+  }
+  return { status: res.statusCode, json };
+}
+
+const ok = { model: 'claude-mock', max_tokens: 16, messages: [{ role: 'user', content: 'hello' }] };
+
+describe('strict input', () => {
+  it('answers malformed shapes 400 naming the path, with one record each', async () => {
+    const cases: Array<[string | Buffer, number, RegExp]> = [
+      [JSON.stringify({ ...ok, messages: [null] }), 400, /^messages\.0: expected an object/],
+      [JSON.stringify({ ...ok, messages: [{ role: 'user', content: [null] }] }), 400, /^messages\.0\.content\.0: expected an object/],
+      [JSON.stringify({ ...ok, tools: [null] }), 400, /^tools\.0: expected an object/],
+      [JSON.stringify({ ...ok, model: 7 }), 400, /^model: expected a string/],
+      ['{"model":"a","model":"claude-mock","max_tokens":1,"messages":[]}', 400, /^model: expected each member name once/],
+      [
+        Buffer.concat([
+          Buffer.from('{"model":"claude-mock","max_tokens":1,"messages":[{"role":"user","content":"'),
+          Buffer.from([0xc3, 0x28]),
+          Buffer.from('"}]}'),
+        ]),
+        400,
+        /UTF-8/,
+      ],
+      [
+        `{"model":"claude-mock","max_tokens":1,"messages":[],"x":${'['.repeat(10_000)}${']'.repeat(10_000)}}`,
+        400,
+        /^x\.0(\.0)*: expected nesting at most 128 deep/,
+      ],
+      ['{"model":', 400, /^body: expected JSON/],
+      ['[]', 400, /^body: expected a JSON object/],
+      [JSON.stringify({ ...ok, padding: 'x'.repeat(2 * 1024 * 1024) }), 413, /exceeds the 1048576-byte limit/],
+    ];
+    for (const [body, status, message] of cases) {
+      const before = await total();
+      const r = await send(body);
+      expect(r.status, String(body).slice(0, 80)).toBe(status);
+      expect(r.json.type).toBe('error');
+      expect(r.json.error?.message).toMatch(message);
+      expect(await total(), String(body).slice(0, 80)).toBe(before + 1);
+    }
+    const records = await verifier.storage.recentRecords(10);
+    expect(records.every((r) => r.verdict === 'block' && r.status !== null && r.status >= 400)).toBe(true);
+  });
+
+  it('records unauthenticated requests, and bounds what it stores of an oversized model name', async () => {
+    const before = await total();
+    const unauthenticated = await send(JSON.stringify(ok), { 'x-api-key': 'sk-wrong' });
+    expect(unauthenticated.status).toBe(401);
+    expect(unauthenticated.json.error?.type).toBe('authentication_error');
+    expect(await total()).toBe(before + 1);
+    const huge = 'claude-mock-'.padEnd(900_000, 'x');
+    const r = await send(JSON.stringify({ ...ok, model: huge }));
+    expect(r.status).toBe(200);
+    const [record] = await verifier.storage.recentRecords(1);
+    expect(record?.model?.length).toBeLessThanOrEqual(200);
+    expect(r.json.type).toBe('message');
+  });
+
+  it("answers what Node's HTTP parser refuses in Anthropic's error shape", async () => {
+    const { port } = new URL(base);
+    const raw = (text: string) =>
+      new Promise<string>((resolve) => {
+        const socket = connect(Number(port), '127.0.0.1', () => socket.end(text));
+        let out = '';
+        socket.on('data', (d) => (out += d));
+        socket.on('close', () => resolve(out));
+        socket.on('error', () => resolve(out));
+      });
+    const badLine = await raw('GARBAGE\r\n\r\n');
+    expect(badLine).toMatch(/^HTTP\/1\.1 400/);
+    expect(JSON.parse(badLine.slice(badLine.indexOf('\r\n\r\n') + 4))).toMatchObject({
+      type: 'error',
+      error: { type: 'invalid_request_error' },
+    });
+    const bigHeaders = await raw(`GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: ${'a'.repeat(64 * 1024)}\r\n\r\n`);
+    expect(bigHeaders).toMatch(/^HTTP\/1\.1 431/);
+    expect(bigHeaders).toContain('"type":"error"');
+    const tunnel = await raw('CONNECT example.com:443 HTTP/1.1\r\nhost: example.com:443\r\n\r\n');
+    expect(tunnel).toMatch(/^HTTP\/1\.1 405/);
+    expect(tunnel).toContain('"invalid_request_error"');
+  });
+});
+
+describe('fuzz', () => {
+  it('no input gets a 5xx of the verifier, and every request leaves exactly one record', { timeout: 300_000 }, async () => {
+    const before = await total();
+    let sent = 0;
+    const statuses = new Map<number, number>();
+    const check = async (body: string | Buffer) => {
+      const r = await send(body);
+      sent++;
+      statuses.set(r.status, (statuses.get(r.status) ?? 0) + 1);
+      expect(r.status, `${r.status} ${JSON.stringify(r.json).slice(0, 200)} for ${String(body).slice(0, 200)}`).toBeLessThan(500);
+      expect(r.json.type, String(body).slice(0, 200)).toMatch(/^(message|error|stream)$/);
+    };
+    const block = fc.oneof(
+      fc.record({ type: fc.constant('text'), text: fc.oneof(fc.string(), fc.anything()) }),
+      fc.record(
+        {
+          type: fc.constantFrom('tool_use', 'tool_result', 'thinking', 'redacted_thinking', 'image', 'x'),
+          id: fc.anything(),
+          name: fc.anything(),
+          tool_use_id: fc.anything(),
+          content: fc.anything(),
+          signature: fc.anything(),
+        },
+        { requiredKeys: ['type'] },
+      ),
+      fc.anything(),
+    );
+    const message = fc.oneof(
+      fc.record({
+        role: fc.constantFrom('user', 'assistant', 'system', 'x'),
+        content: fc.oneof(fc.string(), fc.array(block, { maxLength: 4 }), fc.anything()),
+      }),
+      fc.anything(),
+    );
+    const body = fc.record(
+      {
+        model: fc.oneof(fc.constant('claude-mock'), fc.string(), fc.anything()),
+        max_tokens: fc.oneof(fc.integer(), fc.anything()),
+        messages: fc.oneof(fc.array(message, { maxLength: 4 }), fc.anything()),
+        system: fc.oneof(fc.string(), fc.array(block, { maxLength: 3 }), fc.anything()),
+        tools: fc.oneof(
+          fc.array(fc.oneof(fc.record({ name: fc.string(), input_schema: fc.object() }), fc.anything()), { maxLength: 3 }),
+          fc.anything(),
+        ),
+        stream: fc.oneof(fc.boolean(), fc.anything()),
+        anti_distillation: fc.oneof(fc.constant(['fake_tools']), fc.anything()),
+        thinking: fc.oneof(fc.constant({ type: 'enabled', budget_tokens: 1024 }), fc.anything()),
+      },
+      { requiredKeys: [] },
+    );
+    // Well-formed requests with hostile parts, so the fuzz reaches the upstream and the response stage too.
+    const nearlyValid = fc
+      .tuple(
+        fc.array(
+          fc.record({
+            role: fc.constant('user'),
+            content: fc.oneof(
+              fc.string({ minLength: 1 }),
+              fc.array(fc.record({ type: fc.constant('text'), text: fc.string() }), { minLength: 1, maxLength: 3 }),
+            ),
+          }),
+          { minLength: 1, maxLength: 3 },
+        ),
+        body,
+        fc.boolean(),
+      )
+      .map(([messages, extra, stream]) => ({ ...extra, model: 'claude-mock', max_tokens: 16, messages, stream }));
+    // Shapes (most of the budget) and raw bytes, run 8 at a time over keep-alive connections.
+    const shapes = [
+      ...fc.sample(
+        body.map((b) => JSON.stringify(b) ?? 'null'),
+        12_000,
+      ),
+      ...fc.sample(
+        nearlyValid.map((b) => JSON.stringify(b)),
+        4_000,
+      ),
+    ];
+    const bytes = fc.sample(
+      fc.oneof(
+        fc.uint8Array({ maxLength: 300 }).map((b) => Buffer.from(b)),
+        fc
+          .string({ unit: 'binary', maxLength: 200 })
+          .map((s) => `{"model":"claude-mock","max_tokens":5,"messages":[{"role":"user","content":${s}}]}`),
+        fc.json({ maxDepth: 4 }),
+      ),
+      4_000,
+    );
+    const all = [...shapes, ...bytes];
+    let next = 0;
+    await Promise.all(
+      Array.from({ length: 8 }, async () => {
+        while (next < all.length) await check(all[next++] as string | Buffer);
+      }),
+    );
+    expect(sent).toBe(20_000);
+    expect(await total()).toBe(before + sent);
+    expect(statuses.get(200) ?? 0).toBeGreaterThan(0);
+  });
+});

@@ -1,0 +1,98 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { JsonBodyError, parseJsonBody, rewriteMembers } from './json-body.js';
+
+const parse = (text: string | Buffer, depth = 64) => parseJsonBody(Buffer.isBuffer(text) ? text : Buffer.from(text), depth);
+const codeOf = (text: string | Buffer, depth = 64): string => {
+  try {
+    parse(text, depth);
+  } catch (error) {
+    if (error instanceof JsonBodyError) return `${error.code} ${error.path}`;
+    throw error;
+  }
+  return 'ok';
+};
+
+describe('parseJsonBody', () => {
+  it('refuses invalid UTF-8, duplicate keys at any depth (escaped too), deep nesting and non-objects', () => {
+    expect(codeOf(Buffer.from([0x7b, 0x22, 0x61, 0x22, 0x3a, 0x22, 0xff, 0x22, 0x7d]))).toBe('ERR_JSON_UTF8 ');
+    expect(codeOf(Buffer.from('{"a":"\xed\xa0\x80"}', 'latin1'))).toBe('ERR_JSON_UTF8 '); // an encoded surrogate
+    expect(codeOf('{"model":"a","model":"b"}')).toBe('ERR_JSON_DUPLICATE_KEY model');
+    expect(codeOf('{"messages":[{"role":"user","role":"assistant"}]}')).toBe('ERR_JSON_DUPLICATE_KEY messages.0.role');
+    expect(codeOf('{"a":{"b":1,"\\u0062":2}}')).toBe('ERR_JSON_DUPLICATE_KEY a.b');
+    expect(codeOf('{"a":{"b":1},"c":{"b":2}}')).toBe('ok');
+    expect(codeOf(`{"a":${'['.repeat(10_000)}${']'.repeat(10_000)}}`)).toMatch(/^ERR_JSON_DEPTH a(\.0)+$/);
+    expect(codeOf(`{"a":${'['.repeat(62)}${']'.repeat(62)}}`)).toBe('ok');
+    expect(codeOf('[1]')).toBe('ERR_JSON_NOT_OBJECT ');
+    expect(codeOf('{"a":1} x')).toBe('ERR_JSON_SYNTAX ');
+    expect(codeOf('{"a":"unterminated}')).toBe('ERR_JSON_SYNTAX ');
+    expect(codeOf('')).toBe('ERR_JSON_SYNTAX ');
+  });
+
+  it('finds every top-level member and the system elements, by byte span, whatever the spacing and escapes', () => {
+    const text = ' { "model" : "m\\"x" ,\n"system":[ {"type":"text","text":"x-moat: v=1;"} , "ü" ,3],"n":[1,{"a":[]}] } ';
+    const { value, layout } = parse(text);
+    const bytes = Buffer.from(text);
+    expect(layout.members.map((m) => m.key)).toEqual(['model', 'system', 'n']);
+    expect(layout.members.map((m) => bytes.toString('utf8', m.start, m.end))).toEqual([
+      '"model" : "m\\"x"',
+      '"system":[ {"type":"text","text":"x-moat: v=1;"} , "ü" ,3]',
+      '"n":[1,{"a":[]}]',
+    ]);
+    expect(layout.systemElements?.map((e) => bytes.toString('utf8', e.start, e.end))).toEqual([
+      '{"type":"text","text":"x-moat: v=1;"}',
+      '"ü"',
+      '3',
+    ]);
+    expect(value).toEqual(JSON.parse(text));
+  });
+
+  it('cutting and replacing members by their bytes gives the same value as editing the parsed object', () => {
+    const member = fc.oneof(fc.jsonValue({ maxDepth: 3 }), fc.string({ unit: 'binary' }));
+    const body = fc.dictionary(fc.string({ unit: 'binary', maxLength: 6 }), member, { maxKeys: 6 });
+    fc.assert(
+      fc.property(
+        body,
+        fc.array(fc.jsonValue({ maxDepth: 2 }), { maxLength: 3 }),
+        fc.subarray(['moat_att', 'anti_distillation', 'tools']),
+        fc.integer({ min: 0, max: 2 }),
+        (obj, system, dropped, indent) => {
+          const full = { ...obj, system, moat_att: 'v1.k.1.2.3', anti_distillation: ['fake_tools'] } as Record<string, unknown>;
+          const raw = Buffer.from(JSON.stringify(full, null, indent));
+          const { layout } = parse(raw, 64);
+          const out = rewriteMembers(raw, layout, {
+            drop: new Set(dropped),
+            replace: new Map([['tools', ['t']]]),
+            dropFirstSystemElement: true,
+          });
+          const expected: Record<string, unknown> = { ...full, tools: ['t'] };
+          for (const d of dropped) if (d !== 'tools') delete expected[d];
+          if (system.length <= 1) delete expected.system;
+          else expected.system = system.slice(1);
+          expect(JSON.parse(out.toString('utf8'))).toEqual(JSON.parse(JSON.stringify(expected)));
+        },
+      ),
+      { numRuns: 500 },
+    );
+  });
+
+  it('throws nothing but JsonBodyError on any bytes', () => {
+    fc.assert(
+      fc.property(
+        fc.oneof(
+          fc.uint8Array({ maxLength: 200 }).map((b) => Buffer.from(b)),
+          fc.json().map((t) => Buffer.from(t)),
+          fc.string({ unit: 'binary' }).map((t) => Buffer.from(`{"a":${t}}`)),
+        ),
+        (raw) => {
+          try {
+            parse(raw, 16);
+          } catch (error) {
+            expect(error).toBeInstanceOf(JsonBodyError);
+          }
+        },
+      ),
+      { numRuns: 3000 },
+    );
+  });
+});
