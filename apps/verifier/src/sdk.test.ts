@@ -68,7 +68,7 @@ afterAll(async () => {
 });
 
 const upstreamUrl = () => `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`;
-const ask = { model: 'claude-sonnet-4-5', max_tokens: 64, messages: [{ role: 'user' as const, content: 'Hello from the SDK' }] };
+const ask = { model: 'claude-opus-5-5', max_tokens: 64, messages: [{ role: 'user' as const, content: 'Hello from the SDK' }] };
 
 for (const where of ['the embedded mock', 'an upstream over HTTP'] as const) {
   describe(`@anthropic-ai/sdk through the verifier, ${where}`, { timeout: 30_000 }, () => {
@@ -93,7 +93,7 @@ for (const where of ['the embedded mock', 'an upstream over HTTP'] as const) {
 
       const models = await client.models.list();
       expect(models.data.map((m) => m.id)).toContain('claude-opus-5-5');
-      expect((await client.models.retrieve('claude-sonnet-4-5')).id).toBe('claude-sonnet-4-5');
+      expect((await client.models.retrieve('claude-opus-5')).id).toBe('claude-opus-5');
 
       await expect(client.messages.create({ ...ask, model: 'claude-no-such-model' })).rejects.toMatchObject({
         status: 404,
