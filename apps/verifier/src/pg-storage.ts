@@ -34,16 +34,39 @@ export class PgRedisStorage implements Storage {
     this.#prefix = prefix;
   }
 
-  /** Connects and creates the schema. */
+  /**
+   * Connects and creates the schema. Errors of idle connections (PostgreSQL restarted, a
+   * backend terminated, Redis gone) go to `onError` and never crash the process: the pool
+   * reconnects on the next query, Redis reconnects with backoff. Every PostgreSQL and Redis
+   * call is bounded in time.
+   */
   static async open(
     postgresUrl: string,
     redisUrl: string,
     pepper: Uint8Array,
-    options: { redisPrefix?: string } = {},
+    options: { redisPrefix?: string; onError?: (source: 'postgres' | 'redis', error: Error) => void; timeoutMs?: number } = {},
   ): Promise<PgRedisStorage> {
-    const pool = new pg.Pool({ connectionString: postgresUrl, max: 10 });
+    const timeoutMs = options.timeoutMs ?? 5_000;
+    const report = (source: 'postgres' | 'redis') => (error: Error) => options.onError?.(source, error);
+    const pool = new pg.Pool({
+      connectionString: postgresUrl,
+      max: 10,
+      connectionTimeoutMillis: timeoutMs,
+      query_timeout: timeoutMs,
+      statement_timeout: timeoutMs,
+      idleTimeoutMillis: 30_000,
+    });
+    // An idle client's connection closed under it: without this listener the pool's 'error' event would end the process.
+    pool.on('error', report('postgres'));
     await pool.query(SCHEMA);
-    const redis = new Redis(redisUrl, { lazyConnect: true, maxRetriesPerRequest: 2 });
+    const redis = new Redis(redisUrl, {
+      lazyConnect: true,
+      maxRetriesPerRequest: 2,
+      connectTimeout: timeoutMs,
+      commandTimeout: timeoutMs,
+      retryStrategy: (attempt) => Math.min(50 * 2 ** attempt, 2_000),
+    });
+    redis.on('error', report('redis'));
     await redis.connect();
     return new PgRedisStorage(pool, redis, pepper, options.redisPrefix ?? 'moat:');
   }

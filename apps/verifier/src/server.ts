@@ -36,10 +36,12 @@ export interface VerifierOptions {
 }
 
 /** Opens the storage the configuration names: PostgreSQL + Redis when both URLs are set, else SQLite. */
-export async function openStorage(config: VerifierConfig): Promise<Storage> {
+export async function openStorage(config: VerifierConfig, log?: pino.Logger): Promise<Storage> {
   const pepper = Buffer.from(config.serverSecret, 'hex');
   if (config.postgresUrl !== undefined && config.redisUrl !== undefined)
-    return PgRedisStorage.open(config.postgresUrl, config.redisUrl, pepper);
+    return PgRedisStorage.open(config.postgresUrl, config.redisUrl, pepper, {
+      onError: (source, error) => log?.warn({ source, err: error.message }, 'storage connection error; reconnecting'),
+    });
   return new SqliteStorage(config.database, pepper);
 }
 
@@ -82,7 +84,7 @@ async function loadFingerprintStats(storage: Storage, log: pino.Logger): Promise
 export async function createVerifier(config: VerifierConfig, options: VerifierOptions = {}): Promise<Verifier> {
   const log = pino({ level: options.logLevel ?? process.env.MOAT_VERIFIER_LOG_LEVEL ?? 'info' });
   const secret = Buffer.from(config.serverSecret, 'hex');
-  const storage = options.storage ?? (await openStorage(config));
+  const storage = options.storage ?? (await openStorage(config, log));
   const attestationKeyring = new AttestationKeyring(config.attestationKeys.map((k) => ({ kid: k.kid, key: Buffer.from(k.key, 'hex') })));
   for (const kid of config.revokedKids) attestationKeyring.revoke(kid);
   const blockKeyring = new BlockKeyring(

@@ -192,3 +192,30 @@ describe.runIf(PG !== undefined && REDIS !== undefined)('two replicas on one Pos
     }
   });
 });
+
+describe.runIf(PG !== undefined && REDIS !== undefined)('PostgreSQL closing idle connections', () => {
+  it('the process lives on and the next query reconnects (pg_terminate_backend)', { timeout: 30_000 }, async () => {
+    const errors: string[] = [];
+    const storage = await PgRedisStorage.open(PG as string, REDIS as string, pepper, {
+      redisPrefix: `${prefix}t:`,
+      onError: (source, error) => errors.push(`${source}: ${error.message}`),
+    });
+    try {
+      const { key } = await storage.createApiKey('terminated');
+      // The pool now holds an idle connection; end every backend but an admin one's own.
+      const pg = (await import('pg')).default;
+      const admin = new pg.Client({ connectionString: PG });
+      await admin.connect();
+      const { rows } = await admin.query<{ n: number }>(
+        'SELECT count(pg_terminate_backend(pid))::int AS n FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()',
+      );
+      await admin.end();
+      expect(rows[0]?.n).toBeGreaterThan(0);
+      for (let i = 0; i < 50 && errors.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+      expect(errors.some((e) => e.startsWith('postgres:'))).toBe(true);
+      expect(await storage.lookupApiKey(key)).toMatch(/^key_/);
+    } finally {
+      await storage.close();
+    }
+  });
+});
