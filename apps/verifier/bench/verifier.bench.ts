@@ -80,7 +80,11 @@ if (role === '--proxy') {
 if (role === '--verifier') {
   const verifier = await createVerifier(
     loadConfig({
-      ...devEnvironment({ database: join(mkdtempSync(join(tmpdir(), 'moat-bench-')), 'bench.db'), salt: 'bench-salt', attestationKeyFile: devKeyFile }),
+      ...devEnvironment({
+        database: join(mkdtempSync(join(tmpdir(), 'moat-bench-')), 'bench.db'),
+        salt: 'bench-salt',
+        attestationKeyFile: devKeyFile,
+      }),
       MOAT_VERIFIER_UPSTREAM: process.argv[3] as string,
       MOAT_VERIFIER_UPSTREAM_KEY: 'upstream',
       MOAT_VERIFIER_LOG_LEVEL: 'silent',
@@ -112,7 +116,10 @@ function genuineBody(stream: boolean): string {
   const req = requestOf(stream);
   const fp = fingerprintRequest(req, { salt: 'bench-salt', version: '1.4.2' });
   const tagged = withAttribution(req, serializeAttribution({ cv: '1.4.2', fp, ep: 'cli' }));
-  const text = appendEnvelope(JSON.stringify(tagged), placeholderEnvelope({ kid: dev.kid, ts: Math.floor(Date.now() / 1000), nonce: randomBytes(8).toString('hex') }));
+  const text = appendEnvelope(
+    JSON.stringify(tagged),
+    placeholderEnvelope({ kid: dev.kid, ts: Math.floor(Date.now() / 1000), nonce: randomBytes(8).toString('hex') }),
+  );
   const bytes = utf8(text);
   const where = locateEnvelope(bytes);
   if (where.status !== 'found') throw new Error('no envelope');
@@ -129,7 +136,12 @@ interface Target {
   readonly apiKey: string;
 }
 
-const headersFor = (t: Target) => ({ 'content-type': 'application/json', 'x-api-key': t.apiKey, 'user-agent': 'moat-chat/1.4.2', 'anthropic-version': '2023-06-01' });
+const headersFor = (t: Target) => ({
+  'content-type': 'application/json',
+  'x-api-key': t.apiKey,
+  'user-agent': 'moat-chat/1.4.2',
+  'anthropic-version': '2023-06-01',
+});
 
 /** Per-request latency in µs over sequential requests on one keep-alive connection. */
 async function sequential(t: Target, stream: boolean): Promise<number[]> {
@@ -156,7 +168,13 @@ async function throughput(t: Target, stream: boolean, connections: number): Prom
     url: `${t.url}/v1/messages`,
     connections,
     duration: SECONDS,
-    requests: [{ method: 'POST', headers: headersFor(t), setupRequest: (req) => ({ ...req, body: t.name === 'verifier' ? genuineBody(stream) : plainBody(stream) }) }],
+    requests: [
+      {
+        method: 'POST',
+        headers: headersFor(t),
+        setupRequest: (req) => ({ ...req, body: t.name === 'verifier' ? genuineBody(stream) : plainBody(stream) }),
+      },
+    ],
   });
   if (result.non2xx > 0 || result.errors > 0) throw new Error(`${result.non2xx} non-2xx answers, ${result.errors} errors from ${t.name}`);
   return result.requests.average;
@@ -203,7 +221,9 @@ console.log(
   `moat-verifier benchmark (${process.version}; ${ROUNDS} rotated rounds; latency over ${SEQUENTIAL} sequential requests on one keep-alive connection; throughput with autocannon, ${SECONDS} s per run; medians with the range over rounds)`,
 );
 console.log('');
-console.log('| mode | target | p50 µs | p90 µs | p99 µs | added p50 µs | added p99 µs | req/s at 10 | req/s at 50 | throughput ÷ proxy (10 / 50) |');
+console.log(
+  '| mode | target | p50 µs | p90 µs | p99 µs | added p50 µs | added p99 µs | req/s at 10 | req/s at 50 | throughput ÷ proxy (10 / 50) |',
+);
 console.log('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|');
 for (const mode of ['JSON', 'SSE'] as const) {
   const direct = figures[mode].direct as Figures[string];

@@ -152,6 +152,13 @@ export function mockThinkingSignature(thinking: string): string {
   return `mock-${createHash('sha256').update(`moat-mock-upstream|${thinking}`).digest('base64url').slice(0, 32)}`;
 }
 
+/** The opaque data of the mock's `redacted_thinking` blocks (asked for with `[redact]` in the prompt). */
+export function mockRedactedData(text: string): string {
+  return `mockred_${createHash('sha256').update(`moat-mock-redacted|${text}`).digest('base64url').slice(0, 40)}`;
+}
+
+const REDACTED_DATA = /^mockred_[A-Za-z0-9_-]{40}$/;
+
 function textOf(content: unknown): string {
   if (typeof content === 'string') return content;
   if (!Array.isArray(content)) return '';
@@ -192,6 +199,10 @@ function validate(
         throw invalid(`messages.${i}.content.${j}.type: Input tag ${JSON.stringify(block?.type)} does not match any of the expected tags`);
       if (msg.role === 'assistant' && block.type === 'thinking' && block.signature !== mockThinkingSignature(String(block.thinking)))
         throw invalid(`messages.${i}.content.${j}: Invalid \`signature\` in \`thinking\` block`);
+      if (msg.role === 'assistant' && block.type === 'redacted_thinking' && !REDACTED_DATA.test(String(block.data)))
+        throw invalid(`messages.${i}.content.${j}: Invalid \`data\` in \`redacted_thinking\` block`);
+      if (block.type === 'redacted_thinking' && 'signature' in block)
+        throw invalid(`messages.${i}.content.${j}.signature: Extra inputs are not permitted`);
     }
   }
   if (!isMockModel(b.model)) throw new ApiError(404, 'not_found_error', `model: ${b.model.slice(0, 100)}`);
@@ -220,6 +231,7 @@ export function mockMessages(body: unknown, options: MockRequestOptions = {}): M
   if (thinkingType === 'enabled' || thinkingType === 'adaptive') {
     const thought = `The user asks: "${lastText.slice(0, 80)}". I will answer briefly.`;
     content.push({ type: 'thinking', thinking: thought, signature: mockThinkingSignature(thought) });
+    if (lastText.includes('[redact]')) content.push({ type: 'redacted_thinking', data: mockRedactedData(lastText) });
   }
   let stop = 'end_turn';
   const named = tools.find((t) => lastText.includes(t.name as string));

@@ -227,6 +227,31 @@ describe('moat-verifier', () => {
     expect(forwarded.signature).toMatch(/^mock-/);
   });
 
+  it('redacted_thinking: signed in front of its data (no signature member), as JSON and SSE, and goes back upstream as it came', async () => {
+    for (const stream of [false, true]) {
+      const res = await attested(`${base}/v1/messages`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-api-key': apiKey },
+        body: JSON.stringify(request('Secret plans [redact]', { stream })),
+      });
+      const content = stream ? (await streamed(res)).content : ((await res.json()) as { content: Array<Record<string, string>> }).content;
+      const redacted = content[1] as Record<string, string>;
+      expect(redacted.type).toBe('redacted_thinking');
+      expect(redacted.signature).toBeUndefined();
+      expect(redacted.data).toMatch(/^ms1\.hs256\.s1\.k\.[A-Za-z0-9_-]{43}~mockred_/);
+      const messages = [
+        { role: 'user', content: 'Secret plans [redact]' },
+        { role: 'assistant', content },
+        { role: 'user', content: 'Go on' },
+      ];
+      const turn2 = await post(attested as typeof fetch, request('Secret plans [redact]', { messages }));
+      expect(turn2.status).toBe(200);
+      expect((await lastRecord())?.thinking).toBe('valid');
+      const forwarded = JSON.parse(upstreamBodies.at(-1) as string).messages[1].content[1];
+      expect(forwarded).toEqual({ type: 'redacted_thinking', data: (redacted.data as string).split('~')[1] });
+    }
+  });
+
   it('checks signed thinking sent back: valid for the same key, 400 naming the block after a key switch unless the client strips', async () => {
     const first = await post(attested as typeof fetch, request('What is two plus two, verifier?'));
     const history = [

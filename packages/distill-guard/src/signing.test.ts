@@ -1,5 +1,5 @@
 import { createHmac } from 'node:crypto';
-import { conversationDigest, ProtocolError, parseBlockSignature, signingInput } from '@moat/protocol';
+import { conversationDigest, ProtocolError, parseBlockSignature, signingInput, withoutBlockSignature } from '@moat/protocol';
 import { ed25519 } from '@noble/curves/ed25519.js';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
@@ -200,5 +200,50 @@ describe('requests and responses', () => {
     expect(signer.upstreamSignatures.get(0)).toBe('upstream');
     expect(signer.issuedSignatures.get(0)).toBe(signature);
     expect([...signer.issuedSignatures.keys()]).toEqual([0]);
+  });
+});
+
+describe('redacted_thinking', () => {
+  const data = 'EmwKAhgBEgy3va3pzix/LafPsn4aDFIT2Xlxh0L5L8rLVyIwxtE3rAFBa8cr3qpP';
+
+  it('carries the signature in front of its data, never in a signature member the API does not define', () => {
+    const { response } = signResponse({ content: [{ type: 'redacted_thinking', data }] }, ctx, keyring);
+    const block = response.content[0] as Record<string, unknown>;
+    expect(Object.keys(block).sort()).toEqual(['data', 'type']);
+    expect(block.data).toMatch(/^ms1\.hs256\.h1\.k\.[A-Za-z0-9_-]{43}~/);
+    expect(String(block.data).endsWith(`~${data}`)).toBe(true);
+    // Sent back with the same key and model it verifies; the upstream gets the original data.
+    const request = {
+      model: 'model-1',
+      messages: [
+        { role: 'user', content: 'q' },
+        { role: 'assistant', content: [block] },
+      ],
+    };
+    expect(verifyRequestBlocks(request, 'key_a', keyring).signal).toBe('valid');
+    expect(verifyRequestBlocks(request, 'key_b', keyring).signal).toBe('invalid');
+    expect(withoutBlockSignature(block)).toEqual({ type: 'redacted_thinking', data });
+    // Edited data fails.
+    const edited = { ...block, data: String(block.data).replace(/.$/, 'Q') };
+    expect(
+      verifyRequestBlocks({ ...request, messages: [request.messages[0], { role: 'assistant', content: [edited] }] }, 'key_a', keyring)
+        .signal,
+    ).toBe('invalid');
+  });
+
+  it('in a stream, arrives whole in content_block_start and is signed there the same way', () => {
+    const signer = new StreamSigner(ctx, keyring);
+    signer.handle({
+      event: 'message_start',
+      data: { type: 'message_start', message: { id: 'm', content: [], usage: { output_tokens: 0 } } },
+    });
+    const [start] = signer.handle({
+      event: 'content_block_start',
+      data: { type: 'content_block_start', index: 0, content_block: { type: 'redacted_thinking', data } },
+    });
+    const block = (start?.data as { content_block: Record<string, unknown> }).content_block;
+    expect(block.signature).toBeUndefined();
+    expect(String(block.data).endsWith(`~${data}`)).toBe(true);
+    expect(signer.issuedSignatures.get(0)).toBe(String(block.data).split('~')[0]);
   });
 });

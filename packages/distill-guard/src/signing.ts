@@ -1,5 +1,6 @@
 import { createPrivateKey, createPublicKey, type KeyObject, sign, timingSafeEqual, verify } from 'node:crypto';
 import {
+  blockSignatureOf,
   conversationDigest,
   isSignedBlockType,
   parseBlockSignature,
@@ -8,6 +9,8 @@ import {
   serializeBlockSignature,
   signingInput,
   tryParseBlockSignature,
+  withBlockSignature,
+  withoutBlockSignature,
 } from '@moat/protocol';
 import { MessageAssembler, type StreamEvent } from '@moat/protocol/messages';
 import { hmac } from '@noble/hashes/hmac.js';
@@ -144,7 +147,7 @@ export class BlockKeyring {
 
   /** Checks a block's `signature` against the request's own API key and model. Never throws. */
   verify(block: unknown, ctx: BlockContext): { ok: true } | { ok: false; reason: BlockFailure } {
-    const raw = typeof block === 'object' && block !== null ? (block as { signature?: unknown }).signature : undefined;
+    const raw = blockSignatureOf(block);
     if (raw === undefined || raw === '') return { ok: false, reason: 'unsigned' };
     const parsed = tryParseBlockSignature(raw);
     if (!parsed.ok) return { ok: false, reason: 'malformed' };
@@ -253,9 +256,10 @@ export function signResponse<T>(
   const content = r.content.map((block: unknown, index: number) => {
     const b = block as { type?: unknown; signature?: unknown };
     if (typeof block !== 'object' || block === null || !isSignedBlockType(b.type)) return block;
-    if (typeof b.signature === 'string' && b.signature !== '') upstreamSignatures.set(index, b.signature);
-    const { signature: _omit, ...rest } = b as Record<string, unknown>;
-    return { ...rest, signature: keyring.sign(rest, ctx) };
+    // redacted_thinking has no signature member in the API: only the other types bring the upstream's own.
+    if (b.type !== 'redacted_thinking' && typeof b.signature === 'string' && b.signature !== '') upstreamSignatures.set(index, b.signature);
+    const rest = withoutBlockSignature(block);
+    return withBlockSignature(rest, keyring.sign(rest, ctx));
   });
   return { response: { ...(response as object), content } as T, upstreamSignatures };
 }
@@ -297,7 +301,7 @@ export class StreamSigner {
     if (ev.event === 'content_block_start') {
       if (block.type !== 'redacted_thinking') return [ev];
       const { signature, rest } = this.#unsigned(index, block);
-      return [{ event: ev.event, data: { ...data, content_block: { ...rest, signature } } }];
+      return [{ event: ev.event, data: { ...data, content_block: withBlockSignature(rest, signature) } }];
     }
     if (ev.event === 'content_block_delta') {
       // The upstream's signature is replaced by Moat's at the block's end.
@@ -312,9 +316,10 @@ export class StreamSigner {
   }
 
   /** Keeps the upstream's signature of block `index` and signs the block without it. */
-  #unsigned(index: number, block: { signature?: unknown }): { signature: string; rest: Record<string, unknown> } {
-    const { signature: theirs, ...rest } = block;
+  #unsigned(index: number, block: { type: string; signature?: unknown }): { signature: string; rest: Record<string, unknown> } {
+    const theirs = block.type === 'redacted_thinking' ? undefined : block.signature;
     if (typeof theirs === 'string' && theirs !== '') this.upstreamSignatures.set(index, theirs);
+    const rest = withoutBlockSignature(block) as Record<string, unknown>;
     const signature = this.keyring.sign(rest, this.ctx);
     this.issuedSignatures.set(index, signature);
     return { signature, rest };

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 from urllib.parse import urlsplit
 
-SPEC_VERSION = "1.0.0"
+SPEC_VERSION = "1.0.1"
 PROTOCOL_VERSION = 1
 
 
@@ -400,6 +400,19 @@ def parse_block_signature(value: Any) -> dict:
     return {"alg": alg, "kid": kid, "scope": scope, "sig": raw}
 
 
+REDACTED_SIGNATURE_SEPARATOR = "~"
+
+
+def split_redacted_data(data: str) -> tuple:
+    """(signature or None, original data) of a redacted_thinking block's data (SPEC §8.1)."""
+    if not data.startswith("ms1."):
+        return None, data
+    at = data.find(REDACTED_SIGNATURE_SEPARATOR)
+    if at <= 0 or at > 256:
+        return None, data
+    return data[:at], data[at + 1 :]
+
+
 def signed_block_content(block: Any) -> tuple:
     kind = block.get("type") if isinstance(block, dict) else None
     if kind not in SIGNED_CONTENT:
@@ -407,7 +420,7 @@ def signed_block_content(block: Any) -> tuple:
     content = block.get(SIGNED_CONTENT[kind])
     if not isinstance(content, str):
         raise ProtocolError("ERR_BLOCK_CONTENT", f'a string "{SIGNED_CONTENT[kind]}"', _describe(content))
-    return kind, content
+    return kind, split_redacted_data(content)[1] if kind == "redacted_thinking" else content
 
 
 def _s(value: Any) -> str:
@@ -423,7 +436,7 @@ def _block_items(block: Any) -> list:
     if kind == "thinking":
         return ["b", kind, _s(block.get("thinking"))]
     if kind == "redacted_thinking":
-        return ["b", kind, _s(block.get("data"))]
+        return ["b", kind, split_redacted_data(_s(block.get("data")))[1]]
     if kind == "tool_use":
         return ["b", kind, _s(block.get("id")), _s(block.get("name"))]
     if kind == "tool_result":

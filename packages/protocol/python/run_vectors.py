@@ -25,7 +25,7 @@ EXPECTED_COUNTS = {
     "envelope": 58,
     "stamp": 20,
     "fingerprint": 36,
-    "signature": 41,
+    "signature": 45,
     "gateway": 39,
     "negotiation": 21,
     "telemetry": 14,

@@ -126,9 +126,57 @@ export function lengthPrefixed(items: readonly string[]): Uint8Array {
   return out.subarray(0, offset);
 }
 
+/** Separates Moat's signature from the original `data` of a `redacted_thinking` block (§8.1). */
+export const REDACTED_SIGNATURE_SEPARATOR = '~';
+
+/**
+ * Splits a `redacted_thinking` block's `data` into Moat's signature and the original data
+ * (§8.1): `data = signature "~" original` when it starts with `ms1.` and has a `~` within
+ * its first 257 characters; otherwise there is no signature and the data is the original.
+ */
+export function splitRedactedData(data: string): { readonly signature?: string; readonly data: string } {
+  if (!data.startsWith('ms1.')) return { data };
+  const at = data.indexOf(REDACTED_SIGNATURE_SEPARATOR);
+  if (at <= 0 || at > 256) return { data };
+  return { signature: data.slice(0, at), data: data.slice(at + 1) };
+}
+
+/**
+ * The Moat signature a block carries: the `signature` member, or for `redacted_thinking`
+ * (whose API shape has no such member) the part of `data` before `~` (§8.1). `undefined`
+ * when there is none.
+ */
+export function blockSignatureOf(block: unknown): unknown {
+  if (typeof block !== 'object' || block === null) return undefined;
+  const b = block as Record<string, unknown>;
+  if (b.type === 'redacted_thinking') return typeof b.data === 'string' ? splitRedactedData(b.data).signature : undefined;
+  return b.signature;
+}
+
+/** The block with Moat's `signature` where §8.1 puts it (for `redacted_thinking`: in front of its `data`). */
+export function withBlockSignature<T extends object>(block: T, signature: string): T {
+  const b = block as Record<string, unknown>;
+  if (b.type === 'redacted_thinking' && typeof b.data === 'string') {
+    const { signature: _member, ...rest } = b;
+    return { ...rest, data: `${signature}${REDACTED_SIGNATURE_SEPARATOR}${splitRedactedData(b.data).data}` } as T;
+  }
+  return { ...b, signature } as T;
+}
+
+/**
+ * The block as its producer made it, without Moat's signature: the `signature` member left
+ * out, a `redacted_thinking` block's `data` unwrapped.
+ */
+export function withoutBlockSignature<T extends object>(block: T): T {
+  const { signature: _member, ...rest } = block as Record<string, unknown>;
+  if (rest.type === 'redacted_thinking' && typeof rest.data === 'string') return { ...rest, data: splitRedactedData(rest.data).data } as T;
+  return rest as T;
+}
+
 /**
  * The signed content of a block: the value of its content member (`thinking`, `data` or
- * `text`). Only values are signed, never JSON layout, so re-serialization cannot break it.
+ * `text`; a `redacted_thinking` block's data without Moat's signature in front). Only values
+ * are signed, never JSON layout, so re-serialization cannot break it.
  *
  * @throws {ProtocolError} `ERR_BLOCK_TYPE` or `ERR_BLOCK_CONTENT`.
  */
@@ -142,7 +190,7 @@ export function signedBlockContent(block: unknown): { type: SignedBlockType; con
   if (typeof content !== 'string') {
     throw new ProtocolError('ERR_BLOCK_CONTENT', `a string "${SIGNED_CONTENT_MEMBER[type]}" member`, describeValue(content));
   }
-  return { type, content };
+  return { type, content: type === 'redacted_thinking' ? splitRedactedData(content).data : content };
 }
 
 function str(value: unknown): string {
@@ -161,7 +209,7 @@ function blockItems(block: unknown): string[] {
     case 'thinking':
       return ['b', type, str(b.thinking)];
     case 'redacted_thinking':
-      return ['b', type, str(b.data)];
+      return ['b', type, splitRedactedData(str(b.data)).data];
     case 'tool_use':
       return ['b', type, str(b.id), str(b.name)];
     case 'tool_result': {

@@ -18,7 +18,7 @@ const EXPECTED_COUNTS: Record<string, number> = {
   envelope: 58,
   stamp: 20,
   fingerprint: 36,
-  signature: 41,
+  signature: 45,
   gateway: 39,
   negotiation: 21,
   telemetry: 14,

@@ -533,6 +533,11 @@ function signatureCases(): Case[] {
     ],
     ['unknown block types bind their type only', [{ role: 'user', content: [{ type: 'document', source: {} }] }]],
     ['non-object message and block', [null, { role: 'user', content: [null, 'x'] }]],
+    [
+      "Moat's signature in front of redacted_thinking data does not change the digest",
+      [{ role: 'assistant', content: [{ type: 'redacted_thinking', data: `ms1.hs256.s2026a.k.${'A'.repeat(43)}~EmwKAhgBEgy3` }] }],
+    ],
+    ['the same conversation without it', [{ role: 'assistant', content: [{ type: 'redacted_thinking', data: 'EmwKAhgBEgy3' }] }]],
   ];
   for (const [name, messages] of digestList) {
     cases.push({ name, op: 'conversation_digest', messages, digest: p.conversationDigest(messages) });
@@ -547,6 +552,12 @@ function signatureCases(): Case[] {
     ['thinking block, key scope', thinking, ctxK],
     ['thinking block, conversation scope', thinking, ctxC],
     ['redacted_thinking signs its data', redacted, ctxK],
+    [
+      "redacted_thinking signs its data without Moat's signature in front",
+      { ...redacted, data: `ms1.hs256.s2026a.k.${'A'.repeat(43)}~${redacted.data}` },
+      ctxK,
+    ],
+    ["a '~' past 256 characters is part of the data", { ...redacted, data: `ms1.${'x'.repeat(300)}~${redacted.data}` }, ctxK],
     ['connector_text signs its text', connector, ctxK],
     ['another model changes the input', thinking, { ...ctxK, model: 'claude-test-2' }],
     ['another API key changes the input', thinking, { ...ctxK, apiKeyId: 'key_0000' }],

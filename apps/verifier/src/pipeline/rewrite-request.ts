@@ -1,5 +1,5 @@
 import { type Decoy, decoyPeriod, decoyResult, decoyTools, findDecoyCall, stripFailedBlocks } from '@moat/distill-guard/server';
-import { ANTI_DISTILLATION_MEMBER, ENVELOPE_MEMBER, findAttribution } from '@moat/protocol';
+import { ANTI_DISTILLATION_MEMBER, blockSignatureOf, ENVELOPE_MEMBER, findAttribution, withoutBlockSignature } from '@moat/protocol';
 import type { ContentBlock, MessageParam, MessagesRequest } from '@moat/protocol/messages';
 import { rewriteMembers } from '../json-body.js';
 import type { Storage } from '../storage.js';
@@ -99,7 +99,12 @@ async function restoreUpstreamSignatures(messages: MessageParam[], storage: Stor
       if (!isMoatSigned(b)) content.push(b);
       else {
         changed = true;
-        content.push({ ...b, signature: (await storage.upstreamSignature(b.signature)) ?? '' } as ContentBlock);
+        // redacted_thinking goes back with its original data; the others with the upstream's own signature.
+        content.push(
+          b.type === 'redacted_thinking'
+            ? withoutBlockSignature(b)
+            : ({ ...b, signature: (await storage.upstreamSignature(String(blockSignatureOf(b)))) ?? '' } as ContentBlock),
+        );
       }
     }
     out.push({ ...m, content });
@@ -107,7 +112,7 @@ async function restoreUpstreamSignatures(messages: MessageParam[], storage: Stor
   return changed ? out : messages;
 }
 
-function isMoatSigned(block: ContentBlock): block is ContentBlock & { signature: string } {
-  const signature = (block as { signature?: unknown }).signature;
+function isMoatSigned(block: ContentBlock): boolean {
+  const signature = blockSignatureOf(block);
   return typeof signature === 'string' && signature.startsWith('ms1.');
 }
