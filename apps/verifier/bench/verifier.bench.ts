@@ -204,7 +204,8 @@ for (let round = 0; round < ROUNDS; round++) {
   const order = [...targets.slice(round % 3), ...targets.slice(0, round % 3)];
   for (const mode of ['JSON', 'SSE'] as const) {
     for (const t of order) {
-      const f = (figures[mode][t.name] ??= { p50: [], p90: [], p99: [], rps10: [], rps50: [] });
+      figures[mode][t.name] ??= { p50: [], p90: [], p99: [], rps10: [], rps50: [] };
+      const f = figures[mode][t.name] as Figures[string];
       const times = await sequential(t, mode === 'SSE');
       f.p50.push(pct(times, 50));
       f.p90.push(pct(times, 90));
