@@ -4,14 +4,13 @@ import { AttestationKeyring } from '@moat/attest/server';
 import { BlockKeyring } from '@moat/distill-guard/server';
 import { FingerprintStats } from '@moat/fingerprint/server';
 import { GatewayStats } from '@moat/gateway-detect/server';
-import { DISCOVERY_PATH, FEATURES, TELEMETRY_PATH, VERSION_HEADER } from '@moat/protocol';
+import { TELEMETRY_PATH, VERSION_HEADER } from '@moat/protocol';
 import { errorMessage } from '@moat/protocol/support';
 import { pino } from 'pino';
 import type { VerifierConfig } from './config.js';
-import { DASHBOARD_HTML } from './dashboard.js';
 import { ApiError } from './errors.js';
 import { Flags, loadFeatures } from './flags.js';
-import { answerClientError, answerConnect, sendError, sendJson } from './http.js';
+import { answerClientError, answerConnect, sendError } from './http.js';
 import { ApiKeyCache } from './key-cache.js';
 import { createMetrics } from './metrics.js';
 import { type MockUpstream, startMockUpstream } from './mock-upstream.js';
@@ -19,8 +18,9 @@ import { PgRedisStorage } from './pg-storage.js';
 import { handleMessagesRequest, type MessagesEndpoint } from './pipeline/index.js';
 import type { VerifierServices } from './pipeline/services.js';
 import { Upstream } from './pipeline/upstream.js';
-import { handleAdmin, hasBearer } from './routes/admin.js';
+import { handleAdmin } from './routes/admin.js';
 import { CONFORMANCE_PATH, handleConformance } from './routes/conformance.js';
+import { handleMoatEndpoint } from './routes/moat.js';
 import { handlePassthrough } from './routes/passthrough.js';
 import { handleTelemetry } from './routes/telemetry.js';
 import { SqliteStorage, type Storage } from './storage.js';
@@ -107,8 +107,10 @@ export async function createVerifier(config: VerifierConfig, options: VerifierOp
     upstream: new Upstream(mock?.url ?? config.upstream, mock === undefined ? config.upstreamKey : undefined, config.upstreamTimeouts),
     onUpstreamRequest: options.onUpstreamRequest,
   };
-  const adminToken = Buffer.from(config.adminToken);
-  const metricsToken = config.metricsToken === undefined ? undefined : Buffer.from(config.metricsToken);
+  const tokens = {
+    admin: Buffer.from(config.adminToken),
+    metrics: config.metricsToken === undefined ? undefined : Buffer.from(config.metricsToken),
+  };
 
   const snapshotTimer = setInterval(() => {
     Promise.resolve(storage.saveSnapshot('fingerprint', services.fingerprintStats.toJSON())).catch((err: unknown) =>
@@ -128,41 +130,8 @@ export async function createVerifier(config: VerifierConfig, options: VerifierOp
     if (endpoint !== undefined) return handleMessagesRequest(req, res, endpoint, services);
     if (req.method === 'POST' && url.pathname === TELEMETRY_PATH) return handleTelemetry(req, res, services);
     if (req.method === 'POST' && url.pathname === CONFORMANCE_PATH) return handleConformance(req, res, services);
-    if (req.method === 'GET' && url.pathname === DISCOVERY_PATH) {
-      return sendJson(res, 200, {
-        moat: { versions: [1], features: [...FEATURES], telemetry: TELEMETRY_PATH, flags: `/api/features/${config.clientKey}` },
-      });
-    }
-    if (req.method === 'GET' && url.pathname.startsWith('/api/features/')) {
-      if (url.pathname !== `/api/features/${config.clientKey}`) throw new ApiError(404, 'not_found_error', 'unknown client key');
-      return sendJson(res, 200, services.flags.clientPayload());
-    }
-    if (req.method === 'GET' && url.pathname === '/healthz') {
-      try {
-        await storage.ping();
-      } catch (error) {
-        return sendJson(res, 503, { ok: false, error: errorMessage(error) });
-      }
-      return sendJson(res, 200, { ok: true });
-    }
-    if (req.method === 'GET' && url.pathname === '/metrics') {
-      // Per-signal series would tell a fake client which of its requests raised what: operators only.
-      if (!hasBearer(req, adminToken) && (metricsToken === undefined || !hasBearer(req, metricsToken)))
-        throw new ApiError(401, 'authentication_error', 'metrics bearer token (or the admin token) required');
-      const text = await services.metrics.registry.metrics();
-      res.writeHead(200, { 'content-type': services.metrics.registry.contentType });
-      res.end(text);
-      return;
-    }
-    if (req.method === 'GET' && url.pathname === '/dashboard') {
-      res.writeHead(200, {
-        'content-type': 'text/html; charset=utf-8',
-        'content-security-policy': "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'",
-      });
-      res.end(DASHBOARD_HTML);
-      return;
-    }
-    if (url.pathname.startsWith('/admin/')) return handleAdmin(req, res, url, services, adminToken);
+    if (await handleMoatEndpoint(req, res, url, services, tokens)) return;
+    if (url.pathname.startsWith('/admin/')) return handleAdmin(req, res, url, services, tokens.admin);
     if (url.pathname.startsWith('/v1/') && !url.pathname.startsWith('/v1/moat')) return handlePassthrough(req, res, services);
     throw new ApiError(404, 'not_found_error', `no route ${req.method} ${url.pathname}`);
   }

@@ -9,6 +9,7 @@ import {
   StreamSigner,
   signResponse,
 } from '@moat/distill-guard/server';
+import { blockSignatureOf } from '@moat/protocol';
 import {
   type ContentBlock,
   formatStreamEvent,
@@ -88,8 +89,17 @@ async function rememberUpstreamSignatures(
   }
 }
 
+/**
+ * A signed-type block in raw JSON. A member value that merely contains this text has its
+ * quotes escaped and does not match; a match only costs the full path, never a missed block.
+ */
+const SIGNED_TYPE = /"type"\s*:\s*"(?:thinking|redacted_thinking|connector_text)"/;
+
 async function readUpstreamMessage(upstream: UpstreamResponse): Promise<MessagesResponse> {
-  const text = await upstream.body.text();
+  return parseUpstreamMessage(await upstream.body.text());
+}
+
+function parseUpstreamMessage(text: string): MessagesResponse {
   try {
     return parseMessagesResponse(JSON.parse(text));
   } catch (error) {
@@ -107,6 +117,17 @@ async function readUpstreamMessage(upstream: UpstreamResponse): Promise<Messages
  */
 export async function answerJson(input: AnswerInput, first: UpstreamResponse): Promise<void> {
   const { res, ledger, plan } = input;
+  if (plan.decoys.length === 0 && isSuccess(first.status)) {
+    // Nothing to intercept: unless a block needs Moat's signature, the upstream's bytes go out as they came.
+    const bytes = Buffer.from(await first.body.arrayBuffer());
+    if (!SIGNED_TYPE.test(bytes.toString('latin1'))) {
+      await ledger.finish(first.status);
+      res.writeHead(first.status, { ...first.headers, 'content-length': String(bytes.length) });
+      res.end(bytes);
+      return;
+    }
+    return answerParsedJson(input, first.status, first.headers, parseUpstreamMessage(bytes.toString('utf8')));
+  }
   let upstream = first;
   let messages = plan.messages;
   let hiddenOutputTokens = 0;
@@ -124,14 +145,20 @@ export async function answerJson(input: AnswerInput, first: UpstreamResponse): P
   }
   if (hiddenOutputTokens > 0)
     answer = { ...answer, usage: { ...answer.usage, output_tokens: outputTokensOf(answer) + hiddenOutputTokens } };
+  return answerParsedJson(input, upstream.status, upstream.headers, answer);
+}
+
+/** Signs the answer's signed-type blocks, remembers the upstream's signatures, records, answers. */
+async function answerParsedJson(
+  input: AnswerInput,
+  status: number,
+  headers: UpstreamResponse['headers'],
+  answer: MessagesResponse,
+): Promise<void> {
   const { response, upstreamSignatures } = signResponse(answer, input.ctx, input.keyring);
-  await rememberUpstreamSignatures(
-    input.storage,
-    upstreamSignatures,
-    (i) => (response.content[i] as { signature?: string } | undefined)?.signature,
-  );
-  await ledger.finish(upstream.status);
-  sendJson(res, upstream.status, response, passedHeaders(upstream) as Record<string, string>);
+  await rememberUpstreamSignatures(input.storage, upstreamSignatures, (i) => blockSignatureOf(response.content[i]) as string | undefined);
+  await input.ledger.finish(status);
+  sendJson(input.res, status, response, headers as Record<string, string>);
 }
 
 /** Writes with backpressure: waits for `drain` when the socket's buffer is full. */
