@@ -38,7 +38,7 @@ export const DEFAULT_FEATURES: Readonly<Record<string, FeatureDefinition>> = {
       unavailable: 'flag',
       invalid: 'block',
       replayed: 'block',
-      stale: 'flag',
+      stale: 'block',
       unknown_key: 'block',
     },
   },

@@ -1,7 +1,10 @@
-import { createSecretKey, type KeyObject, timingSafeEqual } from 'node:crypto';
+import { createSecretKey, type KeyObject, randomBytes, timingSafeEqual } from 'node:crypto';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { type ApiKeyRow, hashApiKey, newApiKey, type RequestRecord, type Storage } from './storage.js';
+
+/** Kept past a nonce's last acceptable instant, for clock skew between replicas. */
+export const NONCE_MARGIN_MS = 2_000;
 
 const SCHEMA = `
   CREATE TABLE IF NOT EXISTS api_keys (id TEXT PRIMARY KEY, hash BYTEA NOT NULL UNIQUE, label TEXT NOT NULL, created BIGINT NOT NULL, revoked BOOLEAN NOT NULL DEFAULT FALSE);
@@ -26,12 +29,20 @@ export class PgRedisStorage implements Storage {
   readonly #redis: Redis;
   readonly #pepper: KeyObject;
   readonly #prefix: string;
+  readonly #epochKey: string;
+  readonly #windowSec: number;
+  #epoch: string | null = null;
+  #lostAtMs = 0;
+  /** Called when the replay cache is found to have lost its data. */
+  onReplayCacheReset: ((lostAtMs: number) => void) | undefined;
 
-  private constructor(pool: pg.Pool, redis: Redis, pepper: Uint8Array, prefix: string) {
+  private constructor(pool: pg.Pool, redis: Redis, pepper: Uint8Array, prefix: string, windowSec: number) {
     this.#pool = pool;
     this.#redis = redis;
     this.#pepper = createSecretKey(pepper);
     this.#prefix = prefix;
+    this.#epochKey = `${prefix}epoch`;
+    this.#windowSec = windowSec;
   }
 
   /**
@@ -44,7 +55,13 @@ export class PgRedisStorage implements Storage {
     postgresUrl: string,
     redisUrl: string,
     pepper: Uint8Array,
-    options: { redisPrefix?: string; onError?: (source: 'postgres' | 'redis', error: Error) => void; timeoutMs?: number } = {},
+    options: {
+      redisPrefix?: string;
+      onError?: (source: 'postgres' | 'redis', error: Error) => void;
+      timeoutMs?: number;
+      /** The attestation window in seconds (how long after a loss of the replay cache stamps are refused). */
+      windowSec?: number;
+    } = {},
   ): Promise<PgRedisStorage> {
     const timeoutMs = options.timeoutMs ?? 5_000;
     const report = (source: 'postgres' | 'redis') => (error: Error) => options.onError?.(source, error);
@@ -68,7 +85,13 @@ export class PgRedisStorage implements Storage {
     });
     redis.on('error', report('redis'));
     await redis.connect();
-    return new PgRedisStorage(pool, redis, pepper, options.redisPrefix ?? 'moat:');
+    const prefix = options.redisPrefix ?? 'moat:';
+    const storage = new PgRedisStorage(pool, redis, pepper, prefix, options.windowSec ?? 300);
+    // The epoch marker, written once: a replica that opens against an existing one adopts it.
+    await redis.set(`${prefix}epoch`, `${randomBytes(6).toString('hex')}:0`, 'NX');
+    storage.#epoch = await redis.get(`${prefix}epoch`);
+    storage.#lostAtMs = Number((storage.#epoch ?? '').split(':')[1] ?? 0);
+    return storage;
   }
 
   async createApiKey(label: string): Promise<{ id: string; key: string }> {
@@ -164,10 +187,54 @@ export class PgRedisStorage implements Storage {
     return { verdicts, attestation, total };
   }
 
-  /** Replay cache in Redis: true when the nonce is new, for every replica at once. */
+  /**
+   * Replay cache in Redis: true when the nonce is new, for every replica at once. A nonce is
+   * kept in milliseconds until one second past `expiresAt` (the verifier accepts while the
+   * whole seconds since the stamp are within the window) plus {@link NONCE_MARGIN_MS} for clock
+   * skew between replicas. The same round trip reads the epoch marker: when Redis lost its
+   * data, nonces that could still be accepted are refused until the window since the loss has
+   * passed (see {@link #checkEpoch}).
+   */
   async add(kid: string, nonce: string, expiresAt: number): Promise<boolean> {
-    const ttl = Math.max(1, expiresAt - Math.floor(Date.now() / 1000));
-    return (await this.#redis.set(`${this.#prefix}nonce:${kid}:${nonce}`, '1', 'EX', ttl, 'NX')) === 'OK';
+    const ttlMs = Math.max(1, (expiresAt + 1) * 1000 - Date.now() + NONCE_MARGIN_MS);
+    const result = await this.#redis
+      .multi()
+      .get(this.#epochKey)
+      .set(`${this.#prefix}nonce:${kid}:${nonce}`, '1', 'PX', ttlMs, 'NX')
+      .exec();
+    if (result === null) throw new Error('redis transaction aborted');
+    const [[epochError, epoch], [setError, set]] = result as [[Error | null, unknown], [Error | null, unknown]];
+    if (epochError !== null) throw epochError;
+    if (setError !== null) throw setError;
+    await this.#checkEpoch(typeof epoch === 'string' ? epoch : null);
+    // A stamp made before the replay cache forgot its nonces may have been served then: refuse it.
+    if (this.#lostAtMs > 0 && expiresAt * 1000 < this.#lostAtMs + this.#windowSec * 1000) return false;
+    return set === 'OK';
+  }
+
+  /**
+   * The epoch marker: `<id>:<ms of the loss it follows, 0 for none>`, written when the storage
+   * opens. A missing marker means Redis lost its data (a restart without persistence, a flush,
+   * a failover to an empty replica): the first replica to notice writes a new one with the
+   * time of the loss, and every replica that sees the marker change adopts its loss time.
+   */
+  async #checkEpoch(epoch: string | null): Promise<void> {
+    if (epoch === this.#epoch) return;
+    if (epoch === null) {
+      const fresh = `${randomBytes(6).toString('hex')}:${Date.now()}`;
+      const set = await this.#redis.set(this.#epochKey, fresh, 'NX');
+      this.#epoch = set === 'OK' ? fresh : await this.#redis.get(this.#epochKey);
+    } else this.#epoch = epoch;
+    const lostAt = Number((this.#epoch ?? '').split(':')[1] ?? 0);
+    if (lostAt > this.#lostAtMs) {
+      this.#lostAtMs = lostAt;
+      this.onReplayCacheReset?.(lostAt);
+    }
+  }
+
+  /** When the replay cache last lost its data (ms since the epoch), 0 if never seen. */
+  get replayCacheLostAt(): number {
+    return this.#lostAtMs;
   }
 
   sweepNonces(): number {
@@ -231,7 +298,7 @@ export class PgRedisStorage implements Storage {
   /** Drops every table and key this storage uses (tests). */
   async reset(): Promise<void> {
     await this.#pool.query('TRUNCATE api_keys, records, telemetry, snapshots, upstream_signatures');
-    const keys = await this.#redis.keys(`${this.#prefix}*`);
+    const keys = (await this.#redis.keys(`${this.#prefix}*`)).filter((k) => k !== this.#epochKey);
     if (keys.length > 0) await this.#redis.del(...keys);
   }
 

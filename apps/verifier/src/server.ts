@@ -40,7 +40,12 @@ export async function openStorage(config: VerifierConfig, log?: pino.Logger): Pr
   const pepper = Buffer.from(config.serverSecret, 'hex');
   if (config.postgresUrl !== undefined && config.redisUrl !== undefined)
     return PgRedisStorage.open(config.postgresUrl, config.redisUrl, pepper, {
+      windowSec: config.windowSec,
       onError: (source, error) => log?.warn({ source, err: error.message }, 'storage connection error; reconnecting'),
+    }).then((storage) => {
+      storage.onReplayCacheReset = (lostAt) =>
+        log?.error({ lostAt: new Date(lostAt).toISOString() }, 'the replay cache lost its data; stamps made before then are refused for one window');
+      return storage;
     });
   return new SqliteStorage(config.database, pepper);
 }

@@ -92,10 +92,27 @@ describe.each(backends)('%s storage', { timeout: 30_000 }, (_name, open) => {
       expect(await s.add('k1', 'n1', now + 300)).toBe(true);
       expect(await s.add('k1', 'n1', now + 300)).toBe(false);
       expect(await s.add('k2', 'n1', now + 300)).toBe(true);
-      expect(await s.add('k1', 'n2', now + 1)).toBe(true);
-      await new Promise((r) => setTimeout(r, 2_100));
+      // A nonce past its last acceptable second (and the skew margin) is forgotten.
+      expect(await s.add('k1', 'n2', now - 3)).toBe(true);
+      await new Promise((r) => setTimeout(r, 100));
       await s.sweepNonces(Math.floor(Date.now() / 1000));
       expect(await s.add('k1', 'n2', now + 300)).toBe(true);
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('keeps a nonce at the window edge until the last millisecond its stamp is accepted', async () => {
+    const s = await open();
+    try {
+      // A stamp with ts = now + 1 - window: accepted while the whole seconds since it are <= window,
+      // that is until the end of the next second. Its nonce must outlive that instant.
+      // (One second ahead, so a store that counts whole seconds from the time of the write falls short.)
+      const expiresAt = Math.floor(Date.now() / 1000) + 1;
+      expect(await s.add('edge', 'n1', expiresAt)).toBe(true);
+      const lastAccepted = (expiresAt + 1) * 1000 - 1;
+      await new Promise((r) => setTimeout(r, Math.max(0, lastAccepted - Date.now() - 15)));
+      expect(await s.add('edge', 'n1', expiresAt)).toBe(false);
     } finally {
       await s.close();
     }
@@ -187,6 +204,54 @@ describe.runIf(PG !== undefined && REDIS !== undefined)('two replicas on one Pos
       expect(records.map((r) => r.attestation)).toEqual(['replayed', 'valid']);
     } finally {
       tap.close();
+      await a.close();
+      await b.close();
+    }
+  });
+});
+
+describe.runIf(PG !== undefined && REDIS !== undefined)('the Redis replay cache across replicas', () => {
+  it('a nonce added at the window edge on one replica is refused by the other until its last accepted millisecond', { timeout: 30_000 }, async () => {
+    const p = `${prefix}edge:`;
+    const a = await PgRedisStorage.open(PG as string, REDIS as string, pepper, { redisPrefix: p });
+    const b = await PgRedisStorage.open(PG as string, REDIS as string, pepper, { redisPrefix: p });
+    try {
+      for (let round = 0; round < 3; round++) {
+        const expiresAt = Math.floor(Date.now() / 1000) + 1;
+        expect(await a.add('edge', `r${round}`, expiresAt)).toBe(true);
+        await new Promise((r) => setTimeout(r, Math.max(0, (expiresAt + 1) * 1000 - 15 - Date.now())));
+        expect(await b.add('edge', `r${round}`, expiresAt)).toBe(false);
+      }
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+
+  it('when Redis loses its data, nonces it can no longer vouch for are refused on every replica', { timeout: 30_000 }, async () => {
+    const p = `${prefix}loss:`;
+    const resets: number[] = [];
+    const a = await PgRedisStorage.open(PG as string, REDIS as string, pepper, { redisPrefix: p, windowSec: 300 });
+    const b = await PgRedisStorage.open(PG as string, REDIS as string, pepper, { redisPrefix: p, windowSec: 300 });
+    a.onReplayCacheReset = (at) => resets.push(at);
+    try {
+      const now = Math.floor(Date.now() / 1000);
+      expect(await a.add('k', 'captured', now + 300)).toBe(true);
+      expect(await a.add('k', 'captured', now + 300)).toBe(false);
+      // Redis forgets everything (a restart without persistence; FLUSHDB does the same to these keys).
+      const { Redis } = await import('ioredis');
+      const admin = new Redis(REDIS as string);
+      const keys = await admin.keys(`${p}*`);
+      await admin.del(...keys);
+      await admin.quit();
+      // The captured request again: Redis alone would take it as new; the lost epoch refuses it.
+      expect(await a.add('k', 'captured', now + 300)).toBe(false);
+      expect(resets).toHaveLength(1);
+      expect(await b.add('k', 'other-old', now + 300)).toBe(false);
+      expect(b.replayCacheLostAt).toBe(a.replayCacheLostAt);
+      // Stamps made after the loss are fine.
+      expect(await b.add('k', 'new', Math.floor(a.replayCacheLostAt / 1000) + 301)).toBe(true);
+    } finally {
       await a.close();
       await b.close();
     }

@@ -69,7 +69,12 @@ export class AttestationKeyring {
   }
 }
 
-/** Remembers nonces for the replay check. `add` returns false when the nonce was seen. */
+/**
+ * Remembers nonces for the replay check. `add` returns false when the nonce was seen (or can
+ * no longer be vouched for), and keeps it at least until the end of the second `expiresAt`
+ * (Unix seconds): the last instant a stamp with that nonce could be accepted. It throws when
+ * the store cannot be reached; the caller must then refuse, never accept.
+ */
 export interface NonceStore {
   add(kid: string, nonce: string, expiresAt: number): boolean | Promise<boolean>;
 }
@@ -131,8 +136,8 @@ const isPlaceholder = (stamp: string) => /^0+$/.test(stamp);
 /**
  * Verifies the attestation stamp over the raw request bytes exactly as received — never
  * re-serialized JSON: the anchored envelope, its key id in the keyring, the MAC compared in
- * constant time, the timestamp window, then the nonce (recorded only for valid stamps).
- * Never throws on any input.
+ * constant time, the nonce (recorded for every genuine stamp, in the window or not), then the
+ * timestamp window. Never throws on any input; rejects only when the nonce store fails.
  *
  * @example
  * ```ts
@@ -166,8 +171,11 @@ export async function verifyAttestation(rawBody: Uint8Array, options: VerifyAtte
     return { signal: 'invalid', kid, ts, nonce, reason: 'stamp region' };
   }
   if (!matches) return { signal: 'invalid', kid, ts, nonce, reason: 'MAC mismatch' };
-  if (Math.abs(now - ts) > window) return { signal: 'stale', kid, ts, nonce, reason: `timestamp ${now - ts} s from now` };
-  if (options.nonceStore !== undefined && !(await options.nonceStore.add(kid, nonce, ts + window)))
+  const stale = Math.abs(now - ts) > window;
+  // A genuine stamp's nonce is spent even when its time is off, so the same bytes are never
+  // served twice; a stamp from the future is kept until it would leave the window too.
+  if (options.nonceStore !== undefined && !(await options.nonceStore.add(kid, nonce, Math.max(ts, now) + window)))
     return { signal: 'replayed', kid, ts, nonce };
+  if (stale) return { signal: 'stale', kid, ts, nonce, reason: `timestamp ${now - ts} s from now` };
   return { signal: 'valid', kid, ts, nonce };
 }

@@ -6,6 +6,7 @@ import { checkFingerprint, type FingerprintCheck, type KeyClassification } from 
 import { inspectRequest, type RequestEvidence } from '@moat/gateway-detect/server';
 import { findAttribution, tryParseAttribution } from '@moat/protocol';
 import type { MessagesRequest } from '@moat/protocol/messages';
+import { ApiError } from '../errors.js';
 import type { VerifierServices } from './services.js';
 
 /** Everything the layers found about one request. */
@@ -39,12 +40,13 @@ export interface EvidenceInput {
 export async function gatherEvidence(input: EvidenceInput, services: VerifierServices): Promise<Evidence> {
   const { config, storage, attestationKeyring, fingerprintStats, gatewayStats, blockKeyring } = services;
   const clientUnavailable = String(input.headers[UNATTESTED_HEADER] ?? '').startsWith('unavailable');
-  const attestation = await verifyAttestation(input.raw, {
-    keyring: attestationKeyring,
-    nonceStore: storage,
-    windowSec: config.windowSec,
-    clientUnavailable,
-  });
+  let attestation: AttestationResult;
+  try {
+    attestation = await verifyAttestation(input.raw, { keyring: attestationKeyring, nonceStore: storage, windowSec: config.windowSec, clientUnavailable });
+  } catch (error) {
+    // Without the replay cache no stamp can be vouched for: refuse, retryably, never accept.
+    throw new ApiError(503, 'overloaded_error', 'the replay cache is unavailable; retry shortly', { cause: error, retryAfterSec: 1 });
+  }
   const fingerprint = checkFingerprint(input.body, { salt: config.fingerprintSalt });
   const keyClass = fingerprintStats.record(input.keyId, fingerprint.signal);
   const gateway = gatewayStats.record(

@@ -75,7 +75,13 @@ export async function handleMessagesRequest(
     const { body } = read;
     ledger.set({ model: body.model });
 
-    const evidence = await gatherEvidence({ raw, body, headers: req.headers, keyId, remoteAddress: req.socket.remoteAddress }, services);
+    let evidence: Awaited<ReturnType<typeof gatherEvidence>>;
+    try {
+      evidence = await gatherEvidence({ raw, body, headers: req.headers, keyId, remoteAddress: req.socket.remoteAddress }, services);
+    } catch (error) {
+      ledger.set({ verdict: 'block' });
+      throw error;
+    }
     const attributes = policyAttributes(keyId, body.model, evidence);
     const decision = decide(signalsOf(evidence), flagPolicy(flags, attributes));
     ledger.set({

@@ -18,6 +18,7 @@ describe('decide (the default policy, by table)', () => {
     [{ attestation: 'invalid' }, 'block', ['block:attestation=invalid']],
     [{ attestation: 'replayed' }, 'block', ['block:attestation=replayed']],
     [{ attestation: 'unknown_key' }, 'block', ['block:attestation=unknown_key']],
+    [{ attestation: 'stale' }, 'block', ['block:attestation=stale']],
     [{ fingerprint: 'mismatch' }, 'flag', ['flag:fingerprint=mismatch']],
     [{ fingerprint: 'missing' }, 'allow', []],
     [{ fingerprintClass: 'tampering' }, 'flag', ['flag:fingerprint=tampering']],
