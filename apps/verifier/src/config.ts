@@ -1,5 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { isKeyId } from '@moat/protocol';
 import { errorCode, errorMessage } from '@moat/protocol/support';
 import { VerifierConfigError } from './errors.js';
@@ -34,6 +36,11 @@ export interface VerifierConfig {
   readonly signingKid: string;
   readonly windowSec: number;
   readonly maxBodyBytes: number;
+  /** The local spool for records while the record store is down (JSON lines, fsync'ed). */
+  readonly spoolFile: string;
+  readonly spoolMaxBytes: number;
+  /** How long SIGTERM waits for in-flight requests before it closes their connections. */
+  readonly shutdownGraceMs: number;
   /** Deepest nesting of a request body's JSON (objects and arrays; the body itself is 1). */
   readonly maxJsonDepth: number;
   /** Bearer token that reads `/metrics` besides the admin token. */
@@ -124,6 +131,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, file?: string):
   }
   const revoked = pick('revokedKids', 'MOAT_VERIFIER_REVOKED_KIDS');
   const upstream = str('upstream', 'MOAT_VERIFIER_UPSTREAM', 'mock');
+  const database = str('database', 'MOAT_VERIFIER_DATABASE', 'moat-verifier.db');
   if (upstream !== 'mock' && !/^https?:\/\//.test(upstream))
     throw new VerifierConfigError('upstream', '"mock" or an http(s) URL', JSON.stringify(upstream));
   const upstreamKey = pick('upstreamKey', 'MOAT_VERIFIER_UPSTREAM_KEY');
@@ -147,7 +155,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, file?: string):
   return {
     host: str('host', 'MOAT_VERIFIER_HOST', '127.0.0.1'),
     port: int('port', 'MOAT_VERIFIER_PORT', 8787, 0, 65535),
-    database: str('database', 'MOAT_VERIFIER_DATABASE', 'moat-verifier.db'),
+    database,
     upstream,
     ...(typeof upstreamKey === 'string' ? { upstreamKey } : {}),
     ...(typeof flagsFile === 'string' ? { flagsFile } : {}),
@@ -166,6 +174,15 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, file?: string):
     signingKid: str('signingKid', 'MOAT_VERIFIER_SIGNING_KID', 's1'),
     windowSec: int('windowSec', 'MOAT_VERIFIER_WINDOW_SEC', 300, 1, 86_400),
     maxBodyBytes: int('maxBodyBytes', 'MOAT_VERIFIER_MAX_BODY_BYTES', 10 * 1024 * 1024, 1024, 100 * 1024 * 1024),
+    spoolFile: str(
+      'spoolFile',
+      'MOAT_VERIFIER_SPOOL_FILE',
+      database === ':memory:'
+        ? join(tmpdir(), `moat-verifier-${process.pid}-${randomBytes(4).toString('hex')}.spool`)
+        : `${database}.spool`,
+    ),
+    spoolMaxBytes: int('spoolMaxBytes', 'MOAT_VERIFIER_SPOOL_MAX_BYTES', 64 * 1024 * 1024, 4096, 1024 * 1024 * 1024),
+    shutdownGraceMs: int('shutdownGraceMs', 'MOAT_VERIFIER_SHUTDOWN_GRACE_MS', 10_000, 0, 600_000),
     maxJsonDepth: int('maxJsonDepth', 'MOAT_VERIFIER_MAX_JSON_DEPTH', 128, 8, 10_000),
     ...(typeof metricsToken === 'string' ? { metricsToken } : {}),
     upstreamTimeouts: {

@@ -1,7 +1,7 @@
 import { createSecretKey, type KeyObject, randomBytes, timingSafeEqual } from 'node:crypto';
 import { Redis } from 'ioredis';
 import pg from 'pg';
-import { type ApiKeyRow, hashApiKey, newApiKey, type RequestRecord, type Storage } from './storage.js';
+import { type ApiKeyRow, hashApiKey, newApiKey, probe, type ReadinessCheck, type RequestRecord, type Storage } from './storage.js';
 
 /** Kept past a nonce's last acceptable instant, for clock skew between replicas. */
 export const NONCE_MARGIN_MS = 2_000;
@@ -63,7 +63,7 @@ export class PgRedisStorage implements Storage {
       windowSec?: number;
     } = {},
   ): Promise<PgRedisStorage> {
-    const timeoutMs = options.timeoutMs ?? 5_000;
+    const timeoutMs = options.timeoutMs ?? 2_000;
     const report = (source: 'postgres' | 'redis') => (error: Error) => options.onError?.(source, error);
     const pool = new pg.Pool({
       connectionString: postgresUrl,
@@ -79,8 +79,9 @@ export class PgRedisStorage implements Storage {
     const redis = new Redis(redisUrl, {
       lazyConnect: true,
       maxRetriesPerRequest: 2,
-      connectTimeout: timeoutMs,
-      commandTimeout: timeoutMs,
+      connectTimeout: Math.min(timeoutMs, 1_000),
+      // Every nonce check waits on Redis: a hanging Redis must fail requests fast (503), not hang them.
+      commandTimeout: Math.min(timeoutMs, 1_000),
       retryStrategy: (attempt) => Math.min(50 * 2 ** attempt, 2_000),
     });
     redis.on('error', report('redis'));
@@ -123,10 +124,10 @@ export class PgRedisStorage implements Storage {
     return rows.map((r) => ({ id: r.id, label: r.label, created: Number(r.created) }));
   }
 
-  async insertRecord(r: RequestRecord): Promise<void> {
+  async insertRecord(r: RequestRecord, options: { readonly ignoreDuplicate?: boolean } = {}): Promise<void> {
     await this.#pool.query(
       `INSERT INTO records (id, ts, key_id, model, attestation, fingerprint, gateway, relay, thinking, verdict, reasons, status, latency_ms, decoys)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)${options.ignoreDuplicate === true ? ' ON CONFLICT (id) DO NOTHING' : ''}`,
       [
         r.id,
         r.ts,
@@ -197,11 +198,7 @@ export class PgRedisStorage implements Storage {
    */
   async add(kid: string, nonce: string, expiresAt: number): Promise<boolean> {
     const ttlMs = Math.max(1, (expiresAt + 1) * 1000 - Date.now() + NONCE_MARGIN_MS);
-    const result = await this.#redis
-      .multi()
-      .get(this.#epochKey)
-      .set(`${this.#prefix}nonce:${kid}:${nonce}`, '1', 'PX', ttlMs, 'NX')
-      .exec();
+    const result = await this.#redis.multi().get(this.#epochKey).set(`${this.#prefix}nonce:${kid}:${nonce}`, '1', 'PX', ttlMs, 'NX').exec();
     if (result === null) throw new Error('redis transaction aborted');
     const [[epochError, epoch], [setError, set]] = result as [[Error | null, unknown], [Error | null, unknown]];
     if (epochError !== null) throw epochError;
@@ -293,6 +290,18 @@ export class PgRedisStorage implements Storage {
   async ping(): Promise<void> {
     await this.#pool.query('SELECT 1');
     await this.#redis.ping();
+  }
+
+  async readiness(): Promise<ReadinessCheck[]> {
+    return Promise.all([
+      probe('records', () =>
+        this.#pool.query(
+          "INSERT INTO snapshots (name, data, updated) VALUES ('readiness', '{}', $1) ON CONFLICT (name) DO UPDATE SET updated = EXCLUDED.updated",
+          [Date.now()],
+        ),
+      ),
+      probe('replay_cache', async () => this.#checkEpoch((await this.#redis.get(this.#epochKey)) ?? null)),
+    ]);
   }
 
   /** Drops every table and key this storage uses (tests). */

@@ -22,8 +22,11 @@ import { handleAdmin } from './routes/admin.js';
 import { CONFORMANCE_PATH, handleConformance } from './routes/conformance.js';
 import { handleMoatEndpoint } from './routes/moat.js';
 import { handlePassthrough } from './routes/passthrough.js';
+import { answerReadiness } from './routes/readiness.js';
 import { handleTelemetry } from './routes/telemetry.js';
+import { RecordSpool } from './spool.js';
 import { SqliteStorage, type Storage } from './storage.js';
+import { StoreGuard } from './store-guard.js';
 
 /** Options of {@link createVerifier} besides the configuration. */
 export interface VerifierOptions {
@@ -44,7 +47,10 @@ export async function openStorage(config: VerifierConfig, log?: pino.Logger): Pr
       onError: (source, error) => log?.warn({ source, err: error.message }, 'storage connection error; reconnecting'),
     }).then((storage) => {
       storage.onReplayCacheReset = (lostAt) =>
-        log?.error({ lostAt: new Date(lostAt).toISOString() }, 'the replay cache lost its data; stamps made before then are refused for one window');
+        log?.error(
+          { lostAt: new Date(lostAt).toISOString() },
+          'the replay cache lost its data; stamps made before then are refused for one window',
+        );
       return storage;
     });
   return new SqliteStorage(config.database, pepper);
@@ -97,9 +103,14 @@ export async function createVerifier(config: VerifierConfig, options: VerifierOp
     config.signingKid,
   );
   const mock: MockUpstream | undefined = config.upstream === 'mock' ? await startMockUpstream() : undefined;
+  const spool = new RecordSpool(config.spoolFile, config.spoolMaxBytes);
+  const guard = new StoreGuard(storage, spool, log);
+  // Records spooled by an earlier run go to the store first; if it cannot take them yet, the guard keeps trying.
+  if (spool.size() > 0) await spool.drain(storage).catch((error: unknown) => guard.markDown(errorMessage(error)));
   const services: VerifierServices = {
     config,
     storage,
+    guard,
     flags: new Flags(loadFeatures(config.flagsFile)),
     log,
     metrics: createMetrics(),
@@ -135,13 +146,20 @@ export async function createVerifier(config: VerifierConfig, options: VerifierOp
     if (endpoint !== undefined) return handleMessagesRequest(req, res, endpoint, services);
     if (req.method === 'POST' && url.pathname === TELEMETRY_PATH) return handleTelemetry(req, res, services);
     if (req.method === 'POST' && url.pathname === CONFORMANCE_PATH) return handleConformance(req, res, services);
+    if (req.method === 'GET' && url.pathname === '/readyz') return answerReadiness(res, services, closing);
     if (await handleMoatEndpoint(req, res, url, services, tokens)) return;
     if (url.pathname.startsWith('/admin/')) return handleAdmin(req, res, url, services, tokens.admin);
     if (url.pathname.startsWith('/v1/') && !url.pathname.startsWith('/v1/moat')) return handlePassthrough(req, res, services);
     throw new ApiError(404, 'not_found_error', `no route ${req.method} ${url.pathname}`);
   }
 
+  // Graceful shutdown: answers in flight are counted; once closing, every answer says `connection: close`.
+  let closing = false;
+  const inflight = new Set<ServerResponse>();
   const server = createServer({ maxHeaderSize: 32 * 1024 }, (req, res) => {
+    inflight.add(res);
+    res.on('close', () => inflight.delete(res));
+    if (closing) res.setHeader('connection', 'close');
     route(req, res).catch((error: unknown) => {
       const apiError = error instanceof ApiError ? error : new ApiError(500, 'api_error', 'internal error');
       if (!(error instanceof ApiError)) log.error({ err: error }, 'unexpected error');
@@ -177,16 +195,32 @@ export async function createVerifier(config: VerifierConfig, options: VerifierOp
         });
       }),
     close: async () => {
+      closing = true;
       clearInterval(snapshotTimer);
       clearInterval(sweepTimer);
-      await new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeIdleConnections();
-      });
-      await services.upstream.close();
-      await mock?.close();
-      await storage.saveSnapshot('fingerprint', services.fingerprintStats.toJSON());
-      await storage.close();
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      // Idle keep-alive connections go now; busy ones as soon as their answer is out.
+      server.closeIdleConnections();
+      const idle = setInterval(() => server.closeIdleConnections(), 25);
+      const deadline = Date.now() + config.shutdownGraceMs;
+      while (inflight.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 25));
+      clearInterval(idle);
+      server.closeAllConnections();
+      await closed;
+      guard.close();
+      // A store that cannot take the last snapshot (read-only, disk full, gone) must not turn shutdown into a crash.
+      for (const step of [
+        () => services.upstream.close(),
+        () => mock?.close(),
+        () => storage.saveSnapshot('fingerprint', services.fingerprintStats.toJSON()),
+        () => storage.close(),
+      ]) {
+        try {
+          await step();
+        } catch (error) {
+          log.warn({ err: errorMessage(error) }, 'shutdown step failed');
+        }
+      }
     },
   };
 }

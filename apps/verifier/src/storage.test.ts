@@ -211,7 +211,9 @@ describe.runIf(PG !== undefined && REDIS !== undefined)('two replicas on one Pos
 });
 
 describe.runIf(PG !== undefined && REDIS !== undefined)('the Redis replay cache across replicas', () => {
-  it('a nonce added at the window edge on one replica is refused by the other until its last accepted millisecond', { timeout: 30_000 }, async () => {
+  it('a nonce added at the window edge on one replica is refused by the other until its last accepted millisecond', {
+    timeout: 30_000,
+  }, async () => {
     const p = `${prefix}edge:`;
     const a = await PgRedisStorage.open(PG as string, REDIS as string, pepper, { redisPrefix: p });
     const b = await PgRedisStorage.open(PG as string, REDIS as string, pepper, { redisPrefix: p });

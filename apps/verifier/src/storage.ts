@@ -42,7 +42,8 @@ export interface Storage extends NonceStore {
   importApiKey(id: string, key: string, label: string): MaybePromise<void>;
   lookupApiKey(key: string): MaybePromise<string | undefined>;
   listApiKeys(): MaybePromise<ApiKeyRow[]>;
-  insertRecord(record: RequestRecord): MaybePromise<void>;
+  /** Writes a record; `ignoreDuplicate` skips one whose id is already stored (draining a spool). */
+  insertRecord(record: RequestRecord, options?: { readonly ignoreDuplicate?: boolean }): MaybePromise<void>;
   finishRecord(id: string, status: number, latencyMs: number): MaybePromise<void>;
   recentRecords(limit?: number, keyId?: string): MaybePromise<RequestRecord[]>;
   summary(): MaybePromise<{ verdicts: Record<string, number>; attestation: Record<string, number>; total: number }>;
@@ -55,7 +56,37 @@ export interface Storage extends NonceStore {
   upstreamSignature(ours: string): MaybePromise<string | undefined>;
   /** Throws when the backend is unreachable. */
   ping(): MaybePromise<void>;
+  /**
+   * Whether each part can be written now — `records` and `replay_cache` — with a real write
+   * (a full disk or a read-only file fails it). Never throws.
+   */
+  readiness(): Promise<ReadinessCheck[]>;
   close(): MaybePromise<void>;
+}
+
+/** One dependency's readiness. */
+export interface ReadinessCheck {
+  readonly name: string;
+  readonly ok: boolean;
+  readonly error?: string;
+}
+
+/** Runs a readiness probe, bounded in time; a failure or a time-out is `ok: false`. */
+export async function probe(name: string, run: () => unknown, timeoutMs = 1_000): Promise<ReadinessCheck> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([
+      Promise.resolve().then(run),
+      new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
+      }),
+    ]);
+    return { name, ok: true };
+  } catch (error) {
+    return { name, ok: false, error: error instanceof Error ? error.message : String(error) };
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** An API key as stored: never the key, only a keyed hash. */
@@ -187,7 +218,9 @@ export class SqliteStorage implements Storage {
   }
 
   /** Writes a request record; resolves once it is committed (before the request is answered). */
-  insertRecord(record: RequestRecord): Promise<void> {
+  insertRecord(record: RequestRecord, options: { readonly ignoreDuplicate?: boolean } = {}): Promise<void> {
+    if (options.ignoreDuplicate === true && this.db.prepare('SELECT 1 FROM records WHERE id = ?').get(record.id) !== undefined)
+      return Promise.resolve();
     const row = {
       ...record,
       gateway: JSON.stringify(record.gateway),
@@ -291,6 +324,14 @@ export class SqliteStorage implements Storage {
 
   ping(): void {
     this.db.prepare('SELECT 1').get();
+  }
+
+  async readiness(): Promise<ReadinessCheck[]> {
+    // A real write: a full disk or a read-only file fails here, where a read would succeed.
+    const check = await probe('records', () =>
+      this.db.prepare("INSERT OR REPLACE INTO snapshots (name, data, updated) VALUES ('readiness', '{}', ?)").run(Date.now()),
+    );
+    return [check, { ...check, name: 'replay_cache' }];
   }
 
   close(): void {

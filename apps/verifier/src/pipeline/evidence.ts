@@ -42,7 +42,12 @@ export async function gatherEvidence(input: EvidenceInput, services: VerifierSer
   const clientUnavailable = String(input.headers[UNATTESTED_HEADER] ?? '').startsWith('unavailable');
   let attestation: AttestationResult;
   try {
-    attestation = await verifyAttestation(input.raw, { keyring: attestationKeyring, nonceStore: storage, windowSec: config.windowSec, clientUnavailable });
+    attestation = await verifyAttestation(input.raw, {
+      keyring: attestationKeyring,
+      nonceStore: storage,
+      windowSec: config.windowSec,
+      clientUnavailable,
+    });
   } catch (error) {
     // Without the replay cache no stamp can be vouched for: refuse, retryably, never accept.
     throw new ApiError(503, 'overloaded_error', 'the replay cache is unavailable; retry shortly', { cause: error, retryAfterSec: 1 });

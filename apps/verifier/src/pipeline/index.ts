@@ -49,7 +49,7 @@ export async function handleMessagesRequest(
   services: VerifierServices,
 ): Promise<void> {
   const { config, storage, flags, metrics, log } = services;
-  const ledger = new RequestLedger(storage, newRequestId());
+  const ledger = new RequestLedger(services.guard, newRequestId());
   res.setHeader('moat-request-id', ledger.id);
   const abort = new AbortController();
   res.on('close', () => {
@@ -108,6 +108,8 @@ export async function handleMessagesRequest(
       );
     }
 
+    // Nothing is forwarded that cannot be recorded.
+    services.guard.assertWritable();
     const plan = await rewriteRequest(read, evidence, {
       keyId,
       injectDecoys: endpoint === 'messages' && asksForDecoys(body) && flags.value('moat-policy-decoys', true, attributes),
@@ -123,7 +125,7 @@ export async function handleMessagesRequest(
     if (endpoint === 'count_tokens') {
       if (first.status >= 300) return await passError(res, ledger, first);
       const answer = Buffer.from(await first.body.arrayBuffer());
-      await ledger.finish(first.status);
+      await ledger.finishStored(first.status);
       res.writeHead(first.status, { ...first.headers, 'content-length': String(answer.length) });
       res.end(answer);
       return;

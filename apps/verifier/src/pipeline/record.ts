@@ -1,6 +1,12 @@
 import { randomUUID } from 'node:crypto';
 import { MoatError } from '@moat/protocol/support';
-import type { RequestRecord, Storage } from '../storage.js';
+import type { RequestRecord } from '../storage.js';
+import type { Kept } from '../store-guard.js';
+
+/** Where records go: the store, or the spool while the store is down. */
+export interface RecordWriter {
+  write(record: RequestRecord, options?: { readonly spool?: boolean }): Promise<Kept>;
+}
 
 /** A record could not be written: the request must not be answered as if it had been. */
 export class RecordStoreError extends MoatError<'ERR_RECORD_STORE'> {
@@ -36,12 +42,12 @@ export function boundedRecord(record: RequestRecord): RequestRecord {
  */
 export class RequestLedger {
   #record: RequestRecord;
-  readonly #storage: Storage;
+  readonly #store: RecordWriter;
   readonly #started: number;
-  #written: Promise<void> | undefined;
+  #written: Promise<Kept> | undefined;
 
-  constructor(storage: Storage, id: string, started = performance.now()) {
-    this.#storage = storage;
+  constructor(store: RecordWriter, id: string, started = performance.now()) {
+    this.#store = store;
     this.#started = started;
     this.#record = {
       id,
@@ -85,27 +91,46 @@ export class RequestLedger {
   }
 
   /**
-   * Writes the record with the status the client got. The first call writes; later calls
-   * return the same promise.
+   * Writes the record with the status the client got: to the store, or to the spool while the
+   * store is down. The first call writes; later calls return the same promise.
    *
-   * @throws {RecordStoreError} when the storage refuses the write.
+   * @throws {RecordStoreError} when neither the store nor the spool took it.
    */
-  finish(status: number): Promise<void> {
+  finish(status: number): Promise<Kept> {
+    return this.#write(status, true);
+  }
+
+  /**
+   * Writes the record to the store and nowhere else, for an answer that may only go out
+   * recorded in the store. When the store is down nothing is written and the ledger stays
+   * open, so the refusal the client gets instead can be recorded (spooled) with its own status.
+   *
+   * @throws {RecordStoreError} when the store did not take it.
+   */
+  async finishStored(status: number): Promise<void> {
+    await this.#write(status, false);
+  }
+
+  #write(status: number, spool: boolean): Promise<Kept> {
     if (this.#written !== undefined) return this.#written;
     const latencyMs = Math.round(performance.now() - this.#started);
-    this.#record = boundedRecord({ ...this.#record, status, latencyMs });
-    const record = this.#record;
-    this.#written = (async () => {
+    const record = boundedRecord({ ...this.#record, status, latencyMs });
+    const written = (async () => {
       try {
-        await this.#storage.insertRecord(record);
+        return await this.#store.write(record, { spool });
       } catch (error) {
+        if (!spool) this.#written = undefined;
         throw new RecordStoreError(
           'ERR_RECORD_STORE',
           `expected the record of ${record.id} to be written, got ${error instanceof Error ? error.message : 'an error'}`,
-          { cause: error },
+          {
+            cause: error,
+          },
         );
       }
     })();
-    return this.#written;
+    this.#record = record;
+    this.#written = written;
+    return written;
   }
 }

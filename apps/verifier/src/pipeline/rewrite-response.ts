@@ -121,7 +121,7 @@ export async function answerJson(input: AnswerInput, first: UpstreamResponse): P
     // Nothing to intercept: unless a block needs Moat's signature, the upstream's bytes go out as they came.
     const bytes = Buffer.from(await first.body.arrayBuffer());
     if (!SIGNED_TYPE.test(bytes.toString('latin1'))) {
-      await ledger.finish(first.status);
+      await ledger.finishStored(first.status);
       res.writeHead(first.status, { ...first.headers, 'content-length': String(bytes.length) });
       res.end(bytes);
       return;
@@ -157,7 +157,7 @@ async function answerParsedJson(
 ): Promise<void> {
   const { response, upstreamSignatures } = signResponse(answer, input.ctx, input.keyring);
   await rememberUpstreamSignatures(input.storage, upstreamSignatures, (i) => blockSignatureOf(response.content[i]) as string | undefined);
-  await input.ledger.finish(status);
+  await input.ledger.finishStored(status);
   sendJson(input.res, status, response, headers as Record<string, string>);
 }
 
@@ -197,7 +197,7 @@ export async function answerStream(input: AnswerInput, first: UpstreamResponse):
       if (out.event === 'message_stop') {
         // The client may send its next turn as soon as it sees message_stop: everything it needs is stored first.
         await rememberUpstreamSignatures(input.storage, signer.upstreamSignatures, (i) => signer.issuedSignatures.get(i));
-        await ledger.finish(status);
+        await ledger.finishStored(status);
         stopped = true;
       }
       await write(res, formatStreamEvent(out));

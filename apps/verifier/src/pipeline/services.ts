@@ -8,12 +8,15 @@ import type { Flags } from '../flags.js';
 import type { ApiKeyCache } from '../key-cache.js';
 import type { VerifierMetrics } from '../metrics.js';
 import type { Storage } from '../storage.js';
+import type { StoreGuard } from '../store-guard.js';
 import type { Upstream } from './upstream.js';
 
 /** What the stages of the pipeline work with: created once by `createVerifier`. */
 export interface VerifierServices {
   readonly config: VerifierConfig;
   readonly storage: Storage;
+  /** Every record goes through it: the store, or the spool while the store is down. */
+  readonly guard: StoreGuard;
   readonly flags: Flags;
   readonly log: Logger;
   readonly metrics: VerifierMetrics;

@@ -1,0 +1,43 @@
+import type { ServerResponse } from 'node:http';
+import { connect } from 'node:net';
+import { sendJson } from '../http.js';
+import type { VerifierServices } from '../pipeline/services.js';
+import { probe, type ReadinessCheck } from '../storage.js';
+
+/** Whether a TCP connection to the upstream opens, within `timeoutMs`. */
+function upstreamReachable(url: string, timeoutMs: number): Promise<ReadinessCheck> {
+  const { hostname, port, protocol } = new URL(url);
+  return probe(
+    'upstream',
+    () =>
+      new Promise<void>((resolve, reject) => {
+        const socket = connect({ host: hostname.replace(/^\[|\]$/g, ''), port: Number(port || (protocol === 'https:' ? 443 : 80)) });
+        socket.setTimeout(timeoutMs);
+        socket.once('connect', () => {
+          socket.destroy();
+          resolve();
+        });
+        socket.once('timeout', () => {
+          socket.destroy();
+          reject(new Error('connect timed out'));
+        });
+        socket.once('error', reject);
+      }),
+    timeoutMs,
+  );
+}
+
+/**
+ * `GET /readyz`: 200 when this replica should get traffic — the record store and the replay
+ * cache take a real write, the upstream accepts a connection, the spool is empty and the
+ * verifier is not shutting down — else 503 naming what failed. Every check is bounded (1 s).
+ * `/healthz` only says the process is alive.
+ */
+export async function answerReadiness(res: ServerResponse, services: VerifierServices, closing: boolean): Promise<void> {
+  const checks = [...(await services.storage.readiness()), await upstreamReachable(services.upstream.url, 1_000)];
+  const down = services.guard.down;
+  checks.push(down === undefined ? { name: 'spool', ok: true } : { name: 'spool', ok: false, error: `records are spooled: ${down}` });
+  if (closing) checks.push({ name: 'shutdown', ok: false, error: 'shutting down' });
+  const ready = checks.every((c) => c.ok);
+  sendJson(res, ready ? 200 : 503, { ready, checks }, ready ? {} : { 'retry-after': '1' });
+}
