@@ -25,7 +25,11 @@ else
 fi
 
 if command -v redis-server >/dev/null 2>&1; then
-  redis-cli -p 6399 ping >/dev/null 2>&1 || redis-server --port 6399 --bind 127.0.0.1 --daemonize yes --save '' --appendonly no >/dev/null 3>&-
+  # Persistence (an fsync'ed append-only file every second) so a restart keeps the replay
+  # cache; the verifier does not rely on it alone: its epoch marker notices a lost cache.
+  redis_dir="${TMPDIR:-/tmp}/moat-redis-6399"
+  mkdir -p "$redis_dir"
+  redis-cli -p 6399 ping >/dev/null 2>&1 || redis-server --port 6399 --bind 127.0.0.1 --daemonize yes --dir "$redis_dir" --save '' --appendonly yes --appendfsync everysec >/dev/null 3>&-
   for _ in $(seq 1 30); do redis-cli -p 6399 ping >/dev/null 2>&1 && break; sleep 0.2; done
   log "Redis on 127.0.0.1:6399"
   echo >&3 "export MOAT_TEST_REDIS_URL=redis://127.0.0.1:6399"

@@ -139,6 +139,7 @@ export async function handleMessagesRequest(
       keyring: services.blockKeyring,
       secret: services.secret,
       resend,
+      signal: abort.signal,
       onDecoyCalls: (n: number) => {
         if (n === 0) return;
         metrics.decoyCalls.inc(n);

@@ -23,7 +23,7 @@ import { errorMessage } from '@moat/protocol/support';
 import { ApiError, type ApiErrorType, STATUS_OF_ERROR_TYPE } from '../errors.js';
 import { sendJson } from '../http.js';
 import type { Storage } from '../storage.js';
-import type { RequestLedger } from './record.js';
+import { RecordStoreError, type RequestLedger } from './record.js';
 import type { ForwardPlan } from './rewrite-request.js';
 import type { UpstreamResponse } from './upstream.js';
 
@@ -43,6 +43,8 @@ export interface AnswerInput {
   readonly resend: (body: Buffer) => Promise<UpstreamResponse>;
   /** Counts decoy calls kept from the client. */
   readonly onDecoyCalls: (n: number) => void;
+  /** Aborted when the client went away. */
+  readonly signal?: AbortSignal;
 }
 
 /** Headers of the upstream's answer as the client gets them. */
@@ -205,10 +207,20 @@ export async function answerStream(input: AnswerInput, first: UpstreamResponse):
   };
   let upstream = first;
   let messages = plan.messages;
+  /** Passes one upstream stream on; a stream that breaks (socket reset, garbage) ends in an SSE error, recorded 502. */
+  const relay = async (body: UpstreamResponse['body']) => {
+    try {
+      for await (const ev of readStreamEvents(body)) for (const kept of filter === undefined ? [ev] : filter.handle(ev)) await emit(kept);
+    } catch (error) {
+      if (input.signal?.aborted === true || error instanceof RecordStoreError) throw error;
+      ledger.reason(`upstream stream broke off: ${errorMessage(error).slice(0, 120)}`);
+      await emit({ event: 'error', data: { type: 'error', error: { type: 'api_error', message: 'upstream stream broke off' } } });
+      status = 502;
+    }
+  };
   try {
     for (let round = 0; ; round++) {
-      for await (const ev of readStreamEvents(upstream.body))
-        for (const kept of filter === undefined ? [ev] : filter.handle(ev)) await emit(kept);
+      await relay(upstream.body);
       const turn = filter?.takeTurn();
       if (filter === undefined || turn?.continueWith === undefined || errored) break;
       if (round + 1 === DECOY_ROUNDS) {

@@ -19,6 +19,9 @@ const NOT_FORWARDED = new Set([
 /** Response headers of the upstream that never go to the client. */
 const NOT_RETURNED = new Set([...HOP_BY_HOP, 'content-length', 'content-encoding']);
 
+/** undici's time-out errors: answered 504. */
+const TIMEOUTS = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT']);
+
 /** One request to the upstream. */
 export interface UpstreamRequest {
   readonly method: string;
@@ -117,6 +120,8 @@ export class Upstream {
     } catch (error) {
       if (request.signal?.aborted === true) throw error;
       const code = (error as { code?: unknown }).code;
+      if (typeof code === 'string' && TIMEOUTS.has(code))
+        throw new ApiError(504, 'api_error', `upstream timed out (${code})`, { cause: error });
       throw new ApiError(502, 'api_error', `upstream unreachable (${typeof code === 'string' ? code : 'error'})`, { cause: error });
     }
     const out: Record<string, string | string[]> = {};

@@ -1,6 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { DISCOVERY_PATH, FEATURES, TELEMETRY_PATH } from '@moat/protocol';
-import { errorMessage } from '@moat/protocol/support';
 import { DASHBOARD_HTML } from '../dashboard.js';
 import { ApiError } from '../errors.js';
 import { sendJson } from '../http.js';
@@ -19,7 +18,7 @@ export async function handleMoatEndpoint(
   tokens: { readonly admin: Buffer; readonly metrics: Buffer | undefined },
 ): Promise<boolean> {
   if (req.method !== 'GET') return false;
-  const { config, storage } = services;
+  const { config } = services;
   if (url.pathname === DISCOVERY_PATH) {
     sendJson(res, 200, {
       moat: { versions: [1], features: [...FEATURES], telemetry: TELEMETRY_PATH, flags: `/api/features/${config.clientKey}` },
@@ -32,12 +31,8 @@ export async function handleMoatEndpoint(
     return true;
   }
   if (url.pathname === '/healthz') {
-    try {
-      await storage.ping();
-      sendJson(res, 200, { ok: true });
-    } catch (error) {
-      sendJson(res, 503, { ok: false, error: errorMessage(error) });
-    }
+    // Liveness only: the process answers. Whether it should get traffic is /readyz.
+    sendJson(res, 200, { ok: true });
     return true;
   }
   if (url.pathname === '/metrics') {

@@ -1,0 +1,365 @@
+/**
+ * The verifier while its dependencies fail, for real: its own Redis and PostgreSQL (started
+ * here, so stopping them disturbs no other test), a full disk under SQLite (a small tmpfs), a
+ * slow and a resetting upstream, and SIGTERM under streaming load. Each test checks what the
+ * client saw, that the process lived, that no answered request lacks a record and that no
+ * replay was served.
+ */
+import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { chmodSync, existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import { type AddressInfo, createServer as createTcpServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createAttestedFetch } from '@moat/attest/client';
+import { tagFingerprint } from '@moat/fingerprint/client';
+import { devKeyFile } from '@moat/native/dev-key';
+import { readStreamEvents } from '@moat/protocol/messages';
+import Database from 'better-sqlite3';
+import { afterAll, describe, expect, it } from 'vitest';
+import { devEnvironment, loadConfig } from './config.js';
+import { PgRedisStorage } from './pg-storage.js';
+import { createVerifier, type Verifier } from './server.js';
+
+const cli = new URL('../dist/cli.js', import.meta.url).pathname;
+const isRoot = process.getuid?.() === 0;
+const pgBin = existsSync('/usr/lib/postgresql')
+  ? join('/usr/lib/postgresql', readdirSync('/usr/lib/postgresql').sort().at(-1) ?? '', 'bin')
+  : '';
+const hasRedis = spawnSync('redis-server', ['--version']).status === 0;
+const hasPostgres = isRoot && pgBin !== '' && existsSync(join(pgBin, 'initdb'));
+const cleanups: Array<() => unknown> = [];
+afterAll(async () => {
+  for (const c of cleanups.reverse()) await c();
+});
+
+async function freePort(): Promise<number> {
+  const s = createTcpServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const { port } = s.address() as AddressInfo;
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
+}
+
+async function until(check: () => Promise<boolean> | boolean, what: string, ms = 15_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+/** A Redis of this test's own, without persistence, that it may stop and start. */
+async function ownRedis(): Promise<{ url: string; stop(): Promise<void>; start(): Promise<void> }> {
+  const port = await freePort();
+  let proc: ChildProcess | undefined;
+  const start = async () => {
+    proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+    await until(
+      () =>
+        spawnSync('redis-cli', ['-p', String(port), 'ping'])
+          .stdout?.toString()
+          .includes('PONG') ?? false,
+      'redis',
+    );
+  };
+  const stop = async () => {
+    const p = proc;
+    if (p === undefined || p.exitCode !== null) return;
+    const exited = once(p, 'exit');
+    p.kill('SIGKILL');
+    await exited;
+  };
+  await start();
+  cleanups.push(stop);
+  return { url: `redis://127.0.0.1:${port}`, stop, start };
+}
+
+/** A PostgreSQL cluster of this test's own (initdb as the postgres user), that it may stop and start. */
+async function ownPostgres(): Promise<{ url: string; stop(): void; start(): void }> {
+  const port = await freePort();
+  const dir = mkdtempSync(join(tmpdir(), 'moat-pg-'));
+  chmodSync(dir, 0o777);
+  const data = join(dir, 'data');
+  const asPostgres = (command: string) => execFileSync('su', ['postgres', '-s', '/bin/sh', '-c', command], { stdio: 'pipe' });
+  asPostgres(`${pgBin}/initdb -D ${data} -A trust -U moat >/dev/null`);
+  const start = () =>
+    asPostgres(`${pgBin}/pg_ctl -D ${data} -o "-p ${port} -k ${dir} -c listen_addresses=127.0.0.1" -l ${dir}/log -w start >/dev/null`);
+  const stop = () => asPostgres(`${pgBin}/pg_ctl -D ${data} -m fast -w stop >/dev/null`);
+  start();
+  cleanups.push(() => {
+    try {
+      stop();
+    } catch {
+      // already stopped
+    }
+    rmSync(dir, { recursive: true, force: true });
+  });
+  return { url: `postgres://moat@127.0.0.1:${port}/postgres`, stop, start };
+}
+
+const SALT = 'faults-salt';
+const attested = createAttestedFetch();
+const ask = (text: string, extra: Record<string, unknown> = {}) => {
+  const tagged = tagFingerprint(
+    { model: 'claude-mock', max_tokens: 32, messages: [{ role: 'user', content: text }], ...extra },
+    { salt: SALT, version: '1.4.2', entrypoint: 'cli' },
+  );
+  return JSON.stringify(tagged.request);
+};
+
+async function started(env: Record<string, string>, storage?: PgRedisStorage): Promise<{ verifier: Verifier; url: string; key: string }> {
+  const verifier = await createVerifier(loadConfig({ ...devEnvironment({ salt: SALT, attestationKeyFile: devKeyFile }), ...env }), {
+    logLevel: 'silent',
+    ...(storage === undefined ? {} : { storage }),
+  });
+  cleanups.push(() => verifier.close());
+  const url = await verifier.listen();
+  return { verifier, url, key: (await verifier.storage.createApiKey('faults')).key };
+}
+
+describe.runIf(hasRedis && process.env.MOAT_TEST_POSTGRES_URL !== undefined)('Redis fails', { timeout: 60_000 }, () => {
+  it('down: 503 with retry-after, fast, recorded, no replay served; back without persistence: a captured request stays refused', async () => {
+    const redis = await ownRedis();
+    const pepperHex = randomBytes(32).toString('hex');
+    const storage = await PgRedisStorage.open(process.env.MOAT_TEST_POSTGRES_URL as string, redis.url, Buffer.from(pepperHex, 'hex'), {
+      redisPrefix: `faults-${randomBytes(4).toString('hex')}:`,
+    });
+    const { verifier, url, key } = await started({ MOAT_VERIFIER_SERVER_SECRET: pepperHex }, storage);
+    // A genuine request, captured on the wire by a relay.
+    let captured = Buffer.alloc(0);
+    const tap = createServer(async (req, res) => {
+      const chunks: Buffer[] = [];
+      for await (const c of req) chunks.push(c as Buffer);
+      captured = Buffer.concat(chunks);
+      res.end('{}');
+    });
+    await new Promise<void>((r) => tap.listen(0, '127.0.0.1', r));
+    cleanups.push(() => tap.close());
+    await (
+      await attested(`http://127.0.0.1:${(tap.address() as AddressInfo).port}/v1/messages`, { method: 'POST', body: ask('captured once') })
+    ).arrayBuffer();
+    const replay = () =>
+      fetch(`${url}/v1/messages`, { method: 'POST', headers: { 'x-api-key': key, 'content-type': 'application/json' }, body: captured });
+    const first = await replay();
+    expect(first.status, await first.clone().text()).toBe(200);
+    expect((await replay()).status).toBe(403);
+
+    await redis.stop();
+    const down = await attested(`${url}/v1/messages`, { method: 'POST', headers: { 'x-api-key': key }, body: ask('while redis is down') });
+    expect(down.status).toBe(503);
+    expect(down.headers.get('retry-after')).toBe('1');
+    expect(((await down.json()) as { error: { type: string } }).error.type).toBe('overloaded_error');
+    expect((await replay()).status).toBe(503);
+    const ready = await fetch(`${url}/readyz`);
+    expect(ready.status).toBe(503);
+    expect(
+      ((await ready.json()) as { checks: Array<{ name: string; ok: boolean }> }).checks.find((c) => c.name === 'replay_cache')?.ok,
+    ).toBe(false);
+    expect((await fetch(`${url}/healthz`)).status).toBe(200);
+    const [last] = await verifier.storage.recentRecords(1);
+    expect(last).toMatchObject({ status: 503, verdict: 'block' });
+
+    await redis.start(); // empty: every nonce forgotten
+    await until(async () => (await fetch(`${url}/readyz`)).status === 200, 'ready again');
+    const again = await replay();
+    expect(again.status).toBe(403);
+    expect(((await again.json()) as { error: { message: string } }).error.message).toMatch(/attestation=replayed/);
+    // A stamp made in a later second than the loss is vouched for again (one in the same second might predate it).
+    await until(() => Date.now() >= (Math.floor(storage.replayCacheLostAt / 1000) + 1) * 1000, 'the next second');
+    expect(
+      (
+        await attested(`${url}/v1/messages`, {
+          method: 'POST',
+          headers: { 'x-api-key': key },
+          body: ask('a fresh request after the restart'),
+        })
+      ).status,
+    ).toBe(200);
+  });
+});
+
+describe.runIf(hasRedis && hasPostgres)('PostgreSQL fails', { timeout: 120_000 }, () => {
+  it('stopped and started under the verifier: refused and spooled while down, drained after, the process lives', async () => {
+    const pg = await ownPostgres();
+    const redis = await ownRedis();
+    const pepperHex = randomBytes(32).toString('hex');
+    const spool = join(mkdtempSync(join(tmpdir(), 'moat-spool-')), 'records.spool');
+    const storage = await PgRedisStorage.open(pg.url, redis.url, Buffer.from(pepperHex, 'hex'), { timeoutMs: 1_000 });
+    const { verifier, url, key } = await started({ MOAT_VERIFIER_SERVER_SECRET: pepperHex, MOAT_VERIFIER_SPOOL_FILE: spool }, storage);
+    const send = (text: string) => attested(`${url}/v1/messages`, { method: 'POST', headers: { 'x-api-key': key }, body: ask(text) });
+    expect((await send('before')).status).toBe(200);
+
+    pg.stop();
+    const answers: number[] = [];
+    for (let i = 0; i < 4; i++) {
+      const r = await send(`during ${i}`);
+      answers.push(r.status);
+      if (r.status === 503) expect(r.headers.get('retry-after')).toBe('1');
+      await r.arrayBuffer();
+    }
+    // Every answer during the outage is a retryable refusal: nothing was served unrecorded.
+    expect(answers.every((s) => s === 503)).toBe(true);
+    expect((await fetch(`${url}/readyz`)).status).toBe(503);
+
+    pg.start();
+    await until(async () => (await fetch(`${url}/readyz`)).status === 200, 'the store back and the spool drained', 30_000);
+    expect((await send('after')).status).toBe(200);
+    const records = await verifier.storage.recentRecords(20);
+    expect(records.filter((r) => r.status === 503)).toHaveLength(4);
+    expect(records.filter((r) => r.status === 200)).toHaveLength(2);
+  });
+});
+
+describe.runIf(isRoot)('SQLite on a full disk', { timeout: 60_000 }, () => {
+  it('refuses (503) instead of forwarding, reports not ready, and recovers once there is room again', async () => {
+    const mount = mkdtempSync(join(tmpdir(), 'moat-tmpfs-'));
+    const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', mount]).status === 0;
+    if (!mounted) return; // no mount here (a container without the capability): nothing to test
+    cleanups.push(() => spawnSync('umount', ['-l', mount]));
+    const spool = join(mkdtempSync(join(tmpdir(), 'moat-spool-')), 'records.spool');
+    const { verifier, url, key } = await started({ MOAT_VERIFIER_DATABASE: join(mount, 'verifier.db'), MOAT_VERIFIER_SPOOL_FILE: spool });
+    const send = (text: string, attest = true) =>
+      (attest ? attested : fetch)(`${url}/v1/messages`, {
+        method: 'POST',
+        headers: { 'x-api-key': key, 'content-type': 'application/json' },
+        body: ask(text),
+      });
+    expect((await send('room')).status).toBe(200);
+    // Fill the disk.
+    const filler = join(mount, 'filler');
+    spawnSync('dd', ['if=/dev/zero', `of=${filler}`, 'bs=64k', 'count=64'], { stdio: 'ignore' });
+    // Requests go on until the store refuses a write; that one is refused too (503), its record spooled.
+    let refused = 0;
+    for (let i = 0; i < 200 && refused === 0; i++) {
+      const r = await send(`pad ${'x'.repeat(20_000)} ${i}`, i % 2 === 0);
+      await r.arrayBuffer();
+      if (r.status === 503) refused++;
+      else expect(r.status).toBe(200);
+    }
+    expect(refused).toBe(1);
+    // From then on nothing is forwarded, attested or not, until there is room again.
+    const results = await Promise.all(Array.from({ length: 6 }, async (_, i) => (await send(`unattested ${i}`, false)).status));
+    expect(results.every((s) => s === 503)).toBe(true);
+    expect((await fetch(`${url}/readyz`)).status).toBe(503);
+    rmSync(filler);
+    await until(async () => (await fetch(`${url}/readyz`)).status === 200, 'recovered', 20_000);
+    expect((await send('room again')).status).toBe(200);
+    const db = new Database(join(mount, 'verifier.db'), { readonly: true });
+    try {
+      const refused = (db.prepare('SELECT COUNT(*) n FROM records WHERE status = 503').get() as { n: number }).n;
+      expect(refused).toBeGreaterThanOrEqual(6);
+    } finally {
+      db.close();
+    }
+    await verifier.close();
+  });
+});
+
+describe('the upstream fails', { timeout: 60_000 }, () => {
+  it('a silent upstream times out fast; a stream cut short is an SSE error and a 502 record', async () => {
+    let mode: 'silent' | 'reset' = 'silent';
+    const upstream: Server = createServer((req, res) => {
+      req.resume();
+      if (mode === 'silent') return; // never answers
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write(
+        'event: message_start\ndata: {"type":"message_start","message":{"id":"m","type":"message","role":"assistant","model":"claude-mock","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":1,"output_tokens":1}}}\n\n',
+      );
+      setTimeout(() => res.socket?.destroy(), 50);
+    });
+    await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
+    cleanups.push(() => {
+      upstream.closeAllConnections();
+      upstream.close();
+    });
+    const { verifier, url, key } = await started({
+      MOAT_VERIFIER_UPSTREAM: `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`,
+      MOAT_VERIFIER_UPSTREAM_KEY: 'k',
+      MOAT_VERIFIER_UPSTREAM_HEADERS_TIMEOUT_MS: '300',
+    });
+    const post = (stream: boolean) =>
+      fetch(`${url}/v1/messages`, {
+        method: 'POST',
+        headers: { 'x-api-key': key, 'content-type': 'application/json' },
+        body: ask('hello', { stream }),
+      });
+    const silent = await post(false);
+    expect(silent.status).toBe(504);
+    expect(((await silent.json()) as { error: { type: string; message: string } }).error).toMatchObject({
+      type: 'api_error',
+      message: expect.stringMatching(/timed out/),
+    });
+    expect((await verifier.storage.recentRecords(1))[0]?.status).toBe(504);
+
+    mode = 'reset';
+    const cut = await post(true);
+    expect(cut.status).toBe(200);
+    const events = [];
+    for await (const ev of readStreamEvents(cut.body as ReadableStream<Uint8Array>)) events.push(ev.event);
+    expect(events[0]).toBe('message_start');
+    expect(events.at(-1)).toBe('error');
+    expect(events).not.toContain('message_stop');
+    await until(async () => (await verifier.storage.recentRecords(1))[0]?.status === 502, 'the 502 record');
+  });
+});
+
+describe('SIGTERM under streaming load', { timeout: 60_000 }, () => {
+  it('finishes every stream in flight, closes idle keep-alive connections, exits within the grace period, and records every answer', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'moat-sigterm-'));
+    const env = {
+      ...process.env,
+      ...devEnvironment({ database: join(dir, 'v.db'), salt: SALT }),
+      MOAT_VERIFIER_LOG_LEVEL: 'silent',
+      MOAT_VERIFIER_SHUTDOWN_GRACE_MS: '8000',
+    };
+    const { key } = JSON.parse(
+      spawnSync(process.execPath, [cli, 'keys', 'add', '--label', 'sigterm'], { env, encoding: 'utf8' }).stdout,
+    ) as { key: string };
+    const child = spawn(process.execPath, [cli], { env, stdio: ['ignore', 'pipe', 'inherit'] });
+    cleanups.push(() => child.kill('SIGKILL'));
+    const url = await new Promise<string>((resolve) => {
+      child.stdout?.on('data', (d: Buffer) => {
+        const m = /listening on (http:\/\/\S+)/.exec(d.toString());
+        if (m) resolve(m[1] as string);
+      });
+    });
+    // An idle keep-alive connection, open before the signal.
+    const idle = await fetch(`${url}/healthz`);
+    expect(idle.status).toBe(200);
+    const streams = Array.from({ length: 8 }, async (_, i) => {
+      const res = await fetch(`${url}/v1/messages`, {
+        method: 'POST',
+        headers: { 'x-api-key': key, 'content-type': 'application/json' },
+        body: JSON.stringify({
+          model: 'claude-mock-slow',
+          max_tokens: 16,
+          stream: true,
+          messages: [{ role: 'user', content: `stream ${i}` }],
+        }),
+      });
+      const text = await res.text();
+      return { id: res.headers.get('moat-request-id'), complete: text.includes('event: message_stop') };
+    });
+    await new Promise((r) => setTimeout(r, 300));
+    const exited = once(child, 'exit');
+    child.kill('SIGTERM');
+    const results = await Promise.all(streams);
+    const [code] = (await exited) as [number];
+    expect(code).toBe(0);
+    expect(results.every((r) => r.complete)).toBe(true);
+    // Stopped accepting: a new connection is refused.
+    await expect(fetch(`${url}/healthz`)).rejects.toThrow();
+    const db = new Database(join(dir, 'v.db'), { readonly: true });
+    try {
+      const ids = new Set((db.prepare('SELECT id FROM records').all() as Array<{ id: string }>).map((r) => r.id));
+      expect(results.filter((r) => r.id !== null && !ids.has(r.id))).toEqual([]);
+    } finally {
+      db.close();
+    }
+    writeFileSync(join(dir, 'done'), '');
+  });
+});
