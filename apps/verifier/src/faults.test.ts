@@ -22,6 +22,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { devEnvironment, loadConfig } from './config.js';
 import { PgRedisStorage } from './pg-storage.js';
 import { createVerifier, type Verifier } from './server.js';
+import { SqliteStorage } from './storage.js';
 
 const cli = new URL('../dist/cli.js', import.meta.url).pathname;
 const isRoot = process.getuid?.() === 0;
@@ -53,7 +54,7 @@ async function until(check: () => Promise<boolean> | boolean, what: string, ms =
 }
 
 /** A Redis of this test's own, without persistence, that it may stop and start. */
-async function ownRedis(): Promise<{ url: string; stop(): Promise<void>; start(): Promise<void> }> {
+async function ownRedis(): Promise<{ url: string; stop(): Promise<void>; start(): Promise<void>; hang(hung: boolean): void }> {
   const port = await freePort();
   let proc: ChildProcess | undefined;
   const start = async () => {
@@ -75,7 +76,9 @@ async function ownRedis(): Promise<{ url: string; stop(): Promise<void>; start()
   };
   await start();
   cleanups.push(stop);
-  return { url: `redis://127.0.0.1:${port}`, stop, start };
+  // SIGSTOP: the server keeps its connections open and answers nothing, as a hung Redis does.
+  const hang = (hung: boolean) => proc?.kill(hung ? 'SIGSTOP' : 'SIGCONT');
+  return { url: `redis://127.0.0.1:${port}`, stop, start, hang };
 }
 
 /** A PostgreSQL cluster of this test's own (initdb as the postgres user), that it may stop and start. */
@@ -147,6 +150,14 @@ describe.runIf(hasRedis && process.env.MOAT_TEST_POSTGRES_URL !== undefined)('Re
     const first = await replay();
     expect(first.status, await first.clone().text()).toBe(200);
     expect((await replay()).status).toBe(403);
+
+    // Hung: the command times out and the request is refused, retryably; readiness answers, bounded.
+    redis.hang(true);
+    const hung = await attested(`${url}/v1/messages`, { method: 'POST', headers: { 'x-api-key': key }, body: ask('while redis hangs') });
+    expect(hung.status).toBe(503);
+    expect((await fetch(`${url}/readyz`)).status).toBe(503);
+    redis.hang(false);
+    await until(async () => (await fetch(`${url}/readyz`)).status === 200, 'redis answering again');
 
     await redis.stop();
     const down = await attested(`${url}/v1/messages`, { method: 'POST', headers: { 'x-api-key': key }, body: ask('while redis is down') });
@@ -256,6 +267,40 @@ describe.runIf(isRoot)('SQLite on a full disk', { timeout: 60_000 }, () => {
       db.close();
     }
     await verifier.close();
+  });
+});
+
+describe.runIf(isRoot)('SQLite on a read-only file system', { timeout: 60_000 }, () => {
+  it('does not start on read-only files, saying why; goes read-only while running: refuses (503), recovers, and shuts down without crashing', async () => {
+    const mount = mkdtempSync(join(tmpdir(), 'moat-ro-'));
+    if (spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=8m', 'tmpfs', mount]).status !== 0) return;
+    cleanups.push(() => spawnSync('umount', ['-l', mount]));
+    const database = join(mount, 'verifier.db');
+    const env = {
+      MOAT_VERIFIER_DATABASE: database,
+      MOAT_VERIFIER_SPOOL_FILE: join(mkdtempSync(join(tmpdir(), 'moat-spool-')), 'records.spool'),
+    };
+    await (await started(env)).verifier.close();
+    expect(spawnSync('mount', ['-o', 'remount,ro', mount]).status).toBe(0);
+    await expect(started(env)).rejects.toThrow(/ERR_VERIFIER_CONFIG: database: expected a writable SQLite database/);
+    expect(spawnSync('mount', ['-o', 'remount,rw', mount]).status).toBe(0);
+
+    expect((await started(env)).url).toMatch(/^http:/);
+  });
+
+  it('shuts down without crashing when the store refuses its last writes', async () => {
+    const storage = new SqliteStorage(':memory:', randomBytes(32));
+    const broken = new Proxy(storage, {
+      get(target, name, receiver) {
+        if (name === 'saveSnapshot' || name === 'close') return () => Promise.reject(new Error('attempt to write a readonly database'));
+        const value = Reflect.get(target, name, receiver);
+        return typeof value === 'function' ? value.bind(target) : value;
+      },
+    });
+    const verifier = await createVerifier(loadConfig(devEnvironment()), { logLevel: 'silent', storage: broken });
+    await verifier.listen();
+    await expect(verifier.close()).resolves.toBeUndefined();
+    storage.close();
   });
 });
 

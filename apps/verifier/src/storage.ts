@@ -1,6 +1,7 @@
 import { createHmac, createSecretKey, type KeyObject, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { NonceStore } from '@moat/attest/server';
 import Database from 'better-sqlite3';
+import { VerifierConfigError } from './errors.js';
 
 /** One request as recorded: signals, verdict and outcome. */
 export interface RequestRecord {
@@ -117,10 +118,22 @@ export class SqliteStorage implements Storage {
   #flushScheduled = false;
   readonly #commit: Database.Transaction<(ops: ReadonlyArray<() => unknown>) => Array<{ ok: boolean; value: unknown }>>;
 
+  /**
+   * @throws {VerifierConfigError} `database` when the file cannot be opened for writing
+   * (a read-only file system, a missing directory).
+   */
   constructor(path: string, pepper: Uint8Array) {
-    this.db = new Database(path);
+    try {
+      this.db = new Database(path);
+      this.db.pragma('journal_mode = WAL');
+    } catch (error) {
+      throw new VerifierConfigError(
+        'database',
+        `a writable SQLite database at ${path}`,
+        error instanceof Error ? error.message : String(error),
+      );
+    }
     this.#pepper = createSecretKey(pepper);
-    this.db.pragma('journal_mode = WAL');
     this.db.pragma('synchronous = NORMAL');
     this.db.pragma('busy_timeout = 5000');
     // Every commit rewrites the same few right-edge B-tree pages; checkpointing every 10,000
