@@ -26,7 +26,12 @@ describe('verifyAttestation and the replay cache', () => {
     // A stamp from the future stays remembered until it would leave the window too.
     const future = stamped(now + 3_600);
     const seen: number[] = [];
-    const spy: NonceStore = { add: (kid, nonce, expiresAt) => (seen.push(expiresAt), store.add(kid, nonce, expiresAt)) };
+    const spy: NonceStore = {
+      add: (kid, nonce, expiresAt) => {
+        seen.push(expiresAt);
+        return store.add(kid, nonce, expiresAt);
+      },
+    };
     expect((await verifyAttestation(future, { keyring, nonceStore: spy, now, windowSec: 300 })).signal).toBe('stale');
     expect(seen).toEqual([now + 3_600 + 300]);
     expect((await verifyAttestation(future, { keyring, nonceStore: store, now: now + 3_600, windowSec: 300 })).signal).toBe('replayed');
@@ -35,7 +40,12 @@ describe('verifyAttestation and the replay cache', () => {
   it('asks the store to keep a fresh nonce until the last second the stamp is accepted', async () => {
     const now = 1_800_000_000;
     const seen: number[] = [];
-    const store: NonceStore = { add: (_k, _n, expiresAt) => (seen.push(expiresAt), true) };
+    const store: NonceStore = {
+      add: (_k, _n, expiresAt) => {
+        seen.push(expiresAt);
+        return true;
+      },
+    };
     expect((await verifyAttestation(stamped(now - 300), { keyring, nonceStore: store, now, windowSec: 300 })).signal).toBe('valid');
     expect(seen).toEqual([now + 300]);
   });
