@@ -241,7 +241,7 @@ describe('redacted_thinking', () => {
       event: 'content_block_start',
       data: { type: 'content_block_start', index: 0, content_block: { type: 'redacted_thinking', data } },
     });
-    const block = (start as { data: { content_block: Record<string, unknown> } }).data.content_block;
+    const block = (start as unknown as { data: { content_block: Record<string, unknown> } }).data.content_block;
     expect(block.signature).toBeUndefined();
     expect(String(block.data).endsWith(`~${data}`)).toBe(true);
     expect(signer.issuedSignatures.get(0)).toBe(String(block.data).split('~')[0]);
