@@ -7,6 +7,7 @@ import { AntiDistillationGate, keyIdentity, stripForeignSignedBlocks } from '@mo
 import { tagFingerprint } from '@moat/fingerprint/client';
 import { devKeyFile } from '@moat/native/dev-key';
 import { parseDiscovery } from '@moat/protocol';
+import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { devEnvironment, loadConfig, type VerifierConfig } from './config.js';
 import { mockMessages } from './mock-upstream.js';
@@ -95,6 +96,30 @@ describe('moat-verifier', () => {
       verdict: 'flag',
       reasons: ['flag:attestation=missing'],
     });
+  });
+
+  it("no client-controlled header earns a better verdict than sending nothing (no downgrade by self-report)", async () => {
+    const rank = { allow: 0, flag: 1, block: 2 } as const;
+    await post(fetch, request('Downgrade probe'));
+    const baseline = (await lastRecord())?.verdict as keyof typeof rank;
+    expect(baseline).toBe('flag');
+    const headerName = fc.oneof(
+      fc.constantFrom('moat-attestation', 'moat-version', 'user-agent', 'x-forwarded-for', 'forwarded', 'via', 'anthropic-beta', 'x-moat', 'x-moat-attestation', 'x-real-ip'),
+      fc.stringMatching(/^x-[a-z-]{1,20}$/),
+    );
+    const headerValue = fc.oneof(
+      fc.constantFrom('unavailable', 'unavailable; addon_missing', 'valid', 'stamped', '1', 'moat-chat/1.4.2', '127.0.0.1', 'v1'),
+      fc.stringMatching(/^[ -~]{0,40}$/),
+    );
+    await fc.assert(
+      fc.asyncProperty(fc.dictionary(headerName, headerValue, { minKeys: 1, maxKeys: 4 }), async (extra) => {
+        const r = await post(fetch, request('Downgrade probe'), apiKey, extra);
+        const record = await lastRecord();
+        expect(r.status).toBeLessThan(500);
+        expect(rank[record?.verdict as keyof typeof rank], JSON.stringify(extra)).toBeGreaterThanOrEqual(rank[baseline]);
+      }),
+      { numRuns: 60 },
+    );
   });
 
   it('replayed, tampered and injected bodies are blocked with a reason', async () => {
