@@ -23,8 +23,8 @@ const BENCHES: readonly Bench[] = [
   {
     dir: 'apps/verifier',
     title: 'Verifier overhead',
-    baseline: 'the bare mock upstream the verifier forwards to, measured with autocannon in the same run',
-    ratio: 'verifier req/s ÷ bare req/s (higher is better)',
+    baseline: 'the upstream itself (direct) and a bare node:http + undici pass-through proxy in front of it, measured in the same run',
+    ratio: 'added latency over direct in µs (lower is better); throughput ÷ the bare proxy (higher is better)',
   },
   {
     dir: 'packages/attest',
