@@ -7,6 +7,7 @@ import { dirname, join } from 'node:path';
 import { createAttestedFetch } from '@moat/attest/client';
 import { scanPaths } from '@moat/build-guard/scan';
 import { keyIdentity, stripForeignSignedBlocks } from '@moat/distill-guard/client';
+import { decoyPeriod, decoyTools } from '@moat/distill-guard/server';
 import { tagFingerprint } from '@moat/fingerprint/client';
 import { assembleStream, parseMessagesResponse, readStreamEvents } from '@moat/protocol/messages';
 import { errorMessage } from '@moat/protocol/support';
@@ -64,6 +65,7 @@ interface RecordRow {
   fingerprint: string;
   gateway: string[];
   thinking: string;
+  decoy?: string;
   verdict: string;
   status: number;
   reasons: string[];
@@ -484,6 +486,69 @@ export const SCENARIOS: readonly Scenario[] = [
         observed: `real build: ${clean.findings.filter((f) => f.severity !== 'note').length} findings; planted: ${found === undefined ? 'not found' : `"${found.codename}" as ${found.encoding}`}`,
         verdict: found === undefined ? 'ship' : 'build fails',
         pass: clean.findings.filter((f) => f.severity !== 'note').length === 0 && found !== undefined,
+      };
+    },
+  },
+  {
+    id: 'downgrade',
+    title: 'downgrade by self-report (moat-attestation: unavailable on a copied request)',
+    expected: 'the claim earns nothing: the same verdict as saying nothing, not allow',
+    async run(ctx) {
+      const { id, key } = await newKey(ctx, 'downgrade');
+      const send = async (extra: Record<string, string>) => {
+        await (
+          await fetch(new URL('/v1/messages', ctx.baseUrl), {
+            method: 'POST',
+            headers: { 'x-api-key': key, 'user-agent': 'moat-chat/1.4.2', 'content-type': 'application/json', ...extra },
+            body: genuineBody(ctx, [{ role: 'user', content: 'I could not attest, honestly' }]),
+          })
+        ).arrayBuffer();
+        return (await records(ctx, id, 1))[0];
+      };
+      const silent = await send({});
+      const claimed = await send({ 'moat-attestation': 'unavailable; addon_missing' });
+      return {
+        observed: `nothing said: ${silent?.verdict ?? '-'}; "unavailable" claimed: ${claimed?.verdict ?? '-'} (${claimed?.attestation ?? '-'})`,
+        verdict: claimed?.verdict ?? '-',
+        pass: claimed !== undefined && silent !== undefined && claimed.verdict === silent.verdict && claimed.verdict !== 'allow',
+      };
+    },
+  },
+  {
+    id: 'decoy-replay',
+    title: "a distilled model calls a decoy it learned from another key's traffic",
+    expected: 'decoy hit recorded for the caller, traced to the key that was served the decoy',
+    async run(ctx) {
+      if (ctx.serverSecret === undefined) return skip('knowing which decoys a key was served needs the verifier secret (operator only)');
+      const leaker = await newKey(ctx, 'decoy-leaker');
+      const caller = await newKey(ctx, 'decoy-caller');
+      const [decoy] = decoyTools({ secret: Buffer.from(ctx.serverSecret, 'hex'), apiKeyId: leaker.id, period: decoyPeriod() });
+      const messages = [
+        { role: 'user', content: 'Reconcile the accounts' },
+        {
+          role: 'assistant',
+          content: [{ type: 'tool_use', id: 'toolu_learned', name: decoy?.tool.name, input: { account_id: decoy?.canary } }],
+        },
+        { role: 'user', content: [{ type: 'tool_result', tool_use_id: 'toolu_learned', content: 'done' }] },
+      ];
+      let rec: RecordRow | undefined;
+      // The verifier indexes a new key's decoys in the background: the first request may come before.
+      for (let i = 0; i < 40 && rec?.decoy !== 'hit'; i++) {
+        await (
+          await fetch(new URL('/v1/messages', ctx.baseUrl), {
+            method: 'POST',
+            headers: { 'x-api-key': caller.key, 'content-type': 'application/json' },
+            body: genuineBody(ctx, messages),
+          })
+        ).arrayBuffer();
+        rec = (await records(ctx, caller.id, 1))[0];
+        if (rec?.decoy !== 'hit') await new Promise((r) => setTimeout(r, 50));
+      }
+      const traced = rec?.reasons.find((r) => r.startsWith('decoy traced to'));
+      return {
+        observed: `decoy=${rec?.decoy ?? '-'}, ${traced === undefined ? 'not traced' : traced.replace(leaker.id, 'the key that was served it')} → ${rec?.verdict ?? '-'}`,
+        verdict: rec?.verdict ?? '-',
+        pass: rec?.decoy === 'hit' && traced?.includes(leaker.id) === true && rec.verdict !== 'allow',
       };
     },
   },

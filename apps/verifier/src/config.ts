@@ -36,6 +36,8 @@ export interface VerifierConfig {
   readonly signingKid: string;
   readonly windowSec: number;
   readonly maxBodyBytes: number;
+  /** Entry points (`ep` of the attribution block) whose requests may get decoys (default `cli`). */
+  readonly decoyEntrypoints: readonly string[];
   /** The local spool for records while the record store is down (JSON lines, fsync'ed). */
   readonly spoolFile: string;
   readonly spoolMaxBytes: number;
@@ -174,6 +176,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, file?: string):
     signingKid: str('signingKid', 'MOAT_VERIFIER_SIGNING_KID', 's1'),
     windowSec: int('windowSec', 'MOAT_VERIFIER_WINDOW_SEC', 300, 1, 86_400),
     maxBodyBytes: int('maxBodyBytes', 'MOAT_VERIFIER_MAX_BODY_BYTES', 10 * 1024 * 1024, 1024, 100 * 1024 * 1024),
+    decoyEntrypoints: str('decoyEntrypoints', 'MOAT_VERIFIER_DECOY_ENTRYPOINTS', 'cli')
+      .split(',')
+      .map((e) => e.trim())
+      .filter((e) => e !== ''),
     spoolFile: str(
       'spoolFile',
       'MOAT_VERIFIER_SPOOL_FILE',

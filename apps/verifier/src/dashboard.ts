@@ -37,7 +37,7 @@ export const DASHBOARD_HTML = `<!doctype html>
   <section><h2>Attestation results</h2><svg id="chart-attestation" width="100%" height="180"></svg></section>
   <section><h2>Mismatch rate per key (Wilson 95%)</h2><svg id="chart-keys" width="100%" height="180"></svg></section>
   <section><h2>Gateway traffic</h2><svg id="chart-gateways" width="100%" height="180"></svg></section>
-  <section><h2>Decoys: requests served them, model calls answered</h2><svg id="chart-decoys" width="100%" height="180"></svg></section>
+  <section><h2>Decoys: requests served them, model calls answered, requests that brought one back</h2><svg id="chart-decoys" width="100%" height="180"></svg></section>
   <section><h2>Recent requests</h2><table id="records"><thead><tr><th>time</th><th>key</th><th>verdict</th><th>attestation</th><th>fingerprint</th><th>gateway</th></tr></thead><tbody></tbody></table></section>
 </main>
 <script>
@@ -94,7 +94,7 @@ async function load(token) {
   intervals(document.getElementById('chart-keys'), keys.keys);
   bars(document.getElementById('chart-gateways'), Object.entries(summary.gateways), '#4a5fc1');
   const decoys = recs.records.filter((r) => r.decoys > 0).length;
-  bars(document.getElementById('chart-decoys'), [['served', decoys], ['called', summary.decoyCalls || 0]], '#7b4ac1');
+  bars(document.getElementById('chart-decoys'), [['served', decoys], ['called', summary.decoyCalls || 0], ['brought back', summary.decoyHits || 0]], '#7b4ac1');
   const tbody = document.querySelector('#records tbody');
   tbody.replaceChildren(...recs.records.slice(0, 50).map((r) => { const tr = document.createElement('tr'); for (const v of [new Date(r.ts).toISOString().slice(11, 19), r.keyId, r.verdict, r.attestation, r.fingerprint, r.gateway.join(',')]) { const td = document.createElement('td'); td.textContent = v ?? ''; if (v === r.verdict) td.className = v; tr.append(td); } return tr; }));
 }

@@ -45,7 +45,9 @@ export const DEFAULT_FEATURES: Readonly<Record<string, FeatureDefinition>> = {
   'moat-policy-fingerprint': { defaultValue: { match: 'monitor', missing: 'monitor', mismatch: 'flag', tampering: 'flag' } },
   'moat-policy-thinking': { defaultValue: { valid: 'monitor', none: 'monitor', invalid: 'block' } },
   'moat-policy-gateway': { defaultValue: { detected: 'monitor', forwarded_chain: 'monitor', ua_mismatch: 'flag', address_fan_in: 'flag' } },
+  // Injecting decoys (on/off) and what a request that brings one back earns.
   'moat-policy-decoys': { defaultValue: true },
+  'moat-policy-decoy': { defaultValue: { hit: 'flag', none: 'monitor' } },
   'moat-anti-distillation': { defaultValue: true },
   'moat-attribution': { defaultValue: true },
   'moat-envelope': { defaultValue: true },

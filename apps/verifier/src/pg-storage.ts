@@ -12,6 +12,7 @@ const SCHEMA = `
     id TEXT PRIMARY KEY, ts BIGINT NOT NULL, key_id TEXT, model TEXT, attestation TEXT NOT NULL, fingerprint TEXT NOT NULL,
     gateway JSONB NOT NULL, relay JSONB NOT NULL, thinking TEXT NOT NULL, verdict TEXT NOT NULL, reasons JSONB NOT NULL,
     status INTEGER, latency_ms INTEGER, decoys INTEGER NOT NULL DEFAULT 0, seq BIGSERIAL);
+  ALTER TABLE records ADD COLUMN IF NOT EXISTS decoy TEXT NOT NULL DEFAULT 'none';
   CREATE INDEX IF NOT EXISTS records_ts ON records (ts);
   CREATE INDEX IF NOT EXISTS records_key ON records (key_id, ts);
   CREATE TABLE IF NOT EXISTS telemetry (ts BIGINT NOT NULL, key_id TEXT, type TEXT NOT NULL, event JSONB NOT NULL);
@@ -126,8 +127,8 @@ export class PgRedisStorage implements Storage {
 
   async insertRecord(r: RequestRecord, options: { readonly ignoreDuplicate?: boolean } = {}): Promise<void> {
     await this.#pool.query(
-      `INSERT INTO records (id, ts, key_id, model, attestation, fingerprint, gateway, relay, thinking, verdict, reasons, status, latency_ms, decoys)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)${options.ignoreDuplicate === true ? ' ON CONFLICT (id) DO NOTHING' : ''}`,
+      `INSERT INTO records (id, ts, key_id, model, attestation, fingerprint, gateway, relay, thinking, verdict, reasons, status, latency_ms, decoys, decoy)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)${options.ignoreDuplicate === true ? ' ON CONFLICT (id) DO NOTHING' : ''}`,
       [
         r.id,
         r.ts,
@@ -143,6 +144,7 @@ export class PgRedisStorage implements Storage {
         r.status,
         r.latencyMs,
         r.decoys,
+        r.decoy,
       ],
     );
   }
@@ -171,6 +173,7 @@ export class PgRedisStorage implements Storage {
       status: r.status as number | null,
       latencyMs: r.latency_ms as number | null,
       decoys: r.decoys as number,
+      decoy: r.decoy as string,
     }));
   }
 
@@ -232,6 +235,17 @@ export class PgRedisStorage implements Storage {
   /** When the replay cache last lost its data (ms since the epoch), 0 if never seen. */
   get replayCacheLostAt(): number {
     return this.#lostAtMs;
+  }
+
+  async decoyHits(): Promise<Record<string, number>> {
+    const out: Record<string, number> = {};
+    for (const r of (
+      await this.#pool.query<{ key_id: string; n: string }>(
+        "SELECT key_id, COUNT(*) n FROM records WHERE decoy = 'hit' AND key_id IS NOT NULL GROUP BY key_id",
+      )
+    ).rows)
+      out[r.key_id] = Number(r.n);
+    return out;
   }
 
   sweepNonces(): number {

@@ -8,6 +8,7 @@ import { TELEMETRY_PATH, VERSION_HEADER } from '@moat/protocol';
 import { errorMessage } from '@moat/protocol/support';
 import { pino } from 'pino';
 import type { VerifierConfig } from './config.js';
+import { DecoyIndexCache } from './decoy-index.js';
 import { ApiError } from './errors.js';
 import { Flags, loadFeatures } from './flags.js';
 import { answerClientError, answerConnect, sendError } from './http.js';
@@ -119,6 +120,7 @@ export async function createVerifier(config: VerifierConfig, options: VerifierOp
     fingerprintStats: await loadFingerprintStats(storage, log),
     gatewayStats: new GatewayStats({ addressSecret: secret }),
     keyCache: new ApiKeyCache(),
+    decoyIndex: new DecoyIndexCache(storage, secret),
     secret,
     upstream: new Upstream(mock?.url ?? config.upstream, mock === undefined ? config.upstreamKey : undefined, config.upstreamTimeouts),
     onUpstreamRequest: options.onUpstreamRequest,

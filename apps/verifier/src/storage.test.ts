@@ -44,6 +44,7 @@ const record = (id: string, ts: number, over: Partial<RequestRecord> = {}): Requ
   gateway: [],
   relay: [],
   thinking: 'none',
+  decoy: 'none',
   verdict: 'allow',
   reasons: [],
   status: null,
@@ -113,6 +114,20 @@ describe.each(backends)('%s storage', { timeout: 30_000 }, (_name, open) => {
       const lastAccepted = (expiresAt + 1) * 1000 - 1;
       await new Promise((r) => setTimeout(r, Math.max(0, lastAccepted - Date.now() - 15)));
       expect(await s.add('edge', 'n1', expiresAt)).toBe(false);
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('counts requests that brought back a decoy, per key', async () => {
+    const s = await open();
+    try {
+      await s.insertRecord(record('d1', 1, { decoy: 'hit', keyId: 'key_a' }));
+      await s.insertRecord(record('d2', 2, { decoy: 'hit', keyId: 'key_a' }));
+      await s.insertRecord(record('d3', 3, { decoy: 'hit', keyId: 'key_b' }));
+      await s.insertRecord(record('d4', 4, { keyId: 'key_b' }));
+      expect(await s.decoyHits()).toEqual({ key_a: 2, key_b: 1 });
+      expect((await s.recentRecords(1))[0]?.decoy).toBe('none');
     } finally {
       await s.close();
     }

@@ -14,6 +14,8 @@ export interface RequestRecord {
   readonly gateway: readonly string[];
   readonly relay: readonly string[];
   readonly thinking: string;
+  /** `hit` when the request brought back a decoy of some key; `none` otherwise. */
+  readonly decoy: string;
   readonly verdict: 'allow' | 'flag' | 'block';
   readonly reasons: readonly string[];
   readonly status: number | null;
@@ -49,6 +51,8 @@ export interface Storage extends NonceStore {
   recentRecords(limit?: number, keyId?: string): MaybePromise<RequestRecord[]>;
   summary(): MaybePromise<{ verdicts: Record<string, number>; attestation: Record<string, number>; total: number }>;
   sweepNonces(now?: number): MaybePromise<number>;
+  /** Requests that brought back a decoy, per API key id. */
+  decoyHits(): MaybePromise<Record<string, number>>;
   insertTelemetry(keyId: string | null, events: ReadonlyArray<{ type: string; ts: number }>): MaybePromise<void>;
   telemetryCounts(): MaybePromise<Record<string, number>>;
   saveSnapshot(name: string, data: unknown): MaybePromise<void>;
@@ -144,7 +148,7 @@ export class SqliteStorage implements Storage {
       CREATE TABLE IF NOT EXISTS records (
         id TEXT PRIMARY KEY, ts INTEGER NOT NULL, key_id TEXT, model TEXT, attestation TEXT NOT NULL, fingerprint TEXT NOT NULL,
         gateway TEXT NOT NULL, relay TEXT NOT NULL, thinking TEXT NOT NULL, verdict TEXT NOT NULL, reasons TEXT NOT NULL,
-        status INTEGER, latency_ms INTEGER, decoys INTEGER NOT NULL DEFAULT 0);
+        status INTEGER, latency_ms INTEGER, decoys INTEGER NOT NULL DEFAULT 0, decoy TEXT NOT NULL DEFAULT 'none');
       CREATE INDEX IF NOT EXISTS records_ts ON records (ts);
       CREATE INDEX IF NOT EXISTS records_key ON records (key_id, ts);
       CREATE TABLE IF NOT EXISTS nonces (kid TEXT NOT NULL, nonce TEXT NOT NULL, expires INTEGER NOT NULL, PRIMARY KEY (kid, nonce));
@@ -152,9 +156,12 @@ export class SqliteStorage implements Storage {
       CREATE TABLE IF NOT EXISTS snapshots (name TEXT PRIMARY KEY, data TEXT NOT NULL, updated INTEGER NOT NULL);
       CREATE TABLE IF NOT EXISTS upstream_signatures (ours TEXT PRIMARY KEY, theirs TEXT NOT NULL, created INTEGER NOT NULL);
     `);
+    // Databases made before the decoy signal existed gain its column.
+    if (!(this.db.prepare('PRAGMA table_info(records)').all() as Array<{ name: string }>).some((c) => c.name === 'decoy'))
+      this.db.exec("ALTER TABLE records ADD COLUMN decoy TEXT NOT NULL DEFAULT 'none'");
     this.#insertRecord = this.db.prepare(
-      `INSERT INTO records (id, ts, key_id, model, attestation, fingerprint, gateway, relay, thinking, verdict, reasons, status, latency_ms, decoys)
-       VALUES (@id, @ts, @keyId, @model, @attestation, @fingerprint, @gateway, @relay, @thinking, @verdict, @reasons, @status, @latencyMs, @decoys)`,
+      `INSERT INTO records (id, ts, key_id, model, attestation, fingerprint, gateway, relay, thinking, verdict, reasons, status, latency_ms, decoys, decoy)
+       VALUES (@id, @ts, @keyId, @model, @attestation, @fingerprint, @gateway, @relay, @thinking, @verdict, @reasons, @status, @latencyMs, @decoys, @decoy)`,
     );
     this.#finishRecord = this.db.prepare('UPDATE records SET status = ?, latency_ms = ? WHERE id = ?');
     this.#lookupKey = this.db.prepare('SELECT id, hash FROM api_keys WHERE hash = ? AND revoked = 0');
@@ -272,6 +279,7 @@ export class SqliteStorage implements Storage {
       status: r.status as number | null,
       latencyMs: r.latency_ms as number | null,
       decoys: r.decoys as number,
+      decoy: r.decoy as string,
     }));
   }
 
@@ -292,6 +300,18 @@ export class SqliteStorage implements Storage {
     }
     const total = (this.db.prepare('SELECT COUNT(*) n FROM records').get() as { n: number }).n;
     return { verdicts, attestation, total };
+  }
+
+  decoyHits(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const r of this.db
+      .prepare("SELECT key_id, COUNT(*) n FROM records WHERE decoy = 'hit' AND key_id IS NOT NULL GROUP BY key_id")
+      .all() as Array<{
+      key_id: string;
+      n: number;
+    }>)
+      out[r.key_id] = r.n;
+    return out;
   }
 
   /** NonceStore: true when the nonce is new, once it is committed (and kept until it expires). */

@@ -98,13 +98,24 @@ describe('moat-verifier', () => {
     });
   });
 
-  it("no client-controlled header earns a better verdict than sending nothing (no downgrade by self-report)", async () => {
+  it('no client-controlled header earns a better verdict than sending nothing (no downgrade by self-report)', async () => {
     const rank = { allow: 0, flag: 1, block: 2 } as const;
     await post(fetch, request('Downgrade probe'));
     const baseline = (await lastRecord())?.verdict as keyof typeof rank;
     expect(baseline).toBe('flag');
     const headerName = fc.oneof(
-      fc.constantFrom('moat-attestation', 'moat-version', 'user-agent', 'x-forwarded-for', 'forwarded', 'via', 'anthropic-beta', 'x-moat', 'x-moat-attestation', 'x-real-ip'),
+      fc.constantFrom(
+        'moat-attestation',
+        'moat-version',
+        'user-agent',
+        'x-forwarded-for',
+        'forwarded',
+        'via',
+        'anthropic-beta',
+        'x-moat',
+        'x-moat-attestation',
+        'x-real-ip',
+      ),
       fc.stringMatching(/^x-[a-z-]{1,20}$/),
     );
     const headerValue = fc.oneof(
@@ -120,6 +131,47 @@ describe('moat-verifier', () => {
       }),
       { numRuns: 60 },
     );
+  });
+
+  it("a request that brings back another key's decoy is a decoy hit, traced to that key; decoys go to the cli entry point only", async () => {
+    const admin = (label: string) =>
+      fetch(`${base}/admin/keys`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN}` }, body: JSON.stringify({ label }) }).then(
+        (r) => r.json() as Promise<{ id: string; key: string }>,
+      );
+    const leaker = await admin('leaker');
+    const distiller = await admin('distiller');
+    // The leaker's genuine traffic gets decoys (seen upstream, never by the client).
+    const gate = await AntiDistillationGate.create({ compileTime: true, entrypoint: 'cli', remote: { apiHost: base, clientKey: 'moat' } });
+    await post(attested as typeof fetch, gate.apply(request('Plan the migration')), leaker.key);
+    const decoyName = (JSON.parse(upstreamBodies.at(-1) as string).tools as Array<{ name: string }>).at(-1)?.name as string;
+    expect(decoyName).toMatch(/^[a-z]+_[a-z]+_[a-z]+$/);
+    // A distilled model, trained on that traffic, calls the decoy; its client sends the turn back under another key.
+    const replayed = [
+      { role: 'user', content: 'Plan the migration' },
+      { role: 'assistant', content: [{ type: 'tool_use', id: 'toolu_x', name: decoyName, input: {} }] },
+      { role: 'user', content: [{ type: 'tool_result', tool_use_id: 'toolu_x', content: 'ok' }] },
+    ];
+    let record: Awaited<ReturnType<typeof lastRecord>>;
+    for (let i = 0; i < 50; i++) {
+      await post(fetch, request('Plan the migration', { messages: replayed }), distiller.key);
+      record = await lastRecord();
+      if (record?.decoy === 'hit') break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    expect(record).toMatchObject({ keyId: distiller.id, decoy: 'hit', verdict: 'flag' });
+    expect(record?.reasons).toContain(`flag:decoy=hit`);
+    expect(record?.reasons.some((r) => r.startsWith(`decoy traced to ${leaker.id}`))).toBe(true);
+    const keys = (await (await fetch(`${base}/admin/keys`, { headers: { authorization: `Bearer ${ADMIN}` } })).json()) as {
+      keys: Array<{ id: string; decoyHits: number }>;
+    };
+    expect(keys.keys.find((k) => k.id === distiller.id)?.decoyHits).toBeGreaterThanOrEqual(1);
+    // An SDK entry point asking for decoys does not get them.
+    const sdk = tagFingerprint(
+      { model: 'claude-mock', max_tokens: 64, messages: [{ role: 'user', content: 'from the sdk' }] },
+      { salt: SALT, version: '1.4.2', entrypoint: 'sdk' },
+    );
+    await post(attested as typeof fetch, { ...sdk.request, anti_distillation: ['fake_tools'] });
+    expect((await lastRecord())?.decoys).toBe(0);
   });
 
   it('replayed, tampered and injected bodies are blocked with a reason', async () => {

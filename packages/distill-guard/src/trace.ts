@@ -103,3 +103,33 @@ export class CanaryIndex {
     return out.sort((a, b) => b.confidence - a.confidence || (a.apiKeyId < b.apiKeyId ? -1 : 1));
   }
 }
+
+/** At most this many characters of a request are traced for decoys. */
+export const DECOY_TRACE_LIMIT = 262_144;
+
+function textsOf(value: unknown, out: string[], budget: { left: number }): void {
+  if (budget.left <= 0) return;
+  if (typeof value === 'string') {
+    out.push(value.slice(0, budget.left));
+    budget.left -= value.length;
+  } else if (Array.isArray(value)) for (const item of value) textsOf(item, out, budget);
+  else if (typeof value === 'object' && value !== null) for (const item of Object.values(value)) textsOf(item, out, budget);
+}
+
+/**
+ * The text of a request's conversation where a decoy can surface — tool names and inputs,
+ * tool results, any text — bounded to {@link DECOY_TRACE_LIMIT} characters, for
+ * {@link CanaryIndex.trace}. Tools the request defines are left out: the decoys a verifier
+ * injects are its own, not evidence.
+ *
+ * @example
+ * ```ts
+ * const hits = index.trace(decoyTraceText(request), 0.7); // keys whose decoys the request replays
+ * ```
+ */
+export function decoyTraceText(request: unknown): string {
+  const messages = typeof request === 'object' && request !== null ? (request as { messages?: unknown }).messages : undefined;
+  const out: string[] = [];
+  textsOf(messages, out, { left: DECOY_TRACE_LIMIT });
+  return out.join('\n');
+}

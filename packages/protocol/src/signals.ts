@@ -11,6 +11,10 @@ export type FingerprintSignal = (typeof FINGERPRINT_SIGNALS)[number];
 export const THINKING_SIGNALS = ['valid', 'invalid', 'none'] as const;
 export type ThinkingSignal = (typeof THINKING_SIGNALS)[number];
 
+/** Whether a request carries a decoy tool's name or canary (replayed traffic, a distilled model). */
+export const DECOY_SIGNALS = ['hit', 'none'] as const;
+export type DecoySignal = (typeof DECOY_SIGNALS)[number];
+
 export const VERDICTS = ['allow', 'flag', 'block'] as const;
 export type Verdict = (typeof VERDICTS)[number];
 

@@ -1,10 +1,10 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import { UNATTESTED_HEADER } from '@moat/attest/client';
 import { type AttestationResult, verifyAttestation } from '@moat/attest/server';
-import { type RequestBlocksCheck, verifyRequestBlocks } from '@moat/distill-guard/server';
+import { decoyTraceText, type RequestBlocksCheck, verifyRequestBlocks } from '@moat/distill-guard/server';
 import { checkFingerprint, type FingerprintCheck, type KeyClassification } from '@moat/fingerprint/server';
 import { inspectRequest, type RequestEvidence } from '@moat/gateway-detect/server';
-import { findAttribution, tryParseAttribution } from '@moat/protocol';
+import { type DecoySignal, findAttribution, tryParseAttribution } from '@moat/protocol';
 import type { MessagesRequest } from '@moat/protocol/messages';
 import { ApiError } from '../errors.js';
 import type { VerifierServices } from './services.js';
@@ -21,7 +21,15 @@ export interface Evidence {
   readonly client: { readonly ep?: string; readonly cv?: string };
   /** The client's own word that it could not attest (telemetry only: it never changes a verdict). */
   readonly clientUnavailable: boolean;
+  /** Decoys of any key that come back in this request, and the keys they were served to. */
+  readonly decoy: {
+    readonly signal: DecoySignal;
+    readonly tracedTo: ReadonlyArray<{ readonly apiKeyId: string; readonly confidence: number }>;
+  };
 }
+
+/** Confidence at which a decoy token in a request counts as a hit: one decoy name (0.75) or canary (0.95). */
+export const DECOY_HIT_CONFIDENCE = 0.7;
 
 /** What {@link gatherEvidence} looks at. */
 export interface EvidenceInput {
@@ -67,5 +75,10 @@ export async function gatherEvidence(input: EvidenceInput, services: VerifierSer
   const located = findAttribution(input.body);
   const parsed = located.status === 'present' ? tryParseAttribution(located.text) : undefined;
   const client = parsed?.ok === true ? { ...(parsed.value.ep === undefined ? {} : { ep: parsed.value.ep }), cv: parsed.value.cv } : {};
-  return { attestation, fingerprint, keyClass, gateway, thinking, client, clientUnavailable };
+  const traced = services.decoyIndex.current()?.trace(decoyTraceText(input.body), DECOY_HIT_CONFIDENCE) ?? [];
+  const decoy = {
+    signal: traced.length > 0 ? ('hit' as const) : ('none' as const),
+    tracedTo: traced.map((t) => ({ apiKeyId: t.apiKeyId, confidence: t.confidence })),
+  };
+  return { attestation, fingerprint, keyClass, gateway, thinking, client, clientUnavailable, decoy };
 }

@@ -90,8 +90,9 @@ export async function handleMessagesRequest(
       gateway: evidence.gateway.gateways.map((g) => g.id),
       relay: evidence.gateway.signals.filter((s) => s !== 'gateway_headers'),
       thinking: evidence.thinking.signal,
+      decoy: evidence.decoy.signal,
       verdict: decision.verdict,
-      reasons: [...decision.reasons],
+      reasons: [...decision.reasons, ...evidence.decoy.tracedTo.map((t) => `decoy traced to ${t.apiKeyId} (${t.confidence.toFixed(2)})`)],
     });
     for (const { layer, value } of decision.actions) metrics.signals.inc({ layer, value });
     metrics.requests.inc({ verdict: decision.verdict });
@@ -112,7 +113,12 @@ export async function handleMessagesRequest(
     services.guard.assertWritable();
     const plan = await rewriteRequest(read, evidence, {
       keyId,
-      injectDecoys: endpoint === 'messages' && asksForDecoys(body) && flags.value('moat-policy-decoys', true, attributes),
+      // All three gates: the client asked (its compile-time and remote flags), its entry point is one that gets decoys, and the policy allows.
+      injectDecoys:
+        endpoint === 'messages' &&
+        asksForDecoys(body) &&
+        config.decoyEntrypoints.includes(evidence.client.ep ?? '') &&
+        flags.value('moat-policy-decoys', true, attributes),
       secret: services.secret,
       storage,
     });

@@ -8,7 +8,14 @@ const defaults: ActionOf = (layer, value) => {
   return action === 'flag' || action === 'block' ? action : 'monitor';
 };
 
-const clean: Signals = { attestation: 'valid', fingerprint: 'match', fingerprintClass: 'clean', thinking: 'none', gateway: [] };
+const clean: Signals = {
+  attestation: 'valid',
+  fingerprint: 'match',
+  fingerprintClass: 'clean',
+  thinking: 'none',
+  gateway: [],
+  decoy: 'none',
+};
 
 describe('decide (the default policy, by table)', () => {
   const table: Array<[Partial<Signals>, string, string[]]> = [
@@ -27,6 +34,7 @@ describe('decide (the default policy, by table)', () => {
     [{ thinking: 'valid' }, 'allow', []],
     [{ gateway: ['gateway_headers'] }, 'allow', []],
     [{ gateway: ['ua_mismatch', 'address_fan_in'] }, 'flag', ['flag:gateway=ua_mismatch', 'flag:gateway=address_fan_in']],
+    [{ decoy: 'hit' }, 'flag', ['flag:decoy=hit']],
     [{ attestation: 'missing', thinking: 'invalid' }, 'block', ['flag:attestation=missing', 'block:thinking=invalid']],
     [
       { attestation: 'missing', fingerprint: 'mismatch', gateway: ['ua_mismatch'] },

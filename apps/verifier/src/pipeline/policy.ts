@@ -10,6 +10,8 @@ export interface Signals {
   readonly fingerprintClass: string;
   readonly thinking: string;
   readonly gateway: readonly string[];
+  /** `hit` when the request carries a decoy's name or canary. */
+  readonly decoy: string;
 }
 
 /** The action a policy takes on one signal value of one layer. */
@@ -38,6 +40,7 @@ export function signalsOf(evidence: Evidence): Signals {
     fingerprintClass: evidence.keyClass,
     thinking: evidence.thinking.signal,
     gateway: evidence.gateway.signals,
+    decoy: evidence.decoy.signal,
   };
 }
 
@@ -64,6 +67,7 @@ export function decide(signals: Signals, actionOf: ActionOf): Decision {
     },
     { layer: 'thinking', value: signals.thinking, action: actionOf('thinking', signals.thinking) },
     ...signals.gateway.map((s) => ({ layer: 'gateway', value: s, action: actionOf('gateway', s === 'gateway_headers' ? 'detected' : s) })),
+    { layer: 'decoy', value: signals.decoy, action: actionOf('decoy', signals.decoy) },
   ];
   const reasons = actions.filter((a) => a.action !== 'monitor').map((a) => `${a.action}:${a.layer}=${a.value}`);
   const verdict: Verdict = actions.some((a) => a.action === 'block')

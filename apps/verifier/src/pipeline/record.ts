@@ -59,6 +59,7 @@ export class RequestLedger {
       gateway: [],
       relay: [],
       thinking: 'none',
+      decoy: 'none',
       verdict: 'allow',
       reasons: [],
       status: null,

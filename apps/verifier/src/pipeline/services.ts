@@ -4,6 +4,7 @@ import type { FingerprintStats } from '@moat/fingerprint/server';
 import type { GatewayStats } from '@moat/gateway-detect/server';
 import type { Logger } from 'pino';
 import type { VerifierConfig } from '../config.js';
+import type { DecoyIndexCache } from '../decoy-index.js';
 import type { Flags } from '../flags.js';
 import type { ApiKeyCache } from '../key-cache.js';
 import type { VerifierMetrics } from '../metrics.js';
@@ -25,6 +26,8 @@ export interface VerifierServices {
   readonly fingerprintStats: FingerprintStats;
   readonly gatewayStats: GatewayStats;
   readonly keyCache: ApiKeyCache;
+  /** Every key's decoys, for tracing decoys that come back in a request. */
+  readonly decoyIndex: DecoyIndexCache;
   /** The server secret: decoys and their canaries, gateway address hashes. */
   readonly secret: Buffer;
   readonly upstream: Upstream;

@@ -27,19 +27,23 @@ export async function handleAdmin(
     return sendJson(res, 200, { records: await storage.recentRecords(limit, url.searchParams.get('key') ?? undefined) });
   }
   if (req.method === 'GET' && url.pathname === '/admin/summary') {
+    const hits = await storage.decoyHits();
     return sendJson(res, 200, {
       ...(await storage.summary()),
       telemetry: await storage.telemetryCounts(),
       gateways: gatewayStats.totals(),
       decoyCalls: metrics.decoyCallCount,
+      decoyHits: Object.values(hits).reduce((a, b) => a + b, 0),
     });
   }
   if (req.method === 'GET' && url.pathname === '/admin/keys') {
+    const hits = await storage.decoyHits();
     return sendJson(res, 200, {
       keys: (await storage.listApiKeys()).map((k) => ({
         ...k,
         fingerprint: fingerprintStats.report(k.id) ?? null,
         gateway: gatewayStats.report(k.id) ?? null,
+        decoyHits: hits[k.id] ?? 0,
       })),
     });
   }
@@ -52,7 +56,10 @@ export async function handleAdmin(
     } catch {
       throw new ApiError(400, 'invalid_request_error', 'body: expected JSON { "label": string }');
     }
-    return sendJson(res, 201, await storage.createApiKey(label));
+    const created = await storage.createApiKey(label);
+    // The new key's decoys become traceable at once.
+    void services.decoyIndex.refresh(true);
+    return sendJson(res, 201, created);
   }
   if (req.method === 'GET' && url.pathname === '/admin/policy') return sendJson(res, 200, { features: flags.features });
   throw new ApiError(404, 'not_found_error', `no admin route ${req.method} ${url.pathname}`);

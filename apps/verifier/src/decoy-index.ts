@@ -1,0 +1,47 @@
+import { CanaryIndex, decoyPeriod } from '@moat/distill-guard/server';
+import type { Storage } from './storage.js';
+
+/**
+ * The decoys every API key was served in the current and the previous rotation period,
+ * indexed for tracing: rebuilt in the background when keys are added and at least every
+ * `refreshMs`, so a request never waits for it (until the first build, nothing is traced).
+ */
+export class DecoyIndexCache {
+  readonly #storage: Storage;
+  readonly #secret: Uint8Array;
+  readonly #refreshMs: number;
+  #index: CanaryIndex | undefined;
+  #builtAt = 0;
+  #keys = -1;
+  #building: Promise<void> | undefined;
+
+  constructor(storage: Storage, secret: Uint8Array, refreshMs = 300_000) {
+    this.#storage = storage;
+    this.#secret = secret;
+    this.#refreshMs = refreshMs;
+  }
+
+  /** The index as built so far; starts a rebuild when it is due (every `refreshMs`, and every 10 s when keys were added). */
+  current(): CanaryIndex | undefined {
+    const age = Date.now() - this.#builtAt;
+    if (this.#building === undefined && (age > this.#refreshMs || age > 10_000)) void this.refresh();
+    return this.#index;
+  }
+
+  /** Rebuilds now (when keys changed or the index is due) and resolves when done. */
+  refresh(force = false): Promise<void> {
+    this.#building ??= (async () => {
+      try {
+        const keys = (await this.#storage.listApiKeys()).map((k) => k.id);
+        if (!force && keys.length === this.#keys && Date.now() - this.#builtAt <= this.#refreshMs) return;
+        const period = decoyPeriod();
+        this.#index = new CanaryIndex({ secret: this.#secret, keys, periods: [period, period - 1] });
+        this.#keys = keys.length;
+        this.#builtAt = Date.now();
+      } finally {
+        this.#building = undefined;
+      }
+    })();
+    return this.#building;
+  }
+}
