@@ -27,10 +27,14 @@ describe('prebuilds and the fallback chain', () => {
     cpSync(join(root, 'src'), join(dir, 'src'), { recursive: true, filter: (p) => !p.includes('generated') });
     symlinkSync(join(root, 'node_modules'), join(dir, 'node_modules'));
 
-    execFileSync('sh', ['-c', 'node scripts/gen-key.mjs && prebuildify --napi --strip'], {
+    execFileSync('sh', ['-c', 'node scripts/gen-key.mjs && node scripts/with-headers.mjs prebuildify --napi --strip'], {
       cwd: dir,
       stdio: 'pipe',
-      env: { ...process.env, PATH: `${join(root, 'node_modules/.bin')}:${process.env.PATH}` },
+      // A new shell: no npm_config_nodedir from anyone; the build finds the running Node's headers itself.
+      env: {
+        ...Object.fromEntries(Object.entries(process.env).filter(([k]) => k.toLowerCase() !== 'npm_config_nodedir')),
+        PATH: `${join(root, 'node_modules/.bin')}:${process.env.PATH}`,
+      },
     });
     const prebuilds = readdirSync(join(dir, 'prebuilds', `${process.platform}-${process.arch}`));
     expect(prebuilds.some((f) => f.endsWith('.node'))).toBe(true);
