@@ -40,6 +40,8 @@ export const DEFAULT_FEATURES: Readonly<Record<string, FeatureDefinition>> = {
       replayed: 'block',
       stale: 'block',
       unknown_key: 'block',
+      // A revoked release keeps working, flagged, while its users move to the new one.
+      revoked: 'flag',
     },
   },
   'moat-policy-fingerprint': { defaultValue: { match: 'monitor', missing: 'monitor', mismatch: 'flag', tampering: 'flag' } },
@@ -107,9 +109,12 @@ export class Flags {
     return action === 'flag' || action === 'block' ? action : 'monitor';
   }
 
-  /** The payload of `GET /api/features/<clientKey>`: client flags only. */
-  clientPayload(): { status: 200; features: Record<string, FeatureDefinition>; dateUpdated: string } {
-    const features: Record<string, FeatureDefinition> = {};
+  /**
+   * The payload of `GET /api/features/<clientKey>`: client flags only, and `moat-revoked-kids`
+   * (the attestation key ids revoked so far, so a client of a revoked release can say so).
+   */
+  clientPayload(revokedKids: readonly string[] = []): { status: 200; features: Record<string, FeatureDefinition>; dateUpdated: string } {
+    const features: Record<string, FeatureDefinition> = { 'moat-revoked-kids': { defaultValue: [...revokedKids] } };
     for (const [key, def] of Object.entries(this.features)) if (!key.startsWith(POLICY_PREFIX)) features[key] = def;
     return { status: 200, features, dateUpdated: new Date().toISOString() };
   }

@@ -18,6 +18,7 @@ const SCHEMA = `
   CREATE TABLE IF NOT EXISTS telemetry (ts BIGINT NOT NULL, key_id TEXT, type TEXT NOT NULL, event JSONB NOT NULL);
   CREATE TABLE IF NOT EXISTS snapshots (name TEXT PRIMARY KEY, data JSONB NOT NULL, updated BIGINT NOT NULL);
   CREATE TABLE IF NOT EXISTS upstream_signatures (ours TEXT PRIMARY KEY, theirs TEXT NOT NULL, created BIGINT NOT NULL);
+  CREATE TABLE IF NOT EXISTS revoked_kids (kid TEXT PRIMARY KEY, reason TEXT NOT NULL, at BIGINT NOT NULL);
 `;
 
 /**
@@ -237,6 +238,21 @@ export class PgRedisStorage implements Storage {
     return this.#lostAtMs;
   }
 
+  async revokeKid(kid: string, reason: string): Promise<void> {
+    await this.#pool.query('INSERT INTO revoked_kids (kid, reason, at) VALUES ($1, $2, $3) ON CONFLICT (kid) DO NOTHING', [
+      kid,
+      reason,
+      Date.now(),
+    ]);
+  }
+
+  async revokedKids(): Promise<Array<{ kid: string; reason: string; at: number }>> {
+    const { rows } = await this.#pool.query<{ kid: string; reason: string; at: string }>(
+      'SELECT kid, reason, at FROM revoked_kids ORDER BY at',
+    );
+    return rows.map((r) => ({ kid: r.kid, reason: r.reason, at: Number(r.at) }));
+  }
+
   async decoyHits(): Promise<Record<string, number>> {
     const out: Record<string, number> = {};
     for (const r of (
@@ -320,7 +336,7 @@ export class PgRedisStorage implements Storage {
 
   /** Drops every table and key this storage uses (tests). */
   async reset(): Promise<void> {
-    await this.#pool.query('TRUNCATE api_keys, records, telemetry, snapshots, upstream_signatures');
+    await this.#pool.query('TRUNCATE api_keys, records, telemetry, snapshots, upstream_signatures, revoked_kids');
     const keys = (await this.#redis.keys(`${this.#prefix}*`)).filter((k) => k !== this.#epochKey);
     if (keys.length > 0) await this.#redis.del(...keys);
   }

@@ -136,6 +136,15 @@ export async function createVerifier(config: VerifierConfig, options: VerifierOp
     );
   }, 30_000);
   snapshotTimer.unref();
+  // Revocations made on any replica (or before this start) apply here within seconds.
+  const applyRevocations = async () => {
+    for (const { kid } of await storage.revokedKids()) attestationKeyring.revoke(kid);
+  };
+  await applyRevocations().catch((err: unknown) => log.warn({ err: errorMessage(err) }, 'revoked key ids not read'));
+  const revocationTimer = setInterval(() => {
+    applyRevocations().catch((err: unknown) => log.warn({ err: errorMessage(err) }, 'revoked key ids not read'));
+  }, 5_000);
+  revocationTimer.unref();
   const sweepTimer = setInterval(() => {
     Promise.resolve(storage.sweepNonces()).catch((err: unknown) => log.warn({ err: errorMessage(err) }, 'nonce sweep failed'));
   }, 60_000);
@@ -200,6 +209,7 @@ export async function createVerifier(config: VerifierConfig, options: VerifierOp
       closing = true;
       clearInterval(snapshotTimer);
       clearInterval(sweepTimer);
+      clearInterval(revocationTimer);
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       // Idle keep-alive connections go now; busy ones as soon as their answer is out.
       server.closeIdleConnections();

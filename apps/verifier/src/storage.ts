@@ -51,6 +51,10 @@ export interface Storage extends NonceStore {
   recentRecords(limit?: number, keyId?: string): MaybePromise<RequestRecord[]>;
   summary(): MaybePromise<{ verdicts: Record<string, number>; attestation: Record<string, number>; total: number }>;
   sweepNonces(now?: number): MaybePromise<number>;
+  /** Revokes an attestation key id for good (every replica reads it). */
+  revokeKid(kid: string, reason: string): MaybePromise<void>;
+  /** Attestation key ids revoked, oldest first. */
+  revokedKids(): MaybePromise<Array<{ kid: string; reason: string; at: number }>>;
   /** Requests that brought back a decoy, per API key id. */
   decoyHits(): MaybePromise<Record<string, number>>;
   insertTelemetry(keyId: string | null, events: ReadonlyArray<{ type: string; ts: number }>): MaybePromise<void>;
@@ -155,6 +159,7 @@ export class SqliteStorage implements Storage {
       CREATE TABLE IF NOT EXISTS telemetry (ts INTEGER NOT NULL, key_id TEXT, type TEXT NOT NULL, event TEXT NOT NULL);
       CREATE TABLE IF NOT EXISTS snapshots (name TEXT PRIMARY KEY, data TEXT NOT NULL, updated INTEGER NOT NULL);
       CREATE TABLE IF NOT EXISTS upstream_signatures (ours TEXT PRIMARY KEY, theirs TEXT NOT NULL, created INTEGER NOT NULL);
+      CREATE TABLE IF NOT EXISTS revoked_kids (kid TEXT PRIMARY KEY, reason TEXT NOT NULL, at INTEGER NOT NULL);
     `);
     // Databases made before the decoy signal existed gain its column.
     if (!(this.db.prepare('PRAGMA table_info(records)').all() as Array<{ name: string }>).some((c) => c.name === 'decoy'))
@@ -300,6 +305,18 @@ export class SqliteStorage implements Storage {
     }
     const total = (this.db.prepare('SELECT COUNT(*) n FROM records').get() as { n: number }).n;
     return { verdicts, attestation, total };
+  }
+
+  revokeKid(kid: string, reason: string): void {
+    this.db.prepare('INSERT OR IGNORE INTO revoked_kids (kid, reason, at) VALUES (?, ?, ?)').run(kid, reason, Date.now());
+  }
+
+  revokedKids(): Array<{ kid: string; reason: string; at: number }> {
+    return this.db.prepare('SELECT kid, reason, at FROM revoked_kids ORDER BY at').all() as Array<{
+      kid: string;
+      reason: string;
+      at: number;
+    }>;
   }
 
   decoyHits(): Record<string, number> {

@@ -132,12 +132,13 @@ describe('attested fetch over the native addon', () => {
     const oldFetch = createAttestedFetch({ now: () => Date.now() - 3_600_000 });
     await (await oldFetch(`${base}/v1/messages`, { method: 'POST', body: body() })).arrayBuffer();
     expect((await verifyAttestation((received.at(-1) as Received).raw, { keyring: keyring() })).signal).toBe('stale');
-    // A revoked key id: unknown_key.
+    // A revoked key id: revoked, even if the key is added again by mistake.
     const revoked = keyring();
     revoked.revoke(dev.kid);
-    expect((await verifyAttestation(genuine, { keyring: revoked })).signal).toBe('unknown_key');
+    expect((await verifyAttestation(genuine, { keyring: revoked })).signal).toBe('revoked');
     revoked.add({ kid: dev.kid, key });
-    expect((await verifyAttestation(genuine, { keyring: revoked })).signal).toBe('unknown_key');
+    expect((await verifyAttestation(genuine, { keyring: revoked })).signal).toBe('revoked');
+    expect(revoked.revokedKids()).toEqual([dev.kid]);
     // Plain fetch: missing.
     await (await fetch(`${base}/v1/messages`, { method: 'POST', body: body() })).arrayBuffer();
     expect((await verifyAttestation((received.at(-1) as Received).raw, { keyring: keyring() })).signal).toBe('missing');
@@ -254,7 +255,7 @@ describe('verifyAttestation never throws', () => {
         ),
         async (bytes) => {
           const r = await verifyAttestation(bytes, { keyring: kr, nonceStore: new MemoryNonceStore() });
-          expect(['valid', 'invalid', 'missing', 'replayed', 'stale', 'unknown_key', 'unavailable']).toContain(r.signal);
+          expect(['valid', 'invalid', 'missing', 'replayed', 'stale', 'unknown_key', 'unavailable', 'revoked']).toContain(r.signal);
         },
       ),
       { numRuns: 500 },

@@ -63,6 +63,16 @@ export class AttestationKeyring {
     return this.#objects.get(kid);
   }
 
+  /** Whether `kid` was revoked. */
+  isRevoked(kid: string): boolean {
+    return this.#revoked.has(kid);
+  }
+
+  /** Key ids revoked so far. */
+  revokedKids(): string[] {
+    return [...this.#revoked];
+  }
+
   /** Key ids currently accepted. */
   kids(): string[] {
     return [...this.#keys.keys()];
@@ -142,7 +152,7 @@ const isPlaceholder = (stamp: string) => /^0+$/.test(stamp);
  * @example
  * ```ts
  * const result = await verifyAttestation(rawBody, { keyring, nonceStore });
- * result.signal; // 'valid' | 'invalid' | 'missing' | 'replayed' | 'stale' | 'unknown_key' | 'unavailable'
+ * result.signal; // 'valid' | 'invalid' | 'missing' | 'replayed' | 'stale' | 'unknown_key' | 'unavailable' | 'revoked'
  * ```
  */
 export async function verifyAttestation(rawBody: Uint8Array, options: VerifyAttestationOptions): Promise<AttestationResult> {
@@ -162,6 +172,7 @@ export async function verifyAttestation(rawBody: Uint8Array, options: VerifyAtte
       ? { signal: 'unavailable', kid, ts, nonce }
       : { signal: 'invalid', kid, ts, nonce, reason: 'unstamped placeholder' };
   }
+  if (options.keyring.isRevoked(kid)) return { signal: 'revoked', kid, ts, nonce };
   const key = options.keyring.get(kid, now);
   if (key === undefined) return { signal: 'unknown_key', kid, ts, nonce };
   let matches: boolean;

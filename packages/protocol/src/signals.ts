@@ -2,7 +2,7 @@
  * The signal vocabulary of records and the admin API. Stable: values are added, never
  * renamed or removed.
  */
-export const ATTESTATION_SIGNALS = ['valid', 'invalid', 'missing', 'replayed', 'stale', 'unknown_key', 'unavailable'] as const;
+export const ATTESTATION_SIGNALS = ['valid', 'invalid', 'missing', 'replayed', 'stale', 'unknown_key', 'unavailable', 'revoked'] as const;
 export type AttestationSignal = (typeof ATTESTATION_SIGNALS)[number];
 
 export const FINGERPRINT_SIGNALS = ['match', 'mismatch', 'missing'] as const;

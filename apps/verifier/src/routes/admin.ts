@@ -1,5 +1,6 @@
 import { timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { isKeyId } from '@moat/protocol';
 import { ApiError } from '../errors.js';
 import { readBody, sendJson } from '../http.js';
 import type { VerifierServices } from '../pipeline/services.js';
@@ -62,5 +63,27 @@ export async function handleAdmin(
     return sendJson(res, 201, created);
   }
   if (req.method === 'GET' && url.pathname === '/admin/policy') return sendJson(res, 200, { features: flags.features });
+  if (req.method === 'GET' && url.pathname === '/admin/attestation-keys') {
+    return sendJson(res, 200, { active: services.attestationKeyring.kids(), revoked: await storage.revokedKids() });
+  }
+  if (req.method === 'POST' && url.pathname === '/admin/attestation-keys/revoke') {
+    let body: { kid?: unknown; reason?: unknown };
+    try {
+      body = JSON.parse((await readBody(req, 4096)).toString('utf8')) as { kid?: unknown; reason?: unknown };
+    } catch {
+      throw new ApiError(400, 'invalid_request_error', 'body: expected JSON { "kid": string, "reason"?: string }');
+    }
+    if (!isKeyId(body.kid))
+      throw new ApiError(
+        400,
+        'invalid_request_error',
+        `kid: expected a key id ([A-Za-z0-9_-]{1,32}), got ${JSON.stringify(body.kid)?.slice(0, 40)}`,
+      );
+    const reason = typeof body.reason === 'string' ? body.reason.slice(0, 200) : 'revoked by an operator';
+    // Stored first (every replica picks it up), then applied here at once.
+    await storage.revokeKid(body.kid, reason);
+    services.attestationKeyring.revoke(body.kid);
+    return sendJson(res, 200, { revoked: body.kid, reason });
+  }
   throw new ApiError(404, 'not_found_error', `no admin route ${req.method} ${url.pathname}`);
 }

@@ -27,7 +27,7 @@ export async function handleMoatEndpoint(
   }
   if (url.pathname.startsWith('/api/features/')) {
     if (url.pathname !== `/api/features/${config.clientKey}`) throw new ApiError(404, 'not_found_error', 'unknown client key');
-    sendJson(res, 200, services.flags.clientPayload());
+    sendJson(res, 200, services.flags.clientPayload(services.attestationKeyring.revokedKids()));
     return true;
   }
   if (url.pathname === '/healthz') {
