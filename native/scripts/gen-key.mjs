@@ -21,7 +21,9 @@ if (process.env.MOAT_ATTEST_KEY) {
   key = Buffer.from(process.env.MOAT_ATTEST_KEY, 'hex');
   // One key id per release: a leaked key is then revoked without touching other releases.
   if (kid === undefined || !/^[A-Za-z0-9_-]{1,32}$/.test(kid)) {
-    console.error(`gen-key: expected MOAT_ATTEST_KID, this release's key id ([A-Za-z0-9_-]{1,32}, e.g. k1_4_2), got ${JSON.stringify(kid ?? null)}`);
+    console.error(
+      `gen-key: expected MOAT_ATTEST_KID, this release's key id ([A-Za-z0-9_-]{1,32}, e.g. k1_4_2), got ${JSON.stringify(kid ?? null)}`,
+    );
     process.exit(2);
   }
 } else if (existsSync(devFile)) {
