@@ -9,6 +9,7 @@ import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { AntiDistillationGate } from '@moat/distill-guard/client';
+import { tagFingerprint } from '@moat/fingerprint/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { devEnvironment, loadConfig } from './config.js';
 import type { ApiError } from './errors.js';
@@ -120,7 +121,13 @@ describe('moat-verifier in front of an upstream over HTTP', () => {
   it('answers a streamed decoy call itself, continuing upstream over HTTP', async () => {
     const gate = await AntiDistillationGate.create({ compileTime: true, entrypoint: 'cli', remote: { apiHost: base, clientKey: 'moat' } });
     const before = received.length;
-    const { events, content } = await streamed(await post(gate.apply(ask('Please check the ledger', { stream: true }))));
+    // Decoys go to the cli entry point only: the request says it is one (attribution block, ep=cli).
+    const tagged = tagFingerprint(ask('Please check the ledger', { stream: true }), {
+      salt: 'moat-dev-salt',
+      version: '1.4.2',
+      entrypoint: 'cli',
+    });
+    const { events, content } = await streamed(await post(gate.apply(tagged.request)));
     expect(received.length).toBe(before + 2);
     const tools = received[before]?.body.tools as Array<{ name: string }> | undefined;
     const decoy = tools?.[0]?.name as string;
