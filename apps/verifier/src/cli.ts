@@ -1,24 +1,47 @@
 #!/usr/bin/env node
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { errorMessage, errorStack } from '@moat/protocol/support';
-import { loadConfig } from './config.js';
+import { configTemplate, dataDirDefaults, loadConfig } from './config.js';
 import { VerifierConfigError } from './errors.js';
 import { createVerifier, openStorage } from './server.js';
 
-const USAGE = `usage: moat-verifier [--config FILE]            run the verifier
-       moat-verifier keys add --label NAME [--config FILE]   create an API key (printed once)
+const USAGE = `usage: moat-verifier [--config FILE] [--data-dir DIR]   run the verifier
+       moat-verifier init [--config FILE]                   write a commented config file
+       moat-verifier keys add --label NAME [--config FILE]  create an API key (printed once)
+       moat-verifier admin-token [--data-dir DIR]           print the admin token
 
-Settings come from the JSON config file and MOAT_VERIFIER_* environment variables
-(environment wins): host, port, database, upstream ("mock" or a URL), upstreamKey,
-flagsFile, adminToken, fingerprintSalt, attestationKeys / attestationKeyFile, revokedKids,
-serverSecret, signingSecret, signingKid, windowSec, maxBodyBytes, clientKey.`;
+With no settings at all it starts on the embedded defaults: a data directory
+(--data-dir, MOAT_VERIFIER_DATA_DIR, or ./.moat-verifier) holding generated secrets
+(secrets.json, mode 0600, reused on the next start), the SQLite database and the record
+spool. Settings come from MOAT_VERIFIER_* environment variables over the config file over
+those defaults: host, port, database, upstream ("mock" or a URL), upstreamKey, flagsFile,
+adminToken, fingerprintSalt, attestationKeys / attestationKeyFile, revokedKids,
+serverSecret, signingSecret, signingKid, windowSec, maxBodyBytes, clientKey, … (see init).`;
+
+/** The data directory's defaults, when the settings name no admin token or a data directory is asked for. */
+async function defaultsFor(values: { config?: string; 'data-dir'?: string }): Promise<ReturnType<typeof dataDirDefaults> | undefined> {
+  const dir = values['data-dir'] ?? process.env.MOAT_VERIFIER_DATA_DIR;
+  const fileHasToken =
+    values.config !== undefined && existsSync(values.config) && readFileSync(values.config, 'utf8').includes('"adminToken"');
+  if (dir === undefined && (process.env.MOAT_VERIFIER_ADMIN_TOKEN !== undefined || fileHasToken)) return undefined;
+  // A development build of @moat/native leaves its key for the local verifier.
+  const devKey = await import('@moat/native/dev-key').then((m: { devKeyFile: string }) => m.devKeyFile).catch(() => undefined);
+  return dataDirDefaults(resolve(dir ?? '.moat-verifier'), devKey);
+}
 
 async function main(argv: string[]): Promise<number> {
-  let parsed: { values: { config?: string; label?: string; help?: boolean }; positionals: string[] };
+  let parsed: { values: { config?: string; 'data-dir'?: string; label?: string; help?: boolean }; positionals: string[] };
   try {
     parsed = parseArgs({
       args: argv,
-      options: { config: { type: 'string' }, label: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+      options: {
+        config: { type: 'string' },
+        'data-dir': { type: 'string' },
+        label: { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
       allowPositionals: true,
       strict: true,
     });
@@ -30,7 +53,26 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${USAGE}\n`);
     return 0;
   }
-  const config = loadConfig(process.env, parsed.values.config);
+  if (parsed.positionals[0] === 'init') {
+    const file = parsed.values.config ?? 'moat-verifier.config.json';
+    if (existsSync(file)) {
+      process.stderr.write(`moat-verifier: ${file} exists; not overwritten\n`);
+      return 1;
+    }
+    writeFileSync(file, configTemplate(), { mode: 0o600 });
+    process.stdout.write(`wrote ${file}; start with: moat-verifier --config ${file}\n`);
+    return 0;
+  }
+  const defaults = await defaultsFor(parsed.values);
+  if (parsed.positionals[0] === 'admin-token') {
+    if (defaults === undefined) {
+      process.stderr.write('moat-verifier: the admin token is set in your environment or config file, not in a data directory\n');
+      return 1;
+    }
+    process.stdout.write(`${defaults.env.MOAT_VERIFIER_ADMIN_TOKEN}\n`);
+    return 0;
+  }
+  const config = loadConfig(process.env, parsed.values.config, defaults?.env);
   if (parsed.positionals[0] === 'keys' && parsed.positionals[1] === 'add') {
     const storage = await openStorage(config);
     const key = await storage.createApiKey(parsed.values.label ?? 'unnamed');
@@ -45,6 +87,14 @@ async function main(argv: string[]): Promise<number> {
   const verifier = await createVerifier(config);
   const url = await verifier.listen();
   process.stdout.write(`moat-verifier listening on ${url}\n`);
+  if (defaults !== undefined) {
+    process.stdout.write(
+      `dashboard: ${url}/dashboard (admin token: \`moat-verifier admin-token\`, or ${defaults.secretsFile})\n` +
+        `upstream: ${config.upstream === 'mock' ? 'the embedded mock model' : config.upstream}; data: ${dirname(defaults.secretsFile)}${defaults.created ? ' (new secrets generated)' : ''}\n`,
+    );
+    if (config.attestationKeys.length === 0)
+      process.stdout.write('no attestation keys: attested requests will be unknown_key (set attestationKeys or attestationKeyFile)\n');
+  }
   let stopping = false;
   const stop = async () => {
     if (stopping) return;

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isKeyId } from '@moat/protocol';
@@ -67,12 +67,17 @@ const hex = (name: string, value: unknown, minBytes: number): string => {
 };
 
 /**
- * Builds the configuration from a JSON file (optional) overlaid by environment variables
- * (`MOAT_VERIFIER_*`), and validates every setting with a clear error.
+ * Builds the configuration from a JSON file (optional; whole-line `//` comments allowed)
+ * overlaid by environment variables (`MOAT_VERIFIER_*`), over `defaults` (the data
+ * directory's, see {@link dataDirDefaults}), and validates every setting with a clear error.
  *
  * @throws {VerifierConfigError} naming the first bad setting.
  */
-export function loadConfig(env: NodeJS.ProcessEnv = process.env, file?: string): VerifierConfig {
+export function loadConfig(
+  env: NodeJS.ProcessEnv = process.env,
+  file?: string,
+  defaults: Readonly<Record<string, string>> = {},
+): VerifierConfig {
   let fromFile: Record<string, unknown> = {};
   if (file !== undefined) {
     let text: string;
@@ -82,14 +87,16 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, file?: string):
       throw new VerifierConfigError('config file', `a readable file at ${file}`, errorCode(error) ?? 'an error');
     }
     try {
-      fromFile = JSON.parse(text) as Record<string, unknown>;
+      // Whole-line `//` comments are allowed (`moat-verifier init` writes them).
+      fromFile = JSON.parse(text.replace(/^\s*\/\/.*$/gm, '')) as Record<string, unknown>;
     } catch (error) {
       throw new VerifierConfigError('config file', 'JSON', `a syntax error: ${errorMessage(error)}`);
     }
     if (typeof fromFile !== 'object' || fromFile === null || Array.isArray(fromFile))
       throw new VerifierConfigError('config file', 'a JSON object', typeof fromFile);
   }
-  const pick = (key: string, envName: string): unknown => env[envName] ?? fromFile[key];
+  // Environment over the config file over the data directory's defaults.
+  const pick = (key: string, envName: string): unknown => env[envName] ?? fromFile[key] ?? defaults[envName];
   const int = (key: string, envName: string, fallback: number, min: number, max: number): number => {
     const raw = pick(key, envName);
     if (raw === undefined) return fallback;
@@ -228,4 +235,86 @@ export function devEnvironment(options: DevEnvironmentOptions = {}): Record<stri
     MOAT_VERIFIER_SERVER_SECRET: randomBytes(32).toString('hex'),
     MOAT_VERIFIER_SIGNING_SECRET: randomBytes(32).toString('hex'),
   };
+}
+
+/** The secrets a data directory keeps for a zero-config verifier. */
+interface DataDirSecrets {
+  readonly adminToken: string;
+  readonly fingerprintSalt: string;
+  readonly serverSecret: string;
+  readonly signingSecret: string;
+}
+
+/**
+ * The settings of a verifier started with none: a data directory (created, mode 0700) that
+ * holds generated secrets (`secrets.json`, mode 0600, made once and reused by every later
+ * start), the SQLite database and the record spool; and, when a development build of
+ * `@moat/native` made a key, that key for attestation. Environment and config file still
+ * override every one of them.
+ */
+export function dataDirDefaults(dir: string, devKeyFile?: string): { env: Record<string, string>; secretsFile: string; created: boolean } {
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const secretsFile = join(dir, 'secrets.json');
+  let secrets: DataDirSecrets;
+  let created = false;
+  if (existsSync(secretsFile)) {
+    try {
+      secrets = JSON.parse(readFileSync(secretsFile, 'utf8')) as DataDirSecrets;
+    } catch (error) {
+      throw new VerifierConfigError('dataDir', `readable secrets at ${secretsFile}`, errorMessage(error));
+    }
+  } else {
+    secrets = {
+      adminToken: randomBytes(24).toString('base64url'),
+      fingerprintSalt: randomBytes(12).toString('base64url'),
+      serverSecret: randomBytes(32).toString('hex'),
+      signingSecret: randomBytes(32).toString('hex'),
+    };
+    writeFileSync(secretsFile, `${JSON.stringify(secrets, null, 2)}\n`, { mode: 0o600, flag: 'wx' });
+    created = true;
+  }
+  return {
+    secretsFile,
+    created,
+    env: {
+      MOAT_VERIFIER_ADMIN_TOKEN: secrets.adminToken,
+      MOAT_VERIFIER_FINGERPRINT_SALT: secrets.fingerprintSalt,
+      MOAT_VERIFIER_SERVER_SECRET: secrets.serverSecret,
+      MOAT_VERIFIER_SIGNING_SECRET: secrets.signingSecret,
+      MOAT_VERIFIER_DATABASE: join(dir, 'verifier.db'),
+      MOAT_VERIFIER_SPOOL_FILE: join(dir, 'records.spool'),
+      ...(devKeyFile !== undefined && existsSync(devKeyFile) ? { MOAT_VERIFIER_ATTESTATION_KEY_FILE: devKeyFile } : {}),
+    },
+  };
+}
+
+/** A commented config file with every setting, for `moat-verifier init`. */
+export function configTemplate(): string {
+  return `{
+  // moat-verifier settings. MOAT_VERIFIER_<NAME> environment variables override each one
+  // (camelCase names become SNAKE_CASE). Secrets left out here come from the data directory.
+  "host": "127.0.0.1",
+  "port": 8787,
+  // "mock" (the embedded model) or an Anthropic-compatible base URL, called with upstreamKey.
+  "upstream": "mock",
+  // "upstreamKey": "sk-…",
+  // SQLite file; with postgresUrl and redisUrl set, PostgreSQL + Redis instead (several replicas).
+  // "database": ".moat-verifier/verifier.db",
+  // "postgresUrl": "postgres://…", "redisUrl": "redis://…",
+  // Attestation keys: [{ "kid": "k1_4_2", "key": "<64+ hex>" }], or a { kid, key } file.
+  // "attestationKeys": [],
+  // "attestationKeyFile": "native/.moat-dev-key.json",
+  // Policy and client flags (GrowthBook features JSON), over the built-in defaults.
+  // "flagsFile": "moat-policy.json",
+  "windowSec": 300,
+  "maxBodyBytes": 10485760,
+  "maxJsonDepth": 128,
+  // Entry points whose requests may get decoys (comma-separated).
+  "decoyEntrypoints": "cli",
+  "upstreamConnectTimeoutMs": 10000,
+  "upstreamHeadersTimeoutMs": 600000,
+  "upstreamIdleTimeoutMs": 300000,
+  "shutdownGraceMs": 10000
+}
+`;
 }

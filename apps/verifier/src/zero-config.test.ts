@@ -1,0 +1,93 @@
+/**
+ * `moat-verifier` with no settings: it starts on the embedded defaults, keeps generated
+ * secrets in its data directory (mode 0600) and reuses them — and its database — on the next
+ * start; `init` writes a commented config file the verifier reads.
+ */
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { loadConfig } from './config.js';
+
+const cli = new URL('../dist/cli.js', import.meta.url).pathname;
+const children: ChildProcess[] = [];
+afterAll(() => {
+  for (const c of children) c.kill('SIGKILL');
+});
+
+/** A bare environment: no MOAT_VERIFIER_* setting but a free port. */
+const bare = (cwd: string) => ({ PATH: process.env.PATH ?? '', HOME: cwd, MOAT_VERIFIER_PORT: '0', MOAT_VERIFIER_LOG_LEVEL: 'silent' });
+
+async function start(cwd: string): Promise<{ child: ChildProcess; url: string; out: () => string }> {
+  const child = spawn(process.execPath, [cli], { cwd, env: bare(cwd), stdio: ['ignore', 'pipe', 'pipe'] });
+  children.push(child);
+  let out = '';
+  child.stdout?.on('data', (d: Buffer) => (out += d));
+  child.stderr?.on('data', (d: Buffer) => (out += d));
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setInterval(() => {
+      const m = /listening on (http:\/\/\S+)/.exec(out);
+      if (m !== null && out.includes('dashboard:')) {
+        clearInterval(timer);
+        resolve(m[1] as string);
+      }
+    }, 20);
+    child.once('exit', (code) => reject(new Error(`exited ${code}: ${out}`)));
+  });
+  return { child, url, out: () => out };
+}
+
+async function stop(child: ChildProcess): Promise<void> {
+  const exited = new Promise((r) => child.once('exit', r));
+  child.kill('SIGTERM');
+  await exited;
+}
+
+describe('moat-verifier with no settings', { timeout: 60_000 }, () => {
+  it('starts on the embedded defaults, keeps its secrets and database in .moat-verifier, and reuses them', async () => {
+    const cwd = mkdtempSync(join(tmpdir(), 'moat-zero-'));
+    const first = await start(cwd);
+    expect(first.out()).toMatch(/dashboard: http:\/\/127\.0\.0\.1:\d+\/dashboard \(admin token: `moat-verifier admin-token`/);
+    expect(first.out()).toContain('new secrets generated');
+    const secrets = join(cwd, '.moat-verifier', 'secrets.json');
+    expect(statSync(secrets).mode & 0o777).toBe(0o600);
+    expect(existsSync(join(cwd, '.moat-verifier', 'verifier.db'))).toBe(true);
+    const token = spawnSync(process.execPath, [cli, 'admin-token'], { cwd, env: bare(cwd), encoding: 'utf8' }).stdout.trim();
+    expect(token).toBe((JSON.parse(readFileSync(secrets, 'utf8')) as { adminToken: string }).adminToken);
+    const created = (await (
+      await fetch(`${first.url}/admin/keys`, { method: 'POST', headers: { authorization: `Bearer ${token}` }, body: '{"label":"zero"}' })
+    ).json()) as { key: string };
+    const ask = (url: string) =>
+      fetch(`${url}/v1/messages`, {
+        method: 'POST',
+        headers: { 'x-api-key': created.key, 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'claude-mock', max_tokens: 16, messages: [{ role: 'user', content: 'hi' }] }),
+      });
+    expect((await ask(first.url)).status).toBe(200);
+    await stop(first.child);
+
+    const second = await start(cwd);
+    expect(second.out()).not.toContain('new secrets generated');
+    // The same secrets (the admin token works) and the same database (the key made before works).
+    expect((await fetch(`${second.url}/admin/summary`, { headers: { authorization: `Bearer ${token}` } })).status).toBe(200);
+    expect((await ask(second.url)).status).toBe(200);
+    await stop(second.child);
+  });
+
+  it('init writes a commented config file that the verifier reads, and never overwrites one', () => {
+    const cwd = mkdtempSync(join(tmpdir(), 'moat-init-'));
+    const init = spawnSync(process.execPath, [cli, 'init'], { cwd, env: bare(cwd), encoding: 'utf8' });
+    expect(init.status).toBe(0);
+    const file = join(cwd, 'moat-verifier.config.json');
+    expect(readFileSync(file, 'utf8')).toContain('// moat-verifier settings');
+    const config = loadConfig({}, file, {
+      MOAT_VERIFIER_ADMIN_TOKEN: 'a'.repeat(32),
+      MOAT_VERIFIER_FINGERPRINT_SALT: 'salt',
+      MOAT_VERIFIER_SERVER_SECRET: 'ab'.repeat(32),
+      MOAT_VERIFIER_SIGNING_SECRET: 'cd'.repeat(32),
+    });
+    expect(config).toMatchObject({ port: 8787, upstream: 'mock', windowSec: 300, decoyEntrypoints: ['cli'] });
+    expect(spawnSync(process.execPath, [cli, 'init'], { cwd, env: bare(cwd), encoding: 'utf8' }).status).toBe(1);
+  });
+});
