@@ -1,6 +1,8 @@
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { devKeyFile } from '@moat/native/dev-key';
@@ -172,7 +174,54 @@ describe('moat-chat', { timeout: 60_000 }, () => {
     // request still goes out (and fails only because nothing answers Messages there).
     const plain = await chat(external, ['-p', 'hello', '--base-url', 'http://127.0.0.1:9'], { MOAT_API_KEY: apiKey });
     expect(plain.status).toBe(1);
-    expect(plain.stderr).toMatch(/moat-chat: fetch failed/);
+    expect(plain.stderr).toMatch(/moat-chat: ERR_NETWORK: cannot reach http:\/\/127\.0\.0\.1:9: /);
+  });
+});
+
+describe('moat-chat when the network fails it, and with piped input', { timeout: 60_000 }, () => {
+  it('a server that accepts and never answers: a clear time-out, exit 1', async () => {
+    const silent = createServer(() => {
+      // accepts, never answers
+    });
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+    try {
+      const url = `http://127.0.0.1:${(silent.address() as AddressInfo).port}`;
+      for (const program of [internal, executable]) {
+        if (!existsSync(program)) continue;
+        const r = await chat(program, ['-p', 'anyone there?', '--timeout', '1', '--base-url', url], { MOAT_API_KEY: apiKey });
+        expect(r.status, program).toBe(1);
+        expect(r.stderr, program).toMatch(new RegExp(`no answer from ${url} within 1 s`));
+      }
+    } finally {
+      silent.closeAllConnections();
+      silent.close();
+    }
+  });
+
+  it('a verifier that is down: the cause is named, in the Node and the Bun build', async () => {
+    const port = await new Promise<number>((resolve) => {
+      const probe = createServer().listen(0, '127.0.0.1', () => {
+        const { port } = probe.address() as AddressInfo;
+        probe.close(() => resolve(port));
+      });
+    });
+    for (const program of [internal, executable]) {
+      if (!existsSync(program)) continue;
+      const r = await chat(program, ['-p', 'hello', '--base-url', `http://127.0.0.1:${port}`], { MOAT_API_KEY: apiKey });
+      expect(r.status, program).toBe(1);
+      expect(r.stderr, program).toMatch(
+        new RegExp(`cannot reach http://127.0.0.1:${port}: .*(ECONNREFUSED|ConnectionRefused|refused)`, 'i'),
+      );
+      expect(r.stderr, program).not.toMatch(/: fetch failed\n/);
+    }
+  });
+
+  it('piped stdin in interactive mode: one question per line, every answer, then exit 0', async () => {
+    const r = await chat(external, ['--base-url', base], { MOAT_API_KEY: apiKey }, 'first question\n\nsecond question\n');
+    expect(r.status).toBe(0);
+    expect(r.stdout).toContain('Echo: first question');
+    expect(r.stdout).toContain('Echo: second question');
+    expect(r.stdout + r.stderr).not.toContain('readline was closed');
   });
 });
 

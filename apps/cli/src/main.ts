@@ -19,6 +19,7 @@ options:
   --fallback-model NAME retry on this model when the first is overloaded
   --token-file FILE     read the API key once from FILE and delete it after the first answer
   --thinking            ask for extended thinking
+  --timeout SECONDS     give up when the answer does not start, or stalls, this long (default 60)
   --json                one JSON object per answer (with -p)
   --verbose             print each layer's status at start
   -v, --version         print the version`;
@@ -44,6 +45,7 @@ async function main(argv: string[]): Promise<number> {
         'fallback-model': { type: 'string' },
         'token-file': { type: 'string' },
         thinking: { type: 'boolean' },
+        timeout: { type: 'string' },
         json: { type: 'boolean' },
         verbose: { type: 'boolean' },
         version: { type: 'boolean', short: 'v' },
@@ -116,6 +118,12 @@ async function main(argv: string[]): Promise<number> {
     return 2;
   }
 
+  const timeoutSec = values.timeout === undefined ? 60 : Number(values.timeout);
+  if (!Number.isFinite(timeoutSec) || timeoutSec <= 0) {
+    process.stderr.write(`moat-chat: --timeout: expected a number of seconds above 0, got ${JSON.stringify(values.timeout)}\n`);
+    return 2;
+  }
+  const timeoutMs = Math.round(timeoutSec * 1000);
   const starting = ChatSession.start({
     baseUrl: (values['base-url'] as string | undefined) ?? process.env.MOAT_BASE_URL ?? 'http://127.0.0.1:8787',
     apiKey,
@@ -124,6 +132,7 @@ async function main(argv: string[]): Promise<number> {
     // biome-ignore lint/complexity/noUselessTernary: Bun allows feature() only as an if or ternary condition.
     antiDistillation: feature('ANTI_DISTILLATION') ? true : false,
     thinking: values.thinking === true,
+    timeoutMs,
     warn,
   });
   let session: ChatSession | undefined;
@@ -193,7 +202,8 @@ function openPrompt(): Prompt {
     terminal: process.stdin.isTTY === true,
   });
   const lines = rl[Symbol.asyncIterator]();
-  rl.prompt();
+  // Piped input (not a terminal): one question per line, no prompt, and the end of input ends the session.
+  if (process.stdin.isTTY === true) rl.prompt();
   return { rl, lines };
 }
 
@@ -204,6 +214,13 @@ async function repl(
   started: () => Promise<void>,
 ): Promise<number> {
   let current: AbortController | undefined;
+  let closed = false;
+  rl.once('close', () => {
+    closed = true;
+  });
+  const prompt = () => {
+    if (!closed && process.stdin.isTTY === true) rl.prompt();
+  };
   rl.on('SIGINT', () => {
     if (current !== undefined) {
       current.abort();
@@ -213,7 +230,7 @@ async function repl(
   for await (const raw of lines) {
     const line = raw.trim();
     if (line === '') {
-      rl.prompt();
+      prompt();
       continue;
     }
     if (line === '/quit' || line === '/exit') break;
@@ -231,7 +248,7 @@ async function repl(
       }
       current = undefined;
     }
-    rl.prompt();
+    prompt();
   }
   rl.close();
   return 0;

@@ -6,14 +6,14 @@ import { GatewayDetector, TelemetryQueue } from '@moat/gateway-detect/client';
 import { harden, hardenStatusEvent } from '@moat/harden';
 import { DISCOVERY_PATH, type Feature, tryParseDiscovery } from '@moat/protocol';
 import { MessageAssembler, readStreamEvents } from '@moat/protocol/messages';
-import { errorMessage, loadNativeAddon, MoatError } from '@moat/protocol/support';
+import { errorCode, errorMessage, loadNativeAddon, MoatError } from '@moat/protocol/support';
 import { CLIENT_VERSION } from './version.js';
 
 /** Deployment salt of the fingerprint (a build constant shared with the verifier). */
 export const FINGERPRINT_SALT = process.env.MOAT_FINGERPRINT_SALT ?? 'moat-dev-salt';
 
 /** Why a turn failed. */
-export type ChatErrorCode = 'ERR_HTTP' | 'ERR_STREAM' | 'ERR_OVERLOADED';
+export type ChatErrorCode = 'ERR_HTTP' | 'ERR_STREAM' | 'ERR_OVERLOADED' | 'ERR_NETWORK' | 'ERR_TIMEOUT';
 
 /** A turn that did not complete: the verifier or the model refused it, or its stream broke off. */
 export class ChatError extends MoatError<ChatErrorCode> {
@@ -36,6 +36,19 @@ export interface SessionOptions {
   readonly antiDistillation: boolean;
   readonly thinking: boolean;
   readonly warn: (message: string) => void;
+  /**
+   * How long to wait for the answer to start, and then between two parts of it, in
+   * milliseconds (default 60,000): a server that accepts and never answers fails the turn.
+   */
+  readonly timeoutMs?: number;
+}
+
+/** Names what a failed network call ran into: `ECONNREFUSED`, `ENOTFOUND`, a TLS error, … */
+function networkCause(error: unknown): string {
+  const cause = (error as { cause?: unknown }).cause;
+  const code = errorCode(cause) ?? errorCode(error);
+  const detail = cause instanceof Error ? cause.message : errorMessage(error);
+  return code === undefined || detail.includes(code) ? detail : `${code}: ${detail}`;
 }
 
 type Block = Record<string, unknown> & { type: string };
@@ -232,40 +245,78 @@ export class ChatSession {
     this.history.push({ message: { role: 'user', content: text } });
     const attempt = async (model: string): Promise<TurnResult | 'overloaded'> => {
       const { messages } = stripForeignSignedBlocks(this.history, { apiKeyId: keyIdentity(this.#apiKey), model });
-      const res = await this.#fetch(new URL('/v1/messages', this.#options.baseUrl), {
-        method: 'POST',
-        headers: {
-          'content-type': 'application/json',
-          'x-api-key': this.#apiKey,
-          'anthropic-version': '2023-06-01',
-          'user-agent': `moat-chat/${CLIENT_VERSION}`,
-        },
-        body: JSON.stringify(this.#body(messages, model)),
-        ...(signal === undefined ? {} : { signal }),
-      });
-      this.#detector?.observe({ headers: res.headers });
-      if (res.status === 529) {
-        await res.arrayBuffer();
-        return 'overloaded';
+      const url = new URL('/v1/messages', this.#options.baseUrl);
+      const timeoutMs = this.#options.timeoutMs ?? 60_000;
+      // One controller for the user's cancel and the timeouts: silence before the answer starts, or between its parts.
+      const turn = new AbortController();
+      const cancel = () => turn.abort(signal?.reason);
+      signal?.addEventListener('abort', cancel, { once: true });
+      let timedOut = false;
+      let timer: NodeJS.Timeout | undefined;
+      const arm = () => {
+        clearTimeout(timer);
+        timer = setTimeout(() => {
+          timedOut = true;
+          turn.abort(new ChatError('ERR_TIMEOUT', `no answer from ${url.origin} within ${timeoutMs / 1000} s`));
+        }, timeoutMs);
+      };
+      arm();
+      const fail = (error: unknown): never => {
+        if (timedOut)
+          throw new ChatError('ERR_TIMEOUT', `no answer from ${url.origin} within ${timeoutMs / 1000} s (--timeout to wait longer)`, {
+            cause: error,
+          });
+        if (signal?.aborted === true || error instanceof ChatError) throw error;
+        throw new ChatError('ERR_NETWORK', `cannot reach ${url.origin}: ${networkCause(error)}`, { cause: error });
+      };
+      let res: Response;
+      try {
+        res = await this.#fetch(url, {
+          method: 'POST',
+          headers: {
+            'content-type': 'application/json',
+            'x-api-key': this.#apiKey,
+            'anthropic-version': '2023-06-01',
+            'user-agent': `moat-chat/${CLIENT_VERSION}`,
+          },
+          body: JSON.stringify(this.#body(messages, model)),
+          signal: turn.signal,
+        });
+      } catch (error) {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', cancel);
+        return fail(error);
       }
-      if (!res.ok || res.body === null) {
-        const err = (await res.json().catch(() => ({}))) as { error?: { message?: string } };
-        throw new ChatError('ERR_HTTP', `HTTP ${res.status}: ${err.error?.message ?? 'request failed'}`);
-      }
-      // The one stream assembler: tool input split across any number of deltas is joined and parsed once.
-      const assembler = new MessageAssembler();
-      let out = '';
-      for await (const ev of readStreamEvents(res.body)) {
-        assembler.push(ev);
-        const delta = ev.data.delta as { type?: unknown; text?: unknown } | undefined;
-        if (ev.event === 'content_block_delta' && delta?.type === 'text_delta' && typeof delta.text === 'string') {
-          out += delta.text;
-          onText(delta.text);
+      try {
+        this.#detector?.observe({ headers: res.headers });
+        if (res.status === 529) {
+          await res.arrayBuffer();
+          return 'overloaded';
         }
+        if (!res.ok || res.body === null) {
+          const err = (await res.json().catch(() => ({}))) as { error?: { message?: string } };
+          throw new ChatError('ERR_HTTP', `HTTP ${res.status}: ${err.error?.message ?? 'request failed'}`);
+        }
+        // The one stream assembler: tool input split across any number of deltas is joined and parsed once.
+        const assembler = new MessageAssembler();
+        let out = '';
+        for await (const ev of readStreamEvents(res.body)) {
+          arm();
+          assembler.push(ev);
+          const delta = ev.data.delta as { type?: unknown; text?: unknown } | undefined;
+          if (ev.event === 'content_block_delta' && delta?.type === 'text_delta' && typeof delta.text === 'string') {
+            out += delta.text;
+            onText(delta.text);
+          }
+        }
+        if (assembler.error !== undefined) throw new ChatError('ERR_STREAM', `${assembler.error.type}: ${assembler.error.message}`);
+        return { text: out, model, content: assembler.blocks as Block[], fellBack: model !== this.model };
+      } catch (error) {
+        return fail(error);
+      } finally {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', cancel);
       }
-      if (assembler.error !== undefined) throw new ChatError('ERR_STREAM', `${assembler.error.type}: ${assembler.error.message}`);
-      const content = assembler.blocks as Block[];
-      return { text: out, model, content, fellBack: model !== this.model };
     };
     try {
       let result = await attempt(this.model);
