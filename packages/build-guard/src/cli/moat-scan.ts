@@ -22,6 +22,7 @@ options:
       --json | --sarif   machine-readable output (default: human)
   -o, --output FILE      write the report to FILE instead of stdout
   -q, --quiet            no progress line
+  -v, --verbose          every location of every finding (default: the first few per group)
 pack options:
       --allow-src        allow files under src/
       --max-size BYTES   largest unpacked size (default 10000000)
@@ -43,6 +44,7 @@ async function main(argv: string[]): Promise<number> {
     sarif: { type: 'boolean' },
     output: { type: 'string', short: 'o' },
     quiet: { type: 'boolean', short: 'q' },
+    verbose: { type: 'boolean', short: 'v' },
     'allow-src': { type: 'boolean' },
     'max-size': { type: 'string' },
     allow: { type: 'string', multiple: true },
@@ -109,7 +111,11 @@ async function main(argv: string[]): Promise<number> {
       )
     : await (await import('../scan/scanner.js')).scanPaths(inputs, options);
   if (showProgress) process.stderr.write('\r\x1b[2K');
-  const text = values.sarif ? formatSarif(report) : values.json ? formatJson(report) : formatHuman(report);
+  const text = values.sarif
+    ? formatSarif(report)
+    : values.json
+      ? formatJson(report)
+      : formatHuman(report, { verbose: values.verbose === true });
   if (values.output === undefined) process.stdout.write(text);
   else await writeFile(values.output, text);
   if (report.errors.length > 0) {

@@ -2,22 +2,63 @@ import type { Finding, ScanReport } from './scanner.js';
 
 const TOOL_VERSION = '0.0.0';
 
-/** Human-readable report: one line per finding with path, offset, encoding and context. */
-export function formatHuman(report: ScanReport): string {
-  const lines: string[] = [];
-  for (const f of report.findings) {
-    const where = f.offset === undefined ? f.path : `${f.path}@${f.offset}`;
-    lines.push(`${f.severity.padEnd(7)} ${where}  ${f.message}  [${f.ruleId}]`);
-    if (f.context !== undefined) lines.push(`        …${f.context}…`);
-  }
-  for (const e of report.errors) lines.push(`error   ${e.path}  cannot read: ${e.message}`);
+/** Options of {@link formatHuman}. */
+export interface HumanReportOptions {
+  /** Every location of every group (default: the first {@link FIRST_LOCATIONS}). */
+  readonly verbose?: boolean;
+}
+
+/** Locations shown per group unless verbose. */
+export const FIRST_LOCATIONS = 3;
+
+const RANK = { error: 0, warning: 1, note: 2 } as const;
+
+/**
+ * The report people read: a one-line verdict first, then the findings grouped by file and
+ * rule — the rule's message once, how many times it was found and the first few locations
+ * (`verbose` for all) — worst first; unreadable inputs last. One shipped source map is one
+ * group, not a thousand lines. SARIF and JSON stay complete.
+ */
+export function formatHuman(report: ScanReport, options: HumanReportOptions = {}): string {
   const counts = { error: 0, warning: 0, note: 0 };
   for (const f of report.findings) counts[f.severity]++;
-  lines.push(
-    `moat-scan: ${report.files} files, ${(report.bytes / 1e6).toFixed(1)} MB: ${counts.error} errors, ${counts.warning} warnings, ${counts.note} notes` +
+  const groups = new Map<string, Finding[]>();
+  for (const f of report.findings) {
+    const key = `${f.path}\u0000${f.ruleId}`;
+    const list = groups.get(key);
+    if (list === undefined) groups.set(key, [f]);
+    else list.push(f);
+  }
+  const failed = counts.error + counts.warning > 0 || report.errors.length > 0;
+  const lines = [
+    `moat-scan: ${failed ? 'FAIL' : 'PASS'} — ${report.files} files, ${(report.bytes / 1e6).toFixed(1)} MB: ${counts.error} errors, ${counts.warning} warnings, ${counts.note} notes in ${groups.size} groups` +
       (report.suppressed > 0 ? `, ${report.suppressed} allowlisted` : '') +
       (report.errors.length > 0 ? `, ${report.errors.length} unreadable inputs` : ''),
+  ];
+  const ordered = [...groups.values()].sort(
+    (a, b) =>
+      RANK[(a[0] as Finding).severity] - RANK[(b[0] as Finding).severity] ||
+      b.length - a.length ||
+      ((a[0] as Finding).path < (b[0] as Finding).path ? -1 : 1),
   );
+  for (const group of ordered) {
+    const first = group[0] as Finding;
+    const messages = new Set(group.map((f) => f.message));
+    const what =
+      messages.size === 1
+        ? first.message
+        : `${first.message} (and ${messages.size - 1} other ${messages.size === 2 ? 'message' : 'messages'})`;
+    lines.push(`${first.severity.padEnd(7)} ${first.path}  ${what}  [${first.ruleId}]${group.length > 1 ? ` ×${group.length}` : ''}`);
+    const shown = options.verbose === true ? group : group.slice(0, FIRST_LOCATIONS);
+    for (const f of shown) {
+      if (f.offset === undefined && f.context === undefined) continue;
+      lines.push(
+        `        ${f.offset === undefined ? '' : `@${f.offset}`}${f.context === undefined ? '' : `  …${f.context}…`}${messages.size > 1 ? `  ${f.message}` : ''}`,
+      );
+    }
+    if (shown.length < group.length) lines.push(`        … ${group.length - shown.length} more (--verbose for all)`);
+  }
+  for (const e of report.errors) lines.push(`error   ${e.path}  cannot read: ${e.message}`);
   return `${lines.join('\n')}\n`;
 }
 

@@ -273,13 +273,37 @@ describe('output', () => {
     expect(sarif.runs[0].results).toHaveLength(report.findings.length);
   });
 
+  it('reports a shipped source map full of leaks on one screen: a verdict first, grouped findings; --verbose and SARIF keep all', () => {
+    const run = (...args: string[]) => spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
+    // A bundle shipped with its map: the map's sourcesContent holds the whole internal source.
+    const sources = Array.from({ length: 40 }, (_, i) => `src/feature${i}.ts`);
+    const sourcesContent = sources.map((_, i) =>
+      Array.from({ length: 30 }, (_, j) => `// ${CODENAME} internal note ${i}.${j}\nexport const x${j} = '${CODENAME}';`).join('\n'),
+    );
+    const bundle = write('shipped/cli.js', `console.log("ok");\n//# sourceMappingURL=cli.js.map\n`);
+    write('shipped/cli.js.map', JSON.stringify({ version: 3, file: 'cli.js', sources, sourcesContent, mappings: '' }));
+    const all = run('--json', '--codename', CODENAME, join(bundle, '..'));
+    const findings = (JSON.parse(all.stdout) as { findings: unknown[] }).findings.length;
+    expect(findings).toBeGreaterThan(1000);
+    const human = run('--codename', CODENAME, join(bundle, '..'));
+    expect(human.status).toBe(1);
+    const lines = human.stdout.trimEnd().split('\n');
+    expect(lines[0]).toMatch(/^moat-scan: FAIL — 2 files, [\d.]+ MB: \d+ errors, \d+ warnings, \d+ notes in \d+ groups$/);
+    expect(lines.length).toBeLessThanOrEqual(24);
+    expect(human.stdout).toMatch(/more \(--verbose for all\)/);
+    const verbose = run('--verbose', '--codename', CODENAME, join(bundle, '..'));
+    expect(verbose.stdout.split('\n').length).toBeGreaterThan(findings);
+    expect(JSON.parse(run('--sarif', '--codename', CODENAME, join(bundle, '..')).stdout).runs[0].results).toHaveLength(findings);
+  });
+
   it('the CLI exits 0 when clean, 1 on findings, 2 on usage and I/O errors', () => {
     const run = (...args: string[]) => spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8' });
     const clean = write('clean/a.js', 'console.log("nothing to see");');
     expect(run('--codename', CODENAME, clean).status).toBe(0);
     const leak = run('--codename', CODENAME, join(dir, 'planted/hex.js'));
     expect(leak.status).toBe(1);
-    expect(leak.stdout).toMatch(/planted\/hex\.js@\d+ {2}internal codename "Capybara" encoded as hex/);
+    expect(leak.stdout).toMatch(/^moat-scan: FAIL — 1 files/);
+    expect(leak.stdout).toMatch(/planted\/hex\.js {2}internal codename "Capybara" encoded as hex {2}\[moat\/codename\/hex\]\n {8}@\d+/);
     const json = run('--json', '--codename', CODENAME, join(dir, 'planted/plain.js'));
     expect(JSON.parse(json.stdout).findings[0].encoding).toBe('plain');
     expect(run('--sarif', '--codename', CODENAME, clean).stdout).toContain('"version": "2.1.0"');
