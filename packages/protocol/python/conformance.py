@@ -53,7 +53,11 @@ def answer(req: dict) -> dict:
                 try:
                     sig = mp.parse_block_signature(req["signature"])
                     mac = hmac.new(bytes.fromhex(req["key"]), signing_input, hashlib.sha256).digest()
-                    out["valid"] = sig["alg"] == "hs256" and hmac.compare_digest(mac, sig["sig"])
+                    ctx = req["context"]
+                    scope = "k" if ctx.get("context") is None else "c"
+                    # The signature's own kid, algorithm and scope must be those the input was built with.
+                    bound = sig["kid"] == ctx.get("kid") and sig["alg"] == ctx.get("alg") and sig["scope"] == scope
+                    out["valid"] = bound and sig["alg"] == "hs256" and hmac.compare_digest(mac, sig["sig"])
                 except mp.ProtocolError:
                     out["valid"] = False
             # Ed25519: the standard library cannot verify it; "valid" is left out.

@@ -1,6 +1,8 @@
 import { spawnSync } from 'node:child_process';
+import { createHmac } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { answerConformanceRequest, compareAnswer, conformanceCases, runConformance } from './conformance.js';
+import { type SigningContext, signingInput } from './signature.js';
 
 const vectors = new URL('../vectors/', import.meta.url);
 const python = ['python3', '-B', new URL('../python/conformance.py', import.meta.url).pathname];
@@ -55,5 +57,37 @@ describe('partner conformance kit', () => {
     const results = await runConformance(['python3', '-c', 'import sys; sys.stdin.read()'], conformanceCases(vectors).slice(0, 2));
     expect(results.map((r) => r.pass)).toEqual([false, false]);
     expect(results[0]?.detail).toMatch(/no answer/);
+  });
+});
+
+describe('verify_signature binds the signature to its own kid, algorithm and scope', () => {
+  it('a signature whose kid or scope was altered is not valid, in TypeScript and in Python', () => {
+    const key = '4d6f61742d746573742d7369676e696e672d6b65792d6e6f742d612d736563726574';
+    const block = { type: 'thinking', thinking: 'two plus two is four', signature: '' };
+    const context = { alg: 'hs256', kid: 's2026a', apiKeyId: 'key_7f3a', model: 'claude-test-1' };
+    const mac = createHmac('sha256', Buffer.from(key, 'hex'))
+      .update(signingInput(block, context as SigningContext))
+      .digest('base64url');
+    const genuine = `ms1.hs256.s2026a.k.${mac}`;
+    const requests = [genuine, `ms1.hs256.other.k.${mac}`, `ms1.hs256.s2026a.c.${mac}`].map((signature, id) => ({
+      id,
+      op: 'verify_signature',
+      alg: 'hs256',
+      key,
+      block,
+      context,
+      signature,
+    }));
+    expect(requests.map((r) => answerConformanceRequest(r).valid)).toEqual([true, false, false]);
+    const py = spawnSync(python[0] as string, python.slice(1), {
+      input: requests.map((r) => JSON.stringify(r)).join('\n'),
+      encoding: 'utf8',
+    });
+    expect(
+      py.stdout
+        .trim()
+        .split('\n')
+        .map((l) => (JSON.parse(l) as { valid: boolean }).valid),
+    ).toEqual([true, false, false]);
   });
 });

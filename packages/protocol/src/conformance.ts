@@ -155,11 +155,16 @@ export function answerConformanceRequest(request: unknown): Record<string, unkno
         return { valid: true, fields, serialized: serializeAttribution(block) };
       }
       case 'verify_signature': {
-        const input = signingInput(req.block, req.context as SigningContext);
+        const context = req.context as SigningContext;
+        const input = signingInput(req.block, context);
         let valid = false;
         try {
           const sig = parseBlockSignature(req.signature);
-          if (req.alg === 'hs256' && sig.alg === 'hs256') {
+          // The signature's own kid, algorithm and scope must be the ones the input was built
+          // with: a signature whose kid or scope was altered never verifies (SPEC §8.5).
+          const scope = context.context === undefined ? 'k' : 'c';
+          if (sig.kid !== context.kid || sig.alg !== context.alg || sig.scope !== scope) valid = false;
+          else if (req.alg === 'hs256' && sig.alg === 'hs256') {
             const mac = createHmac('sha256', hexBytes(req.key, 'key')).update(input).digest();
             valid = timingSafeEqual(mac, Buffer.from(sig.sig));
           } else if (req.alg === 'ed25519' && sig.alg === 'ed25519') {
