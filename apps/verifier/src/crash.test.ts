@@ -3,15 +3,13 @@
  * before the JSON answer is sent, before `message_stop` of a stream — so after a crash every
  * answered request is in the database and the database is consistent.
  */
-import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
 import { devEnvironment } from './config.js';
-
-const cli = new URL('../dist/cli.js', import.meta.url).pathname;
+import { addKey, spawnVerifier } from './spawned.test-util.js';
 
 describe('kill -9 under load', () => {
   it.each([
@@ -24,16 +22,8 @@ describe('kill -9 under load', () => {
       ...devEnvironment({ database: join(dir, 'verifier.db'), salt: 'crash-salt' }),
       MOAT_VERIFIER_LOG_LEVEL: 'silent',
     };
-    const { key } = JSON.parse(spawnSync(process.execPath, [cli, 'keys', 'add', '--label', 'crash'], { env, encoding: 'utf8' }).stdout) as {
-      key: string;
-    };
-    const child = spawn(process.execPath, [cli], { env, stdio: ['ignore', 'pipe', 'inherit'] });
-    const url = await new Promise<string>((resolve) => {
-      child.stdout.on('data', (d: Buffer) => {
-        const m = /listening on (http:\/\/\S+)/.exec(d.toString());
-        if (m) resolve(m[1] as string);
-      });
-    });
+    const { key } = addKey(env, 'crash');
+    const { child, url } = await spawnVerifier(env);
     const answered: string[] = [];
     let stop = false;
     const worker = async () => {

@@ -22,9 +22,9 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { devEnvironment, loadConfig } from './config.js';
 import { PgRedisStorage } from './pg-storage.js';
 import { createVerifier, type Verifier } from './server.js';
+import { addKey, spawnVerifier } from './spawned.test-util.js';
 import { SqliteStorage } from './storage.js';
 
-const cli = new URL('../dist/cli.js', import.meta.url).pathname;
 const isRoot = process.getuid?.() === 0;
 const pgBin = existsSync('/usr/lib/postgresql')
   ? join('/usr/lib/postgresql', readdirSync('/usr/lib/postgresql').sort().at(-1) ?? '', 'bin')
@@ -361,17 +361,9 @@ describe('SIGTERM under streaming load', { timeout: 60_000 }, () => {
       MOAT_VERIFIER_LOG_LEVEL: 'silent',
       MOAT_VERIFIER_SHUTDOWN_GRACE_MS: '8000',
     };
-    const { key } = JSON.parse(
-      spawnSync(process.execPath, [cli, 'keys', 'add', '--label', 'sigterm'], { env, encoding: 'utf8' }).stdout,
-    ) as { key: string };
-    const child = spawn(process.execPath, [cli], { env, stdio: ['ignore', 'pipe', 'inherit'] });
+    const { key } = addKey(env, 'sigterm');
+    const { child, url } = await spawnVerifier(env);
     cleanups.push(() => child.kill('SIGKILL'));
-    const url = await new Promise<string>((resolve) => {
-      child.stdout?.on('data', (d: Buffer) => {
-        const m = /listening on (http:\/\/\S+)/.exec(d.toString());
-        if (m) resolve(m[1] as string);
-      });
-    });
     // An idle keep-alive connection, open before the signal.
     const idle = await fetch(`${url}/healthz`);
     expect(idle.status).toBe(200);

@@ -64,6 +64,13 @@ async function post(send: typeof fetch, body: unknown, key = apiKey, headers: Re
 
 const lastRecord = async () => (await verifier.storage.recentRecords(1))[0];
 
+/** A conversation's next turn: the first question, the answer's blocks as they came back, the next question. */
+const nextTurn = (first: string, answer: unknown, next: string) => [
+  { role: 'user', content: first },
+  { role: 'assistant', content: answer },
+  { role: 'user', content: next },
+];
+
 describe('moat-verifier', () => {
   it('a genuine client is allowed: attestation valid, fingerprint match, decoys injected, tags stripped, thinking signed', async () => {
     const gate = await AntiDistillationGate.create({ compileTime: true, entrypoint: 'cli', remote: { apiHost: base, clientKey: 'moat' } });
@@ -293,12 +300,10 @@ describe('moat-verifier', () => {
     });
     const { content } = await streamed(res);
     expect(content[0]?.signature).toMatch(/^ms1\./);
-    const messages = [
-      { role: 'user', content: 'Think about primes, streaming' },
-      { role: 'assistant', content },
-      { role: 'user', content: 'And the next one?' },
-    ];
-    const turn2 = await post(attested as typeof fetch, request('Think about primes, streaming', { messages }));
+    const turn2 = await post(
+      attested as typeof fetch,
+      request('Think about primes, streaming', { messages: nextTurn('Think about primes, streaming', content, 'And the next one?') }),
+    );
     expect(turn2.status).toBe(200);
     const forwarded = JSON.parse(upstreamBodies.at(-1) as string).messages[1].content[0];
     expect(forwarded.signature).toMatch(/^mock-/);
@@ -316,12 +321,10 @@ describe('moat-verifier', () => {
       expect(redacted.type).toBe('redacted_thinking');
       expect(redacted.signature).toBeUndefined();
       expect(redacted.data).toMatch(/^ms1\.hs256\.s1\.k\.[A-Za-z0-9_-]{43}~mockred_/);
-      const messages = [
-        { role: 'user', content: 'Secret plans [redact]' },
-        { role: 'assistant', content },
-        { role: 'user', content: 'Go on' },
-      ];
-      const turn2 = await post(attested as typeof fetch, request('Secret plans [redact]', { messages }));
+      const turn2 = await post(
+        attested as typeof fetch,
+        request('Secret plans [redact]', { messages: nextTurn('Secret plans [redact]', content, 'Go on') }),
+      );
       expect(turn2.status).toBe(200);
       expect((await lastRecord())?.thinking).toBe('valid');
       const forwarded = JSON.parse(upstreamBodies.at(-1) as string).messages[1].content[1];

@@ -3,12 +3,13 @@
  * secrets in its data directory (mode 0600) and reuses them — and its database — on the next
  * start; `init` writes a commented config file the verifier reads.
  */
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { type ChildProcess, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { loadConfig } from './config.js';
+import { spawnVerifier } from './spawned.test-util.js';
 
 const cli = new URL('../dist/cli.js', import.meta.url).pathname;
 const children: ChildProcess[] = [];
@@ -20,22 +21,9 @@ afterAll(() => {
 const bare = (cwd: string) => ({ PATH: process.env.PATH ?? '', HOME: cwd, MOAT_VERIFIER_PORT: '0', MOAT_VERIFIER_LOG_LEVEL: 'silent' });
 
 async function start(cwd: string): Promise<{ child: ChildProcess; url: string; out: () => string }> {
-  const child = spawn(process.execPath, [cli], { cwd, env: bare(cwd), stdio: ['ignore', 'pipe', 'pipe'] });
-  children.push(child);
-  let out = '';
-  child.stdout?.on('data', (d: Buffer) => (out += d));
-  child.stderr?.on('data', (d: Buffer) => (out += d));
-  const url = await new Promise<string>((resolve, reject) => {
-    const timer = setInterval(() => {
-      const m = /listening on (http:\/\/\S+)/.exec(out);
-      if (m !== null && out.includes('dashboard:')) {
-        clearInterval(timer);
-        resolve(m[1] as string);
-      }
-    }, 20);
-    child.once('exit', (code) => reject(new Error(`exited ${code}: ${out}`)));
-  });
-  return { child, url, out: () => out };
+  const spawned = await spawnVerifier(bare(cwd), { cwd, ready: /dashboard:/ });
+  children.push(spawned.child);
+  return { child: spawned.child, url: spawned.url, out: spawned.output };
 }
 
 async function stop(child: ChildProcess): Promise<void> {
