@@ -202,8 +202,8 @@ function openPrompt(): Prompt {
     terminal: process.stdin.isTTY === true,
   });
   const lines = rl[Symbol.asyncIterator]();
-  // Piped input (not a terminal): one question per line, no prompt, and the end of input ends the session.
-  if (process.stdin.isTTY === true) rl.prompt();
+  // Piped input works too: one question per line, and the end of input ends the session.
+  rl.prompt();
   return { rl, lines };
 }
 
@@ -219,7 +219,7 @@ async function repl(
     closed = true;
   });
   const prompt = () => {
-    if (!closed && process.stdin.isTTY === true) rl.prompt();
+    if (!closed) rl.prompt();
   };
   rl.on('SIGINT', () => {
     if (current !== undefined) {
