@@ -49,7 +49,7 @@ describe('kill -9 under load', () => {
       }
     };
     const workers = Array.from({ length: 16 }, worker);
-    await new Promise((r) => setTimeout(r, 1_500));
+    await new Promise((r) => setTimeout(r, 2_500));
     const exited = new Promise((r) => child.once('exit', r));
     child.kill('SIGKILL');
     stop = true;

@@ -367,24 +367,29 @@ describe('SIGTERM under streaming load', { timeout: 60_000 }, () => {
     // An idle keep-alive connection, open before the signal.
     const idle = await fetch(`${url}/healthz`);
     expect(idle.status).toBe(200);
-    const streams = Array.from({ length: 8 }, async (_, i) => {
-      const res = await fetch(`${url}/v1/messages`, {
-        method: 'POST',
-        headers: { 'x-api-key': key, 'content-type': 'application/json' },
-        body: JSON.stringify({
-          model: 'claude-mock-slow',
-          max_tokens: 16,
-          stream: true,
-          messages: [{ role: 'user', content: `stream ${i}` }],
+    // Eight streams in flight: each has its answer's headers before the signal.
+    const responses = await Promise.all(
+      Array.from({ length: 8 }, (_, i) =>
+        fetch(`${url}/v1/messages`, {
+          method: 'POST',
+          headers: { 'x-api-key': key, 'content-type': 'application/json' },
+          body: JSON.stringify({
+            model: 'claude-mock-slow',
+            max_tokens: 16,
+            stream: true,
+            messages: [{ role: 'user', content: `stream ${i}` }],
+          }),
         }),
-      });
-      const text = await res.text();
-      return { id: res.headers.get('moat-request-id'), complete: text.includes('event: message_stop') };
-    });
-    await new Promise((r) => setTimeout(r, 300));
+      ),
+    );
     const exited = once(child, 'exit');
     child.kill('SIGTERM');
-    const results = await Promise.all(streams);
+    const results = await Promise.all(
+      responses.map(async (res) => ({
+        id: res.headers.get('moat-request-id'),
+        complete: (await res.text()).includes('event: message_stop'),
+      })),
+    );
     const [code] = (await exited) as [number];
     expect(code).toBe(0);
     expect(results.every((r) => r.complete)).toBe(true);

@@ -78,14 +78,17 @@ describe('key rotation', { timeout: 60_000 }, () => {
         statuses.push(res.status);
       }
     })();
-    await new Promise((r) => setTimeout(r, 200));
+    const sent = async (n: number) => {
+      while (statuses.length < n) await new Promise((r) => setTimeout(r, 10));
+    };
+    await sent(4);
     const revoke = await fetch(`${urlA}/admin/attestation-keys/revoke`, {
       method: 'POST',
       headers: { authorization: `Bearer ${ADMIN}` },
       body: JSON.stringify({ kid: releases.old.kid, reason: 'extracted from the 1.4.1 binary' }),
     });
     expect(revoke.status).toBe(200);
-    await new Promise((r) => setTimeout(r, 200));
+    await sent(statuses.length + 4);
     stop = true;
     await traffic;
     expect(statuses.length).toBeGreaterThan(4);

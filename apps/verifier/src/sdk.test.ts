@@ -140,9 +140,9 @@ describe('the upstream decides about retries, through the verifier', { timeout: 
     await new Promise<void>((resolve) => stream.on('streamEvent', (ev) => ev.type === 'content_block_start' && resolve()));
     controller.abort();
     await stream.done().catch(() => {});
-    for (let i = 0; i < 50 && closedEarly === before; i++) await new Promise((r) => setTimeout(r, 20));
+    for (let i = 0; i < 250 && closedEarly === before; i++) await new Promise((r) => setTimeout(r, 20));
     expect(closedEarly).toBe(before + 1);
-    for (let i = 0; i < 50 && (await verifier.storage.recentRecords(1))[0]?.status === undefined; i++)
+    for (let i = 0; i < 250 && (await verifier.storage.recentRecords(1))[0]?.status !== 499; i++)
       await new Promise((r) => setTimeout(r, 20));
     const [record] = await verifier.storage.recentRecords(1);
     expect(record?.status).toBe(499);

@@ -159,7 +159,7 @@ describe('moat-verifier', () => {
       { role: 'user', content: [{ type: 'tool_result', tool_use_id: 'toolu_x', content: 'ok' }] },
     ];
     let record: Awaited<ReturnType<typeof lastRecord>>;
-    for (let i = 0; i < 50; i++) {
+    for (let i = 0; i < 200; i++) {
       await post(fetch, request('Plan the migration', { messages: replayed }), distiller.key);
       record = await lastRecord();
       if (record?.decoy === 'hit') break;
