@@ -168,7 +168,7 @@ describe('@moat/client fails open', { timeout: 30_000 }, () => {
   });
 
   it('runs its README example (five lines) against the verifier', async () => {
-    const env = { ...process.env, MOAT_BASE_URL: base, MOAT_API_KEY: keyA, MOAT_SALT: SALT };
+    const env = { ...process.env, ANTHROPIC_BASE_URL: base, ANTHROPIC_API_KEY: keyA, MOAT_SALT: SALT };
     expect((await runReadmeExampleAsync(new URL('../', import.meta.url), env)).at(-1)).toBe('Echo: Hello');
     expect(await last()).toMatchObject({ attestation: 'valid', fingerprint: 'match' });
   });
