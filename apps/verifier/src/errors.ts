@@ -46,6 +46,17 @@ export class ApiError extends Error {
   }
 }
 
+/**
+ * `503 overloaded_error` with `retry-after: 1`: a dependency (`what`) cannot be used right now,
+ * so the request is refused, retryably, rather than served unchecked or unrecorded.
+ */
+export function unavailable(what: string, cause?: unknown): ApiError {
+  return new ApiError(503, 'overloaded_error', `${what} is unavailable; retry shortly`, {
+    retryAfterSec: 1,
+    ...(cause === undefined ? {} : { cause }),
+  });
+}
+
 /** A configuration problem: what was expected and what came, by setting. */
 export class VerifierConfigError extends Error {
   override readonly name = 'VerifierConfigError';

@@ -1,12 +1,12 @@
 import { MoatError } from '@moat/protocol/support';
 import type { Logger } from 'pino';
-import { ApiError } from './errors.js';
+import { unavailable } from './errors.js';
 import { type RecordSpool, SpoolError } from './spool.js';
 import type { RequestRecord, Storage } from './storage.js';
 
-/** The record store is down and the caller wanted the store, not the spool. */
-export class RecordStoreUnavailable extends MoatError<'ERR_RECORD_STORE'> {
-  override readonly name = 'RecordStoreUnavailable';
+/** A record was taken by neither the store nor (where allowed) the spool: the request must not be answered as if it had been. */
+export class RecordStoreError extends MoatError<'ERR_RECORD_STORE'> {
+  override readonly name = 'RecordStoreError';
 }
 
 /** How a record was kept. */
@@ -42,7 +42,7 @@ export class StoreGuard {
    * Writes a record: to the store, or when that fails (and `spool` is not `false`) to the
    * spool.
    *
-   * @throws {SpoolError} when neither can take it; {@link RecordStoreUnavailable} when the
+   * @throws {SpoolError} when neither can take it; {@link RecordStoreError} when the
    * store cannot and the spool is not wanted.
    */
   async write(record: RequestRecord, options: { readonly spool?: boolean } = {}): Promise<Kept> {
@@ -55,7 +55,7 @@ export class StoreGuard {
       }
     }
     if (options.spool === false)
-      throw new RecordStoreUnavailable('ERR_RECORD_STORE', `expected the record store to take ${record.id}, got: ${this.#down}`);
+      throw new RecordStoreError('ERR_RECORD_STORE', `expected the record store to take ${record.id}, got: ${this.#down}`);
     this.#spool.append(record);
     return 'spooled';
   }
@@ -66,8 +66,7 @@ export class StoreGuard {
    * @throws {ApiError} 503 `overloaded_error` with `retry-after`.
    */
   assertWritable(): void {
-    if (this.#down !== undefined)
-      throw new ApiError(503, 'overloaded_error', 'the record store is unavailable; retry shortly', { retryAfterSec: 1 });
+    if (this.#down !== undefined) throw unavailable('the record store');
   }
 
   /** Marks the store down (a failed write) and starts probing for its return. */

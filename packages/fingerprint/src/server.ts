@@ -19,6 +19,8 @@ export interface FingerprintCheck {
   readonly expected?: string;
   /** Client version from the block. */
   readonly clientVersion?: string;
+  /** Entry point (`ep`) from the block, when it names one. */
+  readonly entrypoint?: string;
   /** Why the signal is `missing`: no block, an unparsable one (with its error code), or no `fp`. */
   readonly reason?: 'no_block' | 'no_fp' | string;
 }
@@ -42,12 +44,13 @@ export function checkFingerprint(request: unknown, options: CheckFingerprintOpti
   if (located.status === 'absent') return { signal: 'missing', reason: 'no_block' };
   const parsed = tryParseAttribution(located.text);
   if (!parsed.ok) return { signal: 'missing', reason: parsed.error.code };
-  const { cv, fp } = parsed.value;
-  if (fp === undefined) return { signal: 'missing', clientVersion: cv, reason: 'no_fp' };
+  const { cv, fp, ep } = parsed.value;
+  const client = { clientVersion: cv, ...(ep === undefined ? {} : { entrypoint: ep }) };
+  if (fp === undefined) return { signal: 'missing', ...client, reason: 'no_fp' };
   const expected = fingerprintRequest(request, { salt: options.salt, version: cv });
-  if (expected === fp) return { signal: 'match', received: fp, expected, clientVersion: cv };
+  if (expected === fp) return { signal: 'match', received: fp, expected, ...client };
   for (const salt of options.previousSalts ?? []) {
-    if (fingerprintRequest(request, { salt, version: cv }) === fp) return { signal: 'match', received: fp, expected, clientVersion: cv };
+    if (fingerprintRequest(request, { salt, version: cv }) === fp) return { signal: 'match', received: fp, expected, ...client };
   }
-  return { signal: 'mismatch', received: fp, expected, clientVersion: cv };
+  return { signal: 'mismatch', received: fp, expected, ...client };
 }

@@ -1,5 +1,6 @@
 import { ATTRIBUTION_PREFIX } from './attribution.js';
 import { ENVELOPE_MEMBER } from './envelope.js';
+import { isRecord } from './internal/describe.js';
 
 /** The members of a Messages API request this protocol reads. Everything else passes through. */
 export interface MessagesRequest {
@@ -16,10 +17,6 @@ export const ANTI_DISTILLATION_MEMBER = 'anti_distillation';
 
 /** Anti-distillation measures defined in v1. */
 export const ANTI_DISTILLATION_MEASURES = ['fake_tools'] as const;
-
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
 
 /**
  * The text the fingerprint is computed from: the first message whose role is `user`; its

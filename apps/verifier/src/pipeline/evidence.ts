@@ -4,9 +4,9 @@ import { type AttestationResult, verifyAttestation } from '@moat/attest/server';
 import { decoyTraceText, type RequestBlocksCheck, verifyRequestBlocks } from '@moat/distill-guard/server';
 import { checkFingerprint, type FingerprintCheck, type KeyClassification } from '@moat/fingerprint/server';
 import { inspectRequest, type RequestEvidence } from '@moat/gateway-detect/server';
-import { type DecoySignal, findAttribution, tryParseAttribution } from '@moat/protocol';
+import type { DecoySignal } from '@moat/protocol';
 import type { MessagesRequest } from '@moat/protocol/messages';
-import { ApiError } from '../errors.js';
+import { unavailable } from '../errors.js';
 import type { VerifierServices } from './services.js';
 
 /** Everything the layers found about one request. */
@@ -58,7 +58,7 @@ export async function gatherEvidence(input: EvidenceInput, services: VerifierSer
     });
   } catch (error) {
     // Without the replay cache no stamp can be vouched for: refuse, retryably, never accept.
-    throw new ApiError(503, 'overloaded_error', 'the replay cache is unavailable; retry shortly', { cause: error, retryAfterSec: 1 });
+    throw unavailable('the replay cache', error);
   }
   const fingerprint = checkFingerprint(input.body, { salt: config.fingerprintSalt });
   const keyClass = fingerprintStats.record(input.keyId, fingerprint.signal);
@@ -72,9 +72,11 @@ export async function gatherEvidence(input: EvidenceInput, services: VerifierSer
     input.remoteAddress,
   );
   const thinking = verifyRequestBlocks(input.body, input.keyId, blockKeyring);
-  const located = findAttribution(input.body);
-  const parsed = located.status === 'present' ? tryParseAttribution(located.text) : undefined;
-  const client = parsed?.ok === true ? { ...(parsed.value.ep === undefined ? {} : { ep: parsed.value.ep }), cv: parsed.value.cv } : {};
+  // The attribution block was parsed once, by the fingerprint check.
+  const client = {
+    ...(fingerprint.clientVersion === undefined ? {} : { cv: fingerprint.clientVersion }),
+    ...(fingerprint.entrypoint === undefined ? {} : { ep: fingerprint.entrypoint }),
+  };
   const traced = services.decoyIndex.current()?.trace(decoyTraceText(input.body), DECOY_HIT_CONFIDENCE) ?? [];
   const decoy = {
     signal: traced.length > 0 ? ('hit' as const) : ('none' as const),

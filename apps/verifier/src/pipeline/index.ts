@@ -16,7 +16,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { verifyAttestation } from '@moat/attest/server';
 import { invalidBlockError } from '@moat/distill-guard/server';
 import { errorMessage } from '@moat/protocol/support';
-import { ApiError } from '../errors.js';
+import { ApiError, unavailable } from '../errors.js';
 import { readBody, sendError, sendJson, writeEvent } from '../http.js';
 import { authenticate } from './authenticate.js';
 import { gatherEvidence } from './evidence.js';
@@ -63,13 +63,15 @@ export async function handleMessagesRequest(
     try {
       read = parseMessagesBody(raw, config.maxJsonDepth);
     } catch (error) {
-      // A body that does not parse still says whether its stamp is genuine (and spends its nonce).
+      // A body that does not parse still says whether its stamp is genuine (and spends its nonce);
+      // if the replay cache cannot say, the record keeps the parse error, which is what the client gets.
+      ledger.set({ verdict: 'block' });
       const attestation = await verifyAttestation(raw, {
         keyring: services.attestationKeyring,
         nonceStore: storage,
         windowSec: config.windowSec,
-      });
-      ledger.set({ attestation: attestation.signal, verdict: 'block' });
+      }).catch(() => undefined);
+      if (attestation !== undefined) ledger.set({ attestation: attestation.signal });
       throw error;
     }
     const { body } = read;
@@ -180,7 +182,7 @@ async function fail(
   } else if (error instanceof ApiError) apiError = error;
   else if (error instanceof RecordStoreError) {
     services.log.error({ err: error.message, id: ledger.id }, 'record not written');
-    apiError = new ApiError(503, 'overloaded_error', 'the record store is unavailable; retry shortly', { retryAfterSec: 1 });
+    apiError = unavailable('the record store');
   } else {
     services.log.error({ err: error, id: ledger.id }, 'unexpected error');
     apiError = new ApiError(500, 'api_error', 'internal error');
@@ -193,7 +195,7 @@ async function fail(
       await ledger.finish(apiError.status);
     } catch (storageError) {
       services.log.error({ err: errorMessage(storageError), id: ledger.id }, 'record not written');
-      apiError = new ApiError(503, 'overloaded_error', 'the record store is unavailable; retry shortly', { retryAfterSec: 1 });
+      apiError = unavailable('the record store');
     }
   }
   if (signal.aborted || res.destroyed) return;

@@ -1,17 +1,13 @@
 import { randomUUID } from 'node:crypto';
-import { MoatError } from '@moat/protocol/support';
 import type { RequestRecord } from '../storage.js';
-import type { Kept } from '../store-guard.js';
+import { type Kept, RecordStoreError } from '../store-guard.js';
 
 /** Where records go: the store, or the spool while the store is down. */
 export interface RecordWriter {
   write(record: RequestRecord, options?: { readonly spool?: boolean }): Promise<Kept>;
 }
 
-/** A record could not be written: the request must not be answered as if it had been. */
-export class RecordStoreError extends MoatError<'ERR_RECORD_STORE'> {
-  override readonly name = 'RecordStoreError';
-}
+export { RecordStoreError } from '../store-guard.js';
 
 /** Bounds of what a record stores, whatever the request sent. */
 export const RECORD_LIMITS = { model: 200, reason: 200, reasons: 20, list: 20 } as const;

@@ -11,3 +11,8 @@ export function describeValue(value: unknown): string {
   if (typeof value === 'object') return 'object';
   return `${typeof value} ${String(value)}`;
 }
+
+/** Whether `value` is a plain JSON object (not null, not an array). */
+export function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}

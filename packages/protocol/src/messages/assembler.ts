@@ -1,4 +1,4 @@
-import { describeValue } from '../internal/describe.js';
+import { describeValue, isRecord } from '../internal/describe.js';
 import { MessagesError } from './errors.js';
 import type { ContentBlock, ErrorEvent, MessagesResponse, Usage } from './types.js';
 
@@ -16,10 +16,6 @@ export interface MessageAssemblerOptions {
    * keeps the input it started with, and malformed fragments are not its concern.
    */
   readonly parseToolInput?: boolean;
-}
-
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
 /**

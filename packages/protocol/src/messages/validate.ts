@@ -1,12 +1,8 @@
-import { describeValue } from '../internal/describe.js';
+import { describeValue, isRecord } from '../internal/describe.js';
 import { MessagesError } from './errors.js';
 import type { MessagesRequest, MessagesResponse } from './types.js';
 
 type Path = string;
-
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
 
 const join = (path: Path, member: string | number): Path => (path === '' ? String(member) : `${path}.${member}`);
 
