@@ -7,6 +7,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include "harden.h"
 #include "keystore.h"
 #include "transport.h"
@@ -162,8 +163,9 @@ static napi_value request(napi_env env, napi_callback_info info) {
       char *s = malloc(len + 1);
       if (s == NULL) continue;
       napi_get_value_string_utf8(env, line, s, len + 1, &len);
-      /* Header lines with CR or LF would smuggle extra headers: refuse them. */
-      if (strpbrk(s, "\r\n") == NULL) opts.headers = curl->slist_append(opts.headers, s);
+      /* Header lines with CR or LF would smuggle extra headers: refuse them. Host is the
+         transport's own (the authority an r1 stamp covers), never JavaScript's. */
+      if (strpbrk(s, "\r\n") == NULL && strncasecmp(s, "host:", 5) != 0) opts.headers = curl->slist_append(opts.headers, s);
       free(s);
     }
   }

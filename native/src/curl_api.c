@@ -40,6 +40,11 @@ static void load(void) {
   RESOLVE(easy_strerror, "curl_easy_strerror");
   RESOLVE(slist_append, "curl_slist_append");
   RESOLVE(slist_free_all, "curl_slist_free_all");
+  RESOLVE(url, "curl_url");
+  RESOLVE(url_set, "curl_url_set");
+  RESOLVE(url_get, "curl_url_get");
+  RESOLVE(url_cleanup, "curl_url_cleanup");
+  RESOLVE(free, "curl_free");
 #undef RESOLVE
   if (api.global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
     snprintf(error, sizeof error, "libcurl initialisation failed");

@@ -19,6 +19,11 @@ typedef struct {
   const char *(*easy_strerror)(CURLcode code);
   struct curl_slist *(*slist_append)(struct curl_slist *list, const char *string);
   void (*slist_free_all)(struct curl_slist *list);
+  CURLU *(*url)(void);
+  CURLUcode (*url_set)(CURLU *handle, CURLUPart what, const char *part, unsigned int flags);
+  CURLUcode (*url_get)(const CURLU *handle, CURLUPart what, char **part, unsigned int flags);
+  void (*url_cleanup)(CURLU *handle);
+  void (*free)(void *p);
 } moat_curl_api;
 
 /* libcurl, loaded and globally initialised (thread-safe, once); NULL when it cannot be. */

@@ -1,6 +1,8 @@
 #include "stamp.h"
+#include <openssl/core_names.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
+#include <openssl/params.h>
+#include <pthread.h>
 #include <string.h>
 #include "keystore.h"
 
@@ -9,7 +11,50 @@ static const char ANCHOR[] = "\"moat_att\":\"";
 
 static int is_hex_lower(unsigned char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); }
 
-moat_stamp_result moat_stamp(unsigned char *body, size_t len) {
+/* One lp() item: its UTF-8 length as a 32-bit big-endian integer, then its bytes. */
+static int mac_item(EVP_MAC_CTX *mac, const unsigned char *bytes, size_t len) {
+  unsigned char prefix[4] = {(unsigned char)(len >> 24), (unsigned char)(len >> 16), (unsigned char)(len >> 8), (unsigned char)len};
+  return EVP_MAC_update(mac, prefix, 4) && EVP_MAC_update(mac, bytes, len);
+}
+
+/* lp(["moat-req/1", method, authority, path, hex(SHA-256(credential))]) into the MAC. */
+static int mac_request_base(EVP_MAC_CTX *mac, const moat_request_components *r) {
+  static const char HEX[] = "0123456789abcdef";
+  unsigned char digest[32];
+  char digest_hex[64];
+  unsigned int digest_len = 0;
+  if (!EVP_Digest(r->credential, strlen(r->credential), digest, &digest_len, EVP_sha256(), NULL) || digest_len != 32) return 0;
+  for (int i = 0; i < 32; i++) {
+    digest_hex[2 * i] = HEX[digest[i] >> 4];
+    digest_hex[2 * i + 1] = HEX[digest[i] & 15];
+  }
+  static const char LABEL[] = "moat-req/1";
+  return mac_item(mac, (const unsigned char *)LABEL, sizeof LABEL - 1) &&
+         mac_item(mac, (const unsigned char *)r->method, strlen(r->method)) &&
+         mac_item(mac, (const unsigned char *)r->authority, strlen(r->authority)) &&
+         mac_item(mac, (const unsigned char *)r->path, strlen(r->path)) && mac_item(mac, (const unsigned char *)digest_hex, 64);
+}
+
+static EVP_MAC *hmac_alg;
+static pthread_once_t hmac_once = PTHREAD_ONCE_INIT;
+static void fetch_hmac(void) { hmac_alg = EVP_MAC_fetch(NULL, "HMAC", NULL); }
+
+/* HMAC-SHA-256 over (request base ‖) body; 1 on success. */
+static int hmac_sha256(const unsigned char *key, size_t key_len, const moat_request_components *request, const unsigned char *body, size_t len,
+                       unsigned char out[32]) {
+  /* Fetched once: a provider lookup per request would cost more than the MAC of a small body. */
+  pthread_once(&hmac_once, fetch_hmac);
+  EVP_MAC_CTX *mac = hmac_alg != NULL ? EVP_MAC_CTX_new(hmac_alg) : NULL;
+  char digest_name[] = "SHA256";
+  OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest_name, 0), OSSL_PARAM_construct_end()};
+  size_t out_len = 0;
+  int ok = mac != NULL && EVP_MAC_init(mac, key, key_len, params) && (request == NULL || mac_request_base(mac, request)) &&
+           EVP_MAC_update(mac, body, len) && EVP_MAC_final(mac, out, &out_len, 32) && out_len == 32;
+  EVP_MAC_CTX_free(mac);
+  return ok;
+}
+
+moat_stamp_result moat_stamp(unsigned char *body, size_t len, const moat_request_components *request) {
   if (len < ANCHOR_LEN + 3 || body[len - 1] != '}' || body[len - 2] != '"') return MOAT_STAMP_NO_ENVELOPE;
   size_t value_end = len - 2;
   size_t value_start = value_end;
@@ -20,10 +65,11 @@ moat_stamp_result moat_stamp(unsigned char *body, size_t len) {
   if (memcmp(body + anchor_start, ANCHOR, ANCHOR_LEN) != 0) return MOAT_STAMP_NO_ENVELOPE;
   if (body[anchor_start - 1] != ',' && body[anchor_start - 1] != '{') return MOAT_STAMP_NO_ENVELOPE;
 
-  /* value = v1.<kid>.<ts:10>.<nonce:16>.<stamp:32-64 even> */
+  /* value = (v1|r1).<kid>.<ts:10>.<nonce:16>.<stamp:32-64 even> */
   const unsigned char *v = body + value_start;
   size_t vlen = value_end - value_start;
-  if (vlen < 3 || memcmp(v, "v1.", 3) != 0) return MOAT_STAMP_NO_ENVELOPE;
+  if (vlen < 3 || (memcmp(v, "v1.", 3) != 0 && memcmp(v, "r1.", 3) != 0)) return MOAT_STAMP_NO_ENVELOPE;
+  int bound = v[0] == 'r';
   size_t dots[4];
   int ndots = 0;
   for (size_t i = 2; i < vlen && ndots < 5; i++) {
@@ -45,15 +91,17 @@ moat_stamp_result moat_stamp(unsigned char *body, size_t len) {
     if (body[i] != '0') return MOAT_STAMP_NOT_PLACEHOLDER;
   }
 
+  if (bound && (request == NULL || request->method == NULL || request->authority == NULL || request->path == NULL || request->credential == NULL))
+    return MOAT_STAMP_NO_REQUEST;
+
   unsigned char key[64];
   size_t key_len = moat_key_len();
   moat_key_load(key);
-  unsigned char mac[EVP_MAX_MD_SIZE];
-  unsigned int mac_len = 0;
+  unsigned char mac[32];
   /* The placeholder zeros are in place, so the MAC covers key id, time and nonce too. */
-  unsigned char *ok = HMAC(EVP_sha256(), key, (int)key_len, body, len, mac, &mac_len);
+  int ok = hmac_sha256(key, key_len, bound ? request : NULL, body, len, mac);
   moat_wipe(key, sizeof key);
-  if (ok == NULL || mac_len < stamp_len / 2) {
+  if (!ok) {
     moat_wipe(mac, sizeof mac);
     return MOAT_STAMP_CRYPTO;
   }

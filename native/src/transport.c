@@ -1,7 +1,10 @@
 #include "transport.h"
+#include <ctype.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include "stamp.h"
 
 static const moat_curl_api *lib;
@@ -135,15 +138,116 @@ static void free_opts(moat_request_opts *o) {
   free(o->ca_file);
 }
 
+/* The value of header `name` (lowercase) in the list curl sends, spaces trimmed; NULL if absent. */
+static const char *header_value(const struct curl_slist *list, const char *name, size_t *len) {
+  size_t name_len = strlen(name);
+  for (; list != NULL; list = list->next) {
+    const char *line = list->data;
+    if (strncasecmp(line, name, name_len) != 0 || line[name_len] != ':') continue;
+    const char *v = line + name_len + 1;
+    while (*v == ' ' || *v == '\t') v++;
+    size_t n = strlen(v);
+    while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t')) n--;
+    *len = n;
+    return v;
+  }
+  return NULL;
+}
+
+/* The credential sent (SPEC.md §5.3): x-api-key, else the Bearer token, else "" — a new string. */
+static char *credential_of(const struct curl_slist *headers) {
+  size_t len = 0;
+  const char *v = header_value(headers, "x-api-key", &len);
+  if (v == NULL || len == 0) {
+    v = header_value(headers, "authorization", &len);
+    if (v != NULL && len >= 7 && strncasecmp(v, "bearer ", 7) == 0) {
+      v += 7;
+      len -= 7;
+      while (len > 0 && *v == ' ') {
+        v++;
+        len--;
+      }
+    } else {
+      v = "";
+      len = 0;
+    }
+  }
+  char *out = malloc(len + 1);
+  if (out != NULL) {
+    memcpy(out, v, len);
+    out[len] = '\0';
+  }
+  return out;
+}
+
+/*
+ * The request's target, parsed once by libcurl's own URL parser and handed to the transfer
+ * as that parsed handle, so the authority and path an r1 stamp covers are the ones sent;
+ * the authority also goes out as the Host header (any Host from JavaScript was dropped).
+ */
+typedef struct {
+  CURLU *url;
+  char *authority;
+  char *path;
+  char *credential;
+} request_target;
+
+static void target_free(request_target *r) {
+  if (r->url != NULL) lib->url_cleanup(r->url);
+  free(r->authority);
+  free(r->path);
+  free(r->credential);
+}
+
+static int target_parse(request_target *r, const char *url, const struct curl_slist *headers) {
+  memset(r, 0, sizeof *r);
+  char *host = NULL, *port = NULL, *path = NULL;
+  r->url = lib->url();
+  int ok = r->url != NULL && lib->url_set(r->url, CURLUPART_URL, url, 0) == CURLUE_OK &&
+           lib->url_get(r->url, CURLUPART_HOST, &host, 0) == CURLUE_OK && lib->url_get(r->url, CURLUPART_PATH, &path, 0) == CURLUE_OK;
+  if (ok && lib->url_get(r->url, CURLUPART_PORT, &port, CURLU_NO_DEFAULT_PORT) != CURLUE_OK) port = NULL;
+  if (ok) {
+    size_t cap = strlen(host) + (port != NULL ? strlen(port) + 1 : 0) + 1;
+    r->authority = malloc(cap);
+    r->path = strdup(path[0] != '\0' ? path : "/");
+    r->credential = credential_of(headers);
+    ok = r->authority != NULL && r->path != NULL && r->credential != NULL;
+    if (ok) {
+      snprintf(r->authority, cap, "%s%s%s", host, port != NULL ? ":" : "", port != NULL ? port : "");
+      for (char *p = r->authority; *p; p++) *p = (char)tolower((unsigned char)*p);
+    }
+  }
+  lib->free(host);
+  lib->free(port);
+  lib->free(path);
+  if (!ok) target_free(r);
+  return ok;
+}
+
 static void *run(void *arg) {
   transfer *t = arg;
-  t->stamp_result = t->opts.body != NULL ? (int)moat_stamp(t->opts.body, t->opts.body_len) : (int)MOAT_STAMP_NO_ENVELOPE;
+  request_target target;
+  int have_target = target_parse(&target, t->opts.url, t->opts.headers);
+  if (have_target) {
+    size_t cap = strlen(target.authority) + 7;
+    char *host_line = malloc(cap);
+    if (host_line != NULL) {
+      snprintf(host_line, cap, "Host: %s", target.authority);
+      t->opts.headers = lib->slist_append(t->opts.headers, host_line);
+      free(host_line);
+    }
+  }
+  moat_request_components components = {t->opts.method, have_target ? target.authority : NULL, have_target ? target.path : NULL,
+                                         have_target ? target.credential : NULL};
+  t->stamp_result = t->opts.body != NULL ? (int)moat_stamp(t->opts.body, t->opts.body_len, have_target ? &components : NULL)
+                                         : (int)MOAT_STAMP_NO_ENVELOPE;
   CURL *c = lib->easy_init();
   t->curl = c;
   char errbuf[CURL_ERROR_SIZE] = {0};
   CURLcode rc = CURLE_FAILED_INIT;
   if (c != NULL) {
-    lib->easy_setopt(c, CURLOPT_URL, t->opts.url);
+    if (have_target) lib->easy_setopt(c, CURLOPT_CURLU, target.url);
+    else lib->easy_setopt(c, CURLOPT_URL, t->opts.url);
     lib->easy_setopt(c, CURLOPT_SHARE, share);
     lib->easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     lib->easy_setopt(c, CURLOPT_TCP_NODELAY, 1L);
@@ -193,6 +297,7 @@ static void *run(void *arg) {
     }
   }
   if (c != NULL) lib->easy_cleanup(c);
+  if (have_target) target_free(&target);
   free(t->hdr);
   free_opts(&t->opts);
   t->done(t->ctx);

@@ -3,7 +3,7 @@ import { once } from 'node:events';
 import { readFileSync, realpathSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { computeStamp, locateEnvelope } from '@moat/protocol';
+import { computeStamp, locateEnvelope, type RequestComponents, receivedRequestComponents } from '@moat/protocol';
 import { STAMP_RESULTS } from '@moat/protocol/support';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readDevKey } from '../dev-key.js';
@@ -12,10 +12,12 @@ import { loadError, native } from '../index.js';
 const dev = readDevKey() as { kid: string; key: string };
 let base = '';
 const bodies: Buffer[] = [];
+const requests: RequestComponents[] = [];
 const server = createServer(async (req, res) => {
   const chunks: Buffer[] = [];
   for await (const c of req) chunks.push(c as Buffer);
   bodies.push(Buffer.concat(chunks));
+  requests.push(receivedRequestComponents({ method: req.method ?? '', target: req.url ?? '', headers: req.headers }));
   res.writeHead(200, { 'x-seen-header': String(req.headers['x-probe'] ?? '') }).end('ok');
 });
 beforeAll(async () => {
@@ -25,16 +27,21 @@ beforeAll(async () => {
 });
 afterAll(() => new Promise<void>((r) => server.close(() => r())));
 
-function send(body: string, headers: string[] = []): Promise<{ stamp: string; sent: Buffer; rawHeaders: string }> {
+function send(
+  body: string,
+  headers: string[] = [],
+  path = '/',
+  method = 'POST',
+): Promise<{ stamp: string; sent: Buffer; rawHeaders: string; request: RequestComponents }> {
   return new Promise((resolve, reject) => {
     let stamp = '';
     let rawHeaders = '';
-    native?.request({ method: 'POST', url: `${base}/`, headers, body: Buffer.from(body) }, (event, a, b, c) => {
+    native?.request({ method, url: `${base}${path}`, headers, body: Buffer.from(body) }, (event, a, b, c) => {
       if (event === 'headers') {
         stamp = STAMP_RESULTS[c ?? 1] as string;
         rawHeaders = b ?? '';
       }
-      if (event === 'end') resolve({ stamp, sent: bodies.at(-1) as Buffer, rawHeaders });
+      if (event === 'end') resolve({ stamp, sent: bodies.at(-1) as Buffer, rawHeaders, request: requests.at(-1) as RequestComponents });
       if (event === 'error') reject(new Error(String(a)));
     });
   });
@@ -66,6 +73,33 @@ describe('@moat/native', () => {
       if (where.status !== 'found') throw new Error('no envelope');
       expect(where.envelope.stamp).toBe(
         computeStamp(Buffer.from(dev.key, 'hex'), new Uint8Array(Buffer.from(body)), where.stampStart, where.stampEnd),
+      );
+    }
+  });
+
+  it('an r1 stamp covers the request libcurl sends: its method, the Host it sets, the parsed path, the credential header', async () => {
+    const r1 = `"moat_att":"r1.${dev.kid}.1764000000.0011223344556677.${'0'.repeat(32)}"`;
+    const cases: Array<[string[], string, string, Partial<RequestComponents>]> = [
+      [['x-api-key: sk-ant-0001'], '/v1/messages?beta=true', 'POST', { path: '/v1/messages', credential: 'sk-ant-0001' }],
+      [['authorization: Bearer tok-0002'], '/v1/messages', 'POST', { credential: 'tok-0002' }],
+      // libcurl removes dot segments before sending: the stamp covers the path it sends.
+      [['x-api-key: k'], '/v1/./x/../messages', 'POST', { path: '/v1/messages' }],
+      // A Host from JavaScript is dropped: the addon sends and stamps the URL's authority.
+      [['host: spoofed.example', 'x-api-key: k'], '/v1/messages', 'PUT', { method: 'PUT', authority: new URL(base).host }],
+      [[], '/', 'POST', { credential: '' }],
+    ];
+    for (const [headers, path, method, expected] of cases) {
+      const body = `{"model":"m",${r1}}`;
+      const { stamp, sent, request } = await send(body, headers, path, method);
+      expect(stamp).toBe('stamped');
+      expect(request).toMatchObject(expected);
+      const where = locateEnvelope(new Uint8Array(sent));
+      if (where.status !== 'found') throw new Error('no envelope');
+      const key = Buffer.from(dev.key, 'hex');
+      const bytes = new Uint8Array(Buffer.from(body));
+      expect(where.envelope.stamp).toBe(computeStamp(key, bytes, where.stampStart, where.stampEnd, request));
+      expect(where.envelope.stamp).not.toBe(
+        computeStamp(key, bytes, where.stampStart, where.stampEnd, { ...request, credential: 'other' }),
       );
     }
   });

@@ -135,8 +135,10 @@ export class ChatSession {
       this.#features.includes('attestation') && !this.#flag('moat-kill-attestation', false) && this.#flag('moat-envelope', true);
     if (attest) {
       let unattested = '';
+      const bindRequest = this.#features.includes('request_binding');
       this.#fetch = createAttestedFetch({
         onWarning: warn,
+        bindRequestFor: () => bindRequest,
         onUnattested: (reason) => {
           unattested = reason;
           this.#queueEvent({ type: 'attestation_unavailable', ts: Math.floor(Date.now() / 1000), reason });

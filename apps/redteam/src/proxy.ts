@@ -2,6 +2,7 @@ import { once } from 'node:events';
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { errorMessage } from '@moat/protocol/support';
+import { request } from 'undici';
 
 /** What an adversarial proxy may do to the traffic it relays. */
 export interface ProxyHooks {
@@ -39,7 +40,9 @@ function forwardable(headers: IncomingHttpHeaders): Record<string, string> {
 /**
  * A real HTTP proxy on 127.0.0.1 in front of `target`, recording every exchange and
  * optionally rewriting request bodies or adding headers — the tampering proxies, gateways
- * and recorders of the scenarios.
+ * and recorders of the scenarios. It forwards the client's `Host` as it came, as a
+ * transparent reverse proxy does (and as any relay can), so what it changes is only what
+ * its hooks change.
  */
 export async function startProxy(target: string, hooks: ProxyHooks = {}): Promise<RunningProxy> {
   const exchanges: Exchange[] = [];
@@ -50,18 +53,22 @@ export async function startProxy(target: string, hooks: ProxyHooks = {}): Promis
       let body: Buffer = Buffer.concat(chunks);
       const path = req.url ?? '/';
       if (hooks.rewrite !== undefined && path.startsWith('/v1/messages')) body = hooks.rewrite(body, path);
-      const upstream = await fetch(new URL(path, target), {
-        method: req.method ?? 'GET',
-        headers: { ...forwardable(req.headers), ...hooks.requestHeaders },
-        ...(req.method === 'GET' || req.method === 'HEAD' ? {} : { body: new Uint8Array(body) }),
+      const upstream = await request(new URL(path, target), {
+        method: (req.method ?? 'GET') as 'GET',
+        headers: {
+          ...forwardable(req.headers),
+          ...(req.headers.host === undefined ? {} : { host: req.headers.host }),
+          ...hooks.requestHeaders,
+        },
+        ...(req.method === 'GET' || req.method === 'HEAD' ? {} : { body }),
       });
-      const responseBody = Buffer.from(await upstream.arrayBuffer());
-      exchanges.push({ path, requestBody: body, status: upstream.status, responseBody });
+      const responseBody = Buffer.from(await upstream.body.arrayBuffer());
+      exchanges.push({ path, requestBody: body, status: upstream.statusCode, responseBody });
       const headers: Record<string, string> = { ...hooks.responseHeaders };
-      upstream.headers.forEach((v, k) => {
-        if (!HOP.has(k) && k !== 'content-encoding') headers[k] = v;
-      });
-      res.writeHead(upstream.status, headers);
+      for (const [k, v] of Object.entries(upstream.headers)) {
+        if (!HOP.has(k) && k !== 'content-encoding' && v !== undefined) headers[k] = Array.isArray(v) ? v.join(', ') : v;
+      }
+      res.writeHead(upstream.statusCode, headers);
       res.end(responseBody);
     } catch (error) {
       res.writeHead(502, { 'content-type': 'application/json' });

@@ -11,6 +11,7 @@ import { decoyPeriod, decoyTools } from '@moat/distill-guard/server';
 import { tagFingerprint } from '@moat/fingerprint/client';
 import { assembleStream, parseMessagesResponse, readStreamEvents } from '@moat/protocol/messages';
 import { errorMessage } from '@moat/protocol/support';
+import { request } from 'undici';
 import { startProxy } from './proxy.js';
 
 const require = createRequire(import.meta.url);
@@ -181,12 +182,73 @@ export const SCENARIOS: readonly Scenario[] = [
         ).arrayBuffer();
         const captured = tap.exchanges.find((e) => e.path === '/v1/messages')?.requestBody;
         if (captured === undefined) return { observed: 'nothing captured', verdict: '-', pass: false };
-        const res = await fetch(new URL('/v1/messages', ctx.baseUrl), { method: 'POST', headers: { 'x-api-key': key }, body: captured });
-        await res.arrayBuffer();
+        // Sent again exactly as captured: bytes, key and Host.
+        const res = await request(new URL('/v1/messages', ctx.baseUrl), {
+          method: 'POST',
+          headers: { host: new URL(tap.url).host, 'x-api-key': key, 'content-type': 'application/json' },
+          body: captured,
+        });
+        await res.body.arrayBuffer();
         const [rec] = await records(ctx, id, 1);
-        return { observed: describe(rec), verdict: rec?.verdict ?? '-', pass: rec?.attestation === 'replayed' && res.status === 403 };
+        return { observed: describe(rec), verdict: rec?.verdict ?? '-', pass: rec?.attestation === 'replayed' && res.statusCode === 403 };
       } finally {
         await tap.close();
+      }
+    },
+  },
+  {
+    id: 'relay',
+    title: "a relay re-sends a user's genuine requests under its own API key, and to another path",
+    expected: 'attestation invalid (the stamp covers key, host and path), blocked',
+    async run(ctx) {
+      const user = await newKey(ctx, 'relay-user');
+      const relay = await newKey(ctx, 'relay-own');
+      // The relay forwards the user's genuine bytes, unchanged, with its own key.
+      const proxy = await startProxy(ctx.baseUrl, { requestHeaders: { 'x-api-key': relay.key } });
+      try {
+        const f = createAttestedFetch();
+        const sent = await f(new URL('/v1/messages', proxy.url), {
+          method: 'POST',
+          headers: { 'x-api-key': user.key },
+          body: genuineBody(ctx, [{ role: 'user', content: 'Relayed under a key that is not mine' }]),
+        });
+        await sent.arrayBuffer();
+        const [underRelayKey] = await records(ctx, relay.id, 1);
+        // Another capture, re-sent with the user's own key and Host but to another endpoint.
+        const tap = await startProxy(ctx.baseUrl);
+        let otherPath: number;
+        try {
+          await (
+            await f(new URL('/v1/messages', tap.url), {
+              method: 'POST',
+              headers: { 'x-api-key': user.key },
+              body: genuineBody(ctx, [{ role: 'user', content: 'Counted somewhere else' }]),
+            })
+          ).arrayBuffer();
+          const captured = tap.exchanges.find((e) => e.path === '/v1/messages')?.requestBody ?? Buffer.alloc(0);
+          const res = await request(new URL('/v1/messages/count_tokens', ctx.baseUrl), {
+            method: 'POST',
+            headers: { host: new URL(tap.url).host, 'x-api-key': user.key, 'content-type': 'application/json' },
+            body: captured,
+          });
+          await res.body.arrayBuffer();
+          otherPath = res.statusCode;
+        } finally {
+          await tap.close();
+        }
+        const [elsewhere] = await records(ctx, user.id, 1);
+        return {
+          observed: `own key: ${describe(underRelayKey)} → ${sent.status}; other path: attestation=${elsewhere?.attestation} → ${otherPath}`,
+          verdict: underRelayKey?.verdict ?? '-',
+          pass:
+            sent.status === 403 &&
+            underRelayKey?.attestation === 'invalid' &&
+            underRelayKey.verdict === 'block' &&
+            elsewhere?.attestation === 'invalid' &&
+            otherPath === 403,
+        };
+      } finally {
+        await proxy.close();
       }
     },
   },
@@ -545,10 +607,35 @@ export const SCENARIOS: readonly Scenario[] = [
         if (rec?.decoy !== 'hit') await new Promise((r) => setTimeout(r, 50));
       }
       const traced = rec?.reasons.find((r) => r.startsWith('decoy traced to'));
+      // The operator's view: moat-distill trace reads the hits the verifier counted per key.
+      const dir = mkdtempSync(join(tmpdir(), 'moat-decoy-hits-'));
+      writeFileSync(join(dir, 'secret'), ctx.serverSecret);
+      writeFileSync(join(dir, 'admin-token'), ctx.adminToken);
+      const distill = join(dirname(require.resolve('@moat/distill-guard/package.json')), 'dist/cli/moat-distill.js');
+      const report = await new Promise<string>((resolve) => {
+        const args = [
+          distill,
+          'trace',
+          '--json',
+          '--secret-file',
+          join(dir, 'secret'),
+          '--verifier',
+          ctx.baseUrl,
+          '--admin-token-file',
+          join(dir, 'admin-token'),
+        ];
+        const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'ignore'] });
+        let out = '';
+        child.stdout.on('data', (d) => (out += d));
+        child.on('close', () => resolve(out));
+      });
+      const counted = (JSON.parse(report || '{}') as { decoyHits?: Array<{ id: string; decoyHits: number }> }).decoyHits?.find(
+        (k) => k.id === caller.id,
+      )?.decoyHits;
       return {
-        observed: `decoy=${rec?.decoy ?? '-'}, ${traced === undefined ? 'not traced' : traced.replace(leaker.id, 'the key that was served it')} → ${rec?.verdict ?? '-'}`,
+        observed: `decoy=${rec?.decoy ?? '-'}, ${traced === undefined ? 'not traced' : traced.replace(leaker.id, 'the key that was served it')} → ${rec?.verdict ?? '-'}; moat-distill trace: ${counted ?? 0} hit(s) for the caller`,
         verdict: rec?.verdict ?? '-',
-        pass: rec?.decoy === 'hit' && traced?.includes(leaker.id) === true && rec.verdict !== 'allow',
+        pass: rec?.decoy === 'hit' && traced?.includes(leaker.id) === true && rec.verdict !== 'allow' && (counted ?? 0) >= 1,
       };
     },
   },

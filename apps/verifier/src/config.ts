@@ -53,7 +53,16 @@ export interface VerifierConfig {
   readonly clientKey: string;
   /** User-agent product of the genuine client, for the ua_mismatch signal. */
   readonly userAgentProduct: string;
+  /**
+   * The authorities clients send to (`api.example.com`, a partner gateway's host): `r1`
+   * stamps are checked against these instead of the received `Host`, which a relay chooses.
+   * Unset, the received `Host` is used (development, a single trusted front end).
+   */
+  readonly publicAuthorities?: readonly string[];
 }
+
+/** An authority as §5.3 of the SPEC writes it: lowercase host or bracketed IPv6, an optional port. */
+const AUTHORITY_RE = /^(?:[a-z0-9._~%!$&'()*+,;=-]+|\[[0-9a-f:.]+\])(?::[0-9]{1,5})?$/;
 
 const hex = (name: string, value: unknown, minBytes: number): string => {
   if (typeof value !== 'string' || !/^[0-9a-fA-F]+$/.test(value) || value.length % 2 !== 0 || value.length / 2 < minBytes) {
@@ -151,6 +160,25 @@ export function loadConfig(
       'a string of at least 16 characters',
       typeof metricsToken === 'string' ? `${metricsToken.length} characters` : typeof metricsToken,
     );
+  const authoritiesRaw = pick('publicAuthorities', 'MOAT_VERIFIER_PUBLIC_AUTHORITIES');
+  const publicAuthorities =
+    authoritiesRaw === undefined
+      ? undefined
+      : (typeof authoritiesRaw === 'string'
+          ? authoritiesRaw.split(',')
+          : Array.isArray(authoritiesRaw)
+            ? authoritiesRaw
+            : [authoritiesRaw]
+        ).map((a: unknown, i) => {
+          const text = typeof a === 'string' ? a.trim() : a;
+          if (typeof text !== 'string' || !AUTHORITY_RE.test(text))
+            throw new VerifierConfigError(
+              `publicAuthorities[${i}]`,
+              "a lowercase host[:port] without the scheme's default port, e.g. api.example.com",
+              JSON.stringify(a),
+            );
+          return text;
+        });
   const flagsFile = pick('flagsFile', 'MOAT_VERIFIER_FLAGS_FILE');
   const postgresUrl = pick('postgresUrl', 'MOAT_VERIFIER_POSTGRES_URL');
   const redisUrl = pick('redisUrl', 'MOAT_VERIFIER_REDIS_URL');
@@ -205,6 +233,7 @@ export function loadConfig(
     },
     clientKey: str('clientKey', 'MOAT_VERIFIER_CLIENT_KEY', 'moat'),
     userAgentProduct: str('userAgentProduct', 'MOAT_VERIFIER_UA_PRODUCT', 'moat-chat'),
+    ...(publicAuthorities === undefined ? {} : { publicAuthorities }),
   };
 }
 

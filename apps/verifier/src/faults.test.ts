@@ -18,6 +18,7 @@ import { tagFingerprint } from '@moat/fingerprint/client';
 import { devKeyFile } from '@moat/native/dev-key';
 import { readStreamEvents } from '@moat/protocol/messages';
 import Database from 'better-sqlite3';
+import { request } from 'undici';
 import { afterAll, describe, expect, it } from 'vitest';
 import { devEnvironment, loadConfig } from './config.js';
 import { PgRedisStorage } from './pg-storage.js';
@@ -142,11 +143,19 @@ describe.runIf(hasRedis && process.env.MOAT_TEST_POSTGRES_URL !== undefined)('Re
     });
     await new Promise<void>((r) => tap.listen(0, '127.0.0.1', r));
     cleanups.push(() => tap.close());
+    const tapAuthority = `127.0.0.1:${(tap.address() as AddressInfo).port}`;
     await (
-      await attested(`http://127.0.0.1:${(tap.address() as AddressInfo).port}/v1/messages`, { method: 'POST', body: ask('captured once') })
+      await attested(`http://${tapAuthority}/v1/messages`, { method: 'POST', headers: { 'x-api-key': key }, body: ask('captured once') })
     ).arrayBuffer();
-    const replay = () =>
-      fetch(`${url}/v1/messages`, { method: 'POST', headers: { 'x-api-key': key, 'content-type': 'application/json' }, body: captured });
+    // Replayed exactly as captured: the same bytes, key and Host (which the r1 stamp covers).
+    const replay = async () => {
+      const res = await request(`${url}/v1/messages`, {
+        method: 'POST',
+        headers: { host: tapAuthority, 'x-api-key': key, 'content-type': 'application/json' },
+        body: captured,
+      });
+      return new Response(await res.body.arrayBuffer(), { status: res.statusCode });
+    };
     const first = await replay();
     expect(first.status, await first.clone().text()).toBe(200);
     expect((await replay()).status).toBe(403);

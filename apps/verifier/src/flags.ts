@@ -21,6 +21,8 @@ export interface PolicyAttributes {
   readonly model?: string;
   /** The attestation signal. */
   readonly attestation?: string;
+  /** What a valid stamp covers: `request` (r1), `body` (v1, protocol 1.0 clients) or `none`. */
+  readonly binding?: string;
 }
 
 /** Prefix of server-side policy features; they are never served to clients. */
@@ -44,6 +46,9 @@ export const DEFAULT_FEATURES: Readonly<Record<string, FeatureDefinition>> = {
       revoked: 'flag',
     },
   },
+  // A valid v1 stamp covers the body only: a relay can re-send it under its own key. Flagged
+  // (not blocked) so 1.0 clients keep working; set body to monitor to trust them, block to retire them.
+  'moat-policy-binding': { defaultValue: { request: 'monitor', body: 'flag', none: 'monitor' } },
   'moat-policy-fingerprint': { defaultValue: { match: 'monitor', missing: 'monitor', mismatch: 'flag', tampering: 'flag' } },
   'moat-policy-thinking': { defaultValue: { valid: 'monitor', none: 'monitor', invalid: 'block' } },
   'moat-policy-gateway': { defaultValue: { detected: 'monitor', forwarded_chain: 'monitor', ua_mismatch: 'flag', address_fan_in: 'flag' } },

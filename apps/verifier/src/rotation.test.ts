@@ -24,17 +24,18 @@ afterAll(async () => {
   for (const v of verifiers) await v.close();
 });
 
-/** A request as a release's native layer stamps it. */
-function stamped(release: keyof typeof releases, text: string): Buffer {
+/** A request as a release's native layer stamps it: body and request (r1), for `url` and `apiKey`. */
+function stamped(release: keyof typeof releases, text: string, url: string, apiKey: string): Buffer {
   const { kid, key } = releases[release];
   const body = appendEnvelope(
     JSON.stringify({ model: 'claude-mock', max_tokens: 16, messages: [{ role: 'user', content: text }] }),
-    placeholderEnvelope({ kid, ts: Math.floor(Date.now() / 1000), nonce: randomBytes(8).toString('hex') }),
+    placeholderEnvelope({ kid, ts: Math.floor(Date.now() / 1000), nonce: randomBytes(8).toString('hex'), binding: 'request' }),
   );
   const bytes = utf8(body);
   const where = locateEnvelope(bytes);
   if (where.status !== 'found') throw new Error('no envelope');
-  bytes.set(utf8(computeStamp(key, bytes, where.stampStart, where.stampEnd)), where.stampStart);
+  const request = { method: 'POST', authority: new URL(url).host, path: '/v1/messages', credential: apiKey };
+  bytes.set(utf8(computeStamp(key, bytes, where.stampStart, where.stampEnd, request)), where.stampStart);
   return Buffer.from(bytes);
 }
 
@@ -55,7 +56,7 @@ describe('key rotation', { timeout: 60_000 }, () => {
       const res = await fetch(`${url}/v1/messages`, {
         method: 'POST',
         headers: { 'x-api-key': key, 'content-type': 'application/json' },
-        body: stamped(release, release),
+        body: stamped(release, release, url, key),
       });
       await res.arrayBuffer();
       const [record] = await a.storage.recentRecords(1);
@@ -72,7 +73,7 @@ describe('key rotation', { timeout: 60_000 }, () => {
         const res = await fetch(`${urlA}/v1/messages`, {
           method: 'POST',
           headers: { 'x-api-key': key, 'content-type': 'application/json' },
-          body: stamped(i % 2 === 0 ? 'old' : 'new', `during ${i}`),
+          body: stamped(i % 2 === 0 ? 'old' : 'new', `during ${i}`, urlA, key),
         });
         await res.arrayBuffer();
         statuses.push(res.status);

@@ -185,19 +185,8 @@ describe.each(backends)('%s storage', { timeout: 30_000 }, (name, open) => {
 
 describe.runIf(PG !== undefined && REDIS !== undefined)('two replicas on one PostgreSQL + Redis', () => {
   it('a request replayed to the other replica is caught', { timeout: 60_000 }, async () => {
-    const env = devEnvironment({
-      salt: 'replica-salt',
-      attestationKeyFile: devKeyFile,
-    });
-    const secret = env.MOAT_VERIFIER_SERVER_SECRET as string;
-    const cfg = loadConfig(env);
-    const storageA = await PgRedisStorage.open(PG as string, REDIS as string, Buffer.from(secret, 'hex'), { redisPrefix: `${prefix}r:` });
-    await storageA.reset();
-    const storageB = await PgRedisStorage.open(PG as string, REDIS as string, Buffer.from(secret, 'hex'), { redisPrefix: `${prefix}r:` });
-    const a = await createVerifier(cfg, { logLevel: 'silent', storage: storageA });
-    const b = await createVerifier(cfg, { logLevel: 'silent', storage: storageB });
-    const [urlA, urlB] = [await a.listen(), await b.listen()];
-    // Capture the stamped bytes as a proxy on the wire would.
+    // The public address in front of both replicas (a load balancer): it captures the stamped
+    // bytes as a proxy on the wire would, and both replicas check r1 stamps against its authority.
     let raw = Buffer.alloc(0);
     const tap = createServer(async (req, res) => {
       const chunks: Buffer[] = [];
@@ -207,6 +196,19 @@ describe.runIf(PG !== undefined && REDIS !== undefined)('two replicas on one Pos
     });
     tap.listen(0, '127.0.0.1');
     await once(tap, 'listening');
+    const publicUrl = `http://127.0.0.1:${(tap.address() as AddressInfo).port}`;
+    const env: Record<string, string> = {
+      ...devEnvironment({ salt: 'replica-salt', attestationKeyFile: devKeyFile }),
+      MOAT_VERIFIER_PUBLIC_AUTHORITIES: new URL(publicUrl).host,
+    };
+    const secret = env.MOAT_VERIFIER_SERVER_SECRET as string;
+    const cfg = loadConfig(env);
+    const storageA = await PgRedisStorage.open(PG as string, REDIS as string, Buffer.from(secret, 'hex'), { redisPrefix: `${prefix}r:` });
+    await storageA.reset();
+    const storageB = await PgRedisStorage.open(PG as string, REDIS as string, Buffer.from(secret, 'hex'), { redisPrefix: `${prefix}r:` });
+    const a = await createVerifier(cfg, { logLevel: 'silent', storage: storageA });
+    const b = await createVerifier(cfg, { logLevel: 'silent', storage: storageB });
+    const [urlA, urlB] = [await a.listen(), await b.listen()];
     try {
       const { key } = await storageA.createApiKey('replicas');
       const tagged = tagFingerprint(
@@ -214,8 +216,9 @@ describe.runIf(PG !== undefined && REDIS !== undefined)('two replicas on one Pos
         { salt: 'replica-salt', version: '1.4.2', entrypoint: 'cli' },
       );
       await (
-        await createAttestedFetch()(`http://127.0.0.1:${(tap.address() as AddressInfo).port}/v1/messages`, {
+        await createAttestedFetch()(`${publicUrl}/v1/messages`, {
           method: 'POST',
+          headers: { 'x-api-key': key },
           body: JSON.stringify(tagged.request),
         })
       ).arrayBuffer();

@@ -181,21 +181,39 @@ describe('moat-verifier', () => {
     expect((await lastRecord())?.decoys).toBe(0);
   });
 
-  it('replayed, tampered and injected bodies are blocked with a reason', async () => {
-    // A stamped body taken off the wire by a proxy.
+  it('replayed, tampered, injected and relayed bodies are blocked with a reason', async () => {
+    // A stamped body taken off the wire by a proxy that forwards it as it came, Host included.
     const http = await import('node:http');
-    const bodies: Buffer[] = [];
+    const target = new URL(base);
+    /** Sends raw bytes to the verifier with exactly these headers (an attacker picks any Host). */
+    const sendRaw = (body: Buffer | string, headers: Record<string, string | string[] | undefined>) =>
+      new Promise<{ status: number; json: Record<string, any> }>((resolve, reject) => {
+        const req = http.request(
+          {
+            host: target.hostname,
+            port: target.port,
+            method: 'POST',
+            path: '/v1/messages',
+            headers: { ...headers, 'content-length': Buffer.byteLength(body) },
+          },
+          async (res) => {
+            const chunks: Buffer[] = [];
+            for await (const c of res) chunks.push(c as Buffer);
+            resolve({ status: res.statusCode ?? 0, json: JSON.parse(Buffer.concat(chunks).toString('utf8')) });
+          },
+        );
+        req.on('error', reject);
+        req.end(body);
+      });
+    const captured: Array<{ body: Buffer; headers: Record<string, string | string[] | undefined> }> = [];
     const tap = http.createServer(async (req, res) => {
       const chunks: Buffer[] = [];
       for await (const c of req) chunks.push(c as Buffer);
-      bodies.push(Buffer.concat(chunks));
-      const upstream = await fetch(`${base}${req.url}`, {
-        method: 'POST',
-        headers: req.headers as Record<string, string>,
-        body: Buffer.concat(chunks),
-      });
+      const headers = { host: req.headers.host, 'x-api-key': req.headers['x-api-key'], 'content-type': 'application/json' };
+      captured.push({ body: Buffer.concat(chunks), headers });
+      const upstream = await sendRaw(Buffer.concat(chunks), headers);
       res.writeHead(upstream.status, { 'content-type': 'application/json' });
-      res.end(Buffer.from(await upstream.arrayBuffer()));
+      res.end(JSON.stringify(upstream.json));
     });
     await new Promise<void>((r) => tap.listen(0, '127.0.0.1', () => r()));
     const tapUrl = `http://127.0.0.1:${(tap.address() as { port: number }).port}`;
@@ -206,19 +224,44 @@ describe('moat-verifier', () => {
         body: JSON.stringify(request('Please review my pull request')),
       });
       expect(first.status).toBe(200);
-      expect((await lastRecord())?.attestation).toBe('valid');
-      const raw = bodies[0] as Buffer;
-      const replay = await post(fetch, raw.toString('utf8'));
+      const genuineRecord = await lastRecord();
+      expect(genuineRecord?.attestation).toBe('valid');
+      expect(genuineRecord?.reasons).toEqual(['flag:gateway=ua_mismatch']);
+      const { body: raw, headers } = captured[0] as (typeof captured)[number];
+      const replay = await sendRaw(raw, headers);
       expect(replay.status).toBe(403);
       expect(replay.json.error.message).toMatch(/block:attestation=replayed/);
       const tampered = raw.toString('utf8').replace('Please review', 'Please delete');
-      const t = await post(fetch, tampered);
+      const t = await sendRaw(tampered, headers);
       expect(t.status).toBe(403);
       expect(await lastRecord()).toMatchObject({ attestation: 'invalid', fingerprint: 'mismatch', verdict: 'block' });
       const injected = raw.toString('utf8').replace('"max_tokens":256,', '"max_tokens":256,"temperature":0,');
-      const i = await post(fetch, injected);
+      const i = await sendRaw(injected, headers);
       expect(i.status).toBe(403);
       expect(await lastRecord()).toMatchObject({ attestation: 'invalid', fingerprint: 'match' });
+
+      // The next genuine request, taken off the wire before it arrives and relayed under
+      // another key, or sent with the verifier's own Host: the stamp covers who sends it where.
+      const { key: relayKey } = await verifier.storage.createApiKey('relay');
+      const second = await attested(`${tapUrl}/v1/messages`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-api-key': apiKey },
+        body: JSON.stringify(request('Another genuine question')),
+      });
+      expect(second.status).toBe(200);
+      const genuine = captured[1] as (typeof captured)[number];
+      for (const relayed of [
+        { ...genuine.headers, 'x-api-key': relayKey },
+        { ...genuine.headers, host: target.host },
+      ]) {
+        const r = await sendRaw(genuine.body, relayed);
+        expect(r.status).toBe(403);
+        expect(await lastRecord()).toMatchObject({
+          attestation: 'invalid',
+          verdict: 'block',
+          reasons: expect.arrayContaining(['block:attestation=invalid']),
+        });
+      }
     } finally {
       tap.close();
     }

@@ -3,12 +3,12 @@ import http, { createServer, type IncomingMessage, type Server } from 'node:http
 import https from 'node:https';
 import { type AddressInfo, connect, createServer as createTcpServer } from 'node:net';
 import { readDevKey } from '@moat/native/dev-key';
-import { locateEnvelope, utf8 } from '@moat/protocol';
+import { locateEnvelope, type RequestComponents, receivedRequestComponents, utf8 } from '@moat/protocol';
 import fc from 'fast-check';
 import { Agent, getGlobalDispatcher, setGlobalDispatcher } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createAttestedFetch, UNATTESTED_HEADER } from './client.js';
-import { AttestationKeyring, MemoryNonceStore, verifyAttestation } from './server.js';
+import { AttestationKeyring, MemoryNonceStore, type VerifyAttestationOptions, verifyAttestation } from './server.js';
 
 /** The development key the addon was built with (written by native/scripts/gen-key.mjs). */
 const dev = readDevKey() as {
@@ -21,7 +21,13 @@ const keyring = () => new AttestationKeyring([{ kid: dev.kid, key }]);
 interface Received {
   raw: Buffer;
   headers: IncomingMessage['headers'];
+  /** Method, Host, path and credential as this server received them (what an r1 stamp covers). */
+  request: RequestComponents;
 }
+
+/** Verifies bytes as received with the request they came in (or `request`, to try another sender). */
+const verifyReceived = (r: Received, options: Partial<VerifyAttestationOptions> = {}, raw: Buffer = r.raw) =>
+  verifyAttestation(raw, { keyring: keyring(), request: r.request, ...options });
 let server: Server;
 let base = '';
 const received: Received[] = [];
@@ -30,7 +36,11 @@ beforeAll(async () => {
   server = createServer(async (req, res) => {
     const chunks: Buffer[] = [];
     for await (const c of req) chunks.push(c as Buffer);
-    received.push({ raw: Buffer.concat(chunks), headers: req.headers });
+    received.push({
+      raw: Buffer.concat(chunks),
+      headers: req.headers,
+      request: receivedRequestComponents({ method: req.method ?? '', target: req.url ?? '', headers: req.headers }),
+    });
     if (req.url === '/sse') {
       res.writeHead(200, { 'content-type': 'text/event-stream' });
       for (let i = 0; i < 3; i++) {
@@ -100,7 +110,7 @@ describe('attested fetch over the native addon', () => {
       expect(await res.json()).toMatchObject({ ok: true });
       expect(seen).toEqual([]);
       const last = received.at(-1) as Received;
-      expect((await verifyAttestation(last.raw, { keyring: keyring(), nonceStore: new MemoryNonceStore() })).signal).toBe('valid');
+      expect((await verifyReceived(last, { nonceStore: new MemoryNonceStore() })).signal).toBe('valid');
       // Control: the interceptors do see an ordinary fetch.
       await originalFetch(`${base}/control`).then((r) => r.arrayBuffer());
       await globalThis.fetch(`${base}/control`).then((r) => r.arrayBuffer());
@@ -117,40 +127,87 @@ describe('attested fetch over the native addon', () => {
   it('decides valid, invalid, replayed, stale, unknown_key and missing on the real bytes', async () => {
     const attestedFetch = createAttestedFetch();
     await (await attestedFetch(`${base}/v1/messages`, { method: 'POST', body: body() })).arrayBuffer();
-    const genuine = (received.at(-1) as Received).raw;
+    const first = received.at(-1) as Received;
+    const genuine = first.raw;
     const store = new MemoryNonceStore();
-    expect((await verifyAttestation(genuine, { keyring: keyring(), nonceStore: store })).signal).toBe('valid');
+    const valid = await verifyReceived(first, { nonceStore: store });
+    expect(valid).toMatchObject({ signal: 'valid', binding: 'request' });
     // The same bytes again: replayed.
-    expect((await verifyAttestation(genuine, { keyring: keyring(), nonceStore: store })).signal).toBe('replayed');
+    expect((await verifyReceived(first, { nonceStore: store })).signal).toBe('replayed');
     // Any byte changed after stamping: invalid.
     for (const at of [0, 10, genuine.indexOf('Summarize'), genuine.length - 40]) {
       const tampered = Buffer.from(genuine);
       tampered[at] = (tampered[at] as number) ^ 0x01;
-      expect((await verifyAttestation(tampered, { keyring: keyring() })).signal).toBe('invalid');
+      expect((await verifyReceived(first, {}, tampered)).signal).toBe('invalid');
     }
     // An old timestamp: stale.
     const oldFetch = createAttestedFetch({ now: () => Date.now() - 3_600_000 });
     await (await oldFetch(`${base}/v1/messages`, { method: 'POST', body: body() })).arrayBuffer();
-    expect((await verifyAttestation((received.at(-1) as Received).raw, { keyring: keyring() })).signal).toBe('stale');
+    expect((await verifyReceived(received.at(-1) as Received)).signal).toBe('stale');
     // A revoked key id: revoked, even if the key is added again by mistake.
     const revoked = keyring();
     revoked.revoke(dev.kid);
-    expect((await verifyAttestation(genuine, { keyring: revoked })).signal).toBe('revoked');
+    expect((await verifyReceived(first, { keyring: revoked })).signal).toBe('revoked');
     revoked.add({ kid: dev.kid, key });
-    expect((await verifyAttestation(genuine, { keyring: revoked })).signal).toBe('revoked');
+    expect((await verifyReceived(first, { keyring: revoked })).signal).toBe('revoked');
     expect(revoked.revokedKids()).toEqual([dev.kid]);
     // Plain fetch: missing.
     await (await fetch(`${base}/v1/messages`, { method: 'POST', body: body() })).arrayBuffer();
-    expect((await verifyAttestation((received.at(-1) as Received).raw, { keyring: keyring() })).signal).toBe('missing');
+    expect((await verifyReceived(received.at(-1) as Received)).signal).toBe('missing');
+  });
+
+  it('binds the stamp to the request the addon sends: the same bytes under another key, path, host or method do not verify', async () => {
+    const attestedFetch = createAttestedFetch();
+    // JavaScript asks for another Host: the addon sends (and stamps) the URL's own authority.
+    const res = await attestedFetch(`${base}/v1/messages?beta=true`, {
+      method: 'POST',
+      headers: { 'x-api-key': 'sk-ant-user-0001', host: 'spoofed.example' },
+      body: body(),
+    });
+    await res.arrayBuffer();
+    const last = received.at(-1) as Received;
+    expect(last.headers.host).toBe(new URL(base).host);
+    expect(last.request).toEqual({ method: 'POST', authority: new URL(base).host, path: '/v1/messages', credential: 'sk-ant-user-0001' });
+    expect(await verifyReceived(last)).toMatchObject({ signal: 'valid', binding: 'request' });
+    const relayed: Array<[string, Partial<RequestComponents>]> = [
+      ['another API key (a relay re-sending under its own key)', { credential: 'sk-ant-relay-0002' }],
+      ['no API key', { credential: '' }],
+      ['another path', { path: '/v1/messages/count_tokens' }],
+      ['another host', { authority: 'partner.example.net' }],
+      ['another port', { authority: '127.0.0.1:1' }],
+      ['another method', { method: 'PUT' }],
+    ];
+    for (const [what, change] of relayed) {
+      const r = await verifyReceived(last, { request: { ...last.request, ...change } });
+      expect(r.signal, what).toBe('invalid');
+    }
+    // A bearer token is the credential when there is no x-api-key.
+    await (
+      await attestedFetch(`${base}/v1/messages`, { method: 'POST', headers: { authorization: 'Bearer tok-0003' }, body: body() })
+    ).arrayBuffer();
+    const bearer = received.at(-1) as Received;
+    expect(bearer.request.credential).toBe('tok-0003');
+    expect((await verifyReceived(bearer)).signal).toBe('valid');
+  });
+
+  it('stamps the body only (v1) for an endpoint that does not bind requests', async () => {
+    const attestedFetch = createAttestedFetch({ bindRequestFor: () => false });
+    await (await attestedFetch(`${base}/v1/messages`, { method: 'POST', body: body() })).arrayBuffer();
+    const last = received.at(-1) as Received;
+    expect(last.raw.toString('utf8')).toContain('"moat_att":"v1.');
+    expect(await verifyReceived(last, { request: { ...last.request, credential: 'anyone' } })).toMatchObject({
+      signal: 'valid',
+      binding: 'body',
+    });
   });
 
   it('stamps only the anchored envelope: the same text in a user message arrives unchanged and verifies', async () => {
     const pasted = `Why does my request end with ,"moat_att":"v1.${dev.kid}.1764000000.0011223344556677.${'0'.repeat(32)}"} ?`;
     const attestedFetch = createAttestedFetch();
     await (await attestedFetch(`${base}/v1/messages`, { method: 'POST', body: body(pasted) })).arrayBuffer();
-    const raw = (received.at(-1) as Received).raw;
-    expect(JSON.parse(raw.toString('utf8')).messages[0].content).toBe(pasted);
-    expect((await verifyAttestation(raw, { keyring: keyring() })).signal).toBe('valid');
+    const last = received.at(-1) as Received;
+    expect(JSON.parse(last.raw.toString('utf8')).messages[0].content).toBe(pasted);
+    expect((await verifyReceived(last)).signal).toBe('valid');
   });
 
   it('keeps the cacheable prefix byte-identical across turns; only the envelope differs', async () => {
@@ -186,9 +243,9 @@ describe('attested fetch over the native addon', () => {
       await (
         await attestedFetch(`http://127.0.0.1:${(proxy.address() as AddressInfo).port}/v1/messages`, { method: 'POST', body: body() })
       ).arrayBuffer();
-      const raw = (received.at(-1) as Received).raw;
-      expect(raw.toString('utf8')).toContain('Summarise');
-      expect((await verifyAttestation(raw, { keyring: keyring() })).signal).toBe('invalid');
+      const last = received.at(-1) as Received;
+      expect(last.raw.toString('utf8')).toContain('Summarise');
+      expect((await verifyReceived(last)).signal).toBe('invalid');
     } finally {
       proxy.close();
     }
@@ -226,9 +283,9 @@ describe('attested fetch over the native addon', () => {
     expect(last.headers[UNATTESTED_HEADER]).toBe('unavailable; reason=addon_missing');
     expect(warnings).toHaveLength(1);
     expect(unattested).toEqual(['addon_missing', 'addon_missing']);
-    const r = await verifyAttestation(last.raw, { keyring: keyring(), clientUnavailable: true });
+    const r = await verifyReceived(last, { clientUnavailable: true });
     expect(r.signal).toBe('unavailable');
-    expect((await verifyAttestation(last.raw, { keyring: keyring() })).signal).toBe('invalid');
+    expect((await verifyReceived(last)).signal).toBe('invalid');
   });
 
   it('connection errors reject like fetch does', async () => {

@@ -7,6 +7,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { readDevKey } from '@moat/native/dev-key';
+import { type RequestComponents, receivedRequestComponents } from '@moat/protocol';
 import { describe, expect, it } from 'vitest';
 import { AttestationKeyring, MemoryNonceStore, verifyAttestation } from './server.js';
 
@@ -31,10 +32,12 @@ console.log(res.status + ' ' + text.split('\\n').filter(Boolean).length + ' ' + 
 describe('under Bun', () => {
   it('loads the same addon, stamps below JavaScript and streams the response', { timeout: 60_000 }, async () => {
     const bodies: Buffer[] = [];
+    const requests: RequestComponents[] = [];
     const server = createServer(async (req, res) => {
       const chunks: Buffer[] = [];
       for await (const c of req) chunks.push(c as Buffer);
       bodies.push(Buffer.concat(chunks));
+      requests.push(receivedRequestComponents({ method: req.method ?? '', target: req.url ?? '', headers: req.headers }));
       res.writeHead(200, { 'content-type': 'text/event-stream' });
       res.write('data: {"n":0}\n\n');
       setTimeout(() => res.end('data: {"n":1}\n\n'), 20);
@@ -58,7 +61,11 @@ describe('under Bun', () => {
       expect(run.stderr).toBe('');
       expect(run.stdout.trim()).toBe('200 2 bun');
       const keyring = new AttestationKeyring([{ kid: dev.kid, key: new Uint8Array(Buffer.from(dev.key, 'hex')) }]);
-      expect((await verifyAttestation(bodies[0] as Buffer, { keyring, nonceStore: new MemoryNonceStore() })).signal).toBe('valid');
+      const request = requests[0] as RequestComponents;
+      expect(await verifyAttestation(bodies[0] as Buffer, { keyring, nonceStore: new MemoryNonceStore(), request })).toMatchObject({
+        signal: 'valid',
+        binding: 'request',
+      });
       expect(spawnSync(bun, ['--version'], { encoding: 'utf8' }).stdout.trim()).toMatch(/^1\./);
     } finally {
       server.close();

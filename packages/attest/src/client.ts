@@ -19,6 +19,13 @@ export interface AttestedFetchOptions {
   readonly native?: NativeTransport | null;
   /** Whether a request to `url` gets the envelope: only endpoints that advertise Moat support (default: all). */
   readonly envelopeFor?: (url: URL) => boolean;
+  /**
+   * Whether the stamp for `url` also covers the request — method, authority, path and API
+   * credential, an `r1` envelope (protocol 1.1) — so the bytes cannot be re-sent under
+   * another key or to another host. Only for endpoints that advertise `request_binding`
+   * (default: all; a 1.0 verifier refuses `r1` envelopes).
+   */
+  readonly bindRequestFor?: (url: URL) => boolean;
   /** Stamp length in hex digits (32-64, default 32 = 128 bits). */
   readonly stampHexLength?: number;
   readonly timeoutMs?: number;
@@ -67,7 +74,10 @@ async function bodyBytes(body: RequestInit['body'] | null | undefined): Promise<
  * Creates a `fetch` whose request bodies are stamped and sent by the native addon: for a
  * JSON object body it appends the attestation envelope (key id, time, nonce, placeholder
  * stamp) as the last member, and hands the bytes to native code, which overwrites the
- * placeholder with the keyed MAC in its own copy and sends it over libcurl. JavaScript —
+ * placeholder with the keyed MAC in its own copy and sends it over libcurl. The MAC also
+ * covers the method, authority, path and credential (`r1`), which the addon takes from the
+ * request it sends — the URL as libcurl parses it, the `Host` it sets itself, the
+ * `x-api-key` or bearer header it sends — never from separate values JavaScript passes. JavaScript —
  * a patched `fetch`, `http.request`, an undici interceptor — never sees the stamped bytes.
  * The response streams back as it arrives (SSE works).
  *
@@ -132,6 +142,7 @@ export function createAttestedFetch(options: AttestedFetchOptions = {}): Atteste
             ts: Math.floor(now() / 1000),
             nonce: randomBytes(8).toString('hex'),
             ...(options.stampHexLength === undefined ? {} : { stampHexLength: options.stampHexLength }),
+            ...((options.bindRequestFor?.(url) ?? true) ? { binding: 'request' as const } : {}),
           });
           body = Buffer.from(appendEnvelope(text, envelope));
         } catch (e) {

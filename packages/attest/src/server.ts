@@ -1,5 +1,12 @@
 import { createSecretKey, type KeyObject } from 'node:crypto';
-import { type AttestationSignal, KEY_ID_PATTERN, locateEnvelope, verifyStamp } from '@moat/protocol';
+import {
+  type AttestationSignal,
+  type BindingSignal,
+  KEY_ID_PATTERN,
+  locateEnvelope,
+  type RequestComponents,
+  verifyStamp,
+} from '@moat/protocol';
 import { MoatError } from '@moat/protocol/support';
 
 /** Error codes of this package. */
@@ -129,6 +136,13 @@ export interface VerifyAttestationOptions {
   readonly windowSec?: number;
   /** The client said it could not attest (the `moat-attestation: unavailable` header). */
   readonly clientUnavailable?: boolean;
+  /**
+   * The request the body came in, as received (`receivedRequestComponents`): an `r1` stamp
+   * is checked against it (§5.3), so bytes re-sent under another key, to another host or
+   * path do not verify. Several candidates (one per public authority the verifier answers
+   * for) verify when any one matches. Without it an `r1` stamp is `invalid`.
+   */
+  readonly request?: RequestComponents | readonly RequestComponents[];
 }
 
 /** Outcome of {@link verifyAttestation}: a protocol signal and what was learned on the way. */
@@ -137,6 +151,8 @@ export interface AttestationResult {
   readonly kid?: string;
   readonly ts?: number;
   readonly nonce?: string;
+  /** What a `valid` stamp covers: `request` (r1) or `body` (v1); `none` otherwise. */
+  readonly binding: BindingSignal;
   /** Why, in words, for records (never the key or the expected stamp). */
   readonly reason?: string;
 }
@@ -162,31 +178,48 @@ export async function verifyAttestation(rawBody: Uint8Array, options: VerifyAtte
   try {
     location = locateEnvelope(rawBody);
   } catch {
-    return { signal: 'invalid', reason: 'unreadable body' };
+    return { signal: 'invalid', reason: 'unreadable body', binding: 'none' };
   }
-  if (location.status === 'missing') return { signal: options.clientUnavailable ? 'unavailable' : 'missing' };
-  if (location.status !== 'found') return { signal: 'invalid', reason: location.error.code };
+  if (location.status === 'missing') return { signal: options.clientUnavailable ? 'unavailable' : 'missing', binding: 'none' };
+  if (location.status !== 'found') return { signal: 'invalid', reason: location.error.code, binding: 'none' };
   const { kid, ts, nonce, stamp } = location.envelope;
   if (isPlaceholder(stamp)) {
     return options.clientUnavailable
-      ? { signal: 'unavailable', kid, ts, nonce }
-      : { signal: 'invalid', kid, ts, nonce, reason: 'unstamped placeholder' };
+      ? { signal: 'unavailable', kid, ts, nonce, binding: 'none' }
+      : { signal: 'invalid', kid, ts, nonce, reason: 'unstamped placeholder', binding: 'none' };
   }
-  if (options.keyring.isRevoked(kid)) return { signal: 'revoked', kid, ts, nonce };
+  if (options.keyring.isRevoked(kid)) return { signal: 'revoked', kid, ts, nonce, binding: 'none' };
   const key = options.keyring.get(kid, now);
-  if (key === undefined) return { signal: 'unknown_key', kid, ts, nonce };
-  let matches: boolean;
+  if (key === undefined) return { signal: 'unknown_key', kid, ts, nonce, binding: 'none' };
+  const bound = location.envelope.binding === 'request';
+  const candidates: ReadonlyArray<RequestComponents | undefined> = !bound
+    ? [undefined]
+    : options.request === undefined
+      ? []
+      : Array.isArray(options.request)
+        ? options.request
+        : [options.request as RequestComponents];
+  if (candidates.length === 0) return { signal: 'invalid', kid, ts, nonce, reason: 'request not known', binding: 'none' };
+  let matches = false;
   try {
-    matches = verifyStamp(options.keyring.keyObject(kid) ?? key.key, rawBody, location.stampStart, location.stampEnd);
+    const keyObject = options.keyring.keyObject(kid) ?? key.key;
+    for (const request of candidates) {
+      if (verifyStamp(keyObject, rawBody, location.stampStart, location.stampEnd, request)) {
+        matches = true;
+        break;
+      }
+    }
   } catch {
-    return { signal: 'invalid', kid, ts, nonce, reason: 'stamp region' };
+    return { signal: 'invalid', kid, ts, nonce, reason: bound ? 'stamp region or request' : 'stamp region', binding: 'none' };
   }
-  if (!matches) return { signal: 'invalid', kid, ts, nonce, reason: 'MAC mismatch' };
+  // For r1 a mismatch may be other bytes or another sender (key, host, path): both are invalid.
+  if (!matches)
+    return { signal: 'invalid', kid, ts, nonce, reason: bound ? 'MAC mismatch (body or request)' : 'MAC mismatch', binding: 'none' };
   const stale = Math.abs(now - ts) > window;
   // A genuine stamp's nonce is spent even when its time is off, so the same bytes are never
   // served twice; a stamp from the future is kept until it would leave the window too.
   if (options.nonceStore !== undefined && !(await options.nonceStore.add(kid, nonce, Math.max(ts, now) + window)))
-    return { signal: 'replayed', kid, ts, nonce };
-  if (stale) return { signal: 'stale', kid, ts, nonce, reason: `timestamp ${now - ts} s from now` };
-  return { signal: 'valid', kid, ts, nonce };
+    return { signal: 'replayed', kid, ts, nonce, binding: 'none' };
+  if (stale) return { signal: 'stale', kid, ts, nonce, reason: `timestamp ${now - ts} s from now`, binding: 'none' };
+  return { signal: 'valid', kid, ts, nonce, binding: bound ? 'request' : 'body' };
 }

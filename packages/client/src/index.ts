@@ -87,6 +87,8 @@ export function createMoatFetch(options: MoatFetchOptions): MoatFetch {
   const telemetries: TelemetryQueue[] = [];
   const detector = new GatewayDetector(options.onWarning === undefined ? {} : { onWarning: options.onWarning });
   let attested: typeof fetch | undefined;
+  /** Origins whose discovery advertises `request_binding` (protocol 1.1): their stamps cover the request too. */
+  const bindsRequests = new Set<string>();
 
   const endpoint = (origin: string, apiKey: string | undefined): Promise<Endpoint> => {
     let known = endpoints.get(origin);
@@ -106,6 +108,7 @@ export function createMoatFetch(options: MoatFetchOptions): MoatFetch {
       if (doc.ok) {
         features = doc.value.features;
         flagsPath = doc.value.flags;
+        if (features.includes('request_binding')) bindsRequests.add(new URL(origin).origin);
       }
     } catch (error) {
       warn(`no Moat discovery at ${origin} (${errorMessage(error)}); requests go out untagged`, `discovery:${origin}`);
@@ -255,6 +258,7 @@ export function createMoatFetch(options: MoatFetchOptions): MoatFetch {
       attested ??= createAttestedFetch({
         ...(options.onWarning === undefined ? {} : { onWarning: options.onWarning }),
         onUnattested: (reason) => e.telemetry?.push({ type: 'attestation_unavailable', ts: Math.floor(Date.now() / 1000), reason }),
+        bindRequestFor: (target) => bindsRequests.has(target.origin),
       }) as typeof fetch;
     }
     const response = observe(await (attest ? (attested as typeof fetch) : base)(target, sendInit));

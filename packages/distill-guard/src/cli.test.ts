@@ -1,5 +1,8 @@
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdtempSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -38,6 +41,89 @@ describe('moat-distill trace', { timeout: 60_000 }, () => {
     const json = run('trace', '--json', '--secret-file', join(dir, 'secret'), '--keys', join(dir, 'keys.txt'), join(dir, 'dataset.jsonl'));
     expect(JSON.parse(json.stdout)[0].attributions[0].apiKeyId).toBe('key_777');
     expect(run('trace', '--secret-file', join(dir, 'secret'), '--keys', join(dir, 'keys.txt'), join(dir, 'clean.jsonl')).status).toBe(0);
+  });
+
+  it('with --verifier: takes the key identities from it and reports the decoy hits it recorded', async () => {
+    const token = 'admin-token-for-the-test';
+    writeFileSync(join(dir, 'admin-token'), `${token}\n`);
+    const server = createServer((req, res) => {
+      if (req.headers.authorization !== `Bearer ${token}`) return res.writeHead(401).end('{}');
+      if (req.url !== '/admin/keys') return res.writeHead(404).end('{}');
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(
+        JSON.stringify({
+          keys: [
+            { id: 'key_777', label: 'leaker', decoyHits: 0 },
+            { id: 'key_9', label: 'distiller', decoyHits: 3 },
+          ],
+        }),
+      );
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    // The server answers in this process: the CLI runs asynchronously.
+    const runAsync = (...args: string[]) =>
+      new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve) => {
+        const child = spawn(process.execPath, [cli, ...args]);
+        let stdout = '';
+        let stderr = '';
+        child.stdout.on('data', (d) => (stdout += d));
+        child.stderr.on('data', (d) => (stderr += d));
+        child.on('close', (status) => resolve({ status, stdout, stderr }));
+      });
+    try {
+      const traced = await runAsync(
+        'trace',
+        '--secret-file',
+        join(dir, 'secret'),
+        '--verifier',
+        url,
+        '--admin-token-file',
+        join(dir, 'admin-token'),
+        join(dir, 'dataset.jsonl'),
+      );
+      expect(traced.stderr).toBe('');
+      expect(traced.status).toBe(1);
+      expect(traced.stdout).toMatch(/dataset\.jsonl: key_777 {2}confidence 0\.750/);
+      expect(traced.stdout).toMatch(/verifier: key_9 \(distiller\) {2}3 requests brought decoys back/);
+      const json = await runAsync(
+        'trace',
+        '--json',
+        '--secret-file',
+        join(dir, 'secret'),
+        '--verifier',
+        url,
+        '--admin-token-file',
+        join(dir, 'admin-token'),
+      );
+      expect(JSON.parse(json.stdout)).toEqual({ files: [], decoyHits: [{ id: 'key_9', label: 'distiller', decoyHits: 3 }] });
+      writeFileSync(join(dir, 'wrong-token'), 'nope');
+      const refused = await runAsync(
+        'trace',
+        '--secret-file',
+        join(dir, 'secret'),
+        '--verifier',
+        url,
+        '--admin-token-file',
+        join(dir, 'wrong-token'),
+      );
+      expect(refused.status).toBe(2);
+      expect(refused.stderr).toMatch(/GET \/admin\/keys answered 401/);
+    } finally {
+      server.close();
+    }
+    const down = await runAsync(
+      'trace',
+      '--secret-file',
+      join(dir, 'secret'),
+      '--verifier',
+      'http://127.0.0.1:9',
+      '--admin-token-file',
+      join(dir, 'admin-token'),
+    );
+    expect(down.status).toBe(2);
+    expect(down.stderr).toMatch(/unreachable/);
   });
 
   it('exits 2 with a reason on bad usage', () => {

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 from urllib.parse import urlsplit
 
-SPEC_VERSION = "1.0.1"
+SPEC_VERSION = "1.1.0"
 PROTOCOL_VERSION = 1
 
 
@@ -195,11 +195,11 @@ def parse_envelope(value: Any) -> dict:
     parts = value.split(".")
     if len(parts) != 5:
         raise ProtocolError("ERR_ENVELOPE_SYNTAX", "5 dot-separated parts", f"{len(parts)} parts")
-    version, kid, ts, nonce, stamp = parts
-    if version != "v1":
-        if _full(r"v[0-9]+", version):
-            raise ProtocolError("ERR_UNSUPPORTED_VERSION", "v1", _describe(version))
-        raise ProtocolError("ERR_ENVELOPE_SYNTAX", '"v1" first', _describe(version))
+    scheme, kid, ts, nonce, stamp = parts
+    if scheme not in ("v1", "r1"):
+        if _full(r"v[0-9]+", scheme):
+            raise ProtocolError("ERR_UNSUPPORTED_VERSION", "v1 or r1", _describe(scheme))
+        raise ProtocolError("ERR_ENVELOPE_SYNTAX", '"v1" or "r1" first', _describe(scheme))
     if not _full(r"[A-Za-z0-9_\-]{1,32}", kid):
         raise ProtocolError("ERR_ENVELOPE_KID", "a key id", _describe(kid))
     if not _full(r"[0-9]{10}", ts):
@@ -208,7 +208,10 @@ def parse_envelope(value: Any) -> dict:
         raise ProtocolError("ERR_ENVELOPE_NONCE", "16 lowercase hex digits", _describe(nonce))
     if not _full(r"[0-9a-f]{32,64}", stamp) or len(stamp) % 2:
         raise ProtocolError("ERR_ENVELOPE_STAMP", "32-64 lowercase hex digits, even", _describe(stamp))
-    return {"kid": kid, "ts": int(ts), "nonce": nonce, "stamp": stamp}
+    envelope = {"kid": kid, "ts": int(ts), "nonce": nonce, "stamp": stamp}
+    if scheme == "r1":
+        envelope["binding"] = "request"
+    return envelope
 
 
 def _top_level_keys(body: bytes) -> list:
@@ -308,22 +311,93 @@ def append_envelope(body: str, envelope: str) -> str:
 # §5 stamp
 
 
-def compute_stamp(key: bytes, body: bytes, stamp_start: int, stamp_end: int) -> str:
+_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z\-]{1,32}"
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def request_base(request: dict) -> bytes:
+    """SPEC.md §5.3: lp(["moat-req/1", method, authority, path, hex(SHA-256(credential))])."""
+    method, authority, path, credential = (request.get(k) for k in ("method", "authority", "path", "credential"))
+    if not isinstance(method, str) or not _full(_TOKEN, method):
+        raise ProtocolError("ERR_STAMP_REQUEST", "a method token", _describe(method))
+    if not isinstance(authority, str) or authority == "" or re.search(r"[A-Z\x00-\x20\x7f/?#@]", authority):
+        raise ProtocolError("ERR_STAMP_REQUEST", "a lowercase authority", _describe(authority))
+    if not isinstance(path, str) or not path.startswith("/") or re.search(r"[\x00-\x20\x7f?#]", path):
+        raise ProtocolError("ERR_STAMP_REQUEST", "a path without query", _describe(path))
+    if not isinstance(credential, str):
+        raise ProtocolError("ERR_STAMP_REQUEST", "a credential string", _describe(credential))
+    digest = hashlib.sha256(utf8(credential)).hexdigest()
+    return lp(["moat-req/1", method, authority, path, digest])
+
+
+def _host_text(host: str) -> str:
+    """The WHATWG URL host serializer for the hosts §5.3 names: IPv6, IPv4 and domains."""
+    from urllib.parse import unquote
+    import ipaddress
+
+    if host.startswith("["):
+        return "[" + ipaddress.IPv6Address(host[1:-1]).compressed + "]"
+    domain = unquote(host).lower()
+    try:
+        return str(ipaddress.IPv4Address(domain))
+    except ValueError:
+        pass
+    labels = []
+    for label in domain.split("."):
+        labels.append(label if label.isascii() else "xn--" + label.encode("punycode").decode("ascii"))
+    return ".".join(labels)
+
+
+def authority_of(url: str) -> str:
+    """SPEC.md §5.3: the host as the WHATWG URL standard serializes it, port only when not the default."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    if netloc.startswith("["):
+        end = netloc.index("]") + 1
+        host, rest = netloc[:end], netloc[end:]
+    else:
+        host, colon, port_text = netloc.partition(":")
+        rest = colon + port_text
+    port = int(rest[1:]) if rest.startswith(":") and rest[1:] != "" else None
+    out = _host_text(host)
+    if port is not None and port != _DEFAULT_PORTS.get(parts.scheme.lower()):
+        out += f":{port}"
+    return out
+
+
+def credential_of(headers: Iterable) -> str:
+    """SPEC.md §5.3: x-api-key (non-empty), else the Bearer token of Authorization, else ""."""
+    values = {name.lower(): value for name, value in headers}
+    key = values.get("x-api-key", "").strip(" \t")
+    if key:
+        return key
+    match = re.fullmatch(r"[ \t]*bearer +(.*?)[ \t]*", values.get("authorization", ""), re.IGNORECASE | re.DOTALL)
+    return match.group(1) if match else ""
+
+
+def compute_stamp(key: bytes, body: bytes, stamp_start: int, stamp_end: int, request: Optional[dict] = None) -> str:
     if len(key) < 32:
         raise ProtocolError("ERR_STAMP_KEY", "a key of at least 32 bytes", f"{len(key)} bytes")
     length = stamp_end - stamp_start
     if stamp_start < 0 or stamp_end > len(body) or length % 2 or not 32 <= length <= 64:
         raise ProtocolError("ERR_ENVELOPE_STAMP", "a 32-64 digit stamp region", f"[{stamp_start}, {stamp_end})")
-    message = body[:stamp_start] + b"0" * length + body[stamp_end:]
+    prefix = request_base(request) if request is not None else b""
+    message = prefix + body[:stamp_start] + b"0" * length + body[stamp_end:]
     return hmac.new(key, message, hashlib.sha256).hexdigest()[:length]
 
 
-def verify_stamp(key: bytes, body: bytes) -> str:
-    """valid | invalid | missing | not_last | malformed (MAC only; window and replay are policy)."""
+def verify_stamp(key: bytes, body: bytes, request: Optional[dict] = None) -> str:
+    """valid | invalid | missing | not_last | malformed (MAC only; window and replay are policy).
+
+    An r1 envelope's stamp covers ``request`` too (§5.3); a v1 envelope's never does.
+    """
     loc = locate_envelope(body)
     if loc["status"] != "found":
         return loc["status"]
-    expected = compute_stamp(key, body, loc["stampStart"], loc["stampEnd"])
+    bound = loc["envelope"].get("binding") == "request"
+    if bound and request is None:
+        return "invalid"
+    expected = compute_stamp(key, body, loc["stampStart"], loc["stampEnd"], request if bound else None)
     return "valid" if hmac.compare_digest(expected, loc["envelope"]["stamp"]) else "invalid"
 
 

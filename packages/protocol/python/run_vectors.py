@@ -22,8 +22,8 @@ VECTORS = ROOT / "vectors"
 # Case counts per file: a vector that silently vanishes fails here.
 EXPECTED_COUNTS = {
     "attribution": 51,
-    "envelope": 58,
-    "stamp": 20,
+    "envelope": 66,
+    "stamp": 60,
     "fingerprint": 36,
     "signature": 45,
     "gateway": 39,
@@ -84,12 +84,25 @@ def run_envelope(c: dict) -> None:
 
 
 def run_stamp(c: dict) -> None:
+    if c["op"] == "authority":
+        expect_equal(mp.authority_of(c["url"]), c["authority"], "authority")
+        return
+    if c["op"] == "credential":
+        expect_equal(mp.credential_of(c["headers"]), c["credential"], "credential")
+        return
+    if c["op"] == "request_base":
+        if c["valid"]:
+            expect_equal(mp.request_base(c["request"]).hex(), c["base"], "base")
+        else:
+            expect_equal(code_of(lambda: mp.request_base(c["request"])), c["error"], "error")
+        return
     key = bytes.fromhex(c["key"])
     body = mp.utf8(c["body"])
+    request = c.get("request")
     if c["op"] == "compute":
         loc = mp.locate_envelope(body)
         check(loc["status"] == "found", "envelope found")
-        call = lambda: mp.compute_stamp(key, body, loc["stampStart"], loc["stampEnd"])  # noqa: E731
+        call = lambda: mp.compute_stamp(key, body, loc["stampStart"], loc["stampEnd"], request)  # noqa: E731
         if not c["valid"]:
             expect_equal(code_of(call), c["error"], "error")
             return
@@ -97,9 +110,9 @@ def run_stamp(c: dict) -> None:
         expect_equal(stamp, c["stamp"], "stamp")
         stamped = body[: loc["stampStart"]] + stamp.encode() + body[loc["stampEnd"] :]
         expect_equal(stamped, mp.utf8(c["stamped"]), "stamped body")
-        expect_equal(mp.verify_stamp(key, stamped), "valid", "stamped body verifies")
+        expect_equal(mp.verify_stamp(key, stamped, request), "valid", "stamped body verifies")
     else:
-        expect_equal(mp.verify_stamp(key, body), c["result"], "result")
+        expect_equal(mp.verify_stamp(key, body, request), c["result"], "result")
 
 
 def run_fingerprint(c: dict) -> None:

@@ -16,12 +16,21 @@ export const MAX_STAMP_HEX_LENGTH = 64;
 const TS_RE = /^[0-9]{10}$/;
 const NONCE_RE = /^[0-9a-f]{16}$/;
 const STAMP_RE = /^[0-9a-f]+$/;
-const ENVELOPE_RE = /^v1\.([A-Za-z0-9_-]{1,32})\.([0-9]{10})\.([0-9a-f]{16})\.([0-9a-f]{32,64})$/;
+const ENVELOPE_RE = /^([vr]1)\.([A-Za-z0-9_-]{1,32})\.([0-9]{10})\.([0-9a-f]{16})\.([0-9a-f]{32,64})$/;
+/**
+ * The envelope's first part: `v1`, a stamp over the body (protocol 1.0), or `r1`, a stamp
+ * over the body and the request it is sent in — method, authority, path, credential
+ * (protocol 1.1, §5.3). Only `r1` ties a stamp to who sends it where.
+ */
+export const ENVELOPE_SCHEMES = ['v1', 'r1'] as const;
+export type EnvelopeScheme = (typeof ENVELOPE_SCHEMES)[number];
 /** Longest envelope value in UTF-8 bytes: "v1." + kid(32) + "." + ts(10) + "." + nonce(16) + "." + stamp(64). */
 export const ENVELOPE_MAX_BYTES = 3 + 32 + 1 + 10 + 1 + 16 + 1 + 64;
 
-/** A parsed envelope value `v1.<kid>.<ts>.<nonce>.<stamp>`. */
+/** A parsed envelope value `v1.<kid>.<ts>.<nonce>.<stamp>` (or `r1.…`). */
 export interface Envelope {
+  /** `request` for an `r1` envelope, whose stamp covers the request too (§5.3); absent for `v1`. */
+  readonly binding?: 'request';
   /** Key id of the stamping key. */
   readonly kid: string;
   /** Unix time in seconds, as written (10 digits). */
@@ -40,8 +49,9 @@ export interface Envelope {
 export function parseEnvelope(value: unknown): Envelope {
   // Well-formed values take one match; anything else goes through the checks below for a precise error.
   const fast = typeof value === 'string' ? ENVELOPE_RE.exec(value) : null;
-  if (fast !== null && (fast[4] as string).length % 2 === 0) {
-    return { kid: fast[1] as string, ts: Number(fast[2]), nonce: fast[3] as string, stamp: fast[4] as string };
+  if (fast !== null && (fast[5] as string).length % 2 === 0) {
+    const envelope = { kid: fast[2] as string, ts: Number(fast[3]), nonce: fast[4] as string, stamp: fast[5] as string };
+    return fast[1] === 'r1' ? { binding: 'request', ...envelope } : envelope;
   }
   if (typeof value !== 'string') {
     throw new ProtocolError('ERR_ENVELOPE_TYPE', 'a string', describeValue(value));
@@ -54,10 +64,10 @@ export function parseEnvelope(value: unknown): Envelope {
   if (parts.length !== 5) {
     throw new ProtocolError('ERR_ENVELOPE_SYNTAX', '5 dot-separated parts v1.kid.ts.nonce.stamp', `${parts.length} parts`);
   }
-  const [version, kid, ts, nonce, stamp] = parts as [string, string, string, string, string];
-  if (version !== 'v1') {
-    if (/^v[0-9]+$/.test(version)) throw new ProtocolError('ERR_UNSUPPORTED_VERSION', 'v1', describeValue(version));
-    throw new ProtocolError('ERR_ENVELOPE_SYNTAX', '"v1" as the first part', describeValue(version));
+  const [scheme, kid, ts, nonce, stamp] = parts as [string, string, string, string, string];
+  if (scheme !== 'v1' && scheme !== 'r1') {
+    if (/^v[0-9]+$/.test(scheme)) throw new ProtocolError('ERR_UNSUPPORTED_VERSION', 'v1 or r1', describeValue(scheme));
+    throw new ProtocolError('ERR_ENVELOPE_SYNTAX', '"v1" or "r1" as the first part', describeValue(scheme));
   }
   if (!KEY_ID_PATTERN.test(kid)) throw new ProtocolError('ERR_ENVELOPE_KID', 'a key id matching [A-Za-z0-9_-]{1,32}', describeValue(kid));
   if (!TS_RE.test(ts)) throw new ProtocolError('ERR_ENVELOPE_TIMESTAMP', 'a timestamp of exactly 10 decimal digits', describeValue(ts));
@@ -69,7 +79,8 @@ export function parseEnvelope(value: unknown): Envelope {
       describeValue(stamp),
     );
   }
-  return { kid, ts: Number(ts), nonce, stamp };
+  const envelope = { kid, ts: Number(ts), nonce, stamp };
+  return scheme === 'r1' ? { binding: 'request', ...envelope } : envelope;
 }
 
 /** Like {@link parseEnvelope}, but returns a {@link ParseResult} instead of throwing. */
@@ -84,7 +95,7 @@ export function tryParseEnvelope(value: unknown): ParseResult<Envelope> {
  */
 export function serializeEnvelope(envelope: Envelope): string {
   const ts = Number.isInteger(envelope.ts) ? String(envelope.ts).padStart(10, '0') : String(envelope.ts);
-  const value = `v1.${envelope.kid}.${ts}.${envelope.nonce}.${envelope.stamp}`;
+  const value = `${envelope.binding === 'request' ? 'r1' : 'v1'}.${envelope.kid}.${ts}.${envelope.nonce}.${envelope.stamp}`;
   parseEnvelope(value);
   return value;
 }
@@ -98,6 +109,8 @@ export interface PlaceholderOptions {
   readonly nonce: string;
   /** Stamp length in hex digits (default 32 = 128 bits). */
   readonly stampHexLength?: number;
+  /** `request` for an `r1` envelope, whose stamp will cover the request too (§5.3): only for endpoints that advertise `request_binding`. */
+  readonly binding?: 'request';
 }
 
 /**
@@ -110,6 +123,7 @@ export function placeholderEnvelope(options: PlaceholderOptions): string {
     ts: options.ts,
     nonce: options.nonce,
     stamp: '0'.repeat(options.stampHexLength ?? DEFAULT_STAMP_HEX_LENGTH),
+    ...(options.binding === 'request' ? { binding: 'request' as const } : {}),
   });
 }
 

@@ -9,7 +9,15 @@ export const DISCOVERY_PATH = '/v1/moat';
 export const VERSION_HEADER = 'moat-version';
 
 /** Features an endpoint may advertise. Unknown features are ignored by clients. */
-export const FEATURES = ['attribution', 'attestation', 'fingerprint', 'anti_distillation', 'signed_blocks', 'telemetry'] as const;
+export const FEATURES = [
+  'attribution',
+  'attestation',
+  'fingerprint',
+  'anti_distillation',
+  'signed_blocks',
+  'telemetry',
+  'request_binding',
+] as const;
 export type Feature = (typeof FEATURES)[number];
 
 /** The discovery document served at `GET {base}/v1/moat`. */

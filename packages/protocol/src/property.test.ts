@@ -149,6 +149,60 @@ describe('verifyStamp', () => {
   });
 });
 
+describe('request-bound (r1) stamps', () => {
+  const request = fc.record({
+    method: fc.constantFrom('POST', 'PUT', 'GET', 'post'),
+    authority: fc.oneof(
+      fc.domain(),
+      fc.tuple(fc.ipV4(), fc.integer({ min: 1, max: 65535 })).map(([h, port]) => `${h}:${port}`),
+    ),
+    path: fc.webPath().map((path) => (path.startsWith('/') ? path : `/${path}`)),
+    credential: fc.string({ maxLength: 60 }),
+  });
+  it('verify for the exact request only: any one component changed fails', () => {
+    const stampKey = new Uint8Array(32).fill(3);
+    fc.assert(
+      fc.property(
+        request,
+        fc.string({ maxLength: 40 }),
+        fc.constantFrom<keyof p.RequestComponents>('method', 'authority', 'path', 'credential'),
+        (components, text, changed) => {
+          const r = { ...components, authority: components.authority.toLowerCase() };
+          const bytes = p.utf8(
+            p.appendEnvelope(
+              JSON.stringify({ messages: [{ role: 'user', content: text }] }),
+              p.placeholderEnvelope({ kid: 'k', ts: 1, nonce: '0'.repeat(16), binding: 'request' }),
+            ),
+          );
+          const loc = p.locateEnvelope(bytes);
+          if (loc.status !== 'found' || loc.envelope.binding !== 'request') throw new Error('no r1 envelope');
+          bytes.set(p.utf8(p.computeStamp(stampKey, bytes, loc.stampStart, loc.stampEnd, r)), loc.stampStart);
+          expect(p.verifyStamp(stampKey, bytes, loc.stampStart, loc.stampEnd, r)).toBe(true);
+          const other = {
+            ...r,
+            [changed]: changed === 'method' ? (r.method === 'POST' ? 'PUT' : 'POST') : `${r[changed]}x`.replace('/x', '/y'),
+          };
+          expect(p.verifyStamp(stampKey, bytes, loc.stampStart, loc.stampEnd, other)).toBe(false);
+          // Body-only verification of an r1 stamp fails too: the base is not optional.
+          expect(p.verifyStamp(stampKey, bytes, loc.stampStart, loc.stampEnd)).toBe(false);
+        },
+      ),
+    );
+  });
+
+  it('the request base is injective: distinct components never give the same bytes', () => {
+    fc.assert(
+      fc.property(request, request, (a, b) => {
+        const [x, y] = [a, b].map((r) => ({ ...r, authority: r.authority.toLowerCase() }));
+        const same = JSON.stringify(x) === JSON.stringify(y);
+        expect(Buffer.from(p.requestBase(x as p.RequestComponents)).equals(Buffer.from(p.requestBase(y as p.RequestComponents)))).toBe(
+          same,
+        );
+      }),
+    );
+  });
+});
+
 describe('malformed input only ever raises ProtocolError', () => {
   const parsers: Array<[string, (x: unknown) => unknown]> = [
     ['parseAttribution', p.parseAttribution],

@@ -5,6 +5,14 @@
 export const ATTESTATION_SIGNALS = ['valid', 'invalid', 'missing', 'replayed', 'stale', 'unknown_key', 'unavailable', 'revoked'] as const;
 export type AttestationSignal = (typeof ATTESTATION_SIGNALS)[number];
 
+/**
+ * What a `valid` stamp is bound to: `request` (an `r1` envelope: body, method, authority,
+ * path and credential, §5.3), `body` (a `v1` envelope: the body only, protocol 1.0), or
+ * `none` when the stamp is not valid. Only `request` ties the bytes to who sends them.
+ */
+export const BINDING_SIGNALS = ['request', 'body', 'none'] as const;
+export type BindingSignal = (typeof BINDING_SIGNALS)[number];
+
 export const FINGERPRINT_SIGNALS = ['match', 'mismatch', 'missing'] as const;
 export type FingerprintSignal = (typeof FINGERPRINT_SIGNALS)[number];
 

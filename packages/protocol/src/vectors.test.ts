@@ -15,8 +15,8 @@ interface VectorFile {
 /** Case counts per file: a vector that silently vanishes fails here. */
 const EXPECTED_COUNTS: Record<string, number> = {
   attribution: 51,
-  envelope: 58,
-  stamp: 20,
+  envelope: 66,
+  stamp: 60,
   fingerprint: 36,
   signature: 45,
   gateway: 39,
@@ -115,6 +115,20 @@ describe('envelope vectors', () => {
 describe('stamp vectors', () => {
   for (const c of load('stamp').cases) {
     it(`${c.op}: ${c.name}`, () => {
+      if (c.op === 'authority') {
+        expect(p.authorityOf(c.url)).toBe(c.authority);
+        return;
+      }
+      if (c.op === 'credential') {
+        const headers = new Headers(c.headers);
+        expect(p.credentialOf((name) => headers.get(name))).toBe(c.credential);
+        return;
+      }
+      if (c.op === 'request_base') {
+        if (c.valid) expect(Buffer.from(p.requestBase(c.request)).toString('hex')).toBe(c.base);
+        else expect(codeOf(() => p.requestBase(c.request))).toBe(c.error);
+        return;
+      }
       const bytes = p.utf8(c.body);
       const loc = p.locateEnvelope(bytes);
       if (c.op === 'compute') {
@@ -123,18 +137,21 @@ describe('stamp vectors', () => {
           expect(codeOf(() => p.computeStamp(fromHex(c.key), bytes, loc.stampStart, loc.stampEnd))).toBe(c.error);
           return;
         }
-        const stamp = p.computeStamp(fromHex(c.key), bytes, loc.stampStart, loc.stampEnd);
+        const stamp = p.computeStamp(fromHex(c.key), bytes, loc.stampStart, loc.stampEnd, c.request);
         expect(stamp).toBe(c.stamp);
-        // Independent: node:crypto HMAC over the placeholder body, truncated.
-        const reference = createHmac('sha256', Buffer.from(c.key, 'hex')).update(c.body).digest('hex');
-        expect(reference.startsWith(stamp)).toBe(true);
+        // Independent: node:crypto HMAC over the request base (r1) and the placeholder body, truncated.
+        const mac = createHmac('sha256', Buffer.from(c.key, 'hex'));
+        if (c.request !== undefined) mac.update(p.requestBase(c.request));
+        expect(mac.update(c.body).digest('hex').startsWith(stamp)).toBe(true);
         expect(c.stamped.length).toBe(c.body.length);
-        expect(p.verifyStamp(fromHex(c.key), p.utf8(c.stamped), loc.stampStart, loc.stampEnd)).toBe(true);
+        expect(p.verifyStamp(fromHex(c.key), p.utf8(c.stamped), loc.stampStart, loc.stampEnd, c.request)).toBe(true);
       } else {
         let result: string = loc.status;
         if (loc.status === 'found') {
-          result = p.computeStamp(fromHex(c.key), bytes, loc.stampStart, loc.stampEnd) === loc.envelope.stamp ? 'valid' : 'invalid';
-          expect(p.verifyStamp(fromHex(c.key), bytes, loc.stampStart, loc.stampEnd)).toBe(result === 'valid');
+          const request = loc.envelope.binding === 'request' ? c.request : undefined;
+          result =
+            p.computeStamp(fromHex(c.key), bytes, loc.stampStart, loc.stampEnd, request) === loc.envelope.stamp ? 'valid' : 'invalid';
+          expect(p.verifyStamp(fromHex(c.key), bytes, loc.stampStart, loc.stampEnd, request)).toBe(result === 'valid');
         }
         expect(result).toBe(c.result);
       }

@@ -131,6 +131,7 @@ function attributionCases(): Case[] {
 
 const STAMP32 = '0123456789abcdef0123456789abcdef';
 const PLACEHOLDER = `v1.k2026a.1764000000.9f2c4e7a1b3d5c6f.${'0'.repeat(32)}`;
+const R1_PLACEHOLDER = `r1.k2026a.1764000000.9f2c4e7a1b3d5c6f.${'0'.repeat(32)}`;
 
 function envelopeCases(): Case[] {
   const parse: Array<[string, unknown]> = [
@@ -244,6 +245,50 @@ function envelopeCases(): Case[] {
         : { name, op: 'append', body, envelope, valid: false, error: r.error },
     );
   }
+  cases.push(...requestBoundEnvelopeCases());
+  return cases;
+}
+
+/** 1.1.0: the `r1` scheme, whose stamp also covers the request (§4.1, §5.3). */
+function requestBoundEnvelopeCases(): Case[] {
+  const cases: Case[] = [];
+  const parse: Array<[string, string]> = [
+    ['r1: a request-bound envelope', `r1.k2026a.1764000000.9f2c4e7a1b3d5c6f.${STAMP32}`],
+    ['r1 at the 128-byte limit', `r1.${'k'.repeat(32)}.1764000000.9f2c4e7a1b3d5c6f.${STAMP32.repeat(2)}`],
+    ['r2 is not a scheme', `r2.k2026a.1764000000.9f2c4e7a1b3d5c6f.${STAMP32}`],
+    ['uppercase R1 is not a scheme', `R1.k2026a.1764000000.9f2c4e7a1b3d5c6f.${STAMP32}`],
+    ['v1r is not a scheme', `v1r.k2026a.1764000000.9f2c4e7a1b3d5c6f.${STAMP32}`],
+    ['r1 with a bad nonce', `r1.k2026a.1764000000.9f2c4e7a1b3d5c6.${STAMP32}`],
+  ];
+  for (const [name, input] of parse) {
+    const r = attempt(() => p.parseEnvelope(input));
+    cases.push(
+      r.ok ? { name, op: 'parse', input, valid: true, envelope: r.value } : { name, op: 'parse', input, valid: false, error: r.error },
+    );
+  }
+  const body = `{"model":"m",${`"moat_att":"${R1_PLACEHOLDER}"`}}`;
+  const loc = p.locateEnvelope(p.utf8(body));
+  if (loc.status !== 'found') throw new Error('r1 locate case: not found');
+  cases.push({
+    name: 'r1: locate a request-bound envelope',
+    op: 'locate',
+    body,
+    status: 'found',
+    envelope: loc.envelope,
+    memberStart: loc.memberStart,
+    valueStart: loc.valueStart,
+    valueEnd: loc.valueEnd,
+    stampStart: loc.stampStart,
+    stampEnd: loc.stampEnd,
+  });
+  cases.push({
+    name: 'r1: append a request-bound placeholder',
+    op: 'append',
+    body: '{"model":"m","max_tokens":16}',
+    envelope: R1_PLACEHOLDER,
+    valid: true,
+    result: p.appendEnvelope('{"model":"m","max_tokens":16}', R1_PLACEHOLDER),
+  });
   return cases;
 }
 
@@ -328,14 +373,168 @@ function stampCases(): Case[] {
     if (result !== outcome) throw new Error(`stamp verify case ${name}: expected ${outcome}, computed ${result}`);
     cases.push({ name, op: 'verify', key, body, result });
   }
+  cases.push(...requestBoundStampCases());
   return cases;
 }
 
-function stamped(key: string, body: string): string {
+const REQUEST: p.RequestComponents = {
+  method: 'POST',
+  authority: 'api.example.com',
+  path: '/v1/messages',
+  credential: 'sk-ant-test-0001',
+};
+
+function r1Body(extra: string): string {
+  return p.appendEnvelope(
+    `{"model":"claude-test","max_tokens":64,"messages":[{"role":"user","content":${JSON.stringify(extra)}}]}`,
+    R1_PLACEHOLDER,
+  );
+}
+
+/** 1.1.0: authority and credential extraction, the request base, and `r1` stamps (§5.3). */
+function requestBoundStampCases(): Case[] {
+  const cases: Case[] = [];
+  const authority: Array<[string, string]> = [
+    ['authority: host is lowercased', 'https://API.Example.COM/v1/messages'],
+    ['authority: the default https port is left out', 'https://api.example.com:443/v1/messages'],
+    ['authority: the default http port is left out', 'http://api.example.com:80/v1/messages'],
+    ['authority: another port is kept', 'http://127.0.0.1:8787/v1/messages'],
+    ['authority: 443 over http is not a default port', 'http://api.example.com:443/v1/messages'],
+    ['authority: leading zeros of a port are dropped', 'http://api.example.com:08787/'],
+    ['authority: IPv6 literal in brackets', 'http://[::1]:8787/v1/messages'],
+    ['authority: IPv6 literal is compressed', 'http://[0:0:0:0:0:0:0:1]/'],
+    ['authority: user info is not part of it', 'https://user:secret@api.example.com/v1/messages'],
+    ['authority: an international name in punycode', 'https://bücher.example/v1/messages'],
+    ['authority: a trailing dot is kept', 'https://api.example.com./v1/messages'],
+    ['authority: percent-encoded host is decoded', 'https://api%2Eexample.com/v1/messages'],
+  ];
+  for (const [name, url] of authority) cases.push({ name, op: 'authority', url, authority: p.authorityOf(url) });
+
+  const credential: Array<[string, Array<[string, string]>]> = [
+    ['credential: x-api-key', [['x-api-key', 'sk-ant-test-0001']]],
+    ['credential: bearer token', [['authorization', 'Bearer sk-ant-oat-0002']]],
+    ['credential: the bearer scheme is case-insensitive', [['authorization', 'bearer tok']]],
+    [
+      'credential: x-api-key wins over authorization',
+      [
+        ['authorization', 'Bearer tok'],
+        ['x-api-key', 'key'],
+      ],
+    ],
+    [
+      'credential: an empty x-api-key falls back to the bearer token',
+      [
+        ['x-api-key', ''],
+        ['authorization', 'Bearer tok'],
+      ],
+    ],
+    ['credential: surrounding spaces are trimmed', [['x-api-key', '  key  ']]],
+    ['credential: basic authorization is no credential', [['authorization', 'Basic dXNlcjpwdw==']]],
+    ['credential: none', []],
+  ];
+  for (const [name, headers] of credential) {
+    const map = new Map(headers);
+    cases.push({ name, op: 'credential', headers, credential: p.credentialOf((h) => map.get(h)) });
+  }
+
+  const base: Array<[string, p.RequestComponents]> = [
+    ['request base', REQUEST],
+    ['request base without a credential', { ...REQUEST, credential: '' }],
+    ['request base: multi-byte credential counts in bytes', { ...REQUEST, credential: 'clé-😀' }],
+    ['request base refuses an uppercase authority', { ...REQUEST, authority: 'API.example.com' }],
+    ['request base refuses a path with a query', { ...REQUEST, path: '/v1/messages?beta=true' }],
+    ['request base refuses a relative path', { ...REQUEST, path: 'v1/messages' }],
+    ['request base refuses a method with a space', { ...REQUEST, method: 'PO ST' }],
+    ['request base refuses an empty authority', { ...REQUEST, authority: '' }],
+  ];
+  for (const [name, request] of base) {
+    const r = attempt(() => hex(p.requestBase(request)));
+    if (r.ok) {
+      // Independent check: lp() spelled out with node:crypto's SHA-256.
+      const items = [
+        'moat-req/1',
+        request.method,
+        request.authority,
+        request.path,
+        createHash('sha256').update(request.credential).digest('hex'),
+      ];
+      const reference = Buffer.concat(
+        items.map((item) => {
+          const bytes = Buffer.from(item, 'utf8');
+          const length = Buffer.alloc(4);
+          length.writeUInt32BE(bytes.length);
+          return Buffer.concat([length, bytes]);
+        }),
+      ).toString('hex');
+      if (reference !== r.value) throw new Error(`request base case ${name}: reference disagrees`);
+    }
+    cases.push(
+      r.ok
+        ? { name, op: 'request_base', request, valid: true, base: r.value }
+        : { name, op: 'request_base', request, valid: false, error: r.error },
+    );
+  }
+
+  const compute: Array<[string, string, p.RequestComponents]> = [
+    ['r1 stamp over body and request', r1Body('Hello, world'), REQUEST],
+    ['r1 stamp for another path', r1Body('Hello, world'), { ...REQUEST, path: '/v1/messages/count_tokens' }],
+    ['r1 stamp for another credential', r1Body('Hello, world'), { ...REQUEST, credential: 'sk-ant-test-0002' }],
+  ];
+  for (const [name, body, request] of compute) {
+    const bytes = p.utf8(body);
+    const loc = p.locateEnvelope(bytes);
+    if (loc.status !== 'found') throw new Error(`stamp case ${name}: envelope not found`);
+    const stamp = p.computeStamp(fromHex(TEST_KEY), bytes, loc.stampStart, loc.stampEnd, request);
+    const reference = createHmac('sha256', Buffer.from(TEST_KEY, 'hex'))
+      .update(p.requestBase(request))
+      .update(body)
+      .digest('hex')
+      .slice(0, loc.stampEnd - loc.stampStart);
+    if (reference !== stamp) throw new Error(`stamp case ${name}: reference disagrees`);
+    cases.push({ name, op: 'compute', key: TEST_KEY, body, request, valid: true, stamp, stamped: stamped(TEST_KEY, body, request) });
+  }
+
+  const good = stamped(TEST_KEY, r1Body('Hello, world'), REQUEST);
+  const goodV1 = stamped(TEST_KEY, stampBody('Hello, world'));
+  const verify: Array<[string, string, p.RequestComponents, 'valid' | 'invalid']> = [
+    ['r1: genuine request verifies', good, REQUEST, 'valid'],
+    ['r1: another path', good, { ...REQUEST, path: '/v1/complete' }, 'invalid'],
+    ['r1: another host', good, { ...REQUEST, authority: 'relay.example.net' }, 'invalid'],
+    ['r1: another port', good, { ...REQUEST, authority: 'api.example.com:8443' }, 'invalid'],
+    ['r1: another API key', good, { ...REQUEST, credential: 'sk-ant-relay-9999' }, 'invalid'],
+    ['r1: no API key', good, { ...REQUEST, credential: '' }, 'invalid'],
+    ['r1: another method', good, { ...REQUEST, method: 'PUT' }, 'invalid'],
+    [
+      'r1 relabelled v1 (downgrade) does not verify',
+      `${good.slice(0, good.indexOf('"moat_att":"r1.'))}"moat_att":"v1.${good.slice(good.indexOf('"moat_att":"r1.') + 15)}`,
+      REQUEST,
+      'invalid',
+    ],
+    ['v1 stamp ignores the request', goodV1, { ...REQUEST, credential: 'anything' }, 'valid'],
+  ];
+  for (const [name, body, request, outcome] of verify) {
+    const bytes = p.utf8(body);
+    const loc = p.locateEnvelope(bytes);
+    if (loc.status !== 'found') throw new Error(`stamp verify case ${name}: not found`);
+    const expected = p.computeStamp(
+      fromHex(TEST_KEY),
+      bytes,
+      loc.stampStart,
+      loc.stampEnd,
+      loc.envelope.binding === 'request' ? request : undefined,
+    );
+    const result = expected === loc.envelope.stamp ? 'valid' : 'invalid';
+    if (result !== outcome) throw new Error(`stamp verify case ${name}: expected ${outcome}, computed ${result}`);
+    cases.push({ name, op: 'verify', key: TEST_KEY, body, request, result });
+  }
+  return cases;
+}
+
+function stamped(key: string, body: string, request?: p.RequestComponents): string {
   const bytes = p.utf8(body);
   const loc = p.locateEnvelope(bytes);
   if (loc.status !== 'found') throw new Error('no envelope');
-  const stamp = p.computeStamp(fromHex(key), bytes, loc.stampStart, loc.stampEnd);
+  const stamp = p.computeStamp(fromHex(key), bytes, loc.stampStart, loc.stampEnd, request);
   return Buffer.concat([bytes.subarray(0, loc.stampStart), Buffer.from(stamp), bytes.subarray(loc.stampEnd)]).toString('utf8');
 }
 
@@ -892,7 +1091,11 @@ const FILES: Record<string, { description: string; cases: () => Case[] }> = {
     description: 'Envelope values, locating the anchored envelope in raw bodies, appending it (SPEC.md §4).',
     cases: envelopeCases,
   },
-  stamp: { description: 'Attestation stamps: HMAC-SHA-256 over the body with the placeholder in place (SPEC.md §5).', cases: stampCases },
+  stamp: {
+    description:
+      'Attestation stamps: HMAC-SHA-256 over the body with the placeholder in place, and for r1 over the request base first (SPEC.md §5).',
+    cases: stampCases,
+  },
   fingerprint: { description: 'Fingerprint v1 of Messages requests (SPEC.md §6).', cases: fingerprintCases },
   signature: {
     description: 'Block signatures: parsing, signing input, conversation digest, hs256 and ed25519 (SPEC.md §8).',

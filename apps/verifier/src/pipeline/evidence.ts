@@ -1,11 +1,12 @@
-import type { IncomingHttpHeaders } from 'node:http';
+import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
 import { UNATTESTED_HEADER } from '@moat/attest/client';
 import { type AttestationResult, verifyAttestation } from '@moat/attest/server';
 import { decoyTraceText, type RequestBlocksCheck, verifyRequestBlocks } from '@moat/distill-guard/server';
 import { checkFingerprint, type FingerprintCheck, type KeyClassification } from '@moat/fingerprint/server';
 import { inspectRequest, type RequestEvidence } from '@moat/gateway-detect/server';
-import type { DecoySignal } from '@moat/protocol';
+import { type DecoySignal, type RequestComponents, receivedRequestComponents } from '@moat/protocol';
 import type { MessagesRequest } from '@moat/protocol/messages';
+import type { VerifierConfig } from '../config.js';
 import { unavailable } from '../errors.js';
 import type { VerifierServices } from './services.js';
 
@@ -36,8 +37,21 @@ export interface EvidenceInput {
   readonly raw: Buffer;
   readonly body: MessagesRequest;
   readonly headers: IncomingHttpHeaders;
+  /** Method, authority, path and credential as received (one per public authority): what an `r1` stamp must cover. */
+  readonly request: readonly RequestComponents[];
   readonly keyId: string;
   readonly remoteAddress: string | undefined;
+}
+
+/**
+ * The request as this verifier received it — method, path and credential — for `r1`
+ * stamps, once per public authority it answers for (the received `Host` when none are
+ * configured: a relay picks its own `Host`, so production lists them).
+ */
+export function receivedRequest(req: IncomingMessage, config: Pick<VerifierConfig, 'publicAuthorities'>): RequestComponents[] {
+  const received = { method: req.method ?? '', target: req.url ?? '', headers: req.headers };
+  if (config.publicAuthorities === undefined) return [receivedRequestComponents(received)];
+  return config.publicAuthorities.map((authority) => receivedRequestComponents({ ...received, authority }));
 }
 
 /**
@@ -55,6 +69,7 @@ export async function gatherEvidence(input: EvidenceInput, services: VerifierSer
       nonceStore: storage,
       windowSec: config.windowSec,
       clientUnavailable,
+      request: input.request,
     });
   } catch (error) {
     // Without the replay cache no stamp can be vouched for: refuse, retryably, never accept.

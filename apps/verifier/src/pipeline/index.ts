@@ -19,7 +19,7 @@ import { errorMessage } from '@moat/protocol/support';
 import { ApiError, unavailable } from '../errors.js';
 import { readBody, sendError, sendJson, writeEvent } from '../http.js';
 import { authenticate } from './authenticate.js';
-import { gatherEvidence } from './evidence.js';
+import { gatherEvidence, receivedRequest } from './evidence.js';
 import { decide, flagPolicy, policyAttributes, signalsOf } from './policy.js';
 import { parseMessagesBody, type ReadRequest } from './read.js';
 import { newRequestId, RecordStoreError, RequestLedger } from './record.js';
@@ -70,6 +70,7 @@ export async function handleMessagesRequest(
         keyring: services.attestationKeyring,
         nonceStore: storage,
         windowSec: config.windowSec,
+        request: receivedRequest(req, config),
       }).catch(() => undefined);
       if (attestation !== undefined) ledger.set({ attestation: attestation.signal });
       throw error;
@@ -79,7 +80,10 @@ export async function handleMessagesRequest(
 
     let evidence: Awaited<ReturnType<typeof gatherEvidence>>;
     try {
-      evidence = await gatherEvidence({ raw, body, headers: req.headers, keyId, remoteAddress: req.socket.remoteAddress }, services);
+      evidence = await gatherEvidence(
+        { raw, body, headers: req.headers, request: receivedRequest(req, config), keyId, remoteAddress: req.socket.remoteAddress },
+        services,
+      );
     } catch (error) {
       ledger.set({ verdict: 'block' });
       throw error;

@@ -10,6 +10,7 @@ const defaults: ActionOf = (layer, value) => {
 
 const clean: Signals = {
   attestation: 'valid',
+  binding: 'request',
   fingerprint: 'match',
   fingerprintClass: 'clean',
   thinking: 'none',
@@ -26,6 +27,8 @@ describe('decide (the default policy, by table)', () => {
     [{ attestation: 'replayed' }, 'block', ['block:attestation=replayed']],
     [{ attestation: 'unknown_key' }, 'block', ['block:attestation=unknown_key']],
     [{ attestation: 'stale' }, 'block', ['block:attestation=stale']],
+    [{ binding: 'body' }, 'flag', ['flag:binding=body']],
+    [{ attestation: 'missing', binding: 'none' }, 'flag', ['flag:attestation=missing']],
     [{ fingerprint: 'mismatch' }, 'flag', ['flag:fingerprint=mismatch']],
     [{ fingerprint: 'missing' }, 'allow', []],
     [{ fingerprintClass: 'tampering' }, 'flag', ['flag:fingerprint=tampering']],
@@ -65,5 +68,19 @@ describe('decide (the default policy, by table)', () => {
     expect(decide(missing, flagPolicy(flags, { id: 'key_1', ep: 'cli' })).verdict).toBe('flag');
     expect(decide(missing, flagPolicy(flags, { id: 'key_1', ep: 'sdk' })).verdict).toBe('allow');
     expect(decide(missing, flagPolicy(flags, { id: 'key_1', model: 'claude-secret' })).verdict).toBe('block');
+  });
+
+  it('a policy says how much to trust 1.0 clients: body-only stamps of one release allowed, of the rest flagged', () => {
+    const flags = new Flags({
+      ...DEFAULT_FEATURES,
+      'moat-policy-binding': {
+        defaultValue: DEFAULT_FEATURES['moat-policy-binding']?.defaultValue,
+        rules: [{ condition: { cv: '1.4.2' }, force: { body: 'monitor' } }],
+      },
+    });
+    const bodyOnly = { ...clean, binding: 'body' };
+    expect(decide(bodyOnly, flagPolicy(flags, { id: 'key_1', cv: '1.4.2', binding: 'body' })).verdict).toBe('allow');
+    expect(decide(bodyOnly, flagPolicy(flags, { id: 'key_1', cv: '1.3.0', binding: 'body' })).reasons).toEqual(['flag:binding=body']);
+    expect(decide(clean, flagPolicy(flags, { id: 'key_1', cv: '1.3.0', binding: 'request' })).verdict).toBe('allow');
   });
 });

@@ -5,6 +5,8 @@ import type { Evidence } from './evidence.js';
 /** The signals a decision is made from, one value per layer (gateway: the relay signals seen). */
 export interface Signals {
   readonly attestation: string;
+  /** What a valid stamp covers: `request`, `body` or `none`. */
+  readonly binding: string;
   readonly fingerprint: string;
   /** The key's fingerprint classification: `clean`, `suspicious` or `tampering`. */
   readonly fingerprintClass: string;
@@ -36,6 +38,7 @@ export interface Decision {
 export function signalsOf(evidence: Evidence): Signals {
   return {
     attestation: evidence.attestation.signal,
+    binding: evidence.attestation.binding,
     fingerprint: evidence.fingerprint.signal,
     fingerprintClass: evidence.keyClass,
     thinking: evidence.thinking.signal,
@@ -59,6 +62,7 @@ export function signalsOf(evidence: Evidence): Signals {
 export function decide(signals: Signals, actionOf: ActionOf): Decision {
   const actions: SignalAction[] = [
     { layer: 'attestation', value: signals.attestation, action: actionOf('attestation', signals.attestation) },
+    { layer: 'binding', value: signals.binding, action: actionOf('binding', signals.binding) },
     { layer: 'fingerprint', value: signals.fingerprint, action: actionOf('fingerprint', signals.fingerprint) },
     {
       layer: 'fingerprint',
@@ -80,7 +84,7 @@ export function decide(signals: Signals, actionOf: ActionOf): Decision {
 
 /** The attributes policy rules may target, from the evidence. */
 export function policyAttributes(keyId: string, model: string, evidence: Evidence): PolicyAttributes {
-  return { id: keyId, model, attestation: evidence.attestation.signal, ...evidence.client };
+  return { id: keyId, model, attestation: evidence.attestation.signal, binding: evidence.attestation.binding, ...evidence.client };
 }
 
 /** The policy the flags define, for one request's attributes (each layer's table evaluated once). */

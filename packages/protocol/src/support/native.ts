@@ -1,5 +1,5 @@
 /** Stamp outcomes the addon reports with the response headers, by code: 0 stamped, 1 no envelope, … */
-export const STAMP_RESULTS = ['stamped', 'no_envelope', 'not_placeholder', 'wrong_kid', 'crypto'] as const;
+export const STAMP_RESULTS = ['stamped', 'no_envelope', 'not_placeholder', 'wrong_kid', 'crypto', 'no_request'] as const;
 
 /** What the native transfer reports, in order: headers once, data as it arrives, then end or error. */
 export type NativeEvent = 'headers' | 'data' | 'end' | 'error';
