@@ -3,27 +3,31 @@ import { mkdirSync } from 'node:fs';
 import { createAttestedFetch } from '@moat/attest/client';
 import { tagFingerprint } from '@moat/fingerprint/client';
 import { devKeyFile } from '@moat/native/dev-key';
-import { chromium } from 'playwright-core';
+import { chromium, type Page } from 'playwright-core';
 import { describe, expect, it } from 'vitest';
 import { devEnvironment, loadConfig } from './config.js';
 import { createVerifier } from './server.js';
 
 const ADMIN = `admin-${randomBytes(12).toString('hex')}`;
 
+/** The page's document, as the predicates below use it (they run in the page, which has a DOM). */
+type PageDocument = {
+  querySelector(selector: string): { textContent: string | null } | null;
+  querySelectorAll(selector: string): { length: number };
+};
+const LONG_LABEL = 'production-ingest-pipeline-eu-west-1-nightly-batch';
+
 describe('dashboard in headless Chromium', () => {
-  it('signs in with the admin token, shows the data, and is captured as a screenshot', { timeout: 120_000 }, async () => {
+  it('a time range, keys sorted by risk, a click-through to one key with the reasons, filters; screenshots at two widths', {
+    timeout: 120_000,
+  }, async () => {
     const verifier = await createVerifier(
-      loadConfig(
-        devEnvironment({
-          adminToken: ADMIN,
-          salt: 'dash-salt',
-          attestationKeyFile: devKeyFile,
-        }),
-      ),
+      loadConfig(devEnvironment({ adminToken: ADMIN, salt: 'dash-salt', attestationKeyFile: devKeyFile })),
       { logLevel: 'silent' },
     );
     const base = await verifier.listen();
-    const { key } = await verifier.storage.createApiKey('dashboard-key');
+    const steady = await verifier.storage.createApiKey(LONG_LABEL);
+    const scraper = await verifier.storage.createApiKey('scraper');
     const body = (text: string) =>
       JSON.stringify(
         tagFingerprint(
@@ -34,15 +38,41 @@ describe('dashboard in headless Chromium', () => {
     const attested = createAttestedFetch();
     for (let i = 0; i < 3; i++)
       await (
-        await attested(`${base}/v1/messages`, { method: 'POST', headers: { 'x-api-key': key }, body: body(`genuine request number ${i}`) })
+        await attested(`${base}/v1/messages`, {
+          method: 'POST',
+          headers: { 'x-api-key': steady.key, 'user-agent': 'moat-chat/1.4.2' },
+          body: body(`genuine request number ${i}`),
+        })
       ).arrayBuffer();
+    // The scraper: a plain fetch through a relay (flagged), and a made-up stamp (blocked).
     await (
       await fetch(`${base}/v1/messages`, {
         method: 'POST',
-        headers: { 'x-api-key': key, 'x-litellm-call-id': 'c1' },
+        headers: { 'x-api-key': scraper.key, 'x-litellm-call-id': 'c1' },
         body: body('spoofed through a relay'),
       })
     ).arrayBuffer();
+    const forged = body('a forged stamp').replace(
+      /}$/,
+      `,"moat_att":"r1.k1.${Math.floor(Date.now() / 1000)}.0011223344556677.${'ab'.repeat(16)}"}`,
+    );
+    await (await fetch(`${base}/v1/messages`, { method: 'POST', headers: { 'x-api-key': scraper.key }, body: forged })).arrayBuffer();
+    // A request two days ago: outside the default 24-hour range.
+    const [newest] = await verifier.storage.recentRecords(1);
+    await verifier.storage.insertRecord({ ...(newest as NonNullable<typeof newest>), id: 'old-one', ts: Date.now() - 2 * 86_400_000 });
+
+    // The admin API refuses bad filters with the reason.
+    const admin = (path: string) => fetch(`${base}${path}`, { headers: { authorization: `Bearer ${ADMIN}` } });
+    for (const [path, reason] of [
+      ['/admin/records?verdict=maybe', /verdict: expected one of allow, flag, block/],
+      ['/admin/records?since=yesterday', /since: expected an integer/],
+      ['/admin/activity?since=2000&until=1000', /until: expected a time after since/],
+      ['/admin/records?attestation=fine', /attestation: expected one of valid/],
+    ] as const) {
+      const res = await admin(path);
+      expect(res.status).toBe(400);
+      expect(((await res.json()) as { error: { message: string } }).error.message).toMatch(reason);
+    }
 
     const browser = await chromium.launch({
       executablePath: '/usr/bin/chromium',
@@ -56,6 +86,9 @@ describe('dashboard in headless Chromium', () => {
         '--disable-sync',
       ],
     });
+    const shots = new URL('../test-results/', import.meta.url);
+    mkdirSync(shots, { recursive: true });
+    const tile = (page: Page, name: string) => page.textContent(`.tile[data-tile="${name}"] b`);
     try {
       const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
       await page.goto(`${base}/dashboard`);
@@ -65,17 +98,84 @@ describe('dashboard in headless Chromium', () => {
       await page.fill('#token', ADMIN);
       await page.click('button[type=submit]');
       await page.waitForSelector('#app:not([hidden])');
-      await page.waitForSelector('#chart-attestation rect.bar');
+      await page.waitForSelector('#keys tbody tr[data-key]');
+
+      // The default range (24 hours) leaves out the two-day-old request; "everything" has it.
+      expect(await tile(page, 'requests')).toBe('5');
+      expect(await tile(page, 'blocked')).toBe('1');
+      await page.selectOption('#range', 'all');
+      await page.waitForFunction(
+        (n) =>
+          (globalThis as unknown as { document: PageDocument }).document.querySelector('.tile[data-tile="requests"] b')?.textContent === n,
+        '6',
+      );
+      await page.selectOption('#range', '86400000');
+      await page.waitForFunction(
+        (n) =>
+          (globalThis as unknown as { document: PageDocument }).document.querySelector('.tile[data-tile="requests"] b')?.textContent === n,
+        '5',
+      );
+
+      // Charts with axes.
+      expect(await page.$$eval('#chart-verdicts text.tick', (t) => t.length)).toBe(3);
+      expect(await page.$$eval('#chart-verdicts text.xlabel', (t) => t.length)).toBe(3);
       const attestation = await page.$$eval('#chart-attestation rect.bar', (rects) =>
         Object.fromEntries(rects.map((r) => [r.getAttribute('data-label'), Number(r.getAttribute('data-value'))])),
       );
-      expect(attestation).toEqual({ valid: 3, missing: 1 });
-      expect(await page.$$eval('#chart-gateways rect.bar', (rects) => rects.map((r) => r.getAttribute('data-label')))).toEqual(['litellm']);
-      expect(await page.$$eval('#chart-keys circle.point', (c) => c.map((x) => x.getAttribute('data-label')))).toEqual(['dashboard-key']);
-      expect(await page.textContent('#total')).toBe('4 requests');
-      expect(await page.$$eval('#records tbody tr', (rows) => rows.length)).toBe(4);
-      mkdirSync(new URL('../test-results/', import.meta.url), { recursive: true });
-      await page.screenshot({ path: new URL('../test-results/dashboard.png', import.meta.url).pathname, fullPage: true });
+      expect(attestation).toEqual({ valid: 3, missing: 1, unknown_key: 1 });
+
+      // Keys by risk: the scraper first; the long label whole; the mismatch interval shown.
+      expect(await page.$$eval('#keys tbody tr', (rows) => rows.map((r) => r.getAttribute('data-key')))).toEqual([scraper.id, steady.id]);
+      expect(await page.textContent(`#keys tr[data-key="${steady.id}"] .key-label`)).toBe(LONG_LABEL);
+      expect(await page.textContent(`#keys tr[data-key="${steady.id}"] td.mismatch`)).toMatch(/^0% \[0–\d+%\] of 3$/);
+      expect(await page.textContent(`#keys tr[data-key="${scraper.id}"]`)).toContain('litellm');
+      // Sorting by another column, then back.
+      await page.click('#keys th[data-sort="requests"]');
+      expect(await page.$$eval('#keys tbody tr', (rows) => rows.map((r) => r.getAttribute('data-key')))).toEqual([steady.id, scraper.id]);
+      await page.click('#keys th[data-sort="risk"]');
+      await page.screenshot({ path: new URL('dashboard-1280.png', shots).pathname, fullPage: true });
+
+      // Click-through: one key's requests, each with the reasons for its verdict.
+      await page.click(`#keys tr[data-key="${scraper.id}"]`);
+      await page.waitForSelector('#filter-key .chip');
+      await page.waitForFunction(
+        (n) =>
+          (globalThis as unknown as { document: PageDocument }).document.querySelectorAll('#records tbody tr[data-verdict]').length === n,
+        2,
+      );
+      expect(await page.$$eval('#records td.key-cell', (cells) => [...new Set(cells.map((c) => c.textContent))])).toEqual(['scraper']);
+      const reasons = await page.$$eval('#records td.reasons', (cells) => cells.map((c) => c.textContent));
+      expect(reasons.some((r) => r?.includes('block:attestation=unknown_key'))).toBe(true);
+      expect(reasons.some((r) => r?.includes('flag:attestation=missing'))).toBe(true);
+      expect(page.url()).toContain(`key=${scraper.id}`);
+
+      // Filters: verdict, then a signal; the key filter cleared.
+      await page.selectOption('#filter-verdict', 'block');
+      await page.waitForFunction(
+        (n) =>
+          (globalThis as unknown as { document: PageDocument }).document.querySelectorAll('#records tbody tr[data-verdict]').length === n,
+        1,
+      );
+      expect(await page.$$eval('#records tbody tr', (rows) => rows.map((r) => r.getAttribute('data-verdict')))).toEqual(['block']);
+      await page.selectOption('#filter-verdict', '');
+      await page.click('#filter-key .chip button');
+      await page.selectOption('#filter-signal', 'attestation=valid');
+      await page.waitForFunction(
+        (n) =>
+          (globalThis as unknown as { document: PageDocument }).document.querySelectorAll('#records tbody tr[data-verdict]').length === n,
+        3,
+      );
+      expect(await page.$$eval('#records td.key-cell', (cells) => [...new Set(cells.map((c) => c.textContent))])).toEqual([LONG_LABEL]);
+
+      // A phone-sized screen: everything stacks, nothing overflows the page sideways.
+      const phone = await browser.newPage({ viewport: { width: 390, height: 844 } });
+      await phone.goto(`${base}/dashboard`);
+      await phone.fill('#token', ADMIN);
+      await phone.click('button[type=submit]');
+      await phone.waitForSelector('#keys tbody tr[data-key]');
+      expect(await phone.evaluate('document.documentElement.scrollWidth')).toBeLessThanOrEqual(390);
+      expect(await phone.textContent(`#keys tr[data-key="${steady.id}"] .key-label`)).toBe(LONG_LABEL);
+      await phone.screenshot({ path: new URL('dashboard-390.png', shots).pathname, fullPage: true });
     } finally {
       await browser.close();
       await verifier.close();

@@ -1,7 +1,23 @@
 import { createSecretKey, type KeyObject, randomBytes, timingSafeEqual } from 'node:crypto';
 import { Redis } from 'ioredis';
 import pg from 'pg';
-import { type ApiKeyRow, hashApiKey, newApiKey, probe, type ReadinessCheck, type RequestRecord, type Storage } from './storage.js';
+import {
+  ACTIVITY_COLUMNS,
+  type ApiKeyRow,
+  activityOf,
+  hashApiKey,
+  type KeyActivity,
+  newApiKey,
+  probe,
+  type ReadinessCheck,
+  type RecordQuery,
+  type RequestRecord,
+  recordWhere,
+  type Storage,
+} from './storage.js';
+
+/** `gateway` is a JSONB array of rule ids in PostgreSQL. */
+const PG_GATEWAY_HAS = (p: string) => `gateway @> jsonb_build_array(${p}::text)`;
 
 /** Kept past a nonce's last acceptable instant, for clock skew between replicas. */
 export const NONCE_MARGIN_MS = 2_000;
@@ -155,10 +171,15 @@ export class PgRedisStorage implements Storage {
   }
 
   async recentRecords(limit = 100, keyId?: string): Promise<RequestRecord[]> {
-    const { rows } =
-      keyId === undefined
-        ? await this.#pool.query('SELECT * FROM records ORDER BY ts DESC, seq DESC LIMIT $1', [limit])
-        : await this.#pool.query('SELECT * FROM records WHERE key_id = $1 ORDER BY ts DESC, seq DESC LIMIT $2', [keyId, limit]);
+    return this.queryRecords({ limit, ...(keyId === undefined ? {} : { keyId }) });
+  }
+
+  async queryRecords(query: RecordQuery): Promise<RequestRecord[]> {
+    const { where, params } = recordWhere(query, (i) => `$${i}`, PG_GATEWAY_HAS);
+    const { rows } = await this.#pool.query(`SELECT * FROM records ${where} ORDER BY ts DESC, seq DESC LIMIT $${params.length + 1}`, [
+      ...params,
+      query.limit ?? 100,
+    ]);
     return rows.map((r: Record<string, unknown>) => ({
       id: r.id as string,
       ts: Number(r.ts),
@@ -178,18 +199,37 @@ export class PgRedisStorage implements Storage {
     }));
   }
 
-  async summary(): Promise<{ verdicts: Record<string, number>; attestation: Record<string, number>; total: number }> {
-    const verdicts: Record<string, number> = {};
-    for (const r of (await this.#pool.query<{ verdict: string; n: string }>('SELECT verdict, COUNT(*) n FROM records GROUP BY verdict'))
-      .rows)
-      verdicts[r.verdict] = Number(r.n);
-    const attestation: Record<string, number> = {};
-    for (const r of (
-      await this.#pool.query<{ attestation: string; n: string }>('SELECT attestation, COUNT(*) n FROM records GROUP BY attestation')
+  async summary(range: { since?: number; until?: number } = {}): Promise<{
+    verdicts: Record<string, number>;
+    attestation: Record<string, number>;
+    total: number;
+  }> {
+    const { where, params } = recordWhere(range, (i) => `$${i}`, PG_GATEWAY_HAS);
+    const count = async (column: 'verdict' | 'attestation') => {
+      const out: Record<string, number> = {};
+      for (const r of (
+        await this.#pool.query<{ v: string; n: string }>(`SELECT ${column} v, COUNT(*) n FROM records ${where} GROUP BY ${column}`, params)
+      ).rows)
+        out[r.v] = Number(r.n);
+      return out;
+    };
+    const verdicts = await count('verdict');
+    return { verdicts, attestation: await count('attestation'), total: Object.values(verdicts).reduce((a, b) => a + b, 0) };
+  }
+
+  async keyActivity(range: { since?: number; until?: number } = {}): Promise<KeyActivity[]> {
+    const { where, params } = recordWhere(range, (i) => `$${i}`, PG_GATEWAY_HAS);
+    const scope = where === '' ? 'WHERE key_id IS NOT NULL' : `${where} AND key_id IS NOT NULL`;
+    const { rows } = await this.#pool.query(`SELECT key_id, ${ACTIVITY_COLUMNS} FROM records ${scope} GROUP BY key_id`, params);
+    const gateways = new Map<string, string[]>();
+    for (const g of (
+      await this.#pool.query<{ key_id: string; g: string }>(
+        `SELECT DISTINCT key_id, jsonb_array_elements_text(gateway) g FROM records ${scope} ORDER BY g`,
+        params,
+      )
     ).rows)
-      attestation[r.attestation] = Number(r.n);
-    const total = Number((await this.#pool.query<{ n: string }>('SELECT COUNT(*) n FROM records')).rows[0]?.n ?? 0);
-    return { verdicts, attestation, total };
+      gateways.set(g.key_id, [...(gateways.get(g.key_id) ?? []), g.g]);
+    return rows.map((r: Record<string, unknown>) => activityOf(r, gateways.get(r.key_id as string) ?? []));
   }
 
   /**

@@ -143,6 +143,64 @@ describe.each(backends)('%s storage', { timeout: 30_000 }, (name, open) => {
     }
   });
 
+  it('filters records by time range, key, verdict and signals, and sums activity per key', async () => {
+    const s = await open();
+    try {
+      await s.insertRecord(record('q1', 1_000, { keyId: 'key_a' }));
+      await s.insertRecord(record('q2', 2_000, { keyId: 'key_a', verdict: 'flag', fingerprint: 'mismatch', gateway: ['litellm'] }));
+      await s.insertRecord(
+        record('q3', 3_000, { keyId: 'key_b', verdict: 'block', attestation: 'invalid', decoy: 'hit', gateway: ['portkey', 'litellm'] }),
+      );
+      await s.insertRecord(record('q4', 4_000, { keyId: null, verdict: 'block', attestation: 'missing' }));
+      const ids = async (q: Parameters<Storage['queryRecords']>[0]) => (await s.queryRecords(q)).map((r) => r.id);
+      expect(await ids({})).toEqual(['q4', 'q3', 'q2', 'q1']);
+      expect(await ids({ since: 2_000, until: 4_000 })).toEqual(['q3', 'q2']);
+      expect(await ids({ keyId: 'key_a' })).toEqual(['q2', 'q1']);
+      expect(await ids({ verdict: 'block' })).toEqual(['q4', 'q3']);
+      expect(await ids({ attestation: 'invalid', decoy: 'hit' })).toEqual(['q3']);
+      expect(await ids({ fingerprint: 'mismatch' })).toEqual(['q2']);
+      expect(await ids({ gateway: 'litellm' })).toEqual(['q3', 'q2']);
+      expect(await ids({ gateway: 'lite' })).toEqual([]);
+      expect(await ids({ limit: 1 })).toEqual(['q4']);
+      expect(await s.summary({ since: 2_000 })).toEqual({
+        verdicts: { flag: 1, block: 2 },
+        attestation: { valid: 1, invalid: 1, missing: 1 },
+        total: 3,
+      });
+      const activity = (await s.keyActivity()).sort((a, b) => (a.keyId < b.keyId ? -1 : 1));
+      expect(activity).toEqual([
+        {
+          keyId: 'key_a',
+          requests: 2,
+          allow: 1,
+          flag: 1,
+          block: 0,
+          match: 1,
+          mismatch: 1,
+          decoyHits: 0,
+          gateways: ['litellm'],
+          last: 2_000,
+        },
+        {
+          keyId: 'key_b',
+          requests: 1,
+          allow: 0,
+          flag: 0,
+          block: 1,
+          match: 1,
+          mismatch: 0,
+          decoyHits: 1,
+          gateways: ['litellm', 'portkey'],
+          last: 3_000,
+        },
+      ]);
+      expect((await s.keyActivity({ since: 2_500 })).map((a) => a.keyId)).toEqual(['key_b']);
+      expect(await s.keyActivity({ since: 10_000 })).toEqual([]);
+    } finally {
+      await s.close();
+    }
+  });
+
   it('concurrent writes: one nonce wins once, a failing write fails alone, every record lands', async () => {
     const s = await open();
     try {

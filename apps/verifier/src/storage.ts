@@ -25,9 +25,97 @@ export interface RequestRecord {
 
 type MaybePromise<T> = T | Promise<T>;
 
+/** Which records to read: a time range (Unix ms, `since` inclusive, `until` exclusive), a key, a verdict, signal values. */
+export interface RecordQuery {
+  readonly limit?: number;
+  readonly keyId?: string;
+  readonly since?: number;
+  readonly until?: number;
+  readonly verdict?: RequestRecord['verdict'];
+  readonly attestation?: string;
+  readonly fingerprint?: string;
+  readonly thinking?: string;
+  readonly decoy?: string;
+  /** A gateway rule id the record lists. */
+  readonly gateway?: string;
+}
+
+/** One API key's traffic in a time range, for the dashboard's risk table. */
+export interface KeyActivity {
+  readonly keyId: string;
+  readonly requests: number;
+  readonly allow: number;
+  readonly flag: number;
+  readonly block: number;
+  /** Requests whose fingerprint matched / mismatched (missing ones count in neither). */
+  readonly match: number;
+  readonly mismatch: number;
+  readonly decoyHits: number;
+  /** Gateway rule ids seen on this key's requests. */
+  readonly gateways: readonly string[];
+  /** The newest request's time (Unix ms). */
+  readonly last: number;
+}
+
+/**
+ * The WHERE clause of a {@link RecordQuery} for either SQL backend: `param(i)` spells the
+ * i-th placeholder (`?` or `$i`), `gatewayHas` the test that a record's gateway list holds
+ * one id. Values are always bound, never interpolated.
+ */
+export function recordWhere(
+  query: RecordQuery,
+  param: (index: number) => string,
+  gatewayHas: (placeholder: string) => string,
+): { where: string; params: unknown[] } {
+  const clauses: string[] = [];
+  const params: unknown[] = [];
+  const add = (sql: (p: string) => string, value: unknown) => {
+    params.push(value);
+    clauses.push(sql(param(params.length)));
+  };
+  if (query.keyId !== undefined) add((p) => `key_id = ${p}`, query.keyId);
+  if (query.since !== undefined) add((p) => `ts >= ${p}`, query.since);
+  if (query.until !== undefined) add((p) => `ts < ${p}`, query.until);
+  for (const column of ['verdict', 'attestation', 'fingerprint', 'thinking', 'decoy'] as const) {
+    const value = query[column];
+    if (value !== undefined) add((p) => `${column} = ${p}`, value);
+  }
+  if (query.gateway !== undefined) add(gatewayHas, query.gateway);
+  return { where: clauses.length === 0 ? '' : `WHERE ${clauses.join(' AND ')}`, params };
+}
+
 /** The stored form of an API key: HMAC-SHA-256 under the server secret. */
 export function hashApiKey(pepper: Uint8Array | KeyObject, apiKey: string): Buffer {
   return createHmac('sha256', pepper).update(`moat-api-key/1|${apiKey}`).digest();
+}
+
+/** `gateway` holds a JSON array of rule ids in SQLite. */
+const SQLITE_GATEWAY_HAS = (p: string) => `EXISTS (SELECT 1 FROM json_each(records.gateway) WHERE value = ${p})`;
+
+/** The per-key aggregates of {@link KeyActivity}, the same SQL on both backends. */
+export const ACTIVITY_COLUMNS = `COUNT(*) requests,
+  SUM(CASE WHEN verdict = 'allow' THEN 1 ELSE 0 END) allow_n,
+  SUM(CASE WHEN verdict = 'flag' THEN 1 ELSE 0 END) flag_n,
+  SUM(CASE WHEN verdict = 'block' THEN 1 ELSE 0 END) block_n,
+  SUM(CASE WHEN fingerprint = 'match' THEN 1 ELSE 0 END) match_n,
+  SUM(CASE WHEN fingerprint = 'mismatch' THEN 1 ELSE 0 END) mismatch_n,
+  SUM(CASE WHEN decoy = 'hit' THEN 1 ELSE 0 END) decoy_n,
+  MAX(ts) last_ts`;
+
+/** A row of {@link ACTIVITY_COLUMNS} (numbers may come back as strings from PostgreSQL). */
+export function activityOf(r: Record<string, unknown>, gateways: readonly string[]): KeyActivity {
+  return {
+    keyId: r.key_id as string,
+    requests: Number(r.requests),
+    allow: Number(r.allow_n),
+    flag: Number(r.flag_n),
+    block: Number(r.block_n),
+    match: Number(r.match_n),
+    mismatch: Number(r.mismatch_n),
+    decoyHits: Number(r.decoy_n),
+    gateways,
+    last: Number(r.last_ts),
+  };
 }
 
 /** A fresh API key and its id. */
@@ -49,7 +137,16 @@ export interface Storage extends NonceStore {
   insertRecord(record: RequestRecord, options?: { readonly ignoreDuplicate?: boolean }): MaybePromise<void>;
   finishRecord(id: string, status: number, latencyMs: number): MaybePromise<void>;
   recentRecords(limit?: number, keyId?: string): MaybePromise<RequestRecord[]>;
-  summary(): MaybePromise<{ verdicts: Record<string, number>; attestation: Record<string, number>; total: number }>;
+  /** Records matching `query`, newest first (at most `limit`, default 100). */
+  queryRecords(query: RecordQuery): MaybePromise<RequestRecord[]>;
+  /** Counts of verdicts and attestation results, over everything or a time range. */
+  summary(range?: { since?: number; until?: number }): MaybePromise<{
+    verdicts: Record<string, number>;
+    attestation: Record<string, number>;
+    total: number;
+  }>;
+  /** Per-key traffic in a time range (keys without requests in it are left out). */
+  keyActivity(range?: { since?: number; until?: number }): MaybePromise<KeyActivity[]>;
   sweepNonces(now?: number): MaybePromise<number>;
   /** Revokes an attestation key id for good (every replica reads it). */
   revokeKid(kid: string, reason: string): MaybePromise<void>;
@@ -264,11 +361,14 @@ export class SqliteStorage implements Storage {
 
   /** The most recent records, newest first. */
   recentRecords(limit = 100, keyId?: string): RequestRecord[] {
-    const rows = (
-      keyId === undefined
-        ? this.db.prepare('SELECT * FROM records ORDER BY ts DESC, rowid DESC LIMIT ?').all(limit)
-        : this.db.prepare('SELECT * FROM records WHERE key_id = ? ORDER BY ts DESC, rowid DESC LIMIT ?').all(keyId, limit)
-    ) as Array<Record<string, unknown>>;
+    return this.queryRecords({ limit, ...(keyId === undefined ? {} : { keyId }) });
+  }
+
+  queryRecords(query: RecordQuery): RequestRecord[] {
+    const { where, params } = recordWhere(query, () => '?', SQLITE_GATEWAY_HAS);
+    const rows = this.db
+      .prepare(`SELECT * FROM records ${where} ORDER BY ts DESC, rowid DESC LIMIT ?`)
+      .all(...params, query.limit ?? 100) as Array<Record<string, unknown>>;
     return rows.map((r) => ({
       id: r.id as string,
       ts: r.ts as number,
@@ -289,22 +389,37 @@ export class SqliteStorage implements Storage {
   }
 
   /** Counts of verdicts and attestation results, for the admin API and metrics. */
-  summary(): { verdicts: Record<string, number>; attestation: Record<string, number>; total: number } {
-    const verdicts: Record<string, number> = {};
-    for (const r of this.db.prepare('SELECT verdict, COUNT(*) n FROM records GROUP BY verdict').all() as Array<{
-      verdict: string;
-      n: number;
-    }>)
-      verdicts[r.verdict] = r.n;
-    const attestation: Record<string, number> = {};
-    for (const r of this.db.prepare('SELECT attestation, COUNT(*) n FROM records GROUP BY attestation').all() as Array<{
-      attestation: string;
-      n: number;
-    }>) {
-      attestation[r.attestation] = r.n;
-    }
-    const total = (this.db.prepare('SELECT COUNT(*) n FROM records').get() as { n: number }).n;
-    return { verdicts, attestation, total };
+  summary(range: { since?: number; until?: number } = {}): {
+    verdicts: Record<string, number>;
+    attestation: Record<string, number>;
+    total: number;
+  } {
+    const { where, params } = recordWhere(range, () => '?', SQLITE_GATEWAY_HAS);
+    const count = (column: 'verdict' | 'attestation') => {
+      const out: Record<string, number> = {};
+      for (const r of this.db.prepare(`SELECT ${column} v, COUNT(*) n FROM records ${where} GROUP BY ${column}`).all(...params) as Array<{
+        v: string;
+        n: number;
+      }>)
+        out[r.v] = r.n;
+      return out;
+    };
+    const verdicts = count('verdict');
+    return { verdicts, attestation: count('attestation'), total: Object.values(verdicts).reduce((a, b) => a + b, 0) };
+  }
+
+  keyActivity(range: { since?: number; until?: number } = {}): KeyActivity[] {
+    const { where, params } = recordWhere(range, () => '?', SQLITE_GATEWAY_HAS);
+    const scope = where === '' ? 'WHERE key_id IS NOT NULL' : `${where} AND key_id IS NOT NULL`;
+    const rows = this.db.prepare(`SELECT key_id, ${ACTIVITY_COLUMNS} FROM records ${scope} GROUP BY key_id`).all(...params) as Array<
+      Record<string, number | string>
+    >;
+    const gateways = new Map<string, string[]>();
+    for (const g of this.db
+      .prepare(`SELECT DISTINCT key_id, j.value g FROM records, json_each(records.gateway) j ${scope} ORDER BY g`)
+      .all(...params) as Array<{ key_id: string; g: string }>)
+      gateways.set(g.key_id, [...(gateways.get(g.key_id) ?? []), g.g]);
+    return rows.map((r) => activityOf(r, gateways.get(r.key_id as string) ?? []));
   }
 
   revokeKid(kid: string, reason: string): void {

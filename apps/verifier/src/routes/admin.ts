@@ -1,9 +1,68 @@
 import { timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { isKeyId } from '@moat/protocol';
+import { ATTESTATION_SIGNALS, DECOY_SIGNALS, FINGERPRINT_SIGNALS, isKeyId, THINKING_SIGNALS, VERDICTS } from '@moat/protocol';
 import { ApiError } from '../errors.js';
 import { readBody, sendJson } from '../http.js';
 import type { VerifierServices } from '../pipeline/services.js';
+import type { RecordQuery } from '../storage.js';
+
+/** A query parameter as an integer in `[min, max]`, or a 400 that names it. */
+function intParam(url: URL, name: string, min: number, max: number): number | undefined {
+  const raw = url.searchParams.get(name);
+  if (raw === null || raw === '') return undefined;
+  const n = Number(raw);
+  if (!/^-?[0-9]+$/.test(raw) || !Number.isSafeInteger(n) || n < min || n > max)
+    throw new ApiError(
+      400,
+      'invalid_request_error',
+      `${name}: expected an integer in ${min}..${max}, got ${JSON.stringify(raw.slice(0, 40))}`,
+    );
+  return n;
+}
+
+/** A query parameter from a closed vocabulary, or a 400 that lists it. */
+function oneOf<T extends string>(url: URL, name: string, values: readonly T[]): T | undefined {
+  const raw = url.searchParams.get(name);
+  if (raw === null || raw === '') return undefined;
+  if (!(values as readonly string[]).includes(raw))
+    throw new ApiError(
+      400,
+      'invalid_request_error',
+      `${name}: expected one of ${values.join(', ')}, got ${JSON.stringify(raw.slice(0, 40))}`,
+    );
+  return raw as T;
+}
+
+/** The time range of `?since=&until=` (Unix ms). */
+function rangeOf(url: URL): { since?: number; until?: number } {
+  const since = intParam(url, 'since', 0, 8_640_000_000_000);
+  const until = intParam(url, 'until', 0, 8_640_000_000_000);
+  if (since !== undefined && until !== undefined && until <= since)
+    throw new ApiError(400, 'invalid_request_error', `until: expected a time after since (${since}), got ${until}`);
+  return { ...(since === undefined ? {} : { since }), ...(until === undefined ? {} : { until }) };
+}
+
+/** `/admin/records` filters: key, time range, verdict and signal values. */
+function recordQueryOf(url: URL): RecordQuery {
+  const key = url.searchParams.get('key');
+  const gateway = url.searchParams.get('gateway');
+  if (gateway !== null && gateway !== '' && !/^[a-z0-9_-]{1,64}$/.test(gateway))
+    throw new ApiError(400, 'invalid_request_error', `gateway: expected a rule id, got ${JSON.stringify(gateway.slice(0, 40))}`);
+  const filters = {
+    verdict: oneOf(url, 'verdict', VERDICTS),
+    attestation: oneOf(url, 'attestation', ATTESTATION_SIGNALS),
+    fingerprint: oneOf(url, 'fingerprint', FINGERPRINT_SIGNALS),
+    thinking: oneOf(url, 'thinking', THINKING_SIGNALS),
+    decoy: oneOf(url, 'decoy', DECOY_SIGNALS),
+  };
+  return {
+    limit: intParam(url, 'limit', 1, 1000) ?? 100,
+    ...rangeOf(url),
+    ...(key === null || key === '' ? {} : { keyId: key.slice(0, 64) }),
+    ...(gateway === null || gateway === '' ? {} : { gateway }),
+    ...Object.fromEntries(Object.entries(filters).filter(([, v]) => v !== undefined)),
+  };
+}
 
 /** Whether the request carries `Authorization: Bearer <token>` for `token`, compared in constant time. */
 export function hasBearer(req: IncomingMessage, token: Buffer): boolean {
@@ -24,13 +83,23 @@ export async function handleAdmin(
   const { storage, fingerprintStats, gatewayStats, flags, metrics } = services;
   if (!hasBearer(req, adminToken)) throw new ApiError(401, 'authentication_error', 'admin bearer token required');
   if (req.method === 'GET' && url.pathname === '/admin/records') {
-    const limit = Math.min(1000, Math.max(1, Number(url.searchParams.get('limit') ?? 100) || 100));
-    return sendJson(res, 200, { records: await storage.recentRecords(limit, url.searchParams.get('key') ?? undefined) });
+    return sendJson(res, 200, { records: await storage.queryRecords(recordQueryOf(url)) });
+  }
+  if (req.method === 'GET' && url.pathname === '/admin/activity') {
+    // Per-key traffic in the range, with the key's label and its fingerprint standing.
+    const range = rangeOf(url);
+    const labels = new Map((await storage.listApiKeys()).map((k) => [k.id, k.label]));
+    const keys = (await storage.keyActivity(range)).map((a) => ({
+      ...a,
+      label: labels.get(a.keyId) ?? null,
+      classification: fingerprintStats.report(a.keyId)?.classification ?? null,
+    }));
+    return sendJson(res, 200, { ...range, keys });
   }
   if (req.method === 'GET' && url.pathname === '/admin/summary') {
     const hits = await storage.decoyHits();
     return sendJson(res, 200, {
-      ...(await storage.summary()),
+      ...(await storage.summary(rangeOf(url))),
       telemetry: await storage.telemetryCounts(),
       gateways: gatewayStats.totals(),
       decoyCalls: metrics.decoyCallCount,
