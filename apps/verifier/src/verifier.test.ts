@@ -500,9 +500,15 @@ describe('partner conformance over HTTP', () => {
       child.stdout.on('data', (d) => (stdout += d));
       child.on('close', () => resolve(stdout));
     });
-    const report = JSON.parse(out) as { passed: number; failed: number; results: Array<{ name: string; pass: boolean }> };
+    const report = JSON.parse(out) as {
+      passed: number;
+      failed: number;
+      vectors: { run: number; total: number };
+      results: Array<{ name: string; pass: boolean }>;
+    };
     expect(report.failed).toBe(0);
-    expect(report.passed).toBe(111); // the discovery document, 13 telemetry vectors, 97 stdio-interface cases
+    expect(report.passed).toBe(373); // the discovery document, 13 telemetry bodies, 359 cases of every kit operation
+    expect(report.vectors).toEqual({ run: 339, total: 339 });
   });
 
   it('POST /v1/moat/conformance answers 401 without a key and 400 with a reason for a bad body', async () => {
@@ -520,7 +526,7 @@ describe('partner conformance over HTTP', () => {
     const ok = await fetch(`${base}/v1/moat/conformance`, {
       method: 'POST',
       headers: { 'x-api-key': apiKey },
-      body: JSON.stringify({ requests: [{ op: 'parse_attribution', input: 'x-moat: v=1; cv=1.0.0; fp=abc;' }, { op: 'nope' }] }),
+      body: JSON.stringify({ requests: [{ op: 'attribution.parse', input: 'x-moat: v=1; cv=1.0.0; fp=abc;' }, { op: 'nope' }] }),
     });
     const { answers } = (await ok.json()) as { answers: Array<Record<string, unknown>> };
     expect(answers[0]).toMatchObject({ valid: true, serialized: 'x-moat: v=1; cv=1.0.0; fp=abc;' });

@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
 """The stdio conformance interface (SPEC.md section 15) over the Python reference.
 
-One JSON request per line on stdin, one JSON answer per line on stdout. Set
-MOAT_CONFORMANCE_BREAK=utf16 to count fingerprint indices in UTF-16 code units instead of
-code points (the classic cross-language bug) and watch the kit catch it.
+One JSON request per line on stdin, one JSON answer per line on stdout, every operation of
+the kit. Ed25519 verification uses the ``cryptography`` package (Debian: python3-cryptography);
+everything else is moat_protocol.py, standard library only.
+
+MOAT_CONFORMANCE_MUTANT names one deliberate bug (see MUTANTS below) so the kit's own tests
+can show that it catches each of them, by named case.
 """
 
 from __future__ import annotations
@@ -14,66 +17,319 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).parent))
 import moat_protocol as mp  # noqa: E402
 
-BROKEN = os.environ.get("MOAT_CONFORMANCE_BREAK") == "utf16"
+MUTANT = os.environ.get("MOAT_CONFORMANCE_MUTANT", "")
+
+# The bugs the kit must catch: each changes one behaviour the SPEC pins.
+MUTANTS = {
+    "utf16-indices": "fingerprint characters indexed by UTF-16 code units",
+    "missing-index-empty": 'a fingerprint index past the end gives "" instead of "0"',
+    "stamp-case-insensitive": "stamps compared ignoring case",
+    "stamp-reserialized": "the stamp computed over re-serialized JSON instead of the raw bytes",
+    "signature-never-verified": "signatures reported valid without checking them",
+    "signature-kid-scope-ignored": "the signature's own kid and scope not compared",
+    "trim-all-whitespace": "version header parts trimmed of any Unicode whitespace",
+    "sort-utf16": "gateway evidence sorted by UTF-16 code units instead of bytes",
+}
 
 
-def chars_utf16(text: str) -> str:
-    units = mp.well_formed(text).encode("utf-16-le")
-    out = ""
-    for i in (4, 7, 20):
-        if 2 * i + 2 <= len(units):
-            out += units[2 * i : 2 * i + 2].decode("utf-16-le", errors="replace")
-        else:
-            out += "0"
-    return out
+class RequestError(Exception):
+    """A request member of the wrong type: answered {"error": ...}."""
 
 
-def answer(req: dict) -> dict:
-    op = req.get("op")
+def valid_or_error(fn: Callable[[], dict]) -> dict:
     try:
-        if op == "fingerprint":
-            text = mp.first_user_text(req["request"])
-            chars = chars_utf16(text) if BROKEN else mp.fingerprint_chars(text)
-            fp = hashlib.sha256(mp.utf8(req["salt"] + chars + req["version"])).hexdigest()[:3]
-            return {"chars": chars, "fp": fp}
-        if op == "parse_attribution":
-            try:
-                block = mp.parse_attribution(req["input"])
-            except mp.ProtocolError as e:
-                return {"valid": False, "error": e.code}
-            return {"valid": True, "fields": block.as_dict(), "serialized": mp.serialize_attribution(block.cv, block.fp, block.ep, block.extensions)}
-        if op == "verify_signature":
-            signing_input = mp.signing_input(req["block"], req["context"])
-            out: dict = {"input": signing_input.hex()}
-            if req.get("alg") == "hs256":
-                try:
-                    sig = mp.parse_block_signature(req["signature"])
-                    mac = hmac.new(bytes.fromhex(req["key"]), signing_input, hashlib.sha256).digest()
-                    ctx = req["context"]
-                    scope = "k" if ctx.get("context") is None else "c"
-                    # The signature's own kid, algorithm and scope must be those the input was built with.
-                    bound = sig["kid"] == ctx.get("kid") and sig["alg"] == ctx.get("alg") and sig["scope"] == scope
-                    out["valid"] = bound and sig["alg"] == "hs256" and hmac.compare_digest(mac, sig["sig"])
-                except mp.ProtocolError:
-                    out["valid"] = False
-            # Ed25519: the standard library cannot verify it; "valid" is left out.
-            return out
-        return {"error": f"unknown op {op!r}"}
+        return {"valid": True, **fn()}
     except mp.ProtocolError as e:
-        return {"error": e.code}
+        return {"valid": False, "error": e.code}
+
+
+def text(req: dict, member: str) -> str:
+    value = req.get(member)
+    if not isinstance(value, str):
+        raise RequestError(f"{member}: expected a string")
+    return value
+
+
+def hex_bytes(req: dict, member: str) -> bytes:
+    value = req.get(member)
+    if not isinstance(value, str) or len(value) % 2 or any(c not in "0123456789abcdef" for c in value):
+        raise RequestError(f"{member}: expected lowercase hex")
+    return bytes.fromhex(value)
+
+
+def fingerprint_chars(t: str) -> str:
+    if MUTANT == "utf16-indices":
+        units = mp.well_formed(t).encode("utf-16-le")
+        return "".join(units[2 * i : 2 * i + 2].decode("utf-16-le", errors="replace") if 2 * i + 2 <= len(units) else "0" for i in (4, 7, 20))
+    if MUTANT == "missing-index-empty":
+        cps = list(mp.well_formed(t))
+        return "".join(cps[i] if i < len(cps) else "" for i in (4, 7, 20))
+    return mp.fingerprint_chars(t)
+
+
+def found_envelope(body: bytes) -> dict:
+    loc = mp.locate_envelope(body)
+    if loc["status"] == "found":
+        return loc
+    if loc["status"] == "missing":
+        raise mp.ProtocolError("ERR_ENVELOPE_MISSING", "a body with an envelope", "none")
+    raise mp.ProtocolError(loc["error"], "an anchored envelope", loc["status"])
+
+
+def reserialized(body: bytes) -> bytes:
+    """The stamp-reserialized mutant's view of a body: JSON.parse then a compact dump."""
+    return mp.utf8(json.dumps(json.loads(body.decode("utf-8")), separators=(",", ":"), ensure_ascii=False))
+
+
+def compute(req: dict) -> dict:
+    body = mp.utf8(text(req, "body"))
+    loc = found_envelope(body)
+    bound = loc["envelope"].get("binding") == "request"
+    request = req.get("request") if bound else None
+    if bound and not isinstance(request, dict):
+        raise mp.ProtocolError("ERR_STAMP_REQUEST", "the request components", "none")
+    stamp = mp.compute_stamp(hex_bytes(req, "key"), body, loc["stampStart"], loc["stampEnd"], request)
+    stamped = body[: loc["stampStart"]] + stamp.encode() + body[loc["stampEnd"] :]
+    return {"stamp": stamp, "stamped": stamped.decode("utf-8")}
+
+
+def verify(req: dict) -> dict:
+    body = mp.utf8(text(req, "body"))
+    if MUTANT == "stamp-case-insensitive":
+        # Reads the envelope with its stamp lowercased: an uppercase stamp then verifies.
+        at = body.rfind(b'"moat_att":"')
+        if at != -1:
+            body = body[:at] + body[at:].lower()
+    if MUTANT == "stamp-reserialized":
+        try:
+            body = reserialized(body)
+        except ValueError:
+            pass
+    loc = mp.locate_envelope(body)
+    if loc["status"] != "found":
+        return {"result": loc["status"]}
+    bound = loc["envelope"].get("binding") == "request"
+    request = req.get("request")
+    if bound and not isinstance(request, dict):
+        return {"result": "invalid"}
+    try:
+        expected = mp.compute_stamp(hex_bytes(req, "key"), body, loc["stampStart"], loc["stampEnd"], request if bound else None)
+    except mp.ProtocolError as e:
+        if e.code == "ERR_STAMP_REQUEST":
+            return {"result": "invalid"}
+        raise
+    return {"result": "valid" if hmac.compare_digest(expected, loc["envelope"]["stamp"]) else "invalid"}
+
+
+def header_value(headers: list, name: str) -> str | None:
+    values = [str(v) for n, v in headers if isinstance(n, str) and n.lower() == name]
+    return ", ".join(values) if values else None
+
+
+def credential(req: dict) -> dict:
+    headers = req.get("headers")
+    if not isinstance(headers, list):
+        raise RequestError("headers: expected an array of [name, value] pairs")
+    joined = [(name, header_value(headers, name)) for name in ("x-api-key", "authorization")]
+    return {"credential": mp.credential_of([(n, v) for n, v in joined if v is not None])}
+
+
+def signing_context(req: dict) -> dict:
+    ctx = req.get("context")
+    if not isinstance(ctx, dict) or any(not isinstance(ctx.get(m), str) for m in ("alg", "kid", "apiKeyId", "model")):
+        raise RequestError("context: expected a signing context {alg, kid, apiKeyId, model, context?}")
+    if "context" in ctx and not isinstance(ctx["context"], str):
+        raise RequestError("context.context: expected a string")
+    return ctx
+
+
+def signature_verifies(req: dict, ctx: dict, signing_input: bytes) -> bool:
+    if MUTANT == "signature-never-verified":
+        return True
+    try:
+        sig = mp.parse_block_signature(req.get("signature"))
+    except mp.ProtocolError:
+        return False
+    scope = "c" if "context" in ctx else "k"
+    if MUTANT != "signature-kid-scope-ignored" and (sig["alg"] != ctx["alg"] or sig["kid"] != ctx["kid"] or sig["scope"] != scope):
+        return False
+    if sig["alg"] == "hs256":
+        return hmac.compare_digest(hmac.new(hex_bytes(req, "key"), signing_input, hashlib.sha256).digest(), sig["sig"])
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    try:
+        Ed25519PublicKey.from_public_bytes(hex_bytes(req, "publicKey")).verify(sig["sig"], signing_input)
+        return True
+    except (InvalidSignature, ValueError):
+        return False
+
+
+def sign_hs256(req: dict) -> dict:
+    ctx = signing_context(req)
+    out = valid_or_error(lambda: {"input": mp.signing_input(req.get("block"), ctx).hex(), "signature": mp.sign_hs256(hex_bytes(req, "key"), req.get("block"), ctx)})
+    return {k: v for k, v in out.items() if k != "valid"} if out["valid"] else out
+
+
+def signature_verify(req: dict) -> dict:
+    ctx = signing_context(req)
+    try:
+        signing_input = mp.signing_input(req.get("block"), ctx)
+    except mp.ProtocolError as e:
+        return {"valid": False, "error": e.code}
+    return {"input": signing_input.hex(), "valid": signature_verifies(req, ctx, signing_input)}
+
+
+def detect(req: dict) -> dict:
+    headers = req.get("headers")
+    if not isinstance(headers, list):
+        raise RequestError("headers: expected an array of [name, value] pairs")
+
+    def run() -> dict:
+        table = mp.parse_gateway_rule_table(req.get("table"))
+        base_url = text(req, "baseUrl") if "baseUrl" in req else None
+        detections = mp.detect_gateways(table, headers, base_url)
+        if MUTANT == "sort-utf16":
+            for d in detections:
+                d["evidence"].sort(key=lambda e: e.encode("utf-16-be"))
+        return {"detections": detections}
+
+    out = valid_or_error(run)
+    return {"detections": out["detections"]} if out["valid"] else out
+
+
+def version_header(req: dict) -> dict:
+    value = req.get("input")
+    if value is not None and not isinstance(value, str):
+        raise RequestError("input: expected a string or null")
+    if MUTANT == "trim-all-whitespace" and value is not None:
+        parts = [p.strip() for p in value.split(",")]
+        ok = all(p.isascii() and mp._full(r"[1-9][0-9]{0,3}", p) for p in parts)
+        return {"versions": [int(p) for p in parts] if ok else []}
+    return {"versions": mp.parse_version_header(value)}
+
+
+def integers(value: Any, member: str) -> list:
+    if not isinstance(value, list) or any(not mp._is_int(v) for v in value):
+        raise RequestError(f"{member}: expected integers")
+    return value
+
+
+def telemetry(req: dict) -> dict:
+    byte_length = req.get("byteLength")
+    if byte_length is not None and not mp._is_int(byte_length):
+        raise RequestError("byteLength: expected an integer")
+    return valid_or_error(lambda: {"batch": mp.parse_telemetry_batch(req.get("input"), byte_length)})
+
+
+def authority(req: dict) -> dict:
+    out = valid_or_error(lambda: {"authority": mp.authority_of(text(req, "url"))})
+    return {"authority": out["authority"]} if out["valid"] else out
+
+
+def attribution_fields(block: mp.Attribution) -> dict:
+    return {"fields": block.as_dict(), "serialized": mp.serialize_attribution(block.cv, block.fp, block.ep, block.extensions)}
+
+
+def serialize(req: dict) -> dict:
+    fields = req.get("fields")
+    if not isinstance(fields, dict):
+        raise RequestError("fields: expected an object")
+    extensions = [tuple(x) for x in fields.get("extensions", [])]
+    return valid_or_error(lambda: {"serialized": mp.serialize_attribution(fields.get("cv"), fields.get("fp"), fields.get("ep"), extensions)})
+
+
+def locate(req: dict) -> dict:
+    loc = mp.locate_envelope(mp.utf8(text(req, "body")))
+    return loc
+
+
+def conversation_digest(req: dict) -> dict:
+    messages = req.get("messages")
+    if not isinstance(messages, list):
+        raise RequestError("messages: expected an array")
+    return {"digest": mp.conversation_digest(messages)}
+
+
+def fingerprint(req: dict) -> dict:
+    t = mp.first_user_text(req.get("request"))
+    chars = fingerprint_chars(t)
+    fp = hashlib.sha256(mp.utf8(text(req, "salt") + chars + text(req, "version"))).hexdigest()[:3]
+    return {"text": t, "chars": chars, "fp": fp}
+
+
+def parse_signature(req: dict) -> dict:
+    def run() -> dict:
+        sig = mp.parse_block_signature(req.get("input"))
+        return {"signature": {**sig, "sig": sig["sig"].hex()}}
+
+    return valid_or_error(run)
+
+
+OPERATIONS: dict[str, Callable[[dict], dict]] = {
+    "attribution.parse": lambda r: valid_or_error(lambda: attribution_fields(mp.parse_attribution(r.get("input")))),
+    "attribution.serialize": serialize,
+    "envelope.parse": lambda r: valid_or_error(lambda: {"envelope": mp.parse_envelope(r.get("input"))}),
+    "envelope.locate": locate,
+    "envelope.append": lambda r: valid_or_error(lambda: {"result": mp.append_envelope(text(r, "body"), text(r, "envelope"))}),
+    "stamp.compute": lambda r: valid_or_error(lambda: compute(r)),
+    "stamp.verify": verify,
+    "stamp.authority": authority,
+    "stamp.credential": credential,
+    "stamp.request_base": lambda r: valid_or_error(lambda: {"base": mp.request_base(r.get("request") if isinstance(r.get("request"), dict) else {}).hex()}),
+    "fingerprint.fingerprint": fingerprint,
+    "signature.parse": parse_signature,
+    "signature.conversation_digest": conversation_digest,
+    "signature.signing_input": lambda r: valid_or_error(lambda: {"input": mp.signing_input(r.get("block"), signing_context(r)).hex()}),
+    "signature.sign_hs256": sign_hs256,
+    "signature.verify": signature_verify,
+    "gateway.detect": detect,
+    "gateway.table": lambda r: valid_or_error(lambda: (mp.parse_gateway_rule_table(r.get("table")), {})[1]),
+    "negotiation.discovery": lambda r: valid_or_error(lambda: {"discovery": mp.parse_discovery(r.get("input"))}),
+    "negotiation.version_header": version_header,
+    "negotiation.negotiate": lambda r: {"version": mp.negotiate_version(integers(r.get("server"), "server"), integers(r.get("client"), "client"))},
+    "telemetry.batch": telemetry,
+}
+
+
+def answer(req: Any) -> dict:
+    if not isinstance(req, dict):
+        return {"error": "ERR_CONFORMANCE_REQUEST: request: expected an object"}
+    op = OPERATIONS.get(req.get("op"))  # type: ignore[arg-type]
+    if op is None:
+        return {"error": f"ERR_CONFORMANCE_REQUEST: op: unknown operation {req.get('op')!r}"}
+    try:
+        return op(req)
+    except RequestError as e:
+        return {"error": f"ERR_CONFORMANCE_REQUEST: {e}"}
+    except mp.ProtocolError as e:
+        return {"valid": False, "error": e.code}
 
 
 def main() -> int:
+    if MUTANT and MUTANT not in MUTANTS:
+        sys.stderr.write(f"unknown mutant {MUTANT!r}; known: {', '.join(MUTANTS)}\n")
+        return 2
     for line in sys.stdin:
         if not line.strip():
             continue
-        req = json.loads(line)
-        out = {"id": req.get("id"), **answer(req)}
-        sys.stdout.write(json.dumps(out, ensure_ascii=False) + "\n")
+        try:
+            req = json.loads(line)
+        except ValueError:
+            sys.stdout.write(json.dumps({"error": "ERR_CONFORMANCE_REQUEST: not a JSON line"}) + "\n")
+            continue
+        try:
+            out = answer(req)
+        except Exception as e:  # noqa: BLE001 - one bad request must not end the session
+            out = {"error": f"ERR_CONFORMANCE_REQUEST: {type(e).__name__}: {e}"}
+        rid = req.get("id") if isinstance(req, dict) else None
+        # ASCII escapes: a text with a lone surrogate (§2) is still one JSON line.
+        sys.stdout.write(json.dumps({"id": rid, **out}) + "\n")
     return 0
 
 

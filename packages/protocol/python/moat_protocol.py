@@ -682,7 +682,7 @@ def parse_version_header(value: Optional[str]) -> list:
         return []
     versions = []
     for part in value.split(","):
-        part = part.strip()
+        part = part.strip(" \t")
         if not _full(r"[1-9][0-9]{0,3}", part):
             return []
         versions.append(int(part))

@@ -1,56 +1,82 @@
 import { spawnSync } from 'node:child_process';
-import { createHmac } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { answerConformanceRequest, compareAnswer, conformanceCases, runConformance } from './conformance.js';
-import { type SigningContext, signingInput } from './signature.js';
+import {
+  answerConformanceRequest,
+  canonicalJson,
+  compareAnswer,
+  conformanceCases,
+  KIT_OPERATIONS,
+  loadVectors,
+  runConformance,
+} from './conformance.js';
 
 const vectors = new URL('../vectors/', import.meta.url);
 const python = ['python3', '-B', new URL('../python/conformance.py', import.meta.url).pathname];
+const cli = new URL('../dist/cli/moat-conformance.js', import.meta.url).pathname;
+
+/** The kit's JSON report for the Python reference with `mutant` switched on (none: the reference itself). */
+function kit(mutant?: string): {
+  status: number | null;
+  report: { failed: number; vectors: { run: number; total: number }; results: Array<{ name: string; pass: boolean }> };
+} {
+  const r = spawnSync(process.execPath, [cli, '--json', '--', ...python], {
+    encoding: 'utf8',
+    env: { ...process.env, MOAT_CONFORMANCE_MUTANT: mutant ?? '' },
+  });
+  return { status: r.status, report: JSON.parse(r.stdout) };
+}
 
 describe('partner conformance kit', () => {
-  it('builds every case from the vectors', () => {
+  it('runs every vector through an operation, and derives signature checks from the hs256 ones', () => {
     const cases = conformanceCases(vectors);
-    // 36 fingerprints + 44 attribution parses + 4 hs256 × 3 + 5 ed25519
-    expect(cases).toHaveLength(97);
+    const all = loadVectors(vectors);
+    expect(all).toHaveLength(339);
+    expect(new Set(cases.flatMap((c) => (c.vector === undefined ? [] : [c.vector]))).size).toBe(all.length);
+    // 4 hs256 signing vectors × 5 derived signature.verify cases
+    expect(cases.filter((c) => c.vector === undefined)).toHaveLength(20);
+    // Every operation the kit defines is exercised.
+    expect(new Set(cases.map((c) => c.request.op))).toEqual(new Set(Object.keys(KIT_OPERATIONS)));
+    // `valid` is part of the expected answer wherever the vector defines it.
+    for (const c of cases) if (c.vector !== undefined && 'valid' in c.expected) expect(typeof c.expected.valid).toBe('boolean');
   });
 
-  it('the Python reference implementation passes every case', { timeout: 60_000 }, async () => {
+  it('the TypeScript implementation answers every case exactly', () => {
+    const cases = conformanceCases(vectors);
+    const failed = cases.map((c) => compareAnswer(c, answerConformanceRequest(c.request))).filter((r) => !r.pass);
+    expect(failed).toEqual([]);
+  });
+
+  it('the Python reference passes every case through the stdio interface, N of N vectors', { timeout: 60_000 }, async () => {
     const results = await runConformance(python, conformanceCases(vectors));
     expect(results.filter((r) => !r.pass)).toEqual([]);
-  });
-
-  it('a deliberately broken implementation (UTF-16 indices) fails, naming the cases', { timeout: 60_000 }, () => {
-    const cli = new URL('../dist/cli/moat-conformance.js', import.meta.url).pathname;
-    const r = spawnSync(process.execPath, [cli, '--json', '--', ...python], {
-      encoding: 'utf8',
-      env: { ...process.env, MOAT_CONFORMANCE_BREAK: 'utf16' },
-    });
-    expect(r.status).toBe(1);
-    const report = JSON.parse(r.stdout) as { failed: number; results: Array<{ name: string; pass: boolean }> };
-    expect(report.failed).toBeGreaterThanOrEqual(3);
-    expect(report.results.filter((x) => !x.pass).every((x) => x.name.startsWith('fingerprint:'))).toBe(true);
     const good = spawnSync(process.execPath, [cli, '--', ...python], { encoding: 'utf8' });
     expect(good.status).toBe(0);
-    expect(good.stdout).toMatch(/conformance: 97 passed, 0 failed/);
+    expect(good.stdout).toMatch(/conformance: 359 passed, 0 failed; 339 of 339 vectors/);
   });
 
-  it('the TypeScript implementation passes every case, Ed25519 validity included', () => {
-    const cases = conformanceCases(vectors);
-    const results = cases.map((c) => compareAnswer(c, answerConformanceRequest(c.request)));
-    expect(results.filter((r) => !r.pass)).toEqual([]);
-    // it reports `valid` for every signature case, so none passed by leaving it out
-    const signatures = cases.filter((c) => c.request.op === 'verify_signature');
-    expect(signatures.every((c) => typeof answerConformanceRequest(c.request).valid === 'boolean')).toBe(true);
-    expect(signatures.filter((c) => c.expected.valid === false).length).toBeGreaterThanOrEqual(9);
+  it('compares answers as canonical JSON: member order and escapes do not matter, a missing or extra member does', () => {
+    const c = conformanceCases(vectors).find((x) => x.request.op === 'stamp.authority') as Parameters<typeof compareAnswer>[0];
+    const authority = c.expected.authority as string;
+    expect(compareAnswer(c, { id: 7, authority }).pass).toBe(true);
+    expect(compareAnswer(c, JSON.parse(`{"authority":${JSON.stringify(authority).replace('a', '\\u0061')},"id":1}`)).pass).toBe(true);
+    expect(compareAnswer(c, { authority, valid: true }).pass).toBe(false);
+    expect(compareAnswer(c, {}).pass).toBe(false);
+    expect(compareAnswer(c, undefined).detail).toBe('no answer');
+    expect(canonicalJson({ b: 1, a: [{ d: 2, c: 'é' }] })).toBe('{"a":[{"c":"é","d":2}],"b":1}');
   });
 
   it('answers a malformed request with an error, never a throw', () => {
-    for (const bad of [null, 42, {}, { op: 'nope' }, { op: 'verify_signature', alg: 'hs256', key: 'zz', block: {}, context: {} }]) {
+    for (const bad of [
+      null,
+      42,
+      [],
+      {},
+      { op: 'nope' },
+      { op: 'signature.verify', key: 'zz', block: {}, context: {} },
+      { op: 'stamp.credential' },
+    ]) {
       expect(answerConformanceRequest(bad)).toHaveProperty('error');
     }
-    const c = conformanceCases(vectors)[0] as Parameters<typeof compareAnswer>[0];
-    expect(compareAnswer(c, { chars: 'x', fp: '000' }).pass).toBe(false);
-    expect(compareAnswer(c, undefined).detail).toBe('no answer');
   });
 
   it('reports an implementation that does not answer', { timeout: 30_000 }, async () => {
@@ -60,34 +86,27 @@ describe('partner conformance kit', () => {
   });
 });
 
-describe('verify_signature binds the signature to its own kid, algorithm and scope', () => {
-  it('a signature whose kid or scope was altered is not valid, in TypeScript and in Python', () => {
-    const key = '4d6f61742d746573742d7369676e696e672d6b65792d6e6f742d612d736563726574';
-    const block = { type: 'thinking', thinking: 'two plus two is four', signature: '' };
-    const context = { alg: 'hs256', kid: 's2026a', apiKeyId: 'key_7f3a', model: 'claude-test-1' };
-    const mac = createHmac('sha256', Buffer.from(key, 'hex'))
-      .update(signingInput(block, context as SigningContext))
-      .digest('base64url');
-    const genuine = `ms1.hs256.s2026a.k.${mac}`;
-    const requests = [genuine, `ms1.hs256.other.k.${mac}`, `ms1.hs256.s2026a.c.${mac}`].map((signature, id) => ({
-      id,
-      op: 'verify_signature',
-      alg: 'hs256',
-      key,
-      block,
-      context,
-      signature,
-    }));
-    expect(requests.map((r) => answerConformanceRequest(r).valid)).toEqual([true, false, false]);
-    const py = spawnSync(python[0] as string, python.slice(1), {
-      input: requests.map((r) => JSON.stringify(r)).join('\n'),
-      encoding: 'utf8',
+describe('the kit fails every known mutant of a correct implementation, by named case', () => {
+  const mutants: Array<[string, RegExp]> = [
+    ['utf16-indices', /^fingerprint\.fingerprint: astral characters at the sampled indices$/],
+    ['missing-index-empty', /^fingerprint\.fingerprint: shorter than 5 code points: all three missing$/],
+    ['stamp-case-insensitive', /^stamp\.verify: the genuine stamp in capitals is malformed$/],
+    ['stamp-reserialized', /^stamp\.verify: a body with insignificant whitespace and escapes verifies on its raw bytes$/],
+    ['signature-never-verified', /^signature\.verify: hs256 thinking, key scope, forged$/],
+    ['signature-kid-scope-ignored', /^signature\.verify: hs256 thinking, key scope, its (kid|scope) altered$/],
+    ['trim-all-whitespace', /^negotiation\.version_header: a no-break space is not trimmed$/],
+    ['sort-utf16', /^gateway\.detect: evidence is sorted by UTF-8 bytes, not UTF-16 code units$/],
+  ];
+  for (const [mutant, expectedCase] of mutants) {
+    it(mutant, { timeout: 60_000 }, () => {
+      const { status, report } = kit(mutant);
+      expect(status).toBe(1);
+      const failed = report.results.filter((r) => !r.pass).map((r) => r.name);
+      expect(
+        failed.some((name) => expectedCase.test(name)),
+        failed.join('\n'),
+      ).toBe(true);
+      expect(report.vectors).toEqual({ run: 339, total: 339 });
     });
-    expect(
-      py.stdout
-        .trim()
-        .split('\n')
-        .map((l) => (JSON.parse(l) as { valid: boolean }).valid),
-    ).toEqual([true, false, false]);
-  });
+  }
 });

@@ -155,6 +155,11 @@ function headerNames(headers: HeaderInput): string[] {
   return names;
 }
 
+/** Orders strings by their UTF-8 bytes (the same as by code points), not by UTF-16 code units. */
+function byUtf8(a: string, b: string): number {
+  return Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
+}
+
 function hostMatches(host: string, suffix: string): boolean {
   if (suffix.startsWith('.')) return host.endsWith(suffix) || host === suffix.slice(1);
   return host === suffix;
@@ -200,7 +205,8 @@ export function detectGateways(
       }
     }
     if (host !== '' && rule.hostSuffixes.some((s) => hostMatches(host, s))) evidence.push(`host:${host}`);
-    if (evidence.length > 0) detections.push({ id: rule.id, evidence: evidence.sort() });
+    // Sorted by the bytes of their UTF-8 form (§9), not by UTF-16 code units.
+    if (evidence.length > 0) detections.push({ id: rule.id, evidence: evidence.sort(byUtf8) });
   }
   return detections;
 }

@@ -91,12 +91,15 @@ export function negotiateVersion(
   return best;
 }
 
-/** Parses a `moat-version` header value (`1` or `1, 2`) into versions; malformed → empty. */
+/**
+ * Parses a `moat-version` header value (`1` or `1, 2`) into versions; malformed → empty.
+ * Parts are trimmed of spaces and tabs only (HTTP's optional whitespace), nothing else.
+ */
 export function parseVersionHeader(value: string | null | undefined): number[] {
   if (value === null || value === undefined) return [];
   const versions: number[] = [];
   for (const part of value.split(',')) {
-    const t = part.trim();
+    const t = part.replace(/^[ \t]+|[ \t]+$/g, '');
     if (/^[1-9][0-9]{0,3}$/.test(t)) versions.push(Number(t));
     else return [];
   }

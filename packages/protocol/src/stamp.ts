@@ -57,9 +57,19 @@ export function requestBase(request: RequestComponents): Uint8Array {
 /**
  * The authority a client sends to and stamps for `url`: the WHATWG URL `host` — lowercase,
  * punycode, IPv6 in brackets, the port only when it is not the scheme's default.
+ *
+ * @throws {ProtocolError} `ERR_STAMP_REQUEST` for text that is not an http(s) URL with a host.
  */
 export function authorityOf(url: string | URL): string {
-  return (typeof url === 'string' ? new URL(url) : url).host;
+  let parsed: URL;
+  try {
+    parsed = typeof url === 'string' ? new URL(url) : url;
+  } catch {
+    throw new ProtocolError('ERR_STAMP_REQUEST', 'an absolute http(s) URL', describeValue(String(url)));
+  }
+  if ((parsed.protocol !== 'http:' && parsed.protocol !== 'https:') || parsed.host === '')
+    throw new ProtocolError('ERR_STAMP_REQUEST', 'an http(s) URL with a host', describeValue(parsed.href));
+  return parsed.host;
 }
 
 /**

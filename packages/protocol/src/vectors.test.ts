@@ -16,11 +16,11 @@ interface VectorFile {
 const EXPECTED_COUNTS: Record<string, number> = {
   attribution: 51,
   envelope: 66,
-  stamp: 60,
+  stamp: 62,
   fingerprint: 36,
   signature: 45,
-  gateway: 39,
-  negotiation: 21,
+  gateway: 40,
+  negotiation: 25,
   telemetry: 14,
 };
 

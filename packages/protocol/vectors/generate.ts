@@ -374,6 +374,28 @@ function stampCases(): Case[] {
     cases.push({ name, op: 'verify', key, body, result });
   }
   cases.push(...requestBoundStampCases());
+  // 1.1.0: the stamp is lowercase hex over the raw bytes, whatever their JSON spelling.
+  const spaced = stamped(
+    TEST_KEY,
+    p.appendEnvelope(
+      '{ "model" : "claude-test", "max_tokens":64,\n "messages":[{"role":"user","content":"caf\\u00e9 \\/ tea"}]}',
+      PLACEHOLDER,
+    ),
+  );
+  const upper = spaced.replace(/([0-9a-f]{32})"}$/, (_m, stamp: string) => `${stamp.toUpperCase()}"}`);
+  for (const [name, body] of [
+    ['a body with insignificant whitespace and escapes verifies on its raw bytes', spaced],
+    ['the genuine stamp in capitals is malformed', upper],
+  ] as const) {
+    const loc = p.locateEnvelope(p.utf8(body));
+    const result =
+      loc.status === 'found'
+        ? p.computeStamp(fromHex(TEST_KEY), p.utf8(body), loc.stampStart, loc.stampEnd) === loc.envelope.stamp
+          ? 'valid'
+          : 'invalid'
+        : loc.status;
+    cases.push({ name, op: 'verify', key: TEST_KEY, body, result });
+  }
   return cases;
 }
 
@@ -979,6 +1001,19 @@ function gatewayCases(): Case[] {
     const r = attempt(() => p.parseGatewayRuleTable(table));
     cases.push(r.ok ? { name, op: 'table', table, valid: true } : { name, op: 'table', table, valid: false, error: r.error });
   }
+  // 1.1.0: evidence is sorted by UTF-8 bytes: U+FF5E (EF BD 9E) before U+1F600 (F0 9F 98 80),
+  // which UTF-16 code units would order the other way round.
+  const sortHeaders: Array<[string, string]> = [
+    ['x-litellm-\u{1F600}', '1'],
+    ['x-litellm-\uFF5E', '1'],
+    ['x-litellm-z', '1'],
+  ];
+  cases.push({
+    name: 'evidence is sorted by UTF-8 bytes, not UTF-16 code units',
+    op: 'detect',
+    headers: sortHeaders,
+    detections: p.detectGateways({ headers: sortHeaders }),
+  });
   return cases;
 }
 
@@ -1036,6 +1071,14 @@ function negotiationCases(): Case[] {
   for (const [name, server, client] of negotiate) {
     cases.push({ name, op: 'negotiate', server, client, version: p.negotiateVersion(server, client) ?? null });
   }
+  // 1.1.0: "trimmed" removes spaces and tabs only.
+  const trimmed: Array<[string, string]> = [
+    ['tabs around a part are trimmed', '\t1,\t2\t'],
+    ['a no-break space is not trimmed', '\u00a01'],
+    ['a vertical tab is not trimmed', '1\u000b'],
+    ['an ideographic space is not trimmed', '1,\u30002'],
+  ];
+  for (const [name, input] of trimmed) cases.push({ name, op: 'version_header', input, versions: p.parseVersionHeader(input) });
   return cases;
 }
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { compareAnswer, conformanceCases, runConformance } from '../conformance.js';
+import { type ConformanceCase, compareAnswer, conformanceCases, loadVectors, runConformance } from '../conformance.js';
 import { tryParseDiscovery } from '../negotiation.js';
 import { errorMessage, errorStack } from '../support/index.js';
 
@@ -17,7 +17,12 @@ exit codes: 0 all cases pass, 1 a case failed, 2 usage`;
 
 const vectors = new URL('../../vectors/', import.meta.url);
 
-type Result = { name: string; pass: boolean; detail?: string };
+type Result = { name: string; pass: boolean; detail?: string; vector?: string };
+
+/** How many of the vectors ran (every one must: a case that vanishes fails the count). */
+function vectorCount(cases: readonly ConformanceCase[]): { run: number; total: number } {
+  return { run: new Set(cases.flatMap((c) => (c.vector === undefined ? [] : [c.vector]))).size, total: loadVectors(vectors).length };
+}
 
 /** Sends `body` and reads the answer; a network failure comes back as status 0 with its message. */
 async function post(url: URL, apiKey: string, body: string): Promise<{ status: number; json: unknown; error?: string }> {
@@ -69,7 +74,10 @@ async function verifierCases(url: string, apiKey: string): Promise<Result[]> {
     const answers = (res.json as { answers?: unknown } | undefined)?.answers;
     const missing = `no answer from POST /v1/moat/conformance (${res.status || res.error})`;
     chunk.forEach((c, j) => {
-      out.push(compareAnswer(c, Array.isArray(answers) ? (answers[j] as Record<string, unknown> | undefined) : undefined, missing));
+      out.push({
+        ...compareAnswer(c, Array.isArray(answers) ? (answers[j] as Record<string, unknown> | undefined) : undefined, missing),
+        ...(c.vector === undefined ? {} : { vector: c.vector }),
+      });
     });
   }
   return out;
@@ -113,13 +121,16 @@ async function main(argv: string[]): Promise<number> {
     }
     results = await runConformance(command, conformanceCases(vectors));
   }
+  const count = vectorCount(conformanceCases(vectors));
   const passed = results.filter((r) => r.pass).length;
-  if (values.json) process.stdout.write(`${JSON.stringify({ passed, failed: results.length - passed, results }, null, 2)}\n`);
+  const complete = count.run === count.total;
+  if (values.json)
+    process.stdout.write(`${JSON.stringify({ passed, failed: results.length - passed, vectors: count, results }, null, 2)}\n`);
   else {
     for (const r of results) if (!r.pass) process.stdout.write(`FAIL ${r.name}: ${r.detail ?? ''}\n`);
-    process.stdout.write(`conformance: ${passed} passed, ${results.length - passed} failed\n`);
+    process.stdout.write(`conformance: ${passed} passed, ${results.length - passed} failed; ${count.run} of ${count.total} vectors\n`);
   }
-  return passed === results.length ? 0 : 1;
+  return passed === results.length && complete ? 0 : 1;
 }
 
 main(process.argv.slice(2)).then(
