@@ -291,20 +291,23 @@ def locate_envelope(body: bytes) -> dict:
     }
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def append_envelope(body: str, envelope: str) -> str:
     parse_envelope(envelope)
     if len(body) < 2 or body[0] != "{" or body[-1] != "}":
         raise ProtocolError("ERR_BODY_NOT_OBJECT", "a JSON object text from { to }", _describe(body))
     try:
-        parsed = json.loads(body, object_pairs_hook=lambda pairs: pairs)
-    except ValueError:
+        parsed = json.loads(body, object_pairs_hook=lambda pairs: pairs, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
         raise ProtocolError("ERR_BODY_NOT_OBJECT", "a well-formed JSON object text", _describe(body)) from None
-    if not isinstance(parsed, list):
-        raise ProtocolError("ERR_BODY_NOT_OBJECT", "a JSON object text", _describe(body))
     if any(name == ENVELOPE_MEMBER for name, _ in parsed):
         raise ProtocolError("ERR_BODY_HAS_ENVELOPE", "no moat_att member", "one present")
-    separator = "," if parsed else ""
-    return f'{body[:-1]}{separator}"{ENVELOPE_MEMBER}":"{envelope}"}}'
+    member = f'"{ENVELOPE_MEMBER}":"{envelope}"'
+    # No members: exactly {member}, so whitespace inside "{ }" cannot unanchor it (§4.3).
+    return f"{{{member}}}" if not parsed else f"{body[:-1]},{member}}}"
 
 
 # ---------------------------------------------------------------------------------------
@@ -312,7 +315,6 @@ def append_envelope(body: str, envelope: str) -> str:
 
 
 _TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z\-]{1,32}"
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def request_base(request: dict) -> bytes:
@@ -330,39 +332,235 @@ def request_base(request: dict) -> bytes:
     return lp(["moat-req/1", method, authority, path, digest])
 
 
-def _host_text(host: str) -> str:
-    """The WHATWG URL host serializer for the hosts §5.3 names: IPv6, IPv4 and domains."""
-    from urllib.parse import unquote
-    import ipaddress
+# ---------------------------------------------------------------------------------------
+# The WHATWG URL Standard's parsing of http(s) URLs, as far as §5.3 and §9 use it: the
+# scheme, the authority after any run of slashes and backslashes, user info dropped, the
+# port, and the host parser (IPv6, IPv4 in all its numeric spellings, domains through
+# UTS #46 for letters whose mapping is their lowercase form, then punycode).
 
-    if host.startswith("["):
-        return "[" + ipaddress.IPv6Address(host[1:-1]).compressed + "]"
-    domain = unquote(host).lower()
+_FORBIDDEN_HOST = set("\x00\t\n\r #/:<>?@[\\]^|")
+_FORBIDDEN_DOMAIN = _FORBIDDEN_HOST | {chr(c) for c in range(0x20)} | {"%", "\x7f"}
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+class _UrlFailure(Exception):
+    pass
+
+
+def ascii_lower(text: str) -> str:
+    """Lowercases A-Z only (the SPEC never lowercases beyond ASCII)."""
+    return text.translate({c: c + 32 for c in range(0x41, 0x5B)})
+
+
+def _ipv4_number(part: str) -> int:
+    radix = 10
+    if part[:2] in ("0x", "0X"):
+        part, radix = part[2:], 16
+    elif len(part) > 1 and part[0] == "0":
+        part, radix = part[1:], 8
+    if part == "":
+        return 0
+    digits = "0123456789abcdefABCDEF"[: 10 if radix == 10 else 8 if radix == 8 else 22]
+    if any(c not in digits for c in part):
+        raise _UrlFailure("ipv4 number")
+    return int(part, radix)
+
+
+def _ends_in_number(domain: str) -> bool:
+    parts = domain.split(".")
+    if parts[-1] == "":
+        if len(parts) == 1:
+            return False
+        parts.pop()
+    last = parts[-1]
+    if last != "" and all(c in "0123456789" for c in last):
+        return True
     try:
-        return str(ipaddress.IPv4Address(domain))
-    except ValueError:
-        pass
+        _ipv4_number(last)
+    except _UrlFailure:
+        return False
+    return last != ""
+
+
+def _ipv4(domain: str) -> str:
+    parts = domain.split(".")
+    if parts[-1] == "" and len(parts) > 1:
+        parts.pop()
+    if len(parts) > 4 or any(p == "" for p in parts):
+        raise _UrlFailure("ipv4 parts")
+    numbers = [_ipv4_number(p) for p in parts]
+    if any(n > 255 for n in numbers[:-1]) or numbers[-1] >= 256 ** (5 - len(numbers)):
+        raise _UrlFailure("ipv4 range")
+    value = numbers[-1]
+    for i, n in enumerate(numbers[:-1]):
+        value += n * 256 ** (3 - i)
+    return ".".join(str((value >> shift) & 255) for shift in (24, 16, 8, 0))
+
+
+def _ipv6(text: str) -> str:
+    pieces = [0] * 8
+    i, n, index, compress = 0, len(text), 0, None
+    if text.startswith(":"):
+        if not text.startswith("::"):
+            raise _UrlFailure("ipv6")
+        i, index, compress = 2, 1, 1
+    while i < n:
+        if index == 8:
+            raise _UrlFailure("ipv6")
+        if text[i] == ":":
+            if compress is not None:
+                raise _UrlFailure("ipv6")
+            i += 1
+            index += 1
+            compress = index
+            continue
+        value = length = 0
+        while length < 4 and i < n and text[i] in "0123456789abcdefABCDEF":
+            value = value * 16 + int(text[i], 16)
+            i += 1
+            length += 1
+        if i < n and text[i] == ".":
+            if length == 0 or index > 6:
+                raise _UrlFailure("ipv6")
+            i -= length
+            seen = 0
+            while i < n:
+                piece = None
+                if seen > 0:
+                    if text[i] == "." and seen < 4:
+                        i += 1
+                    else:
+                        raise _UrlFailure("ipv6")
+                if i >= n or text[i] not in "0123456789":
+                    raise _UrlFailure("ipv6")
+                while i < n and text[i] in "0123456789":
+                    number = int(text[i])
+                    if piece is None:
+                        piece = number
+                    elif piece == 0:
+                        raise _UrlFailure("ipv6")
+                    else:
+                        piece = piece * 10 + number
+                    if piece > 255:
+                        raise _UrlFailure("ipv6")
+                    i += 1
+                pieces[index] = pieces[index] * 256 + piece
+                seen += 1
+                if seen in (2, 4):
+                    index += 1
+            if seen != 4:
+                raise _UrlFailure("ipv6")
+            break
+        if i < n and text[i] == ":":
+            i += 1
+            if i >= n:
+                raise _UrlFailure("ipv6")
+        elif i < n:
+            raise _UrlFailure("ipv6")
+        pieces[index] = value
+        index += 1
+    if compress is not None:
+        swaps = index - compress
+        index = 7
+        while index != 0 and swaps > 0:
+            pieces[index], pieces[compress + swaps - 1] = pieces[compress + swaps - 1], pieces[index]
+            index -= 1
+            swaps -= 1
+    elif index != 8:
+        raise _UrlFailure("ipv6")
+    # Serialize: the first longest run of two or more zero pieces becomes "::".
+    best_start, best_len, run_start = None, 1, None
+    for k in range(9):
+        if k < 8 and pieces[k] == 0:
+            run_start = k if run_start is None else run_start
+        else:
+            if run_start is not None and k - run_start > best_len:
+                best_start, best_len = run_start, k - run_start
+            run_start = None
+    out, k = "", 0
+    while k < 8:
+        if k == best_start:
+            out += "::" if k == 0 else ":"
+            k += best_len
+            continue
+        out += format(pieces[k], "x") + (":" if k < 7 else "")
+        k += 1
+    return out
+
+
+def _domain_to_ascii(domain: str) -> str:
+    import unicodedata
+
     labels = []
-    for label in domain.split("."):
-        labels.append(label if label.isascii() else "xn--" + label.encode("punycode").decode("ascii"))
-    return ".".join(labels)
+    for label in unicodedata.normalize("NFC", domain.lower()).split("."):
+        if label.isascii():
+            labels.append(label)
+        else:
+            labels.append("xn--" + label.encode("punycode").decode("ascii"))
+    result = ".".join(labels)
+    if result == "":
+        raise _UrlFailure("empty host")
+    return result
+
+
+def _host(text: str) -> str:
+    from urllib.parse import unquote_to_bytes
+
+    if text.startswith("["):
+        if not text.endswith("]"):
+            raise _UrlFailure("ipv6 brackets")
+        return "[" + _ipv6(text[1:-1]) + "]"
+    domain = unquote_to_bytes(text).decode("utf-8", errors="replace")
+    ascii_domain = _domain_to_ascii(domain)
+    if any(c in _FORBIDDEN_DOMAIN for c in ascii_domain) or "\ufffd" in ascii_domain:
+        raise _UrlFailure("forbidden code point")
+    return _ipv4(ascii_domain) if _ends_in_number(ascii_domain) else ascii_domain
+
+
+def parse_http_url(url: str) -> tuple:
+    """(scheme, host, port or None) of an http(s) URL per the WHATWG URL Standard; raises _UrlFailure."""
+    text = url.strip("".join(chr(c) for c in range(0x21)))
+    text = text.replace("\t", "").replace("\n", "").replace("\r", "")
+    colon = text.find(":")
+    scheme = ascii_lower(text[:colon]) if colon > 0 else ""
+    if scheme not in _DEFAULT_PORTS or not text[0].isascii() or not text[0].isalpha():
+        raise _UrlFailure("not an http(s) URL")
+    rest = text[colon + 1 :].lstrip("/\\")
+    end = min([k for k in (rest.find(c) for c in "/\\?#") if k != -1] or [len(rest)])
+    authority = rest[:end]
+    if "@" in authority:
+        authority = authority[authority.rfind("@") + 1 :]
+        if authority == "":
+            raise _UrlFailure("credentials without a host")
+    depth, split = 0, None
+    for k, c in enumerate(authority):
+        if c == "[":
+            depth = 1
+        elif c == "]":
+            depth = 0
+        elif c == ":" and depth == 0:
+            split = k
+            break
+    host_text, port_text = (authority, "") if split is None else (authority[:split], authority[split + 1 :])
+    if host_text == "":
+        raise _UrlFailure("empty host")
+    port = None
+    if port_text != "":
+        if any(c not in "0123456789" for c in port_text) or int(port_text) > 65535:
+            raise _UrlFailure("port")
+        port = int(port_text)
+        if port == _DEFAULT_PORTS[scheme]:
+            port = None
+    return scheme, _host(host_text), port
 
 
 def authority_of(url: str) -> str:
-    """SPEC.md §5.3: the host as the WHATWG URL standard serializes it, port only when not the default."""
-    parts = urlsplit(url)
-    netloc = parts.netloc.rsplit("@", 1)[-1]
-    if netloc.startswith("["):
-        end = netloc.index("]") + 1
-        host, rest = netloc[:end], netloc[end:]
-    else:
-        host, colon, port_text = netloc.partition(":")
-        rest = colon + port_text
-    port = int(rest[1:]) if rest.startswith(":") and rest[1:] != "" else None
-    out = _host_text(host)
-    if port is not None and port != _DEFAULT_PORTS.get(parts.scheme.lower()):
-        out += f":{port}"
-    return out
+    """SPEC.md §5.3: the WHATWG URL host, then ":port" only when it is not the scheme's default."""
+    try:
+        _, host, port = parse_http_url(url)
+    except _UrlFailure:
+        raise ProtocolError("ERR_STAMP_REQUEST", "an http(s) URL with a host", _describe(url)) from None
+    return host if port is None else f"{host}:{port}"
 
 
 def credential_of(headers: Iterable) -> str:
@@ -462,7 +660,7 @@ def parse_block_signature(value: Any) -> dict:
         raise ProtocolError("ERR_SIGNATURE_KID", "a key id", _describe(kid))
     if scope not in ("k", "c"):
         raise ProtocolError("ERR_SIGNATURE_SCOPE", "k or c", _describe(scope))
-    if not _full(r"[A-Za-z0-9_\-]+", sig):
+    if not _full(r"[A-Za-z0-9_\-]*", sig):
         raise ProtocolError("ERR_SIGNATURE_ENCODING", "base64url without padding", _describe(sig))
     n = SIGNATURE_BYTES[alg]
     chars = -(-n * 4 // 3)
@@ -548,7 +746,9 @@ def signing_input(block: Any, ctx: dict) -> bytes:
 def sign_hs256(key: bytes, block: Any, ctx: dict) -> str:
     mac = hmac.new(key, signing_input(block, ctx), hashlib.sha256).digest()
     scope = "k" if ctx.get("context") is None else "c"
-    return f"ms1.hs256.{ctx['kid']}.{scope}.{_b64url_encode(mac)}"
+    signature = f"ms1.hs256.{ctx['kid']}.{scope}.{_b64url_encode(mac)}"
+    parse_block_signature(signature)  # a kid outside §8.2's grammar is refused, never emitted
+    return signature
 
 
 # ---------------------------------------------------------------------------------------
@@ -616,14 +816,14 @@ def parse_gateway_rule_table(table: Any) -> dict:
 
 
 def normalize_host(host_or_url: str) -> str:
-    host = host_or_url.strip().lower()
-    if "://" in host:
+    """SPEC.md §9: the host of a base URL (WHATWG, http and https only) or of a bare host[:port]."""
+    if "://" in host_or_url:
         try:
-            host = urlsplit(host).hostname or ""
-        except ValueError:
+            _, host, _ = parse_http_url(host_or_url)
+        except _UrlFailure:
             return ""
     else:
-        host = re.sub(r":\d+$", "", host)
+        host = re.sub(r":[0-9]+$", "", ascii_lower(host_or_url.strip(" \t")))
     return host[:-1] if host.endswith(".") else host
 
 
@@ -634,7 +834,7 @@ def _host_matches(host: str, suffix: str) -> bool:
 
 
 def detect_gateways(table: dict, headers: Iterable = (), base_url: Optional[str] = None) -> list:
-    names = [name.lower() for name, _ in headers]
+    names = [ascii_lower(name) for name, _ in headers]
     host = normalize_host(base_url) if base_url is not None else ""
     detections = []
     for rule in table["rules"]:
@@ -653,7 +853,7 @@ def detect_gateways(table: dict, headers: Iterable = (), base_url: Optional[str]
 # ---------------------------------------------------------------------------------------
 # §10 negotiation
 
-FEATURES = ("attribution", "attestation", "fingerprint", "anti_distillation", "signed_blocks", "telemetry")
+FEATURES = ("attribution", "attestation", "fingerprint", "anti_distillation", "signed_blocks", "telemetry", "request_binding")
 
 
 def parse_discovery(doc: Any) -> dict:

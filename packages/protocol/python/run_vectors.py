@@ -25,7 +25,7 @@ EXPECTED_COUNTS = {
     "envelope": 66,
     "stamp": 62,
     "fingerprint": 36,
-    "signature": 45,
+    "signature": 47,
     "gateway": 40,
     "negotiation": 25,
     "telemetry": 14,

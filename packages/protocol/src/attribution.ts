@@ -178,7 +178,7 @@ export function serializeAttribution(fields: AttributionFields): string {
   if (fields.fp !== undefined) parts.push(`fp=${fields.fp}`);
   if (fields.ep !== undefined) parts.push(`ep=${fields.ep}`);
   for (const [key, value] of fields.extensions ?? []) {
-    if (KNOWN_RANK[key] !== undefined) {
+    if (Object.hasOwn(KNOWN_RANK, key)) {
       throw new ProtocolError('ERR_ATTRIBUTION_DUPLICATE_FIELD', 'extension keys other than v, cv, fp, ep', describeValue(key));
     }
     parts.push(`${key}=${value}`);

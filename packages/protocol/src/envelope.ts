@@ -144,21 +144,20 @@ export function appendEnvelope(body: string, envelopeValue: string): string {
   if (body.length < 2 || body.charCodeAt(0) !== 0x7b || body.charCodeAt(body.length - 1) !== 0x7d) {
     throw new ProtocolError('ERR_BODY_NOT_OBJECT', 'a JSON object text starting with "{" and ending with "}"', describeValue(body));
   }
-  // Fast path: no member named moat_att can exist without its name in the text, plain or
-  // \u-escaped, so large bodies skip the structural scan.
-  if (!body.includes(`"${ENVELOPE_MEMBER}"`) && !body.includes('\\u')) {
-    const separator = /^\{\s*\}$/.test(body) ? '' : ',';
-    return `${body.slice(0, -1)}${separator}"${ENVELOPE_MEMBER}":"${envelopeValue}"}`;
-  }
-  const keys = topLevelKeys(new TextEncoder().encode(body));
-  if (keys === undefined) {
+  let parsed: Record<string, unknown>;
+  try {
+    parsed = JSON.parse(body) as Record<string, unknown>;
+  } catch {
     throw new ProtocolError('ERR_BODY_NOT_OBJECT', 'a well-formed JSON object text', describeValue(body));
   }
-  if (keys.some((k) => k.name === ENVELOPE_MEMBER)) {
+  // Names are compared after JSON unescaping, so "moat\u005fatt" counts too.
+  if (Object.hasOwn(parsed, ENVELOPE_MEMBER)) {
     throw new ProtocolError('ERR_BODY_HAS_ENVELOPE', `a body without a "${ENVELOPE_MEMBER}" member`, 'one already present');
   }
-  const separator = keys.length === 0 ? '' : ',';
-  return `${body.slice(0, -1)}${separator}"${ENVELOPE_MEMBER}":"${envelopeValue}"}`;
+  const member = `"${ENVELOPE_MEMBER}":"${envelopeValue}"`;
+  // An object without members becomes exactly {member}: whitespace inside "{ }" would leave the
+  // member unanchored (§4.3).
+  return Object.keys(parsed).length === 0 ? `{${member}}` : `${body.slice(0, -1)},${member}}`;
 }
 
 /** Where the envelope stands in a raw body. Offsets are byte offsets into that body. */

@@ -150,8 +150,8 @@ export type HeaderInput = Iterable<readonly [string, string]> | Readonly<Record<
 
 function headerNames(headers: HeaderInput): string[] {
   const names: string[] = [];
-  if (Symbol.iterator in headers) for (const [name] of headers as Iterable<readonly [string, string]>) names.push(name.toLowerCase());
-  else for (const name of Object.keys(headers)) names.push(name.toLowerCase());
+  if (Symbol.iterator in headers) for (const [name] of headers as Iterable<readonly [string, string]>) names.push(asciiLower(name));
+  else for (const name of Object.keys(headers)) names.push(asciiLower(name));
   return names;
 }
 
@@ -165,17 +165,29 @@ function hostMatches(host: string, suffix: string): boolean {
   return host === suffix;
 }
 
-/** Normalizes a host or URL to a lowercase host name without port or trailing dot. */
+/** Lowercases A-Z only: header names and hosts are ASCII, and Unicode case mapping differs between languages. */
+function asciiLower(text: string): string {
+  return text.replace(/[A-Z]+/g, (m) => m.toLowerCase());
+}
+
+/**
+ * The host of a base URL, or of a bare `host[:port]`, without port or one trailing dot
+ * (§9): a value containing `://` is parsed by the WHATWG URL Standard (http and https
+ * only; anything else has no host, `""`); any other value is trimmed of spaces and tabs,
+ * lowercased (A-Z only) and loses a trailing `:digits`.
+ */
 export function normalizeHost(hostOrUrl: string): string {
-  let host = hostOrUrl.trim().toLowerCase();
-  if (host.includes('://')) {
+  let host: string;
+  if (hostOrUrl.includes('://')) {
     try {
-      host = new URL(host).hostname;
+      const url = new URL(hostOrUrl);
+      if (url.protocol !== 'http:' && url.protocol !== 'https:') return '';
+      host = url.hostname;
     } catch {
       return '';
     }
   } else {
-    host = host.replace(/:\d+$/, '');
+    host = asciiLower(hostOrUrl.replace(/^[ \t]+|[ \t]+$/g, '')).replace(/:[0-9]+$/, '');
   }
   return host.replace(/\.$/, '');
 }

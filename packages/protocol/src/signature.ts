@@ -28,7 +28,7 @@ export const SIGNATURE_SCOPES = ['k', 'c'] as const;
 export type SignatureScope = (typeof SIGNATURE_SCOPES)[number];
 
 const SIGNATURE_BYTES: Readonly<Record<SignatureAlgorithm, number>> = { hs256: 32, ed25519: 64 };
-const B64URL_RE = /^[A-Za-z0-9_-]+$/;
+const B64URL_RE = /^[A-Za-z0-9_-]*$/;
 
 /** A parsed `signature` value `ms1.<alg>.<kid>.<scope>.<base64url>`. */
 export interface BlockSignature {

@@ -18,7 +18,7 @@ const EXPECTED_COUNTS: Record<string, number> = {
   envelope: 66,
   stamp: 62,
   fingerprint: 36,
-  signature: 45,
+  signature: 47,
   gateway: 40,
   negotiation: 25,
   telemetry: 14,

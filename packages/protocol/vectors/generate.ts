@@ -853,6 +853,15 @@ function signatureCases(): Case[] {
     const valid = ed25519.verify(p.parseBlockSignature(signature).sig, input, fromHex(publicKey));
     cases.push({ name, op: 'verify_ed25519', publicKey, block: shown.block, context: shown.context, signature, input: hex(input), valid });
   }
+  // 1.1.0: an empty sig part has no wrong character, only the wrong length.
+  for (const [name, input] of [
+    ['empty sig part', 'ms1.hs256.s2026a.k.'],
+    ['sig part of one character', 'ms1.hs256.s2026a.k.A'],
+  ] as const) {
+    const r = attempt(() => p.parseBlockSignature(input));
+    if (r.ok) throw new Error(`signature case ${name}: parsed`);
+    cases.push({ name, op: 'parse', input, valid: false, error: r.error });
+  }
   return cases;
 }
 
