@@ -238,7 +238,7 @@ export const SCENARIOS: readonly Scenario[] = [
         }
         const [elsewhere] = await records(ctx, user.id, 1);
         return {
-          observed: `own key: ${describe(underRelayKey)} → ${sent.status}; other path: attestation=${elsewhere?.attestation} → ${otherPath}`,
+          observed: `own key: ${describe(underRelayKey)}; other path: attestation=${elsewhere?.attestation} → ${otherPath}`,
           verdict: underRelayKey?.verdict ?? '-',
           pass:
             sent.status === 403 &&

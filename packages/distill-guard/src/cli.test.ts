@@ -72,42 +72,19 @@ describe('moat-distill trace', { timeout: 60_000 }, () => {
         child.stderr.on('data', (d) => (stderr += d));
         child.on('close', (status) => resolve({ status, stdout, stderr }));
       });
+    /** `moat-distill trace` against the verifier, with the admin token in `tokenFile`. */
+    const traceVerifier = (tokenFile: string, ...rest: string[]) =>
+      runAsync('trace', '--secret-file', join(dir, 'secret'), '--verifier', url, '--admin-token-file', join(dir, tokenFile), ...rest);
     try {
-      const traced = await runAsync(
-        'trace',
-        '--secret-file',
-        join(dir, 'secret'),
-        '--verifier',
-        url,
-        '--admin-token-file',
-        join(dir, 'admin-token'),
-        join(dir, 'dataset.jsonl'),
-      );
+      const traced = await traceVerifier('admin-token', join(dir, 'dataset.jsonl'));
       expect(traced.stderr).toBe('');
       expect(traced.status).toBe(1);
       expect(traced.stdout).toMatch(/dataset\.jsonl: key_777 {2}confidence 0\.750/);
       expect(traced.stdout).toMatch(/verifier: key_9 \(distiller\) {2}3 requests brought decoys back/);
-      const json = await runAsync(
-        'trace',
-        '--json',
-        '--secret-file',
-        join(dir, 'secret'),
-        '--verifier',
-        url,
-        '--admin-token-file',
-        join(dir, 'admin-token'),
-      );
+      const json = await traceVerifier('admin-token', '--json');
       expect(JSON.parse(json.stdout)).toEqual({ files: [], decoyHits: [{ id: 'key_9', label: 'distiller', decoyHits: 3 }] });
       writeFileSync(join(dir, 'wrong-token'), 'nope');
-      const refused = await runAsync(
-        'trace',
-        '--secret-file',
-        join(dir, 'secret'),
-        '--verifier',
-        url,
-        '--admin-token-file',
-        join(dir, 'wrong-token'),
-      );
+      const refused = await traceVerifier('wrong-token');
       expect(refused.status).toBe(2);
       expect(refused.stderr).toMatch(/GET \/admin\/keys answered 401/);
     } finally {
