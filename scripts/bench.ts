@@ -29,7 +29,8 @@ const BENCHES: readonly Bench[] = [
   {
     dir: 'packages/attest',
     title: 'Attested send',
-    baseline: '`undici.request` and the global `fetch` to the same local server, same bodies; verification against a bare `node:crypto` HMAC keyed with a `KeyObject`',
+    baseline:
+      '`undici.request` and the global `fetch` to the same local server, same bodies; verification against a bare `node:crypto` HMAC keyed with a `KeyObject`',
     ratio: 'attested time ÷ baseline time (lower is better), median and range over three rounds',
   },
   {

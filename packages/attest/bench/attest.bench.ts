@@ -78,7 +78,9 @@ for (const size of [1024, 100 * 1024]) {
     const times: Record<string, number[]> = { 'undici.request': [], fetch: [], attested: [] };
     for (let round = 0; round < ROUNDS; round++)
       // Rotated order, so no sender always runs first on a cold server.
-      for (const name of Object.keys(sends).slice(round % 3).concat(Object.keys(sends).slice(0, round % 3)))
+      for (const name of Object.keys(sends)
+        .slice(round % 3)
+        .concat(Object.keys(sends).slice(0, round % 3)))
         times[name]?.push(await timeIt(sends[name] as Send, payload, total, concurrency));
     const ratios = (base: string) => (times.attested as number[]).map((t, i) => t / ((times[base] as number[])[i] as number));
     console.log(

@@ -30,7 +30,7 @@ describe('partner conformance kit', () => {
   it('runs every vector through an operation, and derives signature checks from the hs256 ones', () => {
     const cases = conformanceCases(vectors);
     const all = loadVectors(vectors);
-    expect(all).toHaveLength(341);
+    expect(all).toHaveLength(358);
     expect(new Set(cases.flatMap((c) => (c.vector === undefined ? [] : [c.vector]))).size).toBe(all.length);
     // 4 hs256 signing vectors × 5 derived signature.verify cases
     expect(cases.filter((c) => c.vector === undefined)).toHaveLength(20);
@@ -51,7 +51,7 @@ describe('partner conformance kit', () => {
     expect(results.filter((r) => !r.pass)).toEqual([]);
     const good = spawnSync(process.execPath, [cli, '--', ...python], { encoding: 'utf8' });
     expect(good.status).toBe(0);
-    expect(good.stdout).toMatch(/conformance: 361 passed, 0 failed; 341 of 341 vectors/);
+    expect(good.stdout).toMatch(/conformance: 378 passed, 0 failed; 358 of 358 vectors/);
   });
 
   it('compares answers as canonical JSON: member order and escapes do not matter, a missing or extra member does', () => {
@@ -106,7 +106,7 @@ describe('the kit fails every known mutant of a correct implementation, by named
         failed.some((name) => expectedCase.test(name)),
         failed.join('\n'),
       ).toBe(true);
-      expect(report.vectors).toEqual({ run: 341, total: 341 });
+      expect(report.vectors).toEqual({ run: 358, total: 358 });
     });
   }
 });

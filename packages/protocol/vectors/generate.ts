@@ -431,6 +431,25 @@ function requestBoundStampCases(): Case[] {
     ['authority: percent-encoded host is decoded', 'https://api%2Eexample.com/v1/messages'],
   ];
   for (const [name, url] of authority) cases.push({ name, op: 'authority', url, authority: p.authorityOf(url) });
+  // The hard cases of the WHATWG URL Standard (§5.3): each answer as that standard gives it.
+  const hard: Array<[string, string]> = [
+    ['authority: a backslash ends the authority like a slash', 'https://api.example.com\\v1\\messages'],
+    ['authority: any run of slashes and backslashes after the scheme', 'https:\\\\/api.example.com/v1'],
+    ['authority: the last @ ends the user info', 'https://a@b@api.example.com/v1'],
+    ['authority: IPv4 in hexadecimal and short forms', 'http://0x7f.1/v1'],
+    ['authority: IPv4 in octal', 'http://0177.0.0.01:8080/'],
+    ['authority: an IPv4-mapped IPv6 address', 'http://[::ffff:127.0.0.1]/'],
+    ['authority: an empty port is no port', 'https://api.example.com:/v1'],
+    ['authority: a port over 65535 is refused', 'https://api.example.com:65536/v1'],
+    ['authority: a port with letters is refused', 'https://api.example.com:44x/v1'],
+    ['authority: an IPv4 part over 255 is refused', 'http://1.2.3.256/'],
+    ['authority: a percent-encoded space is refused', 'https://api%20example.com/'],
+    ['authority: another scheme is refused', 'ftp://api.example.com/'],
+  ];
+  for (const [name, url] of hard) {
+    const r = attempt(() => p.authorityOf(url));
+    cases.push(r.ok ? { name, op: 'authority', url, authority: r.value } : { name, op: 'authority', url, valid: false, error: r.error });
+  }
 
   const credential: Array<[string, Array<[string, string]>]> = [
     ['credential: x-api-key', [['x-api-key', 'sk-ant-test-0001']]],
@@ -1017,6 +1036,15 @@ function gatewayCases(): Case[] {
     ['x-litellm-\uFF5E', '1'],
     ['x-litellm-z', '1'],
   ];
+  // 1.1.0: base URL hosts by the WHATWG URL Standard (§9).
+  for (const [name, baseUrl] of [
+    ['host after user info and a backslash', 'https://user@OAI.Helicone.AI\\v1'],
+    ['a host with a trailing dot and a port', 'https://oai.helicone.ai.:8443/v1'],
+    ['a non-http scheme has no host', 'ftp://oai.helicone.ai/'],
+    ['a bare host is trimmed and lowercased', ' OAI.HELICONE.AI:443 '],
+    ['a bare host with a non-ASCII capital is not lowercased beyond ASCII', 'HELİCONE.AI'],
+  ] as const)
+    cases.push({ name, op: 'detect', headers: [], baseUrl, detections: p.detectGateways({ headers: [], baseUrl }) });
   cases.push({
     name: 'evidence is sorted by UTF-8 bytes, not UTF-16 code units',
     op: 'detect',
