@@ -7,7 +7,8 @@ import { formatTable } from './report.js';
 import { runScenarios, SCENARIOS } from './scenarios.js';
 
 const USAGE = `usage: moat demo [--keep] [--report FILE] [--only ID,...]
-       moat redteam --target URL --admin-token T [--salt S] [--cli PATH] [--secret-file F] [--json] [--only ID,...]
+       moat redteam --target URL --admin-token T [--salt S] [--cli PATH] [--secret-file F]
+                    [--replica URL] [--window-sec N] [--json] [--only ID,...]
 
 scenarios: ${SCENARIOS.map((s) => s.id).join(', ')}
 exit codes: 0 every scenario as expected, 1 otherwise, 2 usage`;
@@ -27,6 +28,8 @@ async function main(argv: string[]): Promise<number> {
         salt: { type: 'string' },
         cli: { type: 'string' },
         'secret-file': { type: 'string' },
+        replica: { type: 'string' },
+        'window-sec': { type: 'string' },
         json: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -63,6 +66,11 @@ async function main(argv: string[]): Promise<number> {
       return 2;
     }
     const { readFileSync } = await import('node:fs');
+    const windowSec = values['window-sec'] === undefined ? undefined : Number(values['window-sec']);
+    if (windowSec !== undefined && (!Number.isSafeInteger(windowSec) || windowSec < 2 || windowSec > 86_400)) {
+      process.stderr.write(`moat redteam: expected --window-sec as an integer 2..86400, got ${values['window-sec']}\n`);
+      return 2;
+    }
     const results = await runScenarios(
       {
         baseUrl: values.target,
@@ -70,6 +78,8 @@ async function main(argv: string[]): Promise<number> {
         salt: typeof values.salt === 'string' ? values.salt : 'moat-dev-salt',
         ...(typeof values.cli === 'string' ? { cli: values.cli } : {}),
         ...(typeof values['secret-file'] === 'string' ? { serverSecret: readFileSync(values['secret-file'], 'utf8').trim() } : {}),
+        ...(typeof values.replica === 'string' ? { replicaUrl: values.replica } : {}),
+        ...(windowSec === undefined ? {} : { windowSec }),
         log: (m) => {
           if (!values.json) process.stderr.write(`${m}\n`);
         },

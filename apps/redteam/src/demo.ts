@@ -1,5 +1,6 @@
-import { writeFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createVerifier, devEnvironment, loadConfig, type Verifier } from '@moat/verifier';
 import { formatHtml, formatTable } from './report.js';
@@ -28,15 +29,20 @@ export async function runDemo(options: DemoOptions = {}): Promise<{ results: Sce
   const salt = process.env.MOAT_FINGERPRINT_SALT ?? 'moat-dev-salt';
   const nativeDir = dirname(require.resolve('@moat/native/package.json'));
   const cli = join(dirname(require.resolve('@moat/cli/package.json')), 'dist/moat-chat');
-  log('starting moat-verifier (SQLite in memory, mock upstream, keys generated for this run)');
-  const env = devEnvironment({ salt, attestationKeyFile: join(nativeDir, '.moat-dev-key.json') });
+  log('starting two moat-verifier replicas (one SQLite file, mock upstream, keys generated for this run)');
+  const database = join(mkdtempSync(join(tmpdir(), 'moat-demo-')), 'verifier.db');
+  const env = devEnvironment({ salt, attestationKeyFile: join(nativeDir, '.moat-dev-key.json'), database });
   const adminToken = env.MOAT_VERIFIER_ADMIN_TOKEN as string;
   const serverSecret = env.MOAT_VERIFIER_SERVER_SECRET as string;
-  const verifier = await createVerifier(loadConfig(env), { logLevel: 'silent' });
+  const config = loadConfig(env);
+  const verifier = await createVerifier(config, { logLevel: 'silent' });
+  const replica = await createVerifier(config, { logLevel: 'silent' });
   const baseUrl = await verifier.listen();
-  log(`verifier at ${baseUrl}`);
-  const ctx: RedteamContext = { baseUrl, adminToken, salt, cli, serverSecret, log };
+  const replicaUrl = await replica.listen();
+  log(`verifier at ${baseUrl}, a second replica at ${replicaUrl}`);
+  const ctx: RedteamContext = { baseUrl, adminToken, salt, cli, serverSecret, replicaUrl, windowSec: config.windowSec, log };
   const results = await runScenarios(ctx, options.only);
+  await replica.close();
   process.stdout.write(`\n${formatTable(results)}\n`);
   const summary = (await (
     await fetch(`${baseUrl}/admin/summary`, { headers: { authorization: `Bearer ${adminToken}` } })

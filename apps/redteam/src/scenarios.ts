@@ -37,6 +37,10 @@ export interface RedteamContext {
   readonly cli?: string;
   /** The verifier's server secret (hex), for canary tracing; only the operator has it. */
   readonly serverSecret?: string;
+  /** A second replica of the same verifier (sharing its replay cache), for the window-edge replay. */
+  readonly replicaUrl?: string;
+  /** The verifiers' attestation window in seconds (default 300). */
+  readonly windowSec?: number;
   readonly log: (message: string) => void;
 }
 
@@ -191,6 +195,49 @@ export const SCENARIOS: readonly Scenario[] = [
         await res.body.arrayBuffer();
         const [rec] = await records(ctx, id, 1);
         return { observed: describe(rec), verdict: rec?.verdict ?? '-', pass: rec?.attestation === 'replayed' && res.statusCode === 403 };
+      } finally {
+        await tap.close();
+      }
+    },
+  },
+  {
+    id: 'replica-edge',
+    title: 'a stamp at the edge of the window, replayed to the other replica in its last accepted second',
+    expected: 'attestation replayed on the second replica, blocked',
+    async run(ctx) {
+      if (ctx.replicaUrl === undefined) return skip('needs a second replica of the verifier (--replica URL)');
+      const window = ctx.windowSec ?? 300;
+      const { id, key } = await newKey(ctx, 'replica-edge');
+      const tap = await startProxy(ctx.baseUrl);
+      try {
+        // A genuine client whose clock is window − 1 s behind: its stamp is accepted for one more second.
+        const behind = createAttestedFetch({ now: () => Date.now() - (window - 1) * 1000 });
+        const first = await behind(new URL('/v1/messages', tap.url), {
+          method: 'POST',
+          headers: { 'x-api-key': key },
+          body: genuineBody(ctx, [{ role: 'user', content: 'Accepted at the edge of the window' }]),
+        });
+        await first.arrayBuffer();
+        const sentAt = Date.now();
+        const captured = tap.exchanges.find((e) => e.path === '/v1/messages')?.requestBody;
+        if (captured === undefined) return { observed: 'nothing captured', verdict: '-', pass: false };
+        // Replayed, byte for byte and with the same Host and key, to the other replica in the last
+        // 100 ms of the last second the stamp is still accepted — where a cache that keeps nonces
+        // whole seconds from the write has already forgotten it.
+        const lastAccepted = (Math.floor(sentAt / 1000) + 2) * 1000 - 100;
+        await new Promise((r) => setTimeout(r, Math.max(0, lastAccepted - Date.now())));
+        const res = await request(new URL('/v1/messages', ctx.replicaUrl), {
+          method: 'POST',
+          headers: { host: new URL(tap.url).host, 'x-api-key': key, 'content-type': 'application/json' },
+          body: captured,
+        });
+        await res.body.arrayBuffer();
+        const [genuine, replay] = (await records(ctx, id, 2)).reverse();
+        return {
+          observed: `first: ${genuine?.attestation ?? '-'} → ${first.status}; replica, ${Date.now() - sentAt} ms later: ${describe(replay)}`,
+          verdict: replay?.verdict ?? '-',
+          pass: first.status === 200 && genuine?.attestation === 'valid' && replay?.attestation === 'replayed' && res.statusCode === 403,
+        };
       } finally {
         await tap.close();
       }
