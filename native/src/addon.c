@@ -10,6 +10,7 @@
 #include <strings.h>
 #include "harden.h"
 #include "keystore.h"
+#include "literal_scan.h"
 #include "transport.h"
 
 #define CHECK(call)                                                   \
@@ -298,6 +299,125 @@ static napi_value scrub_env_block(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* A compiled literal set (freed with the handle). */
+typedef struct {
+  moat_literals *m;
+} literal_set;
+
+static void literal_set_finalize(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  literal_set *set = data;
+  moat_literals_free(set->m);
+  free(set);
+}
+
+/* literalsCompile(patterns: Buffer[], caseless: boolean[]) → handle */
+static napi_value literals_compile(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  bool a0 = false, a1 = false;
+  uint32_t n = 0, n2 = 0;
+  if (argc < 2 || napi_is_array(env, argv[0], &a0) != napi_ok || napi_is_array(env, argv[1], &a1) != napi_ok || !a0 || !a1 ||
+      napi_get_array_length(env, argv[0], &n) != napi_ok || napi_get_array_length(env, argv[1], &n2) != napi_ok || n != n2 || n == 0) {
+    napi_throw_type_error(env, "ERR_NATIVE_OPTIONS", "expected literalsCompile(patterns: Buffer[], caseless: boolean[]) of one non-zero length");
+    return NULL;
+  }
+  const char **patterns = calloc(n, sizeof *patterns);
+  size_t *lengths = calloc(n, sizeof *lengths);
+  int *caseless = calloc(n, sizeof *caseless);
+  literal_set *set = calloc(1, sizeof *set);
+  if (patterns == NULL || lengths == NULL || caseless == NULL || set == NULL) {
+    free(patterns);
+    free(lengths);
+    free(caseless);
+    free(set);
+    napi_throw_error(env, "ERR_NATIVE", "out of memory");
+    return NULL;
+  }
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value item, flag;
+    bool is_buffer = false, fold = false;
+    void *data = NULL;
+    size_t len = 0;
+    napi_get_element(env, argv[0], i, &item);
+    napi_get_element(env, argv[1], i, &flag);
+    if (napi_is_buffer(env, item, &is_buffer) != napi_ok || !is_buffer || napi_get_buffer_info(env, item, &data, &len) != napi_ok ||
+        len == 0) {
+      free(patterns);
+      free(lengths);
+      free(caseless);
+      free(set);
+      napi_throw_type_error(env, "ERR_NATIVE_OPTIONS", "expected every pattern as a non-empty Buffer");
+      return NULL;
+    }
+    napi_get_value_bool(env, flag, &fold);
+    patterns[i] = data;
+    lengths[i] = len;
+    caseless[i] = fold;
+  }
+  set->m = moat_literals_compile(patterns, lengths, caseless, n);
+  free(patterns);
+  free(caseless);
+  free(lengths);
+  if (set->m == NULL) {
+    free(set);
+    napi_throw_error(env, "ERR_NATIVE_SCAN", moat_literal_error());
+    return NULL;
+  }
+  napi_value handle;
+  if (napi_create_external(env, set, literal_set_finalize, NULL, &handle) != napi_ok) {
+    literal_set_finalize(env, set, NULL);
+    napi_throw_error(env, "ERR_NATIVE", "cannot create the literal set");
+    return NULL;
+  }
+  return handle;
+}
+
+static int by_start_then_id(const void *a, const void *b) {
+  const int32_t *x = a, *y = b;
+  if (x[1] != y[1]) return x[1] < y[1] ? -1 : 1;
+  return x[0] < y[0] ? -1 : x[0] > y[0];
+}
+
+/* literalsScan(handle, bytes: Uint8Array) → Int32Array of (literal index, start offset) pairs, by start then index */
+static napi_value literals_scan(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  literal_set *set = NULL;
+  bool is_typed = false;
+  napi_typedarray_type type;
+  size_t length = 0, offset = 0;
+  void *data = NULL;
+  napi_value arraybuffer;
+  if (argc < 2 || napi_get_value_external(env, argv[0], (void **)&set) != napi_ok || set == NULL ||
+      napi_is_typedarray(env, argv[1], &is_typed) != napi_ok || !is_typed ||
+      napi_get_typedarray_info(env, argv[1], &type, &length, &data, &arraybuffer, &offset) != napi_ok || type != napi_uint8_array) {
+    napi_throw_type_error(env, "ERR_NATIVE_OPTIONS", "expected literalsScan(handle, bytes: Uint8Array)");
+    return NULL;
+  }
+  int32_t *pairs = NULL;
+  size_t count = 0;
+  if (moat_literals_scan(set->m, data, length, &pairs, &count) != 0) {
+    napi_throw_error(env, "ERR_NATIVE_SCAN", "the literal scan failed");
+    return NULL;
+  }
+  qsort(pairs, count, 2 * sizeof *pairs, by_start_then_id);
+  napi_value buffer, out;
+  void *dest = NULL;
+  if (napi_create_arraybuffer(env, count * 2 * sizeof(int32_t), &dest, &buffer) != napi_ok) {
+    free(pairs);
+    napi_throw_error(env, "ERR_NATIVE", "out of memory");
+    return NULL;
+  }
+  if (count > 0) memcpy(dest, pairs, count * 2 * sizeof(int32_t));
+  free(pairs);
+  CHECK(napi_create_typedarray(env, napi_int32_array, count * 2, buffer, 0, &out));
+  return out;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"request", NULL, request, NULL, NULL, NULL, napi_default, NULL},
@@ -306,6 +426,8 @@ static napi_value init(napi_env env, napi_value exports) {
       {"getDumpable", NULL, get_dumpable, NULL, NULL, NULL, napi_default, NULL},
       {"secureBuffer", NULL, secure_buffer, NULL, NULL, NULL, napi_default, NULL},
       {"scrubEnvBlock", NULL, scrub_env_block, NULL, NULL, NULL, napi_default, NULL},
+      {"literalsCompile", NULL, literals_compile, NULL, NULL, NULL, napi_default, NULL},
+      {"literalsScan", NULL, literals_scan, NULL, NULL, NULL, napi_default, NULL},
   };
   CHECK(napi_define_properties(env, exports, sizeof props / sizeof props[0], props));
   return exports;

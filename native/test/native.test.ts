@@ -55,6 +55,8 @@ describe('@moat/native', () => {
     expect(Object.getOwnPropertyNames(native ?? {}).sort()).toEqual([
       'getDumpable',
       'keyId',
+      'literalsCompile',
+      'literalsScan',
       'request',
       'scrubEnvBlock',
       'secureBuffer',

@@ -17,6 +17,7 @@ options:
                          codename, its lowercase and uppercase are searched
   -w, --whole-word       plain matches need non-word characters around them
       --plain-only       plain text only (no encoded forms, no split literals)
+      --engine NAME      auto (default: libhs when it loads and pays), native or js; same findings
       --allowlist FILE   JSON [{ "codename", "path", "reason" }]
       --no-sourcemaps    skip the source-map audit
       --json | --sarif   machine-readable output (default: human)
@@ -38,6 +39,7 @@ async function main(argv: string[]): Promise<number> {
     'ignore-case': { type: 'boolean', short: 'i' },
     'whole-word': { type: 'boolean', short: 'w' },
     'plain-only': { type: 'boolean' },
+    engine: { type: 'string' },
     allowlist: { type: 'string' },
     'no-sourcemaps': { type: 'boolean' },
     json: { type: 'boolean' },
@@ -71,6 +73,10 @@ async function main(argv: string[]): Promise<number> {
     process.stderr.write('moat-scan: expected one of --json and --sarif, got both\n');
     return 2;
   }
+  if (values.engine !== undefined && !['auto', 'native', 'js'].includes(values.engine)) {
+    process.stderr.write(`moat-scan: expected --engine auto, native or js, got ${JSON.stringify(values.engine)}\n`);
+    return 2;
+  }
   const maxSize = values['max-size'] === undefined ? undefined : Number(values['max-size']);
   if (maxSize !== undefined && !(Number.isSafeInteger(maxSize) && maxSize > 0)) {
     process.stderr.write(`moat-scan: expected --max-size as a positive integer, got ${JSON.stringify(values['max-size'])}\n`);
@@ -88,6 +94,8 @@ async function main(argv: string[]): Promise<number> {
     wholeWord: values['whole-word'] === true,
     plainOnly: values['plain-only'] === true,
     sourceMaps: values['no-sourcemaps'] !== true,
+    engine: (values.engine ?? 'auto') as 'auto' | 'native' | 'js',
+    onWarning: (message: string) => process.stderr.write(`moat-scan: ${message}\n`),
     ...(showProgress
       ? {
           onProgress: ({ path, bytes, total }) => {

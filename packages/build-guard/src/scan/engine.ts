@@ -1,5 +1,59 @@
+import { createRequire } from 'node:module';
 import { MultiMatcher } from './matcher.js';
 import { type Encoding, type Needle, type NeedleOptions, needlesFor } from './needles.js';
+
+/** The native multi-literal search of `@moat/native` (Hyperscan/Vectorscan via dlopen). */
+interface NativeLiterals {
+  literalsCompile(patterns: Buffer[], caseless: boolean[]): unknown;
+  literalsScan(handle: unknown, bytes: Uint8Array): Int32Array;
+}
+
+/** Which search engine runs: `native` when the addon and libhs load, else `js`; forced by `engine`. */
+export type EngineKind = 'native' | 'js';
+
+/** Options of {@link CodenameEngine}. */
+export interface EngineOptions extends NeedleOptions {
+  /**
+   * `js` forces the JavaScript matcher; `native` uses libhs whenever it loads; `auto` (the
+   * default) uses libhs when it loads and the literals are few enough for its compile time
+   * to pay ({@link NATIVE_AUTO_MAX_LITERALS}).
+   */
+  readonly engine?: 'auto' | EngineKind;
+  /** Told once why the native engine is not used, when it was asked for or is missing. */
+  readonly onWarning?: (message: string) => void;
+}
+
+let nativeLoaded: { addon?: NativeLiterals; reason?: string } | undefined;
+
+/** Most literals the `auto` engine compiles natively (about 60 ms of libhs compile time). */
+export const NATIVE_AUTO_MAX_LITERALS = 5_000;
+
+/** A compiled native literal set: the regular expression's sources first, then the exact needles. */
+interface NativeSet {
+  readonly addon: NativeLiterals;
+  readonly handle: unknown;
+  readonly sources: readonly string[];
+}
+
+/** The addon, loaded once and synchronously (the engine is built synchronously); fails open. */
+function nativeLiterals(): { addon?: NativeLiterals; reason?: string } {
+  if (nativeLoaded !== undefined) return nativeLoaded;
+  if (process.env.MOAT_NATIVE_DISABLE === '1') {
+    nativeLoaded = { reason: 'MOAT_NATIVE_DISABLE=1' };
+    return nativeLoaded;
+  }
+  try {
+    const mod = createRequire(import.meta.url)('@moat/native') as { native?: Partial<NativeLiterals>; loadError?: Error };
+    const addon = mod.native;
+    nativeLoaded =
+      addon !== undefined && typeof addon.literalsCompile === 'function' && typeof addon.literalsScan === 'function'
+        ? { addon: addon as NativeLiterals }
+        : { reason: mod.loadError?.message ?? 'the addon has no literal search' };
+  } catch (error) {
+    nativeLoaded = { reason: error instanceof Error ? error.message : String(error) };
+  }
+  return nativeLoaded;
+}
 
 /** One codename occurrence found in a byte stream. */
 export interface RawMatch {
@@ -13,7 +67,8 @@ export interface RawMatch {
 }
 
 const escapeRe = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
-const WORD = /[A-Za-z0-9_]/;
+/** `[A-Za-z0-9_]` by character code (-1, before the start or after the end, is not). */
+const isWordCode = (c: number) => (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) || c === 0x5f;
 // Junctions of split string literals: 'a' + 'b', `a${'b'}`, `${'a'}b`. TRIGGER finds where
 // one starts (`"}` alone is too common in minified code to start a window); JUNCTION
 // removes every junction inside the window.
@@ -46,8 +101,11 @@ export class CodenameEngine {
   readonly #splitNeedles = new Map<string, Needle>();
   readonly #fold: boolean;
   readonly maxLength: number;
+  readonly #native: NativeSet | undefined;
+  /** Which engine scans: `native` (libhs) or `js`. */
+  readonly kind: EngineKind;
 
-  constructor(codenames: readonly string[], options: NeedleOptions = {}) {
+  constructor(codenames: readonly string[], options: EngineOptions = {}) {
     const needles = codenames.flatMap((c) => needlesFor(c, options));
     this.#fold = options.ignoreCase === true;
     // Case-insensitive forms go through the regular expression (flag i); exact ones through
@@ -72,6 +130,35 @@ export class CodenameEngine {
       );
     }
     this.maxLength = Math.max(1, this.#matcher.maxLength, ...sources.map((s) => s.length));
+    this.#native = options.engine === 'js' ? undefined : this.#compileNative(sources, exact, options);
+    this.kind = this.#native === undefined ? 'js' : 'native';
+  }
+
+  /**
+   * One libhs database for everything the regular expression and the matcher look for. Not
+   * used for case-insensitive scans of non-ASCII forms: JavaScript's `i` flag folds Latin-1
+   * letters (é/É), libhs only ASCII, and the findings must be the same either way.
+   */
+  #compileNative(sources: readonly string[], exact: readonly Needle[], options: EngineOptions): NativeSet | undefined {
+    const loaded = nativeLiterals();
+    const warn = (why: string): undefined => {
+      if (options.engine === 'native') options.onWarning?.(`native scan engine unavailable (${why}); using the JavaScript one`);
+      return undefined;
+    };
+    if (loaded.addon === undefined) return warn(loaded.reason ?? 'not loaded');
+    if (this.#fold && sources.some((s) => [...s].some((c) => c.charCodeAt(0) > 0x7f))) return warn('case-insensitive non-ASCII forms');
+    const patterns = [...sources.map((s) => Buffer.from(s, 'latin1')), ...exact.map((n) => Buffer.from(n.bytes))];
+    if (patterns.length === 0) return undefined;
+    // Compiling grows faster than linearly: 1,000 codenames in every encoding (22,000
+    // literals) take libhs about 0.7 s, more than the JavaScript engine needs for 100 MB.
+    // Unasked, the native engine runs only where it pays (bench/scan.bench.ts).
+    if (options.engine !== 'native' && patterns.length > NATIVE_AUTO_MAX_LITERALS) return undefined;
+    try {
+      const handle = loaded.addon.literalsCompile(patterns, [...sources.map(() => this.#fold), ...exact.map(() => false)]);
+      return { addon: loaded.addon, handle, sources };
+    } catch (error) {
+      return warn(error instanceof Error ? error.message : String(error));
+    }
   }
 
   #key(s: string): string {
@@ -85,29 +172,87 @@ export class CodenameEngine {
 
   /** @internal Scans `window` (carry + chunk) and reports matches that end past `carryLength`. */
   scanWindow(window: Buffer, carryLength: number, base: number, onMatch: (m: RawMatch) => void): void {
-    const text = window.toString('latin1');
+    // Latin-1 text of the window, decoded only when needed (the native engine needs it for split literals only).
+    let decoded: string | undefined;
+    const text = () => {
+      decoded ??= window.toString('latin1');
+      return decoded;
+    };
     const report = (codename: string, encoding: Encoding, at: number, length: number) => {
       if (at + length <= carryLength) return;
-      const context = printable(text.slice(Math.max(0, at - CONTEXT), Math.min(text.length, at + length + CONTEXT)));
+      const from = Math.max(0, at - CONTEXT);
+      const to = Math.min(window.length, at + length + CONTEXT);
+      const context = printable(decoded !== undefined ? decoded.slice(from, to) : window.toString('latin1', from, to));
       onMatch({ codename, encoding, offset: base + at, length, context });
     };
-    const re = this.#regex;
-    if (re !== undefined) {
-      re.lastIndex = 0;
-      for (let m = re.exec(text); m !== null; m = re.exec(text)) {
-        const needle = this.#regexNeedles.get(this.#key(m[0]));
-        const at = m.index;
-        re.lastIndex = at + 1;
-        if (needle === undefined || !this.#asciiEqual(m[0], Buffer.from(needle.bytes).toString('latin1'), needle.fold)) continue;
-        if (needle.wholeWord && (WORD.test(text[at - 1] ?? '') || WORD.test(text[at + m[0].length] ?? ''))) continue;
-        report(needle.codename, needle.encoding, at, m[0].length);
+    if (this.#native !== undefined) this.#scanNative(window, report);
+    else {
+      const re = this.#regex;
+      if (re !== undefined) {
+        const t = text();
+        re.lastIndex = 0;
+        for (let m = re.exec(t); m !== null; m = re.exec(t)) {
+          const at = m.index;
+          re.lastIndex = at + 1;
+          this.#reportRegexMatch(t, m[0], at, report);
+        }
       }
+      this.#matcher.scan(window, 0, window.length, (index, at) => {
+        const needle = this.#matcher.needles[index] as Needle;
+        report(needle.codename, needle.encoding, at, needle.bytes.length);
+      });
     }
-    this.#matcher.scan(window, 0, window.length, (index, at) => {
-      const needle = this.#matcher.needles[index] as Needle;
+    if (this.#splitRegex !== undefined) this.#scanSplit(text(), report);
+  }
+
+  /** What the regular expression's match `matched` at `at` reports: its needle, if the case and word boundaries agree. */
+  #reportRegexMatch(
+    text: string | Buffer,
+    matched: string,
+    at: number,
+    report: (codename: string, encoding: Encoding, at: number, length: number) => void,
+  ): void {
+    const needle = this.#regexNeedles.get(this.#key(matched));
+    if (needle === undefined || !this.#asciiEqual(matched, Buffer.from(needle.bytes).toString('latin1'), needle.fold)) return;
+    const end = at + matched.length;
+    const before = at > 0 ? (typeof text === 'string' ? text.charCodeAt(at - 1) : (text[at - 1] as number)) : -1;
+    const after = end < text.length ? (typeof text === 'string' ? text.charCodeAt(end) : (text[end] as number)) : -1;
+    if (needle.wholeWord && (isWordCode(before) || isWordCode(after))) return;
+    report(needle.codename, needle.encoding, at, matched.length);
+  }
+
+  /**
+   * The same findings, in the same order, from one libhs pass: per start position the
+   * longest of the regular expression's sources (what the alternation, longest first, would
+   * match there), then every exact needle by position and index (what the matcher reports).
+   */
+  #scanNative(window: Buffer, report: (codename: string, encoding: Encoding, at: number, length: number) => void): void {
+    const native = this.#native as NativeSet;
+    const pairs = native.addon.literalsScan(native.handle, window);
+    const regexCount = native.sources.length;
+    for (let k = 0; k < pairs.length; ) {
+      const at = pairs[k + 1] as number;
+      let longest = -1;
+      for (; k < pairs.length && pairs[k + 1] === at; k += 2) {
+        const id = pairs[k] as number;
+        if (id < regexCount) longest = Math.max(longest, (native.sources[id] as string).length);
+      }
+      if (longest > 0) this.#reportRegexMatch(window, window.toString('latin1', at, at + longest), at, report);
+    }
+    const needles = this.#matcher.needles;
+    for (let k = 0; k < pairs.length; k += 2) {
+      const id = pairs[k] as number;
+      if (id < regexCount) continue;
+      const needle = needles[id - regexCount] as Needle;
+      const at = pairs[k + 1] as number;
+      const end = at + needle.bytes.length;
+      if (
+        needle.wholeWord &&
+        ((at > 0 && isWordCode(window[at - 1] as number)) || (end < window.length && isWordCode(window[end] as number)))
+      )
+        continue;
       report(needle.codename, needle.encoding, at, needle.bytes.length);
-    });
-    if (this.#splitRegex !== undefined) this.#scanSplit(text, report);
+    }
   }
 
   /** `'Capy' + 'bara'`: around each junction, remove junctions and search the plain forms. */

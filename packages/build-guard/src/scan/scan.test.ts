@@ -317,5 +317,14 @@ describe('output', () => {
     const short = run('--codename', 'ab', clean);
     expect(short.status).toBe(2);
     expect(short.stderr).toMatch(/ERR_SCAN_CONFIG/);
+    const engine = run('--engine', 'fast', '--codename', CODENAME, clean);
+    expect(engine.status).toBe(2);
+    expect(engine.stderr).toMatch(/expected --engine auto, native or js, got "fast"/);
+    // Either engine, the same verdict and findings.
+    for (const name of ['js', 'native', 'auto']) {
+      const r = run('--engine', name, '--json', '--codename', CODENAME, join(dir, 'planted/hex.js'));
+      expect(r.status).toBe(1);
+      expect(JSON.parse(r.stdout).findings.map((f: { encoding: string }) => f.encoding)).toEqual(['hex']);
+    }
   });
 });

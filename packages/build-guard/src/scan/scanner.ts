@@ -6,8 +6,8 @@ import { Worker } from 'node:worker_threads';
 import { createGunzip } from 'node:zlib';
 import { errorMessage } from '@moat/protocol/support';
 import { BuildGuardError } from '../errors.js';
-import { CodenameEngine, type RawMatch } from './engine.js';
-import type { Encoding, NeedleOptions } from './needles.js';
+import { CodenameEngine, type EngineOptions, type RawMatch } from './engine.js';
+import type { Encoding } from './needles.js';
 import { TarReader } from './tar.js';
 
 /** How bad a finding is: `error` and `warning` fail the scan, `note` only informs. */
@@ -43,7 +43,7 @@ export interface AllowEntry {
 }
 
 /** Options of {@link scanPaths}. */
-export interface ScanOptions extends NeedleOptions {
+export interface ScanOptions extends EngineOptions {
   readonly codenames: readonly string[];
   readonly allowlist?: readonly AllowEntry[];
   /** Audit source maps, `sourceMappingURL` comments and embedded sources (default true). */
@@ -255,7 +255,7 @@ async function scanInWorkers(paths: readonly string[], options: ScanOptions): Pr
     lightest.paths.push(f.path);
     lightest.bytes += f.size;
   }
-  const { onProgress, ...rest } = options;
+  const { onProgress, onWarning: _onWarning, ...rest } = options;
   const reports = await Promise.all(
     groups.map(
       (group) =>

@@ -44,6 +44,13 @@ export interface NativeBinding {
   secureBuffer(size: number): { buffer: Buffer; locked: boolean; dontdump: boolean };
   /** Wipes NAME's value in the original environment block (/proc/self/environ): bytes wiped, or a negative errno. */
   scrubEnvBlock(name: string): number;
+  /**
+   * Compiles literals (bytes; `caseless[i]` folds ASCII case) into one libhs database, opened
+   * with dlopen on first use; throws `ERR_NATIVE_SCAN` when libhs is missing or refuses them.
+   */
+  literalsCompile(patterns: Buffer[], caseless: boolean[]): unknown;
+  /** Every occurrence of every literal in `bytes`: (literal index, start offset) pairs, by start then index. */
+  literalsScan(handle: unknown, bytes: Uint8Array): Int32Array;
 }
 
 /** The addon, or why there is none. */

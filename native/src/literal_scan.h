@@ -1,0 +1,24 @@
+#ifndef MOAT_LITERAL_SCAN_H
+#define MOAT_LITERAL_SCAN_H
+#include <stddef.h>
+#include <stdint.h>
+
+/* A compiled set of literals (Hyperscan/Vectorscan, opened with dlopen on first use). */
+typedef struct moat_literals moat_literals;
+
+/* Compiles `count` literals (bytes and lengths; `caseless[i]` folds ASCII case); NULL on failure. */
+moat_literals *moat_literals_compile(const char *const *patterns, const size_t *lengths, const int *caseless, unsigned count);
+
+/* Why the last compile failed, or why the library is missing (a static string). */
+const char *moat_literal_error(void);
+
+/*
+ * Finds every occurrence of every literal in `data`: `*pairs` receives `*count` pairs of
+ * (literal index, start offset), in the order the library reports them; the caller frees it.
+ * Not thread-safe for one `m` (one scratch space). 0 on success.
+ */
+int moat_literals_scan(moat_literals *m, const unsigned char *data, size_t len, int32_t **pairs, size_t *count);
+
+void moat_literals_free(moat_literals *m);
+
+#endif

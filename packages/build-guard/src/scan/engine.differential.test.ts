@@ -1,0 +1,108 @@
+/**
+ * The native engine (libhs, one pass for every form) and the JavaScript engine give the same
+ * findings, byte for byte and in the same order: on random haystacks that plant every form of
+ * random codenames (ASCII and not) in random bytes and feed them in random chunks, in every
+ * mode; and on the held corpus of real bundles with planted leaks, through `scanPaths`.
+ */
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { CodenameEngine, type RawMatch } from './engine.js';
+import { needlesFor } from './needles.js';
+import { scanPaths } from './scanner.js';
+
+const require = createRequire(import.meta.url);
+const LIBHS = ['/usr/lib/x86_64-linux-gnu/libhs.so.5', '/usr/lib/aarch64-linux-gnu/libhs.so.5', '/usr/lib/libhs.so.5'].some(existsSync);
+const NO_LIBHS = 'libhs (Debian: libvectorscan5) is not installed: only the JavaScript engine can run';
+
+function findings(engine: CodenameEngine, haystack: Buffer, cuts: readonly number[]): RawMatch[] {
+  const out: RawMatch[] = [];
+  const stream = engine.stream((m) => out.push(m));
+  let at = 0;
+  for (const cut of [...cuts].sort((a, b) => a - b)) {
+    const to = Math.min(haystack.length, cut);
+    if (to > at) stream.write(haystack.subarray(at, to));
+    at = Math.max(at, to);
+  }
+  if (at < haystack.length) stream.write(haystack.subarray(at));
+  return out;
+}
+
+describe.skipIf(!LIBHS)('native and JavaScript engines agree', () => {
+  it('the native engine loads where libhs is installed', () => {
+    expect(new CodenameEngine(['Capybara']).kind).toBe('native');
+    expect(new CodenameEngine(['Capybara'], { engine: 'js' }).kind).toBe('js');
+  });
+
+  it('on random haystacks with every form planted, in random chunks, in every mode', () => {
+    const codename = fc.oneof(
+      fc.stringMatching(/^[A-Z][a-z]{3,10}$/),
+      fc.stringMatching(/^[a-z][A-Za-z0-9_]{3,9}$/),
+      fc.constantFrom('Nötfall', 'Éclair', 'Größe', 'ÉCLAIR', 'Straße', 'Kapibara'),
+    );
+    fc.assert(
+      fc.property(
+        fc.uniqueArray(codename, { minLength: 1, maxLength: 4 }),
+        fc.array(fc.oneof(fc.uint8Array({ maxLength: 40 }), fc.string({ unit: 'grapheme-ascii', maxLength: 40 })), { maxLength: 12 }),
+        fc.array(fc.nat(30), { maxLength: 8 }),
+        fc.record({ ignoreCase: fc.boolean(), wholeWord: fc.boolean(), plainOnly: fc.boolean() }),
+        fc.array(fc.nat(2_000), { maxLength: 4 }),
+        (codenames, fillers, picks, options, cuts) => {
+          // Plant forms of the codenames (and their case variants) between the fillers.
+          const forms = codenames.flatMap((c) => [
+            ...needlesFor(c, { ignoreCase: true }).map((n) => Buffer.from(n.bytes)),
+            Buffer.from(`'${c.slice(0, 2)}' + '${c.slice(2)}'`),
+            Buffer.from(c.toUpperCase()),
+            Buffer.from(`_${c}_`),
+          ]);
+          const parts: Buffer[] = [];
+          fillers.forEach((f, i) => {
+            parts.push(typeof f === 'string' ? Buffer.from(f, 'latin1') : Buffer.from(f));
+            const pick = picks[i];
+            if (pick !== undefined && forms.length > 0) parts.push(forms[pick % forms.length] as Buffer);
+          });
+          const haystack = Buffer.concat(parts);
+          const native = new CodenameEngine(codenames, options);
+          const js = new CodenameEngine(codenames, { ...options, engine: 'js' });
+          expect(findings(native, haystack, cuts)).toEqual(findings(js, haystack, cuts));
+        },
+      ),
+      { numRuns: 400 },
+    );
+  });
+
+  it('on the held corpus of real bundles with planted leaks, through scanPaths', { timeout: 120_000 }, async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'moat-scan-diff-'));
+    const root = join(process.cwd(), '../..');
+    const bundles = [
+      require.resolve('typescript/lib/typescript.js', { paths: [root] }),
+      require.resolve('acorn'),
+      join(dirname(require.resolve('esbuild/package.json')), 'lib/main.js'),
+      require.resolve('fast-check'),
+    ];
+    const codenames = ['Capybara', 'Nötfall', 'Quilliphant', 'function', 'Tokenizer', 'Zorblaxian'];
+    const planted = join(dir, 'planted.js');
+    const forms = codenames.flatMap((c) => needlesFor(c, {}).map((n) => Buffer.from(n.bytes)));
+    writeFileSync(
+      planted,
+      Buffer.concat([readFileSync(bundles[1] as string), ...forms.map((f) => Buffer.concat([Buffer.from(';x="'), f, Buffer.from('";')]))]),
+    );
+    for (const options of [{}, { plainOnly: true }, { ignoreCase: true }, { wholeWord: true }]) {
+      const [native, js] = await Promise.all([
+        scanPaths([...bundles, planted], { codenames, ...options, workers: 1 }),
+        scanPaths([...bundles, planted], { codenames, ...options, workers: 1, engine: 'js' }),
+      ]);
+      expect(native.findings.length).toBeGreaterThan(0);
+      expect(JSON.stringify(native)).toBe(JSON.stringify(js));
+    }
+  });
+});
+
+if (!LIBHS) {
+  describe('without libhs', () => {
+    it.skip(NO_LIBHS, () => {});
+  });
+}
