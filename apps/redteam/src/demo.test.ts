@@ -11,16 +11,33 @@ const require = createRequire(import.meta.url);
 const cli = join(dirname(require.resolve('@moat/cli/package.json')), 'dist/moat-chat');
 const nativeDir = dirname(require.resolve('@moat/native/package.json'));
 let verifier: Verifier;
+let replica: Verifier;
 let ctx: RedteamContext;
 
 beforeAll(async () => {
-  const env = devEnvironment({ attestationKeyFile: join(nativeDir, '.moat-dev-key.json') });
+  // Two replicas on one SQLite file: they share the replay cache, as replicas must.
+  const database = join(mkdtempSync(join(tmpdir(), 'moat-redteam-')), 'verifier.db');
+  const env = devEnvironment({ attestationKeyFile: join(nativeDir, '.moat-dev-key.json'), database });
   const adminToken = env.MOAT_VERIFIER_ADMIN_TOKEN as string;
   const serverSecret = env.MOAT_VERIFIER_SERVER_SECRET as string;
-  verifier = await createVerifier(loadConfig(env), { logLevel: 'silent' });
-  ctx = { baseUrl: await verifier.listen(), adminToken, salt: 'moat-dev-salt', cli, serverSecret, log: () => {} };
+  const config = loadConfig(env);
+  verifier = await createVerifier(config, { logLevel: 'silent' });
+  replica = await createVerifier(config, { logLevel: 'silent' });
+  ctx = {
+    baseUrl: await verifier.listen(),
+    replicaUrl: await replica.listen(),
+    windowSec: config.windowSec,
+    adminToken,
+    salt: 'moat-dev-salt',
+    cli,
+    serverSecret,
+    log: () => {},
+  };
 });
-afterAll(() => verifier.close());
+afterAll(async () => {
+  await replica.close();
+  await verifier.close();
+});
 
 // Each scenario is a test of its own: one failing does not hide the others.
 describe('red-team scenarios against a local verifier', () => {
