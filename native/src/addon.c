@@ -312,12 +312,17 @@ static void literal_set_finalize(napi_env env, void *data, void *hint) {
   free(set);
 }
 
-/* literalsCompile(patterns: Buffer[], caseless: boolean[]) → handle */
+/* literalsCompile(patterns: Buffer[], caseless: boolean[], serialized?: Buffer) → handle */
 static napi_value literals_compile(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2];
+  size_t argc = 3;
+  napi_value argv[3];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   bool a0 = false, a1 = false;
+  void *serialized = NULL;
+  size_t serialized_len = 0;
+  bool has_serialized = false;
+  if (argc >= 3 && napi_is_buffer(env, argv[2], &has_serialized) == napi_ok && has_serialized)
+    napi_get_buffer_info(env, argv[2], &serialized, &serialized_len);
   uint32_t n = 0, n2 = 0;
   if (argc < 2 || napi_is_array(env, argv[0], &a0) != napi_ok || napi_is_array(env, argv[1], &a1) != napi_ok || !a0 || !a1 ||
       napi_get_array_length(env, argv[0], &n) != napi_ok || napi_get_array_length(env, argv[1], &n2) != napi_ok || n != n2 || n == 0) {
@@ -357,7 +362,7 @@ static napi_value literals_compile(napi_env env, napi_callback_info info) {
     lengths[i] = len;
     caseless[i] = fold;
   }
-  set->m = moat_literals_compile(patterns, lengths, caseless, n);
+  set->m = moat_literals_compile(patterns, lengths, caseless, n, has_serialized ? serialized : NULL, serialized_len);
   free(patterns);
   free(caseless);
   free(lengths);
@@ -373,6 +378,43 @@ static napi_value literals_compile(napi_env env, napi_callback_info info) {
     return NULL;
   }
   return handle;
+}
+
+/* literalsSerialize(handle) → Buffer: the compiled database, for a cache. */
+static napi_value literals_serialize(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  literal_set *set = NULL;
+  if (argc < 1 || napi_get_value_external(env, argv[0], (void **)&set) != napi_ok || set == NULL) {
+    napi_throw_type_error(env, "ERR_NATIVE_OPTIONS", "expected literalsSerialize(handle)");
+    return NULL;
+  }
+  char *bytes = NULL;
+  size_t len = 0;
+  if (moat_literals_serialize(set->m, &bytes, &len) != 0) {
+    napi_throw_error(env, "ERR_NATIVE_SCAN", "cannot serialize the literal set");
+    return NULL;
+  }
+  napi_value out;
+  void *copy;
+  napi_status st = napi_create_buffer_copy(env, len, bytes, &copy, &out);
+  free(bytes);
+  if (st != napi_ok) {
+    napi_throw_error(env, "ERR_NATIVE", "out of memory");
+    return NULL;
+  }
+  return out;
+}
+
+/* literalsVersion() → libhs's version string, or undefined when libhs cannot be loaded. */
+static napi_value literals_version(napi_env env, napi_callback_info info) {
+  (void)info;
+  const char *v = moat_literals_version();
+  napi_value out;
+  if (v == NULL) CHECK(napi_get_undefined(env, &out));
+  else CHECK(napi_create_string_utf8(env, v, NAPI_AUTO_LENGTH, &out));
+  return out;
 }
 
 static int by_start_then_id(const void *a, const void *b) {
@@ -428,6 +470,8 @@ static napi_value init(napi_env env, napi_value exports) {
       {"scrubEnvBlock", NULL, scrub_env_block, NULL, NULL, NULL, napi_default, NULL},
       {"literalsCompile", NULL, literals_compile, NULL, NULL, NULL, napi_default, NULL},
       {"literalsScan", NULL, literals_scan, NULL, NULL, NULL, napi_default, NULL},
+      {"literalsSerialize", NULL, literals_serialize, NULL, NULL, NULL, napi_default, NULL},
+      {"literalsVersion", NULL, literals_version, NULL, NULL, NULL, napi_default, NULL},
   };
   CHECK(napi_define_properties(env, exports, sizeof props / sizeof props[0], props));
   return exports;

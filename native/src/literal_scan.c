@@ -31,6 +31,9 @@ static struct {
   int (*free_database)(hs_database_t *);
   int (*free_scratch)(hs_scratch_t *);
   int (*free_compile_error)(hs_compile_error_t *);
+  int (*serialize)(const hs_database_t *, char **, size_t *);
+  int (*deserialize)(const char *, size_t, hs_database_t **);
+  const char *(*version)(void);
 } hs;
 static int hs_loaded;
 static char hs_error[256] = "libhs not loaded";
@@ -56,6 +59,9 @@ static void load(void) {
   RESOLVE(free_database, "hs_free_database");
   RESOLVE(free_scratch, "hs_free_scratch");
   RESOLVE(free_compile_error, "hs_free_compile_error");
+  RESOLVE(serialize, "hs_serialize_database");
+  RESOLVE(deserialize, "hs_deserialize_database");
+  RESOLVE(version, "hs_version");
 #undef RESOLVE
   hs_loaded = 1;
 }
@@ -71,7 +77,13 @@ struct moat_literals {
   size_t *length;
 };
 
-moat_literals *moat_literals_compile(const char *const *patterns, const size_t *lengths, const int *caseless, unsigned count) {
+const char *moat_literals_version(void) {
+  pthread_once(&hs_once, load);
+  return hs_loaded ? hs.version() : NULL;
+}
+
+moat_literals *moat_literals_compile(const char *const *patterns, const size_t *lengths, const int *caseless, unsigned count,
+                                     const char *serialized, size_t serialized_len) {
   pthread_once(&hs_once, load);
   if (!hs_loaded || count == 0) {
     if (count == 0) snprintf(hs_error, sizeof hs_error, "no patterns");
@@ -111,7 +123,11 @@ moat_literals *moat_literals_compile(const char *const *patterns, const size_t *
     ids[i] = i;
   }
   hs_compile_error_t *err = NULL;
-  int rc = hs.compile_lit_multi(trimmed, flags, ids, trimmed_len, count, HS_MODE_BLOCK, NULL, &m->db, &err);
+  /* A database compiled earlier for exactly these literals (the caller keys its cache by
+     them and the library version); libhs checks its version, platform and checksum. */
+  int rc = serialized != NULL && hs.deserialize(serialized, serialized_len, &m->db) == HS_SUCCESS
+               ? HS_SUCCESS
+               : hs.compile_lit_multi(trimmed, flags, ids, trimmed_len, count, HS_MODE_BLOCK, NULL, &m->db, &err);
   free(flags);
   free(ids);
   free(trimmed);
@@ -133,6 +149,10 @@ moat_literals *moat_literals_compile(const char *const *patterns, const size_t *
     return NULL;
   }
   return m;
+}
+
+int moat_literals_serialize(const moat_literals *m, char **bytes, size_t *len) {
+  return hs.serialize(m->db, bytes, len) == HS_SUCCESS ? 0 : -1;
 }
 
 void moat_literals_free(moat_literals *m) {

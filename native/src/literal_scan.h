@@ -6,8 +6,19 @@
 /* A compiled set of literals (Hyperscan/Vectorscan, opened with dlopen on first use). */
 typedef struct moat_literals moat_literals;
 
-/* Compiles `count` literals (bytes and lengths; `caseless[i]` folds ASCII case); NULL on failure. */
-moat_literals *moat_literals_compile(const char *const *patterns, const size_t *lengths, const int *caseless, unsigned count);
+/*
+ * Compiles `count` literals (bytes and lengths; `caseless[i]` folds ASCII case), or loads
+ * `serialized` (a database moat_literals_serialize gave for the same literals) when it is
+ * given and valid; NULL on failure.
+ */
+moat_literals *moat_literals_compile(const char *const *patterns, const size_t *lengths, const int *caseless, unsigned count,
+                                     const char *serialized, size_t serialized_len);
+
+/* The compiled database as bytes (malloc'ed; the caller frees them). 0 on success. */
+int moat_literals_serialize(const moat_literals *m, char **bytes, size_t *len);
+
+/* libhs's version string, NULL when it cannot be loaded. */
+const char *moat_literals_version(void);
 
 /* Why the last compile failed, or why the library is missing (a static string). */
 const char *moat_literal_error(void);

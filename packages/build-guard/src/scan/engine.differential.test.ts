@@ -4,13 +4,13 @@
  * random codenames (ASCII and not) in random bytes and feed them in random chunks, in every
  * mode; and on the held corpus of real bundles with planted leaks, through `scanPaths`.
  */
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { CodenameEngine, type RawMatch } from './engine.js';
+import { CodenameEngine, NATIVE_AUTO_MAX_LITERALS, type RawMatch } from './engine.js';
 import { needlesFor } from './needles.js';
 import { scanPaths } from './scanner.js';
 
@@ -35,6 +35,39 @@ describe.skipIf(!LIBHS)('native and JavaScript engines agree', () => {
   it('the native engine loads where libhs is installed', () => {
     expect(new CodenameEngine(['Capybara']).kind).toBe('native');
     expect(new CodenameEngine(['Capybara'], { engine: 'js' }).kind).toBe('js');
+  });
+
+  it('caches compiled databases privately; auto uses a cached one even for many literals; a doctored cache is not trusted', () => {
+    const dir = join(mkdtempSync(join(tmpdir(), 'moat-scan-cache-')), 'cache');
+    const before = process.env.MOAT_SCAN_CACHE_DIR;
+    process.env.MOAT_SCAN_CACHE_DIR = dir;
+    try {
+      // 400 codenames in every encoding: over the auto limit of literals.
+      const many = Array.from({ length: 400 }, (_, i) => `Zorblax${i.toString(36)}ian`);
+      expect(many.flatMap((c) => needlesFor(c)).length).toBeGreaterThan(NATIVE_AUTO_MAX_LITERALS);
+      expect(new CodenameEngine(many).kind).toBe('js');
+      expect(new CodenameEngine(many, { engine: 'native' }).kind).toBe('native');
+      const [file] = readdirSync(dir);
+      expect(file).toMatch(/^[0-9a-f]{64}\.hsdb$/);
+      expect(statSync(dir).mode & 0o777).toBe(0o700);
+      expect(statSync(join(dir, file as string)).mode & 0o777).toBe(0o600);
+      const cachedAuto = new CodenameEngine(many);
+      expect(cachedAuto.kind).toBe('native');
+      const haystack = Buffer.from(`x = "${many[123]}"; y = "${Buffer.from(many[7] as string).toString('hex')}";`);
+      const js = new CodenameEngine(many, { engine: 'js' });
+      expect(findings(cachedAuto, haystack, [])).toEqual(findings(js, haystack, []));
+      expect(findings(cachedAuto, haystack, []).map((m) => m.encoding)).toEqual(['plain', 'hex']);
+      // Garbage in the cache: libhs refuses it and the literals are compiled again.
+      writeFileSync(join(dir, file as string), 'not a database', { mode: 0o600 });
+      const recompiled = new CodenameEngine(many, { engine: 'native' });
+      expect(findings(recompiled, haystack, [])).toEqual(findings(js, haystack, []));
+      // A cache others can write is ignored.
+      chmodSync(dir, 0o777);
+      expect(new CodenameEngine(many).kind).toBe('js');
+    } finally {
+      if (before === undefined) delete process.env.MOAT_SCAN_CACHE_DIR;
+      else process.env.MOAT_SCAN_CACHE_DIR = before;
+    }
   });
 
   it('on random haystacks with every form planted, in random chunks, in every mode', () => {

@@ -1,11 +1,70 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { lstatSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
 import { MultiMatcher } from './matcher.js';
 import { type Encoding, type Needle, type NeedleOptions, needlesFor } from './needles.js';
 
 /** The native multi-literal search of `@moat/native` (Hyperscan/Vectorscan via dlopen). */
 interface NativeLiterals {
-  literalsCompile(patterns: Buffer[], caseless: boolean[]): unknown;
+  literalsCompile(patterns: Buffer[], caseless: boolean[], serialized?: Buffer): unknown;
   literalsScan(handle: unknown, bytes: Uint8Array): Int32Array;
+  literalsSerialize(handle: unknown): Buffer;
+  literalsVersion(): string | undefined;
+}
+
+/**
+ * Compiled libhs databases are cached by the literals they hold and the library version, in
+ * `$MOAT_SCAN_CACHE_DIR` (default `$XDG_CACHE_HOME/moat-scan` or `~/.cache/moat-scan`), a
+ * directory of this user's only: a database read back must be one this user wrote, since a
+ * doctored one could hide a leak. `MOAT_SCAN_CACHE=0` turns the cache off.
+ */
+function cacheFile(patterns: readonly Buffer[], caseless: readonly boolean[], version: string): string | undefined {
+  if (process.env.MOAT_SCAN_CACHE === '0') return undefined;
+  const dir = process.env.MOAT_SCAN_CACHE_DIR ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'moat-scan');
+  const hash = createHash('sha256').update(`moat-scan-literals/1\0${version}\0`);
+  patterns.forEach((p, i) => {
+    const head = Buffer.alloc(5);
+    head.writeUInt32BE(p.length);
+    head[4] = caseless[i] ? 1 : 0;
+    hash.update(head).update(p);
+  });
+  return join(dir, `${hash.digest('hex')}.hsdb`);
+}
+
+/** Whether `path` is a file or directory owned by this user that no one else can write. */
+function ownedAndPrivate(path: string, kind: 'file' | 'dir'): boolean {
+  try {
+    const st = lstatSync(path);
+    const uid = process.getuid?.();
+    return (kind === 'file' ? st.isFile() : st.isDirectory()) && (uid === undefined || st.uid === uid) && (st.mode & 0o022) === 0;
+  } catch {
+    return false;
+  }
+}
+
+function readCache(file: string | undefined): Buffer | undefined {
+  if (file === undefined || !ownedAndPrivate(join(file, '..'), 'dir') || !ownedAndPrivate(file, 'file')) return undefined;
+  try {
+    return readFileSync(file);
+  } catch {
+    return undefined;
+  }
+}
+
+function writeCache(file: string | undefined, bytes: Buffer): void {
+  if (file === undefined) return;
+  try {
+    mkdirSync(join(file, '..'), { recursive: true, mode: 0o700 });
+    if (!ownedAndPrivate(join(file, '..'), 'dir')) return;
+    // Unique per thread: the scan's worker threads share the process id and may write at once.
+    const tmp = `${file}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`;
+    writeFileSync(tmp, bytes, { mode: 0o600 });
+    renameSync(tmp, file);
+  } catch {
+    // A cache that cannot be written costs the next run a compile, nothing else.
+  }
 }
 
 /** Which search engine runs: `native` when the addon and libhs load, else `js`; forced by `engine`. */
@@ -14,9 +73,10 @@ export type EngineKind = 'native' | 'js';
 /** Options of {@link CodenameEngine}. */
 export interface EngineOptions extends NeedleOptions {
   /**
-   * `js` forces the JavaScript matcher; `native` uses libhs whenever it loads; `auto` (the
-   * default) uses libhs when it loads and the literals are few enough for its compile time
-   * to pay ({@link NATIVE_AUTO_MAX_LITERALS}).
+   * `js` forces the JavaScript matcher; `native` uses libhs whenever it loads (and caches the
+   * compiled database); `auto` (the default) uses libhs when it loads and either the literals
+   * are few enough for its compile time to pay ({@link NATIVE_AUTO_MAX_LITERALS}) or a
+   * database for them is cached.
    */
   readonly engine?: 'auto' | EngineKind;
   /** Told once why the native engine is not used, when it was asked for or is missing. */
@@ -46,7 +106,11 @@ function nativeLiterals(): { addon?: NativeLiterals; reason?: string } {
     const mod = createRequire(import.meta.url)('@moat/native') as { native?: Partial<NativeLiterals>; loadError?: Error };
     const addon = mod.native;
     nativeLoaded =
-      addon !== undefined && typeof addon.literalsCompile === 'function' && typeof addon.literalsScan === 'function'
+      addon !== undefined &&
+      typeof addon.literalsCompile === 'function' &&
+      typeof addon.literalsScan === 'function' &&
+      typeof addon.literalsSerialize === 'function' &&
+      typeof addon.literalsVersion === 'function'
         ? { addon: addon as NativeLiterals }
         : { reason: mod.loadError?.message ?? 'the addon has no literal search' };
   } catch (error) {
@@ -149,12 +213,20 @@ export class CodenameEngine {
     if (this.#fold && sources.some((s) => [...s].some((c) => c.charCodeAt(0) > 0x7f))) return warn('case-insensitive non-ASCII forms');
     const patterns = [...sources.map((s) => Buffer.from(s, 'latin1')), ...exact.map((n) => Buffer.from(n.bytes))];
     if (patterns.length === 0) return undefined;
+    const caseless = [...sources.map(() => this.#fold), ...exact.map(() => false)];
+    const version = loaded.addon.literalsVersion();
+    if (version === undefined) return warn('libhs cannot be loaded');
+    const file = cacheFile(patterns, caseless, version);
+    const cached = readCache(file);
     // Compiling grows faster than linearly: 1,000 codenames in every encoding (22,000
     // literals) take libhs about 0.7 s, more than the JavaScript engine needs for 100 MB.
-    // Unasked, the native engine runs only where it pays (bench/scan.bench.ts).
-    if (options.engine !== 'native' && patterns.length > NATIVE_AUTO_MAX_LITERALS) return undefined;
+    // Unasked, the native engine runs only where it pays: few literals, or a cached database.
+    if (options.engine !== 'native' && cached === undefined && patterns.length > NATIVE_AUTO_MAX_LITERALS) return undefined;
     try {
-      const handle = loaded.addon.literalsCompile(patterns, [...sources.map(() => this.#fold), ...exact.map(() => false)]);
+      const handle = loaded.addon.literalsCompile(patterns, caseless, cached);
+      // Written when missing, or replaced when libhs refused the cached bytes and compiled anew.
+      const compiled = loaded.addon.literalsSerialize(handle);
+      if (cached === undefined || !compiled.equals(cached)) writeCache(file, compiled);
       return { addon: loaded.addon, handle, sources };
     } catch (error) {
       return warn(error instanceof Error ? error.message : String(error));
