@@ -36,7 +36,7 @@ const BENCHES: readonly Bench[] = [
   {
     dir: 'packages/build-guard',
     title: 'Leak scanner',
-    baseline: '`rg -F -f` (ripgrep, fixed strings) over the same corpus',
+    baseline: '`rg -F -f` and `rg -F -i -f` (ripgrep, fixed strings) over the same corpus; both moat-scan engines',
     ratio: 'moat-scan time ÷ rg time (lower is better)',
   },
   {
