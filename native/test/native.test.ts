@@ -57,6 +57,8 @@ describe('@moat/native', () => {
       'keyId',
       'literalsCompile',
       'literalsScan',
+      'literalsSerialize',
+      'literalsVersion',
       'request',
       'scrubEnvBlock',
       'secureBuffer',
