@@ -299,9 +299,10 @@ static napi_value scrub_env_block(napi_env env, napi_callback_info info) {
   return out;
 }
 
-/* A compiled literal set (freed with the handle). */
+/* A compiled literal or regex set (freed with the handle). */
 typedef struct {
   moat_literals *m;
+  int regex;
 } literal_set;
 
 static void literal_set_finalize(napi_env env, void *data, void *hint) {
@@ -380,6 +381,47 @@ static napi_value literals_compile(napi_env env, napi_callback_info info) {
   return handle;
 }
 
+/* regexCompile(patterns: string[]) → handle; literalsScan on it gives (index, start, end) triples by start. */
+static napi_value regex_compile(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  bool is_array = false;
+  uint32_t n = 0;
+  if (argc < 1 || napi_is_array(env, argv[0], &is_array) != napi_ok || !is_array || napi_get_array_length(env, argv[0], &n) != napi_ok ||
+      n == 0 || n > 64) {
+    napi_throw_type_error(env, "ERR_NATIVE_OPTIONS", "expected regexCompile(patterns: string[]) of 1-64 patterns");
+    return NULL;
+  }
+  char *patterns[64] = {0};
+  int ok = 1;
+  for (uint32_t i = 0; i < n && ok; i++) {
+    napi_value item;
+    size_t len = 0;
+    napi_get_element(env, argv[0], i, &item);
+    ok = napi_get_value_string_utf8(env, item, NULL, 0, &len) == napi_ok && (patterns[i] = malloc(len + 1)) != NULL &&
+         napi_get_value_string_utf8(env, item, patterns[i], len + 1, &len) == napi_ok;
+  }
+  literal_set *set = ok ? calloc(1, sizeof *set) : NULL;
+  if (set != NULL) {
+    set->m = moat_regex_compile((const char *const *)patterns, n);
+    set->regex = 1;
+  }
+  for (uint32_t i = 0; i < n; i++) free(patterns[i]);
+  if (set == NULL || set->m == NULL) {
+    free(set);
+    napi_throw_error(env, "ERR_NATIVE_SCAN", ok ? moat_literal_error() : "expected every pattern as a string");
+    return NULL;
+  }
+  napi_value handle;
+  if (napi_create_external(env, set, literal_set_finalize, NULL, &handle) != napi_ok) {
+    literal_set_finalize(env, set, NULL);
+    napi_throw_error(env, "ERR_NATIVE", "cannot create the regex set");
+    return NULL;
+  }
+  return handle;
+}
+
 /* literalsSerialize(handle) → Buffer: the compiled database, for a cache. */
 static napi_value literals_serialize(napi_env env, napi_callback_info info) {
   size_t argc = 1;
@@ -446,17 +488,18 @@ static napi_value literals_scan(napi_env env, napi_callback_info info) {
     napi_throw_error(env, "ERR_NATIVE_SCAN", "the literal scan failed");
     return NULL;
   }
-  qsort(pairs, count, 2 * sizeof *pairs, by_start_then_id);
+  size_t width = set->regex ? 3 : 2;
+  qsort(pairs, count, width * sizeof *pairs, by_start_then_id);
   napi_value buffer, out;
   void *dest = NULL;
-  if (napi_create_arraybuffer(env, count * 2 * sizeof(int32_t), &dest, &buffer) != napi_ok) {
+  if (napi_create_arraybuffer(env, count * width * sizeof(int32_t), &dest, &buffer) != napi_ok) {
     free(pairs);
     napi_throw_error(env, "ERR_NATIVE", "out of memory");
     return NULL;
   }
-  if (count > 0) memcpy(dest, pairs, count * 2 * sizeof(int32_t));
+  if (count > 0) memcpy(dest, pairs, count * width * sizeof(int32_t));
   free(pairs);
-  CHECK(napi_create_typedarray(env, napi_int32_array, count * 2, buffer, 0, &out));
+  CHECK(napi_create_typedarray(env, napi_int32_array, count * width, buffer, 0, &out));
   return out;
 }
 
@@ -471,6 +514,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"literalsCompile", NULL, literals_compile, NULL, NULL, NULL, napi_default, NULL},
       {"literalsScan", NULL, literals_scan, NULL, NULL, NULL, napi_default, NULL},
       {"literalsSerialize", NULL, literals_serialize, NULL, NULL, NULL, napi_default, NULL},
+      {"regexCompile", NULL, regex_compile, NULL, NULL, NULL, napi_default, NULL},
       {"literalsVersion", NULL, literals_version, NULL, NULL, NULL, napi_default, NULL},
   };
   CHECK(napi_define_properties(env, exports, sizeof props / sizeof props[0], props));

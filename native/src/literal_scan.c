@@ -21,9 +21,12 @@ typedef int (*hs_match_cb)(unsigned int id, unsigned long long from, unsigned lo
 
 #define HS_SUCCESS 0
 #define HS_FLAG_CASELESS 1
+#define HS_FLAG_SOM_LEFTMOST 256
 #define HS_MODE_BLOCK 1
 
 static struct {
+  int (*compile_multi)(const char *const *, const unsigned *, const unsigned *, unsigned, unsigned, const void *, hs_database_t **,
+                       hs_compile_error_t **);
   int (*compile_lit_multi)(const char *const *, const unsigned *, const unsigned *, const size_t *, unsigned, unsigned, const void *,
                            hs_database_t **, hs_compile_error_t **);
   int (*alloc_scratch)(const hs_database_t *, hs_scratch_t **);
@@ -53,6 +56,7 @@ static void load(void) {
       return;                                                                   \
     }                                                                           \
   } while (0)
+  RESOLVE(compile_multi, "hs_compile_multi");
   RESOLVE(compile_lit_multi, "hs_compile_lit_multi");
   RESOLVE(alloc_scratch, "hs_alloc_scratch");
   RESOLVE(scan, "hs_scan");
@@ -75,6 +79,8 @@ struct moat_literals {
      compiled without their leading NULs, which the scan then checks itself. */
   size_t *skip;
   size_t *length;
+  /* A regular-expression set (moat_regex_compile): matches are (id, leftmost start, end). */
+  int regex;
 };
 
 const char *moat_literals_version(void) {
@@ -151,6 +157,43 @@ moat_literals *moat_literals_compile(const char *const *patterns, const size_t *
   return m;
 }
 
+moat_literals *moat_regex_compile(const char *const *patterns, unsigned count) {
+  pthread_once(&hs_once, load);
+  if (!hs_loaded || count == 0) return NULL;
+  unsigned *flags = calloc(count, sizeof *flags);
+  unsigned *ids = calloc(count, sizeof *ids);
+  moat_literals *m = calloc(1, sizeof *m);
+  if (flags == NULL || ids == NULL || m == NULL) {
+    free(flags);
+    free(ids);
+    free(m);
+    snprintf(hs_error, sizeof hs_error, "out of memory");
+    return NULL;
+  }
+  for (unsigned i = 0; i < count; i++) {
+    flags[i] = HS_FLAG_SOM_LEFTMOST;
+    ids[i] = i;
+  }
+  hs_compile_error_t *err = NULL;
+  int rc = hs.compile_multi(patterns, flags, ids, count, HS_MODE_BLOCK, NULL, &m->db, &err);
+  free(flags);
+  free(ids);
+  if (rc != HS_SUCCESS) {
+    snprintf(hs_error, sizeof hs_error, "libhs compile failed: %s", err != NULL && err->message != NULL ? err->message : "unknown");
+    if (err != NULL) hs.free_compile_error(err);
+    free(m);
+    return NULL;
+  }
+  if (hs.alloc_scratch(m->db, &m->scratch) != HS_SUCCESS) {
+    snprintf(hs_error, sizeof hs_error, "libhs scratch allocation failed");
+    hs.free_database(m->db);
+    free(m);
+    return NULL;
+  }
+  m->regex = 1;
+  return m;
+}
+
 int moat_literals_serialize(const moat_literals *m, char **bytes, size_t *len) {
   return hs.serialize(m->db, bytes, len) == HS_SUCCESS ? 0 : -1;
 }
@@ -176,6 +219,22 @@ static int on_match(unsigned int id, unsigned long long from, unsigned long long
   (void)from;
   (void)flags;
   collector *c = context;
+  if (c->m->regex) {
+    if (c->n + 3 > c->cap) {
+      size_t cap = c->cap == 0 ? 1536 : c->cap * 2;
+      int32_t *grown = realloc(c->pairs, cap * sizeof *grown);
+      if (grown == NULL) {
+        c->failed = 1;
+        return 1;
+      }
+      c->pairs = grown;
+      c->cap = cap;
+    }
+    c->pairs[c->n++] = (int32_t)id;
+    c->pairs[c->n++] = (int32_t)from;
+    c->pairs[c->n++] = (int32_t)to;
+    return 0;
+  }
   size_t length = c->m->length[id], skip = c->m->skip[id];
   if (to < length) return 0; /* its leading NULs would start before the data */
   size_t start = (size_t)to - length;
@@ -205,6 +264,6 @@ int moat_literals_scan(moat_literals *m, const unsigned char *data, size_t len, 
     return -1;
   }
   *pairs = c.pairs;
-  *count = c.n / 2;
+  *count = c.n / (m->regex ? 3 : 2);
   return 0;
 }

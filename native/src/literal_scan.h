@@ -14,6 +14,12 @@ typedef struct moat_literals moat_literals;
 moat_literals *moat_literals_compile(const char *const *patterns, const size_t *lengths, const int *caseless, unsigned count,
                                      const char *serialized, size_t serialized_len);
 
+/*
+ * Compiles regular expressions (libhs syntax, leftmost start of match reported). Scanning
+ * such a set gives (expression index, start, end) triples instead of pairs.
+ */
+moat_literals *moat_regex_compile(const char *const *patterns, unsigned count);
+
 /* The compiled database as bytes (malloc'ed; the caller frees them). 0 on success. */
 int moat_literals_serialize(const moat_literals *m, char **bytes, size_t *len);
 

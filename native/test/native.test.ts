@@ -59,6 +59,7 @@ describe('@moat/native', () => {
       'literalsScan',
       'literalsSerialize',
       'literalsVersion',
+      'regexCompile',
       'request',
       'scrubEnvBlock',
       'secureBuffer',

@@ -88,6 +88,9 @@ describe.skipIf(!LIBHS)('native and JavaScript engines agree', () => {
           const forms = codenames.flatMap((c) => [
             ...needlesFor(c, { ignoreCase: true }).map((n) => Buffer.from(n.bytes)),
             Buffer.from(`'${c.slice(0, 2)}' + '${c.slice(2)}'`),
+            Buffer.from(`\`\${'${c.slice(0, 2)}'}${c.slice(2)}\``),
+            Buffer.from(`"${c.slice(0, 3)}"\u00a0+\t\`${c.slice(3)}\``, 'latin1'),
+            Buffer.from(`'${c.slice(0, 1)}' +\n '${c.slice(1, 3)}'+'${c.slice(3)}'`),
             Buffer.from(c.toUpperCase()),
             Buffer.from(`_${c}_`),
           ]);

@@ -9,6 +9,7 @@ import { type Encoding, type Needle, type NeedleOptions, needlesFor } from './ne
 /** The native multi-literal search of `@moat/native` (Hyperscan/Vectorscan via dlopen). */
 interface NativeLiterals {
   literalsCompile(patterns: Buffer[], caseless: boolean[], serialized?: Buffer): unknown;
+  regexCompile(patterns: string[]): unknown;
   literalsScan(handle: unknown, bytes: Uint8Array): Int32Array;
   literalsSerialize(handle: unknown): Buffer;
   literalsVersion(): string | undefined;
@@ -110,7 +111,8 @@ function nativeLiterals(): { addon?: NativeLiterals; reason?: string } {
       typeof addon.literalsCompile === 'function' &&
       typeof addon.literalsScan === 'function' &&
       typeof addon.literalsSerialize === 'function' &&
-      typeof addon.literalsVersion === 'function'
+      typeof addon.literalsVersion === 'function' &&
+      typeof addon.regexCompile === 'function'
         ? { addon: addon as NativeLiterals }
         : { reason: mod.loadError?.message ?? 'the addon has no literal search' };
   } catch (error) {
@@ -137,6 +139,12 @@ const isWordCode = (c: number) => (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <=
 // one starts (`"}` alone is too common in minified code to start a window); JUNCTION
 // removes every junction inside the window.
 const TRIGGER = /['"`]\s*\+\s*['"`]|\$\{\s*['"`]/g;
+/**
+ * TRIGGER's alternatives in libhs syntax over bytes: JavaScript's `\s`, over Latin-1 text,
+ * is exactly tab, LF, VT, FF, CR, space and U+00A0.
+ */
+const LATIN1_SPACE = '[\\t\\n\\x0b\\x0c\\r \\xa0]';
+const TRIGGER_SOURCES = [`['"\\x60]${LATIN1_SPACE}*\\+${LATIN1_SPACE}*['"\\x60]`, `\\$\\{${LATIN1_SPACE}*['"\\x60]`];
 const JUNCTION = /['"`]\s*\+\s*['"`]|\$\{\s*['"`]|['"`]\s*\}/g;
 const CONTEXT = 24;
 
@@ -166,6 +174,8 @@ export class CodenameEngine {
   readonly #fold: boolean;
   readonly maxLength: number;
   readonly #native: NativeSet | undefined;
+  /** The split-literal triggers in libhs, with the native engine and split literals on. */
+  readonly #triggerSet: { readonly addon: NativeLiterals; readonly handle: unknown } | undefined;
   /** Which engine scans: `native` (libhs) or `js`. */
   readonly kind: EngineKind;
 
@@ -196,6 +206,7 @@ export class CodenameEngine {
     this.maxLength = Math.max(1, this.#matcher.maxLength, ...sources.map((s) => s.length));
     this.#native = options.engine === 'js' ? undefined : this.#compileNative(sources, exact, options);
     this.kind = this.#native === undefined ? 'js' : 'native';
+    this.#triggerSet = this.#native === undefined || this.#splitRegex === undefined ? undefined : this.#compileTriggers(this.#native.addon);
   }
 
   /**
@@ -230,6 +241,15 @@ export class CodenameEngine {
       return { addon: loaded.addon, handle, sources };
     } catch (error) {
       return warn(error instanceof Error ? error.message : String(error));
+    }
+  }
+
+  /** TRIGGER in libhs, or `undefined` (V8 finds the triggers then, over decoded text). */
+  #compileTriggers(addon: NativeLiterals): { readonly addon: NativeLiterals; readonly handle: unknown } | undefined {
+    try {
+      return { addon, handle: addon.regexCompile(TRIGGER_SOURCES) };
+    } catch {
+      return undefined;
     }
   }
 
@@ -274,7 +294,8 @@ export class CodenameEngine {
         report(needle.codename, needle.encoding, at, needle.bytes.length);
       });
     }
-    if (this.#splitRegex !== undefined) this.#scanSplit(text(), report);
+    const slice = (from: number, to: number) => (decoded !== undefined ? decoded.slice(from, to) : window.toString('latin1', from, to));
+    if (this.#splitRegex !== undefined) this.#scanSplit(window, text, slice, report);
   }
 
   /** What the regular expression's match `matched` at `at` reports: its needle, if the case and word boundaries agree. */
@@ -327,16 +348,43 @@ export class CodenameEngine {
     }
   }
 
+  /**
+   * Where split-literal junctions start, as `TRIGGER.exec` would find them over the window's
+   * Latin-1 text (leftmost match, then on from its end): from V8 over the decoded text, or
+   * from libhs's leftmost-start matches without decoding anything.
+   */
+  *#triggers(window: Buffer, text: () => string): Generator<readonly [index: number, length: number]> {
+    if (this.#triggerSet === undefined) {
+      const t = text();
+      TRIGGER.lastIndex = 0;
+      for (let j = TRIGGER.exec(t); j !== null; j = TRIGGER.exec(t)) yield [j.index, j[0].length];
+      return;
+    }
+    const triples = this.#triggerSet.addon.literalsScan(this.#triggerSet.handle, window);
+    let lastIndex = 0;
+    for (let k = 0; k < triples.length; k += 3) {
+      const start = triples[k + 1] as number;
+      const end = triples[k + 2] as number;
+      if (start < lastIndex) continue;
+      yield [start, end - start];
+      lastIndex = end;
+    }
+  }
+
   /** `'Capy' + 'bara'`: around each junction, remove junctions and search the plain forms. */
-  #scanSplit(text: string, report: (codename: string, encoding: Encoding, at: number, length: number) => void): void {
+  #scanSplit(
+    window: Buffer,
+    text: () => string,
+    slice: (from: number, to: number) => string,
+    report: (codename: string, encoding: Encoding, at: number, length: number) => void,
+  ): void {
     const splitRe = this.#splitRegex as RegExp;
-    TRIGGER.lastIndex = 0;
     let lastEnd = -1;
-    for (let j = TRIGGER.exec(text); j !== null; j = TRIGGER.exec(text)) {
-      if (j.index < lastEnd) continue;
-      const start = Math.max(0, j.index - this.maxLength);
-      let end = Math.min(text.length, j.index + j[0].length + this.maxLength);
-      const raw = text.slice(start, end);
+    for (const [index, length] of this.#triggers(window, text)) {
+      if (index < lastEnd) continue;
+      const start = Math.max(0, index - this.maxLength);
+      let end = Math.min(window.length, index + length + this.maxLength);
+      const raw = slice(start, end);
       const kept: number[] = [];
       let joined = '';
       JUNCTION.lastIndex = 0;
