@@ -86,6 +86,40 @@ export interface EngineOptions extends NeedleOptions {
 
 let nativeLoaded: { addon?: NativeLiterals; reason?: string } | undefined;
 
+/**
+ * A known answer, at every alignment of the input: two adjacent occurrences of one literal
+ * next to another literal. Vectorscan 5.4.9 (Debian's libvectorscan5) misses the first
+ * occurrence at most alignments on AVX-512 machines; a library that misses a match would
+ * hide leaks, so it is not used.
+ */
+function selfTest(addon: NativeLiterals): { addon?: NativeLiterals; reason?: string } {
+  const version = (() => {
+    try {
+      return addon.literalsVersion();
+    } catch {
+      return undefined;
+    }
+  })();
+  if (version === undefined) return { reason: 'libhs cannot be loaded' };
+  try {
+    const handle = addon.literalsCompile([Buffer.from('N\u00f6tfall'), Buffer.from('Aada')], [false, false]);
+    const haystack = Buffer.from(
+      `${[...Buffer.from('n\u00f6tfallN\u00f6tfall')].map((b) => `\\x${b.toString(16)}`).join('')}N\u00f6tfallN\u00f6tfall`,
+    );
+    const memory = new Uint8Array(haystack.length + 64);
+    for (let offset = 0; offset < 64; offset++) {
+      const view = memory.subarray(offset, offset + haystack.length);
+      view.set(haystack);
+      const found = addon.literalsScan(handle, view);
+      if (found.length !== 4 || found[1] !== haystack.length - 16 || found[3] !== haystack.length - 8)
+        return { reason: `libhs ${version.trim()} misses matches in its self-test (install Intel Hyperscan: libhyperscan5)` };
+    }
+  } catch (error) {
+    return { reason: error instanceof Error ? error.message : String(error) };
+  }
+  return { addon };
+}
+
 /** Most literals the `auto` engine compiles natively (about 60 ms of libhs compile time). */
 export const NATIVE_AUTO_MAX_LITERALS = 5_000;
 
@@ -106,15 +140,16 @@ function nativeLiterals(): { addon?: NativeLiterals; reason?: string } {
   try {
     const mod = createRequire(import.meta.url)('@moat/native') as { native?: Partial<NativeLiterals>; loadError?: Error };
     const addon = mod.native;
-    nativeLoaded =
+    const missing =
       addon !== undefined &&
       typeof addon.literalsCompile === 'function' &&
       typeof addon.literalsScan === 'function' &&
       typeof addon.literalsSerialize === 'function' &&
       typeof addon.literalsVersion === 'function' &&
       typeof addon.regexCompile === 'function'
-        ? { addon: addon as NativeLiterals }
+        ? undefined
         : { reason: mod.loadError?.message ?? 'the addon has no literal search' };
+    nativeLoaded = missing ?? selfTest(addon as NativeLiterals);
   } catch (error) {
     nativeLoaded = { reason: error instanceof Error ? error.message : String(error) };
   }
@@ -227,7 +262,8 @@ export class CodenameEngine {
     const caseless = [...sources.map(() => this.#fold), ...exact.map(() => false)];
     const version = loaded.addon.literalsVersion();
     if (version === undefined) return warn('libhs cannot be loaded');
-    const file = cacheFile(patterns, caseless, version);
+    // Only sets too large to compile quickly are cached: small ones cost less than a file.
+    const file = patterns.length > NATIVE_AUTO_MAX_LITERALS ? cacheFile(patterns, caseless, version) : undefined;
     const cached = readCache(file);
     // Compiling grows faster than linearly: 1,000 codenames in every encoding (22,000
     // literals) take libhs about 0.7 s, more than the JavaScript engine needs for 100 MB.
