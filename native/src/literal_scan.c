@@ -1,7 +1,8 @@
 /*
- * Multi-literal search for moat-scan: every needle and every encoded form in one Hyperscan
- * (or Vectorscan) literal database, one pass over the bytes. The library is opened on first
- * use with dlopen, like libcurl: a machine without it falls back to the JavaScript matcher.
+ * Multi-literal search for moat-scan: every needle and every encoded form in one libhs
+ * (Intel Hyperscan) literal database, one pass over the bytes. The library is opened on first
+ * use with dlopen, like libcurl: a machine without it falls back to the JavaScript matcher,
+ * and moat-scan refuses a build that fails its known-answer self-test (Vectorscan 5.4.9).
  * Only the handful of functions used are declared here, so building needs no -dev package.
  */
 #include "literal_scan.h"
