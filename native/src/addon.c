@@ -313,6 +313,17 @@ static void literal_set_finalize(napi_env env, void *data, void *hint) {
   free(set);
 }
 
+/* The JavaScript handle of a compiled set: an external that frees it when collected. */
+static napi_value wrap_set(napi_env env, literal_set *set) {
+  napi_value handle;
+  if (napi_create_external(env, set, literal_set_finalize, NULL, &handle) != napi_ok) {
+    literal_set_finalize(env, set, NULL);
+    napi_throw_error(env, "ERR_NATIVE", "cannot create the set's handle");
+    return NULL;
+  }
+  return handle;
+}
+
 /* literalsCompile(patterns: Buffer[], caseless: boolean[], serialized?: Buffer) → handle */
 static napi_value literals_compile(napi_env env, napi_callback_info info) {
   size_t argc = 3;
@@ -372,13 +383,7 @@ static napi_value literals_compile(napi_env env, napi_callback_info info) {
     napi_throw_error(env, "ERR_NATIVE_SCAN", moat_literal_error());
     return NULL;
   }
-  napi_value handle;
-  if (napi_create_external(env, set, literal_set_finalize, NULL, &handle) != napi_ok) {
-    literal_set_finalize(env, set, NULL);
-    napi_throw_error(env, "ERR_NATIVE", "cannot create the literal set");
-    return NULL;
-  }
-  return handle;
+  return wrap_set(env, set);
 }
 
 /* regexCompile(patterns: string[]) → handle; literalsScan on it gives (index, start, end) triples by start. */
@@ -413,13 +418,7 @@ static napi_value regex_compile(napi_env env, napi_callback_info info) {
     napi_throw_error(env, "ERR_NATIVE_SCAN", ok ? moat_literal_error() : "expected every pattern as a string");
     return NULL;
   }
-  napi_value handle;
-  if (napi_create_external(env, set, literal_set_finalize, NULL, &handle) != napi_ok) {
-    literal_set_finalize(env, set, NULL);
-    napi_throw_error(env, "ERR_NATIVE", "cannot create the regex set");
-    return NULL;
-  }
-  return handle;
+  return wrap_set(env, set);
 }
 
 /* literalsSerialize(handle) → Buffer: the compiled database, for a cache. */
