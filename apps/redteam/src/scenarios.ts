@@ -76,6 +76,20 @@ interface RecordRow {
   reasons: string[];
 }
 
+/**
+ * Sends captured bytes to `url` as an attacker would: byte for byte, with `apiKey` and the
+ * `Host` of the address they were captured at (a relay chooses its Host). Returns the status.
+ */
+async function resend(url: URL, body: Buffer, capturedAt: string, apiKey: string): Promise<number> {
+  const res = await request(url, {
+    method: 'POST',
+    headers: { host: new URL(capturedAt).host, 'x-api-key': apiKey, 'content-type': 'application/json' },
+    body,
+  });
+  await res.body.arrayBuffer();
+  return res.statusCode;
+}
+
 async function admin<T>(ctx: RedteamContext, path: string, init: RequestInit = {}): Promise<T> {
   const res = await fetch(new URL(path, ctx.baseUrl), {
     ...init,
@@ -187,14 +201,9 @@ export const SCENARIOS: readonly Scenario[] = [
         const captured = tap.exchanges.find((e) => e.path === '/v1/messages')?.requestBody;
         if (captured === undefined) return { observed: 'nothing captured', verdict: '-', pass: false };
         // Sent again exactly as captured: bytes, key and Host.
-        const res = await request(new URL('/v1/messages', ctx.baseUrl), {
-          method: 'POST',
-          headers: { host: new URL(tap.url).host, 'x-api-key': key, 'content-type': 'application/json' },
-          body: captured,
-        });
-        await res.body.arrayBuffer();
+        const status = await resend(new URL('/v1/messages', ctx.baseUrl), captured, tap.url, key);
         const [rec] = await records(ctx, id, 1);
-        return { observed: describe(rec), verdict: rec?.verdict ?? '-', pass: rec?.attestation === 'replayed' && res.statusCode === 403 };
+        return { observed: describe(rec), verdict: rec?.verdict ?? '-', pass: rec?.attestation === 'replayed' && status === 403 };
       } finally {
         await tap.close();
       }
@@ -226,17 +235,12 @@ export const SCENARIOS: readonly Scenario[] = [
         // whole seconds from the write has already forgotten it.
         const lastAccepted = (Math.floor(sentAt / 1000) + 2) * 1000 - 100;
         await new Promise((r) => setTimeout(r, Math.max(0, lastAccepted - Date.now())));
-        const res = await request(new URL('/v1/messages', ctx.replicaUrl), {
-          method: 'POST',
-          headers: { host: new URL(tap.url).host, 'x-api-key': key, 'content-type': 'application/json' },
-          body: captured,
-        });
-        await res.body.arrayBuffer();
+        const status = await resend(new URL('/v1/messages', ctx.replicaUrl), captured, tap.url, key);
         const [genuine, replay] = (await records(ctx, id, 2)).reverse();
         return {
           observed: `first: ${genuine?.attestation ?? '-'} → ${first.status}; replica, ${Date.now() - sentAt} ms later: ${describe(replay)}`,
           verdict: replay?.verdict ?? '-',
-          pass: first.status === 200 && genuine?.attestation === 'valid' && replay?.attestation === 'replayed' && res.statusCode === 403,
+          pass: first.status === 200 && genuine?.attestation === 'valid' && replay?.attestation === 'replayed' && status === 403,
         };
       } finally {
         await tap.close();
@@ -273,13 +277,7 @@ export const SCENARIOS: readonly Scenario[] = [
             })
           ).arrayBuffer();
           const captured = tap.exchanges.find((e) => e.path === '/v1/messages')?.requestBody ?? Buffer.alloc(0);
-          const res = await request(new URL('/v1/messages/count_tokens', ctx.baseUrl), {
-            method: 'POST',
-            headers: { host: new URL(tap.url).host, 'x-api-key': user.key, 'content-type': 'application/json' },
-            body: captured,
-          });
-          await res.body.arrayBuffer();
-          otherPath = res.statusCode;
+          otherPath = await resend(new URL('/v1/messages/count_tokens', ctx.baseUrl), captured, tap.url, user.key);
         } finally {
           await tap.close();
         }

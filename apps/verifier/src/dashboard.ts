@@ -121,16 +121,10 @@ let started = false;
 function el(name, attrs, text) { const e = document.createElementNS(NS, name); for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, String(v)); if (text !== undefined) e.textContent = text; return e; }
 function cell(tr, text, cls) { const td = document.createElement('td'); td.textContent = text; if (cls) td.className = cls; tr.append(td); return td; }
 function fmtTime(ms, withDate) { const d = new Date(ms); const iso = d.toISOString(); return withDate ? iso.slice(5, 10) + ' ' + iso.slice(11, 16) : iso.slice(11, 19); }
-function wilson(k, n) {
-  if (n === 0) return { rate: 0, low: 0, high: 0 };
-  const z = 1.96, p = k / n, d = 1 + z * z / n;
-  const c = (p + z * z / (2 * n)) / d, h = (z * Math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))) / d;
-  return { rate: p, low: Math.max(0, c - h), high: Math.min(1, c + h) };
-}
 /** Risk: blocked and flagged share, the fingerprint mismatch rate's lower bound, decoys brought back, a tampering classification. */
 function riskOf(k) {
-  const w = wilson(k.mismatch, k.match + k.mismatch);
-  return (k.block + 0.5 * k.flag) / Math.max(1, k.requests) + w.low + (k.decoyHits > 0 ? 1 : 0) + (k.classification === 'tampering' ? 1 : 0);
+  const low = k.mismatchRate ? k.mismatchRate.low : 0;
+  return (k.block + 0.5 * k.flag) / Math.max(1, k.requests) + low + (k.decoyHits > 0 ? 1 : 0) + (k.classification === 'tampering' ? 1 : 0);
 }
 function rangeQuery() { return state.range === 'all' ? '' : 'since=' + (Date.now() - Number(state.range)); }
 async function api(path) {
@@ -209,7 +203,7 @@ function tiles(summary, hits) {
 }
 function renderKeys() {
   const body = document.querySelector('#keys tbody');
-  const value = (k) => state.sort === 'label' ? (k.label || k.keyId) : state.sort === 'mismatch' ? wilson(k.mismatch, k.match + k.mismatch).rate : state.sort === 'risk' ? k.risk : k[state.sort];
+  const value = (k) => state.sort === 'label' ? (k.label || k.keyId) : state.sort === 'mismatch' ? (k.mismatchRate ? k.mismatchRate.rate : 0) : state.sort === 'risk' ? k.risk : k[state.sort];
   const rows = [...state.keys].sort((a, b) => { const x = value(a), y = value(b); const c = x < y ? -1 : x > y ? 1 : 0; return state.desc ? -c : c; });
   if (rows.length === 0) { const tr = document.createElement('tr'); cell(tr, 'no key sent requests in this range', 'empty').colSpan = 10; body.replaceChildren(tr); return; }
   body.replaceChildren(...rows.map((k) => {
@@ -218,8 +212,8 @@ function renderKeys() {
     const name = cell(tr, ''); const l = document.createElement('div'); l.className = 'key-label'; l.textContent = k.label || '(no label)';
     const id = document.createElement('div'); id.className = 'key-id'; id.textContent = k.keyId + (k.classification ? ' · ' + k.classification : ''); name.append(l, id);
     cell(tr, String(k.requests), 'num'); cell(tr, String(k.allow), 'num allow'); cell(tr, String(k.flag), 'num flag'); cell(tr, String(k.block), 'num block');
-    const n = k.match + k.mismatch, w = wilson(k.mismatch, n);
-    cell(tr, n === 0 ? '–' : (100 * w.rate).toFixed(0) + '% [' + (100 * w.low).toFixed(0) + '–' + (100 * w.high).toFixed(0) + '%] of ' + n, 'num mismatch');
+    const w = k.mismatchRate;
+    cell(tr, w === null ? '–' : (100 * w.rate).toFixed(0) + '% [' + (100 * w.low).toFixed(0) + '–' + (100 * w.high).toFixed(0) + '%] of ' + (k.match + k.mismatch), 'num mismatch');
     cell(tr, String(k.decoyHits), 'num'); cell(tr, k.gateways.join(', ') || '–'); cell(tr, fmtTime(k.last, true));
     tr.addEventListener('click', () => { state.key = state.key === k.keyId ? '' : k.keyId; saveHash(); refresh(); });
     return tr;

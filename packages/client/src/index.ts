@@ -15,7 +15,7 @@ import { createAttestedFetch } from '@moat/attest/client';
 import { type HistoryEntry, keyIdentity, stripForeignSignedBlocks } from '@moat/distill-guard/client';
 import { tagFingerprint } from '@moat/fingerprint/client';
 import { GatewayDetector, TelemetryQueue } from '@moat/gateway-detect/client';
-import { blockSignatureOf, DISCOVERY_PATH, type Feature, TELEMETRY_PATH, tryParseDiscovery } from '@moat/protocol';
+import { blockSignatureOf, credentialOf, DISCOVERY_PATH, type Feature, TELEMETRY_PATH, tryParseDiscovery } from '@moat/protocol';
 import { MessageAssembler, type MessagesRequest, readStreamEvents } from '@moat/protocol/messages';
 import { createWarner, errorMessage, LruMap } from '@moat/protocol/support';
 
@@ -58,10 +58,8 @@ function isRecord(value: unknown): value is Record<string, unknown> {
 }
 
 function apiKeyOf(headers: Headers): string | undefined {
-  const key = headers.get('x-api-key');
-  if (key !== null && key !== '') return key;
-  const auth = headers.get('authorization');
-  return auth?.startsWith('Bearer ') === true ? auth.slice(7) : undefined;
+  const key = credentialOf((name) => headers.get(name));
+  return key === '' ? undefined : key;
 }
 
 /**

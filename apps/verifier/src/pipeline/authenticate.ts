@@ -1,14 +1,19 @@
 import type { IncomingHttpHeaders } from 'node:http';
+import { credentialOf } from '@moat/protocol';
 import { ApiError } from '../errors.js';
 import type { ApiKeyCache } from '../key-cache.js';
 import type { Storage } from '../storage.js';
 
-/** The client's API key: `x-api-key`, else a bearer token. */
+/**
+ * The client's API key: `x-api-key`, else a bearer token — the one credential rule of SPEC
+ * §5.3, so the key that is authenticated is the key an `r1` stamp covers.
+ */
 export function apiKeyOf(headers: IncomingHttpHeaders): string | undefined {
-  const header = headers['x-api-key'];
-  if (typeof header === 'string' && header !== '') return header;
-  const auth = headers.authorization;
-  return typeof auth === 'string' && auth.startsWith('Bearer ') && auth.length > 7 ? auth.slice(7) : undefined;
+  const key = credentialOf((name) => {
+    const value = headers[name];
+    return Array.isArray(value) ? value.join(', ') : value;
+  });
+  return key === '' ? undefined : key;
 }
 
 /**

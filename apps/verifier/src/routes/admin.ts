@@ -1,5 +1,6 @@
 import { timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { wilson } from '@moat/fingerprint/server';
 import { ATTESTATION_SIGNALS, DECOY_SIGNALS, FINGERPRINT_SIGNALS, isKeyId, THINKING_SIGNALS, VERDICTS } from '@moat/protocol';
 import { ApiError } from '../errors.js';
 import { readBody, sendJson } from '../http.js';
@@ -89,11 +90,16 @@ export async function handleAdmin(
     // Per-key traffic in the range, with the key's label and its fingerprint standing.
     const range = rangeOf(url);
     const labels = new Map((await storage.listApiKeys()).map((k) => [k.id, k.label]));
-    const keys = (await storage.keyActivity(range)).map((a) => ({
-      ...a,
-      label: labels.get(a.keyId) ?? null,
-      classification: fingerprintStats.report(a.keyId)?.classification ?? null,
-    }));
+    const keys = (await storage.keyActivity(range)).map((a) => {
+      const n = a.match + a.mismatch;
+      return {
+        ...a,
+        label: labels.get(a.keyId) ?? null,
+        classification: fingerprintStats.report(a.keyId)?.classification ?? null,
+        // The fingerprint mismatch rate in the range, with its 95% Wilson interval.
+        mismatchRate: n === 0 ? null : { rate: a.mismatch / n, ...wilson(a.mismatch, n) },
+      };
+    });
     return sendJson(res, 200, { ...range, keys });
   }
   if (req.method === 'GET' && url.pathname === '/admin/summary') {
