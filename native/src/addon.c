@@ -386,6 +386,67 @@ static napi_value literals_compile(napi_env env, napi_callback_info info) {
   return wrap_set(env, set);
 }
 
+/* literalsCompilePacked(packed: Buffer, lengths: Uint32Array, caseless: Uint8Array, serialized?: Buffer) → handle:
+   literalsCompile with the literals back to back in one buffer (a cached set loads without one object per literal). */
+static napi_value literals_compile_packed(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  void *packed = NULL, *serialized = NULL, *lengths_data = NULL, *caseless_data = NULL;
+  size_t packed_len = 0, serialized_len = 0, n = 0, n2 = 0, offset = 0;
+  bool is_buffer = false, has_serialized = false, t1 = false, t2 = false;
+  napi_typedarray_type type1, type2;
+  napi_value ab;
+  int ok = argc >= 3 && napi_is_buffer(env, argv[0], &is_buffer) == napi_ok && is_buffer &&
+           napi_get_buffer_info(env, argv[0], &packed, &packed_len) == napi_ok && napi_is_typedarray(env, argv[1], &t1) == napi_ok && t1 &&
+           napi_get_typedarray_info(env, argv[1], &type1, &n, &lengths_data, &ab, &offset) == napi_ok && type1 == napi_uint32_array &&
+           napi_is_typedarray(env, argv[2], &t2) == napi_ok && t2 &&
+           napi_get_typedarray_info(env, argv[2], &type2, &n2, &caseless_data, &ab, &offset) == napi_ok && type2 == napi_uint8_array &&
+           n == n2 && n > 0 && n <= 0x7fffffffu;
+  if (ok && argc >= 4 && napi_is_buffer(env, argv[3], &has_serialized) == napi_ok && has_serialized)
+    napi_get_buffer_info(env, argv[3], &serialized, &serialized_len);
+  const uint32_t *lengths32 = lengths_data;
+  size_t total = 0;
+  for (size_t i = 0; ok && i < n; i++) {
+    ok = lengths32[i] > 0;
+    total += lengths32[i];
+  }
+  if (!ok || total != packed_len) {
+    napi_throw_type_error(env, "ERR_NATIVE_OPTIONS",
+                          "expected literalsCompilePacked(packed: Buffer, lengths: Uint32Array, caseless: Uint8Array) with non-zero lengths summing to the buffer's");
+    return NULL;
+  }
+  const char **patterns = calloc(n, sizeof *patterns);
+  size_t *lengths = calloc(n, sizeof *lengths);
+  int *caseless = calloc(n, sizeof *caseless);
+  literal_set *set = calloc(1, sizeof *set);
+  if (patterns == NULL || lengths == NULL || caseless == NULL || set == NULL) {
+    free(patterns);
+    free(lengths);
+    free(caseless);
+    free(set);
+    napi_throw_error(env, "ERR_NATIVE", "out of memory");
+    return NULL;
+  }
+  const char *at = packed;
+  for (size_t i = 0; i < n; i++) {
+    patterns[i] = at;
+    lengths[i] = lengths32[i];
+    caseless[i] = ((const uint8_t *)caseless_data)[i] != 0;
+    at += lengths32[i];
+  }
+  set->m = moat_literals_compile(patterns, lengths, caseless, (unsigned)n, has_serialized ? serialized : NULL, serialized_len);
+  free(patterns);
+  free(caseless);
+  free(lengths);
+  if (set->m == NULL) {
+    free(set);
+    napi_throw_error(env, "ERR_NATIVE_SCAN", moat_literal_error());
+    return NULL;
+  }
+  return wrap_set(env, set);
+}
+
 /* regexCompile(patterns: string[]) → handle; literalsScan on it gives (index, start, end) triples by start. */
 static napi_value regex_compile(napi_env env, napi_callback_info info) {
   size_t argc = 1;
@@ -502,6 +563,168 @@ static napi_value literals_scan(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* One prefilter run on libuv's thread pool (the scan starts its own threads from there). */
+typedef struct {
+  moat_prefilter job;
+  char **paths;
+  napi_ref refs[3];
+  napi_async_work work;
+  napi_deferred deferred;
+  int rc;
+} prefilter_call;
+
+static void prefilter_execute(napi_env env, void *data) {
+  (void)env;
+  prefilter_call *call = data;
+  call->rc = moat_prefilter_run(&call->job);
+}
+
+static void prefilter_free(napi_env env, prefilter_call *call) {
+  for (size_t i = 0; i < call->job.count; i++) free(call->paths[i]);
+  free(call->paths);
+  for (int k = 0; k < 3; k++)
+    if (call->refs[k] != NULL) napi_delete_reference(env, call->refs[k]);
+  free(call->job.flags);
+  free(call->job.errors);
+  free(call->job.sizes);
+  if (call->job.events != NULL)
+    for (size_t i = 0; i < call->job.count; i++) free(call->job.events[i].items);
+  free(call->job.events);
+  free(call);
+}
+
+static void prefilter_complete(napi_env env, napi_status status, void *data) {
+  prefilter_call *call = data;
+  napi_value result = NULL, value;
+  size_t n = call->job.count;
+  void *dest = NULL;
+  if (status == napi_ok && call->rc == 0 && napi_create_object(env, &result) == napi_ok) {
+    napi_value buffer;
+    if (napi_create_arraybuffer(env, n == 0 ? 1 : n, &dest, &buffer) == napi_ok &&
+        napi_create_typedarray(env, napi_uint8_array, n, buffer, 0, &value) == napi_ok) {
+      if (n > 0) memcpy(dest, call->job.flags, n);
+      napi_set_named_property(env, result, "flags", value);
+    }
+    if (napi_create_arraybuffer(env, (n == 0 ? 1 : n) * sizeof(int32_t), &dest, &buffer) == napi_ok &&
+        napi_create_typedarray(env, napi_int32_array, n, buffer, 0, &value) == napi_ok) {
+      if (n > 0) memcpy(dest, call->job.errors, n * sizeof(int32_t));
+      napi_set_named_property(env, result, "errors", value);
+    }
+    if (napi_create_arraybuffer(env, (n == 0 ? 1 : n) * sizeof(double), &dest, &buffer) == napi_ok &&
+        napi_create_typedarray(env, napi_float64_array, n, buffer, 0, &value) == napi_ok) {
+      if (n > 0) memcpy(dest, call->job.sizes, n * sizeof(double));
+      napi_set_named_property(env, result, "sizes", value);
+    }
+    /* events: every file's triples in one array; eventStarts[i]..eventStarts[i + 1] are file i's. */
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++) total += call->job.events[i].n;
+    if (napi_create_arraybuffer(env, (total == 0 ? 1 : total) * sizeof(double), &dest, &buffer) == napi_ok &&
+        napi_create_typedarray(env, napi_float64_array, total, buffer, 0, &value) == napi_ok) {
+      size_t at = 0;
+      for (size_t i = 0; i < n; i++) {
+        if (call->job.events[i].n > 0) memcpy((double *)dest + at, call->job.events[i].items, call->job.events[i].n * sizeof(double));
+        at += call->job.events[i].n;
+      }
+      napi_set_named_property(env, result, "events", value);
+    }
+    if (napi_create_arraybuffer(env, (n + 1) * sizeof(double), &dest, &buffer) == napi_ok &&
+        napi_create_typedarray(env, napi_float64_array, n + 1, buffer, 0, &value) == napi_ok) {
+      double *starts = dest;
+      size_t at = 0;
+      for (size_t i = 0; i < n; i++) {
+        starts[i] = (double)at;
+        at += call->job.events[i].n;
+      }
+      starts[n] = (double)at;
+      napi_set_named_property(env, result, "eventStarts", value);
+    }
+    napi_resolve_deferred(env, call->deferred, result);
+  } else {
+    napi_value message, error;
+    napi_create_string_utf8(env, call->rc != 0 ? "the prefilter could not run (libhs not loaded or bad arguments)" : "the prefilter failed",
+                            NAPI_AUTO_LENGTH, &message);
+    napi_create_error(env, NULL, message, &error);
+    napi_reject_deferred(env, call->deferred, error);
+  }
+  napi_delete_async_work(env, call->work);
+  prefilter_free(env, call);
+}
+
+/*
+ * prefilterFiles(literals, triggers | null, audit | null, paths: string[], chunk, maxLength,
+ * auditCarry, threads) → Promise<{ flags: Uint8Array, errors: Int32Array, sizes: Float64Array,
+ * events: Float64Array, eventStarts: Float64Array }>: per file, what it may hold
+ * (MOAT_PREFILTER_*), the errno that kept it unread, its size, and the audit's matches.
+ */
+static napi_value prefilter_files(napi_env env, napi_callback_info info) {
+  size_t argc = 8;
+  napi_value argv[8];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  literal_set *sets[3] = {NULL, NULL, NULL};
+  bool is_array = false;
+  uint32_t n = 0, chunk = 0, max_len = 0, audit_carry = 0, threads = 0;
+  int ok = argc == 8 && napi_get_value_external(env, argv[0], (void **)&sets[0]) == napi_ok && sets[0] != NULL && !sets[0]->regex &&
+           napi_is_array(env, argv[3], &is_array) == napi_ok && is_array && napi_get_array_length(env, argv[3], &n) == napi_ok &&
+           napi_get_value_uint32(env, argv[4], &chunk) == napi_ok && napi_get_value_uint32(env, argv[5], &max_len) == napi_ok &&
+           napi_get_value_uint32(env, argv[6], &audit_carry) == napi_ok && napi_get_value_uint32(env, argv[7], &threads) == napi_ok &&
+           chunk > 0;
+  for (int k = 1; ok && k < 3; k++) {
+    napi_valuetype type;
+    ok = napi_typeof(env, argv[k], &type) == napi_ok &&
+         (type == napi_null || (napi_get_value_external(env, argv[k], (void **)&sets[k]) == napi_ok && sets[k] != NULL && sets[k]->regex));
+  }
+  if (!ok) {
+    napi_throw_type_error(env, "ERR_NATIVE_OPTIONS",
+                          "expected prefilterFiles(literals, triggers | null, audit | null, paths: string[], chunk > 0, maxLength, auditCarry, threads)");
+    return NULL;
+  }
+  prefilter_call *call = calloc(1, sizeof *call);
+  if (call == NULL) {
+    napi_throw_error(env, "ERR_NATIVE", "out of memory");
+    return NULL;
+  }
+  call->paths = calloc(n == 0 ? 1 : n, sizeof *call->paths);
+  call->job.flags = calloc(n == 0 ? 1 : n, 1);
+  call->job.errors = calloc(n == 0 ? 1 : n, sizeof(int));
+  call->job.sizes = calloc(n == 0 ? 1 : n, sizeof(double));
+  call->job.events = calloc(n == 0 ? 1 : n, sizeof(event_list));
+  call->job.count = n;
+  int failed = call->paths == NULL || call->job.flags == NULL || call->job.errors == NULL || call->job.sizes == NULL || call->job.events == NULL;
+  for (uint32_t i = 0; !failed && i < n; i++) {
+    napi_value item;
+    size_t len = 0;
+    failed = napi_get_element(env, argv[3], i, &item) != napi_ok || napi_get_value_string_utf8(env, item, NULL, 0, &len) != napi_ok ||
+             (call->paths[i] = malloc(len + 1)) == NULL ||
+             napi_get_value_string_utf8(env, item, call->paths[i], len + 1, &len) != napi_ok;
+  }
+  if (failed) {
+    prefilter_free(env, call);
+    napi_throw_type_error(env, "ERR_NATIVE_OPTIONS", "expected every path as a string");
+    return NULL;
+  }
+  /* The sets stay alive (referenced) until the run completes. */
+  for (int k = 0; k < 3; k++)
+    if (sets[k] != NULL) napi_create_reference(env, argv[k], 1, &call->refs[k]);
+  call->job.literals = sets[0]->m;
+  call->job.triggers = sets[1] != NULL ? sets[1]->m : NULL;
+  call->job.audit = sets[2] != NULL ? sets[2]->m : NULL;
+  call->job.paths = (const char *const *)call->paths;
+  call->job.chunk = chunk;
+  call->job.max_len = max_len;
+  call->job.audit_carry = audit_carry;
+  call->job.threads = threads;
+  napi_value promise, name;
+  if (napi_create_promise(env, &call->deferred, &promise) != napi_ok ||
+      napi_create_string_utf8(env, "moat.prefilter", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_create_async_work(env, NULL, name, prefilter_execute, prefilter_complete, call, &call->work) != napi_ok ||
+      napi_queue_async_work(env, call->work) != napi_ok) {
+    prefilter_free(env, call);
+    napi_throw_error(env, "ERR_NATIVE", "cannot start the prefilter");
+    return NULL;
+  }
+  return promise;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"request", NULL, request, NULL, NULL, NULL, napi_default, NULL},
@@ -511,10 +734,12 @@ static napi_value init(napi_env env, napi_value exports) {
       {"secureBuffer", NULL, secure_buffer, NULL, NULL, NULL, napi_default, NULL},
       {"scrubEnvBlock", NULL, scrub_env_block, NULL, NULL, NULL, napi_default, NULL},
       {"literalsCompile", NULL, literals_compile, NULL, NULL, NULL, napi_default, NULL},
+      {"literalsCompilePacked", NULL, literals_compile_packed, NULL, NULL, NULL, napi_default, NULL},
       {"literalsScan", NULL, literals_scan, NULL, NULL, NULL, napi_default, NULL},
       {"literalsSerialize", NULL, literals_serialize, NULL, NULL, NULL, napi_default, NULL},
       {"regexCompile", NULL, regex_compile, NULL, NULL, NULL, napi_default, NULL},
       {"literalsVersion", NULL, literals_version, NULL, NULL, NULL, napi_default, NULL},
+      {"prefilterFiles", NULL, prefilter_files, NULL, NULL, NULL, napi_default, NULL},
   };
   CHECK(napi_define_properties(env, exports, sizeof props / sizeof props[0], props));
   return exports;

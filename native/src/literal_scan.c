@@ -7,6 +7,12 @@
  */
 #include "literal_scan.h"
 #include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdatomic.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +40,7 @@ static struct {
   int (*scan)(const hs_database_t *, const char *, unsigned int, unsigned int, hs_scratch_t *, hs_match_cb, void *);
   int (*free_database)(hs_database_t *);
   int (*free_scratch)(hs_scratch_t *);
+  int (*clone_scratch)(const hs_scratch_t *, hs_scratch_t **);
   int (*free_compile_error)(hs_compile_error_t *);
   int (*serialize)(const hs_database_t *, char **, size_t *);
   int (*deserialize)(const char *, size_t, hs_database_t **);
@@ -63,6 +70,7 @@ static void load(void) {
   RESOLVE(scan, "hs_scan");
   RESOLVE(free_database, "hs_free_database");
   RESOLVE(free_scratch, "hs_free_scratch");
+  RESOLVE(clone_scratch, "hs_clone_scratch");
   RESOLVE(free_compile_error, "hs_free_compile_error");
   RESOLVE(serialize, "hs_serialize_database");
   RESOLVE(deserialize, "hs_deserialize_database");
@@ -266,5 +274,275 @@ int moat_literals_scan(moat_literals *m, const unsigned char *data, size_t len, 
   }
   *pairs = c.pairs;
   *count = c.n / (m->regex ? 3 : 2);
+  return 0;
+}
+
+/* ---- The whole-file prefilter: which files can hold a finding at all ---- */
+
+typedef struct {
+  const moat_literals *m;
+  const unsigned char *data;
+  size_t len;
+  const uint32_t *kept; /* joined index → raw offset, for junction-joined text; NULL otherwise */
+  int hit;
+} probe;
+
+/* A literal of the set ends at `to`: in plain data, with its leading NULs present. */
+static int on_literal(unsigned int id, unsigned long long from, unsigned long long to, unsigned int flags, void *context) {
+  (void)from;
+  (void)flags;
+  probe *p = context;
+  size_t length = p->m->length[id], skip = p->m->skip[id];
+  if (p->kept != NULL) {
+    /* Joined text: only a literal whose bytes were not contiguous in the raw text is new. */
+    size_t span = length - skip;
+    if (to < span) return 0;
+    size_t first = p->kept[to - span], last = p->kept[to - 1];
+    if (last - first + 1 == span) return 0;
+    p->hit = 1;
+    return 1;
+  }
+  if (to < length) return 0;
+  size_t start = (size_t)to - length;
+  for (size_t k = 0; k < skip; k++)
+    if (p->data[start + k] != 0) return 0;
+  p->hit = 1;
+  return 1; /* one is enough: the file goes to the exact scan */
+}
+
+static int is_quote(unsigned char b) { return b == '\'' || b == '"' || b == '`'; }
+/* JavaScript's \s over Latin-1 text: tab, LF, VT, FF, CR, space, U+00A0. */
+static int is_space(unsigned char b) { return (b >= 9 && b <= 13) || b == ' ' || b == 0xa0; }
+
+/* Length of the junction (['"`]\s*\+\s*['"`] | \$\{\s*['"`] | ['"`]\s*\}, first alternative first) at raw[i], or 0. */
+static size_t junction_at(const unsigned char *raw, size_t n, size_t i) {
+  if (is_quote(raw[i])) {
+    size_t j = i + 1;
+    while (j < n && is_space(raw[j])) j++;
+    if (j < n && raw[j] == '+') {
+      size_t k = j + 1;
+      while (k < n && is_space(raw[k])) k++;
+      if (k < n && is_quote(raw[k])) return k + 1 - i;
+    }
+    if (j < n && raw[j] == '}') return j + 1 - i;
+    return 0;
+  }
+  if (raw[i] == '$' && i + 1 < n && raw[i + 1] == '{') {
+    size_t j = i + 2;
+    while (j < n && is_space(raw[j])) j++;
+    if (j < n && is_quote(raw[j])) return j + 1 - i;
+  }
+  return 0;
+}
+
+typedef struct {
+  size_t cap;
+  unsigned char *joined;
+  uint32_t *kept;
+} split_buffers;
+
+typedef struct {
+  const moat_literals *lits;
+  hs_scratch_t *lit_scratch;
+  const unsigned char *window;
+  size_t window_len;
+  size_t max_len;
+  split_buffers *buffers;
+  int hit;
+  int failed;
+} split_probe;
+
+/* One split-literal window around a trigger [from, to): junctions removed, then the literals searched (§ engine.ts #scanSplit). */
+static int on_trigger(unsigned int id, unsigned long long from, unsigned long long to, unsigned int flags, void *context) {
+  (void)id;
+  (void)flags;
+  split_probe *sp = context;
+  size_t start = from > sp->max_len ? (size_t)from - sp->max_len : 0;
+  size_t end = (size_t)to + sp->max_len < sp->window_len ? (size_t)to + sp->max_len : sp->window_len;
+  const unsigned char *raw = sp->window + start;
+  size_t n = end - start;
+  split_buffers *b = sp->buffers;
+  if (n > b->cap) {
+    unsigned char *joined = realloc(b->joined, n);
+    if (joined != NULL) b->joined = joined;
+    uint32_t *kept = realloc(b->kept, n * sizeof *kept);
+    if (kept != NULL) b->kept = kept;
+    if (joined == NULL || kept == NULL) {
+      sp->failed = 1;
+      return 1;
+    }
+    b->cap = n;
+  }
+  size_t out = 0;
+  for (size_t i = 0; i < n;) {
+    size_t j = junction_at(raw, n, i);
+    if (j > 0) {
+      i += j;
+      continue;
+    }
+    b->joined[out] = raw[i];
+    b->kept[out++] = (uint32_t)(start + i);
+    i++;
+  }
+  if (out == 0) return 0;
+  probe p = {sp->lits, b->joined, out, b->kept, 0};
+  hs.scan(sp->lits->db, (const char *)b->joined, (unsigned int)out, 0, sp->lit_scratch, on_literal, &p);
+  if (p.hit) {
+    sp->hit = 1;
+    return 1;
+  }
+  return 0;
+}
+
+/* Most audit matches kept per file; past it the JavaScript audit reads the whole file. */
+#define MAX_AUDIT_EVENTS 65536
+
+typedef struct {
+  event_list *list;
+  double window, base;
+  int overflow;
+} audit_events;
+
+static int on_audit(unsigned int id, unsigned long long from, unsigned long long to, unsigned int flags, void *context) {
+  (void)to;
+  (void)flags;
+  audit_events *ev = context;
+  event_list *l = ev->list;
+  if (l->n + 3 > 3 * MAX_AUDIT_EVENTS) {
+    ev->overflow = 1;
+    return 1;
+  }
+  if (l->n + 3 > l->cap) {
+    size_t cap = l->cap == 0 ? 96 : l->cap * 2;
+    double *grown = realloc(l->items, cap * sizeof *grown);
+    if (grown == NULL) {
+      ev->overflow = 1;
+      return 1;
+    }
+    l->items = grown;
+    l->cap = cap;
+  }
+  l->items[l->n++] = ev->window;
+  l->items[l->n++] = (double)id;
+  l->items[l->n++] = ev->base + (double)from;
+  return 0;
+}
+
+typedef struct {
+  const moat_prefilter *job;
+  atomic_size_t *next;
+} worker_args;
+
+/* Scans one mapped file; returns its MOAT_PREFILTER_* flags. */
+static int prefilter_file(const moat_prefilter *job, const unsigned char *data, size_t size, hs_scratch_t *lit_scratch,
+                          hs_scratch_t *trigger_scratch, hs_scratch_t *audit_scratch, split_buffers *buffers, event_list *events,
+                          int *failed) {
+  int flags = 0;
+  /* The windows the JavaScript stream scans: chunk k with the carry of the window before. */
+  size_t carry = 0;
+  for (size_t chunk_start = 0; chunk_start < size;) {
+    size_t chunk_end = size - chunk_start > job->chunk ? chunk_start + job->chunk : size;
+    const unsigned char *window = data + chunk_start - carry;
+    size_t window_len = chunk_end - chunk_start + carry;
+    probe p = {job->literals, window, window_len, NULL, 0};
+    int rc = hs.scan(job->literals->db, (const char *)window, (unsigned int)window_len, 0, lit_scratch, on_literal, &p);
+    if (rc != HS_SUCCESS && rc != -3) *failed = 1;
+    if (p.hit) return MOAT_PREFILTER_CODENAME;
+    if (job->triggers != NULL) {
+      split_probe sp = {job->literals, lit_scratch, window, window_len, job->max_len, buffers, 0, 0};
+      rc = hs.scan(job->triggers->db, (const char *)window, (unsigned int)window_len, 0, trigger_scratch, on_trigger, &sp);
+      if (sp.failed || (rc != HS_SUCCESS && rc != -3)) *failed = 1;
+      if (sp.hit) return MOAT_PREFILTER_SPLIT;
+    }
+    carry = window_len < job->max_len ? window_len : job->max_len;
+    chunk_start = chunk_end;
+  }
+  if (job->audit != NULL) {
+    /* The audit's windows carry fewer bytes; its `^` matches at each window's first byte, as
+       the JavaScript audit's multiline expression does. Every match is kept, by window. */
+    audit_events ev = {events, 0, 0, 0};
+    carry = 0;
+    for (size_t chunk_start = 0, k = 0; !ev.overflow && chunk_start < size; k++) {
+      size_t chunk_end = size - chunk_start > job->chunk ? chunk_start + job->chunk : size;
+      size_t window_len = chunk_end - chunk_start + carry;
+      ev.window = (double)k;
+      ev.base = (double)(chunk_start - carry);
+      int rc = hs.scan(job->audit->db, (const char *)(data + chunk_start - carry), (unsigned int)window_len, 0, audit_scratch, on_audit, &ev);
+      if (rc != HS_SUCCESS && rc != -3 && !ev.overflow) *failed = 1;
+      carry = window_len < job->audit_carry ? window_len : job->audit_carry;
+      chunk_start = chunk_end;
+    }
+    if (events->n > 0) flags |= MOAT_PREFILTER_AUDIT;
+    if (ev.overflow) flags |= MOAT_PREFILTER_AUDIT_ALL;
+  }
+  return flags;
+}
+
+static void *prefilter_worker(void *arg) {
+  worker_args *w = arg;
+  const moat_prefilter *job = w->job;
+  hs_scratch_t *lit_scratch = NULL, *trigger_scratch = NULL, *audit_scratch = NULL;
+  split_buffers buffers = {0, NULL, NULL};
+  int ready = hs.clone_scratch(job->literals->scratch, &lit_scratch) == HS_SUCCESS &&
+              (job->triggers == NULL || hs.clone_scratch(job->triggers->scratch, &trigger_scratch) == HS_SUCCESS) &&
+              (job->audit == NULL || hs.clone_scratch(job->audit->scratch, &audit_scratch) == HS_SUCCESS);
+  for (;;) {
+    size_t i = atomic_fetch_add(w->next, 1);
+    if (i >= job->count) break;
+    if (!ready) {
+      job->errors[i] = ENOMEM;
+      continue;
+    }
+    int fd = open(job->paths[i], O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+      job->errors[i] = errno;
+      continue;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+      job->errors[i] = errno != 0 ? errno : EINVAL;
+      close(fd);
+      continue;
+    }
+    job->sizes[i] = (double)st.st_size;
+    if (st.st_size == 0) {
+      close(fd);
+      continue;
+    }
+    void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
+    close(fd);
+    if (map == MAP_FAILED) {
+      job->errors[i] = errno;
+      continue;
+    }
+    int failed = 0;
+    event_list events = {NULL, 0, 0};
+    int flags = prefilter_file(job, map, (size_t)st.st_size, lit_scratch, trigger_scratch, audit_scratch, &buffers, &events, &failed);
+    munmap(map, (size_t)st.st_size);
+    /* A scan that failed proves nothing: the exact scan reads that file. */
+    job->flags[i] = (unsigned char)(failed ? MOAT_PREFILTER_CODENAME : flags);
+    if (!failed && (flags & (MOAT_PREFILTER_CODENAME | MOAT_PREFILTER_SPLIT)) == 0) job->events[i] = events;
+    else free(events.items);
+  }
+  free(buffers.joined);
+  free(buffers.kept);
+  if (lit_scratch != NULL) hs.free_scratch(lit_scratch);
+  if (trigger_scratch != NULL) hs.free_scratch(trigger_scratch);
+  if (audit_scratch != NULL) hs.free_scratch(audit_scratch);
+  return NULL;
+}
+
+int moat_prefilter_run(const moat_prefilter *job) {
+  if (!hs_loaded || job->literals == NULL || job->chunk == 0 || job->chunk > 0x7fff0000u || job->max_len > 0x10000u) return -1;
+  atomic_size_t next = 0;
+  unsigned threads = job->threads == 0 ? 1 : job->threads > 64 ? 64 : job->threads;
+  if (threads > job->count) threads = job->count == 0 ? 1 : (unsigned)job->count;
+  pthread_t ids[64];
+  worker_args args = {job, &next};
+  unsigned started = 0;
+  for (unsigned t = 1; t < threads; t++)
+    if (pthread_create(&ids[started], NULL, prefilter_worker, &args) == 0) started++;
+  prefilter_worker(&args); /* this thread works too */
+  for (unsigned t = 0; t < started; t++) pthread_join(ids[t], NULL);
   return 0;
 }

@@ -38,4 +38,44 @@ int moat_literals_scan(moat_literals *m, const unsigned char *data, size_t len, 
 
 void moat_literals_free(moat_literals *m);
 
+/* What the prefilter found in a file: it may hold a codename (or libhs failed on it), a split
+   literal, or something the source-map audit reports. 0: none can be there. */
+#define MOAT_PREFILTER_CODENAME 1
+#define MOAT_PREFILTER_SPLIT 2
+#define MOAT_PREFILTER_AUDIT 4
+/* Too many audit matches to list: the audit reads the whole file. */
+#define MOAT_PREFILTER_AUDIT_ALL 8
+
+/* Audit matches of one file: (window index, pattern index, file offset of the match's start) triples. */
+typedef struct {
+  double *items;
+  size_t n, cap;
+} event_list;
+
+/*
+ * Which files can hold a finding, read with mmap on `threads` threads, each with its own
+ * scratch. It scans the same windows as moat-scan's JavaScript stream (chunks of `chunk`
+ * bytes with `max_len` bytes carried over) with the literal set, the split-literal triggers
+ * (junctions removed around each, then the literals searched again) and the audit patterns,
+ * so a file it clears is a file the exact scan finds nothing in. A superset: the exact scan
+ * decides for the files it flags. The audit's matches are listed by window, so the audit
+ * reads only the bytes around them.
+ */
+typedef struct {
+  const moat_literals *literals;
+  const moat_literals *triggers; /* NULL: split literals off */
+  const moat_literals *audit;    /* NULL: the source-map audit off */
+  const char *const *paths;
+  size_t count;
+  size_t chunk, max_len, audit_carry;
+  unsigned threads;
+  unsigned char *flags; /* out, per file */
+  int *errors;          /* out, per file: errno, 0 when read */
+  double *sizes;        /* out, per file */
+  event_list *events;   /* out, per file: the audit's matches, when no codename can be there */
+} moat_prefilter;
+
+/* Runs the prefilter; -1 when the library is not loaded or the job is malformed. */
+int moat_prefilter_run(const moat_prefilter *job);
+
 #endif

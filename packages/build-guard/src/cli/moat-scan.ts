@@ -18,6 +18,8 @@ options:
   -w, --whole-word       plain matches need non-word characters around them
       --plain-only       plain text only (no encoded forms, no split literals)
       --engine NAME      auto (default: libhs when it loads and pays), native or js; same findings
+      --no-prefilter     read every file exactly (default: libhs clears files on native
+                         threads first where it runs; same findings)
       --allowlist FILE   JSON [{ "codename", "path", "reason" }]
       --no-sourcemaps    skip the source-map audit
       --json | --sarif   machine-readable output (default: human)
@@ -42,6 +44,7 @@ async function main(argv: string[]): Promise<number> {
     engine: { type: 'string' },
     allowlist: { type: 'string' },
     'no-sourcemaps': { type: 'boolean' },
+    'no-prefilter': { type: 'boolean' },
     json: { type: 'boolean' },
     sarif: { type: 'boolean' },
     output: { type: 'string', short: 'o' },
@@ -94,6 +97,7 @@ async function main(argv: string[]): Promise<number> {
     wholeWord: values['whole-word'] === true,
     plainOnly: values['plain-only'] === true,
     sourceMaps: values['no-sourcemaps'] !== true,
+    prefilter: values['no-prefilter'] !== true,
     engine: (values.engine ?? 'auto') as 'auto' | 'native' | 'js',
     onWarning: (message: string) => process.stderr.write(`moat-scan: ${message}\n`),
     ...(showProgress

@@ -2,9 +2,12 @@
  * The native engine (libhs, one pass for every form) and the JavaScript engine give the same
  * findings, byte for byte and in the same order: on random haystacks that plant every form of
  * random codenames (ASCII and not) in random bytes and feed them in random chunks, in every
- * mode; and on the held corpus of real bundles with planted leaks, through `scanPaths`.
+ * mode; and on the held corpus of real bundles with planted leaks, through `scanPaths`. The
+ * whole-file prefilter changes nothing either: random files with planted forms, split
+ * literals and source-map traces, read in random chunk sizes, give the same report with it
+ * and without it, and it never clears a file the exact scan finds something in.
  */
-import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -12,7 +15,8 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { CodenameEngine, NATIVE_AUTO_MAX_LITERALS, type RawMatch } from './engine.js';
 import { needlesFor } from './needles.js';
-import { scanPaths } from './scanner.js';
+import { PREFILTER_AUDIT, PREFILTER_AUDIT_ALL, PREFILTER_CODENAME, PREFILTER_SPLIT, prefilterFiles, prefilterSets } from './prefilter.js';
+import { AUDIT_SOURCES, scanPaths } from './scanner.js';
 
 const require = createRequire(import.meta.url);
 const LIBHS = ['/usr/lib/x86_64-linux-gnu/libhs.so.5', '/usr/lib/aarch64-linux-gnu/libhs.so.5', '/usr/lib/libhs.so.5'].some(existsSync);
@@ -112,6 +116,119 @@ describe.skipIf(!NATIVE)('native and JavaScript engines agree', () => {
     );
   });
 
+  it('the prefilter: the same reports on random files in random chunk sizes, and no file with a finding cleared', {
+    timeout: 120_000,
+  }, async () => {
+    const root = mkdtempSync(join(tmpdir(), 'moat-scan-prefilter-'));
+    const before = process.env.MOAT_SCAN_CACHE_DIR;
+    process.env.MOAT_SCAN_CACHE_DIR = join(root, 'cache');
+    const codename = fc.oneof(fc.stringMatching(/^[A-Z][a-z]{3,9}$/), fc.constantFrom('Nötfall', 'Kapibara', 'Zorblaxian'));
+    // Source-map traces, split literals and bytes that end or start a window.
+    const trace = fc.constantFrom(
+      '//# sourceMappingURL=app.js.map\n',
+      '//# sourceMappingURL=data:application/json;base64,eyJzb3VyY2VzIjpbImEudHMiXSwic291cmNlc0NvbnRlbnQiOlsieCJdfQ==\n',
+      '{"version":3,"sourcesContent":["secret"]}',
+      '\n// src/internal/plan.ts\n',
+      '\r// lib/a.b@c-d/e.mts\r\n',
+      '// x.tsx',
+      '\n// not a path.ts\n',
+      '\n',
+      "' + '",
+      '${"',
+      '"}',
+    );
+    let runs = 0;
+    let cleared = 0;
+    let flagged = 0;
+    try {
+      await fc.assert(
+        fc.asyncProperty(
+          fc.uniqueArray(codename, { minLength: 1, maxLength: 3 }),
+          fc.array(
+            fc.record({
+              name: fc.constantFrom('a.js', 'b.mjs', 'c.bin', 'd.cjs'),
+              parts: fc.array(
+                fc.oneof(
+                  { weight: 3, arbitrary: fc.string({ unit: 'grapheme-ascii', maxLength: 60 }) },
+                  { weight: 2, arbitrary: trace },
+                  { weight: 2, arbitrary: fc.nat(40) },
+                ),
+                { maxLength: 14 },
+              ),
+            }),
+            { minLength: 1, maxLength: 4 },
+          ),
+          fc.record({ ignoreCase: fc.boolean(), wholeWord: fc.boolean(), plainOnly: fc.boolean(), sourceMaps: fc.boolean() }),
+          fc.integer({ min: 8, max: 300 }),
+          async (codenames, files, options, chunkSize) => {
+            const forms = codenames.flatMap((c) => [
+              ...needlesFor(c, { ignoreCase: options.ignoreCase }).map((n) => Buffer.from(n.bytes)),
+              Buffer.from(`'${c.slice(0, 2)}' + '${c.slice(2)}'`),
+              Buffer.from(`\`\${'${c.slice(0, 2)}'}${c.slice(2)}\``),
+              Buffer.from(`"${c.slice(0, 3)}"\u00a0+\t\`${c.slice(3)}\``, 'latin1'),
+            ]);
+            const dir = join(root, `run-${runs++}`);
+            mkdirSync(dir);
+            const paths = files.map((f, i) => {
+              const path = join(dir, `${i}-${f.name}`);
+              writeFileSync(
+                path,
+                Buffer.concat(f.parts.map((p) => (typeof p === 'number' ? (forms[p % forms.length] as Buffer) : Buffer.from(p, 'latin1')))),
+              );
+              return path;
+            });
+            const common = { codenames, ...options, chunkSize, engine: 'native' as const };
+            const withPrefilter = await scanPaths([dir], common);
+            const exact = await scanPaths([dir], { ...common, prefilter: false });
+            const js = await scanPaths([dir], { ...common, prefilter: false, engine: 'js' });
+            expect(JSON.stringify(withPrefilter)).toBe(JSON.stringify(exact));
+            expect(JSON.stringify(exact)).toBe(JSON.stringify(js));
+            // The superset property, file by file.
+            const sets = prefilterSets(codenames, common, options.sourceMaps ? AUDIT_SOURCES : undefined);
+            if (sets === undefined) return; // ignoreCase with non-ASCII forms: the prefilter stands aside
+            const result = await prefilterFiles(sets, paths, chunkSize, 64, 2);
+            paths.forEach((path, i) => {
+              const flags = result.flags[i] as number;
+              const found = exact.findings.filter((f) => f.path === path);
+              if (found.some((f) => f.ruleId.startsWith('moat/codename/')))
+                expect(flags & (PREFILTER_CODENAME | PREFILTER_SPLIT)).not.toBe(0);
+              if (found.some((f) => f.ruleId.startsWith('moat/sourcemap/')))
+                expect(flags & (PREFILTER_CODENAME | PREFILTER_SPLIT | PREFILTER_AUDIT)).not.toBe(0);
+              if (flags === 0) cleared++;
+              else flagged++;
+            });
+            rmSync(dir, { recursive: true, force: true });
+          },
+        ),
+        { numRuns: Number(process.env.MOAT_PREFILTER_RUNS ?? 200) },
+      );
+      // Both ways were taken.
+      expect(cleared).toBeGreaterThan(0);
+      expect(flagged).toBeGreaterThan(0);
+    } finally {
+      if (before === undefined) delete process.env.MOAT_SCAN_CACHE_DIR;
+      else process.env.MOAT_SCAN_CACHE_DIR = before;
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+
+  it('the prefilter hands a file with too many audit matches to list to the whole-file audit', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'moat-scan-audit-all-'));
+    try {
+      const path = join(dir, 'bundle.js');
+      writeFileSync(path, Array.from({ length: 70_000 }, (_, i) => `// src/m${i % 30}.ts\nx${i}();\n`).join(''));
+      const sets = prefilterSets(['Capybara'], { engine: 'native' }, AUDIT_SOURCES);
+      const result = await prefilterFiles(sets as NonNullable<typeof sets>, [path], 1 << 20, 64, 1);
+      expect(result.flags[0]).toBe(PREFILTER_AUDIT | PREFILTER_AUDIT_ALL);
+      const prefiltered = await scanPaths([path], { codenames: ['Capybara'], engine: 'native', chunkSize: 1 << 20 });
+      const exact = await scanPaths([path], { codenames: ['Capybara'], engine: 'native', chunkSize: 1 << 20, prefilter: false });
+      expect(prefiltered.findings.filter((f) => f.ruleId === 'moat/sourcemap/source-path')).toHaveLength(20);
+      expect(JSON.stringify(prefiltered)).toBe(JSON.stringify(exact));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('on the held corpus of real bundles with planted leaks, through scanPaths', { timeout: 120_000 }, async () => {
     const dir = mkdtempSync(join(tmpdir(), 'moat-scan-diff-'));
     const root = join(process.cwd(), '../..');
@@ -129,12 +246,14 @@ describe.skipIf(!NATIVE)('native and JavaScript engines agree', () => {
       Buffer.concat([readFileSync(bundles[1] as string), ...forms.map((f) => Buffer.concat([Buffer.from(';x="'), f, Buffer.from('";')]))]),
     );
     for (const options of [{}, { plainOnly: true }, { ignoreCase: true }, { wholeWord: true }]) {
-      const [native, js] = await Promise.all([
-        scanPaths([...bundles, planted], { codenames, ...options, workers: 1 }),
+      const [prefiltered, native, js] = await Promise.all([
+        scanPaths([...bundles, planted], { codenames, ...options, engine: 'native' }),
+        scanPaths([...bundles, planted], { codenames, ...options, workers: 1, prefilter: false }),
         scanPaths([...bundles, planted], { codenames, ...options, workers: 1, engine: 'js' }),
       ]);
       expect(native.findings.length).toBeGreaterThan(0);
       expect(JSON.stringify(native)).toBe(JSON.stringify(js));
+      expect(JSON.stringify(prefiltered)).toBe(JSON.stringify(js));
     }
   });
 });

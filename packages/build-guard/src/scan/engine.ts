@@ -7,23 +7,43 @@ import { MultiMatcher } from './matcher.js';
 import { type Encoding, type Needle, type NeedleOptions, needlesFor } from './needles.js';
 
 /** The native multi-literal search of `@moat/native` (Hyperscan/Vectorscan via dlopen). */
-interface NativeLiterals {
-  literalsCompile(patterns: Buffer[], caseless: boolean[], serialized?: Buffer): unknown;
-  regexCompile(patterns: string[]): unknown;
+export interface NativeLiterals {
+  literalsCompile(patterns: readonly Buffer[], caseless: readonly boolean[], serialized?: Buffer): unknown;
+  regexCompile(patterns: readonly string[]): unknown;
   literalsScan(handle: unknown, bytes: Uint8Array): Int32Array;
   literalsSerialize(handle: unknown): Buffer;
   literalsVersion(): string | undefined;
+  /** The literals back to back, `lengths` apart (see `./prefilter.ts`). */
+  literalsCompilePacked?(packed: Buffer, lengths: Uint32Array, caseless: Uint8Array, serialized?: Buffer): unknown;
+  /** Which files can hold a finding (see `./prefilter.ts`). */
+  prefilterFiles?(
+    literals: unknown,
+    triggers: unknown,
+    audit: unknown,
+    paths: string[],
+    chunk: number,
+    maxLength: number,
+    auditCarry: number,
+    threads: number,
+  ): Promise<{ flags: Uint8Array; errors: Int32Array; sizes: Float64Array; events: Float64Array; eventStarts: Float64Array }>;
 }
 
 /**
- * Compiled libhs databases are cached by the literals they hold and the library version, in
- * `$MOAT_SCAN_CACHE_DIR` (default `$XDG_CACHE_HOME/moat-scan` or `~/.cache/moat-scan`), a
- * directory of this user's only: a database read back must be one this user wrote, since a
- * doctored one could hide a leak. `MOAT_SCAN_CACHE=0` turns the cache off.
+ * Compiled libhs databases are cached by what they were compiled from and the library
+ * version, in `$MOAT_SCAN_CACHE_DIR` (default `$XDG_CACHE_HOME/moat-scan` or
+ * `~/.cache/moat-scan`), a directory of this user's only: a database read back must be one
+ * this user wrote, since a doctored one could hide a leak. `MOAT_SCAN_CACHE=0` turns the
+ * cache off; `undefined` then.
  */
-function cacheFile(patterns: readonly Buffer[], caseless: readonly boolean[], version: string): string | undefined {
+export function cacheDirectory(): string | undefined {
   if (process.env.MOAT_SCAN_CACHE === '0') return undefined;
-  const dir = process.env.MOAT_SCAN_CACHE_DIR ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'moat-scan');
+  return process.env.MOAT_SCAN_CACHE_DIR ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'moat-scan');
+}
+
+/** The cache file of a literal set (see {@link cacheDirectory}). */
+function cacheFile(patterns: readonly Buffer[], caseless: readonly boolean[], version: string): string | undefined {
+  const dir = cacheDirectory();
+  if (dir === undefined) return undefined;
   const hash = createHash('sha256').update(`moat-scan-literals/1\0${version}\0`);
   patterns.forEach((p, i) => {
     const head = Buffer.alloc(5);
@@ -45,7 +65,8 @@ function ownedAndPrivate(path: string, kind: 'file' | 'dir'): boolean {
   }
 }
 
-function readCache(file: string | undefined): Buffer | undefined {
+/** @internal A cache file's bytes, when this user alone wrote it. */
+export function readCache(file: string | undefined): Buffer | undefined {
   if (file === undefined || !ownedAndPrivate(join(file, '..'), 'dir') || !ownedAndPrivate(file, 'file')) return undefined;
   try {
     return readFileSync(file);
@@ -54,7 +75,8 @@ function readCache(file: string | undefined): Buffer | undefined {
   }
 }
 
-function writeCache(file: string | undefined, bytes: Buffer): void {
+/** @internal Writes a cache file atomically in a directory of this user's only; never throws. */
+export function writeCache(file: string | undefined, bytes: Buffer): void {
   if (file === undefined) return;
   try {
     mkdirSync(join(file, '..'), { recursive: true, mode: 0o700 });
@@ -130,8 +152,8 @@ interface NativeSet {
   readonly sources: readonly string[];
 }
 
-/** The addon, loaded once and synchronously (the engine is built synchronously); fails open. */
-function nativeLiterals(): { addon?: NativeLiterals; reason?: string } {
+/** @internal The addon, loaded once and synchronously (the engine is built synchronously); fails open. */
+export function nativeLiterals(): { addon?: NativeLiterals; reason?: string } {
   if (nativeLoaded !== undefined) return nativeLoaded;
   if (process.env.MOAT_NATIVE_DISABLE === '1') {
     nativeLoaded = { reason: 'MOAT_NATIVE_DISABLE=1' };
@@ -179,7 +201,8 @@ const TRIGGER = /['"`]\s*\+\s*['"`]|\$\{\s*['"`]/g;
  * is exactly tab, LF, VT, FF, CR, space and U+00A0.
  */
 const LATIN1_SPACE = '[\\t\\n\\x0b\\x0c\\r \\xa0]';
-const TRIGGER_SOURCES = [`['"\\x60]${LATIN1_SPACE}*\\+${LATIN1_SPACE}*['"\\x60]`, `\\$\\{${LATIN1_SPACE}*['"\\x60]`];
+/** @internal */
+export const TRIGGER_SOURCES = [`['"\\x60]${LATIN1_SPACE}*\\+${LATIN1_SPACE}*['"\\x60]`, `\\$\\{${LATIN1_SPACE}*['"\\x60]`];
 const JUNCTION = /['"`]\s*\+\s*['"`]|\$\{\s*['"`]|['"`]\s*\}/g;
 const CONTEXT = 24;
 
@@ -190,6 +213,44 @@ function printable(text: string): string {
     out += c >= 0x20 && c < 0x7f ? ch : '.';
   }
   return out;
+}
+
+/** What the engine searches for, derived from the codenames alone. */
+export interface LiteralPlan {
+  readonly needles: readonly Needle[];
+  /** Plain and case-insensitive forms: through the regular expression (or libhs), longest first. */
+  readonly sources: readonly string[];
+  /** Exact encoded forms: through the matcher (or libhs). */
+  readonly exact: readonly Needle[];
+  /** The libhs literal set: `sources` (Latin-1) then `exact`, and which fold ASCII case. */
+  readonly patterns: readonly Buffer[];
+  readonly caseless: readonly boolean[];
+  /** The longest needle in bytes: the carry between chunks. */
+  readonly maxLength: number;
+}
+
+/** @internal The literal set for `codenames` under `options`. */
+export function literalPlan(codenames: readonly string[], options: NeedleOptions = {}): LiteralPlan {
+  const needles = codenames.flatMap((c) => needlesFor(c, options));
+  const fold = options.ignoreCase === true;
+  const viaRegex = needles.filter((n) => n.encoding === 'plain' || n.fold);
+  const exact = needles.filter((n) => !(n.encoding === 'plain' || n.fold));
+  const sources = [...new Set(viaRegex.map((n) => Buffer.from(n.bytes).toString('latin1')))].sort((a, b) => b.length - a.length);
+  const patterns = [...sources.map((s) => Buffer.from(s, 'latin1')), ...exact.map((n) => Buffer.from(n.bytes))];
+  const caseless = [...sources.map(() => fold), ...exact.map(() => false)];
+  const maxLength = Math.max(1, ...needles.map((n) => n.bytes.length));
+  return { needles, sources, exact, patterns, caseless, maxLength };
+}
+
+/** @internal A literal set compiled elsewhere (the prefilter's), reused when it holds exactly the engine's literals. */
+export interface PrebuiltLiterals {
+  readonly addon: NativeLiterals;
+  readonly handle: unknown;
+  /** The literals back to back, and each one's length. */
+  readonly packed: Buffer;
+  readonly lengths: Uint32Array;
+  /** 1 where a literal folds ASCII case. */
+  readonly caseless: Uint8Array;
 }
 
 /**
@@ -214,18 +275,16 @@ export class CodenameEngine {
   /** Which engine scans: `native` (libhs) or `js`. */
   readonly kind: EngineKind;
 
-  constructor(codenames: readonly string[], options: EngineOptions = {}) {
-    const needles = codenames.flatMap((c) => needlesFor(c, options));
+  constructor(codenames: readonly string[], options: EngineOptions = {}, prebuilt?: PrebuiltLiterals) {
+    const plan = literalPlan(codenames, options);
+    const { needles, sources, exact } = plan;
     this.#fold = options.ignoreCase === true;
     // Case-insensitive forms go through the regular expression (flag i); exact ones through
     // the matcher, whose cost does not grow with the number of needles.
-    const viaRegex = needles.filter((n) => n.encoding === 'plain' || n.fold);
-    const exact = needles.filter((n) => !viaRegex.includes(n));
-    for (const n of viaRegex) this.#regexNeedles.set(this.#key(Buffer.from(n.bytes).toString('latin1')), n);
-    const alternatives = [...this.#regexNeedles.keys()].sort((a, b) => b.length - a.length);
+    for (const n of needles)
+      if (n.encoding === 'plain' || n.fold) this.#regexNeedles.set(this.#key(Buffer.from(n.bytes).toString('latin1')), n);
     // Keys are folded for case-insensitive needles; the pattern uses the originals.
-    const sources = [...new Set(viaRegex.map((n) => Buffer.from(n.bytes).toString('latin1')))].sort((a, b) => b.length - a.length);
-    this.#regex = alternatives.length === 0 ? undefined : new RegExp(sources.map(escapeRe).join('|'), this.#fold ? 'gi' : 'g');
+    this.#regex = sources.length === 0 ? undefined : new RegExp(sources.map(escapeRe).join('|'), this.#fold ? 'gi' : 'g');
     this.#matcher = new MultiMatcher(exact, false);
     if (!options.plainOnly) {
       for (const n of needles.filter((x) => x.encoding === 'plain'))
@@ -238,8 +297,8 @@ export class CodenameEngine {
         this.#fold ? 'gi' : 'g',
       );
     }
-    this.maxLength = Math.max(1, this.#matcher.maxLength, ...sources.map((s) => s.length));
-    this.#native = options.engine === 'js' ? undefined : this.#compileNative(sources, exact, options);
+    this.maxLength = plan.maxLength;
+    this.#native = options.engine === 'js' ? undefined : this.#compileNative(plan, options, prebuilt);
     this.kind = this.#native === undefined ? 'js' : 'native';
     this.#triggerSet = this.#native === undefined || this.#splitRegex === undefined ? undefined : this.#compileTriggers(this.#native.addon);
   }
@@ -249,7 +308,8 @@ export class CodenameEngine {
    * used for case-insensitive scans of non-ASCII forms: JavaScript's `i` flag folds Latin-1
    * letters (é/É), libhs only ASCII, and the findings must be the same either way.
    */
-  #compileNative(sources: readonly string[], exact: readonly Needle[], options: EngineOptions): NativeSet | undefined {
+  #compileNative(plan: LiteralPlan, options: EngineOptions, prebuilt: PrebuiltLiterals | undefined): NativeSet | undefined {
+    const { sources, patterns, caseless } = plan;
     const loaded = nativeLiterals();
     const warn = (why: string): undefined => {
       if (options.engine === 'native') options.onWarning?.(`native scan engine unavailable (${why}); using the JavaScript one`);
@@ -257,9 +317,14 @@ export class CodenameEngine {
     };
     if (loaded.addon === undefined) return warn(loaded.reason ?? 'not loaded');
     if (this.#fold && sources.some((s) => [...s].some((c) => c.charCodeAt(0) > 0x7f))) return warn('case-insensitive non-ASCII forms');
-    const patterns = [...sources.map((s) => Buffer.from(s, 'latin1')), ...exact.map((n) => Buffer.from(n.bytes))];
     if (patterns.length === 0) return undefined;
-    const caseless = [...sources.map(() => this.#fold), ...exact.map(() => false)];
+    if (
+      prebuilt !== undefined &&
+      prebuilt.lengths.length === patterns.length &&
+      patterns.every((p, i) => p.length === prebuilt.lengths[i] && caseless[i] === (prebuilt.caseless[i] === 1)) &&
+      Buffer.concat(patterns).equals(prebuilt.packed)
+    )
+      return { addon: prebuilt.addon, handle: prebuilt.handle, sources };
     const version = loaded.addon.literalsVersion();
     if (version === undefined) return warn('libhs cannot be loaded');
     // Only sets too large to compile quickly are cached: small ones cost less than a file.

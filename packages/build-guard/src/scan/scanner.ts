@@ -1,4 +1,4 @@
-import { createReadStream, existsSync } from 'node:fs';
+import { closeSync, createReadStream, existsSync, lstatSync, openSync, readdirSync, readSync } from 'node:fs';
 import { open as fsOpen, lstat, readdir, readFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { basename, join, matchesGlob } from 'node:path';
@@ -6,8 +6,9 @@ import { Worker } from 'node:worker_threads';
 import { createGunzip } from 'node:zlib';
 import { errorMessage } from '@moat/protocol/support';
 import { BuildGuardError } from '../errors.js';
-import { CodenameEngine, type EngineOptions, type RawMatch } from './engine.js';
+import { CodenameEngine, type EngineOptions, type PrebuiltLiterals, type RawMatch } from './engine.js';
 import type { Encoding } from './needles.js';
+import { PREFILTER_AUDIT, PREFILTER_AUDIT_ALL, PREFILTER_CODENAME, PREFILTER_SPLIT, prefilterFiles, prefilterSets } from './prefilter.js';
 import { TarReader } from './tar.js';
 
 /** How bad a finding is: `error` and `warning` fail the scan, `note` only informs. */
@@ -55,6 +56,12 @@ export interface ScanOptions extends EngineOptions {
    * than one file and over 32 MB in all; 1 scans in this thread).
    */
   readonly workers?: number;
+  /**
+   * Clear files natively before scanning them (default: where the native engine runs): libhs
+   * over every file on native threads, the exact scan only for files that can hold a finding.
+   * `false` scans every file exactly; the findings are the same.
+   */
+  readonly prefilter?: boolean;
   /** Called as bytes are read, for progress display. */
   readonly onProgress?: (progress: { readonly path: string; readonly bytes: number; readonly total: number }) => void;
 }
@@ -73,8 +80,33 @@ export interface ScanReport {
 // Built from parts so this scanner's own bundle does not trip its own audit.
 const SOURCE_MAPPING_URL = Buffer.from(['source', 'MappingURL='].join(''));
 const SOURCES_CONTENT = Buffer.from(['"sources', 'Content"'].join(''));
-const SOURCE_PATH_COMMENT = /^\/\/ ((?:[\w.@-]+\/)*[\w.@-]+\.(?:ts|tsx|mts|cts))$/gm;
+/** A line naming a TypeScript source file, as esbuild and Bun write above each module. */
+const SOURCE_PATH_LINE = /^\/\/ ((?:[\w.@-]+\/)*[\w.@-]+\.(?:ts|tsx|mts|cts))$/;
+const COMMENT_START = Buffer.from('// ');
+/** The bytes such a line's path is made of: `[\w.@/-]`. */
+const isPathByte = (b: number) =>
+  (b >= 0x30 && b <= 0x39) ||
+  (b >= 0x41 && b <= 0x5a) ||
+  (b >= 0x61 && b <= 0x7a) ||
+  b === 0x5f ||
+  b === 0x2e ||
+  b === 0x40 ||
+  b === 0x2f ||
+  b === 0x2d;
 const MAX_INLINE_MAP = 16 * 1024 * 1024;
+/** Bytes the audit carries from one window to the next. */
+const AUDIT_CARRY = 64;
+const hsBytes = (bytes: Buffer) => [...bytes].map((b) => `\\x${b.toString(16).padStart(2, '0')}`).join('');
+/**
+ * @internal What {@link MapAudit} looks at, in libhs syntax, for the prefilter: a file none of these
+ * match in the audit's windows gives the audit nothing. The last one is a superset of
+ * the source-path line: `^` there is a window's start or a line's.
+ */
+export const AUDIT_SOURCES: readonly string[] = [
+  hsBytes(SOURCES_CONTENT),
+  hsBytes(SOURCE_MAPPING_URL),
+  '(?:^|[\\n\\r])// [A-Za-z0-9_.@/-]*\\.(?:ts|tsx|mts|cts)',
+];
 
 /** Per-stream source-map audit state. */
 class MapAudit {
@@ -92,21 +124,7 @@ class MapAudit {
 
   window(window: Buffer, carryLength: number, base: number): void {
     if (this.#capture !== undefined) this.#continueCapture(window.subarray(carryLength));
-    if (!this.#sawSourcesContent) {
-      const at = window.indexOf(SOURCES_CONTENT);
-      if (at !== -1 && at + SOURCES_CONTENT.length > carryLength) {
-        this.#sawSourcesContent = true;
-        this.add({
-          ruleId: this.isMap ? 'moat/sourcemap/sources-content' : 'moat/sourcemap/embedded-sources-content',
-          severity: 'error',
-          path: this.path,
-          offset: base + at,
-          message: this.isMap
-            ? 'source map ships the original sources (sourcesContent)'
-            : 'file embeds a source map with the original sources (sourcesContent)',
-        });
-      }
-    }
+    if (!this.#sawSourcesContent) this.#content(window.indexOf(SOURCES_CONTENT), carryLength, base);
     let from = Math.max(0, carryLength - SOURCE_MAPPING_URL.length);
     for (let at = window.indexOf(SOURCE_MAPPING_URL, from); at !== -1; at = window.indexOf(SOURCE_MAPPING_URL, from)) {
       from = at + 1;
@@ -123,34 +141,134 @@ class MapAudit {
         this.#capture = [];
         this.#captured = 0;
         this.#continueCapture(window.subarray(valueStart));
-      } else if (!this.#sawUrl) {
-        this.#sawUrl = true;
-        const url = /^[^\s*'"]*/.exec(head)?.[0] ?? '';
-        this.add({
-          ruleId: 'moat/sourcemap/url',
-          severity: 'warning',
-          path: this.path,
-          offset: base + at,
-          message: `sourceMappingURL comment points at ${url || '(empty)'}`,
-        });
+      } else this.#url(head, base + at);
+    }
+    if (this.#wantsPaths()) {
+      for (let at = window.indexOf(COMMENT_START); at !== -1 && this.#paths.size < 20; at = window.indexOf(COMMENT_START, at + 1)) {
+        if (at > 0 && window[at - 1] !== 0x0a && window[at - 1] !== 0x0d) continue;
+        let end = at + COMMENT_START.length;
+        while (end < window.length && isPathByte(window[end] as number)) end++;
+        if (end < window.length && window[end] !== 0x0a && window[end] !== 0x0d) continue;
+        this.#pathLine(window.toString('latin1', at, end), end <= carryLength, base + at);
       }
     }
-    if (!this.isMap && /\.[cm]?jsx?$/.test(this.path) && this.#paths.size < 20) {
-      const text = window.toString('latin1');
-      SOURCE_PATH_COMMENT.lastIndex = 0;
-      for (let m = SOURCE_PATH_COMMENT.exec(text); m !== null && this.#paths.size < 20; m = SOURCE_PATH_COMMENT.exec(text)) {
-        const p = m[1] as string;
-        if (this.#paths.has(p) || m.index + m[0].length <= carryLength) continue;
-        this.#paths.add(p);
-        this.add({
-          ruleId: 'moat/sourcemap/source-path',
-          severity: 'note',
-          path: this.path,
-          offset: base + m.index,
-          message: `bundle names its source file ${p}`,
-        });
+  }
+
+  /**
+   * The same audit from the prefilter's matches instead of the bytes: `events` are (window,
+   * pattern, file offset) triples of {@link AUDIT_SOURCES} in the windows {@link window}
+   * would see, and `read` gives bytes of the file. `false` (nothing reported) when a match
+   * is an inline map, whose capture needs the whole stream.
+   */
+  async replay(
+    events: Float64Array,
+    size: number,
+    chunkSize: number,
+    read: (offset: number, length: number) => Promise<Buffer>,
+  ): Promise<boolean> {
+    const windows = new Map<number, Array<{ id: number; at: number }>>();
+    for (let k = 0; k < events.length; k += 3) {
+      const list = windows.get(events[k] as number) ?? [];
+      list.push({ id: events[k + 1] as number, at: events[k + 2] as number });
+      windows.set(events[k] as number, list);
+    }
+    // The windows' bounds, as the stream forms them: chunks, each after the carry of the window before.
+    const bounds: Array<{ start: number; end: number; carry: number }> = [];
+    for (let chunk = 0, carry = 0; chunk < size; chunk += chunkSize) {
+      const end = Math.min(size, chunk + chunkSize);
+      bounds.push({ start: chunk - carry, end, carry });
+      carry = Math.min(AUDIT_CARRY, end - chunk + carry);
+    }
+    const heads = new Map<string, string>();
+    for (const [k, list] of windows) {
+      const w = bounds[k] as (typeof bounds)[number];
+      for (const e of list)
+        if (e.id === 1 && e.at - w.start >= Math.max(0, w.carry - SOURCE_MAPPING_URL.length)) {
+          const valueStart = e.at + SOURCE_MAPPING_URL.length;
+          const head = (await read(valueStart, Math.max(0, Math.min(64, w.end - valueStart)))).toString('latin1');
+          if (head.startsWith('data:')) return false;
+          heads.set(`${k}:${e.at}`, head);
+        }
+    }
+    for (const k of [...windows.keys()].sort((a, b) => a - b)) {
+      const w = bounds[k] as (typeof bounds)[number];
+      const list = (windows.get(k) as Array<{ id: number; at: number }>).sort((a, b) => a.at - b.at || a.id - b.id);
+      const first = list.find((e) => e.id === 0);
+      if (!this.#sawSourcesContent && first !== undefined) this.#content(first.at - w.start, w.carry, w.start);
+      for (const e of list) {
+        const head = e.id === 1 ? heads.get(`${k}:${e.at}`) : undefined;
+        if (head !== undefined) this.#url(head, e.at);
+      }
+      if (!this.#wantsPaths()) continue;
+      let last = -1;
+      for (const e of list) {
+        if (e.id !== 2 || this.#paths.size >= 20) continue;
+        // The match starts at the line break before the line, or at the window's start.
+        const lead = (await read(e.at, 1))[0];
+        const lineStart = lead === 0x0a || lead === 0x0d ? e.at + 1 : e.at;
+        if (lineStart === last) continue;
+        last = lineStart;
+        let end = lineStart + COMMENT_START.length;
+        let line = await read(lineStart, Math.min(256, w.end - lineStart));
+        for (;;) {
+          while (end - lineStart < line.length && isPathByte(line[end - lineStart] as number)) end++;
+          if (end - lineStart < line.length || lineStart + line.length >= w.end) break;
+          line = Buffer.concat([line, await read(lineStart + line.length, Math.min(4096, w.end - lineStart - line.length))]);
+        }
+        if (end < w.end && line[end - lineStart] !== 0x0a && line[end - lineStart] !== 0x0d) continue;
+        this.#pathLine(line.toString('latin1', 0, end - lineStart), end - w.start <= w.carry, lineStart);
       }
     }
+    return true;
+  }
+
+  #wantsPaths(): boolean {
+    return !this.isMap && /\.[cm]?jsx?$/.test(this.path) && this.#paths.size < 20;
+  }
+
+  /** The first SOURCES_CONTENT of a window at `at` (-1: none), reported once. */
+  #content(at: number, carryLength: number, base: number): void {
+    if (at === -1 || at + SOURCES_CONTENT.length <= carryLength) return;
+    this.#sawSourcesContent = true;
+    this.add({
+      ruleId: this.isMap ? 'moat/sourcemap/sources-content' : 'moat/sourcemap/embedded-sources-content',
+      severity: 'error',
+      path: this.path,
+      offset: base + at,
+      message: this.isMap
+        ? 'source map ships the original sources (sourcesContent)'
+        : 'file embeds a source map with the original sources (sourcesContent)',
+    });
+  }
+
+  /** A SOURCE_MAPPING_URL that is not an inline map, at `offset`: the first is reported. */
+  #url(head: string, offset: number): void {
+    if (this.#sawUrl) return;
+    this.#sawUrl = true;
+    const url = /^[^\s*'"]*/.exec(head)?.[0] ?? '';
+    this.add({
+      ruleId: 'moat/sourcemap/url',
+      severity: 'warning',
+      path: this.path,
+      offset,
+      message: `sourceMappingURL comment points at ${url || '(empty)'}`,
+    });
+  }
+
+  /** A whole line starting with `// ` at `offset`; `seen`: it lies in the carry, reported with the window before. */
+  #pathLine(line: string, seen: boolean, offset: number): void {
+    const m = SOURCE_PATH_LINE.exec(line);
+    if (m === null) return;
+    const p = m[1] as string;
+    if (this.#paths.has(p) || seen) return;
+    this.#paths.add(p);
+    this.add({
+      ruleId: 'moat/sourcemap/source-path',
+      severity: 'note',
+      path: this.path,
+      offset,
+      message: `bundle names its source file ${p}`,
+    });
   }
 
   #continueCapture(bytes: Buffer): void {
@@ -203,11 +321,64 @@ export async function scanPaths(paths: readonly string[], options: ScanOptions):
   if (options.codenames.length === 0 && options.sourceMaps === false) {
     throw new BuildGuardError('ERR_SCAN_CONFIG', 'expected at least one codename or the source-map audit, got neither');
   }
+  if (options.prefilter !== false) {
+    const prefiltered = await scanPrefiltered(paths, options);
+    if (prefiltered !== undefined) return prefiltered;
+  }
   if (options.workers !== 1) {
     const parallel = await scanInWorkers(paths, options);
     if (parallel !== undefined) return parallel;
   }
-  return scanSequential(paths, options);
+  const scan = sequentialScan(options);
+  for (const path of paths) await scan.visit(path);
+  return scan.report();
+}
+
+const isTarball = (path: string) => /\.(tgz|tar\.gz)$/.test(path);
+
+/**
+ * The prefilter's way: every regular file through libhs on native threads; the exact scan
+ * (the same code as without it) reads only files the prefilter flags, and the source-map
+ * audit alone runs on files that only it flags. Tarballs and `.map` files always go the
+ * exact way. `undefined` when the prefilter cannot run.
+ */
+async function scanPrefiltered(paths: readonly string[], options: ScanOptions): Promise<ScanReport | undefined> {
+  const sets = prefilterSets(options.codenames, options, options.sourceMaps === false ? undefined : AUDIT_SOURCES);
+  if (sets === undefined) return undefined;
+  const { files, errors } = await listFiles(paths);
+  const direct = files.filter((f) => !isTarball(f.path) && !f.path.endsWith('.map'));
+  const threads = Math.max(1, options.workers ?? availableParallelism());
+  const chunkSize = options.chunkSize ?? DEFAULT_CHUNK;
+  let result: Awaited<ReturnType<typeof prefilterFiles>>;
+  try {
+    result = await prefilterFiles(
+      sets,
+      direct.map((f) => f.path),
+      chunkSize,
+      AUDIT_CARRY,
+      threads,
+    );
+  } catch {
+    return undefined;
+  }
+  const verdicts = new Map(direct.map((f, i) => [f.path, i]));
+  const scan = sequentialScan(options, sets);
+  scan.errors.push(...errors);
+  for (const f of files) {
+    const i = verdicts.get(f.path);
+    const flags = i === undefined ? PREFILTER_CODENAME : (result.flags[i] as number);
+    if (i !== undefined && result.errors[i] === 0 && (flags & (PREFILTER_CODENAME | PREFILTER_SPLIT)) === 0) {
+      if (flags & PREFILTER_AUDIT_ALL) await scan.file(f.path, f.size, 'audit');
+      else if (flags & PREFILTER_AUDIT)
+        await scan.replayAudit(
+          f.path,
+          result.sizes[i] as number,
+          result.events.subarray(result.eventStarts[i] as number, result.eventStarts[i + 1] as number),
+        );
+      else scan.cleared(f.path, result.sizes[i] as number);
+    } else await scan.file(f.path, f.size, 'exact');
+  }
+  return scan.report();
 }
 
 /** Lists the regular files under the inputs (directories recursively, skipping `.git`). */
@@ -216,20 +387,28 @@ async function listFiles(
 ): Promise<{ files: Array<{ path: string; size: number }>; errors: ScanReport['errors'] }> {
   const files: Array<{ path: string; size: number }> = [];
   const errors: ScanReport['errors'] = [];
-  const visit = async (path: string): Promise<void> => {
-    let info: Awaited<ReturnType<typeof lstat>>;
+  // Synchronous: one stat per file, far cheaper than a trip through the thread pool each.
+  const visit = (path: string): void => {
+    let info: ReturnType<typeof lstatSync>;
     try {
-      info = await lstat(path);
+      info = lstatSync(path);
     } catch (error) {
       errors.push({ path, message: errorMessage(error) });
       return;
     }
     if (info.isDirectory()) {
       if (basename(path) === '.git') return;
-      for (const entry of (await readdir(path)).sort()) await visit(join(path, entry));
+      let entries: string[];
+      try {
+        entries = readdirSync(path);
+      } catch (error) {
+        errors.push({ path, message: errorMessage(error) });
+        return;
+      }
+      for (const entry of entries.sort()) visit(join(path, entry));
     } else if (info.isFile()) files.push({ path, size: info.size });
   };
-  for (const path of paths) await visit(path);
+  for (const path of paths) visit(path);
   return { files, errors };
 }
 
@@ -282,12 +461,23 @@ async function scanInWorkers(paths: readonly string[], options: ScanOptions): Pr
     suppressed: reports.reduce((n, r) => n + r.suppressed, 0),
     files: reports.reduce((n, r) => n + r.files, 0),
     bytes: reports.reduce((n, r) => n + r.bytes, 0),
-    errors: [...errors, ...reports.flatMap((r) => r.errors)],
+    errors: [...errors, ...reports.flatMap((r) => r.errors)].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0)),
   };
 }
 
-async function scanSequential(paths: readonly string[], options: ScanOptions): Promise<ScanReport> {
-  const engine = new CodenameEngine(options.codenames, options);
+const DEFAULT_CHUNK = 16 * 1024 * 1024;
+
+/**
+ * The exact scan, file by file in this thread. The codename engine is built on first use,
+ * reusing the prefilter's compiled literals when given: a prefiltered scan whose files are
+ * all clear never derives a needle.
+ */
+function sequentialScan(options: ScanOptions, prebuilt?: PrebuiltLiterals) {
+  let built: CodenameEngine | undefined;
+  const engine = () => {
+    built ??= new CodenameEngine(options.codenames, options, prebuilt);
+    return built;
+  };
   const state: { findings: Finding[]; suppressed: number; files: number; bytes: number; errors: ScanReport['errors'] } = {
     findings: [],
     suppressed: 0,
@@ -308,15 +498,15 @@ async function scanSequential(paths: readonly string[], options: ScanOptions): P
     }
     state.findings.push(f);
   };
-  const chunkSize = options.chunkSize ?? 16 * 1024 * 1024;
+  const chunkSize = options.chunkSize ?? DEFAULT_CHUNK;
 
   const scanBytes = (name: string, bytes: Buffer) => {
-    const s = engine.stream((m) => add(codenameFinding(name, m)));
+    const s = engine().stream((m) => add(codenameFinding(name, m)));
     s.write(bytes);
   };
 
-  /** Returns a sink for one logical file (a real file or an archive member). */
-  const open = (name: string) => {
+  /** Returns a sink for one logical file (a real file or an archive member); `audit`: the source-map audit alone. */
+  const open = (name: string, mode: 'exact' | 'audit' = 'exact') => {
     state.files++;
     const isMap = name.endsWith('.map');
     if (isMap && options.sourceMaps !== false)
@@ -324,15 +514,15 @@ async function scanSequential(paths: readonly string[], options: ScanOptions): P
     const audit = options.sourceMaps === false ? undefined : new MapAudit(name, isMap, add, scanBytes);
     let carry: Buffer = Buffer.alloc(0);
     let offset = 0;
-    const codenames = engine.stream((m) => add(codenameFinding(name, m)));
+    const codenames = mode === 'exact' ? engine().stream((m) => add(codenameFinding(name, m))) : undefined;
     return {
       write(chunk: Uint8Array) {
         state.bytes += chunk.byteLength;
-        codenames.write(chunk);
+        codenames?.write(chunk);
         if (audit !== undefined) {
           const window = carry.length === 0 ? Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength) : Buffer.concat([carry, chunk]);
           audit.window(window, carry.length, offset - carry.length);
-          carry = Buffer.from(window.subarray(Math.max(0, window.length - 64)));
+          carry = Buffer.from(window.subarray(Math.max(0, window.length - AUDIT_CARRY)));
         }
         offset += chunk.byteLength;
       },
@@ -342,15 +532,14 @@ async function scanSequential(paths: readonly string[], options: ScanOptions): P
     };
   };
 
-  const scanFile = async (path: string, size: number) => {
-    const isTarball = /\.(tgz|tar\.gz)$/.test(path);
+  const scanFile = async (path: string, size: number, mode: 'exact' | 'audit') => {
     const stream = createReadStream(path, { highWaterMark: chunkSize });
     let read = 0;
     const progress = (n: number) => {
       read += n;
       options.onProgress?.({ path, bytes: read, total: size });
     };
-    if (isTarball) {
+    if (isTarball(path)) {
       state.files++;
       const tar = new TarReader({ entry: (entry) => open(`${path}!${entry.path}`) });
       const gunzip = createGunzip();
@@ -362,7 +551,7 @@ async function scanSequential(paths: readonly string[], options: ScanOptions): P
     }
     stream.destroy();
     // Plain files: read into one reused buffer (a stream allocates a fresh one per chunk).
-    const sink = open(path);
+    const sink = open(path, mode);
     const handle = await fsOpen(path, 'r');
     try {
       const buffer = Buffer.allocUnsafe(Math.min(chunkSize, Math.max(size, 1)));
@@ -388,21 +577,73 @@ async function scanSequential(paths: readonly string[], options: ScanOptions): P
     }
     if (info.isDirectory()) {
       if (basename(path) === '.git') return;
-      const entries = await readdir(path);
+      let entries: string[];
+      try {
+        entries = await readdir(path);
+      } catch (error) {
+        state.errors.push({ path, message: errorMessage(error) });
+        return;
+      }
       for (const entry of entries.sort()) await visit(join(path, entry));
       return;
     }
     if (!info.isFile()) return;
+    await file(path, info.size, 'exact');
+  };
+
+  const file = async (path: string, size: number, mode: 'exact' | 'audit') => {
     try {
-      await scanFile(path, info.size);
+      await scanFile(path, size, mode);
     } catch (error) {
       state.errors.push({ path, message: error instanceof Error ? error.message : String(error) });
     }
   };
 
-  for (const path of paths) await visit(path);
-  state.findings.sort((a, b) => (a.path === b.path ? (a.offset ?? -1) - (b.offset ?? -1) : a.path < b.path ? -1 : 1));
-  return state;
+  /** The audit alone from the prefilter's matches, reading only the bytes around them. */
+  const replayAudit = async (path: string, size: number, events: Float64Array) => {
+    try {
+      // A few hundred bytes per match: synchronous reads cost less than a trip through the thread pool.
+      const fd = openSync(path, 'r');
+      let replayed: boolean;
+      try {
+        const read = async (offset: number, length: number) => {
+          const bytes = Buffer.allocUnsafe(Math.max(0, length));
+          return bytes.subarray(0, readSync(fd, bytes, 0, bytes.length, offset));
+        };
+        replayed = await new MapAudit(path, false, add, scanBytes).replay(events, size, chunkSize, read);
+      } finally {
+        closeSync(fd);
+      }
+      if (replayed) {
+        state.files++;
+        state.bytes += size;
+        options.onProgress?.({ path, bytes: size, total: size });
+        return;
+      }
+    } catch (error) {
+      state.errors.push({ path, message: error instanceof Error ? error.message : String(error) });
+      return;
+    }
+    await file(path, size, 'audit');
+  };
+
+  return {
+    visit,
+    file,
+    replayAudit,
+    errors: state.errors,
+    /** A file the prefilter cleared: counted, nothing to report. */
+    cleared(path: string, size: number) {
+      state.files++;
+      state.bytes += size;
+      options.onProgress?.({ path, bytes: size, total: size });
+    },
+    report(): ScanReport {
+      state.findings.sort((a, b) => (a.path === b.path ? (a.offset ?? -1) - (b.offset ?? -1) : a.path < b.path ? -1 : 1));
+      state.errors.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+      return state;
+    },
+  };
 }
 
 function codenameFinding(path: string, m: RawMatch): Finding {

@@ -1,0 +1,188 @@
+import { createHash } from 'node:crypto';
+import { join } from 'node:path';
+import {
+  cacheDirectory,
+  type EngineOptions,
+  literalPlan,
+  NATIVE_AUTO_MAX_LITERALS,
+  type NativeLiterals,
+  nativeLiterals,
+  type PrebuiltLiterals,
+  readCache,
+  TRIGGER_SOURCES,
+  writeCache,
+} from './engine.js';
+import { needlesFor } from './needles.js';
+
+/** A file may hold a codename in one of its forms (or libhs failed on it). */
+export const PREFILTER_CODENAME = 1;
+/** A file may hold a codename split across string literals. */
+export const PREFILTER_SPLIT = 2;
+/** A file holds something the source-map audit looks at (listed in `events`). */
+export const PREFILTER_AUDIT = 4;
+/** Too many audit matches to list: the audit reads the whole file. */
+export const PREFILTER_AUDIT_ALL = 8;
+
+type PrefilterAddon = NativeLiterals & Required<Pick<NativeLiterals, 'prefilterFiles' | 'literalsCompilePacked'>>;
+
+/**
+ * The compiled sets of the whole-file prefilter: every needle and encoded form in one libhs
+ * literal database, the split-literal triggers and the audit's patterns. Its literal set is
+ * the engine's own, so the exact scan of a flagged file reuses it.
+ */
+export interface PrefilterSets extends PrebuiltLiterals {
+  readonly addon: PrefilterAddon;
+  readonly caseless: Uint8Array;
+  readonly triggers: unknown;
+  readonly audit: unknown;
+  readonly maxLength: number;
+}
+
+/** What the prefilter found, per file in the order given. */
+export interface PrefilterResult {
+  /** `PREFILTER_*` bits; 0: the exact scan would find nothing. */
+  readonly flags: Uint8Array;
+  /** The errno that kept a file unread (0 when it was read). */
+  readonly errors: Int32Array;
+  readonly sizes: Float64Array;
+  /** The audit's matches: (window, pattern, file offset) triples; file i's from `eventStarts[i]` to `eventStarts[i + 1]`. */
+  readonly events: Float64Array;
+  readonly eventStarts: Float64Array;
+}
+
+const MAGIC = Buffer.from('MOATSCN1');
+/** A probe whose needles change whenever the needle forms do, so a cache never outlives them. */
+const PROBE = 'Probe\u00e9Codename';
+
+/** The cache key of a set: the library, the needle forms, the options and the codenames. */
+function setKey(codenames: readonly string[], options: EngineOptions, version: string): string {
+  const hash = createHash('sha256').update(`moat-scan-prefilter/1\0${version}\0`);
+  hash.update(JSON.stringify([options.plainOnly === true, options.ignoreCase === true, options.wholeWord === true]));
+  const field = (bytes: Uint8Array | string) => {
+    const b = typeof bytes === 'string' ? Buffer.from(bytes, 'utf8') : bytes;
+    const head = Buffer.alloc(4);
+    head.writeUInt32BE(b.length);
+    hash.update(head).update(b);
+  };
+  for (const n of needlesFor(PROBE, options)) {
+    field(n.bytes);
+    field(`${n.encoding}:${n.fold}:${n.wholeWord}`);
+  }
+  for (const c of codenames) field(c);
+  return hash.digest('hex');
+}
+
+/** A literal set back to back: what the cache holds and the addon compiles without one object per literal. */
+interface PackedLiterals {
+  readonly packed: Buffer;
+  readonly lengths: Uint32Array;
+  readonly caseless: Uint8Array;
+  readonly maxLength: number;
+}
+
+function pack(patterns: readonly Buffer[], caseless: readonly boolean[], maxLength: number): PackedLiterals {
+  return {
+    packed: Buffer.concat(patterns),
+    lengths: Uint32Array.from(patterns, (p) => p.length),
+    caseless: Uint8Array.from(caseless, (c) => (c ? 1 : 0)),
+    maxLength,
+  };
+}
+
+/** Cache entry: magic, longest needle, literal count, lengths, case flags, literals, compiled database. */
+function encodeEntry(set: PackedLiterals, database: Buffer): Buffer {
+  const count = set.lengths.length;
+  const head = Buffer.alloc(MAGIC.length + 8 + 5 * count);
+  MAGIC.copy(head);
+  head.writeUInt32BE(set.maxLength, MAGIC.length);
+  head.writeUInt32BE(count, MAGIC.length + 4);
+  for (let i = 0; i < count; i++) head.writeUInt32BE(set.lengths[i] as number, MAGIC.length + 8 + 4 * i);
+  Buffer.from(set.caseless.buffer, set.caseless.byteOffset, count).copy(head, MAGIC.length + 8 + 4 * count);
+  return Buffer.concat([head, set.packed, database]);
+}
+
+function decodeEntry(bytes: Buffer | undefined): (PackedLiterals & { database: Buffer }) | undefined {
+  if (bytes === undefined || bytes.length < MAGIC.length + 8 || !bytes.subarray(0, MAGIC.length).equals(MAGIC)) return undefined;
+  const maxLength = bytes.readUInt32BE(MAGIC.length);
+  const count = bytes.readUInt32BE(MAGIC.length + 4);
+  const start = MAGIC.length + 8 + 5 * count;
+  if (count === 0 || start > bytes.length) return undefined;
+  const lengths = new Uint32Array(count);
+  let total = 0;
+  for (let i = 0; i < count; i++) {
+    lengths[i] = bytes.readUInt32BE(MAGIC.length + 8 + 4 * i);
+    if (lengths[i] === 0) return undefined;
+    total += lengths[i] as number;
+  }
+  if (start + total >= bytes.length) return undefined;
+  return {
+    maxLength,
+    lengths,
+    caseless: new Uint8Array(bytes.subarray(MAGIC.length + 8 + 4 * count, start)),
+    packed: bytes.subarray(start, start + total),
+    database: bytes.subarray(start + total),
+  };
+}
+
+/**
+ * The prefilter's compiled sets for these codenames, or `undefined` where it cannot run or
+ * does not pay (then the scan goes file by file as before). A cached set is loaded without
+ * deriving a single needle; otherwise it is compiled when the engine would compile it
+ * (`auto`: up to {@link NATIVE_AUTO_MAX_LITERALS} literals; `native`: always) and cached.
+ */
+export function prefilterSets(
+  codenames: readonly string[],
+  options: EngineOptions,
+  auditSources: readonly string[] | undefined,
+): PrefilterSets | undefined {
+  if (options.engine === 'js' || codenames.length === 0) return undefined;
+  const loaded = nativeLiterals();
+  const addon = loaded.addon;
+  if (addon === undefined || typeof addon.prefilterFiles !== 'function' || typeof addon.literalsCompilePacked !== 'function')
+    return undefined;
+  try {
+    const version = addon.literalsVersion();
+    if (version === undefined) return undefined;
+    const dir = cacheDirectory();
+    const file = dir === undefined ? undefined : join(dir, `${setKey(codenames, options, version)}.moatscan`);
+    let set = decodeEntry(readCache(file));
+    let handle: unknown;
+    if (set !== undefined) {
+      handle = (addon as PrefilterAddon).literalsCompilePacked(set.packed, set.lengths, set.caseless, set.database);
+    } else {
+      const plan = literalPlan(codenames, options);
+      // libhs folds ASCII only; the engine refuses such sets for the same reason.
+      if (options.ignoreCase === true && plan.sources.some((s) => [...s].some((c) => c.charCodeAt(0) > 0x7f))) return undefined;
+      if (options.engine !== 'native' && plan.patterns.length > NATIVE_AUTO_MAX_LITERALS) return undefined;
+      set = { ...pack(plan.patterns, plan.caseless, plan.maxLength), database: Buffer.alloc(0) };
+      handle = (addon as PrefilterAddon).literalsCompilePacked(set.packed, set.lengths, set.caseless);
+      writeCache(file, encodeEntry(set, addon.literalsSerialize(handle)));
+    }
+    return {
+      addon: addon as PrefilterAddon,
+      handle,
+      packed: set.packed,
+      lengths: set.lengths,
+      caseless: set.caseless,
+      maxLength: set.maxLength,
+      triggers: options.plainOnly === true ? null : addon.regexCompile(TRIGGER_SOURCES),
+      audit: auditSources === undefined ? null : addon.regexCompile(auditSources),
+    };
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Runs the prefilter over regular files on `threads` native threads (mmap, one libhs pass per
+ * window), with the chunk size the exact scan reads in and the audit's carry.
+ */
+export function prefilterFiles(
+  sets: PrefilterSets,
+  paths: readonly string[],
+  chunkSize: number,
+  auditCarry: number,
+  threads: number,
+): Promise<PrefilterResult> {
+  return sets.addon.prefilterFiles(sets.handle, sets.triggers, sets.audit, [...paths], chunkSize, sets.maxLength, auditCarry, threads);
+}
