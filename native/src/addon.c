@@ -22,14 +22,27 @@
   } while (0)
 
 /* Shared between the transfer thread, the threadsafe function and the abort function. */
+typedef struct env_state env_state;
+
 typedef struct {
   volatile int aborted;
   atomic_int refs;
   napi_threadsafe_function tsfn;
+  /* Loop mode: the environment, the JavaScript callback and the transfer while it runs. */
+  env_state *state;
+  napi_ref callback;
+  napi_async_context async;
+  void *transfer;
 } control;
 
 static void control_unref(control *c) {
   if (atomic_fetch_sub(&c->refs, 1) == 1) free(c);
+}
+
+static void free_chunk(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  free(data);
 }
 
 static void free_event(moat_event *ev) {
@@ -38,15 +51,10 @@ static void free_event(moat_event *ev) {
   free(ev);
 }
 
-static void call_js(napi_env env, napi_value js_cb, void *context, void *data) {
-  (void)context;
-  moat_event *ev = data;
-  if (env == NULL || js_cb == NULL) {
-    free_event(ev);
-    return;
-  }
+/* The callback's arguments for one event: ("headers", status, header block, stamp result), ("data", Buffer), ("end"), ("error", message). */
+static void event_args(napi_env env, moat_event *ev, napi_value args[4]) {
   static const char *NAMES[] = {"headers", "data", "end", "error"};
-  napi_value args[4], undefined;
+  napi_value undefined;
   napi_get_undefined(env, &undefined);
   napi_create_string_utf8(env, NAMES[ev->type], NAPI_AUTO_LENGTH, &args[0]);
   args[1] = undefined;
@@ -57,12 +65,28 @@ static void call_js(napi_env env, napi_value js_cb, void *context, void *data) {
     napi_create_string_latin1(env, ev->data != NULL ? ev->data : "", ev->data != NULL ? ev->len : 0, &args[2]);
     napi_create_int32(env, ev->stamp_result, &args[3]);
   } else if (ev->type == MOAT_EV_DATA) {
-    void *copy;
-    napi_create_buffer_copy(env, ev->len, ev->data, &copy, &args[1]);
+    /* The chunk's memory becomes the Buffer's: handed over, not copied (copied where external buffers are not allowed). */
+    if (ev->data != NULL && napi_create_external_buffer(env, ev->len, ev->data, free_chunk, NULL, &args[1]) == napi_ok) ev->data = NULL;
+    else {
+      void *copy;
+      napi_create_buffer_copy(env, ev->len, ev->data, &copy, &args[1]);
+    }
   } else if (ev->type == MOAT_EV_ERROR) {
     napi_create_string_utf8(env, ev->data != NULL ? ev->data : "transport: error", ev->data != NULL ? ev->len : NAPI_AUTO_LENGTH, &args[1]);
   }
+}
+
+static void call_js(napi_env env, napi_value js_cb, void *context, void *data) {
+  (void)context;
+  moat_event *ev = data;
+  if (env == NULL || js_cb == NULL) {
+    free_event(ev);
+    return;
+  }
+  napi_value args[4], undefined;
+  event_args(env, ev, args);
   free_event(ev);
+  napi_get_undefined(env, &undefined);
   napi_call_function(env, undefined, js_cb, 4, args, NULL);
 }
 
@@ -88,10 +112,14 @@ static void abort_finalize(napi_env env, void *data, void *hint) {
   control_unref(data);
 }
 
+static void loop_abort(control *c);
+
 static napi_value abort_request(napi_env env, napi_callback_info info) {
   void *data;
   napi_get_cb_info(env, info, NULL, NULL, NULL, &data);
-  ((control *)data)->aborted = 1;
+  control *c = data;
+  c->aborted = 1;
+  if (c->transfer != NULL) loop_abort(c);
   return NULL;
 }
 
@@ -120,6 +148,131 @@ static long get_long(napi_env env, napi_value obj, const char *name) {
   int64_t n = 0;
   if (napi_get_named_property(env, obj, name, &v) == napi_ok && napi_typeof(env, v, &t) == napi_ok && t == napi_number) napi_get_value_int64(env, v, &n);
   return n > 0 ? (long)n : 0;
+}
+
+/*
+ * Loop mode (Node): transfers run on this environment's libuv loop through libcurl's multi
+ * interface, so a request costs no thread and no cross-thread wake-up. libcurl's callbacks
+ * only queue events; they reach JavaScript after libcurl returns, in order, each through
+ * napi_make_callback (promise jobs run after each, as for any I/O callback).
+ */
+typedef struct queued {
+  control *c;
+  moat_event *ev; /* NULL: the transfer is done, release its callback */
+  struct queued *next;
+} queued;
+
+struct env_state {
+  napi_env env;
+  moat_loop *loop;
+  int tried;
+  queued *head, *tail;
+  int draining;
+};
+
+static void enqueue(env_state *st, control *c, moat_event *ev) {
+  queued *q = calloc(1, sizeof *q);
+  if (q == NULL) {
+    free_event(ev);
+    return;
+  }
+  q->c = c;
+  q->ev = ev;
+  if (st->tail != NULL) st->tail->next = q;
+  else st->head = q;
+  st->tail = q;
+}
+
+static void loop_emit(void *ctx, moat_event *ev) {
+  control *c = ctx;
+  enqueue(c->state, c, ev);
+}
+
+static void loop_done(void *ctx) {
+  control *c = ctx;
+  c->transfer = NULL;
+  enqueue(c->state, c, NULL);
+}
+
+static void drain(void *user) {
+  env_state *st = user;
+  if (st->draining) return; /* an abort from a callback: the running drain delivers its events */
+  st->draining = 1;
+  napi_env env = st->env;
+  while (st->head != NULL) {
+    queued *q = st->head;
+    st->head = q->next;
+    if (st->head == NULL) st->tail = NULL;
+    control *c = q->c;
+    napi_handle_scope scope;
+    napi_open_handle_scope(env, &scope);
+    if (q->ev != NULL) {
+      napi_value cb, args[4], recv, result;
+      napi_get_global(env, &recv); /* make_callback needs an object as the receiver */
+      if (napi_get_reference_value(env, c->callback, &cb) == napi_ok && cb != NULL) {
+        event_args(env, q->ev, args);
+        if (napi_make_callback(env, c->async, recv, cb, 4, args, &result) == napi_pending_exception) {
+          napi_value error;
+          napi_get_and_clear_last_exception(env, &error);
+          napi_fatal_exception(env, error);
+        }
+      }
+      free_event(q->ev);
+    } else {
+      napi_delete_reference(env, c->callback);
+      napi_async_destroy(env, c->async);
+      control_unref(c);
+    }
+    napi_close_handle_scope(env, scope);
+    free(q);
+  }
+  st->draining = 0;
+}
+
+static void loop_abort(control *c) {
+  env_state *st = c->state;
+  void *t = c->transfer;
+  c->transfer = NULL;
+  moat_loop_abort(st->loop, t);
+}
+
+static void env_cleanup(void *arg) {
+  env_state *st = arg;
+  moat_loop_close(st->loop);
+  while (st->head != NULL) {
+    queued *q = st->head;
+    st->head = q->next;
+    free_event(q->ev);
+    free(q);
+  }
+  free(st);
+}
+
+/* This environment's loop transport, or NULL: no libuv (Bun), MOAT_NATIVE_TRANSPORT=thread, or no libcurl. */
+static env_state *loop_state(napi_env env) {
+  env_state *st = NULL;
+  if (napi_get_instance_data(env, (void **)&st) == napi_ok && st != NULL) return st->loop != NULL ? st : NULL;
+  st = calloc(1, sizeof *st);
+  if (st == NULL) return NULL;
+  st->env = env;
+  napi_set_instance_data(env, st, NULL, NULL);
+  napi_add_env_cleanup_hook(env, env_cleanup, st);
+  const char *forced = getenv("MOAT_NATIVE_TRANSPORT");
+  napi_value global;
+  bool bun = false;
+  struct uv_loop_s *uv_loop = NULL;
+  if (napi_get_global(env, &global) == napi_ok) napi_has_named_property(env, global, "Bun", &bun);
+  if ((forced == NULL || strcmp(forced, "thread") != 0) && !bun && napi_get_uv_event_loop(env, &uv_loop) == napi_ok)
+    st->loop = moat_loop_open(uv_loop, drain, st);
+  return st->loop != NULL ? st : NULL;
+}
+
+/* transportMode() → "loop" (libcurl's multi interface on this environment's libuv loop) or "thread" (a thread per request). */
+static napi_value transport_mode(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value out;
+  CHECK(napi_create_string_utf8(env, moat_transport_ready() != NULL && loop_state(env) != NULL ? "loop" : "thread", NAPI_AUTO_LENGTH, &out));
+  return out;
 }
 
 /* request(options, onEvent) → { abort() } */
@@ -190,6 +343,25 @@ static napi_value request(napi_env env, napi_callback_info info) {
     return NULL;
   }
   atomic_init(&c->refs, 2);
+  env_state *st = loop_state(env);
+  if (st != NULL) {
+    napi_value name, handle, abort_fn;
+    napi_create_string_utf8(env, "moat-native-request", NAPI_AUTO_LENGTH, &name);
+    if (napi_create_reference(env, argv[1], 1, &c->callback) != napi_ok || napi_async_init(env, NULL, name, &c->async) != napi_ok) {
+      free(c);
+      napi_throw_error(env, "ERR_NATIVE", "cannot create the response channel");
+      return NULL;
+    }
+    c->state = st;
+    napi_create_object(env, &handle);
+    napi_create_function(env, "abort", NAPI_AUTO_LENGTH, abort_request, c, &abort_fn);
+    napi_add_finalizer(env, abort_fn, c, abort_finalize, NULL, NULL);
+    napi_set_named_property(env, handle, "abort", abort_fn);
+    c->transfer = moat_loop_start(st->loop, &opts, loop_emit, c, &c->aborted, loop_done);
+    /* A transfer that could not start has queued its error: deliver it now. */
+    if (c->transfer == NULL) drain(st);
+    return handle;
+  }
   napi_value name;
   napi_create_string_utf8(env, "moat-native-request", NAPI_AUTO_LENGTH, &name);
   if (napi_create_threadsafe_function(env, argv[1], NULL, name, 0, 1, c, tsfn_finalize, c, call_js, &c->tsfn) != napi_ok) {
@@ -740,6 +912,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"regexCompile", NULL, regex_compile, NULL, NULL, NULL, napi_default, NULL},
       {"literalsVersion", NULL, literals_version, NULL, NULL, NULL, napi_default, NULL},
       {"prefilterFiles", NULL, prefilter_files, NULL, NULL, NULL, napi_default, NULL},
+      {"transportMode", NULL, transport_mode, NULL, NULL, NULL, napi_default, NULL},
   };
   CHECK(napi_define_properties(env, exports, sizeof props / sizeof props[0], props));
   return exports;

@@ -45,6 +45,14 @@ static void load(void) {
   RESOLVE(url_get, "curl_url_get");
   RESOLVE(url_cleanup, "curl_url_cleanup");
   RESOLVE(free, "curl_free");
+  RESOLVE(multi_init, "curl_multi_init");
+  RESOLVE(multi_setopt, "curl_multi_setopt");
+  RESOLVE(multi_add_handle, "curl_multi_add_handle");
+  RESOLVE(multi_remove_handle, "curl_multi_remove_handle");
+  RESOLVE(multi_socket_action, "curl_multi_socket_action");
+  RESOLVE(multi_info_read, "curl_multi_info_read");
+  RESOLVE(multi_assign, "curl_multi_assign");
+  RESOLVE(multi_cleanup, "curl_multi_cleanup");
 #undef RESOLVE
   if (api.global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
     snprintf(error, sizeof error, "libcurl initialisation failed");

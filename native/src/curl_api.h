@@ -24,6 +24,14 @@ typedef struct {
   CURLUcode (*url_get)(const CURLU *handle, CURLUPart what, char **part, unsigned int flags);
   void (*url_cleanup)(CURLU *handle);
   void (*free)(void *p);
+  CURLM *(*multi_init)(void);
+  CURLMcode (*multi_setopt)(CURLM *multi, CURLMoption option, ...);
+  CURLMcode (*multi_add_handle)(CURLM *multi, CURL *easy);
+  CURLMcode (*multi_remove_handle)(CURLM *multi, CURL *easy);
+  CURLMcode (*multi_socket_action)(CURLM *multi, curl_socket_t s, int ev_bitmask, int *running_handles);
+  CURLMsg *(*multi_info_read)(CURLM *multi, int *msgs_in_queue);
+  CURLMcode (*multi_assign)(CURLM *multi, curl_socket_t sockfd, void *sockp);
+  CURLMcode (*multi_cleanup)(CURLM *multi);
 } moat_curl_api;
 
 /* libcurl, loaded and globally initialised (thread-safe, once); NULL when it cannot be. */

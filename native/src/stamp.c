@@ -9,6 +9,12 @@
 static const char ANCHOR[] = "\"moat_att\":\"";
 #define ANCHOR_LEN (sizeof(ANCHOR) - 1)
 
+/* Fetched and set up once: OpenSSL 3 looks algorithms up in its provider store, which per
+   request would cost more than the MAC of a small body. The template holds the digest
+   choice only, never key material; each stamp duplicates it and sets the key. */
+static EVP_MAC_CTX *hmac_template;
+static EVP_MD *sha256_md;
+
 static int is_hex_lower(unsigned char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); }
 
 /* One lp() item: its UTF-8 length as a 32-bit big-endian integer, then its bytes. */
@@ -23,7 +29,8 @@ static int mac_request_base(EVP_MAC_CTX *mac, const moat_request_components *r) 
   unsigned char digest[32];
   char digest_hex[64];
   unsigned int digest_len = 0;
-  if (!EVP_Digest(r->credential, strlen(r->credential), digest, &digest_len, EVP_sha256(), NULL) || digest_len != 32) return 0;
+  if (sha256_md == NULL || !EVP_Digest(r->credential, strlen(r->credential), digest, &digest_len, sha256_md, NULL) || digest_len != 32)
+    return 0;
   for (int i = 0; i < 32; i++) {
     digest_hex[2 * i] = HEX[digest[i] >> 4];
     digest_hex[2 * i + 1] = HEX[digest[i] & 15];
@@ -35,20 +42,25 @@ static int mac_request_base(EVP_MAC_CTX *mac, const moat_request_components *r) 
          mac_item(mac, (const unsigned char *)r->path, strlen(r->path)) && mac_item(mac, (const unsigned char *)digest_hex, 64);
 }
 
-static EVP_MAC *hmac_alg;
 static pthread_once_t hmac_once = PTHREAD_ONCE_INIT;
-static void fetch_hmac(void) { hmac_alg = EVP_MAC_fetch(NULL, "HMAC", NULL); }
+static void fetch_hmac(void) {
+  sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+  EVP_MAC *alg = EVP_MAC_fetch(NULL, "HMAC", NULL);
+  EVP_MAC_CTX *ctx = alg != NULL ? EVP_MAC_CTX_new(alg) : NULL;
+  char digest_name[] = "SHA256";
+  OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest_name, 0), OSSL_PARAM_construct_end()};
+  if (ctx != NULL && EVP_MAC_CTX_set_params(ctx, params)) hmac_template = ctx;
+  else EVP_MAC_CTX_free(ctx);
+  EVP_MAC_free(alg);
+}
 
 /* HMAC-SHA-256 over (request base ‖) body; 1 on success. */
 static int hmac_sha256(const unsigned char *key, size_t key_len, const moat_request_components *request, const unsigned char *body, size_t len,
                        unsigned char out[32]) {
-  /* Fetched once: a provider lookup per request would cost more than the MAC of a small body. */
   pthread_once(&hmac_once, fetch_hmac);
-  EVP_MAC_CTX *mac = hmac_alg != NULL ? EVP_MAC_CTX_new(hmac_alg) : NULL;
-  char digest_name[] = "SHA256";
-  OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest_name, 0), OSSL_PARAM_construct_end()};
+  EVP_MAC_CTX *mac = hmac_template != NULL ? EVP_MAC_CTX_dup(hmac_template) : NULL;
   size_t out_len = 0;
-  int ok = mac != NULL && EVP_MAC_init(mac, key, key_len, params) && (request == NULL || mac_request_base(mac, request)) &&
+  int ok = mac != NULL && EVP_MAC_init(mac, key, key_len, NULL) && (request == NULL || mac_request_base(mac, request)) &&
            EVP_MAC_update(mac, body, len) && EVP_MAC_final(mac, out, &out_len, 32) && out_len == 32;
   EVP_MAC_CTX_free(mac);
   return ok;

@@ -48,6 +48,18 @@ const moat_curl_api *moat_transport_ready(void) {
   return lib;
 }
 
+/*
+ * The request's target, parsed once by libcurl's own URL parser and handed to the transfer
+ * as that parsed handle, so the authority and path an r1 stamp covers are the ones sent;
+ * the authority also goes out as the Host header (any Host from JavaScript was dropped).
+ */
+typedef struct {
+  CURLU *url;
+  char *authority;
+  char *path;
+  char *credential;
+} request_target;
+
 typedef struct {
   moat_request_opts opts;
   moat_emit emit;
@@ -59,6 +71,10 @@ typedef struct {
   size_t hdr_len, hdr_cap;
   int headers_sent;
   int stamp_result;
+  request_target target;
+  int have_target;
+  int on_loop;
+  char errbuf[CURL_ERROR_SIZE];
 } transfer;
 
 static moat_event *event_new(moat_event_type type) {
@@ -180,18 +196,6 @@ static char *credential_of(const struct curl_slist *headers) {
   return out;
 }
 
-/*
- * The request's target, parsed once by libcurl's own URL parser and handed to the transfer
- * as that parsed handle, so the authority and path an r1 stamp covers are the ones sent;
- * the authority also goes out as the Host header (any Host from JavaScript was dropped).
- */
-typedef struct {
-  CURLU *url;
-  char *authority;
-  char *path;
-  char *credential;
-} request_target;
-
 static void target_free(request_target *r) {
   if (r->url != NULL) lib->url_cleanup(r->url);
   free(r->authority);
@@ -224,59 +228,60 @@ static int target_parse(request_target *r, const char *url, const struct curl_sl
   return ok;
 }
 
-static void *run(void *arg) {
-  transfer *t = arg;
-  request_target target;
-  int have_target = target_parse(&target, t->opts.url, t->opts.headers);
-  if (have_target) {
-    size_t cap = strlen(target.authority) + 7;
+/* Stamps the body in the addon's copy and sets up the easy handle; `rc` is CURLE_OK when it can be performed. */
+static CURL *transfer_prepare(transfer *t) {
+  t->have_target = target_parse(&t->target, t->opts.url, t->opts.headers);
+  if (t->have_target) {
+    size_t cap = strlen(t->target.authority) + 7;
     char *host_line = malloc(cap);
     if (host_line != NULL) {
-      snprintf(host_line, cap, "Host: %s", target.authority);
+      snprintf(host_line, cap, "Host: %s", t->target.authority);
       t->opts.headers = lib->slist_append(t->opts.headers, host_line);
       free(host_line);
     }
   }
-  moat_request_components components = {t->opts.method, have_target ? target.authority : NULL, have_target ? target.path : NULL,
-                                         have_target ? target.credential : NULL};
-  t->stamp_result = t->opts.body != NULL ? (int)moat_stamp(t->opts.body, t->opts.body_len, have_target ? &components : NULL)
+  moat_request_components components = {t->opts.method, t->have_target ? t->target.authority : NULL,
+                                         t->have_target ? t->target.path : NULL, t->have_target ? t->target.credential : NULL};
+  t->stamp_result = t->opts.body != NULL ? (int)moat_stamp(t->opts.body, t->opts.body_len, t->have_target ? &components : NULL)
                                          : (int)MOAT_STAMP_NO_ENVELOPE;
   CURL *c = lib->easy_init();
   t->curl = c;
-  char errbuf[CURL_ERROR_SIZE] = {0};
-  CURLcode rc = CURLE_FAILED_INIT;
-  if (c != NULL) {
-    if (have_target) lib->easy_setopt(c, CURLOPT_CURLU, target.url);
-    else lib->easy_setopt(c, CURLOPT_URL, t->opts.url);
-    lib->easy_setopt(c, CURLOPT_SHARE, share);
-    lib->easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    lib->easy_setopt(c, CURLOPT_TCP_NODELAY, 1L);
-    lib->easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
-    lib->easy_setopt(c, CURLOPT_HEADERFUNCTION, header_cb);
-    lib->easy_setopt(c, CURLOPT_HEADERDATA, t);
-    lib->easy_setopt(c, CURLOPT_WRITEFUNCTION, write_cb);
-    lib->easy_setopt(c, CURLOPT_WRITEDATA, t);
-    lib->easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
-    lib->easy_setopt(c, CURLOPT_XFERINFOFUNCTION, progress_cb);
-    lib->easy_setopt(c, CURLOPT_XFERINFODATA, t);
-    lib->easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 1L);
-    lib->easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L);
-    lib->easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-    if (t->opts.pinned_pubkey != NULL) lib->easy_setopt(c, CURLOPT_PINNEDPUBLICKEY, t->opts.pinned_pubkey);
-    if (t->opts.ca_file != NULL) lib->easy_setopt(c, CURLOPT_CAINFO, t->opts.ca_file);
-    if (t->opts.timeout_ms > 0) lib->easy_setopt(c, CURLOPT_TIMEOUT_MS, t->opts.timeout_ms);
-    if (t->opts.connect_timeout_ms > 0) lib->easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, t->opts.connect_timeout_ms);
-    /* No "Expect: 100-continue" round trip before the body. */
-    t->opts.headers = lib->slist_append(t->opts.headers, "Expect:");
-    lib->easy_setopt(c, CURLOPT_HTTPHEADER, t->opts.headers);
-    if (t->opts.body != NULL) {
-      lib->easy_setopt(c, CURLOPT_POSTFIELDS, t->opts.body);
-      lib->easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)t->opts.body_len);
-    }
-    if (strcmp(t->opts.method, "GET") == 0 && t->opts.body == NULL) lib->easy_setopt(c, CURLOPT_HTTPGET, 1L);
-    else if (strcmp(t->opts.method, "POST") != 0 || t->opts.body == NULL) lib->easy_setopt(c, CURLOPT_CUSTOMREQUEST, t->opts.method);
-    rc = lib->easy_perform(c);
+  if (c == NULL) return NULL;
+  if (t->have_target) lib->easy_setopt(c, CURLOPT_CURLU, t->target.url);
+  else lib->easy_setopt(c, CURLOPT_URL, t->opts.url);
+  if (!t->on_loop) lib->easy_setopt(c, CURLOPT_SHARE, share);
+  lib->easy_setopt(c, CURLOPT_PRIVATE, t);
+  lib->easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+  lib->easy_setopt(c, CURLOPT_TCP_NODELAY, 1L);
+  lib->easy_setopt(c, CURLOPT_ERRORBUFFER, t->errbuf);
+  lib->easy_setopt(c, CURLOPT_HEADERFUNCTION, header_cb);
+  lib->easy_setopt(c, CURLOPT_HEADERDATA, t);
+  lib->easy_setopt(c, CURLOPT_WRITEFUNCTION, write_cb);
+  lib->easy_setopt(c, CURLOPT_WRITEDATA, t);
+  lib->easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+  lib->easy_setopt(c, CURLOPT_XFERINFOFUNCTION, progress_cb);
+  lib->easy_setopt(c, CURLOPT_XFERINFODATA, t);
+  lib->easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 1L);
+  lib->easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L);
+  lib->easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+  if (t->opts.pinned_pubkey != NULL) lib->easy_setopt(c, CURLOPT_PINNEDPUBLICKEY, t->opts.pinned_pubkey);
+  if (t->opts.ca_file != NULL) lib->easy_setopt(c, CURLOPT_CAINFO, t->opts.ca_file);
+  if (t->opts.timeout_ms > 0) lib->easy_setopt(c, CURLOPT_TIMEOUT_MS, t->opts.timeout_ms);
+  if (t->opts.connect_timeout_ms > 0) lib->easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, t->opts.connect_timeout_ms);
+  /* No "Expect: 100-continue" round trip before the body. */
+  t->opts.headers = lib->slist_append(t->opts.headers, "Expect:");
+  lib->easy_setopt(c, CURLOPT_HTTPHEADER, t->opts.headers);
+  if (t->opts.body != NULL) {
+    lib->easy_setopt(c, CURLOPT_POSTFIELDS, t->opts.body);
+    lib->easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)t->opts.body_len);
   }
+  if (strcmp(t->opts.method, "GET") == 0 && t->opts.body == NULL) lib->easy_setopt(c, CURLOPT_HTTPGET, 1L);
+  else if (strcmp(t->opts.method, "POST") != 0 || t->opts.body == NULL) lib->easy_setopt(c, CURLOPT_CUSTOMREQUEST, t->opts.method);
+  return c;
+}
+
+/* Emits the end or the error of a transfer, frees it and says it is done. */
+static void transfer_finish(transfer *t, CURLcode rc) {
   if (rc == CURLE_OK) {
     send_headers(t);
     moat_event *ev = event_new(MOAT_EV_END);
@@ -290,29 +295,41 @@ static void *run(void *arg) {
                          : rc == CURLE_SSL_PINNEDPUBKEYNOTMATCH ? "pinning"
                          : (rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE) ? "tls"
                                                                                                     : "transport";
-      size_t cap = strlen(kind) + strlen(errbuf) + strlen(lib->easy_strerror(rc)) + 8;
+      size_t cap = strlen(kind) + strlen(t->errbuf) + strlen(lib->easy_strerror(rc)) + 8;
       ev->data = malloc(cap);
-      if (ev->data != NULL) ev->len = (size_t)snprintf(ev->data, cap, "%s: %s", kind, errbuf[0] ? errbuf : lib->easy_strerror(rc));
+      if (ev->data != NULL) ev->len = (size_t)snprintf(ev->data, cap, "%s: %s", kind, t->errbuf[0] ? t->errbuf : lib->easy_strerror(rc));
       t->emit(t->ctx, ev);
     }
   }
-  if (c != NULL) lib->easy_cleanup(c);
-  if (have_target) target_free(&target);
+  if (t->curl != NULL) lib->easy_cleanup(t->curl);
+  if (t->have_target) target_free(&t->target);
   free(t->hdr);
   free_opts(&t->opts);
   t->done(t->ctx);
   free(t);
+}
+
+static void *run(void *arg) {
+  transfer *t = arg;
+  CURL *c = transfer_prepare(t);
+  transfer_finish(t, c != NULL ? lib->easy_perform(c) : CURLE_FAILED_INIT);
   return NULL;
 }
 
-int moat_transport_start(moat_request_opts *opts, moat_emit emit, void *ctx, volatile int *aborted, void (*done)(void *ctx)) {
+static transfer *transfer_new(moat_request_opts *opts, moat_emit emit, void *ctx, volatile int *aborted, void (*done)(void *ctx)) {
   transfer *t = calloc(1, sizeof *t);
-  if (t == NULL) return -1;
+  if (t == NULL) return NULL;
   t->opts = *opts;
   t->emit = emit;
   t->ctx = ctx;
   t->aborted = aborted;
   t->done = done;
+  return t;
+}
+
+int moat_transport_start(moat_request_opts *opts, moat_emit emit, void *ctx, volatile int *aborted, void (*done)(void *ctx)) {
+  transfer *t = transfer_new(opts, emit, ctx, aborted, done);
+  if (t == NULL) return -1;
   pthread_attr_t attr;
   pthread_attr_init(&attr);
   pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
@@ -325,4 +342,213 @@ int moat_transport_start(moat_request_opts *opts, moat_emit emit, void *ctx, vol
     return -1;
   }
   return 0;
+}
+
+/* ---- Loop mode: libcurl's multi interface on libuv's poll ---- */
+
+#include <dlfcn.h>
+#include <uv.h>
+
+/* libuv from the host process, looked up at run time (Bun has none: the thread mode serves there). */
+static struct {
+  int (*poll_init_socket)(uv_loop_t *, uv_poll_t *, uv_os_sock_t);
+  int (*poll_start)(uv_poll_t *, int, uv_poll_cb);
+  int (*poll_stop)(uv_poll_t *);
+  void (*close)(uv_handle_t *, uv_close_cb);
+  int (*timer_init)(uv_loop_t *, uv_timer_t *);
+  int (*timer_start)(uv_timer_t *, uv_timer_cb, uint64_t, uint64_t);
+  int (*timer_stop)(uv_timer_t *);
+  void (*ref)(uv_handle_t *);
+  void (*unref)(uv_handle_t *);
+} uv;
+static int uv_found;
+static pthread_once_t uv_lookup_once = PTHREAD_ONCE_INIT;
+
+static void find_uv(void) {
+#define FIND(field, symbol)                                 \
+  do {                                                      \
+    *(void **)(&uv.field) = dlsym(RTLD_DEFAULT, symbol);    \
+    if (uv.field == NULL) return;                           \
+  } while (0)
+  FIND(poll_init_socket, "uv_poll_init_socket");
+  FIND(poll_start, "uv_poll_start");
+  FIND(poll_stop, "uv_poll_stop");
+  FIND(close, "uv_close");
+  FIND(timer_init, "uv_timer_init");
+  FIND(timer_start, "uv_timer_start");
+  FIND(timer_stop, "uv_timer_stop");
+  FIND(ref, "uv_ref");
+  FIND(unref, "uv_unref");
+#undef FIND
+  uv_found = 1;
+}
+
+typedef struct socket_watch {
+  uv_poll_t poll;
+  curl_socket_t fd;
+  moat_loop *loop;
+  struct socket_watch *prev, *next;
+} socket_watch;
+
+struct moat_loop {
+  uv_loop_t *uv_loop;
+  CURLM *multi;
+  uv_timer_t *timer;
+  socket_watch *watches;
+  int active; /* transfers in flight: while none, the loop's handles do not keep the process alive */
+  void (*drain)(void *user);
+  void *user;
+};
+
+/* While no transfer is in flight, idle connections and libcurl's timer must not keep the process alive. */
+static void set_alive(moat_loop *l, int alive) {
+  void (*fn)(uv_handle_t *) = alive ? uv.ref : uv.unref;
+  fn((uv_handle_t *)l->timer);
+  for (socket_watch *w = l->watches; w != NULL; w = w->next) fn((uv_handle_t *)&w->poll);
+}
+
+static void free_handle(uv_handle_t *h) { free(h->data); }
+
+static void process_done(moat_loop *l) {
+  CURLMsg *msg;
+  int left;
+  while ((msg = lib->multi_info_read(l->multi, &left)) != NULL) {
+    if (msg->msg != CURLMSG_DONE) continue;
+    CURL *easy = msg->easy_handle;
+    CURLcode rc = msg->data.result;
+    transfer *t = NULL;
+    lib->easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&t);
+    lib->multi_remove_handle(l->multi, easy);
+    if (--l->active == 0) set_alive(l, 0);
+    if (t != NULL) transfer_finish(t, rc);
+  }
+}
+
+static void on_poll(uv_poll_t *handle, int status, int events) {
+  socket_watch *w = handle->data;
+  moat_loop *l = w->loop;
+  int flags = status < 0 ? CURL_CSELECT_ERR : ((events & UV_READABLE) ? CURL_CSELECT_IN : 0) | ((events & UV_WRITABLE) ? CURL_CSELECT_OUT : 0);
+  int running = 0;
+  lib->multi_socket_action(l->multi, w->fd, flags, &running);
+  process_done(l);
+  l->drain(l->user);
+}
+
+static void on_timeout(uv_timer_t *timer) {
+  moat_loop *l = timer->data;
+  int running = 0;
+  lib->multi_socket_action(l->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+  process_done(l);
+  l->drain(l->user);
+}
+
+static int socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp) {
+  (void)easy;
+  moat_loop *l = userp;
+  socket_watch *w = socketp;
+  if (what == CURL_POLL_REMOVE) {
+    if (w != NULL) {
+      uv.poll_stop(&w->poll);
+      if (w->prev != NULL) w->prev->next = w->next;
+      else l->watches = w->next;
+      if (w->next != NULL) w->next->prev = w->prev;
+      lib->multi_assign(l->multi, fd, NULL);
+      w->poll.data = w;
+      uv.close((uv_handle_t *)&w->poll, free_handle);
+    }
+    return 0;
+  }
+  if (w == NULL) {
+    w = calloc(1, sizeof *w);
+    if (w == NULL || uv.poll_init_socket(l->uv_loop, &w->poll, fd) != 0) {
+      free(w);
+      return -1;
+    }
+    w->fd = fd;
+    w->loop = l;
+    w->poll.data = w;
+    w->next = l->watches;
+    if (l->watches != NULL) l->watches->prev = w;
+    l->watches = w;
+    lib->multi_assign(l->multi, fd, w);
+    if (l->active == 0) uv.unref((uv_handle_t *)&w->poll);
+  }
+  int events = ((what & CURL_POLL_IN) ? UV_READABLE : 0) | ((what & CURL_POLL_OUT) ? UV_WRITABLE : 0);
+  return uv.poll_start(&w->poll, events, on_poll) == 0 ? 0 : -1;
+}
+
+static int timer_cb(CURLM *multi, long timeout_ms, void *userp) {
+  (void)multi;
+  moat_loop *l = userp;
+  if (timeout_ms < 0) uv.timer_stop(l->timer);
+  else uv.timer_start(l->timer, on_timeout, (uint64_t)timeout_ms, 0);
+  return 0;
+}
+
+moat_loop *moat_loop_open(void *uv_loop, void (*drain)(void *user), void *user) {
+  pthread_once(&uv_lookup_once, find_uv);
+  if (!uv_found || uv_loop == NULL || moat_transport_ready() == NULL) return NULL;
+  moat_loop *l = calloc(1, sizeof *l);
+  uv_timer_t *timer = calloc(1, sizeof *timer);
+  CURLM *multi = l != NULL && timer != NULL ? lib->multi_init() : NULL;
+  if (multi == NULL || uv.timer_init(uv_loop, timer) != 0) {
+    if (multi != NULL) lib->multi_cleanup(multi);
+    free(timer);
+    free(l);
+    return NULL;
+  }
+  l->uv_loop = uv_loop;
+  l->multi = multi;
+  l->timer = timer;
+  timer->data = l;
+  uv.unref((uv_handle_t *)timer);
+  l->drain = drain;
+  l->user = user;
+  /* Keep idle connections for reuse: by default libcurl sizes its cache by the transfers in
+     flight, so a burst that ends would close the connections the next burst wants. */
+  lib->multi_setopt(multi, CURLMOPT_MAXCONNECTS, 256L);
+  lib->multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
+  lib->multi_setopt(multi, CURLMOPT_SOCKETDATA, l);
+  lib->multi_setopt(multi, CURLMOPT_TIMERFUNCTION, timer_cb);
+  lib->multi_setopt(multi, CURLMOPT_TIMERDATA, l);
+  return l;
+}
+
+void *moat_loop_start(moat_loop *l, moat_request_opts *opts, moat_emit emit, void *ctx, volatile int *aborted, void (*done)(void *ctx)) {
+  transfer *t = transfer_new(opts, emit, ctx, aborted, done);
+  if (t == NULL) {
+    free_opts(opts);
+    return NULL;
+  }
+  t->on_loop = 1;
+  CURL *c = transfer_prepare(t);
+  if (c == NULL || lib->multi_add_handle(l->multi, c) != CURLM_OK) {
+    transfer_finish(t, CURLE_FAILED_INIT);
+    return NULL;
+  }
+  if (l->active++ == 0) set_alive(l, 1);
+  return t;
+}
+
+void moat_loop_abort(moat_loop *l, void *handle) {
+  transfer *t = handle;
+  lib->multi_remove_handle(l->multi, t->curl);
+  if (--l->active == 0) set_alive(l, 0);
+  transfer_finish(t, CURLE_ABORTED_BY_CALLBACK);
+  l->drain(l->user);
+}
+
+void moat_loop_close(moat_loop *l) {
+  if (l == NULL) return;
+  lib->multi_cleanup(l->multi);
+  for (socket_watch *w = l->watches, *next; w != NULL; w = next) {
+    next = w->next;
+    uv.poll_stop(&w->poll);
+    w->poll.data = w;
+    uv.close((uv_handle_t *)&w->poll, free_handle);
+  }
+  uv.timer_stop(l->timer);
+  l->timer->data = l->timer;
+  uv.close((uv_handle_t *)l->timer, free_handle);
+  free(l);
 }

@@ -41,4 +41,23 @@ const moat_curl_api *moat_transport_ready(void);
  */
 int moat_transport_start(moat_request_opts *opts, moat_emit emit, void *ctx, volatile int *aborted, void (*done)(void *ctx));
 
+/*
+ * Loop mode: transfers driven by libcurl's multi interface on the caller's libuv loop
+ * (Node's), with no thread per request. Events are emitted synchronously from inside
+ * libcurl's callbacks, so the caller queues them; `drain(user)` runs after each burst of
+ * activity, outside libcurl, to deliver them. libuv's functions are looked up at run time:
+ * where they are missing (Bun), moat_loop_open returns NULL and the thread mode serves.
+ */
+typedef struct moat_loop moat_loop;
+moat_loop *moat_loop_open(void *uv_loop, void (*drain)(void *user), void *user);
+
+/* Stamps the body and adds the transfer to the loop; returns its handle for moat_loop_abort, NULL on failure (opts freed). */
+void *moat_loop_start(moat_loop *l, moat_request_opts *opts, moat_emit emit, void *ctx, volatile int *aborted, void (*done)(void *ctx));
+
+/* Ends a transfer at once with its "aborted" error (outside libcurl's callbacks only). */
+void moat_loop_abort(moat_loop *l, void *transfer);
+
+/* Ends every transfer without emitting and frees the loop's handles (environment teardown). */
+void moat_loop_close(moat_loop *l);
+
 #endif

@@ -66,6 +66,7 @@ describe('@moat/native', () => {
       'scrubEnvBlock',
       'secureBuffer',
       'setUndumpable',
+      'transportMode',
     ]);
     expect(native?.keyId()).toBe(dev.kid);
   });
@@ -144,6 +145,38 @@ describe('@moat/native', () => {
     expect(binary.indexOf(key)).toBe(-1);
     expect(binary.indexOf(key.subarray(0, 8))).toBe(-1);
     expect(binary.indexOf(Buffer.from(dev.key))).toBe(-1);
+  });
+
+  it('sends on the event loop without keeping an idle process alive; MOAT_NATIVE_TRANSPORT=thread takes a thread per request', () => {
+    const probe = `
+      const { native } = await import(${JSON.stringify(new URL('../index.js', import.meta.url).href)});
+      const { createServer } = await import('node:http');
+      const server = createServer((q, s) => { q.resume(); q.on('end', () => s.end('ok')); }).listen(0, '127.0.0.1');
+      await new Promise((r) => server.once('listening', r));
+      const url = 'http://127.0.0.1:' + server.address().port + '/';
+      const results = [];
+      await Promise.all([1, 2, 3].map(() => new Promise((resolve) => {
+        let text = '';
+        native.request({ method: 'POST', url, body: Buffer.from('{}') }, (event, a) => {
+          if (event === 'data') text += a.toString();
+          if (event === 'end' || event === 'error') { results.push(event + ':' + text); resolve(); }
+        });
+      })));
+      server.close();
+      console.log(native.transportMode() + ' ' + results.join(','));
+      // No process.exit: the process must end by itself once nothing is in flight.`;
+    const run = (env: Record<string, string>) =>
+      spawnSync(process.execPath, ['--input-type=module', '-e', probe], {
+        encoding: 'utf8',
+        timeout: 15_000,
+        env: { ...process.env, ...env },
+      });
+    const loop = run({});
+    expect(loop.status).toBe(0);
+    expect(loop.stdout.trim()).toBe('loop end:ok,end:ok,end:ok');
+    const thread = run({ MOAT_NATIVE_TRANSPORT: 'thread' });
+    expect(thread.status).toBe(0);
+    expect(thread.stdout.trim()).toBe('thread end:ok,end:ok,end:ok');
   });
 
   it('opens libcurl only when the first request goes out, and hardening works without it', () => {

@@ -1,8 +1,9 @@
 /**
  * Attested send (stamped and sent by the native addon over libcurl) against the strongest
  * plain baselines — `undici.request` and the global `fetch` — to the same loopback server in
- * another process: 1 KB and 100 KB JSON bodies, sequential and 32 concurrent, three rounds
- * (the ratio is the median with its range); and server-side verifications per second for
+ * another process: 1 KB and 100 KB JSON bodies, sequential and 32 concurrent, five rounds
+ * (the ratio is the median with its range). Both attested shapes run: `createAttestedRequest`
+ * (shaped like `undici.request`) and `createAttestedFetch` (a WHATWG `Response`); and server-side verifications per second for
  * 10 KB bodies on one core, against a bare node:crypto HMAC of the same bytes keyed with a
  * `KeyObject` (what the keyring holds).
  *
@@ -14,7 +15,7 @@ import { once } from 'node:events';
 import { readDevKey } from '@moat/native/dev-key';
 import { Bench } from 'tinybench';
 import { request } from 'undici';
-import { AttestationKeyring, createAttestedFetch, verifyAttestation } from '../dist/index.js';
+import { AttestationKeyring, createAttestedFetch, createAttestedRequest, verifyAttestation } from '../dist/index.js';
 
 const server = spawn(
   process.execPath,
@@ -27,6 +28,7 @@ const server = spawn(
 const [portLine] = (await once(server.stdout, 'data')) as [Buffer];
 const url = `http://127.0.0.1:${portLine.toString().trim()}/v1/messages`;
 const attested = createAttestedFetch();
+const attestedRequest = createAttestedRequest();
 
 const body = (bytes: number) =>
   JSON.stringify({ model: 'm', max_tokens: 16, messages: [{ role: 'user', content: 'x'.repeat(bytes - 80) }] });
@@ -41,7 +43,11 @@ const sends: Record<string, Send> = {
     const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: payload });
     await res.arrayBuffer();
   },
-  attested: async (payload) => {
+  'attested request': async (payload) => {
+    const res = await attestedRequest(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: payload });
+    await res.body.arrayBuffer();
+  },
+  'attested fetch': async (payload) => {
     const res = await attested(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: payload });
     await res.arrayBuffer();
   },
@@ -64,27 +70,29 @@ async function timeIt(send: Send, payload: string, total: number, concurrency: n
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
 const spread = (xs: number[]) => `${median(xs).toFixed(2)}× (${Math.min(...xs).toFixed(2)}–${Math.max(...xs).toFixed(2)})`;
-const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 
 console.log(`@moat/attest benchmarks (${process.version}), ${ROUNDS} rounds, medians`);
-console.log('| body | mode | undici.request | fetch | attested | attested ÷ undici.request | attested ÷ fetch |');
-console.log('|---|---|---:|---:|---:|---:|---:|');
+console.log(
+  '| body | mode | undici.request | fetch | attested request | attested fetch | attested request ÷ undici.request | attested fetch ÷ fetch | attested fetch ÷ undici.request |',
+);
+console.log('|---|---|---:|---:|---:|---:|---:|---:|---:|');
 for (const size of [1024, 100 * 1024]) {
   for (const [mode, concurrency, total] of [
-    ['sequential', 1, 300],
-    ['32 concurrent', 32, 1_000],
+    ['sequential', 1, 1_000],
+    ['32 concurrent', 32, 2_000],
   ] as const) {
     const payload = body(size);
-    const times: Record<string, number[]> = { 'undici.request': [], fetch: [], attested: [] };
+    const names = Object.keys(sends);
+    const times: Record<string, number[]> = Object.fromEntries(names.map((n) => [n, []]));
     for (let round = 0; round < ROUNDS; round++)
       // Rotated order, so no sender always runs first on a cold server.
-      for (const name of Object.keys(sends)
-        .slice(round % 3)
-        .concat(Object.keys(sends).slice(0, round % 3)))
+      for (const name of names.slice(round % names.length).concat(names.slice(0, round % names.length)))
         times[name]?.push(await timeIt(sends[name] as Send, payload, total, concurrency));
-    const ratios = (base: string) => (times.attested as number[]).map((t, i) => t / ((times[base] as number[])[i] as number));
+    const ratio = (of: string, base: string) => spread((times[of] as number[]).map((t, i) => t / ((times[base] as number[])[i] as number)));
+    const ms = (name: string) => `${median(times[name] as number[]).toFixed(0)} ms`;
     console.log(
-      `| ${size === 1024 ? '1 KB' : '100 KB'} | ${mode} (${total} requests) | ${median(times['undici.request'] as number[]).toFixed(0)} ms | ${median(times.fetch as number[]).toFixed(0)} ms | ${median(times.attested as number[]).toFixed(0)} ms | ${spread(ratios('undici.request'))} | ${spread(ratios('fetch'))} |`,
+      `| ${size === 1024 ? '1 KB' : '100 KB'} | ${mode} (${total} requests) | ${ms('undici.request')} | ${ms('fetch')} | ${ms('attested request')} | ${ms('attested fetch')} | ${ratio('attested request', 'undici.request')} | ${ratio('attested fetch', 'fetch')} | ${ratio('attested fetch', 'undici.request')} |`,
     );
   }
 }

@@ -2,12 +2,13 @@ import { once } from 'node:events';
 import http, { createServer, type IncomingMessage, type Server } from 'node:http';
 import https from 'node:https';
 import { type AddressInfo, connect, createServer as createTcpServer } from 'node:net';
+import { native } from '@moat/native';
 import { readDevKey } from '@moat/native/dev-key';
 import { locateEnvelope, type RequestComponents, receivedRequestComponents, utf8 } from '@moat/protocol';
 import fc from 'fast-check';
 import { Agent, getGlobalDispatcher, setGlobalDispatcher } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createAttestedFetch, UNATTESTED_HEADER } from './client.js';
+import { createAttestedFetch, createAttestedRequest, UNATTESTED_HEADER } from './client.js';
 import { AttestationKeyring, MemoryNonceStore, type VerifyAttestationOptions, verifyAttestation } from './server.js';
 
 /** The development key the addon was built with (written by native/scripts/gen-key.mjs). */
@@ -74,6 +75,10 @@ const body = (text = 'Summarize the design document, please.') =>
   });
 
 describe('attested fetch over the native addon', () => {
+  it('sends on the transport this process asked for: libcurl on the event loop, or a thread per request', () => {
+    expect(native?.transportMode()).toBe(process.env.MOAT_NATIVE_TRANSPORT === 'thread' ? 'thread' : 'loop');
+  });
+
   it('stamps below JavaScript: interceptors on fetch, http, https and undici see nothing; the stamp verifies', async () => {
     const seen: string[] = [];
     const originalFetch = globalThis.fetch;
@@ -268,6 +273,36 @@ describe('attested fetch over the native addon', () => {
     await expect(pending).rejects.toMatchObject({ name: 'AbortError' });
     const timed = createAttestedFetch({ timeoutMs: 200 });
     await expect(timed(`${base}/slow`, { method: 'POST', body: body() })).rejects.toThrow(/fetch failed: timeout/);
+  });
+
+  it('createAttestedRequest: the same stamp in an undici.request shape; chunks as they arrive; abort; fail-open', async () => {
+    const request = createAttestedRequest();
+    const res = await request(`${base}/v1/messages`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: body() });
+    expect(res.statusCode).toBe(200);
+    expect(res.headers['x-upstream']).toBe('yes');
+    expect(await res.body.json()).toMatchObject({ ok: true });
+    await expect(res.body.text()).rejects.toThrow(/already read/);
+    const last = received.at(-1) as Received;
+    expect(await verifyReceived(last, { nonceStore: new MemoryNonceStore() })).toMatchObject({ signal: 'valid', binding: 'request' });
+
+    const sse = await request(`${base}/sse`, { method: 'POST', body: utf8(body()) });
+    const chunks: string[] = [];
+    for await (const chunk of sse.body) chunks.push(new TextDecoder().decode(chunk));
+    expect(chunks.join('')).toContain('"n":2');
+    expect(chunks.length).toBeGreaterThan(1);
+
+    const controller = new AbortController();
+    const pending = request(`${base}/slow`, { method: 'POST', body: body(), signal: controller.signal });
+    setTimeout(() => controller.abort(), 100);
+    await expect(pending).rejects.toMatchObject({ name: 'AbortError' });
+
+    const unattested: string[] = [];
+    const fallback = createAttestedRequest({ native: null, onWarning: () => {}, onUnattested: (r) => unattested.push(r) });
+    const plain = await fallback(`${base}/v1/messages`, { method: 'POST', body: body() });
+    expect(plain.statusCode).toBe(200);
+    expect(await plain.body.json()).toMatchObject({ ok: true });
+    expect((received.at(-1) as Received).headers[UNATTESTED_HEADER]).toBe('unavailable; reason=addon_missing');
+    expect(unattested).toEqual(['addon_missing']);
   });
 
   it('fails open without the addon: plain fetch, placeholder left, tagged, one warning', async () => {

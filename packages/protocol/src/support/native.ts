@@ -26,8 +26,10 @@ export interface NativeRequestOptions {
  */
 export interface NativeBinding {
   /**
-   * Stamps and sends a request on a transfer thread. `onEvent('headers', status, rawHeaders,
-   * stampResult)`, `onEvent('data', chunk)`, `onEvent('end')` or `onEvent('error', message)`.
+   * Stamps and sends a request: on the event loop through libcurl's multi interface where
+   * libuv is there (Node), else on a thread of its own (Bun, or `MOAT_NATIVE_TRANSPORT=thread`).
+   * `onEvent('headers', status, rawHeaders, stampResult)`, `onEvent('data', chunk)` (the
+   * chunk's memory handed over, not copied), `onEvent('end')` or `onEvent('error', message)`.
    * The first call opens libcurl; throws `ERR_NATIVE_TRANSPORT` when it cannot be opened.
    */
   request(
@@ -57,6 +59,24 @@ export interface NativeBinding {
   literalsSerialize(handle: unknown): Buffer;
   /** libhs's version string, or `undefined` when it cannot be loaded. */
   literalsVersion(): string | undefined;
+  /** `literalsCompile` with the literals back to back in `packed`, `lengths` apart (`caseless`: 1 folds ASCII case). */
+  literalsCompilePacked(packed: Buffer, lengths: Uint32Array, caseless: Uint8Array, serialized?: Buffer): unknown;
+  /**
+   * moat-scan's whole-file prefilter on native threads (see `@moat/native`'s README): per
+   * file what it may hold, the errno that kept it unread, its size, and the audit's matches.
+   */
+  prefilterFiles(
+    literals: unknown,
+    triggers: unknown,
+    audit: unknown,
+    paths: string[],
+    chunk: number,
+    maxLength: number,
+    auditCarry: number,
+    threads: number,
+  ): Promise<{ flags: Uint8Array; errors: Int32Array; sizes: Float64Array; events: Float64Array; eventStarts: Float64Array }>;
+  /** Which transport `request` uses in this environment: `loop` (libcurl on libuv's poll) or `thread`. */
+  transportMode(): 'loop' | 'thread';
 }
 
 /** The addon, or why there is none. */
