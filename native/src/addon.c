@@ -496,6 +496,34 @@ static napi_value wrap_set(napi_env env, literal_set *set) {
   return handle;
 }
 
+/* Arrays for n literals: pointers, lengths, case flags; 0 when out of memory (nothing left allocated). */
+static int literal_arrays(size_t n, const char ***patterns, size_t **lengths, int **caseless) {
+  *patterns = calloc(n, sizeof **patterns);
+  *lengths = calloc(n, sizeof **lengths);
+  *caseless = calloc(n, sizeof **caseless);
+  if (*patterns != NULL && *lengths != NULL && *caseless != NULL) return 1;
+  free(*patterns);
+  free(*lengths);
+  free(*caseless);
+  return 0;
+}
+
+/* Compiles (or loads `serialized` for) the literals, frees the arrays, and returns the set's handle or throws. */
+static napi_value compile_literals(napi_env env, const char **patterns, size_t *lengths, int *caseless, unsigned n, const void *serialized,
+                                   size_t serialized_len) {
+  literal_set *set = calloc(1, sizeof *set);
+  if (set != NULL) set->m = moat_literals_compile(patterns, lengths, caseless, n, serialized, serialized_len);
+  free(patterns);
+  free(caseless);
+  free(lengths);
+  if (set == NULL || set->m == NULL) {
+    free(set);
+    napi_throw_error(env, "ERR_NATIVE_SCAN", set == NULL ? "out of memory" : moat_literal_error());
+    return NULL;
+  }
+  return wrap_set(env, set);
+}
+
 /* literalsCompile(patterns: Buffer[], caseless: boolean[], serialized?: Buffer) → handle */
 static napi_value literals_compile(napi_env env, napi_callback_info info) {
   size_t argc = 3;
@@ -513,15 +541,10 @@ static napi_value literals_compile(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, "ERR_NATIVE_OPTIONS", "expected literalsCompile(patterns: Buffer[], caseless: boolean[]) of one non-zero length");
     return NULL;
   }
-  const char **patterns = calloc(n, sizeof *patterns);
-  size_t *lengths = calloc(n, sizeof *lengths);
-  int *caseless = calloc(n, sizeof *caseless);
-  literal_set *set = calloc(1, sizeof *set);
-  if (patterns == NULL || lengths == NULL || caseless == NULL || set == NULL) {
-    free(patterns);
-    free(lengths);
-    free(caseless);
-    free(set);
+  const char **patterns;
+  size_t *lengths;
+  int *caseless;
+  if (!literal_arrays(n, &patterns, &lengths, &caseless)) {
     napi_throw_error(env, "ERR_NATIVE", "out of memory");
     return NULL;
   }
@@ -537,7 +560,6 @@ static napi_value literals_compile(napi_env env, napi_callback_info info) {
       free(patterns);
       free(lengths);
       free(caseless);
-      free(set);
       napi_throw_type_error(env, "ERR_NATIVE_OPTIONS", "expected every pattern as a non-empty Buffer");
       return NULL;
     }
@@ -546,16 +568,7 @@ static napi_value literals_compile(napi_env env, napi_callback_info info) {
     lengths[i] = len;
     caseless[i] = fold;
   }
-  set->m = moat_literals_compile(patterns, lengths, caseless, n, has_serialized ? serialized : NULL, serialized_len);
-  free(patterns);
-  free(caseless);
-  free(lengths);
-  if (set->m == NULL) {
-    free(set);
-    napi_throw_error(env, "ERR_NATIVE_SCAN", moat_literal_error());
-    return NULL;
-  }
-  return wrap_set(env, set);
+  return compile_literals(env, patterns, lengths, caseless, n, has_serialized ? serialized : NULL, serialized_len);
 }
 
 /* literalsCompilePacked(packed: Buffer, lengths: Uint32Array, caseless: Uint8Array, serialized?: Buffer) → handle:
@@ -588,15 +601,10 @@ static napi_value literals_compile_packed(napi_env env, napi_callback_info info)
                           "expected literalsCompilePacked(packed: Buffer, lengths: Uint32Array, caseless: Uint8Array) with non-zero lengths summing to the buffer's");
     return NULL;
   }
-  const char **patterns = calloc(n, sizeof *patterns);
-  size_t *lengths = calloc(n, sizeof *lengths);
-  int *caseless = calloc(n, sizeof *caseless);
-  literal_set *set = calloc(1, sizeof *set);
-  if (patterns == NULL || lengths == NULL || caseless == NULL || set == NULL) {
-    free(patterns);
-    free(lengths);
-    free(caseless);
-    free(set);
+  const char **patterns;
+  size_t *lengths;
+  int *caseless;
+  if (!literal_arrays(n, &patterns, &lengths, &caseless)) {
     napi_throw_error(env, "ERR_NATIVE", "out of memory");
     return NULL;
   }
@@ -607,16 +615,7 @@ static napi_value literals_compile_packed(napi_env env, napi_callback_info info)
     caseless[i] = ((const uint8_t *)caseless_data)[i] != 0;
     at += lengths32[i];
   }
-  set->m = moat_literals_compile(patterns, lengths, caseless, (unsigned)n, has_serialized ? serialized : NULL, serialized_len);
-  free(patterns);
-  free(caseless);
-  free(lengths);
-  if (set->m == NULL) {
-    free(set);
-    napi_throw_error(env, "ERR_NATIVE_SCAN", moat_literal_error());
-    return NULL;
-  }
-  return wrap_set(env, set);
+  return compile_literals(env, patterns, lengths, caseless, (unsigned)n, has_serialized ? serialized : NULL, serialized_len);
 }
 
 /* regexCompile(patterns: string[]) → handle; literalsScan on it gives (index, start, end) triples by start. */

@@ -3,30 +3,20 @@ import { lstatSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'n
 import { createRequire } from 'node:module';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
+import type { NativeBinding } from '@moat/protocol/support';
 import { MultiMatcher } from './matcher.js';
 import { type Encoding, type Needle, type NeedleOptions, needlesFor } from './needles.js';
 
-/** The native multi-literal search of `@moat/native` (Hyperscan/Vectorscan via dlopen). */
-export interface NativeLiterals {
-  literalsCompile(patterns: readonly Buffer[], caseless: readonly boolean[], serialized?: Buffer): unknown;
-  regexCompile(patterns: readonly string[]): unknown;
-  literalsScan(handle: unknown, bytes: Uint8Array): Int32Array;
-  literalsSerialize(handle: unknown): Buffer;
-  literalsVersion(): string | undefined;
-  /** The literals back to back, `lengths` apart (see `./prefilter.ts`). */
-  literalsCompilePacked?(packed: Buffer, lengths: Uint32Array, caseless: Uint8Array, serialized?: Buffer): unknown;
-  /** Which files can hold a finding (see `./prefilter.ts`). */
-  prefilterFiles?(
-    literals: unknown,
-    triggers: unknown,
-    audit: unknown,
-    paths: string[],
-    chunk: number,
-    maxLength: number,
-    auditCarry: number,
-    threads: number,
-  ): Promise<{ flags: Uint8Array; errors: Int32Array; sizes: Float64Array; events: Float64Array; eventStarts: Float64Array }>;
-}
+/**
+ * The native multi-literal search of `@moat/native` (Hyperscan via dlopen), as its one
+ * declaration in `@moat/protocol/support` gives it; the prefilter's functions are optional,
+ * since an older addon lacks them.
+ */
+export type NativeLiterals = Pick<
+  NativeBinding,
+  'literalsCompile' | 'regexCompile' | 'literalsScan' | 'literalsSerialize' | 'literalsVersion'
+> &
+  Partial<Pick<NativeBinding, 'literalsCompilePacked' | 'prefilterFiles'>>;
 
 /**
  * Compiled libhs databases are cached by what they were compiled from and the library

@@ -50,11 +50,11 @@ export interface NativeBinding {
    * Compiles literals (bytes; `caseless[i]` folds ASCII case) into one libhs database, opened
    * with dlopen on first use; throws `ERR_NATIVE_SCAN` when libhs is missing or refuses them.
    */
-  literalsCompile(patterns: Buffer[], caseless: boolean[], serialized?: Buffer): unknown;
+  literalsCompile(patterns: readonly Buffer[], caseless: readonly boolean[], serialized?: Buffer): unknown;
   /** Every occurrence of every literal in `bytes`: (literal index, start offset) pairs, by start then index. */
   literalsScan(handle: unknown, bytes: Uint8Array): Int32Array;
   /** Compiles regular expressions (libhs syntax); `literalsScan` on the handle gives (index, leftmost start, end) triples by start. */
-  regexCompile(patterns: string[]): unknown;
+  regexCompile(patterns: readonly string[]): unknown;
   /** The compiled database as bytes, for a cache; `literalsCompile(…, serialized)` loads them back. */
   literalsSerialize(handle: unknown): Buffer;
   /** libhs's version string, or `undefined` when it cannot be loaded. */
