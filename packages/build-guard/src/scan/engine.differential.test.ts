@@ -7,7 +7,18 @@
  * literals and source-map traces, read in random chunk sizes, give the same report with it
  * and without it, and it never clears a file the exact scan finds something in.
  */
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -52,7 +63,19 @@ describe.skipIf(!NATIVE)('native and JavaScript engines agree', () => {
       const many = Array.from({ length: 400 }, (_, i) => `Zorblax${i.toString(36)}ian`);
       expect(many.flatMap((c) => needlesFor(c)).length).toBeGreaterThan(NATIVE_AUTO_MAX_LITERALS);
       expect(new CodenameEngine(many).kind).toBe('js');
+      // Files idle for over 30 days go when a new one is written; others stay.
+      mkdirSync(dir, { recursive: true, mode: 0o700 });
+      const old = new Date(Date.now() - 40 * 24 * 3600 * 1000);
+      for (const name of ['stale.moatscan', 'stale.hsdb', 'notes.txt', 'fresh.moatscan'])
+        writeFileSync(join(dir, name), 'x', { mode: 0o600 });
+      for (const name of ['stale.moatscan', 'stale.hsdb', 'notes.txt']) utimesSync(join(dir, name), old, old);
       expect(new CodenameEngine(many, { engine: 'native' }).kind).toBe('native');
+      expect(
+        readdirSync(dir)
+          .filter((n) => !n.endsWith('.hsdb') || n === 'stale.hsdb')
+          .sort(),
+      ).toEqual(['fresh.moatscan', 'notes.txt']);
+      for (const name of ['fresh.moatscan', 'notes.txt']) rmSync(join(dir, name));
       const [file] = readdirSync(dir);
       expect(file).toMatch(/^[0-9a-f]{64}\.hsdb$/);
       expect(statSync(dir).mode & 0o777).toBe(0o700);

@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { lstatSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
@@ -59,9 +59,36 @@ function ownedAndPrivate(path: string, kind: 'file' | 'dir'): boolean {
 export function readCache(file: string | undefined): Buffer | undefined {
   if (file === undefined || !ownedAndPrivate(join(file, '..'), 'dir') || !ownedAndPrivate(file, 'file')) return undefined;
   try {
-    return readFileSync(file);
+    const bytes = readFileSync(file);
+    // Marked as used: pruning removes what no scan has read for a while.
+    const now = new Date();
+    utimesSync(file, now, now);
+    return bytes;
   } catch {
     return undefined;
+  }
+}
+
+/** Cache files no scan has read or written for this long are removed when a new one is written. */
+export const CACHE_MAX_IDLE_MS = 30 * 24 * 3600 * 1000;
+
+/** Removes this cache's files (and leftover temporary files) idle for over {@link CACHE_MAX_IDLE_MS}; never throws. */
+function pruneCache(dir: string, keep: string): void {
+  let entries: string[];
+  try {
+    entries = readdirSync(dir);
+  } catch {
+    return;
+  }
+  const cutoff = Date.now() - CACHE_MAX_IDLE_MS;
+  for (const name of entries) {
+    if (!/\.(hsdb|moatscan|tmp)$/.test(name) || join(dir, name) === keep) continue;
+    try {
+      const path = join(dir, name);
+      if (lstatSync(path).mtimeMs < cutoff) unlinkSync(path);
+    } catch {
+      // Gone already, or not ours to remove.
+    }
   }
 }
 
@@ -75,6 +102,7 @@ export function writeCache(file: string | undefined, bytes: Buffer): void {
     const tmp = `${file}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`;
     writeFileSync(tmp, bytes, { mode: 0o600 });
     renameSync(tmp, file);
+    pruneCache(join(file, '..'), file);
   } catch {
     // A cache that cannot be written costs the next run a compile, nothing else.
   }
