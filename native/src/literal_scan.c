@@ -428,54 +428,81 @@ static int on_audit(unsigned int id, unsigned long long from, unsigned long long
   return 0;
 }
 
+/*
+ * A piece of work: chunks [k0, k1) of one file. A file of several chunks is cut into as many
+ * pieces as there are threads, so one large executable keeps every core busy; each piece
+ * maps only its own bytes and its windows' carries.
+ */
+typedef struct {
+  size_t file;
+  size_t k0, k1;
+  int flags;
+  int error;
+  int failed;
+  event_list events;
+} piece;
+
 typedef struct {
   const moat_prefilter *job;
-  atomic_size_t *next;
+  piece *pieces;
+  size_t count;
+  atomic_size_t next;
+  atomic_int *file_hit; /* per file: a piece found a candidate, the others may stop */
 } worker_args;
 
-/* Scans one mapped file; returns its MOAT_PREFILTER_* flags. */
-static int prefilter_file(const moat_prefilter *job, const unsigned char *data, size_t size, hs_scratch_t *lit_scratch,
-                          hs_scratch_t *trigger_scratch, hs_scratch_t *audit_scratch, split_buffers *buffers, event_list *events,
-                          int *failed) {
-  int flags = 0;
-  /* The windows the JavaScript stream scans: chunk k with the carry of the window before. */
+/* The carry before chunk k's window: what the stream keeps of the window before, at most `limit` bytes. */
+static size_t carry_at(size_t k, size_t chunk, size_t limit) {
   size_t carry = 0;
-  for (size_t chunk_start = 0; chunk_start < size;) {
+  for (size_t j = 1; j <= k; j++) {
+    size_t len = chunk + carry;
+    carry = len < limit ? len : limit;
+  }
+  return carry;
+}
+
+/* Scans one piece; `file` points at the file's byte 0 (only the piece's bytes are mapped). */
+static void prefilter_piece(const moat_prefilter *job, piece *u, const unsigned char *file, size_t size, hs_scratch_t *lit_scratch,
+                            hs_scratch_t *trigger_scratch, hs_scratch_t *audit_scratch, split_buffers *buffers, atomic_int *file_hit) {
+  /* The windows the JavaScript stream scans: chunk k with the carry of the window before. */
+  size_t carry = carry_at(u->k0, job->chunk, job->max_len);
+  for (size_t k = u->k0; k < u->k1 && !atomic_load(file_hit); k++) {
+    size_t chunk_start = k * job->chunk;
     size_t chunk_end = size - chunk_start > job->chunk ? chunk_start + job->chunk : size;
-    const unsigned char *window = data + chunk_start - carry;
+    const unsigned char *window = file + chunk_start - carry;
     size_t window_len = chunk_end - chunk_start + carry;
     probe p = {job->literals, window, window_len, NULL, 0};
     int rc = hs.scan(job->literals->db, (const char *)window, (unsigned int)window_len, 0, lit_scratch, on_literal, &p);
-    if (rc != HS_SUCCESS && rc != -3) *failed = 1;
-    if (p.hit) return MOAT_PREFILTER_CODENAME;
-    if (job->triggers != NULL) {
+    if (rc != HS_SUCCESS && rc != -3) u->failed = 1;
+    if (p.hit) u->flags = MOAT_PREFILTER_CODENAME;
+    if (!p.hit && job->triggers != NULL) {
       split_probe sp = {job->literals, lit_scratch, window, window_len, job->max_len, buffers, 0, 0};
       rc = hs.scan(job->triggers->db, (const char *)window, (unsigned int)window_len, 0, trigger_scratch, on_trigger, &sp);
-      if (sp.failed || (rc != HS_SUCCESS && rc != -3)) *failed = 1;
-      if (sp.hit) return MOAT_PREFILTER_SPLIT;
+      if (sp.failed || (rc != HS_SUCCESS && rc != -3)) u->failed = 1;
+      if (sp.hit) u->flags = MOAT_PREFILTER_SPLIT;
+    }
+    if (u->flags != 0 || u->failed) {
+      atomic_store(file_hit, 1);
+      return;
     }
     carry = window_len < job->max_len ? window_len : job->max_len;
-    chunk_start = chunk_end;
   }
-  if (job->audit != NULL) {
-    /* The audit's windows carry fewer bytes; its `^` matches at each window's first byte, as
-       the JavaScript audit's multiline expression does. Every match is kept, by window. */
-    audit_events ev = {events, 0, 0, 0};
-    carry = 0;
-    for (size_t chunk_start = 0, k = 0; !ev.overflow && chunk_start < size; k++) {
-      size_t chunk_end = size - chunk_start > job->chunk ? chunk_start + job->chunk : size;
-      size_t window_len = chunk_end - chunk_start + carry;
-      ev.window = (double)k;
-      ev.base = (double)(chunk_start - carry);
-      int rc = hs.scan(job->audit->db, (const char *)(data + chunk_start - carry), (unsigned int)window_len, 0, audit_scratch, on_audit, &ev);
-      if (rc != HS_SUCCESS && rc != -3 && !ev.overflow) *failed = 1;
-      carry = window_len < job->audit_carry ? window_len : job->audit_carry;
-      chunk_start = chunk_end;
-    }
-    if (events->n > 0) flags |= MOAT_PREFILTER_AUDIT;
-    if (ev.overflow) flags |= MOAT_PREFILTER_AUDIT_ALL;
+  if (job->audit == NULL || atomic_load(file_hit)) return;
+  /* The audit's windows carry fewer bytes; its `^` matches at each window's first byte, as
+     the JavaScript audit's multiline expression does. Every match is kept, by window. */
+  audit_events ev = {&u->events, 0, 0, 0};
+  carry = carry_at(u->k0, job->chunk, job->audit_carry);
+  for (size_t k = u->k0; !ev.overflow && k < u->k1; k++) {
+    size_t chunk_start = k * job->chunk;
+    size_t chunk_end = size - chunk_start > job->chunk ? chunk_start + job->chunk : size;
+    size_t window_len = chunk_end - chunk_start + carry;
+    ev.window = (double)k;
+    ev.base = (double)(chunk_start - carry);
+    int rc = hs.scan(job->audit->db, (const char *)(file + chunk_start - carry), (unsigned int)window_len, 0, audit_scratch, on_audit, &ev);
+    if (rc != HS_SUCCESS && rc != -3 && !ev.overflow) u->failed = 1;
+    carry = window_len < job->audit_carry ? window_len : job->audit_carry;
   }
-  return flags;
+  if (u->events.n > 0) u->flags |= MOAT_PREFILTER_AUDIT;
+  if (ev.overflow) u->flags |= MOAT_PREFILTER_AUDIT_ALL;
 }
 
 static void *prefilter_worker(void *arg) {
@@ -486,43 +513,39 @@ static void *prefilter_worker(void *arg) {
   int ready = hs.clone_scratch(job->literals->scratch, &lit_scratch) == HS_SUCCESS &&
               (job->triggers == NULL || hs.clone_scratch(job->triggers->scratch, &trigger_scratch) == HS_SUCCESS) &&
               (job->audit == NULL || hs.clone_scratch(job->audit->scratch, &audit_scratch) == HS_SUCCESS);
+  size_t page = (size_t)sysconf(_SC_PAGESIZE);
   for (;;) {
-    size_t i = atomic_fetch_add(w->next, 1);
-    if (i >= job->count) break;
+    size_t i = atomic_fetch_add(&w->next, 1);
+    if (i >= w->count) break;
+    piece *u = &w->pieces[i];
     if (!ready) {
-      job->errors[i] = ENOMEM;
+      u->error = ENOMEM;
       continue;
     }
-    int fd = open(job->paths[i], O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-      job->errors[i] = errno;
-      continue;
-    }
+    if (atomic_load(&w->file_hit[u->file])) continue;
+    int fd = open(job->paths[u->file], O_RDONLY | O_CLOEXEC);
     struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-      job->errors[i] = errno != 0 ? errno : EINVAL;
-      close(fd);
+    size_t size = (size_t)job->sizes[u->file];
+    if (fd < 0 || fstat(fd, &st) != 0 || (size_t)st.st_size != size) {
+      /* Gone or changed since it was listed: the exact scan reads it and says what happened. */
+      u->error = fd < 0 ? errno : EAGAIN;
+      if (fd >= 0) close(fd);
       continue;
     }
-    job->sizes[i] = (double)st.st_size;
-    if (st.st_size == 0) {
-      close(fd);
-      continue;
-    }
-    void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
+    size_t back = carry_at(u->k0, job->chunk, job->max_len);
+    size_t audit_back = carry_at(u->k0, job->chunk, job->audit_carry);
+    size_t first = u->k0 * job->chunk - (back > audit_back ? back : audit_back);
+    size_t map_start = first - first % page;
+    size_t map_end = u->k1 * job->chunk < size ? u->k1 * job->chunk : size;
+    void *map = mmap(NULL, map_end - map_start, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, (off_t)map_start);
     close(fd);
     if (map == MAP_FAILED) {
-      job->errors[i] = errno;
+      u->error = errno;
       continue;
     }
-    int failed = 0;
-    event_list events = {NULL, 0, 0};
-    int flags = prefilter_file(job, map, (size_t)st.st_size, lit_scratch, trigger_scratch, audit_scratch, &buffers, &events, &failed);
-    munmap(map, (size_t)st.st_size);
-    /* A scan that failed proves nothing: the exact scan reads that file. */
-    job->flags[i] = (unsigned char)(failed ? MOAT_PREFILTER_CODENAME : flags);
-    if (!failed && (flags & (MOAT_PREFILTER_CODENAME | MOAT_PREFILTER_SPLIT)) == 0) job->events[i] = events;
-    else free(events.items);
+    prefilter_piece(job, u, (const unsigned char *)map - map_start, size, lit_scratch, trigger_scratch, audit_scratch, &buffers,
+                    &w->file_hit[u->file]);
+    munmap(map, map_end - map_start);
   }
   free(buffers.joined);
   free(buffers.kept);
@@ -534,15 +557,80 @@ static void *prefilter_worker(void *arg) {
 
 int moat_prefilter_run(const moat_prefilter *job) {
   if (!hs_loaded || job->literals == NULL || job->chunk == 0 || job->chunk > 0x7fff0000u || job->max_len > 0x10000u) return -1;
-  atomic_size_t next = 0;
   unsigned threads = job->threads == 0 ? 1 : job->threads > 64 ? 64 : job->threads;
-  if (threads > job->count) threads = job->count == 0 ? 1 : (unsigned)job->count;
+  /* The pieces: each file's chunks cut into up to `threads` runs of whole chunks. */
+  size_t cap = 0, count = 0;
+  piece *pieces = NULL;
+  for (size_t i = 0; i < job->count; i++) {
+    struct stat st;
+    if (stat(job->paths[i], &st) != 0 || !S_ISREG(st.st_mode)) {
+      job->errors[i] = errno != 0 ? errno : EINVAL;
+      continue;
+    }
+    job->sizes[i] = (double)st.st_size;
+    size_t chunks = ((size_t)st.st_size + job->chunk - 1) / job->chunk;
+    size_t cuts = chunks < threads ? chunks : threads;
+    for (size_t c = 0; c < cuts; c++) {
+      if (count == cap) {
+        cap = cap == 0 ? 64 : cap * 2;
+        piece *grown = realloc(pieces, cap * sizeof *grown);
+        if (grown == NULL) {
+          free(pieces);
+          return -1;
+        }
+        pieces = grown;
+      }
+      piece *u = &pieces[count++];
+      memset(u, 0, sizeof *u);
+      u->file = i;
+      u->k0 = chunks * c / cuts;
+      u->k1 = chunks * (c + 1) / cuts;
+    }
+  }
+  atomic_int *file_hit = calloc(job->count == 0 ? 1 : job->count, sizeof *file_hit);
+  if (file_hit == NULL) {
+    free(pieces);
+    return -1;
+  }
+  worker_args args = {job, pieces, count, 0, file_hit};
+  if (threads > count) threads = count == 0 ? 1 : (unsigned)count;
   pthread_t ids[64];
-  worker_args args = {job, &next};
   unsigned started = 0;
   for (unsigned t = 1; t < threads; t++)
     if (pthread_create(&ids[started], NULL, prefilter_worker, &args) == 0) started++;
   prefilter_worker(&args); /* this thread works too */
   for (unsigned t = 0; t < started; t++) pthread_join(ids[t], NULL);
+  /* Per file, its pieces in chunk order: the first error; a candidate (a failed scan proves
+     nothing, so it counts as one); else the audit's matches, concatenated. */
+  for (size_t a = 0; a < count;) {
+    size_t i = pieces[a].file, b = a, total = 0;
+    int audit = 0, error = 0, candidate = 0;
+    for (; b < count && pieces[b].file == i; b++) {
+      if (error == 0) error = pieces[b].error;
+      if (pieces[b].failed) candidate = MOAT_PREFILTER_CODENAME;
+      else if (candidate == 0) candidate = pieces[b].flags & (MOAT_PREFILTER_CODENAME | MOAT_PREFILTER_SPLIT);
+      audit |= pieces[b].flags & (MOAT_PREFILTER_AUDIT | MOAT_PREFILTER_AUDIT_ALL);
+      total += pieces[b].events.n;
+    }
+    job->errors[i] = error;
+    if (candidate != 0) job->flags[i] = (unsigned char)candidate;
+    else {
+      if (total > 3 * (size_t)MAX_AUDIT_EVENTS) audit |= MOAT_PREFILTER_AUDIT_ALL;
+      else if (total > 0 && (audit & MOAT_PREFILTER_AUDIT_ALL) == 0) {
+        job->events[i].items = malloc(total * sizeof(double));
+        if (job->events[i].items == NULL) audit |= MOAT_PREFILTER_AUDIT_ALL;
+        else
+          for (size_t c = a; c < b; c++) {
+            memcpy(job->events[i].items + job->events[i].n, pieces[c].events.items, pieces[c].events.n * sizeof(double));
+            job->events[i].n += pieces[c].events.n;
+          }
+      }
+      job->flags[i] = (unsigned char)audit;
+    }
+    for (size_t c = a; c < b; c++) free(pieces[c].events.items);
+    a = b;
+  }
+  free(file_hit);
+  free(pieces);
   return 0;
 }
