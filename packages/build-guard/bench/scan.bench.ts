@@ -15,7 +15,7 @@
  * Run: pnpm --filter @moat/build-guard bench (after a build). BENCH_MB sets the corpus size.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -122,5 +122,29 @@ for (const [name, times] of rows) {
       ? 'n/a'
       : `${(median(times) / median(rg)).toFixed(2)}× (${((times[0] as number) / median(rg)).toFixed(2)}–${((times.at(-1) as number) / median(rg)).toFixed(2)})`;
   console.log(`| ${name} | ${median(times).toFixed(0)} ms | ${rate(median(times))} | ${ratio} |`);
+}
+// The shape of a standalone executable: the same bytes as one file. ripgrep searches one file
+// on one thread; the prefilter cuts it into one run of chunks per core.
+const single = join(dir, 'single');
+mkdirSync(single);
+writeFileSync(join(single, 'app.bin'), Buffer.concat(readdirSync(corpus).map((f) => readFileSync(join(corpus, f)))));
+const scanOne = (...flags: string[]) =>
+  runs(process.execPath, [scanCli, ...flags, '-q', '-c', codenames, single], { MOAT_SCAN_CACHE_DIR: cacheDir }) as number[];
+const rgOne = runs('rg', ['-F', '-c', '-f', codenames, single]);
+const singleRows: Array<[string, number[] | undefined]> = [
+  ['rg -F -f', rgOne],
+  ['moat-scan --plain-only --no-sourcemaps (prefilter, cached set)', scanOne('--plain-only', '--no-sourcemaps')],
+  ['moat-scan, every encoding + split literals + source maps (prefilter, cached set)', scanOne()],
+];
+console.log(`\nThe same ${mb.toFixed(0)} MB as one file:`);
+console.log('| tool | time | ÷ rg -F -f on the file |');
+console.log('|---|---:|---:|');
+for (const [name, times] of singleRows) {
+  if (times === undefined) continue;
+  const ratio =
+    rgOne === undefined
+      ? 'n/a'
+      : `${(median(times) / median(rgOne)).toFixed(2)}× (${((times[0] as number) / median(rgOne)).toFixed(2)}–${((times.at(-1) as number) / median(rgOne)).toFixed(2)})`;
+  console.log(`| ${name} | ${median(times).toFixed(0)} ms | ${ratio} |`);
 }
 rmSync(dir, { recursive: true, force: true });
