@@ -514,20 +514,37 @@ moat_loop *moat_loop_open(void *uv_loop, void (*drain)(void *user), void *user) 
   return l;
 }
 
-void *moat_loop_start(moat_loop *l, moat_request_opts *opts, moat_emit emit, void *ctx, volatile int *aborted, void (*done)(void *ctx)) {
+void *moat_loop_create(moat_request_opts *opts, moat_emit emit, void *ctx, volatile int *aborted, void (*done)(void *ctx)) {
   transfer *t = transfer_new(opts, emit, ctx, aborted, done);
   if (t == NULL) {
     free_opts(opts);
     return NULL;
   }
   t->on_loop = 1;
-  CURL *c = transfer_prepare(t);
-  if (c == NULL || lib->multi_add_handle(l->multi, c) != CURLM_OK) {
+  return t;
+}
+
+void moat_loop_prepare(void *handle) { transfer_prepare(handle); }
+
+void *moat_loop_add(moat_loop *l, void *handle) {
+  transfer *t = handle;
+  if (*t->aborted) {
+    transfer_finish(t, CURLE_ABORTED_BY_CALLBACK);
+    return NULL;
+  }
+  if (t->curl == NULL || lib->multi_add_handle(l->multi, t->curl) != CURLM_OK) {
     transfer_finish(t, CURLE_FAILED_INIT);
     return NULL;
   }
   if (l->active++ == 0) set_alive(l, 1);
   return t;
+}
+
+void *moat_loop_start(moat_loop *l, moat_request_opts *opts, moat_emit emit, void *ctx, volatile int *aborted, void (*done)(void *ctx)) {
+  void *t = moat_loop_create(opts, emit, ctx, aborted, done);
+  if (t == NULL) return NULL;
+  moat_loop_prepare(t);
+  return moat_loop_add(l, t);
 }
 
 void moat_loop_abort(moat_loop *l, void *handle) {

@@ -54,6 +54,16 @@ moat_loop *moat_loop_open(void *uv_loop, void (*drain)(void *user), void *user);
 /* Stamps the body and adds the transfer to the loop; returns its handle for moat_loop_abort, NULL on failure (opts freed). */
 void *moat_loop_start(moat_loop *l, moat_request_opts *opts, moat_emit emit, void *ctx, volatile int *aborted, void (*done)(void *ctx));
 
+/*
+ * The same in three steps, so the middle one — stamping the body and setting up the transfer,
+ * which touches nothing of the loop — can run on another thread for large bodies:
+ * create (NULL on failure, opts freed), prepare, then add on the loop's thread (NULL when it
+ * could not start or was aborted meanwhile: its error is emitted).
+ */
+void *moat_loop_create(moat_request_opts *opts, moat_emit emit, void *ctx, volatile int *aborted, void (*done)(void *ctx));
+void moat_loop_prepare(void *transfer);
+void *moat_loop_add(moat_loop *l, void *transfer);
+
 /* Ends a transfer at once with its "aborted" error (outside libcurl's callbacks only). */
 void moat_loop_abort(moat_loop *l, void *transfer);
 

@@ -179,6 +179,25 @@ describe('@moat/native', () => {
     expect(thread.stdout.trim()).toBe('thread end:ok,end:ok,end:ok');
   });
 
+  it('a large body aborted the moment it is handed over ends with an aborted error and sends nothing', async () => {
+    const before = bodies.length;
+    const big = Buffer.from(`{"model":"m","pad":"${'z'.repeat(100_000)}",${envelope(dev.kid)}}`);
+    const outcome = await new Promise<string>((resolve) => {
+      const handle = native?.request({ method: 'POST', url: `${base}/`, body: big }, (event, a) => {
+        if (event === 'end') resolve('end');
+        if (event === 'error') resolve(String(a));
+      });
+      handle?.abort();
+    });
+    expect(outcome).toMatch(/^aborted/);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(bodies.length).toBe(before);
+    // And sent whole when not aborted, stamped.
+    const { stamp, sent } = await send(big.toString());
+    expect(stamp).toBe('stamped');
+    expect(sent.length).toBe(big.length);
+  });
+
   it('opens libcurl only when the first request goes out, and hardening works without it', () => {
     // A fresh process: this one has sent requests already.
     const probe = `

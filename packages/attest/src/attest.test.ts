@@ -275,6 +275,22 @@ describe('attested fetch over the native addon', () => {
     await expect(timed(`${base}/slow`, { method: 'POST', body: body() })).rejects.toThrow(/fetch failed: timeout/);
   });
 
+  it('stamps large bodies too (off the event loop in the loop transport), and aborts them', async () => {
+    const attestedFetch = createAttestedFetch();
+    const big = body('y'.repeat(200_000));
+    const results = await Promise.all(
+      [0, 1, 2].map(async () => (await attestedFetch(`${base}/v1/messages`, { method: 'POST', body: big })).json()),
+    );
+    expect(results.map((r) => (r as { bytes: number }).bytes)).toEqual(Array(3).fill(received.at(-1)?.raw.length));
+    const nonces = new MemoryNonceStore();
+    for (const r of received.slice(-3))
+      expect(await verifyReceived(r, { nonceStore: nonces })).toMatchObject({ signal: 'valid', binding: 'request' });
+    const controller = new AbortController();
+    const pending = attestedFetch(`${base}/slow`, { method: 'POST', body: big, signal: controller.signal });
+    setTimeout(() => controller.abort(), 50);
+    await expect(pending).rejects.toMatchObject({ name: 'AbortError' });
+  });
+
   it('createAttestedRequest: the same stamp in an undici.request shape; chunks as they arrive; abort; fail-open', async () => {
     const request = createAttestedRequest();
     const res = await request(`${base}/v1/messages`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: body() });
