@@ -224,20 +224,26 @@ typedef struct {
   int failed;
 } collector;
 
+/* Room for `need` items of `size` bytes in a growing array (doubling from `first`); 0 when out of memory. */
+static int reserve(void **items, size_t *cap, size_t need, size_t size, size_t first) {
+  if (need <= *cap) return 1;
+  size_t grown_cap = *cap == 0 ? first : *cap * 2;
+  while (grown_cap < need) grown_cap *= 2;
+  void *grown = realloc(*items, grown_cap * size);
+  if (grown == NULL) return 0;
+  *items = grown;
+  *cap = grown_cap;
+  return 1;
+}
+
 static int on_match(unsigned int id, unsigned long long from, unsigned long long to, unsigned int flags, void *context) {
   (void)from;
   (void)flags;
   collector *c = context;
   if (c->m->regex) {
-    if (c->n + 3 > c->cap) {
-      size_t cap = c->cap == 0 ? 1536 : c->cap * 2;
-      int32_t *grown = realloc(c->pairs, cap * sizeof *grown);
-      if (grown == NULL) {
-        c->failed = 1;
-        return 1;
-      }
-      c->pairs = grown;
-      c->cap = cap;
+    if (!reserve((void **)&c->pairs, &c->cap, c->n + 3, sizeof *c->pairs, 1536)) {
+      c->failed = 1;
+      return 1;
     }
     c->pairs[c->n++] = (int32_t)id;
     c->pairs[c->n++] = (int32_t)from;
@@ -249,15 +255,9 @@ static int on_match(unsigned int id, unsigned long long from, unsigned long long
   size_t start = (size_t)to - length;
   for (size_t k = 0; k < skip; k++)
     if (c->data[start + k] != 0) return 0;
-  if (c->n + 2 > c->cap) {
-    size_t cap = c->cap == 0 ? 1024 : c->cap * 2;
-    int32_t *grown = realloc(c->pairs, cap * sizeof *grown);
-    if (grown == NULL) {
-      c->failed = 1;
-      return 1; /* stop: the caller reports the failure */
-    }
-    c->pairs = grown;
-    c->cap = cap;
+  if (!reserve((void **)&c->pairs, &c->cap, c->n + 2, sizeof *c->pairs, 1024)) {
+    c->failed = 1;
+    return 1; /* stop: the caller reports the failure */
   }
   c->pairs[c->n++] = (int32_t)id;
   c->pairs[c->n++] = (int32_t)start;
@@ -412,15 +412,9 @@ static int on_audit(unsigned int id, unsigned long long from, unsigned long long
     ev->overflow = 1;
     return 1;
   }
-  if (l->n + 3 > l->cap) {
-    size_t cap = l->cap == 0 ? 96 : l->cap * 2;
-    double *grown = realloc(l->items, cap * sizeof *grown);
-    if (grown == NULL) {
-      ev->overflow = 1;
-      return 1;
-    }
-    l->items = grown;
-    l->cap = cap;
+  if (!reserve((void **)&l->items, &l->cap, l->n + 3, sizeof *l->items, 96)) {
+    ev->overflow = 1;
+    return 1;
   }
   l->items[l->n++] = ev->window;
   l->items[l->n++] = (double)id;
@@ -571,14 +565,9 @@ int moat_prefilter_run(const moat_prefilter *job) {
     size_t chunks = ((size_t)st.st_size + job->chunk - 1) / job->chunk;
     size_t cuts = chunks < threads ? chunks : threads;
     for (size_t c = 0; c < cuts; c++) {
-      if (count == cap) {
-        cap = cap == 0 ? 64 : cap * 2;
-        piece *grown = realloc(pieces, cap * sizeof *grown);
-        if (grown == NULL) {
-          free(pieces);
-          return -1;
-        }
-        pieces = grown;
+      if (!reserve((void **)&pieces, &cap, count + 1, sizeof *pieces, 64)) {
+        free(pieces);
+        return -1;
       }
       piece *u = &pieces[count++];
       memset(u, 0, sizeof *u);

@@ -73,7 +73,6 @@ typedef struct {
   int stamp_result;
   request_target target;
   int have_target;
-  int on_loop;
   char errbuf[CURL_ERROR_SIZE];
 } transfer;
 
@@ -249,7 +248,7 @@ static CURL *transfer_prepare(transfer *t) {
   if (c == NULL) return NULL;
   if (t->have_target) lib->easy_setopt(c, CURLOPT_CURLU, t->target.url);
   else lib->easy_setopt(c, CURLOPT_URL, t->opts.url);
-  if (!t->on_loop) lib->easy_setopt(c, CURLOPT_SHARE, share);
+  lib->easy_setopt(c, CURLOPT_SHARE, share);
   lib->easy_setopt(c, CURLOPT_PRIVATE, t);
   lib->easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
   lib->easy_setopt(c, CURLOPT_TCP_NODELAY, 1L);
@@ -520,7 +519,6 @@ void *moat_loop_create(moat_request_opts *opts, moat_emit emit, void *ctx, volat
     free_opts(opts);
     return NULL;
   }
-  t->on_loop = 1;
   return t;
 }
 

@@ -47,13 +47,19 @@ export type AttestedFetch = (input: string | URL | Request, init?: RequestInit) 
 
 const NULL_BODY_STATUS = new Set([101, 103, 204, 205, 304]);
 
+/** The (name, value) fields of a raw response header block, after its status line. */
+function* headerFields(block: string): Generator<[name: string, value: string]> {
+  for (const line of block.split('\r\n').slice(1)) {
+    const colon = line.indexOf(':');
+    if (colon > 0) yield [line.slice(0, colon).trim(), line.slice(colon + 1).trim()];
+  }
+}
+
 function parseHeaderBlock(raw: string): Headers {
   const headers = new Headers();
-  for (const line of raw.split('\r\n').slice(1)) {
-    const colon = line.indexOf(':');
-    if (colon <= 0) continue;
+  for (const [name, value] of headerFields(raw)) {
     try {
-      headers.append(line.slice(0, colon).trim(), line.slice(colon + 1).trim());
+      headers.append(name, value);
     } catch {
       // A header the WHATWG Headers class refuses is dropped, as fetch would.
     }
@@ -257,11 +263,8 @@ class ChunkBody implements AttestedBody {
 
 function headerRecord(block: string): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const line of block.split('\r\n').slice(1)) {
-    const colon = line.indexOf(':');
-    if (colon <= 0) continue;
-    const name = line.slice(0, colon).trim().toLowerCase();
-    const value = line.slice(colon + 1).trim();
+  for (const [field, value] of headerFields(block)) {
+    const name = field.toLowerCase();
     const prior = out[name];
     out[name] = prior === undefined ? value : `${prior}${name === 'set-cookie' ? '\n' : ', '}${value}`;
   }

@@ -272,12 +272,9 @@ export function locateEnvelope(body: Uint8Array): EnvelopeLocation {
     }
   }
   const { anchorStart, valueStart, valueEnd } = anchor as NonNullable<typeof anchor>;
-  let envelope = envelopeFromBytes(body, valueStart, valueEnd, view);
-  if (envelope === undefined) {
-    const parsed = tryParseEnvelope(asciiOf(body, valueStart, valueEnd, view));
-    if (!parsed.ok) return { status: 'malformed', error: parsed.error };
-    envelope = parsed.value;
-  }
+  const parsed = tryParseEnvelope(asciiOf(body, valueStart, valueEnd, view));
+  if (!parsed.ok) return { status: 'malformed', error: parsed.error };
+  const envelope = parsed.value;
   return {
     status: 'found',
     envelope,
@@ -287,47 +284,6 @@ export function locateEnvelope(body: Uint8Array): EnvelopeLocation {
     stampStart: valueEnd - envelope.stamp.length,
     stampEnd: valueEnd,
   };
-}
-
-const isDigit = (b: number) => b >= 0x30 && b <= 0x39;
-const isLowerHex = (b: number) => isDigit(b) || (b >= 0x61 && b <= 0x66);
-const isKidByte = (b: number) => isDigit(b) || (b >= 0x41 && b <= 0x5a) || (b >= 0x61 && b <= 0x7a) || b === 0x5f || b === 0x2d;
-
-/**
- * The envelope in `body[start, end)` when it is well formed, read from the bytes without
- * building the value's text (the verifier's hot path); `undefined` sends the caller to
- * {@link parseEnvelope} for the precise error. Same grammar as `ENVELOPE_RE`.
- */
-function envelopeFromBytes(body: Uint8Array, start: number, end: number, view: Buffer | undefined): Envelope | undefined {
-  const scheme = body[start];
-  if ((scheme !== 0x76 && scheme !== 0x72) || body[start + 1] !== 0x31 || body[start + 2] !== 0x2e) return undefined;
-  let i = start + 3;
-  const kidStart = i;
-  while (i < end && i - kidStart <= 32 && isKidByte(body[i] as number)) i++;
-  const kidEnd = i;
-  if (kidEnd === kidStart || kidEnd - kidStart > 32 || body[i] !== 0x2e) return undefined;
-  const tsStart = ++i;
-  let ts = 0;
-  for (; i < tsStart + 10; i++) {
-    const b = body[i] as number;
-    if (!isDigit(b)) return undefined;
-    ts = ts * 10 + (b - 0x30);
-  }
-  if (body[i] !== 0x2e) return undefined;
-  const nonceStart = ++i;
-  for (; i < nonceStart + 16; i++) if (!isLowerHex(body[i] as number)) return undefined;
-  if (body[i] !== 0x2e) return undefined;
-  const stampStart = ++i;
-  const stampLength = end - stampStart;
-  if (stampLength < MIN_STAMP_HEX_LENGTH || stampLength > MAX_STAMP_HEX_LENGTH || stampLength % 2 !== 0) return undefined;
-  for (; i < end; i++) if (!isLowerHex(body[i] as number)) return undefined;
-  const envelope = {
-    kid: asciiOf(body, kidStart, kidEnd, view),
-    ts,
-    nonce: asciiOf(body, nonceStart, nonceStart + 16, view),
-    stamp: asciiOf(body, stampStart, end, view),
-  };
-  return scheme === 0x72 ? { binding: 'request', ...envelope } : envelope;
 }
 
 function notLast(received: string): ProtocolError {

@@ -240,11 +240,10 @@ export interface LiteralPlan {
   readonly sources: readonly string[];
   /** Exact encoded forms: through the matcher (or libhs). */
   readonly exact: readonly Needle[];
-  /** The libhs literal set: `sources` (Latin-1) then `exact`, and which fold ASCII case. */
-  readonly patterns: readonly Buffer[];
-  readonly caseless: readonly boolean[];
   /** The longest needle in bytes: the carry between chunks. */
   readonly maxLength: number;
+  /** Whether the needles fold case. */
+  readonly fold: boolean;
 }
 
 /** @internal The literal set for `codenames` under `options`. */
@@ -254,10 +253,24 @@ export function literalPlan(codenames: readonly string[], options: NeedleOptions
   const viaRegex = needles.filter((n) => n.encoding === 'plain' || n.fold);
   const exact = needles.filter((n) => !(n.encoding === 'plain' || n.fold));
   const sources = [...new Set(viaRegex.map((n) => Buffer.from(n.bytes).toString('latin1')))].sort((a, b) => b.length - a.length);
-  const patterns = [...sources.map((s) => Buffer.from(s, 'latin1')), ...exact.map((n) => Buffer.from(n.bytes))];
-  const caseless = [...sources.map(() => fold), ...exact.map(() => false)];
   const maxLength = Math.max(1, ...needles.map((n) => n.bytes.length));
-  return { needles, sources, exact, patterns, caseless, maxLength };
+  return { needles, sources, exact, maxLength, fold };
+}
+
+/** @internal The libhs literal set of a plan: `sources` (Latin-1) then `exact`, and which fold ASCII case. Built only where libhs runs. */
+export function planLiterals(plan: LiteralPlan): { patterns: Buffer[]; caseless: boolean[] } {
+  return {
+    patterns: [...plan.sources.map((s) => Buffer.from(s, 'latin1')), ...plan.exact.map((n) => Buffer.from(n.bytes))],
+    caseless: [...plan.sources.map(() => plan.fold), ...plan.exact.map(() => false)],
+  };
+}
+
+/**
+ * @internal Why libhs cannot search a plan, or `undefined`: JavaScript's `i` flag folds
+ * Latin-1 letters (é/É), libhs only ASCII, and the findings must be the same either way.
+ */
+export function nativeRefusal(plan: LiteralPlan): string | undefined {
+  return plan.fold && plan.sources.some((s) => [...s].some((c) => c.charCodeAt(0) > 0x7f)) ? 'case-insensitive non-ASCII forms' : undefined;
 }
 
 /** @internal A literal set compiled elsewhere (the prefilter's), reused when it holds exactly the engine's literals. */
@@ -322,19 +335,20 @@ export class CodenameEngine {
   }
 
   /**
-   * One libhs database for everything the regular expression and the matcher look for. Not
-   * used for case-insensitive scans of non-ASCII forms: JavaScript's `i` flag folds Latin-1
-   * letters (é/É), libhs only ASCII, and the findings must be the same either way.
+   * One libhs database for everything the regular expression and the matcher look for, where
+   * libhs can search the plan ({@link nativeRefusal}).
    */
   #compileNative(plan: LiteralPlan, options: EngineOptions, prebuilt: PrebuiltLiterals | undefined): NativeSet | undefined {
-    const { sources, patterns, caseless } = plan;
+    const { sources } = plan;
     const loaded = nativeLiterals();
     const warn = (why: string): undefined => {
       if (options.engine === 'native') options.onWarning?.(`native scan engine unavailable (${why}); using the JavaScript one`);
       return undefined;
     };
     if (loaded.addon === undefined) return warn(loaded.reason ?? 'not loaded');
-    if (this.#fold && sources.some((s) => [...s].some((c) => c.charCodeAt(0) > 0x7f))) return warn('case-insensitive non-ASCII forms');
+    const refusal = nativeRefusal(plan);
+    if (refusal !== undefined) return warn(refusal);
+    const { patterns, caseless } = planLiterals(plan);
     if (patterns.length === 0) return undefined;
     if (
       prebuilt !== undefined &&

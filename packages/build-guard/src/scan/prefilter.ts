@@ -7,7 +7,9 @@ import {
   NATIVE_AUTO_MAX_LITERALS,
   type NativeLiterals,
   nativeLiterals,
+  nativeRefusal,
   type PrebuiltLiterals,
+  planLiterals,
   readCache,
   TRIGGER_SOURCES,
   writeCache,
@@ -151,10 +153,10 @@ export function prefilterSets(
       handle = (addon as PrefilterAddon).literalsCompilePacked(set.packed, set.lengths, set.caseless, set.database);
     } else {
       const plan = literalPlan(codenames, options);
-      // libhs folds ASCII only; the engine refuses such sets for the same reason.
-      if (options.ignoreCase === true && plan.sources.some((s) => [...s].some((c) => c.charCodeAt(0) > 0x7f))) return undefined;
-      if (options.engine !== 'native' && plan.patterns.length > NATIVE_AUTO_MAX_LITERALS) return undefined;
-      set = { ...pack(plan.patterns, plan.caseless, plan.maxLength), database: Buffer.alloc(0) };
+      if (nativeRefusal(plan) !== undefined) return undefined;
+      const { patterns, caseless } = planLiterals(plan);
+      if (options.engine !== 'native' && patterns.length > NATIVE_AUTO_MAX_LITERALS) return undefined;
+      set = { ...pack(patterns, caseless, plan.maxLength), database: Buffer.alloc(0) };
       handle = (addon as PrefilterAddon).literalsCompilePacked(set.packed, set.lengths, set.caseless);
       writeCache(file, encodeEntry(set, addon.literalsSerialize(handle)));
     }

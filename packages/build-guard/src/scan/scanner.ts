@@ -160,12 +160,7 @@ class MapAudit {
    * would see, and `read` gives bytes of the file. `false` (nothing reported) when a match
    * is an inline map, whose capture needs the whole stream.
    */
-  async replay(
-    events: Float64Array,
-    size: number,
-    chunkSize: number,
-    read: (offset: number, length: number) => Promise<Buffer>,
-  ): Promise<boolean> {
+  replay(events: Float64Array, size: number, chunkSize: number, read: (offset: number, length: number) => Buffer): boolean {
     const windows = new Map<number, Array<{ id: number; at: number }>>();
     for (let k = 0; k < events.length; k += 3) {
       const list = windows.get(events[k] as number) ?? [];
@@ -185,7 +180,7 @@ class MapAudit {
       for (const e of list)
         if (e.id === 1 && e.at - w.start >= Math.max(0, w.carry - SOURCE_MAPPING_URL.length)) {
           const valueStart = e.at + SOURCE_MAPPING_URL.length;
-          const head = (await read(valueStart, Math.max(0, Math.min(64, w.end - valueStart)))).toString('latin1');
+          const head = read(valueStart, Math.max(0, Math.min(64, w.end - valueStart))).toString('latin1');
           if (head.startsWith('data:')) return false;
           heads.set(`${k}:${e.at}`, head);
         }
@@ -204,16 +199,16 @@ class MapAudit {
       for (const e of list) {
         if (e.id !== 2 || this.#paths.size >= 20) continue;
         // The match starts at the line break before the line, or at the window's start.
-        const lead = (await read(e.at, 1))[0];
+        const lead = read(e.at, 1)[0];
         const lineStart = lead === 0x0a || lead === 0x0d ? e.at + 1 : e.at;
         if (lineStart === last) continue;
         last = lineStart;
         let end = lineStart + COMMENT_START.length;
-        let line = await read(lineStart, Math.min(256, w.end - lineStart));
+        let line = read(lineStart, Math.min(256, w.end - lineStart));
         for (;;) {
           while (end - lineStart < line.length && isPathByte(line[end - lineStart] as number)) end++;
           if (end - lineStart < line.length || lineStart + line.length >= w.end) break;
-          line = Buffer.concat([line, await read(lineStart + line.length, Math.min(4096, w.end - lineStart - line.length))]);
+          line = Buffer.concat([line, read(lineStart + line.length, Math.min(4096, w.end - lineStart - line.length))]);
         }
         if (end < w.end && line[end - lineStart] !== 0x0a && line[end - lineStart] !== 0x0d) continue;
         this.#pathLine(line.toString('latin1', 0, end - lineStart), end - w.start <= w.carry, lineStart);
@@ -601,30 +596,27 @@ function sequentialScan(options: ScanOptions, prebuilt?: PrebuiltLiterals) {
 
   /** The audit alone from the prefilter's matches, reading only the bytes around them. */
   const replayAudit = async (path: string, size: number, events: Float64Array) => {
+    let replayed: boolean;
     try {
       // A few hundred bytes per match: synchronous reads cost less than a trip through the thread pool.
       const fd = openSync(path, 'r');
-      let replayed: boolean;
       try {
-        const read = async (offset: number, length: number) => {
+        const read = (offset: number, length: number) => {
           const bytes = Buffer.allocUnsafe(Math.max(0, length));
           return bytes.subarray(0, readSync(fd, bytes, 0, bytes.length, offset));
         };
-        replayed = await new MapAudit(path, false, add, scanBytes).replay(events, size, chunkSize, read);
+        replayed = new MapAudit(path, false, add, scanBytes).replay(events, size, chunkSize, read);
       } finally {
         closeSync(fd);
       }
-      if (replayed) {
-        state.files++;
-        state.bytes += size;
-        options.onProgress?.({ path, bytes: size, total: size });
-        return;
-      }
     } catch (error) {
-      state.errors.push({ path, message: error instanceof Error ? error.message : String(error) });
+      state.errors.push({ path, message: errorMessage(error) });
       return;
     }
-    await file(path, size, 'audit');
+    if (!replayed) return file(path, size, 'audit');
+    state.files++;
+    state.bytes += size;
+    options.onProgress?.({ path, bytes: size, total: size });
   };
 
   return {
