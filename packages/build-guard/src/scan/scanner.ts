@@ -528,7 +528,6 @@ function sequentialScan(options: ScanOptions, prebuilt?: PrebuiltLiterals) {
   };
 
   const scanFile = async (path: string, size: number, mode: 'exact' | 'audit') => {
-    const stream = createReadStream(path, { highWaterMark: chunkSize });
     let read = 0;
     const progress = (n: number) => {
       read += n;
@@ -538,13 +537,15 @@ function sequentialScan(options: ScanOptions, prebuilt?: PrebuiltLiterals) {
       state.files++;
       const tar = new TarReader({ entry: (entry) => open(`${path}!${entry.path}`) });
       const gunzip = createGunzip();
+      const stream = createReadStream(path, { highWaterMark: chunkSize });
       stream.on('data', (c) => progress((c as Buffer).length));
+      // A read error ends the archive's stream with it, so it is reported, never thrown unhandled.
+      stream.on('error', (error) => gunzip.destroy(error));
       stream.pipe(gunzip);
       for await (const chunk of gunzip) tar.write(chunk as Buffer);
       tar.end();
       return;
     }
-    stream.destroy();
     // Plain files: read into one reused buffer (a stream allocates a fresh one per chunk).
     const sink = open(path, mode);
     const handle = await fsOpen(path, 'r');
