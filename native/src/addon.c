@@ -11,6 +11,7 @@
 #include "harden.h"
 #include "keystore.h"
 #include "literal_scan.h"
+#include "stamp.h"
 #include "transport.h"
 
 #define CHECK(call)                                                   \
@@ -957,6 +958,97 @@ static napi_value prefilter_files(napi_env env, napi_callback_info info) {
   return promise;
 }
 
+/* Tags a verifier key's external, so no other external (a literal set) is taken for one. */
+static const napi_type_tag MAC_KEY_TAG = {0x6d6f61745f6d6163ULL, 0x6b65795f76310001ULL};
+
+static void mac_key_finalize(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  moat_mac_key_free(data);
+}
+
+/* The bytes of a Uint8Array argument; 0 when it is not one. */
+static int uint8_arg(napi_env env, napi_value value, const unsigned char **data, size_t *length) {
+  bool is_typed = false;
+  napi_typedarray_type type;
+  napi_value arraybuffer;
+  size_t offset = 0;
+  void *bytes = NULL;
+  if (napi_is_typedarray(env, value, &is_typed) != napi_ok || !is_typed ||
+      napi_get_typedarray_info(env, value, &type, length, &bytes, &arraybuffer, &offset) != napi_ok || type != napi_uint8_array)
+    return 0;
+  /* An empty array may have no backing store; hand C a valid pointer anyway. */
+  static const unsigned char empty[1] = {0};
+  *data = bytes != NULL ? bytes : empty;
+  return 1;
+}
+
+/* stampKey(key: Uint8Array) → a handle holding the keyed HMAC state (verifier side; the bytes are not kept). */
+static napi_value stamp_key(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  const unsigned char *key = NULL;
+  size_t key_len = 0;
+  if (argc < 1 || !uint8_arg(env, argv[0], &key, &key_len) || key_len < 32 || key_len > 1024) {
+    napi_throw_type_error(env, "ERR_NATIVE_OPTIONS", "expected stampKey(key: Uint8Array) of 32-1024 bytes");
+    return NULL;
+  }
+  moat_mac_key *mac = moat_mac_key_new(key, key_len);
+  if (mac == NULL) {
+    napi_throw_error(env, "ERR_NATIVE_CRYPTO", "cannot set up HMAC-SHA-256 with this key");
+    return NULL;
+  }
+  napi_value handle;
+  if (napi_create_external(env, mac, mac_key_finalize, NULL, &handle) != napi_ok) {
+    moat_mac_key_free(mac);
+    napi_throw_error(env, "ERR_NATIVE", "cannot create the key's handle");
+    return NULL;
+  }
+  /* Untagged, the handle is refused by stampMatches; the finalizer still frees it. */
+  if (napi_type_tag_object(env, handle, &MAC_KEY_TAG) != napi_ok) {
+    napi_throw_error(env, "ERR_NATIVE", "cannot tag the key's handle");
+    return NULL;
+  }
+  return handle;
+}
+
+/* stampMatches(key, base: Uint8Array | null, body: Uint8Array, stampStart, stampEnd) → whether the received stamp is genuine */
+static napi_value stamp_matches(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  bool tagged = false;
+  moat_mac_key *key = NULL;
+  napi_valuetype base_type = napi_undefined;
+  const unsigned char *base = NULL, *body = NULL;
+  size_t base_len = 0, body_len = 0;
+  double start = -1, end = -1;
+  if (argc < 5 || napi_check_object_type_tag(env, argv[0], &MAC_KEY_TAG, &tagged) != napi_ok || !tagged ||
+      napi_get_value_external(env, argv[0], (void **)&key) != napi_ok || napi_typeof(env, argv[1], &base_type) != napi_ok ||
+      (base_type != napi_null && !uint8_arg(env, argv[1], &base, &base_len)) || !uint8_arg(env, argv[2], &body, &body_len) ||
+      napi_get_value_double(env, argv[3], &start) != napi_ok || napi_get_value_double(env, argv[4], &end) != napi_ok) {
+    napi_throw_type_error(env, "ERR_NATIVE_OPTIONS", "expected stampMatches(key, base: Uint8Array | null, body: Uint8Array, stampStart, stampEnd)");
+    return NULL;
+  }
+  if (!(start >= 0 && end >= start && end <= (double)body_len) || start != (double)(size_t)start || end != (double)(size_t)end) {
+    napi_throw_range_error(env, "ERR_NATIVE_STAMP_REGION", "expected a stamp region of 32-64 even hex digits inside the body");
+    return NULL;
+  }
+  moat_check_result r = moat_stamp_check(key, base, base_len, body, body_len, (size_t)start, (size_t)end);
+  if (r == MOAT_CHECK_REGION) {
+    napi_throw_range_error(env, "ERR_NATIVE_STAMP_REGION", "expected a stamp region of 32-64 even hex digits inside the body");
+    return NULL;
+  }
+  if (r == MOAT_CHECK_CRYPTO) {
+    napi_throw_error(env, "ERR_NATIVE_CRYPTO", "HMAC-SHA-256 failed");
+    return NULL;
+  }
+  napi_value out;
+  CHECK(napi_get_boolean(env, r == MOAT_CHECK_MATCH, &out));
+  return out;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"request", NULL, request, NULL, NULL, NULL, napi_default, NULL},
@@ -973,6 +1065,8 @@ static napi_value init(napi_env env, napi_value exports) {
       {"literalsVersion", NULL, literals_version, NULL, NULL, NULL, napi_default, NULL},
       {"prefilterFiles", NULL, prefilter_files, NULL, NULL, NULL, napi_default, NULL},
       {"transportMode", NULL, transport_mode, NULL, NULL, NULL, napi_default, NULL},
+      {"stampKey", NULL, stamp_key, NULL, NULL, NULL, napi_default, NULL},
+      {"stampMatches", NULL, stamp_matches, NULL, NULL, NULL, napi_default, NULL},
   };
   CHECK(napi_define_properties(env, exports, sizeof props / sizeof props[0], props));
   return exports;

@@ -1,8 +1,10 @@
 #include "stamp.h"
 #include <openssl/core_names.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/params.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 #include "keystore.h"
 
@@ -124,4 +126,58 @@ moat_stamp_result moat_stamp(unsigned char *body, size_t len, const moat_request
   }
   moat_wipe(mac, sizeof mac);
   return MOAT_STAMP_OK;
+}
+
+struct moat_mac_key {
+  EVP_MAC_CTX *ctx;
+};
+
+moat_mac_key *moat_mac_key_new(const unsigned char *key, size_t len) {
+  pthread_once(&hmac_once, fetch_hmac);
+  moat_mac_key *k = calloc(1, sizeof *k);
+  if (k == NULL) return NULL;
+  k->ctx = hmac_template != NULL ? EVP_MAC_CTX_dup(hmac_template) : NULL;
+  if (k->ctx == NULL || !EVP_MAC_init(k->ctx, key, len, NULL)) {
+    moat_mac_key_free(k);
+    return NULL;
+  }
+  return k;
+}
+
+void moat_mac_key_free(moat_mac_key *key) {
+  if (key == NULL) return;
+  EVP_MAC_CTX_free(key->ctx);
+  free(key);
+}
+
+moat_check_result moat_stamp_check(const moat_mac_key *key, const unsigned char *base, size_t base_len, const unsigned char *body, size_t len,
+                                   size_t stamp_start, size_t stamp_end) {
+  static const char HEX[] = "0123456789abcdef";
+  if (stamp_start > stamp_end || stamp_end > len) return MOAT_CHECK_REGION;
+  size_t hex_len = stamp_end - stamp_start;
+  if (hex_len < 32 || hex_len > 64 || hex_len % 2 != 0) return MOAT_CHECK_REGION;
+  /* A copy of the keyed state: the key is not set up again per body. */
+  EVP_MAC_CTX *mac = EVP_MAC_CTX_dup(key->ctx);
+  unsigned char zeros[64];
+  memset(zeros, '0', sizeof zeros);
+  unsigned char digest[32];
+  size_t out_len = 0;
+  int ok = mac != NULL && (base_len == 0 || EVP_MAC_update(mac, base, base_len)) && EVP_MAC_update(mac, body, stamp_start) &&
+           EVP_MAC_update(mac, zeros, hex_len) && EVP_MAC_update(mac, body + stamp_end, len - stamp_end) &&
+           EVP_MAC_final(mac, digest, &out_len, sizeof digest) && out_len == sizeof digest;
+  EVP_MAC_CTX_free(mac);
+  if (!ok) {
+    moat_wipe(digest, sizeof digest);
+    return MOAT_CHECK_CRYPTO;
+  }
+  unsigned char expected[64];
+  for (size_t i = 0; i < hex_len / 2; i++) {
+    expected[2 * i] = (unsigned char)HEX[digest[i] >> 4];
+    expected[2 * i + 1] = (unsigned char)HEX[digest[i] & 15];
+  }
+  /* Only the lowercase hex spelling matches, compared without an early exit. */
+  int same = CRYPTO_memcmp(expected, body + stamp_start, hex_len) == 0;
+  moat_wipe(digest, sizeof digest);
+  moat_wipe(expected, sizeof expected);
+  return same ? MOAT_CHECK_MATCH : MOAT_CHECK_MISMATCH;
 }

@@ -34,4 +34,24 @@ typedef struct {
  */
 moat_stamp_result moat_stamp(unsigned char *body, size_t len, const moat_request_components *request);
 
+/* A verifier's stamping key, set up once: the HMAC state after the key (what EVP_MAC_init
+   computes per call otherwise). Freeing it wipes the key material (EVP_MAC_CTX_free). */
+typedef struct moat_mac_key moat_mac_key;
+
+/* NULL when OpenSSL cannot set the key up (or out of memory). */
+moat_mac_key *moat_mac_key_new(const unsigned char *key, size_t len);
+void moat_mac_key_free(moat_mac_key *key);
+
+/* Outcome of moat_stamp_check(). */
+typedef enum { MOAT_CHECK_MISMATCH = 0, MOAT_CHECK_MATCH = 1, MOAT_CHECK_REGION = -1, MOAT_CHECK_CRYPTO = -2 } moat_check_result;
+
+/*
+ * Verifies a received stamp as SPEC.md §5.2 computes it: HMAC-SHA-256 over `base` (the r1
+ * request base, or none) and the body with [stamp_start, stamp_end) read as ASCII '0', its
+ * first (stamp_end - stamp_start) / 2 bytes in lowercase hex compared with the region in
+ * constant time. The region must hold 32-64 hex digits, an even count, inside the body.
+ */
+moat_check_result moat_stamp_check(const moat_mac_key *key, const unsigned char *base, size_t base_len, const unsigned char *body, size_t len,
+                                   size_t stamp_start, size_t stamp_end);
+
 #endif

@@ -66,6 +66,8 @@ describe('@moat/native', () => {
       'scrubEnvBlock',
       'secureBuffer',
       'setUndumpable',
+      'stampKey',
+      'stampMatches',
       'transportMode',
     ]);
     expect(native?.keyId()).toBe(dev.kid);

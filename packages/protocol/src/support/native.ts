@@ -77,6 +77,17 @@ export interface NativeBinding {
   ): Promise<{ flags: Uint8Array; errors: Int32Array; sizes: Float64Array; events: Float64Array; eventStarts: Float64Array }>;
   /** Which transport `request` uses in this environment: `loop` (libcurl on libuv's poll) or `thread`. */
   transportMode(): 'loop' | 'thread';
+  /**
+   * A verifier's stamping key (32-1024 bytes) set up once as a keyed HMAC-SHA-256 state, for
+   * {@link NativeBinding.stampMatches}; the handle keeps no copy of the bytes outside OpenSSL.
+   */
+  stampKey(key: Uint8Array): unknown;
+  /**
+   * Whether the stamp in `body[stampStart, stampEnd)` is the one SPEC §5.2 computes with the
+   * key (`base`: the r1 request base, or `null`), compared in constant time. Throws
+   * `ERR_NATIVE_STAMP_REGION` for a region that is not 32-64 even hex digits inside the body.
+   */
+  stampMatches(key: unknown, base: Uint8Array | null, body: Uint8Array, stampStart: number, stampEnd: number): boolean;
 }
 
 /** The addon, or why there is none. */
