@@ -51,7 +51,6 @@ static void load(void) {
   RESOLVE(multi_remove_handle, "curl_multi_remove_handle");
   RESOLVE(multi_socket_action, "curl_multi_socket_action");
   RESOLVE(multi_info_read, "curl_multi_info_read");
-  RESOLVE(multi_assign, "curl_multi_assign");
   RESOLVE(multi_cleanup, "curl_multi_cleanup");
 #undef RESOLVE
   if (api.global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {

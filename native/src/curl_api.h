@@ -30,7 +30,6 @@ typedef struct {
   CURLMcode (*multi_remove_handle)(CURLM *multi, CURL *easy);
   CURLMcode (*multi_socket_action)(CURLM *multi, curl_socket_t s, int ev_bitmask, int *running_handles);
   CURLMsg *(*multi_info_read)(CURLM *multi, int *msgs_in_queue);
-  CURLMcode (*multi_assign)(CURLM *multi, curl_socket_t sockfd, void *sockp);
   CURLMcode (*multi_cleanup)(CURLM *multi);
 } moat_curl_api;
 

@@ -8,7 +8,10 @@
 #include "stamp.h"
 
 static const moat_curl_api *lib;
-static CURLSH *share;
+/* Thread mode shares connections between its threads; each loop keeps its own in its
+   multi handle, so a socket is only ever polled and closed on that loop's thread. Both
+   share DNS and TLS sessions. */
+static CURLSH *share, *share_loop;
 static pthread_mutex_t locks[CURL_LOCK_DATA_LAST];
 
 static void lock_cb(CURL *h, curl_lock_data data, curl_lock_access access, void *userptr) {
@@ -26,20 +29,24 @@ static void unlock_cb(CURL *h, curl_lock_data data, void *userptr) {
 
 static pthread_once_t setup_once = PTHREAD_ONCE_INIT;
 
+static CURLSH *make_share(const moat_curl_api *api, int connections) {
+  CURLSH *sh = api->share_init();
+  if (sh == NULL) return NULL;
+  api->share_setopt(sh, CURLSHOPT_LOCKFUNC, lock_cb);
+  api->share_setopt(sh, CURLSHOPT_UNLOCKFUNC, unlock_cb);
+  if (connections) api->share_setopt(sh, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
+  api->share_setopt(sh, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+  api->share_setopt(sh, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+  return sh;
+}
+
 static void setup(void) {
   const moat_curl_api *api = moat_curl();
   if (api == NULL) return;
   for (int i = 0; i < CURL_LOCK_DATA_LAST; i++) pthread_mutex_init(&locks[i], NULL);
-  /* Shared connection cache, DNS and TLS sessions: keep-alive across requests and threads.
-     Without one (out of memory) each transfer simply keeps its own. */
-  share = api->share_init();
-  if (share != NULL) {
-    api->share_setopt(share, CURLSHOPT_LOCKFUNC, lock_cb);
-    api->share_setopt(share, CURLSHOPT_UNLOCKFUNC, unlock_cb);
-    api->share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
-    api->share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
-    api->share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
-  }
+  /* Without a share (out of memory) each transfer simply keeps its own caches. */
+  share = make_share(api, 1);
+  share_loop = make_share(api, 0);
   lib = api;
 }
 
@@ -73,6 +80,7 @@ typedef struct {
   int stamp_result;
   request_target target;
   int have_target;
+  int on_loop; /* driven by a loop's multi handle, not a thread of its own */
   char errbuf[CURL_ERROR_SIZE];
 } transfer;
 
@@ -248,7 +256,7 @@ static CURL *transfer_prepare(transfer *t) {
   if (c == NULL) return NULL;
   if (t->have_target) lib->easy_setopt(c, CURLOPT_CURLU, t->target.url);
   else lib->easy_setopt(c, CURLOPT_URL, t->opts.url);
-  lib->easy_setopt(c, CURLOPT_SHARE, share);
+  lib->easy_setopt(c, CURLOPT_SHARE, t->on_loop ? share_loop : share);
   lib->easy_setopt(c, CURLOPT_PRIVATE, t);
   lib->easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
   lib->easy_setopt(c, CURLOPT_TCP_NODELAY, 1L);
@@ -346,6 +354,7 @@ int moat_transport_start(moat_request_opts *opts, moat_emit emit, void *ctx, vol
 /* ---- Loop mode: libcurl's multi interface on libuv's poll ---- */
 
 #include <dlfcn.h>
+#include <unistd.h>
 #include <uv.h>
 
 /* libuv from the host process, looked up at run time (Bun has none: the thread mode serves there). */
@@ -382,18 +391,31 @@ static void find_uv(void) {
   uv_found = 1;
 }
 
+/*
+ * One poll handle per socket number, kept from one transfer to the next: a keep-alive
+ * connection goes back to libcurl's cache after each transfer, and closing and opening its
+ * handle every time costs epoll calls and a close callback per request. A socket libcurl
+ * stops watching while its handle polls for reading alone stays so ("idle"): the next
+ * transfer on that connection waits for its response the same way, so nothing changes in
+ * epoll. An idle socket that becomes readable (the server closed it) is stopped on the spot;
+ * libcurl finds the connection dead when it next looks. Every socket libcurl closes passes
+ * through close_socket, which stops the handle first: a closed number may be reused by
+ * anyone, and libuv must not deliver that socket's events here.
+ */
 typedef struct socket_watch {
   uv_poll_t poll;
   curl_socket_t fd;
   moat_loop *loop;
-  struct socket_watch *prev, *next;
+  int events; /* what the handle polls for now (UV_READABLE | UV_WRITABLE), 0 when stopped */
+  int idle;   /* libcurl no longer watches the socket */
 } socket_watch;
 
 struct moat_loop {
   uv_loop_t *uv_loop;
   CURLM *multi;
   uv_timer_t *timer;
-  socket_watch *watches;
+  socket_watch **watches; /* by socket number */
+  size_t watch_cap;
   int active; /* transfers in flight: while none, the loop's handles do not keep the process alive */
   void (*drain)(void *user);
   void *user;
@@ -403,7 +425,8 @@ struct moat_loop {
 static void set_alive(moat_loop *l, int alive) {
   void (*fn)(uv_handle_t *) = alive ? uv.ref : uv.unref;
   fn((uv_handle_t *)l->timer);
-  for (socket_watch *w = l->watches; w != NULL; w = w->next) fn((uv_handle_t *)&w->poll);
+  for (size_t i = 0; i < l->watch_cap; i++)
+    if (l->watches[i] != NULL) fn((uv_handle_t *)&l->watches[i]->poll);
 }
 
 static void free_handle(uv_handle_t *h) { free(h->data); }
@@ -423,9 +446,19 @@ static void process_done(moat_loop *l) {
   }
 }
 
+static void watch_stop(socket_watch *w) {
+  if (w->events != 0) uv.poll_stop(&w->poll);
+  w->events = 0;
+  w->idle = 0;
+}
+
 static void on_poll(uv_poll_t *handle, int status, int events) {
   socket_watch *w = handle->data;
   moat_loop *l = w->loop;
+  if (w->idle) {
+    watch_stop(w);
+    return;
+  }
   int flags = status < 0 ? CURL_CSELECT_ERR : ((events & UV_READABLE) ? CURL_CSELECT_IN : 0) | ((events & UV_WRITABLE) ? CURL_CSELECT_OUT : 0);
   int running = 0;
   lib->multi_socket_action(l->multi, w->fd, flags, &running);
@@ -441,39 +474,58 @@ static void on_timeout(uv_timer_t *timer) {
   l->drain(l->user);
 }
 
+/* The handle for socket `fd`, made on first use; NULL when out of memory. */
+static socket_watch *watch_for(moat_loop *l, curl_socket_t fd) {
+  if (fd < 0) return NULL;
+  if ((size_t)fd >= l->watch_cap) {
+    size_t cap = l->watch_cap == 0 ? 64 : l->watch_cap;
+    while (cap <= (size_t)fd) cap *= 2;
+    socket_watch **grown = realloc(l->watches, cap * sizeof *grown);
+    if (grown == NULL) return NULL;
+    memset(grown + l->watch_cap, 0, (cap - l->watch_cap) * sizeof *grown);
+    l->watches = grown;
+    l->watch_cap = cap;
+  }
+  socket_watch *w = l->watches[fd];
+  if (w != NULL) return w;
+  w = calloc(1, sizeof *w);
+  if (w == NULL || uv.poll_init_socket(l->uv_loop, &w->poll, fd) != 0) {
+    free(w);
+    return NULL;
+  }
+  w->fd = fd;
+  w->loop = l;
+  w->poll.data = w;
+  if (l->active == 0) uv.unref((uv_handle_t *)&w->poll);
+  l->watches[fd] = w;
+  return w;
+}
+
 static int socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp) {
   (void)easy;
+  (void)socketp;
   moat_loop *l = userp;
-  socket_watch *w = socketp;
+  socket_watch *w = (fd >= 0 && (size_t)fd < l->watch_cap) ? l->watches[fd] : NULL;
   if (what == CURL_POLL_REMOVE) {
-    if (w != NULL) {
-      uv.poll_stop(&w->poll);
-      if (w->prev != NULL) w->prev->next = w->next;
-      else l->watches = w->next;
-      if (w->next != NULL) w->next->prev = w->prev;
-      lib->multi_assign(l->multi, fd, NULL);
-      w->poll.data = w;
-      uv.close((uv_handle_t *)&w->poll, free_handle);
-    }
+    if (w != NULL && w->events == UV_READABLE) w->idle = 1;
+    else if (w != NULL) watch_stop(w);
     return 0;
   }
-  if (w == NULL) {
-    w = calloc(1, sizeof *w);
-    if (w == NULL || uv.poll_init_socket(l->uv_loop, &w->poll, fd) != 0) {
-      free(w);
-      return -1;
-    }
-    w->fd = fd;
-    w->loop = l;
-    w->poll.data = w;
-    w->next = l->watches;
-    if (l->watches != NULL) l->watches->prev = w;
-    l->watches = w;
-    lib->multi_assign(l->multi, fd, w);
-    if (l->active == 0) uv.unref((uv_handle_t *)&w->poll);
-  }
+  if (w == NULL && (w = watch_for(l, fd)) == NULL) return -1;
+  w->idle = 0;
   int events = ((what & CURL_POLL_IN) ? UV_READABLE : 0) | ((what & CURL_POLL_OUT) ? UV_WRITABLE : 0);
-  return uv.poll_start(&w->poll, events, on_poll) == 0 ? 0 : -1;
+  /* uv_poll_start re-arms epoll even for the same events: only a change is passed on. */
+  if (events == w->events) return 0;
+  if (uv.poll_start(&w->poll, events, on_poll) != 0) return -1;
+  w->events = events;
+  return 0;
+}
+
+/* CURLOPT_CLOSESOCKETFUNCTION of loop transfers: the socket's handle stops before the number is freed. */
+static int close_socket(void *clientp, curl_socket_t fd) {
+  moat_loop *l = clientp;
+  if (fd >= 0 && (size_t)fd < l->watch_cap && l->watches[fd] != NULL) watch_stop(l->watches[fd]);
+  return close(fd);
 }
 
 static int timer_cb(CURLM *multi, long timeout_ms, void *userp) {
@@ -519,6 +571,7 @@ void *moat_loop_create(moat_request_opts *opts, moat_emit emit, void *ctx, volat
     free_opts(opts);
     return NULL;
   }
+  t->on_loop = 1;
   return t;
 }
 
@@ -529,6 +582,10 @@ void *moat_loop_add(moat_loop *l, void *handle) {
   if (*t->aborted) {
     transfer_finish(t, CURLE_ABORTED_BY_CALLBACK);
     return NULL;
+  }
+  if (t->curl != NULL) {
+    lib->easy_setopt(t->curl, CURLOPT_CLOSESOCKETFUNCTION, close_socket);
+    lib->easy_setopt(t->curl, CURLOPT_CLOSESOCKETDATA, l);
   }
   if (t->curl == NULL || lib->multi_add_handle(l->multi, t->curl) != CURLM_OK) {
     transfer_finish(t, CURLE_FAILED_INIT);
@@ -556,12 +613,14 @@ void moat_loop_abort(moat_loop *l, void *handle) {
 void moat_loop_close(moat_loop *l) {
   if (l == NULL) return;
   lib->multi_cleanup(l->multi);
-  for (socket_watch *w = l->watches, *next; w != NULL; w = next) {
-    next = w->next;
+  for (size_t i = 0; i < l->watch_cap; i++) {
+    socket_watch *w = l->watches[i];
+    if (w == NULL) continue;
     uv.poll_stop(&w->poll);
     w->poll.data = w;
     uv.close((uv_handle_t *)&w->poll, free_handle);
   }
+  free(l->watches);
   uv.timer_stop(l->timer);
   l->timer->data = l->timer;
   uv.close((uv_handle_t *)l->timer, free_handle);

@@ -181,6 +181,55 @@ describe('@moat/native', () => {
     expect(thread.stdout.trim()).toBe('thread end:ok,end:ok,end:ok');
   });
 
+  it('keeps a connection the server closes while idle from spinning the loop; its socket number serves Node afterwards', () => {
+    // A fresh process: the server drops its idle keep-alive connections after each round, so
+    // libcurl's cached sockets are closed under it; Node's own sockets then take their numbers.
+    const probe = `
+      const { native } = await import(${JSON.stringify(new URL('../index.js', import.meta.url).href)});
+      const { createServer } = await import('node:http');
+      const net = await import('node:net');
+      const server = createServer((q, s) => { q.resume(); q.on('end', () => s.end('ok')); });
+      server.listen(0, '127.0.0.1');
+      await new Promise((r) => server.once('listening', r));
+      const echo = net.createServer((c) => c.pipe(c)).listen(0, '127.0.0.1');
+      await new Promise((r) => echo.once('listening', r));
+      const url = 'http://127.0.0.1:' + server.address().port + '/';
+      const send = () => new Promise((resolve) => {
+        let text = '';
+        native.request({ method: 'POST', url, body: Buffer.from('{}') }, (event, a) => {
+          if (event === 'data') text += a.toString();
+          if (event === 'end' || event === 'error') resolve(event + ':' + text);
+        });
+      });
+      const echoOnce = (n) => new Promise((resolve, reject) => {
+        const c = net.connect(echo.address().port, '127.0.0.1', () => c.write('ping' + n));
+        c.once('data', (d) => { c.destroy(); resolve(d.toString()); });
+        c.once('error', reject);
+      });
+      const out = [];
+      let idleCpu = 0;
+      for (let round = 0; round < 3; round++) {
+        out.push(...(await Promise.all([1, 2, 3, 4].map(send))));
+        server.closeIdleConnections();
+        const before = process.cpuUsage();
+        await new Promise((r) => setTimeout(r, 300));
+        const used = process.cpuUsage(before);
+        idleCpu = Math.max(idleCpu, (used.user + used.system) / 1000);
+        out.push(...(await Promise.all([1, 2, 3, 4].map(echoOnce))));
+      }
+      server.close();
+      echo.close();
+      console.log(JSON.stringify({ out, busy: idleCpu > 150 }));`;
+    const result = spawnSync(process.execPath, ['--input-type=module', '-e', probe], { encoding: 'utf8', timeout: 20_000 });
+    expect(result.status, result.stderr).toBe(0);
+    const { out, busy } = JSON.parse(result.stdout) as { out: string[]; busy: boolean };
+    expect(out).toEqual(
+      Array.from({ length: 3 }, () => ['end:ok', 'end:ok', 'end:ok', 'end:ok', 'ping1', 'ping2', 'ping3', 'ping4']).flat(),
+    );
+    // A closed socket left polled would wake the loop without end: 300 ms of idle would burn ~300 ms of CPU.
+    expect(busy).toBe(false);
+  });
+
   it('a large body aborted the moment it is handed over ends with an aborted error and sends nothing', async () => {
     const before = bodies.length;
     const big = Buffer.from(`{"model":"m","pad":"${'z'.repeat(100_000)}",${envelope(dev.kid)}}`);
