@@ -380,7 +380,15 @@ static napi_value request(napi_env env, napi_callback_info info) {
       napi_get_value_string_utf8(env, line, s, len + 1, &len);
       /* Header lines with CR or LF would smuggle extra headers: refuse them. Host is the
          transport's own (the authority an r1 stamp covers), never JavaScript's. */
-      if (strpbrk(s, "\r\n") == NULL && strncasecmp(s, "host:", 5) != 0) opts.headers = curl->slist_append(opts.headers, s);
+      if (strpbrk(s, "\r\n") == NULL && strncasecmp(s, "host:", 5) != 0) {
+        /* libcurl reads "name:" as "do not send name": an empty value is spelled "name;". */
+        char *colon = strchr(s, ':');
+        if (colon != NULL && colon[strspn(colon + 1, " \t") + 1] == '\0') {
+          colon[0] = ';';
+          colon[1] = '\0';
+        }
+        opts.headers = curl->slist_append(opts.headers, s);
+      }
       free(s);
     }
   }

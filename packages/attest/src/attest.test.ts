@@ -321,6 +321,42 @@ describe('attested fetch over the native addon', () => {
     expect(unattested).toEqual(['addon_missing']);
   });
 
+  it('sends the headers it is given, plain object or Headers, and refuses the ones fetch refuses', async () => {
+    const request = createAttestedRequest();
+    const attestedFetch = createAttestedFetch();
+    const given = { 'X-Trace': ' a ', 'x-trace': 'b', 'Accept-Encoding': 'gzip', 'x-api-key': 'sk-ant-user-0004', 'x-empty': '' };
+    for (const send of [
+      () => request(`${base}/v1/messages`, { method: 'POST', headers: given, body: body() }).then((r) => r.body.arrayBuffer()),
+      () =>
+        attestedFetch(`${base}/v1/messages`, { method: 'POST', headers: new Headers(given), body: body() }).then((r) => r.arrayBuffer()),
+      () =>
+        attestedFetch(`${base}/v1/messages`, { method: 'POST', headers: Object.entries(given), body: body() }).then((r) => r.arrayBuffer()),
+    ]) {
+      await send();
+      const last = received.at(-1) as Received;
+      expect(last.headers['x-trace']).toBe('a, b');
+      expect(last.headers['accept-encoding']).toBe('identity');
+      expect(last.headers['x-empty']).toBe('');
+      expect(last.request.credential).toBe('sk-ant-user-0004');
+      expect(await verifyReceived(last)).toMatchObject({ signal: 'valid', binding: 'request' });
+    }
+    const before = received.length;
+    for (const headers of [{ 'bad name': 'x' }, { 'x-ok': 'line\r\nx-smuggled: 1' }, { 'x-nul': 'a\0b' }]) {
+      const refusal = (() => {
+        try {
+          new Headers(headers);
+          return undefined;
+        } catch (e) {
+          return (e as Error).message;
+        }
+      })();
+      expect(refusal, JSON.stringify(headers)).toBeDefined();
+      await expect(request(`${base}/v1/messages`, { method: 'POST', headers, body: body() })).rejects.toThrow(refusal as string);
+      await expect(attestedFetch(`${base}/v1/messages`, { method: 'POST', headers, body: body() })).rejects.toThrow(refusal as string);
+    }
+    expect(received.length).toBe(before);
+  });
+
   it('fails open without the addon: plain fetch, placeholder left, tagged, one warning', async () => {
     const warnings: string[] = [];
     const unattested: string[] = [];

@@ -1,6 +1,16 @@
 import { randomBytes } from 'node:crypto';
 import { appendEnvelope, placeholderEnvelope } from '@moat/protocol';
-import { createWarner, errorMessage, loadNativeAddon, type NativeBinding, STAMP_RESULTS } from '@moat/protocol/support';
+import {
+  createWarner,
+  errorMessage,
+  loadNativeAddon,
+  type NativeBinding,
+  type NativeRequestOptions,
+  STAMP_RESULTS,
+} from '@moat/protocol/support';
+
+/** Options with every member present, `undefined` where not given. */
+type Complete<T> = { -readonly [K in keyof T]-?: T[K] | undefined };
 
 /** The native transport's interface (`@moat/native`'s request and key id), injectable for tests. */
 export type NativeTransport = Pick<NativeBinding, 'request' | 'keyId'>;
@@ -47,24 +57,64 @@ export type AttestedFetch = (input: string | URL | Request, init?: RequestInit) 
 
 const NULL_BODY_STATUS = new Set([101, 103, 204, 205, 304]);
 
-/** The (name, value) fields of a raw response header block, after its status line. */
-function* headerFields(block: string): Generator<[name: string, value: string]> {
-  for (const line of block.split('\r\n').slice(1)) {
+/** Calls `field(name, value)` for each header of a raw response header block, after its status line. */
+function eachHeaderField(block: string, field: (name: string, value: string) => void): void {
+  let at = block.indexOf('\r\n');
+  while (at !== -1 && at + 2 < block.length) {
+    const start = at + 2;
+    at = block.indexOf('\r\n', start);
+    const line = at === -1 ? block.slice(start) : block.slice(start, at);
     const colon = line.indexOf(':');
-    if (colon > 0) yield [line.slice(0, colon).trim(), line.slice(colon + 1).trim()];
+    if (colon > 0) field(line.slice(0, colon).trim(), line.slice(colon + 1).trim());
   }
 }
 
 function parseHeaderBlock(raw: string): Headers {
   const headers = new Headers();
-  for (const [name, value] of headerFields(raw)) {
+  eachHeaderField(raw, (name, value) => {
     try {
       headers.append(name, value);
     } catch {
       // A header the WHATWG Headers class refuses is dropped, as fetch would.
     }
-  }
+  });
   return headers;
+}
+
+/** An HTTP field name (RFC 9110 token). */
+const FIELD_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+
+/**
+ * The request's header lines for the addon (`name: value`, lowercase names, repeated names
+ * joined with `, `), with `accept-encoding: identity`: libcurl would not decompress, so the
+ * body must be what it says. A plain object is read directly; anything else goes through
+ * the WHATWG `Headers` class. Either way a name or value `Headers` refuses throws its
+ * `TypeError`, as `fetch` would.
+ */
+function headerLines(init: ConstructorParameters<typeof Headers>[0] | undefined): string[] {
+  const merged = new Map<string, string>();
+  if (init !== undefined && init !== null && Object.getPrototypeOf(init) === Object.prototype) {
+    for (const name of Object.keys(init)) {
+      const raw = (init as Record<string, unknown>)[name];
+      if (raw === undefined) continue;
+      const value = String(raw).replace(/^[ \t\r\n]+|[ \t\r\n]+$/g, '');
+      if (!FIELD_NAME.test(name) || /[\0\r\n]/.test(value)) {
+        // The same refusal, in the same words, as the Headers class gives.
+        new Headers([[name, value]]);
+      }
+      const lower = name.toLowerCase();
+      const prior = merged.get(lower);
+      merged.set(lower, prior === undefined ? value : `${prior}, ${value}`);
+    }
+  } else {
+    new Headers(init).forEach((value, name) => {
+      merged.set(name, value);
+    });
+  }
+  merged.set('accept-encoding', 'identity');
+  const lines: string[] = [];
+  for (const [name, value] of merged) lines.push(`${name}: ${value}`);
+  return lines;
 }
 
 /** Random bytes drawn in batches: one call to the system's generator per 256 nonces. */
@@ -81,7 +131,7 @@ function nonceHex(): string {
   return hex;
 }
 
-async function bodyBytes(body: RequestInit['body'] | null | undefined): Promise<Uint8Array | undefined | 'unsupported'> {
+function bodyBytes(body: RequestInit['body'] | null | undefined): Uint8Array | undefined | 'unsupported' {
   if (body === undefined || body === null) return undefined;
   if (typeof body === 'string') return Buffer.from(body);
   if (body instanceof Uint8Array) return body;
@@ -120,7 +170,7 @@ export function createAttestedFetch(options: AttestedFetchOptions = {}): Atteste
     const prepared = await sender.prepare(
       new URL(request?.url ?? String(input)),
       (init.method ?? request?.method ?? 'GET').toUpperCase(),
-      new Headers(init.headers ?? request?.headers),
+      headerLines(init.headers ?? request?.headers),
       given,
       init.signal ?? request?.signal ?? undefined,
     );
@@ -220,10 +270,26 @@ class ChunkBody implements AttestedBody {
     this.#wake = undefined;
     wake?.();
   }
-
-  async *[Symbol.asyncIterator](): AsyncIterator<Uint8Array> {
+  #take(): void {
     if (this.#used) throw new TypeError('the body was already read');
     this.#used = true;
+  }
+  /** Resolves once the body has ended (rejects when it failed). */
+  #whenEnded(): Promise<void> | undefined {
+    if (this.#error !== undefined) return Promise.reject(this.#error);
+    if (this.#ended) return undefined;
+    return new Promise<void>((resolve, reject) => {
+      const wait = () => {
+        if (this.#error !== undefined) reject(this.#error);
+        else if (this.#ended) resolve();
+        else this.#wake = wait;
+      };
+      this.#wake = wait;
+    });
+  }
+
+  async *[Symbol.asyncIterator](): AsyncIterator<Uint8Array> {
+    this.#take();
     for (;;) {
       const chunk = this.#chunks.shift();
       if (chunk !== undefined) {
@@ -239,17 +305,21 @@ class ChunkBody implements AttestedBody {
   }
 
   async arrayBuffer(): Promise<ArrayBuffer> {
-    const parts: Uint8Array[] = [];
+    // Read whole: gathered when the body ends, not through the async iterator chunk by chunk.
+    this.#take();
+    await this.#whenEnded();
+    const chunks = this.#chunks.splice(0);
+    const only = chunks.length === 1 ? (chunks[0] as Uint8Array) : undefined;
+    // One chunk that is all of its memory (the addon hands each chunk's memory over): no copy.
+    if (only !== undefined && only.byteOffset === 0 && only.byteLength === only.buffer.byteLength && only.buffer instanceof ArrayBuffer)
+      return only.buffer;
     let length = 0;
-    for await (const chunk of this) {
-      parts.push(chunk);
-      length += chunk.byteLength;
-    }
+    for (const chunk of chunks) length += chunk.byteLength;
     const out = new Uint8Array(length);
     let at = 0;
-    for (const part of parts) {
-      out.set(part, at);
-      at += part.byteLength;
+    for (const chunk of chunks) {
+      out.set(chunk, at);
+      at += chunk.byteLength;
     }
     return out.buffer;
   }
@@ -263,11 +333,11 @@ class ChunkBody implements AttestedBody {
 
 function headerRecord(block: string): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const [field, value] of headerFields(block)) {
+  eachHeaderField(block, (field, value) => {
     const name = field.toLowerCase();
     const prior = out[name];
     out[name] = prior === undefined ? value : `${prior}${name === 'set-cookie' ? '\n' : ', '}${value}`;
-  }
+  });
   return out;
 }
 
@@ -294,7 +364,7 @@ export function createAttestedRequest(options: AttestedFetchOptions = {}): Attes
     const prepared = await sender.prepare(
       input instanceof URL ? input : new URL(input),
       (init.method ?? 'GET').toUpperCase(),
-      new Headers(init.headers),
+      headerLines(init.headers),
       init.body,
       init.signal,
     );
@@ -373,31 +443,40 @@ function createSender(options: AttestedFetchOptions) {
     return fetch(url, { ...init, headers, ...(body === undefined ? {} : { body: body as NonNullable<RequestInit['body']> }) });
   };
 
-  const prepare = async (
-    url: URL,
-    method: string,
-    headers: Headers,
-    given: RequestInit['body'] | undefined,
-    signal: AbortSignal | undefined,
-  ): Promise<PreparedSend | { kind: 'fallback'; url: URL; body: Uint8Array | undefined; reason: UnattestedReason }> => {
-    // A string body is encoded once, with its envelope: not before and again after.
-    const givenText = typeof given === 'string' ? given : undefined;
-    let body = givenText !== undefined ? undefined : await bodyBytes(given);
+  // The addon and its key id, once loaded: not looked up again per request.
+  let addon: { native: NativeTransport | undefined; reason: string | undefined; kid: string } | undefined;
+  const loadAddon = async () => {
+    if (addon !== undefined) return addon;
     const { native, reason } =
       options.native === null
         ? { native: undefined, reason: 'disabled by options' }
         : options.native !== undefined
           ? { native: options.native, reason: undefined }
           : await loadNativeAddon<NativeTransport>(() => import('@moat/native'));
-    if (body === 'unsupported') {
-      warn('unsupported_body', 'a streaming or form body cannot be stamped; sent unattested');
-      return { kind: 'fallback', url, body: undefined, reason: 'unsupported_body' };
-    }
     let kid = 'unattested';
     try {
       if (native !== undefined) kid = native.keyId();
     } catch {
       // an addon that cannot even name its key is treated as missing
+    }
+    addon ??= { native, reason, kid };
+    return addon;
+  };
+
+  const prepare = async (
+    url: URL,
+    method: string,
+    lines: string[],
+    given: RequestInit['body'] | undefined,
+    signal: AbortSignal | undefined,
+  ): Promise<PreparedSend | { kind: 'fallback'; url: URL; body: Uint8Array | undefined; reason: UnattestedReason }> => {
+    // A string body is encoded once, with its envelope: not before and again after.
+    const givenText = typeof given === 'string' ? given : undefined;
+    let body = givenText !== undefined ? undefined : bodyBytes(given);
+    const { native, reason, kid } = addon ?? (await loadAddon());
+    if (body === 'unsupported') {
+      warn('unsupported_body', 'a streaming or form body cannot be stamped; sent unattested');
+      return { kind: 'fallback', url, body: undefined, reason: 'unsupported_body' };
     }
     if ((givenText !== undefined || body !== undefined) && (options.envelopeFor?.(url) ?? true)) {
       const text = givenText ?? new TextDecoder().decode(body as Uint8Array);
@@ -422,12 +501,6 @@ function createSender(options: AttestedFetchOptions) {
       return { kind: 'fallback', url, body, reason: 'addon_missing' };
     }
     if (signal?.aborted) throw signal.reason ?? new DOMException('This operation was aborted', 'AbortError');
-    // libcurl would not decompress: ask for identity so the body is what it says.
-    headers.set('accept-encoding', 'identity');
-    const lines: string[] = [];
-    headers.forEach((value, name) => {
-      lines.push(`${name}: ${value}`);
-    });
     return { kind: 'native', native, url, method, lines, body, signal };
   };
 
@@ -437,41 +510,40 @@ function createSender(options: AttestedFetchOptions) {
     let handle: { abort(): void } | undefined;
     const onAbort = () => handle?.abort();
     try {
-      handle = native.request(
-        {
-          method,
-          url: url.href,
-          headers: lines,
-          ...(body === undefined ? {} : { body: Buffer.from(body.buffer, body.byteOffset, body.byteLength) }),
-          ...(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs }),
-          ...(options.connectTimeoutMs === undefined ? {} : { connectTimeoutMs: options.connectTimeoutMs }),
-          ...(options.pinnedPublicKey === undefined ? {} : { pinnedPublicKey: options.pinnedPublicKey }),
-          ...(options.caFile === undefined ? {} : { caFile: options.caFile }),
-        },
-        (event, a, b, c) => {
-          if (event === 'headers') {
-            const stamp = STAMP_RESULTS[c ?? 1] ?? 'no_envelope';
-            if (stamp !== 'stamped' && body !== undefined && stamp !== 'no_envelope')
-              warn(`stamp_${stamp}`, `the addon did not stamp the body (${stamp})`);
-            on.headers(a as number, b ?? '');
-          } else if (event === 'data') {
-            // The addon hands the chunk's memory over: a view, not a copy.
-            const chunk = a as Buffer;
-            on.data(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength));
-          } else if (event === 'end') {
-            signal?.removeEventListener('abort', onAbort);
-            on.end();
-          } else {
-            signal?.removeEventListener('abort', onAbort);
-            const message = String(a ?? 'transport error');
-            on.error(
-              signal?.aborted
-                ? (signal.reason ?? new DOMException('This operation was aborted', 'AbortError'))
-                : new TypeError(`fetch failed: ${message}`),
-            );
-          }
-        },
-      );
+      // One object shape for every request; the addon reads an absent option as undefined.
+      const request: Complete<NativeRequestOptions> = {
+        method,
+        url: url.href,
+        headers: lines,
+        body: body === undefined ? undefined : Buffer.isBuffer(body) ? body : Buffer.from(body.buffer, body.byteOffset, body.byteLength),
+        timeoutMs: options.timeoutMs,
+        connectTimeoutMs: options.connectTimeoutMs,
+        pinnedPublicKey: options.pinnedPublicKey,
+        caFile: options.caFile,
+      };
+      handle = native.request(request as NativeRequestOptions, (event, a, b, c) => {
+        if (event === 'headers') {
+          const stamp = STAMP_RESULTS[c ?? 1] ?? 'no_envelope';
+          if (stamp !== 'stamped' && body !== undefined && stamp !== 'no_envelope')
+            warn(`stamp_${stamp}`, `the addon did not stamp the body (${stamp})`);
+          on.headers(a as number, b ?? '');
+        } else if (event === 'data') {
+          // The addon hands the chunk's memory over: a view, not a copy.
+          const chunk = a as Buffer;
+          on.data(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength));
+        } else if (event === 'end') {
+          signal?.removeEventListener('abort', onAbort);
+          on.end();
+        } else {
+          signal?.removeEventListener('abort', onAbort);
+          const message = String(a ?? 'transport error');
+          on.error(
+            signal?.aborted
+              ? (signal.reason ?? new DOMException('This operation was aborted', 'AbortError'))
+              : new TypeError(`fetch failed: ${message}`),
+          );
+        }
+      });
     } catch (e) {
       warn('addon_failed', `native transport failed (${errorMessage(e)}); requests go out unattested`);
       on.failed('addon_failed');
