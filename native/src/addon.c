@@ -195,37 +195,52 @@ static void loop_done(void *ctx) {
   enqueue(c->state, c, NULL);
 }
 
+/* Releases a finished transfer's callback and async context (outside any callback scope). */
+static void release_control(napi_env env, control *c) {
+  napi_delete_reference(env, c->callback);
+  napi_async_destroy(env, c->async);
+  control_unref(c);
+}
+
 static void drain(void *user) {
   env_state *st = user;
   if (st->draining) return; /* an abort from a callback: the running drain delivers its events */
   st->draining = 1;
   napi_env env = st->env;
   while (st->head != NULL) {
-    queued *q = st->head;
-    st->head = q->next;
-    if (st->head == NULL) st->tail = NULL;
-    control *c = q->c;
+    /* The events one transfer queued in a row (headers, data, end: a small response comes in
+       one read) run in one callback scope: promise jobs run once, after the last of them. */
+    control *c = st->head->c;
     napi_handle_scope scope;
     napi_open_handle_scope(env, &scope);
-    if (q->ev != NULL) {
-      napi_value cb, args[4], recv, result;
-      napi_get_global(env, &recv); /* make_callback needs an object as the receiver */
-      if (napi_get_reference_value(env, c->callback, &cb) == napi_ok && cb != NULL) {
-        event_args(env, q->ev, args);
-        if (napi_make_callback(env, c->async, recv, cb, 4, args, &result) == napi_pending_exception) {
-          napi_value error;
-          napi_get_and_clear_last_exception(env, &error);
-          napi_fatal_exception(env, error);
+    napi_value recv, cb = NULL;
+    napi_get_global(env, &recv); /* the receiver and the scope's resource must be objects */
+    napi_callback_scope callback_scope = NULL;
+    int done = 0;
+    while (st->head != NULL && st->head->c == c && !done) {
+      queued *q = st->head;
+      st->head = q->next;
+      if (st->head == NULL) st->tail = NULL;
+      if (q->ev == NULL) {
+        done = 1; /* the transfer's last item: released once its scope is closed */
+      } else {
+        if (cb == NULL && napi_get_reference_value(env, c->callback, &cb) != napi_ok) cb = NULL;
+        if (cb != NULL && (callback_scope != NULL || napi_open_callback_scope(env, recv, c->async, &callback_scope) == napi_ok)) {
+          napi_value args[4], result;
+          event_args(env, q->ev, args);
+          if (napi_call_function(env, recv, cb, 4, args, &result) == napi_pending_exception) {
+            napi_value error;
+            napi_get_and_clear_last_exception(env, &error);
+            napi_fatal_exception(env, error);
+          }
         }
+        free_event(q->ev);
       }
-      free_event(q->ev);
-    } else {
-      napi_delete_reference(env, c->callback);
-      napi_async_destroy(env, c->async);
-      control_unref(c);
+      free(q);
     }
+    if (callback_scope != NULL) napi_close_callback_scope(env, callback_scope);
     napi_close_handle_scope(env, scope);
-    free(q);
+    if (done) release_control(env, c);
   }
   st->draining = 0;
 }
@@ -315,7 +330,7 @@ static int offload(napi_env env, env_state *st, control *c, moat_request_opts *o
   }
   o->st = st;
   o->c = c;
-  o->transfer = moat_loop_create(opts, loop_emit, c, &c->aborted, loop_done);
+  o->transfer = moat_loop_create(st->loop, opts, loop_emit, c, &c->aborted, loop_done);
   if (o->transfer == NULL) {
     /* opts are freed: report the failure as the transfer's error. */
     napi_delete_async_work(env, o->work);

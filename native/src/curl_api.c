@@ -37,6 +37,7 @@ static void load(void) {
   RESOLVE(easy_perform, "curl_easy_perform");
   RESOLVE(easy_getinfo, "curl_easy_getinfo");
   RESOLVE(easy_cleanup, "curl_easy_cleanup");
+  RESOLVE(easy_reset, "curl_easy_reset");
   RESOLVE(easy_strerror, "curl_easy_strerror");
   RESOLVE(slist_append, "curl_slist_append");
   RESOLVE(slist_free_all, "curl_slist_free_all");

@@ -16,6 +16,7 @@ typedef struct {
   CURLcode (*easy_perform)(CURL *curl);
   CURLcode (*easy_getinfo)(CURL *curl, CURLINFO info, ...);
   void (*easy_cleanup)(CURL *curl);
+  void (*easy_reset)(CURL *curl);
   const char *(*easy_strerror)(CURLcode code);
   struct curl_slist *(*slist_append)(struct curl_slist *list, const char *string);
   void (*slist_free_all)(struct curl_slist *list);

@@ -81,6 +81,9 @@ typedef struct {
   request_target target;
   int have_target;
   int on_loop; /* driven by a loop's multi handle, not a thread of its own */
+  /* Takes the finished transfer's easy handle back for another transfer (1), or declines (0). */
+  int (*release)(void *ctx, CURL *curl);
+  void *release_ctx;
   char errbuf[CURL_ERROR_SIZE];
 } transfer;
 
@@ -251,7 +254,8 @@ static CURL *transfer_prepare(transfer *t) {
                                          t->have_target ? t->target.path : NULL, t->have_target ? t->target.credential : NULL};
   t->stamp_result = t->opts.body != NULL ? (int)moat_stamp(t->opts.body, t->opts.body_len, t->have_target ? &components : NULL)
                                          : (int)MOAT_STAMP_NO_ENVELOPE;
-  CURL *c = lib->easy_init();
+  /* A loop transfer may come with a handle from the loop's pool (reset: no options left). */
+  CURL *c = t->curl != NULL ? t->curl : lib->easy_init();
   t->curl = c;
   if (c == NULL) return NULL;
   if (t->have_target) lib->easy_setopt(c, CURLOPT_CURLU, t->target.url);
@@ -308,7 +312,7 @@ static void transfer_finish(transfer *t, CURLcode rc) {
       t->emit(t->ctx, ev);
     }
   }
-  if (t->curl != NULL) lib->easy_cleanup(t->curl);
+  if (t->curl != NULL && !(t->release != NULL && t->release(t->release_ctx, t->curl))) lib->easy_cleanup(t->curl);
   if (t->have_target) target_free(&t->target);
   free(t->hdr);
   free_opts(&t->opts);
@@ -417,6 +421,10 @@ struct moat_loop {
   socket_watch **watches; /* by socket number */
   size_t watch_cap;
   int active; /* transfers in flight: while none, the loop's handles do not keep the process alive */
+  /* Finished easy handles, reset, for the next transfers: an easy handle's setup and
+     teardown are a few dozen allocations each. Only the loop's thread touches the pool. */
+  CURL *spare[64];
+  int spares;
   void (*drain)(void *user);
   void *user;
 };
@@ -565,14 +573,32 @@ moat_loop *moat_loop_open(void *uv_loop, void (*drain)(void *user), void *user) 
   return l;
 }
 
-void *moat_loop_create(moat_request_opts *opts, moat_emit emit, void *ctx, volatile int *aborted, void (*done)(void *ctx)) {
+/* Keeps a finished transfer's easy handle for the next one, while the pool has room. */
+static int release_easy(void *ctx, CURL *curl) {
+  moat_loop *l = ctx;
+  if (l->spares == (int)(sizeof l->spare / sizeof l->spare[0])) return 0;
+  lib->easy_reset(curl);
+  l->spare[l->spares++] = curl;
+  return 1;
+}
+
+/* Created on the loop's thread (the pool is not shared); `moat_loop_prepare` may run elsewhere. */
+static transfer *loop_transfer_new(moat_loop *l, moat_request_opts *opts, moat_emit emit, void *ctx, volatile int *aborted,
+                                   void (*done)(void *ctx)) {
   transfer *t = transfer_new(opts, emit, ctx, aborted, done);
   if (t == NULL) {
     free_opts(opts);
     return NULL;
   }
   t->on_loop = 1;
+  t->release = release_easy;
+  t->release_ctx = l;
+  if (l->spares > 0) t->curl = l->spare[--l->spares];
   return t;
+}
+
+void *moat_loop_create(moat_loop *l, moat_request_opts *opts, moat_emit emit, void *ctx, volatile int *aborted, void (*done)(void *ctx)) {
+  return loop_transfer_new(l, opts, emit, ctx, aborted, done);
 }
 
 void moat_loop_prepare(void *handle) { transfer_prepare(handle); }
@@ -596,7 +622,7 @@ void *moat_loop_add(moat_loop *l, void *handle) {
 }
 
 void *moat_loop_start(moat_loop *l, moat_request_opts *opts, moat_emit emit, void *ctx, volatile int *aborted, void (*done)(void *ctx)) {
-  void *t = moat_loop_create(opts, emit, ctx, aborted, done);
+  void *t = moat_loop_create(l, opts, emit, ctx, aborted, done);
   if (t == NULL) return NULL;
   moat_loop_prepare(t);
   return moat_loop_add(l, t);
@@ -613,6 +639,7 @@ void moat_loop_abort(moat_loop *l, void *handle) {
 void moat_loop_close(moat_loop *l) {
   if (l == NULL) return;
   lib->multi_cleanup(l->multi);
+  while (l->spares > 0) lib->easy_cleanup(l->spare[--l->spares]);
   for (size_t i = 0; i < l->watch_cap; i++) {
     socket_watch *w = l->watches[i];
     if (w == NULL) continue;

@@ -57,10 +57,10 @@ void *moat_loop_start(moat_loop *l, moat_request_opts *opts, moat_emit emit, voi
 /*
  * The same in three steps, so the middle one — stamping the body and setting up the transfer,
  * which touches nothing of the loop — can run on another thread for large bodies:
- * create (NULL on failure, opts freed), prepare, then add on the loop's thread (NULL when it
+ * create on the loop's thread (NULL on failure, opts freed), prepare anywhere, then add on the loop's thread (NULL when it
  * could not start or was aborted meanwhile: its error is emitted).
  */
-void *moat_loop_create(moat_request_opts *opts, moat_emit emit, void *ctx, volatile int *aborted, void (*done)(void *ctx));
+void *moat_loop_create(moat_loop *l, moat_request_opts *opts, moat_emit emit, void *ctx, volatile int *aborted, void (*done)(void *ctx));
 void moat_loop_prepare(void *transfer);
 void *moat_loop_add(moat_loop *l, void *transfer);
 

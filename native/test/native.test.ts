@@ -230,6 +230,69 @@ describe('@moat/native', () => {
     expect(busy).toBe(false);
   });
 
+  it("a transfer starts from clean options on a reused handle: one request's timeout, method or headers never carry over", async () => {
+    const seen: Array<{ method: string; probe: string | undefined }> = [];
+    const slow = createServer((req, res) => {
+      seen.push({ method: req.method ?? '', probe: req.headers['x-probe'] as string | undefined });
+      req.resume();
+      req.on('end', () => setTimeout(() => res.end('late'), 150));
+    });
+    slow.listen(0, '127.0.0.1');
+    await once(slow, 'listening');
+    const url = `http://127.0.0.1:${(slow.address() as AddressInfo).port}/`;
+    const outcome = (options: Parameters<NonNullable<typeof native>['request']>[0]) =>
+      new Promise<string>((resolve) => {
+        let text = '';
+        native?.request(options, (event, a) => {
+          if (event === 'data') text += String(a);
+          if (event === 'end') resolve(`end:${text}`);
+          if (event === 'error') resolve(String(a).split(':')[0] as string);
+        });
+      });
+    try {
+      // Several rounds, so later requests run on handles earlier ones finished with.
+      for (let round = 0; round < 3; round++) {
+        expect(await outcome({ method: 'PUT', url, headers: ['x-probe: 1'], body: Buffer.from('{}'), timeoutMs: 50 })).toBe('timeout');
+        expect(await outcome({ method: 'POST', url, body: Buffer.from('{}') })).toBe('end:late');
+        expect(await outcome({ method: 'GET', url })).toBe('end:late');
+      }
+      expect(seen.map((r) => `${r.method}:${r.probe ?? '-'}`)).toEqual(
+        Array.from({ length: 3 }, () => ['PUT:1', 'POST:-', 'GET:-']).flat(),
+      );
+    } finally {
+      slow.closeAllConnections();
+      slow.close();
+    }
+  });
+
+  it("delivers a transfer's events in order even when a callback throws; the throw reaches uncaughtException", () => {
+    const probe = `
+      const { native } = await import(${JSON.stringify(new URL('../index.js', import.meta.url).href)});
+      const { createServer } = await import('node:http');
+      const server = createServer((q, s) => { q.resume(); q.on('end', () => s.end('ok')); }).listen(0, '127.0.0.1');
+      await new Promise((r) => server.once('listening', r));
+      const url = 'http://127.0.0.1:' + server.address().port + '/';
+      const caught = [];
+      process.on('uncaughtException', (e) => caught.push(e.message));
+      const run = (throwOn) => new Promise((resolve) => {
+        const events = [];
+        native.request({ method: 'POST', url, body: Buffer.from('{}') }, (event) => {
+          events.push(event);
+          if (event === 'end' || event === 'error') resolve(events.join(','));
+          if (event === throwOn) throw new Error('thrown on ' + event);
+        });
+      });
+      const out = [await run('headers'), await run('data'), await run(undefined)];
+      server.close();
+      console.log(JSON.stringify({ out, caught }));`;
+    const result = spawnSync(process.execPath, ['--input-type=module', '-e', probe], { encoding: 'utf8', timeout: 15_000 });
+    expect(result.status, result.stderr).toBe(0);
+    expect(JSON.parse(result.stdout)).toEqual({
+      out: ['headers,data,end', 'headers,data,end', 'headers,data,end'],
+      caught: ['thrown on headers', 'thrown on data'],
+    });
+  });
+
   it('a large body aborted the moment it is handed over ends with an aborted error and sends nothing', async () => {
     const before = bodies.length;
     const big = Buffer.from(`{"model":"m","pad":"${'z'.repeat(100_000)}",${envelope(dev.kid)}}`);
