@@ -441,7 +441,9 @@ static napi_value request(napi_env env, napi_callback_info info) {
     napi_create_function(env, "abort", NAPI_AUTO_LENGTH, abort_request, c, &abort_fn);
     napi_add_finalizer(env, abort_fn, c, abort_finalize, NULL, NULL);
     napi_set_named_property(env, handle, "abort", abort_fn);
-    if (opts.body_len >= OFFLOAD_MIN_BODY && offload(env, st, c, &opts)) return handle;
+    /* Alone on the loop, a request waits for its stamp either way: the hop would only add
+       two thread wake-ups to its latency. */
+    if (opts.body_len >= OFFLOAD_MIN_BODY && moat_loop_busy(st->loop) && offload(env, st, c, &opts)) return handle;
     c->transfer = moat_loop_start(st->loop, &opts, loop_emit, c, &c->aborted, loop_done);
     /* A transfer that could not start has queued its error: deliver it now. */
     if (c->transfer == NULL) drain(st);

@@ -628,6 +628,8 @@ void *moat_loop_start(moat_loop *l, moat_request_opts *opts, moat_emit emit, voi
   return moat_loop_add(l, t);
 }
 
+int moat_loop_busy(const moat_loop *l) { return l->active > 0; }
+
 void moat_loop_abort(moat_loop *l, void *handle) {
   transfer *t = handle;
   lib->multi_remove_handle(l->multi, t->curl);

@@ -64,6 +64,9 @@ void *moat_loop_create(moat_loop *l, moat_request_opts *opts, moat_emit emit, vo
 void moat_loop_prepare(void *transfer);
 void *moat_loop_add(moat_loop *l, void *transfer);
 
+/* Whether transfers are in flight on the loop. */
+int moat_loop_busy(const moat_loop *l);
+
 /* Ends a transfer at once with its "aborted" error (outside libcurl's callbacks only). */
 void moat_loop_abort(moat_loop *l, void *transfer);
 
