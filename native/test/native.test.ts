@@ -49,6 +49,25 @@ function send(
 
 const envelope = (kid: string, stamp = '0'.repeat(32)) => `"moat_att":"v1.${kid}.1764000000.0011223344556677.${stamp}"`;
 
+/**
+ * Runs `script` in a fresh Node process where `native` is this addon and `url` a local
+ * server answering `ok`, then closed with `server.close()` by the script.
+ */
+function runWithOkServer(script: string, env: Record<string, string> = {}) {
+  const preamble = `
+      const { native } = await import(${JSON.stringify(new URL('../index.js', import.meta.url).href)});
+      const { createServer } = await import('node:http');
+      const server = createServer((q, s) => { q.resume(); q.on('end', () => s.end('ok')); }).listen(0, '127.0.0.1');
+      await new Promise((r) => server.once('listening', r));
+      const url = 'http://127.0.0.1:' + server.address().port + '/';
+`;
+  return spawnSync(process.execPath, ['--input-type=module', '-e', preamble + script], {
+    encoding: 'utf8',
+    timeout: 15_000,
+    env: { ...process.env, ...env },
+  });
+}
+
 describe('@moat/native', () => {
   it('loads and exposes its functions, and no key getter', () => {
     expect(loadError).toBeUndefined();
@@ -150,12 +169,7 @@ describe('@moat/native', () => {
   });
 
   it('sends on the event loop without keeping an idle process alive; MOAT_NATIVE_TRANSPORT=thread takes a thread per request', () => {
-    const probe = `
-      const { native } = await import(${JSON.stringify(new URL('../index.js', import.meta.url).href)});
-      const { createServer } = await import('node:http');
-      const server = createServer((q, s) => { q.resume(); q.on('end', () => s.end('ok')); }).listen(0, '127.0.0.1');
-      await new Promise((r) => server.once('listening', r));
-      const url = 'http://127.0.0.1:' + server.address().port + '/';
+    const script = `
       const results = [];
       await Promise.all([1, 2, 3].map(() => new Promise((resolve) => {
         let text = '';
@@ -167,12 +181,7 @@ describe('@moat/native', () => {
       server.close();
       console.log(native.transportMode() + ' ' + results.join(','));
       // No process.exit: the process must end by itself once nothing is in flight.`;
-    const run = (env: Record<string, string>) =>
-      spawnSync(process.execPath, ['--input-type=module', '-e', probe], {
-        encoding: 'utf8',
-        timeout: 15_000,
-        env: { ...process.env, ...env },
-      });
+    const run = (env: Record<string, string>) => runWithOkServer(script, env);
     const loop = run({});
     expect(loop.status).toBe(0);
     expect(loop.stdout.trim()).toBe('loop end:ok,end:ok,end:ok');
@@ -266,12 +275,7 @@ describe('@moat/native', () => {
   });
 
   it("delivers a transfer's events in order even when a callback throws; the throw reaches uncaughtException", () => {
-    const probe = `
-      const { native } = await import(${JSON.stringify(new URL('../index.js', import.meta.url).href)});
-      const { createServer } = await import('node:http');
-      const server = createServer((q, s) => { q.resume(); q.on('end', () => s.end('ok')); }).listen(0, '127.0.0.1');
-      await new Promise((r) => server.once('listening', r));
-      const url = 'http://127.0.0.1:' + server.address().port + '/';
+    const script = `
       const caught = [];
       process.on('uncaughtException', (e) => caught.push(e.message));
       const run = (throwOn) => new Promise((resolve) => {
@@ -285,7 +289,7 @@ describe('@moat/native', () => {
       const out = [await run('headers'), await run('data'), await run(undefined)];
       server.close();
       console.log(JSON.stringify({ out, caught }));`;
-    const result = spawnSync(process.execPath, ['--input-type=module', '-e', probe], { encoding: 'utf8', timeout: 15_000 });
+    const result = runWithOkServer(script);
     expect(result.status, result.stderr).toBe(0);
     expect(JSON.parse(result.stdout)).toEqual({
       out: ['headers,data,end', 'headers,data,end', 'headers,data,end'],
