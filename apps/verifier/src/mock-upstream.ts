@@ -168,6 +168,18 @@ function textOf(content: unknown): string {
     .join(' ');
 }
 
+/**
+ * What the user wrote: the text without the `<system-reminder>` blocks clients such as
+ * Claude Code add to a turn (tool lists, agent types), which name tools the user never asked for.
+ */
+function userTextOf(content: unknown): string {
+  return textOf(content)
+    .replace(/<system-reminder>[\s\S]*?(<\/system-reminder>|$)/g, ' ')
+    .trim();
+}
+
+const escapeRegExp = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
 const invalid = (message: string) => new ApiError(400, 'invalid_request_error', message);
 
 /** Checks a request body as the real API does; returns it with its messages typed. */
@@ -223,7 +235,7 @@ export function mockMessages(body: unknown, options: MockRequestOptions = {}): M
   const b = validate(body, options);
   const messages = b.messages.filter((m) => m.role !== 'system');
   const last = messages.at(-1) ?? { role: 'user', content: '' };
-  const lastText = textOf(last.content).trim();
+  const lastText = userTextOf(last.content);
   const tools = Array.isArray(b.tools) ? (b.tools as Array<{ name?: unknown }>).filter((t) => typeof t?.name === 'string') : [];
   const toolResult = Array.isArray(last.content) ? (last.content as Block[]).find((x) => x.type === 'tool_result') : undefined;
   const content: Block[] = [];
@@ -234,7 +246,8 @@ export function mockMessages(body: unknown, options: MockRequestOptions = {}): M
     if (lastText.includes('[redact]')) content.push({ type: 'redacted_thinking', data: mockRedactedData(lastText) });
   }
   let stop = 'end_turn';
-  const named = tools.find((t) => lastText.includes(t.name as string));
+  // A tool is named as a word of its own: "Read" in "Readme" is not a request for it.
+  const named = tools.find((t) => new RegExp(`(^|[^A-Za-z0-9_])${escapeRegExp(t.name as string)}($|[^A-Za-z0-9_])`).test(lastText));
   const wanted = toolResult === undefined ? (named ?? (/\bcheck\b/i.test(lastText) ? tools[0] : undefined)) : undefined;
   if (wanted !== undefined) {
     const id = `toolu_${createHash('sha256').update(lastText).digest('hex').slice(0, 20)}`;
