@@ -148,3 +148,27 @@ describe('moat-verifier in front of an upstream over HTTP', () => {
     expect((await verifier.storage.recentRecords(1))[0]).toMatchObject({ model: 'claude-mock-midstream', status: 529 });
   });
 });
+
+describe('the embedded mock', () => {
+  const tools = [{ name: 'Read' }, { name: 'lookup_invoice' }].map((t) => ({ ...t, input_schema: { type: 'object' } }));
+  const ask = (content: unknown) =>
+    mockMessages({ model: 'claude-sonnet-4-5', max_tokens: 64, tools, messages: [{ role: 'user', content }] });
+  it('calls a tool the user names, as a word of its own', () => {
+    expect(ask('please run lookup_invoice for 42').content[0]).toMatchObject({ type: 'tool_use', name: 'lookup_invoice' });
+    expect(ask('Read the file').content[0]).toMatchObject({ type: 'tool_use', name: 'Read' });
+    expect(ask('see the Readme').content[0]).toMatchObject({ type: 'text', text: 'Echo: see the Readme' });
+  });
+  it('reads past the system reminders a client adds to the turn (tool lists, agent types)', () => {
+    const reminder = '<system-reminder>Use the Read tool or lookup_invoice; available agent types…</system-reminder>';
+    expect(
+      ask([
+        { type: 'text', text: reminder },
+        { type: 'text', text: 'Say hello' },
+      ]).content[0],
+    ).toMatchObject({
+      type: 'text',
+      text: 'Echo: Say hello',
+    });
+    expect(ask(`${reminder}\nSay hello`).content[0]).toMatchObject({ type: 'text', text: 'Echo: Say hello' });
+  });
+});
