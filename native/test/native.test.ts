@@ -274,6 +274,43 @@ describe('@moat/native', () => {
     }
   });
 
+  it('sends from worker threads too: each on its own loop, torn down with its idle connections', () => {
+    const script = `
+      const { Worker } = await import('node:worker_threads');
+      const worker = \`
+        const { parentPort, workerData } = await import('node:worker_threads');
+        const { native } = await import(workerData.addon);
+        const send = () => new Promise((resolve) => {
+          let text = '';
+          native.request({ method: 'POST', url: workerData.url, body: Buffer.from('{}') }, (event, a) => {
+            if (event === 'data') text += a;
+            if (event === 'end' || event === 'error') resolve(event + ':' + text);
+          });
+        });
+        parentPort.postMessage([native.transportMode(), ...(await Promise.all([1, 2, 3].map(send)))].join(','));\`;
+      const send = () => new Promise((resolve) => {
+        let text = '';
+        native.request({ method: 'POST', url, body: Buffer.from('{}') }, (event, a) => {
+          if (event === 'data') text += a;
+          if (event === 'end' || event === 'error') resolve(event + ':' + text);
+        });
+      });
+      const out = [];
+      for (let round = 0; round < 2; round++) {
+        const workers = [1, 2, 3].map(() => new Worker(worker, { eval: true, workerData: { url, addon: ${JSON.stringify(new URL('../index.js', import.meta.url).href)} } }));
+        const messages = workers.map((w) => new Promise((resolve, reject) => { w.once('message', resolve); w.once('error', reject); }));
+        const exits = workers.map((w) => new Promise((resolve) => w.once('exit', resolve)));
+        out.push((await Promise.all([1, 2, 3, 4].map(send))).join(','), ...(await Promise.all(messages)));
+        out.push('exits:' + (await Promise.all(exits)).join(','));
+      }
+      server.close();
+      console.log(JSON.stringify(out));`;
+    const result = runWithOkServer(script);
+    expect(result.status, result.stderr).toBe(0);
+    const round = ['end:ok,end:ok,end:ok,end:ok', ...Array(3).fill('loop,end:ok,end:ok,end:ok'), 'exits:0,0,0'];
+    expect(JSON.parse(result.stdout)).toEqual([...round, ...round]);
+  });
+
   it("delivers a transfer's events in order even when a callback throws; the throw reaches uncaughtException", () => {
     const script = `
       const caught = [];
