@@ -99,6 +99,8 @@ export async function createVerifier(config: VerifierConfig, options: VerifierOp
   const storage = options.storage ?? (await openStorage(config, log));
   const attestationKeyring = new AttestationKeyring(config.attestationKeys.map((k) => ({ kid: k.kid, key: Buffer.from(k.key, 'hex') })));
   for (const kid of config.revokedKids) attestationKeyring.revoke(kid);
+  // Stamps are checked in @moat/native where it loads: wait for it, so the first requests use it too.
+  await attestationKeyring.ready();
   const blockKeyring = new BlockKeyring(
     [{ kid: config.signingKid, alg: 'hs256', secret: Buffer.from(config.signingSecret, 'hex') }],
     config.signingKid,
@@ -201,7 +203,8 @@ export async function createVerifier(config: VerifierConfig, options: VerifierOp
         server.listen(config.port, config.host, () => {
           const { port } = server.address() as AddressInfo;
           baseUrl = `http://${config.host}:${port}`;
-          log.info({ url: baseUrl, upstream: mock === undefined ? config.upstream : 'mock' }, 'moat-verifier listening');
+          const stampCheck = [...new Set(attestationKeyring.kids().map((kid) => attestationKeyring.backend(kid)))].join(',') || 'no keys';
+          log.info({ url: baseUrl, upstream: mock === undefined ? config.upstream : 'mock', stampCheck }, 'moat-verifier listening');
           resolve(baseUrl);
         });
       }),
