@@ -341,7 +341,7 @@ describe('attested fetch over the native addon', () => {
       expect(await verifyReceived(last)).toMatchObject({ signal: 'valid', binding: 'request' });
     }
     const before = received.length;
-    for (const headers of [{ 'bad name': 'x' }, { 'x-ok': 'line\r\nx-smuggled: 1' }, { 'x-nul': 'a\0b' }]) {
+    for (const headers of [{ 'bad name': 'x' }, { 'x-ok': 'line\r\nx-smuggled: 1' }, { 'x-nul': 'a\0b' }, { 'x-wide': 'price €5' }]) {
       const refusal = (() => {
         try {
           new Headers(headers);

@@ -98,7 +98,7 @@ function headerLines(init: ConstructorParameters<typeof Headers>[0] | undefined)
       const raw = (init as Record<string, unknown>)[name];
       if (raw === undefined) continue;
       const value = String(raw).replace(/^[ \t\r\n]+|[ \t\r\n]+$/g, '');
-      if (!FIELD_NAME.test(name) || /[\0\r\n]/.test(value)) {
+      if (!FIELD_NAME.test(name) || /[\0\r\n\u0100-\uffff]/.test(value)) {
         // The same refusal, in the same words, as the Headers class gives.
         new Headers([[name, value]]);
       }
