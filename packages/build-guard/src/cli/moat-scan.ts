@@ -3,7 +3,6 @@ import { writeFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { errorMessage, errorStack } from '@moat/protocol/support';
 import { BuildGuardError } from '../errors.js';
-import { auditPack } from '../scan/pack.js';
 import { formatHuman, formatJson, formatSarif } from '../scan/report.js';
 import { loadScanConfig, type ScanOptions, type ScanReport } from '../scan/scanner.js';
 
@@ -112,7 +111,7 @@ async function main(argv: string[]): Promise<number> {
       : {}),
   };
   const report: ScanReport = isPack
-    ? await auditPack(
+    ? await (await import('../scan/pack.js')).auditPack(
         inputs[0] as string,
         {
           allowSrc: values['allow-src'] === true,

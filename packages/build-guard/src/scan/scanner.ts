@@ -2,8 +2,6 @@ import { closeSync, createReadStream, existsSync, lstatSync, openSync, readdirSy
 import { open as fsOpen, lstat, readdir, readFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { basename, join, matchesGlob } from 'node:path';
-import { Worker } from 'node:worker_threads';
-import { createGunzip } from 'node:zlib';
 import { errorMessage } from '@moat/protocol/support';
 import { BuildGuardError } from '../errors.js';
 import { CodenameEngine, type EngineOptions, type PrebuiltLiterals, type RawMatch } from './engine.js';
@@ -430,6 +428,8 @@ async function scanInWorkers(paths: readonly string[], options: ScanOptions): Pr
     lightest.bytes += f.size;
   }
   const { onProgress, onWarning: _onWarning, ...rest } = options;
+  // Loaded only when the scan splits: a single-threaded scan never pays for it.
+  const { Worker } = await import('node:worker_threads');
   const reports = await Promise.all(
     groups.map(
       (group) =>
@@ -536,7 +536,8 @@ function sequentialScan(options: ScanOptions, prebuilt?: PrebuiltLiterals) {
     if (isTarball(path)) {
       state.files++;
       const tar = new TarReader({ entry: (entry) => open(`${path}!${entry.path}`) });
-      const gunzip = createGunzip();
+      // zlib is loaded for archives only: most scans never open one.
+      const gunzip = (await import('node:zlib')).createGunzip();
       const stream = createReadStream(path, { highWaterMark: chunkSize });
       stream.on('data', (c) => progress((c as Buffer).length));
       // A read error ends the archive's stream with it, so it is reported, never thrown unhandled.
