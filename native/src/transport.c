@@ -372,6 +372,9 @@ static struct {
   int (*timer_stop)(uv_timer_t *);
   void (*ref)(uv_handle_t *);
   void (*unref)(uv_handle_t *);
+  int (*prepare_init)(uv_loop_t *, uv_prepare_t *);
+  int (*prepare_start)(uv_prepare_t *, uv_prepare_cb);
+  int (*prepare_stop)(uv_prepare_t *);
 } uv;
 static int uv_found;
 static pthread_once_t uv_lookup_once = PTHREAD_ONCE_INIT;
@@ -391,6 +394,9 @@ static void find_uv(void) {
   FIND(timer_stop, "uv_timer_stop");
   FIND(ref, "uv_ref");
   FIND(unref, "uv_unref");
+  FIND(prepare_init, "uv_prepare_init");
+  FIND(prepare_start, "uv_prepare_start");
+  FIND(prepare_stop, "uv_prepare_stop");
 #undef FIND
   uv_found = 1;
 }
@@ -425,6 +431,12 @@ struct moat_loop {
      teardown are a few dozen allocations each. Only the loop's thread touches the pool. */
   CURL *spare[64];
   int spares;
+  /* Transfers started since the loop last polled: handed to libcurl together just before it
+     polls again, so a burst of requests (32 answers arriving, 32 new requests made from
+     their callbacks) goes out as a burst rather than one at a time between the answers. */
+  uv_prepare_t *prepare;
+  transfer **pending;
+  size_t pending_count, pending_cap;
   void (*drain)(void *user);
   void *user;
 };
@@ -544,22 +556,45 @@ static int timer_cb(CURLM *multi, long timeout_ms, void *userp) {
   return 0;
 }
 
+/* Hands the transfers started since the last poll to libcurl; its timer then sends them together. */
+static void on_prepare(uv_prepare_t *handle) {
+  moat_loop *l = handle->data;
+  uv.prepare_stop(l->prepare);
+  size_t count = l->pending_count;
+  l->pending_count = 0;
+  int failed = 0;
+  for (size_t i = 0; i < count; i++) {
+    transfer *t = l->pending[i];
+    if (lib->multi_add_handle(l->multi, t->curl) != CURLM_OK) {
+      if (--l->active == 0) set_alive(l, 0);
+      transfer_finish(t, CURLE_FAILED_INIT);
+      failed = 1;
+    }
+  }
+  if (failed) l->drain(l->user);
+}
+
 moat_loop *moat_loop_open(void *uv_loop, void (*drain)(void *user), void *user) {
   pthread_once(&uv_lookup_once, find_uv);
   if (!uv_found || uv_loop == NULL || moat_transport_ready() == NULL) return NULL;
   moat_loop *l = calloc(1, sizeof *l);
   uv_timer_t *timer = calloc(1, sizeof *timer);
-  CURLM *multi = l != NULL && timer != NULL ? lib->multi_init() : NULL;
+  uv_prepare_t *prepare = calloc(1, sizeof *prepare);
+  CURLM *multi = l != NULL && timer != NULL && prepare != NULL ? lib->multi_init() : NULL;
   if (multi == NULL || uv.timer_init(uv_loop, timer) != 0) {
     if (multi != NULL) lib->multi_cleanup(multi);
+    free(prepare);
     free(timer);
     free(l);
     return NULL;
   }
+  uv.prepare_init(uv_loop, prepare);
   l->uv_loop = uv_loop;
   l->multi = multi;
   l->timer = timer;
+  l->prepare = prepare;
   timer->data = l;
+  prepare->data = l;
   uv.unref((uv_handle_t *)timer);
   l->drain = drain;
   l->user = user;
@@ -613,10 +648,27 @@ void *moat_loop_add(moat_loop *l, void *handle) {
     lib->easy_setopt(t->curl, CURLOPT_CLOSESOCKETFUNCTION, close_socket);
     lib->easy_setopt(t->curl, CURLOPT_CLOSESOCKETDATA, l);
   }
-  if (t->curl == NULL || lib->multi_add_handle(l->multi, t->curl) != CURLM_OK) {
+  if (t->curl == NULL) {
     transfer_finish(t, CURLE_FAILED_INIT);
     return NULL;
   }
+  if (l->pending_count == l->pending_cap) {
+    size_t cap = l->pending_cap == 0 ? 64 : l->pending_cap * 2;
+    transfer **grown = realloc(l->pending, cap * sizeof *grown);
+    if (grown == NULL) {
+      /* No room to wait: hand it to libcurl at once. */
+      if (lib->multi_add_handle(l->multi, t->curl) != CURLM_OK) {
+        transfer_finish(t, CURLE_FAILED_INIT);
+        return NULL;
+      }
+      if (l->active++ == 0) set_alive(l, 1);
+      return t;
+    }
+    l->pending = grown;
+    l->pending_cap = cap;
+  }
+  if (l->pending_count == 0) uv.prepare_start(l->prepare, on_prepare);
+  l->pending[l->pending_count++] = t;
   if (l->active++ == 0) set_alive(l, 1);
   return t;
 }
@@ -632,6 +684,13 @@ int moat_loop_busy(const moat_loop *l) { return l->active > 0; }
 
 void moat_loop_abort(moat_loop *l, void *handle) {
   transfer *t = handle;
+  /* Not yet handed to libcurl: out of the waiting list (removing it from libcurl is a no-op). */
+  for (size_t i = 0; i < l->pending_count; i++) {
+    if (l->pending[i] != t) continue;
+    memmove(&l->pending[i], &l->pending[i + 1], (l->pending_count - i - 1) * sizeof *l->pending);
+    if (--l->pending_count == 0) uv.prepare_stop(l->prepare);
+    break;
+  }
   lib->multi_remove_handle(l->multi, t->curl);
   if (--l->active == 0) set_alive(l, 0);
   transfer_finish(t, CURLE_ABORTED_BY_CALLBACK);
@@ -653,5 +712,9 @@ void moat_loop_close(moat_loop *l) {
   uv.timer_stop(l->timer);
   l->timer->data = l->timer;
   uv.close((uv_handle_t *)l->timer, free_handle);
+  uv.prepare_stop(l->prepare);
+  l->prepare->data = l->prepare;
+  uv.close((uv_handle_t *)l->prepare, free_handle);
+  free(l->pending);
   free(l);
 }

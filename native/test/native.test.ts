@@ -1,6 +1,6 @@
 import { spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { readFileSync, realpathSync } from 'node:fs';
+import { readFile, readFileSync, realpathSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { computeStamp, locateEnvelope, type RequestComponents, receivedRequestComponents } from '@moat/protocol';
@@ -332,6 +332,30 @@ describe('@moat/native', () => {
       out: ['headers,data,end', 'headers,data,end', 'headers,data,end'],
       caught: ['thrown on headers', 'thrown on data'],
     });
+  });
+
+  it('sends a request started in any phase of the event loop: a timer, an immediate, an I/O callback, a microtask', async () => {
+    const started = (schedule: (go: () => void) => void) =>
+      new Promise<string>((resolve) => {
+        schedule(() => {
+          native?.request({ method: 'POST', url: `${base}/`, body: Buffer.from('{}') }, (event, a) => {
+            if (event === 'end') resolve('end');
+            if (event === 'error') resolve(String(a));
+          });
+        });
+      });
+    const outcomes = await Promise.all([
+      started((go) => setTimeout(go, 0)),
+      started((go) => setImmediate(go)),
+      started((go) => queueMicrotask(go)),
+      started((go) => {
+        readFile(new URL(import.meta.url), () => go());
+      }),
+      started((go) => {
+        setImmediate(() => setImmediate(go));
+      }),
+    ]);
+    expect(outcomes).toEqual(['end', 'end', 'end', 'end', 'end']);
   });
 
   it('a large body aborted the moment it is handed over ends with an aborted error and sends nothing', async () => {
