@@ -154,8 +154,8 @@ static long get_long(napi_env env, napi_value obj, const char *name) {
 /*
  * Loop mode (Node): transfers run on this environment's libuv loop through libcurl's multi
  * interface, so a request costs no thread and no cross-thread wake-up. libcurl's callbacks
- * only queue events; they reach JavaScript after libcurl returns, in order, each through
- * napi_make_callback (promise jobs run after each, as for any I/O callback).
+ * only queue events; they reach JavaScript after libcurl returns, in order, inside a callback
+ * scope per transfer (promise jobs run when it closes, as after any I/O callback).
  */
 typedef struct queued {
   control *c;
@@ -166,7 +166,6 @@ typedef struct queued {
 struct env_state {
   napi_env env;
   moat_loop *loop;
-  int tried;
   queued *head, *tail;
   int draining;
 };
@@ -583,8 +582,8 @@ static napi_value wrap_set(napi_env env, literal_set *set) {
   return handle;
 }
 
-/* Arrays for n literals: pointers, lengths, case flags; 0 when out of memory (nothing left allocated). */
-static int literal_arrays(size_t n, const char ***patterns, size_t **lengths, int **caseless) {
+/* Arrays for n literals: pointers, lengths, case flags; 0 when out of memory (thrown, nothing left allocated). */
+static int literal_arrays(napi_env env, size_t n, const char ***patterns, size_t **lengths, int **caseless) {
   *patterns = calloc(n, sizeof **patterns);
   *lengths = calloc(n, sizeof **lengths);
   *caseless = calloc(n, sizeof **caseless);
@@ -592,6 +591,7 @@ static int literal_arrays(size_t n, const char ***patterns, size_t **lengths, in
   free(*patterns);
   free(*lengths);
   free(*caseless);
+  napi_throw_error(env, "ERR_NATIVE", "out of memory");
   return 0;
 }
 
@@ -631,10 +631,7 @@ static napi_value literals_compile(napi_env env, napi_callback_info info) {
   const char **patterns;
   size_t *lengths;
   int *caseless;
-  if (!literal_arrays(n, &patterns, &lengths, &caseless)) {
-    napi_throw_error(env, "ERR_NATIVE", "out of memory");
-    return NULL;
-  }
+  if (!literal_arrays(env, n, &patterns, &lengths, &caseless)) return NULL;
   for (uint32_t i = 0; i < n; i++) {
     napi_value item, flag;
     bool is_buffer = false, fold = false;
@@ -691,10 +688,7 @@ static napi_value literals_compile_packed(napi_env env, napi_callback_info info)
   const char **patterns;
   size_t *lengths;
   int *caseless;
-  if (!literal_arrays(n, &patterns, &lengths, &caseless)) {
-    napi_throw_error(env, "ERR_NATIVE", "out of memory");
-    return NULL;
-  }
+  if (!literal_arrays(env, n, &patterns, &lengths, &caseless)) return NULL;
   const char *at = packed;
   for (size_t i = 0; i < n; i++) {
     patterns[i] = at;
@@ -783,20 +777,31 @@ static int by_start_then_id(const void *a, const void *b) {
   return x[0] < y[0] ? -1 : x[0] > y[0];
 }
 
+/* The bytes of a Uint8Array argument; 0 when it is not one. */
+static int uint8_arg(napi_env env, napi_value value, const unsigned char **data, size_t *length) {
+  bool is_typed = false;
+  napi_typedarray_type type;
+  napi_value arraybuffer;
+  size_t offset = 0;
+  void *bytes = NULL;
+  if (napi_is_typedarray(env, value, &is_typed) != napi_ok || !is_typed ||
+      napi_get_typedarray_info(env, value, &type, length, &bytes, &arraybuffer, &offset) != napi_ok || type != napi_uint8_array)
+    return 0;
+  /* An empty array may have no backing store; hand C a valid pointer anyway. */
+  static const unsigned char empty[1] = {0};
+  *data = bytes != NULL ? bytes : empty;
+  return 1;
+}
+
 /* literalsScan(handle, bytes: Uint8Array) → Int32Array of (literal index, start offset) pairs, by start then index */
 static napi_value literals_scan(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   literal_set *set = NULL;
-  bool is_typed = false;
-  napi_typedarray_type type;
-  size_t length = 0, offset = 0;
-  void *data = NULL;
-  napi_value arraybuffer;
-  if (argc < 2 || napi_get_value_external(env, argv[0], (void **)&set) != napi_ok || set == NULL ||
-      napi_is_typedarray(env, argv[1], &is_typed) != napi_ok || !is_typed ||
-      napi_get_typedarray_info(env, argv[1], &type, &length, &data, &arraybuffer, &offset) != napi_ok || type != napi_uint8_array) {
+  const unsigned char *data = NULL;
+  size_t length = 0;
+  if (argc < 2 || napi_get_value_external(env, argv[0], (void **)&set) != napi_ok || set == NULL || !uint8_arg(env, argv[1], &data, &length)) {
     napi_throw_type_error(env, "ERR_NATIVE_OPTIONS", "expected literalsScan(handle, bytes: Uint8Array)");
     return NULL;
   }
@@ -851,42 +856,38 @@ static void prefilter_free(napi_env env, prefilter_call *call) {
   free(call);
 }
 
+/* Sets obj[name] to a new typed array of `count` items of `size` bytes; its memory, or NULL when it could not be made. */
+static void *typed_member(napi_env env, napi_value obj, const char *name, napi_typedarray_type type, size_t count, size_t size) {
+  void *dest = NULL;
+  napi_value buffer, value;
+  if (napi_create_arraybuffer(env, (count == 0 ? 1 : count) * size, &dest, &buffer) != napi_ok ||
+      napi_create_typedarray(env, type, count, buffer, 0, &value) != napi_ok || napi_set_named_property(env, obj, name, value) != napi_ok)
+    return NULL;
+  return dest;
+}
+
 static void prefilter_complete(napi_env env, napi_status status, void *data) {
   prefilter_call *call = data;
-  napi_value result = NULL, value;
+  napi_value result = NULL;
   size_t n = call->job.count;
   void *dest = NULL;
   if (status == napi_ok && call->rc == 0 && napi_create_object(env, &result) == napi_ok) {
-    napi_value buffer;
-    if (napi_create_arraybuffer(env, n == 0 ? 1 : n, &dest, &buffer) == napi_ok &&
-        napi_create_typedarray(env, napi_uint8_array, n, buffer, 0, &value) == napi_ok) {
-      if (n > 0) memcpy(dest, call->job.flags, n);
-      napi_set_named_property(env, result, "flags", value);
-    }
-    if (napi_create_arraybuffer(env, (n == 0 ? 1 : n) * sizeof(int32_t), &dest, &buffer) == napi_ok &&
-        napi_create_typedarray(env, napi_int32_array, n, buffer, 0, &value) == napi_ok) {
-      if (n > 0) memcpy(dest, call->job.errors, n * sizeof(int32_t));
-      napi_set_named_property(env, result, "errors", value);
-    }
-    if (napi_create_arraybuffer(env, (n == 0 ? 1 : n) * sizeof(double), &dest, &buffer) == napi_ok &&
-        napi_create_typedarray(env, napi_float64_array, n, buffer, 0, &value) == napi_ok) {
-      if (n > 0) memcpy(dest, call->job.sizes, n * sizeof(double));
-      napi_set_named_property(env, result, "sizes", value);
-    }
+    if ((dest = typed_member(env, result, "flags", napi_uint8_array, n, 1)) != NULL && n > 0) memcpy(dest, call->job.flags, n);
+    if ((dest = typed_member(env, result, "errors", napi_int32_array, n, sizeof(int32_t))) != NULL && n > 0)
+      memcpy(dest, call->job.errors, n * sizeof(int32_t));
+    if ((dest = typed_member(env, result, "sizes", napi_float64_array, n, sizeof(double))) != NULL && n > 0)
+      memcpy(dest, call->job.sizes, n * sizeof(double));
     /* events: every file's triples in one array; eventStarts[i]..eventStarts[i + 1] are file i's. */
     size_t total = 0;
     for (size_t i = 0; i < n; i++) total += call->job.events[i].n;
-    if (napi_create_arraybuffer(env, (total == 0 ? 1 : total) * sizeof(double), &dest, &buffer) == napi_ok &&
-        napi_create_typedarray(env, napi_float64_array, total, buffer, 0, &value) == napi_ok) {
+    if ((dest = typed_member(env, result, "events", napi_float64_array, total, sizeof(double))) != NULL) {
       size_t at = 0;
       for (size_t i = 0; i < n; i++) {
         if (call->job.events[i].n > 0) memcpy((double *)dest + at, call->job.events[i].items, call->job.events[i].n * sizeof(double));
         at += call->job.events[i].n;
       }
-      napi_set_named_property(env, result, "events", value);
     }
-    if (napi_create_arraybuffer(env, (n + 1) * sizeof(double), &dest, &buffer) == napi_ok &&
-        napi_create_typedarray(env, napi_float64_array, n + 1, buffer, 0, &value) == napi_ok) {
+    if ((dest = typed_member(env, result, "eventStarts", napi_float64_array, n + 1, sizeof(double))) != NULL) {
       double *starts = dest;
       size_t at = 0;
       for (size_t i = 0; i < n; i++) {
@@ -894,7 +895,6 @@ static void prefilter_complete(napi_env env, napi_status status, void *data) {
         at += call->job.events[i].n;
       }
       starts[n] = (double)at;
-      napi_set_named_property(env, result, "eventStarts", value);
     }
     napi_resolve_deferred(env, call->deferred, result);
   } else {
@@ -992,22 +992,6 @@ static void mac_key_finalize(napi_env env, void *data, void *hint) {
   moat_mac_key_free(data);
 }
 
-/* The bytes of a Uint8Array argument; 0 when it is not one. */
-static int uint8_arg(napi_env env, napi_value value, const unsigned char **data, size_t *length) {
-  bool is_typed = false;
-  napi_typedarray_type type;
-  napi_value arraybuffer;
-  size_t offset = 0;
-  void *bytes = NULL;
-  if (napi_is_typedarray(env, value, &is_typed) != napi_ok || !is_typed ||
-      napi_get_typedarray_info(env, value, &type, length, &bytes, &arraybuffer, &offset) != napi_ok || type != napi_uint8_array)
-    return 0;
-  /* An empty array may have no backing store; hand C a valid pointer anyway. */
-  static const unsigned char empty[1] = {0};
-  *data = bytes != NULL ? bytes : empty;
-  return 1;
-}
-
 /* stampKey(key: Uint8Array) → a handle holding the keyed HMAC state (verifier side; the bytes are not kept). */
 static napi_value stamp_key(napi_env env, napi_callback_info info) {
   size_t argc = 1;
@@ -1056,11 +1040,9 @@ static napi_value stamp_matches(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, "ERR_NATIVE_OPTIONS", "expected stampMatches(key, base: Uint8Array | null, body: Uint8Array, stampStart, stampEnd)");
     return NULL;
   }
-  if (!(start >= 0 && end >= start && end <= (double)body_len) || start != (double)(size_t)start || end != (double)(size_t)end) {
-    napi_throw_range_error(env, "ERR_NATIVE_STAMP_REGION", "expected a stamp region of 32-64 even hex digits inside the body");
-    return NULL;
-  }
-  moat_check_result r = moat_stamp_check(key, base, base_len, body, body_len, (size_t)start, (size_t)end);
+  /* Whole offsets inside the body; moat_stamp_check refuses a region of the wrong length. */
+  int whole = start >= 0 && end >= start && end <= (double)body_len && start == (double)(size_t)start && end == (double)(size_t)end;
+  moat_check_result r = whole ? moat_stamp_check(key, base, base_len, body, body_len, (size_t)start, (size_t)end) : MOAT_CHECK_REGION;
   if (r == MOAT_CHECK_REGION) {
     napi_throw_range_error(env, "ERR_NATIVE_STAMP_REGION", "expected a stamp region of 32-64 even hex digits inside the body");
     return NULL;

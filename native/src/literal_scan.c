@@ -336,7 +336,7 @@ static size_t junction_at(const unsigned char *raw, size_t n, size_t i) {
 }
 
 typedef struct {
-  size_t cap;
+  size_t joined_cap, kept_cap;
   unsigned char *joined;
   uint32_t *kept;
 } split_buffers;
@@ -362,16 +362,9 @@ static int on_trigger(unsigned int id, unsigned long long from, unsigned long lo
   const unsigned char *raw = sp->window + start;
   size_t n = end - start;
   split_buffers *b = sp->buffers;
-  if (n > b->cap) {
-    unsigned char *joined = realloc(b->joined, n);
-    if (joined != NULL) b->joined = joined;
-    uint32_t *kept = realloc(b->kept, n * sizeof *kept);
-    if (kept != NULL) b->kept = kept;
-    if (joined == NULL || kept == NULL) {
-      sp->failed = 1;
-      return 1;
-    }
-    b->cap = n;
+  if (!reserve((void **)&b->joined, &b->joined_cap, n, 1, 4096) || !reserve((void **)&b->kept, &b->kept_cap, n, sizeof *b->kept, 4096)) {
+    sp->failed = 1;
+    return 1;
   }
   size_t out = 0;
   for (size_t i = 0; i < n;) {
@@ -503,7 +496,7 @@ static void *prefilter_worker(void *arg) {
   worker_args *w = arg;
   const moat_prefilter *job = w->job;
   hs_scratch_t *lit_scratch = NULL, *trigger_scratch = NULL, *audit_scratch = NULL;
-  split_buffers buffers = {0, NULL, NULL};
+  split_buffers buffers = {0, 0, NULL, NULL};
   int ready = hs.clone_scratch(job->literals->scratch, &lit_scratch) == HS_SUCCESS &&
               (job->triggers == NULL || hs.clone_scratch(job->triggers->scratch, &trigger_scratch) == HS_SUCCESS) &&
               (job->audit == NULL || hs.clone_scratch(job->audit->scratch, &audit_scratch) == HS_SUCCESS);

@@ -17,6 +17,15 @@ static const char ANCHOR[] = "\"moat_att\":\"";
 static EVP_MAC_CTX *hmac_template;
 static EVP_MD *sha256_md;
 
+/* Lowercase hex of `n` bytes into out[0, 2n): the one spelling a stamp has. */
+static void hex_lower(const unsigned char *bytes, size_t n, unsigned char *out) {
+  static const char HEX[] = "0123456789abcdef";
+  for (size_t i = 0; i < n; i++) {
+    out[2 * i] = (unsigned char)HEX[bytes[i] >> 4];
+    out[2 * i + 1] = (unsigned char)HEX[bytes[i] & 15];
+  }
+}
+
 static int is_hex_lower(unsigned char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); }
 
 /* One lp() item: its UTF-8 length as a 32-bit big-endian integer, then its bytes. */
@@ -27,16 +36,12 @@ static int mac_item(EVP_MAC_CTX *mac, const unsigned char *bytes, size_t len) {
 
 /* lp(["moat-req/1", method, authority, path, hex(SHA-256(credential))]) into the MAC. */
 static int mac_request_base(EVP_MAC_CTX *mac, const moat_request_components *r) {
-  static const char HEX[] = "0123456789abcdef";
   unsigned char digest[32];
-  char digest_hex[64];
+  unsigned char digest_hex[64];
   unsigned int digest_len = 0;
   if (sha256_md == NULL || !EVP_Digest(r->credential, strlen(r->credential), digest, &digest_len, sha256_md, NULL) || digest_len != 32)
     return 0;
-  for (int i = 0; i < 32; i++) {
-    digest_hex[2 * i] = HEX[digest[i] >> 4];
-    digest_hex[2 * i + 1] = HEX[digest[i] & 15];
-  }
+  hex_lower(digest, 32, digest_hex);
   static const char LABEL[] = "moat-req/1";
   return mac_item(mac, (const unsigned char *)LABEL, sizeof LABEL - 1) &&
          mac_item(mac, (const unsigned char *)r->method, strlen(r->method)) &&
@@ -119,11 +124,7 @@ moat_stamp_result moat_stamp(unsigned char *body, size_t len, const moat_request
     moat_wipe(mac, sizeof mac);
     return MOAT_STAMP_CRYPTO;
   }
-  static const char HEX[] = "0123456789abcdef";
-  for (size_t i = 0; i < stamp_len / 2; i++) {
-    body[stamp_start + 2 * i] = (unsigned char)HEX[mac[i] >> 4];
-    body[stamp_start + 2 * i + 1] = (unsigned char)HEX[mac[i] & 15];
-  }
+  hex_lower(mac, stamp_len / 2, body + stamp_start);
   moat_wipe(mac, sizeof mac);
   return MOAT_STAMP_OK;
 }
@@ -152,7 +153,6 @@ void moat_mac_key_free(moat_mac_key *key) {
 
 moat_check_result moat_stamp_check(const moat_mac_key *key, const unsigned char *base, size_t base_len, const unsigned char *body, size_t len,
                                    size_t stamp_start, size_t stamp_end) {
-  static const char HEX[] = "0123456789abcdef";
   if (stamp_start > stamp_end || stamp_end > len) return MOAT_CHECK_REGION;
   size_t hex_len = stamp_end - stamp_start;
   if (hex_len < 32 || hex_len > 64 || hex_len % 2 != 0) return MOAT_CHECK_REGION;
@@ -171,10 +171,7 @@ moat_check_result moat_stamp_check(const moat_mac_key *key, const unsigned char 
     return MOAT_CHECK_CRYPTO;
   }
   unsigned char expected[64];
-  for (size_t i = 0; i < hex_len / 2; i++) {
-    expected[2 * i] = (unsigned char)HEX[digest[i] >> 4];
-    expected[2 * i + 1] = (unsigned char)HEX[digest[i] & 15];
-  }
+  hex_lower(digest, hex_len / 2, expected);
   /* Only the lowercase hex spelling matches, compared without an early exit. */
   int same = CRYPTO_memcmp(expected, body + stamp_start, hex_len) == 0;
   moat_wipe(digest, sizeof digest);

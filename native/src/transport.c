@@ -238,7 +238,7 @@ static int target_parse(request_target *r, const char *url, const struct curl_sl
   return ok;
 }
 
-/* Stamps the body in the addon's copy and sets up the easy handle; `rc` is CURLE_OK when it can be performed. */
+/* Stamps the body in the addon's copy and sets up the easy handle; NULL when no handle could be made. */
 static CURL *transfer_prepare(transfer *t) {
   t->have_target = target_parse(&t->target, t->opts.url, t->opts.headers);
   if (t->have_target) {
@@ -618,8 +618,7 @@ static int release_easy(void *ctx, CURL *curl) {
 }
 
 /* Created on the loop's thread (the pool is not shared); `moat_loop_prepare` may run elsewhere. */
-static transfer *loop_transfer_new(moat_loop *l, moat_request_opts *opts, moat_emit emit, void *ctx, volatile int *aborted,
-                                   void (*done)(void *ctx)) {
+void *moat_loop_create(moat_loop *l, moat_request_opts *opts, moat_emit emit, void *ctx, volatile int *aborted, void (*done)(void *ctx)) {
   transfer *t = transfer_new(opts, emit, ctx, aborted, done);
   if (t == NULL) {
     free_opts(opts);
@@ -632,10 +631,6 @@ static transfer *loop_transfer_new(moat_loop *l, moat_request_opts *opts, moat_e
   return t;
 }
 
-void *moat_loop_create(moat_loop *l, moat_request_opts *opts, moat_emit emit, void *ctx, volatile int *aborted, void (*done)(void *ctx)) {
-  return loop_transfer_new(l, opts, emit, ctx, aborted, done);
-}
-
 void moat_loop_prepare(void *handle) { transfer_prepare(handle); }
 
 void *moat_loop_add(moat_loop *l, void *handle) {
@@ -644,25 +639,18 @@ void *moat_loop_add(moat_loop *l, void *handle) {
     transfer_finish(t, CURLE_ABORTED_BY_CALLBACK);
     return NULL;
   }
-  if (t->curl != NULL) {
-    lib->easy_setopt(t->curl, CURLOPT_CLOSESOCKETFUNCTION, close_socket);
-    lib->easy_setopt(t->curl, CURLOPT_CLOSESOCKETDATA, l);
-  }
   if (t->curl == NULL) {
     transfer_finish(t, CURLE_FAILED_INIT);
     return NULL;
   }
+  lib->easy_setopt(t->curl, CURLOPT_CLOSESOCKETFUNCTION, close_socket);
+  lib->easy_setopt(t->curl, CURLOPT_CLOSESOCKETDATA, l);
   if (l->pending_count == l->pending_cap) {
     size_t cap = l->pending_cap == 0 ? 64 : l->pending_cap * 2;
     transfer **grown = realloc(l->pending, cap * sizeof *grown);
     if (grown == NULL) {
-      /* No room to wait: hand it to libcurl at once. */
-      if (lib->multi_add_handle(l->multi, t->curl) != CURLM_OK) {
-        transfer_finish(t, CURLE_FAILED_INIT);
-        return NULL;
-      }
-      if (l->active++ == 0) set_alive(l, 1);
-      return t;
+      transfer_finish(t, CURLE_OUT_OF_MEMORY);
+      return NULL;
     }
     l->pending = grown;
     l->pending_cap = cap;

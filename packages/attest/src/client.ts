@@ -274,17 +274,10 @@ class ChunkBody implements AttestedBody {
     if (this.#used) throw new TypeError('the body was already read');
     this.#used = true;
   }
-  /** Resolves once the body has ended (rejects when it failed). */
-  #whenEnded(): Promise<void> | undefined {
-    if (this.#error !== undefined) return Promise.reject(this.#error);
-    if (this.#ended) return undefined;
-    return new Promise<void>((resolve, reject) => {
-      const wait = () => {
-        if (this.#error !== undefined) reject(this.#error);
-        else if (this.#ended) resolve();
-        else this.#wake = wait;
-      };
-      this.#wake = wait;
+  /** Settles at the next chunk, end or failure. */
+  #changed(): Promise<void> {
+    return new Promise<void>((resolve) => {
+      this.#wake = resolve;
     });
   }
 
@@ -298,16 +291,15 @@ class ChunkBody implements AttestedBody {
       }
       if (this.#error !== undefined) throw this.#error;
       if (this.#ended) return;
-      await new Promise<void>((resolve) => {
-        this.#wake = resolve;
-      });
+      await this.#changed();
     }
   }
 
   async arrayBuffer(): Promise<ArrayBuffer> {
     // Read whole: gathered when the body ends, not through the async iterator chunk by chunk.
     this.#take();
-    await this.#whenEnded();
+    while (!this.#ended) await this.#changed();
+    if (this.#error !== undefined) throw this.#error;
     const chunks = this.#chunks.splice(0);
     const only = chunks.length === 1 ? (chunks[0] as Uint8Array) : undefined;
     // One chunk that is all of its memory (the addon hands each chunk's memory over): no copy.
