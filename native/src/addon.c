@@ -3,12 +3,14 @@
  * streams the response back through a threadsafe function; keyId() names the compiled-in
  * key. Nothing here returns, logs or formats key material.
  */
+#include <dlfcn.h>
 #include <node_api.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include "harden.h"
+#include "json_object.h"
 #include "keystore.h"
 #include "literal_scan.h"
 #include "stamp.h"
@@ -52,12 +54,65 @@ static void free_event(moat_event *ev) {
   free(ev);
 }
 
+typedef struct queued {
+  control *c;
+  moat_event *ev; /* NULL: the transfer is done, release its callback */
+  struct queued *next;
+} queued;
+
+/* Property and event names, made once per environment: not a new string per request. */
+enum {
+  KEY_METHOD,
+  KEY_URL,
+  KEY_HEADERS,
+  KEY_BODY,
+  KEY_ENVELOPE,
+  KEY_TIMEOUT_MS,
+  KEY_CONNECT_TIMEOUT_MS,
+  KEY_PINNED_PUBLIC_KEY,
+  KEY_CA_FILE,
+  KEY_ABORT,
+  KEY_RESOURCE, /* the async resource name of every request */
+  KEY_COUNT
+};
+static const char *const KEY_NAMES[KEY_COUNT] = {"method", "url",    "headers", "body",   "envelope",
+                                                 "timeoutMs", "connectTimeoutMs", "pinnedPublicKey", "caFile", "abort", "moat-native-request"};
+static const char *const EVENT_NAMES[] = {"headers", "data", "end", "error"};
+
+struct env_state {
+  napi_env env;
+  moat_loop *loop; /* NULL: each request runs on a thread of its own */
+  queued *head, *tail;
+  int draining;
+  napi_ref keys[KEY_COUNT];
+  napi_ref events[4];
+  napi_ref abort; /* every handle's abort(), finding its request through `this` */
+  int loop_tried;
+};
+
+static env_state *env_state_of(napi_env env);
+
+/* A name made once for this environment (its string, looked up by reference). */
+static napi_value cached(napi_env env, napi_ref ref, const char *fallback) {
+  napi_value v = NULL;
+  if (ref == NULL || napi_get_reference_value(env, ref, &v) != napi_ok || v == NULL) napi_create_string_utf8(env, fallback, NAPI_AUTO_LENGTH, &v);
+  return v;
+}
+
+static napi_value key(napi_env env, int k) {
+  env_state *st = env_state_of(env);
+  return cached(env, st != NULL ? st->keys[k] : NULL, KEY_NAMES[k]);
+}
+
+
+#define SMALL_CHUNK 4096
+
 /* The callback's arguments for one event: ("headers", status, header block, stamp result), ("data", Buffer), ("end"), ("error", message). */
 static void event_args(napi_env env, moat_event *ev, napi_value args[4]) {
-  static const char *NAMES[] = {"headers", "data", "end", "error"};
+  env_state *st = env_state_of(env);
   napi_value undefined;
   napi_get_undefined(env, &undefined);
-  napi_create_string_utf8(env, NAMES[ev->type], NAPI_AUTO_LENGTH, &args[0]);
+  args[0] = cached(env, st != NULL ? st->events[ev->type] : NULL, EVENT_NAMES[ev->type]);
   args[1] = undefined;
   args[2] = undefined;
   args[3] = undefined;
@@ -66,8 +121,10 @@ static void event_args(napi_env env, moat_event *ev, napi_value args[4]) {
     napi_create_string_latin1(env, ev->data != NULL ? ev->data : "", ev->data != NULL ? ev->len : 0, &args[2]);
     napi_create_int32(env, ev->stamp_result, &args[3]);
   } else if (ev->type == MOAT_EV_DATA) {
-    /* The chunk's memory becomes the Buffer's: handed over, not copied (copied where external buffers are not allowed). */
-    if (ev->data != NULL && napi_create_external_buffer(env, ev->len, ev->data, free_chunk, NULL, &args[1]) == napi_ok) ev->data = NULL;
+    /* A large chunk's memory becomes the Buffer's: handed over, not copied (copied where
+       external buffers are not allowed). A small one is copied: cheaper than a finalizer. */
+    if (ev->data != NULL && ev->len > SMALL_CHUNK && napi_create_external_buffer(env, ev->len, ev->data, free_chunk, NULL, &args[1]) == napi_ok)
+      ev->data = NULL;
     else {
       void *copy;
       napi_create_buffer_copy(env, ev->len, ev->data, &copy, &args[1]);
@@ -116,18 +173,22 @@ static void abort_finalize(napi_env env, void *data, void *hint) {
 static void loop_abort(control *c);
 
 static napi_value abort_request(napi_env env, napi_callback_info info) {
-  void *data;
-  napi_get_cb_info(env, info, NULL, NULL, NULL, &data);
-  control *c = data;
+  napi_value self;
+  control *c = NULL;
+  if (napi_get_cb_info(env, info, NULL, NULL, &self, NULL) != napi_ok || napi_unwrap(env, self, (void **)&c) != napi_ok || c == NULL) {
+    napi_throw_type_error(env, "ERR_NATIVE_OPTIONS", "expected abort() called on the handle request() returned");
+    return NULL;
+  }
   c->aborted = 1;
   if (c->transfer != NULL) loop_abort(c);
   return NULL;
 }
 
-static char *get_string(napi_env env, napi_value obj, const char *name, int required) {
+static char *get_string(napi_env env, napi_value obj, int k, int required) {
   napi_value v;
   napi_valuetype t;
-  if (napi_get_named_property(env, obj, name, &v) != napi_ok || napi_typeof(env, v, &t) != napi_ok) return NULL;
+  const char *name = KEY_NAMES[k];
+  if (napi_get_property(env, obj, key(env, k), &v) != napi_ok || napi_typeof(env, v, &t) != napi_ok) return NULL;
   if (t != napi_string) {
     if (required) {
       char msg[96];
@@ -143,11 +204,11 @@ static char *get_string(napi_env env, napi_value obj, const char *name, int requ
   return s;
 }
 
-static long get_long(napi_env env, napi_value obj, const char *name) {
+static long get_long(napi_env env, napi_value obj, int k) {
   napi_value v;
   napi_valuetype t;
   int64_t n = 0;
-  if (napi_get_named_property(env, obj, name, &v) == napi_ok && napi_typeof(env, v, &t) == napi_ok && t == napi_number) napi_get_value_int64(env, v, &n);
+  if (napi_get_property(env, obj, key(env, k), &v) == napi_ok && napi_typeof(env, v, &t) == napi_ok && t == napi_number) napi_get_value_int64(env, v, &n);
   return n > 0 ? (long)n : 0;
 }
 
@@ -157,19 +218,6 @@ static long get_long(napi_env env, napi_value obj, const char *name) {
  * only queue events; they reach JavaScript after libcurl returns, in order, inside a callback
  * scope per transfer (promise jobs run when it closes, as after any I/O callback).
  */
-typedef struct queued {
-  control *c;
-  moat_event *ev; /* NULL: the transfer is done, release its callback */
-  struct queued *next;
-} queued;
-
-struct env_state {
-  napi_env env;
-  moat_loop *loop;
-  queued *head, *tail;
-  int draining;
-};
-
 static void enqueue(env_state *st, control *c, moat_event *ev) {
   queued *q = calloc(1, sizeof *q);
   if (q == NULL) {
@@ -254,6 +302,11 @@ static void loop_abort(control *c) {
 static void env_cleanup(void *arg) {
   env_state *st = arg;
   moat_loop_close(st->loop);
+  for (int k = 0; k < KEY_COUNT; k++)
+    if (st->keys[k] != NULL) napi_delete_reference(st->env, st->keys[k]);
+  for (int e = 0; e < 4; e++)
+    if (st->events[e] != NULL) napi_delete_reference(st->env, st->events[e]);
+  if (st->abort != NULL) napi_delete_reference(st->env, st->abort);
   while (st->head != NULL) {
     queued *q = st->head;
     st->head = q->next;
@@ -263,22 +316,47 @@ static void env_cleanup(void *arg) {
   free(st);
 }
 
-/* This environment's loop transport, or NULL: no libuv (Bun), MOAT_NATIVE_TRANSPORT=thread, or no libcurl. */
-static env_state *loop_state(napi_env env) {
+static napi_value abort_request(napi_env env, napi_callback_info info);
+
+/* This environment's state, made on first use with its names (NULL out of memory). */
+static env_state *env_state_of(napi_env env) {
   env_state *st = NULL;
-  if (napi_get_instance_data(env, (void **)&st) == napi_ok && st != NULL) return st->loop != NULL ? st : NULL;
+  if (napi_get_instance_data(env, (void **)&st) == napi_ok && st != NULL) return st;
   st = calloc(1, sizeof *st);
   if (st == NULL) return NULL;
   st->env = env;
   napi_set_instance_data(env, st, NULL, NULL);
   napi_add_env_cleanup_hook(env, env_cleanup, st);
-  const char *forced = getenv("MOAT_NATIVE_TRANSPORT");
-  napi_value global;
-  bool bun = false;
-  struct uv_loop_s *uv_loop = NULL;
-  if (napi_get_global(env, &global) == napi_ok) napi_has_named_property(env, global, "Bun", &bun);
-  if ((forced == NULL || strcmp(forced, "thread") != 0) && !bun && napi_get_uv_event_loop(env, &uv_loop) == napi_ok)
-    st->loop = moat_loop_open(uv_loop, drain, st);
+  /* Property keys as the engine's own internalized strings where the runtime offers them
+     (Node-API 10): a lookup then needs no string-table search. Looked up at run time, as
+     a runtime without them would refuse to load the addon otherwise. */
+  napi_status (*property_key)(napi_env, const char *, size_t, napi_value *) = NULL;
+  *(void **)(&property_key) = dlsym(RTLD_DEFAULT, "node_api_create_property_key_latin1");
+  napi_value v;
+  for (int k = 0; k < KEY_COUNT; k++)
+    if ((property_key != NULL ? property_key(env, KEY_NAMES[k], NAPI_AUTO_LENGTH, &v)
+                              : napi_create_string_utf8(env, KEY_NAMES[k], NAPI_AUTO_LENGTH, &v)) == napi_ok)
+      napi_create_reference(env, v, 1, &st->keys[k]);
+  for (int e = 0; e < 4; e++)
+    if (napi_create_string_utf8(env, EVENT_NAMES[e], NAPI_AUTO_LENGTH, &v) == napi_ok) napi_create_reference(env, v, 1, &st->events[e]);
+  if (napi_create_function(env, "abort", NAPI_AUTO_LENGTH, abort_request, NULL, &v) == napi_ok) napi_create_reference(env, v, 1, &st->abort);
+  return st;
+}
+
+/* This environment's loop transport, or NULL: no libuv (Bun), MOAT_NATIVE_TRANSPORT=thread, or no libcurl. */
+static env_state *loop_state(napi_env env) {
+  env_state *st = env_state_of(env);
+  if (st == NULL) return NULL;
+  if (!st->loop_tried) {
+    st->loop_tried = 1;
+    const char *forced = getenv("MOAT_NATIVE_TRANSPORT");
+    napi_value global;
+    bool bun = false;
+    struct uv_loop_s *uv_loop = NULL;
+    if (napi_get_global(env, &global) == napi_ok) napi_has_named_property(env, global, "Bun", &bun);
+    if ((forced == NULL || strcmp(forced, "thread") != 0) && !bun && moat_transport_ready() != NULL && napi_get_uv_event_loop(env, &uv_loop) == napi_ok)
+      st->loop = moat_loop_open(uv_loop, drain, st);
+  }
   return st->loop != NULL ? st : NULL;
 }
 
@@ -350,6 +428,107 @@ static int offload(napi_env env, env_state *st, control *c, moat_request_opts *o
   return 1;
 }
 
+/* An envelope value's characters ([vr]1.<kid>.<ts>.<nonce>.<stamp>): nothing that could leave its JSON string. */
+static int envelope_value_ok(const char *v) {
+  size_t n = strlen(v);
+  if (n == 0 || n > 160) return 0;
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)v[i];
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '.' || c == '_' || c == '-')) return 0;
+  }
+  return 1;
+}
+
+/*
+ * options.body into the addon's own copy, which it stamps: JavaScript never holds the
+ * stamped bytes. A string is encoded as UTF-8 straight into that copy (lone surrogates as
+ * U+FFFD, as Buffer.from does). With options.envelope the copy gains the envelope member as
+ * the protocol's appendEnvelope adds it (SPEC.md §4.3) — before the closing brace, or as the
+ * only member of an empty object — when the body is such an object (moat_json_object);
+ * otherwise it throws ERR_NATIVE_ENVELOPE_BODY and nothing is sent. 0 when it threw.
+ */
+static int read_body(napi_env env, napi_value options, moat_request_opts *opts) {
+  napi_value body;
+  napi_valuetype type;
+  bool is_buffer = false;
+  if (napi_get_property(env, options, key(env, KEY_BODY), &body) != napi_ok || napi_typeof(env, body, &type) != napi_ok) return 1;
+  void *data = NULL;
+  size_t len = 0;
+  if (type == napi_string) {
+    /* Its length in UTF-16 units, which the engine knows without reading the string. */
+    if (napi_get_value_string_utf16(env, body, NULL, 0, &len) != napi_ok) return 1;
+  } else if (napi_is_buffer(env, body, &is_buffer) == napi_ok && is_buffer) {
+    napi_get_buffer_info(env, body, &data, &len);
+  } else {
+    return 1;
+  }
+  char *envelope = get_string(env, options, KEY_ENVELOPE, 0);
+  if (envelope != NULL && !envelope_value_ok(envelope)) {
+    free(envelope);
+    napi_throw_type_error(env, "ERR_NATIVE_OPTIONS", "expected options.envelope as an envelope value ([vr]1.<kid>.<ts>.<nonce>.<stamp>)");
+    return 0;
+  }
+  /* The member: "moat_att":"<envelope>" — after a comma, or alone in braces. */
+  static const char NAME[] = "\"moat_att\":\"";
+  size_t name_len = sizeof NAME - 1, envelope_len = envelope != NULL ? strlen(envelope) : 0;
+  size_t extra = envelope != NULL ? name_len + envelope_len + 2 : 0;
+  /* Room for the member, and for the terminating NUL napi writes after a string. A string is
+     first written into room for one byte per unit (plus a character's worth): an ASCII
+     string fits, in one pass. Only when it may not have fitted is its UTF-8 length counted
+     — a second pass over it — and it is written again. */
+  size_t room = type == napi_string ? len + 5 : len;
+  unsigned char *copy = malloc(room + extra + 1);
+  if (copy != NULL && type == napi_string) {
+    size_t written = 0;
+    napi_get_value_string_utf8(env, body, (char *)copy, room + 1, &written);
+    if (written + 4 >= room) {
+      free(copy);
+      copy = NULL;
+      if (napi_get_value_string_utf8(env, body, NULL, 0, &room) == napi_ok && (copy = malloc(room + extra + 1)) != NULL)
+        napi_get_value_string_utf8(env, body, (char *)copy, room + 1, &written);
+    }
+    len = written;
+  } else if (copy != NULL) {
+    memcpy(copy, data, len);
+  }
+  if (copy == NULL) {
+    free(envelope);
+    napi_throw_error(env, "ERR_NATIVE", "out of memory");
+    return 0;
+  }
+  size_t total = len;
+  if (envelope != NULL) {
+    moat_json_object_result shape = moat_json_object(copy, len);
+    if (shape == MOAT_JSON_OTHER) {
+      free(copy);
+      free(envelope);
+      napi_throw_error(env, "ERR_NATIVE_ENVELOPE_BODY", "expected a JSON object text in UTF-8 without a \"moat_att\" member to append the envelope to; nothing was sent");
+      return 0;
+    }
+    size_t at = shape == MOAT_JSON_EMPTY ? 1 : len;
+    copy[at - 1] = shape == MOAT_JSON_EMPTY ? '{' : ',';
+    memcpy(copy + at, NAME, name_len);
+    memcpy(copy + at + name_len, envelope, envelope_len);
+    total = at + name_len + envelope_len + 2;
+    copy[total - 2] = '"';
+    copy[total - 1] = '}';
+    free(envelope);
+  }
+  opts->body = copy;
+  opts->body_len = total;
+  return 1;
+}
+
+/* The handle request() returns: { abort() }, holding the request's control until collected. */
+static napi_value abort_handle(napi_env env, env_state *st, control *c) {
+  napi_value handle, abort_fn;
+  napi_create_object(env, &handle);
+  napi_wrap(env, handle, c, abort_finalize, NULL, NULL);
+  if (st != NULL && st->abort != NULL && napi_get_reference_value(env, st->abort, &abort_fn) == napi_ok && abort_fn != NULL)
+    napi_set_property(env, handle, key(env, KEY_ABORT), abort_fn);
+  return handle;
+}
+
 /* request(options, onEvent) → { abort() } */
 static napi_value request(napi_env env, napi_callback_info info) {
   size_t argc = 2;
@@ -367,21 +546,26 @@ static napi_value request(napi_env env, napi_callback_info info) {
   }
   moat_request_opts opts;
   memset(&opts, 0, sizeof opts);
-  opts.method = get_string(env, argv[0], "method", 1);
-  opts.url = get_string(env, argv[0], "url", 1);
+  opts.method = get_string(env, argv[0], KEY_METHOD, 1);
+  opts.url = get_string(env, argv[0], KEY_URL, 1);
   if (opts.method == NULL || opts.url == NULL) {
     free(opts.method);
     free(opts.url);
     return NULL;
   }
-  opts.pinned_pubkey = get_string(env, argv[0], "pinnedPublicKey", 0);
-  opts.ca_file = get_string(env, argv[0], "caFile", 0);
-  opts.timeout_ms = get_long(env, argv[0], "timeoutMs");
-  opts.connect_timeout_ms = get_long(env, argv[0], "connectTimeoutMs");
+  if (!read_body(env, argv[0], &opts)) {
+    free(opts.method);
+    free(opts.url);
+    return NULL;
+  }
+  opts.pinned_pubkey = get_string(env, argv[0], KEY_PINNED_PUBLIC_KEY, 0);
+  opts.ca_file = get_string(env, argv[0], KEY_CA_FILE, 0);
+  opts.timeout_ms = get_long(env, argv[0], KEY_TIMEOUT_MS);
+  opts.connect_timeout_ms = get_long(env, argv[0], KEY_CONNECT_TIMEOUT_MS);
 
   napi_value headers;
   bool is_array = false;
-  if (napi_get_named_property(env, argv[0], "headers", &headers) == napi_ok && napi_is_array(env, headers, &is_array) == napi_ok && is_array) {
+  if (napi_get_property(env, argv[0], key(env, KEY_HEADERS), &headers) == napi_ok && napi_is_array(env, headers, &is_array) == napi_ok && is_array) {
     uint32_t n;
     napi_get_array_length(env, headers, &n);
     for (uint32_t i = 0; i < n; i++) {
@@ -406,20 +590,6 @@ static napi_value request(napi_env env, napi_callback_info info) {
       free(s);
     }
   }
-  napi_value body;
-  bool is_buffer = false;
-  if (napi_get_named_property(env, argv[0], "body", &body) == napi_ok && napi_is_buffer(env, body, &is_buffer) == napi_ok && is_buffer) {
-    void *data;
-    size_t len;
-    napi_get_buffer_info(env, body, &data, &len);
-    /* The addon stamps its own copy: JavaScript never holds the stamped bytes. */
-    opts.body = malloc(len > 0 ? len : 1);
-    if (opts.body != NULL) {
-      memcpy(opts.body, data, len);
-      opts.body_len = len;
-    }
-  }
-
   control *c = calloc(1, sizeof *c);
   if (c == NULL) {
     napi_throw_error(env, "ERR_NATIVE", "out of memory");
@@ -428,38 +598,32 @@ static napi_value request(napi_env env, napi_callback_info info) {
   atomic_init(&c->refs, 2);
   env_state *st = loop_state(env);
   if (st != NULL) {
-    napi_value name, handle, abort_fn;
-    napi_create_string_utf8(env, "moat-native-request", NAPI_AUTO_LENGTH, &name);
+    napi_value name, handle;
+    name = key(env, KEY_RESOURCE);
     if (napi_create_reference(env, argv[1], 1, &c->callback) != napi_ok || napi_async_init(env, NULL, name, &c->async) != napi_ok) {
       free(c);
       napi_throw_error(env, "ERR_NATIVE", "cannot create the response channel");
       return NULL;
     }
     c->state = st;
-    napi_create_object(env, &handle);
-    napi_create_function(env, "abort", NAPI_AUTO_LENGTH, abort_request, c, &abort_fn);
-    napi_add_finalizer(env, abort_fn, c, abort_finalize, NULL, NULL);
-    napi_set_named_property(env, handle, "abort", abort_fn);
+    handle = abort_handle(env, st, c);
     /* Alone on the loop, a request waits for its stamp either way: the hop would only add
        two thread wake-ups to its latency. */
-    if (opts.body_len >= OFFLOAD_MIN_BODY && moat_loop_busy(st->loop) && offload(env, st, c, &opts)) return handle;
+    if (opts.body_len >= OFFLOAD_MIN_BODY && moat_loop_busy(st->loop) && moat_stamp_pending(opts.body, opts.body_len) && offload(env, st, c, &opts))
+      return handle;
     c->transfer = moat_loop_start(st->loop, &opts, loop_emit, c, &c->aborted, loop_done);
     /* A transfer that could not start has queued its error: deliver it now. */
     if (c->transfer == NULL) drain(st);
     return handle;
   }
   napi_value name;
-  napi_create_string_utf8(env, "moat-native-request", NAPI_AUTO_LENGTH, &name);
+  name = key(env, KEY_RESOURCE);
   if (napi_create_threadsafe_function(env, argv[1], NULL, name, 0, 1, c, tsfn_finalize, c, call_js, &c->tsfn) != napi_ok) {
     free(c);
     napi_throw_error(env, "ERR_NATIVE", "cannot create the response channel");
     return NULL;
   }
-  napi_value handle, abort_fn;
-  napi_create_object(env, &handle);
-  napi_create_function(env, "abort", NAPI_AUTO_LENGTH, abort_request, c, &abort_fn);
-  napi_add_finalizer(env, abort_fn, c, abort_finalize, NULL, NULL);
-  napi_set_named_property(env, handle, "abort", abort_fn);
+  napi_value handle = abort_handle(env, env_state_of(env), c);
   if (moat_transport_start(&opts, emit, c, &c->aborted, done) != 0) {
     napi_release_threadsafe_function(c->tsfn, napi_tsfn_abort);
     napi_throw_error(env, "ERR_NATIVE", "cannot start the transfer thread");
@@ -1022,6 +1186,21 @@ static napi_value stamp_key(napi_env env, napi_callback_info info) {
   return handle;
 }
 
+/* jsonObject(bytes: Uint8Array) → 0 (an object with members, no "moat_att"), 1 (an empty object), 2 (anything else) */
+static napi_value json_object(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  const unsigned char *data = NULL;
+  size_t length = 0;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 || !uint8_arg(env, argv[0], &data, &length)) {
+    napi_throw_type_error(env, "ERR_NATIVE_OPTIONS", "expected jsonObject(bytes: Uint8Array)");
+    return NULL;
+  }
+  napi_value out;
+  napi_create_uint32(env, (uint32_t)moat_json_object(data, length), &out);
+  return out;
+}
+
 /* stampMatches(key, base: Uint8Array | null, body: Uint8Array, stampStart, stampEnd) → whether the received stamp is genuine */
 static napi_value stamp_matches(napi_env env, napi_callback_info info) {
   size_t argc = 5;
@@ -1057,6 +1236,9 @@ static napi_value stamp_matches(napi_env env, napi_callback_info info) {
 }
 
 static napi_value init(napi_env env, napi_value exports) {
+  /* request() takes options.envelope: callers may leave the append to the addon. */
+  napi_value appends_envelope;
+  CHECK(napi_get_boolean(env, true, &appends_envelope));
   napi_property_descriptor props[] = {
       {"request", NULL, request, NULL, NULL, NULL, napi_default, NULL},
       {"keyId", NULL, key_id, NULL, NULL, NULL, napi_default, NULL},
@@ -1074,6 +1256,8 @@ static napi_value init(napi_env env, napi_value exports) {
       {"transportMode", NULL, transport_mode, NULL, NULL, NULL, napi_default, NULL},
       {"stampKey", NULL, stamp_key, NULL, NULL, NULL, napi_default, NULL},
       {"stampMatches", NULL, stamp_matches, NULL, NULL, NULL, napi_default, NULL},
+      {"jsonObject", NULL, json_object, NULL, NULL, NULL, napi_default, NULL},
+      {"appendsEnvelope", NULL, NULL, NULL, NULL, appends_envelope, napi_enumerable, NULL},
   };
   CHECK(napi_define_properties(env, exports, sizeof props / sizeof props[0], props));
   return exports;

@@ -28,25 +28,46 @@ static void hex_lower(const unsigned char *bytes, size_t n, unsigned char *out) 
 
 static int is_hex_lower(unsigned char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); }
 
-/* One lp() item: its UTF-8 length as a 32-bit big-endian integer, then its bytes. */
-static int mac_item(EVP_MAC_CTX *mac, const unsigned char *bytes, size_t len) {
-  unsigned char prefix[4] = {(unsigned char)(len >> 24), (unsigned char)(len >> 16), (unsigned char)(len >> 8), (unsigned char)len};
-  return EVP_MAC_update(mac, prefix, 4) && EVP_MAC_update(mac, bytes, len);
+/* One lp() item into out: its UTF-8 length as a 32-bit big-endian integer, then its bytes. */
+static size_t lp_item(unsigned char *out, const char *bytes, size_t len) {
+  out[0] = (unsigned char)(len >> 24);
+  out[1] = (unsigned char)(len >> 16);
+  out[2] = (unsigned char)(len >> 8);
+  out[3] = (unsigned char)len;
+  memcpy(out + 4, bytes, len);
+  return 4 + len;
 }
 
-/* lp(["moat-req/1", method, authority, path, hex(SHA-256(credential))]) into the MAC. */
-static int mac_request_base(EVP_MAC_CTX *mac, const moat_request_components *r) {
+/* hex(SHA-256(credential)): the MAC covers the credential's digest, never the credential. */
+static int credential_digest_hex(const char *credential, unsigned char out[64]) {
   unsigned char digest[32];
-  unsigned char digest_hex[64];
   unsigned int digest_len = 0;
-  if (sha256_md == NULL || !EVP_Digest(r->credential, strlen(r->credential), digest, &digest_len, sha256_md, NULL) || digest_len != 32)
-    return 0;
-  hex_lower(digest, 32, digest_hex);
+  if (sha256_md == NULL || !EVP_Digest(credential, strlen(credential), digest, &digest_len, sha256_md, NULL) || digest_len != 32) return 0;
+  hex_lower(digest, 32, out);
+  moat_wipe(digest, sizeof digest);
+  return 1;
+}
+
+/* lp(["moat-req/1", method, authority, path, hex(SHA-256(credential))]) into the MAC, in one update. */
+static int mac_request_base(EVP_MAC_CTX *mac, const moat_request_components *r) {
   static const char LABEL[] = "moat-req/1";
-  return mac_item(mac, (const unsigned char *)LABEL, sizeof LABEL - 1) &&
-         mac_item(mac, (const unsigned char *)r->method, strlen(r->method)) &&
-         mac_item(mac, (const unsigned char *)r->authority, strlen(r->authority)) &&
-         mac_item(mac, (const unsigned char *)r->path, strlen(r->path)) && mac_item(mac, (const unsigned char *)digest_hex, 64);
+  unsigned char digest_hex[64];
+  if (!credential_digest_hex(r->credential, digest_hex)) return 0;
+  size_t method_len = strlen(r->method), authority_len = strlen(r->authority), path_len = strlen(r->path);
+  size_t len = 5 * 4 + (sizeof LABEL - 1) + method_len + authority_len + path_len + 64;
+  unsigned char small[1024];
+  unsigned char *base = len <= sizeof small ? small : malloc(len);
+  if (base == NULL) return 0;
+  size_t at = lp_item(base, LABEL, sizeof LABEL - 1);
+  at += lp_item(base + at, r->method, method_len);
+  at += lp_item(base + at, r->authority, authority_len);
+  at += lp_item(base + at, r->path, path_len);
+  at += lp_item(base + at, (const char *)digest_hex, 64);
+  int ok = EVP_MAC_update(mac, base, at);
+  moat_wipe(base, at);
+  moat_wipe(digest_hex, sizeof digest_hex);
+  if (base != small) free(base);
+  return ok;
 }
 
 static pthread_once_t hmac_once = PTHREAD_ONCE_INIT;
@@ -61,19 +82,8 @@ static void fetch_hmac(void) {
   EVP_MAC_free(alg);
 }
 
-/* HMAC-SHA-256 over (request base ‖) body; 1 on success. */
-static int hmac_sha256(const unsigned char *key, size_t key_len, const moat_request_components *request, const unsigned char *body, size_t len,
-                       unsigned char out[32]) {
-  pthread_once(&hmac_once, fetch_hmac);
-  EVP_MAC_CTX *mac = hmac_template != NULL ? EVP_MAC_CTX_dup(hmac_template) : NULL;
-  size_t out_len = 0;
-  int ok = mac != NULL && EVP_MAC_init(mac, key, key_len, NULL) && (request == NULL || mac_request_base(mac, request)) &&
-           EVP_MAC_update(mac, body, len) && EVP_MAC_final(mac, out, &out_len, 32) && out_len == 32;
-  EVP_MAC_CTX_free(mac);
-  return ok;
-}
-
-moat_stamp_result moat_stamp(unsigned char *body, size_t len, const moat_request_components *request) {
+/* The anchored envelope's stamp region [*start, *start + *hex_len), and whether it is r1. */
+static moat_stamp_result find_placeholder(const unsigned char *body, size_t len, size_t *start, size_t *hex_len, int *bound) {
   if (len < ANCHOR_LEN + 3 || body[len - 1] != '}' || body[len - 2] != '"') return MOAT_STAMP_NO_ENVELOPE;
   size_t value_end = len - 2;
   size_t value_start = value_end;
@@ -88,7 +98,7 @@ moat_stamp_result moat_stamp(unsigned char *body, size_t len, const moat_request
   const unsigned char *v = body + value_start;
   size_t vlen = value_end - value_start;
   if (vlen < 3 || (memcmp(v, "v1.", 3) != 0 && memcmp(v, "r1.", 3) != 0)) return MOAT_STAMP_NO_ENVELOPE;
-  int bound = v[0] == 'r';
+  *bound = v[0] == 'r';
   size_t dots[4];
   int ndots = 0;
   for (size_t i = 2; i < vlen && ndots < 5; i++) {
@@ -109,24 +119,67 @@ moat_stamp_result moat_stamp(unsigned char *body, size_t len, const moat_request
     if (!is_hex_lower(body[i])) return MOAT_STAMP_NO_ENVELOPE;
     if (body[i] != '0') return MOAT_STAMP_NOT_PLACEHOLDER;
   }
+  *start = stamp_start;
+  *hex_len = stamp_len;
+  return MOAT_STAMP_OK;
+}
 
+int moat_stamp_pending(const unsigned char *body, size_t len) {
+  size_t start, hex_len;
+  int bound;
+  return find_placeholder(body, len, &start, &hex_len, &bound) == MOAT_STAMP_OK;
+}
+
+moat_stamp_result moat_stamp_begin(moat_stamp_stream *s, const unsigned char *body, size_t len, const moat_request_components *request) {
+  memset(s, 0, sizeof *s);
+  int bound = 0;
+  moat_stamp_result found = find_placeholder(body, len, &s->stamp_start, &s->stamp_len, &bound);
+  if (found != MOAT_STAMP_OK) return found;
   if (bound && (request == NULL || request->method == NULL || request->authority == NULL || request->path == NULL || request->credential == NULL))
     return MOAT_STAMP_NO_REQUEST;
 
+  pthread_once(&hmac_once, fetch_hmac);
   unsigned char key[64];
   size_t key_len = moat_key_len();
   moat_key_load(key);
-  unsigned char mac[32];
-  /* The placeholder zeros are in place, so the MAC covers key id, time and nonce too. */
-  int ok = hmac_sha256(key, key_len, bound ? request : NULL, body, len, mac);
+  s->mac = hmac_template != NULL ? EVP_MAC_CTX_dup(hmac_template) : NULL;
+  int ok = s->mac != NULL && EVP_MAC_init(s->mac, key, key_len, NULL) && (!bound || mac_request_base(s->mac, request));
   moat_wipe(key, sizeof key);
   if (!ok) {
-    moat_wipe(mac, sizeof mac);
+    moat_stamp_abandon(s);
     return MOAT_STAMP_CRYPTO;
   }
-  hex_lower(mac, stamp_len / 2, body + stamp_start);
-  moat_wipe(mac, sizeof mac);
   return MOAT_STAMP_OK;
+}
+
+int moat_stamp_advance(moat_stamp_stream *s, const unsigned char *body, size_t upto) {
+  if (s->mac == NULL) return 0;
+  if (upto <= s->hashed) return 1;
+  /* The placeholder zeros are still in place, so the MAC covers key id, time and nonce too. */
+  if (!EVP_MAC_update(s->mac, body + s->hashed, upto - s->hashed)) return 0;
+  s->hashed = upto;
+  return 1;
+}
+
+moat_stamp_result moat_stamp_finish(moat_stamp_stream *s, unsigned char *body, size_t len) {
+  unsigned char mac[32];
+  size_t out_len = 0;
+  int ok = moat_stamp_advance(s, body, len) && EVP_MAC_final(s->mac, mac, &out_len, sizeof mac) && out_len == sizeof mac;
+  moat_stamp_abandon(s);
+  if (ok) hex_lower(mac, s->stamp_len / 2, body + s->stamp_start);
+  moat_wipe(mac, sizeof mac);
+  return ok ? MOAT_STAMP_OK : MOAT_STAMP_CRYPTO;
+}
+
+void moat_stamp_abandon(moat_stamp_stream *s) {
+  EVP_MAC_CTX_free(s->mac);
+  s->mac = NULL;
+}
+
+moat_stamp_result moat_stamp(unsigned char *body, size_t len, const moat_request_components *request) {
+  moat_stamp_stream s;
+  moat_stamp_result begun = moat_stamp_begin(&s, body, len, request);
+  return begun == MOAT_STAMP_OK ? moat_stamp_finish(&s, body, len) : begun;
 }
 
 struct moat_mac_key {

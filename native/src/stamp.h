@@ -34,6 +34,30 @@ typedef struct {
  */
 moat_stamp_result moat_stamp(unsigned char *body, size_t len, const moat_request_components *request);
 
+/* Whether the body ends with an anchored placeholder for the compiled-in key: one moat_stamp would write. */
+int moat_stamp_pending(const unsigned char *body, size_t len);
+
+/*
+ * The same stamp computed while the body goes out (a large body's MAC then overlaps with
+ * its sending): moat_stamp_begin checks the envelope as moat_stamp does and keys the MAC
+ * (reading the r1 request base), moat_stamp_advance takes the body up to `upto` — any byte
+ * before the stamp region may be sent once it is in — and moat_stamp_finish takes the rest
+ * and writes the stamp, after which the region may be sent. Results are moat_stamp's; a
+ * stream that begun with anything but MOAT_STAMP_OK holds nothing. moat_stamp_abandon
+ * frees a stream that will not be finished.
+ */
+typedef struct {
+  struct evp_mac_ctx_st *mac;
+  size_t hashed;      /* body bytes the MAC has taken */
+  size_t stamp_start; /* the placeholder's first hex digit */
+  size_t stamp_len;   /* its hex digits */
+} moat_stamp_stream;
+
+moat_stamp_result moat_stamp_begin(moat_stamp_stream *s, const unsigned char *body, size_t len, const moat_request_components *request);
+int moat_stamp_advance(moat_stamp_stream *s, const unsigned char *body, size_t upto);
+moat_stamp_result moat_stamp_finish(moat_stamp_stream *s, unsigned char *body, size_t len);
+void moat_stamp_abandon(moat_stamp_stream *s);
+
 /* A verifier's stamping key, set up once: the HMAC state after the key (what EVP_MAC_init
    computes per call otherwise). Freeing it wipes the key material (EVP_MAC_CTX_free). */
 typedef struct moat_mac_key moat_mac_key;

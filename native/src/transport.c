@@ -81,6 +81,10 @@ typedef struct {
   request_target target;
   int have_target;
   int on_loop; /* driven by a loop's multi handle, not a thread of its own */
+  /* A body stamped as it goes out: the MAC so far, and how much of the body libcurl has read. */
+  moat_stamp_stream stream;
+  int streaming;
+  size_t sent;
   /* Takes the finished transfer's easy handle back for another transfer (1), or declines (0). */
   int (*release)(void *ctx, CURL *curl);
   void *release_ctx;
@@ -238,8 +242,53 @@ static int target_parse(request_target *r, const char *url, const struct curl_sl
   return ok;
 }
 
-/* Stamps the body in the addon's copy and sets up the easy handle; NULL when no handle could be made. */
-static CURL *transfer_prepare(transfer *t) {
+/*
+ * Bodies from this size on are stamped as they go out: the MAC takes each part just before
+ * libcurl sends it, in parts of at most STAMP_PART bytes, so the server reads the first
+ * parts while the rest is hashed. Below it, one MAC over the body before sending costs
+ * less than the extra sends.
+ */
+#define STAMP_AS_SENT_MIN (32 * 1024)
+#define STAMP_PART (32 * 1024)
+
+/* libcurl's read callback for a body stamped as it goes out: the stamp is written before any byte of its region is handed over. */
+static size_t body_part(char *buf, size_t size, size_t n, void *userdata) {
+  transfer *t = userdata;
+  if (*t->aborted) return CURL_READFUNC_ABORT;
+  size_t room = size * n, left = t->opts.body_len - t->sent;
+  if (room > STAMP_PART) room = STAMP_PART;
+  size_t take = left < room ? left : room, upto = t->sent + take;
+  if (t->streaming) {
+    int ok;
+    if (upto > t->stream.stamp_start) {
+      ok = moat_stamp_finish(&t->stream, t->opts.body, t->opts.body_len) == MOAT_STAMP_OK;
+      t->streaming = 0;
+    } else {
+      ok = moat_stamp_advance(&t->stream, t->opts.body, upto);
+    }
+    /* The body still goes out, with its placeholder: the verifier decides (fail open). */
+    if (!ok) {
+      moat_stamp_abandon(&t->stream);
+      t->streaming = 0;
+      t->stamp_result = MOAT_STAMP_CRYPTO;
+    }
+  }
+  memcpy(buf, t->opts.body + t->sent, take);
+  t->sent = upto;
+  return take;
+}
+
+/* libcurl rewinds a body to send it again (a reused connection found closed): the MAC keeps what it has taken. */
+static int seek_body(void *userdata, curl_off_t offset, int origin) {
+  transfer *t = userdata;
+  if (origin != SEEK_SET || offset < 0 || (curl_off_t)t->opts.body_len < offset) return CURL_SEEKFUNC_CANTSEEK;
+  t->sent = (size_t)offset;
+  return CURL_SEEKFUNC_OK;
+}
+
+/* Stamps the body in the addon's copy and sets up the easy handle; NULL when no handle could be made.
+   With `as_sent`, a large body is stamped while it is sent instead of before. */
+static CURL *transfer_prepare(transfer *t, int as_sent) {
   t->have_target = target_parse(&t->target, t->opts.url, t->opts.headers);
   if (t->have_target) {
     size_t cap = strlen(t->target.authority) + 7;
@@ -252,8 +301,15 @@ static CURL *transfer_prepare(transfer *t) {
   }
   moat_request_components components = {t->opts.method, t->have_target ? t->target.authority : NULL,
                                          t->have_target ? t->target.path : NULL, t->have_target ? t->target.credential : NULL};
-  t->stamp_result = t->opts.body != NULL ? (int)moat_stamp(t->opts.body, t->opts.body_len, t->have_target ? &components : NULL)
-                                         : (int)MOAT_STAMP_NO_ENVELOPE;
+  const moat_request_components *request = t->have_target ? &components : NULL;
+  if (t->opts.body == NULL) {
+    t->stamp_result = MOAT_STAMP_NO_ENVELOPE;
+  } else if (as_sent && t->opts.body_len >= STAMP_AS_SENT_MIN) {
+    t->stamp_result = (int)moat_stamp_begin(&t->stream, t->opts.body, t->opts.body_len, request);
+    t->streaming = t->stamp_result == MOAT_STAMP_OK;
+  } else {
+    t->stamp_result = (int)moat_stamp(t->opts.body, t->opts.body_len, request);
+  }
   /* A loop transfer may come with a handle from the loop's pool (reset: no options left). */
   CURL *c = t->curl != NULL ? t->curl : lib->easy_init();
   t->curl = c;
@@ -282,7 +338,14 @@ static CURL *transfer_prepare(transfer *t) {
   /* No "Expect: 100-continue" round trip before the body. */
   t->opts.headers = lib->slist_append(t->opts.headers, "Expect:");
   lib->easy_setopt(c, CURLOPT_HTTPHEADER, t->opts.headers);
-  if (t->opts.body != NULL) {
+  if (t->streaming) {
+    lib->easy_setopt(c, CURLOPT_POST, 1L);
+    lib->easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)t->opts.body_len);
+    lib->easy_setopt(c, CURLOPT_READFUNCTION, body_part);
+    lib->easy_setopt(c, CURLOPT_READDATA, t);
+    lib->easy_setopt(c, CURLOPT_SEEKFUNCTION, seek_body);
+    lib->easy_setopt(c, CURLOPT_SEEKDATA, t);
+  } else if (t->opts.body != NULL) {
     lib->easy_setopt(c, CURLOPT_POSTFIELDS, t->opts.body);
     lib->easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)t->opts.body_len);
   }
@@ -313,6 +376,7 @@ static void transfer_finish(transfer *t, CURLcode rc) {
     }
   }
   if (t->curl != NULL && !(t->release != NULL && t->release(t->release_ctx, t->curl))) lib->easy_cleanup(t->curl);
+  if (t->streaming) moat_stamp_abandon(&t->stream);
   if (t->have_target) target_free(&t->target);
   free(t->hdr);
   free_opts(&t->opts);
@@ -322,7 +386,7 @@ static void transfer_finish(transfer *t, CURLcode rc) {
 
 static void *run(void *arg) {
   transfer *t = arg;
-  CURL *c = transfer_prepare(t);
+  CURL *c = transfer_prepare(t, 1);
   transfer_finish(t, c != NULL ? lib->easy_perform(c) : CURLE_FAILED_INIT);
   return NULL;
 }
@@ -417,6 +481,7 @@ typedef struct socket_watch {
   curl_socket_t fd;
   moat_loop *loop;
   int events; /* what the handle polls for now (UV_READABLE | UV_WRITABLE), 0 when stopped */
+  int wanted; /* what libcurl last asked to watch for, 0 once it stopped watching */
   int idle;   /* libcurl no longer watches the socket */
 } socket_watch;
 
@@ -469,6 +534,7 @@ static void process_done(moat_loop *l) {
 static void watch_stop(socket_watch *w) {
   if (w->events != 0) uv.poll_stop(&w->poll);
   w->events = 0;
+  w->wanted = 0;
   w->idle = 0;
 }
 
@@ -479,9 +545,19 @@ static void on_poll(uv_poll_t *handle, int status, int events) {
     watch_stop(w);
     return;
   }
-  int flags = status < 0 ? CURL_CSELECT_ERR : ((events & UV_READABLE) ? CURL_CSELECT_IN : 0) | ((events & UV_WRITABLE) ? CURL_CSELECT_OUT : 0);
+  int flags = ((events & UV_READABLE) ? CURL_CSELECT_IN : 0) | ((events & UV_WRITABLE) ? CURL_CSELECT_OUT : 0);
+  if (status < 0) {
+    /* libuv met an error on the socket (a reset, say) and stopped its handle. libcurl is
+       told the socket is readable and writable: its next read or write meets the error
+       itself and treats it as any dead connection — a request on a reused one goes again
+       on a new connection, where "poll error" would only fail it. */
+    w->events = 0;
+    flags = CURL_CSELECT_IN | CURL_CSELECT_OUT;
+  }
   int running = 0;
   lib->multi_socket_action(l->multi, w->fd, flags, &running);
+  /* Still watched by libcurl after the error: poll again, as libcurl will not ask twice. */
+  if (status < 0 && w->events == 0 && w->wanted != 0 && !w->idle && uv.poll_start(&w->poll, w->wanted, on_poll) == 0) w->events = w->wanted;
   process_done(l);
   l->drain(l->user);
 }
@@ -527,6 +603,7 @@ static int socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *
   moat_loop *l = userp;
   socket_watch *w = (fd >= 0 && (size_t)fd < l->watch_cap) ? l->watches[fd] : NULL;
   if (what == CURL_POLL_REMOVE) {
+    if (w != NULL) w->wanted = 0;
     if (w != NULL && w->events == UV_READABLE) w->idle = 1;
     else if (w != NULL) watch_stop(w);
     return 0;
@@ -534,6 +611,7 @@ static int socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *
   if (w == NULL && (w = watch_for(l, fd)) == NULL) return -1;
   w->idle = 0;
   int events = ((what & CURL_POLL_IN) ? UV_READABLE : 0) | ((what & CURL_POLL_OUT) ? UV_WRITABLE : 0);
+  w->wanted = events;
   /* uv_poll_start re-arms epoll even for the same events: only a change is passed on. */
   if (events == w->events) return 0;
   if (uv.poll_start(&w->poll, events, on_poll) != 0) return -1;
@@ -631,7 +709,8 @@ void *moat_loop_create(moat_loop *l, moat_request_opts *opts, moat_emit emit, vo
   return t;
 }
 
-void moat_loop_prepare(void *handle) { transfer_prepare(handle); }
+/* Off the loop (a pool thread), the whole body is stamped there: the loop's thread sends only. */
+void moat_loop_prepare(void *handle) { transfer_prepare(handle, 0); }
 
 void *moat_loop_add(moat_loop *l, void *handle) {
   transfer *t = handle;
@@ -664,7 +743,7 @@ void *moat_loop_add(moat_loop *l, void *handle) {
 void *moat_loop_start(moat_loop *l, moat_request_opts *opts, moat_emit emit, void *ctx, volatile int *aborted, void (*done)(void *ctx)) {
   void *t = moat_loop_create(l, opts, emit, ctx, aborted, done);
   if (t == NULL) return NULL;
-  moat_loop_prepare(t);
+  transfer_prepare(t, 1);
   return moat_loop_add(l, t);
 }
 

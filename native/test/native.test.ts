@@ -72,7 +72,9 @@ describe('@moat/native', () => {
   it('loads and exposes its functions, and no key getter', () => {
     expect(loadError).toBeUndefined();
     expect(Object.getOwnPropertyNames(native ?? {}).sort()).toEqual([
+      'appendsEnvelope',
       'getDumpable',
+      'jsonObject',
       'keyId',
       'literalsCompile',
       'literalsCompilePacked',

@@ -375,6 +375,71 @@ describe('attested fetch over the native addon', () => {
     expect((await verifyReceived(last)).signal).toBe('invalid');
   });
 
+  it('the addon appends the envelope as it copies the body; what it leaves to JavaScript gets what appendEnvelope gives', async () => {
+    const calls: Array<{ body: unknown; envelope: string | undefined }> = [];
+    const addon = native as NonNullable<typeof native>;
+    const recording = (appendsEnvelope: boolean) => ({
+      keyId: () => addon.keyId(),
+      ...(appendsEnvelope ? { appendsEnvelope } : {}),
+      request: (options: Parameters<typeof addon.request>[0], onEvent: Parameters<typeof addon.request>[1]) => {
+        calls.push({ body: options.body, envelope: options.envelope });
+        return addon.request(options, onEvent);
+      },
+    });
+    const warnings: string[] = [];
+    const send = async (given: string | Uint8Array, appendsEnvelope = true) => {
+      calls.length = 0;
+      const request = createAttestedRequest({ native: recording(appendsEnvelope), onWarning: (m) => warnings.push(m) });
+      await (await request(`${base}/v1/messages`, { method: 'POST', body: given })).body.arrayBuffer();
+      return { raw: (received.at(-1) as Received).raw, calls: [...calls], verdict: await verifyReceived(received.at(-1) as Received) };
+    };
+
+    // A JSON object body: the string itself goes to the addon, which appends the envelope.
+    const plain = await send(body());
+    expect(plain.calls).toEqual([{ body: body(), envelope: expect.stringMatching(/^r1\./) }]);
+    expect(plain.verdict).toMatchObject({ signal: 'valid', binding: 'request' });
+    // An addon from before: JavaScript appends, the addon stamps.
+    const older = await send(body(), false);
+    expect(older.calls).toEqual([{ body: expect.any(Buffer), envelope: undefined }]);
+    expect(older.verdict).toMatchObject({ signal: 'valid' });
+
+    // A byte-order mark, and bytes that are not UTF-8: the addon refuses, JavaScript decodes
+    // (dropping the mark, replacing the bytes) and appends; the stamp covers what is sent.
+    const bom = await send(new Uint8Array([0xef, 0xbb, 0xbf, ...Buffer.from(body())]));
+    expect(bom.calls.map((c) => c.envelope === undefined)).toEqual([false, true]);
+    expect(bom.raw[0]).toBe(0x7b);
+    expect(bom.verdict).toMatchObject({ signal: 'valid' });
+    const latin1 = await send(Buffer.concat([Buffer.from('{"text":"'), Buffer.from([0xe9]), Buffer.from('"}')]));
+    expect(latin1.raw.subarray(0, 13).toString()).toBe('{"text":"\ufffd"');
+    expect(latin1.verdict).toMatchObject({ signal: 'valid' });
+
+    // A body that already names the member: sent as it is, with a warning; not an object: as it is, silently.
+    const before = warnings.length;
+    const taken = await send('{"moat_att":"mine"}');
+    expect(taken.raw.toString()).toBe('{"moat_att":"mine"}');
+    expect(warnings.slice(before)).toEqual([expect.stringMatching(/no envelope added \(ERR_BODY_HAS_ENVELOPE/)]);
+    const list = await send('[1,2]');
+    expect(list.raw.toString()).toBe('[1,2]');
+    expect(list.calls).toEqual([{ body: '[1,2]', envelope: undefined }]);
+    expect(warnings.length).toBe(before + 1);
+  });
+
+  it('a request that cannot start rejects, before and after the addon has loaded; it never throws', async () => {
+    const request = createAttestedRequest();
+    for (let i = 0; i < 2; i++) {
+      let pending: Promise<unknown> | undefined;
+      expect(() => {
+        pending = request('not a url', { method: 'POST', body: body() });
+      }).not.toThrow();
+      await expect(pending).rejects.toThrow(TypeError);
+      await (await request(`${base}/v1/messages`, { method: 'POST', body: body() })).body.arrayBuffer();
+    }
+    const aborted = AbortSignal.abort();
+    await expect(request(`${base}/v1/messages`, { method: 'POST', body: body(), signal: aborted })).rejects.toMatchObject({
+      name: 'AbortError',
+    });
+  });
+
   it('connection errors reject like fetch does', async () => {
     const attestedFetch = createAttestedFetch({ connectTimeoutMs: 1_000 });
     await expect(attestedFetch('http://127.0.0.1:9/v1/messages', { method: 'POST', body: body() })).rejects.toThrow(

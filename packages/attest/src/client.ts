@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { appendEnvelope, placeholderEnvelope } from '@moat/protocol';
+import { appendEnvelope, placeholderEnvelopes } from '@moat/protocol';
 import {
   createWarner,
   errorMessage,
@@ -13,7 +13,7 @@ import {
 type Complete<T> = { -readonly [K in keyof T]-?: T[K] | undefined };
 
 /** The native transport's interface (`@moat/native`'s request and key id), injectable for tests. */
-export type NativeTransport = Pick<NativeBinding, 'request' | 'keyId'>;
+export type NativeTransport = Pick<NativeBinding, 'request' | 'keyId' | 'appendsEnvelope'>;
 
 /** Request header that tells the verifier the client could not attest this request. */
 export const UNATTESTED_HEADER = 'moat-attestation';
@@ -131,6 +131,18 @@ function nonceHex(): string {
   return hex;
 }
 
+/** Whether the body, read as UTF-8 text (a byte-order mark dropped), starts with "{" and ends with "}". */
+function bracesAround(bytes: Uint8Array | string): boolean {
+  if (typeof bytes === 'string') return bytes.startsWith('{') && bytes.endsWith('}');
+  const bom = bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf ? 3 : 0;
+  return bytes.length >= bom + 2 && bytes[bom] === 0x7b && bytes[bytes.length - 1] === 0x7d;
+}
+
+/** The bytes as a Buffer over the same memory, for the addon. */
+function asBuffer(body: Uint8Array | undefined): Buffer | undefined {
+  return body === undefined || Buffer.isBuffer(body) ? body : Buffer.from(body.buffer, body.byteOffset, body.byteLength);
+}
+
 function bodyBytes(body: RequestInit['body'] | null | undefined): Uint8Array | undefined | 'unsupported' {
   if (body === undefined || body === null) return undefined;
   if (typeof body === 'string') return Buffer.from(body);
@@ -167,7 +179,8 @@ export function createAttestedFetch(options: AttestedFetchOptions = {}): Atteste
   return async (input, init = {}) => {
     const request = input instanceof Request ? input : undefined;
     const given = init.body ?? (request !== undefined && request.body !== null ? new Uint8Array(await request.arrayBuffer()) : undefined);
-    const prepared = await sender.prepare(
+    if (sender.loaded() === undefined) await sender.load();
+    const prepared = sender.prepare(
       new URL(request?.url ?? String(input)),
       (init.method ?? request?.method ?? 'GET').toUpperCase(),
       headerLines(init.headers ?? request?.headers),
@@ -211,7 +224,7 @@ export function createAttestedFetch(options: AttestedFetchOptions = {}): Atteste
           else controller?.error(err);
         },
         failed(reason) {
-          sender.fallback(prepared.url.href, init, prepared.body, reason).then(resolve, reject);
+          sender.fallback(prepared.url.href, init, sender.withEnvelope(prepared), reason).then(resolve, reject);
         },
       });
     });
@@ -352,16 +365,17 @@ function headerRecord(block: string): Record<string, string> {
  */
 export function createAttestedRequest(options: AttestedFetchOptions = {}): AttestedRequest {
   const sender = createSender(options);
-  return async (input, init = {}) => {
-    const prepared = await sender.prepare(
+  const send = (input: string | URL, init: AttestedRequestInit): Promise<AttestedResponse> => {
+    const prepared = sender.prepare(
       input instanceof URL ? input : new URL(input),
       (init.method ?? 'GET').toUpperCase(),
       headerLines(init.headers),
       init.body,
       init.signal,
     );
-    const viaFetch = async (reason: UnattestedReason) => {
-      const res = await sender.fallback(prepared.url.href, init as RequestInit, prepared.body, reason);
+    const viaFetch = async (reason: UnattestedReason): Promise<AttestedResponse> => {
+      const sent = prepared.kind === 'native' ? sender.withEnvelope(prepared) : prepared.body;
+      const res = await sender.fallback(prepared.url.href, init as RequestInit, sent, reason);
       const body = new ChunkBody();
       (async () => {
         try {
@@ -384,7 +398,7 @@ export function createAttestedRequest(options: AttestedFetchOptions = {}): Attes
       sender.transmit(prepared, {
         headers(status, block) {
           settled = true;
-          resolve({ statusCode: status, headers: headerRecord(block), body });
+          resolve(new NativeResponse(status, block, body));
         },
         data: (chunk) => body.push(chunk),
         end: () => body.end(),
@@ -396,6 +410,32 @@ export function createAttestedRequest(options: AttestedFetchOptions = {}): Attes
       });
     });
   };
+  // Not an async function: once the addon is loaded, a request takes no extra promise turns.
+  return (input, init = {}) => {
+    if (sender.loaded() === undefined) return sender.load().then(() => send(input, init));
+    try {
+      return send(input, init);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  };
+}
+
+/** A response from the addon; its header block is parsed when `headers` is first read. */
+class NativeResponse implements AttestedResponse {
+  readonly statusCode: number;
+  readonly body: AttestedBody;
+  #block: string;
+  #headers: Record<string, string> | undefined;
+  constructor(statusCode: number, block: string, body: AttestedBody) {
+    this.statusCode = statusCode;
+    this.#block = block;
+    this.body = body;
+  }
+  get headers(): Record<string, string> {
+    this.#headers ??= headerRecord(this.#block);
+    return this.#headers;
+  }
 }
 
 /** What a send needs once its body carries the envelope. */
@@ -405,7 +445,9 @@ interface PreparedSend {
   readonly url: URL;
   readonly method: string;
   readonly lines: string[];
-  readonly body: Uint8Array | undefined;
+  /** The body as given (a string only for an addon that encodes it); with `envelope`, the addon appends that envelope value to its copy. */
+  readonly body: Uint8Array | string | undefined;
+  readonly envelope: string | undefined;
   readonly signal: AbortSignal | undefined;
 }
 
@@ -455,87 +497,140 @@ function createSender(options: AttestedFetchOptions) {
     return addon;
   };
 
-  const prepare = async (
+  /**
+   * `body` with the envelope appended as the protocol's `appendEnvelope` does it in JavaScript
+   * — a body that is not a JSON object text stays as it is; one that cannot take the envelope
+   * stays too, with a warning.
+   */
+  const appendInJs = (body: Uint8Array | string, envelope: string): Uint8Array => {
+    const text = typeof body === 'string' ? body : new TextDecoder().decode(body);
+    if (text.startsWith('{') && text.endsWith('}')) {
+      try {
+        return Buffer.from(appendEnvelope(text, envelope));
+      } catch (e) {
+        warn('envelope', `no envelope added (${errorMessage(e)})`);
+      }
+    }
+    return typeof body === 'string' ? Buffer.from(body) : body;
+  };
+
+  /** The bytes a send without the addon's append carries: the envelope appended in JavaScript. */
+  const withEnvelope = ({ body, envelope }: PreparedSend): Uint8Array | undefined =>
+    body === undefined
+      ? undefined
+      : envelope !== undefined
+        ? appendInJs(body, envelope)
+        : typeof body === 'string'
+          ? Buffer.from(body)
+          : body;
+
+  // Placeholder makers for the addon's key id, r1 and v1, made on first use.
+  const makers: { r1?: (ts: number, nonce: string) => string; v1?: (ts: number, nonce: string) => string } = {};
+  const length = options.stampHexLength === undefined ? {} : { stampHexLength: options.stampHexLength };
+  const placeholder = (kid: string, bound: boolean): string => {
+    const scheme = bound ? 'r1' : 'v1';
+    let make = makers[scheme];
+    if (make === undefined) {
+      make = placeholderEnvelopes({ kid, ...length, ...(bound ? { binding: 'request' as const } : {}) });
+      makers[scheme] = make;
+    }
+    return make(Math.floor(now() / 1000), nonceHex());
+  };
+
+  /** Prepares a send once the addon is loaded (see `loaded` and `load`). */
+  const prepare = (
     url: URL,
     method: string,
     lines: string[],
     given: RequestInit['body'] | undefined,
     signal: AbortSignal | undefined,
-  ): Promise<PreparedSend | { kind: 'fallback'; url: URL; body: Uint8Array | undefined; reason: UnattestedReason }> => {
-    // A string body is encoded once, with its envelope: not before and again after.
-    const givenText = typeof given === 'string' ? given : undefined;
-    let body = givenText !== undefined ? undefined : bodyBytes(given);
-    const { native, reason, kid } = addon ?? (await loadAddon());
-    if (body === 'unsupported') {
+  ): PreparedSend | { kind: 'fallback'; url: URL; body: Uint8Array | undefined; reason: UnattestedReason } => {
+    if (addon === undefined) throw new Error('the addon is not loaded yet: await load() first');
+    const bytes = typeof given === 'string' ? given : bodyBytes(given);
+    const { native, reason, kid } = addon;
+    if (bytes === 'unsupported') {
       warn('unsupported_body', 'a streaming or form body cannot be stamped; sent unattested');
       return { kind: 'fallback', url, body: undefined, reason: 'unsupported_body' };
     }
-    if ((givenText !== undefined || body !== undefined) && (options.envelopeFor?.(url) ?? true)) {
-      const text = givenText ?? new TextDecoder().decode(body as Uint8Array);
-      if (text.startsWith('{') && text.endsWith('}')) {
-        try {
-          const envelope = placeholderEnvelope({
-            kid,
-            ts: Math.floor(now() / 1000),
-            nonce: nonceHex(),
-            ...(options.stampHexLength === undefined ? {} : { stampHexLength: options.stampHexLength }),
-            ...((options.bindRequestFor?.(url) ?? true) ? { binding: 'request' as const } : {}),
-          });
-          body = Buffer.from(appendEnvelope(text, envelope));
-        } catch (e) {
-          warn('envelope', `no envelope added (${errorMessage(e)})`);
-        }
+    // The addon encodes a string body and appends the envelope as it makes its own copy: no
+    // JSON parse and no buffer here. Without it (or an addon from before), JavaScript does both.
+    const inAddon = native?.appendsEnvelope === true;
+    let body: Uint8Array | string | undefined = bytes;
+    let envelope: string | undefined;
+    // Only a body that reads as "{…}" gets the envelope; any other goes as it is, without a warning.
+    if (body !== undefined && bracesAround(body) && (options.envelopeFor?.(url) ?? true)) {
+      try {
+        envelope = placeholder(kid, options.bindRequestFor?.(url) ?? true);
+      } catch (e) {
+        warn('envelope', `no envelope added (${errorMessage(e)})`);
+      }
+      if (envelope !== undefined && !inAddon) {
+        body = appendInJs(body, envelope);
+        envelope = undefined;
       }
     }
-    if (body === undefined && givenText !== undefined) body = Buffer.from(givenText);
+    if (typeof body === 'string' && !inAddon) body = Buffer.from(body);
     if (native === undefined) {
       warn('addon_missing', `native addon unavailable (${reason ?? 'not loaded'}); requests go out unattested`);
-      return { kind: 'fallback', url, body, reason: 'addon_missing' };
+      return { kind: 'fallback', url, body: body as Uint8Array | undefined, reason: 'addon_missing' };
     }
     if (signal?.aborted) throw signal.reason ?? new DOMException('This operation was aborted', 'AbortError');
-    return { kind: 'native', native, url, method, lines, body, signal };
+    return { kind: 'native', native, url, method, lines, body, envelope, signal };
   };
 
   /** Hands the request to the addon; events come back through `on`. Returns the abort handle. */
   const transmit = (prepared: PreparedSend, on: TransmitHandlers): { abort(): void } | undefined => {
-    const { native, url, method, lines, body, signal } = prepared;
+    const { native, url, method, lines, envelope, signal } = prepared;
+    let { body } = prepared;
     let handle: { abort(): void } | undefined;
     const onAbort = () => handle?.abort();
+    // One object shape for every request; the addon reads an absent option as undefined.
+    const request: Complete<NativeRequestOptions> = {
+      method,
+      url: url.href,
+      headers: lines,
+      body: typeof body === 'string' ? body : asBuffer(body),
+      envelope,
+      timeoutMs: options.timeoutMs,
+      connectTimeoutMs: options.connectTimeoutMs,
+      pinnedPublicKey: options.pinnedPublicKey,
+      caFile: options.caFile,
+    };
+    const onEvent: Parameters<NativeTransport['request']>[1] = (event, a, b, c) => {
+      if (event === 'headers') {
+        const stamp = STAMP_RESULTS[c ?? 1] ?? 'no_envelope';
+        if (stamp !== 'stamped' && body !== undefined && stamp !== 'no_envelope')
+          warn(`stamp_${stamp}`, `the addon did not stamp the body (${stamp})`);
+        on.headers(a as number, b ?? '');
+      } else if (event === 'data') {
+        // The addon hands the chunk's memory over: a view, not a copy.
+        const chunk = a as Buffer;
+        on.data(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength));
+      } else if (event === 'end') {
+        signal?.removeEventListener('abort', onAbort);
+        on.end();
+      } else {
+        signal?.removeEventListener('abort', onAbort);
+        const message = String(a ?? 'transport error');
+        on.error(
+          signal?.aborted
+            ? (signal.reason ?? new DOMException('This operation was aborted', 'AbortError'))
+            : new TypeError(`fetch failed: ${message}`),
+        );
+      }
+    };
     try {
-      // One object shape for every request; the addon reads an absent option as undefined.
-      const request: Complete<NativeRequestOptions> = {
-        method,
-        url: url.href,
-        headers: lines,
-        body: body === undefined ? undefined : Buffer.isBuffer(body) ? body : Buffer.from(body.buffer, body.byteOffset, body.byteLength),
-        timeoutMs: options.timeoutMs,
-        connectTimeoutMs: options.connectTimeoutMs,
-        pinnedPublicKey: options.pinnedPublicKey,
-        caFile: options.caFile,
-      };
-      handle = native.request(request as NativeRequestOptions, (event, a, b, c) => {
-        if (event === 'headers') {
-          const stamp = STAMP_RESULTS[c ?? 1] ?? 'no_envelope';
-          if (stamp !== 'stamped' && body !== undefined && stamp !== 'no_envelope')
-            warn(`stamp_${stamp}`, `the addon did not stamp the body (${stamp})`);
-          on.headers(a as number, b ?? '');
-        } else if (event === 'data') {
-          // The addon hands the chunk's memory over: a view, not a copy.
-          const chunk = a as Buffer;
-          on.data(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength));
-        } else if (event === 'end') {
-          signal?.removeEventListener('abort', onAbort);
-          on.end();
-        } else {
-          signal?.removeEventListener('abort', onAbort);
-          const message = String(a ?? 'transport error');
-          on.error(
-            signal?.aborted
-              ? (signal.reason ?? new DOMException('This operation was aborted', 'AbortError'))
-              : new TypeError(`fetch failed: ${message}`),
-          );
-        }
-      });
+      try {
+        handle = native.request(request as NativeRequestOptions, onEvent);
+      } catch (e) {
+        // A body the addon cannot append to as it stands (a byte-order mark, bytes that are
+        // not UTF-8, an envelope already there): JavaScript decides, as without the addon.
+        if (envelope === undefined || (e as { code?: unknown }).code !== 'ERR_NATIVE_ENVELOPE_BODY') throw e;
+        body = withEnvelope(prepared);
+        request.body = asBuffer(body);
+        request.envelope = undefined;
+        handle = native.request(request as NativeRequestOptions, onEvent);
+      }
     } catch (e) {
       warn('addon_failed', `native transport failed (${errorMessage(e)}); requests go out unattested`);
       on.failed('addon_failed');
@@ -545,5 +640,5 @@ function createSender(options: AttestedFetchOptions) {
     return handle;
   };
 
-  return { prepare, transmit, fallback };
+  return { prepare, transmit, fallback, withEnvelope, loaded: () => addon, load: loadAddon };
 }

@@ -128,6 +128,29 @@ export function placeholderEnvelope(options: PlaceholderOptions): string {
 }
 
 /**
+ * A maker of placeholder envelopes for one key id, stamp length and scheme, for a client
+ * that writes one per request: the fixed parts are checked once, here; each call checks the
+ * time and nonce it gets. `make(ts, nonce)` equals `placeholderEnvelope({ ...options, ts, nonce })`
+ * and throws the same errors.
+ *
+ * @throws {ProtocolError} when the key id or the stamp length is out of its grammar.
+ * @example
+ * ```ts
+ * const make = placeholderEnvelopes({ kid: 'k1', binding: 'request' });
+ * make(1764000000, '00112233aabbccdd'); // 'r1.k1.1764000000.00112233aabbccdd.000…0'
+ * ```
+ */
+export function placeholderEnvelopes(options: Omit<PlaceholderOptions, 'ts' | 'nonce'>): (ts: number, nonce: string) => string {
+  const head = `${options.binding === 'request' ? 'r1' : 'v1'}.${options.kid}.`;
+  const tail = `.${'0'.repeat(options.stampHexLength ?? DEFAULT_STAMP_HEX_LENGTH)}`;
+  parseEnvelope(`${head}0000000000.0000000000000000${tail}`);
+  return (ts, nonce) =>
+    Number.isInteger(ts) && ts >= 0 && ts <= 9_999_999_999 && NONCE_RE.test(nonce)
+      ? `${head}${String(ts).padStart(10, '0')}.${nonce}${tail}`
+      : placeholderEnvelope({ ...options, ts, nonce });
+}
+
+/**
  * Appends the envelope as the last member of a serialized JSON object body. The body must
  * be a compact JSON object text (first byte `{`, last byte `}`) without a `moat_att`
  * member; nothing before the insertion point changes, so the cacheable prefix is intact.

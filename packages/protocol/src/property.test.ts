@@ -81,6 +81,45 @@ describe('round trips', () => {
     );
   });
 
+  it('placeholderEnvelopes makes what placeholderEnvelope makes, and refuses what it refuses, in the same words', () => {
+    const attempt = (fn: () => string): string => {
+      try {
+        return fn();
+      } catch (error) {
+        if (!(error instanceof p.ProtocolError)) throw error;
+        return error.message;
+      }
+    };
+    let made = 0;
+    let refused = 0;
+    fc.assert(
+      fc.property(
+        fc.constantFrom('k1', 'k2026a', 'K_-9'.repeat(8)),
+        fc.constantFrom(undefined, 32, 48, 64),
+        fc.boolean(),
+        fc.oneof(fc.integer({ min: 0, max: 9_999_999_999 }), fc.integer(), fc.double(), fc.constant(10_000_000_000)),
+        fc.oneof(hexDigits(16), fc.string({ maxLength: 18 }), fc.stringMatching(/^[0-9A-F]{16}$/)),
+        (kid, stampHexLength, bound, ts, nonce) => {
+          const fixed = {
+            kid,
+            ...(stampHexLength === undefined ? {} : { stampHexLength }),
+            ...(bound ? { binding: 'request' as const } : {}),
+          };
+          const make = p.placeholderEnvelopes(fixed);
+          const expected = attempt(() => p.placeholderEnvelope({ ...fixed, ts, nonce }));
+          expect(attempt(() => make(ts, nonce))).toBe(expected);
+          if (expected.startsWith('ERR_')) refused++;
+          else made++;
+        },
+      ),
+      { numRuns: 500 },
+    );
+    expect(made).toBeGreaterThan(50);
+    expect(refused).toBeGreaterThan(50);
+    expect(() => p.placeholderEnvelopes({ kid: 'not a kid' })).toThrow(/ERR_ENVELOPE_KID/);
+    expect(() => p.placeholderEnvelopes({ kid: 'k1', stampHexLength: 30 })).toThrow(/ERR_ENVELOPE_STAMP/);
+  });
+
   it('appendEnvelope then locateEnvelope finds it, for any JSON object body', () => {
     fc.assert(
       fc.property(fc.dictionary(fc.string(), fc.jsonValue()), (object) => {

@@ -10,8 +10,18 @@ export interface NativeRequestOptions {
   readonly url: string;
   /** `Name: value` lines; lines with CR or LF are dropped. */
   readonly headers?: readonly string[];
-  /** The body; the addon stamps its own copy's anchored placeholder before sending. */
-  readonly body?: Buffer;
+  /**
+   * The body; the addon stamps its own copy's anchored placeholder before sending. A string
+   * (where {@link NativeBinding.appendsEnvelope}) is encoded as UTF-8 straight into that copy.
+   */
+  readonly body?: Buffer | string;
+  /**
+   * An envelope value (`[vr]1.<kid>.<ts>.<nonce>.<000…>`) for the addon to append to its copy
+   * of `body` as `appendEnvelope` would (SPEC §4.3), where {@link NativeBinding.appendsEnvelope}.
+   * A body that is not a JSON object text in UTF-8 without a `moat_att` member makes `request`
+   * throw `ERR_NATIVE_ENVELOPE_BODY` before anything is sent: the caller appends it its own way.
+   */
+  readonly envelope?: string;
   readonly timeoutMs?: number;
   readonly connectTimeoutMs?: number;
   /** libcurl public-key pinning: `sha256//<base64>` (several joined by `;`). */
@@ -38,6 +48,15 @@ export interface NativeBinding {
   ): { abort(): void };
   /** Key id of the compiled-in attestation key (the key itself is never exposed). */
   keyId(): string;
+  /** Whether `request` takes `options.envelope` (absent in addons before it). */
+  readonly appendsEnvelope?: boolean;
+  /**
+   * The check behind `options.envelope`: 0 for a JSON object text in strict UTF-8 with
+   * members, none named `moat_att` (after unescaping); 1 for one without members; 2 for
+   * anything else (malformed, another JSON value, whitespace around it, an envelope there,
+   * nesting deeper than 512).
+   */
+  jsonObject(bytes: Uint8Array): 0 | 1 | 2;
   /** `prctl(PR_SET_DUMPABLE, 0)` (macOS: `PT_DENY_ATTACH`): 0, or the errno. */
   setUndumpable(): number;
   /** `prctl(PR_GET_DUMPABLE)`: 1, 0, or a negative errno. */
