@@ -84,35 +84,41 @@ struct env_state {
   moat_loop *loop; /* NULL: each request runs on a thread of its own */
   queued *head, *tail;
   int draining;
-  napi_ref keys[KEY_COUNT];
-  napi_ref events[4];
-  napi_ref abort; /* every handle's abort(), finding its request through `this` */
+  /* One array holding the property names (by KEY_*), the event names (from NAME_EVENTS) and
+     every handle's abort() (NAME_ABORT_FN), which finds its request through `this`: an
+     array, as Node-API 8 references objects only, not strings. */
+  napi_ref names;
   int loop_tried;
 };
 
+#define NAME_EVENTS KEY_COUNT
+#define NAME_ABORT_FN (KEY_COUNT + 4)
+
 static env_state *env_state_of(napi_env env);
 
-/* A name made once for this environment (its string, looked up by reference). */
-static napi_value cached(napi_env env, napi_ref ref, const char *fallback) {
-  napi_value v = NULL;
-  if (ref == NULL || napi_get_reference_value(env, ref, &v) != napi_ok || v == NULL) napi_create_string_utf8(env, fallback, NAPI_AUTO_LENGTH, &v);
+/* Entry `index` of this environment's names; `fallback` made anew if it is missing (out of memory). */
+static napi_value cached(napi_env env, uint32_t index, const char *fallback) {
+  env_state *st = env_state_of(env);
+  napi_value names, v = NULL;
+  napi_valuetype type = napi_undefined;
+  if (st == NULL || st->names == NULL || napi_get_reference_value(env, st->names, &names) != napi_ok || names == NULL ||
+      napi_get_element(env, names, index, &v) != napi_ok || napi_typeof(env, v, &type) != napi_ok || type == napi_undefined) {
+    v = NULL;
+    if (fallback != NULL) napi_create_string_utf8(env, fallback, NAPI_AUTO_LENGTH, &v);
+  }
   return v;
 }
 
-static napi_value key(napi_env env, int k) {
-  env_state *st = env_state_of(env);
-  return cached(env, st != NULL ? st->keys[k] : NULL, KEY_NAMES[k]);
-}
+static napi_value key(napi_env env, int k) { return cached(env, (uint32_t)k, KEY_NAMES[k]); }
 
 
 #define SMALL_CHUNK 4096
 
 /* The callback's arguments for one event: ("headers", status, header block, stamp result), ("data", Buffer), ("end"), ("error", message). */
 static void event_args(napi_env env, moat_event *ev, napi_value args[4]) {
-  env_state *st = env_state_of(env);
   napi_value undefined;
   napi_get_undefined(env, &undefined);
-  args[0] = cached(env, st != NULL ? st->events[ev->type] : NULL, EVENT_NAMES[ev->type]);
+  args[0] = cached(env, NAME_EVENTS + (uint32_t)ev->type, EVENT_NAMES[ev->type]);
   args[1] = undefined;
   args[2] = undefined;
   args[3] = undefined;
@@ -302,11 +308,7 @@ static void loop_abort(control *c) {
 static void env_cleanup(void *arg) {
   env_state *st = arg;
   moat_loop_close(st->loop);
-  for (int k = 0; k < KEY_COUNT; k++)
-    if (st->keys[k] != NULL) napi_delete_reference(st->env, st->keys[k]);
-  for (int e = 0; e < 4; e++)
-    if (st->events[e] != NULL) napi_delete_reference(st->env, st->events[e]);
-  if (st->abort != NULL) napi_delete_reference(st->env, st->abort);
+  if (st->names != NULL) napi_delete_reference(st->env, st->names);
   while (st->head != NULL) {
     queued *q = st->head;
     st->head = q->next;
@@ -332,14 +334,16 @@ static env_state *env_state_of(napi_env env) {
      a runtime without them would refuse to load the addon otherwise. */
   napi_status (*property_key)(napi_env, const char *, size_t, napi_value *) = NULL;
   *(void **)(&property_key) = dlsym(RTLD_DEFAULT, "node_api_create_property_key_latin1");
-  napi_value v;
+  napi_value names, v;
+  if (napi_create_array_with_length(env, NAME_ABORT_FN + 1, &names) != napi_ok) return st;
   for (int k = 0; k < KEY_COUNT; k++)
     if ((property_key != NULL ? property_key(env, KEY_NAMES[k], NAPI_AUTO_LENGTH, &v)
                               : napi_create_string_utf8(env, KEY_NAMES[k], NAPI_AUTO_LENGTH, &v)) == napi_ok)
-      napi_create_reference(env, v, 1, &st->keys[k]);
-  for (int e = 0; e < 4; e++)
-    if (napi_create_string_utf8(env, EVENT_NAMES[e], NAPI_AUTO_LENGTH, &v) == napi_ok) napi_create_reference(env, v, 1, &st->events[e]);
-  if (napi_create_function(env, "abort", NAPI_AUTO_LENGTH, abort_request, NULL, &v) == napi_ok) napi_create_reference(env, v, 1, &st->abort);
+      napi_set_element(env, names, (uint32_t)k, v);
+  for (uint32_t e = 0; e < 4; e++)
+    if (napi_create_string_utf8(env, EVENT_NAMES[e], NAPI_AUTO_LENGTH, &v) == napi_ok) napi_set_element(env, names, NAME_EVENTS + e, v);
+  if (napi_create_function(env, "abort", NAPI_AUTO_LENGTH, abort_request, NULL, &v) == napi_ok) napi_set_element(env, names, NAME_ABORT_FN, v);
+  napi_create_reference(env, names, 1, &st->names);
   return st;
 }
 
@@ -520,12 +524,12 @@ static int read_body(napi_env env, napi_value options, moat_request_opts *opts) 
 }
 
 /* The handle request() returns: { abort() }, holding the request's control until collected. */
-static napi_value abort_handle(napi_env env, env_state *st, control *c) {
-  napi_value handle, abort_fn;
+static napi_value abort_handle(napi_env env, control *c) {
+  napi_value handle;
   napi_create_object(env, &handle);
   napi_wrap(env, handle, c, abort_finalize, NULL, NULL);
-  if (st != NULL && st->abort != NULL && napi_get_reference_value(env, st->abort, &abort_fn) == napi_ok && abort_fn != NULL)
-    napi_set_property(env, handle, key(env, KEY_ABORT), abort_fn);
+  napi_value abort_fn = cached(env, NAME_ABORT_FN, NULL);
+  if (abort_fn != NULL) napi_set_property(env, handle, key(env, KEY_ABORT), abort_fn);
   return handle;
 }
 
@@ -606,7 +610,7 @@ static napi_value request(napi_env env, napi_callback_info info) {
       return NULL;
     }
     c->state = st;
-    handle = abort_handle(env, st, c);
+    handle = abort_handle(env, c);
     /* Alone on the loop, a request waits for its stamp either way: the hop would only add
        two thread wake-ups to its latency. */
     if (opts.body_len >= OFFLOAD_MIN_BODY && moat_loop_busy(st->loop) && moat_stamp_pending(opts.body, opts.body_len) && offload(env, st, c, &opts))
@@ -623,7 +627,7 @@ static napi_value request(napi_env env, napi_callback_info info) {
     napi_throw_error(env, "ERR_NATIVE", "cannot create the response channel");
     return NULL;
   }
-  napi_value handle = abort_handle(env, env_state_of(env), c);
+  napi_value handle = abort_handle(env, c);
   if (moat_transport_start(&opts, emit, c, &c->aborted, done) != 0) {
     napi_release_threadsafe_function(c->tsfn, napi_tsfn_abort);
     napi_throw_error(env, "ERR_NATIVE", "cannot start the transfer thread");
