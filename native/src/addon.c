@@ -111,7 +111,7 @@ static napi_value cached(napi_env env, uint32_t index, const char *fallback) {
 
 static napi_value key(napi_env env, int k) { return cached(env, (uint32_t)k, KEY_NAMES[k]); }
 
-
+/* Response chunks up to this size reach JavaScript as copies, larger ones as their own memory. */
 #define SMALL_CHUNK 4096
 
 /* The callback's arguments for one event: ("headers", status, header block, stamp result), ("data", Buffer), ("end"), ("error", message). */

@@ -35,8 +35,8 @@ typedef struct {
 const moat_curl_api *moat_transport_ready(void);
 
 /*
- * Stamps the body and performs the transfer on a new thread, emitting events as the
- * response arrives. `aborted` is polled by the transfer; setting it aborts. Takes ownership
+ * Stamps the body (one of 32 KB or more as it goes out) and performs the transfer on a new
+ * thread, emitting events as the response arrives. `aborted` is polled by the transfer; setting it aborts. Takes ownership
  * of `opts` members. Returns 0 when the thread started.
  */
 int moat_transport_start(moat_request_opts *opts, moat_emit emit, void *ctx, volatile int *aborted, void (*done)(void *ctx));
@@ -51,7 +51,7 @@ int moat_transport_start(moat_request_opts *opts, moat_emit emit, void *ctx, vol
 typedef struct moat_loop moat_loop;
 moat_loop *moat_loop_open(void *uv_loop, void (*drain)(void *user), void *user);
 
-/* Stamps the body and adds the transfer to the loop; returns its handle for moat_loop_abort, NULL on failure (opts freed). */
+/* Stamps the body (one of 32 KB or more as it goes out) and adds the transfer to the loop; returns its handle for moat_loop_abort, NULL on failure (opts freed). */
 void *moat_loop_start(moat_loop *l, moat_request_opts *opts, moat_emit emit, void *ctx, volatile int *aborted, void (*done)(void *ctx));
 
 /*

@@ -153,10 +153,11 @@ function bodyBytes(body: RequestInit['body'] | null | undefined): Uint8Array | u
 }
 
 /**
- * Creates a `fetch` whose request bodies are stamped and sent by the native addon: for a
- * JSON object body it appends the attestation envelope (key id, time, nonce, placeholder
- * stamp) as the last member, and hands the bytes to native code, which overwrites the
- * placeholder with the keyed MAC in its own copy and sends it over libcurl. The MAC also
+ * Creates a `fetch` whose request bodies are stamped and sent by the native addon: a JSON
+ * object body gets the attestation envelope (key id, time, nonce, placeholder stamp) as its
+ * last member — appended by the addon as it copies the body, or here for an addon from
+ * before or a body it leaves to JavaScript — and native code overwrites the placeholder
+ * with the keyed MAC in its own copy and sends it over libcurl. The MAC also
  * covers the method, authority, path and credential (`r1`), which the addon takes from the
  * request it sends — the URL as libcurl parses it, the `Host` it sets itself, the
  * `x-api-key` or bearer header it sends — never from separate values JavaScript passes. JavaScript —
