@@ -271,6 +271,10 @@ function stampVerifies(raw: Buffer, request: RequestComponents): boolean {
 }
 
 describe('request({ envelope }): the addon appends and stamps in its own copy', () => {
+  it('runs on the transport this process asked for', () => {
+    expect(addon.transportMode()).toBe(process.env.MOAT_NATIVE_TRANSPORT === 'thread' ? 'thread' : 'loop');
+  });
+
   it('appends exactly what appendEnvelope appends, to strings and buffers, and the stamp verifies', async () => {
     const bodies = [
       '{"model":"m","messages":[{"role":"user","content":"hi"}]}',
