@@ -1,7 +1,8 @@
 /*
- * N-API glue of @moat/native: request() stamps and sends a body on a transfer thread and
- * streams the response back through a threadsafe function; keyId() names the compiled-in
- * key. Nothing here returns, logs or formats key material.
+ * N-API glue of @moat/native: request() stamps and sends a body — on the event loop through
+ * libcurl's multi interface, or on a transfer thread whose events come back through a
+ * threadsafe function; keyId() names the compiled-in key. Nothing here returns, logs or
+ * formats key material.
  */
 #include <dlfcn.h>
 #include <node_api.h>
