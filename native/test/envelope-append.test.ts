@@ -296,6 +296,23 @@ describe('request({ envelope }): the addon appends and stamps in its own copy', 
         }
   });
 
+  it('for any JSON object, string or buffer, sends what appendEnvelope makes of it, and the stamp verifies (fast-check)', async () => {
+    let sent = 0;
+    await fc.assert(
+      fc.asyncProperty(objectText, fc.boolean(), fc.boolean(), async (text, asBuffer, bound) => {
+        fc.pre(expected(encode(text)) !== 2);
+        const envelope = placeholder(bound);
+        const { stamp, raw, request } = await send(asBuffer ? Buffer.from(text) : text, envelope, ['x-api-key: sk-ant-test-0004']);
+        expect(stamp).toBe('stamped');
+        expect(unstamped(raw).equals(Buffer.from(appendEnvelope(text, envelope)))).toBe(true);
+        expect(stampVerifies(raw, request)).toBe(true);
+        sent++;
+      }),
+      { numRuns: 150 },
+    );
+    expect(sent).toBeGreaterThan(100);
+  });
+
   it('refuses a body appendEnvelope would not take as it stands, and sends nothing', async () => {
     const before = arrived.length;
     const refused: Array<string | Buffer> = [
