@@ -601,19 +601,18 @@ static napi_value request(napi_env env, napi_callback_info info) {
     return NULL;
   }
   atomic_init(&c->refs, 2);
+  napi_value name = key(env, KEY_RESOURCE);
   env_state *st = loop_state(env);
   if (st != NULL) {
-    napi_value name, handle;
-    name = key(env, KEY_RESOURCE);
     if (napi_create_reference(env, argv[1], 1, &c->callback) != napi_ok || napi_async_init(env, NULL, name, &c->async) != napi_ok) {
       free(c);
       napi_throw_error(env, "ERR_NATIVE", "cannot create the response channel");
       return NULL;
     }
     c->state = st;
-    handle = abort_handle(env, c);
-    /* Alone on the loop, a request waits for its stamp either way: the hop would only add
-       two thread wake-ups to its latency. */
+    napi_value handle = abort_handle(env, c);
+    /* Alone on the loop, a large body is stamped as it goes out: the hop would only add two
+       thread wake-ups to its latency. Only a body with a placeholder to stamp takes it. */
     if (opts.body_len >= OFFLOAD_MIN_BODY && moat_loop_busy(st->loop) && moat_stamp_pending(opts.body, opts.body_len) && offload(env, st, c, &opts))
       return handle;
     c->transfer = moat_loop_start(st->loop, &opts, loop_emit, c, &c->aborted, loop_done);
@@ -621,8 +620,6 @@ static napi_value request(napi_env env, napi_callback_info info) {
     if (c->transfer == NULL) drain(st);
     return handle;
   }
-  napi_value name;
-  name = key(env, KEY_RESOURCE);
   if (napi_create_threadsafe_function(env, argv[1], NULL, name, 0, 1, c, tsfn_finalize, c, call_js, &c->tsfn) != napi_ok) {
     free(c);
     napi_throw_error(env, "ERR_NATIVE", "cannot create the response channel");

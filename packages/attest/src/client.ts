@@ -143,9 +143,10 @@ function asBuffer(body: Uint8Array | undefined): Buffer | undefined {
   return body === undefined || Buffer.isBuffer(body) ? body : Buffer.from(body.buffer, body.byteOffset, body.byteLength);
 }
 
-function bodyBytes(body: RequestInit['body'] | null | undefined): Uint8Array | undefined | 'unsupported' {
+/** A body the addon can take: text as it is (the addon encodes it), bytes as a view. */
+function bodyBytes(body: RequestInit['body'] | null | undefined): Uint8Array | string | undefined | 'unsupported' {
   if (body === undefined || body === null) return undefined;
-  if (typeof body === 'string') return Buffer.from(body);
+  if (typeof body === 'string') return body;
   if (body instanceof Uint8Array) return body;
   if (body instanceof ArrayBuffer) return new Uint8Array(body);
   if (ArrayBuffer.isView(body)) return new Uint8Array(body.buffer, body.byteOffset, body.byteLength);
@@ -505,7 +506,7 @@ function createSender(options: AttestedFetchOptions) {
    */
   const appendInJs = (body: Uint8Array | string, envelope: string): Uint8Array => {
     const text = typeof body === 'string' ? body : new TextDecoder().decode(body);
-    if (text.startsWith('{') && text.endsWith('}')) {
+    if (bracesAround(text)) {
       try {
         return Buffer.from(appendEnvelope(text, envelope));
       } catch (e) {
@@ -547,7 +548,7 @@ function createSender(options: AttestedFetchOptions) {
     signal: AbortSignal | undefined,
   ): PreparedSend | { kind: 'fallback'; url: URL; body: Uint8Array | undefined; reason: UnattestedReason } => {
     if (addon === undefined) throw new Error('the addon is not loaded yet: await load() first');
-    const bytes = typeof given === 'string' ? given : bodyBytes(given);
+    const bytes = bodyBytes(given);
     const { native, reason, kid } = addon;
     if (bytes === 'unsupported') {
       warn('unsupported_body', 'a streaming or form body cannot be stamped; sent unattested');
