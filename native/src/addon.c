@@ -374,49 +374,25 @@ static napi_value transport_mode(napi_env env, napi_callback_info info) {
 }
 
 /*
- * Bodies from this size are stamped on libuv's thread pool and then sent from the loop: their
- * MAC (about 45 µs at 64 KB) would otherwise hold the loop every other request waits on.
+ * Bodies from this size are stamped on the loop's stamping thread and then sent from the
+ * loop: their MAC (about 45 µs at 64 KB) would otherwise hold the loop every other request
+ * waits on.
  */
 #define OFFLOAD_MIN_BODY (32 * 1024)
 
-typedef struct {
-  env_state *st;
-  control *c;
-  void *transfer;
-  napi_async_work work;
-} offloaded;
-
-static void offload_execute(napi_env env, void *data) {
-  (void)env;
-  moat_loop_prepare(((offloaded *)data)->transfer);
+/* Back from the stamping thread, on the loop's: the transfer goes to libcurl (aborted meanwhile: moat_loop_add ends it with its error). */
+static void offload_stamped(void *arg, void *transfer) {
+  control *c = arg;
+  env_state *st = c->state;
+  c->transfer = moat_loop_add(st->loop, transfer);
+  if (c->transfer == NULL) drain(st);
 }
 
-static void offload_complete(napi_env env, napi_status status, void *data) {
-  (void)status;
-  offloaded *o = data;
-  /* Aborted meanwhile: moat_loop_add ends it with its error. */
-  o->c->transfer = moat_loop_add(o->st->loop, o->transfer);
-  if (o->c->transfer == NULL) drain(o->st);
-  napi_delete_async_work(env, o->work);
-  free(o);
-}
-
-/* Starts the transfer with its stamp computed on the thread pool; 0 when it cannot (the caller sends it directly). */
-static int offload(napi_env env, env_state *st, control *c, moat_request_opts *opts) {
-  offloaded *o = calloc(1, sizeof *o);
-  napi_value name;
-  if (o == NULL || napi_create_string_utf8(env, "moat-native-stamp", NAPI_AUTO_LENGTH, &name) != napi_ok ||
-      napi_create_async_work(env, NULL, name, offload_execute, offload_complete, o, &o->work) != napi_ok) {
-    free(o);
-    return 0;
-  }
-  o->st = st;
-  o->c = c;
-  o->transfer = moat_loop_create(st->loop, opts, loop_emit, c, &c->aborted, loop_done);
-  if (o->transfer == NULL) {
+/* Starts the transfer with its stamp computed off the loop. */
+static void offload(env_state *st, control *c, moat_request_opts *opts) {
+  void *transfer = moat_loop_create(st->loop, opts, loop_emit, c, &c->aborted, loop_done);
+  if (transfer == NULL) {
     /* opts are freed: report the failure as the transfer's error. */
-    napi_delete_async_work(env, o->work);
-    free(o);
     moat_event *ev = calloc(1, sizeof *ev);
     if (ev != NULL) {
       ev->type = MOAT_EV_ERROR;
@@ -424,13 +400,12 @@ static int offload(napi_env env, env_state *st, control *c, moat_request_opts *o
     }
     loop_done(c);
     drain(st);
-    return 1;
+    return;
   }
-  if (napi_queue_async_work(env, o->work) != napi_ok) {
-    moat_loop_prepare(o->transfer);
-    offload_complete(env, napi_ok, o);
+  if (!moat_loop_offload(st->loop, transfer, offload_stamped, c)) {
+    moat_loop_prepare(transfer);
+    offload_stamped(c, transfer);
   }
-  return 1;
 }
 
 /* An envelope value's characters ([vr]1.<kid>.<ts>.<nonce>.<stamp>): nothing that could leave its JSON string. */
@@ -613,8 +588,10 @@ static napi_value request(napi_env env, napi_callback_info info) {
     napi_value handle = abort_handle(env, c);
     /* Alone on the loop, a large body is stamped as it goes out: the hop would only add two
        thread wake-ups to its latency. Only a body with a placeholder to stamp takes it. */
-    if (opts.body_len >= OFFLOAD_MIN_BODY && moat_loop_busy(st->loop) && moat_stamp_pending(opts.body, opts.body_len) && offload(env, st, c, &opts))
+    if (opts.body_len >= OFFLOAD_MIN_BODY && moat_loop_busy(st->loop) && moat_stamp_pending(opts.body, opts.body_len)) {
+      offload(st, c, &opts);
       return handle;
+    }
     c->transfer = moat_loop_start(st->loop, &opts, loop_emit, c, &c->aborted, loop_done);
     /* A transfer that could not start has queued its error: deliver it now. */
     if (c->transfer == NULL) drain(st);

@@ -64,6 +64,13 @@ void *moat_loop_create(moat_loop *l, moat_request_opts *opts, moat_emit emit, vo
 void moat_loop_prepare(void *transfer);
 void *moat_loop_add(moat_loop *l, void *transfer);
 
+/*
+ * Prepares a created transfer on the loop's stamping thread, then calls `stamped(arg,
+ * transfer)` on the loop's thread, which adds it (moat_loop_add). 0 when there is no such
+ * thread (it could not be started): prepare and add it here instead.
+ */
+int moat_loop_offload(moat_loop *l, void *transfer, void (*stamped)(void *arg, void *transfer), void *arg);
+
 /* Whether transfers are in flight on the loop. */
 int moat_loop_busy(const moat_loop *l);
 

@@ -360,6 +360,81 @@ describe('@moat/native', () => {
     expect(outcomes).toEqual(['end', 'end', 'end', 'end', 'end']);
   });
 
+  it("large bodies sent while the loop is busy are stamped on the addon's own thread, never waiting behind libuv's pool", () => {
+    // Every thread of libuv's pool is held by a long key derivation; the stamps must not queue
+    // behind it. One body, aborted the moment it is handed over, waits in the stamping queue.
+    const script = `
+      const { native } = await import(${JSON.stringify(new URL('../index.js', import.meta.url).href)});
+      const { readDevKey } = await import(${JSON.stringify(new URL('../dev-key.js', import.meta.url).href)});
+      const { computeStamp, locateEnvelope } = await import(${JSON.stringify(import.meta.resolve('@moat/protocol'))});
+      const { pbkdf2 } = await import('node:crypto');
+      const { readdirSync, readFileSync } = await import('node:fs');
+      const { createServer } = await import('node:http');
+      const dev = readDevKey();
+      const received = [];
+      const server = createServer((q, s) => {
+        const parts = [];
+        q.on('data', (d) => parts.push(d));
+        q.on('end', () => { received.push(Buffer.concat(parts)); s.end('ok'); });
+      }).listen(0, '127.0.0.1');
+      await new Promise((r) => server.once('listening', r));
+      const url = 'http://127.0.0.1:' + server.address().port + '/';
+      const order = [];
+      const held = Array.from({ length: 4 }, () => new Promise((resolve) => pbkdf2('p', 's', 3_000_000, 32, 'sha256', () => { order.push('pool'); resolve(); })));
+      const big = (i) => Buffer.from('{"model":"m","pad":"' + 'z'.repeat(100_000 + i) + '","moat_att":"v1.' + dev.kid + '.1764000000.' + i.toString(16).padStart(16, '0') + '.' + '0'.repeat(32) + '"}');
+      const send = (body, abort) => new Promise((resolve) => {
+        const handle = native.request({ method: 'POST', url, body }, (event, a) => {
+          if (event === 'end') resolve('end');
+          if (event === 'error') resolve(String(a).split(':')[0]);
+        });
+        if (abort) handle.abort();
+      });
+      const first = send(Buffer.from('{}'));
+      const outcomes = await Promise.all([first, ...[1, 2, 3, 4, 5, 6].map((i) => send(big(i))), send(big(7), true)]);
+      order.push('sent');
+      const threads = readdirSync('/proc/self/task').map((t) => readFileSync('/proc/self/task/' + t + '/comm', 'utf8').trim());
+      const stamps = received.filter((b) => b.length > 2).map((b) => {
+        const where = locateEnvelope(new Uint8Array(b));
+        return where.status === 'found' && where.envelope.stamp === computeStamp(Buffer.from(dev.key, 'hex'), new Uint8Array(b), where.stampStart, where.stampEnd);
+      });
+      await Promise.all(held);
+      server.close();
+      console.log(JSON.stringify({ outcomes, order, stampThread: threads.includes('moat-stamp'), stamps, received: received.length }));`;
+    const result = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 60_000 });
+    expect(result.status, result.stderr).toBe(0);
+    expect(JSON.parse(result.stdout)).toEqual({
+      outcomes: ['end', 'end', 'end', 'end', 'end', 'end', 'end', 'aborted'],
+      order: ['sent', 'pool', 'pool', 'pool', 'pool'],
+      stampThread: true,
+      stamps: [true, true, true, true, true, true],
+      received: 7,
+    });
+  });
+
+  it('a worker terminated while large bodies wait to be stamped tears down cleanly', () => {
+    const script = `
+      const { Worker } = await import('node:worker_threads');
+      const worker = \`
+        const { parentPort, workerData } = await import('node:worker_threads');
+        const { native } = await import(workerData.addon);
+        const body = Buffer.from('{"pad":"' + 'z'.repeat(1_000_000) + '","moat_att":"v1.' + native.keyId() + '.1764000000.0011223344556677.' + '0'.repeat(32) + '"}');
+        native.request({ method: 'POST', url: workerData.url, body: Buffer.from('{}') }, () => {});
+        for (let i = 0; i < 32; i++) native.request({ method: 'POST', url: workerData.url, body }, () => {});
+        parentPort.postMessage('started');\`;
+      const out = [];
+      for (let round = 0; round < 3; round++) {
+        const w = new Worker(worker, { eval: true, workerData: { url, addon: ${JSON.stringify(new URL('../index.js', import.meta.url).href)} } });
+        await new Promise((resolve) => w.once('message', resolve));
+        out.push(await w.terminate());
+      }
+      out.push(await new Promise((resolve) => native.request({ method: 'POST', url, body: Buffer.from('{}') }, (event) => { if (event === 'end' || event === 'error') resolve(event); })));
+      server.close();
+      console.log(JSON.stringify(out));`;
+    const result = runWithOkServer(script);
+    expect(result.status, result.stderr).toBe(0);
+    expect(JSON.parse(result.stdout)).toEqual([1, 1, 1, 'end']);
+  });
+
   it('a large body aborted the moment it is handed over ends with an aborted error and sends nothing', async () => {
     const before = bodies.length;
     const big = Buffer.from(`{"model":"m","pad":"${'z'.repeat(100_000)}",${envelope(dev.kid)}}`);

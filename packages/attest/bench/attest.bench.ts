@@ -3,30 +3,41 @@
  * plain baselines — `undici.request` and the global `fetch` — to the same loopback server in
  * another process: 1 KB and 100 KB JSON bodies, sequential and 32 concurrent, five rounds
  * (the ratio is the median with its range). Both attested shapes run: `createAttestedRequest`
- * (shaped like `undici.request`) and `createAttestedFetch` (a WHATWG `Response`); and server-side verifications per second for
- * 10 KB bodies on one core, against a bare node:crypto HMAC of the same bytes keyed with a
- * `KeyObject` (what the keyring holds).
+ * (shaped like `undici.request`) and `createAttestedFetch` (a WHATWG `Response`). A third
+ * reference, the addon's `request` alone (a prepared buffer, no envelope, no stamp, no
+ * JavaScript layer), is the transport's own cost; CPU time per request, the client's and the
+ * server's, shows which side bounds throughput. Last, server-side verifications per second
+ * for 10 KB bodies on one core, against a bare node:crypto HMAC of the same bytes keyed with
+ * a `KeyObject` (what the keyring holds).
  *
  * Run: pnpm --filter @moat/attest bench (after a build).
  */
 import { spawn } from 'node:child_process';
 import { createHmac, createSecretKey } from 'node:crypto';
 import { once } from 'node:events';
+import { native } from '@moat/native';
 import { readDevKey } from '@moat/native/dev-key';
 import { Bench } from 'tinybench';
 import { request } from 'undici';
 import { AttestationKeyring, createAttestedFetch, createAttestedRequest, verifyAttestation } from '../dist/index.js';
 
+// The server reports its CPU time over IPC, outside the timed runs.
 const server = spawn(
   process.execPath,
   [
     '-e',
-    `require('node:http').createServer((q, s) => { q.resume(); q.on('end', () => s.end('{"ok":true}')); }).listen(0, '127.0.0.1', function () { console.log(this.address().port); });`,
+    `require('node:http').createServer((q, s) => { q.resume(); q.on('end', () => s.end('{"ok":true}')); }).listen(0, '127.0.0.1', function () { console.log(this.address().port); });
+     process.on('message', () => { const c = process.cpuUsage(); process.send(c.user + c.system); });`,
   ],
-  { stdio: ['ignore', 'pipe', 'inherit'] },
+  { stdio: ['ignore', 'pipe', 'inherit', 'ipc'] },
 );
+if (server.stdout === null) throw new Error('the server has no stdout');
 const [portLine] = (await once(server.stdout, 'data')) as [Buffer];
 const url = `http://127.0.0.1:${portLine.toString().trim()}/v1/messages`;
+const serverCpu = async (): Promise<number> => {
+  server.send('cpu');
+  return ((await once(server, 'message')) as [number])[0];
+};
 const attested = createAttestedFetch();
 const attestedRequest = createAttestedRequest();
 
@@ -34,6 +45,18 @@ const body = (bytes: number) =>
   JSON.stringify({ model: 'm', max_tokens: 16, messages: [{ role: 'user', content: 'x'.repeat(bytes - 80) }] });
 
 type Send = (payload: string) => Promise<void>;
+const addonAlone = (payload: Buffer): Promise<void> =>
+  new Promise((resolve, reject) => {
+    if (native === undefined) throw new Error('the addon did not load');
+    native.request(
+      { method: 'POST', url, headers: ['content-type: application/json', 'accept-encoding: identity'], body: payload },
+      (event, a) => {
+        if (event === 'end') resolve();
+        else if (event === 'error') reject(new Error(String(a)));
+      },
+    );
+  });
+const buffers = new Map<string, Buffer>();
 const sends: Record<string, Send> = {
   'undici.request': async (payload) => {
     const res = await request(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: payload });
@@ -42,6 +65,14 @@ const sends: Record<string, Send> = {
   fetch: async (payload) => {
     const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: payload });
     await res.arrayBuffer();
+  },
+  'addon alone': (payload) => {
+    let bytes = buffers.get(payload);
+    if (bytes === undefined) {
+      bytes = Buffer.from(payload);
+      buffers.set(payload, bytes);
+    }
+    return addonAlone(bytes);
   },
   'attested request': async (payload) => {
     const res = await attestedRequest(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: payload });
@@ -53,7 +84,13 @@ const sends: Record<string, Send> = {
   },
 };
 
-async function timeIt(send: Send, payload: string, total: number, concurrency: number): Promise<number> {
+/** One timed run after a discarded warm-up run: wall ms, and client and server CPU µs per request. */
+async function timeIt(
+  send: Send,
+  payload: string,
+  total: number,
+  concurrency: number,
+): Promise<{ ms: number; client: number; server: number }> {
   let next = 0;
   const worker = async () => {
     while (next < total) {
@@ -61,11 +98,15 @@ async function timeIt(send: Send, payload: string, total: number, concurrency: n
       await send(payload);
     }
   };
-  await Promise.all(Array.from({ length: concurrency }, worker)); // warm-up round, discarded
+  await Promise.all(Array.from({ length: concurrency }, worker)); // warm-up run, discarded
+  const serverBefore = await serverCpu();
+  const cpu = process.cpuUsage();
   const start = performance.now();
   next = 0;
   await Promise.all(Array.from({ length: concurrency }, worker));
-  return performance.now() - start;
+  const ms = performance.now() - start;
+  const used = process.cpuUsage(cpu);
+  return { ms, client: (used.user + used.system) / total, server: ((await serverCpu()) - serverBefore) / total };
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
@@ -74,28 +115,42 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 
 console.log(`@moat/attest benchmarks (${process.version}), ${ROUNDS} rounds, medians`);
 console.log(
-  '| body | mode | undici.request | fetch | attested request | attested fetch | attested request ÷ undici.request | attested fetch ÷ fetch | attested fetch ÷ undici.request |',
+  '| body | mode | undici.request | fetch | addon alone | attested request | attested fetch | attested request ÷ undici.request | attested fetch ÷ fetch | attested fetch ÷ undici.request | addon alone ÷ undici.request |',
 );
-console.log('|---|---|---:|---:|---:|---:|---:|---:|---:|');
+console.log('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+const cpuRows: string[] = [];
 for (const size of [1024, 100 * 1024]) {
+  // Runs long enough (a few hundred ms) for a stable median on a loaded two-core machine.
   for (const [mode, concurrency, total] of [
-    ['sequential', 1, 1_000],
-    ['32 concurrent', 32, 2_000],
+    ['sequential', 1, size === 1024 ? 2_000 : 1_000],
+    ['32 concurrent', 32, size === 1024 ? 10_000 : 3_000],
   ] as const) {
     const payload = body(size);
     const names = Object.keys(sends);
-    const times: Record<string, number[]> = Object.fromEntries(names.map((n) => [n, []]));
+    const runs: Record<string, { ms: number; client: number; server: number }[]> = Object.fromEntries(names.map((n) => [n, []]));
     for (let round = 0; round < ROUNDS; round++)
       // Rotated order, so no sender always runs first on a cold server.
       for (const name of names.slice(round % names.length).concat(names.slice(0, round % names.length)))
-        times[name]?.push(await timeIt(sends[name] as Send, payload, total, concurrency));
-    const ratio = (of: string, base: string) => spread((times[of] as number[]).map((t, i) => t / ((times[base] as number[])[i] as number)));
-    const ms = (name: string) => `${median(times[name] as number[]).toFixed(0)} ms`;
+        runs[name]?.push(await timeIt(sends[name] as Send, payload, total, concurrency));
+    const times = (name: string) => (runs[name] ?? []).map((r) => r.ms);
+    const ratio = (of: string, base: string) => spread(times(of).map((t, i) => t / (times(base)[i] as number)));
+    const ms = (name: string) => `${median(times(name)).toFixed(0)} ms`;
+    const cpu = (name: string, side: 'client' | 'server') => `${median((runs[name] ?? []).map((r) => r[side])).toFixed(1)}`;
+    const label = `${size === 1024 ? '1 KB' : '100 KB'} | ${mode} (${total} requests)`;
     console.log(
-      `| ${size === 1024 ? '1 KB' : '100 KB'} | ${mode} (${total} requests) | ${ms('undici.request')} | ${ms('fetch')} | ${ms('attested request')} | ${ms('attested fetch')} | ${ratio('attested request', 'undici.request')} | ${ratio('attested fetch', 'fetch')} | ${ratio('attested fetch', 'undici.request')} |`,
+      `| ${label} | ${ms('undici.request')} | ${ms('fetch')} | ${ms('addon alone')} | ${ms('attested request')} | ${ms('attested fetch')} | ${ratio('attested request', 'undici.request')} | ${ratio('attested fetch', 'fetch')} | ${ratio('attested fetch', 'undici.request')} | ${ratio('addon alone', 'undici.request')} |`,
+    );
+    cpuRows.push(
+      `| ${label} | ${cpu('undici.request', 'client')} / ${cpu('undici.request', 'server')} | ${cpu('addon alone', 'client')} / ${cpu('addon alone', 'server')} | ${cpu('attested request', 'client')} / ${cpu('attested request', 'server')} | ${cpu('attested fetch', 'client')} / ${cpu('attested fetch', 'server')} |`,
     );
   }
 }
+console.log('');
+console.log('CPU time per request, µs, client / server (medians; the client is one process on one core, the server another):');
+console.log('');
+console.log('| body | mode | undici.request | addon alone | attested request | attested fetch |');
+console.log('|---|---|---:|---:|---:|---:|');
+for (const row of cpuRows) console.log(row);
 server.kill();
 
 // Server-side verification, one core.
