@@ -321,6 +321,39 @@ describe('attested fetch over the native addon', () => {
     expect(unattested).toEqual(['addon_missing']);
   });
 
+  it('reuses a parsed URL only for the same text and only where no callback is handed it; every nonce is new', async () => {
+    const request = createAttestedRequest();
+    const before = received.length;
+    const paths: string[] = [];
+    // 600 requests: more than two batches of 256 nonces.
+    for (let i = 0; i < 600; i++) {
+      const path = i % 3 === 0 ? '/v1/messages' : i % 3 === 1 ? '/v1/messages/count_tokens' : '/v1/complete';
+      paths.push(path);
+      const res = await request(`${base}${path}`, { method: 'POST', body: body(`turn ${i}`) });
+      await res.body.arrayBuffer();
+    }
+    const sent = received.slice(before);
+    expect(sent.map((r) => r.request.path)).toEqual(paths);
+    const nonces = sent.map((r) => {
+      const where = locateEnvelope(new Uint8Array(r.raw));
+      return where.status === 'found' ? where.envelope.nonce : '';
+    });
+    expect(nonces.filter((n) => /^[0-9a-f]{16}$/.test(n))).toHaveLength(600);
+    expect(new Set(nonces).size).toBe(600);
+
+    // A callback that changes the URL it is handed changes that request only.
+    let first = true;
+    const redirecting = createAttestedRequest({
+      envelopeFor: (url) => {
+        if (first) url.pathname = '/changed';
+        first = false;
+        return true;
+      },
+    });
+    for (let i = 0; i < 2; i++) await (await redirecting(`${base}/v1/messages`, { method: 'POST', body: body() })).body.arrayBuffer();
+    expect(received.slice(-2).map((r) => r.request.path)).toEqual(['/changed', '/v1/messages']);
+  });
+
   it('sends the headers it is given, plain object or Headers, and refuses the ones fetch refuses', async () => {
     const request = createAttestedRequest();
     const attestedFetch = createAttestedFetch();
@@ -355,6 +388,35 @@ describe('attested fetch over the native addon', () => {
       await expect(attestedFetch(`${base}/v1/messages`, { method: 'POST', headers, body: body() })).rejects.toThrow(refusal as string);
     }
     expect(received.length).toBe(before);
+  });
+
+  it('a header value from a plain object arrives as the Headers class normalizes it, or is refused as it refuses it (fast-check)', async () => {
+    const request = createAttestedRequest();
+    let sentCount = 0;
+    let refusedCount = 0;
+    await fc.assert(
+      fc.asyncProperty(fc.string({ unit: fc.constantFrom(' ', '\t', '\r', '\n', 'a', 'b', '-'), maxLength: 8 }), async (value) => {
+        let expected: string | undefined;
+        try {
+          expected = new Headers({ 'x-probe': value }).get('x-probe') ?? undefined;
+        } catch {
+          expected = undefined;
+        }
+        const outcome = await request(`${base}/v1/messages`, { method: 'POST', headers: { 'x-probe': value }, body: body() }).then(
+          async (r) => {
+            await r.body.arrayBuffer();
+            return (received.at(-1) as Received).headers['x-probe'];
+          },
+          () => undefined,
+        );
+        if (expected === undefined) refusedCount++;
+        else sentCount++;
+        expect(outcome).toBe(expected);
+      }),
+      { numRuns: 150 },
+    );
+    expect(sentCount).toBeGreaterThan(20);
+    expect(refusedCount).toBeGreaterThan(20);
   });
 
   it('fails open without the addon: plain fetch, placeholder left, tagged, one warning', async () => {

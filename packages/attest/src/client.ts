@@ -81,6 +81,14 @@ function parseHeaderBlock(raw: string): Headers {
   return headers;
 }
 
+/** Whether a header value starts or ends with the whitespace `Headers` strips from it. */
+function hasEdgeSpace(text: string): boolean {
+  if (text.length === 0) return false;
+  const first = text.charCodeAt(0);
+  const last = text.charCodeAt(text.length - 1);
+  return first === 32 || first === 9 || first === 10 || first === 13 || last === 32 || last === 9 || last === 10 || last === 13;
+}
+
 /** An HTTP field name (RFC 9110 token). */
 const FIELD_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 
@@ -97,7 +105,8 @@ function headerLines(init: ConstructorParameters<typeof Headers>[0] | undefined)
     for (const name of Object.keys(init)) {
       const raw = (init as Record<string, unknown>)[name];
       if (raw === undefined) continue;
-      const value = String(raw).replace(/^[ \t\r\n]+|[ \t\r\n]+$/g, '');
+      const text = String(raw);
+      const value = hasEdgeSpace(text) ? text.replace(/^[ \t\r\n]+|[ \t\r\n]+$/g, '') : text;
       if (!FIELD_NAME.test(name) || /[\0\r\n\u0100-\uffff]/.test(value)) {
         // The same refusal, in the same words, as the Headers class gives.
         new Headers([[name, value]]);
@@ -117,17 +126,19 @@ function headerLines(init: ConstructorParameters<typeof Headers>[0] | undefined)
   return lines;
 }
 
-/** Random bytes drawn in batches: one call to the system's generator per 256 nonces. */
-const noncePool = { bytes: Buffer.alloc(0), at: 0 };
+/**
+ * Random nonces drawn in batches: one call to the system's generator per 256, kept as hex,
+ * so a request only takes the next 16 digits. Each is handed out once: the position only
+ * moves forward.
+ */
+const noncePool = { hex: '', at: 0 };
 function nonceHex(): string {
-  if (noncePool.at + 8 > noncePool.bytes.length) {
-    noncePool.bytes = randomBytes(2048);
+  if (noncePool.at + 16 > noncePool.hex.length) {
+    noncePool.hex = randomBytes(2048).toString('hex');
     noncePool.at = 0;
   }
-  const hex = noncePool.bytes.toString('hex', noncePool.at, noncePool.at + 8);
-  // Drawn once: a nonce's bytes are never handed out twice.
-  noncePool.bytes.fill(0, noncePool.at, noncePool.at + 8);
-  noncePool.at += 8;
+  const hex = noncePool.hex.slice(noncePool.at, noncePool.at + 16);
+  noncePool.at += 16;
   return hex;
 }
 
@@ -183,7 +194,7 @@ export function createAttestedFetch(options: AttestedFetchOptions = {}): Atteste
     const given = init.body ?? (request !== undefined && request.body !== null ? new Uint8Array(await request.arrayBuffer()) : undefined);
     if (sender.loaded() === undefined) await sender.load();
     const prepared = sender.prepare(
-      new URL(request?.url ?? String(input)),
+      sender.urlOf(request?.url ?? String(input)),
       (init.method ?? request?.method ?? 'GET').toUpperCase(),
       headerLines(init.headers ?? request?.headers),
       given,
@@ -310,16 +321,26 @@ class ChunkBody implements AttestedBody {
     }
   }
 
-  async arrayBuffer(): Promise<ArrayBuffer> {
+  arrayBuffer(): Promise<ArrayBuffer> {
     // Read whole: gathered when the body ends, not through the async iterator chunk by chunk.
-    this.#take();
+    try {
+      this.#take();
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    // A small response has usually ended by the time it is read: no extra promise turns then.
+    return this.#ended ? this.#whole() : this.#untilEnded().then(() => this.#whole());
+  }
+  async #untilEnded(): Promise<void> {
     while (!this.#ended) await this.#changed();
-    if (this.#error !== undefined) throw this.#error;
+  }
+  #whole(): Promise<ArrayBuffer> {
+    if (this.#error !== undefined) return Promise.reject(this.#error);
     const chunks = this.#chunks.splice(0);
     const only = chunks.length === 1 ? (chunks[0] as Uint8Array) : undefined;
     // One chunk that is all of its memory (the addon hands each chunk's memory over): no copy.
     if (only !== undefined && only.byteOffset === 0 && only.byteLength === only.buffer.byteLength && only.buffer instanceof ArrayBuffer)
-      return only.buffer;
+      return Promise.resolve(only.buffer);
     let length = 0;
     for (const chunk of chunks) length += chunk.byteLength;
     const out = new Uint8Array(length);
@@ -328,7 +349,7 @@ class ChunkBody implements AttestedBody {
       out.set(chunk, at);
       at += chunk.byteLength;
     }
-    return out.buffer;
+    return Promise.resolve(out.buffer);
   }
   async text(): Promise<string> {
     return new TextDecoder().decode(await this.arrayBuffer());
@@ -369,7 +390,7 @@ export function createAttestedRequest(options: AttestedFetchOptions = {}): Attes
   const sender = createSender(options);
   const send = (input: string | URL, init: AttestedRequestInit): Promise<AttestedResponse> => {
     const prepared = sender.prepare(
-      input instanceof URL ? input : new URL(input),
+      input instanceof URL ? input : sender.urlOf(input),
       (init.method ?? 'GET').toUpperCase(),
       headerLines(init.headers),
       init.body,
@@ -526,6 +547,16 @@ function createSender(options: AttestedFetchOptions) {
           ? Buffer.from(body)
           : body;
 
+  // The last URL parsed, reused for the same text: a client sends to one endpoint over and
+  // over. Only while no callback of the options is handed the URL, which could change it.
+  const shareUrls = options.envelopeFor === undefined && options.bindRequestFor === undefined;
+  let lastUrl: { text: string; url: URL } | undefined;
+  const urlOf = (text: string): URL => {
+    if (!shareUrls) return new URL(text);
+    if (lastUrl?.text !== text) lastUrl = { text, url: new URL(text) };
+    return lastUrl.url;
+  };
+
   // Placeholder makers for the addon's key id, r1 and v1, made on first use.
   const makers: { r1?: (ts: number, nonce: string) => string; v1?: (ts: number, nonce: string) => string } = {};
   const length = options.stampHexLength === undefined ? {} : { stampHexLength: options.stampHexLength };
@@ -642,5 +673,5 @@ function createSender(options: AttestedFetchOptions) {
     return handle;
   };
 
-  return { prepare, transmit, fallback, withEnvelope, loaded: () => addon, load: loadAddon };
+  return { prepare, transmit, fallback, withEnvelope, urlOf, loaded: () => addon, load: loadAddon };
 }
