@@ -395,27 +395,37 @@ describe('attested fetch over the native addon', () => {
     let sentCount = 0;
     let refusedCount = 0;
     await fc.assert(
-      fc.asyncProperty(fc.string({ unit: fc.constantFrom(' ', '\t', '\r', '\n', 'a', 'b', '-'), maxLength: 8 }), async (value) => {
-        let expected: string | undefined;
-        try {
-          expected = new Headers({ 'x-probe': value }).get('x-probe') ?? undefined;
-        } catch {
-          expected = undefined;
-        }
-        const outcome = await request(`${base}/v1/messages`, { method: 'POST', headers: { 'x-probe': value }, body: body() }).then(
-          async (r) => {
-            await r.body.arrayBuffer();
-            return (received.at(-1) as Received).headers['x-probe'];
-          },
-          () => undefined,
-        );
-        if (expected === undefined) refusedCount++;
-        else sentCount++;
-        expect(outcome).toBe(expected);
-      }),
+      fc.asyncProperty(
+        fc.oneof(
+          fc.string({ unit: fc.constantFrom(' ', '\t', 'a', 'b', '-'), maxLength: 8 }),
+          fc.string({ unit: fc.constantFrom(' ', '\t', '\r', '\n', 'a', 'b', '-'), maxLength: 8 }),
+          // A line break inside the value: always refused.
+          fc
+            .tuple(fc.constantFrom('a', 'ab', 'x-1'), fc.constantFrom('\r', '\n', '\r\n'), fc.constantFrom('b', 'x: 1'))
+            .map(([before, brk, after]) => before + brk + after),
+        ),
+        async (value) => {
+          let expected: string | undefined;
+          try {
+            expected = new Headers({ 'x-probe': value }).get('x-probe') ?? undefined;
+          } catch {
+            expected = undefined;
+          }
+          const outcome = await request(`${base}/v1/messages`, { method: 'POST', headers: { 'x-probe': value }, body: body() }).then(
+            async (r) => {
+              await r.body.arrayBuffer();
+              return (received.at(-1) as Received).headers['x-probe'];
+            },
+            () => undefined,
+          );
+          if (expected === undefined) refusedCount++;
+          else sentCount++;
+          expect(outcome).toBe(expected);
+        },
+      ),
       { numRuns: 150 },
     );
-    expect(sentCount).toBeGreaterThan(20);
+    expect(sentCount).toBeGreaterThan(40);
     expect(refusedCount).toBeGreaterThan(20);
   });
 
