@@ -835,7 +835,25 @@ static stamper *stamper_open(moat_loop *l) {
   return s;
 }
 
-/* Stops the thread; jobs it has not handed back are dropped, like transfers in flight. */
+/* A transfer that never reached libcurl, at teardown: its memory is freed and nothing emitted. */
+static void transfer_discard(transfer *t) {
+  if (t->curl != NULL) lib->easy_cleanup(t->curl);
+  if (t->streaming) moat_stamp_abandon(&t->stream);
+  if (t->have_target) target_free(&t->target);
+  free(t->hdr);
+  free_opts(&t->opts);
+  free(t);
+}
+
+static void discard_all(transfer *t) {
+  while (t != NULL) {
+    transfer *next = t->next_stamp;
+    transfer_discard(t);
+    t = next;
+  }
+}
+
+/* Stops the thread; the transfers it has not handed back are discarded (teardown emits nothing). */
 static void stamper_close(stamper *s) {
   if (s == NULL) return;
   pthread_mutex_lock(&s->lock);
@@ -843,6 +861,8 @@ static void stamper_close(stamper *s) {
   pthread_cond_signal(&s->wake);
   pthread_mutex_unlock(&s->lock);
   pthread_join(s->thread, NULL);
+  discard_all(s->todo_head);
+  discard_all(s->done_head);
   pthread_cond_destroy(&s->wake);
   pthread_mutex_destroy(&s->lock);
   s->async->data = s->async;
