@@ -373,41 +373,6 @@ static napi_value transport_mode(napi_env env, napi_callback_info info) {
   return out;
 }
 
-/*
- * Bodies from this size are stamped on the loop's stamping thread and then sent from the
- * loop: their MAC (about 45 µs at 64 KB) would otherwise hold the loop every other request
- * waits on.
- */
-#define OFFLOAD_MIN_BODY (32 * 1024)
-
-/* Back from the stamping thread, on the loop's: the transfer goes to libcurl (aborted meanwhile: moat_loop_add ends it with its error). */
-static void offload_stamped(void *arg, void *transfer) {
-  control *c = arg;
-  env_state *st = c->state;
-  c->transfer = moat_loop_add(st->loop, transfer);
-  if (c->transfer == NULL) drain(st);
-}
-
-/* Starts the transfer with its stamp computed off the loop. */
-static void offload(env_state *st, control *c, moat_request_opts *opts) {
-  void *transfer = moat_loop_create(st->loop, opts, loop_emit, c, &c->aborted, loop_done);
-  if (transfer == NULL) {
-    /* opts are freed: report the failure as the transfer's error. */
-    moat_event *ev = calloc(1, sizeof *ev);
-    if (ev != NULL) {
-      ev->type = MOAT_EV_ERROR;
-      loop_emit(c, ev);
-    }
-    loop_done(c);
-    drain(st);
-    return;
-  }
-  if (!moat_loop_offload(st->loop, transfer, offload_stamped, c)) {
-    moat_loop_prepare(transfer);
-    offload_stamped(c, transfer);
-  }
-}
-
 /* An envelope value's characters ([vr]1.<kid>.<ts>.<nonce>.<stamp>): nothing that could leave its JSON string. */
 static int envelope_value_ok(const char *v) {
   size_t n = strlen(v);
@@ -586,12 +551,6 @@ static napi_value request(napi_env env, napi_callback_info info) {
     }
     c->state = st;
     napi_value handle = abort_handle(env, c);
-    /* Alone on the loop, a large body is stamped as it goes out: the hop would only add two
-       thread wake-ups to its latency. Only a body with a placeholder to stamp takes it. */
-    if (opts.body_len >= OFFLOAD_MIN_BODY && moat_loop_busy(st->loop) && moat_stamp_pending(opts.body, opts.body_len)) {
-      offload(st, c, &opts);
-      return handle;
-    }
     c->transfer = moat_loop_start(st->loop, &opts, loop_emit, c, &c->aborted, loop_done);
     /* A transfer that could not start has queued its error: deliver it now. */
     if (c->transfer == NULL) drain(st);

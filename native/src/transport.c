@@ -88,10 +88,9 @@ typedef struct transfer {
   /* Takes the finished transfer's easy handle back for another transfer (1), or declines (0). */
   int (*release)(void *ctx, CURL *curl);
   void *release_ctx;
-  /* Waiting for, or back from, the loop's stamping thread; called on the loop's thread once stamped. */
+  /* Waiting for, or back from, the loop's stamping thread. */
   struct transfer *next_stamp;
-  void (*stamped)(void *arg, void *transfer);
-  void *stamped_arg;
+  int added; /* handed to the loop (counted in `active`); not while with the stamping thread */
   char errbuf[CURL_ERROR_SIZE];
 } transfer;
 
@@ -359,6 +358,16 @@ static CURL *transfer_prepare(transfer *t, int as_sent) {
 }
 
 /* Emits the end or the error of a transfer, frees it and says it is done. */
+/* Frees a transfer and all it holds; its easy handle goes back to the pool that lent it, if that takes it. */
+static void transfer_free(transfer *t) {
+  if (t->curl != NULL && !(t->release != NULL && t->release(t->release_ctx, t->curl))) lib->easy_cleanup(t->curl);
+  if (t->streaming) moat_stamp_abandon(&t->stream);
+  if (t->have_target) target_free(&t->target);
+  free(t->hdr);
+  free_opts(&t->opts);
+  free(t);
+}
+
 static void transfer_finish(transfer *t, CURLcode rc) {
   if (rc == CURLE_OK) {
     send_headers(t);
@@ -379,13 +388,8 @@ static void transfer_finish(transfer *t, CURLcode rc) {
       t->emit(t->ctx, ev);
     }
   }
-  if (t->curl != NULL && !(t->release != NULL && t->release(t->release_ctx, t->curl))) lib->easy_cleanup(t->curl);
-  if (t->streaming) moat_stamp_abandon(&t->stream);
-  if (t->have_target) target_free(&t->target);
-  free(t->hdr);
-  free_opts(&t->opts);
   t->done(t->ctx);
-  free(t);
+  transfer_free(t);
 }
 
 static void *run(void *arg) {
@@ -722,8 +726,9 @@ static int release_easy(void *ctx, CURL *curl) {
   return 1;
 }
 
-/* Created on the loop's thread (the pool is not shared); `moat_loop_prepare` may run elsewhere. */
-void *moat_loop_create(moat_loop *l, moat_request_opts *opts, moat_emit emit, void *ctx, volatile int *aborted, void (*done)(void *ctx)) {
+/* Created on the loop's thread (the pool of easy handles is not shared); prepared there or on the stamping thread. */
+static transfer *loop_transfer_new(moat_loop *l, moat_request_opts *opts, moat_emit emit, void *ctx, volatile int *aborted,
+                                   void (*done)(void *ctx)) {
   transfer *t = transfer_new(opts, emit, ctx, aborted, done);
   if (t == NULL) {
     free_opts(opts);
@@ -736,11 +741,8 @@ void *moat_loop_create(moat_loop *l, moat_request_opts *opts, moat_emit emit, vo
   return t;
 }
 
-/* Off the loop (the stamping thread), the whole body is stamped there: the loop's thread sends only. */
-void moat_loop_prepare(void *handle) { transfer_prepare(handle, 0); }
-
-void *moat_loop_add(moat_loop *l, void *handle) {
-  transfer *t = handle;
+/* Hands a prepared transfer to libcurl, before the loop next polls; NULL when it ended instead (aborted meanwhile, no handle): its error is emitted. */
+static void *loop_add(moat_loop *l, transfer *t) {
   if (*t->aborted) {
     transfer_finish(t, CURLE_ABORTED_BY_CALLBACK);
     return NULL;
@@ -763,6 +765,7 @@ void *moat_loop_add(moat_loop *l, void *handle) {
   }
   if (l->pending_count == 0) uv.prepare_start(l->prepare, on_prepare);
   l->pending[l->pending_count++] = t;
+  t->added = 1;
   if (l->active++ == 0) set_alive(l, 1);
   return t;
 }
@@ -780,7 +783,7 @@ static void *stamp_jobs(void *arg) {
     s->todo_head = t->next_stamp;
     if (s->todo_head == NULL) s->todo_tail = NULL;
     pthread_mutex_unlock(&s->lock);
-    /* Aborted while it waited: moat_loop_add ends it, unstamped. */
+    /* Aborted while it waited: loop_add ends it, unstamped. */
     if (!*t->aborted) transfer_prepare(t, 0);
     pthread_mutex_lock(&s->lock);
     t->next_stamp = NULL;
@@ -806,7 +809,8 @@ static void on_stamped(uv_async_t *async) {
     transfer *next = t->next_stamp;
     t->next_stamp = NULL;
     if (--s->waiting == 0) uv.unref((uv_handle_t *)s->async);
-    t->stamped(t->stamped_arg, t);
+    /* Aborted meanwhile, it ends here: its error is delivered now. */
+    if (loop_add(l, t) == NULL) l->drain(l->user);
     t = next;
   }
 }
@@ -835,20 +839,11 @@ static stamper *stamper_open(moat_loop *l) {
   return s;
 }
 
-/* A transfer that never reached libcurl, at teardown: its memory is freed and nothing emitted. */
-static void transfer_discard(transfer *t) {
-  if (t->curl != NULL) lib->easy_cleanup(t->curl);
-  if (t->streaming) moat_stamp_abandon(&t->stream);
-  if (t->have_target) target_free(&t->target);
-  free(t->hdr);
-  free_opts(&t->opts);
-  free(t);
-}
-
+/* Transfers that never reached libcurl, at teardown: freed, nothing emitted. */
 static void discard_all(transfer *t) {
   while (t != NULL) {
     transfer *next = t->next_stamp;
-    transfer_discard(t);
+    transfer_free(t);
     t = next;
   }
 }
@@ -870,16 +865,21 @@ static void stamper_close(stamper *s) {
   free(s);
 }
 
-int moat_loop_offload(moat_loop *l, void *handle, void (*stamped)(void *arg, void *transfer), void *arg) {
-  transfer *t = handle;
+/*
+ * Bodies from this size, started while other transfers are in flight, are stamped and set up
+ * on the stamping thread and then handed to libcurl: their MAC (about 45 µs at 64 KB) would
+ * otherwise hold the loop every other request waits on.
+ */
+#define OFFLOAD_MIN_BODY (32 * 1024)
+
+/* Queues a created transfer for the stamping thread; 0 when there is none (it could not be started). */
+static int off_loop(moat_loop *l, transfer *t) {
   if (l->stamper == NULL && !l->stamper_failed) {
     l->stamper = stamper_open(l);
     l->stamper_failed = l->stamper == NULL;
   }
   stamper *s = l->stamper;
   if (s == NULL) return 0;
-  t->stamped = stamped;
-  t->stamped_arg = arg;
   t->next_stamp = NULL;
   /* A stamp on its way keeps the process alive, as the request it belongs to does. */
   if (s->waiting++ == 0) uv.ref((uv_handle_t *)s->async);
@@ -893,16 +893,26 @@ int moat_loop_offload(moat_loop *l, void *handle, void (*stamped)(void *arg, voi
 }
 
 void *moat_loop_start(moat_loop *l, moat_request_opts *opts, moat_emit emit, void *ctx, volatile int *aborted, void (*done)(void *ctx)) {
-  void *t = moat_loop_create(l, opts, emit, ctx, aborted, done);
-  if (t == NULL) return NULL;
+  transfer *t = loop_transfer_new(l, opts, emit, ctx, aborted, done);
+  if (t == NULL) {
+    /* opts are freed: the failure is the transfer's error. */
+    moat_event *ev = event_new(MOAT_EV_ERROR);
+    if (ev != NULL) emit(ctx, ev);
+    done(ctx);
+    return NULL;
+  }
+  /* Alone on the loop, a large body is stamped as it goes out: the hop would only add two
+     thread wake-ups to its latency. Only a body with a placeholder to stamp takes it. */
+  if (l->active > 0 && t->opts.body_len >= OFFLOAD_MIN_BODY && moat_stamp_pending(t->opts.body, t->opts.body_len) && off_loop(l, t))
+    return t;
   transfer_prepare(t, 1);
-  return moat_loop_add(l, t);
+  return loop_add(l, t);
 }
-
-int moat_loop_busy(const moat_loop *l) { return l->active > 0; }
 
 void moat_loop_abort(moat_loop *l, void *handle) {
   transfer *t = handle;
+  /* With the stamping thread: loop_add finds it aborted when it comes back, and ends it. */
+  if (!t->added) return;
   /* Not yet handed to libcurl: out of the waiting list (removing it from libcurl is a no-op). */
   for (size_t i = 0; i < l->pending_count; i++) {
     if (l->pending[i] != t) continue;

@@ -51,28 +51,13 @@ int moat_transport_start(moat_request_opts *opts, moat_emit emit, void *ctx, vol
 typedef struct moat_loop moat_loop;
 moat_loop *moat_loop_open(void *uv_loop, void (*drain)(void *user), void *user);
 
-/* Stamps the body (one of 32 KB or more as it goes out) and adds the transfer to the loop; returns its handle for moat_loop_abort, NULL on failure (opts freed). */
+/*
+ * Stamps the body and adds the transfer to the loop; returns its handle for moat_loop_abort,
+ * or NULL when it could not start (opts freed, its error emitted). A body of 32 KB or more is
+ * stamped as it goes out when it is alone on the loop; among other transfers, on the loop's
+ * stamping thread before libcurl gets it.
+ */
 void *moat_loop_start(moat_loop *l, moat_request_opts *opts, moat_emit emit, void *ctx, volatile int *aborted, void (*done)(void *ctx));
-
-/*
- * The same in three steps, so the middle one — stamping the body and setting up the transfer,
- * which touches nothing of the loop — can run on another thread for large bodies:
- * create on the loop's thread (NULL on failure, opts freed), prepare anywhere, then add on the loop's thread (NULL when it
- * could not start or was aborted meanwhile: its error is emitted).
- */
-void *moat_loop_create(moat_loop *l, moat_request_opts *opts, moat_emit emit, void *ctx, volatile int *aborted, void (*done)(void *ctx));
-void moat_loop_prepare(void *transfer);
-void *moat_loop_add(moat_loop *l, void *transfer);
-
-/*
- * Prepares a created transfer on the loop's stamping thread, then calls `stamped(arg,
- * transfer)` on the loop's thread, which adds it (moat_loop_add). 0 when there is no such
- * thread (it could not be started): prepare and add it here instead.
- */
-int moat_loop_offload(moat_loop *l, void *transfer, void (*stamped)(void *arg, void *transfer), void *arg);
-
-/* Whether transfers are in flight on the loop. */
-int moat_loop_busy(const moat_loop *l);
 
 /* Ends a transfer at once with its "aborted" error (outside libcurl's callbacks only). */
 void moat_loop_abort(moat_loop *l, void *transfer);
