@@ -8,5 +8,7 @@ export * from './errors.js';
 export * from './flags.js';
 export * from './mock-upstream.js';
 export * from './pg-storage.js';
+export * from './router.js';
+export { ROUTES } from './routes/table.js';
 export * from './server.js';
 export * from './storage.js';

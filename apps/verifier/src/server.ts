@@ -4,9 +4,10 @@ import { AttestationKeyring } from '@moat/attest/server';
 import { BlockKeyring } from '@moat/distill-guard/server';
 import { FingerprintStats } from '@moat/fingerprint/server';
 import { GatewayStats } from '@moat/gateway-detect/server';
-import { TELEMETRY_PATH, VERSION_HEADER } from '@moat/protocol';
+import { VERSION_HEADER } from '@moat/protocol';
 import { errorMessage } from '@moat/protocol/support';
 import { pino } from 'pino';
+import { operatorTokens } from './auth.js';
 import type { VerifierConfig } from './config.js';
 import { DecoyIndexCache } from './decoy-index.js';
 import { ApiError } from './errors.js';
@@ -16,15 +17,10 @@ import { ApiKeyCache } from './key-cache.js';
 import { createMetrics } from './metrics.js';
 import { type MockUpstream, startMockUpstream } from './mock-upstream.js';
 import { PgRedisStorage } from './pg-storage.js';
-import { handleMessagesRequest, type MessagesEndpoint } from './pipeline/index.js';
 import type { VerifierServices } from './pipeline/services.js';
 import { Upstream } from './pipeline/upstream.js';
-import { handleAdmin } from './routes/admin.js';
-import { CONFORMANCE_PATH, handleConformance } from './routes/conformance.js';
-import { handleMoatEndpoint } from './routes/moat.js';
-import { handlePassthrough } from './routes/passthrough.js';
-import { answerReadiness } from './routes/readiness.js';
-import { handleTelemetry } from './routes/telemetry.js';
+import { createRouter, dispatch } from './router.js';
+import { ROUTES } from './routes/table.js';
 import { RecordSpool } from './spool.js';
 import { SqliteStorage, type Storage } from './storage.js';
 import { StoreGuard } from './store-guard.js';
@@ -70,12 +66,6 @@ export interface Verifier {
   /** Stops accepting, finishes in-flight requests, saves statistics, closes the database. */
   close(): Promise<void>;
 }
-
-/** Messages endpoints, where the whole pipeline runs; every other `/v1` path passes through. */
-const MESSAGES_ENDPOINTS: ReadonlyMap<string, MessagesEndpoint> = new Map([
-  ['/v1/messages', 'messages'],
-  ['/v1/messages/count_tokens', 'count_tokens'],
-]);
 
 async function loadFingerprintStats(storage: Storage, log: pino.Logger): Promise<FingerprintStats> {
   try {
@@ -127,10 +117,8 @@ export async function createVerifier(config: VerifierConfig, options: VerifierOp
     upstream: new Upstream(mock?.url ?? config.upstream, mock === undefined ? config.upstreamKey : undefined, config.upstreamTimeouts),
     onUpstreamRequest: options.onUpstreamRequest,
   };
-  const tokens = {
-    admin: Buffer.from(config.adminToken),
-    metrics: config.metricsToken === undefined ? undefined : Buffer.from(config.metricsToken),
-  };
+  const tokens = operatorTokens(config);
+  const router = createRouter(ROUTES);
 
   const snapshotTimer = setInterval(() => {
     Promise.resolve(storage.saveSnapshot('fingerprint', services.fingerprintStats.toJSON())).catch((err: unknown) =>
@@ -155,15 +143,9 @@ export async function createVerifier(config: VerifierConfig, options: VerifierOp
   async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
     res.setHeader(VERSION_HEADER, '1');
     const url = new URL(req.url ?? '/', 'http://verifier');
-    const endpoint = req.method === 'POST' ? MESSAGES_ENDPOINTS.get(url.pathname) : undefined;
-    if (endpoint !== undefined) return handleMessagesRequest(req, res, endpoint, services);
-    if (req.method === 'POST' && url.pathname === TELEMETRY_PATH) return handleTelemetry(req, res, services);
-    if (req.method === 'POST' && url.pathname === CONFORMANCE_PATH) return handleConformance(req, res, services);
-    if (req.method === 'GET' && url.pathname === '/readyz') return answerReadiness(res, services, closing);
-    if (await handleMoatEndpoint(req, res, url, services, tokens)) return;
-    if (url.pathname.startsWith('/admin/')) return handleAdmin(req, res, url, services, tokens.admin);
-    if (url.pathname.startsWith('/v1/') && !url.pathname.startsWith('/v1/moat')) return handlePassthrough(req, res, services);
-    throw new ApiError(404, 'not_found_error', `no route ${req.method} ${url.pathname}`);
+    const matched = router.match(req.method ?? 'GET', url.pathname);
+    if (matched === undefined) throw new ApiError(404, 'not_found_error', `no route ${req.method} ${url.pathname}`);
+    await dispatch(matched, { req, res, url, services, closing }, tokens);
   }
 
   // Graceful shutdown: answers in flight are counted; once closing, every answer says `connection: close`.

@@ -2,8 +2,8 @@
  * The verifier's decision pipeline for every request that carries a Messages body
  * (`POST /v1/messages` and `/v1/messages/count_tokens`), one stage per module, in order:
  *
- * 1. read — the body: size, strict JSON, the Messages shape ({@link readMessagesRequest})
- * 2. authenticate — the API key's id ({@link authenticate})
+ * 1. authenticate — the API key's id ({@link authenticate}); a refusal is recorded too
+ * 2. read — the body: size, strict JSON, the Messages shape ({@link readMessagesRequest})
  * 3. evidence — attestation, fingerprint, gateway traces, signed blocks ({@link gatherEvidence})
  * 4. policy — a pure decision from the signals ({@link decide})
  * 5. record — the request's one record, filled in as it goes ({@link RequestLedger})
@@ -16,9 +16,9 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { verifyAttestation } from '@moat/attest/server';
 import { invalidBlockError } from '@moat/distill-guard/server';
 import { errorMessage } from '@moat/protocol/support';
+import { authenticate } from '../auth.js';
 import { ApiError, unavailable } from '../errors.js';
 import { readBody, sendError, sendJson, writeEvent } from '../http.js';
-import { authenticate } from './authenticate.js';
 import { gatherEvidence, receivedRequest } from './evidence.js';
 import { decide, flagPolicy, policyAttributes, signalsOf } from './policy.js';
 import { parseMessagesBody, type ReadRequest } from './read.js';
@@ -27,7 +27,7 @@ import { asksForDecoys, rewriteRequest } from './rewrite-request.js';
 import { answerJson, answerStream, passError } from './rewrite-response.js';
 import type { VerifierServices } from './services.js';
 
-export { authenticate } from './authenticate.js';
+export { authenticate } from '../auth.js';
 export { type Decision, decide, type Signals } from './policy.js';
 export { readMessagesRequest } from './read.js';
 export { RequestLedger } from './record.js';

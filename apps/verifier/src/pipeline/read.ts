@@ -40,7 +40,7 @@ export function parseMessagesBody(raw: Buffer, maxJsonDepth: number): ReadReques
 }
 
 /**
- * Stage 1: reads and validates a Messages body.
+ * Stage 2: reads and validates a Messages body.
  *
  * @throws {ApiError} 413 over the size limit, 400 for anything that is not a well-formed
  * Messages request, naming the path.

@@ -27,7 +27,7 @@ export function asksForDecoys(body: MessagesRequest): boolean {
 }
 
 /**
- * Stage 5: the request the upstream gets. Moat's members (the envelope, `anti_distillation`)
+ * Stage 6: the request the upstream gets. Moat's members (the envelope, `anti_distillation`)
  * and the attribution block are cut out of the client's own bytes — everything else arrives
  * byte for byte, so prompt caching and members the verifier does not know survive. Members
  * are re-serialized only where they change: signed blocks that failed are stripped, decoy

@@ -112,7 +112,7 @@ function parseUpstreamMessage(text: string): MessagesResponse {
 }
 
 /**
- * Stage 7, JSON: answers decoy-only turns itself (up to {@link DECOY_ROUNDS} rounds, their
+ * Stage 8, JSON: answers decoy-only turns itself (up to {@link DECOY_ROUNDS} rounds, their
  * output tokens added to the usage the client sees), takes decoy calls out, signs
  * signed-type blocks, remembers the upstream's signatures, makes the record durable, then
  * answers with the upstream's headers.
@@ -175,7 +175,7 @@ function statusOfErrorEvent(data: Record<string, unknown>): number {
 }
 
 /**
- * Stage 7, SSE: passes the stream through as it arrives — decoy calls withheld and answered
+ * Stage 8, SSE: passes the stream through as it arrives — decoy calls withheld and answered
  * upstream in further rounds stitched into one client message, signed-type blocks re-signed
  * — and makes the record (signals, verdict, upstream signatures) durable before
  * `message_stop` goes out. A stream that ends without `message_stop` is recorded as an

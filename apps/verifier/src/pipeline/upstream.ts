@@ -56,7 +56,7 @@ export interface UpstreamTimeouts {
 }
 
 /**
- * Stage 6: the upstream, an Anthropic-compatible API (the embedded mock or a real one) over a
+ * Stage 7: the upstream, an Anthropic-compatible API (the embedded mock or a real one) over a
  * keep-alive undici agent. Client headers pass except hop-by-hop ones, the client's own
  * credentials (replaced by the verifier's upstream key) and Moat's headers; the answer's
  * headers pass except hop-by-hop ones.

@@ -1,10 +1,8 @@
-import { timingSafeEqual } from 'node:crypto';
-import type { IncomingMessage, ServerResponse } from 'node:http';
 import { wilson } from '@moat/fingerprint/server';
 import { ATTESTATION_SIGNALS, DECOY_SIGNALS, FINGERPRINT_SIGNALS, isKeyId, THINKING_SIGNALS, VERDICTS } from '@moat/protocol';
 import { ApiError } from '../errors.js';
 import { readBody, sendJson } from '../http.js';
-import type { VerifierServices } from '../pipeline/services.js';
+import type { RouteContext, RouteHandler } from '../router.js';
 import type { RecordQuery } from '../storage.js';
 
 /** A query parameter as an integer in `[min, max]`, or a 400 that names it. */
@@ -65,100 +63,95 @@ function recordQueryOf(url: URL): RecordQuery {
   };
 }
 
-/** Whether the request carries `Authorization: Bearer <token>` for `token`, compared in constant time. */
-export function hasBearer(req: IncomingMessage, token: Buffer): boolean {
-  const auth = req.headers.authorization;
-  if (typeof auth !== 'string' || !auth.startsWith('Bearer ')) return false;
-  const given = Buffer.from(auth.slice(7));
-  return given.length === token.length && timingSafeEqual(given, token);
-}
+/** `GET /admin/records`: records matching the query's filters, newest first. */
+export const listRecords: RouteHandler = async ({ res, url, services }) =>
+  sendJson(res, 200, { records: await services.storage.queryRecords(recordQueryOf(url)) });
 
-/** `/admin/*`: records, summary, keys and policy, behind the admin token. */
-export async function handleAdmin(
-  req: IncomingMessage,
-  res: ServerResponse,
-  url: URL,
-  services: VerifierServices,
-  adminToken: Buffer,
-): Promise<void> {
-  const { storage, fingerprintStats, gatewayStats, flags, metrics } = services;
-  if (!hasBearer(req, adminToken)) throw new ApiError(401, 'authentication_error', 'admin bearer token required');
-  if (req.method === 'GET' && url.pathname === '/admin/records') {
-    return sendJson(res, 200, { records: await storage.queryRecords(recordQueryOf(url)) });
+/** `GET /admin/activity`: per-key traffic in the range, with the key's label and its fingerprint standing. */
+export const keyActivity: RouteHandler = async ({ res, url, services }) => {
+  const { storage, fingerprintStats } = services;
+  const range = rangeOf(url);
+  const labels = new Map((await storage.listApiKeys()).map((k) => [k.id, k.label]));
+  const keys = (await storage.keyActivity(range)).map((a) => {
+    const n = a.match + a.mismatch;
+    return {
+      ...a,
+      label: labels.get(a.keyId) ?? null,
+      classification: fingerprintStats.report(a.keyId)?.classification ?? null,
+      // The fingerprint mismatch rate in the range, with its 95% Wilson interval.
+      mismatchRate: n === 0 ? null : { rate: a.mismatch / n, ...wilson(a.mismatch, n) },
+    };
+  });
+  sendJson(res, 200, { ...range, keys });
+};
+
+/** `GET /admin/summary`: verdict and attestation counts, telemetry, gateways and decoys. */
+export const summary: RouteHandler = async ({ res, url, services }) => {
+  const { storage, gatewayStats, metrics } = services;
+  const hits = await storage.decoyHits();
+  sendJson(res, 200, {
+    ...(await storage.summary(rangeOf(url))),
+    telemetry: await storage.telemetryCounts(),
+    gateways: gatewayStats.totals(),
+    decoyCalls: metrics.decoyCallCount,
+    decoyHits: Object.values(hits).reduce((a, b) => a + b, 0),
+  });
+};
+
+/** `GET /admin/keys`: live API keys with their fingerprint, gateway and decoy standing. */
+export const listKeys: RouteHandler = async ({ res, services }) => {
+  const { storage, fingerprintStats, gatewayStats } = services;
+  const hits = await storage.decoyHits();
+  sendJson(res, 200, {
+    keys: (await storage.listApiKeys()).map((k) => ({
+      ...k,
+      fingerprint: fingerprintStats.report(k.id) ?? null,
+      gateway: gatewayStats.report(k.id) ?? null,
+      decoyHits: hits[k.id] ?? 0,
+    })),
+  });
+};
+
+/** `POST /admin/keys` `{ label }`: a new API key, returned once. */
+export const createKey: RouteHandler = async ({ req, res, services }) => {
+  const raw = await readBody(req, 4096);
+  let label = 'unnamed';
+  try {
+    const parsed = JSON.parse(raw.toString('utf8') || '{}') as { label?: unknown };
+    if (typeof parsed.label === 'string' && parsed.label !== '') label = parsed.label.slice(0, 100);
+  } catch {
+    throw new ApiError(400, 'invalid_request_error', 'body: expected JSON { "label": string }');
   }
-  if (req.method === 'GET' && url.pathname === '/admin/activity') {
-    // Per-key traffic in the range, with the key's label and its fingerprint standing.
-    const range = rangeOf(url);
-    const labels = new Map((await storage.listApiKeys()).map((k) => [k.id, k.label]));
-    const keys = (await storage.keyActivity(range)).map((a) => {
-      const n = a.match + a.mismatch;
-      return {
-        ...a,
-        label: labels.get(a.keyId) ?? null,
-        classification: fingerprintStats.report(a.keyId)?.classification ?? null,
-        // The fingerprint mismatch rate in the range, with its 95% Wilson interval.
-        mismatchRate: n === 0 ? null : { rate: a.mismatch / n, ...wilson(a.mismatch, n) },
-      };
-    });
-    return sendJson(res, 200, { ...range, keys });
+  const created = await services.storage.createApiKey(label);
+  // The new key's decoys become traceable at once.
+  void services.decoyIndex.refresh(true);
+  sendJson(res, 201, created);
+};
+
+/** `GET /admin/policy`: the GrowthBook features in force. */
+export const policy: RouteHandler = ({ res, services }) => sendJson(res, 200, { features: services.flags.features });
+
+/** `GET /admin/attestation-keys`: active and revoked attestation key ids. */
+export const attestationKeys: RouteHandler = async ({ res, services }) =>
+  sendJson(res, 200, { active: services.attestationKeyring.kids(), revoked: await services.storage.revokedKids() });
+
+/** `POST /admin/attestation-keys/revoke` `{ kid, reason? }`: revokes a key id on every replica. */
+export const revokeKid: RouteHandler = async ({ req, res, services }: RouteContext) => {
+  let body: { kid?: unknown; reason?: unknown };
+  try {
+    body = JSON.parse((await readBody(req, 4096)).toString('utf8')) as { kid?: unknown; reason?: unknown };
+  } catch {
+    throw new ApiError(400, 'invalid_request_error', 'body: expected JSON { "kid": string, "reason"?: string }');
   }
-  if (req.method === 'GET' && url.pathname === '/admin/summary') {
-    const hits = await storage.decoyHits();
-    return sendJson(res, 200, {
-      ...(await storage.summary(rangeOf(url))),
-      telemetry: await storage.telemetryCounts(),
-      gateways: gatewayStats.totals(),
-      decoyCalls: metrics.decoyCallCount,
-      decoyHits: Object.values(hits).reduce((a, b) => a + b, 0),
-    });
-  }
-  if (req.method === 'GET' && url.pathname === '/admin/keys') {
-    const hits = await storage.decoyHits();
-    return sendJson(res, 200, {
-      keys: (await storage.listApiKeys()).map((k) => ({
-        ...k,
-        fingerprint: fingerprintStats.report(k.id) ?? null,
-        gateway: gatewayStats.report(k.id) ?? null,
-        decoyHits: hits[k.id] ?? 0,
-      })),
-    });
-  }
-  if (req.method === 'POST' && url.pathname === '/admin/keys') {
-    const raw = await readBody(req, 4096);
-    let label = 'unnamed';
-    try {
-      const parsed = JSON.parse(raw.toString('utf8') || '{}') as { label?: unknown };
-      if (typeof parsed.label === 'string' && parsed.label !== '') label = parsed.label.slice(0, 100);
-    } catch {
-      throw new ApiError(400, 'invalid_request_error', 'body: expected JSON { "label": string }');
-    }
-    const created = await storage.createApiKey(label);
-    // The new key's decoys become traceable at once.
-    void services.decoyIndex.refresh(true);
-    return sendJson(res, 201, created);
-  }
-  if (req.method === 'GET' && url.pathname === '/admin/policy') return sendJson(res, 200, { features: flags.features });
-  if (req.method === 'GET' && url.pathname === '/admin/attestation-keys') {
-    return sendJson(res, 200, { active: services.attestationKeyring.kids(), revoked: await storage.revokedKids() });
-  }
-  if (req.method === 'POST' && url.pathname === '/admin/attestation-keys/revoke') {
-    let body: { kid?: unknown; reason?: unknown };
-    try {
-      body = JSON.parse((await readBody(req, 4096)).toString('utf8')) as { kid?: unknown; reason?: unknown };
-    } catch {
-      throw new ApiError(400, 'invalid_request_error', 'body: expected JSON { "kid": string, "reason"?: string }');
-    }
-    if (!isKeyId(body.kid))
-      throw new ApiError(
-        400,
-        'invalid_request_error',
-        `kid: expected a key id ([A-Za-z0-9_-]{1,32}), got ${JSON.stringify(body.kid)?.slice(0, 40)}`,
-      );
-    const reason = typeof body.reason === 'string' ? body.reason.slice(0, 200) : 'revoked by an operator';
-    // Stored first (every replica picks it up), then applied here at once.
-    await storage.revokeKid(body.kid, reason);
-    services.attestationKeyring.revoke(body.kid);
-    return sendJson(res, 200, { revoked: body.kid, reason });
-  }
-  throw new ApiError(404, 'not_found_error', `no admin route ${req.method} ${url.pathname}`);
-}
+  if (!isKeyId(body.kid))
+    throw new ApiError(
+      400,
+      'invalid_request_error',
+      `kid: expected a key id ([A-Za-z0-9_-]{1,32}), got ${JSON.stringify(body.kid)?.slice(0, 40)}`,
+    );
+  const reason = typeof body.reason === 'string' ? body.reason.slice(0, 200) : 'revoked by an operator';
+  // Stored first (every replica picks it up), then applied here at once.
+  await services.storage.revokeKid(body.kid, reason);
+  services.attestationKeyring.revoke(body.kid);
+  sendJson(res, 200, { revoked: body.kid, reason });
+};

@@ -1,18 +1,15 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
 import { answerConformanceRequest } from '@moat/protocol/conformance';
 import { errorMessage } from '@moat/protocol/support';
 import { ApiError } from '../errors.js';
 import { readBody, sendJson } from '../http.js';
-import { authenticate } from '../pipeline/authenticate.js';
-import type { VerifierServices } from '../pipeline/services.js';
+import type { RouteHandler } from '../router.js';
 
 /** Where the verifier answers the conformance interface (SPEC.md §15). */
 export const CONFORMANCE_PATH = '/v1/moat/conformance';
 const CONFORMANCE_MAX_REQUESTS = 1000;
 
 /** SPEC.md §15: the stdio conformance interface over HTTP, so partners can check a running verifier. */
-export async function handleConformance(req: IncomingMessage, res: ServerResponse, services: VerifierServices): Promise<void> {
-  await authenticate(req.headers, services.keyCache, services.storage);
+export const handleConformance: RouteHandler = async ({ req, res }) => {
   const raw = await readBody(req, 1_048_576);
   let requests: unknown;
   try {
@@ -27,4 +24,4 @@ export async function handleConformance(req: IncomingMessage, res: ServerRespons
       `requests: expected an array of at most ${CONFORMANCE_MAX_REQUESTS}, got ${Array.isArray(requests) ? `${requests.length} items` : typeof requests}`,
     );
   sendJson(res, 200, { answers: requests.map((r) => answerConformanceRequest(r)) });
-}
+};

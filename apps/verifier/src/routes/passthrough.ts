@@ -1,7 +1,5 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
 import { pipeline } from 'node:stream/promises';
-import { authenticate } from '../pipeline/authenticate.js';
-import type { VerifierServices } from '../pipeline/services.js';
+import type { RouteHandler } from '../router.js';
 
 /**
  * Every path under `/v1` the verifier does not own (models, message batches, files, whatever
@@ -9,8 +7,7 @@ import type { VerifierServices } from '../pipeline/services.js';
  * with the verifier's key, body and answer stream through unchanged (status, headers bar
  * hop-by-hop ones, content encoding), and a client that goes away aborts the upstream call.
  */
-export async function handlePassthrough(req: IncomingMessage, res: ServerResponse, services: VerifierServices): Promise<void> {
-  await authenticate(req.headers, services.keyCache, services.storage);
+export const handlePassthrough: RouteHandler = async ({ req, res, services }) => {
   const abort = new AbortController();
   res.on('close', () => {
     if (!res.writableFinished) abort.abort();
@@ -28,4 +25,4 @@ export async function handlePassthrough(req: IncomingMessage, res: ServerRespons
   await pipeline(upstream.body, res).catch(() => {
     // The client went away, or the upstream broke off: the socket is closed either way.
   });
-}
+};

@@ -1,7 +1,6 @@
-import type { ServerResponse } from 'node:http';
 import { connect } from 'node:net';
 import { sendJson } from '../http.js';
-import type { VerifierServices } from '../pipeline/services.js';
+import type { RouteHandler } from '../router.js';
 import { probe, type ReadinessCheck } from '../storage.js';
 
 /** Whether a TCP connection to the upstream opens, within `timeoutMs`. */
@@ -33,11 +32,11 @@ function upstreamReachable(url: string, timeoutMs: number): Promise<ReadinessChe
  * verifier is not shutting down — else 503 naming what failed. Every check is bounded (1 s).
  * `/healthz` only says the process is alive.
  */
-export async function answerReadiness(res: ServerResponse, services: VerifierServices, closing: boolean): Promise<void> {
+export const answerReadiness: RouteHandler = async ({ res, services, closing }) => {
   const checks = [...(await services.storage.readiness()), await upstreamReachable(services.upstream.url, 1_000)];
   const down = services.guard.down;
   checks.push(down === undefined ? { name: 'spool', ok: true } : { name: 'spool', ok: false, error: `records are spooled: ${down}` });
   if (closing) checks.push({ name: 'shutdown', ok: false, error: 'shutting down' });
   const ready = checks.every((c) => c.ok);
   sendJson(res, ready ? 200 : 503, { ready, checks }, ready ? {} : { 'retry-after': '1' });
-}
+};

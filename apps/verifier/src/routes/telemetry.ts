@@ -1,15 +1,12 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
 import { parseTelemetryBatch } from '@moat/protocol';
 import { errorMessage } from '@moat/protocol/support';
 import { ApiError } from '../errors.js';
 import { readBody, sendJson } from '../http.js';
-import { authenticate } from '../pipeline/authenticate.js';
-import type { VerifierServices } from '../pipeline/services.js';
+import type { RouteHandler } from '../router.js';
 
 /** `POST /v1/telemetry`: a client's batched telemetry (SPEC.md §11), validated and stored. */
-export async function handleTelemetry(req: IncomingMessage, res: ServerResponse, services: VerifierServices): Promise<void> {
+export const handleTelemetry: RouteHandler = async ({ req, res, services, keyId = null }) => {
   const { storage, metrics, gatewayStats } = services;
-  const keyId = await authenticate(req.headers, services.keyCache, storage);
   const raw = await readBody(req, 65_536);
   let batch: ReturnType<typeof parseTelemetryBatch>;
   try {
@@ -20,7 +17,8 @@ export async function handleTelemetry(req: IncomingMessage, res: ServerResponse,
   await storage.insertTelemetry(keyId, batch.events);
   for (const e of batch.events) {
     metrics.telemetryEvents.inc({ type: e.type });
-    if (e.type === 'gateway_detected' && Array.isArray(e.gateways)) gatewayStats.recordTelemetry(keyId, e.gateways as string[]);
+    if (keyId !== null && e.type === 'gateway_detected' && Array.isArray(e.gateways))
+      gatewayStats.recordTelemetry(keyId, e.gateways as string[]);
   }
   sendJson(res, 202, { accepted: batch.events.length });
-}
+};

@@ -1,0 +1,44 @@
+import { DISCOVERY_PATH, TELEMETRY_PATH } from '@moat/protocol';
+import { handleMessagesRequest, type MessagesEndpoint } from '../pipeline/index.js';
+import type { RouteHandler, RouteRow } from '../router.js';
+import * as admin from './admin.js';
+import { CONFORMANCE_PATH, handleConformance } from './conformance.js';
+import * as moat from './moat.js';
+import { handlePassthrough } from './passthrough.js';
+import { answerReadiness } from './readiness.js';
+import { handleTelemetry } from './telemetry.js';
+
+/** A route whose body runs through the whole decision pipeline as `endpoint`. */
+const pipeline =
+  (endpoint: MessagesEndpoint): RouteHandler =>
+  ({ req, res, services }) =>
+    handleMessagesRequest(req, res, endpoint, services);
+
+/**
+ * Every route of the verifier, first match wins: method (`*` any), pattern (`:name` one
+ * segment, trailing `*` any rest), mode, access, handler. A route the table does not name is
+ * 404. Other `/v1` paths pass through to the upstream; Moat's own `/v1/moat*` never do.
+ */
+export const ROUTES: readonly RouteRow[] = [
+  ['POST', '/v1/messages', 'pipeline', 'client', pipeline('messages')],
+  ['POST', '/v1/messages/count_tokens', 'pipeline', 'client', pipeline('count_tokens')],
+  ['POST', TELEMETRY_PATH, 'local', 'client', handleTelemetry],
+  ['POST', CONFORMANCE_PATH, 'local', 'client', handleConformance],
+  ['GET', DISCOVERY_PATH, 'local', 'public', moat.discovery],
+  ['GET', '/api/features/*', 'local', 'public', moat.clientFeatures],
+  ['GET', '/healthz', 'local', 'public', moat.healthz],
+  ['GET', '/readyz', 'local', 'public', answerReadiness],
+  ['GET', '/metrics', 'local', 'metrics', moat.metrics],
+  ['GET', '/dashboard', 'local', 'public', moat.dashboard],
+  ['GET', '/admin/records', 'local', 'admin', admin.listRecords],
+  ['GET', '/admin/activity', 'local', 'admin', admin.keyActivity],
+  ['GET', '/admin/summary', 'local', 'admin', admin.summary],
+  ['GET', '/admin/keys', 'local', 'admin', admin.listKeys],
+  ['POST', '/admin/keys', 'local', 'admin', admin.createKey],
+  ['GET', '/admin/policy', 'local', 'admin', admin.policy],
+  ['GET', '/admin/attestation-keys', 'local', 'admin', admin.attestationKeys],
+  ['POST', '/admin/attestation-keys/revoke', 'local', 'admin', admin.revokeKid],
+  ['*', '/admin/*', 'local', 'admin', moat.notFound('admin route')],
+  ['*', '/v1/moat*', 'local', 'public', moat.notFound()],
+  ['*', '/v1/*', 'passthrough', 'client', handlePassthrough],
+];
