@@ -28,7 +28,10 @@ export type RequestRecord = RecordedSignals & {
   readonly decoys: number;
 };
 
-/** Which records to read: a time range (Unix ms, `since` inclusive, `until` exclusive), a key, a verdict, signal values. */
+/**
+ * Which records to read: a time range (Unix ms, `since` inclusive, `until` exclusive), a key,
+ * a verdict, signal values.
+ */
 export type RecordQuery = Partial<RecordedSignals> & {
   readonly limit?: number;
   readonly keyId?: string;
@@ -85,7 +88,12 @@ export const RECORD_COLUMNS: readonly Column[] = [
   { field: 'status', column: 'status', kind: 'optional int' },
   { field: 'latencyMs', column: 'latency_ms', kind: 'optional int' },
   { field: 'decoys', column: 'decoys', kind: 'count' },
-  ...RECORDED_SIGNALS.map((row) => ({ field: row.name, column: row.column, kind: 'signal' as const, initial: row.initial })),
+  ...RECORDED_SIGNALS.map((row) => ({
+    field: row.name,
+    column: row.column,
+    kind: 'signal' as const,
+    initial: row.initial,
+  })),
 ];
 
 // Names and initial values are written into SQL: they come from code, and are checked here once.
@@ -108,7 +116,9 @@ export function recordsTableSql(dialect: Dialect): string {
 /** The query that lists the columns `records` has now. */
 export const EXISTING_COLUMNS_SQL: Readonly<Record<Dialect, string>> = {
   sqlite: "SELECT name FROM pragma_table_info('records')",
-  postgres: "SELECT column_name AS name FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = 'records'",
+  postgres:
+    'SELECT column_name AS name FROM information_schema.columns ' +
+    "WHERE table_schema = current_schema() AND table_name = 'records'",
 };
 
 /**
@@ -127,7 +137,8 @@ export function migrationSql(dialect: Dialect, existing: Iterable<string>): stri
 export function insertRecordSql(dialect: Dialect, ignoreDuplicate: boolean): string {
   const names = RECORD_COLUMNS.map((c) => c.column).join(', ');
   const params = RECORD_COLUMNS.map((_, i) => (dialect === 'sqlite' ? '?' : `$${i + 1}`)).join(', ');
-  if (dialect === 'sqlite') return `INSERT ${ignoreDuplicate ? 'OR IGNORE ' : ''}INTO records (${names}) VALUES (${params})`;
+  if (dialect === 'sqlite')
+    return `INSERT ${ignoreDuplicate ? 'OR IGNORE ' : ''}INTO records (${names}) VALUES (${params})`;
   return `INSERT INTO records (${names}) VALUES (${params})${ignoreDuplicate ? ' ON CONFLICT (id) DO NOTHING' : ''}`;
 }
 
@@ -142,7 +153,8 @@ export function recordOf(row: Readonly<Record<string, unknown>>): RequestRecord 
   for (const c of RECORD_COLUMNS) {
     const v = row[c.column];
     if (c.kind === 'list') out[c.field] = typeof v === 'string' ? JSON.parse(v) : v;
-    else if (c.kind === 'time' || c.kind === 'count' || c.kind === 'optional int') out[c.field] = v === null ? null : Number(v);
+    else if (c.kind === 'time' || c.kind === 'count' || c.kind === 'optional int')
+      out[c.field] = v === null ? null : Number(v);
     else out[c.field] = v;
   }
   return out as RequestRecord;
@@ -182,12 +194,20 @@ export const ACTIVITY_COLUMNS = [
   'COUNT(*) requests',
   ...(['allow', 'flag', 'block'] as const).map((v) => `SUM(CASE WHEN verdict = '${v}' THEN 1 ELSE 0 END) "${v}"`),
   ...RECORDED_SIGNALS.flatMap((row) =>
-    Object.entries(row.activity ?? {}).map(([field, value]) => `SUM(CASE WHEN ${row.column} = '${value}' THEN 1 ELSE 0 END) "${field}"`),
+    Object.entries(row.activity ?? {}).map(
+      ([field, value]) => `SUM(CASE WHEN ${row.column} = '${value}' THEN 1 ELSE 0 END) "${field}"`,
+    ),
   ),
   'MAX(ts) last_ts',
 ].join(',\n  ');
 
-const ACTIVITY_FIELDS = ['requests', 'allow', 'flag', 'block', ...RECORDED_SIGNALS.flatMap((row) => Object.keys(row.activity ?? {}))];
+const ACTIVITY_FIELDS = [
+  'requests',
+  'allow',
+  'flag',
+  'block',
+  ...RECORDED_SIGNALS.flatMap((row) => Object.keys(row.activity ?? {})),
+];
 
 /** A row of {@link ACTIVITY_COLUMNS} (numbers may come back as strings from PostgreSQL). */
 export function activityOf(r: Readonly<Record<string, unknown>>, gateways: readonly string[]): KeyActivity {
