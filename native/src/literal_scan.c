@@ -90,6 +90,8 @@ struct moat_literals {
   size_t *length;
   /* A regular-expression set (moat_regex_compile): matches are (id, leftmost start, end). */
   int regex;
+  /* A set searched without libhs (moat_literals_direct); db and scratch are NULL then. */
+  struct direct_set *direct;
 };
 
 const char *moat_literals_version(void) {
@@ -204,13 +206,17 @@ moat_literals *moat_regex_compile(const char *const *patterns, unsigned count) {
 }
 
 int moat_literals_serialize(const moat_literals *m, char **bytes, size_t *len) {
+  if (m->direct != NULL) return -1; /* nothing compiled to keep */
   return hs.serialize(m->db, bytes, len) == HS_SUCCESS ? 0 : -1;
 }
 
+static void direct_free(struct direct_set *d);
+
 void moat_literals_free(moat_literals *m) {
   if (m == NULL) return;
-  hs.free_scratch(m->scratch);
-  hs.free_database(m->db);
+  direct_free(m->direct);
+  if (m->scratch != NULL) hs.free_scratch(m->scratch);
+  if (m->db != NULL) hs.free_database(m->db);
   free(m->skip);
   free(m->length);
   free(m);
@@ -264,10 +270,227 @@ static int on_match(unsigned int id, unsigned long long from, unsigned long long
   return 0;
 }
 
+
+/* ---- Direct literal sets: searched without a libhs database ----
+ * libhs compiles a large literal set slowly (about 2 s for 22,000 literals), longer than a CI
+ * run's whole scan. A direct set is built in linear time: a 2^18-bit filter over each
+ * literal's first four bytes (L1-resident, one probe per position) in front of two hash
+ * tables of candidates, by four-byte prefix (literals under 8 bytes) and by eight-byte prefix
+ * (the rest, so encoded forms sharing `\u00` or `0x` do not share one long bucket). It
+ * reports what libhs would: every occurrence of every literal, through the same callbacks. */
+#define DIRECT_FILTER_BITS 18
+
+typedef struct {
+  uint64_t key;
+  uint32_t start, count; /* into direct_set.order; count 0: empty slot */
+} direct_slot;
+
+struct direct_set {
+  uint64_t filter[(1u << DIRECT_FILTER_BITS) / 64];
+  direct_slot *table[2]; /* by 4-byte prefix (short literals), by 8-byte prefix (long ones) */
+  size_t mask[2];
+  uint32_t *order;       /* literal ids grouped by table and prefix */
+  unsigned char *bytes;  /* the literals back to back */
+  size_t *offset;
+  unsigned char *caseless;
+  int fold;              /* some literal folds case: prefixes are folded */
+};
+
+/* ASCII A-Z to a-z in four bytes at once. */
+static uint32_t fold4(uint32_t w) {
+  uint32_t low = w & 0x7f7f7f7fu;
+  uint32_t upper = ~w & ((low + 0x3f3f3f3fu) ^ (low + 0x25252525u)) & 0x80808080u;
+  return w | (upper >> 2);
+}
+
+static uint32_t load4(const unsigned char *p, int fold) {
+  uint32_t w;
+  memcpy(&w, p, 4);
+  return fold ? fold4(w) : w;
+}
+
+static uint64_t load8(const unsigned char *p, int fold) {
+  return (uint64_t)load4(p, fold) | (uint64_t)load4(p + 4, fold) << 32;
+}
+
+static uint32_t filter_hash(uint32_t w) { return (w * 0x9e3779b1u) >> (32 - DIRECT_FILTER_BITS); }
+
+static const direct_slot *direct_find(const struct direct_set *d, int t, uint64_t key) {
+  if (d->table[t] == NULL) return NULL;
+  for (size_t i = (size_t)((key * 0x9e3779b97f4a7c15ull) >> 20) & d->mask[t];; i = (i + 1) & d->mask[t]) {
+    const direct_slot *s = &d->table[t][i];
+    if (s->count == 0) return NULL;
+    if (s->key == key) return s;
+  }
+}
+
+typedef struct {
+  uint64_t key;
+  uint32_t id;
+} keyed_id;
+
+static int by_key(const void *a, const void *b) {
+  const keyed_id *x = a, *y = b;
+  return x->key < y->key ? -1 : x->key > y->key ? 1 : x->id < y->id ? -1 : x->id > y->id;
+}
+
+static void direct_free(struct direct_set *d) {
+  if (d == NULL) return;
+  free(d->table[0]);
+  free(d->table[1]);
+  free(d->order);
+  free(d->bytes);
+  free(d->offset);
+  free(d->caseless);
+  free(d);
+}
+
+/* Fills table t with the ids of `keyed` (n of them, sorted by key) placed at order[base..]. */
+static int direct_table(struct direct_set *d, int t, const keyed_id *keyed, size_t n, size_t base) {
+  if (n == 0) return 1;
+  size_t cap = 16;
+  while (cap < 2 * n) cap *= 2;
+  d->table[t] = calloc(cap, sizeof *d->table[t]);
+  if (d->table[t] == NULL) return 0;
+  d->mask[t] = cap - 1;
+  for (size_t a = 0; a < n;) {
+    size_t b = a;
+    while (b < n && keyed[b].key == keyed[a].key) d->order[base + b] = keyed[b].id, b++;
+    size_t i = (size_t)((keyed[a].key * 0x9e3779b97f4a7c15ull) >> 20) & d->mask[t];
+    while (d->table[t][i].count != 0) i = (i + 1) & d->mask[t];
+    d->table[t][i] = (direct_slot){keyed[a].key, (uint32_t)(base + a), (uint32_t)(b - a)};
+    a = b;
+  }
+  return 1;
+}
+
+static struct direct_set *direct_build(const char *const *patterns, const size_t *lengths, const int *caseless, unsigned count) {
+  struct direct_set *d = calloc(1, sizeof *d);
+  size_t total = 0;
+  for (unsigned i = 0; i < count; i++) total += lengths[i];
+  keyed_id *keyed = calloc(count, sizeof *keyed);
+  if (d != NULL) {
+    d->order = calloc(count, sizeof *d->order);
+    d->bytes = malloc(total);
+    d->offset = calloc(count, sizeof *d->offset);
+    d->caseless = calloc(count, 1);
+  }
+  if (d == NULL || keyed == NULL || d->order == NULL || d->bytes == NULL || d->offset == NULL || d->caseless == NULL) {
+    free(keyed);
+    direct_free(d);
+    return NULL;
+  }
+  for (unsigned i = 0; i < count && !d->fold; i++) d->fold = caseless[i] != 0;
+  size_t at = 0, shorts = 0;
+  for (unsigned i = 0; i < count; i++) {
+    memcpy(d->bytes + at, patterns[i], lengths[i]);
+    d->offset[i] = at;
+    d->caseless[i] = caseless[i] != 0;
+    uint32_t h = filter_hash(load4(d->bytes + at, d->fold));
+    d->filter[h >> 6] |= 1ull << (h & 63);
+    if (lengths[i] < 8) shorts++;
+    at += lengths[i];
+  }
+  /* Short literals first, then long ones, each sorted by prefix. */
+  size_t s = 0, l = shorts;
+  for (unsigned i = 0; i < count; i++) {
+    const unsigned char *p = d->bytes + d->offset[i];
+    if (lengths[i] < 8) keyed[s++] = (keyed_id){load4(p, d->fold), i};
+    else keyed[l++] = (keyed_id){load8(p, d->fold), i};
+  }
+  qsort(keyed, shorts, sizeof *keyed, by_key);
+  qsort(keyed + shorts, count - shorts, sizeof *keyed, by_key);
+  int ok = direct_table(d, 0, keyed, shorts, 0) && direct_table(d, 1, keyed + shorts, count - shorts, shorts);
+  free(keyed);
+  if (!ok) {
+    direct_free(d);
+    return NULL;
+  }
+  return d;
+}
+
+static const unsigned char fold_byte[256] = {
+#define F4(b) F1(b), F1(b + 1), F1(b + 2), F1(b + 3)
+#define F1(b) ((b) >= 'A' && (b) <= 'Z' ? (b) + 32 : (b))
+#define F16(b) F4(b), F4(b + 4), F4(b + 8), F4(b + 12)
+    F16(0), F16(16), F16(32), F16(48), F16(64), F16(80), F16(96), F16(112),
+    F16(128), F16(144), F16(160), F16(176), F16(192), F16(208), F16(224), F16(240)
+#undef F16
+#undef F1
+#undef F4
+};
+
+/* The literals of slot s at data[i]: each one present is reported; nonzero when the callback stops the scan. */
+static int direct_verify(const moat_literals *m, const direct_slot *s, const unsigned char *data, size_t len, size_t i, hs_match_cb cb,
+                         void *context) {
+  const struct direct_set *d = m->direct;
+  for (uint32_t k = s->start; k < s->start + s->count; k++) {
+    uint32_t id = d->order[k];
+    size_t n = m->length[id];
+    if (n > len - i) continue;
+    const unsigned char *lit = d->bytes + d->offset[id];
+    size_t j = 0;
+    if (d->caseless[id])
+      while (j < n && fold_byte[data[i + j]] == fold_byte[lit[j]]) j++;
+    else if (memcmp(data + i, lit, n) == 0)
+      j = n;
+    if (j == n && cb(id, 0, i + n, 0, context) != 0) return 1;
+  }
+  return 0;
+}
+
+/* Every occurrence of every literal of a direct set, as hs_scan reports them (-3 when the callback stopped it). */
+static int direct_scan(const moat_literals *m, const unsigned char *data, size_t len, hs_match_cb cb, void *context) {
+  const struct direct_set *d = m->direct;
+  const int fold = d->fold;
+  for (size_t i = 0; i + 4 <= len; i++) {
+    uint32_t w = load4(data + i, fold);
+    uint32_t h = filter_hash(w);
+    if ((d->filter[h >> 6] >> (h & 63) & 1) == 0) continue;
+    const direct_slot *s = direct_find(d, 0, w);
+    if (s != NULL && direct_verify(m, s, data, len, i, cb, context)) return -3;
+    if (i + 8 > len) continue;
+    s = direct_find(d, 1, load8(data + i, fold));
+    if (s != NULL && direct_verify(m, s, data, len, i, cb, context)) return -3;
+  }
+  return HS_SUCCESS;
+}
+
+moat_literals *moat_literals_direct(const char *const *patterns, const size_t *lengths, const int *caseless, unsigned count) {
+  pthread_once(&hs_once, load);
+  for (unsigned i = 0; i < count; i++)
+    if (lengths[i] < 4) {
+      snprintf(hs_error, sizeof hs_error, "a direct set needs literals of at least 4 bytes");
+      return NULL;
+    }
+  moat_literals *m = calloc(1, sizeof *m);
+  if (m != NULL) {
+    m->skip = calloc(count == 0 ? 1 : count, sizeof *m->skip);
+    m->length = calloc(count == 0 ? 1 : count, sizeof *m->length);
+  }
+  if (count == 0 || m == NULL || m->skip == NULL || m->length == NULL || (m->direct = direct_build(patterns, lengths, caseless, count)) == NULL) {
+    if (m != NULL) {
+      free(m->skip);
+      free(m->length);
+    }
+    free(m);
+    snprintf(hs_error, sizeof hs_error, count == 0 ? "no patterns" : "out of memory");
+    return NULL;
+  }
+  memcpy(m->length, lengths, count * sizeof *lengths);
+  return m;
+}
+
+/* The literal sets' one search: libhs, or the direct set's own. */
+static int scan_literals(const moat_literals *m, const unsigned char *data, size_t len, hs_scratch_t *scratch, hs_match_cb cb, void *context) {
+  if (m->direct != NULL) return direct_scan(m, data, len, cb, context);
+  return hs.scan(m->db, (const char *)data, (unsigned int)len, 0, scratch, cb, context);
+}
+
 int moat_literals_scan(moat_literals *m, const unsigned char *data, size_t len, int32_t **pairs, size_t *count) {
   collector c = {m, data, NULL, 0, 0, 0};
   if (len > 0x7fffffffu) return -1;
-  int rc = hs.scan(m->db, (const char *)data, (unsigned int)len, 0, m->scratch, on_match, &c);
+  int rc = scan_literals(m, data, len, m->scratch, on_match, &c);
   if (c.failed || (rc != HS_SUCCESS && rc != -3 /* HS_SCAN_TERMINATED */)) {
     free(c.pairs);
     return -1;
@@ -379,7 +602,7 @@ static int on_trigger(unsigned int id, unsigned long long from, unsigned long lo
   }
   if (out == 0) return 0;
   probe p = {sp->lits, b->joined, out, b->kept, 0};
-  hs.scan(sp->lits->db, (const char *)b->joined, (unsigned int)out, 0, sp->lit_scratch, on_literal, &p);
+  scan_literals(sp->lits, b->joined, out, sp->lit_scratch, on_literal, &p);
   if (p.hit) {
     sp->hit = 1;
     return 1;
@@ -458,7 +681,7 @@ static void prefilter_piece(const moat_prefilter *job, piece *u, const unsigned 
     const unsigned char *window = file + chunk_start - carry;
     size_t window_len = chunk_end - chunk_start + carry;
     probe p = {job->literals, window, window_len, NULL, 0};
-    int rc = hs.scan(job->literals->db, (const char *)window, (unsigned int)window_len, 0, lit_scratch, on_literal, &p);
+    int rc = scan_literals(job->literals, window, window_len, lit_scratch, on_literal, &p);
     if (rc != HS_SUCCESS && rc != -3) u->failed = 1;
     if (p.hit) u->flags = MOAT_PREFILTER_CODENAME;
     if (!p.hit && job->triggers != NULL) {
@@ -497,7 +720,7 @@ static void *prefilter_worker(void *arg) {
   const moat_prefilter *job = w->job;
   hs_scratch_t *lit_scratch = NULL, *trigger_scratch = NULL, *audit_scratch = NULL;
   split_buffers buffers = {0, 0, NULL, NULL};
-  int ready = hs.clone_scratch(job->literals->scratch, &lit_scratch) == HS_SUCCESS &&
+  int ready = (job->literals->direct != NULL || hs.clone_scratch(job->literals->scratch, &lit_scratch) == HS_SUCCESS) &&
               (job->triggers == NULL || hs.clone_scratch(job->triggers->scratch, &trigger_scratch) == HS_SUCCESS) &&
               (job->audit == NULL || hs.clone_scratch(job->audit->scratch, &audit_scratch) == HS_SUCCESS);
   size_t page = (size_t)sysconf(_SC_PAGESIZE);

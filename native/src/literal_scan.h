@@ -15,6 +15,13 @@ moat_literals *moat_literals_compile(const char *const *patterns, const size_t *
                                      const char *serialized, size_t serialized_len);
 
 /*
+ * The same literals as a direct set: no libhs database, built in linear time and searched with
+ * a prefix filter (for sets too large for libhs to compile quickly); every literal at least 4
+ * bytes. It cannot be serialized. NULL on failure.
+ */
+moat_literals *moat_literals_direct(const char *const *patterns, const size_t *lengths, const int *caseless, unsigned count);
+
+/*
  * Compiles regular expressions (libhs syntax, leftmost start of match reported). Scanning
  * such a set gives (expression index, start, end) triples instead of pairs.
  */

@@ -62,7 +62,9 @@ describe.skipIf(!NATIVE)('native and JavaScript engines agree', () => {
       // 400 codenames in every encoding: over the auto limit of literals.
       const many = Array.from({ length: 400 }, (_, i) => `Zorblax${i.toString(36)}ian`);
       expect(many.flatMap((c) => needlesFor(c)).length).toBeGreaterThan(NATIVE_AUTO_MAX_LITERALS);
-      expect(new CodenameEngine(many).kind).toBe('js');
+      // Unasked, a large set is searched directly: nothing compiled, nothing cached.
+      expect(new CodenameEngine(many).kind).toBe('native');
+      expect(existsSync(dir)).toBe(false);
       // Files idle for over 30 days go when a new one is written; others stay.
       mkdirSync(dir, { recursive: true, mode: 0o700 });
       const old = new Date(Date.now() - 40 * 24 * 3600 * 1000);
@@ -90,9 +92,11 @@ describe.skipIf(!NATIVE)('native and JavaScript engines agree', () => {
       writeFileSync(join(dir, file as string), 'not a database', { mode: 0o600 });
       const recompiled = new CodenameEngine(many, { engine: 'native' });
       expect(findings(recompiled, haystack, [])).toEqual(findings(js, haystack, []));
-      // A cache others can write is ignored.
+      // A cache others can write is ignored: the set is searched directly.
       chmodSync(dir, 0o777);
-      expect(new CodenameEngine(many).kind).toBe('js');
+      const ignored = new CodenameEngine(many);
+      expect(ignored.kind).toBe('native');
+      expect(findings(ignored, haystack, [])).toEqual(findings(js, haystack, []));
     } finally {
       if (before === undefined) delete process.env.MOAT_SCAN_CACHE_DIR;
       else process.env.MOAT_SCAN_CACHE_DIR = before;
@@ -110,7 +114,8 @@ describe.skipIf(!NATIVE)('native and JavaScript engines agree', () => {
         fc.uniqueArray(codename, { minLength: 1, maxLength: 4 }),
         fc.array(fc.oneof(fc.uint8Array({ maxLength: 40 }), fc.string({ unit: 'grapheme-ascii', maxLength: 40 })), { maxLength: 12 }),
         fc.array(fc.nat(30), { maxLength: 8 }),
-        fc.record({ ignoreCase: fc.boolean(), wholeWord: fc.boolean(), plainOnly: fc.boolean() }),
+        // directAbove 0: the native engine searches a direct set instead of a libhs database.
+        fc.record({ ignoreCase: fc.boolean(), wholeWord: fc.boolean(), plainOnly: fc.boolean(), directAbove: fc.constantFrom(0, 1e9) }),
         fc.array(fc.nat(2_000), { maxLength: 4 }),
         (codenames, fillers, picks, options, cuts) => {
           // Plant forms of the codenames (and their case variants) between the fillers.
@@ -181,9 +186,16 @@ describe.skipIf(!NATIVE)('native and JavaScript engines agree', () => {
             }),
             { minLength: 1, maxLength: 4 },
           ),
-          fc.record({ ignoreCase: fc.boolean(), wholeWord: fc.boolean(), plainOnly: fc.boolean(), sourceMaps: fc.boolean() }),
+          fc.record({
+            ignoreCase: fc.boolean(),
+            wholeWord: fc.boolean(),
+            plainOnly: fc.boolean(),
+            sourceMaps: fc.boolean(),
+            // Direct sets (auto, over 0 literals) or libhs databases (native).
+            direct: fc.boolean(),
+          }),
           fc.integer({ min: 8, max: 300 }),
-          async (codenames, files, options, chunkSize) => {
+          async (codenames, files, { direct, ...options }, chunkSize) => {
             const forms = codenames.flatMap((c) => [
               ...needlesFor(c, { ignoreCase: options.ignoreCase }).map((n) => Buffer.from(n.bytes)),
               Buffer.from(`'${c.slice(0, 2)}' + '${c.slice(2)}'`),
@@ -200,7 +212,7 @@ describe.skipIf(!NATIVE)('native and JavaScript engines agree', () => {
               );
               return path;
             });
-            const common = { codenames, ...options, chunkSize, engine: 'native' as const };
+            const common = { codenames, ...options, chunkSize, engine: direct ? ('auto' as const) : ('native' as const), directAbove: 0 };
             const withPrefilter = await scanPaths([dir], common);
             const exact = await scanPaths([dir], { ...common, prefilter: false });
             const js = await scanPaths([dir], { ...common, prefilter: false, engine: 'js' });
