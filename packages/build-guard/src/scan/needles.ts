@@ -41,11 +41,12 @@ export const MIN_CODENAME_LENGTH = 4;
 
 const hex2 = (n: number) => n.toString(16).padStart(2, '0');
 const hex4 = (n: number) => n.toString(16).padStart(4, '0');
-const ASCII = /^[\x00-\x7f]*$/;
+/** Whether every character of a string is ASCII (no control-character range in a pattern). */
+const isAscii = (text: string) => !/[^\p{ASCII}]/u.test(text);
 
 /** UTF-8 bytes of `text`. */
 function utf8(text: string): Uint8Array {
-  if (!ASCII.test(text)) return Buffer.from(text, 'utf8');
+  if (!isAscii(text)) return Buffer.from(text, 'utf8');
   const out = new Uint8Array(text.length);
   for (let i = 0; i < text.length; i++) out[i] = text.charCodeAt(i);
   return out;
@@ -156,7 +157,7 @@ export function needleForms(codename: string, options: NeedleOptions = {}): Need
     seen.add(key);
     out.push({ text, encoding, fold: folded });
   };
-  add(ASCII.test(codename) ? codename : latin1(utf8(codename)), 'plain', fold);
+  add(isAscii(codename) ? codename : latin1(utf8(codename)), 'plain', fold);
   if (options.plainOnly) return out;
   add(utf16(codename, true), 'utf16le', fold);
   add(utf16(codename, false), 'utf16be', fold);
