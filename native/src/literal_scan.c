@@ -675,6 +675,7 @@ static void prefilter_piece(const moat_prefilter *job, piece *u, const unsigned 
                             hs_scratch_t *trigger_scratch, hs_scratch_t *audit_scratch, split_buffers *buffers, atomic_int *file_hit) {
   /* The windows the JavaScript stream scans: chunk k with the carry of the window before. */
   size_t carry = carry_at(u->k0, job->chunk, job->max_len);
+  audit_events hits = {&u->events, 0, 0, 0};
   for (size_t k = u->k0; k < u->k1 && !atomic_load(file_hit); k++) {
     size_t chunk_start = k * job->chunk;
     size_t chunk_end = size - chunk_start > job->chunk ? chunk_start + job->chunk : size;
@@ -683,23 +684,31 @@ static void prefilter_piece(const moat_prefilter *job, piece *u, const unsigned 
     probe p = {job->literals, window, window_len, NULL, 0};
     int rc = scan_literals(job->literals, window, window_len, lit_scratch, on_literal, &p);
     if (rc != HS_SUCCESS && rc != -3) u->failed = 1;
-    if (p.hit) u->flags = MOAT_PREFILTER_CODENAME;
+    int hit = p.hit ? MOAT_PREFILTER_CODENAME : 0;
     if (!p.hit && job->triggers != NULL) {
       split_probe sp = {job->literals, lit_scratch, window, window_len, job->max_len, buffers, 0, 0};
       rc = hs.scan(job->triggers->db, (const char *)window, (unsigned int)window_len, 0, trigger_scratch, on_trigger, &sp);
       if (sp.failed || (rc != HS_SUCCESS && rc != -3)) u->failed = 1;
-      if (sp.hit) u->flags = MOAT_PREFILTER_SPLIT;
+      if (sp.hit) hit = MOAT_PREFILTER_SPLIT;
     }
-    if (u->flags != 0 || u->failed) {
-      atomic_store(file_hit, 1);
+    if (u->failed) {
+      atomic_store(file_hit, 1); /* a failed scan proves nothing: the whole file goes to the exact scan */
       return;
+    }
+    /* A window that may hold a finding is listed (MOAT_PREFILTER_WINDOW): the exact scan reads only those. */
+    if (hit != 0) {
+      u->flags |= hit;
+      hits.window = (double)k;
+      hits.base = (double)(chunk_start - carry);
+      on_audit(MOAT_PREFILTER_WINDOW, 0, 0, 0, &hits);
     }
     carry = window_len < job->max_len ? window_len : job->max_len;
   }
+  if (hits.overflow) u->flags |= MOAT_PREFILTER_AUDIT_ALL;
   if (job->audit == NULL || atomic_load(file_hit)) return;
   /* The audit's windows carry fewer bytes; its `^` matches at each window's first byte, as
      the JavaScript audit's multiline expression does. Every match is kept, by window. */
-  audit_events ev = {&u->events, 0, 0, 0};
+  audit_events ev = {&u->events, 0, 0, hits.overflow};
   carry = carry_at(u->k0, job->chunk, job->audit_carry);
   for (size_t k = u->k0; !ev.overflow && k < u->k1; k++) {
     size_t chunk_start = k * job->chunk;
@@ -806,32 +815,29 @@ int moat_prefilter_run(const moat_prefilter *job) {
   prefilter_worker(&args); /* this thread works too */
   for (unsigned t = 0; t < started; t++) pthread_join(ids[t], NULL);
   /* Per file, its pieces in chunk order: the first error; a candidate (a failed scan proves
-     nothing, so it counts as one); else the audit's matches, concatenated. */
+     nothing, so it counts as one, with no windows listed: the whole file is read); the listed
+     windows and the audit's matches, concatenated. */
   for (size_t a = 0; a < count;) {
     size_t i = pieces[a].file, b = a, total = 0;
-    int audit = 0, error = 0, candidate = 0;
+    int flags = 0, failed = 0;
     for (; b < count && pieces[b].file == i; b++) {
-      if (error == 0) error = pieces[b].error;
-      if (pieces[b].failed) candidate = MOAT_PREFILTER_CODENAME;
-      else if (candidate == 0) candidate = pieces[b].flags & (MOAT_PREFILTER_CODENAME | MOAT_PREFILTER_SPLIT);
-      audit |= pieces[b].flags & (MOAT_PREFILTER_AUDIT | MOAT_PREFILTER_AUDIT_ALL);
+      if (job->errors[i] == 0) job->errors[i] = pieces[b].error;
+      failed |= pieces[b].failed;
+      flags |= pieces[b].flags;
       total += pieces[b].events.n;
     }
-    job->errors[i] = error;
-    if (candidate != 0) job->flags[i] = (unsigned char)candidate;
-    else {
-      if (total > 3 * (size_t)MAX_AUDIT_EVENTS) audit |= MOAT_PREFILTER_AUDIT_ALL;
-      else if (total > 0 && (audit & MOAT_PREFILTER_AUDIT_ALL) == 0) {
-        job->events[i].items = malloc(total * sizeof(double));
-        if (job->events[i].items == NULL) audit |= MOAT_PREFILTER_AUDIT_ALL;
-        else
-          for (size_t c = a; c < b; c++) {
-            memcpy(job->events[i].items + job->events[i].n, pieces[c].events.items, pieces[c].events.n * sizeof(double));
-            job->events[i].n += pieces[c].events.n;
-          }
-      }
-      job->flags[i] = (unsigned char)audit;
+    if (failed) flags = MOAT_PREFILTER_CODENAME;
+    else if (total > 3 * (size_t)MAX_AUDIT_EVENTS) flags |= MOAT_PREFILTER_AUDIT_ALL;
+    else if (total > 0 && (flags & MOAT_PREFILTER_AUDIT_ALL) == 0) {
+      job->events[i].items = malloc(total * sizeof(double));
+      if (job->events[i].items == NULL) flags |= MOAT_PREFILTER_AUDIT_ALL;
+      else
+        for (size_t c = a; c < b; c++) {
+          memcpy(job->events[i].items + job->events[i].n, pieces[c].events.items, pieces[c].events.n * sizeof(double));
+          job->events[i].n += pieces[c].events.n;
+        }
     }
+    job->flags[i] = (unsigned char)flags;
     for (size_t c = a; c < b; c++) free(pieces[c].events.items);
     a = b;
   }

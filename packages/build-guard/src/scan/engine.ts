@@ -677,6 +677,20 @@ export class CodenameStream {
     this.#carry = Buffer.from(window.subarray(window.length - keep));
   }
 
+  /** The most bytes a window carries over from the chunk before it: the longest needle's length. */
+  get maxCarry(): number {
+    return this.#engine.maxLength;
+  }
+
+  /**
+   * Scans one window out of stream order: the chunk at `base + carryLength` with the
+   * `carryLength` bytes before it (as {@link write} would keep them), for a reader that skips
+   * chunks it knows hold nothing. Not to be mixed with {@link write} on one stream.
+   */
+  writeWindow(window: Buffer, carryLength: number, base: number): void {
+    this.#engine.scanWindow(window, carryLength, base, this.#onMatch);
+  }
+
   /** Bytes seen so far. */
   get bytes(): number {
     return this.#offset;

@@ -26,6 +26,11 @@ export const PREFILTER_SPLIT = 2;
 export const PREFILTER_AUDIT = 4;
 /** Too many audit matches to list: the audit reads the whole file. */
 export const PREFILTER_AUDIT_ALL = 8;
+/**
+ * The pattern index of a listed window among a file's events: that window may hold a
+ * codename or a split literal. A flagged file without listed windows is read whole.
+ */
+export const PREFILTER_WINDOW = 0xffff;
 
 type PrefilterAddon = NativeLiterals & Required<Pick<NativeLiterals, 'prefilterFiles' | 'literalsCompilePacked'>>;
 
@@ -49,7 +54,10 @@ export interface PrefilterResult {
   /** The errno that kept a file unread (0 when it was read). */
   readonly errors: Int32Array;
   readonly sizes: Float64Array;
-  /** The audit's matches: (window, pattern, file offset) triples; file i's from `eventStarts[i]` to `eventStarts[i + 1]`. */
+  /**
+   * The windows that may hold a finding (pattern {@link PREFILTER_WINDOW}) and the audit's
+   * matches: (window, pattern, file offset) triples; file i's from `eventStarts[i]` to `eventStarts[i + 1]`.
+   */
   readonly events: Float64Array;
   readonly eventStarts: Float64Array;
 }
