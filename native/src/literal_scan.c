@@ -610,6 +610,28 @@ static int on_trigger(unsigned int id, unsigned long long from, unsigned long lo
   return 0;
 }
 
+/*
+ * The split-literal triggers of a window, as the trigger set (TRIGGER_SOURCES in moat-scan:
+ * ['"`]\s*\+\s*['"`] and \$\{\s*['"`], leftmost start) would report them, found from each `+`
+ * and `${` (memchr) instead of a libhs pass with start-of-match tracking, which costs as much
+ * as the literal scan itself. Each match goes to on_trigger; nonzero when it stopped the search.
+ */
+static int find_triggers(const unsigned char *w, size_t n, split_probe *sp) {
+  for (const unsigned char *at = memchr(w, '+', n); at != NULL; at = memchr(at + 1, '+', n - (size_t)(at + 1 - w))) {
+    size_t p = (size_t)(at - w), j = p, k = p + 1;
+    while (j > 0 && is_space(w[j - 1])) j--;
+    while (k < n && is_space(w[k])) k++;
+    if (j > 0 && is_quote(w[j - 1]) && k < n && is_quote(w[k]) && on_trigger(0, j - 1, k + 1, 0, sp) != 0) return 1;
+  }
+  for (const unsigned char *at = memchr(w, '$', n); at != NULL; at = memchr(at + 1, '$', n - (size_t)(at + 1 - w))) {
+    size_t p = (size_t)(at - w), k = p + 2;
+    if (k > n || w[p + 1] != '{') continue;
+    while (k < n && is_space(w[k])) k++;
+    if (k < n && is_quote(w[k]) && on_trigger(1, p, k + 1, 0, sp) != 0) return 1;
+  }
+  return 0;
+}
+
 /* Most audit matches kept per file; past it the JavaScript audit reads the whole file. */
 #define MAX_AUDIT_EVENTS 65536
 
@@ -672,7 +694,7 @@ static size_t carry_at(size_t k, size_t chunk, size_t limit) {
 
 /* Scans one piece; `file` points at the file's byte 0 (only the piece's bytes are mapped). */
 static void prefilter_piece(const moat_prefilter *job, piece *u, const unsigned char *file, size_t size, hs_scratch_t *lit_scratch,
-                            hs_scratch_t *trigger_scratch, hs_scratch_t *audit_scratch, split_buffers *buffers, atomic_int *file_hit) {
+                            hs_scratch_t *audit_scratch, split_buffers *buffers, atomic_int *file_hit) {
   /* The windows the JavaScript stream scans: chunk k with the carry of the window before. */
   size_t carry = carry_at(u->k0, job->chunk, job->max_len);
   audit_events hits = {&u->events, 0, 0, 0};
@@ -687,8 +709,8 @@ static void prefilter_piece(const moat_prefilter *job, piece *u, const unsigned 
     int hit = p.hit ? MOAT_PREFILTER_CODENAME : 0;
     if (!p.hit && job->triggers != NULL) {
       split_probe sp = {job->literals, lit_scratch, window, window_len, job->max_len, buffers, 0, 0};
-      rc = hs.scan(job->triggers->db, (const char *)window, (unsigned int)window_len, 0, trigger_scratch, on_trigger, &sp);
-      if (sp.failed || (rc != HS_SUCCESS && rc != -3)) u->failed = 1;
+      find_triggers(window, window_len, &sp);
+      if (sp.failed) u->failed = 1;
       if (sp.hit) hit = MOAT_PREFILTER_SPLIT;
     }
     if (u->failed) {
@@ -727,10 +749,9 @@ static void prefilter_piece(const moat_prefilter *job, piece *u, const unsigned 
 static void *prefilter_worker(void *arg) {
   worker_args *w = arg;
   const moat_prefilter *job = w->job;
-  hs_scratch_t *lit_scratch = NULL, *trigger_scratch = NULL, *audit_scratch = NULL;
+  hs_scratch_t *lit_scratch = NULL, *audit_scratch = NULL;
   split_buffers buffers = {0, 0, NULL, NULL};
   int ready = (job->literals->direct != NULL || hs.clone_scratch(job->literals->scratch, &lit_scratch) == HS_SUCCESS) &&
-              (job->triggers == NULL || hs.clone_scratch(job->triggers->scratch, &trigger_scratch) == HS_SUCCESS) &&
               (job->audit == NULL || hs.clone_scratch(job->audit->scratch, &audit_scratch) == HS_SUCCESS);
   size_t page = (size_t)sysconf(_SC_PAGESIZE);
   for (;;) {
@@ -762,14 +783,13 @@ static void *prefilter_worker(void *arg) {
       u->error = errno;
       continue;
     }
-    prefilter_piece(job, u, (const unsigned char *)map - map_start, size, lit_scratch, trigger_scratch, audit_scratch, &buffers,
+    prefilter_piece(job, u, (const unsigned char *)map - map_start, size, lit_scratch, audit_scratch, &buffers,
                     &w->file_hit[u->file]);
     munmap(map, map_end - map_start);
   }
   free(buffers.joined);
   free(buffers.kept);
   if (lit_scratch != NULL) hs.free_scratch(lit_scratch);
-  if (trigger_scratch != NULL) hs.free_scratch(trigger_scratch);
   if (audit_scratch != NULL) hs.free_scratch(audit_scratch);
   return NULL;
 }

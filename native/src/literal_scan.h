@@ -73,7 +73,7 @@ typedef struct {
  */
 typedef struct {
   const moat_literals *literals;
-  const moat_literals *triggers; /* NULL: split literals off */
+  const moat_literals *triggers; /* NULL: split literals off (the prefilter finds the triggers itself) */
   const moat_literals *audit;    /* NULL: the source-map audit off */
   const char *const *paths;
   size_t count;

@@ -337,6 +337,8 @@ export interface PrebuiltLiterals {
   readonly caseless: Uint8Array;
   /** The plan it was built from, for the same codenames and options, when one was derived. */
   readonly plan?: LiteralPlan;
+  /** The split-literal triggers ({@link TRIGGER_SOURCES}) compiled, or `null`. */
+  readonly triggers?: unknown;
 }
 
 /** Whether two packed literal sets are the same. */
@@ -390,7 +392,12 @@ export class CodenameEngine {
     this.maxLength = plan.maxLength;
     this.#native = options.engine === 'js' ? undefined : this.#compileNative(plan, options, prebuilt);
     this.kind = this.#native === undefined ? 'js' : 'native';
-    this.#triggerSet = this.#native === undefined || this.#plainOnly ? undefined : this.#compileTriggers(this.#native.addon);
+    const addon = this.#native?.addon;
+    if (addon !== undefined && !this.#plainOnly)
+      this.#triggerSet =
+        prebuilt?.triggers !== undefined && prebuilt.triggers !== null
+          ? { addon, handle: prebuilt.triggers }
+          : this.#compileTriggers(addon);
   }
 
   /** The alternation of the plain and case-insensitive forms, longest first (`null`: none). */

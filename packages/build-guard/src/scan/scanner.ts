@@ -56,7 +56,10 @@ export interface ScanOptions extends EngineOptions {
   readonly allowlist?: readonly AllowEntry[];
   /** Audit source maps, `sourceMappingURL` comments and embedded sources (default true). */
   readonly sourceMaps?: boolean;
-  /** Read size per chunk (default 16 MiB); memory stays bounded by a few chunks per worker. */
+  /**
+   * Read size per chunk (default 1 MiB): memory stays bounded by a few chunks per worker, and a
+   * prefiltered file is read exactly only in the chunks that may hold a finding.
+   */
   readonly chunkSize?: number;
   /**
    * Worker threads for inputs of many files (default: up to 2, by available cores, when more
@@ -474,7 +477,7 @@ async function scanInWorkers(paths: readonly string[], options: ScanOptions): Pr
   };
 }
 
-const DEFAULT_CHUNK = 16 * 1024 * 1024;
+const DEFAULT_CHUNK = 1024 * 1024;
 
 type ScanState = { findings: Finding[]; suppressed: number; files: number; bytes: number; errors: ScanReport['errors'] };
 
