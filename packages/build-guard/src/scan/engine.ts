@@ -298,12 +298,19 @@ export function literalPlan(codenames: readonly string[], options: NeedleOptions
 
 /** @internal The libhs literal set of a plan, packed: `sources` then `exact`, and which fold ASCII case. */
 export function packPlan(plan: LiteralPlan): PackedLiterals {
-  const texts = [...plan.sources, ...plan.exact.map((n) => n.text)];
-  return {
-    packed: Buffer.from(texts.join(''), 'latin1'),
-    lengths: Uint32Array.from(texts, (t) => t.length),
-    caseless: Uint8Array.from(texts, (_, i) => (i < plan.sources.length && plan.fold ? 1 : 0)),
-  };
+  const { sources, exact } = plan;
+  const count = sources.length + exact.length;
+  const texts = new Array<string>(count);
+  const lengths = new Uint32Array(count);
+  // Plain loops: TypedArray.from with a mapping function costs tens of ms on 22,000 literals.
+  for (let i = 0; i < count; i++) {
+    const text = i < sources.length ? (sources[i] as string) : (exact[i - sources.length] as PlannedNeedle).text;
+    texts[i] = text;
+    lengths[i] = text.length;
+  }
+  const caseless = new Uint8Array(count);
+  if (plan.fold) caseless.fill(1, 0, sources.length);
+  return { packed: Buffer.from(texts.join(''), 'latin1'), lengths, caseless };
 }
 
 /** @internal {@link packPlan}'s set as one buffer per literal (for an addon without the packed call). */

@@ -39,8 +39,10 @@ export interface NeedleOptions {
 /** Shortest codename accepted: shorter ones match everywhere. */
 export const MIN_CODENAME_LENGTH = 4;
 
-const hex2 = (n: number) => n.toString(16).padStart(2, '0');
-const hex4 = (n: number) => n.toString(16).padStart(4, '0');
+// Byte to hex digits by table: 22,000 needles are derived per scan.
+const HEX2 = Array.from({ length: 256 }, (_, b) => b.toString(16).padStart(2, '0'));
+const HEX2_UPPER = HEX2.map((h) => h.toUpperCase());
+const hex4 = (n: number) => (n < 256 ? `00${HEX2[n]}` : n.toString(16).padStart(4, '0'));
 /** Whether every character of a string is ASCII (no control-character range in a pattern). */
 const isAscii = (text: string) => !/[^\p{ASCII}]/u.test(text);
 
@@ -103,11 +105,12 @@ function encodedForms(v: string, add: (text: string, encoding: Encoding) => void
   let xUpper = '';
   let pct = '';
   for (const b of bytes) {
-    const h = hex2(b);
+    const h = HEX2[b] as string;
+    const upper = HEX2_UPPER[b] as string;
     hex += h;
     x += `\\x${h}`;
-    xUpper += `\\x${h.toUpperCase()}`;
-    pct += `%${h.toUpperCase()}`;
+    xUpper += `\\x${upper}`;
+    pct += `%${upper}`;
   }
   add(hex, 'hex');
   add(hex.toUpperCase(), 'hex');
