@@ -17,6 +17,11 @@ export const ENCODINGS = [
 ] as const;
 export type Encoding = (typeof ENCODINGS)[number];
 
+/** How a finding's message names a form: `in plain text`, `encoded as base64`, … */
+export function formPhrase(encoding: Encoding): string {
+  return encoding === 'plain' ? 'in plain text' : `encoded as ${encoding}`;
+}
+
 /** One byte string to search for, and what it stands for. */
 export interface Needle {
   readonly bytes: Uint8Array;

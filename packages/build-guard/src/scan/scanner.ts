@@ -5,7 +5,7 @@ import { basename, join, matchesGlob } from 'node:path';
 import { errorMessage } from '@moat/protocol/support';
 import { BuildGuardError } from '../errors.js';
 import { CodenameEngine, type EngineOptions, type PrebuiltLiterals, type RawMatch } from './engine.js';
-import type { Encoding } from './needles.js';
+import { type Encoding, formPhrase } from './needles.js';
 import {
   PREFILTER_AUDIT,
   PREFILTER_AUDIT_ALL,
@@ -698,7 +698,6 @@ class SequentialScan {
 }
 
 function codenameFinding(path: string, m: RawMatch): Finding {
-  const form = m.encoding === 'plain' ? 'in plain text' : `encoded as ${m.encoding}`;
   return {
     ruleId: `moat/codename/${m.encoding}`,
     severity: 'error',
@@ -708,7 +707,7 @@ function codenameFinding(path: string, m: RawMatch): Finding {
     codename: m.codename,
     encoding: m.encoding,
     context: m.context,
-    message: `internal codename "${m.codename}" ${form}`,
+    message: `internal codename "${m.codename}" ${formPhrase(m.encoding)}`,
   };
 }
 
