@@ -22,7 +22,7 @@
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 const TARGET = Number(process.env.BENCH_MB ?? 110) * 1e6;
@@ -163,10 +163,15 @@ function table(title: string, input: string, rows: readonly Row[]): void {
   }
 }
 
-const started = performance.now();
+// The machine may be shared: its load says how far the times stand from an idle one's.
+const load = () =>
+  loadavg()
+    .map((x) => x.toFixed(1))
+    .join(', ');
 console.log(
   `moat-scan benchmark: ${(total / 1e6).toFixed(0)} MB of minified JS (${sources.length} distinct files from this ` +
-    `workspace's node_modules), 1,000 codenames, 5 of them planted; ${process.version}; median of ${ROUNDS} rounds`,
+    `workspace's node_modules), 1,000 codenames, 5 of them planted; ${process.version}; median of ${ROUNDS} rounds; ` +
+    `load average ${load()} on ${cpus().length} cores at the start`,
 );
 const every = 'every encoding + split literals + source maps';
 table('8 files:', corpus, [
@@ -186,5 +191,5 @@ table(`The same ${(total / 1e6).toFixed(0)} MB as one file:`, single, [
   { name: 'moat-scan --plain-only, warm (compiled set cached)', run: scan('warm', '--plain-only') },
   { name: `moat-scan, ${every}, warm (compiled set cached)`, run: scan('warm') },
 ]);
-console.log(`\nran ${((performance.now() - started) / 1000).toFixed(0)} s`);
+console.log(`\nload average ${load()} at the end`);
 rmSync(dir, { recursive: true, force: true });
