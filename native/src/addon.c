@@ -699,9 +699,11 @@ static int literal_arrays(napi_env env, size_t n, const char ***patterns, size_t
 
 /* Compiles (or loads `serialized` for) the literals, frees the arrays, and returns the set's handle or throws. */
 static napi_value compile_literals(napi_env env, const char **patterns, size_t *lengths, int *caseless, unsigned n, const void *serialized,
-                                   size_t serialized_len) {
+                                   size_t serialized_len, bool direct) {
   literal_set *set = calloc(1, sizeof *set);
-  if (set != NULL) set->m = moat_literals_compile(patterns, lengths, caseless, n, serialized, serialized_len);
+  if (set != NULL)
+    set->m = direct ? moat_literals_direct(patterns, lengths, caseless, n)
+                    : moat_literals_compile(patterns, lengths, caseless, n, serialized, serialized_len);
   free(patterns);
   free(caseless);
   free(lengths);
@@ -754,14 +756,15 @@ static napi_value literals_compile(napi_env env, napi_callback_info info) {
     lengths[i] = len;
     caseless[i] = fold;
   }
-  return compile_literals(env, patterns, lengths, caseless, n, has_serialized ? serialized : NULL, serialized_len);
+  return compile_literals(env, patterns, lengths, caseless, n, has_serialized ? serialized : NULL, serialized_len, false);
 }
 
-/* literalsCompilePacked(packed: Buffer, lengths: Uint32Array, caseless: Uint8Array, serialized?: Buffer) → handle:
-   literalsCompile with the literals back to back in one buffer (a cached set loads without one object per literal). */
+/* literalsCompilePacked(packed: Buffer, lengths: Uint32Array, caseless: Uint8Array, serialized?: Buffer, direct?: boolean) → handle:
+   literalsCompile with the literals back to back in one buffer (a cached set loads without one object per literal);
+   `direct`: a set searched without libhs, built in linear time (moat_literals_direct). */
 static napi_value literals_compile_packed(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4];
+  size_t argc = 5;
+  napi_value argv[5];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   void *packed = NULL, *serialized = NULL, *lengths_data = NULL, *caseless_data = NULL;
   size_t packed_len = 0, serialized_len = 0, n = 0, n2 = 0, offset = 0;
@@ -798,7 +801,9 @@ static napi_value literals_compile_packed(napi_env env, napi_callback_info info)
     caseless[i] = ((const uint8_t *)caseless_data)[i] != 0;
     at += lengths32[i];
   }
-  return compile_literals(env, patterns, lengths, caseless, (unsigned)n, has_serialized ? serialized : NULL, serialized_len);
+  bool direct = false;
+  if (argc >= 5) napi_get_value_bool(env, argv[4], &direct);
+  return compile_literals(env, patterns, lengths, caseless, (unsigned)n, has_serialized ? serialized : NULL, serialized_len, direct);
 }
 
 /* regexCompile(patterns: string[]) → handle; literalsScan on it gives (index, start, end) triples by start. */

@@ -90,6 +90,8 @@ struct moat_literals {
   size_t *length;
   /* A regular-expression set (moat_regex_compile): matches are (id, leftmost start, end). */
   int regex;
+  /* A set searched without libhs (moat_literals_direct); db and scratch are NULL then. */
+  struct direct_set *direct;
 };
 
 const char *moat_literals_version(void) {
@@ -204,13 +206,17 @@ moat_literals *moat_regex_compile(const char *const *patterns, unsigned count) {
 }
 
 int moat_literals_serialize(const moat_literals *m, char **bytes, size_t *len) {
+  if (m->direct != NULL) return -1; /* nothing compiled to keep */
   return hs.serialize(m->db, bytes, len) == HS_SUCCESS ? 0 : -1;
 }
 
+static void direct_free(struct direct_set *d);
+
 void moat_literals_free(moat_literals *m) {
   if (m == NULL) return;
-  hs.free_scratch(m->scratch);
-  hs.free_database(m->db);
+  direct_free(m->direct);
+  if (m->scratch != NULL) hs.free_scratch(m->scratch);
+  if (m->db != NULL) hs.free_database(m->db);
   free(m->skip);
   free(m->length);
   free(m);
@@ -264,10 +270,251 @@ static int on_match(unsigned int id, unsigned long long from, unsigned long long
   return 0;
 }
 
+
+/* ---- Direct literal sets: searched without a libhs database ----
+ * libhs compiles a large literal set slowly (about 2 s for 22,000 literals), longer than a CI
+ * run's whole scan. A direct set is built in linear time: a 2^18-bit filter over each
+ * literal's first four bytes (L1-resident, one probe per position) in front of two hash
+ * tables of candidates, by four-byte prefix (literals under 8 bytes) and by eight-byte prefix
+ * (the rest, so encoded forms sharing `\u00` or `0x` do not share one long bucket). It
+ * reports what libhs would: every occurrence of every literal, through the same callbacks. */
+#define DIRECT_FILTER_BITS 18
+
+typedef struct {
+  uint64_t key;
+  uint32_t start, count; /* into direct_set.order; count 0: empty slot */
+} direct_slot;
+
+struct direct_set {
+  uint64_t filter[(1u << DIRECT_FILTER_BITS) / 64];
+  direct_slot *table[2]; /* by 4-byte prefix (short literals), by 8-byte prefix (long ones) */
+  size_t mask[2];
+  uint32_t *order;       /* literal ids grouped by table and prefix */
+  unsigned char *bytes;  /* the literals back to back */
+  size_t *offset;
+  unsigned char *caseless;
+  int fold;              /* some literal folds case: prefixes are folded */
+};
+
+/* ASCII A-Z to a-z in four bytes at once. */
+static uint32_t fold4(uint32_t w) {
+  uint32_t low = w & 0x7f7f7f7fu;
+  uint32_t upper = ~w & ((low + 0x3f3f3f3fu) ^ (low + 0x25252525u)) & 0x80808080u;
+  return w | (upper >> 2);
+}
+
+static uint32_t load4(const unsigned char *p, int fold) {
+  uint32_t w;
+  memcpy(&w, p, 4);
+  return fold ? fold4(w) : w;
+}
+
+static uint64_t load8(const unsigned char *p, int fold) {
+  return (uint64_t)load4(p, fold) | (uint64_t)load4(p + 4, fold) << 32;
+}
+
+static uint32_t filter_hash(uint32_t w) { return (w * 0x9e3779b1u) >> (32 - DIRECT_FILTER_BITS); }
+
+static const direct_slot *direct_find(const struct direct_set *d, int t, uint64_t key) {
+  if (d->table[t] == NULL) return NULL;
+  for (size_t i = (size_t)((key * 0x9e3779b97f4a7c15ull) >> 20) & d->mask[t];; i = (i + 1) & d->mask[t]) {
+    const direct_slot *s = &d->table[t][i];
+    if (s->count == 0) return NULL;
+    if (s->key == key) return s;
+  }
+}
+
+typedef struct {
+  uint64_t key;
+  uint32_t id;
+} keyed_id;
+
+static int by_key(const void *a, const void *b) {
+  const keyed_id *x = a, *y = b;
+  return x->key < y->key ? -1 : x->key > y->key ? 1 : x->id < y->id ? -1 : x->id > y->id;
+}
+
+static void direct_free(struct direct_set *d) {
+  if (d == NULL) return;
+  free(d->table[0]);
+  free(d->table[1]);
+  free(d->order);
+  free(d->bytes);
+  free(d->offset);
+  free(d->caseless);
+  free(d);
+}
+
+/* Fills table t with the ids of `keyed` (n of them, sorted by key) placed at order[base..]. */
+static int direct_table(struct direct_set *d, int t, const keyed_id *keyed, size_t n, size_t base) {
+  if (n == 0) return 1;
+  size_t cap = 16;
+  while (cap < 2 * n) cap *= 2;
+  d->table[t] = calloc(cap, sizeof *d->table[t]);
+  if (d->table[t] == NULL) return 0;
+  d->mask[t] = cap - 1;
+  for (size_t a = 0; a < n;) {
+    size_t b = a;
+    while (b < n && keyed[b].key == keyed[a].key) d->order[base + b] = keyed[b].id, b++;
+    size_t i = (size_t)((keyed[a].key * 0x9e3779b97f4a7c15ull) >> 20) & d->mask[t];
+    while (d->table[t][i].count != 0) i = (i + 1) & d->mask[t];
+    d->table[t][i] = (direct_slot){keyed[a].key, (uint32_t)(base + a), (uint32_t)(b - a)};
+    a = b;
+  }
+  return 1;
+}
+
+static struct direct_set *direct_build(const char *const *patterns, const size_t *lengths, const int *caseless, unsigned count) {
+  struct direct_set *d = calloc(1, sizeof *d);
+  size_t total = 0;
+  for (unsigned i = 0; i < count; i++) total += lengths[i];
+  keyed_id *keyed = calloc(count, sizeof *keyed);
+  if (d != NULL) {
+    d->order = calloc(count, sizeof *d->order);
+    d->bytes = malloc(total);
+    d->offset = calloc(count, sizeof *d->offset);
+    d->caseless = calloc(count, 1);
+  }
+  if (d == NULL || keyed == NULL || d->order == NULL || d->bytes == NULL || d->offset == NULL || d->caseless == NULL) {
+    free(keyed);
+    direct_free(d);
+    return NULL;
+  }
+  for (unsigned i = 0; i < count && !d->fold; i++) d->fold = caseless[i] != 0;
+  size_t at = 0, shorts = 0;
+  for (unsigned i = 0; i < count; i++) {
+    memcpy(d->bytes + at, patterns[i], lengths[i]);
+    d->offset[i] = at;
+    d->caseless[i] = caseless[i] != 0;
+    uint32_t h = filter_hash(load4(d->bytes + at, d->fold));
+    d->filter[h >> 6] |= 1ull << (h & 63);
+    if (lengths[i] < 8) shorts++;
+    at += lengths[i];
+  }
+  /* Short literals first, then long ones, each sorted by prefix. */
+  size_t s = 0, l = shorts;
+  for (unsigned i = 0; i < count; i++) {
+    const unsigned char *p = d->bytes + d->offset[i];
+    if (lengths[i] < 8) keyed[s++] = (keyed_id){load4(p, d->fold), i};
+    else keyed[l++] = (keyed_id){load8(p, d->fold), i};
+  }
+  qsort(keyed, shorts, sizeof *keyed, by_key);
+  qsort(keyed + shorts, count - shorts, sizeof *keyed, by_key);
+  int ok = direct_table(d, 0, keyed, shorts, 0) && direct_table(d, 1, keyed + shorts, count - shorts, shorts);
+  free(keyed);
+  if (!ok) {
+    direct_free(d);
+    return NULL;
+  }
+  return d;
+}
+
+static const unsigned char fold_byte[256] = {
+#define F4(b) F1(b), F1(b + 1), F1(b + 2), F1(b + 3)
+#define F1(b) ((b) >= 'A' && (b) <= 'Z' ? (b) + 32 : (b))
+#define F16(b) F4(b), F4(b + 4), F4(b + 8), F4(b + 12)
+    F16(0), F16(16), F16(32), F16(48), F16(64), F16(80), F16(96), F16(112),
+    F16(128), F16(144), F16(160), F16(176), F16(192), F16(208), F16(224), F16(240)
+#undef F16
+#undef F1
+#undef F4
+};
+
+/* The literals of slot s at data[i]: each one present is reported; nonzero when the callback stops the scan. */
+static int direct_verify(const moat_literals *m, const direct_slot *s, const unsigned char *data, size_t len, size_t i, hs_match_cb cb,
+                         void *context) {
+  const struct direct_set *d = m->direct;
+  for (uint32_t k = s->start; k < s->start + s->count; k++) {
+    uint32_t id = d->order[k];
+    size_t n = m->length[id];
+    if (n > len - i) continue;
+    const unsigned char *lit = d->bytes + d->offset[id];
+    size_t j = 0;
+    if (d->caseless[id])
+      while (j < n && fold_byte[data[i + j]] == fold_byte[lit[j]]) j++;
+    else if (memcmp(data + i, lit, n) == 0)
+      j = n;
+    if (j == n && cb(id, 0, i + n, 0, context) != 0) return 1;
+  }
+  return 0;
+}
+
+/* The candidates at data[i] whose first four bytes are `w`; nonzero when the callback stopped the scan. */
+static int direct_at(const moat_literals *m, const unsigned char *data, size_t len, size_t i, uint32_t w, hs_match_cb cb, void *context) {
+  const struct direct_set *d = m->direct;
+  const direct_slot *s = direct_find(d, 0, w);
+  if (s != NULL && direct_verify(m, s, data, len, i, cb, context)) return 1;
+  if (i + 8 > len) return 0;
+  s = direct_find(d, 1, load8(data + i, d->fold));
+  return s != NULL && direct_verify(m, s, data, len, i, cb, context);
+}
+
+#define DIRECT_PROBE(w, at)                                                                   \
+  do {                                                                                        \
+    uint32_t h_ = filter_hash(w);                                                             \
+    if ((filter[h_ >> 6] >> (h_ & 63) & 1) != 0 && direct_at(m, data, len, (at), (w), cb, context)) \
+      return -3;                                                                              \
+  } while (0)
+
+/* Every occurrence of every literal of a direct set, as hs_scan reports them (-3 when the callback stopped it). Four
+   positions per 8-byte load (little-endian, no case folding: a third less time than one load each), then the rest. */
+static int direct_scan(const moat_literals *m, const unsigned char *data, size_t len, hs_match_cb cb, void *context) {
+  const uint64_t *filter = m->direct->filter;
+  size_t i = 0;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  if (!m->direct->fold)
+    for (; i + 8 <= len; i += 4) {
+      uint64_t x;
+      memcpy(&x, data + i, 8);
+      DIRECT_PROBE((uint32_t)x, i);
+      DIRECT_PROBE((uint32_t)(x >> 8), i + 1);
+      DIRECT_PROBE((uint32_t)(x >> 16), i + 2);
+      DIRECT_PROBE((uint32_t)(x >> 24), i + 3);
+    }
+#endif
+  for (; i + 4 <= len; i++) {
+    uint32_t w = load4(data + i, m->direct->fold);
+    DIRECT_PROBE(w, i);
+  }
+  return HS_SUCCESS;
+}
+#undef DIRECT_PROBE
+
+moat_literals *moat_literals_direct(const char *const *patterns, const size_t *lengths, const int *caseless, unsigned count) {
+  pthread_once(&hs_once, load);
+  for (unsigned i = 0; i < count; i++)
+    if (lengths[i] < 4) {
+      snprintf(hs_error, sizeof hs_error, "a direct set needs literals of at least 4 bytes");
+      return NULL;
+    }
+  moat_literals *m = calloc(1, sizeof *m);
+  if (m != NULL) {
+    m->skip = calloc(count == 0 ? 1 : count, sizeof *m->skip);
+    m->length = calloc(count == 0 ? 1 : count, sizeof *m->length);
+  }
+  if (count == 0 || m == NULL || m->skip == NULL || m->length == NULL || (m->direct = direct_build(patterns, lengths, caseless, count)) == NULL) {
+    if (m != NULL) {
+      free(m->skip);
+      free(m->length);
+    }
+    free(m);
+    snprintf(hs_error, sizeof hs_error, count == 0 ? "no patterns" : "out of memory");
+    return NULL;
+  }
+  memcpy(m->length, lengths, count * sizeof *lengths);
+  return m;
+}
+
+/* The literal sets' one search: libhs, or the direct set's own. */
+static int scan_literals(const moat_literals *m, const unsigned char *data, size_t len, hs_scratch_t *scratch, hs_match_cb cb, void *context) {
+  if (m->direct != NULL) return direct_scan(m, data, len, cb, context);
+  return hs.scan(m->db, (const char *)data, (unsigned int)len, 0, scratch, cb, context);
+}
+
 int moat_literals_scan(moat_literals *m, const unsigned char *data, size_t len, int32_t **pairs, size_t *count) {
   collector c = {m, data, NULL, 0, 0, 0};
   if (len > 0x7fffffffu) return -1;
-  int rc = hs.scan(m->db, (const char *)data, (unsigned int)len, 0, m->scratch, on_match, &c);
+  int rc = scan_literals(m, data, len, m->scratch, on_match, &c);
   if (c.failed || (rc != HS_SUCCESS && rc != -3 /* HS_SCAN_TERMINATED */)) {
     free(c.pairs);
     return -1;
@@ -379,10 +626,32 @@ static int on_trigger(unsigned int id, unsigned long long from, unsigned long lo
   }
   if (out == 0) return 0;
   probe p = {sp->lits, b->joined, out, b->kept, 0};
-  hs.scan(sp->lits->db, (const char *)b->joined, (unsigned int)out, 0, sp->lit_scratch, on_literal, &p);
+  scan_literals(sp->lits, b->joined, out, sp->lit_scratch, on_literal, &p);
   if (p.hit) {
     sp->hit = 1;
     return 1;
+  }
+  return 0;
+}
+
+/*
+ * The split-literal triggers of a window, as the trigger set (TRIGGER_SOURCES in moat-scan:
+ * ['"`]\s*\+\s*['"`] and \$\{\s*['"`], leftmost start) would report them, found from each `+`
+ * and `${` (memchr) instead of a libhs pass with start-of-match tracking, which costs as much
+ * as the literal scan itself. Each match goes to on_trigger; nonzero when it stopped the search.
+ */
+static int find_triggers(const unsigned char *w, size_t n, split_probe *sp) {
+  for (const unsigned char *at = memchr(w, '+', n); at != NULL; at = memchr(at + 1, '+', n - (size_t)(at + 1 - w))) {
+    size_t p = (size_t)(at - w), j = p, k = p + 1;
+    while (j > 0 && is_space(w[j - 1])) j--;
+    while (k < n && is_space(w[k])) k++;
+    if (j > 0 && is_quote(w[j - 1]) && k < n && is_quote(w[k]) && on_trigger(0, j - 1, k + 1, 0, sp) != 0) return 1;
+  }
+  for (const unsigned char *at = memchr(w, '$', n); at != NULL; at = memchr(at + 1, '$', n - (size_t)(at + 1 - w))) {
+    size_t p = (size_t)(at - w), k = p + 2;
+    if (k > n || w[p + 1] != '{') continue;
+    while (k < n && is_space(w[k])) k++;
+    if (k < n && is_quote(w[k]) && on_trigger(1, p, k + 1, 0, sp) != 0) return 1;
   }
   return 0;
 }
@@ -449,34 +718,43 @@ static size_t carry_at(size_t k, size_t chunk, size_t limit) {
 
 /* Scans one piece; `file` points at the file's byte 0 (only the piece's bytes are mapped). */
 static void prefilter_piece(const moat_prefilter *job, piece *u, const unsigned char *file, size_t size, hs_scratch_t *lit_scratch,
-                            hs_scratch_t *trigger_scratch, hs_scratch_t *audit_scratch, split_buffers *buffers, atomic_int *file_hit) {
+                            hs_scratch_t *audit_scratch, split_buffers *buffers, atomic_int *file_hit) {
   /* The windows the JavaScript stream scans: chunk k with the carry of the window before. */
   size_t carry = carry_at(u->k0, job->chunk, job->max_len);
+  audit_events hits = {&u->events, 0, 0, 0};
   for (size_t k = u->k0; k < u->k1 && !atomic_load(file_hit); k++) {
     size_t chunk_start = k * job->chunk;
     size_t chunk_end = size - chunk_start > job->chunk ? chunk_start + job->chunk : size;
     const unsigned char *window = file + chunk_start - carry;
     size_t window_len = chunk_end - chunk_start + carry;
     probe p = {job->literals, window, window_len, NULL, 0};
-    int rc = hs.scan(job->literals->db, (const char *)window, (unsigned int)window_len, 0, lit_scratch, on_literal, &p);
+    int rc = scan_literals(job->literals, window, window_len, lit_scratch, on_literal, &p);
     if (rc != HS_SUCCESS && rc != -3) u->failed = 1;
-    if (p.hit) u->flags = MOAT_PREFILTER_CODENAME;
+    int hit = p.hit ? MOAT_PREFILTER_CODENAME : 0;
     if (!p.hit && job->triggers != NULL) {
       split_probe sp = {job->literals, lit_scratch, window, window_len, job->max_len, buffers, 0, 0};
-      rc = hs.scan(job->triggers->db, (const char *)window, (unsigned int)window_len, 0, trigger_scratch, on_trigger, &sp);
-      if (sp.failed || (rc != HS_SUCCESS && rc != -3)) u->failed = 1;
-      if (sp.hit) u->flags = MOAT_PREFILTER_SPLIT;
+      find_triggers(window, window_len, &sp);
+      if (sp.failed) u->failed = 1;
+      if (sp.hit) hit = MOAT_PREFILTER_SPLIT;
     }
-    if (u->flags != 0 || u->failed) {
-      atomic_store(file_hit, 1);
+    if (u->failed) {
+      atomic_store(file_hit, 1); /* a failed scan proves nothing: the whole file goes to the exact scan */
       return;
+    }
+    /* A window that may hold a finding is listed (MOAT_PREFILTER_WINDOW): the exact scan reads only those. */
+    if (hit != 0) {
+      u->flags |= hit;
+      hits.window = (double)k;
+      hits.base = (double)(chunk_start - carry);
+      on_audit(MOAT_PREFILTER_WINDOW, 0, 0, 0, &hits);
     }
     carry = window_len < job->max_len ? window_len : job->max_len;
   }
+  if (hits.overflow) u->flags |= MOAT_PREFILTER_AUDIT_ALL;
   if (job->audit == NULL || atomic_load(file_hit)) return;
   /* The audit's windows carry fewer bytes; its `^` matches at each window's first byte, as
      the JavaScript audit's multiline expression does. Every match is kept, by window. */
-  audit_events ev = {&u->events, 0, 0, 0};
+  audit_events ev = {&u->events, 0, 0, hits.overflow};
   carry = carry_at(u->k0, job->chunk, job->audit_carry);
   for (size_t k = u->k0; !ev.overflow && k < u->k1; k++) {
     size_t chunk_start = k * job->chunk;
@@ -495,10 +773,9 @@ static void prefilter_piece(const moat_prefilter *job, piece *u, const unsigned 
 static void *prefilter_worker(void *arg) {
   worker_args *w = arg;
   const moat_prefilter *job = w->job;
-  hs_scratch_t *lit_scratch = NULL, *trigger_scratch = NULL, *audit_scratch = NULL;
+  hs_scratch_t *lit_scratch = NULL, *audit_scratch = NULL;
   split_buffers buffers = {0, 0, NULL, NULL};
-  int ready = hs.clone_scratch(job->literals->scratch, &lit_scratch) == HS_SUCCESS &&
-              (job->triggers == NULL || hs.clone_scratch(job->triggers->scratch, &trigger_scratch) == HS_SUCCESS) &&
+  int ready = (job->literals->direct != NULL || hs.clone_scratch(job->literals->scratch, &lit_scratch) == HS_SUCCESS) &&
               (job->audit == NULL || hs.clone_scratch(job->audit->scratch, &audit_scratch) == HS_SUCCESS);
   size_t page = (size_t)sysconf(_SC_PAGESIZE);
   for (;;) {
@@ -530,14 +807,13 @@ static void *prefilter_worker(void *arg) {
       u->error = errno;
       continue;
     }
-    prefilter_piece(job, u, (const unsigned char *)map - map_start, size, lit_scratch, trigger_scratch, audit_scratch, &buffers,
+    prefilter_piece(job, u, (const unsigned char *)map - map_start, size, lit_scratch, audit_scratch, &buffers,
                     &w->file_hit[u->file]);
     munmap(map, map_end - map_start);
   }
   free(buffers.joined);
   free(buffers.kept);
   if (lit_scratch != NULL) hs.free_scratch(lit_scratch);
-  if (trigger_scratch != NULL) hs.free_scratch(trigger_scratch);
   if (audit_scratch != NULL) hs.free_scratch(audit_scratch);
   return NULL;
 }
@@ -583,32 +859,29 @@ int moat_prefilter_run(const moat_prefilter *job) {
   prefilter_worker(&args); /* this thread works too */
   for (unsigned t = 0; t < started; t++) pthread_join(ids[t], NULL);
   /* Per file, its pieces in chunk order: the first error; a candidate (a failed scan proves
-     nothing, so it counts as one); else the audit's matches, concatenated. */
+     nothing, so it counts as one, with no windows listed: the whole file is read); the listed
+     windows and the audit's matches, concatenated. */
   for (size_t a = 0; a < count;) {
     size_t i = pieces[a].file, b = a, total = 0;
-    int audit = 0, error = 0, candidate = 0;
+    int flags = 0, failed = 0;
     for (; b < count && pieces[b].file == i; b++) {
-      if (error == 0) error = pieces[b].error;
-      if (pieces[b].failed) candidate = MOAT_PREFILTER_CODENAME;
-      else if (candidate == 0) candidate = pieces[b].flags & (MOAT_PREFILTER_CODENAME | MOAT_PREFILTER_SPLIT);
-      audit |= pieces[b].flags & (MOAT_PREFILTER_AUDIT | MOAT_PREFILTER_AUDIT_ALL);
+      if (job->errors[i] == 0) job->errors[i] = pieces[b].error;
+      failed |= pieces[b].failed;
+      flags |= pieces[b].flags;
       total += pieces[b].events.n;
     }
-    job->errors[i] = error;
-    if (candidate != 0) job->flags[i] = (unsigned char)candidate;
-    else {
-      if (total > 3 * (size_t)MAX_AUDIT_EVENTS) audit |= MOAT_PREFILTER_AUDIT_ALL;
-      else if (total > 0 && (audit & MOAT_PREFILTER_AUDIT_ALL) == 0) {
-        job->events[i].items = malloc(total * sizeof(double));
-        if (job->events[i].items == NULL) audit |= MOAT_PREFILTER_AUDIT_ALL;
-        else
-          for (size_t c = a; c < b; c++) {
-            memcpy(job->events[i].items + job->events[i].n, pieces[c].events.items, pieces[c].events.n * sizeof(double));
-            job->events[i].n += pieces[c].events.n;
-          }
-      }
-      job->flags[i] = (unsigned char)audit;
+    if (failed) flags = MOAT_PREFILTER_CODENAME;
+    else if (total > 3 * (size_t)MAX_AUDIT_EVENTS) flags |= MOAT_PREFILTER_AUDIT_ALL;
+    else if (total > 0 && (flags & MOAT_PREFILTER_AUDIT_ALL) == 0) {
+      job->events[i].items = malloc(total * sizeof(double));
+      if (job->events[i].items == NULL) flags |= MOAT_PREFILTER_AUDIT_ALL;
+      else
+        for (size_t c = a; c < b; c++) {
+          memcpy(job->events[i].items + job->events[i].n, pieces[c].events.items, pieces[c].events.n * sizeof(double));
+          job->events[i].n += pieces[c].events.n;
+        }
     }
+    job->flags[i] = (unsigned char)flags;
     for (size_t c = a; c < b; c++) free(pieces[c].events.items);
     a = b;
   }

@@ -15,6 +15,13 @@ moat_literals *moat_literals_compile(const char *const *patterns, const size_t *
                                      const char *serialized, size_t serialized_len);
 
 /*
+ * The same literals as a direct set: no libhs database, built in linear time and searched with
+ * a prefix filter (for sets too large for libhs to compile quickly); every literal at least 4
+ * bytes. It cannot be serialized. NULL on failure.
+ */
+moat_literals *moat_literals_direct(const char *const *patterns, const size_t *lengths, const int *caseless, unsigned count);
+
+/*
  * Compiles regular expressions (libhs syntax, leftmost start of match reported). Scanning
  * such a set gives (expression index, start, end) triples instead of pairs.
  */
@@ -45,6 +52,9 @@ void moat_literals_free(moat_literals *m);
 #define MOAT_PREFILTER_AUDIT 4
 /* Too many audit matches to list: the audit reads the whole file. */
 #define MOAT_PREFILTER_AUDIT_ALL 8
+/* The pattern index of a listed window in a file's events: it may hold a codename or a split
+   literal (the others are the audit's patterns). */
+#define MOAT_PREFILTER_WINDOW 0xffff
 
 /* Audit matches of one file: (window index, pattern index, file offset of the match's start) triples. */
 typedef struct {
@@ -58,12 +68,12 @@ typedef struct {
  * bytes with `max_len` bytes carried over) with the literal set, the split-literal triggers
  * (junctions removed around each, then the literals searched again) and the audit patterns,
  * so a file it clears is a file the exact scan finds nothing in. A superset: the exact scan
- * decides for the files it flags. The audit's matches are listed by window, so the audit
- * reads only the bytes around them.
+ * decides for the windows it lists, and reads no other. The audit's matches are listed by
+ * window, so the audit reads only the bytes around them.
  */
 typedef struct {
   const moat_literals *literals;
-  const moat_literals *triggers; /* NULL: split literals off */
+  const moat_literals *triggers; /* NULL: split literals off (the prefilter finds the triggers itself) */
   const moat_literals *audit;    /* NULL: the source-map audit off */
   const char *const *paths;
   size_t count;
@@ -72,7 +82,7 @@ typedef struct {
   unsigned char *flags; /* out, per file */
   int *errors;          /* out, per file: errno, 0 when read */
   double *sizes;        /* out, per file */
-  event_list *events;   /* out, per file: the audit's matches, when no codename can be there */
+  event_list *events;   /* out, per file: windows that may hold a finding (MOAT_PREFILTER_WINDOW) and the audit's matches */
 } moat_prefilter;
 
 /* Runs the prefilter; -1 when the library is not loaded or the job is malformed. */

@@ -1,150 +1,195 @@
 /**
- * moat-scan throughput on ≥ 100 MB of real minified JavaScript with 1,000 codenames,
- * against ripgrep (`rg -F -f`, Debian's ripgrep) on the same files in the same run. Every
- * tool runs as its own process; each row reports the median of BENCH_RUNS (default 5)
- * wall-clock times and their range.
+ * moat-scan against ripgrep (`rg -F -f`, Debian's ripgrep) on ~110 MB of real minified
+ * JavaScript with 1,000 codenames of which 5 occur (plain, base64, `\x` escapes, a split
+ * literal), as 8 files and as one file, in the same run.
  *
- *   plain mode  (moat-scan --plain-only)  vs rg -F -f   target ≤ 1.0×
- *   all forms   (moat-scan, every encoding and split literals) vs rg -F -f   target ≤ 1.5×
+ *   cold: a fresh machine, as a CI runner meets it: no compiled-database cache (MOAT_SCAN_CACHE=0)
+ *   warm: the cache filled by an earlier `--engine native` run
  *
- * The default way (the native prefilter clears files on native threads, the exact scan reads
- * the rest) runs with its compiled set cached, as in CI after the first build, and compiled
- * in the run; the file-by-file native engine (`--no-prefilter`) and the JavaScript one
- * (`--engine js`) run too.
+ *   --plain-only vs rg -F -f         target ≤ 1.0× (cold)
+ *   every encoding + split literals  target ≤ 1.5× (cold)
  *
- * Run: pnpm --filter @moat/build-guard bench (after a build). BENCH_MB sets the corpus size.
+ * Every tool runs as its own process, in rounds: each round runs every row once, in turn, and
+ * each row's ratio is taken against rg's time in the same round, so a busy machine slows both
+ * sides of a ratio alike. A row prints the median time and the median ratio with the range
+ * over the rounds. The OS page cache is not dropped (that needs root and would slow everyone
+ * else on a shared machine): the corpus is read once before the rounds, so every tool reads
+ * it from memory, rg included.
+ *
+ * Run: pnpm --filter @moat/build-guard bench (after a build). BENCH_MB sets the corpus size,
+ * BENCH_RUNS the rounds (default 7).
  */
 import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { cpus, loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
 
-const require = createRequire(import.meta.url);
-const TARGET_MB = Number(process.env.BENCH_MB ?? 100);
+const TARGET = Number(process.env.BENCH_MB ?? 110) * 1e6;
+const ROUNDS = Number(process.env.BENCH_RUNS ?? 7);
 const dir = mkdtempSync(join(tmpdir(), 'moat-scan-bench-'));
-const corpus = join(dir, 'corpus');
-mkdirSync(corpus);
+const workspace = new URL('../../../', import.meta.url).pathname;
 
-// Real minified/bundled JavaScript from installed packages.
-const root = join(dirname(require.resolve('esbuild/package.json')), '../../../..');
-const sources = [
-  require.resolve('typescript/lib/typescript.js', { paths: [root] }),
-  join(dirname(require.resolve('esbuild/package.json')), 'lib/main.js'),
-  require.resolve('acorn'),
-  require.resolve('fast-check'),
-].map((f) => readFileSync(f));
-let total = 0;
-for (let i = 0; total < TARGET_MB * 1e6; i++) {
-  const part = sources[i % sources.length] as Buffer;
-  writeFileSync(join(corpus, `bundle-${i}.js`), part);
-  total += part.length;
+/** Minified JavaScript installed in this workspace: files over 50 KB whose lines average over 1,000 characters. */
+function minifiedSources(): Buffer[] {
+  const store = join(workspace, 'node_modules/.pnpm');
+  const found: string[] = [];
+  const walk = (path: string) => {
+    for (const entry of readdirSync(path, { withFileTypes: true })) {
+      const child = join(path, entry.name);
+      if (entry.isDirectory()) walk(child);
+      else if (entry.isFile() && entry.name.endsWith('.js') && statSync(child).size > 50_000) found.push(child);
+    }
+  };
+  for (const entry of readdirSync(store, { withFileTypes: true }))
+    if (entry.isDirectory() && entry.name !== 'node_modules') walk(join(store, entry.name));
+  const seen = new Set<string>();
+  return found.sort().flatMap((path) => {
+    const bytes = readFileSync(path);
+    const hash = createHash('sha256').update(bytes).digest('hex');
+    const lines = bytes.toString('latin1').split('\n').length;
+    if (bytes.length / lines < 1000 || seen.has(hash)) return [];
+    seen.add(hash);
+    return [bytes];
+  });
 }
 
-// 1,000 pronounceable codenames of 3 syllables.
-let seed = 42;
-const rand = () => {
-  seed = (seed * 1103515245 + 12345) & 0x7fffffff;
-  return seed / 0x7fffffff;
-};
-const syllables = 'ka zo ri mu tel vor ban qui dex lon fra sem tor wig yal nub pex cor dal hin'.split(' ');
-const names = new Set<string>();
-while (names.size < 1000) {
-  const word = Array.from({ length: 3 }, () => syllables[Math.floor(rand() * syllables.length)]).join('');
-  names.add(word[0]?.toUpperCase() + word.slice(1));
+/** 1,000 pronounceable codenames of 3 syllables. */
+function codenameList(): string[] {
+  let seed = 42;
+  const rand = () => {
+    seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+    return seed / 0x7fffffff;
+  };
+  const syllables = 'ka zo ri mu tel vor ban qui dex lon fra sem tor wig yal nub pex cor dal hin'.split(' ');
+  const names = new Set<string>();
+  while (names.size < 1000) {
+    const word = Array.from({ length: 3 }, () => syllables[Math.floor(rand() * syllables.length)]).join('');
+    names.add(word[0]?.toUpperCase() + word.slice(1));
+  }
+  return [...names];
 }
+
+const sources = minifiedSources();
+const names = codenameList();
 const codenames = join(dir, 'codenames.txt');
-writeFileSync(codenames, `${[...names].join('\n')}\n`);
+writeFileSync(codenames, `${names.join('\n')}\n`);
+const [a, b, c, d, e] = [0, 111, 222, 333, 444].map((i) => names[i] as string) as [string, string, string, string, string];
+const leaks: Record<number, string[]> = {
+  3: [a, b, c, d, e].map((n, i) => `;var x${i}="${n}";`),
+  6: [
+    `;var b="${Buffer.from(`x${b}`).toString('base64')}";`,
+    `;var e="${[...Buffer.from(c)].map((x) => `\\x${x.toString(16)}`).join('')}";`,
+    `;var s='${d.slice(0, 4)}'+'${d.slice(4)}';`,
+  ],
+};
+const corpus = join(dir, 'corpus');
+const single = join(dir, 'single');
+mkdirSync(corpus);
+mkdirSync(single);
+const files: Buffer[] = [];
+for (let f = 0, next = 0; f < 8; f++) {
+  const parts: Buffer[] = [];
+  for (let size = 0; size < TARGET / 8; next++) {
+    const part = sources[next % sources.length] as Buffer;
+    parts.push(part);
+    size += part.length;
+  }
+  for (const [i, leak] of (leaks[f] ?? []).entries()) parts.splice(2 + 3 * i, 0, Buffer.from(leak));
+  files.push(Buffer.concat(parts));
+  writeFileSync(join(corpus, `bundle-${f}.js`), files[f] as Buffer);
+}
+writeFileSync(join(single, 'app.js'), Buffer.concat(files));
+const total = files.reduce((n, f) => n + f.length, 0);
 
 const scanCli = new URL('../dist/cli/moat-scan.js', import.meta.url).pathname;
-/** Wall-clock times of RUNS runs of a command in its own process (undefined: not installed). */
-const RUNS = Number(process.env.BENCH_RUNS ?? 5);
-function runs(command: string, args: string[], env: Record<string, string> = {}): number[] | undefined {
-  const times: number[] = [];
-  for (let i = 0; i < RUNS; i++) {
-    const t = performance.now();
-    const r = spawnSync(command, args, { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8', env: { ...process.env, ...env } });
-    const dt = performance.now() - t;
-    if (r.error !== undefined) return undefined;
-    if (r.status !== 0 && r.status !== 1) throw new Error(`${command} exited ${r.status}: ${r.stderr}`);
-    times.push(dt);
-  }
-  return times.sort((a, b) => a - b);
+const cacheDir = join(dir, 'hs-cache');
+interface Row {
+  readonly name: string;
+  readonly run: (input: string) => [string, string[], Record<string, string>];
+}
+const rg =
+  (...flags: string[]): Row['run'] =>
+  (input) => ['rg', ['-F', ...flags, '-c', '-f', codenames, input], {}];
+const scan =
+  (cache: 'cold' | 'warm', ...flags: string[]): Row['run'] =>
+  (input) => [
+    process.execPath,
+    [scanCli, ...flags, '-q', '-c', codenames, input],
+    cache === 'cold' ? { MOAT_SCAN_CACHE: '0' } : { MOAT_SCAN_CACHE_DIR: cacheDir },
+  ];
+
+/** Wall-clock milliseconds of one run; undefined when the tool is not installed. */
+function time([command, args, env]: [string, string[], Record<string, string>]): number | undefined {
+  const t = performance.now();
+  const r = spawnSync(command, args, { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8', env: { ...process.env, ...env } });
+  const dt = performance.now() - t;
+  if (r.error !== undefined) return undefined;
+  if (r.status !== 0 && r.status !== 1) throw new Error(`${command} exited ${r.status}: ${r.stderr}`);
+  return dt;
 }
 
-const median = (xs: number[]) => xs[Math.floor(xs.length / 2)] as number;
-const rg = runs('rg', ['-F', '-c', '-f', codenames, corpus]);
-const rgi = runs('rg', ['-F', '-i', '-c', '-f', codenames, corpus]);
-// The compiled-database cache lives in this run's own directory: cold rows turn it off, warm
-// rows fill it once before they are timed.
-const cacheDir = join(dir, 'hs-cache');
-const scan = (engine: string, cache: 'cold' | 'warm', ...flags: string[]) => {
-  const args = [scanCli, ...flags, '--engine', engine, '-q', '-c', codenames, corpus];
-  const env = cache === 'cold' ? { MOAT_SCAN_CACHE: '0' } : { MOAT_SCAN_CACHE_DIR: cacheDir };
-  // `auto` never compiles 22,000 literals by itself: one `--engine native` run fills the cache.
-  if (cache === 'warm')
-    spawnSync(process.execPath, [scanCli, ...flags, '--engine', 'native', '-q', '-c', codenames, corpus], {
+const pick = (xs: number[], q: number) => [...xs].sort((x, y) => x - y)[Math.floor(q * (xs.length - 1) + 0.5)] as number;
+
+/** Runs the rows in rounds over `input` and prints each one's median time and its ratio to the first row. */
+function table(title: string, input: string, rows: readonly Row[]): void {
+  for (const cache of [
+    ['--engine', 'native'],
+    ['--engine', 'native', '--plain-only'],
+  ])
+    spawnSync(process.execPath, [scanCli, ...cache, '-q', '-c', codenames, input], {
       stdio: 'ignore',
-      env: { ...process.env, ...env },
+      env: { ...process.env, MOAT_SCAN_CACHE_DIR: cacheDir },
     });
-  return runs(process.execPath, args, env) as number[];
-};
-const rows: Array<[string, number[] | undefined]> = [
-  ['rg -F -f', rg],
-  ['rg -F -i -f', rgi],
-  ['moat-scan --plain-only --no-sourcemaps (prefilter, cached set)', scan('auto', 'warm', '--plain-only', '--no-sourcemaps')],
-  ['moat-scan --plain-only (prefilter, cached set; source-map audit on)', scan('auto', 'warm', '--plain-only')],
-  ['moat-scan --plain-only --no-sourcemaps (prefilter, compiled in the run)', scan('native', 'cold', '--plain-only', '--no-sourcemaps')],
-  [
-    'moat-scan --plain-only --no-sourcemaps --no-prefilter (native engine, file by file)',
-    scan('native', 'cold', '--plain-only', '--no-sourcemaps', '--no-prefilter'),
-  ],
-  ['moat-scan --plain-only --no-sourcemaps, JavaScript engine', scan('js', 'cold', '--plain-only', '--no-sourcemaps')],
-  ['moat-scan, every encoding + split literals + source maps (prefilter, cached set)', scan('auto', 'warm')],
-  ['moat-scan, every encoding + split literals + source maps (prefilter, compiled in the run)', scan('native', 'cold')],
-  ['moat-scan, every encoding + split literals + source maps, --no-prefilter (cached set)', scan('native', 'warm', '--no-prefilter')],
-  ['moat-scan, every encoding + split literals + source maps, JavaScript engine', scan('js', 'cold')],
-];
-const mb = total / 1e6;
-const rate = (ms: number) => `${(mb / (ms / 1000)).toFixed(0)} MB/s`;
-console.log(
-  `moat-scan benchmark: ${mb.toFixed(0)} MB of minified JS in ${statSync(corpus) && sources.length} kinds of bundles, 1,000 codenames (${process.version}); median of ${RUNS} runs (range)`,
-);
-console.log('| tool | time | throughput | ÷ rg -F -f |');
-console.log('|---|---:|---:|---:|');
-for (const [name, times] of rows) {
-  if (times === undefined) {
-    console.log(`| ${name} | (not installed) | | |`);
-    continue;
+  for (const row of rows) time(row.run(input)); // warm-up: the page cache, for every tool alike
+  const times = rows.map(() => [] as number[]);
+  for (let round = 0; round < ROUNDS; round++)
+    rows.forEach((row, i) => {
+      const t = time(row.run(input));
+      if (t !== undefined) times[i]?.push(t);
+    });
+  const base = times[0] as number[];
+  console.log(`\n${title}\n\n| tool | time | throughput | ÷ rg -F -f (range over ${ROUNDS} rounds) |\n|---|---:|---:|---:|`);
+  for (const [i, row] of rows.entries()) {
+    const ts = times[i] as number[];
+    if (ts.length === 0) {
+      console.log(`| ${row.name} | (not installed) | | |`);
+      continue;
+    }
+    const ratios = ts.map((t, k) => t / (base[k] as number));
+    const median = pick(ts, 0.5);
+    const ratio = `${pick(ratios, 0.5).toFixed(2)}× (${Math.min(...ratios).toFixed(2)}–${Math.max(...ratios).toFixed(2)})`;
+    console.log(`| ${row.name} | ${median.toFixed(0)} ms | ${(total / 1e6 / (median / 1000)).toFixed(0)} MB/s | ${ratio} |`);
   }
-  const ratio =
-    rg === undefined
-      ? 'n/a'
-      : `${(median(times) / median(rg)).toFixed(2)}× (${((times[0] as number) / median(rg)).toFixed(2)}–${((times.at(-1) as number) / median(rg)).toFixed(2)})`;
-  console.log(`| ${name} | ${median(times).toFixed(0)} ms | ${rate(median(times))} | ${ratio} |`);
 }
-// The shape of a standalone executable: the same bytes as one file. ripgrep searches one file
-// on one thread; the prefilter cuts it into one run of chunks per core.
-const single = join(dir, 'single');
-mkdirSync(single);
-writeFileSync(join(single, 'app.bin'), Buffer.concat(readdirSync(corpus).map((f) => readFileSync(join(corpus, f)))));
-const scanOne = (...flags: string[]) =>
-  runs(process.execPath, [scanCli, ...flags, '-q', '-c', codenames, single], { MOAT_SCAN_CACHE_DIR: cacheDir }) as number[];
-const rgOne = runs('rg', ['-F', '-c', '-f', codenames, single]);
-const singleRows: Array<[string, number[] | undefined]> = [
-  ['rg -F -f', rgOne],
-  ['moat-scan --plain-only --no-sourcemaps (prefilter, cached set)', scanOne('--plain-only', '--no-sourcemaps')],
-  ['moat-scan, every encoding + split literals + source maps (prefilter, cached set)', scanOne()],
-];
-console.log(`\nThe same ${mb.toFixed(0)} MB as one file:`);
-console.log('| tool | time | ÷ rg -F -f on the file |');
-console.log('|---|---:|---:|');
-for (const [name, times] of singleRows) {
-  if (times === undefined) continue;
-  const ratio =
-    rgOne === undefined
-      ? 'n/a'
-      : `${(median(times) / median(rgOne)).toFixed(2)}× (${((times[0] as number) / median(rgOne)).toFixed(2)}–${((times.at(-1) as number) / median(rgOne)).toFixed(2)})`;
-  console.log(`| ${name} | ${median(times).toFixed(0)} ms | ${ratio} |`);
-}
+
+// The machine may be shared: its load says how far the times stand from an idle one's.
+const load = () =>
+  loadavg()
+    .map((x) => x.toFixed(1))
+    .join(', ');
+console.log(
+  `moat-scan benchmark: ${(total / 1e6).toFixed(0)} MB of minified JS (${sources.length} distinct files from this ` +
+    `workspace's node_modules), 1,000 codenames, 5 of them planted; ${process.version}; median of ${ROUNDS} rounds; ` +
+    `load average ${load()} on ${cpus().length} cores at the start`,
+);
+const every = 'every encoding + split literals + source maps';
+table('8 files:', corpus, [
+  { name: 'rg -F -f', run: rg() },
+  { name: 'rg -F -i -f', run: rg('-i') },
+  { name: 'moat-scan --plain-only, cold (no compiled cache)', run: scan('cold', '--plain-only') },
+  { name: `moat-scan, ${every}, cold (no compiled cache)`, run: scan('cold') },
+  { name: 'moat-scan --plain-only, warm (compiled set cached)', run: scan('warm', '--plain-only') },
+  { name: `moat-scan, ${every}, warm (compiled set cached)`, run: scan('warm') },
+  { name: `moat-scan, ${every}, cold, --no-prefilter`, run: scan('cold', '--no-prefilter') },
+  { name: `moat-scan, ${every}, JavaScript engine`, run: scan('cold', '--engine', 'js') },
+]);
+table(`The same ${(total / 1e6).toFixed(0)} MB as one file:`, single, [
+  { name: 'rg -F -f', run: rg() },
+  { name: 'moat-scan --plain-only, cold (no compiled cache)', run: scan('cold', '--plain-only') },
+  { name: `moat-scan, ${every}, cold (no compiled cache)`, run: scan('cold') },
+  { name: 'moat-scan --plain-only, warm (compiled set cached)', run: scan('warm', '--plain-only') },
+  { name: `moat-scan, ${every}, warm (compiled set cached)`, run: scan('warm') },
+]);
+console.log(`\nload average ${load()} at the end`);
 rmSync(dir, { recursive: true, force: true });

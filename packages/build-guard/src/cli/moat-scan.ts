@@ -16,7 +16,9 @@ options:
                          codename, its lowercase and uppercase are searched
   -w, --whole-word       plain matches need non-word characters around them
       --plain-only       plain text only (no encoded forms, no split literals)
-      --engine NAME      auto (default: libhs when it loads and pays), native or js; same findings
+      --engine NAME      auto (default: native where the addon loads: libhs for small or cached
+                         sets, a direct set for large ones), native (always libhs, cached)
+                         or js; same findings
       --no-prefilter     read every file exactly (default: libhs clears files on native
                          threads first where it runs; same findings)
       --allowlist FILE   JSON [{ "codename", "path", "reason" }]
@@ -32,28 +34,29 @@ pack options:
 
 exit codes: 0 clean, 1 findings, 2 usage or I/O error`;
 
+const OPTIONS = {
+  codenames: { type: 'string', short: 'c' },
+  codename: { type: 'string', multiple: true },
+  'ignore-case': { type: 'boolean', short: 'i' },
+  'whole-word': { type: 'boolean', short: 'w' },
+  'plain-only': { type: 'boolean' },
+  engine: { type: 'string' },
+  allowlist: { type: 'string' },
+  'no-sourcemaps': { type: 'boolean' },
+  'no-prefilter': { type: 'boolean' },
+  json: { type: 'boolean' },
+  sarif: { type: 'boolean' },
+  output: { type: 'string', short: 'o' },
+  quiet: { type: 'boolean', short: 'q' },
+  verbose: { type: 'boolean', short: 'v' },
+  'allow-src': { type: 'boolean' },
+  'max-size': { type: 'string' },
+  allow: { type: 'string', multiple: true },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
 async function main(argv: string[]): Promise<number> {
   let parsed: ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true; strict: true }>>;
-  const OPTIONS = {
-    codenames: { type: 'string', short: 'c' },
-    codename: { type: 'string', multiple: true },
-    'ignore-case': { type: 'boolean', short: 'i' },
-    'whole-word': { type: 'boolean', short: 'w' },
-    'plain-only': { type: 'boolean' },
-    engine: { type: 'string' },
-    allowlist: { type: 'string' },
-    'no-sourcemaps': { type: 'boolean' },
-    'no-prefilter': { type: 'boolean' },
-    json: { type: 'boolean' },
-    sarif: { type: 'boolean' },
-    output: { type: 'string', short: 'o' },
-    quiet: { type: 'boolean', short: 'q' },
-    verbose: { type: 'boolean', short: 'v' },
-    'allow-src': { type: 'boolean' },
-    'max-size': { type: 'string' },
-    allow: { type: 'string', multiple: true },
-    help: { type: 'boolean', short: 'h' },
-  } as const;
   try {
     parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
   } catch (error) {

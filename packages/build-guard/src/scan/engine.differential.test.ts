@@ -26,7 +26,15 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { CodenameEngine, NATIVE_AUTO_MAX_LITERALS, type RawMatch } from './engine.js';
 import { needlesFor } from './needles.js';
-import { PREFILTER_AUDIT, PREFILTER_AUDIT_ALL, PREFILTER_CODENAME, PREFILTER_SPLIT, prefilterFiles, prefilterSets } from './prefilter.js';
+import {
+  PREFILTER_AUDIT,
+  PREFILTER_AUDIT_ALL,
+  PREFILTER_CODENAME,
+  PREFILTER_SPLIT,
+  PREFILTER_WINDOW,
+  prefilterFiles,
+  prefilterSets,
+} from './prefilter.js';
 import { AUDIT_SOURCES, scanPaths } from './scanner.js';
 
 const require = createRequire(import.meta.url);
@@ -62,7 +70,9 @@ describe.skipIf(!NATIVE)('native and JavaScript engines agree', () => {
       // 400 codenames in every encoding: over the auto limit of literals.
       const many = Array.from({ length: 400 }, (_, i) => `Zorblax${i.toString(36)}ian`);
       expect(many.flatMap((c) => needlesFor(c)).length).toBeGreaterThan(NATIVE_AUTO_MAX_LITERALS);
-      expect(new CodenameEngine(many).kind).toBe('js');
+      // Unasked, a large set is searched directly: nothing compiled, nothing cached.
+      expect(new CodenameEngine(many).kind).toBe('native');
+      expect(existsSync(dir)).toBe(false);
       // Files idle for over 30 days go when a new one is written; others stay.
       mkdirSync(dir, { recursive: true, mode: 0o700 });
       const old = new Date(Date.now() - 40 * 24 * 3600 * 1000);
@@ -90,9 +100,11 @@ describe.skipIf(!NATIVE)('native and JavaScript engines agree', () => {
       writeFileSync(join(dir, file as string), 'not a database', { mode: 0o600 });
       const recompiled = new CodenameEngine(many, { engine: 'native' });
       expect(findings(recompiled, haystack, [])).toEqual(findings(js, haystack, []));
-      // A cache others can write is ignored.
+      // A cache others can write is ignored: the set is searched directly.
       chmodSync(dir, 0o777);
-      expect(new CodenameEngine(many).kind).toBe('js');
+      const ignored = new CodenameEngine(many);
+      expect(ignored.kind).toBe('native');
+      expect(findings(ignored, haystack, [])).toEqual(findings(js, haystack, []));
     } finally {
       if (before === undefined) delete process.env.MOAT_SCAN_CACHE_DIR;
       else process.env.MOAT_SCAN_CACHE_DIR = before;
@@ -110,7 +122,8 @@ describe.skipIf(!NATIVE)('native and JavaScript engines agree', () => {
         fc.uniqueArray(codename, { minLength: 1, maxLength: 4 }),
         fc.array(fc.oneof(fc.uint8Array({ maxLength: 40 }), fc.string({ unit: 'grapheme-ascii', maxLength: 40 })), { maxLength: 12 }),
         fc.array(fc.nat(30), { maxLength: 8 }),
-        fc.record({ ignoreCase: fc.boolean(), wholeWord: fc.boolean(), plainOnly: fc.boolean() }),
+        // directAbove 0: the native engine searches a direct set instead of a libhs database.
+        fc.record({ ignoreCase: fc.boolean(), wholeWord: fc.boolean(), plainOnly: fc.boolean(), directAbove: fc.constantFrom(0, 1e9) }),
         fc.array(fc.nat(2_000), { maxLength: 4 }),
         (codenames, fillers, picks, options, cuts) => {
           // Plant forms of the codenames (and their case variants) between the fillers.
@@ -138,96 +151,135 @@ describe.skipIf(!NATIVE)('native and JavaScript engines agree', () => {
       { numRuns: 400 },
     );
   });
+});
 
+const PREFILTER_CODENAME_ARB = fc.oneof(fc.stringMatching(/^[A-Z][a-z]{3,9}$/), fc.constantFrom('Nötfall', 'Kapibara', 'Zorblaxian'));
+// Source-map traces, split literals and bytes that end or start a window.
+const TRACE = fc.constantFrom(
+  '//# sourceMappingURL=app.js.map\n',
+  '//# sourceMappingURL=data:application/json;base64,eyJzb3VyY2VzIjpbImEudHMiXSwic291cmNlc0NvbnRlbnQiOlsieCJdfQ==\n',
+  '{"version":3,"sourcesContent":["secret"]}',
+  '\n// src/internal/plan.ts\n',
+  '\r// lib/a.b@c-d/e.mts\r\n',
+  '// x.tsx',
+  '\n// not a path.ts\n',
+  '\n',
+  "' + '",
+  '${"',
+  '"}',
+);
+type CaseFiles = Array<{ name: string; parts: Array<string | number> }>;
+type CaseOptions = { ignoreCase: boolean; wholeWord: boolean; plainOnly: boolean; sourceMaps: boolean; direct: boolean };
+/** Files of text, traces and planted forms (numbers pick one). */
+const FILES = fc.array(
+  fc.record({
+    name: fc.constantFrom('a.js', 'b.mjs', 'c.bin', 'd.cjs'),
+    parts: fc.array(
+      fc.oneof(
+        { weight: 3, arbitrary: fc.string({ unit: 'grapheme-ascii', maxLength: 60 }) },
+        { weight: 2, arbitrary: TRACE },
+        { weight: 2, arbitrary: fc.nat(40) },
+      ),
+      { maxLength: 14 },
+    ),
+  }),
+  { minLength: 1, maxLength: 4 },
+);
+const PREFILTER_OPTIONS = fc.record({
+  ignoreCase: fc.boolean(),
+  wholeWord: fc.boolean(),
+  plainOnly: fc.boolean(),
+  sourceMaps: fc.boolean(),
+  // Direct sets (auto, over 0 literals) or libhs databases (native).
+  direct: fc.boolean(),
+});
+
+/** Writes one case's files into `dir`, its planted forms picked by number. */
+function writeCase(dir: string, codenames: readonly string[], files: CaseFiles, ignoreCase: boolean): string[] {
+  const forms = codenames.flatMap((c) => [
+    ...needlesFor(c, { ignoreCase }).map((n) => Buffer.from(n.bytes)),
+    Buffer.from(`'${c.slice(0, 2)}' + '${c.slice(2)}'`),
+    Buffer.from(`\`\${'${c.slice(0, 2)}'}${c.slice(2)}\``),
+    Buffer.from(`"${c.slice(0, 3)}"\u00a0+\t\`${c.slice(3)}\``, 'latin1'),
+  ]);
+  mkdirSync(dir);
+  return files.map((f, i) => {
+    const path = join(dir, `${i}-${f.name}`);
+    const parts = f.parts.map((p) => (typeof p === 'number' ? (forms[p % forms.length] as Buffer) : Buffer.from(p, 'latin1')));
+    writeFileSync(path, Buffer.concat(parts));
+    return path;
+  });
+}
+
+/**
+ * One case: the same report with the prefilter, without it and from the JavaScript engine;
+ * no file with a finding cleared, and every codename finding in a window the prefilter
+ * listed. Returns how many files were cleared and flagged.
+ */
+async function prefilterCase(
+  dir: string,
+  codenames: readonly string[],
+  files: CaseFiles,
+  { direct, ...options }: CaseOptions,
+  chunkSize: number,
+): Promise<{ cleared: number; flagged: number }> {
+  const paths = writeCase(dir, codenames, files, options.ignoreCase);
+  const common = { codenames, ...options, chunkSize, engine: direct ? ('auto' as const) : ('native' as const), directAbove: 0 };
+  const withPrefilter = await scanPaths([dir], common);
+  const exact = await scanPaths([dir], { ...common, prefilter: false });
+  const js = await scanPaths([dir], { ...common, prefilter: false, engine: 'js' });
+  expect(JSON.stringify(withPrefilter)).toBe(JSON.stringify(exact));
+  expect(JSON.stringify(exact)).toBe(JSON.stringify(js));
+  const counts = { cleared: 0, flagged: 0 };
+  // The superset property, file by file and window by window.
+  const sets = prefilterSets(codenames, common, options.sourceMaps ? AUDIT_SOURCES : undefined);
+  if (sets === undefined) return counts; // ignoreCase with non-ASCII forms: the prefilter stands aside
+  const result = await prefilterFiles(sets, paths, chunkSize, 64, 2);
+  paths.forEach((path, i) => {
+    const flags = result.flags[i] as number;
+    const found = exact.findings.filter((f) => f.path === path);
+    const events = result.events.subarray(result.eventStarts[i] as number, result.eventStarts[i + 1] as number);
+    const listed = new Set(events.filter((_, k) => k % 3 === 0 && events[k + 1] === PREFILTER_WINDOW));
+    for (const f of found.filter((x) => x.ruleId.startsWith('moat/codename/'))) {
+      expect(flags & (PREFILTER_CODENAME | PREFILTER_SPLIT)).not.toBe(0);
+      expect(listed.has(Math.floor(((f.offset as number) + (f.length as number) - 1) / chunkSize))).toBe(true);
+    }
+    if (found.some((f) => f.ruleId.startsWith('moat/sourcemap/')))
+      expect(flags & (PREFILTER_CODENAME | PREFILTER_SPLIT | PREFILTER_AUDIT)).not.toBe(0);
+    if (flags === 0) counts.cleared++;
+    else counts.flagged++;
+  });
+  rmSync(dir, { recursive: true, force: true });
+  return counts;
+}
+
+describe.skipIf(!NATIVE)('the prefilter and the windows it lists change no finding', () => {
   it('the prefilter: the same reports on random files in random chunk sizes, and no file with a finding cleared', {
     timeout: 120_000,
   }, async () => {
     const root = mkdtempSync(join(tmpdir(), 'moat-scan-prefilter-'));
     const before = process.env.MOAT_SCAN_CACHE_DIR;
     process.env.MOAT_SCAN_CACHE_DIR = join(root, 'cache');
-    const codename = fc.oneof(fc.stringMatching(/^[A-Z][a-z]{3,9}$/), fc.constantFrom('Nötfall', 'Kapibara', 'Zorblaxian'));
-    // Source-map traces, split literals and bytes that end or start a window.
-    const trace = fc.constantFrom(
-      '//# sourceMappingURL=app.js.map\n',
-      '//# sourceMappingURL=data:application/json;base64,eyJzb3VyY2VzIjpbImEudHMiXSwic291cmNlc0NvbnRlbnQiOlsieCJdfQ==\n',
-      '{"version":3,"sourcesContent":["secret"]}',
-      '\n// src/internal/plan.ts\n',
-      '\r// lib/a.b@c-d/e.mts\r\n',
-      '// x.tsx',
-      '\n// not a path.ts\n',
-      '\n',
-      "' + '",
-      '${"',
-      '"}',
-    );
     let runs = 0;
-    let cleared = 0;
-    let flagged = 0;
+    const total = { cleared: 0, flagged: 0 };
     try {
       await fc.assert(
         fc.asyncProperty(
-          fc.uniqueArray(codename, { minLength: 1, maxLength: 3 }),
-          fc.array(
-            fc.record({
-              name: fc.constantFrom('a.js', 'b.mjs', 'c.bin', 'd.cjs'),
-              parts: fc.array(
-                fc.oneof(
-                  { weight: 3, arbitrary: fc.string({ unit: 'grapheme-ascii', maxLength: 60 }) },
-                  { weight: 2, arbitrary: trace },
-                  { weight: 2, arbitrary: fc.nat(40) },
-                ),
-                { maxLength: 14 },
-              ),
-            }),
-            { minLength: 1, maxLength: 4 },
-          ),
-          fc.record({ ignoreCase: fc.boolean(), wholeWord: fc.boolean(), plainOnly: fc.boolean(), sourceMaps: fc.boolean() }),
+          fc.uniqueArray(PREFILTER_CODENAME_ARB, { minLength: 1, maxLength: 3 }),
+          FILES,
+          PREFILTER_OPTIONS,
           fc.integer({ min: 8, max: 300 }),
           async (codenames, files, options, chunkSize) => {
-            const forms = codenames.flatMap((c) => [
-              ...needlesFor(c, { ignoreCase: options.ignoreCase }).map((n) => Buffer.from(n.bytes)),
-              Buffer.from(`'${c.slice(0, 2)}' + '${c.slice(2)}'`),
-              Buffer.from(`\`\${'${c.slice(0, 2)}'}${c.slice(2)}\``),
-              Buffer.from(`"${c.slice(0, 3)}"\u00a0+\t\`${c.slice(3)}\``, 'latin1'),
-            ]);
-            const dir = join(root, `run-${runs++}`);
-            mkdirSync(dir);
-            const paths = files.map((f, i) => {
-              const path = join(dir, `${i}-${f.name}`);
-              writeFileSync(
-                path,
-                Buffer.concat(f.parts.map((p) => (typeof p === 'number' ? (forms[p % forms.length] as Buffer) : Buffer.from(p, 'latin1')))),
-              );
-              return path;
-            });
-            const common = { codenames, ...options, chunkSize, engine: 'native' as const };
-            const withPrefilter = await scanPaths([dir], common);
-            const exact = await scanPaths([dir], { ...common, prefilter: false });
-            const js = await scanPaths([dir], { ...common, prefilter: false, engine: 'js' });
-            expect(JSON.stringify(withPrefilter)).toBe(JSON.stringify(exact));
-            expect(JSON.stringify(exact)).toBe(JSON.stringify(js));
-            // The superset property, file by file.
-            const sets = prefilterSets(codenames, common, options.sourceMaps ? AUDIT_SOURCES : undefined);
-            if (sets === undefined) return; // ignoreCase with non-ASCII forms: the prefilter stands aside
-            const result = await prefilterFiles(sets, paths, chunkSize, 64, 2);
-            paths.forEach((path, i) => {
-              const flags = result.flags[i] as number;
-              const found = exact.findings.filter((f) => f.path === path);
-              if (found.some((f) => f.ruleId.startsWith('moat/codename/')))
-                expect(flags & (PREFILTER_CODENAME | PREFILTER_SPLIT)).not.toBe(0);
-              if (found.some((f) => f.ruleId.startsWith('moat/sourcemap/')))
-                expect(flags & (PREFILTER_CODENAME | PREFILTER_SPLIT | PREFILTER_AUDIT)).not.toBe(0);
-              if (flags === 0) cleared++;
-              else flagged++;
-            });
-            rmSync(dir, { recursive: true, force: true });
+            const counts = await prefilterCase(join(root, `run-${runs++}`), codenames, files, options, chunkSize);
+            total.cleared += counts.cleared;
+            total.flagged += counts.flagged;
           },
         ),
         { numRuns: Number(process.env.MOAT_PREFILTER_RUNS ?? 200) },
       );
       // Both ways were taken.
-      expect(cleared).toBeGreaterThan(0);
-      expect(flagged).toBeGreaterThan(0);
+      expect(total.cleared).toBeGreaterThan(0);
+      expect(total.flagged).toBeGreaterThan(0);
     } finally {
       if (before === undefined) delete process.env.MOAT_SCAN_CACHE_DIR;
       else process.env.MOAT_SCAN_CACHE_DIR = before;

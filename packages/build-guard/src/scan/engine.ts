@@ -5,7 +5,7 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import type { NativeBinding } from '@moat/protocol/support';
 import { MultiMatcher } from './matcher.js';
-import { type Encoding, type Needle, type NeedleOptions, needlesFor } from './needles.js';
+import { type Encoding, type Needle, type NeedleOptions, needleForms } from './needles.js';
 
 /**
  * The native multi-literal search of `@moat/native` (Hyperscan via dlopen), as its one
@@ -31,16 +31,14 @@ export function cacheDirectory(): string | undefined {
 }
 
 /** The cache file of a literal set (see {@link cacheDirectory}). */
-function cacheFile(patterns: readonly Buffer[], caseless: readonly boolean[], version: string): string | undefined {
+function cacheFile(set: PackedLiterals, version: string): string | undefined {
   const dir = cacheDirectory();
   if (dir === undefined) return undefined;
-  const hash = createHash('sha256').update(`moat-scan-literals/1\0${version}\0`);
-  patterns.forEach((p, i) => {
-    const head = Buffer.alloc(5);
-    head.writeUInt32BE(p.length);
-    head[4] = caseless[i] ? 1 : 0;
-    hash.update(head).update(p);
-  });
+  const hash = createHash('sha256').update(`moat-scan-literals/2\0${version}\0`);
+  hash
+    .update(new Uint8Array(set.lengths.buffer, set.lengths.byteOffset, set.lengths.byteLength))
+    .update(set.caseless)
+    .update(set.packed);
   return join(dir, `${hash.digest('hex')}.hsdb`);
 }
 
@@ -120,6 +118,11 @@ export interface EngineOptions extends NeedleOptions {
    * database for them is cached.
    */
   readonly engine?: 'auto' | EngineKind;
+  /**
+   * @internal Literal sets larger than this, with no cached database, are searched directly
+   * (no libhs compile) unless `engine` is `native` (default {@link NATIVE_AUTO_MAX_LITERALS}).
+   */
+  readonly directAbove?: number;
   /** Told once why the native engine is not used, when it was asked for or is missing. */
   readonly onWarning?: (message: string) => void;
 }
@@ -160,8 +163,31 @@ function selfTest(addon: NativeLiterals): { addon?: NativeLiterals; reason?: str
   return { addon };
 }
 
-/** Most literals the `auto` engine compiles natively (about 60 ms of libhs compile time). */
+/**
+ * Most literals `auto` compiles with libhs (about 60 ms of compile time); a larger set, unless
+ * cached, is searched directly: built in linear time, searched about as fast.
+ */
 export const NATIVE_AUTO_MAX_LITERALS = 5_000;
+
+/** @internal A literal set back to back: what the addon builds without one object per literal. */
+export interface PackedLiterals {
+  readonly packed: Buffer;
+  readonly lengths: Uint32Array;
+  readonly caseless: Uint8Array;
+}
+
+/**
+ * @internal Whether a set of `count` literals with no cached database is searched directly
+ * rather than compiled: libhs's compile time grows faster than the set (22,000 literals take
+ * it 2 s, more than scanning 100 MB), the direct set's build is linear (tens of ms).
+ */
+export function searchDirectly(addon: NativeLiterals, count: number, options: EngineOptions): boolean {
+  return (
+    options.engine !== 'native' &&
+    typeof addon.literalsCompilePacked === 'function' &&
+    count > (options.directAbove ?? NATIVE_AUTO_MAX_LITERALS)
+  );
+}
 
 /** A compiled native literal set: the regular expression's sources first, then the exact needles. */
 interface NativeSet {
@@ -233,13 +259,22 @@ function printable(text: string): string {
   return out;
 }
 
+/** @internal One needle of a plan, its bytes as a Latin-1 string (one character per byte). */
+export interface PlannedNeedle {
+  readonly text: string;
+  readonly codename: string;
+  readonly encoding: Encoding;
+  readonly fold: boolean;
+  readonly wholeWord: boolean;
+}
+
 /** What the engine searches for, derived from the codenames alone. */
 export interface LiteralPlan {
-  readonly needles: readonly Needle[];
+  readonly needles: readonly PlannedNeedle[];
   /** Plain and case-insensitive forms: through the regular expression (or libhs), longest first. */
   readonly sources: readonly string[];
   /** Exact encoded forms: through the matcher (or libhs). */
-  readonly exact: readonly Needle[];
+  readonly exact: readonly PlannedNeedle[];
   /** The longest needle in bytes: the carry between chunks. */
   readonly maxLength: number;
   /** Whether the needles fold case. */
@@ -248,21 +283,46 @@ export interface LiteralPlan {
 
 /** @internal The literal set for `codenames` under `options`. */
 export function literalPlan(codenames: readonly string[], options: NeedleOptions = {}): LiteralPlan {
-  const needles = codenames.flatMap((c) => needlesFor(c, options));
-  const fold = options.ignoreCase === true;
-  const viaRegex = needles.filter((n) => n.encoding === 'plain' || n.fold);
-  const exact = needles.filter((n) => !(n.encoding === 'plain' || n.fold));
-  const sources = [...new Set(viaRegex.map((n) => Buffer.from(n.bytes).toString('latin1')))].sort((a, b) => b.length - a.length);
-  const maxLength = Math.max(1, ...needles.map((n) => n.bytes.length));
-  return { needles, sources, exact, maxLength, fold };
+  const wholeWord = options.wholeWord === true;
+  const needles: PlannedNeedle[] = [];
+  let maxLength = 1;
+  for (const codename of codenames)
+    for (const f of needleForms(codename, options)) {
+      needles.push({ text: f.text, codename, encoding: f.encoding, fold: f.fold, wholeWord: wholeWord && f.encoding === 'plain' });
+      maxLength = Math.max(maxLength, f.text.length);
+    }
+  const viaRegex = (n: PlannedNeedle) => n.encoding === 'plain' || n.fold;
+  const sources = [...new Set(needles.filter(viaRegex).map((n) => n.text))].sort((a, b) => b.length - a.length);
+  return { needles, sources, exact: needles.filter((n) => !viaRegex(n)), maxLength, fold: options.ignoreCase === true };
 }
 
-/** @internal The libhs literal set of a plan: `sources` (Latin-1) then `exact`, and which fold ASCII case. Built only where libhs runs. */
+/** @internal The libhs literal set of a plan, packed: `sources` then `exact`, and which fold ASCII case. */
+export function packPlan(plan: LiteralPlan): PackedLiterals {
+  const { sources, exact } = plan;
+  const count = sources.length + exact.length;
+  const texts = new Array<string>(count);
+  const lengths = new Uint32Array(count);
+  // Plain loops: TypedArray.from with a mapping function costs tens of ms on 22,000 literals.
+  for (let i = 0; i < count; i++) {
+    const text = i < sources.length ? (sources[i] as string) : (exact[i - sources.length] as PlannedNeedle).text;
+    texts[i] = text;
+    lengths[i] = text.length;
+  }
+  const caseless = new Uint8Array(count);
+  if (plan.fold) caseless.fill(1, 0, sources.length);
+  return { packed: Buffer.from(texts.join(''), 'latin1'), lengths, caseless };
+}
+
+/** @internal {@link packPlan}'s set as one buffer per literal (for an addon without the packed call). */
 export function planLiterals(plan: LiteralPlan): { patterns: Buffer[]; caseless: boolean[] } {
-  return {
-    patterns: [...plan.sources.map((s) => Buffer.from(s, 'latin1')), ...plan.exact.map((n) => Buffer.from(n.bytes))],
-    caseless: [...plan.sources.map(() => plan.fold), ...plan.exact.map(() => false)],
-  };
+  const set = packPlan(plan);
+  const patterns: Buffer[] = [];
+  let at = 0;
+  for (const length of set.lengths) {
+    patterns.push(set.packed.subarray(at, at + length));
+    at += length;
+  }
+  return { patterns, caseless: Array.from(set.caseless, (c) => c === 1) };
 }
 
 /**
@@ -282,6 +342,20 @@ export interface PrebuiltLiterals {
   readonly lengths: Uint32Array;
   /** 1 where a literal folds ASCII case. */
   readonly caseless: Uint8Array;
+  /** The plan it was built from, for the same codenames and options, when one was derived. */
+  readonly plan?: LiteralPlan;
+  /** The split-literal triggers ({@link TRIGGER_SOURCES}) compiled, or `null`. */
+  readonly triggers?: unknown;
+}
+
+/** Whether two packed literal sets are the same. */
+function samePacked(a: PackedLiterals, b: PackedLiterals): boolean {
+  return (
+    a.lengths.length === b.lengths.length &&
+    a.lengths.every((n, i) => n === b.lengths[i]) &&
+    Buffer.from(a.caseless).equals(Buffer.from(b.caseless)) &&
+    a.packed.equals(b.packed)
+  );
 }
 
 /**
@@ -293,50 +367,77 @@ export interface PrebuiltLiterals {
  * matches across chunk boundaries are found once.
  */
 export class CodenameEngine {
-  readonly #regex: RegExp | undefined;
-  readonly #regexNeedles = new Map<string, Needle>();
-  readonly #matcher: MultiMatcher;
-  readonly #splitRegex: RegExp | undefined;
-  readonly #splitNeedles = new Map<string, Needle>();
+  readonly #plan: LiteralPlan;
+  readonly #regexNeedles = new Map<string, PlannedNeedle>();
+  readonly #splitNeedles = new Map<string, PlannedNeedle>();
   readonly #fold: boolean;
+  readonly #plainOnly: boolean;
   readonly maxLength: number;
   readonly #native: NativeSet | undefined;
   /** The split-literal triggers in libhs, with the native engine and split literals on. */
   readonly #triggerSet: { readonly addon: NativeLiterals; readonly handle: unknown } | undefined;
+  // Built on first use: the native engine needs neither the alternation nor the matcher, and
+  // the split expression only where a junction is seen.
+  #regexBuilt: RegExp | null | undefined;
+  #matcherBuilt: MultiMatcher | undefined;
+  #splitRegexBuilt: RegExp | undefined;
   /** Which engine scans: `native` (libhs) or `js`. */
   readonly kind: EngineKind;
 
   constructor(codenames: readonly string[], options: EngineOptions = {}, prebuilt?: PrebuiltLiterals) {
-    const plan = literalPlan(codenames, options);
-    const { needles, sources, exact } = plan;
+    const plan = prebuilt?.plan ?? literalPlan(codenames, options);
+    this.#plan = plan;
     this.#fold = options.ignoreCase === true;
+    this.#plainOnly = options.plainOnly === true;
     // Case-insensitive forms go through the regular expression (flag i); exact ones through
-    // the matcher, whose cost does not grow with the number of needles.
-    for (const n of needles)
-      if (n.encoding === 'plain' || n.fold) this.#regexNeedles.set(this.#key(Buffer.from(n.bytes).toString('latin1')), n);
-    // Keys are folded for case-insensitive needles; the pattern uses the originals.
-    this.#regex = sources.length === 0 ? undefined : new RegExp(sources.map(escapeRe).join('|'), this.#fold ? 'gi' : 'g');
-    this.#matcher = new MultiMatcher(exact, false);
-    if (!options.plainOnly) {
-      for (const n of needles.filter((x) => x.encoding === 'plain'))
-        this.#splitNeedles.set(this.#key(Buffer.from(n.bytes).toString('latin1')), n);
-      this.#splitRegex = new RegExp(
-        sources
-          .filter((s) => !s.includes('\0'))
-          .map(escapeRe)
-          .join('|'),
-        this.#fold ? 'gi' : 'g',
-      );
+    // the matcher, whose cost does not grow with the number of needles. Keys are folded for
+    // case-insensitive needles; the pattern uses the originals.
+    for (const n of plan.needles) {
+      if (n.encoding === 'plain' || n.fold) this.#regexNeedles.set(this.#key(n.text), n);
+      if (!this.#plainOnly && n.encoding === 'plain') this.#splitNeedles.set(this.#key(n.text), n);
     }
     this.maxLength = plan.maxLength;
     this.#native = options.engine === 'js' ? undefined : this.#compileNative(plan, options, prebuilt);
     this.kind = this.#native === undefined ? 'js' : 'native';
-    this.#triggerSet = this.#native === undefined || this.#splitRegex === undefined ? undefined : this.#compileTriggers(this.#native.addon);
+    const addon = this.#native?.addon;
+    if (addon !== undefined && !this.#plainOnly)
+      this.#triggerSet =
+        prebuilt?.triggers !== undefined && prebuilt.triggers !== null
+          ? { addon, handle: prebuilt.triggers }
+          : this.#compileTriggers(addon);
+  }
+
+  /** The alternation of the plain and case-insensitive forms, longest first (`null`: none). */
+  get #regex(): RegExp | null {
+    const sources = this.#plan.sources;
+    this.#regexBuilt ??= sources.length === 0 ? null : new RegExp(sources.map(escapeRe).join('|'), this.#fold ? 'gi' : 'g');
+    return this.#regexBuilt;
+  }
+
+  get #matcher(): MultiMatcher {
+    this.#matcherBuilt ??= new MultiMatcher(
+      this.#plan.exact.map((n) => ({ ...n, bytes: Buffer.from(n.text, 'latin1') })),
+      false,
+    );
+    return this.#matcherBuilt;
+  }
+
+  /** The plain forms without NULs, for text with the split-literal junctions removed. */
+  get #splitRegex(): RegExp {
+    this.#splitRegexBuilt ??= new RegExp(
+      this.#plan.sources
+        .filter((s) => !s.includes('\0'))
+        .map(escapeRe)
+        .join('|'),
+      this.#fold ? 'gi' : 'g',
+    );
+    return this.#splitRegexBuilt;
   }
 
   /**
    * One libhs database for everything the regular expression and the matcher look for, where
-   * libhs can search the plan ({@link nativeRefusal}).
+   * libhs can search the plan ({@link nativeRefusal}): the prefilter's, a cached one, a direct
+   * set ({@link searchDirectly}) or one compiled now.
    */
   #compileNative(plan: LiteralPlan, options: EngineOptions, prebuilt: PrebuiltLiterals | undefined): NativeSet | undefined {
     const { sources } = plan;
@@ -348,26 +449,25 @@ export class CodenameEngine {
     if (loaded.addon === undefined) return warn(loaded.reason ?? 'not loaded');
     const refusal = nativeRefusal(plan);
     if (refusal !== undefined) return warn(refusal);
-    const { patterns, caseless } = planLiterals(plan);
-    if (patterns.length === 0) return undefined;
-    if (
-      prebuilt !== undefined &&
-      prebuilt.lengths.length === patterns.length &&
-      patterns.every((p, i) => p.length === prebuilt.lengths[i] && caseless[i] === (prebuilt.caseless[i] === 1)) &&
-      Buffer.concat(patterns).equals(prebuilt.packed)
-    )
+    if (sources.length + plan.exact.length === 0) return undefined;
+    if (prebuilt !== undefined && (prebuilt.plan === plan || samePacked(prebuilt, packPlan(plan))))
       return { addon: prebuilt.addon, handle: prebuilt.handle, sources };
     const version = loaded.addon.literalsVersion();
     if (version === undefined) return warn('libhs cannot be loaded');
+    const set = packPlan(plan);
+    const count = set.lengths.length;
     // Only sets too large to compile quickly are cached: small ones cost less than a file.
-    const file = patterns.length > NATIVE_AUTO_MAX_LITERALS ? cacheFile(patterns, caseless, version) : undefined;
+    const file = count > NATIVE_AUTO_MAX_LITERALS ? cacheFile(set, version) : undefined;
     const cached = readCache(file);
-    // Compiling grows faster than linearly: 1,000 codenames in every encoding (22,000
-    // literals) take libhs about 0.7 s, more than the JavaScript engine needs for 100 MB.
-    // Unasked, the native engine runs only where it pays: few literals, or a cached database.
-    if (options.engine !== 'native' && cached === undefined && patterns.length > NATIVE_AUTO_MAX_LITERALS) return undefined;
     try {
-      const handle = loaded.addon.literalsCompile(patterns, caseless, cached);
+      const direct = cached === undefined && searchDirectly(loaded.addon, count, options);
+      const { addon } = loaded;
+      const literals = () => planLiterals(plan);
+      const handle =
+        addon.literalsCompilePacked !== undefined
+          ? addon.literalsCompilePacked(set.packed, set.lengths, set.caseless, cached, direct)
+          : addon.literalsCompile(literals().patterns, literals().caseless, cached);
+      if (direct) return { addon: loaded.addon, handle, sources };
       // Written when missing, or replaced when libhs refused the cached bytes and compiled anew.
       const compiled = loaded.addon.literalsSerialize(handle);
       if (cached === undefined || !compiled.equals(cached)) writeCache(file, compiled);
@@ -413,7 +513,7 @@ export class CodenameEngine {
     if (this.#native !== undefined) this.#scanNative(window, report);
     else {
       const re = this.#regex;
-      if (re !== undefined) {
+      if (re !== null) {
         const t = text();
         re.lastIndex = 0;
         for (let m = re.exec(t); m !== null; m = re.exec(t)) {
@@ -422,13 +522,14 @@ export class CodenameEngine {
           this.#reportRegexMatch(t, m[0], at, report);
         }
       }
-      this.#matcher.scan(window, 0, window.length, (index, at) => {
-        const needle = this.#matcher.needles[index] as Needle;
+      const matcher = this.#matcher;
+      matcher.scan(window, 0, window.length, (index, at) => {
+        const needle = matcher.needles[index] as Needle;
         report(needle.codename, needle.encoding, at, needle.bytes.length);
       });
     }
     const slice = (from: number, to: number) => (decoded !== undefined ? decoded.slice(from, to) : window.toString('latin1', from, to));
-    if (this.#splitRegex !== undefined) this.#scanSplit(window, text, slice, report);
+    if (!this.#plainOnly) this.#scanSplit(window, text, slice, report);
   }
 
   /** What the regular expression's match `matched` at `at` reports: its needle, if the case and word boundaries agree. */
@@ -439,7 +540,7 @@ export class CodenameEngine {
     report: (codename: string, encoding: Encoding, at: number, length: number) => void,
   ): void {
     const needle = this.#regexNeedles.get(this.#key(matched));
-    if (needle === undefined || !this.#asciiEqual(matched, Buffer.from(needle.bytes).toString('latin1'), needle.fold)) return;
+    if (needle === undefined || !this.#asciiEqual(matched, needle.text, needle.fold)) return;
     const end = at + matched.length;
     const before = at > 0 ? (typeof text === 'string' ? text.charCodeAt(at - 1) : (text[at - 1] as number)) : -1;
     const after = end < text.length ? (typeof text === 'string' ? text.charCodeAt(end) : (text[end] as number)) : -1;
@@ -465,19 +566,19 @@ export class CodenameEngine {
       }
       if (longest > 0) this.#reportRegexMatch(window, window.toString('latin1', at, at + longest), at, report);
     }
-    const needles = this.#matcher.needles;
+    const needles = this.#plan.exact;
     for (let k = 0; k < pairs.length; k += 2) {
       const id = pairs[k] as number;
       if (id < regexCount) continue;
-      const needle = needles[id - regexCount] as Needle;
+      const needle = needles[id - regexCount] as PlannedNeedle;
       const at = pairs[k + 1] as number;
-      const end = at + needle.bytes.length;
+      const end = at + needle.text.length;
       if (
         needle.wholeWord &&
         ((at > 0 && isWordCode(window[at - 1] as number)) || (end < window.length && isWordCode(window[end] as number)))
       )
         continue;
-      report(needle.codename, needle.encoding, at, needle.bytes.length);
+      report(needle.codename, needle.encoding, at, needle.text.length);
     }
   }
 
@@ -511,7 +612,7 @@ export class CodenameEngine {
     slice: (from: number, to: number) => string,
     report: (codename: string, encoding: Encoding, at: number, length: number) => void,
   ): void {
-    const splitRe = this.#splitRegex as RegExp;
+    let splitRe: RegExp | undefined;
     let lastEnd = -1;
     for (const [index, length] of this.#triggers(window, text)) {
       if (index < lastEnd) continue;
@@ -531,6 +632,7 @@ export class CodenameEngine {
       joined += raw.slice(cursor);
       end = start + raw.length;
       lastEnd = end - this.maxLength;
+      splitRe ??= this.#splitRegex;
       splitRe.lastIndex = 0;
       for (let m = splitRe.exec(joined); m !== null; m = splitRe.exec(joined)) {
         splitRe.lastIndex = m.index + 1;
@@ -538,7 +640,7 @@ export class CodenameEngine {
         const last = kept[m.index + m[0].length - 1] as number;
         if (last - first + 1 === m[0].length) continue; // contiguous: a plain match, reported already
         const needle = this.#splitNeedles.get(this.#key(m[0]));
-        if (needle === undefined || !this.#asciiEqual(m[0], Buffer.from(needle.bytes).toString('latin1'), needle.fold)) continue;
+        if (needle === undefined || !this.#asciiEqual(m[0], needle.text, needle.fold)) continue;
         report(needle.codename, 'split-literal', first, last - first + 1);
       }
     }
@@ -587,6 +689,20 @@ export class CodenameStream {
     this.#offset += chunk.byteLength;
     const keep = Math.min(window.length, this.#engine.maxLength);
     this.#carry = Buffer.from(window.subarray(window.length - keep));
+  }
+
+  /** The most bytes a window carries over from the chunk before it: the longest needle's length. */
+  get maxCarry(): number {
+    return this.#engine.maxLength;
+  }
+
+  /**
+   * Scans one window out of stream order: the chunk at `base + carryLength` with the
+   * `carryLength` bytes before it (as {@link write} would keep them), for a reader that skips
+   * chunks it knows hold nothing. Not to be mixed with {@link write} on one stream.
+   */
+  writeWindow(window: Buffer, carryLength: number, base: number): void {
+    this.#engine.scanWindow(window, carryLength, base, this.#onMatch);
   }
 
   /** Bytes seen so far. */

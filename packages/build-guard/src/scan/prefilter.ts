@@ -3,14 +3,16 @@ import { join } from 'node:path';
 import {
   cacheDirectory,
   type EngineOptions,
+  type LiteralPlan,
   literalPlan,
-  NATIVE_AUTO_MAX_LITERALS,
   type NativeLiterals,
   nativeLiterals,
   nativeRefusal,
+  type PackedLiterals,
   type PrebuiltLiterals,
-  planLiterals,
+  packPlan,
   readCache,
+  searchDirectly,
   TRIGGER_SOURCES,
   writeCache,
 } from './engine.js';
@@ -24,6 +26,11 @@ export const PREFILTER_SPLIT = 2;
 export const PREFILTER_AUDIT = 4;
 /** Too many audit matches to list: the audit reads the whole file. */
 export const PREFILTER_AUDIT_ALL = 8;
+/**
+ * The pattern index of a listed window among a file's events: that window may hold a
+ * codename or a split literal. A flagged file without listed windows is read whole.
+ */
+export const PREFILTER_WINDOW = 0xffff;
 
 type PrefilterAddon = NativeLiterals & Required<Pick<NativeLiterals, 'prefilterFiles' | 'literalsCompilePacked'>>;
 
@@ -47,7 +54,10 @@ export interface PrefilterResult {
   /** The errno that kept a file unread (0 when it was read). */
   readonly errors: Int32Array;
   readonly sizes: Float64Array;
-  /** The audit's matches: (window, pattern, file offset) triples; file i's from `eventStarts[i]` to `eventStarts[i + 1]`. */
+  /**
+   * The windows that may hold a finding (pattern {@link PREFILTER_WINDOW}) and the audit's
+   * matches: (window, pattern, file offset) triples; file i's from `eventStarts[i]` to `eventStarts[i + 1]`.
+   */
   readonly events: Float64Array;
   readonly eventStarts: Float64Array;
 }
@@ -74,25 +84,13 @@ function setKey(codenames: readonly string[], options: EngineOptions, version: s
   return hash.digest('hex');
 }
 
-/** A literal set back to back: what the cache holds and the addon compiles without one object per literal. */
-interface PackedLiterals {
-  readonly packed: Buffer;
-  readonly lengths: Uint32Array;
-  readonly caseless: Uint8Array;
+/** A literal set back to back, and its longest literal: what the cache holds. */
+interface CachedLiterals extends PackedLiterals {
   readonly maxLength: number;
 }
 
-function pack(patterns: readonly Buffer[], caseless: readonly boolean[], maxLength: number): PackedLiterals {
-  return {
-    packed: Buffer.concat(patterns),
-    lengths: Uint32Array.from(patterns, (p) => p.length),
-    caseless: Uint8Array.from(caseless, (c) => (c ? 1 : 0)),
-    maxLength,
-  };
-}
-
 /** Cache entry: magic, longest needle, literal count, lengths, case flags, literals, compiled database. */
-function encodeEntry(set: PackedLiterals, database: Buffer): Buffer {
+function encodeEntry(set: CachedLiterals, database: Buffer): Buffer {
   const count = set.lengths.length;
   const head = Buffer.alloc(MAGIC.length + 8 + 5 * count);
   MAGIC.copy(head);
@@ -103,7 +101,7 @@ function encodeEntry(set: PackedLiterals, database: Buffer): Buffer {
   return Buffer.concat([head, set.packed, database]);
 }
 
-function decodeEntry(bytes: Buffer | undefined): (PackedLiterals & { database: Buffer }) | undefined {
+function decodeEntry(bytes: Buffer | undefined): (CachedLiterals & { database: Buffer }) | undefined {
   if (bytes === undefined || bytes.length < MAGIC.length + 8 || !bytes.subarray(0, MAGIC.length).equals(MAGIC)) return undefined;
   const maxLength = bytes.readUInt32BE(MAGIC.length);
   const count = bytes.readUInt32BE(MAGIC.length + 4);
@@ -129,8 +127,8 @@ function decodeEntry(bytes: Buffer | undefined): (PackedLiterals & { database: B
 /**
  * The prefilter's compiled sets for these codenames, or `undefined` where it cannot run or
  * does not pay (then the scan goes file by file as before). A cached set is loaded without
- * deriving a single needle; otherwise it is compiled when the engine would compile it
- * (`auto`: up to {@link NATIVE_AUTO_MAX_LITERALS} literals; `native`: always) and cached.
+ * deriving a single needle; otherwise a large set is searched directly ({@link searchDirectly})
+ * and a small one (or any, with `engine: 'native'`) compiled and cached.
  */
 export function prefilterSets(
   codenames: readonly string[],
@@ -149,16 +147,17 @@ export function prefilterSets(
     const file = dir === undefined ? undefined : join(dir, `${setKey(codenames, options, version)}.moatscan`);
     let set = decodeEntry(readCache(file));
     let handle: unknown;
+    let plan: LiteralPlan | undefined;
     if (set !== undefined) {
       handle = (addon as PrefilterAddon).literalsCompilePacked(set.packed, set.lengths, set.caseless, set.database);
     } else {
-      const plan = literalPlan(codenames, options);
+      plan = literalPlan(codenames, options);
       if (nativeRefusal(plan) !== undefined) return undefined;
-      const { patterns, caseless } = planLiterals(plan);
-      if (options.engine !== 'native' && patterns.length > NATIVE_AUTO_MAX_LITERALS) return undefined;
-      set = { ...pack(patterns, caseless, plan.maxLength), database: Buffer.alloc(0) };
-      handle = (addon as PrefilterAddon).literalsCompilePacked(set.packed, set.lengths, set.caseless);
-      writeCache(file, encodeEntry(set, addon.literalsSerialize(handle)));
+      set = { ...packPlan(plan), maxLength: plan.maxLength, database: Buffer.alloc(0) };
+      // A large set with nothing cached: searched directly, nothing compiled to cache.
+      const direct = searchDirectly(addon, set.lengths.length, options);
+      handle = (addon as PrefilterAddon).literalsCompilePacked(set.packed, set.lengths, set.caseless, undefined, direct);
+      if (!direct) writeCache(file, encodeEntry(set, addon.literalsSerialize(handle)));
     }
     return {
       addon: addon as PrefilterAddon,
@@ -167,6 +166,7 @@ export function prefilterSets(
       lengths: set.lengths,
       caseless: set.caseless,
       maxLength: set.maxLength,
+      ...(plan === undefined ? {} : { plan }),
       triggers: options.plainOnly === true ? null : addon.regexCompile(TRIGGER_SOURCES),
       audit: auditSources === undefined ? null : addon.regexCompile(auditSources),
     };

@@ -1,3 +1,4 @@
+import { formPhrase } from './needles.js';
 import type { Finding, ScanReport } from './scanner.js';
 
 const TOOL_VERSION = '0.0.0';
@@ -13,11 +14,33 @@ export const FIRST_LOCATIONS = 3;
 
 const RANK = { error: 0, warning: 1, note: 2 } as const;
 
+/** Every distinct codename among `findings`, quoted, in order of first appearance. */
+function codenameList(findings: readonly Finding[]): string {
+  return [...new Set(findings.flatMap((f) => (f.codename === undefined ? [] : [f.codename])))].map((c) => JSON.stringify(c)).join(', ');
+}
+
 /**
- * The report people read: a one-line verdict first, then the findings grouped by file and
- * rule — the rule's message once, how many times it was found and the first few locations
- * (`verbose` for all) — worst first; unreadable inputs last. One shipped source map is one
- * group, not a thousand lines. SARIF and JSON stay complete.
+ * What a group's heading says: its one message; for codenames, every codename the group holds
+ * (one file's leaks of several codenames in one form are one group, and each name counts).
+ */
+function groupHeading(group: readonly Finding[]): { text: string; perFinding: boolean } {
+  const first = group[0] as Finding;
+  const messages = new Set(group.map((f) => f.message));
+  if (messages.size === 1) return { text: first.message, perFinding: false };
+  if (first.encoding !== undefined && group.every((f) => f.encoding === first.encoding && f.codename !== undefined)) {
+    const names = new Set(group.map((f) => f.codename)).size;
+    return { text: `internal codename${names > 1 ? 's' : ''} ${codenameList(group)} ${formPhrase(first.encoding)}`, perFinding: true };
+  }
+  const others = messages.size - 1;
+  return { text: `${first.message} (and ${others} other ${others === 1 ? 'message' : 'messages'})`, perFinding: true };
+}
+
+/**
+ * The report people read: a one-line verdict first, then every distinct codename found, then
+ * the findings grouped by file and rule — the rule's message once (every codename of the
+ * group), how many times it was found and the first few locations (`verbose` for all) —
+ * worst first; unreadable inputs last. One shipped source map is one group, not a thousand
+ * lines. SARIF and JSON stay complete.
  */
 export function formatHuman(report: ScanReport, options: HumanReportOptions = {}): string {
   const counts = { error: 0, warning: 0, note: 0 };
@@ -35,6 +58,8 @@ export function formatHuman(report: ScanReport, options: HumanReportOptions = {}
       (report.suppressed > 0 ? `, ${report.suppressed} allowlisted` : '') +
       (report.errors.length > 0 ? `, ${report.errors.length} unreadable inputs` : ''),
   ];
+  const codenames = codenameList(report.findings);
+  if (codenames !== '') lines.push(`codenames found: ${codenames}`);
   const ordered = [...groups.values()].sort(
     (a, b) =>
       RANK[(a[0] as Finding).severity] - RANK[(b[0] as Finding).severity] ||
@@ -43,17 +68,15 @@ export function formatHuman(report: ScanReport, options: HumanReportOptions = {}
   );
   for (const group of ordered) {
     const first = group[0] as Finding;
-    const messages = new Set(group.map((f) => f.message));
-    const what =
-      messages.size === 1
-        ? first.message
-        : `${first.message} (and ${messages.size - 1} other ${messages.size === 2 ? 'message' : 'messages'})`;
-    lines.push(`${first.severity.padEnd(7)} ${first.path}  ${what}  [${first.ruleId}]${group.length > 1 ? ` ×${group.length}` : ''}`);
+    const heading = groupHeading(group);
+    lines.push(
+      `${first.severity.padEnd(7)} ${first.path}  ${heading.text}  [${first.ruleId}]${group.length > 1 ? ` ×${group.length}` : ''}`,
+    );
     const shown = options.verbose === true ? group : group.slice(0, FIRST_LOCATIONS);
     for (const f of shown) {
       if (f.offset === undefined && f.context === undefined) continue;
       lines.push(
-        `        ${f.offset === undefined ? '' : `@${f.offset}`}${f.context === undefined ? '' : `  …${f.context}…`}${messages.size > 1 ? `  ${f.message}` : ''}`,
+        `        ${f.offset === undefined ? '' : `@${f.offset}`}${f.context === undefined ? '' : `  …${f.context}…`}${heading.perFinding ? `  ${f.message}` : ''}`,
       );
     }
     if (shown.length < group.length) lines.push(`        … ${group.length - shown.length} more (--verbose for all)`);

@@ -296,6 +296,20 @@ describe('output', () => {
     expect(JSON.parse(run('--sarif', '--codename', CODENAME, join(bundle, '..')).stdout).runs[0].results).toHaveLength(findings);
   });
 
+  it('names every distinct codename it found without --verbose, also when one file holds several in one form', () => {
+    const names = ['Semfradal', 'Nubdalmu', 'Vordexka', 'Kaquimu', 'Lonlonlon'];
+    const bundle = write('several/app.js', names.map((n, i) => `var x${i}="${n}";`).join('\n'));
+    write('several/other.js', `var e="${[...Buffer.from('Kaquimu')].map((b) => `\\x${hex2(b)}`).join('')}";`);
+    const human = spawnSync(process.execPath, [cli, ...names.flatMap((n) => ['--codename', n]), join(bundle, '..')], { encoding: 'utf8' });
+    expect(human.status).toBe(1);
+    const lines = human.stdout.split('\n');
+    expect(lines[1]).toBe(`codenames found: ${names.map((n) => `"${n}"`).join(', ')}`);
+    const heading = lines.find((l) => l.includes('[moat/codename/plain]')) as string;
+    expect(heading).toContain(`internal codenames ${names.map((n) => `"${n}"`).join(', ')} in plain text`);
+    expect(heading).toMatch(/×5$/);
+    expect(human.stdout).toContain('internal codename "Kaquimu" encoded as escape-x');
+  });
+
   it('the CLI exits 0 when clean, 1 on findings, 2 on usage and I/O errors', () => {
     const run = (...args: string[]) => spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8' });
     const clean = write('clean/a.js', 'console.log("nothing to see");');

@@ -5,8 +5,17 @@ import { basename, join, matchesGlob } from 'node:path';
 import { errorMessage } from '@moat/protocol/support';
 import { BuildGuardError } from '../errors.js';
 import { CodenameEngine, type EngineOptions, type PrebuiltLiterals, type RawMatch } from './engine.js';
-import type { Encoding } from './needles.js';
-import { PREFILTER_AUDIT, PREFILTER_AUDIT_ALL, PREFILTER_CODENAME, PREFILTER_SPLIT, prefilterFiles, prefilterSets } from './prefilter.js';
+import { type Encoding, formPhrase } from './needles.js';
+import {
+  PREFILTER_AUDIT,
+  PREFILTER_AUDIT_ALL,
+  PREFILTER_CODENAME,
+  PREFILTER_SPLIT,
+  PREFILTER_WINDOW,
+  type PrefilterResult,
+  prefilterFiles,
+  prefilterSets,
+} from './prefilter.js';
 import { TarReader } from './tar.js';
 
 /** How bad a finding is: `error` and `warning` fail the scan, `note` only informs. */
@@ -47,7 +56,10 @@ export interface ScanOptions extends EngineOptions {
   readonly allowlist?: readonly AllowEntry[];
   /** Audit source maps, `sourceMappingURL` comments and embedded sources (default true). */
   readonly sourceMaps?: boolean;
-  /** Read size per chunk (default 16 MiB); memory stays bounded by a few chunks per worker. */
+  /**
+   * Read size per chunk (default 1 MiB): memory stays bounded by a few chunks per worker, and a
+   * prefiltered file is read exactly only in the chunks that may hold a finding.
+   */
   readonly chunkSize?: number;
   /**
    * Worker threads for inputs of many files (default: up to 2, by available cores, when more
@@ -322,7 +334,7 @@ export async function scanPaths(paths: readonly string[], options: ScanOptions):
     const parallel = await scanInWorkers(paths, options);
     if (parallel !== undefined) return parallel;
   }
-  const scan = sequentialScan(options);
+  const scan = new SequentialScan(options);
   for (const path of paths) await scan.visit(path);
   return scan.report();
 }
@@ -355,23 +367,28 @@ async function scanPrefiltered(paths: readonly string[], options: ScanOptions): 
     return undefined;
   }
   const verdicts = new Map(direct.map((f, i) => [f.path, i]));
-  const scan = sequentialScan(options, sets);
+  const scan = new SequentialScan(options, sets);
   scan.errors.push(...errors);
   for (const f of files) {
     const i = verdicts.get(f.path);
-    const flags = i === undefined ? PREFILTER_CODENAME : (result.flags[i] as number);
-    if (i !== undefined && result.errors[i] === 0 && (flags & (PREFILTER_CODENAME | PREFILTER_SPLIT)) === 0) {
-      if (flags & PREFILTER_AUDIT_ALL) await scan.file(f.path, f.size, 'audit');
-      else if (flags & PREFILTER_AUDIT)
-        await scan.replayAudit(
-          f.path,
-          result.sizes[i] as number,
-          result.events.subarray(result.eventStarts[i] as number, result.eventStarts[i + 1] as number),
-        );
-      else scan.cleared(f.path, result.sizes[i] as number);
-    } else await scan.file(f.path, f.size, 'exact');
+    if (i === undefined || result.errors[i] !== 0) await scan.file(f.path, f.size, 'exact');
+    else await scanVerdict(scan, f.path, result, i);
   }
   return scan.report();
+}
+
+/** What the prefilter's verdict on file `i` leaves to read: nothing, the audit's matches, listed windows or the whole file. */
+async function scanVerdict(scan: SequentialScan, path: string, result: PrefilterResult, i: number): Promise<void> {
+  const flags = result.flags[i] as number;
+  const size = result.sizes[i] as number;
+  const events = result.events.subarray(result.eventStarts[i] as number, result.eventStarts[i + 1] as number);
+  if ((flags & (PREFILTER_CODENAME | PREFILTER_SPLIT)) === 0) {
+    if (flags & PREFILTER_AUDIT_ALL) await scan.file(path, size, 'audit');
+    else if (flags & PREFILTER_AUDIT) await scan.replayAudit(path, size, events);
+    else scan.cleared(path, size);
+  } else if (flags & PREFILTER_AUDIT_ALL || !events.some((x, k) => k % 3 === 1 && x === PREFILTER_WINDOW))
+    await scan.file(path, size, 'exact');
+  else await scan.windows(path, size, events);
 }
 
 /** Lists the regular files under the inputs (directories recursively, skipping `.git`). */
@@ -460,56 +477,82 @@ async function scanInWorkers(paths: readonly string[], options: ScanOptions): Pr
   };
 }
 
-const DEFAULT_CHUNK = 16 * 1024 * 1024;
+const DEFAULT_CHUNK = 1024 * 1024;
+
+type ScanState = { findings: Finding[]; suppressed: number; files: number; bytes: number; errors: ScanReport['errors'] };
+
+/** The bytes of an open file at an offset, read synchronously (a few per file: cheaper than the thread pool). */
+function withReader<T>(path: string, use: (read: (offset: number, length: number) => Buffer) => T): T {
+  const fd = openSync(path, 'r');
+  try {
+    return use((offset, length) => {
+      const bytes = Buffer.allocUnsafe(Math.max(0, length));
+      return bytes.subarray(0, readSync(fd, bytes, 0, bytes.length, offset));
+    });
+  } finally {
+    closeSync(fd);
+  }
+}
 
 /**
  * The exact scan, file by file in this thread. The codename engine is built on first use,
  * reusing the prefilter's compiled literals when given: a prefiltered scan whose files are
  * all clear never derives a needle.
  */
-function sequentialScan(options: ScanOptions, prebuilt?: PrebuiltLiterals) {
-  let built: CodenameEngine | undefined;
-  const engine = () => {
-    built ??= new CodenameEngine(options.codenames, options, prebuilt);
-    return built;
-  };
-  const state: { findings: Finding[]; suppressed: number; files: number; bytes: number; errors: ScanReport['errors'] } = {
-    findings: [],
-    suppressed: 0,
-    files: 0,
-    bytes: 0,
-    errors: [],
-  };
-  const allow = options.allowlist ?? [];
-  const add = (f: Finding) => {
-    const allowed = allow.some(
+class SequentialScan {
+  readonly #options: ScanOptions;
+  readonly #prebuilt: PrebuiltLiterals | undefined;
+  readonly #state: ScanState = { findings: [], suppressed: 0, files: 0, bytes: 0, errors: [] };
+  readonly #chunkSize: number;
+  #built: CodenameEngine | undefined;
+
+  constructor(options: ScanOptions, prebuilt?: PrebuiltLiterals) {
+    this.#options = options;
+    this.#prebuilt = prebuilt;
+    this.#chunkSize = options.chunkSize ?? DEFAULT_CHUNK;
+  }
+
+  get errors(): ScanReport['errors'] {
+    return this.#state.errors;
+  }
+
+  #engine(): CodenameEngine {
+    this.#built ??= new CodenameEngine(this.#options.codenames, this.#options, this.#prebuilt);
+    return this.#built;
+  }
+
+  readonly #add = (f: Finding): void => {
+    const allowed = (this.#options.allowlist ?? []).some(
       (a) =>
         matchesGlob(f.path, a.path) &&
         ((a.codename !== undefined && a.codename === f.codename) || (a.rule !== undefined && matchesGlob(f.ruleId, a.rule))),
     );
-    if (allowed) {
-      state.suppressed++;
-      return;
-    }
-    state.findings.push(f);
-  };
-  const chunkSize = options.chunkSize ?? DEFAULT_CHUNK;
-
-  const scanBytes = (name: string, bytes: Buffer) => {
-    const s = engine().stream((m) => add(codenameFinding(name, m)));
-    s.write(bytes);
+    if (allowed) this.#state.suppressed++;
+    else this.#state.findings.push(f);
   };
 
-  /** Returns a sink for one logical file (a real file or an archive member); `audit`: the source-map audit alone. */
-  const open = (name: string, mode: 'exact' | 'audit' = 'exact') => {
+  readonly #scanBytes = (name: string, bytes: Buffer): void => {
+    this.#engine()
+      .stream((m) => this.#add(codenameFinding(name, m)))
+      .write(bytes);
+  };
+
+  #progress(path: string, bytes: number, total: number): void {
+    this.#options.onProgress?.({ path, bytes, total });
+  }
+
+  /** A sink for one logical file (a real file or an archive member); `audit`: the source-map audit alone. */
+  #open(name: string, mode: 'exact' | 'audit' = 'exact') {
+    const state = this.#state;
     state.files++;
     const isMap = name.endsWith('.map');
-    if (isMap && options.sourceMaps !== false)
-      add({ ruleId: 'moat/sourcemap/map-file', severity: 'error', path: name, message: 'source map file shipped' });
-    const audit = options.sourceMaps === false ? undefined : new MapAudit(name, isMap, add, scanBytes);
+    const sourceMaps = this.#options.sourceMaps !== false;
+    if (isMap && sourceMaps)
+      this.#add({ ruleId: 'moat/sourcemap/map-file', severity: 'error', path: name, message: 'source map file shipped' });
+    const audit = sourceMaps ? new MapAudit(name, isMap, this.#add, this.#scanBytes) : undefined;
     let carry: Buffer = Buffer.alloc(0);
     let offset = 0;
-    const codenames = mode === 'exact' ? engine().stream((m) => add(codenameFinding(name, m))) : undefined;
+    const codenames = mode === 'exact' ? this.#engine().stream((m) => this.#add(codenameFinding(name, m))) : undefined;
     return {
       write(chunk: Uint8Array) {
         state.bytes += chunk.byteLength;
@@ -525,33 +568,34 @@ function sequentialScan(options: ScanOptions, prebuilt?: PrebuiltLiterals) {
         audit?.end();
       },
     };
-  };
+  }
 
-  const scanFile = async (path: string, size: number, mode: 'exact' | 'audit') => {
+  async #scanTarball(path: string, progress: (n: number) => void): Promise<void> {
+    this.#state.files++;
+    const tar = new TarReader({ entry: (entry) => this.#open(`${path}!${entry.path}`) });
+    // zlib is loaded for archives only: most scans never open one.
+    const gunzip = (await import('node:zlib')).createGunzip();
+    const stream = createReadStream(path, { highWaterMark: this.#chunkSize });
+    stream.on('data', (c) => progress((c as Buffer).length));
+    // A read error ends the archive's stream with it, so it is reported, never thrown unhandled.
+    stream.on('error', (error) => gunzip.destroy(error));
+    stream.pipe(gunzip);
+    for await (const chunk of gunzip) tar.write(chunk as Buffer);
+    tar.end();
+  }
+
+  async #scanFile(path: string, size: number, mode: 'exact' | 'audit'): Promise<void> {
     let read = 0;
     const progress = (n: number) => {
       read += n;
-      options.onProgress?.({ path, bytes: read, total: size });
+      this.#progress(path, read, size);
     };
-    if (isTarball(path)) {
-      state.files++;
-      const tar = new TarReader({ entry: (entry) => open(`${path}!${entry.path}`) });
-      // zlib is loaded for archives only: most scans never open one.
-      const gunzip = (await import('node:zlib')).createGunzip();
-      const stream = createReadStream(path, { highWaterMark: chunkSize });
-      stream.on('data', (c) => progress((c as Buffer).length));
-      // A read error ends the archive's stream with it, so it is reported, never thrown unhandled.
-      stream.on('error', (error) => gunzip.destroy(error));
-      stream.pipe(gunzip);
-      for await (const chunk of gunzip) tar.write(chunk as Buffer);
-      tar.end();
-      return;
-    }
+    if (isTarball(path)) return this.#scanTarball(path, progress);
     // Plain files: read into one reused buffer (a stream allocates a fresh one per chunk).
-    const sink = open(path, mode);
+    const sink = this.#open(path, mode);
     const handle = await fsOpen(path, 'r');
     try {
-      const buffer = Buffer.allocUnsafe(Math.min(chunkSize, Math.max(size, 1)));
+      const buffer = Buffer.allocUnsafe(Math.min(this.#chunkSize, Math.max(size, 1)));
       for (;;) {
         const { bytesRead } = await handle.read(buffer, 0, buffer.length, null);
         if (bytesRead === 0) break;
@@ -562,14 +606,15 @@ function sequentialScan(options: ScanOptions, prebuilt?: PrebuiltLiterals) {
       await handle.close();
     }
     sink.end();
-  };
+  }
 
-  const visit = async (path: string): Promise<void> => {
+  /** A path given on the command line: a file, or a directory walked recursively (skipping `.git`). */
+  async visit(path: string): Promise<void> {
     let info: Awaited<ReturnType<typeof lstat>>;
     try {
       info = await lstat(path);
     } catch (error) {
-      state.errors.push({ path, message: errorMessage(error) });
+      this.#state.errors.push({ path, message: errorMessage(error) });
       return;
     }
     if (info.isDirectory()) {
@@ -578,70 +623,81 @@ function sequentialScan(options: ScanOptions, prebuilt?: PrebuiltLiterals) {
       try {
         entries = await readdir(path);
       } catch (error) {
-        state.errors.push({ path, message: errorMessage(error) });
+        this.#state.errors.push({ path, message: errorMessage(error) });
         return;
       }
-      for (const entry of entries.sort()) await visit(join(path, entry));
+      for (const entry of entries.sort()) await this.visit(join(path, entry));
       return;
     }
-    if (!info.isFile()) return;
-    await file(path, info.size, 'exact');
-  };
+    if (info.isFile()) await this.file(path, info.size, 'exact');
+  }
 
-  const file = async (path: string, size: number, mode: 'exact' | 'audit') => {
+  /** One file, read whole: codenames and the audit (`exact`) or the audit alone. */
+  async file(path: string, size: number, mode: 'exact' | 'audit'): Promise<void> {
     try {
-      await scanFile(path, size, mode);
+      await this.#scanFile(path, size, mode);
     } catch (error) {
-      state.errors.push({ path, message: error instanceof Error ? error.message : String(error) });
+      this.#state.errors.push({ path, message: errorMessage(error) });
     }
-  };
+  }
 
   /** The audit alone from the prefilter's matches, reading only the bytes around them. */
-  const replayAudit = async (path: string, size: number, events: Float64Array) => {
+  async replayAudit(path: string, size: number, events: Float64Array): Promise<void> {
     let replayed: boolean;
     try {
-      // A few hundred bytes per match: synchronous reads cost less than a trip through the thread pool.
-      const fd = openSync(path, 'r');
-      try {
-        const read = (offset: number, length: number) => {
-          const bytes = Buffer.allocUnsafe(Math.max(0, length));
-          return bytes.subarray(0, readSync(fd, bytes, 0, bytes.length, offset));
-        };
-        replayed = new MapAudit(path, false, add, scanBytes).replay(events, size, chunkSize, read);
-      } finally {
-        closeSync(fd);
-      }
+      replayed = withReader(path, (read) =>
+        new MapAudit(path, false, this.#add, this.#scanBytes).replay(events, size, this.#chunkSize, read),
+      );
     } catch (error) {
-      state.errors.push({ path, message: errorMessage(error) });
+      this.#state.errors.push({ path, message: errorMessage(error) });
       return;
     }
-    if (!replayed) return file(path, size, 'audit');
-    state.files++;
-    state.bytes += size;
-    options.onProgress?.({ path, bytes: size, total: size });
-  };
+    if (!replayed) return this.file(path, size, 'audit');
+    this.cleared(path, size);
+  }
 
-  return {
-    visit,
-    file,
-    replayAudit,
-    errors: state.errors,
-    /** A file the prefilter cleared: counted, nothing to report. */
-    cleared(path: string, size: number) {
-      state.files++;
-      state.bytes += size;
-      options.onProgress?.({ path, bytes: size, total: size });
-    },
-    report(): ScanReport {
-      state.findings.sort((a, b) => (a.path === b.path ? (a.offset ?? -1) - (b.offset ?? -1) : a.path < b.path ? -1 : 1));
-      state.errors.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
-      return state;
-    },
-  };
+  /**
+   * The exact scan of the windows the prefilter lists (`PREFILTER_WINDOW` events), each read
+   * with the carry the stream would have kept, then the audit from the prefilter's matches.
+   */
+  async windows(path: string, size: number, events: Float64Array): Promise<void> {
+    const listed = new Set<number>();
+    for (let k = 0; k < events.length; k += 3) if (events[k + 1] === PREFILTER_WINDOW) listed.add(events[k] as number);
+    const chunk = this.#chunkSize;
+    try {
+      withReader(path, (read) => {
+        const stream = this.#engine().stream((m) => this.#add(codenameFinding(path, m)));
+        for (const k of [...listed].sort((a, b) => a - b)) {
+          const start = k * chunk;
+          const carry = Math.min(stream.maxCarry, start);
+          const window = read(start - carry, Math.min(size, start + chunk) - start + carry);
+          stream.writeWindow(window, carry, start - carry);
+        }
+      });
+    } catch (error) {
+      this.#state.errors.push({ path, message: errorMessage(error) });
+      return;
+    }
+    if (this.#options.sourceMaps === false) this.cleared(path, size);
+    else await this.replayAudit(path, size, events);
+  }
+
+  /** A file read in full elsewhere (cleared by the prefilter, or replayed): counted, nothing to report. */
+  cleared(path: string, size: number): void {
+    this.#state.files++;
+    this.#state.bytes += size;
+    this.#progress(path, size, size);
+  }
+
+  report(): ScanReport {
+    const state = this.#state;
+    state.findings.sort((a, b) => (a.path === b.path ? (a.offset ?? -1) - (b.offset ?? -1) : a.path < b.path ? -1 : 1));
+    state.errors.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+    return state;
+  }
 }
 
 function codenameFinding(path: string, m: RawMatch): Finding {
-  const form = m.encoding === 'plain' ? 'in plain text' : `encoded as ${m.encoding}`;
   return {
     ruleId: `moat/codename/${m.encoding}`,
     severity: 'error',
@@ -651,7 +707,7 @@ function codenameFinding(path: string, m: RawMatch): Finding {
     codename: m.codename,
     encoding: m.encoding,
     context: m.context,
-    message: `internal codename "${m.codename}" ${form}`,
+    message: `internal codename "${m.codename}" ${formPhrase(m.encoding)}`,
   };
 }
 

@@ -78,8 +78,12 @@ export interface NativeBinding {
   literalsSerialize(handle: unknown): Buffer;
   /** libhs's version string, or `undefined` when it cannot be loaded. */
   literalsVersion(): string | undefined;
-  /** `literalsCompile` with the literals back to back in `packed`, `lengths` apart (`caseless`: 1 folds ASCII case). */
-  literalsCompilePacked(packed: Buffer, lengths: Uint32Array, caseless: Uint8Array, serialized?: Buffer): unknown;
+  /**
+   * `literalsCompile` with the literals back to back in `packed`, `lengths` apart (`caseless`:
+   * 1 folds ASCII case). `direct`: no libhs database, a set built in linear time and searched
+   * with a prefix filter (literals of at least 4 bytes; it cannot be serialized).
+   */
+  literalsCompilePacked(packed: Buffer, lengths: Uint32Array, caseless: Uint8Array, serialized?: Buffer, direct?: boolean): unknown;
   /**
    * moat-scan's whole-file prefilter on native threads (see `@moat/native`'s README): per
    * file what it may hold, the errno that kept it unread, its size, and the audit's matches.

@@ -1,0 +1,54 @@
+/**
+ * A direct literal set (`literalsCompilePacked(…, direct = true)`: no libhs database) reports
+ * exactly what libhs reports for the same literals: every occurrence of every literal,
+ * overlapping ones too, with ASCII case folding where asked and literals that start with
+ * NULs (UTF-16BE forms), on random haystacks that plant them.
+ */
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { native } from '../index.js';
+
+const LIBHS = native?.literalsVersion() !== undefined;
+
+function pack(literals: readonly Uint8Array[]) {
+  return {
+    packed: Buffer.concat(literals),
+    lengths: Uint32Array.from(literals, (l) => l.length),
+  };
+}
+
+describe.skipIf(!LIBHS)('direct literal sets', () => {
+  it('report what libhs reports, on random literals planted in random bytes', () => {
+    // A small alphabet makes prefixes shared and matches overlapping.
+    const byte = fc.oneof(fc.constantFrom(0, 0x41, 0x61, 0x5c, 0x78, 0x30), fc.integer({ min: 0, max: 255 }));
+    const literal = fc
+      .uint8Array({ minLength: 4, maxLength: 12 })
+      .chain((l) => fc.array(byte, { minLength: l.length, maxLength: l.length }).map((b) => Uint8Array.from(b)));
+    fc.assert(
+      fc.property(
+        fc.uniqueArray(literal, { minLength: 1, maxLength: 30, selector: (l) => Buffer.from(l).toString('hex') }),
+        fc.array(fc.boolean(), { maxLength: 30 }),
+        fc.array(fc.oneof(fc.array(byte, { maxLength: 20 }), fc.nat(29)), { maxLength: 30 }),
+        (literals, folds, parts) => {
+          const { packed, lengths } = pack(literals);
+          const caseless = Uint8Array.from(literals, (_, i) => (folds[i] ? 1 : 0));
+          const haystack = Buffer.concat(
+            parts.map((p) => (typeof p === 'number' ? Buffer.from(literals[p % literals.length] as Uint8Array) : Buffer.from(p))),
+          );
+          const direct = native?.literalsCompilePacked(packed, lengths, caseless, undefined, true);
+          const compiled = native?.literalsCompilePacked(packed, lengths, caseless);
+          expect([...(native?.literalsScan(direct, haystack) ?? [])]).toEqual([...(native?.literalsScan(compiled, haystack) ?? [])]);
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+
+  it('refuses literals under 4 bytes and cannot be serialized', () => {
+    const short = pack([Buffer.from('abc')]);
+    expect(() => native?.literalsCompilePacked(short.packed, short.lengths, new Uint8Array(1), undefined, true)).toThrow(/4 bytes/);
+    const ok = pack([Buffer.from('abcd')]);
+    const set = native?.literalsCompilePacked(ok.packed, ok.lengths, new Uint8Array(1), undefined, true);
+    expect(() => native?.literalsSerialize(set)).toThrow();
+  });
+});
