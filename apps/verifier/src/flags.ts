@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { GrowthBook } from '@growthbook/growthbook';
-import type { PolicyAction } from '@moat/protocol';
+import { CLIENT_FLAGS, POLICY_FLAG_PREFIX, POLICY_FLAGS, type PolicyAction } from '@moat/protocol';
 import { errorMessage } from '@moat/protocol/support';
 import { VerifierConfigError } from './errors.js';
 
@@ -26,14 +26,14 @@ export interface PolicyAttributes {
 }
 
 /** Prefix of server-side policy features; they are never served to clients. */
-export const POLICY_PREFIX = 'moat-policy-';
+export const POLICY_PREFIX = POLICY_FLAG_PREFIX;
 
 /**
  * The default feature definitions: policy per signal (`monitor | flag | block`) and the
  * client-side flags (anti-distillation, attribution, envelope and a kill switch per layer).
  */
 export const DEFAULT_FEATURES: Readonly<Record<string, FeatureDefinition>> = {
-  'moat-policy-attestation': {
+  [POLICY_FLAGS.attestation]: {
     defaultValue: {
       valid: 'monitor',
       missing: 'flag',
@@ -48,21 +48,23 @@ export const DEFAULT_FEATURES: Readonly<Record<string, FeatureDefinition>> = {
   },
   // A valid v1 stamp covers the body only: a relay can re-send it under its own key. Flagged
   // (not blocked) so 1.0 clients keep working; set body to monitor to trust them, block to retire them.
-  'moat-policy-binding': { defaultValue: { request: 'monitor', body: 'flag', none: 'monitor' } },
-  'moat-policy-fingerprint': { defaultValue: { match: 'monitor', missing: 'monitor', mismatch: 'flag', tampering: 'flag' } },
-  'moat-policy-thinking': { defaultValue: { valid: 'monitor', none: 'monitor', invalid: 'block' } },
-  'moat-policy-gateway': { defaultValue: { detected: 'monitor', forwarded_chain: 'monitor', ua_mismatch: 'flag', address_fan_in: 'flag' } },
+  [POLICY_FLAGS.binding]: { defaultValue: { request: 'monitor', body: 'flag', none: 'monitor' } },
+  [POLICY_FLAGS.fingerprint]: { defaultValue: { match: 'monitor', missing: 'monitor', mismatch: 'flag', tampering: 'flag' } },
+  [POLICY_FLAGS.thinking]: { defaultValue: { valid: 'monitor', none: 'monitor', invalid: 'block' } },
+  [POLICY_FLAGS.gateway]: {
+    defaultValue: { detected: 'monitor', forwarded_chain: 'monitor', ua_mismatch: 'flag', address_fan_in: 'flag' },
+  },
   // Injecting decoys (on/off) and what a request that brings one back earns.
-  'moat-policy-decoys': { defaultValue: true },
-  'moat-policy-decoy': { defaultValue: { hit: 'flag', none: 'monitor' } },
-  'moat-anti-distillation': { defaultValue: true },
-  'moat-attribution': { defaultValue: true },
-  'moat-envelope': { defaultValue: true },
-  'moat-kill-attestation': { defaultValue: false },
-  'moat-kill-fingerprint': { defaultValue: false },
-  'moat-kill-gateway-detect': { defaultValue: false },
-  'moat-kill-harden': { defaultValue: false },
-  'moat-kill-anti-distillation': { defaultValue: false },
+  [POLICY_FLAGS.decoys]: { defaultValue: true },
+  [POLICY_FLAGS.decoy]: { defaultValue: { hit: 'flag', none: 'monitor' } },
+  [CLIENT_FLAGS.antiDistillation]: { defaultValue: true },
+  [CLIENT_FLAGS.attribution]: { defaultValue: true },
+  [CLIENT_FLAGS.envelope]: { defaultValue: true },
+  [CLIENT_FLAGS.killAttestation]: { defaultValue: false },
+  [CLIENT_FLAGS.killFingerprint]: { defaultValue: false },
+  [CLIENT_FLAGS.killGatewayDetect]: { defaultValue: false },
+  [CLIENT_FLAGS.killHarden]: { defaultValue: false },
+  [CLIENT_FLAGS.killAntiDistillation]: { defaultValue: false },
 };
 
 /** Reads a features file in GrowthBook's format `{ "features": { key: { defaultValue, rules } } }`, over the defaults. */
@@ -119,7 +121,7 @@ export class Flags {
    * (the attestation key ids revoked so far, so a client of a revoked release can say so).
    */
   clientPayload(revokedKids: readonly string[] = []): { status: 200; features: Record<string, FeatureDefinition>; dateUpdated: string } {
-    const features: Record<string, FeatureDefinition> = { 'moat-revoked-kids': { defaultValue: [...revokedKids] } };
+    const features: Record<string, FeatureDefinition> = { [CLIENT_FLAGS.revokedKids]: { defaultValue: [...revokedKids] } };
     for (const [key, def] of Object.entries(this.features)) if (!key.startsWith(POLICY_PREFIX)) features[key] = def;
     return { status: 200, features, dateUpdated: new Date().toISOString() };
   }

@@ -15,6 +15,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { verifyAttestation } from '@moat/attest/server';
 import { invalidBlockError } from '@moat/distill-guard/server';
+import { POLICY_FLAGS } from '@moat/protocol';
 import { errorMessage } from '@moat/protocol/support';
 import { ApiError, unavailable } from '../errors.js';
 import { readBody, sendError, sendJson, writeEvent } from '../http.js';
@@ -124,7 +125,7 @@ export async function handleMessagesRequest(
         endpoint === 'messages' &&
         asksForDecoys(body) &&
         config.decoyEntrypoints.includes(evidence.client.ep ?? '') &&
-        flags.value('moat-policy-decoys', true, attributes),
+        flags.value(POLICY_FLAGS.decoys, true, attributes),
       secret: services.secret,
       storage,
     });
