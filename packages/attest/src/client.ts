@@ -45,7 +45,7 @@ export interface AttestedFetchOptions {
   /** Extra CA bundle (TLS verification is always on). */
   readonly caFile?: string;
   /** Called once per distinct problem (fallback, unstamped body); never throws. */
-  readonly onWarning?: (message: string) => void;
+  readonly onWarning?: ((message: string) => void) | undefined;
   /** Called for every request that goes out unattested (feed it to telemetry). */
   readonly onUnattested?: (reason: UnattestedReason, url: string) => void;
   /** Clock in Unix milliseconds (tests). */

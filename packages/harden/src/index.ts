@@ -25,7 +25,7 @@ export class HardenError extends MoatError<HardenErrorCode> {
 /** Shared options: the native binding (default `@moat/native`; `null` for none) and a warning sink. */
 export interface HardenOptions {
   readonly native?: HardenNative | null;
-  readonly onWarning?: (message: string) => void;
+  readonly onWarning?: ((message: string) => void) | undefined;
 }
 
 async function nativeFor(options: HardenOptions): Promise<{ native: HardenNative | undefined; reason: string }> {
