@@ -1,13 +1,10 @@
-import { GrowthBook } from '@growthbook/growthbook';
-import { createAttestedFetch } from '@moat/attest/client';
-import { AntiDistillationGate, type HistoryEntry, keyIdentity, stripForeignSignedBlocks } from '@moat/distill-guard/client';
-import { tagFingerprint } from '@moat/fingerprint/client';
-import { GatewayDetector, TelemetryQueue } from '@moat/gateway-detect/client';
-import { harden, hardenStatusEvent } from '@moat/harden';
-import { DISCOVERY_PATH, type Feature, tryParseDiscovery } from '@moat/protocol';
+import { createMoatFetch, type LayerStatus, type MoatFetch } from '@moat/client';
+import { type HistoryEntry, keyIdentity, stripForeignSignedBlocks } from '@moat/distill-guard/client';
 import { MessageAssembler, readStreamEvents } from '@moat/protocol/messages';
-import { errorCode, errorMessage, loadNativeAddon, MoatError } from '@moat/protocol/support';
+import { errorCode, errorMessage, MoatError } from '@moat/protocol/support';
 import { CLIENT_VERSION } from './version.js';
+
+export type { LayerStatus } from '@moat/client';
 
 /** Deployment salt of the fingerprint (a build constant shared with the verifier). */
 export const FINGERPRINT_SALT = process.env.MOAT_FINGERPRINT_SALT ?? 'moat-dev-salt';
@@ -20,18 +17,11 @@ export class ChatError extends MoatError<ChatErrorCode> {
   override readonly name = 'ChatError';
 }
 
-/** How one layer came up. */
-export interface LayerStatus {
-  readonly layer: string;
-  readonly state: 'on' | 'off' | 'degraded';
-  readonly detail: string;
-}
-
 export interface SessionOptions {
   readonly baseUrl: string;
   readonly apiKey: string;
   readonly model: string;
-  readonly fallbackModel?: string;
+  readonly fallbackModel?: string | undefined;
   /** Compile-time anti-distillation gate (`feature('ANTI_DISTILLATION')`). */
   readonly antiDistillation: boolean;
   readonly thinking: boolean;
@@ -40,7 +30,7 @@ export interface SessionOptions {
    * How long to wait for the answer to start, and then between two parts of it, in
    * milliseconds (default 60,000): a server that accepts and never answers fails the turn.
    */
-  readonly timeoutMs?: number;
+  readonly timeoutMs?: number | undefined;
 }
 
 /** Names what a failed network call ran into: `ECONNREFUSED`, `ENOTFOUND`, a TLS error, … */
@@ -62,155 +52,40 @@ export interface TurnResult {
 }
 
 /**
- * One chat session: every client-side layer composed, each failing open. The verifier's
- * GrowthBook flags can switch any layer off for everyone (`moat-kill-*`), and the
- * attribution block, the envelope and the anti-distillation request each have a flag too.
+ * One chat session over `@moat/client`: every client-side layer composed once (hardening
+ * too: this process is ours), each failing open. The verifier's GrowthBook flags, read once,
+ * switch any layer off for everyone (`moat-kill-*`); the attribution block, the envelope and
+ * the anti-distillation request each have a flag too.
  */
 export class ChatSession {
-  readonly status: LayerStatus[] = [];
+  /** How each layer came up at the verifier (`--verbose`, `/debug`). */
+  status: readonly LayerStatus[] = [];
   readonly history: HistoryEntry[] = [];
   model: string;
   #apiKey: string;
   readonly #options: SessionOptions;
-  #features: readonly Feature[] = [];
-  #flags = new Map<string, unknown>();
-  #fetch: typeof fetch = fetch;
-  #gate: AntiDistillationGate | undefined;
-  #detector: GatewayDetector | undefined;
-  #telemetry: TelemetryQueue | undefined;
+  readonly #fetch: MoatFetch;
 
   private constructor(options: SessionOptions) {
     this.#options = options;
     this.model = options.model;
     this.#apiKey = options.apiKey;
+    this.#fetch = createMoatFetch({
+      salt: FINGERPRINT_SALT,
+      clientVersion: CLIENT_VERSION,
+      entrypoint: 'cli',
+      userAgentProduct: 'moat-chat',
+      antiDistillation: options.antiDistillation,
+      harden: true,
+      onWarning: options.warn,
+    });
   }
 
+  /** Starts a session: discovers the verifier, reads its flags and brings every layer up. */
   static async start(options: SessionOptions): Promise<ChatSession> {
     const s = new ChatSession(options);
-    await s.#setUp();
+    s.status = await s.#fetch.connect(options.baseUrl, options.apiKey);
     return s;
-  }
-
-  #flag(name: string, fallback: boolean): boolean {
-    const v = this.#flags.get(name);
-    return typeof v === 'boolean' ? v : fallback;
-  }
-
-  async #setUp(): Promise<void> {
-    const { baseUrl, warn } = this.#options;
-    // Discovery: which tags this endpoint accepts (none if it does not speak Moat).
-    try {
-      const res = await fetch(new URL(DISCOVERY_PATH, baseUrl), { signal: AbortSignal.timeout(2_000) });
-      const doc = tryParseDiscovery(res.ok ? await res.json() : {});
-      this.#features = doc.ok ? doc.value.features : [];
-    } catch (error) {
-      warn(`no Moat discovery at ${baseUrl} (${errorMessage(error)}); sending no tags`);
-    }
-    // Remote flags, with the stock GrowthBook SDK, from the verifier's features endpoint.
-    const gb = new GrowthBook({ apiHost: baseUrl, clientKey: process.env.MOAT_CLIENT_KEY ?? 'moat' });
-    try {
-      const r = await gb.init({ timeout: 2_000, skipCache: true });
-      if (!r.success) throw r.error ?? new Error(r.source);
-      for (const key of Object.keys(gb.getFeatures())) this.#flags.set(key, gb.getFeatureValue(key, null));
-    } catch (error) {
-      warn(`remote flags unavailable (${errorMessage(error)}); using defaults`);
-    } finally {
-      gb.destroy();
-    }
-
-    // Layer 5: harden the process first.
-    if (this.#flag('moat-kill-harden', false)) this.status.push({ layer: 'harden', state: 'off', detail: 'kill switch' });
-    else {
-      const report = await harden({ onWarning: warn });
-      this.status.push({
-        layer: 'harden',
-        state: report.skipped.length === 0 ? 'on' : 'degraded',
-        detail: report.skipped.map((x) => `${x.step}:${x.reason}`).join(', ') || `dumpable=${report.dumpable}`,
-      });
-      this.#queueEvent(hardenStatusEvent(report));
-    }
-
-    // Layer 2: attested transport.
-    const attest =
-      this.#features.includes('attestation') && !this.#flag('moat-kill-attestation', false) && this.#flag('moat-envelope', true);
-    if (attest) {
-      let unattested = '';
-      const bindRequest = this.#features.includes('request_binding');
-      this.#fetch = createAttestedFetch({
-        onWarning: warn,
-        bindRequestFor: () => bindRequest,
-        onUnattested: (reason) => {
-          unattested = reason;
-          this.#queueEvent({ type: 'attestation_unavailable', ts: Math.floor(Date.now() / 1000), reason });
-        },
-      }) as typeof fetch;
-      const { native, reason } = await loadNativeAddon(() => import('@moat/native'));
-      this.status.push({
-        layer: 'attest',
-        state: native === undefined ? 'degraded' : 'on',
-        detail: native === undefined ? `unattested: ${reason || unattested}` : `key ${native.keyId()}`,
-      });
-    } else
-      this.status.push({
-        layer: 'attest',
-        state: 'off',
-        detail: this.#features.includes('attestation') ? 'flag off' : 'endpoint does not attest',
-      });
-
-    // Layer 4: the three anti-distillation gates.
-    if (this.#flag('moat-kill-anti-distillation', false))
-      this.status.push({ layer: 'anti-distillation', state: 'off', detail: 'kill switch' });
-    else {
-      this.#gate = await AntiDistillationGate.create({
-        compileTime: this.#options.antiDistillation && this.#features.includes('anti_distillation'),
-        entrypoint: 'cli',
-        remote: { apiHost: baseUrl, clientKey: process.env.MOAT_CLIENT_KEY ?? 'moat', timeoutMs: 2_000 },
-        onWarning: warn,
-      });
-      const d = this.#gate.decision();
-      this.status.push({
-        layer: 'anti-distillation',
-        state: d.enabled ? 'on' : 'off',
-        detail: `compile=${d.gates.compileTime} entrypoint=${d.gates.entrypoint} remote=${d.gates.remote} (${d.remoteSource})`,
-      });
-    }
-
-    // Layer 6: gateway detection and telemetry.
-    if (this.#flag('moat-kill-gateway-detect', false)) this.status.push({ layer: 'gateway-detect', state: 'off', detail: 'kill switch' });
-    else {
-      if (this.#features.includes('telemetry')) {
-        this.#telemetry = new TelemetryQueue({
-          endpoint: new URL('/v1/telemetry', baseUrl),
-          client: { cv: CLIENT_VERSION, ep: 'cli' },
-          headers: { 'x-api-key': this.#apiKey },
-          onWarning: warn,
-        });
-      }
-      this.#detector = new GatewayDetector({
-        baseUrl,
-        ...(this.#telemetry === undefined ? {} : { telemetry: this.#telemetry }),
-        onWarning: warn,
-      });
-      this.status.push({
-        layer: 'gateway-detect',
-        state: 'on',
-        detail: this.#telemetry === undefined ? 'no telemetry endpoint' : 'telemetry on',
-      });
-    }
-    const fp =
-      this.#features.includes('fingerprint') && this.#flag('moat-attribution', true) && !this.#flag('moat-kill-fingerprint', false);
-    this.status.push({
-      layer: 'fingerprint',
-      state: fp ? 'on' : 'off',
-      detail: fp ? `salt ${FINGERPRINT_SALT.slice(0, 4)}…` : 'flag off or endpoint without fingerprint',
-    });
-    for (const e of this.#pending.splice(0)) this.#telemetry?.push(e);
-  }
-
-  #pending: Array<{ type: string; ts: number; [k: string]: unknown }> = [];
-  #queueEvent(e: { type: string; ts: number; [k: string]: unknown }): void {
-    if (this.#telemetry === undefined) this.#pending.push(e);
-    else this.#telemetry.push(e);
   }
 
   /** Switches the API key (login); the other key's signed blocks are stripped before the next request. */
@@ -218,24 +93,11 @@ export class ChatSession {
     this.#apiKey = apiKey;
   }
 
+  /** The Messages body; `@moat/client` adds the tags, the decoy request and the stamp. */
   #body(messages: unknown[], model: string): Record<string, unknown> {
-    let request: Record<string, unknown> = {
-      model,
-      max_tokens: 1024,
-      stream: true,
-      messages,
-      ...(this.#options.thinking ? { thinking: { type: 'enabled', budget_tokens: 512 } } : {}),
-    };
-    if (this.status.find((s) => s.layer === 'fingerprint')?.state === 'on') {
-      const tagged = tagFingerprint(request, {
-        salt: FINGERPRINT_SALT,
-        version: CLIENT_VERSION,
-        entrypoint: 'cli',
-        onWarning: this.#options.warn,
-      });
-      request = tagged.request;
-    }
-    return this.#gate?.apply(request) ?? request;
+    const body: Record<string, unknown> = { model, max_tokens: 1024, stream: true, messages };
+    if (this.#options.thinking) body.thinking = { type: 'enabled', budget_tokens: 512 };
+    return body;
   }
 
   /**
@@ -290,7 +152,6 @@ export class ChatSession {
         return fail(error);
       }
       try {
-        this.#detector?.observe({ headers: res.headers });
         if (res.status === 529) {
           await res.arrayBuffer();
           return 'overloaded';
@@ -341,7 +202,8 @@ export class ChatSession {
     }
   }
 
+  /** Flushes the telemetry. */
   async close(): Promise<void> {
-    await this.#telemetry?.close();
+    await this.#fetch.close();
   }
 }
