@@ -1,21 +1,15 @@
 import { createMoatFetch, type LayerStatus, type MoatFetch } from '@moat/client';
 import { type HistoryEntry, keyIdentity, stripForeignSignedBlocks } from '@moat/distill-guard/client';
 import { MessageAssembler, readStreamEvents } from '@moat/protocol/messages';
-import { errorCode, errorMessage, MoatError } from '@moat/protocol/support';
+import { errorCode, errorMessage } from '@moat/protocol/support';
+import { ChatError } from './errors.js';
 import { CLIENT_VERSION } from './version.js';
 
 export type { LayerStatus } from '@moat/client';
+export { ChatError, type ChatErrorCode } from './errors.js';
 
 /** Deployment salt of the fingerprint (a build constant shared with the verifier). */
 export const FINGERPRINT_SALT = process.env.MOAT_FINGERPRINT_SALT ?? 'moat-dev-salt';
-
-/** Why a turn failed. */
-export type ChatErrorCode = 'ERR_HTTP' | 'ERR_STREAM' | 'ERR_OVERLOADED' | 'ERR_NETWORK' | 'ERR_TIMEOUT';
-
-/** A turn that did not complete: the verifier or the model refused it, or its stream broke off. */
-export class ChatError extends MoatError<ChatErrorCode> {
-  override readonly name = 'ChatError';
-}
 
 export interface SessionOptions {
   readonly baseUrl: string;
