@@ -513,7 +513,13 @@ interface LoadedAddon {
   readonly kid: string;
 }
 
-function addonLoader(options: AttestedFetchOptions): { load(): Promise<LoadedAddon>; loaded(): LoadedAddon | undefined } {
+/** Loads the addon on first use and keeps it. */
+interface AddonLoader {
+  load(): Promise<LoadedAddon>;
+  loaded(): LoadedAddon | undefined;
+}
+
+function addonLoader(options: AttestedFetchOptions): AddonLoader {
   let addon: LoadedAddon | undefined;
   const load = async (): Promise<LoadedAddon> => {
     if (addon !== undefined) return addon;
@@ -597,7 +603,7 @@ function placeholderMaker(options: AttestedFetchOptions, now: () => number): (ki
 }
 
 /** Hands prepared sends to the addon and turns its events into handler calls. */
-function transmitter(options: AttestedFetchOptions, warn: Warn, withEnvelope: (prepared: PreparedSend) => Uint8Array | undefined) {
+function transmitter(options: AttestedFetchOptions, warn: Warn, withEnvelope: (sent: PreparedSend) => Uint8Array | undefined) {
   /** Hands the request to the addon; events come back through `on`. Returns the abort handle. */
   const transmit = (prepared: PreparedSend, on: TransmitHandlers): { abort(): void } | undefined => {
     const { native, url, method, lines, envelope, signal } = prepared;

@@ -4,8 +4,10 @@ import { loadNativeAddon } from '@moat/protocol/support';
 import type { LayerStatus, MoatLayer } from '../compose.js';
 import type { Endpoint } from '../endpoint.js';
 
-const attests = (e: Endpoint) =>
-  e.features.includes('attestation') && e.flag(CLIENT_FLAGS.envelope, true) && !e.flag(CLIENT_FLAGS.killAttestation, false);
+function attests(e: Endpoint): boolean {
+  if (!e.features.includes('attestation')) return false;
+  return e.flag(CLIENT_FLAGS.envelope, true) && !e.flag(CLIENT_FLAGS.killAttestation, false);
+}
 
 /** Options of {@link attestationLayer}: the attested transport's, minus what the layer decides per endpoint. */
 export type AttestationLayerOptions = Omit<AttestedFetchOptions, 'onUnattested' | 'bindRequestFor' | 'envelopeFor'>;

@@ -69,7 +69,7 @@ function fail(message: string): number {
 type Traced = { file: string; attributions: ReturnType<CanaryIndex['trace']> };
 
 /** Prints what was traced (and the verifier's decoy hits), as text or as JSON. */
-function report(results: readonly Traced[], recorded: readonly VerifierKey[] | undefined, keyCount: number, json: boolean): void {
+function report(results: readonly Traced[], recorded: VerifierKey[] | undefined, keyCount: number, json: boolean): void {
   const hitsOf = new Map((recorded ?? []).map((k) => [k.id, k.decoyHits]));
   if (json) {
     const out = results.map(({ file, attributions }) => ({
