@@ -46,6 +46,80 @@ export interface TurnResult {
 }
 
 /**
+ * One controller for a turn: the user's cancel and the time-outs (silence before the answer
+ * starts, or between two of its parts) abort the same request.
+ */
+class TurnTimer {
+  readonly #controller = new AbortController();
+  readonly #url: URL;
+  readonly #timeoutMs: number;
+  readonly #user: AbortSignal | undefined;
+  readonly #cancel = () => this.#controller.abort(this.#user?.reason);
+  #timer: NodeJS.Timeout | undefined;
+  #timedOut = false;
+
+  constructor(url: URL, timeoutMs: number, user: AbortSignal | undefined) {
+    this.#url = url;
+    this.#timeoutMs = timeoutMs;
+    this.#user = user;
+    user?.addEventListener('abort', this.#cancel, { once: true });
+    this.arm();
+  }
+
+  get signal(): AbortSignal {
+    return this.#controller.signal;
+  }
+
+  /** Starts the time-out again: called at the start and for every part of the answer. */
+  arm(): void {
+    clearTimeout(this.#timer);
+    this.#timer = setTimeout(() => {
+      this.#timedOut = true;
+      this.#controller.abort(new ChatError('ERR_TIMEOUT', `no answer from ${this.#url.origin} within ${this.#timeoutMs / 1000} s`));
+    }, this.#timeoutMs);
+  }
+
+  /** The turn is over (answered or failed): no more time-outs, the user's signal let go. */
+  done(): void {
+    clearTimeout(this.#timer);
+    this.#user?.removeEventListener('abort', this.#cancel);
+  }
+
+  /** Throws what the turn's failure means to the user: a time-out, their cancel, or the network. */
+  fail(error: unknown): never {
+    const origin = this.#url.origin;
+    if (this.#timedOut) {
+      const message = `no answer from ${origin} within ${this.#timeoutMs / 1000} s (--timeout to wait longer)`;
+      throw new ChatError('ERR_TIMEOUT', message, { cause: error });
+    }
+    if (this.#user?.aborted === true || error instanceof ChatError) throw error;
+    throw new ChatError('ERR_NETWORK', `cannot reach ${origin}: ${networkCause(error)}`, { cause: error });
+  }
+}
+
+/** Reads a streamed answer with the one stream assembler: text deltas go to `onText` as they come. */
+async function readAnswer(
+  body: ReadableStream<Uint8Array>,
+  onText: (delta: string) => void,
+  onPart: () => void,
+): Promise<{ text: string; content: Block[] }> {
+  // Tool input split across any number of deltas is joined and parsed once.
+  const assembler = new MessageAssembler();
+  let text = '';
+  for await (const ev of readStreamEvents(body)) {
+    onPart();
+    assembler.push(ev);
+    const delta = ev.data.delta as { type?: unknown; text?: unknown } | undefined;
+    if (ev.event === 'content_block_delta' && delta?.type === 'text_delta' && typeof delta.text === 'string') {
+      text += delta.text;
+      onText(delta.text);
+    }
+  }
+  if (assembler.error !== undefined) throw new ChatError('ERR_STREAM', `${assembler.error.type}: ${assembler.error.message}`);
+  return { text, content: assembler.blocks as Block[] };
+}
+
+/**
  * One chat session over `@moat/client`: every client-side layer composed once (hardening
  * too: this process is ours), each failing open. The verifier's GrowthBook flags, read once,
  * switch any layer off for everyone (`moat-kill-*`); the attribution block, the envelope and
@@ -101,88 +175,14 @@ export class ChatSession {
    */
   async send(text: string, onText: (delta: string) => void, signal?: AbortSignal): Promise<TurnResult> {
     this.history.push({ message: { role: 'user', content: text } });
-    const attempt = async (model: string): Promise<TurnResult | 'overloaded'> => {
-      const { messages } = stripForeignSignedBlocks(this.history, { apiKeyId: keyIdentity(this.#apiKey), model });
-      const url = new URL('/v1/messages', this.#options.baseUrl);
-      const timeoutMs = this.#options.timeoutMs ?? 60_000;
-      // One controller for the user's cancel and the timeouts: silence before the answer starts, or between its parts.
-      const turn = new AbortController();
-      const cancel = () => turn.abort(signal?.reason);
-      signal?.addEventListener('abort', cancel, { once: true });
-      let timedOut = false;
-      let timer: NodeJS.Timeout | undefined;
-      const arm = () => {
-        clearTimeout(timer);
-        timer = setTimeout(() => {
-          timedOut = true;
-          turn.abort(new ChatError('ERR_TIMEOUT', `no answer from ${url.origin} within ${timeoutMs / 1000} s`));
-        }, timeoutMs);
-      };
-      arm();
-      const fail = (error: unknown): never => {
-        if (timedOut)
-          throw new ChatError('ERR_TIMEOUT', `no answer from ${url.origin} within ${timeoutMs / 1000} s (--timeout to wait longer)`, {
-            cause: error,
-          });
-        if (signal?.aborted === true || error instanceof ChatError) throw error;
-        throw new ChatError('ERR_NETWORK', `cannot reach ${url.origin}: ${networkCause(error)}`, { cause: error });
-      };
-      let res: Response;
-      try {
-        res = await this.#fetch(url, {
-          method: 'POST',
-          headers: {
-            'content-type': 'application/json',
-            'x-api-key': this.#apiKey,
-            'anthropic-version': '2023-06-01',
-            'user-agent': `moat-chat/${CLIENT_VERSION}`,
-          },
-          body: JSON.stringify(this.#body(messages, model)),
-          signal: turn.signal,
-        });
-      } catch (error) {
-        clearTimeout(timer);
-        signal?.removeEventListener('abort', cancel);
-        return fail(error);
-      }
-      try {
-        if (res.status === 529) {
-          await res.arrayBuffer();
-          return 'overloaded';
-        }
-        if (!res.ok || res.body === null) {
-          const err = (await res.json().catch(() => ({}))) as { error?: { message?: string } };
-          throw new ChatError('ERR_HTTP', `HTTP ${res.status}: ${err.error?.message ?? 'request failed'}`);
-        }
-        // The one stream assembler: tool input split across any number of deltas is joined and parsed once.
-        const assembler = new MessageAssembler();
-        let out = '';
-        for await (const ev of readStreamEvents(res.body)) {
-          arm();
-          assembler.push(ev);
-          const delta = ev.data.delta as { type?: unknown; text?: unknown } | undefined;
-          if (ev.event === 'content_block_delta' && delta?.type === 'text_delta' && typeof delta.text === 'string') {
-            out += delta.text;
-            onText(delta.text);
-          }
-        }
-        if (assembler.error !== undefined) throw new ChatError('ERR_STREAM', `${assembler.error.type}: ${assembler.error.message}`);
-        return { text: out, model, content: assembler.blocks as Block[], fellBack: model !== this.model };
-      } catch (error) {
-        return fail(error);
-      } finally {
-        clearTimeout(timer);
-        signal?.removeEventListener('abort', cancel);
-      }
-    };
     try {
-      let result = await attempt(this.model);
+      let result = await this.#attempt(this.model, onText, signal);
       if (result === 'overloaded') {
         const fallback = this.#options.fallbackModel;
         if (fallback === undefined)
           throw new ChatError('ERR_OVERLOADED', 'HTTP 529: the model is overloaded and no --fallback-model is set');
         this.#options.warn(`${this.model} is overloaded; retrying on ${fallback}`);
-        result = await attempt(fallback);
+        result = await this.#attempt(fallback, onText, signal);
         if (result === 'overloaded') throw new ChatError('ERR_OVERLOADED', `HTTP 529: ${fallback} is overloaded too`);
       }
       this.history.push({
@@ -193,6 +193,46 @@ export class ChatSession {
     } catch (error) {
       this.history.pop(); // the turn did not happen
       throw error;
+    }
+  }
+
+  /** One request of a turn on `model`: its answer, or `overloaded` (HTTP 529) for the caller to fall back. */
+  async #attempt(model: string, onText: (delta: string) => void, signal?: AbortSignal): Promise<TurnResult | 'overloaded'> {
+    const { messages } = stripForeignSignedBlocks(this.history, { apiKeyId: keyIdentity(this.#apiKey), model });
+    const url = new URL('/v1/messages', this.#options.baseUrl);
+    const turn = new TurnTimer(url, this.#options.timeoutMs ?? 60_000, signal);
+    let res: Response;
+    try {
+      res = await this.#fetch(url, {
+        method: 'POST',
+        headers: {
+          'content-type': 'application/json',
+          'x-api-key': this.#apiKey,
+          'anthropic-version': '2023-06-01',
+          'user-agent': `moat-chat/${CLIENT_VERSION}`,
+        },
+        body: JSON.stringify(this.#body(messages, model)),
+        signal: turn.signal,
+      });
+    } catch (error) {
+      turn.done();
+      return turn.fail(error);
+    }
+    try {
+      if (res.status === 529) {
+        await res.arrayBuffer();
+        return 'overloaded';
+      }
+      if (!res.ok || res.body === null) {
+        const err = (await res.json().catch(() => ({}))) as { error?: { message?: string } };
+        throw new ChatError('ERR_HTTP', `HTTP ${res.status}: ${err.error?.message ?? 'request failed'}`);
+      }
+      const { text, content } = await readAnswer(res.body, onText, () => turn.arm());
+      return { text, model, content, fellBack: model !== this.model };
+    } catch (error) {
+      return turn.fail(error);
+    } finally {
+      turn.done();
     }
   }
 
