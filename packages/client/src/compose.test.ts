@@ -153,6 +153,34 @@ describe('composition', () => {
   });
 });
 
+describe('connect', () => {
+  it("discovers an endpoint ahead of the first request and reports each layer's status there", async () => {
+    const endpoint = fakeEndpoint(['fingerprint', 'telemetry']);
+    const mute = layer('mute', 'observe');
+    const broken: MoatLayer = {
+      ...layer('broken-status', 'observe'),
+      status: () => {
+        throw new Error('no idea');
+      },
+    };
+    const f = createMoatFetch({ salt: 'salty', clientVersion: '1', fetch: endpoint.fetch, layers: (d) => [mute, broken, ...d] });
+    const status = await f.connect(`${origin}/anything`, 'sk-test');
+    expect(status.map((s) => s.layer)).toEqual([
+      'broken-status',
+      'gateway-detect',
+      'signed-blocks',
+      'fingerprint',
+      'anti-distillation',
+      'attest',
+    ]);
+    expect(status).toContainEqual({ layer: 'broken-status', state: 'degraded', detail: 'no idea' });
+    expect(status).toContainEqual({ layer: 'fingerprint', state: 'on', detail: 'salt salt…' });
+    expect(status).toContainEqual({ layer: 'attest', state: 'off', detail: 'endpoint does not attest' });
+    expect(status).toContainEqual({ layer: 'gateway-detect', state: 'on', detail: 'telemetry on' });
+    await f.close();
+  });
+});
+
 describe('degradedEvent', () => {
   it('keeps the reason within the protocol bound of 256 UTF-8 bytes, never splitting a character', () => {
     const e = degradedEvent('x', 'é'.repeat(300), 5_000);

@@ -150,6 +150,15 @@ function transmitter(base: typeof fetch): Send {
   };
 }
 
+/** A layer's status (none for a layer without one); one that cannot say is `degraded` with the reason. */
+function statusOf(layer: MoatLayer, e: Endpoint): LayerStatus[] {
+  try {
+    return layer.status === undefined ? [] : [layer.status(e)];
+  } catch (error) {
+    return [{ layer: layer.name, state: 'degraded', detail: errorMessage(error) }];
+  }
+}
+
 /**
  * Creates the fetch. Requests that are not Messages requests, or that go to an endpoint
  * without Moat's discovery document, pass through untouched (only gateway detection looks at
@@ -217,7 +226,7 @@ export function createMoatFetch(options: MoatFetchOptions): MoatFetch {
   return Object.assign(moatFetch as typeof fetch, {
     connect: async (url: string | URL, apiKey?: string): Promise<readonly LayerStatus[]> => {
       const e = await endpoint(new URL(url).origin, apiKey);
-      return layers.flatMap((layer) => (layer.status === undefined ? [] : [layer.status(e)]));
+      return layers.flatMap((layer) => statusOf(layer, e));
     },
     close: async () => {
       await Promise.all([...endpoints.values()].map(async (e) => (await e).telemetry?.close()));
