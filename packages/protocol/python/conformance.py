@@ -86,14 +86,22 @@ def reserialized(body: bytes) -> bytes:
     return mp.utf8(json.dumps(json.loads(body.decode("utf-8")), separators=(",", ":"), ensure_ascii=False))
 
 
+def check_key(key: bytes) -> bytes:
+    if len(key) < 32:
+        raise mp.ProtocolError("ERR_STAMP_KEY", "a key of at least 32 bytes", f"{len(key)} bytes")
+    return key
+
+
 def compute(req: dict) -> dict:
     body = mp.utf8(text(req, "body"))
     loc = found_envelope(body)
+    # §15 order: location, then the key, then (r1) the request base.
+    key = check_key(hex_bytes(req, "key"))
     bound = loc["envelope"].get("binding") == "request"
     request = req.get("request") if bound else None
     if bound and not isinstance(request, dict):
         raise mp.ProtocolError("ERR_STAMP_REQUEST", "the request components", "none")
-    stamp = mp.compute_stamp(hex_bytes(req, "key"), body, loc["stampStart"], loc["stampEnd"], request)
+    stamp = mp.compute_stamp(key, body, loc["stampStart"], loc["stampEnd"], request)
     stamped = body[: loc["stampStart"]] + stamp.encode() + body[loc["stampEnd"] :]
     return {"stamp": stamp, "stamped": stamped.decode("utf-8")}
 
@@ -113,12 +121,13 @@ def verify(req: dict) -> dict:
     loc = mp.locate_envelope(body)
     if loc["status"] != "found":
         return {"result": loc["status"]}
+    key = check_key(hex_bytes(req, "key"))
     bound = loc["envelope"].get("binding") == "request"
     request = req.get("request")
     if bound and not isinstance(request, dict):
         return {"result": "invalid"}
     try:
-        expected = mp.compute_stamp(hex_bytes(req, "key"), body, loc["stampStart"], loc["stampEnd"], request if bound else None)
+        expected = mp.compute_stamp(key, body, loc["stampStart"], loc["stampEnd"], request if bound else None)
     except mp.ProtocolError as e:
         if e.code == "ERR_STAMP_REQUEST":
             return {"result": "invalid"}
@@ -127,7 +136,7 @@ def verify(req: dict) -> dict:
 
 
 def header_value(headers: list, name: str) -> str | None:
-    values = [str(v) for n, v in headers if isinstance(n, str) and n.lower() == name]
+    values = [str(v) for n, v in headers if isinstance(n, str) and mp.ascii_lower(n) == name]
     return ", ".join(values) if values else None
 
 

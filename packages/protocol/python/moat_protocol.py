@@ -164,16 +164,28 @@ def parse_attribution(text: Any) -> Attribution:
     return Attribution(cv=known["cv"], fp=known.get("fp"), ep=known.get("ep"), extensions=extensions)
 
 
-def serialize_attribution(cv: str, fp: Optional[str] = None, ep: Optional[str] = None, extensions: Iterable = ()) -> str:
-    parts = ["v=1", f"cv={cv}"]
-    if fp is not None:
-        parts.append(f"fp={fp}")
-    if ep is not None:
-        parts.append(f"ep={ep}")
-    for key, value in extensions:
-        if key in KNOWN_ORDER:
-            raise ProtocolError("ERR_ATTRIBUTION_DUPLICATE_FIELD", "extension keys other than v, cv, fp, ep", _describe(key))
+def serialize_attribution(cv: Optional[str], fp: Optional[str] = None, ep: Optional[str] = None, extensions: Iterable = ()) -> str:
+    # §3.4: a value is checked before it is joined, so "1; x=y" cannot inject a field.
+    if cv is None:
+        raise ProtocolError("ERR_ATTRIBUTION_MISSING_FIELD", 'a "cv" field', "none")
+    parts = ["v=1"]
+
+    def add(key: str, value: Any) -> None:
+        if not isinstance(value, str) or not _full(r"[A-Za-z0-9._+\-]{1,64}", value):
+            raise ProtocolError("ERR_ATTRIBUTION_SYNTAX", "a value [A-Za-z0-9._+-]{1,64}", _describe(value))
         parts.append(f"{key}={value}")
+
+    add("cv", cv)
+    if fp is not None:
+        add("fp", fp)
+    if ep is not None:
+        add("ep", ep)
+    for key, value in extensions:
+        if isinstance(key, str) and key in KNOWN_ORDER:
+            raise ProtocolError("ERR_ATTRIBUTION_DUPLICATE_FIELD", "extension keys other than v, cv, fp, ep", _describe(key))
+        if not isinstance(key, str) or not _full(r"[a-z][a-z0-9_]{0,31}", key):
+            raise ProtocolError("ERR_ATTRIBUTION_SYNTAX", "a key [a-z][a-z0-9_]{0,31}", _describe(key))
+        add(key, value)
     text = f"{ATTRIBUTION_PREFIX} {'; '.join(parts)};"
     parse_attribution(text)
     return text
@@ -488,11 +500,17 @@ def _ipv6(text: str) -> str:
     return out
 
 
-def _domain_to_ascii(domain: str) -> str:
-    import unicodedata
+# §5.3: besides ASCII a host may hold only the lowercase letters of Latin-1, which UTS #46
+# leaves unchanged; any other international name is refused (the caller's WHATWG URL parser
+# maps it to punycode first), so no mapping table decides an answer.
+_HOST_CODE_POINTS = re.compile("[\x00-\x7f\u00df-\u00f6\u00f8-\u00ff]*")
 
+
+def _domain_to_ascii(domain: str) -> str:
+    if not _HOST_CODE_POINTS.fullmatch(domain):
+        raise _UrlFailure("a host outside ASCII and the lowercase Latin-1 letters")
     labels = []
-    for label in unicodedata.normalize("NFC", domain.lower()).split("."):
+    for label in ascii_lower(domain).split("."):
         if label.isascii():
             labels.append(label)
         else:
@@ -510,7 +528,7 @@ def _host(text: str) -> str:
         if not text.endswith("]"):
             raise _UrlFailure("ipv6 brackets")
         return "[" + _ipv6(text[1:-1]) + "]"
-    domain = unquote_to_bytes(text).decode("utf-8", errors="replace")
+    domain = unquote_to_bytes(well_formed(text)).decode("utf-8", errors="replace")
     ascii_domain = _domain_to_ascii(domain)
     if any(c in _FORBIDDEN_DOMAIN for c in ascii_domain) or "\ufffd" in ascii_domain:
         raise _UrlFailure("forbidden code point")
@@ -565,7 +583,7 @@ def authority_of(url: str) -> str:
 
 def credential_of(headers: Iterable) -> str:
     """SPEC.md §5.3: x-api-key (non-empty), else the Bearer token of Authorization, else ""."""
-    values = {name.lower(): value for name, value in headers}
+    values = {ascii_lower(name): value for name, value in headers}
     key = values.get("x-api-key", "").strip(" \t")
     if key:
         return key
@@ -680,7 +698,7 @@ def split_redacted_data(data: str) -> tuple:
     if not data.startswith("ms1."):
         return None, data
     at = data.find(REDACTED_SIGNATURE_SEPARATOR)
-    if at <= 0 or at > 256:
+    if at <= 0 or len(utf8(data[:at])) > 256:
         return None, data
     return data[:at], data[at + 1 :]
 
@@ -738,13 +756,20 @@ def conversation_digest(messages: list) -> str:
 
 def signing_input(block: Any, ctx: dict) -> bytes:
     kind, content = signed_block_content(block)
+    if ctx["alg"] not in ("hs256", "ed25519"):
+        raise ProtocolError("ERR_SIGNATURE_ALGORITHM", "hs256 or ed25519", _describe(ctx["alg"]))
+    if not _full(r"[A-Za-z0-9_-]{1,32}", ctx["kid"]):
+        raise ProtocolError("ERR_SIGNATURE_KID", "a key id", _describe(ctx["kid"]))
     context = ctx.get("context")
     scope = "k" if context is None else "c"
     return lp(["moat-sig/1", ctx["alg"], ctx["kid"], scope, ctx["apiKeyId"], ctx["model"], kind, content, context or ""])
 
 
 def sign_hs256(key: bytes, block: Any, ctx: dict) -> str:
-    mac = hmac.new(key, signing_input(block, ctx), hashlib.sha256).digest()
+    data = signing_input(block, ctx)
+    if ctx["alg"] != "hs256":
+        raise ProtocolError("ERR_SIGNATURE_ALGORITHM", "a signing context with alg hs256", _describe(ctx["alg"]))
+    mac = hmac.new(key, data, hashlib.sha256).digest()
     scope = "k" if ctx.get("context") is None else "c"
     signature = f"ms1.hs256.{ctx['kid']}.{scope}.{_b64url_encode(mac)}"
     parse_block_signature(signature)  # a kid outside §8.2's grammar is refused, never emitted
@@ -823,7 +848,7 @@ def normalize_host(host_or_url: str) -> str:
         except _UrlFailure:
             return ""
     else:
-        host = re.sub(r":[0-9]+$", "", ascii_lower(host_or_url.strip(" \t")))
+        host = re.sub(r":[0-9]+\Z", "", ascii_lower(host_or_url.strip(" \t")))
     return host[:-1] if host.endswith(".") else host
 
 
