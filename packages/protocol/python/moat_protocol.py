@@ -509,6 +509,8 @@ _HOST_CODE_POINTS = re.compile("[\x00-\x7f\u00df-\u00f6\u00f8-\u00ff]*")
 def _domain_to_ascii(domain: str) -> str:
     if not _HOST_CODE_POINTS.fullmatch(domain):
         raise _UrlFailure("a host outside ASCII and the lowercase Latin-1 letters")
+    if not domain.isascii() and any(ascii_lower(label).startswith("xn--") for label in domain.split(".")):
+        raise _UrlFailure("an xn-- label beside a Latin-1 letter")
     labels = []
     for label in ascii_lower(domain).split("."):
         if label.isascii():

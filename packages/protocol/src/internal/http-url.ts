@@ -50,12 +50,17 @@ function percentDecoded(text: string): string {
 /**
  * An `http:` or `https:` URL parsed by the WHATWG URL Standard, narrowed as SPEC.md §5.3
  * says: a host whose percent-decoded text holds a code point outside ASCII and the
- * lowercase Latin-1 letters is refused, so no UTS #46 mapping table decides the answer.
+ * lowercase Latin-1 letters is refused, and so is one with such a letter and a label that
+ * starts with `xn--`, so no UTS #46 mapping table decides the answer.
  * `undefined` for anything else.
  */
 export function parseHttpUrl(url: string): URL | undefined {
-  const host = rawHost(url);
-  if (host === undefined || !HOST_CODE_POINTS.test(percentDecoded(host))) return undefined;
+  const raw = rawHost(url);
+  if (raw === undefined) return undefined;
+  const host = percentDecoded(raw);
+  if (!HOST_CODE_POINTS.test(host)) return undefined;
+  // Beside a Latin-1 letter an ACE label would be decoded and checked by UTS #46: refused instead.
+  if (/[^\u0000-\u007f]/.test(host) && host.split('.').some((label) => /^xn--/i.test(label))) return undefined;
   let parsed: URL;
   try {
     parsed = new URL(url);
