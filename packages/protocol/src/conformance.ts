@@ -129,6 +129,7 @@ export function conformanceCases(vectorsDir: URL): ConformanceCase[] {
 }
 
 function derivedVerifyCases(v: Vector): ConformanceCase[] {
+  if (typeof v.signature !== 'string') return []; // a context that cannot sign: nothing to verify
   const base = { op: 'signature.verify', key: v.key, block: v.block, context: v.context };
   const [prefix, alg, kid, scope, sig] = String(v.signature).split('.') as [string, string, string, string, string];
   const mac = createHmac('sha256', Buffer.from(v.key, 'hex')).update(Buffer.from(v.input, 'hex')).digest();
