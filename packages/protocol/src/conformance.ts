@@ -84,6 +84,8 @@ export interface SpecRule {
   readonly text: string;
   /** `kit`: the conformance kit checks it; `deployment`: a client or verifier behaviour, checked by `checkedBy`. */
   readonly kind: 'kit' | 'deployment';
+  /** For a `kit` rule: the deliberate bug of the Python reference that breaks it. */
+  readonly mutant?: string;
   /** The kit cases an implementation breaking the rule (its mutant in the Python reference) fails. */
   readonly cases: readonly string[];
   readonly checkedBy?: readonly string[];

@@ -1218,7 +1218,7 @@ function envelope111(): Case[] {
     ['a scheme in capitals is not v1', `V1.k2026a.1764000000.9f2c4e7a1b3d5c6f.${STAMP32}`],
     ['ts is the integer its digits spell', `v1.k2026a.0000000001.9f2c4e7a1b3d5c6f.${STAMP32}`],
   ];
-  return parse.map(([name, input]) => ({
+  const cases: Case[] = parse.map(([name, input]) => ({
     name,
     op: 'parse',
     input,
@@ -1227,6 +1227,19 @@ function envelope111(): Case[] {
       (envelope: unknown) => ({ envelope }),
     ),
   }));
+  const body = '[1]';
+  const envelope = `v1.k2026a.1764000000.9f2c4e7a1b3d5c6f.${STAMP32.slice(2)}`;
+  cases.push({
+    name: 'a bad envelope and a body that is not an object: the envelope is checked first',
+    op: 'append',
+    body,
+    envelope,
+    ...outcome(
+      () => p.appendEnvelope(body, envelope),
+      (result: string) => ({ result }),
+    ),
+  });
+  return cases;
 }
 
 function stamp111(): Case[] {
@@ -1268,6 +1281,7 @@ function stamp111(): Case[] {
     cases.push(r.ok ? { name, op: 'authority', url, authority: r.value } : { name, op: 'authority', url, valid: false, error: r.error });
   }
   const credential: Array<[string, Array<[string, string]>, string]> = [
+    ['the Bearer scheme name in capitals', [['authorization', 'BEARER tok']], 'tok'],
     [
       'a Kelvin sign in a header name is not x-api-key',
       [
@@ -1292,6 +1306,15 @@ function stamp111(): Case[] {
     };
     cases.push({ name, op: 'credential', headers, credential: p.credentialOf(get) });
   }
+  // An r1 envelope whose stamp covers the body alone (as a v1 stamp would): without the request it is invalid.
+  const bodyOnly = stamped(TEST_KEY, r1Body('stamped over the body alone'));
+  cases.push({
+    name: 'an r1 envelope stamped over the body alone, sent without request, is invalid',
+    op: 'verify',
+    key: TEST_KEY,
+    body: bodyOnly,
+    result: 'invalid',
+  });
   const lower = { ...REQUEST, method: 'post' };
   cases.push({
     name: 'a lowercase method is kept as sent',
