@@ -175,8 +175,7 @@ export function tryParseAttribution(text: unknown): ParseResult<AttributionBlock
  */
 export function serializeAttribution(fields: AttributionFields): string {
   // §3.4: a value is checked before it is joined, so "1; x=y" cannot inject a field.
-  if (fields.cv === undefined || fields.cv === null)
-    throw new ProtocolError('ERR_ATTRIBUTION_MISSING_FIELD', 'a "cv" field', 'none');
+  if (fields.cv === undefined || fields.cv === null) throw new ProtocolError('ERR_ATTRIBUTION_MISSING_FIELD', 'a "cv" field', 'none');
   const parts: string[] = [`v=${PROTOCOL_VERSION}`];
   const add = (key: string, value: unknown) => {
     if (typeof value !== 'string' || !VALUE_RE.test(value))

@@ -111,9 +111,18 @@ describe('partner conformance kit', () => {
 describe('the rule table (vectors/rules.json, checked against fresh mutant runs by vectors/rules.ts --check)', () => {
   const rules = loadRules(vectors);
   const mutants = JSON.parse(
-    spawnSync('python3', ['-B', '-c', 'import json,sys; sys.path.insert(0, sys.argv[1]); import conformance; print(json.dumps(conformance.MUTANTS))', new URL('../python', import.meta.url).pathname], {
-      encoding: 'utf8',
-    }).stdout,
+    spawnSync(
+      'python3',
+      [
+        '-B',
+        '-c',
+        'import json,sys; sys.path.insert(0, sys.argv[1]); import conformance; print(json.dumps(conformance.MUTANTS))',
+        new URL('../python', import.meta.url).pathname,
+      ],
+      {
+        encoding: 'utf8',
+      },
+    ).stdout,
   ) as Record<string, string>;
 
   it('numbers every MUST of SPEC.md, and each rule has kit cases or named tests', () => {

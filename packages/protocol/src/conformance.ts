@@ -11,15 +11,7 @@ import { describeValue } from './internal/describe.js';
 import { negotiateVersion, parseDiscovery, parseVersionHeader } from './negotiation.js';
 import { firstUserText } from './request.js';
 import { conversationDigest, parseBlockSignature, type SigningContext, serializeBlockSignature, signingInput } from './signature.js';
-import {
-  authorityOf,
-  computeStamp,
-  credentialOf,
-  MIN_STAMP_KEY_BYTES,
-  type RequestComponents,
-  requestBase,
-  verifyStamp,
-} from './stamp.js';
+import { authorityOf, computeStamp, credentialOf, MIN_STAMP_KEY_BYTES, type RequestComponents, requestBase, verifyStamp } from './stamp.js';
 import { errorMessage } from './support/index.js';
 import { parseTelemetryBatch } from './telemetry.js';
 import { asciiLower, toHex, utf8 } from './text.js';
@@ -185,7 +177,12 @@ export function compareAnswer(c: ConformanceCase, answer: Record<string, unknown
   const got = canonicalJson(rest);
   const want = canonicalJson(c.expected);
   if (got === want) return { name: c.name, pass: true };
-  return { name: c.name, pass: false, detail: `expected ${want}, got ${got}`, ...(c.rules === undefined || c.rules.length === 0 ? {} : { rules: c.rules }) };
+  return {
+    name: c.name,
+    pass: false,
+    detail: `expected ${want}, got ${got}`,
+    ...(c.rules === undefined || c.rules.length === 0 ? {} : { rules: c.rules }),
+  };
 }
 
 /** A conformance request with a member the interface cannot read. */
@@ -274,7 +271,8 @@ function stampVerify(req: Answer): Answer {
 function signHs256(req: Answer): Answer {
   const context = signingContext(req.context);
   const input = signingInput(req.block, context);
-  if (context.alg !== 'hs256') throw new ProtocolError('ERR_SIGNATURE_ALGORITHM', 'a signing context with alg hs256', describeValue(context.alg));
+  if (context.alg !== 'hs256')
+    throw new ProtocolError('ERR_SIGNATURE_ALGORITHM', 'a signing context with alg hs256', describeValue(context.alg));
   const mac = createHmac('sha256', hexBytes(req.key, 'key')).update(input).digest();
   const scope = context.context === undefined ? 'k' : 'c';
   return { input: toHex(input), signature: serializeBlockSignature({ alg: 'hs256', kid: context.kid, scope, sig: mac }) };
@@ -461,9 +459,7 @@ export const KIT_OPERATIONS: Readonly<Record<string, KitOperation>> = {
 /** The operation a vector case runs through: `file.op`, or the row of that file that also runs `op`. */
 function operationOf(file: string, op: string): [string, KitOperation] {
   const named = `${file}.${op}`;
-  const row = Object.hasOwn(KIT_OPERATIONS, named)
-    ? KIT_OPERATIONS[named]
-    : undefined;
+  const row = Object.hasOwn(KIT_OPERATIONS, named) ? KIT_OPERATIONS[named] : undefined;
   if (row !== undefined) return [named, row];
   for (const [name, spec] of Object.entries(KIT_OPERATIONS))
     if (name.startsWith(`${file}.`) && spec.alsoRuns?.includes(op)) return [name, spec];

@@ -166,7 +166,6 @@ function hostMatches(host: string, suffix: string): boolean {
   return host === suffix;
 }
 
-
 /**
  * The host of a base URL, or of a bare `host[:port]`, without port or one trailing dot
  * (§9): a value containing `://` is parsed by the WHATWG URL Standard (http and https

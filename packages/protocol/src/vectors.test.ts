@@ -12,7 +12,6 @@ import { loadVectors, VECTOR_FILES } from './conformance.js';
 import * as p from './index.js';
 
 const dir = new URL('../vectors/', import.meta.url);
-// biome-ignore lint/suspicious/noExplicitAny: vector files are schemaless JSON
 const cases = (file: string, op: string): Array<Record<string, any>> =>
   loadVectors(dir)
     .filter((x) => x.file === file && x.vector.op === op)
@@ -37,7 +36,9 @@ describe('vector files', () => {
   it('every file but fingerprint has valid and invalid cases', () => {
     for (const file of VECTOR_FILES.filter((f) => f !== 'fingerprint')) {
       const all = loadVectors(dir).filter((x) => x.file === file);
-      const invalid = all.filter(({ vector: c }) => c.valid === false || (c.status !== undefined && c.status !== 'found') || c.result === 'invalid');
+      const invalid = all.filter(
+        ({ vector: c }) => c.valid === false || (c.status !== undefined && c.status !== 'found') || c.result === 'invalid',
+      );
       expect(invalid.length, file).toBeGreaterThan(0);
       expect(invalid.length, file).toBeLessThan(all.length);
     }

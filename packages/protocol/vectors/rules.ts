@@ -157,7 +157,9 @@ async function main(): Promise<number> {
       problems.push('vectors/rules.json is out of date: run "pnpm --filter @moat/protocol rules"');
   } else writeFileSync(path, text);
   for (const p of problems) console.error(`rules: ${p}`);
-  console.log(`rules: ${rules.length} numbered rules, ${kit} failed by the kit through their mutants, ${rules.length - kit} checked by tests`);
+  console.log(
+    `rules: ${rules.length} numbered rules, ${kit} failed by the kit through their mutants, ${rules.length - kit} checked by tests`,
+  );
   return problems.length === 0 ? 0 : 1;
 }
 

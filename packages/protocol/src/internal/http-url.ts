@@ -29,7 +29,7 @@ function rawHost(url: string): string | undefined {
  * implementation. Any other international name is mapped to punycode by the caller's own
  * WHATWG URL parser first.
  */
-const HOST_CODE_POINTS = /^[\u0000-\u007f\u00df-\u00f6\u00f8-\u00ff]*$/;
+const HOST_CODE_POINTS = /^[\p{ASCII}\u00df-\u00f6\u00f8-\u00ff]*$/u;
 
 /** Percent-decodes `text` to bytes and reads them as UTF-8 (invalid sequences become U+FFFD). */
 function percentDecoded(text: string): string {
@@ -60,7 +60,7 @@ export function parseHttpUrl(url: string): URL | undefined {
   const host = percentDecoded(raw);
   if (!HOST_CODE_POINTS.test(host)) return undefined;
   // Beside a Latin-1 letter an ACE label would be decoded and checked by UTS #46: refused instead.
-  if (/[^\u0000-\u007f]/.test(host) && host.split('.').some((label) => /^xn--/i.test(label))) return undefined;
+  if (/[^\p{ASCII}]/u.test(host) && host.split('.').some((label) => /^xn--/i.test(label))) return undefined;
   let parsed: URL;
   try {
     parsed = new URL(url);
