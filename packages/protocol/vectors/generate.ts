@@ -446,10 +446,7 @@ function requestBoundStampCases(): Case[] {
     ['authority: a percent-encoded space is refused', 'https://api%20example.com/'],
     ['authority: another scheme is refused', 'ftp://api.example.com/'],
   ];
-  for (const [name, url] of hard) {
-    const r = attempt(() => p.authorityOf(url));
-    cases.push(r.ok ? { name, op: 'authority', url, authority: r.value } : { name, op: 'authority', url, valid: false, error: r.error });
-  }
+  for (const [name, url] of hard) cases.push(authorityCase(name, url));
 
   const credential: Array<[string, Array<[string, string]>]> = [
     ['credential: x-api-key', [['x-api-key', 'sk-ant-test-0001']]],
@@ -1276,10 +1273,7 @@ function stamp111(): Case[] {
     ['a mailto URL has no authority', 'mailto:api@example.com'],
     ['a relative reference has no authority', '/v1/messages'],
   ];
-  for (const [name, url] of authority) {
-    const r = attempt(() => p.authorityOf(url));
-    cases.push(r.ok ? { name, op: 'authority', url, authority: r.value } : { name, op: 'authority', url, valid: false, error: r.error });
-  }
+  for (const [name, url] of authority) cases.push(authorityCase(name, url));
   const credential: Array<[string, Array<[string, string]>, string]> = [
     ['the Bearer scheme name in capitals', [['authorization', 'BEARER tok']], 'tok'],
     [
@@ -1335,6 +1329,12 @@ function stamp111(): Case[] {
     stamped: stamped(TEST_KEY, body, lower),
   });
   return cases;
+}
+
+/** A `stamp.authority` case: the authority, or the error. */
+function authorityCase(name: string, url: string): Case {
+  const r = attempt(() => p.authorityOf(url));
+  return r.ok ? { name, op: 'authority', url, authority: r.value } : { name, op: 'authority', url, valid: false, error: r.error };
 }
 
 function stampRegion(body: string): [number, number] {
