@@ -5,8 +5,8 @@ One JSON request per line on stdin, one JSON answer per line on stdout, every op
 the kit. Ed25519 verification uses the ``cryptography`` package (Debian: python3-cryptography);
 everything else is moat_protocol.py, standard library only.
 
-MOAT_CONFORMANCE_MUTANT names one deliberate bug (see MUTANTS below) so the kit's own tests
-can show that it catches each of them, by named case.
+MOAT_CONFORMANCE_MUTANT names one rule of SPEC.md (see MUTANTS below) whose deliberate bug is
+switched on, so the build can show that the kit fails an implementation that breaks it.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -22,18 +21,63 @@ from typing import Any, Callable
 sys.path.insert(0, str(Path(__file__).parent))
 import moat_protocol as mp  # noqa: E402
 
-MUTANT = os.environ.get("MOAT_CONFORMANCE_MUTANT", "")
+MUTANT = mp.MUTANT
 
-# The bugs the kit must catch: each changes one behaviour the SPEC pins.
+# One deliberate bug per rule of SPEC.md that the kit can observe, named by the rule it
+# breaks; the bugs live where the rule does (most in moat_protocol.py, the rest below).
+# vectors/rules.ts switches each on and records the cases the kit then fails.
 MUTANTS = {
-    "utf16-indices": "fingerprint characters indexed by UTF-16 code units",
-    "missing-index-empty": 'a fingerprint index past the end gives "" instead of "0"',
-    "stamp-case-insensitive": "stamps compared ignoring case",
-    "stamp-reserialized": "the stamp computed over re-serialized JSON instead of the raw bytes",
-    "signature-never-verified": "signatures reported valid without checking them",
-    "signature-kid-scope-ignored": "the signature's own kid and scope not compared",
-    "trim-all-whitespace": "version header parts trimmed of any Unicode whitespace",
-    "sort-utf16": "gateway evidence sorted by UTF-16 code units instead of bytes",
+    "2-1": "unpaired surrogates kept, and encoded as such, instead of U+FFFD",
+    "2-2": "Unicode lowercasing (str.lower) for header names and hosts",
+    "2-3": "version header parts trimmed of any Unicode whitespace",
+    "2-4": "gateway evidence sorted by UTF-16 code units instead of bytes",
+    "2-5": "the attribution prefix checked before the length",
+    "3.2-1": "the attribution block's 512-byte limit counted in characters",
+    "3.3-1": "a version other than v=1 accepted",
+    "3.3-2": "known fields accepted in any order",
+    "3.3-3": "extension fields sorted by key instead of kept in wire order",
+    "3.4-1": "serializer joins values without checking them (a value can inject a field)",
+    "3.4-2": "serializer writes a missing cv as cv=None",
+    "3.4-3": "the attribution parser raises on a non-string input",
+    "4.1-1": "the envelope's 128-byte limit counted in characters",
+    "4.1-2": "the envelope scheme compared case-insensitively",
+    "4.2-1": "the envelope appended as the first member",
+    "4.2-2": "the body checked before the envelope value when appending",
+    "4.3-1": "member names compared as written, escapes not decoded",
+    "4.3-2": "whitespace after the envelope member tolerated",
+    "5.1-1": "keys shorter than 32 bytes accepted",
+    "5.1-2": "an unkeyed SHA-256 instead of HMAC",
+    "5.1-3": "the stamp computed over re-serialized JSON instead of the raw bytes",
+    "5.2-1": "stamps compared ignoring case",
+    "5.3-1": "the method uppercased",
+    "5.3-2": "the scheme's default port kept in the authority",
+    "5.3-3": "international hosts mapped by the standard library's IDNA 2003 codec",
+    "5.3-4": "the Bearer scheme name matched case-sensitively",
+    "5.3-5": "repeated headers joined with a comma and no space",
+    "5.3-6": "an authority with capitals accepted by the request base",
+    "5.3-8": "an r1 stamp without request components verified as a v1 stamp",
+    "6.1-1": "a later user message's text used when the first user message has none",
+    "6.2-1": "fingerprint characters indexed by UTF-16 code units",
+    "6.2-2": 'a fingerprint index past the end gives "" instead of "0"',
+    "8.1-1": "the redacted_thinking split point counted in characters",
+    "8.2-1": "an empty sig part reported as an encoding error",
+    "8.2-2": "non-zero trailing bits of base64url accepted",
+    "8.3-1": "the empty context item left out of the signing input for scope k",
+    "8.3-2": "a signing context's alg and kid not checked",
+    "8.3-3": 'a context of "" taken as scope k',
+    "8.4-1": "tool_result content left out of the conversation digest",
+    "8.5-1": "the signature's own kid and scope not compared",
+    "8.5-2": "signatures reported valid without checking them",
+    "9-1": "repeated rule ids accepted",
+    "9-2": "a header name matched when it contains a prefix anywhere",
+    "9-3": "a final ':' removed from a bare host even without digits",
+    "9-4": "a leading-dot suffix matched as a plain string suffix",
+    "10-1": "a discovery document with no versions accepted",
+    "10-2": "the valid parts of a version header kept when another part is invalid",
+    "10-3": "the lowest common version chosen",
+    "11-1": "the telemetry body's byte length not checked",
+    "11-2": "known telemetry events keep their unknown members",
+    "11-3": "telemetry strings counted in characters",
 }
 
 
@@ -63,10 +107,10 @@ def hex_bytes(req: dict, member: str) -> bytes:
 
 
 def fingerprint_chars(t: str) -> str:
-    if MUTANT == "utf16-indices":
+    if MUTANT == "6.2-1":
         units = mp.well_formed(t).encode("utf-16-le")
         return "".join(units[2 * i : 2 * i + 2].decode("utf-16-le", errors="replace") if 2 * i + 2 <= len(units) else "0" for i in (4, 7, 20))
-    if MUTANT == "missing-index-empty":
+    if MUTANT == "6.2-2":
         cps = list(mp.well_formed(t))
         return "".join(cps[i] if i < len(cps) else "" for i in (4, 7, 20))
     return mp.fingerprint_chars(t)
@@ -82,30 +126,38 @@ def found_envelope(body: bytes) -> dict:
 
 
 def reserialized(body: bytes) -> bytes:
-    """The stamp-reserialized mutant's view of a body: JSON.parse then a compact dump."""
+    """The 5.1-3 mutant's view of a body: JSON.parse then a compact dump."""
     return mp.utf8(json.dumps(json.loads(body.decode("utf-8")), separators=(",", ":"), ensure_ascii=False))
+
+
+def check_key(key: bytes) -> bytes:
+    if len(key) < 32 and MUTANT != "5.1-1":
+        raise mp.ProtocolError("ERR_STAMP_KEY", "a key of at least 32 bytes", f"{len(key)} bytes")
+    return key
 
 
 def compute(req: dict) -> dict:
     body = mp.utf8(text(req, "body"))
     loc = found_envelope(body)
+    # §15 order: location, then the key, then (r1) the request base.
+    key = check_key(hex_bytes(req, "key"))
     bound = loc["envelope"].get("binding") == "request"
     request = req.get("request") if bound else None
     if bound and not isinstance(request, dict):
         raise mp.ProtocolError("ERR_STAMP_REQUEST", "the request components", "none")
-    stamp = mp.compute_stamp(hex_bytes(req, "key"), body, loc["stampStart"], loc["stampEnd"], request)
+    stamp = mp.compute_stamp(key, body, loc["stampStart"], loc["stampEnd"], request)
     stamped = body[: loc["stampStart"]] + stamp.encode() + body[loc["stampEnd"] :]
     return {"stamp": stamp, "stamped": stamped.decode("utf-8")}
 
 
 def verify(req: dict) -> dict:
     body = mp.utf8(text(req, "body"))
-    if MUTANT == "stamp-case-insensitive":
+    if MUTANT == "5.2-1":
         # Reads the envelope with its stamp lowercased: an uppercase stamp then verifies.
         at = body.rfind(b'"moat_att":"')
         if at != -1:
             body = body[:at] + body[at:].lower()
-    if MUTANT == "stamp-reserialized":
+    if MUTANT == "5.1-3":
         try:
             body = reserialized(body)
         except ValueError:
@@ -113,12 +165,15 @@ def verify(req: dict) -> dict:
     loc = mp.locate_envelope(body)
     if loc["status"] != "found":
         return {"result": loc["status"]}
+    key = check_key(hex_bytes(req, "key"))
     bound = loc["envelope"].get("binding") == "request"
     request = req.get("request")
     if bound and not isinstance(request, dict):
-        return {"result": "invalid"}
+        if MUTANT != "5.3-8":
+            return {"result": "invalid"}
+        bound = False
     try:
-        expected = mp.compute_stamp(hex_bytes(req, "key"), body, loc["stampStart"], loc["stampEnd"], request if bound else None)
+        expected = mp.compute_stamp(key, body, loc["stampStart"], loc["stampEnd"], request if bound else None)
     except mp.ProtocolError as e:
         if e.code == "ERR_STAMP_REQUEST":
             return {"result": "invalid"}
@@ -127,8 +182,8 @@ def verify(req: dict) -> dict:
 
 
 def header_value(headers: list, name: str) -> str | None:
-    values = [str(v) for n, v in headers if isinstance(n, str) and n.lower() == name]
-    return ", ".join(values) if values else None
+    values = [str(v) for n, v in headers if isinstance(n, str) and mp.ascii_lower(n) == name]
+    return ("," if MUTANT == "5.3-5" else ", ").join(values) if values else None
 
 
 def credential(req: dict) -> dict:
@@ -149,14 +204,14 @@ def signing_context(req: dict) -> dict:
 
 
 def signature_verifies(req: dict, ctx: dict, signing_input: bytes) -> bool:
-    if MUTANT == "signature-never-verified":
+    if MUTANT == "8.5-2":
         return True
     try:
         sig = mp.parse_block_signature(req.get("signature"))
     except mp.ProtocolError:
         return False
     scope = "c" if "context" in ctx else "k"
-    if MUTANT != "signature-kid-scope-ignored" and (sig["alg"] != ctx["alg"] or sig["kid"] != ctx["kid"] or sig["scope"] != scope):
+    if MUTANT != "8.5-1" and (sig["alg"] != ctx["alg"] or sig["kid"] != ctx["kid"] or sig["scope"] != scope):
         return False
     if sig["alg"] == "hs256":
         return hmac.compare_digest(hmac.new(hex_bytes(req, "key"), signing_input, hashlib.sha256).digest(), sig["sig"])
@@ -194,7 +249,7 @@ def detect(req: dict) -> dict:
         table = mp.parse_gateway_rule_table(req.get("table"))
         base_url = text(req, "baseUrl") if "baseUrl" in req else None
         detections = mp.detect_gateways(table, headers, base_url)
-        if MUTANT == "sort-utf16":
+        if MUTANT == "2-4":
             for d in detections:
                 d["evidence"].sort(key=lambda e: e.encode("utf-16-be"))
         return {"detections": detections}
@@ -207,7 +262,7 @@ def version_header(req: dict) -> dict:
     value = req.get("input")
     if value is not None and not isinstance(value, str):
         raise RequestError("input: expected a string or null")
-    if MUTANT == "trim-all-whitespace" and value is not None:
+    if MUTANT == "2-3" and value is not None:
         parts = [p.strip() for p in value.split(",")]
         ok = all(p.isascii() and mp._full(r"[1-9][0-9]{0,3}", p) for p in parts)
         return {"versions": [int(p) for p in parts] if ok else []}
@@ -311,25 +366,42 @@ def answer(req: Any) -> dict:
         return {"valid": False, "error": e.code}
 
 
+def answer_line(line: str) -> str:
+    try:
+        req = json.loads(line)
+    except ValueError:
+        return json.dumps({"error": "ERR_CONFORMANCE_REQUEST: not a JSON line"})
+    try:
+        out = answer(req)
+    except Exception as e:  # noqa: BLE001 - one bad request must not end the session
+        out = {"error": f"ERR_CONFORMANCE_REQUEST: {type(e).__name__}: {e}"}
+    rid = req.get("id") if isinstance(req, dict) else None
+    # ASCII escapes: a text with a lone surrogate (§2) is still one JSON line.
+    return json.dumps({"id": rid, **out})
+
+
+def switch_mutant(name: str) -> None:
+    """Switches the deliberate bug of rule ``name`` on ("" : none), in this module and the reference."""
+    global MUTANT
+    MUTANT = mp.MUTANT = name
+
+
 def main() -> int:
     if MUTANT and MUTANT not in MUTANTS:
         sys.stderr.write(f"unknown mutant {MUTANT!r}; known: {', '.join(MUTANTS)}\n")
         return 2
+    if "--every-mutant" in sys.argv:
+        # Every request answered once per mutant (and once by the reference), each answer
+        # prefixed with the mutant's rule: one process for the whole rule table.
+        lines = [line for line in sys.stdin if line.strip()]
+        for name in ["", *MUTANTS]:
+            switch_mutant(name)
+            for line in lines:
+                sys.stdout.write(f"{name}\t{answer_line(line)}\n")
+        return 0
     for line in sys.stdin:
-        if not line.strip():
-            continue
-        try:
-            req = json.loads(line)
-        except ValueError:
-            sys.stdout.write(json.dumps({"error": "ERR_CONFORMANCE_REQUEST: not a JSON line"}) + "\n")
-            continue
-        try:
-            out = answer(req)
-        except Exception as e:  # noqa: BLE001 - one bad request must not end the session
-            out = {"error": f"ERR_CONFORMANCE_REQUEST: {type(e).__name__}: {e}"}
-        rid = req.get("id") if isinstance(req, dict) else None
-        # ASCII escapes: a text with a lone surrogate (§2) is still one JSON line.
-        sys.stdout.write(json.dumps({"id": rid, **out}) + "\n")
+        if line.strip():
+            sys.stdout.write(answer_line(line) + "\n")
     return 0
 
 

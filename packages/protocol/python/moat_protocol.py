@@ -9,13 +9,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import re
 import struct
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 from urllib.parse import urlsplit
 
-SPEC_VERSION = "1.1.0"
+SPEC_VERSION = "1.1.1"
 PROTOCOL_VERSION = 1
 
 
@@ -41,19 +42,24 @@ def _describe(value: Any) -> str:
     return f"{type(value).__name__} {value!r}"
 
 
+# One deliberate bug per rule of SPEC.md, switched on by naming the rule (``3.2-1``) in
+# MOAT_CONFORMANCE_MUTANT, so the build can show that the conformance kit fails an
+# implementation that breaks it (vectors/rules.ts). Empty: the reference itself.
+MUTANT = os.environ.get("MOAT_CONFORMANCE_MUTANT", "")
+
 # ---------------------------------------------------------------------------------------
 # §2 conventions
 
 
 def well_formed(text: str) -> str:
     """Replaces every unpaired surrogate with U+FFFD (SPEC.md §2)."""
-    if not any(0xD800 <= ord(c) <= 0xDFFF for c in text):
+    if MUTANT == "2-1" or not any(0xD800 <= ord(c) <= 0xDFFF for c in text):
         return text
     return "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in text)
 
 
 def utf8(text: str) -> bytes:
-    return well_formed(text).encode("utf-8")
+    return well_formed(text).encode("utf-8", errors="surrogatepass" if MUTANT == "2-1" else "strict")
 
 
 def lp(items: Iterable[str]) -> bytes:
@@ -107,8 +113,12 @@ def parse_attribution(text: Any) -> Attribution:
         return ProtocolError(code, expected, got)
 
     if not isinstance(text, str):
+        if MUTANT == "3.4-3":
+            raise TypeError("not a string")
         raise err("ERR_ATTRIBUTION_TYPE", "a string", _describe(text))
-    size = len(utf8(text))
+    if MUTANT == "2-5" and not text.startswith(ATTRIBUTION_PREFIX):
+        raise err("ERR_ATTRIBUTION_PREFIX", '"x-moat:" at offset 0', _describe(text[:7]))
+    size = len(text) if MUTANT == "3.2-1" else len(utf8(text))
     if size > 512:
         raise err("ERR_ATTRIBUTION_TOO_LONG", "at most 512 UTF-8 bytes", f"{size} bytes")
     if not text.startswith(ATTRIBUTION_PREFIX):
@@ -145,13 +155,13 @@ def parse_attribution(text: Any) -> Attribution:
             saw_extension = True
             extensions.append((key, value))
         else:
-            if saw_extension or rank < last_rank:
+            if (saw_extension or rank < last_rank) and MUTANT != "3.3-2":
                 raise err("ERR_ATTRIBUTION_FIELD_ORDER", "v, cv, fp, ep before extensions", _describe(key))
             last_rank = rank
             if key == "v":
                 if not _full(r"0|[1-9][0-9]{0,8}", value):
                     raise err("ERR_ATTRIBUTION_FIELD_VALUE", "v as a decimal integer", _describe(value))
-                if int(value) != PROTOCOL_VERSION:
+                if int(value) != PROTOCOL_VERSION and MUTANT != "3.3-1":
                     raise err("ERR_UNSUPPORTED_VERSION", "v=1", f"v={value}")
             if key == "fp" and not _full(r"[0-9a-f]{3}", value):
                 raise err("ERR_ATTRIBUTION_FIELD_VALUE", "fp of 3 lowercase hex digits", _describe(value))
@@ -161,19 +171,35 @@ def parse_attribution(text: Any) -> Attribution:
         pos = end + 1
     if "cv" not in known:
         raise err("ERR_ATTRIBUTION_MISSING_FIELD", 'a "cv" field', "none")
+    if MUTANT == "3.3-3":
+        extensions.sort()
     return Attribution(cv=known["cv"], fp=known.get("fp"), ep=known.get("ep"), extensions=extensions)
 
 
-def serialize_attribution(cv: str, fp: Optional[str] = None, ep: Optional[str] = None, extensions: Iterable = ()) -> str:
-    parts = ["v=1", f"cv={cv}"]
-    if fp is not None:
-        parts.append(f"fp={fp}")
-    if ep is not None:
-        parts.append(f"ep={ep}")
-    for key, value in extensions:
-        if key in KNOWN_ORDER:
-            raise ProtocolError("ERR_ATTRIBUTION_DUPLICATE_FIELD", "extension keys other than v, cv, fp, ep", _describe(key))
+def serialize_attribution(cv: Optional[str], fp: Optional[str] = None, ep: Optional[str] = None, extensions: Iterable = ()) -> str:
+    # §3.4: a value is checked before it is joined, so "1; x=y" cannot inject a field.
+    if cv is None and MUTANT != "3.4-2":
+        raise ProtocolError("ERR_ATTRIBUTION_MISSING_FIELD", 'a "cv" field', "none")
+    parts = ["v=1"]
+
+    def add(key: str, value: Any) -> None:
+        if MUTANT in ("3.4-1", "3.4-2"):
+            value = str(value)
+        elif not isinstance(value, str) or not _full(r"[A-Za-z0-9._+\-]{1,64}", value):
+            raise ProtocolError("ERR_ATTRIBUTION_SYNTAX", "a value [A-Za-z0-9._+-]{1,64}", _describe(value))
         parts.append(f"{key}={value}")
+
+    add("cv", cv)
+    if fp is not None:
+        add("fp", fp)
+    if ep is not None:
+        add("ep", ep)
+    for key, value in extensions:
+        if isinstance(key, str) and key in KNOWN_ORDER:
+            raise ProtocolError("ERR_ATTRIBUTION_DUPLICATE_FIELD", "extension keys other than v, cv, fp, ep", _describe(key))
+        if not isinstance(key, str) or not _full(r"[a-z][a-z0-9_]{0,31}", key):
+            raise ProtocolError("ERR_ATTRIBUTION_SYNTAX", "a key [a-z][a-z0-9_]{0,31}", _describe(key))
+        add(key, value)
     text = f"{ATTRIBUTION_PREFIX} {'; '.join(parts)};"
     parse_attribution(text)
     return text
@@ -189,13 +215,15 @@ ANCHOR = b'"moat_att":"'
 def parse_envelope(value: Any) -> dict:
     if not isinstance(value, str):
         raise ProtocolError("ERR_ENVELOPE_TYPE", "a string", _describe(value))
-    size = len(utf8(value))
+    size = len(value) if MUTANT == "4.1-1" else len(utf8(value))
     if size > 128:
         raise ProtocolError("ERR_ENVELOPE_SYNTAX", "at most 128 UTF-8 bytes", f"{size} bytes")
     parts = value.split(".")
     if len(parts) != 5:
         raise ProtocolError("ERR_ENVELOPE_SYNTAX", "5 dot-separated parts", f"{len(parts)} parts")
     scheme, kid, ts, nonce, stamp = parts
+    if MUTANT == "4.1-2":
+        scheme = scheme.lower()
     if scheme not in ("v1", "r1"):
         if _full(r"v[0-9]+", scheme):
             raise ProtocolError("ERR_UNSUPPORTED_VERSION", "v1 or r1", _describe(scheme))
@@ -253,7 +281,13 @@ def locate_envelope(body: bytes) -> dict:
     stripped = body.lstrip(b" \t\r\n")
     if not stripped.startswith(b"{"):
         return {"status": "malformed", "error": "ERR_BODY_NOT_OBJECT"}
-    members = [off for name, off in _top_level_keys(body) if name == ENVELOPE_MEMBER]
+    if MUTANT == "4.3-1":  # names compared as written, escapes not decoded
+        members = [off for _, off in _top_level_keys(body) if body[off : off + 10] == b'"moat_att"']
+    else:
+        members = [off for name, off in _top_level_keys(body) if name == ENVELOPE_MEMBER]
+    if MUTANT == "4.3-2":  # whitespace after the member tolerated
+        body = body.rstrip(b" \t\r\n")
+        body = body[:-1].rstrip(b" \t\r\n") + b"}"
     if not members:
         return {"status": "missing"}
     if len(members) > 1:
@@ -296,7 +330,8 @@ def _reject_constant(name: str) -> Any:
 
 
 def append_envelope(body: str, envelope: str) -> str:
-    parse_envelope(envelope)
+    if MUTANT != "4.2-2":
+        parse_envelope(envelope)
     if len(body) < 2 or body[0] != "{" or body[-1] != "}":
         raise ProtocolError("ERR_BODY_NOT_OBJECT", "a JSON object text from { to }", _describe(body))
     try:
@@ -305,8 +340,12 @@ def append_envelope(body: str, envelope: str) -> str:
         raise ProtocolError("ERR_BODY_NOT_OBJECT", "a well-formed JSON object text", _describe(body)) from None
     if any(name == ENVELOPE_MEMBER for name, _ in parsed):
         raise ProtocolError("ERR_BODY_HAS_ENVELOPE", "no moat_att member", "one present")
+    if MUTANT == "4.2-2":
+        parse_envelope(envelope)
     member = f'"{ENVELOPE_MEMBER}":"{envelope}"'
     # No members: exactly {member}, so whitespace inside "{ }" cannot unanchor it (§4.3).
+    if MUTANT == "4.2-1" and parsed:  # written first instead of last
+        return f"{{{member},{body[1:]}"
     return f"{{{member}}}" if not parsed else f"{body[:-1]},{member}}}"
 
 
@@ -320,9 +359,12 @@ _TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z\-]{1,32}"
 def request_base(request: dict) -> bytes:
     """SPEC.md §5.3: lp(["moat-req/1", method, authority, path, hex(SHA-256(credential))])."""
     method, authority, path, credential = (request.get(k) for k in ("method", "authority", "path", "credential"))
+    if MUTANT == "5.3-1" and isinstance(method, str):
+        method = method.upper()
     if not isinstance(method, str) or not _full(_TOKEN, method):
         raise ProtocolError("ERR_STAMP_REQUEST", "a method token", _describe(method))
-    if not isinstance(authority, str) or authority == "" or re.search(r"[A-Z\x00-\x20\x7f/?#@]", authority):
+    forbidden = r"[\x00-\x20\x7f/?#@]" if MUTANT == "5.3-6" else r"[A-Z\x00-\x20\x7f/?#@]"
+    if not isinstance(authority, str) or authority == "" or re.search(forbidden, authority):
         raise ProtocolError("ERR_STAMP_REQUEST", "a lowercase authority", _describe(authority))
     if not isinstance(path, str) or not path.startswith("/") or re.search(r"[\x00-\x20\x7f?#]", path):
         raise ProtocolError("ERR_STAMP_REQUEST", "a path without query", _describe(path))
@@ -349,6 +391,8 @@ class _UrlFailure(Exception):
 
 def ascii_lower(text: str) -> str:
     """Lowercases A-Z only (the SPEC never lowercases beyond ASCII)."""
+    if MUTANT == "2-2":
+        return text.lower()
     return text.translate({c: c + 32 for c in range(0x41, 0x5B)})
 
 
@@ -488,11 +532,24 @@ def _ipv6(text: str) -> str:
     return out
 
 
-def _domain_to_ascii(domain: str) -> str:
-    import unicodedata
+# §5.3: besides ASCII a host may hold only the lowercase letters of Latin-1, which UTS #46
+# leaves unchanged; any other international name is refused (the caller's WHATWG URL parser
+# maps it to punycode first), so no mapping table decides an answer.
+_HOST_CODE_POINTS = re.compile("[\x00-\x7f\u00df-\u00f6\u00f8-\u00ff]*")
 
+
+def _domain_to_ascii(domain: str) -> str:
+    if MUTANT == "5.3-3" and not domain.isascii():  # IDNA 2003 from the standard library
+        try:
+            return domain.encode("idna").decode("ascii").lower()
+        except UnicodeError:
+            raise _UrlFailure("idna") from None
+    if not _HOST_CODE_POINTS.fullmatch(domain):
+        raise _UrlFailure("a host outside ASCII and the lowercase Latin-1 letters")
+    if not domain.isascii() and any(ascii_lower(label).startswith("xn--") for label in domain.split(".")):
+        raise _UrlFailure("an xn-- label beside a Latin-1 letter")
     labels = []
-    for label in unicodedata.normalize("NFC", domain.lower()).split("."):
+    for label in ascii_lower(domain).split("."):
         if label.isascii():
             labels.append(label)
         else:
@@ -510,7 +567,7 @@ def _host(text: str) -> str:
         if not text.endswith("]"):
             raise _UrlFailure("ipv6 brackets")
         return "[" + _ipv6(text[1:-1]) + "]"
-    domain = unquote_to_bytes(text).decode("utf-8", errors="replace")
+    domain = unquote_to_bytes(well_formed(text)).decode("utf-8", errors="replace")
     ascii_domain = _domain_to_ascii(domain)
     if any(c in _FORBIDDEN_DOMAIN for c in ascii_domain) or "\ufffd" in ascii_domain:
         raise _UrlFailure("forbidden code point")
@@ -549,7 +606,7 @@ def parse_http_url(url: str) -> tuple:
         if any(c not in "0123456789" for c in port_text) or int(port_text) > 65535:
             raise _UrlFailure("port")
         port = int(port_text)
-        if port == _DEFAULT_PORTS[scheme]:
+        if port == _DEFAULT_PORTS[scheme] and MUTANT != "5.3-2":
             port = None
     return scheme, _host(host_text), port
 
@@ -565,22 +622,25 @@ def authority_of(url: str) -> str:
 
 def credential_of(headers: Iterable) -> str:
     """SPEC.md §5.3: x-api-key (non-empty), else the Bearer token of Authorization, else ""."""
-    values = {name.lower(): value for name, value in headers}
+    values = {ascii_lower(name): value for name, value in headers}
     key = values.get("x-api-key", "").strip(" \t")
     if key:
         return key
-    match = re.fullmatch(r"[ \t]*bearer +(.*?)[ \t]*", values.get("authorization", ""), re.IGNORECASE | re.DOTALL)
+    flags = re.DOTALL if MUTANT == "5.3-4" else re.IGNORECASE | re.DOTALL
+    match = re.fullmatch(r"[ \t]*[Bb]earer +(.*?)[ \t]*" if MUTANT == "5.3-4" else r"[ \t]*bearer +(.*?)[ \t]*", values.get("authorization", ""), flags)
     return match.group(1) if match else ""
 
 
 def compute_stamp(key: bytes, body: bytes, stamp_start: int, stamp_end: int, request: Optional[dict] = None) -> str:
-    if len(key) < 32:
+    if len(key) < 32 and MUTANT != "5.1-1":
         raise ProtocolError("ERR_STAMP_KEY", "a key of at least 32 bytes", f"{len(key)} bytes")
     length = stamp_end - stamp_start
     if stamp_start < 0 or stamp_end > len(body) or length % 2 or not 32 <= length <= 64:
         raise ProtocolError("ERR_ENVELOPE_STAMP", "a 32-64 digit stamp region", f"[{stamp_start}, {stamp_end})")
     prefix = request_base(request) if request is not None else b""
     message = prefix + body[:stamp_start] + b"0" * length + body[stamp_end:]
+    if MUTANT == "5.1-2":
+        return hashlib.sha256(message).hexdigest()[:length]
     return hmac.new(key, message, hashlib.sha256).hexdigest()[:length]
 
 
@@ -617,6 +677,8 @@ def first_user_text(request: Any) -> str:
                 if isinstance(block, dict) and block.get("type") == "text":
                     text = block.get("text")
                     return text if isinstance(text, str) else ""
+        if MUTANT == "6.1-1":  # goes on to a later user message
+            continue
         return ""
     return ""
 
@@ -660,14 +722,14 @@ def parse_block_signature(value: Any) -> dict:
         raise ProtocolError("ERR_SIGNATURE_KID", "a key id", _describe(kid))
     if scope not in ("k", "c"):
         raise ProtocolError("ERR_SIGNATURE_SCOPE", "k or c", _describe(scope))
-    if not _full(r"[A-Za-z0-9_\-]*", sig):
+    if not _full(r"[A-Za-z0-9_\-]*" if MUTANT != "8.2-1" else r"[A-Za-z0-9_\-]+", sig):
         raise ProtocolError("ERR_SIGNATURE_ENCODING", "base64url without padding", _describe(sig))
     n = SIGNATURE_BYTES[alg]
     chars = -(-n * 4 // 3)
     if len(sig) != chars:
         raise ProtocolError("ERR_SIGNATURE_LENGTH", f"{chars} characters", f"{len(sig)} characters")
     raw = base64.urlsafe_b64decode(sig + "=" * (-len(sig) % 4))
-    if _b64url_encode(raw) != sig:
+    if _b64url_encode(raw) != sig and MUTANT != "8.2-2":
         raise ProtocolError("ERR_SIGNATURE_ENCODING", "canonical base64url", _describe(sig))
     return {"alg": alg, "kid": kid, "scope": scope, "sig": raw}
 
@@ -680,7 +742,7 @@ def split_redacted_data(data: str) -> tuple:
     if not data.startswith("ms1."):
         return None, data
     at = data.find(REDACTED_SIGNATURE_SEPARATOR)
-    if at <= 0 or at > 256:
+    if at <= 0 or (at > 256 if MUTANT == "8.1-1" else len(utf8(data[:at])) > 256):
         return None, data
     return data[:at], data[at + 1 :]
 
@@ -714,6 +776,8 @@ def _block_items(block: Any) -> list:
     if kind == "tool_result":
         items = ["b", kind, _s(block.get("tool_use_id"))]
         content = block.get("content")
+        if MUTANT == "8.4-1":
+            return items
         if isinstance(content, str):
             items.append(content)
         elif isinstance(content, list):
@@ -738,14 +802,22 @@ def conversation_digest(messages: list) -> str:
 
 def signing_input(block: Any, ctx: dict) -> bytes:
     kind, content = signed_block_content(block)
+    if ctx["alg"] not in ("hs256", "ed25519") and MUTANT != "8.3-2":
+        raise ProtocolError("ERR_SIGNATURE_ALGORITHM", "hs256 or ed25519", _describe(ctx["alg"]))
+    if not _full(r"[A-Za-z0-9_-]{1,32}", ctx["kid"]) and MUTANT != "8.3-2":
+        raise ProtocolError("ERR_SIGNATURE_KID", "a key id", _describe(ctx["kid"]))
     context = ctx.get("context")
-    scope = "k" if context is None else "c"
-    return lp(["moat-sig/1", ctx["alg"], ctx["kid"], scope, ctx["apiKeyId"], ctx["model"], kind, content, context or ""])
+    scope = "k" if context is None or (MUTANT == "8.3-3" and context == "") else "c"
+    items = ["moat-sig/1", ctx["alg"], ctx["kid"], scope, ctx["apiKeyId"], ctx["model"], kind, content, context or ""]
+    return lp(items[:-1] if MUTANT == "8.3-1" and scope == "k" else items)
 
 
 def sign_hs256(key: bytes, block: Any, ctx: dict) -> str:
-    mac = hmac.new(key, signing_input(block, ctx), hashlib.sha256).digest()
-    scope = "k" if ctx.get("context") is None else "c"
+    data = signing_input(block, ctx)
+    if ctx["alg"] != "hs256":
+        raise ProtocolError("ERR_SIGNATURE_ALGORITHM", "a signing context with alg hs256", _describe(ctx["alg"]))
+    mac = hmac.new(key, data, hashlib.sha256).digest()
+    scope = "k" if ctx.get("context") is None or (MUTANT == "8.3-3" and ctx.get("context") == "") else "c"
     signature = f"ms1.hs256.{ctx['kid']}.{scope}.{_b64url_encode(mac)}"
     parse_block_signature(signature)  # a kid outside §8.2's grammar is refused, never emitted
     return signature
@@ -800,7 +872,7 @@ def parse_gateway_rule_table(table: Any) -> dict:
         rid = rule.get("id")
         if not isinstance(rid, str) or not _full(r"[a-z0-9][a-z0-9\-]{0,31}", rid):
             raise _fail_rules(f"rules[{i}].id", _describe(rid))
-        if rid in ids:
+        if rid in ids and MUTANT != "9-1":
             raise _fail_rules("unique rule ids", f'"{rid}" twice')
         ids.add(rid)
         name = rule.get("name")
@@ -823,12 +895,14 @@ def normalize_host(host_or_url: str) -> str:
         except _UrlFailure:
             return ""
     else:
-        host = re.sub(r":[0-9]+$", "", ascii_lower(host_or_url.strip(" \t")))
+        host = re.sub(r":[0-9]*\Z" if MUTANT == "9-3" else r":[0-9]+\Z", "", ascii_lower(host_or_url.strip(" \t")))
     return host[:-1] if host.endswith(".") else host
 
 
 def _host_matches(host: str, suffix: str) -> bool:
     if suffix.startswith("."):
+        if MUTANT == "9-4":
+            return host.endswith(suffix[1:])
         return host.endswith(suffix) or host == suffix[1:]
     return host == suffix
 
@@ -841,7 +915,8 @@ def detect_gateways(table: dict, headers: Iterable = (), base_url: Optional[str]
         evidence: list = []
         for name in names:
             item = f"header:{name}"
-            if any(name.startswith(p) for p in rule["headerPrefixes"]) and item not in evidence:
+            matches = (p in name if MUTANT == "9-2" else name.startswith(p) for p in rule["headerPrefixes"])
+            if any(matches) and item not in evidence:
                 evidence.append(item)
         if host and any(_host_matches(host, s) for s in rule["hostSuffixes"]):
             evidence.append(f"host:{host}")
@@ -861,7 +936,8 @@ def parse_discovery(doc: Any) -> dict:
     if not isinstance(root, dict):
         raise ProtocolError("ERR_DISCOVERY", 'an object with a "moat" object member', _describe(doc))
     versions = root.get("versions")
-    if not isinstance(versions, list) or not 1 <= len(versions) <= 16 or not all(_is_int(v, 1) for v in versions):
+    least = 0 if MUTANT == "10-1" else 1
+    if not isinstance(versions, list) or not least <= len(versions) <= 16 or not all(_is_int(v, 1) for v in versions):
         raise ProtocolError("ERR_DISCOVERY", '"versions" as positive integers', _describe(versions))
     features = root.get("features", [])
     if not isinstance(features, list) or len(features) > 64 or not all(isinstance(f, str) for f in features):
@@ -884,6 +960,8 @@ def parse_version_header(value: Optional[str]) -> list:
     for part in value.split(","):
         part = part.strip(" \t")
         if not _full(r"[1-9][0-9]{0,3}", part):
+            if MUTANT == "10-2":
+                continue
             return []
         versions.append(int(part))
     return versions
@@ -891,6 +969,8 @@ def parse_version_header(value: Optional[str]) -> list:
 
 def negotiate_version(server: list, client: list) -> Optional[int]:
     common = [v for v in client if v in server]
+    if MUTANT == "10-3":
+        return min(common) if common else None
     return max(common) if common else None
 
 
@@ -910,13 +990,13 @@ def _telemetry_fail(expected: str, got: str) -> ProtocolError:
 
 
 def _tstring(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not value or len(utf8(value)) > 256:
+    if not isinstance(value, str) or not value or (len(value) if MUTANT == "11-3" else len(utf8(value))) > 256:
         raise _telemetry_fail(f"{where} as a string of 1-256 bytes", _describe(value))
     return value
 
 
 def parse_telemetry_batch(batch: Any, byte_length: Optional[int] = None) -> dict:
-    if byte_length is not None and byte_length > 65536:
+    if byte_length is not None and byte_length > 65536 and MUTANT != "11-1":
         raise _telemetry_fail("at most 65536 bytes", f"{byte_length} bytes")
     if not isinstance(batch, dict):
         raise _telemetry_fail("an object", _describe(batch))
@@ -938,6 +1018,8 @@ def parse_telemetry_batch(batch: Any, byte_length: Optional[int] = None) -> dict
         if not _is_int(event.get("ts")):
             raise _telemetry_fail(f"events[{i}].ts as Unix seconds", _describe(event.get("ts")))
         reduced: dict = {"type": kind, "ts": int(event["ts"])}
+        if MUTANT == "11-2" and kind in TELEMETRY_SCHEMAS:  # unknown members kept
+            reduced = {**event, **reduced}
         for member, kind_of, optional in TELEMETRY_SCHEMAS.get(kind, []):
             where = f"events[{i}].{member}"
             if member not in event and optional:

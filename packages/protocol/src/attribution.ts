@@ -174,14 +174,24 @@ export function tryParseAttribution(text: unknown): ParseResult<AttributionBlock
  * ```
  */
 export function serializeAttribution(fields: AttributionFields): string {
-  const parts: string[] = [`v=${PROTOCOL_VERSION}`, `cv=${fields.cv}`];
-  if (fields.fp !== undefined) parts.push(`fp=${fields.fp}`);
-  if (fields.ep !== undefined) parts.push(`ep=${fields.ep}`);
+  // §3.4: a value is checked before it is joined, so "1; x=y" cannot inject a field.
+  if (fields.cv === undefined || fields.cv === null) throw new ProtocolError('ERR_ATTRIBUTION_MISSING_FIELD', 'a "cv" field', 'none');
+  const parts: string[] = [`v=${PROTOCOL_VERSION}`];
+  const add = (key: string, value: unknown) => {
+    if (typeof value !== 'string' || !VALUE_RE.test(value))
+      throw new ProtocolError('ERR_ATTRIBUTION_SYNTAX', 'a value [A-Za-z0-9._+-]{1,64}', describeValue(value));
+    parts.push(`${key}=${value}`);
+  };
+  add('cv', fields.cv);
+  if (fields.fp !== undefined && fields.fp !== null) add('fp', fields.fp);
+  if (fields.ep !== undefined && fields.ep !== null) add('ep', fields.ep);
   for (const [key, value] of fields.extensions ?? []) {
     if (Object.hasOwn(KNOWN_RANK, key)) {
       throw new ProtocolError('ERR_ATTRIBUTION_DUPLICATE_FIELD', 'extension keys other than v, cv, fp, ep', describeValue(key));
     }
-    parts.push(`${key}=${value}`);
+    if (typeof key !== 'string' || !KEY_RE.test(key))
+      throw new ProtocolError('ERR_ATTRIBUTION_SYNTAX', 'a key [a-z][a-z0-9_]{0,31}', describeValue(key));
+    add(key, value);
   }
   const text = `${ATTRIBUTION_PREFIX} ${parts.join('; ')};`;
   // Validate by parsing: one grammar, enforced in one place.

@@ -6,15 +6,15 @@ import { type AttributionFields, parseAttribution, serializeAttribution } from '
 import { appendEnvelope, locateEnvelope, parseEnvelope } from './envelope.js';
 import { ProtocolError } from './errors.js';
 import { fingerprint, fingerprintChars } from './fingerprint.js';
-import { detectGateways, parseGatewayRuleTable } from './gateway.js';
+import { detectGateways, GATEWAY_RULES, parseGatewayRuleTable } from './gateway.js';
 import { describeValue } from './internal/describe.js';
 import { negotiateVersion, parseDiscovery, parseVersionHeader } from './negotiation.js';
 import { firstUserText } from './request.js';
 import { conversationDigest, parseBlockSignature, type SigningContext, serializeBlockSignature, signingInput } from './signature.js';
-import { authorityOf, computeStamp, credentialOf, type RequestComponents, requestBase, verifyStamp } from './stamp.js';
+import { authorityOf, computeStamp, credentialOf, MIN_STAMP_KEY_BYTES, type RequestComponents, requestBase, verifyStamp } from './stamp.js';
 import { errorMessage } from './support/index.js';
 import { parseTelemetryBatch } from './telemetry.js';
-import { toHex, utf8 } from './text.js';
+import { asciiLower, toHex, utf8 } from './text.js';
 
 /** One conformance case: what is sent to the implementation and what must come back. */
 export interface ConformanceCase {
@@ -24,6 +24,8 @@ export interface ConformanceCase {
   readonly expected: Record<string, unknown>;
   /** The vector this case comes from (`file.json#index`); derived cases have none. */
   readonly vector?: string;
+  /** The SPEC.md rules an implementation that fails this case breaks (from `vectors/rules.json`). */
+  readonly rules?: readonly string[];
 }
 
 /** The outcome of one case. */
@@ -31,43 +33,11 @@ export interface ConformanceResult {
   readonly name: string;
   readonly pass: boolean;
   readonly detail?: string;
+  readonly rules?: readonly string[];
 }
 
 // biome-ignore lint/suspicious/noExplicitAny: vector files are schemaless JSON, checked member by member by their own tests
 type Vector = Record<string, any>;
-
-/**
- * The operations of the stdio interface (SPEC.md §15): one per normative function, named
- * `file.op` after the vectors that pin it, with the case members that go in the request
- * and those that make up the answer. `gateway.detect` also gets the built-in rule table.
- */
-export const KIT_OPERATIONS: Readonly<Record<string, { readonly inputs: readonly string[]; readonly outputs: readonly string[] }>> = {
-  'attribution.parse': { inputs: ['input'], outputs: ['valid', 'fields', 'serialized', 'error'] },
-  'attribution.serialize': { inputs: ['fields'], outputs: ['valid', 'serialized', 'error'] },
-  'envelope.parse': { inputs: ['input'], outputs: ['valid', 'envelope', 'error'] },
-  'envelope.locate': {
-    inputs: ['body'],
-    outputs: ['status', 'envelope', 'memberStart', 'valueStart', 'valueEnd', 'stampStart', 'stampEnd', 'error'],
-  },
-  'envelope.append': { inputs: ['body', 'envelope'], outputs: ['valid', 'result', 'error'] },
-  'stamp.compute': { inputs: ['key', 'body', 'request'], outputs: ['valid', 'stamp', 'stamped', 'error'] },
-  'stamp.verify': { inputs: ['key', 'body', 'request'], outputs: ['result', 'valid', 'error'] },
-  'stamp.authority': { inputs: ['url'], outputs: ['authority', 'valid', 'error'] },
-  'stamp.credential': { inputs: ['headers'], outputs: ['credential'] },
-  'stamp.request_base': { inputs: ['request'], outputs: ['valid', 'base', 'error'] },
-  'fingerprint.fingerprint': { inputs: ['request', 'salt', 'version'], outputs: ['text', 'chars', 'fp'] },
-  'signature.parse': { inputs: ['input'], outputs: ['valid', 'signature', 'error'] },
-  'signature.conversation_digest': { inputs: ['messages'], outputs: ['digest'] },
-  'signature.signing_input': { inputs: ['block', 'context'], outputs: ['valid', 'input', 'error'] },
-  'signature.sign_hs256': { inputs: ['key', 'block', 'context'], outputs: ['input', 'signature', 'valid', 'error'] },
-  'signature.verify': { inputs: ['key', 'publicKey', 'block', 'context', 'signature'], outputs: ['input', 'valid', 'error'] },
-  'gateway.detect': { inputs: ['table', 'headers', 'baseUrl'], outputs: ['detections', 'valid', 'error'] },
-  'gateway.table': { inputs: ['table'], outputs: ['valid', 'error'] },
-  'negotiation.discovery': { inputs: ['input'], outputs: ['valid', 'discovery', 'error'] },
-  'negotiation.version_header': { inputs: ['input'], outputs: ['versions'] },
-  'negotiation.negotiate': { inputs: ['server', 'client'], outputs: ['version'] },
-  'telemetry.batch': { inputs: ['input', 'byteLength'], outputs: ['valid', 'batch', 'error'] },
-};
 
 /** The vector files, in the order the kit runs them. */
 export const VECTOR_FILES = [
@@ -80,11 +50,6 @@ export const VECTOR_FILES = [
   'negotiation',
   'telemetry',
 ] as const;
-
-/** Which kit operation a vector case runs through (`verify_ed25519` cases are `signature.verify`). */
-function kitOp(file: string, op: string): string {
-  return file === 'signature' && op === 'verify_ed25519' ? 'signature.verify' : `${file}.${op}`;
-}
 
 function pick(v: Vector, members: readonly string[]): Record<string, unknown> {
   const out: Record<string, unknown> = {};
@@ -105,6 +70,36 @@ export function loadVectors(dir: URL): Array<{ file: string; index: number; vect
   return out;
 }
 
+/** One numbered rule of SPEC.md and what pins it (`vectors/rules.json`, generated by `vectors/rules.ts`). */
+export interface SpecRule {
+  readonly id: string;
+  readonly text: string;
+  /** `kit`: the conformance kit checks it; `deployment`: a client or verifier behaviour, checked by `checkedBy`. */
+  readonly kind: 'kit' | 'deployment';
+  /** For a `kit` rule: the deliberate bug of the Python reference that breaks it. */
+  readonly mutant?: string;
+  /** The kit cases an implementation breaking the rule (its mutant in the Python reference) fails. */
+  readonly cases: readonly string[];
+  readonly checkedBy?: readonly string[];
+}
+
+/** The rules of `vectors/rules.json` (none when the file is absent). */
+export function loadRules(dir: URL): SpecRule[] {
+  try {
+    return (JSON.parse(readFileSync(new URL('rules.json', dir), 'utf8')) as { rules: SpecRule[] }).rules;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw error;
+  }
+}
+
+/** Case name → the rules whose mutant fails it. */
+function caseRules(dir: URL): (name: string) => readonly string[] {
+  const byCase = new Map<string, string[]>();
+  for (const rule of loadRules(dir)) for (const name of rule.cases) byCase.set(name, [...(byCase.get(name) ?? []), rule.id]);
+  return (name) => byCase.get(name) ?? [];
+}
+
 /**
  * The cases of the stdio conformance interface (SPEC.md §15): every case of every vector
  * file, through the operation that pins it, expecting the whole answer; and for every
@@ -115,20 +110,20 @@ export function loadVectors(dir: URL): Array<{ file: string; index: number; vect
 export function conformanceCases(vectorsDir: URL): ConformanceCase[] {
   const cases: ConformanceCase[] = [];
   const all = loadVectors(vectorsDir);
-  const builtIn = all.find((x) => x.file === 'gateway' && x.vector.op === 'table')?.vector.table;
+  const rulesOf = caseRules(vectorsDir);
   for (const { file, index, vector: v } of all) {
-    const op = kitOp(file, v.op);
-    const spec = KIT_OPERATIONS[op];
-    if (spec === undefined) throw new Error(`${file}.json#${index}: no kit operation for op ${v.op}`);
-    const request: Record<string, unknown> = { op, ...pick(v, spec.inputs) };
-    if (op === 'gateway.detect') request.table = builtIn;
-    cases.push({ name: `${op}: ${v.name}`, request, expected: pick(v, spec.outputs), vector: `${file}.json#${index}` });
-    if (v.op === 'sign_hs256') cases.push(...derivedVerifyCases(v));
+    const [op, spec] = operationOf(file, v.op);
+    const request: Record<string, unknown> = { op, ...pick(v, spec.inputs), ...spec.fixed };
+    const vector = `${file}.json#${index}`;
+    const name = `${op}: ${v.name}`;
+    cases.push({ name, request, expected: pick(v, spec.outputs), vector, rules: rulesOf(name) });
+    for (const d of spec.derive?.(v) ?? []) cases.push({ ...d, rules: rulesOf(d.name) });
   }
   return cases;
 }
 
 function derivedVerifyCases(v: Vector): ConformanceCase[] {
+  if (typeof v.signature !== 'string') return []; // a context that cannot sign: nothing to verify
   const base = { op: 'signature.verify', key: v.key, block: v.block, context: v.context };
   const [prefix, alg, kid, scope, sig] = String(v.signature).split('.') as [string, string, string, string, string];
   const mac = createHmac('sha256', Buffer.from(v.key, 'hex')).update(Buffer.from(v.input, 'hex')).digest();
@@ -177,11 +172,17 @@ export function canonicalJson(value: unknown): string {
  */
 export function compareAnswer(c: ConformanceCase, answer: Record<string, unknown> | undefined, missing = 'no answer'): ConformanceResult {
   if (answer === undefined || answer === null || typeof answer !== 'object' || Array.isArray(answer))
-    return { name: c.name, pass: false, detail: missing };
+    return { name: c.name, pass: false, detail: missing, ...(c.rules === undefined || c.rules.length === 0 ? {} : { rules: c.rules }) };
   const { id: _id, ...rest } = answer;
   const got = canonicalJson(rest);
   const want = canonicalJson(c.expected);
-  return got === want ? { name: c.name, pass: true } : { name: c.name, pass: false, detail: `expected ${want}, got ${got}` };
+  if (got === want) return { name: c.name, pass: true };
+  return {
+    name: c.name,
+    pass: false,
+    detail: `expected ${want}, got ${got}`,
+    ...(c.rules === undefined || c.rules.length === 0 ? {} : { rules: c.rules }),
+  };
 }
 
 /** A conformance request with a member the interface cannot read. */
@@ -212,128 +213,257 @@ function validOrError(fn: () => Record<string, unknown>): Record<string, unknown
   }
 }
 
-/** The answer of one operation (the request's members already checked for type where it matters). */
-function answerOp(op: string, req: Record<string, unknown>): Record<string, unknown> {
-  switch (op) {
-    case 'attribution.parse':
-      return validOrError(() => {
+type Answer = Record<string, unknown>;
+
+/** One operation of the stdio interface (SPEC.md §15): the only place an operation is defined. */
+export interface KitOperation {
+  /** Case members that go in the request. */
+  readonly inputs: readonly string[];
+  /** Case members that make up the expected answer. */
+  readonly outputs: readonly string[];
+  /** Vector ops of the same file, other than the one it is named after, that run through it. */
+  readonly alsoRuns?: readonly string[];
+  /** Members every request of this operation carries whatever the vector holds. */
+  readonly fixed?: Readonly<Record<string, unknown>>;
+  /** The TypeScript implementation's answer (never throws anything but ProtocolError and ConformanceRequestError). */
+  readonly answer: (req: Answer) => Answer;
+  /** Further cases derived from each vector of this operation. */
+  readonly derive?: (vector: Vector) => ConformanceCase[];
+}
+
+/** `validOrError`, with `valid: true` left out of a successful answer (operations whose vectors omit it then). */
+function orError(fn: () => Answer): Answer {
+  const out = validOrError(fn);
+  if (out.valid !== true) return out;
+  const { valid: _valid, ...rest } = out;
+  return rest;
+}
+
+function stampCompute(req: Answer): Answer {
+  const body = utf8(text(req.body, 'body'));
+  const loc = foundEnvelope(body);
+  // §15 order: location, then the key, then (r1) the request base.
+  const key = hexBytes(req.key, 'key');
+  checkStampKey(key);
+  const request = loc.envelope.binding === 'request' ? requestComponents(req.request) : undefined;
+  const stamp = computeStamp(key, body, loc.stampStart, loc.stampEnd, request);
+  const stamped = new Uint8Array(body);
+  stamped.set(utf8(stamp), loc.stampStart);
+  return { stamp, stamped: new TextDecoder().decode(stamped) };
+}
+
+function stampVerify(req: Answer): Answer {
+  const body = utf8(text(req.body, 'body'));
+  const loc = locateEnvelope(body);
+  if (loc.status !== 'found') return { result: loc.status };
+  const key = hexBytes(req.key, 'key');
+  try {
+    checkStampKey(key);
+    const request = loc.envelope.binding === 'request' ? requestComponents(req.request) : undefined;
+    return { result: verifyStamp(key, body, loc.stampStart, loc.stampEnd, request) ? 'valid' : 'invalid' };
+  } catch (error) {
+    // §5.3: an r1 stamp that cannot be checked against a request is invalid.
+    if (error instanceof ProtocolError && error.code === 'ERR_STAMP_REQUEST') return { result: 'invalid' };
+    throw error;
+  }
+}
+
+function signHs256(req: Answer): Answer {
+  const context = signingContext(req.context);
+  const input = signingInput(req.block, context);
+  if (context.alg !== 'hs256')
+    throw new ProtocolError('ERR_SIGNATURE_ALGORITHM', 'a signing context with alg hs256', describeValue(context.alg));
+  const mac = createHmac('sha256', hexBytes(req.key, 'key')).update(input).digest();
+  const scope = context.context === undefined ? 'k' : 'c';
+  return { input: toHex(input), signature: serializeBlockSignature({ alg: 'hs256', kid: context.kid, scope, sig: mac }) };
+}
+
+function signatureVerify(req: Answer): Answer {
+  let input: Uint8Array;
+  let context: SigningContext;
+  try {
+    context = signingContext(req.context);
+    input = signingInput(req.block, context);
+  } catch (error) {
+    if (error instanceof ProtocolError) return { valid: false, error: error.code };
+    throw error;
+  }
+  return { input: toHex(input), valid: verifiesAs(req, context, input) };
+}
+
+function gatewayDetect(req: Answer): Answer {
+  return orError(() => {
+    const table = parseGatewayRuleTable(req.table);
+    if (!Array.isArray(req.headers)) throw new ConformanceRequestError('headers', 'an array of [name, value] pairs', req.headers);
+    const baseUrl = req.baseUrl === undefined ? {} : { baseUrl: text(req.baseUrl, 'baseUrl') };
+    return { detections: detectGateways({ headers: req.headers as Array<[string, string]>, ...baseUrl }, table) };
+  });
+}
+
+/**
+ * The operations of the stdio interface (SPEC.md §15), one row each: named `file.op` after
+ * the vectors that pin it, the case members that go in the request and those that make up
+ * the answer, and the TypeScript answer. Adding an operation is adding a row (and its
+ * vectors); the kit, the verifier's HTTP form, the differential test and every count derive
+ * from this table.
+ */
+export const KIT_OPERATIONS: Readonly<Record<string, KitOperation>> = {
+  'attribution.parse': {
+    inputs: ['input'],
+    outputs: ['valid', 'fields', 'serialized', 'error'],
+    answer: (req) =>
+      validOrError(() => {
         const block = parseAttribution(req.input);
         return { fields: { ...block, extensions: block.extensions.map(([k, v]) => [k, v]) }, serialized: serializeAttribution(block) };
-      });
-    case 'attribution.serialize':
+      }),
+  },
+  'attribution.serialize': {
+    inputs: ['fields'],
+    outputs: ['valid', 'serialized', 'error'],
+    answer: (req) => {
+      if (typeof req.fields !== 'object' || req.fields === null || Array.isArray(req.fields))
+        throw new ConformanceRequestError('fields', 'an object', req.fields);
       return validOrError(() => ({ serialized: serializeAttribution(req.fields as AttributionFields) }));
-    case 'envelope.parse':
-      return validOrError(() => ({ envelope: parseEnvelope(req.input) }));
-    case 'envelope.locate': {
+    },
+  },
+  'envelope.parse': {
+    inputs: ['input'],
+    outputs: ['valid', 'envelope', 'error'],
+    answer: (req) => validOrError(() => ({ envelope: parseEnvelope(req.input) })),
+  },
+  'envelope.locate': {
+    inputs: ['body'],
+    outputs: ['status', 'envelope', 'memberStart', 'valueStart', 'valueEnd', 'stampStart', 'stampEnd', 'error'],
+    answer: (req) => {
       const loc = locateEnvelope(utf8(text(req.body, 'body')));
       if (loc.status === 'found') {
         const { status, envelope, memberStart, valueStart, valueEnd, stampStart, stampEnd } = loc;
         return { status, envelope, memberStart, valueStart, valueEnd, stampStart, stampEnd };
       }
       return loc.status === 'missing' ? { status: 'missing' } : { status: loc.status, error: loc.error.code };
-    }
-    case 'envelope.append':
-      return validOrError(() => ({ result: appendEnvelope(text(req.body, 'body'), text(req.envelope, 'envelope')) }));
-    case 'stamp.compute':
-      return validOrError(() => {
-        const body = utf8(text(req.body, 'body'));
-        const loc = foundEnvelope(body);
-        const request = loc.envelope.binding === 'request' ? requestComponents(req.request) : undefined;
-        const stamp = computeStamp(hexBytes(req.key, 'key'), body, loc.stampStart, loc.stampEnd, request);
-        const stamped = new Uint8Array(body);
-        stamped.set(utf8(stamp), loc.stampStart);
-        return { stamp, stamped: new TextDecoder().decode(stamped) };
-      });
-    case 'stamp.verify': {
-      const body = utf8(text(req.body, 'body'));
-      const loc = locateEnvelope(body);
-      if (loc.status !== 'found') return { result: loc.status };
-      const bound = loc.envelope.binding === 'request';
-      if (bound && req.request === undefined) return { result: 'invalid' };
-      try {
-        const request = bound ? requestComponents(req.request) : undefined;
-        return { result: verifyStamp(hexBytes(req.key, 'key'), body, loc.stampStart, loc.stampEnd, request) ? 'valid' : 'invalid' };
-      } catch (error) {
-        if (error instanceof ProtocolError)
-          return error.code === 'ERR_STAMP_REQUEST' ? { result: 'invalid' } : { valid: false, error: error.code };
-        throw error;
-      }
-    }
-    case 'stamp.authority': {
-      const out = validOrError(() => ({ authority: authorityOf(text(req.url, 'url')) }));
-      return out.valid === true ? { authority: out.authority } : out;
-    }
-    case 'stamp.credential': {
+    },
+  },
+  'envelope.append': {
+    inputs: ['body', 'envelope'],
+    outputs: ['valid', 'result', 'error'],
+    answer: (req) => validOrError(() => ({ result: appendEnvelope(text(req.body, 'body'), text(req.envelope, 'envelope')) })),
+  },
+  'stamp.compute': {
+    inputs: ['key', 'body', 'request'],
+    outputs: ['valid', 'stamp', 'stamped', 'error'],
+    answer: (req) => validOrError(() => stampCompute(req)),
+  },
+  'stamp.verify': { inputs: ['key', 'body', 'request'], outputs: ['result', 'valid', 'error'], answer: stampVerify },
+  'stamp.authority': {
+    inputs: ['url'],
+    outputs: ['authority', 'valid', 'error'],
+    answer: (req) => orError(() => ({ authority: authorityOf(text(req.url, 'url')) })),
+  },
+  'stamp.credential': {
+    inputs: ['headers'],
+    outputs: ['credential'],
+    answer: (req) => {
       if (!Array.isArray(req.headers)) throw new ConformanceRequestError('headers', 'an array of [name, value] pairs', req.headers);
       const headers = req.headers as Array<[string, string]>;
       return { credential: credentialOf((name) => headerValue(headers, name)) };
-    }
-    case 'stamp.request_base':
-      return validOrError(() => ({ base: toHex(requestBase(req.request as RequestComponents)) }));
-    case 'fingerprint.fingerprint': {
+    },
+  },
+  'stamp.request_base': {
+    inputs: ['request'],
+    outputs: ['valid', 'base', 'error'],
+    answer: (req) => validOrError(() => ({ base: toHex(requestBase(requestComponents(req.request))) })),
+  },
+  'fingerprint.fingerprint': {
+    inputs: ['request', 'salt', 'version'],
+    outputs: ['text', 'chars', 'fp'],
+    answer: (req) => {
       const t = firstUserText(req.request);
       const options = { salt: text(req.salt, 'salt'), version: text(req.version, 'version') };
       return { text: t, chars: fingerprintChars(t), fp: fingerprint(t, options) };
-    }
-    case 'signature.parse':
-      return validOrError(() => {
+    },
+  },
+  'signature.parse': {
+    inputs: ['input'],
+    outputs: ['valid', 'signature', 'error'],
+    answer: (req) =>
+      validOrError(() => {
         const sig = parseBlockSignature(req.input);
         return { signature: { alg: sig.alg, kid: sig.kid, scope: sig.scope, sig: toHex(sig.sig) } };
-      });
-    case 'signature.conversation_digest':
+      }),
+  },
+  'signature.conversation_digest': {
+    inputs: ['messages'],
+    outputs: ['digest'],
+    answer: (req) => {
       if (!Array.isArray(req.messages)) throw new ConformanceRequestError('messages', 'an array', req.messages);
       return { digest: conversationDigest(req.messages) };
-    case 'signature.signing_input':
-      return validOrError(() => ({ input: toHex(signingInput(req.block, signingContext(req.context))) }));
-    case 'signature.sign_hs256': {
-      const out = validOrError(() => {
-        const context = signingContext(req.context);
-        const input = signingInput(req.block, context);
-        const mac = createHmac('sha256', hexBytes(req.key, 'key')).update(input).digest();
-        const scope = context.context === undefined ? 'k' : 'c';
-        return { input: toHex(input), signature: serializeBlockSignature({ alg: 'hs256', kid: context.kid, scope, sig: mac }) };
-      });
-      return out.valid === true ? { input: out.input, signature: out.signature } : out;
-    }
-    case 'signature.verify': {
-      let input: Uint8Array;
-      let context: SigningContext;
-      try {
-        context = signingContext(req.context);
-        input = signingInput(req.block, context);
-      } catch (error) {
-        if (error instanceof ProtocolError) return { valid: false, error: error.code };
-        throw error;
-      }
-      return { input: toHex(input), valid: verifiesAs(req, context, input) };
-    }
-    case 'gateway.detect': {
-      const out = validOrError(() => {
-        const table = parseGatewayRuleTable(req.table);
-        if (!Array.isArray(req.headers)) throw new ConformanceRequestError('headers', 'an array of [name, value] pairs', req.headers);
-        const baseUrl = req.baseUrl === undefined ? {} : { baseUrl: text(req.baseUrl, 'baseUrl') };
-        return { detections: detectGateways({ headers: req.headers as Array<[string, string]>, ...baseUrl }, table) };
-      });
-      return out.valid === true ? { detections: out.detections } : out;
-    }
-    case 'gateway.table':
-      return validOrError(() => {
+    },
+  },
+  'signature.signing_input': {
+    inputs: ['block', 'context'],
+    outputs: ['valid', 'input', 'error'],
+    answer: (req) => validOrError(() => ({ input: toHex(signingInput(req.block, signingContext(req.context))) })),
+  },
+  'signature.sign_hs256': {
+    inputs: ['key', 'block', 'context'],
+    outputs: ['input', 'signature', 'valid', 'error'],
+    answer: (req) => orError(() => signHs256(req)),
+    derive: derivedVerifyCases,
+  },
+  'signature.verify': {
+    inputs: ['key', 'publicKey', 'block', 'context', 'signature'],
+    outputs: ['input', 'valid', 'error'],
+    alsoRuns: ['verify_ed25519'],
+    answer: signatureVerify,
+  },
+  'gateway.detect': {
+    inputs: ['headers', 'baseUrl'],
+    outputs: ['detections', 'valid', 'error'],
+    fixed: { table: GATEWAY_RULES },
+    answer: gatewayDetect,
+  },
+  'gateway.table': {
+    inputs: ['table'],
+    outputs: ['valid', 'error'],
+    answer: (req) =>
+      validOrError(() => {
         parseGatewayRuleTable(req.table);
         return {};
-      });
-    case 'negotiation.discovery':
-      return validOrError(() => ({ discovery: parseDiscovery(req.input) }));
-    case 'negotiation.version_header':
-      return { versions: parseVersionHeader(req.input === null ? null : text(req.input, 'input')) };
-    case 'negotiation.negotiate':
-      return { version: negotiateVersion(integers(req.server, 'server'), integers(req.client, 'client')) ?? null };
-    case 'telemetry.batch': {
+      }),
+  },
+  'negotiation.discovery': {
+    inputs: ['input'],
+    outputs: ['valid', 'discovery', 'error'],
+    answer: (req) => validOrError(() => ({ discovery: parseDiscovery(req.input) })),
+  },
+  'negotiation.version_header': {
+    inputs: ['input'],
+    outputs: ['versions'],
+    answer: (req) => ({ versions: parseVersionHeader(req.input === null ? null : text(req.input, 'input')) }),
+  },
+  'negotiation.negotiate': {
+    inputs: ['server', 'client'],
+    outputs: ['version'],
+    answer: (req) => ({ version: negotiateVersion(integers(req.server, 'server'), integers(req.client, 'client')) ?? null }),
+  },
+  'telemetry.batch': {
+    inputs: ['input', 'byteLength'],
+    outputs: ['valid', 'batch', 'error'],
+    answer: (req) => {
       const byteLength = req.byteLength === undefined ? undefined : integers([req.byteLength], 'byteLength')[0];
       return validOrError(() => ({ batch: parseTelemetryBatch(req.input, byteLength) }));
-    }
-    default:
-      throw new ConformanceRequestError('op', `one of ${Object.keys(KIT_OPERATIONS).join(', ')}`, op);
-  }
+    },
+  },
+};
+
+/** The operation a vector case runs through: `file.op`, or the row of that file that also runs `op`. */
+function operationOf(file: string, op: string): [string, KitOperation] {
+  const named = `${file}.${op}`;
+  const row = Object.hasOwn(KIT_OPERATIONS, named) ? KIT_OPERATIONS[named] : undefined;
+  if (row !== undefined) return [named, row];
+  for (const [name, spec] of Object.entries(KIT_OPERATIONS))
+    if (name.startsWith(`${file}.`) && spec.alsoRuns?.includes(op)) return [name, spec];
+  throw new Error(`${file}.json: no kit operation runs op ${op}`);
 }
 
 /** The found envelope of a body, or the error `stamp.compute` answers with (§15). */
@@ -342,6 +472,12 @@ function foundEnvelope(body: Uint8Array): Extract<ReturnType<typeof locateEnvelo
   if (loc.status === 'found') return loc;
   if (loc.status === 'missing') throw new ProtocolError('ERR_ENVELOPE_MISSING', 'a body with an envelope', 'none');
   throw loc.error;
+}
+
+/** §5.1: a stamping key of at least 32 bytes, checked before the request base (§15's order). */
+function checkStampKey(key: Uint8Array): void {
+  if (key.length < MIN_STAMP_KEY_BYTES)
+    throw new ProtocolError('ERR_STAMP_KEY', `a key of at least ${MIN_STAMP_KEY_BYTES} bytes`, `${key.length} bytes`);
 }
 
 function requestComponents(value: unknown): RequestComponents {
@@ -366,7 +502,7 @@ function integers(value: unknown, what: string): number[] {
 
 /** The first value of header `name` (compared case-insensitively), repeated ones joined with `, `. */
 function headerValue(headers: ReadonlyArray<readonly [string, string]>, name: string): string | undefined {
-  const values = headers.filter(([n]) => typeof n === 'string' && n.toLowerCase() === name).map(([, v]) => String(v));
+  const values = headers.filter(([n]) => typeof n === 'string' && asciiLower(n) === name).map(([, v]) => String(v));
   return values.length === 0 ? undefined : values.join(', ');
 }
 
@@ -402,7 +538,10 @@ export function answerConformanceRequest(request: unknown): Record<string, unkno
     if (typeof request !== 'object' || request === null || Array.isArray(request))
       throw new ConformanceRequestError('request', 'an object', request);
     const req = request as Record<string, unknown>;
-    return answerOp(String(req.op), req);
+    const op = KIT_OPERATIONS[String(req.op)];
+    if (op === undefined || !Object.hasOwn(KIT_OPERATIONS, String(req.op)))
+      throw new ConformanceRequestError('op', `one of ${Object.keys(KIT_OPERATIONS).join(', ')}`, req.op);
+    return op.answer(req);
   } catch (error) {
     if (error instanceof ProtocolError) return { valid: false, error: error.code };
     return { error: error instanceof ConformanceRequestError ? error.message : `ERR_CONFORMANCE_REQUEST: ${errorMessage(error)}` };

@@ -1,6 +1,7 @@
 import { type ParseResult, ProtocolError, toResult } from './errors.js';
 import { describeValue } from './internal/describe.js';
-import { utf8Length } from './text.js';
+import { parseHttpUrl } from './internal/http-url.js';
+import { asciiLower, utf8Length } from './text.js';
 
 /** One known AI gateway: header-name prefixes it adds and hosts it is served from. */
 export interface GatewayRule {
@@ -165,11 +166,6 @@ function hostMatches(host: string, suffix: string): boolean {
   return host === suffix;
 }
 
-/** Lowercases A-Z only: header names and hosts are ASCII, and Unicode case mapping differs between languages. */
-function asciiLower(text: string): string {
-  return text.replace(/[A-Z]+/g, (m) => m.toLowerCase());
-}
-
 /**
  * The host of a base URL, or of a bare `host[:port]`, without port or one trailing dot
  * (§9): a value containing `://` is parsed by the WHATWG URL Standard (http and https
@@ -179,13 +175,9 @@ function asciiLower(text: string): string {
 export function normalizeHost(hostOrUrl: string): string {
   let host: string;
   if (hostOrUrl.includes('://')) {
-    try {
-      const url = new URL(hostOrUrl);
-      if (url.protocol !== 'http:' && url.protocol !== 'https:') return '';
-      host = url.hostname;
-    } catch {
-      return '';
-    }
+    const url = parseHttpUrl(hostOrUrl);
+    if (url === undefined) return '';
+    host = url.hostname;
   } else {
     host = asciiLower(hostOrUrl.replace(/^[ \t]+|[ \t]+$/g, '')).replace(/:[0-9]+$/, '');
   }

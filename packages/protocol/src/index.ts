@@ -22,4 +22,4 @@ export * from './telemetry.js';
 export { codePointAt, toHex, utf8, utf8Length } from './text.js';
 
 /** Version of the specification this package implements; equals `specVersion` in the vectors. */
-export const SPEC_VERSION = '1.1.0';
+export const SPEC_VERSION = '1.1.1';

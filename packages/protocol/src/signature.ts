@@ -132,12 +132,13 @@ export const REDACTED_SIGNATURE_SEPARATOR = '~';
 /**
  * Splits a `redacted_thinking` block's `data` into Moat's signature and the original data
  * (§8.1): `data = signature "~" original` when it starts with `ms1.` and has a `~` within
- * its first 257 characters; otherwise there is no signature and the data is the original.
+ * its first 257 UTF-8 bytes; otherwise there is no signature and the data is the original.
  */
 export function splitRedactedData(data: string): { readonly signature?: string; readonly data: string } {
   if (!data.startsWith('ms1.')) return { data };
   const at = data.indexOf(REDACTED_SIGNATURE_SEPARATOR);
-  if (at <= 0 || at > 256) return { data };
+  // "Within its first 257 bytes": the signature before it is at most 256 UTF-8 bytes (§8.2).
+  if (at <= 0 || utf8Length(data.slice(0, at)) > 256) return { data };
   return { signature: data.slice(0, at), data: data.slice(at + 1) };
 }
 
@@ -264,6 +265,11 @@ export interface SigningContext {
  */
 export function signingInput(block: unknown, ctx: SigningContext): Uint8Array {
   const { type, content } = signedBlockContent(block);
+  // §8.3: a context names an algorithm and key id a signature can carry (§8.2).
+  if (ctx.alg !== 'hs256' && ctx.alg !== 'ed25519')
+    throw new ProtocolError('ERR_SIGNATURE_ALGORITHM', 'hs256 or ed25519', describeValue(ctx.alg));
+  if (!KEY_ID_PATTERN.test(ctx.kid))
+    throw new ProtocolError('ERR_SIGNATURE_KID', 'a key id matching [A-Za-z0-9_-]{1,32}', describeValue(ctx.kid));
   const scope: SignatureScope = ctx.context === undefined ? 'k' : 'c';
   return lengthPrefixed(['moat-sig/1', ctx.alg, ctx.kid, scope, ctx.apiKeyId, ctx.model, type, content, ctx.context ?? '']);
 }

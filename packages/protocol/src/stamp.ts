@@ -2,8 +2,9 @@ import { createHash, createHmac, type KeyObject } from 'node:crypto';
 import { MAX_STAMP_HEX_LENGTH, MIN_STAMP_HEX_LENGTH } from './envelope.js';
 import { ProtocolError } from './errors.js';
 import { describeValue } from './internal/describe.js';
+import { parseHttpUrl } from './internal/http-url.js';
 import { lengthPrefixed } from './signature.js';
-import { toHex } from './text.js';
+import { asciiLower, toHex } from './text.js';
 
 /** Shortest stamping key accepted: 256 bits, the HMAC-SHA-256 block-size sweet spot. */
 export const MIN_STAMP_KEY_BYTES = 32;
@@ -61,14 +62,9 @@ export function requestBase(request: RequestComponents): Uint8Array {
  * @throws {ProtocolError} `ERR_STAMP_REQUEST` for text that is not an http(s) URL with a host.
  */
 export function authorityOf(url: string | URL): string {
-  let parsed: URL;
-  try {
-    parsed = typeof url === 'string' ? new URL(url) : url;
-  } catch {
-    throw new ProtocolError('ERR_STAMP_REQUEST', 'an absolute http(s) URL', describeValue(String(url)));
-  }
-  if ((parsed.protocol !== 'http:' && parsed.protocol !== 'https:') || parsed.host === '')
-    throw new ProtocolError('ERR_STAMP_REQUEST', 'an http(s) URL with a host', describeValue(parsed.href));
+  const parsed = typeof url === 'string' ? parseHttpUrl(url) : parseHttpUrl(url.href);
+  if (parsed === undefined)
+    throw new ProtocolError('ERR_STAMP_REQUEST', 'an http(s) URL with an ASCII or Latin-1 host', describeValue(String(url)));
   return parsed.host;
 }
 
@@ -108,7 +104,7 @@ export function receivedRequestComponents(input: {
   const path = query === -1 ? input.target : input.target.slice(0, query);
   return {
     method: input.method,
-    authority: (input.authority ?? header('host') ?? '').toLowerCase(),
+    authority: asciiLower(input.authority ?? header('host') ?? ''),
     path: path === '' ? '/' : path,
     credential: credentialOf(header),
   };

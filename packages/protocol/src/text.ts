@@ -58,3 +58,11 @@ export function codePointAt(text: string, index: number): string | undefined {
   }
   return undefined;
 }
+
+/**
+ * Lowercases `A`–`Z` only (SPEC.md §2): header names and hosts are ASCII, and Unicode case
+ * mapping differs between languages (`toLowerCase` maps the Kelvin sign U+212A to `k`).
+ */
+export function asciiLower(text: string): string {
+  return text.replace(/[A-Z]+/g, (m) => m.toLowerCase());
+}

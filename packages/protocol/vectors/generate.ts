@@ -446,10 +446,7 @@ function requestBoundStampCases(): Case[] {
     ['authority: a percent-encoded space is refused', 'https://api%20example.com/'],
     ['authority: another scheme is refused', 'ftp://api.example.com/'],
   ];
-  for (const [name, url] of hard) {
-    const r = attempt(() => p.authorityOf(url));
-    cases.push(r.ok ? { name, op: 'authority', url, authority: r.value } : { name, op: 'authority', url, valid: false, error: r.error });
-  }
+  for (const [name, url] of hard) cases.push(authorityCase(name, url));
 
   const credential: Array<[string, Array<[string, string]>]> = [
     ['credential: x-api-key', [['x-api-key', 'sk-ant-test-0001']]],
@@ -1164,26 +1161,312 @@ function telemetryCases(): Case[] {
 }
 
 // ---------------------------------------------------------------------------------------
+// 1.1.1: cases that pin what an implementation from SPEC.md alone had to guess, and the
+// rules a plausible wrong implementation broke without failing a case. Appended after the
+// 1.1.0 cases of each file: cases are never edited in place.
+
+function outcome(fn: () => unknown, ok: (value: never) => Record<string, unknown>): Record<string, unknown> {
+  const r = attempt(fn);
+  return r.ok ? { valid: true, ...ok(r.value as never) } : { valid: false, error: r.error };
+}
+
+function attribution111(): Case[] {
+  const parse: Array<[string, unknown]> = [
+    ['extension fields out of key order stay in wire order', 'x-moat: v=1; cv=1.4.2; zz=1; build=abc;'],
+    ['over 512 bytes and a wrong prefix: the length is checked first', `X-Moat: v=1; cv=${'1'.repeat(600)};`],
+  ];
+  const serialize: Array<[string, Record<string, unknown>]> = [
+    ['serialize refuses a cv that would inject a field', { cv: '1; x=y' }],
+    ['serialize refuses fields without cv', { fp: 'a3f' }],
+    ['serialize refuses a null cv', { cv: null }],
+    ['serialize refuses an extension value that would inject a field', { cv: '1', extensions: [['a', '1; b=2']] }],
+    ['serialize refuses an extension key outside the grammar', { cv: '1', extensions: [['A', '1']] }],
+    ['serialize leaves out a null fp', { cv: '1', fp: null }],
+    ['serialize refuses a block over 512 bytes', { cv: '1', extensions: Array.from({ length: 9 }, (_, i) => [`k${i}`, 'v'.repeat(60)]) }],
+  ];
+  return [
+    ...parse.map(([name, input]) => ({
+      name,
+      op: 'parse',
+      input,
+      ...outcome(
+        () => p.parseAttribution(input),
+        (b: p.AttributionBlock) => ({
+          fields: { ...b, extensions: b.extensions.map(([k, v]) => [k, v]) },
+          serialized: p.serializeAttribution(b),
+        }),
+      ),
+    })),
+    ...serialize.map(([name, fields]) => ({
+      name,
+      op: 'serialize',
+      fields,
+      ...outcome(
+        () => p.serializeAttribution(fields as unknown as p.AttributionFields),
+        (serialized: string) => ({ serialized }),
+      ),
+    })),
+  ];
+}
+
+function envelope111(): Case[] {
+  const parse: Array<[string, unknown]> = [
+    ['over 128 bytes in fewer than 128 characters', `v1.${'é'.repeat(40)}.1764000000.9f2c4e7a1b3d5c6f.${STAMP32}`],
+    ['a scheme in capitals is not v1', `V1.k2026a.1764000000.9f2c4e7a1b3d5c6f.${STAMP32}`],
+    ['ts is the integer its digits spell', `v1.k2026a.0000000001.9f2c4e7a1b3d5c6f.${STAMP32}`],
+  ];
+  const cases: Case[] = parse.map(([name, input]) => ({
+    name,
+    op: 'parse',
+    input,
+    ...outcome(
+      () => p.parseEnvelope(input),
+      (envelope: unknown) => ({ envelope }),
+    ),
+  }));
+  const body = '[1]';
+  const envelope = `v1.k2026a.1764000000.9f2c4e7a1b3d5c6f.${STAMP32.slice(2)}`;
+  cases.push({
+    name: 'a bad envelope and a body that is not an object: the envelope is checked first',
+    op: 'append',
+    body,
+    envelope,
+    ...outcome(
+      () => p.appendEnvelope(body, envelope),
+      (result: string) => ({ result }),
+    ),
+  });
+  return cases;
+}
+
+function stamp111(): Case[] {
+  const shortKey = '07'.repeat(16);
+  const r1 = r1Body('order of checks');
+  const cases: Case[] = [
+    {
+      name: 'a short key and an r1 envelope without request: the key is checked first',
+      op: 'compute',
+      key: shortKey,
+      body: r1,
+      valid: false,
+      error: 'ERR_STAMP_KEY',
+    },
+    {
+      name: 'a short key and an r1 envelope without request: the key is checked first',
+      op: 'verify',
+      key: shortKey,
+      body: r1,
+      valid: false,
+      error: 'ERR_STAMP_KEY',
+    },
+  ];
+  const authority: Array<[string, string]> = [
+    ['a capital Latin-1 letter is refused (UTS #46 would map it)', 'https://BÜCHER.example/v1/messages'],
+    ['a Kelvin sign in a host is refused', 'https://\u212Aelvin.example/'],
+    ['fullwidth letters are refused', 'https://ｅｘａｍｐｌｅ.com/'],
+    ['a combining mark is refused', 'https://bu\u0308cher.example/'],
+    ['Cyrillic is refused: the client maps it with its own URL parser first', 'https://жук.example/'],
+    ['a Latin-1 letter beside an xn-- label is refused', 'https://bücher.xn--zca.example/'],
+    ['an ASCII xn-- label is lowercased, not decoded', 'https://XN--Bcher-KVA.example/'],
+    ['a percent-encoded Latin-1 letter', 'https://b%C3%BCcher.example/'],
+    ['a sharp s is kept (nontransitional)', 'https://straße.example/'],
+    ['a mailto URL has no authority', 'mailto:api@example.com'],
+    ['a relative reference has no authority', '/v1/messages'],
+  ];
+  for (const [name, url] of authority) cases.push(authorityCase(name, url));
+  const credential: Array<[string, Array<[string, string]>, string]> = [
+    ['the Bearer scheme name in capitals', [['authorization', 'BEARER tok']], 'tok'],
+    [
+      'a Kelvin sign in a header name is not x-api-key',
+      [
+        ['x-api-\u212Aey', 'smuggled'],
+        ['authorization', 'Bearer tok'],
+      ],
+      'tok',
+    ],
+    [
+      'repeated x-api-key headers are joined with a comma and a space',
+      [
+        ['x-api-key', 'a'],
+        ['X-Api-Key', 'b'],
+      ],
+      'a, b',
+    ],
+  ];
+  for (const [name, headers] of credential) {
+    const get = (n: string) => {
+      const values = headers.filter(([h]) => h.replace(/[A-Z]/g, (c) => c.toLowerCase()) === n).map(([, v]) => v);
+      return values.length === 0 ? undefined : values.join(', ');
+    };
+    cases.push({ name, op: 'credential', headers, credential: p.credentialOf(get) });
+  }
+  // An r1 envelope whose stamp covers the body alone (as a v1 stamp would): without the request it is invalid.
+  const bodyOnly = stamped(TEST_KEY, r1Body('stamped over the body alone'));
+  cases.push({
+    name: 'an r1 envelope stamped over the body alone, sent without request, is invalid',
+    op: 'verify',
+    key: TEST_KEY,
+    body: bodyOnly,
+    result: 'invalid',
+  });
+  const lower = { ...REQUEST, method: 'post' };
+  cases.push({
+    name: 'a lowercase method is kept as sent',
+    op: 'request_base',
+    request: lower,
+    valid: true,
+    base: hex(p.requestBase(lower)),
+  });
+  const body = r1Body('a lowercase method');
+  cases.push({
+    name: 'a lowercase method is stamped as sent',
+    op: 'compute',
+    key: TEST_KEY,
+    body,
+    request: lower,
+    valid: true,
+    stamp: p.computeStamp(fromHex(TEST_KEY), p.utf8(body), ...stampRegion(body), lower),
+    stamped: stamped(TEST_KEY, body, lower),
+  });
+  return cases;
+}
+
+/** A `stamp.authority` case: the authority, or the error. */
+function authorityCase(name: string, url: string): Case {
+  const r = attempt(() => p.authorityOf(url));
+  return r.ok ? { name, op: 'authority', url, authority: r.value } : { name, op: 'authority', url, valid: false, error: r.error };
+}
+
+function stampRegion(body: string): [number, number] {
+  const loc = p.locateEnvelope(p.utf8(body));
+  if (loc.status !== 'found') throw new Error('no envelope');
+  return [loc.stampStart, loc.stampEnd];
+}
+
+function signature111(): Case[] {
+  const ctx = { alg: 'hs256' as const, kid: 's2026a', apiKeyId: 'key_7f3a', model: 'claude-test-1' };
+  const thinking = { type: 'thinking', thinking: 'Let me add the numbers: 2 + 2 = 4.', signature: '' };
+  const inputs: Array<[string, unknown, Record<string, unknown>]> = [
+    [
+      "a '~' after 256 bytes but 134 characters is part of the data",
+      { type: 'redacted_thinking', data: `ms1.${'é'.repeat(130)}~rest` },
+      ctx,
+    ],
+    ["a '~' after exactly 256 bytes splits", { type: 'redacted_thinking', data: `ms1.${'é'.repeat(126)}~rest` }, ctx],
+    ['a signing context with an unknown alg', thinking, { ...ctx, alg: 'rs256' }],
+    ['a signing context with a kid no signature can carry', thinking, { ...ctx, kid: 'k k' }],
+    ['a block error comes before a context error', { type: 'text', text: 'x' }, { ...ctx, alg: 'rs256' }],
+    ['context "" is present: scope c', thinking, { ...ctx, context: '' }],
+  ];
+  const cases: Case[] = inputs.map(([name, block, context]) => ({
+    name,
+    op: 'signing_input',
+    block,
+    context,
+    ...outcome(
+      () => p.signingInput(block, context as unknown as p.SigningContext),
+      (input: Uint8Array) => ({ input: hex(input) }),
+    ),
+  }));
+  cases.push({
+    name: 'an ed25519 signing context cannot sign with hs256',
+    op: 'sign_hs256',
+    key: HS_KEY,
+    block: thinking,
+    context: { ...ctx, alg: 'ed25519' },
+    valid: false,
+    error: 'ERR_SIGNATURE_ALGORITHM',
+  });
+  return cases;
+}
+
+function gateway111(): Case[] {
+  const list: Array<[string, Array<[string, string]>, string | undefined]> = [
+    ['a header name that only contains a prefix does not match', [['y-x-litellm-call-id', '1']], undefined],
+    ['a Kelvin sign in a header name is not lowercased to k', [['x-\u212Aong-upstream-latency', '1']], undefined],
+    ['a final colon without digits stays', [], 'oai.helicone.ai:'],
+    ['a final colon with digits goes', [], 'oai.helicone.ai:8443'],
+    ['a base URL whose host has a capital Latin-1 letter has no host', [], 'https://Ü.helicone.ai/'],
+  ];
+  return list.map(([name, headers, baseUrl]) => ({
+    name,
+    op: 'detect',
+    headers,
+    ...(baseUrl === undefined ? {} : { baseUrl }),
+    detections: p.detectGateways({ headers, ...(baseUrl === undefined ? {} : { baseUrl }) }),
+  }));
+}
+
+function negotiation111(): Case[] {
+  const discovery = { moat: { versions: [2, 1, 1], features: ['future', 'attestation'], extra: true }, other: 1 };
+  return [
+    {
+      name: 'unknown features and members are dropped, versions kept as listed',
+      op: 'discovery',
+      input: discovery,
+      valid: true,
+      discovery: p.parseDiscovery(discovery),
+    },
+    {
+      name: 'header versions in header order, repeats kept',
+      op: 'version_header',
+      input: '2, 1, 2',
+      versions: p.parseVersionHeader('2, 1, 2'),
+    },
+  ];
+}
+
+function telemetry111(): Case[] {
+  const client = { cv: '1.4.2', ep: 'cli' };
+  const list: Array<[string, unknown]> = [
+    [
+      '256 two-byte characters are 512 bytes: refused',
+      { v: 1, client, events: [{ type: 'layer_degraded', ts: 1, layer: 'é'.repeat(256), reason: 'y' }] },
+    ],
+    [
+      '128 two-byte characters are 256 bytes: kept',
+      { v: 1, client, events: [{ type: 'layer_degraded', ts: 1, layer: 'é'.repeat(128), reason: 'y' }] },
+    ],
+    ['unknown members of the batch and of client are dropped', { v: 1, client: { ...client, os: 'linux' }, events: [], extra: 1 }],
+  ];
+  return list.map(([name, input]) => ({
+    name,
+    op: 'batch',
+    input,
+    ...outcome(
+      () => p.parseTelemetryBatch(input),
+      (batch: unknown) => ({ batch }),
+    ),
+  }));
+}
+
+// ---------------------------------------------------------------------------------------
 
 const FILES: Record<string, { description: string; cases: () => Case[] }> = {
-  attribution: { description: 'Attribution block parsing and canonical serialization (SPEC.md §3).', cases: attributionCases },
+  attribution: {
+    description: 'Attribution block parsing and canonical serialization (SPEC.md §3).',
+    cases: () => [...attributionCases(), ...attribution111()],
+  },
   envelope: {
     description: 'Envelope values, locating the anchored envelope in raw bodies, appending it (SPEC.md §4).',
-    cases: envelopeCases,
+    cases: () => [...envelopeCases(), ...envelope111()],
   },
   stamp: {
     description:
       'Attestation stamps: HMAC-SHA-256 over the body with the placeholder in place, and for r1 over the request base first (SPEC.md §5).',
-    cases: stampCases,
+    cases: () => [...stampCases(), ...stamp111()],
   },
   fingerprint: { description: 'Fingerprint v1 of Messages requests (SPEC.md §6).', cases: fingerprintCases },
   signature: {
     description: 'Block signatures: parsing, signing input, conversation digest, hs256 and ed25519 (SPEC.md §8).',
-    cases: signatureCases,
+    cases: () => [...signatureCases(), ...signature111()],
   },
-  gateway: { description: 'Gateway detection and rule-table validation (SPEC.md §9).', cases: gatewayCases },
-  negotiation: { description: 'Discovery documents, the moat-version header, version choice (SPEC.md §10).', cases: negotiationCases },
-  telemetry: { description: 'Telemetry batch validation (SPEC.md §11).', cases: telemetryCases },
+  gateway: { description: 'Gateway detection and rule-table validation (SPEC.md §9).', cases: () => [...gatewayCases(), ...gateway111()] },
+  negotiation: {
+    description: 'Discovery documents, the moat-version header, version choice (SPEC.md §10).',
+    cases: () => [...negotiationCases(), ...negotiation111()],
+  },
+  telemetry: { description: 'Telemetry batch validation (SPEC.md §11).', cases: () => [...telemetryCases(), ...telemetry111()] },
 };
 
 const check = process.argv.includes('--check');

@@ -9,7 +9,8 @@ const USAGE = `usage: moat-conformance [--json] -- <command> [args...]
        moat-conformance --verifier URL --api-key KEY [--json]
 
 The first form runs every protocol vector through an implementation of the stdio interface
-(SPEC.md section 15) and compares its answers byte for byte. The second checks a running
+(SPEC.md section 15) and compares its answers byte for byte; a failing case names the
+numbered SPEC.md rules an implementation that fails it breaks. The second checks a running
 verifier over HTTP: its discovery document, its telemetry parser, and the same cases sent
 to POST /v1/moat/conformance.
 
@@ -17,7 +18,7 @@ exit codes: 0 all cases pass, 1 a case failed, 2 usage`;
 
 const vectors = new URL('../../vectors/', import.meta.url);
 
-type Result = { name: string; pass: boolean; detail?: string; vector?: string };
+type Result = { name: string; pass: boolean; detail?: string; vector?: string; rules?: readonly string[] };
 
 /** How many of the vectors ran (every one must: a case that vanishes fails the count). */
 function vectorCount(cases: readonly ConformanceCase[]): { run: number; total: number } {
@@ -127,7 +128,12 @@ async function main(argv: string[]): Promise<number> {
   if (values.json)
     process.stdout.write(`${JSON.stringify({ passed, failed: results.length - passed, vectors: count, results }, null, 2)}\n`);
   else {
-    for (const r of results) if (!r.pass) process.stdout.write(`FAIL ${r.name}: ${r.detail ?? ''}\n`);
+    // A failing case names the SPEC.md rules an implementation that fails it breaks (vectors/rules.json).
+    for (const r of results) {
+      if (r.pass) continue;
+      const rules = r.rules === undefined || r.rules.length === 0 ? '' : `[rule ${r.rules.join(', ')}] `;
+      process.stdout.write(`FAIL ${rules}${r.name}: ${r.detail ?? ''}\n`);
+    }
     process.stdout.write(`conformance: ${passed} passed, ${results.length - passed} failed; ${count.run} of ${count.total} vectors\n`);
   }
   return passed === results.length && complete ? 0 : 1;

@@ -53,6 +53,12 @@ describe('parseMessagesRequest', () => {
     expect(pathOf({ model: 'm', messages: [] })).toBe('accepted');
   });
 
+  it('keeps an unknown anti_distillation measure: the verifier ignores it, the request stays valid (§7)', () => {
+    const body = { ...ok, anti_distillation: ['fake_tools', 'a_future_measure'] };
+    expect(parseMessagesRequest(body).anti_distillation).toEqual(['fake_tools', 'a_future_measure']);
+    expect(pathOf({ ...ok, anti_distillation: ['a_future_measure'] })).toBe('accepted');
+  });
+
   it('names the path of the first wrong member', () => {
     const cases: Array<[unknown, string]> = [
       [null, ''],
