@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { isKeyId } from '@moat/protocol';
 import { errorCode, errorMessage } from '@moat/protocol/support';
 import { VerifierConfigError } from './errors.js';
+import { compilePattern } from './router.js';
 
 /** Everything the verifier runs with. */
 export interface VerifierConfig {
@@ -59,6 +60,51 @@ export interface VerifierConfig {
    * Unset, the received `Host` is used (development, a single trusted front end).
    */
   readonly publicAuthorities?: readonly string[];
+  /**
+   * Upstream routes forwarded without Moat's checks (`METHOD /pattern`, `:name` for one
+   * segment); every other route the verifier does not own is refused. Default
+   * {@link DEFAULT_PASSTHROUGH_ROUTES}; the legacy `POST /v1/complete` only when named here.
+   */
+  readonly passthroughRoutes: ReadonlyArray<{ readonly method: string; readonly pattern: string }>;
+}
+
+/** Upstream routes that yield no model output: models, and file metadata and uploads. */
+export const DEFAULT_PASSTHROUGH_ROUTES: readonly string[] = [
+  'GET /v1/models',
+  'GET /v1/models/:id',
+  'GET /v1/files',
+  'POST /v1/files',
+  'GET /v1/files/:id',
+  'DELETE /v1/files/:id',
+];
+
+/** Paths a pass-through route may never match: Messages and everything under it, and Moat's own. */
+const GUARDED_PROBES = ['/v1/messages', '/v1/messages/x', '/v1/messages/x/y', '/v1/messages/x/y/z', '/v1/moat', '/v1/moat/x'];
+
+/**
+ * Parses the `passthroughRoutes` setting: a list (or comma-separated string) of
+ * `METHOD /pattern` with exact and `:name` segments only — no wildcard, and nothing that
+ * matches a path under `/v1/messages` or `/v1/moat`, which are always Moat-checked.
+ *
+ * @throws {VerifierConfigError} naming the entry.
+ */
+export function parsePassthroughRoutes(raw: unknown): Array<{ method: string; pattern: string }> {
+  const list = typeof raw === 'string' ? raw.split(',') : Array.isArray(raw) ? (raw as unknown[]) : undefined;
+  if (list === undefined) throw new VerifierConfigError('passthroughRoutes', 'a list of "METHOD /pattern"', typeof raw);
+  return list
+    .map((e) => (typeof e === 'string' ? e.trim() : e))
+    .filter((e) => e !== '')
+    .map((entry, i) => {
+      const name = `passthroughRoutes[${i}]`;
+      const match = typeof entry === 'string' ? /^([A-Z]+) +(\/[A-Za-z0-9\-._~/:]*)$/.exec(entry) : null;
+      if (match === null) throw new VerifierConfigError(name, '"METHOD /pattern", e.g. "GET /v1/models/:id"', JSON.stringify(entry));
+      const [, method, pattern] = match as unknown as [string, string, string];
+      const matches = compilePattern(pattern);
+      const guarded = GUARDED_PROBES.find((probe) => matches(probe) !== undefined);
+      if (guarded !== undefined)
+        throw new VerifierConfigError(name, 'a route outside /v1/messages and /v1/moat (always checked)', `one matching ${guarded}`);
+      return { method, pattern };
+    });
 }
 
 /** An authority as §5.3 of the SPEC writes it: lowercase host or bracketed IPv6, an optional port. */
@@ -234,6 +280,7 @@ export function loadConfig(
     clientKey: str('clientKey', 'MOAT_VERIFIER_CLIENT_KEY', 'moat'),
     userAgentProduct: str('userAgentProduct', 'MOAT_VERIFIER_UA_PRODUCT', 'moat-chat'),
     ...(publicAuthorities === undefined ? {} : { publicAuthorities }),
+    passthroughRoutes: parsePassthroughRoutes(pick('passthroughRoutes', 'MOAT_VERIFIER_PASSTHROUGH_ROUTES') ?? DEFAULT_PASSTHROUGH_ROUTES),
   };
 }
 
@@ -343,7 +390,10 @@ export function configTemplate(): string {
   "upstreamConnectTimeoutMs": 10000,
   "upstreamHeadersTimeoutMs": 600000,
   "upstreamIdleTimeoutMs": 300000,
-  "shutdownGraceMs": 10000
+  "shutdownGraceMs": 10000,
+  // Upstream routes forwarded without Moat's checks; any other route is refused (404, recorded).
+  // Add "POST /v1/complete" to serve legacy completions (unchecked).
+  "passthroughRoutes": ${JSON.stringify(DEFAULT_PASSTHROUGH_ROUTES)}
 }
 `;
 }

@@ -26,6 +26,7 @@ import { newRequestId, RecordStoreError, RequestLedger } from './record.js';
 import { asksForDecoys, rewriteRequest } from './rewrite-request.js';
 import { answerJson, answerStream, passError } from './rewrite-response.js';
 import type { VerifierServices } from './services.js';
+import type { CanonicalTarget } from '../target.js';
 
 export { authenticate } from '../auth.js';
 export { type Decision, decide, type Signals } from './policy.js';
@@ -47,6 +48,7 @@ export async function handleMessagesRequest(
   res: ServerResponse,
   endpoint: MessagesEndpoint,
   services: VerifierServices,
+  target: CanonicalTarget,
 ): Promise<void> {
   const { config, storage, flags, metrics, log } = services;
   const ledger = new RequestLedger(services.guard, newRequestId());
@@ -131,7 +133,7 @@ export async function handleMessagesRequest(
     ledger.set({ decoys: plan.decoys.length });
     const resend = (bytes: Buffer) => {
       services.onUpstreamRequest?.(bytes.toString('utf8'));
-      return services.upstream.send({ method: 'POST', path: req.url ?? '/', headers: req.headers, body: bytes, signal: abort.signal });
+      return services.upstream.send({ method: 'POST', path: `${target.path}${target.query}`, headers: req.headers, body: bytes, signal: abort.signal });
     };
     const first = await resend(plan.bytes);
     if (endpoint === 'count_tokens') {

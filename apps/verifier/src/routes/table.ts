@@ -11,13 +11,14 @@ import { handleTelemetry } from './telemetry.js';
 /** A route whose body runs through the whole decision pipeline as `endpoint`. */
 const pipeline =
   (endpoint: MessagesEndpoint): RouteHandler =>
-  ({ req, res, services }) =>
-    handleMessagesRequest(req, res, endpoint, services);
+  ({ req, res, services, target }) =>
+    handleMessagesRequest(req, res, endpoint, services, target);
 
 /**
- * Every route of the verifier, first match wins: method (`*` any), pattern (`:name` one
- * segment, trailing `*` any rest), mode, access, handler. A route the table does not name is
- * 404. Other `/v1` paths pass through to the upstream; Moat's own `/v1/moat*` never do.
+ * Every route of the verifier's own, first match wins: method (`*` any), pattern (`:name` one
+ * segment, trailing `*` any rest), mode, access, handler. The upstream routes the
+ * `passthroughRoutes` setting names follow ({@link routeTable}); a request no row takes is
+ * answered 404 and recorded.
  */
 export const ROUTES: readonly RouteRow[] = [
   ['POST', '/v1/messages', 'pipeline', 'client', pipeline('messages')],
@@ -39,6 +40,15 @@ export const ROUTES: readonly RouteRow[] = [
   ['GET', '/admin/attestation-keys', 'local', 'admin', admin.attestationKeys],
   ['POST', '/admin/attestation-keys/revoke', 'local', 'admin', admin.revokeKid],
   ['*', '/admin/*', 'local', 'admin', moat.notFound('admin route')],
-  ['*', '/v1/moat*', 'local', 'public', moat.notFound()],
-  ['*', '/v1/*', 'passthrough', 'client', handlePassthrough],
 ];
+
+/** One upstream route forwarded without Moat's checks: a method and a pattern of exact and `:name` segments. */
+export interface PassthroughRoute {
+  readonly method: string;
+  readonly pattern: string;
+}
+
+/** The verifier's routes, then the pass-through routes of the configuration. */
+export function routeTable(passthrough: readonly PassthroughRoute[]): RouteRow[] {
+  return [...ROUTES, ...passthrough.map(({ method, pattern }): RouteRow => [method, pattern, 'passthrough', 'client', handlePassthrough])];
+}
