@@ -4,6 +4,8 @@ import pg from 'pg';
 import {
   ACTIVITY_COLUMNS,
   type ApiKeyRow,
+  type BatchRow,
+  batchRowOf,
   activityOf,
   hashApiKey,
   type KeyActivity,
@@ -29,6 +31,10 @@ const SCHEMA = `
     gateway JSONB NOT NULL, relay JSONB NOT NULL, thinking TEXT NOT NULL, verdict TEXT NOT NULL, reasons JSONB NOT NULL,
     status INTEGER, latency_ms INTEGER, decoys INTEGER NOT NULL DEFAULT 0, seq BIGSERIAL);
   ALTER TABLE records ADD COLUMN IF NOT EXISTS decoy TEXT NOT NULL DEFAULT 'none';
+  ALTER TABLE records ADD COLUMN IF NOT EXISTS batch TEXT;
+  CREATE INDEX IF NOT EXISTS records_batch ON records (batch) WHERE batch IS NOT NULL;
+  CREATE TABLE IF NOT EXISTS batches (id TEXT PRIMARY KEY, key_id TEXT NOT NULL, record_id TEXT NOT NULL, created BIGINT NOT NULL, items JSONB NOT NULL);
+  CREATE INDEX IF NOT EXISTS batches_key ON batches (key_id, created);
   CREATE INDEX IF NOT EXISTS records_ts ON records (ts);
   CREATE INDEX IF NOT EXISTS records_key ON records (key_id, ts);
   CREATE TABLE IF NOT EXISTS telemetry (ts BIGINT NOT NULL, key_id TEXT, type TEXT NOT NULL, event JSONB NOT NULL);
@@ -144,8 +150,8 @@ export class PgRedisStorage implements Storage {
 
   async insertRecord(r: RequestRecord, options: { readonly ignoreDuplicate?: boolean } = {}): Promise<void> {
     await this.#pool.query(
-      `INSERT INTO records (id, ts, key_id, model, attestation, fingerprint, gateway, relay, thinking, verdict, reasons, status, latency_ms, decoys, decoy)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)${options.ignoreDuplicate === true ? ' ON CONFLICT (id) DO NOTHING' : ''}`,
+      `INSERT INTO records (id, ts, key_id, model, attestation, fingerprint, gateway, relay, thinking, verdict, reasons, status, latency_ms, decoys, decoy, batch)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)${options.ignoreDuplicate === true ? ' ON CONFLICT (id) DO NOTHING' : ''}`,
       [
         r.id,
         r.ts,
@@ -162,6 +168,7 @@ export class PgRedisStorage implements Storage {
         r.latencyMs,
         r.decoys,
         r.decoy,
+        r.batch ?? null,
       ],
     );
   }
@@ -196,6 +203,7 @@ export class PgRedisStorage implements Storage {
       latencyMs: r.latency_ms as number | null,
       decoys: r.decoys as number,
       decoy: r.decoy as string,
+      batch: (r.batch ?? null) as string | null,
     }));
   }
 
@@ -353,6 +361,22 @@ export class PgRedisStorage implements Storage {
     );
   }
 
+  async saveBatch(batch: BatchRow): Promise<void> {
+    await this.#pool.query(
+      'INSERT INTO batches (id, key_id, record_id, created, items) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING',
+      [batch.id, batch.keyId, batch.recordId, batch.created, JSON.stringify(batch.items)],
+    );
+  }
+
+  async batchOf(id: string): Promise<BatchRow | undefined> {
+    const row = (await this.#pool.query('SELECT * FROM batches WHERE id = $1', [id])).rows[0] as Record<string, unknown> | undefined;
+    return row === undefined ? undefined : batchRowOf(row);
+  }
+
+  async batchIds(keyId: string): Promise<string[]> {
+    return (await this.#pool.query<{ id: string }>('SELECT id FROM batches WHERE key_id = $1 ORDER BY created', [keyId])).rows.map((r) => r.id);
+  }
+
   async upstreamSignature(ours: string): Promise<string | undefined> {
     return (await this.#pool.query<{ theirs: string }>('SELECT theirs FROM upstream_signatures WHERE ours = $1', [ours])).rows[0]?.theirs;
   }
@@ -376,7 +400,7 @@ export class PgRedisStorage implements Storage {
 
   /** Drops every table and key this storage uses (tests). */
   async reset(): Promise<void> {
-    await this.#pool.query('TRUNCATE api_keys, records, telemetry, snapshots, upstream_signatures, revoked_kids');
+    await this.#pool.query('TRUNCATE api_keys, records, telemetry, snapshots, upstream_signatures, revoked_kids, batches');
     const keys = (await this.#redis.keys(`${this.#prefix}*`)).filter((k) => k !== this.#epochKey);
     if (keys.length > 0) await this.#redis.del(...keys);
   }

@@ -21,6 +21,20 @@ export interface RequestRecord {
   readonly status: number | null;
   readonly latencyMs: number | null;
   readonly decoys: number;
+  /** The record of the Message Batch create this request belongs to (its items, its retrievals); `null` otherwise. */
+  readonly batch: string | null;
+}
+
+/** What the verifier keeps of a Message Batch it forwarded: whose it is, and what each item needs when its result comes back. */
+export interface BatchRow {
+  /** The upstream's batch id (`msgbatch_…`). */
+  readonly id: string;
+  readonly keyId: string;
+  /** The record of the create request. */
+  readonly recordId: string;
+  readonly created: number;
+  /** Per `custom_id`: the model asked for (signatures bind it) and the names of the decoys injected. */
+  readonly items: Readonly<Record<string, { readonly model: string; readonly decoys: readonly string[] }>>;
 }
 
 type MaybePromise<T> = T | Promise<T>;
@@ -38,6 +52,8 @@ export interface RecordQuery {
   readonly decoy?: string;
   /** A gateway rule id the record lists. */
   readonly gateway?: string;
+  /** The record id of a Message Batch create: its own record, its items' and its retrievals'. */
+  readonly batch?: string;
 }
 
 /** One API key's traffic in a time range, for the dashboard's risk table. */
@@ -76,12 +92,23 @@ export function recordWhere(
   if (query.keyId !== undefined) add((p) => `key_id = ${p}`, query.keyId);
   if (query.since !== undefined) add((p) => `ts >= ${p}`, query.since);
   if (query.until !== undefined) add((p) => `ts < ${p}`, query.until);
-  for (const column of ['verdict', 'attestation', 'fingerprint', 'thinking', 'decoy'] as const) {
+  for (const column of ['verdict', 'attestation', 'fingerprint', 'thinking', 'decoy', 'batch'] as const) {
     const value = query[column];
     if (value !== undefined) add((p) => `${column} = ${p}`, value);
   }
   if (query.gateway !== undefined) add(gatewayHas, query.gateway);
   return { where: clauses.length === 0 ? '' : `WHERE ${clauses.join(' AND ')}`, params };
+}
+
+/** A row of the `batches` table, either backend. */
+export function batchRowOf(r: Record<string, unknown>): BatchRow {
+  return {
+    id: r.id as string,
+    keyId: r.key_id as string,
+    recordId: r.record_id as string,
+    created: Number(r.created),
+    items: (typeof r.items === 'string' ? JSON.parse(r.items) : r.items) as BatchRow['items'],
+  };
 }
 
 /** The stored form of an API key: HMAC-SHA-256 under the server secret. */
@@ -160,6 +187,12 @@ export interface Storage extends NonceStore {
   loadSnapshot(name: string): MaybePromise<unknown>;
   rememberUpstreamSignature(ours: string, theirs: string): MaybePromise<void>;
   upstreamSignature(ours: string): MaybePromise<string | undefined>;
+  /** Keeps a forwarded Message Batch: its owner and what its results need. */
+  saveBatch(batch: BatchRow): MaybePromise<void>;
+  /** A Message Batch this verifier forwarded, by the upstream's id. */
+  batchOf(id: string): MaybePromise<BatchRow | undefined>;
+  /** The ids of the Message Batches `keyId` created. */
+  batchIds(keyId: string): MaybePromise<string[]>;
   /** Throws when the backend is unreachable. */
   ping(): MaybePromise<void>;
   /**
@@ -249,7 +282,7 @@ export class SqliteStorage implements Storage {
       CREATE TABLE IF NOT EXISTS records (
         id TEXT PRIMARY KEY, ts INTEGER NOT NULL, key_id TEXT, model TEXT, attestation TEXT NOT NULL, fingerprint TEXT NOT NULL,
         gateway TEXT NOT NULL, relay TEXT NOT NULL, thinking TEXT NOT NULL, verdict TEXT NOT NULL, reasons TEXT NOT NULL,
-        status INTEGER, latency_ms INTEGER, decoys INTEGER NOT NULL DEFAULT 0, decoy TEXT NOT NULL DEFAULT 'none');
+        status INTEGER, latency_ms INTEGER, decoys INTEGER NOT NULL DEFAULT 0, decoy TEXT NOT NULL DEFAULT 'none', batch TEXT);
       CREATE INDEX IF NOT EXISTS records_ts ON records (ts);
       CREATE INDEX IF NOT EXISTS records_key ON records (key_id, ts);
       CREATE TABLE IF NOT EXISTS nonces (kid TEXT NOT NULL, nonce TEXT NOT NULL, expires INTEGER NOT NULL, PRIMARY KEY (kid, nonce));
@@ -257,13 +290,19 @@ export class SqliteStorage implements Storage {
       CREATE TABLE IF NOT EXISTS snapshots (name TEXT PRIMARY KEY, data TEXT NOT NULL, updated INTEGER NOT NULL);
       CREATE TABLE IF NOT EXISTS upstream_signatures (ours TEXT PRIMARY KEY, theirs TEXT NOT NULL, created INTEGER NOT NULL);
       CREATE TABLE IF NOT EXISTS revoked_kids (kid TEXT PRIMARY KEY, reason TEXT NOT NULL, at INTEGER NOT NULL);
+      CREATE TABLE IF NOT EXISTS batches (id TEXT PRIMARY KEY, key_id TEXT NOT NULL, record_id TEXT NOT NULL, created INTEGER NOT NULL, items TEXT NOT NULL);
+      CREATE INDEX IF NOT EXISTS batches_key ON batches (key_id, created);
     `);
     // Databases made before the decoy signal existed gain its column.
     if (!(this.db.prepare('PRAGMA table_info(records)').all() as Array<{ name: string }>).some((c) => c.name === 'decoy'))
       this.db.exec("ALTER TABLE records ADD COLUMN decoy TEXT NOT NULL DEFAULT 'none'");
+    // And before Message Batches were checked, the batch link.
+    if (!(this.db.prepare('PRAGMA table_info(records)').all() as Array<{ name: string }>).some((c) => c.name === 'batch'))
+      this.db.exec('ALTER TABLE records ADD COLUMN batch TEXT');
+    this.db.exec('CREATE INDEX IF NOT EXISTS records_batch ON records (batch) WHERE batch IS NOT NULL');
     this.#insertRecord = this.db.prepare(
-      `INSERT INTO records (id, ts, key_id, model, attestation, fingerprint, gateway, relay, thinking, verdict, reasons, status, latency_ms, decoys, decoy)
-       VALUES (@id, @ts, @keyId, @model, @attestation, @fingerprint, @gateway, @relay, @thinking, @verdict, @reasons, @status, @latencyMs, @decoys, @decoy)`,
+      `INSERT INTO records (id, ts, key_id, model, attestation, fingerprint, gateway, relay, thinking, verdict, reasons, status, latency_ms, decoys, decoy, batch)
+       VALUES (@id, @ts, @keyId, @model, @attestation, @fingerprint, @gateway, @relay, @thinking, @verdict, @reasons, @status, @latencyMs, @decoys, @decoy, @batch)`,
     );
     this.#finishRecord = this.db.prepare('UPDATE records SET status = ?, latency_ms = ? WHERE id = ?');
     this.#lookupKey = this.db.prepare('SELECT id, hash FROM api_keys WHERE hash = ? AND revoked = 0');
@@ -345,6 +384,8 @@ export class SqliteStorage implements Storage {
       return Promise.resolve();
     const row = {
       ...record,
+      // A record spooled before the batch link existed has none.
+      batch: record.batch ?? null,
       gateway: JSON.stringify(record.gateway),
       relay: JSON.stringify(record.relay),
       reasons: JSON.stringify(record.reasons),
@@ -385,6 +426,7 @@ export class SqliteStorage implements Storage {
       latencyMs: r.latency_ms as number | null,
       decoys: r.decoys as number,
       decoy: r.decoy as string,
+      batch: (r.batch ?? null) as string | null,
     }));
   }
 
@@ -485,6 +527,23 @@ export class SqliteStorage implements Storage {
 
   upstreamSignature(ours: string): string | undefined {
     return (this.db.prepare('SELECT theirs FROM upstream_signatures WHERE ours = ?').get(ours) as { theirs: string } | undefined)?.theirs;
+  }
+
+  saveBatch(batch: BatchRow): Promise<void> {
+    return this.#enqueue(() => {
+      this.db
+        .prepare('INSERT OR REPLACE INTO batches (id, key_id, record_id, created, items) VALUES (?, ?, ?, ?, ?)')
+        .run(batch.id, batch.keyId, batch.recordId, batch.created, JSON.stringify(batch.items));
+    });
+  }
+
+  batchOf(id: string): BatchRow | undefined {
+    const r = this.db.prepare('SELECT * FROM batches WHERE id = ?').get(id) as Record<string, unknown> | undefined;
+    return r === undefined ? undefined : batchRowOf(r);
+  }
+
+  batchIds(keyId: string): string[] {
+    return (this.db.prepare('SELECT id FROM batches WHERE key_id = ? ORDER BY created').all(keyId) as Array<{ id: string }>).map((r) => r.id);
   }
 
   ping(): void {

@@ -61,6 +61,7 @@ export class RequestLedger {
       status: null,
       latencyMs: null,
       decoys: 0,
+      batch: null,
     };
   }
 
