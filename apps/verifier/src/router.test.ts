@@ -60,7 +60,10 @@ describe('the route table', () => {
   it('sends Messages bodies through the pipeline and nothing else', () => {
     expect(where('POST', '/v1/messages')).toBe('pipeline client /v1/messages');
     expect(where('POST', '/v1/messages/count_tokens')).toBe('pipeline client /v1/messages/count_tokens');
-    expect(router.routes.filter((r) => r.mode === 'pipeline').map((r) => r.pattern)).toEqual(['/v1/messages', '/v1/messages/count_tokens']);
+    expect(where('POST', '/v1/messages/batches')).toBe('pipeline client /v1/messages/batches');
+    expect(where('GET', '/v1/messages/batches/msgbatch_1/results')).toBe('pipeline client /v1/messages/batches/:id/results');
+    expect(router.routes.filter((r) => r.mode === 'pipeline').every((r) => r.pattern.startsWith('/v1/messages'))).toBe(true);
+    expect(router.routes.filter((r) => r.pattern.startsWith('/v1/messages')).every((r) => r.mode === 'pipeline')).toBe(true);
   });
 
   it('passes through only the upstream routes the configuration names, methods included', () => {

@@ -23,7 +23,7 @@ import { gatherEvidence, receivedRequest } from './evidence.js';
 import { decide, flagPolicy, policyAttributes, signalsOf } from './policy.js';
 import { parseMessagesBody, type ReadRequest } from './read.js';
 import { newRequestId, RecordStoreError, RequestLedger } from './record.js';
-import { asksForDecoys, rewriteRequest } from './rewrite-request.js';
+import { decoysAllowed, rewriteRequest } from './rewrite-request.js';
 import { answerJson, answerStream, passError } from './rewrite-response.js';
 import type { VerifierServices } from './services.js';
 import type { CanonicalTarget } from '../target.js';
@@ -122,11 +122,7 @@ export async function handleMessagesRequest(
     const plan = await rewriteRequest(read, evidence, {
       keyId,
       // All three gates: the client asked (its compile-time and remote flags), its entry point is one that gets decoys, and the policy allows.
-      injectDecoys:
-        endpoint === 'messages' &&
-        asksForDecoys(body) &&
-        config.decoyEntrypoints.includes(evidence.client.ep ?? '') &&
-        flags.value('moat-policy-decoys', true, attributes),
+      injectDecoys: endpoint === 'messages' && decoysAllowed(body, evidence, attributes, services),
       secret: services.secret,
       storage,
     });
@@ -174,7 +170,7 @@ export async function handleMessagesRequest(
 }
 
 /** Answers a failed request (an API error, the client gone, a fault of ours) and records it. */
-async function fail(
+export async function fail(
   error: unknown,
   res: ServerResponse,
   ledger: RequestLedger,

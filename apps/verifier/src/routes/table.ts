@@ -1,7 +1,9 @@
 import { DISCOVERY_PATH, TELEMETRY_PATH } from '@moat/protocol';
 import { handleMessagesRequest, type MessagesEndpoint } from '../pipeline/index.js';
 import type { RouteHandler, RouteRow } from '../router.js';
+import { handleBatchCreate } from '../pipeline/batch.js';
 import * as admin from './admin.js';
+import * as batches from './batches.js';
 import { CONFORMANCE_PATH, handleConformance } from './conformance.js';
 import * as moat from './moat.js';
 import { handlePassthrough } from './passthrough.js';
@@ -23,6 +25,12 @@ const pipeline =
 export const ROUTES: readonly RouteRow[] = [
   ['POST', '/v1/messages', 'pipeline', 'client', pipeline('messages')],
   ['POST', '/v1/messages/count_tokens', 'pipeline', 'client', pipeline('count_tokens')],
+  ['POST', '/v1/messages/batches', 'pipeline', 'client', ({ req, res, services, target }) => handleBatchCreate(req, res, services, target)],
+  ['GET', '/v1/messages/batches', 'pipeline', 'client', batches.listBatches],
+  ['GET', '/v1/messages/batches/:id', 'pipeline', 'client', batches.batchObject('retrieve')],
+  ['POST', '/v1/messages/batches/:id/cancel', 'pipeline', 'client', batches.batchObject('cancel')],
+  ['DELETE', '/v1/messages/batches/:id', 'pipeline', 'client', batches.batchObject('delete')],
+  ['GET', '/v1/messages/batches/:id/results', 'pipeline', 'client', batches.batchResults],
   ['POST', TELEMETRY_PATH, 'local', 'client', handleTelemetry],
   ['POST', CONFORMANCE_PATH, 'local', 'client', handleConformance],
   ['GET', DISCOVERY_PATH, 'local', 'public', moat.discovery],
