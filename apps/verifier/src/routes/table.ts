@@ -39,6 +39,8 @@ export const ROUTES: readonly RouteRow[] = [
   ['GET', '/readyz', 'local', 'public', answerReadiness],
   ['GET', '/metrics', 'local', 'metrics', moat.metrics],
   ['GET', '/dashboard', 'local', 'public', moat.dashboard],
+  // Browsers ask for it on every dashboard visit: answered without a record of its own.
+  ['GET', '/favicon.ico', 'local', 'public', moat.notFound('icon')],
   ['GET', '/admin/records', 'local', 'admin', admin.listRecords],
   ['GET', '/admin/activity', 'local', 'admin', admin.keyActivity],
   ['GET', '/admin/summary', 'local', 'admin', admin.summary],
