@@ -58,7 +58,7 @@ describe('Message Batches', () => {
     expect(upstreamBodies).toHaveLength(1);
     const forwarded = JSON.parse(upstreamBodies[0] as string) as { requests: Array<{ params: Record<string, unknown> }> };
     expect(upstreamBodies[0]).not.toMatch(/anti_distillation|moat_att|x-moat:/);
-    const decoyNames = (forwarded.requests[1]?.params.tools as Array<{ name: string }>).map((t) => t.name);
+    const decoyNames = ((forwarded.requests[1]?.params.tools ?? []) as Array<{ name: string }>).map((t) => t.name);
     expect(decoyNames).toHaveLength(3);
 
     // One record for the batch, one per item, linked to it.
@@ -83,7 +83,7 @@ describe('Message Batches', () => {
     const check = byId.get('check');
     const checkText = JSON.stringify(check);
     for (const name of decoyNames) expect(checkText).not.toContain(name);
-    const [retrieval] = await verifier.storage.recentRecords(1);
+    const [retrieval] = await verifier.storage.queryRecords({ limit: 1 });
     expect(retrieval).toMatchObject({ batch: batchRecord?.id, status: 200, reasons: ['batch results', 'decoy calls withheld: 1'] });
 
     // The thinking block goes back in a Messages request with Moat's signature, and the upstream gets its own.
@@ -125,7 +125,7 @@ describe('Message Batches', () => {
     expect((error as Error).message).toMatch(/batch blocked by policy: 1 of 2 requests blocked: forged \(block:thinking=invalid\)/);
     expect(upstreamBodies).toEqual([]);
     expect((await verifier.storage.summary()).total).toBe(before + 3);
-    const records = await verifier.storage.recentRecords(3);
+    const records = await verifier.storage.queryRecords({ limit: 3 });
     expect(records.every((r) => r.verdict === 'block' || r.reasons[0] === 'batch item fine')).toBe(true);
   });
 
@@ -153,6 +153,8 @@ describe('Message Batches', () => {
       body: JSON.stringify({ requests: [{ custom_id: 'x', params: { model: 'claude-mock', max_tokens: 8, messages: [null] } }] }),
     });
     expect(res.status).toBe(400);
-    expect(((await res.json()) as { error: { message: string } }).error.message).toMatch(/^requests\.0\.params\.messages\.0: expected an object/);
+    expect(((await res.json()) as { error: { message: string } }).error.message).toMatch(
+      /^requests\.0\.params\.messages\.0: expected an object/,
+    );
   });
 });

@@ -1,4 +1,5 @@
 import { Counter, collectDefaultMetrics, Histogram, Registry } from 'prom-client';
+import { SIGNAL_ROWS } from './signals.js';
 
 /** The verifier's Prometheus series. */
 export interface VerifierMetrics {
@@ -16,7 +17,7 @@ export interface VerifierMetrics {
 export function createMetrics(): VerifierMetrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
-  return {
+  const metrics: VerifierMetrics = {
     registry,
     requests: new Counter({
       name: 'moat_requests_total',
@@ -26,7 +27,7 @@ export function createMetrics(): VerifierMetrics {
     }),
     signals: new Counter({
       name: 'moat_signals_total',
-      help: 'Signals by layer and value',
+      help: "Signals by layer and value (the signal registry: each signal's metric label and its values)",
       labelNames: ['layer', 'value'],
       registers: [registry],
     }),
@@ -49,4 +50,7 @@ export function createMetrics(): VerifierMetrics {
     }),
     decoyCallCount: 0,
   };
+  // Every signal value of the registry is a series from the start, at 0, so rates and alerts see it before it happens.
+  for (const row of SIGNAL_ROWS) for (const value of row.values) metrics.signals.inc({ layer: row.metric, value }, 0);
+  return metrics;
 }

@@ -68,7 +68,10 @@ export class MockBatchStore {
         return { custom_id, result: { type: 'errored', error: { type: 'error', error: { type: error.type, message: error.message } } } };
       }
     });
-    const digest = createHash('sha256').update(`${++this.#count}|${JSON.stringify(body)}`).digest('hex').slice(0, 24);
+    const digest = createHash('sha256')
+      .update(`${++this.#count}|${JSON.stringify(body)}`)
+      .digest('hex')
+      .slice(0, 24);
     const id = `msgbatch_${digest}`;
     const now = new Date();
     const succeeded = results.filter((r) => r.result.type === 'succeeded').length;

@@ -348,7 +348,12 @@ function serveBatches(
       } catch (error) {
         throw invalid(`body: Invalid JSON (${errorMessage(error).slice(0, 200)})`);
       }
-      sendJson(res, 200, store.create(body, (params) => mockMessages(params, { beta: options.beta }), origin), options.requestId);
+      sendJson(
+        res,
+        200,
+        store.create(body, (params) => mockMessages(params, { beta: options.beta }), origin),
+        options.requestId,
+      );
       break;
     }
     case 'list':
@@ -365,7 +370,11 @@ function serveBatches(
       break;
     default: {
       const text = store.results(id);
-      res.writeHead(200, { 'content-type': 'application/x-jsonl', 'content-length': Buffer.byteLength(text), 'request-id': options.requestId });
+      res.writeHead(200, {
+        'content-type': 'application/x-jsonl',
+        'content-length': Buffer.byteLength(text),
+        'request-id': options.requestId,
+      });
       res.end(text);
     }
   }

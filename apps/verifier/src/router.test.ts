@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { compilePattern, createRouter, type RouteHandler } from './router.js';
 import { DEFAULT_PASSTHROUGH_ROUTES, parsePassthroughRoutes } from './config.js';
+import { compilePattern, createRouter, type RouteHandler } from './router.js';
 import { ROUTES, routeTable } from './routes/table.js';
 
 const noop: RouteHandler = () => {};
@@ -61,9 +61,15 @@ describe('the route table', () => {
     expect(where('POST', '/v1/messages')).toBe('pipeline client /v1/messages');
     expect(where('POST', '/v1/messages/count_tokens')).toBe('pipeline client /v1/messages/count_tokens');
     expect(where('POST', '/v1/messages/batches')).toBe('pipeline client /v1/messages/batches');
-    expect(where('GET', '/v1/messages/batches/msgbatch_1/results')).toBe('pipeline client /v1/messages/batches/:id/results');
-    expect(router.routes.filter((r) => r.mode === 'pipeline').every((r) => r.pattern.startsWith('/v1/messages'))).toBe(true);
-    expect(router.routes.filter((r) => r.pattern.startsWith('/v1/messages')).every((r) => r.mode === 'pipeline')).toBe(true);
+    expect(where('GET', '/v1/messages/batches/msgbatch_1/results')).toBe(
+      'pipeline client /v1/messages/batches/:id/results',
+    );
+    expect(router.routes.filter((r) => r.mode === 'pipeline').every((r) => r.pattern.startsWith('/v1/messages'))).toBe(
+      true,
+    );
+    expect(router.routes.filter((r) => r.pattern.startsWith('/v1/messages')).every((r) => r.mode === 'pipeline')).toBe(
+      true,
+    );
   });
 
   it('passes through only the upstream routes the configuration names, methods included', () => {
@@ -81,13 +87,21 @@ describe('the route table', () => {
       ['GET', '/v1/moatx'],
     ] as const)
       expect(where(method, path), `${method} ${path}`).toBeUndefined();
-    expect(createRouter(routeTable(parsePassthroughRoutes('POST /v1/complete'))).match('POST', '/v1/complete')?.route.mode).toBe(
-      'passthrough',
-    );
+    expect(
+      createRouter(routeTable(parsePassthroughRoutes('POST /v1/complete'))).match('POST', '/v1/complete')?.route.mode,
+    ).toBe('passthrough');
   });
 
   it('refuses a pass-through route that would take a Messages or Moat path', () => {
-    for (const entry of ['POST /v1/messages', 'GET /v1/messages/:id', 'GET /v1/:a/:b', 'GET /v1/*', 'GET /v1/moat', 'get /v1/models', 'GET v1'])
+    for (const entry of [
+      'POST /v1/messages',
+      'GET /v1/messages/:id',
+      'GET /v1/:a/:b',
+      'GET /v1/*',
+      'GET /v1/moat',
+      'get /v1/models',
+      'GET v1',
+    ])
       expect(() => parsePassthroughRoutes([entry]), entry).toThrow(/ERR_VERIFIER_CONFIG: passthroughRoutes\[0\]/);
   });
 
@@ -111,8 +125,11 @@ describe('the route table', () => {
   });
 
   it('has no row that an earlier row hides entirely', () => {
-    const probes = ROUTES.map(([method, pattern]) => [method === '*' ? 'PATCH' : method, pattern.replace('*', 'x')] as const);
-    for (const [i, [method, path]] of probes.entries()) expect(router.match(method, path)?.route).toBe(router.routes[i]);
+    const probes = ROUTES.map(
+      ([method, pattern]) => [method === '*' ? 'PATCH' : method, pattern.replace('*', 'x')] as const,
+    );
+    for (const [i, [method, path]] of probes.entries())
+      expect(router.match(method, path)?.route).toBe(router.routes[i]);
     expect(createRouter([['GET', '/a', 'local', 'public', noop]]).match('GET', '/a')?.route.pattern).toBe('/a');
   });
 });

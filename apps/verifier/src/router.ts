@@ -49,7 +49,13 @@ export interface Route {
 }
 
 /** A row of the table as written: `[method, pattern, mode, access, handler]`. */
-export type RouteRow = readonly [method: string, pattern: string, mode: RouteMode, access: Access, handler: RouteHandler];
+export type RouteRow = readonly [
+  method: string,
+  pattern: string,
+  mode: RouteMode,
+  access: Access,
+  handler: RouteHandler,
+];
 
 type Matcher = (path: string) => Record<string, string> | undefined;
 
@@ -66,7 +72,8 @@ function decodeSegment(part: string): string | undefined {
 
 /** Compiles a pattern to a matcher: exact, segment parameters, or a trailing wildcard. */
 export function compilePattern(pattern: string): Matcher {
-  if (!pattern.startsWith('/')) throw new TypeError(`route pattern: expected a path starting with "/", got ${JSON.stringify(pattern)}`);
+  if (!pattern.startsWith('/'))
+    throw new TypeError(`route pattern: expected a path starting with "/", got ${JSON.stringify(pattern)}`);
   const wildcard = pattern.endsWith('*');
   const fixed = wildcard ? pattern.slice(0, -1) : pattern;
   if (!fixed.includes(':')) {
@@ -85,7 +92,8 @@ export function compilePattern(pattern: string): Matcher {
         const value = decodeSegment(part);
         if (value === undefined) return undefined;
         params[segment.slice(1)] = value;
-      } else if (segment !== part && !(wildcard && i === segments.length - 1 && part.startsWith(segment))) return undefined;
+      } else if (segment !== part && !(wildcard && i === segments.length - 1 && part.startsWith(segment)))
+        return undefined;
     }
     if (wildcard)
       params['*'] = parts

@@ -43,10 +43,9 @@ let apiKey = '';
 
 async function startVerifier(env: Record<string, string> = {}): Promise<Verifier> {
   const { port } = upstream.address() as AddressInfo;
-  return createVerifier(
-    loadConfig({ ...devEnvironment(), MOAT_VERIFIER_UPSTREAM: `http://127.0.0.1:${port}/anthropic/`, ...env }),
-    { logLevel: 'silent' },
-  );
+  return createVerifier(loadConfig({ ...devEnvironment(), MOAT_VERIFIER_UPSTREAM: `http://127.0.0.1:${port}/anthropic/`, ...env }), {
+    logLevel: 'silent',
+  });
 }
 
 beforeAll(async () => {
@@ -70,7 +69,11 @@ beforeAll(async () => {
         usage: { input_tokens: 1, output_tokens: 1 },
       });
     if (route === '/v1/models')
-      return json(200, { data: [], has_more: false }, { connection: 'keep-alive, x-upstream-hop', 'x-upstream-hop': 'secret', 'x-kept': '1' });
+      return json(
+        200,
+        { data: [], has_more: false },
+        { connection: 'keep-alive, x-upstream-hop', 'x-upstream-hop': 'secret', 'x-kept': '1' },
+      );
     if (route === '/v1/complete') return json(200, { type: 'completion', completion: 'served' });
     return json(404, { type: 'error', error: { type: 'not_found_error', message: 'nothing here' } });
   });
@@ -192,7 +195,7 @@ describe('canonical routing', () => {
       const res = await fetch(`${url}/v1/complete`, { method: 'POST', headers: { 'x-api-key': key }, body: '{}' });
       expect(res.status).toBe(200);
       expect(seen.map((s) => `${s.method} ${s.raw}`)).toEqual(['POST /anthropic/v1/complete']);
-      const [record] = await legacy.storage.recentRecords(1);
+      const [record] = await legacy.storage.queryRecords({ limit: 1 });
       expect(record?.reasons).toEqual(['passthrough POST /v1/complete']);
       expect(record?.status).toBe(200);
     } finally {

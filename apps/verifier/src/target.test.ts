@@ -50,7 +50,7 @@ describe('canonicalTarget', () => {
       ['/v1/messages?x#y', 'ERR_TARGET_QUERY'],
     ];
     for (const [raw, reason] of cases) expect(refused(raw), raw).toBe(reason);
-    expect(() => canonicalTarget('/v1/messages;x')).toThrow(/^request target: expected a path of .*, got ";" in "\/v1\/messages;x"$/);
+    expect(() => canonicalTarget('/v1/messages;x')).toThrow(/request target: expected a path of .*, got ";" in "\/v1\/messages;x"$/);
   });
 
   it('is idempotent, total, and never yields a path a decoding or slash-merging upstream reads differently', () => {
@@ -58,7 +58,9 @@ describe('canonicalTarget', () => {
       fc.property(
         fc.oneof(
           fc.string({ unit: 'binary', maxLength: 40 }),
-          fc.array(fc.constantFrom('/', '//', 'v1', 'messages', '%6D', '%2F', '%2e', '.', '..', ';x', '?', '%', 'a'), { maxLength: 10 }).map((p) => p.join('')),
+          fc
+            .array(fc.constantFrom('/', '//', 'v1', 'messages', '%6D', '%2F', '%2e', '.', '..', ';x', '?', '%', 'a'), { maxLength: 10 })
+            .map((p) => p.join('')),
         ),
         (raw) => {
           let target: ReturnType<typeof canonicalTarget>;

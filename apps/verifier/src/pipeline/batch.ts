@@ -14,8 +14,8 @@ import { JsonBodyError, parseJsonBody } from '../json-body.js';
 import type { BatchRow } from '../storage.js';
 import type { CanonicalTarget } from '../target.js';
 import { checkStamp, type Evidence, gatherEvidence, receivedRequest, saysUnattested } from './evidence.js';
-import { fail } from './index.js';
-import { type Decision, decide, flagPolicy, policyAttributes, signalsOf } from './policy.js';
+import { fail, recordDecision } from './index.js';
+import { type Decision, decide, flagPolicy, policyAttributes } from './policy.js';
 import { parseMessagesBody, type ReadRequest } from './read.js';
 import { newRequestId, RequestLedger } from './record.js';
 import { decoysAllowed, rewriteRequest } from './rewrite-request.js';
@@ -64,7 +64,7 @@ export function parseBatchBody(raw: Buffer, maxJsonDepth: number): ReadBatch {
       return { customId: item.custom_id, read: parseMessagesBody(Buffer.from(JSON.stringify(item.params ?? null)), maxJsonDepth) };
     } catch (error) {
       if (!(error instanceof ApiError)) throw error;
-      const message = error.message.startsWith('body') ? error.message.slice(4) : `.${error.message}`;
+      const message = error.detail.startsWith('body') ? error.detail.slice(4) : `.${error.detail}`;
       throw invalid(`requests.${i}.params${message}`, error);
     }
   });
@@ -105,25 +105,14 @@ async function checkItems(
     const ledger = new RequestLedger(services.guard, newRequestId());
     ledgers.push(ledger);
     ledger.set({ keyId, model: body.model, batch: batchLedger.id, attestation: attestation.signal });
-    ledger.reason(`batch item ${item.customId}`);
     const evidence = await gatherEvidence(
       { raw: item.read.raw, body, headers: req.headers, request, keyId, remoteAddress: req.socket.remoteAddress, attestation },
       services,
     );
     const attributes = policyAttributes(keyId, body.model, evidence);
-    const decision = decide(signalsOf(evidence), flagPolicy(services.flags, attributes));
-    for (const { layer, value } of decision.actions) services.metrics.signals.inc({ layer, value });
-    services.metrics.requests.inc({ verdict: decision.verdict });
-    ledger.set({
-      fingerprint: evidence.fingerprint.signal,
-      gateway: evidence.gateway.gateways.map((g) => g.id),
-      relay: evidence.gateway.signals.filter((s) => s !== 'gateway_headers'),
-      thinking: evidence.thinking.signal,
-      decoy: evidence.decoy.signal,
-      verdict: decision.verdict,
-    });
-    for (const reason of decision.reasons) ledger.reason(reason);
-    for (const t of evidence.decoy.tracedTo) ledger.reason(`decoy traced to ${t.apiKeyId} (${t.confidence.toFixed(2)})`);
+    const decision = decide(evidence.signals, flagPolicy(services.flags, attributes));
+    recordDecision(ledger, evidence, decision, services.metrics);
+    ledger.set({ reasons: [`batch item ${item.customId}`, ...ledger.record.reasons] });
     checked.push({ item, evidence, decision, ledger, attributes });
   }
   return checked;

@@ -8,10 +8,13 @@ import { type DecoySignal, type RequestComponents, receivedRequestComponents } f
 import type { MessagesRequest } from '@moat/protocol/messages';
 import type { VerifierConfig } from '../config.js';
 import { unavailable } from '../errors.js';
+import type { Signals } from '../signals.js';
 import type { VerifierServices } from './services.js';
 
 /** Everything the layers found about one request. */
 export interface Evidence {
+  /** One value per signal of the registry: what policy decides on and the record keeps. */
+  readonly signals: Signals;
   readonly attestation: AttestationResult;
   readonly fingerprint: FingerprintCheck;
   /** The key's standing in the fingerprint statistics after this request. */
@@ -19,7 +22,7 @@ export interface Evidence {
   readonly gateway: RequestEvidence;
   readonly thinking: RequestBlocksCheck;
   /** What the attribution block says of the client (unverified claims, for policy targeting). */
-  readonly client: { readonly ep?: string; readonly cv?: string };
+  readonly client: { readonly ep?: string | undefined; readonly cv?: string | undefined };
   /** The client's own word that it could not attest (telemetry only: it never changes a verdict). */
   readonly clientUnavailable: boolean;
   /** Decoys of any key that come back in this request, and the keys they were served to. */
@@ -108,14 +111,20 @@ export async function gatherEvidence(input: EvidenceInput, services: VerifierSer
   );
   const thinking = verifyRequestBlocks(input.body, input.keyId, blockKeyring);
   // The attribution block was parsed once, by the fingerprint check.
-  const client = {
-    ...(fingerprint.clientVersion === undefined ? {} : { cv: fingerprint.clientVersion }),
-    ...(fingerprint.entrypoint === undefined ? {} : { ep: fingerprint.entrypoint }),
-  };
+  const client = { cv: fingerprint.clientVersion, ep: fingerprint.entrypoint };
   const traced = services.decoyIndex.current()?.trace(decoyTraceText(input.body), DECOY_HIT_CONFIDENCE) ?? [];
   const decoy = {
     signal: traced.length > 0 ? ('hit' as const) : ('none' as const),
     tracedTo: traced.map((t) => ({ apiKeyId: t.apiKeyId, confidence: t.confidence })),
   };
-  return { attestation, fingerprint, keyClass, gateway, thinking, client, clientUnavailable, decoy };
+  const signals: Signals = {
+    attestation: attestation.signal,
+    binding: attestation.binding,
+    fingerprint: fingerprint.signal,
+    fingerprintClass: keyClass,
+    thinking: thinking.signal,
+    gateway: gateway.signals,
+    decoy: decoy.signal,
+  };
+  return { signals, attestation, fingerprint, keyClass, gateway, thinking, client, clientUnavailable, decoy };
 }

@@ -30,7 +30,7 @@ export interface UpstreamRequest {
   readonly path: string;
   readonly headers: IncomingHttpHeaders;
   /** The body: bytes, or the client's request streamed through (its length header is kept). */
-  readonly body?: Buffer | Readable;
+  readonly body?: Buffer | Readable | undefined;
   /** Aborts the upstream call (the client went away). */
   readonly signal?: AbortSignal;
   /**
@@ -118,8 +118,8 @@ export class Upstream {
         path: `${base}${path}${query}`,
         method: request.method as Dispatcher.HttpMethod,
         headers,
-        ...(request.body === undefined ? {} : { body: request.body }),
-        ...(request.signal === undefined ? {} : { signal: request.signal }),
+        body: request.body ?? null,
+        signal: request.signal ?? null,
       });
     } catch (error) {
       if (request.signal?.aborted === true) throw error;
@@ -131,8 +131,7 @@ export class Upstream {
     const out: Record<string, string | string[]> = {};
     const namedBack = connectionNamed(response.headers);
     for (const [name, value] of Object.entries(response.headers)) {
-      if (value === undefined || (request.raw !== true && NOT_RETURNED.has(name)) || HOP_BY_HOP.has(name) || namedBack.has(name))
-        continue;
+      if (value === undefined || (request.raw !== true && NOT_RETURNED.has(name)) || HOP_BY_HOP.has(name) || namedBack.has(name)) continue;
       out[name] = value;
     }
     return { status: response.statusCode, headers: out, body: response.body };

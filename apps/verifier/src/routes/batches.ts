@@ -59,7 +59,12 @@ function batchRoute(what: string, action: BatchAction): RouteHandler {
       }
       services.guard.assertWritable();
       const send = () =>
-        services.upstream.send({ method: req.method ?? 'GET', path: `${target.path}${target.query}`, headers: req.headers, signal: abort.signal });
+        services.upstream.send({
+          method: req.method ?? 'GET',
+          path: `${target.path}${target.query}`,
+          headers: req.headers,
+          signal: abort.signal,
+        });
       await action(ctx, { keyId, ledger, batch, send });
     } catch (error) {
       if (res.headersSent) {
@@ -85,7 +90,8 @@ async function answerJson(res: ServerResponse, call: BatchCall, edit: (body: unk
 }
 
 /** `GET /v1/messages/batches/:id`, `POST …/cancel`, `DELETE …`: the batch, its `results_url` through the verifier. */
-export const batchObject = (what: string): RouteHandler => batchRoute(what, ({ res }, call) => answerJson(res, call, throughVerifier));
+export const batchObject = (what: string): RouteHandler =>
+  batchRoute(what, ({ res }, call) => answerJson(res, call, throughVerifier));
 
 /** `GET /v1/messages/batches`: the upstream's list, narrowed to the caller's own batches. */
 export const listBatches: RouteHandler = batchRoute('list', async ({ res, services }, call) => {
@@ -110,14 +116,19 @@ async function* lines(body: AsyncIterable<Buffer>): AsyncGenerator<string> {
       rest = rest.slice(end + 1);
       end = rest.indexOf('\n');
     }
-    if (rest.length > MAX_RESULT_LINE_BYTES) throw new ApiError(502, 'api_error', 'upstream batch results: a line over the limit');
+    if (rest.length > MAX_RESULT_LINE_BYTES)
+      throw new ApiError(502, 'api_error', 'upstream batch results: a line over the limit');
   }
   rest += decoder.decode();
   if (rest.trim() !== '') yield rest;
 }
 
 /** One result line as the client gets it: decoy calls withheld, signed-type blocks re-signed for the batch's key and model. */
-async function resultLine(line: string, call: BatchCall & { batch: BatchRow }, services: VerifierServices): Promise<{ text: string; calls: number }> {
+async function resultLine(
+  line: string,
+  call: BatchCall & { batch: BatchRow },
+  services: VerifierServices,
+): Promise<{ text: string; calls: number }> {
   let entry: { custom_id?: unknown; result?: { type?: unknown; message?: unknown } };
   try {
     entry = JSON.parse(line) as typeof entry;
@@ -125,16 +136,28 @@ async function resultLine(line: string, call: BatchCall & { batch: BatchRow }, s
     throw new ApiError(502, 'api_error', 'upstream batch results: a line that is not JSON', { cause: error });
   }
   const message = entry.result?.message;
-  if (entry.result?.type !== 'succeeded' || typeof message !== 'object' || message === null) return { text: line, calls: 0 };
+  if (entry.result?.type !== 'succeeded' || typeof message !== 'object' || message === null)
+    return { text: line, calls: 0 };
   const item = call.batch.items[String(entry.custom_id)];
   // Only the names are needed to find a decoy's calls.
   const decoys = (item?.decoys ?? []).map((name) => ({ tool: { name } }) as unknown as Decoy);
   const intercepted = interceptDecoyCalls(message as { content?: unknown; stop_reason?: unknown }, decoys);
   const model = item?.model ?? String((message as { model?: unknown }).model ?? '');
-  const { response, upstreamSignatures } = signResponse(intercepted.response, { apiKeyId: call.keyId, model }, services.blockKeyring);
+  const { response, upstreamSignatures } = signResponse(
+    intercepted.response,
+    { apiKeyId: call.keyId, model },
+    services.blockKeyring,
+  );
   const content = (response as { content?: unknown[] }).content ?? [];
-  await rememberUpstreamSignatures(services.storage, upstreamSignatures, (i) => blockSignatureOf(content[i]) as string | undefined);
-  return { text: JSON.stringify({ ...entry, result: { ...entry.result, message: response } }), calls: intercepted.turn.calls.length };
+  await rememberUpstreamSignatures(
+    services.storage,
+    upstreamSignatures,
+    (i) => blockSignatureOf(content[i]) as string | undefined,
+  );
+  return {
+    text: JSON.stringify({ ...entry, result: { ...entry.result, message: response } }),
+    calls: intercepted.turn.calls.length,
+  };
 }
 
 /**
@@ -153,7 +176,10 @@ export const batchResults: RouteHandler = batchRoute('results', async ({ res, se
     const out = await resultLine(line, owned, services);
     calls += out.calls;
     if (held === undefined && !res.headersSent)
-      res.writeHead(upstream.status, { ...upstream.headers, 'content-type': String(upstream.headers['content-type'] ?? 'application/x-jsonl') });
+      res.writeHead(upstream.status, {
+        ...upstream.headers,
+        'content-type': String(upstream.headers['content-type'] ?? 'application/x-jsonl'),
+      });
     if (held !== undefined && !res.write(held)) await Promise.race([once(res, 'drain'), once(res, 'close')]);
     held = `${out.text}\n`;
   }

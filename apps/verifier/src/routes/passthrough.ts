@@ -46,7 +46,7 @@ export const handlePassthrough: RouteHandler = async ({ req, res, services, targ
           : new ApiError(500, 'api_error', 'internal error', { cause: error });
     if (!(error instanceof ApiError)) services.log.error({ err: error, id: ledger.id }, 'passthrough failed');
     if (apiError.status < 500) ledger.set({ verdict: 'block' });
-    ledger.reason(`${apiError.status}: ${apiError.message}`);
+    ledger.reason(`${apiError.status}: ${apiError.detail}`);
     await ledger.finish(apiError.status).catch(() => {});
     if (abort.signal.aborted || res.destroyed) return;
     req.resume();

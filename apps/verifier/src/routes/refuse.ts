@@ -30,7 +30,7 @@ export async function refuseAndRecord(
   const ledger = new RequestLedger(services.guard, newRequestId());
   res.setHeader('moat-request-id', ledger.id);
   ledger.set({ keyId: await keyIdOf(req, services), verdict: 'block' });
-  ledger.reason(`${error.status}: ${error.message}`);
+  ledger.reason(`${error.status}: ${error.detail}`);
   let answer = error;
   try {
     await ledger.finish(error.status);

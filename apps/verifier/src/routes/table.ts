@@ -1,7 +1,7 @@
 import { DISCOVERY_PATH, TELEMETRY_PATH } from '@moat/protocol';
+import { handleBatchCreate } from '../pipeline/batch.js';
 import { handleMessagesRequest, type MessagesEndpoint } from '../pipeline/index.js';
 import type { RouteHandler, RouteRow } from '../router.js';
-import { handleBatchCreate } from '../pipeline/batch.js';
 import * as admin from './admin.js';
 import * as batches from './batches.js';
 import { CONFORMANCE_PATH, handleConformance } from './conformance.js';
@@ -25,7 +25,13 @@ const pipeline =
 export const ROUTES: readonly RouteRow[] = [
   ['POST', '/v1/messages', 'pipeline', 'client', pipeline('messages')],
   ['POST', '/v1/messages/count_tokens', 'pipeline', 'client', pipeline('count_tokens')],
-  ['POST', '/v1/messages/batches', 'pipeline', 'client', ({ req, res, services, target }) => handleBatchCreate(req, res, services, target)],
+  [
+    'POST',
+    '/v1/messages/batches',
+    'pipeline',
+    'client',
+    ({ req, res, services, target }) => handleBatchCreate(req, res, services, target),
+  ],
   ['GET', '/v1/messages/batches', 'pipeline', 'client', batches.listBatches],
   ['GET', '/v1/messages/batches/:id', 'pipeline', 'client', batches.batchObject('retrieve')],
   ['POST', '/v1/messages/batches/:id/cancel', 'pipeline', 'client', batches.batchObject('cancel')],
@@ -60,5 +66,10 @@ export interface PassthroughRoute {
 
 /** The verifier's routes, then the pass-through routes of the configuration. */
 export function routeTable(passthrough: readonly PassthroughRoute[]): RouteRow[] {
-  return [...ROUTES, ...passthrough.map(({ method, pattern }): RouteRow => [method, pattern, 'passthrough', 'client', handlePassthrough])];
+  return [
+    ...ROUTES,
+    ...passthrough.map(
+      ({ method, pattern }): RouteRow => [method, pattern, 'passthrough', 'client', handlePassthrough],
+    ),
+  ];
 }
