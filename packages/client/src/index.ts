@@ -51,7 +51,23 @@ interface Endpoint {
   readonly detector: GatewayDetector;
 }
 
-const MESSAGES_PATHS = /\/v1\/messages(?:\/count_tokens)?$/;
+/** The routes whose bodies the layers tag and stamp: Messages, count_tokens and Message Batch creates. */
+const MESSAGES_PATHS = /\/v1\/messages(?:\/count_tokens|\/batches)?$/;
+/** A Message Batch create: `{ requests: [{ custom_id, params }] }`, each `params` a Messages body. */
+const BATCHES_PATH = /\/v1\/messages\/batches$/;
+
+/**
+ * A batch create with each item's `params` passed through `tag` (the attribution block and
+ * signed-block hygiene of a Messages body); items that are not a Messages body stay as they are.
+ */
+export function tagBatchItems(body: Record<string, unknown>, tag: (params: MessagesRequest) => MessagesRequest): Record<string, unknown> {
+  if (!Array.isArray(body.requests)) return body;
+  const requests = body.requests.map((item: unknown) => {
+    if (!isRecord(item) || !isRecord(item.params) || typeof item.params.model !== 'string') return item;
+    return { ...item, params: tag(item.params as unknown as MessagesRequest) };
+  });
+  return { ...body, requests };
+}
 
 function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
@@ -239,6 +255,9 @@ export function createMoatFetch(options: MoatFetchOptions): MoatFetch {
         if (isRecord(parsed) && typeof parsed.model === 'string') {
           model = parsed.model;
           bodyText = JSON.stringify(tagged(parsed as unknown as MessagesRequest, e, { apiKeyId: keyIdentity(apiKey ?? ''), model }));
+        } else if (isRecord(parsed) && BATCHES_PATH.test(url.pathname)) {
+          const apiKeyId = keyIdentity(apiKey ?? '');
+          bodyText = JSON.stringify(tagBatchItems(parsed, (params) => tagged(params, e, { apiKeyId, model: params.model })));
         }
       } catch (error) {
         warn(`request body left as it was (${errorMessage(error)})`, 'body');
