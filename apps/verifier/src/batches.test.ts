@@ -16,9 +16,10 @@ let base = '';
 let apiKey = '';
 let otherKey = '';
 const upstreamBodies: string[] = [];
+const ADMIN = 'batches-admin-token-0123456789';
 
 beforeAll(async () => {
-  verifier = await createVerifier(loadConfig(devEnvironment()), {
+  verifier = await createVerifier(loadConfig(devEnvironment({ adminToken: ADMIN })), {
     logLevel: 'silent',
     onUpstreamRequest: (body) => upstreamBodies.push(body),
   });
@@ -65,6 +66,8 @@ describe('Message Batches', () => {
     expect((await verifier.storage.summary()).total).toBe(before + 3);
     const linked = await verifier.storage.queryRecords({ limit: 10, since: Date.now() - 60_000 });
     const batchRecord = linked.find((r) => r.reasons.includes(`batch ${batch.id}`));
+    const listed = await fetch(`${base}/admin/records?batch=${batchRecord?.id}`, { headers: { authorization: `Bearer ${ADMIN}` } });
+    expect(((await listed.json()) as { records: unknown[] }).records).toHaveLength(3);
     expect(batchRecord).toBeDefined();
     const items = await verifier.storage.queryRecords({ limit: 10, batch: batchRecord?.id as string });
     expect(items.map((r) => r.reasons[0]).sort()).toEqual(['batch item check', 'batch item think', 'batch of 2']);
