@@ -39,17 +39,23 @@ function cliParams(text: string, extra: Record<string, unknown> = {}): Anthropic
     { model: 'claude-mock', max_tokens: 64, messages: [{ role: 'user', content: text }], ...extra },
     { salt: 'moat-dev-salt', version: '1.4.2', entrypoint: 'cli' },
   );
-  return { ...(tagged.request as object), anti_distillation: ['fake_tools'] } as unknown as Anthropic.MessageCreateParamsNonStreaming;
+  return {
+    ...(tagged.request as object),
+    anti_distillation: ['fake_tools'],
+  } as unknown as Anthropic.MessageCreateParamsNonStreaming;
 }
 
 describe('Message Batches', () => {
-  it('checks, records and forwards each item, and serves results through the verifier re-signed, decoy calls withheld', async () => {
+  it('checks, records and forwards each item; results come back re-signed, decoy calls withheld', async () => {
     const client = sdk(apiKey);
     const before = (await verifier.storage.summary()).total;
     upstreamBodies.length = 0;
     const batch = await client.messages.batches.create({
       requests: [
-        { custom_id: 'think', params: cliParams('Hello there', { thinking: { type: 'enabled', budget_tokens: 1024 } }) },
+        {
+          custom_id: 'think',
+          params: cliParams('Hello there', { thinking: { type: 'enabled', budget_tokens: 1024 } }),
+        },
         { custom_id: 'check', params: cliParams('Please check the ledger') },
       ],
     });
@@ -57,7 +63,9 @@ describe('Message Batches', () => {
     expect(batch.results_url).toBe(`/v1/messages/batches/${batch.id}/results`);
     // Moat's members never reach the upstream; decoys were injected into the item that asked.
     expect(upstreamBodies).toHaveLength(1);
-    const forwarded = JSON.parse(upstreamBodies[0] as string) as { requests: Array<{ params: Record<string, unknown> }> };
+    const forwarded = JSON.parse(upstreamBodies[0] as string) as {
+      requests: Array<{ params: Record<string, unknown> }>;
+    };
     expect(upstreamBodies[0]).not.toMatch(/anti_distillation|moat_att|x-moat:/);
     const decoyNames = ((forwarded.requests[1]?.params.tools ?? []) as Array<{ name: string }>).map((t) => t.name);
     expect(decoyNames).toHaveLength(3);
@@ -66,7 +74,9 @@ describe('Message Batches', () => {
     expect((await verifier.storage.summary()).total).toBe(before + 3);
     const linked = await verifier.storage.queryRecords({ limit: 10, since: Date.now() - 60_000 });
     const batchRecord = linked.find((r) => r.reasons.includes(`batch ${batch.id}`));
-    const listed = await fetch(`${base}/admin/records?batch=${batchRecord?.id}`, { headers: { authorization: `Bearer ${ADMIN}` } });
+    const listed = await fetch(`${base}/admin/records?batch=${batchRecord?.id}`, {
+      headers: { authorization: `Bearer ${ADMIN}` },
+    });
     expect(((await listed.json()) as { records: unknown[] }).records).toHaveLength(3);
     expect(batchRecord).toBeDefined();
     const items = await verifier.storage.queryRecords({ limit: 10, batch: batchRecord?.id as string });
@@ -87,7 +97,11 @@ describe('Message Batches', () => {
     const checkText = JSON.stringify(check);
     for (const name of decoyNames) expect(checkText).not.toContain(name);
     const [retrieval] = await verifier.storage.queryRecords({ limit: 1 });
-    expect(retrieval).toMatchObject({ batch: batchRecord?.id, status: 200, reasons: ['batch results', 'decoy calls withheld: 1'] });
+    expect(retrieval).toMatchObject({
+      batch: batchRecord?.id,
+      status: 200,
+      reasons: ['batch results', 'decoy calls withheld: 1'],
+    });
 
     // The thinking block goes back in a Messages request with Moat's signature, and the upstream gets its own.
     if (think?.type !== 'succeeded') throw new Error('expected a succeeded result');
@@ -112,20 +126,28 @@ describe('Message Batches', () => {
       max_tokens: 16,
       messages: [
         { role: 'user' as const, content: 'hi' },
-        { role: 'assistant' as const, content: [{ type: 'thinking' as const, thinking: 'x', signature: 'ms1.forged' }] },
+        {
+          role: 'assistant' as const,
+          content: [{ type: 'thinking' as const, thinking: 'x', signature: 'ms1.forged' }],
+        },
         { role: 'user' as const, content: 'go on' },
       ],
     };
     const error = await sdk(apiKey)
       .messages.batches.create({
         requests: [
-          { custom_id: 'fine', params: { model: 'claude-mock', max_tokens: 16, messages: [{ role: 'user', content: 'hi' }] } },
+          {
+            custom_id: 'fine',
+            params: { model: 'claude-mock', max_tokens: 16, messages: [{ role: 'user', content: 'hi' }] },
+          },
           { custom_id: 'forged', params: forged },
         ],
       })
       .catch((e: unknown) => e);
     expect(error).toBeInstanceOf(Anthropic.PermissionDeniedError);
-    expect((error as Error).message).toMatch(/batch blocked by policy: 1 of 2 requests blocked: forged \(block:thinking=invalid\)/);
+    expect((error as Error).message).toMatch(
+      /batch blocked by policy: 1 of 2 requests blocked: forged \(block:thinking=invalid\)/,
+    );
     expect(upstreamBodies).toEqual([]);
     expect((await verifier.storage.summary()).total).toBe(before + 3);
     const records = await verifier.storage.queryRecords({ limit: 3 });
@@ -134,10 +156,14 @@ describe('Message Batches', () => {
 
   it('shows a key only its own batches, and answers cancel and delete', async () => {
     const mine = await sdk(apiKey).messages.batches.create({
-      requests: [{ custom_id: 'a', params: { model: 'claude-mock', max_tokens: 8, messages: [{ role: 'user', content: 'a' }] } }],
+      requests: [
+        { custom_id: 'a', params: { model: 'claude-mock', max_tokens: 8, messages: [{ role: 'user', content: 'a' }] } },
+      ],
     });
     const theirs = await sdk(otherKey).messages.batches.create({
-      requests: [{ custom_id: 'b', params: { model: 'claude-mock', max_tokens: 8, messages: [{ role: 'user', content: 'b' }] } }],
+      requests: [
+        { custom_id: 'b', params: { model: 'claude-mock', max_tokens: 8, messages: [{ role: 'user', content: 'b' }] } },
+      ],
     });
     const listed: string[] = [];
     for await (const b of sdk(otherKey).messages.batches.list()) listed.push(b.id);
@@ -153,7 +179,9 @@ describe('Message Batches', () => {
     const res = await fetch(`${base}/v1/messages/batches`, {
       method: 'POST',
       headers: { 'x-api-key': apiKey, 'content-type': 'application/json' },
-      body: JSON.stringify({ requests: [{ custom_id: 'x', params: { model: 'claude-mock', max_tokens: 8, messages: [null] } }] }),
+      body: JSON.stringify({
+        requests: [{ custom_id: 'x', params: { model: 'claude-mock', max_tokens: 8, messages: [null] } }],
+      }),
     });
     expect(res.status).toBe(400);
     expect(((await res.json()) as { error: { message: string } }).error.message).toMatch(

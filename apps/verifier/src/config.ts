@@ -257,7 +257,9 @@ export const SETTINGS = {
       ),
     ),
     default: DEFAULT_PASSTHROUGH_ROUTES,
-    doc: 'Upstream routes forwarded without Moat\'s checks; any other route is refused (404, recorded). Add "POST /v1/complete" to serve legacy completions (unchecked).',
+    doc:
+      "Upstream routes forwarded without Moat's checks; any other route is refused (404, recorded). " +
+      'Add "POST /v1/complete" to serve legacy completions (unchecked).',
   },
 } as const satisfies Readonly<Record<string, Setting>>;
 

@@ -30,8 +30,10 @@ const invalid = (message: string) => new ApiError(400, 'invalid_request_error', 
 
 /** Checks a batch create body as the API does: `requests` only, each a `custom_id` and `params`. */
 function validateCreate(body: unknown): Array<{ custom_id: string; params: unknown }> {
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw invalid('body: Input should be a valid dictionary');
-  for (const key of Object.keys(body)) if (key !== 'requests') throw invalid(`${key.slice(0, 100)}: Extra inputs are not permitted`);
+  if (typeof body !== 'object' || body === null || Array.isArray(body))
+    throw invalid('body: Input should be a valid dictionary');
+  for (const key of Object.keys(body))
+    if (key !== 'requests') throw invalid(`${key.slice(0, 100)}: Extra inputs are not permitted`);
   const requests = (body as { requests?: unknown }).requests;
   if (!Array.isArray(requests) || requests.length === 0) throw invalid('requests: at least one request is required');
   const seen = new Set<string>();
@@ -42,7 +44,8 @@ function validateCreate(body: unknown): Array<{ custom_id: string; params: unkno
     if (seen.has(item.custom_id)) throw invalid(`requests.${i}.custom_id: duplicate custom_id`);
     seen.add(item.custom_id);
     for (const key of Object.keys(item))
-      if (key !== 'custom_id' && key !== 'params') throw invalid(`requests.${i}.${key.slice(0, 100)}: Extra inputs are not permitted`);
+      if (key !== 'custom_id' && key !== 'params')
+        throw invalid(`requests.${i}.${key.slice(0, 100)}: Extra inputs are not permitted`);
     return { custom_id: item.custom_id, params: item.params };
   });
 }
@@ -61,11 +64,15 @@ export class MockBatchStore {
     const requests = validateCreate(body);
     const results: MockBatchResult[] = requests.map(({ custom_id, params }) => {
       try {
-        if ((params as { stream?: unknown } | null)?.stream === true) throw invalid('stream: batch requests cannot stream');
+        if ((params as { stream?: unknown } | null)?.stream === true)
+          throw invalid('stream: batch requests cannot stream');
         return { custom_id, result: { type: 'succeeded', message: answer(params) } };
       } catch (error) {
         if (!(error instanceof ApiError)) throw error;
-        return { custom_id, result: { type: 'errored', error: { type: 'error', error: { type: error.type, message: error.message } } } };
+        return {
+          custom_id,
+          result: { type: 'errored', error: { type: 'error', error: { type: error.type, message: error.message } } },
+        };
       }
     });
     const digest = createHash('sha256')
@@ -128,7 +135,8 @@ export class MockBatchStore {
 
 /** The batch route a path names: `create`/`list` at the collection, else an id and an action. */
 export function batchRoute(method: string, path: string): { action: string; id?: string } | undefined {
-  if (path === '/v1/messages/batches') return method === 'POST' ? { action: 'create' } : method === 'GET' ? { action: 'list' } : undefined;
+  if (path === '/v1/messages/batches')
+    return method === 'POST' ? { action: 'create' } : method === 'GET' ? { action: 'list' } : undefined;
   const m = /^\/v1\/messages\/batches\/([A-Za-z0-9_-]+)(\/results|\/cancel)?$/.exec(path);
   if (m === null) return undefined;
   const id = m[1] as string;

@@ -43,9 +43,12 @@ let apiKey = '';
 
 async function startVerifier(env: Record<string, string> = {}): Promise<Verifier> {
   const { port } = upstream.address() as AddressInfo;
-  return createVerifier(loadConfig({ ...devEnvironment(), MOAT_VERIFIER_UPSTREAM: `http://127.0.0.1:${port}/anthropic/`, ...env }), {
-    logLevel: 'silent',
-  });
+  return createVerifier(
+    loadConfig({ ...devEnvironment(), MOAT_VERIFIER_UPSTREAM: `http://127.0.0.1:${port}/anthropic/`, ...env }),
+    {
+      logLevel: 'silent',
+    },
+  );
 }
 
 beforeAll(async () => {
@@ -92,7 +95,12 @@ afterAll(async () => {
 const body = JSON.stringify({ model: 'claude-mock', max_tokens: 16, messages: [{ role: 'user', content: 'hello' }] });
 
 /** Sends exactly `method target` over a socket of its own and returns the status and headers. */
-function raw(url: string, method: string, target: string, headers: Record<string, string> = {}): Promise<{ status: number; head: string }> {
+function raw(
+  url: string,
+  method: string,
+  target: string,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; head: string }> {
   const { port } = new URL(url);
   const lines = [
     `${method} ${target} HTTP/1.1`,
@@ -165,22 +173,33 @@ describe('canonical routing', () => {
     }
     expect(await total(verifier)).toBe(before + variants.length);
     expect([...pipelined].sort()).toEqual(
-      ['POST /v1/messages', 'POST /v1//messages', 'POST //v1/messages', 'POST /v1/%6Dessages', 'POST /v1/messages?beta=true'].sort(),
+      [
+        'POST /v1/messages',
+        'POST /v1//messages',
+        'POST //v1/messages',
+        'POST /v1/%6Dessages',
+        'POST /v1/messages?beta=true',
+      ].sort(),
     );
     const refused = await verifier.storage.queryRecords({ limit: 100, verdict: 'block' });
     expect(refused.map((r) => r.reasons[0]).join('\n')).toMatch(/^404: no route POST \/v1\/messages\/$/m);
-    expect(refused.map((r) => r.reasons[0]).join('\n')).toMatch(/^400: request target: expected an origin-form target/m);
+    expect(refused.map((r) => r.reasons[0]).join('\n')).toMatch(
+      /^400: request target: expected an origin-form target/m,
+    );
     expect(refused.every((r) => r.keyId !== null)).toBe(true);
   });
 
   it('answers what it refuses in Anthropic’s shape', async () => {
     const res = await fetch(`${base}/v1/complete`, { method: 'POST', headers: { 'x-api-key': apiKey }, body });
     expect(res.status).toBe(404);
-    expect(await res.json()).toEqual({ type: 'error', error: { type: 'not_found_error', message: 'no route POST /v1/complete' } });
+    expect(await res.json()).toEqual({
+      type: 'error',
+      error: { type: 'not_found_error', message: 'no route POST /v1/complete' },
+    });
     expect(res.headers.get('moat-request-id')).toMatch(/^req_/);
   });
 
-  it('passes the named routes through at their canonical path, and legacy completions only when configured', async () => {
+  it('passes the named routes through at their canonical path, legacy completions only when named', async () => {
     seen.length = 0;
     const models = await fetch(`${base}/v1//models`, { headers: { 'x-api-key': apiKey } });
     expect(models.status).toBe(200);

@@ -17,7 +17,10 @@ describe('canonicalTarget', () => {
     expect(canonicalTarget('/v1/messages?beta=true')).toEqual({ path: '/v1/messages', query: '?beta=true' });
     expect(canonicalTarget('/v1//messages')).toEqual({ path: '/v1/messages', query: '' });
     expect(canonicalTarget('//v1///%6Dessages')).toEqual({ path: '/v1/messages', query: '' });
-    expect(canonicalTarget('/v1/messages/%63ount%5Ftokens?a=%2F')).toEqual({ path: '/v1/messages/count_tokens', query: '?a=%2F' });
+    expect(canonicalTarget('/v1/messages/%63ount%5Ftokens?a=%2F')).toEqual({
+      path: '/v1/messages/count_tokens',
+      query: '?a=%2F',
+    });
   });
 
   it('keeps a trailing slash and the case, so such variants name no route', () => {
@@ -50,7 +53,9 @@ describe('canonicalTarget', () => {
       ['/v1/messages?x#y', 'ERR_TARGET_QUERY'],
     ];
     for (const [raw, reason] of cases) expect(refused(raw), raw).toBe(reason);
-    expect(() => canonicalTarget('/v1/messages;x')).toThrow(/request target: expected a path of .*, got ";" in "\/v1\/messages;x"$/);
+    expect(() => canonicalTarget('/v1/messages;x')).toThrow(
+      /request target: expected a path of .*, got ";" in "\/v1\/messages;x"$/,
+    );
   });
 
   it('is idempotent, total, and never yields a path a decoding or slash-merging upstream reads differently', () => {
@@ -59,7 +64,9 @@ describe('canonicalTarget', () => {
         fc.oneof(
           fc.string({ unit: 'binary', maxLength: 40 }),
           fc
-            .array(fc.constantFrom('/', '//', 'v1', 'messages', '%6D', '%2F', '%2e', '.', '..', ';x', '?', '%', 'a'), { maxLength: 10 })
+            .array(fc.constantFrom('/', '//', 'v1', 'messages', '%6D', '%2F', '%2e', '.', '..', ';x', '?', '%', 'a'), {
+              maxLength: 10,
+            })
             .map((p) => p.join('')),
         ),
         (raw) => {

@@ -76,7 +76,11 @@ function decodeUnreserved(path: string): string {
     if (!HEX2.test(hex)) throw new TargetError('ERR_TARGET_ESCAPE', 'well-formed percent-escapes', quote(`%${hex}`));
     const decoded = String.fromCharCode(Number.parseInt(hex, 16));
     if (!UNRESERVED.test(decoded))
-      throw new TargetError('ERR_TARGET_ESCAPE', 'no escape but of A-Z a-z 0-9 - . _ ~ in the path', quote(`%${hex.toUpperCase()}`));
+      throw new TargetError(
+        'ERR_TARGET_ESCAPE',
+        'no escape but of A-Z a-z 0-9 - . _ ~ in the path',
+        quote(`%${hex.toUpperCase()}`),
+      );
     out += decoded;
     i += 2;
   }
@@ -102,13 +106,19 @@ export function canonicalTarget(raw: string): CanonicalTarget {
   const q = raw.indexOf('?');
   const rawPath = q === -1 ? raw : raw.slice(0, q);
   const query = q === -1 ? '' : raw.slice(q);
-  if (!QUERY_CHARS.test(query.slice(1))) throw new TargetError('ERR_TARGET_QUERY', 'a query of URI characters', quote(query));
+  if (!QUERY_CHARS.test(query.slice(1)))
+    throw new TargetError('ERR_TARGET_QUERY', 'a query of URI characters', quote(query));
   const path = decodeUnreserved(rawPath).replace(/\/{2,}/g, '/');
   if (!PATH_CHARS.test(path)) {
     const bad = [...path].find((c) => c !== '/' && !UNRESERVED.test(c)) ?? '';
-    throw new TargetError('ERR_TARGET_CHARACTER', 'a path of A-Z a-z 0-9 - . _ ~ and /', `${quote(bad)} in ${quote(rawPath)}`);
+    throw new TargetError(
+      'ERR_TARGET_CHARACTER',
+      'a path of A-Z a-z 0-9 - . _ ~ and /',
+      `${quote(bad)} in ${quote(rawPath)}`,
+    );
   }
   for (const segment of path.split('/'))
-    if (segment === '.' || segment === '..') throw new TargetError('ERR_TARGET_DOT_SEGMENT', 'no . or .. segment', quote(rawPath));
+    if (segment === '.' || segment === '..')
+      throw new TargetError('ERR_TARGET_DOT_SEGMENT', 'no . or .. segment', quote(rawPath));
   return { path, query };
 }

@@ -52,16 +52,24 @@ export function parseBatchBody(raw: Buffer, maxJsonDepth: number): ReadBatch {
       throw invalid(`${error.path === '' ? 'body' : error.path}: ${error.message.slice(error.code.length + 2)}`, error);
     throw error;
   }
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw invalid('body: expected a JSON object');
+  if (typeof value !== 'object' || value === null || Array.isArray(value))
+    throw invalid('body: expected a JSON object');
   const { requests, ...rest } = value as Record<string, unknown>;
   if (!Array.isArray(requests) || requests.length === 0)
-    throw invalid(`requests: expected a non-empty array, got ${Array.isArray(requests) ? 'an empty one' : typeof requests}`);
+    throw invalid(
+      `requests: expected a non-empty array, got ${Array.isArray(requests) ? 'an empty one' : typeof requests}`,
+    );
   const items = requests.map((entry, i): BatchItem => {
     const item = entry as { custom_id?: unknown; params?: unknown } | null;
-    if (typeof item !== 'object' || item === null || Array.isArray(item)) throw invalid(`requests.${i}: expected an object`);
-    if (typeof item.custom_id !== 'string') throw invalid(`requests.${i}.custom_id: expected a string, got ${typeof item.custom_id}`);
+    if (typeof item !== 'object' || item === null || Array.isArray(item))
+      throw invalid(`requests.${i}: expected an object`);
+    if (typeof item.custom_id !== 'string')
+      throw invalid(`requests.${i}.custom_id: expected a string, got ${typeof item.custom_id}`);
     try {
-      return { customId: item.custom_id, read: parseMessagesBody(Buffer.from(JSON.stringify(item.params ?? null)), maxJsonDepth) };
+      return {
+        customId: item.custom_id,
+        read: parseMessagesBody(Buffer.from(JSON.stringify(item.params ?? null)), maxJsonDepth),
+      };
     } catch (error) {
       if (!(error instanceof ApiError)) throw error;
       const message = error.detail.startsWith('body') ? error.detail.slice(4) : `.${error.detail}`;
@@ -106,7 +114,15 @@ async function checkItems(
     ledgers.push(ledger);
     ledger.set({ keyId, model: body.model, batch: batchLedger.id, attestation: attestation.signal });
     const evidence = await gatherEvidence(
-      { raw: item.read.raw, body, headers: req.headers, request, keyId, remoteAddress: req.socket.remoteAddress, attestation },
+      {
+        raw: item.read.raw,
+        body,
+        headers: req.headers,
+        request,
+        keyId,
+        remoteAddress: req.socket.remoteAddress,
+        attestation,
+      },
       services,
     );
     const attributes = policyAttributes(keyId, body.model, evidence);
@@ -130,7 +146,12 @@ async function forwardedBody(
   const items: Record<string, BatchRow['items'][string]> = {};
   for (const c of checked) {
     const injectDecoys = decoysAllowed(c.item.read.body, c.evidence, c.attributes, services);
-    const plan = await rewriteRequest(c.item.read, c.evidence, { keyId, injectDecoys, secret: services.secret, storage: services.storage });
+    const plan = await rewriteRequest(c.item.read, c.evidence, {
+      keyId,
+      injectDecoys,
+      secret: services.secret,
+      storage: services.storage,
+    });
     c.ledger.set({ decoys: plan.decoys.length });
     requests.push(`{"custom_id":${JSON.stringify(c.item.customId)},"params":${plan.bytes.toString('utf8')}}`);
     items[c.item.customId] = { model: c.item.read.body.model, decoys: plan.decoys.map((d) => d.tool.name) };
@@ -142,7 +163,8 @@ async function forwardedBody(
 /** A batch object with its `results_url` pointing at this verifier, so results are fetched through it. */
 export function throughVerifier<T>(batch: T): T {
   const b = batch as { id?: unknown; results_url?: unknown };
-  if (typeof b !== 'object' || b === null || typeof b.id !== 'string' || typeof b.results_url !== 'string') return batch;
+  if (typeof b !== 'object' || b === null || typeof b.id !== 'string' || typeof b.results_url !== 'string')
+    return batch;
   return { ...batch, results_url: `/v1/messages/batches/${encodeURIComponent(b.id)}/results` };
 }
 
@@ -171,7 +193,9 @@ export async function handleBatchCreate(
     } catch (error) {
       // A body that does not parse still spends its nonce and says whether its stamp is genuine.
       ledger.set({ verdict: 'block' });
-      const stamp = await checkStamp(raw, receivedRequest(req, services.config), false, services).catch(() => undefined);
+      const stamp = await checkStamp(raw, receivedRequest(req, services.config), false, services).catch(
+        () => undefined,
+      );
       if (stamp !== undefined) ledger.set({ attestation: stamp.signal });
       throw error;
     }
@@ -206,8 +230,15 @@ export async function handleBatchCreate(
       return await passError(res, ledger, upstream);
     }
     const created = (await upstream.body.json().catch(() => undefined)) as { id?: unknown } | undefined;
-    if (typeof created?.id !== 'string') throw new ApiError(502, 'api_error', 'upstream answered a batch create without a batch id');
-    await services.storage.saveBatch({ id: created.id, keyId, recordId: ledger.id, created: Date.now(), items: forwarded.items });
+    if (typeof created?.id !== 'string')
+      throw new ApiError(502, 'api_error', 'upstream answered a batch create without a batch id');
+    await services.storage.saveBatch({
+      id: created.id,
+      keyId,
+      recordId: ledger.id,
+      created: Date.now(),
+      items: forwarded.items,
+    });
     ledger.reason(`batch ${created.id.slice(0, 100)}`);
     for (const item of items) await item.finish(upstream.status);
     await ledger.finishStored(upstream.status);

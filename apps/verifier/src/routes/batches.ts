@@ -89,7 +89,7 @@ async function answerJson(res: ServerResponse, call: BatchCall, edit: (body: unk
   sendJson(res, upstream.status, edit(body), upstream.headers as Record<string, string>);
 }
 
-/** `GET /v1/messages/batches/:id`, `POST …/cancel`, `DELETE …`: the batch, its `results_url` through the verifier. */
+/** `GET /v1/messages/batches/:id`, `POST …/cancel`, `DELETE …`: the batch, `results_url` through the verifier. */
 export const batchObject = (what: string): RouteHandler =>
   batchRoute(what, ({ res }, call) => answerJson(res, call, throughVerifier));
 
@@ -123,7 +123,7 @@ async function* lines(body: AsyncIterable<Buffer>): AsyncGenerator<string> {
   if (rest.trim() !== '') yield rest;
 }
 
-/** One result line as the client gets it: decoy calls withheld, signed-type blocks re-signed for the batch's key and model. */
+/** One result line as the client gets it: decoy calls withheld, signed-type blocks re-signed for the batch's key. */
 async function resultLine(
   line: string,
   call: BatchCall & { batch: BatchRow },
