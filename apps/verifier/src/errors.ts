@@ -72,6 +72,11 @@ export class VerifierConfigError extends MoatError<'ERR_VERIFIER_CONFIG'> {
   }
 }
 
+/** A row of one of the verifier's tables (routes, signals, record columns) that cannot work. */
+export class VerifierTableError extends MoatError<'ERR_VERIFIER_TABLE'> {
+  override readonly name = 'VerifierTableError';
+}
+
 /**
  * A record was taken by neither the store nor (where allowed) the spool: the request must not
  * be answered as if it had been.

@@ -5,6 +5,7 @@
  * `/admin/records` and the per-key aggregates of `/admin/activity`. The backends only run it.
  */
 import type { Verdict } from '@moat/protocol';
+import { VerifierConfigError, VerifierTableError } from './errors.js';
 import { type ActivityField, RECORDED_SIGNALS, type RecordedSignals } from './signals.js';
 
 /** The two SQL backends. */
@@ -104,7 +105,10 @@ export const RECORD_COLUMNS: readonly Column[] = [
 // Names and initial values are written into SQL: they come from code, and are checked here once.
 for (const c of RECORD_COLUMNS)
   if (!/^[a-z_]+$/.test(c.column) || (c.initial !== undefined && !/^[a-z_]+$/.test(c.initial)))
-    throw new TypeError(`record column: expected [a-z_]+ names and values, got ${c.column} = ${c.initial}`);
+    throw new VerifierTableError(
+      'ERR_VERIFIER_TABLE',
+      `record column: expected [a-z_]+ names and values, got ${c.column} = ${c.initial}`,
+    );
 
 const definition = (c: Column, dialect: Dialect) =>
   `${c.column} ${TYPES[c.kind][dialect]}${c.initial === undefined ? '' : ` DEFAULT '${c.initial}'`}`;
@@ -131,16 +135,24 @@ export const EXISTING_COLUMNS_SQL: Readonly<Record<Dialect, string>> = {
     "WHERE table_schema = current_schema() AND table_name = 'records'",
 };
 
+/** Columns a migration can add to a table with rows: those with a default, or that may be null. */
+const ADDABLE: ReadonlySet<Kind> = new Set<Kind>(['signal', 'count', 'optional text', 'optional int']);
+
 /**
  * The migration: `ALTER TABLE … ADD COLUMN` for every column the table lacks (a signal added
  * after the database was made); its older rows get the signal's initial value.
+ *
+ * @throws {VerifierConfigError} when the table lacks a column no migration can add (not a
+ * records table of ours).
  */
 export function migrationSql(dialect: Dialect, existing: Iterable<string>): string[] {
   const have = new Set(existing);
+  const missing = RECORD_COLUMNS.filter((c) => !have.has(c.column));
+  const fixed = missing.find((c) => !ADDABLE.has(c.kind));
+  if (fixed !== undefined)
+    throw new VerifierConfigError('database', `a records table with a column ${fixed.column}`, 'a table without it');
   const exists = dialect === 'postgres' ? 'IF NOT EXISTS ' : '';
-  return RECORD_COLUMNS.filter((c) => !have.has(c.column)).map((c) =>
-    `ALTER TABLE records ADD COLUMN ${exists}${definition(c, dialect)}`.replace(' PRIMARY KEY', ''),
-  );
+  return missing.map((c) => `ALTER TABLE records ADD COLUMN ${exists}${definition(c, dialect)}`);
 }
 
 /** `INSERT INTO records`; `ignoreDuplicate` skips a record whose id is stored (draining a spool). */

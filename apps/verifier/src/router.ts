@@ -8,6 +8,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { type Access, admit, type OperatorTokens } from './auth.js';
+import { VerifierTableError } from './errors.js';
 import type { VerifierServices } from './pipeline/services.js';
 import type { CanonicalTarget } from './target.js';
 
@@ -72,8 +73,10 @@ function decodeSegment(part: string): string | undefined {
 
 /** Compiles a pattern to a matcher: exact, segment parameters, or a trailing wildcard. */
 export function compilePattern(pattern: string): Matcher {
-  if (!pattern.startsWith('/'))
-    throw new TypeError(`route pattern: expected a path starting with "/", got ${JSON.stringify(pattern)}`);
+  if (!pattern.startsWith('/')) {
+    const got = JSON.stringify(pattern);
+    throw new VerifierTableError('ERR_VERIFIER_TABLE', `route pattern: expected a path starting with "/", got ${got}`);
+  }
   const wildcard = pattern.endsWith('*');
   const fixed = wildcard ? pattern.slice(0, -1) : pattern;
   if (!fixed.includes(':')) {

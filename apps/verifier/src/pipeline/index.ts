@@ -7,9 +7,11 @@
  * 3. evidence — attestation, fingerprint, gateway traces, signed blocks ({@link gatherEvidence})
  * 4. policy — a pure decision from the signals ({@link decide})
  * 5. record — the request's one record, filled in as it goes ({@link RequestLedger})
- * 6. rewrite the request — Moat's members out, decoys in, upstream signatures back ({@link rewriteRequest})
+ * 6. rewrite the request — Moat's members out, decoys in, upstream signatures back
+ *    ({@link rewriteRequest})
  * 7. upstream — forward with the verifier's key ({@link Upstream})
- * 8. rewrite the response — sign, intercept decoy calls, JSON or SSE ({@link answerJson}, {@link answerStream})
+ * 8. rewrite the response — sign, intercept decoy calls, JSON or SSE ({@link answerJson},
+ *    {@link answerStream})
  * 9. finish the record — durable before the answer completes
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
