@@ -134,7 +134,7 @@ export class MockBatchStore {
 }
 
 /** The batch route a path names: `create`/`list` at the collection, else an id and an action. */
-export function batchRoute(method: string, path: string): { action: string; id?: string } | undefined {
+export function mockBatchRoute(method: string, path: string): { action: string; id?: string } | undefined {
   if (path === '/v1/messages/batches')
     return method === 'POST' ? { action: 'create' } : method === 'GET' ? { action: 'list' } : undefined;
   const m = /^\/v1\/messages\/batches\/([A-Za-z0-9_-]+)(\/results|\/cancel)?$/.exec(path);

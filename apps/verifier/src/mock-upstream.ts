@@ -11,7 +11,7 @@ import {
 } from '@moat/protocol/messages';
 import { errorMessage } from '@moat/protocol/support';
 import { ApiError } from './errors.js';
-import { batchRoute, MockBatchStore } from './mock-batches.js';
+import { MockBatchStore, mockBatchRoute } from './mock-batches.js';
 
 /**
  * Top-level members of a GA Messages request (`@anthropic-ai/sdk`'s `MessageCreateParams`, plus
@@ -335,7 +335,7 @@ function serveBatches(
   raw: Buffer,
   options: MockUpstreamOptions & { beta: boolean; requestId: string },
 ): boolean {
-  const route = batchRoute(req.method ?? 'GET', path);
+  const route = mockBatchRoute(req.method ?? 'GET', path);
   if (route === undefined || options.batches === undefined) return false;
   const store = options.batches;
   const id = route.id ?? '';
