@@ -67,7 +67,7 @@ describe('moat demo and moat redteam as commands', () => {
 
   it('moat demo prints a fully green trust report and exits 0', { timeout: 120_000 }, async () => {
     const r = await run(['demo']);
-    expect(r.stdout).toMatch(/14 of 14 scenarios as expected/);
+    expect(r.stdout).toMatch(/15 of 15 scenarios as expected/);
     expect(r.stderr).toMatch(/HTML report: moat-trust-report\.html/);
     expect(r.status).toBe(0);
   });
@@ -89,7 +89,7 @@ describe('moat demo and moat redteam as commands', () => {
       });
       const r = await run(['redteam', '--target', url, '--admin-token', adminToken, '--cli', cli, '--json']);
       const report = JSON.parse(r.stdout) as { results: Array<{ id: string; pass: boolean; skipped?: string }> };
-      expect(report.results).toHaveLength(14);
+      expect(report.results).toHaveLength(15);
       expect(report.results.filter((x) => !x.pass)).toEqual([]);
       // Without the verifier's secret, tracing is the operator's job: skipped, with the reason.
       expect(report.results.find((x) => x.id === 'distiller')?.skipped).toMatch(/verifier secret/);

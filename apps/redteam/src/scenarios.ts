@@ -684,6 +684,34 @@ export const SCENARIOS: readonly Scenario[] = [
       };
     },
   },
+  {
+    id: 'batch-bypass',
+    title: 'a distiller sends a Message Batch (half price) instead of Messages, with a made-up stamp',
+    expected: 'checked like Messages: blocked, nothing forwarded, the batch and each item recorded',
+    async run(ctx) {
+      const { id, key } = await newKey(ctx, 'batch-bypass');
+      const item = (n: number) => ({
+        custom_id: `q${n}`,
+        params: JSON.parse(genuineBody(ctx, [{ role: 'user', content: `Explain topic ${n} step by step` }])) as unknown,
+      });
+      const stamp = `r1.k1.${Math.floor(Date.now() / 1000)}.${randomBytes(8).toString('hex')}.${randomBytes(16).toString('hex')}`;
+      const body = `${JSON.stringify({ requests: [item(1), item(2)] }).slice(0, -1)},"moat_att":"${stamp}"}`;
+      const res = await fetch(new URL('/v1/messages/batches', ctx.baseUrl), {
+        method: 'POST',
+        headers: { 'x-api-key': key, 'content-type': 'application/json' },
+        body,
+      });
+      const answer = (await res.json()) as { error?: { message?: string } };
+      const recs = await records(ctx, id, 10);
+      const batchRec = recs.find((r) => r.reasons[0] === 'batch of 2');
+      const items = recs.filter((r) => r.reasons[0]?.startsWith('batch item') === true);
+      return {
+        observed: `HTTP ${res.status} (${(answer.error?.message ?? '').slice(0, 60)}…); batch ${describe(batchRec)}; ${items.length} item record(s): ${items.map((r) => r.verdict).join(', ')}`,
+        verdict: batchRec?.verdict ?? '-',
+        pass: res.status === 403 && batchRec?.verdict === 'block' && items.length === 2 && items.every((r) => r.verdict === 'block'),
+      };
+    },
+  },
 ];
 
 /** Runs the scenarios in order, each independently; one failing does not stop the others. */

@@ -46,6 +46,7 @@ describe('settings from one schema', () => {
       MOAT_VERIFIER_CLIENT_KEY: 'ck',
       MOAT_VERIFIER_UA_PRODUCT: 'my-cli',
       MOAT_VERIFIER_PUBLIC_AUTHORITIES: 'api.example.com, gw.example.com:8443',
+      MOAT_VERIFIER_PASSTHROUGH_ROUTES: 'GET /v1/models, POST /v1/complete',
     };
     expect(loadConfig(env)).toEqual({
       host: '0.0.0.0',
@@ -78,6 +79,10 @@ describe('settings from one schema', () => {
       clientKey: 'ck',
       userAgentProduct: 'my-cli',
       publicAuthorities: ['api.example.com', 'gw.example.com:8443'],
+      passthroughRoutes: [
+        { method: 'GET', pattern: '/v1/models' },
+        { method: 'POST', pattern: '/v1/complete' },
+      ],
     });
     for (const name of Object.keys(SETTINGS) as SettingName[]) expect(Object.keys(env)).toContain(envName(name));
   });

@@ -6,6 +6,7 @@ import { isKeyId } from '@moat/protocol';
 import { errorCode, errorMessage } from '@moat/protocol/support';
 import * as v from 'valibot';
 import { VerifierConfigError } from './errors.js';
+import { compilePattern } from './router.js';
 
 /** Everything the verifier runs with. */
 export interface VerifierConfig {
@@ -60,7 +61,47 @@ export interface VerifierConfig {
    * Unset, the received `Host` is used (development, a single trusted front end).
    */
   readonly publicAuthorities?: readonly string[] | undefined;
+  /**
+   * Upstream routes forwarded without Moat's checks (`METHOD /pattern`, `:name` for one
+   * segment); every other route the verifier does not own is refused. Default
+   * {@link DEFAULT_PASSTHROUGH_ROUTES}; the legacy `POST /v1/complete` only when named here.
+   */
+  readonly passthroughRoutes: ReadonlyArray<{ readonly method: string; readonly pattern: string }>;
 }
+
+/** Upstream routes that yield no model output: models, and file metadata and uploads. */
+export const DEFAULT_PASSTHROUGH_ROUTES: readonly string[] = [
+  'GET /v1/models',
+  'GET /v1/models/:id',
+  'GET /v1/files',
+  'POST /v1/files',
+  'GET /v1/files/:id',
+  'DELETE /v1/files/:id',
+];
+
+/** One pass-through route as written: a method, spaces, a pattern of exact and `:name` segments. */
+const PASSTHROUGH_ENTRY = /^([A-Z]+) +(\/[A-Za-z0-9\-._~/:]*)$/;
+
+/** Paths a pass-through route may never match: Messages and everything under it, and Moat's own. */
+const GUARDED_PROBES = [
+  '/v1/messages',
+  '/v1/messages/x',
+  '/v1/messages/x/y',
+  '/v1/messages/x/y/z',
+  '/v1/moat',
+  '/v1/moat/x',
+];
+
+const routeOf = (entry: string): { method: string; pattern: string } => {
+  const [, method, pattern] = PASSTHROUGH_ENTRY.exec(entry) as unknown as [string, string, string];
+  return { method, pattern };
+};
+
+/** Whether a pass-through entry stays clear of the paths Moat always checks. */
+const outsideGuarded = (entry: string): boolean => {
+  const matches = compilePattern(routeOf(entry).pattern);
+  return !GUARDED_PROBES.some((probe) => matches(probe) !== undefined);
+};
 
 /** An authority as §5.3 of the SPEC writes it: lowercase host or bracketed IPv6, an optional port. */
 const AUTHORITY_RE = /^(?:[a-z0-9._~%!$&'()*+,;=-]+|\[[0-9a-f:.]+\])(?::[0-9]{1,5})?$/;
@@ -207,6 +248,18 @@ export const SETTINGS = {
   userAgentProduct: { schema: text(), env: 'MOAT_VERIFIER_UA_PRODUCT', default: 'moat-chat' },
   publicAuthorities: {
     schema: list("a lowercase host[:port] without the scheme's default port, e.g. api.example.com", AUTHORITY_RE),
+  },
+  passthroughRoutes: {
+    schema: v.pipe(
+      list('"METHOD /pattern", e.g. "GET /v1/models/:id"', PASSTHROUGH_ENTRY),
+      v.array(
+        v.pipe(v.string(), v.check(outsideGuarded, 'a route outside /v1/messages and /v1/moat (always checked)')),
+      ),
+    ),
+    default: DEFAULT_PASSTHROUGH_ROUTES,
+    doc:
+      "Upstream routes forwarded without Moat's checks; any other route is refused (404, recorded). " +
+      'Add "POST /v1/complete" to serve legacy completions (unchecked).',
   },
 } as const satisfies Readonly<Record<string, Setting>>;
 
@@ -364,7 +417,19 @@ export function loadConfig(
     clientKey: required('clientKey', s.clientKey),
     userAgentProduct: required('userAgentProduct', s.userAgentProduct),
     publicAuthorities: s.publicAuthorities,
+    passthroughRoutes: required('passthroughRoutes', s.passthroughRoutes).map(routeOf),
   };
+}
+
+/**
+ * Parses a `passthroughRoutes` value (a list, or a comma-separated string, of
+ * `METHOD /pattern` with exact and `:name` segments only — nothing that matches a path under
+ * `/v1/messages` or `/v1/moat`, which are always Moat-checked) into routes.
+ *
+ * @throws {VerifierConfigError} naming the entry.
+ */
+export function parsePassthroughRoutes(raw: unknown): Array<{ method: string; pattern: string }> {
+  return (parseSetting('passthroughRoutes', raw) as string[]).map(routeOf);
 }
 
 /** What {@link devEnvironment} takes; everything else is generated or defaulted. */

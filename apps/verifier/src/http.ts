@@ -43,8 +43,12 @@ export async function readBody(req: IncomingMessage, max: number): Promise<Buffe
   return chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks);
 }
 
-/** Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded in either direction. */
-export const HOP_BY_HOP = new Set([
+/**
+ * Hop-by-hop headers (RFC 9110 §7.6.1: `Connection` and the fields it names, `Proxy-Connection`,
+ * `Keep-Alive`, `TE`, `Transfer-Encoding`, `Upgrade`; and the proxy credentials), never
+ * forwarded in either direction. {@link connectionNamed} adds the ones a message names.
+ */
+export const HOP_BY_HOP: ReadonlySet<string> = new Set([
   'connection',
   'keep-alive',
   'proxy-authenticate',
@@ -55,6 +59,24 @@ export const HOP_BY_HOP = new Set([
   'transfer-encoding',
   'upgrade',
 ]);
+
+/**
+ * The header names a message's `Connection` (and `Proxy-Connection`) fields list: hop-by-hop
+ * for that message alone (RFC 9110 §7.6.1), lowercased; empty when there are none.
+ */
+export function connectionNamed(headers: Readonly<Record<string, string | readonly string[] | undefined>>): ReadonlySet<string> {
+  const names = new Set<string>();
+  for (const field of ['connection', 'proxy-connection']) {
+    const value = headers[field];
+    if (value === undefined) continue;
+    for (const line of typeof value === 'string' ? [value] : value)
+      for (const token of line.split(',')) {
+        const name = token.trim().toLowerCase();
+        if (name !== '') names.add(name);
+      }
+  }
+  return names;
+}
 
 const PARSER_ERRORS: Readonly<Record<string, [number, string]>> = {
   HPE_HEADER_OVERFLOW: [431, 'request headers too large'],

@@ -6,6 +6,7 @@
 export * from './config.js';
 export * from './errors.js';
 export * from './flags.js';
+export * from './mock-batches.js';
 export * from './mock-upstream.js';
 export * from './pg-storage.js';
 export * from './router.js';

@@ -2,7 +2,8 @@
  * Hostile input against a running verifier: malformed Messages shapes, bad bytes, oversized
  * and unauthenticated requests, requests Node's HTTP parser refuses — every one answered in
  * Anthropic's error shape, none with a 5xx of the verifier's own, each leaving exactly one
- * record. A fast-check fuzz sends 20,000 generated bodies over HTTP.
+ * record. A fast-check fuzz sends 20,000 generated requests over HTTP: bodies, request targets,
+ * header values and member names.
  */
 import { connect } from 'node:net';
 import fc from 'fast-check';
@@ -31,26 +32,35 @@ afterAll(async () => {
 
 const total = async () => (await verifier.storage.summary()).total;
 
-async function send(
-  body: string | Buffer,
-  headers: Record<string, string> = {},
-): Promise<{ status: number; json: { type?: string; error?: { type?: string; message?: string } } }> {
+interface Answer {
+  status: number;
+  json: { type?: string; error?: { type?: string; message?: string } };
+  /** Whether the answer names its record (`moat-request-id`). */
+  recorded: boolean;
+}
+
+async function send(body: string | Buffer, headers: Record<string, string> = {}, path = '/v1/messages'): Promise<Answer> {
   const res = await pool.request({
-    path: '/v1/messages',
+    path,
     method: 'POST',
     headers: { 'content-type': 'application/json', 'x-api-key': apiKey, ...headers },
     body,
   });
+  const recorded = typeof res.headers['moat-request-id'] === 'string';
   const text = await res.body.text();
   let json = {};
   if (text.startsWith('event: '))
-    return { status: res.statusCode, json: { type: text.includes('event: message_stop') ? 'stream' : 'broken stream' } };
+    return {
+      status: res.statusCode,
+      json: { type: text.includes('event: message_stop') ? 'stream' : 'broken stream' },
+      recorded,
+    };
   try {
     json = JSON.parse(text);
   } catch {
     json = { unparsable: text.slice(0, 100) };
   }
-  return { status: res.statusCode, json };
+  return { status: res.statusCode, json, recorded };
 }
 
 const ok = { model: 'claude-mock', max_tokens: 16, messages: [{ role: 'user', content: 'hello' }] };
@@ -132,103 +142,182 @@ describe('strict input', () => {
   });
 });
 
+/** One fuzz case: a body, and the target and headers it goes with. */
+interface FuzzCase {
+  readonly body: string | Buffer;
+  readonly path?: string;
+  readonly headers?: Record<string, string>;
+}
+
+/** Request targets built from the pieces that confuse routers: slashes, escapes, dot segments, parameters. */
+const targets = fc
+  .array(
+    fc.oneof(
+      fc.constantFrom('/', '//', 'v1', 'messages', 'count_tokens', 'batches', 'results', 'moat', 'models', 'complete'),
+      fc.constantFrom('%6D', '%2F', '%2f', '%5C', '%2e', '%2E%2E', '%3B', '%25', '%00', '%', '%zz', '%E0%A4%A', '%C3%A9'),
+      fc.constantFrom('.', '..', ';x', '?', '?beta=true', '&', '[', ']', '@', ':', '*', '\\', '~', '!', '$', "'", '(', '|', '`', '^'),
+      fc.string({ unit: fc.constantFrom(...'/%.;:?[]@!$&*+,=-_~abcAZ09'.split('')), maxLength: 6 }),
+    ),
+    { maxLength: 10 },
+  )
+  .map((parts) => `/${parts.join('')}`.replace(/#/g, ''));
+
+/** Header values a client could send: printable ASCII, tabs, Latin-1, separators of lists and parameters. */
+const headerValue = fc.oneof(
+  fc.string({ unit: fc.integer({ min: 0x20, max: 0x7e }).map((c) => String.fromCharCode(c)), maxLength: 80 }),
+  fc.string({ unit: fc.constantFrom('\t', ' ', ',', ';', '=', '"', 'a', '1', '\u00e9', '\u00ff', 'v1', 'r1'), maxLength: 40 }),
+  fc.constantFrom('', ' ', 'unavailable', 'unavailable; reason=x', '2023-06-01', 'gzip, br', 'a'.repeat(4000)),
+);
+const headerName = fc.constantFrom(
+  'anthropic-version',
+  'anthropic-beta',
+  'moat-attestation',
+  'moat-version',
+  'content-type',
+  'user-agent',
+  'x-forwarded-for',
+  'forwarded',
+  'via',
+  'x-litellm-call-id',
+  'helicone-auth',
+  'accept',
+  'accept-encoding',
+  'authorization',
+  'x-api-key',
+  'x-stainless-lang',
+);
+
+/** A JSON member name as written: plain, escaped, or with an escape JSON does not have. */
+const memberName = fc
+  .array(fc.constantFrom('a', 'model', ' ', '\\x', '\\u12', '\\ud800', '\\udc00', '\\u0000', '\\"', '\\\\', '\\/', '\\q', '\\', '\u00e9'), {
+    maxLength: 6,
+  })
+  .map((parts) => `"${parts.join('')}"`);
+
 describe('fuzz', () => {
-  it('no input gets a 5xx of the verifier, and every request leaves exactly one record', { timeout: 300_000 }, async () => {
+  it('no body, target, header or member name gets a 5xx of the verifier, and every answer it records leaves one record', {
+    timeout: 300_000,
+  }, async () => {
     const before = await total();
     let sent = 0;
+    let recorded = 0;
     const statuses = new Map<number, number>();
-    const check = async (body: string | Buffer) => {
-      const r = await send(body);
+    const check = async (c: FuzzCase) => {
+      const r = await send(c.body, c.headers, c.path);
       sent++;
+      if (r.recorded) recorded++;
       statuses.set(r.status, (statuses.get(r.status) ?? 0) + 1);
-      expect(r.status, `${r.status} ${JSON.stringify(r.json).slice(0, 200)} for ${String(body).slice(0, 200)}`).toBeLessThan(500);
-      expect(r.json.type, String(body).slice(0, 200)).toMatch(/^(message|error|stream)$/);
+      const what = `${c.path ?? ''} ${JSON.stringify(c.headers ?? {}).slice(0, 200)} ${String(c.body).slice(0, 200)}`;
+      expect(r.status, `${r.status} ${JSON.stringify(r.json).slice(0, 200)} for ${what}`).toBeLessThan(500);
+      expect(r.json.type, what).toMatch(/^(message|error|stream)$/);
+      // Every Messages request is recorded, whatever its target looked like on the way in.
+      if ((c.path ?? '/v1/messages') === '/v1/messages') expect(r.recorded, what).toBe(true);
     };
-    const block = fc.oneof(
-      fc.record({ type: fc.constant('text'), text: fc.oneof(fc.string(), fc.anything()) }),
-      fc.record(
-        {
-          type: fc.constantFrom('tool_use', 'tool_result', 'thinking', 'redacted_thinking', 'image', 'x'),
-          id: fc.anything(),
-          name: fc.anything(),
-          tool_use_id: fc.anything(),
-          content: fc.anything(),
-          signature: fc.anything(),
-        },
-        { requiredKeys: ['type'] },
-      ),
-      fc.anything(),
-    );
-    const message = fc.oneof(
-      fc.record({
-        role: fc.constantFrom('user', 'assistant', 'system', 'x'),
-        content: fc.oneof(fc.string(), fc.array(block, { maxLength: 4 }), fc.anything()),
-      }),
-      fc.anything(),
-    );
-    const body = fc.record(
-      {
-        model: fc.oneof(fc.constant('claude-mock'), fc.string(), fc.anything()),
-        max_tokens: fc.oneof(fc.integer(), fc.anything()),
-        messages: fc.oneof(fc.array(message, { maxLength: 4 }), fc.anything()),
-        system: fc.oneof(fc.string(), fc.array(block, { maxLength: 3 }), fc.anything()),
-        tools: fc.oneof(
-          fc.array(fc.oneof(fc.record({ name: fc.string(), input_schema: fc.object() }), fc.anything()), { maxLength: 3 }),
-          fc.anything(),
-        ),
-        stream: fc.oneof(fc.boolean(), fc.anything()),
-        anti_distillation: fc.oneof(fc.constant(['fake_tools']), fc.anything()),
-        thinking: fc.oneof(fc.constant({ type: 'enabled', budget_tokens: 1024 }), fc.anything()),
-      },
-      { requiredKeys: [] },
-    );
-    // Well-formed requests with hostile parts, so the fuzz reaches the upstream and the response stage too.
-    const nearlyValid = fc
-      .tuple(
-        fc.array(
-          fc.record({
-            role: fc.constant('user'),
-            content: fc.oneof(
-              fc.string({ minLength: 1 }),
-              fc.array(fc.record({ type: fc.constant('text'), text: fc.string() }), { minLength: 1, maxLength: 3 }),
-            ),
-          }),
-          { minLength: 1, maxLength: 3 },
-        ),
-        body,
-        fc.boolean(),
-      )
-      .map(([messages, extra, stream]) => ({ ...extra, model: 'claude-mock', max_tokens: 16, messages, stream }));
-    // Shapes (most of the budget) and raw bytes, run 8 at a time over keep-alive connections.
-    const shapes = [
-      ...fc.sample(
-        body.map((b) => JSON.stringify(b) ?? 'null'),
-        12_000,
-      ),
-      ...fc.sample(
-        nearlyValid.map((b) => JSON.stringify(b)),
-        4_000,
-      ),
+    const bodies = fuzzBodies();
+    const okBody = JSON.stringify(ok);
+    const all: FuzzCase[] = [
+      ...bodies.map((body) => ({ body })),
+      ...fc.sample(targets, 2_500).map((path) => ({ body: okBody, path })),
+      ...fc
+        .sample(fc.array(fc.tuple(headerName, headerValue), { minLength: 1, maxLength: 4 }), 1_500)
+        .map((pairs) => ({ body: okBody, headers: Object.fromEntries(pairs) })),
+      ...fc.sample(fc.tuple(memberName, memberName, fc.boolean()), 2_000).map(([inner, outer, stream]) => ({
+        body:
+          `{"model":"claude-mock","max_tokens":5,"stream":${stream},"messages":[{"role":"user","content":` +
+          `[{"type":"text","text":"hi",${inner}:1}]}],${outer}:2}`,
+      })),
     ];
-    const bytes = fc.sample(
-      fc.oneof(
-        fc.uint8Array({ maxLength: 300 }).map((b) => Buffer.from(b)),
-        fc
-          .string({ unit: 'binary', maxLength: 200 })
-          .map((s) => `{"model":"claude-mock","max_tokens":5,"messages":[{"role":"user","content":${s}}]}`),
-        fc.json({ maxDepth: 4 }),
-      ),
-      4_000,
-    );
-    const all = [...shapes, ...bytes];
     let next = 0;
+    // Run 8 at a time over keep-alive connections.
     await Promise.all(
       Array.from({ length: 8 }, async () => {
-        while (next < all.length) await check(all[next++] as string | Buffer);
+        while (next < all.length) await check(all[next++] as FuzzCase);
       }),
     );
     expect(sent).toBe(20_000);
-    expect(await total()).toBe(before + sent);
+    expect(await total()).toBe(before + recorded);
+    expect(recorded).toBeGreaterThan(17_000);
     expect(statuses.get(200) ?? 0).toBeGreaterThan(0);
   });
 });
+
+/** 14,000 request bodies: Messages shapes with hostile parts, nearly valid requests, raw bytes. */
+function fuzzBodies(): Array<string | Buffer> {
+  const block = fc.oneof(
+    fc.record({ type: fc.constant('text'), text: fc.oneof(fc.string(), fc.anything()) }),
+    fc.record(
+      {
+        type: fc.constantFrom('tool_use', 'tool_result', 'thinking', 'redacted_thinking', 'image', 'x'),
+        id: fc.anything(),
+        name: fc.anything(),
+        tool_use_id: fc.anything(),
+        content: fc.anything(),
+        signature: fc.anything(),
+      },
+      { requiredKeys: ['type'] },
+    ),
+    fc.anything(),
+  );
+  const message = fc.oneof(
+    fc.record({
+      role: fc.constantFrom('user', 'assistant', 'system', 'x'),
+      content: fc.oneof(fc.string(), fc.array(block, { maxLength: 4 }), fc.anything()),
+    }),
+    fc.anything(),
+  );
+  const body = fc.record(
+    {
+      model: fc.oneof(fc.constant('claude-mock'), fc.string(), fc.anything()),
+      max_tokens: fc.oneof(fc.integer(), fc.anything()),
+      messages: fc.oneof(fc.array(message, { maxLength: 4 }), fc.anything()),
+      system: fc.oneof(fc.string(), fc.array(block, { maxLength: 3 }), fc.anything()),
+      tools: fc.oneof(
+        fc.array(fc.oneof(fc.record({ name: fc.string(), input_schema: fc.object() }), fc.anything()), { maxLength: 3 }),
+        fc.anything(),
+      ),
+      stream: fc.oneof(fc.boolean(), fc.anything()),
+      anti_distillation: fc.oneof(fc.constant(['fake_tools']), fc.anything()),
+      thinking: fc.oneof(fc.constant({ type: 'enabled', budget_tokens: 1024 }), fc.anything()),
+    },
+    { requiredKeys: [] },
+  );
+  // Well-formed requests with hostile parts, so the fuzz reaches the upstream and the response stage too.
+  const nearlyValid = fc
+    .tuple(
+      fc.array(
+        fc.record({
+          role: fc.constant('user'),
+          content: fc.oneof(
+            fc.string({ minLength: 1 }),
+            fc.array(fc.record({ type: fc.constant('text'), text: fc.string() }), { minLength: 1, maxLength: 3 }),
+          ),
+        }),
+        { minLength: 1, maxLength: 3 },
+      ),
+      body,
+      fc.boolean(),
+    )
+    .map(([messages, extra, stream]) => ({ ...extra, model: 'claude-mock', max_tokens: 16, messages, stream }));
+  // Shapes (most of the budget) and raw bytes.
+  const shapes = [
+    ...fc.sample(
+      body.map((b) => JSON.stringify(b) ?? 'null'),
+      8_000,
+    ),
+    ...fc.sample(
+      nearlyValid.map((b) => JSON.stringify(b)),
+      3_000,
+    ),
+  ];
+  const bytes = fc.sample(
+    fc.oneof(
+      fc.uint8Array({ maxLength: 300 }).map((b) => Buffer.from(b)),
+      fc
+        .string({ unit: 'binary', maxLength: 200 })
+        .map((s) => `{"model":"claude-mock","max_tokens":5,"messages":[{"role":"user","content":${s}}]}`),
+      fc.json({ maxDepth: 4 }),
+    ),
+    3_000,
+  );
+  return [...shapes, ...bytes];
+}

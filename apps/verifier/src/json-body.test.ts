@@ -27,6 +27,8 @@ describe('parseJsonBody', () => {
     expect(codeOf('{"a":1} x')).toBe('ERR_JSON_SYNTAX ');
     expect(codeOf('{"a":"unterminated}')).toBe('ERR_JSON_SYNTAX ');
     expect(codeOf('')).toBe('ERR_JSON_SYNTAX ');
+    expect(codeOf('{"a\\x":1}')).toBe('ERR_JSON_SYNTAX ');
+    expect(codeOf('{"m":[{"b\\u12":1}]}')).toBe('ERR_JSON_SYNTAX m.0');
   });
 
   it('finds every top-level member and the system elements, by byte span, whatever the spacing and escapes', () => {
@@ -83,6 +85,10 @@ describe('parseJsonBody', () => {
           fc.uint8Array({ maxLength: 200 }).map((b) => Buffer.from(b)),
           fc.json().map((t) => Buffer.from(t)),
           fc.string({ unit: 'binary' }).map((t) => Buffer.from(`{"a":${t}}`)),
+          // Member names with escapes, valid and not.
+          fc
+            .array(fc.constantFrom('a', '\\x', '\\u12', '\\ud800', '\\"', '\\\\', '\\'), { maxLength: 5 })
+            .map((parts) => Buffer.from(`{"x":{"${parts.join('')}":1}}`)),
         ),
         (raw) => {
           try {

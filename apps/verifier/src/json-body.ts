@@ -37,10 +37,16 @@ function closingQuote(raw: Buffer, open: number): number {
   }
 }
 
-function keyText(raw: Buffer, open: number, close: number): string {
+function keyText(raw: Buffer, open: number, close: number, path: string): string {
   const text = raw.toString('utf8', open + 1, close);
+  if (!text.includes('\\')) return text;
   // Escaped keys are compared by their value: "a" and "\u0061" are the same key.
-  return text.includes('\\') ? (JSON.parse(`"${text}"`) as string) : text;
+  try {
+    return JSON.parse(`"${text}"`) as string;
+  } catch {
+    // An escape JSON does not have (`\x`, `\u12`) is the body's syntax error, not the verifier's.
+    throw new JsonBodyError('ERR_JSON_SYNTAX', path, 'expected JSON, got a member name with an invalid escape');
+  }
 }
 
 interface Frame {
@@ -89,7 +95,7 @@ export function parseJsonBody(raw: Buffer, maxDepth: number): { value: Record<st
       const close = closingQuote(raw, i);
       if (close === -1) break; // JSON.parse names the syntax error
       if (top?.object === true && expectKey) {
-        const key = keyText(raw, i, close);
+        const key = keyText(raw, i, close, top.path);
         top.keys ??= new Set();
         if (top.keys.has(key)) {
           const path = top.path === '' ? key : `${top.path}.${key}`;

@@ -11,6 +11,7 @@ import {
 } from '@moat/protocol/messages';
 import { errorMessage } from '@moat/protocol/support';
 import { ApiError } from './errors.js';
+import { MockBatchStore, mockBatchRoute } from './mock-batches.js';
 
 /**
  * Top-level members of a GA Messages request (`@anthropic-ai/sdk`'s `MessageCreateParams`, plus
@@ -322,6 +323,62 @@ export interface MockUpstreamOptions {
   readonly apiKey?: string;
   /** Milliseconds between stream events for models whose name contains `slow` (default 150). */
   readonly slowEventMs?: number;
+  /** Where Message Batches live (one per server; {@link startMockUpstream} makes it). */
+  readonly batches?: MockBatchStore;
+}
+
+/** Answers a Message Batches route of the mock; `false` when the path is none. */
+function serveBatches(
+  req: IncomingMessage,
+  res: ServerResponse,
+  path: string,
+  raw: Buffer,
+  options: MockUpstreamOptions & { beta: boolean; requestId: string },
+): boolean {
+  const route = mockBatchRoute(req.method ?? 'GET', path);
+  if (route === undefined || options.batches === undefined) return false;
+  const store = options.batches;
+  const id = route.id ?? '';
+  const origin = `http://${req.headers.host ?? '127.0.0.1'}`;
+  switch (route.action) {
+    case 'create': {
+      let body: unknown;
+      try {
+        body = JSON.parse(raw.toString('utf8'));
+      } catch (error) {
+        throw invalid(`body: Invalid JSON (${errorMessage(error).slice(0, 200)})`);
+      }
+      sendJson(
+        res,
+        200,
+        store.create(body, (params) => mockMessages(params, { beta: options.beta }), origin),
+        options.requestId,
+      );
+      break;
+    }
+    case 'list':
+      sendJson(res, 200, store.list(), options.requestId);
+      break;
+    case 'retrieve':
+      sendJson(res, 200, store.retrieve(id), options.requestId);
+      break;
+    case 'cancel':
+      sendJson(res, 200, store.cancel(id), options.requestId);
+      break;
+    case 'delete':
+      sendJson(res, 200, store.delete(id), options.requestId);
+      break;
+    default: {
+      const text = store.results(id);
+      res.writeHead(200, {
+        'content-type': 'application/x-jsonl',
+        'content-length': Buffer.byteLength(text),
+        'request-id': options.requestId,
+      });
+      res.end(text);
+    }
+  }
+  return true;
 }
 
 function sendJson(res: ServerResponse, status: number, body: unknown, requestId: string): void {
@@ -332,8 +389,9 @@ function sendJson(res: ServerResponse, status: number, body: unknown, requestId:
 
 /**
  * Serves the mock as the Anthropic API over HTTP: `POST /v1/messages` (JSON and SSE),
- * `POST /v1/messages/count_tokens`, `GET /v1/models` and `GET /v1/models/{id}`, errors in the
- * API's shape with a `request-id` header.
+ * `POST /v1/messages/count_tokens`, `GET /v1/models` and `GET /v1/models/{id}`, Message
+ * Batches (create, list, retrieve, cancel, delete, results) when `options.batches` is given,
+ * errors in the API's shape with a `request-id` header.
  */
 export async function handleMockRequest(req: IncomingMessage, res: ServerResponse, options: MockUpstreamOptions = {}): Promise<void> {
   const requestId = `req_mock_${createHash('sha256').update(`${Date.now()}${Math.random()}`).digest('hex').slice(0, 20)}`;
@@ -351,6 +409,7 @@ export async function handleMockRequest(req: IncomingMessage, res: ServerRespons
       if (model === undefined) throw new ApiError(404, 'not_found_error', `model: ${url.pathname.slice(11, 111)}`);
       return sendJson(res, 200, model, requestId);
     }
+    if (serveBatches(req, res, url.pathname, Buffer.concat(chunks), { ...options, beta, requestId })) return;
     if (req.method !== 'POST' || (url.pathname !== '/v1/messages' && url.pathname !== '/v1/messages/count_tokens'))
       throw new ApiError(404, 'not_found_error', `Not found: ${req.method} ${url.pathname}`);
     let body: unknown;
@@ -393,8 +452,9 @@ export interface MockUpstream {
  * verifier's embedded upstream, reached over the same HTTP path as a real one.
  */
 export async function startMockUpstream(options: MockUpstreamOptions & { host?: string } = {}): Promise<MockUpstream> {
+  const withBatches = { ...options, batches: options.batches ?? new MockBatchStore() };
   const server = createServer((req, res) => {
-    handleMockRequest(req, res, options).catch((error: unknown) => {
+    handleMockRequest(req, res, withBatches).catch((error: unknown) => {
       if (!res.headersSent) sendJson(res, 500, new ApiError(500, 'api_error', errorMessage(error)).body(), 'req_mock_error');
       else res.destroy();
     });

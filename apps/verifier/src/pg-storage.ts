@@ -11,11 +11,12 @@ import {
   type RecordQuery,
   type RequestRecord,
   recordOf,
+  recordsIndexSql,
   recordsTableSql,
   recordWhere,
   rowOf,
 } from './record-schema.js';
-import { type ApiKeyRow, hashApiKey, newApiKey, probe, type ReadinessCheck, type Storage } from './storage.js';
+import { type ApiKeyRow, type BatchRow, batchRowOf, hashApiKey, newApiKey, probe, type ReadinessCheck, type Storage } from './storage.js';
 
 /** Kept past a nonce's last acceptable instant, for clock skew between replicas. */
 export const NONCE_MARGIN_MS = 2_000;
@@ -27,6 +28,8 @@ const SCHEMA = `
   CREATE TABLE IF NOT EXISTS snapshots (name TEXT PRIMARY KEY, data JSONB NOT NULL, updated BIGINT NOT NULL);
   CREATE TABLE IF NOT EXISTS upstream_signatures (ours TEXT PRIMARY KEY, theirs TEXT NOT NULL, created BIGINT NOT NULL);
   CREATE TABLE IF NOT EXISTS revoked_kids (kid TEXT PRIMARY KEY, reason TEXT NOT NULL, at BIGINT NOT NULL);
+  CREATE TABLE IF NOT EXISTS batches (id TEXT PRIMARY KEY, key_id TEXT NOT NULL, record_id TEXT NOT NULL, created BIGINT NOT NULL, items JSONB NOT NULL);
+  CREATE INDEX IF NOT EXISTS batches_key ON batches (key_id, created);
 `;
 
 /**
@@ -89,6 +92,7 @@ export class PgRedisStorage implements Storage {
     // A database made before a signal existed gains its column (IF NOT EXISTS: replicas may start together).
     const existing = (await pool.query<{ name: string }>(EXISTING_COLUMNS_SQL.postgres)).rows.map((r) => r.name);
     for (const sql of migrationSql('postgres', existing)) await pool.query(sql);
+    await pool.query(recordsIndexSql());
     const redis = new Redis(redisUrl, {
       lazyConnect: true,
       maxRetriesPerRequest: 2,
@@ -305,6 +309,24 @@ export class PgRedisStorage implements Storage {
     await this.#pool.query(
       'INSERT INTO upstream_signatures (ours, theirs, created) VALUES ($1, $2, $3) ON CONFLICT (ours) DO UPDATE SET theirs = EXCLUDED.theirs',
       [ours, theirs, Date.now()],
+    );
+  }
+
+  async saveBatch(batch: BatchRow): Promise<void> {
+    await this.#pool.query(
+      'INSERT INTO batches (id, key_id, record_id, created, items) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING',
+      [batch.id, batch.keyId, batch.recordId, batch.created, JSON.stringify(batch.items)],
+    );
+  }
+
+  async batchOf(id: string): Promise<BatchRow | undefined> {
+    const row = (await this.#pool.query('SELECT * FROM batches WHERE id = $1', [id])).rows[0] as Record<string, unknown> | undefined;
+    return row === undefined ? undefined : batchRowOf(row);
+  }
+
+  async batchIds(keyId: string): Promise<string[]> {
+    return (await this.#pool.query<{ id: string }>('SELECT id FROM batches WHERE key_id = $1 ORDER BY created', [keyId])).rows.map(
+      (r) => r.id,
     );
   }
 

@@ -45,6 +45,7 @@ const fresh = (id: string, over: Partial<RequestRecord> = {}): RequestRecord => 
   status: 200,
   latencyMs: 3,
   decoys: 0,
+  batch: null,
   ...over,
 });
 
@@ -91,6 +92,7 @@ describe('the record schema', () => {
       status: fc.option(fc.integer({ min: 100, max: 599 }), { nil: null }),
       latencyMs: fc.option(fc.nat(), { nil: null }),
       decoys: fc.nat(10),
+      batch: fc.option(text, { nil: null }),
       ...Object.fromEntries(RECORDED_SIGNALS.map((row) => [row.name, fc.constantFrom(...row.values)])),
       verdict: fc.constantFrom('allow', 'flag', 'block'),
     }) as unknown as fc.Arbitrary<RequestRecord>;

@@ -27,6 +27,8 @@ export type RequestRecord = RecordedSignals & {
   readonly latencyMs: number | null;
   /** Decoy tools injected into the request. */
   readonly decoys: number;
+  /** The record of the Message Batch create this request belongs to (the create, its items, its retrievals); `null` otherwise. */
+  readonly batch: string | null;
 };
 
 /**
@@ -41,6 +43,8 @@ export type RecordQuery = Partial<RecordedSignals> & {
   readonly verdict?: Verdict;
   /** A gateway rule id the record lists. */
   readonly gateway?: string;
+  /** The record id of a Message Batch create: its own record, its items' and its retrievals'. */
+  readonly batch?: string;
 };
 
 /** One API key's traffic in a time range, for the dashboard's risk table; the signal counts come from the registry. */
@@ -89,6 +93,7 @@ export const RECORD_COLUMNS: readonly Column[] = [
   { field: 'status', column: 'status', kind: 'optional int' },
   { field: 'latencyMs', column: 'latency_ms', kind: 'optional int' },
   { field: 'decoys', column: 'decoys', kind: 'count' },
+  { field: 'batch', column: 'batch', kind: 'optional text' },
   ...RECORDED_SIGNALS.map((row) => ({
     field: row.name,
     column: row.column,
@@ -115,6 +120,11 @@ export function recordsTableSql(dialect: Dialect): string {
   return `CREATE TABLE IF NOT EXISTS records (${columns.join(', ')});
     CREATE INDEX IF NOT EXISTS records_ts ON records (ts);
     CREATE INDEX IF NOT EXISTS records_key ON records (key_id, ts);`;
+}
+
+/** Indexes on columns a migration may have added: created after it. */
+export function recordsIndexSql(): string {
+  return 'CREATE INDEX IF NOT EXISTS records_batch ON records (batch) WHERE batch IS NOT NULL;';
 }
 
 /** The query that lists the columns `records` has now. */
@@ -156,7 +166,10 @@ export function insertRecordSql(dialect: Dialect, ignoreDuplicate: boolean): str
 
 /** A record's values in {@link RECORD_COLUMNS} order (lists as JSON text, which both backends take). */
 export function rowOf(record: RequestRecord): unknown[] {
-  return RECORD_COLUMNS.map((c) => (c.kind === 'list' ? JSON.stringify(record[c.field]) : record[c.field]));
+  // A record spooled before a column existed lacks it: NULL, or the signal's initial value.
+  return RECORD_COLUMNS.map((c) =>
+    c.kind === 'list' ? JSON.stringify(record[c.field]) : (record[c.field] ?? c.initial ?? null),
+  );
 }
 
 /** A stored row as a record, from either backend (PostgreSQL gives BIGINT as text and JSONB parsed). */
@@ -198,6 +211,7 @@ export function recordWhere(query: RecordQuery, dialect: Dialect): { where: stri
     if (value !== undefined) add((p) => `${row.column} = ${p}`, value);
   }
   if (query.gateway !== undefined) add(GATEWAY_HAS[dialect], query.gateway);
+  if (query.batch !== undefined) add((p) => `batch = ${p}`, query.batch);
   return { where: clauses.length === 0 ? '' : `WHERE ${clauses.join(' AND ')}`, params };
 }
 

@@ -1,7 +1,8 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { DEFAULT_PASSTHROUGH_ROUTES, parsePassthroughRoutes } from './config.js';
 import { compilePattern, createRouter, type RouteHandler } from './router.js';
-import { ROUTES } from './routes/table.js';
+import { ROUTES, routeTable } from './routes/table.js';
 
 const noop: RouteHandler = () => {};
 
@@ -50,7 +51,7 @@ describe('compilePattern', () => {
 });
 
 describe('the route table', () => {
-  const router = createRouter(ROUTES);
+  const router = createRouter(routeTable(parsePassthroughRoutes(DEFAULT_PASSTHROUGH_ROUTES)));
   const where = (method: string, path: string) => {
     const hit = router.match(method, path);
     return hit === undefined ? undefined : `${hit.route.mode} ${hit.route.access} ${hit.route.pattern}`;
@@ -59,18 +60,49 @@ describe('the route table', () => {
   it('sends Messages bodies through the pipeline and nothing else', () => {
     expect(where('POST', '/v1/messages')).toBe('pipeline client /v1/messages');
     expect(where('POST', '/v1/messages/count_tokens')).toBe('pipeline client /v1/messages/count_tokens');
-    expect(router.routes.filter((r) => r.mode === 'pipeline').map((r) => r.pattern)).toEqual([
-      '/v1/messages',
-      '/v1/messages/count_tokens',
-    ]);
+    expect(where('POST', '/v1/messages/batches')).toBe('pipeline client /v1/messages/batches');
+    expect(where('GET', '/v1/messages/batches/msgbatch_1/results')).toBe(
+      'pipeline client /v1/messages/batches/:id/results',
+    );
+    expect(router.routes.filter((r) => r.mode === 'pipeline').every((r) => r.pattern.startsWith('/v1/messages'))).toBe(
+      true,
+    );
+    expect(router.routes.filter((r) => r.pattern.startsWith('/v1/messages')).every((r) => r.mode === 'pipeline')).toBe(
+      true,
+    );
   });
 
-  it('passes other /v1 paths through for authenticated clients, but never Moat’s own', () => {
-    expect(where('GET', '/v1/models')).toBe('passthrough client /v1/*');
-    expect(where('GET', '/v1/messages')).toBe('passthrough client /v1/*');
-    expect(where('POST', '/v1/messages/batches')).toBe('passthrough client /v1/*');
-    expect(where('POST', '/v1/moat')).toBe('local public /v1/moat*');
-    expect(where('GET', '/v1/moatx')).toBe('local public /v1/moat*');
+  it('passes through only the upstream routes the configuration names, methods included', () => {
+    expect(where('GET', '/v1/models')).toBe('passthrough client /v1/models');
+    expect(where('GET', '/v1/models/claude-mock')).toBe('passthrough client /v1/models/:id');
+    expect(where('DELETE', '/v1/files/file_1')).toBe('passthrough client /v1/files/:id');
+    for (const [method, path] of [
+      ['GET', '/v1/messages'],
+      ['PUT', '/v1/messages'],
+      ['POST', '/v1/messages/'],
+      ['POST', '/v1/complete'],
+      ['POST', '/v1/models'],
+      ['GET', '/v1/files/file_1/content'],
+      ['POST', '/v1/moat'],
+      ['GET', '/v1/moatx'],
+    ] as const)
+      expect(where(method, path), `${method} ${path}`).toBeUndefined();
+    expect(
+      createRouter(routeTable(parsePassthroughRoutes('POST /v1/complete'))).match('POST', '/v1/complete')?.route.mode,
+    ).toBe('passthrough');
+  });
+
+  it('refuses a pass-through route that would take a Messages or Moat path', () => {
+    for (const entry of [
+      'POST /v1/messages',
+      'GET /v1/messages/:id',
+      'GET /v1/:a/:b',
+      'GET /v1/*',
+      'GET /v1/moat',
+      'get /v1/models',
+      'GET v1',
+    ])
+      expect(() => parsePassthroughRoutes([entry]), entry).toThrow(/ERR_VERIFIER_CONFIG: passthroughRoutes\[0\]/);
   });
 
   it('puts every /admin path behind the admin token, unknown ones included', () => {

@@ -10,11 +10,13 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { type Access, admit, type OperatorTokens } from './auth.js';
 import { VerifierTableError } from './errors.js';
 import type { VerifierServices } from './pipeline/services.js';
+import type { CanonicalTarget } from './target.js';
 
 /**
  * How a route is handled: `pipeline` runs the decision pipeline (it authenticates as its
  * first stage, so a refused request is recorded too); `passthrough` forwards upstream
- * unchanged once the client is authenticated; `local` is answered by the verifier itself.
+ * unchanged once the client is authenticated (only the routes the `passthroughRoutes`
+ * setting names); `local` is answered by the verifier itself.
  */
 export type RouteMode = 'pipeline' | 'passthrough' | 'local';
 
@@ -23,6 +25,8 @@ export interface RouteContext {
   readonly req: IncomingMessage;
   readonly res: ServerResponse;
   readonly url: URL;
+  /** The request target in canonical form: what was routed, and what is forwarded. */
+  readonly target: CanonicalTarget;
   /** `:name` segments of the pattern, and `*` for the rest a trailing wildcard matched. */
   readonly params: Readonly<Record<string, string>>;
   readonly services: VerifierServices;
@@ -127,13 +131,16 @@ export function createRouter(rows: readonly RouteRow[]): Router {
   };
 }
 
-/** Runs a matched route: its access rule (bar `pipeline` routes, which authenticate as a stage), then its handler. */
+/**
+ * Runs a matched route: its access rule (bar `pipeline` and `passthrough` routes, which
+ * authenticate in their handler so that a refusal is recorded), then its handler.
+ */
 export async function dispatch(
   matched: { route: Route; params: Readonly<Record<string, string>> },
   base: Omit<RouteContext, 'params' | 'keyId'>,
   tokens: OperatorTokens,
 ): Promise<void> {
   const { route, params } = matched;
-  const keyId = route.mode === 'pipeline' ? undefined : await admit(route.access, base.req, tokens, base.services);
+  const keyId = route.mode !== 'local' ? undefined : await admit(route.access, base.req, tokens, base.services);
   await route.handler({ ...base, params, keyId });
 }

@@ -20,10 +20,12 @@ import { PgRedisStorage } from './pg-storage.js';
 import type { VerifierServices } from './pipeline/services.js';
 import { Upstream } from './pipeline/upstream.js';
 import { createRouter, dispatch } from './router.js';
-import { ROUTES } from './routes/table.js';
+import { refuseAndRecord } from './routes/refuse.js';
+import { routeTable } from './routes/table.js';
 import { RecordSpool } from './spool.js';
 import { SqliteStorage, type Storage } from './storage.js';
 import { StoreGuard } from './store-guard.js';
+import { type CanonicalTarget, canonicalTarget, TargetError } from './target.js';
 
 /** Options of {@link createVerifier} besides the configuration. */
 export interface VerifierOptions {
@@ -159,13 +161,27 @@ function createHttpServer(
   closing: () => boolean,
 ): { server: Server; inflight: Set<ServerResponse> } {
   const tokens = operatorTokens(services.config);
-  const router = createRouter(ROUTES);
+  const router = createRouter(routeTable(services.config.passthroughRoutes));
   async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
     res.setHeader(VERSION_HEADER, '1');
-    const url = new URL(req.url ?? '/', 'http://verifier');
-    const matched = router.match(req.method ?? 'GET', url.pathname);
-    if (matched === undefined) throw new ApiError(404, 'not_found_error', `no route ${req.method} ${url.pathname}`);
-    await dispatch(matched, { req, res, url, services, closing: closing() }, tokens);
+    // One canonical target: what is routed here is exactly what a route forwards.
+    let target: CanonicalTarget;
+    try {
+      target = canonicalTarget(req.url ?? '/');
+    } catch (error) {
+      if (error instanceof TargetError) return refuseAndRecord(req, res, services, error);
+      throw error;
+    }
+    const matched = router.match(req.method ?? 'GET', target.path);
+    if (matched === undefined)
+      return refuseAndRecord(
+        req,
+        res,
+        services,
+        new ApiError(404, 'not_found_error', `no route ${req.method} ${target.path}`),
+      );
+    const url = new URL(`${target.path}${target.query}`, 'http://verifier');
+    await dispatch(matched, { req, res, url, target, services, closing: closing() }, tokens);
   }
   const inflight = new Set<ServerResponse>();
   const server = createServer({ maxHeaderSize: 32 * 1024 }, (req, res) => {
@@ -226,8 +242,9 @@ async function shutDown(
 /**
  * Creates the verifier: an Anthropic-Messages-compatible gateway that runs every request with
  * a Messages body through the decision pipeline (`pipeline/`), serves Moat's own endpoints
- * (discovery, flags, telemetry, conformance, admin, dashboard, health, metrics) and passes
- * every other `/v1` path through to the upstream — as the route table (`routes/table.ts`) says.
+ * (discovery, flags, telemetry, conformance, admin, dashboard, health, metrics), passes the
+ * upstream routes its configuration names through, and refuses (and records) everything else
+ * — as the route table (`routes/table.ts`) says.
  */
 export async function createVerifier(config: VerifierConfig, options: VerifierOptions = {}): Promise<Verifier> {
   const log = pino({ level: options.logLevel ?? process.env.MOAT_VERIFIER_LOG_LEVEL ?? 'info' });

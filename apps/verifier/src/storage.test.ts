@@ -74,6 +74,7 @@ const record = (id: string, ts: number, over: Partial<RequestRecord> = {}): Requ
   status: null,
   latencyMs: null,
   decoys: 0,
+  batch: null,
   ...over,
 });
 

@@ -12,6 +12,7 @@ import {
   type RecordQuery,
   type RequestRecord,
   recordOf,
+  recordsIndexSql,
   recordsTableSql,
   recordWhere,
   rowOf,
@@ -20,6 +21,29 @@ import {
 export type { KeyActivity, RecordQuery, RequestRecord } from './record-schema.js';
 
 type MaybePromise<T> = T | Promise<T>;
+
+/** What the verifier keeps of a Message Batch it forwarded: whose it is, and what each item needs when its result comes back. */
+export interface BatchRow {
+  /** The upstream's batch id (`msgbatch_…`). */
+  readonly id: string;
+  readonly keyId: string;
+  /** The record of the create request. */
+  readonly recordId: string;
+  readonly created: number;
+  /** Per `custom_id`: the model asked for (signatures bind it) and the names of the decoys injected. */
+  readonly items: Readonly<Record<string, { readonly model: string; readonly decoys: readonly string[] }>>;
+}
+
+/** A row of the `batches` table, either backend. */
+export function batchRowOf(r: Record<string, unknown>): BatchRow {
+  return {
+    id: r.id as string,
+    keyId: r.key_id as string,
+    recordId: r.record_id as string,
+    created: Number(r.created),
+    items: (typeof r.items === 'string' ? JSON.parse(r.items) : r.items) as BatchRow['items'],
+  };
+}
 
 /** The stored form of an API key: HMAC-SHA-256 under the server secret. */
 export function hashApiKey(pepper: Uint8Array | KeyObject, apiKey: string): Buffer {
@@ -67,6 +91,12 @@ export interface Storage extends NonceStore {
   loadSnapshot(name: string): MaybePromise<unknown>;
   rememberUpstreamSignature(ours: string, theirs: string): MaybePromise<void>;
   upstreamSignature(ours: string): MaybePromise<string | undefined>;
+  /** Keeps a forwarded Message Batch: its owner and what its results need. */
+  saveBatch(batch: BatchRow): MaybePromise<void>;
+  /** A Message Batch this verifier forwarded, by the upstream's id. */
+  batchOf(id: string): MaybePromise<BatchRow | undefined>;
+  /** The ids of the Message Batches `keyId` created. */
+  batchIds(keyId: string): MaybePromise<string[]>;
   /** Throws when the backend is unreachable. */
   ping(): MaybePromise<void>;
   /**
@@ -160,10 +190,13 @@ export class SqliteStorage implements Storage {
       CREATE TABLE IF NOT EXISTS snapshots (name TEXT PRIMARY KEY, data TEXT NOT NULL, updated INTEGER NOT NULL);
       CREATE TABLE IF NOT EXISTS upstream_signatures (ours TEXT PRIMARY KEY, theirs TEXT NOT NULL, created INTEGER NOT NULL);
       CREATE TABLE IF NOT EXISTS revoked_kids (kid TEXT PRIMARY KEY, reason TEXT NOT NULL, at INTEGER NOT NULL);
+      CREATE TABLE IF NOT EXISTS batches (id TEXT PRIMARY KEY, key_id TEXT NOT NULL, record_id TEXT NOT NULL, created INTEGER NOT NULL, items TEXT NOT NULL);
+      CREATE INDEX IF NOT EXISTS batches_key ON batches (key_id, created);
     `);
     // A database made before a signal existed gains its column.
     const existing = (this.db.prepare(EXISTING_COLUMNS_SQL.sqlite).all() as Array<{ name: string }>).map((c) => c.name);
     for (const sql of migrationSql('sqlite', existing)) this.db.exec(sql);
+    this.db.exec(recordsIndexSql());
     this.#insertRecord = this.db.prepare(insertRecordSql('sqlite', false));
     this.#insertRecordOnce = this.db.prepare(insertRecordSql('sqlite', true));
     this.#finishRecord = this.db.prepare('UPDATE records SET status = ?, latency_ms = ? WHERE id = ?');
@@ -359,6 +392,25 @@ export class SqliteStorage implements Storage {
 
   upstreamSignature(ours: string): string | undefined {
     return (this.db.prepare('SELECT theirs FROM upstream_signatures WHERE ours = ?').get(ours) as { theirs: string } | undefined)?.theirs;
+  }
+
+  saveBatch(batch: BatchRow): Promise<void> {
+    return this.#enqueue(() => {
+      this.db
+        .prepare('INSERT OR REPLACE INTO batches (id, key_id, record_id, created, items) VALUES (?, ?, ?, ?, ?)')
+        .run(batch.id, batch.keyId, batch.recordId, batch.created, JSON.stringify(batch.items));
+    });
+  }
+
+  batchOf(id: string): BatchRow | undefined {
+    const r = this.db.prepare('SELECT * FROM batches WHERE id = ?').get(id) as Record<string, unknown> | undefined;
+    return r === undefined ? undefined : batchRowOf(r);
+  }
+
+  batchIds(keyId: string): string[] {
+    return (this.db.prepare('SELECT id FROM batches WHERE key_id = ? ORDER BY created').all(keyId) as Array<{ id: string }>).map(
+      (r) => r.id,
+    );
   }
 
   ping(): void {

@@ -113,6 +113,25 @@ describe('@moat/client with @anthropic-ai/sdk', { timeout: 30_000 }, () => {
   });
 });
 
+describe('@moat/client with Message Batches', { timeout: 30_000 }, () => {
+  it('stamps a batch create as a whole and tags each item, so the verifier checks every one', async () => {
+    const batch = await sdk(keyA).messages.batches.create({
+      requests: [
+        { custom_id: 'one', params: { model: 'claude-opus-5-5', max_tokens: 16, messages: [{ role: 'user', content: 'First item' }] } },
+        { custom_id: 'two', params: { model: 'claude-opus-5-5', max_tokens: 16, messages: [{ role: 'user', content: 'Second item' }] } },
+      ],
+    });
+    expect(batch.id).toMatch(/^msgbatch_/);
+    const records = await verifier.storage.queryRecords({ limit: 3 });
+    expect(records).toHaveLength(3);
+    expect(records.every((r) => r.attestation === 'valid' && r.verdict === 'allow' && r.status === 200)).toBe(true);
+    expect(records.filter((r) => r.fingerprint === 'match')).toHaveLength(2);
+    const results = [];
+    for await (const line of await sdk(keyA).messages.batches.results(batch.id)) results.push(line);
+    expect(results.map((r) => r.custom_id).sort()).toEqual(['one', 'two']);
+  });
+});
+
 describe('@moat/client with the Vercel AI SDK', { timeout: 30_000 }, () => {
   it('generateText and streamText through @ai-sdk/anthropic', async () => {
     const anthropic = createAnthropic({ apiKey: keyA, baseURL: `${base}/v1`, fetch: moatFetch });

@@ -41,10 +41,36 @@ export interface MoatCall {
   readonly endpoint?: Endpoint | undefined;
   /** The Messages body of a Moat call, parsed; layers replace it. */
   readonly body?: MessagesRequest | undefined;
+  /**
+   * The body of a Message Batch create (`{ requests: [{ custom_id, params }] }`): each item's
+   * `params` is a Messages body the tagging layers change through {@link withBodies}.
+   */
+  readonly batch?: Record<string, unknown> | undefined;
   /** The body text of a Moat call whose body is not a Messages object: sent as it is. */
   readonly bodyText?: string | undefined;
   /** The fetch that sends the call (default: the app's); the stamp layer sets the attested one. */
   readonly transport?: typeof fetch | undefined;
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/**
+ * The call with `change` applied to its Messages body, or to the `params` of each item of a
+ * Message Batch create (items that are not a Messages body stay as they are). A call with
+ * neither is handed back as it is.
+ */
+export function withBodies(call: MoatCall, change: (body: MessagesRequest) => MessagesRequest): MoatCall {
+  if (call.body !== undefined) return { ...call, body: change(call.body) };
+  const requests = call.batch?.requests;
+  if (!Array.isArray(requests)) return call;
+  const changed = requests.map((item: unknown) =>
+    isRecord(item) && isRecord(item.params) && typeof item.params.model === 'string'
+      ? { ...item, params: change(item.params as unknown as MessagesRequest) }
+      : item,
+  );
+  return { ...call, batch: { ...call.batch, requests: changed } };
 }
 
 /** Sends a call and resolves with the answer. */

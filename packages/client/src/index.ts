@@ -81,7 +81,10 @@ export type MoatFetch = typeof fetch & {
   close(): Promise<void>;
 };
 
-const MESSAGES_PATHS = /\/v1\/messages(?:\/count_tokens)?$/;
+/** The routes whose bodies the layers tag and stamp: Messages, count_tokens and Message Batch creates. */
+const MESSAGES_PATHS = /\/v1\/messages(?:\/count_tokens|\/batches)?$/;
+/** A Message Batch create: `{ requests: [{ custom_id, params }] }`, each `params` a Messages body. */
+const BATCHES_PATH = /\/v1\/messages\/batches$/;
 
 /**
  * The default layers for `options`, outermost first: gateway detection, hardening (when
@@ -114,6 +117,12 @@ function isMessagesBody(value: unknown): value is MessagesRequest {
   return typeof (value as { model?: unknown }).model === 'string';
 }
 
+/** Whether a parsed body is a Message Batch create (`requests` a list). */
+function isBatchCreate(value: unknown): value is Record<string, unknown> {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return false;
+  return Array.isArray((value as { requests?: unknown }).requests);
+}
+
 /** The body text of a request, when it is text this client can read without consuming the app's copy. */
 async function bodyTextOf(input: string | URL | Request, init: RequestInit): Promise<string | undefined> {
   if (typeof init.body === 'string') return init.body;
@@ -133,6 +142,7 @@ async function callOf(input: MoatCall['input'], init: RequestInit, at?: Endpoint
   try {
     const parsed = JSON.parse(text) as unknown;
     if (isMessagesBody(parsed)) return { ...call, endpoint: at, body: parsed };
+    if (BATCHES_PATH.test(url.pathname) && isBatchCreate(parsed)) return { ...call, endpoint: at, batch: parsed };
   } catch (error) {
     warn?.(`request body left as it was (${errorMessage(error)})`, 'body');
   }
@@ -144,7 +154,8 @@ function transmitter(base: typeof fetch): Send {
   return (call) => {
     if (call.endpoint === undefined) return base(call.input, call.init);
     const init: RequestInit = { ...call.init, method: call.method, headers: call.headers };
-    const body = call.body === undefined ? call.bodyText : JSON.stringify(call.body);
+    const parsed = call.body ?? call.batch;
+    const body = parsed === undefined ? call.bodyText : JSON.stringify(parsed);
     if (body !== undefined) init.body = body;
     return (call.transport ?? base)(call.input instanceof Request ? call.url.href : call.input, init);
   };

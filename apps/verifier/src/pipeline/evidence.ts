@@ -44,6 +44,8 @@ export interface EvidenceInput {
   readonly request: readonly RequestComponents[];
   readonly keyId: string;
   readonly remoteAddress: string | undefined;
+  /** The stamp's result when it was checked already (a Message Batch: one stamp over the whole body, many items). */
+  readonly attestation?: AttestationResult;
 }
 
 /**
@@ -58,26 +60,44 @@ export function receivedRequest(req: IncomingMessage, config: Pick<VerifierConfi
 }
 
 /**
- * Stage 3: every layer's evidence — the attestation stamp over the raw bytes (and its nonce
- * in the replay cache), the fingerprint and the key's statistics, gateway traces in the
- * headers and the address fan-in, and the signatures of signed blocks sent back.
+ * The attestation stamp over a whole body, its nonce spent in the replay cache.
+ *
+ * @throws {ApiError} 503 when the replay cache cannot be used: no stamp is vouched for without it.
  */
-export async function gatherEvidence(input: EvidenceInput, services: VerifierServices): Promise<Evidence> {
-  const { config, storage, attestationKeyring, fingerprintStats, gatewayStats, blockKeyring } = services;
-  const clientUnavailable = String(input.headers[UNATTESTED_HEADER] ?? '').startsWith('unavailable');
-  let attestation: AttestationResult;
+export async function checkStamp(
+  raw: Buffer,
+  request: readonly RequestComponents[],
+  clientUnavailable: boolean,
+  services: Pick<VerifierServices, 'config' | 'storage' | 'attestationKeyring'>,
+): Promise<AttestationResult> {
   try {
-    attestation = await verifyAttestation(input.raw, {
-      keyring: attestationKeyring,
-      nonceStore: storage,
-      windowSec: config.windowSec,
+    return await verifyAttestation(raw, {
+      keyring: services.attestationKeyring,
+      nonceStore: services.storage,
+      windowSec: services.config.windowSec,
       clientUnavailable,
-      request: input.request,
+      request,
     });
   } catch (error) {
     // Without the replay cache no stamp can be vouched for: refuse, retryably, never accept.
     throw unavailable('the replay cache', error);
   }
+}
+
+/** Whether the client says it could not attest (telemetry only: it never changes a verdict). */
+export function saysUnattested(headers: IncomingHttpHeaders): boolean {
+  return String(headers[UNATTESTED_HEADER] ?? '').startsWith('unavailable');
+}
+
+/**
+ * Stage 3: every layer's evidence — the attestation stamp over the raw bytes (and its nonce
+ * in the replay cache), the fingerprint and the key's statistics, gateway traces in the
+ * headers and the address fan-in, and the signatures of signed blocks sent back.
+ */
+export async function gatherEvidence(input: EvidenceInput, services: VerifierServices): Promise<Evidence> {
+  const { config, fingerprintStats, gatewayStats, blockKeyring } = services;
+  const clientUnavailable = saysUnattested(input.headers);
+  const attestation = input.attestation ?? (await checkStamp(input.raw, input.request, clientUnavailable, services));
   const fingerprint = checkFingerprint(input.body, { salt: config.fingerprintSalt });
   const keyClass = fingerprintStats.record(input.keyId, fingerprint.signal);
   const gateway = gatewayStats.record(

@@ -17,18 +17,18 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { verifyAttestation } from '@moat/attest/server';
 import { invalidBlockError } from '@moat/distill-guard/server';
-import { POLICY_FLAGS } from '@moat/protocol';
 import { errorMessage } from '@moat/protocol/support';
 import { authenticate } from '../auth.js';
 import { ApiError, unavailable } from '../errors.js';
 import type { PolicyAttributes } from '../flags.js';
 import { readBody, sendError, sendJson, writeEvent } from '../http.js';
 import { recordedSignalsOf, SIGNALS } from '../signals.js';
+import type { CanonicalTarget } from '../target.js';
 import { type Evidence, gatherEvidence, receivedRequest } from './evidence.js';
 import { type Decision, decide, flagPolicy, policyAttributes } from './policy.js';
 import { parseMessagesBody, type ReadRequest } from './read.js';
 import { newRequestId, RecordStoreError, RequestLedger } from './record.js';
-import { asksForDecoys, rewriteRequest } from './rewrite-request.js';
+import { decoysAllowed, rewriteRequest } from './rewrite-request.js';
 import { answerJson, answerStream, passError } from './rewrite-response.js';
 import type { VerifierServices } from './services.js';
 
@@ -52,6 +52,8 @@ interface InFlight {
   readonly res: ServerResponse;
   readonly endpoint: MessagesEndpoint;
   readonly ledger: RequestLedger;
+  /** The canonical target that was routed: exactly what is forwarded. */
+  readonly target: CanonicalTarget;
   /** Aborted when the client goes away. */
   readonly signal: AbortSignal;
 }
@@ -79,7 +81,7 @@ async function readRequest(flight: InFlight, raw: Buffer, services: VerifierServ
 }
 
 /** Stage 5's part for the decision: the signals, verdict and reasons into the record, the counters up. */
-function recordDecision(
+export function recordDecision(
   ledger: RequestLedger,
   evidence: Evidence,
   decision: Decision,
@@ -120,27 +122,22 @@ async function forward(
   attributes: PolicyAttributes,
   services: VerifierServices,
 ): Promise<void> {
-  const { config, storage, flags, metrics } = services;
+  const { storage, metrics } = services;
   const { req, res, ledger, endpoint, signal } = flight;
   const keyId = attributes.id;
   // Nothing is forwarded that cannot be recorded.
   services.guard.assertWritable();
   const plan = await rewriteRequest(read, evidence, {
     keyId,
-    // All three gates: the client asked (its compile-time and remote flags), its entry point gets
-    // decoys, the policy allows.
-    injectDecoys:
-      endpoint === 'messages' &&
-      asksForDecoys(read.body) &&
-      config.decoyEntrypoints.includes(evidence.client.ep ?? '') &&
-      flags.value(POLICY_FLAGS.decoys, true, attributes),
+    injectDecoys: endpoint === 'messages' && decoysAllowed(read.body, evidence, attributes, services),
     secret: services.secret,
     storage,
   });
   ledger.set({ decoys: plan.decoys.length });
   const resend = (bytes: Buffer) => {
     services.onUpstreamRequest?.(bytes.toString('utf8'));
-    return services.upstream.send({ method: 'POST', path: req.url ?? '/', headers: req.headers, body: bytes, signal });
+    const path = `${flight.target.path}${flight.target.query}`;
+    return services.upstream.send({ method: 'POST', path, headers: req.headers, body: bytes, signal });
   };
   const first = await resend(plan.bytes);
   if (endpoint === 'count_tokens') {
@@ -176,6 +173,7 @@ export async function handleMessagesRequest(
   res: ServerResponse,
   endpoint: MessagesEndpoint,
   services: VerifierServices,
+  target: CanonicalTarget,
 ): Promise<void> {
   const { config, metrics, log } = services;
   const ledger = new RequestLedger(services.guard, newRequestId());
@@ -184,7 +182,7 @@ export async function handleMessagesRequest(
   res.on('close', () => {
     if (!res.writableFinished) abort.abort();
   });
-  const flight: InFlight = { req, res, endpoint, ledger, signal: abort.signal };
+  const flight: InFlight = { req, res, endpoint, ledger, target, signal: abort.signal };
   try {
     const keyId = await authenticate(req.headers, services.keyCache, services.storage);
     ledger.set({ keyId });
@@ -219,7 +217,7 @@ export async function handleMessagesRequest(
 }
 
 /** Answers a failed request (an API error, the client gone, a fault of ours) and records it. */
-async function fail(
+export async function fail(
   error: unknown,
   res: ServerResponse,
   ledger: RequestLedger,

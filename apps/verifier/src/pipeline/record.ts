@@ -59,6 +59,7 @@ export class RequestLedger {
       status: null,
       latencyMs: null,
       decoys: 0,
+      batch: null,
     };
   }
 

@@ -1,6 +1,8 @@
 import { type Decoy, decoyPeriod, decoyResult, decoyTools, findDecoyCall, stripFailedBlocks } from '@moat/distill-guard/server';
-import { ANTI_DISTILLATION_MEMBER, blockSignatureOf, ENVELOPE_MEMBER, findAttribution, withoutBlockSignature } from '@moat/protocol';
+import { ANTI_DISTILLATION_MEMBER, blockSignatureOf, ENVELOPE_MEMBER, findAttribution, POLICY_FLAGS, withoutBlockSignature } from '@moat/protocol';
 import type { ContentBlock, MessageParam, MessagesRequest } from '@moat/protocol/messages';
+import type { VerifierConfig } from '../config.js';
+import type { Flags, PolicyAttributes } from '../flags.js';
 import { rewriteMembers } from '../json-body.js';
 import type { Storage } from '../storage.js';
 import type { Evidence } from './evidence.js';
@@ -24,6 +26,23 @@ export interface ForwardPlan {
 /** Whether a request asks for decoys (`"anti_distillation": ["fake_tools"]`). */
 export function asksForDecoys(body: MessagesRequest): boolean {
   return Array.isArray(body.anti_distillation) && body.anti_distillation.includes('fake_tools');
+}
+
+/**
+ * Whether a request gets decoys — all three gates: the client asked (its compile-time and
+ * remote flags), its entry point is one that gets decoys, and the policy allows.
+ */
+export function decoysAllowed(
+  body: MessagesRequest,
+  evidence: Pick<Evidence, 'client'>,
+  attributes: PolicyAttributes,
+  services: { readonly config: Pick<VerifierConfig, 'decoyEntrypoints'>; readonly flags: Flags },
+): boolean {
+  return (
+    asksForDecoys(body) &&
+    services.config.decoyEntrypoints.includes(evidence.client.ep ?? '') &&
+    services.flags.value(POLICY_FLAGS.decoys, true, attributes) === true
+  );
 }
 
 /**

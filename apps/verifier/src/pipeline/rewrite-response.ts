@@ -61,7 +61,8 @@ export async function passError(res: ServerResponse, ledger: RequestLedger, upst
   res.end(body);
 }
 
-const isSuccess = (status: number) => status >= 200 && status < 300;
+/** Whether an upstream status is a success. */
+export const isSuccess = (status: number) => status >= 200 && status < 300;
 
 function outputTokensOf(response: MessagesResponse): number {
   return typeof response.usage?.output_tokens === 'number' ? response.usage.output_tokens : 0;
@@ -78,7 +79,8 @@ const continued = (
   { role: 'user', content: calls.map((c) => decoyResult(c, secret) as ContentBlock) },
 ];
 
-async function rememberUpstreamSignatures(
+/** Stores the upstream's signature of each block Moat re-signed, so the block can go back upstream later. */
+export async function rememberUpstreamSignatures(
   storage: Storage,
   theirs: Map<number, string>,
   ours: (index: number) => string | undefined,

@@ -2,7 +2,8 @@ import type { IncomingHttpHeaders } from 'node:http';
 import type { Readable } from 'node:stream';
 import { Agent, type Dispatcher } from 'undici';
 import { ApiError } from '../errors.js';
-import { HOP_BY_HOP } from '../http.js';
+import { connectionNamed, HOP_BY_HOP } from '../http.js';
+import { canonicalTarget } from '../target.js';
 
 /** Request headers of the client that never go upstream: hop-by-hop, the client's credentials, Moat's own, and what undici sets. */
 const NOT_FORWARDED = new Set([
@@ -25,7 +26,7 @@ const TIMEOUTS = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 
 /** One request to the upstream. */
 export interface UpstreamRequest {
   readonly method: string;
-  /** Path with its query string, as the client sent it (`/v1/messages?beta=true`). */
+  /** Canonical path with the query string as the client sent it (`/v1/messages?beta=true`). */
   readonly path: string;
   readonly headers: IncomingHttpHeaders;
   /** The body: bytes, or the client's request streamed through (its length header is kept). */
@@ -97,8 +98,9 @@ export class Upstream {
    */
   async send(request: UpstreamRequest): Promise<UpstreamResponse> {
     const headers: Record<string, string | string[]> = {};
+    const named = connectionNamed(request.headers);
     for (const [name, value] of Object.entries(request.headers)) {
-      if (value === undefined || NOT_FORWARDED.has(name)) continue;
+      if (value === undefined || NOT_FORWARDED.has(name) || named.has(name)) continue;
       headers[name] = value;
     }
     if (this.#key !== undefined) headers['x-api-key'] = this.#key;
@@ -107,11 +109,13 @@ export class Upstream {
     else if (request.body !== undefined && typeof request.headers['content-length'] === 'string')
       headers['content-length'] = request.headers['content-length'];
     const base = this.#origin.pathname.replace(/\/$/, '');
+    // Only a canonical path goes out: no dot segment can climb out of the base path.
+    const { path, query } = canonicalTarget(request.path);
     let response: Dispatcher.ResponseData;
     try {
       response = await this.#agent.request({
         origin: this.#origin.origin,
-        path: `${base}${request.path}`,
+        path: `${base}${path}${query}`,
         method: request.method as Dispatcher.HttpMethod,
         headers,
         body: request.body ?? null,
@@ -125,8 +129,9 @@ export class Upstream {
       throw new ApiError(502, 'api_error', `upstream unreachable (${typeof code === 'string' ? code : 'error'})`, { cause: error });
     }
     const out: Record<string, string | string[]> = {};
+    const namedBack = connectionNamed(response.headers);
     for (const [name, value] of Object.entries(response.headers)) {
-      if (value === undefined || (request.raw !== true && NOT_RETURNED.has(name)) || HOP_BY_HOP.has(name)) continue;
+      if (value === undefined || (request.raw !== true && NOT_RETURNED.has(name)) || HOP_BY_HOP.has(name) || namedBack.has(name)) continue;
       out[name] = value;
     }
     return { status: response.statusCode, headers: out, body: response.body };

@@ -45,7 +45,7 @@ function rangeOf(url: URL): { since?: number; until?: number } {
   return range;
 }
 
-/** `/admin/records` filters: key, time range, verdict, gateway and every signal of the registry with a filter. */
+/** `/admin/records` filters: key, time range, verdict, gateway, batch and every signal of the registry with a filter. */
 function recordQueryOf(url: URL): RecordQuery {
   const key = url.searchParams.get('key');
   const gateway = url.searchParams.get('gateway');
@@ -58,6 +58,9 @@ function recordQueryOf(url: URL): RecordQuery {
   const query: Record<string, unknown> = { limit: intParam(url, 'limit', 1, 1000) ?? 100, ...rangeOf(url) };
   if (key !== null && key !== '') query.keyId = key.slice(0, 64);
   if (gateway !== null && gateway !== '') query.gateway = gateway;
+  // A Message Batch: the create's record id, its items' and its retrievals' link.
+  const batch = url.searchParams.get('batch');
+  if (batch !== null && batch !== '') query.batch = batch.slice(0, 64);
   const verdict = oneOf(url, 'verdict', VERDICTS);
   if (verdict !== undefined) query.verdict = verdict;
   for (const row of RECORDED_SIGNALS) {

@@ -1,7 +1,9 @@
 import { DISCOVERY_PATH, TELEMETRY_PATH } from '@moat/protocol';
+import { handleBatchCreate } from '../pipeline/batch.js';
 import { handleMessagesRequest, type MessagesEndpoint } from '../pipeline/index.js';
 import type { RouteHandler, RouteRow } from '../router.js';
 import * as admin from './admin.js';
+import * as batches from './batches.js';
 import { CONFORMANCE_PATH, handleConformance } from './conformance.js';
 import * as moat from './moat.js';
 import { handlePassthrough } from './passthrough.js';
@@ -11,17 +13,30 @@ import { handleTelemetry } from './telemetry.js';
 /** A route whose body runs through the whole decision pipeline as `endpoint`. */
 const pipeline =
   (endpoint: MessagesEndpoint): RouteHandler =>
-  ({ req, res, services }) =>
-    handleMessagesRequest(req, res, endpoint, services);
+  ({ req, res, services, target }) =>
+    handleMessagesRequest(req, res, endpoint, services, target);
 
 /**
- * Every route of the verifier, first match wins: method (`*` any), pattern (`:name` one
- * segment, trailing `*` any rest), mode, access, handler. A route the table does not name is
- * 404. Other `/v1` paths pass through to the upstream; Moat's own `/v1/moat*` never do.
+ * Every route of the verifier's own, first match wins: method (`*` any), pattern (`:name` one
+ * segment, trailing `*` any rest), mode, access, handler. The upstream routes the
+ * `passthroughRoutes` setting names follow ({@link routeTable}); a request no row takes is
+ * answered 404 and recorded.
  */
 export const ROUTES: readonly RouteRow[] = [
   ['POST', '/v1/messages', 'pipeline', 'client', pipeline('messages')],
   ['POST', '/v1/messages/count_tokens', 'pipeline', 'client', pipeline('count_tokens')],
+  [
+    'POST',
+    '/v1/messages/batches',
+    'pipeline',
+    'client',
+    ({ req, res, services, target }) => handleBatchCreate(req, res, services, target),
+  ],
+  ['GET', '/v1/messages/batches', 'pipeline', 'client', batches.listBatches],
+  ['GET', '/v1/messages/batches/:id', 'pipeline', 'client', batches.batchObject('retrieve')],
+  ['POST', '/v1/messages/batches/:id/cancel', 'pipeline', 'client', batches.batchObject('cancel')],
+  ['DELETE', '/v1/messages/batches/:id', 'pipeline', 'client', batches.batchObject('delete')],
+  ['GET', '/v1/messages/batches/:id/results', 'pipeline', 'client', batches.batchResults],
   ['POST', TELEMETRY_PATH, 'local', 'client', handleTelemetry],
   ['POST', CONFORMANCE_PATH, 'local', 'client', handleConformance],
   ['GET', DISCOVERY_PATH, 'local', 'public', moat.discovery],
@@ -30,6 +45,8 @@ export const ROUTES: readonly RouteRow[] = [
   ['GET', '/readyz', 'local', 'public', answerReadiness],
   ['GET', '/metrics', 'local', 'metrics', moat.metrics],
   ['GET', '/dashboard', 'local', 'public', moat.dashboard],
+  // Browsers ask for it on every dashboard visit: answered without a record of its own.
+  ['GET', '/favicon.ico', 'local', 'public', moat.notFound('icon')],
   ['GET', '/admin/records', 'local', 'admin', admin.listRecords],
   ['GET', '/admin/activity', 'local', 'admin', admin.keyActivity],
   ['GET', '/admin/summary', 'local', 'admin', admin.summary],
@@ -39,6 +56,20 @@ export const ROUTES: readonly RouteRow[] = [
   ['GET', '/admin/attestation-keys', 'local', 'admin', admin.attestationKeys],
   ['POST', '/admin/attestation-keys/revoke', 'local', 'admin', admin.revokeKid],
   ['*', '/admin/*', 'local', 'admin', moat.notFound('admin route')],
-  ['*', '/v1/moat*', 'local', 'public', moat.notFound()],
-  ['*', '/v1/*', 'passthrough', 'client', handlePassthrough],
 ];
+
+/** One upstream route forwarded without Moat's checks: a method and a pattern of exact and `:name` segments. */
+export interface PassthroughRoute {
+  readonly method: string;
+  readonly pattern: string;
+}
+
+/** The verifier's routes, then the pass-through routes of the configuration. */
+export function routeTable(passthrough: readonly PassthroughRoute[]): RouteRow[] {
+  return [
+    ...ROUTES,
+    ...passthrough.map(
+      ({ method, pattern }): RouteRow => [method, pattern, 'passthrough', 'client', handlePassthrough],
+    ),
+  ];
+}

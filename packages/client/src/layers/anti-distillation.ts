@@ -1,6 +1,6 @@
 import { AntiDistillationGate } from '@moat/distill-guard/client';
 import { CLIENT_FLAGS } from '@moat/protocol';
-import type { MoatLayer } from '../compose.js';
+import { type MoatLayer, withBodies } from '../compose.js';
 import type { Endpoint } from '../endpoint.js';
 
 /** The gates the app decides itself. */
@@ -35,8 +35,8 @@ export function antiDistillationLayer(options: AntiDistillationLayerOptions): Mo
     },
     intercept: (next) => (call) => {
       const gate = call.endpoint === undefined ? undefined : gates.get(call.endpoint);
-      if (call.body === undefined || gate === undefined) return next(call);
-      return next({ ...call, body: gate.apply(call.body) });
+      if (gate === undefined) return next(call);
+      return next(withBodies(call, (body) => gate.apply(body)));
     },
     status: (e) => {
       const d = gates.get(e)?.decision();

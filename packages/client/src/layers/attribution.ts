@@ -1,7 +1,7 @@
 import { tagFingerprint } from '@moat/fingerprint/client';
 import { CLIENT_FLAGS } from '@moat/protocol';
 import type { MessagesRequest } from '@moat/protocol/messages';
-import type { MoatLayer } from '../compose.js';
+import { type MoatLayer, withBodies } from '../compose.js';
 import type { Endpoint } from '../endpoint.js';
 
 /** What the attribution block says about the client. */
@@ -29,9 +29,10 @@ export function fingerprintLayer(options: AttributionOptions): MoatLayer {
     name: 'fingerprint',
     phase: 'tag',
     intercept: (next) => (call) => {
-      if (call.body === undefined || call.endpoint === undefined || !fingerprintOn(call.endpoint)) return next(call);
-      const { request } = tagFingerprint(call.body as unknown as Record<string, unknown>, tag);
-      return next({ ...call, body: request as unknown as MessagesRequest });
+      if (call.endpoint === undefined || !fingerprintOn(call.endpoint)) return next(call);
+      const tagged = (body: MessagesRequest) =>
+        tagFingerprint(body as unknown as Record<string, unknown>, tag).request as unknown as MessagesRequest;
+      return next(withBodies(call, tagged));
     },
     status: (e) =>
       fingerprintOn(e)

@@ -2,7 +2,7 @@ import { type BlockOrigin, type HistoryEntry, keyIdentity, stripForeignSignedBlo
 import { blockSignatureOf } from '@moat/protocol';
 import { MessageAssembler, type MessagesRequest, readStreamEvents } from '@moat/protocol/messages';
 import { LruMap } from '@moat/protocol/support';
-import type { MoatLayer } from '../compose.js';
+import { type MoatLayer, withBodies } from '../compose.js';
 
 type Issued = LruMap<string, BlockOrigin>;
 
@@ -59,10 +59,12 @@ export function signedBlocksLayer(options: { readonly maxRemembered?: number | u
     name: 'signed-blocks',
     phase: 'history',
     intercept: (next) => async (call) => {
-      if (call.body === undefined) return next(call);
-      const current = { apiKeyId: keyIdentity(call.apiKey ?? ''), model: call.body.model };
-      const response = await next({ ...call, body: withoutForeignBlocks(call.body, current, issued) });
-      return remember(response, current, issued);
+      const apiKeyId = keyIdentity(call.apiKey ?? '');
+      const clean = (body: MessagesRequest) => withoutForeignBlocks(body, { apiKeyId, model: body.model }, issued);
+      // A batch create answers with the batch, not blocks: only a Messages answer is remembered.
+      if (call.body === undefined) return next(withBodies(call, clean));
+      const response = await next(withBodies(call, clean));
+      return remember(response, { apiKeyId, model: call.body.model }, issued);
     },
     status: () => ({ layer: 'signed-blocks', state: 'on', detail: `${issued.size} signed blocks remembered` }),
   };
