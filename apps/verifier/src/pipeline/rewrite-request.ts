@@ -1,5 +1,12 @@
 import { type Decoy, decoyPeriod, decoyResult, decoyTools, findDecoyCall, stripFailedBlocks } from '@moat/distill-guard/server';
-import { ANTI_DISTILLATION_MEMBER, blockSignatureOf, ENVELOPE_MEMBER, findAttribution, POLICY_FLAGS, withoutBlockSignature } from '@moat/protocol';
+import {
+  ANTI_DISTILLATION_MEMBER,
+  blockSignatureOf,
+  ENVELOPE_MEMBER,
+  findAttribution,
+  POLICY_FLAGS,
+  withoutBlockSignature,
+} from '@moat/protocol';
 import type { ContentBlock, MessageParam, MessagesRequest } from '@moat/protocol/messages';
 import type { VerifierConfig } from '../config.js';
 import type { Flags, PolicyAttributes } from '../flags.js';
