@@ -636,11 +636,17 @@ static int read_body(napi_env env, napi_value options, moat_request_opts *opts) 
 
 /* The handle request() returns: { abort() }, holding the request's control until collected. */
 static napi_value abort_handle(napi_env env, control *c) {
-  napi_value handle;
-  napi_create_object(env, &handle);
-  napi_wrap(env, handle, c, abort_finalize, NULL, NULL);
+  napi_value handle = NULL;
+  /* Without the wrap, the handle's reference to the control is dropped now: abort() then
+     finds nothing, and the transfer still ends. */
+  if (napi_create_object(env, &handle) != napi_ok || napi_wrap(env, handle, c, abort_finalize, NULL, NULL) != napi_ok) {
+    control_unref(c);
+    if (handle == NULL) napi_get_undefined(env, &handle);
+    return handle;
+  }
   napi_value abort_fn = cached(env, NAME_ABORT_FN, NULL);
-  if (abort_fn != NULL) napi_set_property(env, handle, key(env, KEY_ABORT), abort_fn);
+  napi_value name = key(env, KEY_ABORT);
+  if (abort_fn != NULL && name != NULL) napi_set_property(env, handle, name, abort_fn);
   return handle;
 }
 
@@ -787,12 +793,12 @@ static napi_value secure_buffer(napi_env env, napi_callback_info info) {
     napi_throw_error(env, "ERR_NATIVE", "external buffers are not allowed here");
     return NULL;
   }
-  napi_create_object(env, &out);
-  napi_set_named_property(env, out, "buffer", buffer);
-  napi_get_boolean(env, locked, &v);
-  napi_set_named_property(env, out, "locked", v);
-  napi_get_boolean(env, dontdump, &v);
-  napi_set_named_property(env, out, "dontdump", v);
+  CHECK(napi_create_object(env, &out));
+  CHECK(napi_set_named_property(env, out, "buffer", buffer));
+  CHECK(napi_get_boolean(env, locked, &v));
+  CHECK(napi_set_named_property(env, out, "locked", v));
+  CHECK(napi_get_boolean(env, dontdump, &v));
+  CHECK(napi_set_named_property(env, out, "dontdump", v));
   return out;
 }
 
@@ -811,6 +817,11 @@ static napi_value scrub_env_block(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* Bounds on what JavaScript hands the scanner. */
+#define MAX_LITERALS (1u << 20)
+#define MAX_LITERAL 65536
+#define MAX_PATHS (1u << 24)
+
 /* A compiled literal or regex set (freed with the handle). */
 typedef struct {
   moat_literals *m;
@@ -825,6 +836,16 @@ static void literal_set_finalize(napi_env env, void *data, void *hint) {
   free(set);
 }
 
+/* Whether `value` is an external: only then is its type tag read (reading one converts the
+   value to an object, which throws for null and undefined). */
+static int is_external(napi_env env, napi_value value) {
+  napi_valuetype type;
+  return napi_typeof(env, value, &type) == napi_ok && type == napi_external;
+}
+
+/* Tags a compiled set's external, so no other external (a verifier key) is taken for one. */
+static const napi_type_tag LITERAL_SET_TAG = {0x6d6f61745f736574ULL, 0x6c69746572616c31ULL};
+
 /* The JavaScript handle of a compiled set: an external that frees it when collected. */
 static napi_value wrap_set(napi_env env, literal_set *set) {
   napi_value handle;
@@ -833,7 +854,22 @@ static napi_value wrap_set(napi_env env, literal_set *set) {
     napi_throw_error(env, "ERR_NATIVE", "cannot create the set's handle");
     return NULL;
   }
+  /* Untagged, the handle is refused everywhere; the finalizer still frees the set. */
+  if (napi_type_tag_object(env, handle, &LITERAL_SET_TAG) != napi_ok) {
+    napi_throw_error(env, "ERR_NATIVE", "cannot tag the set's handle");
+    return NULL;
+  }
   return handle;
+}
+
+/* The compiled set a handle holds, or NULL when it is not such a handle. */
+static literal_set *set_arg(napi_env env, napi_value value) {
+  bool tagged = false;
+  literal_set *set = NULL;
+  if (!is_external(env, value) || napi_check_object_type_tag(env, value, &LITERAL_SET_TAG, &tagged) != napi_ok || !tagged ||
+      napi_get_value_external(env, value, (void **)&set) != napi_ok)
+    return NULL;
+  return set;
 }
 
 /* Arrays for n literals: pointers, lengths, case flags; 0 when out of memory (thrown, nothing left allocated). */
@@ -882,29 +918,46 @@ static napi_value literals_compile(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, "ERR_NATIVE_OPTIONS", "expected literalsCompile(patterns: Buffer[], caseless: boolean[]) of one non-zero length");
     return NULL;
   }
+  if (n > MAX_LITERALS) {
+    napi_throw_range_error(env, "ERR_NATIVE_OPTIONS", "expected literalsCompile() of at most 1048576 patterns");
+    return NULL;
+  }
   const char **patterns;
   size_t *lengths;
   int *caseless;
-  if (!literal_arrays(env, n, &patterns, &lengths, &caseless)) return NULL;
-  for (uint32_t i = 0; i < n; i++) {
-    napi_value item, flag;
-    bool is_buffer = false, fold = false;
+  napi_value *items = malloc(n * sizeof *items);
+  if (items == NULL || !literal_arrays(env, n, &patterns, &lengths, &caseless)) {
+    if (items == NULL) napi_throw_error(env, "ERR_NATIVE", "out of memory");
+    free(items);
+    return NULL;
+  }
+  /* Every element is read (a getter may run) before any buffer's memory is: a getter that
+     ran later could detach a buffer whose pointer was already taken. */
+  const char *problem = NULL;
+  for (uint32_t i = 0; i < n && problem == NULL; i++) {
+    napi_value flag;
+    bool fold = false;
+    if (napi_get_element(env, argv[0], i, &items[i]) != napi_ok || napi_get_element(env, argv[1], i, &flag) != napi_ok) problem = "";
+    else if (napi_get_value_bool(env, flag, &fold) != napi_ok) problem = "expected every caseless flag as a boolean";
+    caseless[i] = fold;
+  }
+  for (uint32_t i = 0; i < n && problem == NULL; i++) {
+    bool is_buffer = false;
     void *data = NULL;
     size_t len = 0;
-    napi_get_element(env, argv[0], i, &item);
-    napi_get_element(env, argv[1], i, &flag);
-    if (napi_is_buffer(env, item, &is_buffer) != napi_ok || !is_buffer || napi_get_buffer_info(env, item, &data, &len) != napi_ok ||
-        len == 0) {
-      free(patterns);
-      free(lengths);
-      free(caseless);
-      napi_throw_type_error(env, "ERR_NATIVE_OPTIONS", "expected every pattern as a non-empty Buffer");
-      return NULL;
-    }
-    napi_get_value_bool(env, flag, &fold);
+    if (napi_is_buffer(env, items[i], &is_buffer) != napi_ok || !is_buffer || napi_get_buffer_info(env, items[i], &data, &len) != napi_ok ||
+        len == 0 || len > MAX_LITERAL)
+      problem = "expected every pattern as a non-empty Buffer of at most 65536 bytes";
     patterns[i] = data;
     lengths[i] = len;
-    caseless[i] = fold;
+  }
+  free(items);
+  if (problem != NULL) {
+    free(patterns);
+    free(lengths);
+    free(caseless);
+    if (problem[0] != '\0') napi_throw_type_error(env, "ERR_NATIVE_OPTIONS", problem); /* else a getter's exception is pending */
+    return NULL;
   }
   return compile_literals(env, patterns, lengths, caseless, n, has_serialized ? serialized : NULL, serialized_len);
 }
@@ -925,13 +978,13 @@ static napi_value literals_compile_packed(napi_env env, napi_callback_info info)
            napi_get_typedarray_info(env, argv[1], &type1, &n, &lengths_data, &ab, &offset) == napi_ok && type1 == napi_uint32_array &&
            napi_is_typedarray(env, argv[2], &t2) == napi_ok && t2 &&
            napi_get_typedarray_info(env, argv[2], &type2, &n2, &caseless_data, &ab, &offset) == napi_ok && type2 == napi_uint8_array &&
-           n == n2 && n > 0 && n <= 0x7fffffffu;
+           n == n2 && n > 0 && n <= MAX_LITERALS;
   if (ok && argc >= 4 && napi_is_buffer(env, argv[3], &has_serialized) == napi_ok && has_serialized)
     napi_get_buffer_info(env, argv[3], &serialized, &serialized_len);
   const uint32_t *lengths32 = lengths_data;
   size_t total = 0;
   for (size_t i = 0; ok && i < n; i++) {
-    ok = lengths32[i] > 0;
+    ok = lengths32[i] > 0 && lengths32[i] <= MAX_LITERAL;
     total += lengths32[i];
   }
   if (!ok || total != packed_len) {
@@ -967,12 +1020,18 @@ static napi_value regex_compile(napi_env env, napi_callback_info info) {
   }
   char *patterns[64] = {0};
   int ok = 1;
+  int thrown = 0;
   for (uint32_t i = 0; i < n && ok; i++) {
     napi_value item;
-    size_t len = 0;
-    napi_get_element(env, argv[0], i, &item);
-    ok = napi_get_value_string_utf8(env, item, NULL, 0, &len) == napi_ok && (patterns[i] = malloc(len + 1)) != NULL &&
-         napi_get_value_string_utf8(env, item, patterns[i], len + 1, &len) == napi_ok;
+    size_t len = 0, written = 0;
+    if (napi_get_element(env, argv[0], i, &item) != napi_ok) {
+      ok = 0;
+      thrown = 1; /* a getter threw: its exception is pending */
+      break;
+    }
+    /* A NUL would end the pattern libhs reads early. */
+    ok = napi_get_value_string_utf8(env, item, NULL, 0, &len) == napi_ok && len <= MAX_LITERAL && (patterns[i] = malloc(len + 1)) != NULL &&
+         napi_get_value_string_utf8(env, item, patterns[i], len + 1, &written) == napi_ok && written == len && strlen(patterns[i]) == len;
   }
   literal_set *set = ok ? calloc(1, sizeof *set) : NULL;
   if (set != NULL) {
@@ -982,7 +1041,9 @@ static napi_value regex_compile(napi_env env, napi_callback_info info) {
   for (uint32_t i = 0; i < n; i++) free(patterns[i]);
   if (set == NULL || set->m == NULL) {
     free(set);
-    napi_throw_error(env, "ERR_NATIVE_SCAN", ok ? moat_literal_error() : "expected every pattern as a string");
+    if (thrown) return NULL;
+    if (ok) napi_throw_error(env, "ERR_NATIVE_SCAN", moat_literal_error());
+    else napi_throw_type_error(env, "ERR_NATIVE_OPTIONS", "expected every pattern as a string of at most 65536 bytes without NUL");
     return NULL;
   }
   return wrap_set(env, set);
@@ -994,7 +1055,7 @@ static napi_value literals_serialize(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   literal_set *set = NULL;
-  if (argc < 1 || napi_get_value_external(env, argv[0], (void **)&set) != napi_ok || set == NULL) {
+  if (argc < 1 || (set = set_arg(env, argv[0])) == NULL) {
     napi_throw_type_error(env, "ERR_NATIVE_OPTIONS", "expected literalsSerialize(handle)");
     return NULL;
   }
@@ -1055,7 +1116,7 @@ static napi_value literals_scan(napi_env env, napi_callback_info info) {
   literal_set *set = NULL;
   const unsigned char *data = NULL;
   size_t length = 0;
-  if (argc < 2 || napi_get_value_external(env, argv[0], (void **)&set) != napi_ok || set == NULL || !uint8_arg(env, argv[1], &data, &length)) {
+  if (argc < 2 || (set = set_arg(env, argv[0])) == NULL || !uint8_arg(env, argv[1], &data, &length)) {
     napi_throw_type_error(env, "ERR_NATIVE_OPTIONS", "expected literalsScan(handle, bytes: Uint8Array)");
     return NULL;
   }
@@ -1066,7 +1127,7 @@ static napi_value literals_scan(napi_env env, napi_callback_info info) {
     return NULL;
   }
   size_t width = set->regex ? 3 : 2;
-  qsort(pairs, count, width * sizeof *pairs, by_start_then_id);
+  if (count > 1) qsort(pairs, count, width * sizeof *pairs, by_start_then_id);
   napi_value buffer, out;
   void *dest = NULL;
   if (napi_create_arraybuffer(env, count * width * sizeof(int32_t), &dest, &buffer) != napi_ok) {
@@ -1175,19 +1236,20 @@ static napi_value prefilter_files(napi_env env, napi_callback_info info) {
   literal_set *sets[3] = {NULL, NULL, NULL};
   bool is_array = false;
   uint32_t n = 0, chunk = 0, max_len = 0, audit_carry = 0, threads = 0;
-  int ok = argc == 8 && napi_get_value_external(env, argv[0], (void **)&sets[0]) == napi_ok && sets[0] != NULL && !sets[0]->regex &&
+  int ok = argc == 8 && (sets[0] = set_arg(env, argv[0])) != NULL && !sets[0]->regex &&
            napi_is_array(env, argv[3], &is_array) == napi_ok && is_array && napi_get_array_length(env, argv[3], &n) == napi_ok &&
            napi_get_value_uint32(env, argv[4], &chunk) == napi_ok && napi_get_value_uint32(env, argv[5], &max_len) == napi_ok &&
            napi_get_value_uint32(env, argv[6], &audit_carry) == napi_ok && napi_get_value_uint32(env, argv[7], &threads) == napi_ok &&
-           chunk > 0;
+           chunk > 0 && chunk <= 0x7fff0000u && max_len <= 0x10000u && audit_carry <= 0x10000u && n <= MAX_PATHS;
   for (int k = 1; ok && k < 3; k++) {
     napi_valuetype type;
     ok = napi_typeof(env, argv[k], &type) == napi_ok &&
-         (type == napi_null || (napi_get_value_external(env, argv[k], (void **)&sets[k]) == napi_ok && sets[k] != NULL && sets[k]->regex));
+         (type == napi_null || ((sets[k] = set_arg(env, argv[k])) != NULL && sets[k]->regex));
   }
   if (!ok) {
     napi_throw_type_error(env, "ERR_NATIVE_OPTIONS",
-                          "expected prefilterFiles(literals, triggers | null, audit | null, paths: string[], chunk > 0, maxLength, auditCarry, threads)");
+                          "expected prefilterFiles(literals, triggers | null, audit | null, paths: string[], chunk > 0, maxLength <= 65536, "
+                          "auditCarry <= 65536, threads)");
     return NULL;
   }
   prefilter_call *call = calloc(1, sizeof *call);
@@ -1205,13 +1267,17 @@ static napi_value prefilter_files(napi_env env, napi_callback_info info) {
   for (uint32_t i = 0; !failed && i < n; i++) {
     napi_value item;
     size_t len = 0;
-    failed = napi_get_element(env, argv[3], i, &item) != napi_ok || napi_get_value_string_utf8(env, item, NULL, 0, &len) != napi_ok ||
-             (call->paths[i] = malloc(len + 1)) == NULL ||
-             napi_get_value_string_utf8(env, item, call->paths[i], len + 1, &len) != napi_ok;
+    if (napi_get_element(env, argv[3], i, &item) != napi_ok) {
+      failed = 2; /* a getter threw: its exception is pending */
+      break;
+    }
+    size_t written = 0;
+    failed = napi_get_value_string_utf8(env, item, NULL, 0, &len) != napi_ok || len > 4096 || (call->paths[i] = malloc(len + 1)) == NULL ||
+             napi_get_value_string_utf8(env, item, call->paths[i], len + 1, &written) != napi_ok || strlen(call->paths[i]) != len;
   }
   if (failed) {
     prefilter_free(env, call);
-    napi_throw_type_error(env, "ERR_NATIVE_OPTIONS", "expected every path as a string");
+    if (failed == 1) napi_throw_type_error(env, "ERR_NATIVE_OPTIONS", "expected every path as a string of at most 4096 bytes without NUL");
     return NULL;
   }
   /* The sets stay alive (referenced) until the run completes. */
@@ -1287,7 +1353,7 @@ static napi_value json_object(napi_env env, napi_callback_info info) {
     return NULL;
   }
   napi_value out;
-  napi_create_uint32(env, (uint32_t)moat_json_object(data, length), &out);
+  CHECK(napi_create_uint32(env, (uint32_t)moat_json_object(data, length), &out));
   return out;
 }
 
@@ -1302,7 +1368,7 @@ static napi_value stamp_matches(napi_env env, napi_callback_info info) {
   const unsigned char *base = NULL, *body = NULL;
   size_t base_len = 0, body_len = 0;
   double start = -1, end = -1;
-  if (argc < 5 || napi_check_object_type_tag(env, argv[0], &MAC_KEY_TAG, &tagged) != napi_ok || !tagged ||
+  if (argc < 5 || !is_external(env, argv[0]) || napi_check_object_type_tag(env, argv[0], &MAC_KEY_TAG, &tagged) != napi_ok || !tagged ||
       napi_get_value_external(env, argv[0], (void **)&key) != napi_ok || napi_typeof(env, argv[1], &base_type) != napi_ok ||
       (base_type != napi_null && !uint8_arg(env, argv[1], &base, &base_len)) || !uint8_arg(env, argv[2], &body, &body_len) ||
       napi_get_value_double(env, argv[3], &start) != napi_ok || napi_get_value_double(env, argv[4], &end) != napi_ok) {
