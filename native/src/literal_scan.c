@@ -619,6 +619,7 @@ int moat_prefilter_run(const moat_prefilter *job) {
         if (job->events[i].items == NULL) audit |= MOAT_PREFILTER_AUDIT_ALL;
         else
           for (size_t c = a; c < b; c++) {
+            if (pieces[c].events.n == 0) continue; /* its items may be NULL */
             memcpy(job->events[i].items + job->events[i].n, pieces[c].events.items, pieces[c].events.n * sizeof(double));
             job->events[i].n += pieces[c].events.n;
           }
