@@ -178,13 +178,16 @@ function fuzzStamp(addon: Native, g: Gen): void {
     if (addon.stampMatches(key, null, body, start, start + stampLength) !== true)
       throw new FuzzFinding(`stampMatches refused the protocol's own stamp over ${body.toString()}`);
     body[start] = body[start] === 0x30 ? 0x31 : 0x30;
-    if (addon.stampMatches(key, null, body, start, start + stampLength) !== false) throw new FuzzFinding('stampMatches took a tampered stamp');
+    if (addon.stampMatches(key, null, body, start, start + stampLength) !== false)
+      throw new FuzzFinding('stampMatches took a tampered stamp');
     return;
   }
   const base = g.chance(0.5) ? null : g.bytes(g.int(200));
-  const at = (): unknown => g.pick([start, start + stampLength, -1, 0.5, Number.NaN, body.length, body.length + 1, 2 ** 53, g.int(body.length + 4)]);
+  const at = (): unknown =>
+    g.pick([start, start + stampLength, -1, 0.5, Number.NaN, body.length, body.length + 1, 2 ** 53, g.int(body.length + 4)]);
   typed('stampMatches', () => addon.stampMatches(key, base, g.chance(0.1) ? g.bytes(g.int(100)) : body, at() as number, at() as number));
-  if (g.chance(0.05)) typed('stampMatches(not a key)', () => addon.stampMatches(g.pick([{}, null, 1, addon.regexCompile(['a'])]), null, body, 0, 32));
+  if (g.chance(0.05))
+    typed('stampMatches(not a key)', () => addon.stampMatches(g.pick([{}, null, 1, addon.regexCompile(['a'])]), null, body, 0, 32));
 }
 
 /** Every (index, start) where a literal occurs: the oracle for literalsScan. */
@@ -223,7 +226,9 @@ function fuzzLiterals(addon: Native, g: Gen): void {
     handle = typed('literalsCompile', () => addon.literalsCompile(patterns, caseless));
   } else if (mode === 1) {
     const lengths = Uint32Array.from(patterns.map((p) => p.length));
-    handle = typed('literalsCompilePacked', () => addon.literalsCompilePacked(Buffer.concat(patterns), lengths, Uint8Array.from(caseless.map(Number))));
+    handle = typed('literalsCompilePacked', () =>
+      addon.literalsCompilePacked(Buffer.concat(patterns), lengths, Uint8Array.from(caseless.map(Number))),
+    );
   } else {
     // A database from a cache: this set's, another (larger) set's, or damaged bytes.
     const other = mode === 3 ? [...patterns, ...patterns.map((p) => Buffer.concat([p, p]))] : patterns;
@@ -247,7 +252,9 @@ const REGEX_PIECES = ['a', 'b', '.', '*', '+', '?', '(', ')', '[', ']', '|', '\\
 
 /** regexCompile of random (often invalid) expressions, then a scan; hostile arrays too. */
 function fuzzRegex(addon: Native, g: Gen): void {
-  let patterns: unknown[] = Array.from({ length: 1 + g.int(4) }, () => Array.from({ length: 1 + g.int(8) }, () => g.pick(REGEX_PIECES)).join(''));
+  let patterns: unknown[] = Array.from({ length: 1 + g.int(4) }, () =>
+    Array.from({ length: 1 + g.int(8) }, () => g.pick(REGEX_PIECES)).join(''),
+  );
   if (g.chance(0.05)) patterns = Array(70).fill('a');
   if (g.chance(0.05)) {
     patterns.length += 1;
@@ -277,7 +284,9 @@ function fuzzHostileLiterals(addon: Native, g: Gen): void {
     },
   });
   const caseless = [false, false, g.chance(0.8) ? false : 'x'];
-  const handle = typed('literalsCompile(hostile)', () => addon.literalsCompile(patterns as Buffer[], caseless as boolean[]), ['hostile getter']);
+  const handle = typed('literalsCompile(hostile)', () => addon.literalsCompile(patterns as Buffer[], caseless as boolean[]), [
+    'hostile getter',
+  ]);
   if (handle !== undefined) typed('literalsScan', () => addon.literalsScan(handle, Buffer.from('aaaabbcc')));
   typed('literalsCompile(empty)', () => addon.literalsCompile([], []));
   typed('literalsScan(not a set)', () => addon.literalsScan(g.pick([{}, addon.stampKey(Buffer.alloc(32, 1)), null]), Buffer.alloc(4)));
@@ -304,7 +313,9 @@ async function fuzzPrefilter(addon: Native, g: Gen, dir: string): Promise<void> 
   const auditCarry = g.pick([0, 64, 70_000]);
   let result: Awaited<ReturnType<Native['prefilterFiles']>> | undefined;
   try {
-    result = await typed('prefilterFiles', () => addon.prefilterFiles(literals, null, audit, paths, chunk, maxLength, auditCarry, 1 + g.int(4)));
+    result = await typed('prefilterFiles', () =>
+      addon.prefilterFiles(literals, null, audit, paths, chunk, maxLength, auditCarry, 1 + g.int(4)),
+    );
   } catch (e) {
     if (e instanceof FuzzFinding) throw e;
     return; // the promise rejected with the prefilter's own error
