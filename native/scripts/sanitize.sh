@@ -56,12 +56,14 @@ run() {
 : >"$OUT/output.log"
 # The fuzz harness: MOAT_FUZZ_CASES cases per target (10000 here: 52,000 calls).
 MOAT_FUZZ_CASES="${MOAT_FUZZ_CASES:-10000}" run "$NATIVE" node test/fuzz.ts
+# Instrumented code runs two to three times slower: the suites get longer timeouts here.
+SLOW=(--testTimeout=120000 --hookTimeout=120000)
 if [ "$FUZZ_ONLY" = 0 ]; then
   # prebuild.test.ts builds and packs a prebuild: packaging, not memory, and slow under ASan.
-  run "$NATIVE" pnpm exec vitest run --exclude test/prebuild.test.ts
-  run "$ROOT/packages/attest" pnpm exec vitest run
+  run "$NATIVE" pnpm exec vitest run "${SLOW[@]}" --exclude test/prebuild.test.ts
+  run "$ROOT/packages/attest" pnpm exec vitest run "${SLOW[@]}"
   # The scanner's suites: the ones that call the addon (the rest of build-guard never does).
-  run "$ROOT/packages/build-guard" pnpm exec vitest run src/scan
+  run "$ROOT/packages/build-guard" pnpm exec vitest run "${SLOW[@]}" src/scan
 fi
 
 if grep -qE "ERROR: AddressSanitizer|runtime error:|SUMMARY: (Address|UndefinedBehavior)Sanitizer" "$OUT/output.log"; then
