@@ -56,8 +56,8 @@ run() {
 : >"$OUT/output.log"
 # The fuzz harness: MOAT_FUZZ_CASES cases per target (10000 here: 52,000 calls).
 MOAT_FUZZ_CASES="${MOAT_FUZZ_CASES:-10000}" run "$NATIVE" node test/fuzz.ts
-# Instrumented code runs two to three times slower: the suites get longer timeouts here.
-SLOW=(--testTimeout=120000 --hookTimeout=120000)
+# Instrumented code runs two to three times slower (more on a busy machine): longer timeouts here.
+SLOW=(--testTimeout=300000 --hookTimeout=300000)
 if [ "$FUZZ_ONLY" = 0 ]; then
   # prebuild.test.ts builds and packs a prebuild: packaging, not memory, and slow under ASan.
   run "$NATIVE" pnpm exec vitest run "${SLOW[@]}" --exclude test/prebuild.test.ts
