@@ -6,6 +6,7 @@
  */
 #include <dlfcn.h>
 #include <node_api.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +32,12 @@ typedef struct env_state env_state;
 typedef struct {
   volatile int aborted;
   atomic_int refs;
+  /* Thread mode: the transfer thread calls the threadsafe function only under `lock`, and
+     not once it is gone: Node deletes it when its environment is torn down (a worker that
+     is terminated), whether or not a thread still holds it. */
+  int threaded;
+  pthread_mutex_t lock;
+  int tsfn_gone;
   napi_threadsafe_function tsfn;
   /* Loop mode: the environment, the JavaScript callback and the transfer while it runs. */
   env_state *state;
@@ -40,7 +47,9 @@ typedef struct {
 } control;
 
 static void control_unref(control *c) {
-  if (atomic_fetch_sub(&c->refs, 1) == 1) free(c);
+  if (atomic_fetch_sub(&c->refs, 1) != 1) return;
+  if (c->threaded) pthread_mutex_destroy(&c->lock);
+  free(c);
 }
 
 static void free_chunk(napi_env env, void *data, void *hint) {
@@ -155,20 +164,34 @@ static void call_js(napi_env env, napi_value js_cb, void *context, void *data) {
   napi_call_function(env, undefined, js_cb, 4, args, NULL);
 }
 
+/* From the transfer thread. The queue is unbounded: a non-blocking call never waits while holding the lock. */
 static void emit(void *ctx, moat_event *ev) {
   control *c = ctx;
-  if (napi_call_threadsafe_function(c->tsfn, ev, napi_tsfn_blocking) != napi_ok) free_event(ev);
+  pthread_mutex_lock(&c->lock);
+  napi_status status = c->tsfn_gone ? napi_closing : napi_call_threadsafe_function(c->tsfn, ev, napi_tsfn_nonblocking);
+  pthread_mutex_unlock(&c->lock);
+  if (status != napi_ok) free_event(ev);
 }
 
+/* The transfer thread's last touch of the request: it lets go of the function and of its reference. */
 static void done(void *ctx) {
   control *c = ctx;
-  napi_release_threadsafe_function(c->tsfn, napi_tsfn_release);
+  pthread_mutex_lock(&c->lock);
+  if (!c->tsfn_gone) napi_release_threadsafe_function(c->tsfn, napi_tsfn_release);
+  pthread_mutex_unlock(&c->lock);
+  control_unref(c);
 }
 
+/* On the environment's thread, when the function is released or its environment torn down. */
 static void tsfn_finalize(napi_env env, void *data, void *hint) {
   (void)env;
   (void)hint;
-  control_unref(data);
+  control *c = data;
+  pthread_mutex_lock(&c->lock);
+  c->tsfn_gone = 1;
+  c->aborted = 1; /* nobody is left to hear from the transfer: it stops */
+  pthread_mutex_unlock(&c->lock);
+  control_unref(c);
 }
 
 static void abort_finalize(napi_env env, void *data, void *hint) {
@@ -191,32 +214,169 @@ static napi_value abort_request(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-static char *get_string(napi_env env, napi_value obj, int k, int required) {
-  napi_value v;
-  napi_valuetype t;
-  const char *name = KEY_NAMES[k];
-  if (napi_get_property(env, obj, key(env, k), &v) != napi_ok || napi_typeof(env, v, &t) != napi_ok) return NULL;
-  if (t != napi_string) {
-    if (required) {
-      char msg[96];
-      snprintf(msg, sizeof msg, "expected options.%s as a string", name);
-      napi_throw_type_error(env, "ERR_NATIVE_OPTIONS", msg);
-    }
-    return NULL;
-  }
-  size_t len;
-  napi_get_value_string_utf8(env, v, NULL, 0, &len);
-  char *s = malloc(len + 1);
-  if (s != NULL) napi_get_value_string_utf8(env, v, s, len + 1, &len);
-  return s;
+/* Bounds on what JavaScript hands request(): each length is checked before it is copied. */
+#define MAX_BODY ((size_t)1 << 30)
+#define MAX_URL 65536
+#define MAX_METHOD 32
+#define MAX_OPTION 16384
+#define MAX_HEADERS 512
+#define MAX_HEADER_LINE 65536
+#define MAX_TIMEOUT_MS 0x7fffffffL
+
+static const char *const TYPE_NAMES[] = {"undefined", "null",   "boolean", "number", "string",
+                                         "symbol",    "object", "function", "external", "bigint"};
+
+static const char *type_name(napi_valuetype t) {
+  return (size_t)t < sizeof TYPE_NAMES / sizeof TYPE_NAMES[0] ? TYPE_NAMES[t] : "a value";
 }
 
-static long get_long(napi_env env, napi_value obj, int k) {
+/* Throws `code`: "expected options.<name> <what>, got <got>". Returns 0. */
+static int coded_error(napi_env env, const char *code, const char *name, const char *what, const char *got) {
+  char msg[256];
+  snprintf(msg, sizeof msg, "expected options.%s %s, got %s", name, what, got);
+  napi_throw_type_error(env, code, msg);
+  return 0;
+}
+
+static int options_error(napi_env env, const char *name, const char *what, const char *got) {
+  return coded_error(env, "ERR_NATIVE_OPTIONS", name, what, got);
+}
+
+/*
+ * A string value as a new C string of at most `max` bytes in UTF-8 with no NUL inside (a NUL
+ * would cut the C string short: what is checked and what is sent would differ). 0 when it threw.
+ */
+static int string_value(napi_env env, napi_value v, const char *code, const char *name, size_t max, char **out) {
+  size_t len = 0, written = 0;
+  *out = NULL;
+  if (napi_get_value_string_utf8(env, v, NULL, 0, &len) != napi_ok) return coded_error(env, code, name, "as a string", "another value");
+  if (len > max) {
+    char what[64];
+    snprintf(what, sizeof what, "of at most %zu bytes", max);
+    return coded_error(env, code, name, what, "a longer string");
+  }
+  char *s = malloc(len + 1);
+  if (s == NULL) {
+    napi_throw_error(env, "ERR_NATIVE", "out of memory");
+    return 0;
+  }
+  if (napi_get_value_string_utf8(env, v, s, len + 1, &written) != napi_ok || written != len || memchr(s, '\0', len) != NULL) {
+    free(s);
+    return coded_error(env, code, name, "without a NUL character", "one with a NUL");
+  }
+  *out = s;
+  return 1;
+}
+
+/*
+ * options[k] as a new C string (see string_value); `*out` stays NULL when it is undefined or
+ * null and not required. 0 when it threw (a getter's exception stays pending).
+ */
+static int get_string(napi_env env, napi_value obj, int k, int required, size_t max, char **out) {
   napi_value v;
   napi_valuetype t;
-  int64_t n = 0;
-  if (napi_get_property(env, obj, key(env, k), &v) == napi_ok && napi_typeof(env, v, &t) == napi_ok && t == napi_number) napi_get_value_int64(env, v, &n);
-  return n > 0 ? (long)n : 0;
+  *out = NULL;
+  if (napi_get_property(env, obj, key(env, k), &v) != napi_ok || napi_typeof(env, v, &t) != napi_ok) return 0;
+  if (t == napi_string) return string_value(env, v, "ERR_NATIVE_OPTIONS", KEY_NAMES[k], max, out);
+  if (!required && (t == napi_undefined || t == napi_null)) return 1;
+  return options_error(env, KEY_NAMES[k], "as a string", type_name(t));
+}
+
+/* options[k] in milliseconds: absent, negative or not finite is 0 (none); capped. 0 when it threw. */
+static int get_ms(napi_env env, napi_value obj, int k, long *out) {
+  napi_value v;
+  napi_valuetype t;
+  double n = 0;
+  *out = 0;
+  if (napi_get_property(env, obj, key(env, k), &v) != napi_ok || napi_typeof(env, v, &t) != napi_ok) return 0;
+  if (t == napi_undefined || t == napi_null) return 1;
+  if (t != napi_number || napi_get_value_double(env, v, &n) != napi_ok) return options_error(env, KEY_NAMES[k], "as a number", type_name(t));
+  if (n > 0 && n == n) *out = n >= (double)MAX_TIMEOUT_MS ? MAX_TIMEOUT_MS : (long)n;
+  return 1;
+}
+
+/* An HTTP method or field name: an RFC 9110 token. */
+static int is_token(const char *s, size_t n) {
+  if (n == 0) return 0;
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || strchr("!#$%&'*+-.^_`|~", c) != NULL)) return 0;
+  }
+  return 1;
+}
+
+/*
+ * Headers the transport owns. Host (the authority an r1 stamp covers), Content-Length (the
+ * length of the bytes it sends), Connection and its kin and Expect are its own: a line from
+ * JavaScript is dropped and the transport's value goes out. A body always goes out with its
+ * Content-Length; Transfer-Encoding, TE, Trailer and Upgrade would make the peer read the
+ * message another way (request smuggling): such a line is refused.
+ */
+static const struct {
+  const char *name;
+  int refused;
+} OWNED_HEADERS[] = {{"host", 0},          {"content-length", 0}, {"connection", 0}, {"keep-alive", 0},
+                     {"proxy-connection", 0}, {"expect", 0},      {"transfer-encoding", 1}, {"te", 1},
+                     {"trailer", 1},       {"upgrade", 1}};
+
+/* -1: refused, 0: dropped, 1: sent as given. */
+static int header_policy(const char *name, size_t n) {
+  for (size_t i = 0; i < sizeof OWNED_HEADERS / sizeof OWNED_HEADERS[0]; i++)
+    if (strlen(OWNED_HEADERS[i].name) == n && strncasecmp(name, OWNED_HEADERS[i].name, n) == 0) return OWNED_HEADERS[i].refused ? -1 : 0;
+  return 1;
+}
+
+static int header_error(napi_env env, uint32_t i, const char *what) {
+  char msg[256];
+  snprintf(msg, sizeof msg, "expected options.headers[%u] as %s", i, what);
+  napi_throw_type_error(env, "ERR_NATIVE_HEADER", msg);
+  return 0;
+}
+
+/*
+ * options.headers ("name: value" lines) into opts->headers. A line that is not a string, has
+ * no token name before its colon, holds CR, LF or NUL (it would smuggle headers), or names a
+ * header the transport refuses throws ERR_NATIVE_HEADER; nothing is sent. 0 when it threw.
+ */
+static int read_headers(napi_env env, napi_value options, const moat_curl_api *curl, moat_request_opts *opts) {
+  napi_value headers, line;
+  napi_valuetype t;
+  bool is_array = false;
+  uint32_t n = 0;
+  if (napi_get_property(env, options, key(env, KEY_HEADERS), &headers) != napi_ok || napi_typeof(env, headers, &t) != napi_ok) return 0;
+  if (t == napi_undefined || t == napi_null) return 1;
+  if (napi_is_array(env, headers, &is_array) != napi_ok || !is_array || napi_get_array_length(env, headers, &n) != napi_ok)
+    return options_error(env, "headers", "as an array of strings", type_name(t));
+  if (n > MAX_HEADERS) return options_error(env, "headers", "of at most 512 lines", "more");
+  for (uint32_t i = 0; i < n; i++) {
+    char *s = NULL;
+    if (napi_get_element(env, headers, i, &line) != napi_ok) return 0; /* a getter threw: its exception is pending */
+    if (napi_typeof(env, line, &t) != napi_ok || t != napi_string) return header_error(env, i, "a string");
+    if (!string_value(env, line, "ERR_NATIVE_HEADER", "headers[]", MAX_HEADER_LINE, &s)) return 0;
+    char *colon = strchr(s, ':');
+    int policy = colon != NULL && is_token(s, (size_t)(colon - s)) ? header_policy(s, (size_t)(colon - s)) : 2;
+    if (policy == 2 || policy == -1 || strpbrk(s, "\r\n") != NULL) {
+      free(s);
+      return header_error(env, i, policy == -1 ? "a header the transport sets itself (a message is framed by its Content-Length)"
+                                                : "\"name: value\" with a token name and no CR or LF");
+    }
+    if (policy == 1) {
+      /* libcurl reads "name:" as "do not send name": an empty value is spelled "name;". */
+      if (colon[strspn(colon + 1, " \t") + 1] == '\0') {
+        colon[0] = ';';
+        colon[1] = '\0';
+      }
+      struct curl_slist *grown = curl->slist_append(opts->headers, s);
+      if (grown == NULL) {
+        free(s);
+        napi_throw_error(env, "ERR_NATIVE", "out of memory");
+        return 0;
+      }
+      opts->headers = grown;
+    }
+    free(s);
+  }
+  return 1;
 }
 
 /*
@@ -396,22 +556,32 @@ static int read_body(napi_env env, napi_value options, moat_request_opts *opts) 
   napi_value body;
   napi_valuetype type;
   bool is_buffer = false;
-  if (napi_get_property(env, options, key(env, KEY_BODY), &body) != napi_ok || napi_typeof(env, body, &type) != napi_ok) return 1;
-  void *data = NULL;
-  size_t len = 0;
-  if (type == napi_string) {
-    /* Its length in UTF-16 units, which the engine knows without reading the string. */
-    if (napi_get_value_string_utf16(env, body, NULL, 0, &len) != napi_ok) return 1;
-  } else if (napi_is_buffer(env, body, &is_buffer) == napi_ok && is_buffer) {
-    napi_get_buffer_info(env, body, &data, &len);
-  } else {
-    return 1;
-  }
-  char *envelope = get_string(env, options, KEY_ENVELOPE, 0);
+  char *envelope = NULL;
+  /* The envelope first: a getter that runs now cannot detach the body's memory under us. */
+  if (!get_string(env, options, KEY_ENVELOPE, 0, 160, &envelope)) return 0;
   if (envelope != NULL && !envelope_value_ok(envelope)) {
     free(envelope);
-    napi_throw_type_error(env, "ERR_NATIVE_OPTIONS", "expected options.envelope as an envelope value ([vr]1.<kid>.<ts>.<nonce>.<stamp>)");
+    return options_error(env, "envelope", "as an envelope value ([vr]1.<kid>.<ts>.<nonce>.<stamp>)", "other characters");
+  }
+  if (napi_get_property(env, options, key(env, KEY_BODY), &body) != napi_ok || napi_typeof(env, body, &type) != napi_ok) {
+    free(envelope);
     return 0;
+  }
+  void *data = NULL;
+  size_t len = 0;
+  int ok = 1;
+  if (type == napi_string) {
+    /* Its length in UTF-16 units, which the engine knows without reading the string. */
+    ok = napi_get_value_string_utf16(env, body, NULL, 0, &len) == napi_ok && len <= MAX_BODY / 3;
+  } else if (napi_is_buffer(env, body, &is_buffer) == napi_ok && is_buffer) {
+    ok = napi_get_buffer_info(env, body, &data, &len) == napi_ok && len <= MAX_BODY;
+  } else {
+    free(envelope);
+    return type == napi_undefined || type == napi_null ? 1 : options_error(env, "body", "as a string or a Buffer", type_name(type));
+  }
+  if (!ok) {
+    free(envelope);
+    return options_error(env, "body", "of at most 1 GiB", "a larger one");
   }
   /* The member: "moat_att":"<envelope>" — after a comma, or alone in braces. */
   static const char NAME[] = "\"moat_att\":\"";
@@ -433,7 +603,7 @@ static int read_body(napi_env env, napi_value options, moat_request_opts *opts) 
         napi_get_value_string_utf8(env, body, (char *)copy, room + 1, &written);
     }
     len = written;
-  } else if (copy != NULL) {
+  } else if (copy != NULL && len > 0) {
     memcpy(copy, data, len);
   }
   if (copy == NULL) {
@@ -466,12 +636,30 @@ static int read_body(napi_env env, napi_value options, moat_request_opts *opts) 
 
 /* The handle request() returns: { abort() }, holding the request's control until collected. */
 static napi_value abort_handle(napi_env env, control *c) {
-  napi_value handle;
-  napi_create_object(env, &handle);
-  napi_wrap(env, handle, c, abort_finalize, NULL, NULL);
+  napi_value handle = NULL;
+  /* Without the wrap, the handle's reference to the control is dropped now: abort() then
+     finds nothing, and the transfer still ends. */
+  if (napi_create_object(env, &handle) != napi_ok || napi_wrap(env, handle, c, abort_finalize, NULL, NULL) != napi_ok) {
+    control_unref(c);
+    if (handle == NULL) napi_get_undefined(env, &handle);
+    return handle;
+  }
   napi_value abort_fn = cached(env, NAME_ABORT_FN, NULL);
-  if (abort_fn != NULL) napi_set_property(env, handle, key(env, KEY_ABORT), abort_fn);
+  napi_value name = key(env, KEY_ABORT);
+  if (abort_fn != NULL && name != NULL) napi_set_property(env, handle, name, abort_fn);
   return handle;
+}
+
+/* options into `opts` (which the caller frees either way); 0 when it threw and nothing is to be sent. */
+static int read_request(napi_env env, napi_value options, const moat_curl_api *curl, moat_request_opts *opts) {
+  if (!get_string(env, options, KEY_METHOD, 1, MAX_METHOD, &opts->method) || !get_string(env, options, KEY_URL, 1, MAX_URL, &opts->url))
+    return 0;
+  if (!is_token(opts->method, strlen(opts->method))) return options_error(env, "method", "as an HTTP method (a token)", "other characters");
+  if (opts->url[0] == '\0') return options_error(env, "url", "as a URL", "an empty string");
+  return read_body(env, options, opts) && get_string(env, options, KEY_PINNED_PUBLIC_KEY, 0, MAX_OPTION, &opts->pinned_pubkey) &&
+         get_string(env, options, KEY_CA_FILE, 0, MAX_OPTION, &opts->ca_file) &&
+         get_ms(env, options, KEY_TIMEOUT_MS, &opts->timeout_ms) && get_ms(env, options, KEY_CONNECT_TIMEOUT_MS, &opts->connect_timeout_ms) &&
+         read_headers(env, options, curl, opts);
 }
 
 /* request(options, onEvent) → { abort() } */
@@ -491,52 +679,13 @@ static napi_value request(napi_env env, napi_callback_info info) {
   }
   moat_request_opts opts;
   memset(&opts, 0, sizeof opts);
-  opts.method = get_string(env, argv[0], KEY_METHOD, 1);
-  opts.url = get_string(env, argv[0], KEY_URL, 1);
-  if (opts.method == NULL || opts.url == NULL) {
-    free(opts.method);
-    free(opts.url);
+  if (!read_request(env, argv[0], curl, &opts)) {
+    moat_request_opts_free(&opts);
     return NULL;
-  }
-  if (!read_body(env, argv[0], &opts)) {
-    free(opts.method);
-    free(opts.url);
-    return NULL;
-  }
-  opts.pinned_pubkey = get_string(env, argv[0], KEY_PINNED_PUBLIC_KEY, 0);
-  opts.ca_file = get_string(env, argv[0], KEY_CA_FILE, 0);
-  opts.timeout_ms = get_long(env, argv[0], KEY_TIMEOUT_MS);
-  opts.connect_timeout_ms = get_long(env, argv[0], KEY_CONNECT_TIMEOUT_MS);
-
-  napi_value headers;
-  bool is_array = false;
-  if (napi_get_property(env, argv[0], key(env, KEY_HEADERS), &headers) == napi_ok && napi_is_array(env, headers, &is_array) == napi_ok && is_array) {
-    uint32_t n;
-    napi_get_array_length(env, headers, &n);
-    for (uint32_t i = 0; i < n; i++) {
-      napi_value line;
-      napi_get_element(env, headers, i, &line);
-      size_t len;
-      if (napi_get_value_string_utf8(env, line, NULL, 0, &len) != napi_ok) continue;
-      char *s = malloc(len + 1);
-      if (s == NULL) continue;
-      napi_get_value_string_utf8(env, line, s, len + 1, &len);
-      /* Header lines with CR or LF would smuggle extra headers: refuse them. Host is the
-         transport's own (the authority an r1 stamp covers), never JavaScript's. */
-      if (strpbrk(s, "\r\n") == NULL && strncasecmp(s, "host:", 5) != 0) {
-        /* libcurl reads "name:" as "do not send name": an empty value is spelled "name;". */
-        char *colon = strchr(s, ':');
-        if (colon != NULL && colon[strspn(colon + 1, " \t") + 1] == '\0') {
-          colon[0] = ';';
-          colon[1] = '\0';
-        }
-        opts.headers = curl->slist_append(opts.headers, s);
-      }
-      free(s);
-    }
   }
   control *c = calloc(1, sizeof *c);
   if (c == NULL) {
+    moat_request_opts_free(&opts);
     napi_throw_error(env, "ERR_NATIVE", "out of memory");
     return NULL;
   }
@@ -545,7 +694,9 @@ static napi_value request(napi_env env, napi_callback_info info) {
   env_state *st = loop_state(env);
   if (st != NULL) {
     if (napi_create_reference(env, argv[1], 1, &c->callback) != napi_ok || napi_async_init(env, NULL, name, &c->async) != napi_ok) {
+      if (c->callback != NULL) napi_delete_reference(env, c->callback);
       free(c);
+      moat_request_opts_free(&opts);
       napi_throw_error(env, "ERR_NATIVE", "cannot create the response channel");
       return NULL;
     }
@@ -556,14 +707,21 @@ static napi_value request(napi_env env, napi_callback_info info) {
     if (c->transfer == NULL) drain(st);
     return handle;
   }
+  /* Three holders: the handle, the function's finalizer and the transfer thread. */
+  atomic_init(&c->refs, 3);
+  c->threaded = 1;
+  pthread_mutex_init(&c->lock, NULL);
   if (napi_create_threadsafe_function(env, argv[1], NULL, name, 0, 1, c, tsfn_finalize, c, call_js, &c->tsfn) != napi_ok) {
+    pthread_mutex_destroy(&c->lock);
     free(c);
+    moat_request_opts_free(&opts);
     napi_throw_error(env, "ERR_NATIVE", "cannot create the response channel");
     return NULL;
   }
   napi_value handle = abort_handle(env, c);
   if (moat_transport_start(&opts, emit, c, &c->aborted, done) != 0) {
     napi_release_threadsafe_function(c->tsfn, napi_tsfn_abort);
+    control_unref(c); /* the thread's reference: no thread */
     napi_throw_error(env, "ERR_NATIVE", "cannot start the transfer thread");
     return NULL;
   }
@@ -635,12 +793,12 @@ static napi_value secure_buffer(napi_env env, napi_callback_info info) {
     napi_throw_error(env, "ERR_NATIVE", "external buffers are not allowed here");
     return NULL;
   }
-  napi_create_object(env, &out);
-  napi_set_named_property(env, out, "buffer", buffer);
-  napi_get_boolean(env, locked, &v);
-  napi_set_named_property(env, out, "locked", v);
-  napi_get_boolean(env, dontdump, &v);
-  napi_set_named_property(env, out, "dontdump", v);
+  CHECK(napi_create_object(env, &out));
+  CHECK(napi_set_named_property(env, out, "buffer", buffer));
+  CHECK(napi_get_boolean(env, locked, &v));
+  CHECK(napi_set_named_property(env, out, "locked", v));
+  CHECK(napi_get_boolean(env, dontdump, &v));
+  CHECK(napi_set_named_property(env, out, "dontdump", v));
   return out;
 }
 
@@ -659,6 +817,11 @@ static napi_value scrub_env_block(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* Bounds on what JavaScript hands the scanner. */
+#define MAX_LITERALS (1u << 20)
+#define MAX_LITERAL 65536
+#define MAX_PATHS (1u << 24)
+
 /* A compiled literal or regex set (freed with the handle). */
 typedef struct {
   moat_literals *m;
@@ -673,6 +836,16 @@ static void literal_set_finalize(napi_env env, void *data, void *hint) {
   free(set);
 }
 
+/* Whether `value` is an external: only then is its type tag read (reading one converts the
+   value to an object, which throws for null and undefined). */
+static int is_external(napi_env env, napi_value value) {
+  napi_valuetype type;
+  return napi_typeof(env, value, &type) == napi_ok && type == napi_external;
+}
+
+/* Tags a compiled set's external, so no other external (a verifier key) is taken for one. */
+static const napi_type_tag LITERAL_SET_TAG = {0x6d6f61745f736574ULL, 0x6c69746572616c31ULL};
+
 /* The JavaScript handle of a compiled set: an external that frees it when collected. */
 static napi_value wrap_set(napi_env env, literal_set *set) {
   napi_value handle;
@@ -681,7 +854,22 @@ static napi_value wrap_set(napi_env env, literal_set *set) {
     napi_throw_error(env, "ERR_NATIVE", "cannot create the set's handle");
     return NULL;
   }
+  /* Untagged, the handle is refused everywhere; the finalizer still frees the set. */
+  if (napi_type_tag_object(env, handle, &LITERAL_SET_TAG) != napi_ok) {
+    napi_throw_error(env, "ERR_NATIVE", "cannot tag the set's handle");
+    return NULL;
+  }
   return handle;
+}
+
+/* The compiled set a handle holds, or NULL when it is not such a handle. */
+static literal_set *set_arg(napi_env env, napi_value value) {
+  bool tagged = false;
+  literal_set *set = NULL;
+  if (!is_external(env, value) || napi_check_object_type_tag(env, value, &LITERAL_SET_TAG, &tagged) != napi_ok || !tagged ||
+      napi_get_value_external(env, value, (void **)&set) != napi_ok)
+    return NULL;
+  return set;
 }
 
 /* Arrays for n literals: pointers, lengths, case flags; 0 when out of memory (thrown, nothing left allocated). */
@@ -732,29 +920,46 @@ static napi_value literals_compile(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, "ERR_NATIVE_OPTIONS", "expected literalsCompile(patterns: Buffer[], caseless: boolean[]) of one non-zero length");
     return NULL;
   }
+  if (n > MAX_LITERALS) {
+    napi_throw_range_error(env, "ERR_NATIVE_OPTIONS", "expected literalsCompile() of at most 1048576 patterns");
+    return NULL;
+  }
   const char **patterns;
   size_t *lengths;
   int *caseless;
-  if (!literal_arrays(env, n, &patterns, &lengths, &caseless)) return NULL;
-  for (uint32_t i = 0; i < n; i++) {
-    napi_value item, flag;
-    bool is_buffer = false, fold = false;
+  napi_value *items = malloc(n * sizeof *items);
+  if (items == NULL || !literal_arrays(env, n, &patterns, &lengths, &caseless)) {
+    if (items == NULL) napi_throw_error(env, "ERR_NATIVE", "out of memory");
+    free(items);
+    return NULL;
+  }
+  /* Every element is read (a getter may run) before any buffer's memory is: a getter that
+     ran later could detach a buffer whose pointer was already taken. */
+  const char *problem = NULL;
+  for (uint32_t i = 0; i < n && problem == NULL; i++) {
+    napi_value flag;
+    bool fold = false;
+    if (napi_get_element(env, argv[0], i, &items[i]) != napi_ok || napi_get_element(env, argv[1], i, &flag) != napi_ok) problem = "";
+    else if (napi_get_value_bool(env, flag, &fold) != napi_ok) problem = "expected every caseless flag as a boolean";
+    caseless[i] = fold;
+  }
+  for (uint32_t i = 0; i < n && problem == NULL; i++) {
+    bool is_buffer = false;
     void *data = NULL;
     size_t len = 0;
-    napi_get_element(env, argv[0], i, &item);
-    napi_get_element(env, argv[1], i, &flag);
-    if (napi_is_buffer(env, item, &is_buffer) != napi_ok || !is_buffer || napi_get_buffer_info(env, item, &data, &len) != napi_ok ||
-        len == 0) {
-      free(patterns);
-      free(lengths);
-      free(caseless);
-      napi_throw_type_error(env, "ERR_NATIVE_OPTIONS", "expected every pattern as a non-empty Buffer");
-      return NULL;
-    }
-    napi_get_value_bool(env, flag, &fold);
+    if (napi_is_buffer(env, items[i], &is_buffer) != napi_ok || !is_buffer || napi_get_buffer_info(env, items[i], &data, &len) != napi_ok ||
+        len == 0 || len > MAX_LITERAL)
+      problem = "expected every pattern as a non-empty Buffer of at most 65536 bytes";
     patterns[i] = data;
     lengths[i] = len;
-    caseless[i] = fold;
+  }
+  free(items);
+  if (problem != NULL) {
+    free(patterns);
+    free(lengths);
+    free(caseless);
+    if (problem[0] != '\0') napi_throw_type_error(env, "ERR_NATIVE_OPTIONS", problem); /* else a getter's exception is pending */
+    return NULL;
   }
   return compile_literals(env, patterns, lengths, caseless, n, has_serialized ? serialized : NULL, serialized_len, false);
 }
@@ -776,13 +981,13 @@ static napi_value literals_compile_packed(napi_env env, napi_callback_info info)
            napi_get_typedarray_info(env, argv[1], &type1, &n, &lengths_data, &ab, &offset) == napi_ok && type1 == napi_uint32_array &&
            napi_is_typedarray(env, argv[2], &t2) == napi_ok && t2 &&
            napi_get_typedarray_info(env, argv[2], &type2, &n2, &caseless_data, &ab, &offset) == napi_ok && type2 == napi_uint8_array &&
-           n == n2 && n > 0 && n <= 0x7fffffffu;
+           n == n2 && n > 0 && n <= MAX_LITERALS;
   if (ok && argc >= 4 && napi_is_buffer(env, argv[3], &has_serialized) == napi_ok && has_serialized)
     napi_get_buffer_info(env, argv[3], &serialized, &serialized_len);
   const uint32_t *lengths32 = lengths_data;
   size_t total = 0;
   for (size_t i = 0; ok && i < n; i++) {
-    ok = lengths32[i] > 0;
+    ok = lengths32[i] > 0 && lengths32[i] <= MAX_LITERAL;
     total += lengths32[i];
   }
   if (!ok || total != packed_len) {
@@ -820,12 +1025,18 @@ static napi_value regex_compile(napi_env env, napi_callback_info info) {
   }
   char *patterns[64] = {0};
   int ok = 1;
+  int thrown = 0;
   for (uint32_t i = 0; i < n && ok; i++) {
     napi_value item;
-    size_t len = 0;
-    napi_get_element(env, argv[0], i, &item);
-    ok = napi_get_value_string_utf8(env, item, NULL, 0, &len) == napi_ok && (patterns[i] = malloc(len + 1)) != NULL &&
-         napi_get_value_string_utf8(env, item, patterns[i], len + 1, &len) == napi_ok;
+    size_t len = 0, written = 0;
+    if (napi_get_element(env, argv[0], i, &item) != napi_ok) {
+      ok = 0;
+      thrown = 1; /* a getter threw: its exception is pending */
+      break;
+    }
+    /* A NUL would end the pattern libhs reads early. */
+    ok = napi_get_value_string_utf8(env, item, NULL, 0, &len) == napi_ok && len <= MAX_LITERAL && (patterns[i] = malloc(len + 1)) != NULL &&
+         napi_get_value_string_utf8(env, item, patterns[i], len + 1, &written) == napi_ok && written == len && strlen(patterns[i]) == len;
   }
   literal_set *set = ok ? calloc(1, sizeof *set) : NULL;
   if (set != NULL) {
@@ -835,7 +1046,9 @@ static napi_value regex_compile(napi_env env, napi_callback_info info) {
   for (uint32_t i = 0; i < n; i++) free(patterns[i]);
   if (set == NULL || set->m == NULL) {
     free(set);
-    napi_throw_error(env, "ERR_NATIVE_SCAN", ok ? moat_literal_error() : "expected every pattern as a string");
+    if (thrown) return NULL;
+    if (ok) napi_throw_error(env, "ERR_NATIVE_SCAN", moat_literal_error());
+    else napi_throw_type_error(env, "ERR_NATIVE_OPTIONS", "expected every pattern as a string of at most 65536 bytes without NUL");
     return NULL;
   }
   return wrap_set(env, set);
@@ -847,7 +1060,7 @@ static napi_value literals_serialize(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   literal_set *set = NULL;
-  if (argc < 1 || napi_get_value_external(env, argv[0], (void **)&set) != napi_ok || set == NULL) {
+  if (argc < 1 || (set = set_arg(env, argv[0])) == NULL) {
     napi_throw_type_error(env, "ERR_NATIVE_OPTIONS", "expected literalsSerialize(handle)");
     return NULL;
   }
@@ -908,7 +1121,7 @@ static napi_value literals_scan(napi_env env, napi_callback_info info) {
   literal_set *set = NULL;
   const unsigned char *data = NULL;
   size_t length = 0;
-  if (argc < 2 || napi_get_value_external(env, argv[0], (void **)&set) != napi_ok || set == NULL || !uint8_arg(env, argv[1], &data, &length)) {
+  if (argc < 2 || (set = set_arg(env, argv[0])) == NULL || !uint8_arg(env, argv[1], &data, &length)) {
     napi_throw_type_error(env, "ERR_NATIVE_OPTIONS", "expected literalsScan(handle, bytes: Uint8Array)");
     return NULL;
   }
@@ -919,7 +1132,7 @@ static napi_value literals_scan(napi_env env, napi_callback_info info) {
     return NULL;
   }
   size_t width = set->regex ? 3 : 2;
-  qsort(pairs, count, width * sizeof *pairs, by_start_then_id);
+  if (count > 1) qsort(pairs, count, width * sizeof *pairs, by_start_then_id);
   napi_value buffer, out;
   void *dest = NULL;
   if (napi_create_arraybuffer(env, count * width * sizeof(int32_t), &dest, &buffer) != napi_ok) {
@@ -1028,19 +1241,20 @@ static napi_value prefilter_files(napi_env env, napi_callback_info info) {
   literal_set *sets[3] = {NULL, NULL, NULL};
   bool is_array = false;
   uint32_t n = 0, chunk = 0, max_len = 0, audit_carry = 0, threads = 0;
-  int ok = argc == 8 && napi_get_value_external(env, argv[0], (void **)&sets[0]) == napi_ok && sets[0] != NULL && !sets[0]->regex &&
+  int ok = argc == 8 && (sets[0] = set_arg(env, argv[0])) != NULL && !sets[0]->regex &&
            napi_is_array(env, argv[3], &is_array) == napi_ok && is_array && napi_get_array_length(env, argv[3], &n) == napi_ok &&
            napi_get_value_uint32(env, argv[4], &chunk) == napi_ok && napi_get_value_uint32(env, argv[5], &max_len) == napi_ok &&
            napi_get_value_uint32(env, argv[6], &audit_carry) == napi_ok && napi_get_value_uint32(env, argv[7], &threads) == napi_ok &&
-           chunk > 0;
+           chunk > 0 && chunk <= 0x7fff0000u && max_len <= 0x10000u && audit_carry <= 0x10000u && n <= MAX_PATHS;
   for (int k = 1; ok && k < 3; k++) {
     napi_valuetype type;
     ok = napi_typeof(env, argv[k], &type) == napi_ok &&
-         (type == napi_null || (napi_get_value_external(env, argv[k], (void **)&sets[k]) == napi_ok && sets[k] != NULL && sets[k]->regex));
+         (type == napi_null || ((sets[k] = set_arg(env, argv[k])) != NULL && sets[k]->regex));
   }
   if (!ok) {
     napi_throw_type_error(env, "ERR_NATIVE_OPTIONS",
-                          "expected prefilterFiles(literals, triggers | null, audit | null, paths: string[], chunk > 0, maxLength, auditCarry, threads)");
+                          "expected prefilterFiles(literals, triggers | null, audit | null, paths: string[], chunk > 0, maxLength <= 65536, "
+                          "auditCarry <= 65536, threads)");
     return NULL;
   }
   prefilter_call *call = calloc(1, sizeof *call);
@@ -1058,13 +1272,17 @@ static napi_value prefilter_files(napi_env env, napi_callback_info info) {
   for (uint32_t i = 0; !failed && i < n; i++) {
     napi_value item;
     size_t len = 0;
-    failed = napi_get_element(env, argv[3], i, &item) != napi_ok || napi_get_value_string_utf8(env, item, NULL, 0, &len) != napi_ok ||
-             (call->paths[i] = malloc(len + 1)) == NULL ||
-             napi_get_value_string_utf8(env, item, call->paths[i], len + 1, &len) != napi_ok;
+    if (napi_get_element(env, argv[3], i, &item) != napi_ok) {
+      failed = 2; /* a getter threw: its exception is pending */
+      break;
+    }
+    size_t written = 0;
+    failed = napi_get_value_string_utf8(env, item, NULL, 0, &len) != napi_ok || len > 4096 || (call->paths[i] = malloc(len + 1)) == NULL ||
+             napi_get_value_string_utf8(env, item, call->paths[i], len + 1, &written) != napi_ok || strlen(call->paths[i]) != len;
   }
   if (failed) {
     prefilter_free(env, call);
-    napi_throw_type_error(env, "ERR_NATIVE_OPTIONS", "expected every path as a string");
+    if (failed == 1) napi_throw_type_error(env, "ERR_NATIVE_OPTIONS", "expected every path as a string of at most 4096 bytes without NUL");
     return NULL;
   }
   /* The sets stay alive (referenced) until the run completes. */
@@ -1140,7 +1358,7 @@ static napi_value json_object(napi_env env, napi_callback_info info) {
     return NULL;
   }
   napi_value out;
-  napi_create_uint32(env, (uint32_t)moat_json_object(data, length), &out);
+  CHECK(napi_create_uint32(env, (uint32_t)moat_json_object(data, length), &out));
   return out;
 }
 
@@ -1155,7 +1373,7 @@ static napi_value stamp_matches(napi_env env, napi_callback_info info) {
   const unsigned char *base = NULL, *body = NULL;
   size_t base_len = 0, body_len = 0;
   double start = -1, end = -1;
-  if (argc < 5 || napi_check_object_type_tag(env, argv[0], &MAC_KEY_TAG, &tagged) != napi_ok || !tagged ||
+  if (argc < 5 || !is_external(env, argv[0]) || napi_check_object_type_tag(env, argv[0], &MAC_KEY_TAG, &tagged) != napi_ok || !tagged ||
       napi_get_value_external(env, argv[0], (void **)&key) != napi_ok || napi_typeof(env, argv[1], &base_type) != napi_ok ||
       (base_type != napi_null && !uint8_arg(env, argv[1], &base, &base_len)) || !uint8_arg(env, argv[2], &body, &body_len) ||
       napi_get_value_double(env, argv[3], &start) != napi_ok || napi_get_value_double(env, argv[4], &end) != napi_ok) {
@@ -1178,7 +1396,24 @@ static napi_value stamp_matches(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/*
+ * Keeps this library mapped until the process ends. Node unloads an addon when the last
+ * environment that loaded it goes (a worker that exits, when the main thread never loaded
+ * it), yet code here still runs after that: libuv calls the close callbacks of the loop's
+ * handles later, and a transfer thread finishes its last steps after its worker is gone.
+ * Loading itself once more with RTLD_NODELETE makes the unload a no-op.
+ */
+static void pin_library(void) {
+  static atomic_int pinned;
+  Dl_info self;
+  if (atomic_exchange(&pinned, 1) != 0) return;
+  if (dladdr((void *)&pin_library, &self) != 0 && self.dli_fname != NULL) {
+    if (dlopen(self.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE) == NULL) atomic_store(&pinned, 0);
+  }
+}
+
 static napi_value init(napi_env env, napi_value exports) {
+  pin_library();
   /* request() takes options.envelope: callers may leave the append to the addon. */
   napi_value appends_envelope;
   CHECK(napi_get_boolean(env, true, &appends_envelope));

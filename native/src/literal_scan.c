@@ -88,6 +88,9 @@ struct moat_literals {
      compiled without their leading NULs, which the scan then checks itself. */
   size_t *skip;
   size_t *length;
+  /* How many patterns were given: a match id from a loaded (serialized) database is checked
+     against it before it indexes `skip` and `length`, as that database may not be theirs. */
+  unsigned count;
   /* A regular-expression set (moat_regex_compile): matches are (id, leftmost start, end). */
   int regex;
   /* A set searched without libhs (moat_literals_direct); db and scratch are NULL then. */
@@ -134,6 +137,7 @@ moat_literals *moat_literals_compile(const char *const *patterns, const size_t *
     if (skip == lengths[i]) skip = 0; /* all NUL: left to libhs, which refuses it */
     m->skip[i] = skip;
     m->length[i] = lengths[i];
+    m->count = count;
     trimmed[i] = patterns[i] + skip;
     trimmed_len[i] = lengths[i] - skip;
     flags[i] = caseless[i] ? HS_FLAG_CASELESS : 0;
@@ -202,6 +206,7 @@ moat_literals *moat_regex_compile(const char *const *patterns, unsigned count) {
     return NULL;
   }
   m->regex = 1;
+  m->count = count;
   return m;
 }
 
@@ -225,6 +230,7 @@ void moat_literals_free(moat_literals *m) {
 typedef struct {
   const moat_literals *m;
   const unsigned char *data;
+  size_t len;
   int32_t *pairs; /* id, start offset */
   size_t n, cap;
   int failed;
@@ -246,6 +252,11 @@ static int on_match(unsigned int id, unsigned long long from, unsigned long long
   (void)from;
   (void)flags;
   collector *c = context;
+  /* Not one of this set's patterns, or past the data: a database that is not this set's. */
+  if (id >= c->m->count || to > c->len || from > to) {
+    c->failed = 1;
+    return 1;
+  }
   if (c->m->regex) {
     if (!reserve((void **)&c->pairs, &c->cap, c->n + 3, sizeof *c->pairs, 1536)) {
       c->failed = 1;
@@ -512,7 +523,7 @@ static int scan_literals(const moat_literals *m, const unsigned char *data, size
 }
 
 int moat_literals_scan(moat_literals *m, const unsigned char *data, size_t len, int32_t **pairs, size_t *count) {
-  collector c = {m, data, NULL, 0, 0, 0};
+  collector c = {.m = m, .data = data, .len = len};
   if (len > 0x7fffffffu) return -1;
   int rc = scan_literals(m, data, len, m->scratch, on_match, &c);
   if (c.failed || (rc != HS_SUCCESS && rc != -3 /* HS_SCAN_TERMINATED */)) {
@@ -539,6 +550,11 @@ static int on_literal(unsigned int id, unsigned long long from, unsigned long lo
   (void)from;
   (void)flags;
   probe *p = context;
+  /* A database that is not this set's: the file goes to the exact scan (a superset stays one). */
+  if (id >= p->m->count || to > p->len) {
+    p->hit = 1;
+    return 1;
+  }
   size_t length = p->m->length[id], skip = p->m->skip[id];
   if (p->kept != NULL) {
     /* Joined text: only a literal whose bytes were not contiguous in the raw text is new. */
@@ -877,6 +893,7 @@ int moat_prefilter_run(const moat_prefilter *job) {
       if (job->events[i].items == NULL) flags |= MOAT_PREFILTER_AUDIT_ALL;
       else
         for (size_t c = a; c < b; c++) {
+          if (pieces[c].events.n == 0) continue; /* its items may be NULL */
           memcpy(job->events[i].items + job->events[i].n, pieces[c].events.items, pieces[c].events.n * sizeof(double));
           job->events[i].n += pieces[c].events.n;
         }

@@ -159,10 +159,10 @@ static int progress_cb(void *userdata, curl_off_t a, curl_off_t b, curl_off_t c,
   return *t->aborted ? 1 : 0;
 }
 
-static void free_opts(moat_request_opts *o) {
+void moat_request_opts_free(moat_request_opts *o) {
   free(o->method);
   free(o->url);
-  lib->slist_free_all(o->headers);
+  if (o->headers != NULL) lib->slist_free_all(o->headers);
   if (o->body != NULL) {
     memset(o->body, 0, o->body_len);
     free(o->body);
@@ -364,7 +364,7 @@ static void transfer_free(transfer *t) {
   if (t->streaming) moat_stamp_abandon(&t->stream);
   if (t->have_target) target_free(&t->target);
   free(t->hdr);
-  free_opts(&t->opts);
+  moat_request_opts_free(&t->opts);
   free(t);
 }
 
@@ -412,7 +412,10 @@ static transfer *transfer_new(moat_request_opts *opts, moat_emit emit, void *ctx
 
 int moat_transport_start(moat_request_opts *opts, moat_emit emit, void *ctx, volatile int *aborted, void (*done)(void *ctx)) {
   transfer *t = transfer_new(opts, emit, ctx, aborted, done);
-  if (t == NULL) return -1;
+  if (t == NULL) {
+    moat_request_opts_free(opts);
+    return -1;
+  }
   pthread_attr_t attr;
   pthread_attr_init(&attr);
   pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
@@ -420,7 +423,7 @@ int moat_transport_start(moat_request_opts *opts, moat_emit emit, void *ctx, vol
   int rc = pthread_create(&thread, &attr, run, t);
   pthread_attr_destroy(&attr);
   if (rc != 0) {
-    free_opts(&t->opts);
+    moat_request_opts_free(&t->opts);
     free(t);
     return -1;
   }
@@ -486,7 +489,10 @@ static void find_uv(void) {
  * epoll. An idle socket that becomes readable (the server closed it) is stopped on the spot;
  * libcurl finds the connection dead when it next looks. Every socket libcurl closes passes
  * through close_socket, which stops the handle first: a closed number may be reused by
- * anyone, and libuv must not deliver that socket's events here.
+ * anyone, and libuv must not deliver that socket's events here. Only connection sockets
+ * (marked by sockopt_cb) take that path: libcurl closes its resolver's sockets itself, so
+ * the handle of any other socket stops the moment libcurl stops watching it — a poll left
+ * on a closed descriptor makes libuv abort the process.
  */
 typedef struct socket_watch {
   uv_poll_t poll;
@@ -495,6 +501,7 @@ typedef struct socket_watch {
   int events; /* what the handle polls for now (UV_READABLE | UV_WRITABLE), 0 when stopped */
   int wanted; /* what libcurl last asked to watch for, 0 once it stopped watching */
   int idle;   /* libcurl no longer watches the socket */
+  int conn;   /* a connection's socket (libcurl closes it through close_socket); else its resolver's */
 } socket_watch;
 
 /*
@@ -635,7 +642,7 @@ static int socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *
   socket_watch *w = (fd >= 0 && (size_t)fd < l->watch_cap) ? l->watches[fd] : NULL;
   if (what == CURL_POLL_REMOVE) {
     if (w != NULL) w->wanted = 0;
-    if (w != NULL && w->events == UV_READABLE) w->idle = 1;
+    if (w != NULL && w->conn && w->events == UV_READABLE) w->idle = 1;
     else if (w != NULL) watch_stop(w);
     return 0;
   }
@@ -653,8 +660,19 @@ static int socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *
 /* CURLOPT_CLOSESOCKETFUNCTION of loop transfers: the socket's handle stops before the number is freed. */
 static int close_socket(void *clientp, curl_socket_t fd) {
   moat_loop *l = clientp;
-  if (fd >= 0 && (size_t)fd < l->watch_cap && l->watches[fd] != NULL) watch_stop(l->watches[fd]);
+  if (fd >= 0 && (size_t)fd < l->watch_cap && l->watches[fd] != NULL) {
+    watch_stop(l->watches[fd]);
+    l->watches[fd]->conn = 0;
+  }
   return close(fd);
+}
+
+/* CURLOPT_SOCKOPTFUNCTION of loop transfers: called for the sockets of connections only, which
+   close_socket sees closed; such a socket may stay polled while idle. */
+static int sockopt_cb(void *clientp, curl_socket_t fd, curlsocktype purpose) {
+  socket_watch *w = purpose == CURLSOCKTYPE_IPCXN ? watch_for(clientp, fd) : NULL;
+  if (w != NULL) w->conn = 1;
+  return CURL_SOCKOPT_OK;
 }
 
 static int timer_cb(CURLM *multi, long timeout_ms, void *userp) {
@@ -731,7 +749,7 @@ static transfer *loop_transfer_new(moat_loop *l, moat_request_opts *opts, moat_e
                                    void (*done)(void *ctx)) {
   transfer *t = transfer_new(opts, emit, ctx, aborted, done);
   if (t == NULL) {
-    free_opts(opts);
+    moat_request_opts_free(opts);
     return NULL;
   }
   t->on_loop = 1;
@@ -753,6 +771,8 @@ static void *loop_add(moat_loop *l, transfer *t) {
   }
   lib->easy_setopt(t->curl, CURLOPT_CLOSESOCKETFUNCTION, close_socket);
   lib->easy_setopt(t->curl, CURLOPT_CLOSESOCKETDATA, l);
+  lib->easy_setopt(t->curl, CURLOPT_SOCKOPTFUNCTION, sockopt_cb);
+  lib->easy_setopt(t->curl, CURLOPT_SOCKOPTDATA, l);
   if (l->pending_count == l->pending_cap) {
     size_t cap = l->pending_cap == 0 ? 64 : l->pending_cap * 2;
     transfer **grown = realloc(l->pending, cap * sizeof *grown);

@@ -28,6 +28,9 @@ typedef struct {
   char *ca_file;       /* extra CA bundle, or NULL */
 } moat_request_opts;
 
+/* Frees what `opts` holds (the body wiped first); members left NULL are skipped. */
+void moat_request_opts_free(moat_request_opts *opts);
+
 /*
  * The transport's libcurl, loaded on first use with its connection, DNS and TLS caches set
  * up; NULL when libcurl cannot be loaded (moat_curl_error() says why).

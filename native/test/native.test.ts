@@ -13,10 +13,12 @@ const dev = readDevKey() as { kid: string; key: string };
 let base = '';
 const bodies: Buffer[] = [];
 const requests: RequestComponents[] = [];
+const heads: Array<Record<string, string | string[] | undefined>> = [];
 const server = createServer(async (req, res) => {
   const chunks: Buffer[] = [];
   for await (const c of req) chunks.push(c as Buffer);
   bodies.push(Buffer.concat(chunks));
+  heads.push(req.headers);
   requests.push(receivedRequestComponents({ method: req.method ?? '', target: req.url ?? '', headers: req.headers }));
   res.writeHead(200, { 'x-seen-header': String(req.headers['x-probe'] ?? '') }).end('ok');
 });
@@ -150,9 +152,88 @@ describe('@moat/native', () => {
     }
   });
 
-  it('refuses header lines that would smuggle other headers', async () => {
-    const { rawHeaders } = await send('{}', ['x-probe: one', 'x-evil: a\r\nx-probe: two']);
-    expect(rawHeaders).toMatch(/x-seen-header: one/i);
+  it('refuses header lines that would smuggle other headers or reframe the message, and sends nothing', () => {
+    const before = bodies.length;
+    const refused = [
+      ['x-probe: one', 'x-evil: a\r\nx-probe: two'],
+      ['x-evil: a\nb'],
+      ['x-evil: a\0b'],
+      ['no colon here'],
+      ['bad name: x'],
+      [' x-lead: x'],
+      ['transfer-encoding: chunked'],
+      ['Transfer-Encoding: identity'],
+      ['te: trailers'],
+      ['upgrade: h2c'],
+      ['trailer: x-late'],
+      [42],
+    ];
+    for (const headers of refused) {
+      const call = () => native?.request({ method: 'POST', url: `${base}/`, headers, body: Buffer.from('{}') } as never, () => {});
+      expect(call, JSON.stringify(headers)).toThrow(expect.objectContaining({ code: 'ERR_NATIVE_HEADER' }));
+    }
+    expect(bodies.length).toBe(before);
+  });
+
+  it('sends its own Host, Content-Length, Connection and Expect whatever JavaScript sets', async () => {
+    const headers = ['host: spoofed.example', 'content-length: 1', 'Connection: close', 'expect: 100-continue', 'x-probe: kept'];
+    const { rawHeaders } = await send('{"a":1}', headers);
+    expect(rawHeaders).toMatch(/x-seen-header: kept/i);
+    expect(heads.at(-1)).toMatchObject({ host: new URL(base).host, 'content-length': '7' });
+    expect(heads.at(-1)?.connection).not.toBe('close');
+    expect(heads.at(-1)?.expect).toBeUndefined();
+    expect(bodies.at(-1)?.toString()).toBe('{"a":1}');
+  });
+
+  it('refuses options it would otherwise cut short or misread, with typed errors', () => {
+    const url = `${base}/`;
+    const body = Buffer.from('{"a":1}');
+    const cases: Array<[Record<string, unknown>, string, RegExp]> = [
+      [{ method: 'POST', url, body, envelope: 'v1.k.1.00.0000\0","x":"' }, 'ERR_NATIVE_OPTIONS', /options.envelope without a NUL/],
+      [{ method: 'POST', url, body, envelope: 7 }, 'ERR_NATIVE_OPTIONS', /options.envelope as a string, got number/],
+      [{ method: 'POST', url, body, envelope: 'v1.k"x' }, 'ERR_NATIVE_OPTIONS', /options.envelope as an envelope value/],
+      [{ method: 'POST', url: `${url}\0.evil`, body }, 'ERR_NATIVE_OPTIONS', /options.url without a NUL/],
+      [{ method: 'PO ST', url, body }, 'ERR_NATIVE_OPTIONS', /options.method as an HTTP method/],
+      [{ method: 'P'.repeat(33), url, body }, 'ERR_NATIVE_OPTIONS', /options.method of at most 32 bytes/],
+      [{ method: 'POST', url: 'x'.repeat(65537), body }, 'ERR_NATIVE_OPTIONS', /options.url of at most 65536 bytes/],
+      [{ method: 'POST', url, body: 12 }, 'ERR_NATIVE_OPTIONS', /options.body as a string or a Buffer, got number/],
+      [{ method: 'POST', url, body, caFile: '/tmp/a\0b' }, 'ERR_NATIVE_OPTIONS', /options.caFile without a NUL/],
+      [{ method: 'POST', url, body, timeoutMs: '5' }, 'ERR_NATIVE_OPTIONS', /options.timeoutMs as a number, got string/],
+      [{ method: 'POST', url, body, headers: 'x: y' }, 'ERR_NATIVE_OPTIONS', /options.headers as an array of strings/],
+      [{ method: 'POST', url, body, headers: Array(513).fill('x: y') }, 'ERR_NATIVE_OPTIONS', /at most 512 lines/],
+    ];
+    const before = bodies.length;
+    for (const [options, code, message] of cases) {
+      const call = () => native?.request(options as never, () => {});
+      expect(call, message.source).toThrow(message);
+      expect(call, message.source).toThrow(expect.objectContaining({ code }));
+    }
+    expect(bodies.length).toBe(before);
+  });
+
+  it("lets a getter's exception through and keeps the body it read, whatever later getters do", () => {
+    const thrower = ['x-a: 1'];
+    Object.defineProperty(thrower, 1, {
+      get() {
+        throw new Error('from a getter');
+      },
+    });
+    thrower.length = 2;
+    expect(() => native?.request({ method: 'POST', url: `${base}/`, headers: thrower, body: Buffer.from('{}') }, () => {})).toThrow(
+      'from a getter',
+    );
+    // An envelope getter that detaches the body's memory: the body is read after it.
+    const memory = new ArrayBuffer(16);
+    const options = {
+      method: 'POST',
+      url: `${base}/`,
+      body: Buffer.from(memory, 0, 2).fill('{}'),
+      get envelope() {
+        structuredClone(memory, { transfer: [memory] });
+        return `v1.${dev.kid}.1764000000.0011223344556677.${'0'.repeat(32)}`;
+      },
+    };
+    expect(() => native?.request(options as never, () => {})).toThrow(expect.objectContaining({ code: 'ERR_NATIVE_ENVELOPE_BODY' }));
   });
 
   it('validates its arguments with typed errors', () => {
@@ -246,7 +327,8 @@ describe('@moat/native', () => {
     const slow = createServer((req, res) => {
       seen.push({ method: req.method ?? '', probe: req.headers['x-probe'] as string | undefined });
       req.resume();
-      req.on('end', () => setTimeout(() => res.end('late'), 150));
+      // A PUT is answered too late for its timeout; the others at once (no race with a slow start).
+      req.on('end', () => setTimeout(() => res.end('late'), req.method === 'PUT' ? 2000 : 0));
     });
     slow.listen(0, '127.0.0.1');
     await once(slow, 'listening');
@@ -263,7 +345,7 @@ describe('@moat/native', () => {
     try {
       // Several rounds, so later requests run on handles earlier ones finished with.
       for (let round = 0; round < 3; round++) {
-        expect(await outcome({ method: 'PUT', url, headers: ['x-probe: 1'], body: Buffer.from('{}'), timeoutMs: 50 })).toBe('timeout');
+        expect(await outcome({ method: 'PUT', url, headers: ['x-probe: 1'], body: Buffer.from('{}'), timeoutMs: 600 })).toBe('timeout');
         expect(await outcome({ method: 'POST', url, body: Buffer.from('{}') })).toBe('end:late');
         expect(await outcome({ method: 'GET', url })).toBe('end:late');
       }

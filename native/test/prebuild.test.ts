@@ -15,7 +15,11 @@ const root = new URL('../', import.meta.url).pathname;
 function load(dir: string): { loaded: boolean; stamps: boolean; error?: string } {
   const script = `const m = await import(${JSON.stringify(join(dir, 'index.js'))});
 console.log(JSON.stringify({ loaded: m.native !== undefined, stamps: typeof m.native?.request === 'function' && /^[A-Za-z0-9_-]+$/.test(m.native.keyId()), error: m.loadError?.message }));`;
-  return JSON.parse(execFileSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' })) as ReturnType<typeof load>;
+  // The loader's own chain: not another build named by MOAT_NATIVE_PATH (the sanitizer job's).
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => k !== 'MOAT_NATIVE_PATH'));
+  return JSON.parse(execFileSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', env })) as ReturnType<
+    typeof load
+  >;
 }
 
 describe('prebuilds and the fallback chain', () => {

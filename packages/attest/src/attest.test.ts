@@ -429,6 +429,22 @@ describe('attested fetch over the native addon', () => {
     expect(refusedCount).toBeGreaterThan(20);
   });
 
+  it('leaves framing to the transport: its own Content-Length goes out; a header it refuses sends the request unattested', async () => {
+    const warnings: string[] = [];
+    const unattested: string[] = [];
+    const attestedFetch = createAttestedFetch({ onWarning: (m) => warnings.push(m), onUnattested: (r) => unattested.push(r) });
+    const dropped = await attestedFetch(`${base}/v1/messages`, { method: 'POST', headers: { 'content-length': '1' }, body: body() });
+    expect(dropped.status).toBe(200);
+    const last = received.at(-1) as Received;
+    expect(last.headers['content-length']).toBe(String(last.raw.length));
+    expect(await verifyReceived(last)).toMatchObject({ signal: 'valid' });
+    const refused = await attestedFetch(`${base}/v1/messages`, { method: 'POST', headers: { trailer: 'x-late' }, body: body() });
+    expect(refused.status).toBe(200);
+    expect((received.at(-1) as Received).headers[UNATTESTED_HEADER]).toBe('unavailable; reason=addon_failed');
+    expect(unattested).toEqual(['addon_failed']);
+    expect(warnings.join('\n')).toMatch(/native transport failed \(expected options.headers\[\d+\] as a header the transport sets itself/);
+  });
+
   it('fails open without the addon: plain fetch, placeholder left, tagged, one warning', async () => {
     const warnings: string[] = [];
     const unattested: string[] = [];
