@@ -1,6 +1,5 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isKeyId } from '@moat/protocol';
 import { errorCode, errorMessage } from '@moat/protocol/support';
@@ -38,7 +37,11 @@ export interface VerifierConfig {
   readonly maxBodyBytes: number;
   /** Entry points (`ep` of the attribution block) whose requests may get decoys (default `cli`). */
   readonly decoyEntrypoints: readonly string[];
-  /** The local spool for records while the record store is down (JSON lines, fsync'ed). */
+  /**
+   * The local spool for records while the record store is down (a SQLite file, synced per
+   * record). Default: next to the database (`<database>.spool`); in memory with the database
+   * when that is `:memory:` — and then it must be set when the records go to PostgreSQL.
+   */
   readonly spoolFile: string;
   readonly spoolMaxBytes: number;
   /** How long SIGTERM waits for in-flight requests before it closes their connections. */
@@ -215,12 +218,10 @@ export function loadConfig(
       .split(',')
       .map((e) => e.trim())
       .filter((e) => e !== ''),
-    spoolFile: str(
-      'spoolFile',
-      'MOAT_VERIFIER_SPOOL_FILE',
-      database === ':memory:'
-        ? join(tmpdir(), `moat-verifier-${process.pid}-${randomBytes(4).toString('hex')}.spool`)
-        : `${database}.spool`,
+    spoolFile: spoolFileOf(
+      pick('spoolFile', 'MOAT_VERIFIER_SPOOL_FILE') === undefined ? '' : str('spoolFile', 'MOAT_VERIFIER_SPOOL_FILE'),
+      database,
+      postgresUrl !== undefined,
     ),
     spoolMaxBytes: int('spoolMaxBytes', 'MOAT_VERIFIER_SPOOL_MAX_BYTES', 64 * 1024 * 1024, 4096, 1024 * 1024 * 1024),
     shutdownGraceMs: int('shutdownGraceMs', 'MOAT_VERIFIER_SHUTDOWN_GRACE_MS', 10_000, 0, 600_000),
@@ -235,6 +236,25 @@ export function loadConfig(
     userAgentProduct: str('userAgentProduct', 'MOAT_VERIFIER_UA_PRODUCT', 'moat-chat'),
     ...(publicAuthorities === undefined ? {} : { publicAuthorities }),
   };
+}
+
+/**
+ * The spool's file: the setting, else one derived from the database's, so it is the same
+ * file after every restart. Records kept in PostgreSQL outlive the process, so their spool
+ * must too: with `database: ':memory:'` the setting is then required.
+ *
+ * @throws {VerifierConfigError} `spoolFile` when it is needed and not set.
+ */
+export function spoolFileOf(setting: string, database: string, postgres: boolean): string {
+  if (setting !== '') return setting;
+  if (database !== ':memory:') return `${database}.spool`;
+  if (postgres)
+    throw new VerifierConfigError(
+      'spoolFile',
+      'a file for the records spooled while PostgreSQL is down (database is :memory:, so none can be derived)',
+      'nothing',
+    );
+  return ':memory:';
 }
 
 /** What {@link devEnvironment} takes; everything else is generated or defaulted. */

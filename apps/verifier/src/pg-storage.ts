@@ -14,6 +14,7 @@ import {
   type RequestRecord,
   recordWhere,
   type Storage,
+  UPSERT_COLUMNS,
 } from './storage.js';
 
 /** `gateway` is a JSONB array of rule ids in PostgreSQL. */
@@ -142,10 +143,10 @@ export class PgRedisStorage implements Storage {
     return rows.map((r) => ({ id: r.id, label: r.label, created: Number(r.created) }));
   }
 
-  async insertRecord(r: RequestRecord, options: { readonly ignoreDuplicate?: boolean } = {}): Promise<void> {
+  async insertRecord(r: RequestRecord, options: { readonly upsert?: boolean } = {}): Promise<void> {
     await this.#pool.query(
       `INSERT INTO records (id, ts, key_id, model, attestation, fingerprint, gateway, relay, thinking, verdict, reasons, status, latency_ms, decoys, decoy)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)${options.ignoreDuplicate === true ? ' ON CONFLICT (id) DO NOTHING' : ''}`,
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)${options.upsert === true ? ` ON CONFLICT (id) DO UPDATE SET ${UPSERT_COLUMNS}` : ''}`,
       [
         r.id,
         r.ts,
@@ -364,14 +365,30 @@ export class PgRedisStorage implements Storage {
 
   async readiness(): Promise<ReadinessCheck[]> {
     return Promise.all([
-      probe('records', () =>
-        this.#pool.query(
-          "INSERT INTO snapshots (name, data, updated) VALUES ('readiness', '{}', $1) ON CONFLICT (name) DO UPDATE SET updated = EXCLUDED.updated",
-          [Date.now()],
-        ),
-      ),
+      probe('records', () => this.#probeWrite()),
       probe('replay_cache', async () => this.#checkEpoch((await this.#redis.get(this.#epochKey)) ?? null)),
     ]);
+  }
+
+  /** The write requests make (a record inserted), rolled back: a stopped server or a locked table fails it. */
+  async #probeWrite(): Promise<void> {
+    const client = await this.#pool.connect();
+    let broken: Error | undefined;
+    try {
+      await client.query('BEGIN');
+      await client.query(
+        "INSERT INTO records (id, ts, attestation, fingerprint, gateway, relay, thinking, verdict, reasons) VALUES ('~probe', 0, 'missing', 'missing', '[]', '[]', 'none', 'allow', '[]') ON CONFLICT (id) DO NOTHING",
+      );
+    } catch (error) {
+      broken = error instanceof Error ? error : new Error(String(error));
+      throw error;
+    } finally {
+      // A connection whose rollback fails is dropped, never handed to a request mid-transaction.
+      await client.query('ROLLBACK').then(
+        () => client.release(broken?.message.includes('Connection terminated') ? broken : undefined),
+        (error: Error) => client.release(error),
+      );
+    }
   }
 
   /** Drops every table and key this storage uses (tests). */

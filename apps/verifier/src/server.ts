@@ -9,7 +9,7 @@ import { errorMessage } from '@moat/protocol/support';
 import { pino } from 'pino';
 import type { VerifierConfig } from './config.js';
 import { DecoyIndexCache } from './decoy-index.js';
-import { ApiError } from './errors.js';
+import { ApiError, unavailable } from './errors.js';
 import { Flags, loadFeatures } from './flags.js';
 import { answerClientError, answerConnect, sendError } from './http.js';
 import { ApiKeyCache } from './key-cache.js';
@@ -27,7 +27,9 @@ import { answerReadiness } from './routes/readiness.js';
 import { handleTelemetry } from './routes/telemetry.js';
 import { RecordSpool } from './spool.js';
 import { SqliteStorage, type Storage } from './storage.js';
+import { StoreContentError, StoreUnavailableError, storeBoundary } from './store-boundary.js';
 import { StoreGuard } from './store-guard.js';
+import { Supervisor } from './supervise.js';
 
 /** Options of {@link createVerifier} besides the configuration. */
 export interface VerifierOptions {
@@ -55,6 +57,14 @@ export async function openStorage(config: VerifierConfig, log?: pino.Logger): Pr
       return storage;
     });
   return new SqliteStorage(config.database, pepper);
+}
+
+/** The answer to an error no route turned into one: a store that cannot answer is 503 with `retry-after`, never 500. */
+function apiErrorOf(error: unknown): ApiError {
+  if (error instanceof ApiError) return error;
+  if (error instanceof StoreUnavailableError) return unavailable('the store', error);
+  if (error instanceof StoreContentError) return new ApiError(400, 'invalid_request_error', 'the store refused a value of this request');
+  return new ApiError(500, 'api_error', 'internal error');
 }
 
 /** A running verifier. */
@@ -96,7 +106,8 @@ async function loadFingerprintStats(storage: Storage, log: pino.Logger): Promise
 export async function createVerifier(config: VerifierConfig, options: VerifierOptions = {}): Promise<Verifier> {
   const log = pino({ level: options.logLevel ?? process.env.MOAT_VERIFIER_LOG_LEVEL ?? 'info' });
   const secret = Buffer.from(config.serverSecret, 'hex');
-  const storage = options.storage ?? (await openStorage(config, log));
+  // One boundary for every use of the store: storable text in, typed errors out.
+  const storage = storeBoundary(options.storage ?? (await openStorage(config, log)));
   const attestationKeyring = new AttestationKeyring(config.attestationKeys.map((k) => ({ kid: k.kid, key: Buffer.from(k.key, 'hex') })));
   for (const kid of config.revokedKids) attestationKeyring.revoke(kid);
   // Stamps are checked in @moat/native where it loads: wait for it, so the first requests use it too.
@@ -106,23 +117,26 @@ export async function createVerifier(config: VerifierConfig, options: VerifierOp
     config.signingKid,
   );
   const mock: MockUpstream | undefined = config.upstream === 'mock' ? await startMockUpstream() : undefined;
+  const metrics = createMetrics();
+  const supervisor = new Supervisor(log, { registry: metrics.registry });
   const spool = new RecordSpool(config.spoolFile, config.spoolMaxBytes);
-  const guard = new StoreGuard(storage, spool, log);
+  const guard = new StoreGuard(storage, spool, log, { supervisor, registry: metrics.registry });
   // Records spooled by an earlier run go to the store first; if it cannot take them yet, the guard keeps trying.
-  if (spool.size() > 0) await spool.drain(storage).catch((error: unknown) => guard.markDown(errorMessage(error)));
+  await guard.recover();
   const services: VerifierServices = {
     config,
     storage,
     guard,
+    supervisor,
     flags: new Flags(loadFeatures(config.flagsFile)),
     log,
-    metrics: createMetrics(),
+    metrics,
     attestationKeyring,
     blockKeyring,
     fingerprintStats: await loadFingerprintStats(storage, log),
     gatewayStats: new GatewayStats({ addressSecret: secret }),
     keyCache: new ApiKeyCache(),
-    decoyIndex: new DecoyIndexCache(storage, secret),
+    decoyIndex: new DecoyIndexCache(storage, secret, undefined, (name, task) => supervisor.run(name, task)),
     secret,
     upstream: new Upstream(mock?.url ?? config.upstream, mock === undefined ? config.upstreamKey : undefined, config.upstreamTimeouts),
     onUpstreamRequest: options.onUpstreamRequest,
@@ -132,25 +146,15 @@ export async function createVerifier(config: VerifierConfig, options: VerifierOp
     metrics: config.metricsToken === undefined ? undefined : Buffer.from(config.metricsToken),
   };
 
-  const snapshotTimer = setInterval(() => {
-    Promise.resolve(storage.saveSnapshot('fingerprint', services.fingerprintStats.toJSON())).catch((err: unknown) =>
-      log.warn({ err: errorMessage(err) }, 'snapshot not saved'),
-    );
-  }, 30_000);
-  snapshotTimer.unref();
+  // Background work is supervised: an error is logged, counted, shown by /readyz and retried with backoff.
+  supervisor.every('fingerprint-snapshot', 30_000, () => storage.saveSnapshot('fingerprint', services.fingerprintStats.toJSON()));
   // Revocations made on any replica (or before this start) apply here within seconds.
   const applyRevocations = async () => {
     for (const { kid } of await storage.revokedKids()) attestationKeyring.revoke(kid);
   };
   await applyRevocations().catch((err: unknown) => log.warn({ err: errorMessage(err) }, 'revoked key ids not read'));
-  const revocationTimer = setInterval(() => {
-    applyRevocations().catch((err: unknown) => log.warn({ err: errorMessage(err) }, 'revoked key ids not read'));
-  }, 5_000);
-  revocationTimer.unref();
-  const sweepTimer = setInterval(() => {
-    Promise.resolve(storage.sweepNonces()).catch((err: unknown) => log.warn({ err: errorMessage(err) }, 'nonce sweep failed'));
-  }, 60_000);
-  sweepTimer.unref();
+  supervisor.every('revocations', 5_000, applyRevocations);
+  supervisor.every('nonce-sweep', 60_000, () => storage.sweepNonces());
 
   async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
     res.setHeader(VERSION_HEADER, '1');
@@ -174,8 +178,8 @@ export async function createVerifier(config: VerifierConfig, options: VerifierOp
     res.on('close', () => inflight.delete(res));
     if (closing) res.setHeader('connection', 'close');
     route(req, res).catch((error: unknown) => {
-      const apiError = error instanceof ApiError ? error : new ApiError(500, 'api_error', 'internal error');
-      if (!(error instanceof ApiError)) log.error({ err: error }, 'unexpected error');
+      const apiError = apiErrorOf(error);
+      if (!(error instanceof ApiError)) log.error({ err: errorMessage(error) }, 'request failed');
       if (res.headersSent) {
         res.destroy();
         return;
@@ -210,9 +214,7 @@ export async function createVerifier(config: VerifierConfig, options: VerifierOp
       }),
     close: async () => {
       closing = true;
-      clearInterval(snapshotTimer);
-      clearInterval(sweepTimer);
-      clearInterval(revocationTimer);
+      supervisor.close();
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       // Idle keep-alive connections go now; busy ones as soon as their answer is out.
       server.closeIdleConnections();
@@ -229,6 +231,7 @@ export async function createVerifier(config: VerifierConfig, options: VerifierOp
         () => mock?.close(),
         () => storage.saveSnapshot('fingerprint', services.fingerprintStats.toJSON()),
         () => storage.close(),
+        () => spool.close(),
       ]) {
         try {
           await step();

@@ -89,6 +89,26 @@ export function hashApiKey(pepper: Uint8Array | KeyObject, apiKey: string): Buff
   return createHmac('sha256', pepper).update(`moat-api-key/1|${apiKey}`).digest();
 }
 
+/** What an upsert of a record replaces (every column but the id), the same SQL on both backends. */
+export const UPSERT_COLUMNS = [
+  'ts',
+  'key_id',
+  'model',
+  'attestation',
+  'fingerprint',
+  'gateway',
+  'relay',
+  'thinking',
+  'verdict',
+  'reasons',
+  'status',
+  'latency_ms',
+  'decoys',
+  'decoy',
+]
+  .map((c) => `${c} = excluded.${c}`)
+  .join(', ');
+
 /** `gateway` holds a JSON array of rule ids in SQLite. */
 const SQLITE_GATEWAY_HAS = (p: string) => `EXISTS (SELECT 1 FROM json_each(records.gateway) WHERE value = ${p})`;
 
@@ -133,8 +153,8 @@ export interface Storage extends NonceStore {
   importApiKey(id: string, key: string, label: string): MaybePromise<void>;
   lookupApiKey(key: string): MaybePromise<string | undefined>;
   listApiKeys(): MaybePromise<ApiKeyRow[]>;
-  /** Writes a record; `ignoreDuplicate` skips one whose id is already stored (draining a spool). */
-  insertRecord(record: RequestRecord, options?: { readonly ignoreDuplicate?: boolean }): MaybePromise<void>;
+  /** Writes a record; `upsert` replaces one of the same id (a reserved record finished, a spool drained). */
+  insertRecord(record: RequestRecord, options?: { readonly upsert?: boolean }): MaybePromise<void>;
   finishRecord(id: string, status: number, latencyMs: number): MaybePromise<void>;
   recentRecords(limit?: number, keyId?: string): MaybePromise<RequestRecord[]>;
   /** Records matching `query`, newest first (at most `limit`, default 100). */
@@ -163,8 +183,9 @@ export interface Storage extends NonceStore {
   /** Throws when the backend is unreachable. */
   ping(): MaybePromise<void>;
   /**
-   * Whether each part can be written now — `records` and `replay_cache` — with a real write
-   * (a full disk or a read-only file fails it). Never throws.
+   * Whether each part can be written now — `records` and `replay_cache` — with a real write on
+   * the path requests use (a record inserted and undone: a full disk, a read-only file or a
+   * locked records table fails it). Never throws.
    */
   readiness(): Promise<ReadinessCheck[]>;
   close(): MaybePromise<void>;
@@ -214,6 +235,8 @@ export class SqliteStorage implements Storage {
   readonly #pepper: KeyObject;
   readonly #lookupKey: Database.Statement;
   readonly #insertRecord: Database.Statement;
+  readonly #upsertRecord: Database.Statement;
+  readonly #probeWrite: () => void;
   readonly #finishRecord: Database.Statement;
   readonly #insertNonce: Database.Statement;
   // Group commit: writes a request must have made durable before it is answered (its
@@ -265,6 +288,30 @@ export class SqliteStorage implements Storage {
       `INSERT INTO records (id, ts, key_id, model, attestation, fingerprint, gateway, relay, thinking, verdict, reasons, status, latency_ms, decoys, decoy)
        VALUES (@id, @ts, @keyId, @model, @attestation, @fingerprint, @gateway, @relay, @thinking, @verdict, @reasons, @status, @latencyMs, @decoys, @decoy)`,
     );
+    this.#upsertRecord = this.db.prepare(
+      `INSERT INTO records (id, ts, key_id, model, attestation, fingerprint, gateway, relay, thinking, verdict, reasons, status, latency_ms, decoys, decoy)
+       VALUES (@id, @ts, @keyId, @model, @attestation, @fingerprint, @gateway, @relay, @thinking, @verdict, @reasons, @status, @latencyMs, @decoys, @decoy)
+       ON CONFLICT (id) DO UPDATE SET ${UPSERT_COLUMNS}`,
+    );
+    // The write requests make, undone in the same transaction: what readiness and start-up check.
+    const probeInsert = this.db.prepare(
+      "INSERT OR IGNORE INTO records (id, ts, attestation, fingerprint, gateway, relay, thinking, verdict, reasons) VALUES ('~probe', 0, 'missing', 'missing', '[]', '[]', 'none', 'allow', '[]')",
+    );
+    const probeDelete = this.db.prepare("DELETE FROM records WHERE id = '~probe'");
+    this.#probeWrite = this.db.transaction(() => {
+      probeInsert.run();
+      probeDelete.run();
+    });
+    try {
+      this.#probeWrite();
+    } catch (error) {
+      // Read-only files start nothing: the records of answered requests could not be kept.
+      throw new VerifierConfigError(
+        'database',
+        `a writable SQLite database at ${path}`,
+        error instanceof Error ? error.message : String(error),
+      );
+    }
     this.#finishRecord = this.db.prepare('UPDATE records SET status = ?, latency_ms = ? WHERE id = ?');
     this.#lookupKey = this.db.prepare('SELECT id, hash FROM api_keys WHERE hash = ? AND revoked = 0');
     this.#insertNonce = this.db.prepare('INSERT OR IGNORE INTO nonces (kid, nonce, expires) VALUES (?, ?, ?)');
@@ -340,9 +387,8 @@ export class SqliteStorage implements Storage {
   }
 
   /** Writes a request record; resolves once it is committed (before the request is answered). */
-  insertRecord(record: RequestRecord, options: { readonly ignoreDuplicate?: boolean } = {}): Promise<void> {
-    if (options.ignoreDuplicate === true && this.db.prepare('SELECT 1 FROM records WHERE id = ?').get(record.id) !== undefined)
-      return Promise.resolve();
+  insertRecord(record: RequestRecord, options: { readonly upsert?: boolean } = {}): Promise<void> {
+    const statement = options.upsert === true ? this.#upsertRecord : this.#insertRecord;
     const row = {
       ...record,
       gateway: JSON.stringify(record.gateway),
@@ -350,7 +396,7 @@ export class SqliteStorage implements Storage {
       reasons: JSON.stringify(record.reasons),
     };
     return this.#enqueue(() => {
-      this.#insertRecord.run(row);
+      statement.run(row);
     });
   }
 
@@ -493,9 +539,7 @@ export class SqliteStorage implements Storage {
 
   async readiness(): Promise<ReadinessCheck[]> {
     // A real write: a full disk or a read-only file fails here, where a read would succeed.
-    const check = await probe('records', () =>
-      this.db.prepare("INSERT OR REPLACE INTO snapshots (name, data, updated) VALUES ('readiness', '{}', ?)").run(Date.now()),
-    );
+    const check = await probe('records', () => this.#probeWrite());
     return [check, { ...check, name: 'replay_cache' }];
   }
 

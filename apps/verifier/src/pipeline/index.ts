@@ -18,6 +18,7 @@ import { invalidBlockError } from '@moat/distill-guard/server';
 import { errorMessage } from '@moat/protocol/support';
 import { ApiError, unavailable } from '../errors.js';
 import { readBody, sendError, sendJson, writeEvent } from '../http.js';
+import { StoreUnavailableError } from '../store-boundary.js';
 import { authenticate } from './authenticate.js';
 import { gatherEvidence, receivedRequest } from './evidence.js';
 import { decide, flagPolicy, policyAttributes, signalsOf } from './policy.js';
@@ -115,8 +116,9 @@ export async function handleMessagesRequest(
       );
     }
 
-    // Nothing is forwarded that cannot be recorded.
+    // Nothing is forwarded that cannot be recorded: the record is reserved in the store first.
     services.guard.assertWritable();
+    await ledger.reserve();
     const plan = await rewriteRequest(read, evidence, {
       keyId,
       // All three gates: the client asked (its compile-time and remote flags), its entry point is one that gets decoys, and the policy allows.
@@ -184,7 +186,7 @@ async function fail(
     ledger.reason('client_disconnected');
     apiError = new ApiError(CLIENT_CLOSED, 'api_error', 'client closed the connection');
   } else if (error instanceof ApiError) apiError = error;
-  else if (error instanceof RecordStoreError) {
+  else if (error instanceof RecordStoreError || error instanceof StoreUnavailableError) {
     services.log.error({ err: error.message, id: ledger.id }, 'record not written');
     apiError = unavailable('the record store');
   } else {
