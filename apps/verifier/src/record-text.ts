@@ -36,9 +36,8 @@ export function storableValue<T>(value: T): T {
   if (typeof value === 'string') return storableText(value) as T;
   if (Array.isArray(value)) return value.map((v) => storableValue(v)) as T;
   if (value !== null && typeof value === 'object' && Object.getPrototypeOf(value) === Object.prototype) {
-    const out: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(value)) out[storableText(k)] = storableValue(v);
-    return out as T;
+    // fromEntries defines own members: a `__proto__` key stays a key, never a prototype.
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [storableText(k), storableValue(v)])) as T;
   }
   return value;
 }

@@ -5,6 +5,7 @@ import { ATTESTATION_SIGNALS, DECOY_SIGNALS, FINGERPRINT_SIGNALS, isKeyId, THINK
 import { ApiError } from '../errors.js';
 import { readBody, sendJson } from '../http.js';
 import type { VerifierServices } from '../pipeline/services.js';
+import { cutText } from '../record-text.js';
 import type { RecordQuery } from '../storage.js';
 
 /** A query parameter as an integer in `[min, max]`, or a 400 that names it. */
@@ -128,13 +129,13 @@ export async function handleAdmin(
     let label = 'unnamed';
     try {
       const parsed = JSON.parse(raw.toString('utf8') || '{}') as { label?: unknown };
-      if (typeof parsed.label === 'string' && parsed.label !== '') label = parsed.label.slice(0, 100);
+      if (typeof parsed.label === 'string' && parsed.label !== '') label = cutText(parsed.label, 100);
     } catch {
       throw new ApiError(400, 'invalid_request_error', 'body: expected JSON { "label": string }');
     }
     const created = await storage.createApiKey(label);
     // The new key's decoys become traceable at once.
-    void services.decoyIndex.refresh(true);
+    services.supervisor.run('decoy-index', () => services.decoyIndex.refresh(true));
     return sendJson(res, 201, created);
   }
   if (req.method === 'GET' && url.pathname === '/admin/policy') return sendJson(res, 200, { features: flags.features });
@@ -154,7 +155,7 @@ export async function handleAdmin(
         'invalid_request_error',
         `kid: expected a key id ([A-Za-z0-9_-]{1,32}), got ${JSON.stringify(body.kid)?.slice(0, 40)}`,
       );
-    const reason = typeof body.reason === 'string' ? body.reason.slice(0, 200) : 'revoked by an operator';
+    const reason = typeof body.reason === 'string' ? cutText(body.reason, 200) : 'revoked by an operator';
     // Stored first (every replica picks it up), then applied here at once.
     await storage.revokeKid(body.kid, reason);
     services.attestationKeyring.revoke(body.kid);
