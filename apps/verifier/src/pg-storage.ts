@@ -1,4 +1,5 @@
 import { createSecretKey, type KeyObject, randomBytes, timingSafeEqual } from 'node:crypto';
+import { MoatError } from '@moat/protocol/support';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import {
@@ -16,6 +17,11 @@ import {
   type Storage,
   UPSERT_COLUMNS,
 } from './storage.js';
+
+/** The replay cache lost its data after this stamp was made: it cannot say whether the nonce was seen. */
+export class ReplayCacheResetError extends MoatError<'ERR_REPLAY_CACHE_RESET'> {
+  override readonly name = 'ReplayCacheResetError';
+}
 
 /** `gateway` is a JSONB array of rule ids in PostgreSQL. */
 const PG_GATEWAY_HAS = (p: string) => `gateway @> jsonb_build_array(${p}::text)`;
@@ -249,8 +255,13 @@ export class PgRedisStorage implements Storage {
     if (epochError !== null) throw epochError;
     if (setError !== null) throw setError;
     await this.#checkEpoch(typeof epoch === 'string' ? epoch : null);
-    // A stamp made before the replay cache forgot its nonces may have been served then: refuse it.
-    if (this.#lostAtMs > 0 && expiresAt * 1000 < this.#lostAtMs + this.#windowSec * 1000) return false;
+    // A stamp made before the replay cache forgot its nonces may have been served then: refuse it —
+    // retryably, for a genuine client in flight at the loss signs a fresh stamp that passes.
+    if (this.#lostAtMs > 0 && expiresAt * 1000 < this.#lostAtMs + this.#windowSec * 1000)
+      throw new ReplayCacheResetError(
+        'ERR_REPLAY_CACHE_RESET',
+        `expected a stamp made after the replay cache lost its data (${new Date(this.#lostAtMs).toISOString()}), got one from before`,
+      );
     return set === 'OK';
   }
 
