@@ -5,7 +5,7 @@
  * `retry-after`, never 500 — that nothing went upstream that could not be recorded, and that
  * every answer left exactly one record.
  */
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { chmodSync, mkdtempSync, readdirSync } from 'node:fs';
@@ -164,7 +164,13 @@ describe.runIf(hasRedis && hasPostgres)('PostgreSQL fails', { timeout: 120_000 }
   });
 });
 
-describe.runIf(isRoot)('start-up on read-only database files', { timeout: 60_000 }, () => {
+const cli = new URL('../dist/cli.js', import.meta.url).pathname;
+// File modes bind only an unprivileged user: the CLI runs as `nobody`, where it may read the checkout.
+const nobodyRuns =
+  isRoot &&
+  spawnSync(process.execPath, ['-e', `require('fs').accessSync(${JSON.stringify(cli)})`], { uid: 65534, gid: 65534 }).status === 0;
+
+describe.runIf(nobodyRuns)('start-up on read-only database files', { timeout: 60_000 }, () => {
   it('refuses to start, naming the setting; starts once the files are writable again', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'moat-readonly-'));
     chmodSync(dir, 0o777);
@@ -174,7 +180,7 @@ describe.runIf(isRoot)('start-up on read-only database files', { timeout: 60_000
     chmodSync(database, 0o444);
     // As an unprivileged user: root writes through file modes.
     const run = () => {
-      const child = spawn(process.execPath, [new URL('../dist/cli.js', import.meta.url).pathname], {
+      const child = spawn(process.execPath, [cli], {
         env,
         uid: 65534,
         gid: 65534,

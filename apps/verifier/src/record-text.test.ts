@@ -111,6 +111,10 @@ describe('every recorded field on SQLite', { timeout: 60_000 }, () => {
 const pgUrl = process.env.MOAT_TEST_POSTGRES_URL;
 const redisUrl = process.env.MOAT_TEST_REDIS_URL;
 describe.runIf(pgUrl !== undefined && redisUrl !== undefined)('every recorded field on PostgreSQL', { timeout: 120_000 }, () => {
+  let dropSchema: (() => Promise<void>) | undefined;
+  afterAll(async () => {
+    await dropSchema?.();
+  });
   roundTrips(async () => {
     // A schema of this test's own: other suites truncate the shared tables while they run.
     const schema = `moat_text_${randomBytes(4).toString('hex')}`;
@@ -118,6 +122,12 @@ describe.runIf(pgUrl !== undefined && redisUrl !== undefined)('every recorded fi
     await admin.connect();
     await admin.query(`CREATE SCHEMA ${schema}`);
     await admin.end();
+    dropSchema = async () => {
+      const c = new pg.Client({ connectionString: pgUrl });
+      await c.connect();
+      await c.query(`DROP SCHEMA ${schema} CASCADE`);
+      await c.end();
+    };
     const url = new URL(pgUrl as string);
     url.searchParams.set('options', `-c search_path=${schema}`);
     const storage = await PgRedisStorage.open(url.toString(), redisUrl as string, randomBytes(32), {

@@ -1,10 +1,14 @@
 import { execFileSync, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pino } from 'pino';
+import { Registry } from 'prom-client';
 import { afterAll, describe, expect, it } from 'vitest';
 import { RecordSpool, SpoolError } from './spool.js';
-import type { RequestRecord } from './storage.js';
+import { type RequestRecord, SqliteStorage } from './storage.js';
+import { StoreGuard } from './store-guard.js';
 
 const dirs: string[] = [];
 const mounts: string[] = [];
@@ -169,5 +173,34 @@ describe.runIf(process.getuid?.() === 0)('the record spool on a full disk', () =
     expect(store.stored).toHaveLength(acknowledged);
     for (const r of store.stored) expect(r.reasons[0]).toMatch(/^pad x+$/);
     spool.close();
+  });
+});
+
+describe('the store guard', () => {
+  it('quarantines a record the store refuses for its content at once: the store stays up, the record is kept and counted', async () => {
+    const registry = new Registry();
+    const storage = new SqliteStorage(':memory:', randomBytes(32));
+    const picky = new Proxy(storage, {
+      get(target, name) {
+        if (name === 'insertRecord')
+          return (record: RequestRecord, options?: { upsert?: boolean }) =>
+            record.model === 'bad'
+              ? Promise.reject(Object.assign(new Error('unsupported Unicode escape sequence'), { code: '22P05' }))
+              : target.insertRecord(record, options);
+        const value = Reflect.get(target, name);
+        return typeof value === 'function' ? value.bind(target) : value;
+      },
+    });
+    const spool = new RecordSpool(':memory:', 1024 * 1024);
+    const guard = new StoreGuard(picky, spool, pino({ level: 'silent' }), { registry });
+    await expect(guard.write(recordOf(1, { model: 'bad' }))).resolves.toBe('quarantined');
+    await expect(guard.write(recordOf(2))).resolves.toBe('stored');
+    expect(guard.down).toBeUndefined();
+    expect(spool.quarantined()).toBe(1);
+    expect(spool.count()).toBe(0);
+    expect((await registry.getSingleMetric('moat_verifier_records_quarantined_total')?.get())?.values[0]?.value).toBe(1);
+    guard.close();
+    spool.close();
+    storage.close();
   });
 });
