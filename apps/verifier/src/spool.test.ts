@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
 import { afterAll, describe, expect, it } from 'vitest';
+import { RequestLedger } from './pipeline/record.js';
 import { RecordSpool, SpoolError } from './spool.js';
 import { type RequestRecord, SqliteStorage } from './storage.js';
 import { StoreGuard } from './store-guard.js';
@@ -22,22 +23,14 @@ const tempDir = () => {
   return dir;
 };
 
+/** Record i, as the pipeline starts one (its defaults), refused with a 503. */
 const recordOf = (i: number, extra: Partial<RequestRecord> = {}): RequestRecord => ({
-  id: `req_${String(i).padStart(6, '0')}`,
+  ...new RequestLedger({ write: () => Promise.resolve('stored') }, `req_${String(i).padStart(6, '0')}`).record,
   ts: 1_700_000_000_000 + i,
   keyId: 'key_a',
   model: 'claude-mock',
-  attestation: 'valid',
-  fingerprint: 'match',
-  gateway: [],
-  relay: [],
-  thinking: 'none',
-  decoy: 'none',
-  verdict: 'allow',
-  reasons: [],
   status: 503,
   latencyMs: 1,
-  decoys: 0,
   ...extra,
 });
 
