@@ -42,7 +42,7 @@ async function rig(): Promise<Rig> {
   const postgres = await ownPostgres();
   const redis = await ownRedis();
   const secret = randomBytes(32).toString('hex');
-  const storage = await PgRedisStorage.open(postgres.url, redis.url, Buffer.from(secret, 'hex'), { timeoutMs: 1_000 });
+  const storage = await PgRedisStorage.open(postgres.url, redis.url, Buffer.from(secret, 'hex'), { timeoutMs: 2_000 });
   const env = devEnvironment();
   const forwarded: string[] = [];
   const verifier = await createVerifier(
@@ -170,7 +170,7 @@ const nobodyRuns =
   isRoot &&
   spawnSync(process.execPath, ['-e', `require('fs').accessSync(${JSON.stringify(cli)})`], { uid: 65534, gid: 65534 }).status === 0;
 
-describe.runIf(nobodyRuns)('start-up on read-only database files', { timeout: 60_000 }, () => {
+describe.runIf(nobodyRuns)('start-up on read-only database files', { timeout: 180_000 }, () => {
   it('refuses to start, naming the setting; starts once the files are writable again', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'moat-readonly-'));
     chmodSync(dir, 0o777);
@@ -198,7 +198,7 @@ describe.runIf(nobodyRuns)('start-up on read-only database files', { timeout: 60
     for (const file of readdirSync(dir)) chmodSync(join(dir, file), 0o666);
     const started = run();
     cleanups.push(() => started.child.kill('SIGKILL'));
-    await until(() => /listening on http/.test(started.output()), `listening: ${started.output()}`);
+    await until(() => /listening on http/.test(started.output()), `listening: ${started.output()}`, 120_000);
   });
 });
 

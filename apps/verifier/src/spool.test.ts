@@ -1,6 +1,6 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
@@ -115,6 +115,11 @@ describe('the record spool', () => {
     await spool.drain(store);
     expect(store.stored.map((r) => r.id)).toEqual([recordOf(1).id, recordOf(2).id]);
     spool.close();
+    // Imported once: the next start finds nothing more to import.
+    expect(existsSync(`${file}.jsonl`)).toBe(false);
+    const reopened = new RecordSpool(file, 64 * 1024 * 1024);
+    expect(reopened.count()).toBe(0);
+    reopened.close();
   });
 
   it('refuses to open a spool file it cannot write, naming the setting', () => {

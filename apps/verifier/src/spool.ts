@@ -1,4 +1,4 @@
-import { closeSync, existsSync, openSync, readFileSync, readSync, renameSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, readSync, renameSync, unlinkSync } from 'node:fs';
 import { MoatError } from '@moat/protocol/support';
 import Database from 'better-sqlite3';
 import { VerifierConfigError } from './errors.js';
@@ -60,9 +60,11 @@ export class RecordSpool {
   constructor(file: string, maxBytes: number) {
     this.#file = file;
     this.#maxBytes = maxBytes;
-    const legacy = file !== ':memory:' && isJsonLines(file) ? `${file}.jsonl-${Date.now()}` : undefined;
+    // An earlier version's spool of JSON lines moves aside (to one fixed name) and is imported below.
+    const legacy = `${file}.jsonl`;
+    const moveAside = file !== ':memory:' && isJsonLines(file);
     try {
-      if (legacy !== undefined) renameSync(file, legacy);
+      if (moveAside) renameSync(file, legacy);
       this.#db = new Database(file);
       this.#db.pragma('journal_mode = WAL');
       this.#db.pragma('synchronous = FULL');
@@ -86,8 +88,8 @@ export class RecordSpool {
       `INSERT INTO quarantine (id, record, error, at) VALUES (?, ?, ?, ?)
        ON CONFLICT (id) DO UPDATE SET record = excluded.record, error = excluded.error, at = excluded.at`,
     );
-    this.#bytes = (this.#db.prepare('SELECT COALESCE(SUM(length(CAST(record AS BLOB))), 0) n FROM spool').get() as { n: number }).n;
-    if (legacy !== undefined) this.#importJsonLines(legacy);
+    this.#bytes = this.#storedBytes();
+    if (file !== ':memory:' && existsSync(legacy)) this.#importJsonLines(legacy);
   }
 
   get file(): string {
@@ -197,16 +199,31 @@ export class RecordSpool {
     }
   }
 
-  /** Imports the records of a JSON-lines spool (an earlier version's format); a torn last line is skipped. */
+  /**
+   * Imports the records of a JSON-lines spool (an earlier version's format) in one
+   * transaction, then deletes it; a crash in between imports it again on the next start, and
+   * the drain's upsert by id keeps one row per record. A torn last line is skipped: it was
+   * never acknowledged.
+   */
   #importJsonLines(file: string): void {
-    for (const line of readFileSync(file, 'utf8').split('\n')) {
-      if (line === '') continue;
-      try {
-        this.append(JSON.parse(line) as RequestRecord);
-      } catch {
-        // a torn line from a crash mid-append: it was never acknowledged
-      }
-    }
+    const records = readFileSync(file, 'utf8')
+      .split('\n')
+      .flatMap((line) => {
+        try {
+          return line === '' ? [] : [JSON.parse(line) as RequestRecord];
+        } catch {
+          return [];
+        }
+      });
+    this.#db.transaction(() => {
+      for (const record of records) this.append(record);
+    })();
+    this.#bytes = this.#storedBytes();
+    unlinkSync(file);
+  }
+
+  #storedBytes(): number {
+    return (this.#db.prepare('SELECT COALESCE(SUM(length(CAST(record AS BLOB))), 0) n FROM spool').get() as { n: number }).n;
   }
 
   close(): void {
