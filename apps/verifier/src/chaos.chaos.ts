@@ -261,6 +261,7 @@ describe.runIf(hasPostgres && hasRedis && hasHaproxy)('chaos under load', { time
     ].join('\n');
     console.log(account);
     if (notReady.length > 0) console.log(replicas.map((r) => r.output()).join('\n---\n'));
+    if (crashes.length > 0) console.log(crashes.join('\n'));
     if (process.env.MOAT_CHAOS_DEBUG !== undefined) {
       console.log(
         balancer
