@@ -1,6 +1,5 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isKeyId } from '@moat/protocol';
 import { errorCode, errorMessage } from '@moat/protocol/support';
@@ -40,7 +39,11 @@ export interface VerifierConfig {
   readonly maxBodyBytes: number;
   /** Entry points (`ep` of the attribution block) whose requests may get decoys (default `cli`). */
   readonly decoyEntrypoints: readonly string[];
-  /** The local spool for records while the record store is down (JSON lines, fsync'ed). */
+  /**
+   * The local spool for records while the record store is down (a SQLite file, synced per
+   * record). Default: next to the database (`<database>.spool`); in memory with the database
+   * when that is `:memory:` — and then it must be set when the records go to PostgreSQL.
+   */
   readonly spoolFile: string;
   readonly spoolMaxBytes: number;
   /** How long SIGTERM waits for in-flight requests before it closes their connections. */
@@ -399,12 +402,7 @@ export function loadConfig(
     windowSec: required('windowSec', s.windowSec),
     maxBodyBytes: required('maxBodyBytes', s.maxBodyBytes),
     decoyEntrypoints: required('decoyEntrypoints', s.decoyEntrypoints),
-    // An in-memory database (tests, demos) spools to a file of its own.
-    spoolFile:
-      s.spoolFile ??
-      (database === ':memory:'
-        ? join(tmpdir(), `moat-verifier-${process.pid}-${randomBytes(4).toString('hex')}.spool`)
-        : `${database}.spool`),
+    spoolFile: spoolFileOf(s.spoolFile ?? '', database, s.postgresUrl !== undefined),
     spoolMaxBytes: required('spoolMaxBytes', s.spoolMaxBytes),
     shutdownGraceMs: required('shutdownGraceMs', s.shutdownGraceMs),
     maxJsonDepth: required('maxJsonDepth', s.maxJsonDepth),
@@ -430,6 +428,25 @@ export function loadConfig(
  */
 export function parsePassthroughRoutes(raw: unknown): Array<{ method: string; pattern: string }> {
   return (parseSetting('passthroughRoutes', raw) as string[]).map(routeOf);
+}
+
+/**
+ * The spool's file: the setting, else one derived from the database's, so it is the same
+ * file after every restart. Records kept in PostgreSQL outlive the process, so their spool
+ * must too: with `database: ':memory:'` the setting is then required.
+ *
+ * @throws {VerifierConfigError} `spoolFile` when it is needed and not set.
+ */
+export function spoolFileOf(setting: string, database: string, postgres: boolean): string {
+  if (setting !== '') return setting;
+  if (database !== ':memory:') return `${database}.spool`;
+  if (postgres)
+    throw new VerifierConfigError(
+      'spoolFile',
+      'a file for the records spooled while PostgreSQL is down (database is :memory:, so none can be derived)',
+      'nothing',
+    );
+  return ':memory:';
 }
 
 /** What {@link devEnvironment} takes; everything else is generated or defaulted. */

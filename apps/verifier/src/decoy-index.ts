@@ -1,5 +1,6 @@
 import { CanaryIndex, decoyPeriod } from '@moat/distill-guard/server';
 import type { Storage } from './storage.js';
+import type { Supervisor } from './supervise.js';
 
 /**
  * The decoys every API key was served in the current and the previous rotation period,
@@ -14,17 +15,29 @@ export class DecoyIndexCache {
   #builtAt = 0;
   #keys = -1;
   #building: Promise<void> | undefined;
+  readonly #background: (name: string, task: () => Promise<void>) => void;
 
-  constructor(storage: Storage, secret: Uint8Array, refreshMs = 300_000) {
+  /**
+   * @param background runs a rebuild off the request path; it must handle the rebuild's
+   * failure (the verifier's {@link Supervisor}: logged, counted, retried). By default a failed
+   * rebuild is dropped and tried again when next due.
+   */
+  constructor(
+    storage: Storage,
+    secret: Uint8Array,
+    refreshMs = 300_000,
+    background: (name: string, task: () => Promise<void>) => void = (_, task) => void task().catch(() => {}),
+  ) {
     this.#storage = storage;
     this.#secret = secret;
     this.#refreshMs = refreshMs;
+    this.#background = background;
   }
 
   /** The index as built so far; starts a rebuild when it is due (every `refreshMs`, and every 10 s when keys were added). */
   current(): CanaryIndex | undefined {
     const age = Date.now() - this.#builtAt;
-    if (this.#building === undefined && (age > this.#refreshMs || age > 10_000)) void this.refresh();
+    if (this.#building === undefined && (age > this.#refreshMs || age > 10_000)) this.#background('decoy-index', () => this.refresh());
     return this.#index;
   }
 

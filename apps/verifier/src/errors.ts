@@ -85,6 +85,11 @@ export class RecordStoreError extends MoatError<'ERR_RECORD_STORE'> {
   override readonly name = 'RecordStoreError';
 }
 
+/** The replay cache lost its data after this stamp was made: it cannot say whether the nonce was seen. */
+export class ReplayCacheResetError extends MoatError<'ERR_REPLAY_CACHE_RESET'> {
+  override readonly name = 'ReplayCacheResetError';
+}
+
 /** The spool is full or its file cannot be written. */
 export class SpoolError extends MoatError<'ERR_SPOOL'> {
   override readonly name = 'SpoolError';

@@ -5,12 +5,12 @@
  * client saw, that the process lived, that no answered request lacks a record and that no
  * replay was served.
  */
-import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { chmodSync, existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
-import { type AddressInfo, createServer as createTcpServer } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createAttestedFetch } from '@moat/attest/client';
@@ -23,87 +23,14 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { devEnvironment, loadConfig } from './config.js';
 import { PgRedisStorage } from './pg-storage.js';
 import { createVerifier, type Verifier } from './server.js';
+import { hasPostgres, hasRedis, isRoot, ownPostgres, ownRedis, cleanups as sharedCleanups, until } from './services.test-util.js';
 import { addKey, spawnVerifier } from './spawned.test-util.js';
 import { SqliteStorage } from './storage.js';
 
-const isRoot = process.getuid?.() === 0;
-const pgBin = existsSync('/usr/lib/postgresql')
-  ? join('/usr/lib/postgresql', readdirSync('/usr/lib/postgresql').sort().at(-1) ?? '', 'bin')
-  : '';
-const hasRedis = spawnSync('redis-server', ['--version']).status === 0;
-const hasPostgres = isRoot && pgBin !== '' && existsSync(join(pgBin, 'initdb'));
-const cleanups: Array<() => unknown> = [];
+const cleanups: Array<() => unknown> = sharedCleanups;
 afterAll(async () => {
-  for (const c of cleanups.reverse()) await c();
+  for (const c of cleanups.splice(0).reverse()) await c();
 });
-
-async function freePort(): Promise<number> {
-  const s = createTcpServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const { port } = s.address() as AddressInfo;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
-
-async function until(check: () => Promise<boolean> | boolean, what: string, ms = 15_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    if (await check()) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
-
-/** A Redis of this test's own, without persistence, that it may stop and start. */
-async function ownRedis(): Promise<{ url: string; stop(): Promise<void>; start(): Promise<void>; hang(hung: boolean): void }> {
-  const port = await freePort();
-  let proc: ChildProcess | undefined;
-  const start = async () => {
-    proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
-    await until(
-      () =>
-        spawnSync('redis-cli', ['-p', String(port), 'ping'])
-          .stdout?.toString()
-          .includes('PONG') ?? false,
-      'redis',
-    );
-  };
-  const stop = async () => {
-    const p = proc;
-    if (p === undefined || p.exitCode !== null) return;
-    const exited = once(p, 'exit');
-    p.kill('SIGKILL');
-    await exited;
-  };
-  await start();
-  cleanups.push(stop);
-  // SIGSTOP: the server keeps its connections open and answers nothing, as a hung Redis does.
-  const hang = (hung: boolean) => proc?.kill(hung ? 'SIGSTOP' : 'SIGCONT');
-  return { url: `redis://127.0.0.1:${port}`, stop, start, hang };
-}
-
-/** A PostgreSQL cluster of this test's own (initdb as the postgres user), that it may stop and start. */
-async function ownPostgres(): Promise<{ url: string; stop(): void; start(): void }> {
-  const port = await freePort();
-  const dir = mkdtempSync(join(tmpdir(), 'moat-pg-'));
-  chmodSync(dir, 0o777);
-  const data = join(dir, 'data');
-  const asPostgres = (command: string) => execFileSync('su', ['postgres', '-s', '/bin/sh', '-c', command], { stdio: 'pipe' });
-  asPostgres(`${pgBin}/initdb -D ${data} -A trust -U moat >/dev/null`);
-  const start = () =>
-    asPostgres(`${pgBin}/pg_ctl -D ${data} -o "-p ${port} -k ${dir} -c listen_addresses=127.0.0.1" -l ${dir}/log -w start >/dev/null`);
-  const stop = () => asPostgres(`${pgBin}/pg_ctl -D ${data} -m fast -w stop >/dev/null`);
-  start();
-  cleanups.push(() => {
-    try {
-      stop();
-    } catch {
-      // already stopped
-    }
-    rmSync(dir, { recursive: true, force: true });
-  });
-  return { url: `postgres://moat@127.0.0.1:${port}/postgres`, stop, start };
-}
 
 const SALT = 'faults-salt';
 const attested = createAttestedFetch();
@@ -185,9 +112,10 @@ describe.runIf(hasRedis && process.env.MOAT_TEST_POSTGRES_URL !== undefined)('Re
 
     await redis.start(); // empty: every nonce forgotten
     await until(async () => (await fetch(`${url}/readyz`)).status === 200, 'ready again');
+    // Refused, retryably: the cache cannot vouch for a stamp made before it lost its data.
     const again = await replay();
-    expect(again.status).toBe(403);
-    expect(((await again.json()) as { error: { message: string } }).error.message).toMatch(/attestation=replayed/);
+    expect(again.status).toBe(503);
+    expect(((await again.json()) as { error: { message: string } }).error.message).toMatch(/replay cache is unavailable/);
     // A stamp made in a later second than the loss is vouched for again (one in the same second might predate it).
     await until(() => Date.now() >= (Math.floor(storage.replayCacheLostAt / 1000) + 1) * 1000, 'the next second');
     expect(

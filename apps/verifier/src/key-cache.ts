@@ -27,15 +27,27 @@ export class ApiKeyCache {
     this.#now = options.now ?? Date.now;
   }
 
-  /** The key's id: from the cache while fresh, otherwise from `lookup` (and cached when found). */
+  /**
+   * The key's id: from the cache while fresh, otherwise from `lookup` (and cached when found).
+   * When `lookup` fails (the store is down) an expired entry still names the key, so the
+   * refusal the client gets is recorded under its key; the error is rethrown otherwise.
+   */
   async resolve(apiKey: string, lookup: (apiKey: string) => Promise<string | undefined> | string | undefined): Promise<string | undefined> {
     const name = createHmac('sha256', this.#key).update(apiKey).digest('base64');
     const hit = this.#entries.peek(name);
     const now = this.#now();
     if (hit !== undefined && hit.expires > now) return hit.id;
-    if (hit !== undefined) this.#entries.delete(name);
-    const id = await lookup(apiKey);
-    if (id === undefined) return undefined;
+    let id: string | undefined;
+    try {
+      id = await lookup(apiKey);
+    } catch (error) {
+      if (hit !== undefined) return hit.id;
+      throw error;
+    }
+    if (id === undefined) {
+      if (hit !== undefined) this.#entries.delete(name);
+      return undefined;
+    }
     this.#entries.set(name, { id, expires: now + this.#ttlMs });
     return id;
   }

@@ -1,6 +1,7 @@
 import { createSecretKey, type KeyObject, randomBytes, timingSafeEqual } from 'node:crypto';
 import { Redis } from 'ioredis';
 import pg from 'pg';
+import { ReplayCacheResetError } from './errors.js';
 import {
   ACTIVITY_COLUMNS,
   activityOf,
@@ -17,6 +18,8 @@ import {
   rowOf,
 } from './record-schema.js';
 import { type ApiKeyRow, type BatchRow, batchRowOf, hashApiKey, newApiKey, probe, type ReadinessCheck, type Storage } from './storage.js';
+
+export { ReplayCacheResetError } from './errors.js';
 
 /** Kept past a nonce's last acceptable instant, for clock skew between replicas. */
 export const NONCE_MARGIN_MS = 2_000;
@@ -141,8 +144,8 @@ export class PgRedisStorage implements Storage {
     return rows.map((r) => ({ id: r.id, label: r.label, created: Number(r.created) }));
   }
 
-  async insertRecord(record: RequestRecord, options: { readonly ignoreDuplicate?: boolean } = {}): Promise<void> {
-    await this.#pool.query(insertRecordSql('postgres', options.ignoreDuplicate === true), rowOf(record));
+  async insertRecord(record: RequestRecord, options: { readonly upsert?: boolean } = {}): Promise<void> {
+    await this.#pool.query(insertRecordSql('postgres', options.upsert === true ? 'upsert' : 'insert'), rowOf(record));
   }
 
   async finishRecord(id: string, status: number, latencyMs: number): Promise<void> {
@@ -207,8 +210,13 @@ export class PgRedisStorage implements Storage {
     if (epochError !== null) throw epochError;
     if (setError !== null) throw setError;
     await this.#checkEpoch(typeof epoch === 'string' ? epoch : null);
-    // A stamp made before the replay cache forgot its nonces may have been served then: refuse it.
-    if (this.#lostAtMs > 0 && expiresAt * 1000 < this.#lostAtMs + this.#windowSec * 1000) return false;
+    // A stamp made before the replay cache forgot its nonces may have been served then: refuse it —
+    // retryably, for a genuine client in flight at the loss signs a fresh stamp that passes.
+    if (this.#lostAtMs > 0 && expiresAt * 1000 < this.#lostAtMs + this.#windowSec * 1000)
+      throw new ReplayCacheResetError(
+        'ERR_REPLAY_CACHE_RESET',
+        `expected a stamp made after the replay cache lost its data (${new Date(this.#lostAtMs).toISOString()}), got one from before`,
+      );
     return set === 'OK';
   }
 
@@ -341,14 +349,30 @@ export class PgRedisStorage implements Storage {
 
   async readiness(): Promise<ReadinessCheck[]> {
     return Promise.all([
-      probe('records', () =>
-        this.#pool.query(
-          "INSERT INTO snapshots (name, data, updated) VALUES ('readiness', '{}', $1) ON CONFLICT (name) DO UPDATE SET updated = EXCLUDED.updated",
-          [Date.now()],
-        ),
-      ),
+      probe('records', () => this.#probeWrite()),
       probe('replay_cache', async () => this.#checkEpoch((await this.#redis.get(this.#epochKey)) ?? null)),
     ]);
+  }
+
+  /** The write requests make (a record inserted), rolled back: a stopped server or a locked table fails it. */
+  async #probeWrite(): Promise<void> {
+    const client = await this.#pool.connect();
+    let broken: Error | undefined;
+    try {
+      await client.query('BEGIN');
+      await client.query(
+        "INSERT INTO records (id, ts, attestation, fingerprint, gateway, relay, thinking, verdict, reasons) VALUES ('~probe', 0, 'missing', 'missing', '[]', '[]', 'none', 'allow', '[]') ON CONFLICT (id) DO NOTHING",
+      );
+    } catch (error) {
+      broken = error instanceof Error ? error : new Error(String(error));
+      throw error;
+    } finally {
+      // A connection whose rollback fails is dropped, never handed to a request mid-transaction.
+      await client.query('ROLLBACK').then(
+        () => client.release(broken?.message.includes('Connection terminated') ? broken : undefined),
+        (error: Error) => client.release(error),
+      );
+    }
   }
 
   async close(): Promise<void> {

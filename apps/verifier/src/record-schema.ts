@@ -155,13 +155,15 @@ export function migrationSql(dialect: Dialect, existing: Iterable<string>): stri
   return missing.map((c) => `ALTER TABLE records ADD COLUMN ${exists}${definition(c, dialect)}`);
 }
 
-/** `INSERT INTO records`; `ignoreDuplicate` skips a record whose id is stored (draining a spool). */
-export function insertRecordSql(dialect: Dialect, ignoreDuplicate: boolean): string {
+/** `INSERT INTO records`; `upsert` replaces a stored record of the same id (a reserved record finished, a spool drained). */
+export function insertRecordSql(dialect: Dialect, mode: 'insert' | 'upsert'): string {
   const names = RECORD_COLUMNS.map((c) => c.column).join(', ');
   const params = RECORD_COLUMNS.map((_, i) => (dialect === 'sqlite' ? '?' : `$${i + 1}`)).join(', ');
-  if (dialect === 'sqlite')
-    return `INSERT ${ignoreDuplicate ? 'OR IGNORE ' : ''}INTO records (${names}) VALUES (${params})`;
-  return `INSERT INTO records (${names}) VALUES (${params})${ignoreDuplicate ? ' ON CONFLICT (id) DO NOTHING' : ''}`;
+  const insert = `INSERT INTO records (${names}) VALUES (${params})`;
+  if (mode === 'insert') return insert;
+  // A reserved record finished, or a spooled one drained twice: the last write wins, one row stays.
+  const updates = RECORD_COLUMNS.filter((c) => c.column !== 'id').map((c) => `${c.column} = excluded.${c.column}`);
+  return `${insert} ON CONFLICT (id) DO UPDATE SET ${updates.join(', ')}`;
 }
 
 /** A record's values in {@link RECORD_COLUMNS} order (lists as JSON text, which both backends take). */

@@ -10,7 +10,7 @@ import { pino } from 'pino';
 import { operatorTokens } from './auth.js';
 import type { VerifierConfig } from './config.js';
 import { DecoyIndexCache } from './decoy-index.js';
-import { ApiError } from './errors.js';
+import { ApiError, unavailable } from './errors.js';
 import { Flags, loadFeatures } from './flags.js';
 import { answerClientError, answerConnect, sendError } from './http.js';
 import { ApiKeyCache } from './key-cache.js';
@@ -24,7 +24,9 @@ import { refuseAndRecord } from './routes/refuse.js';
 import { routeTable } from './routes/table.js';
 import { RecordSpool } from './spool.js';
 import { SqliteStorage, type Storage } from './storage.js';
+import { StoreContentError, StoreUnavailableError, storeBoundary } from './store-boundary.js';
 import { StoreGuard } from './store-guard.js';
+import { Supervisor } from './supervise.js';
 import { type CanonicalTarget, canonicalTarget, TargetError } from './target.js';
 
 /** Options of {@link createVerifier} besides the configuration. */
@@ -53,6 +55,15 @@ export async function openStorage(config: VerifierConfig, log?: pino.Logger): Pr
       return storage;
     });
   return new SqliteStorage(config.database, pepper);
+}
+
+/** The answer to an error no route turned into one: a store that cannot answer is 503 with `retry-after`, never 500. */
+function apiErrorOf(error: unknown): ApiError {
+  if (error instanceof ApiError) return error;
+  if (error instanceof StoreUnavailableError) return unavailable('the store', error);
+  if (error instanceof StoreContentError)
+    return new ApiError(400, 'invalid_request_error', 'the store refused a value of this request');
+  return new ApiError(500, 'api_error', 'internal error');
 }
 
 /** A running verifier. */
@@ -86,7 +97,8 @@ async function createServices(
   log: pino.Logger,
 ): Promise<{ services: VerifierServices; mock: MockUpstream | undefined }> {
   const secret = Buffer.from(config.serverSecret, 'hex');
-  const storage = options.storage ?? (await openStorage(config, log));
+  // One boundary for every use of the store: storable text in, typed errors out.
+  const storage = storeBoundary(options.storage ?? (await openStorage(config, log)));
   const attestationKeyring = new AttestationKeyring(
     config.attestationKeys.map((k) => ({ kid: k.kid, key: Buffer.from(k.key, 'hex') })),
   );
@@ -98,24 +110,27 @@ async function createServices(
     config.signingKid,
   );
   const mock: MockUpstream | undefined = config.upstream === 'mock' ? await startMockUpstream() : undefined;
+  const metrics = createMetrics();
+  const supervisor = new Supervisor(log, { registry: metrics.registry });
   const spool = new RecordSpool(config.spoolFile, config.spoolMaxBytes);
-  const guard = new StoreGuard(storage, spool, log);
+  const guard = new StoreGuard(storage, spool, log, { supervisor, registry: metrics.registry });
   // Records spooled by an earlier run go to the store first; if it cannot take them yet, the guard keeps trying.
-  if (spool.size() > 0) await spool.drain(storage).catch((error: unknown) => guard.markDown(errorMessage(error)));
+  await guard.recover();
   const upstreamKey = mock === undefined ? config.upstreamKey : undefined;
   const services: VerifierServices = {
     config,
     storage,
     guard,
+    supervisor,
     flags: new Flags(loadFeatures(config.flagsFile)),
     log,
-    metrics: createMetrics(),
+    metrics,
     attestationKeyring,
     blockKeyring,
     fingerprintStats: await loadFingerprintStats(storage, log),
     gatewayStats: new GatewayStats({ addressSecret: secret }),
     keyCache: new ApiKeyCache(),
-    decoyIndex: new DecoyIndexCache(storage, secret),
+    decoyIndex: new DecoyIndexCache(storage, secret, undefined, (name, task) => supervisor.run(name, task)),
     secret,
     upstream: new Upstream(mock?.url ?? config.upstream, upstreamKey, config.upstreamTimeouts),
     onUpstreamRequest: options.onUpstreamRequest,
@@ -124,32 +139,20 @@ async function createServices(
 }
 
 /**
- * The periodic work: the fingerprint statistics saved, revocations made on any replica (or
- * before this start) applied within seconds, expired nonces swept. Returns what stops it.
+ * The periodic work, supervised (an error is logged, counted, shown by `/readyz` and retried
+ * with backoff): the fingerprint statistics saved, revocations made on any replica (or before
+ * this start) applied within seconds, expired nonces swept. `supervisor.close()` stops it.
  */
-async function startPeriodicWork(services: VerifierServices): Promise<() => void> {
-  const { storage, log, attestationKeyring } = services;
-  const every = (ms: number, what: string, run: () => unknown) => {
-    const timer = setInterval(() => {
-      Promise.resolve()
-        .then(run)
-        .catch((err: unknown) => log.warn({ err: errorMessage(err) }, what));
-    }, ms);
-    timer.unref();
-    return timer;
-  };
+async function startPeriodicWork(services: VerifierServices): Promise<void> {
+  const { storage, log, attestationKeyring, supervisor } = services;
   const applyRevocations = async () => {
     for (const { kid } of await storage.revokedKids()) attestationKeyring.revoke(kid);
   };
   await applyRevocations().catch((err: unknown) => log.warn({ err: errorMessage(err) }, 'revoked key ids not read'));
-  const timers = [
-    every(30_000, 'snapshot not saved', () => storage.saveSnapshot('fingerprint', services.fingerprintStats.toJSON())),
-    every(5_000, 'revoked key ids not read', applyRevocations),
-    every(60_000, 'nonce sweep failed', () => storage.sweepNonces()),
-  ];
-  return () => {
-    for (const timer of timers) clearInterval(timer);
-  };
+  const snapshot = () => storage.saveSnapshot('fingerprint', services.fingerprintStats.toJSON());
+  supervisor.every('fingerprint-snapshot', 30_000, snapshot);
+  supervisor.every('revocations', 5_000, applyRevocations);
+  supervisor.every('nonce-sweep', 60_000, () => storage.sweepNonces());
 }
 
 /**
@@ -189,8 +192,8 @@ function createHttpServer(
     res.on('close', () => inflight.delete(res));
     if (closing()) res.setHeader('connection', 'close');
     route(req, res).catch((error: unknown) => {
-      const apiError = error instanceof ApiError ? error : new ApiError(500, 'api_error', 'internal error');
-      if (!(error instanceof ApiError)) services.log.error({ err: error }, 'unexpected error');
+      const apiError = apiErrorOf(error);
+      if (!(error instanceof ApiError)) services.log.error({ err: errorMessage(error) }, 'request failed');
       if (res.headersSent) {
         res.destroy();
         return;
@@ -223,6 +226,7 @@ async function shutDown(
   clearInterval(idle);
   server.closeAllConnections();
   await closed;
+  services.supervisor.close();
   services.guard.close();
   // A store that cannot take the last snapshot (read-only, disk full, gone) must not turn shutdown into a crash.
   for (const step of [
@@ -230,6 +234,7 @@ async function shutDown(
     () => mock?.close(),
     () => storage.saveSnapshot('fingerprint', services.fingerprintStats.toJSON()),
     () => storage.close(),
+    () => services.guard.spool.close(),
   ]) {
     try {
       await step();
@@ -249,7 +254,7 @@ async function shutDown(
 export async function createVerifier(config: VerifierConfig, options: VerifierOptions = {}): Promise<Verifier> {
   const log = pino({ level: options.logLevel ?? process.env.MOAT_VERIFIER_LOG_LEVEL ?? 'info' });
   const { services, mock } = await createServices(config, options, log);
-  const stopPeriodicWork = await startPeriodicWork(services);
+  await startPeriodicWork(services);
   let closing = false;
   const { server, inflight } = createHttpServer(services, () => closing);
   const { attestationKeyring } = services;
@@ -278,7 +283,6 @@ export async function createVerifier(config: VerifierConfig, options: VerifierOp
       }),
     close: async () => {
       closing = true;
-      stopPeriodicWork();
       await shutDown(server, inflight, services, mock);
     },
   };

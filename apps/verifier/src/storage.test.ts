@@ -15,7 +15,7 @@ import { Redis } from 'ioredis';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { devEnvironment, loadConfig } from './config.js';
-import { PgRedisStorage } from './pg-storage.js';
+import { PgRedisStorage, ReplayCacheResetError } from './pg-storage.js';
 import { createVerifier } from './server.js';
 import { initialRecordedSignals } from './signals.js';
 import { type RequestRecord, SqliteStorage, type Storage } from './storage.js';
@@ -352,9 +352,9 @@ describe.runIf(PG !== undefined && REDIS !== undefined)('the Redis replay cache 
       await admin.del(...keys);
       await admin.quit();
       // The captured request again: Redis alone would take it as new; the lost epoch refuses it.
-      expect(await a.add('k', 'captured', now + 300)).toBe(false);
+      await expect(a.add('k', 'captured', now + 300)).rejects.toThrow(ReplayCacheResetError);
       expect(resets).toHaveLength(1);
-      expect(await b.add('k', 'other-old', now + 300)).toBe(false);
+      await expect(b.add('k', 'other-old', now + 300)).rejects.toThrow(ReplayCacheResetError);
       expect(b.replayCacheLostAt).toBe(a.replayCacheLostAt);
       // Stamps made after the loss are fine.
       expect(await b.add('k', 'new', Math.floor(a.replayCacheLostAt / 1000) + 301)).toBe(true);

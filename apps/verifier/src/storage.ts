@@ -65,8 +65,8 @@ export interface Storage extends NonceStore {
   importApiKey(id: string, key: string, label: string): MaybePromise<void>;
   lookupApiKey(key: string): MaybePromise<string | undefined>;
   listApiKeys(): MaybePromise<ApiKeyRow[]>;
-  /** Writes a record; `ignoreDuplicate` skips one whose id is already stored (draining a spool). */
-  insertRecord(record: RequestRecord, options?: { readonly ignoreDuplicate?: boolean }): MaybePromise<void>;
+  /** Writes a record; `upsert` replaces one of the same id (a reserved record finished, a spool drained). */
+  insertRecord(record: RequestRecord, options?: { readonly upsert?: boolean }): MaybePromise<void>;
   finishRecord(id: string, status: number, latencyMs: number): MaybePromise<void>;
   /** Records matching `query`, newest first (at most `limit`, default 100). */
   queryRecords(query: RecordQuery): MaybePromise<RequestRecord[]>;
@@ -100,8 +100,9 @@ export interface Storage extends NonceStore {
   /** Throws when the backend is unreachable. */
   ping(): MaybePromise<void>;
   /**
-   * Whether each part can be written now — `records` and `replay_cache` — with a real write
-   * (a full disk or a read-only file fails it). Never throws.
+   * Whether each part can be written now — `records` and `replay_cache` — with a real write on
+   * the path requests use (a record inserted and undone: a full disk, a read-only file or a
+   * locked records table fails it). Never throws.
    */
   readiness(): Promise<ReadinessCheck[]>;
   close(): MaybePromise<void>;
@@ -151,7 +152,8 @@ export class SqliteStorage implements Storage {
   readonly #pepper: KeyObject;
   readonly #lookupKey: Database.Statement;
   readonly #insertRecord: Database.Statement;
-  readonly #insertRecordOnce: Database.Statement;
+  readonly #upsertRecord: Database.Statement;
+  readonly #probeWrite: () => void;
   readonly #finishRecord: Database.Statement;
   readonly #insertNonce: Database.Statement;
   // Group commit: writes a request must have made durable before it is answered (its
@@ -197,8 +199,27 @@ export class SqliteStorage implements Storage {
     const existing = (this.db.prepare(EXISTING_COLUMNS_SQL.sqlite).all() as Array<{ name: string }>).map((c) => c.name);
     for (const sql of migrationSql('sqlite', existing)) this.db.exec(sql);
     this.db.exec(recordsIndexSql());
-    this.#insertRecord = this.db.prepare(insertRecordSql('sqlite', false));
-    this.#insertRecordOnce = this.db.prepare(insertRecordSql('sqlite', true));
+    this.#insertRecord = this.db.prepare(insertRecordSql('sqlite', 'insert'));
+    this.#upsertRecord = this.db.prepare(insertRecordSql('sqlite', 'upsert'));
+    // The write requests make, undone in the same transaction: what readiness and start-up check.
+    const probeInsert = this.db.prepare(
+      "INSERT OR IGNORE INTO records (id, ts, attestation, fingerprint, gateway, relay, thinking, verdict, reasons) VALUES ('~probe', 0, 'missing', 'missing', '[]', '[]', 'none', 'allow', '[]')",
+    );
+    const probeDelete = this.db.prepare("DELETE FROM records WHERE id = '~probe'");
+    this.#probeWrite = this.db.transaction(() => {
+      probeInsert.run();
+      probeDelete.run();
+    });
+    try {
+      this.#probeWrite();
+    } catch (error) {
+      // Read-only files start nothing: the records of answered requests could not be kept.
+      throw new VerifierConfigError(
+        'database',
+        `a writable SQLite database at ${path}`,
+        error instanceof Error ? error.message : String(error),
+      );
+    }
     this.#finishRecord = this.db.prepare('UPDATE records SET status = ?, latency_ms = ? WHERE id = ?');
     this.#lookupKey = this.db.prepare('SELECT id, hash FROM api_keys WHERE hash = ? AND revoked = 0');
     this.#insertNonce = this.db.prepare('INSERT OR IGNORE INTO nonces (kid, nonce, expires) VALUES (?, ?, ?)');
@@ -274,8 +295,8 @@ export class SqliteStorage implements Storage {
   }
 
   /** Writes a request record; resolves once it is committed (before the request is answered). */
-  insertRecord(record: RequestRecord, options: { readonly ignoreDuplicate?: boolean } = {}): Promise<void> {
-    const statement = options.ignoreDuplicate === true ? this.#insertRecordOnce : this.#insertRecord;
+  insertRecord(record: RequestRecord, options: { readonly upsert?: boolean } = {}): Promise<void> {
+    const statement = options.upsert === true ? this.#upsertRecord : this.#insertRecord;
     const row = rowOf(record);
     return this.#enqueue(() => {
       statement.run(row);
@@ -419,9 +440,7 @@ export class SqliteStorage implements Storage {
 
   async readiness(): Promise<ReadinessCheck[]> {
     // A real write: a full disk or a read-only file fails here, where a read would succeed.
-    const check = await probe('records', () =>
-      this.db.prepare("INSERT OR REPLACE INTO snapshots (name, data, updated) VALUES ('readiness', '{}', ?)").run(Date.now()),
-    );
+    const check = await probe('records', () => this.#probeWrite());
     return [check, { ...check, name: 'replay_cache' }];
   }
 

@@ -214,8 +214,10 @@ export async function handleBatchCreate(
         `batch blocked by policy: ${blocked.length} of ${checked.length} requests blocked: ${named.join('; ')}`,
       );
     }
-    // Nothing is forwarded that cannot be recorded.
+    // Nothing is forwarded that cannot be recorded: every record is reserved in the store first.
     services.guard.assertWritable();
+    await ledger.reserve();
+    for (const item of items) await item.reserve();
     const forwarded = await forwardedBody(batch, checked, keyId, services);
     services.onUpstreamRequest?.(forwarded.bytes.toString('utf8'));
     const upstream = await services.upstream.send({

@@ -23,6 +23,7 @@ import { ApiError, unavailable } from '../errors.js';
 import type { PolicyAttributes } from '../flags.js';
 import { readBody, sendError, sendJson, writeEvent } from '../http.js';
 import { recordedSignalsOf, SIGNALS } from '../signals.js';
+import { StoreUnavailableError } from '../store-boundary.js';
 import type { CanonicalTarget } from '../target.js';
 import { type Evidence, gatherEvidence, receivedRequest } from './evidence.js';
 import { type Decision, decide, flagPolicy, policyAttributes } from './policy.js';
@@ -125,8 +126,9 @@ async function forward(
   const { storage, metrics } = services;
   const { req, res, ledger, endpoint, signal } = flight;
   const keyId = attributes.id;
-  // Nothing is forwarded that cannot be recorded.
+  // Nothing is forwarded that cannot be recorded: the record is reserved in the store first.
   services.guard.assertWritable();
+  await ledger.reserve();
   const plan = await rewriteRequest(read, evidence, {
     keyId,
     injectDecoys: endpoint === 'messages' && decoysAllowed(read.body, evidence, attributes, services),
@@ -229,7 +231,7 @@ export async function fail(
     ledger.reason('client_disconnected');
     apiError = new ApiError(CLIENT_CLOSED, 'api_error', 'client closed the connection');
   } else if (error instanceof ApiError) apiError = error;
-  else if (error instanceof RecordStoreError) {
+  else if (error instanceof RecordStoreError || error instanceof StoreUnavailableError) {
     services.log.error({ err: error.message, id: ledger.id }, 'record not written');
     apiError = unavailable('the record store');
   } else {

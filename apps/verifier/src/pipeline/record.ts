@@ -1,11 +1,12 @@
 import { randomUUID } from 'node:crypto';
+import { cutText } from '../record-text.js';
 import { initialRecordedSignals } from '../signals.js';
 import type { RequestRecord } from '../storage.js';
 import { type Kept, RecordStoreError } from '../store-guard.js';
 
 /** Where records go: the store, or the spool while the store is down. */
 export interface RecordWriter {
-  write(record: RequestRecord, options?: { readonly spool?: boolean }): Promise<Kept>;
+  write(record: RequestRecord, options?: { readonly spool?: boolean; readonly upsert?: boolean }): Promise<Kept>;
 }
 
 export { RecordStoreError } from '../store-guard.js';
@@ -18,12 +19,20 @@ export function newRequestId(now = Date.now()): string {
   return `req_${now.toString(16).padStart(12, '0')}${randomUUID().slice(-12)}`;
 }
 
-const bound = (text: string, max: number): string => (text.length > max ? `${text.slice(0, max - 1)}…` : text);
+const bound = cutText;
 
-/** A record with every string cut to {@link RECORD_LIMITS}. */
+/**
+ * A record with every string storable on every backend (no NUL, well-formed Unicode) and cut
+ * to {@link RECORD_LIMITS} on whole code points.
+ */
 export function boundedRecord(record: RequestRecord): RequestRecord {
   return {
     ...record,
+    keyId: record.keyId === null ? null : bound(record.keyId, 64),
+    attestation: bound(record.attestation, 64) as RequestRecord['attestation'],
+    fingerprint: bound(record.fingerprint, 64) as RequestRecord['fingerprint'],
+    thinking: bound(record.thinking, 64) as RequestRecord['thinking'],
+    decoy: bound(record.decoy, 64) as RequestRecord['decoy'],
     model: record.model === null ? null : bound(record.model, RECORD_LIMITS.model),
     reasons: record.reasons.slice(0, RECORD_LIMITS.reasons).map((r) => bound(r, RECORD_LIMITS.reason)),
     gateway: record.gateway.slice(0, RECORD_LIMITS.list).map((g) => bound(g, 64)),
@@ -42,6 +51,7 @@ export class RequestLedger {
   readonly #store: RecordWriter;
   readonly #started: number;
   #written: Promise<Kept> | undefined;
+  #reserved = false;
 
   constructor(store: RecordWriter, id: string, started = performance.now()) {
     this.#store = store;
@@ -87,6 +97,22 @@ export class RequestLedger {
   }
 
   /**
+   * Reserves the record in the store before the request is forwarded: written now (status
+   * still open) to the store and nowhere else, so an upstream is never paid for an answer
+   * that cannot be recorded. {@link finish} then completes it — in the store, or in the spool
+   * should the store fail meanwhile — and the answer goes out either way.
+   *
+   * @throws {ApiError} 503 while the store is known to be down; {@link RecordStoreError}
+   * when the store did not take the record.
+   */
+  async reserve(): Promise<void> {
+    if (this.#written !== undefined || this.#reserved) return;
+    const record = boundedRecord(this.#record);
+    const kept = await this.#store.write(record, { spool: false });
+    this.#reserved = kept === 'stored';
+  }
+
+  /**
    * Writes the record with the status the client got: to the store, or to the spool while the
    * store is down. The first call writes; later calls return the same promise.
    *
@@ -104,7 +130,8 @@ export class RequestLedger {
    * @throws {RecordStoreError} when the store did not take it.
    */
   async finishStored(status: number): Promise<void> {
-    await this.#write(status, false);
+    // Reserved before the upstream was called: the spool may complete it.
+    await this.#write(status, this.#reserved);
   }
 
   #write(status: number, spool: boolean): Promise<Kept> {
@@ -113,7 +140,7 @@ export class RequestLedger {
     const record = boundedRecord({ ...this.#record, status, latencyMs });
     const written = (async () => {
       try {
-        return await this.#store.write(record, { spool });
+        return await this.#store.write(record, { spool, upsert: this.#reserved });
       } catch (error) {
         if (!spool) this.#written = undefined;
         throw new RecordStoreError(

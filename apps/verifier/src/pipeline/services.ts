@@ -10,6 +10,7 @@ import type { ApiKeyCache } from '../key-cache.js';
 import type { VerifierMetrics } from '../metrics.js';
 import type { Storage } from '../storage.js';
 import type { StoreGuard } from '../store-guard.js';
+import type { Supervisor } from '../supervise.js';
 import type { Upstream } from './upstream.js';
 
 /** What the stages of the pipeline work with: created once by `createVerifier`. */
@@ -18,6 +19,8 @@ export interface VerifierServices {
   readonly storage: Storage;
   /** Every record goes through it: the store, or the spool while the store is down. */
   readonly guard: StoreGuard;
+  /** Runs background work (timers, refreshes) so that none of it can end the process. */
+  readonly supervisor: Supervisor;
   readonly flags: Flags;
   readonly log: Logger;
   readonly metrics: VerifierMetrics;

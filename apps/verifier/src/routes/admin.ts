@@ -3,6 +3,7 @@ import { isKeyId, VERDICTS } from '@moat/protocol';
 import { ApiError } from '../errors.js';
 import { readBody, sendJson } from '../http.js';
 import type { RecordQuery } from '../record-schema.js';
+import { cutText } from '../record-text.js';
 import type { RouteContext, RouteHandler } from '../router.js';
 import { RECORDED_SIGNALS } from '../signals.js';
 
@@ -125,13 +126,13 @@ export const createKey: RouteHandler = async ({ req, res, services }) => {
   let label = 'unnamed';
   try {
     const parsed = JSON.parse(raw.toString('utf8') || '{}') as { label?: unknown };
-    if (typeof parsed.label === 'string' && parsed.label !== '') label = parsed.label.slice(0, 100);
+    if (typeof parsed.label === 'string' && parsed.label !== '') label = cutText(parsed.label, 100);
   } catch {
     throw new ApiError(400, 'invalid_request_error', 'body: expected JSON { "label": string }');
   }
   const created = await services.storage.createApiKey(label);
   // The new key's decoys become traceable at once.
-  void services.decoyIndex.refresh(true);
+  services.supervisor.run('decoy-index', () => services.decoyIndex.refresh(true));
   sendJson(res, 201, created);
 };
 
@@ -156,7 +157,7 @@ export const revokeKid: RouteHandler = async ({ req, res, services }: RouteConte
       'invalid_request_error',
       `kid: expected a key id ([A-Za-z0-9_-]{1,32}), got ${JSON.stringify(body.kid)?.slice(0, 40)}`,
     );
-  const reason = typeof body.reason === 'string' ? body.reason.slice(0, 200) : 'revoked by an operator';
+  const reason = typeof body.reason === 'string' ? cutText(body.reason, 200) : 'revoked by an operator';
   // Stored first (every replica picks it up), then applied here at once.
   await services.storage.revokeKid(body.kid, reason);
   services.attestationKeyring.revoke(body.kid);

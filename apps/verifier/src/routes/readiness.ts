@@ -36,7 +36,11 @@ function upstreamReachable(url: string, timeoutMs: number): Promise<ReadinessChe
  * `/healthz` only says the process is alive.
  */
 export const answerReadiness: RouteHandler = async ({ res, services, closing }) => {
-  const checks = [...(await services.storage.readiness()), await upstreamReachable(services.upstream.url, 1_000)];
+  const checks = [
+    ...(await services.storage.readiness()),
+    await upstreamReachable(services.upstream.url, 1_000),
+    ...services.supervisor.checks(),
+  ];
   const down = services.guard.down;
   checks.push(
     down === undefined
@@ -45,5 +49,8 @@ export const answerReadiness: RouteHandler = async ({ res, services, closing }) 
   );
   if (closing) checks.push({ name: 'shutdown', ok: false, error: 'shutting down' });
   const ready = checks.every((c) => c.ok);
-  sendJson(res, ready ? 200 : 503, { ready, checks }, ready ? {} : { 'retry-after': '1' });
+  // Quarantined records do not make a replica unready (they block nothing); they are reported until looked at.
+  const { spool } = services.guard;
+  const records = { spooled: spool.count(), quarantined: spool.quarantined() };
+  sendJson(res, ready ? 200 : 503, { ready, checks, records }, ready ? {} : { 'retry-after': '1' });
 };
