@@ -38,6 +38,8 @@ export interface VerifierConfig {
   readonly maxBodyBytes: number;
   /** Entry points (`ep` of the attribution block) whose requests may get decoys (default `cli`). */
   readonly decoyEntrypoints: readonly string[];
+  /** How far back, in days, decoys that come back in requests are traced to the key they were served to. */
+  readonly decoyRetentionDays: number;
   /** The local spool for records while the record store is down (JSON lines, fsync'ed). */
   readonly spoolFile: string;
   readonly spoolMaxBytes: number;
@@ -215,6 +217,7 @@ export function loadConfig(
       .split(',')
       .map((e) => e.trim())
       .filter((e) => e !== ''),
+    decoyRetentionDays: int('decoyRetentionDays', 'MOAT_VERIFIER_DECOY_RETENTION_DAYS', 90, 1, 3650),
     spoolFile: str(
       'spoolFile',
       'MOAT_VERIFIER_SPOOL_FILE',
@@ -340,6 +343,8 @@ export function configTemplate(): string {
   "maxJsonDepth": 128,
   // Entry points whose requests may get decoys (comma-separated).
   "decoyEntrypoints": "cli",
+  // How far back decoys that come back are traced to the key they were served to, in days.
+  "decoyRetentionDays": 90,
   "upstreamConnectTimeoutMs": 10000,
   "upstreamHeadersTimeoutMs": 600000,
   "upstreamIdleTimeoutMs": 300000,

@@ -112,7 +112,7 @@ export async function createVerifier(config: VerifierConfig, options: VerifierOp
     fingerprintStats: await loadFingerprintStats(storage, log),
     gatewayStats: new GatewayStats({ addressSecret: secret }),
     keyCache: new ApiKeyCache(),
-    decoyIndex: new DecoyIndexCache(storage, secret),
+    decoyIndex: new DecoyIndexCache(storage, secret, { retentionDays: config.decoyRetentionDays }),
     secret,
     upstream: new Upstream(mock?.url ?? config.upstream, mock === undefined ? config.upstreamKey : undefined, config.upstreamTimeouts),
     onUpstreamRequest: options.onUpstreamRequest,
