@@ -95,7 +95,10 @@ export class CanaryIndex {
         if (!Number.isSafeInteger(period) || period < 0 || period >= 65_536)
           throw new DistillGuardError('ERR_DECOY_PERIOD', `expected a period in 0..65535, got ${period}`);
         let done = this.#indexed.get(period);
-        if (done === undefined) this.#indexed.set(period, (done = new Set()));
+        if (done === undefined) {
+          done = new Set();
+          this.#indexed.set(period, done);
+        }
         if (done.has(k)) continue;
         done.add(k);
         const count = this.#count === undefined ? {} : { count: this.#count };
