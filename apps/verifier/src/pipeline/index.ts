@@ -19,6 +19,7 @@ import { errorMessage } from '@moat/protocol/support';
 import { authenticate } from '../auth.js';
 import { ApiError, unavailable } from '../errors.js';
 import { readBody, sendError, sendJson, writeEvent } from '../http.js';
+import { labelValue } from '../metrics.js';
 import { gatherEvidence, receivedRequest } from './evidence.js';
 import { decide, flagPolicy, policyAttributes, signalsOf } from './policy.js';
 import { parseMessagesBody, type ReadRequest } from './read.js';
@@ -100,7 +101,7 @@ export async function handleMessagesRequest(
       verdict: decision.verdict,
       reasons: [...decision.reasons, ...evidence.decoy.tracedTo.map((t) => `decoy traced to ${t.apiKeyId} (${t.confidence.toFixed(2)})`)],
     });
-    for (const { layer, value } of decision.actions) metrics.signals.inc({ layer, value });
+    for (const { layer, value } of decision.actions) metrics.signals.inc({ layer, value: labelValue(value) });
     metrics.requests.inc({ verdict: decision.verdict });
     if (decision.verdict === 'block') {
       const failure = evidence.thinking.failures[0];
