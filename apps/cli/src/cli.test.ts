@@ -57,7 +57,7 @@ function chat(
   });
 }
 
-const last = async (v = verifier) => (await v.storage.recentRecords(1))[0];
+const last = async (v = verifier) => (await v.storage.queryRecords({ limit: 1 }))[0];
 
 describe('moat-chat', { timeout: 60_000 }, () => {
   it('the external bundle has none of the internal code; the internal one has it', async () => {

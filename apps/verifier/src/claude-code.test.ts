@@ -58,7 +58,7 @@ describe.skipIf(claude === undefined)('Claude Code against the verifier', { time
     const before = (await verifier.storage.summary()).total;
     const { stdout } = await run(claude as string, ['-p', 'Say hello to the verifier'], { env: env(), timeout: 90_000 });
     expect(stdout).toContain('Echo: ');
-    const records = await verifier.storage.recentRecords(10);
+    const records = await verifier.storage.queryRecords({ limit: 10 });
     expect((await verifier.storage.summary()).total).toBeGreaterThan(before);
     expect(records.every((r) => r.status === 200)).toBe(true);
     // Claude Code sends no Moat evidence: recorded as such, flagged by the default policy, still served.

@@ -3,7 +3,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { errorMessage, errorStack } from '@moat/protocol/support';
-import { configTemplate, dataDirDefaults, loadConfig } from './config.js';
+import { configTemplate, dataDirDefaults, loadConfig, SETTINGS } from './config.js';
 import { VerifierConfigError } from './errors.js';
 import { createVerifier, openStorage } from './server.js';
 
@@ -16,9 +16,11 @@ With no settings at all it starts on the embedded defaults: a data directory
 (--data-dir, MOAT_VERIFIER_DATA_DIR, or ./.moat-verifier) holding generated secrets
 (secrets.json, mode 0600, reused on the next start), the SQLite database and the record
 spool. Settings come from MOAT_VERIFIER_* environment variables over the config file over
-those defaults: host, port, database, upstream ("mock" or a URL), upstreamKey, flagsFile,
-adminToken, fingerprintSalt, attestationKeys / attestationKeyFile, revokedKids,
-serverSecret, signingSecret, signingKid, windowSec, maxBodyBytes, clientKey, … (see init).`;
+those defaults (see init):
+${Object.keys(SETTINGS)
+  .join(', ')
+  .replace(/(.{1,88})(?:, |$)/g, '  $1\n')
+  .trimEnd()}`;
 
 /** The data directory's defaults, when the settings name no admin token or a data directory is asked for. */
 async function defaultsFor(values: { config?: string; 'data-dir'?: string }): Promise<ReturnType<typeof dataDirDefaults> | undefined> {

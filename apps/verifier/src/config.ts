@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isKeyId } from '@moat/protocol';
 import { errorCode, errorMessage } from '@moat/protocol/support';
+import * as v from 'valibot';
 import { VerifierConfigError } from './errors.js';
 
 /** Everything the verifier runs with. */
@@ -13,15 +14,15 @@ export interface VerifierConfig {
   /** SQLite database file (`:memory:` for tests). */
   readonly database: string;
   /** PostgreSQL URL for records and statistics; with `redisUrl`, replaces SQLite (several replicas). */
-  readonly postgresUrl?: string;
+  readonly postgresUrl?: string | undefined;
   /** Redis URL for the nonce replay cache shared by replicas. */
-  readonly redisUrl?: string;
+  readonly redisUrl?: string | undefined;
   /** `mock` for the embedded deterministic model, or an Anthropic-compatible base URL. */
   readonly upstream: string;
   /** The verifier's own key for a real upstream. */
-  readonly upstreamKey?: string;
+  readonly upstreamKey?: string | undefined;
   /** GrowthBook feature definitions (policy and client flags); built-in defaults when unset. */
-  readonly flagsFile?: string;
+  readonly flagsFile?: string | undefined;
   /** Bearer token of the admin API and dashboard. */
   readonly adminToken: string;
   /** Fingerprint salt shared with the client builds. */
@@ -48,7 +49,7 @@ export interface VerifierConfig {
   /** Deepest nesting of a request body's JSON (objects and arrays; the body itself is 1). */
   readonly maxJsonDepth: number;
   /** Bearer token that reads `/metrics` besides the admin token. */
-  readonly metricsToken?: string;
+  readonly metricsToken?: string | undefined;
   /** Upstream timeouts in milliseconds: connect, until the response headers, between body chunks. */
   readonly upstreamTimeouts: { readonly connectMs: number; readonly headersMs: number; readonly bodyIdleMs: number };
   /** GrowthBook client key the features endpoint answers to. */
@@ -60,183 +61,304 @@ export interface VerifierConfig {
    * stamps are checked against these instead of the received `Host`, which a relay chooses.
    * Unset, the received `Host` is used (development, a single trusted front end).
    */
-  readonly publicAuthorities?: readonly string[];
+  readonly publicAuthorities?: readonly string[] | undefined;
 }
 
 /** An authority as §5.3 of the SPEC writes it: lowercase host or bracketed IPv6, an optional port. */
 const AUTHORITY_RE = /^(?:[a-z0-9._~%!$&'()*+,;=-]+|\[[0-9a-f:.]+\])(?::[0-9]{1,5})?$/;
 
-const hex = (name: string, value: unknown, minBytes: number): string => {
-  if (typeof value !== 'string' || !/^[0-9a-fA-F]+$/.test(value) || value.length % 2 !== 0 || value.length / 2 < minBytes) {
-    throw new VerifierConfigError(
-      name,
-      `hex of at least ${minBytes} bytes`,
-      typeof value === 'string' ? `${value.length} characters` : String(value),
-    );
-  }
-  return value.toLowerCase();
+/** A non-empty string. */
+const text = (expected = 'a non-empty string') => v.pipe(v.string(expected), v.minLength(1, expected));
+/** An integer in `[min, max]`, from a number or a numeric string (the environment). */
+const int = (min: number, max: number) => {
+  const expected = `an integer in ${min}..${max}`;
+  return v.pipe(
+    v.union([v.number(), v.string()], expected),
+    v.transform(Number),
+    v.safeInteger(expected),
+    v.minValue(min, expected),
+    v.maxValue(max, expected),
+  );
 };
+/** Hex of at least `minBytes` bytes, lowercased. */
+const hex = (minBytes: number) => {
+  const expected = `hex of at least ${minBytes} bytes`;
+  return v.pipe(
+    v.string(expected),
+    v.regex(/^(?:[0-9a-fA-F]{2})+$/, expected),
+    v.minLength(minBytes * 2, expected),
+    v.transform((h) => h.toLowerCase()),
+  );
+};
+/** A list: an array, or a comma-separated string (the environment); entries trimmed, empty ones dropped. */
+const list = (expected: string, pattern = /^/) =>
+  v.pipe(
+    v.union([v.array(v.unknown()), v.string()], expected),
+    v.transform((raw) => (typeof raw === 'string' ? raw.split(',') : raw).map((e) => (typeof e === 'string' ? e.trim() : e))),
+    v.transform((entries) => entries.filter((e) => e !== '')),
+    v.array(v.pipe(v.string(expected), v.regex(pattern, expected))),
+  );
+const attestationKey = v.object({
+  kid: v.pipe(
+    v.string('a key id'),
+    v.check((kid: string) => isKeyId(kid), 'a key id'),
+  ),
+  key: hex(32),
+});
+
+/** One setting: its schema (from a JSON value or an environment string), default and `init` line. */
+interface Setting {
+  readonly schema: v.GenericSchema;
+  /** Its environment variable, when not `MOAT_VERIFIER_` + the name in SNAKE_CASE. */
+  readonly env?: string;
+  /** The value when it is not set; a function of the settings read so far. */
+  readonly default?: unknown;
+  /** Secrets: an error gives their length, never their value. */
+  readonly secret?: true;
+  /** A data directory generates and keeps it (`secrets.json`). */
+  readonly generate?: () => string;
+  /** The `init` template: its comment, and an example written commented out when it has no default. */
+  readonly doc?: string;
+  readonly example?: string;
+}
+
+/**
+ * Every setting of the verifier, in the order `init` writes them. `MOAT_VERIFIER_<NAME>`
+ * (SNAKE_CASE) overrides the config file, which overrides the data directory's defaults and
+ * then the defaults here.
+ */
+export const SETTINGS = {
+  host: { schema: text(), default: '127.0.0.1', doc: 'Address and port to listen on.' },
+  port: { schema: int(0, 65535), default: 8787 },
+  upstream: {
+    schema: v.union(
+      [v.literal('mock'), v.pipe(v.string(), v.regex(/^https?:\/\//, '"mock" or an http(s) URL'))],
+      '"mock" or an http(s) URL',
+    ),
+    default: 'mock',
+    doc: '"mock" (the embedded model) or an Anthropic-compatible base URL, called with upstreamKey.',
+  },
+  upstreamKey: { schema: text(), secret: true, example: '"sk-…"' },
+  database: {
+    schema: text(),
+    default: 'moat-verifier.db',
+    doc: 'SQLite file; with postgresUrl and redisUrl set, PostgreSQL + Redis instead (several replicas).',
+    example: '".moat-verifier/verifier.db"',
+  },
+  postgresUrl: { schema: text(), secret: true, example: '"postgres://…"' },
+  redisUrl: { schema: text(), secret: true, example: '"redis://…"' },
+  attestationKeys: {
+    schema: v.pipe(
+      v.union([v.array(v.unknown()), v.string()], 'a JSON array of { kid, key }'),
+      v.rawTransform(({ dataset, addIssue, NEVER }) => {
+        if (typeof dataset.value !== 'string') return dataset.value;
+        try {
+          return JSON.parse(dataset.value) as unknown;
+        } catch {
+          addIssue({ message: 'a JSON array of { kid, key }' });
+          return NEVER;
+        }
+      }),
+      v.array(attestationKey, 'an array of { kid, key }'),
+    ),
+    default: [],
+    secret: true,
+    doc: 'Attestation keys: [{ "kid": "k1_4_2", "key": "<64+ hex>" }], or a { kid, key } file.',
+    example: '[]',
+  },
+  attestationKeyFile: { schema: text(), example: '"native/.moat-dev-key.json"' },
+  revokedKids: { schema: list('a list of key ids'), default: [] },
+  flagsFile: {
+    schema: text(),
+    doc: 'Policy and client flags (GrowthBook features JSON), over the built-in defaults.',
+    example: '"moat-policy.json"',
+  },
+  adminToken: {
+    schema: v.pipe(v.string('at least 16 characters'), v.minLength(16, 'at least 16 characters')),
+    secret: true,
+    generate: () => randomBytes(24).toString('base64url'),
+  },
+  metricsToken: {
+    schema: v.pipe(v.string('a string of at least 16 characters'), v.minLength(16, 'a string of at least 16 characters')),
+    secret: true,
+  },
+  fingerprintSalt: { schema: text(), secret: true, generate: () => randomBytes(12).toString('base64url') },
+  serverSecret: { schema: hex(32), secret: true, generate: () => randomBytes(32).toString('hex') },
+  signingSecret: { schema: hex(32), secret: true, generate: () => randomBytes(32).toString('hex') },
+  signingKid: { schema: text(), default: 's1' },
+  windowSec: { schema: int(1, 86_400), default: 300 },
+  maxBodyBytes: { schema: int(1024, 100 * 1024 * 1024), default: 10 * 1024 * 1024 },
+  maxJsonDepth: { schema: int(8, 10_000), default: 128 },
+  decoyEntrypoints: {
+    schema: list('a list of entry points'),
+    default: ['cli'],
+    doc: 'Entry points whose requests may get decoys (comma-separated).',
+  },
+  decoyRetentionDays: {
+    schema: int(1, 3650),
+    default: 90,
+    doc: 'How far back decoys that come back are traced to the key they were served to, in days.',
+  },
+  spoolFile: { schema: text() },
+  spoolMaxBytes: { schema: int(4096, 1024 * 1024 * 1024), default: 64 * 1024 * 1024 },
+  upstreamConnectTimeoutMs: { schema: int(100, 600_000), default: 10_000 },
+  upstreamHeadersTimeoutMs: { schema: int(100, 3_600_000), default: 600_000 },
+  upstreamIdleTimeoutMs: { schema: int(100, 3_600_000), default: 300_000 },
+  shutdownGraceMs: { schema: int(0, 600_000), default: 10_000 },
+  clientKey: { schema: text(), default: 'moat' },
+  userAgentProduct: { schema: text(), env: 'MOAT_VERIFIER_UA_PRODUCT', default: 'moat-chat' },
+  publicAuthorities: {
+    schema: list("a lowercase host[:port] without the scheme's default port, e.g. api.example.com", AUTHORITY_RE),
+  },
+} as const satisfies Readonly<Record<string, Setting>>;
+
+/** A setting's name. */
+export type SettingName = keyof typeof SETTINGS;
+type Values = { -readonly [K in SettingName]?: v.InferOutput<(typeof SETTINGS)[K]['schema']> };
+
+/** A setting's environment variable: `MOAT_VERIFIER_` and its name in SNAKE_CASE, unless the setting names another. */
+export function envName(name: SettingName): string {
+  const setting: Setting = SETTINGS[name];
+  return setting.env ?? `MOAT_VERIFIER_${name.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase()}`;
+}
+
+/** What an error says came: a secret's length, anything else as JSON (cut to 80 characters). */
+function describe(value: unknown, secret: boolean): string {
+  if (secret && typeof value === 'string') return `${value.length} characters`;
+  return (JSON.stringify(value) ?? String(value)).slice(0, 80);
+}
+
+/** One setting's value, checked, or the error that names it (with the entry of a list or object). */
+function parseSetting(name: SettingName, raw: unknown): unknown {
+  const setting: Setting = SETTINGS[name];
+  const result = v.safeParse(setting.schema, raw);
+  if (result.success) return result.output;
+  const [issue] = result.issues;
+  const where = (issue.path ?? [])
+    .map((p) => (typeof p.key === 'number' ? `[${p.key}]` : `.${String(p.key)}`))
+    .join('')
+    .replace(/^\.(\d+)/, '[$1]');
+  // What came: the entry at fault inside a list or object, else the setting as given (before any conversion).
+  const got = issue.path === undefined ? raw : issue.input;
+  throw new VerifierConfigError(`${name}${where}`, issue.message, describe(got, setting.secret === true));
+}
+
+/** Reads the config file: JSON with whole-line `//` comments, an object. */
+function readConfigFile(file: string): Record<string, unknown> {
+  let content: string;
+  try {
+    content = readFileSync(file, 'utf8');
+  } catch (error) {
+    throw new VerifierConfigError('config file', `a readable file at ${file}`, errorCode(error) ?? 'an error');
+  }
+  let parsed: unknown;
+  try {
+    // Whole-line `//` comments are allowed (`moat-verifier init` writes them).
+    parsed = JSON.parse(content.replace(/^\s*\/\/.*$/gm, ''));
+  } catch (error) {
+    throw new VerifierConfigError('config file', 'JSON', `a syntax error: ${errorMessage(error)}`);
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))
+    throw new VerifierConfigError('config file', 'a JSON object', Array.isArray(parsed) ? 'an array' : typeof parsed);
+  return parsed as Record<string, unknown>;
+}
+
+/** The key of a `{ kid, key }` file (a development build of `@moat/native` writes one). */
+function readKeyFile(file: string): { kid: string; key: string } {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (error) {
+    throw new VerifierConfigError('attestationKeyFile', `a readable { kid, key } JSON file at ${file}`, errorMessage(error));
+  }
+  const result = v.safeParse(attestationKey, raw);
+  if (!result.success) {
+    const [issue] = result.issues;
+    throw new VerifierConfigError(`attestationKeyFile (${file})`, issue.message, describe(issue.input, true));
+  }
+  return result.output;
+}
+
+/** Every setting from the environment over the file over the data directory's defaults over the built-in ones. */
+function readSettings(env: NodeJS.ProcessEnv, fromFile: Record<string, unknown>, defaults: Readonly<Record<string, string>>): Values {
+  const values: Record<string, unknown> = {};
+  for (const name of Object.keys(SETTINGS) as SettingName[]) {
+    const variable = envName(name);
+    const raw = env[variable] ?? fromFile[name] ?? defaults[variable];
+    const setting: Setting = SETTINGS[name];
+    if (raw !== undefined) values[name] = parseSetting(name, raw);
+    else if (setting.default !== undefined) values[name] = setting.default;
+  }
+  return values as Values;
+}
+
+/** A required setting, or the error that says it is missing. */
+function required<T>(name: SettingName, value: T | undefined): T {
+  if (value === undefined) throw new VerifierConfigError(name, 'a value', 'none');
+  return value;
+}
 
 /**
  * Builds the configuration from a JSON file (optional; whole-line `//` comments allowed)
  * overlaid by environment variables (`MOAT_VERIFIER_*`), over `defaults` (the data
- * directory's, see {@link dataDirDefaults}), and validates every setting with a clear error.
+ * directory's, see {@link dataDirDefaults}), each setting checked by its schema in
+ * {@link SETTINGS}.
  *
- * @throws {VerifierConfigError} naming the first bad setting.
+ * @throws {VerifierConfigError} naming the first bad setting, what it expected and what came.
  */
 export function loadConfig(
   env: NodeJS.ProcessEnv = process.env,
   file?: string,
   defaults: Readonly<Record<string, string>> = {},
 ): VerifierConfig {
-  let fromFile: Record<string, unknown> = {};
-  if (file !== undefined) {
-    let text: string;
-    try {
-      text = readFileSync(file, 'utf8');
-    } catch (error) {
-      throw new VerifierConfigError('config file', `a readable file at ${file}`, errorCode(error) ?? 'an error');
-    }
-    try {
-      // Whole-line `//` comments are allowed (`moat-verifier init` writes them).
-      fromFile = JSON.parse(text.replace(/^\s*\/\/.*$/gm, '')) as Record<string, unknown>;
-    } catch (error) {
-      throw new VerifierConfigError('config file', 'JSON', `a syntax error: ${errorMessage(error)}`);
-    }
-    if (typeof fromFile !== 'object' || fromFile === null || Array.isArray(fromFile))
-      throw new VerifierConfigError('config file', 'a JSON object', typeof fromFile);
-  }
-  // Environment over the config file over the data directory's defaults.
-  const pick = (key: string, envName: string): unknown => env[envName] ?? fromFile[key] ?? defaults[envName];
-  const int = (key: string, envName: string, fallback: number, min: number, max: number): number => {
-    const raw = pick(key, envName);
-    if (raw === undefined) return fallback;
-    const n = Number(raw);
-    if (!Number.isSafeInteger(n) || n < min || n > max)
-      throw new VerifierConfigError(key, `an integer in ${min}..${max}`, JSON.stringify(raw));
-    return n;
-  };
-  const str = (key: string, envName: string, fallback?: string): string => {
-    const raw = pick(key, envName) ?? fallback;
-    if (typeof raw !== 'string' || raw === '') throw new VerifierConfigError(key, 'a non-empty string', JSON.stringify(raw));
-    return raw;
-  };
-  let attestationKeys: Array<{ kid: string; key: string }> = [];
-  const keysRaw = pick('attestationKeys', 'MOAT_VERIFIER_ATTESTATION_KEYS');
-  if (keysRaw !== undefined) {
-    let list: unknown = keysRaw;
-    if (typeof keysRaw === 'string') {
-      try {
-        list = JSON.parse(keysRaw);
-      } catch (error) {
-        throw new VerifierConfigError('attestationKeys', 'a JSON array of { kid, key }', errorMessage(error));
-      }
-    }
-    if (!Array.isArray(list)) throw new VerifierConfigError('attestationKeys', 'an array of { kid, key }', typeof list);
-    attestationKeys = list.map((k, i) => {
-      const entry = k as { kid?: unknown; key?: unknown };
-      if (!isKeyId(entry.kid)) throw new VerifierConfigError(`attestationKeys[${i}].kid`, 'a key id', JSON.stringify(entry.kid));
-      return { kid: entry.kid, key: hex(`attestationKeys[${i}].key`, entry.key, 32) };
-    });
-  }
-  const keyFile = pick('attestationKeyFile', 'MOAT_VERIFIER_ATTESTATION_KEY_FILE');
-  if (typeof keyFile === 'string') {
-    try {
-      const dev = JSON.parse(readFileSync(keyFile, 'utf8')) as { kid: string; key: string };
-      attestationKeys.push({ kid: dev.kid, key: hex('attestationKeyFile', dev.key, 32) });
-    } catch (error) {
-      if (error instanceof VerifierConfigError) throw error;
-      throw new VerifierConfigError('attestationKeyFile', `a readable { kid, key } JSON file at ${keyFile}`, errorMessage(error));
-    }
-  }
-  const revoked = pick('revokedKids', 'MOAT_VERIFIER_REVOKED_KIDS');
-  const upstream = str('upstream', 'MOAT_VERIFIER_UPSTREAM', 'mock');
-  const database = str('database', 'MOAT_VERIFIER_DATABASE', 'moat-verifier.db');
-  if (upstream !== 'mock' && !/^https?:\/\//.test(upstream))
-    throw new VerifierConfigError('upstream', '"mock" or an http(s) URL', JSON.stringify(upstream));
-  const upstreamKey = pick('upstreamKey', 'MOAT_VERIFIER_UPSTREAM_KEY');
-  const metricsToken = pick('metricsToken', 'MOAT_VERIFIER_METRICS_TOKEN');
-  if (metricsToken !== undefined && (typeof metricsToken !== 'string' || metricsToken.length < 16))
-    throw new VerifierConfigError(
-      'metricsToken',
-      'a string of at least 16 characters',
-      typeof metricsToken === 'string' ? `${metricsToken.length} characters` : typeof metricsToken,
-    );
-  const authoritiesRaw = pick('publicAuthorities', 'MOAT_VERIFIER_PUBLIC_AUTHORITIES');
-  const publicAuthorities =
-    authoritiesRaw === undefined
-      ? undefined
-      : (typeof authoritiesRaw === 'string'
-          ? authoritiesRaw.split(',')
-          : Array.isArray(authoritiesRaw)
-            ? authoritiesRaw
-            : [authoritiesRaw]
-        ).map((a: unknown, i) => {
-          const text = typeof a === 'string' ? a.trim() : a;
-          if (typeof text !== 'string' || !AUTHORITY_RE.test(text))
-            throw new VerifierConfigError(
-              `publicAuthorities[${i}]`,
-              "a lowercase host[:port] without the scheme's default port, e.g. api.example.com",
-              JSON.stringify(a),
-            );
-          return text;
-        });
-  const flagsFile = pick('flagsFile', 'MOAT_VERIFIER_FLAGS_FILE');
-  const postgresUrl = pick('postgresUrl', 'MOAT_VERIFIER_POSTGRES_URL');
-  const redisUrl = pick('redisUrl', 'MOAT_VERIFIER_REDIS_URL');
-  if ((postgresUrl === undefined) !== (redisUrl === undefined)) {
+  const s = readSettings(env, file === undefined ? {} : readConfigFile(file), defaults);
+  if ((s.postgresUrl === undefined) !== (s.redisUrl === undefined))
     throw new VerifierConfigError(
       'postgresUrl/redisUrl',
       'both or neither',
-      postgresUrl === undefined ? 'only redisUrl' : 'only postgresUrl',
+      s.postgresUrl === undefined ? 'only redisUrl' : 'only postgresUrl',
     );
-  }
+  const database = required('database', s.database);
+  const attestationKeys = [...required('attestationKeys', s.attestationKeys)];
+  if (s.attestationKeyFile !== undefined) attestationKeys.push(readKeyFile(s.attestationKeyFile));
   return {
-    host: str('host', 'MOAT_VERIFIER_HOST', '127.0.0.1'),
-    port: int('port', 'MOAT_VERIFIER_PORT', 8787, 0, 65535),
+    host: required('host', s.host),
+    port: required('port', s.port),
     database,
-    upstream,
-    ...(typeof upstreamKey === 'string' ? { upstreamKey } : {}),
-    ...(typeof flagsFile === 'string' ? { flagsFile } : {}),
-    ...(typeof postgresUrl === 'string' ? { postgresUrl } : {}),
-    ...(typeof redisUrl === 'string' ? { redisUrl } : {}),
-    adminToken: (() => {
-      const t = str('adminToken', 'MOAT_VERIFIER_ADMIN_TOKEN');
-      if (t.length < 16) throw new VerifierConfigError('adminToken', 'at least 16 characters', `${t.length} characters`);
-      return t;
-    })(),
-    fingerprintSalt: str('fingerprintSalt', 'MOAT_VERIFIER_FINGERPRINT_SALT'),
+    postgresUrl: s.postgresUrl,
+    redisUrl: s.redisUrl,
+    upstream: required('upstream', s.upstream),
+    upstreamKey: s.upstreamKey,
+    flagsFile: s.flagsFile,
+    adminToken: required('adminToken', s.adminToken),
+    fingerprintSalt: required('fingerprintSalt', s.fingerprintSalt),
     attestationKeys,
-    revokedKids: typeof revoked === 'string' ? revoked.split(',').filter(Boolean) : Array.isArray(revoked) ? (revoked as string[]) : [],
-    serverSecret: hex('serverSecret', pick('serverSecret', 'MOAT_VERIFIER_SERVER_SECRET'), 32),
-    signingSecret: hex('signingSecret', pick('signingSecret', 'MOAT_VERIFIER_SIGNING_SECRET'), 32),
-    signingKid: str('signingKid', 'MOAT_VERIFIER_SIGNING_KID', 's1'),
-    windowSec: int('windowSec', 'MOAT_VERIFIER_WINDOW_SEC', 300, 1, 86_400),
-    maxBodyBytes: int('maxBodyBytes', 'MOAT_VERIFIER_MAX_BODY_BYTES', 10 * 1024 * 1024, 1024, 100 * 1024 * 1024),
-    decoyEntrypoints: str('decoyEntrypoints', 'MOAT_VERIFIER_DECOY_ENTRYPOINTS', 'cli')
-      .split(',')
-      .map((e) => e.trim())
-      .filter((e) => e !== ''),
-    decoyRetentionDays: int('decoyRetentionDays', 'MOAT_VERIFIER_DECOY_RETENTION_DAYS', 90, 1, 3650),
-    spoolFile: str(
-      'spoolFile',
-      'MOAT_VERIFIER_SPOOL_FILE',
-      database === ':memory:'
+    revokedKids: required('revokedKids', s.revokedKids),
+    serverSecret: required('serverSecret', s.serverSecret),
+    signingSecret: required('signingSecret', s.signingSecret),
+    signingKid: required('signingKid', s.signingKid),
+    windowSec: required('windowSec', s.windowSec),
+    maxBodyBytes: required('maxBodyBytes', s.maxBodyBytes),
+    decoyEntrypoints: required('decoyEntrypoints', s.decoyEntrypoints),
+    decoyRetentionDays: required('decoyRetentionDays', s.decoyRetentionDays),
+    // An in-memory database (tests, demos) spools to a file of its own.
+    spoolFile:
+      s.spoolFile ??
+      (database === ':memory:'
         ? join(tmpdir(), `moat-verifier-${process.pid}-${randomBytes(4).toString('hex')}.spool`)
-        : `${database}.spool`,
-    ),
-    spoolMaxBytes: int('spoolMaxBytes', 'MOAT_VERIFIER_SPOOL_MAX_BYTES', 64 * 1024 * 1024, 4096, 1024 * 1024 * 1024),
-    shutdownGraceMs: int('shutdownGraceMs', 'MOAT_VERIFIER_SHUTDOWN_GRACE_MS', 10_000, 0, 600_000),
-    maxJsonDepth: int('maxJsonDepth', 'MOAT_VERIFIER_MAX_JSON_DEPTH', 128, 8, 10_000),
-    ...(typeof metricsToken === 'string' ? { metricsToken } : {}),
+        : `${database}.spool`),
+    spoolMaxBytes: required('spoolMaxBytes', s.spoolMaxBytes),
+    shutdownGraceMs: required('shutdownGraceMs', s.shutdownGraceMs),
+    maxJsonDepth: required('maxJsonDepth', s.maxJsonDepth),
+    metricsToken: s.metricsToken,
     upstreamTimeouts: {
-      connectMs: int('upstreamConnectTimeoutMs', 'MOAT_VERIFIER_UPSTREAM_CONNECT_TIMEOUT_MS', 10_000, 100, 600_000),
-      headersMs: int('upstreamHeadersTimeoutMs', 'MOAT_VERIFIER_UPSTREAM_HEADERS_TIMEOUT_MS', 600_000, 100, 3_600_000),
-      bodyIdleMs: int('upstreamIdleTimeoutMs', 'MOAT_VERIFIER_UPSTREAM_IDLE_TIMEOUT_MS', 300_000, 100, 3_600_000),
+      connectMs: required('upstreamConnectTimeoutMs', s.upstreamConnectTimeoutMs),
+      headersMs: required('upstreamHeadersTimeoutMs', s.upstreamHeadersTimeoutMs),
+      bodyIdleMs: required('upstreamIdleTimeoutMs', s.upstreamIdleTimeoutMs),
     },
-    clientKey: str('clientKey', 'MOAT_VERIFIER_CLIENT_KEY', 'moat'),
-    userAgentProduct: str('userAgentProduct', 'MOAT_VERIFIER_UA_PRODUCT', 'moat-chat'),
-    ...(publicAuthorities === undefined ? {} : { publicAuthorities }),
+    clientKey: required('clientKey', s.clientKey),
+    userAgentProduct: required('userAgentProduct', s.userAgentProduct),
+    publicAuthorities: s.publicAuthorities,
   };
 }
 
@@ -269,86 +391,62 @@ export function devEnvironment(options: DevEnvironmentOptions = {}): Record<stri
   };
 }
 
-/** The secrets a data directory keeps for a zero-config verifier. */
-interface DataDirSecrets {
-  readonly adminToken: string;
-  readonly fingerprintSalt: string;
-  readonly serverSecret: string;
-  readonly signingSecret: string;
-}
+/** The settings a data directory generates once and keeps (`secrets.json`). */
+const GENERATED = (Object.keys(SETTINGS) as SettingName[]).filter((name) => (SETTINGS[name] as Setting).generate !== undefined);
 
 /**
  * The settings of a verifier started with none: a data directory (created, mode 0700) that
  * holds generated secrets (`secrets.json`, mode 0600, made once and reused by every later
- * start), the SQLite database and the record spool; and, when a development build of
- * `@moat/native` made a key, that key for attestation. Environment and config file still
- * override every one of them.
+ * start: every setting of {@link SETTINGS} with a generator), the SQLite database and the
+ * record spool; and, when a development build of `@moat/native` made a key, that key for
+ * attestation. Environment and config file still override every one of them.
  */
 export function dataDirDefaults(dir: string, devKeyFile?: string): { env: Record<string, string>; secretsFile: string; created: boolean } {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const secretsFile = join(dir, 'secrets.json');
-  let secrets: DataDirSecrets;
+  let secrets: Record<string, unknown>;
   let created = false;
   if (existsSync(secretsFile)) {
     try {
-      secrets = JSON.parse(readFileSync(secretsFile, 'utf8')) as DataDirSecrets;
+      secrets = JSON.parse(readFileSync(secretsFile, 'utf8')) as Record<string, unknown>;
     } catch (error) {
       throw new VerifierConfigError('dataDir', `readable secrets at ${secretsFile}`, errorMessage(error));
     }
   } else {
-    secrets = {
-      adminToken: randomBytes(24).toString('base64url'),
-      fingerprintSalt: randomBytes(12).toString('base64url'),
-      serverSecret: randomBytes(32).toString('hex'),
-      signingSecret: randomBytes(32).toString('hex'),
-    };
+    secrets = Object.fromEntries(GENERATED.map((name) => [name, (SETTINGS[name] as Setting).generate?.()]));
     writeFileSync(secretsFile, `${JSON.stringify(secrets, null, 2)}\n`, { mode: 0o600, flag: 'wx' });
     created = true;
   }
-  return {
-    secretsFile,
-    created,
-    env: {
-      MOAT_VERIFIER_ADMIN_TOKEN: secrets.adminToken,
-      MOAT_VERIFIER_FINGERPRINT_SALT: secrets.fingerprintSalt,
-      MOAT_VERIFIER_SERVER_SECRET: secrets.serverSecret,
-      MOAT_VERIFIER_SIGNING_SECRET: secrets.signingSecret,
-      MOAT_VERIFIER_DATABASE: join(dir, 'verifier.db'),
-      MOAT_VERIFIER_SPOOL_FILE: join(dir, 'records.spool'),
-      ...(devKeyFile !== undefined && existsSync(devKeyFile) ? { MOAT_VERIFIER_ATTESTATION_KEY_FILE: devKeyFile } : {}),
-    },
-  };
+  const env: Record<string, string> = {};
+  for (const name of GENERATED) {
+    const value = secrets[name];
+    if (typeof value === 'string') env[envName(name)] = value;
+  }
+  env[envName('database')] = join(dir, 'verifier.db');
+  env[envName('spoolFile')] = join(dir, 'records.spool');
+  if (devKeyFile !== undefined && existsSync(devKeyFile)) env[envName('attestationKeyFile')] = devKeyFile;
+  return { secretsFile, created, env };
 }
 
-/** A commented config file with every setting, for `moat-verifier init`. */
+/**
+ * A commented config file for `moat-verifier init`, from {@link SETTINGS}: every setting
+ * with a default or an example, generated secrets left to the data directory.
+ */
 export function configTemplate(): string {
-  return `{
-  // moat-verifier settings. MOAT_VERIFIER_<NAME> environment variables override each one
-  // (camelCase names become SNAKE_CASE). Secrets left out here come from the data directory.
-  "host": "127.0.0.1",
-  "port": 8787,
-  // "mock" (the embedded model) or an Anthropic-compatible base URL, called with upstreamKey.
-  "upstream": "mock",
-  // "upstreamKey": "sk-…",
-  // SQLite file; with postgresUrl and redisUrl set, PostgreSQL + Redis instead (several replicas).
-  // "database": ".moat-verifier/verifier.db",
-  // "postgresUrl": "postgres://…", "redisUrl": "redis://…",
-  // Attestation keys: [{ "kid": "k1_4_2", "key": "<64+ hex>" }], or a { kid, key } file.
-  // "attestationKeys": [],
-  // "attestationKeyFile": "native/.moat-dev-key.json",
-  // Policy and client flags (GrowthBook features JSON), over the built-in defaults.
-  // "flagsFile": "moat-policy.json",
-  "windowSec": 300,
-  "maxBodyBytes": 10485760,
-  "maxJsonDepth": 128,
-  // Entry points whose requests may get decoys (comma-separated).
-  "decoyEntrypoints": "cli",
-  // How far back decoys that come back are traced to the key they were served to, in days.
-  "decoyRetentionDays": 90,
-  "upstreamConnectTimeoutMs": 10000,
-  "upstreamHeadersTimeoutMs": 600000,
-  "upstreamIdleTimeoutMs": 300000,
-  "shutdownGraceMs": 10000
-}
-`;
+  const lines = [
+    '{',
+    '  // moat-verifier settings. MOAT_VERIFIER_<NAME> environment variables override each one',
+    '  // (camelCase names become SNAKE_CASE). Secrets left out here come from the data directory.',
+  ];
+  const entries = Object.entries(SETTINGS) as Array<[SettingName, Setting]>;
+  const written = entries.filter(([, s]) => s.example === undefined && s.default !== undefined && s.generate === undefined);
+  const last = written.at(-1)?.[0];
+  for (const [name, setting] of entries) {
+    if (setting.generate !== undefined || (setting.default === undefined && setting.example === undefined)) continue;
+    if (setting.doc !== undefined) lines.push(`  // ${setting.doc}`);
+    if (setting.example !== undefined) lines.push(`  // "${name}": ${setting.example},`);
+    else lines.push(`  "${name}": ${JSON.stringify(setting.default)}${name === last ? '' : ','}`);
+  }
+  lines.push('}', '');
+  return lines.join('\n');
 }

@@ -58,7 +58,7 @@ describe('dashboard in headless Chromium', () => {
     );
     await (await fetch(`${base}/v1/messages`, { method: 'POST', headers: { 'x-api-key': scraper.key }, body: forged })).arrayBuffer();
     // A request two days ago: outside the default 24-hour range.
-    const [newest] = await verifier.storage.recentRecords(1);
+    const [newest] = await verifier.storage.queryRecords({ limit: 1 });
     await verifier.storage.insertRecord({ ...(newest as NonNullable<typeof newest>), id: 'old-one', ts: Date.now() - 2 * 86_400_000 });
 
     // The admin API refuses bad filters with the reason.

@@ -1,3 +1,5 @@
+import { dashboardFilters, RECORDED_SIGNALS } from './signals.js';
+
 /**
  * The operators' dashboard: one self-contained page (no external scripts, styles or fonts)
  * that asks for the admin token, then reads the admin API for a chosen time range and shows
@@ -101,19 +103,16 @@ export const DASHBOARD_HTML = `<!doctype html>
       <span id="filter-key"></span>
     </div>
     <div class="scroll"><table id="records"><thead><tr>
-      <th>time</th><th>key</th><th>verdict</th><th>attestation</th><th>fingerprint</th><th>gateway</th><th>decoy</th><th class="num">status</th><th>reasons</th>
+      <th>time</th><th>key</th><th>verdict</th>${RECORDED_SIGNALS.map((row) => `<th>${row.label}</th>`).join('')}<th>gateway</th><th class="num">status</th><th>reasons</th>
     </tr></thead><tbody></tbody></table></div>
   </section>
 </main>
 <script>
 const NS = 'http://www.w3.org/2000/svg';
 const COLORS = { allow: '#1b7f3b', flag: '#e39b00', block: '#b3261e' };
-const SIGNALS = {
-  attestation: ['valid', 'invalid', 'missing', 'replayed', 'stale', 'unknown_key', 'unavailable', 'revoked'],
-  fingerprint: ['match', 'mismatch', 'missing'],
-  thinking: ['valid', 'invalid', 'none'],
-  decoy: ['hit', 'none'],
-};
+// From the signal registry: the filters, and the recorded signals shown as columns.
+const SIGNALS = ${JSON.stringify(dashboardFilters())};
+const RECORD_SIGNALS = ${JSON.stringify(RECORDED_SIGNALS.map((row) => row.name))};
 const state = { token: '', range: '86400000', key: '', verdict: '', signal: '', sort: 'risk', desc: true, keys: [] };
 let timer;
 let started = false;
@@ -221,13 +220,13 @@ function renderKeys() {
 }
 function renderRecords(records) {
   const body = document.querySelector('#records tbody');
-  if (records.length === 0) { const tr = document.createElement('tr'); cell(tr, 'no requests match', 'empty').colSpan = 9; body.replaceChildren(tr); return; }
+  if (records.length === 0) { const tr = document.createElement('tr'); cell(tr, 'no requests match', 'empty').colSpan = 6 + RECORD_SIGNALS.length; body.replaceChildren(tr); return; }
   const labels = new Map(state.keys.map((k) => [k.keyId, k.label]));
   body.replaceChildren(...records.map((r) => {
     const tr = document.createElement('tr'); tr.dataset.verdict = r.verdict;
     cell(tr, fmtTime(r.ts, state.range !== '900000' && state.range !== '3600000'));
     cell(tr, (labels.get(r.keyId) || r.keyId || '–'), 'key-cell');
-    cell(tr, r.verdict, r.verdict); cell(tr, r.attestation); cell(tr, r.fingerprint); cell(tr, r.gateway.join(', ') || '–'); cell(tr, r.decoy);
+    cell(tr, r.verdict, r.verdict); for (const name of RECORD_SIGNALS) cell(tr, r[name]); cell(tr, r.gateway.join(', ') || '–');
     cell(tr, r.status === null ? '–' : String(r.status), 'num');
     cell(tr, r.reasons.join('; ') || 'no signal above monitor', 'reasons');
     return tr;
@@ -267,7 +266,7 @@ function start() {
   document.getElementById('range').value = state.range;
   document.getElementById('filter-verdict').value = state.verdict;
   const signal = document.getElementById('filter-signal');
-  for (const [layer, values] of Object.entries(SIGNALS)) for (const v of values) { const o = document.createElement('option'); o.value = layer + '=' + v; o.textContent = layer + ' = ' + v; signal.append(o); }
+  for (const { filter, label, values } of SIGNALS) for (const v of values) { const o = document.createElement('option'); o.value = filter + '=' + v; o.textContent = label + ' = ' + v; signal.append(o); }
   signal.value = state.signal;
   document.getElementById('range').addEventListener('change', (e) => { state.range = e.target.value; saveHash(); refresh(); });
   document.getElementById('filter-verdict').addEventListener('change', (e) => { state.verdict = e.target.value; saveHash(); refresh(); });

@@ -180,7 +180,7 @@ describe.runIf(hasRedis && process.env.MOAT_TEST_POSTGRES_URL !== undefined)('Re
       ((await ready.json()) as { checks: Array<{ name: string; ok: boolean }> }).checks.find((c) => c.name === 'replay_cache')?.ok,
     ).toBe(false);
     expect((await fetch(`${url}/healthz`)).status).toBe(200);
-    const [last] = await verifier.storage.recentRecords(1);
+    const [last] = await verifier.storage.queryRecords({ limit: 1 });
     expect(last).toMatchObject({ status: 503, verdict: 'block' });
 
     await redis.start(); // empty: every nonce forgotten
@@ -228,7 +228,7 @@ describe.runIf(hasRedis && hasPostgres)('PostgreSQL fails', { timeout: 120_000 }
     pg.start();
     await until(async () => (await fetch(`${url}/readyz`)).status === 200, 'the store back and the spool drained', 30_000);
     expect((await send('after')).status).toBe(200);
-    const records = await verifier.storage.recentRecords(20);
+    const records = await verifier.storage.queryRecords({ limit: 20 });
     expect(records.filter((r) => r.status === 503)).toHaveLength(4);
     expect(records.filter((r) => r.status === 200)).toHaveLength(2);
   });
@@ -348,7 +348,7 @@ describe('the upstream fails', { timeout: 60_000 }, () => {
       type: 'api_error',
       message: expect.stringMatching(/timed out/),
     });
-    expect((await verifier.storage.recentRecords(1))[0]?.status).toBe(504);
+    expect((await verifier.storage.queryRecords({ limit: 1 }))[0]?.status).toBe(504);
 
     mode = 'reset';
     const cut = await post(true);
@@ -358,7 +358,7 @@ describe('the upstream fails', { timeout: 60_000 }, () => {
     expect(events[0]).toBe('message_start');
     expect(events.at(-1)).toBe('error');
     expect(events).not.toContain('message_stop');
-    await until(async () => (await verifier.storage.recentRecords(1))[0]?.status === 502, 'the 502 record');
+    await until(async () => (await verifier.storage.queryRecords({ limit: 1 }))[0]?.status === 502, 'the 502 record');
   });
 });
 

@@ -3,6 +3,7 @@ import { GrowthBook } from '@growthbook/growthbook';
 import type { PolicyAction } from '@moat/protocol';
 import { errorMessage } from '@moat/protocol/support';
 import { VerifierConfigError } from './errors.js';
+import { defaultPolicies } from './signals.js';
 
 /** A GrowthBook feature definition (the subset the verifier reads and serves). */
 export interface FeatureDefinition {
@@ -33,28 +34,10 @@ export const POLICY_PREFIX = 'moat-policy-';
  * client-side flags (anti-distillation, attribution, envelope and a kill switch per layer).
  */
 export const DEFAULT_FEATURES: Readonly<Record<string, FeatureDefinition>> = {
-  'moat-policy-attestation': {
-    defaultValue: {
-      valid: 'monitor',
-      missing: 'flag',
-      unavailable: 'flag',
-      invalid: 'block',
-      replayed: 'block',
-      stale: 'block',
-      unknown_key: 'block',
-      // A revoked release keeps working, flagged, while its users move to the new one.
-      revoked: 'flag',
-    },
-  },
-  // A valid v1 stamp covers the body only: a relay can re-send it under its own key. Flagged
-  // (not blocked) so 1.0 clients keep working; set body to monitor to trust them, block to retire them.
-  'moat-policy-binding': { defaultValue: { request: 'monitor', body: 'flag', none: 'monitor' } },
-  'moat-policy-fingerprint': { defaultValue: { match: 'monitor', missing: 'monitor', mismatch: 'flag', tampering: 'flag' } },
-  'moat-policy-thinking': { defaultValue: { valid: 'monitor', none: 'monitor', invalid: 'block' } },
-  'moat-policy-gateway': { defaultValue: { detected: 'monitor', forwarded_chain: 'monitor', ua_mismatch: 'flag', address_fan_in: 'flag' } },
-  // Injecting decoys (on/off) and what a request that brings one back earns.
+  // Policy per signal, from the signal registry.
+  ...defaultPolicies(),
+  // Injecting decoys (on/off); what a request that brings one back earns is `moat-policy-decoy`.
   'moat-policy-decoys': { defaultValue: true },
-  'moat-policy-decoy': { defaultValue: { hit: 'flag', none: 'monitor' } },
   'moat-anti-distillation': { defaultValue: true },
   'moat-attribution': { defaultValue: true },
   'moat-envelope': { defaultValue: true },

@@ -89,7 +89,7 @@ describe('strict input', () => {
       expect(r.json.error?.message).toMatch(message);
       expect(await total(), String(body).slice(0, 80)).toBe(before + 1);
     }
-    const records = await verifier.storage.recentRecords(10);
+    const records = await verifier.storage.queryRecords({ limit: 10 });
     expect(records.every((r) => r.verdict === 'block' && r.status !== null && r.status >= 400)).toBe(true);
   });
 
@@ -102,7 +102,7 @@ describe('strict input', () => {
     const huge = 'claude-mock-'.padEnd(900_000, 'x');
     const r = await send(JSON.stringify({ ...ok, model: huge }));
     expect(r.status).toBe(200);
-    const [record] = await verifier.storage.recentRecords(1);
+    const [record] = await verifier.storage.queryRecords({ limit: 1 });
     expect(record?.model?.length).toBeLessThanOrEqual(200);
     expect(r.json.type).toBe('message');
   });

@@ -1,5 +1,6 @@
 import { escapeControl } from '@moat/protocol/support';
 import { Counter, collectDefaultMetrics, Histogram, Registry } from 'prom-client';
+import { SIGNAL_ROWS } from './signals.js';
 
 /** The verifier's Prometheus series. */
 export interface VerifierMetrics {
@@ -27,7 +28,7 @@ export function labelValue(value: string): string {
 export function createMetrics(): VerifierMetrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
-  return {
+  const metrics: VerifierMetrics = {
     registry,
     requests: new Counter({
       name: 'moat_requests_total',
@@ -37,7 +38,7 @@ export function createMetrics(): VerifierMetrics {
     }),
     signals: new Counter({
       name: 'moat_signals_total',
-      help: 'Signals by layer and value',
+      help: "Signals by layer and value (the signal registry: each signal's metric label and its values)",
       labelNames: ['layer', 'value'],
       registers: [registry],
     }),
@@ -60,4 +61,7 @@ export function createMetrics(): VerifierMetrics {
     }),
     decoyCallCount: 0,
   };
+  // Every signal value of the registry is a series from the start, at 0, so rates and alerts see it before it happens.
+  for (const row of SIGNAL_ROWS) for (const value of row.values) metrics.signals.inc({ layer: row.metric, value }, 0);
+  return metrics;
 }

@@ -3,34 +3,26 @@ import { Redis } from 'ioredis';
 import pg from 'pg';
 import {
   ACTIVITY_COLUMNS,
-  type ApiKeyRow,
   activityOf,
-  hashApiKey,
+  EXISTING_COLUMNS_SQL,
+  insertRecordSql,
   type KeyActivity,
-  newApiKey,
-  probe,
-  type ReadinessCheck,
+  migrationSql,
   type RecordQuery,
   type RequestRecord,
+  recordOf,
+  recordsTableSql,
   recordWhere,
-  type Storage,
-} from './storage.js';
-
-/** `gateway` is a JSONB array of rule ids in PostgreSQL. */
-const PG_GATEWAY_HAS = (p: string) => `gateway @> jsonb_build_array(${p}::text)`;
+  rowOf,
+} from './record-schema.js';
+import { type ApiKeyRow, hashApiKey, newApiKey, probe, type ReadinessCheck, type Storage } from './storage.js';
 
 /** Kept past a nonce's last acceptable instant, for clock skew between replicas. */
 export const NONCE_MARGIN_MS = 2_000;
 
 const SCHEMA = `
   CREATE TABLE IF NOT EXISTS api_keys (id TEXT PRIMARY KEY, hash BYTEA NOT NULL UNIQUE, label TEXT NOT NULL, created BIGINT NOT NULL, revoked BOOLEAN NOT NULL DEFAULT FALSE);
-  CREATE TABLE IF NOT EXISTS records (
-    id TEXT PRIMARY KEY, ts BIGINT NOT NULL, key_id TEXT, model TEXT, attestation TEXT NOT NULL, fingerprint TEXT NOT NULL,
-    gateway JSONB NOT NULL, relay JSONB NOT NULL, thinking TEXT NOT NULL, verdict TEXT NOT NULL, reasons JSONB NOT NULL,
-    status INTEGER, latency_ms INTEGER, decoys INTEGER NOT NULL DEFAULT 0, seq BIGSERIAL);
-  ALTER TABLE records ADD COLUMN IF NOT EXISTS decoy TEXT NOT NULL DEFAULT 'none';
-  CREATE INDEX IF NOT EXISTS records_ts ON records (ts);
-  CREATE INDEX IF NOT EXISTS records_key ON records (key_id, ts);
+  ${recordsTableSql('postgres')}
   CREATE TABLE IF NOT EXISTS telemetry (ts BIGINT NOT NULL, key_id TEXT, type TEXT NOT NULL, event JSONB NOT NULL);
   CREATE TABLE IF NOT EXISTS snapshots (name TEXT PRIMARY KEY, data JSONB NOT NULL, updated BIGINT NOT NULL);
   CREATE TABLE IF NOT EXISTS upstream_signatures (ours TEXT PRIMARY KEY, theirs TEXT NOT NULL, created BIGINT NOT NULL);
@@ -94,6 +86,9 @@ export class PgRedisStorage implements Storage {
     // An idle client's connection closed under it: without this listener the pool's 'error' event would end the process.
     pool.on('error', report('postgres'));
     await pool.query(SCHEMA);
+    // A database made before a signal existed gains its column (IF NOT EXISTS: replicas may start together).
+    const existing = (await pool.query<{ name: string }>(EXISTING_COLUMNS_SQL.postgres)).rows.map((r) => r.name);
+    for (const sql of migrationSql('postgres', existing)) await pool.query(sql);
     const redis = new Redis(redisUrl, {
       lazyConnect: true,
       maxRetriesPerRequest: 2,
@@ -142,61 +137,21 @@ export class PgRedisStorage implements Storage {
     return rows.map((r) => ({ id: r.id, label: r.label, created: Number(r.created) }));
   }
 
-  async insertRecord(r: RequestRecord, options: { readonly ignoreDuplicate?: boolean } = {}): Promise<void> {
-    await this.#pool.query(
-      `INSERT INTO records (id, ts, key_id, model, attestation, fingerprint, gateway, relay, thinking, verdict, reasons, status, latency_ms, decoys, decoy)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)${options.ignoreDuplicate === true ? ' ON CONFLICT (id) DO NOTHING' : ''}`,
-      [
-        r.id,
-        r.ts,
-        r.keyId,
-        r.model,
-        r.attestation,
-        r.fingerprint,
-        JSON.stringify(r.gateway),
-        JSON.stringify(r.relay),
-        r.thinking,
-        r.verdict,
-        JSON.stringify(r.reasons),
-        r.status,
-        r.latencyMs,
-        r.decoys,
-        r.decoy,
-      ],
-    );
+  async insertRecord(record: RequestRecord, options: { readonly ignoreDuplicate?: boolean } = {}): Promise<void> {
+    await this.#pool.query(insertRecordSql('postgres', options.ignoreDuplicate === true), rowOf(record));
   }
 
   async finishRecord(id: string, status: number, latencyMs: number): Promise<void> {
     await this.#pool.query('UPDATE records SET status = $1, latency_ms = $2 WHERE id = $3', [status, Math.round(latencyMs), id]);
   }
 
-  async recentRecords(limit = 100, keyId?: string): Promise<RequestRecord[]> {
-    return this.queryRecords({ limit, ...(keyId === undefined ? {} : { keyId }) });
-  }
-
   async queryRecords(query: RecordQuery): Promise<RequestRecord[]> {
-    const { where, params } = recordWhere(query, (i) => `$${i}`, PG_GATEWAY_HAS);
+    const { where, params } = recordWhere(query, 'postgres');
     const { rows } = await this.#pool.query(`SELECT * FROM records ${where} ORDER BY ts DESC, seq DESC LIMIT $${params.length + 1}`, [
       ...params,
       query.limit ?? 100,
     ]);
-    return rows.map((r: Record<string, unknown>) => ({
-      id: r.id as string,
-      ts: Number(r.ts),
-      keyId: r.key_id as string | null,
-      model: r.model as string | null,
-      attestation: r.attestation as string,
-      fingerprint: r.fingerprint as string,
-      gateway: r.gateway as string[],
-      relay: r.relay as string[],
-      thinking: r.thinking as string,
-      verdict: r.verdict as RequestRecord['verdict'],
-      reasons: r.reasons as string[],
-      status: r.status as number | null,
-      latencyMs: r.latency_ms as number | null,
-      decoys: r.decoys as number,
-      decoy: r.decoy as string,
-    }));
+    return rows.map(recordOf);
   }
 
   async summary(range: { since?: number; until?: number } = {}): Promise<{
@@ -204,7 +159,7 @@ export class PgRedisStorage implements Storage {
     attestation: Record<string, number>;
     total: number;
   }> {
-    const { where, params } = recordWhere(range, (i) => `$${i}`, PG_GATEWAY_HAS);
+    const { where, params } = recordWhere(range, 'postgres');
     const count = async (column: 'verdict' | 'attestation') => {
       const out: Record<string, number> = {};
       for (const r of (
@@ -218,7 +173,7 @@ export class PgRedisStorage implements Storage {
   }
 
   async keyActivity(range: { since?: number; until?: number } = {}): Promise<KeyActivity[]> {
-    const { where, params } = recordWhere(range, (i) => `$${i}`, PG_GATEWAY_HAS);
+    const { where, params } = recordWhere(range, 'postgres');
     const scope = where === '' ? 'WHERE key_id IS NOT NULL' : `${where} AND key_id IS NOT NULL`;
     const { rows } = await this.#pool.query(`SELECT key_id, ${ACTIVITY_COLUMNS} FROM records ${scope} GROUP BY key_id`, params);
     const gateways = new Map<string, string[]>();
@@ -372,13 +327,6 @@ export class PgRedisStorage implements Storage {
       ),
       probe('replay_cache', async () => this.#checkEpoch((await this.#redis.get(this.#epochKey)) ?? null)),
     ]);
-  }
-
-  /** Drops every table and key this storage uses (tests). */
-  async reset(): Promise<void> {
-    await this.#pool.query('TRUNCATE api_keys, records, telemetry, snapshots, upstream_signatures, revoked_kids');
-    const keys = (await this.#redis.keys(`${this.#prefix}*`)).filter((k) => k !== this.#epochKey);
-    if (keys.length > 0) await this.#redis.del(...keys);
   }
 
   async close(): Promise<void> {

@@ -59,7 +59,7 @@ describe('key rotation', { timeout: 60_000 }, () => {
         body: stamped(release, release, url, key),
       });
       await res.arrayBuffer();
-      const [record] = await a.storage.recentRecords(1);
+      const [record] = await a.storage.queryRecords({ limit: 1 });
       return { status: res.status, attestation: record?.attestation, verdict: record?.verdict };
     };
     expect(await send(urlA, 'old')).toEqual({ status: 200, attestation: 'valid', verdict: 'allow' });

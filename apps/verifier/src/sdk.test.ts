@@ -128,7 +128,7 @@ describe('the upstream decides about retries, through the verifier', { timeout: 
     expect(data.content).toEqual([{ type: 'text', text: 'Echo: Hello from the SDK' }]);
     expect(response.headers.get('moat-request-id')).toMatch(/^req_/);
     expect(hits.length - before).toBe(2);
-    const statuses = (await verifier.storage.recentRecords(3)).map((r) => r.status);
+    const statuses = (await verifier.storage.queryRecords({ limit: 3 })).map((r) => r.status);
     expect(statuses).toEqual([200, 429, 529]);
   });
 
@@ -142,9 +142,9 @@ describe('the upstream decides about retries, through the verifier', { timeout: 
     await stream.done().catch(() => {});
     for (let i = 0; i < 250 && closedEarly === before; i++) await new Promise((r) => setTimeout(r, 20));
     expect(closedEarly).toBe(before + 1);
-    for (let i = 0; i < 250 && (await verifier.storage.recentRecords(1))[0]?.status !== 499; i++)
+    for (let i = 0; i < 250 && (await verifier.storage.queryRecords({ limit: 1 }))[0]?.status !== 499; i++)
       await new Promise((r) => setTimeout(r, 20));
-    const [record] = await verifier.storage.recentRecords(1);
+    const [record] = await verifier.storage.queryRecords({ limit: 1 });
     expect(record?.status).toBe(499);
     expect(record?.reasons).toContain('client_disconnected');
   });

@@ -11,10 +11,13 @@ import type { AddressInfo } from 'node:net';
 import { createAttestedFetch } from '@moat/attest/client';
 import { tagFingerprint } from '@moat/fingerprint/client';
 import { devKeyFile } from '@moat/native/dev-key';
+import { Redis } from 'ioredis';
+import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { devEnvironment, loadConfig } from './config.js';
 import { PgRedisStorage } from './pg-storage.js';
 import { createVerifier } from './server.js';
+import { initialRecordedSignals } from './signals.js';
 import { type RequestRecord, SqliteStorage, type Storage } from './storage.js';
 
 const PG = process.env.MOAT_TEST_POSTGRES_URL;
@@ -34,17 +37,32 @@ const backends: Array<[string, () => Promise<Storage>]> = [
     SKIP_PG === undefined ? 'postgres+redis' : `postgres+redis (skipped: ${SKIP_PG})`,
     async () => {
       const s = await PgRedisStorage.open(PG as string, REDIS as string, pepper, { redisPrefix: prefix });
-      await s.reset();
+      await emptyPgRedis();
       return s;
     },
   ],
 ];
+
+/** Empties every table and this run's Redis keys (the epoch marker kept), so each test starts clean. */
+async function emptyPgRedis(keyPrefix = prefix): Promise<void> {
+  const pool = new pg.Pool({ connectionString: PG });
+  const redis = new Redis(REDIS as string);
+  try {
+    await pool.query('TRUNCATE api_keys, records, telemetry, snapshots, upstream_signatures, revoked_kids');
+    const keys = (await redis.keys(`${keyPrefix}*`)).filter((k) => k !== `${keyPrefix}epoch`);
+    if (keys.length > 0) await redis.del(...keys);
+  } finally {
+    await pool.end();
+    redis.disconnect();
+  }
+}
 
 const record = (id: string, ts: number, over: Partial<RequestRecord> = {}): RequestRecord => ({
   id,
   ts,
   keyId: 'key_a',
   model: 'm',
+  ...initialRecordedSignals(),
   attestation: 'valid',
   fingerprint: 'match',
   gateway: [],
@@ -86,11 +104,11 @@ describe.each(backends)('%s storage', { timeout: 30_000 }, (name, open) => {
         record('r2', 2000, { verdict: 'block', attestation: 'replayed', gateway: ['litellm'], reasons: ['block:attestation=replayed'] }),
       );
       await s.finishRecord('r2', 403, 1.6);
-      const recent = await s.recentRecords(10);
+      const recent = await s.queryRecords({ limit: 10 });
       expect(recent.map((r) => r.id)).toEqual(['r2', 'r1']);
       expect(recent[0]).toMatchObject({ status: 403, latencyMs: 2, gateway: ['litellm'], reasons: ['block:attestation=replayed'] });
       expect(await s.summary()).toEqual({ verdicts: { allow: 1, block: 1 }, attestation: { valid: 1, replayed: 1 }, total: 2 });
-      expect(await s.recentRecords(10, 'key_none')).toEqual([]);
+      expect(await s.queryRecords({ limit: 10, keyId: 'key_none' })).toEqual([]);
     } finally {
       await s.close();
     }
@@ -137,7 +155,7 @@ describe.each(backends)('%s storage', { timeout: 30_000 }, (name, open) => {
       await s.insertRecord(record('d3', 3, { decoy: 'hit', keyId: 'key_b' }));
       await s.insertRecord(record('d4', 4, { keyId: 'key_b' }));
       expect(await s.decoyHits()).toEqual({ key_a: 2, key_b: 1 });
-      expect((await s.recentRecords(1))[0]?.decoy).toBe('none');
+      expect((await s.queryRecords({ limit: 1 }))[0]?.decoy).toBe('none');
     } finally {
       await s.close();
     }
@@ -214,7 +232,7 @@ describe.each(backends)('%s storage', { timeout: 30_000 }, (name, open) => {
         s.add('k9', 'other-nonce', now + 300),
       ]);
       expect(writes.map((w) => w.status)).toEqual(['fulfilled', 'rejected', 'fulfilled', 'fulfilled']);
-      expect((await s.recentRecords(10)).map((r) => r.id).filter((id) => id.startsWith('c'))).toEqual(['c2', 'c1']);
+      expect((await s.queryRecords({ limit: 10 })).map((r) => r.id).filter((id) => id.startsWith('c'))).toEqual(['c2', 'c1']);
     } finally {
       await s.close();
     }
@@ -262,7 +280,7 @@ describe.runIf(PG !== undefined && REDIS !== undefined)('two replicas on one Pos
     const secret = env.MOAT_VERIFIER_SERVER_SECRET as string;
     const cfg = loadConfig(env);
     const storageA = await PgRedisStorage.open(PG as string, REDIS as string, Buffer.from(secret, 'hex'), { redisPrefix: `${prefix}r:` });
-    await storageA.reset();
+    await emptyPgRedis(`${prefix}r:`);
     const storageB = await PgRedisStorage.open(PG as string, REDIS as string, Buffer.from(secret, 'hex'), { redisPrefix: `${prefix}r:` });
     const a = await createVerifier(cfg, { logLevel: 'silent', storage: storageA });
     const b = await createVerifier(cfg, { logLevel: 'silent', storage: storageB });
@@ -286,7 +304,7 @@ describe.runIf(PG !== undefined && REDIS !== undefined)('two replicas on one Pos
       const replay = await send(urlB);
       expect(replay.status).toBe(403);
       expect(((await replay.json()) as { error: { message: string } }).error.message).toMatch(/attestation=replayed/);
-      const records = await storageA.recentRecords(2);
+      const records = await storageA.queryRecords({ limit: 2 });
       expect(records.map((r) => r.attestation)).toEqual(['replayed', 'valid']);
     } finally {
       tap.close();

@@ -2,120 +2,28 @@ import { createHmac, createSecretKey, type KeyObject, randomBytes, timingSafeEqu
 import type { NonceStore } from '@moat/attest/server';
 import Database from 'better-sqlite3';
 import { VerifierConfigError } from './errors.js';
+import {
+  ACTIVITY_COLUMNS,
+  activityOf,
+  EXISTING_COLUMNS_SQL,
+  insertRecordSql,
+  type KeyActivity,
+  migrationSql,
+  type RecordQuery,
+  type RequestRecord,
+  recordOf,
+  recordsTableSql,
+  recordWhere,
+  rowOf,
+} from './record-schema.js';
 
-/** One request as recorded: signals, verdict and outcome. */
-export interface RequestRecord {
-  readonly id: string;
-  readonly ts: number;
-  readonly keyId: string | null;
-  readonly model: string | null;
-  readonly attestation: string;
-  readonly fingerprint: string;
-  readonly gateway: readonly string[];
-  readonly relay: readonly string[];
-  readonly thinking: string;
-  /** `hit` when the request brought back a decoy of some key; `none` otherwise. */
-  readonly decoy: string;
-  readonly verdict: 'allow' | 'flag' | 'block';
-  readonly reasons: readonly string[];
-  readonly status: number | null;
-  readonly latencyMs: number | null;
-  readonly decoys: number;
-}
+export type { KeyActivity, RecordQuery, RequestRecord } from './record-schema.js';
 
 type MaybePromise<T> = T | Promise<T>;
-
-/** Which records to read: a time range (Unix ms, `since` inclusive, `until` exclusive), a key, a verdict, signal values. */
-export interface RecordQuery {
-  readonly limit?: number;
-  readonly keyId?: string;
-  readonly since?: number;
-  readonly until?: number;
-  readonly verdict?: RequestRecord['verdict'];
-  readonly attestation?: string;
-  readonly fingerprint?: string;
-  readonly thinking?: string;
-  readonly decoy?: string;
-  /** A gateway rule id the record lists. */
-  readonly gateway?: string;
-}
-
-/** One API key's traffic in a time range, for the dashboard's risk table. */
-export interface KeyActivity {
-  readonly keyId: string;
-  readonly requests: number;
-  readonly allow: number;
-  readonly flag: number;
-  readonly block: number;
-  /** Requests whose fingerprint matched / mismatched (missing ones count in neither). */
-  readonly match: number;
-  readonly mismatch: number;
-  readonly decoyHits: number;
-  /** Gateway rule ids seen on this key's requests. */
-  readonly gateways: readonly string[];
-  /** The newest request's time (Unix ms). */
-  readonly last: number;
-}
-
-/**
- * The WHERE clause of a {@link RecordQuery} for either SQL backend: `param(i)` spells the
- * i-th placeholder (`?` or `$i`), `gatewayHas` the test that a record's gateway list holds
- * one id. Values are always bound, never interpolated.
- */
-export function recordWhere(
-  query: RecordQuery,
-  param: (index: number) => string,
-  gatewayHas: (placeholder: string) => string,
-): { where: string; params: unknown[] } {
-  const clauses: string[] = [];
-  const params: unknown[] = [];
-  const add = (sql: (p: string) => string, value: unknown) => {
-    params.push(value);
-    clauses.push(sql(param(params.length)));
-  };
-  if (query.keyId !== undefined) add((p) => `key_id = ${p}`, query.keyId);
-  if (query.since !== undefined) add((p) => `ts >= ${p}`, query.since);
-  if (query.until !== undefined) add((p) => `ts < ${p}`, query.until);
-  for (const column of ['verdict', 'attestation', 'fingerprint', 'thinking', 'decoy'] as const) {
-    const value = query[column];
-    if (value !== undefined) add((p) => `${column} = ${p}`, value);
-  }
-  if (query.gateway !== undefined) add(gatewayHas, query.gateway);
-  return { where: clauses.length === 0 ? '' : `WHERE ${clauses.join(' AND ')}`, params };
-}
 
 /** The stored form of an API key: HMAC-SHA-256 under the server secret. */
 export function hashApiKey(pepper: Uint8Array | KeyObject, apiKey: string): Buffer {
   return createHmac('sha256', pepper).update(`moat-api-key/1|${apiKey}`).digest();
-}
-
-/** `gateway` holds a JSON array of rule ids in SQLite. */
-const SQLITE_GATEWAY_HAS = (p: string) => `EXISTS (SELECT 1 FROM json_each(records.gateway) WHERE value = ${p})`;
-
-/** The per-key aggregates of {@link KeyActivity}, the same SQL on both backends. */
-export const ACTIVITY_COLUMNS = `COUNT(*) requests,
-  SUM(CASE WHEN verdict = 'allow' THEN 1 ELSE 0 END) allow_n,
-  SUM(CASE WHEN verdict = 'flag' THEN 1 ELSE 0 END) flag_n,
-  SUM(CASE WHEN verdict = 'block' THEN 1 ELSE 0 END) block_n,
-  SUM(CASE WHEN fingerprint = 'match' THEN 1 ELSE 0 END) match_n,
-  SUM(CASE WHEN fingerprint = 'mismatch' THEN 1 ELSE 0 END) mismatch_n,
-  SUM(CASE WHEN decoy = 'hit' THEN 1 ELSE 0 END) decoy_n,
-  MAX(ts) last_ts`;
-
-/** A row of {@link ACTIVITY_COLUMNS} (numbers may come back as strings from PostgreSQL). */
-export function activityOf(r: Record<string, unknown>, gateways: readonly string[]): KeyActivity {
-  return {
-    keyId: r.key_id as string,
-    requests: Number(r.requests),
-    allow: Number(r.allow_n),
-    flag: Number(r.flag_n),
-    block: Number(r.block_n),
-    match: Number(r.match_n),
-    mismatch: Number(r.mismatch_n),
-    decoyHits: Number(r.decoy_n),
-    gateways,
-    last: Number(r.last_ts),
-  };
 }
 
 /** A fresh API key and its id. */
@@ -136,7 +44,6 @@ export interface Storage extends NonceStore {
   /** Writes a record; `ignoreDuplicate` skips one whose id is already stored (draining a spool). */
   insertRecord(record: RequestRecord, options?: { readonly ignoreDuplicate?: boolean }): MaybePromise<void>;
   finishRecord(id: string, status: number, latencyMs: number): MaybePromise<void>;
-  recentRecords(limit?: number, keyId?: string): MaybePromise<RequestRecord[]>;
   /** Records matching `query`, newest first (at most `limit`, default 100). */
   queryRecords(query: RecordQuery): MaybePromise<RequestRecord[]>;
   /** Counts of verdicts and attestation results, over everything or a time range. */
@@ -214,6 +121,7 @@ export class SqliteStorage implements Storage {
   readonly #pepper: KeyObject;
   readonly #lookupKey: Database.Statement;
   readonly #insertRecord: Database.Statement;
+  readonly #insertRecordOnce: Database.Statement;
   readonly #finishRecord: Database.Statement;
   readonly #insertNonce: Database.Statement;
   // Group commit: writes a request must have made durable before it is answered (its
@@ -246,25 +154,18 @@ export class SqliteStorage implements Storage {
     this.db.pragma('wal_autocheckpoint = 10000');
     this.db.exec(`
       CREATE TABLE IF NOT EXISTS api_keys (id TEXT PRIMARY KEY, hash BLOB NOT NULL UNIQUE, label TEXT NOT NULL, created INTEGER NOT NULL, revoked INTEGER NOT NULL DEFAULT 0);
-      CREATE TABLE IF NOT EXISTS records (
-        id TEXT PRIMARY KEY, ts INTEGER NOT NULL, key_id TEXT, model TEXT, attestation TEXT NOT NULL, fingerprint TEXT NOT NULL,
-        gateway TEXT NOT NULL, relay TEXT NOT NULL, thinking TEXT NOT NULL, verdict TEXT NOT NULL, reasons TEXT NOT NULL,
-        status INTEGER, latency_ms INTEGER, decoys INTEGER NOT NULL DEFAULT 0, decoy TEXT NOT NULL DEFAULT 'none');
-      CREATE INDEX IF NOT EXISTS records_ts ON records (ts);
-      CREATE INDEX IF NOT EXISTS records_key ON records (key_id, ts);
+      ${recordsTableSql('sqlite')}
       CREATE TABLE IF NOT EXISTS nonces (kid TEXT NOT NULL, nonce TEXT NOT NULL, expires INTEGER NOT NULL, PRIMARY KEY (kid, nonce));
       CREATE TABLE IF NOT EXISTS telemetry (ts INTEGER NOT NULL, key_id TEXT, type TEXT NOT NULL, event TEXT NOT NULL);
       CREATE TABLE IF NOT EXISTS snapshots (name TEXT PRIMARY KEY, data TEXT NOT NULL, updated INTEGER NOT NULL);
       CREATE TABLE IF NOT EXISTS upstream_signatures (ours TEXT PRIMARY KEY, theirs TEXT NOT NULL, created INTEGER NOT NULL);
       CREATE TABLE IF NOT EXISTS revoked_kids (kid TEXT PRIMARY KEY, reason TEXT NOT NULL, at INTEGER NOT NULL);
     `);
-    // Databases made before the decoy signal existed gain its column.
-    if (!(this.db.prepare('PRAGMA table_info(records)').all() as Array<{ name: string }>).some((c) => c.name === 'decoy'))
-      this.db.exec("ALTER TABLE records ADD COLUMN decoy TEXT NOT NULL DEFAULT 'none'");
-    this.#insertRecord = this.db.prepare(
-      `INSERT INTO records (id, ts, key_id, model, attestation, fingerprint, gateway, relay, thinking, verdict, reasons, status, latency_ms, decoys, decoy)
-       VALUES (@id, @ts, @keyId, @model, @attestation, @fingerprint, @gateway, @relay, @thinking, @verdict, @reasons, @status, @latencyMs, @decoys, @decoy)`,
-    );
+    // A database made before a signal existed gains its column.
+    const existing = (this.db.prepare(EXISTING_COLUMNS_SQL.sqlite).all() as Array<{ name: string }>).map((c) => c.name);
+    for (const sql of migrationSql('sqlite', existing)) this.db.exec(sql);
+    this.#insertRecord = this.db.prepare(insertRecordSql('sqlite', false));
+    this.#insertRecordOnce = this.db.prepare(insertRecordSql('sqlite', true));
     this.#finishRecord = this.db.prepare('UPDATE records SET status = ?, latency_ms = ? WHERE id = ?');
     this.#lookupKey = this.db.prepare('SELECT id, hash FROM api_keys WHERE hash = ? AND revoked = 0');
     this.#insertNonce = this.db.prepare('INSERT OR IGNORE INTO nonces (kid, nonce, expires) VALUES (?, ?, ?)');
@@ -341,16 +242,10 @@ export class SqliteStorage implements Storage {
 
   /** Writes a request record; resolves once it is committed (before the request is answered). */
   insertRecord(record: RequestRecord, options: { readonly ignoreDuplicate?: boolean } = {}): Promise<void> {
-    if (options.ignoreDuplicate === true && this.db.prepare('SELECT 1 FROM records WHERE id = ?').get(record.id) !== undefined)
-      return Promise.resolve();
-    const row = {
-      ...record,
-      gateway: JSON.stringify(record.gateway),
-      relay: JSON.stringify(record.relay),
-      reasons: JSON.stringify(record.reasons),
-    };
+    const statement = options.ignoreDuplicate === true ? this.#insertRecordOnce : this.#insertRecord;
+    const row = rowOf(record);
     return this.#enqueue(() => {
-      this.#insertRecord.run(row);
+      statement.run(row);
     });
   }
 
@@ -359,33 +254,12 @@ export class SqliteStorage implements Storage {
     this.#finishRecord.run(status, Math.round(latencyMs), id);
   }
 
-  /** The most recent records, newest first. */
-  recentRecords(limit = 100, keyId?: string): RequestRecord[] {
-    return this.queryRecords({ limit, ...(keyId === undefined ? {} : { keyId }) });
-  }
-
   queryRecords(query: RecordQuery): RequestRecord[] {
-    const { where, params } = recordWhere(query, () => '?', SQLITE_GATEWAY_HAS);
+    const { where, params } = recordWhere(query, 'sqlite');
     const rows = this.db
       .prepare(`SELECT * FROM records ${where} ORDER BY ts DESC, rowid DESC LIMIT ?`)
       .all(...params, query.limit ?? 100) as Array<Record<string, unknown>>;
-    return rows.map((r) => ({
-      id: r.id as string,
-      ts: r.ts as number,
-      keyId: r.key_id as string | null,
-      model: r.model as string | null,
-      attestation: r.attestation as string,
-      fingerprint: r.fingerprint as string,
-      gateway: JSON.parse(r.gateway as string) as string[],
-      relay: JSON.parse(r.relay as string) as string[],
-      thinking: r.thinking as string,
-      verdict: r.verdict as RequestRecord['verdict'],
-      reasons: JSON.parse(r.reasons as string) as string[],
-      status: r.status as number | null,
-      latencyMs: r.latency_ms as number | null,
-      decoys: r.decoys as number,
-      decoy: r.decoy as string,
-    }));
+    return rows.map(recordOf);
   }
 
   /** Counts of verdicts and attestation results, for the admin API and metrics. */
@@ -394,7 +268,7 @@ export class SqliteStorage implements Storage {
     attestation: Record<string, number>;
     total: number;
   } {
-    const { where, params } = recordWhere(range, () => '?', SQLITE_GATEWAY_HAS);
+    const { where, params } = recordWhere(range, 'sqlite');
     const count = (column: 'verdict' | 'attestation') => {
       const out: Record<string, number> = {};
       for (const r of this.db.prepare(`SELECT ${column} v, COUNT(*) n FROM records ${where} GROUP BY ${column}`).all(...params) as Array<{
@@ -409,7 +283,7 @@ export class SqliteStorage implements Storage {
   }
 
   keyActivity(range: { since?: number; until?: number } = {}): KeyActivity[] {
-    const { where, params } = recordWhere(range, () => '?', SQLITE_GATEWAY_HAS);
+    const { where, params } = recordWhere(range, 'sqlite');
     const scope = where === '' ? 'WHERE key_id IS NOT NULL' : `${where} AND key_id IS NOT NULL`;
     const rows = this.db.prepare(`SELECT key_id, ${ACTIVITY_COLUMNS} FROM records ${scope} GROUP BY key_id`).all(...params) as Array<
       Record<string, number | string>

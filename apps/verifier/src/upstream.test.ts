@@ -145,7 +145,7 @@ describe('moat-verifier in front of an upstream over HTTP', () => {
     const midstream = await streamed(await post(ask('Busy later?', { model: 'claude-mock-midstream', stream: true })));
     expect(midstream.events.map((e) => e.event)).toEqual(['message_start', 'error']);
     expect(midstream.events[1]?.data).toEqual({ type: 'error', error: { type: 'overloaded_error', message: 'Overloaded' } });
-    expect((await verifier.storage.recentRecords(1))[0]).toMatchObject({ model: 'claude-mock-midstream', status: 529 });
+    expect((await verifier.storage.queryRecords({ limit: 1 }))[0]).toMatchObject({ model: 'claude-mock-midstream', status: 529 });
   });
 });
 

@@ -62,7 +62,7 @@ async function post(send: typeof fetch, body: unknown, key = apiKey, headers: Re
   return { status: res.status, headers: res.headers, json: (await res.json()) as Record<string, any> };
 }
 
-const lastRecord = async () => (await verifier.storage.recentRecords(1))[0];
+const lastRecord = async () => (await verifier.storage.queryRecords({ limit: 1 }))[0];
 
 /** A conversation's next turn: the first question, the answer's blocks as they came back, the next question. */
 const nextTurn = (first: string, answer: unknown, next: string) => [
@@ -549,7 +549,7 @@ describe('storage and configuration', () => {
     }).then((r) => r.arrayBuffer());
     await a.close();
     const b = await createVerifier(cfg, { logLevel: 'silent' });
-    expect(await b.storage.recentRecords(10)).toHaveLength(1);
+    expect(await b.storage.queryRecords({ limit: 10 })).toHaveLength(1);
     expect(await b.storage.lookupApiKey(key)).toBeDefined();
     expect(b.fingerprintStats.size).toBe(1);
     await b.close();

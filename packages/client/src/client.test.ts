@@ -38,7 +38,7 @@ afterAll(async () => {
   await verifier.close();
 });
 
-const last = async () => (await verifier.storage.recentRecords(1))[0];
+const last = async () => (await verifier.storage.queryRecords({ limit: 1 }))[0];
 const sdk = (apiKey: string) => new Anthropic({ apiKey, baseURL: base, fetch: moatFetch, maxRetries: 0 });
 
 describe('@moat/client with @anthropic-ai/sdk', { timeout: 30_000 }, () => {

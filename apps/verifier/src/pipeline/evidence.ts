@@ -8,10 +8,13 @@ import { type DecoySignal, type RequestComponents, receivedRequestComponents } f
 import type { MessagesRequest } from '@moat/protocol/messages';
 import type { VerifierConfig } from '../config.js';
 import { unavailable } from '../errors.js';
+import type { Signals } from '../signals.js';
 import type { VerifierServices } from './services.js';
 
 /** Everything the layers found about one request. */
 export interface Evidence {
+  /** One value per signal of the registry: what policy decides on and the record keeps. */
+  readonly signals: Signals;
   readonly attestation: AttestationResult;
   readonly fingerprint: FingerprintCheck;
   /** The key's standing in the fingerprint statistics after this request. */
@@ -97,5 +100,14 @@ export async function gatherEvidence(input: EvidenceInput, services: VerifierSer
     signal: traced.length > 0 ? ('hit' as const) : ('none' as const),
     tracedTo: traced.map((t) => ({ apiKeyId: t.apiKeyId, confidence: t.confidence })),
   };
-  return { attestation, fingerprint, keyClass, gateway, thinking, client, clientUnavailable, decoy };
+  const signals: Signals = {
+    attestation: attestation.signal,
+    binding: attestation.binding,
+    fingerprint: fingerprint.signal,
+    fingerprintClass: keyClass,
+    thinking: thinking.signal,
+    gateway: gateway.signals,
+    decoy: decoy.signal,
+  };
+  return { signals, attestation, fingerprint, keyClass, gateway, thinking, client, clientUnavailable, decoy };
 }

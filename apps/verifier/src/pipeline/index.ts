@@ -20,8 +20,9 @@ import { authenticate } from '../auth.js';
 import { ApiError, unavailable } from '../errors.js';
 import { readBody, sendError, sendJson, writeEvent } from '../http.js';
 import { labelValue } from '../metrics.js';
+import { recordedSignalsOf, SIGNALS } from '../signals.js';
 import { gatherEvidence, receivedRequest } from './evidence.js';
-import { decide, flagPolicy, policyAttributes, signalsOf } from './policy.js';
+import { decide, flagPolicy, policyAttributes } from './policy.js';
 import { parseMessagesBody, type ReadRequest } from './read.js';
 import { newRequestId, RecordStoreError, RequestLedger } from './record.js';
 import { asksForDecoys, rewriteRequest } from './rewrite-request.js';
@@ -90,18 +91,15 @@ export async function handleMessagesRequest(
       throw error;
     }
     const attributes = policyAttributes(keyId, body.model, evidence);
-    const decision = decide(signalsOf(evidence), flagPolicy(flags, attributes));
+    const decision = decide(evidence.signals, flagPolicy(flags, attributes));
     ledger.set({
-      attestation: evidence.attestation.signal,
-      fingerprint: evidence.fingerprint.signal,
+      ...recordedSignalsOf(evidence.signals),
       gateway: evidence.gateway.gateways.map((g) => g.id),
       relay: evidence.gateway.signals.filter((s) => s !== 'gateway_headers'),
-      thinking: evidence.thinking.signal,
-      decoy: evidence.decoy.signal,
       verdict: decision.verdict,
       reasons: [...decision.reasons, ...evidence.decoy.tracedTo.map((t) => `decoy traced to ${t.apiKeyId} (${t.confidence.toFixed(2)})`)],
     });
-    for (const { layer, value } of decision.actions) metrics.signals.inc({ layer, value: labelValue(value) });
+    for (const { signal, value } of decision.actions) metrics.signals.inc({ layer: SIGNALS[signal].metric, value: labelValue(value) });
     metrics.requests.inc({ verdict: decision.verdict });
     if (decision.verdict === 'block') {
       const failure = evidence.thinking.failures[0];

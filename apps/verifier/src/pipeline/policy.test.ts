@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_FEATURES, Flags } from '../flags.js';
+import { initialSignals } from '../signals.js';
 import { type ActionOf, decide, flagPolicy, type Signals } from './policy.js';
 
 const defaults: ActionOf = (layer, value) => {
@@ -9,6 +10,7 @@ const defaults: ActionOf = (layer, value) => {
 };
 
 const clean: Signals = {
+  ...initialSignals(),
   attestation: 'valid',
   binding: 'request',
   fingerprint: 'match',
@@ -64,7 +66,7 @@ describe('decide (the default policy, by table)', () => {
         ],
       },
     });
-    const missing = { ...clean, attestation: 'missing' };
+    const missing: Signals = { ...clean, attestation: 'missing' };
     expect(decide(missing, flagPolicy(flags, { id: 'key_1', ep: 'cli' })).verdict).toBe('flag');
     expect(decide(missing, flagPolicy(flags, { id: 'key_1', ep: 'sdk' })).verdict).toBe('allow');
     expect(decide(missing, flagPolicy(flags, { id: 'key_1', model: 'claude-secret' })).verdict).toBe('block');
@@ -78,7 +80,7 @@ describe('decide (the default policy, by table)', () => {
         rules: [{ condition: { cv: '1.4.2' }, force: { body: 'monitor' } }],
       },
     });
-    const bodyOnly = { ...clean, binding: 'body' };
+    const bodyOnly: Signals = { ...clean, binding: 'body' };
     expect(decide(bodyOnly, flagPolicy(flags, { id: 'key_1', cv: '1.4.2', binding: 'body' })).verdict).toBe('allow');
     expect(decide(bodyOnly, flagPolicy(flags, { id: 'key_1', cv: '1.3.0', binding: 'body' })).reasons).toEqual(['flag:binding=body']);
     expect(decide(clean, flagPolicy(flags, { id: 'key_1', cv: '1.3.0', binding: 'request' })).verdict).toBe('allow');

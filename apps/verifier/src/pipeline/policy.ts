@@ -1,26 +1,18 @@
 import type { PolicyAction, Verdict } from '@moat/protocol';
 import { type Flags, POLICY_PREFIX, type PolicyAttributes } from '../flags.js';
+import { SIGNAL_ROWS, type SignalName, type Signals } from '../signals.js';
 import type { Evidence } from './evidence.js';
 
-/** The signals a decision is made from, one value per layer (gateway: the relay signals seen). */
-export interface Signals {
-  readonly attestation: string;
-  /** What a valid stamp covers: `request`, `body` or `none`. */
-  readonly binding: string;
-  readonly fingerprint: string;
-  /** The key's fingerprint classification: `clean`, `suspicious` or `tampering`. */
-  readonly fingerprintClass: string;
-  readonly thinking: string;
-  readonly gateway: readonly string[];
-  /** `hit` when the request carries a decoy's name or canary. */
-  readonly decoy: string;
-}
+export type { Signals } from '../signals.js';
 
 /** The action a policy takes on one signal value of one layer. */
 export type ActionOf = (layer: string, value: string) => PolicyAction;
 
 /** One signal's part in a decision. */
 export interface SignalAction {
+  /** The signal's row in the registry. */
+  readonly signal: SignalName;
+  /** The policy that judged it (`moat-policy-<layer>`). */
   readonly layer: string;
   readonly value: string;
   readonly action: PolicyAction;
@@ -34,24 +26,11 @@ export interface Decision {
   readonly actions: readonly SignalAction[];
 }
 
-/** The signals of {@link Evidence}. */
-export function signalsOf(evidence: Evidence): Signals {
-  return {
-    attestation: evidence.attestation.signal,
-    binding: evidence.attestation.binding,
-    fingerprint: evidence.fingerprint.signal,
-    fingerprintClass: evidence.keyClass,
-    thinking: evidence.thinking.signal,
-    gateway: evidence.gateway.signals,
-    decoy: evidence.decoy.signal,
-  };
-}
-
 /**
  * Stage 4: the decision, a pure function of the signals and the policy. The verdict is the
- * strongest action any signal gets (`block` over `flag` over `monitor`). A key classified
- * `tampering` by the fingerprint statistics is judged under the fingerprint policy's
- * `tampering` entry; the gateway's `gateway_headers` signal under its `detected` entry.
+ * strongest action any signal gets (`block` over `flag` over `monitor`). Every signal of the
+ * registry ({@link SIGNAL_ROWS}) is judged, in its order, under its policy's entry for the
+ * value (`judgedAs` maps a value to another entry, or to none).
  *
  * @example
  * ```ts
@@ -60,19 +39,15 @@ export function signalsOf(evidence: Evidence): Signals {
  * ```
  */
 export function decide(signals: Signals, actionOf: ActionOf): Decision {
-  const actions: SignalAction[] = [
-    { layer: 'attestation', value: signals.attestation, action: actionOf('attestation', signals.attestation) },
-    { layer: 'binding', value: signals.binding, action: actionOf('binding', signals.binding) },
-    { layer: 'fingerprint', value: signals.fingerprint, action: actionOf('fingerprint', signals.fingerprint) },
-    {
-      layer: 'fingerprint',
-      value: signals.fingerprintClass,
-      action: signals.fingerprintClass === 'tampering' ? actionOf('fingerprint', 'tampering') : 'monitor',
-    },
-    { layer: 'thinking', value: signals.thinking, action: actionOf('thinking', signals.thinking) },
-    ...signals.gateway.map((s) => ({ layer: 'gateway', value: s, action: actionOf('gateway', s === 'gateway_headers' ? 'detected' : s) })),
-    { layer: 'decoy', value: signals.decoy, action: actionOf('decoy', signals.decoy) },
-  ];
+  const actions: SignalAction[] = [];
+  for (const row of SIGNAL_ROWS) {
+    const given: string | readonly string[] = signals[row.name];
+    for (const value of typeof given === 'string' ? [given] : given) {
+      const judged = row.judgedAs === undefined ? value : row.judgedAs(value);
+      const action = judged === undefined ? 'monitor' : actionOf(row.policy, judged);
+      actions.push({ signal: row.name, layer: row.policy, value, action });
+    }
+  }
   const reasons = actions.filter((a) => a.action !== 'monitor').map((a) => `${a.action}:${a.layer}=${a.value}`);
   const verdict: Verdict = actions.some((a) => a.action === 'block')
     ? 'block'

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { initialRecordedSignals } from '../signals.js';
 import type { RequestRecord } from '../storage.js';
 import { type Kept, RecordStoreError } from '../store-guard.js';
 
@@ -50,12 +51,9 @@ export class RequestLedger {
       ts: Date.now(),
       keyId: null,
       model: null,
-      attestation: 'missing',
-      fingerprint: 'missing',
+      ...initialRecordedSignals(),
       gateway: [],
       relay: [],
-      thinking: 'none',
-      decoy: 'none',
       verdict: 'allow',
       reasons: [],
       status: null,

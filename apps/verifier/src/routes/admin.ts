@@ -1,9 +1,10 @@
 import { wilson } from '@moat/fingerprint/server';
-import { ATTESTATION_SIGNALS, DECOY_SIGNALS, FINGERPRINT_SIGNALS, isKeyId, THINKING_SIGNALS, VERDICTS } from '@moat/protocol';
+import { isKeyId, VERDICTS } from '@moat/protocol';
 import { ApiError } from '../errors.js';
 import { readBody, sendJson } from '../http.js';
+import type { RecordQuery } from '../record-schema.js';
 import type { RouteContext, RouteHandler } from '../router.js';
-import type { RecordQuery } from '../storage.js';
+import { RECORDED_SIGNALS } from '../signals.js';
 
 /** A query parameter as an integer in `[min, max]`, or a 400 that names it. */
 function intParam(url: URL, name: string, min: number, max: number): number | undefined {
@@ -38,29 +39,28 @@ function rangeOf(url: URL): { since?: number; until?: number } {
   const until = intParam(url, 'until', 0, 8_640_000_000_000);
   if (since !== undefined && until !== undefined && until <= since)
     throw new ApiError(400, 'invalid_request_error', `until: expected a time after since (${since}), got ${until}`);
-  return { ...(since === undefined ? {} : { since }), ...(until === undefined ? {} : { until }) };
+  const range: { since?: number; until?: number } = {};
+  if (since !== undefined) range.since = since;
+  if (until !== undefined) range.until = until;
+  return range;
 }
 
-/** `/admin/records` filters: key, time range, verdict and signal values. */
+/** `/admin/records` filters: key, time range, verdict, gateway and every signal of the registry with a filter. */
 function recordQueryOf(url: URL): RecordQuery {
   const key = url.searchParams.get('key');
   const gateway = url.searchParams.get('gateway');
   if (gateway !== null && gateway !== '' && !/^[a-z0-9_-]{1,64}$/.test(gateway))
     throw new ApiError(400, 'invalid_request_error', `gateway: expected a rule id, got ${JSON.stringify(gateway.slice(0, 40))}`);
-  const filters = {
-    verdict: oneOf(url, 'verdict', VERDICTS),
-    attestation: oneOf(url, 'attestation', ATTESTATION_SIGNALS),
-    fingerprint: oneOf(url, 'fingerprint', FINGERPRINT_SIGNALS),
-    thinking: oneOf(url, 'thinking', THINKING_SIGNALS),
-    decoy: oneOf(url, 'decoy', DECOY_SIGNALS),
-  };
-  return {
-    limit: intParam(url, 'limit', 1, 1000) ?? 100,
-    ...rangeOf(url),
-    ...(key === null || key === '' ? {} : { keyId: key.slice(0, 64) }),
-    ...(gateway === null || gateway === '' ? {} : { gateway }),
-    ...Object.fromEntries(Object.entries(filters).filter(([, v]) => v !== undefined)),
-  };
+  const query: Record<string, unknown> = { limit: intParam(url, 'limit', 1, 1000) ?? 100, ...rangeOf(url) };
+  if (key !== null && key !== '') query.keyId = key.slice(0, 64);
+  if (gateway !== null && gateway !== '') query.gateway = gateway;
+  const verdict = oneOf(url, 'verdict', VERDICTS);
+  if (verdict !== undefined) query.verdict = verdict;
+  for (const row of RECORDED_SIGNALS) {
+    const value = row.filter === undefined ? undefined : oneOf(url, row.filter, row.values);
+    if (value !== undefined) query[row.name] = value;
+  }
+  return query as RecordQuery;
 }
 
 /** `GET /admin/records`: records matching the query's filters, newest first. */

@@ -1,0 +1,158 @@
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { configTemplate, dataDirDefaults, envName, loadConfig, SETTINGS, type SettingName } from './config.js';
+
+const BASE = {
+  MOAT_VERIFIER_ADMIN_TOKEN: 'admin-token-0123456789',
+  MOAT_VERIFIER_FINGERPRINT_SALT: 'salt',
+  MOAT_VERIFIER_SERVER_SECRET: 'ab'.repeat(32),
+  MOAT_VERIFIER_SIGNING_SECRET: 'cd'.repeat(32),
+};
+const KEY = 'ef'.repeat(32);
+
+describe('settings from one schema', () => {
+  it('reads every environment variable the verifier has always read', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'moat-config-'));
+    const keyFile = join(dir, 'key.json');
+    writeFileSync(keyFile, JSON.stringify({ kid: 'kdev', key: KEY }));
+    const env: Record<string, string> = {
+      ...BASE,
+      MOAT_VERIFIER_HOST: '0.0.0.0',
+      MOAT_VERIFIER_PORT: '9000',
+      MOAT_VERIFIER_DATABASE: join(dir, 'v.db'),
+      MOAT_VERIFIER_UPSTREAM: 'https://api.example.com',
+      MOAT_VERIFIER_UPSTREAM_KEY: 'sk-up',
+      MOAT_VERIFIER_FLAGS_FILE: 'flags.json',
+      MOAT_VERIFIER_POSTGRES_URL: 'postgres://x',
+      MOAT_VERIFIER_REDIS_URL: 'redis://x',
+      MOAT_VERIFIER_ATTESTATION_KEYS: JSON.stringify([{ kid: 'k1', key: KEY.toUpperCase() }]),
+      MOAT_VERIFIER_ATTESTATION_KEY_FILE: keyFile,
+      MOAT_VERIFIER_REVOKED_KIDS: 'k0,k00',
+      MOAT_VERIFIER_SIGNING_KID: 's2',
+      MOAT_VERIFIER_WINDOW_SEC: '60',
+      MOAT_VERIFIER_MAX_BODY_BYTES: '2048',
+      MOAT_VERIFIER_DECOY_ENTRYPOINTS: 'cli, ide',
+      MOAT_VERIFIER_SPOOL_FILE: join(dir, 's.spool'),
+      MOAT_VERIFIER_SPOOL_MAX_BYTES: '8192',
+      MOAT_VERIFIER_SHUTDOWN_GRACE_MS: '5',
+      MOAT_VERIFIER_MAX_JSON_DEPTH: '16',
+      MOAT_VERIFIER_METRICS_TOKEN: 'metrics-token-0123456',
+      MOAT_VERIFIER_UPSTREAM_CONNECT_TIMEOUT_MS: '101',
+      MOAT_VERIFIER_UPSTREAM_HEADERS_TIMEOUT_MS: '102',
+      MOAT_VERIFIER_UPSTREAM_IDLE_TIMEOUT_MS: '103',
+      MOAT_VERIFIER_CLIENT_KEY: 'ck',
+      MOAT_VERIFIER_UA_PRODUCT: 'my-cli',
+      MOAT_VERIFIER_PUBLIC_AUTHORITIES: 'api.example.com, gw.example.com:8443',
+    };
+    expect(loadConfig(env)).toEqual({
+      host: '0.0.0.0',
+      port: 9000,
+      database: join(dir, 'v.db'),
+      upstream: 'https://api.example.com',
+      upstreamKey: 'sk-up',
+      flagsFile: 'flags.json',
+      postgresUrl: 'postgres://x',
+      redisUrl: 'redis://x',
+      adminToken: BASE.MOAT_VERIFIER_ADMIN_TOKEN,
+      fingerprintSalt: 'salt',
+      attestationKeys: [
+        { kid: 'k1', key: KEY },
+        { kid: 'kdev', key: KEY },
+      ],
+      revokedKids: ['k0', 'k00'],
+      serverSecret: 'ab'.repeat(32),
+      signingSecret: 'cd'.repeat(32),
+      signingKid: 's2',
+      windowSec: 60,
+      maxBodyBytes: 2048,
+      decoyEntrypoints: ['cli', 'ide'],
+      spoolFile: join(dir, 's.spool'),
+      spoolMaxBytes: 8192,
+      shutdownGraceMs: 5,
+      maxJsonDepth: 16,
+      metricsToken: 'metrics-token-0123456',
+      upstreamTimeouts: { connectMs: 101, headersMs: 102, bodyIdleMs: 103 },
+      clientKey: 'ck',
+      userAgentProduct: 'my-cli',
+      publicAuthorities: ['api.example.com', 'gw.example.com:8443'],
+    });
+    for (const name of Object.keys(SETTINGS) as SettingName[]) expect(Object.keys(env)).toContain(envName(name));
+  });
+
+  it('takes the environment over the file over the data directory over the built-in defaults', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'moat-config-'));
+    const file = join(dir, 'c.json');
+    writeFileSync(file, '// a comment\n{ "port": 1234, "windowSec": 61, "revokedKids": ["a", "b"] }\n');
+    const config = loadConfig({ ...BASE, MOAT_VERIFIER_PORT: '4321' }, file, {
+      MOAT_VERIFIER_WINDOW_SEC: '62',
+      MOAT_VERIFIER_CLIENT_KEY: 'dd',
+    });
+    expect(config).toMatchObject({ port: 4321, windowSec: 61, clientKey: 'dd', revokedKids: ['a', 'b'], signingKid: 's1' });
+  });
+
+  it('names the setting, what it expected and what came — never a secret', () => {
+    const bad: Array<[Record<string, string>, RegExp]> = [
+      [{ MOAT_VERIFIER_PORT: 'eighty' }, /^ERR_VERIFIER_CONFIG: port: expected an integer in 0\.\.65535, got "eighty"$/],
+      [
+        { MOAT_VERIFIER_ATTESTATION_KEYS: '[{"kid":"ok","key":"00"}]' },
+        /attestationKeys\[0\]\.key: expected hex of at least 32 bytes, got 2 characters/,
+      ],
+      [{ MOAT_VERIFIER_ATTESTATION_KEYS: `[{"kid":"a b","key":"${KEY}"}]` }, /attestationKeys\[0\]\.kid: expected a key id/],
+      [{ MOAT_VERIFIER_ATTESTATION_KEYS: '[{' }, /attestationKeys: expected a JSON array of \{ kid, key \}/],
+      [{ MOAT_VERIFIER_PUBLIC_AUTHORITIES: 'ok.example, https://x' }, /publicAuthorities\[1\]: expected a lowercase host/],
+      [{ MOAT_VERIFIER_METRICS_TOKEN: 'short-secret' }, /metricsToken: expected a string of at least 16 characters, got 12 characters/],
+      [{ MOAT_VERIFIER_POSTGRES_URL: 'postgres://x' }, /postgresUrl\/redisUrl: expected both or neither, got only postgresUrl/],
+      [{ MOAT_VERIFIER_ADMIN_TOKEN: '' }, /adminToken: expected at least 16 characters, got 0 characters/],
+      [{ MOAT_VERIFIER_SIGNING_SECRET: 'zz'.repeat(32) }, /signingSecret: expected hex of at least 32 bytes, got 64 characters/],
+    ];
+    for (const [env, message] of bad) {
+      expect(() => loadConfig({ ...BASE, ...env }), JSON.stringify(env)).toThrow(message);
+      try {
+        loadConfig({ ...BASE, ...env });
+      } catch (error) {
+        expect((error as { code: string }).code).toBe('ERR_VERIFIER_CONFIG');
+        expect((error as Error).message).not.toContain('zz'.repeat(32));
+      }
+    }
+    expect(() => loadConfig({})).toThrow(/adminToken: expected a value, got none/);
+  });
+
+  it('takes any integer in range for an integer setting, from the environment or the file, and refuses the rest', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: -100, max: 70_000 }), fc.boolean(), (n, asNumber) => {
+        const file = join(mkdtempSync(join(tmpdir(), 'moat-config-')), 'c.json');
+        writeFileSync(file, JSON.stringify({ port: asNumber ? n : String(n) }));
+        if (n >= 0 && n <= 65535) expect(loadConfig(BASE, file).port).toBe(n);
+        else expect(() => loadConfig(BASE, file)).toThrow(/port: expected an integer in 0\.\.65535/);
+      }),
+      { numRuns: 40 },
+    );
+  });
+
+  it('writes an init template of the settings with defaults, which reads back as those defaults', () => {
+    const template = configTemplate();
+    const written = JSON.parse(template.replace(/^\s*\/\/.*$/gm, '')) as Record<string, unknown>;
+    for (const [name, value] of Object.entries(written)) expect(SETTINGS[name as SettingName]).toMatchObject({ default: value });
+    expect(Object.keys(written)).toEqual(expect.arrayContaining(['host', 'port', 'upstream', 'windowSec', 'decoyEntrypoints']));
+    expect(template).toContain('// "upstreamKey": "sk-…",');
+    expect(template).not.toMatch(/"(adminToken|serverSecret|signingSecret|fingerprintSalt)"/);
+  });
+
+  it('keeps the data directory’s generated secrets under the settings’ own names and variables', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'moat-data-'));
+    const first = dataDirDefaults(dir);
+    const secrets = JSON.parse(readFileSync(first.secretsFile, 'utf8')) as Record<string, string>;
+    expect(Object.keys(secrets).sort()).toEqual(['adminToken', 'fingerprintSalt', 'serverSecret', 'signingSecret']);
+    expect(first.env[envName('adminToken')]).toBe(secrets.adminToken);
+    expect(dataDirDefaults(dir).env).toEqual(first.env);
+    const config = loadConfig({}, undefined, first.env);
+    expect(config).toMatchObject({
+      adminToken: secrets.adminToken,
+      database: join(dir, 'verifier.db'),
+      spoolFile: join(dir, 'records.spool'),
+    });
+  });
+});

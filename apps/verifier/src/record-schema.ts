@@ -1,0 +1,196 @@
+/**
+ * The request record's one schema, shared by SQLite and PostgreSQL: its columns (the fixed
+ * ones and one per recorded signal of the registry), the table, the migration that gives an
+ * existing database the columns of newer signals, the row ↔ record mapping, the filters of
+ * `/admin/records` and the per-key aggregates of `/admin/activity`. The backends only run it.
+ */
+import type { Verdict } from '@moat/protocol';
+import { type ActivityField, RECORDED_SIGNALS, type RecordedSignals } from './signals.js';
+
+/** The two SQL backends. */
+export type Dialect = 'sqlite' | 'postgres';
+
+/** One request as recorded: signals, verdict and outcome. */
+export type RequestRecord = RecordedSignals & {
+  readonly id: string;
+  readonly ts: number;
+  readonly keyId: string | null;
+  readonly model: string | null;
+  /** Gateway rule ids seen on the request. */
+  readonly gateway: readonly string[];
+  /** Relay signals besides known gateway headers (`forwarded_chain`, `ua_mismatch`, …). */
+  readonly relay: readonly string[];
+  readonly verdict: Verdict;
+  readonly reasons: readonly string[];
+  readonly status: number | null;
+  readonly latencyMs: number | null;
+  /** Decoy tools injected into the request. */
+  readonly decoys: number;
+};
+
+/** Which records to read: a time range (Unix ms, `since` inclusive, `until` exclusive), a key, a verdict, signal values. */
+export type RecordQuery = Partial<RecordedSignals> & {
+  readonly limit?: number;
+  readonly keyId?: string;
+  readonly since?: number;
+  readonly until?: number;
+  readonly verdict?: Verdict;
+  /** A gateway rule id the record lists. */
+  readonly gateway?: string;
+};
+
+/** One API key's traffic in a time range, for the dashboard's risk table; the signal counts come from the registry. */
+export type KeyActivity = { readonly [F in ActivityField]: number } & {
+  readonly keyId: string;
+  readonly requests: number;
+  readonly allow: number;
+  readonly flag: number;
+  readonly block: number;
+  /** Gateway rule ids seen on this key's requests. */
+  readonly gateways: readonly string[];
+  /** The newest request's time (Unix ms). */
+  readonly last: number;
+};
+
+type Kind = 'id' | 'time' | 'text' | 'optional text' | 'optional int' | 'count' | 'list' | 'signal';
+interface Column {
+  readonly field: keyof RequestRecord;
+  readonly column: string;
+  readonly kind: Kind;
+  /** A signal's value before its evidence, and what older rows get when the column is added. */
+  readonly initial?: string;
+}
+
+const TYPES: Readonly<Record<Kind, Readonly<Record<Dialect, string>>>> = {
+  id: { sqlite: 'TEXT PRIMARY KEY', postgres: 'TEXT PRIMARY KEY' },
+  time: { sqlite: 'INTEGER NOT NULL', postgres: 'BIGINT NOT NULL' },
+  text: { sqlite: 'TEXT NOT NULL', postgres: 'TEXT NOT NULL' },
+  'optional text': { sqlite: 'TEXT', postgres: 'TEXT' },
+  'optional int': { sqlite: 'INTEGER', postgres: 'INTEGER' },
+  count: { sqlite: 'INTEGER NOT NULL DEFAULT 0', postgres: 'INTEGER NOT NULL DEFAULT 0' },
+  list: { sqlite: 'TEXT NOT NULL', postgres: 'JSONB NOT NULL' },
+  signal: { sqlite: 'TEXT NOT NULL', postgres: 'TEXT NOT NULL' },
+};
+
+/** Every column of `records`, in insert order: the fixed ones, then one per recorded signal. */
+export const RECORD_COLUMNS: readonly Column[] = [
+  { field: 'id', column: 'id', kind: 'id' },
+  { field: 'ts', column: 'ts', kind: 'time' },
+  { field: 'keyId', column: 'key_id', kind: 'optional text' },
+  { field: 'model', column: 'model', kind: 'optional text' },
+  { field: 'gateway', column: 'gateway', kind: 'list' },
+  { field: 'relay', column: 'relay', kind: 'list' },
+  { field: 'verdict', column: 'verdict', kind: 'text' },
+  { field: 'reasons', column: 'reasons', kind: 'list' },
+  { field: 'status', column: 'status', kind: 'optional int' },
+  { field: 'latencyMs', column: 'latency_ms', kind: 'optional int' },
+  { field: 'decoys', column: 'decoys', kind: 'count' },
+  ...RECORDED_SIGNALS.map((row) => ({ field: row.name, column: row.column, kind: 'signal' as const, initial: row.initial })),
+];
+
+// Names and initial values are written into SQL: they come from code, and are checked here once.
+for (const c of RECORD_COLUMNS)
+  if (!/^[a-z_]+$/.test(c.column) || (c.initial !== undefined && !/^[a-z_]+$/.test(c.initial)))
+    throw new TypeError(`record column: expected [a-z_]+ names and values, got ${c.column} = ${c.initial}`);
+
+const definition = (c: Column, dialect: Dialect) =>
+  `${c.column} ${TYPES[c.kind][dialect]}${c.initial === undefined ? '' : ` DEFAULT '${c.initial}'`}`;
+
+/** `CREATE TABLE records` and its indexes (PostgreSQL adds `seq`, the insertion order SQLite keeps in `rowid`). */
+export function recordsTableSql(dialect: Dialect): string {
+  const columns = RECORD_COLUMNS.map((c) => definition(c, dialect));
+  if (dialect === 'postgres') columns.push('seq BIGSERIAL');
+  return `CREATE TABLE IF NOT EXISTS records (${columns.join(', ')});
+    CREATE INDEX IF NOT EXISTS records_ts ON records (ts);
+    CREATE INDEX IF NOT EXISTS records_key ON records (key_id, ts);`;
+}
+
+/** The query that lists the columns `records` has now. */
+export const EXISTING_COLUMNS_SQL: Readonly<Record<Dialect, string>> = {
+  sqlite: "SELECT name FROM pragma_table_info('records')",
+  postgres: "SELECT column_name AS name FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = 'records'",
+};
+
+/**
+ * The migration: `ALTER TABLE … ADD COLUMN` for every column the table lacks (a signal added
+ * after the database was made); its older rows get the signal's initial value.
+ */
+export function migrationSql(dialect: Dialect, existing: Iterable<string>): string[] {
+  const have = new Set(existing);
+  const exists = dialect === 'postgres' ? 'IF NOT EXISTS ' : '';
+  return RECORD_COLUMNS.filter((c) => !have.has(c.column)).map((c) =>
+    `ALTER TABLE records ADD COLUMN ${exists}${definition(c, dialect)}`.replace(' PRIMARY KEY', ''),
+  );
+}
+
+/** `INSERT INTO records`; `ignoreDuplicate` skips a record whose id is stored (draining a spool). */
+export function insertRecordSql(dialect: Dialect, ignoreDuplicate: boolean): string {
+  const names = RECORD_COLUMNS.map((c) => c.column).join(', ');
+  const params = RECORD_COLUMNS.map((_, i) => (dialect === 'sqlite' ? '?' : `$${i + 1}`)).join(', ');
+  if (dialect === 'sqlite') return `INSERT ${ignoreDuplicate ? 'OR IGNORE ' : ''}INTO records (${names}) VALUES (${params})`;
+  return `INSERT INTO records (${names}) VALUES (${params})${ignoreDuplicate ? ' ON CONFLICT (id) DO NOTHING' : ''}`;
+}
+
+/** A record's values in {@link RECORD_COLUMNS} order (lists as JSON text, which both backends take). */
+export function rowOf(record: RequestRecord): unknown[] {
+  return RECORD_COLUMNS.map((c) => (c.kind === 'list' ? JSON.stringify(record[c.field]) : record[c.field]));
+}
+
+/** A stored row as a record, from either backend (PostgreSQL gives BIGINT as text and JSONB parsed). */
+export function recordOf(row: Readonly<Record<string, unknown>>): RequestRecord {
+  const out: Record<string, unknown> = {};
+  for (const c of RECORD_COLUMNS) {
+    const v = row[c.column];
+    if (c.kind === 'list') out[c.field] = typeof v === 'string' ? JSON.parse(v) : v;
+    else if (c.kind === 'time' || c.kind === 'count' || c.kind === 'optional int') out[c.field] = v === null ? null : Number(v);
+    else out[c.field] = v;
+  }
+  return out as RequestRecord;
+}
+
+/** `gateway` holds a JSON array of rule ids: the test that it lists one, per backend. */
+const GATEWAY_HAS: Readonly<Record<Dialect, (p: string) => string>> = {
+  sqlite: (p) => `EXISTS (SELECT 1 FROM json_each(records.gateway) WHERE value = ${p})`,
+  postgres: (p) => `gateway @> jsonb_build_array(${p}::text)`,
+};
+
+/**
+ * The WHERE clause of a {@link RecordQuery}: key, time range, verdict, every recorded signal
+ * of the registry, a gateway. Values are always bound, never interpolated.
+ */
+export function recordWhere(query: RecordQuery, dialect: Dialect): { where: string; params: unknown[] } {
+  const clauses: string[] = [];
+  const params: unknown[] = [];
+  const add = (sql: (p: string) => string, value: unknown) => {
+    params.push(value);
+    clauses.push(sql(dialect === 'sqlite' ? '?' : `$${params.length}`));
+  };
+  if (query.keyId !== undefined) add((p) => `key_id = ${p}`, query.keyId);
+  if (query.since !== undefined) add((p) => `ts >= ${p}`, query.since);
+  if (query.until !== undefined) add((p) => `ts < ${p}`, query.until);
+  if (query.verdict !== undefined) add((p) => `verdict = ${p}`, query.verdict);
+  for (const row of RECORDED_SIGNALS) {
+    const value = query[row.name];
+    if (value !== undefined) add((p) => `${row.column} = ${p}`, value);
+  }
+  if (query.gateway !== undefined) add(GATEWAY_HAS[dialect], query.gateway);
+  return { where: clauses.length === 0 ? '' : `WHERE ${clauses.join(' AND ')}`, params };
+}
+
+/** The per-key aggregates of {@link KeyActivity}, the same SQL on both backends. */
+export const ACTIVITY_COLUMNS = [
+  'COUNT(*) requests',
+  ...(['allow', 'flag', 'block'] as const).map((v) => `SUM(CASE WHEN verdict = '${v}' THEN 1 ELSE 0 END) "${v}"`),
+  ...RECORDED_SIGNALS.flatMap((row) =>
+    Object.entries(row.activity ?? {}).map(([field, value]) => `SUM(CASE WHEN ${row.column} = '${value}' THEN 1 ELSE 0 END) "${field}"`),
+  ),
+  'MAX(ts) last_ts',
+].join(',\n  ');
+
+const ACTIVITY_FIELDS = ['requests', 'allow', 'flag', 'block', ...RECORDED_SIGNALS.flatMap((row) => Object.keys(row.activity ?? {}))];
+
+/** A row of {@link ACTIVITY_COLUMNS} (numbers may come back as strings from PostgreSQL). */
+export function activityOf(r: Readonly<Record<string, unknown>>, gateways: readonly string[]): KeyActivity {
+  const counts = Object.fromEntries(ACTIVITY_FIELDS.map((f) => [f, Number(r[f] ?? 0)]));
+  return { ...counts, keyId: r.key_id as string, gateways, last: Number(r.last_ts) } as KeyActivity;
+}
