@@ -26,7 +26,7 @@ import { decide, flagPolicy, policyAttributes } from './policy.js';
 import { parseMessagesBody, type ReadRequest } from './read.js';
 import { newRequestId, RecordStoreError, RequestLedger } from './record.js';
 import { asksForDecoys, rewriteRequest } from './rewrite-request.js';
-import { answerJson, answerStream, passError } from './rewrite-response.js';
+import { answerJson, answerStream, countTokensAnswer, parseUpstreamAnswer, passError } from './rewrite-response.js';
 import type { VerifierServices } from './services.js';
 
 export { authenticate } from '../auth.js';
@@ -136,6 +136,7 @@ export async function handleMessagesRequest(
     if (endpoint === 'count_tokens') {
       if (first.status >= 300) return await passError(res, ledger, first);
       const answer = Buffer.from(await first.body.arrayBuffer());
+      parseUpstreamAnswer(answer.toString('utf8'), countTokensAnswer, 'token count');
       await ledger.finishStored(first.status);
       res.writeHead(first.status, { ...first.headers, 'content-length': String(answer.length) });
       res.end(answer);
