@@ -29,11 +29,19 @@ export function apiKeyOf(headers: IncomingHttpHeaders): string | undefined {
  *
  * @throws {ApiError} 401 `authentication_error` without a key or with an unknown one.
  */
-export async function authenticate(headers: IncomingHttpHeaders, keyCache: ApiKeyCache, storage: Storage): Promise<string> {
+export async function authenticate(
+  headers: IncomingHttpHeaders,
+  keyCache: ApiKeyCache,
+  storage: Storage,
+): Promise<string> {
   const key = apiKeyOf(headers);
   const id = key === undefined ? undefined : await keyCache.resolve(key, (k) => storage.lookupApiKey(k));
   if (id === undefined)
-    throw new ApiError(401, 'authentication_error', key === undefined ? 'x-api-key header is required' : 'invalid x-api-key');
+    throw new ApiError(
+      401,
+      'authentication_error',
+      key === undefined ? 'x-api-key header is required' : 'invalid x-api-key',
+    );
   return id;
 }
 

@@ -92,23 +92,47 @@ describe('settings from one schema', () => {
       MOAT_VERIFIER_WINDOW_SEC: '62',
       MOAT_VERIFIER_CLIENT_KEY: 'dd',
     });
-    expect(config).toMatchObject({ port: 4321, windowSec: 61, clientKey: 'dd', revokedKids: ['a', 'b'], signingKid: 's1' });
+    expect(config).toMatchObject({
+      port: 4321,
+      windowSec: 61,
+      clientKey: 'dd',
+      revokedKids: ['a', 'b'],
+      signingKid: 's1',
+    });
   });
 
   it('names the setting, what it expected and what came — never a secret', () => {
     const bad: Array<[Record<string, string>, RegExp]> = [
-      [{ MOAT_VERIFIER_PORT: 'eighty' }, /^ERR_VERIFIER_CONFIG: port: expected an integer in 0\.\.65535, got "eighty"$/],
+      [
+        { MOAT_VERIFIER_PORT: 'eighty' },
+        /^ERR_VERIFIER_CONFIG: port: expected an integer in 0\.\.65535, got "eighty"$/,
+      ],
       [
         { MOAT_VERIFIER_ATTESTATION_KEYS: '[{"kid":"ok","key":"00"}]' },
         /attestationKeys\[0\]\.key: expected hex of at least 32 bytes, got 2 characters/,
       ],
-      [{ MOAT_VERIFIER_ATTESTATION_KEYS: `[{"kid":"a b","key":"${KEY}"}]` }, /attestationKeys\[0\]\.kid: expected a key id/],
+      [
+        { MOAT_VERIFIER_ATTESTATION_KEYS: `[{"kid":"a b","key":"${KEY}"}]` },
+        /attestationKeys\[0\]\.kid: expected a key id/,
+      ],
       [{ MOAT_VERIFIER_ATTESTATION_KEYS: '[{' }, /attestationKeys: expected a JSON array of \{ kid, key \}/],
-      [{ MOAT_VERIFIER_PUBLIC_AUTHORITIES: 'ok.example, https://x' }, /publicAuthorities\[1\]: expected a lowercase host/],
-      [{ MOAT_VERIFIER_METRICS_TOKEN: 'short-secret' }, /metricsToken: expected a string of at least 16 characters, got 12 characters/],
-      [{ MOAT_VERIFIER_POSTGRES_URL: 'postgres://x' }, /postgresUrl\/redisUrl: expected both or neither, got only postgresUrl/],
+      [
+        { MOAT_VERIFIER_PUBLIC_AUTHORITIES: 'ok.example, https://x' },
+        /publicAuthorities\[1\]: expected a lowercase host/,
+      ],
+      [
+        { MOAT_VERIFIER_METRICS_TOKEN: 'short-secret' },
+        /metricsToken: expected a string of at least 16 characters, got 12 characters/,
+      ],
+      [
+        { MOAT_VERIFIER_POSTGRES_URL: 'postgres://x' },
+        /postgresUrl\/redisUrl: expected both or neither, got only postgresUrl/,
+      ],
       [{ MOAT_VERIFIER_ADMIN_TOKEN: '' }, /adminToken: expected at least 16 characters, got 0 characters/],
-      [{ MOAT_VERIFIER_SIGNING_SECRET: 'zz'.repeat(32) }, /signingSecret: expected hex of at least 32 bytes, got 64 characters/],
+      [
+        { MOAT_VERIFIER_SIGNING_SECRET: 'zz'.repeat(32) },
+        /signingSecret: expected hex of at least 32 bytes, got 64 characters/,
+      ],
     ];
     for (const [env, message] of bad) {
       expect(() => loadConfig({ ...BASE, ...env }), JSON.stringify(env)).toThrow(message);
@@ -137,8 +161,11 @@ describe('settings from one schema', () => {
   it('writes an init template of the settings with defaults, which reads back as those defaults', () => {
     const template = configTemplate();
     const written = JSON.parse(template.replace(/^\s*\/\/.*$/gm, '')) as Record<string, unknown>;
-    for (const [name, value] of Object.entries(written)) expect(SETTINGS[name as SettingName]).toMatchObject({ default: value });
-    expect(Object.keys(written)).toEqual(expect.arrayContaining(['host', 'port', 'upstream', 'windowSec', 'decoyEntrypoints']));
+    for (const [name, value] of Object.entries(written))
+      expect(SETTINGS[name as SettingName]).toMatchObject({ default: value });
+    expect(Object.keys(written)).toEqual(
+      expect.arrayContaining(['host', 'port', 'upstream', 'windowSec', 'decoyEntrypoints']),
+    );
     expect(template).toContain('// "upstreamKey": "sk-…",');
     expect(template).not.toMatch(/"(adminToken|serverSecret|signingSecret|fingerprintSalt)"/);
   });

@@ -94,7 +94,9 @@ const hex = (minBytes: number) => {
 const list = (expected: string, pattern = /^/) =>
   v.pipe(
     v.union([v.array(v.unknown()), v.string()], expected),
-    v.transform((raw) => (typeof raw === 'string' ? raw.split(',') : raw).map((e) => (typeof e === 'string' ? e.trim() : e))),
+    v.transform((raw) =>
+      (typeof raw === 'string' ? raw.split(',') : raw).map((e) => (typeof e === 'string' ? e.trim() : e)),
+    ),
     v.transform((entries) => entries.filter((e) => e !== '')),
     v.array(v.pipe(v.string(expected), v.regex(pattern, expected))),
   );
@@ -179,7 +181,10 @@ export const SETTINGS = {
     generate: () => randomBytes(24).toString('base64url'),
   },
   metricsToken: {
-    schema: v.pipe(v.string('a string of at least 16 characters'), v.minLength(16, 'a string of at least 16 characters')),
+    schema: v.pipe(
+      v.string('a string of at least 16 characters'),
+      v.minLength(16, 'a string of at least 16 characters'),
+    ),
     secret: true,
   },
   fingerprintSalt: { schema: text(), secret: true, generate: () => randomBytes(12).toString('base64url') },
@@ -269,7 +274,11 @@ function readKeyFile(file: string): { kid: string; key: string } {
   try {
     raw = JSON.parse(readFileSync(file, 'utf8'));
   } catch (error) {
-    throw new VerifierConfigError('attestationKeyFile', `a readable { kid, key } JSON file at ${file}`, errorMessage(error));
+    throw new VerifierConfigError(
+      'attestationKeyFile',
+      `a readable { kid, key } JSON file at ${file}`,
+      errorMessage(error),
+    );
   }
   const result = v.safeParse(attestationKey, raw);
   if (!result.success) {
@@ -280,7 +289,11 @@ function readKeyFile(file: string): { kid: string; key: string } {
 }
 
 /** Every setting from the environment over the file over the data directory's defaults over the built-in ones. */
-function readSettings(env: NodeJS.ProcessEnv, fromFile: Record<string, unknown>, defaults: Readonly<Record<string, string>>): Values {
+function readSettings(
+  env: NodeJS.ProcessEnv,
+  fromFile: Record<string, unknown>,
+  defaults: Readonly<Record<string, string>>,
+): Values {
   const values: Record<string, unknown> = {};
   for (const name of Object.keys(SETTINGS) as SettingName[]) {
     const variable = envName(name);
@@ -380,19 +393,22 @@ export interface DevEnvironmentOptions {
  * never written anywhere. Pass it to {@link loadConfig}, or to a child process.
  */
 export function devEnvironment(options: DevEnvironmentOptions = {}): Record<string, string> {
-  return {
+  const env: Record<string, string> = {
     MOAT_VERIFIER_PORT: '0',
     MOAT_VERIFIER_DATABASE: options.database ?? ':memory:',
     MOAT_VERIFIER_ADMIN_TOKEN: options.adminToken ?? randomBytes(16).toString('hex'),
     MOAT_VERIFIER_FINGERPRINT_SALT: options.salt ?? 'moat-dev-salt',
-    ...(options.attestationKeyFile === undefined ? {} : { MOAT_VERIFIER_ATTESTATION_KEY_FILE: options.attestationKeyFile }),
     MOAT_VERIFIER_SERVER_SECRET: randomBytes(32).toString('hex'),
     MOAT_VERIFIER_SIGNING_SECRET: randomBytes(32).toString('hex'),
   };
+  if (options.attestationKeyFile !== undefined) env.MOAT_VERIFIER_ATTESTATION_KEY_FILE = options.attestationKeyFile;
+  return env;
 }
 
 /** The settings a data directory generates once and keeps (`secrets.json`). */
-const GENERATED = (Object.keys(SETTINGS) as SettingName[]).filter((name) => (SETTINGS[name] as Setting).generate !== undefined);
+const GENERATED = (Object.keys(SETTINGS) as SettingName[]).filter(
+  (name) => (SETTINGS[name] as Setting).generate !== undefined,
+);
 
 /**
  * The settings of a verifier started with none: a data directory (created, mode 0700) that
@@ -401,7 +417,10 @@ const GENERATED = (Object.keys(SETTINGS) as SettingName[]).filter((name) => (SET
  * record spool; and, when a development build of `@moat/native` made a key, that key for
  * attestation. Environment and config file still override every one of them.
  */
-export function dataDirDefaults(dir: string, devKeyFile?: string): { env: Record<string, string>; secretsFile: string; created: boolean } {
+export function dataDirDefaults(
+  dir: string,
+  devKeyFile?: string,
+): { env: Record<string, string>; secretsFile: string; created: boolean } {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const secretsFile = join(dir, 'secrets.json');
   let secrets: Record<string, unknown>;
@@ -439,7 +458,9 @@ export function configTemplate(): string {
     '  // (camelCase names become SNAKE_CASE). Secrets left out here come from the data directory.',
   ];
   const entries = Object.entries(SETTINGS) as Array<[SettingName, Setting]>;
-  const written = entries.filter(([, s]) => s.example === undefined && s.default !== undefined && s.generate === undefined);
+  const written = entries.filter(
+    ([, s]) => s.example === undefined && s.default !== undefined && s.generate === undefined,
+  );
   const last = written.at(-1)?.[0];
   for (const [name, setting] of entries) {
     if (setting.generate !== undefined || (setting.default === undefined && setting.example === undefined)) continue;

@@ -1,3 +1,9 @@
+/**
+ * Every error class of the verifier, each on {@link MoatError}: a stable `code` and a message
+ * that says what was expected and what came.
+ */
+import { MoatError } from '@moat/protocol/support';
+
 /** Anthropic's error types, by HTTP status. */
 export type ApiErrorType =
   | 'invalid_request_error'
@@ -23,26 +29,27 @@ export const STATUS_OF_ERROR_TYPE: Readonly<Record<ApiErrorType, number>> = {
 
 /**
  * An error in Anthropic's shape, `{ type: 'error', error: { type, message } }`, with its
- * status. Its `code` is `ERR_API_` and the type in capitals (`ERR_API_INVALID_REQUEST_ERROR`).
+ * status. Its `code` is `ERR_API_` and the type in capitals (`ERR_API_INVALID_REQUEST_ERROR`);
+ * `detail` is the message the client reads (`message` starts with the code, as every
+ * {@link MoatError}'s does).
  */
-export class ApiError extends Error {
+export class ApiError extends MoatError<`ERR_API_${Uppercase<ApiErrorType>}`> {
   override readonly name = 'ApiError';
-  readonly code: `ERR_API_${Uppercase<ApiErrorType>}`;
+  readonly status: number;
+  readonly type: ApiErrorType;
+  readonly detail: string;
   /** Seconds after which the client may retry (sent as `retry-after`). */
   readonly retryAfterSec: number | undefined;
-  constructor(
-    readonly status: number,
-    readonly type: ApiErrorType,
-    message: string,
-    options?: ErrorOptions & { retryAfterSec?: number },
-  ) {
-    super(message, options);
+  constructor(status: number, type: ApiErrorType, detail: string, options?: ErrorOptions & { retryAfterSec?: number }) {
+    super(`ERR_API_${type.toUpperCase() as Uppercase<ApiErrorType>}`, detail, options);
+    this.status = status;
+    this.type = type;
+    this.detail = detail;
     this.retryAfterSec = options?.retryAfterSec;
-    this.code = `ERR_API_${type.toUpperCase() as Uppercase<ApiErrorType>}`;
   }
 
   body(): { type: 'error'; error: { type: ApiErrorType; message: string } } {
-    return { type: 'error', error: { type: this.type, message: this.message } };
+    return { type: 'error', error: { type: this.type, message: this.detail } };
   }
 }
 
@@ -51,17 +58,52 @@ export class ApiError extends Error {
  * so the request is refused, retryably, rather than served unchecked or unrecorded.
  */
 export function unavailable(what: string, cause?: unknown): ApiError {
-  return new ApiError(503, 'overloaded_error', `${what} is unavailable; retry shortly`, {
-    retryAfterSec: 1,
-    ...(cause === undefined ? {} : { cause }),
-  });
+  return new ApiError(503, 'overloaded_error', `${what} is unavailable; retry shortly`, { retryAfterSec: 1, cause });
 }
 
 /** A configuration problem: what was expected and what came, by setting. */
-export class VerifierConfigError extends Error {
+export class VerifierConfigError extends MoatError<'ERR_VERIFIER_CONFIG'> {
   override readonly name = 'VerifierConfigError';
-  readonly code = 'ERR_VERIFIER_CONFIG';
+  /** The setting at fault (`port`, `attestationKeys[0].kid`, `config file`). */
+  readonly setting: string;
   constructor(setting: string, expected: string, received: string) {
-    super(`ERR_VERIFIER_CONFIG: ${setting}: expected ${expected}, got ${received}`);
+    super('ERR_VERIFIER_CONFIG', `${setting}: expected ${expected}, got ${received}`);
+    this.setting = setting;
+  }
+}
+
+/** A row of one of the verifier's tables (routes, signals, record columns) that cannot work. */
+export class VerifierTableError extends MoatError<'ERR_VERIFIER_TABLE'> {
+  override readonly name = 'VerifierTableError';
+}
+
+/**
+ * A record was taken by neither the store nor (where allowed) the spool: the request must not
+ * be answered as if it had been.
+ */
+export class RecordStoreError extends MoatError<'ERR_RECORD_STORE'> {
+  override readonly name = 'RecordStoreError';
+}
+
+/** The spool is full or its file cannot be written. */
+export class SpoolError extends MoatError<'ERR_SPOOL'> {
+  override readonly name = 'SpoolError';
+}
+
+/** Why a request body is not strict JSON. */
+export type JsonBodyErrorCode =
+  | 'ERR_JSON_UTF8'
+  | 'ERR_JSON_SYNTAX'
+  | 'ERR_JSON_DEPTH'
+  | 'ERR_JSON_DUPLICATE_KEY'
+  | 'ERR_JSON_NOT_OBJECT';
+
+/** A body that is not strict JSON; `path` names where (dotted, `""` for the whole body). */
+export class JsonBodyError extends MoatError<JsonBodyErrorCode> {
+  override readonly name = 'JsonBodyError';
+  readonly path: string;
+  constructor(code: JsonBodyErrorCode, path: string, message: string) {
+    super(code, message);
+    this.path = path;
   }
 }

@@ -16,9 +16,9 @@ export interface PolicyAttributes {
   /** The API key's id. */
   readonly id: string;
   /** Entry point from the attribution block (`cli`, `sdk`, …), when the block was readable. */
-  readonly ep?: string;
+  readonly ep?: string | undefined;
   /** Client version from the attribution block. */
-  readonly cv?: string;
+  readonly cv?: string | undefined;
   readonly model?: string;
   /** The attestation signal. */
   readonly attestation?: string;

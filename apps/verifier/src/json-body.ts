@@ -1,19 +1,6 @@
-import { MoatError } from '@moat/protocol/support';
+import { JsonBodyError } from './errors.js';
 
-/** Why a request body is not strict JSON. */
-export type JsonBodyErrorCode = 'ERR_JSON_UTF8' | 'ERR_JSON_SYNTAX' | 'ERR_JSON_DEPTH' | 'ERR_JSON_DUPLICATE_KEY' | 'ERR_JSON_NOT_OBJECT';
-
-/** A body that is not strict JSON; `path` names where (dotted, `""` for the whole body). */
-export class JsonBodyError extends MoatError<JsonBodyErrorCode> {
-  override readonly name = 'JsonBodyError';
-  constructor(
-    code: JsonBodyErrorCode,
-    readonly path: string,
-    message: string,
-  ) {
-    super(code, message);
-  }
-}
+export { JsonBodyError, type JsonBodyErrorCode } from './errors.js';
 
 /** Byte span of one top-level member: from its key's opening quote to the end of its value. */
 export interface MemberSpan {

@@ -70,6 +70,12 @@ describe('the record schema', () => {
         columns.filter((c) => c !== 'decoy'),
       ),
     ).toEqual(["ALTER TABLE records ADD COLUMN IF NOT EXISTS decoy TEXT NOT NULL DEFAULT 'none'"]);
+    expect(() =>
+      migrationSql(
+        'sqlite',
+        columns.filter((c) => c !== 'verdict'),
+      ),
+    ).toThrow(/database: expected a records table with a column verdict/);
   });
 
   it('maps a record to a row and back unchanged (lists as JSON text, as SQLite keeps them)', () => {

@@ -5,6 +5,7 @@
  * `/admin/records` and the per-key aggregates of `/admin/activity`. The backends only run it.
  */
 import type { Verdict } from '@moat/protocol';
+import { VerifierConfigError, VerifierTableError } from './errors.js';
 import { type ActivityField, RECORDED_SIGNALS, type RecordedSignals } from './signals.js';
 
 /** The two SQL backends. */
@@ -28,7 +29,10 @@ export type RequestRecord = RecordedSignals & {
   readonly decoys: number;
 };
 
-/** Which records to read: a time range (Unix ms, `since` inclusive, `until` exclusive), a key, a verdict, signal values. */
+/**
+ * Which records to read: a time range (Unix ms, `since` inclusive, `until` exclusive), a key,
+ * a verdict, signal values.
+ */
 export type RecordQuery = Partial<RecordedSignals> & {
   readonly limit?: number;
   readonly keyId?: string;
@@ -85,13 +89,21 @@ export const RECORD_COLUMNS: readonly Column[] = [
   { field: 'status', column: 'status', kind: 'optional int' },
   { field: 'latencyMs', column: 'latency_ms', kind: 'optional int' },
   { field: 'decoys', column: 'decoys', kind: 'count' },
-  ...RECORDED_SIGNALS.map((row) => ({ field: row.name, column: row.column, kind: 'signal' as const, initial: row.initial })),
+  ...RECORDED_SIGNALS.map((row) => ({
+    field: row.name,
+    column: row.column,
+    kind: 'signal' as const,
+    initial: row.initial,
+  })),
 ];
 
 // Names and initial values are written into SQL: they come from code, and are checked here once.
 for (const c of RECORD_COLUMNS)
   if (!/^[a-z_]+$/.test(c.column) || (c.initial !== undefined && !/^[a-z_]+$/.test(c.initial)))
-    throw new TypeError(`record column: expected [a-z_]+ names and values, got ${c.column} = ${c.initial}`);
+    throw new VerifierTableError(
+      'ERR_VERIFIER_TABLE',
+      `record column: expected [a-z_]+ names and values, got ${c.column} = ${c.initial}`,
+    );
 
 const definition = (c: Column, dialect: Dialect) =>
   `${c.column} ${TYPES[c.kind][dialect]}${c.initial === undefined ? '' : ` DEFAULT '${c.initial}'`}`;
@@ -108,26 +120,37 @@ export function recordsTableSql(dialect: Dialect): string {
 /** The query that lists the columns `records` has now. */
 export const EXISTING_COLUMNS_SQL: Readonly<Record<Dialect, string>> = {
   sqlite: "SELECT name FROM pragma_table_info('records')",
-  postgres: "SELECT column_name AS name FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = 'records'",
+  postgres:
+    'SELECT column_name AS name FROM information_schema.columns ' +
+    "WHERE table_schema = current_schema() AND table_name = 'records'",
 };
+
+/** Columns a migration can add to a table with rows: those with a default, or that may be null. */
+const ADDABLE: ReadonlySet<Kind> = new Set<Kind>(['signal', 'count', 'optional text', 'optional int']);
 
 /**
  * The migration: `ALTER TABLE … ADD COLUMN` for every column the table lacks (a signal added
  * after the database was made); its older rows get the signal's initial value.
+ *
+ * @throws {VerifierConfigError} when the table lacks a column no migration can add (not a
+ * records table of ours).
  */
 export function migrationSql(dialect: Dialect, existing: Iterable<string>): string[] {
   const have = new Set(existing);
+  const missing = RECORD_COLUMNS.filter((c) => !have.has(c.column));
+  const fixed = missing.find((c) => !ADDABLE.has(c.kind));
+  if (fixed !== undefined)
+    throw new VerifierConfigError('database', `a records table with a column ${fixed.column}`, 'a table without it');
   const exists = dialect === 'postgres' ? 'IF NOT EXISTS ' : '';
-  return RECORD_COLUMNS.filter((c) => !have.has(c.column)).map((c) =>
-    `ALTER TABLE records ADD COLUMN ${exists}${definition(c, dialect)}`.replace(' PRIMARY KEY', ''),
-  );
+  return missing.map((c) => `ALTER TABLE records ADD COLUMN ${exists}${definition(c, dialect)}`);
 }
 
 /** `INSERT INTO records`; `ignoreDuplicate` skips a record whose id is stored (draining a spool). */
 export function insertRecordSql(dialect: Dialect, ignoreDuplicate: boolean): string {
   const names = RECORD_COLUMNS.map((c) => c.column).join(', ');
   const params = RECORD_COLUMNS.map((_, i) => (dialect === 'sqlite' ? '?' : `$${i + 1}`)).join(', ');
-  if (dialect === 'sqlite') return `INSERT ${ignoreDuplicate ? 'OR IGNORE ' : ''}INTO records (${names}) VALUES (${params})`;
+  if (dialect === 'sqlite')
+    return `INSERT ${ignoreDuplicate ? 'OR IGNORE ' : ''}INTO records (${names}) VALUES (${params})`;
   return `INSERT INTO records (${names}) VALUES (${params})${ignoreDuplicate ? ' ON CONFLICT (id) DO NOTHING' : ''}`;
 }
 
@@ -142,7 +165,8 @@ export function recordOf(row: Readonly<Record<string, unknown>>): RequestRecord 
   for (const c of RECORD_COLUMNS) {
     const v = row[c.column];
     if (c.kind === 'list') out[c.field] = typeof v === 'string' ? JSON.parse(v) : v;
-    else if (c.kind === 'time' || c.kind === 'count' || c.kind === 'optional int') out[c.field] = v === null ? null : Number(v);
+    else if (c.kind === 'time' || c.kind === 'count' || c.kind === 'optional int')
+      out[c.field] = v === null ? null : Number(v);
     else out[c.field] = v;
   }
   return out as RequestRecord;
@@ -182,12 +206,20 @@ export const ACTIVITY_COLUMNS = [
   'COUNT(*) requests',
   ...(['allow', 'flag', 'block'] as const).map((v) => `SUM(CASE WHEN verdict = '${v}' THEN 1 ELSE 0 END) "${v}"`),
   ...RECORDED_SIGNALS.flatMap((row) =>
-    Object.entries(row.activity ?? {}).map(([field, value]) => `SUM(CASE WHEN ${row.column} = '${value}' THEN 1 ELSE 0 END) "${field}"`),
+    Object.entries(row.activity ?? {}).map(
+      ([field, value]) => `SUM(CASE WHEN ${row.column} = '${value}' THEN 1 ELSE 0 END) "${field}"`,
+    ),
   ),
   'MAX(ts) last_ts',
 ].join(',\n  ');
 
-const ACTIVITY_FIELDS = ['requests', 'allow', 'flag', 'block', ...RECORDED_SIGNALS.flatMap((row) => Object.keys(row.activity ?? {}))];
+const ACTIVITY_FIELDS = [
+  'requests',
+  'allow',
+  'flag',
+  'block',
+  ...RECORDED_SIGNALS.flatMap((row) => Object.keys(row.activity ?? {})),
+];
 
 /** A row of {@link ACTIVITY_COLUMNS} (numbers may come back as strings from PostgreSQL). */
 export function activityOf(r: Readonly<Record<string, unknown>>, gateways: readonly string[]): KeyActivity {

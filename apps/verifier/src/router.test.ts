@@ -59,7 +59,10 @@ describe('the route table', () => {
   it('sends Messages bodies through the pipeline and nothing else', () => {
     expect(where('POST', '/v1/messages')).toBe('pipeline client /v1/messages');
     expect(where('POST', '/v1/messages/count_tokens')).toBe('pipeline client /v1/messages/count_tokens');
-    expect(router.routes.filter((r) => r.mode === 'pipeline').map((r) => r.pattern)).toEqual(['/v1/messages', '/v1/messages/count_tokens']);
+    expect(router.routes.filter((r) => r.mode === 'pipeline').map((r) => r.pattern)).toEqual([
+      '/v1/messages',
+      '/v1/messages/count_tokens',
+    ]);
   });
 
   it('passes other /v1 paths through for authenticated clients, but never Moat’s own', () => {
@@ -90,8 +93,11 @@ describe('the route table', () => {
   });
 
   it('has no row that an earlier row hides entirely', () => {
-    const probes = ROUTES.map(([method, pattern]) => [method === '*' ? 'PATCH' : method, pattern.replace('*', 'x')] as const);
-    for (const [i, [method, path]] of probes.entries()) expect(router.match(method, path)?.route).toBe(router.routes[i]);
+    const probes = ROUTES.map(
+      ([method, pattern]) => [method === '*' ? 'PATCH' : method, pattern.replace('*', 'x')] as const,
+    );
+    for (const [i, [method, path]] of probes.entries())
+      expect(router.match(method, path)?.route).toBe(router.routes[i]);
     expect(createRouter([['GET', '/a', 'local', 'public', noop]]).match('GET', '/a')?.route.pattern).toBe('/a');
   });
 });

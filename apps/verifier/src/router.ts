@@ -8,6 +8,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { type Access, admit, type OperatorTokens } from './auth.js';
+import { VerifierTableError } from './errors.js';
 import type { VerifierServices } from './pipeline/services.js';
 
 /**
@@ -45,7 +46,13 @@ export interface Route {
 }
 
 /** A row of the table as written: `[method, pattern, mode, access, handler]`. */
-export type RouteRow = readonly [method: string, pattern: string, mode: RouteMode, access: Access, handler: RouteHandler];
+export type RouteRow = readonly [
+  method: string,
+  pattern: string,
+  mode: RouteMode,
+  access: Access,
+  handler: RouteHandler,
+];
 
 type Matcher = (path: string) => Record<string, string> | undefined;
 
@@ -62,7 +69,10 @@ function decodeSegment(part: string): string | undefined {
 
 /** Compiles a pattern to a matcher: exact, segment parameters, or a trailing wildcard. */
 export function compilePattern(pattern: string): Matcher {
-  if (!pattern.startsWith('/')) throw new TypeError(`route pattern: expected a path starting with "/", got ${JSON.stringify(pattern)}`);
+  if (!pattern.startsWith('/')) {
+    const got = JSON.stringify(pattern);
+    throw new VerifierTableError('ERR_VERIFIER_TABLE', `route pattern: expected a path starting with "/", got ${got}`);
+  }
   const wildcard = pattern.endsWith('*');
   const fixed = wildcard ? pattern.slice(0, -1) : pattern;
   if (!fixed.includes(':')) {
@@ -81,7 +91,8 @@ export function compilePattern(pattern: string): Matcher {
         const value = decodeSegment(part);
         if (value === undefined) return undefined;
         params[segment.slice(1)] = value;
-      } else if (segment !== part && !(wildcard && i === segments.length - 1 && part.startsWith(segment))) return undefined;
+      } else if (segment !== part && !(wildcard && i === segments.length - 1 && part.startsWith(segment)))
+        return undefined;
     }
     if (wildcard)
       params['*'] = parts

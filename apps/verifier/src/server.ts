@@ -77,17 +77,17 @@ async function loadFingerprintStats(storage: Storage, log: pino.Logger): Promise
   }
 }
 
-/**
- * Creates the verifier: an Anthropic-Messages-compatible gateway that runs every request with
- * a Messages body through the decision pipeline (`pipeline/`), serves Moat's own endpoints
- * (discovery, flags, telemetry, conformance, admin, dashboard, health, metrics) and passes
- * every other `/v1` path through to the upstream.
- */
-export async function createVerifier(config: VerifierConfig, options: VerifierOptions = {}): Promise<Verifier> {
-  const log = pino({ level: options.logLevel ?? process.env.MOAT_VERIFIER_LOG_LEVEL ?? 'info' });
+/** The services of the pipeline and the routes, with what only `createVerifier` holds. */
+async function createServices(
+  config: VerifierConfig,
+  options: VerifierOptions,
+  log: pino.Logger,
+): Promise<{ services: VerifierServices; mock: MockUpstream | undefined }> {
   const secret = Buffer.from(config.serverSecret, 'hex');
   const storage = options.storage ?? (await openStorage(config, log));
-  const attestationKeyring = new AttestationKeyring(config.attestationKeys.map((k) => ({ kid: k.kid, key: Buffer.from(k.key, 'hex') })));
+  const attestationKeyring = new AttestationKeyring(
+    config.attestationKeys.map((k) => ({ kid: k.kid, key: Buffer.from(k.key, 'hex') })),
+  );
   for (const kid of config.revokedKids) attestationKeyring.revoke(kid);
   // Stamps are checked in @moat/native where it loads: wait for it, so the first requests use it too.
   await attestationKeyring.ready();
@@ -100,6 +100,7 @@ export async function createVerifier(config: VerifierConfig, options: VerifierOp
   const guard = new StoreGuard(storage, spool, log);
   // Records spooled by an earlier run go to the store first; if it cannot take them yet, the guard keeps trying.
   if (spool.size() > 0) await spool.drain(storage).catch((error: unknown) => guard.markDown(errorMessage(error)));
+  const upstreamKey = mock === undefined ? config.upstreamKey : undefined;
   const services: VerifierServices = {
     config,
     storage,
@@ -114,50 +115,66 @@ export async function createVerifier(config: VerifierConfig, options: VerifierOp
     keyCache: new ApiKeyCache(),
     decoyIndex: new DecoyIndexCache(storage, secret, { retentionDays: config.decoyRetentionDays }),
     secret,
-    upstream: new Upstream(mock?.url ?? config.upstream, mock === undefined ? config.upstreamKey : undefined, config.upstreamTimeouts),
+    upstream: new Upstream(mock?.url ?? config.upstream, upstreamKey, config.upstreamTimeouts),
     onUpstreamRequest: options.onUpstreamRequest,
   };
-  const tokens = operatorTokens(config);
-  const router = createRouter(ROUTES);
+  return { services, mock };
+}
 
-  const snapshotTimer = setInterval(() => {
-    Promise.resolve(storage.saveSnapshot('fingerprint', services.fingerprintStats.toJSON())).catch((err: unknown) =>
-      log.warn({ err: errorMessage(err) }, 'snapshot not saved'),
-    );
-  }, 30_000);
-  snapshotTimer.unref();
-  // Revocations made on any replica (or before this start) apply here within seconds.
+/**
+ * The periodic work: the fingerprint statistics saved, revocations made on any replica (or
+ * before this start) applied within seconds, expired nonces swept. Returns what stops it.
+ */
+async function startPeriodicWork(services: VerifierServices): Promise<() => void> {
+  const { storage, log, attestationKeyring } = services;
+  const every = (ms: number, what: string, run: () => unknown) => {
+    const timer = setInterval(() => {
+      Promise.resolve()
+        .then(run)
+        .catch((err: unknown) => log.warn({ err: errorMessage(err) }, what));
+    }, ms);
+    timer.unref();
+    return timer;
+  };
   const applyRevocations = async () => {
     for (const { kid } of await storage.revokedKids()) attestationKeyring.revoke(kid);
   };
   await applyRevocations().catch((err: unknown) => log.warn({ err: errorMessage(err) }, 'revoked key ids not read'));
-  const revocationTimer = setInterval(() => {
-    applyRevocations().catch((err: unknown) => log.warn({ err: errorMessage(err) }, 'revoked key ids not read'));
-  }, 5_000);
-  revocationTimer.unref();
-  const sweepTimer = setInterval(() => {
-    Promise.resolve(storage.sweepNonces()).catch((err: unknown) => log.warn({ err: errorMessage(err) }, 'nonce sweep failed'));
-  }, 60_000);
-  sweepTimer.unref();
+  const timers = [
+    every(30_000, 'snapshot not saved', () => storage.saveSnapshot('fingerprint', services.fingerprintStats.toJSON())),
+    every(5_000, 'revoked key ids not read', applyRevocations),
+    every(60_000, 'nonce sweep failed', () => storage.sweepNonces()),
+  ];
+  return () => {
+    for (const timer of timers) clearInterval(timer);
+  };
+}
 
+/**
+ * The HTTP server over the route table. Answers in flight are counted, and once `closing()`
+ * every answer says `connection: close`, for a graceful shutdown.
+ */
+function createHttpServer(
+  services: VerifierServices,
+  closing: () => boolean,
+): { server: Server; inflight: Set<ServerResponse> } {
+  const tokens = operatorTokens(services.config);
+  const router = createRouter(ROUTES);
   async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
     res.setHeader(VERSION_HEADER, '1');
     const url = new URL(req.url ?? '/', 'http://verifier');
     const matched = router.match(req.method ?? 'GET', url.pathname);
     if (matched === undefined) throw new ApiError(404, 'not_found_error', `no route ${req.method} ${url.pathname}`);
-    await dispatch(matched, { req, res, url, services, closing }, tokens);
+    await dispatch(matched, { req, res, url, services, closing: closing() }, tokens);
   }
-
-  // Graceful shutdown: answers in flight are counted; once closing, every answer says `connection: close`.
-  let closing = false;
   const inflight = new Set<ServerResponse>();
   const server = createServer({ maxHeaderSize: 32 * 1024 }, (req, res) => {
     inflight.add(res);
     res.on('close', () => inflight.delete(res));
-    if (closing) res.setHeader('connection', 'close');
+    if (closing()) res.setHeader('connection', 'close');
     route(req, res).catch((error: unknown) => {
       const apiError = error instanceof ApiError ? error : new ApiError(500, 'api_error', 'internal error');
-      if (!(error instanceof ApiError)) log.error({ err: error }, 'unexpected error');
+      if (!(error instanceof ApiError)) services.log.error({ err: error }, 'unexpected error');
       if (res.headersSent) {
         res.destroy();
         return;
@@ -170,14 +187,62 @@ export async function createVerifier(config: VerifierConfig, options: VerifierOp
   server.keepAliveTimeout = 65_000;
   server.on('clientError', (error: Error & { code?: string }, socket: Socket) => answerClientError(error, socket));
   server.on('connect', (_req: IncomingMessage, socket: Socket) => answerConnect(socket));
+  return { server, inflight };
+}
 
+/** Stops accepting, lets answers in flight finish (up to the grace period), then closes what the verifier opened. */
+async function shutDown(
+  server: Server,
+  inflight: ReadonlySet<ServerResponse>,
+  services: VerifierServices,
+  mock: MockUpstream | undefined,
+): Promise<void> {
+  const { storage, log } = services;
+  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+  // Idle keep-alive connections go now; busy ones as soon as their answer is out.
+  server.closeIdleConnections();
+  const idle = setInterval(() => server.closeIdleConnections(), 25);
+  const deadline = Date.now() + services.config.shutdownGraceMs;
+  while (inflight.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 25));
+  clearInterval(idle);
+  server.closeAllConnections();
+  await closed;
+  services.guard.close();
+  // A store that cannot take the last snapshot (read-only, disk full, gone) must not turn shutdown into a crash.
+  for (const step of [
+    () => services.upstream.close(),
+    () => mock?.close(),
+    () => storage.saveSnapshot('fingerprint', services.fingerprintStats.toJSON()),
+    () => storage.close(),
+  ]) {
+    try {
+      await step();
+    } catch (error) {
+      log.warn({ err: errorMessage(error) }, 'shutdown step failed');
+    }
+  }
+}
+
+/**
+ * Creates the verifier: an Anthropic-Messages-compatible gateway that runs every request with
+ * a Messages body through the decision pipeline (`pipeline/`), serves Moat's own endpoints
+ * (discovery, flags, telemetry, conformance, admin, dashboard, health, metrics) and passes
+ * every other `/v1` path through to the upstream — as the route table (`routes/table.ts`) says.
+ */
+export async function createVerifier(config: VerifierConfig, options: VerifierOptions = {}): Promise<Verifier> {
+  const log = pino({ level: options.logLevel ?? process.env.MOAT_VERIFIER_LOG_LEVEL ?? 'info' });
+  const { services, mock } = await createServices(config, options, log);
+  const stopPeriodicWork = await startPeriodicWork(services);
+  let closing = false;
+  const { server, inflight } = createHttpServer(services, () => closing);
+  const { attestationKeyring } = services;
   let baseUrl = '';
   return {
     server,
-    storage,
+    storage: services.storage,
     fingerprintStats: services.fingerprintStats,
     gatewayStats: services.gatewayStats,
-    blockKeyring,
+    blockKeyring: services.blockKeyring,
     url: () => baseUrl,
     listen: () =>
       new Promise((resolve, reject) => {
@@ -185,39 +250,19 @@ export async function createVerifier(config: VerifierConfig, options: VerifierOp
         server.listen(config.port, config.host, () => {
           const { port } = server.address() as AddressInfo;
           baseUrl = `http://${config.host}:${port}`;
-          const stampCheck = [...new Set(attestationKeyring.kids().map((kid) => attestationKeyring.backend(kid)))].join(',') || 'no keys';
-          log.info({ url: baseUrl, upstream: mock === undefined ? config.upstream : 'mock', stampCheck }, 'moat-verifier listening');
+          const backends = new Set(attestationKeyring.kids().map((kid) => attestationKeyring.backend(kid)));
+          const stampCheck = [...backends].join(',') || 'no keys';
+          log.info(
+            { url: baseUrl, upstream: mock === undefined ? config.upstream : 'mock', stampCheck },
+            'moat-verifier listening',
+          );
           resolve(baseUrl);
         });
       }),
     close: async () => {
       closing = true;
-      clearInterval(snapshotTimer);
-      clearInterval(sweepTimer);
-      clearInterval(revocationTimer);
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      // Idle keep-alive connections go now; busy ones as soon as their answer is out.
-      server.closeIdleConnections();
-      const idle = setInterval(() => server.closeIdleConnections(), 25);
-      const deadline = Date.now() + config.shutdownGraceMs;
-      while (inflight.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 25));
-      clearInterval(idle);
-      server.closeAllConnections();
-      await closed;
-      guard.close();
-      // A store that cannot take the last snapshot (read-only, disk full, gone) must not turn shutdown into a crash.
-      for (const step of [
-        () => services.upstream.close(),
-        () => mock?.close(),
-        () => storage.saveSnapshot('fingerprint', services.fingerprintStats.toJSON()),
-        () => storage.close(),
-      ]) {
-        try {
-          await step();
-        } catch (error) {
-          log.warn({ err: errorMessage(error) }, 'shutdown step failed');
-        }
-      }
+      stopPeriodicWork();
+      await shutDown(server, inflight, services, mock);
     },
   };
 }

@@ -29,7 +29,9 @@ describe('the signal registry', () => {
         },
       },
       'moat-policy-binding': { defaultValue: { request: 'monitor', body: 'flag', none: 'monitor' } },
-      'moat-policy-fingerprint': { defaultValue: { match: 'monitor', missing: 'monitor', mismatch: 'flag', tampering: 'flag' } },
+      'moat-policy-fingerprint': {
+        defaultValue: { match: 'monitor', missing: 'monitor', mismatch: 'flag', tampering: 'flag' },
+      },
       'moat-policy-thinking': { defaultValue: { valid: 'monitor', none: 'monitor', invalid: 'block' } },
       'moat-policy-gateway': {
         defaultValue: { detected: 'monitor', forwarded_chain: 'monitor', ua_mismatch: 'flag', address_fan_in: 'flag' },
@@ -50,7 +52,10 @@ describe('the signal registry', () => {
         return [row.name, row.many === true ? [value] : value];
       }),
     ) as unknown as Signals;
-    const decision = decide(worst, (layer, value) => defaultPolicies()[`moat-policy-${layer}`]?.defaultValue[value] ?? 'monitor');
+    const decision = decide(
+      worst,
+      (layer, value) => defaultPolicies()[`moat-policy-${layer}`]?.defaultValue[value] ?? 'monitor',
+    );
     expect(decision.actions.map((a) => a.signal)).toEqual(SIGNAL_ROWS.map((row) => row.name));
     expect(decision.reasons).toHaveLength(SIGNAL_ROWS.length);
   });
@@ -58,7 +63,8 @@ describe('the signal registry', () => {
   it('exports a zero series per signal value in /metrics before any request', async () => {
     const text = await createMetrics().registry.metrics();
     for (const row of SIGNAL_ROWS)
-      for (const value of row.values) expect(text).toContain(`moat_signals_total{layer="${row.metric}",value="${value}"} 0`);
+      for (const value of row.values)
+        expect(text).toContain(`moat_signals_total{layer="${row.metric}",value="${value}"} 0`);
   });
 
   it('feeds the dashboard its filters and record columns', () => {

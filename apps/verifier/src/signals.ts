@@ -148,18 +148,25 @@ export type ActivityField = {
 }[SignalName];
 
 /** The rows, in order, with their names. */
-export const SIGNAL_ROWS: ReadonlyArray<SignalSpec & { readonly name: SignalName }> = Object.entries(SIGNALS).map(([name, spec]) => ({
-  ...(spec as SignalSpec),
-  name: name as SignalName,
-}));
+export const SIGNAL_ROWS: ReadonlyArray<SignalSpec & { readonly name: SignalName }> = Object.entries(SIGNALS).map(
+  ([name, spec]) => ({
+    ...(spec as SignalSpec),
+    name: name as SignalName,
+  }),
+);
 
 /** The recorded rows (those with a column), in order. */
-export const RECORDED_SIGNALS: ReadonlyArray<SignalSpec & { readonly name: RecordedSignalName; readonly column: string }> =
-  SIGNAL_ROWS.filter((row): row is SignalSpec & { name: RecordedSignalName; column: string } => row.column !== undefined);
+export const RECORDED_SIGNALS: ReadonlyArray<
+  SignalSpec & { readonly name: RecordedSignalName; readonly column: string }
+> = SIGNAL_ROWS.filter(
+  (row): row is SignalSpec & { name: RecordedSignalName; column: string } => row.column !== undefined,
+);
 
 /** Every signal's value before its evidence is read (an empty list for a `many` signal). */
 export function initialSignals(): Signals {
-  return Object.fromEntries(SIGNAL_ROWS.map((row) => [row.name, row.many === true ? [] : row.initial])) as unknown as Signals;
+  return Object.fromEntries(
+    SIGNAL_ROWS.map((row) => [row.name, row.many === true ? [] : row.initial]),
+  ) as unknown as Signals;
 }
 
 /** The value of every recorded signal before its evidence is read. */
@@ -184,5 +191,7 @@ export function defaultPolicies(): Record<string, { defaultValue: Record<string,
 
 /** The filters the dashboard offers: label and values of every signal with a filter parameter. */
 export function dashboardFilters(): Array<{ filter: string; label: string; values: readonly string[] }> {
-  return SIGNAL_ROWS.flatMap((row) => (row.filter === undefined ? [] : [{ filter: row.filter, label: row.label, values: row.values }]));
+  return SIGNAL_ROWS.flatMap((row) =>
+    row.filter === undefined ? [] : [{ filter: row.filter, label: row.label, values: row.values }],
+  );
 }

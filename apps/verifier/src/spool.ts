@@ -1,11 +1,8 @@
 import { closeSync, fsyncSync, openSync, readFileSync, statSync, truncateSync, writeSync } from 'node:fs';
-import { MoatError } from '@moat/protocol/support';
+import { SpoolError } from './errors.js';
 import type { RequestRecord, Storage } from './storage.js';
 
-/** The spool is full or its file cannot be written. */
-export class SpoolError extends MoatError<'ERR_SPOOL'> {
-  override readonly name = 'SpoolError';
-}
+export { SpoolError } from './errors.js';
 
 /**
  * A bounded, durable local spool for the records of requests answered while the record store

@@ -1,13 +1,9 @@
-import { MoatError } from '@moat/protocol/support';
 import type { Logger } from 'pino';
-import { unavailable } from './errors.js';
-import { type RecordSpool, SpoolError } from './spool.js';
+import { RecordStoreError, SpoolError, unavailable } from './errors.js';
+import type { RecordSpool } from './spool.js';
 import type { RequestRecord, Storage } from './storage.js';
 
-/** A record was taken by neither the store nor (where allowed) the spool: the request must not be answered as if it had been. */
-export class RecordStoreError extends MoatError<'ERR_RECORD_STORE'> {
-  override readonly name = 'RecordStoreError';
-}
+export { RecordStoreError } from './errors.js';
 
 /** How a record was kept. */
 export type Kept = 'stored' | 'spooled';

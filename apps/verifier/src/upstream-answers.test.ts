@@ -74,8 +74,11 @@ beforeAll(async () => {
   });
   upstream.listen(0, '127.0.0.1');
   await new Promise((r) => upstream.once('listening', r));
-  const env = { ...devEnvironment(), MOAT_VERIFIER_UPSTREAM_KEY: upstreamKey };
-  env.MOAT_VERIFIER_UPSTREAM = `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`;
+  const env = {
+    ...devEnvironment(),
+    MOAT_VERIFIER_UPSTREAM_KEY: upstreamKey,
+    MOAT_VERIFIER_UPSTREAM: `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`,
+  };
   verifier = await createVerifier(loadConfig(env), { logLevel: 'silent' });
   base = await verifier.listen();
   apiKey = (await verifier.storage.createApiKey('answers')).key;

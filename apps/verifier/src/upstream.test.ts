@@ -39,7 +39,7 @@ beforeAll(async () => {
       response = mockMessages(body);
     } catch (error) {
       const e = error as ApiError;
-      return fail(e.status, e.type, e.message);
+      return fail(e.status, e.type, e.detail);
     }
     if (body.stream !== true) return res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(response));
     res.writeHead(200, { 'content-type': 'text/event-stream' });

@@ -22,7 +22,7 @@ export interface Evidence {
   readonly gateway: RequestEvidence;
   readonly thinking: RequestBlocksCheck;
   /** What the attribution block says of the client (unverified claims, for policy targeting). */
-  readonly client: { readonly ep?: string; readonly cv?: string };
+  readonly client: { readonly ep?: string | undefined; readonly cv?: string | undefined };
   /** The client's own word that it could not attest (telemetry only: it never changes a verdict). */
   readonly clientUnavailable: boolean;
   /** Decoys of any key that come back in this request, and the keys they were served to. */
@@ -91,10 +91,7 @@ export async function gatherEvidence(input: EvidenceInput, services: VerifierSer
   );
   const thinking = verifyRequestBlocks(input.body, input.keyId, blockKeyring);
   // The attribution block was parsed once, by the fingerprint check.
-  const client = {
-    ...(fingerprint.clientVersion === undefined ? {} : { cv: fingerprint.clientVersion }),
-    ...(fingerprint.entrypoint === undefined ? {} : { ep: fingerprint.entrypoint }),
-  };
+  const client = { cv: fingerprint.clientVersion, ep: fingerprint.entrypoint };
   const traced = services.decoyIndex.current()?.trace(decoyTraceText(input.body), DECOY_HIT_CONFIDENCE) ?? [];
   const decoy = {
     signal: traced.length > 0 ? ('hit' as const) : ('none' as const),

@@ -7,9 +7,11 @@
  * 3. evidence — attestation, fingerprint, gateway traces, signed blocks ({@link gatherEvidence})
  * 4. policy — a pure decision from the signals ({@link decide})
  * 5. record — the request's one record, filled in as it goes ({@link RequestLedger})
- * 6. rewrite the request — Moat's members out, decoys in, upstream signatures back ({@link rewriteRequest})
+ * 6. rewrite the request — Moat's members out, decoys in, upstream signatures back
+ *    ({@link rewriteRequest})
  * 7. upstream — forward with the verifier's key ({@link Upstream})
- * 8. rewrite the response — sign, intercept decoy calls, JSON or SSE ({@link answerJson}, {@link answerStream})
+ * 8. rewrite the response — sign, intercept decoy calls, JSON or SSE ({@link answerJson},
+ *    {@link answerStream})
  * 9. finish the record — durable before the answer completes
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -18,11 +20,12 @@ import { invalidBlockError } from '@moat/distill-guard/server';
 import { errorMessage } from '@moat/protocol/support';
 import { authenticate } from '../auth.js';
 import { ApiError, unavailable } from '../errors.js';
+import type { PolicyAttributes } from '../flags.js';
 import { readBody, sendError, sendJson, writeEvent } from '../http.js';
 import { labelValue } from '../metrics.js';
 import { recordedSignalsOf, SIGNALS } from '../signals.js';
-import { gatherEvidence, receivedRequest } from './evidence.js';
-import { decide, flagPolicy, policyAttributes } from './policy.js';
+import { type Evidence, gatherEvidence, receivedRequest } from './evidence.js';
+import { type Decision, decide, flagPolicy, policyAttributes } from './policy.js';
 import { parseMessagesBody, type ReadRequest } from './read.js';
 import { newRequestId, RecordStoreError, RequestLedger } from './record.js';
 import { asksForDecoys, rewriteRequest } from './rewrite-request.js';
@@ -43,6 +46,131 @@ export type MessagesEndpoint = 'messages' | 'count_tokens';
 /** Status recorded for a request whose client went away before the answer ended (nginx's convention). */
 export const CLIENT_CLOSED = 499;
 
+/** One request in flight through the pipeline. */
+interface InFlight {
+  readonly req: IncomingMessage;
+  readonly res: ServerResponse;
+  readonly endpoint: MessagesEndpoint;
+  readonly ledger: RequestLedger;
+  /** Aborted when the client goes away. */
+  readonly signal: AbortSignal;
+}
+
+/**
+ * Stage 2, with its fallback: a body that does not parse still says whether its stamp is
+ * genuine (and spends its nonce); if the replay cache cannot say, the record keeps the parse
+ * error, which is what the client gets.
+ */
+async function readRequest(flight: InFlight, raw: Buffer, services: VerifierServices): Promise<ReadRequest> {
+  const { config } = services;
+  try {
+    return parseMessagesBody(raw, config.maxJsonDepth);
+  } catch (error) {
+    flight.ledger.set({ verdict: 'block' });
+    const attestation = await verifyAttestation(raw, {
+      keyring: services.attestationKeyring,
+      nonceStore: services.storage,
+      windowSec: config.windowSec,
+      request: receivedRequest(flight.req, config),
+    }).catch(() => undefined);
+    if (attestation !== undefined) flight.ledger.set({ attestation: attestation.signal });
+    throw error;
+  }
+}
+
+/** Stage 5's part for the decision: the signals, verdict and reasons into the record, the counters up. */
+function recordDecision(
+  ledger: RequestLedger,
+  evidence: Evidence,
+  decision: Decision,
+  metrics: VerifierServices['metrics'],
+): void {
+  const traced = evidence.decoy.tracedTo.map((t) => `decoy traced to ${t.apiKeyId} (${t.confidence.toFixed(2)})`);
+  ledger.set({
+    ...recordedSignalsOf(evidence.signals),
+    gateway: evidence.gateway.gateways.map((g) => g.id),
+    relay: evidence.gateway.signals.filter((s) => s !== 'gateway_headers'),
+    verdict: decision.verdict,
+    reasons: [...decision.reasons, ...traced],
+  });
+  for (const { signal, value } of decision.actions) metrics.signals.inc({ layer: SIGNALS[signal].metric, value: labelValue(value) });
+  metrics.requests.inc({ verdict: decision.verdict });
+}
+
+/** A blocked request's answer: Anthropic's own 400 for a signed block that fails, else 403 naming the reasons. */
+async function refuse(flight: InFlight, evidence: Evidence, decision: Decision): Promise<void> {
+  const failure = evidence.thinking.failures[0];
+  if (
+    evidence.thinking.signal === 'invalid' &&
+    decision.reasons.includes('block:thinking=invalid') &&
+    failure !== undefined
+  ) {
+    await flight.ledger.finish(400);
+    return sendJson(flight.res, 400, invalidBlockError(failure));
+  }
+  const reasons = decision.reasons.filter((r) => r.startsWith('block')).join(', ');
+  throw new ApiError(403, 'permission_error', `request blocked by policy (${reasons})`);
+}
+
+/** Stages 6 to 9 for an allowed request: rewrite, forward, rewrite the answer, finish the record. */
+async function forward(
+  flight: InFlight,
+  read: ReadRequest,
+  evidence: Evidence,
+  attributes: PolicyAttributes,
+  services: VerifierServices,
+): Promise<void> {
+  const { config, storage, flags, metrics } = services;
+  const { req, res, ledger, endpoint, signal } = flight;
+  const keyId = attributes.id;
+  // Nothing is forwarded that cannot be recorded.
+  services.guard.assertWritable();
+  const plan = await rewriteRequest(read, evidence, {
+    keyId,
+    // All three gates: the client asked (its compile-time and remote flags), its entry point gets
+    // decoys, the policy allows.
+    injectDecoys:
+      endpoint === 'messages' &&
+      asksForDecoys(read.body) &&
+      config.decoyEntrypoints.includes(evidence.client.ep ?? '') &&
+      flags.value('moat-policy-decoys', true, attributes),
+    secret: services.secret,
+    storage,
+  });
+  ledger.set({ decoys: plan.decoys.length });
+  const resend = (bytes: Buffer) => {
+    services.onUpstreamRequest?.(bytes.toString('utf8'));
+    return services.upstream.send({ method: 'POST', path: req.url ?? '/', headers: req.headers, body: bytes, signal });
+  };
+  const first = await resend(plan.bytes);
+  if (endpoint === 'count_tokens') {
+    if (first.status >= 300) return await passError(res, ledger, first);
+    const answer = Buffer.from(await first.body.arrayBuffer());
+    parseUpstreamAnswer(answer.toString('utf8'), countTokensAnswer, 'token count');
+    await ledger.finishStored(first.status);
+    res.writeHead(first.status, { ...first.headers, 'content-length': String(answer.length) });
+    res.end(answer);
+    return;
+  }
+  const input = {
+    res,
+    ledger,
+    storage,
+    plan,
+    ctx: { apiKeyId: keyId, model: read.body.model },
+    keyring: services.blockKeyring,
+    secret: services.secret,
+    resend,
+    signal,
+    onDecoyCalls: (n: number) => {
+      if (n === 0) return;
+      metrics.decoyCalls.inc(n);
+      metrics.decoyCallCount += n;
+    },
+  };
+  await (read.body.stream === true ? answerStream(input, first) : answerJson(input, first));
+}
+
 /** Runs the pipeline for one request; always answers, always leaves exactly one record. */
 export async function handleMessagesRequest(
   req: IncomingMessage,
@@ -50,115 +178,32 @@ export async function handleMessagesRequest(
   endpoint: MessagesEndpoint,
   services: VerifierServices,
 ): Promise<void> {
-  const { config, storage, flags, metrics, log } = services;
+  const { config, metrics, log } = services;
   const ledger = new RequestLedger(services.guard, newRequestId());
   res.setHeader('moat-request-id', ledger.id);
   const abort = new AbortController();
   res.on('close', () => {
     if (!res.writableFinished) abort.abort();
   });
+  const flight: InFlight = { req, res, endpoint, ledger, signal: abort.signal };
   try {
-    const keyId = await authenticate(req.headers, services.keyCache, storage);
+    const keyId = await authenticate(req.headers, services.keyCache, services.storage);
     ledger.set({ keyId });
     const raw = await readBody(req, config.maxBodyBytes);
-    let read: ReadRequest;
-    try {
-      read = parseMessagesBody(raw, config.maxJsonDepth);
-    } catch (error) {
-      // A body that does not parse still says whether its stamp is genuine (and spends its nonce);
-      // if the replay cache cannot say, the record keeps the parse error, which is what the client gets.
-      ledger.set({ verdict: 'block' });
-      const attestation = await verifyAttestation(raw, {
-        keyring: services.attestationKeyring,
-        nonceStore: storage,
-        windowSec: config.windowSec,
-        request: receivedRequest(req, config),
-      }).catch(() => undefined);
-      if (attestation !== undefined) ledger.set({ attestation: attestation.signal });
-      throw error;
-    }
-    const { body } = read;
-    ledger.set({ model: body.model });
-
-    let evidence: Awaited<ReturnType<typeof gatherEvidence>>;
-    try {
-      evidence = await gatherEvidence(
-        { raw, body, headers: req.headers, request: receivedRequest(req, config), keyId, remoteAddress: req.socket.remoteAddress },
-        services,
-      );
-    } catch (error) {
-      ledger.set({ verdict: 'block' });
-      throw error;
-    }
-    const attributes = policyAttributes(keyId, body.model, evidence);
-    const decision = decide(evidence.signals, flagPolicy(flags, attributes));
-    ledger.set({
-      ...recordedSignalsOf(evidence.signals),
-      gateway: evidence.gateway.gateways.map((g) => g.id),
-      relay: evidence.gateway.signals.filter((s) => s !== 'gateway_headers'),
-      verdict: decision.verdict,
-      reasons: [...decision.reasons, ...evidence.decoy.tracedTo.map((t) => `decoy traced to ${t.apiKeyId} (${t.confidence.toFixed(2)})`)],
-    });
-    for (const { signal, value } of decision.actions) metrics.signals.inc({ layer: SIGNALS[signal].metric, value: labelValue(value) });
-    metrics.requests.inc({ verdict: decision.verdict });
-    if (decision.verdict === 'block') {
-      const failure = evidence.thinking.failures[0];
-      if (evidence.thinking.signal === 'invalid' && decision.reasons.includes('block:thinking=invalid') && failure !== undefined) {
-        await ledger.finish(400);
-        return sendJson(res, 400, invalidBlockError(failure));
-      }
-      throw new ApiError(
-        403,
-        'permission_error',
-        `request blocked by policy (${decision.reasons.filter((r) => r.startsWith('block')).join(', ')})`,
-      );
-    }
-
-    // Nothing is forwarded that cannot be recorded.
-    services.guard.assertWritable();
-    const plan = await rewriteRequest(read, evidence, {
-      keyId,
-      // All three gates: the client asked (its compile-time and remote flags), its entry point is one that gets decoys, and the policy allows.
-      injectDecoys:
-        endpoint === 'messages' &&
-        asksForDecoys(body) &&
-        config.decoyEntrypoints.includes(evidence.client.ep ?? '') &&
-        flags.value('moat-policy-decoys', true, attributes),
-      secret: services.secret,
-      storage,
-    });
-    ledger.set({ decoys: plan.decoys.length });
-    const resend = (bytes: Buffer) => {
-      services.onUpstreamRequest?.(bytes.toString('utf8'));
-      return services.upstream.send({ method: 'POST', path: req.url ?? '/', headers: req.headers, body: bytes, signal: abort.signal });
-    };
-    const first = await resend(plan.bytes);
-    if (endpoint === 'count_tokens') {
-      if (first.status >= 300) return await passError(res, ledger, first);
-      const answer = Buffer.from(await first.body.arrayBuffer());
-      parseUpstreamAnswer(answer.toString('utf8'), countTokensAnswer, 'token count');
-      await ledger.finishStored(first.status);
-      res.writeHead(first.status, { ...first.headers, 'content-length': String(answer.length) });
-      res.end(answer);
-      return;
-    }
-    const input = {
-      res,
-      ledger,
-      storage,
-      plan,
-      ctx: { apiKeyId: keyId, model: body.model },
-      keyring: services.blockKeyring,
-      secret: services.secret,
-      resend,
-      signal: abort.signal,
-      onDecoyCalls: (n: number) => {
-        if (n === 0) return;
-        metrics.decoyCalls.inc(n);
-        metrics.decoyCallCount += n;
+    const read = await readRequest(flight, raw, services);
+    ledger.set({ model: read.body.model });
+    const input = { raw, body: read.body, headers: req.headers, request: receivedRequest(req, config), keyId };
+    const evidence = await gatherEvidence({ ...input, remoteAddress: req.socket.remoteAddress }, services).catch(
+      (error: unknown) => {
+        ledger.set({ verdict: 'block' });
+        throw error;
       },
-    };
-    await (body.stream === true ? answerStream(input, first) : answerJson(input, first));
+    );
+    const attributes = policyAttributes(keyId, read.body.model, evidence);
+    const decision = decide(evidence.signals, flagPolicy(services.flags, attributes));
+    recordDecision(ledger, evidence, decision, metrics);
+    if (decision.verdict === 'block') return await refuse(flight, evidence, decision);
+    await forward(flight, read, evidence, attributes, services);
   } catch (error) {
     await fail(error, res, ledger, abort.signal, services);
   } finally {
@@ -167,7 +212,10 @@ export async function handleMessagesRequest(
       log.error({ id: ledger.id }, 'request left the pipeline without a record');
       await ledger.finish(res.statusCode).catch(() => {});
     }
-    log.info({ id: ledger.id, keyId: ledger.record.keyId, verdict: ledger.record.verdict, status: ledger.record.status }, endpoint);
+    log.info(
+      { id: ledger.id, keyId: ledger.record.keyId, verdict: ledger.record.verdict, status: ledger.record.status },
+      endpoint,
+    );
   }
 }
 
@@ -193,8 +241,9 @@ async function fail(
   }
   if (!ledger.finished) {
     // Refused here, before the upstream: the request was blocked, whatever the signals said.
-    if (apiError.status >= 400 && apiError.status < 500 && apiError.status !== CLIENT_CLOSED) ledger.set({ verdict: 'block' });
-    ledger.reason(`${apiError.status}: ${apiError.message}`);
+    if (apiError.status >= 400 && apiError.status < 500 && apiError.status !== CLIENT_CLOSED)
+      ledger.set({ verdict: 'block' });
+    ledger.reason(`${apiError.status}: ${apiError.detail}`);
     try {
       await ledger.finish(apiError.status);
     } catch (storageError) {
@@ -205,7 +254,10 @@ async function fail(
   if (signal.aborted || res.destroyed) return;
   if (!res.headersSent) sendError(res, apiError);
   else if (!res.writableEnded) {
-    writeEvent(res, { event: 'error', data: { type: 'error', error: { type: apiError.type, message: apiError.message } } });
+    writeEvent(res, {
+      event: 'error',
+      data: { type: 'error', error: { type: apiError.type, message: apiError.detail } },
+    });
     res.end();
   }
 }

@@ -86,7 +86,7 @@ export interface UpstreamRequest {
   readonly path: string;
   readonly headers: IncomingHttpHeaders;
   /** The body: bytes, or the client's request streamed through (its length header is kept). */
-  readonly body?: Buffer | Readable;
+  readonly body?: Buffer | Readable | undefined;
   /** Aborts the upstream call (the client went away). */
   readonly signal?: AbortSignal;
   /**
@@ -173,8 +173,8 @@ export class Upstream {
         path: `${base}${request.path}`,
         method: request.method as Dispatcher.HttpMethod,
         headers,
-        ...(request.body === undefined ? {} : { body: request.body }),
-        ...(request.signal === undefined ? {} : { signal: request.signal }),
+        body: request.body ?? null,
+        signal: request.signal ?? null,
       });
     } catch (error) {
       if (request.signal?.aborted === true) throw error;

@@ -50,7 +50,11 @@ function recordQueryOf(url: URL): RecordQuery {
   const key = url.searchParams.get('key');
   const gateway = url.searchParams.get('gateway');
   if (gateway !== null && gateway !== '' && !/^[a-z0-9_-]{1,64}$/.test(gateway))
-    throw new ApiError(400, 'invalid_request_error', `gateway: expected a rule id, got ${JSON.stringify(gateway.slice(0, 40))}`);
+    throw new ApiError(
+      400,
+      'invalid_request_error',
+      `gateway: expected a rule id, got ${JSON.stringify(gateway.slice(0, 40))}`,
+    );
   const query: Record<string, unknown> = { limit: intParam(url, 'limit', 1, 1000) ?? 100, ...rangeOf(url) };
   if (key !== null && key !== '') query.keyId = key.slice(0, 64);
   if (gateway !== null && gateway !== '') query.gateway = gateway;

@@ -15,13 +15,16 @@ export const handleConformance: RouteHandler = async ({ req, res }) => {
   try {
     requests = (JSON.parse(raw.toString('utf8')) as { requests?: unknown }).requests;
   } catch (error) {
-    throw new ApiError(400, 'invalid_request_error', `body: expected JSON { "requests": [...] }, got ${errorMessage(error)}`);
-  }
-  if (!Array.isArray(requests) || requests.length > CONFORMANCE_MAX_REQUESTS)
     throw new ApiError(
       400,
       'invalid_request_error',
-      `requests: expected an array of at most ${CONFORMANCE_MAX_REQUESTS}, got ${Array.isArray(requests) ? `${requests.length} items` : typeof requests}`,
+      `body: expected JSON { "requests": [...] }, got ${errorMessage(error)}`,
     );
+  }
+  if (!Array.isArray(requests) || requests.length > CONFORMANCE_MAX_REQUESTS) {
+    const got = Array.isArray(requests) ? `${requests.length} items` : typeof requests;
+    const expected = `an array of at most ${CONFORMANCE_MAX_REQUESTS}`;
+    throw new ApiError(400, 'invalid_request_error', `requests: expected ${expected}, got ${got}`);
+  }
   sendJson(res, 200, { answers: requests.map((r) => answerConformanceRequest(r)) });
 };

@@ -7,7 +7,12 @@ import { OPERATOR_HEADERS, type RouteHandler } from '../router.js';
 /** `GET /v1/moat`: version negotiation — versions, features, where telemetry and flags are. */
 export const discovery: RouteHandler = ({ res, services }) =>
   sendJson(res, 200, {
-    moat: { versions: [1], features: [...FEATURES], telemetry: TELEMETRY_PATH, flags: `/api/features/${services.config.clientKey}` },
+    moat: {
+      versions: [1],
+      features: [...FEATURES],
+      telemetry: TELEMETRY_PATH,
+      flags: `/api/features/${services.config.clientKey}`,
+    },
   });
 
 /** `GET /api/features/<client key>`: the client flags in GrowthBook's features-endpoint format. */

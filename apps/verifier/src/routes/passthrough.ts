@@ -17,7 +17,7 @@ export const handlePassthrough: RouteHandler = async ({ req, res, services }) =>
     method: req.method ?? 'GET',
     path: req.url ?? '/',
     headers: req.headers,
-    ...(hasBody ? { body: req } : {}),
+    body: hasBody ? req : undefined,
     signal: abort.signal,
     raw: true,
   });

@@ -10,7 +10,10 @@ function upstreamReachable(url: string, timeoutMs: number): Promise<ReadinessChe
     'upstream',
     () =>
       new Promise<void>((resolve, reject) => {
-        const socket = connect({ host: hostname.replace(/^\[|\]$/g, ''), port: Number(port || (protocol === 'https:' ? 443 : 80)) });
+        const socket = connect({
+          host: hostname.replace(/^\[|\]$/g, ''),
+          port: Number(port || (protocol === 'https:' ? 443 : 80)),
+        });
         socket.setTimeout(timeoutMs);
         socket.once('connect', () => {
           socket.destroy();
@@ -35,7 +38,11 @@ function upstreamReachable(url: string, timeoutMs: number): Promise<ReadinessChe
 export const answerReadiness: RouteHandler = async ({ res, services, closing }) => {
   const checks = [...(await services.storage.readiness()), await upstreamReachable(services.upstream.url, 1_000)];
   const down = services.guard.down;
-  checks.push(down === undefined ? { name: 'spool', ok: true } : { name: 'spool', ok: false, error: `records are spooled: ${down}` });
+  checks.push(
+    down === undefined
+      ? { name: 'spool', ok: true }
+      : { name: 'spool', ok: false, error: `records are spooled: ${down}` },
+  );
   if (closing) checks.push({ name: 'shutdown', ok: false, error: 'shutting down' });
   const ready = checks.every((c) => c.ok);
   sendJson(res, ready ? 200 : 503, { ready, checks }, ready ? {} : { 'retry-after': '1' });
