@@ -93,7 +93,8 @@ function recordDecision(
     verdict: decision.verdict,
     reasons: [...decision.reasons, ...traced],
   });
-  for (const { signal, value } of decision.actions) metrics.signals.inc({ layer: SIGNALS[signal].metric, value: labelValue(value) });
+  for (const { signal, value } of decision.actions)
+    metrics.signals.inc({ layer: SIGNALS[signal].metric, value: labelValue(value) });
   metrics.requests.inc({ verdict: decision.verdict });
 }
 
