@@ -37,6 +37,22 @@ export interface MoatFetchOptions {
   readonly fetch?: typeof fetch;
   /** Where warnings go (a layer that fails open says so once). */
   readonly onWarning?: (message: string) => void;
+  /**
+   * Request binding (`r1` stamps, protocol 1.1). `discover` (default): an origin is bound once
+   * its discovery document advertised `request_binding`, and stays pinned — a later document
+   * without it (a relay that edits discovery to make the client stamp `v1`) does not unbind it.
+   * `always`: a release build that knows its verifier speaks 1.1 binds every Moat origin,
+   * whatever discovery says.
+   */
+  readonly requestBinding?: 'discover' | 'always';
+  /** Origins pinned to request binding; pass a persistent store to keep pins across runs (default: in memory). */
+  readonly bindingPins?: BindingPins;
+}
+
+/** Origins (`https://api.example.com`) known to bind requests: see {@link MoatFetchOptions.requestBinding}. */
+export interface BindingPins {
+  has(origin: string): boolean;
+  add(origin: string): unknown;
 }
 
 /** A `fetch` with Moat's client layers, and `close()` to flush telemetry. */
@@ -85,8 +101,8 @@ export function createMoatFetch(options: MoatFetchOptions): MoatFetch {
   const telemetries: TelemetryQueue[] = [];
   const detector = new GatewayDetector(options.onWarning === undefined ? {} : { onWarning: options.onWarning });
   let attested: typeof fetch | undefined;
-  /** Origins whose discovery advertises `request_binding` (protocol 1.1): their stamps cover the request too. */
-  const bindsRequests = new Set<string>();
+  /** Origins whose discovery advertised `request_binding` (protocol 1.1), pinned: their stamps cover the request too. */
+  const bindsRequests: BindingPins = options.bindingPins ?? new Set<string>();
 
   const endpoint = (origin: string, apiKey: string | undefined): Promise<Endpoint> => {
     let known = endpoints.get(origin);
@@ -256,7 +272,7 @@ export function createMoatFetch(options: MoatFetchOptions): MoatFetch {
       attested ??= createAttestedFetch({
         ...(options.onWarning === undefined ? {} : { onWarning: options.onWarning }),
         onUnattested: (reason) => e.telemetry?.push({ type: 'attestation_unavailable', ts: Math.floor(Date.now() / 1000), reason }),
-        bindRequestFor: (target) => bindsRequests.has(target.origin),
+        bindRequestFor: (target) => options.requestBinding === 'always' || bindsRequests.has(target.origin),
       }) as typeof fetch;
     }
     const response = observe(await (attest ? (attested as typeof fetch) : base)(target, sendInit));

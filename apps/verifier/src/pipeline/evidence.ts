@@ -8,6 +8,7 @@ import { type DecoySignal, type RequestComponents, receivedRequestComponents } f
 import type { MessagesRequest } from '@moat/protocol/messages';
 import type { VerifierConfig } from '../config.js';
 import { unavailable } from '../errors.js';
+import { requireRequestBinding } from '../releases.js';
 import type { Signals } from '../signals.js';
 import type { VerifierServices } from './services.js';
 
@@ -79,6 +80,7 @@ export async function gatherEvidence(input: EvidenceInput, services: VerifierSer
     throw unavailable('the replay cache', error);
   }
   const fingerprint = checkFingerprint(input.body, { salt: config.fingerprintSalt });
+  attestation = requireRequestBinding(attestation, fingerprint.clientVersion, config.releases);
   const keyClass = fingerprintStats.record(input.keyId, fingerprint.signal);
   const gateway = gatewayStats.record(
     input.keyId,
