@@ -31,7 +31,11 @@ export async function runDemo(options: DemoOptions = {}): Promise<{ results: Sce
   const cli = join(dirname(require.resolve('@moat/cli/package.json')), 'dist/moat-chat');
   log('starting two moat-verifier replicas (one SQLite file, mock upstream, keys generated for this run)');
   const database = join(mkdtempSync(join(tmpdir(), 'moat-demo-')), 'verifier.db');
-  const env = devEnvironment({ salt, attestationKeyFile: join(nativeDir, '.moat-dev-key.json'), database });
+  const env: Record<string, string> = {
+    ...devEnvironment({ salt, attestationKeyFile: join(nativeDir, '.moat-dev-key.json'), database }),
+    // The release table: the clients of this demo (1.4.2) speak protocol 1.1, so they bind requests.
+    MOAT_VERIFIER_RELEASES: JSON.stringify([{ minCv: '1.4.2', features: ['request_binding'] }]),
+  };
   const adminToken = env.MOAT_VERIFIER_ADMIN_TOKEN as string;
   const serverSecret = env.MOAT_VERIFIER_SERVER_SECRET as string;
   const config = loadConfig(env);

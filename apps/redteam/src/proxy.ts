@@ -12,6 +12,8 @@ export interface ProxyHooks {
   readonly requestHeaders?: Readonly<Record<string, string>>;
   /** Headers added to every response sent back. */
   readonly responseHeaders?: Readonly<Record<string, string>>;
+  /** Rewrites a response body before it goes back (e.g. the discovery document). */
+  readonly respond?: (body: Buffer, path: string) => Buffer;
 }
 
 /** One relayed exchange, as the proxy saw it. */
@@ -62,7 +64,8 @@ export async function startProxy(target: string, hooks: ProxyHooks = {}): Promis
         },
         ...(req.method === 'GET' || req.method === 'HEAD' ? {} : { body }),
       });
-      const responseBody = Buffer.from(await upstream.body.arrayBuffer());
+      const received = Buffer.from(await upstream.body.arrayBuffer());
+      const responseBody = hooks.respond === undefined ? received : hooks.respond(received, path);
       exchanges.push({ path, requestBody: body, status: upstream.statusCode, responseBody });
       const headers: Record<string, string> = { ...hooks.responseHeaders };
       for (const [k, v] of Object.entries(upstream.headers)) {

@@ -622,6 +622,40 @@ export const SCENARIOS: readonly Scenario[] = [
     },
   },
   {
+    id: 'discovery-downgrade',
+    title: 'a relay removes request_binding from discovery, then re-sends the v1 bytes under its own key',
+    expected: 'attestation invalid (this release binds requests), blocked',
+    async run(ctx) {
+      const missing = needsCli(ctx);
+      if (missing) return skip(missing);
+      const user = await newKey(ctx, 'discovery-user');
+      const relay = await newKey(ctx, 'discovery-relay');
+      // The genuine client asks the relay what the endpoint speaks: request binding is edited out.
+      const proxy = await startProxy(ctx.baseUrl, {
+        requestHeaders: { 'x-api-key': relay.key },
+        respond: (body, path) => {
+          if (!path.startsWith('/v1/moat')) return body;
+          const doc = JSON.parse(body.toString('utf8')) as { moat: { features: string[] } };
+          doc.moat.features = doc.moat.features.filter((f) => f !== 'request_binding');
+          return Buffer.from(JSON.stringify(doc));
+        },
+      });
+      try {
+        await runCli(ctx, ['-p', 'Stamped for the body only', '--base-url', proxy.url], { MOAT_API_KEY: user.key });
+        const sent = proxy.exchanges.find((e) => e.path === '/v1/messages');
+        const scheme = /"moat_att":"(v1|r1)\./.exec(sent?.requestBody.toString('utf8') ?? '')?.[1] ?? 'none';
+        const [rec] = await records(ctx, relay.id, 1);
+        return {
+          observed: `client stamped ${scheme}; under the relay's key: ${describe(rec)}`,
+          verdict: rec?.verdict ?? '-',
+          pass: rec?.attestation === 'invalid' && rec.verdict === 'block' && sent?.status === 403,
+        };
+      } finally {
+        await proxy.close();
+      }
+    },
+  },
+  {
     id: 'decoy-replay',
     title: "a distilled model calls a decoy it learned from another key's traffic",
     expected: 'decoy hit recorded for the caller, traced to the key that was served the decoy',

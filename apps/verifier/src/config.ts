@@ -1,11 +1,20 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { isKeyId } from '@moat/protocol';
+import { FEATURES, type Feature, isKeyId } from '@moat/protocol';
 import { errorCode, errorMessage } from '@moat/protocol/support';
 import * as v from 'valibot';
 import { VerifierConfigError } from './errors.js';
 import { compilePattern } from './router.js';
+
+/** One row of the release table: a release named by exactly one of `kid`, `cv`, `minCv`, and the features it speaks. */
+export interface ReleaseFeatures {
+  readonly kid?: string | undefined;
+  readonly cv?: string | undefined;
+  /** Every client version at or above this dotted version. */
+  readonly minCv?: string | undefined;
+  readonly features: readonly Feature[];
+}
 
 /** Everything the verifier runs with. */
 export interface VerifierConfig {
@@ -30,6 +39,8 @@ export interface VerifierConfig {
   /** Attestation keys: `{ kid, key (hex) }` list. */
   readonly attestationKeys: ReadonlyArray<{ readonly kid: string; readonly key: string }>;
   readonly revokedKids: readonly string[];
+  /** What each client release speaks (SPEC features), by key id, exact version or lowest version. */
+  readonly releases: readonly ReleaseFeatures[];
   /** Server secret for decoys and API-key identities (hex, ≥ 32 bytes). */
   readonly serverSecret: string;
   /** Block-signing HMAC secret (hex, ≥ 32 bytes) and its key id. */
@@ -39,6 +50,8 @@ export interface VerifierConfig {
   readonly maxBodyBytes: number;
   /** Entry points (`ep` of the attribution block) whose requests may get decoys (default `cli`). */
   readonly decoyEntrypoints: readonly string[];
+  /** How far back, in days, decoys that come back in requests are traced to the key they were served to. */
+  readonly decoyRetentionDays: number;
   /**
    * The local spool for records while the record store is down (a SQLite file, synced per
    * record). Default: next to the database (`<database>.spool`); in memory with the database
@@ -150,6 +163,39 @@ const attestationKey = v.object({
   key: hex(32),
 });
 
+/** A JSON array given as a string (an environment variable) is parsed first. */
+const jsonArray = (expected: string) =>
+  v.pipe(
+    v.union([v.array(v.unknown()), v.string()], expected),
+    v.rawTransform(({ dataset, addIssue, NEVER }) => {
+      if (typeof dataset.value !== 'string') return dataset.value;
+      try {
+        return JSON.parse(dataset.value) as unknown;
+      } catch {
+        addIssue({ message: expected });
+        return NEVER;
+      }
+    }),
+  );
+const VERSION_RE = /^\d{1,9}(?:\.\d{1,9}){0,3}$/;
+const release = v.pipe(
+  v.strictObject(
+    {
+      kid: v.optional(
+        v.pipe(
+          v.string('a key id'),
+          v.check((kid: string) => isKeyId(kid), 'a key id'),
+        ),
+      ),
+      cv: v.optional(text('a client version')),
+      minCv: v.optional(v.pipe(v.string('a dotted version'), v.regex(VERSION_RE, 'a dotted version such as 1.5.0'))),
+      features: v.array(v.picklist(FEATURES, `one of ${FEATURES.join(', ')}`), 'a list of protocol features'),
+    },
+    'a release { kid | cv | minCv, features }',
+  ),
+  v.check((r) => [r.kid, r.cv, r.minCv].filter((x) => x !== undefined).length === 1, 'exactly one of kid, cv, minCv'),
+);
+
 /** One setting: its schema (from a JSON value or an environment string), default and `init` line. */
 interface Setting {
   readonly schema: v.GenericSchema;
@@ -210,6 +256,12 @@ export const SETTINGS = {
     doc: 'Attestation keys: [{ "kid": "k1_4_2", "key": "<64+ hex>" }], or a { kid, key } file.',
     example: '[]',
   },
+  releases: {
+    schema: v.pipe(jsonArray('a JSON array of releases'), v.array(release, 'an array of releases')),
+    default: [],
+    doc: 'What each client release speaks, by key id, version or lowest version: a v1 stamp from a release with request_binding is invalid.',
+    example: '[{ "minCv": "1.5.0", "features": ["request_binding"] }]',
+  },
   attestationKeyFile: { schema: text(), example: '"native/.moat-dev-key.json"' },
   revokedKids: { schema: list('a list of key ids'), default: [] },
   flagsFile: {
@@ -240,6 +292,11 @@ export const SETTINGS = {
     schema: list('a list of entry points'),
     default: ['cli'],
     doc: 'Entry points whose requests may get decoys (comma-separated).',
+  },
+  decoyRetentionDays: {
+    schema: int(1, 3650),
+    default: 90,
+    doc: 'How far back decoys that come back are traced to the key they were served to, in days.',
   },
   spoolFile: { schema: text() },
   spoolMaxBytes: { schema: int(4096, 1024 * 1024 * 1024), default: 64 * 1024 * 1024 },
@@ -396,12 +453,14 @@ export function loadConfig(
     fingerprintSalt: required('fingerprintSalt', s.fingerprintSalt),
     attestationKeys,
     revokedKids: required('revokedKids', s.revokedKids),
+    releases: required('releases', s.releases),
     serverSecret: required('serverSecret', s.serverSecret),
     signingSecret: required('signingSecret', s.signingSecret),
     signingKid: required('signingKid', s.signingKid),
     windowSec: required('windowSec', s.windowSec),
     maxBodyBytes: required('maxBodyBytes', s.maxBodyBytes),
     decoyEntrypoints: required('decoyEntrypoints', s.decoyEntrypoints),
+    decoyRetentionDays: required('decoyRetentionDays', s.decoyRetentionDays),
     spoolFile: spoolFileOf(s.spoolFile ?? '', database, s.postgresUrl !== undefined),
     spoolMaxBytes: required('spoolMaxBytes', s.spoolMaxBytes),
     shutdownGraceMs: required('shutdownGraceMs', s.shutdownGraceMs),

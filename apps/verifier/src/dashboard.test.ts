@@ -89,8 +89,23 @@ describe('dashboard in headless Chromium', () => {
     const shots = new URL('../test-results/', import.meta.url);
     mkdirSync(shots, { recursive: true });
     const tile = (page: Page, name: string) => page.textContent(`.tile[data-tile="${name}"] b`);
+    // The page and the admin API's answers: no inline code but the page's own, no framing, no caching.
+    const served = await fetch(`${base}/dashboard`);
+    const csp = served.headers.get('content-security-policy') ?? '';
+    expect(csp).not.toContain('unsafe-inline');
+    expect(csp).toContain("frame-ancestors 'none'");
+    expect(csp).toMatch(/script-src 'sha256-[A-Za-z0-9+/]+=*'/);
+    for (const res of [served, await admin('/admin/summary'), await fetch(`${base}/admin/summary`)]) {
+      expect(res.headers.get('x-content-type-options')).toBe('nosniff');
+      expect(res.headers.get('referrer-policy')).toBe('no-referrer');
+      expect(res.headers.get('cache-control')).toBe('no-store');
+    }
+    const violations: string[] = [];
     try {
       const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+      page.on('console', (m) => {
+        if (/Content.Security.Policy/i.test(m.text())) violations.push(m.text());
+      });
       await page.goto(`${base}/dashboard`);
       await page.fill('#token', 'wrong-token-value');
       await page.click('button[type=submit]');
@@ -166,6 +181,16 @@ describe('dashboard in headless Chromium', () => {
         3,
       );
       expect(await page.$$eval('#records td.key-cell', (cells) => [...new Set(cells.map((c) => c.textContent))])).toEqual([LONG_LABEL]);
+
+      // A crafted link: the bad value is named, the view still loads, the saved token stays.
+      await page.goto('about:blank');
+      await page.goto(`${base}/dashboard#range=x&verdict=block&sort=constructor`);
+      await page.waitForSelector('#hash-error:has-text("Ignored in the link: range=x, sort=constructor")');
+      await page.waitForSelector('#app:not([hidden])');
+      await page.waitForSelector('#records tbody tr[data-verdict="block"]');
+      expect(await page.evaluate('sessionStorage.getItem("moat-admin")')).toBe(ADMIN);
+      expect(await page.textContent('#error')).toBe('');
+      expect(violations).toEqual([]);
 
       // A phone-sized screen: everything stacks, nothing overflows the page sideways.
       const phone = await browser.newPage({ viewport: { width: 390, height: 844 } });

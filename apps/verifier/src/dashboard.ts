@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { dashboardFilters, RECORDED_SIGNALS } from './signals.js';
 
 /**
@@ -53,7 +54,7 @@ export const DASHBOARD_HTML = `<!doctype html>
   svg text { fill: #1d2330; }
   #login { max-width: 360px; margin: 80px auto; background: #fff; padding: 24px; border-radius: 8px; box-shadow: 0 1px 3px #0003; }
   #login input { width: 100%; margin: 8px 0; }
-  #error { color: #b3261e; }
+  #error, #hash-error { color: #b3261e; }
   @media (max-width: 760px) {
     main { grid-template-columns: minmax(0, 1fr); padding: 10px; }
     .tiles { grid-template-columns: repeat(2, minmax(0, 1fr)); }
@@ -77,6 +78,7 @@ export const DASHBOARD_HTML = `<!doctype html>
     </label>
     <span id="updated"></span>
   </span>
+  <span id="hash-error" role="alert"></span>
 </header>
 <div id="login">
   <h2>Admin token</h2>
@@ -137,10 +139,24 @@ function saveHash() {
   if (!state.desc) p.set('asc', '1');
   history.replaceState(null, '', '#' + p.toString());
 }
+/** What the fragment may set, each checked: a link is untrusted input, and a bad value is named, not used. */
+const HASH_VALUES = {
+  range: (v) => [...document.querySelectorAll('#range option')].some((o) => o.value === v),
+  key: (v) => /^[A-Za-z0-9_-]{1,64}$/.test(v),
+  verdict: (v) => ['allow', 'flag', 'block'].includes(v),
+  signal: (v) => SIGNALS.some(({ filter, values }) => values.some((x) => filter + '=' + x === v)),
+  sort: (v) => [...document.querySelectorAll('#keys th[data-sort]')].some((th) => th.dataset.sort === v),
+};
 function readHash() {
   const p = new URLSearchParams(location.hash.slice(1));
-  for (const k of ['range', 'key', 'verdict', 'signal', 'sort']) if (p.get(k)) state[k] = p.get(k);
+  const bad = [];
+  for (const [k, ok] of Object.entries(HASH_VALUES)) {
+    const v = p.get(k);
+    if (v === null || v === '') continue;
+    if (ok(v)) state[k] = v; else bad.push(k + '=' + v.slice(0, 40));
+  }
   state.desc = p.get('asc') !== '1';
+  document.getElementById('hash-error').textContent = bad.length ? 'Ignored in the link: ' + bad.join(', ') : '';
 }
 
 /** Axes: y ticks at 0, half and max; x labels under the first, middle and last column. */
@@ -292,8 +308,35 @@ document.getElementById('login-form').addEventListener('submit', async (e) => {
   catch (err) { document.getElementById('error').textContent = 'Sign-in failed: ' + err.message; }
 });
 const saved = sessionStorage.getItem('moat-admin');
-if (saved) { start(); signIn(saved).catch(() => sessionStorage.removeItem('moat-admin')); }
+// Only a refused token is forgotten; any other failure is shown and the token kept.
+if (saved) { start(); signIn(saved).catch((err) => {
+  if (err.message === 'wrong token') sessionStorage.removeItem('moat-admin');
+  document.getElementById('error').textContent = 'Sign-in failed: ' + err.message;
+}); }
 </script>
 </body>
 </html>
 `;
+
+/** The CSP source of an inline element's text: its SHA-256, so nothing else inline runs. */
+function hashSource(html: string, tag: 'script' | 'style'): string {
+  const text = new RegExp(`<${tag}>([\\s\\S]*?)</${tag}>`).exec(html)?.[1];
+  if (text === undefined) throw new Error(`the dashboard has no inline ${tag}`);
+  return `'sha256-${createHash('sha256').update(text).digest('base64')}'`;
+}
+
+/**
+ * The dashboard's Content-Security-Policy: its one script and one style by hash (no
+ * `unsafe-inline`: an injected script or style does not run), data from its own origin only,
+ * no framing by any origin, no plugins, no base or form targets elsewhere.
+ */
+export const DASHBOARD_CSP = [
+  "default-src 'none'",
+  `script-src ${hashSource(DASHBOARD_HTML, 'script')}`,
+  `style-src ${hashSource(DASHBOARD_HTML, 'style')}`,
+  "connect-src 'self'",
+  "img-src 'self' data:",
+  "frame-ancestors 'none'",
+  "base-uri 'none'",
+  "form-action 'none'",
+].join('; ');

@@ -1,3 +1,4 @@
+import { escapeControl } from '@moat/protocol/support';
 import { Counter, collectDefaultMetrics, Histogram, Registry } from 'prom-client';
 import { SIGNAL_ROWS } from './signals.js';
 
@@ -11,6 +12,16 @@ export interface VerifierMetrics {
   readonly telemetryEvents: Counter<'type'>;
   /** Decoy calls kept from clients since start. */
   decoyCallCount: number;
+}
+
+/**
+ * A label value safe for the Prometheus text format: prom-client escapes backslash, quote and
+ * line feed only, so control characters (CR, ESC, BEL, …) are written as the text `\uXXXX`
+ * first (`escapeControl`), and values are cut at 128 characters. Values from a closed set pass unchanged.
+ */
+export function labelValue(value: string): string {
+  const text = escapeControl(value);
+  return text.length > 128 ? `${text.slice(0, 128)}…` : text;
 }
 
 /** Creates the registry and the series; process metrics included. */

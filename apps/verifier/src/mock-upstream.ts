@@ -183,6 +183,25 @@ const escapeRegExp = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&
 
 const invalid = (message: string) => new ApiError(400, 'invalid_request_error', message);
 
+/** What an error message quotes of the request: at most 100 characters, so an answer never echoes megabytes. */
+const quoted = (value: unknown): string => {
+  const text = typeof value === 'string' ? value : String(JSON.stringify(value) ?? value);
+  return JSON.stringify(text.length > 100 ? `${text.slice(0, 100)}…` : text);
+};
+
+/** Tool names as the real API takes them. */
+const TOOL_NAME = /^[a-zA-Z0-9_-]{1,128}$/;
+
+/** The tools' names: a string that is not a valid name is refused as the API does. */
+function validateTools(tools: unknown): void {
+  if (!Array.isArray(tools)) return;
+  for (const [i, tool] of tools.entries()) {
+    const name = (tool as { name?: unknown } | null)?.name;
+    if (typeof name === 'string' && !TOOL_NAME.test(name))
+      throw invalid(`tools.${i}.name: String should match pattern '^[a-zA-Z0-9_-]{1,128}$', got ${quoted(name)}`);
+  }
+}
+
 /** Checks a request body as the real API does; returns it with its messages typed. */
 function validate(
   body: unknown,
@@ -193,7 +212,7 @@ function validate(
   for (const key of Object.keys(b)) {
     const allowed =
       (GA.has(key) || (options.beta === true && BETA.has(key))) && !(options.countTokens === true && COUNT_TOKENS_EXCLUDED.has(key));
-    if (!allowed) throw invalid(`${key}: Extra inputs are not permitted`);
+    if (!allowed) throw invalid(`${quoted(key).slice(1, -1)}: Extra inputs are not permitted`);
   }
   if (typeof b.model !== 'string' || b.model === '') throw invalid('model: Field required');
   if (options.countTokens !== true && (!Number.isSafeInteger(b.max_tokens) || (b.max_tokens as number) < 1))
@@ -209,7 +228,7 @@ function validate(
     if (!Array.isArray(msg.content)) continue;
     for (const [j, block] of (msg.content as Block[]).entries()) {
       if (typeof block !== 'object' || block === null || !BLOCK_TYPES.has(block.type))
-        throw invalid(`messages.${i}.content.${j}.type: Input tag ${JSON.stringify(block?.type)} does not match any of the expected tags`);
+        throw invalid(`messages.${i}.content.${j}.type: Input tag ${quoted(block?.type)} does not match any of the expected tags`);
       if (msg.role === 'assistant' && block.type === 'thinking' && block.signature !== mockThinkingSignature(String(block.thinking)))
         throw invalid(`messages.${i}.content.${j}: Invalid \`signature\` in \`thinking\` block`);
       if (msg.role === 'assistant' && block.type === 'redacted_thinking' && !REDACTED_DATA.test(String(block.data)))
@@ -218,6 +237,7 @@ function validate(
         throw invalid(`messages.${i}.content.${j}.signature: Extra inputs are not permitted`);
     }
   }
+  validateTools(b.tools);
   if (!isMockModel(b.model)) throw new ApiError(404, 'not_found_error', `model: ${b.model.slice(0, 100)}`);
   if (b.model.includes('overloaded')) throw new ApiError(529, 'overloaded_error', 'Overloaded');
   return b as Record<string, unknown> & { model: string; messages: Array<{ role: string; content: unknown }> };
@@ -411,7 +431,7 @@ export async function handleMockRequest(req: IncomingMessage, res: ServerRespons
     }
     if (serveBatches(req, res, url.pathname, Buffer.concat(chunks), { ...options, beta, requestId })) return;
     if (req.method !== 'POST' || (url.pathname !== '/v1/messages' && url.pathname !== '/v1/messages/count_tokens'))
-      throw new ApiError(404, 'not_found_error', `Not found: ${req.method} ${url.pathname}`);
+      throw new ApiError(404, 'not_found_error', `Not found: ${req.method} ${quoted(url.pathname).slice(1, -1)}`);
     let body: unknown;
     try {
       body = JSON.parse(Buffer.concat(chunks).toString('utf8'));

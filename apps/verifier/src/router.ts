@@ -131,6 +131,13 @@ export function createRouter(rows: readonly RouteRow[]): Router {
   };
 }
 
+/** Headers of every answer to an operator route (`admin`, `metrics` access), refusals included. */
+export const OPERATOR_HEADERS: Readonly<Record<string, string>> = {
+  'cache-control': 'no-store',
+  'x-content-type-options': 'nosniff',
+  'referrer-policy': 'no-referrer',
+};
+
 /**
  * Runs a matched route: its access rule (bar `pipeline` and `passthrough` routes, which
  * authenticate in their handler so that a refusal is recorded), then its handler.
@@ -141,6 +148,9 @@ export async function dispatch(
   tokens: OperatorTokens,
 ): Promise<void> {
   const { route, params } = matched;
+  // Operator answers (records, keys, metrics) are never cached, sniffed or sent on as a referrer.
+  if (route.access === 'admin' || route.access === 'metrics')
+    for (const [name, value] of Object.entries(OPERATOR_HEADERS)) base.res.setHeader(name, value);
   const keyId = route.mode !== 'local' ? undefined : await admit(route.access, base.req, tokens, base.services);
   await route.handler({ ...base, params, keyId });
 }

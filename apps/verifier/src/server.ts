@@ -130,7 +130,10 @@ async function createServices(
     fingerprintStats: await loadFingerprintStats(storage, log),
     gatewayStats: new GatewayStats({ addressSecret: secret }),
     keyCache: new ApiKeyCache(),
-    decoyIndex: new DecoyIndexCache(storage, secret, undefined, (name, task) => supervisor.run(name, task)),
+    decoyIndex: new DecoyIndexCache(storage, secret, {
+      retentionDays: config.decoyRetentionDays,
+      background: (name, task) => supervisor.run(name, task),
+    }),
     secret,
     upstream: new Upstream(mock?.url ?? config.upstream, upstreamKey, config.upstreamTimeouts),
     onUpstreamRequest: options.onUpstreamRequest,

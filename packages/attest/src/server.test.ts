@@ -59,3 +59,31 @@ describe('verifyAttestation and the replay cache', () => {
     await expect(verifyAttestation(stamped(Math.floor(Date.now() / 1000)), { keyring, nonceStore: down })).rejects.toThrow('ECONNREFUSED');
   });
 });
+
+describe('a revoked key id: the MAC before the verdict', () => {
+  it('scores a genuine stamp of the revoked release revoked and a forgery under its id invalid', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const ring = new AttestationKeyring([{ kid: 'k1', key }], { native: null });
+    ring.revoke('k1');
+    const genuine = stamped(now);
+    expect((await verifyAttestation(genuine, { keyring: ring, now })).signal).toBe('revoked');
+    // The same envelope with random stamp digits: what a tool without the key sends.
+    const forged = Uint8Array.from(genuine);
+    const where = locateEnvelope(forged);
+    if (where.status !== 'found') throw new Error('no envelope');
+    forged.set(utf8(randomBytes(16).toString('hex')), where.stampStart);
+    const result = await verifyAttestation(forged, { keyring: ring, now });
+    expect(result).toMatchObject({ signal: 'invalid', kid: 'k1', reason: 'MAC mismatch' });
+    // Re-adding the key by mistake does not un-revoke it.
+    ring.add({ kid: 'k1', key });
+    expect((await verifyAttestation(stamped(now), { keyring: ring, now })).signal).toBe('revoked');
+    expect(ring.kids()).toEqual([]);
+  });
+
+  it('scores a revoked id whose material was never held unknown_key: nothing can tell its stamps apart', async () => {
+    const ring = new AttestationKeyring([], { native: null });
+    ring.revoke('k1');
+    const result = await verifyAttestation(stamped(Math.floor(Date.now() / 1000)), { keyring: ring });
+    expect(result).toMatchObject({ signal: 'unknown_key', reason: 'revoked key id without key material' });
+  });
+});

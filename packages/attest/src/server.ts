@@ -36,8 +36,9 @@ export interface AttestationKeyringOptions {
 
 /**
  * The stamping keys a verifier accepts. Several key ids are active at once (one per
- * release, say), rotation adds a key, and revocation removes one for good: a revoked key
- * id is `unknown_key` even if re-added by mistake.
+ * release, say), rotation adds a key, and revocation retires one for good: a revoked key id
+ * is never `valid` again, even if re-added by mistake. Its material is kept, so a genuine
+ * stamp of the revoked release is told apart (`revoked`) from a forgery under its id (`invalid`).
  */
 export class AttestationKeyring {
   readonly #keys = new Map<string, AttestationKey>();
@@ -114,12 +115,17 @@ export class AttestationKeyring {
     this.#setUpHandle(key);
   }
 
-  /** Revokes a key id for good (extracted keys, retired releases). */
+  /**
+   * Revokes a key id for good (extracted keys, retired releases). The key's material stays
+   * for {@link stampMatches}: a stamp under a revoked id is still checked before it is scored.
+   */
   revoke(kid: string): void {
     this.#revoked.add(kid);
-    this.#keys.delete(kid);
-    this.#objects.delete(kid);
-    this.#handles.delete(kid);
+  }
+
+  /** Whether the key material of `kid` is held (accepted or revoked). */
+  hasMaterial(kid: string): boolean {
+    return this.#objects.has(kid);
   }
 
   /** The key for `kid` valid at `now`, if any. */
@@ -146,9 +152,9 @@ export class AttestationKeyring {
     return [...this.#revoked];
   }
 
-  /** Key ids currently accepted. */
+  /** Key ids currently accepted (revoked ones left out). */
   kids(): string[] {
-    return [...this.#keys.keys()];
+    return [...this.#keys.keys()].filter((kid) => !this.#revoked.has(kid));
   }
 }
 
@@ -254,9 +260,12 @@ export async function verifyAttestation(rawBody: Uint8Array, options: VerifyAtte
       ? { signal: 'unavailable', kid, ts, nonce, binding: 'none' }
       : { signal: 'invalid', kid, ts, nonce, reason: 'unstamped placeholder', binding: 'none' };
   }
-  if (options.keyring.isRevoked(kid)) return { signal: 'revoked', kid, ts, nonce, binding: 'none' };
-  const key = options.keyring.get(kid, now);
-  if (key === undefined) return { signal: 'unknown_key', kid, ts, nonce, binding: 'none' };
+  const revoked = options.keyring.isRevoked(kid);
+  // A revoked id is scored only after its MAC: forgeries under it are invalid, not hidden
+  // among the old release's traffic. Without its material it cannot be told apart: unknown.
+  if (revoked && !options.keyring.hasMaterial(kid))
+    return { signal: 'unknown_key', kid, ts, nonce, reason: 'revoked key id without key material', binding: 'none' };
+  if (!revoked && options.keyring.get(kid, now) === undefined) return { signal: 'unknown_key', kid, ts, nonce, binding: 'none' };
   const bound = location.envelope.binding === 'request';
   const candidates: ReadonlyArray<RequestComponents | undefined> = !bound
     ? [undefined]
@@ -280,6 +289,7 @@ export async function verifyAttestation(rawBody: Uint8Array, options: VerifyAtte
   // For r1 a mismatch may be other bytes or another sender (key, host, path): both are invalid.
   if (!matches)
     return { signal: 'invalid', kid, ts, nonce, reason: bound ? 'MAC mismatch (body or request)' : 'MAC mismatch', binding: 'none' };
+  if (revoked) return { signal: 'revoked', kid, ts, nonce, binding: 'none' };
   const stale = Math.abs(now - ts) > window;
   // A genuine stamp's nonce is spent even when its time is off, so the same bytes are never
   // served twice; a stamp from the future is kept until it would leave the window too.

@@ -18,7 +18,7 @@ import type { LayerStatus, MoatCall, MoatLayer, Send } from './compose.js';
 import { checkLayers, composeLayers, degradedEvent } from './compose.js';
 import { discover, type Endpoint } from './endpoint.js';
 import { antiDistillationLayer } from './layers/anti-distillation.js';
-import { attestationLayer } from './layers/attestation.js';
+import { attestationLayer, type BindingPins } from './layers/attestation.js';
 import { fingerprintLayer, userAgentLayer } from './layers/attribution.js';
 import { gatewayLayer } from './layers/gateway.js';
 import { hardenLayer } from './layers/harden.js';
@@ -28,7 +28,7 @@ export * from './compose.js';
 export type { Endpoint } from './endpoint.js';
 export * from './errors.js';
 export { type AntiDistillationLayerOptions, antiDistillationLayer } from './layers/anti-distillation.js';
-export { type AttestationLayerOptions, attestationLayer } from './layers/attestation.js';
+export { type AttestationLayerOptions, attestationLayer, type BindingPins } from './layers/attestation.js';
 export { type AttributionOptions, fingerprintLayer, userAgentLayer } from './layers/attribution.js';
 export { gatewayLayer } from './layers/gateway.js';
 export { hardenLayer } from './layers/harden.js';
@@ -68,6 +68,16 @@ export interface MoatFetchOptions {
   readonly fetch?: typeof fetch | undefined;
   /** Where warnings go (a layer that fails open says so once). */
   readonly onWarning?: ((message: string) => void) | undefined;
+  /**
+   * Request binding (`r1` stamps, protocol 1.1). `discover` (default): an origin is bound once
+   * its discovery document advertised `request_binding`, and stays pinned — a later document
+   * without it (a relay that edits discovery to make the client stamp `v1`) does not unbind it.
+   * `always`: a release build that knows its verifier speaks 1.1 binds every Moat origin,
+   * whatever discovery says.
+   */
+  readonly requestBinding?: 'discover' | 'always' | undefined;
+  /** Origins pinned to request binding; pass a persistent store to keep pins across runs (default: in memory). */
+  readonly bindingPins?: BindingPins | undefined;
 }
 
 /** A `fetch` with Moat's client layers. */
@@ -102,7 +112,7 @@ export function defaultLayers(options: MoatFetchOptions): readonly MoatLayer[] {
     userAgentLayer({ product: options.userAgentProduct ?? 'moat-client', clientVersion }),
     fingerprintLayer({ salt: options.salt, clientVersion, entrypoint, onWarning }),
     antiDistillationLayer({ compileTime: options.antiDistillation === true, entrypoint, onWarning }),
-    attestationLayer({ onWarning }),
+    attestationLayer({ onWarning, requestBinding: options.requestBinding, bindingPins: options.bindingPins }),
   ];
 }
 

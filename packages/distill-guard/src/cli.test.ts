@@ -103,6 +103,38 @@ describe('moat-distill trace', { timeout: 60_000 }, () => {
     expect(down.stderr).toMatch(/unreachable/);
   });
 
+  it('prints key ids, labels and file names escaped: a label cannot forge lines or send terminal codes', async () => {
+    const forged = 'ceo)\r\nverifier: key_1 (intern)  99 requests brought decoys back\u001b[2J\u0007\u009b31m\u202e';
+    const server = createServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ keys: [{ id: 'key_7\u001b]0;x\u0007', label: forged, decoyHits: 2 }] }));
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    writeFileSync(join(dir, 'admin-token-2'), 'token\n');
+    const out = await new Promise<string>((resolve) => {
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+      const child = spawn(process.execPath, [
+        cli,
+        'trace',
+        '--secret-file',
+        join(dir, 'secret'),
+        '--verifier',
+        url,
+        '--admin-token-file',
+        join(dir, 'admin-token-2'),
+      ]);
+      let stdout = '';
+      child.stdout.on('data', (d) => (stdout += d));
+      child.on('close', () => resolve(stdout));
+    });
+    server.close();
+    expect(out.split('\n').filter((l) => l !== '')).toEqual([
+      'verifier: key_7\\u001b]0;x\\u0007 (ceo)\\u000d\\u000averifier: key_1 (intern)  99 requests brought decoys back' +
+        '\\u001b[2J\\u0007\\u009b31m\\u202e)  2 requests brought decoys back',
+    ]);
+  });
+
   it('exits 2 with a reason on bad usage', () => {
     expect(run('frobnicate').stderr).toMatch(/expected the command "trace"/);
     expect(run('trace', join(dir, 'clean.jsonl')).status).toBe(2);

@@ -1,4 +1,4 @@
-import { createHmac } from 'node:crypto';
+import { createHmac, createSecretKey, type KeyObject } from 'node:crypto';
 import { DistillGuardError } from './errors.js';
 
 /** A decoy tool: a Messages tool definition, plus the canary token planted in it. */
@@ -76,10 +76,22 @@ const TEMPLATES = [
   (v: string, q: string, n: string) => `${cap(v)} ${q} ${n}. Returns the affected records and any validation warnings.`,
   (v: string, q: string, n: string) => `Internal operations tool: ${v} ${q} ${n} across partitions. Safe to call repeatedly.`,
 ];
-const BASE32 = 'abcdefghjkmnpqrstuvwxyz23456789';
+const BASE32_CHARS = [...'abcdefghjkmnpqrstuvwxyz23456789'];
 
 function cap(s: string): string {
   return s.charAt(0).toUpperCase() + s.slice(1).replaceAll('_', ' ');
+}
+
+/** Secrets as node:crypto keys, set up once: HMAC with raw key bytes re-imports them on every call (3.5× slower). */
+const keyObjects = new WeakMap<Uint8Array, KeyObject>();
+
+function keyObjectOf(secret: Uint8Array): KeyObject {
+  let key = keyObjects.get(secret);
+  if (key === undefined) {
+    key = createSecretKey(secret);
+    keyObjects.set(secret, key);
+  }
+  return key;
 }
 
 /** HMAC-SHA-256 in counter mode: a deterministic stream of 32-bit values keyed by the secret. */
@@ -87,13 +99,16 @@ class KeyedStream {
   #block: Buffer = Buffer.alloc(0);
   #offset = 32;
   #counter = 0;
+  readonly #key: KeyObject;
   constructor(
-    readonly secret: Uint8Array,
+    secret: Uint8Array,
     readonly label: string,
-  ) {}
+  ) {
+    this.#key = keyObjectOf(secret);
+  }
   next(): number {
     if (this.#offset + 4 > this.#block.length) {
-      this.#block = createHmac('sha256', this.secret)
+      this.#block = createHmac('sha256', this.#key)
         .update(`${this.label}|${this.#counter++}`)
         .digest();
       this.#offset = 0;
@@ -135,7 +150,7 @@ export function decoyTools(options: DecoyOptions): Decoy[] {
     if (avoid.has(name) || decoys.some((d) => d.tool.name === name)) continue;
     const prefix = stream.pick(ID_PREFIXES);
     let token = '';
-    for (let i = 0; i < 8; i++) token += stream.pick([...BASE32]);
+    for (let i = 0; i < 8; i++) token += stream.pick(BASE32_CHARS);
     const canary = `${prefix}_${token}`;
     const idParam = `${prefix === 'acct' ? 'account' : prefix === 'ws' ? 'workspace' : prefix === 'org' ? 'organization' : 'resource'}_id`;
     const properties: Record<string, { type: string; description: string; enum?: string[] }> = {

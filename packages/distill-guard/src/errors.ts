@@ -5,7 +5,9 @@ export type DistillGuardErrorCode =
   /** A signing key, seed or secret that cannot be used (too short, wrong length, not in the keyring). */
   | 'ERR_SIGNING_KEY'
   /** A decoy secret shorter than 32 bytes. */
-  | 'ERR_DECOY_SECRET';
+  | 'ERR_DECOY_SECRET'
+  /** A decoy rotation period outside 0..65535 (weeks since 1970: good until the year 3226). */
+  | 'ERR_DECOY_PERIOD';
 
 /**
  * A typed error with a stable code, saying what was expected and what came. Key material

@@ -1,4 +1,5 @@
-import { type Decoy, decoyTools } from './decoys.js';
+import { decoyTools } from './decoys.js';
+import { DistillGuardError } from './errors.js';
 
 /** Evidence that ties a text to a key. */
 export interface TraceEvidence {
@@ -32,11 +33,19 @@ export interface CanaryIndexOptions {
 const CANARY_WEIGHT = 0.95;
 const NAME_WEIGHT = 0.75;
 
+/** A decoy token's owner, packed in one number: ((key index × 2¹⁶ + period) × 2 + canary bit). */
+type PackedEntry = number;
+
+const pack = (keyIndex: number, period: number, canary: boolean): PackedEntry => (keyIndex * 65_536 + period) * 2 + (canary ? 1 : 0);
+
 /**
  * Canary tracing: indexes the decoys every key was served and names the keys whose decoys
  * appear in a suspect text — a dataset, a model's output, a transcript. A decoy name alone
  * gives 0.75, its canary identifier 0.95, several independent tokens more; a token shared by
  * several keys counts for each in proportion. Text that contains no decoy token names no one.
+ * The index keeps tokens and packed owners only (no tool definitions); {@link add} indexes
+ * only (key, period) pairs it has not seen and {@link retain} drops old periods, so a long
+ * retention window is paid for once.
  *
  * @example
  * ```ts
@@ -45,28 +54,89 @@ const NAME_WEIGHT = 0.75;
  * ```
  */
 export class CanaryIndex {
-  readonly #tokens = new Map<string, Array<{ decoy: Decoy; kind: 'canary' | 'name' }>>();
-  /** Keys indexed. */
-  readonly size: number;
+  readonly #tokens = new Map<string, PackedEntry | PackedEntry[]>();
+  readonly #secret: Uint8Array;
+  readonly #count: number | undefined;
+  readonly #keys: string[] = [];
+  readonly #keyIndex = new Map<string, number>();
+  /** Per period, the keys whose decoys are indexed. */
+  readonly #indexed = new Map<number, Set<number>>();
 
   constructor(options: CanaryIndexOptions) {
-    let keys = 0;
-    for (const apiKeyId of options.keys) {
-      keys++;
-      for (const period of options.periods) {
-        for (const decoy of decoyTools({ secret: options.secret, apiKeyId, period, count: options.count })) {
-          this.#add(decoy.tool.name, decoy, 'name');
-          this.#add(decoy.canary, decoy, 'canary');
+    this.#secret = options.secret;
+    this.#count = options.count;
+    this.add(options.keys, options.periods);
+  }
+
+  /** Keys indexed. */
+  get size(): number {
+    return this.#keys.length;
+  }
+
+  /** Periods indexed, oldest first. */
+  get periods(): number[] {
+    return [...this.#indexed.keys()].sort((a, b) => a - b);
+  }
+
+  /** Tokens indexed (two per decoy, fewer when names collide). */
+  get tokens(): number {
+    return this.#tokens.size;
+  }
+
+  /** Indexes the decoys of every key in `keys` for every period in `periods` not indexed yet. */
+  add(keys: Iterable<string>, periods: readonly number[]): void {
+    for (const apiKeyId of keys) {
+      let k = this.#keyIndex.get(apiKeyId);
+      if (k === undefined) {
+        k = this.#keys.push(apiKeyId) - 1;
+        this.#keyIndex.set(apiKeyId, k);
+      }
+      for (const period of periods) {
+        if (!Number.isSafeInteger(period) || period < 0 || period >= 65_536)
+          throw new DistillGuardError('ERR_DECOY_PERIOD', `expected a period in 0..65535, got ${period}`);
+        let done = this.#indexed.get(period);
+        if (done === undefined) {
+          done = new Set();
+          this.#indexed.set(period, done);
+        }
+        if (done.has(k)) continue;
+        done.add(k);
+        const count = this.#count === undefined ? {} : { count: this.#count };
+        for (const decoy of decoyTools({ secret: this.#secret, apiKeyId, period, ...count })) {
+          this.#add(decoy.tool.name, pack(k, period, false));
+          this.#add(decoy.canary, pack(k, period, true));
         }
       }
     }
-    this.size = keys;
   }
 
-  #add(token: string, decoy: Decoy, kind: 'canary' | 'name'): void {
+  /** Forgets the decoys of periods before `fromPeriod` (the retention window's start). */
+  retain(fromPeriod: number): void {
+    if (!this.periods.some((p) => p < fromPeriod)) return;
+    for (const p of this.#indexed.keys()) if (p < fromPeriod) this.#indexed.delete(p);
+    const kept = (e: PackedEntry) => Math.floor(e / 2) % 65_536 >= fromPeriod;
+    for (const [token, entry] of this.#tokens) {
+      if (typeof entry === 'number') {
+        if (!kept(entry)) this.#tokens.delete(token);
+        continue;
+      }
+      const left = entry.filter(kept);
+      if (left.length === 0) this.#tokens.delete(token);
+      else this.#tokens.set(token, left.length === 1 ? (left[0] as number) : left);
+    }
+  }
+
+  #add(token: string, entry: PackedEntry): void {
     const list = this.#tokens.get(token);
-    if (list === undefined) this.#tokens.set(token, [{ decoy, kind }]);
-    else if (!list.some((e) => e.decoy.apiKeyId === decoy.apiKeyId)) list.push({ decoy, kind });
+    if (list === undefined) this.#tokens.set(token, entry);
+    else {
+      const all = typeof list === 'number' ? [list] : list;
+      // A token counts once per key (the same name in two periods of one key is one token).
+      const key = Math.floor(entry / 131_072);
+      if (all.some((e) => Math.floor(e / 131_072) === key)) return;
+      all.push(entry);
+      this.#tokens.set(token, all);
+    }
   }
 
   /**
@@ -80,12 +150,14 @@ export class CanaryIndex {
       const token = match[0];
       if (seen.has(token)) continue;
       seen.add(token);
-      const hits = this.#tokens.get(token);
-      if (hits === undefined) continue;
-      for (const { decoy, kind } of hits) {
-        const list = perKey.get(decoy.apiKeyId) ?? [];
-        list.push({ kind, token, period: decoy.period, sharedBy: hits.length });
-        perKey.set(decoy.apiKeyId, list);
+      const found = this.#tokens.get(token);
+      if (found === undefined) continue;
+      const hits = typeof found === 'number' ? [found] : found;
+      for (const entry of hits) {
+        const apiKeyId = this.#keys[Math.floor(entry / 131_072)] as string;
+        const list = perKey.get(apiKeyId) ?? [];
+        list.push({ kind: entry % 2 === 1 ? 'canary' : 'name', token, period: Math.floor(entry / 2) % 65_536, sharedBy: hits.length });
+        perKey.set(apiKeyId, list);
       }
     }
     const out: Attribution[] = [];

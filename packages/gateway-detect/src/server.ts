@@ -123,6 +123,12 @@ export interface GatewayStatsOptions {
   /** Keys held; the least recently seen is evicted beyond this (default 100,000). */
   readonly maxKeys?: number;
   /**
+   * Distinct gateway ids counted per key (default 32); later ones, and ids outside
+   * {@link GATEWAY_ID_PATTERN}, count as `other`, so a client's telemetry cannot grow the
+   * statistics, the admin summary or metric labels without bound.
+   */
+  readonly maxGatewaysPerKey?: number;
+  /**
    * Secret that keys the address hashes, so no raw address is stored. Share it between
    * replicas that merge their statistics; a random one is drawn otherwise.
    */
@@ -142,9 +148,16 @@ export interface GatewayKeyReport {
   readonly lastSeen: number;
 }
 
+/** A gateway id the statistics keep by name: lowercase letters, digits, `.`, `_`, `-`, at most 64. */
+export const GATEWAY_ID_PATTERN = /^[a-z0-9][a-z0-9._-]{0,63}$/;
+
+/** Where ids beyond a key's bound, or outside {@link GATEWAY_ID_PATTERN}, are counted. */
+export const OTHER_GATEWAY = 'other';
+
 interface KeyGatewayState {
   requests: number;
-  gateways: Record<string, number>;
+  /** A `Map`, never a plain object: ids such as `constructor` or `__proto__` are data, not prototype lookups. */
+  gateways: Map<string, number>;
   signals: Record<RelaySignal, number>;
   windowStart: number;
   addresses: Set<string>;
@@ -188,12 +201,14 @@ export class GatewayStats {
   readonly #fanIn: number;
   readonly #windowMs: number;
   readonly #maxAddresses: number;
+  readonly #maxGateways: number;
   readonly #secret: KeyObject;
 
   constructor(options: GatewayStatsOptions = {}) {
     this.#fanIn = options.fanInThreshold ?? 8;
     this.#windowMs = options.windowMs ?? 3_600_000;
     this.#maxAddresses = options.maxAddresses ?? 64;
+    this.#maxGateways = options.maxGatewaysPerKey ?? 32;
     this.#keys = new LruMap({ maxSize: options.maxKeys ?? 100_000 });
     this.#secret = createSecretKey(options.addressSecret ?? randomBytes(32));
   }
@@ -206,7 +221,7 @@ export class GatewayStats {
   #state(key: string, now: number): KeyGatewayState {
     let s = this.#keys.get(key);
     if (s === undefined) {
-      s = { requests: 0, gateways: {}, signals: emptySignals(), windowStart: now, addresses: new Set(), lastSeen: now };
+      s = { requests: 0, gateways: new Map(), signals: emptySignals(), windowStart: now, addresses: new Set(), lastSeen: now };
       this.#keys.set(key, s);
     }
     if (now - s.windowStart >= this.#windowMs) {
@@ -224,7 +239,7 @@ export class GatewayStats {
   record(key: string, evidence: RequestEvidence, remoteAddress?: string, now = Date.now()): RequestEvidence {
     const s = this.#state(key, now);
     s.requests++;
-    for (const d of evidence.gateways) s.gateways[d.id] = (s.gateways[d.id] ?? 0) + 1;
+    for (const d of evidence.gateways) this.#count(s, d.id, 1);
     const signals = [...evidence.signals];
     if (remoteAddress !== undefined && remoteAddress !== '' && s.addresses.size < this.#maxAddresses) {
       s.addresses.add(createHmac('sha256', this.#secret).update(remoteAddress).digest('base64url').slice(0, 16));
@@ -234,10 +249,16 @@ export class GatewayStats {
     return { ...evidence, signals };
   }
 
-  /** Adds gateway ids a client reported through telemetry (`gateway_detected`). */
+  /** Adds gateway ids a client reported through telemetry (`gateway_detected`): untrusted, so bounded. */
   recordTelemetry(key: string, gateways: readonly string[], now = Date.now()): void {
     const s = this.#state(key, now);
-    for (const id of gateways) s.gateways[id] = (s.gateways[id] ?? 0) + 1;
+    for (const id of new Set(gateways)) this.#count(s, id, 1);
+  }
+
+  #count(s: KeyGatewayState, id: string, n: number): void {
+    const known = s.gateways.has(id);
+    const name = known || (GATEWAY_ID_PATTERN.test(id) && s.gateways.size < this.#maxGateways) ? id : OTHER_GATEWAY;
+    s.gateways.set(name, (s.gateways.get(name) ?? 0) + n);
   }
 
   /** The key's report, or `undefined` for a key never seen. */
@@ -247,7 +268,7 @@ export class GatewayStats {
     return {
       key,
       requests: s.requests,
-      gateways: { ...s.gateways },
+      gateways: Object.fromEntries(s.gateways),
       signals: { ...s.signals },
       distinctAddresses: s.addresses.size,
       lastSeen: s.lastSeen,
@@ -261,9 +282,9 @@ export class GatewayStats {
 
   /** Totals per gateway id over all keys. */
   totals(): Record<string, number> {
-    const out: Record<string, number> = {};
-    for (const s of this.#keys.values()) for (const [id, n] of Object.entries(s.gateways)) out[id] = (out[id] ?? 0) + n;
-    return out;
+    const out = new Map<string, number>();
+    for (const s of this.#keys.values()) for (const [id, n] of s.gateways) out.set(id, (out.get(id) ?? 0) + n);
+    return Object.fromEntries(out);
   }
 
   /** A JSON-safe snapshot (address hashes only, never addresses). */
@@ -272,7 +293,7 @@ export class GatewayStats {
     for (const [key, s] of this.#keys) {
       (keys as Record<string, unknown>)[key] = {
         ...s,
-        gateways: { ...s.gateways },
+        gateways: Object.fromEntries(s.gateways),
         signals: { ...s.signals },
         addresses: [...s.addresses],
       };
@@ -291,7 +312,7 @@ export class GatewayStats {
     for (const [key, theirs] of Object.entries(doc.keys)) {
       const s = this.#state(key, theirs.lastSeen);
       s.requests += theirs.requests;
-      for (const [id, n] of Object.entries(theirs.gateways)) s.gateways[id] = (s.gateways[id] ?? 0) + n;
+      for (const [id, n] of Object.entries(theirs.gateways)) this.#count(s, id, n);
       for (const signal of RELAY_SIGNALS) s.signals[signal] += theirs.signals[signal] ?? 0;
       if (theirs.windowStart >= s.windowStart)
         for (const a of theirs.addresses) if (s.addresses.size < this.#maxAddresses) s.addresses.add(a);

@@ -69,4 +69,25 @@ describe('readStreamEvents', () => {
       { numRuns: 300 },
     );
   });
+
+  it('refuses a line without a break past maxLineLength, holding no more than that', async () => {
+    // 16 MiB in 64 KB chunks, no line break: refused once 8 MiB are pending.
+    let sent = 0;
+    async function* endless(): AsyncGenerator<Uint8Array> {
+      const chunk = new Uint8Array(65_536).fill(0x61);
+      for (; sent < 16 * 1024 * 1024; sent += chunk.length) yield chunk;
+    }
+    const error = await (async () => {
+      for await (const _ of readStreamEvents(endless()));
+    })().catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ProtocolError);
+    expect((error as ProtocolError).message).toMatch(/expected a line of at most 8388608 characters, got \d+ or more/);
+    expect(sent).toBeLessThanOrEqual(8 * 1024 * 1024 + 65_536);
+    // An event's data over several lines is bounded the same way; a small bound for the check.
+    const many = `data: ${'"x",'.repeat(10)}\n`.repeat(10);
+    const small = await (async () => {
+      for await (const _ of readStreamEvents(chunks(new TextEncoder().encode(many), []), { maxLineLength: 200 }));
+    })().catch((e: unknown) => e);
+    expect((small as ProtocolError).message).toMatch(/expected an event's data of at most 200 characters/);
+  });
 });

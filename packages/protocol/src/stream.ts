@@ -6,14 +6,28 @@ export interface MessagesStreamEvent<T = Record<string, unknown>> {
   readonly data: T;
 }
 
+/** Options of {@link readStreamEvents}. */
+export interface ReadStreamEventsOptions {
+  /**
+   * Longest line, and longest data of one event, in characters (default 8 MiB): a stream
+   * that sends more without a line break or a blank line is refused, so memory stays bounded.
+   */
+  readonly maxLineLength?: number;
+}
+
+/** Default of {@link ReadStreamEventsOptions.maxLineLength}. */
+export const MAX_STREAM_LINE = 8 * 1024 * 1024;
+
 /**
  * Reads a Messages server-sent-event stream (`text/event-stream`) as events while it arrives,
  * following the HTML SSE rules the Messages API relies on: events end at a blank line, lines
  * end in LF, CRLF or CR, several `data:` lines join with LF, one space after the colon is
  * dropped, comments (`:` lines) and unknown fields are ignored, and an event with no data is
- * skipped. A trailing event without its blank line is dropped, as the SSE rules require.
+ * skipped. A trailing event without its blank line is dropped, as the SSE rules require. Each
+ * character is scanned once, and lines and events are bounded by `maxLineLength`.
  *
- * @throws {ProtocolError} `ERR_STREAM_EVENT` when an event's data is not JSON.
+ * @throws {ProtocolError} `ERR_STREAM_EVENT` when an event's data is not JSON, or a line or
+ *   an event's data is longer than `maxLineLength`.
  *
  * @example
  * ```ts
@@ -22,17 +36,25 @@ export interface MessagesStreamEvent<T = Record<string, unknown>> {
  */
 export async function* readStreamEvents<T = Record<string, unknown>>(
   body: AsyncIterable<Uint8Array>,
+  options: ReadStreamEventsOptions = {},
 ): AsyncGenerator<MessagesStreamEvent<T>> {
+  const max = options.maxLineLength ?? MAX_STREAM_LINE;
   const decoder = new TextDecoder();
-  let pending = '';
+  const parts: string[] = [];
+  let partsLength = 0;
   let event = '';
   let data: string[] = [];
+  let dataLength = 0;
   let skipLF = false;
+  const tooLong = (what: string, length: number): never => {
+    throw new ProtocolError('ERR_STREAM_EVENT', `${what} of at most ${max} characters`, `${length} or more`);
+  };
   const finish = (): MessagesStreamEvent<T> | undefined => {
     const name = event === '' ? 'message' : event;
     const text = data.join('\n');
     event = '';
     data = [];
+    dataLength = 0;
     if (text === '') return undefined;
     try {
       return { event: name, data: JSON.parse(text) as T };
@@ -41,22 +63,20 @@ export async function* readStreamEvents<T = Record<string, unknown>>(
     }
   };
   for await (const chunk of body) {
-    let text = decoder.decode(chunk, { stream: true });
-    if (text === '') continue;
+    const text = decoder.decode(chunk, { stream: true });
     // A CR ended the previous chunk: an LF opening this one belongs to it.
-    if (skipLF) {
-      skipLF = false;
-      if (text.startsWith('\n')) text = text.slice(1);
-    }
-    pending += text;
-    let start = 0;
-    for (let i = 0; i < pending.length; i++) {
-      const c = pending.charCodeAt(i);
+    let start = skipLF && text.startsWith('\n') ? 1 : 0;
+    if (text !== '') skipLF = false;
+    // Each chunk is scanned once; a line longer than one chunk waits as parts, joined once it ends.
+    for (let i = start; i < text.length; i++) {
+      const c = text.charCodeAt(i);
       if (c !== 10 && c !== 13) continue;
-      const line = pending.slice(start, i);
+      const line = parts.length === 0 ? text.slice(start, i) : parts.join('') + text.slice(start, i);
+      parts.length = 0;
+      partsLength = 0;
       if (c === 13) {
-        if (i + 1 === pending.length) skipLF = true;
-        else if (pending.charCodeAt(i + 1) === 10) i++;
+        if (i + 1 === text.length) skipLF = true;
+        else if (text.charCodeAt(i + 1) === 10) i++;
       }
       start = i + 1;
       if (line === '') {
@@ -68,9 +88,17 @@ export async function* readStreamEvents<T = Record<string, unknown>>(
         let value = colon === -1 ? '' : line.slice(colon + 1);
         if (value.startsWith(' ')) value = value.slice(1);
         if (field === 'event') event = value;
-        else if (field === 'data') data.push(value);
+        else if (field === 'data') {
+          dataLength += value.length + 1;
+          if (dataLength > max) tooLong("an event's data", dataLength);
+          data.push(value);
+        }
       }
     }
-    pending = pending.slice(start);
+    if (start < text.length) {
+      parts.push(text.slice(start));
+      partsLength += text.length - start;
+      if (partsLength > max) tooLong('a line', partsLength);
+    }
   }
 }

@@ -8,6 +8,7 @@ import { type DecoySignal, type RequestComponents, receivedRequestComponents } f
 import type { MessagesRequest } from '@moat/protocol/messages';
 import type { VerifierConfig } from '../config.js';
 import { unavailable } from '../errors.js';
+import { requireRequestBinding } from '../releases.js';
 import type { Signals } from '../signals.js';
 import type { VerifierServices } from './services.js';
 
@@ -99,6 +100,7 @@ export async function gatherEvidence(input: EvidenceInput, services: VerifierSer
   const clientUnavailable = saysUnattested(input.headers);
   const attestation = input.attestation ?? (await checkStamp(input.raw, input.request, clientUnavailable, services));
   const fingerprint = checkFingerprint(input.body, { salt: config.fingerprintSalt });
+  attestation = requireRequestBinding(attestation, fingerprint.clientVersion, config.releases);
   const keyClass = fingerprintStats.record(input.keyId, fingerprint.signal);
   const gateway = gatewayStats.record(
     input.keyId,

@@ -22,6 +22,7 @@ import { authenticate } from '../auth.js';
 import { ApiError, unavailable } from '../errors.js';
 import type { PolicyAttributes } from '../flags.js';
 import { readBody, sendError, sendJson, writeEvent } from '../http.js';
+import { labelValue } from '../metrics.js';
 import { recordedSignalsOf, SIGNALS } from '../signals.js';
 import { StoreUnavailableError } from '../store-boundary.js';
 import type { CanonicalTarget } from '../target.js';
@@ -30,7 +31,7 @@ import { type Decision, decide, flagPolicy, policyAttributes } from './policy.js
 import { parseMessagesBody, type ReadRequest } from './read.js';
 import { newRequestId, RecordStoreError, RequestLedger } from './record.js';
 import { decoysAllowed, rewriteRequest } from './rewrite-request.js';
-import { answerJson, answerStream, passError } from './rewrite-response.js';
+import { answerJson, answerStream, countTokensAnswer, parseUpstreamAnswer, passError } from './rewrite-response.js';
 import type { VerifierServices } from './services.js';
 
 export { authenticate } from '../auth.js';
@@ -96,7 +97,8 @@ export function recordDecision(
     verdict: decision.verdict,
     reasons: [...decision.reasons, ...traced],
   });
-  for (const { signal, value } of decision.actions) metrics.signals.inc({ layer: SIGNALS[signal].metric, value });
+  for (const { signal, value } of decision.actions)
+    metrics.signals.inc({ layer: SIGNALS[signal].metric, value: labelValue(value) });
   metrics.requests.inc({ verdict: decision.verdict });
 }
 
@@ -145,6 +147,7 @@ async function forward(
   if (endpoint === 'count_tokens') {
     if (first.status >= 300) return await passError(res, ledger, first);
     const answer = Buffer.from(await first.body.arrayBuffer());
+    parseUpstreamAnswer(answer.toString('utf8'), countTokensAnswer, 'token count');
     await ledger.finishStored(first.status);
     res.writeHead(first.status, { ...first.headers, 'content-length': String(answer.length) });
     res.end(answer);

@@ -103,14 +103,28 @@ async function readUpstreamMessage(upstream: UpstreamResponse): Promise<Messages
   return parseUpstreamMessage(await upstream.body.text());
 }
 
-function parseUpstreamMessage(text: string): MessagesResponse {
+/**
+ * The upstream's success answer read as `parse` expects it; anything else (cut-short JSON,
+ * an HTML page, an empty body, another shape) is a 502 the request's record keeps.
+ */
+export function parseUpstreamAnswer<T>(text: string, parse: (value: unknown) => T, what = 'message'): T {
   try {
-    return parseMessagesResponse(JSON.parse(text));
+    return parse(JSON.parse(text));
   } catch (error) {
-    throw new ApiError(502, 'api_error', `upstream answered an unreadable message (${errorMessage(error).slice(0, 120)})`, {
+    throw new ApiError(502, 'api_error', `upstream answered an unreadable ${what} (${errorMessage(error).slice(0, 120)})`, {
       cause: error,
     });
   }
+}
+
+const parseUpstreamMessage = (text: string): MessagesResponse => parseUpstreamAnswer(text, parseMessagesResponse);
+
+/** A count_tokens answer: an object with a non-negative integer `input_tokens` (other members kept). */
+export function countTokensAnswer(value: unknown): { input_tokens: number } {
+  const tokens = (value as { input_tokens?: unknown } | null)?.input_tokens;
+  if (typeof value !== 'object' || value === null || Array.isArray(value) || !Number.isSafeInteger(tokens) || (tokens as number) < 0)
+    throw new Error(`expected { input_tokens: integer }, got ${JSON.stringify(value)?.slice(0, 60)}`);
+  return value as { input_tokens: number };
 }
 
 /**
@@ -122,15 +136,17 @@ function parseUpstreamMessage(text: string): MessagesResponse {
 export async function answerJson(input: AnswerInput, first: UpstreamResponse): Promise<void> {
   const { res, ledger, plan } = input;
   if (plan.decoys.length === 0 && isSuccess(first.status)) {
-    // Nothing to intercept: unless a block needs Moat's signature, the upstream's bytes go out as they came.
+    // Nothing to intercept: unless a block needs Moat's signature, the upstream's bytes go out as they came,
+    // once they are known to be a message.
     const bytes = Buffer.from(await first.body.arrayBuffer());
+    const message = parseUpstreamMessage(bytes.toString('utf8'));
     if (!SIGNED_TYPE.test(bytes.toString('latin1'))) {
       await ledger.finishStored(first.status);
       res.writeHead(first.status, { ...first.headers, 'content-length': String(bytes.length) });
       res.end(bytes);
       return;
     }
-    return answerParsedJson(input, first.status, first.headers, parseUpstreamMessage(bytes.toString('utf8')));
+    return answerParsedJson(input, first.status, first.headers, message);
   }
   let upstream = first;
   let messages = plan.messages;
@@ -186,13 +202,16 @@ function statusOfErrorEvent(data: Record<string, unknown>): number {
 export async function answerStream(input: AnswerInput, first: UpstreamResponse): Promise<void> {
   const { res, ledger, plan } = input;
   if (!isSuccess(first.status)) return passError(res, ledger, first);
-  res.writeHead(first.status, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', ...passedHeaders(first) });
+  // The stream's own content type whatever the upstream said, so every event, errors included, goes out as SSE.
+  res.writeHead(first.status, { ...passedHeaders(first), 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
   const signer = new StreamSigner(input.ctx, input.keyring);
   const filter = plan.decoys.length > 0 ? new DecoyStreamFilter(plan.decoys) : undefined;
   let status = 200;
   let stopped = false;
   let errored = false;
   const emit = async (ev: StreamEvent) => {
+    // The message is over at message_stop: whatever the upstream sends after it is not passed on.
+    if (stopped) return;
     if (ev.event === 'error') {
       status = statusOfErrorEvent(ev.data);
       errored = true;
@@ -212,9 +231,13 @@ export async function answerStream(input: AnswerInput, first: UpstreamResponse):
   /** Passes one upstream stream on; a stream that breaks (socket reset, garbage) ends in an SSE error, recorded 502. */
   const relay = async (body: UpstreamResponse['body']) => {
     try {
-      for await (const ev of readStreamEvents(body)) for (const kept of filter === undefined ? [ev] : filter.handle(ev)) await emit(kept);
+      for await (const ev of readStreamEvents(body)) {
+        for (const kept of filter === undefined ? [ev] : filter.handle(ev)) await emit(kept);
+        if (stopped) break;
+      }
     } catch (error) {
       if (input.signal?.aborted === true || error instanceof RecordStoreError) throw error;
+      if (stopped) return; // junk after message_stop: the client has its whole answer
       ledger.reason(`upstream stream broke off: ${errorMessage(error).slice(0, 120)}`);
       await emit({ event: 'error', data: { type: 'error', error: { type: 'api_error', message: 'upstream stream broke off' } } });
       status = 502;

@@ -1,5 +1,6 @@
 import type { IncomingHttpHeaders } from 'node:http';
-import type { Readable } from 'node:stream';
+import { pipeline, type Readable, type Transform } from 'node:stream';
+import * as zlib from 'node:zlib';
 import { Agent, type Dispatcher } from 'undici';
 import { ApiError } from '../errors.js';
 import { connectionNamed, HOP_BY_HOP } from '../http.js';
@@ -19,6 +20,62 @@ const NOT_FORWARDED = new Set([
 
 /** Response headers of the upstream that never go to the client. */
 const NOT_RETURNED = new Set([...HOP_BY_HOP, 'content-length', 'content-encoding']);
+
+/** Content codings the verifier decodes before it reads an answer (zstd where the runtime has it). */
+const DECODERS: Readonly<Record<string, () => Transform>> = {
+  gzip: () => zlib.createGunzip(),
+  'x-gzip': () => zlib.createGunzip(),
+  // RFC 9110's deflate is zlib-wrapped; some servers send it raw: `createUnzip` would not take that, this does.
+  deflate: () => zlib.createInflate(),
+  br: () => zlib.createBrotliDecompress(),
+  ...(typeof (zlib as { createZstdDecompress?: unknown }).createZstdDecompress === 'function'
+    ? { zstd: () => (zlib as unknown as { createZstdDecompress: () => Transform }).createZstdDecompress() }
+    : {}),
+};
+
+/** The content codings {@link Upstream} decodes, in the order it tries them. */
+export const DECODED_ENCODINGS: readonly string[] = Object.keys(DECODERS);
+
+/** An answer's body as the stages read it: a stream, or all of it as text, JSON or bytes. */
+export type UpstreamBody = Dispatcher.ResponseData['body'];
+
+/**
+ * The body with its content codings undone (listed in the order applied, so undone last to
+ * first), with the reading methods of undici's body. An unknown coding is a 502: an answer
+ * that cannot be read is not passed on as if it could.
+ */
+function decodeBody(body: UpstreamBody, contentEncoding: string): UpstreamBody {
+  const codings = contentEncoding
+    .split(',')
+    .map((c) => c.trim().toLowerCase())
+    .filter((c) => c !== '' && c !== 'identity');
+  if (codings.length === 0) return body;
+  const unknown = codings.find((c) => DECODERS[c] === undefined);
+  if (unknown !== undefined) {
+    // Not read: dropped (undici reports the abort as an error, which nobody else would hear).
+    body.on('error', () => {});
+    body.destroy();
+    throw new ApiError(502, 'api_error', `upstream answered in a content encoding the verifier cannot decode (${unknown.slice(0, 40)})`);
+  }
+  const decoders = codings.reverse().map((c) => (DECODERS[c] as () => Transform)());
+  const decoded = pipeline(body, ...(decoders as [Transform, ...Transform[]]), () => {
+    // Errors surface to whoever reads the decoded stream.
+  }) as unknown as Readable;
+  const bytes = async () => {
+    const parts: Buffer[] = [];
+    for await (const part of decoded) parts.push(part as Buffer);
+    return Buffer.concat(parts);
+  };
+  return Object.assign(decoded, {
+    arrayBuffer: async () => {
+      const b = await bytes();
+      return b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength);
+    },
+    bytes: async () => new Uint8Array(await bytes()),
+    text: async () => (await bytes()).toString('utf8'),
+    json: async () => JSON.parse((await bytes()).toString('utf8')) as unknown,
+  }) as unknown as UpstreamBody;
+}
 
 /** undici's time-out errors: answered 504. */
 const TIMEOUTS = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT']);
@@ -44,7 +101,7 @@ export interface UpstreamRequest {
 export interface UpstreamResponse {
   readonly status: number;
   readonly headers: Record<string, string | string[]>;
-  readonly body: Dispatcher.ResponseData['body'];
+  readonly body: UpstreamBody;
 }
 
 /** Timeouts of the upstream calls, in milliseconds. */
@@ -60,7 +117,9 @@ export interface UpstreamTimeouts {
  * Stage 7: the upstream, an Anthropic-compatible API (the embedded mock or a real one) over a
  * keep-alive undici agent. Client headers pass except hop-by-hop ones, the client's own
  * credentials (replaced by the verifier's upstream key) and Moat's headers; the answer's
- * headers pass except hop-by-hop ones.
+ * headers pass except hop-by-hop ones. The verifier asks for `identity`; an answer encoded
+ * anyway (gzip, deflate, br, zstd where the runtime has it) is decoded before it is read, and
+ * one in another coding is a 502.
  */
 export class Upstream {
   readonly #origin: URL;
@@ -134,7 +193,13 @@ export class Upstream {
       if (value === undefined || (request.raw !== true && NOT_RETURNED.has(name)) || HOP_BY_HOP.has(name) || namedBack.has(name)) continue;
       out[name] = value;
     }
-    return { status: response.statusCode, headers: out, body: response.body };
+    const encoding = response.headers['content-encoding'];
+    // Asked for identity, an upstream may compress regardless: what the stages read is decoded first.
+    const body =
+      request.raw === true || encoding === undefined
+        ? response.body
+        : decodeBody(response.body, Array.isArray(encoding) ? encoding.join(',') : encoding);
+    return { status: response.statusCode, headers: out, body };
   }
 
   close(): Promise<void> {

@@ -1,8 +1,8 @@
 import { FEATURES, TELEMETRY_PATH } from '@moat/protocol';
-import { DASHBOARD_HTML } from '../dashboard.js';
+import { DASHBOARD_CSP, DASHBOARD_HTML } from '../dashboard.js';
 import { ApiError } from '../errors.js';
 import { sendJson } from '../http.js';
-import type { RouteHandler } from '../router.js';
+import { OPERATOR_HEADERS, type RouteHandler } from '../router.js';
 
 /** `GET /v1/moat`: version negotiation — versions, features, where telemetry and flags are. */
 export const discovery: RouteHandler = ({ res, services }) =>
@@ -34,8 +34,9 @@ export const metrics: RouteHandler = async ({ res, services }) => {
 /** `GET /dashboard`: the page; its data comes from the admin API with the token the operator enters. */
 export const dashboard: RouteHandler = ({ res }) => {
   res.writeHead(200, {
+    ...OPERATOR_HEADERS,
     'content-type': 'text/html; charset=utf-8',
-    'content-security-policy': "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'",
+    'content-security-policy': DASHBOARD_CSP,
   });
   res.end(DASHBOARD_HTML);
 };

@@ -9,8 +9,22 @@ function attests(e: Endpoint): boolean {
   return e.flag(CLIENT_FLAGS.envelope, true) && !e.flag(CLIENT_FLAGS.killAttestation, false);
 }
 
+/** Origins (`https://api.example.com`) known to bind requests: see {@link MoatFetchOptions.requestBinding}. */
+export interface BindingPins {
+  has(origin: string): boolean;
+  add(origin: string): unknown;
+}
+
 /** Options of {@link attestationLayer}: the attested transport's, minus what the layer decides per endpoint. */
-export type AttestationLayerOptions = Omit<AttestedFetchOptions, 'onUnattested' | 'bindRequestFor' | 'envelopeFor'>;
+export type AttestationLayerOptions = Omit<AttestedFetchOptions, 'onUnattested' | 'bindRequestFor' | 'envelopeFor'> & {
+  /**
+   * `discover` (default): an origin binds requests once its discovery advertised
+   * `request_binding`, and stays pinned; `always`: every Moat origin binds requests.
+   */
+  readonly requestBinding?: 'discover' | 'always' | undefined;
+  /** Where pinned origins are kept (default: in memory). */
+  readonly bindingPins?: BindingPins | undefined;
+};
 
 /**
  * The attestation stamp (layer 2), always the last layer: at an endpoint that attests (and
@@ -20,17 +34,20 @@ export type AttestationLayerOptions = Omit<AttestedFetchOptions, 'onUnattested' 
  * telemetry. Stamps bind the request (protocol 1.1) where the endpoint advertises it.
  */
 export function attestationLayer(options: AttestationLayerOptions = {}): MoatLayer {
+  const { requestBinding, bindingPins, ...transportOptions } = options;
   const endpoints = new Map<string, Endpoint>();
+  // Pinned: a later discovery document without request_binding (a relay's edit) does not unbind an origin.
+  const pins: BindingPins = bindingPins ?? new Set<string>();
   const statuses = new WeakMap<Endpoint, LayerStatus>();
   let attested: typeof fetch | undefined;
   const transport = (): typeof fetch => {
     attested ??= createAttestedFetch({
-      ...options,
+      ...transportOptions,
       onUnattested: (reason, url) => {
         const ts = Math.floor(Date.now() / 1000);
         endpoints.get(new URL(url).origin)?.report({ type: 'attestation_unavailable', ts, reason });
       },
-      bindRequestFor: (target) => endpoints.get(target.origin)?.features.includes('request_binding') ?? false,
+      bindRequestFor: (target) => requestBinding === 'always' || pins.has(target.origin),
     }) as typeof fetch;
     return attested;
   };
@@ -38,12 +55,14 @@ export function attestationLayer(options: AttestationLayerOptions = {}): MoatLay
     name: 'attest',
     phase: 'stamp',
     setup: async (e) => {
-      endpoints.set(new URL(e.origin).origin, e);
+      const origin = new URL(e.origin).origin;
+      endpoints.set(origin, e);
+      if (e.features.includes('request_binding')) pins.add(origin);
       if (!attests(e)) return;
       const { native, reason } =
-        options.native === undefined
+        transportOptions.native === undefined
           ? await loadNativeAddon(() => import('@moat/native'))
-          : { native: options.native, reason: 'the native transport is switched off' };
+          : { native: transportOptions.native, reason: 'the native transport is switched off' };
       statuses.set(
         e,
         native === undefined || native === null

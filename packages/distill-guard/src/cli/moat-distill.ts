@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
-import { errorMessage, errorStack } from '@moat/protocol/support';
+import { errorMessage, errorStack, escapeControl } from '@moat/protocol/support';
 import { DECOY_PERIOD_MS, decoyPeriod } from '../decoys.js';
 import { CanaryIndex } from '../trace.js';
 
@@ -18,7 +18,7 @@ options:
   --verifier URL       a moat-verifier's base URL (its admin API)
   --admin-token-file FILE
                        the verifier's admin token (default: $MOAT_VERIFIER_ADMIN_TOKEN)
-  --periods N          rotation periods to search back from now (default 8)
+  --periods N          rotation periods to search back from now (default 14: 90 days)
   --period-days N      rotation period length (default 7)
   --threshold X        smallest confidence reported, 0..1 (default 0.5)
   --json               machine-readable output
@@ -82,10 +82,12 @@ function report(results: readonly Traced[], recorded: VerifierKey[] | undefined,
     );
   } else {
     for (const { file, attributions } of results) {
-      if (attributions.length === 0) process.stdout.write(`${file}: no decoys of the ${keyCount} keys found\n`);
+      // Names, labels and paths come from files and the verifier: printed escaped, never raw.
+      const name = escapeControl(file);
+      if (attributions.length === 0) process.stdout.write(`${name}: no decoys of the ${keyCount} keys found\n`);
       for (const a of attributions) {
         const tokens = a.evidence.map((e) => `${e.kind} ${e.token}`).join(', ');
-        process.stdout.write(`${file}: ${a.apiKeyId}  confidence ${a.confidence.toFixed(3)}  (${tokens})\n`);
+        process.stdout.write(`${name}: ${escapeControl(a.apiKeyId)}  confidence ${a.confidence.toFixed(3)}  (${tokens})\n`);
       }
     }
     if (recorded !== undefined) {
@@ -93,7 +95,7 @@ function report(results: readonly Traced[], recorded: VerifierKey[] | undefined,
       if (hit.length === 0) process.stdout.write(`verifier: no decoy hits recorded for the ${recorded.length} keys\n`);
       for (const k of hit)
         process.stdout.write(
-          `verifier: ${k.id}${k.label === undefined ? '' : ` (${k.label})`}  ${k.decoyHits} request${k.decoyHits === 1 ? '' : 's'} brought decoys back\n`,
+          `verifier: ${escapeControl(k.id)}${k.label === undefined ? '' : ` (${escapeControl(k.label)})`}  ${k.decoyHits} request${k.decoyHits === 1 ? '' : 's'} brought decoys back\n`,
         );
     }
   }
@@ -125,7 +127,7 @@ async function main(argv: string[]): Promise<number> {
   if (typeof values['secret-file'] !== 'string' || (typeof values.keys !== 'string' && typeof values.verifier !== 'string'))
     return fail(`expected --secret-file and --keys or --verifier\n${USAGE}`);
   if (positionals.length === 0 && typeof values.verifier !== 'string') return fail(`expected at least one file to trace\n${USAGE}`);
-  const periods = Number(values.periods ?? 8);
+  const periods = Number(values.periods ?? 14);
   const periodDays = Number(values['period-days'] ?? 7);
   const threshold = Number(values.threshold ?? 0.5);
   if (!Number.isSafeInteger(periods) || periods < 1 || periods > 520)

@@ -1,12 +1,13 @@
 /**
  * `@moat/protocol/support` — small runtime helpers every Moat package shares: the fail-open
- * warning sink, the message of a caught value, a bounded LRU map and the optional native
+ * warning sink, the message of a caught value, untrusted text made printable, a bounded LRU map and the optional native
  * addon loader. Not part of the wire contract; kept here because layers may depend on
  * `@moat/protocol` and nothing else.
  *
  * @packageDocumentation
  */
 export { errorCode, errorMessage, errorStack } from './error-message.js';
+export { escapeControl } from './escape.js';
 export { LruMap, LruMapError, type LruMapOptions } from './lru.js';
 export { MoatError } from './moat-error.js';
 export {

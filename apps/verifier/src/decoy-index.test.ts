@@ -1,0 +1,58 @@
+import { randomBytes } from 'node:crypto';
+import { DECOY_PERIOD_MS, decoyPeriod, decoyTools } from '@moat/distill-guard/server';
+import { describe, expect, it } from 'vitest';
+import { DecoyIndexCache } from './decoy-index.js';
+import type { Storage } from './storage.js';
+
+const DAY = 86_400_000;
+const secret = randomBytes(32);
+
+/** A record store that knows only its API keys: all the index reads. */
+function keysOnly(ids: string[]): Storage {
+  return { listApiKeys: () => ids.map((id) => ({ id, label: id, created: 0 })) } as unknown as Storage;
+}
+
+/** The text of a turn that calls the decoy `key` was served at `when`. */
+function callOf(key: string, when: number): string {
+  const [decoy] = decoyTools({ secret, apiKeyId: key, period: decoyPeriod(when) });
+  return `tool_use ${decoy?.tool.name} {"id":"${decoy?.canary}"}`;
+}
+
+describe('DecoyIndexCache', () => {
+  it('traces a decoy served 30 days ago to its key, over a 90-day window by default', async () => {
+    const now = Date.now();
+    const cache = new DecoyIndexCache(keysOnly(['key_a', 'key_b']), secret, { now: () => now });
+    await cache.refresh(true);
+    const traced = cache.current()?.trace(callOf('key_b', now - 30 * DAY), 0.7);
+    expect(traced?.map((t) => t.apiKeyId)).toEqual(['key_b']);
+    expect(cache.current()?.trace(callOf('key_a', now - 89 * DAY), 0.7)[0]?.apiKeyId).toBe('key_a');
+    // Older than the window: nobody is named.
+    expect(cache.current()?.trace(callOf('key_a', now - 120 * DAY - DECOY_PERIOD_MS), 0.7)).toEqual([]);
+    expect(cache.stats.periods).toHaveLength(14);
+  });
+
+  it('keeps a configured window: 7 days traces last week, not last month', async () => {
+    const now = Date.now();
+    const cache = new DecoyIndexCache(keysOnly(['key_a']), secret, { retentionDays: 7, now: () => now });
+    await cache.refresh(true);
+    expect(cache.current()?.trace(callOf('key_a', now - 7 * DAY), 0.7)[0]?.apiKeyId).toBe('key_a');
+    expect(cache.current()?.trace(callOf('key_a', now - 30 * DAY), 0.7)).toEqual([]);
+  });
+
+  it('slides with the rotation period: the new week is added, the one that left the window dropped', async () => {
+    let now = Date.now();
+    const keys = ['key_a'];
+    const cache = new DecoyIndexCache(keysOnly(keys), secret, { retentionDays: 14, now: () => now });
+    await cache.refresh(true);
+    const first = cache.stats.periods;
+    const old = callOf('key_a', now - 14 * DAY);
+    expect(cache.current()?.trace(old, 0.7)).toHaveLength(1);
+    now += DECOY_PERIOD_MS;
+    keys.push('key_b');
+    await cache.refresh();
+    expect(cache.stats.periods).toEqual([...first.slice(1), (first.at(-1) as number) + 1]);
+    expect(cache.stats.keys).toBe(2);
+    expect(cache.current()?.trace(callOf('key_b', now), 0.7)[0]?.apiKeyId).toBe('key_b');
+    expect(cache.current()?.trace(old, 0.7)).toEqual([]);
+  });
+});
