@@ -27,7 +27,7 @@ describe('background tasks', () => {
     const onRejection = (reason: unknown) => rejections.push(reason);
     process.on('unhandledRejection', onRejection);
     try {
-      const cache = new DecoyIndexCache(flakyKeys({ value: true }), randomBytes(32), 0);
+      const cache = new DecoyIndexCache(flakyKeys({ value: true }), randomBytes(32), { refreshMs: 0 });
       // Each call finds the index due and starts a rebuild off the request path.
       for (let i = 0; i < 3; i++) {
         expect(cache.current()).toBeUndefined();
@@ -43,7 +43,10 @@ describe('background tasks', () => {
     const registry = new Registry();
     const supervisor = new Supervisor(silent, { registry, backoff: { baseMs: 10, maxMs: 40 } });
     const down = { value: true };
-    const cache = new DecoyIndexCache(flakyKeys(down), randomBytes(32), 0, (name, task) => supervisor.run(name, task));
+    const cache = new DecoyIndexCache(flakyKeys(down), randomBytes(32), {
+      refreshMs: 0,
+      background: (name, task) => supervisor.run(name, task),
+    });
     cache.current();
     await until(
       async () => ((await registry.getSingleMetric('moat_verifier_background_errors_total')?.get())?.values[0]?.value ?? 0) >= 3,

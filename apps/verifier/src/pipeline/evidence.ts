@@ -98,9 +98,10 @@ export function saysUnattested(headers: IncomingHttpHeaders): boolean {
 export async function gatherEvidence(input: EvidenceInput, services: VerifierServices): Promise<Evidence> {
   const { config, fingerprintStats, gatewayStats, blockKeyring } = services;
   const clientUnavailable = saysUnattested(input.headers);
-  const attestation = input.attestation ?? (await checkStamp(input.raw, input.request, clientUnavailable, services));
+  const stamp = input.attestation ?? (await checkStamp(input.raw, input.request, clientUnavailable, services));
   const fingerprint = checkFingerprint(input.body, { salt: config.fingerprintSalt });
-  attestation = requireRequestBinding(attestation, fingerprint.clientVersion, config.releases);
+  // A release that binds requests never sends a v1 stamp: one from it is a downgrade (discovery edited).
+  const attestation = requireRequestBinding(stamp, fingerprint.clientVersion, config.releases);
   const keyClass = fingerprintStats.record(input.keyId, fingerprint.signal);
   const gateway = gatewayStats.record(
     input.keyId,
