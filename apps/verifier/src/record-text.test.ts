@@ -66,6 +66,7 @@ const wildRecord = (): fc.Arbitrary<RequestRecord> =>
     status: fc.constantFrom(200, 503, null),
     latencyMs: fc.constantFrom(1, null),
     decoys: fc.nat({ max: 5 }),
+    batch: fc.option(wild, { nil: null }),
   }) as unknown as fc.Arbitrary<RequestRecord>;
 
 /** Every recorded field, a key label, a revocation reason and a telemetry event type round-trip storable on `open()`'s backend. */

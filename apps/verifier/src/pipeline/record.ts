@@ -34,6 +34,7 @@ export function boundedRecord(record: RequestRecord): RequestRecord {
     thinking: bound(record.thinking, 64) as RequestRecord['thinking'],
     decoy: bound(record.decoy, 64) as RequestRecord['decoy'],
     model: record.model === null ? null : bound(record.model, RECORD_LIMITS.model),
+    batch: record.batch === null ? null : bound(record.batch, 64),
     reasons: record.reasons.slice(0, RECORD_LIMITS.reasons).map((r) => bound(r, RECORD_LIMITS.reason)),
     gateway: record.gateway.slice(0, RECORD_LIMITS.list).map((g) => bound(g, 64)),
     relay: record.relay.slice(0, RECORD_LIMITS.list).map((g) => bound(g, 64)),
