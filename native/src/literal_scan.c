@@ -513,6 +513,7 @@ moat_literals *moat_literals_direct(const char *const *patterns, const size_t *l
     return NULL;
   }
   memcpy(m->length, lengths, count * sizeof *lengths);
+  m->count = count; /* match ids are checked against it before they index skip and length */
   return m;
 }
 

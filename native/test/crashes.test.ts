@@ -1,7 +1,10 @@
 // Three ways the addon once took its host process down, each run in a child process (so
 // this runner survives a crash) on both transports: the event loop's and the thread's.
 import { spawnSync } from 'node:child_process';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
+
+// A scenario may run three times (see `run`), each up to its 30 s watchdog.
+vi.setConfig({ testTimeout: 120_000 });
 
 const addon = JSON.stringify(new URL('../index.js', import.meta.url).href);
 
