@@ -1,7 +1,7 @@
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:http';
+import { createServer, request } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -96,6 +96,33 @@ describe('moat-chat', { timeout: 60_000 }, () => {
     const verbose = await chat(external, ['-p', 'again', '--verbose', '--base-url', base], { MOAT_API_KEY: apiKey });
     for (const layer of ['harden', 'attest', 'anti-distillation', 'gateway-detect', 'fingerprint'])
       expect(verbose.stderr).toMatch(new RegExp(`^${layer} +on`, 'm'));
+  });
+
+  it('reads the verifier once at start: one discovery, one flag fetch for every layer', async () => {
+    const seen: string[] = [];
+    const target = new URL(base);
+    // Forwards byte for byte with the Host it got, so the stamp's binding still holds.
+    const relay = createServer((req, res) => {
+      seen.push(new URL(req.url ?? '/', 'http://x').pathname);
+      const up = request({ host: target.hostname, port: target.port, path: req.url, method: req.method, headers: req.headers }, (r) => {
+        res.writeHead(r.statusCode ?? 502, r.headers);
+        r.pipe(res);
+      });
+      req.pipe(up);
+    });
+    await new Promise<void>((r) => relay.listen(0, '127.0.0.1', r));
+    try {
+      const url = `http://127.0.0.1:${(relay.address() as AddressInfo).port}`;
+      const r = await chat(external, ['-p', 'counted', '--verbose', '--base-url', url], { MOAT_API_KEY: apiKey });
+      expect(r.stdout).toBe('Echo: counted\n');
+      expect(await last()).toMatchObject({ attestation: 'valid', fingerprint: 'match', verdict: 'allow', decoys: 3 });
+      expect(seen.filter((p) => p === '/v1/moat')).toHaveLength(1);
+      expect(seen.filter((p) => p.startsWith('/api/features/'))).toHaveLength(1);
+      expect(seen.filter((p) => p === '/v1/messages')).toHaveLength(1);
+    } finally {
+      relay.closeAllConnections();
+      relay.close();
+    }
   });
 
   it('the standalone executable (bun build --compile, addon embedded) attests', async () => {

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { GrowthBook } from '@growthbook/growthbook';
-import type { PolicyAction } from '@moat/protocol';
+import { CLIENT_FLAGS, POLICY_FLAG_PREFIX, POLICY_FLAGS, type PolicyAction } from '@moat/protocol';
 import { errorMessage } from '@moat/protocol/support';
 import { VerifierConfigError } from './errors.js';
 import { defaultPolicies } from './signals.js';
@@ -27,7 +27,7 @@ export interface PolicyAttributes {
 }
 
 /** Prefix of server-side policy features; they are never served to clients. */
-export const POLICY_PREFIX = 'moat-policy-';
+export const POLICY_PREFIX = POLICY_FLAG_PREFIX;
 
 /**
  * The default feature definitions: policy per signal (`monitor | flag | block`) and the
@@ -37,15 +37,15 @@ export const DEFAULT_FEATURES: Readonly<Record<string, FeatureDefinition>> = {
   // Policy per signal, from the signal registry.
   ...defaultPolicies(),
   // Injecting decoys (on/off); what a request that brings one back earns is `moat-policy-decoy`.
-  'moat-policy-decoys': { defaultValue: true },
-  'moat-anti-distillation': { defaultValue: true },
-  'moat-attribution': { defaultValue: true },
-  'moat-envelope': { defaultValue: true },
-  'moat-kill-attestation': { defaultValue: false },
-  'moat-kill-fingerprint': { defaultValue: false },
-  'moat-kill-gateway-detect': { defaultValue: false },
-  'moat-kill-harden': { defaultValue: false },
-  'moat-kill-anti-distillation': { defaultValue: false },
+  [POLICY_FLAGS.decoys]: { defaultValue: true },
+  [CLIENT_FLAGS.antiDistillation]: { defaultValue: true },
+  [CLIENT_FLAGS.attribution]: { defaultValue: true },
+  [CLIENT_FLAGS.envelope]: { defaultValue: true },
+  [CLIENT_FLAGS.killAttestation]: { defaultValue: false },
+  [CLIENT_FLAGS.killFingerprint]: { defaultValue: false },
+  [CLIENT_FLAGS.killGatewayDetect]: { defaultValue: false },
+  [CLIENT_FLAGS.killHarden]: { defaultValue: false },
+  [CLIENT_FLAGS.killAntiDistillation]: { defaultValue: false },
 };
 
 /** Reads a features file in GrowthBook's format `{ "features": { key: { defaultValue, rules } } }`, over the defaults. */
@@ -102,7 +102,7 @@ export class Flags {
    * (the attestation key ids revoked so far, so a client of a revoked release can say so).
    */
   clientPayload(revokedKids: readonly string[] = []): { status: 200; features: Record<string, FeatureDefinition>; dateUpdated: string } {
-    const features: Record<string, FeatureDefinition> = { 'moat-revoked-kids': { defaultValue: [...revokedKids] } };
+    const features: Record<string, FeatureDefinition> = { [CLIENT_FLAGS.revokedKids]: { defaultValue: [...revokedKids] } };
     for (const [key, def] of Object.entries(this.features)) if (!key.startsWith(POLICY_PREFIX)) features[key] = def;
     return { status: 200, features, dateUpdated: new Date().toISOString() };
   }

@@ -23,6 +23,7 @@ import {
   BINDING_SIGNALS,
   DECOY_SIGNALS,
   FINGERPRINT_SIGNALS,
+  POLICY_FLAG_PREFIX,
   type PolicyAction,
   THINKING_SIGNALS,
 } from '@moat/protocol';
@@ -183,7 +184,7 @@ export function recordedSignalsOf(signals: Signals): RecordedSignals {
 export function defaultPolicies(): Record<string, { defaultValue: Record<string, PolicyAction> }> {
   const out: Record<string, { defaultValue: Record<string, PolicyAction> }> = {};
   for (const row of SIGNAL_ROWS) {
-    const feature = `moat-policy-${row.policy}`;
+    const feature = `${POLICY_FLAG_PREFIX}${row.policy}`;
     out[feature] = { defaultValue: { ...out[feature]?.defaultValue, ...row.defaults } };
   }
   return out;

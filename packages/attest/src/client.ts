@@ -45,7 +45,7 @@ export interface AttestedFetchOptions {
   /** Extra CA bundle (TLS verification is always on). */
   readonly caFile?: string;
   /** Called once per distinct problem (fallback, unstamped body); never throws. */
-  readonly onWarning?: (message: string) => void;
+  readonly onWarning?: ((message: string) => void) | undefined;
   /** Called for every request that goes out unattested (feed it to telemetry). */
   readonly onUnattested?: (reason: UnattestedReason, url: string) => void;
   /** Clock in Unix milliseconds (tests). */
@@ -483,26 +483,45 @@ interface TransmitHandlers {
   failed(reason: UnattestedReason): void;
 }
 
-/** The part both attested sends share: the envelope, the fallback, the addon's events. */
-function createSender(options: AttestedFetchOptions) {
-  const warner = createWarner('attest', options.onWarning);
-  const warn = (key: string, message: string) => warner(message, key);
-  const now = options.now ?? Date.now;
+/** Warns once per key. */
+type Warn = (key: string, message: string) => void;
 
-  const fallback = async (url: string, init: RequestInit, body: Uint8Array | undefined, reason: UnattestedReason): Promise<Response> => {
-    try {
-      options.onUnattested?.(reason, url);
-    } catch {
-      // telemetry must not break the request
-    }
-    const headers = new Headers(init.headers);
-    headers.set(UNATTESTED_HEADER, `unavailable; reason=${reason}`);
-    return fetch(url, { ...init, headers, ...(body === undefined ? {} : { body: body as NonNullable<RequestInit['body']> }) });
-  };
+/** Sends a request without the addon, marked so the verifier sees why it is unattested. */
+async function sendUnattested(
+  options: AttestedFetchOptions,
+  url: string,
+  init: RequestInit,
+  body: Uint8Array | undefined,
+  reason: UnattestedReason,
+): Promise<Response> {
+  try {
+    options.onUnattested?.(reason, url);
+  } catch {
+    // telemetry must not break the request
+  }
+  const headers = new Headers(init.headers);
+  headers.set(UNATTESTED_HEADER, `unavailable; reason=${reason}`);
+  const sent: RequestInit = { ...init, headers };
+  if (body !== undefined) sent.body = body as NonNullable<RequestInit['body']>;
+  return fetch(url, sent);
+}
 
-  // The addon and its key id, once loaded: not looked up again per request.
-  let addon: { native: NativeTransport | undefined; reason: string | undefined; kid: string } | undefined;
-  const loadAddon = async () => {
+/** The addon and its key id, loaded once: not looked up again per request. */
+interface LoadedAddon {
+  readonly native: NativeTransport | undefined;
+  readonly reason: string | undefined;
+  readonly kid: string;
+}
+
+/** Loads the addon on first use and keeps it. */
+interface AddonLoader {
+  load(): Promise<LoadedAddon>;
+  loaded(): LoadedAddon | undefined;
+}
+
+function addonLoader(options: AttestedFetchOptions): AddonLoader {
+  let addon: LoadedAddon | undefined;
+  const load = async (): Promise<LoadedAddon> => {
     if (addon !== undefined) return addon;
     const { native, reason } =
       options.native === null
@@ -519,7 +538,11 @@ function createSender(options: AttestedFetchOptions) {
     addon ??= { native, reason, kid };
     return addon;
   };
+  return { load, loaded: () => addon };
+}
 
+/** Appending the envelope in JavaScript, for sends the addon does not append to. */
+function envelopeAppender(warn: Warn) {
   /**
    * `body` with the envelope appended as the protocol's `appendEnvelope` does it in JavaScript
    * — a body that is not a JSON object text stays as it is; one that cannot take the envelope
@@ -547,20 +570,28 @@ function createSender(options: AttestedFetchOptions) {
           ? Buffer.from(body)
           : body;
 
-  // The last URL parsed, reused for the same text: a client sends to one endpoint over and
-  // over. Only while no callback of the options is handed the URL, which could change it.
+  return { appendInJs, withEnvelope };
+}
+
+/**
+ * The last URL parsed, reused for the same text: a client sends to one endpoint over and
+ * over. Only while no callback of the options is handed the URL, which could change it.
+ */
+function urlParser(options: AttestedFetchOptions): (text: string) => URL {
   const shareUrls = options.envelopeFor === undefined && options.bindRequestFor === undefined;
   let lastUrl: { text: string; url: URL } | undefined;
-  const urlOf = (text: string): URL => {
+  return (text) => {
     if (!shareUrls) return new URL(text);
     if (lastUrl?.text !== text) lastUrl = { text, url: new URL(text) };
     return lastUrl.url;
   };
+}
 
-  // Placeholder makers for the addon's key id, r1 and v1, made on first use.
+/** Placeholder makers for the addon's key id, r1 and v1, made on first use. */
+function placeholderMaker(options: AttestedFetchOptions, now: () => number): (kid: string, bound: boolean) => string {
   const makers: { r1?: (ts: number, nonce: string) => string; v1?: (ts: number, nonce: string) => string } = {};
   const length = options.stampHexLength === undefined ? {} : { stampHexLength: options.stampHexLength };
-  const placeholder = (kid: string, bound: boolean): string => {
+  return (kid: string, bound: boolean): string => {
     const scheme = bound ? 'r1' : 'v1';
     let make = makers[scheme];
     if (make === undefined) {
@@ -569,48 +600,10 @@ function createSender(options: AttestedFetchOptions) {
     }
     return make(Math.floor(now() / 1000), nonceHex());
   };
+}
 
-  /** Prepares a send once the addon is loaded (see `loaded` and `load`). */
-  const prepare = (
-    url: URL,
-    method: string,
-    lines: string[],
-    given: RequestInit['body'] | undefined,
-    signal: AbortSignal | undefined,
-  ): PreparedSend | { kind: 'fallback'; url: URL; body: Uint8Array | undefined; reason: UnattestedReason } => {
-    if (addon === undefined) throw new Error('the addon is not loaded yet: await load() first');
-    const bytes = bodyBytes(given);
-    const { native, reason, kid } = addon;
-    if (bytes === 'unsupported') {
-      warn('unsupported_body', 'a streaming or form body cannot be stamped; sent unattested');
-      return { kind: 'fallback', url, body: undefined, reason: 'unsupported_body' };
-    }
-    // The addon encodes a string body and appends the envelope as it makes its own copy: no
-    // JSON parse and no buffer here. Without it (or an addon from before), JavaScript does both.
-    const inAddon = native?.appendsEnvelope === true;
-    let body: Uint8Array | string | undefined = bytes;
-    let envelope: string | undefined;
-    // Only a body that reads as "{…}" gets the envelope; any other goes as it is, without a warning.
-    if (body !== undefined && bracesAround(body) && (options.envelopeFor?.(url) ?? true)) {
-      try {
-        envelope = placeholder(kid, options.bindRequestFor?.(url) ?? true);
-      } catch (e) {
-        warn('envelope', `no envelope added (${errorMessage(e)})`);
-      }
-      if (envelope !== undefined && !inAddon) {
-        body = appendInJs(body, envelope);
-        envelope = undefined;
-      }
-    }
-    if (typeof body === 'string' && !inAddon) body = Buffer.from(body);
-    if (native === undefined) {
-      warn('addon_missing', `native addon unavailable (${reason ?? 'not loaded'}); requests go out unattested`);
-      return { kind: 'fallback', url, body: body as Uint8Array | undefined, reason: 'addon_missing' };
-    }
-    if (signal?.aborted) throw signal.reason ?? new DOMException('This operation was aborted', 'AbortError');
-    return { kind: 'native', native, url, method, lines, body, envelope, signal };
-  };
-
+/** Hands prepared sends to the addon and turns its events into handler calls. */
+function transmitter(options: AttestedFetchOptions, warn: Warn, withEnvelope: (sent: PreparedSend) => Uint8Array | undefined) {
   /** Hands the request to the addon; events come back through `on`. Returns the abort handle. */
   const transmit = (prepared: PreparedSend, on: TransmitHandlers): { abort(): void } | undefined => {
     const { native, url, method, lines, envelope, signal } = prepared;
@@ -673,5 +666,67 @@ function createSender(options: AttestedFetchOptions) {
     return handle;
   };
 
-  return { prepare, transmit, fallback, withEnvelope, urlOf, loaded: () => addon, load: loadAddon };
+  return transmit;
+}
+
+/** The part both attested sends share: the envelope, the fallback, the addon's events. */
+function createSender(options: AttestedFetchOptions) {
+  const warner = createWarner('attest', options.onWarning);
+  const warn: Warn = (key, message) => warner(message, key);
+  const addons = addonLoader(options);
+  const { appendInJs, withEnvelope } = envelopeAppender(warn);
+  const placeholder = placeholderMaker(options, options.now ?? Date.now);
+
+  /** Prepares a send once the addon is loaded (see `loaded` and `load`). */
+  const prepare = (
+    url: URL,
+    method: string,
+    lines: string[],
+    given: RequestInit['body'] | undefined,
+    signal: AbortSignal | undefined,
+  ): PreparedSend | { kind: 'fallback'; url: URL; body: Uint8Array | undefined; reason: UnattestedReason } => {
+    const addon = addons.loaded();
+    if (addon === undefined) throw new Error('the addon is not loaded yet: await load() first');
+    const bytes = bodyBytes(given);
+    const { native, reason, kid } = addon;
+    if (bytes === 'unsupported') {
+      warn('unsupported_body', 'a streaming or form body cannot be stamped; sent unattested');
+      return { kind: 'fallback', url, body: undefined, reason: 'unsupported_body' };
+    }
+    // The addon encodes a string body and appends the envelope as it makes its own copy: no
+    // JSON parse and no buffer here. Without it (or an addon from before), JavaScript does both.
+    const inAddon = native?.appendsEnvelope === true;
+    let body: Uint8Array | string | undefined = bytes;
+    let envelope: string | undefined;
+    // Only a body that reads as "{…}" gets the envelope; any other goes as it is, without a warning.
+    if (body !== undefined && bracesAround(body) && (options.envelopeFor?.(url) ?? true)) {
+      try {
+        envelope = placeholder(kid, options.bindRequestFor?.(url) ?? true);
+      } catch (e) {
+        warn('envelope', `no envelope added (${errorMessage(e)})`);
+      }
+      if (envelope !== undefined && !inAddon) {
+        body = appendInJs(body, envelope);
+        envelope = undefined;
+      }
+    }
+    if (typeof body === 'string' && !inAddon) body = Buffer.from(body);
+    if (native === undefined) {
+      warn('addon_missing', `native addon unavailable (${reason ?? 'not loaded'}); requests go out unattested`);
+      return { kind: 'fallback', url, body: body as Uint8Array | undefined, reason: 'addon_missing' };
+    }
+    if (signal?.aborted) throw signal.reason ?? new DOMException('This operation was aborted', 'AbortError');
+    return { kind: 'native', native, url, method, lines, body, envelope, signal };
+  };
+
+  return {
+    prepare,
+    transmit: transmitter(options, warn, withEnvelope),
+    fallback: (url: string, init: RequestInit, body: Uint8Array | undefined, reason: UnattestedReason) =>
+      sendUnattested(options, url, init, body, reason),
+    withEnvelope,
+    urlOf: urlParser(options),
+    loaded: addons.loaded,
+    load: addons.load,
+  };
 }

@@ -8,15 +8,10 @@ import {
   requestBase,
   verifyStamp,
 } from '@moat/protocol';
-import { loadNativeAddon, MoatError, type NativeBinding } from '@moat/protocol/support';
+import { loadNativeAddon, type NativeBinding } from '@moat/protocol/support';
+import { AttestError } from './errors.js';
 
-/** Error codes of this package. */
-export type AttestErrorCode = 'ERR_ATTESTATION_KEY';
-
-/** A typed error with a stable code; key bytes never appear in its message. */
-export class AttestError extends MoatError<AttestErrorCode> {
-  override readonly name = 'AttestError';
-}
+export { AttestError, type AttestErrorCode } from './errors.js';
 
 /** One stamping key: its id, its bytes (≥ 32) and an optional validity interval (Unix seconds). */
 export interface AttestationKey {

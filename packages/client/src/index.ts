@@ -1,23 +1,38 @@
 /**
  * `@moat/client` — Moat's client layers composed for someone else's app: one `fetch` to hand
- * to `new Anthropic({ fetch })` or the Vercel AI SDK's `createAnthropic({ fetch })`. For each
- * Messages request to an endpoint that speaks Moat it adds the attribution block and the
- * fingerprint, stamps the body below JavaScript (the native attested transport), drops
- * signed thinking that another API key or model produced, detects AI gateways on the
- * responses and reports them (and unattested sends) as batched telemetry; the verifier's
- * GrowthBook flags switch any layer off for everyone. Every layer fails open: a broken
- * layer warns once and the request goes through.
+ * to `new Anthropic({ fetch })` or the Vercel AI SDK's `createAnthropic({ fetch })`. Each
+ * layer is an interceptor over one request and its response, composed in a checked order
+ * (observe → history → tag → stamp): gateway detection, signed-block hygiene, the
+ * attribution block with the fingerprint, the anti-distillation gates and the attestation
+ * stamp, plus process hardening for apps that own their process. The endpoint's GrowthBook
+ * flags, read once per endpoint, switch any layer off for everyone. Every layer fails open:
+ * a broken layer warns once, reports `layer_degraded` telemetry, and the request goes through.
  *
  * @packageDocumentation
  */
-import { GrowthBook } from '@growthbook/growthbook';
-import { createAttestedFetch } from '@moat/attest/client';
-import { type HistoryEntry, keyIdentity, stripForeignSignedBlocks } from '@moat/distill-guard/client';
-import { tagFingerprint } from '@moat/fingerprint/client';
-import { GatewayDetector, TelemetryQueue } from '@moat/gateway-detect/client';
-import { blockSignatureOf, credentialOf, DISCOVERY_PATH, type Feature, TELEMETRY_PATH, tryParseDiscovery } from '@moat/protocol';
-import { MessageAssembler, type MessagesRequest, readStreamEvents } from '@moat/protocol/messages';
-import { createWarner, errorMessage, LruMap } from '@moat/protocol/support';
+import type { HardenOptions } from '@moat/harden';
+import { credentialOf } from '@moat/protocol';
+import type { MessagesRequest } from '@moat/protocol/messages';
+import { createWarner, errorMessage, type Warner } from '@moat/protocol/support';
+import type { LayerStatus, MoatCall, MoatLayer, Send } from './compose.js';
+import { checkLayers, composeLayers, degradedEvent } from './compose.js';
+import { discover, type Endpoint } from './endpoint.js';
+import { antiDistillationLayer } from './layers/anti-distillation.js';
+import { attestationLayer } from './layers/attestation.js';
+import { fingerprintLayer, userAgentLayer } from './layers/attribution.js';
+import { gatewayLayer } from './layers/gateway.js';
+import { hardenLayer } from './layers/harden.js';
+import { signedBlocksLayer } from './layers/signed-blocks.js';
+
+export * from './compose.js';
+export type { Endpoint } from './endpoint.js';
+export * from './errors.js';
+export { type AntiDistillationLayerOptions, antiDistillationLayer } from './layers/anti-distillation.js';
+export { type AttestationLayerOptions, attestationLayer } from './layers/attestation.js';
+export { type AttributionOptions, fingerprintLayer, userAgentLayer } from './layers/attribution.js';
+export { gatewayLayer } from './layers/gateway.js';
+export { hardenLayer } from './layers/harden.js';
+export { signedBlocksLayer } from './layers/signed-blocks.js';
 
 /** Options of {@link createMoatFetch}. */
 export interface MoatFetchOptions {
@@ -26,35 +41,66 @@ export interface MoatFetchOptions {
   /** Your client's version, sent as `cv` in the attribution block. */
   readonly clientVersion: string;
   /** Entry point sent as `ep` (default `sdk`). */
-  readonly entrypoint?: string;
+  readonly entrypoint?: string | undefined;
   /**
    * Your product's name, added to the user agent as `<product>/<clientVersion>` (default
    * `moat-client`); set the verifier's `userAgentProduct` to the same, so a relay that
    * replaces the user agent shows up (`ua_mismatch`).
    */
-  readonly userAgentProduct?: string;
+  readonly userAgentProduct?: string | undefined;
+  /**
+   * Gate 1 of anti-distillation, the compile-time flag (default false). Decoys are asked for
+   * only when it is set, the entrypoint is `cli` and the endpoint's flag says so.
+   */
+  readonly antiDistillation?: boolean | undefined;
+  /**
+   * Harden the process (`prctl(PR_SET_DUMPABLE, 0)`, tracer detection) when the first Moat
+   * endpoint is discovered, unless it says `moat-kill-harden` (default off: a library in
+   * someone else's server should not change its process). `true` or the hardening options.
+   */
+  readonly harden?: boolean | HardenOptions | undefined;
+  /**
+   * The layers, outermost first (default {@link defaultLayers}); a function gets the
+   * defaults to change. The order is checked when the fetch is created.
+   */
+  readonly layers?: readonly MoatLayer[] | ((defaults: readonly MoatLayer[]) => readonly MoatLayer[]) | undefined;
   /** The fetch requests go through when not attested (default: the global `fetch`). */
-  readonly fetch?: typeof fetch;
+  readonly fetch?: typeof fetch | undefined;
   /** Where warnings go (a layer that fails open says so once). */
-  readonly onWarning?: (message: string) => void;
+  readonly onWarning?: ((message: string) => void) | undefined;
 }
 
-/** A `fetch` with Moat's client layers, and `close()` to flush telemetry. */
-export type MoatFetch = typeof fetch & { close(): Promise<void> };
-
-/** What one endpoint (origin) supports and its remote flags. */
-interface Endpoint {
-  readonly features: readonly Feature[];
-  readonly flags: ReadonlyMap<string, unknown>;
-  readonly telemetry?: TelemetryQueue;
-  /** Reports detected gateways to this endpoint's telemetry. */
-  readonly detector: GatewayDetector;
-}
+/** A `fetch` with Moat's client layers. */
+export type MoatFetch = typeof fetch & {
+  /**
+   * Discovers the endpoint of `url` now (as its first Messages request would) and tells how
+   * each layer is doing there. `apiKey` enables its telemetry before the first request.
+   */
+  connect(url: string | URL, apiKey?: string): Promise<readonly LayerStatus[]>;
+  /** Flushes the telemetry of every endpoint. */
+  close(): Promise<void>;
+};
 
 const MESSAGES_PATHS = /\/v1\/messages(?:\/count_tokens)?$/;
 
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
+/**
+ * The default layers for `options`, outermost first: gateway detection, hardening (when
+ * asked for), signed-block hygiene, the user agent, the fingerprint, anti-distillation, and
+ * the attestation stamp last.
+ */
+export function defaultLayers(options: MoatFetchOptions): readonly MoatLayer[] {
+  const { onWarning, clientVersion } = options;
+  const entrypoint = options.entrypoint ?? 'sdk';
+  const harden = options.harden === true ? {} : options.harden === false ? undefined : options.harden;
+  return [
+    gatewayLayer({ onWarning }),
+    ...(harden === undefined ? [] : [hardenLayer({ onWarning, ...harden })]),
+    signedBlocksLayer(),
+    userAgentLayer({ product: options.userAgentProduct ?? 'moat-client', clientVersion }),
+    fingerprintLayer({ salt: options.salt, clientVersion, entrypoint, onWarning }),
+    antiDistillationLayer({ compileTime: options.antiDistillation === true, entrypoint, onWarning }),
+    attestationLayer({ onWarning }),
+  ];
 }
 
 function apiKeyOf(headers: Headers): string | undefined {
@@ -62,11 +108,63 @@ function apiKeyOf(headers: Headers): string | undefined {
   return key === '' ? undefined : key;
 }
 
+/** Whether a parsed body is a Messages request this client can tag. */
+function isMessagesBody(value: unknown): value is MessagesRequest {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return false;
+  return typeof (value as { model?: unknown }).model === 'string';
+}
+
+/** The body text of a request, when it is text this client can read without consuming the app's copy. */
+async function bodyTextOf(input: string | URL | Request, init: RequestInit): Promise<string | undefined> {
+  if (typeof init.body === 'string') return init.body;
+  return input instanceof Request && init.body === undefined ? await input.clone().text() : undefined;
+}
+
+/** The call for a request: a Moat call (its body parsed when it is a Messages body) when `endpoint` speaks Moat. */
+async function callOf(input: MoatCall['input'], init: RequestInit, at?: Endpoint, warn?: Warner): Promise<MoatCall> {
+  const request = input instanceof Request ? input : undefined;
+  const url = new URL(request?.url ?? String(input));
+  const method = (init.method ?? request?.method ?? 'GET').toUpperCase();
+  const headers = new Headers(init.headers ?? request?.headers);
+  const call: MoatCall = { input, init, url, method, headers, apiKey: apiKeyOf(headers) };
+  if (at === undefined) return call;
+  const text = await bodyTextOf(input, init);
+  if (text === undefined) return { ...call, endpoint: at };
+  try {
+    const parsed = JSON.parse(text) as unknown;
+    if (isMessagesBody(parsed)) return { ...call, endpoint: at, body: parsed };
+  } catch (error) {
+    warn?.(`request body left as it was (${errorMessage(error)})`, 'body');
+  }
+  return { ...call, endpoint: at, bodyText: text };
+}
+
+/** The end of the chain: a plain call goes out exactly as the app made it, a Moat call with its (tagged) body. */
+function transmitter(base: typeof fetch): Send {
+  return (call) => {
+    if (call.endpoint === undefined) return base(call.input, call.init);
+    const init: RequestInit = { ...call.init, method: call.method, headers: call.headers };
+    const body = call.body === undefined ? call.bodyText : JSON.stringify(call.body);
+    if (body !== undefined) init.body = body;
+    return (call.transport ?? base)(call.input instanceof Request ? call.url.href : call.input, init);
+  };
+}
+
+/** A layer's status (none for a layer without one); one that cannot say is `degraded` with the reason. */
+function statusOf(layer: MoatLayer, e: Endpoint): LayerStatus[] {
+  try {
+    return layer.status === undefined ? [] : [layer.status(e)];
+  } catch (error) {
+    return [{ layer: layer.name, state: 'degraded', detail: errorMessage(error) }];
+  }
+}
+
 /**
  * Creates the fetch. Requests that are not Messages requests, or that go to an endpoint
  * without Moat's discovery document, pass through untouched (only gateway detection looks at
  * their answers).
  *
+ * @throws {MoatClientError} when `layers` is not a valid composition (a layer after the stamp, two of one name).
  * @example
  * ```ts
  * import Anthropic from '@anthropic-ai/sdk';
@@ -78,194 +176,60 @@ function apiKeyOf(headers: Headers): string | undefined {
 export function createMoatFetch(options: MoatFetchOptions): MoatFetch {
   const warn = createWarner('client', options.onWarning);
   const base = options.fetch ?? globalThis.fetch;
-  const entrypoint = options.entrypoint ?? 'sdk';
+  const defaults = defaultLayers(options);
+  const chosen = typeof options.layers === 'function' ? options.layers(defaults) : options.layers;
+  const layers = checkLayers(chosen ?? defaults);
   const endpoints = new Map<string, Promise<Endpoint>>();
-  /** Who each signed block we passed on was issued to, by its signature: to strip it when the key or model changes. */
-  const issued = new LruMap<string, { apiKeyId: string; model: string }>({ maxSize: 10_000 });
-  const telemetries: TelemetryQueue[] = [];
-  const detector = new GatewayDetector(options.onWarning === undefined ? {} : { onWarning: options.onWarning });
-  let attested: typeof fetch | undefined;
-  /** Origins whose discovery advertises `request_binding` (protocol 1.1): their stamps cover the request too. */
-  const bindsRequests = new Set<string>();
-
+  const failed = (layer: MoatLayer, endpoint: Endpoint | undefined, error: unknown) => {
+    warn(`${layer.name} failed open (${errorMessage(error)})`, `layer:${layer.name}`);
+    endpoint?.report(degradedEvent(layer.name, errorMessage(error)));
+  };
+  const context = {
+    fetch: base,
+    clientVersion: options.clientVersion,
+    entrypoint: options.entrypoint ?? 'sdk',
+    warn,
+    onWarning: options.onWarning,
+  };
+  const set = async (e: Endpoint) => {
+    for (const layer of layers)
+      try {
+        await layer.setup?.(e);
+      } catch (error) {
+        failed(layer, e, error);
+      }
+    return e;
+  };
   const endpoint = (origin: string, apiKey: string | undefined): Promise<Endpoint> => {
     let known = endpoints.get(origin);
     if (known === undefined) {
-      known = discover(origin, apiKey);
+      known = discover(origin, apiKey, context).then(set);
       endpoints.set(origin, known);
     }
     return known;
   };
-
-  const discover = async (origin: string, apiKey: string | undefined): Promise<Endpoint> => {
-    let features: readonly Feature[] = [];
-    let flagsPath: string | undefined;
-    try {
-      const res = await base(new URL(DISCOVERY_PATH, origin), { signal: AbortSignal.timeout(2_000) });
-      const doc = tryParseDiscovery(res.ok ? await res.json() : {});
-      if (doc.ok) {
-        features = doc.value.features;
-        flagsPath = doc.value.flags;
-        if (features.includes('request_binding')) bindsRequests.add(new URL(origin).origin);
-      }
-    } catch (error) {
-      warn(`no Moat discovery at ${origin} (${errorMessage(error)}); requests go out untagged`, `discovery:${origin}`);
-    }
-    const flags = new Map<string, unknown>();
-    if (flagsPath !== undefined) {
-      const clientKey = flagsPath.split('/').pop() ?? 'moat';
-      const gb = new GrowthBook({ apiHost: origin, clientKey });
-      try {
-        const r = await gb.init({ timeout: 2_000, skipCache: true });
-        if (!r.success) throw r.error ?? new Error(r.source);
-        for (const key of Object.keys(gb.getFeatures())) flags.set(key, gb.getFeatureValue(key, null));
-      } catch (error) {
-        warn(`remote flags unavailable at ${origin} (${errorMessage(error)}); using defaults`, `flags:${origin}`);
-      } finally {
-        gb.destroy();
-      }
-    }
-    let telemetry: TelemetryQueue | undefined;
-    if (features.includes('telemetry') && apiKey !== undefined && flags.get('moat-kill-gateway-detect') !== true) {
-      telemetry = new TelemetryQueue({
-        endpoint: new URL(TELEMETRY_PATH, origin),
-        client: { cv: options.clientVersion, ep: entrypoint },
-        headers: { 'x-api-key': apiKey },
-        fetch: base,
-        ...(options.onWarning === undefined ? {} : { onWarning: options.onWarning }),
-      });
-      telemetries.push(telemetry);
-    }
-    const detector = new GatewayDetector({
-      ...(telemetry === undefined ? {} : { telemetry }),
-      ...(options.onWarning === undefined ? {} : { onWarning: options.onWarning }),
-    });
-    return { features, flags, detector, ...(telemetry === undefined ? {} : { telemetry }) };
-  };
-
-  const flag = (e: Endpoint, name: string, fallback: boolean): boolean => {
-    const v = e.flags.get(name);
-    return typeof v === 'boolean' ? v : fallback;
-  };
-
-  /** The request with Moat's tags, and signed blocks of another key or model dropped. */
-  const tagged = (body: MessagesRequest, e: Endpoint, origin: { apiKeyId: string; model: string }): MessagesRequest => {
-    let request = body;
-    if (Array.isArray(request.messages)) {
-      const history: HistoryEntry[] = request.messages.map((message) => {
-        const first = Array.isArray(message.content) ? message.content.map(blockSignatureOf).find((s) => typeof s === 'string') : undefined;
-        const producedBy = typeof first === 'string' ? issued.peek(first) : undefined;
-        return producedBy === undefined || message.role !== 'assistant'
-          ? { message: message as HistoryEntry['message'], ...(message.role === 'assistant' ? { origin } : {}) }
-          : { message: message as HistoryEntry['message'], origin: producedBy };
-      });
-      const { messages, stripped } = stripForeignSignedBlocks(history, origin);
-      if (stripped > 0) request = { ...request, messages: messages as MessagesRequest['messages'] };
-    }
-    if (e.features.includes('fingerprint') && flag(e, 'moat-attribution', true) && !flag(e, 'moat-kill-fingerprint', false)) {
-      const t = tagFingerprint(request as unknown as Record<string, unknown>, {
-        salt: options.salt,
-        version: options.clientVersion,
-        entrypoint,
-        ...(options.onWarning === undefined ? {} : { onWarning: options.onWarning }),
-      });
-      request = t.request as unknown as MessagesRequest;
-    }
-    return request;
-  };
-
-  /** Remembers who the signed blocks of an answer were issued to (read from a copy, never delaying the caller). */
-  const remember = (response: Response, producedFor: { apiKeyId: string; model: string }): Response => {
-    if (!response.ok || response.body === null) return response;
-    const note = (content: unknown) => {
-      if (!Array.isArray(content)) return;
-      for (const block of content) {
-        const signature = blockSignatureOf(block);
-        if (typeof signature === 'string' && signature.startsWith('ms1.')) issued.set(signature, producedFor);
-      }
-    };
-    const [mine, theirs] = response.body.tee();
-    const stream = (response.headers.get('content-type') ?? '').includes('text/event-stream');
-    void (async () => {
-      try {
-        if (stream) {
-          const assembler = new MessageAssembler({ parseToolInput: false });
-          for await (const ev of readStreamEvents(mine)) assembler.push(ev);
-          note(assembler.blocks);
-        } else {
-          const json = (await new Response(mine).json()) as { content?: unknown };
-          note(json.content);
-        }
-      } catch {
-        // Not a Messages answer this layer can read: nothing to remember.
-      }
-    })();
-    return new Response(theirs, { status: response.status, statusText: response.statusText, headers: response.headers });
-  };
+  const send = composeLayers(layers, transmitter(base), failed);
 
   const moatFetch = async (input: string | URL | Request, init: RequestInit = {}): Promise<Response> => {
-    const request = input instanceof Request ? input : undefined;
-    const url = new URL(request?.url ?? String(input));
-    const method = (init.method ?? request?.method ?? 'GET').toUpperCase();
-    const headers = new Headers(init.headers ?? request?.headers);
-    let via = detector;
-    const observe = (response: Response) => {
-      via.observe({ headers: response.headers, url: url.href });
-      return response;
-    };
-    if (method !== 'POST' || !MESSAGES_PATHS.test(url.pathname)) return observe(await base(input, init));
-    const apiKey = apiKeyOf(headers);
-    let e: Endpoint;
-    try {
-      e = await endpoint(url.origin, apiKey);
-    } catch (error) {
-      warn(`Moat layers off for ${url.origin} (${errorMessage(error)})`, `endpoint:${url.origin}`);
-      return observe(await base(input, init));
-    }
-    if (e.features.length === 0) return observe(await base(input, init));
-    via = e.detector;
-
-    // The body: tags and signed-block hygiene on a JSON body; anything else goes as it is.
-    let bodyText =
-      typeof init.body === 'string'
-        ? init.body
-        : request !== undefined && init.body === undefined
-          ? await request.clone().text()
-          : undefined;
-    let model = '';
-    if (bodyText !== undefined) {
+    let call = await callOf(input, init);
+    if (call.method === 'POST' && MESSAGES_PATHS.test(call.url.pathname)) {
       try {
-        const parsed = JSON.parse(bodyText) as unknown;
-        if (isRecord(parsed) && typeof parsed.model === 'string') {
-          model = parsed.model;
-          bodyText = JSON.stringify(tagged(parsed as unknown as MessagesRequest, e, { apiKeyId: keyIdentity(apiKey ?? ''), model }));
-        }
+        const e = await endpoint(call.url.origin, call.apiKey);
+        if (e.features.length > 0) call = await callOf(input, init, e, warn);
       } catch (error) {
-        warn(`request body left as it was (${errorMessage(error)})`, 'body');
+        warn(`Moat layers off for ${call.url.origin} (${errorMessage(error)})`, `endpoint:${call.url.origin}`);
       }
     }
-    const product = `${options.userAgentProduct ?? 'moat-client'}/${options.clientVersion}`;
-    const agent = headers.get('user-agent');
-    if (agent === null || !agent.split(/\s+/).includes(product))
-      headers.set('user-agent', agent === null ? product : `${agent} ${product}`);
-    const sendInit: RequestInit = { ...init, method, headers, ...(bodyText === undefined ? {} : { body: bodyText }) };
-    const target = request === undefined ? input : url.href;
-
-    const attest = e.features.includes('attestation') && flag(e, 'moat-envelope', true) && !flag(e, 'moat-kill-attestation', false);
-    if (attest) {
-      attested ??= createAttestedFetch({
-        ...(options.onWarning === undefined ? {} : { onWarning: options.onWarning }),
-        onUnattested: (reason) => e.telemetry?.push({ type: 'attestation_unavailable', ts: Math.floor(Date.now() / 1000), reason }),
-        bindRequestFor: (target) => bindsRequests.has(target.origin),
-      }) as typeof fetch;
-    }
-    const response = observe(await (attest ? (attested as typeof fetch) : base)(target, sendInit));
-    return remember(response, { apiKeyId: keyIdentity(apiKey ?? ''), model });
+    return send(call);
   };
 
   return Object.assign(moatFetch as typeof fetch, {
+    connect: async (url: string | URL, apiKey?: string): Promise<readonly LayerStatus[]> => {
+      const e = await endpoint(new URL(url).origin, apiKey);
+      return layers.flatMap((layer) => statusOf(layer, e));
+    },
     close: async () => {
-      await Promise.all(telemetries.map((t) => t.close()));
+      await Promise.all([...endpoints.values()].map(async (e) => (await e).telemetry?.close()));
     },
   });
 }

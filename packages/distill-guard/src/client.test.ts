@@ -55,6 +55,17 @@ describe('AntiDistillationGate: three gates, all required', () => {
     expect(g.apply(request)).toEqual({ ...request, anti_distillation: ['fake_tools'] });
   });
 
+  it('a remote value the app already read: no fetch of its own, and refresh keeps it', async () => {
+    const before = hits;
+    const on = await AntiDistillationGate.create({ compileTime: true, entrypoint: 'cli', remote: { value: true } });
+    expect(on.decision()).toEqual({ enabled: true, gates: { compileTime: true, entrypoint: true, remote: true }, remoteSource: 'network' });
+    expect(await on.refresh()).toMatchObject({ enabled: true });
+    const off = await AntiDistillationGate.create({ compileTime: true, entrypoint: 'cli', remote: { value: false, source: 'default' } });
+    expect(off.decision()).toMatchObject({ enabled: false, remoteSource: 'default' });
+    expect(off.apply(request)).toBe(request);
+    expect(hits).toBe(before);
+  });
+
   it('compile-time flag off: no decoys, and no network call at all', async () => {
     const before = hits;
     const g = await gate({ compileTime: false });

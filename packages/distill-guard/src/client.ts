@@ -1,11 +1,11 @@
 import { createHash } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { GrowthBook } from '@growthbook/growthbook';
-import { ANTI_DISTILLATION_MEMBER, isSignedBlockType, type MessagesRequest } from '@moat/protocol';
+import { ANTI_DISTILLATION_MEMBER, CLIENT_FLAGS, isSignedBlockType } from '@moat/protocol';
 import { createWarner, errorCode, errorMessage, type Warner } from '@moat/protocol/support';
 
 /** GrowthBook feature key of the remote anti-distillation flag. */
-export const ANTI_DISTILLATION_FEATURE = 'moat-anti-distillation';
+export const ANTI_DISTILLATION_FEATURE = CLIENT_FLAGS.antiDistillation;
 
 /** Where the remote flag's value came from. */
 export type RemoteFlagSource = 'network' | 'cache' | 'default';
@@ -21,24 +21,37 @@ export interface AntiDistillationGateOptions {
   readonly entrypoint: string;
   /** Entrypoints the gate opens for (default `['cli']`: never for SDK use). */
   readonly allowedEntrypoints?: readonly string[];
-  /** Gate 3: the remote flag, read with the GrowthBook SDK from a features endpoint. */
-  readonly remote: {
-    /** Base URL of the features endpoint (GrowthBook `apiHost`), e.g. the verifier's base URL. */
-    readonly apiHost: string;
-    readonly clientKey: string;
-    /** Feature key (default {@link ANTI_DISTILLATION_FEATURE}). */
-    readonly featureKey?: string;
-    /** Value when the flag server was never reached and nothing is cached (default false). */
-    readonly defaultValue?: boolean;
-    /** How long to wait for the flag server (default 2,000 ms); the gate never blocks longer. */
-    readonly timeoutMs?: number;
-    /** File that keeps the last value fetched, for runs where the server is down. */
-    readonly cacheFile?: string;
-    /** GrowthBook targeting attributes. */
-    readonly attributes?: Record<string, unknown>;
-  };
+  /**
+   * Gate 3: the remote flag, read with the GrowthBook SDK from a features endpoint, or its
+   * value when the app already read the endpoint's flags (one fetch for every layer).
+   */
+  readonly remote: RemoteFlagOptions | RemoteFlagValue;
   /** Called once per problem (flag server down, unreadable cache); never throws. */
-  readonly onWarning?: (message: string) => void;
+  readonly onWarning?: ((message: string) => void) | undefined;
+}
+
+/** The remote flag's value, already read by the app. */
+export interface RemoteFlagValue {
+  readonly value: boolean;
+  /** Where the app got it (default `network`). */
+  readonly source?: RemoteFlagSource;
+}
+
+/** Where and how {@link AntiDistillationGate} reads the remote flag. */
+export interface RemoteFlagOptions {
+  /** Base URL of the features endpoint (GrowthBook `apiHost`), e.g. the verifier's base URL. */
+  readonly apiHost: string;
+  readonly clientKey: string;
+  /** Feature key (default {@link ANTI_DISTILLATION_FEATURE}). */
+  readonly featureKey?: string;
+  /** Value when the flag server was never reached and nothing is cached (default false). */
+  readonly defaultValue?: boolean;
+  /** How long to wait for the flag server (default 2,000 ms); the gate never blocks longer. */
+  readonly timeoutMs?: number;
+  /** File that keeps the last value fetched, for runs where the server is down. */
+  readonly cacheFile?: string;
+  /** GrowthBook targeting attributes. */
+  readonly attributes?: Record<string, unknown>;
 }
 
 /** The gate's state: the decision and each gate's part in it. */
@@ -73,7 +86,11 @@ export class AntiDistillationGate {
   private constructor(options: AntiDistillationGateOptions) {
     this.#options = options;
     this.#warn = createWarner('distill-guard', options.onWarning);
-    this.#remote = options.remote.defaultValue ?? false;
+    const remote = options.remote;
+    if ('value' in remote) {
+      this.#remote = remote.value;
+      this.#source = remote.source ?? 'network';
+    } else this.#remote = remote.defaultValue ?? false;
   }
 
   /** Creates the gate and reads the remote flag once (bounded by `timeoutMs`). */
@@ -88,6 +105,8 @@ export class AntiDistillationGate {
     // Gates 1 and 2 are checked first: a closed local gate needs no network at all.
     if (!this.#options.compileTime || !this.#entrypointOpen()) return this.decision();
     const remote = this.#options.remote;
+    // A value the app read itself: nothing to fetch.
+    if ('value' in remote) return this.decision();
     const key = remote.featureKey ?? ANTI_DISTILLATION_FEATURE;
     const gb = new GrowthBook({ apiHost: remote.apiHost, clientKey: remote.clientKey, attributes: remote.attributes ?? {} });
     try {
@@ -125,13 +144,18 @@ export class AntiDistillationGate {
   }
 
   /** Returns a copy of `request` that asks for decoys when every gate is open; else `request` itself. */
-  apply<T extends MessagesRequest>(request: T): T {
+  apply<T extends object>(request: T): T {
     if (!this.decision().enabled) return request;
     return { ...request, [ANTI_DISTILLATION_MEMBER]: ['fake_tools'] };
   }
 
+  #cacheFile(): string | undefined {
+    const remote = this.#options.remote;
+    return 'value' in remote ? undefined : remote.cacheFile;
+  }
+
   async #saveCache(key: string, value: boolean): Promise<void> {
-    const file = this.#options.remote.cacheFile;
+    const file = this.#cacheFile();
     if (file === undefined) return;
     try {
       await writeFile(file, `${JSON.stringify({ feature: key, value, fetchedAt: new Date().toISOString() })}\n`, { mode: 0o600 });
@@ -141,7 +165,7 @@ export class AntiDistillationGate {
   }
 
   async #loadCache(key: string): Promise<boolean | undefined> {
-    const file = this.#options.remote.cacheFile;
+    const file = this.#cacheFile();
     if (file === undefined) return undefined;
     try {
       const data = JSON.parse(await readFile(file, 'utf8')) as { feature?: unknown; value?: unknown };

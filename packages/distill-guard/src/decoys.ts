@@ -32,7 +32,7 @@ export interface DecoyOptions {
   /** Rotation period number, e.g. {@link decoyPeriod}. */
   readonly period: number;
   /** Decoys per request (default 3). */
-  readonly count?: number;
+  readonly count?: number | undefined;
   /** Names of the request's real tools: decoys never take them. */
   readonly avoid?: readonly string[];
 }

@@ -54,12 +54,7 @@ export class CanaryIndex {
     for (const apiKeyId of options.keys) {
       keys++;
       for (const period of options.periods) {
-        for (const decoy of decoyTools({
-          secret: options.secret,
-          apiKeyId,
-          period,
-          ...(options.count === undefined ? {} : { count: options.count }),
-        })) {
+        for (const decoy of decoyTools({ secret: options.secret, apiKeyId, period, count: options.count })) {
           this.#add(decoy.tool.name, decoy, 'name');
           this.#add(decoy.canary, decoy, 'canary');
         }

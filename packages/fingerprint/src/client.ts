@@ -18,7 +18,7 @@ export interface TagFingerprintOptions {
   /** Entrypoint (`cli`, `sdk`, …), written as `ep` when the block has none yet. */
   readonly entrypoint?: string;
   /** Called once per failure instead of throwing (fail-open). */
-  readonly onWarning?: (message: string) => void;
+  readonly onWarning?: ((message: string) => void) | undefined;
 }
 
 /** Result of {@link tagFingerprint}: the request to send and what happened. */

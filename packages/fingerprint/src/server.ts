@@ -1,5 +1,6 @@
 import { type FingerprintSignal, findAttribution, fingerprintRequest, tryParseAttribution } from '@moat/protocol';
 
+export * from './errors.js';
 export * from './stats.js';
 
 /** Options of {@link checkFingerprint}. */

@@ -1,6 +1,8 @@
+import { MoatError } from '@moat/protocol/support';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { FingerprintStats, FingerprintStatsError, wilson } from './stats.js';
+import { FingerprintStatsError } from './errors.js';
+import { FingerprintStats, wilson } from './stats.js';
 
 const signal = fc.constantFrom('match' as const, 'mismatch' as const, 'missing' as const);
 
@@ -31,6 +33,11 @@ describe('wilson', () => {
 describe('FingerprintStats', () => {
   it('rejects impossible options with a typed error', () => {
     expect(() => new FingerprintStats({ p0: 0.1, p1: 0.05 })).toThrow(FingerprintStatsError);
+    // One base class for every Moat error: callers catch MoatError and read its code.
+    expect(() => new FingerprintStats({ p0: 0.1, p1: 0.05 })).toThrow(
+      expect.objectContaining({ code: 'ERR_STATS_OPTIONS', message: expect.stringMatching(/^ERR_STATS_OPTIONS: expected /) }),
+    );
+    expect(new FingerprintStatsError('ERR_STATS_FORMAT', 'x', 'y')).toBeInstanceOf(MoatError);
     expect(() => new FingerprintStats({ alpha: 0 })).toThrow(/ERR_STATS_OPTIONS: expected 0 < alpha, beta < 0.5/);
   });
 

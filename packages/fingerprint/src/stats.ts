@@ -1,5 +1,6 @@
 import type { FingerprintSignal } from '@moat/protocol';
 import { LruMap } from '@moat/protocol/support';
+import { FingerprintStatsError } from './errors.js';
 
 /** How a key's traffic looks: honest, more mismatches than noise explains, or decided tampering. */
 export type KeyClassification = 'clean' | 'suspicious' | 'tampering';
@@ -25,18 +26,6 @@ export const DEFAULT_STATS_OPTIONS: FingerprintStatsOptions = { p0: 0.0005, p1: 
 
 /** z for a two-sided 95% interval. */
 const Z95 = 1.959963984540054;
-
-/** Error raised for invalid options or a malformed serialized state. */
-export class FingerprintStatsError extends Error {
-  override readonly name = 'FingerprintStatsError';
-  constructor(
-    readonly code: 'ERR_STATS_OPTIONS' | 'ERR_STATS_FORMAT',
-    expected: string,
-    received: string,
-  ) {
-    super(`${code}: expected ${expected}, got ${received}`);
-  }
-}
 
 /**
  * Everything kept per key: integers only, so states serialize exactly and merge by addition.

@@ -15,13 +15,13 @@ export * from './telemetry-queue.js';
 /** Options of {@link GatewayDetector}. */
 export interface GatewayDetectorOptions {
   /** The API base URL the client is configured with; its host is matched against host suffixes. */
-  readonly baseUrl?: string;
+  readonly baseUrl?: string | undefined;
   /** Starting rule table (default: the protocol's built-in table). */
   readonly rules?: GatewayRuleTable;
   /** Where detections are reported; without one, detections are only returned. */
-  readonly telemetry?: Pick<TelemetryQueue, 'push'>;
+  readonly telemetry?: Pick<TelemetryQueue, 'push'> | undefined;
   /** Called on a problem (a rule update refused, a throwing callback); never throws. */
-  readonly onWarning?: (message: string) => void;
+  readonly onWarning?: ((message: string) => void) | undefined;
   /** Clock, for tests. */
   readonly now?: () => number;
 }

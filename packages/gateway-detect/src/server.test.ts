@@ -1,3 +1,4 @@
+import { MoatError } from '@moat/protocol/support';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { forwardingHops, GatewayStats, GatewayStatsError, inspectRequest } from './server.js';
@@ -98,6 +99,7 @@ describe('GatewayStats', () => {
     const stats = new GatewayStats();
     for (const bad of [null, { format: 'x', keys: {} }, { format: 'moat-gateway-stats/1', keys: { k: { requests: -1 } } }]) {
       expect(() => stats.merge(bad)).toThrow(GatewayStatsError);
+      expect(() => stats.merge(bad)).toThrow(MoatError);
     }
     expect(stats.reports()).toEqual([]);
   });

@@ -1,6 +1,9 @@
 import { createHmac, createSecretKey, type KeyObject, randomBytes } from 'node:crypto';
 import { detectGateways, GATEWAY_RULES, type GatewayDetection, type GatewayRuleTable, type HeaderInput } from '@moat/protocol';
 import { LruMap } from '@moat/protocol/support';
+import { GatewayStatsError } from './errors.js';
+
+export { type GatewayDetectErrorCode, GatewayStatsError } from './errors.js';
 
 /**
  * Request-side relay evidence, each a named signal; none blocks by itself.
@@ -164,15 +167,6 @@ export interface SerializedGatewayStats {
       }
     >
   >;
-}
-
-/** Raised by {@link GatewayStats.merge} for a malformed snapshot. */
-export class GatewayStatsError extends Error {
-  override readonly name = 'GatewayStatsError';
-  readonly code = 'ERR_GATEWAY_STATS_FORMAT';
-  constructor(expected: string, received: string) {
-    super(`ERR_GATEWAY_STATS_FORMAT: expected ${expected}, got ${received}`);
-  }
 }
 
 const emptySignals = (): Record<RelaySignal, number> => ({ gateway_headers: 0, forwarded_chain: 0, ua_mismatch: 0, address_fan_in: 0 });

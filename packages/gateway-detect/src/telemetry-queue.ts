@@ -8,9 +8,9 @@ export interface TelemetryQueueOptions {
   /** Client version and entrypoint, as in the attribution block. */
   readonly client: { readonly cv: string; readonly ep: string };
   /** Extra request headers (for example the API key). */
-  readonly headers?: Readonly<Record<string, string>>;
+  readonly headers?: Readonly<Record<string, string>> | undefined;
   /** The fetch to send with (default `globalThis.fetch`). */
-  readonly fetch?: typeof fetch;
+  readonly fetch?: typeof fetch | undefined;
   /** Events held at most; beyond it the oldest are dropped and counted (default 1,000). */
   readonly maxQueued?: number;
   /** Events per batch, at most the protocol's 100 (default 100). */
@@ -26,7 +26,7 @@ export interface TelemetryQueueOptions {
   /** Flush once more when the process is about to exit (default true). */
   readonly flushOnExit?: boolean;
   /** Called with a message when something goes wrong; never with event contents. */
-  readonly onWarning?: (message: string) => void;
+  readonly onWarning?: ((message: string) => void) | undefined;
   /** Clock, for tests. */
   readonly now?: () => number;
 }

@@ -9,23 +9,18 @@
  */
 import { open, readFile, unlink } from 'node:fs/promises';
 import type { TelemetryEvent } from '@moat/protocol';
-import { createWarner, errorCode, errorMessage, loadNativeAddon, MoatError, type NativeBinding, type Warner } from '@moat/protocol/support';
+import { createWarner, errorCode, errorMessage, loadNativeAddon, type NativeBinding, type Warner } from '@moat/protocol/support';
+import { HardenError } from './errors.js';
+
+export { HardenError, type HardenErrorCode } from './errors.js';
 
 /** The native functions this layer uses (`@moat/native`), injectable for tests. */
 export type HardenNative = Pick<NativeBinding, 'setUndumpable' | 'getDumpable' | 'secureBuffer' | 'scrubEnvBlock'>;
 
-/** Error codes of this package. */
-export type HardenErrorCode = 'ERR_TOKEN_FILE' | 'ERR_VAULT_DISPOSED';
-
-/** A typed error with a stable code; its message never contains a token. */
-export class HardenError extends MoatError<HardenErrorCode> {
-  override readonly name = 'HardenError';
-}
-
 /** Shared options: the native binding (default `@moat/native`; `null` for none) and a warning sink. */
 export interface HardenOptions {
   readonly native?: HardenNative | null;
-  readonly onWarning?: (message: string) => void;
+  readonly onWarning?: ((message: string) => void) | undefined;
 }
 
 async function nativeFor(options: HardenOptions): Promise<{ native: HardenNative | undefined; reason: string }> {

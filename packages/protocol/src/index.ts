@@ -9,6 +9,7 @@ export * from './attribution.js';
 export * from './envelope.js';
 export * from './errors.js';
 export * from './fingerprint.js';
+export * from './flags.js';
 export * from './gateway.js';
 export * from './key-id.js';
 export * from './negotiation.js';

@@ -17,6 +17,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { verifyAttestation } from '@moat/attest/server';
 import { invalidBlockError } from '@moat/distill-guard/server';
+import { POLICY_FLAGS } from '@moat/protocol';
 import { errorMessage } from '@moat/protocol/support';
 import { authenticate } from '../auth.js';
 import { ApiError, unavailable } from '../errors.js';
@@ -132,7 +133,7 @@ async function forward(
       endpoint === 'messages' &&
       asksForDecoys(read.body) &&
       config.decoyEntrypoints.includes(evidence.client.ep ?? '') &&
-      flags.value('moat-policy-decoys', true, attributes),
+      flags.value(POLICY_FLAGS.decoys, true, attributes),
     secret: services.secret,
     storage,
   });

@@ -66,6 +66,39 @@ function fail(message: string): number {
   return 2;
 }
 
+type Traced = { file: string; attributions: ReturnType<CanaryIndex['trace']> };
+
+/** Prints what was traced (and the verifier's decoy hits), as text or as JSON. */
+function report(results: readonly Traced[], recorded: VerifierKey[] | undefined, keyCount: number, json: boolean): void {
+  const hitsOf = new Map((recorded ?? []).map((k) => [k.id, k.decoyHits]));
+  if (json) {
+    const out = results.map(({ file, attributions }) => ({
+      file,
+      attributions:
+        recorded === undefined ? attributions : attributions.map((a) => ({ ...a, recordedDecoyHits: hitsOf.get(a.apiKeyId) ?? 0 })),
+    }));
+    process.stdout.write(
+      `${JSON.stringify(recorded === undefined ? out : { files: out, decoyHits: recorded.filter((k) => k.decoyHits > 0) }, null, 2)}\n`,
+    );
+  } else {
+    for (const { file, attributions } of results) {
+      if (attributions.length === 0) process.stdout.write(`${file}: no decoys of the ${keyCount} keys found\n`);
+      for (const a of attributions) {
+        const tokens = a.evidence.map((e) => `${e.kind} ${e.token}`).join(', ');
+        process.stdout.write(`${file}: ${a.apiKeyId}  confidence ${a.confidence.toFixed(3)}  (${tokens})\n`);
+      }
+    }
+    if (recorded !== undefined) {
+      const hit = recorded.filter((k) => k.decoyHits > 0).sort((a, b) => b.decoyHits - a.decoyHits);
+      if (hit.length === 0) process.stdout.write(`verifier: no decoy hits recorded for the ${recorded.length} keys\n`);
+      for (const k of hit)
+        process.stdout.write(
+          `verifier: ${k.id}${k.label === undefined ? '' : ` (${k.label})`}  ${k.decoyHits} request${k.decoyHits === 1 ? '' : 's'} brought decoys back\n`,
+        );
+    }
+  }
+}
+
 async function main(argv: string[]): Promise<number> {
   if (argv[0] !== 'trace') return fail(`expected the command "trace", got ${JSON.stringify(argv[0] ?? '')}\n${USAGE}`);
   let parsed: { values: Record<string, string | boolean | undefined>; positionals: string[] };
@@ -127,7 +160,7 @@ async function main(argv: string[]): Promise<number> {
 
   const now = decoyPeriod(Date.now(), periodDays * 24 * 3600 * 1000 || DECOY_PERIOD_MS);
   const index = new CanaryIndex({ secret, keys, periods: Array.from({ length: periods }, (_, i) => now - i) });
-  const results: Array<{ file: string; attributions: ReturnType<CanaryIndex['trace']> }> = [];
+  const results: Traced[] = [];
   for (const file of positionals) {
     let text: string;
     try {
@@ -137,33 +170,7 @@ async function main(argv: string[]): Promise<number> {
     }
     results.push({ file, attributions: index.trace(text, threshold) });
   }
-  const hitsOf = new Map((recorded ?? []).map((k) => [k.id, k.decoyHits]));
-  if (values.json) {
-    const out = results.map(({ file, attributions }) => ({
-      file,
-      attributions:
-        recorded === undefined ? attributions : attributions.map((a) => ({ ...a, recordedDecoyHits: hitsOf.get(a.apiKeyId) ?? 0 })),
-    }));
-    process.stdout.write(
-      `${JSON.stringify(recorded === undefined ? out : { files: out, decoyHits: recorded.filter((k) => k.decoyHits > 0) }, null, 2)}\n`,
-    );
-  } else {
-    for (const { file, attributions } of results) {
-      if (attributions.length === 0) process.stdout.write(`${file}: no decoys of the ${keys.length} keys found\n`);
-      for (const a of attributions) {
-        const tokens = a.evidence.map((e) => `${e.kind} ${e.token}`).join(', ');
-        process.stdout.write(`${file}: ${a.apiKeyId}  confidence ${a.confidence.toFixed(3)}  (${tokens})\n`);
-      }
-    }
-    if (recorded !== undefined) {
-      const hit = recorded.filter((k) => k.decoyHits > 0).sort((a, b) => b.decoyHits - a.decoyHits);
-      if (hit.length === 0) process.stdout.write(`verifier: no decoy hits recorded for the ${recorded.length} keys\n`);
-      for (const k of hit)
-        process.stdout.write(
-          `verifier: ${k.id}${k.label === undefined ? '' : ` (${k.label})`}  ${k.decoyHits} request${k.decoyHits === 1 ? '' : 's'} brought decoys back\n`,
-        );
-    }
-  }
+  report(results, recorded, keys.length, values.json === true);
   if (recorded?.some((k) => k.decoyHits > 0)) return 1;
   return results.some((r) => r.attributions.length > 0) ? 1 : 0;
 }

@@ -1,0 +1,191 @@
+/**
+ * The composition seam: the order check at construction, the order layers run in, and
+ * failing open per layer (a warning and a `layer_degraded` telemetry event; the request
+ * still goes out, once).
+ */
+import { describe, expect, it } from 'vitest';
+import { checkLayers, degradedEvent, type MoatLayer } from './compose.js';
+import { createMoatFetch, defaultLayers, MoatClientError } from './index.js';
+
+const origin = 'http://moat.test';
+const layer = (name: string, phase: MoatLayer['phase'], intercept: MoatLayer['intercept'] = (next) => next): MoatLayer => ({
+  name,
+  phase,
+  intercept,
+});
+
+/** A Moat endpoint in a function: discovery with telemetry, Messages answers, and the telemetry it receives. */
+function fakeEndpoint(features = ['telemetry']) {
+  const sent: Array<{ url: string; body: string | undefined; headers: Headers }> = [];
+  const telemetry: Array<Record<string, unknown>> = [];
+  const fetch = (async (input: string | URL | Request, init: RequestInit = {}) => {
+    const url = new URL(input instanceof Request ? input.url : String(input));
+    if (url.pathname === '/v1/moat') return Response.json({ moat: { versions: [1], features, telemetry: '/v1/telemetry' } });
+    if (url.pathname === '/v1/telemetry') {
+      telemetry.push(...(JSON.parse(String(init.body)) as { events: Array<Record<string, unknown>> }).events);
+      return new Response(null, { status: 204 });
+    }
+    sent.push({ url: url.href, body: typeof init.body === 'string' ? init.body : undefined, headers: new Headers(init.headers) });
+    return Response.json({ type: 'message', content: [{ type: 'text', text: 'ok' }] }, { headers: { 'helicone-id': 'x' } });
+  }) as typeof globalThis.fetch;
+  return { fetch, sent, telemetry };
+}
+
+const messages = (f: typeof fetch) =>
+  f(`${origin}/v1/messages`, {
+    method: 'POST',
+    headers: { 'x-api-key': 'sk-test', 'content-type': 'application/json' },
+    body: JSON.stringify({ model: 'm', max_tokens: 8, messages: [{ role: 'user', content: 'Hello there, world' }] }),
+  });
+
+describe('checkLayers', () => {
+  it('refuses a layer after the stamp, two stamps, two layers of one name and a non-layer, naming them', () => {
+    const stamp = layer('attest', 'stamp');
+    expect(() => checkLayers([layer('a', 'observe'), layer('b', 'tag'), stamp])).not.toThrow();
+    expect(() => checkLayers([stamp, layer('late-tag', 'tag')])).toThrow(
+      expect.objectContaining({
+        name: 'MoatClientError',
+        code: 'ERR_LAYER_ORDER',
+        message: expect.stringMatching(/"late-tag" \(tag\) before "attest"/),
+      }),
+    );
+    expect(() => checkLayers([layer('x', 'tag'), layer('y', 'observe')])).toThrow(/ERR_LAYER_ORDER: expected "y" \(observe\) before "x"/);
+    expect(() => checkLayers([stamp, layer('other-stamp', 'stamp')])).toThrow(/expected one stamp layer, got "attest" and "other-stamp"/);
+    expect(() => checkLayers([layer('a', 'tag'), layer('a', 'tag')])).toThrow(/expected one layer named "a", got two/);
+    expect(() => checkLayers([{ name: 'n', phase: 'later' } as unknown as MoatLayer])).toThrow(
+      expect.objectContaining({ code: 'ERR_LAYER', message: expect.stringContaining('layer "n" (phase later)') }),
+    );
+  });
+
+  it('createMoatFetch refuses a wrong order when it is created, not per request', () => {
+    const late = layer('late', 'tag');
+    expect(() => createMoatFetch({ salt: 's', clientVersion: '1', layers: (d) => [...d, late] })).toThrow(MoatClientError);
+    const names = defaultLayers({ salt: 's', clientVersion: '1' }).map((l) => l.name);
+    expect(names.at(-1)).toBe('attest');
+    expect(names).toEqual(['gateway-detect', 'signed-blocks', 'user-agent', 'fingerprint', 'anti-distillation', 'attest']);
+    expect(defaultLayers({ salt: 's', clientVersion: '1', harden: true }).map((l) => l.name)).toContain('harden');
+  });
+});
+
+describe('composition', () => {
+  it('runs layers outermost first on the way out and in reverse on the way back', async () => {
+    const seen: string[] = [];
+    const trace = (name: string, phase: MoatLayer['phase']) =>
+      layer(name, phase, (next) => async (call) => {
+        seen.push(`>${name}`);
+        const res = await next(call);
+        seen.push(`<${name}`);
+        return res;
+      });
+    const endpoint = fakeEndpoint();
+    const f = createMoatFetch({
+      salt: 's',
+      clientVersion: '1',
+      fetch: endpoint.fetch,
+      layers: [trace('o', 'observe'), trace('h', 'history'), trace('t', 'tag'), trace('s', 'stamp')],
+    });
+    await messages(f);
+    expect(seen).toEqual(['>o', '>h', '>t', '>s', '<s', '<t', '<h', '<o']);
+  });
+
+  it('a layer that throws before handing on is skipped: the request goes out once, with a warning and telemetry', async () => {
+    const endpoint = fakeEndpoint();
+    const warnings: string[] = [];
+    const broken = layer('broken', 'observe', () => () => {
+      throw new Error('cannot tag today');
+    });
+    const f = createMoatFetch({
+      salt: 's',
+      clientVersion: '1',
+      fetch: endpoint.fetch,
+      onWarning: (m) => warnings.push(m),
+      layers: (d) => [broken, ...d],
+    });
+    const res = await messages(f);
+    expect(await res.json()).toMatchObject({ content: [{ text: 'ok' }] });
+    await messages(f);
+    expect(endpoint.sent).toHaveLength(2);
+    expect(warnings).toEqual(['moat client: broken failed open (cannot tag today)']);
+    await f.close();
+    expect(endpoint.telemetry.filter((e) => e.type === 'layer_degraded')).toEqual([
+      expect.objectContaining({ layer: 'broken', reason: 'cannot tag today' }),
+      expect.objectContaining({ layer: 'broken', reason: 'cannot tag today' }),
+    ]);
+  });
+
+  it('a layer that throws on the answer gives back the answer; an error from the network is not retried', async () => {
+    const endpoint = fakeEndpoint();
+    const after = layer('after', 'observe', (next) => async (call) => {
+      await next(call);
+      throw new Error('cannot read the answer');
+    });
+    const f = createMoatFetch({ salt: 's', clientVersion: '1', fetch: endpoint.fetch, layers: [after], onWarning: () => {} });
+    expect((await messages(f)).status).toBe(200);
+    expect(endpoint.sent).toHaveLength(1);
+
+    let calls = 0;
+    const down = (async (input: string | URL | Request) => {
+      if (String(input).endsWith('/v1/moat')) return Response.json({ moat: { versions: [1], features: ['fingerprint'] } });
+      calls++;
+      throw new TypeError('fetch failed');
+    }) as typeof fetch;
+    const g = createMoatFetch({ salt: 's', clientVersion: '1', fetch: down, layers: (d) => d.filter((l) => l.name !== 'attest') });
+    await expect(messages(g)).rejects.toThrow('fetch failed');
+    expect(calls).toBe(1);
+  });
+
+  it('the default layers tag a Moat call and leave every other request as the app made it', async () => {
+    const endpoint = fakeEndpoint(['fingerprint', 'telemetry']);
+    const f = createMoatFetch({
+      salt: 's',
+      clientVersion: '1.2.3',
+      fetch: endpoint.fetch,
+      layers: (d) => d.filter((l) => l.name !== 'attest'),
+    });
+    await messages(f);
+    const tagged = JSON.parse(endpoint.sent[0]?.body ?? '{}') as { system?: Array<{ text: string }> };
+    expect(tagged.system?.[0]?.text).toMatch(/^x-moat: v=1; cv=1\.2\.3; fp=[0-9a-f]{3}; ep=sdk;/);
+    expect(endpoint.sent[0]?.headers.get('user-agent')).toBe('moat-client/1.2.3');
+    await f(`${origin}/v1/models`, { headers: { 'user-agent': 'app/1' } });
+    expect(endpoint.sent[1]?.headers.get('user-agent')).toBe('app/1');
+    await f.close();
+    expect(endpoint.telemetry).toContainEqual(expect.objectContaining({ type: 'gateway_detected', gateways: ['helicone'] }));
+  });
+});
+
+describe('connect', () => {
+  it("discovers an endpoint ahead of the first request and reports each layer's status there", async () => {
+    const endpoint = fakeEndpoint(['fingerprint', 'telemetry']);
+    const mute = layer('mute', 'observe');
+    const broken: MoatLayer = {
+      ...layer('broken-status', 'observe'),
+      status: () => {
+        throw new Error('no idea');
+      },
+    };
+    const f = createMoatFetch({ salt: 'salty', clientVersion: '1', fetch: endpoint.fetch, layers: (d) => [mute, broken, ...d] });
+    const status = await f.connect(`${origin}/anything`, 'sk-test');
+    expect(status.map((s) => s.layer)).toEqual([
+      'broken-status',
+      'gateway-detect',
+      'signed-blocks',
+      'fingerprint',
+      'anti-distillation',
+      'attest',
+    ]);
+    expect(status).toContainEqual({ layer: 'broken-status', state: 'degraded', detail: 'no idea' });
+    expect(status).toContainEqual({ layer: 'fingerprint', state: 'on', detail: 'salt salt…' });
+    expect(status).toContainEqual({ layer: 'attest', state: 'off', detail: 'endpoint does not attest' });
+    expect(status).toContainEqual({ layer: 'gateway-detect', state: 'on', detail: 'telemetry on' });
+    await f.close();
+  });
+});
+
+describe('degradedEvent', () => {
+  it('keeps the reason within the protocol bound of 256 UTF-8 bytes, never splitting a character', () => {
+    const e = degradedEvent('x', 'é'.repeat(300), 5_000);
+    expect(e).toMatchObject({ type: 'layer_degraded', ts: 5, layer: 'x' });
+    expect(new TextEncoder().encode(e.reason as string).length).toBeLessThanOrEqual(256);
+    expect(e.reason).toMatch(/^é+$/);
+  });
+});
