@@ -10,7 +10,7 @@ import { pino } from 'pino';
 import { operatorTokens } from './auth.js';
 import type { VerifierConfig } from './config.js';
 import { DecoyIndexCache } from './decoy-index.js';
-import { ApiError } from './errors.js';
+import { ApiError, VerifierConfigError } from './errors.js';
 import { Flags, loadFeatures } from './flags.js';
 import { answerClientError, answerConnect, sendError } from './http.js';
 import { ApiKeyCache } from './key-cache.js';
@@ -50,7 +50,12 @@ export async function openStorage(config: VerifierConfig, log?: pino.Logger): Pr
         );
       return storage;
     });
-  return new SqliteStorage(config.database, pepper);
+  try {
+    return new SqliteStorage(config.database, pepper);
+  } catch (error) {
+    if (error instanceof VerifierConfigError) throw error;
+    throw new VerifierConfigError('database', 'a SQLite file the verifier can open and write', errorMessage(error));
+  }
 }
 
 /** A running verifier. */
