@@ -65,6 +65,9 @@ if (!/^[A-Za-z0-9_-]{1,32}$/.test(kid)) {
   console.error('gen-key: expected MOAT_ATTEST_KID as 1-32 characters of [A-Za-z0-9_-]');
   process.exit(2);
 }
+// A build of another key id is stale: node-gyp-build would load it as it is, without compiling this key in.
+const previous = existsSync(header) ? /#define MOAT_KID "([^"]*)"/.exec(readFileSync(header, 'utf8'))?.[1] : undefined;
+if (previous !== undefined && previous !== kid) rmSync(join(root, 'build'), { recursive: true, force: true });
 // Masked and permuted: key[perm[i]] = masked[i] ^ mask[i].
 const n = key.length;
 const mask = randomBytes(n);
