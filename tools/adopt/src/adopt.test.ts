@@ -39,7 +39,7 @@ function env(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
 
 /** Runs a shell step in the project, as written; the output, or an error with both streams. */
 function run(body: string, extra: Record<string, string> = {}): string {
-  const r = spawnSync('bash', ['-euo', 'pipefail', '-c', body], { cwd: project, env: env(extra), encoding: 'utf8' });
+  const r = spawnSync('bash', ['-euo', 'pipefail', '-c', body], { cwd: project, env: env(extra), encoding: 'utf8', timeout: 240_000 });
   if (r.status !== 0) throw new Error(`\`${body.trim()}\` exited ${r.status}:\n${r.stdout}\n${r.stderr}`.slice(-6000));
   return r.stdout;
 }
@@ -172,9 +172,9 @@ describe('docs/adopt.md, from the registry, in a new project', () => {
     run(step('run').body, { ...app, ANTHROPIC_BASE_URL: again });
     const [afterRotation] = await records(again, token);
     expect(afterRotation).toMatchObject({ verdict: 'allow', attestation: 'valid', fingerprint: 'match' });
-    const config = JSON.parse(
-      readFileSync(join(project, 'moat-verifier.config.json'), 'utf8').replace(/^\s*\/\/.*$/gm, ''),
-    ) as { attestationKeys: Array<{ kid: string }> };
+    const config = JSON.parse(readFileSync(join(project, 'moat-verifier.config.json'), 'utf8').replace(/^\s*\/\/.*$/gm, '')) as {
+      attestationKeys: Array<{ kid: string }>;
+    };
     expect(config.attestationKeys.map((k) => k.kid)).toEqual([settings.attestationKid, rotated.attestationKid]);
   });
 });
