@@ -44,6 +44,10 @@ function run(body: string, extra: Record<string, string> = {}): string {
   return r.stdout;
 }
 
+/** The key id compiled into the project's @moat/native. */
+const addonKeyId = (): string =>
+  run(`node --input-type=module -e "const m = await import('@moat/native'); console.log(m.native?.keyId())"`).trim();
+
 /** Starts the guide's background step (the verifier) and waits for its `listening on` line. */
 async function startVerifier(port: number): Promise<string> {
   // Its own process group: bash, npx and the verifier stop together.
@@ -120,7 +124,8 @@ describe('docs/adopt.md, from the registry, in a new project', () => {
     expect(readFileSync(join(project, '.gitignore'), 'utf8').split('\n')).toEqual(
       expect.arrayContaining(['moat.client.json', 'moat-verifier.config.json']),
     );
-    // The release build left no development key for a verifier to trust.
+    // The addon carries the app's release key id, and no development key is left for a verifier to trust.
+    expect(addonKeyId()).toBe(settings.attestationKid);
     expect(existsSync(join(project, 'node_modules/@moat/native/.moat-dev-key.json'))).toBe(false);
 
     // Step 3: moat-scan passes a clean build and fails one that ships a codename.
@@ -167,6 +172,7 @@ describe('docs/adopt.md, from the registry, in a new project', () => {
     const rotated = JSON.parse(readFileSync(join(project, 'moat.client.json'), 'utf8')) as Record<string, string>;
     expect(rotated.attestationKid).not.toBe(settings.attestationKid);
     expect(rotated.salt).toBe(settings.salt);
+    expect(addonKeyId()).toBe(rotated.attestationKid);
     await stopVerifier();
     const again = await startVerifier(await freePort());
     run(step('run').body, { ...app, ANTHROPIC_BASE_URL: again });
