@@ -6,7 +6,7 @@
 // and written to .moat-dev-key.json (mode 0600, or MOAT_DEV_KEY_FILE) for the local verifier.
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -16,9 +16,13 @@ const header = join(root, 'src/generated/key.h');
 let kid = process.env.MOAT_ATTEST_KID;
 let key;
 const initCwd = process.env.INIT_CWD;
+// A relative MOAT_CLIENT_SETTINGS is the app's path, not this package's (install scripts run here).
 const settingsFile =
-  process.env.MOAT_CLIENT_SETTINGS ??
-  (initCwd !== undefined && existsSync(join(initCwd, 'moat.client.json')) ? join(initCwd, 'moat.client.json') : undefined);
+  process.env.MOAT_CLIENT_SETTINGS !== undefined
+    ? resolve(initCwd ?? process.cwd(), process.env.MOAT_CLIENT_SETTINGS)
+    : initCwd !== undefined && existsSync(join(initCwd, 'moat.client.json'))
+      ? join(initCwd, 'moat.client.json')
+      : undefined;
 if (!process.env.MOAT_ATTEST_KEY && settingsFile !== undefined) {
   let settings;
   try {

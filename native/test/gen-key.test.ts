@@ -37,6 +37,17 @@ describe('gen-key with the app’s client settings', () => {
     expect(existsSync(join(dir, 'build'))).toBe(false);
   });
 
+  it("reads a relative MOAT_CLIENT_SETTINGS from the app's folder, not the package's", () => {
+    const dir = mkdtempSync(join(tmpdir(), 'moat-gen-key-'));
+    cpSync(join(root, 'scripts'), join(dir, 'scripts'), { recursive: true });
+    const app = mkdtempSync(join(tmpdir(), 'moat-gen-key-app-'));
+    mkdirSync(join(app, 'secrets'));
+    const settings = { attestationKid: 'k_rel', attestationKey: 'cd'.repeat(32) };
+    writeFileSync(join(app, 'secrets', 'client.json'), JSON.stringify(settings));
+    genKey(dir, { INIT_CWD: app, MOAT_CLIENT_SETTINGS: 'secrets/client.json' });
+    expect(kidOf(dir)).toBe('k_rel');
+  });
+
   it('refuses a settings file without a usable key, naming the file', () => {
     const dir = mkdtempSync(join(tmpdir(), 'moat-gen-key-'));
     cpSync(join(root, 'scripts'), join(dir, 'scripts'), { recursive: true });
