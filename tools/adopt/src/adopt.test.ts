@@ -39,7 +39,12 @@ function env(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
 
 /** Runs a shell step in the project, as written; the output, or an error with both streams. */
 function run(body: string, extra: Record<string, string> = {}): string {
-  const r = spawnSync('bash', ['-euo', 'pipefail', '-c', body], { cwd: project, env: env(extra), encoding: 'utf8', timeout: 240_000 });
+  const r = spawnSync('bash', ['--norc', '--noprofile', '-euo', 'pipefail', '-c', body], {
+    cwd: project,
+    env: env(extra),
+    encoding: 'utf8',
+    timeout: 240_000,
+  });
   if (r.status !== 0) throw new Error(`\`${body.trim()}\` exited ${r.status}:\n${r.stdout}\n${r.stderr}`.slice(-6000));
   return r.stdout;
 }
@@ -51,7 +56,7 @@ const addonKeyId = (): string =>
 /** Starts the guide's background step (the verifier) and waits for its `listening on` line. */
 async function startVerifier(port: number): Promise<string> {
   // Its own process group: bash, npx and the verifier stop together.
-  const child = spawn('bash', ['-c', step('verifier').body], {
+  const child = spawn('bash', ['--norc', '--noprofile', '-c', step('verifier').body], {
     cwd: project,
     detached: true,
     env: env({ PORT: String(port) }),

@@ -74,7 +74,8 @@ export async function startRegistry(uplink = 'https://registry.npmjs.org/'): Pro
     ].join('\n'),
   );
   const bin = join(dirname(require.resolve('verdaccio/package.json')), 'bin', 'verdaccio');
-  const child = spawn(process.execPath, [bin, '--config', config], { stdio: ['ignore', 'pipe', 'pipe'] });
+  // The uplink is reached over TLS: trust the system's CA store too (a TLS-inspecting network adds its CA there).
+  const child = spawn(process.execPath, ['--use-system-ca', bin, '--config', config], { stdio: ['ignore', 'pipe', 'pipe'] });
   const log: string[] = [];
   child.stdout?.on('data', (d: Buffer) => log.push(d.toString()));
   child.stderr?.on('data', (d: Buffer) => log.push(d.toString()));
