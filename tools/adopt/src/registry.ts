@@ -3,7 +3,7 @@
  * `@moat/*` never proxied to an uplink), and `changeset version` + `changeset publish` run in
  * a throwaway copy of the workspace against it.
  */
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { createServer } from 'node:net';
@@ -111,10 +111,13 @@ export interface Published {
 /** Copies the workspace's files (built `dist` included) without git, dependencies or build leftovers. */
 function copyWorkspace(to: string): void {
   const skip = ['./node_modules', '.git', '.turbo', 'test-results', './native/build', './apps/cli/dist', '.moat-verifier'];
-  const pack = execFileSync('tar', ['-C', root, ...skip.map((s) => `--exclude=${s}`), '-cf', '-', '.'], {
+  // Other suites write into the workspace meanwhile (test results, temp files): GNU tar then exits 1
+  // ("file changed as we read it"), which is no failure here; 2 is.
+  const pack = spawnSync('tar', ['-C', root, ...skip.map((s) => `--exclude=${s}`), '--warning=no-file-changed', '-cf', '-', '.'], {
     maxBuffer: 1 << 30,
   });
-  execFileSync('tar', ['-C', to, '-xf', '-'], { input: pack });
+  if (pack.status !== 0 && pack.status !== 1) throw new Error(`tar of the workspace exited ${pack.status}: ${pack.stderr}`);
+  execFileSync('tar', ['-C', to, '-xf', '-'], { input: pack.stdout });
 }
 
 /**
