@@ -14,7 +14,7 @@ interface Counts {
 }
 
 const root = join(import.meta.dirname, '..');
-const folders = ['packages', 'apps'].flatMap((group) => {
+const folders = ['packages', 'apps', 'tools'].flatMap((group) => {
   const dir = join(root, group);
   return existsSync(dir) ? readdirSync(dir).map((name) => join(group, name)) : [];
 });

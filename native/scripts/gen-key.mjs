@@ -1,10 +1,12 @@
 // Writes src/generated/key.h: the attestation key compiled into the addon, masked so it
 // never sits in the binary as plain bytes. The key comes from MOAT_ATTEST_KEY (64+ hex
-// digits) and MOAT_ATTEST_KID; without them a fresh random development key is made once and
-// written to .moat-dev-key.json (mode 0600, or MOAT_DEV_KEY_FILE) for the local verifier.
+// digits) and MOAT_ATTEST_KID; else from the app's client settings that
+// `moat-verifier provision` wrote (MOAT_CLIENT_SETTINGS, or moat.client.json in the folder npm
+// or pnpm was run from: INIT_CWD); without either a fresh random development key is made once
+// and written to .moat-dev-key.json (mode 0600, or MOAT_DEV_KEY_FILE) for the local verifier.
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -13,7 +15,32 @@ const header = join(root, 'src/generated/key.h');
 
 let kid = process.env.MOAT_ATTEST_KID;
 let key;
-if (process.env.MOAT_ATTEST_KEY) {
+const initCwd = process.env.INIT_CWD;
+// A relative MOAT_CLIENT_SETTINGS is the app's path, not this package's (install scripts run here).
+const settingsFile =
+  process.env.MOAT_CLIENT_SETTINGS !== undefined
+    ? resolve(initCwd ?? process.cwd(), process.env.MOAT_CLIENT_SETTINGS)
+    : initCwd !== undefined && existsSync(join(initCwd, 'moat.client.json'))
+      ? join(initCwd, 'moat.client.json')
+      : undefined;
+if (!process.env.MOAT_ATTEST_KEY && settingsFile !== undefined) {
+  let settings;
+  try {
+    settings = JSON.parse(readFileSync(settingsFile, 'utf8'));
+  } catch (error) {
+    console.error(`gen-key: expected the client settings of moat-verifier provision at ${settingsFile}, got ${error.message}`);
+    process.exit(2);
+  }
+  if (typeof settings.attestationKey !== 'string' || !/^[0-9a-fA-F]{64,128}$/.test(settings.attestationKey)) {
+    console.error(`gen-key: expected attestationKey in ${settingsFile} as 64-128 hex digits`);
+    process.exit(2);
+  }
+  key = Buffer.from(settings.attestationKey, 'hex');
+  kid = settings.attestationKid;
+  // A release build: no development key may stay beside it for a local verifier to trust.
+  rmSync(devFile, { force: true });
+  console.log(`gen-key: release key ${kid} from ${settingsFile}`);
+} else if (process.env.MOAT_ATTEST_KEY) {
   if (!/^[0-9a-fA-F]{64,128}$/.test(process.env.MOAT_ATTEST_KEY)) {
     console.error('gen-key: expected MOAT_ATTEST_KEY as 64-128 hex digits (32-64 bytes)');
     process.exit(2);
@@ -42,6 +69,9 @@ if (!/^[A-Za-z0-9_-]{1,32}$/.test(kid)) {
   console.error('gen-key: expected MOAT_ATTEST_KID as 1-32 characters of [A-Za-z0-9_-]');
   process.exit(2);
 }
+// A build of another key id is stale: node-gyp-build would load it as it is, without compiling this key in.
+const previous = existsSync(header) ? /#define MOAT_KID "([^"]*)"/.exec(readFileSync(header, 'utf8'))?.[1] : undefined;
+if (previous !== undefined && previous !== kid) rmSync(join(root, 'build'), { recursive: true, force: true });
 // Masked and permuted: key[perm[i]] = masked[i] ^ mask[i].
 const n = key.length;
 const mask = randomBytes(n);

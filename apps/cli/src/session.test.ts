@@ -1,8 +1,11 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { chunked, formatStreamEvent, type MessagesResponse, streamEventsOf } from '@moat/protocol/messages';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type ChatError, ChatSession } from './session.js';
+import { type ChatError, ChatSession, deploymentSettings } from './session.js';
 
 const toolInput = { path: '/srv/räksmörgås.txt', range: [1, 20], options: { follow: true, note: 'a "quoted" } brace' } };
 const answer: MessagesResponse = {
@@ -74,5 +77,23 @@ describe('ChatSession', { timeout: 20_000 }, () => {
     } satisfies Partial<ChatError>);
     expect(chat.history).toEqual([]);
     await chat.close();
+  });
+});
+
+describe('deployment settings', () => {
+  it('come from the provisioned client settings when MOAT_CLIENT_SETTINGS names them', () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'moat-chat-settings-')), 'moat.client.json');
+    writeFileSync(
+      file,
+      JSON.stringify({ userAgentProduct: 'acme-chat', salt: 'pepper', attestationKid: 'k1', attestationKey: 'ab'.repeat(32) }),
+    );
+    const before = process.env.MOAT_CLIENT_SETTINGS;
+    process.env.MOAT_CLIENT_SETTINGS = file;
+    try {
+      expect(deploymentSettings()).toEqual({ salt: 'pepper', userAgentProduct: 'acme-chat' });
+    } finally {
+      if (before === undefined) delete process.env.MOAT_CLIENT_SETTINGS;
+      else process.env.MOAT_CLIENT_SETTINGS = before;
+    }
   });
 });

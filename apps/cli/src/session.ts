@@ -1,4 +1,12 @@
-import { createMoatFetch, type LayerStatus, type MoatFetch } from '@moat/client';
+import { existsSync } from 'node:fs';
+import {
+  type ClientSettings,
+  createMoatFetch,
+  defaultSettingsFile,
+  type LayerStatus,
+  type MoatFetch,
+  readClientSettings,
+} from '@moat/client';
 import { type HistoryEntry, keyIdentity, stripForeignSignedBlocks } from '@moat/distill-guard/client';
 import { MessageAssembler, readStreamEvents } from '@moat/protocol/messages';
 import { errorCode, errorMessage } from '@moat/protocol/support';
@@ -8,8 +16,16 @@ import { CLIENT_VERSION } from './version.js';
 export type { LayerStatus } from '@moat/client';
 export { ChatError, type ChatErrorCode } from './errors.js';
 
-/** Deployment salt of the fingerprint (a build constant shared with the verifier). */
-export const FINGERPRINT_SALT = process.env.MOAT_FINGERPRINT_SALT ?? 'moat-dev-salt';
+/**
+ * The deployment's salt and product name: the client settings `moat-verifier provision` wrote
+ * (`MOAT_CLIENT_SETTINGS`, or `moat.client.json` here), as every `@moat/client` app reads
+ * them; without that file the development salt (or `MOAT_FINGERPRINT_SALT`) and `moat-chat`.
+ */
+export function deploymentSettings(): ClientSettings {
+  const file = defaultSettingsFile();
+  if (process.env.MOAT_CLIENT_SETTINGS !== undefined || existsSync(file)) return readClientSettings(file);
+  return { salt: process.env.MOAT_FINGERPRINT_SALT ?? 'moat-dev-salt', userAgentProduct: 'moat-chat' };
+}
 
 export interface SessionOptions {
   readonly baseUrl: string;
@@ -139,10 +155,9 @@ export class ChatSession {
     this.model = options.model;
     this.#apiKey = options.apiKey;
     this.#fetch = createMoatFetch({
-      salt: FINGERPRINT_SALT,
+      ...deploymentSettings(),
       clientVersion: CLIENT_VERSION,
       entrypoint: 'cli',
-      userAgentProduct: 'moat-chat',
       antiDistillation: options.antiDistillation,
       harden: true,
       onWarning: options.warn,

@@ -4,7 +4,7 @@
  * prompt as text and as `stream-json`, and its requests are recorded.
  */
 import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync } from 'node:fs';
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -63,6 +63,21 @@ describe.skipIf(claude === undefined)('Claude Code against the verifier', { time
     expect(records.every((r) => r.status === 200)).toBe(true);
     // Claude Code sends no Moat evidence: recorded as such, flagged by the default policy, still served.
     expect(records[0]).toMatchObject({ attestation: 'missing', fingerprint: 'missing', verdict: 'flag' });
+  });
+
+  it('reads a file through the verifier: the mock calls Read with the path the prompt names', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'moat-claude-read-'));
+    const file = join(dir, 'notes.txt');
+    writeFileSync(file, 'the secret word is pelican-42\n');
+    const { stdout } = await run(claude as string, ['-p', `Read ${file}`, '--allowedTools', 'Read'], {
+      env: env(),
+      cwd: dir,
+      timeout: 90_000,
+    });
+    // The answer quotes the tool's result: Claude Code ran Read with the mock's input and sent the file back.
+    expect(stdout).toContain('pelican-42');
+    const [last] = await verifier.storage.queryRecords({ limit: 1 });
+    expect(last).toMatchObject({ status: 200 });
   });
 
   it('completes `claude -p --output-format stream-json --verbose`', async () => {

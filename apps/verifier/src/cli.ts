@@ -5,10 +5,13 @@ import { parseArgs } from 'node:util';
 import { errorMessage, errorStack } from '@moat/protocol/support';
 import { configTemplate, dataDirDefaults, loadConfig, SETTINGS } from './config.js';
 import { VerifierConfigError } from './errors.js';
+import { provision } from './provision.js';
 import { createVerifier, openStorage } from './server.js';
 
-const USAGE = `usage: moat-verifier [--config FILE] [--data-dir DIR]   run the verifier
+const USAGE = `usage: moat-verifier [--config FILE] [--data-dir DIR] [--port N]   run the verifier
        moat-verifier init [--config FILE]                   write a commented config file
+       moat-verifier provision --product NAME [--config FILE] [--client-file FILE] [--rotate [--revoke-previous]]
+                                       create the release key, salt and product name client and verifier share
        moat-verifier keys add --label NAME [--config FILE]  create an API key (printed once)
        moat-verifier admin-token [--data-dir DIR]           print the admin token
 
@@ -16,7 +19,8 @@ With no settings at all it starts on the embedded defaults: a data directory
 (--data-dir, MOAT_VERIFIER_DATA_DIR, or ./.moat-verifier) holding generated secrets
 (secrets.json, mode 0600, reused on the next start), the SQLite database and the record
 spool. Settings come from MOAT_VERIFIER_* environment variables over the config file over
-those defaults (see init):
+those defaults (see init). --port sets the port over all of them; PORT (hosting platforms set it)
+over the config file when MOAT_VERIFIER_PORT is unset:
 ${Object.keys(SETTINGS)
   .join(', ')
   .replace(/(.{1,88})(?:, |$)/g, '  $1\n')
@@ -33,8 +37,43 @@ async function defaultsFor(values: { config?: string; 'data-dir'?: string }): Pr
   return dataDirDefaults(resolve(dir ?? '.moat-verifier'), devKey);
 }
 
+interface Values {
+  config?: string;
+  'data-dir'?: string;
+  label?: string;
+  help?: boolean;
+  port?: string;
+  product?: string;
+  'client-file'?: string;
+  rotate?: boolean;
+  'revoke-previous'?: boolean;
+}
+
+/** `moat-verifier provision`: the shared settings of both sides, and what to do next. */
+function runProvision(values: Values): number {
+  const result = provision({
+    configFile: values.config ?? 'moat-verifier.config.json',
+    clientFile: values['client-file'],
+    product: values.product,
+    rotate: values.rotate,
+    revokePrevious: values['revoke-previous'],
+  });
+  process.stdout.write(
+    `${result.newKey ? 'new' : 'kept'} release key ${result.kid}\n` +
+      `wrote ${result.configFile} (the verifier's settings) and ${result.clientFile} (your client build's settings);\n` +
+      `both hold secrets and are listed in ${result.gitignore}. Build @moat/native with this key: npm rebuild @moat/native\n`,
+  );
+  return 0;
+}
+
+/** The environment the settings are read from: `--port` over everything, `PORT` when MOAT_VERIFIER_PORT is unset. */
+function settingsEnv(values: Values): NodeJS.ProcessEnv {
+  const port = values.port ?? process.env.MOAT_VERIFIER_PORT ?? process.env.PORT;
+  return port === undefined ? process.env : { ...process.env, MOAT_VERIFIER_PORT: port };
+}
+
 async function main(argv: string[]): Promise<number> {
-  let parsed: { values: { config?: string; 'data-dir'?: string; label?: string; help?: boolean }; positionals: string[] };
+  let parsed: { values: Values; positionals: string[] };
   try {
     parsed = parseArgs({
       args: argv,
@@ -42,6 +81,11 @@ async function main(argv: string[]): Promise<number> {
         config: { type: 'string' },
         'data-dir': { type: 'string' },
         label: { type: 'string' },
+        port: { type: 'string' },
+        product: { type: 'string' },
+        'client-file': { type: 'string' },
+        rotate: { type: 'boolean' },
+        'revoke-previous': { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
       allowPositionals: true,
@@ -65,6 +109,7 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`wrote ${file}; start with: moat-verifier --config ${file}\n`);
     return 0;
   }
+  if (parsed.positionals[0] === 'provision') return runProvision(parsed.values);
   const defaults = await defaultsFor(parsed.values);
   if (parsed.positionals[0] === 'admin-token') {
     if (defaults === undefined) {
@@ -74,7 +119,7 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${defaults.env.MOAT_VERIFIER_ADMIN_TOKEN}\n`);
     return 0;
   }
-  const config = loadConfig(process.env, parsed.values.config, defaults?.env);
+  const config = loadConfig(settingsEnv(parsed.values), parsed.values.config, defaults?.env);
   if (parsed.positionals[0] === 'keys' && parsed.positionals[1] === 'add') {
     const storage = await openStorage(config);
     const key = await storage.createApiKey(parsed.values.label ?? 'unnamed');

@@ -243,6 +243,54 @@ function validate(
   return b as Record<string, unknown> & { model: string; messages: Array<{ role: string; content: unknown }> };
 }
 
+/** A word of the user's text that looks like a path (`/etc/hosts`, `notes.txt`), else the whole text. */
+function pathIn(text: string): string {
+  return (
+    text
+      .split(/\s+/)
+      .find((w) => /[/\\]|\.\w{1,8}$/.test(w))
+      ?.replace(/[.,;:!?'"`)]+$/, '') ?? text
+  );
+}
+
+/**
+ * A tool input that follows the tool's `input_schema` (JSON Schema, as clients send it): every
+ * required member, of its type — strings from the user's words (a path-like word for a member
+ * named like a path or file), the first `enum` value, the minimum of a number, nested objects
+ * and arrays filled the same way. No schema with properties: `{ query }`, the text.
+ */
+export function toolInput(schema: unknown, text: string, name = ''): unknown {
+  const s = (typeof schema === 'object' && schema !== null ? schema : {}) as Record<string, unknown>;
+  if (Array.isArray(s.enum) && s.enum.length > 0) return s.enum[0];
+  if (s.const !== undefined) return s.const;
+  const type = Array.isArray(s.type) ? s.type[0] : s.type;
+  switch (type) {
+    case 'string':
+      return /path|file|dir/i.test(name) ? pathIn(text) : text.slice(0, 200);
+    case 'integer':
+    case 'number':
+      return typeof s.minimum === 'number' ? s.minimum : 1;
+    case 'boolean':
+      return false;
+    case 'array': {
+      const count = typeof s.minItems === 'number' ? s.minItems : 0;
+      return Array.from({ length: count }, () => toolInput(s.items, text, name));
+    }
+    case 'null':
+      return null;
+    default:
+      break;
+  }
+  const properties = s.properties;
+  if (typeof properties !== 'object' || properties === null) {
+    if (name === '') return { query: text.slice(0, 60) };
+    return type === 'object' ? {} : text;
+  }
+  const props = properties as Record<string, unknown>;
+  const required = Array.isArray(s.required) ? s.required.filter((r): r is string => typeof r === 'string' && r in props) : [];
+  return Object.fromEntries(required.map((key) => [key, toolInput(props[key], text, key)]));
+}
+
 /**
  * Validates a request as strictly as the real Messages API (unknown top-level members are
  * "Extra inputs are not permitted", beta members need a beta request, unknown block types and
@@ -272,7 +320,12 @@ export function mockMessages(body: unknown, options: MockRequestOptions = {}): M
   const wanted = toolResult === undefined ? (named ?? (/\bcheck\b/i.test(lastText) ? tools[0] : undefined)) : undefined;
   if (wanted !== undefined) {
     const id = `toolu_${createHash('sha256').update(lastText).digest('hex').slice(0, 20)}`;
-    content.push({ type: 'tool_use', id, name: wanted.name as string, input: { query: lastText.slice(0, 60) } });
+    content.push({
+      type: 'tool_use',
+      id,
+      name: wanted.name as string,
+      input: toolInput((wanted as { input_schema?: unknown }).input_schema, lastText),
+    });
     stop = 'tool_use';
   } else if (toolResult !== undefined) {
     const used = messages

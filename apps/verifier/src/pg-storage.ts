@@ -1,7 +1,8 @@
 import { createSecretKey, type KeyObject, randomBytes, timingSafeEqual } from 'node:crypto';
+import { errorMessage } from '@moat/protocol/support';
 import { Redis } from 'ioredis';
 import pg from 'pg';
-import { ReplayCacheResetError } from './errors.js';
+import { ReplayCacheResetError, VerifierConfigError } from './errors.js';
 import {
   ACTIVITY_COLUMNS,
   activityOf,
@@ -91,7 +92,11 @@ export class PgRedisStorage implements Storage {
     });
     // An idle client's connection closed under it: without this listener the pool's 'error' event would end the process.
     pool.on('error', report('postgres'));
-    await pool.query(SCHEMA);
+    // An operator reads which setting points at the server that failed, not a driver's stack.
+    await pool.query(SCHEMA).catch(async (error: unknown) => {
+      await pool.end().catch(() => undefined);
+      throw new VerifierConfigError('postgresUrl', 'a reachable PostgreSQL server', errorMessage(error));
+    });
     // A database made before a signal existed gains its column (IF NOT EXISTS: replicas may start together).
     const existing = (await pool.query<{ name: string }>(EXISTING_COLUMNS_SQL.postgres)).rows.map((r) => r.name);
     for (const sql of migrationSql('postgres', existing)) await pool.query(sql);
@@ -105,7 +110,11 @@ export class PgRedisStorage implements Storage {
       retryStrategy: (attempt) => Math.min(50 * 2 ** attempt, 2_000),
     });
     redis.on('error', report('redis'));
-    await redis.connect();
+    await redis.connect().catch(async (error: unknown) => {
+      redis.disconnect();
+      await pool.end().catch(() => undefined);
+      throw new VerifierConfigError('redisUrl', 'a reachable Redis server', errorMessage(error));
+    });
     const prefix = options.redisPrefix ?? 'moat:';
     const storage = new PgRedisStorage(pool, redis, pepper, prefix, options.windowSec ?? 300);
     // The epoch marker, written once: a replica that opens against an existing one adopts it.

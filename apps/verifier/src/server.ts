@@ -10,7 +10,7 @@ import { pino } from 'pino';
 import { operatorTokens } from './auth.js';
 import type { VerifierConfig } from './config.js';
 import { DecoyIndexCache } from './decoy-index.js';
-import { ApiError, unavailable } from './errors.js';
+import { ApiError, unavailable, VerifierConfigError } from './errors.js';
 import { Flags, loadFeatures } from './flags.js';
 import { answerClientError, answerConnect, sendError } from './http.js';
 import { ApiKeyCache } from './key-cache.js';
@@ -54,7 +54,12 @@ export async function openStorage(config: VerifierConfig, log?: pino.Logger): Pr
         );
       return storage;
     });
-  return new SqliteStorage(config.database, pepper);
+  try {
+    return new SqliteStorage(config.database, pepper);
+  } catch (error) {
+    if (error instanceof VerifierConfigError) throw error;
+    throw new VerifierConfigError('database', 'a SQLite file the verifier can open and write', errorMessage(error));
+  }
 }
 
 /** The answer to an error no route turned into one: a store that cannot answer is 503 with `retry-after`, never 500. */

@@ -72,6 +72,8 @@ export const SIGNALS = {
     // A valid v1 stamp covers the body only: a relay can re-send it under its own key. Flagged
     // (not blocked) so 1.0 clients keep working; body: monitor trusts them, block retires them.
     defaults: { request: 'monitor', body: 'flag', none: 'monitor' },
+    column: 'binding',
+    filter: 'binding',
     label: 'binding',
     metric: 'binding',
   },

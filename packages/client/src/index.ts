@@ -33,6 +33,7 @@ export { type AttributionOptions, fingerprintLayer, userAgentLayer } from './lay
 export { gatewayLayer } from './layers/gateway.js';
 export { hardenLayer } from './layers/harden.js';
 export { signedBlocksLayer } from './layers/signed-blocks.js';
+export { type ClientSettings, defaultSettingsFile, readClientSettings } from './settings.js';
 
 /** Options of {@link createMoatFetch}. */
 export interface MoatFetchOptions {
