@@ -1,6 +1,9 @@
 /** What an operator meets starting `moat-verifier`: the port from PORT or --port, dependency errors naming their setting. */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { devEnvironment } from './config.js';
 
@@ -61,6 +64,8 @@ describe('moat-verifier for an operator', () => {
       ...base(),
       MOAT_VERIFIER_POSTGRES_URL: `postgres://moat:moat@127.0.0.1:${closed}/moat`,
       MOAT_VERIFIER_REDIS_URL: `redis://127.0.0.1:${closed}/0`,
+      // Records kept in PostgreSQL need a spool that outlives the process.
+      MOAT_VERIFIER_SPOOL_FILE: join(mkdtempSync(join(tmpdir(), 'moat-operator-')), 'records.spool'),
     };
     const r = spawnSync(process.execPath, [cli], { env, encoding: 'utf8', timeout: 30_000 });
     expect(r.status).toBe(2);

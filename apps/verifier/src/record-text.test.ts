@@ -4,6 +4,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PgRedisStorage } from './pg-storage.js';
 import { boundedRecord, RECORD_LIMITS } from './pipeline/record.js';
+import { RECORD_COLUMNS } from './record-schema.js';
 import { cutText, REPLACEMENT, storableText, storableValue } from './record-text.js';
 import { type RequestRecord, SqliteStorage, type Storage } from './storage.js';
 import { storeBoundary } from './store-boundary.js';
@@ -48,26 +49,33 @@ const wild = fc.oneof(
   fc.nat({ max: 12 }).map((n) => `${'m'.repeat(RECORD_LIMITS.model - 2 - n)}${'😀'.repeat(n + 1)}\0\uD800`),
 );
 
-// Signal columns too: a store must take any text a future signal or an old spool brings.
-const wildRecord = (): fc.Arbitrary<RequestRecord> =>
-  fc.record({
-    id: wild.map((s) => `req_${s}`),
-    ts: fc.constant(0),
-    keyId: fc.option(wild, { nil: null }),
-    model: fc.option(wild, { nil: null }),
-    attestation: wild,
-    fingerprint: wild,
-    gateway: fc.array(wild, { maxLength: 3 }),
-    relay: fc.array(wild, { maxLength: 3 }),
-    thinking: wild,
-    decoy: wild,
-    verdict: wild as fc.Arbitrary<RequestRecord['verdict']>,
-    reasons: fc.array(wild, { maxLength: 3 }),
-    status: fc.constantFrom(200, 503, null),
-    latencyMs: fc.constantFrom(1, null),
-    decoys: fc.nat({ max: 5 }),
-    batch: fc.option(wild, { nil: null }),
-  }) as unknown as fc.Arbitrary<RequestRecord>;
+/**
+ * A record with wild text in every column the schema has (signal columns too: a store must
+ * take any text a future signal or an old spool brings), derived from the schema so a new
+ * column is drawn as soon as it exists.
+ */
+const wildRecord = (): fc.Arbitrary<RequestRecord> => {
+  const of = (kind: (typeof RECORD_COLUMNS)[number]['kind']): fc.Arbitrary<unknown> => {
+    switch (kind) {
+      case 'id':
+        return wild.map((s) => `req_${s}`);
+      case 'time':
+        return fc.constant(0);
+      case 'optional text':
+        return fc.option(wild, { nil: null });
+      case 'optional int':
+        return fc.constantFrom(1, 200, null);
+      case 'count':
+        return fc.nat({ max: 5 });
+      case 'list':
+        return fc.array(wild, { maxLength: 3 });
+      default:
+        return wild;
+    }
+  };
+  const columns = Object.fromEntries(RECORD_COLUMNS.map((c) => [c.field, of(c.kind)]));
+  return fc.record(columns) as unknown as fc.Arbitrary<RequestRecord>;
+};
 
 /** Every recorded field, a key label, a revocation reason and a telemetry event type round-trip storable on `open()`'s backend. */
 function roundTrips(open: () => Promise<Storage>, runs: number) {

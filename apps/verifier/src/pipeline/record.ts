@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { cutText } from '../record-text.js';
-import { initialRecordedSignals } from '../signals.js';
+import { initialRecordedSignals, RECORDED_SIGNALS } from '../signals.js';
 import type { RequestRecord } from '../storage.js';
 import { type Kept, RecordStoreError } from '../store-guard.js';
 
@@ -29,10 +29,8 @@ export function boundedRecord(record: RequestRecord): RequestRecord {
   return {
     ...record,
     keyId: record.keyId === null ? null : bound(record.keyId, 64),
-    attestation: bound(record.attestation, 64) as RequestRecord['attestation'],
-    fingerprint: bound(record.fingerprint, 64) as RequestRecord['fingerprint'],
-    thinking: bound(record.thinking, 64) as RequestRecord['thinking'],
-    decoy: bound(record.decoy, 64) as RequestRecord['decoy'],
+    // Every recorded signal's value, whatever row adds one (their values come from code; bounded all the same).
+    ...Object.fromEntries(RECORDED_SIGNALS.map((row) => [row.name, bound(String(record[row.name]), 64)])),
     model: record.model === null ? null : bound(record.model, RECORD_LIMITS.model),
     batch: record.batch === null ? null : bound(record.batch, 64),
     reasons: record.reasons.slice(0, RECORD_LIMITS.reasons).map((r) => bound(r, RECORD_LIMITS.reason)),
