@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -68,6 +68,11 @@ describe('partner conformance kit', () => {
 
   it('the Python reference passes every case through the stdio interface, N of N vectors', { timeout: 60_000 }, async () => {
     const results = await runConformance(python, conformanceCases(vectors));
+    // The Python reference's kit answers, counted in the workspace's test summary as its own runner.
+    const passed = results.filter((r) => r.pass).length;
+    mkdirSync(new URL('../test-results/', import.meta.url), { recursive: true });
+    const summary = { passed, failed: results.length - passed, skipped: 0 };
+    writeFileSync(new URL('../test-results/python.json', import.meta.url), `${JSON.stringify(summary)}\n`);
     expect(results.filter((r) => !r.pass)).toEqual([]);
     const good = spawnSync(process.execPath, [cli, '--', ...python], { encoding: 'utf8' });
     expect(good.status).toBe(0);
