@@ -1,25 +1,17 @@
 /** What an operator meets starting `moat-verifier`: the port from PORT or --port, dependency errors naming their setting. */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { devEnvironment } from './config.js';
+import { freePort } from './services.test-util.js';
 
 const cli = new URL('../dist/cli.js', import.meta.url).pathname;
 const started: ChildProcess[] = [];
 afterEach(() => {
   for (const child of started.splice(0)) child.kill('SIGKILL');
 });
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((done) => server.listen(0, '127.0.0.1', done));
-  const { port } = server.address() as { port: number };
-  await new Promise<void>((done) => server.close(() => done()));
-  return port;
-}
 
 /** The URL a verifier started with `args` and `env` says it listens on. */
 function listening(args: string[], env: NodeJS.ProcessEnv): Promise<string> {
