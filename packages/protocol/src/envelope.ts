@@ -16,21 +16,42 @@ export const MAX_STAMP_HEX_LENGTH = 64;
 const TS_RE = /^[0-9]{10}$/;
 const NONCE_RE = /^[0-9a-f]{16}$/;
 const STAMP_RE = /^[0-9a-f]+$/;
-const ENVELOPE_RE = /^([vr]1)\.([A-Za-z0-9_-]{1,32})\.([0-9]{10})\.([0-9a-f]{16})\.([0-9a-f]{32,64})$/;
+const ENVELOPE_RE = /^([vri]1)\.([A-Za-z0-9_-]{1,32})\.([0-9]{10})\.([0-9a-f]{16})\.([0-9a-f]{32,64})$/;
 /**
- * The envelope's first part: `v1`, a stamp over the body (protocol 1.0), or `r1`, a stamp
+ * The envelope's first part: `v1`, a stamp over the body (protocol 1.0); `r1`, a stamp
  * over the body and the request it is sent in — method, authority, path, credential
- * (protocol 1.1, §5.3). Only `r1` ties a stamp to who sends it where.
+ * (protocol 1.1, §5.3); or `i1`, the same stamp as `r1` under an install's own key, the
+ * key id being the install id (protocol 1.2, §5.4). `r1` and `i1` tie a stamp to who sends it where.
  */
-export const ENVELOPE_SCHEMES = ['v1', 'r1'] as const;
+export const ENVELOPE_SCHEMES = ['v1', 'r1', 'i1'] as const;
 export type EnvelopeScheme = (typeof ENVELOPE_SCHEMES)[number];
 /** Longest envelope value in UTF-8 bytes: "v1." + kid(32) + "." + ts(10) + "." + nonce(16) + "." + stamp(64). */
 export const ENVELOPE_MAX_BYTES = 3 + 32 + 1 + 10 + 1 + 16 + 1 + 64;
 
-/** A parsed envelope value `v1.<kid>.<ts>.<nonce>.<stamp>` (or `r1.…`). */
+/**
+ * What an envelope's stamp is bound to besides the body: `request` for `r1` (the request's
+ * method, authority, path and credential, §5.3), `install` for `i1` (the same, under the key of
+ * one enrolled install, §5.4).
+ */
+export type EnvelopeBinding = 'request' | 'install';
+
+/** The scheme of each binding, and of none (`v1`). */
+const SCHEME_OF = { request: 'r1', install: 'i1', none: 'v1' } as const;
+const BINDING_OF: Readonly<Record<string, EnvelopeBinding | undefined>> = { r1: 'request', i1: 'install' };
+
+/** The envelope scheme that carries `binding` (`v1` when there is none). */
+export function envelopeScheme(binding: EnvelopeBinding | undefined): EnvelopeScheme {
+  return SCHEME_OF[binding ?? 'none'];
+}
+
+/** A parsed envelope value `v1.<kid>.<ts>.<nonce>.<stamp>` (or `r1.…`, `i1.…`). */
 export interface Envelope {
-  /** `request` for an `r1` envelope, whose stamp covers the request too (§5.3); absent for `v1`. */
-  readonly binding?: 'request';
+  /**
+   * `request` for an `r1` envelope, whose stamp covers the request too (§5.3); `install` for
+   * an `i1` envelope, stamped like `r1` with an install key, `kid` being the install id (§5.4);
+   * absent for `v1`.
+   */
+  readonly binding?: EnvelopeBinding;
   /** Key id of the stamping key. */
   readonly kid: string;
   /** Unix time in seconds, as written (10 digits). */
@@ -51,7 +72,8 @@ export function parseEnvelope(value: unknown): Envelope {
   const fast = typeof value === 'string' ? ENVELOPE_RE.exec(value) : null;
   if (fast !== null && (fast[5] as string).length % 2 === 0) {
     const envelope = { kid: fast[2] as string, ts: Number(fast[3]), nonce: fast[4] as string, stamp: fast[5] as string };
-    return fast[1] === 'r1' ? { binding: 'request', ...envelope } : envelope;
+    const binding = BINDING_OF[fast[1] as string];
+    return binding === undefined ? envelope : { binding, ...envelope };
   }
   if (typeof value !== 'string') {
     throw new ProtocolError('ERR_ENVELOPE_TYPE', 'a string', describeValue(value));
@@ -65,9 +87,9 @@ export function parseEnvelope(value: unknown): Envelope {
     throw new ProtocolError('ERR_ENVELOPE_SYNTAX', '5 dot-separated parts v1.kid.ts.nonce.stamp', `${parts.length} parts`);
   }
   const [scheme, kid, ts, nonce, stamp] = parts as [string, string, string, string, string];
-  if (scheme !== 'v1' && scheme !== 'r1') {
-    if (/^v[0-9]+$/.test(scheme)) throw new ProtocolError('ERR_UNSUPPORTED_VERSION', 'v1 or r1', describeValue(scheme));
-    throw new ProtocolError('ERR_ENVELOPE_SYNTAX', '"v1" or "r1" as the first part', describeValue(scheme));
+  if (scheme !== 'v1' && scheme !== 'r1' && scheme !== 'i1') {
+    if (/^v[0-9]+$/.test(scheme)) throw new ProtocolError('ERR_UNSUPPORTED_VERSION', 'v1, r1 or i1', describeValue(scheme));
+    throw new ProtocolError('ERR_ENVELOPE_SYNTAX', '"v1", "r1" or "i1" as the first part', describeValue(scheme));
   }
   if (!KEY_ID_PATTERN.test(kid)) throw new ProtocolError('ERR_ENVELOPE_KID', 'a key id matching [A-Za-z0-9_-]{1,32}', describeValue(kid));
   if (!TS_RE.test(ts)) throw new ProtocolError('ERR_ENVELOPE_TIMESTAMP', 'a timestamp of exactly 10 decimal digits', describeValue(ts));
@@ -80,7 +102,8 @@ export function parseEnvelope(value: unknown): Envelope {
     );
   }
   const envelope = { kid, ts: Number(ts), nonce, stamp };
-  return scheme === 'r1' ? { binding: 'request', ...envelope } : envelope;
+  const binding = BINDING_OF[scheme];
+  return binding === undefined ? envelope : { binding, ...envelope };
 }
 
 /** Like {@link parseEnvelope}, but returns a {@link ParseResult} instead of throwing. */
@@ -95,7 +118,7 @@ export function tryParseEnvelope(value: unknown): ParseResult<Envelope> {
  */
 export function serializeEnvelope(envelope: Envelope): string {
   const ts = Number.isInteger(envelope.ts) ? String(envelope.ts).padStart(10, '0') : String(envelope.ts);
-  const value = `${envelope.binding === 'request' ? 'r1' : 'v1'}.${envelope.kid}.${ts}.${envelope.nonce}.${envelope.stamp}`;
+  const value = `${envelopeScheme(envelope.binding)}.${envelope.kid}.${ts}.${envelope.nonce}.${envelope.stamp}`;
   parseEnvelope(value);
   return value;
 }
@@ -109,8 +132,12 @@ export interface PlaceholderOptions {
   readonly nonce: string;
   /** Stamp length in hex digits (default 32 = 128 bits). */
   readonly stampHexLength?: number;
-  /** `request` for an `r1` envelope, whose stamp will cover the request too (§5.3): only for endpoints that advertise `request_binding`. */
-  readonly binding?: 'request';
+  /**
+   * `request` for an `r1` envelope, whose stamp will cover the request too (§5.3): only for
+   * endpoints that advertise `request_binding`. `install` for an `i1` envelope (`kid` = the
+   * install id, §5.4): only for endpoints that advertise `install_keys` and enrolled this install.
+   */
+  readonly binding?: EnvelopeBinding;
 }
 
 /**
@@ -123,7 +150,7 @@ export function placeholderEnvelope(options: PlaceholderOptions): string {
     ts: options.ts,
     nonce: options.nonce,
     stamp: '0'.repeat(options.stampHexLength ?? DEFAULT_STAMP_HEX_LENGTH),
-    ...(options.binding === 'request' ? { binding: 'request' as const } : {}),
+    ...(options.binding === undefined ? {} : { binding: options.binding }),
   });
 }
 
@@ -141,7 +168,7 @@ export function placeholderEnvelope(options: PlaceholderOptions): string {
  * ```
  */
 export function placeholderEnvelopes(options: Omit<PlaceholderOptions, 'ts' | 'nonce'>): (ts: number, nonce: string) => string {
-  const head = `${options.binding === 'request' ? 'r1' : 'v1'}.${options.kid}.`;
+  const head = `${envelopeScheme(options.binding)}.${options.kid}.`;
   const tail = `.${'0'.repeat(options.stampHexLength ?? DEFAULT_STAMP_HEX_LENGTH)}`;
   parseEnvelope(`${head}0000000000.0000000000000000${tail}`);
   return (ts, nonce) =>

@@ -38,6 +38,9 @@ export const PROTOCOL_ERROR_CODES = [
   'ERR_DISCOVERY',
   'ERR_TELEMETRY',
   'ERR_STREAM_EVENT',
+  'ERR_ENROLLMENT',
+  'ERR_ENROLL_CHALLENGE',
+  'ERR_ENROLL_LIMIT',
 ] as const;
 
 /** A protocol error code, e.g. `ERR_ATTRIBUTION_SYNTAX`. */

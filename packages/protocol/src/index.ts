@@ -1,11 +1,12 @@
 /**
  * `@moat/protocol` — the Moat wire contract v1: attribution blocks, the attestation
  * envelope, fingerprint v1, block signatures, the gateway rule table, version negotiation,
- * telemetry and the signal vocabulary. No secrets, no I/O; both sides import it.
+ * install enrollment (protocol 1.2), telemetry and the signal vocabulary. No secrets, no I/O; both sides import it.
  *
  * @packageDocumentation
  */
 export * from './attribution.js';
+export * from './enrollment.js';
 export * from './envelope.js';
 export * from './errors.js';
 export * from './fingerprint.js';

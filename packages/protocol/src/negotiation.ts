@@ -1,6 +1,8 @@
 import { PROTOCOL_VERSION } from './attribution.js';
 import { type ParseResult, ProtocolError, toResult } from './errors.js';
-import { describeValue } from './internal/describe.js';
+import { decodeBase64url32 } from './internal/base64url.js';
+import { describeValue, isRecord } from './internal/describe.js';
+import { KEY_ID_PATTERN } from './key-id.js';
 
 /** Path, relative to an API base URL, of the discovery document. */
 export const DISCOVERY_PATH = '/v1/moat';
@@ -17,6 +19,7 @@ export const FEATURES = [
   'signed_blocks',
   'telemetry',
   'request_binding',
+  'install_keys',
 ] as const;
 export type Feature = (typeof FEATURES)[number];
 
@@ -30,6 +33,20 @@ export interface Discovery {
   readonly telemetry?: string;
   /** Path of the GrowthBook features endpoint serving remote flags, relative to the base URL. */
   readonly flags?: string;
+  /** Where and with which verifier key an install enrolls (§10.1); present exactly when `features` lists `install_keys`. */
+  readonly enrollment?: DiscoveryEnrollment;
+}
+
+/** The `enrollment` member of a discovery document that advertises `install_keys` (§10.1). */
+export interface DiscoveryEnrollment {
+  /** Path of the challenge endpoint, relative to the base URL (normally {@link ENROLLMENT_CHALLENGE_PATH}). */
+  readonly challenge: string;
+  /** Path of the enrollment endpoint, relative to the base URL (normally {@link ENROLLMENT_PATH}). */
+  readonly enroll: string;
+  /** Key id of the verifier's enrollment key; the enrollment request names it as `ekid`. */
+  readonly kid: string;
+  /** The verifier's X25519 public key: base64url without padding of exactly 32 bytes. */
+  readonly key: string;
 }
 
 const PATH_RE = /^\/[A-Za-z0-9._~/-]{0,255}$/;
@@ -58,7 +75,7 @@ export function parseDiscovery(input: unknown): Discovery {
   if (!Array.isArray(features) || features.length > 64 || !features.every((f) => typeof f === 'string')) {
     throw new ProtocolError('ERR_DISCOVERY', '"features" as an array of strings', describeValue(features));
   }
-  const out: { versions: number[]; features: Feature[]; telemetry?: string; flags?: string } = {
+  const out: { versions: number[]; features: Feature[]; telemetry?: string; flags?: string; enrollment?: DiscoveryEnrollment } = {
     versions: versions as number[],
     features: (features as string[]).filter((f): f is Feature => (FEATURES as readonly string[]).includes(f)),
   };
@@ -70,7 +87,31 @@ export function parseDiscovery(input: unknown): Discovery {
     }
     out[member] = value;
   }
+  // Without the feature the member means nothing and is dropped; with it, it must be whole.
+  if (out.features.includes('install_keys')) out.enrollment = parseDiscoveryEnrollment(doc.enrollment);
   return out;
+}
+
+function parseDiscoveryEnrollment(value: unknown): DiscoveryEnrollment {
+  if (!isRecord(value)) {
+    throw new ProtocolError('ERR_DISCOVERY', '"enrollment" as an object, since "install_keys" is listed', describeValue(value));
+  }
+  const { challenge, enroll, kid, key } = value;
+  for (const [name, path] of [
+    ['challenge', challenge],
+    ['enroll', enroll],
+  ] as const) {
+    if (typeof path !== 'string' || !PATH_RE.test(path)) {
+      throw new ProtocolError('ERR_DISCOVERY', `"enrollment.${name}" as an absolute path`, describeValue(path));
+    }
+  }
+  if (typeof kid !== 'string' || !KEY_ID_PATTERN.test(kid)) {
+    throw new ProtocolError('ERR_DISCOVERY', '"enrollment.kid" as a key id matching [A-Za-z0-9_-]{1,32}', describeValue(kid));
+  }
+  if (decodeBase64url32(key) === undefined) {
+    throw new ProtocolError('ERR_DISCOVERY', '"enrollment.key" as canonical base64url of 32 bytes', describeValue(key));
+  }
+  return { challenge: challenge as string, enroll: enroll as string, kid, key: key as string };
 }
 
 /** Like {@link parseDiscovery}, but returns a {@link ParseResult} instead of throwing. */
