@@ -49,7 +49,11 @@ export function stampBody(json: string, stamp: StampKey, url: string, path: stri
 export type Answer = any;
 
 /** POSTs bytes with `x-api-key`; the status and the parsed JSON answer. */
-export async function post(url: string, apiKey: string, body: Buffer | string): Promise<{ status: number; json: Answer; headers: Headers }> {
+export async function post(
+  url: string,
+  apiKey: string,
+  body: Buffer | string,
+): Promise<{ status: number; json: Answer; headers: Headers }> {
   const res = await fetch(url, { method: 'POST', headers: { 'x-api-key': apiKey, 'content-type': 'application/json' }, body });
   const text = await res.text();
   return { status: res.status, json: text === '' ? undefined : JSON.parse(text), headers: res.headers };
