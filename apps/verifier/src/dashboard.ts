@@ -274,8 +274,9 @@ function renderInstalls(keys) {
 }
 function renderEnrollments(records) {
   const refused = records.filter((e) => e.outcome !== 'created' && e.outcome !== 'over_limit').slice(0, 50);
+  const labels = new Map(state.keys.map((k) => [k.keyId, k.label]));
   rowsOrEmpty('#enrollments', refused, 5, (tr, e) => {
-    cell(tr, fmtTime(e.ts, true)); cell(tr, e.keyId || '–', 'key-cell'); cell(tr, e.outcome, 'block');
+    cell(tr, fmtTime(e.ts, true)); cell(tr, labels.get(e.keyId) || e.keyId || '–', 'key-cell'); cell(tr, e.outcome, 'block');
     cell(tr, e.reason || '–'); cell(tr, e.releaseKid || '–');
   });
 }
