@@ -188,68 +188,90 @@ const keyPerKey = (r: Readonly<Record<string, unknown>>): KeyInstalls => ({
 export class SqliteInstallStore implements InstallStore {
   readonly #db: import('better-sqlite3').Database;
 
+  readonly #statements = new Map<string, import('better-sqlite3').Statement>();
+
   constructor(db: import('better-sqlite3').Database) {
     this.#db = db;
     db.exec(installsSchemaSql('sqlite') + SQLITE_CHALLENGES);
   }
 
+  /** A statement, prepared once. */
+  #sql(text: string): import('better-sqlite3').Statement {
+    let statement = this.#statements.get(text);
+    if (statement === undefined) {
+      statement = this.#db.prepare(text);
+      this.#statements.set(text, statement);
+    }
+    return statement;
+  }
+
   issueChallenge(challenge: string, credential: string, expiresAt: number): void {
-    this.#db
-      .prepare('INSERT OR REPLACE INTO enroll_challenges (challenge, credential, expires) VALUES (?, ?, ?)')
-      .run(challenge, credential, expiresAt);
+    this.#sql('INSERT OR REPLACE INTO enroll_challenges (challenge, credential, expires) VALUES (?, ?, ?)').run(
+      challenge,
+      credential,
+      expiresAt,
+    );
   }
 
   consumeChallenge(challenge: string, credential: string, now = Date.now()): boolean {
     // One statement: a challenge is deleted by exactly one of two racing enrollments.
     const sql = 'DELETE FROM enroll_challenges WHERE challenge = ? AND credential = ? AND expires > ?';
-    return this.#db.prepare(sql).run(challenge, credential, now).changes === 1;
+    return this.#sql(sql).run(challenge, credential, now).changes === 1;
   }
 
   countInstalls(keyId: string): number {
-    return Number((this.#db.prepare(SQL.countInstalls).get(keyId) as { n: number }).n);
+    return Number((this.#sql(SQL.countInstalls).get(keyId) as { n: number }).n);
   }
 
   countEnrollments(keyId: string, since: number): { count: number; oldest: number | null } {
-    const r = this.#db.prepare(SQL.countEnrollments).get(keyId, since) as { n: number; oldest: number | null };
+    const r = this.#sql(SQL.countEnrollments).get(keyId, since) as { n: number; oldest: number | null };
     return { count: Number(r.n), oldest: r.oldest === null ? null : Number(r.oldest) };
   }
 
   createInstall(row: InstallRow): void {
-    this.#db
-      .prepare(SQL.createInstall)
-      .run(row.iid, row.keyId, row.installKey, row.ekid, row.challenge, row.created, row.revokedAt, row.overLimit ? 1 : 0, row.releaseKid);
+    this.#sql(SQL.createInstall).run(
+      row.iid,
+      row.keyId,
+      row.installKey,
+      row.ekid,
+      row.challenge,
+      row.created,
+      row.revokedAt,
+      row.overLimit ? 1 : 0,
+      row.releaseKid,
+    );
   }
 
   install(iid: string): InstallRow | undefined {
-    const r = this.#db.prepare(SQL.install).get(iid) as Record<string, unknown> | undefined;
+    const r = this.#sql(SQL.install).get(iid) as Record<string, unknown> | undefined;
     return r === undefined ? undefined : installOf(r);
   }
 
   listInstalls(keyId: string, limit = 1000): InstallRow[] {
-    return (this.#db.prepare(SQL.listInstalls).all(keyId, limit) as Array<Record<string, unknown>>).map(installOf);
+    return (this.#sql(SQL.listInstalls).all(keyId, limit) as Array<Record<string, unknown>>).map(installOf);
   }
 
   revokeInstall(iid: string, at = Date.now()): InstallRow | undefined {
-    this.#db.prepare(SQL.revokeInstall).run(at, iid);
+    this.#sql(SQL.revokeInstall).run(at, iid);
     return this.install(iid);
   }
 
   recordEnrollment(e: EnrollmentRecord): void {
-    this.#db.prepare(SQL.recordEnrollment).run(e.ts, e.keyId, e.address, e.releaseKid, e.outcome, e.installId, e.reason);
+    this.#sql(SQL.recordEnrollment).run(e.ts, e.keyId, e.address, e.releaseKid, e.outcome, e.installId, e.reason);
   }
 
   enrollments(query: EnrollmentQuery): EnrollmentRecord[] {
     const { where, params } = enrollmentWhere(query);
     const sql = `SELECT * FROM enrollments ${where} ORDER BY ts DESC, seq DESC LIMIT ?`;
-    return (this.#db.prepare(sql).all(...params, query.limit ?? 100) as Array<Record<string, unknown>>).map(enrollmentOf);
+    return (this.#sql(sql).all(...params, query.limit ?? 100) as Array<Record<string, unknown>>).map(enrollmentOf);
   }
 
   installsPerKey(limit = 100): KeyInstalls[] {
-    return (this.#db.prepare(SQL.installsPerKey).all(limit) as Array<Record<string, unknown>>).map(keyPerKey);
+    return (this.#sql(SQL.installsPerKey).all(limit) as Array<Record<string, unknown>>).map(keyPerKey);
   }
 
   sweepChallenges(now = Date.now()): number {
-    return this.#db.prepare('DELETE FROM enroll_challenges WHERE expires <= ?').run(now).changes;
+    return this.#sql('DELETE FROM enroll_challenges WHERE expires <= ?').run(now).changes;
   }
 }
 
