@@ -219,6 +219,15 @@ describe('i1 stamps in the pipeline', () => {
     expect(record).toMatchObject({ attestation: 'valid', binding: 'install', install: 'new', verdict: 'allow', installId: e.iid });
   });
 
+  it('an i1 stamp on a body that is not a Messages request is still told genuine (and its nonce spent)', async () => {
+    const { key } = await main.v.storage.createApiKey('i1 bad body');
+    const e = await enroll(main.url, key, release);
+    const res = await post(`${main.url}/v1/messages`, key, stampBody('{"model":1}', installStamp(e), main.url, '/v1/messages', key));
+    expect(res.status).toBe(400);
+    const [record] = await main.v.storage.queryRecords({ limit: 1 });
+    expect(record).toMatchObject({ attestation: 'valid', verdict: 'block' });
+  });
+
   it('an install enrolled before the window is known', async () => {
     const { v, url } = await start({ MOAT_VERIFIER_INSTALL_NEW_HOURS: '0' });
     const { key } = await v.storage.createApiKey('known');
