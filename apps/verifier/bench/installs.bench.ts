@@ -120,8 +120,11 @@ if (devKey !== undefined) {
     flags,
     JSON.stringify({ features: { 'moat-policy-enrollment': { defaultValue: { perWindow: 1e6, installsPerKey: 1e6 } } } }),
   );
-  const env = { ...devEnvironment({ database: join(dir, 'live.db') }), MOAT_VERIFIER_FLAGS_FILE: flags };
-  env.MOAT_VERIFIER_ATTESTATION_KEYS = JSON.stringify([{ kid: devKey.kid, key: devKey.key }]);
+  const env: Record<string, string> = {
+    ...devEnvironment({ database: join(dir, 'live.db') }),
+    MOAT_VERIFIER_FLAGS_FILE: flags,
+    MOAT_VERIFIER_ATTESTATION_KEYS: JSON.stringify([{ kid: devKey.kid, key: devKey.key }]),
+  };
   const verifier = await createVerifier(loadConfig(env), { logLevel: 'silent' });
   const base = await verifier.listen();
   const { key } = await verifier.storage.createApiKey('bench');

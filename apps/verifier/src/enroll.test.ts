@@ -184,6 +184,9 @@ describe('enrollment limits (policy moat-policy-enrollment)', () => {
     expect(Number(third.headers.get('retry-after'))).toBeGreaterThan(500);
     const refused = await admin(url, `/admin/enrollments?key=${id}&outcome=limited`);
     expect(refused.enrollments).toHaveLength(1);
+    const metrics = await (await fetch(`${url}/metrics`, { headers: { authorization: `Bearer ${ADMIN}` } })).text();
+    expect(metrics).toContain('moat_enrollments_total{outcome="limited"} 1');
+    expect(metrics).toContain('moat_enrollments_total{outcome="created"} 2');
     // Another key has its own window.
     expect((await enroll(url, (await v.storage.createApiKey('other')).key, release)).status).toBe(201);
   });

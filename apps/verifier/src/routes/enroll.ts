@@ -187,11 +187,13 @@ export const enroll: RouteHandler = async ({ req, res, services, keyId }) => {
     });
     Object.assign(attempt, { outcome: overLimit ? 'over_limit' : 'created', installId: iid, reason: '201' });
     await services.storage.installs.recordEnrollment(attempt);
+    services.metrics.enrollments.inc({ outcome: attempt.outcome });
     sendJson(res, 201, { install_id: iid, ekid: request.ekid });
   } catch (error) {
     if (!(error instanceof EnrollRefusal)) throw error;
     Object.assign(attempt, { outcome: error.outcome, reason: `${error.status} ${error.code}` });
     await services.storage.installs.recordEnrollment(attempt);
+    services.metrics.enrollments.inc({ outcome: attempt.outcome });
     const headers = error.retryAfterSec === undefined ? {} : { 'retry-after': String(error.retryAfterSec) };
     sendJson(
       res,
