@@ -90,6 +90,8 @@ const fanIn = new GatewayStats({ maxKeys: N });
 for (const [i, iid] of iids.entries())
   fanIn.record(iid, { gateways: [], hops: [], userAgent: undefined, signals: [] }, `10.0.${(i >> 8) & 255}.${i & 255}`);
 const withFanIn = memory();
+// Both stay reachable until measured (an object no later code reads may be collected early).
+if (cache.size !== N || fanIn.reports().length !== N) throw new Error('the cache or the fan-in state lost entries');
 storage.close();
 
 const perInstall = (bytes: number) => bytes / N;
