@@ -11,7 +11,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { GatewayStats } from '@moat/gateway-detect/server';
 import { readDevKey } from '@moat/native/dev-key';
@@ -95,8 +95,9 @@ if (cache.size !== N || fanIn.reports().length !== N) throw new Error('the cache
 storage.close();
 
 const perInstall = (bytes: number) => bytes / N;
+const load = loadavg()[0]?.toFixed(1);
 console.log(
-  `moat-verifier per-install keys (${process.version}; store: ${STORE_N} installs in SQLite; cache and fan-in: ${N} installs, scaled to 10⁶)`,
+  `moat-verifier per-install keys (${process.version}; store: ${STORE_N} installs in SQLite; cache and fan-in: ${N} installs, scaled to 10⁶; load average ${load} at the end)`,
 );
 console.log('');
 console.log('| part | per install | per 10⁶ installs | note |');
