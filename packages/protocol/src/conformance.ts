@@ -3,12 +3,22 @@ import { createHmac, createPublicKey, timingSafeEqual, verify } from 'node:crypt
 import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { type AttributionFields, parseAttribution, serializeAttribution } from './attribution.js';
+import {
+  deriveInstallKey,
+  type EnrollmentFacts,
+  enrollmentOutcome,
+  type InstallFacts,
+  installSignal,
+  parseChallengeAnswer,
+  parseEnrollmentAnswer,
+  parseEnrollmentRequest,
+} from './enrollment.js';
 import { appendEnvelope, locateEnvelope, parseEnvelope } from './envelope.js';
 import { ProtocolError } from './errors.js';
 import { fingerprint, fingerprintChars } from './fingerprint.js';
 import { detectGateways, GATEWAY_RULES, parseGatewayRuleTable } from './gateway.js';
 import { describeValue } from './internal/describe.js';
-import { negotiateVersion, parseDiscovery, parseVersionHeader } from './negotiation.js';
+import { envelopeSchemeFor, negotiateVersion, parseDiscovery, parseVersionHeader } from './negotiation.js';
 import { firstUserText } from './request.js';
 import { conversationDigest, parseBlockSignature, type SigningContext, serializeBlockSignature, signingInput } from './signature.js';
 import { authorityOf, computeStamp, credentialOf, MIN_STAMP_KEY_BYTES, type RequestComponents, requestBase, verifyStamp } from './stamp.js';
@@ -49,6 +59,7 @@ export const VECTOR_FILES = [
   'gateway',
   'negotiation',
   'telemetry',
+  'enroll',
 ] as const;
 
 function pick(v: Vector, members: readonly string[]): Record<string, unknown> {
@@ -245,7 +256,7 @@ function stampCompute(req: Answer): Answer {
   // §15 order: location, then the key, then (r1) the request base.
   const key = hexBytes(req.key, 'key');
   checkStampKey(key);
-  const request = loc.envelope.binding === 'request' ? requestComponents(req.request) : undefined;
+  const request = loc.envelope.binding === undefined ? undefined : requestComponents(req.request);
   const stamp = computeStamp(key, body, loc.stampStart, loc.stampEnd, request);
   const stamped = new Uint8Array(body);
   stamped.set(utf8(stamp), loc.stampStart);
@@ -259,10 +270,10 @@ function stampVerify(req: Answer): Answer {
   const key = hexBytes(req.key, 'key');
   try {
     checkStampKey(key);
-    const request = loc.envelope.binding === 'request' ? requestComponents(req.request) : undefined;
+    const request = loc.envelope.binding === undefined ? undefined : requestComponents(req.request);
     return { result: verifyStamp(key, body, loc.stampStart, loc.stampEnd, request) ? 'valid' : 'invalid' };
   } catch (error) {
-    // §5.3: an r1 stamp that cannot be checked against a request is invalid.
+    // §5.3, §5.4: an r1 or i1 stamp that cannot be checked against a request is invalid.
     if (error instanceof ProtocolError && error.code === 'ERR_STAMP_REQUEST') return { result: 'invalid' };
     throw error;
   }
@@ -299,6 +310,86 @@ function gatewayDetect(req: Answer): Answer {
     return { detections: detectGateways({ headers: req.headers as Array<[string, string]>, ...baseUrl }, table) };
   });
 }
+
+function strings(value: unknown, what: string): string[] {
+  if (!Array.isArray(value) || !value.every((v) => typeof v === 'string')) throw new ConformanceRequestError(what, 'strings', value);
+  return value as string[];
+}
+
+function factsOf<T>(value: unknown, members: Readonly<Record<string, readonly unknown[]>>): T {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new ConformanceRequestError('facts', 'an object', value);
+  const facts = value as Record<string, unknown>;
+  for (const [member, allowed] of Object.entries(members))
+    if (facts[member] !== undefined && !allowed.includes(facts[member]))
+      throw new ConformanceRequestError(`facts.${member}`, `one of ${allowed.join(', ')}`, facts[member]);
+  return facts as T;
+}
+
+const SCHEMES = ['v1', 'r1', 'i1', 'none'];
+
+/** The enrollment operations (SPEC.md §5.4, §10.2, §10.3, §13). */
+const ENROLL_OPERATIONS: Readonly<Record<string, KitOperation>> = {
+  'enroll.derive': {
+    inputs: ['privateKey', 'peerPublicKey', 'challenge', 'installId', 'ekid', 'installPublicKey'],
+    outputs: ['valid', 'key', 'error'],
+    answer: (req) =>
+      validOrError(() => ({
+        key: toHex(
+          deriveInstallKey({
+            privateKey: hexBytes(req.privateKey, 'privateKey'),
+            peerPublicKey: hexBytes(req.peerPublicKey, 'peerPublicKey'),
+            challenge: hexBytes(req.challenge, 'challenge'),
+            installId: text(req.installId, 'installId'),
+            ekid: text(req.ekid, 'ekid'),
+            installPublicKey: text(req.installPublicKey, 'installPublicKey'),
+          }),
+        ),
+      })),
+  },
+  'enroll.request': {
+    inputs: ['input'],
+    outputs: ['valid', 'request', 'error'],
+    answer: (req) => validOrError(() => ({ request: parseEnrollmentRequest(req.input) })),
+  },
+  'enroll.answer': {
+    inputs: ['input'],
+    outputs: ['valid', 'answer', 'error'],
+    answer: (req) => validOrError(() => ({ answer: parseEnrollmentAnswer(req.input) })),
+  },
+  'enroll.challenge': {
+    inputs: ['input'],
+    outputs: ['valid', 'answer', 'error'],
+    answer: (req) => validOrError(() => ({ answer: parseChallengeAnswer(req.input) })),
+  },
+  'enroll.outcome': {
+    inputs: ['facts'],
+    outputs: ['outcome'],
+    answer: (req) => {
+      const facts = factsOf<EnrollmentFacts>(req.facts, {
+        request: ['valid', 'invalid'],
+        scheme: SCHEMES,
+        ekid: ['active', 'unknown'],
+        challenge: ['fresh', 'unknown', 'expired', 'used', 'other_credential'],
+        lowOrder: [true, false],
+        limit: ['within', 'over'],
+        limitAction: ['monitor', 'flag', 'block'],
+      });
+      return { outcome: enrollmentOutcome(facts) };
+    },
+  },
+  'enroll.signal': {
+    inputs: ['facts'],
+    outputs: ['install'],
+    answer: (req) => {
+      const facts = factsOf<InstallFacts>(req.facts, {
+        scheme: SCHEMES,
+        install: ['known', 'new', 'over_limit', 'revoked', 'unknown'],
+        releaseSpeaksInstallKeys: [true, false],
+      });
+      return { install: installSignal(facts) };
+    },
+  },
+};
 
 /**
  * The operations of the stdio interface (SPEC.md §15), one row each: named `file.op` after
@@ -446,6 +537,17 @@ export const KIT_OPERATIONS: Readonly<Record<string, KitOperation>> = {
     outputs: ['version'],
     answer: (req) => ({ version: negotiateVersion(integers(req.server, 'server'), integers(req.client, 'client')) ?? null }),
   },
+  'negotiation.scheme': {
+    inputs: ['features', 'pinned', 'enrolled'],
+    outputs: ['scheme'],
+    answer: (req) => {
+      const features = strings(req.features, 'features');
+      const pinned = req.pinned === undefined ? [] : strings(req.pinned, 'pinned');
+      if (req.enrolled !== undefined && typeof req.enrolled !== 'boolean')
+        throw new ConformanceRequestError('enrolled', 'a boolean', req.enrolled);
+      return { scheme: envelopeSchemeFor({ features, pinned, enrolled: req.enrolled === true }) ?? null };
+    },
+  },
   'telemetry.batch': {
     inputs: ['input', 'byteLength'],
     outputs: ['valid', 'batch', 'error'],
@@ -454,6 +556,7 @@ export const KIT_OPERATIONS: Readonly<Record<string, KitOperation>> = {
       return validOrError(() => ({ batch: parseTelemetryBatch(req.input, byteLength) }));
     },
   },
+  ...ENROLL_OPERATIONS,
 };
 
 /** The operation a vector case runs through: `file.op`, or the row of that file that also runs `op`. */
