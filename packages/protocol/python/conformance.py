@@ -358,18 +358,47 @@ def derive(req: dict) -> dict:
     return {"key": key.hex()}
 
 
-def facts(req: dict) -> dict:
+SCHEMES = ("v1", "r1", "i1", "none")
+OUTCOME_FACTS = {
+    "request": ("valid", "invalid"),
+    "scheme": SCHEMES,
+    "attestation": mp.ATTESTATION_SIGNALS,
+    "ekid": ("active", "unknown"),
+    "challenge": ("fresh", "unknown", "expired", "used", "other_credential"),
+    "lowOrder": (True, False),
+    "limit": ("within", "over"),
+    "limitAction": ("monitor", "flag", "block"),
+}
+SIGNAL_FACTS = {
+    "scheme": SCHEMES,
+    "attestation": mp.ATTESTATION_SIGNALS,
+    "install": ("known", "new", "over_limit", "revoked", "unknown"),
+    "releaseSpeaksInstallKeys": (True, False),
+}
+
+
+def facts(req: dict, members: dict, optional: tuple = ()) -> dict:
     value = req.get("facts")
     if not isinstance(value, dict):
         raise RequestError("facts: expected an object")
+    for member, allowed in members.items():
+        if member not in value and member in optional:
+            continue
+        # bool is an int in Python: compare types too, so 1 is not True.
+        if not any(value.get(member) == a and type(value.get(member)) is type(a) for a in allowed):
+            raise RequestError(f"facts.{member}: expected one of {allowed}")
     return value
+
+
+def strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
 
 
 def scheme(req: dict) -> dict:
     features = req.get("features")
     pinned = req.get("pinned", [])
     enrolled = req.get("enrolled", False)
-    if not isinstance(features, list) or not isinstance(pinned, list) or not isinstance(enrolled, bool):
+    if not strings(features) or not strings(pinned) or not isinstance(enrolled, bool):
         raise RequestError("features, pinned: expected strings; enrolled: a boolean")
     return {"scheme": mp.envelope_scheme_for(features, pinned, enrolled)}
 
@@ -402,8 +431,8 @@ OPERATIONS: dict[str, Callable[[dict], dict]] = {
     "enroll.request": lambda r: valid_or_error(lambda: {"request": mp.parse_enrollment_request(r.get("input"))}),
     "enroll.answer": lambda r: valid_or_error(lambda: {"answer": mp.parse_enrollment_answer(r.get("input"))}),
     "enroll.challenge": lambda r: valid_or_error(lambda: {"answer": mp.parse_challenge_answer(r.get("input"))}),
-    "enroll.outcome": lambda r: {"outcome": mp.enrollment_outcome(facts(r))},
-    "enroll.signal": lambda r: {"install": mp.install_signal(facts(r))},
+    "enroll.outcome": lambda r: {"outcome": mp.enrollment_outcome(facts(r, OUTCOME_FACTS))},
+    "enroll.signal": lambda r: {"install": mp.install_signal(facts(r, SIGNAL_FACTS, ("install", "releaseSpeaksInstallKeys")))},
 }
 
 

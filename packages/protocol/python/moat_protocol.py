@@ -1079,6 +1079,7 @@ def parse_telemetry_batch(batch: Any, byte_length: Optional[int] = None) -> dict
 # ---------------------------------------------------------------------------------------
 # §5.4 install keys, §10.2-§10.4 enrollment, §13 the install signal
 
+ATTESTATION_SIGNALS = ("valid", "invalid", "missing", "replayed", "stale", "unknown_key", "unavailable", "revoked")
 INSTALL_KEY_LABEL = "moat-install/1"
 ENROLLMENT_CHALLENGE_PATH = "/v1/moat/enroll/challenge"
 ENROLLMENT_PATH = "/v1/moat/enroll"

@@ -20,6 +20,7 @@ import { detectGateways, GATEWAY_RULES, parseGatewayRuleTable } from './gateway.
 import { describeValue } from './internal/describe.js';
 import { envelopeSchemeFor, negotiateVersion, parseDiscovery, parseVersionHeader } from './negotiation.js';
 import { firstUserText } from './request.js';
+import { ATTESTATION_SIGNALS } from './signals.js';
 import { conversationDigest, parseBlockSignature, type SigningContext, serializeBlockSignature, signingInput } from './signature.js';
 import { authorityOf, computeStamp, credentialOf, MIN_STAMP_KEY_BYTES, type RequestComponents, requestBase, verifyStamp } from './stamp.js';
 import { errorMessage } from './support/index.js';
@@ -316,12 +317,15 @@ function strings(value: unknown, what: string): string[] {
   return value as string[];
 }
 
-function factsOf<T>(value: unknown, members: Readonly<Record<string, readonly unknown[]>>): T {
+/** The `facts` of an enroll.outcome or enroll.signal request: each member present (unless optional) and one of its values. */
+function factsOf<T>(value: unknown, members: Readonly<Record<string, readonly unknown[]>>, optional: readonly string[] = []): T {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new ConformanceRequestError('facts', 'an object', value);
   const facts = value as Record<string, unknown>;
-  for (const [member, allowed] of Object.entries(members))
-    if (facts[member] !== undefined && !allowed.includes(facts[member]))
+  for (const [member, allowed] of Object.entries(members)) {
+    if (facts[member] === undefined && optional.includes(member)) continue;
+    if (!allowed.includes(facts[member]))
       throw new ConformanceRequestError(`facts.${member}`, `one of ${allowed.join(', ')}`, facts[member]);
+  }
   return facts as T;
 }
 
@@ -368,6 +372,7 @@ const ENROLL_OPERATIONS: Readonly<Record<string, KitOperation>> = {
       const facts = factsOf<EnrollmentFacts>(req.facts, {
         request: ['valid', 'invalid'],
         scheme: SCHEMES,
+        attestation: ATTESTATION_SIGNALS,
         ekid: ['active', 'unknown'],
         challenge: ['fresh', 'unknown', 'expired', 'used', 'other_credential'],
         lowOrder: [true, false],
@@ -381,11 +386,16 @@ const ENROLL_OPERATIONS: Readonly<Record<string, KitOperation>> = {
     inputs: ['facts'],
     outputs: ['install'],
     answer: (req) => {
-      const facts = factsOf<InstallFacts>(req.facts, {
-        scheme: SCHEMES,
-        install: ['known', 'new', 'over_limit', 'revoked', 'unknown'],
-        releaseSpeaksInstallKeys: [true, false],
-      });
+      const facts = factsOf<InstallFacts>(
+        req.facts,
+        {
+          scheme: SCHEMES,
+          attestation: ATTESTATION_SIGNALS,
+          install: ['known', 'new', 'over_limit', 'revoked', 'unknown'],
+          releaseSpeaksInstallKeys: [true, false],
+        },
+        ['install', 'releaseSpeaksInstallKeys'],
+      );
       return { install: installSignal(facts) };
     },
   },
