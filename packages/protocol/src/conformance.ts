@@ -331,6 +331,11 @@ function factsOf<T>(value: unknown, members: Readonly<Record<string, readonly un
 
 const SCHEMES = ['v1', 'r1', 'i1', 'none'];
 
+/** An operation that parses `input`: `valid` and the parsed value as `member`, or `valid: false` and the error. */
+function parseOperation(member: string, parse: (input: unknown) => unknown): KitOperation {
+  return { inputs: ['input'], outputs: ['valid', member, 'error'], answer: (req) => validOrError(() => ({ [member]: parse(req.input) })) };
+}
+
 /** The enrollment operations (SPEC.md §5.4, §10.2, §10.3, §13). */
 const ENROLL_OPERATIONS: Readonly<Record<string, KitOperation>> = {
   'enroll.derive': {
@@ -350,21 +355,9 @@ const ENROLL_OPERATIONS: Readonly<Record<string, KitOperation>> = {
         ),
       })),
   },
-  'enroll.request': {
-    inputs: ['input'],
-    outputs: ['valid', 'request', 'error'],
-    answer: (req) => validOrError(() => ({ request: parseEnrollmentRequest(req.input) })),
-  },
-  'enroll.answer': {
-    inputs: ['input'],
-    outputs: ['valid', 'answer', 'error'],
-    answer: (req) => validOrError(() => ({ answer: parseEnrollmentAnswer(req.input) })),
-  },
-  'enroll.challenge': {
-    inputs: ['input'],
-    outputs: ['valid', 'answer', 'error'],
-    answer: (req) => validOrError(() => ({ answer: parseChallengeAnswer(req.input) })),
-  },
+  'enroll.request': parseOperation('request', parseEnrollmentRequest),
+  'enroll.answer': parseOperation('answer', parseEnrollmentAnswer),
+  'enroll.challenge': parseOperation('answer', parseChallengeAnswer),
   'enroll.outcome': {
     inputs: ['facts'],
     outputs: ['outcome'],
@@ -427,11 +420,7 @@ export const KIT_OPERATIONS: Readonly<Record<string, KitOperation>> = {
       return validOrError(() => ({ serialized: serializeAttribution(req.fields as AttributionFields) }));
     },
   },
-  'envelope.parse': {
-    inputs: ['input'],
-    outputs: ['valid', 'envelope', 'error'],
-    answer: (req) => validOrError(() => ({ envelope: parseEnvelope(req.input) })),
-  },
+  'envelope.parse': parseOperation('envelope', parseEnvelope),
   'envelope.locate': {
     inputs: ['body'],
     outputs: ['status', 'envelope', 'memberStart', 'valueStart', 'valueEnd', 'stampStart', 'stampEnd', 'error'],
@@ -532,11 +521,7 @@ export const KIT_OPERATIONS: Readonly<Record<string, KitOperation>> = {
         return {};
       }),
   },
-  'negotiation.discovery': {
-    inputs: ['input'],
-    outputs: ['valid', 'discovery', 'error'],
-    answer: (req) => validOrError(() => ({ discovery: parseDiscovery(req.input) })),
-  },
+  'negotiation.discovery': parseOperation('discovery', parseDiscovery),
   'negotiation.version_header': {
     inputs: ['input'],
     outputs: ['versions'],

@@ -9,7 +9,7 @@
 import { createHash } from 'node:crypto';
 import { x25519 } from '@noble/curves/ed25519.js';
 import * as p from '../dist/index.js';
-import { attempt, type Case, fromHex, hex, stamped } from './support.ts';
+import { attempt, type Case, fromHex, hex, REQUEST, stamped } from './support.ts';
 
 const STAMP32 = '0123456789abcdef0123456789abcdef';
 const label = (text: string) => createHash('sha256').update(text).digest();
@@ -84,8 +84,6 @@ export function envelope120(): Case[] {
   });
   return cases;
 }
-
-const REQUEST: p.RequestComponents = { method: 'POST', authority: 'api.example.com', path: '/v1/messages', credential: 'sk-ant-test-0001' };
 
 function i1Body(text: string): string {
   return p.appendEnvelope(

@@ -16,7 +16,7 @@ import { fileURLToPath } from 'node:url';
 import { ed25519 } from '@noble/curves/ed25519.js';
 import * as p from '../dist/index.js';
 import { enroll120, envelope120, negotiation120, stamp120 } from './cases-1.2.ts';
-import { attempt, type Case, fromHex, hex, stamped } from './support.ts';
+import { attempt, type Case, fromHex, hex, REQUEST, stamped } from './support.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const SPEC_VERSION = p.SPEC_VERSION;
@@ -380,13 +380,6 @@ function stampCases(): Case[] {
   }
   return cases;
 }
-
-const REQUEST: p.RequestComponents = {
-  method: 'POST',
-  authority: 'api.example.com',
-  path: '/v1/messages',
-  credential: 'sk-ant-test-0001',
-};
 
 function r1Body(extra: string): string {
   return p.appendEnvelope(

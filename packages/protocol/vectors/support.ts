@@ -3,6 +3,14 @@ import * as p from '../dist/index.js';
 
 export type Case = Record<string, unknown> & { name: string; op: string };
 
+/** The request components of the r1 and i1 stamp vectors. */
+export const REQUEST: p.RequestComponents = {
+  method: 'POST',
+  authority: 'api.example.com',
+  path: '/v1/messages',
+  credential: 'sk-ant-test-0001',
+};
+
 export function hex(bytes: Uint8Array): string {
   return Buffer.from(bytes).toString('hex');
 }
