@@ -162,6 +162,12 @@ const SQL = {
     'FROM installs GROUP BY key_id ORDER BY COUNT(*) DESC, key_id LIMIT ?',
 } as const;
 
+/** An install's values in {@link SQL.createInstall}'s order (`bool` writes a flag as the backend keeps it). */
+function installValues(row: InstallRow, bool: (b: boolean) => unknown): unknown[] {
+  const { iid, keyId, installKey, ekid, challenge, created, revokedAt, overLimit, releaseKid } = row;
+  return [iid, keyId, installKey, ekid, challenge, created, revokedAt, bool(overLimit), releaseKid];
+}
+
 /** The WHERE clause of an enrollment query, values bound. */
 function enrollmentWhere(query: EnrollmentQuery): { where: string; params: unknown[] } {
   const clauses: string[] = [];
@@ -229,17 +235,7 @@ export class SqliteInstallStore implements InstallStore {
   }
 
   createInstall(row: InstallRow): void {
-    this.#sql(SQL.createInstall).run(
-      row.iid,
-      row.keyId,
-      row.installKey,
-      row.ekid,
-      row.challenge,
-      row.created,
-      row.revokedAt,
-      row.overLimit ? 1 : 0,
-      row.releaseKid,
-    );
+    this.#sql(SQL.createInstall).run(...installValues(row, (b) => (b ? 1 : 0)));
   }
 
   install(iid: string): InstallRow | undefined {
@@ -322,17 +318,10 @@ export class PgInstallStore implements InstallStore {
   }
 
   async createInstall(row: InstallRow): Promise<void> {
-    await this.#rows(SQL.createInstall, [
-      row.iid,
-      row.keyId,
-      row.installKey,
-      row.ekid,
-      row.challenge,
-      row.created,
-      row.revokedAt,
-      row.overLimit,
-      row.releaseKid,
-    ]);
+    await this.#rows(
+      SQL.createInstall,
+      installValues(row, (b) => b),
+    );
   }
 
   async install(iid: string): Promise<InstallRow | undefined> {
