@@ -191,6 +191,53 @@ describe('enrollment limits (policy moat-policy-enrollment)', () => {
     expect((await enroll(url, (await v.storage.createApiKey('other')).key, release)).status).toBe(201);
   });
 
+  it('a GrowthBook rule sets one key’s limits; other keys keep the default', async () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'moat-flags-')), 'flags.json');
+    const rule = { condition: { id: 'key_fleet' }, force: { perWindow: 3 } };
+    writeFileSync(file, JSON.stringify({ features: { 'moat-policy-enrollment': { defaultValue: { perWindow: 1 }, rules: [rule] } } }));
+    const { v, url } = await start({ MOAT_VERIFIER_FLAGS_FILE: file });
+    const fleet = `sk-fleet-${randomBytes(8).toString('hex')}`;
+    await v.storage.importApiKey('key_fleet', fleet, 'ci fleet');
+    const person = await v.storage.createApiKey('person');
+    const statuses = async (key: string, n: number) => {
+      const out: number[] = [];
+      for (let i = 0; i < n; i++) out.push((await enroll(url, key, release)).status);
+      return out;
+    };
+    expect(await statuses(fleet, 4)).toEqual([201, 201, 201, 429]);
+    expect(await statuses(person.key, 2)).toEqual([201, 429]);
+  });
+
+  it('a retired enrollment key enrolls nothing new; the installs it enrolled keep stamping', async () => {
+    const [oldKey, newKey] = [randomBytes(32).toString('hex'), randomBytes(32).toString('hex')];
+    const database = join(mkdtempSync(join(tmpdir(), 'moat-enroll-')), 'v.db');
+    const first = await start({
+      MOAT_VERIFIER_DATABASE: database,
+      MOAT_VERIFIER_ENROLLMENT_KEYS: JSON.stringify([{ kid: 'e_old', key: oldKey }]),
+    });
+    const { id, key } = await first.v.storage.createApiKey('rotation');
+    const enrolled = await enroll(first.url, key, release);
+    await first.v.close();
+    verifiers.splice(verifiers.indexOf(first.v), 1);
+    const second = await start({
+      MOAT_VERIFIER_DATABASE: database,
+      MOAT_VERIFIER_ENROLLMENT_KEYS: JSON.stringify([
+        { kid: 'e_new', key: newKey },
+        { kid: 'e_old', key: oldKey, retired: true },
+      ]),
+    });
+    // Each start() has its own server secret, which API keys are hashed with: the key is taken over.
+    await second.v.storage.importApiKey(id, key, 'rotation');
+    const doc = (await (await fetch(`${second.url}/v1/moat`)).json()) as any;
+    expect(doc.moat.enrollment.kid).toBe('e_new');
+    expect((await enroll(second.url, key, release, { ekid: 'e_old' })).status).toBe(400);
+    expect((await enroll(second.url, key, release)).status).toBe(201);
+    expect((await message(second.url, second.v, key, installStamp(enrolled))).record).toMatchObject({
+      attestation: 'valid',
+      install: 'new',
+    });
+  });
+
   it('block: past the installs per key, whatever the window; a revoked install frees its place', async () => {
     const { v, url } = await start(flags({ installsPerKey: 1 }));
     const { key } = await v.storage.createApiKey('capped');
