@@ -90,6 +90,15 @@ describe('discovery and the challenge', () => {
     expect((await post(`${main.url}${ENROLLMENT_CHALLENGE_PATH}`, 'sk-unknown', '')).status).toBe(401);
     expect((await post(`${main.url}${ENROLLMENT_CHALLENGE_PATH}`, key, '{"x":1}')).status).toBe(400);
   });
+
+  it('a key that asks for challenges it never uses is refused past 32 open ones (429 with retry-after)', async () => {
+    const { key } = await main.v.storage.createApiKey('challenge flood');
+    const statuses: number[] = [];
+    for (let i = 0; i < 33; i++) statuses.push((await post(`${main.url}${ENROLLMENT_CHALLENGE_PATH}`, key, '')).status);
+    expect(statuses.filter((s) => s === 200)).toHaveLength(32);
+    const refused = await post(`${main.url}${ENROLLMENT_CHALLENGE_PATH}`, key, '');
+    expect([refused.status, refused.headers.get('retry-after')]).toEqual([429, '60']);
+  });
 });
 
 describe('POST /v1/moat/enroll, in its order of checks', () => {

@@ -68,8 +68,12 @@ type MaybePromise<T> = T | Promise<T>;
 
 /** The installs part of the storage (both backends). */
 export interface InstallStore {
-  /** Keeps a challenge for `credential` (its SHA-256, hex) until `expiresAt` (Unix ms). */
-  issueChallenge(challenge: string, credential: string, expiresAt: number): MaybePromise<void>;
+  /**
+   * Keeps a challenge for `credential` (its SHA-256, hex) until `expiresAt` (Unix ms) — unless
+   * `max` challenges were issued to it within the last lifetime (`expiresAt` − now): then false,
+   * and nothing is kept (a key cannot fill the store with challenges it never uses).
+   */
+  issueChallenge(challenge: string, credential: string, expiresAt: number, max?: number): MaybePromise<boolean>;
   /** Spends a challenge: true once, only under the credential it was issued to and before it expired. */
   consumeChallenge(challenge: string, credential: string, now?: number): MaybePromise<boolean>;
   /** Live (unrevoked) installs of a key. */
@@ -211,12 +215,17 @@ export class SqliteInstallStore implements InstallStore {
     return statement;
   }
 
-  issueChallenge(challenge: string, credential: string, expiresAt: number): void {
+  issueChallenge(challenge: string, credential: string, expiresAt: number, max = Number.POSITIVE_INFINITY): boolean {
+    const open = this.#sql('SELECT COUNT(*) n FROM enroll_challenges WHERE credential = ? AND expires > ?').get(credential, Date.now()) as {
+      n: number;
+    };
+    if (open.n >= max) return false;
     this.#sql('INSERT OR REPLACE INTO enroll_challenges (challenge, credential, expires) VALUES (?, ?, ?)').run(
       challenge,
       credential,
       expiresAt,
     );
+    return true;
   }
 
   consumeChallenge(challenge: string, credential: string, now = Date.now()): boolean {
@@ -271,6 +280,8 @@ export class SqliteInstallStore implements InstallStore {
   }
 }
 
+const DECR_IF_EXISTS = "if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('DECR', KEYS[1]) end return 0";
+
 /** `?` placeholders numbered for PostgreSQL. */
 export function numbered(sql: string): string {
   let n = 0;
@@ -298,14 +309,28 @@ export class PgInstallStore implements InstallStore {
     return (await this.#pool.query(numbered(sql), params)).rows as Array<Record<string, unknown>>;
   }
 
-  async issueChallenge(challenge: string, credential: string, expiresAt: number): Promise<void> {
+  async issueChallenge(challenge: string, credential: string, expiresAt: number, max = Number.POSITIVE_INFINITY): Promise<boolean> {
     const ttl = Math.max(1, expiresAt - Date.now());
+    // Open challenges of this credential: counted up here, down when one is spent, and forgotten one
+    // lifetime after the first (so challenges that expire unused are not counted for longer).
+    const counter = `${this.#prefix}count:${credential}`;
+    const counted = await this.#redis.multi().incr(counter).pexpire(counter, ttl, 'NX').exec();
+    if (counted === null) throw new Error('redis transaction aborted');
+    if (Number(counted[0]?.[1]) > max) {
+      // Refused: not an open challenge.
+      await this.#redis.eval(DECR_IF_EXISTS, 1, counter);
+      return false;
+    }
     await this.#redis.set(`${this.#prefix}${challenge}:${credential}`, '1', 'PX', ttl);
+    return true;
   }
 
   async consumeChallenge(challenge: string, credential: string): Promise<boolean> {
     // DEL answers 1 to exactly one caller, whichever replica it runs on; Redis has expired it when it is late.
-    return (await this.#redis.del(`${this.#prefix}${challenge}:${credential}`)) === 1;
+    if ((await this.#redis.del(`${this.#prefix}${challenge}:${credential}`)) !== 1) return false;
+    // One open challenge fewer (the counter is left alone once it expired, so it never outlives its lifetime).
+    await this.#redis.eval(DECR_IF_EXISTS, 1, `${this.#prefix}count:${credential}`);
+    return true;
   }
 
   async countInstalls(keyId: string): Promise<number> {
