@@ -67,7 +67,11 @@ export function parseEnrollmentRequest(body: unknown): EnrollmentRequest {
   decodeEnrollmentBytes(body.install_key, '"install_key"');
   decodeEnrollmentBytes(body.challenge, '"challenge"');
   if (typeof body.ekid !== 'string' || !KEY_ID_PATTERN.test(body.ekid)) {
-    throw new ProtocolError('ERR_ENROLLMENT', '"ekid" as a key id matching [A-Za-z0-9_-]{1,32}', describeValue(body.ekid));
+    throw new ProtocolError(
+      'ERR_ENROLLMENT',
+      '"ekid" as a key id matching [A-Za-z0-9_-]{1,32}',
+      describeValue(body.ekid),
+    );
   }
   return { v: 1, installKey: body.install_key as string, challenge: body.challenge as string, ekid: body.ekid };
 }
@@ -89,7 +93,12 @@ export function tryParseEnrollmentRequest(body: unknown): ParseResult<Enrollment
  * ```
  */
 export function enrollmentRequestBody(request: Omit<EnrollmentRequest, 'v'>): string {
-  const parsed = parseEnrollmentRequest({ v: 1, install_key: request.installKey, challenge: request.challenge, ekid: request.ekid });
+  const parsed = parseEnrollmentRequest({
+    v: 1,
+    install_key: request.installKey,
+    challenge: request.challenge,
+    ekid: request.ekid,
+  });
   return `{"v":1,"install_key":"${parsed.installKey}","challenge":"${parsed.challenge}","ekid":"${parsed.ekid}"}`;
 }
 
@@ -109,10 +118,18 @@ export interface EnrollmentAnswer {
 export function parseEnrollmentAnswer(body: unknown): EnrollmentAnswer {
   if (!isRecord(body)) throw new ProtocolError('ERR_ENROLLMENT', 'an enrollment answer object', describeValue(body));
   if (!isInstallId(body.install_id)) {
-    throw new ProtocolError('ERR_ENROLLMENT', '"install_id" as "i" and 24 lowercase hex digits', describeValue(body.install_id));
+    throw new ProtocolError(
+      'ERR_ENROLLMENT',
+      '"install_id" as "i" and 24 lowercase hex digits',
+      describeValue(body.install_id),
+    );
   }
   if (typeof body.ekid !== 'string' || !KEY_ID_PATTERN.test(body.ekid)) {
-    throw new ProtocolError('ERR_ENROLLMENT', '"ekid" as a key id matching [A-Za-z0-9_-]{1,32}', describeValue(body.ekid));
+    throw new ProtocolError(
+      'ERR_ENROLLMENT',
+      '"ekid" as a key id matching [A-Za-z0-9_-]{1,32}',
+      describeValue(body.ekid),
+    );
   }
   return { installId: body.install_id, ekid: body.ekid };
 }
@@ -134,7 +151,11 @@ export function parseChallengeAnswer(body: unknown): ChallengeAnswer {
   if (!isRecord(body)) throw new ProtocolError('ERR_ENROLLMENT', 'a challenge answer object', describeValue(body));
   decodeEnrollmentBytes(body.challenge, '"challenge"');
   const expiresIn = body.expires_in;
-  if (!Number.isSafeInteger(expiresIn) || (expiresIn as number) < 1 || (expiresIn as number) > MAX_CHALLENGE_LIFETIME_SECONDS) {
+  if (
+    !Number.isSafeInteger(expiresIn) ||
+    (expiresIn as number) < 1 ||
+    (expiresIn as number) > MAX_CHALLENGE_LIFETIME_SECONDS
+  ) {
     throw new ProtocolError(
       'ERR_ENROLLMENT',
       `"expires_in" as an integer from 1 to ${MAX_CHALLENGE_LIFETIME_SECONDS}`,
@@ -197,7 +218,8 @@ function checkBytes(value: unknown, what: string): Uint8Array {
  *   id or key id outside its grammar, a public key text that is not base64url of 32 bytes, or an all-zero `Z`.
  * @example
  * ```ts
- * const k = deriveInstallKey({ privateKey, peerPublicKey, challenge, installId: 'i0123…', ekid: 'e2026a', installPublicKey });
+ * const input = { privateKey, peerPublicKey, challenge, installId: 'i0123…', ekid: 'e2026a', installPublicKey };
+ * const k = deriveInstallKey(input);
  * computeStamp(k, body, loc.stampStart, loc.stampEnd, request); // for an i1 envelope
  * ```
  */
@@ -206,7 +228,11 @@ export function deriveInstallKey(input: InstallKeyInput): Uint8Array {
   const peerPublicKey = checkBytes(input.peerPublicKey, 'a peer public key');
   const challenge = checkBytes(input.challenge, 'a challenge');
   if (!isInstallId(input.installId)) {
-    throw new ProtocolError('ERR_ENROLLMENT', 'an install id of "i" and 24 lowercase hex digits', describeValue(input.installId));
+    throw new ProtocolError(
+      'ERR_ENROLLMENT',
+      'an install id of "i" and 24 lowercase hex digits',
+      describeValue(input.installId),
+    );
   }
   if (typeof input.ekid !== 'string' || !KEY_ID_PATTERN.test(input.ekid)) {
     throw new ProtocolError('ERR_ENROLLMENT', 'an ekid matching [A-Za-z0-9_-]{1,32}', describeValue(input.ekid));
@@ -214,7 +240,11 @@ export function deriveInstallKey(input: InstallKeyInput): Uint8Array {
   decodeEnrollmentBytes(input.installPublicKey, 'the install public key');
   const z = x25519(privateKey, peerPublicKey);
   if (z === undefined || z.every((b) => b === 0)) {
-    throw new ProtocolError('ERR_ENROLLMENT', 'a public key of full order (non-zero X25519 shared secret)', 'a low-order point');
+    throw new ProtocolError(
+      'ERR_ENROLLMENT',
+      'a public key of full order (non-zero X25519 shared secret)',
+      'a low-order point',
+    );
   }
   const info = lengthPrefixed([INSTALL_KEY_LABEL, input.installId, input.ekid, input.installPublicKey]);
   const key = new Uint8Array(hkdfSync('sha256', z, challenge, info, ENROLLMENT_KEY_BYTES));
@@ -276,7 +306,8 @@ export type EnrollmentOutcome =
  * @example
  * ```ts
  * enrollmentOutcome({ request: 'valid', scheme: 'r1', attestation: 'replayed', ekid: 'active',
- *   challenge: 'fresh', lowOrder: false, limit: 'within', limitAction: 'block' }); // { status: 409, reason: 'replayed' }
+ *   challenge: 'fresh', lowOrder: false, limit: 'within', limitAction: 'block' });
+ * // { status: 409, reason: 'replayed' }
  * ```
  */
 export function enrollmentOutcome(facts: EnrollmentFacts): EnrollmentOutcome {
@@ -315,12 +346,17 @@ export interface InstallFacts {
  */
 export function installSignal(facts: InstallFacts): InstallSignal {
   if (facts.scheme === 'i1') {
-    if (facts.attestation === 'revoked' || (facts.attestation === 'valid' && facts.install === 'revoked')) return 'revoked';
+    if (facts.attestation === 'revoked' || (facts.attestation === 'valid' && facts.install === 'revoked'))
+      return 'revoked';
     if (facts.attestation !== 'valid') return 'none';
     const install = facts.install;
     return install === 'known' || install === 'new' || install === 'over_limit' ? install : 'none';
   }
-  if ((facts.scheme === 'r1' || facts.scheme === 'v1') && facts.attestation === 'valid' && facts.releaseSpeaksInstallKeys === true) {
+  if (
+    (facts.scheme === 'r1' || facts.scheme === 'v1') &&
+    facts.attestation === 'valid' &&
+    facts.releaseSpeaksInstallKeys === true
+  ) {
     return 'release_only';
   }
   return 'none';

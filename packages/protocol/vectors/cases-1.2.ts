@@ -15,7 +15,9 @@ const STAMP32 = '0123456789abcdef0123456789abcdef';
 const label = (text: string) => createHash('sha256').update(text).digest();
 
 export const INSTALL_PRIVATE = hex(label('moat test-vector X25519 install key: public, never a deployment key'));
-export const VERIFIER_PRIVATE = hex(label('moat test-vector X25519 verifier enrollment key: public, never a deployment key'));
+export const VERIFIER_PRIVATE = hex(
+  label('moat test-vector X25519 verifier enrollment key: public, never a deployment key'),
+);
 const INSTALL_PUBLIC = hex(x25519.getPublicKey(fromHex(INSTALL_PRIVATE)));
 const VERIFIER_PUBLIC = hex(x25519.getPublicKey(fromHex(VERIFIER_PRIVATE)));
 const INSTALL_KEY_TEXT = Buffer.from(INSTALL_PUBLIC, 'hex').toString('base64url');
@@ -106,7 +108,8 @@ export function stamp120(): Case[] {
     const r = attempt(() => stamped(k, b, request ?? ({} as p.RequestComponents)));
     const stamp = r.ok ? p.locateEnvelope(p.utf8(r.value)) : undefined;
     const base = { name, op: 'compute', key: k, body: b, ...(request === undefined ? {} : { request }) };
-    if (r.ok && stamp?.status === 'found') cases.push({ ...base, valid: true, stamp: stamp.envelope.stamp, stamped: r.value });
+    if (r.ok && stamp?.status === 'found')
+      cases.push({ ...base, valid: true, stamp: stamp.envelope.stamp, stamped: r.value });
     else cases.push({ ...base, valid: false, error: r.ok ? 'none' : r.error });
   }
   const good = stamped(key, body, REQUEST);
@@ -131,7 +134,8 @@ export function stamp120(): Case[] {
     const loc = p.locateEnvelope(p.utf8(b));
     if (loc.status !== 'found') throw new Error(`${name}: not found`);
     const got =
-      request !== undefined && p.computeStamp(fromHex(k), p.utf8(b), loc.stampStart, loc.stampEnd, request) === loc.envelope.stamp;
+      request !== undefined &&
+      p.computeStamp(fromHex(k), p.utf8(b), loc.stampStart, loc.stampEnd, request) === loc.envelope.stamp;
     if ((got ? 'valid' : 'invalid') !== result) throw new Error(`${name}: expected ${result}`);
     cases.push({ name, op: 'verify', key: k, body: b, ...(request === undefined ? {} : { request }), result });
   }
@@ -164,10 +168,15 @@ export function negotiation120(): Case[] {
     ['enrollment.kid of 33 characters', doc({ ...ENROLLMENT, kid: 'e'.repeat(33) })],
     ['enrollment.key of 31 bytes', doc({ ...ENROLLMENT, key: Buffer.alloc(31, 7).toString('base64url') })],
     ['enrollment.key padded', doc({ ...ENROLLMENT, key: `${key}=` })],
-    ['enrollment.key with non-zero trailing bits', doc({ ...ENROLLMENT, key: `${key.slice(0, 42)}${key[42] === 'B' ? 'C' : 'B'}` })],
+    [
+      'enrollment.key with non-zero trailing bits',
+      doc({ ...ENROLLMENT, key: `${key.slice(0, 42)}${key[42] === 'B' ? 'C' : 'B'}` }),
+    ],
     ['enrollment.key in standard base64', doc({ ...ENROLLMENT, key: `+${key.slice(1)}` })],
   ];
-  const cases = docs.map(([name, input]) => parseCase('discovery', name, JSON.parse(JSON.stringify(input)), p.parseDiscovery, 'discovery'));
+  const cases = docs.map(([name, input]) =>
+    parseCase('discovery', name, JSON.parse(JSON.stringify(input)), p.parseDiscovery, 'discovery'),
+  );
   const choices: Array<[string, p.SchemeChoice]> = [
     [
       'scheme: enrolled at an origin that advertises install_keys',
@@ -182,15 +191,22 @@ export function negotiation120(): Case[] {
       'scheme: enrolled, discovery edited to drop request_binding too',
       { features: ['attestation'], pinned: ['request_binding', 'install_keys'], enrolled: true },
     ],
-    ['scheme: request_binding pinned, discovery edited to drop it', { features: ['attestation'], pinned: ['request_binding'] }],
+    [
+      'scheme: request_binding pinned, discovery edited to drop it',
+      { features: ['attestation'], pinned: ['request_binding'] },
+    ],
     ['scheme: attestation only', { features: ['attestation'] }],
-    ['scheme: no attestation, no envelope even when enrolled', { features: ['telemetry'], pinned: ['install_keys'], enrolled: true }],
+    [
+      'scheme: no attestation, no envelope even when enrolled',
+      { features: ['telemetry'], pinned: ['install_keys'], enrolled: true },
+    ],
   ];
-  for (const [name, choice] of choices) cases.push({ name, op: 'scheme', ...choice, scheme: p.envelopeSchemeFor(choice) ?? null });
+  for (const [name, choice] of choices)
+    cases.push({ name, op: 'scheme', ...choice, scheme: p.envelopeSchemeFor(choice) ?? null });
   return cases;
 }
 
-/** enroll.json: the install key (§5.4), the enrollment messages (§10.2, §10.3), the verifier's answers and signal. */
+/** enroll.json: the install key (§5.4), the enrollment messages (§10.2, §10.3), the verifier's answers, the signal. */
 export function enroll120(): Case[] {
   return [...deriveCases(), ...messageCases(), ...outcomeCases(), ...signalCases()];
 }
@@ -220,7 +236,8 @@ function deriveCases(): Case[] {
   // RFC 7748 §6.1's Alice and Bob, so an X25519 that disagrees with the RFC fails here.
   const alice = '77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a';
   const bob = 'de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f';
-  const topBit = `${VERIFIER_PUBLIC.slice(0, 62)}${(Number.parseInt(VERIFIER_PUBLIC.slice(62), 16) | 0x80).toString(16)}`;
+  const lastByte = (Number.parseInt(VERIFIER_PUBLIC.slice(62), 16) | 0x80).toString(16);
+  const topBit = `${VERIFIER_PUBLIC.slice(0, 62)}${lastByte}`;
   const inputs: Array<[string, Record<string, string>]> = [
     ['install side: install private key, verifier public key', install],
     ['verifier side: verifier private key, install public key (the same key)', verifier],
@@ -268,7 +285,10 @@ function messageCases(): Case[] {
   const k = INSTALL_KEY_TEXT;
   const requests: Array<[string, unknown]> = [
     ['a request', good],
-    ['unknown members and the envelope are ignored', { ...good, platform: 'linux', moat_att: 'r1.k.1764000000.0011223344556677.00' }],
+    [
+      'unknown members and the envelope are ignored',
+      { ...good, platform: 'linux', moat_att: 'r1.k.1764000000.0011223344556677.00' },
+    ],
     ['not an object', [good]],
     ['null', null],
     ['v missing', { ...good, v: undefined }],
@@ -277,7 +297,10 @@ function messageCases(): Case[] {
     ['install_key missing', { ...good, install_key: undefined }],
     ['install_key of 31 bytes', { ...good, install_key: k.slice(0, 41) }],
     ['install_key padded', { ...good, install_key: `${k}=` }],
-    ['install_key with non-zero trailing bits', { ...good, install_key: `${k.slice(0, 42)}${k[42] === 'B' ? 'C' : 'B'}` }],
+    [
+      'install_key with non-zero trailing bits',
+      { ...good, install_key: `${k.slice(0, 42)}${k[42] === 'B' ? 'C' : 'B'}` },
+    ],
     ['install_key in standard base64', { ...good, install_key: `/${k.slice(1)}` }],
     ['challenge of 33 bytes', { ...good, challenge: Buffer.alloc(33, 1).toString('base64url') }],
     ['challenge as bytes', { ...good, challenge: [1, 2, 3] }],
@@ -311,7 +334,8 @@ function messageCases(): Case[] {
     ['a challenge of 16 bytes', { challenge: Buffer.alloc(16, 3).toString('base64url'), expires_in: 60 }],
     ['not an object', [CHALLENGE_TEXT]],
   ];
-  for (const [name, input] of challenges) cases.push(parseCase('challenge', name, input, p.parseChallengeAnswer, 'answer'));
+  for (const [name, input] of challenges)
+    cases.push(parseCase('challenge', name, input, p.parseChallengeAnswer, 'answer'));
   return cases;
 }
 
@@ -338,7 +362,10 @@ function outcomeCases(): Case[] {
     ['an unknown release key', { attestation: 'unknown_key' }],
     ['a replayed enrollment', { attestation: 'replayed', challenge: 'used' }],
     ['a revoked release cannot enroll', { attestation: 'revoked' }],
-    ['a revoked release with a used challenge: the release answers first', { attestation: 'revoked', challenge: 'used' }],
+    [
+      'a revoked release with a used challenge: the release answers first',
+      { attestation: 'revoked', challenge: 'used' },
+    ],
     ['an unknown ekid', { ekid: 'unknown' }],
     ['an unknown ekid before a used challenge', { ekid: 'unknown', challenge: 'used' }],
     ['a used challenge', { challenge: 'used' }],
@@ -367,10 +394,19 @@ function signalCases(): Case[] {
     ['i1 that does not verify', { scheme: 'i1', attestation: 'invalid', install: 'known' }],
     ['i1 from an install never enrolled', { scheme: 'i1', attestation: 'unknown_key', install: 'unknown' }],
     ['i1 replayed', { scheme: 'i1', attestation: 'replayed', install: 'known' }],
-    ['r1 from a release that speaks install_keys', { scheme: 'r1', attestation: 'valid', releaseSpeaksInstallKeys: true }],
-    ['v1 from a release that speaks install_keys', { scheme: 'v1', attestation: 'valid', releaseSpeaksInstallKeys: true }],
+    [
+      'r1 from a release that speaks install_keys',
+      { scheme: 'r1', attestation: 'valid', releaseSpeaksInstallKeys: true },
+    ],
+    [
+      'v1 from a release that speaks install_keys',
+      { scheme: 'v1', attestation: 'valid', releaseSpeaksInstallKeys: true },
+    ],
     ['r1 from a 1.1 release', { scheme: 'r1', attestation: 'valid', releaseSpeaksInstallKeys: false }],
-    ['an invalid r1 from a release that speaks install_keys', { scheme: 'r1', attestation: 'invalid', releaseSpeaksInstallKeys: true }],
+    [
+      'an invalid r1 from a release that speaks install_keys',
+      { scheme: 'r1', attestation: 'invalid', releaseSpeaksInstallKeys: true },
+    ],
     ['no envelope', { scheme: 'none', attestation: 'missing' }],
   ];
   return facts.map(([name, f]) => ({ name, op: 'signal', facts: f, install: p.installSignal(f) }));

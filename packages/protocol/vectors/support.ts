@@ -35,5 +35,7 @@ export function stamped(key: string, body: string, request?: p.RequestComponents
   const loc = p.locateEnvelope(bytes);
   if (loc.status !== 'found') throw new Error('no envelope');
   const stamp = p.computeStamp(fromHex(key), bytes, loc.stampStart, loc.stampEnd, request);
-  return Buffer.concat([bytes.subarray(0, loc.stampStart), Buffer.from(stamp), bytes.subarray(loc.stampEnd)]).toString('utf8');
+  return Buffer.concat([bytes.subarray(0, loc.stampStart), Buffer.from(stamp), bytes.subarray(loc.stampEnd)]).toString(
+    'utf8',
+  );
 }
