@@ -370,6 +370,9 @@ describe('i1 stamps in the pipeline', () => {
     });
     // The release is untouched: it still enrolls.
     expect((await enroll(main.url, key, release)).status).toBe(201);
+    // The registry's filter: the revoked install's request, by its signal value.
+    const filtered = await admin(main.url, `/admin/records?key=${id}&install=revoked`);
+    expect(filtered.records.map((r: any) => r.installId)).toEqual([a.iid]);
     const listed = await admin(main.url, `/admin/installs?key=${id}`);
     expect(listed.installs).toHaveLength(3);
     expect(listed.installs.find((i: any) => i.installId === a.iid)).toMatchObject({ revoked: true });
