@@ -72,6 +72,22 @@ const nextTurn = (first: string, answer: unknown, next: string) => [
 ];
 
 describe('moat-verifier', () => {
+  it('group commit: concurrent genuine requests share commits (fewer than their writes); each leaves its one record', async () => {
+    const stats = () => (verifier.storage as unknown as { commitStats: { commits: number; writes: number } }).commitStats;
+    const before = stats();
+    const n = 24;
+    const answers = await Promise.all(Array.from({ length: n }, (_, i) => post(attested as typeof fetch, request(`batch ${i}`))));
+    expect(answers.map((a) => a.status)).toEqual(Array(n).fill(200));
+    const after = stats();
+    // Each request writes its nonce, reserves its record and finishes it: 3n writes, in fewer commits.
+    expect(after.writes - before.writes).toBe(3 * n);
+    expect(after.commits - before.commits).toBeLessThan(3 * n);
+    const ids = answers.map((a) => a.headers.get('moat-request-id'));
+    const records = (await verifier.storage.queryRecords({ limit: 200 })).filter((r) => ids.includes(r.id));
+    expect(records).toHaveLength(n);
+    for (const r of records) expect(r).toMatchObject({ status: 200, attestation: 'valid' });
+  });
+
   it('a genuine client is allowed: attestation valid, fingerprint match, decoys injected, tags stripped, thinking signed', async () => {
     const gate = await AntiDistillationGate.create({ compileTime: true, entrypoint: 'cli', remote: { apiHost: base, clientKey: 'moat' } });
     expect(gate.decision().enabled).toBe(true);
