@@ -44,7 +44,7 @@ import Anthropic from '@anthropic-ai/sdk';
 import { createMoatFetch } from '@moat/client';
 import { devKeyFile } from '@moat/native/dev-key';
 import { Agent, Pool, request } from 'undici';
-import { createVerifier, devEnvironment, loadConfig, startMockUpstream } from '../dist/index.js';
+import { type createVerifier, type devEnvironment, type loadConfig, startMockUpstream } from '../dist/index.js';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const SEQUENTIAL = Number(process.env.BENCH_SEQUENTIAL ?? 2000);
@@ -62,9 +62,19 @@ async function readAll(stream: AsyncIterable<unknown>): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
+/** A server child answers `cpu` with its CPU time so far (µs), so the bench can say what one request cost it. */
+function answerCpu(): void {
+  process.on('message', (m) => {
+    if (m !== 'cpu') return;
+    const { user, system } = process.cpuUsage();
+    process.send?.({ cpu: user + system });
+  });
+}
+
 const role = process.argv[2];
 if (role === '--upstream') {
   const mock = await startMockUpstream();
+  answerCpu();
   process.stdout.write(`${JSON.stringify({ url: mock.url })}\n`);
   process.on('SIGTERM', () => process.exit(0));
   await new Promise(() => {});
@@ -86,15 +96,23 @@ if (role === '--proxy') {
     res.end();
   });
   proxy.keepAliveTimeout = 65_000;
+  answerCpu();
   await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', () => r()));
   process.stdout.write(`${JSON.stringify({ url: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}` })}\n`);
   process.on('SIGTERM', () => process.exit(0));
   await new Promise(() => {});
 }
 if (role === '--verifier') {
-  const verifier = await createVerifier(
-    loadConfig({
-      ...devEnvironment({
+  // BENCH_DIST: another build of the verifier (an earlier commit's), measured in the same run.
+  const build = (process.env.BENCH_DIST === undefined ? await import('../dist/index.js') : await import(process.env.BENCH_DIST)) as {
+    createVerifier: typeof createVerifier;
+    loadConfig: typeof loadConfig;
+    devEnvironment: typeof devEnvironment;
+  };
+  const { createVerifier: create, loadConfig: load, devEnvironment: env } = build;
+  const verifier = await create(
+    load({
+      ...env({
         database: join(mkdtempSync(join(tmpdir(), 'moat-bench-')), 'bench.db'),
         salt: SALT,
         attestationKeyFile: devKeyFile,
@@ -108,18 +126,35 @@ if (role === '--verifier') {
   );
   const url = await verifier.listen();
   const { key } = await verifier.storage.createApiKey('bench');
-  process.on('message', async () => process.send?.(await verifier.storage.summary()));
+  process.on('message', async (m) => {
+    if (m === 'summary') process.send?.(await verifier.storage.summary());
+  });
+  answerCpu();
   process.on('SIGTERM', () => process.exit(0));
   process.stdout.write(`${JSON.stringify({ url, apiKey: key })}\n`);
   await new Promise(() => {});
 }
 
-async function child(args: string[], nodeArgs: string[] = []): Promise<{ process: ChildProcess; url: string; apiKey?: string }> {
+interface Child {
+  readonly process: ChildProcess;
+  readonly url: string;
+  readonly apiKey?: string;
+}
+
+async function child(args: string[], nodeArgs: string[] = [], env: Record<string, string> = {}): Promise<Child> {
   const proc = spawn(process.execPath, [...nodeArgs, new URL(import.meta.url).pathname, ...args], {
     stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
+    env: { ...process.env, ...env },
   });
   const [line] = (await once(proc.stdout as NodeJS.ReadableStream, 'data')) as [Buffer];
   return { process: proc, ...(JSON.parse(line.toString()) as { url: string; apiKey?: string }) };
+}
+
+/** A child's CPU time so far, in µs. */
+async function cpuOf(c: Child): Promise<number> {
+  const answer = once(c.process, 'message') as Promise<[{ cpu: number }]>;
+  c.process.send('cpu');
+  return (await answer)[0].cpu;
 }
 
 /** One request as a client sent it: its header lines (`Host` and `Content-Length` left out) and body bytes. */
@@ -183,11 +218,15 @@ const chatHeaders = (apiKey: string) => ({
 });
 
 type Genuine = 'moat-chat' | 'sdk';
-type TargetName = 'direct' | 'proxy' | 'plain' | Genuine;
+type Kind = 'direct' | 'proxy' | 'plain' | Genuine;
 interface Target {
-  readonly name: TargetName;
+  /** The row's name: the kind, and `@build` for another build of the verifier. */
+  readonly name: string;
+  readonly kind: Kind;
   readonly url: string;
   readonly apiKey: string;
+  /** The process that serves it (its CPU time is measured). */
+  readonly server: Child;
 }
 
 const warnings: string[] = [];
@@ -341,48 +380,80 @@ const cannedOf = async (stream: boolean) =>
 const capture = await startCapture({ json: await cannedOf(false), sse: await cannedOf(true) });
 const profile = process.env.BENCH_CPU_PROF;
 const proxy = await child(['--proxy', upstream.url]);
-const verifier = await child(
-  ['--verifier', upstream.url, capture.authority],
-  profile === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${profile}`],
+const startVerifier = (dist?: string) =>
+  child(
+    ['--verifier', upstream.url, capture.authority],
+    profile === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${profile}`],
+    dist === undefined ? {} : { BENCH_DIST: dist },
+  );
+const verifier = await startVerifier();
+/** BENCH_BUILDS=name=/abs/dist/index.js,…: other builds of the verifier, each with its plain and moat-chat rows. */
+const builds = await Promise.all(
+  (process.env.BENCH_BUILDS ?? '')
+    .split(',')
+    .filter((b) => b !== '')
+    .map(async (b) => {
+      const [name, dist] = b.split('=') as [string, string];
+      return { name, server: await startVerifier(dist) };
+    }),
 );
 capture.state.verifier = verifier.url;
 const verifierKey = verifier.apiKey as string;
 await checkAgainstMoatChat(capture, verifierKey);
 
-const targets: Target[] = [
-  { name: 'direct', url: upstream.url, apiKey: 'upstream' },
-  { name: 'proxy', url: proxy.url, apiKey: 'upstream' },
-  { name: 'plain', url: verifier.url, apiKey: verifierKey },
-  { name: 'moat-chat', url: verifier.url, apiKey: verifierKey },
-  { name: 'sdk', url: verifier.url, apiKey: verifierKey },
-];
 const only = process.env.BENCH_TARGETS?.split(',');
-const measured = targets.filter((t) => only === undefined || t.name === 'direct' || t.name === 'proxy' || only.includes(t.name));
-let genuineSent = 0;
+const onVerifier = (server: Child, suffix: string): Target[] =>
+  (['plain', 'moat-chat', 'sdk'] as const)
+    .filter((kind) => only === undefined || only.includes(kind))
+    .filter((kind) => suffix === '' || kind !== 'sdk')
+    .map((kind) => ({ name: `${kind}${suffix}`, kind, url: server.url, apiKey: server.apiKey as string, server }));
+const targets: Target[] = [
+  { name: 'direct', kind: 'direct', url: upstream.url, apiKey: 'upstream', server: upstream },
+  { name: 'proxy', kind: 'proxy', url: proxy.url, apiKey: 'upstream', server: proxy },
+  ...onVerifier(verifier, ''),
+  ...builds.flatMap((b) => onVerifier(b.server, `@${b.name}`)),
+];
+const genuineSent = new Map<Child, number>();
 
 /** The requests `t` gets: fresh genuine ones made by the client code, or one plain request repeated. */
 async function requestsFor(t: Target, stream: boolean, n: number): Promise<{ list: Captured[]; repeat: boolean }> {
-  if (t.name === 'moat-chat' || t.name === 'sdk') {
-    genuineSent += n;
-    return { list: await freshRequests(capture, t.name, stream, n, t.apiKey), repeat: false };
+  if (t.kind === 'moat-chat' || t.kind === 'sdk') {
+    genuineSent.set(t.server, (genuineSent.get(t.server) ?? 0) + n);
+    return { list: await freshRequests(capture, t.kind, stream, n, t.apiKey), repeat: false };
   }
   return { list: [{ headers: chatHeaders(t.apiKey), body: plainBytes(stream) }], repeat: true };
 }
 
-type Figures = Record<string, { p50: number[]; p90: number[]; p99: number[]; rps10: number[]; rps50: number[] }>;
-const figures: Record<'JSON' | 'SSE', Figures> = { JSON: {}, SSE: {} };
+/** Runs `phase` (which sends `n` requests to `t`) and what it cost `t`'s server in CPU µs per request. */
+async function withCpu<T>(t: Target, n: number, phase: () => Promise<T>): Promise<[T, number]> {
+  const before = await cpuOf(t.server);
+  const result = await phase();
+  return [result, ((await cpuOf(t.server)) - before) / n];
+}
+
+interface Figure {
+  p50: number[];
+  p90: number[];
+  p99: number[];
+  rps10: number[];
+  rps50: number[];
+  cpu: number[];
+}
+const figures: Record<'JSON' | 'SSE', Record<string, Figure>> = { JSON: {}, SSE: {} };
 for (let round = 0; round < ROUNDS; round++) {
-  const order = [...measured.slice(round % measured.length), ...measured.slice(0, round % measured.length)];
+  const order = [...targets.slice(round % targets.length), ...targets.slice(0, round % targets.length)];
   for (const mode of ['JSON', 'SSE'] as const) {
     const stream = mode === 'SSE';
     for (const t of order) {
-      figures[mode][t.name] ??= { p50: [], p90: [], p99: [], rps10: [], rps50: [] };
-      const f = figures[mode][t.name] as Figures[string];
+      figures[mode][t.name] ??= { p50: [], p90: [], p99: [], rps10: [], rps50: [], cpu: [] };
+      const f = figures[mode][t.name] as Figure;
       const seq = await requestsFor(t, stream, SEQUENTIAL + WARMUP);
-      const times = await sequential(t, seq.repeat ? Array(SEQUENTIAL + WARMUP).fill(seq.list[0]) : seq.list);
+      const list = seq.repeat ? Array(SEQUENTIAL + WARMUP).fill(seq.list[0]) : seq.list;
+      const [times, cpu] = await withCpu(t, list.length, () => sequential(t, list));
       f.p50.push(pct(times, 50));
       f.p90.push(pct(times, 90));
       f.p99.push(pct(times, 99));
+      f.cpu.push(cpu);
       for (const connections of [10, 50]) {
         const load = await requestsFor(t, stream, AMOUNT);
         (connections === 10 ? f.rps10 : f.rps50).push(await throughput(t, load.list, connections, load.repeat));
@@ -391,48 +462,61 @@ for (let round = 0; round < ROUNDS; round++) {
   }
   process.stderr.write(`round ${round + 1}/${ROUNDS} done\n`);
 }
-verifier.process.send('summary');
-const [summary] = (await once(verifier.process, 'message')) as [{ attestation: Record<string, number> }];
-for (const c of [upstream, proxy, verifier]) c.process.kill('SIGTERM');
+let valid = 0;
+for (const server of [verifier, ...builds.map((b) => b.server)]) {
+  server.process.send('summary');
+  const [summary] = (await once(server.process, 'message')) as [{ attestation: Record<string, number> }];
+  const sent = genuineSent.get(server) ?? 0;
+  if ((summary.attestation.valid ?? 0) !== sent || Object.keys(summary.attestation).some((k) => k !== 'valid' && k !== 'missing'))
+    throw new Error(`the verifier found ${JSON.stringify(summary.attestation)} for ${sent} genuine requests`);
+  valid += sent;
+}
+for (const c of [upstream, proxy, verifier, ...builds.map((b) => b.server)]) c.process.kill('SIGTERM');
 capture.server.close();
 await Promise.all([chatFetch.close(), sdkFetch.close()]);
-const valid = summary.attestation.valid ?? 0;
-if (valid !== genuineSent || Object.keys(summary.attestation).some((k) => k !== 'valid' && k !== 'missing'))
-  throw new Error(`the verifier found ${JSON.stringify(summary.attestation)} for ${genuineSent} genuine requests`);
 
 console.log(
   `moat-verifier benchmark (${process.version}; ${ROUNDS} rotated rounds; latency over ${SEQUENTIAL} sequential requests on one keep-alive connection; throughput over ${AMOUNT} requests per run (closed loop); medians with the range over rounds; every genuine request made fresh by the client code and stamped by the native addon, ${valid} stamps found valid)`,
 );
 console.log('');
 console.log(
-  '| mode | target | p50 µs | p90 µs | p99 µs | added p50 µs | added p99 µs | req/s at 10 | req/s at 50 | throughput ÷ proxy (10 / 50) |',
+  '| mode | target | p50 µs | p90 µs | p99 µs | added p50 µs | added p99 µs | req/s at 10 | req/s at 50 | throughput ÷ proxy (10 / 50) | server CPU µs/req |',
 );
-console.log('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|');
-type Ratios = Record<string, { p50: number[]; p99: number[]; rps10: number[]; rps50: number[] }>;
-const ratios: Record<'JSON' | 'SSE', Ratios> = { JSON: {}, SSE: {} };
+console.log('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+interface Ratio {
+  kind: Kind;
+  p50: number[];
+  p99: number[];
+  rps10: number[];
+  rps50: number[];
+}
+const ratios: Record<'JSON' | 'SSE', Record<string, Ratio>> = { JSON: {}, SSE: {} };
+const range = (xs: number[], digits = 0) => `${median(xs).toFixed(digits)} (${spread(xs, digits)})`;
 for (const mode of ['JSON', 'SSE'] as const) {
-  const direct = figures[mode].direct as Figures[string];
-  const bare = figures[mode].proxy as Figures[string];
+  const direct = figures[mode].direct as Figure;
+  const bare = figures[mode].proxy as Figure;
   const proxyAdded = (k: 'p50' | 'p99') => bare[k].map((v, i) => v - (direct[k][i] as number));
-  for (const t of measured) {
-    const f = figures[mode][t.name] as Figures[string];
+  for (const t of targets) {
+    const f = figures[mode][t.name] as Figure;
     const added = (k: 'p50' | 'p99') => f[k].map((v, i) => v - (direct[k][i] as number));
     const ratio = (k: 'rps10' | 'rps50') => f[k].map((v, i) => v / (bare[k][i] as number));
-    if (t.name !== 'direct' && t.name !== 'proxy')
+    if (t.kind !== 'direct' && t.kind !== 'proxy')
       ratios[mode][t.name] = {
+        kind: t.kind,
         p50: added('p50').map((v, i) => v / (proxyAdded('p50')[i] as number)),
         p99: added('p99').map((v, i) => v / (proxyAdded('p99')[i] as number)),
         rps10: ratio('rps10'),
         rps50: ratio('rps50'),
       };
+    const d = t.kind === 'direct';
     console.log(
-      `| ${mode} | ${t.name} | ${median(f.p50).toFixed(0)} | ${median(f.p90).toFixed(0)} | ${median(f.p99).toFixed(0)} | ${t.name === 'direct' ? '—' : `${median(added('p50')).toFixed(0)} (${spread(added('p50'))})`} | ${t.name === 'direct' ? '—' : `${median(added('p99')).toFixed(0)} (${spread(added('p99'))})`} | ${median(f.rps10).toFixed(0)} | ${median(f.rps50).toFixed(0)} | ${t.name === 'direct' ? '—' : `${median(ratio('rps10')).toFixed(2)}× (${spread(ratio('rps10'), 2)}) / ${median(ratio('rps50')).toFixed(2)}× (${spread(ratio('rps50'), 2)})`} |`,
+      `| ${mode} | ${t.name} | ${median(f.p50).toFixed(0)} | ${median(f.p90).toFixed(0)} | ${median(f.p99).toFixed(0)} | ${d ? '—' : range(added('p50'))} | ${d ? '—' : range(added('p99'))} | ${median(f.rps10).toFixed(0)} | ${median(f.rps50).toFixed(0)} | ${d ? '—' : `${range(ratio('rps10'), 2)} / ${range(ratio('rps50'), 2)}`} | ${range(f.cpu)} |`,
     );
   }
 }
 console.log('');
 console.log(
-  'Targets, as ratios to the bare proxy in the same round (median, range): added p50 ≤ 1.5× and added p99 ≤ 2× for a genuine request; throughput ≥ 0.6× for a genuine request and ≥ 0.8× for a plain one.',
+  'Targets, as ratios to the bare proxy in the same round (median, range over rounds): added p50 ≤ 1.5× and added p99 ≤ 2× for a genuine request; throughput ≥ 0.6× for a genuine request and ≥ 0.8× for a plain one. Server CPU µs/req is the CPU time of the process that answers (the verifier, the proxy, the upstream for direct) per sequential request.',
 );
 console.log('');
 console.log('| mode | request | added p50 ÷ proxy | added p99 ÷ proxy | req/s ÷ proxy at 10 | req/s ÷ proxy at 50 |');
@@ -441,9 +525,10 @@ const cell = (xs: number[], target: number, higher: boolean) =>
   `${median(xs).toFixed(2)}× (${spread(xs, 2)}) ${(higher ? median(xs) >= target : median(xs) <= target) ? 'meets' : 'misses'} ${higher ? '≥' : '≤'} ${target}×`;
 for (const mode of ['JSON', 'SSE'] as const)
   for (const [name, r] of Object.entries(ratios[mode])) {
-    const floor = name === 'plain' ? 0.8 : 0.6;
+    const plain = r.kind === 'plain';
+    const floor = plain ? 0.8 : 0.6;
     console.log(
-      `| ${mode} | ${name} | ${name === 'plain' ? median(r.p50).toFixed(2) : cell(r.p50, 1.5, false)} | ${name === 'plain' ? median(r.p99).toFixed(2) : cell(r.p99, 2, false)} | ${cell(r.rps10, floor, true)} | ${cell(r.rps50, floor, true)} |`,
+      `| ${mode} | ${name} | ${plain ? range(r.p50, 2) : cell(r.p50, 1.5, false)} | ${plain ? range(r.p99, 2) : cell(r.p99, 2, false)} | ${cell(r.rps10, floor, true)} | ${cell(r.rps50, floor, true)} |`,
     );
   }
 process.exit(0);
