@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { cutText } from '../record-text.js';
+import { cutText, markStorable, storableText } from '../record-text.js';
 import { initialRecordedSignals, RECORDED_SIGNALS } from '../signals.js';
 import type { RequestRecord } from '../storage.js';
 import { type Kept, RecordStoreError } from '../store-guard.js';
@@ -23,11 +23,14 @@ const bound = cutText;
 
 /**
  * A record with every string storable on every backend (no NUL, well-formed Unicode) and cut
- * to {@link RECORD_LIMITS} on whole code points.
+ * to {@link RECORD_LIMITS} on whole code points; marked storable, so the store boundary takes
+ * it without walking it again.
  */
 export function boundedRecord(record: RequestRecord): RequestRecord {
-  return {
+  return markStorable({
     ...record,
+    id: storableText(record.id),
+    verdict: storableText(record.verdict) as RequestRecord['verdict'],
     keyId: record.keyId === null ? null : bound(record.keyId, 64),
     // Every recorded signal's value, whatever row adds one (their values come from code; bounded all the same).
     ...Object.fromEntries(RECORDED_SIGNALS.map((row) => [row.name, bound(String(record[row.name]), 64)])),
@@ -36,7 +39,7 @@ export function boundedRecord(record: RequestRecord): RequestRecord {
     reasons: record.reasons.slice(0, RECORD_LIMITS.reasons).map((r) => bound(r, RECORD_LIMITS.reason)),
     gateway: record.gateway.slice(0, RECORD_LIMITS.list).map((g) => bound(g, 64)),
     relay: record.relay.slice(0, RECORD_LIMITS.list).map((g) => bound(g, 64)),
-  };
+  });
 }
 
 /**
