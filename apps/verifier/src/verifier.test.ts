@@ -88,6 +88,25 @@ describe('moat-verifier', () => {
     for (const r of records) expect(r).toMatchObject({ status: 200, attestation: 'valid' });
   });
 
+  it('group commit: a stamped request reserves its record in the commit that spends its nonce (2 commits, 3 writes)', async () => {
+    const stats = () => (verifier.storage as unknown as { commitStats: { commits: number; writes: number } }).commitStats;
+    const before = stats();
+    const r = await post(attested as typeof fetch, request('one alone'));
+    expect(r.status).toBe(200);
+    expect(stats().writes - before.writes).toBe(3);
+    expect(stats().commits - before.commits).toBe(2);
+    const [record] = (await verifier.storage.queryRecords({ limit: 5 })).filter((x) => x.id === r.headers.get('moat-request-id'));
+    expect(record).toMatchObject({ status: 200, attestation: 'valid', fingerprint: 'match', verdict: 'allow' });
+  });
+
+  it('group commit: a stamped request refused by policy after its early reservation leaves one finished record', async () => {
+    const body = `${JSON.stringify(request('forged'))}`.replace(/}$/, ',"moat_att":"v1.k0.1.00.00000000000000000000000000000000"}');
+    const r = await post(fetch, body);
+    const rows = (await verifier.storage.queryRecords({ limit: 20 })).filter((x) => x.id === r.headers.get('moat-request-id'));
+    expect(rows).toHaveLength(1);
+    expect(rows[0]?.status).toBe(r.status);
+  });
+
   it('a genuine client is allowed: attestation valid, fingerprint match, decoys injected, tags stripped, thinking signed', async () => {
     const gate = await AntiDistillationGate.create({ compileTime: true, entrypoint: 'cli', remote: { apiHost: base, clientKey: 'moat' } });
     expect(gate.decision().enabled).toBe(true);
