@@ -121,6 +121,7 @@ for (let round = 0; round < ROUNDS; round++)
 storage.close();
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
 const span = (xs: number[]) => `${Math.min(...xs).toFixed(1)}–${Math.max(...xs).toFixed(1)}`;
+console.log('');
 console.log(`Per-request work before and after each change (${ROUNDS} interleaved rounds of ${N} calls; µs per request, median (range))`);
 console.log('');
 console.log('| change | before µs | after µs | taken out µs |');

@@ -478,6 +478,10 @@ await Promise.all([chatFetch.close(), sdkFetch.close()]);
 console.log(
   `moat-verifier benchmark (${process.version}; ${ROUNDS} rotated rounds; latency over ${SEQUENTIAL} sequential requests on one keep-alive connection; throughput over ${AMOUNT} requests per run (closed loop); medians with the range over rounds; every genuine request made fresh by the client code and stamped by the native addon, ${valid} stamps found valid)`,
 );
+if (builds.length > 0)
+  console.log(
+    `\nRows named \`…@name\` are the same requests to another build of the verifier in the same run (BENCH_BUILDS: ${builds.map((b) => b.name).join(', ')}), for before/after figures under the same load.`,
+  );
 console.log('');
 console.log(
   '| mode | target | p50 µs | p90 µs | p99 µs | added p50 µs | added p99 µs | req/s at 10 | req/s at 50 | throughput ÷ proxy (10 / 50) | server CPU µs/req |',
