@@ -23,7 +23,7 @@ type Open = typeof PgRedisStorage.open;
 const builds: Array<[string, Open]> = [['this build', PgRedisStorage.open.bind(PgRedisStorage)]];
 if (process.env.BENCH_BASE !== undefined) {
   const base = (await import(process.env.BENCH_BASE)) as { PgRedisStorage: typeof PgRedisStorage };
-  builds.push(['base', base.PgRedisStorage.open.bind(base.PgRedisStorage)]);
+  builds.push([process.env.BENCH_BASE_NAME ?? 'base (BENCH_BASE)', base.PgRedisStorage.open.bind(base.PgRedisStorage)]);
 }
 const record = (id: string, status: number | null) => ({
   id,
