@@ -187,7 +187,8 @@ export class PgRedisStorage implements Storage {
    */
   async #commitRecords(batch: readonly PendingRecord[]): Promise<Array<Settled<void>>> {
     const one = (r: PendingRecord) => this.#pool.query(insertRecordSql('postgres', r.upsert ? 'upsert' : 'insert'), r.row);
-    if (batch.length === 1 || new Set(batch.map((r) => r.row[0])).size < batch.length) return this.#oneByOne(batch, one);
+    const distinct = new Set(batch.map((r) => r.row[0])).size === batch.length;
+    if (batch.length === 1 || !distinct) return this.#oneByOne(batch, one);
     const out: Array<Settled<void>> = [];
     for (let i = 0; i < batch.length; i += RECORDS_PER_STATEMENT) {
       const part = batch.slice(i, i + RECORDS_PER_STATEMENT);

@@ -182,7 +182,9 @@ export function insertRecordsSql(inserts: number, upserts: number): string {
   const updates = RECORD_COLUMNS.filter((c) => c.column !== 'id').map((c) => `${c.column} = excluded.${c.column}`);
   const insert = inserts === 0 ? '' : `INSERT INTO records (${names}) VALUES ${values(0, inserts)}`;
   if (upserts === 0) return insert;
-  const upsert = `INSERT INTO records (${names}) VALUES ${values(inserts * width, upserts)} ON CONFLICT (id) DO UPDATE SET ${updates.join(', ')}`;
+  const upsert =
+    `INSERT INTO records (${names}) VALUES ${values(inserts * width, upserts)} ` +
+    `ON CONFLICT (id) DO UPDATE SET ${updates.join(', ')}`;
   return inserts === 0 ? upsert : `WITH inserted AS (${insert}) ${upsert}`;
 }
 

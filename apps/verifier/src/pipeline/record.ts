@@ -119,7 +119,7 @@ export class RequestLedger {
     return this.#reserving;
   }
 
-  /** A reservation in flight settles first: a finish then completes the reserved record (an upsert), never a second one. */
+  /** A reservation in flight settles first: a finish then completes the reserved record (an upsert). */
   async #settled(): Promise<void> {
     await this.#reserving?.catch(() => undefined);
   }

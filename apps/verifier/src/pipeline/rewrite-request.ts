@@ -110,7 +110,8 @@ export function decoysFor(secret: Uint8Array, keyId: string, period: number, rea
   }
   if (real.length === 0) return decoys;
   const names = new Set(real.map((t) => String(t.name)));
-  return decoys.some((d) => names.has(d.tool.name)) ? decoyTools({ secret, apiKeyId: keyId, period, avoid: [...names] }) : decoys;
+  if (!decoys.some((d) => names.has(d.tool.name))) return decoys;
+  return decoyTools({ secret, apiKeyId: keyId, period, avoid: [...names] });
 }
 
 function deepFreeze<T>(value: T): T {
