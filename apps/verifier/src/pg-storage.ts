@@ -458,6 +458,8 @@ export class PgRedisStorage implements Storage {
   }
 
   async close(): Promise<void> {
+    // Writes queued for this turn's group commit go before the connections close.
+    await Promise.all([this.#records.flush(), this.#nonces.flush()]);
     await this.#pool.end();
     this.#redis.disconnect();
   }

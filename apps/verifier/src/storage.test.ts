@@ -151,6 +151,14 @@ describe.each(backends)('%s storage', { timeout: 30_000 }, (name, open) => {
     }
   });
 
+  it('group commit: a write queued when the store closes is committed before it closes', async () => {
+    const s = await open();
+    const now = Math.floor(Date.now() / 1000);
+    const writes = Promise.all([s.insertRecord(record('last', 1)), s.add('k1', 'last-nonce', now + 300)]);
+    await s.close();
+    await expect(writes).resolves.toEqual([undefined, true]);
+  });
+
   it('remembers nonces until they expire', async () => {
     const s = await open();
     try {
