@@ -10,6 +10,7 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { PgRedisStorage } from '../dist/index.js';
+import { benchRecord } from './record.ts';
 
 const PG = process.env.MOAT_TEST_POSTGRES_URL;
 const REDIS = process.env.MOAT_TEST_REDIS_URL;
@@ -25,32 +26,13 @@ if (process.env.BENCH_BASE !== undefined) {
   const base = (await import(process.env.BENCH_BASE)) as { PgRedisStorage: typeof PgRedisStorage };
   builds.push([process.env.BENCH_BASE_NAME ?? 'base (BENCH_BASE)', base.PgRedisStorage.open.bind(base.PgRedisStorage)]);
 }
-const record = (id: string, status: number | null) => ({
-  id,
-  ts: Date.now(),
-  keyId: 'key_bench',
-  model: 'claude-mock',
-  attestation: 'valid',
-  fingerprint: 'match',
-  binding: 'request',
-  fingerprintClass: 'clean',
-  thinking: 'none',
-  decoy: 'none',
-  gateway: [],
-  relay: [],
-  verdict: 'allow',
-  reasons: [],
-  status,
-  latencyMs: status === null ? null : 1,
-  decoys: 3,
-  batch: null,
-});
+const record = benchRecord;
 type Store = Awaited<ReturnType<Open>>;
 /** One request's writes: its nonce, its reserved record, then its finished record. */
 async function request(s: Store, tag: string): Promise<void> {
   const id = `req_${tag}`;
-  await Promise.all([s.add('kbench', tag, Math.floor(Date.now() / 1000) + 300), s.insertRecord(record(id, null) as never)]);
-  await s.insertRecord(record(id, 200) as never, { upsert: true });
+  await Promise.all([s.add('kbench', tag, Math.floor(Date.now() / 1000) + 300), s.insertRecord(record(id, null))]);
+  await s.insertRecord(record(id, 200), { upsert: true });
 }
 const results: Record<string, { seq: number[]; c50: number[] }> = {};
 const admin = new pg.Pool({ connectionString: PG });

@@ -20,6 +20,7 @@ import { join } from 'node:path';
 import { BlockKeyring, decoyPeriod, decoyTools, interceptDecoyCalls, signResponse } from '@moat/distill-guard/server';
 import { parseMessagesResponse } from '@moat/protocol/messages';
 import { mockMessages, SqliteStorage } from '../dist/index.js';
+import { benchRecord } from './record.ts';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const N = Number(process.env.BENCH_ITERATIONS ?? 2000);
@@ -56,27 +57,7 @@ if (interceptDecoyCalls(parseMessagesResponse(JSON.parse(answer.toString('utf8')
   throw new Error('the mock called a decoy: pick another prompt');
 const keyring = new BlockKeyring([{ kid: 'bench', alg: 'hs256', secret: randomBytes(32) }], 'bench');
 const ctx = { apiKeyId: 'key_a', model: 'claude-mock' };
-const record = (id: string, status: number | null) =>
-  ({
-    id,
-    ts: Date.now(),
-    keyId: 'key_a',
-    model: 'claude-mock',
-    attestation: 'valid',
-    fingerprint: 'match',
-    binding: 'request',
-    fingerprintClass: 'clean',
-    thinking: 'none',
-    decoy: 'none',
-    gateway: [],
-    relay: [],
-    verdict: 'allow',
-    reasons: [],
-    status,
-    latencyMs: status === null ? null : 1,
-    decoys: 3,
-    batch: null,
-  }) as never;
+const record = benchRecord;
 let n = 0;
 const exp = Math.floor(Date.now() / 1000) + 300;
 
