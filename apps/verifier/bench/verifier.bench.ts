@@ -4,51 +4,77 @@
  * - "direct": the upstream itself (the mock model served over HTTP by node:http);
  * - "proxy": a bare pass-through proxy on the verifier's own stack (node:http + undici, the
  *   body read and forwarded, no checks) in front of the same upstream;
- * - "verifier": every check on (attestation with a fresh stamp and nonce per request,
- *   fingerprint and statistics, gateway traces, signed blocks, policy, a durable SQLite
- *   record), in front of the same upstream.
+ * - "plain": the verifier with a request that carries no Moat tags (what a client without Moat
+ *   sends: moat-chat's headers and body, untagged);
+ * - "moat-chat": the verifier with the request moat-chat sends — `@moat/client` composed as
+ *   moat-chat composes it (entrypoint `cli`, anti-distillation compiled in, moat-chat's user
+ *   agent and headers, the attribution block with the fingerprint, an `r1` stamp from the
+ *   native addon). Before measuring, the bench runs the built moat-chat itself once and
+ *   fails unless its request is byte for byte the bench's (the envelope's time, nonce and
+ *   stamp aside);
+ * - "sdk": the verifier with what `@anthropic-ai/sdk` sends through `createMoatFetch` with its
+ *   defaults (entrypoint `sdk`: no decoys asked for), the SDK's own headers included.
+ *
+ * Stamps: a stamp's nonce is single-use and the addon stamps below JavaScript as it sends, so
+ * every genuine request is made fresh by the real client code: just before each measurement
+ * the client sends the requests it needs to a capturing server (which also relays discovery,
+ * flags and telemetry to the verifier), and the bench replays each captured request once,
+ * its bytes unchanged — only `Host` and `Content-Length` are set again by the load generator;
+ * the verifier is configured with the capturing server's authority as its public authority,
+ * as a verifier behind a load balancer is, so the `r1` binding holds. The bench fails unless
+ * the verifier found every genuine request's stamp valid.
  *
  * Latency: per-request `process.hrtime.bigint()` over sequential requests on one keep-alive
- * connection, p50/p90/p99 in µs, the added latency against "direct". Throughput: autocannon at
- * 10 and 50 connections. JSON and SSE. Each server runs in its own child process; the load
- * generator (which stamps every request) runs here. Rounds rotate the order of the targets;
+ * connection, p50/p90/p99 in µs, the added latency against "direct". Throughput: a closed loop of
+ * undici requests at 10 and 50 keep-alive connections, a fixed number of requests each. JSON and SSE. Each server runs in
+ * its own child process; the load generator runs here. Rounds rotate the order of the targets;
  * figures are medians over rounds, with their range.
  *
  * Run: pnpm --filter @moat/verifier bench (after a build). BENCH_ROUNDS, BENCH_SEQUENTIAL,
- * BENCH_SECONDS change the effort.
+ * BENCH_AMOUNT change the effort; BENCH_CPU_PROF=dir profiles the verifier (node --cpu-prof).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { mkdtempSync, readFileSync } from 'node:fs';
-import { createServer } from 'node:http';
+import { existsSync, mkdtempSync } from 'node:fs';
+import { createServer, type IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import Anthropic from '@anthropic-ai/sdk';
+import { createMoatFetch } from '@moat/client';
 import { devKeyFile } from '@moat/native/dev-key';
-import {
-  appendEnvelope,
-  computeStamp,
-  fingerprintRequest,
-  locateEnvelope,
-  placeholderEnvelope,
-  serializeAttribution,
-  utf8,
-  withAttribution,
-} from '@moat/protocol';
-import autocannon from 'autocannon';
 import { Agent, Pool, request } from 'undici';
-import { createVerifier, devEnvironment, loadConfig, startMockUpstream } from '../dist/index.js';
+import { type createVerifier, type devEnvironment, type loadConfig, startMockUpstream } from '../dist/index.js';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const SEQUENTIAL = Number(process.env.BENCH_SEQUENTIAL ?? 2000);
-const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
-const dev = JSON.parse(readFileSync(devKeyFile, 'utf8')) as { kid: string; key: string };
-const stampKey = Buffer.from(dev.key, 'hex');
+const AMOUNT = Number(process.env.BENCH_AMOUNT ?? 3000);
+const WARMUP = 50;
+const SALT = 'bench-salt';
+/** moat-chat's version (apps/cli/src/version.ts), in its attribution block and user agent. */
+const CHAT_VERSION = '1.4.2';
+const PROMPT = 'Summarize the quarterly report in three bullet points.';
+const MOAT_CHAT = new URL('../../cli/dist/external/moat-chat.js', import.meta.url).pathname;
+
+async function readAll(stream: AsyncIterable<unknown>): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of stream) chunks.push(c as Buffer);
+  return Buffer.concat(chunks);
+}
+
+/** A server child answers `cpu` with its CPU time so far (µs), so the bench can say what one request cost it. */
+function answerCpu(): void {
+  process.on('message', (m) => {
+    if (m !== 'cpu') return;
+    const { user, system } = process.cpuUsage();
+    process.send?.({ cpu: user + system });
+  });
+}
 
 const role = process.argv[2];
 if (role === '--upstream') {
   const mock = await startMockUpstream();
+  answerCpu();
   process.stdout.write(`${JSON.stringify({ url: mock.url })}\n`);
   process.on('SIGTERM', () => process.exit(0));
   await new Promise(() => {});
@@ -57,9 +83,7 @@ if (role === '--proxy') {
   const upstream = new URL(process.argv[3] as string);
   const agent = new Agent({ keepAliveTimeout: 30_000, connections: 128 });
   const proxy = createServer(async (req, res) => {
-    const chunks: Buffer[] = [];
-    for await (const c of req) chunks.push(c as Buffer);
-    const body = Buffer.concat(chunks);
+    const body = await readAll(req);
     const answer = await agent.request({
       origin: upstream.origin,
       path: req.url ?? '/',
@@ -72,90 +96,234 @@ if (role === '--proxy') {
     res.end();
   });
   proxy.keepAliveTimeout = 65_000;
+  answerCpu();
   await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', () => r()));
   process.stdout.write(`${JSON.stringify({ url: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}` })}\n`);
   process.on('SIGTERM', () => process.exit(0));
   await new Promise(() => {});
 }
 if (role === '--verifier') {
-  const verifier = await createVerifier(
-    loadConfig({
-      ...devEnvironment({
+  // BENCH_DIST: another build of the verifier (an earlier commit's), measured in the same run.
+  const build = (process.env.BENCH_DIST === undefined ? await import('../dist/index.js') : await import(process.env.BENCH_DIST)) as {
+    createVerifier: typeof createVerifier;
+    loadConfig: typeof loadConfig;
+    devEnvironment: typeof devEnvironment;
+  };
+  const { createVerifier: create, loadConfig: load, devEnvironment: env } = build;
+  const verifier = await create(
+    load({
+      ...env({
         database: join(mkdtempSync(join(tmpdir(), 'moat-bench-')), 'bench.db'),
-        salt: 'bench-salt',
+        salt: SALT,
         attestationKeyFile: devKeyFile,
       }),
       MOAT_VERIFIER_UPSTREAM: process.argv[3] as string,
       MOAT_VERIFIER_UPSTREAM_KEY: 'upstream',
+      MOAT_VERIFIER_PUBLIC_AUTHORITIES: process.argv[4] as string,
       MOAT_VERIFIER_LOG_LEVEL: 'silent',
     }),
     { logLevel: process.env.BENCH_LOG_LEVEL ?? 'silent' },
   );
   const url = await verifier.listen();
   const { key } = await verifier.storage.createApiKey('bench');
+  process.on('message', async (m) => {
+    if (m === 'summary') process.send?.(await verifier.storage.summary());
+  });
+  answerCpu();
   process.on('SIGTERM', () => process.exit(0));
   process.stdout.write(`${JSON.stringify({ url, apiKey: key })}\n`);
   await new Promise(() => {});
 }
 
-async function child(args: string[]): Promise<{ process: ChildProcess; url: string; apiKey?: string }> {
-  const proc = spawn(process.execPath, [new URL(import.meta.url).pathname, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+interface Child {
+  readonly process: ChildProcess;
+  readonly url: string;
+  readonly apiKey?: string;
+}
+
+async function child(args: string[], nodeArgs: string[] = [], env: Record<string, string> = {}): Promise<Child> {
+  const proc = spawn(process.execPath, [...nodeArgs, new URL(import.meta.url).pathname, ...args], {
+    stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
+    env: { ...process.env, ...env },
+  });
   const [line] = (await once(proc.stdout as NodeJS.ReadableStream, 'data')) as [Buffer];
   return { process: proc, ...(JSON.parse(line.toString()) as { url: string; apiKey?: string }) };
 }
 
-const requestOf = (stream: boolean) => ({
-  model: 'claude-mock',
-  max_tokens: 64,
-  stream,
-  messages: [{ role: 'user', content: 'Summarize the quarterly report in three bullet points.' }],
-});
-
-/** A genuine request: attribution block, fresh nonce, stamp over the exact bytes. */
-function genuineBody(stream: boolean): string {
-  const req = requestOf(stream);
-  const fp = fingerprintRequest(req, { salt: 'bench-salt', version: '1.4.2' });
-  const tagged = withAttribution(req, serializeAttribution({ cv: '1.4.2', fp, ep: 'cli' }));
-  const text = appendEnvelope(
-    JSON.stringify(tagged),
-    placeholderEnvelope({ kid: dev.kid, ts: Math.floor(Date.now() / 1000), nonce: randomBytes(8).toString('hex') }),
-  );
-  const bytes = utf8(text);
-  const where = locateEnvelope(bytes);
-  if (where.status !== 'found') throw new Error('no envelope');
-  bytes.set(utf8(computeStamp(stampKey, bytes, where.stampStart, where.stampEnd)), where.stampStart);
-  return Buffer.from(bytes).toString('utf8');
+/** A child's CPU time so far, in µs. */
+async function cpuOf(c: Child): Promise<number> {
+  const answer = once(c.process, 'message') as Promise<[{ cpu: number }]>;
+  c.process.send('cpu');
+  return (await answer)[0].cpu;
 }
 
-/** The same request without Moat's tags, for the baselines (the upstream refuses Moat's members, as the real API does). */
-const plainBody = (stream: boolean) => JSON.stringify(requestOf(stream));
+/** One request as a client sent it: its header lines (`Host` and `Content-Length` left out) and body bytes. */
+interface Captured {
+  readonly headers: Record<string, string>;
+  readonly body: Buffer;
+}
 
+/**
+ * The capturing server: keeps every Messages request the client code sends (answering it
+ * as the upstream would) and relays everything else — discovery, flags, telemetry — to the
+ * verifier, so the client sees the verifier's own documents.
+ */
+async function startCapture(canned: { json: Buffer; sse: Buffer }) {
+  const state = { verifier: '', captured: [] as Captured[] };
+  const headersOf = (req: IncomingMessage, drop: Set<string>) => {
+    const out: Record<string, string> = {};
+    for (let i = 0; i < req.rawHeaders.length; i += 2) {
+      const name = req.rawHeaders[i] as string;
+      if (!drop.has(name.toLowerCase())) out[name] = req.rawHeaders[i + 1] as string;
+    }
+    return out;
+  };
+  const server = createServer(async (req, res) => {
+    const body = await readAll(req);
+    if (req.method === 'POST' && req.url === '/v1/messages') {
+      state.captured.push({ headers: headersOf(req, new Set(['host', 'content-length'])), body });
+      const stream = (JSON.parse(body.toString('utf8')) as { stream?: boolean }).stream === true;
+      res.writeHead(200, { 'content-type': stream ? 'text/event-stream' : 'application/json' });
+      res.end(stream ? canned.sse : canned.json);
+      return;
+    }
+    const answer = await request(`${state.verifier}${req.url}`, {
+      method: req.method as 'GET',
+      headers: headersOf(req, new Set(['host', 'content-length', 'connection'])),
+      body: body.length > 0 ? body : null,
+    });
+    const headers = Object.fromEntries(
+      Object.entries(answer.headers).filter(([k]) => !['connection', 'keep-alive', 'transfer-encoding'].includes(k)),
+    );
+    res.writeHead(answer.statusCode, headers);
+    res.end(await readAll(answer.body));
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  const { port } = server.address() as AddressInfo;
+  return { state, server, url: `http://127.0.0.1:${port}`, authority: `127.0.0.1:${port}` };
+}
+
+const requestOf = (stream: boolean, maxTokens: number) => ({
+  model: 'claude-mock',
+  max_tokens: maxTokens,
+  stream,
+  messages: [{ role: 'user', content: PROMPT }],
+});
+/** moat-chat's headers (apps/cli/src/session.ts); the plain request sends them too. */
+const chatHeaders = (apiKey: string) => ({
+  'content-type': 'application/json',
+  'x-api-key': apiKey,
+  'anthropic-version': '2023-06-01',
+  'user-agent': `moat-chat/${CHAT_VERSION}`,
+});
+
+type Genuine = 'moat-chat' | 'sdk';
+type Kind = 'direct' | 'proxy' | 'plain' | Genuine;
 interface Target {
-  readonly name: 'direct' | 'proxy' | 'verifier';
+  /** The row's name: the kind, and `@build` for another build of the verifier. */
+  readonly name: string;
+  readonly kind: Kind;
   readonly url: string;
   readonly apiKey: string;
+  /** The process that serves it (its CPU time is measured). */
+  readonly server: Child;
 }
 
-const headersFor = (t: Target) => ({
-  'content-type': 'application/json',
-  'x-api-key': t.apiKey,
-  'user-agent': 'moat-chat/1.4.2',
-  'anthropic-version': '2023-06-01',
+const warnings: string[] = [];
+const onWarning = (message: string) => warnings.push(message);
+/** `@moat/client` composed as moat-chat composes it (ChatSession), minus hardening this process. */
+const chatFetch = createMoatFetch({
+  salt: SALT,
+  userAgentProduct: 'moat-chat',
+  clientVersion: CHAT_VERSION,
+  entrypoint: 'cli',
+  antiDistillation: true,
+  onWarning,
 });
+/** `@moat/client` with its defaults under the Anthropic SDK. */
+const sdkFetch = createMoatFetch({ salt: SALT, clientVersion: '1.0.0', onWarning });
+
+/** Sends one request of `shape` through the real client code to the capturing server. */
+async function send(shape: Genuine, stream: boolean, base: string, apiKey: string): Promise<void> {
+  if (shape === 'moat-chat') {
+    const res = await chatFetch(`${base}/v1/messages`, {
+      method: 'POST',
+      headers: chatHeaders(apiKey),
+      body: JSON.stringify(requestOf(stream, 1024)),
+    });
+    await res.arrayBuffer();
+    return;
+  }
+  const sdk = new Anthropic({ baseURL: base, apiKey, fetch: sdkFetch, maxRetries: 0 });
+  if (!stream) {
+    await sdk.messages.create({ model: 'claude-mock', max_tokens: 64, messages: [{ role: 'user', content: PROMPT }] });
+    return;
+  }
+  const events = await sdk.messages.create({
+    model: 'claude-mock',
+    max_tokens: 64,
+    messages: [{ role: 'user', content: PROMPT }],
+    stream: true,
+  });
+  for await (const _ of events);
+}
+
+type Capture = Awaited<ReturnType<typeof startCapture>>;
+
+/** `n` fresh requests of `shape`, each made (and stamped by the addon) by the client code, 16 at a time. */
+async function freshRequests(capture: Capture, shape: Genuine, stream: boolean, n: number, apiKey: string): Promise<Captured[]> {
+  capture.state.captured = [];
+  let left = n;
+  const worker = async () => {
+    while (left-- > 0) await send(shape, stream, capture.url, apiKey);
+  };
+  await Promise.all(Array.from({ length: 16 }, worker));
+  const out = capture.state.captured;
+  if (out.length !== n) throw new Error(`captured ${out.length} of ${n} ${shape} requests`);
+  if (warnings.length > 0) throw new Error(`the client failed open: ${warnings.join('; ')}`);
+  if (!out.every((c) => c.body.includes('"moat_att":"r1.'))) throw new Error(`a ${shape} request went out without an r1 stamp`);
+  return out;
+}
+
+/** The body with the envelope's time, nonce and stamp masked: what stays the same from one request to the next. */
+const shapeOf = (c: Captured) =>
+  JSON.stringify({ headers: c.headers, body: c.body.toString('utf8').replace(/"moat_att":"[^"]*"\}$/, '"moat_att":"…"}') });
+
+/** Runs the built moat-chat once against the capturing server: its request must be the bench's moat-chat request. */
+async function checkAgainstMoatChat(capture: Capture, apiKey: string): Promise<void> {
+  if (!existsSync(MOAT_CHAT)) throw new Error(`${MOAT_CHAT} is missing: build apps/cli first (pnpm bench builds it)`);
+  capture.state.captured = [];
+  const dir = mkdtempSync(join(tmpdir(), 'moat-bench-chat-'));
+  const chat = spawn(process.execPath, [MOAT_CHAT, '-p', PROMPT, '--base-url', capture.url], {
+    cwd: dir,
+    env: { PATH: process.env.PATH, HOME: dir, MOAT_API_KEY: apiKey, MOAT_FINGERPRINT_SALT: SALT, MOAT_CONFIG_DIR: dir },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  chat.stderr?.on('data', (d: Buffer) => {
+    stderr += d;
+  });
+  const [code] = (await once(chat, 'close')) as [number];
+  const [real] = capture.state.captured;
+  if (code !== 0 || real === undefined) throw new Error(`moat-chat exited ${code} without a request: ${stderr}`);
+  const [ours] = await freshRequests(capture, 'moat-chat', true, 1, apiKey);
+  if (shapeOf(real) !== shapeOf(ours as Captured))
+    throw new Error(`the bench's moat-chat request differs from moat-chat's:\n${shapeOf(real)}\n${shapeOf(ours as Captured)}`);
+}
 
 /** Per-request latency in µs over sequential requests on one keep-alive connection. */
-async function sequential(t: Target, stream: boolean): Promise<number[]> {
+async function sequential(t: Target, requests: readonly Captured[]): Promise<number[]> {
   const pool = new Pool(t.url, { connections: 1, pipelining: 1 });
   const times: number[] = [];
   try {
-    for (let i = 0; i < SEQUENTIAL + 50; i++) {
-      const body = t.name === 'verifier' ? genuineBody(stream) : plainBody(stream);
+    for (let i = 0; i < requests.length; i++) {
+      const { headers, body } = requests[i] as Captured;
       const start = process.hrtime.bigint();
-      const res = await pool.request({ path: '/v1/messages', method: 'POST', headers: headersFor(t), body });
+      const res = await pool.request({ path: '/v1/messages', method: 'POST', headers, body });
       await res.body.arrayBuffer();
       const end = process.hrtime.bigint();
       if (res.statusCode !== 200) throw new Error(`${t.name} answered ${res.statusCode}`);
-      if (i >= 50) times.push(Number(end - start) / 1000); // the first 50 warm up
+      if (i >= WARMUP) times.push(Number(end - start) / 1000);
     }
   } finally {
     await pool.close();
@@ -163,21 +331,35 @@ async function sequential(t: Target, stream: boolean): Promise<number[]> {
   return times.sort((a, b) => a - b);
 }
 
-async function throughput(t: Target, stream: boolean, connections: number): Promise<number> {
-  const result = await autocannon({
-    url: `${t.url}/v1/messages`,
-    connections,
-    duration: SECONDS,
-    requests: [
-      {
-        method: 'POST',
-        headers: headersFor(t),
-        setupRequest: (req) => ({ ...req, body: t.name === 'verifier' ? genuineBody(stream) : plainBody(stream) }),
-      },
-    ],
-  });
-  if (result.non2xx > 0 || result.errors > 0) throw new Error(`${result.non2xx} non-2xx answers, ${result.errors} errors from ${t.name}`);
-  return result.requests.average;
+/**
+ * Requests per second at `connections` keep-alive connections, each sending its next request
+ * when the last answer ended (closed loop): `AMOUNT` requests, fresh ones used once each.
+ */
+async function throughput(t: Target, requests: readonly Captured[], connections: number, repeat: boolean): Promise<number> {
+  const pool = new Pool(t.url, { connections, pipelining: 1 });
+  let next = 0;
+  let failed = 0;
+  const worker = async () => {
+    while (next < AMOUNT) {
+      const c = requests[repeat ? 0 : next] as Captured;
+      next++;
+      const res = await pool.request({ path: '/v1/messages', method: 'POST', headers: c.headers, body: c.body });
+      await res.body.arrayBuffer();
+      if (res.statusCode !== 200) failed++;
+    }
+  };
+  try {
+    // One request per connection first, so every connection is open before the clock starts.
+    await Promise.all(
+      Array.from({ length: connections }, () => pool.request({ path: '/v1/models', method: 'GET' }).then((r) => r.body.dump())),
+    );
+    const started = performance.now();
+    await Promise.all(Array.from({ length: connections }, worker));
+    if (failed > 0) throw new Error(`${failed} answers from ${t.name} were not 200`);
+    return AMOUNT / ((performance.now() - started) / 1000);
+  } finally {
+    await pool.close();
+  }
 }
 
 const pct = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] as number;
@@ -188,54 +370,169 @@ const median = (xs: number[]) => {
 const spread = (xs: number[], digits = 0) => `${Math.min(...xs).toFixed(digits)}–${Math.max(...xs).toFixed(digits)}`;
 
 const upstream = await child(['--upstream']);
+const plainBytes = (stream: boolean) => Buffer.from(JSON.stringify(requestOf(stream, 1024)));
+const cannedOf = async (stream: boolean) =>
+  Buffer.from(
+    await (
+      await request(`${upstream.url}/v1/messages`, { method: 'POST', headers: chatHeaders('upstream'), body: plainBytes(stream) })
+    ).body.arrayBuffer(),
+  );
+const capture = await startCapture({ json: await cannedOf(false), sse: await cannedOf(true) });
+const profile = process.env.BENCH_CPU_PROF;
 const proxy = await child(['--proxy', upstream.url]);
-const verifier = await child(['--verifier', upstream.url]);
-const targets: Target[] = [
-  { name: 'direct', url: upstream.url, apiKey: 'upstream' },
-  { name: 'proxy', url: proxy.url, apiKey: 'upstream' },
-  { name: 'verifier', url: verifier.url, apiKey: verifier.apiKey as string },
-];
-// Sanity: the upstream answers every target's request (and the mock takes no key).
-await request(`${upstream.url}/v1/models`).then((r) => r.body.dump());
+const startVerifier = (dist?: string) =>
+  child(
+    ['--verifier', upstream.url, capture.authority],
+    profile === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${profile}`],
+    dist === undefined ? {} : { BENCH_DIST: dist },
+  );
+const verifier = await startVerifier();
+/** BENCH_BUILDS=name=/abs/dist/index.js,…: other builds of the verifier, each with its plain and moat-chat rows. */
+const builds = await Promise.all(
+  (process.env.BENCH_BUILDS ?? '')
+    .split(',')
+    .filter((b) => b !== '')
+    .map(async (b) => {
+      const [name, dist] = b.split('=') as [string, string];
+      return { name, server: await startVerifier(dist) };
+    }),
+);
+capture.state.verifier = verifier.url;
+const verifierKey = verifier.apiKey as string;
+await checkAgainstMoatChat(capture, verifierKey);
 
-type Figures = Record<string, { p50: number[]; p90: number[]; p99: number[]; rps10: number[]; rps50: number[] }>;
-const figures: Record<'JSON' | 'SSE', Figures> = { JSON: {}, SSE: {} };
+const only = process.env.BENCH_TARGETS?.split(',');
+const onVerifier = (server: Child, suffix: string): Target[] =>
+  (['plain', 'moat-chat', 'sdk'] as const)
+    .filter((kind) => only === undefined || only.includes(kind))
+    .filter((kind) => suffix === '' || kind !== 'sdk')
+    .map((kind) => ({ name: `${kind}${suffix}`, kind, url: server.url, apiKey: server.apiKey as string, server }));
+const targets: Target[] = [
+  { name: 'direct', kind: 'direct', url: upstream.url, apiKey: 'upstream', server: upstream },
+  { name: 'proxy', kind: 'proxy', url: proxy.url, apiKey: 'upstream', server: proxy },
+  ...onVerifier(verifier, ''),
+  ...builds.flatMap((b) => onVerifier(b.server, `@${b.name}`)),
+];
+const genuineSent = new Map<Child, number>();
+
+/** The requests `t` gets: fresh genuine ones made by the client code, or one plain request repeated. */
+async function requestsFor(t: Target, stream: boolean, n: number): Promise<{ list: Captured[]; repeat: boolean }> {
+  if (t.kind === 'moat-chat' || t.kind === 'sdk') {
+    genuineSent.set(t.server, (genuineSent.get(t.server) ?? 0) + n);
+    return { list: await freshRequests(capture, t.kind, stream, n, t.apiKey), repeat: false };
+  }
+  return { list: [{ headers: chatHeaders(t.apiKey), body: plainBytes(stream) }], repeat: true };
+}
+
+/** Runs `phase` (which sends `n` requests to `t`) and what it cost `t`'s server in CPU µs per request. */
+async function withCpu<T>(t: Target, n: number, phase: () => Promise<T>): Promise<[T, number]> {
+  const before = await cpuOf(t.server);
+  const result = await phase();
+  return [result, ((await cpuOf(t.server)) - before) / n];
+}
+
+interface Figure {
+  p50: number[];
+  p90: number[];
+  p99: number[];
+  rps10: number[];
+  rps50: number[];
+  cpu: number[];
+}
+const figures: Record<'JSON' | 'SSE', Record<string, Figure>> = { JSON: {}, SSE: {} };
 for (let round = 0; round < ROUNDS; round++) {
-  const order = [...targets.slice(round % 3), ...targets.slice(0, round % 3)];
+  const order = [...targets.slice(round % targets.length), ...targets.slice(0, round % targets.length)];
   for (const mode of ['JSON', 'SSE'] as const) {
+    const stream = mode === 'SSE';
     for (const t of order) {
-      figures[mode][t.name] ??= { p50: [], p90: [], p99: [], rps10: [], rps50: [] };
-      const f = figures[mode][t.name] as Figures[string];
-      const times = await sequential(t, mode === 'SSE');
+      figures[mode][t.name] ??= { p50: [], p90: [], p99: [], rps10: [], rps50: [], cpu: [] };
+      const f = figures[mode][t.name] as Figure;
+      const seq = await requestsFor(t, stream, SEQUENTIAL + WARMUP);
+      const list = seq.repeat ? Array(SEQUENTIAL + WARMUP).fill(seq.list[0]) : seq.list;
+      const [times, cpu] = await withCpu(t, list.length, () => sequential(t, list));
       f.p50.push(pct(times, 50));
       f.p90.push(pct(times, 90));
       f.p99.push(pct(times, 99));
-      f.rps10.push(await throughput(t, mode === 'SSE', 10));
-      f.rps50.push(await throughput(t, mode === 'SSE', 50));
+      f.cpu.push(cpu);
+      for (const connections of [10, 50]) {
+        const load = await requestsFor(t, stream, AMOUNT);
+        (connections === 10 ? f.rps10 : f.rps50).push(await throughput(t, load.list, connections, load.repeat));
+      }
     }
   }
   process.stderr.write(`round ${round + 1}/${ROUNDS} done\n`);
 }
-for (const c of [upstream, proxy, verifier]) c.process.kill('SIGTERM');
+let valid = 0;
+for (const server of [verifier, ...builds.map((b) => b.server)]) {
+  server.process.send('summary');
+  const [summary] = (await once(server.process, 'message')) as [{ attestation: Record<string, number> }];
+  const sent = genuineSent.get(server) ?? 0;
+  if ((summary.attestation.valid ?? 0) !== sent || Object.keys(summary.attestation).some((k) => k !== 'valid' && k !== 'missing'))
+    throw new Error(`the verifier found ${JSON.stringify(summary.attestation)} for ${sent} genuine requests`);
+  valid += sent;
+}
+for (const c of [upstream, proxy, verifier, ...builds.map((b) => b.server)]) c.process.kill('SIGTERM');
+capture.server.close();
+await Promise.all([chatFetch.close(), sdkFetch.close()]);
 
 console.log(
-  `moat-verifier benchmark (${process.version}; ${ROUNDS} rotated rounds; latency over ${SEQUENTIAL} sequential requests on one keep-alive connection; throughput with autocannon, ${SECONDS} s per run; medians with the range over rounds)`,
+  `moat-verifier benchmark (${process.version}; ${ROUNDS} rotated rounds; latency over ${SEQUENTIAL} sequential requests on one keep-alive connection; throughput over ${AMOUNT} requests per run (closed loop); medians with the range over rounds; every genuine request made fresh by the client code and stamped by the native addon, ${valid} stamps found valid)`,
 );
+if (builds.length > 0)
+  console.log(
+    `\nRows named \`…@name\` are the same requests to another build of the verifier in the same run (BENCH_BUILDS: ${builds.map((b) => b.name).join(', ')}), for before/after figures under the same load.`,
+  );
 console.log('');
 console.log(
-  '| mode | target | p50 µs | p90 µs | p99 µs | added p50 µs | added p99 µs | req/s at 10 | req/s at 50 | throughput ÷ proxy (10 / 50) |',
+  '| mode | target | p50 µs | p90 µs | p99 µs | added p50 µs | added p99 µs | req/s at 10 | req/s at 50 | throughput ÷ proxy (10 / 50) | server CPU µs/req |',
 );
-console.log('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|');
+console.log('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+interface Ratio {
+  kind: Kind;
+  p50: number[];
+  p99: number[];
+  rps10: number[];
+  rps50: number[];
+}
+const ratios: Record<'JSON' | 'SSE', Record<string, Ratio>> = { JSON: {}, SSE: {} };
+const range = (xs: number[], digits = 0) => `${median(xs).toFixed(digits)} (${spread(xs, digits)})`;
 for (const mode of ['JSON', 'SSE'] as const) {
-  const direct = figures[mode].direct as Figures[string];
-  const bare = figures[mode].proxy as Figures[string];
+  const direct = figures[mode].direct as Figure;
+  const bare = figures[mode].proxy as Figure;
+  const proxyAdded = (k: 'p50' | 'p99') => bare[k].map((v, i) => v - (direct[k][i] as number));
   for (const t of targets) {
-    const f = figures[mode][t.name] as Figures[string];
+    const f = figures[mode][t.name] as Figure;
     const added = (k: 'p50' | 'p99') => f[k].map((v, i) => v - (direct[k][i] as number));
     const ratio = (k: 'rps10' | 'rps50') => f[k].map((v, i) => v / (bare[k][i] as number));
+    if (t.kind !== 'direct' && t.kind !== 'proxy')
+      ratios[mode][t.name] = {
+        kind: t.kind,
+        p50: added('p50').map((v, i) => v / (proxyAdded('p50')[i] as number)),
+        p99: added('p99').map((v, i) => v / (proxyAdded('p99')[i] as number)),
+        rps10: ratio('rps10'),
+        rps50: ratio('rps50'),
+      };
+    const d = t.kind === 'direct';
     console.log(
-      `| ${mode} | ${t.name} | ${median(f.p50).toFixed(0)} | ${median(f.p90).toFixed(0)} | ${median(f.p99).toFixed(0)} | ${t.name === 'direct' ? '—' : `${median(added('p50')).toFixed(0)} (${spread(added('p50'))})`} | ${t.name === 'direct' ? '—' : `${median(added('p99')).toFixed(0)} (${spread(added('p99'))})`} | ${median(f.rps10).toFixed(0)} | ${median(f.rps50).toFixed(0)} | ${t.name === 'direct' ? '—' : `${median(ratio('rps10')).toFixed(2)}× (${spread(ratio('rps10'), 2)}) / ${median(ratio('rps50')).toFixed(2)}× (${spread(ratio('rps50'), 2)})`} |`,
+      `| ${mode} | ${t.name} | ${median(f.p50).toFixed(0)} | ${median(f.p90).toFixed(0)} | ${median(f.p99).toFixed(0)} | ${d ? '—' : range(added('p50'))} | ${d ? '—' : range(added('p99'))} | ${median(f.rps10).toFixed(0)} | ${median(f.rps50).toFixed(0)} | ${d ? '—' : `${range(ratio('rps10'), 2)} / ${range(ratio('rps50'), 2)}`} | ${range(f.cpu)} |`,
     );
   }
 }
+console.log('');
+console.log(
+  'Targets, as ratios to the bare proxy in the same round (median, range over rounds): added p50 ≤ 1.5× and added p99 ≤ 2× for a genuine request; throughput ≥ 0.6× for a genuine request and ≥ 0.8× for a plain one. Server CPU µs/req is the CPU time of the process that answers (the verifier, the proxy, the upstream for direct) per sequential request.',
+);
+console.log('');
+console.log('| mode | request | added p50 ÷ proxy | added p99 ÷ proxy | req/s ÷ proxy at 10 | req/s ÷ proxy at 50 |');
+console.log('|---|---|---:|---:|---:|---:|');
+const cell = (xs: number[], target: number, higher: boolean) =>
+  `${median(xs).toFixed(2)}× (${spread(xs, 2)}) ${(higher ? median(xs) >= target : median(xs) <= target) ? 'meets' : 'misses'} ${higher ? '≥' : '≤'} ${target}×`;
+for (const mode of ['JSON', 'SSE'] as const)
+  for (const [name, r] of Object.entries(ratios[mode])) {
+    const plain = r.kind === 'plain';
+    const floor = plain ? 0.8 : 0.6;
+    console.log(
+      `| ${mode} | ${name} | ${plain ? range(r.p50, 2) : cell(r.p50, 1.5, false)} | ${plain ? range(r.p99, 2) : cell(r.p99, 2, false)} | ${cell(r.rps10, floor, true)} | ${cell(r.rps50, floor, true)} |`,
+    );
+  }
 process.exit(0);

@@ -56,3 +56,32 @@ describe('DecoyIndexCache', () => {
     expect(cache.current()?.trace(old, 0.7)).toEqual([]);
   });
 });
+
+describe('DecoyIndexCache checks for new keys', () => {
+  it('lists the keys at most once per 10 s when nothing changed, however many requests ask', async () => {
+    let now = Date.now();
+    let listed = 0;
+    const storage = {
+      listApiKeys: () => {
+        listed++;
+        return [{ id: 'key_a', label: 'a', created: 0 }];
+      },
+    } as unknown as Storage;
+    const tasks: Array<Promise<void>> = [];
+    const cache = new DecoyIndexCache(storage, secret, { now: () => now, background: (_, task) => tasks.push(task()) });
+    await cache.refresh(true);
+    expect(listed).toBe(1);
+    now += 11_000;
+    for (let i = 0; i < 100; i++) {
+      cache.current();
+      await Promise.all(tasks.splice(0));
+      now += 10; // requests keep coming, 1 s in all
+    }
+    // One check found nothing new; the requests after it do not list the keys again.
+    expect(listed).toBe(2);
+    now += 10_000;
+    cache.current();
+    await Promise.all(tasks.splice(0));
+    expect(listed).toBe(3);
+  });
+});

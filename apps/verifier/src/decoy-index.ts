@@ -35,6 +35,8 @@ export class DecoyIndexCache {
   readonly #background: (name: string, task: () => Promise<void>) => void;
   #built = false;
   #builtAt = 0;
+  /** When the keys were last listed: a check that finds nothing new still counts, so the next is 10 s later. */
+  #checkedAt = 0;
   #keys = -1;
   #period = -1;
   #building: Promise<void> | undefined;
@@ -52,8 +54,9 @@ export class DecoyIndexCache {
 
   /** The index as built so far; starts a rebuild when it is due (every `refreshMs`, and every 10 s when keys were added). */
   current(): CanaryIndex | undefined {
-    const age = this.#now() - this.#builtAt;
-    if (this.#building === undefined && (age > this.#refreshMs || age > 10_000)) this.#background('decoy-index', () => this.refresh());
+    const now = this.#now();
+    if (this.#building === undefined && (now - this.#builtAt > this.#refreshMs || now - this.#checkedAt > 10_000))
+      this.#background('decoy-index', () => this.refresh());
     return this.#built ? this.#index : undefined;
   }
 
@@ -66,6 +69,7 @@ export class DecoyIndexCache {
   refresh(force = false): Promise<void> {
     this.#building ??= (async () => {
       try {
+        this.#checkedAt = this.#now();
         const keys = (await this.#storage.listApiKeys()).map((k) => k.id);
         const period = decoyPeriod(this.#now());
         const due = this.#now() - this.#builtAt > this.#refreshMs;

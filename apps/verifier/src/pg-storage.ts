@@ -3,12 +3,14 @@ import { errorMessage } from '@moat/protocol/support';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { ReplayCacheResetError, VerifierConfigError } from './errors.js';
+import { type CommitStats, GroupCommit, type Settled } from './group-commit.js';
 import { PgInstallStore } from './installs.js';
 import {
   ACTIVITY_COLUMNS,
   activityOf,
   EXISTING_COLUMNS_SQL,
   insertRecordSql,
+  insertRecordsSql,
   type KeyActivity,
   migrationSql,
   type RecordQuery,
@@ -20,11 +22,21 @@ import {
   rowOf,
 } from './record-schema.js';
 import { type ApiKeyRow, type BatchRow, batchRowOf, hashApiKey, newApiKey, probe, type ReadinessCheck, type Storage } from './storage.js';
+import { isContentError } from './store-boundary.js';
 
 export { ReplayCacheResetError } from './errors.js';
 
 /** Kept past a nonce's last acceptable instant, for clock skew between replicas. */
 export const NONCE_MARGIN_MS = 2_000;
+
+/** Records in one statement of a group commit at most (PostgreSQL takes 65,535 parameters). */
+const RECORDS_PER_STATEMENT = 500;
+
+/** A record waiting for its group commit. */
+interface PendingRecord {
+  readonly row: unknown[];
+  readonly upsert: boolean;
+}
 
 const SCHEMA = `
   CREATE TABLE IF NOT EXISTS api_keys (id TEXT PRIMARY KEY, hash BYTEA NOT NULL UNIQUE, label TEXT NOT NULL, created BIGINT NOT NULL, revoked BOOLEAN NOT NULL DEFAULT FALSE);
@@ -40,7 +52,9 @@ const SCHEMA = `
 /**
  * Storage for several verifier replicas: records, keys, telemetry and statistics in
  * PostgreSQL, the nonce replay cache in Redis (`SET NX` with the nonce's expiry), so a
- * request replayed to another replica is caught.
+ * request replayed to another replica is caught. Records and nonces go in group commits: the
+ * records asked for in one turn of the event loop are one statement (one transaction, one
+ * WAL flush), the nonces one `MULTI` (one round trip), each answer released after its commit.
  */
 export class PgRedisStorage implements Storage {
   readonly installs: PgInstallStore;
@@ -54,6 +68,8 @@ export class PgRedisStorage implements Storage {
   #lostAtMs = 0;
   /** Called when the replay cache is found to have lost its data. */
   onReplayCacheReset: ((lostAtMs: number) => void) | undefined;
+  readonly #records = new GroupCommit<PendingRecord, void>((batch) => this.#commitRecords(batch));
+  readonly #nonces = new GroupCommit<{ key: string; ttlMs: number }, boolean>((batch) => this.#commitNonces(batch));
 
   private constructor(pool: pg.Pool, redis: Redis, pepper: Uint8Array, prefix: string, windowSec: number) {
     this.#pool = pool;
@@ -157,8 +173,55 @@ export class PgRedisStorage implements Storage {
     return rows.map((r) => ({ id: r.id, label: r.label, created: Number(r.created) }));
   }
 
-  async insertRecord(record: RequestRecord, options: { readonly upsert?: boolean } = {}): Promise<void> {
-    await this.#pool.query(insertRecordSql('postgres', options.upsert === true ? 'upsert' : 'insert'), rowOf(record));
+  /** Writes a record in this turn's group commit; resolves once that commit is durable. */
+  insertRecord(record: RequestRecord, options: { readonly upsert?: boolean } = {}): Promise<void> {
+    return this.#records.write({ row: rowOf(record), upsert: options.upsert === true });
+  }
+
+  /** Group commits of records and of nonces so far, and the writes they carried. */
+  get commitStats(): { records: CommitStats; nonces: CommitStats } {
+    return { records: this.#records.stats, nonces: this.#nonces.stats };
+  }
+
+  /**
+   * One group commit of records: one statement per {@link RECORDS_PER_STATEMENT} (inserts,
+   * then upserts). A record the store refuses for its content fails only itself: the
+   * statement that held it is retried a record at a time. A batch that names one id twice
+   * (never the pipeline's; a drain racing a request, perhaps) is written a record at a time, in order.
+   */
+  async #commitRecords(batch: readonly PendingRecord[]): Promise<Array<Settled<void>>> {
+    const one = (r: PendingRecord) => this.#pool.query(insertRecordSql('postgres', r.upsert ? 'upsert' : 'insert'), r.row);
+    const distinct = new Set(batch.map((r) => r.row[0])).size === batch.length;
+    if (batch.length === 1 || !distinct) return this.#oneByOne(batch, one);
+    const out: Array<Settled<void>> = [];
+    for (let i = 0; i < batch.length; i += RECORDS_PER_STATEMENT) {
+      const part = batch.slice(i, i + RECORDS_PER_STATEMENT);
+      const inserts = part.filter((r) => !r.upsert);
+      const upserts = part.filter((r) => r.upsert);
+      try {
+        await this.#pool.query(
+          insertRecordsSql(inserts.length, upserts.length),
+          [...inserts, ...upserts].flatMap((r) => r.row),
+        );
+        out.push(...part.map(() => ({ ok: true as const, value: undefined })));
+      } catch (error) {
+        if (!isContentError(error)) out.push(...part.map(() => ({ ok: false as const, error })));
+        else out.push(...(await this.#oneByOne(part, one)));
+      }
+    }
+    return out;
+  }
+
+  async #oneByOne(batch: readonly PendingRecord[], write: (r: PendingRecord) => Promise<unknown>): Promise<Array<Settled<void>>> {
+    const out: Array<Settled<void>> = [];
+    for (const r of batch)
+      out.push(
+        await write(r).then(
+          () => ({ ok: true as const, value: undefined }),
+          (error: unknown) => ({ ok: false as const, error }),
+        ),
+      );
+    return out;
   }
 
   async finishRecord(id: string, status: number, latencyMs: number): Promise<void> {
@@ -217,12 +280,7 @@ export class PgRedisStorage implements Storage {
    */
   async add(kid: string, nonce: string, expiresAt: number): Promise<boolean> {
     const ttlMs = Math.max(1, (expiresAt + 1) * 1000 - Date.now() + NONCE_MARGIN_MS);
-    const result = await this.#redis.multi().get(this.#epochKey).set(`${this.#prefix}nonce:${kid}:${nonce}`, '1', 'PX', ttlMs, 'NX').exec();
-    if (result === null) throw new Error('redis transaction aborted');
-    const [[epochError, epoch], [setError, set]] = result as [[Error | null, unknown], [Error | null, unknown]];
-    if (epochError !== null) throw epochError;
-    if (setError !== null) throw setError;
-    await this.#checkEpoch(typeof epoch === 'string' ? epoch : null);
+    const set = await this.#nonces.write({ key: `${this.#prefix}nonce:${kid}:${nonce}`, ttlMs });
     // A stamp made before the replay cache forgot its nonces may have been served then: refuse it —
     // retryably, for a genuine client in flight at the loss signs a fresh stamp that passes.
     if (this.#lostAtMs > 0 && expiresAt * 1000 < this.#lostAtMs + this.#windowSec * 1000)
@@ -230,7 +288,22 @@ export class PgRedisStorage implements Storage {
         'ERR_REPLAY_CACHE_RESET',
         `expected a stamp made after the replay cache lost its data (${new Date(this.#lostAtMs).toISOString()}), got one from before`,
       );
-    return set === 'OK';
+    return set;
+  }
+
+  /** One group commit of nonces: the epoch marker read and every nonce set (`NX`) in one `MULTI`. */
+  async #commitNonces(batch: ReadonlyArray<{ key: string; ttlMs: number }>): Promise<Array<Settled<boolean>>> {
+    const multi = this.#redis.multi().get(this.#epochKey);
+    for (const n of batch) multi.set(n.key, '1', 'PX', n.ttlMs, 'NX');
+    const result = await multi.exec();
+    if (result === null) throw new Error('redis transaction aborted');
+    const [[epochError, epoch], ...sets] = result as Array<[Error | null, unknown]> as [
+      [Error | null, unknown],
+      ...Array<[Error | null, unknown]>,
+    ];
+    if (epochError !== null) throw epochError;
+    await this.#checkEpoch(typeof epoch === 'string' ? epoch : null);
+    return sets.map(([error, set]) => (error === null ? { ok: true, value: set === 'OK' } : { ok: false, error }));
   }
 
   /**
@@ -389,6 +462,8 @@ export class PgRedisStorage implements Storage {
   }
 
   async close(): Promise<void> {
+    // Writes queued for this turn's group commit go before the connections close.
+    await Promise.all([this.#records.flush(), this.#nonces.flush()]);
     await this.#pool.end();
     this.#redis.disconnect();
   }

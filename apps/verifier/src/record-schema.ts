@@ -174,6 +174,28 @@ export function insertRecordSql(dialect: Dialect, mode: 'insert' | 'upsert'): st
   return `${insert} ON CONFLICT (id) DO UPDATE SET ${updates.join(', ')}`;
 }
 
+/**
+ * PostgreSQL's statement for a group commit of records: `inserts` rows inserted, then
+ * `upserts` rows upserted, as one statement (one transaction), their values numbered in
+ * that order. The ids must be distinct (a row is not written twice in one statement).
+ */
+export function insertRecordsSql(inserts: number, upserts: number): string {
+  const names = RECORD_COLUMNS.map((c) => c.column).join(', ');
+  const width = RECORD_COLUMNS.length;
+  const values = (from: number, rows: number) =>
+    Array.from(
+      { length: rows },
+      (_, r) => `(${RECORD_COLUMNS.map((_, c) => `$${from + r * width + c + 1}`).join(', ')})`,
+    ).join(', ');
+  const updates = RECORD_COLUMNS.filter((c) => c.column !== 'id').map((c) => `${c.column} = excluded.${c.column}`);
+  const insert = inserts === 0 ? '' : `INSERT INTO records (${names}) VALUES ${values(0, inserts)}`;
+  if (upserts === 0) return insert;
+  const upsert =
+    `INSERT INTO records (${names}) VALUES ${values(inserts * width, upserts)} ` +
+    `ON CONFLICT (id) DO UPDATE SET ${updates.join(', ')}`;
+  return inserts === 0 ? upsert : `WITH inserted AS (${insert}) ${upsert}`;
+}
+
 /** A record's values in {@link RECORD_COLUMNS} order (lists as JSON text, which both backends take). */
 export function rowOf(record: RequestRecord): unknown[] {
   // A record spooled before a column existed lacks it: NULL, or the signal's initial value.

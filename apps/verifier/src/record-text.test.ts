@@ -94,6 +94,9 @@ function roundTrips(open: () => Promise<Storage>, runs: number) {
         n++;
         const record = { ...wildOne, id: `${wildOne.id}#${n}`, ts: Date.now() + n };
         const bounded = boundedRecord(record);
+        // Marked storable, so the boundary does not walk it: it must need no walking.
+        expect(storableValue(bounded)).toBe(bounded);
+        expect(storableValue({ ...bounded })).toEqual(bounded);
         await storage.insertRecord(bounded);
         const [back] = await storage.queryRecords({ limit: 1 });
         expect(back).toEqual(storableValue(bounded));

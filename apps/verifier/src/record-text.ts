@@ -28,12 +28,26 @@ export function cutText(text: string, max: number): string {
   return `${clean.slice(0, end)}…`;
 }
 
+/** Objects known to hold storable text only (made so by their maker): {@link storableValue} takes them as they are. */
+const STORABLE = new WeakSet<object>();
+
+/**
+ * Marks `value` as holding storable text only, so the store boundary does not walk it again:
+ * for values made by a function that makes every string in them storable (a bounded record).
+ * The value must not change afterwards.
+ */
+export function markStorable<T extends object>(value: T): T {
+  STORABLE.add(value);
+  return value;
+}
+
 /**
  * A JSON-like value with every string in it (object keys included) made storable; other
- * values are kept as they are.
+ * values are kept as they are (a value {@link markStorable} marked, too).
  */
 export function storableValue<T>(value: T): T {
   if (typeof value === 'string') return storableText(value) as T;
+  if (typeof value === 'object' && value !== null && STORABLE.has(value)) return value;
   if (Array.isArray(value)) return value.map((v) => storableValue(v)) as T;
   if (value !== null && typeof value === 'object' && Object.getPrototypeOf(value) === Object.prototype) {
     // fromEntries defines own members: a `__proto__` key stays a key, never a prototype.

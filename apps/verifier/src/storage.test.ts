@@ -115,6 +115,50 @@ describe.each(backends)('%s storage', { timeout: 30_000 }, (name, open) => {
     }
   });
 
+  it('group commit: records and nonces of one turn share a commit; every record lands once, a refused one fails alone', async () => {
+    const s = await open();
+    const stats = () => (s as unknown as { commitStats: unknown }).commitStats;
+    const commits = () => {
+      const c = stats() as { commits: number } | { records: { commits: number }; nonces: { commits: number } };
+      return 'records' in c ? c.records.commits + c.nonces.commits : c.commits;
+    };
+    try {
+      const before = commits();
+      const now = Math.floor(Date.now() / 1000);
+      const n = 40;
+      const written = await Promise.all([
+        ...Array.from({ length: n }, (_, i) => s.insertRecord(record(`g${i}`, 1000 + i))),
+        ...Array.from({ length: n }, (_, i) => s.add('k1', `nonce-${i}`, now + 300)),
+        s.add('k1', 'nonce-0', now + 300),
+      ]);
+      // One commit for the records and (PostgreSQL + Redis) one for the nonces, not one per write.
+      expect(commits() - before).toBeLessThanOrEqual(2);
+      expect(written.slice(n, 2 * n)).toEqual(Array(n).fill(true));
+      expect(written.at(-1)).toBe(false); // the same nonce twice in one commit: the second is a replay
+      // A reserved record finished in the same turn as others are reserved: one row each, the last write kept.
+      await Promise.all([s.insertRecord(record('g0', 1000, { status: 200 }), { upsert: true }), s.insertRecord(record('h1', 5001))]);
+      await Promise.all([s.insertRecord(record('h0', 5000)), s.insertRecord(record('h0', 5000, { status: 201 }), { upsert: true })]);
+      const rows = await s.queryRecords({ limit: 100 });
+      expect(rows.map((r) => r.id).sort()).toEqual([...Array.from({ length: n }, (_, i) => `g${i}`), 'h0', 'h1'].sort());
+      expect(rows.find((r) => r.id === 'g0')?.status).toBe(200);
+      expect(rows.find((r) => r.id === 'h0')?.status).toBe(201);
+      // A record written twice by mistake (no upsert) is refused alone; the others of its commit land.
+      const outcomes = await Promise.allSettled([s.insertRecord(record('g1', 1)), s.insertRecord(record('i0', 6000))]);
+      expect(outcomes.map((o) => o.status)).toEqual(['rejected', 'fulfilled']);
+      expect((await s.queryRecords({ limit: 100 })).filter((r) => r.id === 'g1' || r.id === 'i0')).toHaveLength(2);
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('group commit: a write queued when the store closes is committed before it closes', async () => {
+    const s = await open();
+    const now = Math.floor(Date.now() / 1000);
+    const writes = Promise.all([s.insertRecord(record('last', 1)), s.add('k1', 'last-nonce', now + 300)]);
+    await s.close();
+    await expect(writes).resolves.toEqual([undefined, true]);
+  });
+
   it('remembers nonces until they expire', async () => {
     const s = await open();
     try {

@@ -2,6 +2,7 @@ import { createHmac, createSecretKey, type KeyObject, randomBytes, timingSafeEqu
 import type { NonceStore } from '@moat/attest/server';
 import Database from 'better-sqlite3';
 import { VerifierConfigError } from './errors.js';
+import { type CommitStats, GroupCommit, settle } from './group-commit.js';
 import {
   ACTIVITY_COLUMNS,
   activityOf,
@@ -164,9 +165,7 @@ export class SqliteStorage implements Storage {
   // Group commit: writes a request must have made durable before it is answered (its
   // record, its nonce) are queued and committed in one transaction per turn of the event
   // loop. Under load that is one WAL commit for many requests instead of one each.
-  readonly #queue: Array<{ run: () => unknown; resolve: (value: never) => void; reject: (error: unknown) => void }> = [];
-  #flushScheduled = false;
-  readonly #commit: Database.Transaction<(ops: ReadonlyArray<() => unknown>) => Array<{ ok: boolean; value: unknown }>>;
+  readonly #group: GroupCommit<() => unknown, unknown>;
 
   /**
    * @throws {VerifierConfigError} `database` when the file cannot be opened for writing
@@ -229,46 +228,19 @@ export class SqliteStorage implements Storage {
     this.#finishRecord = this.db.prepare('UPDATE records SET status = ?, latency_ms = ? WHERE id = ?');
     this.#lookupKey = this.db.prepare('SELECT id, hash FROM api_keys WHERE hash = ? AND revoked = 0');
     this.#insertNonce = this.db.prepare('INSERT OR IGNORE INTO nonces (kid, nonce, expires) VALUES (?, ?, ?)');
-    // A failing statement undoes itself only; the others in the batch still commit.
-    this.#commit = this.db.transaction((ops: ReadonlyArray<() => unknown>) =>
-      ops.map((run) => {
-        try {
-          return { ok: true, value: run() };
-        } catch (error) {
-          return { ok: false, value: error };
-        }
-      }),
-    );
+    // A failing statement undoes itself only (SQLite's statement journal); the others in the batch still commit.
+    const commit = this.db.transaction((ops: ReadonlyArray<() => unknown>) => ops.map((run) => settle(run)));
+    this.#group = new GroupCommit((ops) => commit(ops));
   }
 
   /** Runs a write in the next group commit; settles once that commit is durable. */
   #enqueue<T>(run: () => T): Promise<T> {
-    return new Promise<T>((resolve, reject) => {
-      this.#queue.push({ run, resolve: resolve as (value: never) => void, reject });
-      if (!this.#flushScheduled) {
-        this.#flushScheduled = true;
-        setImmediate(() => this.#flush());
-      }
-    });
+    return this.#group.write(run) as Promise<T>;
   }
 
-  #flush(): void {
-    this.#flushScheduled = false;
-    const batch = this.#queue.splice(0);
-    if (batch.length === 0) return;
-    let results: Array<{ ok: boolean; value: unknown }>;
-    try {
-      results = this.#commit(batch.map((op) => op.run));
-    } catch (error) {
-      // The commit itself failed: nothing in the batch is durable.
-      for (const op of batch) op.reject(error);
-      return;
-    }
-    for (const [i, op] of batch.entries()) {
-      const result = results[i] as { ok: boolean; value: unknown };
-      if (result.ok) op.resolve(result.value as never);
-      else op.reject(result.value);
-    }
+  /** Group commits run so far and the writes they carried. */
+  get commitStats(): CommitStats {
+    return this.#group.stats;
   }
 
   #hash(apiKey: string): Buffer {
@@ -451,7 +423,8 @@ export class SqliteStorage implements Storage {
   }
 
   close(): void {
-    this.#flush();
+    // The commit is synchronous: the queued writes are in the database before it closes.
+    void this.#group.flush();
     this.db.close();
   }
 }

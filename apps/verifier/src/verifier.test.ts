@@ -72,6 +72,41 @@ const nextTurn = (first: string, answer: unknown, next: string) => [
 ];
 
 describe('moat-verifier', () => {
+  it('group commit: concurrent genuine requests share commits (fewer than their writes); each leaves its one record', async () => {
+    const stats = () => (verifier.storage as unknown as { commitStats: { commits: number; writes: number } }).commitStats;
+    const before = stats();
+    const n = 24;
+    const answers = await Promise.all(Array.from({ length: n }, (_, i) => post(attested as typeof fetch, request(`batch ${i}`))));
+    expect(answers.map((a) => a.status)).toEqual(Array(n).fill(200));
+    const after = stats();
+    // Each request writes its nonce, reserves its record and finishes it: 3n writes, in fewer commits.
+    expect(after.writes - before.writes).toBe(3 * n);
+    expect(after.commits - before.commits).toBeLessThan(3 * n);
+    const ids = answers.map((a) => a.headers.get('moat-request-id'));
+    const records = (await verifier.storage.queryRecords({ limit: 200 })).filter((r) => ids.includes(r.id));
+    expect(records).toHaveLength(n);
+    for (const r of records) expect(r).toMatchObject({ status: 200, attestation: 'valid' });
+  });
+
+  it('group commit: a stamped request reserves its record in the commit that spends its nonce (2 commits, 3 writes)', async () => {
+    const stats = () => (verifier.storage as unknown as { commitStats: { commits: number; writes: number } }).commitStats;
+    const before = stats();
+    const r = await post(attested as typeof fetch, request('one alone'));
+    expect(r.status).toBe(200);
+    expect(stats().writes - before.writes).toBe(3);
+    expect(stats().commits - before.commits).toBe(2);
+    const [record] = (await verifier.storage.queryRecords({ limit: 5 })).filter((x) => x.id === r.headers.get('moat-request-id'));
+    expect(record).toMatchObject({ status: 200, attestation: 'valid', fingerprint: 'match', verdict: 'allow' });
+  });
+
+  it('group commit: a stamped request refused by policy after its early reservation leaves one finished record', async () => {
+    const body = `${JSON.stringify(request('forged'))}`.replace(/}$/, ',"moat_att":"v1.k0.1.00.00000000000000000000000000000000"}');
+    const r = await post(fetch, body);
+    const rows = (await verifier.storage.queryRecords({ limit: 20 })).filter((x) => x.id === r.headers.get('moat-request-id'));
+    expect(rows).toHaveLength(1);
+    expect(rows[0]?.status).toBe(r.status);
+  });
+
   it('a genuine client is allowed: attestation valid, fingerprint match, decoys injected, tags stripped, thinking signed', async () => {
     const gate = await AntiDistillationGate.create({ compileTime: true, entrypoint: 'cli', remote: { apiHost: base, clientKey: 'moat' } });
     expect(gate.decision().enabled).toBe(true);

@@ -17,6 +17,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { verifyAttestation } from '@moat/attest/server';
 import { invalidBlockError } from '@moat/distill-guard/server';
+import { ENVELOPE_MEMBER } from '@moat/protocol';
 import { errorMessage } from '@moat/protocol/support';
 import { authenticate } from '../auth.js';
 import { ApiError, unavailable } from '../errors.js';
@@ -196,6 +197,9 @@ export async function handleMessagesRequest(
     const raw = await readBody(req, config.maxBodyBytes);
     const read = await readRequest(flight, raw, services);
     ledger.set({ model: read.body.model });
+    // A stamp's nonce is spent in this turn's group commit: the record is reserved in the same
+    // one (one commit fewer per request); a request that is then refused finishes that record.
+    if (ENVELOPE_MEMBER in read.body && services.guard.down === undefined) ledger.reserve().catch(() => undefined);
     const input = { raw, body: read.body, headers: req.headers, request: receivedRequest(req, config), keyId };
     const evidence = await gatherEvidence({ ...input, remoteAddress: req.socket.remoteAddress }, services).catch(
       (error: unknown) => {

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { cutText } from '../record-text.js';
+import { cutText, markStorable, storableText } from '../record-text.js';
 import { initialRecordedSignals, RECORDED_SIGNALS } from '../signals.js';
 import type { RequestRecord } from '../storage.js';
 import { type Kept, RecordStoreError } from '../store-guard.js';
@@ -23,11 +23,14 @@ const bound = cutText;
 
 /**
  * A record with every string storable on every backend (no NUL, well-formed Unicode) and cut
- * to {@link RECORD_LIMITS} on whole code points.
+ * to {@link RECORD_LIMITS} on whole code points; marked storable, so the store boundary takes
+ * it without walking it again.
  */
 export function boundedRecord(record: RequestRecord): RequestRecord {
-  return {
+  return markStorable({
     ...record,
+    id: storableText(record.id),
+    verdict: storableText(record.verdict) as RequestRecord['verdict'],
     keyId: record.keyId === null ? null : bound(record.keyId, 64),
     // Every recorded signal's value, whatever row adds one (their values come from code; bounded all the same).
     ...Object.fromEntries(RECORDED_SIGNALS.map((row) => [row.name, bound(String(record[row.name]), 64)])),
@@ -36,7 +39,7 @@ export function boundedRecord(record: RequestRecord): RequestRecord {
     reasons: record.reasons.slice(0, RECORD_LIMITS.reasons).map((r) => bound(r, RECORD_LIMITS.reason)),
     gateway: record.gateway.slice(0, RECORD_LIMITS.list).map((g) => bound(g, 64)),
     relay: record.relay.slice(0, RECORD_LIMITS.list).map((g) => bound(g, 64)),
-  };
+  });
 }
 
 /**
@@ -50,6 +53,7 @@ export class RequestLedger {
   readonly #store: RecordWriter;
   readonly #started: number;
   #written: Promise<Kept> | undefined;
+  #reserving: Promise<void> | undefined;
   #reserved = false;
 
   constructor(store: RecordWriter, id: string, started = performance.now()) {
@@ -99,16 +103,25 @@ export class RequestLedger {
    * Reserves the record in the store before the request is forwarded: written now (status
    * still open) to the store and nowhere else, so an upstream is never paid for an answer
    * that cannot be recorded. {@link finish} then completes it — in the store, or in the spool
-   * should the store fail meanwhile — and the answer goes out either way.
+   * should the store fail meanwhile — and the answer goes out either way. Called again, it
+   * returns the same promise: the pipeline starts it early for a stamped request, so the
+   * reservation shares the group commit that spends the stamp's nonce.
    *
    * @throws {ApiError} 503 while the store is known to be down; {@link RecordStoreError}
    * when the store did not take the record.
    */
-  async reserve(): Promise<void> {
-    if (this.#written !== undefined || this.#reserved) return;
-    const record = boundedRecord(this.#record);
-    const kept = await this.#store.write(record, { spool: false });
-    this.#reserved = kept === 'stored';
+  reserve(): Promise<void> {
+    if (this.#written !== undefined) return Promise.resolve();
+    this.#reserving ??= (async () => {
+      const kept = await this.#store.write(boundedRecord(this.#record), { spool: false });
+      this.#reserved = kept === 'stored';
+    })();
+    return this.#reserving;
+  }
+
+  /** A reservation in flight settles first: a finish then completes the reserved record (an upsert). */
+  async #settled(): Promise<void> {
+    await this.#reserving?.catch(() => undefined);
   }
 
   /**
@@ -129,6 +142,7 @@ export class RequestLedger {
    * @throws {RecordStoreError} when the store did not take it.
    */
   async finishStored(status: number): Promise<void> {
+    await this.#settled();
     // Reserved before the upstream was called: the spool may complete it.
     await this.#write(status, this.#reserved);
   }
@@ -138,6 +152,7 @@ export class RequestLedger {
     const latencyMs = Math.round(performance.now() - this.#started);
     const record = boundedRecord({ ...this.#record, status, latencyMs });
     const written = (async () => {
+      await this.#settled();
       try {
         return await this.#store.write(record, { spool, upsert: this.#reserved });
       } catch (error) {

@@ -72,7 +72,7 @@ export async function rewriteRequest(
   let decoys: Decoy[] = [];
   if (options.injectDecoys) {
     const real = body.tools ?? [];
-    decoys = decoyTools({ secret: options.secret, apiKeyId: options.keyId, period: decoyPeriod(), avoid: real.map((t) => String(t.name)) });
+    decoys = decoysFor(options.secret, options.keyId, decoyPeriod(), real);
     replace.set('tools', [...real, ...decoys.map((d) => d.tool)]);
   }
   messages = answerDecoyResults(messages, decoys, options.secret);
@@ -85,6 +85,41 @@ export async function rewriteRequest(
     messages,
     withMessages: (next) => rewriteMembers(read.raw, read.layout, { ...edits, replace: new Map([...replace, ['messages', next]]) }),
   };
+}
+
+/** Keys' decoys of the current period, per secret: they depend on nothing else (at most this many keys kept). */
+const decoyCache = new WeakMap<Uint8Array, { period: number; byKey: Map<string, Decoy[]> }>();
+const DECOY_CACHE_KEYS = 10_000;
+
+/**
+ * The decoys of `keyId` in `period`, made once per key and period: `decoyTools` draws the
+ * same names with or without `avoid` unless one of them is a real tool's name, and only then
+ * is the set drawn again, avoiding it. The cached decoys are frozen (shared by requests).
+ */
+export function decoysFor(secret: Uint8Array, keyId: string, period: number, real: ReadonlyArray<{ name?: unknown }>): Decoy[] {
+  let cache = decoyCache.get(secret);
+  if (cache === undefined || cache.period !== period) {
+    cache = { period, byKey: new Map() };
+    decoyCache.set(secret, cache);
+  }
+  let decoys = cache.byKey.get(keyId);
+  if (decoys === undefined) {
+    decoys = deepFreeze(decoyTools({ secret, apiKeyId: keyId, period }));
+    if (cache.byKey.size >= DECOY_CACHE_KEYS) cache.byKey.clear();
+    cache.byKey.set(keyId, decoys);
+  }
+  if (real.length === 0) return decoys;
+  const names = new Set(real.map((t) => String(t.name)));
+  if (!decoys.some((d) => names.has(d.tool.name))) return decoys;
+  return decoyTools({ secret, apiKeyId: keyId, period, avoid: [...names] });
+}
+
+function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const v of Object.values(value)) deepFreeze(v);
+  }
+  return value;
 }
 
 /** Replaces the client's results for decoy calls with plausible ones (the client cannot run decoys). */

@@ -99,10 +99,6 @@ export async function rememberUpstreamSignatures(
  */
 const SIGNED_TYPE = /"type"\s*:\s*"(?:thinking|redacted_thinking|connector_text)"/;
 
-async function readUpstreamMessage(upstream: UpstreamResponse): Promise<MessagesResponse> {
-  return parseUpstreamMessage(await upstream.body.text());
-}
-
 /**
  * The upstream's success answer read as `parse` expects it; anything else (cut-short JSON,
  * an HTML page, an empty body, another shape) is a 502 the request's record keeps.
@@ -131,33 +127,30 @@ export function countTokensAnswer(value: unknown): { input_tokens: number } {
  * Stage 8, JSON: answers decoy-only turns itself (up to {@link DECOY_ROUNDS} rounds, their
  * output tokens added to the usage the client sees), takes decoy calls out, signs
  * signed-type blocks, remembers the upstream's signatures, makes the record durable, then
- * answers with the upstream's headers.
+ * answers with the upstream's headers. A first answer with no decoy call to take out and no
+ * block to sign goes out as the upstream's own bytes (parsed once to know it is a message).
  */
 export async function answerJson(input: AnswerInput, first: UpstreamResponse): Promise<void> {
   const { res, ledger, plan } = input;
-  if (plan.decoys.length === 0 && isSuccess(first.status)) {
-    // Nothing to intercept: unless a block needs Moat's signature, the upstream's bytes go out as they came,
-    // once they are known to be a message.
-    const bytes = Buffer.from(await first.body.arrayBuffer());
-    const message = parseUpstreamMessage(bytes.toString('utf8'));
-    if (!SIGNED_TYPE.test(bytes.toString('latin1'))) {
-      await ledger.finishStored(first.status);
-      res.writeHead(first.status, { ...first.headers, 'content-length': String(bytes.length) });
-      res.end(bytes);
-      return;
-    }
-    return answerParsedJson(input, first.status, first.headers, message);
-  }
   let upstream = first;
   let messages = plan.messages;
   let hiddenOutputTokens = 0;
   let answer: MessagesResponse;
   for (let round = 0; ; round++) {
     if (!isSuccess(upstream.status)) return passError(res, ledger, upstream);
-    const intercepted = interceptDecoyCalls(await readUpstreamMessage(upstream), plan.decoys);
-    answer = intercepted.response;
+    const bytes = Buffer.from(await upstream.body.arrayBuffer());
+    const intercepted = interceptDecoyCalls(parseUpstreamMessage(bytes.toString('utf8')), plan.decoys);
     const { continueWith, calls } = intercepted.turn;
     input.onDecoyCalls(calls.length);
+    if (round === 0 && calls.length === 0 && !SIGNED_TYPE.test(bytes.toString('latin1'))) {
+      // Nothing intercepted and no block needs Moat's signature: the upstream's bytes go out as they came,
+      // once they are known to be a message.
+      await ledger.finishStored(upstream.status);
+      res.writeHead(upstream.status, { ...upstream.headers, 'content-length': String(bytes.length) });
+      res.end(bytes);
+      return;
+    }
+    answer = intercepted.response;
     if (continueWith === undefined || round + 1 === DECOY_ROUNDS) break;
     hiddenOutputTokens += outputTokensOf(answer);
     messages = continued(messages, continueWith, calls, input.secret);

@@ -1,0 +1,117 @@
+/**
+ * What each change to the genuine path took out, measured in one process, before and after
+ * interleaved over rounds (so a loaded machine moves both alike): the work a request no
+ * longer does, against what it does now.
+ *
+ * - decoy index: listing the API keys (SQLite, 100 keys), which every request did once the
+ *   index was 10 s old, against nothing;
+ * - decoys: `decoyTools` for the key and period, against a cached set;
+ * - JSON answer with decoys injected and none called: parse, intercept, sign, serialize,
+ *   against parse and pass the upstream's bytes;
+ * - group commit on SQLite: three commits per stamped request (nonce; reserved record;
+ *   finished record), against two (nonce and reserved record together; finished record).
+ *
+ *   node bench/steps.bench.ts
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { BlockKeyring, decoyPeriod, decoyTools, interceptDecoyCalls, signResponse } from '@moat/distill-guard/server';
+import { parseMessagesResponse } from '@moat/protocol/messages';
+import { mockMessages, SqliteStorage } from '../dist/index.js';
+import { benchRecord } from './record.ts';
+
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
+const N = Number(process.env.BENCH_ITERATIONS ?? 2000);
+const secret = randomBytes(32);
+
+/** µs per call of `fn` over N calls (awaited when it returns a promise). */
+async function time(fn: (i: number) => unknown): Promise<number> {
+  const start = performance.now();
+  for (let i = 0; i < N; i++) {
+    const r = fn(i);
+    if (r instanceof Promise) await r;
+  }
+  return ((performance.now() - start) * 1000) / N;
+}
+
+const dir = mkdtempSync(join(tmpdir(), 'moat-steps-'));
+const storage = new SqliteStorage(join(dir, 'steps.db'), randomBytes(32));
+for (let i = 0; i < 100; i++) storage.createApiKey(`key ${i}`);
+const period = decoyPeriod();
+const cached = decoyTools({ secret, apiKeyId: 'key_a', period });
+const cache = new Map([['key_a', cached]]);
+// The mock's JSON answer to moat-chat's request with its three decoys: no decoy called.
+const answer = Buffer.from(
+  JSON.stringify(
+    mockMessages({
+      model: 'claude-mock',
+      max_tokens: 1024,
+      messages: [{ role: 'user', content: 'Summarize the quarterly report in three bullet points.' }],
+      tools: cached.map((d) => d.tool),
+    }),
+  ),
+);
+if (interceptDecoyCalls(parseMessagesResponse(JSON.parse(answer.toString('utf8'))), cached).turn.calls.length > 0)
+  throw new Error('the mock called a decoy: pick another prompt');
+const keyring = new BlockKeyring([{ kid: 'bench', alg: 'hs256', secret: randomBytes(32) }], 'bench');
+const ctx = { apiKeyId: 'key_a', model: 'claude-mock' };
+const record = benchRecord;
+let n = 0;
+const exp = Math.floor(Date.now() / 1000) + 300;
+
+const steps: Array<[string, (i: number) => unknown, (i: number) => unknown]> = [
+  ['decoy index: list the keys per request', () => storage.listApiKeys(), () => undefined],
+  ['decoys for the key and period', () => decoyTools({ secret, apiKeyId: 'key_a', period }), () => cache.get('key_a')],
+  [
+    'JSON answer, decoys injected, none called',
+    () => {
+      const parsed = interceptDecoyCalls(parseMessagesResponse(JSON.parse(answer.toString('utf8'))), cached).response;
+      return JSON.stringify(signResponse(parsed, ctx, keyring).response);
+    },
+    () => interceptDecoyCalls(parseMessagesResponse(JSON.parse(answer.toString('utf8'))), cached).turn.calls.length === 0 && answer,
+  ],
+  [
+    'SQLite commits of one stamped request, sequential',
+    async () => {
+      const id = `a${n++}`;
+      await storage.add('k', id, exp);
+      await storage.insertRecord(record(id, null));
+      await storage.insertRecord(record(id, 200), { upsert: true });
+    },
+    async () => {
+      const id = `b${n++}`;
+      await Promise.all([storage.add('k', id, exp), storage.insertRecord(record(id, null))]);
+      await storage.insertRecord(record(id, 200), { upsert: true });
+    },
+  ],
+];
+const results = steps.map(() => ({ before: [] as number[], after: [] as number[] }));
+for (let round = 0; round < ROUNDS; round++)
+  for (const [i, [, before, after]] of steps.entries()) {
+    const r = results[i] as { before: number[]; after: number[] };
+    if (round % 2 === 0) {
+      r.before.push(await time(before));
+      r.after.push(await time(after));
+    } else {
+      r.after.push(await time(after));
+      r.before.push(await time(before));
+    }
+  }
+storage.close();
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
+const span = (xs: number[]) => `${Math.min(...xs).toFixed(1)}–${Math.max(...xs).toFixed(1)}`;
+console.log('');
+console.log(`Per-request work before and after each change (${ROUNDS} interleaved rounds of ${N} calls; µs per request, median (range))`);
+console.log('');
+console.log('| change | before µs | after µs | taken out µs |');
+console.log('|---|---:|---:|---:|');
+for (const [i, [name]] of steps.entries()) {
+  const r = results[i] as { before: number[]; after: number[] };
+  const saved = r.before.map((b, k) => b - (r.after[k] as number));
+  console.log(
+    `| ${name} | ${median(r.before).toFixed(1)} (${span(r.before)}) | ${median(r.after).toFixed(1)} (${span(r.after)}) | ${median(saved).toFixed(1)} |`,
+  );
+}
+process.exit(0);

@@ -1,0 +1,35 @@
+import { randomBytes } from 'node:crypto';
+import { decoyPeriod, decoyTools } from '@moat/distill-guard/server';
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { decoysFor } from './rewrite-request.js';
+
+const secret = randomBytes(32);
+
+describe('decoysFor', () => {
+  it('gives what decoyTools gives for the key, the period and the real tools, however often asked', () => {
+    const period = decoyPeriod();
+    const own = decoyTools({ secret, apiKeyId: 'key_a', period }).map((d) => d.tool.name);
+    fc.assert(
+      fc.property(
+        fc.constantFrom('key_a', 'key_b', 'key_c'),
+        fc.array(fc.oneof(fc.constantFrom(...own), fc.string({ maxLength: 12 })), { maxLength: 4 }),
+        (key, names) => {
+          const real = names.map((name) => ({ name }));
+          const expected = decoyTools({ secret, apiKeyId: key, period, avoid: names });
+          expect(decoysFor(secret, key, period, real)).toEqual(expected);
+          expect(decoysFor(secret, key, period, real)).toEqual(expected);
+        },
+      ),
+    );
+  });
+
+  it('makes the decoys of another period anew, and shares frozen decoys between requests', () => {
+    const period = decoyPeriod();
+    const now = decoysFor(secret, 'key_a', period, []);
+    expect(decoysFor(secret, 'key_a', period, [])).toBe(now);
+    expect(Object.isFrozen(now[0]?.tool.input_schema)).toBe(true);
+    expect(decoysFor(secret, 'key_a', period + 1, [])).toEqual(decoyTools({ secret, apiKeyId: 'key_a', period: period + 1 }));
+    expect(decoysFor(randomBytes(32), 'key_a', period, [])).not.toEqual(now);
+  });
+});
