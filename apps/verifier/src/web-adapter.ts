@@ -156,7 +156,10 @@ class WebOutgoing extends Writable {
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
     if (this.#controller === undefined) {
       this.#chunks.push(chunk);
-      if (this.#ending) return callback();
+      if (this.#ending) {
+        callback();
+        return;
+      }
       this.#stream();
     } else this.#controller.enqueue(chunk);
     if ((this.#controller?.desiredSize ?? 1) > 0) callback();
