@@ -17,6 +17,10 @@ interface Bench {
   readonly baseline: string;
   /** How to read the ratio column. */
   readonly ratio: string;
+  /** The package script that runs it (default `bench`). */
+  readonly script?: string;
+  /** Its name for `--only` (default: the package folder's). */
+  readonly name?: string;
 }
 
 const BENCHES: readonly Bench[] = [
@@ -25,6 +29,15 @@ const BENCHES: readonly Bench[] = [
     title: 'Verifier overhead',
     baseline: 'the upstream itself (direct) and a bare node:http + undici pass-through proxy in front of it, measured in the same run',
     ratio: 'added latency over direct in µs (lower is better); throughput ÷ the bare proxy (higher is better)',
+  },
+  {
+    dir: 'apps/verifier',
+    script: 'bench:embedded',
+    name: 'verifier-embedded',
+    title: 'Embedded handler (in process)',
+    baseline:
+      "the embedding server's own model call alone (the same function, `mockModel`), given the same request in the same run: called directly for `fetch`, behind a `node:http` server for `node`",
+    ratio: 'added latency over the model call alone in µs (lower is better), median and range over rounds',
   },
   {
     dir: 'packages/attest',
@@ -75,9 +88,10 @@ const BENCHES: readonly Bench[] = [
 const root = new URL('../', import.meta.url).pathname;
 const only = process.argv.includes('--only') ? new Set(process.argv[process.argv.indexOf('--only') + 1]?.split(',')) : undefined;
 
-function run(dir: string): Promise<{ code: number; stdout: string; ms: number }> {
+function run(dir: string, name = 'bench'): Promise<{ code: number; stdout: string; ms: number }> {
   const started = performance.now();
-  const script = (JSON.parse(readFileSync(join(root, dir, 'package.json'), 'utf8')) as { scripts: { bench: string } }).scripts.bench;
+  const scripts = (JSON.parse(readFileSync(join(root, dir, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts;
+  const script = scripts[name] as string;
   return new Promise((resolve) => {
     const child = spawn('sh', ['-c', script], { cwd: join(root, dir), stdio: ['ignore', 'pipe', 'inherit'] });
     let stdout = '';
@@ -106,10 +120,10 @@ function asMarkdown(output: string): string {
 const sections: string[] = [];
 let failed = 0;
 for (const bench of BENCHES) {
-  const name = bench.dir.split('/')[1] as string;
+  const name = bench.name ?? (bench.dir.split('/')[1] as string);
   if (only !== undefined && !only.has(name)) continue;
-  process.stdout.write(`\n== ${bench.dir}\n`);
-  const result = await run(bench.dir);
+  process.stdout.write(`\n== ${bench.dir} (${bench.script ?? 'bench'})\n`);
+  const result = await run(bench.dir, bench.script);
   if (result.code !== 0) failed++;
   sections.push(
     [

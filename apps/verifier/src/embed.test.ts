@@ -14,6 +14,7 @@ import { serve } from '@hono/node-server';
 import { createAttestedFetch } from '@moat/attest/client';
 import { tagFingerprint } from '@moat/fingerprint/client';
 import { devKeyFile } from '@moat/native/dev-key';
+import { runReadmeExampleAsync } from '@moat/test-kit/readme-example';
 import { Hono } from 'hono';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createMoatHandler, embeddedRoutes, type MoatHandler, type MoatHandlerOptions } from './embed.js';
@@ -281,6 +282,19 @@ describe('createMoatHandler: what it serves', () => {
     expect(((await res.json()) as { error: { type: string } }).error.type).toBe('api_error');
     expect((await broken.storage.queryRecords({ limit: 1 }))[0]).toMatchObject({ status: 502 });
     await broken.close();
+  });
+});
+
+describe('createMoatHandler: the README example', { timeout: 30_000 }, () => {
+  it('runs as written and prints the answer and its record', async () => {
+    const { fingerprintSalt, serverSecret, signingSecret } = settings();
+    const env = {
+      ...process.env,
+      MOAT_FINGERPRINT_SALT: fingerprintSalt,
+      MOAT_SERVER_SECRET: serverSecret,
+      MOAT_SIGNING_SECRET: signingSecret,
+    };
+    expect(await runReadmeExampleAsync(new URL('../', import.meta.url), env)).toEqual(['200 flag flag:attestation=missing', 'Echo: Hello']);
   });
 });
 

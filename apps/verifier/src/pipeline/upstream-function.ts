@@ -19,8 +19,10 @@ import {
  */
 export type UpstreamFunction = (request: Request) => Promise<Response>;
 
-/** The origin of the requests an {@link UpstreamFunction} gets when the client named no host. */
+/** The origin of the requests an {@link UpstreamFunction} gets when the client named no host (or no valid one). */
 const DEFAULT_ORIGIN = 'http://localhost';
+/** A host and an optional port, as `Host` carries them: nothing else may shape the URL the function gets. */
+const AUTHORITY = /^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/;
 
 /**
  * A web `Response` body with the reading methods of undici's body, so the stages read it as
@@ -115,22 +117,21 @@ export class FunctionUpstream implements UpstreamClient {
   async send(request: UpstreamRequest): Promise<UpstreamResponse> {
     const { path, query } = canonicalTarget(request.path);
     const host = request.headers.host;
-    const origin = typeof host === 'string' && host !== '' ? `http://${host}` : DEFAULT_ORIGIN;
+    const origin = typeof host === 'string' && AUTHORITY.test(host) ? `http://${host}` : DEFAULT_ORIGIN;
     let response: Response;
     try {
       const body = request.body === undefined || Buffer.isBuffer(request.body) ? request.body : Readable.toWeb(request.body);
-      const headers = forwardedHeaders(request, undefined);
-      // The runtime sets the length from the body it is given.
-      delete headers['content-length'];
+      // A list header is one field of comma-separated values (RFC 9110 §5.3); the runtime sets the length.
+      const headers: Record<string, string> = {};
+      for (const [name, value] of Object.entries(forwardedHeaders(request, undefined)))
+        if (name !== 'content-length') headers[name] = Array.isArray(value) ? value.join(', ') : value;
       const init: RequestInit & { duplex?: 'half' } = {
         method: request.method,
-        headers: Object.entries(headers).flatMap(
-          ([n, v]): Array<[string, string]> => (Array.isArray(v) ? v.map((x): [string, string] => [n, x]) : [[n, v]]),
-        ),
+        headers,
         ...(body === undefined ? {} : { body: body as NonNullable<RequestInit['body']>, duplex: 'half' }),
         ...(request.signal === undefined ? {} : { signal: request.signal }),
       };
-      response = await this.#call(new Request(new URL(`${path}${query}`, origin), init));
+      response = await this.#call(new Request(`${origin}${path}${query}`, init));
     } catch (error) {
       if (request.signal?.aborted === true) throw error;
       this.#log?.error({ err: errorMessage(error) }, 'the upstream function failed');
