@@ -221,6 +221,20 @@ describe('createMoatHandler: what it serves', () => {
     expect(await last()).toMatchObject({ status: 200, thinking: 'none' });
   });
 
+  it('pass-through routes stream the upload to the model call and pass its answer on', async () => {
+    const res = await moat.fetch(
+      new Request('http://api.example/v1/files', {
+        method: 'POST',
+        headers: { 'x-api-key': apiKey, 'content-type': 'application/octet-stream' },
+        body: 'file bytes',
+      }),
+    );
+    // The mock model serves no files: its 404 comes back as it answered.
+    expect(res.status).toBe(404);
+    expect(seen.at(-1)).toMatchObject({ url: 'http://api.example/v1/files', body: 'file bytes' });
+    expect(await last()).toMatchObject({ status: 404, reasons: ['passthrough POST /v1/files'] });
+  });
+
   it('a client that goes away aborts the model call and is recorded 499', async () => {
     let called: (value: unknown) => void = () => {};
     const reached = new Promise((resolve) => {

@@ -2,7 +2,6 @@ import { Readable } from 'node:stream';
 import { errorMessage } from '@moat/protocol/support';
 import type { Logger } from 'pino';
 import { ApiError } from '../errors.js';
-import { canonicalTarget } from '../target.js';
 import {
   forwardedHeaders,
   type UpstreamBody,
@@ -115,7 +114,8 @@ export class FunctionUpstream implements UpstreamClient {
    * not a `Response`; abort errors pass through.
    */
   async send(request: UpstreamRequest): Promise<UpstreamResponse> {
-    const { path, query } = canonicalTarget(request.path);
+    // The callers pass the canonical target that was routed; a function has no base path to climb out of.
+    const target = request.path.startsWith('/') ? request.path : `/${request.path}`;
     const host = request.headers.host;
     const origin = typeof host === 'string' && AUTHORITY.test(host) ? `http://${host}` : DEFAULT_ORIGIN;
     let response: Response;
@@ -131,7 +131,7 @@ export class FunctionUpstream implements UpstreamClient {
         ...(body === undefined ? {} : { body: body as NonNullable<RequestInit['body']>, duplex: 'half' }),
         ...(request.signal === undefined ? {} : { signal: request.signal }),
       };
-      response = await this.#call(new Request(`${origin}${path}${query}`, init));
+      response = await this.#call(new Request(`${origin}${target}`, init));
     } catch (error) {
       if (request.signal?.aborted === true) throw error;
       this.#log?.error({ err: errorMessage(error) }, 'the upstream function failed');
