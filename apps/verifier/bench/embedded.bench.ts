@@ -14,8 +14,10 @@
  * request gets the plain body (the model refuses Moat's members, as the real API does).
  *
  * Latency per request (`process.hrtime.bigint()`), baseline and handler alternating request by
- * request, sequentially; p50/p90/p99 in µs and the added latency per round; figures are medians
- * over rounds with their range. JSON and SSE. Storage: SQLite in a temporary directory.
+ * request, sequentially; p50/p90/p99 in µs and the added latency per round; and the main
+ * thread's CPU time per request, which waiting for a core on a shared machine does not
+ * inflate. Figures are medians over rounds with their range. JSON and SSE. Storage: SQLite in
+ * a temporary directory.
  *
  * Run: pnpm --filter @moat/verifier bench:embedded (after a build). BENCH_ROUNDS, BENCH_SEQUENTIAL
  * change the effort.
@@ -136,27 +138,44 @@ const pct = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
 const spread = (xs: number[]) => `${Math.min(...xs).toFixed(0)}–${Math.max(...xs).toFixed(0)}`;
 
-/** Times `a` and `b` request by request, alternating which goes first; sorted µs of each. */
-async function paired(n: number, a: (i: number) => Promise<number>, b: (i: number) => Promise<number>) {
+/** Sorted wall µs of each side, and the mean main-thread CPU µs per request of each. */
+interface Paired {
+  readonly base: number[];
+  readonly moat: number[];
+  readonly baseCpu: number;
+  readonly moatCpu: number;
+}
+
+/**
+ * Times `a` and `b` request by request, alternating which goes first. Wall time counts the
+ * waits for a core on a shared machine too; the main thread's CPU time (summed per request:
+ * the kernel accounts it in ticks, so only the sum over many requests is exact) does not.
+ */
+async function paired(n: number, a: (i: number) => Promise<number>, b: (i: number) => Promise<number>): Promise<Paired> {
   const ta: number[] = [];
   const tb: number[] = [];
-  const time = async (f: (i: number) => Promise<number>, i: number, into: number[]) => {
+  const cpu = { a: 0, b: 0 };
+  const time = async (f: (i: number) => Promise<number>, i: number, into: number[], side: 'a' | 'b') => {
+    const cpu0 = process.threadCpuUsage();
     const start = process.hrtime.bigint();
     const status = await f(i);
     const us = Number(process.hrtime.bigint() - start) / 1000;
+    const used = process.threadCpuUsage(cpu0);
     if (status !== 200) throw new Error(`answered ${status}`);
-    if (i >= WARMUP) into.push(us);
+    if (i < WARMUP) return;
+    into.push(us);
+    cpu[side] += used.user + used.system;
   };
   for (let i = 0; i < n + WARMUP; i++) {
     if (i % 2 === 0) {
-      await time(a, i, ta);
-      await time(b, i, tb);
+      await time(a, i, ta, 'a');
+      await time(b, i, tb, 'b');
     } else {
-      await time(b, i, tb);
-      await time(a, i, ta);
+      await time(b, i, tb, 'b');
+      await time(a, i, ta, 'a');
     }
   }
-  return { base: ta.sort((x, y) => x - y), moat: tb.sort((x, y) => x - y) };
+  return { base: ta.sort((x, y) => x - y), moat: tb.sort((x, y) => x - y), baseCpu: cpu.a / n, moatCpu: cpu.b / n };
 }
 
 const database = join(mkdtempSync(join(tmpdir(), 'moat-embedded-bench-')), 'bench.db');
@@ -199,14 +218,19 @@ async function made(by: Anthropic, stream: boolean, n: number): Promise<Sent[]> 
   return [...capture.taken];
 }
 
-type Row = { p50: number[]; p90: number[]; p99: number[]; added50: number[]; added90: number[]; added99: number[] };
-const rows = new Map<string, Row>();
-const keep = (name: string, r: { base: number[]; moat: number[] }) => {
-  const row = rows.get(name) ?? { p50: [], p90: [], p99: [], added50: [], added90: [], added99: [] };
+type Figure = 'p50' | 'p90' | 'p99' | 'added50' | 'added90' | 'added99' | 'baseCpu' | 'cpu' | 'addedCpu';
+const rows = new Map<string, Record<Figure, number[]>>();
+const keep = (name: string, r: Paired) => {
+  const row =
+    rows.get(name) ??
+    ({ p50: [], p90: [], p99: [], added50: [], added90: [], added99: [], baseCpu: [], cpu: [], addedCpu: [] } as Record<Figure, number[]>);
   for (const p of [50, 90, 99] as const) {
     row[`p${p}`].push(pct(r.moat, p));
     row[`added${p}`].push(pct(r.moat, p) - pct(r.base, p));
   }
+  row.baseCpu.push(r.baseCpu);
+  row.cpu.push(r.moatCpu);
+  row.addedCpu.push(r.moatCpu - r.baseCpu);
   rows.set(name, row);
 };
 
@@ -253,16 +277,20 @@ await Promise.all([moat.close(), front.close()]);
 
 console.log(
   `createMoatHandler in process (${process.version}; ${ROUNDS} rounds; ${SEQUENTIAL} sequential requests per figure, ` +
-    'baseline and handler alternating; medians with the range over rounds)',
+    'baseline and handler alternating; medians with the range over rounds). Wall: per-request latency, waits for a ' +
+    "core included. CPU: the main thread's CPU time per request, mean over the round (what the handler costs, " +
+    'whatever else the machine runs).',
 );
 console.log('');
-console.log('| handler | mode | request | p50 µs | p90 µs | p99 µs | added p50 µs | added p90 µs | added p99 µs |');
-console.log('|---|---|---|---:|---:|---:|---:|---:|---:|');
+console.log(
+  '| handler | mode | request | p50 µs | p90 µs | p99 µs | added p50 µs | added p90 µs | added p99 µs | CPU µs: model alone | CPU µs: with Moat | added CPU µs |',
+);
+console.log('|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
 for (const [name, r] of rows) {
   const [handler, mode, kind] = name.split(' ');
-  const added = (xs: number[]) => `${median(xs).toFixed(0)} (${spread(xs)})`;
+  const ranged = (xs: number[]) => `${median(xs).toFixed(0)} (${spread(xs)})`;
   console.log(
-    `| ${handler} | ${mode} | ${kind} | ${median(r.p50).toFixed(0)} | ${median(r.p90).toFixed(0)} | ${median(r.p99).toFixed(0)} | ${added(r.added50)} | ${added(r.added90)} | ${added(r.added99)} |`,
+    `| ${handler} | ${mode} | ${kind} | ${median(r.p50).toFixed(0)} | ${median(r.p90).toFixed(0)} | ${median(r.p99).toFixed(0)} | ${ranged(r.added50)} | ${ranged(r.added90)} | ${ranged(r.added99)} | ${median(r.baseCpu).toFixed(0)} | ${median(r.cpu).toFixed(0)} | ${ranged(r.addedCpu)} |`,
   );
 }
 console.log('');

@@ -17,9 +17,11 @@ import { devKeyFile } from '@moat/native/dev-key';
 import { runReadmeExampleAsync } from '@moat/test-kit/readme-example';
 import { Hono } from 'hono';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { configFromSettings } from './config.js';
 import { createMoatHandler, embeddedRoutes, type MoatHandler, type MoatHandlerOptions } from './embed.js';
 import { VerifierConfigError } from './errors.js';
 import { mockModel } from './mock-model.js';
+import { createVerifier } from './server.js';
 import { streamed } from './streamed.test-util.js';
 
 const SALT = 'embed-test-salt';
@@ -197,6 +199,10 @@ describe('createMoatHandler: what it serves', () => {
       expect(res.headers.get('moat-request-id')).toMatch(/^req_/);
     }
     expect(await last()).toMatchObject({ status: 404, verdict: 'block' });
+    // Metrics are the embedding server's to serve, behind its own operator access.
+    const metrics = await moat.metrics();
+    expect(metrics.contentType).toMatch(/^text\/plain/);
+    expect(metrics.text).toMatch(/moat_requests_total\{verdict="flag"\} [1-9]/);
     expect(embeddedRoutes([]).some(([, pattern]) => pattern.startsWith('/admin'))).toBe(false);
   });
 
@@ -296,6 +302,28 @@ describe('createMoatHandler: what it serves', () => {
     expect(((await res.json()) as { error: { type: string } }).error.type).toBe('api_error');
     expect((await broken.storage.queryRecords({ limit: 1 }))[0]).toMatchObject({ status: 502 });
     await broken.close();
+  });
+});
+
+describe('createVerifier with the model call in process', { timeout: 30_000 }, () => {
+  it('serves Messages through the function and is ready without an upstream to connect to', async () => {
+    const verifier = await createVerifier(configFromSettings({ ...settings(), port: 0, adminToken: 'admin-token-0123456789' }), {
+      upstream: model,
+      logLevel: 'silent',
+    });
+    try {
+      const base = await verifier.listen();
+      const { key } = await verifier.storage.createApiKey('server');
+      const before = seen.length;
+      const message = await new Anthropic({ apiKey: key, baseURL: base, maxRetries: 0 }).messages.create(ask);
+      expect(message.content).toEqual([{ type: 'text', text: 'Echo: Hello in process' }]);
+      expect(seen.length - before).toBe(1);
+      const ready = await fetch(`${base}/readyz`);
+      expect(((await ready.json()) as { checks: unknown[] }).checks).toContainEqual({ name: 'upstream', ok: true });
+      expect(ready.status).toBe(200);
+    } finally {
+      await verifier.close();
+    }
   });
 });
 

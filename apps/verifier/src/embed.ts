@@ -89,7 +89,13 @@ export interface MoatHandler {
   readonly node: (req: IncomingMessage, res: ServerResponse) => void;
   /** The records, API keys and statistics (create API keys here: `storage.createApiKey(name)`). */
   readonly storage: Storage;
-  /** Lets answers in flight finish (up to `shutdownGraceMs`), saves the statistics, closes the storage. */
+  /**
+   * The verifier's Prometheus metrics (`moat_requests_total`, `moat_signals_total`, …) and
+   * their content type, to serve behind the embedding server's own operator access: the
+   * per-signal series tell a fake client which of its requests raised what.
+   */
+  metrics(): Promise<{ readonly contentType: string; readonly text: string }>;
+  /** Lets answers in flight finish (up to `shutdownGraceMs`), saves the statistics, closes the storage; once. */
   close(): Promise<void>;
 }
 
@@ -142,6 +148,7 @@ export async function createMoatHandler(options: MoatHandlerOptions): Promise<Mo
   const { services } = await createServices(config, { upstream, ...(storage === undefined ? {} : { storage }) }, log);
   await startPeriodicWork(services);
   let closing = false;
+  let closed: Promise<void> | undefined;
   let inflight = 0;
   const handle = createRequestHandler(services, embeddedRoutes(config.passthroughRoutes), () => closing);
   const done = () => {
@@ -157,11 +164,16 @@ export async function createMoatHandler(options: MoatHandlerOptions): Promise<Mo
     node,
     fetch: (request) => runForWeb(request, addressOf?.(request), node),
     storage: services.storage,
-    close: async () => {
-      closing = true;
-      const deadline = Date.now() + config.shutdownGraceMs;
-      while (inflight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 25));
-      await closeServices(services);
-    },
+    metrics: async () => ({
+      contentType: services.metrics.registry.contentType,
+      text: await services.metrics.registry.metrics(),
+    }),
+    close: () =>
+      (closed ??= (async () => {
+        closing = true;
+        const deadline = Date.now() + config.shutdownGraceMs;
+        while (inflight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 25));
+        await closeServices(services);
+      })()),
   };
 }

@@ -317,7 +317,7 @@ export async function createVerifier(config: VerifierConfig, options: VerifierOp
           const backends = new Set(attestationKeyring.kids().map((kid) => attestationKeyring.backend(kid)));
           const stampCheck = [...backends].join(',') || 'no keys';
           log.info(
-            { url: baseUrl, upstream: mock === undefined ? config.upstream : 'mock', stampCheck },
+            { url: baseUrl, upstream: mock === undefined ? services.upstream.url : 'mock', stampCheck },
             'moat-verifier listening',
           );
           resolve(baseUrl);
