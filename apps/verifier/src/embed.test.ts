@@ -6,21 +6,21 @@
  * the model, bad options refused with a typed error.
  */
 import { randomBytes } from 'node:crypto';
-import { once } from 'node:events';
-import { createServer, request as httpRequest, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { createServer, type Server } from 'node:http';
 import Anthropic from '@anthropic-ai/sdk';
 import { serve } from '@hono/node-server';
 import { createAttestedFetch } from '@moat/attest/client';
 import { tagFingerprint } from '@moat/fingerprint/client';
 import { devKeyFile } from '@moat/native/dev-key';
 import { runReadmeExampleAsync } from '@moat/test-kit/readme-example';
+import { urlOf } from '@moat/test-kit/servers';
 import { Hono } from 'hono';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { configFromSettings } from './config.js';
 import { createMoatHandler, embeddedRoutes, type MoatHandler, type MoatHandlerOptions } from './embed.js';
 import { VerifierConfigError } from './errors.js';
 import { mockModel } from './mock-model.js';
+import { postRaw } from './raw-request.test-util.js';
 import { createVerifier } from './server.js';
 import { streamed } from './streamed.test-util.js';
 
@@ -48,8 +48,7 @@ const servers: Server[] = [];
 
 async function listening(server: Server): Promise<string> {
   servers.push(server);
-  if (!server.listening) await once(server, 'listening');
-  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  return urlOf(server);
 }
 
 beforeAll(async () => {
@@ -78,23 +77,6 @@ function tagged(text: string) {
   );
   if (result.status !== 'tagged') throw new Error(result.reason);
   return result.request;
-}
-
-/** Sends exact bytes with exactly these headers (a relay picks any Host). */
-function sendRaw(url: string, body: Buffer | string, headers: Record<string, string>) {
-  return new Promise<{ status: number; json: Record<string, any> }>((resolve, reject) => {
-    const req = httpRequest(
-      `${url}/v1/messages`,
-      { method: 'POST', headers: { ...headers, 'content-length': Buffer.byteLength(body) } },
-      async (res) => {
-        const chunks: Buffer[] = [];
-        for await (const c of res) chunks.push(c as Buffer);
-        resolve({ status: res.statusCode ?? 0, json: JSON.parse(Buffer.concat(chunks).toString('utf8')) });
-      },
-    );
-    req.on('error', reject);
-    req.end(body);
-  });
 }
 
 for (const where of ['a hono app', 'a node:http server'] as const) {
@@ -148,7 +130,7 @@ describe('createMoatHandler: stamps made by @moat/native', { timeout: 30_000 }, 
         'user-agent': 'moat-chat/1.4.2',
       };
       captured.push({ body: Buffer.concat(chunks), headers });
-      const answer = await sendRaw(honoUrl, Buffer.concat(chunks), headers);
+      const answer = await postRaw(honoUrl, Buffer.concat(chunks), headers);
       res.writeHead(answer.status, { 'content-type': 'application/json' }).end(JSON.stringify(answer.json));
     }).listen(0, '127.0.0.1');
     const tapUrl = await listening(tap);
@@ -173,13 +155,13 @@ describe('createMoatHandler: stamps made by @moat/native', { timeout: 30_000 }, 
     expect(JSON.stringify(forwarded.system ?? '')).not.toContain('x-moat:');
 
     const { body, headers } = captured[0] as (typeof captured)[number];
-    const replay = await sendRaw(honoUrl, body, headers);
+    const replay = await postRaw(honoUrl, body, headers);
     expect(replay.status).toBe(403);
     expect(replay.json.error.message).toMatch(/block:attestation=replayed/);
     expect(await last()).toMatchObject({ attestation: 'replayed', verdict: 'block', status: 403 });
 
     const tampered = body.toString('utf8').replace('Please review', 'Please delete');
-    const t = await sendRaw(nodeUrl, tampered, headers);
+    const t = await postRaw(nodeUrl, tampered, headers);
     expect(t.status).toBe(403);
     expect(await last()).toMatchObject({ attestation: 'invalid', verdict: 'block' });
     // Only the genuine request reached the model.

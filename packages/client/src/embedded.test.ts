@@ -5,12 +5,11 @@
  * an `r1` stamp made below JavaScript, the `moat-chat` user agent — is checked as by the
  * verifier server: attested, bound, fingerprinted, decoys injected, thinking re-signed, allowed.
  */
-import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import Anthropic from '@anthropic-ai/sdk';
 import { serve } from '@hono/node-server';
 import { devKeyFile } from '@moat/native/dev-key';
+import { urlOf } from '@moat/test-kit/servers';
 import { createMoatHandler, type MoatHandler, mockModel } from '@moat/verifier';
 import { Hono } from 'hono';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -27,8 +26,7 @@ const warnings: string[] = [];
 
 async function listening(server: Server): Promise<string> {
   servers.push(server);
-  if (!server.listening) await once(server, 'listening');
-  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  return urlOf(server);
 }
 
 beforeAll(async () => {
