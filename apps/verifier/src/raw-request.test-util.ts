@@ -1,6 +1,9 @@
 // Test helper: a request sent byte for byte as given, as a relay or an attacker would send it.
 import { request } from 'node:http';
 
+// biome-ignore lint/suspicious/noExplicitAny: the tests read whichever members the answer has.
+type Answer = { status: number; json: Record<string, any> };
+
 /**
  * POSTs `body` to `${base}/v1/messages` with exactly these headers (an attacker picks any
  * `Host`) and reads the JSON answer.
@@ -9,7 +12,7 @@ export function postRaw(
   base: string,
   body: Buffer | string,
   headers: Record<string, string | string[] | undefined>,
-): Promise<{ status: number; json: Record<string, any> }> {
+): Promise<Answer> {
   return new Promise((resolve, reject) => {
     const req = request(
       `${base}/v1/messages`,
