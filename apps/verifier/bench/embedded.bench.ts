@@ -108,7 +108,9 @@ async function captureServer(moat: MoatHandler): Promise<{ url: string; taken: S
       );
       taken.push({ url: `http://${req.headers.host}${req.url}`, headers, body });
       const plain = JSON.stringify(ask((JSON.parse(body.toString('utf8')) as { stream?: boolean }).stream === true));
-      mockModel(new Request('http://model/v1/messages', { method: 'POST', body: plain })).then((r) => writeResponse(r, res));
+      mockModel(new Request('http://model/v1/messages', { method: 'POST', body: plain })).then((r) =>
+        writeResponse(r, res),
+      );
     });
   });
   return { url, taken };
@@ -134,7 +136,8 @@ async function readFetch(response: Promise<Response>): Promise<number> {
   return r.status;
 }
 
-const pct = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] as number;
+const pct = (sorted: number[], p: number) =>
+  sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] as number;
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
 const spread = (xs: number[]) => `${Math.min(...xs).toFixed(0)}–${Math.max(...xs).toFixed(0)}`;
 
@@ -151,7 +154,11 @@ interface Paired {
  * waits for a core on a shared machine too; the main thread's CPU time (summed per request:
  * the kernel accounts it in ticks, so only the sum over many requests is exact) does not.
  */
-async function paired(n: number, a: (i: number) => Promise<number>, b: (i: number) => Promise<number>): Promise<Paired> {
+async function paired(
+  n: number,
+  a: (i: number) => Promise<number>,
+  b: (i: number) => Promise<number>,
+): Promise<Paired> {
   const ta: number[] = [];
   const tb: number[] = [];
   const cpu = { a: 0, b: 0 };
@@ -223,7 +230,10 @@ const rows = new Map<string, Record<Figure, number[]>>();
 const keep = (name: string, r: Paired) => {
   const row =
     rows.get(name) ??
-    ({ p50: [], p90: [], p99: [], added50: [], added90: [], added99: [], baseCpu: [], cpu: [], addedCpu: [] } as Record<Figure, number[]>);
+    ({ p50: [], p90: [], p99: [], added50: [], added90: [], added99: [], baseCpu: [], cpu: [], addedCpu: [] } as Record<
+      Figure,
+      number[]
+    >);
   for (const p of [50, 90, 99] as const) {
     row[`p${p}`].push(pct(r.moat, p));
     row[`added${p}`].push(pct(r.moat, p) - pct(r.base, p));
@@ -282,20 +292,39 @@ console.log(
     'whatever else the machine runs).',
 );
 console.log('');
-console.log(
-  '| handler | mode | request | p50 µs | p90 µs | p99 µs | added p50 µs | added p90 µs | added p99 µs | CPU µs: model alone | CPU µs: with Moat | added CPU µs |',
-);
-console.log('|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+const COLUMNS = [
+  'handler',
+  'mode',
+  'request',
+  'p50 µs',
+  'p90 µs',
+  'p99 µs',
+  'added p50 µs',
+  'added p90 µs',
+  'added p99 µs',
+  'CPU µs: model alone',
+  'CPU µs: with Moat',
+  'added CPU µs',
+];
+console.log(`| ${COLUMNS.join(' | ')} |`);
+console.log(`|${COLUMNS.map((_, i) => (i < 3 ? '---' : '---:')).join('|')}|`);
 for (const [name, r] of rows) {
-  const [handler, mode, kind] = name.split(' ');
-  const ranged = (xs: number[]) => `${median(xs).toFixed(0)} (${spread(xs)})`;
-  console.log(
-    `| ${handler} | ${mode} | ${kind} | ${median(r.p50).toFixed(0)} | ${median(r.p90).toFixed(0)} | ${median(r.p99).toFixed(0)} | ${ranged(r.added50)} | ${ranged(r.added90)} | ${ranged(r.added99)} | ${median(r.baseCpu).toFixed(0)} | ${median(r.cpu).toFixed(0)} | ${ranged(r.addedCpu)} |`,
+  const whole = (xs: number[]) => median(xs).toFixed(0);
+  const ranged = (xs: number[]) => `${whole(xs)} (${spread(xs)})`;
+  const cells = [...name.split(' '), whole(r.p50), whole(r.p90), whole(r.p99)];
+  cells.push(
+    ranged(r.added50),
+    ranged(r.added90),
+    ranged(r.added99),
+    whole(r.baseCpu),
+    whole(r.cpu),
+    ranged(r.addedCpu),
   );
+  console.log(`| ${cells.join(' | ')} |`);
 }
 console.log('');
 console.log(
-  `Last genuine record: attestation ${record?.attestation}, binding ${record?.binding}, fingerprint ${record?.fingerprint}, ` +
-    `decoys ${record?.decoys}, verdict ${record?.verdict}.`,
+  `Last genuine record: attestation ${record?.attestation}, binding ${record?.binding}, ` +
+    `fingerprint ${record?.fingerprint}, decoys ${record?.decoys}, verdict ${record?.verdict}.`,
 );
 process.exit(0);

@@ -67,7 +67,11 @@ afterAll(async () => {
 });
 
 const last = async () => (await moat.storage.queryRecords({ limit: 1 }))[0];
-const ask = { model: 'claude-mock', max_tokens: 64, messages: [{ role: 'user' as const, content: 'Hello in process' }] };
+const ask = {
+  model: 'claude-mock',
+  max_tokens: 64,
+  messages: [{ role: 'user' as const, content: 'Hello in process' }],
+};
 
 /** A Messages body with the attribution block, as a genuine client tags it. */
 function tagged(text: string) {
@@ -83,7 +87,7 @@ for (const where of ['a hono app', 'a node:http server'] as const) {
   describe(`createMoatHandler in ${where}, with @anthropic-ai/sdk`, { timeout: 30_000 }, () => {
     const sdk = () => new Anthropic({ apiKey, baseURL: where === 'a hono app' ? honoUrl : nodeUrl, maxRetries: 0 });
 
-    it('create, stream with thinking re-signed, count_tokens and models go through the pipeline to the model call', async () => {
+    it('create, stream (thinking re-signed), count_tokens and models: through the pipeline to the model', async () => {
       const before = seen.length;
       const message = await sdk().messages.create(ask);
       expect(message.content).toEqual([{ type: 'text', text: 'Echo: Hello in process' }]);
@@ -117,7 +121,7 @@ for (const where of ['a hono app', 'a node:http server'] as const) {
 }
 
 describe('createMoatHandler: stamps made by @moat/native', { timeout: 30_000 }, () => {
-  it('a genuine stamped request is allowed; the same bytes again are blocked as replayed, tampered ones as invalid', async () => {
+  it('genuine is allowed; the same bytes again are blocked as replayed, tampered ones as invalid', async () => {
     // A relay takes the genuine request off the wire: the stamp binds the authority the client sent to, the relay's.
     const captured: Array<{ body: Buffer; headers: Record<string, string> }> = [];
     const tap = createServer(async (req, res) => {
@@ -170,7 +174,7 @@ describe('createMoatHandler: stamps made by @moat/native', { timeout: 30_000 }, 
 });
 
 describe('createMoatHandler: what it serves', () => {
-  it('discovery and client flags; no admin API, dashboard, metrics or probes; other routes refused and recorded', async () => {
+  it('discovery and flags; no admin, dashboard, metrics or probes; other routes refused, recorded', async () => {
     const discovery = await moat.fetch(new Request('http://api.example/v1/moat'));
     expect(discovery.status).toBe(200);
     expect(((await discovery.json()) as { moat: { versions: number[] } }).moat.versions).toEqual([1]);
@@ -188,7 +192,7 @@ describe('createMoatHandler: what it serves', () => {
     expect(embeddedRoutes([]).some(([, pattern]) => pattern.startsWith('/admin'))).toBe(false);
   });
 
-  it('the fetch handler called directly streams SSE, thinking re-signed, the record durable before message_stop', async () => {
+  it('fetch called directly streams SSE, thinking re-signed, record durable before message_stop', async () => {
     const res = await moat.fetch(
       new Request('http://api.example/v1/messages', {
         method: 'POST',
@@ -289,10 +293,13 @@ describe('createMoatHandler: what it serves', () => {
 
 describe('createVerifier with the model call in process', { timeout: 30_000 }, () => {
   it('serves Messages through the function and is ready without an upstream to connect to', async () => {
-    const verifier = await createVerifier(configFromSettings({ ...settings(), port: 0, adminToken: 'admin-token-0123456789' }), {
-      upstream: model,
-      logLevel: 'silent',
-    });
+    const verifier = await createVerifier(
+      configFromSettings({ ...settings(), port: 0, adminToken: 'admin-token-0123456789' }),
+      {
+        upstream: model,
+        logLevel: 'silent',
+      },
+    );
     try {
       const base = await verifier.listen();
       const { key } = await verifier.storage.createApiKey('server');
@@ -318,7 +325,10 @@ describe('createMoatHandler: the README example', { timeout: 30_000 }, () => {
       MOAT_SERVER_SECRET: serverSecret,
       MOAT_SIGNING_SECRET: signingSecret,
     };
-    expect(await runReadmeExampleAsync(new URL('../', import.meta.url), env)).toEqual(['200 flag flag:attestation=missing', 'Echo: Hello']);
+    expect(await runReadmeExampleAsync(new URL('../', import.meta.url), env)).toEqual([
+      '200 flag flag:attestation=missing',
+      'Echo: Hello',
+    ]);
   });
 });
 
@@ -328,9 +338,17 @@ describe('createMoatHandler: options', () => {
     ['an upstream URL', { settings: settings(), upstream: 'http://model' }, 'upstream'],
     ['no settings', { upstream: mockModel }, 'settings'],
     ['a server-only setting', { settings: { ...settings(), port: 8080 }, upstream: mockModel }, 'port'],
-    ['an unknown setting', { settings: { ...settings(), fingerprintSlat: 'x' }, upstream: mockModel }, 'fingerprintSlat'],
+    [
+      'an unknown setting',
+      { settings: { ...settings(), fingerprintSlat: 'x' }, upstream: mockModel },
+      'fingerprintSlat',
+    ],
     ['a short secret', { settings: { ...settings(), serverSecret: 'abcd' }, upstream: mockModel }, 'serverSecret'],
-    ['a missing salt', { settings: { ...settings(), fingerprintSalt: undefined }, upstream: mockModel }, 'fingerprintSalt'],
+    [
+      'a missing salt',
+      { settings: { ...settings(), fingerprintSalt: undefined }, upstream: mockModel },
+      'fingerprintSalt',
+    ],
     ['not an object', null, 'options'],
   ];
   for (const [what, options, setting] of cases)

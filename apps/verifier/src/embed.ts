@@ -105,7 +105,11 @@ function checkOptions(options: MoatHandlerOptions): void {
   if (typeof options !== 'object' || options === null)
     throw new VerifierConfigError('options', 'an object { upstream, settings }', kind(options));
   if (typeof options.upstream !== 'function')
-    throw new VerifierConfigError('upstream', 'a function (request: Request) => Promise<Response>', kind(options.upstream));
+    throw new VerifierConfigError(
+      'upstream',
+      'a function (request: Request) => Promise<Response>',
+      kind(options.upstream),
+    );
   const { settings } = options;
   if (typeof settings !== 'object' || settings === null || Array.isArray(settings))
     throw new VerifierConfigError('settings', 'an object of verifier settings', kind(settings));
@@ -113,7 +117,11 @@ function checkOptions(options: MoatHandlerOptions): void {
     if (Object.hasOwn(settings, name))
       throw new VerifierConfigError(name, 'a setting the embedded handler uses', 'a setting of the server alone');
   if (options.remoteAddress !== undefined && typeof options.remoteAddress !== 'function')
-    throw new VerifierConfigError('remoteAddress', 'a function (request: Request) => string', kind(options.remoteAddress));
+    throw new VerifierConfigError(
+      'remoteAddress',
+      'a function (request: Request) => string',
+      kind(options.remoteAddress),
+    );
 }
 
 /**

@@ -134,16 +134,20 @@ describe('runForWeb', () => {
 
   it('answers with exactly the bytes written, however they are split across write and end', async () => {
     await fc.assert(
-      fc.asyncProperty(fc.array(fc.uint8Array({ maxLength: 64 }), { maxLength: 8 }), fc.boolean(), async (parts, head) => {
-        const handler = (_req: IncomingMessage, res: ServerResponse) => {
-          if (head) res.writeHead(200);
-          const last = parts.at(-1);
-          for (const part of parts.slice(0, -1)) res.write(Buffer.from(part));
-          res.end(last === undefined ? undefined : Buffer.from(last));
-        };
-        const res = await runForWeb(new Request('http://api.example/'), undefined, handler);
-        expect(Buffer.from(await res.arrayBuffer())).toEqual(Buffer.concat(parts.map((p) => Buffer.from(p))));
-      }),
+      fc.asyncProperty(
+        fc.array(fc.uint8Array({ maxLength: 64 }), { maxLength: 8 }),
+        fc.boolean(),
+        async (parts, head) => {
+          const handler = (_req: IncomingMessage, res: ServerResponse) => {
+            if (head) res.writeHead(200);
+            const last = parts.at(-1);
+            for (const part of parts.slice(0, -1)) res.write(Buffer.from(part));
+            res.end(last === undefined ? undefined : Buffer.from(last));
+          };
+          const res = await runForWeb(new Request('http://api.example/'), undefined, handler);
+          expect(Buffer.from(await res.arrayBuffer())).toEqual(Buffer.concat(parts.map((p) => Buffer.from(p))));
+        },
+      ),
       { numRuns: 100 },
     );
   });

@@ -6,7 +6,13 @@
  * status, headers, `writeHead`, `write` with backpressure, `end`, and `close` when the reader
  * of the answer goes away.
  */
-import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeader, OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import type {
+  IncomingHttpHeaders,
+  IncomingMessage,
+  OutgoingHttpHeader,
+  OutgoingHttpHeaders,
+  ServerResponse,
+} from 'node:http';
 import { Readable, Writable } from 'node:stream';
 import { errorMessage } from '@moat/protocol/support';
 

@@ -72,7 +72,7 @@ for (const where of ['hono', 'node'] as const) {
   describe(`@moat/client against createMoatHandler in ${where === 'hono' ? 'a hono app' : 'a node:http server'}`, {
     timeout: 30_000,
   }, () => {
-    it("moat-chat's genuine request: attested and bound, fingerprint match, decoys in, thinking re-signed, allowed", async () => {
+    it("moat-chat's request: attested, bound, fingerprinted, decoys in, thinking re-signed, allowed", async () => {
       const sdk = new Anthropic({ apiKey, baseURL: bases[where], fetch: moatFetch, maxRetries: 0 });
       const ask = {
         model: 'claude-opus-5-5',

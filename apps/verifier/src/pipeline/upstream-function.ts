@@ -51,7 +51,8 @@ class ResponseBody extends Readable {
 
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
     const body = this.#response.body;
-    const cancelled = this.#reader?.cancel(error ?? undefined) ?? (body !== null && !body.locked ? body.cancel() : undefined);
+    const cancelled =
+      this.#reader?.cancel(error ?? undefined) ?? (body !== null && !body.locked ? body.cancel() : undefined);
     cancelled?.catch(() => {});
     callback(error);
   }
@@ -120,7 +121,8 @@ export class FunctionUpstream implements UpstreamClient {
     const origin = typeof host === 'string' && AUTHORITY.test(host) ? `http://${host}` : DEFAULT_ORIGIN;
     let response: Response;
     try {
-      const body = request.body === undefined || Buffer.isBuffer(request.body) ? request.body : Readable.toWeb(request.body);
+      const body =
+        request.body === undefined || Buffer.isBuffer(request.body) ? request.body : Readable.toWeb(request.body);
       // A list header is one field of comma-separated values (RFC 9110 §5.3); the runtime sets the length.
       const headers: Record<string, string> = {};
       for (const [name, value] of Object.entries(forwardedHeaders(request, undefined)))
