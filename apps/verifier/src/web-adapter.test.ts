@@ -122,6 +122,27 @@ describe('runForWeb', () => {
     expect(await res.text()).toBe('');
   });
 
+  it('an answer the runtime cannot make (a status out of range) is an empty 502, not a crash', async () => {
+    const res = await runForWeb(new Request('http://api.example/'), undefined, (_req, r) => r.writeHead(999).end('x'));
+    expect(res.status).toBe(502);
+    expect(await res.text()).toBe('');
+  });
+
+  it('a request body that breaks off while nobody reads it ends nothing', async () => {
+    const broken = new ReadableStream<Uint8Array>({
+      pull(controller) {
+        controller.error(new Error('client went away'));
+      },
+    });
+    const request = new Request('http://api.example/', { method: 'POST', body: broken, duplex: 'half' } as RequestInit);
+    const res = await runForWeb(request, undefined, (req, r) => {
+      req.resume();
+      r.writeHead(404).end();
+    });
+    await new Promise((r) => setTimeout(r, 10));
+    expect(res.status).toBe(404);
+  });
+
   it('pipes a node stream into the answer (pass-through routes)', async () => {
     const { Readable } = await import('node:stream');
     const handler = (_req: IncomingMessage, res: ServerResponse) => {

@@ -27,6 +27,8 @@ class WebIncoming extends Readable {
 
   constructor(request: Request, remoteAddress: string | undefined) {
     super();
+    // A body that breaks off fails whoever reads it; unread (a refused request), it must not end the process.
+    this.on('error', () => {});
     const url = new URL(request.url);
     this.method = request.method;
     this.url = `${url.pathname}${url.search}`;
@@ -80,6 +82,8 @@ class WebOutgoing extends Writable {
 
   constructor() {
     super();
+    // A failure reaches the reader as the answer's stream erroring; nobody else listens.
+    this.on('error', () => {});
     this.response = new Promise((resolve) => {
       this.#resolve = (response) => {
         this.#settled = true;
@@ -123,18 +127,24 @@ class WebOutgoing extends Writable {
     return (super.end as (...args: unknown[]) => this)(chunk, encoding, callback);
   }
 
-  #init(): ResponseInit {
-    const headers = new Headers();
-    for (const [name, value] of this.#headers)
-      if (Array.isArray(value)) for (const v of value) headers.append(name, v);
-      else headers.set(name, String(value));
+  /** Settles the answer; one the runtime refuses (a status or header it does not take) is an empty 502. */
+  #answer(body: ReadableStream<Uint8Array> | Uint8Array<ArrayBuffer> | null): void {
     this.headersSent = true;
-    return { status: this.statusCode, headers };
+    try {
+      const headers = new Headers();
+      for (const [name, value] of this.#headers)
+        if (Array.isArray(value)) for (const v of value) headers.append(name, v);
+        else headers.set(name, String(value));
+      const empty = this.statusCode === 204 || this.statusCode === 304;
+      this.#resolve(new Response(empty ? null : body, { status: this.statusCode, headers }));
+    } catch {
+      this.#resolve(new Response(null, { status: 502 }));
+      this.destroy();
+    }
   }
 
   /** Starts the streamed answer with what was written so far. */
   #stream(): void {
-    const init = this.#init();
     const pending = this.#chunks;
     this.#chunks = [];
     const body = new ReadableStream<Uint8Array>(
@@ -156,7 +166,7 @@ class WebOutgoing extends Writable {
       },
       { highWaterMark: HIGH_WATER_CHUNKS },
     );
-    this.#resolve(new Response(body, init));
+    this.#answer(body);
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
@@ -180,9 +190,7 @@ class WebOutgoing extends Writable {
       const chunks = this.#chunks;
       this.#chunks = [];
       const body = chunks.length === 0 ? null : chunks.length === 1 ? chunks[0] : Buffer.concat(chunks);
-      const init = this.#init();
-      const empty = init.status === 204 || init.status === 304 || init.status === 101;
-      this.#resolve(new Response(empty ? null : (body as Uint8Array<ArrayBuffer> | null), init));
+      this.#answer((body ?? null) as Uint8Array<ArrayBuffer> | null);
     }
     callback();
   }
