@@ -907,3 +907,228 @@ int moat_prefilter_run(const moat_prefilter *job) {
   free(pieces);
   return 0;
 }
+
+/* ---- Needle forms: every encoded form of every codename, derived in one pass ----
+ * The same forms, in the same order and deduplicated the same way, as moat-scan's
+ * needleForms (needles.ts), which stays the reference: deriving 22,000 forms there costs a
+ * cold process a hundred milliseconds of string building and garbage collection, here well
+ * under one. */
+
+enum { FORM_PLAIN, FORM_UTF16LE, FORM_UTF16BE, FORM_HEX, FORM_BASE64, FORM_BASE64URL, FORM_ESCAPE_X, FORM_ESCAPE_U,
+       FORM_ESCAPE_U_BRACE, FORM_PERCENT, FORM_CHARCODES };
+
+typedef struct {
+  moat_forms *out;
+  size_t first; /* this codename's first form */
+  uint32_t owner;
+  int failed;
+} form_sink;
+
+static const char HEX_LOWER[] = "0123456789abcdef", HEX_UPPER[] = "0123456789ABCDEF";
+
+/* Room for `extra` more bytes of forms and one more form; 0 when out of memory. */
+static int forms_reserve(form_sink *s, size_t extra) {
+  moat_forms *o = s->out;
+  return reserve((void **)&o->bytes, &o->bytes_cap, o->bytes_len + extra, 1, 1 << 16) &&
+         reserve((void **)&o->lengths, &o->lengths_cap, o->count + 1, sizeof *o->lengths, 1024) &&
+         reserve((void **)&o->owners, &o->owners_cap, o->count + 1, sizeof *o->owners, 1024) &&
+         reserve((void **)&o->kinds, &o->kinds_cap, o->count + 1, sizeof *o->kinds, 1024);
+}
+
+/* Keeps the form written at bytes[start..bytes_len) unless this codename has it already (same bytes, same folding). */
+static void form_keep(form_sink *s, size_t start, int kind) {
+  moat_forms *o = s->out;
+  size_t len = o->bytes_len - start;
+  int fold = kind & 0x80;
+  /* Offsets of earlier forms: walk back from the last one. */
+  for (size_t i = o->count, end = start; i > s->first; i--) {
+    size_t n = o->lengths[i - 1];
+    end -= n;
+    if (n == len && (o->kinds[i - 1] & 0x80) == fold && memcmp(o->bytes + end, o->bytes + start, len) == 0) {
+      o->bytes_len = start;
+      return;
+    }
+  }
+  o->lengths[o->count] = (uint32_t)len;
+  o->owners[o->count] = s->owner;
+  o->kinds[o->count] = (uint8_t)kind;
+  o->count++;
+}
+
+/* UTF-8 bytes of UTF-16 units (a lone surrogate as U+FFFD, as Buffer.from(text, 'utf8')); returns the count. */
+static size_t utf8_of(const uint16_t *u, size_t n, unsigned char *out) {
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++) {
+    uint32_t c = u[i];
+    if (c >= 0xd800 && c <= 0xdbff && i + 1 < n && u[i + 1] >= 0xdc00 && u[i + 1] <= 0xdfff)
+      c = 0x10000 + ((c - 0xd800) << 10) + (u[++i] - 0xdc00);
+    else if (c >= 0xd800 && c <= 0xdfff)
+      c = 0xfffd;
+    if (c < 0x80) out[k++] = (unsigned char)c;
+    else if (c < 0x800) out[k++] = (unsigned char)(0xc0 | c >> 6), out[k++] = (unsigned char)(0x80 | (c & 0x3f));
+    else if (c < 0x10000)
+      out[k++] = (unsigned char)(0xe0 | c >> 12), out[k++] = (unsigned char)(0x80 | (c >> 6 & 0x3f)),
+      out[k++] = (unsigned char)(0x80 | (c & 0x3f));
+    else
+      out[k++] = (unsigned char)(0xf0 | c >> 18), out[k++] = (unsigned char)(0x80 | (c >> 12 & 0x3f)),
+      out[k++] = (unsigned char)(0x80 | (c >> 6 & 0x3f)), out[k++] = (unsigned char)(0x80 | (c & 0x3f));
+  }
+  return k;
+}
+
+/* `v` in hex digits, without leading zeros (at least one digit), as Number.prototype.toString(16). */
+static size_t hex_digits(uint32_t v, const char *digits, unsigned char *out) {
+  char tmp[8];
+  size_t n = 0;
+  do tmp[n++] = digits[v & 15], v >>= 4;
+  while (v != 0);
+  for (size_t i = 0; i < n; i++) out[i] = (unsigned char)tmp[n - 1 - i];
+  return n;
+}
+
+static size_t dec_digits(uint32_t v, unsigned char *out) {
+  char tmp[12];
+  size_t n = 0;
+  do tmp[n++] = (char)('0' + v % 10), v /= 10;
+  while (v != 0);
+  for (size_t i = 0; i < n; i++) out[i] = (unsigned char)tmp[n - 1 - i];
+  return n;
+}
+
+/* Writes one form with `write` into the sink and keeps it; `bound`: the most bytes it can take. */
+#define FORM(s, bound, kind, ...)                                   \
+  do {                                                              \
+    if (!forms_reserve((s), (bound))) {                             \
+      (s)->failed = 1;                                              \
+      return;                                                       \
+    }                                                               \
+    size_t start_ = (s)->out->bytes_len;                            \
+    unsigned char *w_ = (s)->out->bytes + start_;                   \
+    size_t n_ = 0;                                                  \
+    __VA_ARGS__;                                                    \
+    (s)->out->bytes_len = start_ + n_;                              \
+    form_keep((s), start_, (kind));                                 \
+  } while (0)
+#define PUT(c) (w_[n_++] = (unsigned char)(c))
+
+/* base64 of k zero bytes then `b`: the characters that do not depend on the bytes around (base64Cores). */
+static void base64_forms(form_sink *s, const unsigned char *b, size_t len) {
+  static const char ALPHABET[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  for (size_t k = 0; k < 3; k++) {
+    size_t first = (8 * k + 5) / 6, last = 8 * (k + len) / 6;
+    if (last < first + 8) continue;
+    for (int url = 0; url < 2; url++)
+      FORM(s, last - first, url ? FORM_BASE64URL : FORM_BASE64, {
+        for (size_t c = first; c < last; c++) {
+          /* Character c covers bits [6c, 6c + 6) of the padded bytes. */
+          size_t bit = 6 * c, byte = bit / 8;
+          unsigned hi = byte >= k ? b[byte - k] : 0, lo = byte + 1 >= k && byte + 1 - k < len ? b[byte + 1 - k] : 0;
+          unsigned v = ((hi << 8 | lo) >> (10 - bit % 8)) & 63;
+          char ch = ALPHABET[v];
+          PUT(url && ch == '+' ? '-' : url && ch == '/' ? '_' : ch);
+        }
+      });
+  }
+}
+
+/* The encoded forms of one spelling (encodedForms in needles.ts), in its order. */
+static void encoded_forms(form_sink *s, const uint16_t *u, size_t n, unsigned char *utf8) {
+  size_t len = utf8_of(u, n, utf8);
+  for (int up = 0; up < 2; up++)
+    FORM(s, 2 * len, FORM_HEX, for (size_t i = 0; i < len; i++) PUT((up ? HEX_UPPER : HEX_LOWER)[utf8[i] >> 4]),
+         PUT((up ? HEX_UPPER : HEX_LOWER)[utf8[i] & 15]));
+  base64_forms(s, utf8, len);
+  for (int up = 0; up < 2; up++)
+    FORM(s, 4 * len, FORM_ESCAPE_X, for (size_t i = 0; i < len; i++) PUT('\\'), PUT('x'),
+         PUT((up ? HEX_UPPER : HEX_LOWER)[utf8[i] >> 4]), PUT((up ? HEX_UPPER : HEX_LOWER)[utf8[i] & 15]));
+  for (int up = 0; up < 2; up++)
+    FORM(s, 6 * n, FORM_ESCAPE_U, {
+      const char *d = up ? HEX_UPPER : HEX_LOWER;
+      for (size_t i = 0; i < n; i++) PUT('\\'), PUT('u'), PUT(d[u[i] >> 12]), PUT(d[u[i] >> 8 & 15]), PUT(d[u[i] >> 4 & 15]), PUT(d[u[i] & 15]);
+    });
+  for (int up = 0; up < 2; up++)
+    FORM(s, 10 * n, FORM_ESCAPE_U_BRACE, {
+      /* By code point, as Array.from(text): a lone surrogate is one of its own. */
+      for (size_t i = 0; i < n; i++) {
+        uint32_t c = u[i];
+        if (c >= 0xd800 && c <= 0xdbff && i + 1 < n && u[i + 1] >= 0xdc00 && u[i + 1] <= 0xdfff)
+          c = 0x10000 + ((c - 0xd800) << 10) + (u[++i] - 0xdc00);
+        PUT('\\'), PUT('u'), PUT('{');
+        n_ += hex_digits(c, up ? HEX_UPPER : HEX_LOWER, w_ + n_);
+        PUT('}');
+      }
+    });
+  for (int up = 1; up >= 0; up--)
+    FORM(s, 3 * len, FORM_PERCENT, for (size_t i = 0; i < len; i++) PUT('%'), PUT((up ? HEX_UPPER : HEX_LOWER)[utf8[i] >> 4]),
+         PUT((up ? HEX_UPPER : HEX_LOWER)[utf8[i] & 15]));
+  for (int spaced = 0; spaced < 2; spaced++)
+    for (int style = 0; style < 3; style++) /* decimal, 0x lowercase, 0x uppercase */
+      FORM(s, 8 * n, FORM_CHARCODES, {
+        for (size_t i = 0; i < n; i++) {
+          if (i > 0) {
+            PUT(',');
+            if (spaced) PUT(' ');
+          }
+          if (style == 0) n_ += dec_digits(u[i], w_ + n_);
+          else PUT('0'), PUT('x'), n_ += hex_digits(u[i], style == 1 ? HEX_LOWER : HEX_UPPER, w_ + n_);
+        }
+      });
+}
+
+/* Every form of one codename: `spellings` UTF-16 strings, the codename first, then the other spellings whose encoded forms count. */
+static void codename_forms(form_sink *s, const uint16_t *const *spelling, const uint32_t *lengths, size_t spellings, int flags,
+                           unsigned char *utf8) {
+  const uint16_t *u = spelling[0];
+  size_t n = lengths[0];
+  int fold = flags & MOAT_FORMS_FOLD ? 0x80 : 0;
+  FORM(s, 3 * n, FORM_PLAIN | fold, n_ = utf8_of(u, n, w_));
+  if (flags & MOAT_FORMS_PLAIN_ONLY) return;
+  FORM(s, 2 * n, FORM_UTF16LE | fold, for (size_t i = 0; i < n; i++) PUT(u[i] & 0xff), PUT(u[i] >> 8));
+  FORM(s, 2 * n, FORM_UTF16BE | fold, for (size_t i = 0; i < n; i++) PUT(u[i] >> 8), PUT(u[i] & 0xff));
+  for (size_t v = 0; v < spellings && !s->failed; v++) encoded_forms(s, spelling[v], lengths[v], utf8);
+}
+#undef PUT
+#undef FORM
+
+int moat_needle_forms(const uint16_t *units, size_t units_len, const uint32_t *lengths, size_t strings, const uint32_t *spellings, size_t codenames, int flags,
+                      moat_forms *out) {
+  memset(out, 0, sizeof *out);
+  size_t longest = 0, used = 0, total = 0;
+  for (size_t i = 0; i < strings; i++) {
+    if (lengths[i] == 0 || lengths[i] > 0x10000) return -1;
+    if (lengths[i] > longest) longest = lengths[i];
+    total += lengths[i];
+  }
+  for (size_t c = 0; c < codenames; c++) {
+    if (spellings[c] == 0 || spellings[c] > 8 || spellings[c] > strings - used) return -1;
+    used += spellings[c];
+  }
+  if (used != strings || total != units_len) return -1;
+  unsigned char *utf8 = malloc(3 * longest + 1);
+  if (utf8 == NULL) return -1;
+  form_sink s = {out, 0, 0, 0};
+  const uint16_t *at = units;
+  const uint32_t *len = lengths;
+  for (size_t c = 0; c < codenames && !s.failed; c++) {
+    const uint16_t *spelling[8];
+    for (uint32_t v = 0; v < spellings[c]; v++) spelling[v] = at, at += len[v];
+    s.first = out->count;
+    s.owner = (uint32_t)c;
+    codename_forms(&s, spelling, len, spellings[c], flags, utf8);
+    len += spellings[c];
+  }
+  free(utf8);
+  if (s.failed) {
+    moat_forms_free(out);
+    return -1;
+  }
+  return 0;
+}
+
+void moat_forms_free(moat_forms *f) {
+  free(f->bytes);
+  free(f->lengths);
+  free(f->owners);
+  free(f->kinds);
+  memset(f, 0, sizeof *f);
+}

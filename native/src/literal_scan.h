@@ -88,4 +88,29 @@ typedef struct {
 /* Runs the prefilter; -1 when the library is not loaded or the job is malformed. */
 int moat_prefilter_run(const moat_prefilter *job);
 
+/* Needle forms of codenames (moat_needle_forms): back to back, each one's length, codename index and kind (the
+   form's index in moat-scan's ENCODINGS, | 0x80 when it folds ASCII case). */
+typedef struct {
+  unsigned char *bytes;
+  size_t bytes_len, bytes_cap;
+  uint32_t *lengths, *owners;
+  uint8_t *kinds;
+  size_t count, lengths_cap, owners_cap, kinds_cap;
+} moat_forms;
+
+#define MOAT_FORMS_FOLD 1       /* plain and UTF-16 forms fold case */
+#define MOAT_FORMS_PLAIN_ONLY 2 /* the plain form alone */
+
+/*
+ * Every needle form of `codenames` codenames, as moat-scan's needleForms gives them (same
+ * bytes, order and deduplication per codename): `units` holds `strings` UTF-16 strings back to
+ * back (`lengths` in units, each 1-65536); codename c has `spellings[c]` of them (1-8), itself
+ * first, then the other spellings whose encoded forms are searched (its lowercase and
+ * uppercase with case folding). 0 on success (free `out` with moat_forms_free), -1 on a
+ * malformed call or out of memory.
+ */
+int moat_needle_forms(const uint16_t *units, size_t units_len, const uint32_t *lengths, size_t strings, const uint32_t *spellings, size_t codenames, int flags,
+                      moat_forms *out);
+void moat_forms_free(moat_forms *f);
+
 #endif

@@ -24,7 +24,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { CodenameEngine, NATIVE_AUTO_MAX_LITERALS, type RawMatch } from './engine.js';
+import { CodenameEngine, type LiteralPlan, literalPlan, NATIVE_AUTO_MAX_LITERALS, packPlan, type RawMatch } from './engine.js';
 import { needlesFor } from './needles.js';
 import {
   PREFILTER_AUDIT,
@@ -109,6 +109,39 @@ describe.skipIf(!NATIVE)('native and JavaScript engines agree', () => {
       if (before === undefined) delete process.env.MOAT_SCAN_CACHE_DIR;
       else process.env.MOAT_SCAN_CACHE_DIR = before;
     }
+  });
+
+  it('derives the same needle forms natively as the reference, for any codename, in every mode', () => {
+    // Whole plans: the packed set, the plain and case-insensitive needles, every exact needle.
+    const summary = (plan: LiteralPlan) => ({
+      packed: packPlan(plan),
+      regexNeedles: plan.regexNeedles,
+      sources: plan.sources,
+      exact: Array.from({ length: plan.exactCount }, (_, i) => plan.exactNeedle(i)),
+      maxLength: plan.maxLength,
+      fold: plan.fold,
+    });
+    const codename = fc.oneof(
+      fc.stringMatching(/^[A-Z][a-z]{3,10}$/),
+      // Any UTF-16, lone surrogates included (UTF-8 gives U+FFFD for them), and letters whose case changes their length.
+      fc.string({ unit: 'binary', minLength: 4, maxLength: 12 }).filter((c) => !/[\r\n]/.test(c) && [...c].length >= 4),
+      fc.string({ unit: fc.constantFrom('ß', 'İ', 'ﬁ', 'é', 'Σ', '😀', '\ud800', '\u0000', 'a', 'Z', '+', '/'), minLength: 4, maxLength: 9 }),
+    );
+    fc.assert(
+      fc.property(
+        fc.uniqueArray(codename, { minLength: 1, maxLength: 5 }),
+        fc.record({ ignoreCase: fc.boolean(), wholeWord: fc.boolean(), plainOnly: fc.boolean() }),
+        (codenames, options) => {
+          const native = literalPlan(codenames, options);
+          expect(native.packed).toBeDefined();
+          expect(summary(native)).toEqual(summary(literalPlan(codenames, options, 'js')));
+        },
+      ),
+      { numRuns: 1000 },
+    );
+    // Codenames the reference refuses are refused the same way.
+    expect(() => literalPlan(['abc'])).toThrow(/ERR_SCAN_CONFIG|at least 4 characters/);
+    expect(() => literalPlan(['abcd\nefgh'])).toThrow(/at least 4 characters on one line/);
   });
 
   it('on random haystacks with every form planted, in random chunks, in every mode', () => {

@@ -5,7 +5,7 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import type { NativeBinding } from '@moat/protocol/support';
 import { MultiMatcher } from './matcher.js';
-import { type Encoding, type Needle, type NeedleOptions, needleForms } from './needles.js';
+import { checkCodename, ENCODINGS, type Encoding, type Needle, type NeedleOptions, needleForms } from './needles.js';
 
 /**
  * The native multi-literal search of `@moat/native` (Hyperscan via dlopen), as its one
@@ -16,7 +16,7 @@ export type NativeLiterals = Pick<
   NativeBinding,
   'literalsCompile' | 'regexCompile' | 'literalsScan' | 'literalsSerialize' | 'literalsVersion'
 > &
-  Partial<Pick<NativeBinding, 'literalsCompilePacked' | 'prefilterFiles'>>;
+  Partial<Pick<NativeBinding, 'literalsCompilePacked' | 'prefilterFiles' | 'literalsForms'>>;
 
 /**
  * Compiled libhs databases are cached by what they were compiled from and the library
@@ -270,19 +270,37 @@ export interface PlannedNeedle {
 
 /** What the engine searches for, derived from the codenames alone. */
 export interface LiteralPlan {
-  readonly needles: readonly PlannedNeedle[];
+  /** Plain and case-insensitive needles, in the order they were derived. */
+  readonly regexNeedles: readonly PlannedNeedle[];
   /** Plain and case-insensitive forms: through the regular expression (or libhs), longest first. */
   readonly sources: readonly string[];
-  /** Exact encoded forms: through the matcher (or libhs). */
-  readonly exact: readonly PlannedNeedle[];
+  /** How many exact encoded forms there are: through the matcher (or libhs). */
+  readonly exactCount: number;
+  /** Exact form `i` (0 ≤ i < exactCount), made on demand: a scan reports few of 22,000. */
+  exactNeedle(i: number): PlannedNeedle;
   /** The longest needle in bytes: the carry between chunks. */
   readonly maxLength: number;
   /** Whether the needles fold case. */
   readonly fold: boolean;
+  /** The set packed ({@link packPlan}), when it was derived packed. */
+  readonly packed?: PackedLiterals;
 }
 
-/** @internal The literal set for `codenames` under `options`. */
-export function literalPlan(codenames: readonly string[], options: NeedleOptions = {}): LiteralPlan {
+/** The longest codename (in UTF-16 units) the addon derives forms of; longer ones, never seen in practice, by the reference. */
+const MAX_NATIVE_CODENAME = 65_536;
+
+const viaRegex = (n: { readonly encoding: Encoding; readonly fold: boolean }) => n.encoding === 'plain' || n.fold;
+
+/**
+ * @internal The literal set for `codenames` under `options`: derived by the addon where it
+ * can ({@link nativePlan}), else by {@link needleForms}, the reference; the same either way.
+ * `derive: 'js'` forces the reference.
+ *
+ * @throws {BuildGuardError} `ERR_SCAN_CONFIG` as {@link needleForms}.
+ */
+export function literalPlan(codenames: readonly string[], options: EngineOptions = {}, derive: 'auto' | 'js' = 'auto'): LiteralPlan {
+  const forms = derive === 'js' || options.engine === 'js' ? undefined : nativeLiterals().addon?.literalsForms;
+  if (forms !== undefined && codenames.every((c) => c.length <= MAX_NATIVE_CODENAME)) return nativePlan(codenames, options, forms);
   const wholeWord = options.wholeWord === true;
   const needles: PlannedNeedle[] = [];
   let maxLength = 1;
@@ -291,20 +309,141 @@ export function literalPlan(codenames: readonly string[], options: NeedleOptions
       needles.push({ text: f.text, codename, encoding: f.encoding, fold: f.fold, wholeWord: wholeWord && f.encoding === 'plain' });
       maxLength = Math.max(maxLength, f.text.length);
     }
-  const viaRegex = (n: PlannedNeedle) => n.encoding === 'plain' || n.fold;
-  const sources = [...new Set(needles.filter(viaRegex).map((n) => n.text))].sort((a, b) => b.length - a.length);
-  return { needles, sources, exact: needles.filter((n) => !viaRegex(n)), maxLength, fold: options.ignoreCase === true };
+  const regexNeedles = needles.filter(viaRegex);
+  const sources = [...new Set(regexNeedles.map((n) => n.text))].sort((a, b) => b.length - a.length);
+  const exact = needles.filter((n) => !viaRegex(n));
+  return {
+    regexNeedles,
+    sources,
+    exactCount: exact.length,
+    exactNeedle: (i) => exact[i] as PlannedNeedle,
+    maxLength,
+    fold: options.ignoreCase === true,
+  };
 }
 
-/** @internal The libhs literal set of a plan, packed: `sources` then `exact`, and which fold ASCII case. */
+/**
+ * @internal {@link literalPlan} from the addon's `literalsForms`: every form derived natively
+ * in one call, packed as {@link packPlan} packs a plan, with only the plain and
+ * case-insensitive forms (a few per codename) made into strings here.
+ */
+export function nativePlan(
+  codenames: readonly string[],
+  options: NeedleOptions,
+  forms: NonNullable<NativeLiterals['literalsForms']>,
+): LiteralPlan {
+  const fold = options.ignoreCase === true;
+  const spellings = new Uint32Array(codenames.length);
+  const strings: string[] = [];
+  for (const [i, codename] of codenames.entries()) {
+    checkCodename(codename);
+    const variants = fold ? [...new Set([codename, codename.toLowerCase(), codename.toUpperCase()])] : [codename];
+    strings.push(...variants);
+    spellings[i] = variants.length;
+  }
+  const joined = strings.join('');
+  const units = new Uint16Array(joined.length);
+  for (let i = 0; i < joined.length; i++) units[i] = joined.charCodeAt(i);
+  const lengths = new Uint32Array(strings.length);
+  for (let i = 0; i < strings.length; i++) lengths[i] = (strings[i] as string).length;
+  const derived = forms(units, lengths, spellings, (fold ? 1 : 0) | (options.plainOnly === true ? 2 : 0));
+  return packDerived(codenames, derived, options);
+}
+
+/** The plan of natively derived forms: sources, then the exact forms in order, copied run by run. */
+function packDerived(
+  codenames: readonly string[],
+  derived: ReturnType<NonNullable<NativeLiterals['literalsForms']>>,
+  options: NeedleOptions,
+): LiteralPlan {
+  const { packed, lengths, owners, kinds } = derived;
+  const wholeWord = options.wholeWord === true;
+  const regexNeedles: PlannedNeedle[] = [];
+  const exactIds: number[] = [];
+  let maxLength = 1;
+  let exactBytes = 0;
+  for (let k = 0, at = 0; k < lengths.length; at += lengths[k] as number, k++) {
+    const kind = kinds[k] as number;
+    const encoding = ENCODINGS[kind & 0x7f] as Encoding;
+    const length = lengths[k] as number;
+    if (length > maxLength) maxLength = length;
+    if (encoding === 'plain' || kind & 0x80) {
+      const text = packed.toString('latin1', at, at + length);
+      const codename = codenames[owners[k] as number] as string;
+      regexNeedles.push({ text, codename, encoding, fold: (kind & 0x80) !== 0, wholeWord: wholeWord && encoding === 'plain' });
+    } else {
+      exactIds.push(k);
+      exactBytes += length;
+    }
+  }
+  const sources = [...new Set(regexNeedles.map((n) => n.text))].sort((a, b) => b.length - a.length);
+  let sourceBytes = 0;
+  for (const text of sources) sourceBytes += text.length;
+  const out = Buffer.allocUnsafe(sourceBytes + exactBytes);
+  const count = sources.length + exactIds.length;
+  const setLengths = new Uint32Array(count);
+  let at = 0;
+  for (const [i, text] of sources.entries()) {
+    at += out.write(text, at, 'latin1');
+    setLengths[i] = text.length;
+  }
+  // The exact forms, in order: contiguous runs of the derived bytes (each codename's encoded forms).
+  const starts = new Uint32Array(lengths.length + 1);
+  for (let k = 0; k < lengths.length; k++) starts[k + 1] = (starts[k] as number) + (lengths[k] as number);
+  const offsets = new Uint32Array(exactIds.length);
+  for (let i = 0; i < exactIds.length; ) {
+    let j = i + 1;
+    while (j < exactIds.length && exactIds[j] === (exactIds[j - 1] as number) + 1) j++;
+    const from = starts[exactIds[i] as number] as number;
+    const to = starts[(exactIds[j - 1] as number) + 1] as number;
+    for (let e = i; e < j; e++) {
+      offsets[e] = at + (starts[exactIds[e] as number] as number) - from;
+      setLengths[sources.length + e] = lengths[exactIds[e] as number] as number;
+    }
+    at += packed.copy(out, at, from, to);
+    i = j;
+  }
+  const caseless = new Uint8Array(count);
+  if (options.ignoreCase === true) caseless.fill(1, 0, sources.length);
+  const made = new Map<number, PlannedNeedle>();
+  const exactNeedle = (i: number): PlannedNeedle => {
+    let needle = made.get(i);
+    if (needle === undefined) {
+      const k = exactIds[i] as number;
+      const encoding = ENCODINGS[(kinds[k] as number) & 0x7f] as Encoding;
+      const start = offsets[i] as number;
+      needle = {
+        text: out.toString('latin1', start, start + (lengths[k] as number)),
+        codename: codenames[owners[k] as number] as string,
+        encoding,
+        fold: ((kinds[k] as number) & 0x80) !== 0,
+        wholeWord: wholeWord && encoding === 'plain',
+      };
+      made.set(i, needle);
+    }
+    return needle;
+  };
+  return {
+    regexNeedles,
+    sources,
+    exactCount: exactIds.length,
+    exactNeedle,
+    maxLength,
+    fold: options.ignoreCase === true,
+    packed: { packed: out, lengths: setLengths, caseless },
+  };
+}
+
+/** @internal The libhs literal set of a plan, packed: `sources` then the exact forms, and which fold ASCII case. */
 export function packPlan(plan: LiteralPlan): PackedLiterals {
-  const { sources, exact } = plan;
-  const count = sources.length + exact.length;
+  if (plan.packed !== undefined) return plan.packed;
+  const { sources } = plan;
+  const count = sources.length + plan.exactCount;
   const texts = new Array<string>(count);
   const lengths = new Uint32Array(count);
   // Plain loops: TypedArray.from with a mapping function costs tens of ms on 22,000 literals.
   for (let i = 0; i < count; i++) {
-    const text = i < sources.length ? (sources[i] as string) : (exact[i - sources.length] as PlannedNeedle).text;
+    const text = i < sources.length ? (sources[i] as string) : plan.exactNeedle(i - sources.length).text;
     texts[i] = text;
     lengths[i] = text.length;
   }
@@ -392,8 +531,8 @@ export class CodenameEngine {
     // Case-insensitive forms go through the regular expression (flag i); exact ones through
     // the matcher, whose cost does not grow with the number of needles. Keys are folded for
     // case-insensitive needles; the pattern uses the originals.
-    for (const n of plan.needles) {
-      if (n.encoding === 'plain' || n.fold) this.#regexNeedles.set(this.#key(n.text), n);
+    for (const n of plan.regexNeedles) {
+      this.#regexNeedles.set(this.#key(n.text), n);
       if (!this.#plainOnly && n.encoding === 'plain') this.#splitNeedles.set(this.#key(n.text), n);
     }
     this.maxLength = plan.maxLength;
@@ -416,7 +555,10 @@ export class CodenameEngine {
 
   get #matcher(): MultiMatcher {
     this.#matcherBuilt ??= new MultiMatcher(
-      this.#plan.exact.map((n) => ({ ...n, bytes: Buffer.from(n.text, 'latin1') })),
+      Array.from({ length: this.#plan.exactCount }, (_, i) => {
+        const n = this.#plan.exactNeedle(i);
+        return { ...n, bytes: Buffer.from(n.text, 'latin1') };
+      }),
       false,
     );
     return this.#matcherBuilt;
@@ -449,7 +591,7 @@ export class CodenameEngine {
     if (loaded.addon === undefined) return warn(loaded.reason ?? 'not loaded');
     const refusal = nativeRefusal(plan);
     if (refusal !== undefined) return warn(refusal);
-    if (sources.length + plan.exact.length === 0) return undefined;
+    if (sources.length + plan.exactCount === 0) return undefined;
     if (prebuilt !== undefined && (prebuilt.plan === plan || samePacked(prebuilt, packPlan(plan))))
       return { addon: prebuilt.addon, handle: prebuilt.handle, sources };
     const version = loaded.addon.literalsVersion();
@@ -566,11 +708,10 @@ export class CodenameEngine {
       }
       if (longest > 0) this.#reportRegexMatch(window, window.toString('latin1', at, at + longest), at, report);
     }
-    const needles = this.#plan.exact;
     for (let k = 0; k < pairs.length; k += 2) {
       const id = pairs[k] as number;
       if (id < regexCount) continue;
-      const needle = needles[id - regexCount] as PlannedNeedle;
+      const needle = this.#plan.exactNeedle(id - regexCount);
       const at = pairs[k + 1] as number;
       const end = at + needle.text.length;
       if (
