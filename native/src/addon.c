@@ -1279,6 +1279,9 @@ static void prefilter_complete(napi_env env, napi_status status, void *data) {
       }
       starts[n] = (double)at;
     }
+    /* This prefilter lists the windows that may hold a split literal (MOAT_PREFILTER_SPLIT_WINDOW). */
+    napi_value split_listed;
+    if (napi_get_boolean(env, true, &split_listed) == napi_ok) napi_set_named_property(env, result, "splitWindows", split_listed);
     napi_resolve_deferred(env, call->deferred, result);
   } else {
     napi_value message, error;

@@ -748,11 +748,12 @@ static void prefilter_piece(const moat_prefilter *job, piece *u, const unsigned 
     int rc = scan_literals(job->literals, window, window_len, lit_scratch, on_literal, &p);
     if (rc != HS_SUCCESS && rc != -3) u->failed = 1;
     int hit = p.hit ? MOAT_PREFILTER_CODENAME : 0;
-    if (!p.hit && job->triggers != NULL) {
+    /* Also in a window with a codename: one without a split literal is read without the split-literal search. */
+    if (job->triggers != NULL) {
       split_probe sp = {job->literals, lit_scratch, window, window_len, job->max_len, buffers, 0, 0};
       find_triggers(window, window_len, &sp);
       if (sp.failed) u->failed = 1;
-      if (sp.hit) hit = MOAT_PREFILTER_SPLIT;
+      if (sp.hit) hit |= MOAT_PREFILTER_SPLIT;
     }
     if (u->failed) {
       atomic_store(file_hit, 1); /* a failed scan proves nothing: the whole file goes to the exact scan */
@@ -764,6 +765,7 @@ static void prefilter_piece(const moat_prefilter *job, piece *u, const unsigned 
       hits.window = (double)k;
       hits.base = (double)(chunk_start - carry);
       on_audit(MOAT_PREFILTER_WINDOW, 0, 0, 0, &hits);
+      if (hit & MOAT_PREFILTER_SPLIT) on_audit(MOAT_PREFILTER_SPLIT_WINDOW, 0, 0, 0, &hits);
     }
     carry = window_len < job->max_len ? window_len : job->max_len;
   }

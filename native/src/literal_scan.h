@@ -55,6 +55,8 @@ void moat_literals_free(moat_literals *m);
 /* The pattern index of a listed window in a file's events: it may hold a codename or a split
    literal (the others are the audit's patterns). */
 #define MOAT_PREFILTER_WINDOW 0xffff
+/* Listed as well for a listed window that may hold a split literal: the others cannot. */
+#define MOAT_PREFILTER_SPLIT_WINDOW 0xfffe
 
 /* Audit matches of one file: (window index, pattern index, file offset of the match's start) triples. */
 typedef struct {

@@ -637,8 +637,11 @@ export class CodenameEngine {
     return new CodenameStream(this, onMatch);
   }
 
-  /** @internal Scans `window` (carry + chunk) and reports matches that end past `carryLength`. */
-  scanWindow(window: Buffer, carryLength: number, base: number, onMatch: (m: RawMatch) => void): void {
+  /**
+   * @internal Scans `window` (carry + chunk) and reports matches that end past `carryLength`;
+   * `split: false` leaves out the split-literal search (the prefilter found none can be there).
+   */
+  scanWindow(window: Buffer, carryLength: number, base: number, onMatch: (m: RawMatch) => void, split = true): void {
     // Latin-1 text of the window, decoded only when needed (the native engine needs it for split literals only).
     let decoded: string | undefined;
     const text = () => {
@@ -671,7 +674,7 @@ export class CodenameEngine {
       });
     }
     const slice = (from: number, to: number) => (decoded !== undefined ? decoded.slice(from, to) : window.toString('latin1', from, to));
-    if (!this.#plainOnly) this.#scanSplit(window, text, slice, report);
+    if (!this.#plainOnly && split) this.#scanSplit(window, text, slice, report);
   }
 
   /** What the regular expression's match `matched` at `at` reports: its needle, if the case and word boundaries agree. */
@@ -840,10 +843,11 @@ export class CodenameStream {
   /**
    * Scans one window out of stream order: the chunk at `base + carryLength` with the
    * `carryLength` bytes before it (as {@link write} would keep them), for a reader that skips
-   * chunks it knows hold nothing. Not to be mixed with {@link write} on one stream.
+   * chunks it knows hold nothing (`split: false`: no split literal either). Not to be mixed
+   * with {@link write} on one stream.
    */
-  writeWindow(window: Buffer, carryLength: number, base: number): void {
-    this.#engine.scanWindow(window, carryLength, base, this.#onMatch);
+  writeWindow(window: Buffer, carryLength: number, base: number, split = true): void {
+    this.#engine.scanWindow(window, carryLength, base, this.#onMatch, split);
   }
 
   /** Bytes seen so far. */

@@ -31,6 +31,12 @@ export const PREFILTER_AUDIT_ALL = 8;
  * codename or a split literal. A flagged file without listed windows is read whole.
  */
 export const PREFILTER_WINDOW = 0xffff;
+/**
+ * The pattern index under which a listed window is listed again when it may hold a split
+ * literal (where the result says `splitWindows`): the others are read without the
+ * split-literal search.
+ */
+export const PREFILTER_SPLIT_WINDOW = 0xfffe;
 
 type PrefilterAddon = NativeLiterals & Required<Pick<NativeLiterals, 'prefilterFiles' | 'literalsCompilePacked'>>;
 
@@ -60,6 +66,8 @@ export interface PrefilterResult {
    */
   readonly events: Float64Array;
   readonly eventStarts: Float64Array;
+  /** Whether windows that may hold a split literal are listed ({@link PREFILTER_SPLIT_WINDOW}); else any may. */
+  readonly splitWindows?: boolean;
 }
 
 const MAGIC = Buffer.from('MOATSCN1');

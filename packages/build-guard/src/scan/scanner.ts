@@ -11,6 +11,7 @@ import {
   PREFILTER_AUDIT_ALL,
   PREFILTER_CODENAME,
   PREFILTER_SPLIT,
+  PREFILTER_SPLIT_WINDOW,
   PREFILTER_WINDOW,
   type PrefilterResult,
   prefilterFiles,
@@ -388,7 +389,7 @@ async function scanVerdict(scan: SequentialScan, path: string, result: Prefilter
     else scan.cleared(path, size);
   } else if (flags & PREFILTER_AUDIT_ALL || !events.some((x, k) => k % 3 === 1 && x === PREFILTER_WINDOW))
     await scan.file(path, size, 'exact');
-  else await scan.windows(path, size, events);
+  else await scan.windows(path, size, events, result.splitWindows === true);
 }
 
 /** Lists the regular files under the inputs (directories recursively, skipping `.git`). */
@@ -659,10 +660,16 @@ class SequentialScan {
   /**
    * The exact scan of the windows the prefilter lists (`PREFILTER_WINDOW` events), each read
    * with the carry the stream would have kept, then the audit from the prefilter's matches.
+   * `splitListed`: the prefilter lists windows that may hold a split literal
+   * (`PREFILTER_SPLIT_WINDOW`), and the others are read without that search.
    */
-  async windows(path: string, size: number, events: Float64Array): Promise<void> {
+  async windows(path: string, size: number, events: Float64Array, splitListed = false): Promise<void> {
     const listed = new Set<number>();
-    for (let k = 0; k < events.length; k += 3) if (events[k + 1] === PREFILTER_WINDOW) listed.add(events[k] as number);
+    const split = new Set<number>();
+    for (let k = 0; k < events.length; k += 3) {
+      if (events[k + 1] === PREFILTER_WINDOW) listed.add(events[k] as number);
+      else if (events[k + 1] === PREFILTER_SPLIT_WINDOW) split.add(events[k] as number);
+    }
     const chunk = this.#chunkSize;
     try {
       withReader(path, (read) => {
@@ -671,7 +678,7 @@ class SequentialScan {
           const start = k * chunk;
           const carry = Math.min(stream.maxCarry, start);
           const window = read(start - carry, Math.min(size, start + chunk) - start + carry);
-          stream.writeWindow(window, carry, start - carry);
+          stream.writeWindow(window, carry, start - carry, !splitListed || split.has(k));
         }
       });
     } catch (error) {

@@ -111,7 +111,15 @@ export interface NativeBinding {
     maxLength: number,
     auditCarry: number,
     threads: number,
-  ): Promise<{ flags: Uint8Array; errors: Int32Array; sizes: Float64Array; events: Float64Array; eventStarts: Float64Array }>;
+  ): Promise<{
+    flags: Uint8Array;
+    errors: Int32Array;
+    sizes: Float64Array;
+    events: Float64Array;
+    eventStarts: Float64Array;
+    /** The listed windows that may hold a split literal are listed again, as pattern 0xfffe (absent: an older addon). */
+    splitWindows?: boolean;
+  }>;
   /** Which transport `request` uses in this environment: `loop` (libcurl on libuv's poll) or `thread`. */
   transportMode(): 'loop' | 'thread';
   /**
