@@ -65,7 +65,7 @@ typedef struct {
 } event_list;
 
 /*
- * Which files can hold a finding, read with mmap on `threads` threads, each with its own
+ * Which files can hold a finding, read (pread, a megabyte at a time) on `threads` threads, each with its own
  * scratch. It scans the same windows as moat-scan's JavaScript stream (chunks of `chunk`
  * bytes with `max_len` bytes carried over) with the literal set, the split-literal triggers
  * (junctions removed around each, then the literals searched again) and the audit patterns,

@@ -184,7 +184,7 @@ export function prefilterSets(
 }
 
 /**
- * Runs the prefilter over regular files on `threads` native threads (mmap, one libhs pass per
+ * Runs the prefilter over regular files on `threads` native threads (pread, one libhs pass per
  * window), with the chunk size the exact scan reads in and the audit's carry.
  */
 export function prefilterFiles(
