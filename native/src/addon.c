@@ -1171,8 +1171,8 @@ static napi_value typed_copy(napi_env env, napi_typedarray_type type, const void
 }
 
 /* literalsForms(units: Uint16Array, lengths: Uint32Array, spellings: Uint32Array, flags: number)
-   → { packed: Buffer, lengths: Uint32Array, owners: Uint32Array, kinds: Uint8Array }: every needle form of the codenames
-   (moat_needle_forms). */
+   → { packed: Buffer, lengths, offsets, owners: Uint32Array, kinds: Uint8Array, sources, maxLength: number, regex: Uint32Array }:
+   every needle form of the codenames (moat_needle_forms) as moat-scan's literal set (moat_forms_plan). */
 static napi_value literals_forms(napi_env env, napi_callback_info info) {
   size_t argc = 4;
   napi_value argv[4];
@@ -1193,15 +1193,26 @@ static napi_value literals_forms(napi_env env, napi_callback_info info) {
     napi_throw_range_error(env, "ERR_NATIVE_OPTIONS", "expected literalsForms() of 1-8 spellings of 1-65536 units per codename");
     return NULL;
   }
-  napi_value out, packed, lens, owners, kinds;
-  int ok = napi_create_object(env, &out) == napi_ok &&
-           napi_create_buffer_copy(env, forms.bytes_len, forms.bytes_len > 0 ? (const void *)forms.bytes : (const void *)"", NULL, &packed) == napi_ok &&
-           (lens = typed_copy(env, napi_uint32_array, forms.lengths, forms.count, sizeof *forms.lengths)) != NULL &&
-           (owners = typed_copy(env, napi_uint32_array, forms.owners, forms.count, sizeof *forms.owners)) != NULL &&
-           (kinds = typed_copy(env, napi_uint8_array, forms.kinds, forms.count, sizeof *forms.kinds)) != NULL &&
-           napi_set_named_property(env, out, "packed", packed) == napi_ok && napi_set_named_property(env, out, "lengths", lens) == napi_ok &&
-           napi_set_named_property(env, out, "owners", owners) == napi_ok && napi_set_named_property(env, out, "kinds", kinds) == napi_ok;
+  moat_plan plan;
+  int planned = moat_forms_plan(&forms, &plan) == 0;
   moat_forms_free(&forms);
+  napi_value out, packed, lens, offsets, owners, kinds, regex, sources, max_length;
+  int ok = planned && napi_create_object(env, &out) == napi_ok &&
+           napi_create_buffer_copy(env, plan.bytes_len, plan.bytes_len > 0 ? (const void *)plan.bytes : (const void *)"", NULL, &packed) ==
+               napi_ok &&
+           (lens = typed_copy(env, napi_uint32_array, plan.lengths, plan.count, sizeof *plan.lengths)) != NULL &&
+           (offsets = typed_copy(env, napi_uint32_array, plan.offsets, plan.count, sizeof *plan.offsets)) != NULL &&
+           (owners = typed_copy(env, napi_uint32_array, plan.owners, plan.count, sizeof *plan.owners)) != NULL &&
+           (kinds = typed_copy(env, napi_uint8_array, plan.kinds, plan.count, sizeof *plan.kinds)) != NULL &&
+           (regex = typed_copy(env, napi_uint32_array, plan.regex, 3 * plan.regex_count, sizeof *plan.regex)) != NULL &&
+           napi_create_uint32(env, (uint32_t)plan.sources, &sources) == napi_ok &&
+           napi_create_uint32(env, plan.max_length, &max_length) == napi_ok &&
+           napi_set_named_property(env, out, "packed", packed) == napi_ok && napi_set_named_property(env, out, "lengths", lens) == napi_ok &&
+           napi_set_named_property(env, out, "offsets", offsets) == napi_ok && napi_set_named_property(env, out, "owners", owners) == napi_ok &&
+           napi_set_named_property(env, out, "kinds", kinds) == napi_ok && napi_set_named_property(env, out, "regex", regex) == napi_ok &&
+           napi_set_named_property(env, out, "sources", sources) == napi_ok &&
+           napi_set_named_property(env, out, "maxLength", max_length) == napi_ok;
+  if (planned) moat_plan_free(&plan);
   if (!ok) {
     napi_throw_error(env, "ERR_NATIVE", "out of memory");
     return NULL;

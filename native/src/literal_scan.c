@@ -1195,3 +1195,117 @@ void moat_forms_free(moat_forms *f) {
   free(f->kinds);
   memset(f, 0, sizeof *f);
 }
+
+/* The sources' order: longest first, then first derived first (a stable sort by length, as moat-scan's). */
+typedef struct {
+  uint32_t len, id;
+} sized_id;
+static int by_length_then_first(const void *a, const void *b) {
+  const sized_id *x = a, *y = b;
+  if (x->len != y->len) return x->len > y->len ? -1 : 1;
+  return x->id < y->id ? -1 : x->id > y->id;
+}
+
+static uint64_t bytes_hash(const unsigned char *p, size_t n) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ull;
+  return h;
+}
+
+int moat_forms_plan(const moat_forms *f, moat_plan *out) {
+  memset(out, 0, sizeof *out);
+  size_t n = f->count, regex = 0, exact_bytes = 0;
+  uint32_t *at = malloc((n + 1) * sizeof *at);
+  uint32_t *source_of = malloc((n + 1) * sizeof *source_of); /* per regex form: its unique source's id */
+  uint32_t *first = malloc((n + 1) * sizeof *first);         /* per unique source: the form it first came from */
+  uint32_t *first_len = malloc((n + 1) * sizeof *first_len);
+  sized_id *order = malloc((n + 1) * sizeof *order);
+  uint32_t *rank = malloc((n + 1) * sizeof *rank);
+  size_t cap = 16;
+  while (cap < 2 * n) cap *= 2;
+  uint32_t *slots = malloc(cap * sizeof *slots); /* unique source id + 1, 0: empty */
+  int ok = at != NULL && source_of != NULL && first != NULL && first_len != NULL && order != NULL && rank != NULL && slots != NULL;
+  size_t unique = 0;
+  if (ok) {
+    memset(slots, 0, cap * sizeof *slots);
+    out->max_length = 1;
+    for (size_t k = 0, off = 0; k < n; off += f->lengths[k], k++) {
+      at[k] = (uint32_t)off;
+      if (f->lengths[k] > out->max_length) out->max_length = f->lengths[k];
+      if ((f->kinds[k] & 0x7f) != FORM_PLAIN && (f->kinds[k] & 0x80) == 0) {
+        exact_bytes += f->lengths[k];
+        continue;
+      }
+      const unsigned char *p = f->bytes + off;
+      size_t i = (size_t)bytes_hash(p, f->lengths[k]) & (cap - 1);
+      for (; slots[i] != 0; i = (i + 1) & (cap - 1)) {
+        uint32_t s = slots[i] - 1;
+        if (first_len[s] == f->lengths[k] && memcmp(f->bytes + at[first[s]], p, f->lengths[k]) == 0) break;
+      }
+      if (slots[i] == 0) {
+        first[unique] = (uint32_t)k;
+        first_len[unique] = f->lengths[k];
+        slots[i] = (uint32_t)++unique;
+      }
+      source_of[regex++] = slots[i] - 1;
+    }
+    for (uint32_t s = 0; s < unique; s++) order[s] = (sized_id){first_len[s], s};
+    qsort(order, unique, sizeof *order, by_length_then_first);
+    for (uint32_t r = 0; r < unique; r++) rank[order[r].id] = r;
+    size_t source_bytes = 0;
+    for (size_t s = 0; s < unique; s++) source_bytes += first_len[s];
+    out->count = unique + (n - regex);
+    out->sources = unique;
+    out->regex_count = regex;
+    out->bytes = malloc(source_bytes + exact_bytes + 1);
+    out->lengths = malloc((out->count + 1) * sizeof *out->lengths);
+    out->offsets = malloc((out->count + 1) * sizeof *out->offsets);
+    out->owners = malloc((out->count + 1) * sizeof *out->owners);
+    out->kinds = malloc(out->count + 1);
+    out->regex = malloc((3 * regex + 1) * sizeof *out->regex);
+    ok = out->bytes != NULL && out->lengths != NULL && out->offsets != NULL && out->owners != NULL && out->kinds != NULL && out->regex != NULL;
+  }
+  if (ok) {
+    size_t e = 0, pos = 0, r = 0;
+    for (size_t s = 0; s < unique; s++, e++) {
+      uint32_t k = first[order[s].id];
+      memcpy(out->bytes + pos, f->bytes + at[k], f->lengths[k]);
+      out->lengths[e] = f->lengths[k], out->offsets[e] = (uint32_t)pos, out->owners[e] = f->owners[k], out->kinds[e] = f->kinds[k];
+      pos += f->lengths[k];
+    }
+    for (size_t k = 0; k < n; k++) {
+      if ((f->kinds[k] & 0x7f) == FORM_PLAIN || (f->kinds[k] & 0x80) != 0) {
+        out->regex[3 * r] = rank[source_of[r]], out->regex[3 * r + 1] = f->owners[k], out->regex[3 * r + 2] = f->kinds[k];
+        r++;
+        continue;
+      }
+      memcpy(out->bytes + pos, f->bytes + at[k], f->lengths[k]);
+      out->lengths[e] = f->lengths[k], out->offsets[e] = (uint32_t)pos, out->owners[e] = f->owners[k], out->kinds[e] = f->kinds[k];
+      pos += f->lengths[k];
+      e++;
+    }
+    out->bytes_len = pos;
+  }
+  free(at);
+  free(source_of);
+  free(first);
+  free(first_len);
+  free(order);
+  free(rank);
+  free(slots);
+  if (!ok) {
+    moat_plan_free(out);
+    return -1;
+  }
+  return 0;
+}
+
+void moat_plan_free(moat_plan *p) {
+  free(p->bytes);
+  free(p->lengths);
+  free(p->offsets);
+  free(p->owners);
+  free(p->kinds);
+  free(p->regex);
+  memset(p, 0, sizeof *p);
+}

@@ -115,4 +115,20 @@ int moat_needle_forms(const uint16_t *units, size_t units_len, const uint32_t *l
                       moat_forms *out);
 void moat_forms_free(moat_forms *f);
 
+/* A literal set in moat-scan's order (its packPlan): the unique plain and case-folding forms, longest first, then every
+   other form in order. */
+typedef struct {
+  unsigned char *bytes;
+  size_t bytes_len, count, sources;
+  uint32_t *lengths, *offsets, *owners; /* per literal; a source's owner and kind: its first form's */
+  uint8_t *kinds;
+  uint32_t *regex; /* per plain or case-folding form, in order: (source index, codename index, kind) */
+  size_t regex_count;
+  uint32_t max_length; /* of every form, at least 1 */
+} moat_plan;
+
+/* The literal set of derived forms; 0 on success (free `out` with moat_plan_free), -1 when out of memory. */
+int moat_forms_plan(const moat_forms *f, moat_plan *out);
+void moat_plan_free(moat_plan *p);
+
 #endif

@@ -350,87 +350,48 @@ export function nativePlan(
   return packDerived(codenames, derived, options);
 }
 
-/** The plan of natively derived forms: sources, then the exact forms in order, copied run by run. */
+/** The plan of a set the addon derived and packed: only the plain and case-folding forms become strings here. */
 function packDerived(
   codenames: readonly string[],
   derived: ReturnType<NonNullable<NativeLiterals['literalsForms']>>,
   options: NeedleOptions,
 ): LiteralPlan {
-  const { packed, lengths, owners, kinds } = derived;
+  const { packed, lengths, offsets, owners, kinds, regex } = derived;
   const wholeWord = options.wholeWord === true;
-  const regexNeedles: PlannedNeedle[] = [];
-  const exactIds: number[] = [];
-  let maxLength = 1;
-  let exactBytes = 0;
-  for (let k = 0, at = 0; k < lengths.length; at += lengths[k] as number, k++) {
-    const kind = kinds[k] as number;
+  const sources: string[] = [];
+  for (let i = 0; i < derived.sources; i++) {
+    const at = offsets[i] as number;
+    sources.push(packed.toString('latin1', at, at + (lengths[i] as number)));
+  }
+  const needle = (text: string, owner: number, kind: number): PlannedNeedle => {
     const encoding = ENCODINGS[kind & 0x7f] as Encoding;
-    const length = lengths[k] as number;
-    if (length > maxLength) maxLength = length;
-    if (encoding === 'plain' || kind & 0x80) {
-      const text = packed.toString('latin1', at, at + length);
-      const codename = codenames[owners[k] as number] as string;
-      regexNeedles.push({ text, codename, encoding, fold: (kind & 0x80) !== 0, wholeWord: wholeWord && encoding === 'plain' });
-    } else {
-      exactIds.push(k);
-      exactBytes += length;
-    }
-  }
-  const sources = [...new Set(regexNeedles.map((n) => n.text))].sort((a, b) => b.length - a.length);
-  let sourceBytes = 0;
-  for (const text of sources) sourceBytes += text.length;
-  const out = Buffer.allocUnsafe(sourceBytes + exactBytes);
-  const count = sources.length + exactIds.length;
-  const setLengths = new Uint32Array(count);
-  let at = 0;
-  for (const [i, text] of sources.entries()) {
-    at += out.write(text, at, 'latin1');
-    setLengths[i] = text.length;
-  }
-  // The exact forms, in order: contiguous runs of the derived bytes (each codename's encoded forms).
-  const starts = new Uint32Array(lengths.length + 1);
-  for (let k = 0; k < lengths.length; k++) starts[k + 1] = (starts[k] as number) + (lengths[k] as number);
-  const offsets = new Uint32Array(exactIds.length);
-  for (let i = 0; i < exactIds.length; ) {
-    let j = i + 1;
-    while (j < exactIds.length && exactIds[j] === (exactIds[j - 1] as number) + 1) j++;
-    const from = starts[exactIds[i] as number] as number;
-    const to = starts[(exactIds[j - 1] as number) + 1] as number;
-    for (let e = i; e < j; e++) {
-      offsets[e] = at + (starts[exactIds[e] as number] as number) - from;
-      setLengths[sources.length + e] = lengths[exactIds[e] as number] as number;
-    }
-    at += packed.copy(out, at, from, to);
-    i = j;
-  }
-  const caseless = new Uint8Array(count);
-  if (options.ignoreCase === true) caseless.fill(1, 0, sources.length);
+    const codename = codenames[owner] as string;
+    return { text, codename, encoding, fold: (kind & 0x80) !== 0, wholeWord: wholeWord && encoding === 'plain' };
+  };
+  const regexNeedles: PlannedNeedle[] = [];
+  for (let r = 0; r < regex.length; r += 3)
+    regexNeedles.push(needle(sources[regex[r] as number] as string, regex[r + 1] as number, regex[r + 2] as number));
+  const caseless = new Uint8Array(lengths.length);
+  if (options.ignoreCase === true) caseless.fill(1, 0, derived.sources);
   const made = new Map<number, PlannedNeedle>();
   const exactNeedle = (i: number): PlannedNeedle => {
-    let needle = made.get(i);
-    if (needle === undefined) {
-      const k = exactIds[i] as number;
-      const encoding = ENCODINGS[(kinds[k] as number) & 0x7f] as Encoding;
-      const start = offsets[i] as number;
-      needle = {
-        text: out.toString('latin1', start, start + (lengths[k] as number)),
-        codename: codenames[owners[k] as number] as string,
-        encoding,
-        fold: ((kinds[k] as number) & 0x80) !== 0,
-        wholeWord: wholeWord && encoding === 'plain',
-      };
-      made.set(i, needle);
+    let found = made.get(i);
+    if (found === undefined) {
+      const k = derived.sources + i;
+      const at = offsets[k] as number;
+      found = needle(packed.toString('latin1', at, at + (lengths[k] as number)), owners[k] as number, kinds[k] as number);
+      made.set(i, found);
     }
-    return needle;
+    return found;
   };
   return {
     regexNeedles,
     sources,
-    exactCount: exactIds.length,
+    exactCount: lengths.length - derived.sources,
     exactNeedle,
-    maxLength,
+    maxLength: derived.maxLength,
     fold: options.ignoreCase === true,
-    packed: { packed: out, lengths: setLengths, caseless },
+    packed: { packed, lengths, caseless },
   };
 }
 
