@@ -467,11 +467,53 @@ static int direct_at(const moat_literals *m, const unsigned char *data, size_t l
       return -3;                                                                              \
   } while (0)
 
-/* Every occurrence of every literal of a direct set, as hs_scan reports them (-3 when the callback stopped it). Four
-   positions per 8-byte load (little-endian, no case folding: a third less time than one load each), then the rest. */
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define DIRECT_AVX2 1
+/*
+ * The filter probe of eight positions at once (AVX2, chosen at run time by cpuid): their
+ * four-byte words shuffled out of one 16-byte load, hashed with one multiply, their filter
+ * bits gathered; the candidates go to direct_at in order, as the scalar loop sends them.
+ * `*next`: the first position left to the scalar loop. No case folding.
+ */
+__attribute__((target("avx2"))) static int direct_scan_avx2(const moat_literals *m, const unsigned char *data, size_t len, hs_match_cb cb,
+                                                             void *context, size_t *next) {
+  const int *filter = (const int *)(const void *)m->direct->filter; /* little-endian: bit h is bit h % 32 of dword h / 32 */
+  const __m256i words_of = _mm256_setr_epi8(0, 1, 2, 3, 1, 2, 3, 4, 2, 3, 4, 5, 3, 4, 5, 6, 4, 5, 6, 7, 5, 6, 7, 8, 6, 7, 8, 9, 7, 8, 9, 10);
+  const __m256i mul = _mm256_set1_epi32((int)0x9e3779b1u), low5 = _mm256_set1_epi32(31), one = _mm256_set1_epi32(1);
+  size_t i = 0;
+  for (; i + 16 <= len; i += 8) {
+    __m256i bytes = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)(data + i)));
+    __m256i h = _mm256_srli_epi32(_mm256_mullo_epi32(_mm256_shuffle_epi8(bytes, words_of), mul), 32 - DIRECT_FILTER_BITS);
+    __m256i words = _mm256_i32gather_epi32(filter, _mm256_srli_epi32(h, 5), 4);
+    __m256i bits = _mm256_and_si256(_mm256_srlv_epi32(words, _mm256_and_si256(h, low5)), one);
+    unsigned mask = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(bits, one)));
+    while (mask != 0) {
+      size_t at = i + (size_t)__builtin_ctz(mask);
+      mask &= mask - 1;
+      if (direct_at(m, data, len, at, load4(data + at, 0), cb, context)) return -3;
+    }
+  }
+  *next = i;
+  return HS_SUCCESS;
+}
+
+static int has_avx2(void) {
+  static int known = -1;
+  if (known < 0) known = __builtin_cpu_supports("avx2") ? 1 : 0;
+  return known;
+}
+#endif
+
+/* Every occurrence of every literal of a direct set, as hs_scan reports them (-3 when the callback stopped it). Eight
+   positions per step with AVX2, or four per 8-byte load (little-endian, no case folding: a third less time than one
+   load each), then the rest. */
 static int direct_scan(const moat_literals *m, const unsigned char *data, size_t len, hs_match_cb cb, void *context) {
   const uint64_t *filter = m->direct->filter;
   size_t i = 0;
+#ifdef DIRECT_AVX2
+  if (!m->direct->fold && has_avx2() && direct_scan_avx2(m, data, len, cb, context, &i) != HS_SUCCESS) return -3;
+#endif
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
   if (!m->direct->fold)
     for (; i + 8 <= len; i += 4) {
