@@ -1,4 +1,3 @@
-import { createHash, randomBytes } from 'node:crypto';
 import { lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { homedir } from 'node:os';
@@ -30,11 +29,19 @@ export function cacheDirectory(): string | undefined {
   return process.env.MOAT_SCAN_CACHE_DIR ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'moat-scan');
 }
 
+/**
+ * @internal `node:crypto`, loaded on first use: only the compiled-database cache hashes or
+ * names anything, and loading it costs a cold process more than a scan's whole setup.
+ */
+export function crypto(): typeof import('node:crypto') {
+  return createRequire(import.meta.url)('node:crypto') as typeof import('node:crypto');
+}
+
 /** The cache file of a literal set (see {@link cacheDirectory}). */
 function cacheFile(set: PackedLiterals, version: string): string | undefined {
   const dir = cacheDirectory();
   if (dir === undefined) return undefined;
-  const hash = createHash('sha256').update(`moat-scan-literals/2\0${version}\0`);
+  const hash = crypto().createHash('sha256').update(`moat-scan-literals/2\0${version}\0`);
   hash
     .update(new Uint8Array(set.lengths.buffer, set.lengths.byteOffset, set.lengths.byteLength))
     .update(set.caseless)
@@ -97,7 +104,7 @@ export function writeCache(file: string | undefined, bytes: Buffer): void {
     mkdirSync(join(file, '..'), { recursive: true, mode: 0o700 });
     if (!ownedAndPrivate(join(file, '..'), 'dir')) return;
     // Unique per thread: the scan's worker threads share the process id and may write at once.
-    const tmp = `${file}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`;
+    const tmp = `${file}.${process.pid}.${crypto().randomBytes(6).toString('hex')}.tmp`;
     writeFileSync(tmp, bytes, { mode: 0o600 });
     renameSync(tmp, file);
     pruneCache(join(file, '..'), file);

@@ -1,7 +1,7 @@
-import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import {
   cacheDirectory,
+  crypto,
   type EngineOptions,
   type LiteralPlan,
   literalPlan,
@@ -76,7 +76,7 @@ const PROBE = 'Probe\u00e9Codename';
 
 /** The cache key of a set: the library, the needle forms, the options and the codenames. */
 function setKey(codenames: readonly string[], options: EngineOptions, version: string): string {
-  const hash = createHash('sha256').update(`moat-scan-prefilter/1\0${version}\0`);
+  const hash = crypto().createHash('sha256').update(`moat-scan-prefilter/1\0${version}\0`);
   hash.update(JSON.stringify([options.plainOnly === true, options.ignoreCase === true, options.wholeWord === true]));
   const field = (bytes: Uint8Array | string) => {
     const b = typeof bytes === 'string' ? Buffer.from(bytes, 'utf8') : bytes;

@@ -482,12 +482,16 @@ const DEFAULT_CHUNK = 1024 * 1024;
 
 type ScanState = { findings: Finding[]; suppressed: number; files: number; bytes: number; errors: ScanReport['errors'] };
 
-/** The bytes of an open file at an offset, read synchronously (a few per file: cheaper than the thread pool). */
-function withReader<T>(path: string, use: (read: (offset: number, length: number) => Buffer) => T): T {
+/**
+ * The bytes of an open file at an offset, read synchronously (a few per file: cheaper than the
+ * thread pool), into `into` when it is large enough (fresh memory costs page faults).
+ */
+function withReader<T>(path: string, use: (read: (offset: number, length: number, into?: Buffer) => Buffer) => T): T {
   const fd = openSync(path, 'r');
   try {
-    return use((offset, length) => {
-      const bytes = Buffer.allocUnsafe(Math.max(0, length));
+    return use((offset, length, into) => {
+      const bytes =
+        into !== undefined && into.length >= length ? into.subarray(0, Math.max(0, length)) : Buffer.allocUnsafe(Math.max(0, length));
       return bytes.subarray(0, readSync(fd, bytes, 0, bytes.length, offset));
     });
   } finally {
@@ -674,10 +678,12 @@ class SequentialScan {
     try {
       withReader(path, (read) => {
         const stream = this.#engine().stream((m) => this.#add(codenameFinding(path, m)));
+        // One buffer for every window: the scan keeps nothing of a window it has scanned.
+        const buffer = Buffer.allocUnsafe(Math.min(size, chunk + stream.maxCarry));
         for (const k of [...listed].sort((a, b) => a - b)) {
           const start = k * chunk;
           const carry = Math.min(stream.maxCarry, start);
-          const window = read(start - carry, Math.min(size, start + chunk) - start + carry);
+          const window = read(start - carry, Math.min(size, start + chunk) - start + carry, buffer);
           stream.writeWindow(window, carry, start - carry, !splitListed || split.has(k));
         }
       });
@@ -726,10 +732,15 @@ function codenameFinding(path: string, m: RawMatch): Finding {
  */
 export function parseCodenames(text: string): string[] {
   const out: string[] = [];
-  for (const [i, raw] of text.split(/\r?\n/).entries()) {
-    const line = raw.replace(/\s+#.*$|^#.*$/, '').trim();
+  const lines = text.split('\n');
+  for (let i = 0; i < lines.length; i++) {
+    // Comments and spaces only where there are any: a list of thousands is read in a cold process.
+    const split = lines[i] as string;
+    // A CR before a line feed goes with it (as splitting on \r?\n); a last line keeps its own.
+    const raw = i < lines.length - 1 && split.endsWith('\r') ? split.slice(0, -1) : split;
+    const line = raw.includes('#') ? raw.replace(/\s+#.*$|^#.*$/, '').trim() : raw.trim();
     if (line === '') continue;
-    if ([...line].length < 4)
+    if (line.length < 4 || (line.length < 8 && [...line].length < 4))
       throw new BuildGuardError(
         'ERR_SCAN_CONFIG',
         `expected a codename of at least 4 characters on line ${i + 1}, got ${JSON.stringify(line)}`,
