@@ -778,7 +778,7 @@ static size_t carry_at(size_t k, size_t chunk, size_t limit) {
 /* MOAT_SCAN_TIMING=1: the prefilter's passes timed, summed over its threads and printed to stderr (for profiling). */
 enum { T_LITERALS, T_SPLIT, T_AUDIT, T_COUNT };
 static _Atomic long long timing_ns[T_COUNT];
-static int timing_on;
+static atomic_int timing_on; /* the last run's setting; runs at once on several threads share the counters */
 
 /* CPU time of the calling thread: a loaded machine's waits are not counted. */
 static long long now_ns(void) {
@@ -937,7 +937,7 @@ int moat_prefilter_run(const moat_prefilter *job) {
   if (!hs_loaded || job->literals == NULL || job->chunk == 0 || job->chunk > 0x7fff0000u || job->max_len > 0x10000u) return -1;
   unsigned threads = job->threads == 0 ? 1 : job->threads > 64 ? 64 : job->threads;
   const char *timing = getenv("MOAT_SCAN_TIMING");
-  timing_on = timing != NULL && strcmp(timing, "1") == 0;
+  atomic_store(&timing_on, timing != NULL && strcmp(timing, "1") == 0);
   for (int t = 0; t < T_COUNT; t++) atomic_store(&timing_ns[t], 0);
   /* The pieces: each file's chunks cut into up to `threads` runs of whole chunks. */
   size_t cap = 0, count = 0;
