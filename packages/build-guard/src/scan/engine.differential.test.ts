@@ -324,6 +324,29 @@ describe.skipIf(!NATIVE)('the prefilter and the windows it lists change no findi
     }
   });
 
+  it('a scan writes the set it compiled to the cache while it reads, and the next scan loads it for the same report', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'moat-scan-persist-'));
+    const before = process.env.MOAT_SCAN_CACHE_DIR;
+    process.env.MOAT_SCAN_CACHE_DIR = join(dir, 'cache');
+    try {
+      const path = join(dir, 'bundle.js');
+      writeFileSync(path, `var a="Capybara";var b="${Buffer.from('Nightjar').toString('hex')}";\n//# sourceMappingURL=x.map\n`);
+      const options = { codenames: ['Capybara', 'Nightjar'] };
+      const first = await scanPaths([path], options);
+      expect(readdirSync(join(dir, 'cache')).filter((n) => n.endsWith('.moatscan'))).toHaveLength(1);
+      expect(first.findings.map((f) => f.ruleId)).toEqual(['moat/codename/plain', 'moat/codename/hex', 'moat/sourcemap/url']);
+      // The same report from the cached set.
+      expect(JSON.stringify(await scanPaths([path], options))).toBe(JSON.stringify(first));
+      const sets = prefilterSets(options.codenames, {}, AUDIT_SOURCES);
+      expect(sets?.plan).toBeUndefined(); // loaded from the cache: nothing derived
+      expect(sets?.persist).toBeUndefined();
+    } finally {
+      if (before === undefined) delete process.env.MOAT_SCAN_CACHE_DIR;
+      else process.env.MOAT_SCAN_CACHE_DIR = before;
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('the prefilter hands a file with too many audit matches to list to the whole-file audit', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'moat-scan-audit-all-'));
     try {

@@ -51,6 +51,11 @@ export interface PrefilterSets extends PrebuiltLiterals {
   readonly triggers: unknown;
   readonly audit: unknown;
   readonly maxLength: number;
+  /**
+   * Writes a set compiled now to the cache, once; the scan calls it while the prefilter's
+   * threads run, so the write costs no time on a machine with a core to spare.
+   */
+  readonly persist?: () => void;
 }
 
 /** What the prefilter found, per file in the order given. */
@@ -136,7 +141,7 @@ function decodeEntry(bytes: Buffer | undefined): (CachedLiterals & { database: B
  * The prefilter's compiled sets for these codenames, or `undefined` where it cannot run or
  * does not pay (then the scan goes file by file as before). A cached set is loaded without
  * deriving a single needle; otherwise a large set is searched directly ({@link searchDirectly})
- * and a small one (or any, with `engine: 'native'`) compiled and cached.
+ * and a small one (or any, with `engine: 'native'`) compiled, to be cached by `persist`.
  */
 export function prefilterSets(
   codenames: readonly string[],
@@ -156,6 +161,7 @@ export function prefilterSets(
     let set = decodeEntry(readCache(file));
     let handle: unknown;
     let plan: LiteralPlan | undefined;
+    let persist: (() => void) | undefined;
     if (set !== undefined) {
       handle = (addon as PrefilterAddon).literalsCompilePacked(set.packed, set.lengths, set.caseless, set.database);
     } else {
@@ -165,7 +171,16 @@ export function prefilterSets(
       // A large set with nothing cached: searched directly, nothing compiled to cache.
       const direct = searchDirectly(addon, set.lengths.length, options);
       handle = (addon as PrefilterAddon).literalsCompilePacked(set.packed, set.lengths, set.caseless, undefined, direct);
-      if (!direct) writeCache(file, encodeEntry(set, addon.literalsSerialize(handle)));
+      if (!direct && file !== undefined) {
+        const compiled = set;
+        const database = handle;
+        let written = false;
+        persist = () => {
+          if (written) return;
+          written = true;
+          writeCache(file, encodeEntry(compiled, addon.literalsSerialize(database)));
+        };
+      }
     }
     return {
       addon: addon as PrefilterAddon,
@@ -175,6 +190,7 @@ export function prefilterSets(
       caseless: set.caseless,
       maxLength: set.maxLength,
       ...(plan === undefined ? {} : { plan }),
+      ...(persist === undefined ? {} : { persist }),
       triggers: options.plainOnly === true ? null : addon.regexCompile(TRIGGER_SOURCES),
       audit: auditSources === undefined ? null : addon.regexCompile(auditSources),
     };

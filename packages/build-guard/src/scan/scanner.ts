@@ -357,13 +357,16 @@ async function scanPrefiltered(paths: readonly string[], options: ScanOptions): 
   const chunkSize = options.chunkSize ?? DEFAULT_CHUNK;
   let result: Awaited<ReturnType<typeof prefilterFiles>>;
   try {
-    result = await prefilterFiles(
+    const running = prefilterFiles(
       sets,
       direct.map((f) => f.path),
       chunkSize,
       AUDIT_CARRY,
       threads,
     );
+    // The cache is written while the prefilter's threads read the files.
+    sets.persist?.();
+    result = await running;
   } catch {
     return undefined;
   }
