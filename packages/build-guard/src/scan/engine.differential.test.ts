@@ -24,7 +24,15 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { CodenameEngine, type LiteralPlan, literalPlan, NATIVE_AUTO_MAX_LITERALS, packPlan, type RawMatch } from './engine.js';
+import {
+  CodenameEngine,
+  compileLimit,
+  type LiteralPlan,
+  literalPlan,
+  NATIVE_AUTO_MAX_LITERALS,
+  packPlan,
+  type RawMatch,
+} from './engine.js';
 import { needlesFor } from './needles.js';
 import {
   PREFILTER_AUDIT,
@@ -324,7 +332,7 @@ describe.skipIf(!NATIVE)('the prefilter and the windows it lists change no findi
     }
   });
 
-  it('a scan writes the set it compiled to the cache while it reads, and the next scan loads it for the same report', async () => {
+  it('compiles only what the bytes pay for; a compiled set is cached while the scan reads, and loaded next time', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'moat-scan-persist-'));
     const before = process.env.MOAT_SCAN_CACHE_DIR;
     process.env.MOAT_SCAN_CACHE_DIR = join(dir, 'cache');
@@ -332,7 +340,13 @@ describe.skipIf(!NATIVE)('the prefilter and the windows it lists change no findi
       const path = join(dir, 'bundle.js');
       writeFileSync(path, `var a="Capybara";var b="${Buffer.from('Nightjar').toString('hex')}";\n//# sourceMappingURL=x.map\n`);
       const options = { codenames: ['Capybara', 'Nightjar'] };
+      // 114 MB pay for compiling 760 literals, no amount for more than the auto limit.
+      expect([compileLimit(0), compileLimit(114e6), compileLimit(1e15)]).toEqual([0, 760, NATIVE_AUTO_MAX_LITERALS]);
+      // A few bytes do not pay for compiling even 44 literals: auto searches them directly and caches nothing.
       const first = await scanPaths([path], options);
+      expect(existsSync(join(dir, 'cache'))).toBe(false);
+      // `--engine native` compiles and caches; the next auto scan loads that set.
+      expect(JSON.stringify(await scanPaths([path], { ...options, engine: 'native' }))).toBe(JSON.stringify(first));
       expect(readdirSync(join(dir, 'cache')).filter((n) => n.endsWith('.moatscan'))).toHaveLength(1);
       expect(first.findings.map((f) => f.ruleId)).toEqual(['moat/codename/plain', 'moat/codename/hex', 'moat/sourcemap/url']);
       // The same report from the cached set.

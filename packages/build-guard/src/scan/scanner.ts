@@ -4,7 +4,7 @@ import { availableParallelism } from 'node:os';
 import { basename, join, matchesGlob } from 'node:path';
 import { errorMessage } from '@moat/protocol/support';
 import { BuildGuardError } from '../errors.js';
-import { CodenameEngine, type EngineOptions, type PrebuiltLiterals, type RawMatch } from './engine.js';
+import { CodenameEngine, compileLimit, type EngineOptions, type PrebuiltLiterals, type RawMatch } from './engine.js';
 import { type Encoding, formPhrase } from './needles.js';
 import {
   PREFILTER_AUDIT,
@@ -349,9 +349,12 @@ const isTarball = (path: string) => /\.(tgz|tar\.gz)$/.test(path);
  * exact way. `undefined` when the prefilter cannot run.
  */
 async function scanPrefiltered(paths: readonly string[], options: ScanOptions): Promise<ScanReport | undefined> {
-  const sets = prefilterSets(options.codenames, options, options.sourceMaps === false ? undefined : AUDIT_SOURCES);
-  if (sets === undefined) return undefined;
   const { files, errors } = await listFiles(paths);
+  // Nothing cached: libhs compiles only a set whose compile time the bytes to read pay back.
+  const bytes = files.reduce((n, f) => n + f.size, 0);
+  const setOptions = { ...options, directAbove: options.directAbove ?? compileLimit(bytes) };
+  const sets = prefilterSets(options.codenames, setOptions, options.sourceMaps === false ? undefined : AUDIT_SOURCES);
+  if (sets === undefined) return undefined;
   const direct = files.filter((f) => !isTarball(f.path) && !f.path.endsWith('.map'));
   const threads = Math.max(1, options.workers ?? availableParallelism());
   const chunkSize = options.chunkSize ?? DEFAULT_CHUNK;
