@@ -2,7 +2,7 @@
 // seeded generator: the JSON object check, the request builder (body copy, envelope append,
 // header lines, stamping), the verifier's stamp check, and the literal scanner (compile,
 // packed compile, serialized databases (also corrupted or another set's), scan, regex,
-// whole-file prefilter). Each call either returns what a plain JavaScript oracle says or
+// needle forms, whole-file prefilter). Each call either returns what a plain JavaScript oracle says or
 // throws a typed error (`code` ERR_NATIVE_*); anything else is a finding. Under the
 // sanitizer build (scripts/sanitize.sh) a memory error ends the process with its report.
 //
@@ -273,6 +273,48 @@ function fuzzRegex(addon: Native, g: Gen): void {
 }
 
 /** literalsCompile with arrays whose elements run JavaScript: a getter that throws, or one that detaches an earlier buffer. */
+/**
+ * literalsForms on random UTF-16 (lone surrogates, NULs, high units) cut into random strings
+ * and spellings, now and then malformed: a typed error, or a literal set whose lengths,
+ * offsets and indexes hold together, whose plain forms (plain only) are the strings' UTF-8.
+ */
+function fuzzForms(addon: Native, g: Gen): void {
+  const unit = () => g.pick([0, 0x41, 0x61, 0xdf, 0x130, 0xd800, 0xdc00, 0xd83d, 0xde00, 0xffff, g.int(0x10000)]);
+  const strings = Array.from({ length: 1 + g.int(6) }, () => Array.from({ length: g.int(8) }, unit));
+  const units = Uint16Array.from(strings.flat());
+  const lengths = Uint32Array.from(strings, (s) => s.length + (g.chance(0.05) ? 1 : 0));
+  const spellings: number[] = [];
+  for (let left = strings.length; left > 0; ) {
+    const n = Math.min(left, 1 + g.int(3));
+    spellings.push(n);
+    left -= n;
+  }
+  if (g.chance(0.05)) spellings.push(g.int(3));
+  const flags = g.chance(0.05) ? g.int(256) : g.int(4);
+  const set = typed('literalsForms', () => addon.literalsForms(units, lengths, Uint32Array.from(spellings), flags));
+  if (set === undefined) return;
+  const fail = (what: string) => {
+    throw new FuzzFinding(`literalsForms(${JSON.stringify({ strings, spellings, flags })}): ${what}`);
+  };
+  let at = 0;
+  for (let i = 0; i < set.lengths.length; i++) {
+    if (set.offsets[i] !== at || (set.lengths[i] as number) === 0 || (set.lengths[i] as number) > set.maxLength) fail('offsets');
+    if ((set.owners[i] as number) >= spellings.length) fail('owners');
+    at += set.lengths[i] as number;
+  }
+  if (at !== set.packed.length || set.sources > set.lengths.length || set.regex.length % 3 !== 0) fail('sizes');
+  for (let r = 0; r < set.regex.length; r += 3)
+    if ((set.regex[r] as number) >= set.sources || (set.regex[r + 1] as number) >= spellings.length) fail('regex');
+  if ((flags & 2) !== 0 && spellings.every((n) => n === 1)) {
+    const text = (i: number) => Buffer.from(String.fromCharCode(...(strings[i] as number[])), 'utf8');
+    for (let r = 0; r < set.regex.length; r += 3) {
+      const k = set.regex[r] as number;
+      const got = set.packed.subarray(set.offsets[k], (set.offsets[k] as number) + (set.lengths[k] as number));
+      if (!got.equals(text(set.regex[r + 1] as number))) fail('plain form');
+    }
+  }
+}
+
 function fuzzHostileLiterals(addon: Native, g: Gen): void {
   const memory = new ArrayBuffer(8);
   const patterns: unknown[] = [Buffer.from(memory, 0, 4).fill(0x61), Buffer.from('bb')];
@@ -363,6 +405,8 @@ export async function runFuzz(options: { cases: number; seed: number; addon?: Na
       count('literals');
       fuzzRegex(addon, g);
       count('regexCompile');
+      fuzzForms(addon, g);
+      count('literalsForms');
       if (i % 10 === 0) {
         fuzzHostileLiterals(addon, g);
         count('hostileArrays');

@@ -80,6 +80,7 @@ describe('@moat/native', () => {
       'keyId',
       'literalsCompile',
       'literalsCompilePacked',
+      'literalsForms',
       'literalsScan',
       'literalsSerialize',
       'literalsVersion',

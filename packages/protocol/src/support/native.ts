@@ -85,6 +85,32 @@ export interface NativeBinding {
    */
   literalsCompilePacked(packed: Buffer, lengths: Uint32Array, caseless: Uint8Array, serialized?: Buffer, direct?: boolean): unknown;
   /**
+   * moat-scan's needle forms of codenames (its `needleForms`: same bytes, order and
+   * deduplication per codename) derived natively, as its literal set: `units` holds UTF-16
+   * strings back to back, `lengths` apart; codename c has `spellings[c]` of them (itself
+   * first, then the other spellings whose encoded forms count). `flags`: 1 plain and UTF-16
+   * forms fold case, 2 the plain form alone. The set: the unique plain and case-folding forms
+   * (`sources` of them), longest first, then every other form in order, back to back, with
+   * each literal's length, offset, codename index and kind (its index in moat-scan's
+   * encodings, | 0x80 when it folds case); `regex`: per plain or case-folding form, in order,
+   * (source index, codename index, kind).
+   */
+  literalsForms(
+    units: Uint16Array,
+    lengths: Uint32Array,
+    spellings: Uint32Array,
+    flags: number,
+  ): {
+    packed: Buffer;
+    lengths: Uint32Array;
+    offsets: Uint32Array;
+    owners: Uint32Array;
+    kinds: Uint8Array;
+    sources: number;
+    maxLength: number;
+    regex: Uint32Array;
+  };
+  /**
    * moat-scan's whole-file prefilter on native threads (see `@moat/native`'s README): per
    * file what it may hold, the errno that kept it unread, its size, and the audit's matches.
    */
@@ -97,7 +123,15 @@ export interface NativeBinding {
     maxLength: number,
     auditCarry: number,
     threads: number,
-  ): Promise<{ flags: Uint8Array; errors: Int32Array; sizes: Float64Array; events: Float64Array; eventStarts: Float64Array }>;
+  ): Promise<{
+    flags: Uint8Array;
+    errors: Int32Array;
+    sizes: Float64Array;
+    events: Float64Array;
+    eventStarts: Float64Array;
+    /** The listed windows that may hold a split literal are listed again, as pattern 0xfffe (absent: an older addon). */
+    splitWindows?: boolean;
+  }>;
   /** Which transport `request` uses in this environment: `loop` (libcurl on libuv's poll) or `thread`. */
   transportMode(): 'loop' | 'thread';
   /**
