@@ -32,6 +32,7 @@ import Anthropic from '@anthropic-ai/sdk';
 import { devKeyFile } from '@moat/native/dev-key';
 import { Pool } from 'undici';
 import { createMoatHandler, type MoatHandler, mockModel } from '../dist/index.js';
+import { createMoatFetch } from './moat-client.ts';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const SEQUENTIAL = Number(process.env.BENCH_SEQUENTIAL ?? 2000);
@@ -39,10 +40,6 @@ const WARMUP = 100;
 const SALT = 'bench-salt';
 const dev = JSON.parse(readFileSync(devKeyFile, 'utf8')) as { kid: string; key: string };
 
-// @moat/client is not a dependency of the verifier (its tests depend on the verifier): loaded from its build.
-const { createMoatFetch } = (await import(new URL('../../../packages/client/dist/index.js', import.meta.url).href)) as {
-  createMoatFetch: (options: Record<string, unknown>) => typeof fetch & { close(): Promise<void> };
-};
 
 /** One request as the embedding server's framework hands it over. */
 interface Sent {
