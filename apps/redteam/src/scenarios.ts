@@ -12,6 +12,7 @@ import { tagFingerprint } from '@moat/fingerprint/client';
 import { assembleStream, parseMessagesResponse, readStreamEvents } from '@moat/protocol/messages';
 import { errorMessage } from '@moat/protocol/support';
 import { request } from 'undici';
+import { INSTALL_SCENARIOS } from './installs.js';
 import { startProxy } from './proxy.js';
 
 const require = createRequire(import.meta.url);
@@ -63,10 +64,12 @@ export interface Scenario {
   run(ctx: RedteamContext): Promise<Omit<ScenarioResult, 'id' | 'title' | 'expected'>>;
 }
 
-interface RecordRow {
+export interface RecordRow {
   id: string;
   keyId: string;
   attestation: string;
+  install?: string;
+  relay?: string[];
   fingerprint: string;
   gateway: string[];
   thinking: string;
@@ -90,7 +93,7 @@ async function resend(url: URL, body: Buffer, capturedAt: string, apiKey: string
   return res.statusCode;
 }
 
-async function admin<T>(ctx: RedteamContext, path: string, init: RequestInit = {}): Promise<T> {
+export async function admin<T>(ctx: RedteamContext, path: string, init: RequestInit = {}): Promise<T> {
   const res = await fetch(new URL(path, ctx.baseUrl), {
     ...init,
     headers: { authorization: `Bearer ${ctx.adminToken}`, ...(init.headers as Record<string, string>) },
@@ -99,11 +102,11 @@ async function admin<T>(ctx: RedteamContext, path: string, init: RequestInit = {
   return (await res.json()) as T;
 }
 
-async function newKey(ctx: RedteamContext, label: string): Promise<{ id: string; key: string }> {
+export async function newKey(ctx: RedteamContext, label: string): Promise<{ id: string; key: string }> {
   return admin(ctx, '/admin/keys', { method: 'POST', body: JSON.stringify({ label }) });
 }
 
-async function records(ctx: RedteamContext, keyId: string, limit = 20): Promise<RecordRow[]> {
+export async function records(ctx: RedteamContext, keyId: string, limit = 20): Promise<RecordRow[]> {
   return (await admin<{ records: RecordRow[] }>(ctx, `/admin/records?limit=${limit}&key=${encodeURIComponent(keyId)}`)).records;
 }
 
@@ -138,7 +141,7 @@ function genuineBody(ctx: RedteamContext, messages: unknown[], model = 'claude-m
 
 const needsCli = (ctx: RedteamContext) =>
   ctx.cli === undefined || !existsSync(ctx.cli) ? 'the moat-chat executable is not built' : undefined;
-const skip = (reason: string) => ({ observed: '-', verdict: '-', pass: true, skipped: reason });
+export const skip = (reason: string) => ({ observed: '-', verdict: '-', pass: true, skipped: reason });
 
 export const SCENARIOS: readonly Scenario[] = [
   {
@@ -746,6 +749,8 @@ export const SCENARIOS: readonly Scenario[] = [
       };
     },
   },
+  // Per-install keys (protocol 1.2): installs.ts.
+  ...INSTALL_SCENARIOS,
 ];
 
 /** Runs the scenarios in order, each independently; one failing does not stop the others. */

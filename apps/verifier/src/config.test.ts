@@ -49,6 +49,13 @@ describe('settings from one schema', () => {
       MOAT_VERIFIER_UA_PRODUCT: 'my-cli',
       MOAT_VERIFIER_PUBLIC_AUTHORITIES: 'api.example.com, gw.example.com:8443',
       MOAT_VERIFIER_PASSTHROUGH_ROUTES: 'GET /v1/models, POST /v1/complete',
+      MOAT_VERIFIER_ENROLLMENT_KEYS: JSON.stringify([
+        { kid: 'e2', key: KEY },
+        { kid: 'e1', key: KEY, retired: true },
+      ]),
+      MOAT_VERIFIER_ENROLL_CHALLENGE_SEC: '30',
+      MOAT_VERIFIER_INSTALL_NEW_HOURS: '12',
+      MOAT_VERIFIER_INSTALL_KEY_CACHE_SIZE: '500',
     };
     expect(loadConfig(env)).toEqual({
       host: '0.0.0.0',
@@ -87,6 +94,13 @@ describe('settings from one schema', () => {
         { method: 'GET', pattern: '/v1/models' },
         { method: 'POST', pattern: '/v1/complete' },
       ],
+      enrollmentKeys: [
+        { kid: 'e2', key: KEY },
+        { kid: 'e1', key: KEY, retired: true },
+      ],
+      enrollChallengeSec: 30,
+      installNewHours: 12,
+      installKeyCacheSize: 500,
     });
     for (const name of Object.keys(SETTINGS) as SettingName[]) expect(Object.keys(env)).toContain(envName(name));
   });
@@ -181,7 +195,13 @@ describe('settings from one schema', () => {
     const dir = mkdtempSync(join(tmpdir(), 'moat-data-'));
     const first = dataDirDefaults(dir);
     const secrets = JSON.parse(readFileSync(first.secretsFile, 'utf8')) as Record<string, string>;
-    expect(Object.keys(secrets).sort()).toEqual(['adminToken', 'fingerprintSalt', 'serverSecret', 'signingSecret']);
+    expect(Object.keys(secrets).sort()).toEqual([
+      'adminToken',
+      'enrollmentKeys',
+      'fingerprintSalt',
+      'serverSecret',
+      'signingSecret',
+    ]);
     expect(first.env[envName('adminToken')]).toBe(secrets.adminToken);
     expect(dataDirDefaults(dir).env).toEqual(first.env);
     const config = loadConfig({}, undefined, first.env);

@@ -78,6 +78,22 @@ export interface VerifierConfig {
    */
   readonly publicAuthorities?: readonly string[] | undefined;
   /**
+   * Enrollment key pairs (X25519) for per-install keys, newest first: the first active one is
+   * advertised in discovery; retired ones still derive the keys of the installs they enrolled.
+   * Empty: no enrollment (`install_keys` is not advertised).
+   */
+  readonly enrollmentKeys: ReadonlyArray<{
+    readonly kid: string;
+    readonly key: string;
+    readonly retired?: boolean | undefined;
+  }>;
+  /** Lifetime of an enrollment challenge in seconds (≤ 300). */
+  readonly enrollChallengeSec: number;
+  /** How long an install is `new` after it enrolled, in hours. */
+  readonly installNewHours: number;
+  /** Install keys kept derived in memory at most (the rest are derived again on demand). */
+  readonly installKeyCacheSize: number;
+  /**
    * Upstream routes forwarded without Moat's checks (`METHOD /pattern`, `:name` for one
    * segment); every other route the verifier does not own is refused. Default
    * {@link DEFAULT_PASSTHROUGH_ROUTES}; the legacy `POST /v1/complete` only when named here.
@@ -162,6 +178,12 @@ const attestationKey = v.object({
   ),
   key: hex(32),
 });
+
+/** A fresh enrollment key list (one X25519 private key, hex) for a data directory's secrets. */
+export function newEnrollmentKeys(now = new Date()): string {
+  const kid = `e${now.toISOString().slice(0, 10).replaceAll('-', '')}${randomBytes(2).toString('hex')}`;
+  return JSON.stringify([{ kid, key: randomBytes(32).toString('hex') }]);
+}
 
 /** A JSON array given as a string (an environment variable) is parsed first. */
 const jsonArray = (expected: string) =>
@@ -263,6 +285,30 @@ export const SETTINGS = {
     example: '[{ "minCv": "1.5.0", "features": ["request_binding"] }]',
   },
   attestationKeyFile: { schema: text(), example: '"native/.moat-dev-key.json"' },
+  enrollmentKeys: {
+    schema: v.pipe(
+      jsonArray('a JSON array of { kid, key, retired? }'),
+      v.array(
+        v.strictObject(
+          {
+            kid: attestationKey.entries.kid,
+            key: v.pipe(hex(32), v.length(64, 'hex of exactly 32 bytes')),
+            retired: v.optional(v.boolean('true or false')),
+          },
+          'an enrollment key { kid, key (64 hex), retired? }',
+        ),
+        'an array of { kid, key, retired? }',
+      ),
+      v.check((keys) => new Set(keys.map((k) => k.kid)).size === keys.length, 'distinct kids'),
+    ),
+    default: [],
+    secret: true,
+    generate: () => newEnrollmentKeys(),
+    doc: 'Enrollment keys (X25519 private keys, hex), newest first; "retired": true stops new enrollments under one.',
+  },
+  enrollChallengeSec: { schema: int(5, 300), default: 60, doc: 'Lifetime of an enrollment challenge, seconds.' },
+  installNewHours: { schema: int(0, 8760), default: 24, doc: 'How long an install is "new" after it enrolled, hours.' },
+  installKeyCacheSize: { schema: int(1, 100_000_000), default: 100_000 },
   revokedKids: { schema: list('a list of key ids'), default: [] },
   flagsFile: {
     schema: text(),
@@ -475,6 +521,10 @@ export function loadConfig(
     userAgentProduct: required('userAgentProduct', s.userAgentProduct),
     publicAuthorities: s.publicAuthorities,
     passthroughRoutes: required('passthroughRoutes', s.passthroughRoutes).map(routeOf),
+    enrollmentKeys: required('enrollmentKeys', s.enrollmentKeys),
+    enrollChallengeSec: required('enrollChallengeSec', s.enrollChallengeSec),
+    installNewHours: required('installNewHours', s.installNewHours),
+    installKeyCacheSize: required('installKeyCacheSize', s.installKeyCacheSize),
   };
 }
 
@@ -533,6 +583,7 @@ export function devEnvironment(options: DevEnvironmentOptions = {}): Record<stri
     MOAT_VERIFIER_FINGERPRINT_SALT: options.salt ?? 'moat-dev-salt',
     MOAT_VERIFIER_SERVER_SECRET: randomBytes(32).toString('hex'),
     MOAT_VERIFIER_SIGNING_SECRET: randomBytes(32).toString('hex'),
+    MOAT_VERIFIER_ENROLLMENT_KEYS: newEnrollmentKeys(),
   };
   if (options.attestationKeyFile !== undefined) env.MOAT_VERIFIER_ATTESTATION_KEY_FILE = options.attestationKeyFile;
   return env;
@@ -563,6 +614,12 @@ export function dataDirDefaults(
       secrets = JSON.parse(readFileSync(secretsFile, 'utf8')) as Record<string, unknown>;
     } catch (error) {
       throw new VerifierConfigError('dataDir', `readable secrets at ${secretsFile}`, errorMessage(error));
+    }
+    // A directory made before a generated setting existed (enrollment keys) gains it, once.
+    const missing = GENERATED.filter((name) => secrets[name] === undefined);
+    if (missing.length > 0) {
+      for (const name of missing) secrets[name] = (SETTINGS[name] as Setting).generate?.();
+      writeFileSync(secretsFile, `${JSON.stringify(secrets, null, 2)}\n`, { mode: 0o600 });
     }
   } else {
     secrets = Object.fromEntries(GENERATED.map((name) => [name, (SETTINGS[name] as Setting).generate?.()]));

@@ -2,10 +2,11 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { createAttestedFetch } from '@moat/attest/client';
 import { tagFingerprint } from '@moat/fingerprint/client';
-import { devKeyFile } from '@moat/native/dev-key';
+import { devKeyFile, readDevKey } from '@moat/native/dev-key';
 import { chromium, type Page } from 'playwright-core';
 import { describe, expect, it } from 'vitest';
 import { devEnvironment, loadConfig } from './config.js';
+import { enroll } from './enroll.test-util.js';
 import { createVerifier } from './server.js';
 
 const ADMIN = `admin-${randomBytes(12).toString('hex')}`;
@@ -57,6 +58,12 @@ describe('dashboard in headless Chromium', () => {
       `,"moat_att":"r1.k1.${Math.floor(Date.now() / 1000)}.0011223344556677.${'ab'.repeat(16)}"}`,
     );
     await (await fetch(`${base}/v1/messages`, { method: 'POST', headers: { 'x-api-key': scraper.key }, body: forged })).arrayBuffer();
+    // Per-install keys: the scraper enrolls one install, then one with a challenge it never got (refused).
+    const devKey = readDevKey();
+    if (devKey === undefined) throw new Error('no development key');
+    const release = { scheme: 'r1' as const, kid: devKey.kid, key: Buffer.from(devKey.key, 'hex') };
+    expect((await enroll(base, scraper.key, release)).status).toBe(201);
+    expect((await enroll(base, scraper.key, release, { challenge: randomBytes(32).toString('base64url') })).status).toBe(409);
     // A request two days ago: outside the default 24-hour range.
     const [newest] = await verifier.storage.queryRecords({ limit: 1 });
     await verifier.storage.insertRecord({ ...(newest as NonNullable<typeof newest>), id: 'old-one', ts: Date.now() - 2 * 86_400_000 });
@@ -148,6 +155,9 @@ describe('dashboard in headless Chromium', () => {
       await page.click('#keys th[data-sort="requests"]');
       expect(await page.$$eval('#keys tbody tr', (rows) => rows.map((r) => r.getAttribute('data-key')))).toEqual([steady.id, scraper.id]);
       await page.click('#keys th[data-sort="risk"]');
+      // Installs per key and refused enrollments.
+      expect(await page.$$eval('#installs tbody tr', (rows) => rows.map((r) => r.textContent?.slice(0, 9)))).toEqual(['scraper10']);
+      expect(await page.textContent('#enrollments tbody tr')).toContain('challenge409 ERR_ENROLL_CHALLENGE');
       await page.screenshot({ path: new URL('dashboard-1280.png', shots).pathname, fullPage: true });
 
       // Click-through: one key's requests, each with the reasons for its verdict.

@@ -108,6 +108,18 @@ export const DASHBOARD_HTML = `<!doctype html>
       <th>time</th><th>key</th><th>verdict</th>${RECORDED_SIGNALS.map((row) => `<th>${row.label}</th>`).join('')}<th>gateway</th><th class="num">status</th><th>reasons</th>
     </tr></thead><tbody></tbody></table></div>
   </section>
+  <section>
+    <h2>Installs per key <small>(per-install keys)</small></h2>
+    <div class="scroll"><table id="installs"><thead><tr>
+      <th>key</th><th class="num">installs</th><th class="num">revoked</th><th class="num">over limit</th><th>newest</th>
+    </tr></thead><tbody></tbody></table></div>
+  </section>
+  <section>
+    <h2>Refused enrollments</h2>
+    <div class="scroll"><table id="enrollments"><thead><tr>
+      <th>time</th><th>key</th><th>outcome</th><th>answer</th><th>release</th>
+    </tr></thead><tbody></tbody></table></div>
+  </section>
 </main>
 <script>
 const NS = 'http://www.w3.org/2000/svg';
@@ -248,6 +260,26 @@ function renderRecords(records) {
     return tr;
   }));
 }
+function rowsOrEmpty(selector, items, columns, render) {
+  const body = document.querySelector(selector + ' tbody');
+  if (items.length === 0) { const tr = document.createElement('tr'); cell(tr, 'none', 'empty').colSpan = columns; body.replaceChildren(tr); return; }
+  body.replaceChildren(...items.map((item) => { const tr = document.createElement('tr'); render(tr, item); return tr; }));
+}
+function renderInstalls(keys) {
+  const labels = new Map(state.keys.map((k) => [k.keyId, k.label]));
+  rowsOrEmpty('#installs', keys, 5, (tr, k) => {
+    cell(tr, labels.get(k.keyId) || k.keyId, 'key-cell'); cell(tr, String(k.installs), 'num');
+    cell(tr, String(k.revoked), 'num'); cell(tr, String(k.overLimit), 'num' + (k.overLimit > 0 ? ' flag' : '')); cell(tr, fmtTime(k.newest, true));
+  });
+}
+function renderEnrollments(records) {
+  const refused = records.filter((e) => e.outcome !== 'created' && e.outcome !== 'over_limit').slice(0, 50);
+  const labels = new Map(state.keys.map((k) => [k.keyId, k.label]));
+  rowsOrEmpty('#enrollments', refused, 5, (tr, e) => {
+    cell(tr, fmtTime(e.ts, true)); cell(tr, labels.get(e.keyId) || e.keyId || '–', 'key-cell'); cell(tr, e.outcome, 'block');
+    cell(tr, e.reason || '–'); cell(tr, e.releaseKid || '–');
+  });
+}
 function renderKeyChip() {
   const chip = document.getElementById('filter-key');
   chip.replaceChildren();
@@ -265,14 +297,18 @@ async function refresh() {
   if (state.verdict) q.set('verdict', state.verdict);
   if (state.signal) { const [layer, value] = state.signal.split('='); q.set(layer, value); }
   const all = new URLSearchParams(range); all.set('limit', '1000');
-  const [summary, activity, records, timeline] = await Promise.all([
+  const enrolled = new URLSearchParams(range); enrolled.set('limit', '500');
+  if (state.key) enrolled.set('key', state.key);
+  const [summary, activity, records, timeline, installs, enrollments] = await Promise.all([
     api('/admin/summary?' + range), api('/admin/activity?' + range), api('/admin/records?' + q), api('/admin/records?' + all),
+    api('/admin/installs?limit=100'), api('/admin/enrollments?' + enrolled),
   ]);
   state.keys = activity.keys.map((k) => ({ ...k, risk: riskOf(k) }));
   tiles(summary, activity.keys.reduce((a, k) => a + k.decoyHits, 0));
   verdictsOverTime(document.getElementById('chart-verdicts'), timeline.records, state.range === 'all' ? undefined : until - Number(state.range), until);
   attestationBars(document.getElementById('chart-attestation'), summary.attestation);
   renderKeys(); renderKeyChip(); renderRecords(records.records);
+  renderInstalls(installs.keys); renderEnrollments(enrollments.enrollments);
   document.getElementById('updated').textContent = 'updated ' + fmtTime(until);
 }
 function start() {

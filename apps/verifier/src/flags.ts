@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { GrowthBook } from '@growthbook/growthbook';
 import { CLIENT_FLAGS, POLICY_FLAG_PREFIX, POLICY_FLAGS, type PolicyAction } from '@moat/protocol';
 import { errorMessage } from '@moat/protocol/support';
+import { DEFAULT_ENROLLMENT_LIMITS, ENROLLMENT_POLICY } from './enrollment-policy.js';
 import { VerifierConfigError } from './errors.js';
 import { defaultPolicies } from './signals.js';
 
@@ -38,6 +39,8 @@ export const DEFAULT_FEATURES: Readonly<Record<string, FeatureDefinition>> = {
   ...defaultPolicies(),
   // Injecting decoys (on/off); what a request that brings one back earns is `moat-policy-decoy`.
   [POLICY_FLAGS.decoys]: { defaultValue: true },
+  // Enrollment limits per API key (per-install keys); rules set them per key.
+  [ENROLLMENT_POLICY]: { defaultValue: { ...DEFAULT_ENROLLMENT_LIMITS } },
   [CLIENT_FLAGS.antiDistillation]: { defaultValue: true },
   [CLIENT_FLAGS.attribution]: { defaultValue: true },
   [CLIENT_FLAGS.envelope]: { defaultValue: true },

@@ -3,6 +3,7 @@ import { errorMessage } from '@moat/protocol/support';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { ReplayCacheResetError, VerifierConfigError } from './errors.js';
+import { PgInstallStore } from './installs.js';
 import {
   ACTIVITY_COLUMNS,
   activityOf,
@@ -42,6 +43,7 @@ const SCHEMA = `
  * request replayed to another replica is caught.
  */
 export class PgRedisStorage implements Storage {
+  readonly installs: PgInstallStore;
   readonly #pool: pg.Pool;
   readonly #redis: Redis;
   readonly #pepper: KeyObject;
@@ -60,6 +62,7 @@ export class PgRedisStorage implements Storage {
     this.#prefix = prefix;
     this.#epochKey = `${prefix}epoch`;
     this.#windowSec = windowSec;
+    this.installs = new PgInstallStore(pool, redis, prefix);
   }
 
   /**
@@ -117,6 +120,7 @@ export class PgRedisStorage implements Storage {
     });
     const prefix = options.redisPrefix ?? 'moat:';
     const storage = new PgRedisStorage(pool, redis, pepper, prefix, options.windowSec ?? 300);
+    await storage.installs.migrate();
     // The epoch marker, written once: a replica that opens against an existing one adopts it.
     await redis.set(`${prefix}epoch`, `${randomBytes(6).toString('hex')}:0`, 'NX');
     storage.#epoch = await redis.get(`${prefix}epoch`);

@@ -13,6 +13,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { isKeyId } from '@moat/protocol';
 import { errorMessage } from '@moat/protocol/support';
+import { newEnrollmentKeys } from './config.js';
 import { VerifierConfigError } from './errors.js';
 
 /** The client's build settings file, as `@moat/client` and `@moat/native` read it. */
@@ -126,6 +127,9 @@ export function provision(options: ProvisionOptions): ProvisionResult {
   }
   config.fingerprintSalt = salt;
   config.userAgentProduct = product;
+  // Per-install keys: the verifier's X25519 enrollment key, made once (clients read its public half from discovery).
+  if (!Array.isArray(config.enrollmentKeys) || config.enrollmentKeys.length === 0)
+    config.enrollmentKeys = JSON.parse(newEnrollmentKeys()) as unknown;
   config.attestationKeys = keys;
   const settings: ClientSettingsFile = { userAgentProduct: product, salt, attestationKid: kid, attestationKey: key };
   const head = '// Written by `moat-verifier provision`; holds secrets: never commit it.\n';

@@ -93,6 +93,7 @@ describe('the record schema', () => {
       latencyMs: fc.option(fc.nat(), { nil: null }),
       decoys: fc.nat(10),
       batch: fc.option(text, { nil: null }),
+      installId: fc.option(text, { nil: null }),
       ...Object.fromEntries(RECORDED_SIGNALS.map((row) => [row.name, fc.constantFrom(...row.values)])),
       verdict: fc.constantFrom('allow', 'flag', 'block'),
     }) as unknown as fc.Arbitrary<RequestRecord>;

@@ -29,6 +29,8 @@ export type RequestRecord = RecordedSignals & {
   readonly decoys: number;
   /** The record of the Message Batch create this request belongs to (the create, its items, its retrievals); `null` otherwise. */
   readonly batch: string | null;
+  /** The install that stamped the request (`i1`), `null` otherwise; absent in records made before installs existed. */
+  readonly installId?: string | null;
 };
 
 /**
@@ -45,6 +47,8 @@ export type RecordQuery = Partial<RecordedSignals> & {
   readonly gateway?: string;
   /** The record id of a Message Batch create: its own record, its items' and its retrievals'. */
   readonly batch?: string;
+  /** An install id: the requests it stamped. */
+  readonly installId?: string;
 };
 
 /** One API key's traffic in a time range, for the dashboard's risk table; the signal counts come from the registry. */
@@ -94,6 +98,7 @@ export const RECORD_COLUMNS: readonly Column[] = [
   { field: 'latencyMs', column: 'latency_ms', kind: 'optional int' },
   { field: 'decoys', column: 'decoys', kind: 'count' },
   { field: 'batch', column: 'batch', kind: 'optional text' },
+  { field: 'installId', column: 'install_id', kind: 'optional text' },
   ...RECORDED_SIGNALS.map((row) => ({
     field: row.name,
     column: row.column,
@@ -124,7 +129,10 @@ export function recordsTableSql(dialect: Dialect): string {
 
 /** Indexes on columns a migration may have added: created after it. */
 export function recordsIndexSql(): string {
-  return 'CREATE INDEX IF NOT EXISTS records_batch ON records (batch) WHERE batch IS NOT NULL;';
+  return (
+    'CREATE INDEX IF NOT EXISTS records_batch ON records (batch) WHERE batch IS NOT NULL;' +
+    'CREATE INDEX IF NOT EXISTS records_install ON records (install_id, ts) WHERE install_id IS NOT NULL;'
+  );
 }
 
 /** The query that lists the columns `records` has now. */
@@ -214,6 +222,7 @@ export function recordWhere(query: RecordQuery, dialect: Dialect): { where: stri
   }
   if (query.gateway !== undefined) add(GATEWAY_HAS[dialect], query.gateway);
   if (query.batch !== undefined) add((p) => `batch = ${p}`, query.batch);
+  if (query.installId !== undefined) add((p) => `install_id = ${p}`, query.installId);
   return { where: clauses.length === 0 ? '' : `WHERE ${clauses.join(' AND ')}`, params };
 }
 

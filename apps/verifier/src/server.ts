@@ -13,6 +13,7 @@ import { DecoyIndexCache } from './decoy-index.js';
 import { ApiError, unavailable, VerifierConfigError } from './errors.js';
 import { Flags, loadFeatures } from './flags.js';
 import { answerClientError, answerConnect, sendError } from './http.js';
+import { createEnrollment } from './install-keys.js';
 import { ApiKeyCache } from './key-cache.js';
 import { createMetrics } from './metrics.js';
 import { type MockUpstream, startMockUpstream } from './mock-upstream.js';
@@ -135,6 +136,7 @@ async function createServices(
     fingerprintStats: await loadFingerprintStats(storage, log),
     gatewayStats: new GatewayStats({ addressSecret: secret }),
     keyCache: new ApiKeyCache(),
+    enrollment: createEnrollment(config, storage.installs, secret),
     decoyIndex: new DecoyIndexCache(storage, secret, {
       retentionDays: config.decoyRetentionDays,
       background: (name, task) => supervisor.run(name, task),
@@ -161,6 +163,7 @@ async function startPeriodicWork(services: VerifierServices): Promise<void> {
   supervisor.every('fingerprint-snapshot', 30_000, snapshot);
   supervisor.every('revocations', 5_000, applyRevocations);
   supervisor.every('nonce-sweep', 60_000, () => storage.sweepNonces());
+  supervisor.every('challenge-sweep', 60_000, () => storage.installs.sweepChallenges());
 }
 
 /**

@@ -28,7 +28,9 @@ describe('the signal registry', () => {
           revoked: 'flag',
         },
       },
-      'moat-policy-binding': { defaultValue: { request: 'monitor', body: 'flag', none: 'monitor' } },
+      'moat-policy-binding': {
+        defaultValue: { request: 'monitor', body: 'flag', none: 'monitor', install: 'monitor' },
+      },
       'moat-policy-fingerprint': {
         defaultValue: { match: 'monitor', missing: 'monitor', mismatch: 'flag', tampering: 'flag' },
       },
@@ -37,6 +39,16 @@ describe('the signal registry', () => {
         defaultValue: { detected: 'monitor', forwarded_chain: 'monitor', ua_mismatch: 'flag', address_fan_in: 'flag' },
       },
       'moat-policy-decoy': { defaultValue: { hit: 'flag', none: 'monitor' } },
+      'moat-policy-install': {
+        defaultValue: {
+          known: 'monitor',
+          new: 'monitor',
+          revoked: 'flag',
+          over_limit: 'flag',
+          release_only: 'flag',
+          none: 'monitor',
+        },
+      },
     });
     for (const [feature, def] of Object.entries(defaultPolicies())) expect(DEFAULT_FEATURES[feature]).toEqual(def);
     expect(DEFAULT_FEATURES['moat-policy-decoys']).toEqual({ defaultValue: true });

@@ -23,6 +23,7 @@ import {
   BINDING_SIGNALS,
   DECOY_SIGNALS,
   FINGERPRINT_SIGNALS,
+  INSTALL_SIGNALS,
   POLICY_FLAG_PREFIX,
   type PolicyAction,
   THINKING_SIGNALS,
@@ -71,7 +72,7 @@ export const SIGNALS = {
     policy: 'binding',
     // A valid v1 stamp covers the body only: a relay can re-send it under its own key. Flagged
     // (not blocked) so 1.0 clients keep working; body: monitor trusts them, block retires them.
-    defaults: { request: 'monitor', body: 'flag', none: 'monitor' },
+    defaults: { request: 'monitor', body: 'flag', none: 'monitor', install: 'monitor' },
     column: 'binding',
     filter: 'binding',
     label: 'binding',
@@ -129,6 +130,25 @@ export const SIGNALS = {
     label: 'decoy',
     metric: 'decoy',
     activity: { decoyHits: 'hit' },
+  },
+  install: {
+    values: INSTALL_SIGNALS,
+    initial: 'none',
+    policy: 'install',
+    // A revoked install is flagged like a revoked release (block retires it at once); a release
+    // key that stamps requests itself, when its release enrolls, is the extracted-key pattern.
+    defaults: {
+      known: 'monitor',
+      new: 'monitor',
+      revoked: 'flag',
+      over_limit: 'flag',
+      release_only: 'flag',
+      none: 'monitor',
+    },
+    column: 'install',
+    filter: 'install',
+    label: 'install',
+    metric: 'install',
   },
 } as const satisfies Readonly<Record<string, SignalSpec>>;
 

@@ -20,6 +20,8 @@ import {
 
 export type { KeyActivity, RecordQuery, RequestRecord } from './record-schema.js';
 
+import { type InstallStore, SqliteInstallStore } from './installs.js';
+
 type MaybePromise<T> = T | Promise<T>;
 
 /** What the verifier keeps of a Message Batch it forwarded: whose it is, and what each item needs when its result comes back. */
@@ -61,6 +63,8 @@ export function newApiKey(): { id: string; key: string } {
  * (`PgRedisStorage`) when several replicas run.
  */
 export interface Storage extends NonceStore {
+  /** Per-install keys: installs, enrollment records, challenges. */
+  readonly installs: InstallStore;
   createApiKey(label: string): MaybePromise<{ id: string; key: string }>;
   importApiKey(id: string, key: string, label: string): MaybePromise<void>;
   lookupApiKey(key: string): MaybePromise<string | undefined>;
@@ -149,6 +153,7 @@ export interface ApiKeyRow {
  */
 export class SqliteStorage implements Storage {
   readonly db: Database.Database;
+  readonly installs: InstallStore;
   readonly #pepper: KeyObject;
   readonly #lookupKey: Database.Statement;
   readonly #insertRecord: Database.Statement;
@@ -199,6 +204,7 @@ export class SqliteStorage implements Storage {
     const existing = (this.db.prepare(EXISTING_COLUMNS_SQL.sqlite).all() as Array<{ name: string }>).map((c) => c.name);
     for (const sql of migrationSql('sqlite', existing)) this.db.exec(sql);
     this.db.exec(recordsIndexSql());
+    this.installs = new SqliteInstallStore(this.db);
     this.#insertRecord = this.db.prepare(insertRecordSql('sqlite', 'insert'));
     this.#upsertRecord = this.db.prepare(insertRecordSql('sqlite', 'upsert'));
     // The write requests make, undone in the same transaction: what readiness and start-up check.

@@ -1,6 +1,5 @@
 import { MoatError } from '@moat/protocol/support';
 import { storableValue } from './record-text.js';
-import type { Storage } from './storage.js';
 
 /** The store cannot be used now (down, locked, timed out, full, read-only): retry later. */
 export class StoreUnavailableError extends MoatError<'ERR_STORE_UNAVAILABLE'> {
@@ -41,6 +40,8 @@ export function storeError(error: unknown, what: string): StoreContentError | St
 
 // Arguments that are never stored as text: the API key is only hashed.
 const RAW_ARGUMENTS: ReadonlySet<PropertyKey> = new Set(['lookupApiKey']);
+// Members that are stores of their own.
+const SUBSTORES: ReadonlySet<PropertyKey> = new Set(['installs']);
 
 /**
  * The storage behind one boundary: every string going in (records, labels, reasons, telemetry
@@ -49,12 +50,21 @@ const RAW_ARGUMENTS: ReadonlySet<PropertyKey> = new Set(['lookupApiKey']);
  * {@link StoreUnavailableError} for everything else — so callers answer 503 or quarantine
  * without knowing the backend. Other members (backend-specific ones too) pass through.
  */
-export function storeBoundary<S extends Storage>(storage: S): S {
+export function storeBoundary<S extends object>(storage: S): S {
   const wrapped = new Map<PropertyKey, unknown>();
   return new Proxy(storage, {
     get(target, name) {
       // The target as receiver: getters read its private fields.
       const value = Reflect.get(target, name);
+      // A part of the store with its own methods (the installs) is behind the same boundary.
+      if (SUBSTORES.has(name) && typeof value === 'object' && value !== null) {
+        let part = wrapped.get(name);
+        if (part === undefined) {
+          part = storeBoundary(value);
+          wrapped.set(name, part);
+        }
+        return part;
+      }
       if (typeof value !== 'function' || name === 'constructor') return value;
       let fn = wrapped.get(name);
       if (fn === undefined) {

@@ -87,3 +87,53 @@ describe('a revoked key id: the MAC before the verdict', () => {
     expect(result).toMatchObject({ signal: 'unknown_key', reason: 'revoked key id without key material' });
   });
 });
+
+describe('i1 stamps (per-install keys) through an install resolver', () => {
+  const iid = `i${'ab'.repeat(12)}`;
+  const installKey = randomBytes(32);
+  const request = { method: 'POST', authority: 'api.example.com', path: '/v1/messages', credential: 'sk-user' };
+  const now = 1_800_000_000;
+  /** A body stamped i1 by the install, for `request`. */
+  function installStamped(ts = now, stampKey: Uint8Array = installKey): Uint8Array {
+    const placeholder = placeholderEnvelope({ kid: iid, ts, nonce: randomBytes(8).toString('hex'), binding: 'install' });
+    const bytes = utf8(appendEnvelope('{"model":"m","messages":[]}', placeholder));
+    const where = locateEnvelope(bytes);
+    if (where.status !== 'found') throw new Error('no envelope');
+    bytes.set(utf8(computeStamp(stampKey, bytes, where.stampStart, where.stampEnd, request)), where.stampStart);
+    return bytes;
+  }
+  const options = (revoked = false) => ({
+    keyring,
+    nonceStore: new MemoryNonceStore(),
+    now,
+    request,
+    installs: (id: string) => (id === iid ? { key: installKey, revoked } : undefined),
+  });
+
+  it('a genuine i1 stamp is valid with binding install; its nonce is spent under the install id', async () => {
+    const o = options();
+    const body = installStamped();
+    expect(await verifyAttestation(body, o)).toMatchObject({ signal: 'valid', binding: 'install', kid: iid });
+    expect((await verifyAttestation(body, o)).signal).toBe('replayed');
+  });
+
+  it('an i1 stamp is unknown_key without a resolver or for an install not enrolled', async () => {
+    expect((await verifyAttestation(installStamped(), { keyring, now, request })).signal).toBe('unknown_key');
+    const none = { ...options(), installs: () => undefined };
+    expect((await verifyAttestation(installStamped(), none)).signal).toBe('unknown_key');
+  });
+
+  it('another key, other bytes or another request are invalid; a revoked install is revoked; old stamps stale', async () => {
+    expect((await verifyAttestation(installStamped(now, randomBytes(32)), options())).signal).toBe('invalid');
+    expect((await verifyAttestation(installStamped(), { ...options(), request: { ...request, credential: 'sk-other' } })).signal).toBe(
+      'invalid',
+    );
+    expect((await verifyAttestation(installStamped(), options(true))).signal).toBe('revoked');
+    expect((await verifyAttestation(installStamped(now - 3_600), options())).signal).toBe('stale');
+  });
+
+  it('rejects when the resolver cannot answer (the caller refuses, never accepts)', async () => {
+    const failing = { ...options(), installs: () => Promise.reject(new Error('store down')) };
+    await expect(verifyAttestation(installStamped(), failing)).rejects.toThrow('store down');
+  });
+});

@@ -215,7 +215,23 @@ export interface VerifyAttestationOptions {
    * for) verify when any one matches. Without it an `r1` stamp is `invalid`.
    */
   readonly request?: RequestComponents | readonly RequestComponents[];
+  /** Install keys for `i1` stamps (protocol 1.2); without a resolver an `i1` stamp is `unknown_key`. */
+  readonly installs?: InstallKeyResolver;
 }
+
+/** An install's stamping key as {@link InstallKeyResolver} gives it (protocol 1.2, `i1` stamps). */
+export interface InstallKey {
+  /** `K_i`, 32 bytes (or a node:crypto secret key of them). */
+  readonly key: KeyObject | Uint8Array;
+  /** Revoked by an operator: a stamp that verifies under it is `revoked`, never `valid`. */
+  readonly revoked: boolean;
+}
+
+/**
+ * Looks an install id up: its key, or `undefined` when it is not enrolled (`unknown_key`).
+ * It may reject when its store cannot answer; {@link verifyAttestation} then rejects too.
+ */
+export type InstallKeyResolver = (iid: string) => InstallKey | undefined | Promise<InstallKey | undefined>;
 
 /** Outcome of {@link verifyAttestation}: a protocol signal and what was learned on the way. */
 export interface AttestationResult {
@@ -223,7 +239,7 @@ export interface AttestationResult {
   readonly kid?: string;
   readonly ts?: number;
   readonly nonce?: string;
-  /** What a `valid` stamp covers: `request` (r1) or `body` (v1); `none` otherwise. */
+  /** What a `valid` stamp covers: `install` (i1), `request` (r1) or `body` (v1); `none` otherwise. */
   readonly binding: BindingSignal;
   /** Why, in words, for records (never the key or the expected stamp). */
   readonly reason?: string;
@@ -260,6 +276,7 @@ export async function verifyAttestation(rawBody: Uint8Array, options: VerifyAtte
       ? { signal: 'unavailable', kid, ts, nonce, binding: 'none' }
       : { signal: 'invalid', kid, ts, nonce, reason: 'unstamped placeholder', binding: 'none' };
   }
+  if (location.envelope.binding === 'install') return verifyInstallStamp(rawBody, location, options, now, window);
   const revoked = options.keyring.isRevoked(kid);
   // A revoked id is scored only after its MAC: forgeries under it are invalid, not hidden
   // among the old release's traffic. Without its material it cannot be told apart: unknown.
@@ -297,4 +314,41 @@ export async function verifyAttestation(rawBody: Uint8Array, options: VerifyAtte
     return { signal: 'replayed', kid, ts, nonce, binding: 'none' };
   if (stale) return { signal: 'stale', kid, ts, nonce, reason: `timestamp ${now - ts} s from now`, binding: 'none' };
   return { signal: 'valid', kid, ts, nonce, binding: bound ? 'request' : 'body' };
+}
+
+/** The request candidates an `r1` or `i1` stamp is checked against. */
+function requestCandidates(options: VerifyAttestationOptions): readonly RequestComponents[] {
+  if (options.request === undefined) return [];
+  return Array.isArray(options.request) ? options.request : [options.request as RequestComponents];
+}
+
+/**
+ * An `i1` stamp (§5.4): the install's key from the resolver, the MAC over the request and the
+ * body like `r1`, then revocation, the nonce (under the install id) and the window.
+ */
+async function verifyInstallStamp(
+  rawBody: Uint8Array,
+  location: Extract<ReturnType<typeof locateEnvelope>, { status: 'found' }>,
+  options: VerifyAttestationOptions,
+  now: number,
+  window: number,
+): Promise<AttestationResult> {
+  const { kid, ts, nonce } = location.envelope;
+  const install = options.installs === undefined ? undefined : await options.installs(kid);
+  if (install === undefined) return { signal: 'unknown_key', kid, ts, nonce, reason: 'install not enrolled', binding: 'none' };
+  const key = install.key instanceof Uint8Array ? createSecretKey(install.key) : install.key;
+  const candidates = requestCandidates(options);
+  if (candidates.length === 0) return { signal: 'invalid', kid, ts, nonce, reason: 'request not known', binding: 'none' };
+  let matches: boolean;
+  try {
+    matches = candidates.some((request) => verifyStamp(key, rawBody, location.stampStart, location.stampEnd, request));
+  } catch {
+    return { signal: 'invalid', kid, ts, nonce, reason: 'stamp region or request', binding: 'none' };
+  }
+  if (!matches) return { signal: 'invalid', kid, ts, nonce, reason: 'MAC mismatch (body or request)', binding: 'none' };
+  if (install.revoked) return { signal: 'revoked', kid, ts, nonce, reason: 'install revoked', binding: 'none' };
+  if (options.nonceStore !== undefined && !(await options.nonceStore.add(kid, nonce, Math.max(ts, now) + window)))
+    return { signal: 'replayed', kid, ts, nonce, binding: 'none' };
+  if (Math.abs(now - ts) > window) return { signal: 'stale', kid, ts, nonce, reason: `timestamp ${now - ts} s from now`, binding: 'none' };
+  return { signal: 'valid', kid, ts, nonce, binding: 'install' };
 }

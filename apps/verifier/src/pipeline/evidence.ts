@@ -3,12 +3,19 @@ import { UNATTESTED_HEADER } from '@moat/attest/client';
 import { type AttestationResult, verifyAttestation } from '@moat/attest/server';
 import { decoyTraceText, type RequestBlocksCheck, verifyRequestBlocks } from '@moat/distill-guard/server';
 import { checkFingerprint, type FingerprintCheck, type KeyClassification } from '@moat/fingerprint/server';
-import { inspectRequest, type RequestEvidence } from '@moat/gateway-detect/server';
-import { type DecoySignal, type RequestComponents, receivedRequestComponents } from '@moat/protocol';
+import { inspectRequest, type RelaySignal, type RequestEvidence } from '@moat/gateway-detect/server';
+import {
+  type DecoySignal,
+  INSTALL_ID_PATTERN,
+  type InstallSignal,
+  type RequestComponents,
+  receivedRequestComponents,
+} from '@moat/protocol';
 import type { MessagesRequest } from '@moat/protocol/messages';
 import type { VerifierConfig } from '../config.js';
 import { unavailable } from '../errors.js';
-import { requireRequestBinding } from '../releases.js';
+import type { InstallRow } from '../installs.js';
+import { releaseFeatures, requireRequestBinding } from '../releases.js';
 import type { Signals } from '../signals.js';
 import type { VerifierServices } from './services.js';
 
@@ -26,6 +33,8 @@ export interface Evidence {
   readonly client: { readonly ep?: string | undefined; readonly cv?: string | undefined };
   /** The client's own word that it could not attest (telemetry only: it never changes a verdict). */
   readonly clientUnavailable: boolean;
+  /** The install that stamped this request (`i1`), when one did and it is enrolled. */
+  readonly install?: InstallRow | undefined;
   /** Decoys of any key that come back in this request, and the keys they were served to. */
   readonly decoy: {
     readonly signal: DecoySignal;
@@ -69,7 +78,7 @@ export async function checkStamp(
   raw: Buffer,
   request: readonly RequestComponents[],
   clientUnavailable: boolean,
-  services: Pick<VerifierServices, 'config' | 'storage' | 'attestationKeyring'>,
+  services: Pick<VerifierServices, 'config' | 'storage' | 'attestationKeyring' | 'enrollment'>,
 ): Promise<AttestationResult> {
   try {
     return await verifyAttestation(raw, {
@@ -78,6 +87,7 @@ export async function checkStamp(
       windowSec: services.config.windowSec,
       clientUnavailable,
       request,
+      installs: services.enrollment.resolver,
     });
   } catch (error) {
     // Without the replay cache no stamp can be vouched for: refuse, retryably, never accept.
@@ -101,7 +111,8 @@ export async function gatherEvidence(input: EvidenceInput, services: VerifierSer
   const stamp = input.attestation ?? (await checkStamp(input.raw, input.request, clientUnavailable, services));
   const fingerprint = checkFingerprint(input.body, { salt: config.fingerprintSalt });
   // A release that binds requests never sends a v1 stamp: one from it is a downgrade (discovery edited).
-  const attestation = requireRequestBinding(stamp, fingerprint.clientVersion, config.releases);
+  const bound = requireRequestBinding(stamp, fingerprint.clientVersion, config.releases);
+  const { attestation, install, signal: installSignal } = await installEvidence(bound, input.keyId, fingerprint, services);
   const keyClass = fingerprintStats.record(input.keyId, fingerprint.signal);
   const gateway = gatewayStats.record(
     input.keyId,
@@ -112,6 +123,7 @@ export async function gatherEvidence(input: EvidenceInput, services: VerifierSer
     }),
     input.remoteAddress,
   );
+  if (install !== undefined) addInstallFanIn(gateway, install.iid, input.remoteAddress, services);
   const thinking = verifyRequestBlocks(input.body, input.keyId, blockKeyring);
   // The attribution block was parsed once, by the fingerprint check.
   const client = { cv: fingerprint.clientVersion, ep: fingerprint.entrypoint };
@@ -128,6 +140,54 @@ export async function gatherEvidence(input: EvidenceInput, services: VerifierSer
     thinking: thinking.signal,
     gateway: gateway.signals,
     decoy: decoy.signal,
+    install: installSignal,
   };
-  return { signals, attestation, fingerprint, keyClass, gateway, thinking, client, clientUnavailable, decoy };
+  return { signals, attestation, fingerprint, keyClass, gateway, thinking, client, clientUnavailable, decoy, install };
+}
+
+/**
+ * The `install` signal (protocol 1.2) and the stamp as it stands for this key: a valid `i1`
+ * stamp is `known`, `new` (enrolled within `installNewHours`) or `over_limit`; one under a
+ * revoked install is `revoked`; a valid `r1`/`v1` stamp from a release the release table says
+ * speaks `install_keys` is `release_only` (its release key should only enroll); anything else
+ * `none`. An install stamps only for the API key that enrolled it: under another key its
+ * stamp is `invalid`.
+ */
+export async function installEvidence(
+  stamp: AttestationResult,
+  keyId: string,
+  fingerprint: Pick<FingerprintCheck, 'clientVersion'>,
+  services: Pick<VerifierServices, 'config' | 'enrollment'>,
+  now = Date.now(),
+): Promise<{ attestation: AttestationResult; install: InstallRow | undefined; signal: InstallSignal }> {
+  const fromInstall = stamp.kid !== undefined && INSTALL_ID_PATTERN.test(stamp.kid);
+  if (!fromInstall || (stamp.signal !== 'valid' && stamp.signal !== 'revoked')) {
+    const releaseOnly =
+      stamp.signal === 'valid' &&
+      !fromInstall &&
+      releaseFeatures(services.config.releases, { kid: stamp.kid, cv: fingerprint.clientVersion }).has('install_keys');
+    return { attestation: stamp, install: undefined, signal: releaseOnly ? 'release_only' : 'none' };
+  }
+  const install = (await services.enrollment.keys.resolve(stamp.kid as string))?.row;
+  if (install === undefined) return { attestation: stamp, install, signal: 'none' };
+  if (install.keyId !== keyId) {
+    const reason = 'install enrolled under another API key';
+    return { attestation: { ...stamp, signal: 'invalid', binding: 'none', reason }, install: undefined, signal: 'none' };
+  }
+  if (stamp.signal === 'revoked') return { attestation: stamp, install, signal: 'revoked' };
+  if (install.overLimit) return { attestation: stamp, install, signal: 'over_limit' };
+  const fresh = now - install.created < services.config.installNewHours * 3_600_000;
+  return { attestation: stamp, install, signal: fresh ? 'new' : 'known' };
+}
+
+/** Address fan-in keyed by install: one install key used from many addresses is `address_fan_in`. */
+function addInstallFanIn(
+  gateway: RequestEvidence,
+  iid: string,
+  remoteAddress: string | undefined,
+  services: Pick<VerifierServices, 'enrollment'>,
+): void {
+  const seen = services.enrollment.fanIn.record(iid, { gateways: [], hops: [], userAgent: undefined, signals: [] }, remoteAddress);
+  const signals = gateway.signals as RelaySignal[];
+  if (seen.signals.includes('address_fan_in') && !signals.includes('address_fan_in')) signals.push('address_fan_in');
 }

@@ -94,6 +94,7 @@ export function recordDecision(
     ...recordedSignalsOf(evidence.signals),
     gateway: evidence.gateway.gateways.map((g) => g.id),
     relay: evidence.gateway.signals.filter((s) => s !== 'gateway_headers'),
+    installId: evidence.install?.iid ?? null,
     verdict: decision.verdict,
     reasons: [...decision.reasons, ...traced],
   });

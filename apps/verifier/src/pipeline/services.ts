@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import type { VerifierConfig } from '../config.js';
 import type { DecoyIndexCache } from '../decoy-index.js';
 import type { Flags } from '../flags.js';
+import type { Enrollment } from '../install-keys.js';
 import type { ApiKeyCache } from '../key-cache.js';
 import type { VerifierMetrics } from '../metrics.js';
 import type { Storage } from '../storage.js';
@@ -29,6 +30,8 @@ export interface VerifierServices {
   readonly fingerprintStats: FingerprintStats;
   readonly gatewayStats: GatewayStats;
   readonly keyCache: ApiKeyCache;
+  /** Per-install keys (protocol 1.2): enrollment keys, derived install keys, fan-in per install. */
+  readonly enrollment: Enrollment;
   /** Every key's decoys, for tracing decoys that come back in a request. */
   readonly decoyIndex: DecoyIndexCache;
   /** The server secret: decoys and their canaries, gateway address hashes. */

@@ -8,7 +8,7 @@ import type { RouteContext, RouteHandler } from '../router.js';
 import { RECORDED_SIGNALS } from '../signals.js';
 
 /** A query parameter as an integer in `[min, max]`, or a 400 that names it. */
-function intParam(url: URL, name: string, min: number, max: number): number | undefined {
+export function intParam(url: URL, name: string, min: number, max: number): number | undefined {
   const raw = url.searchParams.get(name);
   if (raw === null || raw === '') return undefined;
   const n = Number(raw);
@@ -22,7 +22,7 @@ function intParam(url: URL, name: string, min: number, max: number): number | un
 }
 
 /** A query parameter from a closed vocabulary, or a 400 that lists it. */
-function oneOf<T extends string>(url: URL, name: string, values: readonly T[]): T | undefined {
+export function oneOf<T extends string>(url: URL, name: string, values: readonly T[]): T | undefined {
   const raw = url.searchParams.get(name);
   if (raw === null || raw === '') return undefined;
   if (!(values as readonly string[]).includes(raw))

@@ -1,19 +1,25 @@
-import { FEATURES, TELEMETRY_PATH } from '@moat/protocol';
+import { ENROLLMENT_CHALLENGE_PATH, ENROLLMENT_PATH, FEATURES, TELEMETRY_PATH } from '@moat/protocol';
 import { DASHBOARD_CSP, DASHBOARD_HTML } from '../dashboard.js';
 import { ApiError } from '../errors.js';
 import { sendJson } from '../http.js';
 import { OPERATOR_HEADERS, type RouteHandler } from '../router.js';
 
 /** `GET /v1/moat`: version negotiation — versions, features, where telemetry and flags are. */
-export const discovery: RouteHandler = ({ res, services }) =>
+export const discovery: RouteHandler = ({ res, services }) => {
+  // Per-install keys only when an enrollment key is active: its public half is what clients agree keys with.
+  const enrollment = services.enrollment.keyring.advertised();
   sendJson(res, 200, {
     moat: {
       versions: [1],
-      features: [...FEATURES],
+      features: FEATURES.filter((f) => f !== 'install_keys' || enrollment !== undefined),
       telemetry: TELEMETRY_PATH,
       flags: `/api/features/${services.config.clientKey}`,
+      ...(enrollment === undefined
+        ? {}
+        : { enrollment: { challenge: ENROLLMENT_CHALLENGE_PATH, enroll: ENROLLMENT_PATH, ...enrollment } }),
     },
   });
+};
 
 /** `GET /api/features/<client key>`: the client flags in GrowthBook's features-endpoint format. */
 export const clientFeatures: RouteHandler = ({ res, params, services }) => {

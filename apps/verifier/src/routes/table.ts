@@ -1,10 +1,12 @@
-import { DISCOVERY_PATH, TELEMETRY_PATH } from '@moat/protocol';
+import { DISCOVERY_PATH, ENROLLMENT_CHALLENGE_PATH, ENROLLMENT_PATH, TELEMETRY_PATH } from '@moat/protocol';
 import { handleBatchCreate } from '../pipeline/batch.js';
 import { handleMessagesRequest, type MessagesEndpoint } from '../pipeline/index.js';
 import type { RouteHandler, RouteRow } from '../router.js';
 import * as admin from './admin.js';
 import * as batches from './batches.js';
 import { CONFORMANCE_PATH, handleConformance } from './conformance.js';
+import * as enroll from './enroll.js';
+import * as installs from './installs-admin.js';
 import * as moat from './moat.js';
 import { handlePassthrough } from './passthrough.js';
 import { answerReadiness } from './readiness.js';
@@ -39,6 +41,8 @@ export const ROUTES: readonly RouteRow[] = [
   ['GET', '/v1/messages/batches/:id/results', 'pipeline', 'client', batches.batchResults],
   ['POST', TELEMETRY_PATH, 'local', 'client', handleTelemetry],
   ['POST', CONFORMANCE_PATH, 'local', 'client', handleConformance],
+  ['POST', ENROLLMENT_CHALLENGE_PATH, 'local', 'client', enroll.challenge],
+  ['POST', ENROLLMENT_PATH, 'local', 'client', enroll.enroll],
   ['GET', DISCOVERY_PATH, 'local', 'public', moat.discovery],
   ['GET', '/api/features/*', 'local', 'public', moat.clientFeatures],
   ['GET', '/healthz', 'local', 'public', moat.healthz],
@@ -55,6 +59,9 @@ export const ROUTES: readonly RouteRow[] = [
   ['GET', '/admin/policy', 'local', 'admin', admin.policy],
   ['GET', '/admin/attestation-keys', 'local', 'admin', admin.attestationKeys],
   ['POST', '/admin/attestation-keys/revoke', 'local', 'admin', admin.revokeKid],
+  ['GET', '/admin/installs', 'local', 'admin', installs.listInstalls],
+  ['POST', '/admin/installs/revoke', 'local', 'admin', installs.revokeInstall],
+  ['GET', '/admin/enrollments', 'local', 'admin', installs.listEnrollments],
   ['*', '/admin/*', 'local', 'admin', moat.notFound('admin route')],
 ];
 
