@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { appendEnvelope, placeholderEnvelopes } from '@moat/protocol';
+import { appendEnvelope, credentialOf, placeholderEnvelopes } from '@moat/protocol';
 import {
   createWarner,
   errorMessage,
@@ -37,13 +37,14 @@ export interface AttestedFetchOptions {
    */
   readonly bindRequestFor?: (url: URL) => boolean;
   /**
-   * The enrolled install that stamps requests to `url` (protocol 1.2, SPEC §5.4): the origin
-   * it was opened for in the addon (`installOpen`) and its install id. Such a request gets an
-   * `i1` envelope, which the addon MACs with that install's key instead of the release key
-   * (the request is bound as for `r1`). `undefined` (default): `r1` or `v1` as above. When the
-   * addon has no enrolled install for that origin after all, the request goes with `r1`.
+   * The enrolled install that stamps a request to `url` sent with API key `credential`
+   * (protocol 1.2, SPEC §5.4; the credential by §5.3's rule, `""` for none): the name it was
+   * opened under in the addon (`installOpen`'s `origin`) and its install id. Such a request
+   * gets an `i1` envelope, which the addon MACs with that install's key instead of the release
+   * key (the request is bound as for `r1`). `undefined` (default): `r1` or `v1` as above. When
+   * the addon has no enrolled install of that name after all, the request goes with `r1`.
    */
-  readonly installFor?: (url: URL) => { readonly origin: string; readonly installId: string } | undefined;
+  readonly installFor?: (url: URL, credential: string) => { readonly install: string; readonly installId: string } | undefined;
   /** Stamp length in hex digits (32-64, default 32 = 128 bits). */
   readonly stampHexLength?: number;
   readonly timeoutMs?: number;
@@ -148,6 +149,14 @@ function nonceHex(): string {
   const hex = noncePool.hex.slice(noncePool.at, noncePool.at + 16);
   noncePool.at += 16;
   return hex;
+}
+
+/** The API credential of header lines (`name: value`, lowercase names) by SPEC §5.3's rule. */
+function credentialOfLines(lines: readonly string[]): string {
+  return credentialOf((name) => {
+    const prefix = `${name}: `;
+    return lines.find((line) => line.startsWith(prefix))?.slice(prefix.length);
+  });
 }
 
 /** Whether the body, read as UTF-8 text (a byte-order mark dropped), starts with "{" and ends with "}". */
@@ -730,8 +739,9 @@ function createSender(options: AttestedFetchOptions) {
     // Only a body that reads as "{…}" gets the envelope; any other goes as it is, without a warning.
     if (body !== undefined && bracesAround(body) && (options.envelopeFor?.(url) ?? true)) {
       try {
-        const enrolled = native === undefined ? undefined : options.installFor?.(url);
-        install = enrolled?.origin;
+        const enrolled =
+          native === undefined || options.installFor === undefined ? undefined : options.installFor(url, credentialOfLines(lines));
+        install = enrolled?.install;
         envelope =
           enrolled !== undefined
             ? placeholder(enrolled.installId, 'install')

@@ -36,10 +36,10 @@ function client(installKeys: InstallKeyOptions = {}): MoatFetch {
   });
 }
 
-async function ask(f: typeof fetch): Promise<number> {
+async function ask(f: typeof fetch, apiKey = 'sk-install'): Promise<number> {
   const res = await f(`${server.url}/v1/messages`, {
     method: 'POST',
-    headers: { 'x-api-key': 'sk-install', 'content-type': 'application/json' },
+    headers: { 'x-api-key': apiKey, 'content-type': 'application/json' },
     body: JSON.stringify({ model: 'm', max_tokens: 8, messages: [{ role: 'user', content: 'hello there' }] }),
   });
   await res.text();
@@ -57,6 +57,21 @@ describe('per-install keys', () => {
     expect(warnings).toEqual([]);
     const status = await f.connect(server.url);
     expect(status.find((s) => s.layer === 'attest')?.detail).toContain(`install ${server.enrolled[0]} (i1)`);
+  });
+
+  it('keeps one install per API key (the verifier binds an install to the key that enrolled it)', async () => {
+    const f = client();
+    expect(await ask(f, 'sk-one')).toBe(200);
+    expect(await ask(f, 'sk-two')).toBe(200);
+    expect(await ask(f, 'sk-one')).toBe(200);
+    await f.close();
+    expect(server.enrolled).toHaveLength(2);
+    expect(server.stamps.map((s) => [s.kid, s.valid])).toEqual([
+      [server.enrolled[0], true],
+      [server.enrolled[1], true],
+      [server.enrolled[0], true],
+    ]);
+    expect(readdirSync(dir)).toHaveLength(2);
   });
 
   it('stamps r1 where discovery does not advertise install_keys, and makes no install state', async () => {

@@ -60,7 +60,7 @@ export function attestationLayer(options: AttestationLayerOptions = {}): MoatLay
       ...transportOptions,
       onUnattested,
       bindRequestFor: (target) => requestBinding === 'always' || pins.has(target.origin),
-      ...(installs === undefined ? {} : { installFor: (target: URL) => installs.installFor(target) }),
+      ...(installs === undefined ? {} : { installFor: (target: URL, credential: string) => installs.installFor(target, credential) }),
     }) as typeof fetch;
     return attested;
   };

@@ -7,6 +7,7 @@
  * any enrollment failure leaves the call with `r1`, warns once, reports `layer_degraded`,
  * and enrollment is tried again after a back-off, not on every call.
  */
+import { createHash } from 'node:crypto';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { type DiscoveryEnrollment, enrollmentRequestBody, parseChallengeAnswer, parseEnrollmentAnswer } from '@moat/protocol';
@@ -63,8 +64,19 @@ class EnrollmentFailure extends Error {
   }
 }
 
-/** Per origin: the active install, the enrollment under way, the back-off. */
-interface OriginState {
+/**
+ * The name an install is kept under: its origin and a digest of the API key it enrolled with,
+ * since the verifier binds an install to one API key (an app that switches keys has one
+ * install per key).
+ */
+export function installName(origin: string, credential: string): string {
+  return `${origin}#${createHash('sha256').update(credential).digest('hex').slice(0, 16)}`;
+}
+
+/** Per origin and API key: the active install, the enrollment under way, the back-off. */
+interface InstallState {
+  /** The name the addon keeps it under ({@link installName}). */
+  readonly name: string;
   installId?: string | undefined;
   enrolling?: Promise<void> | undefined;
   failures: number;
@@ -103,8 +115,8 @@ const INSTALL_REFUSED = /\battestation=(?:unknown_key|revoked)\b|\binstall=(?:re
 export interface InstallKeys {
   /** Readies the install for a call (enrolling first when the endpoint advertises `install_keys`). Never throws. */
   prepare(e: Endpoint, call: MoatCall, native: unknown, send: typeof fetch): Promise<void>;
-  /** The enrolled install that stamps a request to `url` (the attested transport's `installFor`). */
-  installFor(url: URL): { origin: string; installId: string } | undefined;
+  /** The enrolled install that stamps a request to `url` with `credential` (the attested transport's `installFor`). */
+  installFor(url: URL, credential: string): { install: string; installId: string } | undefined;
   /**
    * After an answer to an `i1`-stamped call: when the verifier refused the install (unknown or
    * revoked), forgets it and enrolls again, once; true when the call should be sent again.
@@ -114,24 +126,28 @@ export interface InstallKeys {
   status(e: Endpoint): string | undefined;
 }
 
-/** The install keys of one client (one state per origin). */
+/** The install keys of one client (one state per origin and API key). */
 export function createInstallKeys(options: InstallKeyOptions, warn: Warner): InstallKeys {
   const dir = options.stateDir ?? defaultInstallDir();
   const keystore = options.keystore ?? (process.env.MOAT_INSTALL_KEYSTORE === 'file' ? 'file' : 'auto');
   const now = options.now ?? Date.now;
   const retryMs = options.retryMs ?? 60_000;
   const maxRetryMs = options.maxRetryMs ?? 3_600_000;
-  const origins = new Map<string, OriginState>();
-  const stateOf = (origin: string): OriginState => {
-    let s = origins.get(origin);
+  const installs = new Map<string, InstallState>();
+  /** The latest install used per origin, for the status line. */
+  const latest = new Map<string, InstallState>();
+  const stateOf = (origin: string, credential: string): InstallState => {
+    const name = installName(origin, credential);
+    let s = installs.get(name);
     if (s === undefined) {
-      s = { failures: 0, retryAt: 0, pinChecked: false, reenrolled: false, detail: '' };
-      origins.set(origin, s);
+      s = { name, failures: 0, retryAt: 0, pinChecked: false, reenrolled: false, detail: '' };
+      installs.set(name, s);
     }
+    latest.set(origin, s);
     return s;
   };
 
-  const failed = (e: Endpoint, s: OriginState, error: unknown) => {
+  const failed = (e: Endpoint, s: InstallState, error: unknown) => {
     s.failures += 1;
     const backoff = Math.min(retryMs * 2 ** (s.failures - 1), maxRetryMs);
     const wait = Math.max(backoff, error instanceof EnrollmentFailure ? error.retryAfterMs : 0);
@@ -145,28 +161,35 @@ export function createInstallKeys(options: InstallKeyOptions, warn: Warner): Ins
   };
 
   /** The state of a run before: an install enrolled at this origin keeps stamping i1 (the pin). */
-  const pinned = (addon: InstallAddon, origin: string, s: OriginState) => {
+  const pinned = (addon: InstallAddon, s: InstallState) => {
     s.pinChecked = true;
-    const opened = addon.installOpen(dir, origin, { create: false, keystore });
+    const opened = addon.installOpen(dir, s.name, { create: false, keystore });
     if (opened?.enrolled === true) s.installId = opened.installId;
   };
 
   /** Opens the install state; one that cannot be used (a keystore key gone, a corrupt file) is replaced. */
-  const open = (addon: InstallAddon, origin: string) => {
+  const open = (addon: InstallAddon, name: string) => {
     try {
-      return addon.installOpen(dir, origin, { keystore });
+      return addon.installOpen(dir, name, { keystore });
     } catch (error) {
       const code = (error as { code?: unknown }).code;
       if (code !== 'ERR_NATIVE_INSTALL_SEALED' && code !== 'ERR_NATIVE_INSTALL_STATE') throw error;
-      warn(`install state for ${origin} unusable (${errorMessage(error)}); enrolling a new install`, `install-state:${origin}`);
-      addon.installForget(origin, dir);
-      return addon.installOpen(dir, origin, { keystore });
+      warn(`install state for ${name} unusable (${errorMessage(error)}); enrolling a new install`, `install-state:${name}`);
+      addon.installForget(name, dir);
+      return addon.installOpen(dir, name, { keystore });
     }
   };
 
-  const enroll = async (addon: InstallAddon, e: Endpoint, enrollment: DiscoveryEnrollment, call: MoatCall, send: typeof fetch) => {
-    const s = stateOf(e.origin);
-    const opened = open(addon, e.origin);
+  /** Challenge, enrollment (stamped r1 through `send`), activation in the addon. */
+  const enroll = async (
+    addon: InstallAddon,
+    e: Endpoint,
+    s: InstallState,
+    enrollment: DiscoveryEnrollment,
+    call: MoatCall,
+    send: typeof fetch,
+  ) => {
+    const opened = open(addon, s.name);
     if (opened === null) throw new EnrollmentFailure('no install state could be made');
     if (opened.enrolled && opened.installId !== undefined) {
       s.installId = opened.installId;
@@ -191,7 +214,7 @@ export function createInstallKeys(options: InstallKeyOptions, warn: Warner): Ins
     const answer = parseEnrollmentAnswer(await res.json());
     if (answer.ekid !== enrollment.kid)
       throw new EnrollmentFailure(`expected the enrollment under key ${enrollment.kid}, got one under ${answer.ekid}`);
-    addon.installActivate(e.origin, answer.installId, answer.ekid, enrollment.key, challenge);
+    addon.installActivate(s.name, answer.installId, answer.ekid, enrollment.key, challenge);
     s.installId = answer.installId;
     s.failures = 0;
     s.detail = '';
@@ -199,20 +222,20 @@ export function createInstallKeys(options: InstallKeyOptions, warn: Warner): Ins
 
   const prepare: InstallKeys['prepare'] = async (e, call, native, send) => {
     const addon = installAddon(native);
+    const s = stateOf(e.origin, call.apiKey ?? '');
     if (addon === undefined) {
-      // An addon from before protocol 1.2 cannot enroll: r1, said once per endpoint.
-      if (native !== undefined && e.enrollment !== undefined && !stateOf(e.origin).pinChecked) {
-        stateOf(e.origin).pinChecked = true;
-        failed(e, stateOf(e.origin), new EnrollmentFailure('the native addon has no install keys (an addon before protocol 1.2)'));
+      // An addon from before protocol 1.2 cannot enroll: r1, said once.
+      if (native !== undefined && e.enrollment !== undefined && !s.pinChecked) {
+        s.pinChecked = true;
+        failed(e, s, new EnrollmentFailure('the native addon has no install keys (an addon before protocol 1.2)'));
       }
       return;
     }
-    const s = stateOf(e.origin);
     try {
-      if (s.installId === undefined && !s.pinChecked) pinned(addon, e.origin, s);
+      if (s.installId === undefined && !s.pinChecked) pinned(addon, s);
       if (s.installId !== undefined || e.enrollment === undefined) return;
       if (s.enrolling === undefined && now() < s.retryAt) return;
-      s.enrolling ??= enroll(addon, e, e.enrollment, call, send).finally(() => {
+      s.enrolling ??= enroll(addon, e, s, e.enrollment, call, send).finally(() => {
         s.enrolling = undefined;
       });
       await s.enrolling;
@@ -221,38 +244,37 @@ export function createInstallKeys(options: InstallKeyOptions, warn: Warner): Ins
     }
   };
 
+  const refused: InstallKeys['refused'] = async (e, call, res, native, send) => {
+    const addon = installAddon(native);
+    const s = installs.get(installName(e.origin, call.apiKey ?? ''));
+    if (addon === undefined || s?.installId === undefined || (res.status !== 401 && res.status !== 403)) return false;
+    const text = await res
+      .clone()
+      .text()
+      .catch(() => '');
+    if (!INSTALL_REFUSED.test(text)) return false;
+    s.installId = undefined;
+    addon.installForget(s.name, dir);
+    if (s.reenrolled) {
+      warn(`the verifier at ${e.origin} refused the install again; requests go with the release stamp (r1)`, `install-refused:${e.origin}`);
+      return false;
+    }
+    s.reenrolled = true;
+    s.retryAt = 0;
+    warn(`the verifier at ${e.origin} refused the install (unknown or revoked); enrolling again`, `install-reenroll:${e.origin}`);
+    await prepare(e, call, native, send);
+    return s.installId !== undefined;
+  };
+
   return {
     prepare,
-    installFor: (url) => {
-      const installId = origins.get(url.origin)?.installId;
-      return installId === undefined ? undefined : { origin: url.origin, installId };
+    installFor: (url, credential) => {
+      const s = installs.get(installName(url.origin, credential));
+      return s?.installId === undefined ? undefined : { install: s.name, installId: s.installId };
     },
-    refused: async (e, call, res, native, send) => {
-      const addon = installAddon(native);
-      const s = origins.get(e.origin);
-      if (addon === undefined || s?.installId === undefined || (res.status !== 401 && res.status !== 403)) return false;
-      const text = await res
-        .clone()
-        .text()
-        .catch(() => '');
-      if (!INSTALL_REFUSED.test(text)) return false;
-      s.installId = undefined;
-      addon.installForget(e.origin, dir);
-      if (s.reenrolled) {
-        warn(
-          `the verifier at ${e.origin} refused the install again; requests go with the release stamp (r1)`,
-          `install-refused:${e.origin}`,
-        );
-        return false;
-      }
-      s.reenrolled = true;
-      s.retryAt = 0;
-      warn(`the verifier at ${e.origin} refused install (unknown or revoked); enrolling again`, `install-reenroll:${e.origin}`);
-      await prepare(e, call, native, send);
-      return s.installId !== undefined;
-    },
+    refused,
     status: (e) => {
-      const s = origins.get(e.origin);
+      const s = latest.get(e.origin);
       if (s?.installId !== undefined) return `install ${s.installId} (i1)`;
       if (s?.detail) return s.detail;
       return e.enrollment === undefined ? undefined : 'install not enrolled yet';
