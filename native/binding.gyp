@@ -7,7 +7,10 @@
       "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],
       "cflags_c": ["-std=c99", "-O2", "-Wall", "-Wextra", "-fvisibility=hidden", "-D_FORTIFY_SOURCE=2", "-fstack-protector-strong"],
       "libraries": ["-lcrypto", "-lpthread", "-ldl"],
-      "ldflags": ["-Wl,-z,relro,-z,now", "-s"]
+      "ldflags": ["-Wl,-z,relro,-z,now", "-s"],
+      "conditions": [
+        ["OS=='mac'", {"libraries": ["-framework Security", "-framework CoreFoundation"]}]
+      ]
     }
   ]
 }

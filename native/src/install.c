@@ -839,15 +839,3 @@ moat_install_result moat_install_forget(const char *origin, const char *dir, cha
   entry_free(e);
   return r;
 }
-
-void moat_install_forget_all(void) {
-  pthread_mutex_lock(&registry_lock);
-  entry *all = registry;
-  registry = NULL;
-  pthread_mutex_unlock(&registry_lock);
-  while (all != NULL) {
-    entry *next = all->next;
-    entry_free(all);
-    all = next;
-  }
-}

@@ -72,7 +72,4 @@ void moat_install_key_put(moat_install_key *key);
 const char *moat_install_key_iid(const moat_install_key *key);
 const struct moat_mac_key *moat_install_key_mac(const moat_install_key *key);
 
-/* Drops every open install (tests, and the sanitizer's leak check). */
-void moat_install_forget_all(void);
-
 #endif
