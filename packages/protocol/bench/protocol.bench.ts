@@ -6,11 +6,16 @@
  * - attribution-block parse vs one node:crypto SHA-256 of the same block (the cost floor
  *   the fingerprint check pays anyway);
  * - locating the envelope in a 100 KiB body vs Buffer.indexOf over it (one memmem pass);
- * - computing a stamp vs a bare node:crypto HMAC over the same bytes, and vs @noble/hashes.
+ * - computing a stamp vs a bare node:crypto HMAC over the same bytes, and vs @noble/hashes;
+ * - an i1 stamp (protocol 1.2, under an install key) vs an r1 stamp of the same 2 KiB request;
+ * - deriving an install key (X25519 + HKDF on node:crypto, what a verifier does once per
+ *   install before caching it) vs the same on @noble/curves and @noble/hashes.
  *
  * Run: pnpm --filter @moat/protocol bench (after a build).
  */
 import { createHash, createHmac } from 'node:crypto';
+import { x25519 } from '@noble/curves/ed25519.js';
+import { hkdf } from '@noble/hashes/hkdf.js';
 import { hmac } from '@noble/hashes/hmac.js';
 import { sha256 } from '@noble/hashes/sha2.js';
 import { Bench } from 'tinybench';
@@ -36,6 +41,30 @@ const loc = p.locateEnvelope(bigBytes);
 if (loc.status !== 'found') throw new Error('bench body has no envelope');
 const key = new Uint8Array(32).fill(7);
 const needle = Buffer.from('"moat_att"');
+
+// A typical request, once with an r1 and once with an i1 envelope of the same length.
+const request = { method: 'POST', authority: 'api.example.com', path: '/v1/messages', credential: 'sk-ant-bench-0001' };
+const chat = JSON.stringify({ model: 'm', max_tokens: 1024, messages: [{ role: 'user', content: 'y'.repeat(2048) }] });
+function bodyWith(kid: string, binding: 'request' | 'install') {
+  const bytes = p.utf8(p.appendEnvelope(chat, p.placeholderEnvelope({ kid, ts: 1764000000, nonce: '9f2c4e7a1b3d5c6f', binding })));
+  const at = p.locateEnvelope(bytes);
+  if (at.status !== 'found') throw new Error('bench body has no envelope');
+  return { bytes, start: at.stampStart, end: at.stampEnd };
+}
+const r1 = bodyWith('k2026a0000000000000000000', 'request');
+const i1 = bodyWith('i0123456789abcdef01234567', 'install');
+const installPrivate = new Uint8Array(32).fill(3);
+const verifierPublic = x25519.getPublicKey(new Uint8Array(32).fill(4));
+const enrollment = {
+  privateKey: installPrivate,
+  peerPublicKey: verifierPublic,
+  challenge: new Uint8Array(32).fill(5),
+  installId: 'i0123456789abcdef01234567',
+  ekid: 'e2026a',
+  installPublicKey: p.x25519PublicKey(new Uint8Array(32).fill(6)),
+};
+const installKey = p.deriveInstallKey(enrollment);
+const info = p.lengthPrefixed([p.INSTALL_KEY_LABEL, enrollment.installId, enrollment.ekid, enrollment.installPublicKey]);
 
 interface Pair {
   readonly name: string;
@@ -80,6 +109,18 @@ const pairs: Pair[] = [
     baseline: 'HMAC on @noble/hashes (100 KiB)',
     run: () => p.computeStamp(key, bigBytes, loc.stampStart, loc.stampEnd),
     base: () => hmac(sha256, key, bigBytes),
+  },
+  {
+    name: 'computeStamp i1 (2 KiB request)',
+    baseline: 'computeStamp r1 (2 KiB request)',
+    run: () => p.computeStamp(installKey, i1.bytes, i1.start, i1.end, request),
+    base: () => p.computeStamp(key, r1.bytes, r1.start, r1.end, request),
+  },
+  {
+    name: 'deriveInstallKey',
+    baseline: 'X25519 + HKDF on @noble',
+    run: () => p.deriveInstallKey(enrollment),
+    base: () => hkdf(sha256, x25519.getSharedSecret(installPrivate, verifierPublic), enrollment.challenge, info, 32),
   },
 ];
 

@@ -2,7 +2,7 @@
 """The stdio conformance interface (SPEC.md section 15) over the Python reference.
 
 One JSON request per line on stdin, one JSON answer per line on stdout, every operation of
-the kit. Ed25519 verification uses the ``cryptography`` package (Debian: python3-cryptography);
+the kit. Ed25519 verification and X25519 use the ``cryptography`` package (Debian: python3-cryptography);
 everything else is moat_protocol.py, standard library only.
 
 MOAT_CONFORMANCE_MUTANT names one rule of SPEC.md (see MUTANTS below) whose deliberate bug is
@@ -41,6 +41,7 @@ MUTANTS = {
     "3.4-3": "the attribution parser raises on a non-string input",
     "4.1-1": "the envelope's 128-byte limit counted in characters",
     "4.1-2": "the envelope scheme compared case-insensitively",
+    "4.1-3": "i1 refused as an unknown scheme (a 1.1 parser)",
     "4.2-1": "the envelope appended as the first member",
     "4.2-2": "the body checked before the envelope value when appending",
     "4.3-1": "member names compared as written, escapes not decoded",
@@ -56,6 +57,10 @@ MUTANTS = {
     "5.3-5": "repeated headers joined with a comma and no space",
     "5.3-6": "an authority with capitals accepted by the request base",
     "5.3-8": "an r1 stamp without request components verified as a v1 stamp",
+    "5.4-1": "the install key's HKDF info with the ekid before the install id",
+    "5.4-2": "an all-zero X25519 shared secret (a low-order point) accepted",
+    "5.4-3": "an i1 stamp computed over the body only, as v1",
+    "5.4-4": "an i1 stamp without request components verified as a v1 stamp",
     "6.1-1": "a later user message's text used when the first user message has none",
     "6.2-1": "fingerprint characters indexed by UTF-16 code units",
     "6.2-2": 'a fingerprint index past the end gives "" instead of "0"',
@@ -75,9 +80,23 @@ MUTANTS = {
     "10-1": "a discovery document with no versions accepted",
     "10-2": "the valid parts of a version header kept when another part is invalid",
     "10-3": "the lowest common version chosen",
+    "10.1-1": "install_keys accepted without an enrollment member",
+    "10.1-2": "enrollment parsed (and refused when broken) without install_keys",
+    "10.2-1": "a challenge lifetime over 300 seconds accepted",
+    "10.2-2": "a used challenge, or one issued to another credential, accepted",
+    "10.3-1": "padded and non-canonical base64url keys and challenges accepted",
+    "10.3-2": "the challenge checked (and spent) before the release stamp",
+    "10.3-3": "a revoked release key enrolls",
+    "10.3-4": "a valid v1 or i1 stamp enrolls",
+    "10.3-5": "a low-order install key enrolled",
+    "10.3-6": "an enrollment over a limit created under policy block",
+    "10.3-7": "install_id accepted in any case",
+    "10.4-1": "an enrolled install stamps r1 when discovery stops listing install_keys",
     "11-1": "the telemetry body's byte length not checked",
     "11-2": "known telemetry events keep their unknown members",
     "11-3": "telemetry strings counted in characters",
+    "13-1": "a valid release-key stamp from a release that speaks install_keys scored none",
+    "13-2": "a correct MAC under a revoked install scored none",
 }
 
 
@@ -141,7 +160,7 @@ def compute(req: dict) -> dict:
     loc = found_envelope(body)
     # §15 order: location, then the key, then (r1) the request base.
     key = check_key(hex_bytes(req, "key"))
-    bound = loc["envelope"].get("binding") == "request"
+    bound = mp.is_bound(loc["envelope"])
     request = req.get("request") if bound else None
     if bound and not isinstance(request, dict):
         raise mp.ProtocolError("ERR_STAMP_REQUEST", "the request components", "none")
@@ -166,10 +185,11 @@ def verify(req: dict) -> dict:
     if loc["status"] != "found":
         return {"result": loc["status"]}
     key = check_key(hex_bytes(req, "key"))
-    bound = loc["envelope"].get("binding") == "request"
+    bound = mp.is_bound(loc["envelope"])
     request = req.get("request")
     if bound and not isinstance(request, dict):
-        if MUTANT != "5.3-8":
+        mutant = {"request": "5.3-8", "install": "5.4-4"}[loc["envelope"]["binding"]]
+        if MUTANT != mutant:
             return {"result": "invalid"}
         bound = False
     try:
@@ -326,6 +346,63 @@ def parse_signature(req: dict) -> dict:
     return valid_or_error(run)
 
 
+def derive(req: dict) -> dict:
+    key = mp.derive_install_key(
+        hex_bytes(req, "privateKey"),
+        hex_bytes(req, "peerPublicKey"),
+        hex_bytes(req, "challenge"),
+        text(req, "installId"),
+        text(req, "ekid"),
+        text(req, "installPublicKey"),
+    )
+    return {"key": key.hex()}
+
+
+SCHEMES = ("v1", "r1", "i1", "none")
+OUTCOME_FACTS = {
+    "request": ("valid", "invalid"),
+    "scheme": SCHEMES,
+    "attestation": mp.ATTESTATION_SIGNALS,
+    "ekid": ("active", "unknown"),
+    "challenge": ("fresh", "unknown", "expired", "used", "other_credential"),
+    "lowOrder": (True, False),
+    "limit": ("within", "over"),
+    "limitAction": ("monitor", "flag", "block"),
+}
+SIGNAL_FACTS = {
+    "scheme": SCHEMES,
+    "attestation": mp.ATTESTATION_SIGNALS,
+    "install": ("known", "new", "over_limit", "revoked", "unknown"),
+    "releaseSpeaksInstallKeys": (True, False),
+}
+
+
+def facts(req: dict, members: dict, optional: tuple = ()) -> dict:
+    value = req.get("facts")
+    if not isinstance(value, dict):
+        raise RequestError("facts: expected an object")
+    for member, allowed in members.items():
+        if member not in value and member in optional:
+            continue
+        # bool is an int in Python: compare types too, so 1 is not True.
+        if not any(value.get(member) == a and type(value.get(member)) is type(a) for a in allowed):
+            raise RequestError(f"facts.{member}: expected one of {allowed}")
+    return value
+
+
+def strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def scheme(req: dict) -> dict:
+    features = req.get("features")
+    pinned = req.get("pinned", [])
+    enrolled = req.get("enrolled", False)
+    if not strings(features) or not strings(pinned) or not isinstance(enrolled, bool):
+        raise RequestError("features, pinned: expected strings; enrolled: a boolean")
+    return {"scheme": mp.envelope_scheme_for(features, pinned, enrolled)}
+
+
 OPERATIONS: dict[str, Callable[[dict], dict]] = {
     "attribution.parse": lambda r: valid_or_error(lambda: attribution_fields(mp.parse_attribution(r.get("input")))),
     "attribution.serialize": serialize,
@@ -348,7 +425,14 @@ OPERATIONS: dict[str, Callable[[dict], dict]] = {
     "negotiation.discovery": lambda r: valid_or_error(lambda: {"discovery": mp.parse_discovery(r.get("input"))}),
     "negotiation.version_header": version_header,
     "negotiation.negotiate": lambda r: {"version": mp.negotiate_version(integers(r.get("server"), "server"), integers(r.get("client"), "client"))},
+    "negotiation.scheme": scheme,
     "telemetry.batch": telemetry,
+    "enroll.derive": lambda r: valid_or_error(lambda: derive(r)),
+    "enroll.request": lambda r: valid_or_error(lambda: {"request": mp.parse_enrollment_request(r.get("input"))}),
+    "enroll.answer": lambda r: valid_or_error(lambda: {"answer": mp.parse_enrollment_answer(r.get("input"))}),
+    "enroll.challenge": lambda r: valid_or_error(lambda: {"answer": mp.parse_challenge_answer(r.get("input"))}),
+    "enroll.outcome": lambda r: {"outcome": mp.enrollment_outcome(facts(r, OUTCOME_FACTS))},
+    "enroll.signal": lambda r: {"install": mp.install_signal(facts(r, SIGNAL_FACTS, ("install", "releaseSpeaksInstallKeys")))},
 }
 
 

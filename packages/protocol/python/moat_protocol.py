@@ -1,4 +1,5 @@
-"""Moat wire protocol v1 — second reference implementation, Python standard library only.
+"""Moat wire protocol v1 — second reference implementation, Python standard library only
+(X25519 for install keys, §5.4, from the ``cryptography`` package).
 
 Written from SPEC.md alone; the TypeScript implementation is not consulted. Every function
 raises ProtocolError (with a stable ``code``) on malformed input and nothing else.
@@ -6,6 +7,7 @@ raises ProtocolError (with a stable ``code``) on malformed input and nothing els
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -16,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 from urllib.parse import urlsplit
 
-SPEC_VERSION = "1.1.1"
+SPEC_VERSION = "1.2.0"
 PROTOCOL_VERSION = 1
 
 
@@ -224,10 +226,11 @@ def parse_envelope(value: Any) -> dict:
     scheme, kid, ts, nonce, stamp = parts
     if MUTANT == "4.1-2":
         scheme = scheme.lower()
-    if scheme not in ("v1", "r1"):
+    schemes = ("v1", "r1") if MUTANT == "4.1-3" else ("v1", "r1", "i1")
+    if scheme not in schemes:
         if _full(r"v[0-9]+", scheme):
-            raise ProtocolError("ERR_UNSUPPORTED_VERSION", "v1 or r1", _describe(scheme))
-        raise ProtocolError("ERR_ENVELOPE_SYNTAX", '"v1" or "r1" first', _describe(scheme))
+            raise ProtocolError("ERR_UNSUPPORTED_VERSION", "v1, r1 or i1", _describe(scheme))
+        raise ProtocolError("ERR_ENVELOPE_SYNTAX", '"v1", "r1" or "i1" first', _describe(scheme))
     if not _full(r"[A-Za-z0-9_\-]{1,32}", kid):
         raise ProtocolError("ERR_ENVELOPE_KID", "a key id", _describe(kid))
     if not _full(r"[0-9]{10}", ts):
@@ -239,6 +242,8 @@ def parse_envelope(value: Any) -> dict:
     envelope = {"kid": kid, "ts": int(ts), "nonce": nonce, "stamp": stamp}
     if scheme == "r1":
         envelope["binding"] = "request"
+    elif scheme == "i1":
+        envelope["binding"] = "install"
     return envelope
 
 
@@ -644,15 +649,21 @@ def compute_stamp(key: bytes, body: bytes, stamp_start: int, stamp_end: int, req
     return hmac.new(key, message, hashlib.sha256).hexdigest()[:length]
 
 
+def is_bound(envelope: dict) -> bool:
+    """Whether the envelope's stamp covers the request (r1, and i1 since 1.2)."""
+    binding = envelope.get("binding")
+    return binding == "request" or (binding == "install" and MUTANT != "5.4-3")
+
+
 def verify_stamp(key: bytes, body: bytes, request: Optional[dict] = None) -> str:
     """valid | invalid | missing | not_last | malformed (MAC only; window and replay are policy).
 
-    An r1 envelope's stamp covers ``request`` too (§5.3); a v1 envelope's never does.
+    An r1 or i1 envelope's stamp covers ``request`` too (§5.3, §5.4); a v1 envelope's never does.
     """
     loc = locate_envelope(body)
     if loc["status"] != "found":
         return loc["status"]
-    bound = loc["envelope"].get("binding") == "request"
+    bound = is_bound(loc["envelope"])
     if bound and request is None:
         return "invalid"
     expected = compute_stamp(key, body, loc["stampStart"], loc["stampEnd"], request if bound else None)
@@ -928,7 +939,9 @@ def detect_gateways(table: dict, headers: Iterable = (), base_url: Optional[str]
 # ---------------------------------------------------------------------------------------
 # §10 negotiation
 
-FEATURES = ("attribution", "attestation", "fingerprint", "anti_distillation", "signed_blocks", "telemetry", "request_binding")
+FEATURES = ("attribution", "attestation", "fingerprint", "anti_distillation", "signed_blocks", "telemetry", "request_binding", "install_keys")
+_PATH = r"/[A-Za-z0-9._~/\-]{0,255}"
+_KID = r"[A-Za-z0-9_\-]{1,32}"
 
 
 def parse_discovery(doc: Any) -> dict:
@@ -947,10 +960,30 @@ def parse_discovery(doc: Any) -> dict:
         if member not in root:
             continue
         value = root[member]
-        if not isinstance(value, str) or not _full(r"/[A-Za-z0-9._~/\-]{0,255}", value):
+        if not isinstance(value, str) or not _full(_PATH, value):
             raise ProtocolError("ERR_DISCOVERY", f'"{member}" as an absolute path', _describe(value))
         out[member] = value
+    if "install_keys" in out["features"] or (MUTANT == "10.1-2" and "enrollment" in root):
+        enrollment = _parse_discovery_enrollment(root.get("enrollment"))
+        if enrollment is not None:
+            out["enrollment"] = enrollment
     return out
+
+
+def _parse_discovery_enrollment(value: Any) -> Optional[dict]:
+    if value is None and MUTANT == "10.1-1":
+        return None
+    if not isinstance(value, dict):
+        raise ProtocolError("ERR_DISCOVERY", '"enrollment" as an object', _describe(value))
+    for member in ("challenge", "enroll"):
+        path = value.get(member)
+        if not isinstance(path, str) or not _full(_PATH, path):
+            raise ProtocolError("ERR_DISCOVERY", f'"enrollment.{member}" as an absolute path', _describe(path))
+    if not isinstance(value.get("kid"), str) or not _full(_KID, value["kid"]):
+        raise ProtocolError("ERR_DISCOVERY", '"enrollment.kid" as a key id', _describe(value.get("kid")))
+    if b64url32(value.get("key")) is None:
+        raise ProtocolError("ERR_DISCOVERY", '"enrollment.key" as base64url of 32 bytes', _describe(value.get("key")))
+    return {"challenge": value["challenge"], "enroll": value["enroll"], "kid": value["kid"], "key": value["key"]}
 
 
 def parse_version_header(value: Optional[str]) -> list:
@@ -1041,3 +1074,167 @@ def parse_telemetry_batch(batch: Any, byte_length: Optional[int] = None) -> dict
                 reduced[member] = [_tstring(v, f"{where}[{j}]") for j, v in enumerate(value)]
         out.append(reduced)
     return {"v": 1, "client": {"cv": cv, "ep": ep}, "events": out}
+
+
+# ---------------------------------------------------------------------------------------
+# §5.4 install keys, §10.2-§10.4 enrollment, §13 the install signal
+
+ATTESTATION_SIGNALS = ("valid", "invalid", "missing", "replayed", "stale", "unknown_key", "unavailable", "revoked")
+INSTALL_KEY_LABEL = "moat-install/1"
+ENROLLMENT_CHALLENGE_PATH = "/v1/moat/enroll/challenge"
+ENROLLMENT_PATH = "/v1/moat/enroll"
+MAX_CHALLENGE_LIFETIME = 300
+_INSTALL_ID = r"i[0-9a-f]{24}"
+
+
+def b64url32(value: Any) -> Optional[bytes]:
+    """The 32 bytes of canonical unpadded base64url text, else None (§2: one key, one spelling)."""
+    if not isinstance(value, str):
+        return None
+    if MUTANT == "10.3-1":  # padding and non-zero trailing bits tolerated
+        try:
+            data = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+        except ValueError:
+            return None
+        return data if len(data) == 32 else None
+    if not _full(r"[A-Za-z0-9_\-]{42}[AEIMQUYcgkosw048]", value):
+        return None
+    return base64.urlsafe_b64decode(value + "=")
+
+
+def _enroll_fail(expected: str, got: Any) -> ProtocolError:
+    return ProtocolError("ERR_ENROLLMENT", expected, _describe(got))
+
+
+def _x25519(private_key: bytes, public_key: bytes) -> bytes:
+    """X25519 (RFC 7748) through the ``cryptography`` package; all zero when it refuses a low-order point."""
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+
+    try:
+        return X25519PrivateKey.from_private_bytes(private_key).exchange(X25519PublicKey.from_public_bytes(public_key))
+    except ValueError:
+        return bytes(32)  # OpenSSL refuses an all-zero result itself; the caller checks for it either way
+
+
+def _hkdf_sha256(ikm: bytes, salt: bytes, info: bytes, length: int) -> bytes:
+    """HKDF (RFC 5869) with SHA-256."""
+    prk = hmac.new(salt, ikm, hashlib.sha256).digest()
+    out, block, counter = b"", b"", 1
+    while len(out) < length:
+        block = hmac.new(prk, block + info + bytes([counter]), hashlib.sha256).digest()
+        out += block
+        counter += 1
+    return out[:length]
+
+
+def derive_install_key(private_key: bytes, peer_public_key: bytes, challenge: bytes, install_id: Any, ekid: Any, install_public_key: Any) -> bytes:
+    """K_i = HKDF-SHA-256(X25519(private, peer public), salt = challenge, info = lp([label, iid, ekid, install_key]), 32)."""
+    for name, value in (("private key", private_key), ("peer public key", peer_public_key), ("challenge", challenge)):
+        if len(value) != 32:
+            raise _enroll_fail(f"a {name} of 32 bytes", f"{len(value)} bytes")
+    if not isinstance(install_id, str) or not _full(_INSTALL_ID, install_id):
+        raise _enroll_fail("an install id", install_id)
+    if not isinstance(ekid, str) or not _full(_KID, ekid):
+        raise _enroll_fail("an ekid", ekid)
+    if b64url32(install_public_key) is None:
+        raise _enroll_fail("the install public key as base64url of 32 bytes", install_public_key)
+    z = _x25519(private_key, peer_public_key)
+    if z == bytes(32) and MUTANT != "5.4-2":
+        raise _enroll_fail("a public key of full order", "a low-order point")
+    items = [INSTALL_KEY_LABEL, ekid, install_id, install_public_key] if MUTANT == "5.4-1" else [INSTALL_KEY_LABEL, install_id, ekid, install_public_key]
+    return _hkdf_sha256(z, challenge, lp(items), 32)
+
+
+def parse_enrollment_request(body: Any) -> dict:
+    if not isinstance(body, dict):
+        raise _enroll_fail("an enrollment request object", body)
+    if not (_is_int(body.get("v")) and body.get("v") == 1):
+        raise _enroll_fail('"v" as 1', body.get("v"))
+    for member in ("install_key", "challenge"):
+        if b64url32(body.get(member)) is None:
+            raise _enroll_fail(f'"{member}" as base64url of 32 bytes', body.get(member))
+    if not isinstance(body.get("ekid"), str) or not _full(_KID, body["ekid"]):
+        raise _enroll_fail('"ekid" as a key id', body.get("ekid"))
+    return {"v": 1, "installKey": body["install_key"], "challenge": body["challenge"], "ekid": body["ekid"]}
+
+
+def parse_enrollment_answer(body: Any) -> dict:
+    if not isinstance(body, dict):
+        raise _enroll_fail("an enrollment answer object", body)
+    iid = body.get("install_id")
+    if not isinstance(iid, str) or re.fullmatch(_INSTALL_ID, iid, flags=re.ASCII | (re.IGNORECASE if MUTANT == "10.3-7" else 0)) is None:
+        raise _enroll_fail('"install_id" as i and 24 lowercase hex digits', iid)
+    if not isinstance(body.get("ekid"), str) or not _full(_KID, body["ekid"]):
+        raise _enroll_fail('"ekid" as a key id', body.get("ekid"))
+    return {"installId": iid, "ekid": body["ekid"]}
+
+
+def parse_challenge_answer(body: Any) -> dict:
+    if not isinstance(body, dict):
+        raise _enroll_fail("a challenge answer object", body)
+    if b64url32(body.get("challenge")) is None:
+        raise _enroll_fail('"challenge" as base64url of 32 bytes', body.get("challenge"))
+    longest = 86400 if MUTANT == "10.2-1" else MAX_CHALLENGE_LIFETIME
+    expires_in = body.get("expires_in")
+    if not _is_int(expires_in, 1) or expires_in > longest:
+        raise _enroll_fail(f'"expires_in" as an integer from 1 to {MAX_CHALLENGE_LIFETIME}', expires_in)
+    return {"challenge": body["challenge"], "expiresIn": int(expires_in)}
+
+
+def _release_stamp_refusal(facts: dict) -> Optional[dict]:
+    """Step 2 of §10.3: only a valid r1 stamp under a release key enrolls."""
+    scheme, attestation = facts.get("scheme"), facts.get("attestation")
+    if scheme != "r1" and not (MUTANT == "10.3-4" and scheme in ("v1", "i1") and attestation == "valid"):
+        return {"status": 401, "reason": "missing" if scheme == "none" else "invalid"}
+    if attestation == "replayed":
+        return {"status": 409, "reason": "replayed"}
+    if attestation == "revoked" and MUTANT != "10.3-3":
+        return {"status": 403, "reason": "revoked"}
+    if attestation not in ("valid", "revoked"):
+        return {"status": 401, "reason": attestation}
+    return None
+
+
+def enrollment_outcome(facts: dict) -> dict:
+    """The verifier's answer to an enrollment attempt, its checks in the order of §10.3."""
+    challenge_ok = facts.get("challenge") == "fresh" or (MUTANT == "10.2-2" and facts.get("challenge") in ("used", "other_credential"))
+    if facts.get("request") != "valid":
+        return {"status": 400, "reason": "ERR_ENROLLMENT"}
+    if MUTANT == "10.3-2" and not challenge_ok:  # the challenge consumed before the release stamp is checked
+        return {"status": 409, "reason": "ERR_ENROLL_CHALLENGE"}
+    refusal = _release_stamp_refusal(facts)
+    if refusal is not None:
+        return refusal
+    if facts.get("ekid") != "active":
+        return {"status": 400, "reason": "ERR_ENROLLMENT"}
+    if not challenge_ok:
+        return {"status": 409, "reason": "ERR_ENROLL_CHALLENGE"}
+    if facts.get("lowOrder") is True and MUTANT != "10.3-5":
+        return {"status": 400, "reason": "ERR_ENROLLMENT"}
+    if facts.get("limit") == "over":
+        action = facts.get("limitAction", "block")
+        if action == "block" and MUTANT != "10.3-6":
+            return {"status": 429, "reason": "ERR_ENROLL_LIMIT"}
+        if action == "flag":
+            return {"status": 201, "install": "over_limit"}
+    return {"status": 201, "install": "created"}
+
+
+def install_signal(facts: dict) -> str:
+    """The install signal of a request outside enrollment (§13)."""
+    scheme, attestation, install = facts.get("scheme"), facts.get("attestation"), facts.get("install")
+    if scheme == "i1":
+        if (attestation == "revoked" or (attestation == "valid" and install == "revoked")) and MUTANT != "13-2":
+            return "revoked"
+        return install if attestation == "valid" and install in ("known", "new", "over_limit") else "none"
+    speaks = facts.get("releaseSpeaksInstallKeys") is True and MUTANT != "13-1"
+    return "release_only" if scheme in ("r1", "v1") and attestation == "valid" and speaks else "none"
+
+
+def envelope_scheme_for(features: list, pinned: list, enrolled: bool) -> Optional[str]:
+    """The envelope a client stamps for an origin (§10.4): no downgrade from i1 once enrolled."""
+    if "attestation" not in features:
+        return None
+    if enrolled and (MUTANT != "10.4-1" or "install_keys" in features):
+        return "i1"
+    return "r1" if "request_binding" in features or "request_binding" in pinned else "v1"

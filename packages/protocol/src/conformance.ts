@@ -3,13 +3,24 @@ import { createHmac, createPublicKey, timingSafeEqual, verify } from 'node:crypt
 import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { type AttributionFields, parseAttribution, serializeAttribution } from './attribution.js';
+import {
+  deriveInstallKey,
+  type EnrollmentFacts,
+  enrollmentOutcome,
+  type InstallFacts,
+  installSignal,
+  parseChallengeAnswer,
+  parseEnrollmentAnswer,
+  parseEnrollmentRequest,
+} from './enrollment.js';
 import { appendEnvelope, locateEnvelope, parseEnvelope } from './envelope.js';
 import { ProtocolError } from './errors.js';
 import { fingerprint, fingerprintChars } from './fingerprint.js';
 import { detectGateways, GATEWAY_RULES, parseGatewayRuleTable } from './gateway.js';
 import { describeValue } from './internal/describe.js';
-import { negotiateVersion, parseDiscovery, parseVersionHeader } from './negotiation.js';
+import { envelopeSchemeFor, negotiateVersion, parseDiscovery, parseVersionHeader } from './negotiation.js';
 import { firstUserText } from './request.js';
+import { ATTESTATION_SIGNALS } from './signals.js';
 import { conversationDigest, parseBlockSignature, type SigningContext, serializeBlockSignature, signingInput } from './signature.js';
 import { authorityOf, computeStamp, credentialOf, MIN_STAMP_KEY_BYTES, type RequestComponents, requestBase, verifyStamp } from './stamp.js';
 import { errorMessage } from './support/index.js';
@@ -49,6 +60,7 @@ export const VECTOR_FILES = [
   'gateway',
   'negotiation',
   'telemetry',
+  'enroll',
 ] as const;
 
 function pick(v: Vector, members: readonly string[]): Record<string, unknown> {
@@ -245,7 +257,7 @@ function stampCompute(req: Answer): Answer {
   // §15 order: location, then the key, then (r1) the request base.
   const key = hexBytes(req.key, 'key');
   checkStampKey(key);
-  const request = loc.envelope.binding === 'request' ? requestComponents(req.request) : undefined;
+  const request = loc.envelope.binding === undefined ? undefined : requestComponents(req.request);
   const stamp = computeStamp(key, body, loc.stampStart, loc.stampEnd, request);
   const stamped = new Uint8Array(body);
   stamped.set(utf8(stamp), loc.stampStart);
@@ -259,10 +271,10 @@ function stampVerify(req: Answer): Answer {
   const key = hexBytes(req.key, 'key');
   try {
     checkStampKey(key);
-    const request = loc.envelope.binding === 'request' ? requestComponents(req.request) : undefined;
+    const request = loc.envelope.binding === undefined ? undefined : requestComponents(req.request);
     return { result: verifyStamp(key, body, loc.stampStart, loc.stampEnd, request) ? 'valid' : 'invalid' };
   } catch (error) {
-    // §5.3: an r1 stamp that cannot be checked against a request is invalid.
+    // §5.3, §5.4: an r1 or i1 stamp that cannot be checked against a request is invalid.
     if (error instanceof ProtocolError && error.code === 'ERR_STAMP_REQUEST') return { result: 'invalid' };
     throw error;
   }
@@ -300,6 +312,88 @@ function gatewayDetect(req: Answer): Answer {
   });
 }
 
+function strings(value: unknown, what: string): string[] {
+  if (!Array.isArray(value) || !value.every((v) => typeof v === 'string')) throw new ConformanceRequestError(what, 'strings', value);
+  return value as string[];
+}
+
+/** The `facts` of an enroll.outcome or enroll.signal request: each member present (unless optional) and one of its values. */
+function factsOf<T>(value: unknown, members: Readonly<Record<string, readonly unknown[]>>, optional: readonly string[] = []): T {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new ConformanceRequestError('facts', 'an object', value);
+  const facts = value as Record<string, unknown>;
+  for (const [member, allowed] of Object.entries(members)) {
+    if (facts[member] === undefined && optional.includes(member)) continue;
+    if (!allowed.includes(facts[member]))
+      throw new ConformanceRequestError(`facts.${member}`, `one of ${allowed.join(', ')}`, facts[member]);
+  }
+  return facts as T;
+}
+
+const SCHEMES = ['v1', 'r1', 'i1', 'none'];
+
+/** An operation that parses `input`: `valid` and the parsed value as `member`, or `valid: false` and the error. */
+function parseOperation(member: string, parse: (input: unknown) => unknown): KitOperation {
+  return { inputs: ['input'], outputs: ['valid', member, 'error'], answer: (req) => validOrError(() => ({ [member]: parse(req.input) })) };
+}
+
+/** The enrollment operations (SPEC.md §5.4, §10.2, §10.3, §13). */
+const ENROLL_OPERATIONS: Readonly<Record<string, KitOperation>> = {
+  'enroll.derive': {
+    inputs: ['privateKey', 'peerPublicKey', 'challenge', 'installId', 'ekid', 'installPublicKey'],
+    outputs: ['valid', 'key', 'error'],
+    answer: (req) =>
+      validOrError(() => ({
+        key: toHex(
+          deriveInstallKey({
+            privateKey: hexBytes(req.privateKey, 'privateKey'),
+            peerPublicKey: hexBytes(req.peerPublicKey, 'peerPublicKey'),
+            challenge: hexBytes(req.challenge, 'challenge'),
+            installId: text(req.installId, 'installId'),
+            ekid: text(req.ekid, 'ekid'),
+            installPublicKey: text(req.installPublicKey, 'installPublicKey'),
+          }),
+        ),
+      })),
+  },
+  'enroll.request': parseOperation('request', parseEnrollmentRequest),
+  'enroll.answer': parseOperation('answer', parseEnrollmentAnswer),
+  'enroll.challenge': parseOperation('answer', parseChallengeAnswer),
+  'enroll.outcome': {
+    inputs: ['facts'],
+    outputs: ['outcome'],
+    answer: (req) => {
+      const facts = factsOf<EnrollmentFacts>(req.facts, {
+        request: ['valid', 'invalid'],
+        scheme: SCHEMES,
+        attestation: ATTESTATION_SIGNALS,
+        ekid: ['active', 'unknown'],
+        challenge: ['fresh', 'unknown', 'expired', 'used', 'other_credential'],
+        lowOrder: [true, false],
+        limit: ['within', 'over'],
+        limitAction: ['monitor', 'flag', 'block'],
+      });
+      return { outcome: enrollmentOutcome(facts) };
+    },
+  },
+  'enroll.signal': {
+    inputs: ['facts'],
+    outputs: ['install'],
+    answer: (req) => {
+      const facts = factsOf<InstallFacts>(
+        req.facts,
+        {
+          scheme: SCHEMES,
+          attestation: ATTESTATION_SIGNALS,
+          install: ['known', 'new', 'over_limit', 'revoked', 'unknown'],
+          releaseSpeaksInstallKeys: [true, false],
+        },
+        ['install', 'releaseSpeaksInstallKeys'],
+      );
+      return { install: installSignal(facts) };
+    },
+  },
+};
+
 /**
  * The operations of the stdio interface (SPEC.md §15), one row each: named `file.op` after
  * the vectors that pin it, the case members that go in the request and those that make up
@@ -326,11 +420,7 @@ export const KIT_OPERATIONS: Readonly<Record<string, KitOperation>> = {
       return validOrError(() => ({ serialized: serializeAttribution(req.fields as AttributionFields) }));
     },
   },
-  'envelope.parse': {
-    inputs: ['input'],
-    outputs: ['valid', 'envelope', 'error'],
-    answer: (req) => validOrError(() => ({ envelope: parseEnvelope(req.input) })),
-  },
+  'envelope.parse': parseOperation('envelope', parseEnvelope),
   'envelope.locate': {
     inputs: ['body'],
     outputs: ['status', 'envelope', 'memberStart', 'valueStart', 'valueEnd', 'stampStart', 'stampEnd', 'error'],
@@ -431,11 +521,7 @@ export const KIT_OPERATIONS: Readonly<Record<string, KitOperation>> = {
         return {};
       }),
   },
-  'negotiation.discovery': {
-    inputs: ['input'],
-    outputs: ['valid', 'discovery', 'error'],
-    answer: (req) => validOrError(() => ({ discovery: parseDiscovery(req.input) })),
-  },
+  'negotiation.discovery': parseOperation('discovery', parseDiscovery),
   'negotiation.version_header': {
     inputs: ['input'],
     outputs: ['versions'],
@@ -446,6 +532,17 @@ export const KIT_OPERATIONS: Readonly<Record<string, KitOperation>> = {
     outputs: ['version'],
     answer: (req) => ({ version: negotiateVersion(integers(req.server, 'server'), integers(req.client, 'client')) ?? null }),
   },
+  'negotiation.scheme': {
+    inputs: ['features', 'pinned', 'enrolled'],
+    outputs: ['scheme'],
+    answer: (req) => {
+      const features = strings(req.features, 'features');
+      const pinned = req.pinned === undefined ? [] : strings(req.pinned, 'pinned');
+      if (req.enrolled !== undefined && typeof req.enrolled !== 'boolean')
+        throw new ConformanceRequestError('enrolled', 'a boolean', req.enrolled);
+      return { scheme: envelopeSchemeFor({ features, pinned, enrolled: req.enrolled === true }) ?? null };
+    },
+  },
   'telemetry.batch': {
     inputs: ['input', 'byteLength'],
     outputs: ['valid', 'batch', 'error'],
@@ -454,6 +551,7 @@ export const KIT_OPERATIONS: Readonly<Record<string, KitOperation>> = {
       return validOrError(() => ({ batch: parseTelemetryBatch(req.input, byteLength) }));
     },
   },
+  ...ENROLL_OPERATIONS,
 };
 
 /** The operation a vector case runs through: `file.op`, or the row of that file that also runs `op`. */

@@ -8,6 +8,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { createHmac } from 'node:crypto';
+import { x25519 } from '@noble/curves/ed25519.js';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { answerConformanceRequest, canonicalJson, KIT_OPERATIONS } from './conformance.js';
@@ -52,7 +53,7 @@ const attributionText = fc.oneof(
   anyJson,
 );
 
-const scheme = fc.constantFrom('v1', 'r1', 'v2', 'r2', 'V1', 'v1r', 'x1', '');
+const scheme = fc.constantFrom('v1', 'r1', 'i1', 'v2', 'r2', 'i2', 'V1', 'I1', 'v1r', 'x1', '');
 const kid = fc.oneof(token('abcK_-019', 34), nasty);
 const envelopeValue = fc.oneof(
   fc
@@ -61,7 +62,7 @@ const envelopeValue = fc.oneof(
   anyJson,
 );
 const goodEnvelope = fc
-  .tuple(fc.constantFrom('v1', 'r1'), token('abc019_-', 8, 1), token('0123456789', 10, 10), lowerHex(16, 16))
+  .tuple(fc.constantFrom('v1', 'r1', 'i1'), token('abc019_-', 8, 1), token('0123456789', 10, 10), lowerHex(16, 16))
   .map(([s, k, ts, n]) => `${s}.${k}.${ts}.${n}.${'0'.repeat(32)}`);
 
 /** JSON object texts, compact or spaced, sometimes with escapes, with or without an envelope member in various places. */
@@ -100,7 +101,7 @@ const components = fc.record({
   credential: nasty,
 });
 
-/** A body with an anchored envelope, stamped correctly (with the request for r1) or not. */
+/** A body with an anchored envelope, stamped correctly (with the request for r1 and i1) or not. */
 const stampedBody = fc
   .tuple(objectText, goodEnvelope, fc.boolean(), components, fc.constantFrom(32, 48, 64), fc.nat(200))
   .map(([text, envelope, stamp, request, digits, flip]) => {
@@ -112,7 +113,7 @@ const stampedBody = fc
     const loc = p.locateEnvelope(bytes);
     if (loc.status !== 'found') return { body, request };
     try {
-      const bound = loc.envelope.binding === 'request';
+      const bound = loc.envelope.binding !== undefined;
       const good = p.computeStamp(new Uint8Array(32).fill(7), bytes, loc.stampStart, loc.stampEnd, bound ? request : undefined);
       bytes.set(p.utf8(good), loc.stampStart);
       // Some stamps get one digit wrong (the body stays valid JSON: §4.3 locates only in JSON texts).
@@ -262,6 +263,65 @@ const telemetryBatch = fc.oneof(
   anyJson,
 );
 
+/** Base64url texts around the 32-byte grammar: canonical, padded, one short, non-canonical last character, standard alphabet. */
+const key32 = fc
+  .tuple(fc.uint8Array({ minLength: 32, maxLength: 32 }), fc.constantFrom('ok', 'ok', 'ok', 'pad', 'short', 'bits', 'std', 'long'))
+  .map(([bytes, how]) => {
+    const t = Buffer.from(bytes).toString('base64url');
+    if (how === 'pad') return `${t}=`;
+    if (how === 'short') return t.slice(0, 42);
+    if (how === 'bits') return `${t.slice(0, 42)}${t[42] === 'B' ? 'C' : 'B'}`;
+    if (how === 'std') return Buffer.from(bytes).toString('base64');
+    if (how === 'long') return `${t}A`;
+    return t;
+  });
+const installId = fc.oneof(
+  { weight: 4, arbitrary: lowerHex(24, 24).map((h) => `i${h}`) },
+  {
+    weight: 1,
+    arbitrary: fc.oneof(
+      lowerHex(23, 25).map((h) => `i${h}`),
+      token('iI0123456789abcdefABCDEF', 26),
+      nasty,
+    ),
+  },
+);
+const discoveryEnrollment = fc.record(
+  {
+    challenge: fc.oneof(fc.constantFrom('/v1/moat/enroll/challenge', 'v1/c', '/a?b'), nasty),
+    enroll: fc.oneof(fc.constantFrom('/v1/moat/enroll', '/x'), anyJson),
+    kid: kid,
+    key: fc.oneof(key32, anyJson),
+  },
+  { requiredKeys: ['challenge', 'enroll', 'kid'] },
+);
+const LOW_ORDER = ['00'.repeat(32), `01${'00'.repeat(31)}`, `ec${'ff'.repeat(30)}7f`];
+const x25519Key = fc.oneof(
+  { weight: 6, arbitrary: lowerHex(64, 64) },
+  { weight: 1, arbitrary: fc.constantFrom(...LOW_ORDER) },
+  { weight: 1, arbitrary: lowerHex(0, 66).filter((h) => h.length % 2 === 0) },
+);
+const enrollmentFacts = fc.record({
+  request: fc.constantFrom('valid', 'valid', 'invalid'),
+  scheme: fc.constantFrom('v1', 'r1', 'r1', 'i1', 'none'),
+  attestation: fc.constantFrom(...p.ATTESTATION_SIGNALS, 'valid', 'valid'),
+  ekid: fc.constantFrom('active', 'active', 'unknown'),
+  challenge: fc.constantFrom('fresh', 'fresh', 'unknown', 'expired', 'used', 'other_credential'),
+  lowOrder: fc.boolean(),
+  limit: fc.constantFrom('within', 'over'),
+  limitAction: fc.constantFrom('monitor', 'flag', 'block'),
+});
+const installFacts = fc.record(
+  {
+    scheme: fc.constantFrom('v1', 'r1', 'i1', 'i1', 'none'),
+    attestation: fc.constantFrom(...p.ATTESTATION_SIGNALS),
+    install: fc.constantFrom('known', 'new', 'over_limit', 'revoked', 'unknown'),
+    releaseSpeaksInstallKeys: fc.boolean(),
+  },
+  { requiredKeys: ['scheme', 'attestation'] },
+);
+const FEATURE_NAMES = fc.constantFrom('attestation', 'request_binding', 'install_keys', 'telemetry', 'future');
+
 /** The request generator of each kit operation. */
 const REQUESTS: Record<string, fc.Arbitrary<Record<string, unknown>>> = {
   'attribution.parse': attributionText.map((input) => ({ input })),
@@ -341,8 +401,11 @@ const REQUESTS: Record<string, fc.Arbitrary<Record<string, unknown>>> = {
       fc.record({
         moat: fc.record({
           versions: fc.oneof(fc.array(fc.oneof(fc.integer({ min: -1, max: 3 }), fc.constant(1.5)), { maxLength: 3 }), anyJson),
-          features: fc.array(fc.oneof(fc.constantFrom('attestation', 'request_binding', 'telemetry', 'future'), nasty), { maxLength: 4 }),
+          features: fc.array(fc.oneof(fc.constantFrom('attestation', 'request_binding', 'install_keys', 'future'), nasty), {
+            maxLength: 4,
+          }),
           telemetry: fc.oneof(fc.constantFrom('/v1/telemetry', 'v1', '/a b'), nasty),
+          enrollment: fc.oneof(discoveryEnrollment, anyJson),
         }),
       }),
       anyJson,
@@ -358,10 +421,58 @@ const REQUESTS: Record<string, fc.Arbitrary<Record<string, unknown>>> = {
   'negotiation.negotiate': fc
     .tuple(fc.array(fc.integer({ min: 1, max: 5 }), { maxLength: 4 }), fc.array(fc.integer({ min: 1, max: 5 }), { maxLength: 4 }))
     .map(([server, client]) => ({ server, client })),
+  'negotiation.scheme': fc.record(
+    { features: fc.array(FEATURE_NAMES, { maxLength: 4 }), pinned: fc.array(FEATURE_NAMES, { maxLength: 2 }), enrolled: fc.boolean() },
+    { requiredKeys: ['features'] },
+  ),
+  'enroll.derive': fc
+    .tuple(x25519Key, x25519Key, x25519Key, installId, kid, key32, fc.boolean())
+    .map(([privateKey, peerPublicKey, challenge, iid, ekid, installPublicKey, real]) => {
+      // Half the time a real peer key (any 32 bytes is one, after clamping), so most derivations succeed.
+      const peer = real ? Buffer.from(x25519.getPublicKey(new Uint8Array(32).fill(9))).toString('hex') : peerPublicKey;
+      return { privateKey, peerPublicKey: peer, challenge, installId: iid, ekid, installPublicKey };
+    }),
+  'enroll.request': fc
+    .oneof(
+      fc.record(
+        {
+          v: fc.constantFrom(1, 1, 1, 2, 0, '1', 1.5, true, null),
+          install_key: fc.oneof(key32, anyJson),
+          challenge: fc.oneof(key32, key32, anyJson),
+          ekid: kid,
+          moat_att: envelopeValue,
+        },
+        { requiredKeys: [] },
+      ),
+      anyJson,
+    )
+    .map((input) => ({ input })),
+  'enroll.answer': fc
+    .oneof(fc.record({ install_id: fc.oneof(installId, anyJson), ekid: kid }, { requiredKeys: [] }), anyJson)
+    .map((input) => ({ input })),
+  'enroll.challenge': fc
+    .oneof(
+      fc.record(
+        {
+          challenge: fc.oneof(key32, anyJson),
+          expires_in: fc.oneof(fc.integer({ min: -2, max: 400 }), fc.constantFrom(60, 300, 301, 0, 1.5, '60', null)),
+        },
+        { requiredKeys: [] },
+      ),
+      anyJson,
+    )
+    .map((input) => ({ input })),
+  'enroll.outcome': enrollmentFacts.map((facts) => ({ facts })),
+  'enroll.signal': installFacts.map((facts) => ({ facts })),
   'telemetry.batch': fc
     .tuple(telemetryBatch, fc.option(fc.constantFrom(10, 65_536, 65_537)))
     .map(([input, byteLength]) => ({ input, ...(byteLength === null ? {} : { byteLength }) })),
 };
+
+/** The value of the answers that carry no error, result or status: a scheme, an install signal, an enrollment outcome. */
+function outcomeOf(answer: Record<string, unknown>): string {
+  return JSON.stringify(answer.scheme ?? answer.install ?? answer.outcome ?? '');
+}
 
 describe('TypeScript and Python agree on generated hostile input', () => {
   it('covers every kit operation', () => {
@@ -397,7 +508,7 @@ describe('TypeScript and Python agree on generated hostile input', () => {
         }
         // What kind of answer this was (valid or not, which error, which result), to check the inputs reach every branch.
         outcomes.add(
-          `${Object.keys(fromTs).sort().join(',')}:${String(fromTs.error ?? fromTs.result ?? fromTs.status ?? fromTs.valid ?? '')}:${
+          `${Object.keys(fromTs).sort().join(',')}:${String(fromTs.error ?? fromTs.result ?? fromTs.status ?? fromTs.valid ?? '')}:${outcomeOf(fromTs)}:${
             Array.isArray(fromTs.versions) ? fromTs.versions.length : Array.isArray(fromTs.detections) ? fromTs.detections.length : ''
           }`,
         );

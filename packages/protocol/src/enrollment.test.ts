@@ -112,7 +112,13 @@ describe('i1 envelopes and stamps', () => {
 
   it('parses, serializes and makes placeholders with binding install', () => {
     const env = p.parseEnvelope(i1);
-    expect(env).toEqual({ binding: 'install', kid: IID, ts: 1764000000, nonce: '9f2c4e7a1b3d5c6f', stamp: '0'.repeat(32) });
+    expect(env).toEqual({
+      binding: 'install',
+      kid: IID,
+      ts: 1764000000,
+      nonce: '9f2c4e7a1b3d5c6f',
+      stamp: '0'.repeat(32),
+    });
     expect(p.serializeEnvelope(env)).toBe(i1);
     expect(p.placeholderEnvelope({ kid: IID, ts: 1764000000, nonce: '9f2c4e7a1b3d5c6f', binding: 'install' })).toBe(i1);
     expect(p.placeholderEnvelopes({ kid: IID, binding: 'install' })(1764000000, '9f2c4e7a1b3d5c6f')).toBe(i1);
@@ -183,7 +189,10 @@ describe('enrollment messages', () => {
   });
 
   it('parses answers and refuses broken ones', () => {
-    expect(p.parseEnrollmentAnswer({ install_id: IID, ekid: 'e2026a', x: 1 })).toEqual({ installId: IID, ekid: 'e2026a' });
+    expect(p.parseEnrollmentAnswer({ install_id: IID, ekid: 'e2026a', x: 1 })).toEqual({
+      installId: IID,
+      ekid: 'e2026a',
+    });
     expect(p.parseChallengeAnswer({ challenge, expires_in: 60 })).toEqual({ challenge, expiresIn: 60 });
     const badAnswers: unknown[] = [
       [],
@@ -229,7 +238,9 @@ describe('enrollment messages', () => {
       'moat-install/1',
     ]);
     expect(p.isKeyId(IID) && p.isInstallId(IID)).toBe(true);
-    expect(p.PROTOCOL_ERROR_CODES).toEqual(expect.arrayContaining(['ERR_ENROLLMENT', 'ERR_ENROLL_CHALLENGE', 'ERR_ENROLL_LIMIT']));
+    expect(p.PROTOCOL_ERROR_CODES).toEqual(
+      expect.arrayContaining(['ERR_ENROLLMENT', 'ERR_ENROLL_CHALLENGE', 'ERR_ENROLL_LIMIT']),
+    );
     expect(p.INSTALL_SIGNALS).toEqual(['known', 'new', 'revoked', 'over_limit', 'release_only', 'none']);
     expect(p.BINDING_SIGNALS).toContain('install');
   });

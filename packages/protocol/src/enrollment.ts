@@ -3,6 +3,7 @@ import { type ParseResult, ProtocolError, toResult } from './errors.js';
 import { decodeBase64url32 } from './internal/base64url.js';
 import { describeValue, isRecord } from './internal/describe.js';
 import { KEY_ID_PATTERN } from './key-id.js';
+import type { AttestationSignal, InstallSignal, PolicyAction } from './signals.js';
 import { lengthPrefixed } from './signature.js';
 
 /** First item of the HKDF `info` that derives an install key (§5.4). */
@@ -66,7 +67,11 @@ export function parseEnrollmentRequest(body: unknown): EnrollmentRequest {
   decodeEnrollmentBytes(body.install_key, '"install_key"');
   decodeEnrollmentBytes(body.challenge, '"challenge"');
   if (typeof body.ekid !== 'string' || !KEY_ID_PATTERN.test(body.ekid)) {
-    throw new ProtocolError('ERR_ENROLLMENT', '"ekid" as a key id matching [A-Za-z0-9_-]{1,32}', describeValue(body.ekid));
+    throw new ProtocolError(
+      'ERR_ENROLLMENT',
+      '"ekid" as a key id matching [A-Za-z0-9_-]{1,32}',
+      describeValue(body.ekid),
+    );
   }
   return { v: 1, installKey: body.install_key as string, challenge: body.challenge as string, ekid: body.ekid };
 }
@@ -88,7 +93,12 @@ export function tryParseEnrollmentRequest(body: unknown): ParseResult<Enrollment
  * ```
  */
 export function enrollmentRequestBody(request: Omit<EnrollmentRequest, 'v'>): string {
-  const parsed = parseEnrollmentRequest({ v: 1, install_key: request.installKey, challenge: request.challenge, ekid: request.ekid });
+  const parsed = parseEnrollmentRequest({
+    v: 1,
+    install_key: request.installKey,
+    challenge: request.challenge,
+    ekid: request.ekid,
+  });
   return `{"v":1,"install_key":"${parsed.installKey}","challenge":"${parsed.challenge}","ekid":"${parsed.ekid}"}`;
 }
 
@@ -108,10 +118,18 @@ export interface EnrollmentAnswer {
 export function parseEnrollmentAnswer(body: unknown): EnrollmentAnswer {
   if (!isRecord(body)) throw new ProtocolError('ERR_ENROLLMENT', 'an enrollment answer object', describeValue(body));
   if (!isInstallId(body.install_id)) {
-    throw new ProtocolError('ERR_ENROLLMENT', '"install_id" as "i" and 24 lowercase hex digits', describeValue(body.install_id));
+    throw new ProtocolError(
+      'ERR_ENROLLMENT',
+      '"install_id" as "i" and 24 lowercase hex digits',
+      describeValue(body.install_id),
+    );
   }
   if (typeof body.ekid !== 'string' || !KEY_ID_PATTERN.test(body.ekid)) {
-    throw new ProtocolError('ERR_ENROLLMENT', '"ekid" as a key id matching [A-Za-z0-9_-]{1,32}', describeValue(body.ekid));
+    throw new ProtocolError(
+      'ERR_ENROLLMENT',
+      '"ekid" as a key id matching [A-Za-z0-9_-]{1,32}',
+      describeValue(body.ekid),
+    );
   }
   return { installId: body.install_id, ekid: body.ekid };
 }
@@ -133,7 +151,11 @@ export function parseChallengeAnswer(body: unknown): ChallengeAnswer {
   if (!isRecord(body)) throw new ProtocolError('ERR_ENROLLMENT', 'a challenge answer object', describeValue(body));
   decodeEnrollmentBytes(body.challenge, '"challenge"');
   const expiresIn = body.expires_in;
-  if (!Number.isSafeInteger(expiresIn) || (expiresIn as number) < 1 || (expiresIn as number) > MAX_CHALLENGE_LIFETIME_SECONDS) {
+  if (
+    !Number.isSafeInteger(expiresIn) ||
+    (expiresIn as number) < 1 ||
+    (expiresIn as number) > MAX_CHALLENGE_LIFETIME_SECONDS
+  ) {
     throw new ProtocolError(
       'ERR_ENROLLMENT',
       `"expires_in" as an integer from 1 to ${MAX_CHALLENGE_LIFETIME_SECONDS}`,
@@ -196,7 +218,8 @@ function checkBytes(value: unknown, what: string): Uint8Array {
  *   id or key id outside its grammar, a public key text that is not base64url of 32 bytes, or an all-zero `Z`.
  * @example
  * ```ts
- * const k = deriveInstallKey({ privateKey, peerPublicKey, challenge, installId: 'i0123…', ekid: 'e2026a', installPublicKey });
+ * const input = { privateKey, peerPublicKey, challenge, installId: 'i0123…', ekid: 'e2026a', installPublicKey };
+ * const k = deriveInstallKey(input);
  * computeStamp(k, body, loc.stampStart, loc.stampEnd, request); // for an i1 envelope
  * ```
  */
@@ -205,7 +228,11 @@ export function deriveInstallKey(input: InstallKeyInput): Uint8Array {
   const peerPublicKey = checkBytes(input.peerPublicKey, 'a peer public key');
   const challenge = checkBytes(input.challenge, 'a challenge');
   if (!isInstallId(input.installId)) {
-    throw new ProtocolError('ERR_ENROLLMENT', 'an install id of "i" and 24 lowercase hex digits', describeValue(input.installId));
+    throw new ProtocolError(
+      'ERR_ENROLLMENT',
+      'an install id of "i" and 24 lowercase hex digits',
+      describeValue(input.installId),
+    );
   }
   if (typeof input.ekid !== 'string' || !KEY_ID_PATTERN.test(input.ekid)) {
     throw new ProtocolError('ERR_ENROLLMENT', 'an ekid matching [A-Za-z0-9_-]{1,32}', describeValue(input.ekid));
@@ -213,7 +240,11 @@ export function deriveInstallKey(input: InstallKeyInput): Uint8Array {
   decodeEnrollmentBytes(input.installPublicKey, 'the install public key');
   const z = x25519(privateKey, peerPublicKey);
   if (z === undefined || z.every((b) => b === 0)) {
-    throw new ProtocolError('ERR_ENROLLMENT', 'a public key of full order (non-zero X25519 shared secret)', 'a low-order point');
+    throw new ProtocolError(
+      'ERR_ENROLLMENT',
+      'a public key of full order (non-zero X25519 shared secret)',
+      'a low-order point',
+    );
   }
   const info = lengthPrefixed([INSTALL_KEY_LABEL, input.installId, input.ekid, input.installPublicKey]);
   const key = new Uint8Array(hkdfSync('sha256', z, challenge, info, ENROLLMENT_KEY_BYTES));
@@ -235,4 +266,98 @@ export function x25519PublicKey(privateKey: Uint8Array): string {
   });
   const spki = createPublicKey(key).export({ format: 'der', type: 'spki' });
   return spki.subarray(SPKI_X25519.length).toString('base64url');
+}
+
+/** What a verifier knows about one enrollment attempt, in the order it checks it (§10.3). */
+export interface EnrollmentFacts {
+  /** Step 1: the body is JSON and {@link parseEnrollmentRequest} accepts it. */
+  readonly request: 'valid' | 'invalid';
+  /** Step 2: the scheme of the envelope found (`none`: no envelope, or a malformed one). */
+  readonly scheme: 'v1' | 'r1' | 'i1' | 'none';
+  /** Step 2: the attestation signal of that envelope's stamp under the release keys (§5.2). */
+  readonly attestation: AttestationSignal;
+  /** Step 3: whether `ekid` names an active enrollment key. */
+  readonly ekid: 'active' | 'unknown';
+  /** Step 4: the challenge, as the verifier's store finds it when consuming it. */
+  readonly challenge: 'fresh' | 'unknown' | 'expired' | 'used' | 'other_credential';
+  /** Step 5: whether the install key is a low-order point (an all-zero shared secret). */
+  readonly lowOrder: boolean;
+  /** Step 6: whether this enrollment would pass a limit of the API key. */
+  readonly limit: 'within' | 'over';
+  /** Step 6: the policy for an enrollment over a limit (`block` by default). */
+  readonly limitAction: PolicyAction;
+}
+
+/**
+ * A verifier's answer to an enrollment (§10.3): the HTTP status, the reason its error body
+ * names (an error code, or the attestation signal that refused the release stamp), and for
+ * `201` whether the install is marked `over_limit`.
+ */
+export type EnrollmentOutcome =
+  | { readonly status: 201; readonly install: 'created' | 'over_limit' }
+  | { readonly status: 400 | 401 | 403 | 409 | 429; readonly reason: string };
+
+/**
+ * The answer to an enrollment attempt, from the facts the verifier found, checked in the
+ * order of §10.3: the body; the release stamp (an `r1` stamp that is `valid` — a revoked
+ * release cannot enroll); the enrollment key; the challenge; the install key; the limits.
+ * Pure: the verifier finds the facts (consuming the challenge atomically), this decides.
+ *
+ * @example
+ * ```ts
+ * enrollmentOutcome({ request: 'valid', scheme: 'r1', attestation: 'replayed', ekid: 'active',
+ *   challenge: 'fresh', lowOrder: false, limit: 'within', limitAction: 'block' });
+ * // { status: 409, reason: 'replayed' }
+ * ```
+ */
+export function enrollmentOutcome(facts: EnrollmentFacts): EnrollmentOutcome {
+  if (facts.request !== 'valid') return { status: 400, reason: 'ERR_ENROLLMENT' };
+  if (facts.scheme !== 'r1') return { status: 401, reason: facts.scheme === 'none' ? 'missing' : 'invalid' };
+  if (facts.attestation === 'replayed') return { status: 409, reason: 'replayed' };
+  if (facts.attestation === 'revoked') return { status: 403, reason: 'revoked' };
+  if (facts.attestation !== 'valid') return { status: 401, reason: facts.attestation };
+  if (facts.ekid !== 'active') return { status: 400, reason: 'ERR_ENROLLMENT' };
+  if (facts.challenge !== 'fresh') return { status: 409, reason: 'ERR_ENROLL_CHALLENGE' };
+  if (facts.lowOrder) return { status: 400, reason: 'ERR_ENROLLMENT' };
+  if (facts.limit === 'over') {
+    if (facts.limitAction === 'block') return { status: 429, reason: 'ERR_ENROLL_LIMIT' };
+    if (facts.limitAction === 'flag') return { status: 201, install: 'over_limit' };
+  }
+  return { status: 201, install: 'created' };
+}
+
+/** What a verifier knows about one request outside enrollment, for its `install` signal (§13). */
+export interface InstallFacts {
+  /** The scheme of the request's envelope (`none`: no envelope, or one that is not found). */
+  readonly scheme: 'v1' | 'r1' | 'i1' | 'none';
+  /** Its attestation signal (§5.2): for `i1`, under the install's key. */
+  readonly attestation: AttestationSignal;
+  /** For `i1`: the install as enrolled — `new` within the verifier's window (24 h by default), else `known`. */
+  readonly install?: 'known' | 'new' | 'over_limit' | 'revoked' | 'unknown';
+  /** For `r1`/`v1`: whether the release table says the stamping release speaks `install_keys`. */
+  readonly releaseSpeaksInstallKeys?: boolean;
+}
+
+/**
+ * The `install` signal of a request outside enrollment (§13): for a valid `i1` stamp the
+ * install's state; `revoked` for a correct MAC under a revoked install; `release_only` for a
+ * valid `r1` or `v1` stamp from a release known to speak `install_keys` (a release key alone
+ * only enrolls); otherwise `none`.
+ */
+export function installSignal(facts: InstallFacts): InstallSignal {
+  if (facts.scheme === 'i1') {
+    if (facts.attestation === 'revoked' || (facts.attestation === 'valid' && facts.install === 'revoked'))
+      return 'revoked';
+    if (facts.attestation !== 'valid') return 'none';
+    const install = facts.install;
+    return install === 'known' || install === 'new' || install === 'over_limit' ? install : 'none';
+  }
+  if (
+    (facts.scheme === 'r1' || facts.scheme === 'v1') &&
+    facts.attestation === 'valid' &&
+    facts.releaseSpeaksInstallKeys === true
+  ) {
+    return 'release_only';
+  }
+  return 'none';
 }

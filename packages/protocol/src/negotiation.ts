@@ -146,3 +146,33 @@ export function parseVersionHeader(value: string | null | undefined): number[] {
   }
   return versions;
 }
+
+/** What a client knows of one origin when it chooses the envelope to send (§10.4). */
+export interface SchemeChoice {
+  /** The features the origin's discovery document lists now (unknown ones are ignored). */
+  readonly features: readonly string[];
+  /** Features this origin advertised before and the client pinned: `request_binding`, `install_keys`. */
+  readonly pinned?: readonly string[];
+  /** Whether this install holds an install id enrolled at this origin. */
+  readonly enrolled?: boolean;
+}
+
+/**
+ * The envelope scheme a client stamps for an origin, or `undefined` for no envelope (§10.4):
+ * none unless the origin advertises `attestation` (§4.4); then `i1` once this install enrolled
+ * there — whatever the document lists besides, so an edited one cannot downgrade it to a
+ * release-key stamp; else `r1` when the origin advertises (or once advertised) `request_binding`;
+ * else `v1`.
+ *
+ * @example
+ * ```ts
+ * envelopeSchemeFor({ features: ['attestation'], pinned: ['install_keys'], enrolled: true }); // 'i1'
+ * ```
+ */
+export function envelopeSchemeFor(choice: SchemeChoice): 'v1' | 'r1' | 'i1' | undefined {
+  // No `attestation`, no envelope (§4.4): the verifier then sees `missing`, never a weaker stamp.
+  if (!choice.features.includes('attestation')) return undefined;
+  if (choice.enrolled === true) return 'i1';
+  const pinned = choice.pinned ?? [];
+  return choice.features.includes('request_binding') || pinned.includes('request_binding') ? 'r1' : 'v1';
+}

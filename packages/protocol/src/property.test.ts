@@ -96,14 +96,14 @@ describe('round trips', () => {
       fc.property(
         fc.constantFrom('k1', 'k2026a', 'K_-9'.repeat(8)),
         fc.constantFrom(undefined, 32, 48, 64),
-        fc.boolean(),
+        fc.constantFrom(undefined, 'request' as const, 'install' as const),
         fc.oneof(fc.integer({ min: 0, max: 9_999_999_999 }), fc.integer(), fc.double(), fc.constant(10_000_000_000)),
         fc.oneof(hexDigits(16), fc.string({ maxLength: 18 }), fc.stringMatching(/^[0-9A-F]{16}$/)),
-        (kid, stampHexLength, bound, ts, nonce) => {
+        (kid, stampHexLength, binding, ts, nonce) => {
           const fixed = {
             kid,
             ...(stampHexLength === undefined ? {} : { stampHexLength }),
-            ...(bound ? { binding: 'request' as const } : {}),
+            ...(binding === undefined ? {} : { binding }),
           };
           const make = p.placeholderEnvelopes(fixed);
           const expected = attempt(() => p.placeholderEnvelope({ ...fixed, ts, nonce }));
@@ -251,6 +251,9 @@ describe('malformed input only ever raises ProtocolError', () => {
     ['parseDiscovery', p.parseDiscovery],
     ['parseGatewayRuleTable', p.parseGatewayRuleTable],
     ['parseTelemetryBatch', (x) => p.parseTelemetryBatch(x)],
+    ['parseEnrollmentRequest', p.parseEnrollmentRequest],
+    ['parseEnrollmentAnswer', p.parseEnrollmentAnswer],
+    ['parseChallengeAnswer', p.parseChallengeAnswer],
     ['signingInput', (x) => p.signingInput(x, { alg: 'hs256', kid: 'k', apiKeyId: 'a', model: 'm' })],
   ];
   for (const [name, parse] of parsers) {
@@ -337,6 +340,49 @@ describe('fingerprint of long text', () => {
         const head = [...text.toWellFormed()].slice(0, 21).join('');
         expect(p.fingerprintChars(text)).toBe(p.fingerprintChars(head));
       }),
+    );
+  });
+});
+
+describe('install keys (i1)', () => {
+  const bytes32 = fc.uint8Array({ minLength: 32, maxLength: 32 });
+  it('any install and verifier key pair derive one K_i, and an i1 stamp made with it verifies on the other side only', () => {
+    fc.assert(
+      fc.property(
+        bytes32,
+        bytes32,
+        bytes32,
+        hexDigits(24),
+        fc.string({ maxLength: 40 }),
+        (installPrivate, verifierPrivate, challenge, iid, text) => {
+          const installPublicKey = p.x25519PublicKey(installPrivate);
+          const verifierPublic = Buffer.from(p.x25519PublicKey(verifierPrivate), 'base64url');
+          const agreed = { challenge, installId: `i${iid}`, ekid: 'e1', installPublicKey };
+          const client = p.deriveInstallKey({ ...agreed, privateKey: installPrivate, peerPublicKey: verifierPublic });
+          const server = p.deriveInstallKey({
+            ...agreed,
+            privateKey: verifierPrivate,
+            peerPublicKey: Buffer.from(installPublicKey, 'base64url'),
+          });
+          expect(Buffer.from(client).equals(Buffer.from(server))).toBe(true);
+          const request = { method: 'POST', authority: 'api.example.com', path: '/v1/messages', credential: 'sk' };
+          const envelope = p.placeholderEnvelope({ kid: `i${iid}`, ts: 1764000000, nonce: '0'.repeat(16), binding: 'install' });
+          const body = p.utf8(p.appendEnvelope(JSON.stringify({ messages: [{ role: 'user', content: text }] }), envelope));
+          const loc = p.locateEnvelope(body);
+          if (loc.status !== 'found' || loc.envelope.binding !== 'install') throw new Error('no i1 envelope');
+          body.set(p.utf8(p.computeStamp(client, body, loc.stampStart, loc.stampEnd, request)), loc.stampStart);
+          expect(p.verifyStamp(server, body, loc.stampStart, loc.stampEnd, request)).toBe(true);
+          // Another challenge (another enrollment) gives another key, which does not verify it.
+          const other = p.deriveInstallKey({
+            ...agreed,
+            challenge: challenge.map((b) => b ^ 1),
+            privateKey: verifierPrivate,
+            peerPublicKey: Buffer.from(installPublicKey, 'base64url'),
+          });
+          expect(p.verifyStamp(other, body, loc.stampStart, loc.stampEnd, request)).toBe(false);
+        },
+      ),
+      { numRuns: 200 },
     );
   });
 });

@@ -6,7 +6,9 @@
  */
 import { createHash, createHmac } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { ed25519 } from '@noble/curves/ed25519.js';
+import { ed25519, x25519 } from '@noble/curves/ed25519.js';
+import { hkdf } from '@noble/hashes/hkdf.js';
+import { sha256 } from '@noble/hashes/sha2.js';
 import { describe, expect, it } from 'vitest';
 import { loadVectors, VECTOR_FILES } from './conformance.js';
 import * as p from './index.js';
@@ -46,7 +48,7 @@ describe('vector files', () => {
 });
 
 describe('expected values, computed independently', () => {
-  it('stamp.compute: node:crypto HMAC over the request base (r1) and the placeholder body, truncated', () => {
+  it('stamp.compute: node:crypto HMAC over the request base (r1, i1) and the placeholder body, truncated', () => {
     for (const c of cases('stamp', 'compute').filter((x) => x.valid)) {
       const mac = createHmac('sha256', Buffer.from(c.key, 'hex'));
       if (c.request !== undefined) mac.update(p.requestBase(c.request));
@@ -66,6 +68,29 @@ describe('expected values, computed independently', () => {
     // chars of "Hello, how are you doing today?" at 4, 7, 20 are "o", "h", "o".
     const expected = createHash('sha256').update('moat-test-saltoho1.4.2').digest('hex').slice(0, 3);
     expect(cases('fingerprint', 'fingerprint').find((c) => c.name === 'ASCII text')?.fp).toBe(expected);
+  });
+
+  it('enroll.derive: @noble X25519 and HKDF; both sides of one agreement agree; RFC 7748 section 6.1', () => {
+    const derive = cases('enroll', 'derive');
+    for (const c of derive.filter((x) => x.valid)) {
+      const z = x25519.getSharedSecret(fromHex(c.privateKey), fromHex(c.peerPublicKey));
+      const info = p.lengthPrefixed(['moat-install/1', c.installId, c.ekid, c.installPublicKey]);
+      expect(Buffer.from(hkdf(sha256, z, fromHex(c.challenge), info, 32)).toString('hex'), c.name).toBe(c.key);
+    }
+    const key = (name: string) => derive.find((c) => c.name.startsWith(name))?.key;
+    expect(key('install side')).toBe(key('verifier side'));
+    // RFC 7748 section 6.1: Alice's private key and Bob's public key give this shared secret.
+    const rfc = derive.find((c) => c.name === 'RFC 7748 section 6.1 keys') as Record<string, string>;
+    const z = Buffer.from(x25519.getSharedSecret(fromHex(rfc.privateKey as string), fromHex(rfc.peerPublicKey as string)));
+    expect(z.toString('hex')).toBe('4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742');
+    for (const c of derive.filter((x) => x.name.startsWith('low-order'))) expect(c.error, c.name).toBe('ERR_ENROLLMENT');
+  });
+
+  it('stamp: the i1 vectors are stamped with the install key of enroll.json', () => {
+    const installKey = cases('enroll', 'derive').find((c) => c.name.startsWith('install side'))?.key;
+    const i1 = cases('stamp', 'compute').filter((c) => c.name.startsWith('i1: stamp under'));
+    expect(i1).toHaveLength(1);
+    expect(i1[0]?.key).toBe(installKey);
   });
 
   it('sign_hs256 and verify_ed25519: node:crypto HMAC and @noble/curves over the signing input', () => {

@@ -15,29 +15,11 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ed25519 } from '@noble/curves/ed25519.js';
 import * as p from '../dist/index.js';
+import { enroll120, envelope120, negotiation120, stamp120 } from './cases-1.2.ts';
+import { attempt, type Case, fromHex, hex, REQUEST, stamped } from './support.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const SPEC_VERSION = p.SPEC_VERSION;
-
-type Case = Record<string, unknown> & { name: string; op: string };
-
-function hex(bytes: Uint8Array): string {
-  return Buffer.from(bytes).toString('hex');
-}
-
-function fromHex(text: string): Uint8Array {
-  return new Uint8Array(Buffer.from(text, 'hex'));
-}
-
-/** Runs `fn`; on a ProtocolError returns its code, otherwise the value. */
-function attempt<T>(fn: () => T): { ok: true; value: T } | { ok: false; error: string } {
-  try {
-    return { ok: true, value: fn() };
-  } catch (error) {
-    if (error instanceof p.ProtocolError) return { ok: false, error: error.code };
-    throw error;
-  }
-}
 
 // ---------------------------------------------------------------------------------------
 // attribution.json
@@ -399,13 +381,6 @@ function stampCases(): Case[] {
   return cases;
 }
 
-const REQUEST: p.RequestComponents = {
-  method: 'POST',
-  authority: 'api.example.com',
-  path: '/v1/messages',
-  credential: 'sk-ant-test-0001',
-};
-
 function r1Body(extra: string): string {
   return p.appendEnvelope(
     `{"model":"claude-test","max_tokens":64,"messages":[{"role":"user","content":${JSON.stringify(extra)}}]}`,
@@ -566,14 +541,6 @@ function requestBoundStampCases(): Case[] {
     cases.push({ name, op: 'verify', key: TEST_KEY, body, request, result });
   }
   return cases;
-}
-
-function stamped(key: string, body: string, request?: p.RequestComponents): string {
-  const bytes = p.utf8(body);
-  const loc = p.locateEnvelope(bytes);
-  if (loc.status !== 'found') throw new Error('no envelope');
-  const stamp = p.computeStamp(fromHex(key), bytes, loc.stampStart, loc.stampEnd, request);
-  return Buffer.concat([bytes.subarray(0, loc.stampStart), Buffer.from(stamp), bytes.subarray(loc.stampEnd)]).toString('utf8');
 }
 
 function flipLastStampDigit(body: string): string {
@@ -1449,12 +1416,12 @@ const FILES: Record<string, { description: string; cases: () => Case[] }> = {
   },
   envelope: {
     description: 'Envelope values, locating the anchored envelope in raw bodies, appending it (SPEC.md §4).',
-    cases: () => [...envelopeCases(), ...envelope111()],
+    cases: () => [...envelopeCases(), ...envelope111(), ...envelope120()],
   },
   stamp: {
     description:
-      'Attestation stamps: HMAC-SHA-256 over the body with the placeholder in place, and for r1 over the request base first (SPEC.md §5).',
-    cases: () => [...stampCases(), ...stamp111()],
+      'Attestation stamps: HMAC-SHA-256 over the body with the placeholder in place, and for r1 and i1 over the request base first (SPEC.md §5).',
+    cases: () => [...stampCases(), ...stamp111(), ...stamp120()],
   },
   fingerprint: { description: 'Fingerprint v1 of Messages requests (SPEC.md §6).', cases: fingerprintCases },
   signature: {
@@ -1463,10 +1430,15 @@ const FILES: Record<string, { description: string; cases: () => Case[] }> = {
   },
   gateway: { description: 'Gateway detection and rule-table validation (SPEC.md §9).', cases: () => [...gatewayCases(), ...gateway111()] },
   negotiation: {
-    description: 'Discovery documents, the moat-version header, version choice (SPEC.md §10).',
-    cases: () => [...negotiationCases(), ...negotiation111()],
+    description: 'Discovery documents, the moat-version header, version choice, the envelope a client sends (SPEC.md §10).',
+    cases: () => [...negotiationCases(), ...negotiation111(), ...negotiation120()],
   },
   telemetry: { description: 'Telemetry batch validation (SPEC.md §11).', cases: () => [...telemetryCases(), ...telemetry111()] },
+  enroll: {
+    description:
+      "Per-install keys: the install key's derivation, the enrollment messages, the verifier's answers and the install signal (SPEC.md §5.4, §10.2, §10.3, §13).",
+    cases: enroll120,
+  },
 };
 
 const check = process.argv.includes('--check');
