@@ -17,6 +17,8 @@ interface Bench {
   readonly baseline: string;
   /** How to read the ratio column. */
   readonly ratio: string;
+  /** A package script other than `bench` (a second benchmark of the same package). */
+  readonly script?: string;
 }
 
 const BENCHES: readonly Bench[] = [
@@ -25,6 +27,14 @@ const BENCHES: readonly Bench[] = [
     title: 'Verifier overhead',
     baseline: 'the upstream itself (direct) and a bare node:http + undici pass-through proxy in front of it, measured in the same run',
     ratio: 'added latency over direct in µs (lower is better); throughput ÷ the bare proxy (higher is better)',
+  },
+  {
+    dir: 'apps/verifier',
+    title: 'Verifier memory per install',
+    script: 'bench:installs',
+    baseline:
+      'none: absolute figures, per install and scaled to 10⁶ installs; the cache and the fan-in state are bounded by their settings',
+    ratio: 'bytes per install (lower is better)',
   },
   {
     dir: 'packages/attest',
@@ -75,9 +85,10 @@ const BENCHES: readonly Bench[] = [
 const root = new URL('../', import.meta.url).pathname;
 const only = process.argv.includes('--only') ? new Set(process.argv[process.argv.indexOf('--only') + 1]?.split(',')) : undefined;
 
-function run(dir: string): Promise<{ code: number; stdout: string; ms: number }> {
+function run(dir: string, name = 'bench'): Promise<{ code: number; stdout: string; ms: number }> {
   const started = performance.now();
-  const script = (JSON.parse(readFileSync(join(root, dir, 'package.json'), 'utf8')) as { scripts: { bench: string } }).scripts.bench;
+  const scripts = (JSON.parse(readFileSync(join(root, dir, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts;
+  const script = scripts[name] as string;
   return new Promise((resolve) => {
     const child = spawn('sh', ['-c', script], { cwd: join(root, dir), stdio: ['ignore', 'pipe', 'inherit'] });
     let stdout = '';
@@ -109,7 +120,7 @@ for (const bench of BENCHES) {
   const name = bench.dir.split('/')[1] as string;
   if (only !== undefined && !only.has(name)) continue;
   process.stdout.write(`\n== ${bench.dir}\n`);
-  const result = await run(bench.dir);
+  const result = await run(bench.dir, bench.script);
   if (result.code !== 0) failed++;
   sections.push(
     [

@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
@@ -189,6 +189,23 @@ describe('settings from one schema', () => {
     );
     expect(template).toContain('// "upstreamKey": "sk-…",');
     expect(template).not.toMatch(/"(adminToken|serverSecret|signingSecret|fingerprintSalt)"/);
+  });
+
+  it('gives a data directory made before enrollment keys existed its enrollment key, once, keeping the rest', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'moat-data-'));
+    const older = {
+      adminToken: 'a'.repeat(24),
+      fingerprintSalt: 'salt',
+      serverSecret: 'ab'.repeat(32),
+      signingSecret: 'cd'.repeat(32),
+    };
+    writeFileSync(join(dir, 'secrets.json'), JSON.stringify(older), { mode: 0o600 });
+    const first = dataDirDefaults(dir);
+    const secrets = JSON.parse(readFileSync(first.secretsFile, 'utf8')) as Record<string, string>;
+    expect(secrets).toMatchObject(older);
+    expect(loadConfig({}, undefined, first.env).enrollmentKeys).toHaveLength(1);
+    expect(dataDirDefaults(dir).env).toEqual(first.env);
+    expect(statSync(first.secretsFile).mode & 0o077).toBe(0);
   });
 
   it('keeps the data directory’s generated secrets under the settings’ own names and variables', () => {

@@ -90,6 +90,15 @@ describe('discovery and the challenge', () => {
     expect((await post(`${main.url}${ENROLLMENT_CHALLENGE_PATH}`, 'sk-unknown', '')).status).toBe(401);
     expect((await post(`${main.url}${ENROLLMENT_CHALLENGE_PATH}`, key, '{"x":1}')).status).toBe(400);
   });
+
+  it('a key that asks for challenges it never uses is refused past 32 open ones (429 with retry-after)', async () => {
+    const { key } = await main.v.storage.createApiKey('challenge flood');
+    const statuses: number[] = [];
+    for (let i = 0; i < 33; i++) statuses.push((await post(`${main.url}${ENROLLMENT_CHALLENGE_PATH}`, key, '')).status);
+    expect(statuses.filter((s) => s === 200)).toHaveLength(32);
+    const refused = await post(`${main.url}${ENROLLMENT_CHALLENGE_PATH}`, key, '');
+    expect([refused.status, refused.headers.get('retry-after')]).toEqual([429, '60']);
+  });
 });
 
 describe('POST /v1/moat/enroll, in its order of checks', () => {
@@ -184,8 +193,58 @@ describe('enrollment limits (policy moat-policy-enrollment)', () => {
     expect(Number(third.headers.get('retry-after'))).toBeGreaterThan(500);
     const refused = await admin(url, `/admin/enrollments?key=${id}&outcome=limited`);
     expect(refused.enrollments).toHaveLength(1);
+    const metrics = await (await fetch(`${url}/metrics`, { headers: { authorization: `Bearer ${ADMIN}` } })).text();
+    expect(metrics).toContain('moat_enrollments_total{outcome="limited"} 1');
+    expect(metrics).toContain('moat_enrollments_total{outcome="created"} 2');
     // Another key has its own window.
     expect((await enroll(url, (await v.storage.createApiKey('other')).key, release)).status).toBe(201);
+  });
+
+  it('a GrowthBook rule sets one key’s limits; other keys keep the default', async () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'moat-flags-')), 'flags.json');
+    const rule = { condition: { id: 'key_fleet' }, force: { perWindow: 3 } };
+    writeFileSync(file, JSON.stringify({ features: { 'moat-policy-enrollment': { defaultValue: { perWindow: 1 }, rules: [rule] } } }));
+    const { v, url } = await start({ MOAT_VERIFIER_FLAGS_FILE: file });
+    const fleet = `sk-fleet-${randomBytes(8).toString('hex')}`;
+    await v.storage.importApiKey('key_fleet', fleet, 'ci fleet');
+    const person = await v.storage.createApiKey('person');
+    const statuses = async (key: string, n: number) => {
+      const out: number[] = [];
+      for (let i = 0; i < n; i++) out.push((await enroll(url, key, release)).status);
+      return out;
+    };
+    expect(await statuses(fleet, 4)).toEqual([201, 201, 201, 429]);
+    expect(await statuses(person.key, 2)).toEqual([201, 429]);
+  });
+
+  it('a retired enrollment key enrolls nothing new; the installs it enrolled keep stamping', async () => {
+    const [oldKey, newKey] = [randomBytes(32).toString('hex'), randomBytes(32).toString('hex')];
+    const database = join(mkdtempSync(join(tmpdir(), 'moat-enroll-')), 'v.db');
+    const first = await start({
+      MOAT_VERIFIER_DATABASE: database,
+      MOAT_VERIFIER_ENROLLMENT_KEYS: JSON.stringify([{ kid: 'e_old', key: oldKey }]),
+    });
+    const { id, key } = await first.v.storage.createApiKey('rotation');
+    const enrolled = await enroll(first.url, key, release);
+    await first.v.close();
+    verifiers.splice(verifiers.indexOf(first.v), 1);
+    const second = await start({
+      MOAT_VERIFIER_DATABASE: database,
+      MOAT_VERIFIER_ENROLLMENT_KEYS: JSON.stringify([
+        { kid: 'e_new', key: newKey },
+        { kid: 'e_old', key: oldKey, retired: true },
+      ]),
+    });
+    // Each start() has its own server secret, which API keys are hashed with: the key is taken over.
+    await second.v.storage.importApiKey(id, key, 'rotation');
+    const doc = (await (await fetch(`${second.url}/v1/moat`)).json()) as any;
+    expect(doc.moat.enrollment.kid).toBe('e_new');
+    expect((await enroll(second.url, key, release, { ekid: 'e_old' })).status).toBe(400);
+    expect((await enroll(second.url, key, release)).status).toBe(201);
+    expect((await message(second.url, second.v, key, installStamp(enrolled))).record).toMatchObject({
+      attestation: 'valid',
+      install: 'new',
+    });
   });
 
   it('block: past the installs per key, whatever the window; a revoked install frees its place', async () => {
@@ -217,6 +276,15 @@ describe('i1 stamps in the pipeline', () => {
     const { status, record } = await message(main.url, main.v, key, installStamp(e));
     expect(status).toBe(200);
     expect(record).toMatchObject({ attestation: 'valid', binding: 'install', install: 'new', verdict: 'allow', installId: e.iid });
+  });
+
+  it('an i1 stamp on a body that is not a Messages request is still told genuine (and its nonce spent)', async () => {
+    const { key } = await main.v.storage.createApiKey('i1 bad body');
+    const e = await enroll(main.url, key, release);
+    const res = await post(`${main.url}/v1/messages`, key, stampBody('{"model":1}', installStamp(e), main.url, '/v1/messages', key));
+    expect(res.status).toBe(400);
+    const [record] = await main.v.storage.queryRecords({ limit: 1 });
+    expect(record).toMatchObject({ attestation: 'valid', verdict: 'block' });
   });
 
   it('an install enrolled before the window is known', async () => {

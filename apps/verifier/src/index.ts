@@ -4,8 +4,11 @@
  * @packageDocumentation
  */
 export * from './config.js';
+export * from './enrollment-policy.js';
 export * from './errors.js';
 export * from './flags.js';
+export * from './install-keys.js';
+export * from './installs.js';
 export * from './mock-batches.js';
 export * from './mock-upstream.js';
 export * from './pg-storage.js';

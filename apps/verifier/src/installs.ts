@@ -68,8 +68,12 @@ type MaybePromise<T> = T | Promise<T>;
 
 /** The installs part of the storage (both backends). */
 export interface InstallStore {
-  /** Keeps a challenge for `credential` (its SHA-256, hex) until `expiresAt` (Unix ms). */
-  issueChallenge(challenge: string, credential: string, expiresAt: number): MaybePromise<void>;
+  /**
+   * Keeps a challenge for `credential` (its SHA-256, hex) until `expiresAt` (Unix ms) — unless
+   * `max` challenges were issued to it within the last lifetime (`expiresAt` − now): then false,
+   * and nothing is kept (a key cannot fill the store with challenges it never uses).
+   */
+  issueChallenge(challenge: string, credential: string, expiresAt: number, max?: number): MaybePromise<boolean>;
   /** Spends a challenge: true once, only under the credential it was issued to and before it expired. */
   consumeChallenge(challenge: string, credential: string, now?: number): MaybePromise<boolean>;
   /** Live (unrevoked) installs of a key. */
@@ -162,6 +166,12 @@ const SQL = {
     'FROM installs GROUP BY key_id ORDER BY COUNT(*) DESC, key_id LIMIT ?',
 } as const;
 
+/** An install's values in {@link SQL.createInstall}'s order (`bool` writes a flag as the backend keeps it). */
+function installValues(row: InstallRow, bool: (b: boolean) => unknown): unknown[] {
+  const { iid, keyId, installKey, ekid, challenge, created, revokedAt, overLimit, releaseKid } = row;
+  return [iid, keyId, installKey, ekid, challenge, created, revokedAt, bool(overLimit), releaseKid];
+}
+
 /** The WHERE clause of an enrollment query, values bound. */
 function enrollmentWhere(query: EnrollmentQuery): { where: string; params: unknown[] } {
   const clauses: string[] = [];
@@ -188,70 +198,89 @@ const keyPerKey = (r: Readonly<Record<string, unknown>>): KeyInstalls => ({
 export class SqliteInstallStore implements InstallStore {
   readonly #db: import('better-sqlite3').Database;
 
+  readonly #statements = new Map<string, import('better-sqlite3').Statement>();
+
   constructor(db: import('better-sqlite3').Database) {
     this.#db = db;
     db.exec(installsSchemaSql('sqlite') + SQLITE_CHALLENGES);
   }
 
-  issueChallenge(challenge: string, credential: string, expiresAt: number): void {
-    this.#db
-      .prepare('INSERT OR REPLACE INTO enroll_challenges (challenge, credential, expires) VALUES (?, ?, ?)')
-      .run(challenge, credential, expiresAt);
+  /** A statement, prepared once. */
+  #sql(text: string): import('better-sqlite3').Statement {
+    let statement = this.#statements.get(text);
+    if (statement === undefined) {
+      statement = this.#db.prepare(text);
+      this.#statements.set(text, statement);
+    }
+    return statement;
+  }
+
+  issueChallenge(challenge: string, credential: string, expiresAt: number, max = Number.POSITIVE_INFINITY): boolean {
+    const open = this.#sql('SELECT COUNT(*) n FROM enroll_challenges WHERE credential = ? AND expires > ?').get(credential, Date.now()) as {
+      n: number;
+    };
+    if (open.n >= max) return false;
+    this.#sql('INSERT OR REPLACE INTO enroll_challenges (challenge, credential, expires) VALUES (?, ?, ?)').run(
+      challenge,
+      credential,
+      expiresAt,
+    );
+    return true;
   }
 
   consumeChallenge(challenge: string, credential: string, now = Date.now()): boolean {
     // One statement: a challenge is deleted by exactly one of two racing enrollments.
     const sql = 'DELETE FROM enroll_challenges WHERE challenge = ? AND credential = ? AND expires > ?';
-    return this.#db.prepare(sql).run(challenge, credential, now).changes === 1;
+    return this.#sql(sql).run(challenge, credential, now).changes === 1;
   }
 
   countInstalls(keyId: string): number {
-    return Number((this.#db.prepare(SQL.countInstalls).get(keyId) as { n: number }).n);
+    return Number((this.#sql(SQL.countInstalls).get(keyId) as { n: number }).n);
   }
 
   countEnrollments(keyId: string, since: number): { count: number; oldest: number | null } {
-    const r = this.#db.prepare(SQL.countEnrollments).get(keyId, since) as { n: number; oldest: number | null };
+    const r = this.#sql(SQL.countEnrollments).get(keyId, since) as { n: number; oldest: number | null };
     return { count: Number(r.n), oldest: r.oldest === null ? null : Number(r.oldest) };
   }
 
   createInstall(row: InstallRow): void {
-    this.#db
-      .prepare(SQL.createInstall)
-      .run(row.iid, row.keyId, row.installKey, row.ekid, row.challenge, row.created, row.revokedAt, row.overLimit ? 1 : 0, row.releaseKid);
+    this.#sql(SQL.createInstall).run(...installValues(row, (b) => (b ? 1 : 0)));
   }
 
   install(iid: string): InstallRow | undefined {
-    const r = this.#db.prepare(SQL.install).get(iid) as Record<string, unknown> | undefined;
+    const r = this.#sql(SQL.install).get(iid) as Record<string, unknown> | undefined;
     return r === undefined ? undefined : installOf(r);
   }
 
   listInstalls(keyId: string, limit = 1000): InstallRow[] {
-    return (this.#db.prepare(SQL.listInstalls).all(keyId, limit) as Array<Record<string, unknown>>).map(installOf);
+    return (this.#sql(SQL.listInstalls).all(keyId, limit) as Array<Record<string, unknown>>).map(installOf);
   }
 
   revokeInstall(iid: string, at = Date.now()): InstallRow | undefined {
-    this.#db.prepare(SQL.revokeInstall).run(at, iid);
+    this.#sql(SQL.revokeInstall).run(at, iid);
     return this.install(iid);
   }
 
   recordEnrollment(e: EnrollmentRecord): void {
-    this.#db.prepare(SQL.recordEnrollment).run(e.ts, e.keyId, e.address, e.releaseKid, e.outcome, e.installId, e.reason);
+    this.#sql(SQL.recordEnrollment).run(e.ts, e.keyId, e.address, e.releaseKid, e.outcome, e.installId, e.reason);
   }
 
   enrollments(query: EnrollmentQuery): EnrollmentRecord[] {
     const { where, params } = enrollmentWhere(query);
     const sql = `SELECT * FROM enrollments ${where} ORDER BY ts DESC, seq DESC LIMIT ?`;
-    return (this.#db.prepare(sql).all(...params, query.limit ?? 100) as Array<Record<string, unknown>>).map(enrollmentOf);
+    return (this.#sql(sql).all(...params, query.limit ?? 100) as Array<Record<string, unknown>>).map(enrollmentOf);
   }
 
   installsPerKey(limit = 100): KeyInstalls[] {
-    return (this.#db.prepare(SQL.installsPerKey).all(limit) as Array<Record<string, unknown>>).map(keyPerKey);
+    return (this.#sql(SQL.installsPerKey).all(limit) as Array<Record<string, unknown>>).map(keyPerKey);
   }
 
   sweepChallenges(now = Date.now()): number {
-    return this.#db.prepare('DELETE FROM enroll_challenges WHERE expires <= ?').run(now).changes;
+    return this.#sql('DELETE FROM enroll_challenges WHERE expires <= ?').run(now).changes;
   }
 }
+
+const DECR_IF_EXISTS = "if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('DECR', KEYS[1]) end return 0";
 
 /** `?` placeholders numbered for PostgreSQL. */
 export function numbered(sql: string): string {
@@ -280,14 +309,28 @@ export class PgInstallStore implements InstallStore {
     return (await this.#pool.query(numbered(sql), params)).rows as Array<Record<string, unknown>>;
   }
 
-  async issueChallenge(challenge: string, credential: string, expiresAt: number): Promise<void> {
+  async issueChallenge(challenge: string, credential: string, expiresAt: number, max = Number.POSITIVE_INFINITY): Promise<boolean> {
     const ttl = Math.max(1, expiresAt - Date.now());
+    // Open challenges of this credential: counted up here, down when one is spent, and forgotten one
+    // lifetime after the first (so challenges that expire unused are not counted for longer).
+    const counter = `${this.#prefix}count:${credential}`;
+    const counted = await this.#redis.multi().incr(counter).pexpire(counter, ttl, 'NX').exec();
+    if (counted === null) throw new Error('redis transaction aborted');
+    if (Number(counted[0]?.[1]) > max) {
+      // Refused: not an open challenge.
+      await this.#redis.eval(DECR_IF_EXISTS, 1, counter);
+      return false;
+    }
     await this.#redis.set(`${this.#prefix}${challenge}:${credential}`, '1', 'PX', ttl);
+    return true;
   }
 
   async consumeChallenge(challenge: string, credential: string): Promise<boolean> {
     // DEL answers 1 to exactly one caller, whichever replica it runs on; Redis has expired it when it is late.
-    return (await this.#redis.del(`${this.#prefix}${challenge}:${credential}`)) === 1;
+    if ((await this.#redis.del(`${this.#prefix}${challenge}:${credential}`)) !== 1) return false;
+    // One open challenge fewer (the counter is left alone once it expired, so it never outlives its lifetime).
+    await this.#redis.eval(DECR_IF_EXISTS, 1, `${this.#prefix}count:${credential}`);
+    return true;
   }
 
   async countInstalls(keyId: string): Promise<number> {
@@ -300,17 +343,10 @@ export class PgInstallStore implements InstallStore {
   }
 
   async createInstall(row: InstallRow): Promise<void> {
-    await this.#rows(SQL.createInstall, [
-      row.iid,
-      row.keyId,
-      row.installKey,
-      row.ekid,
-      row.challenge,
-      row.created,
-      row.revokedAt,
-      row.overLimit,
-      row.releaseKid,
-    ]);
+    await this.#rows(
+      SQL.createInstall,
+      installValues(row, (b) => b),
+    );
   }
 
   async install(iid: string): Promise<InstallRow | undefined> {

@@ -1,5 +1,6 @@
 import { escapeControl } from '@moat/protocol/support';
 import { Counter, collectDefaultMetrics, Histogram, Registry } from 'prom-client';
+import { ENROLL_OUTCOMES } from './installs.js';
 import { SIGNAL_ROWS } from './signals.js';
 
 /** The verifier's Prometheus series. */
@@ -10,6 +11,8 @@ export interface VerifierMetrics {
   readonly duration: Histogram;
   readonly decoyCalls: Counter;
   readonly telemetryEvents: Counter<'type'>;
+  /** Enrollment attempts of per-install keys, by outcome. */
+  readonly enrollments: Counter<'outcome'>;
   /** Decoy calls kept from clients since start. */
   decoyCallCount: number;
 }
@@ -59,8 +62,15 @@ export function createMetrics(): VerifierMetrics {
       labelNames: ['type'],
       registers: [registry],
     }),
+    enrollments: new Counter({
+      name: 'moat_enrollments_total',
+      help: 'Enrollment attempts of per-install keys by outcome (created, over_limit, or why refused)',
+      labelNames: ['outcome'],
+      registers: [registry],
+    }),
     decoyCallCount: 0,
   };
+  for (const outcome of ENROLL_OUTCOMES) metrics.enrollments.inc({ outcome }, 0);
   // Every signal value of the registry is a series from the start, at 0, so rates and alerts see it before it happens.
   for (const row of SIGNAL_ROWS) for (const value of row.values) metrics.signals.inc({ layer: row.metric, value }, 0);
   return metrics;

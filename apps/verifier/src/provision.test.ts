@@ -27,6 +27,13 @@ describe('moat-verifier provision', () => {
     expect(config.fingerprintSalt).toBe(client.salt);
     expect(config.userAgentProduct).toBe('acme-chat');
     expect(config.attestationKeys).toEqual([{ kid: client.attestationKid, key: client.attestationKey }]);
+    // Per-install keys: the verifier's enrollment key, on the verifier's side only, kept by a second run.
+    expect(config.enrollmentKeys).toEqual([
+      { kid: expect.stringMatching(/^e\d{8}[0-9a-f]{4}$/), key: expect.stringMatching(/^[0-9a-f]{64}$/) },
+    ]);
+    expect(JSON.stringify(client)).not.toContain(config.enrollmentKeys[0]?.key);
+    provision({ configFile });
+    expect(json(configFile).enrollmentKeys).toEqual(config.enrollmentKeys);
     for (const file of [configFile, clientFile]) expect(statSync(file).mode & 0o077).toBe(0);
     expect(readFileSync(join(dir, '.gitignore'), 'utf8').split('\n')).toEqual(
       expect.arrayContaining(['moat-verifier.config.json', 'moat.client.json', '.moat-verifier']),

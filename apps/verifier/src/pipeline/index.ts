@@ -76,6 +76,7 @@ async function readRequest(flight: InFlight, raw: Buffer, services: VerifierServ
       nonceStore: services.storage,
       windowSec: config.windowSec,
       request: receivedRequest(flight.req, config),
+      installs: services.enrollment.resolver,
     }).catch(() => undefined);
     if (attestation !== undefined) flight.ledger.set({ attestation: attestation.signal });
     throw error;

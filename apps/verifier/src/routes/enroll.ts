@@ -33,6 +33,9 @@ export class EnrollRefusal extends Error {
   }
 }
 
+/** Challenges one API key may hold within one challenge lifetime: an install needs one at a time. */
+export const MAX_OPEN_CHALLENGES = 32;
+
 /** The credential a challenge is bound to: SHA-256 of the API key by §5.3's rule (hex). */
 function credentialOfRequest(req: IncomingMessage): string {
   return createHash('sha256')
@@ -60,7 +63,16 @@ export const challenge: RouteHandler = async ({ req, res, services }) => {
     );
   const value = randomBytes(32).toString('base64url');
   const ttl = services.config.enrollChallengeSec;
-  await services.storage.installs.issueChallenge(value, credentialOfRequest(req), Date.now() + ttl * 1000);
+  const credential = credentialOfRequest(req);
+  if (
+    !(await services.storage.installs.issueChallenge(value, credential, Date.now() + ttl * 1000, MAX_OPEN_CHALLENGES))
+  )
+    throw new ApiError(
+      429,
+      'rate_limit_error',
+      `ERR_ENROLL_LIMIT: expected at most ${MAX_OPEN_CHALLENGES} challenges per key within ${ttl} s, got more`,
+      { retryAfterSec: ttl },
+    );
   sendJson(res, 200, { challenge: value, expires_in: ttl });
 };
 
@@ -187,11 +199,13 @@ export const enroll: RouteHandler = async ({ req, res, services, keyId }) => {
     });
     Object.assign(attempt, { outcome: overLimit ? 'over_limit' : 'created', installId: iid, reason: '201' });
     await services.storage.installs.recordEnrollment(attempt);
+    services.metrics.enrollments.inc({ outcome: attempt.outcome });
     sendJson(res, 201, { install_id: iid, ekid: request.ekid });
   } catch (error) {
     if (!(error instanceof EnrollRefusal)) throw error;
     Object.assign(attempt, { outcome: error.outcome, reason: `${error.status} ${error.code}` });
     await services.storage.installs.recordEnrollment(attempt);
+    services.metrics.enrollments.inc({ outcome: attempt.outcome });
     const headers = error.retryAfterSec === undefined ? {} : { 'retry-after': String(error.retryAfterSec) };
     sendJson(
       res,
