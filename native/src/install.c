@@ -58,7 +58,9 @@ const char *moat_install_code(moat_install_result r) {
   return (size_t)r < sizeof CODES / sizeof CODES[0] ? CODES[r] : "ERR_NATIVE";
 }
 
-const char *moat_seal_name(moat_seal s) { return s == MOAT_SEAL_KEYRING ? "keyring" : s == MOAT_SEAL_KEYCHAIN ? "keychain" : "file"; }
+const char *moat_seal_name(moat_seal s) {
+  return s == MOAT_SEAL_KEYRING ? "keyring" : s == MOAT_SEAL_KEYCHAIN ? "keychain" : "file";
+}
 
 static moat_install_result fail(moat_install_result r, char *why, size_t why_len, const char *what, const char *got) {
   if (why != NULL && why_len > 0) snprintf(why, why_len, "expected %s, got %s", what, got);
@@ -156,11 +158,14 @@ typedef struct {
 /* The file's text up to the secret line (the sealed secret's associated data); its length, 0 when it does not fit. */
 static size_t state_head(const state_text *s, char *out, size_t cap) {
   char seal[48];
-  if (s->seal == MOAT_SEAL_FILE) snprintf(seal, sizeof seal, "file");
-  else snprintf(seal, sizeof seal, "%s:%s", moat_seal_name(s->seal), s->ref);
-  int n = s->enrolled ? snprintf(out, cap, HEADER "origin=%s\npublic=%s\nseal=%s\niid=%s\nekid=%s\nverifier=%s\nchallenge=%s\n", s->origin,
-                                 s->pub, seal, s->iid, s->ekid, s->verifier, s->challenge)
-                      : snprintf(out, cap, HEADER "origin=%s\npublic=%s\nseal=%s\n", s->origin, s->pub, seal);
+  if (s->seal == MOAT_SEAL_FILE)
+    snprintf(seal, sizeof seal, "file");
+  else
+    snprintf(seal, sizeof seal, "%s:%s", moat_seal_name(s->seal), s->ref);
+  int n = s->enrolled
+              ? snprintf(out, cap, HEADER "origin=%s\npublic=%s\nseal=%s\niid=%s\nekid=%s\nverifier=%s\nchallenge=%s\n",
+                         s->origin, s->pub, seal, s->iid, s->ekid, s->verifier, s->challenge)
+              : snprintf(out, cap, HEADER "origin=%s\npublic=%s\nseal=%s\n", s->origin, s->pub, seal);
   return n > 0 && (size_t)n < cap ? (size_t)n : 0;
 }
 
@@ -184,9 +189,12 @@ static int parse_seal(const char *v, state_text *s) {
     s->ref[0] = '\0';
     return 1;
   }
-  if (strncmp(v, "keyring:", 8) == 0 && is_ref(v + 8)) s->seal = MOAT_SEAL_KEYRING;
-  else if (strncmp(v, "keychain:", 9) == 0 && is_ref(v + 9)) s->seal = MOAT_SEAL_KEYCHAIN;
-  else return 0;
+  if (strncmp(v, "keyring:", 8) == 0 && is_ref(v + 8))
+    s->seal = MOAT_SEAL_KEYRING;
+  else if (strncmp(v, "keychain:", 9) == 0 && is_ref(v + 9))
+    s->seal = MOAT_SEAL_KEYCHAIN;
+  else
+    return 0;
   memcpy(s->ref, strchr(v, ':') + 1, 33);
   return 1;
 }
@@ -208,8 +216,11 @@ static size_t moat_install_parse(const unsigned char *bytes, size_t len, state_t
   if (take_line(&at, end, "iid", s->iid, sizeof s->iid)) {
     s->enrolled = 1;
     if (!is_kid(s->iid) || !take_line(&at, end, "ekid", s->ekid, sizeof s->ekid) || !is_kid(s->ekid)) return 0;
-    if (!take_line(&at, end, "verifier", s->verifier, sizeof s->verifier) || !b64url_decode(s->verifier, scratch, 32)) return 0;
-    if (!take_line(&at, end, "challenge", s->challenge, sizeof s->challenge) || !b64url_decode(s->challenge, scratch, 32)) return 0;
+    if (!take_line(&at, end, "verifier", s->verifier, sizeof s->verifier) || !b64url_decode(s->verifier, scratch, 32))
+      return 0;
+    if (!take_line(&at, end, "challenge", s->challenge, sizeof s->challenge) ||
+        !b64url_decode(s->challenge, scratch, 32))
+      return 0;
   }
   size_t head = (size_t)(at - (const char *)bytes);
   if (!take_line(&at, end, "secret", s->secret, sizeof s->secret) || at != end) return 0;
@@ -266,7 +277,8 @@ static void keyring_drop(const char *ref) {
 #include <Security/Security.h>
 
 static CFMutableDictionaryRef keychain_query(const char *ref) {
-  CFMutableDictionaryRef q = CFDictionaryCreateMutable(NULL, 0, &kCFTypeDictionaryKeyCallBacks, &kCFTypeDictionaryValueCallBacks);
+  CFMutableDictionaryRef q =
+      CFDictionaryCreateMutable(NULL, 0, &kCFTypeDictionaryKeyCallBacks, &kCFTypeDictionaryValueCallBacks);
   CFStringRef account = CFStringCreateWithCString(NULL, ref, kCFStringEncodingUTF8);
   CFDictionarySetValue(q, kSecClass, kSecClassGenericPassword);
   CFDictionarySetValue(q, kSecAttrService, CFSTR("moat-install"));
@@ -293,7 +305,8 @@ static int keychain_load(const char *ref, unsigned char wk[32]) {
   CFTypeRef out = NULL;
   OSStatus st = SecItemCopyMatching(q, &out);
   CFRelease(q);
-  int ok = st == errSecSuccess && out != NULL && CFGetTypeID(out) == CFDataGetTypeID() && CFDataGetLength((CFDataRef)out) == 32;
+  int ok = st == errSecSuccess && out != NULL && CFGetTypeID(out) == CFDataGetTypeID() &&
+           CFDataGetLength((CFDataRef)out) == 32;
   if (ok) memcpy(wk, CFDataGetBytePtr((CFDataRef)out), 32);
   if (out != NULL) CFRelease(out);
   return ok;
@@ -369,8 +382,8 @@ static int x25519_generate(unsigned char priv[32], unsigned char pub[32]) {
   EVP_PKEY *key = NULL;
   size_t priv_len = 32, pub_len = 32;
   int ok = ctx != NULL && EVP_PKEY_keygen_init(ctx) == 1 && EVP_PKEY_keygen(ctx, &key) == 1 &&
-           EVP_PKEY_get_raw_private_key(key, priv, &priv_len) == 1 && EVP_PKEY_get_raw_public_key(key, pub, &pub_len) == 1 &&
-           priv_len == 32 && pub_len == 32;
+           EVP_PKEY_get_raw_private_key(key, priv, &priv_len) == 1 &&
+           EVP_PKEY_get_raw_public_key(key, pub, &pub_len) == 1 && priv_len == 32 && pub_len == 32;
   EVP_PKEY_free(key);
   EVP_PKEY_CTX_free(ctx);
   return ok;
@@ -391,8 +404,8 @@ static int x25519_shared(const unsigned char priv[32], const unsigned char peer_
   EVP_PKEY_CTX *ctx = own != NULL ? EVP_PKEY_CTX_new(own, NULL) : NULL;
   size_t len = 32;
   /* OpenSSL itself refuses an all-zero result (derive fails): both cases are checked. */
-  int derived = ctx != NULL && peer != NULL && EVP_PKEY_derive_init(ctx) == 1 && EVP_PKEY_derive_set_peer(ctx, peer) == 1 &&
-                EVP_PKEY_derive(ctx, z, &len) == 1 && len == 32;
+  int derived = ctx != NULL && peer != NULL && EVP_PKEY_derive_init(ctx) == 1 &&
+                EVP_PKEY_derive_set_peer(ctx, peer) == 1 && EVP_PKEY_derive(ctx, z, &len) == 1 && len == 32;
   EVP_PKEY_CTX_free(ctx);
   EVP_PKEY_free(peer);
   EVP_PKEY_free(own);
@@ -404,7 +417,8 @@ static int x25519_shared(const unsigned char priv[32], const unsigned char peer_
 }
 
 /* K_i = HKDF-SHA-256(Z, salt = challenge, info = lp(["moat-install/1", iid, ekid, public (base64url)])). */
-static int derive_install_key(const unsigned char z[32], const unsigned char challenge[32], const state_text *s, unsigned char k[32]) {
+static int derive_install_key(const unsigned char z[32], const unsigned char challenge[32], const state_text *s,
+                              unsigned char k[32]) {
   static const char LABEL[] = "moat-install/1";
   unsigned char info[4 * 4 + sizeof LABEL + 32 + 32 + KEY_B64];
   size_t at = moat_lp_item(info, LABEL, sizeof LABEL - 1);
@@ -421,26 +435,29 @@ static int derive_install_key(const unsigned char z[32], const unsigned char cha
 }
 
 /* AES-256-GCM of the 32-byte private key under wk, `aad` authenticated: out = nonce ‖ ciphertext ‖ tag. */
-static int seal_secret(const unsigned char wk[32], const unsigned char priv[32], const char *aad, size_t aad_len, unsigned char out[SEALED_LEN]) {
+static int seal_secret(const unsigned char wk[32], const unsigned char priv[32], const char *aad, size_t aad_len,
+                       unsigned char out[SEALED_LEN]) {
   EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
   int n = 0;
   int ok = ctx != NULL && RAND_bytes(out, 12) == 1 && EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, wk, out) == 1 &&
            EVP_EncryptUpdate(ctx, NULL, &n, (const unsigned char *)aad, (int)aad_len) == 1 &&
-           EVP_EncryptUpdate(ctx, out + 12, &n, priv, 32) == 1 && n == 32 && EVP_EncryptFinal_ex(ctx, out + 44, &n) == 1 &&
+           EVP_EncryptUpdate(ctx, out + 12, &n, priv, 32) == 1 && n == 32 &&
+           EVP_EncryptFinal_ex(ctx, out + 44, &n) == 1 &&
            EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, 16, out + 44) == 1;
   EVP_CIPHER_CTX_free(ctx);
   return ok;
 }
 
-static int open_secret(const unsigned char wk[32], const unsigned char in[SEALED_LEN], const char *aad, size_t aad_len, unsigned char priv[32]) {
+static int open_secret(const unsigned char wk[32], const unsigned char in[SEALED_LEN], const char *aad, size_t aad_len,
+                       unsigned char priv[32]) {
   EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
   unsigned char tag[16];
   memcpy(tag, in + 44, 16);
   int n = 0;
   int ok = ctx != NULL && EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, wk, in) == 1 &&
            EVP_DecryptUpdate(ctx, NULL, &n, (const unsigned char *)aad, (int)aad_len) == 1 &&
-           EVP_DecryptUpdate(ctx, priv, &n, in + 12, 32) == 1 && n == 32 && EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, 16, tag) == 1 &&
-           EVP_DecryptFinal_ex(ctx, tag, &n) == 1;
+           EVP_DecryptUpdate(ctx, priv, &n, in + 12, 32) == 1 && n == 32 &&
+           EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, 16, tag) == 1 && EVP_DecryptFinal_ex(ctx, tag, &n) == 1;
   EVP_CIPHER_CTX_free(ctx);
   if (!ok) moat_wipe(priv, 32);
   return ok;
@@ -453,8 +470,9 @@ static char *state_path(const char *dir, const char *origin) {
   unsigned char digest[32];
   unsigned int digest_len = 0;
   EVP_MD_CTX *md = EVP_MD_CTX_new();
-  int ok = md != NULL && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1 && EVP_DigestUpdate(md, "moat-install-file/1", 19) == 1 &&
-           EVP_DigestUpdate(md, origin, strlen(origin)) == 1 && EVP_DigestFinal_ex(md, digest, &digest_len) == 1;
+  int ok = md != NULL && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1 &&
+           EVP_DigestUpdate(md, "moat-install-file/1", 19) == 1 && EVP_DigestUpdate(md, origin, strlen(origin)) == 1 &&
+           EVP_DigestFinal_ex(md, digest, &digest_len) == 1;
   EVP_MD_CTX_free(md);
   if (!ok) return NULL;
   size_t cap = strlen(dir) + 1 + 32 + 9;
@@ -493,7 +511,8 @@ static moat_install_result check_dir(const char *dir, int create, char *why, siz
     if (errno == ENOENT && !create) return MOAT_INSTALL_NONE;
     return fail(MOAT_INSTALL_IO, why, why_len, "an install state directory that can be made and read", strerror(errno));
   }
-  if (!S_ISDIR(st.st_mode)) return fail(MOAT_INSTALL_IO, why, why_len, "the install state directory to be a directory", "another file");
+  if (!S_ISDIR(st.st_mode))
+    return fail(MOAT_INSTALL_IO, why, why_len, "the install state directory to be a directory", "another file");
   return owner_only(&st, "an install state directory only its owner can open (0700)", why, why_len);
 }
 
@@ -507,15 +526,20 @@ static moat_install_result read_state(const char *path, unsigned char *buf, size
   }
   struct stat st;
   moat_install_result r = MOAT_INSTALL_OK;
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) r = fail(MOAT_INSTALL_IO, why, why_len, "an install state file", "another kind of file");
-  else r = owner_only(&st, "an install state file only its owner can read or write (0600)", why, why_len);
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
+    r = fail(MOAT_INSTALL_IO, why, why_len, "an install state file", "another kind of file");
+  else
+    r = owner_only(&st, "an install state file only its owner can read or write (0600)", why, why_len);
   size_t n = 0;
   while (r == MOAT_INSTALL_OK) {
     ssize_t got = read(fd, buf + n, MAX_FILE + 1 - n);
     if (got < 0 && errno == EINTR) continue;
-    if (got < 0) r = fail(MOAT_INSTALL_IO, why, why_len, "a readable install state file", strerror(errno));
-    else if (got == 0) break;
-    else if ((n += (size_t)got) > MAX_FILE) r = fail(MOAT_INSTALL_STATE, why, why_len, "an install state file of at most 2048 bytes", "a larger one");
+    if (got < 0)
+      r = fail(MOAT_INSTALL_IO, why, why_len, "a readable install state file", strerror(errno));
+    else if (got == 0)
+      break;
+    else if ((n += (size_t)got) > MAX_FILE)
+      r = fail(MOAT_INSTALL_STATE, why, why_len, "an install state file of at most 2048 bytes", "a larger one");
   }
   close(fd);
   *len = n;
@@ -534,7 +558,8 @@ static int write_all(int fd, const char *text, size_t len) {
 }
 
 /* Writes the file atomically: a new 0600 file beside it, fsync, rename over it, fsync of the directory. */
-static moat_install_result write_state(const char *dir, const char *path, const char *text, size_t len, char *why, size_t why_len) {
+static moat_install_result write_state(const char *dir, const char *path, const char *text, size_t len, char *why,
+                                       size_t why_len) {
   unsigned char r[8];
   if (RAND_bytes(r, sizeof r) != 1) return MOAT_INSTALL_CRYPTO;
   size_t cap = strlen(path) + 48;
@@ -662,20 +687,26 @@ static moat_install_result make_key(const state_text *s, secrets *sec, moat_inst
 }
 
 /* Opens a state file's secret into sec->priv and checks it is the private key of `public`. */
-static moat_install_result unseal(const state_text *s, const unsigned char *file, size_t head, secrets *sec, char *why, size_t why_len) {
+static moat_install_result unseal(const state_text *s, const unsigned char *file, size_t head, secrets *sec, char *why,
+                                  size_t why_len) {
   if (s->seal == MOAT_SEAL_FILE) {
     if (!b64url_decode(s->secret, sec->priv, 32)) return MOAT_INSTALL_STATE;
   } else {
     unsigned char sealed[SEALED_LEN];
     if (!seal_load(s->seal, s->ref, sec->wk))
-      return fail(MOAT_INSTALL_SEALED, why, why_len, "the keystore key that sealed the install state", "none (gone, or no keystore answers)");
-    int opened = b64url_decode(s->secret, sealed, SEALED_LEN) && open_secret(sec->wk, sealed, (const char *)file, head, sec->priv);
+      return fail(MOAT_INSTALL_SEALED, why, why_len, "the keystore key that sealed the install state",
+                  "none (gone, or no keystore answers)");
+    int opened = b64url_decode(s->secret, sealed, SEALED_LEN) &&
+                 open_secret(sec->wk, sealed, (const char *)file, head, sec->priv);
     moat_wipe(sec->wk, 32);
-    if (!opened) return fail(MOAT_INSTALL_STATE, why, why_len, "a sealed install state that opens", "one that does not (edited or corrupted)");
+    if (!opened)
+      return fail(MOAT_INSTALL_STATE, why, why_len, "a sealed install state that opens",
+                  "one that does not (edited or corrupted)");
   }
   unsigned char pub[32], stated[32];
   if (!x25519_public(sec->priv, pub) || !b64url_decode(s->pub, stated, 32) || CRYPTO_memcmp(pub, stated, 32) != 0)
-    return fail(MOAT_INSTALL_STATE, why, why_len, "the install state's private key to match its public key", "another key");
+    return fail(MOAT_INSTALL_STATE, why, why_len, "the install state's private key to match its public key",
+                "another key");
   return MOAT_INSTALL_OK;
 }
 
@@ -700,7 +731,8 @@ static moat_install_result load_state(entry *e, const char *origin, char *why, s
   size_t len = 0;
   moat_install_result r = read_state(e->path, file, &len, why, why_len);
   size_t head = r == MOAT_INSTALL_OK ? moat_install_parse(file, len, &e->st) : 0;
-  if (r == MOAT_INSTALL_OK && head == 0) r = fail(MOAT_INSTALL_STATE, why, why_len, "an install state file (moat-install/1)", "other bytes");
+  if (r == MOAT_INSTALL_OK && head == 0)
+    r = fail(MOAT_INSTALL_STATE, why, why_len, "an install state file (moat-install/1)", "other bytes");
   if (r == MOAT_INSTALL_OK && strcmp(e->st.origin, origin) != 0)
     r = fail(MOAT_INSTALL_STATE, why, why_len, "the install state of this origin", "another origin's");
   if (r == MOAT_INSTALL_OK) r = unseal(&e->st, file, head, e->sec, why, why_len);
@@ -708,7 +740,8 @@ static moat_install_result load_state(entry *e, const char *origin, char *why, s
   moat_wipe(e->st.secret, sizeof e->st.secret);
   if (r == MOAT_INSTALL_OK && e->st.enrolled) {
     r = make_key(&e->st, e->sec, &e->key);
-    if (r == MOAT_INSTALL_KEY) r = fail(r, why, why_len, "an enrolled state whose verifier key is not a low-order point", "one that is");
+    if (r == MOAT_INSTALL_KEY)
+      r = fail(r, why, why_len, "an enrolled state whose verifier key is not a low-order point", "one that is");
     secrets_free(e->sec); /* enrolled: K_i is all it takes from now on */
     e->sec = NULL;
   }
@@ -729,12 +762,15 @@ static entry *entry_new(const char *dir, const char *origin) {
   return e;
 }
 
-moat_install_result moat_install_open(const char *dir, const char *origin, int create, int file_only, moat_install_info *info, char *why,
-                                      size_t why_len) {
+moat_install_result moat_install_open(const char *dir, const char *origin, int create, int file_only,
+                                      moat_install_info *info, char *why, size_t why_len) {
   memset(info, 0, sizeof *info);
-  if (!is_origin(origin)) return fail(MOAT_INSTALL_ARG, why, why_len, "origin as 1-512 printable ASCII characters without spaces", "another string");
+  if (!is_origin(origin))
+    return fail(MOAT_INSTALL_ARG, why, why_len, "origin as 1-512 printable ASCII characters without spaces",
+                "another string");
   size_t dir_len = strlen(dir);
-  if (dir_len == 0 || dir_len > MOAT_INSTALL_MAX_DIR) return fail(MOAT_INSTALL_ARG, why, why_len, "path as a directory path", "an empty or longer one");
+  if (dir_len == 0 || dir_len > MOAT_INSTALL_MAX_DIR)
+    return fail(MOAT_INSTALL_ARG, why, why_len, "path as a directory path", "an empty or longer one");
   moat_install_result r = check_dir(dir, create, why, why_len);
   if (r != MOAT_INSTALL_OK) return r;
   entry *e = entry_new(dir, origin);
@@ -763,7 +799,8 @@ moat_install_result moat_install_open(const char *dir, const char *origin, int c
 static moat_install_result activate(entry *e, state_text *next, char *why, size_t why_len) {
   moat_install_key *key = NULL;
   moat_install_result r = make_key(next, e->sec, &key);
-  if (r == MOAT_INSTALL_KEY) return fail(r, why, why_len, "a verifier key that is not a low-order point", "one whose shared secret is all zero");
+  if (r == MOAT_INSTALL_KEY)
+    return fail(r, why, why_len, "a verifier key that is not a low-order point", "one whose shared secret is all zero");
   if (r != MOAT_INSTALL_OK) return r;
   if (next->seal != MOAT_SEAL_FILE && !seal_load(next->seal, next->ref, e->sec->wk)) {
     moat_install_key_put(key);
@@ -785,13 +822,17 @@ static moat_install_result activate(entry *e, state_text *next, char *why, size_
   return MOAT_INSTALL_OK;
 }
 
-moat_install_result moat_install_activate(const char *origin, const char *install_id, const char *ekid, const char *verifier_key,
-                                          const char *challenge, char *why, size_t why_len) {
+moat_install_result moat_install_activate(const char *origin, const char *install_id, const char *ekid,
+                                          const char *verifier_key, const char *challenge, char *why, size_t why_len) {
   unsigned char scratch[32];
-  if (!is_kid(install_id)) return fail(MOAT_INSTALL_ARG, why, why_len, "installId as a key id (1-32 of A-Z a-z 0-9 _ -)", "another string");
-  if (!is_kid(ekid)) return fail(MOAT_INSTALL_ARG, why, why_len, "ekid as a key id (1-32 of A-Z a-z 0-9 _ -)", "another string");
-  if (!b64url_decode(verifier_key, scratch, 32)) return fail(MOAT_INSTALL_ARG, why, why_len, "verifierPublicKey as base64url of 32 bytes", "another string");
-  if (!b64url_decode(challenge, scratch, 32)) return fail(MOAT_INSTALL_ARG, why, why_len, "challenge as base64url of 32 bytes", "another string");
+  if (!is_kid(install_id))
+    return fail(MOAT_INSTALL_ARG, why, why_len, "installId as a key id (1-32 of A-Z a-z 0-9 _ -)", "another string");
+  if (!is_kid(ekid))
+    return fail(MOAT_INSTALL_ARG, why, why_len, "ekid as a key id (1-32 of A-Z a-z 0-9 _ -)", "another string");
+  if (!b64url_decode(verifier_key, scratch, 32))
+    return fail(MOAT_INSTALL_ARG, why, why_len, "verifierPublicKey as base64url of 32 bytes", "another string");
+  if (!b64url_decode(challenge, scratch, 32))
+    return fail(MOAT_INSTALL_ARG, why, why_len, "challenge as base64url of 32 bytes", "another string");
   pthread_mutex_lock(&registry_lock);
   entry *e = registry;
   while (e != NULL && strcmp(e->st.origin, origin) != 0) e = e->next;
@@ -832,7 +873,8 @@ moat_install_result moat_install_forget(const char *origin, const char *dir, cha
       moat_wipe(&s, sizeof s);
       moat_wipe(file, sizeof file);
     }
-    if (unlink(path) != 0 && errno != ENOENT) r = fail(MOAT_INSTALL_IO, why, why_len, "a removable install state file", strerror(errno));
+    if (unlink(path) != 0 && errno != ENOENT)
+      r = fail(MOAT_INSTALL_IO, why, why_len, "a removable install state file", strerror(errno));
     free(path);
   }
   if (e != NULL && e->st.seal != MOAT_SEAL_FILE) seal_drop(e->st.seal, e->st.ref);

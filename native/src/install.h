@@ -19,10 +19,10 @@ typedef enum {
   MOAT_INSTALL_IO = 3,          /* the directory or the file cannot be made, read or written */
   MOAT_INSTALL_PERMISSIONS = 4, /* the directory or the file is not the user's alone */
   MOAT_INSTALL_STATE = 5,       /* the file is not a valid install state (corrupt, edited, another origin's) */
-  MOAT_INSTALL_SEALED = 6,      /* the keystore key that sealed the file is gone (a reboot empties the kernel keyring) */
-  MOAT_INSTALL_KEY = 7,         /* the verifier's key makes an all-zero shared secret (RFC 7748 §6.1) */
-  MOAT_INSTALL_UNKNOWN = 8,     /* no install open for the origin, or not one waiting for its enrollment */
-  MOAT_INSTALL_CRYPTO = 9       /* OpenSSL failed (out of memory) */
+  MOAT_INSTALL_SEALED = 6,  /* the keystore key that sealed the file is gone (a reboot empties the kernel keyring) */
+  MOAT_INSTALL_KEY = 7,     /* the verifier's key makes an all-zero shared secret (RFC 7748 §6.1) */
+  MOAT_INSTALL_UNKNOWN = 8, /* no install open for the origin, or not one waiting for its enrollment */
+  MOAT_INSTALL_CRYPTO = 9   /* OpenSSL failed (out of memory) */
 } moat_install_result;
 
 /* The typed error code of a result ("ERR_NATIVE_INSTALL_…"). */
@@ -50,15 +50,15 @@ typedef struct {
  * keystore. An enrolled state is active at once (its K_i derived); a new one waits for
  * moat_install_activate. `why` gets a message for a failure ("expected …, got …").
  */
-moat_install_result moat_install_open(const char *dir, const char *origin, int create, int file_only, moat_install_info *info, char *why,
-                                      size_t why_len);
+moat_install_result moat_install_open(const char *dir, const char *origin, int create, int file_only,
+                                      moat_install_info *info, char *why, size_t why_len);
 
 /*
  * Derives K_i for the install waiting at `origin` (verifier_key and challenge base64url of 32
  * bytes), writes the enrolled state and makes K_i the origin's stamping key.
  */
-moat_install_result moat_install_activate(const char *origin, const char *install_id, const char *ekid, const char *verifier_key,
-                                          const char *challenge, char *why, size_t why_len);
+moat_install_result moat_install_activate(const char *origin, const char *install_id, const char *ekid,
+                                          const char *verifier_key, const char *challenge, char *why, size_t why_len);
 
 /* Drops the origin's install: its key from memory and (dir not NULL, or the open one's) its state file. */
 moat_install_result moat_install_forget(const char *origin, const char *dir, char *why, size_t why_len);

@@ -10,9 +10,13 @@
 
 /* Throws a result's typed error with `why`; NULL for the caller to return. */
 static napi_value throw_result(napi_env env, moat_install_result r, const char *why) {
-  const char *msg = why[0] != '\0' ? why : r == MOAT_INSTALL_CRYPTO ? "OpenSSL failed (out of memory?)" : "install state failed";
-  if (r == MOAT_INSTALL_ARG) napi_throw_type_error(env, moat_install_code(r), msg);
-  else napi_throw_error(env, moat_install_code(r), msg);
+  const char *msg = why[0] != '\0'             ? why
+                    : r == MOAT_INSTALL_CRYPTO ? "OpenSSL failed (out of memory?)"
+                                               : "install state failed";
+  if (r == MOAT_INSTALL_ARG)
+    napi_throw_type_error(env, moat_install_code(r), msg);
+  else
+    napi_throw_error(env, moat_install_code(r), msg);
   return NULL;
 }
 
@@ -21,7 +25,8 @@ static int arg_string(napi_env env, napi_value v, const char *name, char *buf, s
   napi_valuetype t;
   size_t len = 0;
   char msg[128];
-  if (napi_typeof(env, v, &t) != napi_ok || t != napi_string || napi_get_value_string_utf8(env, v, NULL, 0, &len) != napi_ok) {
+  if (napi_typeof(env, v, &t) != napi_ok || t != napi_string ||
+      napi_get_value_string_utf8(env, v, NULL, 0, &len) != napi_ok) {
     snprintf(msg, sizeof msg, "expected %s as a string, got another value", name);
   } else if (len >= cap) {
     snprintf(msg, sizeof msg, "expected %s of at most %zu bytes, got %zu", name, cap - 1, len);
@@ -42,11 +47,13 @@ static int open_options(napi_env env, napi_value options, int *create, int *file
   if (napi_typeof(env, options, &t) != napi_ok || t == napi_undefined || t == napi_null) return 1;
   napi_value v;
   bool b = true;
-  if (t != napi_object || napi_get_named_property(env, options, "create", &v) != napi_ok || napi_typeof(env, v, &t) != napi_ok) {
+  if (t != napi_object || napi_get_named_property(env, options, "create", &v) != napi_ok ||
+      napi_typeof(env, v, &t) != napi_ok) {
     napi_throw_type_error(env, "ERR_NATIVE_OPTIONS", "expected installOpen(path, origin, options?: object)");
     return 0;
   }
-  if (t == napi_boolean && napi_get_value_bool(env, v, &b) == napi_ok) *create = b;
+  if (t == napi_boolean && napi_get_value_bool(env, v, &b) == napi_ok)
+    *create = b;
   else if (t != napi_undefined) {
     napi_throw_type_error(env, "ERR_NATIVE_OPTIONS", "expected options.create as a boolean, got another value");
     return 0;
@@ -55,7 +62,8 @@ static int open_options(napi_env env, napi_value options, int *create, int *file
   if (napi_get_named_property(env, options, "keystore", &v) != napi_ok || napi_typeof(env, v, &t) != napi_ok) return 0;
   if (t != napi_undefined && !arg_string(env, v, "options.keystore", keystore, sizeof keystore)) return 0;
   if (strcmp(keystore, "auto") != 0 && strcmp(keystore, "file") != 0) {
-    napi_throw_type_error(env, "ERR_NATIVE_OPTIONS", "expected options.keystore as 'auto' or 'file', got another string");
+    napi_throw_type_error(env, "ERR_NATIVE_OPTIONS",
+                          "expected options.keystore as 'auto' or 'file', got another string");
     return 0;
   }
   *file_only = strcmp(keystore, "file") == 0;
@@ -64,7 +72,8 @@ static int open_options(napi_env env, napi_value options, int *create, int *file
 
 static int set_string(napi_env env, napi_value obj, const char *name, const char *value) {
   napi_value v;
-  return napi_create_string_utf8(env, value, NAPI_AUTO_LENGTH, &v) == napi_ok && napi_set_named_property(env, obj, name, v) == napi_ok;
+  return napi_create_string_utf8(env, value, NAPI_AUTO_LENGTH, &v) == napi_ok &&
+         napi_set_named_property(env, obj, name, v) == napi_ok;
 }
 
 /* installOpen(path, origin, { create?, keystore? }?) → { publicKey, enrolled, installId?, ekid?, sealed } | null */
@@ -74,10 +83,12 @@ static napi_value install_open(napi_env env, napi_callback_info info) {
   char dir[MOAT_INSTALL_MAX_DIR + 1], origin[MOAT_INSTALL_MAX_ORIGIN + 1], why[256] = "";
   int create, file_only;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2) {
-    napi_throw_type_error(env, "ERR_NATIVE_OPTIONS", "expected installOpen(path: string, origin: string, options?: object)");
+    napi_throw_type_error(env, "ERR_NATIVE_OPTIONS",
+                          "expected installOpen(path: string, origin: string, options?: object)");
     return NULL;
   }
-  if (!arg_string(env, argv[0], "path", dir, sizeof dir) || !arg_string(env, argv[1], "origin", origin, sizeof origin)) return NULL;
+  if (!arg_string(env, argv[0], "path", dir, sizeof dir) || !arg_string(env, argv[1], "origin", origin, sizeof origin))
+    return NULL;
   if (!open_options(env, argc > 2 ? argv[2] : NULL, &create, &file_only)) return NULL;
   moat_install_info state;
   moat_install_result r = moat_install_open(dir, origin, create, file_only, &state, why, sizeof why);
@@ -88,8 +99,10 @@ static napi_value install_open(napi_env env, napi_callback_info info) {
   if (r != MOAT_INSTALL_OK) return throw_result(env, r, why);
   napi_value enrolled;
   if (napi_create_object(env, &out) != napi_ok || !set_string(env, out, "publicKey", state.public_key) ||
-      napi_get_boolean(env, state.enrolled != 0, &enrolled) != napi_ok || napi_set_named_property(env, out, "enrolled", enrolled) != napi_ok ||
-      (state.enrolled && (!set_string(env, out, "installId", state.install_id) || !set_string(env, out, "ekid", state.ekid))) ||
+      napi_get_boolean(env, state.enrolled != 0, &enrolled) != napi_ok ||
+      napi_set_named_property(env, out, "enrolled", enrolled) != napi_ok ||
+      (state.enrolled &&
+       (!set_string(env, out, "installId", state.install_id) || !set_string(env, out, "ekid", state.ekid))) ||
       !set_string(env, out, "sealed", moat_seal_name(state.sealed))) {
     napi_throw_error(env, "ERR_NATIVE", "cannot make the install's description");
     return NULL;
@@ -103,12 +116,14 @@ static napi_value install_activate(napi_env env, napi_callback_info info) {
   napi_value argv[5];
   char origin[MOAT_INSTALL_MAX_ORIGIN + 1], iid[33], ekid[33], verifier[64], challenge[64], why[256] = "";
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 5) {
-    napi_throw_type_error(env, "ERR_NATIVE_OPTIONS",
-                          "expected installActivate(origin, installId, ekid, verifierPublicKey, challenge): five strings");
+    napi_throw_type_error(
+        env, "ERR_NATIVE_OPTIONS",
+        "expected installActivate(origin, installId, ekid, verifierPublicKey, challenge): five strings");
     return NULL;
   }
-  if (!arg_string(env, argv[0], "origin", origin, sizeof origin) || !arg_string(env, argv[1], "installId", iid, sizeof iid) ||
-      !arg_string(env, argv[2], "ekid", ekid, sizeof ekid) || !arg_string(env, argv[3], "verifierPublicKey", verifier, sizeof verifier) ||
+  if (!arg_string(env, argv[0], "origin", origin, sizeof origin) ||
+      !arg_string(env, argv[1], "installId", iid, sizeof iid) || !arg_string(env, argv[2], "ekid", ekid, sizeof ekid) ||
+      !arg_string(env, argv[3], "verifierPublicKey", verifier, sizeof verifier) ||
       !arg_string(env, argv[4], "challenge", challenge, sizeof challenge))
     return NULL;
   moat_install_result r = moat_install_activate(origin, iid, ekid, verifier, challenge, why, sizeof why);
@@ -127,7 +142,8 @@ static napi_value install_forget(napi_env env, napi_callback_info info) {
     return NULL;
   }
   if (!arg_string(env, argv[0], "origin", origin, sizeof origin)) return NULL;
-  if (argc > 1 && napi_typeof(env, argv[1], &t) == napi_ok && t != napi_undefined && !arg_string(env, argv[1], "path", dir, sizeof dir))
+  if (argc > 1 && napi_typeof(env, argv[1], &t) == napi_ok && t != napi_undefined &&
+      !arg_string(env, argv[1], "path", dir, sizeof dir))
     return NULL;
   moat_install_result r = moat_install_forget(origin, argc > 1 && t != napi_undefined ? dir : NULL, why, sizeof why);
   if (r != MOAT_INSTALL_OK) return throw_result(env, r, why);
@@ -144,7 +160,8 @@ int moat_install_request_option(napi_env env, napi_value options, struct moat_in
   if (!arg_string(env, v, "options.install", origin, sizeof origin)) return 0;
   *out = moat_install_key_get(origin);
   if (*out != NULL) return 1;
-  napi_throw_error(env, "ERR_NATIVE_INSTALL_UNKNOWN", "expected options.install to name an origin with an enrolled install, got one without");
+  napi_throw_error(env, "ERR_NATIVE_INSTALL_UNKNOWN",
+                   "expected options.install to name an origin with an enrolled install, got one without");
   return 0;
 }
 

@@ -87,7 +87,10 @@ function send(envelope: string, install?: string, body = '{"model":"m","max_toke
       (event, a, _b, c) => {
         if (event === 'headers') stamp = STAMP_RESULTS[c ?? 1] as string;
         if (event === 'end') {
-          const mine = seen.find((s) => s.body.includes(envelope.slice(0, -32))) as { body: Buffer; request: RequestComponents };
+          const mine = seen.find((s) => s.body.includes(envelope.slice(0, -32))) as {
+            body: Buffer;
+            request: RequestComponents;
+          };
           resolve({ stamp, ...mine });
         }
         if (event === 'error') reject(new Error(String(a)));
@@ -97,10 +100,19 @@ function send(envelope: string, install?: string, body = '{"model":"m","max_toke
 }
 
 const i1 = (installId: string) =>
-  placeholderEnvelope({ kid: installId, ts: Math.floor(Date.now() / 1000), nonce: randomBytes(8).toString('hex'), binding: 'install' });
+  placeholderEnvelope({
+    kid: installId,
+    ts: Math.floor(Date.now() / 1000),
+    nonce: randomBytes(8).toString('hex'),
+    binding: 'install',
+  });
 
 /** The verifier's check of a received i1 stamp: K_i from its own private key and the install's public key. */
-function verifiesAsVerifier(got: { body: Buffer; request: RequestComponents }, e: ReturnType<typeof enrollment>, publicKey: string) {
+function verifiesAsVerifier(
+  got: { body: Buffer; request: RequestComponents },
+  e: ReturnType<typeof enrollment>,
+  publicKey: string,
+) {
   const where = locateEnvelope(new Uint8Array(got.body));
   if (where.status !== 'found') throw new Error('no envelope');
   expect(where.envelope.binding).toBe('install');
@@ -130,7 +142,7 @@ describe('install keys', () => {
     expect(native.installOpen(stateDir(), ORIGIN, { create: false })).toBeNull();
   });
 
-  it('stamps i1 with K_i, which the verifier derives on its side (deriveInstallKey) and verifyStamp accepts', async () => {
+  it('stamps i1 with K_i, which the verifier derives on its side and verifyStamp accepts', async () => {
     const dir = stateDir();
     const opened = native.installOpen(dir, ORIGIN, { keystore: 'file' });
     const e = enrollment();
@@ -140,7 +152,11 @@ describe('install keys', () => {
     expect(verifiesAsVerifier(got, e, opened?.publicKey as string)).toBe(true);
     // Another verifier key (another K_i) does not verify it: the stamp is the install's.
     expect(
-      verifiesAsVerifier(got, { ...e, verifierPrivate: rawPrivate(generateKeyPairSync('x25519').privateKey) }, opened?.publicKey as string),
+      verifiesAsVerifier(
+        got,
+        { ...e, verifierPrivate: rawPrivate(generateKeyPairSync('x25519').privateKey) },
+        opened?.publicKey as string,
+      ),
     ).toBe(false);
 
     // At the next start K_i is derived again from the state file.
@@ -150,7 +166,9 @@ describe('install keys', () => {
     expect(again.stamp).toBe('stamped');
     expect(verifiesAsVerifier(again, e, opened?.publicKey as string)).toBe(true);
     // The file keeps what re-derives K_i, never K_i.
-    expect(readFileSync(stateFile(dir), 'utf8')).toMatch(new RegExp(`^moat-install/1\\norigin=${ORIGIN}\\n.*iid=${e.installId}\\n`, 's'));
+    expect(readFileSync(stateFile(dir), 'utf8')).toMatch(
+      new RegExp(`^moat-install/1\\norigin=${ORIGIN}\\n.*iid=${e.installId}\\n`, 's'),
+    );
   });
 
   it('stamps large bodies with the install key too, as they go out or on the stamping thread', async () => {
@@ -186,13 +204,13 @@ describe('install keys', () => {
       expect.objectContaining({ code: 'ERR_NATIVE_INSTALL_UNKNOWN' }),
     );
     const e = enrollment();
-    expect(() => native.installActivate('http://never.example', e.installId, e.ekid, e.verifierPublic, e.challenge)).toThrow(
-      expect.objectContaining({ code: 'ERR_NATIVE_INSTALL_UNKNOWN' }),
-    );
+    expect(() =>
+      native.installActivate('http://never.example', e.installId, e.ekid, e.verifierPublic, e.challenge),
+    ).toThrow(expect.objectContaining({ code: 'ERR_NATIVE_INSTALL_UNKNOWN' }));
     native.installActivate('http://waiting.example', e.installId, e.ekid, e.verifierPublic, e.challenge);
-    expect(() => native.installActivate('http://waiting.example', e.installId, e.ekid, e.verifierPublic, e.challenge)).toThrow(
-      expect.objectContaining({ code: 'ERR_NATIVE_INSTALL_UNKNOWN' }),
-    );
+    expect(() =>
+      native.installActivate('http://waiting.example', e.installId, e.ekid, e.verifierPublic, e.challenge),
+    ).toThrow(expect.objectContaining({ code: 'ERR_NATIVE_INSTALL_UNKNOWN' }));
     const file = stateFile(dir);
     native.installForget('http://waiting.example');
     expect(() => statSync(file)).toThrow();
@@ -231,11 +249,15 @@ describe('install keys', () => {
     const file = stateFile(dir);
     for (const mode of [0o644, 0o604, 0o620]) {
       chmodSync(file, mode);
-      expect(() => native.installOpen(dir, ORIGIN)).toThrow(expect.objectContaining({ code: 'ERR_NATIVE_INSTALL_PERMISSIONS' }));
+      expect(() => native.installOpen(dir, ORIGIN)).toThrow(
+        expect.objectContaining({ code: 'ERR_NATIVE_INSTALL_PERMISSIONS' }),
+      );
     }
     chmodSync(file, 0o600);
     chmodSync(dir, 0o755);
-    expect(() => native.installOpen(dir, ORIGIN)).toThrow(expect.objectContaining({ code: 'ERR_NATIVE_INSTALL_PERMISSIONS' }));
+    expect(() => native.installOpen(dir, ORIGIN)).toThrow(
+      expect.objectContaining({ code: 'ERR_NATIVE_INSTALL_PERMISSIONS' }),
+    );
     chmodSync(dir, 0o700);
     expect(native.installOpen(dir, ORIGIN)?.sealed).toBe('file');
   });
@@ -258,7 +280,9 @@ describe('install keys', () => {
     ];
     for (const text of corrupt) {
       writeFileSync(file, text, { mode: 0o600 });
-      expect(() => native.installOpen(dir, ORIGIN)).toThrow(expect.objectContaining({ code: 'ERR_NATIVE_INSTALL_STATE' }));
+      expect(() => native.installOpen(dir, ORIGIN)).toThrow(
+        expect.objectContaining({ code: 'ERR_NATIVE_INSTALL_STATE' }),
+      );
     }
     writeFileSync(file, good, { mode: 0o600 });
     expect(native.installOpen(dir, ORIGIN)?.enrolled).toBe(false);
@@ -279,21 +303,34 @@ describe('install keys', () => {
     const e = enrollment();
     native.installActivate(ORIGIN, e.installId, e.ekid, e.verifierPublic, e.challenge);
     const enrolled = readFileSync(file, 'utf8');
-    expect(native.installOpen(dir, ORIGIN)).toEqual({ ...opened, enrolled: true, installId: e.installId, ekid: e.ekid });
+    expect(native.installOpen(dir, ORIGIN)).toEqual({
+      ...opened,
+      enrolled: true,
+      installId: e.installId,
+      ekid: e.ekid,
+    });
     const got = await send(i1(e.installId), ORIGIN);
     expect(verifiesAsVerifier(got, e, opened.publicKey)).toBe(true);
     // Every line before the secret is authenticated: an edited install id does not open.
     writeFileSync(file, enrolled.replace(e.installId, `i${'0'.repeat(24)}`), { mode: 0o600 });
-    expect(() => native.installOpen(dir, ORIGIN)).toThrow(expect.objectContaining({ code: 'ERR_NATIVE_INSTALL_STATE' }));
+    expect(() => native.installOpen(dir, ORIGIN)).toThrow(
+      expect.objectContaining({ code: 'ERR_NATIVE_INSTALL_STATE' }),
+    );
     // A keyring key that is gone (a reboot empties the keyring): a typed error, not a new key.
-    writeFileSync(file, enrolled.replace(/seal=keyring:[0-9a-f]{32}/, `seal=keyring:${'0'.repeat(32)}`), { mode: 0o600 });
-    expect(() => native.installOpen(dir, ORIGIN)).toThrow(expect.objectContaining({ code: 'ERR_NATIVE_INSTALL_SEALED' }));
+    writeFileSync(file, enrolled.replace(/seal=keyring:[0-9a-f]{32}/, `seal=keyring:${'0'.repeat(32)}`), {
+      mode: 0o600,
+    });
+    expect(() => native.installOpen(dir, ORIGIN)).toThrow(
+      expect.objectContaining({ code: 'ERR_NATIVE_INSTALL_SEALED' }),
+    );
     writeFileSync(file, enrolled, { mode: 0o600 });
     expect(native.installOpen(dir, ORIGIN)?.installId).toBe(e.installId);
     // Forgetting drops the keyring key too: the same file no longer opens.
     native.installForget(ORIGIN);
     writeFileSync(file, enrolled, { mode: 0o600 });
-    expect(() => native.installOpen(dir, ORIGIN)).toThrow(expect.objectContaining({ code: 'ERR_NATIVE_INSTALL_SEALED' }));
+    expect(() => native.installOpen(dir, ORIGIN)).toThrow(
+      expect.objectContaining({ code: 'ERR_NATIVE_INSTALL_SEALED' }),
+    );
     native.installForget(ORIGIN, dir);
     expect(readdirSync(dir)).toEqual([]);
   });

@@ -77,9 +77,14 @@ export async function startEnrollServer(): Promise<EnrollServer> {
     const { binding, kid } = where.envelope;
     const scheme = binding === 'install' ? 'i1' : binding === 'request' ? 'r1' : 'v1';
     const key = scheme === 'i1' ? installs.get(kid) : kid === dev.kid ? release : undefined;
-    const request = receivedRequestComponents({ method: req.method ?? '', target: req.url ?? '', headers: req.headers });
+    const request = receivedRequestComponents({
+      method: req.method ?? '',
+      target: req.url ?? '',
+      headers: req.headers,
+    });
     const valid =
-      key !== undefined && verifyStamp(key, new Uint8Array(body), where.stampStart, where.stampEnd, scheme === 'v1' ? undefined : request);
+      key !== undefined &&
+      verifyStamp(key, new Uint8Array(body), where.stampStart, where.stampEnd, scheme === 'v1' ? undefined : request);
     return { scheme, kid, valid };
   };
 
@@ -87,7 +92,8 @@ export async function startEnrollServer(): Promise<EnrollServer> {
     const stamp = check(body, req);
     if (stamp.scheme !== 'r1' || !stamp.valid) return { status: 401, answer: { error: { code: 'invalid' } } };
     const parsed = parseEnrollmentRequest(JSON.parse(body.toString('utf8')));
-    if (!challenges.delete(parsed.challenge)) return { status: 409, answer: { error: { code: 'ERR_ENROLL_CHALLENGE' } } };
+    if (!challenges.delete(parsed.challenge))
+      return { status: 409, answer: { error: { code: 'ERR_ENROLL_CHALLENGE' } } };
     const installId = `i${randomBytes(12).toString('hex')}`;
     installs.set(
       installId,
@@ -110,7 +116,12 @@ export async function startEnrollServer(): Promise<EnrollServer> {
       res.writeHead(status, { 'content-type': 'application/json', ...headers }).end(JSON.stringify(value));
     if (req.url === '/v1/moat') {
       const features = ['attestation', 'request_binding', 'telemetry', ...(state.advertise ? ['install_keys'] : [])];
-      const enrollment = { challenge: ENROLLMENT_CHALLENGE_PATH, enroll: ENROLLMENT_PATH, kid: EKID, key: verifierPublic };
+      const enrollment = {
+        challenge: ENROLLMENT_CHALLENGE_PATH,
+        enroll: ENROLLMENT_PATH,
+        kid: EKID,
+        key: verifierPublic,
+      };
       return json(200, { moat: { versions: [1], features, ...(state.advertise ? { enrollment } : {}) } });
     }
     if (req.url === ENROLLMENT_CHALLENGE_PATH) {
@@ -137,7 +148,13 @@ export async function startEnrollServer(): Promise<EnrollServer> {
         type: 'error',
         error: { type: 'permission_error', message: 'request blocked by policy (block:attestation=unknown_key)' },
       });
-    return json(200, { id: 'msg_1', type: 'message', role: 'assistant', model: 'm', content: [{ type: 'text', text: 'ok' }] });
+    return json(200, {
+      id: 'msg_1',
+      type: 'message',
+      role: 'assistant',
+      model: 'm',
+      content: [{ type: 'text', text: 'ok' }],
+    });
   });
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');

@@ -9,7 +9,13 @@ import { join } from 'node:path';
 import { native } from '@moat/native';
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { type EnrollServer, startEnrollServer } from './enroll-server.test-util.js';
-import { attestationLayer, createMoatFetch, defaultInstallDir, type InstallKeyOptions, type MoatFetch } from './index.js';
+import {
+  attestationLayer,
+  createMoatFetch,
+  defaultInstallDir,
+  type InstallKeyOptions,
+  type MoatFetch,
+} from './index.js';
 
 let server: EnrollServer;
 let dir = '';
@@ -47,7 +53,7 @@ async function ask(f: typeof fetch, apiKey = 'sk-install'): Promise<number> {
 }
 
 describe('per-install keys', () => {
-  it('enrolls on first use (the enrollment stamped r1) and stamps every call i1, which the verifier side checks', async () => {
+  it('enrolls on first use (enrollment stamped r1), stamps every call i1 after; the verifier checks them', async () => {
     const f = client();
     for (let i = 0; i < 3; i++) expect(await ask(f)).toBe(200);
     await f.close();
@@ -84,7 +90,7 @@ describe('per-install keys', () => {
     expect(existsSync(dir)).toBe(false);
   });
 
-  it('keeps i1 for an origin enrolled before, even when discovery no longer advertises install_keys (pin)', async () => {
+  it('keeps i1 for an origin enrolled before, when discovery no longer advertises install_keys (pin)', async () => {
     const first = client();
     expect(await ask(first)).toBe(200);
     await first.close();
@@ -99,7 +105,7 @@ describe('per-install keys', () => {
     expect(server.counts.enroll).toBe(1);
   });
 
-  it('fails open on 429: r1, one warning, layer_degraded telemetry, and no new attempt before the back-off', async () => {
+  it('fails open on 429: r1, one warning, layer_degraded telemetry, no new attempt before the back-off', async () => {
     server.refuseEnroll = 429;
     let clock = 1_800_000_000_000;
     const f = client({ now: () => clock });
@@ -114,7 +120,9 @@ describe('per-install keys', () => {
     await f.close();
     expect(server.counts.enroll).toBe(2);
     expect(server.stamps.at(-1)).toMatchObject({ scheme: 'i1', valid: true });
-    expect(server.telemetry.join('\n')).toMatch(/"type":"layer_degraded".*"layer":"attest".*install enrollment: enrollment answered 429/);
+    expect(server.telemetry.join('\n')).toMatch(
+      /"type":"layer_degraded".*"layer":"attest".*install enrollment: enrollment answered 429/,
+    );
   });
 
   it('enrolls again, once, when the verifier no longer knows the install, and sends the call again', async () => {
@@ -151,7 +159,7 @@ describe('per-install keys', () => {
     expect(warnings.filter((w) => w.includes('no install keys'))).toHaveLength(1);
   });
 
-  it('keeps its state under MOAT_INSTALL_DIR, else $XDG_CONFIG_HOME/moat/installs, else ~/.config/moat/installs', () => {
+  it('keeps its state in MOAT_INSTALL_DIR, else $XDG_CONFIG_HOME/moat/installs, else ~/.config/…', () => {
     expect(defaultInstallDir({ MOAT_INSTALL_DIR: '/srv/moat' })).toBe('/srv/moat');
     expect(defaultInstallDir({ XDG_CONFIG_HOME: '/home/u/.cfg' })).toBe('/home/u/.cfg/moat/installs');
     expect(defaultInstallDir({})).toMatch(/\/\.config\/moat\/installs$/);

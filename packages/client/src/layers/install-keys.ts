@@ -10,7 +10,12 @@
 import { createHash } from 'node:crypto';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { type DiscoveryEnrollment, enrollmentRequestBody, parseChallengeAnswer, parseEnrollmentAnswer } from '@moat/protocol';
+import {
+  type DiscoveryEnrollment,
+  enrollmentRequestBody,
+  parseChallengeAnswer,
+  parseEnrollmentAnswer,
+} from '@moat/protocol';
 import { errorMessage, type NativeBinding, type Warner } from '@moat/protocol/support';
 import { degradedEvent, type MoatCall } from '../compose.js';
 import type { Endpoint } from '../endpoint.js';
@@ -25,7 +30,7 @@ export interface InstallKeyOptions {
    * `MOAT_INSTALL_KEYSTORE`.
    */
   readonly keystore?: 'auto' | 'file' | undefined;
-  /** Wait after a first failed enrollment, in ms (default 60 000); doubled per failure up to `maxRetryMs` (default 1 h). */
+  /** Wait after a first failed enrollment, ms (default 60 000); doubled per failure up to `maxRetryMs` (1 h). */
   readonly retryMs?: number | undefined;
   readonly maxRetryMs?: number | undefined;
   /** The fetch the challenge goes through (default: the global `fetch`). */
@@ -48,7 +53,9 @@ type InstallAddon = Required<Pick<NativeBinding, 'installOpen' | 'installActivat
 
 function installAddon(native: unknown): InstallAddon | undefined {
   const n = native as Partial<InstallAddon> | undefined;
-  return typeof n?.installOpen === 'function' && typeof n.installActivate === 'function' && typeof n.installForget === 'function'
+  return typeof n?.installOpen === 'function' &&
+    typeof n.installActivate === 'function' &&
+    typeof n.installForget === 'function'
     ? (n as InstallAddon)
     : undefined;
 }
@@ -108,8 +115,9 @@ function credentialHeaders(call: MoatCall): Record<string, string> {
   return headers;
 }
 
-/** A refusal of the install itself: `block` on `attestation=unknown_key|revoked` or `install=revoked`, or such a code. */
-const INSTALL_REFUSED = /\battestation=(?:unknown_key|revoked)\b|\binstall=(?:revoked|unknown)\b|"code"\s*:\s*"(?:unknown_key|revoked)"/;
+/** A refusal of the install itself: blocked on `attestation=unknown_key|revoked` or `install=revoked`. */
+const INSTALL_REFUSED =
+  /\battestation=(?:unknown_key|revoked)\b|\binstall=(?:revoked|unknown)\b|"code"\s*:\s*"(?:unknown_key|revoked)"/;
 
 /** What the attestation layer asks of the install keys. */
 export interface InstallKeys {
@@ -126,90 +134,110 @@ export interface InstallKeys {
   status(e: Endpoint): string | undefined;
 }
 
-/** The install keys of one client (one state per origin and API key). */
-export function createInstallKeys(options: InstallKeyOptions, warn: Warner): InstallKeys {
-  const dir = options.stateDir ?? defaultInstallDir();
-  const keystore = options.keystore ?? (process.env.MOAT_INSTALL_KEYSTORE === 'file' ? 'file' : 'auto');
-  const now = options.now ?? Date.now;
-  const retryMs = options.retryMs ?? 60_000;
-  const maxRetryMs = options.maxRetryMs ?? 3_600_000;
-  const installs = new Map<string, InstallState>();
+/** What one enrollment needs: the addon, the endpoint, the call whose API key it goes under, the r1 transport. */
+interface EnrollContext {
+  readonly addon: InstallAddon;
+  readonly e: Endpoint;
+  readonly enrollment: DiscoveryEnrollment;
+  readonly call: MoatCall;
+  readonly send: typeof fetch;
+}
+
+/** The install keys of one client: one state per origin and API key. */
+class InstallKeyStore implements InstallKeys {
+  readonly #dir: string;
+  readonly #keystore: 'auto' | 'file';
+  readonly #now: () => number;
+  readonly #retryMs: number;
+  readonly #maxRetryMs: number;
+  readonly #fetch: typeof fetch | undefined;
+  readonly #warn: Warner;
+  readonly #installs = new Map<string, InstallState>();
   /** The latest install used per origin, for the status line. */
-  const latest = new Map<string, InstallState>();
-  const stateOf = (origin: string, credential: string): InstallState => {
+  readonly #latest = new Map<string, InstallState>();
+
+  constructor(options: InstallKeyOptions, warn: Warner) {
+    this.#dir = options.stateDir ?? defaultInstallDir();
+    this.#keystore = options.keystore ?? (process.env.MOAT_INSTALL_KEYSTORE === 'file' ? 'file' : 'auto');
+    this.#now = options.now ?? Date.now;
+    this.#retryMs = options.retryMs ?? 60_000;
+    this.#maxRetryMs = options.maxRetryMs ?? 3_600_000;
+    this.#fetch = options.fetch;
+    this.#warn = warn;
+  }
+
+  #stateOf(origin: string, credential: string): InstallState {
     const name = installName(origin, credential);
-    let s = installs.get(name);
+    let s = this.#installs.get(name);
     if (s === undefined) {
       s = { name, failures: 0, retryAt: 0, pinChecked: false, reenrolled: false, detail: '' };
-      installs.set(name, s);
+      this.#installs.set(name, s);
     }
-    latest.set(origin, s);
+    this.#latest.set(origin, s);
     return s;
-  };
+  }
 
-  const failed = (e: Endpoint, s: InstallState, error: unknown) => {
+  /** One warning per origin, a `layer_degraded` event per failure, and the back-off. */
+  #failed(e: Endpoint, s: InstallState, error: unknown): void {
     s.failures += 1;
-    const backoff = Math.min(retryMs * 2 ** (s.failures - 1), maxRetryMs);
+    const backoff = Math.min(this.#retryMs * 2 ** (s.failures - 1), this.#maxRetryMs);
     const wait = Math.max(backoff, error instanceof EnrollmentFailure ? error.retryAfterMs : 0);
-    s.retryAt = now() + wait;
+    s.retryAt = this.#now() + wait;
     s.detail = `enrollment failed (${errorMessage(error)}); r1 until ${new Date(s.retryAt).toISOString()}`;
-    warn(
+    this.#warn(
       `install enrollment at ${e.origin} failed (${errorMessage(error)}); requests go with the release stamp (r1)`,
       `install:${e.origin}`,
     );
     e.report(degradedEvent('attest', `install enrollment: ${errorMessage(error)}`));
-  };
+  }
 
   /** The state of a run before: an install enrolled at this origin keeps stamping i1 (the pin). */
-  const pinned = (addon: InstallAddon, s: InstallState) => {
+  #pinned(addon: InstallAddon, s: InstallState): void {
     s.pinChecked = true;
-    const opened = addon.installOpen(dir, s.name, { create: false, keystore });
+    const opened = addon.installOpen(this.#dir, s.name, { create: false, keystore: this.#keystore });
     if (opened?.enrolled === true) s.installId = opened.installId;
-  };
+  }
 
   /** Opens the install state; one that cannot be used (a keystore key gone, a corrupt file) is replaced. */
-  const open = (addon: InstallAddon, name: string) => {
+  #open(addon: InstallAddon, name: string) {
     try {
-      return addon.installOpen(dir, name, { keystore });
+      return addon.installOpen(this.#dir, name, { keystore: this.#keystore });
     } catch (error) {
       const code = (error as { code?: unknown }).code;
       if (code !== 'ERR_NATIVE_INSTALL_SEALED' && code !== 'ERR_NATIVE_INSTALL_STATE') throw error;
-      warn(`install state for ${name} unusable (${errorMessage(error)}); enrolling a new install`, `install-state:${name}`);
-      addon.installForget(name, dir);
-      return addon.installOpen(dir, name, { keystore });
+      this.#warn(
+        `install state for ${name} unusable (${errorMessage(error)}); enrolling a new install`,
+        `install-state:${name}`,
+      );
+      addon.installForget(name, this.#dir);
+      return addon.installOpen(this.#dir, name, { keystore: this.#keystore });
     }
-  };
+  }
 
   /** Challenge, enrollment (stamped r1 through `send`), activation in the addon. */
-  const enroll = async (
-    addon: InstallAddon,
-    e: Endpoint,
-    s: InstallState,
-    enrollment: DiscoveryEnrollment,
-    call: MoatCall,
-    send: typeof fetch,
-  ) => {
-    const opened = open(addon, s.name);
+  async #enroll(s: InstallState, { addon, e, enrollment, call, send }: EnrollContext): Promise<void> {
+    const opened = this.#open(addon, s.name);
     if (opened === null) throw new EnrollmentFailure('no install state could be made');
     if (opened.enrolled && opened.installId !== undefined) {
       s.installId = opened.installId;
       return;
     }
     const headers = credentialHeaders(call);
-    const base = options.fetch ?? globalThis.fetch;
-    const asked = await base(new URL(enrollment.challenge, e.origin), { method: 'POST', headers, signal: AbortSignal.timeout(10_000) });
-    if (!asked.ok) throw new EnrollmentFailure(`challenge answered ${asked.status}`, retryAfterMs(asked, now()));
+    const base = this.#fetch ?? globalThis.fetch;
+    const challengeUrl = new URL(enrollment.challenge, e.origin);
+    const asked = await base(challengeUrl, { method: 'POST', headers, signal: AbortSignal.timeout(10_000) });
+    if (!asked.ok) throw new EnrollmentFailure(`challenge answered ${asked.status}`, retryAfterMs(asked, this.#now()));
     const { challenge } = parseChallengeAnswer(await asked.json());
-    const body = enrollmentRequestBody({ installKey: opened.publicKey, challenge, ekid: enrollment.kid });
     const res = await send(new URL(enrollment.enroll, e.origin).href, {
       method: 'POST',
       headers: { ...headers, 'content-type': 'application/json' },
-      body,
+      body: enrollmentRequestBody({ installKey: opened.publicKey, challenge, ekid: enrollment.kid }),
       signal: AbortSignal.timeout(10_000),
     });
     if (res.status !== 201 && res.status !== 200) {
       const text = await res.text().catch(() => '');
-      throw new EnrollmentFailure(`enrollment answered ${res.status} ${text.slice(0, 160)}`.trim(), retryAfterMs(res, now()));
+      const why = `enrollment answered ${res.status} ${text.slice(0, 160)}`.trim();
+      throw new EnrollmentFailure(why, retryAfterMs(res, this.#now()));
     }
     const answer = parseEnrollmentAnswer(await res.json());
     if (answer.ekid !== enrollment.kid)
@@ -218,35 +246,45 @@ export function createInstallKeys(options: InstallKeyOptions, warn: Warner): Ins
     s.installId = answer.installId;
     s.failures = 0;
     s.detail = '';
-  };
+  }
 
-  const prepare: InstallKeys['prepare'] = async (e, call, native, send) => {
+  async prepare(e: Endpoint, call: MoatCall, native: unknown, send: typeof fetch): Promise<void> {
     const addon = installAddon(native);
-    const s = stateOf(e.origin, call.apiKey ?? '');
+    const s = this.#stateOf(e.origin, call.apiKey ?? '');
     if (addon === undefined) {
       // An addon from before protocol 1.2 cannot enroll: r1, said once.
       if (native !== undefined && e.enrollment !== undefined && !s.pinChecked) {
         s.pinChecked = true;
-        failed(e, s, new EnrollmentFailure('the native addon has no install keys (an addon before protocol 1.2)'));
+        this.#failed(
+          e,
+          s,
+          new EnrollmentFailure('the native addon has no install keys (an addon before protocol 1.2)'),
+        );
       }
       return;
     }
     try {
-      if (s.installId === undefined && !s.pinChecked) pinned(addon, s);
-      if (s.installId !== undefined || e.enrollment === undefined) return;
-      if (s.enrolling === undefined && now() < s.retryAt) return;
-      s.enrolling ??= enroll(addon, e, s, e.enrollment, call, send).finally(() => {
+      if (s.installId === undefined && !s.pinChecked) this.#pinned(addon, s);
+      const enrollment = e.enrollment;
+      if (s.installId !== undefined || enrollment === undefined) return;
+      if (s.enrolling === undefined && this.#now() < s.retryAt) return;
+      s.enrolling ??= this.#enroll(s, { addon, e, enrollment, call, send }).finally(() => {
         s.enrolling = undefined;
       });
       await s.enrolling;
     } catch (error) {
-      if (s.installId === undefined) failed(e, s, error);
+      if (s.installId === undefined) this.#failed(e, s, error);
     }
-  };
+  }
 
-  const refused: InstallKeys['refused'] = async (e, call, res, native, send) => {
+  installFor(url: URL, credential: string): { install: string; installId: string } | undefined {
+    const s = this.#installs.get(installName(url.origin, credential));
+    return s?.installId === undefined ? undefined : { install: s.name, installId: s.installId };
+  }
+
+  async refused(e: Endpoint, call: MoatCall, res: Response, native: unknown, send: typeof fetch): Promise<boolean> {
     const addon = installAddon(native);
-    const s = installs.get(installName(e.origin, call.apiKey ?? ''));
+    const s = this.#installs.get(installName(e.origin, call.apiKey ?? ''));
     if (addon === undefined || s?.installId === undefined || (res.status !== 401 && res.status !== 403)) return false;
     const text = await res
       .clone()
@@ -254,30 +292,31 @@ export function createInstallKeys(options: InstallKeyOptions, warn: Warner): Ins
       .catch(() => '');
     if (!INSTALL_REFUSED.test(text)) return false;
     s.installId = undefined;
-    addon.installForget(s.name, dir);
+    addon.installForget(s.name, this.#dir);
     if (s.reenrolled) {
-      warn(`the verifier at ${e.origin} refused the install again; requests go with the release stamp (r1)`, `install-refused:${e.origin}`);
+      const again = `the verifier at ${e.origin} refused the install again; requests go with the release stamp (r1)`;
+      this.#warn(again, `install-refused:${e.origin}`);
       return false;
     }
     s.reenrolled = true;
     s.retryAt = 0;
-    warn(`the verifier at ${e.origin} refused the install (unknown or revoked); enrolling again`, `install-reenroll:${e.origin}`);
-    await prepare(e, call, native, send);
+    this.#warn(
+      `the verifier at ${e.origin} refused the install (unknown or revoked); enrolling again`,
+      `install-reenroll:${e.origin}`,
+    );
+    await this.prepare(e, call, native, send);
     return s.installId !== undefined;
-  };
+  }
 
-  return {
-    prepare,
-    installFor: (url, credential) => {
-      const s = installs.get(installName(url.origin, credential));
-      return s?.installId === undefined ? undefined : { install: s.name, installId: s.installId };
-    },
-    refused,
-    status: (e) => {
-      const s = latest.get(e.origin);
-      if (s?.installId !== undefined) return `install ${s.installId} (i1)`;
-      if (s?.detail) return s.detail;
-      return e.enrollment === undefined ? undefined : 'install not enrolled yet';
-    },
-  };
+  status(e: Endpoint): string | undefined {
+    const s = this.#latest.get(e.origin);
+    if (s?.installId !== undefined) return `install ${s.installId} (i1)`;
+    if (s?.detail) return s.detail;
+    return e.enrollment === undefined ? undefined : 'install not enrolled yet';
+  }
+}
+
+/** The install keys of one client (one state per origin and API key). */
+export function createInstallKeys(options: InstallKeyOptions, warn: Warner): InstallKeys {
+  return new InstallKeyStore(options, warn);
 }
