@@ -141,7 +141,8 @@ moat_stamp_result moat_stamp_begin(moat_stamp_stream *s, const unsigned char *bo
   memset(s, 0, sizeof *s);
   int bound = 0;
   const struct moat_mac_key *install = request != NULL && request->install_id != NULL ? request->install_key : NULL;
-  moat_stamp_result found = find_placeholder(body, len, install != NULL ? request->install_id : NULL, &s->stamp_start, &s->stamp_len, &bound);
+  const char *install_id = install != NULL ? request->install_id : NULL;
+  moat_stamp_result found = find_placeholder(body, len, install_id, &s->stamp_start, &s->stamp_len, &bound);
   if (found != MOAT_STAMP_OK) return found;
   if (bound && (request == NULL || request->method == NULL || request->authority == NULL || request->path == NULL || request->credential == NULL))
     return MOAT_STAMP_NO_REQUEST;

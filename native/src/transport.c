@@ -928,9 +928,11 @@ void *moat_loop_start(moat_loop *l, moat_request_opts *opts, moat_emit emit, voi
     done(ctx);
     return NULL;
   }
+  const char *install_id = t->opts.install != NULL ? moat_install_key_iid(t->opts.install) : NULL;
   /* Alone on the loop, a large body is stamped as it goes out: the hop would only add two
      thread wake-ups to its latency. Only a body with a placeholder to stamp takes it. */
-  if (l->active > 0 && t->opts.body_len >= OFFLOAD_MIN_BODY && moat_stamp_pending(t->opts.body, t->opts.body_len, t->opts.install != NULL ? moat_install_key_iid(t->opts.install) : NULL) && off_loop(l, t))
+  if (l->active > 0 && t->opts.body_len >= OFFLOAD_MIN_BODY && moat_stamp_pending(t->opts.body, t->opts.body_len, install_id) &&
+      off_loop(l, t))
     return t;
   transfer_prepare(t, 1);
   return loop_add(l, t);
