@@ -14,6 +14,7 @@ import {
   verifyStamp,
 } from '@moat/protocol';
 import { type NativeBinding, STAMP_RESULTS } from '@moat/protocol/support';
+import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readDevKey } from '../dev-key.js';
 import { native as loaded } from '../index.js';
@@ -333,5 +334,36 @@ describe('install keys', () => {
     );
     native.installForget(ORIGIN, dir);
     expect(readdirSync(dir)).toEqual([]);
+  });
+
+  it('property: any origin round-trips, and a state file with one byte changed opens to the same key or fails typed', () => {
+    const dir = stateDir();
+    const origin = fc.stringMatching(/^[!-~]{1,80}$/);
+    fc.assert(
+      fc.property(origin, fc.nat(), fc.integer({ min: 1, max: 255 }), fc.boolean(), (name, at, flip, enroll) => {
+        native.installForget(name, dir);
+        const made = native.installOpen(dir, name, { keystore: 'file' });
+        if (enroll) {
+          const e = enrollment();
+          native.installActivate(name, e.installId, e.ekid, e.verifierPublic, e.challenge);
+        }
+        expect(native.installOpen(dir, name, { create: false })?.publicKey).toBe(made?.publicKey);
+        const file = join(dir, readdirSync(dir).find((f) => f.endsWith('.install')) ?? '');
+        const good = readFileSync(file);
+        const bad = Buffer.from(good);
+        bad[at % bad.length] = ((bad[at % bad.length] as number) ^ flip) & 0xff;
+        writeFileSync(file, bad, { mode: 0o600 });
+        try {
+          const opened = native.installOpen(dir, name, { create: false });
+          // A change that still parses (a kid's letter, say) is another state, never another key.
+          expect(opened?.publicKey === made?.publicKey || opened === null).toBe(true);
+        } catch (error) {
+          expect((error as { code?: string }).code).toMatch(/^ERR_NATIVE_INSTALL_(STATE|PERMISSIONS)$/);
+        }
+        native.installForget(name, dir);
+        expect(readdirSync(dir).filter((f) => f.endsWith('.install'))).toEqual([]);
+      }),
+      { numRuns: 150 },
+    );
   });
 });
