@@ -336,7 +336,7 @@ describe('install keys', () => {
     expect(readdirSync(dir)).toEqual([]);
   });
 
-  it('property: any origin round-trips, and a state file with one byte changed opens to the same key or fails typed', () => {
+  it('property: any origin round-trips; one byte changed in the state opens to the same key or fails typed', () => {
     const dir = stateDir();
     const origin = fc.stringMatching(/^[!-~]{1,80}$/);
     fc.assert(
