@@ -118,6 +118,12 @@ describe('moat-chat', { timeout: 60_000 }, () => {
     expect(readdirSync(viaEnv)).toHaveLength(1);
     await chat(external, ['-p', 'fourth', '--base-url', base], { MOAT_API_KEY: apiKey });
     expect(readdirSync(join(dir, 'config', 'installs'))).toHaveLength(1);
+    // The standalone binary (Bun, the addon embedded) enrolls the same way.
+    const standalone = join(dir, 'installs-standalone');
+    const bun = await chat(executable, ['-p', 'fifth', '--base-url', base, '--install-dir', standalone], { MOAT_API_KEY: apiKey });
+    expect(bun.stdout).toBe('Echo: fifth\n');
+    expect(await last()).toMatchObject({ attestation: 'valid', install: 'new', verdict: 'allow' });
+    expect(readdirSync(standalone)).toHaveLength(1);
   });
 
   it('stamps r1 with the release key against a verifier without install_keys (1.1), and keeps no install state', async () => {
