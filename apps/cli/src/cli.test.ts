@@ -100,29 +100,34 @@ describe('moat-chat', { timeout: 60_000 }, () => {
   });
 
   it('enrolls its install where the verifier advertises install_keys and stamps i1 after, the keys kept in --install-dir', async () => {
+    const key = (await verifier.storage.createApiKey('cli-installs')).key;
+    // Each run with --verbose: what a run said is in the message of an assertion that fails.
+    const run = (prompt: string, args: string[], env: Record<string, string> = {}) =>
+      chat(external, ['-p', prompt, '--verbose', '--base-url', base, ...args], { MOAT_API_KEY: key, ...env });
+    const said = (r: { stdout: string; stderr: string }) => `stdout: ${r.stdout}\nstderr: ${r.stderr}`;
     const installs = join(dir, 'installs-flag');
-    const first = await chat(external, ['-p', 'first', '--base-url', base, '--install-dir', installs], { MOAT_API_KEY: apiKey });
-    expect(first.stdout).toBe('Echo: first\n');
+    const first = await run('first', ['--install-dir', installs]);
+    expect(first.stdout, said(first)).toBe('Echo: first\n');
     const enrolled = await last();
-    expect(enrolled).toMatchObject({ attestation: 'valid', install: 'new', verdict: 'allow' });
+    expect(enrolled, said(first)).toMatchObject({ attestation: 'valid', install: 'new', verdict: 'allow' });
     expect(enrolled?.installId).toMatch(/^i[0-9a-f]{24}$/);
     expect(statSync(installs).mode & 0o777).toBe(0o700);
     expect(readdirSync(installs)).toHaveLength(1);
     // The next run stamps with the same install: it was kept, not enrolled again.
-    const again = await chat(external, ['-p', 'second', '--base-url', base, '--install-dir', installs], { MOAT_API_KEY: apiKey });
-    expect(again.stdout).toBe('Echo: second\n');
-    expect(await last()).toMatchObject({ attestation: 'valid', installId: enrolled?.installId, verdict: 'allow' });
-    // MOAT_INSTALL_DIR names the directory too; without either it is beside the credentials.
+    const again = await run('second', ['--install-dir', installs]);
+    expect(again.stdout, said(again)).toBe('Echo: second\n');
+    expect(await last(), said(again)).toMatchObject({ attestation: 'valid', installId: enrolled?.installId, verdict: 'allow' });
+    // MOAT_INSTALL_DIR names the directory too.
     const viaEnv = join(dir, 'installs-env');
-    await chat(external, ['-p', 'third', '--base-url', base], { MOAT_API_KEY: apiKey, MOAT_INSTALL_DIR: viaEnv });
-    expect(readdirSync(viaEnv)).toHaveLength(1);
-    await chat(external, ['-p', 'fourth', '--base-url', base], { MOAT_API_KEY: apiKey });
-    expect(readdirSync(join(dir, 'config', 'installs'))).toHaveLength(1);
+    const third = await run('third', [], { MOAT_INSTALL_DIR: viaEnv });
+    expect(existsSync(viaEnv) && readdirSync(viaEnv).length, said(third)).toBe(1);
     // The standalone binary (Bun, the addon embedded) enrolls the same way.
     const standalone = join(dir, 'installs-standalone');
-    const bun = await chat(executable, ['-p', 'fifth', '--base-url', base, '--install-dir', standalone], { MOAT_API_KEY: apiKey });
-    expect(bun.stdout).toBe('Echo: fifth\n');
-    expect(await last()).toMatchObject({ attestation: 'valid', install: 'new', verdict: 'allow' });
+    const bun = await chat(executable, ['-p', 'fifth', '--verbose', '--base-url', base, '--install-dir', standalone], {
+      MOAT_API_KEY: key,
+    });
+    expect(bun.stdout, said(bun)).toBe('Echo: fifth\n');
+    expect(await last(), said(bun)).toMatchObject({ attestation: 'valid', install: 'new', verdict: 'allow' });
     expect(readdirSync(standalone)).toHaveLength(1);
   });
 
