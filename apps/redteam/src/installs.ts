@@ -64,7 +64,9 @@ function send(base: string, path: string, apiKey: string, body: Buffer | string,
 function stamp(json: string, key: StampKey, base: string, path: string, apiKey: string): Buffer {
   const binding = key.scheme === 'r1' ? ('request' as const) : ('install' as const);
   const nonce = randomBytes(8).toString('hex');
-  const bytes = utf8(appendEnvelope(json, placeholderEnvelope({ kid: key.kid, ts: Math.floor(Date.now() / 1000), nonce, binding })));
+  const bytes = utf8(
+    appendEnvelope(json, placeholderEnvelope({ kid: key.kid, ts: Math.floor(Date.now() / 1000), nonce, binding })),
+  );
   const where = locateEnvelope(bytes);
   if (where.status !== 'found') throw new Error('no envelope');
   const request = { method: 'POST', authority: new URL(base).host, path, credential: apiKey };
@@ -94,11 +96,15 @@ class ExtractedKeyTool {
 
   static async open(ctx: RedteamContext, apiKey: string, release: StampKey): Promise<ExtractedKeyTool | undefined> {
     const doc = parseDiscovery(await (await fetch(new URL('/v1/moat', ctx.baseUrl))).json());
-    return doc.enrollment === undefined ? undefined : new ExtractedKeyTool(ctx.baseUrl, apiKey, release, doc.enrollment);
+    return doc.enrollment === undefined
+      ? undefined
+      : new ExtractedKeyTool(ctx.baseUrl, apiKey, release, doc.enrollment);
   }
 
   async challenge(): Promise<string> {
-    return (JSON.parse((await send(this.base, ENROLLMENT_CHALLENGE_PATH, this.apiKey, '')).body) as { challenge: string }).challenge;
+    return (
+      JSON.parse((await send(this.base, ENROLLMENT_CHALLENGE_PATH, this.apiKey, '')).body) as { challenge: string }
+    ).challenge;
   }
 
   /** Enrolls one install (with `challenge`, or a fresh one). */
@@ -142,7 +148,13 @@ class ExtractedKeyTool {
   /** A Messages request stamped with `key`, from `localAddress`. */
   message(key: StampKey, text: string, localAddress?: string): Promise<Sent> {
     const json = JSON.stringify({ model: 'claude-mock', max_tokens: 32, messages: [{ role: 'user', content: text }] });
-    return send(this.base, '/v1/messages', this.apiKey, stamp(json, key, this.base, '/v1/messages', this.apiKey), localAddress);
+    return send(
+      this.base,
+      '/v1/messages',
+      this.apiKey,
+      stamp(json, key, this.base, '/v1/messages', this.apiKey),
+      localAddress,
+    );
   }
 }
 
@@ -161,7 +173,8 @@ async function toolFor(ctx: RedteamContext, label: string): Promise<{ tool: Extr
   return tool === undefined ? 'the verifier does not advertise install_keys' : { tool, id };
 }
 
-const last = async (ctx: RedteamContext, keyId: string): Promise<RecordRow | undefined> => (await records(ctx, keyId, 1))[0];
+const last = async (ctx: RedteamContext, keyId: string): Promise<RecordRow | undefined> =>
+  (await records(ctx, keyId, 1))[0];
 
 interface InstallListing {
   installs: Array<{ installId: string; revoked: boolean; addresses: number }>;
@@ -182,13 +195,26 @@ export const INSTALL_SCENARIOS: readonly Scenario[] = [
       }
       const created = outcomes.get(201) ?? 0;
       const limited = outcomes.get(429) ?? 0;
-      const listed = await admin<{ keys: Array<{ keyId: string; installs: number }> }>(ctx, '/admin/installs?limit=1000');
+      const listed = await admin<{ keys: Array<{ keyId: string; installs: number }> }>(
+        ctx,
+        '/admin/installs?limit=1000',
+      );
       const installs = listed.keys.find((k) => k.keyId === t.id)?.installs ?? 0;
-      const refused = await admin<{ enrollments: unknown[] }>(ctx, `/admin/enrollments?key=${t.id}&outcome=limited&limit=1000`);
+      const refused = await admin<{ enrollments: unknown[] }>(
+        ctx,
+        `/admin/enrollments?key=${t.id}&outcome=limited&limit=1000`,
+      );
       return {
-        observed: `${created} enrolled, ${limited} refused 429; admin: ${installs} installs, ${refused.enrollments.length} refused enrollments`,
+        observed:
+          `${created} enrolled, ${limited} refused 429; ` +
+          `admin: ${installs} installs, ${refused.enrollments.length} refused enrollments`,
         verdict: limited > 0 ? 'block' : 'allow',
-        pass: created > 0 && created <= 100 && limited === 1000 - created && installs === created && refused.enrollments.length === limited,
+        pass:
+          created > 0 &&
+          created <= 100 &&
+          limited === 1000 - created &&
+          installs === created &&
+          refused.enrollments.length === limited,
       };
     },
   },
@@ -202,15 +228,21 @@ export const INSTALL_SCENARIOS: readonly Scenario[] = [
       const { install } = await t.tool.enroll();
       if (install === undefined) return { observed: 'enrollment refused', verdict: '-', pass: false };
       const statuses: number[] = [];
-      for (let i = 0; i < 50; i++) statuses.push((await t.tool.message(install, `request ${i}`, `127.0.0.${10 + i}`)).status);
+      for (let i = 0; i < 50; i++)
+        statuses.push((await t.tool.message(install, `request ${i}`, `127.0.0.${10 + i}`)).status);
       const rec = await last(ctx, t.id);
       const listing = await admin<InstallListing>(ctx, `/admin/installs?key=${t.id}`);
       const addresses = listing.installs.find((i) => i.installId === install.kid)?.addresses ?? 0;
       return {
-        observed: `install=${rec?.install} relay=${(rec?.relay ?? []).join(',') || '-'} → ${rec?.verdict}; the install seen from ${addresses} addresses`,
+        observed:
+          `install=${rec?.install} relay=${(rec?.relay ?? []).join(',') || '-'} → ${rec?.verdict}; ` +
+          `the install seen from ${addresses} addresses`,
         verdict: rec?.verdict ?? '-',
         pass:
-          statuses.every((s) => s === 200) && rec?.verdict === 'flag' && rec.relay?.includes('address_fan_in') === true && addresses >= 8,
+          statuses.every((s) => s === 200) &&
+          rec?.verdict === 'flag' &&
+          rec.relay?.includes('address_fan_in') === true &&
+          addresses >= 8,
       };
     },
   },
@@ -227,7 +259,9 @@ export const INSTALL_SCENARIOS: readonly Scenario[] = [
       const restamped = await t.tool.enroll(challenge);
       const listing = await admin<InstallListing>(ctx, `/admin/installs?key=${t.id}`);
       return {
-        observed: `first ${first.status}; replayed ${replayed.status} ${replayed.code}; re-stamped ${restamped.status} ${restamped.code}; ${listing.installs.length} install(s)`,
+        observed:
+          `first ${first.status}; replayed ${replayed.status} ${replayed.code}; ` +
+          `re-stamped ${restamped.status} ${restamped.code}; ${listing.installs.length} install(s)`,
         verdict: 'block',
         pass:
           first.status === 201 &&
@@ -255,7 +289,9 @@ export const INSTALL_SCENARIOS: readonly Scenario[] = [
       await t.tool.message(b, 'the other install');
       const other = await last(ctx, t.id);
       return {
-        observed: `before: ${before}; revoked install: attestation=${revoked?.attestation} install=${revoked?.install} → ${revoked?.verdict}; other: install=${other?.install} → ${other?.verdict}`,
+        observed:
+          `before: ${before}; revoked install: attestation=${revoked?.attestation} install=${revoked?.install} ` +
+          `→ ${revoked?.verdict}; other: install=${other?.install} → ${other?.verdict}`,
         verdict: revoked?.verdict ?? '-',
         pass:
           before === 200 &&

@@ -94,25 +94,32 @@ const withFanIn = memory();
 if (cache.size !== N || fanIn.reports().length !== N) throw new Error('the cache or the fan-in state lost entries');
 storage.close();
 
-const perInstall = (bytes: number) => bytes / N;
 const load = loadavg()[0]?.toFixed(1);
+/** One row: bytes per install, scaled to 10⁶, and a note. */
+const row = (part: string, perInstall: number, note: string) =>
+  console.log(`| ${part} | ${perInstall.toFixed(0)} B | ${mb(perInstall * 1e6)} MiB | ${note} |`);
 console.log(
-  `moat-verifier per-install keys (${process.version}; store: ${STORE_N} installs in SQLite; cache and fan-in: ${N} installs, scaled to 10⁶; load average ${load} at the end)`,
+  `moat-verifier per-install keys (${process.version}; store: ${STORE_N} installs in SQLite; ` +
+    `cache and fan-in: ${N} installs, scaled to 10⁶; load average ${load} at the end)`,
 );
 console.log('');
 console.log('| part | per install | per 10⁶ installs | note |');
 console.log('|---|---:|---:|---|');
-console.log(
-  `| store (SQLite file, rows + indexes) | ${(fileBytes / STORE_N).toFixed(0)} B | ${mb((fileBytes / STORE_N) * 1e6)} MiB | on disk; inserted at ${(STORE_N / insertSec).toFixed(0)} installs/s |`,
+row(
+  'store (SQLite file, rows + indexes)',
+  fileBytes / STORE_N,
+  `on disk; inserted at ${(STORE_N / insertSec).toFixed(0)} installs/s`,
 );
-console.log(
-  `| install-key cache (row + K_i), heap + external | ${perInstall(cached.heap - before.heap).toFixed(0)} B | ${mb(perInstall(cached.heap - before.heap) * 1e6)} MiB | bounded by installKeyCacheSize (default 100,000); first use derives K_i in ${deriveUs.toFixed(0)} µs |`,
+row(
+  'install-key cache (row + K_i), heap + external',
+  (cached.heap - before.heap) / N,
+  `bounded by installKeyCacheSize (default 100,000); first use derives K_i in ${deriveUs.toFixed(0)} µs`,
 );
-console.log(
-  `| install-key cache, RSS | ${perInstall(cached.rss - before.rss).toFixed(0)} B | ${mb(perInstall(cached.rss - before.rss) * 1e6)} MiB | the process's resident growth |`,
-);
-console.log(
-  `| fan-in state (one address each), heap | ${perInstall(withFanIn.heap - cached.heap).toFixed(0)} B | ${mb(perInstall(withFanIn.heap - cached.heap) * 1e6)} MiB | bounded by the gateway statistics' maxKeys (100,000) |`,
+row('install-key cache, RSS', (cached.rss - before.rss) / N, "the process's resident growth");
+row(
+  'fan-in state (one address each), heap',
+  (withFanIn.heap - cached.heap) / N,
+  "bounded by the gateway statistics' maxKeys (100,000)",
 );
 
 // Enrollment latency against a running verifier (the limits lifted for the run).
@@ -121,7 +128,9 @@ if (devKey !== undefined) {
   const flags = join(dir, 'flags.json');
   writeFileSync(
     flags,
-    JSON.stringify({ features: { 'moat-policy-enrollment': { defaultValue: { perWindow: 1e6, installsPerKey: 1e6 } } } }),
+    JSON.stringify({
+      features: { 'moat-policy-enrollment': { defaultValue: { perWindow: 1e6, installsPerKey: 1e6 } } },
+    }),
   );
   const env: Record<string, string> = {
     ...devEnvironment({ database: join(dir, 'live.db') }),
@@ -133,19 +142,30 @@ if (devKey !== undefined) {
   const { key } = await verifier.storage.createApiKey('bench');
   const doc = (await (await fetch(`${base}/v1/moat`)).json()) as { moat: { enrollment: { kid: string } } };
   const post = (path: string, body: Buffer | string) =>
-    fetch(`${base}${path}`, { method: 'POST', headers: { 'x-api-key': key, 'content-type': 'application/json' }, body });
+    fetch(`${base}${path}`, {
+      method: 'POST',
+      headers: { 'x-api-key': key, 'content-type': 'application/json' },
+      body,
+    });
   const times: number[] = [];
   for (let i = 0; i < 300; i++) {
     const t0 = performance.now();
     const { challenge } = (await (await post(ENROLLMENT_CHALLENGE_PATH, '')).json()) as { challenge: string };
-    const json = enrollmentRequestBody({ installKey: x25519PublicKey(randomBytes(32)), challenge, ekid: doc.moat.enrollment.kid });
+    const json = enrollmentRequestBody({
+      installKey: x25519PublicKey(randomBytes(32)),
+      challenge,
+      ekid: doc.moat.enrollment.kid,
+    });
     const nonce = randomBytes(8).toString('hex');
     const ts = Math.floor(Date.now() / 1000);
     const bytes = utf8(appendEnvelope(json, placeholderEnvelope({ kid: devKey.kid, ts, nonce, binding: 'request' })));
     const where = locateEnvelope(bytes);
     if (where.status !== 'found') throw new Error('no envelope');
     const request = { method: 'POST', authority: new URL(base).host, path: ENROLLMENT_PATH, credential: key };
-    bytes.set(utf8(computeStamp(Buffer.from(devKey.key, 'hex'), bytes, where.stampStart, where.stampEnd, request)), where.stampStart);
+    bytes.set(
+      utf8(computeStamp(Buffer.from(devKey.key, 'hex'), bytes, where.stampStart, where.stampEnd, request)),
+      where.stampStart,
+    );
     const res = await post(ENROLLMENT_PATH, Buffer.from(bytes));
     await res.arrayBuffer();
     if (res.status !== 201) throw new Error(`enrollment answered ${res.status}`);
@@ -155,7 +175,10 @@ if (devKey !== undefined) {
   times.sort((a, b) => a - b);
   const at = (q: number) => (times[Math.floor(q * (times.length - 1))] as number).toFixed(2);
   console.log('');
-  console.log(`enrollment (challenge + enroll, two round trips on 127.0.0.1, SQLite, ${times.length} sequential after 50 warm-up)`);
+  console.log(
+    `enrollment (challenge + enroll, two round trips on 127.0.0.1, SQLite, ` +
+      `${times.length} sequential after 50 warm-up)`,
+  );
   console.log('');
   console.log('| p50 ms | p90 ms | p99 ms |');
   console.log('|---:|---:|---:|');

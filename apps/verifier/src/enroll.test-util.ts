@@ -25,7 +25,14 @@ export interface StampKey {
 }
 
 /** `json` with an envelope stamped for `POST url+path` under `apiKey`; `ts` defaults to now. */
-export function stampBody(json: string, stamp: StampKey, url: string, path: string, apiKey: string, ts?: number): Buffer {
+export function stampBody(
+  json: string,
+  stamp: StampKey,
+  url: string,
+  path: string,
+  apiKey: string,
+  ts?: number,
+): Buffer {
   const binding = stamp.scheme === 'r1' ? ('request' as const) : ('install' as const);
   const body = appendEnvelope(
     json,
@@ -54,7 +61,11 @@ export async function post(
   apiKey: string,
   body: Buffer | string,
 ): Promise<{ status: number; json: Answer; headers: Headers }> {
-  const res = await fetch(url, { method: 'POST', headers: { 'x-api-key': apiKey, 'content-type': 'application/json' }, body });
+  const res = await fetch(url, {
+    method: 'POST',
+    headers: { 'x-api-key': apiKey, 'content-type': 'application/json' },
+    body,
+  });
   const text = await res.text();
   return { status: res.status, json: text === '' ? undefined : JSON.parse(text), headers: res.headers };
 }
@@ -80,7 +91,12 @@ export interface EnrollOptions {
 }
 
 /** Enrolls one install at `base` under `apiKey`, stamped by `release`; derives its key on success. */
-export async function enroll(base: string, apiKey: string, release: StampKey, options: EnrollOptions = {}): Promise<Enrolled> {
+export async function enroll(
+  base: string,
+  apiKey: string,
+  release: StampKey,
+  options: EnrollOptions = {},
+): Promise<Enrolled> {
   const discovery = parseDiscovery(await (await fetch(`${base}/v1/moat`)).json());
   const enrollment = discovery.enrollment;
   if (enrollment === undefined) throw new Error('the verifier does not advertise install_keys');

@@ -203,7 +203,10 @@ describe('enrollment limits (policy moat-policy-enrollment)', () => {
   it('a GrowthBook rule sets one key’s limits; other keys keep the default', async () => {
     const file = join(mkdtempSync(join(tmpdir(), 'moat-flags-')), 'flags.json');
     const rule = { condition: { id: 'key_fleet' }, force: { perWindow: 3 } };
-    writeFileSync(file, JSON.stringify({ features: { 'moat-policy-enrollment': { defaultValue: { perWindow: 1 }, rules: [rule] } } }));
+    writeFileSync(
+      file,
+      JSON.stringify({ features: { 'moat-policy-enrollment': { defaultValue: { perWindow: 1 }, rules: [rule] } } }),
+    );
     const { v, url } = await start({ MOAT_VERIFIER_FLAGS_FILE: file });
     const fleet = `sk-fleet-${randomBytes(8).toString('hex')}`;
     await v.storage.importApiKey('key_fleet', fleet, 'ci fleet');
@@ -264,8 +267,14 @@ describe('enrollment limits (policy moat-policy-enrollment)', () => {
     expect([first.status, second.status]).toEqual([201, 201]);
     const listed = await admin(url, `/admin/installs?key=${id}`);
     expect(listed.installs.find((i: any) => i.installId === second.iid).overLimit).toBe(true);
-    expect((await message(url, v, key, installStamp(second))).record).toMatchObject({ install: 'over_limit', verdict: 'flag' });
-    expect((await message(url, v, key, installStamp(first))).record).toMatchObject({ install: 'new', verdict: 'allow' });
+    expect((await message(url, v, key, installStamp(second))).record).toMatchObject({
+      install: 'over_limit',
+      verdict: 'flag',
+    });
+    expect((await message(url, v, key, installStamp(first))).record).toMatchObject({
+      install: 'new',
+      verdict: 'allow',
+    });
   });
 });
 
@@ -275,13 +284,23 @@ describe('i1 stamps in the pipeline', () => {
     const e = await enroll(main.url, key, release);
     const { status, record } = await message(main.url, main.v, key, installStamp(e));
     expect(status).toBe(200);
-    expect(record).toMatchObject({ attestation: 'valid', binding: 'install', install: 'new', verdict: 'allow', installId: e.iid });
+    expect(record).toMatchObject({
+      attestation: 'valid',
+      binding: 'install',
+      install: 'new',
+      verdict: 'allow',
+      installId: e.iid,
+    });
   });
 
   it('an i1 stamp on a body that is not a Messages request is still told genuine (and its nonce spent)', async () => {
     const { key } = await main.v.storage.createApiKey('i1 bad body');
     const e = await enroll(main.url, key, release);
-    const res = await post(`${main.url}/v1/messages`, key, stampBody('{"model":1}', installStamp(e), main.url, '/v1/messages', key));
+    const res = await post(
+      `${main.url}/v1/messages`,
+      key,
+      stampBody('{"model":1}', installStamp(e), main.url, '/v1/messages', key),
+    );
     expect(res.status).toBe(400);
     const [record] = await main.v.storage.queryRecords({ limit: 1 });
     expect(record).toMatchObject({ attestation: 'valid', verdict: 'block' });
@@ -305,7 +324,10 @@ describe('i1 stamps in the pipeline', () => {
   it('an unknown install id is unknown_key', async () => {
     const { key } = await main.v.storage.createApiKey('unknown iid');
     const fake: StampKey = { scheme: 'i1', kid: `i${randomBytes(12).toString('hex')}`, key: randomBytes(32) };
-    expect((await message(main.url, main.v, key, fake)).record).toMatchObject({ attestation: 'unknown_key', verdict: 'block' });
+    expect((await message(main.url, main.v, key, fake)).record).toMatchObject({
+      attestation: 'unknown_key',
+      verdict: 'block',
+    });
   });
 
   it('an install key used under another API key is invalid', async () => {
@@ -331,7 +353,7 @@ describe('i1 stamps in the pipeline', () => {
     expect(record).toMatchObject({ attestation: 'valid', install: 'release_only', verdict: 'flag' });
   });
 
-  it('revoking one install mid-session: its next request is revoked, the key’s other install unaffected', async () => {
+  it('revoking one install mid-session: its next request is revoked, the other install unaffected', async () => {
     const { id, key } = await main.v.storage.createApiKey('revoke');
     const [a, b] = [await enroll(main.url, key, release), await enroll(main.url, key, release)];
     expect((await message(main.url, main.v, key, installStamp(a))).record.install).toBe('new');
@@ -342,9 +364,15 @@ describe('i1 stamps in the pipeline', () => {
       install: 'revoked',
       verdict: 'flag',
     });
-    expect((await message(main.url, main.v, key, installStamp(b))).record).toMatchObject({ install: 'new', verdict: 'allow' });
+    expect((await message(main.url, main.v, key, installStamp(b))).record).toMatchObject({
+      install: 'new',
+      verdict: 'allow',
+    });
     // The release is untouched: it still enrolls.
     expect((await enroll(main.url, key, release)).status).toBe(201);
+    // The registry's filter: the revoked install's request, by its signal value.
+    const filtered = await admin(main.url, `/admin/records?key=${id}&install=revoked`);
+    expect(filtered.records.map((r: any) => r.installId)).toEqual([a.iid]);
     const listed = await admin(main.url, `/admin/installs?key=${id}`);
     expect(listed.installs).toHaveLength(3);
     expect(listed.installs.find((i: any) => i.installId === a.iid)).toMatchObject({ revoked: true });

@@ -25,7 +25,12 @@ export class EnrollmentKeyring {
   constructor(keys: VerifierConfig['enrollmentKeys']) {
     for (const k of keys) {
       const privateKey = Buffer.from(k.key, 'hex');
-      this.#keys.set(k.kid, { kid: k.kid, privateKey, publicKey: x25519PublicKey(privateKey), retired: k.retired === true });
+      this.#keys.set(k.kid, {
+        kid: k.kid,
+        privateKey,
+        publicKey: x25519PublicKey(privateKey),
+        retired: k.retired === true,
+      });
     }
   }
 
@@ -144,7 +149,11 @@ export interface Enrollment {
 }
 
 /** The enrollment services of a configuration over its store. */
-export function createEnrollment(config: VerifierConfig, store: Pick<InstallStore, 'install'>, secret: Uint8Array): Enrollment {
+export function createEnrollment(
+  config: VerifierConfig,
+  store: Pick<InstallStore, 'install'>,
+  secret: Uint8Array,
+): Enrollment {
   const keyring = new EnrollmentKeyring(config.enrollmentKeys);
   const keys = new InstallKeys(keyring, store, { maxEntries: config.installKeyCacheSize });
   const resolver: InstallKeyResolver = async (iid) => {

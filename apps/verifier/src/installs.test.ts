@@ -13,7 +13,8 @@ const PG = process.env.MOAT_TEST_POSTGRES_URL;
 const REDIS = process.env.MOAT_TEST_REDIS_URL;
 const pepper = randomBytes(32);
 const prefix = `moat-test-installs-${randomBytes(4).toString('hex')}:`;
-const SKIP_PG = PG !== undefined && REDIS !== undefined ? undefined : 'MOAT_TEST_POSTGRES_URL / MOAT_TEST_REDIS_URL not set';
+const SKIP_PG =
+  PG !== undefined && REDIS !== undefined ? undefined : 'MOAT_TEST_POSTGRES_URL / MOAT_TEST_REDIS_URL not set';
 
 const backends: Array<[string, () => Promise<Storage>]> = [
   ['sqlite', async () => new SqliteStorage(':memory:', pepper)],
@@ -52,14 +53,21 @@ describe.each(backends)('installs on %s', (name, open) => {
       const c = randomBytes(32).toString('base64url');
       await s.installs.issueChallenge(c, 'cred-a', Date.now() + 60_000);
       expect(await s.installs.consumeChallenge(c, 'cred-b')).toBe(false);
-      const both = await Promise.all([s.installs.consumeChallenge(c, 'cred-a'), s.installs.consumeChallenge(c, 'cred-a')]);
+      const both = await Promise.all([
+        s.installs.consumeChallenge(c, 'cred-a'),
+        s.installs.consumeChallenge(c, 'cred-a'),
+      ]);
       expect(both.filter(Boolean)).toHaveLength(1);
       // At most `max` open challenges per credential; a spent one frees its place.
       const open = [randomBytes(32).toString('base64url'), randomBytes(32).toString('base64url')];
       for (const o of open) expect(await s.installs.issueChallenge(o, 'cred-c', Date.now() + 60_000, 2)).toBe(true);
-      expect(await s.installs.issueChallenge(randomBytes(32).toString('base64url'), 'cred-c', Date.now() + 60_000, 2)).toBe(false);
+      expect(
+        await s.installs.issueChallenge(randomBytes(32).toString('base64url'), 'cred-c', Date.now() + 60_000, 2),
+      ).toBe(false);
       expect(await s.installs.consumeChallenge(open[0] as string, 'cred-c')).toBe(true);
-      expect(await s.installs.issueChallenge(randomBytes(32).toString('base64url'), 'cred-c', Date.now() + 60_000, 2)).toBe(true);
+      expect(
+        await s.installs.issueChallenge(randomBytes(32).toString('base64url'), 'cred-c', Date.now() + 60_000, 2),
+      ).toBe(true);
       const late = randomBytes(32).toString('base64url');
       await s.installs.issueChallenge(late, 'cred-a', Date.now() + 100);
       await new Promise((r) => setTimeout(r, 250));

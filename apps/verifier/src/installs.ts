@@ -120,7 +120,8 @@ export function installsSchemaSql(dialect: Dialect): string {
 }
 
 const SQLITE_CHALLENGES =
-  'CREATE TABLE IF NOT EXISTS enroll_challenges (challenge TEXT NOT NULL, credential TEXT NOT NULL, expires INTEGER NOT NULL, PRIMARY KEY (challenge, credential));';
+  'CREATE TABLE IF NOT EXISTS enroll_challenges (challenge TEXT NOT NULL, credential TEXT NOT NULL, ' +
+  'expires INTEGER NOT NULL, PRIMARY KEY (challenge, credential));';
 
 /** A stored row as an install, either backend. */
 export function installOf(r: Readonly<Record<string, unknown>>): InstallRow {
@@ -159,7 +160,9 @@ const SQL = {
   install: 'SELECT * FROM installs WHERE iid = ?',
   listInstalls: 'SELECT * FROM installs WHERE key_id = ? ORDER BY created DESC, iid LIMIT ?',
   revokeInstall: 'UPDATE installs SET revoked_at = ? WHERE iid = ? AND revoked_at IS NULL',
-  recordEnrollment: 'INSERT INTO enrollments (ts, key_id, address, release_kid, outcome, install_id, reason) VALUES (?, ?, ?, ?, ?, ?, ?)',
+  recordEnrollment:
+    'INSERT INTO enrollments (ts, key_id, address, release_kid, outcome, install_id, reason) ' +
+    'VALUES (?, ?, ?, ?, ?, ?, ?)',
   installsPerKey:
     'SELECT key_id, COUNT(*) installs, SUM(CASE WHEN revoked_at IS NULL THEN 0 ELSE 1 END) revoked, ' +
     'SUM(CASE WHEN over_limit THEN 1 ELSE 0 END) over_limit, MAX(created) newest ' +
@@ -216,7 +219,10 @@ export class SqliteInstallStore implements InstallStore {
   }
 
   issueChallenge(challenge: string, credential: string, expiresAt: number, max = Number.POSITIVE_INFINITY): boolean {
-    const open = this.#sql('SELECT COUNT(*) n FROM enroll_challenges WHERE credential = ? AND expires > ?').get(credential, Date.now()) as {
+    const open = this.#sql('SELECT COUNT(*) n FROM enroll_challenges WHERE credential = ? AND expires > ?').get(
+      credential,
+      Date.now(),
+    ) as {
       n: number;
     };
     if (open.n >= max) return false;
@@ -309,7 +315,12 @@ export class PgInstallStore implements InstallStore {
     return (await this.#pool.query(numbered(sql), params)).rows as Array<Record<string, unknown>>;
   }
 
-  async issueChallenge(challenge: string, credential: string, expiresAt: number, max = Number.POSITIVE_INFINITY): Promise<boolean> {
+  async issueChallenge(
+    challenge: string,
+    credential: string,
+    expiresAt: number,
+    max = Number.POSITIVE_INFINITY,
+  ): Promise<boolean> {
     const ttl = Math.max(1, expiresAt - Date.now());
     // Open challenges of this credential: counted up here, down when one is spent, and forgotten one
     // lifetime after the first (so challenges that expire unused are not counted for longer).
