@@ -12,6 +12,7 @@
 #include <string.h>
 #include <strings.h>
 #include "harden.h"
+#include "install_addon.h"
 #include "json_object.h"
 #include "keystore.h"
 #include "literal_scan.h"
@@ -659,7 +660,7 @@ static int read_request(napi_env env, napi_value options, const moat_curl_api *c
   return read_body(env, options, opts) && get_string(env, options, KEY_PINNED_PUBLIC_KEY, 0, MAX_OPTION, &opts->pinned_pubkey) &&
          get_string(env, options, KEY_CA_FILE, 0, MAX_OPTION, &opts->ca_file) &&
          get_ms(env, options, KEY_TIMEOUT_MS, &opts->timeout_ms) && get_ms(env, options, KEY_CONNECT_TIMEOUT_MS, &opts->connect_timeout_ms) &&
-         read_headers(env, options, curl, opts);
+         read_headers(env, options, curl, opts) && moat_install_request_option(env, options, &opts->install);
 }
 
 /* request(options, onEvent) → { abort() } */
@@ -1516,6 +1517,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"appendsEnvelope", NULL, NULL, NULL, NULL, appends_envelope, napi_enumerable, NULL},
   };
   CHECK(napi_define_properties(env, exports, sizeof props / sizeof props[0], props));
+  if (!moat_install_define(env, exports)) napi_throw_error(env, "ERR_NATIVE", "cannot define the install functions");
   return exports;
 }
 

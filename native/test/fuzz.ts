@@ -2,14 +2,15 @@
 // seeded generator: the JSON object check, the request builder (body copy, envelope append,
 // header lines, stamping), the verifier's stamp check, and the literal scanner (compile,
 // packed compile, serialized databases (also corrupted or another set's), scan, regex,
-// needle forms, whole-file prefilter). Each call either returns what a plain JavaScript oracle says or
+// needle forms, whole-file prefilter), and the install state files (installOpen on mutated files,
+// installActivate's arguments). Each call either returns what a plain JavaScript oracle says or
 // throws a typed error (`code` ERR_NATIVE_*); anything else is a finding. Under the
 // sanitizer build (scripts/sanitize.sh) a memory error ends the process with its report.
 //
 //   node test/fuzz.ts                      # MOAT_FUZZ_CASES cases per target (default 4000)
 //   MOAT_FUZZ_CASES=1000000 MOAT_FUZZ_SEED=7 node test/fuzz.ts    # a long run, by hand
 import { once } from 'node:events';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -370,6 +371,53 @@ async function fuzzPrefilter(addon: Native, g: Gen, dir: string): Promise<void> 
   });
 }
 
+const STATE_PIECES = ['\n', '=', 'moat-install/1', 'origin=', 'public=', 'seal=file', 'seal=keyring:', 'iid=', 'secret=', 'A', '_', '\0'];
+const B64URL = [...'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_'].map((c) => c.charCodeAt(0));
+
+/** One mutation of a valid state file: bytes flipped, cut, pieces inserted, a value replaced. */
+function mutateState(g: Gen, good: Buffer): Buffer {
+  const text = Buffer.from(good);
+  const r = g.int(6);
+  if (r === 0) return text;
+  if (r === 1) return text.subarray(0, g.int(text.length));
+  if (r === 2) {
+    for (let i = 1 + g.int(4); i > 0; i--) text[g.int(text.length)] = g.int(256);
+    return text;
+  }
+  const at = g.int(text.length + 1);
+  const piece = r === 3 ? Buffer.from(g.pick(STATE_PIECES)) : g.bytes(g.int(r === 4 ? 90 : 3000), B64URL);
+  return Buffer.concat([text.subarray(0, at), piece, text.subarray(r === 5 ? Math.min(text.length, at + g.int(60)) : at)]);
+}
+
+/**
+ * installOpen on a mutated state file (sometimes open to others) and installActivate with
+ * arguments near their shapes: a state, null or a typed error; an unchanged 0600 file opens
+ * to the same public key.
+ */
+function fuzzInstallState(addon: Native, g: Gen, dir: string): void {
+  const { installOpen, installActivate, installForget } = addon;
+  if (installOpen === undefined || installActivate === undefined || installForget === undefined) return;
+  const origin = `https://fuzz${g.int(4)}.example`;
+  const home = join(dir, 'installs');
+  installForget(origin, home);
+  const made = installOpen(home, origin, { keystore: 'file' });
+  if (made === null) throw new FuzzFinding('installOpen made no state');
+  const file = join(home, readdirSync(home).find((f) => f.endsWith('.install')) ?? '');
+  const good = readFileSync(file);
+  const text = mutateState(g, good);
+  const open = g.chance(0.05);
+  writeFileSync(file, text, { mode: 0o600 });
+  chmodSync(file, open ? 0o644 : 0o600);
+  const got = typed('installOpen', () => installOpen(home, origin, { create: false, keystore: 'file' }));
+  if (!open && text.equals(good) && got?.publicKey !== made.publicKey)
+    throw new FuzzFinding(`installOpen did not reopen an unchanged state file for ${origin}`);
+  const b64 = () => g.bytes(g.pick([0, 42, 43, 44, 80]), B64URL).toString('latin1');
+  typed('installActivate', () =>
+    installActivate(origin, g.pick(['i0123456789abcdef01234567', 'bad id', b64()]), g.pick(['e1', '']), b64(), b64()),
+  );
+  installForget(origin, home);
+}
+
 /** Case counts per target, and the seed that reproduces them. */
 export interface FuzzReport {
   seed: number;
@@ -412,6 +460,8 @@ export async function runFuzz(options: { cases: number; seed: number; addon?: Na
         count('hostileArrays');
         await fuzzPrefilter(addon, g, dir);
         count('prefilterFiles');
+        fuzzInstallState(addon, g, dir);
+        count('installState');
       }
     }
     // Requests in batches, each batch ended before the next: aborted at once, or sent.

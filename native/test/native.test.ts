@@ -76,6 +76,9 @@ describe('@moat/native', () => {
     expect(Object.getOwnPropertyNames(native ?? {}).sort()).toEqual([
       'appendsEnvelope',
       'getDumpable',
+      'installActivate',
+      'installForget',
+      'installOpen',
       'jsonObject',
       'keyId',
       'literalsCompile',
