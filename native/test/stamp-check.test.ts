@@ -92,7 +92,7 @@ describe('the native stamp check', () => {
       body.write(mac, start, 'latin1');
       expect(check(key, body, start, start + hex)).toBe(true);
       body.write(mac.toUpperCase(), start, 'latin1');
-      expect(check(key, body, start, start + hex)).toBe(/[a-f]/.test(mac) ? false : true);
+      expect(check(key, body, start, start + hex)).toBe(!/[a-f]/.test(mac));
       expect(check(randomBytes(32), Buffer.from(body), start, start + hex)).toBe(false);
     }
   });

@@ -40,7 +40,6 @@ const WARMUP = 100;
 const SALT = 'bench-salt';
 const dev = JSON.parse(readFileSync(devKeyFile, 'utf8')) as { kid: string; key: string };
 
-
 /** One request as the embedding server's framework hands it over. */
 interface Sent {
   readonly url: string;
