@@ -168,7 +168,7 @@ describe('docs/adopt.md, from the registry, in a new project', () => {
 
     const token = run(step('dashboard').body).trim();
     const [blocked, allowed] = await records(url, token);
-    expect(allowed).toMatchObject({ verdict: 'allow', attestation: 'valid', fingerprint: 'match', binding: 'request' });
+    expect(allowed).toMatchObject({ verdict: 'allow', attestation: 'valid', fingerprint: 'match', binding: 'install', install: 'new' });
     expect(blocked).toMatchObject({ verdict: 'block', attestation: 'missing' });
     expect((await fetch(`${url}/dashboard`)).status).toBe(200);
 
