@@ -36,7 +36,12 @@ const received: Received[] = [];
 beforeAll(async () => {
   server = createServer(async (req, res) => {
     const chunks: Buffer[] = [];
-    for await (const c of req) chunks.push(c as Buffer);
+    try {
+      for await (const c of req) chunks.push(c as Buffer);
+    } catch {
+      // A client that aborts while its body is still arriving (the abort tests, on a slow machine): nothing to answer.
+      return;
+    }
     received.push({
       raw: Buffer.concat(chunks),
       headers: req.headers,
