@@ -8,6 +8,9 @@
  * - decoys: `decoyTools` for the key and period, against a cached set;
  * - JSON answer with decoys injected and none called: parse, intercept, sign, serialize,
  *   against parse and pass the upstream's bytes;
+ * - SSE answer with decoys injected and none called (the mock's stream, 64-character deltas):
+ *   read, filter, sign and serialize each event, against passing unchanged events on as
+ *   their data text as it arrived;
  * - group commit on SQLite: three commits per stamped request (nonce; reserved record;
  *   finished record), against two (nonce and reserved record together; finished record).
  *
@@ -17,8 +20,16 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BlockKeyring, decoyPeriod, decoyTools, interceptDecoyCalls, signResponse } from '@moat/distill-guard/server';
-import { parseMessagesResponse } from '@moat/protocol/messages';
+import {
+  BlockKeyring,
+  DecoyStreamFilter,
+  decoyPeriod,
+  decoyTools,
+  interceptDecoyCalls,
+  StreamSigner,
+  signResponse,
+} from '@moat/distill-guard/server';
+import { formatReceivedEvent, formatStreamEvent, parseMessagesResponse, readStreamEvents, streamEventsOf } from '@moat/protocol/messages';
 import { mockMessages, SqliteStorage } from '../dist/index.js';
 import { benchRecord } from './record.ts';
 
@@ -55,6 +66,21 @@ const answer = Buffer.from(
 );
 if (interceptDecoyCalls(parseMessagesResponse(JSON.parse(answer.toString('utf8'))), cached).turn.calls.length > 0)
   throw new Error('the mock called a decoy: pick another prompt');
+const sse = [...streamEventsOf(parseMessagesResponse(JSON.parse(answer.toString('utf8'))))].map(formatStreamEvent).join('');
+const sseBytes = Buffer.from(sse);
+/** The SSE stage's work on one answer: read, withhold decoy calls, sign, write out (into a string). */
+async function relaySse(keepText: boolean): Promise<number> {
+  const filter = new DecoyStreamFilter(cached);
+  const signer = new StreamSigner(ctx, keyring);
+  let out = 0;
+  async function* body() {
+    yield sseBytes;
+  }
+  for await (const ev of readStreamEvents(body(), { keepText }))
+    for (const kept of filter.handle(ev))
+      for (const o of signer.handle(kept)) out += (keepText && o === ev ? formatReceivedEvent(o) : formatStreamEvent(o)).length;
+  return out;
+}
 const keyring = new BlockKeyring([{ kid: 'bench', alg: 'hs256', secret: randomBytes(32) }], 'bench');
 const ctx = { apiKeyId: 'key_a', model: 'claude-mock' };
 const record = benchRecord;
@@ -72,6 +98,7 @@ const steps: Array<[string, (i: number) => unknown, (i: number) => unknown]> = [
     },
     () => interceptDecoyCalls(parseMessagesResponse(JSON.parse(answer.toString('utf8'))), cached).turn.calls.length === 0 && answer,
   ],
+  ['SSE answer, decoys injected, none called', () => relaySse(false), () => relaySse(true)],
   [
     'SQLite commits of one stamped request, sequential',
     async () => {

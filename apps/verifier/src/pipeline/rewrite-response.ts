@@ -12,6 +12,7 @@ import {
 import { blockSignatureOf } from '@moat/protocol';
 import {
   type ContentBlock,
+  formatReceivedEvent,
   formatStreamEvent,
   type MessageParam,
   type MessagesResponse,
@@ -202,7 +203,8 @@ export async function answerStream(input: AnswerInput, first: UpstreamResponse):
   let status = 200;
   let stopped = false;
   let errored = false;
-  const emit = async (ev: StreamEvent) => {
+  /** `received` is the upstream's event as read: passed on unchanged, it goes out as its own data text. */
+  const emit = async (ev: StreamEvent, received?: StreamEvent) => {
     // The message is over at message_stop: whatever the upstream sends after it is not passed on.
     if (stopped) return;
     if (ev.event === 'error') {
@@ -216,7 +218,7 @@ export async function answerStream(input: AnswerInput, first: UpstreamResponse):
         await ledger.finishStored(status);
         stopped = true;
       }
-      await write(res, formatStreamEvent(out));
+      await write(res, out === received ? formatReceivedEvent(out) : formatStreamEvent(out));
     }
   };
   let upstream = first;
@@ -224,8 +226,8 @@ export async function answerStream(input: AnswerInput, first: UpstreamResponse):
   /** Passes one upstream stream on; a stream that breaks (socket reset, garbage) ends in an SSE error, recorded 502. */
   const relay = async (body: UpstreamResponse['body']) => {
     try {
-      for await (const ev of readStreamEvents(body)) {
-        for (const kept of filter === undefined ? [ev] : filter.handle(ev)) await emit(kept);
+      for await (const ev of readStreamEvents(body, { keepText: true })) {
+        for (const kept of filter === undefined ? [ev] : filter.handle(ev)) await emit(kept, ev);
         if (stopped) break;
       }
     } catch (error) {
