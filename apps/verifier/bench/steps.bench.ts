@@ -11,6 +11,8 @@
  * - SSE answer with decoys injected and none called (the mock's stream, 64-character deltas):
  *   read, filter, sign and serialize each event, against passing unchanged events on as
  *   their data text as it arrived;
+ * - policy: each layer's table for the request's attributes (default flags, no rules),
+ *   evaluated by GrowthBook, against read from the features without rules;
  * - group commit on SQLite: three commits per stamped request (nonce; reserved record;
  *   finished record), against two (nonce and reserved record together; finished record).
  *
@@ -30,7 +32,8 @@ import {
   signResponse,
 } from '@moat/distill-guard/server';
 import { formatReceivedEvent, formatStreamEvent, parseMessagesResponse, readStreamEvents, streamEventsOf } from '@moat/protocol/messages';
-import { mockMessages, SqliteStorage } from '../dist/index.js';
+import { GrowthBook } from '@growthbook/growthbook';
+import { DEFAULT_FEATURES, Flags, mockMessages, POLICY_PREFIX, SqliteStorage } from '../dist/index.js';
 import { benchRecord } from './record.ts';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
@@ -81,6 +84,10 @@ async function relaySse(keepText: boolean): Promise<number> {
       for (const o of signer.handle(kept)) out += (keepText && o === ev ? formatReceivedEvent(o) : formatStreamEvent(o)).length;
   return out;
 }
+const layers = Object.keys(DEFAULT_FEATURES).filter((k) => k.startsWith(POLICY_PREFIX));
+const growthbook = new GrowthBook({ features: DEFAULT_FEATURES as never });
+const flags = new Flags({ ...DEFAULT_FEATURES });
+const attributes = { id: 'key_a', model: 'claude-mock', attestation: 'valid', binding: 'request', ep: 'cli', cv: '1.0.0' };
 const keyring = new BlockKeyring([{ kid: 'bench', alg: 'hs256', secret: randomBytes(32) }], 'bench');
 const ctx = { apiKeyId: 'key_a', model: 'claude-mock' };
 const record = benchRecord;
@@ -99,6 +106,15 @@ const steps: Array<[string, (i: number) => unknown, (i: number) => unknown]> = [
     () => interceptDecoyCalls(parseMessagesResponse(JSON.parse(answer.toString('utf8'))), cached).turn.calls.length === 0 && answer,
   ],
   ['SSE answer, decoys injected, none called', () => relaySse(false), () => relaySse(true)],
+  [
+    "policy: each layer's table from the flags",
+    () =>
+      layers.map((k) => {
+        growthbook.setAttributes({ ...attributes });
+        return growthbook.getFeatureValue(k, {} as never);
+      }),
+    () => layers.map((k) => flags.value(k, {}, attributes)),
+  ],
   [
     'SQLite commits of one stamped request, sequential',
     async () => {
