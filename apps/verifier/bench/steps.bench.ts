@@ -22,6 +22,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { GrowthBook } from '@growthbook/growthbook';
 import {
   BlockKeyring,
   DecoyStreamFilter,
@@ -32,7 +33,6 @@ import {
   signResponse,
 } from '@moat/distill-guard/server';
 import { formatReceivedEvent, formatStreamEvent, parseMessagesResponse, readStreamEvents, streamEventsOf } from '@moat/protocol/messages';
-import { GrowthBook } from '@growthbook/growthbook';
 import { DEFAULT_FEATURES, Flags, mockMessages, POLICY_PREFIX, SqliteStorage } from '../dist/index.js';
 import { benchRecord } from './record.ts';
 
