@@ -203,6 +203,23 @@ export async function answerStream(input: AnswerInput, first: UpstreamResponse):
   let status = 200;
   let stopped = false;
   let errored = false;
+  /**
+   * The client may send its next turn as soon as it sees message_stop: everything it needs is
+   * stored first. The events written since the last flush (those that came with message_stop)
+   * stay corked while the record commits and go out with message_stop and the stream's end in
+   * one write, not two.
+   */
+  const storeBeforeStop = async () => {
+    const socket = res.socket;
+    socket?.cork();
+    try {
+      await rememberUpstreamSignatures(input.storage, signer.upstreamSignatures, (i) => signer.issuedSignatures.get(i));
+      await ledger.finishStored(status);
+      stopped = true;
+    } finally {
+      process.nextTick(() => socket?.uncork());
+    }
+  };
   /** `received` is the upstream's event as read: passed on unchanged, it goes out as its own data text. */
   const emit = async (ev: StreamEvent, received?: StreamEvent) => {
     // The message is over at message_stop: whatever the upstream sends after it is not passed on.
@@ -212,12 +229,7 @@ export async function answerStream(input: AnswerInput, first: UpstreamResponse):
       errored = true;
     }
     for (const out of signer.handle(ev)) {
-      if (out.event === 'message_stop') {
-        // The client may send its next turn as soon as it sees message_stop: everything it needs is stored first.
-        await rememberUpstreamSignatures(input.storage, signer.upstreamSignatures, (i) => signer.issuedSignatures.get(i));
-        await ledger.finishStored(status);
-        stopped = true;
-      }
+      if (out.event === 'message_stop') await storeBeforeStop();
       await write(res, out === received ? formatReceivedEvent(out) : formatStreamEvent(out));
     }
   };
