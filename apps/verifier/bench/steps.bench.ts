@@ -13,6 +13,8 @@
  *   their data text as it arrived;
  * - policy: each layer's table for the request's attributes (default flags, no rules),
  *   evaluated by GrowthBook, against read from the features without rules;
+ * - forwarded body: the decoy tools' JSON text, serialized per request, against made once per
+ *   cached decoy set;
  * - group commit on SQLite: three commits per stamped request (nonce; reserved record;
  *   finished record), against two (nonce and reserved record together; finished record).
  *
@@ -84,6 +86,7 @@ async function relaySse(keepText: boolean): Promise<number> {
       for (const o of signer.handle(kept)) out += (keepText && o === ev ? formatReceivedEvent(o) : formatStreamEvent(o)).length;
   return out;
 }
+const toolsText = new WeakMap([[cached, JSON.stringify(cached.map((d) => d.tool)).slice(1, -1)]]);
 const layers = Object.keys(DEFAULT_FEATURES).filter((k) => k.startsWith(POLICY_PREFIX));
 const growthbook = new GrowthBook({ features: DEFAULT_FEATURES as never });
 const flags = new Flags({ ...DEFAULT_FEATURES });
@@ -115,6 +118,7 @@ const steps: Array<[string, (i: number) => unknown, (i: number) => unknown]> = [
       }),
     () => layers.map((k) => flags.value(k, {}, attributes)),
   ],
+  ["forwarded body: the decoy tools' JSON text", () => JSON.stringify([...cached.map((d) => d.tool)]), () => `[${toolsText.get(cached)}]`],
   [
     'SQLite commits of one stamped request, sequential',
     async () => {
