@@ -21,8 +21,10 @@ interface Bench {
   readonly baseline: string;
   /** How to read the ratio column. */
   readonly ratio: string;
-  /** A package script other than `bench` (a second benchmark of the same package). */
+  /** The package script that runs it (default `bench`). */
   readonly script?: string;
+  /** Its name for `--only` (default: the package folder's). */
+  readonly name?: string;
 }
 
 const BENCHES: readonly Bench[] = [
@@ -38,9 +40,19 @@ const BENCHES: readonly Bench[] = [
     dir: 'apps/verifier',
     title: 'Verifier memory per install',
     script: 'bench:installs',
+    name: 'verifier-installs',
     baseline:
       'none: absolute figures, per install and scaled to 10⁶ installs; the cache and the fan-in state are bounded by their settings',
     ratio: 'bytes per install (lower is better)',
+  },
+  {
+    dir: 'apps/verifier',
+    script: 'bench:embedded',
+    name: 'verifier-embedded',
+    title: 'Embedded handler (in process)',
+    baseline:
+      "the embedding server's own model call alone (the same function, `mockModel`), given the same request in the same run: called directly for `fetch`, behind a `node:http` server for `node`",
+    ratio: 'added latency over the model call alone in µs (lower is better), median and range over rounds',
   },
   {
     dir: 'packages/attest',
@@ -53,7 +65,7 @@ const BENCHES: readonly Bench[] = [
     dir: 'packages/build-guard',
     title: 'Leak scanner',
     baseline:
-      '`rg -F -f` and `rg -F -i -f` (ripgrep, fixed strings) over the same corpus, and over it as one file, in the same rounds; moat-scan cold (no compiled-database cache, as on a fresh CI runner) and warm, with and without the prefilter',
+      '`rg -F -f` and `rg -F -i -f` (ripgrep, fixed strings) over the same corpus, and over it as one file, in the same rounds; moat-scan cold (an empty cache directory, cleared before every run, as on a fresh CI runner) and warm, with and without the prefilter',
     ratio: 'moat-scan time ÷ rg time in the same round (lower is better), median and range over the rounds',
   },
   {
@@ -123,9 +135,9 @@ function asMarkdown(output: string): string {
 const sections: string[] = [];
 let failed = 0;
 for (const bench of BENCHES) {
-  const name = bench.dir.split('/')[1] as string;
+  const name = bench.name ?? (bench.dir.split('/')[1] as string);
   if (only !== undefined && !only.has(name)) continue;
-  process.stdout.write(`\n== ${bench.dir}\n`);
+  process.stdout.write(`\n== ${bench.dir} (${bench.script ?? 'bench'})\n`);
   const loadBefore = loadavg()[0] ?? 0;
   const result = await run(bench.dir, bench.script);
   const load = `machine load average (1 min) ${loadBefore.toFixed(1)} at the start, ${(loadavg()[0] ?? 0).toFixed(1)} at the end, on ${cpus().length} cores`;

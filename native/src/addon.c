@@ -12,6 +12,7 @@
 #include <string.h>
 #include <strings.h>
 #include "harden.h"
+#include "install_addon.h"
 #include "json_object.h"
 #include "keystore.h"
 #include "literal_scan.h"
@@ -659,7 +660,7 @@ static int read_request(napi_env env, napi_value options, const moat_curl_api *c
   return read_body(env, options, opts) && get_string(env, options, KEY_PINNED_PUBLIC_KEY, 0, MAX_OPTION, &opts->pinned_pubkey) &&
          get_string(env, options, KEY_CA_FILE, 0, MAX_OPTION, &opts->ca_file) &&
          get_ms(env, options, KEY_TIMEOUT_MS, &opts->timeout_ms) && get_ms(env, options, KEY_CONNECT_TIMEOUT_MS, &opts->connect_timeout_ms) &&
-         read_headers(env, options, curl, opts);
+         read_headers(env, options, curl, opts) && moat_install_request_option(env, options, &opts->install);
 }
 
 /* request(options, onEvent) → { abort() } */
@@ -1146,6 +1147,80 @@ static napi_value literals_scan(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* A typed array argument of `type`; 0 when it is not one. */
+static int typed_arg(napi_env env, napi_value value, napi_typedarray_type type, void **data, size_t *length) {
+  bool is_typed = false;
+  napi_typedarray_type got;
+  napi_value arraybuffer;
+  size_t offset = 0;
+  static uint32_t empty[1];
+  if (napi_is_typedarray(env, value, &is_typed) != napi_ok || !is_typed ||
+      napi_get_typedarray_info(env, value, &got, length, data, &arraybuffer, &offset) != napi_ok || got != type)
+    return 0;
+  if (*data == NULL) *data = empty;
+  return 1;
+}
+
+/* A new typed array of `type` holding a copy of `count` items of `size` bytes. */
+static napi_value typed_copy(napi_env env, napi_typedarray_type type, const void *items, size_t count, size_t size) {
+  napi_value buffer, out;
+  void *dest = NULL;
+  if (napi_create_arraybuffer(env, count * size, &dest, &buffer) != napi_ok) return NULL;
+  if (count > 0) memcpy(dest, items, count * size);
+  if (napi_create_typedarray(env, type, count, buffer, 0, &out) != napi_ok) return NULL;
+  return out;
+}
+
+/* literalsForms(units: Uint16Array, lengths: Uint32Array, spellings: Uint32Array, flags: number)
+   → { packed: Buffer, lengths, offsets, owners: Uint32Array, kinds: Uint8Array, sources, maxLength: number, regex: Uint32Array }:
+   every needle form of the codenames (moat_needle_forms) as moat-scan's literal set (moat_forms_plan). */
+static napi_value literals_forms(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  void *units = NULL, *lengths = NULL, *spellings = NULL;
+  size_t units_len = 0, strings = 0, codenames = 0;
+  uint32_t flags = 0;
+  if (argc < 4 || !typed_arg(env, argv[0], napi_uint16_array, &units, &units_len) ||
+      !typed_arg(env, argv[1], napi_uint32_array, &lengths, &strings) ||
+      !typed_arg(env, argv[2], napi_uint32_array, &spellings, &codenames) || napi_get_value_uint32(env, argv[3], &flags) != napi_ok ||
+      codenames > MAX_LITERALS) {
+    napi_throw_type_error(env, "ERR_NATIVE_OPTIONS",
+                          "expected literalsForms(units: Uint16Array, lengths: Uint32Array, spellings: Uint32Array, flags: number)");
+    return NULL;
+  }
+  moat_forms forms;
+  if (moat_needle_forms(units, units_len, lengths, strings, spellings, codenames, (int)flags, &forms) != 0) {
+    napi_throw_range_error(env, "ERR_NATIVE_OPTIONS", "expected literalsForms() of 1-8 spellings of 1-65536 units per codename");
+    return NULL;
+  }
+  moat_plan plan;
+  int planned = moat_forms_plan(&forms, &plan) == 0;
+  moat_forms_free(&forms);
+  napi_value out, packed, lens, offsets, owners, kinds, regex, sources, max_length;
+  int ok = planned && napi_create_object(env, &out) == napi_ok &&
+           napi_create_buffer_copy(env, plan.bytes_len, plan.bytes_len > 0 ? (const void *)plan.bytes : (const void *)"", NULL, &packed) ==
+               napi_ok &&
+           (lens = typed_copy(env, napi_uint32_array, plan.lengths, plan.count, sizeof *plan.lengths)) != NULL &&
+           (offsets = typed_copy(env, napi_uint32_array, plan.offsets, plan.count, sizeof *plan.offsets)) != NULL &&
+           (owners = typed_copy(env, napi_uint32_array, plan.owners, plan.count, sizeof *plan.owners)) != NULL &&
+           (kinds = typed_copy(env, napi_uint8_array, plan.kinds, plan.count, sizeof *plan.kinds)) != NULL &&
+           (regex = typed_copy(env, napi_uint32_array, plan.regex, 3 * plan.regex_count, sizeof *plan.regex)) != NULL &&
+           napi_create_uint32(env, (uint32_t)plan.sources, &sources) == napi_ok &&
+           napi_create_uint32(env, plan.max_length, &max_length) == napi_ok &&
+           napi_set_named_property(env, out, "packed", packed) == napi_ok && napi_set_named_property(env, out, "lengths", lens) == napi_ok &&
+           napi_set_named_property(env, out, "offsets", offsets) == napi_ok && napi_set_named_property(env, out, "owners", owners) == napi_ok &&
+           napi_set_named_property(env, out, "kinds", kinds) == napi_ok && napi_set_named_property(env, out, "regex", regex) == napi_ok &&
+           napi_set_named_property(env, out, "sources", sources) == napi_ok &&
+           napi_set_named_property(env, out, "maxLength", max_length) == napi_ok;
+  if (planned) moat_plan_free(&plan);
+  if (!ok) {
+    napi_throw_error(env, "ERR_NATIVE", "out of memory");
+    return NULL;
+  }
+  return out;
+}
+
 /* One prefilter run on libuv's thread pool (the scan starts its own threads from there). */
 typedef struct {
   moat_prefilter job;
@@ -1216,6 +1291,9 @@ static void prefilter_complete(napi_env env, napi_status status, void *data) {
       }
       starts[n] = (double)at;
     }
+    /* This prefilter lists the windows that may hold a split literal (MOAT_PREFILTER_SPLIT_WINDOW). */
+    napi_value split_listed;
+    if (napi_get_boolean(env, true, &split_listed) == napi_ok) napi_set_named_property(env, result, "splitWindows", split_listed);
     napi_resolve_deferred(env, call->deferred, result);
   } else {
     napi_value message, error;
@@ -1427,6 +1505,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"literalsCompile", NULL, literals_compile, NULL, NULL, NULL, napi_default, NULL},
       {"literalsCompilePacked", NULL, literals_compile_packed, NULL, NULL, NULL, napi_default, NULL},
       {"literalsScan", NULL, literals_scan, NULL, NULL, NULL, napi_default, NULL},
+      {"literalsForms", NULL, literals_forms, NULL, NULL, NULL, napi_default, NULL},
       {"literalsSerialize", NULL, literals_serialize, NULL, NULL, NULL, napi_default, NULL},
       {"regexCompile", NULL, regex_compile, NULL, NULL, NULL, napi_default, NULL},
       {"literalsVersion", NULL, literals_version, NULL, NULL, NULL, napi_default, NULL},
@@ -1438,6 +1517,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"appendsEnvelope", NULL, NULL, NULL, NULL, appends_envelope, napi_enumerable, NULL},
   };
   CHECK(napi_define_properties(env, exports, sizeof props / sizeof props[0], props));
+  if (!moat_install_define(env, exports)) napi_throw_error(env, "ERR_NATIVE", "cannot define the install functions");
   return exports;
 }
 

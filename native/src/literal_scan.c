@@ -10,13 +10,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdatomic.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 typedef struct hs_database hs_database_t;
 typedef struct hs_scratch hs_scratch_t;
@@ -467,11 +467,53 @@ static int direct_at(const moat_literals *m, const unsigned char *data, size_t l
       return -3;                                                                              \
   } while (0)
 
-/* Every occurrence of every literal of a direct set, as hs_scan reports them (-3 when the callback stopped it). Four
-   positions per 8-byte load (little-endian, no case folding: a third less time than one load each), then the rest. */
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define DIRECT_AVX2 1
+/*
+ * The filter probe of eight positions at once (AVX2, chosen at run time by cpuid): their
+ * four-byte words shuffled out of one 16-byte load, hashed with one multiply, their filter
+ * bits gathered; the candidates go to direct_at in order, as the scalar loop sends them.
+ * `*next`: the first position left to the scalar loop. No case folding.
+ */
+__attribute__((target("avx2"))) static int direct_scan_avx2(const moat_literals *m, const unsigned char *data, size_t len, hs_match_cb cb,
+                                                             void *context, size_t *next) {
+  const int *filter = (const int *)(const void *)m->direct->filter; /* little-endian: bit h is bit h % 32 of dword h / 32 */
+  const __m256i words_of = _mm256_setr_epi8(0, 1, 2, 3, 1, 2, 3, 4, 2, 3, 4, 5, 3, 4, 5, 6, 4, 5, 6, 7, 5, 6, 7, 8, 6, 7, 8, 9, 7, 8, 9, 10);
+  const __m256i mul = _mm256_set1_epi32((int)0x9e3779b1u), low5 = _mm256_set1_epi32(31), one = _mm256_set1_epi32(1);
+  size_t i = 0;
+  for (; i + 16 <= len; i += 8) {
+    __m256i bytes = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)(data + i)));
+    __m256i h = _mm256_srli_epi32(_mm256_mullo_epi32(_mm256_shuffle_epi8(bytes, words_of), mul), 32 - DIRECT_FILTER_BITS);
+    __m256i words = _mm256_i32gather_epi32(filter, _mm256_srli_epi32(h, 5), 4);
+    __m256i bits = _mm256_and_si256(_mm256_srlv_epi32(words, _mm256_and_si256(h, low5)), one);
+    unsigned mask = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(bits, one)));
+    while (mask != 0) {
+      size_t at = i + (size_t)__builtin_ctz(mask);
+      mask &= mask - 1;
+      if (direct_at(m, data, len, at, load4(data + at, 0), cb, context)) return -3;
+    }
+  }
+  *next = i;
+  return HS_SUCCESS;
+}
+
+static int has_avx2(void) {
+  static int known = -1;
+  if (known < 0) known = __builtin_cpu_supports("avx2") ? 1 : 0;
+  return known;
+}
+#endif
+
+/* Every occurrence of every literal of a direct set, as hs_scan reports them (-3 when the callback stopped it). Eight
+   positions per step with AVX2, or four per 8-byte load (little-endian, no case folding: a third less time than one
+   load each), then the rest. */
 static int direct_scan(const moat_literals *m, const unsigned char *data, size_t len, hs_match_cb cb, void *context) {
   const uint64_t *filter = m->direct->filter;
   size_t i = 0;
+#ifdef DIRECT_AVX2
+  if (!m->direct->fold && has_avx2() && direct_scan_avx2(m, data, len, cb, context, &i) != HS_SUCCESS) return -3;
+#endif
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
   if (!m->direct->fold)
     for (; i + 8 <= len; i += 4) {
@@ -733,7 +775,26 @@ static size_t carry_at(size_t k, size_t chunk, size_t limit) {
   return carry;
 }
 
-/* Scans one piece; `file` points at the file's byte 0 (only the piece's bytes are mapped). */
+/* MOAT_SCAN_TIMING=1: the prefilter's passes timed, summed over its threads and printed to stderr (for profiling). */
+enum { T_LITERALS, T_SPLIT, T_AUDIT, T_COUNT };
+static _Atomic long long timing_ns[T_COUNT];
+static atomic_int timing_on; /* the last run's setting; runs at once on several threads share the counters */
+
+/* CPU time of the calling thread: a loaded machine's waits are not counted. */
+static long long now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+#define TIMED(slot, body)                                      \
+  do {                                                         \
+    long long t_ = timing_on ? now_ns() : 0;                   \
+    body;                                                      \
+    if (timing_on) atomic_fetch_add(&timing_ns[slot], now_ns() - t_); \
+  } while (0)
+
+/* Scans one piece; `file` points at the file's byte 0 (only the piece's bytes, with the carries before them, are there). */
 static void prefilter_piece(const moat_prefilter *job, piece *u, const unsigned char *file, size_t size, hs_scratch_t *lit_scratch,
                             hs_scratch_t *audit_scratch, split_buffers *buffers, atomic_int *file_hit) {
   /* The windows the JavaScript stream scans: chunk k with the carry of the window before. */
@@ -745,14 +806,16 @@ static void prefilter_piece(const moat_prefilter *job, piece *u, const unsigned 
     const unsigned char *window = file + chunk_start - carry;
     size_t window_len = chunk_end - chunk_start + carry;
     probe p = {job->literals, window, window_len, NULL, 0};
-    int rc = scan_literals(job->literals, window, window_len, lit_scratch, on_literal, &p);
+    int rc;
+    TIMED(T_LITERALS, rc = scan_literals(job->literals, window, window_len, lit_scratch, on_literal, &p));
     if (rc != HS_SUCCESS && rc != -3) u->failed = 1;
     int hit = p.hit ? MOAT_PREFILTER_CODENAME : 0;
-    if (!p.hit && job->triggers != NULL) {
+    /* Also in a window with a codename: one without a split literal is read without the split-literal search. */
+    if (job->triggers != NULL) {
       split_probe sp = {job->literals, lit_scratch, window, window_len, job->max_len, buffers, 0, 0};
-      find_triggers(window, window_len, &sp);
+      TIMED(T_SPLIT, find_triggers(window, window_len, &sp));
       if (sp.failed) u->failed = 1;
-      if (sp.hit) hit = MOAT_PREFILTER_SPLIT;
+      if (sp.hit) hit |= MOAT_PREFILTER_SPLIT;
     }
     if (u->failed) {
       atomic_store(file_hit, 1); /* a failed scan proves nothing: the whole file goes to the exact scan */
@@ -764,6 +827,7 @@ static void prefilter_piece(const moat_prefilter *job, piece *u, const unsigned 
       hits.window = (double)k;
       hits.base = (double)(chunk_start - carry);
       on_audit(MOAT_PREFILTER_WINDOW, 0, 0, 0, &hits);
+      if (hit & MOAT_PREFILTER_SPLIT) on_audit(MOAT_PREFILTER_SPLIT_WINDOW, 0, 0, 0, &hits);
     }
     carry = window_len < job->max_len ? window_len : job->max_len;
   }
@@ -779,12 +843,57 @@ static void prefilter_piece(const moat_prefilter *job, piece *u, const unsigned 
     size_t window_len = chunk_end - chunk_start + carry;
     ev.window = (double)k;
     ev.base = (double)(chunk_start - carry);
-    int rc = hs.scan(job->audit->db, (const char *)(file + chunk_start - carry), (unsigned int)window_len, 0, audit_scratch, on_audit, &ev);
+    int rc;
+    TIMED(T_AUDIT, rc = hs.scan(job->audit->db, (const char *)(file + chunk_start - carry), (unsigned int)window_len, 0, audit_scratch,
+                                on_audit, &ev));
     if (rc != HS_SUCCESS && rc != -3 && !ev.overflow) u->failed = 1;
     carry = window_len < job->audit_carry ? window_len : job->audit_carry;
   }
   if (u->events.n > 0) u->flags |= MOAT_PREFILTER_AUDIT;
   if (ev.overflow) u->flags |= MOAT_PREFILTER_AUDIT_ALL;
+}
+
+/* One thread's reusable buffer for the bytes of a run of chunks. */
+typedef struct {
+  unsigned char *bytes;
+  size_t cap;
+} read_buffer;
+
+/* Bytes read per batch of chunks: about a megabyte, so the buffer stays in cache and is reused. */
+#define READ_BATCH (1u << 20)
+
+/*
+ * Scans one piece read with pread, a batch of whole chunks at a time (with the carries before
+ * them) into the thread's buffer: on a virtual machine, mapping a file's pages costs the
+ * kernel more than copying them into memory that is already mapped. 0, or the errno that
+ * kept the piece unread (EAGAIN: the file changed size since it was listed).
+ */
+static int prefilter_read(const moat_prefilter *job, piece *u, int fd, size_t size, read_buffer *r, hs_scratch_t *lit_scratch,
+                          hs_scratch_t *audit_scratch, split_buffers *buffers, atomic_int *file_hit) {
+  size_t per = job->chunk >= READ_BATCH ? 1 : READ_BATCH / job->chunk;
+  size_t most_back = job->max_len > job->audit_carry ? job->max_len : job->audit_carry;
+  for (size_t k = u->k0; k < u->k1 && !atomic_load(file_hit); k += per) {
+    size_t k1 = u->k1 - k < per ? u->k1 : k + per;
+    size_t back = carry_at(k, job->chunk, job->max_len), audit_back = carry_at(k, job->chunk, job->audit_carry);
+    size_t first = k * job->chunk - (back > audit_back ? back : audit_back);
+    size_t end = k1 * job->chunk < size ? k1 * job->chunk : size;
+    if (!reserve((void **)&r->bytes, &r->cap, per * job->chunk + most_back, 1, per * job->chunk + most_back)) return ENOMEM;
+    for (size_t got = 0; got < end - first;) {
+      ssize_t n = pread(fd, r->bytes + got, end - first - got, (off_t)(first + got));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return n < 0 ? errno : EAGAIN;
+      got += (size_t)n;
+    }
+    /* The batch as a piece of its own, its findings and events the piece's. */
+    piece batch = *u;
+    batch.k0 = k;
+    batch.k1 = k1;
+    prefilter_piece(job, &batch, r->bytes - first, size, lit_scratch, audit_scratch, buffers, file_hit);
+    u->flags |= batch.flags;
+    u->failed |= batch.failed;
+    u->events = batch.events;
+  }
+  return 0;
 }
 
 static void *prefilter_worker(void *arg) {
@@ -794,7 +903,7 @@ static void *prefilter_worker(void *arg) {
   split_buffers buffers = {0, 0, NULL, NULL};
   int ready = (job->literals->direct != NULL || hs.clone_scratch(job->literals->scratch, &lit_scratch) == HS_SUCCESS) &&
               (job->audit == NULL || hs.clone_scratch(job->audit->scratch, &audit_scratch) == HS_SUCCESS);
-  size_t page = (size_t)sysconf(_SC_PAGESIZE);
+  read_buffer reader = {NULL, 0};
   for (;;) {
     size_t i = atomic_fetch_add(&w->next, 1);
     if (i >= w->count) break;
@@ -813,21 +922,10 @@ static void *prefilter_worker(void *arg) {
       if (fd >= 0) close(fd);
       continue;
     }
-    size_t back = carry_at(u->k0, job->chunk, job->max_len);
-    size_t audit_back = carry_at(u->k0, job->chunk, job->audit_carry);
-    size_t first = u->k0 * job->chunk - (back > audit_back ? back : audit_back);
-    size_t map_start = first - first % page;
-    size_t map_end = u->k1 * job->chunk < size ? u->k1 * job->chunk : size;
-    void *map = mmap(NULL, map_end - map_start, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, (off_t)map_start);
+    u->error = prefilter_read(job, u, fd, size, &reader, lit_scratch, audit_scratch, &buffers, &w->file_hit[u->file]);
     close(fd);
-    if (map == MAP_FAILED) {
-      u->error = errno;
-      continue;
-    }
-    prefilter_piece(job, u, (const unsigned char *)map - map_start, size, lit_scratch, audit_scratch, &buffers,
-                    &w->file_hit[u->file]);
-    munmap(map, map_end - map_start);
   }
+  free(reader.bytes);
   free(buffers.joined);
   free(buffers.kept);
   if (lit_scratch != NULL) hs.free_scratch(lit_scratch);
@@ -838,6 +936,9 @@ static void *prefilter_worker(void *arg) {
 int moat_prefilter_run(const moat_prefilter *job) {
   if (!hs_loaded || job->literals == NULL || job->chunk == 0 || job->chunk > 0x7fff0000u || job->max_len > 0x10000u) return -1;
   unsigned threads = job->threads == 0 ? 1 : job->threads > 64 ? 64 : job->threads;
+  const char *timing = getenv("MOAT_SCAN_TIMING");
+  atomic_store(&timing_on, timing != NULL && strcmp(timing, "1") == 0);
+  for (int t = 0; t < T_COUNT; t++) atomic_store(&timing_ns[t], 0);
   /* The pieces: each file's chunks cut into up to `threads` runs of whole chunks. */
   size_t cap = 0, count = 0;
   piece *pieces = NULL;
@@ -905,5 +1006,348 @@ int moat_prefilter_run(const moat_prefilter *job) {
   }
   free(file_hit);
   free(pieces);
+  if (timing_on)
+    fprintf(stderr, "moat-scan prefilter on %u threads, CPU ms: literals %.1f, split literals %.1f, audit %.1f\n", threads,
+            (double)atomic_load(&timing_ns[T_LITERALS]) / 1e6,
+            (double)atomic_load(&timing_ns[T_SPLIT]) / 1e6, (double)atomic_load(&timing_ns[T_AUDIT]) / 1e6);
   return 0;
+}
+
+/* ---- Needle forms: every encoded form of every codename, derived in one pass ----
+ * The same forms, in the same order and deduplicated the same way, as moat-scan's
+ * needleForms (needles.ts), which stays the reference: deriving 22,000 forms there costs a
+ * cold process a hundred milliseconds of string building and garbage collection, here well
+ * under one. */
+
+enum { FORM_PLAIN, FORM_UTF16LE, FORM_UTF16BE, FORM_HEX, FORM_BASE64, FORM_BASE64URL, FORM_ESCAPE_X, FORM_ESCAPE_U,
+       FORM_ESCAPE_U_BRACE, FORM_PERCENT, FORM_CHARCODES };
+
+typedef struct {
+  moat_forms *out;
+  size_t first; /* this codename's first form */
+  uint32_t owner;
+  int failed;
+} form_sink;
+
+static const char HEX_LOWER[] = "0123456789abcdef", HEX_UPPER[] = "0123456789ABCDEF";
+
+/* Room for `extra` more bytes of forms and one more form; 0 when out of memory. */
+static int forms_reserve(form_sink *s, size_t extra) {
+  moat_forms *o = s->out;
+  return reserve((void **)&o->bytes, &o->bytes_cap, o->bytes_len + extra, 1, 1 << 16) &&
+         reserve((void **)&o->lengths, &o->lengths_cap, o->count + 1, sizeof *o->lengths, 1024) &&
+         reserve((void **)&o->owners, &o->owners_cap, o->count + 1, sizeof *o->owners, 1024) &&
+         reserve((void **)&o->kinds, &o->kinds_cap, o->count + 1, sizeof *o->kinds, 1024);
+}
+
+/* Keeps the form written at bytes[start..bytes_len) unless this codename has it already (same bytes, same folding). */
+static void form_keep(form_sink *s, size_t start, int kind) {
+  moat_forms *o = s->out;
+  size_t len = o->bytes_len - start;
+  int fold = kind & 0x80;
+  /* Offsets of earlier forms: walk back from the last one. */
+  for (size_t i = o->count, end = start; i > s->first; i--) {
+    size_t n = o->lengths[i - 1];
+    end -= n;
+    if (n == len && (o->kinds[i - 1] & 0x80) == fold && memcmp(o->bytes + end, o->bytes + start, len) == 0) {
+      o->bytes_len = start;
+      return;
+    }
+  }
+  o->lengths[o->count] = (uint32_t)len;
+  o->owners[o->count] = s->owner;
+  o->kinds[o->count] = (uint8_t)kind;
+  o->count++;
+}
+
+/* UTF-8 bytes of UTF-16 units (a lone surrogate as U+FFFD, as Buffer.from(text, 'utf8')); returns the count. */
+static size_t utf8_of(const uint16_t *u, size_t n, unsigned char *out) {
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++) {
+    uint32_t c = u[i];
+    if (c >= 0xd800 && c <= 0xdbff && i + 1 < n && u[i + 1] >= 0xdc00 && u[i + 1] <= 0xdfff)
+      c = 0x10000 + ((c - 0xd800) << 10) + (u[++i] - 0xdc00);
+    else if (c >= 0xd800 && c <= 0xdfff)
+      c = 0xfffd;
+    if (c < 0x80) out[k++] = (unsigned char)c;
+    else if (c < 0x800) out[k++] = (unsigned char)(0xc0 | c >> 6), out[k++] = (unsigned char)(0x80 | (c & 0x3f));
+    else if (c < 0x10000)
+      out[k++] = (unsigned char)(0xe0 | c >> 12), out[k++] = (unsigned char)(0x80 | (c >> 6 & 0x3f)),
+      out[k++] = (unsigned char)(0x80 | (c & 0x3f));
+    else
+      out[k++] = (unsigned char)(0xf0 | c >> 18), out[k++] = (unsigned char)(0x80 | (c >> 12 & 0x3f)),
+      out[k++] = (unsigned char)(0x80 | (c >> 6 & 0x3f)), out[k++] = (unsigned char)(0x80 | (c & 0x3f));
+  }
+  return k;
+}
+
+/* `v` in hex digits, without leading zeros (at least one digit), as Number.prototype.toString(16). */
+static size_t hex_digits(uint32_t v, const char *digits, unsigned char *out) {
+  char tmp[8];
+  size_t n = 0;
+  do tmp[n++] = digits[v & 15], v >>= 4;
+  while (v != 0);
+  for (size_t i = 0; i < n; i++) out[i] = (unsigned char)tmp[n - 1 - i];
+  return n;
+}
+
+static size_t dec_digits(uint32_t v, unsigned char *out) {
+  char tmp[12];
+  size_t n = 0;
+  do tmp[n++] = (char)('0' + v % 10), v /= 10;
+  while (v != 0);
+  for (size_t i = 0; i < n; i++) out[i] = (unsigned char)tmp[n - 1 - i];
+  return n;
+}
+
+/* Writes one form with `write` into the sink and keeps it; `bound`: the most bytes it can take. */
+#define FORM(s, bound, kind, ...)                                   \
+  do {                                                              \
+    if (!forms_reserve((s), (bound))) {                             \
+      (s)->failed = 1;                                              \
+      return;                                                       \
+    }                                                               \
+    size_t start_ = (s)->out->bytes_len;                            \
+    unsigned char *w_ = (s)->out->bytes + start_;                   \
+    size_t n_ = 0;                                                  \
+    __VA_ARGS__;                                                    \
+    (s)->out->bytes_len = start_ + n_;                              \
+    form_keep((s), start_, (kind));                                 \
+  } while (0)
+#define PUT(c) (w_[n_++] = (unsigned char)(c))
+
+/* base64 of k zero bytes then `b`: the characters that do not depend on the bytes around (base64Cores). */
+static void base64_forms(form_sink *s, const unsigned char *b, size_t len) {
+  static const char ALPHABET[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  for (size_t k = 0; k < 3; k++) {
+    size_t first = (8 * k + 5) / 6, last = 8 * (k + len) / 6;
+    if (last < first + 8) continue;
+    for (int url = 0; url < 2; url++)
+      FORM(s, last - first, url ? FORM_BASE64URL : FORM_BASE64, {
+        for (size_t c = first; c < last; c++) {
+          /* Character c covers bits [6c, 6c + 6) of the padded bytes. */
+          size_t bit = 6 * c, byte = bit / 8;
+          unsigned hi = byte >= k ? b[byte - k] : 0, lo = byte + 1 >= k && byte + 1 - k < len ? b[byte + 1 - k] : 0;
+          unsigned v = ((hi << 8 | lo) >> (10 - bit % 8)) & 63;
+          char ch = ALPHABET[v];
+          PUT(url && ch == '+' ? '-' : url && ch == '/' ? '_' : ch);
+        }
+      });
+  }
+}
+
+/* The encoded forms of one spelling (encodedForms in needles.ts), in its order. */
+static void encoded_forms(form_sink *s, const uint16_t *u, size_t n, unsigned char *utf8) {
+  size_t len = utf8_of(u, n, utf8);
+  for (int up = 0; up < 2; up++)
+    FORM(s, 2 * len, FORM_HEX, for (size_t i = 0; i < len; i++) PUT((up ? HEX_UPPER : HEX_LOWER)[utf8[i] >> 4]),
+         PUT((up ? HEX_UPPER : HEX_LOWER)[utf8[i] & 15]));
+  base64_forms(s, utf8, len);
+  for (int up = 0; up < 2; up++)
+    FORM(s, 4 * len, FORM_ESCAPE_X, for (size_t i = 0; i < len; i++) PUT('\\'), PUT('x'),
+         PUT((up ? HEX_UPPER : HEX_LOWER)[utf8[i] >> 4]), PUT((up ? HEX_UPPER : HEX_LOWER)[utf8[i] & 15]));
+  for (int up = 0; up < 2; up++)
+    FORM(s, 6 * n, FORM_ESCAPE_U, {
+      const char *d = up ? HEX_UPPER : HEX_LOWER;
+      for (size_t i = 0; i < n; i++) PUT('\\'), PUT('u'), PUT(d[u[i] >> 12]), PUT(d[u[i] >> 8 & 15]), PUT(d[u[i] >> 4 & 15]), PUT(d[u[i] & 15]);
+    });
+  for (int up = 0; up < 2; up++)
+    FORM(s, 10 * n, FORM_ESCAPE_U_BRACE, {
+      /* By code point, as Array.from(text): a lone surrogate is one of its own. */
+      for (size_t i = 0; i < n; i++) {
+        uint32_t c = u[i];
+        if (c >= 0xd800 && c <= 0xdbff && i + 1 < n && u[i + 1] >= 0xdc00 && u[i + 1] <= 0xdfff)
+          c = 0x10000 + ((c - 0xd800) << 10) + (u[++i] - 0xdc00);
+        PUT('\\'), PUT('u'), PUT('{');
+        n_ += hex_digits(c, up ? HEX_UPPER : HEX_LOWER, w_ + n_);
+        PUT('}');
+      }
+    });
+  for (int up = 1; up >= 0; up--)
+    FORM(s, 3 * len, FORM_PERCENT, for (size_t i = 0; i < len; i++) PUT('%'), PUT((up ? HEX_UPPER : HEX_LOWER)[utf8[i] >> 4]),
+         PUT((up ? HEX_UPPER : HEX_LOWER)[utf8[i] & 15]));
+  for (int spaced = 0; spaced < 2; spaced++)
+    for (int style = 0; style < 3; style++) /* decimal, 0x lowercase, 0x uppercase */
+      FORM(s, 8 * n, FORM_CHARCODES, {
+        for (size_t i = 0; i < n; i++) {
+          if (i > 0) {
+            PUT(',');
+            if (spaced) PUT(' ');
+          }
+          if (style == 0) n_ += dec_digits(u[i], w_ + n_);
+          else PUT('0'), PUT('x'), n_ += hex_digits(u[i], style == 1 ? HEX_LOWER : HEX_UPPER, w_ + n_);
+        }
+      });
+}
+
+/* Every form of one codename: `spellings` UTF-16 strings, the codename first, then the other spellings whose encoded forms count. */
+static void codename_forms(form_sink *s, const uint16_t *const *spelling, const uint32_t *lengths, size_t spellings, int flags,
+                           unsigned char *utf8) {
+  const uint16_t *u = spelling[0];
+  size_t n = lengths[0];
+  int fold = flags & MOAT_FORMS_FOLD ? 0x80 : 0;
+  FORM(s, 3 * n, FORM_PLAIN | fold, n_ = utf8_of(u, n, w_));
+  if (flags & MOAT_FORMS_PLAIN_ONLY) return;
+  FORM(s, 2 * n, FORM_UTF16LE | fold, for (size_t i = 0; i < n; i++) PUT(u[i] & 0xff), PUT(u[i] >> 8));
+  FORM(s, 2 * n, FORM_UTF16BE | fold, for (size_t i = 0; i < n; i++) PUT(u[i] >> 8), PUT(u[i] & 0xff));
+  for (size_t v = 0; v < spellings && !s->failed; v++) encoded_forms(s, spelling[v], lengths[v], utf8);
+}
+#undef PUT
+#undef FORM
+
+int moat_needle_forms(const uint16_t *units, size_t units_len, const uint32_t *lengths, size_t strings, const uint32_t *spellings, size_t codenames, int flags,
+                      moat_forms *out) {
+  memset(out, 0, sizeof *out);
+  size_t longest = 0, used = 0, total = 0;
+  for (size_t i = 0; i < strings; i++) {
+    if (lengths[i] == 0 || lengths[i] > 0x10000) return -1;
+    if (lengths[i] > longest) longest = lengths[i];
+    total += lengths[i];
+  }
+  for (size_t c = 0; c < codenames; c++) {
+    if (spellings[c] == 0 || spellings[c] > 8 || spellings[c] > strings - used) return -1;
+    used += spellings[c];
+  }
+  if (used != strings || total != units_len) return -1;
+  unsigned char *utf8 = malloc(3 * longest + 1);
+  if (utf8 == NULL) return -1;
+  form_sink s = {out, 0, 0, 0};
+  const uint16_t *at = units;
+  const uint32_t *len = lengths;
+  for (size_t c = 0; c < codenames && !s.failed; c++) {
+    const uint16_t *spelling[8];
+    for (uint32_t v = 0; v < spellings[c]; v++) spelling[v] = at, at += len[v];
+    s.first = out->count;
+    s.owner = (uint32_t)c;
+    codename_forms(&s, spelling, len, spellings[c], flags, utf8);
+    len += spellings[c];
+  }
+  free(utf8);
+  if (s.failed) {
+    moat_forms_free(out);
+    return -1;
+  }
+  return 0;
+}
+
+void moat_forms_free(moat_forms *f) {
+  free(f->bytes);
+  free(f->lengths);
+  free(f->owners);
+  free(f->kinds);
+  memset(f, 0, sizeof *f);
+}
+
+/* The sources' order: longest first, then first derived first (a stable sort by length, as moat-scan's). */
+typedef struct {
+  uint32_t len, id;
+} sized_id;
+static int by_length_then_first(const void *a, const void *b) {
+  const sized_id *x = a, *y = b;
+  if (x->len != y->len) return x->len > y->len ? -1 : 1;
+  return x->id < y->id ? -1 : x->id > y->id;
+}
+
+static uint64_t bytes_hash(const unsigned char *p, size_t n) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ull;
+  return h;
+}
+
+int moat_forms_plan(const moat_forms *f, moat_plan *out) {
+  memset(out, 0, sizeof *out);
+  size_t n = f->count, regex = 0, exact_bytes = 0;
+  uint32_t *at = malloc((n + 1) * sizeof *at);
+  uint32_t *source_of = malloc((n + 1) * sizeof *source_of); /* per regex form: its unique source's id */
+  uint32_t *first = malloc((n + 1) * sizeof *first);         /* per unique source: the form it first came from */
+  uint32_t *first_len = malloc((n + 1) * sizeof *first_len);
+  sized_id *order = malloc((n + 1) * sizeof *order);
+  uint32_t *rank = malloc((n + 1) * sizeof *rank);
+  size_t cap = 16;
+  while (cap < 2 * n) cap *= 2;
+  uint32_t *slots = malloc(cap * sizeof *slots); /* unique source id + 1, 0: empty */
+  int ok = at != NULL && source_of != NULL && first != NULL && first_len != NULL && order != NULL && rank != NULL && slots != NULL;
+  size_t unique = 0;
+  if (ok) {
+    memset(slots, 0, cap * sizeof *slots);
+    out->max_length = 1;
+    for (size_t k = 0, off = 0; k < n; off += f->lengths[k], k++) {
+      at[k] = (uint32_t)off;
+      if (f->lengths[k] > out->max_length) out->max_length = f->lengths[k];
+      if ((f->kinds[k] & 0x7f) != FORM_PLAIN && (f->kinds[k] & 0x80) == 0) {
+        exact_bytes += f->lengths[k];
+        continue;
+      }
+      const unsigned char *p = f->bytes + off;
+      size_t i = (size_t)bytes_hash(p, f->lengths[k]) & (cap - 1);
+      for (; slots[i] != 0; i = (i + 1) & (cap - 1)) {
+        uint32_t s = slots[i] - 1;
+        if (first_len[s] == f->lengths[k] && memcmp(f->bytes + at[first[s]], p, f->lengths[k]) == 0) break;
+      }
+      if (slots[i] == 0) {
+        first[unique] = (uint32_t)k;
+        first_len[unique] = f->lengths[k];
+        slots[i] = (uint32_t)++unique;
+      }
+      source_of[regex++] = slots[i] - 1;
+    }
+    for (uint32_t s = 0; s < unique; s++) order[s] = (sized_id){first_len[s], s};
+    qsort(order, unique, sizeof *order, by_length_then_first);
+    for (uint32_t r = 0; r < unique; r++) rank[order[r].id] = r;
+    size_t source_bytes = 0;
+    for (size_t s = 0; s < unique; s++) source_bytes += first_len[s];
+    out->count = unique + (n - regex);
+    out->sources = unique;
+    out->regex_count = regex;
+    out->bytes = malloc(source_bytes + exact_bytes + 1);
+    out->lengths = malloc((out->count + 1) * sizeof *out->lengths);
+    out->offsets = malloc((out->count + 1) * sizeof *out->offsets);
+    out->owners = malloc((out->count + 1) * sizeof *out->owners);
+    out->kinds = malloc(out->count + 1);
+    out->regex = malloc((3 * regex + 1) * sizeof *out->regex);
+    ok = out->bytes != NULL && out->lengths != NULL && out->offsets != NULL && out->owners != NULL && out->kinds != NULL && out->regex != NULL;
+  }
+  if (ok) {
+    size_t e = 0, pos = 0, r = 0;
+    for (size_t s = 0; s < unique; s++, e++) {
+      uint32_t k = first[order[s].id];
+      memcpy(out->bytes + pos, f->bytes + at[k], f->lengths[k]);
+      out->lengths[e] = f->lengths[k], out->offsets[e] = (uint32_t)pos, out->owners[e] = f->owners[k], out->kinds[e] = f->kinds[k];
+      pos += f->lengths[k];
+    }
+    for (size_t k = 0; k < n; k++) {
+      if ((f->kinds[k] & 0x7f) == FORM_PLAIN || (f->kinds[k] & 0x80) != 0) {
+        out->regex[3 * r] = rank[source_of[r]], out->regex[3 * r + 1] = f->owners[k], out->regex[3 * r + 2] = f->kinds[k];
+        r++;
+        continue;
+      }
+      memcpy(out->bytes + pos, f->bytes + at[k], f->lengths[k]);
+      out->lengths[e] = f->lengths[k], out->offsets[e] = (uint32_t)pos, out->owners[e] = f->owners[k], out->kinds[e] = f->kinds[k];
+      pos += f->lengths[k];
+      e++;
+    }
+    out->bytes_len = pos;
+  }
+  free(at);
+  free(source_of);
+  free(first);
+  free(first_len);
+  free(order);
+  free(rank);
+  free(slots);
+  if (!ok) {
+    moat_plan_free(out);
+    return -1;
+  }
+  return 0;
+}
+
+void moat_plan_free(moat_plan *p) {
+  free(p->bytes);
+  free(p->lengths);
+  free(p->offsets);
+  free(p->owners);
+  free(p->kinds);
+  free(p->regex);
+  memset(p, 0, sizeof *p);
 }

@@ -55,6 +55,8 @@ void moat_literals_free(moat_literals *m);
 /* The pattern index of a listed window in a file's events: it may hold a codename or a split
    literal (the others are the audit's patterns). */
 #define MOAT_PREFILTER_WINDOW 0xffff
+/* Listed as well for a listed window that may hold a split literal: the others cannot. */
+#define MOAT_PREFILTER_SPLIT_WINDOW 0xfffe
 
 /* Audit matches of one file: (window index, pattern index, file offset of the match's start) triples. */
 typedef struct {
@@ -63,7 +65,7 @@ typedef struct {
 } event_list;
 
 /*
- * Which files can hold a finding, read with mmap on `threads` threads, each with its own
+ * Which files can hold a finding, read (pread, a megabyte at a time) on `threads` threads, each with its own
  * scratch. It scans the same windows as moat-scan's JavaScript stream (chunks of `chunk`
  * bytes with `max_len` bytes carried over) with the literal set, the split-literal triggers
  * (junctions removed around each, then the literals searched again) and the audit patterns,
@@ -87,5 +89,46 @@ typedef struct {
 
 /* Runs the prefilter; -1 when the library is not loaded or the job is malformed. */
 int moat_prefilter_run(const moat_prefilter *job);
+
+/* Needle forms of codenames (moat_needle_forms): back to back, each one's length, codename index and kind (the
+   form's index in moat-scan's ENCODINGS, | 0x80 when it folds ASCII case). */
+typedef struct {
+  unsigned char *bytes;
+  size_t bytes_len, bytes_cap;
+  uint32_t *lengths, *owners;
+  uint8_t *kinds;
+  size_t count, lengths_cap, owners_cap, kinds_cap;
+} moat_forms;
+
+#define MOAT_FORMS_FOLD 1       /* plain and UTF-16 forms fold case */
+#define MOAT_FORMS_PLAIN_ONLY 2 /* the plain form alone */
+
+/*
+ * Every needle form of `codenames` codenames, as moat-scan's needleForms gives them (same
+ * bytes, order and deduplication per codename): `units` holds `strings` UTF-16 strings back to
+ * back (`lengths` in units, each 1-65536); codename c has `spellings[c]` of them (1-8), itself
+ * first, then the other spellings whose encoded forms are searched (its lowercase and
+ * uppercase with case folding). 0 on success (free `out` with moat_forms_free), -1 on a
+ * malformed call or out of memory.
+ */
+int moat_needle_forms(const uint16_t *units, size_t units_len, const uint32_t *lengths, size_t strings, const uint32_t *spellings, size_t codenames, int flags,
+                      moat_forms *out);
+void moat_forms_free(moat_forms *f);
+
+/* A literal set in moat-scan's order (its packPlan): the unique plain and case-folding forms, longest first, then every
+   other form in order. */
+typedef struct {
+  unsigned char *bytes;
+  size_t bytes_len, count, sources;
+  uint32_t *lengths, *offsets, *owners; /* per literal; a source's owner and kind: its first form's */
+  uint8_t *kinds;
+  uint32_t *regex; /* per plain or case-folding form, in order: (source index, codename index, kind) */
+  size_t regex_count;
+  uint32_t max_length; /* of every form, at least 1 */
+} moat_plan;
+
+/* The literal set of derived forms; 0 on success (free `out` with moat_plan_free), -1 when out of memory. */
+int moat_forms_plan(const moat_forms *f, moat_plan *out);
+void moat_plan_free(moat_plan *p);
 
 #endif

@@ -28,8 +28,7 @@ static void hex_lower(const unsigned char *bytes, size_t n, unsigned char *out) 
 
 static int is_hex_lower(unsigned char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); }
 
-/* One lp() item into out: its UTF-8 length as a 32-bit big-endian integer, then its bytes. */
-static size_t lp_item(unsigned char *out, const char *bytes, size_t len) {
+size_t moat_lp_item(unsigned char *out, const char *bytes, size_t len) {
   out[0] = (unsigned char)(len >> 24);
   out[1] = (unsigned char)(len >> 16);
   out[2] = (unsigned char)(len >> 8);
@@ -58,17 +57,21 @@ static int mac_request_base(EVP_MAC_CTX *mac, const moat_request_components *r) 
   unsigned char small[1024];
   unsigned char *base = len <= sizeof small ? small : malloc(len);
   if (base == NULL) return 0;
-  size_t at = lp_item(base, LABEL, sizeof LABEL - 1);
-  at += lp_item(base + at, r->method, method_len);
-  at += lp_item(base + at, r->authority, authority_len);
-  at += lp_item(base + at, r->path, path_len);
-  at += lp_item(base + at, (const char *)digest_hex, 64);
+  size_t at = moat_lp_item(base, LABEL, sizeof LABEL - 1);
+  at += moat_lp_item(base + at, r->method, method_len);
+  at += moat_lp_item(base + at, r->authority, authority_len);
+  at += moat_lp_item(base + at, r->path, path_len);
+  at += moat_lp_item(base + at, (const char *)digest_hex, 64);
   int ok = EVP_MAC_update(mac, base, at);
   moat_wipe(base, at);
   moat_wipe(digest_hex, sizeof digest_hex);
   if (base != small) free(base);
   return ok;
 }
+
+struct moat_mac_key {
+  EVP_MAC_CTX *ctx;
+};
 
 static pthread_once_t hmac_once = PTHREAD_ONCE_INIT;
 static void fetch_hmac(void) {
@@ -83,7 +86,8 @@ static void fetch_hmac(void) {
 }
 
 /* The anchored envelope's stamp region [*start, *start + *hex_len), and whether it is r1. */
-static moat_stamp_result find_placeholder(const unsigned char *body, size_t len, size_t *start, size_t *hex_len, int *bound) {
+static moat_stamp_result find_placeholder(const unsigned char *body, size_t len, const char *install_id, size_t *start, size_t *hex_len,
+                                          int *bound) {
   if (len < ANCHOR_LEN + 3 || body[len - 1] != '}' || body[len - 2] != '"') return MOAT_STAMP_NO_ENVELOPE;
   size_t value_end = len - 2;
   size_t value_start = value_end;
@@ -94,11 +98,14 @@ static moat_stamp_result find_placeholder(const unsigned char *body, size_t len,
   if (memcmp(body + anchor_start, ANCHOR, ANCHOR_LEN) != 0) return MOAT_STAMP_NO_ENVELOPE;
   if (body[anchor_start - 1] != ',' && body[anchor_start - 1] != '{') return MOAT_STAMP_NO_ENVELOPE;
 
-  /* value = (v1|r1).<kid>.<ts:10>.<nonce:16>.<stamp:32-64 even> */
+  /* value = (v1|r1|i1).<kid>.<ts:10>.<nonce:16>.<stamp:32-64 even>; an i1 kid is the install id */
   const unsigned char *v = body + value_start;
   size_t vlen = value_end - value_start;
-  if (vlen < 3 || (memcmp(v, "v1.", 3) != 0 && memcmp(v, "r1.", 3) != 0)) return MOAT_STAMP_NO_ENVELOPE;
-  *bound = v[0] == 'r';
+  int install = vlen >= 3 && memcmp(v, "i1.", 3) == 0;
+  if (vlen < 3 || (!install && memcmp(v, "v1.", 3) != 0 && memcmp(v, "r1.", 3) != 0)) return MOAT_STAMP_NO_ENVELOPE;
+  /* An i1 placeholder only with its install's key, and that key only for an i1 placeholder. */
+  if (install != (install_id != NULL)) return MOAT_STAMP_WRONG_KID;
+  *bound = v[0] != 'v';
   size_t dots[4];
   int ndots = 0;
   for (size_t i = 2; i < vlen && ndots < 5; i++) {
@@ -109,7 +116,7 @@ static moat_stamp_result find_placeholder(const unsigned char *body, size_t len,
   }
   if (ndots != 4) return MOAT_STAMP_NO_ENVELOPE;
   size_t kid_len = dots[1] - dots[0] - 1;
-  const char *kid = moat_key_id();
+  const char *kid = install ? install_id : moat_key_id();
   if (kid_len != strlen(kid) || memcmp(v + dots[0] + 1, kid, kid_len) != 0) return MOAT_STAMP_WRONG_KID;
   if (dots[2] - dots[1] - 1 != 10 || dots[3] - dots[2] - 1 != 16) return MOAT_STAMP_NO_ENVELOPE;
   size_t stamp_start = value_start + dots[3] + 1;
@@ -124,27 +131,36 @@ static moat_stamp_result find_placeholder(const unsigned char *body, size_t len,
   return MOAT_STAMP_OK;
 }
 
-int moat_stamp_pending(const unsigned char *body, size_t len) {
+int moat_stamp_pending(const unsigned char *body, size_t len, const char *install_id) {
   size_t start, hex_len;
   int bound;
-  return find_placeholder(body, len, &start, &hex_len, &bound) == MOAT_STAMP_OK;
+  return find_placeholder(body, len, install_id, &start, &hex_len, &bound) == MOAT_STAMP_OK;
 }
 
 moat_stamp_result moat_stamp_begin(moat_stamp_stream *s, const unsigned char *body, size_t len, const moat_request_components *request) {
   memset(s, 0, sizeof *s);
   int bound = 0;
-  moat_stamp_result found = find_placeholder(body, len, &s->stamp_start, &s->stamp_len, &bound);
+  const struct moat_mac_key *install = request != NULL && request->install_id != NULL ? request->install_key : NULL;
+  const char *install_id = install != NULL ? request->install_id : NULL;
+  moat_stamp_result found = find_placeholder(body, len, install_id, &s->stamp_start, &s->stamp_len, &bound);
   if (found != MOAT_STAMP_OK) return found;
   if (bound && (request == NULL || request->method == NULL || request->authority == NULL || request->path == NULL || request->credential == NULL))
     return MOAT_STAMP_NO_REQUEST;
 
   pthread_once(&hmac_once, fetch_hmac);
-  unsigned char key[64];
-  size_t key_len = moat_key_len();
-  moat_key_load(key);
-  s->mac = hmac_template != NULL ? EVP_MAC_CTX_dup(hmac_template) : NULL;
-  int ok = s->mac != NULL && EVP_MAC_init(s->mac, key, key_len, NULL) && (!bound || mac_request_base(s->mac, request));
-  moat_wipe(key, sizeof key);
+  int ok;
+  if (install != NULL) {
+    /* The install's key was set up once (moat_mac_key_new): a copy of its keyed state, one HMAC as for r1. */
+    s->mac = EVP_MAC_CTX_dup(install->ctx);
+    ok = s->mac != NULL && mac_request_base(s->mac, request);
+  } else {
+    unsigned char key[64];
+    size_t key_len = moat_key_len();
+    moat_key_load(key);
+    s->mac = hmac_template != NULL ? EVP_MAC_CTX_dup(hmac_template) : NULL;
+    ok = s->mac != NULL && EVP_MAC_init(s->mac, key, key_len, NULL) && (!bound || mac_request_base(s->mac, request));
+    moat_wipe(key, sizeof key);
+  }
   if (!ok) {
     moat_stamp_abandon(s);
     return MOAT_STAMP_CRYPTO;
@@ -181,10 +197,6 @@ moat_stamp_result moat_stamp(unsigned char *body, size_t len, const moat_request
   moat_stamp_result begun = moat_stamp_begin(&s, body, len, request);
   return begun == MOAT_STAMP_OK ? moat_stamp_finish(&s, body, len) : begun;
 }
-
-struct moat_mac_key {
-  EVP_MAC_CTX *ctx;
-};
 
 moat_mac_key *moat_mac_key_new(const unsigned char *key, size_t len) {
   pthread_once(&hmac_once, fetch_hmac);

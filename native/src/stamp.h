@@ -9,7 +9,7 @@ typedef enum {
   MOAT_STAMP_NOT_PLACEHOLDER = 2, /* the stamp region is not all '0' (already stamped?) */
   MOAT_STAMP_WRONG_KID = 3, /* the envelope names another key id than the compiled-in one */
   MOAT_STAMP_CRYPTO = 4,
-  MOAT_STAMP_NO_REQUEST = 5 /* an r1 envelope, but the request's components are not known: left unstamped */
+  MOAT_STAMP_NO_REQUEST = 5 /* an r1 or i1 envelope, but the request's components are not known: left unstamped */
 } moat_stamp_result;
 
 /*
@@ -22,6 +22,9 @@ typedef struct {
   const char *authority;
   const char *path;
   const char *credential; /* "" when the request carries none */
+  /* An install's stamp (i1, SPEC.md §5.4): its id and keyed MAC state; NULL for the release key. */
+  const char *install_id;
+  const struct moat_mac_key *install_key;
 } moat_request_components;
 
 /*
@@ -34,8 +37,12 @@ typedef struct {
  */
 moat_stamp_result moat_stamp(unsigned char *body, size_t len, const moat_request_components *request);
 
-/* Whether the body ends with an anchored placeholder for the compiled-in key: one moat_stamp would write. */
-int moat_stamp_pending(const unsigned char *body, size_t len);
+/* Whether the body ends with an anchored placeholder one moat_stamp would write: for the compiled-in
+   key, or (install_id not NULL) an i1 placeholder for that install. */
+int moat_stamp_pending(const unsigned char *body, size_t len, const char *install_id);
+
+/* One lp() item (SPEC.md §5.3) into out: the length as a 32-bit big-endian integer, then the bytes. */
+size_t moat_lp_item(unsigned char *out, const char *bytes, size_t len);
 
 /*
  * The same stamp computed while the body goes out (a large body's MAC then overlaps with

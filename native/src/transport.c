@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include "install.h"
 #include "stamp.h"
 
 static const moat_curl_api *lib;
@@ -169,6 +170,8 @@ void moat_request_opts_free(moat_request_opts *o) {
   }
   free(o->pinned_pubkey);
   free(o->ca_file);
+  moat_install_key_put(o->install);
+  o->install = NULL;
 }
 
 /* The value of header `name` (lowercase) in the list curl sends, spaces trimmed; NULL if absent. */
@@ -303,7 +306,11 @@ static CURL *transfer_prepare(transfer *t, int as_sent) {
     }
   }
   moat_request_components components = {t->opts.method, t->have_target ? t->target.authority : NULL,
-                                         t->have_target ? t->target.path : NULL, t->have_target ? t->target.credential : NULL};
+                                         t->have_target ? t->target.path : NULL, t->have_target ? t->target.credential : NULL, NULL, NULL};
+  if (t->opts.install != NULL) {
+    components.install_id = moat_install_key_iid(t->opts.install);
+    components.install_key = moat_install_key_mac(t->opts.install);
+  }
   const moat_request_components *request = t->have_target ? &components : NULL;
   if (t->opts.body == NULL) {
     t->stamp_result = MOAT_STAMP_NO_ENVELOPE;
@@ -921,9 +928,11 @@ void *moat_loop_start(moat_loop *l, moat_request_opts *opts, moat_emit emit, voi
     done(ctx);
     return NULL;
   }
+  const char *install_id = t->opts.install != NULL ? moat_install_key_iid(t->opts.install) : NULL;
   /* Alone on the loop, a large body is stamped as it goes out: the hop would only add two
      thread wake-ups to its latency. Only a body with a placeholder to stamp takes it. */
-  if (l->active > 0 && t->opts.body_len >= OFFLOAD_MIN_BODY && moat_stamp_pending(t->opts.body, t->opts.body_len) && off_loop(l, t))
+  if (l->active > 0 && t->opts.body_len >= OFFLOAD_MIN_BODY && moat_stamp_pending(t->opts.body, t->opts.body_len, install_id) &&
+      off_loop(l, t))
     return t;
   transfer_prepare(t, 1);
   return loop_add(l, t);

@@ -7,9 +7,19 @@ describe('the fuzz harness', () => {
   it('runs every target from a fixed seed without a finding', async () => {
     const report = await runFuzz({ cases: 300, seed: 20_261_206 });
     expect(Object.keys(report.cases).sort()).toEqual(
-      ['hostileArrays', 'jsonObject', 'literals', 'prefilterFiles', 'regexCompile', 'request', 'stampMatches'].sort(),
+      [
+        'hostileArrays',
+        'installState',
+        'jsonObject',
+        'literals',
+        'literalsForms',
+        'prefilterFiles',
+        'regexCompile',
+        'request',
+        'stampMatches',
+      ].sort(),
     );
     expect(report.cases.request).toBe(300);
-    expect(report.total).toBe(300 * 5 + 30 * 2);
+    expect(report.total).toBe(300 * 6 + 30 * 3);
   });
 });

@@ -2,14 +2,15 @@
 // seeded generator: the JSON object check, the request builder (body copy, envelope append,
 // header lines, stamping), the verifier's stamp check, and the literal scanner (compile,
 // packed compile, serialized databases (also corrupted or another set's), scan, regex,
-// whole-file prefilter). Each call either returns what a plain JavaScript oracle says or
+// needle forms, whole-file prefilter), and the install state files (installOpen on mutated files,
+// installActivate's arguments). Each call either returns what a plain JavaScript oracle says or
 // throws a typed error (`code` ERR_NATIVE_*); anything else is a finding. Under the
 // sanitizer build (scripts/sanitize.sh) a memory error ends the process with its report.
 //
 //   node test/fuzz.ts                      # MOAT_FUZZ_CASES cases per target (default 4000)
 //   MOAT_FUZZ_CASES=1000000 MOAT_FUZZ_SEED=7 node test/fuzz.ts    # a long run, by hand
 import { once } from 'node:events';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -273,6 +274,48 @@ function fuzzRegex(addon: Native, g: Gen): void {
 }
 
 /** literalsCompile with arrays whose elements run JavaScript: a getter that throws, or one that detaches an earlier buffer. */
+/**
+ * literalsForms on random UTF-16 (lone surrogates, NULs, high units) cut into random strings
+ * and spellings, now and then malformed: a typed error, or a literal set whose lengths,
+ * offsets and indexes hold together, whose plain forms (plain only) are the strings' UTF-8.
+ */
+function fuzzForms(addon: Native, g: Gen): void {
+  const unit = () => g.pick([0, 0x41, 0x61, 0xdf, 0x130, 0xd800, 0xdc00, 0xd83d, 0xde00, 0xffff, g.int(0x10000)]);
+  const strings = Array.from({ length: 1 + g.int(6) }, () => Array.from({ length: g.int(8) }, unit));
+  const units = Uint16Array.from(strings.flat());
+  const lengths = Uint32Array.from(strings, (s) => s.length + (g.chance(0.05) ? 1 : 0));
+  const spellings: number[] = [];
+  for (let left = strings.length; left > 0; ) {
+    const n = Math.min(left, 1 + g.int(3));
+    spellings.push(n);
+    left -= n;
+  }
+  if (g.chance(0.05)) spellings.push(g.int(3));
+  const flags = g.chance(0.05) ? g.int(256) : g.int(4);
+  const set = typed('literalsForms', () => addon.literalsForms(units, lengths, Uint32Array.from(spellings), flags));
+  if (set === undefined) return;
+  const fail = (what: string) => {
+    throw new FuzzFinding(`literalsForms(${JSON.stringify({ strings, spellings, flags })}): ${what}`);
+  };
+  let at = 0;
+  for (let i = 0; i < set.lengths.length; i++) {
+    if (set.offsets[i] !== at || (set.lengths[i] as number) === 0 || (set.lengths[i] as number) > set.maxLength) fail('offsets');
+    if ((set.owners[i] as number) >= spellings.length) fail('owners');
+    at += set.lengths[i] as number;
+  }
+  if (at !== set.packed.length || set.sources > set.lengths.length || set.regex.length % 3 !== 0) fail('sizes');
+  for (let r = 0; r < set.regex.length; r += 3)
+    if ((set.regex[r] as number) >= set.sources || (set.regex[r + 1] as number) >= spellings.length) fail('regex');
+  if ((flags & 2) !== 0 && spellings.every((n) => n === 1)) {
+    const text = (i: number) => Buffer.from(String.fromCharCode(...(strings[i] as number[])), 'utf8');
+    for (let r = 0; r < set.regex.length; r += 3) {
+      const k = set.regex[r] as number;
+      const got = set.packed.subarray(set.offsets[k], (set.offsets[k] as number) + (set.lengths[k] as number));
+      if (!got.equals(text(set.regex[r + 1] as number))) fail('plain form');
+    }
+  }
+}
+
 function fuzzHostileLiterals(addon: Native, g: Gen): void {
   const memory = new ArrayBuffer(8);
   const patterns: unknown[] = [Buffer.from(memory, 0, 4).fill(0x61), Buffer.from('bb')];
@@ -328,6 +371,53 @@ async function fuzzPrefilter(addon: Native, g: Gen, dir: string): Promise<void> 
   });
 }
 
+const STATE_PIECES = ['\n', '=', 'moat-install/1', 'origin=', 'public=', 'seal=file', 'seal=keyring:', 'iid=', 'secret=', 'A', '_', '\0'];
+const B64URL = [...'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_'].map((c) => c.charCodeAt(0));
+
+/** One mutation of a valid state file: bytes flipped, cut, pieces inserted, a value replaced. */
+function mutateState(g: Gen, good: Buffer): Buffer {
+  const text = Buffer.from(good);
+  const r = g.int(6);
+  if (r === 0) return text;
+  if (r === 1) return text.subarray(0, g.int(text.length));
+  if (r === 2) {
+    for (let i = 1 + g.int(4); i > 0; i--) text[g.int(text.length)] = g.int(256);
+    return text;
+  }
+  const at = g.int(text.length + 1);
+  const piece = r === 3 ? Buffer.from(g.pick(STATE_PIECES)) : g.bytes(g.int(r === 4 ? 90 : 3000), B64URL);
+  return Buffer.concat([text.subarray(0, at), piece, text.subarray(r === 5 ? Math.min(text.length, at + g.int(60)) : at)]);
+}
+
+/**
+ * installOpen on a mutated state file (sometimes open to others) and installActivate with
+ * arguments near their shapes: a state, null or a typed error; an unchanged 0600 file opens
+ * to the same public key.
+ */
+function fuzzInstallState(addon: Native, g: Gen, dir: string): void {
+  const { installOpen, installActivate, installForget } = addon;
+  if (installOpen === undefined || installActivate === undefined || installForget === undefined) return;
+  const origin = `https://fuzz${g.int(4)}.example`;
+  const home = join(dir, 'installs');
+  installForget(origin, home);
+  const made = installOpen(home, origin, { keystore: 'file' });
+  if (made === null) throw new FuzzFinding('installOpen made no state');
+  const file = join(home, readdirSync(home).find((f) => f.endsWith('.install')) ?? '');
+  const good = readFileSync(file);
+  const text = mutateState(g, good);
+  const open = g.chance(0.05);
+  writeFileSync(file, text, { mode: 0o600 });
+  chmodSync(file, open ? 0o644 : 0o600);
+  const got = typed('installOpen', () => installOpen(home, origin, { create: false, keystore: 'file' }));
+  if (!open && text.equals(good) && got?.publicKey !== made.publicKey)
+    throw new FuzzFinding(`installOpen did not reopen an unchanged state file for ${origin}`);
+  const b64 = () => g.bytes(g.pick([0, 42, 43, 44, 80]), B64URL).toString('latin1');
+  typed('installActivate', () =>
+    installActivate(origin, g.pick(['i0123456789abcdef01234567', 'bad id', b64()]), g.pick(['e1', '']), b64(), b64()),
+  );
+  installForget(origin, home);
+}
+
 /** Case counts per target, and the seed that reproduces them. */
 export interface FuzzReport {
   seed: number;
@@ -363,11 +453,15 @@ export async function runFuzz(options: { cases: number; seed: number; addon?: Na
       count('literals');
       fuzzRegex(addon, g);
       count('regexCompile');
+      fuzzForms(addon, g);
+      count('literalsForms');
       if (i % 10 === 0) {
         fuzzHostileLiterals(addon, g);
         count('hostileArrays');
         await fuzzPrefilter(addon, g, dir);
         count('prefilterFiles');
+        fuzzInstallState(addon, g, dir);
+        count('installState');
       }
     }
     // Requests in batches, each batch ended before the next: aborted at once, or sent.

@@ -51,4 +51,30 @@ describe.skipIf(!LIBHS)('direct literal sets', () => {
     const set = native?.literalsCompilePacked(ok.packed, ok.lengths, new Uint8Array(1), undefined, true);
     expect(() => native?.literalsSerialize(set)).toThrow();
   });
+
+  it('derives needle forms only from well-formed arguments (literalsForms), with a typed error otherwise', () => {
+    const units = Uint16Array.from('Capybara', (c) => c.charCodeAt(0));
+    const one = Uint32Array.of(8);
+    const forms = native?.literalsForms(units, one, Uint32Array.of(1), 0);
+    expect(forms?.packed.toString('latin1', 0, 8)).toBe('Capybara');
+    expect(forms?.sources).toBe(1);
+    expect(forms?.lengths.length).toBeGreaterThan(10);
+    const typed = (f: () => unknown, kind: typeof TypeError | typeof RangeError) => {
+      expect(f).toThrow(kind);
+      try {
+        f();
+      } catch (error) {
+        expect((error as { code?: string }).code).toBe('ERR_NATIVE_OPTIONS');
+      }
+    };
+    // Lengths that do not add up to the units, spellings that do not add up to the strings, empty strings.
+    typed(() => native?.literalsForms(units, Uint32Array.of(9), Uint32Array.of(1), 0), RangeError);
+    typed(() => native?.literalsForms(units, one, Uint32Array.of(2), 0), RangeError);
+    typed(() => native?.literalsForms(units, Uint32Array.of(8, 0), Uint32Array.of(2), 0), RangeError);
+    typed(() => native?.literalsForms(units, one, Uint32Array.of(0, 1), 0), RangeError);
+    // Not the typed arrays asked for.
+    typed(() => native?.literalsForms(Buffer.from('Capybara') as unknown as Uint16Array, one, Uint32Array.of(1), 0), TypeError);
+    typed(() => native?.literalsForms(units, [8] as unknown as Uint32Array, Uint32Array.of(1), 0), TypeError);
+    typed(() => native?.literalsForms(units, one, Uint32Array.of(1), 'x' as unknown as number), TypeError);
+  });
 });

@@ -1,6 +1,6 @@
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, request } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -18,11 +18,12 @@ let verifier: Verifier;
 let base = '';
 let apiKey = '';
 
-async function start(flagsFile?: string): Promise<{ verifier: Verifier; base: string; apiKey: string }> {
+async function start(flagsFile?: string, env: Record<string, string> = {}): Promise<{ verifier: Verifier; base: string; apiKey: string }> {
   const v = await createVerifier(
     loadConfig({
       ...devEnvironment({ attestationKeyFile: devKeyFile }),
       ...(flagsFile === undefined ? {} : { MOAT_VERIFIER_FLAGS_FILE: flagsFile }),
+      ...env,
     }),
     { logLevel: 'silent' },
   );
@@ -96,6 +97,51 @@ describe('moat-chat', { timeout: 60_000 }, () => {
     const verbose = await chat(external, ['-p', 'again', '--verbose', '--base-url', base], { MOAT_API_KEY: apiKey });
     for (const layer of ['harden', 'attest', 'anti-distillation', 'gateway-detect', 'fingerprint'])
       expect(verbose.stderr).toMatch(new RegExp(`^${layer} +on`, 'm'));
+  });
+
+  it('enrolls its install where the verifier advertises install_keys and stamps i1 after, the keys kept in --install-dir', async () => {
+    const key = (await verifier.storage.createApiKey('cli-installs')).key;
+    // Each run with --verbose: what a run said is in the message of an assertion that fails.
+    const run = (prompt: string, args: string[], env: Record<string, string> = {}) =>
+      chat(external, ['-p', prompt, '--verbose', '--base-url', base, ...args], { MOAT_API_KEY: key, ...env });
+    const said = (r: { stdout: string; stderr: string }) => `stdout: ${r.stdout}\nstderr: ${r.stderr}`;
+    const installs = join(dir, 'installs-flag');
+    const first = await run('first', ['--install-dir', installs]);
+    expect(first.stdout, said(first)).toBe('Echo: first\n');
+    const enrolled = await last();
+    expect(enrolled, said(first)).toMatchObject({ attestation: 'valid', install: 'new', verdict: 'allow' });
+    expect(enrolled?.installId).toMatch(/^i[0-9a-f]{24}$/);
+    expect(statSync(installs).mode & 0o777).toBe(0o700);
+    expect(readdirSync(installs)).toHaveLength(1);
+    // The next run stamps with the same install: it was kept, not enrolled again.
+    const again = await run('second', ['--install-dir', installs]);
+    expect(again.stdout, said(again)).toBe('Echo: second\n');
+    expect(await last(), said(again)).toMatchObject({ attestation: 'valid', installId: enrolled?.installId, verdict: 'allow' });
+    // MOAT_INSTALL_DIR names the directory too.
+    const viaEnv = join(dir, 'installs-env');
+    const third = await run('third', [], { MOAT_INSTALL_DIR: viaEnv });
+    expect(existsSync(viaEnv) && readdirSync(viaEnv).length, said(third)).toBe(1);
+    // The standalone binary (Bun, the addon embedded) enrolls the same way.
+    const standalone = join(dir, 'installs-standalone');
+    const bun = await chat(executable, ['-p', 'fifth', '--verbose', '--base-url', base, '--install-dir', standalone], {
+      MOAT_API_KEY: key,
+    });
+    expect(bun.stdout, said(bun)).toBe('Echo: fifth\n');
+    expect(await last(), said(bun)).toMatchObject({ attestation: 'valid', install: 'new', verdict: 'allow' });
+    expect(readdirSync(standalone)).toHaveLength(1);
+  });
+
+  it('stamps r1 with the release key against a verifier without install_keys (1.1), and keeps no install state', async () => {
+    const { verifier: old, base: oldBase, apiKey: oldKey } = await start(undefined, { MOAT_VERIFIER_ENROLLMENT_KEYS: '[]' });
+    try {
+      const installs = join(dir, 'installs-none');
+      const r = await chat(external, ['-p', 'no installs', '--base-url', oldBase, '--install-dir', installs], { MOAT_API_KEY: oldKey });
+      expect(r.stdout).toBe('Echo: no installs\n');
+      expect(await last(old)).toMatchObject({ attestation: 'valid', install: 'none', verdict: 'allow', installId: null });
+      expect(existsSync(installs)).toBe(false);
+    } finally {
+      await old.close();
+    }
   });
 
   it('reads the verifier once at start: one discovery, one flag fetch for every layer', async () => {

@@ -21,10 +21,15 @@ options:
   --thinking            ask for extended thinking
   --timeout SECONDS     give up when the answer does not start, or stalls, this long (default 60)
   --json                one JSON object per answer (with -p)
+  --install-dir DIR     where this install's keys live (default $MOAT_INSTALL_DIR, else
+                        $MOAT_CONFIG_DIR/installs, else ~/.config/moat-chat/installs)
   --verbose             print each layer's status at start
   -v, --version         print the version`;
 
-const credentialsFile = () => join(process.env.MOAT_CONFIG_DIR ?? join(homedir(), '.config', 'moat-chat'), 'credentials');
+const configDir = () => process.env.MOAT_CONFIG_DIR ?? join(homedir(), '.config', 'moat-chat');
+const credentialsFile = () => join(configDir(), 'credentials');
+/** The per-install key state (protocol 1.2): `--install-dir`, else MOAT_INSTALL_DIR, else beside the credentials. */
+const installDir = (values: Values) => values['install-dir'] ?? process.env.MOAT_INSTALL_DIR ?? join(configDir(), 'installs');
 
 async function readStdin(): Promise<string> {
   const chunks: Buffer[] = [];
@@ -42,6 +47,7 @@ const OPTIONS = {
   timeout: { type: 'string' },
   json: { type: 'boolean' },
   verbose: { type: 'boolean' },
+  'install-dir': { type: 'string' },
   version: { type: 'boolean', short: 'v' },
   help: { type: 'boolean', short: 'h' },
 } as const;
@@ -157,6 +163,7 @@ function sessionOptions(values: Values, apiKey: string, timeoutMs: number, warn:
     antiDistillation: feature('ANTI_DISTILLATION') ? true : false,
     thinking: values.thinking === true,
     timeoutMs,
+    installDir: installDir(values),
     warn,
   };
 }

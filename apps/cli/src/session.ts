@@ -41,6 +41,11 @@ export interface SessionOptions {
    * milliseconds (default 60,000): a server that accepts and never answers fails the turn.
    */
   readonly timeoutMs?: number | undefined;
+  /**
+   * Directory of the install's key state (per-install keys, protocol 1.2: enrolled at a
+   * verifier that advertises them, `i1` stamps after); default `@moat/client`'s.
+   */
+  readonly installDir?: string | undefined;
 }
 
 /** Names what a failed network call ran into: `ECONNREFUSED`, `ENOTFOUND`, a TLS error, … */
@@ -161,6 +166,7 @@ export class ChatSession {
       antiDistillation: options.antiDistillation,
       harden: true,
       onWarning: options.warn,
+      installKeys: { stateDir: options.installDir },
     });
   }
 

@@ -41,10 +41,10 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Anthropic from '@anthropic-ai/sdk';
-import { createMoatFetch } from '@moat/client';
 import { devKeyFile } from '@moat/native/dev-key';
 import { Agent, Pool, request } from 'undici';
 import { type createVerifier, type devEnvironment, type loadConfig, startMockUpstream } from '../dist/index.js';
+import { createMoatFetch } from './moat-client.ts';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const SEQUENTIAL = Number(process.env.BENCH_SEQUENTIAL ?? 2000);

@@ -476,7 +476,26 @@ export function loadConfig(
   file?: string,
   defaults: Readonly<Record<string, string>> = {},
 ): VerifierConfig {
-  const s = readSettings(env, file === undefined ? {} : readConfigFile(file), defaults);
+  return configOf(readSettings(env, file === undefined ? {} : readConfigFile(file), defaults));
+}
+
+/**
+ * Builds the configuration from settings given as values (the JSON a config file holds, by
+ * the names of {@link SETTINGS}), each checked by its schema, defaults for the rest; no
+ * environment variable is read.
+ *
+ * @throws {VerifierConfigError} naming an unknown setting, or the first bad one with what it
+ * expected and what came.
+ */
+export function configFromSettings(values: Readonly<Record<string, unknown>>): VerifierConfig {
+  for (const name of Object.keys(values))
+    if (!Object.hasOwn(SETTINGS, name))
+      throw new VerifierConfigError(name, 'the name of a setting (see SETTINGS)', 'an unknown name');
+  return configOf(readSettings({}, values, {}));
+}
+
+/** The configuration from checked settings: the required ones present, the derived ones derived. */
+function configOf(s: Values): VerifierConfig {
   if ((s.postgresUrl === undefined) !== (s.redisUrl === undefined))
     throw new VerifierConfigError(
       'postgresUrl/redisUrl',

@@ -20,7 +20,8 @@ import { type MockUpstream, startMockUpstream } from './mock-upstream.js';
 import { PgRedisStorage } from './pg-storage.js';
 import type { VerifierServices } from './pipeline/services.js';
 import { Upstream } from './pipeline/upstream.js';
-import { createRouter, dispatch } from './router.js';
+import { FunctionUpstream, type UpstreamFunction } from './pipeline/upstream-function.js';
+import { createRouter, dispatch, type RouteRow } from './router.js';
 import { refuseAndRecord } from './routes/refuse.js';
 import { routeTable } from './routes/table.js';
 import { RecordSpool } from './spool.js';
@@ -38,6 +39,13 @@ export interface VerifierOptions {
   readonly onUpstreamRequest?: (body: string) => void;
   /** A storage to use instead of the one the configuration names. */
   readonly storage?: Storage;
+  /**
+   * The model call in process, instead of the upstream the configuration names (no HTTP hop:
+   * the embedded handler's way, see `createMoatHandler`).
+   */
+  readonly upstream?: UpstreamFunction;
+  /** A logger to use instead of one at `logLevel` (the embedding server's own pino logger). */
+  readonly logger?: pino.Logger;
 }
 
 /** Opens the storage the configuration names: PostgreSQL + Redis when both URLs are set, else SQLite. */
@@ -97,7 +105,7 @@ async function loadFingerprintStats(storage: Storage, log: pino.Logger): Promise
 }
 
 /** The services of the pipeline and the routes, with what only `createVerifier` holds. */
-async function createServices(
+export async function createServices(
   config: VerifierConfig,
   options: VerifierOptions,
   log: pino.Logger,
@@ -115,7 +123,8 @@ async function createServices(
     [{ kid: config.signingKid, alg: 'hs256', secret: Buffer.from(config.signingSecret, 'hex') }],
     config.signingKid,
   );
-  const mock: MockUpstream | undefined = config.upstream === 'mock' ? await startMockUpstream() : undefined;
+  const mock: MockUpstream | undefined =
+    options.upstream === undefined && config.upstream === 'mock' ? await startMockUpstream() : undefined;
   const metrics = createMetrics();
   const supervisor = new Supervisor(log, { registry: metrics.registry });
   const spool = new RecordSpool(config.spoolFile, config.spoolMaxBytes);
@@ -142,7 +151,10 @@ async function createServices(
       background: (name, task) => supervisor.run(name, task),
     }),
     secret,
-    upstream: new Upstream(mock?.url ?? config.upstream, upstreamKey, config.upstreamTimeouts),
+    upstream:
+      options.upstream === undefined
+        ? new Upstream(mock?.url ?? config.upstream, upstreamKey, config.upstreamTimeouts)
+        : new FunctionUpstream(options.upstream, log),
     onUpstreamRequest: options.onUpstreamRequest,
   };
   return { services, mock };
@@ -153,7 +165,7 @@ async function createServices(
  * with backoff): the fingerprint statistics saved, revocations made on any replica (or before
  * this start) applied within seconds, expired nonces swept. `supervisor.close()` stops it.
  */
-async function startPeriodicWork(services: VerifierServices): Promise<void> {
+export async function startPeriodicWork(services: VerifierServices): Promise<void> {
   const { storage, log, attestationKeyring, supervisor } = services;
   const applyRevocations = async () => {
     for (const { kid } of await storage.revokedKids()) attestationKeyring.revoke(kid);
@@ -167,15 +179,18 @@ async function startPeriodicWork(services: VerifierServices): Promise<void> {
 }
 
 /**
- * The HTTP server over the route table. Answers in flight are counted, and once `closing()`
- * every answer says `connection: close`, for a graceful shutdown.
+ * The `node:http` handler over a route table: the one entry of every request, whether the
+ * verifier's server or an embedding server calls it. Every answer says protocol version 1; an
+ * error no route answered becomes Anthropic's error shape (a store that cannot answer is 503),
+ * or a destroyed connection once the answer has begun.
  */
-function createHttpServer(
+export function createRequestHandler(
   services: VerifierServices,
+  rows: readonly RouteRow[],
   closing: () => boolean,
-): { server: Server; inflight: Set<ServerResponse> } {
+): (req: IncomingMessage, res: ServerResponse) => void {
   const tokens = operatorTokens(services.config);
-  const router = createRouter(routeTable(services.config.passthroughRoutes));
+  const router = createRouter(rows);
   async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
     res.setHeader(VERSION_HEADER, '1');
     // One canonical target: what is routed here is exactly what a route forwards.
@@ -197,11 +212,7 @@ function createHttpServer(
     const url = new URL(`${target.path}${target.query}`, 'http://verifier');
     await dispatch(matched, { req, res, url, target, services, closing: closing() }, tokens);
   }
-  const inflight = new Set<ServerResponse>();
-  const server = createServer({ maxHeaderSize: 32 * 1024 }, (req, res) => {
-    inflight.add(res);
-    res.on('close', () => inflight.delete(res));
-    if (closing()) res.setHeader('connection', 'close');
+  return (req, res) => {
     route(req, res).catch((error: unknown) => {
       const apiError = apiErrorOf(error);
       if (!(error instanceof ApiError)) services.log.error({ err: errorMessage(error) }, 'request failed');
@@ -213,6 +224,24 @@ function createHttpServer(
       req.resume();
       sendError(res, apiError);
     });
+  };
+}
+
+/**
+ * The HTTP server over the route table. Answers in flight are counted, and once `closing()`
+ * every answer says `connection: close`, for a graceful shutdown.
+ */
+function createHttpServer(
+  services: VerifierServices,
+  closing: () => boolean,
+): { server: Server; inflight: Set<ServerResponse> } {
+  const handle = createRequestHandler(services, routeTable(services.config.passthroughRoutes), closing);
+  const inflight = new Set<ServerResponse>();
+  const server = createServer({ maxHeaderSize: 32 * 1024 }, (req, res) => {
+    inflight.add(res);
+    res.on('close', () => inflight.delete(res));
+    if (closing()) res.setHeader('connection', 'close');
+    handle(req, res);
   });
   server.keepAliveTimeout = 65_000;
   server.on('clientError', (error: Error & { code?: string }, socket: Socket) => answerClientError(error, socket));
@@ -227,7 +256,6 @@ async function shutDown(
   services: VerifierServices,
   mock: MockUpstream | undefined,
 ): Promise<void> {
-  const { storage, log } = services;
   const closed = new Promise<void>((resolve) => server.close(() => resolve()));
   // Idle keep-alive connections go now; busy ones as soon as their answer is out.
   server.closeIdleConnections();
@@ -237,6 +265,12 @@ async function shutDown(
   clearInterval(idle);
   server.closeAllConnections();
   await closed;
+  await closeServices(services, mock);
+}
+
+/** Stops the periodic work and closes what `createServices` opened, saving the statistics first. */
+export async function closeServices(services: VerifierServices, mock?: MockUpstream): Promise<void> {
+  const { storage, log } = services;
   services.supervisor.close();
   services.guard.close();
   // A store that cannot take the last snapshot (read-only, disk full, gone) must not turn shutdown into a crash.
@@ -263,7 +297,7 @@ async function shutDown(
  * — as the route table (`routes/table.ts`) says.
  */
 export async function createVerifier(config: VerifierConfig, options: VerifierOptions = {}): Promise<Verifier> {
-  const log = pino({ level: options.logLevel ?? process.env.MOAT_VERIFIER_LOG_LEVEL ?? 'info' });
+  const log = options.logger ?? pino({ level: options.logLevel ?? process.env.MOAT_VERIFIER_LOG_LEVEL ?? 'info' });
   const { services, mock } = await createServices(config, options, log);
   await startPeriodicWork(services);
   let closing = false;
@@ -286,7 +320,7 @@ export async function createVerifier(config: VerifierConfig, options: VerifierOp
           const backends = new Set(attestationKeyring.kids().map((kid) => attestationKeyring.backend(kid)));
           const stampCheck = [...backends].join(',') || 'no keys';
           log.info(
-            { url: baseUrl, upstream: mock === undefined ? config.upstream : 'mock', stampCheck },
+            { url: baseUrl, upstream: mock === undefined ? services.upstream.url : 'mock', stampCheck },
             'moat-verifier listening',
           );
           resolve(baseUrl);

@@ -11,6 +11,7 @@ import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { devEnvironment, loadConfig, type VerifierConfig } from './config.js';
 import { mockMessages } from './mock-upstream.js';
+import { postRaw } from './raw-request.test-util.js';
 import { createVerifier, type Verifier } from './server.js';
 import { streamed } from './streamed.test-util.js';
 
@@ -221,25 +222,7 @@ describe('moat-verifier', () => {
     const http = await import('node:http');
     const target = new URL(base);
     /** Sends raw bytes to the verifier with exactly these headers (an attacker picks any Host). */
-    const sendRaw = (body: Buffer | string, headers: Record<string, string | string[] | undefined>) =>
-      new Promise<{ status: number; json: Record<string, any> }>((resolve, reject) => {
-        const req = http.request(
-          {
-            host: target.hostname,
-            port: target.port,
-            method: 'POST',
-            path: '/v1/messages',
-            headers: { ...headers, 'content-length': Buffer.byteLength(body) },
-          },
-          async (res) => {
-            const chunks: Buffer[] = [];
-            for await (const c of res) chunks.push(c as Buffer);
-            resolve({ status: res.statusCode ?? 0, json: JSON.parse(Buffer.concat(chunks).toString('utf8')) });
-          },
-        );
-        req.on('error', reject);
-        req.end(body);
-      });
+    const sendRaw = (body: Buffer | string, headers: Record<string, string | string[] | undefined>) => postRaw(base, body, headers);
     const captured: Array<{ body: Buffer; headers: Record<string, string | string[] | undefined> }> = [];
     const tap = http.createServer(async (req, res) => {
       const chunks: Buffer[] = [];

@@ -13,10 +13,14 @@
  * Run: pnpm --filter @moat/attest bench (after a build).
  */
 import { spawn } from 'node:child_process';
-import { createHmac, createSecretKey } from 'node:crypto';
+import { createHmac, createSecretKey, generateKeyPairSync, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { native } from '@moat/native';
 import { readDevKey } from '@moat/native/dev-key';
+import { placeholderEnvelope } from '@moat/protocol';
 import { Bench } from 'tinybench';
 import { request } from 'undici';
 import { AttestationKeyring, createAttestedFetch, createAttestedRequest, verifyAttestation } from '../dist/index.js';
@@ -151,7 +155,89 @@ console.log('');
 console.log('| body | mode | undici.request | addon alone | attested request | attested fetch |');
 console.log('|---|---|---:|---:|---:|---:|');
 for (const row of cpuRows) console.log(row);
+await installVersusRelease();
 server.kill();
+
+/**
+ * Per-install keys (protocol 1.2): the addon's request with an i1 envelope stamped with an
+ * enrolled install's key (`options.install`) against the same request with an r1 envelope
+ * stamped with the release key — same bodies, same headers, interleaved in each round (the
+ * order alternating), sequential; wall time and client CPU per request, i1 ÷ r1.
+ */
+async function installVersusRelease(): Promise<void> {
+  const addon = native;
+  if (addon?.installOpen === undefined || addon.installActivate === undefined || addon.installForget === undefined) {
+    console.log('\ni1 against r1: the addon has no install keys');
+    return;
+  }
+  const dir = mkdtempSync(join(tmpdir(), 'moat-bench-installs-'));
+  const origin = 'http://bench.invalid';
+  const installId = `i${randomBytes(12).toString('hex')}`;
+  addon.installOpen(dir, origin, { keystore: 'file' });
+  const verifier = generateKeyPairSync('x25519').publicKey.export({ format: 'jwk' }).x as string;
+  addon.installActivate(origin, installId, 'e2026b', verifier, randomBytes(32).toString('base64url'));
+  const kid = addon.keyId();
+  const sendWith = (scheme: 'r1' | 'i1', payload: string): Promise<void> =>
+    new Promise((resolve, reject) => {
+      const envelope = placeholderEnvelope({
+        kid: scheme === 'i1' ? installId : kid,
+        ts: Math.floor(Date.now() / 1000),
+        nonce: randomBytes(8).toString('hex'),
+        binding: scheme === 'i1' ? 'install' : 'request',
+      });
+      addon.request(
+        {
+          method: 'POST',
+          url,
+          headers: ['content-type: application/json', 'accept-encoding: identity', 'x-api-key: sk-bench'],
+          body: payload,
+          envelope,
+          ...(scheme === 'i1' ? { install: origin } : {}),
+        },
+        (event, a, _b, c) => {
+          if (event === 'headers' && c !== 0) reject(new Error(`${scheme} not stamped (${c})`));
+          else if (event === 'end') resolve();
+          else if (event === 'error') reject(new Error(String(a)));
+        },
+      );
+    });
+  /** A batch of sequential requests: wall ms and client CPU µs per request. */
+  const batch = async (scheme: 'r1' | 'i1', payload: string, n: number) => {
+    const cpu = process.cpuUsage();
+    const start = performance.now();
+    for (let i = 0; i < n; i++) await sendWith(scheme, payload);
+    const used = process.cpuUsage(cpu);
+    return { ms: performance.now() - start, client: (used.user + used.system) / n };
+  };
+  const PAIRS = 10 * ROUNDS;
+  console.log('');
+  console.log(
+    `Per-install keys: the addon's request stamped i1 (install key) ÷ the same request stamped r1 (release key), sequential; ${PAIRS} interleaved pairs of batches (the order alternating), the ratio per pair, median and range (target ≤ 1.05×):`,
+  );
+  console.log('');
+  console.log(
+    '| body | requests per batch | r1 per request | i1 per request | i1 ÷ r1 (time) | r1 client CPU µs | i1 client CPU µs | i1 ÷ r1 (client CPU) |',
+  );
+  console.log('|---|---:|---:|---:|---:|---:|---:|---:|');
+  for (const size of [1024, 100 * 1024]) {
+    const payload = body(size);
+    const n = size === 1024 ? 100 : 40;
+    await batch('r1', payload, n); // warm-up, discarded
+    await batch('i1', payload, n);
+    const runs: Record<'r1' | 'i1', { ms: number; client: number }[]> = { r1: [], i1: [] };
+    for (let pair = 0; pair < PAIRS; pair++)
+      for (const scheme of pair % 2 === 0 ? (['r1', 'i1'] as const) : (['i1', 'r1'] as const))
+        runs[scheme].push(await batch(scheme, payload, n));
+    const us = (scheme: 'r1' | 'i1') => `${((median(runs[scheme].map((r) => r.ms)) * 1000) / n).toFixed(0)} µs`;
+    const cpu = (scheme: 'r1' | 'i1') => median(runs[scheme].map((r) => r.client)).toFixed(1);
+    const ratio = (field: 'ms' | 'client') => spread(runs.i1.map((r, i) => r[field] / (runs.r1[i]?.[field] as number)));
+    console.log(
+      `| ${size === 1024 ? '1 KB' : '100 KB'} | ${n} | ${us('r1')} | ${us('i1')} | ${ratio('ms')} | ${cpu('r1')} | ${cpu('i1')} | ${ratio('client')} |`,
+    );
+  }
+  addon.installForget(origin);
+  rmSync(dir, { recursive: true, force: true });
+}
 
 // Server-side verification, one core.
 const dev = readDevKey() as {

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { appendEnvelope, placeholderEnvelopes } from '@moat/protocol';
+import { appendEnvelope, credentialOf, placeholderEnvelopes } from '@moat/protocol';
 import {
   createWarner,
   errorMessage,
@@ -36,6 +36,15 @@ export interface AttestedFetchOptions {
    * (default: all; a 1.0 verifier refuses `r1` envelopes).
    */
   readonly bindRequestFor?: (url: URL) => boolean;
+  /**
+   * The enrolled install that stamps a request to `url` sent with API key `credential`
+   * (protocol 1.2, SPEC §5.4; the credential by §5.3's rule, `""` for none): the name it was
+   * opened under in the addon (`installOpen`'s `origin`) and its install id. Such a request
+   * gets an `i1` envelope, which the addon MACs with that install's key instead of the release
+   * key (the request is bound as for `r1`). `undefined` (default): `r1` or `v1` as above. When
+   * the addon has no enrolled install of that name after all, the request goes with `r1`.
+   */
+  readonly installFor?: (url: URL, credential: string) => { readonly install: string; readonly installId: string } | undefined;
   /** Stamp length in hex digits (32-64, default 32 = 128 bits). */
   readonly stampHexLength?: number;
   readonly timeoutMs?: number;
@@ -140,6 +149,14 @@ function nonceHex(): string {
   const hex = noncePool.hex.slice(noncePool.at, noncePool.at + 16);
   noncePool.at += 16;
   return hex;
+}
+
+/** The API credential of header lines (`name: value`, lowercase names) by SPEC §5.3's rule. */
+function credentialOfLines(lines: readonly string[]): string {
+  return credentialOf((name) => {
+    const prefix = `${name}: `;
+    return lines.find((line) => line.startsWith(prefix))?.slice(prefix.length);
+  });
 }
 
 /** Whether the body, read as UTF-8 text (a byte-order mark dropped), starts with "{" and ends with "}". */
@@ -471,6 +488,8 @@ interface PreparedSend {
   /** The body as given (a string only for an addon that encodes it); with `envelope`, the addon appends that envelope value to its copy. */
   readonly body: Uint8Array | string | undefined;
   readonly envelope: string | undefined;
+  /** The origin whose enrolled install stamps the envelope (`i1`), or undefined for the release key. */
+  readonly install: string | undefined;
   readonly signal: AbortSignal | undefined;
 }
 
@@ -578,7 +597,7 @@ function envelopeAppender(warn: Warn) {
  * over. Only while no callback of the options is handed the URL, which could change it.
  */
 function urlParser(options: AttestedFetchOptions): (text: string) => URL {
-  const shareUrls = options.envelopeFor === undefined && options.bindRequestFor === undefined;
+  const shareUrls = options.envelopeFor === undefined && options.bindRequestFor === undefined && options.installFor === undefined;
   let lastUrl: { text: string; url: URL } | undefined;
   return (text) => {
     if (!shareUrls) return new URL(text);
@@ -587,26 +606,34 @@ function urlParser(options: AttestedFetchOptions): (text: string) => URL {
   };
 }
 
-/** Placeholder makers for the addon's key id, r1 and v1, made on first use. */
-function placeholderMaker(options: AttestedFetchOptions, now: () => number): (kid: string, bound: boolean) => string {
-  const makers: { r1?: (ts: number, nonce: string) => string; v1?: (ts: number, nonce: string) => string } = {};
+/** What a placeholder binds: nothing (v1), the request (r1), or the request under an install's key (i1, kid = install id). */
+type PlaceholderBinding = 'request' | 'install' | undefined;
+
+/** Placeholder makers per key id and binding (the addon's key id for r1 and v1, an install id for i1), made on first use. */
+function placeholderMaker(options: AttestedFetchOptions, now: () => number): (kid: string, binding: PlaceholderBinding) => string {
+  const makers = new Map<string, (ts: number, nonce: string) => string>();
   const length = options.stampHexLength === undefined ? {} : { stampHexLength: options.stampHexLength };
-  return (kid: string, bound: boolean): string => {
-    const scheme = bound ? 'r1' : 'v1';
-    let make = makers[scheme];
+  return (kid: string, binding: PlaceholderBinding): string => {
+    const id = `${binding ?? 'none'}.${kid}`;
+    let make = makers.get(id);
     if (make === undefined) {
-      make = placeholderEnvelopes({ kid, ...length, ...(bound ? { binding: 'request' as const } : {}) });
-      makers[scheme] = make;
+      make = placeholderEnvelopes({ kid, ...length, ...(binding === undefined ? {} : { binding }) });
+      makers.set(id, make);
     }
     return make(Math.floor(now() / 1000), nonceHex());
   };
 }
 
 /** Hands prepared sends to the addon and turns its events into handler calls. */
-function transmitter(options: AttestedFetchOptions, warn: Warn, withEnvelope: (sent: PreparedSend) => Uint8Array | undefined) {
+function transmitter(
+  options: AttestedFetchOptions,
+  warn: Warn,
+  withEnvelope: (sent: PreparedSend) => Uint8Array | undefined,
+  releaseEnvelope: () => string,
+) {
   /** Hands the request to the addon; events come back through `on`. Returns the abort handle. */
   const transmit = (prepared: PreparedSend, on: TransmitHandlers): { abort(): void } | undefined => {
-    const { native, url, method, lines, envelope, signal } = prepared;
+    const { native, url, method, lines, envelope, install, signal } = prepared;
     let { body } = prepared;
     let handle: { abort(): void } | undefined;
     const onAbort = () => handle?.abort();
@@ -621,6 +648,7 @@ function transmitter(options: AttestedFetchOptions, warn: Warn, withEnvelope: (s
       connectTimeoutMs: options.connectTimeoutMs,
       pinnedPublicKey: options.pinnedPublicKey,
       caFile: options.caFile,
+      install,
     };
     const onEvent: Parameters<NativeTransport['request']>[1] = (event, a, b, c) => {
       if (event === 'headers') {
@@ -649,6 +677,15 @@ function transmitter(options: AttestedFetchOptions, warn: Warn, withEnvelope: (s
       try {
         handle = native.request(request as NativeRequestOptions, onEvent);
       } catch (e) {
+        // The install was forgotten since the envelope was made: the release key stamps it (r1).
+        if (install !== undefined && envelope !== undefined && (e as { code?: unknown }).code === 'ERR_NATIVE_INSTALL_UNKNOWN') {
+          warn('install_unknown', `no enrolled install for ${install} in the addon; stamped with the release key`);
+          request.install = undefined;
+          request.envelope = releaseEnvelope();
+          handle = native.request(request as NativeRequestOptions, onEvent);
+          signal?.addEventListener('abort', onAbort, { once: true });
+          return handle;
+        }
         // A body the addon cannot append to as it stands (a byte-order mark, bytes that are
         // not UTF-8, an envelope already there): JavaScript decides, as without the addon.
         if (envelope === undefined || (e as { code?: unknown }).code !== 'ERR_NATIVE_ENVELOPE_BODY') throw e;
@@ -698,10 +735,17 @@ function createSender(options: AttestedFetchOptions) {
     const inAddon = native?.appendsEnvelope === true;
     let body: Uint8Array | string | undefined = bytes;
     let envelope: string | undefined;
+    let install: string | undefined;
     // Only a body that reads as "{…}" gets the envelope; any other goes as it is, without a warning.
     if (body !== undefined && bracesAround(body) && (options.envelopeFor?.(url) ?? true)) {
       try {
-        envelope = placeholder(kid, options.bindRequestFor?.(url) ?? true);
+        const enrolled =
+          native === undefined || options.installFor === undefined ? undefined : options.installFor(url, credentialOfLines(lines));
+        install = enrolled?.install;
+        envelope =
+          enrolled !== undefined
+            ? placeholder(enrolled.installId, 'install')
+            : placeholder(kid, (options.bindRequestFor?.(url) ?? true) ? 'request' : undefined);
       } catch (e) {
         warn('envelope', `no envelope added (${errorMessage(e)})`);
       }
@@ -716,12 +760,12 @@ function createSender(options: AttestedFetchOptions) {
       return { kind: 'fallback', url, body: body as Uint8Array | undefined, reason: 'addon_missing' };
     }
     if (signal?.aborted) throw signal.reason ?? new DOMException('This operation was aborted', 'AbortError');
-    return { kind: 'native', native, url, method, lines, body, envelope, signal };
+    return { kind: 'native', native, url, method, lines, body, envelope, install, signal };
   };
 
   return {
     prepare,
-    transmit: transmitter(options, warn, withEnvelope),
+    transmit: transmitter(options, warn, withEnvelope, () => placeholder(addons.loaded()?.kid ?? 'unattested', 'request')),
     fallback: (url: string, init: RequestInit, body: Uint8Array | undefined, reason: UnattestedReason) =>
       sendUnattested(options, url, init, body, reason),
     withEnvelope,

@@ -68,7 +68,8 @@ afterAll(async () => {
 });
 
 async function ask(baseURL: string, options: Partial<MoatFetchOptions> = {}) {
-  const moatFetch = createMoatFetch({ salt: SALT, clientVersion: '3.1.0', ...options });
+  // Protocol 1.1's binding alone: per-install keys (1.2), which the relay cannot strip either, are off here.
+  const moatFetch = createMoatFetch({ salt: SALT, clientVersion: '3.1.0', installKeys: false, ...options });
   const sdk = new Anthropic({ apiKey, baseURL, fetch: moatFetch, maxRetries: 0 });
   const outcome = await sdk.messages
     .create({ model: 'claude-mock', max_tokens: 32, messages: [{ role: 'user', content: 'pinned or not' }] })

@@ -4,6 +4,7 @@ import {
   CLIENT_FLAGS,
   type ClientFlag,
   DISCOVERY_PATH,
+  type DiscoveryEnrollment,
   type Feature,
   TELEMETRY_PATH,
   type TelemetryEvent,
@@ -17,6 +18,8 @@ export interface Endpoint {
   readonly origin: string;
   /** The Moat features its discovery document advertises (none: it does not speak Moat). */
   readonly features: readonly Feature[];
+  /** Where and with which verifier key an install enrolls, when it advertises `install_keys` (protocol 1.2). */
+  readonly enrollment?: DiscoveryEnrollment | undefined;
   /** Whether the remote flags were read (false: every flag is at its default). */
   readonly flagsRead: boolean;
   /** A boolean flag's remote value, or `fallback` when it is unset or not a boolean. */
@@ -39,13 +42,14 @@ export interface DiscoveryContext {
 interface Discovery {
   readonly features: readonly Feature[];
   readonly flagsPath?: string | undefined;
+  readonly enrollment?: DiscoveryEnrollment | undefined;
 }
 
 async function readDiscovery(origin: string, ctx: DiscoveryContext): Promise<Discovery> {
   try {
     const res = await ctx.fetch(new URL(DISCOVERY_PATH, origin), { signal: AbortSignal.timeout(2_000) });
     const doc = tryParseDiscovery(res.ok ? await res.json() : {});
-    if (doc.ok) return { features: doc.value.features, flagsPath: doc.value.flags };
+    if (doc.ok) return { features: doc.value.features, flagsPath: doc.value.flags, enrollment: doc.value.enrollment };
   } catch (error) {
     const why = errorMessage(error);
     ctx.warn(`no Moat discovery at ${origin} (${why}); requests go out untagged`, `discovery:${origin}`);
@@ -76,7 +80,7 @@ async function readFlags(origin: string, flagsPath: string, warn: Warner): Promi
  * throws: an endpoint that cannot be discovered speaks no Moat.
  */
 export async function discover(origin: string, apiKey: string | undefined, ctx: DiscoveryContext): Promise<Endpoint> {
-  const { features, flagsPath } = await readDiscovery(origin, ctx);
+  const { features, flagsPath, enrollment } = await readDiscovery(origin, ctx);
   const flags = flagsPath === undefined ? undefined : await readFlags(origin, flagsPath, ctx.warn);
   const flag = (name: ClientFlag, fallback: boolean): boolean => {
     const v = flags?.get(name);
@@ -95,6 +99,7 @@ export async function discover(origin: string, apiKey: string | undefined, ctx: 
   return {
     origin,
     features,
+    enrollment,
     flagsRead: flags !== undefined,
     flag,
     report: (event) => telemetry?.push(event),

@@ -22,6 +22,7 @@ import { attestationLayer, type BindingPins } from './layers/attestation.js';
 import { fingerprintLayer, userAgentLayer } from './layers/attribution.js';
 import { gatewayLayer } from './layers/gateway.js';
 import { hardenLayer } from './layers/harden.js';
+import type { InstallKeyOptions } from './layers/install-keys.js';
 import { signedBlocksLayer } from './layers/signed-blocks.js';
 
 export * from './compose.js';
@@ -32,6 +33,7 @@ export { type AttestationLayerOptions, attestationLayer, type BindingPins } from
 export { type AttributionOptions, fingerprintLayer, userAgentLayer } from './layers/attribution.js';
 export { gatewayLayer } from './layers/gateway.js';
 export { hardenLayer } from './layers/harden.js';
+export { defaultInstallDir, type InstallKeyOptions } from './layers/install-keys.js';
 export { signedBlocksLayer } from './layers/signed-blocks.js';
 export { type ClientSettings, defaultSettingsFile, readClientSettings } from './settings.js';
 
@@ -79,6 +81,17 @@ export interface MoatFetchOptions {
   readonly requestBinding?: 'discover' | 'always' | undefined;
   /** Origins pinned to request binding; pass a persistent store to keep pins across runs (default: in memory). */
   readonly bindingPins?: BindingPins | undefined;
+  /**
+   * Per-install keys (protocol 1.2). Where an endpoint's discovery advertises `install_keys`,
+   * the first Moat call enrolls this install (the key pair made and kept by `@moat/native`, the
+   * enrollment stamped with the release key) and every call after is stamped `i1` with the
+   * install's own key; an origin enrolled once keeps `i1` (pinned in the state file). Any
+   * failure leaves calls with `r1`, warns once, reports `layer_degraded` and retries after a
+   * back-off. Options: the state directory (default `MOAT_INSTALL_DIR`, else
+   * `$XDG_CONFIG_HOME/moat/installs`, else `~/.config/moat/installs`), the keystore, the
+   * back-off; `false` switches per-install keys off.
+   */
+  readonly installKeys?: InstallKeyOptions | false | undefined;
 }
 
 /** A `fetch` with Moat's client layers. */
@@ -113,7 +126,12 @@ export function defaultLayers(options: MoatFetchOptions): readonly MoatLayer[] {
     userAgentLayer({ product: options.userAgentProduct ?? 'moat-client', clientVersion }),
     fingerprintLayer({ salt: options.salt, clientVersion, entrypoint, onWarning }),
     antiDistillationLayer({ compileTime: options.antiDistillation === true, entrypoint, onWarning }),
-    attestationLayer({ onWarning, requestBinding: options.requestBinding, bindingPins: options.bindingPins }),
+    attestationLayer({
+      onWarning,
+      requestBinding: options.requestBinding,
+      bindingPins: options.bindingPins,
+      installKeys: options.installKeys === false ? false : { fetch: options.fetch, ...options.installKeys },
+    }),
   ];
 }
 

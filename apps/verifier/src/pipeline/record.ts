@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { RECORD_COLUMNS } from '../record-schema.js';
 import { cutText, markStorable, storableText } from '../record-text.js';
 import { initialRecordedSignals, RECORDED_SIGNALS } from '../signals.js';
 import type { RequestRecord } from '../storage.js';
@@ -21,6 +22,19 @@ export function newRequestId(now = Date.now()): string {
 
 const bound = cutText;
 
+/** The record's optional text fields, whatever row adds one: each is cut to 64 unless bounded below. */
+const OPTIONAL_TEXT_FIELDS = RECORD_COLUMNS.filter((c) => c.kind === 'optional text').map((c) => c.field);
+
+function boundedOptionalText(record: RequestRecord): Record<string, string | null | undefined> {
+  const fields = record as unknown as Record<string, string | null | undefined>;
+  return Object.fromEntries(
+    OPTIONAL_TEXT_FIELDS.map((field) => {
+      const value = fields[field];
+      return [field, value === null || value === undefined ? value : bound(value, 64)];
+    }),
+  );
+}
+
 /**
  * A record with every string storable on every backend (no NUL, well-formed Unicode) and cut
  * to {@link RECORD_LIMITS} on whole code points; marked storable, so the store boundary takes
@@ -29,9 +43,9 @@ const bound = cutText;
 export function boundedRecord(record: RequestRecord): RequestRecord {
   return markStorable({
     ...record,
+    ...boundedOptionalText(record),
     id: storableText(record.id),
     verdict: storableText(record.verdict) as RequestRecord['verdict'],
-    keyId: record.keyId === null ? null : bound(record.keyId, 64),
     // Every recorded signal's value, whatever row adds one (their values come from code; bounded all the same).
     ...Object.fromEntries(RECORDED_SIGNALS.map((row) => [row.name, bound(String(record[row.name]), 64)])),
     model: record.model === null ? null : bound(record.model, RECORD_LIMITS.model),

@@ -12,7 +12,7 @@ import type { VerifierMetrics } from '../metrics.js';
 import type { Storage } from '../storage.js';
 import type { StoreGuard } from '../store-guard.js';
 import type { Supervisor } from '../supervise.js';
-import type { Upstream } from './upstream.js';
+import type { UpstreamClient } from './upstream.js';
 
 /** What the stages of the pipeline work with: created once by `createVerifier`. */
 export interface VerifierServices {
@@ -36,7 +36,8 @@ export interface VerifierServices {
   readonly decoyIndex: DecoyIndexCache;
   /** The server secret: decoys and their canaries, gateway address hashes. */
   readonly secret: Buffer;
-  readonly upstream: Upstream;
+  /** Stage 7: the upstream over HTTP, or the embedding server's own model call. */
+  readonly upstream: UpstreamClient;
   /** Sees every body the upstream receives (tests: proves no tag reaches it). */
   readonly onUpstreamRequest?: ((body: string) => void) | undefined;
 }

@@ -114,6 +114,67 @@ export interface UpstreamTimeouts {
 }
 
 /**
+ * The headers a request goes upstream with: the client's, bar hop-by-hop ones, its own
+ * credentials (replaced by `key`, the verifier's, when there is one) and Moat's; `identity`
+ * asked for unless the request relays bytes (`raw`).
+ */
+export function forwardedHeaders(request: UpstreamRequest, key: string | undefined): Record<string, string | string[]> {
+  const headers: Record<string, string | string[]> = {};
+  const named = connectionNamed(request.headers);
+  for (const [name, value] of Object.entries(request.headers)) {
+    if (value === undefined || NOT_FORWARDED.has(name) || named.has(name)) continue;
+    headers[name] = value;
+  }
+  if (key !== undefined) headers['x-api-key'] = key;
+  if (request.raw !== true) headers['accept-encoding'] = 'identity';
+  if (Buffer.isBuffer(request.body)) headers['content-length'] = String(request.body.length);
+  else if (request.body !== undefined && typeof request.headers['content-length'] === 'string')
+    headers['content-length'] = request.headers['content-length'];
+  return headers;
+}
+
+/**
+ * The upstream's answer as the stages get it: headers bar hop-by-hop ones (and, unless `raw`,
+ * length and coding), the body decoded when it came encoded anyway.
+ *
+ * @throws {ApiError} 502 for a content coding the verifier cannot decode.
+ */
+export function upstreamAnswer(
+  status: number,
+  received: Readonly<Record<string, string | string[] | undefined>>,
+  receivedBody: UpstreamBody,
+  raw: boolean,
+): UpstreamResponse {
+  const out: Record<string, string | string[]> = {};
+  const namedBack = connectionNamed(received);
+  for (const [name, value] of Object.entries(received)) {
+    if (value === undefined || (!raw && NOT_RETURNED.has(name)) || HOP_BY_HOP.has(name) || namedBack.has(name)) continue;
+    out[name] = value;
+  }
+  const encoding = received['content-encoding'];
+  // Asked for identity, an upstream may compress regardless: what the stages read is decoded first.
+  const body =
+    raw || encoding === undefined ? receivedBody : decodeBody(receivedBody, Array.isArray(encoding) ? encoding.join(',') : encoding);
+  return { status, headers: out, body };
+}
+
+/**
+ * What the pipeline and the routes call upstream: an Anthropic-compatible API over HTTP
+ * ({@link Upstream}), or the embedding server's own model call in process.
+ */
+export interface UpstreamClient {
+  /** Where the upstream is (a base URL; `in-process:` for a function). */
+  readonly url: string;
+  /**
+   * Sends a request upstream and returns its answer as soon as the headers are in.
+   *
+   * @throws {ApiError} 502/504 when the upstream cannot answer; abort errors pass through.
+   */
+  send(request: UpstreamRequest): Promise<UpstreamResponse>;
+  close(): Promise<void>;
+}
+
+/**
  * Stage 7: the upstream, an Anthropic-compatible API (the embedded mock or a real one) over a
  * keep-alive undici agent. Client headers pass except hop-by-hop ones, the client's own
  * credentials (replaced by the verifier's upstream key) and Moat's headers; the answer's
@@ -121,7 +182,7 @@ export interface UpstreamTimeouts {
  * anyway (gzip, deflate, br, zstd where the runtime has it) is decoded before it is read, and
  * one in another coding is a 502.
  */
-export class Upstream {
+export class Upstream implements UpstreamClient {
   readonly #origin: URL;
   readonly #key: string | undefined;
   readonly #agent: Agent;
@@ -156,17 +217,7 @@ export class Upstream {
    * 499-style abort errors pass through as they are.
    */
   async send(request: UpstreamRequest): Promise<UpstreamResponse> {
-    const headers: Record<string, string | string[]> = {};
-    const named = connectionNamed(request.headers);
-    for (const [name, value] of Object.entries(request.headers)) {
-      if (value === undefined || NOT_FORWARDED.has(name) || named.has(name)) continue;
-      headers[name] = value;
-    }
-    if (this.#key !== undefined) headers['x-api-key'] = this.#key;
-    if (request.raw !== true) headers['accept-encoding'] = 'identity';
-    if (Buffer.isBuffer(request.body)) headers['content-length'] = String(request.body.length);
-    else if (request.body !== undefined && typeof request.headers['content-length'] === 'string')
-      headers['content-length'] = request.headers['content-length'];
+    const headers = forwardedHeaders(request, this.#key);
     const base = this.#origin.pathname.replace(/\/$/, '');
     // Only a canonical path goes out: no dot segment can climb out of the base path.
     const { path, query } = canonicalTarget(request.path);
@@ -187,19 +238,7 @@ export class Upstream {
         throw new ApiError(504, 'api_error', `upstream timed out (${code})`, { cause: error });
       throw new ApiError(502, 'api_error', `upstream unreachable (${typeof code === 'string' ? code : 'error'})`, { cause: error });
     }
-    const out: Record<string, string | string[]> = {};
-    const namedBack = connectionNamed(response.headers);
-    for (const [name, value] of Object.entries(response.headers)) {
-      if (value === undefined || (request.raw !== true && NOT_RETURNED.has(name)) || HOP_BY_HOP.has(name) || namedBack.has(name)) continue;
-      out[name] = value;
-    }
-    const encoding = response.headers['content-encoding'];
-    // Asked for identity, an upstream may compress regardless: what the stages read is decoded first.
-    const body =
-      request.raw === true || encoding === undefined
-        ? response.body
-        : decodeBody(response.body, Array.isArray(encoding) ? encoding.join(',') : encoding);
-    return { status: response.statusCode, headers: out, body };
+    return upstreamAnswer(response.statusCode, response.headers, response.body, request.raw === true);
   }
 
   close(): Promise<void> {

@@ -24,7 +24,15 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { CodenameEngine, NATIVE_AUTO_MAX_LITERALS, type RawMatch } from './engine.js';
+import {
+  CodenameEngine,
+  compileLimit,
+  type LiteralPlan,
+  literalPlan,
+  NATIVE_AUTO_MAX_LITERALS,
+  packPlan,
+  type RawMatch,
+} from './engine.js';
 import { needlesFor } from './needles.js';
 import {
   PREFILTER_AUDIT,
@@ -109,6 +117,43 @@ describe.skipIf(!NATIVE)('native and JavaScript engines agree', () => {
       if (before === undefined) delete process.env.MOAT_SCAN_CACHE_DIR;
       else process.env.MOAT_SCAN_CACHE_DIR = before;
     }
+  });
+
+  it('derives the same needle forms natively as the reference, for any codename, in every mode', () => {
+    // Whole plans: the packed set, the plain and case-insensitive needles, every exact needle.
+    const summary = (plan: LiteralPlan) => ({
+      packed: packPlan(plan),
+      regexNeedles: plan.regexNeedles,
+      sources: plan.sources,
+      exact: Array.from({ length: plan.exactCount }, (_, i) => plan.exactNeedle(i)),
+      maxLength: plan.maxLength,
+      fold: plan.fold,
+    });
+    const codename = fc.oneof(
+      fc.stringMatching(/^[A-Z][a-z]{3,10}$/),
+      // Any UTF-16, lone surrogates included (UTF-8 gives U+FFFD for them), and letters whose case changes their length.
+      fc.string({ unit: 'binary', minLength: 4, maxLength: 12 }).filter((c) => !/[\r\n]/.test(c) && [...c].length >= 4),
+      fc.string({
+        unit: fc.constantFrom('ß', 'İ', 'ﬁ', 'é', 'Σ', '😀', '\ud800', '\u0000', 'a', 'Z', '+', '/'),
+        minLength: 4,
+        maxLength: 9,
+      }),
+    );
+    fc.assert(
+      fc.property(
+        fc.uniqueArray(codename, { minLength: 1, maxLength: 5 }),
+        fc.record({ ignoreCase: fc.boolean(), wholeWord: fc.boolean(), plainOnly: fc.boolean() }),
+        (codenames, options) => {
+          const native = literalPlan(codenames, options);
+          expect(native.packed).toBeDefined();
+          expect(summary(native)).toEqual(summary(literalPlan(codenames, options, 'js')));
+        },
+      ),
+      { numRuns: 1000 },
+    );
+    // Codenames the reference refuses are refused the same way.
+    expect(() => literalPlan(['abc'])).toThrow(/ERR_SCAN_CONFIG|at least 4 characters/);
+    expect(() => literalPlan(['abcd\nefgh'])).toThrow(/at least 4 characters on one line/);
   });
 
   it('on random haystacks with every form planted, in random chunks, in every mode', () => {
@@ -284,6 +329,35 @@ describe.skipIf(!NATIVE)('the prefilter and the windows it lists change no findi
       if (before === undefined) delete process.env.MOAT_SCAN_CACHE_DIR;
       else process.env.MOAT_SCAN_CACHE_DIR = before;
       rmSync(root, { recursive: true, force: true });
+    }
+  });
+
+  it('compiles only what the bytes pay for; a compiled set is cached while the scan reads, and loaded next time', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'moat-scan-persist-'));
+    const before = process.env.MOAT_SCAN_CACHE_DIR;
+    process.env.MOAT_SCAN_CACHE_DIR = join(dir, 'cache');
+    try {
+      const path = join(dir, 'bundle.js');
+      writeFileSync(path, `var a="Capybara";var b="${Buffer.from('Nightjar').toString('hex')}";\n//# sourceMappingURL=x.map\n`);
+      const options = { codenames: ['Capybara', 'Nightjar'] };
+      // 114 MB pay for compiling 760 literals, no amount for more than the auto limit.
+      expect([compileLimit(0), compileLimit(114e6), compileLimit(1e15)]).toEqual([0, 760, NATIVE_AUTO_MAX_LITERALS]);
+      // A few bytes do not pay for compiling even 44 literals: auto searches them directly and caches nothing.
+      const first = await scanPaths([path], options);
+      expect(existsSync(join(dir, 'cache'))).toBe(false);
+      // `--engine native` compiles and caches; the next auto scan loads that set.
+      expect(JSON.stringify(await scanPaths([path], { ...options, engine: 'native' }))).toBe(JSON.stringify(first));
+      expect(readdirSync(join(dir, 'cache')).filter((n) => n.endsWith('.moatscan'))).toHaveLength(1);
+      expect(first.findings.map((f) => f.ruleId)).toEqual(['moat/codename/plain', 'moat/codename/hex', 'moat/sourcemap/url']);
+      // The same report from the cached set.
+      expect(JSON.stringify(await scanPaths([path], options))).toBe(JSON.stringify(first));
+      const sets = prefilterSets(options.codenames, {}, AUDIT_SOURCES);
+      expect(sets?.plan).toBeUndefined(); // loaded from the cache: nothing derived
+      expect(sets?.persist).toBeUndefined();
+    } finally {
+      if (before === undefined) delete process.env.MOAT_SCAN_CACHE_DIR;
+      else process.env.MOAT_SCAN_CACHE_DIR = before;
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 

@@ -1,11 +1,10 @@
-import { createHash, randomBytes } from 'node:crypto';
 import { lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import type { NativeBinding } from '@moat/protocol/support';
 import { MultiMatcher } from './matcher.js';
-import { type Encoding, type Needle, type NeedleOptions, needleForms } from './needles.js';
+import { checkCodename, ENCODINGS, type Encoding, type Needle, type NeedleOptions, needleForms } from './needles.js';
 
 /**
  * The native multi-literal search of `@moat/native` (Hyperscan via dlopen), as its one
@@ -16,7 +15,7 @@ export type NativeLiterals = Pick<
   NativeBinding,
   'literalsCompile' | 'regexCompile' | 'literalsScan' | 'literalsSerialize' | 'literalsVersion'
 > &
-  Partial<Pick<NativeBinding, 'literalsCompilePacked' | 'prefilterFiles'>>;
+  Partial<Pick<NativeBinding, 'literalsCompilePacked' | 'prefilterFiles' | 'literalsForms'>>;
 
 /**
  * Compiled libhs databases are cached by what they were compiled from and the library
@@ -30,11 +29,19 @@ export function cacheDirectory(): string | undefined {
   return process.env.MOAT_SCAN_CACHE_DIR ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'moat-scan');
 }
 
+/**
+ * @internal `node:crypto`, loaded on first use: only the compiled-database cache hashes or
+ * names anything, and loading it costs a cold process more than a scan's whole setup.
+ */
+export function crypto(): typeof import('node:crypto') {
+  return createRequire(import.meta.url)('node:crypto') as typeof import('node:crypto');
+}
+
 /** The cache file of a literal set (see {@link cacheDirectory}). */
 function cacheFile(set: PackedLiterals, version: string): string | undefined {
   const dir = cacheDirectory();
   if (dir === undefined) return undefined;
-  const hash = createHash('sha256').update(`moat-scan-literals/2\0${version}\0`);
+  const hash = crypto().createHash('sha256').update(`moat-scan-literals/2\0${version}\0`);
   hash
     .update(new Uint8Array(set.lengths.buffer, set.lengths.byteOffset, set.lengths.byteLength))
     .update(set.caseless)
@@ -97,7 +104,7 @@ export function writeCache(file: string | undefined, bytes: Buffer): void {
     mkdirSync(join(file, '..'), { recursive: true, mode: 0o700 });
     if (!ownedAndPrivate(join(file, '..'), 'dir')) return;
     // Unique per thread: the scan's worker threads share the process id and may write at once.
-    const tmp = `${file}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`;
+    const tmp = `${file}.${process.pid}.${crypto().randomBytes(6).toString('hex')}.tmp`;
     writeFileSync(tmp, bytes, { mode: 0o600 });
     renameSync(tmp, file);
     pruneCache(join(file, '..'), file);
@@ -168,6 +175,20 @@ function selfTest(addon: NativeLiterals): { addon?: NativeLiterals; reason?: str
  * cached, is searched directly: built in linear time, searched about as fast.
  */
 export const NATIVE_AUTO_MAX_LITERALS = 5_000;
+
+/**
+ * Bytes a scan must read for compiling one more literal with libhs to pay, when nothing is
+ * cached: libhs compiles about 30 µs per literal and scans about 0.2 ms per MB faster than a
+ * direct set (1,000 plain literals: 28 ms of compiling, and 38 ms against 60 ms of CPU over
+ * 114 MB), so a set is compiled for the prefilter only when the files hold at least this
+ * many bytes per literal.
+ */
+export const COMPILE_PAYS_BYTES_PER_LITERAL = 150_000;
+
+/** @internal The most literals worth compiling to scan `bytes` bytes once (see {@link COMPILE_PAYS_BYTES_PER_LITERAL}). */
+export function compileLimit(bytes: number): number {
+  return Math.min(NATIVE_AUTO_MAX_LITERALS, Math.floor(bytes / COMPILE_PAYS_BYTES_PER_LITERAL));
+}
 
 /** @internal A literal set back to back: what the addon builds without one object per literal. */
 export interface PackedLiterals {
@@ -270,19 +291,37 @@ export interface PlannedNeedle {
 
 /** What the engine searches for, derived from the codenames alone. */
 export interface LiteralPlan {
-  readonly needles: readonly PlannedNeedle[];
+  /** Plain and case-insensitive needles, in the order they were derived. */
+  readonly regexNeedles: readonly PlannedNeedle[];
   /** Plain and case-insensitive forms: through the regular expression (or libhs), longest first. */
   readonly sources: readonly string[];
-  /** Exact encoded forms: through the matcher (or libhs). */
-  readonly exact: readonly PlannedNeedle[];
+  /** How many exact encoded forms there are: through the matcher (or libhs). */
+  readonly exactCount: number;
+  /** Exact form `i` (0 ≤ i < exactCount), made on demand: a scan reports few of 22,000. */
+  exactNeedle(i: number): PlannedNeedle;
   /** The longest needle in bytes: the carry between chunks. */
   readonly maxLength: number;
   /** Whether the needles fold case. */
   readonly fold: boolean;
+  /** The set packed ({@link packPlan}), when it was derived packed. */
+  readonly packed?: PackedLiterals;
 }
 
-/** @internal The literal set for `codenames` under `options`. */
-export function literalPlan(codenames: readonly string[], options: NeedleOptions = {}): LiteralPlan {
+/** The longest codename (in UTF-16 units) the addon derives forms of; longer ones, never seen in practice, by the reference. */
+const MAX_NATIVE_CODENAME = 65_536;
+
+const viaRegex = (n: { readonly encoding: Encoding; readonly fold: boolean }) => n.encoding === 'plain' || n.fold;
+
+/**
+ * @internal The literal set for `codenames` under `options`: derived by the addon where it
+ * can ({@link nativePlan}), else by {@link needleForms}, the reference; the same either way.
+ * `derive: 'js'` forces the reference.
+ *
+ * @throws {BuildGuardError} `ERR_SCAN_CONFIG` as {@link needleForms}.
+ */
+export function literalPlan(codenames: readonly string[], options: EngineOptions = {}, derive: 'auto' | 'js' = 'auto'): LiteralPlan {
+  const forms = derive === 'js' || options.engine === 'js' ? undefined : nativeLiterals().addon?.literalsForms;
+  if (forms !== undefined && codenames.every((c) => c.length <= MAX_NATIVE_CODENAME)) return nativePlan(codenames, options, forms);
   const wholeWord = options.wholeWord === true;
   const needles: PlannedNeedle[] = [];
   let maxLength = 1;
@@ -291,20 +330,102 @@ export function literalPlan(codenames: readonly string[], options: NeedleOptions
       needles.push({ text: f.text, codename, encoding: f.encoding, fold: f.fold, wholeWord: wholeWord && f.encoding === 'plain' });
       maxLength = Math.max(maxLength, f.text.length);
     }
-  const viaRegex = (n: PlannedNeedle) => n.encoding === 'plain' || n.fold;
-  const sources = [...new Set(needles.filter(viaRegex).map((n) => n.text))].sort((a, b) => b.length - a.length);
-  return { needles, sources, exact: needles.filter((n) => !viaRegex(n)), maxLength, fold: options.ignoreCase === true };
+  const regexNeedles = needles.filter(viaRegex);
+  const sources = [...new Set(regexNeedles.map((n) => n.text))].sort((a, b) => b.length - a.length);
+  const exact = needles.filter((n) => !viaRegex(n));
+  return {
+    regexNeedles,
+    sources,
+    exactCount: exact.length,
+    exactNeedle: (i) => exact[i] as PlannedNeedle,
+    maxLength,
+    fold: options.ignoreCase === true,
+  };
 }
 
-/** @internal The libhs literal set of a plan, packed: `sources` then `exact`, and which fold ASCII case. */
+/**
+ * @internal {@link literalPlan} from the addon's `literalsForms`: every form derived natively
+ * in one call, packed as {@link packPlan} packs a plan, with only the plain and
+ * case-insensitive forms (a few per codename) made into strings here.
+ */
+export function nativePlan(
+  codenames: readonly string[],
+  options: NeedleOptions,
+  forms: NonNullable<NativeLiterals['literalsForms']>,
+): LiteralPlan {
+  const fold = options.ignoreCase === true;
+  const spellings = new Uint32Array(codenames.length);
+  const strings: string[] = [];
+  for (const [i, codename] of codenames.entries()) {
+    checkCodename(codename);
+    const variants = fold ? [...new Set([codename, codename.toLowerCase(), codename.toUpperCase()])] : [codename];
+    strings.push(...variants);
+    spellings[i] = variants.length;
+  }
+  const joined = strings.join('');
+  const units = new Uint16Array(joined.length);
+  for (let i = 0; i < joined.length; i++) units[i] = joined.charCodeAt(i);
+  const lengths = new Uint32Array(strings.length);
+  for (let i = 0; i < strings.length; i++) lengths[i] = (strings[i] as string).length;
+  const derived = forms(units, lengths, spellings, (fold ? 1 : 0) | (options.plainOnly === true ? 2 : 0));
+  return packDerived(codenames, derived, options);
+}
+
+/** The plan of a set the addon derived and packed: only the plain and case-folding forms become strings here. */
+function packDerived(
+  codenames: readonly string[],
+  derived: ReturnType<NonNullable<NativeLiterals['literalsForms']>>,
+  options: NeedleOptions,
+): LiteralPlan {
+  const { packed, lengths, offsets, owners, kinds, regex } = derived;
+  const wholeWord = options.wholeWord === true;
+  const sources: string[] = [];
+  for (let i = 0; i < derived.sources; i++) {
+    const at = offsets[i] as number;
+    sources.push(packed.toString('latin1', at, at + (lengths[i] as number)));
+  }
+  const needle = (text: string, owner: number, kind: number): PlannedNeedle => {
+    const encoding = ENCODINGS[kind & 0x7f] as Encoding;
+    const codename = codenames[owner] as string;
+    return { text, codename, encoding, fold: (kind & 0x80) !== 0, wholeWord: wholeWord && encoding === 'plain' };
+  };
+  const regexNeedles: PlannedNeedle[] = [];
+  for (let r = 0; r < regex.length; r += 3)
+    regexNeedles.push(needle(sources[regex[r] as number] as string, regex[r + 1] as number, regex[r + 2] as number));
+  const caseless = new Uint8Array(lengths.length);
+  if (options.ignoreCase === true) caseless.fill(1, 0, derived.sources);
+  const made = new Map<number, PlannedNeedle>();
+  const exactNeedle = (i: number): PlannedNeedle => {
+    let found = made.get(i);
+    if (found === undefined) {
+      const k = derived.sources + i;
+      const at = offsets[k] as number;
+      found = needle(packed.toString('latin1', at, at + (lengths[k] as number)), owners[k] as number, kinds[k] as number);
+      made.set(i, found);
+    }
+    return found;
+  };
+  return {
+    regexNeedles,
+    sources,
+    exactCount: lengths.length - derived.sources,
+    exactNeedle,
+    maxLength: derived.maxLength,
+    fold: options.ignoreCase === true,
+    packed: { packed, lengths, caseless },
+  };
+}
+
+/** @internal The libhs literal set of a plan, packed: `sources` then the exact forms, and which fold ASCII case. */
 export function packPlan(plan: LiteralPlan): PackedLiterals {
-  const { sources, exact } = plan;
-  const count = sources.length + exact.length;
+  if (plan.packed !== undefined) return plan.packed;
+  const { sources } = plan;
+  const count = sources.length + plan.exactCount;
   const texts = new Array<string>(count);
   const lengths = new Uint32Array(count);
   // Plain loops: TypedArray.from with a mapping function costs tens of ms on 22,000 literals.
   for (let i = 0; i < count; i++) {
-    const text = i < sources.length ? (sources[i] as string) : (exact[i - sources.length] as PlannedNeedle).text;
+    const text = i < sources.length ? (sources[i] as string) : plan.exactNeedle(i - sources.length).text;
     texts[i] = text;
     lengths[i] = text.length;
   }
@@ -392,8 +513,8 @@ export class CodenameEngine {
     // Case-insensitive forms go through the regular expression (flag i); exact ones through
     // the matcher, whose cost does not grow with the number of needles. Keys are folded for
     // case-insensitive needles; the pattern uses the originals.
-    for (const n of plan.needles) {
-      if (n.encoding === 'plain' || n.fold) this.#regexNeedles.set(this.#key(n.text), n);
+    for (const n of plan.regexNeedles) {
+      this.#regexNeedles.set(this.#key(n.text), n);
       if (!this.#plainOnly && n.encoding === 'plain') this.#splitNeedles.set(this.#key(n.text), n);
     }
     this.maxLength = plan.maxLength;
@@ -416,7 +537,10 @@ export class CodenameEngine {
 
   get #matcher(): MultiMatcher {
     this.#matcherBuilt ??= new MultiMatcher(
-      this.#plan.exact.map((n) => ({ ...n, bytes: Buffer.from(n.text, 'latin1') })),
+      Array.from({ length: this.#plan.exactCount }, (_, i) => {
+        const n = this.#plan.exactNeedle(i);
+        return { ...n, bytes: Buffer.from(n.text, 'latin1') };
+      }),
       false,
     );
     return this.#matcherBuilt;
@@ -449,7 +573,7 @@ export class CodenameEngine {
     if (loaded.addon === undefined) return warn(loaded.reason ?? 'not loaded');
     const refusal = nativeRefusal(plan);
     if (refusal !== undefined) return warn(refusal);
-    if (sources.length + plan.exact.length === 0) return undefined;
+    if (sources.length + plan.exactCount === 0) return undefined;
     if (prebuilt !== undefined && (prebuilt.plan === plan || samePacked(prebuilt, packPlan(plan))))
       return { addon: prebuilt.addon, handle: prebuilt.handle, sources };
     const version = loaded.addon.literalsVersion();
@@ -495,8 +619,11 @@ export class CodenameEngine {
     return new CodenameStream(this, onMatch);
   }
 
-  /** @internal Scans `window` (carry + chunk) and reports matches that end past `carryLength`. */
-  scanWindow(window: Buffer, carryLength: number, base: number, onMatch: (m: RawMatch) => void): void {
+  /**
+   * @internal Scans `window` (carry + chunk) and reports matches that end past `carryLength`;
+   * `split: false` leaves out the split-literal search (the prefilter found none can be there).
+   */
+  scanWindow(window: Buffer, carryLength: number, base: number, onMatch: (m: RawMatch) => void, split = true): void {
     // Latin-1 text of the window, decoded only when needed (the native engine needs it for split literals only).
     let decoded: string | undefined;
     const text = () => {
@@ -529,7 +656,7 @@ export class CodenameEngine {
       });
     }
     const slice = (from: number, to: number) => (decoded !== undefined ? decoded.slice(from, to) : window.toString('latin1', from, to));
-    if (!this.#plainOnly) this.#scanSplit(window, text, slice, report);
+    if (!this.#plainOnly && split) this.#scanSplit(window, text, slice, report);
   }
 
   /** What the regular expression's match `matched` at `at` reports: its needle, if the case and word boundaries agree. */
@@ -566,11 +693,10 @@ export class CodenameEngine {
       }
       if (longest > 0) this.#reportRegexMatch(window, window.toString('latin1', at, at + longest), at, report);
     }
-    const needles = this.#plan.exact;
     for (let k = 0; k < pairs.length; k += 2) {
       const id = pairs[k] as number;
       if (id < regexCount) continue;
-      const needle = needles[id - regexCount] as PlannedNeedle;
+      const needle = this.#plan.exactNeedle(id - regexCount);
       const at = pairs[k + 1] as number;
       const end = at + needle.text.length;
       if (
@@ -699,10 +825,11 @@ export class CodenameStream {
   /**
    * Scans one window out of stream order: the chunk at `base + carryLength` with the
    * `carryLength` bytes before it (as {@link write} would keep them), for a reader that skips
-   * chunks it knows hold nothing. Not to be mixed with {@link write} on one stream.
+   * chunks it knows hold nothing (`split: false`: no split literal either). Not to be mixed
+   * with {@link write} on one stream.
    */
-  writeWindow(window: Buffer, carryLength: number, base: number): void {
-    this.#engine.scanWindow(window, carryLength, base, this.#onMatch);
+  writeWindow(window: Buffer, carryLength: number, base: number, split = true): void {
+    this.#engine.scanWindow(window, carryLength, base, this.#onMatch, split);
   }
 
   /** Bytes seen so far. */

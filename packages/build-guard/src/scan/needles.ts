@@ -144,18 +144,27 @@ function encodedForms(v: string, add: (text: string, encoding: Encoding) => void
 }
 
 /**
- * @internal {@link needlesFor}'s needles as Latin-1 strings, without a buffer per needle: a
- * literal set of 1,000 codenames (22,000 needles) is derived in milliseconds.
+ * @internal Refuses a codename no needle can be made of.
  *
- * @throws {BuildGuardError} `ERR_SCAN_CONFIG` as {@link needlesFor}.
+ * @throws {BuildGuardError} `ERR_SCAN_CONFIG` for a codename under {@link MIN_CODENAME_LENGTH} characters or with a line break.
  */
-export function needleForms(codename: string, options: NeedleOptions = {}): NeedleForm[] {
+export function checkCodename(codename: string): void {
   if ([...codename].length < MIN_CODENAME_LENGTH || /[\r\n]/.test(codename)) {
     throw new BuildGuardError(
       'ERR_SCAN_CONFIG',
       `expected a codename of at least ${MIN_CODENAME_LENGTH} characters on one line, got ${JSON.stringify(codename)}`,
     );
   }
+}
+
+/**
+ * @internal {@link needlesFor}'s needles as Latin-1 strings, without a buffer per needle: a
+ * literal set of 1,000 codenames (22,000 needles) is derived in milliseconds.
+ *
+ * @throws {BuildGuardError} `ERR_SCAN_CONFIG` as {@link needlesFor}.
+ */
+export function needleForms(codename: string, options: NeedleOptions = {}): NeedleForm[] {
+  checkCodename(codename);
   const fold = options.ignoreCase === true;
   const out: NeedleForm[] = [];
   const seen = new Set<string>();

@@ -1,7 +1,7 @@
-import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import {
   cacheDirectory,
+  crypto,
   type EngineOptions,
   type LiteralPlan,
   literalPlan,
@@ -31,6 +31,12 @@ export const PREFILTER_AUDIT_ALL = 8;
  * codename or a split literal. A flagged file without listed windows is read whole.
  */
 export const PREFILTER_WINDOW = 0xffff;
+/**
+ * The pattern index under which a listed window is listed again when it may hold a split
+ * literal (where the result says `splitWindows`): the others are read without the
+ * split-literal search.
+ */
+export const PREFILTER_SPLIT_WINDOW = 0xfffe;
 
 type PrefilterAddon = NativeLiterals & Required<Pick<NativeLiterals, 'prefilterFiles' | 'literalsCompilePacked'>>;
 
@@ -45,6 +51,11 @@ export interface PrefilterSets extends PrebuiltLiterals {
   readonly triggers: unknown;
   readonly audit: unknown;
   readonly maxLength: number;
+  /**
+   * Writes a set compiled now to the cache, once; the scan calls it while the prefilter's
+   * threads run, so the write costs no time on a machine with a core to spare.
+   */
+  readonly persist?: () => void;
 }
 
 /** What the prefilter found, per file in the order given. */
@@ -60,6 +71,8 @@ export interface PrefilterResult {
    */
   readonly events: Float64Array;
   readonly eventStarts: Float64Array;
+  /** Whether windows that may hold a split literal are listed ({@link PREFILTER_SPLIT_WINDOW}); else any may. */
+  readonly splitWindows?: boolean;
 }
 
 const MAGIC = Buffer.from('MOATSCN1');
@@ -68,7 +81,7 @@ const PROBE = 'Probe\u00e9Codename';
 
 /** The cache key of a set: the library, the needle forms, the options and the codenames. */
 function setKey(codenames: readonly string[], options: EngineOptions, version: string): string {
-  const hash = createHash('sha256').update(`moat-scan-prefilter/1\0${version}\0`);
+  const hash = crypto().createHash('sha256').update(`moat-scan-prefilter/1\0${version}\0`);
   hash.update(JSON.stringify([options.plainOnly === true, options.ignoreCase === true, options.wholeWord === true]));
   const field = (bytes: Uint8Array | string) => {
     const b = typeof bytes === 'string' ? Buffer.from(bytes, 'utf8') : bytes;
@@ -128,7 +141,7 @@ function decodeEntry(bytes: Buffer | undefined): (CachedLiterals & { database: B
  * The prefilter's compiled sets for these codenames, or `undefined` where it cannot run or
  * does not pay (then the scan goes file by file as before). A cached set is loaded without
  * deriving a single needle; otherwise a large set is searched directly ({@link searchDirectly})
- * and a small one (or any, with `engine: 'native'`) compiled and cached.
+ * and a small one (or any, with `engine: 'native'`) compiled, to be cached by `persist`.
  */
 export function prefilterSets(
   codenames: readonly string[],
@@ -148,6 +161,7 @@ export function prefilterSets(
     let set = decodeEntry(readCache(file));
     let handle: unknown;
     let plan: LiteralPlan | undefined;
+    let persist: (() => void) | undefined;
     if (set !== undefined) {
       handle = (addon as PrefilterAddon).literalsCompilePacked(set.packed, set.lengths, set.caseless, set.database);
     } else {
@@ -157,7 +171,16 @@ export function prefilterSets(
       // A large set with nothing cached: searched directly, nothing compiled to cache.
       const direct = searchDirectly(addon, set.lengths.length, options);
       handle = (addon as PrefilterAddon).literalsCompilePacked(set.packed, set.lengths, set.caseless, undefined, direct);
-      if (!direct) writeCache(file, encodeEntry(set, addon.literalsSerialize(handle)));
+      if (!direct && file !== undefined) {
+        const compiled = set;
+        const database = handle;
+        let written = false;
+        persist = () => {
+          if (written) return;
+          written = true;
+          writeCache(file, encodeEntry(compiled, addon.literalsSerialize(database)));
+        };
+      }
     }
     return {
       addon: addon as PrefilterAddon,
@@ -167,6 +190,7 @@ export function prefilterSets(
       caseless: set.caseless,
       maxLength: set.maxLength,
       ...(plan === undefined ? {} : { plan }),
+      ...(persist === undefined ? {} : { persist }),
       triggers: options.plainOnly === true ? null : addon.regexCompile(TRIGGER_SOURCES),
       audit: auditSources === undefined ? null : addon.regexCompile(auditSources),
     };
@@ -176,7 +200,7 @@ export function prefilterSets(
 }
 
 /**
- * Runs the prefilter over regular files on `threads` native threads (mmap, one libhs pass per
+ * Runs the prefilter over regular files on `threads` native threads (pread, one libhs pass per
  * window), with the chunk size the exact scan reads in and the audit's carry.
  */
 export function prefilterFiles(

@@ -234,6 +234,45 @@ describe('configuration', () => {
     expect(() => parseCodenames('Cap\n')).toThrow(/ERR_SCAN_CONFIG: expected a codename of at least 4 characters on line 1, got "Cap"/);
   });
 
+  it('reads any codename list as the line-by-line reading does (comments, CRLF, short names, any UTF-16)', () => {
+    // The reading before the fast path: every line through the comment expression, code points counted.
+    const reference = (text: string): string[] | string => {
+      const out: string[] = [];
+      for (const [i, raw] of text.split(/\r?\n/).entries()) {
+        const line = raw.replace(/\s+#.*$|^#.*$/, '').trim();
+        if (line === '') continue;
+        if ([...line].length < 4) return `line ${i + 1}`;
+        out.push(line);
+      }
+      return [...new Set(out)];
+    };
+    const piece = fc.constantFrom(
+      'Capybara',
+      'Nötfall',
+      '😀😀😀',
+      '😀😀',
+      'ab',
+      '#',
+      ' # x',
+      '\r\n',
+      '\n',
+      '\r',
+      ' ',
+      '\t',
+      '\u00a0',
+      'abcd',
+    );
+    fc.assert(
+      fc.property(fc.array(fc.oneof(piece, fc.string({ unit: 'binary', maxLength: 6 })), { maxLength: 20 }), (pieces) => {
+        const text = pieces.join('');
+        const expected = reference(text);
+        if (typeof expected === 'string') expect(() => parseCodenames(text)).toThrow(expected);
+        else expect(parseCodenames(text)).toEqual(expected);
+      }),
+      { numRuns: 500 },
+    );
+  });
+
   it('requires a reason for every allowlist entry and applies it', async () => {
     expect(() => parseAllowlist('[{"codename":"Capybara","path":"**"}]')).toThrow(/allowlist\[0\].reason/);
     expect(() => parseAllowlist('{')).toThrow(/ERR_SCAN_CONFIG: expected the allowlist as JSON/);

@@ -4,13 +4,14 @@ import { availableParallelism } from 'node:os';
 import { basename, join, matchesGlob } from 'node:path';
 import { errorMessage } from '@moat/protocol/support';
 import { BuildGuardError } from '../errors.js';
-import { CodenameEngine, type EngineOptions, type PrebuiltLiterals, type RawMatch } from './engine.js';
+import { CodenameEngine, compileLimit, type EngineOptions, type PrebuiltLiterals, type RawMatch } from './engine.js';
 import { type Encoding, formPhrase } from './needles.js';
 import {
   PREFILTER_AUDIT,
   PREFILTER_AUDIT_ALL,
   PREFILTER_CODENAME,
   PREFILTER_SPLIT,
+  PREFILTER_SPLIT_WINDOW,
   PREFILTER_WINDOW,
   type PrefilterResult,
   prefilterFiles,
@@ -348,21 +349,27 @@ const isTarball = (path: string) => /\.(tgz|tar\.gz)$/.test(path);
  * exact way. `undefined` when the prefilter cannot run.
  */
 async function scanPrefiltered(paths: readonly string[], options: ScanOptions): Promise<ScanReport | undefined> {
-  const sets = prefilterSets(options.codenames, options, options.sourceMaps === false ? undefined : AUDIT_SOURCES);
-  if (sets === undefined) return undefined;
   const { files, errors } = await listFiles(paths);
+  // Nothing cached: libhs compiles only a set whose compile time the bytes to read pay back.
+  const bytes = files.reduce((n, f) => n + f.size, 0);
+  const setOptions = { ...options, directAbove: options.directAbove ?? compileLimit(bytes) };
+  const sets = prefilterSets(options.codenames, setOptions, options.sourceMaps === false ? undefined : AUDIT_SOURCES);
+  if (sets === undefined) return undefined;
   const direct = files.filter((f) => !isTarball(f.path) && !f.path.endsWith('.map'));
   const threads = Math.max(1, options.workers ?? availableParallelism());
   const chunkSize = options.chunkSize ?? DEFAULT_CHUNK;
   let result: Awaited<ReturnType<typeof prefilterFiles>>;
   try {
-    result = await prefilterFiles(
+    const running = prefilterFiles(
       sets,
       direct.map((f) => f.path),
       chunkSize,
       AUDIT_CARRY,
       threads,
     );
+    // The cache is written while the prefilter's threads read the files.
+    sets.persist?.();
+    result = await running;
   } catch {
     return undefined;
   }
@@ -388,7 +395,7 @@ async function scanVerdict(scan: SequentialScan, path: string, result: Prefilter
     else scan.cleared(path, size);
   } else if (flags & PREFILTER_AUDIT_ALL || !events.some((x, k) => k % 3 === 1 && x === PREFILTER_WINDOW))
     await scan.file(path, size, 'exact');
-  else await scan.windows(path, size, events);
+  else await scan.windows(path, size, events, result.splitWindows === true);
 }
 
 /** Lists the regular files under the inputs (directories recursively, skipping `.git`). */
@@ -481,12 +488,16 @@ const DEFAULT_CHUNK = 1024 * 1024;
 
 type ScanState = { findings: Finding[]; suppressed: number; files: number; bytes: number; errors: ScanReport['errors'] };
 
-/** The bytes of an open file at an offset, read synchronously (a few per file: cheaper than the thread pool). */
-function withReader<T>(path: string, use: (read: (offset: number, length: number) => Buffer) => T): T {
+/**
+ * The bytes of an open file at an offset, read synchronously (a few per file: cheaper than the
+ * thread pool), into `into` when it is large enough (fresh memory costs page faults).
+ */
+function withReader<T>(path: string, use: (read: (offset: number, length: number, into?: Buffer) => Buffer) => T): T {
   const fd = openSync(path, 'r');
   try {
-    return use((offset, length) => {
-      const bytes = Buffer.allocUnsafe(Math.max(0, length));
+    return use((offset, length, into) => {
+      const bytes =
+        into !== undefined && into.length >= length ? into.subarray(0, Math.max(0, length)) : Buffer.allocUnsafe(Math.max(0, length));
       return bytes.subarray(0, readSync(fd, bytes, 0, bytes.length, offset));
     });
   } finally {
@@ -659,19 +670,27 @@ class SequentialScan {
   /**
    * The exact scan of the windows the prefilter lists (`PREFILTER_WINDOW` events), each read
    * with the carry the stream would have kept, then the audit from the prefilter's matches.
+   * `splitListed`: the prefilter lists windows that may hold a split literal
+   * (`PREFILTER_SPLIT_WINDOW`), and the others are read without that search.
    */
-  async windows(path: string, size: number, events: Float64Array): Promise<void> {
+  async windows(path: string, size: number, events: Float64Array, splitListed = false): Promise<void> {
     const listed = new Set<number>();
-    for (let k = 0; k < events.length; k += 3) if (events[k + 1] === PREFILTER_WINDOW) listed.add(events[k] as number);
+    const split = new Set<number>();
+    for (let k = 0; k < events.length; k += 3) {
+      if (events[k + 1] === PREFILTER_WINDOW) listed.add(events[k] as number);
+      else if (events[k + 1] === PREFILTER_SPLIT_WINDOW) split.add(events[k] as number);
+    }
     const chunk = this.#chunkSize;
     try {
       withReader(path, (read) => {
         const stream = this.#engine().stream((m) => this.#add(codenameFinding(path, m)));
+        // One buffer for every window: the scan keeps nothing of a window it has scanned.
+        const buffer = Buffer.allocUnsafe(Math.min(size, chunk + stream.maxCarry));
         for (const k of [...listed].sort((a, b) => a - b)) {
           const start = k * chunk;
           const carry = Math.min(stream.maxCarry, start);
-          const window = read(start - carry, Math.min(size, start + chunk) - start + carry);
-          stream.writeWindow(window, carry, start - carry);
+          const window = read(start - carry, Math.min(size, start + chunk) - start + carry, buffer);
+          stream.writeWindow(window, carry, start - carry, !splitListed || split.has(k));
         }
       });
     } catch (error) {
@@ -719,10 +738,15 @@ function codenameFinding(path: string, m: RawMatch): Finding {
  */
 export function parseCodenames(text: string): string[] {
   const out: string[] = [];
-  for (const [i, raw] of text.split(/\r?\n/).entries()) {
-    const line = raw.replace(/\s+#.*$|^#.*$/, '').trim();
+  const lines = text.split('\n');
+  for (let i = 0; i < lines.length; i++) {
+    // Comments and spaces only where there are any: a list of thousands is read in a cold process.
+    const split = lines[i] as string;
+    // A CR before a line feed goes with it (as splitting on \r?\n); a last line keeps its own.
+    const raw = i < lines.length - 1 && split.endsWith('\r') ? split.slice(0, -1) : split;
+    const line = raw.includes('#') ? raw.replace(/\s+#.*$|^#.*$/, '').trim() : raw.trim();
     if (line === '') continue;
-    if ([...line].length < 4)
+    if (line.length < 4 || (line.length < 8 && [...line].length < 4))
       throw new BuildGuardError(
         'ERR_SCAN_CONFIG',
         `expected a codename of at least 4 characters on line ${i + 1}, got ${JSON.stringify(line)}`,

@@ -1,8 +1,9 @@
 import { type AttestedFetchOptions, createAttestedFetch } from '@moat/attest/client';
 import { CLIENT_FLAGS } from '@moat/protocol';
-import { loadNativeAddon } from '@moat/protocol/support';
+import { createWarner, loadNativeAddon } from '@moat/protocol/support';
 import type { LayerStatus, MoatLayer } from '../compose.js';
 import type { Endpoint } from '../endpoint.js';
+import { createInstallKeys, type InstallKeyOptions } from './install-keys.js';
 
 function attests(e: Endpoint): boolean {
   if (!e.features.includes('attestation')) return false;
@@ -16,7 +17,7 @@ export interface BindingPins {
 }
 
 /** Options of {@link attestationLayer}: the attested transport's, minus what the layer decides per endpoint. */
-export type AttestationLayerOptions = Omit<AttestedFetchOptions, 'onUnattested' | 'bindRequestFor' | 'envelopeFor'> & {
+export type AttestationLayerOptions = Omit<AttestedFetchOptions, 'onUnattested' | 'bindRequestFor' | 'envelopeFor' | 'installFor'> & {
   /**
    * `discover` (default): an origin binds requests once its discovery advertised
    * `request_binding`, and stays pinned; `always`: every Moat origin binds requests.
@@ -24,6 +25,12 @@ export type AttestationLayerOptions = Omit<AttestedFetchOptions, 'onUnattested' 
   readonly requestBinding?: 'discover' | 'always' | undefined;
   /** Where pinned origins are kept (default: in memory). */
   readonly bindingPins?: BindingPins | undefined;
+  /**
+   * Per-install keys (protocol 1.2): where the endpoint advertises `install_keys`, enroll this
+   * install on first use and stamp `i1` with its own key; an origin enrolled once keeps `i1`.
+   * Options (state directory, keystore, back-off), or `false` to stamp `r1` only (default on).
+   */
+  readonly installKeys?: InstallKeyOptions | false | undefined;
 };
 
 /**
@@ -34,22 +41,33 @@ export type AttestationLayerOptions = Omit<AttestedFetchOptions, 'onUnattested' 
  * telemetry. Stamps bind the request (protocol 1.1) where the endpoint advertises it.
  */
 export function attestationLayer(options: AttestationLayerOptions = {}): MoatLayer {
-  const { requestBinding, bindingPins, ...transportOptions } = options;
+  const { requestBinding, bindingPins, installKeys, ...transportOptions } = options;
   const endpoints = new Map<string, Endpoint>();
   // Pinned: a later discovery document without request_binding (a relay's edit) does not unbind an origin.
   const pins: BindingPins = bindingPins ?? new Set<string>();
   const statuses = new WeakMap<Endpoint, LayerStatus>();
+  const installs =
+    installKeys === false ? undefined : createInstallKeys(installKeys ?? {}, createWarner('attest', transportOptions.onWarning));
+  let addon: unknown;
   let attested: typeof fetch | undefined;
+  let enrolling: typeof fetch | undefined;
+  const onUnattested = (reason: string, url: string) => {
+    const ts = Math.floor(Date.now() / 1000);
+    endpoints.get(new URL(url).origin)?.report({ type: 'attestation_unavailable', ts, reason });
+  };
   const transport = (): typeof fetch => {
     attested ??= createAttestedFetch({
       ...transportOptions,
-      onUnattested: (reason, url) => {
-        const ts = Math.floor(Date.now() / 1000);
-        endpoints.get(new URL(url).origin)?.report({ type: 'attestation_unavailable', ts, reason });
-      },
+      onUnattested,
       bindRequestFor: (target) => requestBinding === 'always' || pins.has(target.origin),
+      ...(installs === undefined ? {} : { installFor: (target: URL, credential: string) => installs.installFor(target, credential) }),
     }) as typeof fetch;
     return attested;
+  };
+  // Enrollment requests: stamped r1 with the release key, whatever the origin's pins say.
+  const enrollTransport = (): typeof fetch => {
+    enrolling ??= createAttestedFetch({ ...transportOptions, onUnattested, bindRequestFor: () => true }) as typeof fetch;
+    return enrolling;
   };
   return {
     name: 'attest',
@@ -63,6 +81,7 @@ export function attestationLayer(options: AttestationLayerOptions = {}): MoatLay
         transportOptions.native === undefined
           ? await loadNativeAddon(() => import('@moat/native'))
           : { native: transportOptions.native, reason: 'the native transport is switched off' };
+      addon = native ?? undefined;
       statuses.set(
         e,
         native === undefined || native === null
@@ -70,13 +89,25 @@ export function attestationLayer(options: AttestationLayerOptions = {}): MoatLay
           : { layer: 'attest', state: 'on', detail: `key ${native.keyId()}` },
       );
     },
-    intercept: (next) => (call) =>
-      call.endpoint !== undefined && attests(call.endpoint) ? next({ ...call, transport: transport() }) : next(call),
-    status: (e) =>
-      statuses.get(e) ?? {
+    intercept: (next) => async (call) => {
+      const e = call.endpoint;
+      if (e === undefined || !attests(e)) return next(call);
+      if (installs === undefined) return next({ ...call, transport: transport() });
+      await installs.prepare(e, call, addon, enrollTransport());
+      const res = await next({ ...call, transport: transport() });
+      if ((res.status !== 401 && res.status !== 403) || !(await installs.refused(e, call, res, addon, enrollTransport()))) return res;
+      // Enrolled again: the refused answer is dropped and the call goes once more, stamped i1.
+      await res.body?.cancel().catch(() => {});
+      return next({ ...call, transport: transport() });
+    },
+    status: (e) => {
+      const base = statuses.get(e) ?? {
         layer: 'attest',
         state: 'off',
         detail: e.features.includes('attestation') ? 'flag off' : 'endpoint does not attest',
-      },
+      };
+      const install = base.state === 'off' ? undefined : installs?.status(e);
+      return install === undefined ? base : { ...base, detail: `${base.detail}; ${install}` };
+    },
   };
 }

@@ -14,6 +14,8 @@ export {
   loadNativeAddon,
   type NativeBinding,
   type NativeEvent,
+  type NativeInstall,
+  type NativeInstallOpenOptions,
   type NativeLoad,
   type NativeRequestOptions,
   STAMP_RESULTS,

@@ -28,6 +28,38 @@ export interface NativeRequestOptions {
   readonly pinnedPublicKey?: string;
   /** An extra CA bundle file for TLS verification (verification is always on). */
   readonly caFile?: string;
+  /**
+   * An origin whose enrolled install stamps this request (protocol 1.2, SPEC §5.4): the
+   * envelope is then `i1.<install id>.…` and the addon MACs it with that install's key
+   * instead of the release key. `request` throws `ERR_NATIVE_INSTALL_UNKNOWN` when no enrolled
+   * install is open for the origin (see {@link NativeBinding.installOpen}).
+   */
+  readonly install?: string;
+}
+
+/** What {@link NativeBinding.installOpen} tells about an install: public facts only. */
+export interface NativeInstall {
+  /** The install's X25519 public key, base64url of 32 bytes (sent in the enrollment request). */
+  readonly publicKey: string;
+  /** Whether the state holds an enrollment (then the install stamps `i1` at once). */
+  readonly enrolled: boolean;
+  /** The install id, once enrolled. */
+  readonly installId?: string;
+  /** The enrollment key id it was derived against, once enrolled. */
+  readonly ekid?: string;
+  /**
+   * What seals the private key in the state file: the kernel's persistent keyring (Linux),
+   * the Keychain (macOS), or the file's permissions alone (no keystore answered, or `keystore: 'file'`).
+   */
+  readonly sealed: 'keyring' | 'keychain' | 'file';
+}
+
+/** Options of {@link NativeBinding.installOpen}. */
+export interface NativeInstallOpenOptions {
+  /** Make a key pair (and the directory) when there is no state (default true); `false` answers `null` then. */
+  readonly create?: boolean;
+  /** `auto` (default): seal with the OS keystore where one answers; `file`: never ask one. */
+  readonly keystore?: 'auto' | 'file';
 }
 
 /**
@@ -48,6 +80,25 @@ export interface NativeBinding {
   ): { abort(): void };
   /** Key id of the compiled-in attestation key (the key itself is never exposed). */
   keyId(): string;
+  /**
+   * Loads the install state of `origin` from directory `path` (0700; the file 0600, written
+   * atomically), or makes an X25519 key pair and writes it. The private key never leaves the
+   * addon. Throws `ERR_NATIVE_INSTALL_PERMISSIONS` (a directory or file others can open, or
+   * a symbolic link), `ERR_NATIVE_INSTALL_STATE` (a file that is not a valid state, edited or
+   * corrupted), `ERR_NATIVE_INSTALL_SEALED` (the keystore key that sealed it is gone),
+   * `ERR_NATIVE_INSTALL_IO`, `ERR_NATIVE_OPTIONS`. Absent in addons before protocol 1.2.
+   */
+  installOpen?(path: string, origin: string, options?: NativeInstallOpenOptions): NativeInstall | null;
+  /**
+   * Derives the install key K_i of the install waiting at `origin` (X25519 with the verifier's
+   * enrollment key, HKDF-SHA-256 salted with the challenge, SPEC §5.4), writes the enrolled
+   * state and stamps `options.install` requests with it from now on. Throws
+   * `ERR_NATIVE_INSTALL_KEY` for a verifier key giving an all-zero secret,
+   * `ERR_NATIVE_INSTALL_UNKNOWN` when no install waits at `origin`.
+   */
+  installActivate?(origin: string, installId: string, ekid: string, verifierPublicKey: string, challenge: string): void;
+  /** Drops the install of `origin`: its key from memory, its state file (under `path`, or the open one's), its keystore key. */
+  installForget?(origin: string, path?: string): void;
   /** Whether `request` takes `options.envelope` (absent in addons before it). */
   readonly appendsEnvelope?: boolean;
   /**
@@ -85,6 +136,32 @@ export interface NativeBinding {
    */
   literalsCompilePacked(packed: Buffer, lengths: Uint32Array, caseless: Uint8Array, serialized?: Buffer, direct?: boolean): unknown;
   /**
+   * moat-scan's needle forms of codenames (its `needleForms`: same bytes, order and
+   * deduplication per codename) derived natively, as its literal set: `units` holds UTF-16
+   * strings back to back, `lengths` apart; codename c has `spellings[c]` of them (itself
+   * first, then the other spellings whose encoded forms count). `flags`: 1 plain and UTF-16
+   * forms fold case, 2 the plain form alone. The set: the unique plain and case-folding forms
+   * (`sources` of them), longest first, then every other form in order, back to back, with
+   * each literal's length, offset, codename index and kind (its index in moat-scan's
+   * encodings, | 0x80 when it folds case); `regex`: per plain or case-folding form, in order,
+   * (source index, codename index, kind).
+   */
+  literalsForms(
+    units: Uint16Array,
+    lengths: Uint32Array,
+    spellings: Uint32Array,
+    flags: number,
+  ): {
+    packed: Buffer;
+    lengths: Uint32Array;
+    offsets: Uint32Array;
+    owners: Uint32Array;
+    kinds: Uint8Array;
+    sources: number;
+    maxLength: number;
+    regex: Uint32Array;
+  };
+  /**
    * moat-scan's whole-file prefilter on native threads (see `@moat/native`'s README): per
    * file what it may hold, the errno that kept it unread, its size, and the audit's matches.
    */
@@ -97,7 +174,15 @@ export interface NativeBinding {
     maxLength: number,
     auditCarry: number,
     threads: number,
-  ): Promise<{ flags: Uint8Array; errors: Int32Array; sizes: Float64Array; events: Float64Array; eventStarts: Float64Array }>;
+  ): Promise<{
+    flags: Uint8Array;
+    errors: Int32Array;
+    sizes: Float64Array;
+    events: Float64Array;
+    eventStarts: Float64Array;
+    /** The listed windows that may hold a split literal are listed again, as pattern 0xfffe (absent: an older addon). */
+    splitWindows?: boolean;
+  }>;
   /** Which transport `request` uses in this environment: `loop` (libcurl on libuv's poll) or `thread`. */
   transportMode(): 'loop' | 'thread';
   /**
