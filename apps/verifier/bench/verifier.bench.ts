@@ -281,7 +281,9 @@ async function freshRequests(capture: Capture, shape: Genuine, stream: boolean, 
   const out = capture.state.captured;
   if (out.length !== n) throw new Error(`captured ${out.length} of ${n} ${shape} requests`);
   if (warnings.length > 0) throw new Error(`the client failed open: ${warnings.join('; ')}`);
-  if (!out.every((c) => c.body.includes('"moat_att":"r1.'))) throw new Error(`a ${shape} request went out without an r1 stamp`);
+  // An enrolled install stamps with its own key (i1), else the release key (r1); both bind the request.
+  if (!out.every((c) => /"moat_att":"[ri]1\./.test(c.body.toString('utf8'))))
+    throw new Error(`a ${shape} request went out without an r1 or i1 stamp`);
   return out;
 }
 
