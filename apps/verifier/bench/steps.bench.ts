@@ -8,6 +8,13 @@
  * - decoys: `decoyTools` for the key and period, against a cached set;
  * - JSON answer with decoys injected and none called: parse, intercept, sign, serialize,
  *   against parse and pass the upstream's bytes;
+ * - SSE answer with decoys injected and none called (the mock's stream, 64-character deltas):
+ *   read, filter, sign and serialize each event, against passing unchanged events on as
+ *   their data text as it arrived;
+ * - policy: each layer's table for the request's attributes (default flags, no rules),
+ *   evaluated by GrowthBook, against read from the features without rules;
+ * - forwarded body: the decoy tools' JSON text, serialized per request, against made once per
+ *   cached decoy set;
  * - group commit on SQLite: three commits per stamped request (nonce; reserved record;
  *   finished record), against two (nonce and reserved record together; finished record).
  *
@@ -17,9 +24,18 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BlockKeyring, decoyPeriod, decoyTools, interceptDecoyCalls, signResponse } from '@moat/distill-guard/server';
-import { parseMessagesResponse } from '@moat/protocol/messages';
-import { mockMessages, SqliteStorage } from '../dist/index.js';
+import { GrowthBook } from '@growthbook/growthbook';
+import {
+  BlockKeyring,
+  DecoyStreamFilter,
+  decoyPeriod,
+  decoyTools,
+  interceptDecoyCalls,
+  StreamSigner,
+  signResponse,
+} from '@moat/distill-guard/server';
+import { formatReceivedEvent, formatStreamEvent, parseMessagesResponse, readStreamEvents, streamEventsOf } from '@moat/protocol/messages';
+import { DEFAULT_FEATURES, Flags, mockMessages, POLICY_PREFIX, SqliteStorage } from '../dist/index.js';
 import { benchRecord } from './record.ts';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
@@ -55,6 +71,26 @@ const answer = Buffer.from(
 );
 if (interceptDecoyCalls(parseMessagesResponse(JSON.parse(answer.toString('utf8'))), cached).turn.calls.length > 0)
   throw new Error('the mock called a decoy: pick another prompt');
+const sse = [...streamEventsOf(parseMessagesResponse(JSON.parse(answer.toString('utf8'))))].map(formatStreamEvent).join('');
+const sseBytes = Buffer.from(sse);
+/** The SSE stage's work on one answer: read, withhold decoy calls, sign, write out (into a string). */
+async function relaySse(keepText: boolean): Promise<number> {
+  const filter = new DecoyStreamFilter(cached);
+  const signer = new StreamSigner(ctx, keyring);
+  let out = 0;
+  async function* body() {
+    yield sseBytes;
+  }
+  for await (const ev of readStreamEvents(body(), { keepText }))
+    for (const kept of filter.handle(ev))
+      for (const o of signer.handle(kept)) out += (keepText && o === ev ? formatReceivedEvent(o) : formatStreamEvent(o)).length;
+  return out;
+}
+const toolsText = new WeakMap([[cached, JSON.stringify(cached.map((d) => d.tool)).slice(1, -1)]]);
+const layers = Object.keys(DEFAULT_FEATURES).filter((k) => k.startsWith(POLICY_PREFIX));
+const growthbook = new GrowthBook({ features: DEFAULT_FEATURES as never });
+const flags = new Flags({ ...DEFAULT_FEATURES });
+const attributes = { id: 'key_a', model: 'claude-mock', attestation: 'valid', binding: 'request', ep: 'cli', cv: '1.0.0' };
 const keyring = new BlockKeyring([{ kid: 'bench', alg: 'hs256', secret: randomBytes(32) }], 'bench');
 const ctx = { apiKeyId: 'key_a', model: 'claude-mock' };
 const record = benchRecord;
@@ -72,6 +108,17 @@ const steps: Array<[string, (i: number) => unknown, (i: number) => unknown]> = [
     },
     () => interceptDecoyCalls(parseMessagesResponse(JSON.parse(answer.toString('utf8'))), cached).turn.calls.length === 0 && answer,
   ],
+  ['SSE answer, decoys injected, none called', () => relaySse(false), () => relaySse(true)],
+  [
+    "policy: each layer's table from the flags",
+    () =>
+      layers.map((k) => {
+        growthbook.setAttributes({ ...attributes });
+        return growthbook.getFeatureValue(k, {} as never);
+      }),
+    () => layers.map((k) => flags.value(k, {}, attributes)),
+  ],
+  ["forwarded body: the decoy tools' JSON text", () => JSON.stringify([...cached.map((d) => d.tool)]), () => `[${toolsText.get(cached)}]`],
   [
     'SQLite commits of one stamped request, sequential',
     async () => {

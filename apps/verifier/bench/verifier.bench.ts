@@ -281,7 +281,9 @@ async function freshRequests(capture: Capture, shape: Genuine, stream: boolean, 
   const out = capture.state.captured;
   if (out.length !== n) throw new Error(`captured ${out.length} of ${n} ${shape} requests`);
   if (warnings.length > 0) throw new Error(`the client failed open: ${warnings.join('; ')}`);
-  if (!out.every((c) => c.body.includes('"moat_att":"r1.'))) throw new Error(`a ${shape} request went out without an r1 stamp`);
+  // An enrolled install stamps with its own key (i1), else the release key (r1); both bind the request.
+  if (!out.every((c) => /"moat_att":"[ri]1\./.test(c.body.toString('utf8'))))
+    throw new Error(`a ${shape} request went out without an r1 or i1 stamp`);
   return out;
 }
 
@@ -367,6 +369,8 @@ const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.floor(s.length / 2)] as number;
 };
+/** `a ÷ b`, or NaN when `b` is not above 0 (a proxy that added nothing over direct gives no ratio, not a negative one). */
+const over = (a: number, b: number) => (b > 0 ? a / b : Number.NaN);
 const spread = (xs: number[], digits = 0) => `${Math.min(...xs).toFixed(digits)}–${Math.max(...xs).toFixed(digits)}`;
 
 const upstream = await child(['--upstream']);
@@ -507,8 +511,8 @@ for (const mode of ['JSON', 'SSE'] as const) {
     if (t.kind !== 'direct' && t.kind !== 'proxy')
       ratios[mode][t.name] = {
         kind: t.kind,
-        p50: added('p50').map((v, i) => v / (proxyAdded('p50')[i] as number)),
-        p99: added('p99').map((v, i) => v / (proxyAdded('p99')[i] as number)),
+        p50: added('p50').map((v, i) => over(v, proxyAdded('p50')[i] as number)),
+        p99: added('p99').map((v, i) => over(v, proxyAdded('p99')[i] as number)),
         rps10: ratio('rps10'),
         rps50: ratio('rps50'),
       };
@@ -525,14 +529,24 @@ console.log(
 console.log('');
 console.log('| mode | request | added p50 ÷ proxy | added p99 ÷ proxy | req/s ÷ proxy at 10 | req/s ÷ proxy at 50 |');
 console.log('|---|---|---:|---:|---:|---:|');
+/** A ratio's rounds that have one (a round where the proxy added nothing over direct has none), or why there is none. */
+const rounds = (xs: number[], text: (ys: number[]) => string) => {
+  const ys = xs.filter(Number.isFinite);
+  if (ys.length === 0) return 'n/a (the proxy added nothing over direct)';
+  return `${text(ys)}${ys.length < xs.length ? ` (${ys.length} of ${xs.length} rounds)` : ''}`;
+};
 const cell = (xs: number[], target: number, higher: boolean) =>
-  `${median(xs).toFixed(2)}× (${spread(xs, 2)}) ${(higher ? median(xs) >= target : median(xs) <= target) ? 'meets' : 'misses'} ${higher ? '≥' : '≤'} ${target}×`;
+  rounds(
+    xs,
+    (ys) =>
+      `${median(ys).toFixed(2)}× (${spread(ys, 2)}) ${(higher ? median(ys) >= target : median(ys) <= target) ? 'meets' : 'misses'} ${higher ? '≥' : '≤'} ${target}×`,
+  );
 for (const mode of ['JSON', 'SSE'] as const)
   for (const [name, r] of Object.entries(ratios[mode])) {
     const plain = r.kind === 'plain';
     const floor = plain ? 0.8 : 0.6;
     console.log(
-      `| ${mode} | ${name} | ${plain ? range(r.p50, 2) : cell(r.p50, 1.5, false)} | ${plain ? range(r.p99, 2) : cell(r.p99, 2, false)} | ${cell(r.rps10, floor, true)} | ${cell(r.rps50, floor, true)} |`,
+      `| ${mode} | ${name} | ${plain ? rounds(r.p50, (ys) => range(ys, 2)) : cell(r.p50, 1.5, false)} | ${plain ? rounds(r.p99, (ys) => range(ys, 2)) : cell(r.p99, 2, false)} | ${cell(r.rps10, floor, true)} | ${cell(r.rps50, floor, true)} |`,
     );
   }
 process.exit(0);

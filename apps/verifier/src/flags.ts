@@ -77,11 +77,18 @@ export function loadFeatures(file?: string): Record<string, FeatureDefinition> {
  */
 export class Flags {
   readonly #gb: GrowthBook;
+  /**
+   * The value of each feature without targeting rules (`null` for no default): the same for
+   * every request, so it is read here instead of being evaluated by GrowthBook per request.
+   */
+  readonly #fixed = new Map<string, unknown>();
   readonly features: Readonly<Record<string, FeatureDefinition>>;
 
   constructor(features: Record<string, FeatureDefinition>) {
     this.features = features;
     this.#gb = new GrowthBook({ features: features as never });
+    for (const [key, def] of Object.entries(features))
+      if (def.rules === undefined || def.rules.length === 0) this.#fixed.set(key, def.defaultValue ?? null);
   }
 
   /**
@@ -89,6 +96,9 @@ export class Flags {
    * key id, `ep`, `cv`, `model`, `attestation`); a string is taken as the key id alone.
    */
   value<T>(key: string, fallback: T, attributes?: PolicyAttributes | string): T {
+    const fixed = this.#fixed.get(key);
+    // GrowthBook's answer for a feature without rules: its default value, the fallback for none.
+    if (fixed !== undefined) return (fixed === null ? fallback : fixed) as T;
     this.#gb.setAttributes(attributes === undefined ? {} : typeof attributes === 'string' ? { id: attributes } : { ...attributes });
     return this.#gb.getFeatureValue(key, fallback as never) as T;
   }

@@ -167,9 +167,18 @@ export function parseJsonBody(raw: Buffer, maxDepth: number): { value: Record<st
   return { value: value as Record<string, unknown>, layout: systemElements === undefined ? { members } : { members, systemElements } };
 }
 
+/** A member value given as its JSON text, already serialized (by {@link rewriteMembers}, spliced as is). */
+export class JsonText {
+  constructor(readonly text: string) {}
+}
+
+/** The JSON text of a replaced member's value. */
+const jsonOf = (value: unknown): string => (value instanceof JsonText ? value.text : JSON.stringify(value));
+
 /**
  * The body's bytes with top-level members left out (`drop`) or given new values (`replace`,
- * serialized with `JSON.stringify`; a replaced member that is absent is appended), everything
+ * serialized with `JSON.stringify` unless given as {@link JsonText}; a replaced member that is
+ * absent is appended), everything
  * else exactly as the client sent it. `dropFirstSystemElement` removes `system[0]` (the
  * attribution block), and `system` itself when nothing is left.
  */
@@ -190,7 +199,7 @@ export function rewriteMembers(
     seen.add(member.key);
     if (edits.drop.has(member.key)) continue;
     if (edits.replace?.has(member.key) === true) {
-      push(Buffer.from(`${JSON.stringify(member.key)}:${JSON.stringify(edits.replace.get(member.key))}`));
+      push(Buffer.from(`${JSON.stringify(member.key)}:${jsonOf(edits.replace.get(member.key))}`));
       continue;
     }
     if (member.key === 'system' && edits.dropFirstSystemElement === true && layout.systemElements !== undefined) {
@@ -209,7 +218,7 @@ export function rewriteMembers(
     }
     push(raw.subarray(member.start, member.end));
   }
-  for (const [key, value] of edits.replace ?? []) if (!seen.has(key)) push(Buffer.from(`${JSON.stringify(key)}:${JSON.stringify(value)}`));
+  for (const [key, value] of edits.replace ?? []) if (!seen.has(key)) push(Buffer.from(`${JSON.stringify(key)}:${jsonOf(value)}`));
   parts.push(Buffer.from('}'));
   return Buffer.concat(parts);
 }

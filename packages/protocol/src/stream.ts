@@ -4,6 +4,11 @@ import { ProtocolError } from './errors.js';
 export interface MessagesStreamEvent<T = Record<string, unknown>> {
   readonly event: string;
   readonly data: T;
+  /**
+   * The event's data as it arrived, before parsing (set when {@link ReadStreamEventsOptions.keepText}
+   * asks for it): a relay that passes the event on unchanged writes it instead of serializing `data` again.
+   */
+  readonly text?: string;
 }
 
 /** Options of {@link readStreamEvents}. */
@@ -13,6 +18,8 @@ export interface ReadStreamEventsOptions {
    * that sends more without a line break or a blank line is refused, so memory stays bounded.
    */
   readonly maxLineLength?: number;
+  /** Keep each event's data text as it arrived in {@link MessagesStreamEvent.text} (default false). */
+  readonly keepText?: boolean;
 }
 
 /** Default of {@link ReadStreamEventsOptions.maxLineLength}. */
@@ -39,6 +46,7 @@ export async function* readStreamEvents<T = Record<string, unknown>>(
   options: ReadStreamEventsOptions = {},
 ): AsyncGenerator<MessagesStreamEvent<T>> {
   const max = options.maxLineLength ?? MAX_STREAM_LINE;
+  const keepText = options.keepText === true;
   const decoder = new TextDecoder();
   const parts: string[] = [];
   let partsLength = 0;
@@ -57,7 +65,8 @@ export async function* readStreamEvents<T = Record<string, unknown>>(
     dataLength = 0;
     if (text === '') return undefined;
     try {
-      return { event: name, data: JSON.parse(text) as T };
+      const parsed = JSON.parse(text) as T;
+      return keepText ? { event: name, data: parsed, text } : { event: name, data: parsed };
     } catch {
       throw new ProtocolError('ERR_STREAM_EVENT', `JSON data in event "${name}"`, JSON.stringify(text.slice(0, 60)));
     }

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { decoyPeriod, decoyTools } from '@moat/distill-guard/server';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { decoysFor } from './rewrite-request.js';
+import { decoysFor, toolsWithDecoys } from './rewrite-request.js';
 
 const secret = randomBytes(32);
 
@@ -31,5 +31,25 @@ describe('decoysFor', () => {
     expect(Object.isFrozen(now[0]?.tool.input_schema)).toBe(true);
     expect(decoysFor(secret, 'key_a', period + 1, [])).toEqual(decoyTools({ secret, apiKeyId: 'key_a', period: period + 1 }));
     expect(decoysFor(randomBytes(32), 'key_a', period, [])).not.toEqual(now);
+  });
+});
+
+describe('toolsWithDecoys', () => {
+  it('gives the text JSON.stringify gives for the real tools then the decoys, cached set or not, however often asked', () => {
+    const period = decoyPeriod();
+    fc.assert(
+      fc.property(
+        fc.array(fc.jsonValue({ maxDepth: 2 }), { maxLength: 3 }),
+        fc.constantFrom('key_a', 'key_b'),
+        fc.boolean(),
+        fc.boolean(),
+        (real, key, cached, none) => {
+          const decoys = none ? [] : cached ? decoysFor(secret, key, period, []) : decoyTools({ secret, apiKeyId: key, period });
+          const expected = JSON.stringify([...real, ...decoys.map((d) => d.tool)]);
+          expect(toolsWithDecoys(real, decoys).text).toBe(expected);
+          expect(toolsWithDecoys(real, decoys).text).toBe(expected);
+        },
+      ),
+    );
   });
 });

@@ -10,7 +10,7 @@ import {
 import type { ContentBlock, MessageParam, MessagesRequest } from '@moat/protocol/messages';
 import type { VerifierConfig } from '../config.js';
 import type { Flags, PolicyAttributes } from '../flags.js';
-import { rewriteMembers } from '../json-body.js';
+import { JsonText, rewriteMembers } from '../json-body.js';
 import type { Storage } from '../storage.js';
 import type { Evidence } from './evidence.js';
 import type { ReadRequest } from './read.js';
@@ -73,7 +73,7 @@ export async function rewriteRequest(
   if (options.injectDecoys) {
     const real = body.tools ?? [];
     decoys = decoysFor(options.secret, options.keyId, decoyPeriod(), real);
-    replace.set('tools', [...real, ...decoys.map((d) => d.tool)]);
+    replace.set('tools', toolsWithDecoys(real, decoys));
   }
   messages = answerDecoyResults(messages, decoys, options.secret);
   messages = await restoreUpstreamSignatures(messages, options.storage);
@@ -85,6 +85,20 @@ export async function rewriteRequest(
     messages,
     withMessages: (next) => rewriteMembers(read.raw, read.layout, { ...edits, replace: new Map([...replace, ['messages', next]]) }),
   };
+}
+
+/** The JSON text of a decoy set's tools (the sets are cached and frozen: serialized once per set). */
+const decoyToolsText = new WeakMap<readonly Decoy[], string>();
+
+/** `tools` as forwarded: the client's own, then the decoys (their JSON text made once per decoy set). */
+export function toolsWithDecoys(real: readonly unknown[], decoys: readonly Decoy[]): JsonText {
+  let text = decoyToolsText.get(decoys);
+  if (text === undefined) {
+    text = JSON.stringify(decoys.map((d) => d.tool)).slice(1, -1);
+    if (Object.isFrozen(decoys)) decoyToolsText.set(decoys, text);
+  }
+  if (real.length === 0) return new JsonText(`[${text}]`);
+  return new JsonText(`${JSON.stringify(real).slice(0, -1)}${text === '' ? '' : ','}${text}]`);
 }
 
 /** Keys' decoys of the current period, per secret: they depend on nothing else (at most this many keys kept). */

@@ -12,6 +12,7 @@ import {
 import { blockSignatureOf } from '@moat/protocol';
 import {
   type ContentBlock,
+  formatReceivedEvent,
   formatStreamEvent,
   type MessageParam,
   type MessagesResponse,
@@ -202,7 +203,25 @@ export async function answerStream(input: AnswerInput, first: UpstreamResponse):
   let status = 200;
   let stopped = false;
   let errored = false;
-  const emit = async (ev: StreamEvent) => {
+  /**
+   * The client may send its next turn as soon as it sees message_stop: everything it needs is
+   * stored first. The events written since the last flush (those that came with message_stop)
+   * stay corked while the record commits and go out with message_stop and the stream's end in
+   * one write, not two.
+   */
+  const storeBeforeStop = async () => {
+    const socket = res.socket;
+    socket?.cork();
+    try {
+      await rememberUpstreamSignatures(input.storage, signer.upstreamSignatures, (i) => signer.issuedSignatures.get(i));
+      await ledger.finishStored(status);
+      stopped = true;
+    } finally {
+      process.nextTick(() => socket?.uncork());
+    }
+  };
+  /** `received` is the upstream's event as read: passed on unchanged, it goes out as its own data text. */
+  const emit = async (ev: StreamEvent, received?: StreamEvent) => {
     // The message is over at message_stop: whatever the upstream sends after it is not passed on.
     if (stopped) return;
     if (ev.event === 'error') {
@@ -210,13 +229,8 @@ export async function answerStream(input: AnswerInput, first: UpstreamResponse):
       errored = true;
     }
     for (const out of signer.handle(ev)) {
-      if (out.event === 'message_stop') {
-        // The client may send its next turn as soon as it sees message_stop: everything it needs is stored first.
-        await rememberUpstreamSignatures(input.storage, signer.upstreamSignatures, (i) => signer.issuedSignatures.get(i));
-        await ledger.finishStored(status);
-        stopped = true;
-      }
-      await write(res, formatStreamEvent(out));
+      if (out.event === 'message_stop') await storeBeforeStop();
+      await write(res, out === received ? formatReceivedEvent(out) : formatStreamEvent(out));
     }
   };
   let upstream = first;
@@ -224,8 +238,8 @@ export async function answerStream(input: AnswerInput, first: UpstreamResponse):
   /** Passes one upstream stream on; a stream that breaks (socket reset, garbage) ends in an SSE error, recorded 502. */
   const relay = async (body: UpstreamResponse['body']) => {
     try {
-      for await (const ev of readStreamEvents(body)) {
-        for (const kept of filter === undefined ? [ev] : filter.handle(ev)) await emit(kept);
+      for await (const ev of readStreamEvents(body, { keepText: true })) {
+        for (const kept of filter === undefined ? [ev] : filter.handle(ev)) await emit(kept, ev);
         if (stopped) break;
       }
     } catch (error) {

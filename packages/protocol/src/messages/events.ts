@@ -96,3 +96,15 @@ function blockEvents(block: ContentBlock, split: DeltaSplitter): { start: Record
 export function formatStreamEvent(ev: StreamEvent<unknown>): string {
   return `event: ${ev.event}\ndata: ${JSON.stringify(ev.data)}\n\n`;
 }
+
+/**
+ * An event read with `readStreamEvents(…, { keepText: true })` and passed on unchanged, in the
+ * wire form of `text/event-stream` with its data text as it arrived: a relay does not serialize
+ * it again. Data that arrived over several `data:` lines (or with no text kept) is serialized
+ * as {@link formatStreamEvent} does; either way a reader gets the same event.
+ */
+export function formatReceivedEvent(ev: StreamEvent<unknown> & { readonly text?: string }): string {
+  const { text } = ev;
+  if (text === undefined || text.includes('\n') || text.includes('\r')) return formatStreamEvent(ev);
+  return `event: ${ev.event}\ndata: ${text}\n\n`;
+}

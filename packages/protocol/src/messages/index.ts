@@ -9,6 +9,6 @@
 export { readStreamEvents } from '../stream.js';
 export { assembleStream, MessageAssembler, type MessageAssemblerOptions, type StreamEvent } from './assembler.js';
 export { MessagesError, type MessagesErrorCode } from './errors.js';
-export { chunked, type DeltaSplitter, formatStreamEvent, streamEventsOf } from './events.js';
+export { chunked, type DeltaSplitter, formatReceivedEvent, formatStreamEvent, streamEventsOf } from './events.js';
 export * from './types.js';
 export { parseMessagesRequest, parseMessagesResponse } from './validate.js';
