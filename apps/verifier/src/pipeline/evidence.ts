@@ -8,6 +8,7 @@ import {
   type DecoySignal,
   INSTALL_ID_PATTERN,
   type InstallSignal,
+  installSignal,
   type RequestComponents,
   receivedRequestComponents,
 } from '@moat/protocol';
@@ -112,7 +113,7 @@ export async function gatherEvidence(input: EvidenceInput, services: VerifierSer
   const fingerprint = checkFingerprint(input.body, { salt: config.fingerprintSalt });
   // A release that binds requests never sends a v1 stamp: one from it is a downgrade (discovery edited).
   const bound = requireRequestBinding(stamp, fingerprint.clientVersion, config.releases);
-  const { attestation, install, signal: installSignal } = await installEvidence(bound, input.keyId, fingerprint, services);
+  const { attestation, install, signal: installed } = await installEvidence(bound, input.keyId, fingerprint, services);
   const keyClass = fingerprintStats.record(input.keyId, fingerprint.signal);
   const gateway = gatewayStats.record(
     input.keyId,
@@ -140,7 +141,7 @@ export async function gatherEvidence(input: EvidenceInput, services: VerifierSer
     thinking: thinking.signal,
     gateway: gateway.signals,
     decoy: decoy.signal,
-    install: installSignal,
+    install: installed,
   };
   return { signals, attestation, fingerprint, keyClass, gateway, thinking, client, clientUnavailable, decoy, install };
 }
@@ -162,11 +163,14 @@ export async function installEvidence(
 ): Promise<{ attestation: AttestationResult; install: InstallRow | undefined; signal: InstallSignal }> {
   const fromInstall = stamp.kid !== undefined && INSTALL_ID_PATTERN.test(stamp.kid);
   if (!fromInstall || (stamp.signal !== 'valid' && stamp.signal !== 'revoked')) {
-    const releaseOnly =
+    // Only a valid stamp can be `release_only`, and a valid one's binding names its scheme.
+    const scheme = fromInstall ? 'i1' : stamp.binding === 'request' ? 'r1' : stamp.binding === 'body' ? 'v1' : 'none';
+    const releaseSpeaksInstallKeys =
+      scheme !== 'i1' &&
       stamp.signal === 'valid' &&
-      !fromInstall &&
       releaseFeatures(services.config.releases, { kid: stamp.kid, cv: fingerprint.clientVersion }).has('install_keys');
-    return { attestation: stamp, install: undefined, signal: releaseOnly ? 'release_only' : 'none' };
+    const signal = installSignal({ scheme, attestation: stamp.signal, releaseSpeaksInstallKeys });
+    return { attestation: stamp, install: undefined, signal };
   }
   const install = (await services.enrollment.keys.resolve(stamp.kid as string))?.row;
   if (install === undefined) return { attestation: stamp, install, signal: 'none' };
@@ -174,10 +178,9 @@ export async function installEvidence(
     const reason = 'install enrolled under another API key';
     return { attestation: { ...stamp, signal: 'invalid', binding: 'none', reason }, install: undefined, signal: 'none' };
   }
-  if (stamp.signal === 'revoked') return { attestation: stamp, install, signal: 'revoked' };
-  if (install.overLimit) return { attestation: stamp, install, signal: 'over_limit' };
   const fresh = now - install.created < services.config.installNewHours * 3_600_000;
-  return { attestation: stamp, install, signal: fresh ? 'new' : 'known' };
+  const state = install.overLimit ? 'over_limit' : fresh ? 'new' : 'known';
+  return { attestation: stamp, install, signal: installSignal({ scheme: 'i1', attestation: stamp.signal, install: state }) };
 }
 
 /** Address fan-in keyed by install: one install key used from many addresses is `address_fan_in`. */
