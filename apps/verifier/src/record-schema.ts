@@ -204,6 +204,24 @@ export function rowOf(record: RequestRecord): unknown[] {
   );
 }
 
+/**
+ * Finishing a reserved record in place: `UPDATE … WHERE id = ? AND ts = ? AND key_id IS ?`
+ * setting every other column, and the parameters it takes from a {@link rowOf} row. The row's
+ * id, time and key are what the `records_ts` and `records_key` indexes order; leaving them
+ * out of the `SET` list spares those indexes a rewrite. A row whose time or key differs (or
+ * none) changes nothing, and the caller then writes the record whole.
+ */
+export function finishReservedSql(): { readonly sql: string; readonly params: (row: readonly unknown[]) => unknown[] } {
+  const kept = new Set(['id', 'ts', 'key_id']);
+  const index = (column: string) => RECORD_COLUMNS.findIndex((c) => c.column === column);
+  const set = RECORD_COLUMNS.flatMap((c, i) => (kept.has(c.column) ? [] : [[c.column, i] as const]));
+  const where = ['id', 'ts', 'key_id'].map(index);
+  return {
+    sql: `UPDATE records SET ${set.map(([c]) => `${c} = ?`).join(', ')} WHERE id = ? AND ts = ? AND key_id IS ?`,
+    params: (row) => [...set.map(([, i]) => row[i]), ...where.map((i) => row[i])],
+  };
+}
+
 /** A stored row as a record, from either backend (PostgreSQL gives BIGINT as text and JSONB parsed). */
 export function recordOf(row: Readonly<Record<string, unknown>>): RequestRecord {
   const out: Record<string, unknown> = {};

@@ -11,6 +11,7 @@ import type { AddressInfo } from 'node:net';
 import { createAttestedFetch } from '@moat/attest/client';
 import { tagFingerprint } from '@moat/fingerprint/client';
 import { devKeyFile } from '@moat/native/dev-key';
+import fc from 'fast-check';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
@@ -146,6 +147,37 @@ describe.each(backends)('%s storage', { timeout: 30_000 }, (name, open) => {
       const outcomes = await Promise.allSettled([s.insertRecord(record('g1', 1)), s.insertRecord(record('i0', 6000))]);
       expect(outcomes.map((o) => o.status)).toEqual(['rejected', 'fulfilled']);
       expect((await s.queryRecords({ limit: 100 })).filter((r) => r.id === 'g1' || r.id === 'i0')).toHaveLength(2);
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('finishing a record leaves exactly the finished record, whatever the reserved row held or whether there was one', async () => {
+    const s = await open();
+    const fields = fc.record({
+      ts: fc.constantFrom(1000, 1001),
+      keyId: fc.constantFrom(null, 'key_a', 'key_b'),
+      installId: fc.constantFrom(null, `i${'0'.repeat(24)}`),
+      batch: fc.constantFrom(null, 'rec_batch'),
+      status: fc.constantFrom(null, 200, 503),
+      verdict: fc.constantFrom('allow', 'block'),
+      reasons: fc.array(fc.constantFrom('a', 'b:c'), { maxLength: 2 }),
+      attestation: fc.constantFrom('valid', 'missing'),
+    });
+    let n = 0;
+    try {
+      await fc.assert(
+        fc.asyncProperty(fc.option(fields, { nil: undefined }), fields, fc.boolean(), async (reserved, finished, twice) => {
+          const id = `f${n++}`;
+          if (reserved !== undefined) await s.insertRecord(record(id, reserved.ts, { ...reserved, status: null }));
+          const last = record(id, finished.ts, finished as Partial<RequestRecord>);
+          await s.insertRecord(last, { upsert: true });
+          if (twice) await s.insertRecord(last, { upsert: true }); // a spool drained twice
+          const rows = (await s.queryRecords({ limit: 1000 })).filter((r) => r.id === id);
+          expect(rows).toEqual([last]);
+        }),
+        { numRuns: 60 },
+      );
     } finally {
       await s.close();
     }

@@ -7,6 +7,7 @@ import {
   ACTIVITY_COLUMNS,
   activityOf,
   EXISTING_COLUMNS_SQL,
+  finishReservedSql,
   insertRecordSql,
   type KeyActivity,
   migrationSql,
@@ -159,6 +160,7 @@ export class SqliteStorage implements Storage {
   readonly #lookupKey: Database.Statement;
   readonly #insertRecord: Database.Statement;
   readonly #upsertRecord: Database.Statement;
+  readonly #finishReserved: { readonly statement: Database.Statement; readonly params: (row: readonly unknown[]) => unknown[] };
   readonly #probeWrite: () => void;
   readonly #finishRecord: Database.Statement;
   readonly #insertNonce: Database.Statement;
@@ -191,7 +193,8 @@ export class SqliteStorage implements Storage {
     this.db.exec(`
       CREATE TABLE IF NOT EXISTS api_keys (id TEXT PRIMARY KEY, hash BLOB NOT NULL UNIQUE, label TEXT NOT NULL, created INTEGER NOT NULL, revoked INTEGER NOT NULL DEFAULT 0);
       ${recordsTableSql('sqlite')}
-      CREATE TABLE IF NOT EXISTS nonces (kid TEXT NOT NULL, nonce TEXT NOT NULL, expires INTEGER NOT NULL, PRIMARY KEY (kid, nonce));
+      -- WITHOUT ROWID: one B-tree per nonce written, not a table and its key index.
+      CREATE TABLE IF NOT EXISTS nonces (kid TEXT NOT NULL, nonce TEXT NOT NULL, expires INTEGER NOT NULL, PRIMARY KEY (kid, nonce)) WITHOUT ROWID;
       CREATE TABLE IF NOT EXISTS telemetry (ts INTEGER NOT NULL, key_id TEXT, type TEXT NOT NULL, event TEXT NOT NULL);
       CREATE TABLE IF NOT EXISTS snapshots (name TEXT PRIMARY KEY, data TEXT NOT NULL, updated INTEGER NOT NULL);
       CREATE TABLE IF NOT EXISTS upstream_signatures (ours TEXT PRIMARY KEY, theirs TEXT NOT NULL, created INTEGER NOT NULL);
@@ -206,6 +209,8 @@ export class SqliteStorage implements Storage {
     this.installs = new SqliteInstallStore(this.db);
     this.#insertRecord = this.db.prepare(insertRecordSql('sqlite', 'insert'));
     this.#upsertRecord = this.db.prepare(insertRecordSql('sqlite', 'upsert'));
+    const finish = finishReservedSql();
+    this.#finishReserved = { statement: this.db.prepare(finish.sql), params: finish.params };
     // The write requests make, undone in the same transaction: what readiness and start-up check.
     const probeInsert = this.db.prepare(
       "INSERT OR IGNORE INTO records (id, ts, attestation, fingerprint, gateway, relay, thinking, verdict, reasons) VALUES ('~probe', 0, 'missing', 'missing', '[]', '[]', 'none', 'allow', '[]')",
@@ -274,10 +279,17 @@ export class SqliteStorage implements Storage {
 
   /** Writes a request record; resolves once it is committed (before the request is answered). */
   insertRecord(record: RequestRecord, options: { readonly upsert?: boolean } = {}): Promise<void> {
-    const statement = options.upsert === true ? this.#upsertRecord : this.#insertRecord;
     const row = rowOf(record);
+    if (options.upsert !== true)
+      return this.#enqueue(() => {
+        this.#insertRecord.run(row);
+      });
+    // A reserved record is finished in place (fewer pages rewritten per commit); anything else
+    // (no such row, or one with another time or key) is written whole.
+    const finish = this.#finishReserved;
+    const params = finish.params(row);
     return this.#enqueue(() => {
-      statement.run(row);
+      if (finish.statement.run(params).changes === 0) this.#upsertRecord.run(row);
     });
   }
 
