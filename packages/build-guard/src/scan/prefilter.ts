@@ -1,3 +1,4 @@
+import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   cacheDirectory,
@@ -97,6 +98,16 @@ function setKey(codenames: readonly string[], options: EngineOptions, version: s
   return hash.digest('hex');
 }
 
+/** Whether `dir` holds a prefilter cache entry at all (a fresh machine's has none, or no directory). */
+function hasPrefilterEntries(dir: string | undefined): boolean {
+  if (dir === undefined) return false;
+  try {
+    return readdirSync(dir).some((name) => name.endsWith('.moatscan'));
+  } catch {
+    return false;
+  }
+}
+
 /** A literal set back to back, and its longest literal: what the cache holds. */
 interface CachedLiterals extends PackedLiterals {
   readonly maxLength: number;
@@ -157,8 +168,11 @@ export function prefilterSets(
     const version = addon.literalsVersion();
     if (version === undefined) return undefined;
     const dir = cacheDirectory();
-    const file = dir === undefined ? undefined : join(dir, `${setKey(codenames, options, version)}.moatscan`);
-    let set = decodeEntry(readCache(file));
+    // The key hashes every codename, and the first hash of a process pays for loading and
+    // starting node:crypto (about 15 ms): not paid where the cache holds no set to find.
+    let key: string | undefined;
+    const fileName = () => (dir === undefined ? undefined : join(dir, `${(key ??= setKey(codenames, options, version))}.moatscan`));
+    let set = hasPrefilterEntries(dir) ? decodeEntry(readCache(fileName())) : undefined;
     let handle: unknown;
     let plan: LiteralPlan | undefined;
     let persist: (() => void) | undefined;
@@ -171,14 +185,14 @@ export function prefilterSets(
       // A large set with nothing cached: searched directly, nothing compiled to cache.
       const direct = searchDirectly(addon, set.lengths.length, options);
       handle = (addon as PrefilterAddon).literalsCompilePacked(set.packed, set.lengths, set.caseless, undefined, direct);
-      if (!direct && file !== undefined) {
+      if (!direct && dir !== undefined) {
         const compiled = set;
         const database = handle;
         let written = false;
         persist = () => {
           if (written) return;
           written = true;
-          writeCache(file, encodeEntry(compiled, addon.literalsSerialize(database)));
+          writeCache(fileName(), encodeEntry(compiled, addon.literalsSerialize(database)));
         };
       }
     }

@@ -349,6 +349,27 @@ describe('output', () => {
     expect(human.stdout).toContain('internal codename "Kaquimu" encoded as escape-x');
   });
 
+  it('a scan with nothing cached neither hashes a cache key nor loads node:crypto; one with a cached set still finds it', () => {
+    const file = write('fresh.js', PLANTED.plain);
+    const cache = join(dir, 'fresh-cache');
+    // Reports, as the process exits, whether node:crypto was ever loaded.
+    const probe = `data:text/javascript,process.on('exit',()=>process.stderr.write('crypto:'+process.moduleLoadList.includes('NativeModule crypto')))`;
+    const run = (...args: string[]) =>
+      spawnSync(process.execPath, ['--import', probe, cli, '--codename', CODENAME, '--json', ...args, file], {
+        encoding: 'utf8',
+        env: { ...process.env, MOAT_SCAN_CACHE_DIR: cache },
+      });
+    const fresh = run();
+    expect(fresh.status).toBe(1);
+    expect(fresh.stderr).toContain('crypto:false');
+    // `--engine native` compiles and caches the set (hashing its key); the next scan finds it by that key.
+    const native = run('--engine', 'native');
+    expect(native.stderr).toContain('crypto:true');
+    const cached = run();
+    expect(cached.stderr).toContain('crypto:true');
+    expect(JSON.parse(cached.stdout).findings).toEqual(JSON.parse(fresh.stdout).findings);
+  });
+
   it('the CLI exits 0 when clean, 1 on findings, 2 on usage and I/O errors', () => {
     const run = (...args: string[]) => spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8' });
     const clean = write('clean/a.js', 'console.log("nothing to see");');
