@@ -171,7 +171,11 @@ export function prefilterSets(
     // The key hashes every codename, and the first hash of a process pays for loading and
     // starting node:crypto (about 15 ms): not paid where the cache holds no set to find.
     let key: string | undefined;
-    const fileName = () => (dir === undefined ? undefined : join(dir, `${(key ??= setKey(codenames, options, version))}.moatscan`));
+    const fileName = () => {
+      if (dir === undefined) return undefined;
+      key ??= setKey(codenames, options, version);
+      return join(dir, `${key}.moatscan`);
+    };
     let set = hasPrefilterEntries(dir) ? decodeEntry(readCache(fileName())) : undefined;
     let handle: unknown;
     let plan: LiteralPlan | undefined;
