@@ -349,7 +349,9 @@ describe('output', () => {
     expect(human.stdout).toContain('internal codename "Kaquimu" encoded as escape-x');
   });
 
-  it('a scan with nothing cached neither hashes a cache key nor loads node:crypto; one with a cached set still finds it', () => {
+  it('a scan with nothing cached neither hashes a cache key nor loads node:crypto; one with a cached set still finds it', {
+    timeout: 60_000,
+  }, () => {
     const file = write('fresh.js', PLANTED.plain);
     const cache = join(dir, 'fresh-cache');
     // Reports, as the process exits, whether node:crypto was ever loaded.
@@ -370,7 +372,8 @@ describe('output', () => {
     expect(JSON.parse(cached.stdout).findings).toEqual(JSON.parse(fresh.stdout).findings);
   });
 
-  it('the CLI exits 0 when clean, 1 on findings, 2 on usage and I/O errors', () => {
+  // Thirteen CLI processes: on a loaded two-core runner each can take seconds to start.
+  it('the CLI exits 0 when clean, 1 on findings, 2 on usage and I/O errors', { timeout: 120_000 }, () => {
     const run = (...args: string[]) => spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8' });
     const clean = write('clean/a.js', 'console.log("nothing to see");');
     expect(run('--codename', CODENAME, clean).status).toBe(0);
