@@ -298,38 +298,47 @@ async function prefilterCase(
   return counts;
 }
 
+/** Random cases: codenames, files of planted forms and traces, options, a chunk size that cuts them. */
+const CASES = [
+  fc.uniqueArray(PREFILTER_CODENAME_ARB, { minLength: 1, maxLength: 3 }),
+  FILES,
+  PREFILTER_OPTIONS,
+  fc.integer({ min: 8, max: 300 }),
+] as const;
+
+/** Runs `body` in a fresh temporary directory whose `cache` is the scan cache, then removes it. */
+async function inScratch(prefix: string, body: (root: string) => Promise<void>): Promise<void> {
+  const root = mkdtempSync(join(tmpdir(), prefix));
+  const before = process.env.MOAT_SCAN_CACHE_DIR;
+  process.env.MOAT_SCAN_CACHE_DIR = join(root, 'cache');
+  try {
+    await body(root);
+  } finally {
+    if (before === undefined) delete process.env.MOAT_SCAN_CACHE_DIR;
+    else process.env.MOAT_SCAN_CACHE_DIR = before;
+    rmSync(root, { recursive: true, force: true });
+  }
+}
+
 describe.skipIf(!NATIVE)('the prefilter and the windows it lists change no finding', () => {
   it('the prefilter: the same reports on random files in random chunk sizes, and no file with a finding cleared', {
     timeout: 120_000,
   }, async () => {
-    const root = mkdtempSync(join(tmpdir(), 'moat-scan-prefilter-'));
-    const before = process.env.MOAT_SCAN_CACHE_DIR;
-    process.env.MOAT_SCAN_CACHE_DIR = join(root, 'cache');
-    let runs = 0;
-    const total = { cleared: 0, flagged: 0 };
-    try {
+    await inScratch('moat-scan-prefilter-', async (root) => {
+      let runs = 0;
+      const total = { cleared: 0, flagged: 0 };
       await fc.assert(
-        fc.asyncProperty(
-          fc.uniqueArray(PREFILTER_CODENAME_ARB, { minLength: 1, maxLength: 3 }),
-          FILES,
-          PREFILTER_OPTIONS,
-          fc.integer({ min: 8, max: 300 }),
-          async (codenames, files, options, chunkSize) => {
-            const counts = await prefilterCase(join(root, `run-${runs++}`), codenames, files, options, chunkSize);
-            total.cleared += counts.cleared;
-            total.flagged += counts.flagged;
-          },
-        ),
+        fc.asyncProperty(...CASES, async (codenames, files, options, chunkSize) => {
+          const counts = await prefilterCase(join(root, `run-${runs++}`), codenames, files, options, chunkSize);
+          total.cleared += counts.cleared;
+          total.flagged += counts.flagged;
+        }),
         { numRuns: Number(process.env.MOAT_PREFILTER_RUNS ?? 200) },
       );
       // Both ways were taken.
       expect(total.cleared).toBeGreaterThan(0);
       expect(total.flagged).toBeGreaterThan(0);
-    } finally {
-      if (before === undefined) delete process.env.MOAT_SCAN_CACHE_DIR;
-      else process.env.MOAT_SCAN_CACHE_DIR = before;
-      rmSync(root, { recursive: true, force: true });
-    }
+    });
   });
 
   it('compiles only what the bytes pay for; a compiled set is cached while the scan reads, and loaded next time', async () => {
@@ -473,35 +482,22 @@ describe('findings do not depend on the chunk size a file is read in', () => {
   it('random files with planted forms give the same report in random chunk sizes as in 1 MB, in every mode', {
     timeout: 300_000,
   }, async () => {
-    const root = mkdtempSync(join(tmpdir(), 'moat-scan-chunks-'));
-    const before = process.env.MOAT_SCAN_CACHE_DIR;
-    process.env.MOAT_SCAN_CACHE_DIR = join(root, 'cache');
-    let runs = 0;
-    try {
+    await inScratch('moat-scan-chunks-', async (root) => {
+      let runs = 0;
       await fc.assert(
-        fc.asyncProperty(
-          fc.uniqueArray(PREFILTER_CODENAME_ARB, { minLength: 1, maxLength: 3 }),
-          FILES,
-          PREFILTER_OPTIONS,
-          fc.integer({ min: 8, max: 300 }),
-          async (codenames, files, { direct, ...options }, chunkSize) => {
-            const dir = join(root, `run-${runs++}`);
-            writeCase(dir, codenames, files, options.ignoreCase);
-            for (const mode of MODES) {
-              const common = { codenames, ...options, ...(direct ? { directAbove: 0 } : {}), ...mode };
-              const whole = await scanPaths([dir], { ...common, chunkSize: 1 << 20 });
-              expect(JSON.stringify(await scanPaths([dir], { ...common, chunkSize }))).toBe(JSON.stringify(whole));
-            }
-            rmSync(dir, { recursive: true, force: true });
-          },
-        ),
+        fc.asyncProperty(...CASES, async (codenames, files, { direct, ...options }, chunkSize) => {
+          const dir = join(root, `run-${runs++}`);
+          writeCase(dir, codenames, files, options.ignoreCase);
+          for (const mode of MODES) {
+            const common = { codenames, ...options, ...(direct ? { directAbove: 0 } : {}), ...mode };
+            const whole = await scanPaths([dir], { ...common, chunkSize: 1 << 20 });
+            expect(JSON.stringify(await scanPaths([dir], { ...common, chunkSize }))).toBe(JSON.stringify(whole));
+          }
+          rmSync(dir, { recursive: true, force: true });
+        }),
         { numRuns: Number(process.env.MOAT_CHUNK_RUNS ?? 150) },
       );
-    } finally {
-      if (before === undefined) delete process.env.MOAT_SCAN_CACHE_DIR;
-      else process.env.MOAT_SCAN_CACHE_DIR = before;
-      rmSync(root, { recursive: true, force: true });
-    }
+    });
   });
 });
 
