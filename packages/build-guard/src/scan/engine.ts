@@ -855,8 +855,8 @@ export class CodenameStream {
    * that end before its last bytes and any held back from chunks before it.
    */
   write(chunk: Uint8Array): void {
-    const window =
-      this.#tail.length === 0 ? Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength) : Buffer.concat([this.#tail, chunk]);
+    const bytes = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+    const window = this.#tail.length === 0 ? bytes : Buffer.concat([this.#tail, bytes]);
     this.#offset += chunk.byteLength;
     this.#scan(window, window.length - this.#hold);
   }

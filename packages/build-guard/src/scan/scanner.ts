@@ -159,8 +159,8 @@ class MapAudit {
     for (let at = window.indexOf(SOURCE_MAPPING_URL, from); at !== -1; at = window.indexOf(SOURCE_MAPPING_URL, from)) {
       from = at + 1;
       const value = window.subarray(at + SOURCE_MAPPING_URL.length);
-      if (value.length < URL_HEAD || this.#pending.length > 0) this.#pending.push({ offset: base + at, value: Buffer.from(value) });
-      else this.#mappingUrl(value, base + at);
+      if (value.length >= URL_HEAD && this.#pending.length === 0) this.#mappingUrl(value, base + at);
+      else this.#pending.push({ offset: base + at, value: Buffer.from(value) });
     }
     // Lines whose `// ` ends past the carry (the window before saw the others), from a line's start.
     for (
@@ -763,7 +763,8 @@ class SequentialScan {
           const carry = Math.min(margin, start);
           const end = Math.min(size, start + chunk);
           const window = read(start - carry, Math.min(size, end + margin) - start + carry, buffer);
-          stream.writeWindow(window, carry, start - carry, !splitListed || split.has(k), Math.min(window.length, carry + end - start));
+          const own = Math.min(window.length, carry + end - start);
+          stream.writeWindow(window, carry, start - carry, !splitListed || split.has(k), own);
         }
       });
     } catch (error) {
