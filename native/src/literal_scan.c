@@ -765,6 +765,14 @@ typedef struct {
   atomic_int *file_hit; /* per file: a piece found a candidate, the others may stop */
 } worker_args;
 
+/*
+ * Bytes the split-literal search reads before chunk k and after it (windowMargin in
+ * moat-scan's engine.ts): the exact scan reads a window with as many, and reports a match in
+ * the window where it ends, so a window is listed when a split literal may be found in them.
+ * None where there are no triggers (plain forms only).
+ */
+static size_t split_margin(const moat_prefilter *job) { return job->triggers == NULL ? 0 : 2 * job->max_len + 128; }
+
 /* The carry before chunk k's window: what the stream keeps of the window before, at most `limit` bytes. */
 static size_t carry_at(size_t k, size_t chunk, size_t limit) {
   size_t carry = 0;
@@ -812,8 +820,13 @@ static void prefilter_piece(const moat_prefilter *job, piece *u, const unsigned 
     int hit = p.hit ? MOAT_PREFILTER_CODENAME : 0;
     /* Also in a window with a codename: one without a split literal is read without the split-literal search. */
     if (job->triggers != NULL) {
-      split_probe sp = {job->literals, lit_scratch, window, window_len, job->max_len, buffers, 0, 0};
-      TIMED(T_SPLIT, find_triggers(window, window_len, &sp));
+      size_t margin = split_margin(job);
+      size_t before = chunk_start < margin ? chunk_start : margin;
+      size_t after = size - chunk_end < margin ? size - chunk_end : margin;
+      const unsigned char *around = file + chunk_start - before;
+      size_t around_len = before + (chunk_end - chunk_start) + after;
+      split_probe sp = {job->literals, lit_scratch, around, around_len, job->max_len, buffers, 0, 0};
+      TIMED(T_SPLIT, find_triggers(around, around_len, &sp));
       if (sp.failed) u->failed = 1;
       if (sp.hit) hit |= MOAT_PREFILTER_SPLIT;
     }
@@ -871,13 +884,20 @@ typedef struct {
 static int prefilter_read(const moat_prefilter *job, piece *u, int fd, size_t size, read_buffer *r, hs_scratch_t *lit_scratch,
                           hs_scratch_t *audit_scratch, split_buffers *buffers, atomic_int *file_hit) {
   size_t per = job->chunk >= READ_BATCH ? 1 : READ_BATCH / job->chunk;
+  size_t margin = split_margin(job);
   size_t most_back = job->max_len > job->audit_carry ? job->max_len : job->audit_carry;
+  if (margin > most_back) most_back = margin;
   for (size_t k = u->k0; k < u->k1 && !atomic_load(file_hit); k += per) {
     size_t k1 = u->k1 - k < per ? u->k1 : k + per;
     size_t back = carry_at(k, job->chunk, job->max_len), audit_back = carry_at(k, job->chunk, job->audit_carry);
-    size_t first = k * job->chunk - (back > audit_back ? back : audit_back);
-    size_t end = k1 * job->chunk < size ? k1 * job->chunk : size;
-    if (!reserve((void **)&r->bytes, &r->cap, per * job->chunk + most_back, 1, per * job->chunk + most_back)) return ENOMEM;
+    size_t split_back = k * job->chunk < margin ? k * job->chunk : margin;
+    if (audit_back > back) back = audit_back;
+    if (split_back > back) back = split_back;
+    size_t first = k * job->chunk - back;
+    /* With the split-literal search's bytes after the batch's last chunk. */
+    size_t end = k1 * job->chunk + margin < size ? k1 * job->chunk + margin : size;
+    size_t need = per * job->chunk + most_back + margin;
+    if (!reserve((void **)&r->bytes, &r->cap, need, 1, need)) return ENOMEM;
     for (size_t got = 0; got < end - first;) {
       ssize_t n = pread(fd, r->bytes + got, end - first - got, (off_t)(first + got));
       if (n < 0 && errno == EINTR) continue;

@@ -43,7 +43,7 @@ import {
   prefilterFiles,
   prefilterSets,
 } from './prefilter.js';
-import { AUDIT_SOURCES, scanPaths } from './scanner.js';
+import { AUDIT_SOURCES, type ScanOptions, scanPaths } from './scanner.js';
 
 const require = createRequire(import.meta.url);
 const LIBHS = ['/usr/lib/x86_64-linux-gnu/libhs.so.5', '/usr/lib/aarch64-linux-gnu/libhs.so.5', '/usr/lib/libhs.so.5'].some(existsSync);
@@ -298,38 +298,47 @@ async function prefilterCase(
   return counts;
 }
 
+/** Random cases: codenames, files of planted forms and traces, options, a chunk size that cuts them. */
+const CASES = [
+  fc.uniqueArray(PREFILTER_CODENAME_ARB, { minLength: 1, maxLength: 3 }),
+  FILES,
+  PREFILTER_OPTIONS,
+  fc.integer({ min: 8, max: 300 }),
+] as const;
+
+/** Runs `body` in a fresh temporary directory whose `cache` is the scan cache, then removes it. */
+async function inScratch(prefix: string, body: (root: string) => Promise<void>): Promise<void> {
+  const root = mkdtempSync(join(tmpdir(), prefix));
+  const before = process.env.MOAT_SCAN_CACHE_DIR;
+  process.env.MOAT_SCAN_CACHE_DIR = join(root, 'cache');
+  try {
+    await body(root);
+  } finally {
+    if (before === undefined) delete process.env.MOAT_SCAN_CACHE_DIR;
+    else process.env.MOAT_SCAN_CACHE_DIR = before;
+    rmSync(root, { recursive: true, force: true });
+  }
+}
+
 describe.skipIf(!NATIVE)('the prefilter and the windows it lists change no finding', () => {
   it('the prefilter: the same reports on random files in random chunk sizes, and no file with a finding cleared', {
     timeout: 120_000,
   }, async () => {
-    const root = mkdtempSync(join(tmpdir(), 'moat-scan-prefilter-'));
-    const before = process.env.MOAT_SCAN_CACHE_DIR;
-    process.env.MOAT_SCAN_CACHE_DIR = join(root, 'cache');
-    let runs = 0;
-    const total = { cleared: 0, flagged: 0 };
-    try {
+    await inScratch('moat-scan-prefilter-', async (root) => {
+      let runs = 0;
+      const total = { cleared: 0, flagged: 0 };
       await fc.assert(
-        fc.asyncProperty(
-          fc.uniqueArray(PREFILTER_CODENAME_ARB, { minLength: 1, maxLength: 3 }),
-          FILES,
-          PREFILTER_OPTIONS,
-          fc.integer({ min: 8, max: 300 }),
-          async (codenames, files, options, chunkSize) => {
-            const counts = await prefilterCase(join(root, `run-${runs++}`), codenames, files, options, chunkSize);
-            total.cleared += counts.cleared;
-            total.flagged += counts.flagged;
-          },
-        ),
+        fc.asyncProperty(...CASES, async (codenames, files, options, chunkSize) => {
+          const counts = await prefilterCase(join(root, `run-${runs++}`), codenames, files, options, chunkSize);
+          total.cleared += counts.cleared;
+          total.flagged += counts.flagged;
+        }),
         { numRuns: Number(process.env.MOAT_PREFILTER_RUNS ?? 200) },
       );
       // Both ways were taken.
       expect(total.cleared).toBeGreaterThan(0);
       expect(total.flagged).toBeGreaterThan(0);
-    } finally {
-      if (before === undefined) delete process.env.MOAT_SCAN_CACHE_DIR;
-      else process.env.MOAT_SCAN_CACHE_DIR = before;
-      rmSync(root, { recursive: true, force: true });
-    }
+    });
   });
 
   it('compiles only what the bytes pay for; a compiled set is cached while the scan reads, and loaded next time', async () => {
@@ -404,6 +413,129 @@ describe.skipIf(!NATIVE)('the prefilter and the windows it lists change no findi
       expect(JSON.stringify(native)).toBe(JSON.stringify(js));
       expect(JSON.stringify(prefiltered)).toBe(JSON.stringify(js));
     }
+  });
+});
+
+/** Every way `scanPaths` can run: the JavaScript engine, and natively with the prefilter and without. */
+const MODES: ReadonlyArray<Pick<ScanOptions, 'engine' | 'workers' | 'prefilter'>> = [
+  { engine: 'js', workers: 1 },
+  ...(NATIVE ? [{ engine: 'native' as const }, { engine: 'native' as const, prefilter: false, workers: 1 }] : []),
+];
+
+describe('findings do not depend on the chunk size a file is read in', () => {
+  it('a whole-word codename inside a longer word is not reported where a read ends right after it', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'moat-scan-cut-'));
+    try {
+      const path = join(dir, 'a.js');
+      const text = `var a = "xx Capybaras yy"; var b = "Capybara cut";${' '.repeat(100)}`;
+      writeFileSync(path, text);
+      const at = text.indexOf('Capybara cut');
+      for (const mode of MODES) {
+        const options = { codenames: ['Capybara'], wholeWord: true, plainOnly: true, ...mode };
+        const cut = await scanPaths([path], { ...options, chunkSize: text.indexOf('Capybaras') + 'Capybara'.length });
+        const whole = await scanPaths([path], { ...options, chunkSize: 1 << 20 });
+        expect(cut.findings.map((f) => [f.offset, f.context])).toEqual([[at, text.slice(at - 24, at + 8 + 24)]]);
+        expect(JSON.stringify(cut)).toBe(JSON.stringify(whole));
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a finding keeps its whole context, however the reads cut the bytes around it', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'moat-scan-context-'));
+    try {
+      const path = join(dir, 'a.js');
+      const text = `${'abcdefghij'.repeat(6)}Zorblaxian${'klmnopqrst'.repeat(6)}`;
+      writeFileSync(path, text);
+      for (const mode of MODES)
+        for (const chunkSize of [8, 13, 61, 69, 75]) {
+          const report = await scanPaths([path], { codenames: ['Zorblaxian'], chunkSize, ...mode });
+          const whole = `${text.slice(36, 60)}Zorblaxian${text.slice(70, 94)}`;
+          expect(report.findings.map((f) => f.context)).toEqual([whole]);
+        }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a stream with lookahead holds back its last matches until end(), the same in any chunks', () => {
+    const engine = new CodenameEngine(['Capybara'], { wholeWord: true, plainOnly: true });
+    const text = Buffer.from('xx Capybaras yy Capybara');
+    const seen = (lookahead: boolean, cuts: number[], end: boolean) => {
+      const out: RawMatch[] = [];
+      const stream = engine.stream((m) => out.push(m), { lookahead });
+      let at = 0;
+      for (const cut of [...cuts, text.length]) {
+        stream.write(text.subarray(at, cut));
+        at = cut;
+      }
+      if (end) stream.end();
+      return out;
+    };
+    expect(seen(true, [11], false)).toEqual([]);
+    expect(seen(true, [11], true).map((m) => m.offset)).toEqual([16]);
+    expect(seen(true, [1, 2, 3, 5, 8, 11, 20], true)).toEqual(seen(true, [], true));
+    // Without lookahead the chunk's end is taken for the stream's: the match cut by it is reported.
+    expect(seen(false, [11], false).map((m) => m.offset)).toEqual([3, 16]);
+  });
+
+  it.skipIf(!NATIVE)(
+    'a real 9 MB bundle read in odd chunks, over several prefilter batches and threads',
+    {
+      timeout: 120_000,
+    },
+    async () => {
+      const dir = mkdtempSync(join(tmpdir(), 'moat-scan-big-'));
+      try {
+        const bundle = require.resolve('typescript/lib/typescript.js', { paths: [join(process.cwd(), '../..')] });
+        const codenames = ['Capybara', 'Tokenizer', 'Zorblaxian', 'createCompilerHost', 'function'];
+        const forms = codenames.flatMap((c) => [
+          ...needlesFor(c, {}).map((n) => Buffer.from(n.bytes)),
+          Buffer.from(`'${c.slice(0, 3)}' +  '${c.slice(3)}'`),
+        ]);
+        const bytes = readFileSync(bundle);
+        // Forms planted every 300 KB, so some straddle the chunks.
+        const parts: Buffer[] = [];
+        for (let at = 0, i = 0; at < bytes.length; at += 300_000, i++) {
+          const form = forms[i % forms.length] as Buffer;
+          parts.push(bytes.subarray(at, at + 300_000), Buffer.from(';x="'), form, Buffer.from('";'));
+        }
+        const path = join(dir, 'planted.js');
+        writeFileSync(path, Buffer.concat(parts));
+        for (const options of [{}, { wholeWord: true }, { ignoreCase: true }])
+          for (const mode of MODES.filter((m) => m.engine === 'native')) {
+            const common = { codenames, ...options, ...mode };
+            const whole = await scanPaths([path], { ...common, chunkSize: 1 << 20 });
+            expect(whole.findings.length).toBeGreaterThan(30);
+            const cut = await scanPaths([path], { ...common, chunkSize: 65_537 });
+            expect(JSON.stringify(cut)).toBe(JSON.stringify(whole));
+          }
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    },
+  );
+
+  it('random files with planted forms give the same report in random chunk sizes as in 1 MB, in every mode', {
+    timeout: 300_000,
+  }, async () => {
+    await inScratch('moat-scan-chunks-', async (root) => {
+      let runs = 0;
+      await fc.assert(
+        fc.asyncProperty(...CASES, async (codenames, files, { direct, ...options }, chunkSize) => {
+          const dir = join(root, `run-${runs++}`);
+          writeCase(dir, codenames, files, options.ignoreCase);
+          for (const mode of MODES) {
+            const common = { codenames, ...options, ...(direct ? { directAbove: 0 } : {}), ...mode };
+            const whole = await scanPaths([dir], { ...common, chunkSize: 1 << 20 });
+            expect(JSON.stringify(await scanPaths([dir], { ...common, chunkSize }))).toBe(JSON.stringify(whole));
+          }
+          rmSync(dir, { recursive: true, force: true });
+        }),
+        { numRuns: Number(process.env.MOAT_CHUNK_RUNS ?? 150) },
+      );
+    });
   });
 });
 

@@ -269,7 +269,20 @@ const LATIN1_SPACE = '[\\t\\n\\x0b\\x0c\\r \\xa0]';
 /** @internal */
 export const TRIGGER_SOURCES = [`['"\\x60]${LATIN1_SPACE}*\\+${LATIN1_SPACE}*['"\\x60]`, `\\$\\{${LATIN1_SPACE}*['"\\x60]`];
 const JUNCTION = /['"`]\s*\+\s*['"`]|\$\{\s*['"`]|['"`]\s*\}/g;
+/** Printable bytes reported on each side of a match. */
 const CONTEXT = 24;
+
+/**
+ * @internal Bytes a window reads before its own chunk and after it, for a longest needle of
+ * `maxLength` bytes: a split literal's trigger region reaches `maxLength` bytes on each side of
+ * the trigger, so two of them, and 128 for the context ({@link CONTEXT}) and a trigger's own
+ * spaces. A match is then seen whole, with its whole context and the byte after it, in the
+ * window where it ends, whatever the chunk size. The prefilter (native/src/literal_scan.c,
+ * `split_margin`) searches split literals over the same bounds.
+ */
+export function windowMargin(maxLength: number): number {
+  return 2 * maxLength + 128;
+}
 
 function printable(text: string): string {
   let out = '';
@@ -614,16 +627,26 @@ export class CodenameEngine {
     return this.#fold ? s.toLowerCase() : s;
   }
 
-  /** An independent search state for one stream. */
-  stream(onMatch: (match: RawMatch) => void): CodenameStream {
-    return new CodenameStream(this, onMatch);
+  /** An independent search state for one stream (see {@link StreamOptions} for `lookahead`). */
+  stream(onMatch: (match: RawMatch) => void, options: StreamOptions = {}): CodenameStream {
+    return new CodenameStream(this, onMatch, options);
   }
 
   /**
-   * @internal Scans `window` (carry + chunk) and reports matches that end past `carryLength`;
-   * `split: false` leaves out the split-literal search (the prefilter found none can be there).
+   * @internal Scans `window` (carry + chunk + lookahead) and reports the matches that end in
+   * the chunk: past `carryLength`, at or before `ownEnd` (the bytes after it are lookahead,
+   * read for the context and word boundaries of the chunk's matches; the matches ending there
+   * belong to the next window). `split: false` leaves out the split-literal search (the
+   * prefilter found none can be there).
    */
-  scanWindow(window: Buffer, carryLength: number, base: number, onMatch: (m: RawMatch) => void, split = true): void {
+  scanWindow(
+    window: Buffer,
+    carryLength: number,
+    base: number,
+    onMatch: (m: RawMatch) => void,
+    split = true,
+    ownEnd = window.length,
+  ): void {
     // Latin-1 text of the window, decoded only when needed (the native engine needs it for split literals only).
     let decoded: string | undefined;
     const text = () => {
@@ -631,7 +654,7 @@ export class CodenameEngine {
       return decoded;
     };
     const report = (codename: string, encoding: Encoding, at: number, length: number) => {
-      if (at + length <= carryLength) return;
+      if (at + length <= carryLength || at + length > ownEnd) return;
       const from = Math.max(0, at - CONTEXT);
       const to = Math.min(window.length, at + length + CONTEXT);
       const context = printable(decoded !== undefined ? decoded.slice(from, to) : window.toString('latin1', from, to));
@@ -709,26 +732,27 @@ export class CodenameEngine {
   }
 
   /**
-   * Where split-literal junctions start, as `TRIGGER.exec` would find them over the window's
-   * Latin-1 text (leftmost match, then on from its end): from V8 over the decoded text, or
-   * from libhs's leftmost-start matches without decoding anything.
+   * Where split-literal junctions start: every match of TRIGGER over the window's Latin-1 text,
+   * at each start (one per `+` or `${`, as the prefilter finds them), overlapping ones too, so
+   * a trigger is found the same whichever bytes before it a window starts at: from V8 over the
+   * decoded text, or from libhs's leftmost-start matches without decoding anything.
    */
   *#triggers(window: Buffer, text: () => string): Generator<readonly [index: number, length: number]> {
     if (this.#triggerSet === undefined) {
       const t = text();
       TRIGGER.lastIndex = 0;
-      for (let j = TRIGGER.exec(t); j !== null; j = TRIGGER.exec(t)) yield [j.index, j[0].length];
+      for (let j = TRIGGER.exec(t); j !== null; j = TRIGGER.exec(t)) {
+        TRIGGER.lastIndex = j.index + 1;
+        yield [j.index, j[0].length];
+      }
       return;
     }
+    // libhs reports them by end; by start, as V8 finds them.
     const triples = this.#triggerSet.addon.literalsScan(this.#triggerSet.handle, window);
-    let lastIndex = 0;
-    for (let k = 0; k < triples.length; k += 3) {
-      const start = triples[k + 1] as number;
-      const end = triples[k + 2] as number;
-      if (start < lastIndex) continue;
-      yield [start, end - start];
-      lastIndex = end;
-    }
+    const found: Array<readonly [number, number]> = [];
+    for (let k = 0; k < triples.length; k += 3)
+      found.push([triples[k + 1] as number, (triples[k + 2] as number) - (triples[k + 1] as number)]);
+    yield* found.sort((a, b) => a[0] - b[0]);
   }
 
   /** `'Capy' + 'bara'`: around each junction, remove junctions and search the plain forms. */
@@ -739,11 +763,9 @@ export class CodenameEngine {
     report: (codename: string, encoding: Encoding, at: number, length: number) => void,
   ): void {
     let splitRe: RegExp | undefined;
-    let lastEnd = -1;
     for (const [index, length] of this.#triggers(window, text)) {
-      if (index < lastEnd) continue;
       const start = Math.max(0, index - this.maxLength);
-      let end = Math.min(window.length, index + length + this.maxLength);
+      const end = Math.min(window.length, index + length + this.maxLength);
       const raw = slice(start, end);
       const kept: number[] = [];
       let joined = '';
@@ -756,8 +778,6 @@ export class CodenameEngine {
       }
       for (let p = cursor; p < raw.length; p++) kept.push(start + p);
       joined += raw.slice(cursor);
-      end = start + raw.length;
-      lastEnd = end - this.maxLength;
       splitRe ??= this.#splitRegex;
       splitRe.lastIndex = 0;
       for (let m = splitRe.exec(joined); m !== null; m = splitRe.exec(joined)) {
@@ -786,16 +806,40 @@ export class CodenameEngine {
   }
 }
 
-/** Feeds one stream's chunks to a {@link CodenameEngine}, keeping the carry between them. */
+/** Options of {@link CodenameEngine.stream}. */
+export interface StreamOptions {
+  /**
+   * Hold back the matches that end in a chunk's last {@link windowMargin} bytes until the
+   * bytes after them are written (or {@link CodenameStream.end} is called): every finding, its
+   * word boundaries and its context are then the same whatever the chunk sizes. Without it
+   * (the default) each chunk's matches are reported at once, as seen without the bytes after
+   * the chunk: a whole-word match cut by a chunk's end may be reported, and its context cut.
+   * With it, a caller must call `end()` after the last chunk, or the last matches are lost.
+   */
+  readonly lookahead?: boolean;
+}
+
+/**
+ * Feeds one stream's chunks to a {@link CodenameEngine}, keeping the bytes before each chunk
+ * (and, with {@link StreamOptions.lookahead}, the last bytes of the stream not yet reported on).
+ */
 export class CodenameStream {
   readonly #engine: CodenameEngine;
   readonly #onMatch: (match: RawMatch) => void;
-  #carry: Buffer = Buffer.alloc(0);
+  readonly #margin: number;
+  /** Bytes held back at the end of each window: the margin with lookahead, else none. */
+  readonly #hold: number;
+  /** The stream's last bytes: what was reported on (the carry), then what was not yet. */
+  #tail: Buffer = Buffer.alloc(0);
   #offset = 0;
+  /** Where the reported part of the stream ends (the rest of `#tail` is held back). */
+  #reported = 0;
   readonly #seen = new Set<string>();
 
-  constructor(engine: CodenameEngine, onMatch: (match: RawMatch) => void) {
+  constructor(engine: CodenameEngine, onMatch: (match: RawMatch) => void, options: StreamOptions = {}) {
     this.#engine = engine;
+    this.#margin = windowMargin(engine.maxLength);
+    this.#hold = options.lookahead === true ? this.#margin : 0;
     this.#onMatch = (m) => {
       // A split-literal window can see the same match twice; report each once.
       const key = `${m.offset}:${m.length}:${m.encoding}:${m.codename}`;
@@ -806,30 +850,47 @@ export class CodenameStream {
     };
   }
 
-  /** Scans the next chunk of the stream. */
+  /**
+   * Scans the next chunk of the stream: the matches that end in it, or, with lookahead, those
+   * that end before its last bytes and any held back from chunks before it.
+   */
   write(chunk: Uint8Array): void {
-    const window =
-      this.#carry.length === 0 ? Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength) : Buffer.concat([this.#carry, chunk]);
-    const base = this.#offset - this.#carry.length;
-    this.#engine.scanWindow(window, this.#carry.length, base, this.#onMatch);
+    const bytes = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+    const window = this.#tail.length === 0 ? bytes : Buffer.concat([this.#tail, bytes]);
     this.#offset += chunk.byteLength;
-    const keep = Math.min(window.length, this.#engine.maxLength);
-    this.#carry = Buffer.from(window.subarray(window.length - keep));
+    this.#scan(window, window.length - this.#hold);
   }
 
-  /** The most bytes a window carries over from the chunk before it: the longest needle's length. */
+  /** Reports the matches held back (with lookahead): the stream ends here. Writing on continues it. */
+  end(): void {
+    if (this.#reported < this.#offset) this.#scan(this.#tail, this.#tail.length);
+  }
+
+  /** Scans `window`, the stream's last bytes, reporting what ends up to `ownEnd`, and keeps its tail. */
+  #scan(window: Buffer, ownEnd: number): void {
+    const base = this.#offset - window.length;
+    const carryLength = this.#reported - base;
+    if (ownEnd > carryLength) {
+      this.#engine.scanWindow(window, carryLength, base, this.#onMatch, true, ownEnd);
+      this.#reported = base + ownEnd;
+    }
+    this.#tail = Buffer.from(window.subarray(Math.max(0, this.#reported - base - this.#margin)));
+  }
+
+  /** The most bytes a window reads before its chunk and after it: {@link windowMargin} of the longest needle. */
   get maxCarry(): number {
-    return this.#engine.maxLength;
+    return this.#margin;
   }
 
   /**
-   * Scans one window out of stream order: the chunk at `base + carryLength` with the
-   * `carryLength` bytes before it (as {@link write} would keep them), for a reader that skips
-   * chunks it knows hold nothing (`split: false`: no split literal either). Not to be mixed
-   * with {@link write} on one stream.
+   * Scans one window out of stream order, for a reader that skips chunks it knows hold nothing:
+   * the chunk at `base + carryLength` up to `ownEnd` in the window, with up to
+   * {@link maxCarry} bytes before it and after it (fewer at the stream's start and end), and
+   * reports the matches that end in the chunk (`split: false`: no split literal either). Not
+   * to be mixed with {@link write} on one stream.
    */
-  writeWindow(window: Buffer, carryLength: number, base: number, split = true): void {
-    this.#engine.scanWindow(window, carryLength, base, this.#onMatch, split);
+  writeWindow(window: Buffer, carryLength: number, base: number, split = true, ownEnd = window.length): void {
+    this.#engine.scanWindow(window, carryLength, base, this.#onMatch, split, ownEnd);
   }
 
   /** Bytes seen so far. */

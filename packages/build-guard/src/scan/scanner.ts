@@ -105,8 +105,16 @@ const isPathByte = (b: number) =>
   b === 0x2f ||
   b === 0x2d;
 const MAX_INLINE_MAP = 16 * 1024 * 1024;
-/** Bytes the audit carries from one window to the next. */
-const AUDIT_CARRY = 64;
+/**
+ * Bytes the audit carries from one window to the next: the prefilter's audit windows carry
+ * as many, so a source-path line of up to {@link MAX_PATH_LINE} bytes is seen whole in one.
+ */
+const AUDIT_CARRY = 1024;
+/** The longest line (from its `//`) the audit takes for a source-path line. */
+const MAX_PATH_LINE = 512;
+const isLineBreak = (b: number | undefined) => b === 0x0a || b === 0x0d;
+/** Bytes after a source-map URL comment's `=` the audit reads: the URL, or whether it is an inline map. */
+const URL_HEAD = 64;
 const hsBytes = (bytes: Buffer) => [...bytes].map((b) => `\\x${b.toString(16).padStart(2, '0')}`).join('');
 /**
  * @internal What {@link MapAudit} looks at, in libhs syntax, for the prefilter: a file none of these
@@ -126,6 +134,13 @@ class MapAudit {
   #sawSourcesContent = false;
   #sawUrl = false;
   readonly #paths = new Set<string>();
+  /**
+   * Source-map URL comments whose {@link URL_HEAD} bytes after the `=` run past the window: decided
+   * when the next window (or the end) gives the rest, so the same however the chunks fall.
+   */
+  readonly #pending: Array<{ offset: number; value: Buffer }> = [];
+  /** A `// ` line whose path bytes ran to the window's end: decided by the bytes after it. */
+  #line: { offset: number; bytes: Buffer } | undefined;
   constructor(
     readonly path: string,
     readonly isMap: boolean,
@@ -134,35 +149,47 @@ class MapAudit {
   ) {}
 
   window(window: Buffer, carryLength: number, base: number): void {
-    if (this.#capture !== undefined) this.#continueCapture(window.subarray(carryLength));
+    const fresh = window.subarray(carryLength);
+    if (this.#capture !== undefined) this.#continueCapture(fresh);
+    this.#settle(fresh, false);
+    this.#continueLine(fresh, false);
     if (!this.#sawSourcesContent) this.#content(window.indexOf(SOURCES_CONTENT), carryLength, base);
-    let from = Math.max(0, carryLength - SOURCE_MAPPING_URL.length);
+    // Those that end past the carry: the window before saw the others.
+    let from = Math.max(0, carryLength - SOURCE_MAPPING_URL.length + 1);
     for (let at = window.indexOf(SOURCE_MAPPING_URL, from); at !== -1; at = window.indexOf(SOURCE_MAPPING_URL, from)) {
       from = at + 1;
-      const valueStart = at + SOURCE_MAPPING_URL.length;
-      const head = window.subarray(valueStart, valueStart + 64).toString('latin1');
-      if (head.startsWith('data:')) {
-        this.add({
-          ruleId: 'moat/sourcemap/inline',
-          severity: 'error',
-          path: this.path,
-          offset: base + at,
-          message: 'inline source map (data: URI) in a shipped file',
-        });
-        this.#capture = [];
-        this.#captured = 0;
-        this.#continueCapture(window.subarray(valueStart));
-      } else this.#url(head, base + at);
+      const value = window.subarray(at + SOURCE_MAPPING_URL.length);
+      if (value.length >= URL_HEAD && this.#pending.length === 0) this.#mappingUrl(value, base + at);
+      else this.#pending.push({ offset: base + at, value: Buffer.from(value) });
     }
-    if (this.#wantsPaths()) {
-      for (let at = window.indexOf(COMMENT_START); at !== -1 && this.#paths.size < 20; at = window.indexOf(COMMENT_START, at + 1)) {
-        if (at > 0 && window[at - 1] !== 0x0a && window[at - 1] !== 0x0d) continue;
-        let end = at + COMMENT_START.length;
-        while (end < window.length && isPathByte(window[end] as number)) end++;
-        if (end < window.length && window[end] !== 0x0a && window[end] !== 0x0d) continue;
-        this.#pathLine(window.toString('latin1', at, end), end <= carryLength, base + at);
-      }
+    // Lines whose `// ` ends past the carry (the window before saw the others), from a line's start.
+    for (
+      let at = window.indexOf(COMMENT_START, Math.max(0, carryLength - COMMENT_START.length + 1));
+      at !== -1 && this.#line === undefined && this.#wantsPaths();
+      at = window.indexOf(COMMENT_START, at + 1)
+    ) {
+      if (at > 0 ? !isLineBreak(window[at - 1]) : base > 0) continue;
+      let end = at + COMMENT_START.length;
+      while (end < window.length && end - at <= MAX_PATH_LINE && isPathByte(window[end] as number)) end++;
+      if (end === window.length) this.#line = { offset: base + at, bytes: Buffer.from(window.subarray(at)) };
+      else if (isLineBreak(window[end]) && end - at <= MAX_PATH_LINE) this.#pathLine(window.toString('latin1', at, end), base + at);
     }
+  }
+
+  /** The pending `// ` line, given the stream's next bytes; `last`: there are no more. */
+  #continueLine(next: Buffer, last: boolean): void {
+    const line = this.#line;
+    if (line === undefined) return;
+    let end = 0;
+    while (end < next.length && line.bytes.length + end <= MAX_PATH_LINE && isPathByte(next[end] as number)) end++;
+    if (end === next.length && !last && line.bytes.length + end <= MAX_PATH_LINE) {
+      line.bytes = Buffer.concat([line.bytes, next]);
+      return;
+    }
+    this.#line = undefined;
+    const length = line.bytes.length + end;
+    if (length <= MAX_PATH_LINE && (end === next.length || isLineBreak(next[end])) && this.#wantsPaths())
+      this.#pathLine(Buffer.concat([line.bytes, next.subarray(0, end)]).toString('latin1'), line.offset);
   }
 
   /**
@@ -189,9 +216,9 @@ class MapAudit {
     for (const [k, list] of windows) {
       const w = bounds[k] as (typeof bounds)[number];
       for (const e of list)
-        if (e.id === 1 && e.at - w.start >= Math.max(0, w.carry - SOURCE_MAPPING_URL.length)) {
+        if (e.id === 1 && e.at + SOURCE_MAPPING_URL.length > w.start + w.carry) {
           const valueStart = e.at + SOURCE_MAPPING_URL.length;
-          const head = read(valueStart, Math.max(0, Math.min(64, w.end - valueStart))).toString('latin1');
+          const head = read(valueStart, Math.max(0, Math.min(URL_HEAD, size - valueStart))).toString('latin1');
           if (head.startsWith('data:')) return false;
           heads.set(`${k}:${e.at}`, head);
         }
@@ -205,27 +232,61 @@ class MapAudit {
         const head = e.id === 1 ? heads.get(`${k}:${e.at}`) : undefined;
         if (head !== undefined) this.#url(head, e.at);
       }
-      if (!this.#wantsPaths()) continue;
-      let last = -1;
-      for (const e of list) {
-        if (e.id !== 2 || this.#paths.size >= 20) continue;
-        // The match starts at the line break before the line, or at the window's start.
-        const lead = read(e.at, 1)[0];
-        const lineStart = lead === 0x0a || lead === 0x0d ? e.at + 1 : e.at;
-        if (lineStart === last) continue;
-        last = lineStart;
-        let end = lineStart + COMMENT_START.length;
-        let line = read(lineStart, Math.min(256, w.end - lineStart));
-        for (;;) {
-          while (end - lineStart < line.length && isPathByte(line[end - lineStart] as number)) end++;
-          if (end - lineStart < line.length || lineStart + line.length >= w.end) break;
-          line = Buffer.concat([line, read(lineStart + line.length, Math.min(4096, w.end - lineStart - line.length))]);
-        }
-        if (end < w.end && line[end - lineStart] !== 0x0a && line[end - lineStart] !== 0x0d) continue;
-        this.#pathLine(line.toString('latin1', 0, end - lineStart), end - w.start <= w.carry, lineStart);
-      }
     }
+    this.#replayPaths(events, size, read);
     return true;
+  }
+
+  /** The pending source-map URL comments, given the stream's next bytes; `last`: there are no more. */
+  #settle(next: Buffer, last: boolean): void {
+    while (this.#pending.length > 0) {
+      const first = this.#pending[0] as { offset: number; value: Buffer };
+      if (next.length > 0) for (const p of this.#pending) p.value = Buffer.concat([p.value, next]);
+      if (first.value.length < URL_HEAD && !last) return;
+      this.#pending.shift();
+      this.#mappingUrl(first.value, first.offset);
+      next = Buffer.alloc(0);
+    }
+  }
+
+  /** A source-map URL comment at `offset`, `value` the stream's bytes after its `=` (up to a window's end). */
+  #mappingUrl(value: Buffer, offset: number): void {
+    const head = value.subarray(0, URL_HEAD).toString('latin1');
+    if (head.startsWith('data:')) {
+      this.add({
+        ruleId: 'moat/sourcemap/inline',
+        severity: 'error',
+        path: this.path,
+        offset,
+        message: 'inline source map (data: URI) in a shipped file',
+      });
+      this.#capture = [];
+      this.#captured = 0;
+      this.#continueCapture(value);
+    } else this.#url(head, offset);
+  }
+
+  /**
+   * The source-path lines among the prefilter's matches, each from a line's start, read to its
+   * end (the stream's way: {@link window}); a match may start at a window's start or a line break.
+   */
+  #replayPaths(events: Float64Array, size: number, read: (offset: number, length: number) => Buffer): void {
+    if (!this.#wantsPaths()) return;
+    const starts = new Set<number>();
+    for (let k = 0; k < events.length; k += 3) {
+      if (events[k + 1] !== 2) continue;
+      const at = events[k + 2] as number;
+      const lineStart = isLineBreak(read(at, 1)[0]) ? at + 1 : at;
+      if (lineStart === 0 || isLineBreak(read(lineStart - 1, 1)[0])) starts.add(lineStart);
+    }
+    for (const lineStart of [...starts].sort((a, b) => a - b)) {
+      if (!this.#wantsPaths()) return;
+      const line = read(lineStart, Math.min(MAX_PATH_LINE + 1, size - lineStart));
+      let end = COMMENT_START.length;
+      while (end < line.length && end <= MAX_PATH_LINE && isPathByte(line[end] as number)) end++;
+      if (end <= MAX_PATH_LINE && (end === size - lineStart || isLineBreak(line[end])))
+        this.#pathLine(line.toString('latin1', 0, end), lineStart);
+    }
   }
 
   #wantsPaths(): boolean {
@@ -261,12 +322,12 @@ class MapAudit {
     });
   }
 
-  /** A whole line starting with `// ` at `offset`; `seen`: it lies in the carry, reported with the window before. */
-  #pathLine(line: string, seen: boolean, offset: number): void {
+  /** A whole line starting with `// ` at `offset`. */
+  #pathLine(line: string, offset: number): void {
     const m = SOURCE_PATH_LINE.exec(line);
     if (m === null) return;
     const p = m[1] as string;
-    if (this.#paths.has(p) || seen) return;
+    if (this.#paths.has(p)) return;
     this.#paths.add(p);
     this.add({
       ruleId: 'moat/sourcemap/source-path',
@@ -287,6 +348,8 @@ class MapAudit {
   }
 
   end(): void {
+    this.#settle(Buffer.alloc(0), true);
+    this.#continueLine(Buffer.alloc(0), true);
     if (this.#capture !== undefined) this.#finishCapture();
   }
 
@@ -542,10 +605,15 @@ class SequentialScan {
     else this.#state.findings.push(f);
   };
 
+  /** A codename stream of `name`'s findings, whose matches do not depend on where its chunks end. */
+  #codenames(name: string) {
+    return this.#engine().stream((m) => this.#add(codenameFinding(name, m)), { lookahead: true });
+  }
+
   readonly #scanBytes = (name: string, bytes: Buffer): void => {
-    this.#engine()
-      .stream((m) => this.#add(codenameFinding(name, m)))
-      .write(bytes);
+    const stream = this.#codenames(name);
+    stream.write(bytes);
+    stream.end();
   };
 
   #progress(path: string, bytes: number, total: number): void {
@@ -563,7 +631,7 @@ class SequentialScan {
     const audit = sourceMaps ? new MapAudit(name, isMap, this.#add, this.#scanBytes) : undefined;
     let carry: Buffer = Buffer.alloc(0);
     let offset = 0;
-    const codenames = mode === 'exact' ? this.#engine().stream((m) => this.#add(codenameFinding(name, m))) : undefined;
+    const codenames = mode === 'exact' ? this.#codenames(name) : undefined;
     return {
       write(chunk: Uint8Array) {
         state.bytes += chunk.byteLength;
@@ -576,6 +644,7 @@ class SequentialScan {
         offset += chunk.byteLength;
       },
       end() {
+        codenames?.end();
         audit?.end();
       },
     };
@@ -669,7 +738,9 @@ class SequentialScan {
 
   /**
    * The exact scan of the windows the prefilter lists (`PREFILTER_WINDOW` events), each read
-   * with the carry the stream would have kept, then the audit from the prefilter's matches.
+   * with the bytes before and after its chunk a stream would see, reporting what ends in the
+   * chunk (the windows the prefilter lists are those where a match may end), then the audit
+   * from the prefilter's matches.
    * `splitListed`: the prefilter lists windows that may hold a split literal
    * (`PREFILTER_SPLIT_WINDOW`), and the others are read without that search.
    */
@@ -683,14 +754,17 @@ class SequentialScan {
     const chunk = this.#chunkSize;
     try {
       withReader(path, (read) => {
-        const stream = this.#engine().stream((m) => this.#add(codenameFinding(path, m)));
+        const stream = this.#codenames(path);
+        const margin = stream.maxCarry;
         // One buffer for every window: the scan keeps nothing of a window it has scanned.
-        const buffer = Buffer.allocUnsafe(Math.min(size, chunk + stream.maxCarry));
+        const buffer = Buffer.allocUnsafe(Math.min(size, chunk + 2 * margin));
         for (const k of [...listed].sort((a, b) => a - b)) {
           const start = k * chunk;
-          const carry = Math.min(stream.maxCarry, start);
-          const window = read(start - carry, Math.min(size, start + chunk) - start + carry, buffer);
-          stream.writeWindow(window, carry, start - carry, !splitListed || split.has(k));
+          const carry = Math.min(margin, start);
+          const end = Math.min(size, start + chunk);
+          const window = read(start - carry, Math.min(size, end + margin) - start + carry, buffer);
+          const own = Math.min(window.length, carry + end - start);
+          stream.writeWindow(window, carry, start - carry, !splitListed || split.has(k), own);
         }
       });
     } catch (error) {
