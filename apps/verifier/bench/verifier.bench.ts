@@ -8,8 +8,8 @@
  *   sends: moat-chat's headers and body, untagged);
  * - "moat-chat": the verifier with the request moat-chat sends — `@moat/client` composed as
  *   moat-chat composes it (entrypoint `cli`, anti-distillation compiled in, moat-chat's user
- *   agent and headers, the attribution block with the fingerprint, an `r1` stamp from the
- *   native addon). Before measuring, the bench runs the built moat-chat itself once and
+ *   agent and headers, the attribution block with the fingerprint, a stamp from the native
+ *   addon: `i1` once the install enrolled with the verifier, as it does on first use). Before measuring, the bench runs the built moat-chat itself once and
  *   fails unless its request is byte for byte the bench's (the envelope's time, nonce and
  *   stamp aside);
  * - "sdk": the verifier with what `@anthropic-ai/sdk` sends through `createMoatFetch` with its
@@ -21,7 +21,9 @@
  * flags and telemetry to the verifier), and the bench replays each captured request once,
  * its bytes unchanged — only `Host` and `Content-Length` are set again by the load generator;
  * the verifier is configured with the capturing server's authority as its public authority,
- * as a verifier behind a load balancer is, so the `r1` binding holds. The bench fails unless
+ * as a verifier behind a load balancer is, so the stamp's binding holds. Each verifier (this
+ * build's and each of BENCH_BUILDS) has a capturing server of its own, so the client enrolls
+ * its install with the verifier that then checks its `i1` stamps. The bench fails unless
  * the verifier found every genuine request's stamp valid.
  *
  * Latency: per-request `process.hrtime.bigint()` over sequential requests on one keep-alive
@@ -77,6 +79,8 @@ if (role === '--upstream') {
   answerCpu();
   process.stdout.write(`${JSON.stringify({ url: mock.url })}\n`);
   process.on('SIGTERM', () => process.exit(0));
+  // The bench gone (finished or failed), its servers go too.
+  process.on('disconnect', () => process.exit(0));
   await new Promise(() => {});
 }
 if (role === '--proxy') {
@@ -100,6 +104,8 @@ if (role === '--proxy') {
   await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', () => r()));
   process.stdout.write(`${JSON.stringify({ url: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}` })}\n`);
   process.on('SIGTERM', () => process.exit(0));
+  // The bench gone (finished or failed), its servers go too.
+  process.on('disconnect', () => process.exit(0));
   await new Promise(() => {});
 }
 if (role === '--verifier') {
@@ -131,6 +137,8 @@ if (role === '--verifier') {
   });
   answerCpu();
   process.on('SIGTERM', () => process.exit(0));
+  // The bench gone (finished or failed), its servers go too.
+  process.on('disconnect', () => process.exit(0));
   process.stdout.write(`${JSON.stringify({ url, apiKey: key })}\n`);
   await new Promise(() => {});
 }
@@ -139,6 +147,8 @@ interface Child {
   readonly process: ChildProcess;
   readonly url: string;
   readonly apiKey?: string;
+  /** A verifier's own capturing server: each verifier enrolls its clients' installs itself. */
+  readonly capture?: Capture;
 }
 
 async function child(args: string[], nodeArgs: string[] = [], env: Record<string, string> = {}): Promise<Child> {
@@ -381,15 +391,20 @@ const cannedOf = async (stream: boolean) =>
       await request(`${upstream.url}/v1/messages`, { method: 'POST', headers: chatHeaders('upstream'), body: plainBytes(stream) })
     ).body.arrayBuffer(),
   );
-const capture = await startCapture({ json: await cannedOf(false), sse: await cannedOf(true) });
+const canned = { json: await cannedOf(false), sse: await cannedOf(true) };
 const profile = process.env.BENCH_CPU_PROF;
 const proxy = await child(['--proxy', upstream.url]);
-const startVerifier = (dist?: string) =>
-  child(
+/** A verifier behind its own capturing server (whose authority is the verifier's public one). */
+const startVerifier = async (dist?: string): Promise<Child> => {
+  const capture = await startCapture(canned);
+  const server = await child(
     ['--verifier', upstream.url, capture.authority],
     profile === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${profile}`],
     dist === undefined ? {} : { BENCH_DIST: dist },
   );
+  capture.state.verifier = server.url;
+  return { ...server, capture };
+};
 const verifier = await startVerifier();
 /** BENCH_BUILDS=name=/abs/dist/index.js,…: other builds of the verifier, each with its plain and moat-chat rows. */
 const builds = await Promise.all(
@@ -401,9 +416,7 @@ const builds = await Promise.all(
       return { name, server: await startVerifier(dist) };
     }),
 );
-capture.state.verifier = verifier.url;
-const verifierKey = verifier.apiKey as string;
-await checkAgainstMoatChat(capture, verifierKey);
+await checkAgainstMoatChat(verifier.capture as Capture, verifier.apiKey as string);
 
 const only = process.env.BENCH_TARGETS?.split(',');
 const onVerifier = (server: Child, suffix: string): Target[] =>
@@ -423,7 +436,7 @@ const genuineSent = new Map<Child, number>();
 async function requestsFor(t: Target, stream: boolean, n: number): Promise<{ list: Captured[]; repeat: boolean }> {
   if (t.kind === 'moat-chat' || t.kind === 'sdk') {
     genuineSent.set(t.server, (genuineSent.get(t.server) ?? 0) + n);
-    return { list: await freshRequests(capture, t.kind, stream, n, t.apiKey), repeat: false };
+    return { list: await freshRequests(t.server.capture as Capture, t.kind, stream, n, t.apiKey), repeat: false };
   }
   return { list: [{ headers: chatHeaders(t.apiKey), body: plainBytes(stream) }], repeat: true };
 }
@@ -475,8 +488,10 @@ for (const server of [verifier, ...builds.map((b) => b.server)]) {
     throw new Error(`the verifier found ${JSON.stringify(summary.attestation)} for ${sent} genuine requests`);
   valid += sent;
 }
-for (const c of [upstream, proxy, verifier, ...builds.map((b) => b.server)]) c.process.kill('SIGTERM');
-capture.server.close();
+for (const c of [upstream, proxy, verifier, ...builds.map((b) => b.server)]) {
+  c.process.kill('SIGTERM');
+  c.capture?.server.close();
+}
 await Promise.all([chatFetch.close(), sdkFetch.close()]);
 
 console.log(
