@@ -268,6 +268,49 @@ describe('createMoatHandler: what it serves', () => {
     await slow.close();
   });
 
+  it('a request whose client was gone before it was handled never reaches the model; recorded 499', async () => {
+    const before = seen.length;
+    const client = new AbortController();
+    client.abort();
+    const answer = await moat.fetch(
+      new Request('http://api.example/v1/messages', {
+        method: 'POST',
+        headers: { 'x-api-key': apiKey, 'content-type': 'application/json' },
+        body: JSON.stringify(ask),
+        signal: client.signal,
+      }),
+    );
+    expect(answer.status).toBe(502);
+    for (let i = 0; i < 200 && (await last())?.status !== 499; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(await last()).toMatchObject({ status: 499 });
+    expect((await last())?.reasons).toContain('client_disconnected');
+    expect(seen.length).toBe(before);
+  });
+
+  it('a body that breaks off is a 400 saying so, recorded, and never reaches the model', async () => {
+    const before = seen.length;
+    const text = JSON.stringify(ask);
+    const res = await moat.fetch(
+      new Request('http://api.example/v1/messages', {
+        method: 'POST',
+        headers: { 'x-api-key': apiKey, 'content-type': 'application/json' },
+        duplex: 'half',
+        body: new ReadableStream<Uint8Array>({
+          start(controller) {
+            controller.enqueue(new TextEncoder().encode(text.slice(0, 20)));
+            controller.error(new Error('connection reset by the client'));
+          },
+        }),
+      } as RequestInit & { duplex: 'half' }),
+    );
+    expect(res.status).toBe(400);
+    const body = (await res.json()) as { error: { type: string; message: string } };
+    expect(body.error.type).toBe('invalid_request_error');
+    expect(body.error.message).toBe('the request body could not be read (connection reset by the client)');
+    expect(await last()).toMatchObject({ status: 400, verdict: 'block' });
+    expect(seen.length).toBe(before);
+  });
+
   it('a model call that throws is a 502 the record keeps', async () => {
     const broken = await createMoatHandler({
       settings: settings(),

@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { formatStreamEvent, type StreamEvent } from '@moat/protocol/messages';
+import { errorMessage } from '@moat/protocol/support';
 import { ApiError } from './errors.js';
 
 /** Sends a JSON answer with its length. */
@@ -13,6 +14,21 @@ export function sendJson(res: ServerResponse, status: number, body: unknown, hea
 /** Sends an error in Anthropic's shape; `retry-after` when the error says when to come back. */
 export function sendError(res: ServerResponse, error: ApiError): void {
   sendJson(res, error.status, error.body(), error.retryAfterSec === undefined ? {} : { 'retry-after': String(error.retryAfterSec) });
+}
+
+/**
+ * Aborts when the client goes away before its answer ended: the response closed unfinished,
+ * also when it closed before the handler began (a web `Request` whose signal was already
+ * aborted), so no upstream is called for a client that is gone.
+ */
+export function abortWhenClientGone(res: ServerResponse): AbortController {
+  const abort = new AbortController();
+  if (res.destroyed && !res.writableFinished) abort.abort();
+  else
+    res.on('close', () => {
+      if (!res.writableFinished) abort.abort();
+    });
+  return abort;
 }
 
 /** Writes one server-sent event. */
@@ -32,13 +48,21 @@ export async function readBody(req: IncomingMessage, max: number): Promise<Buffe
   }
   const chunks: Buffer[] = [];
   let size = 0;
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length;
-    if (size > max) {
-      req.resume();
-      throw new ApiError(413, 'request_too_large', `request body exceeds the ${max}-byte limit`);
+  try {
+    for await (const chunk of req) {
+      size += (chunk as Buffer).length;
+      if (size > max) {
+        req.resume();
+        throw new ApiError(413, 'request_too_large', `request body exceeds the ${max}-byte limit`);
+      }
+      chunks.push(chunk as Buffer);
     }
-    chunks.push(chunk as Buffer);
+  } catch (error) {
+    if (error instanceof ApiError) throw error;
+    // The body broke off (a reset connection, a web request's stream that errored): the client's side.
+    throw new ApiError(400, 'invalid_request_error', `the request body could not be read (${errorMessage(error).slice(0, 120)})`, {
+      cause: error,
+    });
   }
   return chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks);
 }

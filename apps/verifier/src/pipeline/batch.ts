@@ -9,7 +9,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { ENVELOPE_MEMBER } from '@moat/protocol';
 import { authenticate } from '../auth.js';
 import { ApiError } from '../errors.js';
-import { readBody, sendJson } from '../http.js';
+import { abortWhenClientGone, readBody, sendJson } from '../http.js';
 import { JsonBodyError, parseJsonBody } from '../json-body.js';
 import type { BatchRow } from '../storage.js';
 import type { CanonicalTarget } from '../target.js';
@@ -178,10 +178,7 @@ export async function handleBatchCreate(
   const ledger = new RequestLedger(services.guard, newRequestId());
   ledger.set({ batch: ledger.id });
   res.setHeader('moat-request-id', ledger.id);
-  const abort = new AbortController();
-  res.on('close', () => {
-    if (!res.writableFinished) abort.abort();
-  });
+  const abort = abortWhenClientGone(res);
   const items: RequestLedger[] = [];
   try {
     const keyId = await authenticate(req.headers, services.keyCache, services.storage);

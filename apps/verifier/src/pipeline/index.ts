@@ -22,7 +22,7 @@ import { errorMessage } from '@moat/protocol/support';
 import { authenticate } from '../auth.js';
 import { ApiError, unavailable } from '../errors.js';
 import type { PolicyAttributes } from '../flags.js';
-import { readBody, sendError, sendJson, writeEvent } from '../http.js';
+import { abortWhenClientGone, readBody, sendError, sendJson, writeEvent } from '../http.js';
 import { labelValue } from '../metrics.js';
 import { recordedSignalsOf, SIGNALS } from '../signals.js';
 import { StoreUnavailableError } from '../store-boundary.js';
@@ -186,10 +186,7 @@ export async function handleMessagesRequest(
   const { config, metrics, log } = services;
   const ledger = new RequestLedger(services.guard, newRequestId());
   res.setHeader('moat-request-id', ledger.id);
-  const abort = new AbortController();
-  res.on('close', () => {
-    if (!res.writableFinished) abort.abort();
-  });
+  const abort = abortWhenClientGone(res);
   const flight: InFlight = { req, res, endpoint, ledger, target, signal: abort.signal };
   try {
     const keyId = await authenticate(req.headers, services.keyCache, services.storage);

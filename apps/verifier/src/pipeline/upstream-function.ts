@@ -121,6 +121,8 @@ export class FunctionUpstream implements UpstreamClient {
     const origin = typeof host === 'string' && AUTHORITY.test(host) ? `http://${host}` : DEFAULT_ORIGIN;
     let response: Response;
     try {
+      // As `fetch` does: a request whose client is already gone is not made at all.
+      request.signal?.throwIfAborted();
       const body =
         request.body === undefined || Buffer.isBuffer(request.body) ? request.body : Readable.toWeb(request.body);
       // A list header is one field of comma-separated values (RFC 9110 §5.3); the runtime sets the length.

@@ -11,7 +11,7 @@ import { type Decoy, interceptDecoyCalls, signResponse } from '@moat/distill-gua
 import { blockSignatureOf } from '@moat/protocol';
 import { authenticate } from '../auth.js';
 import { ApiError } from '../errors.js';
-import { sendJson } from '../http.js';
+import { abortWhenClientGone, sendJson } from '../http.js';
 import { throughVerifier } from '../pipeline/batch.js';
 import { fail } from '../pipeline/index.js';
 import { newRequestId, RequestLedger } from '../pipeline/record.js';
@@ -42,10 +42,7 @@ function batchRoute(what: string, action: BatchAction): RouteHandler {
     const ledger = new RequestLedger(services.guard, newRequestId());
     res.setHeader('moat-request-id', ledger.id);
     ledger.reason(`batch ${what}`);
-    const abort = new AbortController();
-    res.on('close', () => {
-      if (!res.writableFinished) abort.abort();
-    });
+    const abort = abortWhenClientGone(res);
     try {
       const keyId = await authenticate(req.headers, services.keyCache, services.storage);
       ledger.set({ keyId });

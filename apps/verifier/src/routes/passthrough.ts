@@ -1,7 +1,7 @@
 import { pipeline } from 'node:stream/promises';
 import { authenticate } from '../auth.js';
 import { ApiError, unavailable } from '../errors.js';
-import { sendError } from '../http.js';
+import { abortWhenClientGone, sendError } from '../http.js';
 import { newRequestId, RecordStoreError, RequestLedger } from '../pipeline/record.js';
 import type { UpstreamResponse } from '../pipeline/upstream.js';
 import type { RouteHandler } from '../router.js';
@@ -18,10 +18,7 @@ export const handlePassthrough: RouteHandler = async ({ req, res, services, targ
   const ledger = new RequestLedger(services.guard, newRequestId());
   res.setHeader('moat-request-id', ledger.id);
   ledger.reason(`passthrough ${req.method} ${target.path}`);
-  const abort = new AbortController();
-  res.on('close', () => {
-    if (!res.writableFinished) abort.abort();
-  });
+  const abort = abortWhenClientGone(res);
   let upstream: UpstreamResponse | undefined;
   try {
     ledger.set({ keyId: await authenticate(req.headers, services.keyCache, services.storage) });
