@@ -382,10 +382,9 @@ export class PgRedisStorage implements Storage {
   }
 
   async telemetryCounts(): Promise<Record<string, number>> {
-    const out: Record<string, number> = {};
-    for (const r of (await this.#pool.query<{ type: string; n: string }>('SELECT type, COUNT(*) n FROM telemetry GROUP BY type')).rows)
-      out[r.type] = Number(r.n);
-    return out;
+    const { rows } = await this.#pool.query<{ type: string; n: string }>('SELECT type, COUNT(*) n FROM telemetry GROUP BY type');
+    // Own properties whatever a client named its event type ("__proto__" included).
+    return Object.fromEntries(rows.map((r) => [r.type, Number(r.n)]));
   }
 
   async saveSnapshot(name: string, data: unknown): Promise<void> {

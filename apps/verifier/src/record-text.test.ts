@@ -115,6 +115,17 @@ function roundTrips(open: () => Promise<Storage>, runs: number) {
       { numRuns: runs },
     );
   });
+
+  it('counts telemetry under whatever event type a client sent, as own keys ("__proto__" included)', async () => {
+    await storage.insertTelemetry(null, [
+      { type: '__proto__', ts: 1 },
+      { type: 'constructor', ts: 1 },
+    ] as Array<{ type: string; ts: number }>);
+    const counts = await storage.telemetryCounts();
+    expect(Object.hasOwn(counts, '__proto__')).toBe(true);
+    expect(Object.hasOwn(counts, 'constructor')).toBe(true);
+    expect(Object.getPrototypeOf(counts)).toBe(Object.prototype);
+  });
 }
 
 describe('every recorded field on SQLite', { timeout: 60_000 }, () => {

@@ -382,10 +382,9 @@ export class SqliteStorage implements Storage {
   }
 
   telemetryCounts(): Record<string, number> {
-    const out: Record<string, number> = {};
-    for (const r of this.db.prepare('SELECT type, COUNT(*) n FROM telemetry GROUP BY type').all() as Array<{ type: string; n: number }>)
-      out[r.type] = r.n;
-    return out;
+    const rows = this.db.prepare('SELECT type, COUNT(*) n FROM telemetry GROUP BY type').all() as Array<{ type: string; n: number }>;
+    // Own properties whatever a client named its event type ("__proto__" included).
+    return Object.fromEntries(rows.map((r) => [r.type, r.n]));
   }
 
   saveSnapshot(name: string, data: unknown): void {
