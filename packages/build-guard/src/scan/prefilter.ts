@@ -1,4 +1,4 @@
-import { readdirSync } from 'node:fs';
+import { type Dir, opendirSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   cacheDirectory,
@@ -98,13 +98,21 @@ function setKey(codenames: readonly string[], options: EngineOptions, version: s
   return hash.digest('hex');
 }
 
-/** Whether `dir` holds a prefilter cache entry at all (a fresh machine's has none, or no directory). */
+/**
+ * Whether `dir` holds a prefilter cache entry at all (a fresh machine's has none, or no
+ * directory). Read entry by entry up to the first one: a warm cache may hold thousands.
+ */
 function hasPrefilterEntries(dir: string | undefined): boolean {
   if (dir === undefined) return false;
+  let entries: Dir | undefined;
   try {
-    return readdirSync(dir).some((name) => name.endsWith('.moatscan'));
+    entries = opendirSync(dir);
+    for (let entry = entries.readSync(); entry !== null; entry = entries.readSync()) if (entry.name.endsWith('.moatscan')) return true;
+    return false;
   } catch {
     return false;
+  } finally {
+    entries?.closeSync();
   }
 }
 
