@@ -65,7 +65,7 @@ const BENCHES: readonly Bench[] = [
     dir: 'packages/build-guard',
     title: 'Leak scanner',
     baseline:
-      '`rg -F -f` and `rg -F -i -f` (ripgrep, fixed strings) over the same corpus, and over it as one file, in the same rounds; moat-scan cold (an empty cache directory, cleared before every run, as on a fresh CI runner) and warm, with and without the prefilter',
+      '`rg -F -f` and `rg -F -i -f` (ripgrep, fixed strings) over the same corpus, and over it as one file, in the same rounds; moat-scan cold (an empty cache directory, cleared before every run, as on a fresh CI runner) and warm, with and without the prefilter; the standalone executable (`moat-scan standalone`) cold; the start of Node itself (`node -e 0`)',
     ratio: 'moat-scan time ÷ rg time in the same round (lower is better), median and range over the rounds',
   },
   {

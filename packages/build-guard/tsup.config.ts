@@ -8,6 +8,7 @@ export default defineConfig({
     'src/scan/index.ts',
     'src/scan/worker.ts',
     'src/cli/moat-scan.ts',
+    'src/cli/moat-scan-standalone.ts',
     'src/cli/moat-build.ts',
   ],
   format: ['esm'],
@@ -16,5 +17,6 @@ export default defineConfig({
   target: 'node24',
   sourcemap: false,
   treeshake: true,
-  external: ['bun:bundle'],
+  // The addon stays a package of its own (an optional dependency): never copied into dist.
+  external: ['bun:bundle', '@moat/native'],
 });

@@ -6,6 +6,9 @@
  *   cold: a fresh machine, as a CI runner meets it: an empty cache directory, cleared before
  *         every run (moat-scan writes what it compiles there, as it would on the runner)
  *   warm: the cache filled by an earlier `--engine native` run
+ *   standalone: the same CLI as one executable (`moat-scan standalone`: Bun's runtime and
+ *         the addon in it), built by this bench; "node -e 0" is Node's own start, the floor of
+ *         any CLI that runs on Node
  *
  *   --plain-only vs rg -F -f         target ≤ 1.0× (cold)
  *   every encoding + split literals  target ≤ 1.5× (cold)
@@ -110,7 +113,12 @@ type Command = [command: string, args: string[], env: Record<string, string>, fr
 interface Row {
   readonly name: string;
   readonly run: (input: string) => Command;
+  /** False for a row that reads no input (a start-up floor): no throughput. */
+  readonly reads?: boolean;
 }
+const standaloneCli = join(dir, 'standalone', 'moat-scan');
+const built = spawnSync(process.execPath, [scanCli, 'standalone', '-o', standaloneCli], { encoding: 'utf8' });
+if (built.status !== 0) throw new Error(`the standalone build failed: ${built.stderr}`);
 const rg =
   (...flags: string[]): Row['run'] =>
   (input) => ['rg', ['-F', ...flags, '-c', '-f', codenames, input], {}];
@@ -122,6 +130,11 @@ const scan =
       ? [process.execPath, args, { MOAT_SCAN_CACHE_DIR: coldDir }, coldDir]
       : [process.execPath, args, { MOAT_SCAN_CACHE_DIR: cacheDir }];
   };
+/** The standalone executable, cold: its own empty cache directory before every run. */
+const standalone =
+  (...flags: string[]): Row['run'] =>
+  (input) => [standaloneCli, [...flags, '-q', '-c', codenames, input], { MOAT_SCAN_CACHE_DIR: coldDir }, coldDir];
+const nodeStart: Row['run'] = () => [process.execPath, ['-e', '0'], {}];
 
 /** Wall-clock milliseconds of one run (after emptying its `fresh` cache directory); undefined when the tool is not installed. */
 function time([command, args, env, fresh]: Command): number | undefined {
@@ -164,7 +177,8 @@ function table(title: string, input: string, rows: readonly Row[]): void {
     const ratios = ts.map((t, k) => t / (base[k] as number));
     const median = pick(ts, 0.5);
     const ratio = `${pick(ratios, 0.5).toFixed(2)}× (${Math.min(...ratios).toFixed(2)}–${Math.max(...ratios).toFixed(2)})`;
-    console.log(`| ${row.name} | ${median.toFixed(0)} ms | ${(total / 1e6 / (median / 1000)).toFixed(0)} MB/s | ${ratio} |`);
+    const throughput = row.reads === false ? '—' : `${(total / 1e6 / (median / 1000)).toFixed(0)} MB/s`;
+    console.log(`| ${row.name} | ${median.toFixed(0)} ms | ${throughput} | ${ratio} |`);
   }
 }
 
@@ -188,6 +202,9 @@ table('8 files:', corpus, [
   { name: `moat-scan, ${every}, warm (compiled set cached)`, run: scan('warm') },
   { name: `moat-scan, ${every}, cold, --no-prefilter`, run: scan('cold', '--no-prefilter') },
   { name: `moat-scan, ${every}, JavaScript engine`, run: scan('cold', '--engine', 'js') },
+  { name: 'standalone moat-scan --plain-only, cold (empty cache)', run: standalone('--plain-only') },
+  { name: `standalone moat-scan, ${every}, cold (empty cache)`, run: standalone() },
+  { name: 'node -e 0 (Node starting, nothing else)', run: nodeStart, reads: false },
 ]);
 table(`The same ${(total / 1e6).toFixed(0)} MB as one file:`, single, [
   { name: 'rg -F -f', run: rg() },
@@ -195,6 +212,8 @@ table(`The same ${(total / 1e6).toFixed(0)} MB as one file:`, single, [
   { name: `moat-scan, ${every}, cold (empty cache)`, run: scan('cold') },
   { name: 'moat-scan --plain-only, warm (compiled set cached)', run: scan('warm', '--plain-only') },
   { name: `moat-scan, ${every}, warm (compiled set cached)`, run: scan('warm') },
+  { name: 'standalone moat-scan --plain-only, cold (empty cache)', run: standalone('--plain-only') },
+  { name: `standalone moat-scan, ${every}, cold (empty cache)`, run: standalone() },
 ]);
 console.log(`\nload average ${load()} at the end`);
 rmSync(dir, { recursive: true, force: true });

@@ -11,4 +11,5 @@ export * from './build.js';
 export * from './errors.js';
 export * from './esbuild.js';
 export * from './registry.js';
+export * from './standalone.js';
 export * from './transform.js';

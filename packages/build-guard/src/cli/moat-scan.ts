@@ -8,6 +8,7 @@ import { loadScanConfig, type ScanOptions, type ScanReport } from '../scan/scann
 
 const USAGE = `usage: moat-scan [options] <path>...        scan files, directories, .tgz tarballs, executables
        moat-scan pack [options] <package-dir>  audit what npm pack would publish
+       moat-scan standalone -o FILE            build this moat-scan as one executable (Bun)
 
 options:
   -c, --codenames FILE   codename list: one per line, # comments
@@ -55,6 +56,28 @@ const OPTIONS = {
   help: { type: 'boolean', short: 'h' },
 } as const;
 
+/** `moat-scan standalone -o FILE`: the executable, built by Bun (loaded only here: it brings esbuild). */
+async function standalone(extra: number, outfile: string | undefined): Promise<number> {
+  if (extra !== 0 || outfile === undefined) {
+    process.stderr.write(
+      `moat-scan: expected \`standalone -o FILE\` and nothing else, got ${outfile === undefined ? 'no -o' : `${extra} more arguments`}\n`,
+    );
+    return 2;
+  }
+  let buildStandaloneScan: typeof import('../standalone.js').buildStandaloneScan;
+  try {
+    ({ buildStandaloneScan } = await import('../standalone.js'));
+  } catch (error) {
+    // The standalone executable itself carries no bundler.
+    process.stderr.write(
+      `moat-scan: expected esbuild and Bun from @moat/build-guard's npm installation to build with, got ${errorMessage(error)}\n`,
+    );
+    return 2;
+  }
+  process.stdout.write(`moat-scan: built ${await buildStandaloneScan({ outfile })}\n`);
+  return 0;
+}
+
 async function main(argv: string[]): Promise<number> {
   let parsed: ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true; strict: true }>>;
   try {
@@ -68,6 +91,7 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${USAGE}\n`);
     return 0;
   }
+  if (positionals[0] === 'standalone') return await standalone(positionals.length - 1, values.output);
   const isPack = positionals[0] === 'pack';
   const inputs = isPack ? positionals.slice(1) : positionals;
   if (inputs.length === 0 || (isPack && inputs.length !== 1)) {

@@ -217,6 +217,25 @@ interface NativeSet {
   readonly sources: readonly string[];
 }
 
+/** What `@moat/native` exports, as far as the scan uses it. */
+interface NativeModule {
+  readonly native?: Partial<NativeLiterals> | undefined;
+  readonly loadError?: Error | undefined;
+}
+
+/**
+ * `@moat/native` as the standalone executable imported it: a static import is what lets
+ * `bun build --compile` embed the addon, which a `require` resolved at run time cannot find
+ * inside the executable.
+ */
+let providedNative: NativeModule | undefined;
+
+/** @internal Gives the engine the `@moat/native` module an entry point imported (the standalone executable's). */
+export function provideNativeModule(mod: NativeModule): void {
+  providedNative = mod;
+  nativeLoaded = undefined;
+}
+
 /** @internal The addon, loaded once and synchronously (the engine is built synchronously); fails open. */
 export function nativeLiterals(): { addon?: NativeLiterals; reason?: string } {
   if (nativeLoaded !== undefined) return nativeLoaded;
@@ -225,7 +244,8 @@ export function nativeLiterals(): { addon?: NativeLiterals; reason?: string } {
     return nativeLoaded;
   }
   try {
-    const mod = createRequire(import.meta.url)('@moat/native') as { native?: Partial<NativeLiterals>; loadError?: Error };
+    // Loaded when first needed, not imported: the addon is an optional dependency.
+    const mod = providedNative ?? (createRequire(import.meta.url)('@moat/native') as NativeModule);
     const addon = mod.native;
     const missing =
       addon !== undefined &&

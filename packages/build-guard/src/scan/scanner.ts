@@ -493,7 +493,16 @@ async function listFiles(
   return { files, errors };
 }
 
+/** Off in the standalone executable, whose bundle holds no worker script to start. */
+let workerThreads = true;
+
+/** @internal Scans on the main thread only where the program cannot start worker scripts (the standalone executable). */
+export function disableWorkerThreads(): void {
+  workerThreads = false;
+}
+
 function workerScript(): URL | undefined {
+  if (!workerThreads) return undefined;
   // Built layout: dist/chunk-*.js next to dist/scan/worker.js; from sources, the built worker.
   for (const candidate of ['./scan/worker.js', './worker.js', '../../dist/scan/worker.js']) {
     const url = new URL(candidate, import.meta.url);
