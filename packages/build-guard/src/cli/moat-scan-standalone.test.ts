@@ -4,7 +4,7 @@
  * directory that holds nothing else, with the addon it carries.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { copyFileSync, mkdirSync, mkdtempSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -139,6 +139,20 @@ describe('standalone moat-scan', () => {
       const r = run(process.execPath, [nodeCli, ...args]);
       expect(r.status).toBe(2);
       expect(r.stderr).toMatch(/^moat-scan: expected `standalone -o FILE` and nothing else/);
+    }
+    // The executable embeds the addon: never one that holds a release key, never none at all.
+    const otherKid = join(dir, 'other-dev-key.json');
+    writeFileSync(otherKid, JSON.stringify({ kid: 'some-other-kid', key: '00'.repeat(32) }));
+    for (const [env, reason] of [
+      [{ MOAT_DEV_KEY_FILE: join(dir, 'no-dev-key.json') }, /got one with the release key "[^"]+"/],
+      [{ MOAT_DEV_KEY_FILE: otherKid }, /got one with the release key "[^"]+"/],
+      [{ MOAT_NATIVE_DISABLE: '1' }, /expected @moat\/native's addon to load, got the native addon is disabled/],
+    ] as const) {
+      const out = join(dir, 'refused');
+      const r = spawnSync(process.execPath, [nodeCli, 'standalone', '-o', out], { encoding: 'utf8', env: { ...process.env, ...env } });
+      expect(r.status).toBe(2);
+      expect(r.stderr).toMatch(reason);
+      expect(existsSync(out)).toBe(false);
     }
     const self = run(executable, ['standalone', '-o', join(dir, 'again')]);
     expect(self.status).toBe(2);
