@@ -175,6 +175,48 @@ describe('Message Batches', () => {
     expect(await sdk(apiKey).messages.batches.delete(mine.id)).toEqual({ id: mine.id, type: 'message_batch_deleted' });
   });
 
+  it('withholds decoy calls whatever the custom_id ("__proto__", "constructor"), and refuses an id twice', async () => {
+    const client = sdk(apiKey);
+    upstreamBodies.length = 0;
+    const batch = await client.messages.batches.create({
+      requests: ['__proto__', 'constructor', 'toString'].map((id) => ({
+        custom_id: id,
+        params: cliParams(`Check ${id}`),
+      })),
+    });
+    const forwarded = JSON.parse(upstreamBodies[0] as string) as {
+      requests: Array<{ params: { tools?: Array<{ name: string }> } }>;
+    };
+    const decoyNames = (forwarded.requests[0]?.params.tools ?? []).map((t) => t.name);
+    expect(decoyNames).toHaveLength(3);
+    const results: Anthropic.Messages.MessageBatchIndividualResponse[] = [];
+    for await (const line of await client.messages.batches.results(batch.id)) results.push(line);
+    expect(results.map((r) => r.custom_id).sort()).toEqual(['__proto__', 'constructor', 'toString']);
+    const text = JSON.stringify(results);
+    for (const name of decoyNames) expect(text).not.toContain(name);
+    const [retrieval] = await verifier.storage.queryRecords({ limit: 1 });
+    expect(retrieval).toMatchObject({ status: 200, reasons: ['batch results', 'decoy calls withheld: 3'] });
+
+    const twice = await fetch(`${base}/v1/messages/batches`, {
+      method: 'POST',
+      headers: { 'x-api-key': apiKey, 'content-type': 'application/json' },
+      body: JSON.stringify({
+        requests: [
+          { custom_id: 'dup', params: cliParams('first') },
+          {
+            custom_id: 'dup',
+            params: { model: 'claude-mock', max_tokens: 8, messages: [{ role: 'user', content: 'x' }] },
+          },
+        ],
+      }),
+    });
+    expect(twice.status).toBe(400);
+    expect(((await twice.json()) as { error: { message: string } }).error.message).toBe(
+      'requests.1.custom_id: expected an id unique in the batch, got "dup" again (first at requests.0)',
+    );
+    expect(await verifier.storage.queryRecords({ limit: 1 })).toMatchObject([{ status: 400, verdict: 'block' }]);
+  });
+
   it('reads a batch create strictly, naming the path', async () => {
     const res = await fetch(`${base}/v1/messages/batches`, {
       method: 'POST',

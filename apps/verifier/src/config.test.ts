@@ -228,4 +228,39 @@ describe('settings from one schema', () => {
       spoolFile: join(dir, 'records.spool'),
     });
   });
+
+  it('refuses a secrets file that is not an object of strings, naming the data directory, and leaves it as it was', () => {
+    for (const [content, setting, got] of [
+      ['null', 'dataDir', 'got null'],
+      ['"x"', 'dataDir', 'got string'],
+      ['5', 'dataDir', 'got number'],
+      ['[]', 'dataDir', 'got an array'],
+      ['{"fingerprintSalt":5}', 'dataDir: fingerprintSalt', 'got number'],
+      ['{"adminToken":null}', 'dataDir: adminToken', 'got object'],
+    ] as const) {
+      const dir = mkdtempSync(join(tmpdir(), 'moat-data-'));
+      writeFileSync(join(dir, 'secrets.json'), content);
+      expect(() => dataDirDefaults(dir), content).toThrow(
+        expect.objectContaining({ name: 'VerifierConfigError', setting, message: expect.stringContaining(got) }),
+      );
+      expect(readFileSync(join(dir, 'secrets.json'), 'utf8')).toBe(content);
+    }
+  });
+});
+
+describe('numbers and comments', () => {
+  it('takes an integer setting only as a decimal integer', () => {
+    for (const port of ['', ' ', '\n', '0x1F90', '1e3', '0b1', '+80', '80.0', '8 0', '٨٠'])
+      expect(() => loadConfig({ ...BASE, MOAT_VERIFIER_PORT: port }), JSON.stringify(port)).toThrow(
+        expect.objectContaining({ name: 'VerifierConfigError', setting: 'port' }),
+      );
+    expect(loadConfig({ ...BASE, MOAT_VERIFIER_PORT: '8080' }).port).toBe(8080);
+    expect(() => loadConfig({ ...BASE, MOAT_VERIFIER_MAX_JSON_DEPTH: '0x80' })).toThrow(/maxJsonDepth/);
+  });
+
+  it('strips comment lines in time linear in the file (a megabyte of blank lines)', () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'moat-config-')), 'c.json');
+    writeFileSync(file, `{\n  // the port\n  "port": 1234${'\n'.repeat(1_000_000)}}\n`);
+    expect(loadConfig(BASE, file).port).toBe(1234);
+  });
 });

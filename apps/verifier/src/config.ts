@@ -5,7 +5,6 @@ import { FEATURES, type Feature, isKeyId } from '@moat/protocol';
 import { errorCode, errorMessage } from '@moat/protocol/support';
 import * as v from 'valibot';
 import { VerifierConfigError } from './errors.js';
-import { compilePattern } from './router.js';
 
 /** One row of the release table: a release named by exactly one of `kid`, `cv`, `minCv`, and the features it speaks. */
 export interface ReleaseFeatures {
@@ -114,25 +113,27 @@ export const DEFAULT_PASSTHROUGH_ROUTES: readonly string[] = [
 /** One pass-through route as written: a method, spaces, a pattern of exact and `:name` segments. */
 const PASSTHROUGH_ENTRY = /^([A-Z]+) +(\/[A-Za-z0-9\-._~/:]*)$/;
 
-/** Paths a pass-through route may never match: Messages and everything under it, and Moat's own. */
-const GUARDED_PROBES = [
-  '/v1/messages',
-  '/v1/messages/x',
-  '/v1/messages/x/y',
-  '/v1/messages/x/y/z',
-  '/v1/moat',
-  '/v1/moat/x',
-];
-
 const routeOf = (entry: string): { method: string; pattern: string } => {
   const [, method, pattern] = PASSTHROUGH_ENTRY.exec(entry) as unknown as [string, string, string];
   return { method, pattern };
 };
 
-/** Whether a pass-through entry stays clear of the paths Moat always checks. */
-const outsideGuarded = (entry: string): boolean => {
-  const matches = compilePattern(routeOf(entry).pattern);
-  return !GUARDED_PROBES.some((probe) => matches(probe) !== undefined);
+/**
+ * Whether a pass-through entry stays clear of the paths Moat always checks: Messages and
+ * everything under it, and Moat's own `/v1/moat…`, at any depth and as a lenient upstream
+ * would read them (any case, empty segments merged; dot segments refused outright). A
+ * `:name` segment matches anything, so `/:a/messages` and `/v1/:b` are refused too.
+ */
+export const outsideGuarded = (entry: string): boolean => {
+  const segments = routeOf(entry)
+    .pattern.split('/')
+    .filter((s) => s !== '')
+    .map((s) => s.toLowerCase());
+  if (segments.some((s) => s === '.' || s === '..')) return false;
+  const [first, second] = segments;
+  if (first === undefined || second === undefined) return true;
+  const any = (s: string) => s.startsWith(':');
+  return !((any(first) || first === 'v1') && (any(second) || second === 'messages' || second.startsWith('moat')));
 };
 
 /** An authority as §5.3 of the SPEC writes it: lowercase host or bracketed IPv6, an optional port. */
@@ -144,7 +145,8 @@ const text = (expected = 'a non-empty string') => v.pipe(v.string(expected), v.m
 const int = (min: number, max: number) => {
   const expected = `an integer in ${min}..${max}`;
   return v.pipe(
-    v.union([v.number(), v.string()], expected),
+    // A string is a decimal integer and nothing else: Number() alone would take "", "0x1F", "1e3".
+    v.union([v.number(), v.pipe(v.string(), v.regex(/^-?[0-9]+$/, expected))], expected),
     v.transform(Number),
     v.safeInteger(expected),
     v.minValue(min, expected),
@@ -359,7 +361,13 @@ export const SETTINGS = {
     schema: v.pipe(
       list('"METHOD /pattern", e.g. "GET /v1/models/:id"', PASSTHROUGH_ENTRY),
       v.array(
-        v.pipe(v.string(), v.check(outsideGuarded, 'a route outside /v1/messages and /v1/moat (always checked)')),
+        v.pipe(
+          v.string(),
+          v.check(
+            outsideGuarded,
+            'a route outside /v1/messages and /v1/moat in any case, with no dot segments (always checked)',
+          ),
+        ),
       ),
     ),
     default: DEFAULT_PASSTHROUGH_ROUTES,
@@ -411,7 +419,8 @@ function readConfigFile(file: string): Record<string, unknown> {
   let parsed: unknown;
   try {
     // Whole-line `//` comments are allowed (`moat-verifier init` writes them).
-    parsed = JSON.parse(content.replace(/^\s*\/\/.*$/gm, ''));
+    // [ \t]*, not \s*: a run of blank lines must not be rescanned from every line (quadratic).
+    parsed = JSON.parse(content.replace(/^[ \t]*\/\/.*$/gm, ''));
   } catch (error) {
     throw new VerifierConfigError('config file', 'JSON', `a syntax error: ${errorMessage(error)}`);
   }
@@ -629,10 +638,23 @@ export function dataDirDefaults(
   let secrets: Record<string, unknown>;
   let created = false;
   if (existsSync(secretsFile)) {
+    let parsed: unknown;
     try {
-      secrets = JSON.parse(readFileSync(secretsFile, 'utf8')) as Record<string, unknown>;
+      parsed = JSON.parse(readFileSync(secretsFile, 'utf8'));
     } catch (error) {
       throw new VerifierConfigError('dataDir', `readable secrets at ${secretsFile}`, errorMessage(error));
+    }
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))
+      throw new VerifierConfigError(
+        'dataDir',
+        `a JSON object of secrets at ${secretsFile}`,
+        parsed === null ? 'null' : Array.isArray(parsed) ? 'an array' : typeof parsed,
+      );
+    secrets = parsed as Record<string, unknown>;
+    for (const name of GENERATED) {
+      const value = secrets[name];
+      if (value !== undefined && typeof value !== 'string')
+        throw new VerifierConfigError(`dataDir: ${name}`, `a string in ${secretsFile}`, typeof value);
     }
     // A directory made before a generated setting existed (enrollment keys) gains it, once.
     const missing = GENERATED.filter((name) => secrets[name] === undefined);

@@ -64,9 +64,22 @@ export function loadFeatures(file?: string): Record<string, FeatureDefinition> {
   if (typeof features !== 'object' || features === null || Array.isArray(features)) {
     throw new VerifierConfigError('flagsFile', 'an object with a "features" object', typeof features);
   }
+  const isObject = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x);
+  const shown = (x: unknown) => JSON.stringify(x)?.slice(0, 80) ?? String(x);
   for (const [key, def] of Object.entries(features)) {
-    if (typeof def !== 'object' || def === null || !('defaultValue' in def))
-      throw new VerifierConfigError(`flagsFile: ${key}`, 'a feature with a defaultValue', JSON.stringify(def));
+    if (!isObject(def) || !('defaultValue' in def))
+      throw new VerifierConfigError(`flagsFile: ${key}`, 'a feature with a defaultValue', shown(def));
+    // Checked here, once: a malformed rule would otherwise throw on every request its policy decides.
+    if (def.rules === undefined) continue;
+    if (!Array.isArray(def.rules)) throw new VerifierConfigError(`flagsFile: ${key}.rules`, 'an array of rules', shown(def.rules));
+    for (const [i, rule] of def.rules.entries()) {
+      const at = `flagsFile: ${key}.rules.${i}`;
+      if (!isObject(rule)) throw new VerifierConfigError(at, 'a rule object', shown(rule));
+      if ('condition' in rule && !isObject(rule.condition))
+        throw new VerifierConfigError(`${at}.condition`, 'a condition object', shown(rule.condition));
+      if ('parentConditions' in rule && !Array.isArray(rule.parentConditions))
+        throw new VerifierConfigError(`${at}.parentConditions`, 'an array', shown(rule.parentConditions));
+    }
   }
   return { ...DEFAULT_FEATURES, ...(features as Record<string, FeatureDefinition>) };
 }

@@ -68,6 +68,35 @@ export async function readBody(req: IncomingMessage, max: number): Promise<Buffe
 }
 
 /**
+ * Reads a small JSON object body (the admin and operator routes): an empty body is `empty`
+ * when given. Anything but a JSON object (`null`, an array, a number, broken JSON) is refused.
+ *
+ * @throws {ApiError} 400 `body: expected JSON <shape>, got …`; 413 over `max` bytes.
+ */
+export async function readJsonObject(
+  req: IncomingMessage,
+  max: number,
+  shape: string,
+  empty?: Record<string, unknown>,
+): Promise<Record<string, unknown>> {
+  const text = (await readBody(req, max)).toString('utf8');
+  if (text === '' && empty !== undefined) return empty;
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (error) {
+    throw new ApiError(400, 'invalid_request_error', `body: expected JSON ${shape}, got ${errorMessage(error).slice(0, 120)}`);
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value))
+    throw new ApiError(
+      400,
+      'invalid_request_error',
+      `body: expected JSON ${shape}, got ${value === null ? 'null' : Array.isArray(value) ? 'an array' : typeof value}`,
+    );
+  return value as Record<string, unknown>;
+}
+
+/**
  * Hop-by-hop headers (RFC 9110 §7.6.1: `Connection` and the fields it names, `Proxy-Connection`,
  * `Keep-Alive`, `TE`, `Transfer-Encoding`, `Upgrade`; and the proxy credentials), never
  * forwarded in either direction. {@link connectionNamed} adds the ones a message names.

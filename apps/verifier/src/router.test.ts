@@ -101,8 +101,68 @@ describe('the route table', () => {
       'GET /v1/moat',
       'get /v1/models',
       'GET v1',
+      // At any depth, in any case, with the slashes or dot segments a lenient upstream would merge.
+      'POST /v1/messages/a/b/c/d',
+      'POST /v1/messages/:a/:b/:c/:d',
+      'GET /v1/messages/batches/:id/results/x',
+      'POST /V1/Messages',
+      'POST /v1/Messages/batches',
+      'POST /v1/MOAT/enroll',
+      'GET /v1/moat-conformance',
+      'POST /v1/messages/',
+      'POST /v1//messages',
+      'POST //v1/messages',
+      'POST /:a/messages',
+      'POST /v1/x/../messages',
+      'GET /v1/./models',
     ])
       expect(() => parsePassthroughRoutes([entry]), entry).toThrow(/ERR_VERIFIER_CONFIG: passthroughRoutes\[0\]/);
+  });
+
+  it('refuses every pattern that could match a Messages or Moat path, whatever its depth and case (property)', () => {
+    const segment = fc.oneof(
+      fc.constantFrom(
+        'v1',
+        'V1',
+        'messages',
+        'Messages',
+        'MESSAGES',
+        'moat',
+        'Moat',
+        'batches',
+        'count_tokens',
+        'models',
+        'files',
+        '',
+      ),
+      fc.stringMatching(/^:[a-z]{1,5}$/),
+      fc.stringMatching(/^[a-z0-9]{1,6}$/),
+    );
+    fc.assert(
+      fc.property(fc.array(segment, { minLength: 1, maxLength: 7 }), (segments) => {
+        const entry = `POST /${segments.join('/')}`;
+        let routes: Array<{ pattern: string }>;
+        try {
+          routes = parsePassthroughRoutes([entry]);
+        } catch {
+          return;
+        }
+        // Accepted: no path under /v1/messages or /v1/moat, read as a lenient upstream reads it, is matched.
+        const parts = (routes[0]?.pattern ?? '').split('/').filter((p) => p !== '');
+        const lenient = [
+          ['v1', 'messages'],
+          ['v1', 'moat'],
+        ];
+        for (const [a, b] of lenient)
+          expect(
+            parts.length >= 2 &&
+              (parts[0]?.startsWith(':') || parts[0]?.toLowerCase() === a) &&
+              (parts[1]?.startsWith(':') || parts[1]?.toLowerCase() === b),
+            entry,
+          ).toBe(false);
+      }),
+      { numRuns: 2000 },
+    );
   });
 
   it('puts every /admin path behind the admin token, unknown ones included', () => {

@@ -12,6 +12,7 @@ import { type AddressInfo, connect } from 'node:net';
 import { posix } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { devEnvironment, loadConfig } from './config.js';
+import { ROUTING_OVERRIDES } from './pipeline/upstream.js';
 import { createVerifier, type Verifier } from './server.js';
 
 interface Seen {
@@ -56,7 +57,11 @@ beforeAll(async () => {
     for await (const _ of req) {
       // The body is not needed: the route is what this upstream gets wrong.
     }
-    const route = lenientRoute(req.url ?? '');
+    // A lenient upstream also routes by the override headers IIS, Symfony and others honour.
+    const override = req.headers['x-original-url'] ?? req.headers['x-rewrite-url'];
+    const route = lenientRoute(typeof override === 'string' ? override : (req.url ?? ''));
+    if (req.headers['x-test-delay'] !== undefined)
+      await new Promise((r) => setTimeout(r, Number(req.headers['x-test-delay'])));
     seen.push({ method: req.method ?? '', raw: req.url ?? '', route, headers: req.headers });
     const json = (status: number, body: unknown, headers: Record<string, string> = {}) =>
       res.writeHead(status, { 'content-type': 'application/json', ...headers }).end(JSON.stringify(body));
@@ -220,6 +225,39 @@ describe('canonical routing', () => {
     } finally {
       await legacy.close();
     }
+  });
+});
+
+describe('routing overrides', () => {
+  it('never forwards a header by which an upstream would route elsewhere', async () => {
+    const overrides = Object.fromEntries(
+      [...ROUTING_OVERRIDES].map((name) => [name, name.includes('method') ? 'POST' : '/v1/messages']),
+    );
+    seen.length = 0;
+    const models = await raw(base, 'GET', '/v1/models', overrides);
+    expect(models.status).toBe(200);
+    const messages = await raw(base, 'POST', '/v1/messages', overrides);
+    expect(messages.status).toBe(200);
+    expect(seen.map((s) => s.route)).toEqual(['/v1/models', '/v1/messages']);
+    for (const hit of seen) for (const name of ROUTING_OVERRIDES) expect(hit.headers[name], name).toBeUndefined();
+  });
+});
+
+describe('a pass-through client that goes away', () => {
+  it('aborts the upstream call and is recorded 499, as on the Messages routes', async () => {
+    const before = await total(verifier);
+    const { port } = new URL(base);
+    const socket = connect(Number(port), '127.0.0.1', () =>
+      socket.write(
+        `GET /v1/models HTTP/1.1\r\nhost: verifier.test\r\nx-api-key: ${apiKey}\r\nx-test-delay: 400\r\n\r\n`,
+      ),
+    );
+    await new Promise((r) => setTimeout(r, 100));
+    socket.destroy();
+    const last = async () => (await verifier.storage.queryRecords({ limit: 1 }))[0];
+    for (let i = 0; i < 200 && (await last())?.status !== 499; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(await last()).toMatchObject({ status: 499, reasons: ['passthrough GET /v1/models', 'client_disconnected'] });
+    expect(await total(verifier)).toBe(before + 1);
   });
 });
 

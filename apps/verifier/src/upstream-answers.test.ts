@@ -49,7 +49,8 @@ function answer(res: ServerResponse, status: number, headers: Record<string, str
 async function serve(req: IncomingMessage, res: ServerResponse): Promise<void> {
   const chunks: Buffer[] = [];
   for await (const c of req) chunks.push(c as Buffer);
-  const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as Record<string, unknown>;
+  const text = Buffer.concat(chunks).toString('utf8');
+  const body = (text === '' ? {} : JSON.parse(text)) as Record<string, unknown>;
   const json = (status: number, value: unknown) =>
     answer(res, status, { 'content-type': mode.contentType ?? 'application/json' }, Buffer.from(JSON.stringify(value)));
   if (mode.body !== undefined) return answer(res, 200, { 'content-type': mode.contentType ?? 'application/json' }, Buffer.from(mode.body));
@@ -93,6 +94,26 @@ const lastRecord = async () => (await verifier.storage.queryRecords({ limit: 1 }
 const ask = { model: 'claude-mock', max_tokens: 64, messages: [{ role: 'user' as const, content: 'hello there' }] };
 
 describe('upstream answers are read before they are passed on', () => {
+  it.each([
+    ['a list without data', '{"object":"list"}'],
+    ['null', 'null'],
+    ['a list whose data is not an array', '{"data":{"id":"x"}}'],
+  ])('answers a batch list that is %s 502, and records the 502', async (_name, body) => {
+    mode = { body };
+    const res = await fetch(`${base}/v1/messages/batches`, { headers: { 'x-api-key': apiKey } });
+    expect(res.status).toBe(502);
+    expect(((await res.json()) as { error: { message: string } }).error.message).toBe('upstream answered a batch list without data');
+    expect(await lastRecord()).toMatchObject({ status: 502, reasons: ['batch list', '502: upstream answered a batch list without data'] });
+  });
+
+  it('leaves out batch list entries that are not batches, and records the 200 the client got', async () => {
+    mode = { body: '{"data":[null,5,"x",[],{"id":"msgbatch_other"}],"has_more":false}' };
+    const res = await fetch(`${base}/v1/messages/batches`, { headers: { 'x-api-key': apiKey } });
+    expect(res.status).toBe(200);
+    expect(await res.json()).toEqual({ data: [], has_more: false, first_id: null, last_id: null });
+    expect(await lastRecord()).toMatchObject({ status: 200, reasons: ['batch list'] });
+  });
+
   it.each(DECODED_ENCODINGS.filter((e) => e !== 'x-gzip'))('decodes a %s answer sent regardless of accept-encoding', async (encoding) => {
     mode = { encoding };
     const message = await client.messages.create(ask);

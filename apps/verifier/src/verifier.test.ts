@@ -504,6 +504,29 @@ describe('moat-verifier', () => {
     };
     expect(keys.keys.find((k) => k.label === 'test')?.fingerprint).toMatchObject({ classification: expect.any(String) });
   });
+
+  it('the admin and operator routes answer 400 naming what they expected to any body that is not a JSON object', async () => {
+    const admin = { authorization: `Bearer ${ADMIN}` };
+    const routes = [
+      ['/admin/attestation-keys/revoke', admin, '{ "kid": string, "reason"?: string }'],
+      ['/admin/installs/revoke', admin, '{ "install_id": "i…" }'],
+      ['/admin/keys', admin, '{ "label": string }'],
+      ['/v1/moat/conformance', { 'x-api-key': apiKey }, '{ "requests": [...] }'],
+    ] as const;
+    for (const [path, headers, shape] of routes)
+      for (const [body, got] of [
+        ['null', 'null'],
+        ['[]', 'an array'],
+        ['5', 'number'],
+        ['"kid"', 'string'],
+        ['true', 'boolean'],
+      ] as const) {
+        const res = await fetch(`${base}${path}`, { method: 'POST', headers, body });
+        expect(res.status, `${path} ${body}`).toBe(400);
+        expect(((await res.json()) as { error: { message: string } }).error.message).toBe(`body: expected JSON ${shape}, got ${got}`);
+      }
+    expect((await verifier.storage.revokedKids()).length).toBe(0);
+  });
 });
 
 describe('partner conformance over HTTP', () => {

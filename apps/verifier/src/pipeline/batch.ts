@@ -59,12 +59,20 @@ export function parseBatchBody(raw: Buffer, maxJsonDepth: number): ReadBatch {
     throw invalid(
       `requests: expected a non-empty array, got ${Array.isArray(requests) ? 'an empty one' : typeof requests}`,
     );
+  // Results come back by custom_id: two items with one id could not be told apart (whose decoys to withhold).
+  const seen = new Map<string, number>();
   const items = requests.map((entry, i): BatchItem => {
     const item = entry as { custom_id?: unknown; params?: unknown } | null;
     if (typeof item !== 'object' || item === null || Array.isArray(item))
       throw invalid(`requests.${i}: expected an object`);
     if (typeof item.custom_id !== 'string')
       throw invalid(`requests.${i}.custom_id: expected a string, got ${typeof item.custom_id}`);
+    const first = seen.get(item.custom_id);
+    if (first !== undefined)
+      throw invalid(
+        `requests.${i}.custom_id: expected an id unique in the batch, got ${JSON.stringify(item.custom_id.slice(0, 64))} again (first at requests.${first})`,
+      );
+    seen.set(item.custom_id, i);
     try {
       return {
         customId: item.custom_id,
@@ -143,7 +151,8 @@ async function forwardedBody(
 ): Promise<{ bytes: Buffer; items: Record<string, BatchRow['items'][string]> }> {
   const parts: string[] = batch.others.map(([name, value]) => `${JSON.stringify(name)}:${JSON.stringify(value)}`);
   const requests: string[] = [];
-  const items: Record<string, BatchRow['items'][string]> = {};
+  // Entries, not assignments: a custom_id such as "__proto__" must stay a key of its own.
+  const items: Array<[string, BatchRow['items'][string]]> = [];
   for (const c of checked) {
     const injectDecoys = decoysAllowed(c.item.read.body, c.evidence, c.attributes, services);
     const plan = await rewriteRequest(c.item.read, c.evidence, {
@@ -154,10 +163,10 @@ async function forwardedBody(
     });
     c.ledger.set({ decoys: plan.decoys.length });
     requests.push(`{"custom_id":${JSON.stringify(c.item.customId)},"params":${plan.bytes.toString('utf8')}}`);
-    items[c.item.customId] = { model: c.item.read.body.model, decoys: plan.decoys.map((d) => d.tool.name) };
+    items.push([c.item.customId, { model: c.item.read.body.model, decoys: plan.decoys.map((d) => d.tool.name) }]);
   }
   parts.push(`"requests":[${requests.join(',')}]`);
-  return { bytes: Buffer.from(`{${parts.join(',')}}`), items };
+  return { bytes: Buffer.from(`{${parts.join(',')}}`), items: Object.fromEntries(items) };
 }
 
 /** A batch object with its `results_url` pointing at this verifier, so results are fetched through it. */

@@ -6,9 +6,29 @@ import { ApiError } from '../errors.js';
 import { connectionNamed, HOP_BY_HOP } from '../http.js';
 import { canonicalTarget } from '../target.js';
 
-/** Request headers of the client that never go upstream: hop-by-hop, the client's credentials, Moat's own, and what undici sets. */
+/**
+ * Headers by which frameworks and gateways route a request elsewhere than its target or
+ * method (IIS and Symfony, nginx, Traefik, Spring, Envoy, method override): an upstream that
+ * honours one would serve another route than the canonical target the verifier checked.
+ */
+export const ROUTING_OVERRIDES: ReadonlySet<string> = new Set([
+  'x-original-url',
+  'x-rewrite-url',
+  'x-original-uri',
+  'x-original-path',
+  'x-forwarded-uri',
+  'x-forwarded-path',
+  'x-forwarded-prefix',
+  'x-envoy-original-path',
+  'x-http-method-override',
+  'x-http-method',
+  'x-method-override',
+]);
+
+/** Request headers of the client that never go upstream: hop-by-hop, routing overrides, the client's credentials, Moat's own, and what undici sets. */
 const NOT_FORWARDED = new Set([
   ...HOP_BY_HOP,
+  ...ROUTING_OVERRIDES,
   'host',
   'content-length',
   'x-api-key',

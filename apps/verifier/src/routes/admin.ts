@@ -1,7 +1,7 @@
 import { wilson } from '@moat/fingerprint/server';
 import { isKeyId, VERDICTS } from '@moat/protocol';
 import { ApiError } from '../errors.js';
-import { readBody, sendJson } from '../http.js';
+import { readJsonObject, sendJson } from '../http.js';
 import type { RecordQuery } from '../record-schema.js';
 import { cutText } from '../record-text.js';
 import type { RouteContext, RouteHandler } from '../router.js';
@@ -122,14 +122,8 @@ export const listKeys: RouteHandler = async ({ res, services }) => {
 
 /** `POST /admin/keys` `{ label }`: a new API key, returned once. */
 export const createKey: RouteHandler = async ({ req, res, services }) => {
-  const raw = await readBody(req, 4096);
-  let label = 'unnamed';
-  try {
-    const parsed = JSON.parse(raw.toString('utf8') || '{}') as { label?: unknown };
-    if (typeof parsed.label === 'string' && parsed.label !== '') label = cutText(parsed.label, 100);
-  } catch {
-    throw new ApiError(400, 'invalid_request_error', 'body: expected JSON { "label": string }');
-  }
+  const parsed = await readJsonObject(req, 4096, '{ "label": string }', {});
+  const label = typeof parsed.label === 'string' && parsed.label !== '' ? cutText(parsed.label, 100) : 'unnamed';
   const created = await services.storage.createApiKey(label);
   // The new key's decoys become traceable at once.
   services.supervisor.run('decoy-index', () => services.decoyIndex.refresh(true));
@@ -145,12 +139,7 @@ export const attestationKeys: RouteHandler = async ({ res, services }) =>
 
 /** `POST /admin/attestation-keys/revoke` `{ kid, reason? }`: revokes a key id on every replica. */
 export const revokeKid: RouteHandler = async ({ req, res, services }: RouteContext) => {
-  let body: { kid?: unknown; reason?: unknown };
-  try {
-    body = JSON.parse((await readBody(req, 4096)).toString('utf8')) as { kid?: unknown; reason?: unknown };
-  } catch {
-    throw new ApiError(400, 'invalid_request_error', 'body: expected JSON { "kid": string, "reason"?: string }');
-  }
+  const body = await readJsonObject(req, 4096, '{ "kid": string, "reason"?: string }');
   if (!isKeyId(body.kid))
     throw new ApiError(
       400,

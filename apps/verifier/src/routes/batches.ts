@@ -82,8 +82,10 @@ async function answerJson(res: ServerResponse, call: BatchCall, edit: (body: unk
   const body = await upstream.body.json().catch((error: unknown) => {
     throw new ApiError(502, 'api_error', 'upstream answered an unreadable batch', { cause: error });
   });
+  // Edited first: an answer the edit refuses is the 502 the record keeps, not a 200.
+  const answer = edit(body);
   await call.ledger.finishStored(upstream.status);
-  sendJson(res, upstream.status, edit(body), upstream.headers as Record<string, string>);
+  sendJson(res, upstream.status, answer, upstream.headers as Record<string, string>);
 }
 
 /** `GET /v1/messages/batches/:id`, `POST …/cancel`, `DELETE …`: the batch, `results_url` through the verifier. */
@@ -94,9 +96,12 @@ export const batchObject = (what: string): RouteHandler =>
 export const listBatches: RouteHandler = batchRoute('list', async ({ res, services }, call) => {
   const own = new Set(await services.storage.batchIds(call.keyId));
   await answerJson(res, call, (body) => {
-    const list = body as { data?: unknown };
+    const list = (typeof body === 'object' && body !== null ? body : {}) as { data?: unknown };
     if (!Array.isArray(list.data)) throw new ApiError(502, 'api_error', 'upstream answered a batch list without data');
-    const data = list.data.filter((b) => own.has((b as { id?: unknown }).id as string)).map(throughVerifier);
+    // An entry that is not an object is nobody's batch (a null entry would otherwise throw a TypeError here).
+    const data = list.data
+      .filter((b) => typeof b === 'object' && b !== null && own.has((b as { id?: unknown }).id as string))
+      .map(throughVerifier);
     return { ...list, data, first_id: data[0]?.id ?? null, last_id: data.at(-1)?.id ?? null };
   });
 });
@@ -135,9 +140,13 @@ async function resultLine(
   const message = entry.result?.message;
   if (entry.result?.type !== 'succeeded' || typeof message !== 'object' || message === null)
     return { text: line, calls: 0 };
-  const item = call.batch.items[String(entry.custom_id)];
-  // Only the names are needed to find a decoy's calls.
-  const decoys = (item?.decoys ?? []).map((name) => ({ tool: { name } }) as unknown as Decoy);
+  const items = call.batch.items;
+  const id = String(entry.custom_id);
+  const item = Object.hasOwn(items, id) ? items[id] : undefined;
+  // Only the names are needed to find a decoy's calls. A result under an id the batch did not
+  // send is held to every decoy of the batch: no decoy call gets out for want of its item.
+  const names = item?.decoys ?? [...new Set(Object.values(items).flatMap((i) => i.decoys))];
+  const decoys = names.map((name) => ({ tool: { name } }) as unknown as Decoy);
   const intercepted = interceptDecoyCalls(message as { content?: unknown; stop_reason?: unknown }, decoys);
   const model = item?.model ?? String((message as { model?: unknown }).model ?? '');
   const { response, upstreamSignatures } = signResponse(

@@ -1,7 +1,6 @@
 import { answerConformanceRequest } from '@moat/protocol/conformance';
-import { errorMessage } from '@moat/protocol/support';
 import { ApiError } from '../errors.js';
-import { readBody, sendJson } from '../http.js';
+import { readJsonObject, sendJson } from '../http.js';
 import type { RouteHandler } from '../router.js';
 
 /** Where the verifier answers the conformance interface (SPEC.md §15). */
@@ -10,17 +9,7 @@ const CONFORMANCE_MAX_REQUESTS = 1000;
 
 /** SPEC.md §15: the stdio conformance interface over HTTP, so partners can check a running verifier. */
 export const handleConformance: RouteHandler = async ({ req, res }) => {
-  const raw = await readBody(req, 1_048_576);
-  let requests: unknown;
-  try {
-    requests = (JSON.parse(raw.toString('utf8')) as { requests?: unknown }).requests;
-  } catch (error) {
-    throw new ApiError(
-      400,
-      'invalid_request_error',
-      `body: expected JSON { "requests": [...] }, got ${errorMessage(error)}`,
-    );
-  }
+  const { requests } = await readJsonObject(req, 1_048_576, '{ "requests": [...] }');
   if (!Array.isArray(requests) || requests.length > CONFORMANCE_MAX_REQUESTS) {
     const got = Array.isArray(requests) ? `${requests.length} items` : typeof requests;
     const expected = `an array of at most ${CONFORMANCE_MAX_REQUESTS}`;

@@ -1,6 +1,6 @@
 import { INSTALL_ID_PATTERN } from '@moat/protocol';
 import { ApiError } from '../errors.js';
-import { readBody, sendJson } from '../http.js';
+import { readJsonObject, sendJson } from '../http.js';
 import { ENROLL_OUTCOMES, type InstallRow } from '../installs.js';
 import type { RouteHandler } from '../router.js';
 import { intParam, oneOf } from './admin.js';
@@ -54,13 +54,8 @@ export const listInstalls: RouteHandler = async ({ res, url, services }) => {
  * the others. The key's other installs and the release are untouched.
  */
 export const revokeInstall: RouteHandler = async ({ req, res, services }) => {
-  let body: { install_id?: unknown };
-  try {
-    body = JSON.parse((await readBody(req, 4096)).toString('utf8')) as { install_id?: unknown };
-  } catch {
-    throw new ApiError(400, 'invalid_request_error', 'body: expected JSON { "install_id": "i…" }');
-  }
-  const iid = body?.install_id;
+  const body = await readJsonObject(req, 4096, '{ "install_id": "i…" }');
+  const iid = body.install_id;
   if (typeof iid !== 'string' || !INSTALL_ID_PATTERN.test(iid))
     throw new ApiError(
       400,

@@ -2,6 +2,7 @@ import { pipeline } from 'node:stream/promises';
 import { authenticate } from '../auth.js';
 import { ApiError, unavailable } from '../errors.js';
 import { abortWhenClientGone, sendError } from '../http.js';
+import { CLIENT_CLOSED } from '../pipeline/index.js';
 import { newRequestId, RecordStoreError, RequestLedger } from '../pipeline/record.js';
 import type { UpstreamResponse } from '../pipeline/upstream.js';
 import type { RouteHandler } from '../router.js';
@@ -35,6 +36,12 @@ export const handlePassthrough: RouteHandler = async ({ req, res, services, targ
     await ledger.finish(upstream.status);
   } catch (error) {
     upstream?.body.destroy();
+    if (abort.signal.aborted) {
+      // The client went away (and the upstream call with it): recorded as the pipeline records it.
+      ledger.reason('client_disconnected');
+      await ledger.finish(CLIENT_CLOSED).catch(() => {});
+      return;
+    }
     const apiError =
       error instanceof ApiError
         ? error
