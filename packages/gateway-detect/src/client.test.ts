@@ -69,6 +69,15 @@ describe('GatewayDetector.observe', () => {
     }
   });
 
+  it('reads a 1 MiB base URL in linear time (a backtracking trim took minutes)', () => {
+    const spaces = ' '.repeat(1 << 20);
+    expect(new GatewayDetector({ baseUrl: `a${spaces}x` }).observe({ headers: {} })).toEqual([]);
+    const padded = new GatewayDetector({ baseUrl: `${spaces}openrouter.ai:443${'\t'.repeat(1 << 20)}` });
+    expect(padded.observe({ headers: {} })).toEqual([{ id: 'openrouter', evidence: ['host:openrouter.ai'] }]);
+    const url = new GatewayDetector({ baseUrl: `https://anthropic.helicone.ai${'\u0001'.repeat(1 << 20)}` });
+    expect(url.observe({ headers: {} }).map((d) => d.id)).toEqual(['helicone']);
+  });
+
   it('queues one telemetry event per distinct detection, not one per response', () => {
     const events: TelemetryEvent[] = [];
     const detector = new GatewayDetector({ telemetry: { push: (e) => events.push(e) }, now: () => 1_764_000_000_000 });

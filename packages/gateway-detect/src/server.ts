@@ -18,6 +18,7 @@ export type RelaySignal = (typeof RELAY_SIGNALS)[number];
 
 /** What {@link inspectRequest} needs to know about one incoming request. */
 export interface RequestContext {
+  /** The request's headers; a header whose value is not a string (or strings) is skipped. */
   readonly headers: HeaderInput;
   /** The attested or claimed client version (`cv` of the attribution block), when known. */
   readonly clientVersion?: string;
@@ -37,22 +38,39 @@ export interface RequestEvidence {
   readonly signals: readonly RelaySignal[];
 }
 
-function headerValues(headers: HeaderInput, name: string): string[] {
+type HeaderPairs = ReadonlyArray<readonly [string, string]>;
+
+/**
+ * The `[name, value]` pairs of headers given as a `Headers` object, an iterable of pairs or a
+ * record (values a string or an array of strings), keeping only string names and values.
+ * Headers reach here from servers and parsed JSON alike, so anything else (a number, `null`,
+ * no headers at all, even an iterator that throws) reads as headers absent, never as an error.
+ */
+function headerPairs(headers: unknown): HeaderPairs {
+  const out: Array<readonly [string, string]> = [];
+  if (typeof headers !== 'object' || headers === null) return out;
+  try {
+    if (Symbol.iterator in headers) {
+      for (const pair of headers as Iterable<unknown>) {
+        if (!Array.isArray(pair)) continue;
+        const [k, v] = pair as unknown[];
+        if (typeof k === 'string' && typeof v === 'string') out.push([k, v]);
+      }
+      return out;
+    }
+    for (const [k, v] of Object.entries(headers)) {
+      if (typeof v === 'string') out.push([k, v]);
+      else if (Array.isArray(v)) for (const item of v as unknown[]) if (typeof item === 'string') out.push([k, item]);
+    }
+  } catch {
+    return [];
+  }
+  return out;
+}
+
+function headerValues(pairs: HeaderPairs, name: string): string[] {
   const out: string[] = [];
-  if (typeof (headers as Headers).get === 'function' && typeof (headers as Headers).has === 'function') {
-    const v = (headers as Headers).get(name);
-    if (v !== null) out.push(v);
-    return out;
-  }
-  if (Symbol.iterator in headers) {
-    for (const [k, v] of headers as Iterable<readonly [string, string]>) if (k.toLowerCase() === name) out.push(v);
-    return out;
-  }
-  for (const [k, v] of Object.entries(headers as Record<string, string | readonly string[] | undefined>)) {
-    if (k.toLowerCase() !== name || v === undefined) continue;
-    if (typeof v === 'string') out.push(v);
-    else out.push(...v);
-  }
+  for (const [k, v] of pairs) if (k.toLowerCase() === name) out.push(v);
   return out;
 }
 
@@ -72,8 +90,15 @@ function splitList(value: string): string[] {
   return parts.filter((p) => p !== '');
 }
 
-/** Hops named by Via (RFC 9110 §7.6.3), Forwarded (RFC 7239) and X-Forwarded-For, bounded to 32. */
+/**
+ * Hops named by Via (RFC 9110 §7.6.3), Forwarded (RFC 7239) and X-Forwarded-For, bounded to 32.
+ * Header values that are not strings are skipped.
+ */
 export function forwardingHops(headers: HeaderInput): string[] {
+  return hopsOf(headerPairs(headers));
+}
+
+function hopsOf(headers: HeaderPairs): string[] {
   const hops: string[] = [];
   for (const via of headerValues(headers, 'via')) for (const hop of splitList(via)) hops.push(`via:${hop.slice(0, 128)}`);
   for (const fwd of headerValues(headers, 'forwarded')) {
@@ -89,7 +114,9 @@ export function forwardingHops(headers: HeaderInput): string[] {
 /**
  * Inspects an incoming request for relay evidence: gateway header prefixes from the rule
  * table, forwarding chains, and a user agent that disagrees with the claimed client.
- * Address fan-in needs history: {@link GatewayStats.record} adds it. Never throws.
+ * Address fan-in needs history: {@link GatewayStats.record} adds it. Never throws: a header
+ * whose value is not a string (or strings) is skipped, missing headers are none, and a
+ * `clientVersion` or `userAgentProduct` that is not a string is not known.
  *
  * @example
  * ```ts
@@ -98,14 +125,16 @@ export function forwardingHops(headers: HeaderInput): string[] {
  * ```
  */
 export function inspectRequest(context: RequestContext, rules: GatewayRuleTable = GATEWAY_RULES): RequestEvidence {
-  const gateways = detectGateways({ headers: context.headers }, rules);
-  const hops = forwardingHops(context.headers);
-  const userAgent = headerValues(context.headers, 'user-agent')[0];
+  const { headers, clientVersion, userAgentProduct }: Partial<Record<keyof RequestContext, unknown>> = context ?? {};
+  const pairs = headerPairs(headers);
+  const gateways = detectGateways({ headers: pairs }, rules);
+  const hops = hopsOf(pairs);
+  const userAgent = headerValues(pairs, 'user-agent')[0];
   const signals: RelaySignal[] = [];
   if (gateways.length > 0) signals.push('gateway_headers');
   if (hops.length > 0) signals.push('forwarded_chain');
-  if (context.userAgentProduct !== undefined && context.clientVersion !== undefined) {
-    const expected = `${context.userAgentProduct}/${context.clientVersion}`.toLowerCase();
+  if (typeof userAgentProduct === 'string' && typeof clientVersion === 'string') {
+    const expected = `${userAgentProduct}/${clientVersion}`.toLowerCase();
     const tokens = (userAgent ?? '').toLowerCase().split(/\s+/);
     if (!tokens.includes(expected)) signals.push('ua_mismatch');
   }
@@ -256,9 +285,13 @@ export class GatewayStats {
   }
 
   #count(s: KeyGatewayState, id: string, n: number): void {
-    const known = s.gateways.has(id);
-    const name = known || (GATEWAY_ID_PATTERN.test(id) && s.gateways.size < this.#maxGateways) ? id : OTHER_GATEWAY;
+    const name = this.#gatewayName(s.gateways, id);
     s.gateways.set(name, (s.gateways.get(name) ?? 0) + n);
+  }
+
+  /** The name `id` is counted under in `gateways`: itself while within bounds, else {@link OTHER_GATEWAY}. */
+  #gatewayName(gateways: ReadonlyMap<string, number>, id: string): string {
+    return gateways.has(id) || (GATEWAY_ID_PATTERN.test(id) && gateways.size < this.#maxGateways) ? id : OTHER_GATEWAY;
   }
 
   /** The key's report, or `undefined` for a key never seen. */
@@ -305,43 +338,104 @@ export class GatewayStats {
    * Adds another replica's snapshot: counters add, address sets unite (bounded). Replicas
    * must share `addressSecret` for the union to count distinct addresses correctly.
    *
-   * @throws {GatewayStatsError} for a malformed snapshot; nothing is merged then.
+   * A merge that would take any counter past `Number.MAX_SAFE_INTEGER` is refused, not
+   * clamped: past it, counts stop being exact and further additions are lost silently.
+   *
+   * @throws {GatewayStatsError} `ERR_GATEWAY_STATS_FORMAT` for a malformed snapshot,
+   *   `ERR_GATEWAY_STATS_OVERFLOW` for one whose counts would pass `Number.MAX_SAFE_INTEGER`;
+   *   nothing is merged then.
    */
   merge(other: GatewayStats | unknown): this {
     const doc = other instanceof GatewayStats ? other.toJSON() : checkSnapshot(other);
+    this.#refuseOverflow(doc);
     for (const [key, theirs] of Object.entries(doc.keys)) {
       const s = this.#state(key, theirs.lastSeen);
       s.requests += theirs.requests;
       for (const [id, n] of Object.entries(theirs.gateways)) this.#count(s, id, n);
-      for (const signal of RELAY_SIGNALS) s.signals[signal] += theirs.signals[signal] ?? 0;
+      for (const signal of RELAY_SIGNALS) s.signals[signal] += signalCount(theirs.signals, signal);
       if (theirs.windowStart >= s.windowStart)
         for (const a of theirs.addresses) if (s.addresses.size < this.#maxAddresses) s.addresses.add(a);
     }
     return this;
   }
+
+  /** Runs the additions {@link merge} would make, on copies, and throws before any would pass `Number.MAX_SAFE_INTEGER`. */
+  #refuseOverflow(doc: SerializedGatewayStats): void {
+    for (const [key, theirs] of Object.entries(doc.keys)) {
+      const s = this.#keys.peek(key);
+      const where = `keys[${describe(key)}]`;
+      addCounts(`${where}.requests`, s?.requests ?? 0, theirs.requests);
+      for (const signal of RELAY_SIGNALS) {
+        addCounts(`${where}.signals.${signal}`, s?.signals[signal] ?? 0, signalCount(theirs.signals, signal));
+      }
+      const gateways = new Map(s?.gateways);
+      for (const [id, n] of Object.entries(theirs.gateways)) {
+        const name = this.#gatewayName(gateways, id);
+        gateways.set(name, addCounts(`${where}.gateways.${name}`, gateways.get(name) ?? 0, n));
+      }
+    }
+  }
+}
+
+/** `ours + theirs`, or a {@link GatewayStatsError} naming `where` when the sum would not be a safe integer. */
+function addCounts(where: string, ours: number, theirs: number): number {
+  if (theirs > Number.MAX_SAFE_INTEGER - ours) {
+    throw new GatewayStatsError(
+      `${where} at most Number.MAX_SAFE_INTEGER after the merge`,
+      `${ours} + ${theirs}`,
+      'ERR_GATEWAY_STATS_OVERFLOW',
+    );
+  }
+  return ours + theirs;
+}
+
+/** A snapshot's count of `signal`; own members only, so a missing signal is 0 whatever the prototype holds. */
+function signalCount(signals: Readonly<Record<string, number>>, signal: RelaySignal): number {
+  return Object.hasOwn(signals, signal) ? (signals[signal] as number) : 0;
+}
+
+/**
+ * A short printable rendering of a snapshot value for an error message. `String` and
+ * `JSON.stringify` both throw on some values (a BigInt, an object without a prototype).
+ */
+function describe(value: unknown): string {
+  if (value === null || value === undefined || typeof value === 'number' || typeof value === 'boolean') return String(value);
+  if (typeof value === 'string') return JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value);
+  if (typeof value === 'bigint' || typeof value === 'symbol') return `${typeof value} ${String(value)}`;
+  if (Array.isArray(value)) return `array(${value.length})`;
+  return typeof value;
+}
+
+const isCount = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
+
+function isHashList(value: unknown): boolean {
+  if (!Array.isArray(value)) return false;
+  // An index loop, not `every`: `every` skips the holes of a sparse array, which would merge as `undefined`.
+  for (let i = 0; i < value.length; i++) {
+    const a: unknown = value[i];
+    if (typeof a !== 'string' || a.length > 64) return false;
+  }
+  return true;
 }
 
 function checkSnapshot(input: unknown): SerializedGatewayStats {
-  const isCount = (v: unknown) => Number.isSafeInteger(v) && (v as number) >= 0;
-  if (typeof input !== 'object' || input === null) throw new GatewayStatsError('an object', String(input));
+  if (typeof input !== 'object' || input === null) throw new GatewayStatsError('an object', describe(input));
   const doc = input as Record<string, unknown>;
-  if (doc.format !== 'moat-gateway-stats/1') throw new GatewayStatsError('format "moat-gateway-stats/1"', JSON.stringify(doc.format));
+  if (doc.format !== 'moat-gateway-stats/1') throw new GatewayStatsError('format "moat-gateway-stats/1"', describe(doc.format));
   const keys = doc.keys;
-  if (typeof keys !== 'object' || keys === null || Array.isArray(keys)) throw new GatewayStatsError('a keys object', String(keys));
+  if (typeof keys !== 'object' || keys === null || Array.isArray(keys)) throw new GatewayStatsError('a keys object', describe(keys));
   for (const [key, raw] of Object.entries(keys)) {
+    const where = `keys[${describe(key)}]`;
+    if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new GatewayStatsError(`${where} as an object`, describe(raw));
     const s = raw as Record<string, unknown>;
-    const where = `keys[${JSON.stringify(key)}]`;
-    if (typeof s !== 'object' || s === null) throw new GatewayStatsError(`${where} as an object`, String(s));
     for (const f of ['requests', 'windowStart', 'lastSeen'])
-      if (!isCount(s[f])) throw new GatewayStatsError(`${where}.${f} as a count`, JSON.stringify(s[f]));
+      if (!isCount(s[f])) throw new GatewayStatsError(`${where}.${f} as a count`, describe(s[f]));
     for (const f of ['gateways', 'signals']) {
       const m = s[f];
-      if (typeof m !== 'object' || m === null || !Object.values(m).every(isCount))
-        throw new GatewayStatsError(`${where}.${f} as counts`, JSON.stringify(m));
+      if (typeof m !== 'object' || m === null || Array.isArray(m) || !Object.values(m).every(isCount))
+        throw new GatewayStatsError(`${where}.${f} as counts`, describe(m));
     }
-    if (!Array.isArray(s.addresses) || !s.addresses.every((a) => typeof a === 'string' && a.length <= 64)) {
-      throw new GatewayStatsError(`${where}.addresses as hash strings`, JSON.stringify(s.addresses));
-    }
+    if (!isHashList(s.addresses)) throw new GatewayStatsError(`${where}.addresses as hash strings`, describe(s.addresses));
   }
   return doc as unknown as SerializedGatewayStats;
 }

@@ -48,7 +48,13 @@ export interface AttributionFields {
   readonly extensions?: ReadonlyArray<readonly [string, string]> | undefined;
 }
 
-const KNOWN_RANK: Record<string, number> = { v: 0, cv: 1, fp: 2, ep: 3 };
+/** A `Map`, not an object literal: a field named `constructor` or `toString` must not find a prototype member. */
+const KNOWN_RANK: ReadonlyMap<string, number> = new Map([
+  ['v', 0],
+  ['cv', 1],
+  ['fp', 2],
+  ['ep', 3],
+]);
 
 function checkKnownValue(key: string, value: string): void {
   if (key === 'fp' && !FP_RE.test(value)) {
@@ -86,7 +92,7 @@ export function parseAttribution(text: unknown): AttributionBlock {
     throw new ProtocolError('ERR_ATTRIBUTION_SYNTAX', `" key=value;" at offset ${pos}`, 'end of text');
   }
   const seen = new Set<string>();
-  const known: Record<string, string> = {};
+  const known = new Map<string, string>();
   const extensions: Array<readonly [string, string]> = [];
   let lastRank = -1;
   let sawExtension = false;
@@ -114,7 +120,7 @@ export function parseAttribution(text: unknown): AttributionBlock {
     if (seen.has(key)) {
       throw new ProtocolError('ERR_ATTRIBUTION_DUPLICATE_FIELD', `"${key}" at most once`, `a second "${key}"`);
     }
-    const rank = KNOWN_RANK[key];
+    const rank = KNOWN_RANK.get(key);
     if (seen.size === 0 && key !== 'v') {
       throw new ProtocolError('ERR_ATTRIBUTION_FIELD_ORDER', '"v" as the first field', describeValue(key));
     }
@@ -140,21 +146,17 @@ export function parseAttribution(text: unknown): AttributionBlock {
         }
       }
       checkKnownValue(key, value);
-      known[key] = value;
+      known.set(key, value);
     }
     pos = end + 1;
   }
-  const cv = known.cv;
+  const cv = known.get('cv');
   if (cv === undefined) {
     throw new ProtocolError('ERR_ATTRIBUTION_MISSING_FIELD', 'a "cv" field', 'none');
   }
-  return {
-    v: 1,
-    cv,
-    ...(known.fp === undefined ? {} : { fp: known.fp }),
-    ...(known.ep === undefined ? {} : { ep: known.ep }),
-    extensions,
-  };
+  const fp = known.get('fp');
+  const ep = known.get('ep');
+  return { v: 1, cv, ...(fp === undefined ? {} : { fp }), ...(ep === undefined ? {} : { ep }), extensions };
 }
 
 /** Like {@link parseAttribution}, but returns a {@link ParseResult} instead of throwing. */
@@ -186,7 +188,7 @@ export function serializeAttribution(fields: AttributionFields): string {
   if (fields.fp !== undefined && fields.fp !== null) add('fp', fields.fp);
   if (fields.ep !== undefined && fields.ep !== null) add('ep', fields.ep);
   for (const [key, value] of fields.extensions ?? []) {
-    if (Object.hasOwn(KNOWN_RANK, key)) {
+    if (KNOWN_RANK.has(key)) {
       throw new ProtocolError('ERR_ATTRIBUTION_DUPLICATE_FIELD', 'extension keys other than v, cv, fp, ep', describeValue(key));
     }
     if (typeof key !== 'string' || !KEY_RE.test(key))

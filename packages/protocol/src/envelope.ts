@@ -1,5 +1,5 @@
 import { type ParseResult, ProtocolError, toResult } from './errors.js';
-import { describeValue } from './internal/describe.js';
+import { describeValue, isBytes } from './internal/describe.js';
 import { KEY_ID_PATTERN } from './key-id.js';
 import { utf8Length } from './text.js';
 
@@ -37,11 +37,24 @@ export type EnvelopeBinding = 'request' | 'install';
 
 /** The scheme of each binding, and of none (`v1`). */
 const SCHEME_OF = { request: 'r1', install: 'i1', none: 'v1' } as const;
-const BINDING_OF: Readonly<Record<string, EnvelopeBinding | undefined>> = { r1: 'request', i1: 'install' };
+/** A `Map`, not an object literal: a scheme is text from the body, never a prototype member's name. */
+const BINDING_OF: ReadonlyMap<string, EnvelopeBinding> = new Map([
+  ['r1', 'request'],
+  ['i1', 'install'],
+]);
 
-/** The envelope scheme that carries `binding` (`v1` when there is none). */
+/**
+ * The envelope scheme that carries `binding` (`v1` when there is none).
+ *
+ * @throws {ProtocolError} `ERR_ENVELOPE_SYNTAX` for a binding other than `request` or `install`.
+ */
 export function envelopeScheme(binding: EnvelopeBinding | undefined): EnvelopeScheme {
-  return SCHEME_OF[binding ?? 'none'];
+  const key = binding ?? 'none';
+  // Own members only: a binding read from configuration may be any text, `constructor` too.
+  if (!Object.hasOwn(SCHEME_OF, key)) {
+    throw new ProtocolError('ERR_ENVELOPE_SYNTAX', 'a binding "request", "install" or none', describeValue(binding));
+  }
+  return SCHEME_OF[key];
 }
 
 /** A parsed envelope value `v1.<kid>.<ts>.<nonce>.<stamp>` (or `r1.…`, `i1.…`). */
@@ -72,7 +85,7 @@ export function parseEnvelope(value: unknown): Envelope {
   const fast = typeof value === 'string' ? ENVELOPE_RE.exec(value) : null;
   if (fast !== null && (fast[5] as string).length % 2 === 0) {
     const envelope = { kid: fast[2] as string, ts: Number(fast[3]), nonce: fast[4] as string, stamp: fast[5] as string };
-    const binding = BINDING_OF[fast[1] as string];
+    const binding = BINDING_OF.get(fast[1] as string);
     return binding === undefined ? envelope : { binding, ...envelope };
   }
   if (typeof value !== 'string') {
@@ -102,7 +115,7 @@ export function parseEnvelope(value: unknown): Envelope {
     );
   }
   const envelope = { kid, ts: Number(ts), nonce, stamp };
-  const binding = BINDING_OF[scheme];
+  const binding = BINDING_OF.get(scheme);
   return binding === undefined ? envelope : { binding, ...envelope };
 }
 
@@ -287,9 +300,13 @@ function anchoredSuffix(body: Uint8Array): { anchorStart: number; valueStart: nu
  * - anchored, but the value breaks the envelope grammar → `malformed`;
  * - otherwise `found`, with byte offsets of the value and the stamp.
  *
- * A body whose first non-whitespace byte is not `{` is `malformed` (`ERR_BODY_NOT_OBJECT`).
+ * A body whose first non-whitespace byte is not `{` is `malformed` (`ERR_BODY_NOT_OBJECT`), and
+ * so is a body that is not bytes (a `Uint8Array`, as a `Buffer` is).
  */
 export function locateEnvelope(body: Uint8Array): EnvelopeLocation {
+  if (!isBytes(body)) {
+    return { status: 'malformed', error: new ProtocolError('ERR_BODY_NOT_OBJECT', 'a JSON object text as bytes', describeValue(body)) };
+  }
   let first = 0;
   while (first < body.length && (body[first] === 0x20 || body[first] === 0x09 || body[first] === 0x0a || body[first] === 0x0d)) first++;
   if (body[first] !== 0x7b) {
@@ -353,10 +370,11 @@ export interface TopLevelKey {
 /**
  * Lists the keys of the top-level JSON object in raw bytes, decoding escapes, without
  * building the object. Returns `undefined` when the text is not an object or its strings
- * and brackets do not balance. It does not validate scalars; callers that need full
- * validity parse the JSON as well.
+ * and brackets do not balance, or `body` is not bytes. It does not validate scalars; callers
+ * that need full validity parse the JSON as well.
  */
 export function topLevelKeys(body: Uint8Array): TopLevelKey[] | undefined {
+  if (!isBytes(body)) return undefined;
   let i = 0;
   const n = body.length;
   const skipWs = () => {

@@ -1,6 +1,7 @@
 import { type ParseResult, ProtocolError, toResult } from './errors.js';
 import { describeValue } from './internal/describe.js';
 import { parseHttpUrl } from './internal/http-url.js';
+import { isSpaceOrTab, trimWhere } from './internal/trim.js';
 import { asciiLower, utf8Length } from './text.js';
 
 /** One known AI gateway: header-name prefixes it adds and hosts it is served from. */
@@ -170,16 +171,18 @@ function hostMatches(host: string, suffix: string): boolean {
  * The host of a base URL, or of a bare `host[:port]`, without port or one trailing dot
  * (§9): a value containing `://` is parsed by the WHATWG URL Standard (http and https
  * only; anything else has no host, `""`); any other value is trimmed of spaces and tabs,
- * lowercased (A-Z only) and loses a trailing `:digits`.
+ * lowercased (A-Z only) and loses a trailing `:digits`. A value that is not a string has no
+ * host either.
  */
 export function normalizeHost(hostOrUrl: string): string {
+  if (typeof hostOrUrl !== 'string') return '';
   let host: string;
   if (hostOrUrl.includes('://')) {
     const url = parseHttpUrl(hostOrUrl);
     if (url === undefined) return '';
     host = url.hostname;
   } else {
-    host = asciiLower(hostOrUrl.replace(/^[ \t]+|[ \t]+$/g, '')).replace(/:[0-9]+$/, '');
+    host = asciiLower(trimWhere(hostOrUrl, isSpaceOrTab)).replace(/:[0-9]+$/, '');
   }
   return host.replace(/\.$/, '');
 }

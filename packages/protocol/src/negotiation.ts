@@ -2,6 +2,7 @@ import { PROTOCOL_VERSION } from './attribution.js';
 import { type ParseResult, ProtocolError, toResult } from './errors.js';
 import { decodeBase64url32 } from './internal/base64url.js';
 import { describeValue, isRecord } from './internal/describe.js';
+import { isSpaceOrTab, trimWhere } from './internal/trim.js';
 import { KEY_ID_PATTERN } from './key-id.js';
 
 /** Path, relative to an API base URL, of the discovery document. */
@@ -133,14 +134,15 @@ export function negotiateVersion(
 }
 
 /**
- * Parses a `moat-version` header value (`1` or `1, 2`) into versions; malformed → empty.
+ * Parses a `moat-version` header value (`1` or `1, 2`) into versions; malformed → empty,
+ * and so is a value that is not a string (a header repeated as an array, say).
  * Parts are trimmed of spaces and tabs only (HTTP's optional whitespace), nothing else.
  */
 export function parseVersionHeader(value: string | null | undefined): number[] {
-  if (value === null || value === undefined) return [];
+  if (typeof value !== 'string') return [];
   const versions: number[] = [];
   for (const part of value.split(',')) {
-    const t = part.replace(/^[ \t]+|[ \t]+$/g, '');
+    const t = trimWhere(part, isSpaceOrTab);
     if (/^[1-9][0-9]{0,3}$/.test(t)) versions.push(Number(t));
     else return [];
   }

@@ -133,8 +133,11 @@ export const REDACTED_SIGNATURE_SEPARATOR = '~';
  * Splits a `redacted_thinking` block's `data` into Moat's signature and the original data
  * (§8.1): `data = signature "~" original` when it starts with `ms1.` and has a `~` within
  * its first 257 UTF-8 bytes; otherwise there is no signature and the data is the original.
+ *
+ * @throws {ProtocolError} `ERR_BLOCK_CONTENT` when `data` is not a string.
  */
 export function splitRedactedData(data: string): { readonly signature?: string; readonly data: string } {
+  if (typeof data !== 'string') throw new ProtocolError('ERR_BLOCK_CONTENT', 'redacted_thinking data as a string', describeValue(data));
   if (!data.startsWith('ms1.')) return { data };
   const at = data.indexOf(REDACTED_SIGNATURE_SEPARATOR);
   // "Within its first 257 bytes": the signature before it is at most 256 UTF-8 bytes (§8.2).

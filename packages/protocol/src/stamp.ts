@@ -3,6 +3,7 @@ import { MAX_STAMP_HEX_LENGTH, MIN_STAMP_HEX_LENGTH } from './envelope.js';
 import { ProtocolError } from './errors.js';
 import { describeValue } from './internal/describe.js';
 import { parseHttpUrl } from './internal/http-url.js';
+import { isSpaceOrTab, trimWhere } from './internal/trim.js';
 import { lengthPrefixed } from './signature.js';
 import { asciiLower, toHex } from './text.js';
 
@@ -59,12 +60,15 @@ export function requestBase(request: RequestComponents): Uint8Array {
  * The authority a client sends to and stamps for `url`: the WHATWG URL `host` — lowercase,
  * punycode, IPv6 in brackets, the port only when it is not the scheme's default.
  *
- * @throws {ProtocolError} `ERR_STAMP_REQUEST` for text that is not an http(s) URL with a host.
+ * @throws {ProtocolError} `ERR_STAMP_REQUEST` for a value that is not an http(s) URL with a host.
  */
 export function authorityOf(url: string | URL): string {
-  const parsed = typeof url === 'string' ? parseHttpUrl(url) : parseHttpUrl(url.href);
+  // Any object's `href`, not `instanceof URL`: a URL from another realm is not one.
+  const href: unknown = typeof url === 'string' ? url : typeof url === 'object' && url !== null ? url.href : undefined;
+  const text = typeof href === 'string' ? href : undefined;
+  const parsed = text === undefined ? undefined : parseHttpUrl(text);
   if (parsed === undefined)
-    throw new ProtocolError('ERR_STAMP_REQUEST', 'an http(s) URL with an ASCII or Latin-1 host', describeValue(String(url)));
+    throw new ProtocolError('ERR_STAMP_REQUEST', 'an http(s) URL with an ASCII or Latin-1 host', describeValue(text ?? url));
   return parsed.host;
 }
 
@@ -74,14 +78,27 @@ export function authorityOf(url: string | URL): string {
  * `Authorization: Bearer` header, else `""` (§5.3).
  */
 export function credentialOf(get: (name: string) => string | null | undefined): string {
-  const key = get('x-api-key')?.replace(/^[ \t]+|[ \t]+$/g, '');
-  if (key !== undefined && key !== '') return key;
+  const key = get('x-api-key');
+  const trimmed = typeof key === 'string' ? trimWhere(key, isSpaceOrTab) : '';
+  if (trimmed !== '') return trimmed;
   const auth = get('authorization');
-  if (typeof auth === 'string') {
-    const m = /^[ \t]*bearer +(.*?)[ \t]*$/is.exec(auth);
-    if (m !== null) return m[1] as string;
-  }
-  return '';
+  return typeof auth === 'string' ? (bearerToken(auth) ?? '') : '';
+}
+
+/**
+ * The token of an `Authorization` value `[ \t]*bearer +token[ \t]*` (the scheme in any ASCII
+ * case), or `undefined`. Scanned by index: a lazy pattern before `[ \t]*$` is quadratic in a
+ * run of spaces inside the token.
+ */
+function bearerToken(value: string): string | undefined {
+  let i = 0;
+  while (i < value.length && isSpaceOrTab(value.charCodeAt(i))) i++;
+  if (asciiLower(value.slice(i, i + 6)) !== 'bearer' || value.charCodeAt(i + 6) !== 0x20) return undefined;
+  i += 6;
+  while (value.charCodeAt(i) === 0x20) i++;
+  let end = value.length;
+  while (end > i && isSpaceOrTab(value.charCodeAt(end - 1))) end--;
+  return value.slice(i, end);
 }
 
 /**

@@ -52,7 +52,8 @@ function checkEvent(raw: unknown, i: number): TelemetryEvent {
   const event = raw as Record<string, unknown>;
   const type = checkString(event.type, `events[${i}].type`);
   if (!Number.isSafeInteger(event.ts) || (event.ts as number) < 0) fail(`events[${i}].ts as Unix seconds`, describeValue(event.ts));
-  const schema = SCHEMAS[type as TelemetryEventType];
+  // Own members only: a type named `constructor` or `__proto__` is an unknown type, not a prototype member.
+  const schema = Object.hasOwn(SCHEMAS, type) ? SCHEMAS[type as TelemetryEventType] : undefined;
   if (schema === undefined) return { type, ts: event.ts as number };
   const out: Record<string, unknown> = { type, ts: event.ts };
   for (const [member, kind] of Object.entries(schema)) {

@@ -1,15 +1,13 @@
 // Package-internal: not exported from any entry point.
 
-/** A short printable rendering of an unexpected input, for error messages. */
-export function describeValue(value: unknown): string {
-  if (value === null) return 'null';
-  if (Array.isArray(value)) return `array(${value.length})`;
-  if (typeof value === 'string') {
-    const shown = value.length > 40 ? `${value.slice(0, 40)}…` : value;
-    return JSON.stringify(shown);
-  }
-  if (typeof value === 'object') return 'object';
-  return `${typeof value} ${String(value)}`;
+export { describeValue } from '../support/describe.js';
+
+/**
+ * Whether `value` is a `Uint8Array` (a `Buffer` is one), from this realm or another: the
+ * `toStringTag` of a typed array is its kind, where `instanceof` fails across realms.
+ */
+export function isBytes(value: unknown): value is Uint8Array {
+  return ArrayBuffer.isView(value) && Object.prototype.toString.call(value) === '[object Uint8Array]';
 }
 
 /** Whether `value` is a plain JSON object (not null, not an array). */

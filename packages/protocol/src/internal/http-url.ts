@@ -1,3 +1,5 @@
+import { isC0ControlOrSpace, trimWhere } from './trim.js';
+
 /**
  * The host text of a URL as the WHATWG URL Standard's parser finds it (after trimming C0
  * controls and spaces, removing tabs and newlines, slashes and backslashes after the scheme,
@@ -5,8 +7,7 @@
  * decoding. `undefined` when the text has no scheme.
  */
 function rawHost(url: string): string | undefined {
-  // biome-ignore lint/suspicious/noControlCharactersInRegex: the URL Standard trims C0 controls and space
-  const text = url.replace(/^[\u0000-\u0020]+|[\u0000-\u0020]+$/g, '').replace(/[\t\n\r]/g, '');
+  const text = trimWhere(url, isC0ControlOrSpace).replace(/[\t\n\r]/g, '');
   const colon = text.indexOf(':');
   if (colon <= 0) return undefined;
   const rest = text.slice(colon + 1).replace(/^[/\\]+/, '');

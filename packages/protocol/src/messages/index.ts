@@ -11,4 +11,4 @@ export { assembleStream, MessageAssembler, type MessageAssemblerOptions, type St
 export { MessagesError, type MessagesErrorCode } from './errors.js';
 export { chunked, type DeltaSplitter, formatReceivedEvent, formatStreamEvent, streamEventsOf } from './events.js';
 export * from './types.js';
-export { parseMessagesRequest, parseMessagesResponse } from './validate.js';
+export { MESSAGES_MAX_DEPTH, parseMessagesRequest, parseMessagesResponse } from './validate.js';

@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { MessagesError } from './errors.js';
-import { parseMessagesRequest, parseMessagesResponse } from './validate.js';
+import { MESSAGES_MAX_DEPTH, parseMessagesRequest, parseMessagesResponse } from './validate.js';
 
 const ok = { model: 'claude-test', max_tokens: 10, messages: [{ role: 'user', content: 'hi' }] };
 
@@ -104,5 +104,64 @@ describe('parseMessagesRequest', () => {
       ),
       { numRuns: 2000 },
     );
+  });
+});
+
+/**
+ * Blocks nested through `tool_result` content so that the deepest container the walk reaches
+ * (a block, or an empty `content` array) is at JSON depth `depth`; `top` is the depth of the
+ * outermost block (5 in a request, 3 in a response).
+ */
+function nestedBlock(depth: number, top: number): unknown {
+  let at = depth;
+  let block: unknown = { type: 'text', text: 'x' };
+  if ((at - top) % 2 !== 0) {
+    block = { type: 'tool_result', tool_use_id: 't', content: [] };
+    at--;
+  }
+  for (; at > top; at -= 2) block = { type: 'tool_result', tool_use_id: 't', content: [block] };
+  return block;
+}
+
+const deepRequest = (depth: number) => ({ model: 'm', messages: [{ role: 'user', content: [nestedBlock(depth, 5)] }] });
+const deepResponse = (depth: number) => ({ id: 'msg_1', content: [nestedBlock(depth, 3)] });
+
+function depthError(run: () => unknown): MessagesError | undefined {
+  try {
+    run();
+  } catch (error) {
+    if (error instanceof MessagesError) return error;
+    throw error;
+  }
+  return undefined;
+}
+
+describe('nesting bound', () => {
+  it('accepts content nested up to MESSAGES_MAX_DEPTH and refuses one level more, naming the path', () => {
+    expect(MESSAGES_MAX_DEPTH).toBe(512);
+    for (const [parse, body] of [
+      [parseMessagesRequest, deepRequest],
+      [parseMessagesResponse, deepResponse],
+    ] as const) {
+      expect(depthError(() => parse(body(MESSAGES_MAX_DEPTH - 1)))).toBeUndefined();
+      expect(depthError(() => parse(body(MESSAGES_MAX_DEPTH)))).toBeUndefined();
+      const error = depthError(() => parse(body(MESSAGES_MAX_DEPTH + 1)));
+      expect(error?.code).toBe('ERR_MESSAGES_DEPTH');
+      expect(error?.message).toMatch(/: expected nesting at most 512 deep, got (an array|an object) at depth 513$/);
+      expect(error?.path.split('.').length).toBeGreaterThan(250);
+    }
+    // The shapes stay as they were: a response's content is an array, a request's may be a string.
+    expect(depthError(() => parseMessagesResponse({ id: 'msg_1', content: 'x' }))?.code).toBe('ERR_MESSAGES_SHAPE');
+    expect(depthError(() => parseMessagesRequest({ model: 'm', messages: [{ role: 'user', content: 'x' }], system: 'y' }))).toBeUndefined();
+  });
+
+  it('refuses 100,000 levels of tool_result with the typed error, not a stack overflow', () => {
+    const levels = 100_000;
+    const nested = `${'{"type":"tool_result","tool_use_id":"t","content":['.repeat(levels)}{"type":"text","text":"x"}${']}'.repeat(levels)}`;
+    const request = JSON.parse(`{"model":"m","messages":[{"role":"user","content":[${nested}]}]}`);
+    const response = JSON.parse(`{"id":"msg_1","content":[${nested}]}`);
+    expect(depthError(() => parseMessagesRequest(request))?.code).toBe('ERR_MESSAGES_DEPTH');
+    expect(depthError(() => parseMessagesResponse(response))?.code).toBe('ERR_MESSAGES_DEPTH');
+    expect(depthError(() => parseMessagesRequest(deepRequest(2 * levels + 5)))?.code).toBe('ERR_MESSAGES_DEPTH');
   });
 });

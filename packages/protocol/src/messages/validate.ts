@@ -4,10 +4,26 @@ import type { MessagesRequest, MessagesResponse } from './types.js';
 
 type Path = string;
 
+/**
+ * Deepest JSON nesting the walk of {@link parseMessagesRequest} and {@link parseMessagesResponse}
+ * enters, counting objects and arrays with the body itself at 1 (as the verifier's
+ * `maxJsonDepth` counts); 512, the nesting the native addon's JSON check takes. Only content
+ * blocks nest without bound (a `tool_result` holds blocks), so this bounds that recursion
+ * well before the call stack runs out: about 250 levels of `tool_result` in a request.
+ */
+export const MESSAGES_MAX_DEPTH = 512;
+
 const join = (path: Path, member: string | number): Path => (path === '' ? String(member) : `${path}.${member}`);
 
 function fail(path: Path, expected: string, value: unknown): never {
   throw new MessagesError('ERR_MESSAGES_SHAPE', path, expected, describeValue(value));
+}
+
+/** Refuses a container (`what`) at JSON depth `depth` past {@link MESSAGES_MAX_DEPTH}. */
+function bound(depth: number, path: Path, what: string): void {
+  if (depth > MESSAGES_MAX_DEPTH) {
+    throw new MessagesError('ERR_MESSAGES_DEPTH', path, `nesting at most ${MESSAGES_MAX_DEPTH} deep`, `${what} at depth ${depth}`);
+  }
 }
 
 function object(value: unknown, path: Path): Record<string, unknown> {
@@ -44,9 +60,13 @@ function array(value: unknown, path: Path, item?: (value: unknown, path: Path) =
   return value;
 }
 
-/** Checks the members of a content block this model names; other members and block types pass. */
-function block(value: unknown, path: Path): void {
+/**
+ * Checks the members of a content block this model names; other members and block types pass.
+ * `depth` is the block's JSON depth: a `tool_result` nests blocks, the one recursion here.
+ */
+function block(value: unknown, path: Path, depth: number): void {
   const b = object(value, path);
+  bound(depth, path, 'an object');
   string(b.type, join(path, 'type'));
   switch (b.type) {
     case 'text':
@@ -70,7 +90,7 @@ function block(value: unknown, path: Path): void {
       string(b.tool_use_id, join(path, 'tool_use_id'));
       optional(b, 'is_error', path, boolean);
       optional(b, 'content', path, (content, at) => {
-        if (typeof content !== 'string') array(content, at, block);
+        if (typeof content !== 'string') blocks(content, at, depth + 1);
       });
       break;
     case 'image':
@@ -82,14 +102,23 @@ function block(value: unknown, path: Path): void {
   optional(b, 'cache_control', path, nullable(object));
 }
 
-function content(value: unknown, path: Path): void {
-  if (typeof value !== 'string') array(value, path, block);
+/** An array of content blocks at JSON depth `depth`. */
+function blocks(value: unknown, path: Path, depth: number): void {
+  const items = array(value, path);
+  bound(depth, path, 'an array');
+  for (const [i, item] of items.entries()) block(item, join(path, i), depth + 1);
+}
+
+/** A `content` or `system` member at JSON depth `depth`: a string, or an array of blocks. */
+function content(value: unknown, path: Path, depth: number): void {
+  if (typeof value !== 'string') blocks(value, path, depth);
 }
 
 function message(value: unknown, path: Path): void {
   const m = object(value, path);
   string(m.role, join(path, 'role'));
-  if (m.role !== 'system' || m.content !== undefined) content(m.content, join(path, 'content'));
+  // The body is at depth 1, `messages` 2, a message 3, its content 4.
+  if (m.role !== 'system' || m.content !== undefined) content(m.content, join(path, 'content'), 4);
 }
 
 function tool(value: unknown, path: Path): void {
@@ -109,7 +138,8 @@ function tool(value: unknown, path: Path): void {
  * does not name pass unchecked, as the API may accept them. `max_tokens` is optional here
  * because `count_tokens` takes the same body without it.
  *
- * @throws {MessagesError} `ERR_MESSAGES_SHAPE` naming the first wrong member's path.
+ * @throws {MessagesError} `ERR_MESSAGES_SHAPE` naming the first wrong member's path;
+ *   `ERR_MESSAGES_DEPTH` for content blocks nested past {@link MESSAGES_MAX_DEPTH}.
  *
  * @example
  * ```ts
@@ -124,7 +154,7 @@ export function parseMessagesRequest(value: unknown): MessagesRequest {
   optional(r, 'max_tokens', '', (v, at) => {
     if (typeof v !== 'number' || !Number.isInteger(v)) fail(at, 'an integer', v);
   });
-  optional(r, 'system', '', content);
+  optional(r, 'system', '', (v, at) => content(v, at, 2));
   optional(r, 'tools', '', (v, at) => array(v, at, tool));
   optional(r, 'stream', '', boolean);
   for (const member of ['temperature', 'top_k', 'top_p']) optional(r, member, '', number);
@@ -137,13 +167,14 @@ export function parseMessagesRequest(value: unknown): MessagesRequest {
  * Checks that `value` has the shape of a Messages response (id, model, content blocks,
  * stop reason, usage) and returns it typed; unknown members and block types pass.
  *
- * @throws {MessagesError} `ERR_MESSAGES_SHAPE` naming the first wrong member's path.
+ * @throws {MessagesError} `ERR_MESSAGES_SHAPE` naming the first wrong member's path;
+ *   `ERR_MESSAGES_DEPTH` for content blocks nested past {@link MESSAGES_MAX_DEPTH}.
  */
 export function parseMessagesResponse(value: unknown): MessagesResponse {
   const r = object(value, '');
   string(r.id, 'id');
   optional(r, 'model', '', string);
-  array(r.content, 'content', block);
+  blocks(r.content, 'content', 2);
   optional(r, 'stop_reason', '', nullable(string));
   const usage = object(r.usage ?? {}, 'usage');
   optional(usage, 'output_tokens', 'usage', number);
