@@ -3,6 +3,7 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import registry from '../fixtures/app/flags.ts';
 import { buildVariant } from './build.js';
@@ -168,5 +169,54 @@ describe('registry', () => {
     ];
     for (const [input, message] of cases) expect(() => validateRegistry(input)).toThrow(message);
     expect(() => defineFlags({ variants: ['a'], features: { X: { a: true } } })).not.toThrow();
+  });
+  it('refuses BigInt and cyclic values with ERR_REGISTRY, describing what came', () => {
+    const cyclic: Record<string, unknown> = {};
+    cyclic.self = cyclic;
+    const cyclicVariants: unknown[] = ['a'];
+    cyclicVariants.push(cyclicVariants);
+    const cases: Array<[unknown, RegExp]> = [
+      [{ variants: [10n], features: {} }, /"variants" as a non-empty array of lowercase names, got array\(1\)/],
+      [{ variants: cyclicVariants, features: {} }, /"variants" as a non-empty array of lowercase names, got array\(2\)/],
+      [{ variants: ['a'], features: 10n }, /"features" as an object, got bigint 10/],
+      [{ variants: ['a'], features: { A: { a: 10n } } }, /features.A.a as a boolean, got bigint 10/],
+      [{ variants: ['a'], features: { A: { a: cyclic } } }, /features.A.a as a boolean, got object/],
+      [{ variants: ['a'], features: {}, define: { X: { a: 10n } } }, /define.X.a as a string, number or boolean, got bigint 10/],
+      [{ variants: ['a'], features: {}, define: { X: { a: cyclic } } }, /define.X.a as a string, number or boolean, got object/],
+    ];
+    for (const [input, message] of cases) {
+      const error = (() => {
+        try {
+          validateRegistry(input);
+        } catch (e) {
+          return e;
+        }
+      })();
+      expect(error).toBeInstanceOf(BuildGuardError);
+      expect((error as BuildGuardError).code).toBe('ERR_REGISTRY');
+      expect((error as BuildGuardError).message).toMatch(message);
+    }
+  });
+  it('accepts any value as a registry or refuses it with ERR_REGISTRY', () => {
+    const perVariant = fc.dictionary(fc.constantFrom('internal', 'external', 'x'), fc.anything({ withBigInt: true }));
+    const registry = fc.record(
+      {
+        variants: fc.oneof(fc.constant(['internal', 'external']), fc.anything({ withBigInt: true })),
+        features: fc.oneof(fc.dictionary(fc.constantFrom('A', 'B_2', 'lower'), perVariant), fc.anything({ withBigInt: true })),
+        define: fc.oneof(fc.dictionary(fc.constantFrom('process.env.X', 'a b'), perVariant), fc.anything({ withBigInt: true })),
+      },
+      { requiredKeys: [] },
+    );
+    fc.assert(
+      fc.property(fc.oneof(registry, fc.anything({ withBigInt: true })), (input) => {
+        try {
+          expect(validateRegistry(input)).toBe(input);
+        } catch (error) {
+          expect(error).toBeInstanceOf(BuildGuardError);
+          expect((error as BuildGuardError).code).toBe('ERR_REGISTRY');
+        }
+      }),
+      { numRuns: 1000 },
+    );
   });
 });

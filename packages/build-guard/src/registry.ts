@@ -1,3 +1,4 @@
+import { describeValue, errorMessage } from '@moat/protocol/support';
 import { BuildGuardError } from './errors.js';
 
 /** A flag registry: the one source of every build flag and its value per variant. */
@@ -49,14 +50,26 @@ export function defineFlags<const V extends string>(registry: FlagRegistry<V>): 
  * @throws {BuildGuardError} `ERR_REGISTRY` naming the first problem.
  */
 export function validateRegistry(input: unknown): FlagRegistry {
+  try {
+    return checkRegistry(input);
+  } catch (error) {
+    if (error instanceof BuildGuardError) throw error;
+    // A proxy or getter that throws while being read: the registry cannot be trusted either.
+    throw new BuildGuardError('ERR_REGISTRY', `expected a registry of plain values, got one that threw when read: ${errorMessage(error)}`, {
+      cause: error,
+    });
+  }
+}
+
+function checkRegistry(input: unknown): FlagRegistry {
   const fail = (message: string): never => {
     throw new BuildGuardError('ERR_REGISTRY', message);
   };
-  if (typeof input !== 'object' || input === null) return fail(`expected a registry object, got ${String(input)}`);
+  if (typeof input !== 'object' || input === null) return fail(`expected a registry object, got ${describeValue(input)}`);
   const r = input as Record<string, unknown>;
   const variants = r.variants;
   if (!Array.isArray(variants) || variants.length === 0 || !variants.every((v) => typeof v === 'string' && /^[a-z][a-z0-9-]*$/.test(v))) {
-    return fail(`expected "variants" as a non-empty array of lowercase names, got ${JSON.stringify(variants)}`);
+    return fail(`expected "variants" as a non-empty array of lowercase names, got ${describeValue(variants)}`);
   }
   const check = (
     section: 'features' | 'define',
@@ -67,14 +80,14 @@ export function validateRegistry(input: unknown): FlagRegistry {
   ) => {
     if (value === undefined && section === 'define') return;
     if (typeof value !== 'object' || value === null || Array.isArray(value))
-      return fail(`expected "${section}" as an object, got ${JSON.stringify(value)}`);
+      return fail(`expected "${section}" as an object, got ${describeValue(value)}`);
     for (const [key, perVariant] of Object.entries(value)) {
       if (!keyOk(key)) fail(`expected ${section} key ${JSON.stringify(key)} to match ${section === 'features' ? FLAG_NAME : DEFINE_KEY}`);
       if (typeof perVariant !== 'object' || perVariant === null)
-        return fail(`expected ${section}.${key} as an object of values per variant`);
+        return fail(`expected ${section}.${key} as an object of values per variant, got ${describeValue(perVariant)}`);
       for (const variant of variants as string[]) {
         if (!valueOk((perVariant as Record<string, unknown>)[variant])) {
-          fail(`expected ${section}.${key}.${variant} as ${kind}, got ${JSON.stringify((perVariant as Record<string, unknown>)[variant])}`);
+          fail(`expected ${section}.${key}.${variant} as ${kind}, got ${describeValue((perVariant as Record<string, unknown>)[variant])}`);
         }
       }
       for (const variant of Object.keys(perVariant)) {

@@ -7,6 +7,7 @@
  *
  * @packageDocumentation
  */
+import { constants, type Stats } from 'node:fs';
 import { open, readFile, unlink } from 'node:fs/promises';
 import type { TelemetryEvent } from '@moat/protocol';
 import { createWarner, errorCode, errorMessage, loadNativeAddon, type NativeBinding, type Warner } from '@moat/protocol/support';
@@ -200,6 +201,16 @@ async function vaultFor(bytes: Buffer, length: number, options: HardenOptions, s
   return new TokenVault(buffer, length, protection, warn, source);
 }
 
+/** What a non-regular file is, for the message that refuses it. */
+function fileKind(info: Stats): string {
+  if (info.isDirectory()) return 'a directory';
+  if (info.isFIFO()) return 'a named pipe';
+  if (info.isCharacterDevice()) return 'a character device';
+  if (info.isBlockDevice()) return 'a block device';
+  if (info.isSocket()) return 'a socket';
+  return 'another kind of file';
+}
+
 /** Options of {@link openTokenFile}. */
 export interface TokenFileOptions extends HardenOptions {
   /** Largest token file accepted (default 64 KiB). */
@@ -212,20 +223,24 @@ export interface TokenFileOptions extends HardenOptions {
  * the file is readable by group or others. The file stays until {@link TokenVault.commit},
  * so a failed start can retry with the token still on disk.
  *
- * @throws {HardenError} `ERR_TOKEN_FILE` for a missing, oversized or empty file.
+ * @throws {HardenError} `ERR_TOKEN_FILE` for a missing, oversized or empty file, or one that is
+ * not a regular file (a directory, a named pipe, a device or a socket).
  */
 export async function openTokenFile(path: string, options: TokenFileOptions = {}): Promise<TokenVault> {
   const warn = warner(options);
   const max = options.maxBytes ?? 64 * 1024;
   let handle: Awaited<ReturnType<typeof open>>;
   try {
-    handle = await open(path, 'r');
+    // Non-blocking, so a named pipe with no writer (or a device) is opened at once and refused
+    // by the check below instead of blocking the open forever; a regular file reads as usual.
+    // No controlling terminal is taken if the path names one.
+    handle = await open(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
   } catch (error) {
-    throw new HardenError('ERR_TOKEN_FILE', `expected a readable token file at ${path}, got ${errorCode(error) ?? 'an error'}`);
+    throw new HardenError('ERR_TOKEN_FILE', `expected a readable token file at ${String(path)}, got ${errorCode(error) ?? 'an error'}`);
   }
   try {
     const info = await handle.stat();
-    if (!info.isFile()) throw new HardenError('ERR_TOKEN_FILE', `expected a regular file at ${path}, got another kind of file`);
+    if (!info.isFile()) throw new HardenError('ERR_TOKEN_FILE', `expected a regular file at ${path}, got ${fileKind(info)}`);
     if (info.size > max) throw new HardenError('ERR_TOKEN_FILE', `expected a token file of at most ${max} bytes, got ${info.size} bytes`);
     if ((info.mode & 0o077) !== 0)
       warn(`token file ${path} is readable by group or others (mode ${(info.mode & 0o777).toString(8)}); use 0600`);

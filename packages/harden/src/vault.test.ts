@@ -1,9 +1,10 @@
-import { spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { chmodSync, closeSync, constants, existsSync, mkdirSync, mkdtempSync, openSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseTelemetryBatch } from '@moat/protocol';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, onTestFinished } from 'vitest';
 import { nobodyCopy } from '../test/nobody.ts';
 import { HardenError, harden, hardenStatusEvent, openTokenFile, tracerPid } from './index.js';
 
@@ -63,6 +64,26 @@ describe('read-once token vault', () => {
     const error = await openTokenFile(tokenFile('empty2', '')).catch((e) => e);
     expect(error).toBeInstanceOf(HardenError);
     expect(error.message).not.toContain('sk-ant');
+  });
+
+  it('refuses a named pipe without waiting for a writer, and other special files, as not regular', async () => {
+    const fifo = join(dir, 'fifo');
+    execFileSync('mkfifo', ['-m', '600', fifo]);
+    // Should an open ever block on the pipe again, opening its other end releases it, so the
+    // failure is reported and the run does not hang.
+    onTestFinished(() => closeSync(openSync(fifo, constants.O_RDWR | constants.O_NONBLOCK)));
+    await expect(openTokenFile(fifo)).rejects.toThrow(/ERR_TOKEN_FILE: expected a regular file at .*fifo, got a named pipe/);
+    await expect(openTokenFile(dir)).rejects.toThrow(/ERR_TOKEN_FILE: expected a regular file at .*, got a directory/);
+    await expect(openTokenFile('/dev/zero')).rejects.toThrow(
+      /ERR_TOKEN_FILE: expected a regular file at \/dev\/zero, got a character device/,
+    );
+    const socket = join(dir, 'socket');
+    const server = createServer();
+    await new Promise<void>((resolve) => server.listen(socket, resolve));
+    onTestFinished(() => new Promise<void>((resolve) => server.close(() => resolve())));
+    const error = await openTokenFile(socket).catch((e) => e);
+    expect(error).toBeInstanceOf(HardenError);
+    expect(error.code).toBe('ERR_TOKEN_FILE');
   });
 
   it('an undeletable file gives a warning and the program continues', () => {

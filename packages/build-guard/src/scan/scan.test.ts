@@ -6,6 +6,7 @@ import { dirname, join } from 'node:path';
 import AjvDraft04 from 'ajv-draft-04';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { BuildGuardError } from '../errors.js';
 import { ENCODINGS, type Encoding } from './needles.js';
 import { auditPack } from './pack.js';
 import { formatSarif } from './report.js';
@@ -260,6 +261,8 @@ describe('configuration', () => {
       ' ',
       '\t',
       '\u00a0',
+      '\u2028',
+      '\ufeff',
       'abcd',
     );
     fc.assert(
@@ -271,6 +274,14 @@ describe('configuration', () => {
       }),
       { numRuns: 500 },
     );
+  });
+
+  it('reads a megabyte line of spaces before a hash inside a word as one codename', () => {
+    // A "#" only starts a comment after whitespace; here it ends the word "x#".
+    const line = `abcd${' '.repeat(1 << 20)}x#`;
+    expect(parseCodenames(line)).toEqual([line]);
+    expect(parseCodenames(`${line} # comment\n`)).toEqual([line]);
+    expect(parseCodenames(`abcd${' '.repeat(1 << 20)}# comment`)).toEqual(['abcd']);
   });
 
   it('requires a reason for every allowlist entry and applies it', async () => {
@@ -288,6 +299,67 @@ describe('configuration', () => {
     const byRule = parseAllowlist(JSON.stringify([{ rule: 'moat/sourcemap/*', path: '**/allowed/*', reason: 'fixture' }]));
     expect((await scanPaths([mapPath], { codenames: [CODENAME], allowlist: byRule })).findings).toEqual([]);
     expect(() => parseAllowlist('[{"path":"**","reason":"r"}]')).toThrow(/exactly one of codename and rule, got neither/);
+  });
+
+  it('refuses allowlist entries with empty names, both names or unknown members', () => {
+    const refused: Array<[string, RegExp]> = [
+      ['[{"codename":"","rule":"r","path":"p","reason":"why"}]', /allowlist\[0\].codename as a non-empty string, got ""/],
+      ['[{"codename":"","path":"p","reason":"why"}]', /allowlist\[0\].codename as a non-empty string, got ""/],
+      ['[{"rule":" ","path":"p","reason":"why"}]', /allowlist\[0\].rule as a non-empty string, got " "/],
+      ['[{"codename":5,"rule":"r","path":"p","reason":"why"}]', /allowlist\[0\].codename as a non-empty string, got number 5/],
+      ['[{"codename":"Capybara","rule":"r","path":"p","reason":"why"}]', /exactly one of codename and rule, got both/],
+      [
+        '[{"codename":"Capybara","path":"p","reason":"why","paths":["q"]}]',
+        /allowlist\[0\] to have only codename, rule, path and reason, got "paths"/,
+      ],
+      ['[{"codename":"Capybara","path":"p","reason":"why","__proto__":{"rule":"x"}}]', /got "__proto__"/],
+      ['[null]', /expected allowlist\[0\] as an object, got null/],
+      ['[["Capybara"]]', /expected allowlist\[0\] as an object, got array\(1\)/],
+    ];
+    for (const [text, message] of refused) {
+      const error = (() => {
+        try {
+          parseAllowlist(text);
+        } catch (e) {
+          return e;
+        }
+      })();
+      expect(error).toBeInstanceOf(BuildGuardError);
+      expect((error as BuildGuardError).code).toBe('ERR_SCAN_CONFIG');
+      expect((error as BuildGuardError).message).toMatch(message);
+    }
+  });
+
+  it('returns any JSON allowlist entry for entry, or refuses it with ERR_SCAN_CONFIG', () => {
+    const member = fc.oneof(
+      { arbitrary: fc.constant('Capybara'), weight: 6 },
+      fc.constantFrom('', ' '),
+      fc.string(),
+      fc.jsonValue({ maxDepth: 2 }),
+    );
+    const extra = fc.option(fc.tuple(fc.constantFrom('paths', 'Codename', '__proto__', 'constructor'), member));
+    const entry = fc
+      .tuple(fc.record({ codename: member, rule: member, path: member, reason: member }, { requiredKeys: [] }), extra)
+      .map(([known, more]) => (more === null ? known : Object.defineProperty({ ...known }, more[0], { value: more[1], enumerable: true })));
+    const allowlist = fc.oneof(
+      fc.array(fc.oneof({ arbitrary: entry, weight: 4 }, fc.jsonValue({ maxDepth: 2 })), { maxLength: 3 }),
+      fc.jsonValue(),
+    );
+    fc.assert(
+      fc.property(allowlist, (value) => {
+        const text = JSON.stringify(value);
+        let entries: unknown;
+        try {
+          entries = parseAllowlist(text);
+        } catch (error) {
+          expect(error).toBeInstanceOf(BuildGuardError);
+          expect((error as BuildGuardError).code).toBe('ERR_SCAN_CONFIG');
+          return;
+        }
+        expect(entries).toEqual(JSON.parse(text));
+      }),
+      { numRuns: 1000 },
+    );
   });
 });
 

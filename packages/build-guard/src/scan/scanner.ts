@@ -2,7 +2,7 @@ import { closeSync, createReadStream, existsSync, lstatSync, openSync, readdirSy
 import { open as fsOpen, lstat, readdir, readFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { basename, join, matchesGlob } from 'node:path';
-import { errorMessage } from '@moat/protocol/support';
+import { describeValue, errorMessage } from '@moat/protocol/support';
 import { BuildGuardError } from '../errors.js';
 import { CodenameEngine, compileLimit, type EngineOptions, type PrebuiltLiterals, type RawMatch } from './engine.js';
 import { type Encoding, formPhrase } from './needles.js';
@@ -820,6 +820,27 @@ function codenameFinding(path: string, m: RawMatch): Finding {
   };
 }
 
+/** Whether a UTF-16 code unit is one of JavaScript's white space or line terminators (`\s`). */
+const SPACE = /\s/;
+const isSpace = (unit: string): boolean => SPACE.test(unit);
+
+/**
+ * `line` without its comment, as `line.replace(/\s+#.*$|^#.*$/, '')` but in linear time (that
+ * expression backtracks quadratically over a long run of spaces that no `#` follows): a
+ * comment is a `#` at the start of the line or after white space, from which no line
+ * terminator (that `.` does not cross) comes before the end. Trailing white space before the
+ * comment is left for the caller's `trim()`.
+ */
+function withoutComment(line: string): string {
+  // `.` does not match these, so a comment must start after the last of them.
+  const last = Math.max(line.lastIndexOf('\r'), line.lastIndexOf('\n'), line.lastIndexOf('\u2028'), line.lastIndexOf('\u2029'));
+  if (last === -1 && line.startsWith('#')) return '';
+  for (let hash = line.indexOf('#', Math.max(1, last + 1)); hash !== -1; hash = line.indexOf('#', hash + 1)) {
+    if (isSpace(line[hash - 1] as string)) return line.slice(0, hash);
+  }
+  return line;
+}
+
 /**
  * Reads a codename list: one codename per line; `#` starts a comment; blank lines are
  * skipped.
@@ -834,7 +855,7 @@ export function parseCodenames(text: string): string[] {
     const split = lines[i] as string;
     // A CR before a line feed goes with it (as splitting on \r?\n); a last line keeps its own.
     const raw = i < lines.length - 1 && split.endsWith('\r') ? split.slice(0, -1) : split;
-    const line = raw.includes('#') ? raw.replace(/\s+#.*$|^#.*$/, '').trim() : raw.trim();
+    const line = raw.includes('#') ? withoutComment(raw).trim() : raw.trim();
     if (line === '') continue;
     if (line.length < 4 || (line.length < 8 && [...line].length < 4))
       throw new BuildGuardError(
@@ -846,9 +867,13 @@ export function parseCodenames(text: string): string[] {
   return [...new Set(out)];
 }
 
+/** The members an allowlist entry may have. */
+const ALLOW_MEMBERS = ['codename', 'rule', 'path', 'reason'];
+
 /**
- * Reads an allowlist: a JSON array of `{ "codename", "path", "reason" }`; every entry needs a
- * non-empty reason.
+ * Reads an allowlist: a JSON array of `{ "codename", "path", "reason" }` or
+ * `{ "rule", "path", "reason" }`; every member a non-empty string, and no other members (a
+ * misspelt one would otherwise widen the entry silently).
  *
  * @throws {BuildGuardError} `ERR_SCAN_CONFIG` naming the first bad entry.
  */
@@ -860,17 +885,25 @@ export function parseAllowlist(text: string): AllowEntry[] {
     throw new BuildGuardError('ERR_SCAN_CONFIG', `expected the allowlist as JSON, got a syntax error: ${errorMessage(error)}`);
   }
   if (!Array.isArray(data)) throw new BuildGuardError('ERR_SCAN_CONFIG', `expected the allowlist as a JSON array, got ${typeof data}`);
-  return data.map((e, i) => {
+  return data.map((e: unknown, i) => {
+    if (typeof e !== 'object' || e === null || Array.isArray(e))
+      throw new BuildGuardError('ERR_SCAN_CONFIG', `expected allowlist[${i}] as an object, got ${describeValue(e)}`);
     const entry = e as Record<string, unknown>;
-    for (const key of ['path', 'reason'] as const) {
-      if (typeof entry?.[key] !== 'string' || (entry[key] as string).trim() === '') {
-        throw new BuildGuardError(
-          'ERR_SCAN_CONFIG',
-          `expected allowlist[${i}].${key} as a non-empty string, got ${JSON.stringify(entry?.[key])}`,
-        );
+    const unknown = Object.keys(entry).find((k) => !ALLOW_MEMBERS.includes(k));
+    if (unknown !== undefined) {
+      throw new BuildGuardError(
+        'ERR_SCAN_CONFIG',
+        `expected allowlist[${i}] to have only codename, rule, path and reason, got ${describeValue(unknown)}`,
+      );
+    }
+    // Own members only: JSON.parse gives a "__proto__" member as an own one, refused above.
+    const named = ['codename', 'rule'].filter((k) => Object.hasOwn(entry, k));
+    for (const key of [...named, 'path', 'reason']) {
+      const value = Object.hasOwn(entry, key) ? entry[key] : undefined;
+      if (typeof value !== 'string' || value.trim() === '') {
+        throw new BuildGuardError('ERR_SCAN_CONFIG', `expected allowlist[${i}].${key} as a non-empty string, got ${describeValue(value)}`);
       }
     }
-    const named = ['codename', 'rule'].filter((k) => typeof entry[k] === 'string' && (entry[k] as string) !== '');
     if (named.length !== 1) {
       throw new BuildGuardError(
         'ERR_SCAN_CONFIG',
@@ -878,7 +911,7 @@ export function parseAllowlist(text: string): AllowEntry[] {
       );
     }
     return {
-      ...(typeof entry.codename === 'string' ? { codename: entry.codename } : { rule: entry.rule as string }),
+      ...(named[0] === 'codename' ? { codename: entry.codename as string } : { rule: entry.rule as string }),
       path: entry.path as string,
       reason: entry.reason as string,
     };

@@ -35,6 +35,13 @@ function octal(block: Buffer, start: number, length: number): number {
   return Number.parseInt(text, 8);
 }
 
+/** `text` without the NULs that pad its end, in linear time whatever NULs come before. */
+function withoutTrailingNuls(text: string): string {
+  let end = text.length;
+  while (end > 0 && text.charCodeAt(end - 1) === 0) end--;
+  return text.slice(0, end);
+}
+
 /**
  * A streaming tar reader (ustar, GNU long names, pax `path`): feed it bytes in any chunking;
  * it hands each regular file's contents to a sink without holding whole files in memory.
@@ -118,7 +125,7 @@ export class TarReader {
   #finishEntry(): void {
     if (this.#meta !== undefined) {
       const data = Buffer.concat(this.#meta.data).toString('utf8');
-      if (this.#meta.kind === 'longname') this.#longName = data.replace(/\0+$/, '');
+      if (this.#meta.kind === 'longname') this.#longName = withoutTrailingNuls(data);
       else {
         const match = /(?:^|\n)\d+ path=([^\n]*)\n/.exec(data);
         if (match) this.#paxPath = match[1];
