@@ -21,6 +21,7 @@ import { newRequestId, RequestLedger } from './record.js';
 import { decoysAllowed, rewriteRequest } from './rewrite-request.js';
 import { isSuccess, passError } from './rewrite-response.js';
 import type { VerifierServices } from './services.js';
+import { readAnswer } from './upstream.js';
 
 /** One item of a batch create as read. */
 interface BatchItem {
@@ -237,7 +238,9 @@ export async function handleBatchCreate(
       for (const item of items) await item.finish(upstream.status);
       return await passError(res, ledger, upstream);
     }
-    const created = (await upstream.body.json().catch(() => undefined)) as { id?: unknown } | undefined;
+    const created = (await readAnswer(upstream.body)
+      .then((bytes) => JSON.parse(bytes.toString('utf8')) as unknown)
+      .catch(() => undefined)) as { id?: unknown } | null | undefined;
     if (typeof created?.id !== 'string')
       throw new ApiError(502, 'api_error', 'upstream answered a batch create without a batch id');
     await services.storage.saveBatch({

@@ -34,6 +34,7 @@ import { newRequestId, RecordStoreError, RequestLedger } from './record.js';
 import { decoysAllowed, rewriteRequest } from './rewrite-request.js';
 import { answerJson, answerStream, countTokensAnswer, parseUpstreamAnswer, passError } from './rewrite-response.js';
 import type { VerifierServices } from './services.js';
+import { readAnswer } from './upstream.js';
 
 export { authenticate } from '../auth.js';
 export { type Decision, decide, type Signals } from './policy.js';
@@ -149,7 +150,7 @@ async function forward(
   const first = await resend(plan.bytes);
   if (endpoint === 'count_tokens') {
     if (first.status >= 300) return await passError(res, ledger, first);
-    const answer = Buffer.from(await first.body.arrayBuffer());
+    const answer = await readAnswer(first.body);
     parseUpstreamAnswer(answer.toString('utf8'), countTokensAnswer, 'token count');
     await ledger.finishStored(first.status);
     res.writeHead(first.status, { ...first.headers, 'content-length': String(answer.length) });

@@ -12,7 +12,6 @@ import {
 import { blockSignatureOf } from '@moat/protocol';
 import {
   type ContentBlock,
-  formatReceivedEvent,
   formatStreamEvent,
   type MessageParam,
   type MessagesResponse,
@@ -26,7 +25,7 @@ import { sendJson } from '../http.js';
 import type { Storage } from '../storage.js';
 import { RecordStoreError, type RequestLedger } from './record.js';
 import type { ForwardPlan } from './rewrite-request.js';
-import type { UpstreamResponse } from './upstream.js';
+import { discardBody, readAnswer, type UpstreamResponse } from './upstream.js';
 
 /** Decoy calls are answered by the verifier itself, for at most this many rounds per client request. */
 export const DECOY_ROUNDS = 3;
@@ -55,7 +54,7 @@ function passedHeaders(upstream: UpstreamResponse, overrides: Record<string, str
 
 /** The upstream's error answer, passed on as it came (status, headers, body), after its record is durable. */
 export async function passError(res: ServerResponse, ledger: RequestLedger, upstream: UpstreamResponse): Promise<void> {
-  const body = Buffer.from(await upstream.body.arrayBuffer());
+  const body = await readAnswer(upstream.body);
   ledger.reason(`upstream:${upstream.status}`);
   await ledger.finish(upstream.status);
   res.writeHead(upstream.status, passedHeaders(upstream, { 'content-length': String(body.length) }));
@@ -95,12 +94,6 @@ export async function rememberUpstreamSignatures(
 }
 
 /**
- * A signed-type block in raw JSON. A member value that merely contains this text has its
- * quotes escaped and does not match; a match only costs the full path, never a missed block.
- */
-const SIGNED_TYPE = /"type"\s*:\s*"(?:thinking|redacted_thinking|connector_text)"/;
-
-/**
  * The upstream's success answer read as `parse` expects it; anything else (cut-short JSON,
  * an HTML page, an empty body, another shape) is a 502 the request's record keeps.
  */
@@ -129,7 +122,8 @@ export function countTokensAnswer(value: unknown): { input_tokens: number } {
  * output tokens added to the usage the client sees), takes decoy calls out, signs
  * signed-type blocks, remembers the upstream's signatures, makes the record durable, then
  * answers with the upstream's headers. A first answer with no decoy call to take out and no
- * block to sign goes out as the upstream's own bytes (parsed once to know it is a message).
+ * Every answer goes out as the message the verifier read, serialized again: raw bytes could
+ * say something else to a client than to `JSON.parse` (a duplicate member, an escaped type).
  */
 export async function answerJson(input: AnswerInput, first: UpstreamResponse): Promise<void> {
   const { res, ledger, plan } = input;
@@ -139,18 +133,10 @@ export async function answerJson(input: AnswerInput, first: UpstreamResponse): P
   let answer: MessagesResponse;
   for (let round = 0; ; round++) {
     if (!isSuccess(upstream.status)) return passError(res, ledger, upstream);
-    const bytes = Buffer.from(await upstream.body.arrayBuffer());
+    const bytes = await readAnswer(upstream.body);
     const intercepted = interceptDecoyCalls(parseUpstreamMessage(bytes.toString('utf8')), plan.decoys);
     const { continueWith, calls } = intercepted.turn;
     input.onDecoyCalls(calls.length);
-    if (round === 0 && calls.length === 0 && !SIGNED_TYPE.test(bytes.toString('latin1'))) {
-      // Nothing intercepted and no block needs Moat's signature: the upstream's bytes go out as they came,
-      // once they are known to be a message.
-      await ledger.finishStored(upstream.status);
-      res.writeHead(upstream.status, { ...upstream.headers, 'content-length': String(bytes.length) });
-      res.end(bytes);
-      return;
-    }
     answer = intercepted.response;
     if (continueWith === undefined || round + 1 === DECOY_ROUNDS) break;
     hiddenOutputTokens += outputTokensOf(answer);
@@ -187,6 +173,33 @@ function statusOfErrorEvent(data: Record<string, unknown>): number {
 }
 
 /**
+ * What an upstream stream must keep before any of it is passed on, where the decoy filter and
+ * the signer would otherwise see another stream than the client: an event's name is its
+ * data's `type` (clients dispatch on either), `message_start` holds no content yet (the
+ * filter and the signer read blocks from `content_block_*` events only), and every block is
+ * stopped before `message_stop` (a block is signed at its stop). A breach breaks the stream
+ * off: an SSE error to the client, recorded 502.
+ */
+class StreamGrammar {
+  readonly #open = new Set<string>();
+
+  /** @throws {Error} naming the breach. */
+  check(ev: StreamEvent): void {
+    const data = ev.data as { type?: unknown; index?: unknown; message?: { content?: unknown } } | null;
+    if (typeof data !== 'object' || data === null) return;
+    if (typeof data.type === 'string' && data.type !== ev.event)
+      throw new Error(`an event named ${JSON.stringify(ev.event.slice(0, 40))} carrying ${JSON.stringify(data.type.slice(0, 40))}`);
+    if (ev.event === 'message_start') {
+      const content = data.message?.content;
+      if (content !== undefined && !(Array.isArray(content) && content.length === 0)) throw new Error('message_start with content blocks');
+    } else if (ev.event === 'content_block_start') this.#open.add(String(data.index));
+    else if (ev.event === 'content_block_stop') this.#open.delete(String(data.index));
+    else if (ev.event === 'message_stop' && this.#open.size > 0)
+      throw new Error(`message_stop with block ${[...this.#open][0]?.slice(0, 20)} not stopped`);
+  }
+}
+
+/**
  * Stage 8, SSE: passes the stream through as it arrives — decoy calls withheld and answered
  * upstream in further rounds stitched into one client message, signed-type blocks re-signed
  * — and makes the record (signals, verdict, upstream signatures) durable before
@@ -196,11 +209,17 @@ function statusOfErrorEvent(data: Record<string, unknown>): number {
 export async function answerStream(input: AnswerInput, first: UpstreamResponse): Promise<void> {
   const { res, ledger, plan } = input;
   if (!isSuccess(first.status)) return passError(res, ledger, first);
+  // A status that carries no body cannot carry the stream: refused before anything goes out.
+  if (first.status === 204 || first.status === 205) {
+    discardBody(first.body);
+    throw new ApiError(502, 'api_error', `upstream answered a stream request ${first.status}, without a body`);
+  }
   // The stream's own content type whatever the upstream said, so every event, errors included, goes out as SSE.
   res.writeHead(first.status, { ...passedHeaders(first), 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
   const signer = new StreamSigner(input.ctx, input.keyring);
   const filter = plan.decoys.length > 0 ? new DecoyStreamFilter(plan.decoys) : undefined;
-  let status = 200;
+  /** The status the client got, and the record keeps (an error event's own, once one came). */
+  let status = first.status;
   let stopped = false;
   let errored = false;
   /**
@@ -220,8 +239,11 @@ export async function answerStream(input: AnswerInput, first: UpstreamResponse):
       process.nextTick(() => socket?.uncork());
     }
   };
-  /** `received` is the upstream's event as read: passed on unchanged, it goes out as its own data text. */
-  const emit = async (ev: StreamEvent, received?: StreamEvent) => {
+  /**
+   * Every event goes out serialized again from what the verifier read, never as the upstream's
+   * text: a duplicate member or an escape could say another thing to the client.
+   */
+  const emit = async (ev: StreamEvent) => {
     // The message is over at message_stop: whatever the upstream sends after it is not passed on.
     if (stopped) return;
     if (ev.event === 'error') {
@@ -230,16 +252,18 @@ export async function answerStream(input: AnswerInput, first: UpstreamResponse):
     }
     for (const out of signer.handle(ev)) {
       if (out.event === 'message_stop') await storeBeforeStop();
-      await write(res, out === received ? formatReceivedEvent(out) : formatStreamEvent(out));
+      await write(res, formatStreamEvent(out));
     }
   };
   let upstream = first;
   let messages = plan.messages;
   /** Passes one upstream stream on; a stream that breaks (socket reset, garbage) ends in an SSE error, recorded 502. */
   const relay = async (body: UpstreamResponse['body']) => {
+    const grammar = new StreamGrammar();
     try {
-      for await (const ev of readStreamEvents(body, { keepText: true })) {
-        for (const kept of filter === undefined ? [ev] : filter.handle(ev)) await emit(kept, ev);
+      for await (const ev of readStreamEvents(body)) {
+        grammar.check(ev);
+        for (const kept of filter === undefined ? [ev] : filter.handle(ev)) await emit(kept);
         if (stopped) break;
       }
     } catch (error) {
@@ -263,12 +287,14 @@ export async function answerStream(input: AnswerInput, first: UpstreamResponse):
       filter.nextRound();
       upstream = await input.resend(plan.withMessages(messages));
       if (!isSuccess(upstream.status)) {
-        const body = (await upstream.body.json().catch(() => ({}))) as { error?: { type?: string; message?: string } };
+        const body = (await readAnswer(upstream.body)
+          .then((b) => JSON.parse(b.toString('utf8')) as unknown)
+          .catch(() => ({}))) as { error?: { type?: string; message?: string } } | null;
         await emit({
           event: 'error',
           data: {
             type: 'error',
-            error: { type: body.error?.type ?? 'api_error', message: body.error?.message ?? `upstream answered ${upstream.status}` },
+            error: { type: body?.error?.type ?? 'api_error', message: body?.error?.message ?? `upstream answered ${upstream.status}` },
           },
         });
         break;

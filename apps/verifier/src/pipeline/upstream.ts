@@ -169,6 +169,8 @@ export function upstreamAnswer(
   const namedBack = connectionNamed(received);
   for (const [name, value] of Object.entries(received)) {
     if (value === undefined || (!raw && NOT_RETURNED.has(name)) || HOP_BY_HOP.has(name) || namedBack.has(name)) continue;
+    // Moat's own headers are the verifier's to set: an upstream's `moat-request-id` would point the client at another record.
+    if (name.startsWith('moat-')) continue;
     out[name] = value;
   }
   const encoding = received['content-encoding'];
@@ -176,6 +178,35 @@ export function upstreamAnswer(
   const body =
     raw || encoding === undefined ? receivedBody : decodeBody(receivedBody, Array.isArray(encoding) ? encoding.join(',') : encoding);
   return { status, headers: out, body };
+}
+
+/** The most of an upstream answer the verifier reads whole (a message, an error, a batch object), once decoded. */
+export const MAX_ANSWER_BYTES = 64 * 1024 * 1024;
+
+/** Drops an upstream body unread: destroyed, and the error that destroying it emits taken. */
+export function discardBody(body: UpstreamBody): void {
+  body.on('error', () => {});
+  body.destroy();
+}
+
+/**
+ * Reads an upstream body whole, decoded, up to `max` bytes: a compressed answer of a
+ * kilobyte can expand to gigabytes, so the limit is on what decoding yields.
+ *
+ * @throws {ApiError} 502 past `max`.
+ */
+export async function readAnswer(body: UpstreamBody, max = MAX_ANSWER_BYTES): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of body as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > max) {
+      discardBody(body);
+      throw new ApiError(502, 'api_error', `upstream answer over the ${max}-byte limit`);
+    }
+    parts.push(chunk);
+  }
+  return parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts, size);
 }
 
 /**
