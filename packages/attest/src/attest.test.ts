@@ -468,6 +468,21 @@ describe('attested fetch over the native addon', () => {
     expect((await verifyReceived(last)).signal).toBe('invalid');
   });
 
+  it("without the addon, sends through the app's own fetch when it gave one", async () => {
+    const seen: string[] = [];
+    const attestedFetch = createAttestedFetch({
+      native: null,
+      onWarning: () => {},
+      fetch: (input, init) => {
+        seen.push(String(input));
+        return fetch(input, init);
+      },
+    });
+    expect((await attestedFetch(`${base}/v1/messages`, { method: 'POST', body: body() })).status).toBe(200);
+    expect(seen).toEqual([`${base}/v1/messages`]);
+    expect((received.at(-1) as Received).headers[UNATTESTED_HEADER]).toBe('unavailable; reason=addon_missing');
+  });
+
   it('the addon appends the envelope as it copies the body; what it leaves to JavaScript gets what appendEnvelope gives', async () => {
     const calls: Array<{ body: unknown; envelope: string | undefined }> = [];
     const addon = native as NonNullable<typeof native>;

@@ -59,6 +59,11 @@ export interface AttestedFetchOptions {
   readonly onUnattested?: (reason: UnattestedReason, url: string) => void;
   /** Clock in Unix milliseconds (tests). */
   readonly now?: () => number;
+  /**
+   * The `fetch` a request that goes out unattested is sent with (default: the global one): the
+   * app's own (a proxy agent, mTLS, its auth) when it gave one.
+   */
+  readonly fetch?: typeof globalThis.fetch | undefined;
 }
 
 /** A `fetch`-compatible function whose JSON bodies are stamped and sent below JavaScript. */
@@ -522,7 +527,7 @@ async function sendUnattested(
   headers.set(UNATTESTED_HEADER, `unavailable; reason=${reason}`);
   const sent: RequestInit = { ...init, headers };
   if (body !== undefined) sent.body = body as NonNullable<RequestInit['body']>;
-  return fetch(url, sent);
+  return (options.fetch ?? fetch)(url, sent);
 }
 
 /** The addon and its key id, loaded once: not looked up again per request. */

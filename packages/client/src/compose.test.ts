@@ -113,6 +113,49 @@ describe('composition', () => {
     ]);
   });
 
+  it("a Request's own signal reaches the network: the app can still cancel a Moat call made with a Request", async () => {
+    const signals: Array<AbortSignal | null | undefined> = [];
+    const endpoint = fakeEndpoint(['fingerprint']);
+    const base = (async (input: string | URL | Request, init: RequestInit = {}) => {
+      if (!String(input instanceof Request ? input.url : input).endsWith('/v1/moat')) signals.push(init.signal);
+      return endpoint.fetch(input, init);
+    }) as typeof globalThis.fetch;
+    const f = createMoatFetch({ salt: 's', clientVersion: '1', fetch: base, layers: (d) => d.filter((l) => l.name !== 'attest') });
+    const controller = new AbortController();
+    const body = JSON.stringify({ model: 'm', max_tokens: 8, messages: [{ role: 'user', content: 'Hello there, world' }] });
+    const request = new Request(`${origin}/v1/messages`, {
+      method: 'POST',
+      headers: { 'x-api-key': 'sk-test', 'content-type': 'application/json' },
+      body,
+      signal: controller.signal,
+    });
+    await f(request);
+    await f.close();
+    expect(signals).toHaveLength(1);
+    controller.abort();
+    expect(signals[0]?.aborted).toBe(true);
+  });
+
+  it('tags a Messages body the app sent as bytes (Uint8Array, ArrayBuffer) as it tags a string', async () => {
+    const endpoint = fakeEndpoint(['fingerprint']);
+    const f = createMoatFetch({
+      salt: 's',
+      clientVersion: '1.2.3',
+      fetch: endpoint.fetch,
+      layers: (d) => d.filter((l) => l.name !== 'attest'),
+    });
+    const text = JSON.stringify({ model: 'm', max_tokens: 8, messages: [{ role: 'user', content: 'Hello there, world' }] });
+    const bytes = new TextEncoder().encode(text);
+    for (const body of [bytes, bytes.buffer.slice(0)])
+      await f(`${origin}/v1/messages`, { method: 'POST', headers: { 'x-api-key': 'sk-test' }, body });
+    await f.close();
+    expect(endpoint.sent).toHaveLength(2);
+    for (const sent of endpoint.sent)
+      expect((JSON.parse(sent.body ?? '{}') as { system?: Array<{ text: string }> }).system?.[0]?.text).toMatch(
+        /^x-moat: v=1; cv=1\.2\.3;/,
+      );
+  });
+
   it('a layer that throws on the answer gives back the answer; an error from the network is not retried', async () => {
     const endpoint = fakeEndpoint();
     const after = layer('after', 'observe', (next) => async (call) => {
@@ -178,6 +221,51 @@ describe('connect', () => {
     expect(status).toContainEqual({ layer: 'attest', state: 'off', detail: 'endpoint does not attest' });
     expect(status).toContainEqual({ layer: 'gateway-detect', state: 'on', detail: 'telemetry on' });
     await f.close();
+  });
+});
+
+describe('discovery', () => {
+  /** An endpoint whose discovery answers `answer`; every URL asked for is kept. */
+  function endpointAnswering(answer: () => Response) {
+    const asked: string[] = [];
+    const fetch = (async (input: string | URL | Request) => {
+      const url = new URL(input instanceof Request ? input.url : String(input));
+      asked.push(url.href);
+      if (url.pathname === '/v1/moat') return answer();
+      return Response.json({ type: 'message', content: [{ type: 'text', text: 'ok' }] });
+    }) as typeof globalThis.fetch;
+    return { fetch, asked };
+  }
+
+  it('never sends the key to a host a discovery path names (//host/…), and says why the endpoint is untagged', async () => {
+    const key = Buffer.alloc(32, 7).toString('base64url');
+    const enrollment = { challenge: '//elsewhere.test/steal', enroll: '/v1/moat/enroll', kid: 'e1', key };
+    const endpoint = endpointAnswering(() =>
+      Response.json({ moat: { versions: [1], features: ['fingerprint', 'install_keys', 'attestation'], enrollment } }),
+    );
+    const warnings: string[] = [];
+    const f = createMoatFetch({ salt: 's', clientVersion: '1', fetch: endpoint.fetch, onWarning: (w) => warnings.push(w) });
+    expect((await messages(f)).status).toBe(200);
+    await f.close();
+    expect(endpoint.asked.every((u) => u.startsWith(`${origin}/`))).toBe(true);
+    expect(warnings.some((w) => w.includes('no usable Moat discovery') && w.includes('enrollment.challenge'))).toBe(true);
+  });
+
+  it('warns about a Moat endpoint whose discovery fails (a 500), not about one that has none (a 404)', async () => {
+    for (const [status, warned] of [
+      [500, true],
+      [404, false],
+    ] as const) {
+      const endpoint = endpointAnswering(() => new Response('nope', { status }));
+      const warnings: string[] = [];
+      const f = createMoatFetch({ salt: 's', clientVersion: '1', fetch: endpoint.fetch, onWarning: (w) => warnings.push(w) });
+      expect((await messages(f)).status).toBe(200);
+      await f.close();
+      expect(
+        warnings.some((w) => w.includes(`answered ${status}`)),
+        String(status),
+      ).toBe(warned);
+    }
   });
 });
 

@@ -50,6 +50,11 @@ async function readDiscovery(origin: string, ctx: DiscoveryContext): Promise<Dis
     const res = await ctx.fetch(new URL(DISCOVERY_PATH, origin), { signal: AbortSignal.timeout(2_000) });
     const doc = tryParseDiscovery(res.ok ? await res.json() : {});
     if (doc.ok) return { features: doc.value.features, flagsPath: doc.value.flags, enrollment: doc.value.enrollment };
+    // 404 is an endpoint that speaks no Moat; any other answer is a Moat endpoint that is broken, and says so.
+    if (res.status !== 404) {
+      const why = res.ok ? doc.error.message : `answered ${res.status}`;
+      ctx.warn(`no usable Moat discovery at ${origin} (${why}); requests go out untagged`, `discovery:${origin}`);
+    }
   } catch (error) {
     const why = errorMessage(error);
     ctx.warn(`no Moat discovery at ${origin} (${why}); requests go out untagged`, `discovery:${origin}`);

@@ -128,6 +128,8 @@ export function defaultLayers(options: MoatFetchOptions): readonly MoatLayer[] {
     antiDistillationLayer({ compileTime: options.antiDistillation === true, entrypoint, onWarning }),
     attestationLayer({
       onWarning,
+      // What goes out unattested goes through the app's fetch, as every other request does.
+      fetch: options.fetch,
       requestBinding: options.requestBinding,
       bindingPins: options.bindingPins,
       installKeys: options.installKeys === false ? false : { fetch: options.fetch, ...options.installKeys },
@@ -154,8 +156,18 @@ function isBatchCreate(value: unknown): value is Record<string, unknown> {
 
 /** The body text of a request, when it is text this client can read without consuming the app's copy. */
 async function bodyTextOf(input: string | URL | Request, init: RequestInit): Promise<string | undefined> {
-  if (typeof init.body === 'string') return init.body;
-  return input instanceof Request && init.body === undefined ? await input.clone().text() : undefined;
+  const { body } = init;
+  if (typeof body === 'string') return body;
+  // Bytes an app encoded itself are the same JSON text: tagged like a string body, or left as they are if not UTF-8.
+  if (body instanceof ArrayBuffer || ArrayBuffer.isView(body)) {
+    const bytes = body instanceof ArrayBuffer ? new Uint8Array(body) : new Uint8Array(body.buffer, body.byteOffset, body.byteLength);
+    try {
+      return new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(bytes);
+    } catch {
+      return undefined;
+    }
+  }
+  return input instanceof Request && body === undefined ? await input.clone().text() : undefined;
 }
 
 /** The call for a request: a Moat call (its body parsed when it is a Messages body) when `endpoint` speaks Moat. */
@@ -183,6 +195,8 @@ function transmitter(base: typeof fetch): Send {
   return (call) => {
     if (call.endpoint === undefined) return base(call.input, call.init);
     const init: RequestInit = { ...call.init, method: call.method, headers: call.headers };
+    // Sent by URL, a Request's own signal would be lost: the app's cancellation must still reach the call.
+    if (init.signal === undefined && call.input instanceof Request) init.signal = call.input.signal;
     const parsed = call.body ?? call.batch;
     const body = parsed === undefined ? call.bodyText : JSON.stringify(parsed);
     if (body !== undefined) init.body = body;

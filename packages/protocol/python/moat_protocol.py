@@ -940,7 +940,8 @@ def detect_gateways(table: dict, headers: Iterable = (), base_url: Optional[str]
 # §10 negotiation
 
 FEATURES = ("attribution", "attestation", "fingerprint", "anti_distillation", "signed_blocks", "telemetry", "request_binding", "install_keys")
-_PATH = r"/[A-Za-z0-9._~/\-]{0,255}"
+# Not "//...": resolved against the base URL, that names another host.
+_PATH = r"/(?!/)[A-Za-z0-9._~/\-]{0,255}"
 _KID = r"[A-Za-z0-9_\-]{1,32}"
 
 

@@ -50,7 +50,8 @@ export interface DiscoveryEnrollment {
   readonly key: string;
 }
 
-const PATH_RE = /^\/[A-Za-z0-9._~/-]{0,255}$/;
+/** An absolute path, and not `//…`: resolved against the base URL that would name another host (a network-path reference). */
+const PATH_RE = /^\/(?!\/)[A-Za-z0-9._~/-]{0,255}$/;
 
 /**
  * Parses a discovery document `{"moat":{"versions":[1],"features":[…],…}}`.
@@ -84,7 +85,7 @@ export function parseDiscovery(input: unknown): Discovery {
     const value = doc[member];
     if (value === undefined) continue;
     if (typeof value !== 'string' || !PATH_RE.test(value)) {
-      throw new ProtocolError('ERR_DISCOVERY', `"${member}" as an absolute path`, describeValue(value));
+      throw new ProtocolError('ERR_DISCOVERY', `"${member}" as an absolute path not starting with //`, describeValue(value));
     }
     out[member] = value;
   }
@@ -103,7 +104,7 @@ function parseDiscoveryEnrollment(value: unknown): DiscoveryEnrollment {
     ['enroll', enroll],
   ] as const) {
     if (typeof path !== 'string' || !PATH_RE.test(path)) {
-      throw new ProtocolError('ERR_DISCOVERY', `"enrollment.${name}" as an absolute path`, describeValue(path));
+      throw new ProtocolError('ERR_DISCOVERY', `"enrollment.${name}" as an absolute path not starting with //`, describeValue(path));
     }
   }
   if (typeof kid !== 'string' || !KEY_ID_PATTERN.test(kid)) {

@@ -12,6 +12,15 @@ describe('withAttribution', () => {
     ]);
   });
 
+  it('refuses a system that can hold no block (an object, a number) rather than drop its text', () => {
+    for (const system of [{ text: 'SYS-SECRET' }, 5, true])
+      expect(() => p.withAttribution({ model: 'm', system, messages: [] } as never, block), JSON.stringify(system)).toThrow(
+        expect.objectContaining({ name: 'ProtocolError', code: 'ERR_ATTRIBUTION_TYPE' }),
+      );
+    const none = p.withAttribution({ model: 'm', system: null, messages: [] } as unknown as p.MessagesRequest, block);
+    expect(none.system).toEqual([{ type: 'text', text: block }]);
+  });
+
   it('replaces an existing block instead of stacking a second one', () => {
     const once = p.withAttribution({ model: 'm', system: [{ type: 'text', text: 'Be brief.' }] }, block);
     const twice = p.withAttribution(once, block.replace('a3f', 'b00'));

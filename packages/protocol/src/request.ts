@@ -1,6 +1,7 @@
 import { ATTRIBUTION_PREFIX } from './attribution.js';
 import { ENVELOPE_MEMBER } from './envelope.js';
-import { isRecord } from './internal/describe.js';
+import { ProtocolError } from './errors.js';
+import { describeValue, isRecord } from './internal/describe.js';
 
 /** The members of a Messages API request this protocol reads. Everything else passes through. */
 export interface MessagesRequest {
@@ -61,8 +62,14 @@ export function findAttribution(request: unknown): AttributionLocation {
 /**
  * Returns a copy of `request` whose `system` starts with the attribution block. A string
  * `system` becomes one text block after it; an existing attribution block is replaced.
+ *
+ * @throws {ProtocolError} `ERR_ATTRIBUTION_TYPE` for a `system` that is neither a string nor
+ *   an array of blocks: it cannot hold the block, and replacing it would drop the caller's text.
  */
 export function withAttribution<T extends MessagesRequest>(request: T, block: string): T & { system: unknown[] } {
+  const system: unknown = request.system;
+  if (system !== undefined && system !== null && typeof system !== 'string' && !Array.isArray(system))
+    throw new ProtocolError('ERR_ATTRIBUTION_TYPE', '"system" as a string or an array of blocks', describeValue(system));
   const rest = systemWithoutAttribution(request.system);
   return { ...request, system: [{ type: 'text', text: block }, ...rest] };
 }

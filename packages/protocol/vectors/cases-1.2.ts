@@ -162,6 +162,10 @@ export function negotiation120(): Case[] {
     ['enrollment null', doc(null)],
     ['enrollment an array', doc([ENROLLMENT])],
     ['enrollment.challenge not an absolute path', doc({ ...ENROLLMENT, challenge: 'https://elsewhere.example/c' })],
+    [
+      'enrollment.challenge a network-path reference (another host)',
+      doc({ ...ENROLLMENT, challenge: '//elsewhere.example/c' }),
+    ],
     ['enrollment.enroll with a query', doc({ ...ENROLLMENT, enroll: '/v1/moat/enroll?x=1' })],
     ['enrollment.enroll missing', doc({ ...ENROLLMENT, enroll: undefined })],
     ['enrollment.kid with a dot', doc({ ...ENROLLMENT, kid: 'e.2026' })],

@@ -1045,6 +1045,7 @@ function negotiationCases(): Case[] {
     ['version as a string', { moat: { versions: ['1'] } }],
     ['features not strings', { moat: { versions: [1], features: [1] } }],
     ['telemetry not an absolute path', { moat: { versions: [1], telemetry: 'https://elsewhere.example/t' } }],
+    ['flags a network-path reference (another host)', { moat: { versions: [1], flags: '//elsewhere.example/f' } }],
   ];
   for (const [name, input] of docs) {
     const r = attempt(() => p.parseDiscovery(input));

@@ -225,10 +225,14 @@ class InstallKeyStore implements InstallKeys {
     const headers = credentialHeaders(call);
     const base = this.#fetch ?? globalThis.fetch;
     const challengeUrl = new URL(enrollment.challenge, e.origin);
+    const enrollUrl = new URL(enrollment.enroll, e.origin);
+    // The paths come from the endpoint's discovery: the key goes nowhere but the endpoint itself.
+    if (challengeUrl.origin !== e.origin || enrollUrl.origin !== e.origin)
+      throw new EnrollmentFailure(`the enrollment paths name another origin than ${e.origin}`);
     const asked = await base(challengeUrl, { method: 'POST', headers, signal: AbortSignal.timeout(10_000) });
     if (!asked.ok) throw new EnrollmentFailure(`challenge answered ${asked.status}`, retryAfterMs(asked, this.#now()));
     const { challenge } = parseChallengeAnswer(await asked.json());
-    const res = await send(new URL(enrollment.enroll, e.origin).href, {
+    const res = await send(enrollUrl.href, {
       method: 'POST',
       headers: { ...headers, 'content-type': 'application/json' },
       body: enrollmentRequestBody({ installKey: opened.publicKey, challenge, ekid: enrollment.kid }),
