@@ -518,7 +518,8 @@ static moat_install_result check_dir(const char *dir, int create, char *why, siz
 
 /* The state file's bytes (at most MAX_FILE) into buf; NONE when it does not exist. */
 static moat_install_result read_state(const char *path, unsigned char *buf, size_t *len, char *why, size_t why_len) {
-  int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  /* O_NONBLOCK: a named pipe in its place opens at once and is refused below, instead of blocking the open (and the event loop) forever. */
+  int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
     if (errno == ENOENT) return MOAT_INSTALL_NONE;
     if (errno == ELOOP) return fail(MOAT_INSTALL_PERMISSIONS, why, why_len, "an install state file", "a symbolic link");
@@ -864,7 +865,12 @@ moat_install_result moat_install_forget(const char *origin, const char *dir, cha
     unsigned char file[MAX_FILE + 1];
     size_t len = 0;
     state_text s;
-    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+    struct stat st;
+    if (fd >= 0 && (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))) {
+      close(fd);
+      fd = -1;
+    }
     if (fd >= 0) {
       ssize_t n = read(fd, file, MAX_FILE);
       len = n > 0 ? (size_t)n : 0;

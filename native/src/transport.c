@@ -341,6 +341,11 @@ static CURL *transfer_prepare(transfer *t, int as_sent) {
   lib->easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 1L);
   lib->easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L);
   lib->easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+  /* libcurl follows http_proxy, https_proxy and ALL_PROXY by itself; Node's fetch does not,
+     unless NODE_USE_ENV_PROXY=1. Node's choice here too, so an attested request takes the
+     route the app's other requests take (and a dead proxy does not stop it alone). */
+  const char *env_proxy = getenv("NODE_USE_ENV_PROXY");
+  if (env_proxy == NULL || strcmp(env_proxy, "1") != 0) lib->easy_setopt(c, CURLOPT_PROXY, "");
   if (t->opts.pinned_pubkey != NULL) lib->easy_setopt(c, CURLOPT_PINNEDPUBLICKEY, t->opts.pinned_pubkey);
   if (t->opts.ca_file != NULL) lib->easy_setopt(c, CURLOPT_CAINFO, t->opts.ca_file);
   if (t->opts.timeout_ms > 0) lib->easy_setopt(c, CURLOPT_TIMEOUT_MS, t->opts.timeout_ms);

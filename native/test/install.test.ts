@@ -1,3 +1,4 @@
+import { execFileSync, spawnSync } from 'node:child_process';
 import { generateKeyPairSync, type KeyObject, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -261,6 +262,22 @@ describe('install keys', () => {
     );
     chmodSync(dir, 0o700);
     expect(native.installOpen(dir, ORIGIN)?.sealed).toBe('file');
+  });
+
+  it('refuses a state file that is a named pipe at once, never blocking on it', () => {
+    const dir = stateDir();
+    native.installOpen(dir, ORIGIN, { keystore: 'file' });
+    const file = stateFile(dir);
+    rmSync(file);
+    execFileSync('mkfifo', ['-m', '600', file]);
+    // In a process of its own: an open that blocked would hang this one for good.
+    const index = new URL('../index.js', import.meta.url).href;
+    const script = `const { native } = await import(${JSON.stringify(index)});
+      try { native.installOpen(${JSON.stringify(dir)}, ${JSON.stringify(ORIGIN)}); console.log('opened'); }
+      catch (error) { console.log(error.code); }`;
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 20_000 });
+    expect(r.signal).toBeNull();
+    expect(r.stdout.trim()).toBe('ERR_NATIVE_INSTALL_IO');
   });
 
   it('refuses a corrupted or edited state file with a typed error', () => {

@@ -277,6 +277,30 @@ describe('@moat/native', () => {
     expect(thread.stdout.trim()).toBe('thread end:ok,end:ok,end:ok');
   });
 
+  it("takes the proxy environment as Node's fetch does: ignored unless NODE_USE_ENV_PROXY=1", () => {
+    const script = `
+      const result = await new Promise((resolve) => {
+        let text = '';
+        native.request({ method: 'POST', url, body: Buffer.from('{}') }, (event, a) => {
+          if (event === 'data') text += a.toString();
+          if (event === 'end') resolve('end:' + text);
+          if (event === 'error') resolve('error');
+        });
+      });
+      server.close();
+      console.log(result);`;
+    // A proxy nobody listens on: a request that went through it would fail.
+    const dead = {
+      http_proxy: 'http://127.0.0.1:9',
+      HTTP_PROXY: 'http://127.0.0.1:9',
+      ALL_PROXY: 'http://127.0.0.1:9',
+      NO_PROXY: '',
+      no_proxy: '',
+    };
+    expect(runWithOkServer(script, dead).stdout.trim()).toBe('end:ok');
+    expect(runWithOkServer(script, { ...dead, NODE_USE_ENV_PROXY: '1' }).stdout.trim()).toBe('error');
+  });
+
   it('keeps a connection the server closes while idle from spinning the loop; its socket number serves Node afterwards', () => {
     // A fresh process: the server drops its idle keep-alive connections after each round, so
     // libcurl's cached sockets are closed under it; Node's own sockets then take their numbers.
