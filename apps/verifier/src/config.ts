@@ -5,6 +5,7 @@ import { FEATURES, type Feature, isKeyId } from '@moat/protocol';
 import { errorCode, errorMessage } from '@moat/protocol/support';
 import * as v from 'valibot';
 import { VerifierConfigError } from './errors.js';
+import { jsonKind } from './json-body.js';
 
 /** One row of the release table: a release named by exactly one of `kid`, `cv`, `minCv`, and the features it speaks. */
 export interface ReleaseFeatures {
@@ -645,11 +646,7 @@ export function dataDirDefaults(
       throw new VerifierConfigError('dataDir', `readable secrets at ${secretsFile}`, errorMessage(error));
     }
     if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))
-      throw new VerifierConfigError(
-        'dataDir',
-        `a JSON object of secrets at ${secretsFile}`,
-        parsed === null ? 'null' : Array.isArray(parsed) ? 'an array' : typeof parsed,
-      );
+      throw new VerifierConfigError('dataDir', `a JSON object of secrets at ${secretsFile}`, jsonKind(parsed));
     secrets = parsed as Record<string, unknown>;
     for (const name of GENERATED) {
       const value = secrets[name];

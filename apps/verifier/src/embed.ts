@@ -8,6 +8,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { type Logger, pino } from 'pino';
 import { configFromSettings, type SettingName } from './config.js';
 import { VerifierConfigError } from './errors.js';
+import { jsonKind } from './json-body.js';
 import type { UpstreamFunction } from './pipeline/upstream-function.js';
 import type { RouteRow } from './router.js';
 import { routeTable } from './routes/table.js';
@@ -101,18 +102,17 @@ export interface MoatHandler {
 
 /** The options checked, or the error that names the first one at fault. */
 function checkOptions(options: MoatHandlerOptions): void {
-  const kind = (x: unknown) => (x === null ? 'null' : Array.isArray(x) ? 'an array' : typeof x);
   if (typeof options !== 'object' || options === null)
-    throw new VerifierConfigError('options', 'an object { upstream, settings }', kind(options));
+    throw new VerifierConfigError('options', 'an object { upstream, settings }', jsonKind(options));
   if (typeof options.upstream !== 'function')
     throw new VerifierConfigError(
       'upstream',
       'a function (request: Request) => Promise<Response>',
-      kind(options.upstream),
+      jsonKind(options.upstream),
     );
   const { settings } = options;
   if (typeof settings !== 'object' || settings === null || Array.isArray(settings))
-    throw new VerifierConfigError('settings', 'an object of verifier settings', kind(settings));
+    throw new VerifierConfigError('settings', 'an object of verifier settings', jsonKind(settings));
   for (const name of SERVER_ONLY_SETTINGS)
     if (Object.hasOwn(settings, name))
       throw new VerifierConfigError(name, 'a setting the embedded handler uses', 'a setting of the server alone');
@@ -120,7 +120,7 @@ function checkOptions(options: MoatHandlerOptions): void {
     throw new VerifierConfigError(
       'remoteAddress',
       'a function (request: Request) => string',
-      kind(options.remoteAddress),
+      jsonKind(options.remoteAddress),
     );
 }
 

@@ -3,6 +3,7 @@ import type { Socket } from 'node:net';
 import { formatStreamEvent, type StreamEvent } from '@moat/protocol/messages';
 import { errorMessage } from '@moat/protocol/support';
 import { ApiError } from './errors.js';
+import { jsonKind } from './json-body.js';
 
 /** Sends a JSON answer with its length. */
 export function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
@@ -88,11 +89,7 @@ export async function readJsonObject(
     throw new ApiError(400, 'invalid_request_error', `body: expected JSON ${shape}, got ${errorMessage(error).slice(0, 120)}`);
   }
   if (typeof value !== 'object' || value === null || Array.isArray(value))
-    throw new ApiError(
-      400,
-      'invalid_request_error',
-      `body: expected JSON ${shape}, got ${value === null ? 'null' : Array.isArray(value) ? 'an array' : typeof value}`,
-    );
+    throw new ApiError(400, 'invalid_request_error', `body: expected JSON ${shape}, got ${jsonKind(value)}`);
   return value as Record<string, unknown>;
 }
 

@@ -2,6 +2,11 @@ import { JsonBodyError } from './errors.js';
 
 export { JsonBodyError, type JsonBodyErrorCode } from './errors.js';
 
+/** A parsed JSON value's kind, for the "got …" of a refusal: `null`, `an array`, or its `typeof`. */
+export function jsonKind(value: unknown): string {
+  return value === null ? 'null' : Array.isArray(value) ? 'an array' : typeof value;
+}
+
 /** Byte span of one top-level member: from its key's opening quote to the end of its value. */
 export interface MemberSpan {
   readonly key: string;
@@ -159,11 +164,7 @@ export function parseJsonBody(raw: Buffer, maxDepth: number): { value: Record<st
     throw new JsonBodyError('ERR_JSON_SYNTAX', '', `expected JSON, got ${error instanceof Error ? error.message : 'a syntax error'}`);
   }
   if (typeof value !== 'object' || value === null || Array.isArray(value))
-    throw new JsonBodyError(
-      'ERR_JSON_NOT_OBJECT',
-      '',
-      `expected a JSON object, got ${value === null ? 'null' : Array.isArray(value) ? 'an array' : typeof value}`,
-    );
+    throw new JsonBodyError('ERR_JSON_NOT_OBJECT', '', `expected a JSON object, got ${jsonKind(value)}`);
   return { value: value as Record<string, unknown>, layout: systemElements === undefined ? { members } : { members, systemElements } };
 }
 

@@ -154,6 +154,9 @@ function isBatchCreate(value: unknown): value is Record<string, unknown> {
   return Array.isArray((value as { requests?: unknown }).requests);
 }
 
+/** Strict UTF-8 (a body that is not is left as bytes), the byte order mark kept as the app sent it. */
+const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
 /** The body text of a request, when it is text this client can read without consuming the app's copy. */
 async function bodyTextOf(input: string | URL | Request, init: RequestInit): Promise<string | undefined> {
   const { body } = init;
@@ -162,7 +165,7 @@ async function bodyTextOf(input: string | URL | Request, init: RequestInit): Pro
   if (body instanceof ArrayBuffer || ArrayBuffer.isView(body)) {
     const bytes = body instanceof ArrayBuffer ? new Uint8Array(body) : new Uint8Array(body.buffer, body.byteOffset, body.byteLength);
     try {
-      return new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(bytes);
+      return UTF8.decode(bytes);
     } catch {
       return undefined;
     }

@@ -1,6 +1,6 @@
 import { createHmac, createSecretKey, type KeyObject, randomBytes } from 'node:crypto';
 import { detectGateways, GATEWAY_RULES, type GatewayDetection, type GatewayRuleTable, type HeaderInput } from '@moat/protocol';
-import { LruMap } from '@moat/protocol/support';
+import { describeValue, LruMap } from '@moat/protocol/support';
 import { GatewayStatsError } from './errors.js';
 
 export { type GatewayDetectErrorCode, GatewayStatsError } from './errors.js';
@@ -363,7 +363,7 @@ export class GatewayStats {
   #refuseOverflow(doc: SerializedGatewayStats): void {
     for (const [key, theirs] of Object.entries(doc.keys)) {
       const s = this.#keys.peek(key);
-      const where = `keys[${describe(key)}]`;
+      const where = `keys[${describeValue(key)}]`;
       addCounts(`${where}.requests`, s?.requests ?? 0, theirs.requests);
       for (const signal of RELAY_SIGNALS) {
         addCounts(`${where}.signals.${signal}`, s?.signals[signal] ?? 0, signalCount(theirs.signals, signal));
@@ -394,18 +394,6 @@ function signalCount(signals: Readonly<Record<string, number>>, signal: RelaySig
   return Object.hasOwn(signals, signal) ? (signals[signal] as number) : 0;
 }
 
-/**
- * A short printable rendering of a snapshot value for an error message. `String` and
- * `JSON.stringify` both throw on some values (a BigInt, an object without a prototype).
- */
-function describe(value: unknown): string {
-  if (value === null || value === undefined || typeof value === 'number' || typeof value === 'boolean') return String(value);
-  if (typeof value === 'string') return JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value);
-  if (typeof value === 'bigint' || typeof value === 'symbol') return `${typeof value} ${String(value)}`;
-  if (Array.isArray(value)) return `array(${value.length})`;
-  return typeof value;
-}
-
 const isCount = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
 
 function isHashList(value: unknown): boolean {
@@ -419,23 +407,24 @@ function isHashList(value: unknown): boolean {
 }
 
 function checkSnapshot(input: unknown): SerializedGatewayStats {
-  if (typeof input !== 'object' || input === null) throw new GatewayStatsError('an object', describe(input));
+  if (typeof input !== 'object' || input === null) throw new GatewayStatsError('an object', describeValue(input));
   const doc = input as Record<string, unknown>;
-  if (doc.format !== 'moat-gateway-stats/1') throw new GatewayStatsError('format "moat-gateway-stats/1"', describe(doc.format));
+  if (doc.format !== 'moat-gateway-stats/1') throw new GatewayStatsError('format "moat-gateway-stats/1"', describeValue(doc.format));
   const keys = doc.keys;
-  if (typeof keys !== 'object' || keys === null || Array.isArray(keys)) throw new GatewayStatsError('a keys object', describe(keys));
+  if (typeof keys !== 'object' || keys === null || Array.isArray(keys)) throw new GatewayStatsError('a keys object', describeValue(keys));
   for (const [key, raw] of Object.entries(keys)) {
-    const where = `keys[${describe(key)}]`;
-    if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new GatewayStatsError(`${where} as an object`, describe(raw));
+    const where = `keys[${describeValue(key)}]`;
+    if (typeof raw !== 'object' || raw === null || Array.isArray(raw))
+      throw new GatewayStatsError(`${where} as an object`, describeValue(raw));
     const s = raw as Record<string, unknown>;
     for (const f of ['requests', 'windowStart', 'lastSeen'])
-      if (!isCount(s[f])) throw new GatewayStatsError(`${where}.${f} as a count`, describe(s[f]));
+      if (!isCount(s[f])) throw new GatewayStatsError(`${where}.${f} as a count`, describeValue(s[f]));
     for (const f of ['gateways', 'signals']) {
       const m = s[f];
       if (typeof m !== 'object' || m === null || Array.isArray(m) || !Object.values(m).every(isCount))
-        throw new GatewayStatsError(`${where}.${f} as counts`, describe(m));
+        throw new GatewayStatsError(`${where}.${f} as counts`, describeValue(m));
     }
-    if (!isHashList(s.addresses)) throw new GatewayStatsError(`${where}.addresses as hash strings`, describe(s.addresses));
+    if (!isHashList(s.addresses)) throw new GatewayStatsError(`${where}.addresses as hash strings`, describeValue(s.addresses));
   }
   return doc as unknown as SerializedGatewayStats;
 }

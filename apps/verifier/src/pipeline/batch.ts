@@ -21,7 +21,7 @@ import { newRequestId, RequestLedger } from './record.js';
 import { decoysAllowed, rewriteRequest } from './rewrite-request.js';
 import { isSuccess, passError } from './rewrite-response.js';
 import type { VerifierServices } from './services.js';
-import { readAnswer } from './upstream.js';
+import { readAnswerJson } from './upstream.js';
 
 /** One item of a batch create as read. */
 interface BatchItem {
@@ -238,9 +238,7 @@ export async function handleBatchCreate(
       for (const item of items) await item.finish(upstream.status);
       return await passError(res, ledger, upstream);
     }
-    const created = (await readAnswer(upstream.body)
-      .then((bytes) => JSON.parse(bytes.toString('utf8')) as unknown)
-      .catch(() => undefined)) as { id?: unknown } | null | undefined;
+    const created = (await readAnswerJson(upstream.body).catch(() => undefined)) as { id?: unknown } | null | undefined;
     if (typeof created?.id !== 'string')
       throw new ApiError(502, 'api_error', 'upstream answered a batch create without a batch id');
     await services.storage.saveBatch({

@@ -25,7 +25,7 @@ import { sendJson } from '../http.js';
 import type { Storage } from '../storage.js';
 import { RecordStoreError, type RequestLedger } from './record.js';
 import type { ForwardPlan } from './rewrite-request.js';
-import { discardBody, readAnswer, type UpstreamResponse } from './upstream.js';
+import { discardBody, readAnswer, readAnswerJson, type UpstreamResponse } from './upstream.js';
 
 /** Decoy calls are answered by the verifier itself, for at most this many rounds per client request. */
 export const DECOY_ROUNDS = 3;
@@ -121,9 +121,9 @@ export function countTokensAnswer(value: unknown): { input_tokens: number } {
  * Stage 8, JSON: answers decoy-only turns itself (up to {@link DECOY_ROUNDS} rounds, their
  * output tokens added to the usage the client sees), takes decoy calls out, signs
  * signed-type blocks, remembers the upstream's signatures, makes the record durable, then
- * answers with the upstream's headers. A first answer with no decoy call to take out and no
- * Every answer goes out as the message the verifier read, serialized again: raw bytes could
- * say something else to a client than to `JSON.parse` (a duplicate member, an escaped type).
+ * answers with the upstream's headers. Every answer goes out as the message the verifier
+ * read, serialized again: raw bytes could say something else to a client than to
+ * `JSON.parse` (a duplicate member, an escaped type).
  */
 export async function answerJson(input: AnswerInput, first: UpstreamResponse): Promise<void> {
   const { res, ledger, plan } = input;
@@ -287,9 +287,9 @@ export async function answerStream(input: AnswerInput, first: UpstreamResponse):
       filter.nextRound();
       upstream = await input.resend(plan.withMessages(messages));
       if (!isSuccess(upstream.status)) {
-        const body = (await readAnswer(upstream.body)
-          .then((b) => JSON.parse(b.toString('utf8')) as unknown)
-          .catch(() => ({}))) as { error?: { type?: string; message?: string } } | null;
+        const body = (await readAnswerJson(upstream.body).catch(() => ({}))) as {
+          error?: { type?: string; message?: string };
+        } | null;
         await emit({
           event: 'error',
           data: {

@@ -210,6 +210,15 @@ export async function readAnswer(body: UpstreamBody, max = MAX_ANSWER_BYTES): Pr
 }
 
 /**
+ * {@link readAnswer}, parsed as JSON.
+ *
+ * @throws {ApiError} 502 past `max`; the `JSON.parse` error for an answer that is not JSON.
+ */
+export async function readAnswerJson(body: UpstreamBody, max = MAX_ANSWER_BYTES): Promise<unknown> {
+  return JSON.parse((await readAnswer(body, max)).toString('utf8')) as unknown;
+}
+
+/**
  * What the pipeline and the routes call upstream: an Anthropic-compatible API over HTTP
  * ({@link Upstream}), or the embedding server's own model call in process.
  */

@@ -17,7 +17,7 @@ import { fail } from '../pipeline/index.js';
 import { newRequestId, RequestLedger } from '../pipeline/record.js';
 import { isSuccess, passError, rememberUpstreamSignatures } from '../pipeline/rewrite-response.js';
 import type { VerifierServices } from '../pipeline/services.js';
-import { readAnswer, type UpstreamResponse } from '../pipeline/upstream.js';
+import { readAnswerJson, type UpstreamResponse } from '../pipeline/upstream.js';
 import type { RouteContext, RouteHandler } from '../router.js';
 import type { BatchRow } from '../storage.js';
 
@@ -79,12 +79,10 @@ function batchRoute(what: string, action: BatchAction): RouteHandler {
 async function answerJson(res: ServerResponse, call: BatchCall, edit: (body: unknown) => unknown): Promise<void> {
   const upstream = await call.send();
   if (!isSuccess(upstream.status)) return passError(res, call.ledger, upstream);
-  const body = await readAnswer(upstream.body)
-    .then((bytes) => JSON.parse(bytes.toString('utf8')) as unknown)
-    .catch((error: unknown) => {
-      if (error instanceof ApiError) throw error;
-      throw new ApiError(502, 'api_error', 'upstream answered an unreadable batch', { cause: error });
-    });
+  const body = await readAnswerJson(upstream.body).catch((error: unknown) => {
+    if (error instanceof ApiError) throw error;
+    throw new ApiError(502, 'api_error', 'upstream answered an unreadable batch', { cause: error });
+  });
   // Edited first: an answer the edit refuses is the 502 the record keeps, not a 200.
   const answer = edit(body);
   await call.ledger.finishStored(upstream.status);

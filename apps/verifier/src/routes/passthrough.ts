@@ -4,7 +4,7 @@ import { ApiError, unavailable } from '../errors.js';
 import { abortWhenClientGone, sendError } from '../http.js';
 import { CLIENT_CLOSED } from '../pipeline/index.js';
 import { newRequestId, RecordStoreError, RequestLedger } from '../pipeline/record.js';
-import type { UpstreamResponse } from '../pipeline/upstream.js';
+import { discardBody, type UpstreamResponse } from '../pipeline/upstream.js';
 import type { RouteHandler } from '../router.js';
 
 /**
@@ -35,7 +35,7 @@ export const handlePassthrough: RouteHandler = async ({ req, res, services, targ
     });
     await ledger.finish(upstream.status);
   } catch (error) {
-    upstream?.body.destroy();
+    if (upstream !== undefined) discardBody(upstream.body);
     if (abort.signal.aborted) {
       // The client went away (and the upstream call with it): recorded as the pipeline records it.
       ledger.reason('client_disconnected');

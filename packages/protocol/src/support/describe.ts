@@ -5,7 +5,7 @@
  */
 export function describeValue(value: unknown): string {
   try {
-    if (value === null) return 'null';
+    if (value === null || value === undefined) return String(value);
     if (Array.isArray(value)) return `array(${value.length})`;
     if (typeof value === 'string') {
       const shown = value.length > 40 ? `${value.slice(0, 40)}…` : value;
