@@ -48,6 +48,7 @@ describe('settings from one schema', () => {
       MOAT_VERIFIER_CLIENT_KEY: 'ck',
       MOAT_VERIFIER_UA_PRODUCT: 'my-cli',
       MOAT_VERIFIER_PUBLIC_AUTHORITIES: 'api.example.com, gw.example.com:8443',
+      MOAT_VERIFIER_PUBLIC_PATH_PREFIX: '/anthropic/v2',
       MOAT_VERIFIER_PASSTHROUGH_ROUTES: 'GET /v1/models, POST /v1/complete',
       MOAT_VERIFIER_ENROLLMENT_KEYS: JSON.stringify([
         { kid: 'e2', key: KEY },
@@ -90,6 +91,7 @@ describe('settings from one schema', () => {
       clientKey: 'ck',
       userAgentProduct: 'my-cli',
       publicAuthorities: ['api.example.com', 'gw.example.com:8443'],
+      publicPathPrefix: '/anthropic/v2',
       passthroughRoutes: [
         { method: 'GET', pattern: '/v1/models' },
         { method: 'POST', pattern: '/v1/complete' },
@@ -141,6 +143,9 @@ describe('settings from one schema', () => {
         { MOAT_VERIFIER_PUBLIC_AUTHORITIES: 'ok.example, https://x' },
         /publicAuthorities\[1\]: expected a lowercase host/,
       ],
+      ...['anthropic', '/anthropic/', '/a/../b', '/./a', '/a b', '/', '/a?b', '//a'].map(
+        (prefix) => [{ MOAT_VERIFIER_PUBLIC_PATH_PREFIX: prefix }, /publicPathPrefix: expected a path prefix/] as const,
+      ),
       [
         { MOAT_VERIFIER_METRICS_TOKEN: 'short-secret' },
         /metricsToken: expected a string of at least 16 characters, got 12 characters/,

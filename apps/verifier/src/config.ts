@@ -78,6 +78,13 @@ export interface VerifierConfig {
    */
   readonly publicAuthorities?: readonly string[] | undefined;
   /**
+   * The path a front end strips before it forwards to the verifier (`/anthropic` when
+   * clients send to `https://gw.example/anthropic/v1/messages` and the front end forwards
+   * `/v1/messages`): `r1` stamps bind the path the client sent, so it is checked as this
+   * prefix and the path received. Unset, the path received is the path sent.
+   */
+  readonly publicPathPrefix?: string | undefined;
+  /**
    * Enrollment key pairs (X25519) for per-install keys, newest first: the first active one is
    * advertised in discovery; retired ones still derive the keys of the installs they enrolled.
    * Empty: no enrollment (`install_keys` is not advertised).
@@ -358,6 +365,16 @@ export const SETTINGS = {
   publicAuthorities: {
     schema: list("a lowercase host[:port] without the scheme's default port, e.g. api.example.com", AUTHORITY_RE),
   },
+  publicPathPrefix: {
+    schema: v.pipe(
+      v.string(),
+      v.regex(
+        /^(?:\/(?!\.{1,2}(?:\/|$))[A-Za-z0-9._~!$&'()*+,;=:@%-]+)+$/,
+        'a path prefix: "/" and segments, no trailing "/", no dot segments, e.g. /anthropic',
+      ),
+    ),
+    doc: 'The path a front end strips before the verifier, e.g. /anthropic: r1 stamps are checked against it and the path received.',
+  },
   passthroughRoutes: {
     schema: v.pipe(
       list('"METHOD /pattern", e.g. "GET /v1/models/:id"', PASSTHROUGH_ENTRY),
@@ -549,6 +566,7 @@ function configOf(s: Values): VerifierConfig {
     clientKey: required('clientKey', s.clientKey),
     userAgentProduct: required('userAgentProduct', s.userAgentProduct),
     publicAuthorities: s.publicAuthorities,
+    publicPathPrefix: s.publicPathPrefix,
     passthroughRoutes: required('passthroughRoutes', s.passthroughRoutes).map(routeOf),
     enrollmentKeys: required('enrollmentKeys', s.enrollmentKeys),
     enrollChallengeSec: required('enrollChallengeSec', s.enrollChallengeSec),

@@ -3,6 +3,7 @@
  * failing open per layer (a warning and a `layer_degraded` telemetry event; the request
  * still goes out, once).
  */
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { checkLayers, degradedEvent, type MoatLayer } from './compose.js';
 import { createMoatFetch, defaultLayers, MoatClientError } from './index.js';
@@ -156,6 +157,33 @@ describe('composition', () => {
       );
   });
 
+  it('a tagged body keeps every digit of an integer past 2^53 and a literal past the double range (property)', async () => {
+    const endpoint = fakeEndpoint(['fingerprint']);
+    const f = createMoatFetch({
+      salt: 's',
+      clientVersion: '1',
+      fetch: endpoint.fetch,
+      layers: (d) => d.filter((l) => l.name !== 'attest'),
+    });
+    await fc.assert(
+      fc.asyncProperty(
+        fc.bigInt({ min: -(2n ** 80n), max: 2n ** 80n }),
+        fc.double({ noNaN: true, noDefaultInfinity: true }),
+        async (big, small) => {
+          const input = `{"id":${big},"ratio":${JSON.stringify(small)},"huge":1e400,"list":[${big},-${2n ** 64n}]}`;
+          const text = `{"model":"m","max_tokens":8,"messages":[{"role":"assistant","content":[{"type":"tool_use","id":"t1","name":"lookup","input":${input}}]},{"role":"user","content":[{"type":"tool_result","tool_use_id":"t1","content":"ok"}]}]}`;
+          const before = endpoint.sent.length;
+          await f(`${origin}/v1/messages`, { method: 'POST', headers: { 'x-api-key': 'sk-test' }, body: text });
+          const sent = endpoint.sent[before]?.body ?? '';
+          expect(sent).toMatch(/"system":\[\{"type":"text","text":"x-moat: /);
+          expect(sent).toContain(`"input":${input}`);
+        },
+      ),
+      { numRuns: 200 },
+    );
+    await f.close();
+  });
+
   it('a layer that throws on the answer gives back the answer; an error from the network is not retried', async () => {
     const endpoint = fakeEndpoint();
     const after = layer('after', 'observe', (next) => async (call) => {
@@ -207,7 +235,7 @@ describe('connect', () => {
       },
     };
     const f = createMoatFetch({ salt: 'salty', clientVersion: '1', fetch: endpoint.fetch, layers: (d) => [mute, broken, ...d] });
-    const status = await f.connect(`${origin}/anything`, 'sk-test');
+    const status = await f.connect(`${origin}/`, 'sk-test');
     expect(status.map((s) => s.layer)).toEqual([
       'broken-status',
       'gateway-detect',
@@ -249,6 +277,37 @@ describe('discovery', () => {
     await f.close();
     expect(endpoint.asked.every((u) => u.startsWith(`${origin}/`))).toBe(true);
     expect(warnings.some((w) => w.includes('no usable Moat discovery') && w.includes('enrollment.challenge'))).toBe(true);
+  });
+
+  it("reads the remote flags through the app's own fetch, at the path the document names; a broken payload is the defaults, with a warning", async () => {
+    for (const [payload, expected] of [
+      [{ features: { 'moat-kill-fingerprint': { defaultValue: true } } }, 'off'],
+      [[1, 2], 'on'],
+      ['nope', 'on'],
+    ] as const) {
+      const asked: string[] = [];
+      const sent: string[] = [];
+      const fetch = (async (input: string | URL | Request, init: RequestInit = {}) => {
+        const url = new URL(input instanceof Request ? input.url : String(input));
+        asked.push(url.pathname);
+        if (url.pathname === '/v1/moat')
+          return Response.json({ moat: { versions: [1], features: ['attribution', 'fingerprint'], flags: '/custom/flags/k1' } });
+        if (url.pathname === '/custom/flags/k1') return typeof payload === 'string' ? new Response(payload) : Response.json(payload);
+        sent.push(String(init.body));
+        return Response.json({ type: 'message', content: [{ type: 'text', text: 'ok' }] });
+      }) as typeof globalThis.fetch;
+      const warnings: string[] = [];
+      const f = createMoatFetch({ salt: 's', clientVersion: '1', fetch, onWarning: (w) => warnings.push(w) });
+      expect((await messages(f)).status).toBe(200);
+      await f.close();
+      expect(asked.slice(0, 2)).toEqual(['/v1/moat', '/custom/flags/k1']);
+      // moat-kill-fingerprint from the network turns the fingerprint off; without flags it stays on.
+      expect(sent[0]?.includes('x-moat:') ? 'on' : 'off', JSON.stringify(payload)).toBe(expected);
+      expect(
+        warnings.some((w) => w.includes('remote flags unavailable')),
+        JSON.stringify(payload),
+      ).toBe(expected === 'on');
+    }
   });
 
   it('warns about a Moat endpoint whose discovery fails (a 500), not about one that has none (a 404)', async () => {

@@ -10,12 +10,19 @@ import {
   type TelemetryEvent,
   tryParseDiscovery,
 } from '@moat/protocol';
-import { errorMessage, type Warner } from '@moat/protocol/support';
+import { describeValue, errorMessage, type Warner } from '@moat/protocol/support';
 
-/** What one endpoint (origin) speaks, its remote flags, and where its telemetry goes. */
+/** What one endpoint (a base URL) speaks, its remote flags, and where its telemetry goes. */
 export interface Endpoint {
   /** The origin, e.g. `http://127.0.0.1:8787`. */
   readonly origin: string;
+  /**
+   * The base URL the endpoint's Moat paths are under: the origin and the path before
+   * `/v1/messages` (`https://gw.example/anthropic` for a verifier mounted under
+   * `/anthropic`), never ending in `/`. Discovery is `GET {base}/v1/moat`; the paths its
+   * document names (telemetry, flags, enrollment) are `{base}{path}`.
+   */
+  readonly base: string;
   /** The Moat features its discovery document advertises (none: it does not speak Moat). */
   readonly features: readonly Feature[];
   /** Where and with which verifier key an install enrolls, when it advertises `install_keys` (protocol 1.2). */
@@ -41,38 +48,78 @@ export interface DiscoveryContext {
 
 interface Discovery {
   readonly features: readonly Feature[];
+  readonly telemetryPath?: string | undefined;
   readonly flagsPath?: string | undefined;
   readonly enrollment?: DiscoveryEnrollment | undefined;
 }
 
-async function readDiscovery(origin: string, ctx: DiscoveryContext): Promise<Discovery> {
+/**
+ * `{base}{path}` for a path the discovery document names (an absolute path, never `//…`:
+ * {@link tryParseDiscovery} refuses those). Concatenated, not resolved: `/v1/telemetry`
+ * under `https://gw.example/anthropic` is `https://gw.example/anthropic/v1/telemetry`.
+ */
+export function underBase(base: string, path: string): URL {
+  return new URL(`${base}${path}`);
+}
+
+/**
+ * The base URL of the endpoint a URL belongs to: its origin and the path before its last
+ * `/v1` segment (`http://h/anthropic/v1/messages` → `http://h/anthropic`); a URL without one
+ * (an SDK's `baseURL`) is its origin and path, without a trailing `/`. The query and the
+ * fragment never count.
+ */
+export function endpointBase(url: URL): string {
+  const path = url.pathname;
+  let at = -1;
+  for (const m of path.matchAll(V1_SEGMENT)) at = m.index;
+  const prefix = at >= 0 ? path.slice(0, at) : path;
+  return `${url.origin}${prefix.replace(/\/+$/, '')}`;
+}
+
+/** The API's version segment: what comes before it is where the endpoint is mounted. */
+const V1_SEGMENT = /\/v1(?=\/|$)/g;
+
+async function readDiscovery(base: string, ctx: DiscoveryContext): Promise<Discovery> {
   try {
-    const res = await ctx.fetch(new URL(DISCOVERY_PATH, origin), { signal: AbortSignal.timeout(2_000) });
+    const res = await ctx.fetch(underBase(base, DISCOVERY_PATH), { signal: AbortSignal.timeout(2_000) });
     const doc = tryParseDiscovery(res.ok ? await res.json() : {});
-    if (doc.ok) return { features: doc.value.features, flagsPath: doc.value.flags, enrollment: doc.value.enrollment };
+    if (doc.ok)
+      return {
+        features: doc.value.features,
+        telemetryPath: doc.value.telemetry,
+        flagsPath: doc.value.flags,
+        enrollment: doc.value.enrollment,
+      };
     // 404 is an endpoint that speaks no Moat; any other answer is a Moat endpoint that is broken, and says so.
     if (res.status !== 404) {
       const why = res.ok ? doc.error.message : `answered ${res.status}`;
-      ctx.warn(`no usable Moat discovery at ${origin} (${why}); requests go out untagged`, `discovery:${origin}`);
+      ctx.warn(`no usable Moat discovery at ${base} (${why}); requests go out untagged`, `discovery:${base}`);
     }
   } catch (error) {
     const why = errorMessage(error);
-    ctx.warn(`no Moat discovery at ${origin} (${why}); requests go out untagged`, `discovery:${origin}`);
+    ctx.warn(`no Moat discovery at ${base} (${why}); requests go out untagged`, `discovery:${base}`);
   }
   return { features: [] };
 }
 
-/** The endpoint's client flags, read once with the stock GrowthBook SDK (the one flag fetch of every layer). */
-async function readFlags(origin: string, flagsPath: string, warn: Warner): Promise<Map<string, unknown> | undefined> {
-  const gb = new GrowthBook({ apiHost: origin, clientKey: flagsPath.split('/').pop() ?? 'moat' });
+/**
+ * The endpoint's client flags, read once (the one flag fetch of every layer) through the
+ * app's own fetch (its proxy agent, its mTLS) and evaluated by the stock GrowthBook SDK.
+ */
+async function readFlags(base: string, flagsPath: string, ctx: DiscoveryContext): Promise<Map<string, unknown> | undefined> {
+  const gb = new GrowthBook();
   try {
-    const r = await gb.init({ timeout: 2_000, skipCache: true });
-    if (!r.success) throw r.error ?? new Error(r.source);
+    const res = await ctx.fetch(underBase(base, flagsPath), { signal: AbortSignal.timeout(2_000) });
+    if (!res.ok) throw new Error(`answered ${res.status}`);
+    const payload: unknown = await res.json();
+    if (typeof payload !== 'object' || payload === null || Array.isArray(payload))
+      throw new Error(`expected a GrowthBook payload { features }, got ${describeValue(payload)}`);
+    gb.initSync({ payload: payload as Parameters<GrowthBook['initSync']>[0]['payload'] });
     const flags = new Map<string, unknown>();
     for (const key of Object.keys(gb.getFeatures())) flags.set(key, gb.getFeatureValue(key, null));
     return flags;
   } catch (error) {
-    warn(`remote flags unavailable at ${origin} (${errorMessage(error)}); using defaults`, `flags:${origin}`);
+    ctx.warn(`remote flags unavailable at ${base} (${errorMessage(error)}); using defaults`, `flags:${base}`);
     return undefined;
   } finally {
     gb.destroy();
@@ -80,13 +127,13 @@ async function readFlags(origin: string, flagsPath: string, warn: Warner): Promi
 }
 
 /**
- * Discovers an endpoint: its discovery document, its flags (only when it advertises them)
+ * Discovers the endpoint at a base URL ({@link endpointBase}): its discovery document, its flags (only when it advertises them)
  * and, when it takes telemetry and the request carried an API key, a telemetry queue. Never
  * throws: an endpoint that cannot be discovered speaks no Moat.
  */
-export async function discover(origin: string, apiKey: string | undefined, ctx: DiscoveryContext): Promise<Endpoint> {
-  const { features, flagsPath, enrollment } = await readDiscovery(origin, ctx);
-  const flags = flagsPath === undefined ? undefined : await readFlags(origin, flagsPath, ctx.warn);
+export async function discover(base: string, apiKey: string | undefined, ctx: DiscoveryContext): Promise<Endpoint> {
+  const { features, telemetryPath, flagsPath, enrollment } = await readDiscovery(base, ctx);
+  const flags = flagsPath === undefined ? undefined : await readFlags(base, flagsPath, ctx);
   const flag = (name: ClientFlag, fallback: boolean): boolean => {
     const v = flags?.get(name);
     return typeof v === 'boolean' ? v : fallback;
@@ -94,7 +141,7 @@ export async function discover(origin: string, apiKey: string | undefined, ctx: 
   const telemetry =
     features.includes('telemetry') && apiKey !== undefined && !flag(CLIENT_FLAGS.killGatewayDetect, false)
       ? new TelemetryQueue({
-          endpoint: new URL(TELEMETRY_PATH, origin),
+          endpoint: underBase(base, telemetryPath ?? TELEMETRY_PATH),
           client: { cv: ctx.clientVersion, ep: ctx.entrypoint },
           headers: { 'x-api-key': apiKey },
           fetch: ctx.fetch,
@@ -102,7 +149,8 @@ export async function discover(origin: string, apiKey: string | undefined, ctx: 
         })
       : undefined;
   return {
-    origin,
+    origin: new URL(base).origin,
+    base,
     features,
     enrollment,
     flagsRead: flags !== undefined,

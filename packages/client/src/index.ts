@@ -16,7 +16,7 @@ import type { MessagesRequest } from '@moat/protocol/messages';
 import { createWarner, errorMessage, type Warner } from '@moat/protocol/support';
 import type { LayerStatus, MoatCall, MoatLayer, Send } from './compose.js';
 import { checkLayers, composeLayers, degradedEvent } from './compose.js';
-import { discover, type Endpoint } from './endpoint.js';
+import { discover, type Endpoint, endpointBase } from './endpoint.js';
 import { antiDistillationLayer } from './layers/anti-distillation.js';
 import { attestationLayer, type BindingPins } from './layers/attestation.js';
 import { fingerprintLayer, userAgentLayer } from './layers/attribution.js';
@@ -98,7 +98,8 @@ export interface MoatFetchOptions {
 export type MoatFetch = typeof fetch & {
   /**
    * Discovers the endpoint of `url` now (as its first Messages request would) and tells how
-   * each layer is doing there. `apiKey` enables its telemetry before the first request.
+   * each layer is doing there. `url` is the SDK's base URL (or a Messages URL): a path in it
+   * is where the endpoint is mounted. `apiKey` enables its telemetry before the first request.
    */
   connect(url: string | URL, apiKey?: string): Promise<readonly LayerStatus[]>;
   /** Flushes the telemetry of every endpoint. */
@@ -173,6 +174,20 @@ async function bodyTextOf(input: string | URL | Request, init: RequestInit): Pro
   return input instanceof Request && body === undefined ? await input.clone().text() : undefined;
 }
 
+/** `JSON.rawJSON` where the runtime has it (Node 21+, Bun, current browsers). */
+const rawJSON = (JSON as { rawJSON?: (text: string) => unknown }).rawJSON;
+
+/**
+ * Keeps a number the way the app wrote it when a double would change it (an integer past
+ * 2^53, a literal past the double range): the body goes out serialized again, and an id in a
+ * tool's input must reach the API with every digit. Every other value is parsed as usual.
+ */
+function losslessNumbers(_key: string, value: unknown, context?: { source?: string }): unknown {
+  if (typeof value !== 'number' || rawJSON === undefined || context?.source === undefined) return value;
+  const exact = Number.isFinite(value) && (Number.isSafeInteger(value) || !/^-?[0-9]+$/.test(context.source));
+  return exact ? value : rawJSON(context.source);
+}
+
 /** The call for a request: a Moat call (its body parsed when it is a Messages body) when `endpoint` speaks Moat. */
 async function callOf(input: MoatCall['input'], init: RequestInit, at?: Endpoint, warn?: Warner): Promise<MoatCall> {
   const request = input instanceof Request ? input : undefined;
@@ -184,7 +199,7 @@ async function callOf(input: MoatCall['input'], init: RequestInit, at?: Endpoint
   const text = await bodyTextOf(input, init);
   if (text === undefined) return { ...call, endpoint: at };
   try {
-    const parsed = JSON.parse(text) as unknown;
+    const parsed = JSON.parse(text, losslessNumbers as (key: string, value: unknown) => unknown) as unknown;
     if (isMessagesBody(parsed)) return { ...call, endpoint: at, body: parsed };
     if (BATCHES_PATH.test(url.pathname) && isBatchCreate(parsed)) return { ...call, endpoint: at, batch: parsed };
   } catch (error) {
@@ -257,11 +272,13 @@ export function createMoatFetch(options: MoatFetchOptions): MoatFetch {
       }
     return e;
   };
-  const endpoint = (origin: string, apiKey: string | undefined): Promise<Endpoint> => {
-    let known = endpoints.get(origin);
+  // One endpoint per base URL: a verifier mounted under a path (`https://gw.example/anthropic`)
+  // is discovered there, not at the origin's root.
+  const endpoint = (base: string, apiKey: string | undefined): Promise<Endpoint> => {
+    let known = endpoints.get(base);
     if (known === undefined) {
-      known = discover(origin, apiKey, context).then(set);
-      endpoints.set(origin, known);
+      known = discover(base, apiKey, context).then(set);
+      endpoints.set(base, known);
     }
     return known;
   };
@@ -271,10 +288,11 @@ export function createMoatFetch(options: MoatFetchOptions): MoatFetch {
     let call = await callOf(input, init);
     if (call.method === 'POST' && MESSAGES_PATHS.test(call.url.pathname)) {
       try {
-        const e = await endpoint(call.url.origin, call.apiKey);
+        const e = await endpoint(endpointBase(call.url), call.apiKey);
         if (e.features.length > 0) call = await callOf(input, init, e, warn);
       } catch (error) {
-        warn(`Moat layers off for ${call.url.origin} (${errorMessage(error)})`, `endpoint:${call.url.origin}`);
+        const base = endpointBase(call.url);
+        warn(`Moat layers off for ${base} (${errorMessage(error)})`, `endpoint:${base}`);
       }
     }
     return send(call);
@@ -282,7 +300,7 @@ export function createMoatFetch(options: MoatFetchOptions): MoatFetch {
 
   return Object.assign(moatFetch as typeof fetch, {
     connect: async (url: string | URL, apiKey?: string): Promise<readonly LayerStatus[]> => {
-      const e = await endpoint(new URL(url).origin, apiKey);
+      const e = await endpoint(endpointBase(new URL(url)), apiKey);
       return layers.flatMap((layer) => statusOf(layer, e));
     },
     close: async () => {

@@ -64,8 +64,14 @@ export interface EvidenceInput {
  * stamps, once per public authority it answers for (the received `Host` when none are
  * configured: a relay picks its own `Host`, so production lists them).
  */
-export function receivedRequest(req: IncomingMessage, config: Pick<VerifierConfig, 'publicAuthorities'>): RequestComponents[] {
-  const received = { method: req.method ?? '', target: req.url ?? '', headers: req.headers };
+export function receivedRequest(
+  req: IncomingMessage,
+  config: Pick<VerifierConfig, 'publicAuthorities' | 'publicPathPrefix'>,
+): RequestComponents[] {
+  const target = req.url ?? '';
+  // Behind a front end that strips a prefix, the client sent (and stamped) the prefix too.
+  const sent = config.publicPathPrefix !== undefined && target.startsWith('/') ? `${config.publicPathPrefix}${target}` : target;
+  const received = { method: req.method ?? '', target: sent, headers: req.headers };
   if (config.publicAuthorities === undefined) return [receivedRequestComponents(received)];
   return config.publicAuthorities.map((authority) => receivedRequestComponents({ ...received, authority }));
 }

@@ -18,7 +18,7 @@ import {
 } from '@moat/protocol';
 import { errorMessage, type NativeBinding, type Warner } from '@moat/protocol/support';
 import { degradedEvent, type MoatCall } from '../compose.js';
-import type { Endpoint } from '../endpoint.js';
+import { type Endpoint, underBase } from '../endpoint.js';
 
 /** Options of the install keys (see `attestationLayer`'s `installKeys`). */
 export interface InstallKeyOptions {
@@ -224,8 +224,8 @@ class InstallKeyStore implements InstallKeys {
     }
     const headers = credentialHeaders(call);
     const base = this.#fetch ?? globalThis.fetch;
-    const challengeUrl = new URL(enrollment.challenge, e.origin);
-    const enrollUrl = new URL(enrollment.enroll, e.origin);
+    const challengeUrl = underBase(e.base, enrollment.challenge);
+    const enrollUrl = underBase(e.base, enrollment.enroll);
     // The paths come from the endpoint's discovery: the key goes nowhere but the endpoint itself.
     if (challengeUrl.origin !== e.origin || enrollUrl.origin !== e.origin)
       throw new EnrollmentFailure(`the enrollment paths name another origin than ${e.origin}`);

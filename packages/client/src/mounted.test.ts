@@ -1,0 +1,196 @@
+/**
+ * A verifier mounted under a path: clients send to `http://front/anthropic/v1/messages` and a
+ * front end strips `/anthropic` before the verifier (`publicPathPrefix`). The client must
+ * find everything Moat under its base URL (discovery, flags, telemetry, enrollment) and stamp
+ * the path it sends; the front end answers 404 for anything outside the prefix, as a shared
+ * host's other routes would.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer, request as httpRequest, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Anthropic from '@anthropic-ai/sdk';
+import { devKeyFile } from '@moat/native/dev-key';
+import { createVerifier, devEnvironment, loadConfig, type Verifier } from '@moat/verifier';
+import fc from 'fast-check';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { endpointBase } from './endpoint.js';
+import { createMoatFetch, type MoatFetchOptions } from './index.js';
+
+const SALT = 'mounted-test-salt';
+const PREFIX = '/anthropic';
+let verifier: Verifier;
+let front: Server;
+let frontUrl = '';
+let apiKey = '';
+let stateParent = '';
+/** Every path the front end received, in order. */
+const seen: string[] = [];
+
+beforeAll(async () => {
+  stateParent = mkdtempSync(join(tmpdir(), 'moat-client-mounted-'));
+  verifier = await createVerifier(
+    loadConfig({
+      ...devEnvironment({ salt: SALT, attestationKeyFile: devKeyFile }),
+      MOAT_VERIFIER_UA_PRODUCT: 'moat-client',
+      MOAT_VERIFIER_PUBLIC_PATH_PREFIX: PREFIX,
+    }),
+    { logLevel: 'silent' },
+  );
+  const target = new URL(await verifier.listen());
+  apiKey = (await verifier.storage.createApiKey('mounted')).key;
+  front = createServer((req, res) => {
+    const url = req.url ?? '/';
+    seen.push(url);
+    if (!url.startsWith(`${PREFIX}/`)) {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('not here');
+      return;
+    }
+    // The Host is kept, as a front end in the same deployment keeps it.
+    const up = httpRequest(
+      { host: target.hostname, port: target.port, method: req.method, path: url.slice(PREFIX.length), headers: req.headers },
+      (answer) => {
+        // A gateway's trace on the answer, so the client has a telemetry event to report.
+        res.writeHead(answer.statusCode ?? 502, { ...answer.headers, 'helicone-id': 'front' });
+        answer.pipe(res);
+      },
+    );
+    up.on('error', () => res.destroy());
+    req.pipe(up);
+  });
+  front.listen(0, '127.0.0.1');
+  await new Promise((r) => front.once('listening', r));
+  frontUrl = `http://127.0.0.1:${(front.address() as AddressInfo).port}`;
+});
+afterAll(async () => {
+  front.close();
+  await verifier.close();
+  rmSync(stateParent, { recursive: true, force: true });
+});
+
+function client(options: Partial<MoatFetchOptions> = {}) {
+  const warnings: string[] = [];
+  const moatFetch = createMoatFetch({
+    salt: SALT,
+    clientVersion: '2.0.0',
+    onWarning: (m) => warnings.push(m),
+    installKeys: { stateDir: mkdtempSync(join(stateParent, 'installs-')), keystore: 'file' },
+    ...options,
+  });
+  return { moatFetch, warnings };
+}
+
+describe('endpointBase', () => {
+  it('is the origin and the path before the last /v1 segment, or a base URL without its trailing /', () => {
+    const of = (u: string) => endpointBase(new URL(u));
+    expect(of('http://h/v1/messages')).toBe('http://h');
+    expect(of('http://h/anthropic/v1/messages?beta=true')).toBe('http://h/anthropic');
+    expect(of('http://h/a/b/v1/messages/count_tokens')).toBe('http://h/a/b');
+    expect(of('http://h/a/v1/messages/batches')).toBe('http://h/a');
+    expect(of('http://h:8080/anthropic/')).toBe('http://h:8080/anthropic');
+    expect(of('http://h/anthropic//')).toBe('http://h/anthropic');
+    expect(of('https://h/')).toBe('https://h');
+    expect(of('https://h')).toBe('https://h');
+    expect(of('https://h/anthropic/v1')).toBe('https://h/anthropic');
+    expect(of('https://h/v1/moat')).toBe('https://h');
+    expect(of('https://h/v10/x')).toBe('https://h/v10/x');
+    expect(of('https://h/a/v1/b/v1/messages#f')).toBe('https://h/a/v1/b');
+  });
+  it('gives back the mount of any Messages URL and of its base URL (property)', () => {
+    const segment = fc.stringMatching(/^[A-Za-z0-9._~-]{1,12}$/).filter((s) => s !== 'v1' && s !== '.' && s !== '..');
+    const suffix = fc.constantFrom('/v1/messages', '/v1/messages/count_tokens', '/v1/messages/batches', '/v1', '/', '');
+    fc.assert(
+      fc.property(fc.array(segment, { maxLength: 4 }), suffix, fc.constantFrom('', '?beta=true'), (segments, end, query) => {
+        const prefix = segments.map((s) => `/${s}`).join('');
+        expect(endpointBase(new URL(`https://gw.example:8443${prefix}${end}${query}`))).toBe(`https://gw.example:8443${prefix}`);
+      }),
+      { numRuns: 500 },
+    );
+  });
+});
+
+describe('@moat/client under a base URL with a path', { timeout: 30_000 }, () => {
+  it('discovers, reads flags, enrolls and reports under the base; the stamp binds the path it sent', async () => {
+    const { moatFetch, warnings } = client();
+    const sdk = new Anthropic({ apiKey, baseURL: `${frontUrl}${PREFIX}`, fetch: moatFetch, maxRetries: 0 });
+    const status = await moatFetch.connect(`${frontUrl}${PREFIX}`, apiKey);
+    expect(status.find((s) => s.layer === 'anti-distillation')?.state).not.toBe('degraded');
+    for (let i = 0; i < 2; i++) {
+      const message = await sdk.messages.create({
+        model: 'claude-mock',
+        max_tokens: 32,
+        messages: [{ role: 'user', content: `mounted ${i}` }],
+      });
+      expect(message.type).toBe('message');
+    }
+    await moatFetch.close();
+    const records = await verifier.storage.queryRecords({ limit: 2 });
+    expect(records).toHaveLength(2);
+    for (const r of records) {
+      expect(r).toMatchObject({ attestation: 'valid', binding: 'install', fingerprint: 'match', verdict: 'allow', status: 200 });
+      expect(r.installId).not.toBeNull();
+    }
+    // Nothing of Moat's was asked for outside the prefix: no 404 for discovery, flags, telemetry or enrollment.
+    expect(seen.filter((p) => !p.startsWith(`${PREFIX}/`))).toEqual([]);
+    const moatPaths = new Set(seen.map((p) => p.split('?')[0]));
+    expect(moatPaths).toEqual(
+      new Set([
+        `${PREFIX}/v1/moat`,
+        `${PREFIX}/api/features/moat`,
+        `${PREFIX}/v1/moat/enroll/challenge`,
+        `${PREFIX}/v1/moat/enroll`,
+        `${PREFIX}/v1/messages`,
+        `${PREFIX}/v1/telemetry`,
+      ]),
+    );
+    expect(warnings).toEqual([]);
+  });
+
+  it('the verifier without publicPathPrefix would score that stamp invalid: the setting is what makes it match', async () => {
+    const other = await createVerifier(
+      loadConfig({ ...devEnvironment({ salt: SALT, attestationKeyFile: devKeyFile }), MOAT_VERIFIER_UA_PRODUCT: 'moat-client' }),
+      { logLevel: 'silent' },
+    );
+    try {
+      const target = new URL(await other.listen());
+      const key = (await other.storage.createApiKey('unmounted')).key;
+      const strip = createServer((req, res) => {
+        const up = httpRequest(
+          {
+            host: target.hostname,
+            port: target.port,
+            method: req.method,
+            path: (req.url ?? '/').slice(PREFIX.length),
+            headers: req.headers,
+          },
+          (answer) => {
+            res.writeHead(answer.statusCode ?? 502, answer.headers);
+            answer.pipe(res);
+          },
+        );
+        up.on('error', () => res.destroy());
+        req.pipe(up);
+      });
+      strip.listen(0, '127.0.0.1');
+      await new Promise((r) => strip.once('listening', r));
+      const url = `http://127.0.0.1:${(strip.address() as AddressInfo).port}${PREFIX}`;
+      const { moatFetch } = client({ installKeys: false });
+      const sdk = new Anthropic({ apiKey: key, baseURL: url, fetch: moatFetch, maxRetries: 0 });
+      const outcome = await sdk.messages
+        .create({ model: 'claude-mock', max_tokens: 32, messages: [{ role: 'user', content: 'unmounted' }] })
+        .then(
+          () => 200,
+          (e: unknown) => (e instanceof Anthropic.APIError ? e.status : 'error'),
+        );
+      await moatFetch.close();
+      strip.close();
+      const [record] = await other.storage.queryRecords({ limit: 1 });
+      expect(record?.attestation).toBe('invalid');
+      expect(record?.verdict).toBe('block');
+      expect(outcome).toBe(403);
+    } finally {
+      await other.close();
+    }
+  });
+});
