@@ -86,6 +86,8 @@ typedef struct transfer {
   moat_stamp_stream stream;
   int streaming;
   size_t sent;
+  /* libcurl asked to rewind over stamped bytes that went out: it meant to send them again. */
+  int resend;
   /* Takes the finished transfer's easy handle back for another transfer (1), or declines (0). */
   int (*release)(void *ctx, CURL *curl);
   void *release_ctx;
@@ -288,6 +290,14 @@ static size_t body_part(char *buf, size_t size, size_t n, void *userdata) {
 static int seek_body(void *userdata, curl_off_t offset, int origin) {
   transfer *t = userdata;
   if (origin != SEEK_SET || offset < 0 || (curl_off_t)t->opts.body_len < offset) return CURL_SEEKFUNC_CANTSEEK;
+  /* Rewinding over bytes that went out is libcurl sending the request again on a new
+     connection (a reused one closed before any answer). The same stamp twice is a replay the
+     verifier refuses, and the first copy may have been read: the transfer fails instead, and
+     the caller sends it again with a fresh stamp. */
+  if ((size_t)offset < t->sent) {
+    t->resend = 1;
+    return CURL_SEEKFUNC_CANTSEEK;
+  }
   t->sent = (size_t)offset;
   return CURL_SEEKFUNC_OK;
 }
@@ -353,7 +363,9 @@ static CURL *transfer_prepare(transfer *t, int as_sent) {
   /* No "Expect: 100-continue" round trip before the body. */
   t->opts.headers = lib->slist_append(t->opts.headers, "Expect:");
   lib->easy_setopt(c, CURLOPT_HTTPHEADER, t->opts.headers);
-  if (t->streaming) {
+  /* A stamped body is handed out by the read callback, never as POSTFIELDS, which libcurl
+     would rewind and send again by itself (see seek_body). */
+  if (t->streaming || (t->opts.body != NULL && t->stamp_result == MOAT_STAMP_OK)) {
     lib->easy_setopt(c, CURLOPT_POST, 1L);
     lib->easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)t->opts.body_len);
     lib->easy_setopt(c, CURLOPT_READFUNCTION, body_part);
@@ -389,6 +401,7 @@ static void transfer_finish(transfer *t, CURLcode rc) {
     moat_event *ev = event_new(MOAT_EV_ERROR);
     if (ev != NULL) {
       const char *kind = *t->aborted ? "aborted"
+                         : (rc == CURLE_SEND_FAIL_REWIND && t->resend) ? "resend"
                          : rc == CURLE_OPERATION_TIMEDOUT ? "timeout"
                          : rc == CURLE_COULDNT_CONNECT ? "connect"
                          : rc == CURLE_SSL_PINNEDPUBKEYNOTMATCH ? "pinning"

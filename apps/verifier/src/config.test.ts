@@ -143,8 +143,11 @@ describe('settings from one schema', () => {
         { MOAT_VERIFIER_PUBLIC_AUTHORITIES: 'ok.example, https://x' },
         /publicAuthorities\[1\]: expected a lowercase host/,
       ],
-      ...['anthropic', '/anthropic/', '/a/../b', '/./a', '/a b', '/', '/a?b', '//a'].map(
-        (prefix) => [{ MOAT_VERIFIER_PUBLIC_PATH_PREFIX: prefix }, /publicPathPrefix: expected a path prefix/] as const,
+      ...['anthropic', '/anthropic/', '/a/../b', '/./a', '/a b', '/', '/a?b', '//a', '/a;b', '/%2e%2e'].map(
+        (prefix): [Record<string, string>, RegExp] => [
+          { MOAT_VERIFIER_PUBLIC_PATH_PREFIX: prefix },
+          /publicPathPrefix: expected a path prefix/,
+        ],
       ),
       [
         { MOAT_VERIFIER_METRICS_TOKEN: 'short-secret' },

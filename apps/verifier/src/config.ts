@@ -369,7 +369,7 @@ export const SETTINGS = {
     schema: v.pipe(
       v.string(),
       v.regex(
-        /^(?:\/(?!\.{1,2}(?:\/|$))[A-Za-z0-9._~!$&'()*+,;=:@%-]+)+$/,
+        /^(?:\/(?!\.{1,2}(?:\/|$))[A-Za-z0-9._~-]+)+$/,
         'a path prefix: "/" and segments, no trailing "/", no dot segments, e.g. /anthropic',
       ),
     ),

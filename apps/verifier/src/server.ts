@@ -29,7 +29,7 @@ import { SqliteStorage, type Storage } from './storage.js';
 import { StoreContentError, StoreUnavailableError, storeBoundary } from './store-boundary.js';
 import { StoreGuard } from './store-guard.js';
 import { Supervisor } from './supervise.js';
-import { type CanonicalTarget, canonicalTarget, TargetError } from './target.js';
+import { type CanonicalTarget, canonicalTarget, TargetError, withoutPrefix } from './target.js';
 
 /** Options of {@link createVerifier} besides the configuration. */
 export interface VerifierOptions {
@@ -196,7 +196,7 @@ export function createRequestHandler(
     // One canonical target: what is routed here is exactly what a route forwards.
     let target: CanonicalTarget;
     try {
-      target = canonicalTarget(req.url ?? '/');
+      target = withoutPrefix(canonicalTarget(req.url ?? '/'), services.config.publicPathPrefix);
     } catch (error) {
       if (error instanceof TargetError) return refuseAndRecord(req, res, services, error);
       throw error;

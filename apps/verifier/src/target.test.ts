@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { canonicalTarget, TargetError } from './target.js';
+import { canonicalTarget, TargetError, underPrefix, withoutPrefix } from './target.js';
 
 const refused = (raw: string) => {
   try {
@@ -85,6 +85,34 @@ describe('canonicalTarget', () => {
           );
         },
       ),
+      { numRuns: 1000 },
+    );
+  });
+});
+
+describe('withoutPrefix', () => {
+  it('routes a target under the mount as the path after it, and leaves any other target alone', () => {
+    const t = (path: string, query = '') => ({ path, query });
+    expect(withoutPrefix(t('/anthropic/v1/messages', '?beta=true'), '/anthropic')).toEqual(
+      t('/v1/messages', '?beta=true'),
+    );
+    expect(withoutPrefix(t('/anthropic'), '/anthropic')).toEqual(t('/'));
+    expect(withoutPrefix(t('/anthropic-x/v1/messages'), '/anthropic')).toEqual(t('/anthropic-x/v1/messages'));
+    expect(withoutPrefix(t('/v1/messages'), '/anthropic')).toEqual(t('/v1/messages'));
+    expect(withoutPrefix(t('/Anthropic/v1/messages'), '/anthropic')).toEqual(t('/Anthropic/v1/messages'));
+    expect(withoutPrefix(t('/anthropic/v1/messages'), undefined)).toEqual(t('/anthropic/v1/messages'));
+  });
+
+  it('gives back exactly the path after the prefix, for any segments (property)', () => {
+    const segment = fc.stringMatching(/^[A-Za-z0-9_~-][A-Za-z0-9._~-]{0,8}$/);
+    const path = fc.array(segment, { minLength: 1, maxLength: 4 }).map((s) => `/${s.join('/')}`);
+    fc.assert(
+      fc.property(path, path, (prefix, rest) => {
+        expect(underPrefix(`${prefix}${rest}`, prefix)).toBe(true);
+        expect(withoutPrefix({ path: `${prefix}${rest}`, query: '' }, prefix).path).toBe(rest);
+        // A longer last segment is another path, not under the prefix.
+        expect(underPrefix(`${prefix}x${rest}`, prefix)).toBe(false);
+      }),
       { numRuns: 1000 },
     );
   });

@@ -122,3 +122,18 @@ export function canonicalTarget(raw: string): CanonicalTarget {
       throw new TargetError('ERR_TARGET_DOT_SEGMENT', 'no . or .. segment', quote(rawPath));
   return { path, query };
 }
+
+/**
+ * The target without the path a verifier is mounted under (`publicPathPrefix`): a request
+ * that reaches it under `/anthropic/v1/messages` is routed as `/v1/messages`. A target
+ * outside the prefix (a front end stripped it already) is left as it is.
+ */
+export function withoutPrefix(target: CanonicalTarget, prefix: string | undefined): CanonicalTarget {
+  if (prefix === undefined || !underPrefix(target.path, prefix)) return target;
+  return { path: target.path.slice(prefix.length) || '/', query: target.query };
+}
+
+/** Whether a path is the prefix itself or lies under it, segment by segment. */
+export function underPrefix(path: string, prefix: string): boolean {
+  return path.startsWith(prefix) && (path.length === prefix.length || path.charCodeAt(prefix.length) === 0x2f);
+}

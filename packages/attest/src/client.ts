@@ -615,6 +615,17 @@ function urlParser(options: AttestedFetchOptions): (text: string) => URL {
 type PlaceholderBinding = 'request' | 'install' | undefined;
 
 /** Placeholder makers per key id and binding (the addon's key id for r1 and v1, an install id for i1), made on first use. */
+/**
+ * The same placeholder envelope (scheme, key or install id, stamp length) with a new time
+ * and nonce: what a request sent again needs, since its first copy's nonce may be spent.
+ */
+function renewedEnvelope(envelope: string, now: () => number): string {
+  const parts = envelope.split('.');
+  if (parts.length !== 5) throw new Error('expected an envelope of five parts');
+  const [scheme, id, , , stamp] = parts as [string, string, string, string, string];
+  return `${scheme}.${id}.${Math.floor(now() / 1000)}.${nonceHex()}.${stamp}`;
+}
+
 function placeholderMaker(options: AttestedFetchOptions, now: () => number): (kid: string, binding: PlaceholderBinding) => string {
   const makers = new Map<string, (ts: number, nonce: string) => string>();
   const length = options.stampHexLength === undefined ? {} : { stampHexLength: options.stampHexLength };
@@ -655,7 +666,20 @@ function transmitter(
       caFile: options.caFile,
       install,
     };
+    // Sent again once, freshly stamped, when the connection closed after the body went out.
+    let resent = false;
     const onEvent: Parameters<NativeTransport['request']>[1] = (event, a, b, c) => {
+      // Only an envelope the addon appends can be renewed here; one already in the body goes as the error.
+      if (event === 'error' && !resent && !signal?.aborted && request.envelope !== undefined && String(a ?? '').startsWith('resend:')) {
+        resent = true;
+        try {
+          request.envelope = renewedEnvelope(request.envelope, options.now ?? Date.now);
+          handle = native.request(request as NativeRequestOptions, onEvent);
+          return;
+        } catch {
+          // The error below is the request's outcome.
+        }
+      }
       if (event === 'headers') {
         const stamp = STAMP_RESULTS[c ?? 1] ?? 'no_envelope';
         if (stamp !== 'stamped' && body !== undefined && stamp !== 'no_envelope')

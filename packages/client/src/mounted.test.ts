@@ -11,9 +11,12 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Anthropic from '@anthropic-ai/sdk';
+import { serve } from '@hono/node-server';
 import { devKeyFile } from '@moat/native/dev-key';
-import { createVerifier, devEnvironment, loadConfig, type Verifier } from '@moat/verifier';
+import { urlOf } from '@moat/test-kit/servers';
+import { createMoatHandler, createVerifier, devEnvironment, loadConfig, mockModel, type Verifier } from '@moat/verifier';
 import fc from 'fast-check';
+import { Hono } from 'hono';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { endpointBase } from './endpoint.js';
 import { createMoatFetch, type MoatFetchOptions } from './index.js';
@@ -23,6 +26,7 @@ const PREFIX = '/anthropic';
 let verifier: Verifier;
 let front: Server;
 let frontUrl = '';
+let verifierUrl = '';
 let apiKey = '';
 let stateParent = '';
 /** Every path the front end received, in order. */
@@ -38,7 +42,8 @@ beforeAll(async () => {
     }),
     { logLevel: 'silent' },
   );
-  const target = new URL(await verifier.listen());
+  verifierUrl = await verifier.listen();
+  const target = new URL(verifierUrl);
   apiKey = (await verifier.storage.createApiKey('mounted')).key;
   front = createServer((req, res) => {
     const url = req.url ?? '/';
@@ -145,6 +150,54 @@ describe('@moat/client under a base URL with a path', { timeout: 30_000 }, () =>
       ]),
     );
     expect(warnings).toEqual([]);
+  });
+
+  it('the same verifier reached under its prefix, with no front end: routed, bound, allowed', async () => {
+    const { moatFetch, warnings } = client();
+    const sdk = new Anthropic({ apiKey, baseURL: `${verifierUrl}${PREFIX}`, fetch: moatFetch, maxRetries: 0 });
+    const message = await sdk.messages.create({ model: 'claude-mock', max_tokens: 32, messages: [{ role: 'user', content: 'direct' }] });
+    expect(message.type).toBe('message');
+    await moatFetch.close();
+    const [record] = await verifier.storage.queryRecords({ limit: 1 });
+    expect(record).toMatchObject({ attestation: 'valid', binding: 'install', fingerprint: 'match', verdict: 'allow', status: 200 });
+    expect(warnings).toEqual([]);
+  });
+
+  it('createMoatHandler in a hono app under a path: the prefix is its own, the stamp still matches', async () => {
+    const moat = await createMoatHandler({
+      settings: {
+        fingerprintSalt: SALT,
+        serverSecret: 'ab'.repeat(32),
+        signingSecret: 'cd'.repeat(32),
+        attestationKeyFile: devKeyFile,
+        database: ':memory:',
+        userAgentProduct: 'moat-client',
+        publicPathPrefix: PREFIX,
+      },
+      upstream: mockModel,
+      logLevel: 'silent',
+    });
+    const app = new Hono();
+    app.all(`${PREFIX}/*`, (c) => moat.fetch(c.req.raw));
+    const server = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }) as Server;
+    try {
+      const key = (await moat.storage.createApiKey('embedded-mounted')).key;
+      const { moatFetch, warnings } = client({ installKeys: false });
+      const sdk = new Anthropic({ apiKey: key, baseURL: `${await urlOf(server)}${PREFIX}`, fetch: moatFetch, maxRetries: 0 });
+      const message = await sdk.messages.create({
+        model: 'claude-mock',
+        max_tokens: 32,
+        messages: [{ role: 'user', content: 'embedded' }],
+      });
+      expect(message.type).toBe('message');
+      await moatFetch.close();
+      const [record] = await moat.storage.queryRecords({ limit: 1 });
+      expect(record).toMatchObject({ attestation: 'valid', binding: 'request', fingerprint: 'match', verdict: 'allow', status: 200 });
+      expect(warnings).toEqual([]);
+    } finally {
+      await new Promise((r) => server.close(r));
+      await moat.close();
+    }
   });
 
   it('the verifier without publicPathPrefix would score that stamp invalid: the setting is what makes it match', async () => {

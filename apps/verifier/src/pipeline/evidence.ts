@@ -18,6 +18,7 @@ import { unavailable } from '../errors.js';
 import type { InstallRow } from '../installs.js';
 import { releaseFeatures, requireRequestBinding } from '../releases.js';
 import type { Signals } from '../signals.js';
+import { underPrefix } from '../target.js';
 import type { VerifierServices } from './services.js';
 
 /** Everything the layers found about one request. */
@@ -69,8 +70,13 @@ export function receivedRequest(
   config: Pick<VerifierConfig, 'publicAuthorities' | 'publicPathPrefix'>,
 ): RequestComponents[] {
   const target = req.url ?? '';
-  // Behind a front end that strips a prefix, the client sent (and stamped) the prefix too.
-  const sent = config.publicPathPrefix !== undefined && target.startsWith('/') ? `${config.publicPathPrefix}${target}` : target;
+  const prefix = config.publicPathPrefix;
+  // Behind a front end that strips the prefix, the client sent (and stamped) it too; a
+  // request that reached the verifier under its prefix has it already.
+  const sent =
+    prefix !== undefined && target.startsWith('/') && !underPrefix(target.split('?', 1)[0] as string, prefix)
+      ? `${prefix}${target}`
+      : target;
   const received = { method: req.method ?? '', target: sent, headers: req.headers };
   if (config.publicAuthorities === undefined) return [receivedRequestComponents(received)];
   return config.publicAuthorities.map((authority) => receivedRequestComponents({ ...received, authority }));

@@ -1,0 +1,103 @@
+/**
+ * A stamped request whose reused connection closes after its body went out, before any
+ * answer (a verifier killed mid-request, a front end that drops the connection): libcurl
+ * would send the same bytes again on a new connection, and the verifier would refuse that
+ * copy as `replayed`. The addon refuses the rewind and the request is sent again with a
+ * fresh stamp, so no stamp ever reaches the server twice and the app gets its answer.
+ */
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import { native } from '@moat/native';
+import { readDevKey } from '@moat/native/dev-key';
+import { receivedRequestComponents } from '@moat/protocol';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createAttestedFetch, createAttestedRequest } from './client.js';
+import { AttestationKeyring, MemoryNonceStore, verifyAttestation } from './server.js';
+
+const dev = readDevKey() as { kid: string; key: string };
+const keyring = new AttestationKeyring([{ kid: dev.kid, key: new Uint8Array(Buffer.from(dev.key, 'hex')) }]);
+let server: Server;
+let base = '';
+/** Per body received: its stamp, whether it was answered, and what the verifier's check said. */
+const seen: Array<{ stamp: string; answered: boolean; result: string }> = [];
+const nonces = new MemoryNonceStore();
+/** Requests answered so far per connection. */
+const served = new WeakMap<Socket, number>();
+
+beforeAll(async () => {
+  server = createServer(async (req, res) => {
+    const chunks: Buffer[] = [];
+    for await (const c of req) chunks.push(c as Buffer);
+    const raw = Buffer.concat(chunks);
+    const stamp = /"moat_att":"([^"]+)"/.exec(raw.toString('utf8'))?.[1] ?? '';
+    const request = [receivedRequestComponents({ method: req.method ?? '', target: req.url ?? '', headers: req.headers })];
+    const result = await verifyAttestation(raw, { keyring, nonceStore: nonces, request });
+    const n = served.get(req.socket) ?? 0;
+    served.set(req.socket, n + 1);
+    // `x-drop: reused`: dropped when it came on a connection used before; `all`: always.
+    const drop = req.headers['x-drop'];
+    const answered = !(drop === 'all' || (drop === 'reused' && n > 0));
+    seen.push({ stamp, answered, result: result.signal });
+    // The body was read (its nonce spent), then the connection goes, with no answer.
+    if (!answered) return void req.socket.destroy();
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ ok: true, attestation: result.signal }));
+  });
+  server.keepAliveTimeout = 30_000;
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+});
+afterAll(() => new Promise<void>((r) => server.close(() => r())));
+
+const body = (i: number) =>
+  JSON.stringify({ model: 'm', max_tokens: 8, messages: [{ role: 'user', content: `resend ${i} ${'x'.repeat(i * 4000)}` }] });
+
+describe.skipIf(native === null)('a reused connection that closes after the stamped body went out', () => {
+  for (const [name, make] of [
+    ['createAttestedFetch', () => createAttestedFetch()],
+    [
+      'createAttestedRequest',
+      () => {
+        const request = createAttestedRequest();
+        return (async (url: string, init: RequestInit) => {
+          const r = await request(url, init as Parameters<typeof request>[1]);
+          return new Response(await r.body.text(), { status: r.statusCode });
+        }) as typeof fetch;
+      },
+    ],
+  ] as const)
+    it(`${name}: the copy goes out with a fresh stamp, valid, and the app gets its answer (small and large bodies)`, async () => {
+      const send = make();
+      // Sizes: one that is stamped before it goes out, and one stamped as it is sent.
+      for (const size of [0, 64]) {
+        seen.length = 0;
+        const first = await send(`${base}/v1/messages`, { method: 'POST', headers: { 'x-api-key': 'k' }, body: body(size) });
+        expect(first.status).toBe(200);
+        // The second request reuses the connection, which drops it after reading its body.
+        const second = await send(`${base}/v1/messages`, {
+          method: 'POST',
+          headers: { 'x-api-key': 'k', 'x-drop': 'reused' },
+          body: body(size + 1),
+        });
+        expect(second.status).toBe(200);
+        expect(await second.json()).toEqual({ ok: true, attestation: 'valid' });
+        expect(seen.map((s) => [s.answered, s.result])).toEqual([
+          [true, 'valid'],
+          [false, 'valid'],
+          [true, 'valid'],
+        ]);
+        // No stamp reached the server twice.
+        expect(new Set(seen.map((s) => s.stamp)).size).toBe(3);
+      }
+    });
+
+  it('a request whose every connection drops after the body fails as a network error, sent twice at most', async () => {
+    const send = createAttestedFetch();
+    seen.length = 0;
+    expect((await send(`${base}/v1/messages`, { method: 'POST', headers: { 'x-api-key': 'k' }, body: body(1) })).status).toBe(200);
+    await expect(
+      send(`${base}/v1/messages`, { method: 'POST', headers: { 'x-api-key': 'k', 'x-drop': 'all' }, body: body(2) }),
+    ).rejects.toThrow(/fetch failed/);
+    expect(seen.length).toBeLessThanOrEqual(3);
+    expect(new Set(seen.map((s) => s.stamp)).size).toBe(seen.length);
+  });
+});
