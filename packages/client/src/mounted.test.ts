@@ -163,6 +163,17 @@ describe('@moat/client under a base URL with a path', { timeout: 30_000 }, () =>
     expect(warnings).toEqual([]);
   });
 
+  it('the same verifier reached at its root (a client without the prefix): its stamps match too', async () => {
+    const { moatFetch, warnings } = client({ installKeys: false });
+    const sdk = new Anthropic({ apiKey, baseURL: verifierUrl, fetch: moatFetch, maxRetries: 0 });
+    const message = await sdk.messages.create({ model: 'claude-mock', max_tokens: 32, messages: [{ role: 'user', content: 'root' }] });
+    expect(message.type).toBe('message');
+    await moatFetch.close();
+    const [record] = await verifier.storage.queryRecords({ limit: 1 });
+    expect(record).toMatchObject({ attestation: 'valid', binding: 'request', verdict: 'allow', status: 200 });
+    expect(warnings).toEqual([]);
+  });
+
   it('createMoatHandler in a hono app under a path: the prefix is its own, the stamp still matches', async () => {
     const moat = await createMoatHandler({
       settings: {

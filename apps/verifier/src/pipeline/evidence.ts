@@ -63,7 +63,8 @@ export interface EvidenceInput {
 /**
  * The request as this verifier received it — method, path and credential — for `r1`
  * stamps, once per public authority it answers for (the received `Host` when none are
- * configured: a relay picks its own `Host`, so production lists them).
+ * configured: a relay picks its own `Host`, so production lists them), and with a
+ * `publicPathPrefix`, for a target outside it, once as received and once under the prefix.
  */
 export function receivedRequest(
   req: IncomingMessage,
@@ -71,13 +72,21 @@ export function receivedRequest(
 ): RequestComponents[] {
   const target = req.url ?? '';
   const prefix = config.publicPathPrefix;
-  // Behind a front end that strips the prefix, the client sent (and stamped) it too; a
-  // request that reached the verifier under its prefix has it already.
-  const sent =
+  // A request that reached the verifier under its prefix was sent (and stamped) with it; one
+  // without it was sent either to the verifier itself or through a front end that stripped
+  // the prefix: both paths name the same route, so either is the path sent.
+  const targets =
     prefix !== undefined && target.startsWith('/') && !underPrefix(target.split('?', 1)[0] as string, prefix)
-      ? `${prefix}${target}`
-      : target;
-  const received = { method: req.method ?? '', target: sent, headers: req.headers };
+      ? [target, `${prefix}${target}`]
+      : [target];
+  return targets.flatMap((sent) => componentsOf({ method: req.method ?? '', target: sent, headers: req.headers }, config));
+}
+
+/** The components of one received request, once per public authority. */
+function componentsOf(
+  received: { readonly method: string; readonly target: string; readonly headers: IncomingMessage['headers'] },
+  config: Pick<VerifierConfig, 'publicAuthorities'>,
+): RequestComponents[] {
   if (config.publicAuthorities === undefined) return [receivedRequestComponents(received)];
   return config.publicAuthorities.map((authority) => receivedRequestComponents({ ...received, authority }));
 }
