@@ -21,7 +21,7 @@ import { PgRedisStorage } from './pg-storage.js';
 import type { VerifierServices } from './pipeline/services.js';
 import { Upstream } from './pipeline/upstream.js';
 import { FunctionUpstream, type UpstreamFunction } from './pipeline/upstream-function.js';
-import { createRouter, dispatch, type RouteRow } from './router.js';
+import { createRouter, dispatch, type Route, type RouteRow } from './router.js';
 import { refuseAndRecord } from './routes/refuse.js';
 import { routeTable } from './routes/table.js';
 import { RecordSpool } from './spool.js';
@@ -178,6 +178,11 @@ export async function startPeriodicWork(services: VerifierServices): Promise<voi
   supervisor.every('challenge-sweep', 60_000, () => storage.installs.sweepChallenges());
 }
 
+/** Whether a route is served under `publicPathPrefix`: the client's and the public ones, not the operator's (admin, metrics, dashboard). */
+function servedUnderPrefix(route: Route): boolean {
+  return route.access === 'client' || (route.access === 'public' && route.pattern !== '/dashboard');
+}
+
 /**
  * The `node:http` handler over a route table: the one entry of every request, whether the
  * verifier's server or an embedding server calls it. Every answer says protocol version 1; an
@@ -195,13 +200,18 @@ export function createRequestHandler(
     res.setHeader(VERSION_HEADER, '1');
     // One canonical target: what is routed here is exactly what a route forwards.
     let target: CanonicalTarget;
+    let mounted: boolean;
     try {
-      target = withoutPrefix(canonicalTarget(req.url ?? '/'), services.config.publicPathPrefix);
+      const received = canonicalTarget(req.url ?? '/');
+      target = withoutPrefix(received, services.config.publicPathPrefix);
+      mounted = target !== received;
     } catch (error) {
       if (error instanceof TargetError) return refuseAndRecord(req, res, services, error);
       throw error;
     }
-    const matched = router.match(req.method ?? 'GET', target.path);
+    const found = router.match(req.method ?? 'GET', target.path);
+    // The mount serves the API and Moat's client routes; the operator's stay at the root.
+    const matched = found !== undefined && mounted && !servedUnderPrefix(found.route) ? undefined : found;
     if (matched === undefined)
       return refuseAndRecord(
         req,

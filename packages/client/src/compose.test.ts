@@ -310,6 +310,41 @@ describe('discovery', () => {
     }
   });
 
+  it('never follows a discovery path whose dot segments climb out of the base URL (another tenant on the host)', async () => {
+    const key = Buffer.alloc(32, 7).toString('base64url');
+    for (const doc of [
+      { telemetry: '/../other/collect' },
+      { flags: '/../other/flags' },
+      { enrollment: { challenge: '/../../other/challenge', enroll: '/v1/moat/enroll', kid: 'e1', key } },
+      { enrollment: { challenge: '/v1/moat/enroll/challenge', enroll: '/v1/../../other/enroll', kid: 'e1', key } },
+    ]) {
+      const asked: string[] = [];
+      const fetch = (async (input: string | URL | Request) => {
+        const url = new URL(input instanceof Request ? input.url : String(input));
+        asked.push(url.pathname);
+        if (url.pathname === '/tenant/v1/moat')
+          return Response.json({
+            moat: { versions: [1], features: ['telemetry', 'fingerprint', ...('enrollment' in doc ? ['install_keys'] : [])], ...doc },
+          });
+        return Response.json({ type: 'message', content: [{ type: 'text', text: 'ok' }] });
+      }) as typeof globalThis.fetch;
+      const warnings: string[] = [];
+      const f = createMoatFetch({ salt: 's', clientVersion: '1', fetch, onWarning: (w) => warnings.push(w) });
+      const res = await f(`${origin}/tenant/v1/messages`, {
+        method: 'POST',
+        headers: { 'x-api-key': 'sk-test', 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'm', max_tokens: 8, messages: [{ role: 'user', content: 'Hello there, world' }] }),
+      });
+      expect(res.status).toBe(200);
+      await f.close();
+      expect(asked, JSON.stringify(doc)).toEqual(['/tenant/v1/moat', '/tenant/v1/messages']);
+      expect(
+        warnings.some((w) => w.includes('no usable Moat discovery') && w.includes('expected a path under')),
+        warnings.join('|'),
+      ).toBe(true);
+    }
+  });
+
   it('warns about a Moat endpoint whose discovery fails (a 500), not about one that has none (a 404)', async () => {
     for (const [status, warned] of [
       [500, true],

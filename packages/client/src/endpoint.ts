@@ -57,9 +57,25 @@ interface Discovery {
  * `{base}{path}` for a path the discovery document names (an absolute path, never `//…`:
  * {@link tryParseDiscovery} refuses those). Concatenated, not resolved: `/v1/telemetry`
  * under `https://gw.example/anthropic` is `https://gw.example/anthropic/v1/telemetry`.
+ *
+ * @throws {Error} when the URL's dot segments climb out of `base` (`/../other/collect`):
+ * the API key goes to the endpoint's own paths, not to another tenant's on the same host.
  */
 export function underBase(base: string, path: string): URL {
-  return new URL(`${base}${path}`);
+  const url = new URL(`${base}${path}`);
+  if (!url.href.startsWith(`${base}/`)) throw new Error(`expected a path under ${base}, got ${JSON.stringify(path)}`);
+  return url;
+}
+
+/** The first path of the document that would leave the base (see {@link underBase}), as an error message. */
+function pathOutside(base: string, paths: ReadonlyArray<string | undefined>): string | undefined {
+  for (const path of paths)
+    try {
+      if (path !== undefined) underBase(base, path);
+    } catch (error) {
+      return errorMessage(error);
+    }
+  return undefined;
 }
 
 /**
@@ -83,6 +99,12 @@ async function readDiscovery(base: string, ctx: DiscoveryContext): Promise<Disco
   try {
     const res = await ctx.fetch(underBase(base, DISCOVERY_PATH), { signal: AbortSignal.timeout(2_000) });
     const doc = tryParseDiscovery(res.ok ? await res.json() : {});
+    const { telemetry, flags, enrollment } = doc.ok ? doc.value : {};
+    const outside = doc.ok ? pathOutside(base, [telemetry, flags, enrollment?.challenge, enrollment?.enroll]) : undefined;
+    if (outside !== undefined) {
+      ctx.warn(`no usable Moat discovery at ${base} (${outside}); requests go out untagged`, `discovery:${base}`);
+      return { features: [] };
+    }
     if (doc.ok)
       return {
         features: doc.value.features,

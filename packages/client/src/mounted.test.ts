@@ -174,6 +174,15 @@ describe('@moat/client under a base URL with a path', { timeout: 30_000 }, () =>
     expect(warnings).toEqual([]);
   });
 
+  it("serves the API and Moat's client routes under the prefix, never the operator's (admin, metrics, dashboard)", async () => {
+    const status = async (path: string) => (await fetch(`${verifierUrl}${path}`)).status;
+    for (const path of ['/admin/records', '/admin/keys', '/metrics', '/dashboard', '/admin/anything'])
+      expect(await status(`${PREFIX}${path}`), path).toBe(404);
+    expect(await status('/admin/records')).toBe(401);
+    expect(await status(`${PREFIX}/healthz`)).toBe(200);
+    expect(await status(`${PREFIX}/v1/moat`)).toBe(200);
+  });
+
   it('createMoatHandler in a hono app under a path: the prefix is its own, the stamp still matches', async () => {
     const moat = await createMoatHandler({
       settings: {
