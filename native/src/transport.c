@@ -88,6 +88,9 @@ typedef struct transfer {
   size_t sent;
   /* libcurl asked to rewind over stamped bytes that went out: it meant to send them again. */
   int resend;
+  /* The answer's header section ended (its blank line came): libcurl 7.88 ends a transfer
+     whose connection closed after the status line alone as a success, with no headers. */
+  int header_end;
   /* Takes the finished transfer's easy handle back for another transfer (1), or declines (0). */
   int (*release)(void *ctx, CURL *curl);
   void *release_ctx;
@@ -121,7 +124,11 @@ static size_t header_cb(char *buf, size_t size, size_t n, void *userdata) {
   transfer *t = userdata;
   size_t len = size * n;
   /* A new status line (after 1xx or a proxy CONNECT) starts a new header block. */
-  if (len >= 5 && memcmp(buf, "HTTP/", 5) == 0) t->hdr_len = 0;
+  if (len >= 5 && memcmp(buf, "HTTP/", 5) == 0) {
+    t->hdr_len = 0;
+    t->header_end = 0;
+  }
+  if ((len == 2 && buf[0] == '\r' && buf[1] == '\n') || (len == 1 && buf[0] == '\n')) t->header_end = 1;
   if (t->hdr_len + len + 1 > t->hdr_cap) {
     size_t cap = (t->hdr_len + len + 1) * 2;
     char *grown = realloc(t->hdr, cap);
@@ -393,6 +400,12 @@ static void transfer_free(transfer *t) {
 }
 
 static void transfer_finish(transfer *t, CURLcode rc) {
+  /* An answer cut off inside its header section is no answer: the caller sees a transport
+     error (and may retry), never an empty 200. */
+  if (rc == CURLE_OK && !t->header_end) {
+    rc = CURLE_PARTIAL_FILE;
+    snprintf(t->errbuf, sizeof t->errbuf, "the connection closed before the answer's header section ended");
+  }
   if (rc == CURLE_OK) {
     send_headers(t);
     moat_event *ev = event_new(MOAT_EV_END);

@@ -6,7 +6,7 @@
  * fresh stamp, so no stamp ever reaches the server twice and the app gets its answer.
  */
 import { createServer, type Server } from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
+import { type AddressInfo, createServer as netServer, type Socket } from 'node:net';
 import { native } from '@moat/native';
 import { readDevKey } from '@moat/native/dev-key';
 import { receivedRequestComponents } from '@moat/protocol';
@@ -99,5 +99,35 @@ describe.skipIf(native === null)('a reused connection that closes after the stam
     ).rejects.toThrow(/fetch failed/);
     expect(seen.length).toBeLessThanOrEqual(3);
     expect(new Set(seen.map((s) => s.stamp)).size).toBe(seen.length);
+  });
+});
+
+describe.skipIf(native === null)('an answer cut off inside its header section', () => {
+  it('is a network error, as with fetch, never an empty 200 (status line alone, or some headers)', async () => {
+    for (const answer of [
+      'HTTP/1.1 200 OK\r\n',
+      'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n',
+      'HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n',
+    ]) {
+      const cut = netServer((socket) => {
+        let head = '';
+        socket.on('data', (d: Buffer) => {
+          head += d.toString('latin1');
+          const end = head.indexOf('\r\n\r\n');
+          const length = Number(/content-length:\s*(\d+)/i.exec(head)?.[1] ?? 0);
+          if (end >= 0 && head.length - end - 4 >= length) socket.end(answer, () => socket.destroy());
+        });
+        socket.on('error', () => {});
+      });
+      await new Promise<void>((r) => cut.listen(0, '127.0.0.1', () => r()));
+      const url = `http://127.0.0.1:${(cut.address() as AddressInfo).port}/v1/messages`;
+      try {
+        const init = { method: 'POST', headers: { 'x-api-key': 'k' }, body: body(0) };
+        await expect(createAttestedFetch()(url, init), JSON.stringify(answer)).rejects.toThrow(/header section ended/);
+        await expect(createAttestedRequest()(url, init), JSON.stringify(answer)).rejects.toThrow(/header section ended/);
+      } finally {
+        await new Promise<void>((r) => cut.close(() => r()));
+      }
+    }
   });
 });
