@@ -14,6 +14,8 @@ static const moat_curl_api *lib;
    share DNS and TLS sessions. */
 static CURLSH *share, *share_loop;
 static pthread_mutex_t locks[CURL_LOCK_DATA_LAST];
+/* Idle connections thread mode keeps for reuse, across its threads. */
+#define THREAD_MAX_CONNECTS 64
 
 static void lock_cb(CURL *h, curl_lock_data data, curl_lock_access access, void *userptr) {
   (void)h;
@@ -344,6 +346,10 @@ static CURL *transfer_prepare(transfer *t, int as_sent) {
   if (t->have_target) lib->easy_setopt(c, CURLOPT_CURLU, t->target.url);
   else lib->easy_setopt(c, CURLOPT_URL, t->opts.url);
   lib->easy_setopt(c, CURLOPT_SHARE, t->on_loop ? share_loop : share);
+  /* curl_easy_perform caps the connection cache at this (default 5), and the threads share
+     one: with more requests in flight than that, each finished one closed an idle connection
+     and the next opened another. */
+  if (!t->on_loop) lib->easy_setopt(c, CURLOPT_MAXCONNECTS, (long)THREAD_MAX_CONNECTS);
   lib->easy_setopt(c, CURLOPT_PRIVATE, t);
   lib->easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
   lib->easy_setopt(c, CURLOPT_TCP_NODELAY, 1L);

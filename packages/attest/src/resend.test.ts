@@ -131,3 +131,31 @@ describe.skipIf(native === null)('an answer cut off inside its header section', 
     }
   });
 });
+
+describe.skipIf(native === null)('connections under concurrent requests', () => {
+  it('are kept and reused: 10 in flight at a time open about 10 connections, not one per request', async () => {
+    let connections = 0;
+    const counting = createServer(async (req, res) => {
+      for await (const _ of req);
+      res.end('{"ok":true}');
+    });
+    counting.on('connection', () => connections++);
+    counting.keepAliveTimeout = 30_000;
+    await new Promise<void>((r) => counting.listen(0, '127.0.0.1', () => r()));
+    const url = `http://127.0.0.1:${(counting.address() as AddressInfo).port}/v1/messages`;
+    try {
+      const send = createAttestedFetch();
+      let sent = 0;
+      await Promise.all(
+        Array.from({ length: 10 }, async () => {
+          while (sent++ < 300) await (await send(url, { method: 'POST', headers: { 'x-api-key': 'k' }, body: body(0) })).text();
+        }),
+      );
+      expect(connections).toBeGreaterThan(0);
+      expect(connections).toBeLessThanOrEqual(20);
+    } finally {
+      counting.closeAllConnections();
+      await new Promise<void>((r) => counting.close(() => r()));
+    }
+  });
+});
