@@ -220,6 +220,63 @@ describe('@moat/client under a base URL with a path', { timeout: 30_000 }, () =>
     }
   });
 
+  it('two verifiers mounted under two paths of one host are two endpoints: an install each, no re-enrollment between them', async () => {
+    const mounts = ['/a', '/b'] as const;
+    const verifiers = await Promise.all(
+      mounts.map((prefix) =>
+        createVerifier(
+          loadConfig({
+            ...devEnvironment({ salt: SALT, attestationKeyFile: devKeyFile }),
+            MOAT_VERIFIER_UA_PRODUCT: 'moat-client',
+            MOAT_VERIFIER_PUBLIC_PATH_PREFIX: prefix,
+          }),
+          { logLevel: 'silent' },
+        ),
+      ),
+    );
+    const targets = await Promise.all(verifiers.map(async (v) => new URL(await v.listen())));
+    const shared = 'sk-shared-between-two-tenants-0001';
+    for (const v of verifiers) await v.storage.importApiKey('key_shared', shared, 'shared');
+    const host = createServer((req, res) => {
+      const i = mounts.findIndex((m) => (req.url ?? '').startsWith(`${m}/`));
+      const target = targets[i];
+      if (target === undefined) return void res.writeHead(404).end();
+      const up = httpRequest(
+        { host: target.hostname, port: target.port, method: req.method, path: (req.url ?? '/').slice(2), headers: req.headers },
+        (answer) => {
+          res.writeHead(answer.statusCode ?? 502, answer.headers);
+          answer.pipe(res);
+        },
+      );
+      up.on('error', () => res.destroy());
+      req.pipe(up);
+    });
+    host.listen(0, '127.0.0.1');
+    try {
+      const hostUrl = await urlOf(host);
+      const { moatFetch, warnings } = client();
+      for (const prefix of ['/a', '/b', '/a', '/b']) {
+        const sdk = new Anthropic({ apiKey: shared, baseURL: `${hostUrl}${prefix}`, fetch: moatFetch, maxRetries: 0 });
+        const message = await sdk.messages.create({ model: 'claude-mock', max_tokens: 16, messages: [{ role: 'user', content: prefix }] });
+        expect(message.type).toBe('message');
+      }
+      await moatFetch.close();
+      const records = await Promise.all(verifiers.map((v) => v.storage.queryRecords({ limit: 10 })));
+      for (const list of records) {
+        expect(list.map((r) => [r.attestation, r.binding, r.status])).toEqual([
+          ['valid', 'install', 200],
+          ['valid', 'install', 200],
+        ]);
+        expect(new Set(list.map((r) => r.installId)).size).toBe(1);
+      }
+      expect(records[0]?.[0]?.installId).not.toBe(records[1]?.[0]?.installId);
+      expect(warnings).toEqual([]);
+    } finally {
+      await new Promise((r) => host.close(r));
+      for (const v of verifiers) await v.close();
+    }
+  });
+
   it('the verifier without publicPathPrefix would score that stamp invalid: the setting is what makes it match', async () => {
     const other = await createVerifier(
       loadConfig({ ...devEnvironment({ salt: SALT, attestationKeyFile: devKeyFile }), MOAT_VERIFIER_UA_PRODUCT: 'moat-client' }),

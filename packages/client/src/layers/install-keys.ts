@@ -18,11 +18,11 @@ import {
 } from '@moat/protocol';
 import { errorMessage, type NativeBinding, type Warner } from '@moat/protocol/support';
 import { degradedEvent, type MoatCall } from '../compose.js';
-import { type Endpoint, underBase } from '../endpoint.js';
+import { type Endpoint, endpointBase, underBase } from '../endpoint.js';
 
 /** Options of the install keys (see `attestationLayer`'s `installKeys`). */
 export interface InstallKeyOptions {
-  /** Directory of the install state files, one per origin (default {@link defaultInstallDir}). */
+  /** Directory of the install state files, one per endpoint (base URL) and API key (default {@link defaultInstallDir}). */
   readonly stateDir?: string | undefined;
   /**
    * `auto` (default): the private key is sealed by the OS keystore where one answers (Linux
@@ -72,15 +72,16 @@ class EnrollmentFailure extends Error {
 }
 
 /**
- * The name an install is kept under: its origin and a digest of the API key it enrolled with,
- * since the verifier binds an install to one API key (an app that switches keys has one
- * install per key).
+ * The name an install is kept under: its endpoint's base URL (the origin, for an endpoint at
+ * the root; two verifiers mounted under two paths of one host are two endpoints) and a digest
+ * of the API key it enrolled with, since the verifier binds an install to one API key (an app
+ * that switches keys has one install per key).
  */
-export function installName(origin: string, credential: string): string {
-  return `${origin}#${createHash('sha256').update(credential).digest('hex').slice(0, 16)}`;
+export function installName(base: string, credential: string): string {
+  return `${base}#${createHash('sha256').update(credential).digest('hex').slice(0, 16)}`;
 }
 
-/** Per origin and API key: the active install, the enrollment under way, the back-off. */
+/** Per endpoint (base URL) and API key: the active install, the enrollment under way, the back-off. */
 interface InstallState {
   /** The name the addon keeps it under ({@link installName}). */
   readonly name: string;
@@ -143,7 +144,7 @@ interface EnrollContext {
   readonly send: typeof fetch;
 }
 
-/** The install keys of one client: one state per origin and API key. */
+/** The install keys of one client: one state per endpoint (base URL) and API key. */
 class InstallKeyStore implements InstallKeys {
   readonly #dir: string;
   readonly #keystore: 'auto' | 'file';
@@ -153,7 +154,7 @@ class InstallKeyStore implements InstallKeys {
   readonly #fetch: typeof fetch | undefined;
   readonly #warn: Warner;
   readonly #installs = new Map<string, InstallState>();
-  /** The latest install used per origin, for the status line. */
+  /** The latest install used per endpoint (base URL), for the status line. */
   readonly #latest = new Map<string, InstallState>();
 
   constructor(options: InstallKeyOptions, warn: Warner) {
@@ -166,18 +167,18 @@ class InstallKeyStore implements InstallKeys {
     this.#warn = warn;
   }
 
-  #stateOf(origin: string, credential: string): InstallState {
-    const name = installName(origin, credential);
+  #stateOf(base: string, credential: string): InstallState {
+    const name = installName(base, credential);
     let s = this.#installs.get(name);
     if (s === undefined) {
       s = { name, failures: 0, retryAt: 0, pinChecked: false, reenrolled: false, detail: '' };
       this.#installs.set(name, s);
     }
-    this.#latest.set(origin, s);
+    this.#latest.set(base, s);
     return s;
   }
 
-  /** One warning per origin, a `layer_degraded` event per failure, and the back-off. */
+  /** One warning per endpoint, a `layer_degraded` event per failure, and the back-off. */
   #failed(e: Endpoint, s: InstallState, error: unknown): void {
     s.failures += 1;
     const backoff = Math.min(this.#retryMs * 2 ** (s.failures - 1), this.#maxRetryMs);
@@ -185,13 +186,13 @@ class InstallKeyStore implements InstallKeys {
     s.retryAt = this.#now() + wait;
     s.detail = `enrollment failed (${errorMessage(error)}); r1 until ${new Date(s.retryAt).toISOString()}`;
     this.#warn(
-      `install enrollment at ${e.origin} failed (${errorMessage(error)}); requests go with the release stamp (r1)`,
-      `install:${e.origin}`,
+      `install enrollment at ${e.base} failed (${errorMessage(error)}); requests go with the release stamp (r1)`,
+      `install:${e.base}`,
     );
     e.report(degradedEvent('attest', `install enrollment: ${errorMessage(error)}`));
   }
 
-  /** The state of a run before: an install enrolled at this origin keeps stamping i1 (the pin). */
+  /** The state of a run before: an install enrolled at this endpoint keeps stamping i1 (the pin). */
   #pinned(addon: InstallAddon, s: InstallState): void {
     s.pinChecked = true;
     const opened = addon.installOpen(this.#dir, s.name, { create: false, keystore: this.#keystore });
@@ -254,7 +255,7 @@ class InstallKeyStore implements InstallKeys {
 
   async prepare(e: Endpoint, call: MoatCall, native: unknown, send: typeof fetch): Promise<void> {
     const addon = installAddon(native);
-    const s = this.#stateOf(e.origin, call.apiKey ?? '');
+    const s = this.#stateOf(e.base, call.apiKey ?? '');
     if (addon === undefined) {
       // An addon from before protocol 1.2 cannot enroll: r1, said once.
       if (native !== undefined && e.enrollment !== undefined && !s.pinChecked) {
@@ -282,13 +283,13 @@ class InstallKeyStore implements InstallKeys {
   }
 
   installFor(url: URL, credential: string): { install: string; installId: string } | undefined {
-    const s = this.#installs.get(installName(url.origin, credential));
+    const s = this.#installs.get(installName(endpointBase(url), credential));
     return s?.installId === undefined ? undefined : { install: s.name, installId: s.installId };
   }
 
   async refused(e: Endpoint, call: MoatCall, res: Response, native: unknown, send: typeof fetch): Promise<boolean> {
     const addon = installAddon(native);
-    const s = this.#installs.get(installName(e.origin, call.apiKey ?? ''));
+    const s = this.#installs.get(installName(e.base, call.apiKey ?? ''));
     if (addon === undefined || s?.installId === undefined || (res.status !== 401 && res.status !== 403)) return false;
     const text = await res
       .clone()
@@ -298,29 +299,29 @@ class InstallKeyStore implements InstallKeys {
     s.installId = undefined;
     addon.installForget(s.name, this.#dir);
     if (s.reenrolled) {
-      const again = `the verifier at ${e.origin} refused the install again; requests go with the release stamp (r1)`;
-      this.#warn(again, `install-refused:${e.origin}`);
+      const again = `the verifier at ${e.base} refused the install again; requests go with the release stamp (r1)`;
+      this.#warn(again, `install-refused:${e.base}`);
       return false;
     }
     s.reenrolled = true;
     s.retryAt = 0;
     this.#warn(
-      `the verifier at ${e.origin} refused the install (unknown or revoked); enrolling again`,
-      `install-reenroll:${e.origin}`,
+      `the verifier at ${e.base} refused the install (unknown or revoked); enrolling again`,
+      `install-reenroll:${e.base}`,
     );
     await this.prepare(e, call, native, send);
     return s.installId !== undefined;
   }
 
   status(e: Endpoint): string | undefined {
-    const s = this.#latest.get(e.origin);
+    const s = this.#latest.get(e.base);
     if (s?.installId !== undefined) return `install ${s.installId} (i1)`;
     if (s?.detail) return s.detail;
     return e.enrollment === undefined ? undefined : 'install not enrolled yet';
   }
 }
 
-/** The install keys of one client (one state per origin and API key). */
+/** The install keys of one client (one state per endpoint (base URL) and API key). */
 export function createInstallKeys(options: InstallKeyOptions, warn: Warner): InstallKeys {
   return new InstallKeyStore(options, warn);
 }
