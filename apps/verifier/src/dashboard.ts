@@ -221,7 +221,7 @@ function attestationBars(svg, counts) {
 }
 function tiles(summary, hits) {
   const t = document.getElementById('tiles');
-  t.replaceChildren(...[['requests', summary.total], ['allowed', summary.verdicts.allow || 0], ['flagged', summary.verdicts.flag || 0], ['blocked', summary.verdicts.block || 0], ['decoy hits', hits]].map(([name, value]) => {
+  t.replaceChildren(...[['requests', summary.total], ['allowed', summary.verdicts.allow || 0], ['flagged', summary.verdicts.flag || 0], ['blocked', summary.verdicts.block || 0], ['unfinished', summary.unfinished || 0], ['decoy hits', hits]].map(([name, value]) => {
     const d = document.createElement('div'); d.className = 'tile'; d.dataset.tile = name;
     const b = document.createElement('b'); b.textContent = String(value);
     const s = document.createElement('span'); s.textContent = name;

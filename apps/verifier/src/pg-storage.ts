@@ -8,18 +8,22 @@ import { PgInstallStore } from './installs.js';
 import {
   ACTIVITY_COLUMNS,
   activityOf,
+  andWhere,
   EXISTING_COLUMNS_SQL,
+  FINISHED,
   insertRecordSql,
   insertRecordsSql,
   type KeyActivity,
   migrationSql,
   type RecordQuery,
+  type RecordSummary,
   type RequestRecord,
   recordOf,
   recordsIndexSql,
   recordsTableSql,
   recordWhere,
   rowOf,
+  UNFINISHED,
 } from './record-schema.js';
 import { type ApiKeyRow, type BatchRow, batchRowOf, hashApiKey, newApiKey, probe, type ReadinessCheck, type Storage } from './storage.js';
 import { isContentError } from './store-boundary.js';
@@ -237,22 +241,25 @@ export class PgRedisStorage implements Storage {
     return rows.map(recordOf);
   }
 
-  async summary(range: { since?: number; until?: number } = {}): Promise<{
-    verdicts: Record<string, number>;
-    attestation: Record<string, number>;
-    total: number;
-  }> {
+  async summary(range: { since?: number; until?: number } = {}): Promise<RecordSummary> {
     const { where, params } = recordWhere(range, 'postgres');
+    const finished = andWhere(where, FINISHED);
     const count = async (column: 'verdict' | 'attestation') => {
       const out: Record<string, number> = {};
       for (const r of (
-        await this.#pool.query<{ v: string; n: string }>(`SELECT ${column} v, COUNT(*) n FROM records ${where} GROUP BY ${column}`, params)
+        await this.#pool.query<{ v: string; n: string }>(
+          `SELECT ${column} v, COUNT(*) n FROM records ${finished} GROUP BY ${column}`,
+          params,
+        )
       ).rows)
         out[r.v] = Number(r.n);
       return out;
     };
     const verdicts = await count('verdict');
-    return { verdicts, attestation: await count('attestation'), total: Object.values(verdicts).reduce((a, b) => a + b, 0) };
+    const unfinished = Number(
+      (await this.#pool.query<{ n: string }>(`SELECT COUNT(*) n FROM records ${andWhere(where, UNFINISHED)}`, params)).rows[0]?.n ?? 0,
+    );
+    return { verdicts, attestation: await count('attestation'), total: Object.values(verdicts).reduce((a, b) => a + b, 0), unfinished };
   }
 
   async keyActivity(range: { since?: number; until?: number } = {}): Promise<KeyActivity[]> {

@@ -266,6 +266,32 @@ export function recordWhere(query: RecordQuery, dialect: Dialect): { where: stri
   return { where: clauses.length === 0 ? '' : `WHERE ${clauses.join(' AND ')}`, params };
 }
 
+/**
+ * A WHERE clause narrowed by one more condition (`where` as {@link recordWhere} makes it,
+ * empty or `WHERE …`).
+ */
+export function andWhere(where: string, condition: string): string {
+  return where === '' ? `WHERE ${condition}` : `${where} AND ${condition}`;
+}
+
+/**
+ * A record is finished once it has the status the client got. One without is in flight, or
+ * was reserved before forwarding and never finished (the process was killed): its signals
+ * and verdict are the reservation's placeholders, so the summary counts it apart.
+ */
+export const FINISHED = 'status IS NOT NULL';
+export const UNFINISHED = 'status IS NULL';
+
+/** What `Storage.summary` answers: finished records by verdict and attestation, and the unfinished ones. */
+export interface RecordSummary {
+  readonly verdicts: Record<string, number>;
+  readonly attestation: Record<string, number>;
+  /** Finished records (the sum of `verdicts`). */
+  readonly total: number;
+  /** Records without a status: in flight, or reserved by a process that was killed before it answered. */
+  readonly unfinished: number;
+}
+
 /** The per-key aggregates of {@link KeyActivity}, the same SQL on both backends. */
 export const ACTIVITY_COLUMNS = [
   'COUNT(*) requests',

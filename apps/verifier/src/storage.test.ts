@@ -109,7 +109,15 @@ describe.each(backends)('%s storage', { timeout: 30_000 }, (name, open) => {
       const recent = await s.queryRecords({ limit: 10 });
       expect(recent.map((r) => r.id)).toEqual(['r2', 'r1']);
       expect(recent[0]).toMatchObject({ status: 403, latencyMs: 2, gateway: ['litellm'], reasons: ['block:attestation=replayed'] });
-      expect(await s.summary()).toEqual({ verdicts: { allow: 1, block: 1 }, attestation: { valid: 1, replayed: 1 }, total: 2 });
+      // r1 was reserved and never finished (a process killed in flight): counted apart, not as allowed.
+      expect(await s.summary()).toEqual({ verdicts: { block: 1 }, attestation: { replayed: 1 }, total: 1, unfinished: 1 });
+      await s.finishRecord('r1', 200, 1);
+      expect(await s.summary()).toEqual({
+        verdicts: { allow: 1, block: 1 },
+        attestation: { valid: 1, replayed: 1 },
+        total: 2,
+        unfinished: 0,
+      });
       expect(await s.queryRecords({ limit: 10, keyId: 'key_none' })).toEqual([]);
     } finally {
       await s.close();
@@ -241,12 +249,21 @@ describe.each(backends)('%s storage', { timeout: 30_000 }, (name, open) => {
   it('filters records by time range, key, verdict and signals, and sums activity per key', async () => {
     const s = await open();
     try {
-      await s.insertRecord(record('q1', 1_000, { keyId: 'key_a' }));
-      await s.insertRecord(record('q2', 2_000, { keyId: 'key_a', verdict: 'flag', fingerprint: 'mismatch', gateway: ['litellm'] }));
+      await s.insertRecord(record('q1', 1_000, { keyId: 'key_a', status: 200 }));
       await s.insertRecord(
-        record('q3', 3_000, { keyId: 'key_b', verdict: 'block', attestation: 'invalid', decoy: 'hit', gateway: ['portkey', 'litellm'] }),
+        record('q2', 2_000, { keyId: 'key_a', verdict: 'flag', fingerprint: 'mismatch', gateway: ['litellm'], status: 200 }),
       );
-      await s.insertRecord(record('q4', 4_000, { keyId: null, verdict: 'block', attestation: 'missing' }));
+      await s.insertRecord(
+        record('q3', 3_000, {
+          keyId: 'key_b',
+          verdict: 'block',
+          attestation: 'invalid',
+          decoy: 'hit',
+          gateway: ['portkey', 'litellm'],
+          status: 403,
+        }),
+      );
+      await s.insertRecord(record('q4', 4_000, { keyId: null, verdict: 'block', attestation: 'missing', status: 403 }));
       const ids = async (q: Parameters<Storage['queryRecords']>[0]) => (await s.queryRecords(q)).map((r) => r.id);
       expect(await ids({})).toEqual(['q4', 'q3', 'q2', 'q1']);
       expect(await ids({ since: 2_000, until: 4_000 })).toEqual(['q3', 'q2']);
@@ -261,6 +278,7 @@ describe.each(backends)('%s storage', { timeout: 30_000 }, (name, open) => {
         verdicts: { flag: 1, block: 2 },
         attestation: { valid: 1, invalid: 1, missing: 1 },
         total: 3,
+        unfinished: 0,
       });
       const activity = (await s.keyActivity()).sort((a, b) => (a.keyId < b.keyId ? -1 : 1));
       expect(activity).toEqual([

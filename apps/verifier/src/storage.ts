@@ -6,21 +6,25 @@ import { type CommitStats, GroupCommit, settle } from './group-commit.js';
 import {
   ACTIVITY_COLUMNS,
   activityOf,
+  andWhere,
   EXISTING_COLUMNS_SQL,
+  FINISHED,
   finishReservedSql,
   insertRecordSql,
   type KeyActivity,
   migrationSql,
   type RecordQuery,
+  type RecordSummary,
   type RequestRecord,
   recordOf,
   recordsIndexSql,
   recordsTableSql,
   recordWhere,
   rowOf,
+  UNFINISHED,
 } from './record-schema.js';
 
-export type { KeyActivity, RecordQuery, RequestRecord } from './record-schema.js';
+export type { KeyActivity, RecordQuery, RecordSummary, RequestRecord } from './record-schema.js';
 
 import { type InstallStore, SqliteInstallStore } from './installs.js';
 
@@ -76,12 +80,12 @@ export interface Storage extends NonceStore {
   finishRecord(id: string, status: number, latencyMs: number): MaybePromise<void>;
   /** Records matching `query`, newest first (at most `limit`, default 100). */
   queryRecords(query: RecordQuery): MaybePromise<RequestRecord[]>;
-  /** Counts of verdicts and attestation results, over everything or a time range. */
-  summary(range?: { since?: number; until?: number }): MaybePromise<{
-    verdicts: Record<string, number>;
-    attestation: Record<string, number>;
-    total: number;
-  }>;
+  /**
+   * Counts of verdicts and attestation results of finished records (`total` is their number),
+   * over everything or a time range, and the records not finished: in flight, or reserved
+   * before forwarding by a process that was then killed.
+   */
+  summary(range?: { since?: number; until?: number }): MaybePromise<RecordSummary>;
   /** Per-key traffic in a time range (keys without requests in it are left out). */
   keyActivity(range?: { since?: number; until?: number }): MaybePromise<KeyActivity[]>;
   sweepNonces(now?: number): MaybePromise<number>;
@@ -307,15 +311,14 @@ export class SqliteStorage implements Storage {
   }
 
   /** Counts of verdicts and attestation results, for the admin API and metrics. */
-  summary(range: { since?: number; until?: number } = {}): {
-    verdicts: Record<string, number>;
-    attestation: Record<string, number>;
-    total: number;
-  } {
+  summary(range: { since?: number; until?: number } = {}): RecordSummary {
     const { where, params } = recordWhere(range, 'sqlite');
+    const finished = andWhere(where, FINISHED);
     const count = (column: 'verdict' | 'attestation') => {
       const out: Record<string, number> = {};
-      for (const r of this.db.prepare(`SELECT ${column} v, COUNT(*) n FROM records ${where} GROUP BY ${column}`).all(...params) as Array<{
+      for (const r of this.db
+        .prepare(`SELECT ${column} v, COUNT(*) n FROM records ${finished} GROUP BY ${column}`)
+        .all(...params) as Array<{
         v: string;
         n: number;
       }>)
@@ -323,7 +326,8 @@ export class SqliteStorage implements Storage {
       return out;
     };
     const verdicts = count('verdict');
-    return { verdicts, attestation: count('attestation'), total: Object.values(verdicts).reduce((a, b) => a + b, 0) };
+    const unfinished = (this.db.prepare(`SELECT COUNT(*) n FROM records ${andWhere(where, UNFINISHED)}`).get(...params) as { n: number }).n;
+    return { verdicts, attestation: count('attestation'), total: Object.values(verdicts).reduce((a, b) => a + b, 0), unfinished };
   }
 
   keyActivity(range: { since?: number; until?: number } = {}): KeyActivity[] {
