@@ -4,6 +4,12 @@
  * - "direct": the upstream itself (the mock model served over HTTP by node:http);
  * - "proxy": a bare pass-through proxy on the verifier's own stack (node:http + undici, the
  *   body read and forwarded, no checks) in front of the same upstream;
+ * - "floor": the same stack doing only what the verifier's guarantee and its strict reading
+ *   cannot skip, with no Moat check: the API key's keyed hash and a MAC over the body, the
+ *   request and a JSON answer parsed and serialized again, and the request's record in the
+ *   verifier's own SQLite store (`SqliteStorage`, group commit) reserved before forwarding and
+ *   finished before the answer ends — two durable commits per sequential request. What the
+ *   verifier adds over this row is its checks; what this row adds over "proxy" is the design;
  * - "plain": the verifier with a request that carries no Moat tags (what a client without Moat
  *   sends: moat-chat's headers and body, untagged);
  * - "moat-chat": the verifier with the request moat-chat sends — `@moat/client` composed as
@@ -36,6 +42,7 @@
  * BENCH_AMOUNT change the effort; BENCH_CPU_PROF=dir profiles the verifier (node --cpu-prof).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
+import { createHmac, createSecretKey, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { existsSync, mkdtempSync } from 'node:fs';
 import { createServer, type IncomingMessage } from 'node:http';
@@ -45,7 +52,14 @@ import { join } from 'node:path';
 import Anthropic from '@anthropic-ai/sdk';
 import { devKeyFile } from '@moat/native/dev-key';
 import { Agent, Pool, request } from 'undici';
-import { type createVerifier, type devEnvironment, type loadConfig, startMockUpstream } from '../dist/index.js';
+import {
+  type createVerifier,
+  type devEnvironment,
+  type loadConfig,
+  type RequestRecord,
+  SqliteStorage,
+  startMockUpstream,
+} from '../dist/index.js';
 import { createMoatFetch } from './moat-client.ts';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
@@ -105,6 +119,69 @@ if (role === '--proxy') {
   process.stdout.write(`${JSON.stringify({ url: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}` })}\n`);
   process.on('SIGTERM', () => process.exit(0));
   // The bench gone (finished or failed), its servers go too.
+  process.on('disconnect', () => process.exit(0));
+  await new Promise(() => {});
+}
+if (role === '--floor') {
+  const upstream = new URL(process.argv[3] as string);
+  const agent = new Agent({ keepAliveTimeout: 30_000, connections: 128 });
+  const storage = new SqliteStorage(join(mkdtempSync(join(tmpdir(), 'moat-floor-')), 'floor.db'), randomBytes(32));
+  const mac = createSecretKey(randomBytes(32));
+  const floor = createServer(async (req, res) => {
+    const raw = await readAll(req);
+    // The load generator's warm-up (GET /v1/models) opens the connections; only Messages bodies are measured.
+    if (req.method !== 'POST') {
+      res.writeHead(204).end();
+      return;
+    }
+    createHmac('sha256', mac).update(String(req.headers['x-api-key'])).digest();
+    createHmac('sha256', mac).update(raw).digest();
+    const body = JSON.parse(raw.toString('utf8')) as { model?: unknown; stream?: unknown };
+    const record = {
+      id: randomBytes(12).toString('base64url'),
+      ts: Date.now(),
+      keyId: 'key_floor',
+      model: String(body.model),
+      attestation: 'missing',
+      fingerprint: 'missing',
+      gateway: [],
+      relay: [],
+      thinking: 'none',
+      decoy: 'none',
+      verdict: 'allow',
+      reasons: [],
+      status: null,
+      latencyMs: null,
+      decoys: 0,
+      batch: null,
+    } as unknown as RequestRecord;
+    await storage.insertRecord(record);
+    const out = Buffer.from(JSON.stringify(body));
+    const answer = await agent.request({
+      origin: upstream.origin,
+      path: req.url ?? '/',
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-api-key': 'upstream', 'content-length': String(out.length) },
+      body: out,
+    });
+    const finish = () => storage.insertRecord({ ...record, status: answer.statusCode, latencyMs: 0 }, { upsert: true });
+    if (body.stream === true) {
+      res.writeHead(answer.statusCode, { 'content-type': 'text/event-stream' });
+      for await (const chunk of answer.body) res.write(chunk);
+      await finish();
+      res.end();
+      return;
+    }
+    const text = JSON.stringify(JSON.parse((await readAll(answer.body)).toString('utf8')));
+    await finish();
+    res.writeHead(answer.statusCode, { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(text)) });
+    res.end(text);
+  });
+  floor.keepAliveTimeout = 65_000;
+  answerCpu();
+  await new Promise<void>((r) => floor.listen(0, '127.0.0.1', () => r()));
+  process.stdout.write(`${JSON.stringify({ url: `http://127.0.0.1:${(floor.address() as AddressInfo).port}` })}\n`);
+  process.on('SIGTERM', () => process.exit(0));
   process.on('disconnect', () => process.exit(0));
   await new Promise(() => {});
 }
@@ -228,7 +305,7 @@ const chatHeaders = (apiKey: string) => ({
 });
 
 type Genuine = 'moat-chat' | 'sdk';
-type Kind = 'direct' | 'proxy' | 'plain' | Genuine;
+type Kind = 'direct' | 'proxy' | 'floor' | 'plain' | Genuine;
 interface Target {
   /** The row's name: the kind, and `@build` for another build of the verifier. */
   readonly name: string;
@@ -394,6 +471,7 @@ const cannedOf = async (stream: boolean) =>
 const canned = { json: await cannedOf(false), sse: await cannedOf(true) };
 const profile = process.env.BENCH_CPU_PROF;
 const proxy = await child(['--proxy', upstream.url]);
+const floorServer = await child(['--floor', upstream.url]);
 /** A verifier behind its own capturing server (whose authority is the verifier's public one). */
 const startVerifier = async (dist?: string): Promise<Child> => {
   const capture = await startCapture(canned);
@@ -427,6 +505,9 @@ const onVerifier = (server: Child, suffix: string): Target[] =>
 const targets: Target[] = [
   { name: 'direct', kind: 'direct', url: upstream.url, apiKey: 'upstream', server: upstream },
   { name: 'proxy', kind: 'proxy', url: proxy.url, apiKey: 'upstream', server: proxy },
+  ...(only === undefined || only.includes('floor')
+    ? [{ name: 'floor', kind: 'floor' as const, url: floorServer.url, apiKey: 'upstream', server: floorServer }]
+    : []),
   ...onVerifier(verifier, ''),
   ...builds.flatMap((b) => onVerifier(b.server, `@${b.name}`)),
 ];
@@ -488,7 +569,7 @@ for (const server of [verifier, ...builds.map((b) => b.server)]) {
     throw new Error(`the verifier found ${JSON.stringify(summary.attestation)} for ${sent} genuine requests`);
   valid += sent;
 }
-for (const c of [upstream, proxy, verifier, ...builds.map((b) => b.server)]) {
+for (const c of [upstream, proxy, floorServer, verifier, ...builds.map((b) => b.server)]) {
   c.process.kill('SIGTERM');
   c.capture?.server.close();
 }
@@ -558,6 +639,12 @@ const cell = (xs: number[], target: number, higher: boolean) =>
   );
 for (const mode of ['JSON', 'SSE'] as const)
   for (const [name, r] of Object.entries(ratios[mode])) {
+    if (r.kind === 'floor') {
+      // The design's own cost, no target: what any request pays before the verifier checks anything.
+      const show = (xs: number[]) => rounds(xs, (ys) => `${median(ys).toFixed(2)}× (${spread(ys, 2)})`);
+      console.log(`| ${mode} | ${name} | ${show(r.p50)} | ${show(r.p99)} | ${show(r.rps10)} | ${show(r.rps50)} |`);
+      continue;
+    }
     const plain = r.kind === 'plain';
     const floor = plain ? 0.8 : 0.6;
     console.log(
