@@ -6,7 +6,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { checkLayers, degradedEvent, type MoatLayer } from './compose.js';
-import { createMoatFetch, defaultLayers, MoatClientError } from './index.js';
+import { attestationLayer, createMoatFetch, defaultLayers, MoatClientError } from './index.js';
 
 const origin = 'http://moat.test';
 const layer = (name: string, phase: MoatLayer['phase'], intercept: MoatLayer['intercept'] = (next) => next): MoatLayer => ({
@@ -343,6 +343,42 @@ describe('discovery', () => {
         warnings.join('|'),
       ).toBe(true);
     }
+  });
+
+  it("two endpoints mounted on one host each get their own telemetry, an unattested request's report included", async () => {
+    const reports: Record<string, string[]> = { '/a': [], '/b': [] };
+    const fetch = (async (input: string | URL | Request, init: RequestInit = {}) => {
+      const url = new URL(input instanceof Request ? input.url : String(input));
+      const mount = url.pathname.slice(0, 2);
+      if (url.pathname.endsWith('/v1/moat'))
+        return Response.json({ moat: { versions: [1], features: ['telemetry', 'attestation'], telemetry: '/v1/telemetry' } });
+      if (url.pathname.endsWith('/v1/telemetry')) {
+        const { events } = JSON.parse(String(init.body)) as { events: Array<{ type: string }> };
+        reports[mount]?.push(...events.map((e) => e.type));
+        return new Response(null, { status: 204 });
+      }
+      return Response.json({ type: 'message', content: [{ type: 'text', text: 'ok' }] });
+    }) as typeof globalThis.fetch;
+    const f = createMoatFetch({
+      salt: 's',
+      clientVersion: '1',
+      fetch,
+      onWarning: () => {},
+      // No native transport: every Moat call goes out unattested and is reported.
+      layers: (d) => d.map((l) => (l.name === 'attest' ? attestationLayer({ native: null, installKeys: false, fetch }) : l)),
+    });
+    // Both discovered first: the report must follow the request's own endpoint, not the last one set up.
+    await f.connect(`${origin}/a`, 'sk-test');
+    await f.connect(`${origin}/b`, 'sk-test');
+    for (const mount of ['/a', '/b', '/b'])
+      await f(`${origin}${mount}/v1/messages`, {
+        method: 'POST',
+        headers: { 'x-api-key': 'sk-test', 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'm', max_tokens: 8, messages: [{ role: 'user', content: 'Hello there, world' }] }),
+      });
+    await f.close();
+    expect(reports['/a']?.filter((t) => t === 'attestation_unavailable')).toHaveLength(1);
+    expect(reports['/b']?.filter((t) => t === 'attestation_unavailable')).toHaveLength(2);
   });
 
   it('warns about a Moat endpoint whose discovery fails (a 500), not about one that has none (a 404)', async () => {

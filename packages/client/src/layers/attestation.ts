@@ -2,7 +2,7 @@ import { type AttestedFetchOptions, createAttestedFetch } from '@moat/attest/cli
 import { CLIENT_FLAGS } from '@moat/protocol';
 import { createWarner, loadNativeAddon } from '@moat/protocol/support';
 import type { LayerStatus, MoatLayer } from '../compose.js';
-import type { Endpoint } from '../endpoint.js';
+import { type Endpoint, endpointBase } from '../endpoint.js';
 import { createInstallKeys, type InstallKeyOptions } from './install-keys.js';
 
 function attests(e: Endpoint): boolean {
@@ -42,6 +42,7 @@ export type AttestationLayerOptions = Omit<AttestedFetchOptions, 'onUnattested' 
  */
 export function attestationLayer(options: AttestationLayerOptions = {}): MoatLayer {
   const { requestBinding, bindingPins, installKeys, ...transportOptions } = options;
+  /** Per endpoint (base URL): where a request that went out unattested is reported. */
   const endpoints = new Map<string, Endpoint>();
   // Pinned: a later discovery document without request_binding (a relay's edit) does not unbind an origin.
   const pins: BindingPins = bindingPins ?? new Set<string>();
@@ -53,7 +54,7 @@ export function attestationLayer(options: AttestationLayerOptions = {}): MoatLay
   let enrolling: typeof fetch | undefined;
   const onUnattested = (reason: string, url: string) => {
     const ts = Math.floor(Date.now() / 1000);
-    endpoints.get(new URL(url).origin)?.report({ type: 'attestation_unavailable', ts, reason });
+    endpoints.get(endpointBase(new URL(url)))?.report({ type: 'attestation_unavailable', ts, reason });
   };
   const transport = (): typeof fetch => {
     attested ??= createAttestedFetch({
@@ -74,7 +75,7 @@ export function attestationLayer(options: AttestationLayerOptions = {}): MoatLay
     phase: 'stamp',
     setup: async (e) => {
       const origin = new URL(e.origin).origin;
-      endpoints.set(origin, e);
+      endpoints.set(e.base, e);
       if (e.features.includes('request_binding')) pins.add(origin);
       if (!attests(e)) return;
       const { native, reason } =
