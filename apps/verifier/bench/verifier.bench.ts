@@ -87,15 +87,27 @@ function answerCpu(): void {
   });
 }
 
-const role = process.argv[2];
-if (role === '--upstream') {
-  const mock = await startMockUpstream();
+/** A role's server on a free loopback port, keeping connections as the verifier does; its URL. */
+async function listenLocal(server: ReturnType<typeof createServer>): Promise<string> {
+  server.keepAliveTimeout = 65_000;
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+}
+
+/** Tells the bench where a role serves, answers its CPU questions, and serves until the bench goes. */
+async function serveRole(url: string, apiKey?: string): Promise<never> {
   answerCpu();
-  process.stdout.write(`${JSON.stringify({ url: mock.url })}\n`);
+  process.stdout.write(`${JSON.stringify(apiKey === undefined ? { url } : { url, apiKey })}\n`);
   process.on('SIGTERM', () => process.exit(0));
   // The bench gone (finished or failed), its servers go too.
   process.on('disconnect', () => process.exit(0));
-  await new Promise(() => {});
+  return new Promise<never>(() => {});
+}
+
+const role = process.argv[2];
+if (role === '--upstream') {
+  const mock = await startMockUpstream();
+  await serveRole(mock.url);
 }
 if (role === '--proxy') {
   const upstream = new URL(process.argv[3] as string);
@@ -113,14 +125,7 @@ if (role === '--proxy') {
     for await (const chunk of answer.body) res.write(chunk);
     res.end();
   });
-  proxy.keepAliveTimeout = 65_000;
-  answerCpu();
-  await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', () => r()));
-  process.stdout.write(`${JSON.stringify({ url: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}` })}\n`);
-  process.on('SIGTERM', () => process.exit(0));
-  // The bench gone (finished or failed), its servers go too.
-  process.on('disconnect', () => process.exit(0));
-  await new Promise(() => {});
+  await serveRole(await listenLocal(proxy));
 }
 if (role === '--floor') {
   const upstream = new URL(process.argv[3] as string);
@@ -177,13 +182,7 @@ if (role === '--floor') {
     res.writeHead(answer.statusCode, { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(text)) });
     res.end(text);
   });
-  floor.keepAliveTimeout = 65_000;
-  answerCpu();
-  await new Promise<void>((r) => floor.listen(0, '127.0.0.1', () => r()));
-  process.stdout.write(`${JSON.stringify({ url: `http://127.0.0.1:${(floor.address() as AddressInfo).port}` })}\n`);
-  process.on('SIGTERM', () => process.exit(0));
-  process.on('disconnect', () => process.exit(0));
-  await new Promise(() => {});
+  await serveRole(await listenLocal(floor));
 }
 if (role === '--verifier') {
   // BENCH_DIST: another build of the verifier (an earlier commit's), measured in the same run.
@@ -212,12 +211,7 @@ if (role === '--verifier') {
   process.on('message', async (m) => {
     if (m === 'summary') process.send?.(await verifier.storage.summary());
   });
-  answerCpu();
-  process.on('SIGTERM', () => process.exit(0));
-  // The bench gone (finished or failed), its servers go too.
-  process.on('disconnect', () => process.exit(0));
-  process.stdout.write(`${JSON.stringify({ url, apiKey: key })}\n`);
-  await new Promise(() => {});
+  await serveRole(url, key);
 }
 
 interface Child {

@@ -7,7 +7,6 @@
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, request as httpRequest, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Anthropic from '@anthropic-ai/sdk';
@@ -32,6 +31,34 @@ let stateParent = '';
 /** Every path the front end received, in order. */
 const seen: string[] = [];
 
+/**
+ * A front end that serves each mount by stripping its prefix and forwarding to the verifier
+ * behind it (the Host kept, as a front end in the same deployment keeps it), and answers 404
+ * outside every mount, as a shared host's other routes would. It adds a gateway's trace to
+ * every answer, so the client has a telemetry event to report; `seen` gets every path asked for.
+ */
+function frontEnd(mounts: Readonly<Record<string, URL>>, seen?: string[]): Server {
+  return createServer((req, res) => {
+    const url = req.url ?? '/';
+    seen?.push(url);
+    const prefix = Object.keys(mounts).find((m) => url.startsWith(`${m}/`));
+    const target = prefix === undefined ? undefined : mounts[prefix];
+    if (prefix === undefined || target === undefined) {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('not here');
+      return;
+    }
+    const up = httpRequest(
+      { host: target.hostname, port: target.port, method: req.method, path: url.slice(prefix.length), headers: req.headers },
+      (answer) => {
+        res.writeHead(answer.statusCode ?? 502, { ...answer.headers, 'helicone-id': 'front' });
+        answer.pipe(res);
+      },
+    );
+    up.on('error', () => res.destroy());
+    req.pipe(up);
+  }).listen(0, '127.0.0.1');
+}
+
 beforeAll(async () => {
   stateParent = mkdtempSync(join(tmpdir(), 'moat-client-mounted-'));
   verifier = await createVerifier(
@@ -43,30 +70,9 @@ beforeAll(async () => {
     { logLevel: 'silent' },
   );
   verifierUrl = await verifier.listen();
-  const target = new URL(verifierUrl);
   apiKey = (await verifier.storage.createApiKey('mounted')).key;
-  front = createServer((req, res) => {
-    const url = req.url ?? '/';
-    seen.push(url);
-    if (!url.startsWith(`${PREFIX}/`)) {
-      res.writeHead(404, { 'content-type': 'text/plain' }).end('not here');
-      return;
-    }
-    // The Host is kept, as a front end in the same deployment keeps it.
-    const up = httpRequest(
-      { host: target.hostname, port: target.port, method: req.method, path: url.slice(PREFIX.length), headers: req.headers },
-      (answer) => {
-        // A gateway's trace on the answer, so the client has a telemetry event to report.
-        res.writeHead(answer.statusCode ?? 502, { ...answer.headers, 'helicone-id': 'front' });
-        answer.pipe(res);
-      },
-    );
-    up.on('error', () => res.destroy());
-    req.pipe(up);
-  });
-  front.listen(0, '127.0.0.1');
-  await new Promise((r) => front.once('listening', r));
-  frontUrl = `http://127.0.0.1:${(front.address() as AddressInfo).port}`;
+  front = frontEnd({ [PREFIX]: new URL(verifierUrl) }, seen);
+  frontUrl = await urlOf(front);
 });
 afterAll(async () => {
   front.close();
@@ -237,21 +243,7 @@ describe('@moat/client under a base URL with a path', { timeout: 30_000 }, () =>
     const targets = await Promise.all(verifiers.map(async (v) => new URL(await v.listen())));
     const shared = 'sk-shared-between-two-tenants-0001';
     for (const v of verifiers) await v.storage.importApiKey('key_shared', shared, 'shared');
-    const host = createServer((req, res) => {
-      const i = mounts.findIndex((m) => (req.url ?? '').startsWith(`${m}/`));
-      const target = targets[i];
-      if (target === undefined) return void res.writeHead(404).end();
-      const up = httpRequest(
-        { host: target.hostname, port: target.port, method: req.method, path: (req.url ?? '/').slice(2), headers: req.headers },
-        (answer) => {
-          res.writeHead(answer.statusCode ?? 502, answer.headers);
-          answer.pipe(res);
-        },
-      );
-      up.on('error', () => res.destroy());
-      req.pipe(up);
-    });
-    host.listen(0, '127.0.0.1');
+    const host = frontEnd(Object.fromEntries(mounts.map((m, i) => [m, targets[i] as URL])));
     try {
       const hostUrl = await urlOf(host);
       const { moatFetch, warnings } = client();
@@ -285,26 +277,8 @@ describe('@moat/client under a base URL with a path', { timeout: 30_000 }, () =>
     try {
       const target = new URL(await other.listen());
       const key = (await other.storage.createApiKey('unmounted')).key;
-      const strip = createServer((req, res) => {
-        const up = httpRequest(
-          {
-            host: target.hostname,
-            port: target.port,
-            method: req.method,
-            path: (req.url ?? '/').slice(PREFIX.length),
-            headers: req.headers,
-          },
-          (answer) => {
-            res.writeHead(answer.statusCode ?? 502, answer.headers);
-            answer.pipe(res);
-          },
-        );
-        up.on('error', () => res.destroy());
-        req.pipe(up);
-      });
-      strip.listen(0, '127.0.0.1');
-      await new Promise((r) => strip.once('listening', r));
-      const url = `http://127.0.0.1:${(strip.address() as AddressInfo).port}${PREFIX}`;
+      const strip = frontEnd({ [PREFIX]: target });
+      const url = `${await urlOf(strip)}${PREFIX}`;
       const { moatFetch } = client({ installKeys: false });
       const sdk = new Anthropic({ apiKey: key, baseURL: url, fetch: moatFetch, maxRetries: 0 });
       const outcome = await sdk.messages
