@@ -32,7 +32,7 @@ const BENCHES: readonly Bench[] = [
     dir: 'apps/verifier',
     title: 'Verifier overhead',
     baseline:
-      "the upstream itself (direct) and a bare node:http + undici pass-through proxy in front of it, and on the same stack the design's floor (the API key's keyed hash and a MAC over the body, the JSON read and written again, the record reserved before forwarding and finished before the answer ends in the verifier's SQLite store, no Moat check), measured in the same run with the verifier's plain request (no Moat tags) and the genuine requests moat-chat and `@moat/client` under the Anthropic SDK send (made fresh per request by their own code, stamped by the native addon)",
+      "the upstream itself (direct) and a bare node:http + undici pass-through proxy in front of it, and on the same stack the design's floor (the API key's keyed hash and a MAC over the body, the JSON read and written again, the record reserved before forwarding and finished before the answer ends in the verifier's SQLite store, no Moat check), measured in the same run with the verifier's plain request (no Moat tags) and the genuine requests moat-chat and `@moat/client` under the Anthropic SDK send (made fresh per request by their own code, stamped by the native addon); a third mode sends every target the request Claude Code itself sends (`claude -p`, captured once per run)",
     ratio:
       "added latency over direct in µs (lower is better); the verifier's added latency ÷ the proxy's and its throughput ÷ the proxy's, per round (the targets: ≤ 1.5× at p50, ≤ 2× at p99, ≥ 0.6× throughput for a genuine request and ≥ 0.8× for a plain one)",
   },

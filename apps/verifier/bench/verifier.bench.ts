@@ -21,6 +21,13 @@
  * - "sdk": the verifier with what `@anthropic-ai/sdk` sends through `createMoatFetch` with its
  *   defaults (entrypoint `sdk`: no decoys asked for), the SDK's own headers included.
  *
+ * A third mode, "Claude Code", sends every target (direct, proxy, floor, the verifier) the
+ * request Claude Code itself sends: the bench runs `claude -p` (the binary of the npm package
+ * `@anthropic-ai/claude-code`) once against a capturing server in front of the upstream and
+ * replays that request — about 50 KB of system prompt and tool definitions, streamed, to
+ * `/v1/messages?beta=true` — with each target's API key. Without the binary the mode is left
+ * out, and the output says so.
+ *
  * Stamps: a stamp's nonce is single-use and the addon stamps below JavaScript as it sends, so
  * every genuine request is made fresh by the real client code: just before each measurement
  * the client sends the requests it needs to a capturing server (which also relays discovery,
@@ -46,9 +53,10 @@ import { createHmac, createSecretKey, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { existsSync, mkdtempSync } from 'node:fs';
 import { createServer, type IncomingMessage } from 'node:http';
+import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import Anthropic from '@anthropic-ai/sdk';
 import { devKeyFile } from '@moat/native/dev-key';
 import { Agent, Pool, request } from 'undici';
@@ -244,6 +252,16 @@ interface Captured {
   readonly body: Buffer;
 }
 
+/** A request's header lines as the client wrote them, but those named in `drop` (lower case). */
+function headersOf(req: IncomingMessage, drop: ReadonlySet<string>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (let i = 0; i < req.rawHeaders.length; i += 2) {
+    const name = req.rawHeaders[i] as string;
+    if (!drop.has(name.toLowerCase())) out[name] = req.rawHeaders[i + 1] as string;
+  }
+  return out;
+}
+
 /**
  * The capturing server: keeps every Messages request the client code sends (answering it
  * as the upstream would) and relays everything else — discovery, flags, telemetry — to the
@@ -251,14 +269,6 @@ interface Captured {
  */
 async function startCapture(canned: { json: Buffer; sse: Buffer }) {
   const state = { verifier: '', captured: [] as Captured[] };
-  const headersOf = (req: IncomingMessage, drop: Set<string>) => {
-    const out: Record<string, string> = {};
-    for (let i = 0; i < req.rawHeaders.length; i += 2) {
-      const name = req.rawHeaders[i] as string;
-      if (!drop.has(name.toLowerCase())) out[name] = req.rawHeaders[i + 1] as string;
-    }
-    return out;
-  };
   const server = createServer(async (req, res) => {
     const body = await readAll(req);
     if (req.method === 'POST' && req.url === '/v1/messages') {
@@ -284,6 +294,76 @@ async function startCapture(canned: { json: Buffer; sse: Buffer }) {
   return { state, server, url: `http://127.0.0.1:${port}`, authority: `127.0.0.1:${port}` };
 }
 
+/** The binary of the platform package `@anthropic-ai/claude-code` installs for this machine, if any. */
+function claudeBinary(): string | undefined {
+  try {
+    const wrapper = createRequire(import.meta.url).resolve('@anthropic-ai/claude-code/package.json');
+    const dir = dirname(createRequire(wrapper).resolve(`@anthropic-ai/claude-code-${process.platform}-${process.arch}/package.json`));
+    const binary = join(dir, 'claude');
+    return existsSync(binary) ? binary : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** A captured request and the path with query it was sent to. */
+interface CapturedAt extends Captured {
+  readonly path: string;
+}
+
+/**
+ * Runs `claude -p` once against a server that keeps each Messages request it sends and
+ * relays it to `upstream`, so Claude Code gets a real answer; returns its largest Messages
+ * request (the turn itself, not a token count), or why there is none.
+ */
+async function captureClaudeCode(upstream: string): Promise<CapturedAt | string> {
+  const binary = claudeBinary();
+  if (binary === undefined) return '`@anthropic-ai/claude-code` (its binary for this platform) is not installed';
+  const seen: CapturedAt[] = [];
+  const server = createServer(async (req, res) => {
+    const body = await readAll(req);
+    const path = req.url ?? '/';
+    if (req.method === 'POST' && /^\/v1\/messages(\?|$)/.test(path))
+      seen.push({ path, headers: headersOf(req, new Set(['host', 'content-length'])), body });
+    const answer = await request(`${upstream}${path}`, {
+      method: req.method as 'POST',
+      headers: {
+        ...headersOf(req, new Set(['host', 'content-length', 'connection', 'x-api-key', 'authorization'])),
+        'x-api-key': 'upstream',
+      },
+      body: body.length > 0 ? body : null,
+    });
+    res.writeHead(answer.statusCode, { 'content-type': String(answer.headers['content-type'] ?? 'application/json') });
+    res.end(await readAll(answer.body));
+  });
+  const url = await listenLocal(server);
+  const home = mkdtempSync(join(tmpdir(), 'moat-bench-claude-'));
+  const claude = spawn(binary, ['-p', PROMPT], {
+    env: {
+      PATH: process.env.PATH,
+      HOME: home,
+      ANTHROPIC_BASE_URL: url,
+      ANTHROPIC_API_KEY: 'sk-bench-claude-code',
+      CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1',
+      DISABLE_AUTOUPDATER: '1',
+      DISABLE_TELEMETRY: '1',
+      DISABLE_ERROR_REPORTING: '1',
+    },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  claude.stderr?.on('data', (d: Buffer) => {
+    stderr += d;
+  });
+  const timer = setTimeout(() => claude.kill('SIGKILL'), 120_000);
+  const [code] = (await once(claude, 'close')) as [number | null];
+  clearTimeout(timer);
+  server.close();
+  const turn = seen.filter((c) => !c.path.includes('count_tokens')).sort((a, b) => b.body.length - a.body.length)[0];
+  if (code !== 0 || turn === undefined) throw new Error(`claude -p exited ${code} with ${seen.length} Messages requests: ${stderr}`);
+  return turn;
+}
+
 const requestOf = (stream: boolean, maxTokens: number) => ({
   model: 'claude-mock',
   max_tokens: maxTokens,
@@ -300,6 +380,7 @@ const chatHeaders = (apiKey: string) => ({
 
 type Genuine = 'moat-chat' | 'sdk';
 type Kind = 'direct' | 'proxy' | 'floor' | 'plain' | Genuine;
+type Mode = 'JSON' | 'SSE' | 'Claude Code';
 interface Target {
   /** The row's name: the kind, and `@build` for another build of the verifier. */
   readonly name: string;
@@ -395,14 +476,14 @@ async function checkAgainstMoatChat(capture: Capture, apiKey: string): Promise<v
 }
 
 /** Per-request latency in µs over sequential requests on one keep-alive connection. */
-async function sequential(t: Target, requests: readonly Captured[]): Promise<number[]> {
+async function sequential(t: Target, requests: readonly Captured[], path: string): Promise<number[]> {
   const pool = new Pool(t.url, { connections: 1, pipelining: 1 });
   const times: number[] = [];
   try {
     for (let i = 0; i < requests.length; i++) {
       const { headers, body } = requests[i] as Captured;
       const start = process.hrtime.bigint();
-      const res = await pool.request({ path: '/v1/messages', method: 'POST', headers, body });
+      const res = await pool.request({ path, method: 'POST', headers, body });
       await res.body.arrayBuffer();
       const end = process.hrtime.bigint();
       if (res.statusCode !== 200) throw new Error(`${t.name} answered ${res.statusCode}`);
@@ -418,7 +499,7 @@ async function sequential(t: Target, requests: readonly Captured[]): Promise<num
  * Requests per second at `connections` keep-alive connections, each sending its next request
  * when the last answer ended (closed loop): `AMOUNT` requests, fresh ones used once each.
  */
-async function throughput(t: Target, requests: readonly Captured[], connections: number, repeat: boolean): Promise<number> {
+async function throughput(t: Target, requests: readonly Captured[], connections: number, repeat: boolean, path: string): Promise<number> {
   const pool = new Pool(t.url, { connections, pipelining: 1 });
   let next = 0;
   let failed = 0;
@@ -426,7 +507,7 @@ async function throughput(t: Target, requests: readonly Captured[], connections:
     while (next < AMOUNT) {
       const c = requests[repeat ? 0 : next] as Captured;
       next++;
-      const res = await pool.request({ path: '/v1/messages', method: 'POST', headers: c.headers, body: c.body });
+      const res = await pool.request({ path, method: 'POST', headers: c.headers, body: c.body });
       await res.body.arrayBuffer();
       if (res.statusCode !== 200) failed++;
     }
@@ -463,6 +544,8 @@ const cannedOf = async (stream: boolean) =>
     ).body.arrayBuffer(),
   );
 const canned = { json: await cannedOf(false), sse: await cannedOf(true) };
+const claudeCode = process.env.BENCH_CLAUDE_CODE === '0' ? 'BENCH_CLAUDE_CODE=0' : await captureClaudeCode(upstream.url);
+const modes: readonly Mode[] = typeof claudeCode === 'string' ? ['JSON', 'SSE'] : ['JSON', 'SSE', 'Claude Code'];
 const profile = process.env.BENCH_CPU_PROF;
 const proxy = await child(['--proxy', upstream.url]);
 const floorServer = await child(['--floor', upstream.url]);
@@ -507,8 +590,22 @@ const targets: Target[] = [
 ];
 const genuineSent = new Map<Child, number>();
 
+/** Claude Code's request with `apiKey` in place of the one it was captured with. */
+function claudeCodeFor(cc: CapturedAt, apiKey: string): Captured {
+  const headers = Object.fromEntries(Object.entries(cc.headers).filter(([k]) => !['x-api-key', 'authorization'].includes(k.toLowerCase())));
+  return { headers: { ...headers, 'x-api-key': apiKey }, body: cc.body };
+}
+
+/** The path a mode's requests go to. */
+const pathOf = (mode: Mode) => (mode === 'Claude Code' && typeof claudeCode !== 'string' ? claudeCode.path : '/v1/messages');
+
+/** Whether `t` is measured in `mode`: Claude Code's request goes to the baselines and as it is to the verifier. */
+const measuredIn = (mode: Mode, t: Target) => mode !== 'Claude Code' || (t.kind !== 'moat-chat' && t.kind !== 'sdk');
+
 /** The requests `t` gets: fresh genuine ones made by the client code, or one plain request repeated. */
-async function requestsFor(t: Target, stream: boolean, n: number): Promise<{ list: Captured[]; repeat: boolean }> {
+async function requestsFor(t: Target, mode: Mode, n: number): Promise<{ list: Captured[]; repeat: boolean }> {
+  if (mode === 'Claude Code' && typeof claudeCode !== 'string') return { list: [claudeCodeFor(claudeCode, t.apiKey)], repeat: true };
+  const stream = mode === 'SSE';
   if (t.kind === 'moat-chat' || t.kind === 'sdk') {
     genuineSent.set(t.server, (genuineSent.get(t.server) ?? 0) + n);
     return { list: await freshRequests(t.server.capture as Capture, t.kind, stream, n, t.apiKey), repeat: false };
@@ -531,24 +628,25 @@ interface Figure {
   rps50: number[];
   cpu: number[];
 }
-const figures: Record<'JSON' | 'SSE', Record<string, Figure>> = { JSON: {}, SSE: {} };
+const figures: Record<Mode, Record<string, Figure>> = { JSON: {}, SSE: {}, 'Claude Code': {} };
 for (let round = 0; round < ROUNDS; round++) {
   const order = [...targets.slice(round % targets.length), ...targets.slice(0, round % targets.length)];
-  for (const mode of ['JSON', 'SSE'] as const) {
-    const stream = mode === 'SSE';
+  for (const mode of modes) {
+    const path = pathOf(mode);
     for (const t of order) {
+      if (!measuredIn(mode, t)) continue;
       figures[mode][t.name] ??= { p50: [], p90: [], p99: [], rps10: [], rps50: [], cpu: [] };
       const f = figures[mode][t.name] as Figure;
-      const seq = await requestsFor(t, stream, SEQUENTIAL + WARMUP);
+      const seq = await requestsFor(t, mode, SEQUENTIAL + WARMUP);
       const list = seq.repeat ? Array(SEQUENTIAL + WARMUP).fill(seq.list[0]) : seq.list;
-      const [times, cpu] = await withCpu(t, list.length, () => sequential(t, list));
+      const [times, cpu] = await withCpu(t, list.length, () => sequential(t, list, path));
       f.p50.push(pct(times, 50));
       f.p90.push(pct(times, 90));
       f.p99.push(pct(times, 99));
       f.cpu.push(cpu);
       for (const connections of [10, 50]) {
-        const load = await requestsFor(t, stream, AMOUNT);
-        (connections === 10 ? f.rps10 : f.rps50).push(await throughput(t, load.list, connections, load.repeat));
+        const load = await requestsFor(t, mode, AMOUNT);
+        (connections === 10 ? f.rps10 : f.rps50).push(await throughput(t, load.list, connections, load.repeat, path));
       }
     }
   }
@@ -572,6 +670,13 @@ await Promise.all([chatFetch.close(), sdkFetch.close()]);
 console.log(
   `moat-verifier benchmark (${process.version}; ${ROUNDS} rotated rounds; latency over ${SEQUENTIAL} sequential requests on one keep-alive connection; throughput over ${AMOUNT} requests per run (closed loop); medians with the range over rounds; every genuine request made fresh by the client code and stamped by the native addon, ${valid} stamps found valid)`,
 );
+if (typeof claudeCode === 'string') console.log(`\nThe Claude Code mode is left out: ${claudeCode}.`);
+else {
+  const agent = Object.entries(claudeCode.headers).find(([k]) => k.toLowerCase() === 'user-agent')?.[1] ?? 'no user agent';
+  console.log(
+    `\nClaude Code: the request \`claude -p\` sends (${agent}), ${claudeCode.body.length} bytes to ${claudeCode.path}, captured once and sent to every target with its own API key; "verifier" is the verifier with that request (no Moat tags: a plain request).`,
+  );
+}
 if (builds.length > 0)
   console.log(
     `\nRows named \`…@name\` are the same requests to another build of the verifier in the same run (BENCH_BUILDS: ${builds.map((b) => b.name).join(', ')}), for before/after figures under the same load.`,
@@ -588,13 +693,16 @@ interface Ratio {
   rps10: number[];
   rps50: number[];
 }
-const ratios: Record<'JSON' | 'SSE', Record<string, Ratio>> = { JSON: {}, SSE: {} };
+const ratios: Record<Mode, Record<string, Ratio>> = { JSON: {}, SSE: {}, 'Claude Code': {} };
 const range = (xs: number[], digits = 0) => `${median(xs).toFixed(digits)} (${spread(xs, digits)})`;
-for (const mode of ['JSON', 'SSE'] as const) {
+/** A row's name: Claude Code's request to the verifier is its plain request, named for where it went. */
+const rowName = (mode: Mode, name: string) => (mode === 'Claude Code' ? name.replace(/^plain/, 'verifier') : name);
+for (const mode of modes) {
   const direct = figures[mode].direct as Figure;
   const bare = figures[mode].proxy as Figure;
   const proxyAdded = (k: 'p50' | 'p99') => bare[k].map((v, i) => v - (direct[k][i] as number));
   for (const t of targets) {
+    if (!measuredIn(mode, t)) continue;
     const f = figures[mode][t.name] as Figure;
     const added = (k: 'p50' | 'p99') => f[k].map((v, i) => v - (direct[k][i] as number));
     const ratio = (k: 'rps10' | 'rps50') => f[k].map((v, i) => v / (bare[k][i] as number));
@@ -608,7 +716,7 @@ for (const mode of ['JSON', 'SSE'] as const) {
       };
     const d = t.kind === 'direct';
     console.log(
-      `| ${mode} | ${t.name} | ${median(f.p50).toFixed(0)} | ${median(f.p90).toFixed(0)} | ${median(f.p99).toFixed(0)} | ${d ? '—' : range(added('p50'))} | ${d ? '—' : range(added('p99'))} | ${median(f.rps10).toFixed(0)} | ${median(f.rps50).toFixed(0)} | ${d ? '—' : `${range(ratio('rps10'), 2)} / ${range(ratio('rps50'), 2)}`} | ${range(f.cpu)} |`,
+      `| ${mode} | ${rowName(mode, t.name)} | ${median(f.p50).toFixed(0)} | ${median(f.p90).toFixed(0)} | ${median(f.p99).toFixed(0)} | ${d ? '—' : range(added('p50'))} | ${d ? '—' : range(added('p99'))} | ${median(f.rps10).toFixed(0)} | ${median(f.rps50).toFixed(0)} | ${d ? '—' : `${range(ratio('rps10'), 2)} / ${range(ratio('rps50'), 2)}`} | ${range(f.cpu)} |`,
     );
   }
 }
@@ -631,8 +739,9 @@ const cell = (xs: number[], target: number, higher: boolean) =>
     (ys) =>
       `${median(ys).toFixed(2)}× (${spread(ys, 2)}) ${(higher ? median(ys) >= target : median(ys) <= target) ? 'meets' : 'misses'} ${higher ? '≥' : '≤'} ${target}×`,
   );
-for (const mode of ['JSON', 'SSE'] as const)
-  for (const [name, r] of Object.entries(ratios[mode])) {
+for (const mode of modes)
+  for (const [target, r] of Object.entries(ratios[mode])) {
+    const name = rowName(mode, target);
     if (r.kind === 'floor') {
       // The design's own cost, no target: what any request pays before the verifier checks anything.
       const show = (xs: number[]) => rounds(xs, (ys) => `${median(ys).toFixed(2)}× (${spread(ys, 2)})`);

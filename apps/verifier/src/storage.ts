@@ -168,6 +168,8 @@ export class SqliteStorage implements Storage {
   readonly #probeWrite: () => void;
   readonly #finishRecord: Database.Statement;
   readonly #insertNonce: Database.Statement;
+  readonly #rememberSignature: Database.Statement;
+  readonly #lookupSignature: Database.Statement;
   // Group commit: writes a request must have made durable before it is answered (its
   // record, its nonce) are queued and committed in one transaction per turn of the event
   // loop. Under load that is one WAL commit for many requests instead of one each.
@@ -237,6 +239,8 @@ export class SqliteStorage implements Storage {
     this.#finishRecord = this.db.prepare('UPDATE records SET status = ?, latency_ms = ? WHERE id = ?');
     this.#lookupKey = this.db.prepare('SELECT id, hash FROM api_keys WHERE hash = ? AND revoked = 0');
     this.#insertNonce = this.db.prepare('INSERT OR IGNORE INTO nonces (kid, nonce, expires) VALUES (?, ?, ?)');
+    this.#rememberSignature = this.db.prepare('INSERT OR REPLACE INTO upstream_signatures (ours, theirs, created) VALUES (?, ?, ?)');
+    this.#lookupSignature = this.db.prepare('SELECT theirs FROM upstream_signatures WHERE ours = ?');
     // A failing statement undoes itself only (SQLite's statement journal); the others in the batch still commit.
     const commit = this.db.transaction((ops: ReadonlyArray<() => unknown>) => ops.map((run) => settle(run)));
     this.#group = new GroupCommit((ops) => commit(ops));
@@ -400,12 +404,16 @@ export class SqliteStorage implements Storage {
     return row === undefined ? undefined : JSON.parse(row.data);
   }
 
-  rememberUpstreamSignature(ours: string, theirs: string): void {
-    this.db.prepare('INSERT OR REPLACE INTO upstream_signatures (ours, theirs, created) VALUES (?, ?, ?)').run(ours, theirs, Date.now());
+  /** Joins the turn's group commit: the blocks of one answer and its record share commits, not one each. */
+  rememberUpstreamSignature(ours: string, theirs: string): Promise<void> {
+    const created = Date.now();
+    return this.#enqueue(() => {
+      this.#rememberSignature.run(ours, theirs, created);
+    });
   }
 
   upstreamSignature(ours: string): string | undefined {
-    return (this.db.prepare('SELECT theirs FROM upstream_signatures WHERE ours = ?').get(ours) as { theirs: string } | undefined)?.theirs;
+    return (this.#lookupSignature.get(ours) as { theirs: string } | undefined)?.theirs;
   }
 
   saveBatch(batch: BatchRow): Promise<void> {

@@ -80,22 +80,25 @@ describe('moat-verifier', () => {
     const answers = await Promise.all(Array.from({ length: n }, (_, i) => post(attested as typeof fetch, request(`batch ${i}`))));
     expect(answers.map((a) => a.status)).toEqual(Array(n).fill(200));
     const after = stats();
-    // Each request writes its nonce, reserves its record and finishes it: 3n writes, in fewer commits.
-    expect(after.writes - before.writes).toBe(3 * n);
-    expect(after.commits - before.commits).toBeLessThan(3 * n);
+    // Each request writes its nonce, reserves its record, keeps the upstream's signature of its
+    // thinking block and finishes the record: 4n writes, in fewer commits.
+    expect(after.writes - before.writes).toBe(4 * n);
+    expect(after.commits - before.commits).toBeLessThan(4 * n);
     const ids = answers.map((a) => a.headers.get('moat-request-id'));
     const records = (await verifier.storage.queryRecords({ limit: 200 })).filter((r) => ids.includes(r.id));
     expect(records).toHaveLength(n);
     for (const r of records) expect(r).toMatchObject({ status: 200, attestation: 'valid' });
   });
 
-  it('group commit: a stamped request reserves its record in the commit that spends its nonce (2 commits, 3 writes)', async () => {
+  it('group commit: a stamped request reserves its record in the commit that spends its nonce (3 commits, 4 writes)', async () => {
     const stats = () => (verifier.storage as unknown as { commitStats: { commits: number; writes: number } }).commitStats;
     const before = stats();
     const r = await post(attested as typeof fetch, request('one alone'));
     expect(r.status).toBe(200);
-    expect(stats().writes - before.writes).toBe(3);
-    expect(stats().commits - before.commits).toBe(2);
+    expect(r.json.content[0]).toMatchObject({ type: 'thinking' });
+    // Nonce and reserved record; the upstream's signature of the thinking block; the finished record.
+    expect(stats().writes - before.writes).toBe(4);
+    expect(stats().commits - before.commits).toBe(3);
     const [record] = (await verifier.storage.queryRecords({ limit: 5 })).filter((x) => x.id === r.headers.get('moat-request-id'));
     expect(record).toMatchObject({ status: 200, attestation: 'valid', fingerprint: 'match', verdict: 'allow' });
   });

@@ -29,6 +29,40 @@ export interface CanaryIndexOptions {
   readonly count?: number;
 }
 
+/** Length bounds of a traced token: a run of word characters (`[A-Za-z0-9_]`) of 6 to 80. */
+const TOKEN_MIN = 6;
+const TOKEN_MAX = 80;
+
+/** Whether UTF-16 code unit `c` is one of `[A-Za-z0-9_]`. */
+function isWordUnit(c: number): boolean {
+  return (c >= 0x61 && c <= 0x7a) || (c >= 0x41 && c <= 0x5a) || (c >= 0x30 && c <= 0x39) || c === 0x5f;
+}
+
+/**
+ * Calls `found` with every token of `text` whose length `lengths` flags: the matches of
+ * `/[A-Za-z0-9_]{6,80}/g`, found by one pass over the code units instead of a regular
+ * expression, and sliced only when a token of that length exists (a long conversation holds
+ * tens of thousands of words, and almost none can be a decoy).
+ */
+function scanTokens(text: string, lengths: Uint8Array, found: (token: string) => void): void {
+  const n = text.length;
+  let i = 0;
+  while (i < n) {
+    if (!isWordUnit(text.charCodeAt(i))) {
+      i++;
+      continue;
+    }
+    let end = i + 1;
+    while (end < n && isWordUnit(text.charCodeAt(end))) end++;
+    // The regular expression's greedy pieces of a run: 80 characters each, the rest if it is long enough.
+    for (let at = i; end - at >= TOKEN_MIN; at += TOKEN_MAX) {
+      const to = Math.min(at + TOKEN_MAX, end);
+      if (lengths[to - at] === 1) found(text.slice(at, to));
+    }
+    i = end;
+  }
+}
+
 /** Weight of one canary token (30 random bits) and of one decoy name. */
 const CANARY_WEIGHT = 0.95;
 const NAME_WEIGHT = 0.75;
@@ -55,6 +89,8 @@ const pack = (keyIndex: number, period: number, canary: boolean): PackedEntry =>
  */
 export class CanaryIndex {
   readonly #tokens = new Map<string, PackedEntry | PackedEntry[]>();
+  /** Whether a token of each length (0..{@link TOKEN_MAX}) is indexed: other runs are not even sliced. */
+  readonly #lengths = new Uint8Array(TOKEN_MAX + 1);
   readonly #secret: Uint8Array;
   readonly #count: number | undefined;
   readonly #keys: string[] = [];
@@ -127,6 +163,7 @@ export class CanaryIndex {
   }
 
   #add(token: string, entry: PackedEntry): void {
+    if (token.length <= TOKEN_MAX) this.#lengths[token.length] = 1;
     const list = this.#tokens.get(token);
     if (list === undefined) this.#tokens.set(token, entry);
     else {
@@ -140,26 +177,27 @@ export class CanaryIndex {
   }
 
   /**
-   * Names the keys whose decoys appear in `text`, most confident first, keeping those at
-   * or above `threshold` (default 0.5).
+   * Names the keys whose decoys appear in `text` (or in any of several texts), most
+   * confident first, keeping those at or above `threshold` (default 0.5). A token is a run of
+   * 6 to 80 characters of `[A-Za-z0-9_]` (a longer run is read in 80-character pieces); texts
+   * given apart are read as if joined by a line break.
    */
-  trace(text: string, threshold = 0.5): Attribution[] {
+  trace(text: string | readonly string[], threshold = 0.5): Attribution[] {
     const seen = new Set<string>();
     const perKey = new Map<string, TraceEvidence[]>();
-    for (const match of text.matchAll(/[A-Za-z0-9_]{6,80}/g)) {
-      const token = match[0];
-      if (seen.has(token)) continue;
+    const found = (token: string) => {
+      const entries = this.#tokens.get(token);
+      if (entries === undefined || seen.has(token)) return;
       seen.add(token);
-      const found = this.#tokens.get(token);
-      if (found === undefined) continue;
-      const hits = typeof found === 'number' ? [found] : found;
+      const hits = typeof entries === 'number' ? [entries] : entries;
       for (const entry of hits) {
         const apiKeyId = this.#keys[Math.floor(entry / 131_072)] as string;
         const list = perKey.get(apiKeyId) ?? [];
         list.push({ kind: entry % 2 === 1 ? 'canary' : 'name', token, period: Math.floor(entry / 2) % 65_536, sharedBy: hits.length });
         perKey.set(apiKeyId, list);
       }
-    }
+    };
+    for (const one of typeof text === 'string' ? [text] : text) scanTokens(one, this.#lengths, found);
     const out: Attribution[] = [];
     for (const [apiKeyId, evidence] of perKey) {
       let miss = 1;
@@ -184,19 +222,32 @@ function textsOf(value: unknown, out: string[], budget: { left: number }): void 
 }
 
 /**
- * The text of a request's conversation where a decoy can surface — tool names and inputs,
- * tool results, any text — bounded to {@link DECOY_TRACE_LIMIT} characters, for
- * {@link CanaryIndex.trace}. Tools the request defines are left out: the decoys a verifier
- * injects are its own, not evidence.
+ * The texts of a request's conversation where a decoy can surface — tool names and inputs,
+ * tool results, any text — bounded to {@link DECOY_TRACE_LIMIT} characters in all, for
+ * {@link CanaryIndex.trace}, which reads them apart (no joined copy of a long conversation is
+ * made). Tools the request defines are left out: the decoys a verifier injects are its own,
+ * not evidence.
  *
  * @example
  * ```ts
- * const hits = index.trace(decoyTraceText(request), 0.7); // keys whose decoys the request replays
+ * const hits = index.trace(decoyTraceTexts(request), 0.7); // keys whose decoys the request replays
  * ```
  */
-export function decoyTraceText(request: unknown): string {
+export function decoyTraceTexts(request: unknown): string[] {
   const messages = typeof request === 'object' && request !== null ? (request as { messages?: unknown }).messages : undefined;
   const out: string[] = [];
   textsOf(messages, out, { left: DECOY_TRACE_LIMIT });
-  return out.join('\n');
+  return out;
+}
+
+/**
+ * {@link decoyTraceTexts} joined by line breaks, as one text.
+ *
+ * @example
+ * ```ts
+ * const hits = index.trace(decoyTraceText(request), 0.7);
+ * ```
+ */
+export function decoyTraceText(request: unknown): string {
+  return decoyTraceTexts(request).join('\n');
 }

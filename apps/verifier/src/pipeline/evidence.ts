@@ -1,7 +1,7 @@
 import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
 import { UNATTESTED_HEADER } from '@moat/attest/client';
 import { type AttestationResult, verifyAttestation } from '@moat/attest/server';
-import { decoyTraceText, type RequestBlocksCheck, verifyRequestBlocks } from '@moat/distill-guard/server';
+import { decoyTraceTexts, type RequestBlocksCheck, verifyRequestBlocks } from '@moat/distill-guard/server';
 import { checkFingerprint, type FingerprintCheck, type KeyClassification } from '@moat/fingerprint/server';
 import { inspectRequest, type RelaySignal, type RequestEvidence } from '@moat/gateway-detect/server';
 import {
@@ -149,7 +149,7 @@ export async function gatherEvidence(input: EvidenceInput, services: VerifierSer
   const thinking = verifyRequestBlocks(input.body, input.keyId, blockKeyring);
   // The attribution block was parsed once, by the fingerprint check.
   const client = { cv: fingerprint.clientVersion, ep: fingerprint.entrypoint };
-  const traced = services.decoyIndex.current()?.trace(decoyTraceText(input.body), DECOY_HIT_CONFIDENCE) ?? [];
+  const traced = services.decoyIndex.current()?.trace(decoyTraceTexts(input.body), DECOY_HIT_CONFIDENCE) ?? [];
   const decoy = {
     signal: traced.length > 0 ? ('hit' as const) : ('none' as const),
     tracedTo: traced.map((t) => ({ apiKeyId: t.apiKeyId, confidence: t.confidence })),

@@ -85,12 +85,18 @@ export async function rememberUpstreamSignatures(
   theirs: Map<number, string>,
   ours: (index: number) => string | undefined,
 ): Promise<void> {
-  for (const [index, signature] of theirs) {
+  // All at once: on SQLite they share one group commit, on PostgreSQL they run side by side.
+  const pending = [...theirs].flatMap(([index, signature]) => {
     const replacement = ours(index);
-    if (replacement === undefined) continue;
-    await storage.rememberUpstreamSignature(replacement, signature);
-    theirs.delete(index);
-  }
+    return replacement === undefined
+      ? []
+      : [{ index, written: Promise.resolve(storage.rememberUpstreamSignature(replacement, signature)) }];
+  });
+  const settled = await Promise.allSettled(pending.map((p) => p.written));
+  // Each one written is not written again; the first failure is the answer's.
+  for (const [i, outcome] of settled.entries()) if (outcome.status === 'fulfilled') theirs.delete((pending[i] as { index: number }).index);
+  const failed = settled.find((outcome) => outcome.status === 'rejected');
+  if (failed !== undefined) throw failed.reason;
 }
 
 /**
