@@ -6,7 +6,7 @@
  * the model, bad options refused with a typed error.
  */
 import { randomBytes } from 'node:crypto';
-import { createServer, type Server } from 'node:http';
+import { createServer, request, type Server } from 'node:http';
 import Anthropic from '@anthropic-ai/sdk';
 import { serve } from '@hono/node-server';
 import { createAttestedFetch } from '@moat/attest/client';
@@ -227,6 +227,54 @@ describe('createMoatHandler: what it serves', () => {
     expect(await last()).toMatchObject({ status: 404, reasons: ['passthrough POST /v1/files'] });
   });
 
+  it("mounted for the rest of a hono app's paths, every raw target is answered by Moat and recorded", async () => {
+    const app = new Hono();
+    app.get('/', (c) => c.text('the API server’s own route'));
+    app.all('*', (c) => moat.fetch(c.req.raw));
+    const url = new URL(await listening(serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }) as Server));
+    const send = (path: string) =>
+      new Promise<{ status: number; id: string | undefined }>((resolve, reject) => {
+        const body = JSON.stringify(ask);
+        const req = request(
+          {
+            host: url.hostname,
+            port: url.port,
+            path,
+            method: 'POST',
+            headers: {
+              'x-api-key': apiKey,
+              'content-type': 'application/json',
+              'content-length': Buffer.byteLength(body),
+            },
+          },
+          (res) => {
+            res.resume();
+            res.on('end', () =>
+              resolve({ status: res.statusCode ?? 0, id: res.headers['moat-request-id'] as string | undefined }),
+            );
+          },
+        );
+        req.on('error', reject);
+        req.end(body);
+      });
+    const own = await fetch(`${url.origin}/`);
+    expect(await own.text()).toBe('the API server’s own route');
+    for (const [path, status] of [
+      ['//v1/messages', 200],
+      ['/V1/Messages', 404],
+      ['/v1%2Fmessages', 400],
+      ['/v1/./messages', 200],
+      ['/v1/messages/', 404],
+    ] as const) {
+      const before = (await moat.storage.summary()).total;
+      const res = await send(path);
+      expect(res.status, path).toBe(status);
+      expect(res.id, path).toMatch(/^req_/);
+      expect((await moat.storage.summary()).total, path).toBe(before + 1);
+      expect((await last())?.id).toBe(res.id);
+    }
+  });
+
   it('a client that goes away aborts the model call and is recorded 499', async () => {
     let called: (value: unknown) => void = () => {};
     const reached = new Promise((resolve) => {
@@ -261,12 +309,73 @@ describe('createMoatHandler: what it serves', () => {
     await reached;
     client.abort();
     expect(await gone).toBe(true);
-    expect((await answer).status).toBe(502);
+    const res = await answer;
+    expect(res.status).toBe(499);
     for (let i = 0; i < 200 && (await slow.storage.queryRecords({ limit: 1 }))[0]?.status !== 499; i++)
       await new Promise((r) => setTimeout(r, 10));
-    expect((await slow.storage.queryRecords({ limit: 1 }))[0]).toMatchObject({ status: 499 });
+    const [record] = await slow.storage.queryRecords({ limit: 1 });
+    expect(record).toMatchObject({ status: 499 });
+    expect(res.headers.get('moat-request-id')).toBe(record?.id);
     await slow.close();
   });
+
+  it.each([
+    ['answers 200 after the client went away', 'late'],
+    ['never answers', 'never'],
+  ] as const)(
+    'a model call that ignores request.signal and %s is recorded 499 when the client goes away',
+    async (_, how) => {
+      let called: (value: unknown) => void = () => {};
+      const reached = new Promise((resolve) => {
+        called = resolve;
+      });
+      let cancelled = false;
+      const deaf = await createMoatHandler({
+        settings: settings(),
+        logLevel: 'silent',
+        upstream: () =>
+          new Promise<Response>((resolve) => {
+            called(true);
+            if (how === 'late')
+              setTimeout(() => {
+                const body = new ReadableStream({
+                  pull: (controller) => controller.enqueue(new TextEncoder().encode('{}')),
+                  cancel: () => {
+                    cancelled = true;
+                  },
+                });
+                resolve(new Response(body, { status: 200, headers: { 'content-type': 'application/json' } }));
+              }, 300);
+          }),
+      });
+      const { key } = await deaf.storage.createApiKey('deaf');
+      const client = new AbortController();
+      const answer = deaf.fetch(
+        new Request('http://api.example/v1/messages', {
+          method: 'POST',
+          headers: { 'x-api-key': key, 'content-type': 'application/json' },
+          body: JSON.stringify(ask),
+          signal: client.signal,
+        }),
+      );
+      await reached;
+      client.abort();
+      const res = await answer;
+      expect(res.status).toBe(499);
+      const settled = async () => (await deaf.storage.queryRecords({ limit: 1 }))[0];
+      for (let i = 0; i < 200 && (await settled())?.status !== 499; i++) await new Promise((r) => setTimeout(r, 10));
+      expect(await settled()).toMatchObject({ status: 499, reasons: expect.arrayContaining(['client_disconnected']) });
+      expect(res.headers.get('moat-request-id')).toBe((await settled())?.id);
+      if (how === 'late') {
+        // The late answer is cancelled unread, and the record keeps the status the client got.
+        for (let i = 0; i < 100 && !cancelled; i++) await new Promise((r) => setTimeout(r, 10));
+        expect(cancelled).toBe(true);
+        expect(await settled()).toMatchObject({ status: 499 });
+      }
+      expect((await deaf.storage.summary()).unfinished).toBe(0);
+      await deaf.close();
+    },
+  );
 
   it('a request whose client was gone before it was handled never reaches the model; recorded 499', async () => {
     const before = seen.length;
@@ -280,9 +389,10 @@ describe('createMoatHandler: what it serves', () => {
         signal: client.signal,
       }),
     );
-    expect(answer.status).toBe(502);
+    expect(answer.status).toBe(499);
     for (let i = 0; i < 200 && (await last())?.status !== 499; i++) await new Promise((r) => setTimeout(r, 10));
     expect(await last()).toMatchObject({ status: 499 });
+    expect(answer.headers.get('moat-request-id')).toBe((await last())?.id);
     expect((await last())?.reasons).toContain('client_disconnected');
     expect(seen.length).toBe(before);
   });
@@ -311,14 +421,34 @@ describe('createMoatHandler: what it serves', () => {
     expect(seen.length).toBe(before);
   });
 
-  it('a model call that throws is a 502 the record keeps', async () => {
-    const broken = await createMoatHandler({
-      settings: settings(),
-      logLevel: 'silent',
-      upstream: async () => {
+  it.each([
+    [
+      'throws',
+      async (): Promise<Response> => {
         throw new Error('model down');
       },
-    });
+      'upstream failed',
+    ],
+    [
+      'answers a Response whose body it already read',
+      async (): Promise<Response> => {
+        const response = new Response('{"type":"message"}', { headers: { 'content-type': 'application/json' } });
+        await response.text();
+        return response;
+      },
+      'upstream answered a body already read',
+    ],
+    [
+      'answers a Response whose body is locked',
+      async (): Promise<Response> => {
+        const response = new Response('{"type":"message"}', { headers: { 'content-type': 'application/json' } });
+        response.body?.getReader();
+        return response;
+      },
+      'upstream answered a body already read',
+    ],
+  ])('a model call that %s is a 502 the record keeps', async (_, upstream, message) => {
+    const broken = await createMoatHandler({ settings: settings(), logLevel: 'silent', upstream });
     const { key } = await broken.storage.createApiKey('broken');
     const res = await broken.fetch(
       new Request('http://api.example/v1/messages', {
@@ -328,7 +458,10 @@ describe('createMoatHandler: what it serves', () => {
       }),
     );
     expect(res.status).toBe(502);
-    expect(((await res.json()) as { error: { type: string } }).error.type).toBe('api_error');
+    expect(((await res.json()) as { error: { type: string; message: string } }).error).toEqual({
+      type: 'api_error',
+      message,
+    });
     expect((await broken.storage.queryRecords({ limit: 1 }))[0]).toMatchObject({ status: 502 });
     await broken.close();
   });

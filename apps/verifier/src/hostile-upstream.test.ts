@@ -183,6 +183,19 @@ describe('the record keeps the status the client got', () => {
     expect(await lastRecord()).toMatchObject({ id: res.id, status: 502 });
   });
 
+  it('refuses a stream request answered in another media type (JSON, text) with a 502 before anything goes out', async () => {
+    for (const type of ['application/json', 'text/plain; charset=utf-8']) {
+      script = () => ({
+        headers: { 'content-type': type },
+        body: JSON.stringify({ ...message([{ type: 'text', text: 'hi' }]), stop_reason: 'end_turn' }),
+      });
+      const res = await send(true);
+      expect(res.status, type).toBe(502);
+      expect(JSON.parse(res.text)).toMatchObject({ error: { message: expect.stringMatching(/not text\/event-stream$/) } });
+      expect(await lastRecord()).toMatchObject({ id: res.id, status: 502 });
+    }
+  });
+
   it("never lets the upstream set Moat's own headers: the client's moat-request-id is its record's", async () => {
     for (const stream of [false, true]) {
       script = () =>

@@ -42,6 +42,16 @@ export function writeEvent(res: ServerResponse, ev: StreamEvent<unknown>): void 
  * request_too_large`; the rest of the upload is drained so the answer still gets through.
  */
 export async function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
+  // What is read here is checked as it is: a coded body would be one thing to Moat and another upstream.
+  const coding = String(req.headers['content-encoding'] ?? '').trim();
+  if (coding !== '' && coding.toLowerCase() !== 'identity') {
+    req.resume();
+    throw new ApiError(
+      415,
+      'invalid_request_error',
+      `expected an uncompressed request body (no Content-Encoding), got Content-Encoding: ${JSON.stringify(coding.slice(0, 40))}`,
+    );
+  }
   const declared = Number(req.headers['content-length'] ?? 0);
   if (declared > max) {
     req.resume();

@@ -103,6 +103,40 @@ describe('strict input', () => {
     expect(records.every((r) => r.verdict === 'block' && r.status !== null && r.status >= 400)).toBe(true);
   });
 
+  it('a body that is no JSON object has no stamp: recorded attestation missing, never invalid', async () => {
+    const bom = Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from(JSON.stringify(ok))]);
+    const cases: Array<[string | Buffer, RegExp]> = [
+      [bom, /byte order mark/],
+      ['', /expected JSON/],
+      ['[]', /expected a JSON object/],
+      ['hello', /expected JSON/],
+      [Buffer.from([0xff, 0x7b, 0x7d]), /UTF-8/],
+    ];
+    for (const [body, message] of cases) {
+      const r = await send(body);
+      expect(r.status, String(body)).toBe(400);
+      expect(r.json.error?.message).toMatch(message);
+      const [record] = await verifier.storage.queryRecords({ limit: 1 });
+      expect(record, String(body)).toMatchObject({ status: 400, attestation: 'missing', verdict: 'block' });
+    }
+  });
+
+  it('refuses a coded request body 415, recorded, whatever the bytes', async () => {
+    const { gzipSync } = await import('node:zlib');
+    for (const [body, coding] of [
+      [JSON.stringify(ok), 'gzip'],
+      [gzipSync(JSON.stringify(ok)), 'gzip'],
+      [JSON.stringify(ok), 'br, identity'],
+    ] as const) {
+      const before = await total();
+      const r = await send(body, { 'content-encoding': coding });
+      expect(r.status, coding).toBe(415);
+      expect(r.json.error?.message).toMatch(/expected an uncompressed request body/);
+      expect(await total()).toBe(before + 1);
+    }
+    expect((await send(JSON.stringify(ok), { 'content-encoding': 'identity' })).status).toBe(200);
+  });
+
   it('records unauthenticated requests, and bounds what it stores of an oversized model name', async () => {
     const before = await total();
     const unauthenticated = await send(JSON.stringify(ok), { 'x-api-key': 'sk-wrong' });

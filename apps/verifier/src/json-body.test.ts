@@ -28,6 +28,10 @@ describe('parseJsonBody', () => {
     expect(codeOf('{"a":"unterminated}')).toBe('ERR_JSON_SYNTAX ');
     expect(codeOf('')).toBe('ERR_JSON_SYNTAX ');
     expect(codeOf('{"a\\x":1}')).toBe('ERR_JSON_SYNTAX ');
+    // A byte order mark is refused, not dropped: the stamp locator and a strict upstream read the bytes as they are.
+    expect(codeOf(Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from('{"a":1}')]))).toBe('ERR_JSON_SYNTAX ');
+    expect(codeOf(' \ufeff{"a":1}')).toBe('ERR_JSON_SYNTAX ');
+    expect(codeOf('{"a":"\ufeff"}')).toBe('ok');
     expect(codeOf('{"m":[{"b\\u12":1}]}')).toBe('ERR_JSON_SYNTAX m.0');
   });
 

@@ -23,7 +23,9 @@ export interface BodyLayout {
 
 const QUOTE = 0x22;
 const BACKSLASH = 0x5c;
-const decoder = new TextDecoder('utf-8', { fatal: true });
+// A byte order mark is kept, not dropped: a body that starts with one is refused, as the stamp
+// locator and a strict upstream read it (RFC 8259 §8.1: senders must not add one).
+const decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 function isSpace(byte: number | undefined): boolean {
   return byte === 0x20 || byte === 0x0a || byte === 0x0d || byte === 0x09;
@@ -79,6 +81,8 @@ export function parseJsonBody(raw: Buffer, maxDepth: number): { value: Record<st
   } catch {
     throw new JsonBodyError('ERR_JSON_UTF8', '', 'expected a body in valid UTF-8, got invalid byte sequences');
   }
+  if (text.charCodeAt(0) === 0xfeff)
+    throw new JsonBodyError('ERR_JSON_SYNTAX', '', 'expected JSON, got a byte order mark (U+FEFF) before it');
   const stack: Frame[] = [];
   const members: MemberSpan[] = [];
   let systemElements: Array<{ start: number; end: number }> | undefined;

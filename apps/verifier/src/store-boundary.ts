@@ -22,6 +22,8 @@ const SQLITE_CONTENT = /^SQLITE_(CONSTRAINT|MISMATCH|TOOBIG|RANGE)/;
 export function isContentError(error: unknown): boolean {
   if (error instanceof StoreContentError) return true;
   if (error instanceof StoreUnavailableError) return false;
+  // better-sqlite3 says a closed or busy connection with a TypeError too: the store's state, not the value.
+  if (error instanceof TypeError && /database connection is (not open|busy)/.test(error.message)) return false;
   if (error instanceof TypeError || error instanceof RangeError) return true; // a value the driver cannot bind
   const code = (error as { code?: unknown } | null)?.code;
   if (typeof code !== 'string') return false;

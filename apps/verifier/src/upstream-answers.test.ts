@@ -176,18 +176,20 @@ describe('upstream answers are read before they are passed on', () => {
     expect(await lastRecord()).toMatchObject({ status: 200 });
   });
 
-  it('sends SSE error events with the stream content type, whatever the upstream said', async () => {
-    mode = {
-      contentType: 'application/json',
-      body: 'event: message_start\ndata: {"type":"message_start","message":{"id":"m","content":[]}}\n\n',
-    };
-    const res = await fetch(`${base}/v1/messages`, {
-      method: 'POST',
-      headers: { 'x-api-key': apiKey },
-      body: JSON.stringify({ ...ask, stream: true }),
-    });
+  it('sends SSE error events with the stream content type when the upstream named none; another media type is a 502 before the stream', async () => {
+    const body = 'event: message_start\ndata: {"type":"message_start","message":{"id":"m","content":[]}}\n\n';
+    const streamed = async () =>
+      fetch(`${base}/v1/messages`, { method: 'POST', headers: { 'x-api-key': apiKey }, body: JSON.stringify({ ...ask, stream: true }) });
+    mode = { contentType: '', body };
+    const res = await streamed();
     expect(res.headers.get('content-type')).toBe('text/event-stream');
     expect(await res.text()).toContain('event: error');
+    expect(await lastRecord()).toMatchObject({ status: 502 });
+    mode = { contentType: 'application/json', body };
+    const refused = await streamed();
+    expect(refused.status).toBe(502);
+    expect(refused.headers.get('content-type')).toMatch(/^application\/json/);
+    expect(await refused.json()).toMatchObject({ error: { message: expect.stringMatching(/not text\/event-stream$/) } });
     expect(await lastRecord()).toMatchObject({ status: 502 });
   });
 });

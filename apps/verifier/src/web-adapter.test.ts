@@ -105,10 +105,11 @@ describe('runForWeb', () => {
     expect(closed).toBe(false);
   });
 
-  it("the request's signal closes the response; destroyed before its head, the answer is an empty 502", async () => {
+  it("the request's signal closes the response; destroyed before its head, the answer is an empty 499 with the request's id", async () => {
     const client = new AbortController();
     let closed = false;
     const handler = (_req: IncomingMessage, res: ServerResponse) => {
+      res.setHeader('moat-request-id', 'req_1');
       res.on('close', () => {
         closed = true;
       });
@@ -118,6 +119,13 @@ describe('runForWeb', () => {
     const res = await answer;
     await new Promise((r) => setImmediate(r));
     expect(closed).toBe(true);
+    expect(res.status).toBe(499);
+    expect(res.headers.get('moat-request-id')).toBe('req_1');
+    expect(await res.text()).toBe('');
+  });
+
+  it('an answer the handler destroys before its head, its client still there, is an empty 502', async () => {
+    const res = await runForWeb(new Request('http://api.example/'), undefined, (_req, r) => r.destroy());
     expect(res.status).toBe(502);
     expect(await res.text()).toBe('');
   });

@@ -68,6 +68,8 @@ const HIGH_WATER_CHUNKS = 16;
  * answer is one buffer and a stream is a `ReadableStream` that the routes fill as they write.
  */
 class WebOutgoing extends Writable {
+  /** Set when the request's client went away: an answer cut short before its head is then a 499, not a 502. */
+  clientGone = false;
   statusCode = 200;
   statusMessage = '';
   headersSent = false;
@@ -207,15 +209,26 @@ class WebOutgoing extends Writable {
     const waiting = this.#waiting;
     this.#waiting = undefined;
     waiting?.();
-    if (!this.#settled) this.#resolve(new Response(null, { status: 502 }));
+    // Settled after the handler's first synchronous steps, so the answer carries the request's id.
+    if (!this.#settled) process.nextTick(() => this.#cutShort());
     callback(error);
+  }
+
+  /** The empty answer of a request cut short before its head: 499 when its client went away, else 502. */
+  #cutShort(): void {
+    if (this.#settled) return;
+    const headers = new Headers();
+    const id = this.#headers.get('moat-request-id');
+    if (typeof id === 'string') headers.set('moat-request-id', id);
+    this.#resolve(new Response(null, { status: this.clientGone ? 499 : 502, headers }));
   }
 }
 
 /**
  * Runs a `node:http` handler for a web-standard request and settles with its answer as a
  * `Response`. The request's `signal` (the client went away) closes the answer as a socket
- * would; an answer destroyed before its head was written settles as an empty `502`.
+ * would; an answer destroyed before its head was written settles as an empty `499` when the
+ * client went away, else `502`, with the request's `moat-request-id`.
  */
 export function runForWeb(
   request: Request,
@@ -224,8 +237,12 @@ export function runForWeb(
 ): Promise<Response> {
   const req = new WebIncoming(request, remoteAddress);
   const res = new WebOutgoing();
-  if (request.signal.aborted) res.destroy();
-  else request.signal.addEventListener('abort', () => res.destroy(), { once: true });
+  const gone = () => {
+    res.clientGone = true;
+    res.destroy();
+  };
+  if (request.signal.aborted) gone();
+  else request.signal.addEventListener('abort', gone, { once: true });
   handler(req as unknown as IncomingMessage, res as unknown as ServerResponse);
   return res.response;
 }

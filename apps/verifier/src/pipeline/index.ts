@@ -73,6 +73,8 @@ async function readRequest(flight: InFlight, raw: Buffer, services: VerifierServ
     return parseMessagesBody(raw, config.maxJsonDepth);
   } catch (error) {
     flight.ledger.set({ verdict: 'block' });
+    // No JSON object, no stamp: the record keeps `missing` rather than scoring the bytes `invalid`.
+    if (!startsAsObject(raw)) throw error;
     const attestation = await verifyAttestation(raw, {
       keyring: services.attestationKeyring,
       nonceStore: services.storage,
@@ -83,6 +85,12 @@ async function readRequest(flight: InFlight, raw: Buffer, services: VerifierServ
     if (attestation !== undefined) flight.ledger.set({ attestation: attestation.signal });
     throw error;
   }
+}
+
+/** Whether the first byte after JSON white space opens an object (where a stamp can be). */
+function startsAsObject(raw: Buffer): boolean {
+  for (const byte of raw) if (byte !== 0x20 && byte !== 0x09 && byte !== 0x0a && byte !== 0x0d) return byte === 0x7b;
+  return false;
 }
 
 /** Stage 5's part for the decision: the signals, verdict and reasons into the record, the counters up. */

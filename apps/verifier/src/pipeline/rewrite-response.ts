@@ -220,6 +220,20 @@ export async function answerStream(input: AnswerInput, first: UpstreamResponse):
     discardBody(first.body);
     throw new ApiError(502, 'api_error', `upstream answered a stream request ${first.status}, without a body`);
   }
+  // Another media type is no stream at all: a 502 while nothing went out, not a 200 that breaks off.
+  const type =
+    String(first.headers['content-type'] ?? '')
+      .split(';')[0]
+      ?.trim()
+      .toLowerCase() ?? '';
+  if (type !== '' && type !== 'text/event-stream') {
+    discardBody(first.body);
+    throw new ApiError(
+      502,
+      'api_error',
+      `upstream answered a stream request with ${JSON.stringify(type.slice(0, 60))}, not text/event-stream`,
+    );
+  }
   // The stream's own content type whatever the upstream said, so every event, errors included, goes out as SSE.
   res.writeHead(first.status, { ...passedHeaders(first), 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
   const signer = new StreamSigner(input.ctx, input.keyring);

@@ -93,6 +93,33 @@ function headersOf(headers: Headers): Record<string, string | string[]> {
 }
 
 /**
+ * The function's answer, or its client's abort, whichever comes first: a function that does
+ * not listen to `request.signal` must not keep a request whose client is gone open (its
+ * record would wait for it, or say it was answered). An answer that comes after the abort is
+ * cancelled unread.
+ */
+function untilAborted(answer: Promise<Response>, signal: AbortSignal | undefined): Promise<Response> {
+  if (signal === undefined) return answer;
+  return new Promise<Response>((resolve, reject) => {
+    const gone = () => reject(signal.reason);
+    if (signal.aborted) gone();
+    else signal.addEventListener('abort', gone, { once: true });
+    answer.then(
+      (response) => {
+        signal.removeEventListener('abort', gone);
+        if (!signal.aborted) resolve(response);
+        else if (response instanceof Response && response.body !== null && !response.body.locked)
+          response.body.cancel().catch(() => {});
+      },
+      (error: unknown) => {
+        signal.removeEventListener('abort', gone);
+        reject(error);
+      },
+    );
+  });
+}
+
+/**
  * Stage 7 in process: the embedding server's own model call, given what would go over HTTP
  * (the same headers, bar the client's credentials and Moat's own, the same canonical path,
  * the same body). Its answer is read as an upstream's: headers filtered, content codings
@@ -135,7 +162,7 @@ export class FunctionUpstream implements UpstreamClient {
         ...(body === undefined ? {} : { body: body as NonNullable<RequestInit['body']>, duplex: 'half' }),
         ...(request.signal === undefined ? {} : { signal: request.signal }),
       };
-      response = await this.#call(new Request(`${origin}${target}`, init));
+      response = await untilAborted(this.#call(new Request(`${origin}${target}`, init)), request.signal);
     } catch (error) {
       if (request.signal?.aborted === true) throw error;
       this.#log?.error({ err: errorMessage(error) }, 'the upstream function failed');
@@ -144,6 +171,10 @@ export class FunctionUpstream implements UpstreamClient {
     if (!(response instanceof Response)) {
       this.#log?.error({ got: typeof response }, 'the upstream function answered no Response');
       throw new ApiError(502, 'api_error', 'upstream answered no response');
+    }
+    if (response.bodyUsed || response.body?.locked === true) {
+      this.#log?.error('the upstream function answered a Response whose body was already read');
+      throw new ApiError(502, 'api_error', 'upstream answered a body already read');
     }
     const body = new ResponseBody(response) as unknown as UpstreamBody;
     return upstreamAnswer(response.status, headersOf(response.headers), body, request.raw === true);
