@@ -46,6 +46,23 @@ function cliParams(text: string, extra: Record<string, unknown> = {}): Anthropic
 }
 
 describe('Message Batches', () => {
+  it("never forwards Moat's members at the batch's top level", async () => {
+    upstreamBodies.length = 0;
+    const params = { model: 'claude-mock', max_tokens: 16, messages: [{ role: 'user', content: 'hi' }] };
+    for (const tag of [['fake_tools'], true]) {
+      upstreamBodies.length = 0;
+      const res = await fetch(`${base}/v1/messages/batches`, {
+        method: 'POST',
+        headers: { 'x-api-key': apiKey, 'content-type': 'application/json' },
+        body: JSON.stringify({ anti_distillation: tag, requests: [{ custom_id: 'a', params }] }),
+      });
+      expect(res.status, await res.clone().text()).toBe(200);
+      expect(upstreamBodies).toHaveLength(1);
+      const forwarded = JSON.parse(upstreamBodies[0] as string) as Record<string, unknown>;
+      expect(Object.keys(forwarded)).toEqual(['requests']);
+    }
+  });
+
   it('checks, records and forwards each item; results come back re-signed, decoy calls withheld', async () => {
     const client = sdk(apiKey);
     const before = (await verifier.storage.summary()).total;

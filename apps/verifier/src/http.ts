@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Socket } from 'node:net';
+import { Socket } from 'node:net';
 import { formatStreamEvent, type StreamEvent } from '@moat/protocol/messages';
 import { errorMessage } from '@moat/protocol/support';
 import { ApiError } from './errors.js';
@@ -15,6 +15,35 @@ export function sendJson(res: ServerResponse, status: number, body: unknown, hea
 /** Sends an error in Anthropic's shape; `retry-after` when the error says when to come back. */
 export function sendError(res: ServerResponse, error: ApiError): void {
   sendJson(res, error.status, error.body(), error.retryAfterSec === undefined ? {} : { 'retry-after': String(error.retryAfterSec) });
+}
+
+/** Per connection, the end of the last answer begun there: a request pipelined behind it waits for it. */
+const answering = new WeakMap<Socket, Promise<void>>();
+
+/**
+ * Runs `handle` once every answer before this request's on its connection has ended. Node
+ * parses a pipelined request while the one before it is still answered; handled at once, it
+ * could be forwarded (and paid for upstream) although its answer can never go out — the
+ * answer before it closes the connection (HTTP/1.0, `connection: close`). One at a time, a
+ * request whose connection is gone by its turn finds its answer closed: it is recorded `499`
+ * and never forwarded. Requests that do not come over a socket (the web handler's) run at once.
+ */
+export function inConnectionOrder(req: IncomingMessage, res: ServerResponse, handle: () => void): void {
+  const socket = req.socket;
+  if (!(socket instanceof Socket)) {
+    handle();
+    return;
+  }
+  const before = answering.get(socket);
+  answering.set(socket, new Promise<void>((resolve) => res.once('close', () => resolve())));
+  if (before === undefined) {
+    handle();
+    return;
+  }
+  void before.then(() => {
+    if (socket.destroyed || socket.writableEnded) res.destroy();
+    handle();
+  });
 }
 
 /**
@@ -149,6 +178,16 @@ const PARSER_ERRORS: Readonly<Record<string, [number, string]>> = {
  * malformed chunk) in Anthropic's error shape, then closes the connection.
  */
 export function answerClientError(error: Error & { code?: string }, socket: Socket): void {
+  // Bytes that do not parse behind a request still being answered: that answer goes out first.
+  const before = answering.get(socket);
+  if (before !== undefined) {
+    void before.then(() => writeClientError(error, socket));
+    return;
+  }
+  writeClientError(error, socket);
+}
+
+function writeClientError(error: Error & { code?: string }, socket: Socket): void {
   if (!socket.writable) {
     socket.destroy();
     return;

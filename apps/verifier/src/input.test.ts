@@ -170,6 +170,17 @@ describe('strict input', () => {
     const bigHeaders = await raw(`GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: ${'a'.repeat(64 * 1024)}\r\n\r\n`);
     expect(bigHeaders).toMatch(/^HTTP\/1\.1 431/);
     expect(bigHeaders).toContain('"type":"error"');
+    const before = await total();
+    const expectation = await raw(
+      `POST /v1/messages HTTP/1.1\r\nhost: x\r\nx-api-key: ${apiKey}\r\nexpect: 200-ok\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}`,
+    );
+    expect(expectation).toMatch(/^HTTP\/1\.1 417/);
+    expect(JSON.parse(expectation.slice(expectation.indexOf('\r\n\r\n') + 4))).toMatchObject({
+      type: 'error',
+      error: { type: 'invalid_request_error', message: 'expected no Expect header or "100-continue", got "200-ok"' },
+    });
+    expect(await total()).toBe(before + 1);
+    expect((await verifier.storage.queryRecords({ limit: 1 }))[0]).toMatchObject({ status: 417, verdict: 'block' });
     const tunnel = await raw('CONNECT example.com:443 HTTP/1.1\r\nhost: example.com:443\r\n\r\n');
     expect(tunnel).toMatch(/^HTTP\/1\.1 405/);
     expect(tunnel).toContain('"invalid_request_error"');

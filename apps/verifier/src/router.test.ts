@@ -119,6 +119,23 @@ describe('the route table', () => {
       expect(() => parsePassthroughRoutes([entry]), entry).toThrow(/ERR_VERIFIER_CONFIG: passthroughRoutes\[0\]/);
   });
 
+  it("refuses a pass-through route that could never match, or that names one of the verifier's own routes", () => {
+    for (const [entry, why] of [
+      ['POST /v1/me:ssages', /segments that are a name or one ":name" parameter/],
+      ['GET /v1/models/:a:b', /segments that are a name or one ":name" parameter/],
+      ['GET /admin/records', /its route "GET \/admin\/records" serves/],
+      ['GET /metrics', /its route "GET \/metrics" serves/],
+      ['GET /dashboard', /its route "GET \/dashboard" serves/],
+      ['GET /healthz', /its route "GET \/healthz" serves/],
+      ['GET /api/features/:k', /its route "GET \/api\/features\/\*" serves/],
+      ['POST /v1/telemetry', /its route "POST \/v1\/telemetry" serves/],
+    ] as const)
+      expect(() => routeTable(parsePassthroughRoutes([entry])), entry).toThrow(why);
+    // The defaults, and entries beside the verifier's own under another method, stand.
+    expect(() => routeTable(parsePassthroughRoutes(DEFAULT_PASSTHROUGH_ROUTES))).not.toThrow();
+    expect(() => routeTable(parsePassthroughRoutes(['POST /healthz', 'GET /v1/models/:id']))).not.toThrow();
+  });
+
   it('refuses every pattern that could match a Messages or Moat path, whatever its depth and case (property)', () => {
     const segment = fc.oneof(
       fc.constantFrom(

@@ -12,7 +12,7 @@ import type { VerifierConfig } from './config.js';
 import { DecoyIndexCache } from './decoy-index.js';
 import { ApiError, unavailable, VerifierConfigError } from './errors.js';
 import { Flags, loadFeatures } from './flags.js';
-import { answerClientError, answerConnect, sendError } from './http.js';
+import { answerClientError, answerConnect, inConnectionOrder, sendError } from './http.js';
 import { createEnrollment } from './install-keys.js';
 import { ApiKeyCache } from './key-cache.js';
 import { createMetrics } from './metrics.js';
@@ -222,19 +222,20 @@ export function createRequestHandler(
     const url = new URL(`${target.path}${target.query}`, 'http://verifier');
     await dispatch(matched, { req, res, url, target, services, closing: closing() }, tokens);
   }
-  return (req, res) => {
-    route(req, res).catch((error: unknown) => {
-      const apiError = apiErrorOf(error);
-      if (!(error instanceof ApiError)) services.log.error({ err: errorMessage(error) }, 'request failed');
-      if (res.headersSent) {
-        res.destroy();
-        return;
-      }
-      // Drain what the client is still sending so the error gets through.
-      req.resume();
-      sendError(res, apiError);
+  return (req, res) =>
+    inConnectionOrder(req, res, () => {
+      route(req, res).catch((error: unknown) => {
+        const apiError = apiErrorOf(error);
+        if (!(error instanceof ApiError)) services.log.error({ err: errorMessage(error) }, 'request failed');
+        if (res.headersSent) {
+          res.destroy();
+          return;
+        }
+        // Drain what the client is still sending so the error gets through.
+        req.resume();
+        sendError(res, apiError);
+      });
     });
-  };
 }
 
 /**
@@ -255,6 +256,22 @@ function createHttpServer(
   });
   server.keepAliveTimeout = 65_000;
   server.on('clientError', (error: Error & { code?: string }, socket: Socket) => answerClientError(error, socket));
+  // An `Expect` other than 100-continue: refused in Anthropic's error shape and recorded, not Node's bare 417.
+  server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {
+    inflight.add(res);
+    res.on('close', () => inflight.delete(res));
+    res.setHeader(VERSION_HEADER, '1');
+    const expectation = JSON.stringify(String(req.headers.expect ?? '').slice(0, 60));
+    refuseAndRecord(
+      req,
+      res,
+      services,
+      new ApiError(417, 'invalid_request_error', `expected no Expect header or "100-continue", got ${expectation}`),
+    ).catch((error: unknown) => {
+      services.log.error({ err: errorMessage(error) }, 'request failed');
+      res.destroy();
+    });
+  });
   server.on('connect', (_req: IncomingMessage, socket: Socket) => answerConnect(socket));
   return { server, inflight };
 }

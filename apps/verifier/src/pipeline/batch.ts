@@ -6,7 +6,6 @@
  * linked to the batch's record. One blocked item blocks the batch, and the error names it.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { ENVELOPE_MEMBER } from '@moat/protocol';
 import { authenticate } from '../auth.js';
 import { ApiError } from '../errors.js';
 import { abortWhenClientGone, readBody, sendJson } from '../http.js';
@@ -18,7 +17,7 @@ import { fail, recordDecision } from './index.js';
 import { type Decision, decide, flagPolicy, policyAttributes } from './policy.js';
 import { parseMessagesBody, type ReadRequest } from './read.js';
 import { newRequestId, RequestLedger } from './record.js';
-import { decoysAllowed, rewriteRequest } from './rewrite-request.js';
+import { decoysAllowed, MOAT_MEMBERS, rewriteRequest } from './rewrite-request.js';
 import { isSuccess, passError } from './rewrite-response.js';
 import type { VerifierServices } from './services.js';
 import { readAnswerJson } from './upstream.js';
@@ -85,7 +84,7 @@ export function parseBatchBody(raw: Buffer, maxJsonDepth: number): ReadBatch {
       throw invalid(`requests.${i}.params${message}`, error);
     }
   });
-  return { items, others: Object.entries(rest).filter(([name]) => name !== ENVELOPE_MEMBER) };
+  return { items, others: Object.entries(rest).filter(([name]) => !MOAT_MEMBERS.has(name)) };
 }
 
 /** One item with its evidence, decision and record. */

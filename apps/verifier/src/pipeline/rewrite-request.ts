@@ -16,7 +16,7 @@ import type { Evidence } from './evidence.js';
 import type { ReadRequest } from './read.js';
 
 /** Moat's own top-level members: never forwarded. */
-const MOAT_MEMBERS: ReadonlySet<string> = new Set([ENVELOPE_MEMBER, ANTI_DISTILLATION_MEMBER]);
+export const MOAT_MEMBERS: ReadonlySet<string> = new Set([ENVELOPE_MEMBER, ANTI_DISTILLATION_MEMBER]);
 
 /** What goes upstream, and what a continuation round needs. */
 export interface ForwardPlan {

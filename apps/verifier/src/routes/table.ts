@@ -1,7 +1,8 @@
 import { DISCOVERY_PATH, ENROLLMENT_CHALLENGE_PATH, ENROLLMENT_PATH, TELEMETRY_PATH } from '@moat/protocol';
+import { VerifierConfigError } from '../errors.js';
 import { handleBatchCreate } from '../pipeline/batch.js';
 import { handleMessagesRequest, type MessagesEndpoint } from '../pipeline/index.js';
-import type { RouteHandler, RouteRow } from '../router.js';
+import { createRouter, type RouteHandler, type RouteRow } from '../router.js';
 import * as admin from './admin.js';
 import * as batches from './batches.js';
 import { CONFORMANCE_PATH, handleConformance } from './conformance.js';
@@ -73,6 +74,22 @@ export interface PassthroughRoute {
 
 /** The verifier's routes, then the pass-through routes of the configuration. */
 export function routeTable(passthrough: readonly PassthroughRoute[]): RouteRow[] {
+  const own = createRouter(ROUTES);
+  for (const { method, pattern } of passthrough) {
+    const entry = JSON.stringify(`${method} ${pattern}`);
+    const segments = pattern.split('/').slice(1);
+    // Every request target with a ":" is refused before routing: such a segment never matches.
+    if (segments.some((s) => s.indexOf(':', 1) !== -1))
+      throw new VerifierConfigError('passthroughRoutes', 'segments that are a name or one ":name" parameter', entry);
+    // A row the verifier serves itself wins: the entry would silently do nothing (or, embedded, reach the model).
+    const served = own.match(method, `/${segments.map((s) => (s.startsWith(':') ? 'x' : s)).join('/')}`);
+    if (served !== undefined)
+      throw new VerifierConfigError(
+        'passthroughRoutes',
+        'routes the verifier does not serve itself (its own are matched first)',
+        `${entry}, which its route "${served.route.method} ${served.route.pattern}" serves`,
+      );
+  }
   return [
     ...ROUTES,
     ...passthrough.map(
