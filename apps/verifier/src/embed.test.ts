@@ -67,6 +67,23 @@ afterAll(async () => {
 });
 
 const last = async () => (await moat.storage.queryRecords({ limit: 1 }))[0];
+
+/** Sends `ask` to `handler` with a key of its own and goes away once the model was called; the answer it got. */
+async function leaveOnceCalled(handler: MoatHandler, reached: Promise<unknown>): Promise<Response> {
+  const { key } = await handler.storage.createApiKey('leaving');
+  const client = new AbortController();
+  const answer = handler.fetch(
+    new Request('http://api.example/v1/messages', {
+      method: 'POST',
+      headers: { 'x-api-key': key, 'content-type': 'application/json' },
+      body: JSON.stringify(ask),
+      signal: client.signal,
+    }),
+  );
+  await reached;
+  client.abort();
+  return answer;
+}
 const ask = {
   model: 'claude-mock',
   max_tokens: 64,
@@ -296,20 +313,8 @@ describe('createMoatHandler: what it serves', () => {
           });
         }),
     });
-    const { key } = await slow.storage.createApiKey('slow');
-    const client = new AbortController();
-    const answer = slow.fetch(
-      new Request('http://api.example/v1/messages', {
-        method: 'POST',
-        headers: { 'x-api-key': key, 'content-type': 'application/json' },
-        body: JSON.stringify(ask),
-        signal: client.signal,
-      }),
-    );
-    await reached;
-    client.abort();
+    const res = await leaveOnceCalled(slow, reached);
     expect(await gone).toBe(true);
-    const res = await answer;
     expect(res.status).toBe(499);
     for (let i = 0; i < 200 && (await slow.storage.queryRecords({ limit: 1 }))[0]?.status !== 499; i++)
       await new Promise((r) => setTimeout(r, 10));
@@ -348,19 +353,7 @@ describe('createMoatHandler: what it serves', () => {
               }, 300);
           }),
       });
-      const { key } = await deaf.storage.createApiKey('deaf');
-      const client = new AbortController();
-      const answer = deaf.fetch(
-        new Request('http://api.example/v1/messages', {
-          method: 'POST',
-          headers: { 'x-api-key': key, 'content-type': 'application/json' },
-          body: JSON.stringify(ask),
-          signal: client.signal,
-        }),
-      );
-      await reached;
-      client.abort();
-      const res = await answer;
+      const res = await leaveOnceCalled(deaf, reached);
       expect(res.status).toBe(499);
       const settled = async () => (await deaf.storage.queryRecords({ limit: 1 }))[0];
       for (let i = 0; i < 200 && (await settled())?.status !== 499; i++) await new Promise((r) => setTimeout(r, 10));
