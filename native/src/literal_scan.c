@@ -1166,6 +1166,21 @@ static void encoded_forms(form_sink *s, const uint16_t *u, size_t n, unsigned ch
   for (int up = 0; up < 2; up++)
     FORM(s, 4 * len, FORM_ESCAPE_X, for (size_t i = 0; i < len; i++) PUT('\\'), PUT('x'),
          PUT((up ? HEX_UPPER : HEX_LOWER)[utf8[i] >> 4]), PUT((up ? HEX_UPPER : HEX_LOWER)[utf8[i] & 15]));
+  /* JavaScript escapes by code unit (\xHH up to 0xff, else \uHHHH); bundlers printing ASCII only escape just the rest. */
+  int ascii = 1;
+  for (size_t i = 0; i < n; i++) ascii &= u[i] < 0x80;
+  if (!ascii)
+    for (int up = 0; up < 2; up++)
+      for (int keep = 0; keep < 2; keep++)
+        FORM(s, 6 * n, FORM_ESCAPE_X, {
+          const char *d = up ? HEX_UPPER : HEX_LOWER;
+          for (size_t i = 0; i < n; i++) {
+            uint32_t c = u[i];
+            if (keep && c < 0x80) PUT(c);
+            else if (c <= 0xff) PUT('\\'), PUT('x'), PUT(d[c >> 4]), PUT(d[c & 15]);
+            else PUT('\\'), PUT('u'), PUT(d[c >> 12]), PUT(d[c >> 8 & 15]), PUT(d[c >> 4 & 15]), PUT(d[c & 15]);
+          }
+        });
   for (int up = 0; up < 2; up++)
     FORM(s, 6 * n, FORM_ESCAPE_U, {
       const char *d = up ? HEX_UPPER : HEX_LOWER;

@@ -113,7 +113,19 @@ async function main(argv: string[]): Promise<number> {
   }
 
   const config = await loadScanConfig(values.codenames, values.allowlist);
-  const codenames = [...config.codenames, ...(values.codename ?? [])];
+  const given = (values.codename ?? []).map((name) => name.trim());
+  if (given.some((name) => name === '')) {
+    process.stderr.write('moat-scan: expected --codename NAME with a name, got an empty one\n');
+    return 2;
+  }
+  const codenames = [...config.codenames, ...given];
+  // A scan for nothing passes whatever the build holds: a CI job whose list was never filled in must not go green.
+  if (codenames.length === 0) {
+    process.stderr.write(
+      `moat-scan: expected codenames to scan for (-c FILE or --codename NAME), got ${values.codenames === undefined ? 'none' : `none in ${values.codenames}`}\n`,
+    );
+    return 2;
+  }
   const showProgress = !values.quiet && process.stderr.isTTY === true;
   let lastDraw = 0;
   const options: ScanOptions = {
@@ -158,6 +170,11 @@ async function main(argv: string[]): Promise<number> {
   else await writeFile(values.output, text);
   if (report.errors.length > 0) {
     for (const e of report.errors) process.stderr.write(`moat-scan: cannot read ${e.path}: ${e.message}\n`);
+    return 2;
+  }
+  // An empty build proves nothing: no file read is no pass.
+  if (report.files === 0) {
+    process.stderr.write(`moat-scan: expected files to scan in ${inputs.join(', ')}, got none\n`);
     return 2;
   }
   return report.findings.some((f) => f.severity !== 'note') ? 1 : 0;

@@ -126,6 +126,17 @@ function encodedForms(v: string, add: (text: string, encoding: Encoding) => void
   add(x, 'escape-x');
   add(xUpper, 'escape-x');
   const units = Array.from({ length: v.length }, (_, i) => v.charCodeAt(i));
+  if (!isAscii(v)) {
+    // JavaScript escapes code units, not UTF-8 bytes: `\xC4` is "Ä". Bundlers that print ASCII
+    // only (esbuild's default, terser's ascii_only) escape just the other characters: "\xC4rger".
+    const js = (n: number, upper: boolean, keepAscii: boolean) => {
+      if (keepAscii && n < 0x80) return String.fromCharCode(n);
+      const h = n <= 0xff ? `\\x${HEX2[n] as string}` : `\\u${hex4(n)}`;
+      return upper ? h.replace(/[a-f]/g, (c) => c.toUpperCase()) : h;
+    };
+    for (const upper of [false, true])
+      for (const keepAscii of [false, true]) add(units.map((n) => js(n, upper, keepAscii)).join(''), 'escape-x');
+  }
   add(units.map((n) => `\\u${hex4(n)}`).join(''), 'escape-u');
   add(units.map((n) => `\\u${hex4(n).toUpperCase()}`).join(''), 'escape-u');
   const points = Array.from(v, (c) => (c.codePointAt(0) as number).toString(16));

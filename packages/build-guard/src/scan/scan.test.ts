@@ -45,6 +45,33 @@ function write(name: string, content: string | Buffer): string {
 }
 
 describe('planted leaks', () => {
+  it('finds a non-ASCII codename as bundlers print it in ASCII (esbuild, terser), escaped by code unit', async () => {
+    const { transformSync } = await import('esbuild');
+    for (const codename of ['Ärger', 'Nötfall', '秘密計画', 'Café☕']) {
+      const bundled = transformSync(`export const mode = "${codename}-internal";`, { minify: true }).code;
+      expect(bundled, codename).not.toContain(codename);
+      const lower = bundled.replace(/\\[xu][0-9A-F]+/g, (e) => e.toLowerCase());
+      const fully = `const s="${[...codename]
+        .map((c) => {
+          const n = c.charCodeAt(0);
+          return n <= 0xff ? `\\x${hex2(n)}` : `\\u${n.toString(16).padStart(4, '0')}`;
+        })
+        .join('')}";`;
+      for (const [form, text] of [
+        ['esbuild', bundled],
+        ['lower', lower],
+        ['fully', fully],
+      ]) {
+        const path = write(`planted/non-ascii-${form}-${[...codename].length}.js`, text as string);
+        const report = await scanPaths([path], { codenames: [codename] });
+        expect(
+          report.findings.map((f) => f.encoding),
+          `${codename} ${form}: ${text}`,
+        ).toContain('escape-x');
+      }
+    }
+  });
+
   for (const encoding of ENCODINGS) {
     it(`finds the codename encoded as ${encoding}`, async () => {
       const path = write(`planted/${encoding}.js`, PLANTED[encoding]);
@@ -96,6 +123,53 @@ describe('planted leaks', () => {
     expect(report.findings.map((f) => f.path).sort()).toEqual([
       `${tarball}!package/dist/${'deep/'.repeat(25)}long.js`,
       `${tarball}!package/dist/index.js`,
+    ]);
+  });
+
+  it('finds leaks in a tarball inside the tarball (a vendored .tgz), naming the path through both', async () => {
+    const inner = join(dir, 'nested-src/vendor');
+    mkdirSync(join(inner, 'package'), { recursive: true });
+    writeFileSync(join(inner, 'package/index.js'), PLANTED.plain as string);
+    const outer = join(dir, 'nested-src/outer');
+    mkdirSync(join(outer, 'package/dist'), { recursive: true });
+    execFileSync('tar', ['-czf', join(outer, 'package/dist/vendor.tgz'), '-C', inner, 'package']);
+    writeFileSync(join(outer, 'package/dist/not-a-tarball.tgz'), 'plain text, not gzip');
+    const tarball = join(dir, 'nested.tgz');
+    execFileSync('tar', ['-czf', tarball, '-C', outer, 'package']);
+    const report = await scanPaths([tarball], { codenames: [CODENAME] });
+    expect(report.findings.map((f) => f.path)).toEqual([`${tarball}!package/dist/vendor.tgz!package/index.js`]);
+    // A member named as an archive that is none cannot be vouched for: an error, not a pass.
+    expect(report.errors.map((e) => e.path)).toEqual([`${tarball}!package/dist/not-a-tarball.tgz`]);
+  });
+
+  it('follows symbolic links (an input that is one, links inside a tree), reads each file once, and calls a link to nothing an error', async () => {
+    const { symlinkSync } = await import('node:fs');
+    const build = join(dir, 'links/build');
+    mkdirSync(join(build, 'sub'), { recursive: true });
+    writeFileSync(join(build, 'leak.js'), PLANTED.plain as string);
+    writeFileSync(join(dir, 'links/outside.js'), PLANTED.plain as string);
+    symlinkSync(join(dir, 'links/build'), join(dir, 'links/dist'));
+    symlinkSync(join(dir, 'links/outside.js'), join(build, 'sub/linked.js'));
+    symlinkSync(build, join(build, 'sub/loop'));
+    for (const prefilter of [true, false]) {
+      const report = await scanPaths([join(dir, 'links/dist')], { codenames: [CODENAME], prefilter, workers: 1 });
+      expect(report.findings.map((f) => f.path).sort(), String(prefilter)).toEqual([
+        join(dir, 'links/dist/leak.js'),
+        join(dir, 'links/dist/sub/linked.js'),
+      ]);
+      expect(report.errors).toEqual([]);
+      // The same file by three paths, overlapping inputs: read once.
+      const again = await scanPaths([join(dir, 'links/dist'), join(build, 'leak.js'), join(dir, 'links/dist/leak.js')], {
+        codenames: [CODENAME],
+        prefilter,
+        workers: 1,
+      });
+      expect(again.files).toBe(report.files);
+    }
+    symlinkSync(join(dir, 'links/missing.js'), join(build, 'dangling.js'));
+    const dangling = await scanPaths([join(dir, 'links/dist')], { codenames: [CODENAME] });
+    expect(dangling.errors.map((e) => [e.path, e.message.startsWith('a symbolic link to nothing')])).toEqual([
+      [join(dir, 'links/dist/dangling.js'), true],
     ]);
   });
 
@@ -444,7 +518,7 @@ describe('output', () => {
     expect(JSON.parse(cached.stdout).findings).toEqual(JSON.parse(fresh.stdout).findings);
   });
 
-  // Thirteen CLI processes: on a loaded two-core runner each can take seconds to start.
+  // Nineteen CLI processes: on a loaded two-core runner each can take seconds to start.
   it('the CLI exits 0 when clean, 1 on findings, 2 on usage and I/O errors', { timeout: 120_000 }, () => {
     const run = (...args: string[]) => spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8' });
     const clean = write('clean/a.js', 'console.log("nothing to see");');
@@ -466,6 +540,18 @@ describe('output', () => {
     const short = run('--codename', 'ab', clean);
     expect(short.status).toBe(2);
     expect(short.stderr).toMatch(/ERR_SCAN_CONFIG/);
+    // Nothing to scan for, or nothing scanned, is no pass: a list never filled in, an empty build.
+    const none = run(clean);
+    expect(none.status).toBe(2);
+    expect(none.stderr).toMatch(/expected codenames to scan for \(-c FILE or --codename NAME\), got none/);
+    const emptyList = write('clean/codenames.txt', '# nothing yet\n\n');
+    expect(run('-c', emptyList, clean).stderr).toMatch(/got none in .*codenames\.txt/);
+    expect(run('--codename', '', clean).stderr).toMatch(/expected --codename NAME with a name, got an empty one/);
+    expect(run('--codename', ` ${CODENAME} `, join(dir, 'planted/plain.js')).status).toBe(1);
+    mkdirSync(join(dir, 'empty-build'), { recursive: true });
+    const empty = run('--codename', CODENAME, join(dir, 'empty-build'));
+    expect(empty.status).toBe(2);
+    expect(empty.stderr).toMatch(/expected files to scan in .*empty-build, got none/);
     const engine = run('--engine', 'fast', '--codename', CODENAME, clean);
     expect(engine.status).toBe(2);
     expect(engine.stderr).toMatch(/expected --engine auto, native or js, got "fast"/);

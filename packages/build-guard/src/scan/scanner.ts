@@ -1,5 +1,5 @@
-import { closeSync, createReadStream, existsSync, lstatSync, openSync, readdirSync, readSync } from 'node:fs';
-import { open as fsOpen, lstat, readdir, readFile } from 'node:fs/promises';
+import { closeSync, createReadStream, existsSync, lstatSync, openSync, readdirSync, readSync, statSync } from 'node:fs';
+import { open as fsOpen, readFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { basename, join, matchesGlob } from 'node:path';
 import { describeValue, errorMessage } from '@moat/protocol/support';
@@ -399,11 +399,16 @@ export async function scanPaths(paths: readonly string[], options: ScanOptions):
     if (parallel !== undefined) return parallel;
   }
   const scan = new SequentialScan(options);
-  for (const path of paths) await scan.visit(path);
+  const { files, errors } = await listFiles(paths);
+  scan.errors.push(...errors);
+  for (const f of files) await scan.file(f.path, f.size, 'exact');
   return scan.report();
 }
 
 const isTarball = (path: string) => /\.(tgz|tar\.gz)$/.test(path);
+/** Archives inside archives are read this deep, each up to this many bytes packed and unpacked. */
+const NESTED_ARCHIVE_DEPTH = 4;
+const NESTED_ARCHIVE_BYTES = 256 * 1024 * 1024;
 
 /**
  * The prefilter's way: every regular file through libhs on native threads; the exact scan
@@ -462,21 +467,32 @@ async function scanVerdict(scan: SequentialScan, path: string, result: Prefilter
   else await scan.windows(path, size, events, result.splitWindows === true);
 }
 
-/** Lists the regular files under the inputs (directories recursively, skipping `.git`). */
+/**
+ * Lists the regular files under the inputs (directories recursively, skipping `.git`),
+ * symbolic links followed — an input that is a link (`dist -> build/`) and links inside a
+ * tree are what a build ships or a copy dereferences — each file and directory once however
+ * many paths reach it (link loops, overlapping inputs). A link to nothing is an error: what it
+ * stands for cannot be read.
+ */
 async function listFiles(
   paths: readonly string[],
 ): Promise<{ files: Array<{ path: string; size: number }>; errors: ScanReport['errors'] }> {
   const files: Array<{ path: string; size: number }> = [];
   const errors: ScanReport['errors'] = [];
+  const seen = new Set<string>();
   // Synchronous: one stat per file, far cheaper than a trip through the thread pool each.
   const visit = (path: string): void => {
-    let info: ReturnType<typeof lstatSync>;
+    let info: ReturnType<typeof statSync>;
     try {
-      info = lstatSync(path);
+      info = statSync(path);
     } catch (error) {
-      errors.push({ path, message: errorMessage(error) });
+      const dangling = lstatSync(path, { throwIfNoEntry: false })?.isSymbolicLink() === true;
+      errors.push({ path, message: dangling ? `a symbolic link to nothing (${errorMessage(error)})` : errorMessage(error) });
       return;
     }
+    const identity = `${info.dev}:${info.ino}`;
+    if (seen.has(identity)) return;
+    seen.add(identity);
     if (info.isDirectory()) {
       if (basename(path) === '.git') return;
       let entries: string[];
@@ -666,11 +682,48 @@ class SequentialScan {
     };
   }
 
+  /**
+   * The sink of an archive member: a file's, or for a tarball inside the archive (a vendored
+   * `.tgz` in an npm package) its own members', `depth` archives down. A nested archive is
+   * read whole, up to {@link NESTED_ARCHIVE_BYTES} packed and unpacked; a larger or broken one
+   * is an error (it cannot be vouched for), never a pass.
+   */
+  #member(name: string, depth: number, gunzipSync: typeof import('node:zlib').gunzipSync) {
+    if (!isTarball(name)) return this.#open(name);
+    const state = this.#state;
+    const parts: Buffer[] = [];
+    let size = 0;
+    return {
+      write(chunk: Uint8Array) {
+        size += chunk.byteLength;
+        state.bytes += chunk.byteLength;
+        if (size <= NESTED_ARCHIVE_BYTES) parts.push(Buffer.from(chunk));
+      },
+      end: () => {
+        state.files++;
+        const fail = (message: string) => state.errors.push({ path: name, message });
+        if (depth >= NESTED_ARCHIVE_DEPTH)
+          return fail(`expected archives nested at most ${NESTED_ARCHIVE_DEPTH} deep, got deeper: not scanned`);
+        if (size > NESTED_ARCHIVE_BYTES)
+          return fail(`expected an archive inside an archive of at most ${NESTED_ARCHIVE_BYTES} bytes, got ${size}: not scanned`);
+        try {
+          const inner = gunzipSync(Buffer.concat(parts), { maxOutputLength: NESTED_ARCHIVE_BYTES });
+          const tar = new TarReader({ entry: (entry) => this.#member(`${name}!${entry.path}`, depth + 1, gunzipSync) });
+          tar.write(inner);
+          tar.end();
+        } catch (error) {
+          fail(`expected a gzip-compressed tar archive of at most ${NESTED_ARCHIVE_BYTES} bytes unpacked, got ${errorMessage(error)}`);
+        }
+      },
+    };
+  }
+
   async #scanTarball(path: string, progress: (n: number) => void): Promise<void> {
     this.#state.files++;
-    const tar = new TarReader({ entry: (entry) => this.#open(`${path}!${entry.path}`) });
     // zlib is loaded for archives only: most scans never open one.
-    const gunzip = (await import('node:zlib')).createGunzip();
+    const zlib = await import('node:zlib');
+    const tar = new TarReader({ entry: (entry) => this.#member(`${path}!${entry.path}`, 1, zlib.gunzipSync) });
+    const gunzip = zlib.createGunzip();
     const stream = createReadStream(path, { highWaterMark: this.#chunkSize });
     stream.on('data', (c) => progress((c as Buffer).length));
     // A read error ends the archive's stream with it, so it is reported, never thrown unhandled.
@@ -702,30 +755,6 @@ class SequentialScan {
       await handle.close();
     }
     sink.end();
-  }
-
-  /** A path given on the command line: a file, or a directory walked recursively (skipping `.git`). */
-  async visit(path: string): Promise<void> {
-    let info: Awaited<ReturnType<typeof lstat>>;
-    try {
-      info = await lstat(path);
-    } catch (error) {
-      this.#state.errors.push({ path, message: errorMessage(error) });
-      return;
-    }
-    if (info.isDirectory()) {
-      if (basename(path) === '.git') return;
-      let entries: string[];
-      try {
-        entries = await readdir(path);
-      } catch (error) {
-        this.#state.errors.push({ path, message: errorMessage(error) });
-        return;
-      }
-      for (const entry of entries.sort()) await this.visit(join(path, entry));
-      return;
-    }
-    if (info.isFile()) await this.file(path, info.size, 'exact');
   }
 
   /** One file, read whole: codenames and the audit (`exact`) or the audit alone. */
