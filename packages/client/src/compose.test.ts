@@ -381,6 +381,69 @@ describe('discovery', () => {
     expect(reports['/b']?.filter((t) => t === 'attestation_unavailable')).toHaveLength(2);
   });
 
+  it('asks again after a back-off when discovery failed (down, broken, flags unread), and tags once it answers; a 404 is asked once', async () => {
+    const sentBodies: string[] = [];
+    for (const failure of [
+      () => new Response('busy', { status: 503 }),
+      () => new Response('<html>', { status: 200 }),
+      () => Promise.reject(new TypeError('fetch failed')),
+    ]) {
+      let failing = true;
+      let discoveries = 0;
+      const fetch = (async (input: string | URL | Request, init: RequestInit = {}) => {
+        const url = new URL(input instanceof Request ? input.url : String(input));
+        if (url.pathname === '/v1/moat') {
+          discoveries++;
+          return failing ? failure() : Response.json({ moat: { versions: [1], features: ['attribution', 'fingerprint'] } });
+        }
+        sentBodies.push(String(init.body));
+        return Response.json({ type: 'message', content: [{ type: 'text', text: 'ok' }] });
+      }) as typeof globalThis.fetch;
+      const f = createMoatFetch({ salt: 's', clientVersion: '1', fetch, onWarning: () => {} });
+      expect((await messages(f)).status).toBe(200);
+      expect(sentBodies.at(-1)).not.toContain('x-moat');
+      failing = false;
+      // Within the back-off: not asked again.
+      expect((await messages(f)).status).toBe(200);
+      expect(discoveries).toBe(1);
+      await new Promise((r) => setTimeout(r, 2_100));
+      // Asked again in the background by this call; the next ones are tagged.
+      await messages(f);
+      for (let i = 0; i < 100 && discoveries < 2; i++) await new Promise((r) => setTimeout(r, 10));
+      await new Promise((r) => setTimeout(r, 20));
+      await messages(f);
+      expect(discoveries).toBe(2);
+      expect(sentBodies.at(-1)).toContain('x-moat');
+      await f.close();
+    }
+    const none = endpointAnswering(() => new Response('no', { status: 404 }));
+    const f = createMoatFetch({ salt: 's', clientVersion: '1', fetch: none.fetch });
+    await messages(f);
+    await messages(f);
+    expect(none.asked.filter((u) => u.endsWith('/v1/moat'))).toHaveLength(1);
+    await f.close();
+  }, 20_000);
+
+  it("the app's cancellation holds while the endpoint is discovered: a hung discovery does not keep the call", async () => {
+    const fetch = (async (input: string | URL | Request, init: RequestInit = {}) => {
+      const url = new URL(input instanceof Request ? input.url : String(input));
+      if (url.pathname === '/v1/moat')
+        return new Promise<Response>((_, reject) => init.signal?.addEventListener('abort', () => reject(init.signal?.reason)));
+      return Response.json({ type: 'message', content: [] });
+    }) as typeof globalThis.fetch;
+    const f = createMoatFetch({ salt: 's', clientVersion: '1', fetch, onWarning: () => {} });
+    const started = Date.now();
+    const call = f(`${origin}/v1/messages`, {
+      method: 'POST',
+      headers: { 'x-api-key': 'sk-test', 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'm', max_tokens: 8, messages: [{ role: 'user', content: 'hi' }] }),
+      signal: AbortSignal.timeout(150),
+    });
+    await expect(call).rejects.toMatchObject({ name: 'TimeoutError' });
+    expect(Date.now() - started).toBeLessThan(1_500);
+    await f.close();
+  });
+
   it('warns about a Moat endpoint whose discovery fails (a 500), not about one that has none (a 404)', async () => {
     for (const [status, warned] of [
       [500, true],

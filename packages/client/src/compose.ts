@@ -76,6 +76,11 @@ export function withBodies(call: MoatCall, change: (body: MessagesRequest) => Me
 /** Sends a call and resolves with the answer. */
 export type Send = (call: MoatCall) => Promise<Response>;
 
+/** The app's cancellation of a call: its `init.signal`, else its `Request`'s own. */
+export function callSignal(call: Pick<MoatCall, 'input' | 'init'>): AbortSignal | undefined {
+  return call.init.signal ?? (call.input instanceof Request ? call.input.signal : undefined);
+}
+
 /** How one layer is doing at one endpoint (`moat-chat --verbose` prints these). */
 export interface LayerStatus {
   readonly layer: string;
@@ -151,8 +156,9 @@ function guarded(layer: MoatLayer, next: Send, failed: LayerFailure): Send {
     try {
       return await send(call);
     } catch (error) {
-      // An error from further down (the network, the app's signal) is the app's to see.
-      if (reached && answer === undefined) throw error;
+      // An error from further down (the network, the app's signal) is the app's to see; so is the
+      // app's cancellation while a layer waited (for an endpoint, an install).
+      if ((reached && answer === undefined) || callSignal(call)?.aborted === true) throw error;
       failed(layer, call.endpoint, error);
       return answer ?? next(call);
     }

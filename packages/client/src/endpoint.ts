@@ -29,6 +29,12 @@ export interface Endpoint {
   readonly enrollment?: DiscoveryEnrollment | undefined;
   /** Whether the remote flags were read (false: every flag is at its default). */
   readonly flagsRead: boolean;
+  /**
+   * Whether discovery got its answer: a document (and its flags, when it names them), or a
+   * `404` (no Moat here). An outage, a time-out or a broken answer leaves it unsettled: the
+   * client asks again after a back-off.
+   */
+  readonly settled: boolean;
   /** A boolean flag's remote value, or `fallback` when it is unset or not a boolean. */
   flag(name: ClientFlag, fallback: boolean): boolean;
   /** Queues a telemetry event; dropped when the endpoint takes no telemetry from this client. */
@@ -48,6 +54,8 @@ export interface DiscoveryContext {
 
 interface Discovery {
   readonly features: readonly Feature[];
+  /** A document, or a 404: no reason to ask again. */
+  readonly settled: boolean;
   readonly telemetryPath?: string | undefined;
   readonly flagsPath?: string | undefined;
   readonly enrollment?: DiscoveryEnrollment | undefined;
@@ -103,25 +111,25 @@ async function readDiscovery(base: string, ctx: DiscoveryContext): Promise<Disco
     const outside = doc.ok ? pathOutside(base, [telemetry, flags, enrollment?.challenge, enrollment?.enroll]) : undefined;
     if (outside !== undefined) {
       ctx.warn(`no usable Moat discovery at ${base} (${outside}); requests go out untagged`, `discovery:${base}`);
-      return { features: [] };
+      return { features: [], settled: false };
     }
     if (doc.ok)
       return {
+        settled: true,
         features: doc.value.features,
         telemetryPath: doc.value.telemetry,
         flagsPath: doc.value.flags,
         enrollment: doc.value.enrollment,
       };
     // 404 is an endpoint that speaks no Moat; any other answer is a Moat endpoint that is broken, and says so.
-    if (res.status !== 404) {
-      const why = res.ok ? doc.error.message : `answered ${res.status}`;
-      ctx.warn(`no usable Moat discovery at ${base} (${why}); requests go out untagged`, `discovery:${base}`);
-    }
+    if (res.status === 404) return { features: [], settled: true };
+    const why = res.ok ? doc.error.message : `answered ${res.status}`;
+    ctx.warn(`no usable Moat discovery at ${base} (${why}); requests go out untagged until it answers`, `discovery:${base}`);
   } catch (error) {
     const why = errorMessage(error);
-    ctx.warn(`no Moat discovery at ${base} (${why}); requests go out untagged`, `discovery:${base}`);
+    ctx.warn(`no Moat discovery at ${base} (${why}); requests go out untagged until it answers`, `discovery:${base}`);
   }
-  return { features: [] };
+  return { features: [], settled: false };
 }
 
 /**
@@ -154,7 +162,7 @@ async function readFlags(base: string, flagsPath: string, ctx: DiscoveryContext)
  * throws: an endpoint that cannot be discovered speaks no Moat.
  */
 export async function discover(base: string, apiKey: string | undefined, ctx: DiscoveryContext): Promise<Endpoint> {
-  const { features, telemetryPath, flagsPath, enrollment } = await readDiscovery(base, ctx);
+  const { features, telemetryPath, flagsPath, enrollment, settled } = await readDiscovery(base, ctx);
   const flags = flagsPath === undefined ? undefined : await readFlags(base, flagsPath, ctx);
   const flag = (name: ClientFlag, fallback: boolean): boolean => {
     const v = flags?.get(name);
@@ -176,6 +184,7 @@ export async function discover(base: string, apiKey: string | undefined, ctx: Di
     features,
     enrollment,
     flagsRead: flags !== undefined,
+    settled: settled && (flagsPath === undefined || flags !== undefined),
     flag,
     report: (event) => telemetry?.push(event),
     telemetry,

@@ -32,6 +32,8 @@ export interface EnrollServer {
   advertise: boolean;
   /** Status the enrollment route answers with instead of enrolling (e.g. 429), or undefined. */
   refuseEnroll: number | undefined;
+  /** How long the challenge route waits before it answers, ms (a slow verifier). */
+  challengeDelayMs: number;
   /** Stamps of Messages requests, in order. */
   readonly stamps: SeenStamp[];
   /** Enrollments made (install ids), and telemetry bodies received. */
@@ -64,6 +66,7 @@ export async function startEnrollServer(): Promise<EnrollServer> {
   const state: Omit<EnrollServer, 'url' | 'drop' | 'close'> = {
     advertise: true,
     refuseEnroll: undefined,
+    challengeDelayMs: 0,
     stamps: [],
     enrolled: [],
     telemetry: [],
@@ -126,6 +129,7 @@ export async function startEnrollServer(): Promise<EnrollServer> {
     }
     if (req.url === ENROLLMENT_CHALLENGE_PATH) {
       state.counts.challenge += 1;
+      if (state.challengeDelayMs > 0) await new Promise((r) => setTimeout(r, state.challengeDelayMs));
       const challenge = randomBytes(32).toString('base64url');
       challenges.add(challenge);
       return json(200, { challenge, expires_in: 60 });

@@ -15,7 +15,7 @@ import { credentialOf } from '@moat/protocol';
 import type { MessagesRequest } from '@moat/protocol/messages';
 import { createWarner, errorMessage, type Warner } from '@moat/protocol/support';
 import type { LayerStatus, MoatCall, MoatLayer, Send } from './compose.js';
-import { checkLayers, composeLayers, degradedEvent } from './compose.js';
+import { callSignal, checkLayers, composeLayers, degradedEvent } from './compose.js';
 import { discover, type Endpoint, endpointBase } from './endpoint.js';
 import { antiDistillationLayer } from './layers/anti-distillation.js';
 import { attestationLayer, type BindingPins } from './layers/attestation.js';
@@ -24,6 +24,7 @@ import { gatewayLayer } from './layers/gateway.js';
 import { hardenLayer } from './layers/harden.js';
 import type { InstallKeyOptions } from './layers/install-keys.js';
 import { signedBlocksLayer } from './layers/signed-blocks.js';
+import { waitAtMost } from './wait.js';
 
 export * from './compose.js';
 export type { Endpoint } from './endpoint.js';
@@ -217,6 +218,19 @@ async function callOf(input: MoatCall['input'], init: RequestInit, at?: Endpoint
   return { ...call, endpoint: at, bodyText: text };
 }
 
+/** The first wait before an endpoint whose discovery did not settle is asked again, ms; doubled per failure. */
+const DISCOVERY_RETRY_MS = 2_000;
+/** The longest wait between two discoveries of an endpoint that does not settle, ms. */
+const DISCOVERY_MAX_RETRY_MS = 60_000;
+
+/** An endpoint as known: its discovery, when to ask again (never, once settled), and the asking under way. */
+interface KnownEndpoint {
+  readonly endpoint: Promise<Endpoint>;
+  retryAt: number;
+  failures: number;
+  next?: KnownEndpoint;
+}
+
 /** The end of the chain: a plain call goes out exactly as the app made it, a Moat call with its (tagged) body. */
 function transmitter(base: typeof fetch): Send {
   return (call) => {
@@ -260,7 +274,7 @@ export function createMoatFetch(options: MoatFetchOptions): MoatFetch {
   const defaults = defaultLayers(options);
   const chosen = typeof options.layers === 'function' ? options.layers(defaults) : options.layers;
   const layers = checkLayers(chosen ?? defaults);
-  const endpoints = new Map<string, Promise<Endpoint>>();
+  const endpoints = new Map<string, KnownEndpoint>();
   const failed = (layer: MoatLayer, endpoint: Endpoint | undefined, error: unknown) => {
     warn(`${layer.name} failed open (${errorMessage(error)})`, `layer:${layer.name}`);
     endpoint?.report(degradedEvent(layer.name, errorMessage(error)));
@@ -283,23 +297,47 @@ export function createMoatFetch(options: MoatFetchOptions): MoatFetch {
   };
   // One endpoint per base URL: a verifier mounted under a path (`https://gw.example/anthropic`)
   // is discovered there, not at the origin's root.
-  const endpoint = (base: string, apiKey: string | undefined): Promise<Endpoint> => {
-    let known = endpoints.get(base);
-    if (known === undefined) {
-      known = discover(base, apiKey, context).then(set);
-      endpoints.set(base, known);
-    }
+  const discovered = (base: string, apiKey: string | undefined, failures: number): KnownEndpoint => {
+    const known: KnownEndpoint = { endpoint: discover(base, apiKey, context).then(set), retryAt: Number.POSITIVE_INFINITY, failures };
+    // A discovery that did not settle (the endpoint down, slow, broken, its flags unread) is asked
+    // again after a back-off, so a passing outage does not leave the process untagged for good.
+    void known.endpoint.then((e) => {
+      if (e.settled) return;
+      known.failures += 1;
+      known.retryAt = Date.now() + Math.min(DISCOVERY_RETRY_MS * 2 ** (known.failures - 1), DISCOVERY_MAX_RETRY_MS);
+    });
     return known;
+  };
+  const endpoint = (base: string, apiKey: string | undefined): Promise<Endpoint> => {
+    const known = endpoints.get(base);
+    if (known === undefined) {
+      const first = discovered(base, apiKey, 0);
+      endpoints.set(base, first);
+      return first.endpoint;
+    }
+    if (Date.now() >= known.retryAt && known.next === undefined) {
+      // Asked again in the background: this call goes with what is known; the next ones with the answer.
+      const next = discovered(base, apiKey, known.failures);
+      known.next = next;
+      void next.endpoint.then(async (e) => {
+        endpoints.set(base, e.settled ? { ...next, failures: 0 } : next);
+        await (await known.endpoint).telemetry?.close();
+      });
+    }
+    return known.endpoint;
   };
   const send = composeLayers(layers, transmitter(base), failed);
 
   const moatFetch = async (input: string | URL | Request, init: RequestInit = {}): Promise<Response> => {
     let call = await callOf(input, init);
     if (call.method === 'POST' && MESSAGES_PATHS.test(call.url.pathname)) {
+      const signal = callSignal(call);
       try {
-        const e = await endpoint(endpointBase(call.url), call.apiKey);
+        // The app's cancellation holds while the endpoint is discovered, as it would for the request itself.
+        const e = (await waitAtMost(endpoint(endpointBase(call.url), call.apiKey), undefined, signal)) as Endpoint;
         if (e.features.length > 0) call = await callOf(input, init, e, warn);
       } catch (error) {
+        if (signal?.aborted === true) throw signal.reason;
         const base = endpointBase(call.url);
         warn(`Moat layers off for ${base} (${errorMessage(error)})`, `endpoint:${base}`);
       }
@@ -313,7 +351,8 @@ export function createMoatFetch(options: MoatFetchOptions): MoatFetch {
       return layers.flatMap((layer) => statusOf(layer, e));
     },
     close: async () => {
-      await Promise.all([...endpoints.values()].map(async (e) => (await e).telemetry?.close()));
+      const all = [...endpoints.values()].flatMap((k) => (k.next === undefined ? [k.endpoint] : [k.endpoint, k.next.endpoint]));
+      await Promise.all(all.map(async (e) => (await e).telemetry?.close()));
     },
   });
 }

@@ -105,6 +105,30 @@ describe('per-install keys', () => {
     expect(server.counts.enroll).toBe(1);
   });
 
+  it('a slow enrollment keeps a call at most waitMs (then it goes r1), never past its own cancellation; i1 once enrolled', async () => {
+    server.challengeDelayMs = 1_500;
+    const f = client({ waitMs: 200 });
+    const started = Date.now();
+    expect(await ask(f)).toBe(200);
+    expect(Date.now() - started).toBeLessThan(1_200);
+    expect(server.stamps.at(-1)).toMatchObject({ scheme: 'r1', valid: true });
+    const asked = Date.now();
+    const cancelled = f(`${server.url}/v1/messages`, {
+      method: 'POST',
+      headers: { 'x-api-key': 'sk-install', 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'm', max_tokens: 8, messages: [{ role: 'user', content: 'hello there' }] }),
+      signal: AbortSignal.timeout(50),
+    });
+    await expect(cancelled).rejects.toMatchObject({ name: 'TimeoutError' });
+    expect(Date.now() - asked).toBeLessThan(1_000);
+    for (let i = 0; i < 300 && server.enrolled.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(await ask(f)).toBe(200);
+    expect(server.stamps.at(-1)).toMatchObject({ scheme: 'i1', valid: true });
+    expect(server.counts.challenge).toBe(1);
+    expect(warnings).toEqual([]);
+    await f.close();
+  });
+
   it('fails open on 429: r1, one warning, layer_degraded telemetry, no new attempt before the back-off', async () => {
     server.refuseEnroll = 429;
     let clock = 1_800_000_000_000;

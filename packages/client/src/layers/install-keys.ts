@@ -17,8 +17,9 @@ import {
   parseEnrollmentAnswer,
 } from '@moat/protocol';
 import { errorMessage, type NativeBinding, type Warner } from '@moat/protocol/support';
-import { degradedEvent, type MoatCall } from '../compose.js';
+import { callSignal, degradedEvent, type MoatCall } from '../compose.js';
 import { type Endpoint, endpointBase, underBase } from '../endpoint.js';
+import { waitAtMost } from '../wait.js';
 
 /** Options of the install keys (see `attestationLayer`'s `installKeys`). */
 export interface InstallKeyOptions {
@@ -30,6 +31,11 @@ export interface InstallKeyOptions {
    * `MOAT_INSTALL_KEYSTORE`.
    */
   readonly keystore?: 'auto' | 'file' | undefined;
+  /**
+   * How long a call waits for its install's enrollment before it goes with the release stamp
+   * (`r1`), ms (default 3 000); the enrollment goes on, and the calls after it stamp `i1`.
+   */
+  readonly waitMs?: number | undefined;
   /** Wait after a first failed enrollment, ms (default 60 000); doubled per failure up to `maxRetryMs` (1 h). */
   readonly retryMs?: number | undefined;
   readonly maxRetryMs?: number | undefined;
@@ -151,6 +157,7 @@ class InstallKeyStore implements InstallKeys {
   readonly #now: () => number;
   readonly #retryMs: number;
   readonly #maxRetryMs: number;
+  readonly #waitMs: number;
   readonly #fetch: typeof fetch | undefined;
   readonly #warn: Warner;
   readonly #installs = new Map<string, InstallState>();
@@ -163,6 +170,7 @@ class InstallKeyStore implements InstallKeys {
     this.#now = options.now ?? Date.now;
     this.#retryMs = options.retryMs ?? 60_000;
     this.#maxRetryMs = options.maxRetryMs ?? 3_600_000;
+    this.#waitMs = options.waitMs ?? 3_000;
     this.#fetch = options.fetch;
     this.#warn = warn;
   }
@@ -268,18 +276,27 @@ class InstallKeyStore implements InstallKeys {
       }
       return;
     }
+    let enrolling: Promise<void>;
     try {
       if (s.installId === undefined && !s.pinChecked) this.#pinned(addon, s);
       const enrollment = e.enrollment;
       if (s.installId !== undefined || enrollment === undefined) return;
       if (s.enrolling === undefined && this.#now() < s.retryAt) return;
-      s.enrolling ??= this.#enroll(s, { addon, e, enrollment, call, send }).finally(() => {
-        s.enrolling = undefined;
-      });
-      await s.enrolling;
+      // The enrollment settles on its own (its failure is counted there), whoever still waits for it.
+      s.enrolling ??= this.#enroll(s, { addon, e, enrollment, call, send })
+        .catch((error: unknown) => {
+          if (s.installId === undefined) this.#failed(e, s, error);
+        })
+        .finally(() => {
+          s.enrolling = undefined;
+        });
+      enrolling = s.enrolling;
     } catch (error) {
       if (s.installId === undefined) this.#failed(e, s, error);
+      return;
     }
+    // A call waits a little for its install (then it goes with r1), and never past the app's cancellation.
+    await waitAtMost(enrolling, this.#waitMs, callSignal(call));
   }
 
   installFor(url: URL, credential: string): { install: string; installId: string } | undefined {
