@@ -7,21 +7,22 @@ export function waitAtMost<T>(work: Promise<T>, ms: number | undefined, signal: 
   if (signal?.aborted === true) return Promise.reject(signal.reason);
   if (ms === undefined && signal === undefined) return work;
   return new Promise<T | undefined>((resolve, reject) => {
-    const done = () => {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const settle = (outcome: () => void) => {
       if (timer !== undefined) clearTimeout(timer);
       signal?.removeEventListener('abort', gone);
+      outcome();
     };
-    const gone = () => {
-      done();
-      reject(signal?.reason);
-    };
-    const timer = ms === undefined ? undefined : setTimeout(() => (done(), resolve(undefined)), ms);
-    // The wait must not hold the process open by itself.
-    timer?.unref?.();
+    const gone = () => settle(() => reject(signal?.reason));
+    if (ms !== undefined) {
+      timer = setTimeout(() => settle(() => resolve(undefined)), ms);
+      // The wait must not hold the process open by itself.
+      timer.unref?.();
+    }
     signal?.addEventListener('abort', gone, { once: true });
     work.then(
-      (value) => (done(), resolve(value)),
-      (error: unknown) => (done(), reject(error)),
+      (value) => settle(() => resolve(value)),
+      (error: unknown) => settle(() => reject(error)),
     );
   });
 }
