@@ -444,6 +444,42 @@ describe('discovery', () => {
     await f.close();
   });
 
+  it("warns, and tells the endpoint's telemetry, when this machine's clock is far off the endpoint's (its Date)", async () => {
+    for (const [offsetMs, warned] of [
+      [-600_000, 'ahead of'],
+      [3_600_000, 'behind'],
+      [20_000, undefined],
+    ] as const) {
+      const telemetry: string[] = [];
+      const fetch = (async (input: string | URL | Request, init: RequestInit = {}) => {
+        const url = new URL(input instanceof Request ? input.url : String(input));
+        if (url.pathname === '/v1/moat')
+          return Response.json(
+            { moat: { versions: [1], features: ['telemetry'], telemetry: '/v1/telemetry' } },
+            { headers: { date: new Date(Date.now() + offsetMs).toUTCString() } },
+          );
+        if (url.pathname === '/v1/telemetry') {
+          telemetry.push(String(init.body));
+          return new Response(null, { status: 204 });
+        }
+        return Response.json({ type: 'message', content: [] });
+      }) as typeof globalThis.fetch;
+      const warnings: string[] = [];
+      const f = createMoatFetch({ salt: 's', clientVersion: '1', fetch, onWarning: (w) => warnings.push(w) });
+      await messages(f);
+      await f.close();
+      const said = warnings.find((w) => w.includes('refused as stale'));
+      if (warned === undefined) expect(said, String(offsetMs)).toBeUndefined();
+      else {
+        expect(said, String(offsetMs)).toContain(warned);
+        // The Date header says whole seconds: the figure is the offset's to a second.
+        const [, seconds] = /clock (\d+) s /.exec(telemetry.join('')) ?? [];
+        expect(Math.abs(Number(seconds) - Math.abs(offsetMs) / 1000), String(offsetMs)).toBeLessThanOrEqual(1);
+        expect(telemetry.join(''), String(offsetMs)).toContain(` s ${warned} the endpoint's`);
+      }
+    }
+  });
+
   it('warns about a Moat endpoint whose discovery fails (a 500), not about one that has none (a 404)', async () => {
     for (const [status, warned] of [
       [500, true],

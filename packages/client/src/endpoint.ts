@@ -11,6 +11,7 @@ import {
   tryParseDiscovery,
 } from '@moat/protocol';
 import { describeValue, errorMessage, type Warner } from '@moat/protocol/support';
+import { degradedEvent } from './compose.js';
 
 /** What one endpoint (a base URL) speaks, its remote flags, and where its telemetry goes. */
 export interface Endpoint {
@@ -54,6 +55,8 @@ export interface DiscoveryContext {
 
 interface Discovery {
   readonly features: readonly Feature[];
+  /** How far this machine's clock is ahead of the endpoint's (its `Date`), ms, when it said. */
+  readonly clockSkewMs?: number | undefined;
   /** A document, or a 404: no reason to ask again. */
   readonly settled: boolean;
   readonly telemetryPath?: string | undefined;
@@ -100,12 +103,17 @@ export function endpointBase(url: URL): string {
   return `${url.origin}${prefix.replace(/\/+$/, '')}`;
 }
 
+/** A clock further than this off the endpoint's (its `Date` header, to the second) is worth a warning. */
+const CLOCK_SKEW_WARN_MS = 60_000;
+
 /** The API's version segment: what comes before it is where the endpoint is mounted. */
 const V1_SEGMENT = /\/v1(?=\/|$)/g;
 
 async function readDiscovery(base: string, ctx: DiscoveryContext): Promise<Discovery> {
   try {
     const res = await ctx.fetch(underBase(base, DISCOVERY_PATH), { signal: AbortSignal.timeout(2_000) });
+    const said = Date.parse(res.headers.get('date') ?? '');
+    const clockSkewMs = Number.isFinite(said) ? Date.now() - said : undefined;
     const doc = tryParseDiscovery(res.ok ? await res.json() : {});
     const { telemetry, flags, enrollment } = doc.ok ? doc.value : {};
     const outside = doc.ok ? pathOutside(base, [telemetry, flags, enrollment?.challenge, enrollment?.enroll]) : undefined;
@@ -116,6 +124,7 @@ async function readDiscovery(base: string, ctx: DiscoveryContext): Promise<Disco
     if (doc.ok)
       return {
         settled: true,
+        clockSkewMs,
         features: doc.value.features,
         telemetryPath: doc.value.telemetry,
         flagsPath: doc.value.flags,
@@ -162,7 +171,7 @@ async function readFlags(base: string, flagsPath: string, ctx: DiscoveryContext)
  * throws: an endpoint that cannot be discovered speaks no Moat.
  */
 export async function discover(base: string, apiKey: string | undefined, ctx: DiscoveryContext): Promise<Endpoint> {
-  const { features, telemetryPath, flagsPath, enrollment, settled } = await readDiscovery(base, ctx);
+  const { features, telemetryPath, flagsPath, enrollment, settled, clockSkewMs } = await readDiscovery(base, ctx);
   const flags = flagsPath === undefined ? undefined : await readFlags(base, flagsPath, ctx);
   const flag = (name: ClientFlag, fallback: boolean): boolean => {
     const v = flags?.get(name);
@@ -178,6 +187,13 @@ export async function discover(base: string, apiKey: string | undefined, ctx: Di
           onWarning: ctx.onWarning,
         })
       : undefined;
+  // Stamps carry this machine's time: a clock far off the verifier's makes every one stale.
+  if (clockSkewMs !== undefined && Math.abs(clockSkewMs) > CLOCK_SKEW_WARN_MS) {
+    const seconds = Math.round(Math.abs(clockSkewMs) / 1000);
+    const reason = `clock ${seconds} s ${clockSkewMs > 0 ? 'ahead of' : 'behind'} the endpoint's`;
+    ctx.warn(`this machine's ${reason} at ${base}: stamps outside the verifier's window are refused as stale`, `clock:${base}`);
+    telemetry?.push(degradedEvent('attest', reason));
+  }
   return {
     origin: new URL(base).origin,
     base,

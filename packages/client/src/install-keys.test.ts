@@ -129,6 +129,21 @@ describe('per-install keys', () => {
     await f.close();
   });
 
+  it('replaces an install state that no longer opens (a corrupt file) at once, not after the back-off', async () => {
+    const { writeFileSync } = await import('node:fs');
+    const first = client();
+    expect(await ask(first)).toBe(200);
+    await first.close();
+    const [file] = readdirSync(dir);
+    writeFileSync(join(dir, file as string), '{"garbage":');
+    const second = client({ retryMs: 60_000 });
+    expect(await ask(second)).toBe(200);
+    expect(server.counts.challenge).toBe(2);
+    expect(server.stamps.at(-1)).toMatchObject({ scheme: 'i1', kid: server.enrolled[1], valid: true });
+    expect(warnings.some((w) => w.includes('unusable') && w.includes('enrolling a new install'))).toBe(true);
+    await second.close();
+  });
+
   it('fails open on 429: r1, one warning, layer_degraded telemetry, no new attempt before the back-off', async () => {
     server.refuseEnroll = 429;
     let clock = 1_800_000_000_000;
@@ -162,6 +177,28 @@ describe('per-install keys', () => {
       ['i1', server.enrolled[1], true],
     ]);
     expect(readdirSync(dir)).toHaveLength(1);
+  });
+
+  it('sends the call again with r1 when a refused install cannot be forgotten (its state file not removable)', async () => {
+    const { mkdirSync, writeFileSync } = await import('node:fs');
+    const f = client();
+    expect(await ask(f)).toBe(200);
+    // The state file becomes a directory with something in it: no unlink removes it (root included).
+    const [file] = readdirSync(dir);
+    rmSync(join(dir, file as string));
+    mkdirSync(join(dir, file as string));
+    writeFileSync(join(dir, file as string, 'pinned'), 'x');
+    server.drop(server.enrolled[0] as string);
+    expect(await ask(f)).toBe(200);
+    expect(await ask(f)).toBe(200);
+    await f.close();
+    expect(server.stamps.map((s) => [s.scheme, s.valid])).toEqual([
+      ['i1', true],
+      ['i1', false],
+      ['r1', true],
+      ['r1', true],
+    ]);
+    expect(warnings.filter((w) => w.includes('could not be removed'))).toHaveLength(1);
   });
 
   it('stamps r1 with one warning when the addon has no install functions', async () => {

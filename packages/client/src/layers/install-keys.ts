@@ -203,7 +203,15 @@ class InstallKeyStore implements InstallKeys {
   /** The state of a run before: an install enrolled at this endpoint keeps stamping i1 (the pin). */
   #pinned(addon: InstallAddon, s: InstallState): void {
     s.pinChecked = true;
-    const opened = addon.installOpen(this.#dir, s.name, { create: false, keystore: this.#keystore });
+    let opened: ReturnType<InstallAddon['installOpen']>;
+    try {
+      opened = addon.installOpen(this.#dir, s.name, { create: false, keystore: this.#keystore });
+    } catch (error) {
+      const code = (error as { code?: unknown }).code;
+      // A state that no longer opens pins nothing: the enrollment that follows replaces it, now.
+      if (code === 'ERR_NATIVE_INSTALL_SEALED' || code === 'ERR_NATIVE_INSTALL_STATE') return;
+      throw error;
+    }
     if (opened?.enrolled === true) s.installId = opened.installId;
   }
 
@@ -314,7 +322,20 @@ class InstallKeyStore implements InstallKeys {
       .catch(() => '');
     if (!INSTALL_REFUSED.test(text)) return false;
     s.installId = undefined;
-    addon.installForget(s.name, this.#dir);
+    // Refused, the install is not used again whatever its file says (the pin is not read again).
+    s.pinChecked = true;
+    try {
+      addon.installForget(s.name, this.#dir);
+    } catch (error) {
+      // A state file that cannot be removed: the call still goes again, with the release stamp.
+      this.#warn(
+        `the refused install's state for ${s.name} could not be removed (${errorMessage(error)}); requests go with the release stamp (r1)`,
+        `install-forget:${s.name}`,
+      );
+      s.reenrolled = true;
+      s.retryAt = this.#now() + this.#maxRetryMs;
+      return true;
+    }
     if (s.reenrolled) {
       const again = `the verifier at ${e.base} refused the install again; requests go with the release stamp (r1)`;
       this.#warn(again, `install-refused:${e.base}`);
