@@ -98,6 +98,7 @@ const RULE_TEXT: Record<string, string> = {
   'moat/sourcemap/inline-sources-content': 'An inline source map contains the original sources.',
   'moat/sourcemap/url': 'A sourceMappingURL comment points at a source map.',
   'moat/sourcemap/source-path': 'A bundle names the source files it was built from.',
+  'moat/scan/findings-omitted': 'A file holds more findings than are listed (at most 10,000 per file are kept).',
 };
 
 function ruleText(id: string): string {

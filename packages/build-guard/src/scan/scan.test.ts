@@ -126,6 +126,18 @@ describe('planted leaks', () => {
     ]);
   });
 
+  it('keeps at most 10,000 findings per file and counts the rest in one warning (memory bounded by files, not findings)', async () => {
+    const path = write('many/every-line.js', `var a = "${CODENAME}";\n`.repeat(12_345));
+    for (const prefilter of [true, false]) {
+      const report = await scanPaths([path], { codenames: [CODENAME], prefilter, workers: 1 });
+      const listed = report.findings.filter((f) => f.ruleId === 'moat/codename/plain');
+      expect(listed, String(prefilter)).toHaveLength(10_000);
+      expect(report.findings.filter((f) => f.ruleId === 'moat/scan/findings-omitted').map((f) => f.message)).toEqual([
+        '2345 more findings in this file, not listed (at most 10000 are kept per file)',
+      ]);
+    }
+  });
+
   it('finds leaks in a tarball inside the tarball (a vendored .tgz), naming the path through both', async () => {
     const inner = join(dir, 'nested-src/vendor');
     mkdirSync(join(inner, 'package'), { recursive: true });
@@ -181,9 +193,34 @@ describe('planted leaks', () => {
     const exe = join(dir, 'exe/app');
     const bun = join(dirname(require.resolve('bun/package.json')), 'bin', 'bun.exe');
     execFileSync(bun, ['build', '--compile', src, `--outfile=${exe}`], { stdio: 'pipe' });
-    const report = await scanPaths([exe], { codenames: [CODENAME], sourceMaps: false });
+    const report = await scanPaths([exe], { codenames: [CODENAME] });
     expect(report.findings.some((f) => f.encoding === 'plain')).toBe(true);
     expect(report.bytes).toBeGreaterThan(10_000_000);
+    // Bun's own runtime carries source-map text of its own: no audit finding comes from it.
+    expect(report.findings.filter((f) => f.ruleId.startsWith('moat/sourcemap/'))).toEqual([]);
+  });
+
+  it("audits a Bun executable's program for source maps, not Bun's runtime around it", { timeout: 120_000 }, async () => {
+    const { readFileSync: read } = await import('node:fs');
+    const { bunProgramRange } = await import('./executable.js');
+    const map = Buffer.from('{"version":3,"sources":["a.ts"],"mappings":"AAAA"}').toString('base64');
+    const src = write('exe-map/main.ts', `console.log(${JSON.stringify(`//# sourceMappingURL=data:application/json;base64,${map}`)});\n`);
+    const exe = join(dir, 'exe-map/app');
+    const bun = join(dirname(require.resolve('bun/package.json')), 'bin', 'bun.exe');
+    execFileSync(bun, ['build', '--compile', src, `--outfile=${exe}`], { stdio: 'pipe' });
+    const bytes = read(exe);
+    const range = bunProgramRange((offset, length) => bytes.subarray(offset, offset + length), bytes.length);
+    expect(range).toBeDefined();
+    for (const prefilter of [true, false]) {
+      const report = await scanPaths([exe], { codenames: [CODENAME], prefilter });
+      const audit = report.findings.filter((f) => f.ruleId.startsWith('moat/sourcemap/'));
+      expect(
+        audit.map((f) => f.ruleId),
+        String(prefilter),
+      ).toEqual(['moat/sourcemap/inline']);
+      expect(audit[0]?.offset).toBeGreaterThanOrEqual(range?.start as number);
+      expect(audit[0]?.offset).toBeLessThan(range?.end as number);
+    }
   });
 });
 

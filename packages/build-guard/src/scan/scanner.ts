@@ -5,6 +5,7 @@ import { basename, join, matchesGlob } from 'node:path';
 import { describeValue, errorMessage } from '@moat/protocol/support';
 import { BuildGuardError } from '../errors.js';
 import { CodenameEngine, compileLimit, type EngineOptions, type PrebuiltLiterals, type RawMatch } from './engine.js';
+import { type ByteRange, bunProgramRange } from './executable.js';
 import { type Encoding, formPhrase } from './needles.js';
 import {
   PREFILTER_AUDIT,
@@ -406,6 +407,8 @@ export async function scanPaths(paths: readonly string[], options: ScanOptions):
 }
 
 const isTarball = (path: string) => /\.(tgz|tar\.gz)$/.test(path);
+/** Findings kept per file; the rest are counted in one `moat/scan/findings-omitted` warning. */
+const MAX_FINDINGS_PER_FILE = 10_000;
 /** Archives inside archives are read this deep, each up to this many bytes packed and unpacked. */
 const NESTED_ARCHIVE_DEPTH = 4;
 const NESTED_ARCHIVE_BYTES = 256 * 1024 * 1024;
@@ -609,6 +612,8 @@ class SequentialScan {
   readonly #options: ScanOptions;
   readonly #prebuilt: PrebuiltLiterals | undefined;
   readonly #state: ScanState = { findings: [], suppressed: 0, files: 0, bytes: 0, errors: [] };
+  /** Per path, the findings kept so far (at most twice the bound between trims) and how many were seen. */
+  readonly #kept = new Map<string, { findings: Finding[]; seen: number }>();
   readonly #chunkSize: number;
   #built: CodenameEngine | undefined;
 
@@ -633,8 +638,20 @@ class SequentialScan {
         matchesGlob(f.path, a.path) &&
         ((a.codename !== undefined && a.codename === f.codename) || (a.rule !== undefined && matchesGlob(f.ruleId, a.rule))),
     );
-    if (allowed) this.#state.suppressed++;
-    else this.#state.findings.push(f);
+    if (allowed) {
+      this.#state.suppressed++;
+      return;
+    }
+    // Bounded per file: a file that holds a codename on every line would otherwise hold the
+    // scan's memory. The first by offset are kept, whatever order the engine found them in.
+    let kept = this.#kept.get(f.path);
+    if (kept === undefined) {
+      kept = { findings: [], seen: 0 };
+      this.#kept.set(f.path, kept);
+    }
+    kept.seen++;
+    kept.findings.push(f);
+    if (kept.findings.length > 2 * MAX_FINDINGS_PER_FILE) kept.findings = firstByOffset(kept.findings);
   };
 
   /** A codename stream of `name`'s findings, whose matches do not depend on where its chunks end. */
@@ -652,15 +669,27 @@ class SequentialScan {
     this.#options.onProgress?.({ path, bytes, total });
   }
 
+  /**
+   * Where the source-map audit's findings go: all of them, or for a Bun executable those in
+   * its program's bytes (`range`, see {@link bunProgramRange}): Bun's own runtime carries
+   * source-map text of its own.
+   */
+  #auditFindings(range: ByteRange | undefined): (f: Finding) => void {
+    if (range === undefined) return this.#add;
+    return (f) => {
+      if (f.offset === undefined || (f.offset >= range.start && f.offset < range.end)) this.#add(f);
+    };
+  }
+
   /** A sink for one logical file (a real file or an archive member); `audit`: the source-map audit alone. */
-  #open(name: string, mode: 'exact' | 'audit' = 'exact') {
+  #open(name: string, mode: 'exact' | 'audit' = 'exact', program?: ByteRange) {
     const state = this.#state;
     state.files++;
     const isMap = name.endsWith('.map');
     const sourceMaps = this.#options.sourceMaps !== false;
     if (isMap && sourceMaps)
       this.#add({ ruleId: 'moat/sourcemap/map-file', severity: 'error', path: name, message: 'source map file shipped' });
-    const audit = sourceMaps ? new MapAudit(name, isMap, this.#add, this.#scanBytes) : undefined;
+    const audit = sourceMaps ? new MapAudit(name, isMap, this.#auditFindings(program), this.#scanBytes) : undefined;
     let carry: Buffer = Buffer.alloc(0);
     let offset = 0;
     const codenames = mode === 'exact' ? this.#codenames(name) : undefined;
@@ -741,7 +770,8 @@ class SequentialScan {
     };
     if (isTarball(path)) return this.#scanTarball(path, progress);
     // Plain files: read into one reused buffer (a stream allocates a fresh one per chunk).
-    const sink = this.#open(path, mode);
+    const program = this.#options.sourceMaps === false ? undefined : withReader(path, (read) => bunProgramRange(read, size));
+    const sink = this.#open(path, mode, program);
     const handle = await fsOpen(path, 'r');
     try {
       const buffer = Buffer.allocUnsafe(Math.min(this.#chunkSize, Math.max(size, 1)));
@@ -771,7 +801,12 @@ class SequentialScan {
     let replayed: boolean;
     try {
       replayed = withReader(path, (read) =>
-        new MapAudit(path, false, this.#add, this.#scanBytes).replay(events, size, this.#chunkSize, read),
+        new MapAudit(path, false, this.#auditFindings(bunProgramRange(read, size)), this.#scanBytes).replay(
+          events,
+          size,
+          this.#chunkSize,
+          read,
+        ),
       );
     } catch (error) {
       this.#state.errors.push({ path, message: errorMessage(error) });
@@ -829,10 +864,30 @@ class SequentialScan {
 
   report(): ScanReport {
     const state = this.#state;
+    for (const [path, kept] of this.#kept) {
+      const findings = kept.findings.length > MAX_FINDINGS_PER_FILE ? firstByOffset(kept.findings) : kept.findings;
+      state.findings.push(...findings);
+      if (kept.seen > findings.length)
+        state.findings.push({
+          ruleId: 'moat/scan/findings-omitted',
+          severity: 'warning',
+          path,
+          message: `${kept.seen - findings.length} more findings in this file, not listed (at most ${MAX_FINDINGS_PER_FILE} are kept per file)`,
+        });
+    }
+    this.#kept.clear();
     state.findings.sort((a, b) => (a.path === b.path ? (a.offset ?? -1) - (b.offset ?? -1) : a.path < b.path ? -1 : 1));
     state.errors.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
     return state;
   }
+}
+
+/** The {@link MAX_FINDINGS_PER_FILE} first findings of one file, by offset (then rule and codename: a total order). */
+function firstByOffset(findings: Finding[]): Finding[] {
+  const key = (f: Finding) => `${f.ruleId}\0${f.codename ?? ''}\0${f.encoding ?? ''}`;
+  return findings
+    .sort((a, b) => (a.offset ?? -1) - (b.offset ?? -1) || (key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : 0))
+    .slice(0, MAX_FINDINGS_PER_FILE);
 }
 
 function codenameFinding(path: string, m: RawMatch): Finding {
