@@ -106,6 +106,11 @@ async function main(argv: string[]): Promise<number> {
     process.stderr.write(`moat-scan: expected --engine auto, native or js, got ${JSON.stringify(values.engine)}\n`);
     return 2;
   }
+  const packOnly = (['allow-src', 'max-size', 'allow'] as const).filter((name) => values[name] !== undefined);
+  if (!isPack && packOnly.length > 0) {
+    process.stderr.write(`moat-scan: expected --${packOnly[0]} with \`moat-scan pack\` only, got it for a path scan\n`);
+    return 2;
+  }
   const maxSize = values['max-size'] === undefined ? undefined : Number(values['max-size']);
   if (maxSize !== undefined && !(Number.isSafeInteger(maxSize) && maxSize > 0)) {
     process.stderr.write(`moat-scan: expected --max-size as a positive integer, got ${JSON.stringify(values['max-size'])}\n`);
@@ -167,7 +172,13 @@ async function main(argv: string[]): Promise<number> {
       ? formatJson(report)
       : formatHuman(report, { verbose: values.verbose === true });
   if (values.output === undefined) process.stdout.write(text);
-  else await writeFile(values.output, text);
+  else
+    try {
+      await writeFile(values.output, text);
+    } catch (error) {
+      process.stderr.write(`moat-scan: expected to write the report to ${values.output}, got ${errorMessage(error)}\n`);
+      return 2;
+    }
   if (report.errors.length > 0) {
     for (const e of report.errors) process.stderr.write(`moat-scan: cannot read ${e.path}: ${e.message}\n`);
     return 2;

@@ -555,7 +555,7 @@ describe('output', () => {
     expect(JSON.parse(cached.stdout).findings).toEqual(JSON.parse(fresh.stdout).findings);
   });
 
-  // Nineteen CLI processes: on a loaded two-core runner each can take seconds to start.
+  // Twenty-one CLI processes: on a loaded two-core runner each can take seconds to start.
   it('the CLI exits 0 when clean, 1 on findings, 2 on usage and I/O errors', { timeout: 120_000 }, () => {
     const run = (...args: string[]) => spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8' });
     const clean = write('clean/a.js', 'console.log("nothing to see");');
@@ -577,6 +577,11 @@ describe('output', () => {
     const short = run('--codename', 'ab', clean);
     expect(short.status).toBe(2);
     expect(short.stderr).toMatch(/ERR_SCAN_CONFIG/);
+    const folder = run('--codename', CODENAME, '-o', dir, clean);
+    expect(folder.status).toBe(2);
+    expect(folder.stderr).toMatch(/expected to write the report to .*, got EISDIR/);
+    expect(folder.stderr).not.toMatch(/\n\s+at /);
+    expect(run('--codename', CODENAME, '--max-size', '5', clean).stderr).toMatch(/expected --max-size with `moat-scan pack` only/);
     // Nothing to scan for, or nothing scanned, is no pass: a list never filled in, an empty build.
     const none = run(clean);
     expect(none.status).toBe(2);
