@@ -144,6 +144,23 @@ describe('replaceFeatureCalls', () => {
   it('reports a parse error as ERR_PARSE', () => {
     expect(() => replaceFeatureCalls('import { feature } from "bun:bundle"; if (', features)).toThrow(/ERR_PARSE/);
   });
+  it('refuses every other way to the flag module: a namespace, a default import, a re-export, require(), import()', () => {
+    for (const [code, got] of [
+      ['import * as B from "@moat/build-guard/feature"; if (B.feature("A")) x();', 'a namespace import'],
+      ['import B from "bun:bundle"; B.feature("A");', 'a default import'],
+      ['import { feature, other } from "@moat/build-guard/feature"; feature("A");', 'an import of other'],
+      ['export { feature } from "@moat/build-guard/feature";', 'a re-export of it'],
+      ['export * from "bun:bundle";', 'a re-export of it'],
+      ['const { feature } = require("@moat/build-guard/feature"); feature("A");', 'require() of it'],
+      ['const m = await import("@moat/build-guard/feature"); m.feature("A");', 'import() of it'],
+    ] as const)
+      expect(() => replaceFeatureCalls(code, features, 'x.js'), code).toThrow(
+        new RegExp(`^ERR_NON_LITERAL_FLAG: .* at x\\.js:1:\\d+, got ${got.replace(/[()]/g, '\\$&')}$`),
+      );
+    // Other modules' exports named feature, and side-effect-free imports of other modules, stay as they are.
+    expect(replaceFeatureCalls('import * as m from "./flags.js"; m.feature("A");', features).replaced).toEqual([]);
+  });
+
   it('refuses extra arguments', () => {
     expect(() => replaceFeatureCalls('import { feature } from "bun:bundle"; feature("A", 1);', features)).toThrow(/ERR_NON_LITERAL_FLAG/);
   });

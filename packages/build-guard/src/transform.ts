@@ -80,17 +80,44 @@ export function replaceFeatureCalls(code: string, features: Readonly<Record<stri
   }
   const locals = new Set<string>();
   const importRanges: Array<[number, number]> = [];
+  const flagModule = (n: unknown) => (FEATURE_MODULES as readonly unknown[]).includes((n as { value?: unknown } | null)?.value);
+  const where0 = (n: Node) => `${file}:${n.loc?.start.line ?? 0}:${(n.loc?.start.column ?? 0) + 1}`;
+  // Only `import { feature }` and direct calls are seen (and replaced) here: any other way to the
+  // flag module — a namespace, a re-export, require(), import() — would ship the guarded branch.
+  const refuse = (n: Node, got: string) => {
+    throw new BuildGuardError(
+      'ERR_NON_LITERAL_FLAG',
+      `expected the flag module only as import { feature } from "${FEATURE_MODULES[0]}" (or "${FEATURE_MODULES[1]}") at ${where0(n)}, got ${got}`,
+    );
+  };
   walk(ast, (node) => {
+    if ((node.type === 'ExportNamedDeclaration' || node.type === 'ExportAllDeclaration') && flagModule(node.source))
+      refuse(node, 'a re-export of it');
+    if (node.type === 'ImportExpression' && flagModule(node.source)) refuse(node, 'import() of it');
+    if (
+      node.type === 'CallExpression' &&
+      (node.callee as Node).type === 'Identifier' &&
+      (node.callee as { name?: string }).name === 'require' &&
+      flagModule((node.arguments as Node[])[0])
+    )
+      refuse(node, 'require() of it');
     if (node.type !== 'ImportDeclaration') return;
-    const source = (node.source as { value: unknown }).value;
-    if (!(FEATURE_MODULES as readonly unknown[]).includes(source)) return;
+    if (!flagModule(node.source)) return;
     for (const spec of node.specifiers as Node[]) {
-      if (
-        spec.type === 'ImportSpecifier' &&
-        ((spec.imported as { name?: string; value?: string }).name ?? (spec.imported as { value?: string }).value) === 'feature'
-      ) {
-        locals.add((spec.local as { name: string }).name);
-      }
+      const imported =
+        spec.type === 'ImportSpecifier'
+          ? ((spec.imported as { name?: string; value?: string }).name ?? (spec.imported as { value?: string }).value)
+          : undefined;
+      if (imported !== 'feature')
+        refuse(
+          spec,
+          spec.type === 'ImportNamespaceSpecifier'
+            ? 'a namespace import'
+            : spec.type === 'ImportDefaultSpecifier'
+              ? 'a default import'
+              : `an import of ${imported}`,
+        );
+      locals.add((spec.local as { name: string }).name);
     }
     importRanges.push([node.start, node.end]);
   });
