@@ -53,10 +53,9 @@ import { createHmac, createSecretKey, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { existsSync, mkdtempSync } from 'node:fs';
 import { createServer, type IncomingMessage } from 'node:http';
-import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import Anthropic from '@anthropic-ai/sdk';
 import { devKeyFile } from '@moat/native/dev-key';
 import { Agent, Pool, request } from 'undici';
@@ -68,6 +67,7 @@ import {
   SqliteStorage,
   startMockUpstream,
 } from '../dist/index.js';
+import { claudeBinary } from '../src/claude-code.test-util.ts';
 import { createMoatFetch } from './moat-client.ts';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
@@ -292,18 +292,6 @@ async function startCapture(canned: { json: Buffer; sse: Buffer }) {
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
   const { port } = server.address() as AddressInfo;
   return { state, server, url: `http://127.0.0.1:${port}`, authority: `127.0.0.1:${port}` };
-}
-
-/** The binary of the platform package `@anthropic-ai/claude-code` installs for this machine, if any. */
-function claudeBinary(): string | undefined {
-  try {
-    const wrapper = createRequire(import.meta.url).resolve('@anthropic-ai/claude-code/package.json');
-    const dir = dirname(createRequire(wrapper).resolve(`@anthropic-ai/claude-code-${process.platform}-${process.arch}/package.json`));
-    const binary = join(dir, 'claude');
-    return existsSync(binary) ? binary : undefined;
-  } catch {
-    return undefined;
-  }
 }
 
 /** A captured request and the path with query it was sent to. */

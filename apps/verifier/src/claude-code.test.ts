@@ -4,29 +4,16 @@
  * prompt as text and as `stream-json`, and its requests are recorded.
  */
 import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { claudeBinary } from './claude-code.test-util.js';
 import { devEnvironment, loadConfig } from './config.js';
 import { createVerifier, type Verifier } from './server.js';
 
 const run = promisify(execFile);
-
-/** The binary of the platform package Claude Code installs for this machine, if any. */
-function claudeBinary(): string | undefined {
-  try {
-    const wrapper = createRequire(import.meta.url).resolve('@anthropic-ai/claude-code/package.json');
-    const platform = `@anthropic-ai/claude-code-${process.platform}-${process.arch}`;
-    const dir = dirname(createRequire(wrapper).resolve(`${platform}/package.json`));
-    const binary = join(dir, process.platform === 'win32' ? 'claude.exe' : 'claude');
-    return existsSync(binary) ? binary : undefined;
-  } catch {
-    return undefined;
-  }
-}
 
 const claude = claudeBinary();
 let verifier: Verifier;

@@ -13,7 +13,7 @@
 import type { HardenOptions } from '@moat/harden';
 import { credentialOf } from '@moat/protocol';
 import type { MessagesRequest } from '@moat/protocol/messages';
-import { createWarner, errorMessage, type Warner } from '@moat/protocol/support';
+import { createWarner, errorMessage, type Warner, waitAtMost } from '@moat/protocol/support';
 import type { LayerStatus, MoatCall, MoatLayer, Send } from './compose.js';
 import { callSignal, checkLayers, composeLayers, degradedEvent } from './compose.js';
 import { discover, type Endpoint, endpointBase } from './endpoint.js';
@@ -24,7 +24,6 @@ import { gatewayLayer } from './layers/gateway.js';
 import { hardenLayer } from './layers/harden.js';
 import type { InstallKeyOptions } from './layers/install-keys.js';
 import { signedBlocksLayer } from './layers/signed-blocks.js';
-import { waitAtMost } from './wait.js';
 
 export * from './compose.js';
 export type { Endpoint } from './endpoint.js';

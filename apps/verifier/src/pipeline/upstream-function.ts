@@ -1,5 +1,5 @@
 import { Readable } from 'node:stream';
-import { errorMessage } from '@moat/protocol/support';
+import { errorMessage, waitAtMost } from '@moat/protocol/support';
 import type { Logger } from 'pino';
 import { ApiError } from '../errors.js';
 import {
@@ -100,23 +100,14 @@ function headersOf(headers: Headers): Record<string, string | string[]> {
  */
 function untilAborted(answer: Promise<Response>, signal: AbortSignal | undefined): Promise<Response> {
   if (signal === undefined) return answer;
-  return new Promise<Response>((resolve, reject) => {
-    const gone = () => reject(signal.reason);
-    if (signal.aborted) gone();
-    else signal.addEventListener('abort', gone, { once: true });
-    answer.then(
-      (response) => {
-        signal.removeEventListener('abort', gone);
-        if (!signal.aborted) resolve(response);
-        else if (response instanceof Response && response.body !== null && !response.body.locked)
-          response.body.cancel().catch(() => {});
-      },
-      (error: unknown) => {
-        signal.removeEventListener('abort', gone);
-        reject(error);
-      },
-    );
-  });
+  void answer.then(
+    (response) => {
+      if (signal.aborted && response instanceof Response && response.body !== null && !response.body.locked)
+        response.body.cancel().catch(() => {});
+    },
+    () => {},
+  );
+  return waitAtMost(answer, undefined, signal) as Promise<Response>;
 }
 
 /**

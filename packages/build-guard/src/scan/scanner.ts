@@ -593,14 +593,19 @@ type ScanState = { findings: Finding[]; suppressed: number; files: number; bytes
 function withReader<T>(path: string, use: (read: (offset: number, length: number, into?: Buffer) => Buffer) => T): T {
   const fd = openSync(path, 'r');
   try {
-    return use((offset, length, into) => {
-      const bytes =
-        into !== undefined && into.length >= length ? into.subarray(0, Math.max(0, length)) : Buffer.allocUnsafe(Math.max(0, length));
-      return bytes.subarray(0, readSync(fd, bytes, 0, bytes.length, offset));
-    });
+    return use(readerOf(fd));
   } finally {
     closeSync(fd);
   }
+}
+
+/** Reads at an offset of an open file (positioned reads: a stream's own position is left alone). */
+function readerOf(fd: number): (offset: number, length: number, into?: Buffer) => Buffer {
+  return (offset, length, into) => {
+    const bytes =
+      into !== undefined && into.length >= length ? into.subarray(0, Math.max(0, length)) : Buffer.allocUnsafe(Math.max(0, length));
+    return bytes.subarray(0, readSync(fd, bytes, 0, bytes.length, offset));
+  };
 }
 
 /**
@@ -770,10 +775,10 @@ class SequentialScan {
     };
     if (isTarball(path)) return this.#scanTarball(path, progress);
     // Plain files: read into one reused buffer (a stream allocates a fresh one per chunk).
-    const program = this.#options.sourceMaps === false ? undefined : withReader(path, (read) => bunProgramRange(read, size));
-    const sink = this.#open(path, mode, program);
     const handle = await fsOpen(path, 'r');
     try {
+      const program = this.#options.sourceMaps === false ? undefined : bunProgramRange(readerOf(handle.fd), size);
+      const sink = this.#open(path, mode, program);
       const buffer = Buffer.allocUnsafe(Math.min(this.#chunkSize, Math.max(size, 1)));
       for (;;) {
         const { bytesRead } = await handle.read(buffer, 0, buffer.length, null);
@@ -781,10 +786,10 @@ class SequentialScan {
         sink.write(buffer.subarray(0, bytesRead));
         progress(bytesRead);
       }
+      sink.end();
     } finally {
       await handle.close();
     }
-    sink.end();
   }
 
   /** One file, read whole: codenames and the audit (`exact`) or the audit alone. */

@@ -16,10 +16,9 @@ import {
   parseChallengeAnswer,
   parseEnrollmentAnswer,
 } from '@moat/protocol';
-import { errorMessage, type NativeBinding, type Warner } from '@moat/protocol/support';
+import { errorMessage, type NativeBinding, type Warner, waitAtMost } from '@moat/protocol/support';
 import { callSignal, degradedEvent, type MoatCall } from '../compose.js';
 import { type Endpoint, endpointBase, underBase } from '../endpoint.js';
-import { waitAtMost } from '../wait.js';
 
 /** Options of the install keys (see `attestationLayer`'s `installKeys`). */
 export interface InstallKeyOptions {

@@ -1,7 +1,7 @@
 /**
  * `@moat/protocol/support` — small runtime helpers every Moat package shares: the fail-open
- * warning sink, the message of a caught value, an unexpected value described for an error, untrusted text made printable, a bounded LRU map and the optional native
- * addon loader. Not part of the wire contract; kept here because layers may depend on
+ * warning sink, the message of a caught value, an unexpected value described for an error, untrusted text made printable, a bounded LRU map, a wait bounded by a deadline and a
+ * signal, and the optional native addon loader. Not part of the wire contract; kept here because layers may depend on
  * `@moat/protocol` and nothing else.
  *
  * @packageDocumentation
@@ -21,4 +21,5 @@ export {
   type NativeRequestOptions,
   STAMP_RESULTS,
 } from './native.js';
+export { waitAtMost } from './wait.js';
 export { createWarner, type Warner, type WarningSink } from './warner.js';

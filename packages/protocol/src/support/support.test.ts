@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { createWarner, errorCode, errorMessage, LruMap, LruMapError } from './index.js';
+import { createWarner, errorCode, errorMessage, LruMap, LruMapError, waitAtMost } from './index.js';
 import { loadNativeAddon } from './native.js';
 
 describe('LruMap', () => {
@@ -87,5 +87,20 @@ describe('loadNativeAddon', () => {
       return {};
     });
     expect(imports).toBe(1);
+  });
+});
+
+describe('waitAtMost', () => {
+  const later = <T>(value: T, ms: number) => new Promise<T>((resolve) => setTimeout(() => resolve(value), ms));
+
+  it("gives the work's outcome, undefined once the time passed, the signal's reason once it aborts", async () => {
+    expect(await waitAtMost(later('done', 5), 1_000, undefined)).toBe('done');
+    expect(await waitAtMost(later('late', 500), 20, undefined)).toBeUndefined();
+    await expect(waitAtMost(Promise.reject(new Error('broke')), 1_000, undefined)).rejects.toThrow('broke');
+    const client = new AbortController();
+    const waiting = waitAtMost(later('late', 500), undefined, client.signal);
+    client.abort(new Error('gone'));
+    await expect(waiting).rejects.toThrow('gone');
+    await expect(waitAtMost(later('x', 5), 1_000, AbortSignal.abort(new Error('gone before')))).rejects.toThrow('gone before');
   });
 });

@@ -1,7 +1,13 @@
 /**
  * `work`'s outcome, or `undefined` once `ms` passed (the work goes on, unawaited), or the
- * abort reason of `signal` as soon as it aborts: what a call waits for before it goes out
- * (an endpoint's discovery, an install's enrollment) never keeps it past its own deadline.
+ * abort reason of `signal` as soon as it aborts: what a request waits for (a client's
+ * discovery or enrollment, a verifier's in-process model call) never keeps it past its own
+ * deadline or its client.
+ *
+ * @example
+ * ```ts
+ * const e = await waitAtMost(discovery, 3_000, request.signal); // undefined after 3 s
+ * ```
  */
 export function waitAtMost<T>(work: Promise<T>, ms: number | undefined, signal: AbortSignal | undefined): Promise<T | undefined> {
   if (signal?.aborted === true) return Promise.reject(signal.reason);
