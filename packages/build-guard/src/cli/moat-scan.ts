@@ -24,6 +24,7 @@ options:
                          threads first where it runs; same findings)
       --allowlist FILE   JSON [{ "codename", "path", "reason" }]
       --no-sourcemaps    skip the source-map audit
+      --no-names         search file contents only, not file and folder names
       --json | --sarif   machine-readable output (default: human)
   -o, --output FILE      write the report to FILE instead of stdout
   -q, --quiet            no progress line
@@ -44,6 +45,7 @@ const OPTIONS = {
   engine: { type: 'string' },
   allowlist: { type: 'string' },
   'no-sourcemaps': { type: 'boolean' },
+  'no-names': { type: 'boolean' },
   'no-prefilter': { type: 'boolean' },
   json: { type: 'boolean' },
   sarif: { type: 'boolean' },
@@ -140,6 +142,7 @@ async function main(argv: string[]): Promise<number> {
     wholeWord: values['whole-word'] === true,
     plainOnly: values['plain-only'] === true,
     sourceMaps: values['no-sourcemaps'] !== true,
+    names: values['no-names'] !== true,
     prefilter: values['no-prefilter'] !== true,
     engine: (values.engine ?? 'auto') as 'auto' | 'native' | 'js',
     onWarning: (message: string) => process.stderr.write(`moat-scan: ${message}\n`),

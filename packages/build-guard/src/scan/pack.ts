@@ -63,7 +63,7 @@ export async function auditPack(
     const allowed = (p: string) => (policy.allow ?? []).some((g) => matchesGlob(p, g));
     for (const file of info.files) {
       if (allowed(file.path)) continue;
-      const at = `${dir}/${file.path}`;
+      const at = join(dir, file.path);
       if (file.path.endsWith('.map'))
         policyFindings.push({
           ruleId: 'moat/pack/source-map',
@@ -104,8 +104,23 @@ export async function auditPack(
         message: `unpacked size ${info.unpackedSize} bytes exceeds the limit of ${limit}`,
       });
     }
-    const scanned = await scanPaths([tarball], scan);
-    return { ...scanned, findings: [...policyFindings, ...scanned.findings], tarball: info.filename, packed: info.files.length };
+    // npm pack puts every file under package/: its findings name the package's own files.
+    const inTarball = `${tarball}!package/`;
+    const packageDir = join(dir, '.');
+    const scanned = await scanPaths([tarball], {
+      ...scan,
+      pathPrefixes: { [inTarball]: packageDir === '.' ? '' : `${packageDir}/` },
+    });
+    const errors = scanned.errors.map((e) =>
+      e.path.startsWith(inTarball) ? { ...e, path: join(dir, e.path.slice(inTarball.length)) } : e,
+    );
+    return {
+      ...scanned,
+      findings: [...policyFindings, ...scanned.findings],
+      errors,
+      tarball: info.filename,
+      packed: info.files.length,
+    };
   } finally {
     await rm(out, { recursive: true, force: true });
   }

@@ -10,7 +10,7 @@ import { BuildGuardError } from '../errors.js';
 import { ENCODINGS, type Encoding } from './needles.js';
 import { auditPack } from './pack.js';
 import { formatSarif } from './report.js';
-import { parseAllowlist, parseCodenames, scanPaths } from './scanner.js';
+import { nameMatcher, parseAllowlist, parseCodenames, scanPaths } from './scanner.js';
 
 const require = createRequire(import.meta.url);
 const CODENAME = 'Capybara';
@@ -124,6 +124,82 @@ describe('planted leaks', () => {
       `${tarball}!package/dist/${'deep/'.repeat(25)}long.js`,
       `${tarball}!package/dist/index.js`,
     ]);
+  });
+
+  it('finds codenames in file and folder names below the inputs and in archive members, each folder once, in every scan mode', async () => {
+    const root = join(dir, 'named-tree');
+    mkdirSync(join(root, 'dist/capybara-assets/deeper'), { recursive: true });
+    for (const name of ['one.js', 'two.js', 'deeper/three.js']) writeFileSync(join(root, 'dist/capybara-assets', name), 'x');
+    writeFileSync(join(root, 'dist/Capybara.chunk.js'), 'x');
+    writeFileSync(join(root, 'dist/clean.js'), 'x');
+    const pkg = join(dir, 'named-tarball-src');
+    mkdirSync(join(pkg, 'package/lib/Capybara'), { recursive: true });
+    writeFileSync(join(pkg, 'package/lib/Capybara/a.js'), 'x');
+    writeFileSync(join(pkg, 'package/lib/Capybara/b.js'), 'x');
+    const tarball = join(root, 'dist/pkg.tgz');
+    execFileSync('tar', ['-czf', tarball, '-C', pkg, 'package']);
+    const expected = [`${root}/dist/Capybara.chunk.js`, `${tarball}!package/lib/Capybara`];
+    for (const mode of [
+      { prefilter: false, workers: 1 },
+      { prefilter: true },
+      { prefilter: false, workers: 2 },
+      { engine: 'js' as const },
+    ]) {
+      const report = await scanPaths([join(root, 'dist')], { codenames: [CODENAME], sourceMaps: false, ...mode });
+      expect(report.findings.map((f) => `${f.path} ${f.ruleId} ${f.message}`).sort(), JSON.stringify(mode)).toEqual(
+        expected.map(
+          (path) => `${path} moat/codename/name internal codename "${CODENAME}" in a ${path.endsWith('.js') ? 'file' : 'folder'} name`,
+        ),
+      );
+      const folded = await scanPaths([join(root, 'dist')], { codenames: [CODENAME], sourceMaps: false, ignoreCase: true, ...mode });
+      expect(folded.findings.map((f) => f.path).sort()).toEqual([
+        `${root}/dist/Capybara.chunk.js`,
+        `${root}/dist/capybara-assets`,
+        `${tarball}!package/lib/Capybara`,
+      ]);
+    }
+    // The input's own name is the caller's choice, not something shipped; a file input's name is searched.
+    const own = await scanPaths([join(root, 'dist/capybara-assets')], { codenames: [CODENAME], sourceMaps: false, ignoreCase: true });
+    expect(own.findings).toEqual([]);
+    const file = await scanPaths([join(root, 'dist/Capybara.chunk.js')], { codenames: [CODENAME], sourceMaps: false });
+    expect(file.findings.map((f) => f.path)).toEqual([join(root, 'dist/Capybara.chunk.js')]);
+    const allowed = await scanPaths([join(root, 'dist')], {
+      codenames: [CODENAME],
+      sourceMaps: false,
+      allowlist: [{ rule: 'moat/codename/name', path: '**', reason: 'names are public' }],
+    });
+    expect([allowed.findings, allowed.suppressed]).toEqual([[], 2]);
+    const off = await scanPaths([join(root, 'dist')], { codenames: [CODENAME], sourceMaps: false, names: false });
+    expect(off.findings).toEqual([]);
+  });
+
+  it('matches names as a naive search does (any codenames, case folding, whole words)', () => {
+    const alphabet = fc.constantFrom('a', 'b', 'A', 'B', '_', '-', '.', 'é', '1');
+    const text = (min: number, max: number) => fc.array(alphabet, { minLength: min, maxLength: max }).map((c) => c.join(''));
+    fc.assert(
+      fc.property(
+        fc.uniqueArray(text(1, 6), { minLength: 1, maxLength: 6 }),
+        fc.array(text(0, 16), { maxLength: 8 }),
+        fc.boolean(),
+        fc.boolean(),
+        (codenames, names, ignoreCase, wholeWord) => {
+          const match = nameMatcher({ codenames, ignoreCase, wholeWord });
+          const fold = (t: string) => (ignoreCase ? t.replace(/[A-Z]/g, (c) => c.toLowerCase()) : t);
+          const word = (t: string, i: number) => i >= 0 && i < t.length && /[A-Za-z0-9_]/.test(t[i] as string);
+          for (const name of names) {
+            const naive = codenames.filter((c) => {
+              const hay = fold(name);
+              const needle = fold(c);
+              for (let at = hay.indexOf(needle); at !== -1; at = hay.indexOf(needle, at + 1))
+                if (!wholeWord || (!word(hay, at - 1) && !word(hay, at + needle.length))) return true;
+              return false;
+            });
+            expect(match(name).sort()).toEqual(naive.sort());
+          }
+        },
+      ),
+      { numRuns: 2000 },
+    );
   });
 
   it('keeps at most 10,000 findings per file and counts the rest in one warning (memory bounded by files, not findings)', async () => {
@@ -337,6 +413,23 @@ describe('source maps and packaging', () => {
       { codenames: ['Zorblaxian'], sourceMaps: false },
     );
     expect(allowed.findings).toEqual([]);
+  });
+
+  it('moat-scan pack names the package files, so an allowlist written for them applies', { timeout: 60_000 }, async () => {
+    write('named-pkg/package.json', JSON.stringify({ name: '@acme/named', version: '1.0.0', files: ['dist'] }));
+    write('named-pkg/dist/index.js', `export const a = "${CODENAME}";\n`);
+    write('named-pkg/dist/docs.js', `export const b = "${CODENAME}";\n`);
+    const pkg = join(dir, 'named-pkg');
+    const report = await auditPack(pkg, {}, { codenames: [CODENAME], sourceMaps: false });
+    expect(report.findings.map((f) => f.path).sort()).toEqual([join(pkg, 'dist/docs.js'), join(pkg, 'dist/index.js')]);
+    expect(report.findings.every((f) => !f.path.includes(tmpdir()) || f.path.startsWith(dir))).toBe(true);
+    const allowed = await auditPack(
+      pkg,
+      {},
+      { codenames: [CODENAME], sourceMaps: false, allowlist: [{ codename: CODENAME, path: `${pkg}/dist/docs.js`, reason: 'docs' }] },
+    );
+    expect(allowed.findings.map((f) => f.path)).toEqual([join(pkg, 'dist/index.js')]);
+    expect(allowed.suppressed).toBe(1);
   });
 });
 

@@ -74,6 +74,18 @@ export interface ScanOptions extends EngineOptions {
    * `false` scans every file exactly; the findings are the same.
    */
   readonly prefilter?: boolean;
+  /**
+   * Search file and folder names too (default true): a codename in a name below an input
+   * (`dist/capybara-chunk.js`, `assets/capybara/`) or in an archive member's path ships as
+   * surely as one in a file. Plain form, with `ignoreCase` and `wholeWord`.
+   */
+  readonly names?: boolean;
+  /**
+   * Paths reported under another name: a finding whose path starts with a key is reported, and
+   * matched against the allowlist, with that prefix replaced by its value (the pack audit
+   * reports the files of its temporary tarball as the package's own files).
+   */
+  readonly pathPrefixes?: Readonly<Record<string, string>>;
   /** Called as bytes are read, for progress display. */
   readonly onProgress?: (progress: { readonly path: string; readonly bytes: number; readonly total: number }) => void;
 }
@@ -400,8 +412,9 @@ export async function scanPaths(paths: readonly string[], options: ScanOptions):
     if (parallel !== undefined) return parallel;
   }
   const scan = new SequentialScan(options);
-  const { files, errors } = await listFiles(paths);
+  const { files, names, errors } = await listFiles(paths);
   scan.errors.push(...errors);
+  scan.names(names);
   for (const f of files) await scan.file(f.path, f.size, 'exact');
   return scan.report();
 }
@@ -420,7 +433,7 @@ const NESTED_ARCHIVE_BYTES = 256 * 1024 * 1024;
  * exact way. `undefined` when the prefilter cannot run.
  */
 async function scanPrefiltered(paths: readonly string[], options: ScanOptions): Promise<ScanReport | undefined> {
-  const { files, errors } = await listFiles(paths);
+  const { files, names, errors } = await listFiles(paths);
   // Nothing cached: libhs compiles only a set whose compile time the bytes to read pay back.
   const bytes = files.reduce((n, f) => n + f.size, 0);
   const setOptions = { ...options, directAbove: options.directAbove ?? compileLimit(bytes) };
@@ -448,6 +461,7 @@ async function scanPrefiltered(paths: readonly string[], options: ScanOptions): 
   // Listed windows are read again in the same size: a possible finding costs the exact scan 128 KB, not 1 MB.
   const scan = new SequentialScan({ ...options, chunkSize }, sets);
   scan.errors.push(...errors);
+  scan.names(names);
   for (const f of files) {
     const i = verdicts.get(f.path);
     if (i === undefined || result.errors[i] !== 0) await scan.file(f.path, f.size, 'exact');
@@ -477,14 +491,18 @@ async function scanVerdict(scan: SequentialScan, path: string, result: Prefilter
  * many paths reach it (link loops, overlapping inputs). A link to nothing is an error: what it
  * stands for cannot be read.
  */
-async function listFiles(
-  paths: readonly string[],
-): Promise<{ files: Array<{ path: string; size: number }>; errors: ScanReport['errors'] }> {
+async function listFiles(paths: readonly string[]): Promise<{
+  files: Array<{ path: string; size: number }>;
+  names: ListedName[];
+  errors: ScanReport['errors'];
+}> {
   const files: Array<{ path: string; size: number }> = [];
+  const names: ListedName[] = [];
   const errors: ScanReport['errors'] = [];
   const seen = new Set<string>();
   // Synchronous: one stat per file, far cheaper than a trip through the thread pool each.
-  const visit = (path: string): void => {
+  // `name` is the entry's own name below an input (an input folder's own name is not searched).
+  const visit = (path: string, name: string | undefined): void => {
     let info: ReturnType<typeof statSync>;
     try {
       info = statSync(path);
@@ -505,11 +523,15 @@ async function listFiles(
         errors.push({ path, message: errorMessage(error) });
         return;
       }
-      for (const entry of entries.sort()) visit(join(path, entry));
-    } else if (info.isFile()) files.push({ path, size: info.size });
+      if (name !== undefined) names.push({ path, name, folder: true });
+      for (const entry of entries.sort()) visit(join(path, entry), entry);
+    } else if (info.isFile()) {
+      files.push({ path, size: info.size });
+      names.push({ path, name: name ?? basename(path), folder: false });
+    }
   };
-  for (const path of paths) visit(path);
-  return { files, errors };
+  for (const path of paths) visit(path, undefined);
+  return { files, names, errors };
 }
 
 /** Off in the standalone executable, whose bundle holds no worker script to start. */
@@ -532,7 +554,7 @@ function workerScript(): URL | undefined {
 
 /** Splits the files over worker threads by size; `undefined` when one thread is better. */
 async function scanInWorkers(paths: readonly string[], options: ScanOptions): Promise<ScanReport | undefined> {
-  const { files, errors } = await listFiles(paths);
+  const { files, names, errors } = await listFiles(paths);
   const total = files.reduce((n, f) => n + f.size, 0);
   const count = Math.min(options.workers ?? Math.min(2, availableParallelism()), files.length);
   const script = workerScript();
@@ -565,6 +587,10 @@ async function scanInWorkers(paths: readonly string[], options: ScanOptions): Pr
         }),
     ),
   );
+  // A worker gets bare files and searches their names; folder names are searched here.
+  const named = new SequentialScan(options);
+  named.names(names.filter((n) => n.folder));
+  reports.push(named.report());
   const findings = reports.flatMap((r) => r.findings);
   findings.sort((a, b) => (a.path === b.path ? (a.offset ?? -1) - (b.offset ?? -1) : a.path < b.path ? -1 : 1));
   return {
@@ -621,6 +647,9 @@ class SequentialScan {
   readonly #kept = new Map<string, { findings: Finding[]; seen: number }>();
   readonly #chunkSize: number;
   #built: CodenameEngine | undefined;
+  #nameMatcher: NameMatcher | undefined;
+  /** Archive folders whose names were searched. */
+  readonly #namedFolders = new Set<string>();
 
   constructor(options: ScanOptions, prebuilt?: PrebuiltLiterals) {
     this.#options = options;
@@ -637,7 +666,8 @@ class SequentialScan {
     return this.#built;
   }
 
-  readonly #add = (f: Finding): void => {
+  readonly #add = (found: Finding): void => {
+    const f = renamed(found, this.#options.pathPrefixes);
     const allowed = (this.#options.allowlist ?? []).some(
       (a) =>
         matchesGlob(f.path, a.path) &&
@@ -723,6 +753,7 @@ class SequentialScan {
    * is an error (it cannot be vouched for), never a pass.
    */
   #member(name: string, depth: number, gunzipSync: typeof import('node:zlib').gunzipSync) {
+    this.#memberNames(name);
     if (!isTarball(name)) return this.#open(name);
     const state = this.#state;
     const parts: Buffer[] = [];
@@ -867,6 +898,30 @@ class SequentialScan {
     this.#progress(path, size, size);
   }
 
+  /** Searches listed file and folder names (unless `names` is false). */
+  names(listed: readonly ListedName[]): void {
+    if (this.#options.names === false || this.#options.codenames.length === 0) return;
+    this.#nameMatcher ??= nameMatcher(this.#options);
+    for (const { path, name, folder } of listed)
+      for (const codename of this.#nameMatcher(name)) this.#add(nameFinding(path, codename, folder));
+  }
+
+  /** Searches the folders and name of archive member `member` (`a.tgz!package/dist/x.js`), each folder once. */
+  #memberNames(member: string): void {
+    if (this.#options.names === false || this.#options.codenames.length === 0) return;
+    this.#nameMatcher ??= nameMatcher(this.#options);
+    const cut = member.lastIndexOf('!');
+    const parts = member.slice(cut + 1).split('/');
+    let path = member.slice(0, cut + 1);
+    parts.forEach((name, i) => {
+      path += i === 0 ? name : `/${name}`;
+      const folder = i < parts.length - 1;
+      if (name === '' || (folder && this.#namedFolders.has(path))) return;
+      if (folder) this.#namedFolders.add(path);
+      for (const codename of (this.#nameMatcher as NameMatcher)(name)) this.#add(nameFinding(path, codename, folder));
+    });
+  }
+
   report(): ScanReport {
     const state = this.#state;
     for (const [path, kept] of this.#kept) {
@@ -893,6 +948,67 @@ function firstByOffset(findings: Finding[]): Finding[] {
   return findings
     .sort((a, b) => (a.offset ?? -1) - (b.offset ?? -1) || (key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : 0))
     .slice(0, MAX_FINDINGS_PER_FILE);
+}
+
+/** A file or folder found by {@link listFiles}, with its own name. */
+interface ListedName {
+  readonly path: string;
+  readonly name: string;
+  readonly folder: boolean;
+}
+
+/** The codenames a file or folder name holds. */
+type NameMatcher = (name: string) => string[];
+
+const WORD = /[A-Za-z0-9_]/;
+const asciiLower = (text: string) => text.replace(/[A-Z]+/g, (c) => c.toLowerCase());
+
+/**
+ * @internal The codenames in a name, plain, as the scan matches file contents (`ignoreCase` folds ASCII
+ * letters, `wholeWord` wants no word character around): the codenames are indexed by their
+ * first four code units (fewer when one is shorter), so a name costs one lookup per position whatever their number.
+ */
+export function nameMatcher(options: ScanOptions): NameMatcher {
+  const fold = options.ignoreCase === true ? asciiLower : (text: string) => text;
+  const byHead = new Map<string, Array<{ codename: string; needle: string }>>();
+  const headLength = Math.max(1, Math.min(4, ...options.codenames.map((c) => c.length)));
+  for (const codename of options.codenames) {
+    const needle = fold(codename);
+    const head = needle.slice(0, headLength);
+    const list = byHead.get(head) ?? [];
+    list.push({ codename, needle });
+    byHead.set(head, list);
+  }
+  const wordAt = (text: string, at: number) => at >= 0 && at < text.length && WORD.test(text[at] as string);
+  return (name) => {
+    const text = fold(name);
+    const found = new Set<string>();
+    for (let at = 0; at + headLength <= text.length; at++) {
+      const candidates = byHead.get(text.slice(at, at + headLength));
+      if (candidates === undefined) continue;
+      for (const { codename, needle } of candidates)
+        if (text.startsWith(needle, at) && (options.wholeWord !== true || (!wordAt(text, at - 1) && !wordAt(text, at + needle.length))))
+          found.add(codename);
+    }
+    return [...found];
+  };
+}
+
+function nameFinding(path: string, codename: string, folder: boolean): Finding {
+  return {
+    ruleId: 'moat/codename/name',
+    severity: 'error',
+    path,
+    codename,
+    message: `internal codename "${codename}" in a ${folder ? 'folder' : 'file'} name`,
+  };
+}
+
+/** `f` with its path's prefix replaced by the first of `prefixes` it starts with. */
+function renamed(f: Finding, prefixes: Readonly<Record<string, string>> | undefined): Finding {
+  if (prefixes === undefined) return f;
+  for (const [from, to] of Object.entries(prefixes)) if (f.path.startsWith(from)) return { ...f, path: to + f.path.slice(from.length) };
+  return f;
 }
 
 function codenameFinding(path: string, m: RawMatch): Finding {
