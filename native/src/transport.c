@@ -300,9 +300,9 @@ static int seek_body(void *userdata, curl_off_t offset, int origin) {
   transfer *t = userdata;
   if (origin != SEEK_SET || offset < 0 || (curl_off_t)t->opts.body_len < offset) return CURL_SEEKFUNC_CANTSEEK;
   /* Rewinding over bytes that went out is libcurl sending the request again on a new
-     connection (a reused one closed before any answer). The same stamp twice is a replay the
-     verifier refuses, and the first copy may have been read: the transfer fails instead, and
-     the caller sends it again with a fresh stamp. */
+     connection (a reused one closed before any answer). The first copy may have been read and
+     acted on, and the same stamp twice is a replay: the transfer fails instead, and the caller
+     decides (an idempotent request goes again with a fresh stamp; a POST is the app's to retry). */
   if ((size_t)offset < t->sent) {
     t->resend = 1;
     return CURL_SEEKFUNC_CANTSEEK;
@@ -352,6 +352,10 @@ static CURL *transfer_prepare(transfer *t, int as_sent) {
   if (!t->on_loop) lib->easy_setopt(c, CURLOPT_MAXCONNECTS, (long)THREAD_MAX_CONNECTS);
   lib->easy_setopt(c, CURLOPT_PRIVATE, t);
   lib->easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+  /* An idle connection is reused for at most 4 s (undici's default): servers close idle ones
+     after about 5 s (Node's default), and a request written into a connection the server is
+     closing fails with no answer, which for a POST is not sent again (see seek_body). */
+  lib->easy_setopt(c, CURLOPT_MAXAGE_CONN, 4L);
   lib->easy_setopt(c, CURLOPT_TCP_NODELAY, 1L);
   lib->easy_setopt(c, CURLOPT_ERRORBUFFER, t->errbuf);
   lib->easy_setopt(c, CURLOPT_HEADERFUNCTION, header_cb);
@@ -376,18 +380,15 @@ static CURL *transfer_prepare(transfer *t, int as_sent) {
   /* No "Expect: 100-continue" round trip before the body. */
   t->opts.headers = lib->slist_append(t->opts.headers, "Expect:");
   lib->easy_setopt(c, CURLOPT_HTTPHEADER, t->opts.headers);
-  /* A stamped body is handed out by the read callback, never as POSTFIELDS, which libcurl
-     would rewind and send again by itself (see seek_body). */
-  if (t->streaming || (t->opts.body != NULL && t->stamp_result == MOAT_STAMP_OK)) {
+  /* Every body is handed out by the read callback, never as POSTFIELDS, which libcurl would
+     rewind and send again by itself (see seek_body). */
+  if (t->streaming || t->opts.body != NULL) {
     lib->easy_setopt(c, CURLOPT_POST, 1L);
     lib->easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)t->opts.body_len);
     lib->easy_setopt(c, CURLOPT_READFUNCTION, body_part);
     lib->easy_setopt(c, CURLOPT_READDATA, t);
     lib->easy_setopt(c, CURLOPT_SEEKFUNCTION, seek_body);
     lib->easy_setopt(c, CURLOPT_SEEKDATA, t);
-  } else if (t->opts.body != NULL) {
-    lib->easy_setopt(c, CURLOPT_POSTFIELDS, t->opts.body);
-    lib->easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)t->opts.body_len);
   }
   if (strcmp(t->opts.method, "GET") == 0 && t->opts.body == NULL) lib->easy_setopt(c, CURLOPT_HTTPGET, 1L);
   else if (strcmp(t->opts.method, "POST") != 0 || t->opts.body == NULL) lib->easy_setopt(c, CURLOPT_CUSTOMREQUEST, t->opts.method);

@@ -640,6 +640,9 @@ function placeholderMaker(options: AttestedFetchOptions, now: () => number): (ki
   };
 }
 
+/** Methods a client may send again when their answer was lost (RFC 9110 §9.2.2). */
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
+
 /** Hands prepared sends to the addon and turns its events into handler calls. */
 function transmitter(
   options: AttestedFetchOptions,
@@ -666,19 +669,27 @@ function transmitter(
       caFile: options.caFile,
       install,
     };
-    // Sent again once, freshly stamped, when the connection closed after the body went out.
+    // A reused connection closed after the body went out, before any answer: the server may
+    // have read and acted on it. Only an idempotent request goes again (once, freshly
+    // stamped), as fetch and undici do; a POST fails, and the app's retry policy (the SDK's
+    // `maxRetries`, which counts its retries) decides, so a model never runs twice unasked.
     let resent = false;
     const onEvent: Parameters<NativeTransport['request']>[1] = (event, a, b, c) => {
-      // Only an envelope the addon appends can be renewed here; one already in the body goes as the error.
-      if (event === 'error' && !resent && !signal?.aborted && request.envelope !== undefined && String(a ?? '').startsWith('resend:')) {
-        resent = true;
-        try {
-          request.envelope = renewedEnvelope(request.envelope, options.now ?? Date.now);
-          handle = native.request(request as NativeRequestOptions, onEvent);
-          return;
-        } catch {
-          // The error below is the request's outcome.
+      if (event === 'error' && !signal?.aborted && String(a ?? '').startsWith('resend:')) {
+        if (!resent && IDEMPOTENT.has(method.toUpperCase())) {
+          resent = true;
+          try {
+            // Only an envelope the addon appends can be renewed here; a body that may hold one
+            // of its own is never sent twice.
+            if (request.envelope !== undefined) request.envelope = renewedEnvelope(request.envelope, options.now ?? Date.now);
+            else if (request.body !== undefined) throw new Error('a body without a renewable envelope');
+            handle = native.request(request as NativeRequestOptions, onEvent);
+            return;
+          } catch {
+            // The error below is the request's outcome.
+          }
         }
+        a = `the connection closed after the request went out, before any answer; a ${method} is not sent again (the server may have acted on it)`;
       }
       if (event === 'headers') {
         const stamp = STAMP_RESULTS[c ?? 1] ?? 'no_envelope';

@@ -1,9 +1,10 @@
 /**
- * A stamped request whose reused connection closes after its body went out, before any
- * answer (a verifier killed mid-request, a front end that drops the connection): libcurl
- * would send the same bytes again on a new connection, and the verifier would refuse that
- * copy as `replayed`. The addon refuses the rewind and the request is sent again with a
- * fresh stamp, so no stamp ever reaches the server twice and the app gets its answer.
+ * A request whose reused connection closes after its body went out, before any answer (a
+ * verifier killed mid-request, a front end that drops the connection): libcurl would send the
+ * same bytes again on a new connection — the model run twice, a batch created twice, and a
+ * stamp the verifier refuses as `replayed`. The addon refuses the rewind: a POST fails as a
+ * network error, as with fetch, and the app's retry policy decides; an idempotent request goes
+ * again with a fresh stamp, so no stamp ever reaches the server twice.
  */
 import { createServer, type Server } from 'node:http';
 import { type AddressInfo, createServer as netServer, type Socket } from 'node:net';
@@ -65,37 +66,46 @@ describe.skipIf(native === null)('a reused connection that closes after the stam
       },
     ],
   ] as const)
-    it(`${name}: the copy goes out with a fresh stamp, valid, and the app gets its answer (small and large bodies)`, async () => {
+    it(`${name}: a POST is not sent again: the app gets a network error and the server saw one copy (small and large, stamped or not)`, async () => {
       const send = make();
-      // Sizes: one that is stamped before it goes out, and one stamped as it is sent.
-      for (const size of [0, 64]) {
+      // Sizes: one that is stamped before it goes out, and one stamped as it is sent; a path
+      // the addon does not stamp is not sent again either.
+      for (const [path, size] of [
+        ['/v1/messages', 0],
+        ['/v1/messages', 64],
+        ['/v1/other', 0],
+      ] as const) {
         seen.length = 0;
-        const first = await send(`${base}/v1/messages`, { method: 'POST', headers: { 'x-api-key': 'k' }, body: body(size) });
+        const first = await send(`${base}${path}`, { method: 'POST', headers: { 'x-api-key': 'k' }, body: body(size) });
         expect(first.status).toBe(200);
+        await first.text();
         // The second request reuses the connection, which drops it after reading its body.
-        const second = await send(`${base}/v1/messages`, {
-          method: 'POST',
-          headers: { 'x-api-key': 'k', 'x-drop': 'reused' },
-          body: body(size + 1),
-        });
-        expect(second.status).toBe(200);
-        expect(await second.json()).toEqual({ ok: true, attestation: 'valid' });
-        expect(seen.map((s) => [s.answered, s.result])).toEqual([
-          [true, 'valid'],
-          [false, 'valid'],
-          [true, 'valid'],
-        ]);
-        // No stamp reached the server twice.
-        expect(new Set(seen.map((s) => s.stamp)).size).toBe(3);
+        await expect(
+          send(`${base}${path}`, { method: 'POST', headers: { 'x-api-key': 'k', 'x-drop': 'reused' }, body: body(size + 1) }),
+        ).rejects.toThrow(/fetch failed: the connection closed after the request went out, before any answer; a POST is not sent again/);
+        expect(seen.map((s) => s.answered), `${path} ${size}`).toEqual([true, false]);
       }
     });
 
-  it('a request whose every connection drops after the body fails as a network error, sent twice at most', async () => {
+  it('an idempotent request (PUT) goes again once, freshly stamped, and the app gets its answer', async () => {
+    const send = createAttestedFetch();
+    for (const size of [0, 64]) {
+      seen.length = 0;
+      expect((await send(`${base}/v1/messages`, { method: 'PUT', headers: { 'x-api-key': 'k' }, body: body(size) })).status).toBe(200);
+      const second = await send(`${base}/v1/messages`, { method: 'PUT', headers: { 'x-api-key': 'k', 'x-drop': 'reused' }, body: body(size + 1) });
+      expect(second.status).toBe(200);
+      expect(seen.map((s) => s.answered)).toEqual([true, false, true]);
+      // No stamp reached the server twice.
+      expect(new Set(seen.map((s) => s.stamp)).size).toBe(3);
+    }
+  });
+
+  it('an idempotent request whose every connection drops after the body fails as a network error, sent twice at most', async () => {
     const send = createAttestedFetch();
     seen.length = 0;
-    expect((await send(`${base}/v1/messages`, { method: 'POST', headers: { 'x-api-key': 'k' }, body: body(1) })).status).toBe(200);
+    expect((await send(`${base}/v1/messages`, { method: 'PUT', headers: { 'x-api-key': 'k' }, body: body(1) })).status).toBe(200);
     await expect(
-      send(`${base}/v1/messages`, { method: 'POST', headers: { 'x-api-key': 'k', 'x-drop': 'all' }, body: body(2) }),
+      send(`${base}/v1/messages`, { method: 'PUT', headers: { 'x-api-key': 'k', 'x-drop': 'all' }, body: body(2) }),
     ).rejects.toThrow(/fetch failed/);
     expect(seen.length).toBeLessThanOrEqual(3);
     expect(new Set(seen.map((s) => s.stamp)).size).toBe(seen.length);
