@@ -82,12 +82,13 @@ enum {
   KEY_CONNECT_TIMEOUT_MS,
   KEY_PINNED_PUBLIC_KEY,
   KEY_CA_FILE,
+  KEY_PROXY,
   KEY_ABORT,
   KEY_RESOURCE, /* the async resource name of every request */
   KEY_COUNT
 };
 static const char *const KEY_NAMES[KEY_COUNT] = {"method", "url",    "headers", "body",   "envelope",
-                                                 "timeoutMs", "connectTimeoutMs", "pinnedPublicKey", "caFile", "abort", "moat-native-request"};
+                                                 "timeoutMs", "connectTimeoutMs", "pinnedPublicKey", "caFile", "proxy", "abort", "moat-native-request"};
 static const char *const EVENT_NAMES[] = {"headers", "data", "end", "error"};
 
 struct env_state {
@@ -659,6 +660,7 @@ static int read_request(napi_env env, napi_value options, const moat_curl_api *c
   if (opts->url[0] == '\0') return options_error(env, "url", "as a URL", "an empty string");
   return read_body(env, options, opts) && get_string(env, options, KEY_PINNED_PUBLIC_KEY, 0, MAX_OPTION, &opts->pinned_pubkey) &&
          get_string(env, options, KEY_CA_FILE, 0, MAX_OPTION, &opts->ca_file) &&
+         get_string(env, options, KEY_PROXY, 0, MAX_OPTION, &opts->proxy) &&
          get_ms(env, options, KEY_TIMEOUT_MS, &opts->timeout_ms) && get_ms(env, options, KEY_CONNECT_TIMEOUT_MS, &opts->connect_timeout_ms) &&
          read_headers(env, options, curl, opts) && moat_install_request_option(env, options, &opts->install);
 }

@@ -181,6 +181,7 @@ void moat_request_opts_free(moat_request_opts *o) {
   }
   free(o->pinned_pubkey);
   free(o->ca_file);
+  free(o->proxy);
   moat_install_key_put(o->install);
   o->install = NULL;
 }
@@ -371,8 +372,11 @@ static CURL *transfer_prepare(transfer *t, int as_sent) {
   /* libcurl follows http_proxy, https_proxy and ALL_PROXY by itself; Node's fetch does not,
      unless NODE_USE_ENV_PROXY=1. Node's choice here too, so an attested request takes the
      route the app's other requests take (and a dead proxy does not stop it alone). */
+  /* The app's proxy when it names one; else the environment's (HTTP_PROXY, NO_PROXY…) only
+     where Node itself follows it (NODE_USE_ENV_PROXY=1); else none. */
   const char *env_proxy = getenv("NODE_USE_ENV_PROXY");
-  if (env_proxy == NULL || strcmp(env_proxy, "1") != 0) lib->easy_setopt(c, CURLOPT_PROXY, "");
+  if (t->opts.proxy != NULL) lib->easy_setopt(c, CURLOPT_PROXY, t->opts.proxy);
+  else if (env_proxy == NULL || strcmp(env_proxy, "1") != 0) lib->easy_setopt(c, CURLOPT_PROXY, "");
   if (t->opts.pinned_pubkey != NULL) lib->easy_setopt(c, CURLOPT_PINNEDPUBLICKEY, t->opts.pinned_pubkey);
   if (t->opts.ca_file != NULL) lib->easy_setopt(c, CURLOPT_CAINFO, t->opts.ca_file);
   if (t->opts.timeout_ms > 0) lib->easy_setopt(c, CURLOPT_TIMEOUT_MS, t->opts.timeout_ms);

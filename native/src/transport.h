@@ -26,6 +26,7 @@ typedef struct {
   long connect_timeout_ms;
   char *pinned_pubkey; /* "sha256//<base64>" list, or NULL */
   char *ca_file;       /* extra CA bundle, or NULL */
+  char *proxy;         /* the proxy every request goes through ("http://host:port", "socks5://…"), or NULL */
   struct moat_install_key *install; /* a reference: stamp i1 with this install's key (options.install), or NULL */
 } moat_request_opts;
 

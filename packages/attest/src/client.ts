@@ -19,7 +19,7 @@ export type NativeTransport = Pick<NativeBinding, 'request' | 'keyId' | 'appends
 export const UNATTESTED_HEADER = 'moat-attestation';
 
 /** Why a request went out unattested. */
-export type UnattestedReason = 'addon_missing' | 'addon_failed' | 'unsupported_body';
+export type UnattestedReason = 'addon_missing' | 'addon_failed' | 'unsupported_body' | 'app_dispatcher';
 
 /** Options of {@link createAttestedFetch}. */
 export interface AttestedFetchOptions {
@@ -53,6 +53,14 @@ export interface AttestedFetchOptions {
   readonly pinnedPublicKey?: string;
   /** Extra CA bundle (TLS verification is always on). */
   readonly caFile?: string;
+  /**
+   * The proxy attested requests go through (`http://host:port`, `socks5h://…`): the addon
+   * sends them, so an undici `dispatcher` (a `ProxyAgent`) cannot carry them. A request whose
+   * init has a `dispatcher` while no `proxy` is set goes through that dispatcher unattested
+   * (reason `app_dispatcher`), never around it. Default: none, or the environment's with
+   * `NODE_USE_ENV_PROXY=1`.
+   */
+  readonly proxy?: string;
   /** Called once per distinct problem (fallback, unstamped body); never throws. */
   readonly onWarning?: ((message: string) => void) | undefined;
   /** Called for every request that goes out unattested (feed it to telemetry). */
@@ -223,6 +231,14 @@ export function createAttestedFetch(options: AttestedFetchOptions = {}): Atteste
       init.signal ?? request?.signal ?? undefined,
     );
     if (prepared.kind === 'fallback') return sender.fallback(prepared.url.href, init, prepared.body, prepared.reason);
+    // The app routes this request itself (a proxy, mTLS): it goes that way, unattested, never around it.
+    if ((init as { dispatcher?: unknown }).dispatcher !== undefined && options.proxy === undefined) {
+      sender.warnOnce(
+        'app_dispatcher',
+        'a request with its own dispatcher (a proxy or mTLS agent) goes through it unattested: the addon cannot use a dispatcher; set `proxy` to send it attested through a proxy',
+      );
+      return sender.fallback(prepared.url.href, init, prepared.body, 'app_dispatcher');
+    }
     return new Promise((resolve, reject) => {
       let controller: ReadableStreamDefaultController<Uint8Array> | undefined;
       let settled = false;
@@ -667,6 +683,7 @@ function transmitter(
       connectTimeoutMs: options.connectTimeoutMs,
       pinnedPublicKey: options.pinnedPublicKey,
       caFile: options.caFile,
+      proxy: options.proxy,
       install,
     };
     // A reused connection closed after the body went out, before any answer: the server may
@@ -806,8 +823,9 @@ function createSender(options: AttestedFetchOptions) {
   return {
     prepare,
     transmit: transmitter(options, warn, withEnvelope, () => placeholder(addons.loaded()?.kid ?? 'unattested', 'request')),
-    fallback: (url: string, init: RequestInit, body: Uint8Array | undefined, reason: UnattestedReason) =>
-      sendUnattested(options, url, init, body, reason),
+    fallback: (url: string, init: RequestInit, body: Uint8Array | string | undefined, reason: UnattestedReason) =>
+      sendUnattested(options, url, init, typeof body === 'string' ? Buffer.from(body) : body, reason),
+    warnOnce: warn,
     withEnvelope,
     urlOf: urlParser(options),
     loaded: addons.loaded,

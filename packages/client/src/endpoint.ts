@@ -31,11 +31,16 @@ export interface Endpoint {
   /** Whether the remote flags were read (false: every flag is at its default). */
   readonly flagsRead: boolean;
   /**
-   * Whether discovery got its answer: a document (and its flags, when it names them), or a
-   * `404` (no Moat here). An outage, a time-out or a broken answer leaves it unsettled: the
-   * client asks again after a back-off.
+   * Whether discovery got its answer: a document (and its flags, when it names them). Anything
+   * else leaves it unsettled, asked again as {@link Endpoint.retry} says.
    */
   readonly settled: boolean;
+  /**
+   * When an unsettled discovery is asked again: `soon` (the endpoint could not be reached: by
+   * the next request, which waits for it), `backoff` (a time-out, a broken answer, flags
+   * unread: 2 s, doubling up to 1 min) or `rarely` (a `404`, no Moat there now: every 5 min).
+   */
+  readonly retry?: DiscoveryRetry | undefined;
   /** A boolean flag's remote value, or `fallback` when it is unset or not a boolean. */
   flag(name: ClientFlag, fallback: boolean): boolean;
   /** Queues a telemetry event; dropped when the endpoint takes no telemetry from this client. */
@@ -53,12 +58,16 @@ export interface DiscoveryContext {
   readonly onWarning?: ((message: string) => void) | undefined;
 }
 
+/** When an unsettled discovery is asked again ({@link Endpoint.retry}). */
+export type DiscoveryRetry = 'soon' | 'backoff' | 'rarely';
+
 interface Discovery {
   readonly features: readonly Feature[];
   /** How far this machine's clock is ahead of the endpoint's (its `Date`), ms, when it said. */
   readonly clockSkewMs?: number | undefined;
-  /** A document, or a 404: no reason to ask again. */
+  /** A document: no reason to ask again. */
   readonly settled: boolean;
+  readonly retry?: DiscoveryRetry | undefined;
   readonly telemetryPath?: string | undefined;
   readonly flagsPath?: string | undefined;
   readonly enrollment?: DiscoveryEnrollment | undefined;
@@ -110,8 +119,10 @@ const CLOCK_SKEW_WARN_MS = 60_000;
 const V1_SEGMENT = /\/v1(?=\/|$)/g;
 
 async function readDiscovery(base: string, ctx: DiscoveryContext): Promise<Discovery> {
+  let reached = false;
   try {
     const res = await ctx.fetch(underBase(base, DISCOVERY_PATH), { signal: AbortSignal.timeout(2_000) });
+    reached = true;
     const said = Date.parse(res.headers.get('date') ?? '');
     const clockSkewMs = Number.isFinite(said) ? Date.now() - said : undefined;
     const doc = tryParseDiscovery(res.ok ? await res.json() : {});
@@ -119,7 +130,7 @@ async function readDiscovery(base: string, ctx: DiscoveryContext): Promise<Disco
     const outside = doc.ok ? pathOutside(base, [telemetry, flags, enrollment?.challenge, enrollment?.enroll]) : undefined;
     if (outside !== undefined) {
       ctx.warn(`no usable Moat discovery at ${base} (${outside}); requests go out untagged`, `discovery:${base}`);
-      return { features: [], settled: false };
+      return { features: [], settled: false, retry: 'backoff' };
     }
     if (doc.ok)
       return {
@@ -130,15 +141,21 @@ async function readDiscovery(base: string, ctx: DiscoveryContext): Promise<Disco
         flagsPath: doc.value.flags,
         enrollment: doc.value.enrollment,
       };
-    // 404 is an endpoint that speaks no Moat; any other answer is a Moat endpoint that is broken, and says so.
-    if (res.status === 404) return { features: [], settled: true };
+    // A 404 is an endpoint that speaks no Moat, now: a front end mid-deploy says the same, so it is asked again, rarely.
+    if (res.status === 404) {
+      ctx.warn(`no Moat at ${base} (discovery answered 404); requests go out untagged, asked again every 5 min`, `discovery:${base}`);
+      return { features: [], settled: false, retry: 'rarely' };
+    }
     const why = res.ok ? doc.error.message : `answered ${res.status}`;
     ctx.warn(`no usable Moat discovery at ${base} (${why}); requests go out untagged until it answers`, `discovery:${base}`);
   } catch (error) {
     const why = errorMessage(error);
     ctx.warn(`no Moat discovery at ${base} (${why}); requests go out untagged until it answers`, `discovery:${base}`);
+    // Not reached at all (refused, reset, no route), not merely slow: the request itself meets the same, so the next one asks first.
+    const name = (error as { name?: unknown }).name;
+    if (!reached && name !== 'TimeoutError' && name !== 'AbortError') return { features: [], settled: false, retry: 'soon' };
   }
-  return { features: [], settled: false };
+  return { features: [], settled: false, retry: 'backoff' };
 }
 
 /**
@@ -171,7 +188,7 @@ async function readFlags(base: string, flagsPath: string, ctx: DiscoveryContext)
  * throws: an endpoint that cannot be discovered speaks no Moat.
  */
 export async function discover(base: string, apiKey: string | undefined, ctx: DiscoveryContext): Promise<Endpoint> {
-  const { features, telemetryPath, flagsPath, enrollment, settled, clockSkewMs } = await readDiscovery(base, ctx);
+  const { features, telemetryPath, flagsPath, enrollment, settled, retry, clockSkewMs } = await readDiscovery(base, ctx);
   const flags = flagsPath === undefined ? undefined : await readFlags(base, flagsPath, ctx);
   const flag = (name: ClientFlag, fallback: boolean): boolean => {
     const v = flags?.get(name);
@@ -201,6 +218,7 @@ export async function discover(base: string, apiKey: string | undefined, ctx: Di
     enrollment,
     flagsRead: flags !== undefined,
     settled: settled && (flagsPath === undefined || flags !== undefined),
+    retry: settled ? (flagsPath === undefined || flags !== undefined ? undefined : 'backoff') : retry,
     flag,
     report: (event) => telemetry?.push(event),
     telemetry,

@@ -69,6 +69,13 @@ export interface MoatFetchOptions {
   readonly layers?: readonly MoatLayer[] | ((defaults: readonly MoatLayer[]) => readonly MoatLayer[]) | undefined;
   /** The fetch requests go through when not attested (default: the global `fetch`). */
   readonly fetch?: typeof fetch | undefined;
+  /**
+   * The proxy attested requests go through (`http://host:port`, `socks5h://…`). The addon
+   * sends them, so neither this `fetch`'s agent nor a request's `dispatcher` (the SDK's
+   * `fetchOptions`) can carry them: a request that brings its own `dispatcher` while this is
+   * unset goes through that dispatcher unattested, with a warning, never around it.
+   */
+  readonly proxy?: string | undefined;
   /** Where warnings go (a layer that fails open says so once). */
   readonly onWarning?: ((message: string) => void) | undefined;
   /**
@@ -131,6 +138,7 @@ export function defaultLayers(options: MoatFetchOptions): readonly MoatLayer[] {
       onWarning,
       // What goes out unattested goes through the app's fetch, as every other request does.
       fetch: options.fetch,
+      ...(options.proxy === undefined ? {} : { proxy: options.proxy }),
       requestBinding: options.requestBinding,
       bindingPins: options.bindingPins,
       installKeys: options.installKeys === false ? false : { fetch: options.fetch, ...options.installKeys },
@@ -167,6 +175,14 @@ async function bodyTextOf(input: string | URL | Request, init: RequestInit): Pro
     const bytes = body instanceof ArrayBuffer ? new Uint8Array(body) : new Uint8Array(body.buffer, body.byteOffset, body.byteLength);
     try {
       return UTF8.decode(bytes);
+    } catch {
+      return undefined;
+    }
+  }
+  // A Blob (a File) is read as the bytes it holds; a stream or a form is left as it is (reading one would consume it).
+  if (typeof Blob !== 'undefined' && body instanceof Blob) {
+    try {
+      return UTF8.decode(new Uint8Array(await body.arrayBuffer()));
     } catch {
       return undefined;
     }
@@ -221,6 +237,10 @@ async function callOf(input: MoatCall['input'], init: RequestInit, at?: Endpoint
 const DISCOVERY_RETRY_MS = 2_000;
 /** The longest wait between two discoveries of an endpoint that does not settle, ms. */
 const DISCOVERY_MAX_RETRY_MS = 60_000;
+/** The wait before an endpoint that could not be reached is asked again by a request, ms: a retry's delay. */
+const DISCOVERY_UNREACHABLE_RETRY_MS = 250;
+/** The wait before an endpoint whose discovery answered 404 is asked again, ms. */
+const DISCOVERY_ABSENT_RETRY_MS = 5 * 60_000;
 
 /** An endpoint as known: its discovery, when to ask again (never, once settled), and the asking under way. */
 interface KnownEndpoint {
@@ -303,7 +323,13 @@ export function createMoatFetch(options: MoatFetchOptions): MoatFetch {
     void known.endpoint.then((e) => {
       if (e.settled) return;
       known.failures += 1;
-      known.retryAt = Date.now() + Math.min(DISCOVERY_RETRY_MS * 2 ** (known.failures - 1), DISCOVERY_MAX_RETRY_MS);
+      known.retryAt =
+        Date.now() +
+        (e.retry === 'soon'
+          ? DISCOVERY_UNREACHABLE_RETRY_MS
+          : e.retry === 'rarely'
+            ? DISCOVERY_ABSENT_RETRY_MS
+            : Math.min(DISCOVERY_RETRY_MS * 2 ** (known.failures - 1), DISCOVERY_MAX_RETRY_MS));
     });
     return known;
   };
@@ -315,13 +341,17 @@ export function createMoatFetch(options: MoatFetchOptions): MoatFetch {
       return first.endpoint;
     }
     if (Date.now() >= known.retryAt && known.next === undefined) {
-      // Asked again in the background: this call goes with what is known; the next ones with the answer.
       const next = discovered(base, apiKey, known.failures);
       known.next = next;
-      void next.endpoint.then(async (e) => {
+      const adopted = next.endpoint.then(async (e) => {
         endpoints.set(base, e.settled ? { ...next, failures: 0 } : next);
-        await (await known.endpoint).telemetry?.close();
+        void (await known.endpoint).telemetry?.close();
+        return e;
       });
+      // What is known tags nothing (the endpoint was down, broken, absent): this call waits for
+      // the answer, as the first did (discovery's own 2 s bound it). Otherwise it goes with
+      // what is known, and the next ones with the answer.
+      return known.endpoint.then((e) => (e.features.length === 0 ? adopted : e));
     }
     return known.endpoint;
   };

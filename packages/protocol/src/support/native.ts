@@ -29,6 +29,12 @@ export interface NativeRequestOptions {
   /** An extra CA bundle file for TLS verification (verification is always on). */
   readonly caFile?: string;
   /**
+   * The proxy the request goes through (`http://host:port`, `https://…`, `socks5h://…`, with
+   * credentials in the URL if it wants them). Without it: the environment's proxy
+   * (`HTTP_PROXY`, `HTTPS_PROXY`, `NO_PROXY`) where `NODE_USE_ENV_PROXY=1`, else none.
+   */
+  readonly proxy?: string;
+  /**
    * An origin whose enrolled install stamps this request (protocol 1.2, SPEC §5.4): the
    * envelope is then `i1.<install id>.…` and the addon MACs it with that install's key
    * instead of the release key. `request` throws `ERR_NATIVE_INSTALL_UNKNOWN` when no enrolled
