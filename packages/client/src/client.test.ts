@@ -126,6 +126,11 @@ describe('@moat/client with Message Batches', { timeout: 30_000 }, () => {
     expect(records).toHaveLength(3);
     expect(records.every((r) => r.attestation === 'valid' && r.verdict === 'allow' && r.status === 200)).toBe(true);
     expect(records.filter((r) => r.fingerprint === 'match')).toHaveLength(2);
+    // The batch's record says what its one stamp was, as its items' records do.
+    expect(new Set(records.map((r) => JSON.stringify([r.binding, r.install, r.installId])))).toEqual(
+      new Set([JSON.stringify([records[1]?.binding, records[1]?.install, records[1]?.installId])]),
+    );
+    expect(records[0]?.binding).not.toBe('none');
     const results = [];
     for await (const line of await sdk(keyA).messages.batches.results(batch.id)) results.push(line);
     expect(results.map((r) => r.custom_id).sort()).toEqual(['one', 'two']);

@@ -207,6 +207,15 @@ export async function handleBatchCreate(
     }
     ledger.reason(`batch of ${batch.items.length}`);
     const checked = await checkItems(req, batch, raw, keyId, ledger, services, items);
+    // The batch's one stamp, as its items' evidence judged it (an install's, under this key or not).
+    const stamped = checked[0]?.evidence;
+    if (stamped !== undefined)
+      ledger.set({
+        attestation: stamped.signals.attestation,
+        binding: stamped.signals.binding,
+        install: stamped.signals.install,
+        installId: stamped.install?.iid ?? null,
+      });
     ledger.set({ verdict: batchVerdict(checked) });
     const blocked = checked.filter((c) => c.decision.verdict === 'block');
     for (const c of blocked) ledger.reason(`block:item ${c.item.customId}`);
