@@ -278,3 +278,42 @@ describe('discovery with enrollment', () => {
     }
   });
 });
+
+describe('null is not absent in a discovery document (§2)', () => {
+  it('refuses features, telemetry and flags given as null; an absent features is []', () => {
+    for (const member of ['features', 'telemetry', 'flags'])
+      expect(
+        codeOf(() => p.parseDiscovery({ moat: { versions: [1], [member]: null } })),
+        member,
+      ).toBe('ERR_DISCOVERY');
+    expect(p.parseDiscovery({ moat: { versions: [1] } })).toEqual({ versions: [1], features: [] });
+  });
+});
+
+describe('enrollmentOutcome', () => {
+  const facts = {
+    request: 'valid',
+    scheme: 'r1',
+    attestation: 'valid',
+    ekid: 'active',
+    challenge: 'fresh',
+    lowOrder: false,
+  } as const;
+
+  it('blocks an enrollment over a limit when the policy names no action (§10.3: block is the default)', () => {
+    expect(p.enrollmentOutcome({ ...facts, limit: 'over' })).toEqual({ status: 429, reason: 'ERR_ENROLL_LIMIT' });
+    expect(p.enrollmentOutcome({ ...facts, limit: 'over', limitAction: undefined })).toEqual({
+      status: 429,
+      reason: 'ERR_ENROLL_LIMIT',
+    });
+    expect(p.enrollmentOutcome({ ...facts, limit: 'over', limitAction: 'flag' })).toEqual({
+      status: 201,
+      install: 'over_limit',
+    });
+    expect(p.enrollmentOutcome({ ...facts, limit: 'over', limitAction: 'monitor' })).toEqual({
+      status: 201,
+      install: 'created',
+    });
+    expect(p.enrollmentOutcome({ ...facts, limit: 'within' })).toEqual({ status: 201, install: 'created' });
+  });
+});
