@@ -3,7 +3,7 @@
  * them, so an undici dispatcher cannot carry them), and a request that brings its own
  * dispatcher goes through it, unattested, never around it.
  */
-import { request as httpRequest, createServer, type IncomingMessage, type Server } from 'node:http';
+import { createServer, request as httpRequest, type IncomingMessage, type Server } from 'node:http';
 import { type AddressInfo, connect } from 'node:net';
 import { native } from '@moat/native';
 import { readDevKey } from '@moat/native/dev-key';

@@ -83,7 +83,10 @@ describe.skipIf(native === null)('a reused connection that closes after the stam
         await expect(
           send(`${base}${path}`, { method: 'POST', headers: { 'x-api-key': 'k', 'x-drop': 'reused' }, body: body(size + 1) }),
         ).rejects.toThrow(/fetch failed: the connection closed after the request went out, before any answer; a POST is not sent again/);
-        expect(seen.map((s) => s.answered), `${path} ${size}`).toEqual([true, false]);
+        expect(
+          seen.map((s) => s.answered),
+          `${path} ${size}`,
+        ).toEqual([true, false]);
       }
     });
 
@@ -92,7 +95,11 @@ describe.skipIf(native === null)('a reused connection that closes after the stam
     for (const size of [0, 64]) {
       seen.length = 0;
       expect((await send(`${base}/v1/messages`, { method: 'PUT', headers: { 'x-api-key': 'k' }, body: body(size) })).status).toBe(200);
-      const second = await send(`${base}/v1/messages`, { method: 'PUT', headers: { 'x-api-key': 'k', 'x-drop': 'reused' }, body: body(size + 1) });
+      const second = await send(`${base}/v1/messages`, {
+        method: 'PUT',
+        headers: { 'x-api-key': 'k', 'x-drop': 'reused' },
+        body: body(size + 1),
+      });
       expect(second.status).toBe(200);
       expect(seen.map((s) => s.answered)).toEqual([true, false, true]);
       // No stamp reached the server twice.

@@ -408,7 +408,10 @@ describe('discovery', () => {
         const f = createMoatFetch({ salt: 's', clientVersion: '1', fetch, onWarning: (w) => warnings.push(w) });
         expect((await messages(f)).status, name).toBe(200);
         expect(sentBodies.at(-1), name).not.toContain('x-moat');
-        expect(warnings.some((w) => w.includes('requests go out untagged')), name).toBe(true);
+        expect(
+          warnings.some((w) => w.includes('requests go out untagged')),
+          name,
+        ).toBe(true);
         failing = false;
         // Before the wait: not asked again, untagged.
         clock += waitMs - 200;
@@ -494,7 +497,10 @@ describe('discovery', () => {
       expect((await messages(f)).status).toBe(200);
       expect((await messages(f)).status).toBe(200);
       await f.close();
-      expect(warnings.filter((w) => w.includes(said)), String(status)).toHaveLength(1);
+      expect(
+        warnings.filter((w) => w.includes(said)),
+        String(status),
+      ).toHaveLength(1);
     }
   });
 });
