@@ -315,8 +315,7 @@ def serialize(req: dict) -> dict:
     fields = req.get("fields")
     if not isinstance(fields, dict):
         raise RequestError("fields: expected an object")
-    extensions = [tuple(x) for x in fields.get("extensions", [])]
-    return valid_or_error(lambda: {"serialized": mp.serialize_attribution(fields.get("cv"), fields.get("fp"), fields.get("ep"), extensions)})
+    return valid_or_error(lambda: {"serialized": mp.serialize_attribution(fields.get("cv"), fields.get("fp"), fields.get("ep"), fields.get("extensions"))})
 
 
 def locate(req: dict) -> dict:
@@ -431,7 +430,7 @@ OPERATIONS: dict[str, Callable[[dict], dict]] = {
     "enroll.request": lambda r: valid_or_error(lambda: {"request": mp.parse_enrollment_request(r.get("input"))}),
     "enroll.answer": lambda r: valid_or_error(lambda: {"answer": mp.parse_enrollment_answer(r.get("input"))}),
     "enroll.challenge": lambda r: valid_or_error(lambda: {"answer": mp.parse_challenge_answer(r.get("input"))}),
-    "enroll.outcome": lambda r: {"outcome": mp.enrollment_outcome(facts(r, OUTCOME_FACTS))},
+    "enroll.outcome": lambda r: {"outcome": mp.enrollment_outcome(facts(r, OUTCOME_FACTS, ("limitAction",)))},
     "enroll.signal": lambda r: {"install": mp.install_signal(facts(r, SIGNAL_FACTS, ("install", "releaseSpeaksInstallKeys")))},
 }
 

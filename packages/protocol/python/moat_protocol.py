@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 from urllib.parse import urlsplit
 
-SPEC_VERSION = "1.2.0"
+SPEC_VERSION = "1.2.1"
 PROTOCOL_VERSION = 1
 
 
@@ -178,7 +178,7 @@ def parse_attribution(text: Any) -> Attribution:
     return Attribution(cv=known["cv"], fp=known.get("fp"), ep=known.get("ep"), extensions=extensions)
 
 
-def serialize_attribution(cv: Optional[str], fp: Optional[str] = None, ep: Optional[str] = None, extensions: Iterable = ()) -> str:
+def serialize_attribution(cv: Optional[str], fp: Optional[str] = None, ep: Optional[str] = None, extensions: Any = ()) -> str:
     # §3.4: a value is checked before it is joined, so "1; x=y" cannot inject a field.
     if cv is None and MUTANT != "3.4-2":
         raise ProtocolError("ERR_ATTRIBUTION_MISSING_FIELD", 'a "cv" field', "none")
@@ -196,7 +196,15 @@ def serialize_attribution(cv: Optional[str], fp: Optional[str] = None, ep: Optio
         add("fp", fp)
     if ep is not None:
         add("ep", ep)
-    for key, value in extensions:
+    if extensions is None:
+        extensions = ()
+    if not isinstance(extensions, (list, tuple)):
+        raise ProtocolError("ERR_ATTRIBUTION_SYNTAX", "extensions as an array of [key, value] pairs", _describe(extensions))
+    for entry in extensions:
+        # §3.4: an entry that is not a pair is refused, never read as far as it goes.
+        if not isinstance(entry, (list, tuple)) or len(entry) != 2:
+            raise ProtocolError("ERR_ATTRIBUTION_SYNTAX", "an extension as a [key, value] pair", _describe(entry))
+        key, value = entry
         if isinstance(key, str) and key in KNOWN_ORDER:
             raise ProtocolError("ERR_ATTRIBUTION_DUPLICATE_FIELD", "extension keys other than v, cv, fp, ep", _describe(key))
         if not isinstance(key, str) or not _full(r"[a-z][a-z0-9_]{0,31}", key):

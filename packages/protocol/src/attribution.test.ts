@@ -86,3 +86,21 @@ describe('other tables looked up by text from outside', () => {
     expect(envelopeScheme('install')).toBe('i1');
   });
 });
+
+describe('serializer extensions that are not [key, value] pairs', () => {
+  it('refuses them with ERR_ATTRIBUTION_SYNTAX, never a TypeError nor a pair read as far as it goes', () => {
+    for (const extensions of ['ab', { a: '1' }, 5, [5], [null], [['a']], [['a', '1', '2']], [{ 0: 'a', 1: '1' }]])
+      expect(
+        codeOf(() => serializeAttribution({ cv: '1', extensions } as never)),
+        JSON.stringify(extensions),
+      ).toBe('ERR_ATTRIBUTION_SYNTAX');
+  });
+
+  it('takes absent and null extensions as none, and checks entries in order', () => {
+    expect(serializeAttribution({ cv: '1', extensions: null } as never)).toBe('x-moat: v=1; cv=1;');
+    expect(serializeAttribution({ cv: '1' })).toBe('x-moat: v=1; cv=1;');
+    expect(codeOf(() => serializeAttribution({ cv: '1', extensions: [['fp', 'a3f'], 5] } as never))).toBe(
+      'ERR_ATTRIBUTION_DUPLICATE_FIELD',
+    );
+  });
+});

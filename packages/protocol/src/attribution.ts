@@ -187,8 +187,15 @@ export function serializeAttribution(fields: AttributionFields): string {
   add('cv', fields.cv);
   if (fields.fp !== undefined && fields.fp !== null) add('fp', fields.fp);
   if (fields.ep !== undefined && fields.ep !== null) add('ep', fields.ep);
-  for (const [key, value] of fields.extensions ?? []) {
-    if (KNOWN_RANK.has(key)) {
+  const extensions: unknown = fields.extensions ?? [];
+  if (!Array.isArray(extensions))
+    throw new ProtocolError('ERR_ATTRIBUTION_SYNTAX', 'extensions as an array of [key, value] pairs', describeValue(extensions));
+  for (const entry of extensions as unknown[]) {
+    // §3.4: an entry that is not a pair is refused, never read as far as it goes.
+    if (!Array.isArray(entry) || entry.length !== 2)
+      throw new ProtocolError('ERR_ATTRIBUTION_SYNTAX', 'an extension as a [key, value] pair', describeValue(entry));
+    const [key, value] = entry as [unknown, unknown];
+    if (typeof key === 'string' && KNOWN_RANK.has(key)) {
       throw new ProtocolError('ERR_ATTRIBUTION_DUPLICATE_FIELD', 'extension keys other than v, cv, fp, ep', describeValue(key));
     }
     if (typeof key !== 'string' || !KEY_RE.test(key))

@@ -14,6 +14,7 @@ import {
   loadVectors,
   runConformance,
 } from './conformance.js';
+import { GATEWAY_RULES } from './gateway.js';
 
 const vectors = new URL('../vectors/', import.meta.url);
 const python = ['python3', '-B', new URL('../python/conformance.py', import.meta.url).pathname];
@@ -90,6 +91,27 @@ describe('partner conformance kit', () => {
     expect(compareAnswer(c, {}).pass).toBe(false);
     expect(compareAnswer(c, undefined).detail).toBe('no answer');
     expect(canonicalJson({ b: 1, a: [{ d: 2, c: 'é' }] })).toBe('{"a":[{"c":"é","d":2}],"b":1}');
+  });
+
+  it('compares an expected request refusal by its code alone, and nothing else that way', () => {
+    const c = conformanceCases(vectors).find((x) => x.expected.error === 'ERR_CONFORMANCE_REQUEST') as Parameters<typeof compareAnswer>[0];
+    expect(c.request.op).toBe('signature.signing_input');
+    expect(compareAnswer(c, { id: 1, error: 'ERR_CONFORMANCE_REQUEST: context.context: expected a string' }).pass).toBe(true);
+    expect(compareAnswer(c, { error: 'ERR_CONFORMANCE_REQUEST' }).pass).toBe(true);
+    expect(compareAnswer(c, { error: 'ERR_CONFORMANCE_REQUESTS' }).pass).toBe(false);
+    expect(compareAnswer(c, { error: 'ERR_CONFORMANCE_REQUEST: x', valid: false }).pass).toBe(false);
+    expect(compareAnswer(c, { valid: true, input: '00' }).pass).toBe(false);
+    const other = conformanceCases(vectors).find((x) => x.request.op === 'gateway.table' && x.expected.valid === false);
+    expect(compareAnswer(other as Parameters<typeof compareAnswer>[0], { error: 'ERR_CONFORMANCE_REQUEST: x' }).pass).toBe(false);
+  });
+
+  it("sends gateway.detect the vector's table, and the built-in one when it has none", () => {
+    const detect = conformanceCases(vectors).filter((x) => x.request.op === 'gateway.detect');
+    const own = detect.filter((x) => x.request.table !== GATEWAY_RULES);
+    expect(own.length).toBeGreaterThan(0);
+    expect(own.length).toBeLessThan(detect.length);
+    const byName = new Map(loadVectors(vectors).map(({ file, index, vector }) => [`${file}.json#${index}`, vector]));
+    for (const c of detect) expect(c.request.table === GATEWAY_RULES, c.name).toBe(byName.get(c.vector as string)?.table === undefined);
   });
 
   it('answers a malformed request with an error, never a throw', () => {

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { x25519 } from '@noble/curves/ed25519.js';
 import { hkdf } from '@noble/hashes/hkdf.js';
 import { sha256 } from '@noble/hashes/sha2.js';
@@ -276,5 +277,43 @@ describe('discovery with enrollment', () => {
     for (const e of bad) {
       expect(codeOf(() => p.parseDiscovery(doc(['install_keys'], { enrollment: e })))).toBe('ERR_DISCOVERY');
     }
+  });
+});
+
+describe('null is not absent in a discovery document (§2)', () => {
+  it('refuses features, telemetry and flags given as null; an absent features is []', () => {
+    for (const member of ['features', 'telemetry', 'flags'])
+      expect(
+        codeOf(() => p.parseDiscovery({ moat: { versions: [1], [member]: null } })),
+        member,
+      ).toBe('ERR_DISCOVERY');
+    expect(p.parseDiscovery({ moat: { versions: [1] } })).toEqual({ versions: [1], features: [] });
+  });
+});
+
+describe('enrollmentOutcome', () => {
+  // The facts of the enroll.json case that pins the default: a valid r1 enrollment over a limit.
+  const vectors = JSON.parse(readFileSync(new URL('../vectors/enroll.json', import.meta.url), 'utf8')) as {
+    cases: Array<{ name: string; facts?: p.EnrollmentFacts }>;
+  };
+  const facts = vectors.cases.find((c) => c.name.startsWith('outcome: over a limit with no action given'))
+    ?.facts as p.EnrollmentFacts;
+
+  it('blocks an enrollment over a limit when the policy names no action (§10.3: block is the default)', () => {
+    expect(facts).not.toHaveProperty('limitAction');
+    expect(p.enrollmentOutcome({ ...facts, limit: 'over' })).toEqual({ status: 429, reason: 'ERR_ENROLL_LIMIT' });
+    expect(p.enrollmentOutcome({ ...facts, limit: 'over', limitAction: undefined })).toEqual({
+      status: 429,
+      reason: 'ERR_ENROLL_LIMIT',
+    });
+    expect(p.enrollmentOutcome({ ...facts, limit: 'over', limitAction: 'flag' })).toEqual({
+      status: 201,
+      install: 'over_limit',
+    });
+    expect(p.enrollmentOutcome({ ...facts, limit: 'over', limitAction: 'monitor' })).toEqual({
+      status: 201,
+      install: 'created',
+    });
+    expect(p.enrollmentOutcome({ ...facts, limit: 'within' })).toEqual({ status: 201, install: 'created' });
   });
 });

@@ -284,8 +284,8 @@ export interface EnrollmentFacts {
   readonly lowOrder: boolean;
   /** Step 6: whether this enrollment would pass a limit of the API key. */
   readonly limit: 'within' | 'over';
-  /** Step 6: the policy for an enrollment over a limit (`block` by default). */
-  readonly limitAction: PolicyAction;
+  /** Step 6: the policy for an enrollment over a limit; absent, `block` (§10.3's default). */
+  readonly limitAction?: PolicyAction | undefined;
 }
 
 /**
@@ -320,8 +320,10 @@ export function enrollmentOutcome(facts: EnrollmentFacts): EnrollmentOutcome {
   if (facts.challenge !== 'fresh') return { status: 409, reason: 'ERR_ENROLL_CHALLENGE' };
   if (facts.lowOrder) return { status: 400, reason: 'ERR_ENROLLMENT' };
   if (facts.limit === 'over') {
-    if (facts.limitAction === 'block') return { status: 429, reason: 'ERR_ENROLL_LIMIT' };
-    if (facts.limitAction === 'flag') return { status: 201, install: 'over_limit' };
+    // §10.3: block is the default, so a policy that names no action creates nothing.
+    const action = facts.limitAction ?? 'block';
+    if (action === 'block') return { status: 429, reason: 'ERR_ENROLL_LIMIT' };
+    if (action === 'flag') return { status: 201, install: 'over_limit' };
   }
   return { status: 201, install: 'created' };
 }

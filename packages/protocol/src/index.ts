@@ -23,4 +23,4 @@ export * from './telemetry.js';
 export { codePointAt, toHex, utf8, utf8Length } from './text.js';
 
 /** Version of the specification this package implements; equals `specVersion` in the vectors. */
-export const SPEC_VERSION = '1.2.0';
+export const SPEC_VERSION = '1.2.1';

@@ -73,7 +73,8 @@ export function parseDiscovery(input: unknown): Discovery {
   ) {
     throw new ProtocolError('ERR_DISCOVERY', '"versions" as a non-empty array of positive integers', describeValue(versions));
   }
-  const features = doc.features ?? [];
+  // Absent is []; a present null is not an array (§10: an optional member given as null is present).
+  const features = doc.features === undefined ? [] : doc.features;
   if (!Array.isArray(features) || features.length > 64 || !features.every((f) => typeof f === 'string')) {
     throw new ProtocolError('ERR_DISCOVERY', '"features" as an array of strings', describeValue(features));
   }

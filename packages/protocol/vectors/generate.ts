@@ -15,6 +15,17 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ed25519 } from '@noble/curves/ed25519.js';
 import * as p from '../dist/index.js';
+import {
+  attribution121,
+  enroll121,
+  envelope121,
+  fingerprint121,
+  gateway121,
+  negotiation121,
+  signature121,
+  stamp121,
+  telemetry121,
+} from './cases-1.2.1.ts';
 import { enroll120, envelope120, negotiation120, stamp120 } from './cases-1.2.ts';
 import { attempt, type Case, fromHex, hex, REQUEST, stamped } from './support.ts';
 
@@ -1413,32 +1424,41 @@ function telemetry111(): Case[] {
 const FILES: Record<string, { description: string; cases: () => Case[] }> = {
   attribution: {
     description: 'Attribution block parsing and canonical serialization (SPEC.md §3).',
-    cases: () => [...attributionCases(), ...attribution111()],
+    cases: () => [...attributionCases(), ...attribution111(), ...attribution121()],
   },
   envelope: {
     description: 'Envelope values, locating the anchored envelope in raw bodies, appending it (SPEC.md §4).',
-    cases: () => [...envelopeCases(), ...envelope111(), ...envelope120()],
+    cases: () => [...envelopeCases(), ...envelope111(), ...envelope120(), ...envelope121()],
   },
   stamp: {
     description:
       'Attestation stamps: HMAC-SHA-256 over the body with the placeholder in place, and for r1 and i1 over the request base first (SPEC.md §5).',
-    cases: () => [...stampCases(), ...stamp111(), ...stamp120()],
+    cases: () => [...stampCases(), ...stamp111(), ...stamp120(), ...stamp121()],
   },
-  fingerprint: { description: 'Fingerprint v1 of Messages requests (SPEC.md §6).', cases: fingerprintCases },
+  fingerprint: {
+    description: 'Fingerprint v1 of Messages requests (SPEC.md §6).',
+    cases: () => [...fingerprintCases(), ...fingerprint121()],
+  },
   signature: {
     description: 'Block signatures: parsing, signing input, conversation digest, hs256 and ed25519 (SPEC.md §8).',
-    cases: () => [...signatureCases(), ...signature111()],
+    cases: () => [...signatureCases(), ...signature111(), ...signature121()],
   },
-  gateway: { description: 'Gateway detection and rule-table validation (SPEC.md §9).', cases: () => [...gatewayCases(), ...gateway111()] },
+  gateway: {
+    description: 'Gateway detection and rule-table validation (SPEC.md §9).',
+    cases: () => [...gatewayCases(), ...gateway111(), ...gateway121()],
+  },
   negotiation: {
     description: 'Discovery documents, the moat-version header, version choice, the envelope a client sends (SPEC.md §10).',
-    cases: () => [...negotiationCases(), ...negotiation111(), ...negotiation120()],
+    cases: () => [...negotiationCases(), ...negotiation111(), ...negotiation120(), ...negotiation121()],
   },
-  telemetry: { description: 'Telemetry batch validation (SPEC.md §11).', cases: () => [...telemetryCases(), ...telemetry111()] },
+  telemetry: {
+    description: 'Telemetry batch validation (SPEC.md §11).',
+    cases: () => [...telemetryCases(), ...telemetry111(), ...telemetry121()],
+  },
   enroll: {
     description:
       "Per-install keys: the install key's derivation, the enrollment messages, the verifier's answers and the install signal (SPEC.md §5.4, §10.2, §10.3, §13).",
-    cases: enroll120,
+    cases: () => [...enroll120(), ...enroll121()],
   },
 };
 
