@@ -135,6 +135,32 @@ describe('@moat/client with Message Batches', { timeout: 30_000 }, () => {
     for await (const line of await sdk(keyA).messages.batches.results(batch.id)) results.push(line);
     expect(results.map((r) => r.custom_id).sort()).toEqual(['one', 'two']);
   });
+
+  it("a result's thinking, sent back under another model, is dropped as an answer's is, not refused", async () => {
+    const ask = { max_tokens: 256, thinking: { type: 'enabled' as const, budget_tokens: 1024 } };
+    const batch = await sdk(keyA).messages.batches.create({
+      requests: [
+        { custom_id: 'think', params: { ...ask, model: 'claude-opus-5-5', messages: [{ role: 'user', content: 'Think in a batch' }] } },
+      ],
+    });
+    let content: Anthropic.ContentBlock[] = [];
+    for await (const line of await sdk(keyA).messages.batches.results(batch.id))
+      if (line.result.type === 'succeeded') content = line.result.message.content;
+    expect(content[0]).toMatchObject({ type: 'thinking' });
+    // The results were read in the background: give that read its turn.
+    await new Promise((r) => setTimeout(r, 50));
+    const history = [
+      { role: 'user' as const, content: 'Think in a batch' },
+      { role: 'assistant' as const, content },
+      { role: 'user' as const, content: 'On the fallback model' },
+    ];
+    const answer = await sdk(keyA).messages.create({ ...ask, model: 'claude-sonnet-5-5', messages: history });
+    expect(answer.content.at(-1)).toMatchObject({ type: 'text' });
+    expect(await last()).toMatchObject({ thinking: 'none', status: 200 });
+    // Under its own model it stays and is valid.
+    await sdk(keyA).messages.create({ ...ask, model: 'claude-opus-5-5', messages: history });
+    expect(await last()).toMatchObject({ thinking: 'valid', status: 200 });
+  });
 });
 
 describe('@moat/client with the Vercel AI SDK', { timeout: 30_000 }, () => {

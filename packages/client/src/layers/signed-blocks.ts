@@ -47,11 +47,53 @@ function remember(response: Response, producedFor: BlockOrigin, issued: Issued):
   return new Response(theirs, { status: response.status, statusText: response.statusText, headers: response.headers });
 }
 
+/** A Message Batch's results (JSON lines, each a result whose `message` names its model). */
+const BATCH_RESULTS_PATH = /\/v1\/messages\/batches\/[^/]+\/results$/;
+
+/**
+ * Remembers who the signed blocks of a batch's results were issued to — the key that reads
+ * them, each result's own model — from a copy read line by line (never delaying the caller),
+ * so a result's thinking sent back under another model is dropped as an answer's would be.
+ */
+function rememberResults(response: Response, apiKeyId: string, issued: Issued): Response {
+  if (!response.ok || response.body === null) return response;
+  const [mine, theirs] = response.body.tee();
+  const note = (line: string) => {
+    if (line.trim() === '') return;
+    try {
+      const message = (JSON.parse(line) as { result?: { message?: { model?: unknown; content?: unknown } } }).result?.message;
+      if (typeof message?.model !== 'string' || !Array.isArray(message.content)) return;
+      for (const block of message.content) {
+        const signature = blockSignatureOf(block);
+        if (typeof signature === 'string' && signature.startsWith('ms1.')) issued.set(signature, { apiKeyId, model: message.model });
+      }
+    } catch {
+      // A line that is not a result: nothing to remember.
+    }
+  };
+  void (async () => {
+    try {
+      const decoder = new TextDecoder();
+      let pending = '';
+      for await (const chunk of mine) {
+        pending += decoder.decode(chunk, { stream: true });
+        const lines = pending.split('\n');
+        pending = lines.pop() ?? '';
+        for (const line of lines) note(line);
+      }
+      note(pending + decoder.decode());
+    } catch {
+      // The app's own read reports a broken body.
+    }
+  })();
+  return new Response(theirs, { status: response.status, statusText: response.statusText, headers: response.headers });
+}
+
 /**
  * Signed-block hygiene (layer 4, client side): drops thinking, redacted_thinking and
  * connector_text blocks issued to another API key or model (a login switch, a model
  * fallback), which the verifier would refuse; remembers who each signed block it passes on
- * was issued to.
+ * was issued to, from Messages answers and from Message Batch results.
  */
 export function signedBlocksLayer(options: { readonly maxRemembered?: number | undefined } = {}): MoatLayer {
   const issued: Issued = new LruMap<string, BlockOrigin>({ maxSize: options.maxRemembered ?? 10_000 });
@@ -61,7 +103,8 @@ export function signedBlocksLayer(options: { readonly maxRemembered?: number | u
     intercept: (next) => async (call) => {
       const apiKeyId = keyIdentity(call.apiKey ?? '');
       const clean = (body: MessagesRequest) => withoutForeignBlocks(body, { apiKeyId, model: body.model }, issued);
-      // A batch create answers with the batch, not blocks: only a Messages answer is remembered.
+      // A batch's results are remembered as they are read; a batch create answers with the batch, not blocks.
+      if (call.method === 'GET' && BATCH_RESULTS_PATH.test(call.url.pathname)) return rememberResults(await next(call), apiKeyId, issued);
       if (call.body === undefined) return next(withBodies(call, clean));
       const response = await next(withBodies(call, clean));
       return remember(response, { apiKeyId, model: call.body.model }, issued);
