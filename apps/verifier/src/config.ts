@@ -108,15 +108,13 @@ export interface VerifierConfig {
   readonly passthroughRoutes: ReadonlyArray<{ readonly method: string; readonly pattern: string }>;
 }
 
-/** Upstream routes that yield no model output: models, and file metadata and uploads. */
-export const DEFAULT_PASSTHROUGH_ROUTES: readonly string[] = [
-  'GET /v1/models',
-  'GET /v1/models/:id',
-  'GET /v1/files',
-  'POST /v1/files',
-  'GET /v1/files/:id',
-  'DELETE /v1/files/:id',
-];
+/**
+ * Upstream routes that yield no model output and hold nothing of one key's: the models. Files
+ * are not in it: they live in the one upstream account every key is forwarded with, and the
+ * verifier does not scope them per key as it scopes batches, so any key could list, read
+ * through Messages and delete another's. Name them only where every key is one tenant's.
+ */
+export const DEFAULT_PASSTHROUGH_ROUTES: readonly string[] = ['GET /v1/models', 'GET /v1/models/:id'];
 
 /** One pass-through route as written: a method, spaces, a pattern of exact and `:name` segments. */
 const PASSTHROUGH_ENTRY = /^([A-Z]+) +(\/[A-Za-z0-9\-._~/:]*)$/;

@@ -75,8 +75,11 @@ describe('the route table', () => {
   it('passes through only the upstream routes the configuration names, methods included', () => {
     expect(where('GET', '/v1/models')).toBe('passthrough client /v1/models');
     expect(where('GET', '/v1/models/claude-mock')).toBe('passthrough client /v1/models/:id');
-    expect(where('DELETE', '/v1/files/file_1')).toBe('passthrough client /v1/files/:id');
     for (const [method, path] of [
+      // Files live in the one upstream account every key shares: not passed through unless named.
+      ['GET', '/v1/files'],
+      ['POST', '/v1/files'],
+      ['DELETE', '/v1/files/file_1'],
       ['GET', '/v1/messages'],
       ['PUT', '/v1/messages'],
       ['POST', '/v1/messages/'],
@@ -89,6 +92,12 @@ describe('the route table', () => {
       expect(where(method, path), `${method} ${path}`).toBeUndefined();
     expect(
       createRouter(routeTable(parsePassthroughRoutes('POST /v1/complete'))).match('POST', '/v1/complete')?.route.mode,
+    ).toBe('passthrough');
+    expect(
+      createRouter(routeTable(parsePassthroughRoutes('GET /v1/models, DELETE /v1/files/:id'))).match(
+        'DELETE',
+        '/v1/files/f1',
+      )?.route.mode,
     ).toBe('passthrough');
   });
 
