@@ -171,6 +171,32 @@ describe('Message Batches', () => {
     expect(records.every((r) => r.verdict === 'block' || r.reasons[0] === 'batch item fine')).toBe(true);
   });
 
+  it('a batch of many blocked items: every item recorded, the batch record names 18 and counts the rest', async () => {
+    const before = (await verifier.storage.summary()).total;
+    const forged = (i: number) => ({
+      model: 'claude-mock',
+      max_tokens: 16,
+      messages: [
+        { role: 'user' as const, content: 'hi' },
+        {
+          role: 'assistant' as const,
+          content: [{ type: 'thinking' as const, thinking: 'x', signature: `ms1.forged${i}` }],
+        },
+        { role: 'user' as const, content: 'go on' },
+      ],
+    });
+    const error = await sdk(apiKey)
+      .messages.batches.create({
+        requests: Array.from({ length: 3000 }, (_, i) => ({ custom_id: `f${i}`, params: forged(i) })),
+      })
+      .catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(Anthropic.PermissionDeniedError);
+    expect((await verifier.storage.summary()).total).toBe(before + 3001);
+    const record = (await verifier.storage.queryRecords({ limit: 3001 })).find((r) => r.reasons[0] === 'batch of 3000');
+    expect(record?.reasons.filter((r) => r.startsWith('block:item '))).toHaveLength(18);
+    expect(record?.reasons.at(-1)).toBe('block:items 2982 more');
+  });
+
   it('shows a key only its own batches, and answers cancel and delete', async () => {
     const mine = await sdk(apiKey).messages.batches.create({
       requests: [

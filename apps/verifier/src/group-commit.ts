@@ -19,6 +19,9 @@ export interface CommitStats {
  * waits longer than before (a batch of one, committed on the same turn); under concurrent
  * load many requests share one commit.
  */
+/** The most writes one transaction carries. */
+const MAX_GROUP = 1024;
+
 export class GroupCommit<T, R> {
   readonly #commit: (batch: readonly T[]) => Promise<Array<Settled<R>>> | Array<Settled<R>>;
   #queue: Array<{ item: T; resolve: (value: R) => void; reject: (error: unknown) => void }> = [];
@@ -51,14 +54,20 @@ export class GroupCommit<T, R> {
    * Commits what is queued now, without waiting for the turn to end (closing a store); a
    * synchronous `commit` has written the batch when this returns.
    */
-  flush(): Promise<void> {
-    return this.#flush();
+  async flush(): Promise<void> {
+    while (this.#queue.length > 0) await this.#flush();
   }
 
   async #flush(): Promise<void> {
     this.#scheduled = false;
-    const batch = this.#queue;
-    this.#queue = [];
+    // At most MAX_GROUP writes per transaction: a burst (a large batch's records) is committed
+    // over several turns, so no one commit holds the event loop for long.
+    const batch = this.#queue.length <= MAX_GROUP ? this.#queue : this.#queue.slice(0, MAX_GROUP);
+    this.#queue = batch === this.#queue ? [] : this.#queue.slice(MAX_GROUP);
+    if (this.#queue.length > 0 && !this.#scheduled) {
+      this.#scheduled = true;
+      setImmediate(() => void this.#flush());
+    }
     if (batch.length === 0) return;
     this.#commits++;
     this.#writes += batch.length;
