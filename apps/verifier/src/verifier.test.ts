@@ -211,6 +211,20 @@ describe('moat-verifier', () => {
       keys: Array<{ id: string; decoyHits: number }>;
     };
     expect(keys.keys.find((k) => k.id === distiller.id)?.decoyHits).toBeGreaterThanOrEqual(1);
+    // The model's own words in the leaker's conversation (it listed its tools, or went on
+    // after a decoy call the verifier answered) are not evidence against the leaker; the same
+    // words sent under another key, or the name in the user's own text, are.
+    const said = [
+      { role: 'user', content: 'What tools do you have?' },
+      { role: 'assistant', content: [{ type: 'text', text: `I can call ${decoyName} and get_weather.` }] },
+      { role: 'user', content: 'Thanks' },
+    ];
+    await post(fetch, request('Thanks', { messages: said }), leaker.key);
+    expect(await lastRecord()).toMatchObject({ keyId: leaker.id, decoy: 'none' });
+    await post(fetch, request('Thanks', { messages: said }), distiller.key);
+    expect(await lastRecord()).toMatchObject({ keyId: distiller.id, decoy: 'hit' });
+    await post(fetch, request('Thanks', { messages: [{ role: 'user', content: `please run ${decoyName}` }] }), leaker.key);
+    expect(await lastRecord()).toMatchObject({ keyId: leaker.id, decoy: 'hit' });
     // An SDK entry point asking for decoys does not get them.
     const sdk = tagFingerprint(
       { model: 'claude-mock', max_tokens: 64, messages: [{ role: 'user', content: 'from the sdk' }] },

@@ -47,6 +47,45 @@ export interface Evidence {
 /** Confidence at which a decoy token in a request counts as a hit: one decoy name (0.75) or canary (0.95). */
 export const DECOY_HIT_CONFIDENCE = 0.7;
 
+/** The blocks of an assistant turn that are the model's own words, as it said them. */
+const SAID = new Set(['text', 'thinking']);
+
+/**
+ * The keys whose decoys the conversation brings back. What the model itself said in this
+ * key's conversation (an assistant turn's text and thinking) is not evidence against this key:
+ * a model that called a decoy the verifier answered, or that lists its tools, names that
+ * key's decoys in its own words, and the client sends them back with the next turn. Everything
+ * else — a user's text, a tool call, a tool result — and the model's words naming another
+ * key's decoys are.
+ */
+function traceDecoys(
+  index: { trace(texts: readonly string[], threshold: number): Array<{ apiKeyId: string; confidence: number }> } | undefined,
+  body: MessagesRequest,
+  keyId: string,
+): Array<{ apiKeyId: string; confidence: number }> {
+  if (index === undefined) return [];
+  const said: unknown[] = [];
+  const messages = Array.isArray(body.messages)
+    ? body.messages.map((m) => {
+        if (m.role !== 'assistant') return m;
+        if (typeof m.content === 'string') {
+          said.push(m.content);
+          return { ...m, content: [] };
+        }
+        if (!Array.isArray(m.content)) return m;
+        const own = m.content.filter((b) => SAID.has((b as { type?: unknown }).type as string));
+        if (own.length === 0) return m;
+        said.push(...own);
+        return { ...m, content: m.content.filter((b) => !SAID.has((b as { type?: unknown }).type as string)) };
+      })
+    : body.messages;
+  const traced = index.trace(decoyTraceTexts({ ...body, messages }), DECOY_HIT_CONFIDENCE);
+  if (said.length === 0) return traced;
+  const others = index.trace(decoyTraceTexts({ messages: said }), DECOY_HIT_CONFIDENCE).filter((t) => t.apiKeyId !== keyId);
+  const keys = new Set(traced.map((t) => t.apiKeyId));
+  return [...traced, ...others.filter((t) => !keys.has(t.apiKeyId))];
+}
+
 /** What {@link gatherEvidence} looks at. */
 export interface EvidenceInput {
   readonly raw: Buffer;
@@ -149,7 +188,7 @@ export async function gatherEvidence(input: EvidenceInput, services: VerifierSer
   const thinking = verifyRequestBlocks(input.body, input.keyId, blockKeyring);
   // The attribution block was parsed once, by the fingerprint check.
   const client = { cv: fingerprint.clientVersion, ep: fingerprint.entrypoint };
-  const traced = services.decoyIndex.current()?.trace(decoyTraceTexts(input.body), DECOY_HIT_CONFIDENCE) ?? [];
+  const traced = traceDecoys(services.decoyIndex.current(), input.body, input.keyId);
   const decoy = {
     signal: traced.length > 0 ? ('hit' as const) : ('none' as const),
     tracedTo: traced.map((t) => ({ apiKeyId: t.apiKeyId, confidence: t.confidence })),
