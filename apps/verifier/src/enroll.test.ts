@@ -353,6 +353,16 @@ describe('i1 stamps in the pipeline', () => {
     expect(record).toMatchObject({ attestation: 'valid', install: 'release_only', verdict: 'flag' });
   });
 
+  it('with releases named by version, a release stamp without an attribution block (no version to look up) is release_only too', async () => {
+    const byVersion = await start({
+      MOAT_VERIFIER_RELEASES: JSON.stringify([{ minCv: '1.0.0', features: ['request_binding', 'install_keys'] }]),
+    });
+    const { key } = await byVersion.v.storage.createApiKey('no attribution');
+    const { status, record } = await message(byVersion.url, byVersion.v, key, oldRelease);
+    expect(status).toBe(200);
+    expect(record).toMatchObject({ attestation: 'valid', install: 'release_only', verdict: 'flag' });
+  });
+
   it('revoking one install mid-session: its next request is revoked, the other install unaffected', async () => {
     const { id, key } = await main.v.storage.createApiKey('revoke');
     const [a, b] = [await enroll(main.url, key, release), await enroll(main.url, key, release)];

@@ -29,6 +29,12 @@ describe('the release table', () => {
     expect(requireRequestBinding({ ...v1, kid: 'k1_4' }, '1.4.2', table)).toEqual({ ...v1, kid: 'k1_4' });
     expect(requireRequestBinding({ ...v1, binding: 'request' }, '1.7.0', table).signal).toBe('valid');
     expect(requireRequestBinding(v1, '1.5.0', [])).toBe(v1);
+    // No attribution block (a relay trimmed `attribution` from discovery): no cv to look up.
+    expect(requireRequestBinding({ ...v1, kid: 'k1_4' }, undefined, table)).toMatchObject({
+      signal: 'invalid',
+      reason: /without an attribution block/,
+    });
+    expect(requireRequestBinding({ ...v1, kid: 'k1_4' }, undefined, [table[0] as (typeof table)[0]])).toEqual({ ...v1, kid: 'k1_4' });
   });
 
   it('is read from the releases setting, each row checked', () => {

@@ -36,10 +36,27 @@ export function releaseFeatures(
 }
 
 /**
+ * Whether the release that made a stamp has `feature`, as far as the table can tell: named by
+ * its key id or version, or — when the request carries no attribution block, so no version
+ * (a relay trimmed it, or a stamp made outside the client) — whether any release the table
+ * names by version has it: nothing shows the stamp comes from an older one.
+ */
+export function releaseMayHave(
+  table: readonly ReleaseFeatures[],
+  release: { readonly kid?: string | undefined; readonly cv?: string | undefined },
+  feature: Feature,
+): boolean {
+  if (releaseFeatures(table, release).has(feature)) return true;
+  return release.cv === undefined && table.some((row) => row.kid === undefined && row.features.includes(feature));
+}
+
+/**
  * No downgrade by discovery: a genuine `v1` stamp (body only) from a release the table says
  * binds requests (protocol 1.1) did not come from that release's normal path — a relay that
  * removed `request_binding` from discovery made it stamp `v1` to re-send the bytes under its own
- * key — so it is `invalid`. The stamp covers the attribution block, so its `cv` is the client's own.
+ * key — so it is `invalid`. The stamp covers the attribution block, so its `cv` is the client's own;
+ * a `v1` stamp with no attribution block is `invalid` too where the table names binding
+ * releases by version (nothing shows it comes from an older one).
  */
 export function requireRequestBinding(
   attestation: AttestationResult,
@@ -47,11 +64,22 @@ export function requireRequestBinding(
   table: readonly ReleaseFeatures[],
 ): AttestationResult {
   if (attestation.signal !== 'valid' || attestation.binding !== 'body' || table.length === 0) return attestation;
-  if (!releaseFeatures(table, { kid: attestation.kid, cv }).has('request_binding')) return attestation;
-  return {
-    ...attestation,
-    signal: 'invalid',
-    binding: 'none',
-    reason: `v1 stamp from a release that binds requests (${attestation.kid}${cv === undefined ? '' : `, cv ${cv}`})`,
-  };
+  if (releaseFeatures(table, { kid: attestation.kid, cv }).has('request_binding'))
+    return {
+      ...attestation,
+      signal: 'invalid',
+      binding: 'none',
+      reason: `v1 stamp from a release that binds requests (${attestation.kid}${cv === undefined ? '' : `, cv ${cv}`})`,
+    };
+  // No attribution block, so no `cv` to look up: a table that names binding releases by
+  // version cannot be consulted, and a relay that trimmed `attribution` from discovery would
+  // go through. The stamp cannot show it comes from a release older than those.
+  if (cv === undefined && table.some((row) => row.kid === undefined && row.features.includes('request_binding')))
+    return {
+      ...attestation,
+      signal: 'invalid',
+      binding: 'none',
+      reason: `v1 stamp without an attribution block (${attestation.kid}): its release cannot be told, and releases by version bind requests`,
+    };
+  return attestation;
 }

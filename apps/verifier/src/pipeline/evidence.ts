@@ -16,7 +16,7 @@ import type { MessagesRequest } from '@moat/protocol/messages';
 import type { VerifierConfig } from '../config.js';
 import { unavailable } from '../errors.js';
 import type { InstallRow } from '../installs.js';
-import { releaseFeatures, requireRequestBinding } from '../releases.js';
+import { releaseMayHave, requireRequestBinding } from '../releases.js';
 import type { Signals } from '../signals.js';
 import { underPrefix } from '../target.js';
 import type { VerifierServices } from './services.js';
@@ -228,7 +228,7 @@ export async function installEvidence(
     const releaseSpeaksInstallKeys =
       scheme !== 'i1' &&
       stamp.signal === 'valid' &&
-      releaseFeatures(services.config.releases, { kid: stamp.kid, cv: fingerprint.clientVersion }).has('install_keys');
+      releaseMayHave(services.config.releases, { kid: stamp.kid, cv: fingerprint.clientVersion }, 'install_keys');
     const signal = installSignal({ scheme, attestation: stamp.signal, releaseSpeaksInstallKeys });
     return { attestation: stamp, install: undefined, signal };
   }
