@@ -7,7 +7,13 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ENROLLMENT_CHALLENGE_PATH, ENROLLMENT_PATH, INSTALL_ID_PATTERN } from '@moat/protocol';
+import {
+  ENROLLMENT_CHALLENGE_PATH,
+  ENROLLMENT_PATH,
+  enrollmentRequestBody,
+  INSTALL_ID_PATTERN,
+  x25519PublicKey,
+} from '@moat/protocol';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { devEnvironment, loadConfig } from './config.js';
 import { type Enrolled, enroll, messagesBody, post, type StampKey, stampBody } from './enroll.test-util.js';
@@ -198,6 +204,24 @@ describe('enrollment limits (policy moat-policy-enrollment)', () => {
     expect(metrics).toContain('moat_enrollments_total{outcome="created"} 2');
     // Another key has its own window.
     expect((await enroll(url, (await v.storage.createApiKey('other')).key, release)).status).toBe(201);
+  });
+
+  it('block: enrollments sent all at once (their bodies made first) pass the limit by none', async () => {
+    const { v, url } = await start(flags({ perWindow: 20, windowSec: 600 }));
+    const { key } = await v.storage.createApiKey('burst');
+    const ekid = ((await (await fetch(`${url}/v1/moat`)).json()) as { moat: { enrollment: { kid: string } } }).moat
+      .enrollment.kid;
+    const bodies: Buffer[] = [];
+    for (let i = 0; i < 32; i++) {
+      const challenge = (await post(`${url}${ENROLLMENT_CHALLENGE_PATH}`, key, '')).json.challenge as string;
+      const json = enrollmentRequestBody({ installKey: x25519PublicKey(randomBytes(32)), challenge, ekid });
+      bodies.push(stampBody(json, release, url, ENROLLMENT_PATH, key));
+    }
+    const statuses = (await Promise.all(bodies.map((body) => post(`${url}${ENROLLMENT_PATH}`, key, body)))).map(
+      (r) => r.status,
+    );
+    expect(statuses.filter((s) => s === 201)).toHaveLength(20);
+    expect(statuses.filter((s) => s === 429)).toHaveLength(12);
   });
 
   it('a GrowthBook rule sets one key’s limits; other keys keep the default', async () => {

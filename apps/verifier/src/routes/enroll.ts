@@ -169,6 +169,27 @@ async function checkEnrollment(
   return { request, iid, overLimit: verdict.over };
 }
 
+/** Per verifier, per API key: the enrollment under way (later ones wait for it). */
+const ENROLLING = new WeakMap<VerifierServices, Map<string, Promise<unknown>>>();
+
+/** Runs `work` after every earlier call for this key on this verifier has settled. */
+async function oneAtATime<T>(services: VerifierServices, keyId: string, work: () => Promise<T>): Promise<T> {
+  let byKey = ENROLLING.get(services);
+  if (byKey === undefined) {
+    byKey = new Map();
+    ENROLLING.set(services, byKey);
+  }
+  const before = byKey.get(keyId) ?? Promise.resolve();
+  const mine = before.catch(() => {}).then(work);
+  const tail = mine.catch(() => {});
+  byKey.set(keyId, tail);
+  try {
+    return await mine;
+  } finally {
+    if (byKey.get(keyId) === tail) byKey.delete(keyId);
+  }
+}
+
 /** `POST /v1/moat/enroll`: one install for this API key, or the refusal of the first check that fails. */
 export const enroll: RouteHandler = async ({ req, res, services, keyId }) => {
   if (keyId === undefined) throw new ApiError(401, 'authentication_error', 'x-api-key header is required');
@@ -185,20 +206,29 @@ export const enroll: RouteHandler = async ({ req, res, services, keyId }) => {
     reason: null,
   };
   try {
-    const { request, iid, overLimit } = await checkEnrollment(req, raw, keyId, services, attempt);
-    await services.storage.installs.createInstall({
-      iid,
-      keyId,
-      installKey: request.installKey,
-      ekid: request.ekid,
-      challenge: request.challenge,
-      created: Date.now(),
-      revokedAt: null,
-      overLimit,
-      releaseKid: attempt.releaseKid,
+    // The limit check and the enrollment it allows are one step per key on this replica:
+    // concurrent enrollments would all read the same count and all pass.
+    const { request, iid } = await oneAtATime(services, keyId, async () => {
+      const checked = await checkEnrollment(req, raw, keyId, services, attempt);
+      await services.storage.installs.createInstall({
+        iid: checked.iid,
+        keyId,
+        installKey: checked.request.installKey,
+        ekid: checked.request.ekid,
+        challenge: checked.request.challenge,
+        created: Date.now(),
+        revokedAt: null,
+        overLimit: checked.overLimit,
+        releaseKid: attempt.releaseKid,
+      });
+      Object.assign(attempt, {
+        outcome: checked.overLimit ? 'over_limit' : 'created',
+        installId: checked.iid,
+        reason: '201',
+      });
+      await services.storage.installs.recordEnrollment(attempt);
+      return checked;
     });
-    Object.assign(attempt, { outcome: overLimit ? 'over_limit' : 'created', installId: iid, reason: '201' });
-    await services.storage.installs.recordEnrollment(attempt);
     services.metrics.enrollments.inc({ outcome: attempt.outcome });
     sendJson(res, 201, { install_id: iid, ekid: request.ekid });
   } catch (error) {
