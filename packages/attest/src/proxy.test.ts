@@ -98,7 +98,7 @@ describe.skipIf(native === null)("the app's proxy", () => {
     const dispatcher = new ProxyAgent(proxyUrl);
     try {
       for (let i = 0; i < 2; i++) {
-        const init = { method: 'POST', headers: { 'x-api-key': 'k' }, body, dispatcher } as RequestInit;
+        const init = { method: 'POST', headers: { 'x-api-key': 'k' }, body, dispatcher } as unknown as RequestInit;
         const res = await send(`${base}/v1/messages`, init);
         expect(res.status).toBe(200);
         await res.text();
