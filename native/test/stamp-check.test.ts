@@ -43,6 +43,14 @@ describe('the native stamp check', () => {
       const bound = loc.envelope.binding === 'request' || loc.envelope.binding === 'install';
       if (bound && c.request === undefined) continue;
       const request = bound ? c.request : undefined;
+      // Request parts the references refuse (a method too long, a space in the path) are refused before any MAC too.
+      if (request !== undefined) {
+        try {
+          requestBase(request);
+        } catch {
+          continue;
+        }
+      }
       const expected = c.op === 'compute' || c.result === 'valid';
       expect(check(Buffer.from(c.key, 'hex'), body, loc.stampStart, loc.stampEnd, request), c.name).toBe(expected);
       if (expected) verified++;
