@@ -5,7 +5,9 @@
  * traced and injected by the same gates, Moat's members stripped) and a record of its own,
  * linked to the batch's record. One blocked item blocks the batch, and the error names it.
  */
+
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import { authenticate } from '../auth.js';
 import { ApiError } from '../errors.js';
 import { abortWhenClientGone, readBody, sendJson } from '../http.js';
@@ -123,7 +125,7 @@ async function checkItems(
   const checked: CheckedItem[] = [];
   for (const [i, item] of batch.items.entries()) {
     // A large batch is many requests' work: other requests get their turns between its parts.
-    if (i > 0 && i % ITEMS_PER_TURN === 0) await new Promise<void>((resolve) => setImmediate(resolve));
+    if (i > 0 && i % ITEMS_PER_TURN === 0) await nextTurn();
     const { body } = item.read;
     const ledger = new RequestLedger(services.guard, newRequestId());
     ledgers.push(ledger);
@@ -161,7 +163,7 @@ async function forwardedBody(
   // Entries, not assignments: a custom_id such as "__proto__" must stay a key of its own.
   const items: Array<[string, BatchRow['items'][string]]> = [];
   for (const [i, c] of checked.entries()) {
-    if (i > 0 && i % ITEMS_PER_TURN === 0) await new Promise<void>((resolve) => setImmediate(resolve));
+    if (i > 0 && i % ITEMS_PER_TURN === 0) await nextTurn();
     const injectDecoys = decoysAllowed(c.item.read.body, c.evidence, c.attributes, services);
     const plan = await rewriteRequest(c.item.read, c.evidence, {
       keyId,

@@ -111,13 +111,9 @@ export async function auditPack(
       ...scan,
       pathPrefixes: { [inTarball]: packageDir === '.' ? '' : `${packageDir}/` },
     });
-    const errors = scanned.errors.map((e) =>
-      e.path.startsWith(inTarball) ? { ...e, path: join(dir, e.path.slice(inTarball.length)) } : e,
-    );
     return {
       ...scanned,
       findings: [...policyFindings, ...scanned.findings],
-      errors,
       tarball: info.filename,
       packed: info.files.length,
     };

@@ -81,8 +81,8 @@ export interface ScanOptions extends EngineOptions {
    */
   readonly names?: boolean;
   /**
-   * Paths reported under another name: a finding whose path starts with a key is reported, and
-   * matched against the allowlist, with that prefix replaced by its value (the pack audit
+   * Paths reported under another name: a finding or error whose path starts with a key is
+   * reported (a finding also matched against the allowlist) with that prefix replaced by its value (the pack audit
    * reports the files of its temporary tarball as the package's own files).
    */
   readonly pathPrefixes?: Readonly<Record<string, string>>;
@@ -937,6 +937,7 @@ class SequentialScan {
     }
     this.#kept.clear();
     state.findings.sort((a, b) => (a.path === b.path ? (a.offset ?? -1) - (b.offset ?? -1) : a.path < b.path ? -1 : 1));
+    state.errors = state.errors.map((e) => renamed(e, this.#options.pathPrefixes));
     state.errors.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
     return state;
   }
@@ -1004,8 +1005,8 @@ function nameFinding(path: string, codename: string, folder: boolean): Finding {
   };
 }
 
-/** `f` with its path's prefix replaced by the first of `prefixes` it starts with. */
-function renamed(f: Finding, prefixes: Readonly<Record<string, string>> | undefined): Finding {
+/** `f` (a finding or an error) with its path's prefix replaced by the first of `prefixes` it starts with. */
+function renamed<T extends { readonly path: string }>(f: T, prefixes: Readonly<Record<string, string>> | undefined): T {
   if (prefixes === undefined) return f;
   for (const [from, to] of Object.entries(prefixes)) if (f.path.startsWith(from)) return { ...f, path: to + f.path.slice(from.length) };
   return f;
