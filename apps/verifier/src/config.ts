@@ -59,6 +59,11 @@ export interface VerifierConfig {
    */
   readonly spoolFile: string;
   readonly spoolMaxBytes: number;
+  /**
+   * Disk space held back beside the spool (`<spool>.reserve`) for the records of answers
+   * already paid for, given up when the disk is full; 0 for none.
+   */
+  readonly spoolReserveBytes: number;
   /** How long SIGTERM waits for in-flight requests before it closes their connections. */
   readonly shutdownGraceMs: number;
   /** Deepest nesting of a request body's JSON (objects and arrays; the body itself is 1). */
@@ -66,7 +71,15 @@ export interface VerifierConfig {
   /** Bearer token that reads `/metrics` besides the admin token. */
   readonly metricsToken?: string | undefined;
   /** Upstream timeouts in milliseconds: connect, until the response headers, between body chunks. */
-  readonly upstreamTimeouts: { readonly connectMs: number; readonly headersMs: number; readonly bodyIdleMs: number };
+  readonly upstreamTimeouts: {
+    readonly connectMs: number;
+    readonly headersMs: number;
+    readonly bodyIdleMs: number;
+    /** Longest wait for one of the {@link upstreamConnections} before a `503`. */
+    readonly queueMs: number;
+  };
+  /** Upstream calls in flight at once, at most (one connection each). */
+  readonly upstreamConnections: number;
   /** GrowthBook client key the features endpoint answers to. */
   readonly clientKey: string;
   /** User-agent product of the genuine client, for the ua_mismatch signal. */
@@ -354,6 +367,21 @@ export const SETTINGS = {
   },
   spoolFile: { schema: text() },
   spoolMaxBytes: { schema: int(4096, 1024 * 1024 * 1024), default: 64 * 1024 * 1024 },
+  spoolReserveBytes: {
+    schema: int(0, 1024 * 1024 * 1024),
+    default: 16 * 1024 * 1024,
+    doc: 'Disk space kept beside the spool for the records of answers in flight when the disk fills (0: none).',
+  },
+  upstreamConnections: {
+    schema: int(1, 65_536),
+    default: 1024,
+    doc: 'Upstream calls in flight at once, at most; more wait up to upstreamQueueTimeoutMs.',
+  },
+  upstreamQueueTimeoutMs: {
+    schema: int(0, 600_000),
+    default: 10_000,
+    doc: 'How long a request waits for a free upstream connection before a 503.',
+  },
   upstreamConnectTimeoutMs: { schema: int(100, 600_000), default: 10_000 },
   upstreamHeadersTimeoutMs: { schema: int(100, 3_600_000), default: 600_000 },
   upstreamIdleTimeoutMs: { schema: int(100, 3_600_000), default: 300_000 },
@@ -553,6 +581,8 @@ function configOf(s: Values): VerifierConfig {
     decoyRetentionDays: required('decoyRetentionDays', s.decoyRetentionDays),
     spoolFile: spoolFileOf(s.spoolFile ?? '', database, s.postgresUrl !== undefined),
     spoolMaxBytes: required('spoolMaxBytes', s.spoolMaxBytes),
+    spoolReserveBytes: required('spoolReserveBytes', s.spoolReserveBytes),
+    upstreamConnections: required('upstreamConnections', s.upstreamConnections),
     shutdownGraceMs: required('shutdownGraceMs', s.shutdownGraceMs),
     maxJsonDepth: required('maxJsonDepth', s.maxJsonDepth),
     metricsToken: s.metricsToken,
@@ -560,6 +590,7 @@ function configOf(s: Values): VerifierConfig {
       connectMs: required('upstreamConnectTimeoutMs', s.upstreamConnectTimeoutMs),
       headersMs: required('upstreamHeadersTimeoutMs', s.upstreamHeadersTimeoutMs),
       bodyIdleMs: required('upstreamIdleTimeoutMs', s.upstreamIdleTimeoutMs),
+      queueMs: required('upstreamQueueTimeoutMs', s.upstreamQueueTimeoutMs),
     },
     clientKey: required('clientKey', s.clientKey),
     userAgentProduct: required('userAgentProduct', s.userAgentProduct),

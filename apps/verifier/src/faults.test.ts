@@ -8,8 +8,8 @@
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, type Server } from 'node:http';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -21,6 +21,7 @@ import Database from 'better-sqlite3';
 import { request } from 'undici';
 import { afterAll, describe, expect, it } from 'vitest';
 import { devEnvironment, loadConfig } from './config.js';
+import { startMockUpstream } from './mock-upstream.js';
 import { PgRedisStorage } from './pg-storage.js';
 import { createVerifier, type Verifier } from './server.js';
 import { hasPostgres, hasRedis, isRoot, ownPostgres, ownRedis, cleanups as sharedCleanups, until } from './services.test-util.js';
@@ -207,6 +208,93 @@ describe.runIf(isRoot)('SQLite on a full disk', { timeout: 60_000 }, () => {
   });
 });
 
+describe.runIf(isRoot)('the default layout (database and spool on one disk) filling up under load', { timeout: 90_000 }, () => {
+  it('every answer the upstream gave reaches its client and is recorded; nothing is forwarded once the reserve is in use', async (ctx) => {
+    const mount = mkdtempSync(join(tmpdir(), 'moat-tmpfs-'));
+    if (spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=24m', 'tmpfs', mount]).status !== 0)
+      return ctx.skip('no tmpfs mount here (a container without the capability)');
+    cleanups.push(() => spawnSync('umount', ['-l', mount]));
+    const mock = await startMockUpstream();
+    cleanups.push(() => mock.close());
+    // The upstream answers after 600 ms: the disk fills while answers are on their way.
+    let forwarded = 0;
+    const slow: Server = createServer((req, res) => {
+      forwarded++;
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        setTimeout(async () => {
+          const answer = await request(`${mock.url}${req.url}`, {
+            method: 'POST',
+            headers: { 'content-type': 'application/json' },
+            body: Buffer.concat(chunks),
+          });
+          res.writeHead(answer.statusCode, { 'content-type': String(answer.headers['content-type']) });
+          for await (const chunk of answer.body) res.write(chunk);
+          res.end();
+        }, 600);
+      });
+    });
+    await new Promise<void>((r) => slow.listen(0, '127.0.0.1', r));
+    cleanups.push(() => {
+      slow.closeAllConnections();
+      slow.close();
+    });
+    const database = join(mount, 'verifier.db');
+    const { verifier, url, key } = await started({
+      MOAT_VERIFIER_DATABASE: database,
+      MOAT_VERIFIER_SPOOL_RESERVE_BYTES: String(4 * 1024 * 1024),
+      MOAT_VERIFIER_UPSTREAM: `http://127.0.0.1:${(slow.address() as AddressInfo).port}`,
+      MOAT_VERIFIER_UPSTREAM_KEY: 'k',
+    });
+    expect(existsSync(`${database}.spool.reserve`)).toBe(true);
+    const send = async (i: number) => {
+      const stream = i % 2 === 0;
+      const res = await fetch(`${url}/v1/messages`, {
+        method: 'POST',
+        headers: { 'x-api-key': key, 'content-type': 'application/json' },
+        body: ask(`load ${i} ${'y'.repeat(3_000)}`, stream ? { stream: true } : {}),
+      });
+      const text = await res.text();
+      const complete = res.status === 200 && (stream ? text.includes('event: message_stop') : JSON.parse(text).type === 'message');
+      return { status: res.status, complete, id: res.headers.get('moat-request-id') };
+    };
+    // Waves of 24 requests; the disk fills while the second wave waits on the upstream.
+    const results: Array<Awaited<ReturnType<typeof send>>> = [];
+    for (let wave = 0; wave < 4; wave++) {
+      const pending = Array.from({ length: 24 }, (_, i) => send(wave * 100 + i));
+      if (wave === 1) {
+        await until(() => forwarded >= 40, 'the second wave forwarded');
+        spawnSync('sh', ['-c', `dd if=/dev/zero of=${join(mount, 'filler')} bs=64k 2>/dev/null || true`]);
+      }
+      results.push(...(await Promise.all(pending)));
+    }
+    // Every request the upstream answered got its whole answer; every other one was refused before it.
+    const answered = results.filter((r) => r.status === 200);
+    expect(answered.every((r) => r.complete)).toBe(true);
+    expect(answered).toHaveLength(forwarded);
+    expect(results.filter((r) => r.status !== 200).every((r) => r.status === 503)).toBe(true);
+    expect(results.filter((r) => r.status === 503).length).toBeGreaterThan(0);
+    const ready = await fetch(`${url}/readyz`);
+    expect(ready.status).toBe(503);
+    expect(JSON.stringify(await ready.json())).toMatch(/spool-reserve|records are spooled/);
+    // Room again: the spool drains, the reserve comes back, and no record is left open.
+    rmSync(join(mount, 'filler'));
+    await until(async () => (await fetch(`${url}/readyz`)).status === 200, 'recovered', 30_000);
+    expect(existsSync(`${database}.spool.reserve`)).toBe(true);
+    const db = new Database(database, { readonly: true });
+    try {
+      const rows = db.prepare('SELECT id, status FROM records').all() as Array<{ id: string; status: number | null }>;
+      const byId = new Map(rows.map((r) => [r.id, r.status]));
+      expect(rows.filter((r) => r.status === null)).toEqual([]);
+      for (const r of answered) expect(byId.get(r.id as string)).toBe(200);
+    } finally {
+      db.close();
+    }
+    await verifier.close();
+  });
+});
+
 describe.runIf(isRoot)('SQLite on a read-only file system', { timeout: 60_000 }, () => {
   it('does not start on read-only files, saying why', async (ctx) => {
     const mount = mkdtempSync(join(tmpdir(), 'moat-ro-'));
@@ -287,6 +375,131 @@ describe('the upstream fails', { timeout: 60_000 }, () => {
     expect(events.at(-1)).toBe('error');
     expect(events).not.toContain('message_stop');
     await until(async () => (await verifier.storage.queryRecords({ limit: 1 }))[0]?.status === 502, 'the 502 record');
+  });
+});
+
+describe('upstream calls that hang', { timeout: 60_000 }, () => {
+  it('hold at most upstreamConnections: later requests wait a bounded time for one, get 503, /readyz says why; a cut one comes back', async () => {
+    const hung: ServerResponse[] = [];
+    const mock = await startMockUpstream();
+    cleanups.push(() => mock.close());
+    let hang = true;
+    const upstream: Server = createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', async () => {
+        if (hang) {
+          hung.push(res);
+          return;
+        }
+        const answer = await request(`${mock.url}${req.url}`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: Buffer.concat(chunks),
+        });
+        res.writeHead(answer.statusCode, { 'content-type': String(answer.headers['content-type']) });
+        res.end(Buffer.from(await answer.body.arrayBuffer()));
+      });
+    });
+    await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
+    cleanups.push(() => {
+      upstream.closeAllConnections();
+      upstream.close();
+    });
+    const adminToken = randomBytes(16).toString('hex');
+    const { verifier, url, key } = await started({
+      MOAT_VERIFIER_ADMIN_TOKEN: adminToken,
+      MOAT_VERIFIER_UPSTREAM: `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`,
+      MOAT_VERIFIER_UPSTREAM_KEY: 'k',
+      MOAT_VERIFIER_UPSTREAM_CONNECTIONS: '2',
+      MOAT_VERIFIER_UPSTREAM_QUEUE_TIMEOUT_MS: '400',
+    });
+    const post = (text: string) =>
+      fetch(`${url}/v1/messages`, { method: 'POST', headers: { 'x-api-key': key, 'content-type': 'application/json' }, body: ask(text) });
+    const held = [post('held 1'), post('held 2')];
+    await until(() => hung.length === 2, 'both connections held');
+    // A third waits for a connection; meanwhile the replica says it cannot take more.
+    const waiting = post('waits');
+    await until(async () => {
+      const ready = await fetch(`${url}/readyz`);
+      return ready.status === 503 && JSON.stringify(await ready.json()).includes('all 2 upstream connections busy, 1 requests waiting');
+    }, 'readyz naming the busy connections');
+    const refused = await waiting;
+    expect(refused.status).toBe(503);
+    expect(refused.headers.get('retry-after')).toBe('1');
+    expect(((await refused.json()) as { error: { type: string; message: string } }).error).toMatchObject({
+      type: 'overloaded_error',
+      message: expect.stringMatching(/all 2 upstream connections busy/),
+    });
+    // The upstream comes back and drops the calls it held: their connections are free again.
+    hang = false;
+    for (const res of hung) res.socket?.destroy();
+    expect((await Promise.all(held)).map((r) => r.status)).toEqual([502, 502]);
+    const answers = await Promise.all([post('after 1'), post('after 2'), post('after 3')]);
+    expect(answers.map((r) => r.status)).toEqual([200, 200, 200]);
+    expect((await fetch(`${url}/readyz`)).status).toBe(200);
+    // Every answer is counted by its status, whatever the policy said.
+    const metrics = await (await fetch(`${url}/metrics`, { headers: { authorization: `Bearer ${adminToken}` } })).text();
+    expect(metrics).toMatch(/moat_responses_total\{status="503",kept="stored"\} 1\n/);
+    expect(metrics).toMatch(/moat_responses_total\{status="502",kept="stored"\} 2\n/);
+    expect(metrics).toMatch(/moat_responses_total\{status="200",kept="stored"\} 3\n/);
+    await verifier.close();
+  });
+});
+
+describe('a shutdown whose grace period runs out', { timeout: 60_000 }, () => {
+  it('records the answers it cuts as its own cut (503 shutdown_cut), not as clients gone, before the store closes', async () => {
+    const held: ServerResponse[] = [];
+    const upstream: Server = createServer((req, res) => {
+      req.resume();
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write(
+        'event: message_start\ndata: {"type":"message_start","message":{"id":"m","type":"message","role":"assistant","model":"claude-mock","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":1,"output_tokens":1}}}\n\n',
+      );
+      held.push(res); // never ends
+    });
+    await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
+    cleanups.push(() => {
+      upstream.closeAllConnections();
+      upstream.close();
+    });
+    const database = join(mkdtempSync(join(tmpdir(), 'moat-cut-')), 'verifier.db');
+    const { verifier, url, key } = await started({
+      MOAT_VERIFIER_DATABASE: database,
+      MOAT_VERIFIER_UPSTREAM: `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`,
+      MOAT_VERIFIER_UPSTREAM_KEY: 'k',
+      MOAT_VERIFIER_SHUTDOWN_GRACE_MS: '200',
+    });
+    const streams = await Promise.all(
+      [1, 2].map((i) =>
+        fetch(`${url}/v1/messages`, {
+          method: 'POST',
+          headers: { 'x-api-key': key, 'content-type': 'application/json' },
+          body: ask(`cut ${i}`, { stream: true }),
+        }),
+      ),
+    );
+    const ids = streams.map((r) => r.headers.get('moat-request-id'));
+    await until(() => held.length === 2, 'both streams upstream');
+    const bodies = streams.map((r) => r.text().catch(() => 'cut'));
+    await verifier.close();
+    await Promise.all(bodies);
+    const db = new Database(database, { readonly: true });
+    try {
+      const rows = db.prepare('SELECT id, status, reasons FROM records WHERE status IS NOT 200').all() as Array<{
+        id: string;
+        status: number;
+        reasons: string;
+      }>;
+      expect(rows.map((r) => r.id).sort()).toEqual([...ids].sort());
+      for (const row of rows) {
+        expect(row.status).toBe(503);
+        expect(row.reasons).toContain('shutdown_cut');
+        expect(row.reasons).not.toContain('client_disconnected');
+      }
+    } finally {
+      db.close();
+    }
   });
 });
 

@@ -46,17 +46,38 @@ export function inConnectionOrder(req: IncomingMessage, res: ServerResponse, han
   });
 }
 
+// Answers the verifier itself cuts: a shutdown whose grace period ran out.
+const cutAtShutdown = new WeakSet<ServerResponse>();
+const SHUTDOWN_CUT = Symbol('shutdown cut');
+
+/** Marks an answer in flight as cut by the shutdown (before its connection is closed), so its record says so. */
+export function markCutAtShutdown(res: ServerResponse): void {
+  cutAtShutdown.add(res);
+}
+
+/**
+ * Why an aborted answer ended, for its record: the client went away (`499
+ * client_disconnected`), or the verifier cut it at shutdown (`503 shutdown_cut`).
+ */
+export function endedBy(signal: AbortSignal): { readonly status: number; readonly reason: string; readonly detail: string } {
+  return signal.reason === SHUTDOWN_CUT
+    ? { status: 503, reason: 'shutdown_cut', detail: 'the verifier shut down before the answer ended' }
+    : { status: 499, reason: 'client_disconnected', detail: 'client closed the connection' };
+}
+
 /**
  * Aborts when the client goes away before its answer ended: the response closed unfinished,
  * also when it closed before the handler began (a web `Request` whose signal was already
- * aborted), so no upstream is called for a client that is gone.
+ * aborted), so no upstream is called for a client that is gone. An answer cut at shutdown
+ * ({@link markCutAtShutdown}) aborts with a reason {@link endedBy} tells apart.
  */
 export function abortWhenClientGone(res: ServerResponse): AbortController {
   const abort = new AbortController();
-  if (res.destroyed && !res.writableFinished) abort.abort();
+  const gone = () => abort.abort(cutAtShutdown.has(res) ? SHUTDOWN_CUT : undefined);
+  if (res.destroyed && !res.writableFinished) gone();
   else
     res.on('close', () => {
-      if (!res.writableFinished) abort.abort();
+      if (!res.writableFinished) gone();
     });
   return abort;
 }

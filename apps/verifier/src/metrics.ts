@@ -35,7 +35,7 @@ export function createMetrics(): VerifierMetrics {
     registry,
     requests: new Counter({
       name: 'moat_requests_total',
-      help: 'Messages requests by verdict',
+      help: 'Policy decisions on Messages requests by verdict (answers by status: moat_responses_total)',
       labelNames: ['verdict'],
       registers: [registry],
     }),

@@ -1,5 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
+import { setTimeout } from 'node:timers/promises';
 import { AttestationKeyring } from '@moat/attest/server';
 import { BlockKeyring } from '@moat/distill-guard/server';
 import { FingerprintStats } from '@moat/fingerprint/server';
@@ -12,7 +13,7 @@ import type { VerifierConfig } from './config.js';
 import { DecoyIndexCache } from './decoy-index.js';
 import { ApiError, unavailable, VerifierConfigError } from './errors.js';
 import { Flags, loadFeatures } from './flags.js';
-import { answerClientError, answerConnect, inConnectionOrder, sendError } from './http.js';
+import { answerClientError, answerConnect, inConnectionOrder, markCutAtShutdown, sendError } from './http.js';
 import { createEnrollment } from './install-keys.js';
 import { ApiKeyCache } from './key-cache.js';
 import { createMetrics } from './metrics.js';
@@ -127,7 +128,7 @@ export async function createServices(
     options.upstream === undefined && config.upstream === 'mock' ? await startMockUpstream() : undefined;
   const metrics = createMetrics();
   const supervisor = new Supervisor(log, { registry: metrics.registry });
-  const spool = new RecordSpool(config.spoolFile, config.spoolMaxBytes);
+  const spool = new RecordSpool(config.spoolFile, config.spoolMaxBytes, { reserveBytes: config.spoolReserveBytes });
   const guard = new StoreGuard(storage, spool, log, { supervisor, registry: metrics.registry });
   // Records spooled by an earlier run go to the store first; if it cannot take them yet, the guard keeps trying.
   await guard.recover();
@@ -153,7 +154,7 @@ export async function createServices(
     secret,
     upstream:
       options.upstream === undefined
-        ? new Upstream(mock?.url ?? config.upstream, upstreamKey, config.upstreamTimeouts)
+        ? new Upstream(mock?.url ?? config.upstream, upstreamKey, config.upstreamTimeouts, config.upstreamConnections)
         : new FunctionUpstream(options.upstream, log),
     onUpstreamRequest: options.onUpstreamRequest,
   };
@@ -193,8 +194,9 @@ export function createRequestHandler(
   services: VerifierServices,
   rows: readonly RouteRow[],
   closing: () => boolean,
-): (req: IncomingMessage, res: ServerResponse) => void {
+): RequestHandler {
   const tokens = operatorTokens(services.config);
+  const running = new Set<Promise<void>>();
   const router = createRouter(rows);
   async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
     res.setHeader(VERSION_HEADER, '1');
@@ -222,9 +224,9 @@ export function createRequestHandler(
     const url = new URL(`${target.path}${target.query}`, 'http://verifier');
     await dispatch(matched, { req, res, url, target, services, closing: closing() }, tokens);
   }
-  return (req, res) =>
+  const handler = (req: IncomingMessage, res: ServerResponse) =>
     inConnectionOrder(req, res, () => {
-      route(req, res).catch((error: unknown) => {
+      const handled = route(req, res).catch((error: unknown) => {
         const apiError = apiErrorOf(error);
         if (!(error instanceof ApiError)) services.log.error({ err: errorMessage(error) }, 'request failed');
         if (res.headersSent) {
@@ -235,8 +237,21 @@ export function createRequestHandler(
         req.resume();
         sendError(res, apiError);
       });
+      running.add(handled);
+      void handled.finally(() => running.delete(handled));
     });
+  return Object.assign(handler, {
+    settled: async () => {
+      while (running.size > 0) await Promise.allSettled([...running]);
+    },
+  });
 }
+
+/** A `node:http` handler that can say when every request it took has settled (its record written or given up). */
+export type RequestHandler = ((req: IncomingMessage, res: ServerResponse) => void) & {
+  /** Resolves once no request is being handled. */
+  settled(): Promise<void>;
+};
 
 /**
  * The HTTP server over the route table. Answers in flight are counted, and once `closing()`
@@ -245,7 +260,7 @@ export function createRequestHandler(
 function createHttpServer(
   services: VerifierServices,
   closing: () => boolean,
-): { server: Server; inflight: Set<ServerResponse> } {
+): { server: Server; inflight: Set<ServerResponse>; handle: RequestHandler } {
   const handle = createRequestHandler(services, routeTable(services.config.passthroughRoutes), closing);
   const inflight = new Set<ServerResponse>();
   const server = createServer({ maxHeaderSize: 32 * 1024 }, (req, res) => {
@@ -273,13 +288,17 @@ function createHttpServer(
     });
   });
   server.on('connect', (_req: IncomingMessage, socket: Socket) => answerConnect(socket));
-  return { server, inflight };
+  return { server, inflight, handle };
 }
+
+// How long shutdown waits, at most, for the requests it cut to write their records.
+const SETTLE_MS = 5_000;
 
 /** Stops accepting, lets answers in flight finish (up to the grace period), then closes what the verifier opened. */
 async function shutDown(
   server: Server,
   inflight: ReadonlySet<ServerResponse>,
+  handle: RequestHandler,
   services: VerifierServices,
   mock: MockUpstream | undefined,
 ): Promise<void> {
@@ -288,10 +307,14 @@ async function shutDown(
   server.closeIdleConnections();
   const idle = setInterval(() => server.closeIdleConnections(), 25);
   const deadline = Date.now() + services.config.shutdownGraceMs;
-  while (inflight.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 25));
+  while (inflight.size > 0 && Date.now() < deadline) await setTimeout(25);
   clearInterval(idle);
+  // What is still in flight is cut by the verifier, not by its client: the records say so.
+  for (const res of inflight) markCutAtShutdown(res);
   server.closeAllConnections();
   await closed;
+  // The requests just cut write their records before the store closes (bounded: a store that hangs must not hold the exit).
+  await Promise.race([handle.settled(), setTimeout(SETTLE_MS, undefined, { ref: false })]);
   await closeServices(services, mock);
 }
 
@@ -328,7 +351,7 @@ export async function createVerifier(config: VerifierConfig, options: VerifierOp
   const { services, mock } = await createServices(config, options, log);
   await startPeriodicWork(services);
   let closing = false;
-  const { server, inflight } = createHttpServer(services, () => closing);
+  const { server, inflight, handle } = createHttpServer(services, () => closing);
   const { attestationKeyring } = services;
   let baseUrl = '';
   return {
@@ -355,7 +378,7 @@ export async function createVerifier(config: VerifierConfig, options: VerifierOp
       }),
     close: async () => {
       closing = true;
-      await shutDown(server, inflight, services, mock);
+      await shutDown(server, inflight, handle, services, mock);
     },
   };
 }

@@ -83,10 +83,37 @@ describe('the record spool', () => {
     spool.close();
     // A new process opens the same file and finishes the drain.
     const again = new RecordSpool(file, 64 * 1024 * 1024);
-    expect(again.count()).toBe(5);
-    await expect(again.drain(flaky)).resolves.toEqual({ drained: 5, quarantined: 0 });
-    expect([...stored.keys()]).toEqual(Array.from({ length: 10 }, (_, i) => recordOf(i).id));
+    // The batch's other records were taken and their rows deleted; the one the store failed on stays.
+    expect(again.count()).toBe(1);
+    await expect(again.drain(flaky)).resolves.toEqual({ drained: 1, quarantined: 0 });
+    expect([...stored.keys()].sort()).toEqual(Array.from({ length: 10 }, (_, i) => recordOf(i).id));
     again.close();
+  });
+
+  it('sends only the last of two spooled rows of one record, and deletes both once it is taken', async () => {
+    const spool = new RecordSpool(':memory:', 64 * 1024 * 1024);
+    spool.append(recordOf(1, { status: 503 }));
+    spool.append(recordOf(2));
+    spool.append(recordOf(1, { status: 200 }), { finish: true });
+    const store = slowStore();
+    await expect(spool.drain(store)).resolves.toEqual({ drained: 3, quarantined: 0 });
+    expect(store.stored.map((r) => [r.id, r.status]).sort()).toEqual([
+      [recordOf(1).id, 200],
+      [recordOf(2).id, 503],
+    ]);
+    expect(spool.count()).toBe(0);
+    spool.close();
+  });
+
+  it('drains a large spool in batches, none lost or repeated', async () => {
+    const spool = new RecordSpool(':memory:', 64 * 1024 * 1024);
+    for (let i = 0; i < 1_050; i++) spool.append(recordOf(i));
+    const store = slowStore();
+    await expect(spool.drain(store)).resolves.toEqual({ drained: 1_050, quarantined: 0 });
+    expect(new Set(store.stored.map((r) => r.id)).size).toBe(1_050);
+    expect(spool.count()).toBe(0);
+    expect(spool.size()).toBe(0);
+    spool.close();
   });
 
   it('quarantines a record the store refuses for its content; the records after it drain', async () => {
@@ -171,6 +198,94 @@ describe.runIf(process.getuid?.() === 0)('the record spool on a full disk', () =
     expect(store.stored).toHaveLength(acknowledged);
     for (const r of store.stored) expect(r.reasons[0]).toMatch(/^pad x+$/);
     spool.close();
+  });
+});
+
+describe.runIf(process.getuid?.() === 0)('the record spool reserve on a full disk', () => {
+  const fullDisk = (ctx: { skip: (note: string) => void }, size = '4m') => {
+    const mount = tempDir();
+    if (spawnSync('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', mount]).status !== 0) {
+      ctx.skip('no tmpfs mount here (a container without the capability)');
+      return undefined;
+    }
+    mounts.push(mount);
+    return mount;
+  };
+  const fill = (mount: string) => execFileSync('sh', ['-c', `dd if=/dev/zero of=${join(mount, 'filler')} bs=4k 2>/dev/null || true`]);
+  const pad = (i: number) => ({ reasons: [`pad ${'x'.repeat(700 + (i % 13) * 37)}`] });
+
+  it('gives up its reserve for the finishes of answers in flight: every finish is kept, refusals are not, and all drain whole', async (ctx) => {
+    const mount = fullDisk(ctx);
+    if (mount === undefined) return;
+    const spool = new RecordSpool(join(mount, 'records.spool'), 64 * 1024 * 1024, { reserveBytes: 1024 * 1024 });
+    expect(spool.reserveHeld).toBe(true);
+    expect(existsSync(join(mount, 'records.spool.reserve'))).toBe(true);
+    fill(mount);
+    // Refusals find the disk full and are refused; the reserve stays.
+    let refusals = 0;
+    for (let i = 0; i < 50; i++) {
+      try {
+        spool.append(recordOf(i, pad(i)));
+      } catch (error) {
+        expect(error).toBeInstanceOf(SpoolError);
+        refusals++;
+      }
+    }
+    expect(refusals).toBeGreaterThan(0);
+    expect(spool.reserveHeld).toBe(true);
+    const before = spool.count();
+    // 300 finishes of answers in flight: the first to find the disk full gives the reserve up, all are kept.
+    for (let i = 1_000; i < 1_300; i++) spool.append(recordOf(i, { ...pad(i), status: 200 }), { finish: true });
+    expect(spool.reserveHeld).toBe(false);
+    expect(existsSync(join(mount, 'records.spool.reserve'))).toBe(false);
+    expect(spool.count()).toBe(before + 300);
+    // With the reserve given up, a refusal is not kept even where the disk has room: the room is for finishes.
+    expect(() => spool.append(recordOf(2_000))).toThrow(/its reserve is kept for the records of answers in flight/);
+    // The room the reserve left is not enough to make it again; freeing the disk is.
+    expect(spool.restoreReserve()).toBe(false);
+    rmSync(join(mount, 'filler'));
+    expect(spool.restoreReserve()).toBe(true);
+    expect(spool.reserveHeld).toBe(true);
+    const store = slowStore();
+    await spool.drain(store);
+    expect(store.stored.filter((r) => r.status === 200)).toHaveLength(300);
+    expect(store.stored).toHaveLength(before + 300);
+    spool.close();
+  });
+
+  it('a guard whose spool has given up its reserve forwards nothing until it is back, and counts what it could not keep', async (ctx) => {
+    const mount = fullDisk(ctx);
+    if (mount === undefined) return;
+    const registry = new Registry();
+    const storage = new SqliteStorage(':memory:', randomBytes(32));
+    const down = new Proxy(storage, {
+      get(target, name) {
+        if (name === 'insertRecord')
+          return () => Promise.reject(Object.assign(new Error('database or disk is full'), { code: 'SQLITE_FULL' }));
+        if (name === 'readiness') return () => Promise.resolve([{ name: 'records', ok: false, error: 'full' }]);
+        const value = Reflect.get(target, name);
+        return typeof value === 'function' ? value.bind(target) : value;
+      },
+    });
+    const spool = new RecordSpool(join(mount, 'records.spool'), 64 * 1024 * 1024, { reserveBytes: 1024 * 1024 });
+    const guard = new StoreGuard(down, spool, pino({ level: 'silent' }), { registry, probeMs: 50 });
+    expect(() => guard.assertWritable()).not.toThrow();
+    fill(mount);
+    // A finish of a reserved record: the store is full, the spool takes it in the reserve's room.
+    await expect(guard.write(recordOf(1, { ...pad(1), status: 200 }), { upsert: true })).resolves.toBe('spooled');
+    let lost = 0;
+    for (let i = 2; i < 40; i++) await guard.write(recordOf(i, pad(i))).catch(() => lost++);
+    expect(lost).toBeGreaterThan(0);
+    expect(guard.unrecorded).toBe(lost);
+    expect(() => guard.assertWritable()).toThrow(/unavailable/);
+    const value = async (name: string) => (await registry.getSingleMetric(name)?.get())?.values[0]?.value;
+    expect(await value('moat_verifier_records_unrecorded_total')).toBe(lost);
+    rmSync(join(mount, 'filler'));
+    for (let i = 0; i < 100 && !spool.reserveHeld; i++) await new Promise((r) => setTimeout(r, 50));
+    expect(spool.reserveHeld).toBe(true);
+    guard.close();
+    spool.close();
+    storage.close();
   });
 });
 

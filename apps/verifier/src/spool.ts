@@ -1,4 +1,17 @@
-import { closeSync, existsSync, openSync, readFileSync, readSync, renameSync, unlinkSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  fsyncSync,
+  openSync,
+  readFileSync,
+  readSync,
+  renameSync,
+  rmSync,
+  statfsSync,
+  unlinkSync,
+  writeSync,
+} from 'node:fs';
+import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { SpoolError, VerifierConfigError } from './errors.js';
 import type { RequestRecord } from './storage.js';
@@ -28,6 +41,28 @@ export interface QuarantinedRecord {
 
 const SQLITE_MAGIC = 'SQLite format 3\0';
 const DRAIN_BATCH = 200;
+const RESERVE_CHUNK = Buffer.alloc(1024 * 1024);
+
+/** A spooled record as stored. */
+interface Row {
+  readonly seq: number;
+  readonly record: string;
+}
+
+/** Options of {@link RecordSpool}. */
+export interface RecordSpoolOptions {
+  /**
+   * Disk space held back for the records of answers already paid for (default 0: none): a
+   * file of this size beside the spool (`<spool>.reserve`), given up the moment such a record
+   * finds the disk full, so it can still be written.
+   */
+  readonly reserveBytes?: number;
+}
+
+/** What an append is for: `finish` completes a record reserved before its request was forwarded. */
+export interface AppendOptions {
+  readonly finish?: boolean;
+}
 
 /**
  * A bounded, durable local spool for the records of requests answered while the record store
@@ -38,24 +73,38 @@ const DRAIN_BATCH = 200;
  * id), so a drain interrupted at any instant neither loses nor duplicates; records appended
  * while a drain runs get later sequence numbers and wait for the next one. A record the store
  * refuses for its content is moved to the quarantine table, never left to block the rest.
- * Keep the file on another volume than the database if a full disk is the failure to survive.
+ *
+ * A full disk must not cost an answer the upstream was already paid for: with `reserveBytes`,
+ * the spool keeps a file of that size beside it and gives it up when a finish (an append with
+ * `finish`) finds the disk full, then writes the finish in the room it made. From then until
+ * the reserve is back ({@link restoreReserve}), only finishes are taken — refusals are not
+ * kept — and the size cap (`maxBytes`) never refuses a finish: those are bounded by the
+ * requests in flight, the cap by what the refusals of an outage add up to.
  */
 export class RecordSpool {
   readonly #file: string;
   readonly #maxBytes: number;
   readonly #db: Database.Database;
   readonly #quarantine: Database.Statement;
+  readonly #reserveFile: string | undefined;
+  readonly #reserveBytes: number;
+  readonly #insert: Database.Statement;
+  #reserved = false;
   #bytes: number;
   #draining: Promise<DrainResult> | undefined;
 
   /**
    * Opens (creating) the spool; a spool of JSON lines from an earlier version is imported.
+   * The reserve is made when there is room for it; when there is not, {@link reserveHeld}
+   * says so until {@link restoreReserve} makes it.
    *
    * @throws {VerifierConfigError} `spoolFile` when the file cannot be opened for writing.
    */
-  constructor(file: string, maxBytes: number) {
+  constructor(file: string, maxBytes: number, options: RecordSpoolOptions = {}) {
     this.#file = file;
     this.#maxBytes = maxBytes;
+    this.#reserveBytes = Math.max(0, Math.floor(options.reserveBytes ?? 0));
+    this.#reserveFile = file === ':memory:' || this.#reserveBytes === 0 ? undefined : `${file}.reserve`;
     // An earlier version's spool of JSON lines moves aside (to one fixed name) and is imported below.
     const legacy = `${file}.jsonl`;
     const moveAside = file !== ':memory:' && isJsonLines(file);
@@ -64,6 +113,8 @@ export class RecordSpool {
       this.#db = new Database(file);
       this.#db.pragma('journal_mode = WAL');
       this.#db.pragma('synchronous = FULL');
+      // A short write-ahead log (400 KiB, reused after each checkpoint): what a full disk must still have room for is small.
+      this.#db.pragma('wal_autocheckpoint = 100');
       this.#db.pragma('busy_timeout = 5000');
       this.#db.exec(`
         CREATE TABLE IF NOT EXISTS spool (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL, record TEXT NOT NULL);
@@ -84,8 +135,51 @@ export class RecordSpool {
       `INSERT INTO quarantine (id, record, error, at) VALUES (?, ?, ?, ?)
        ON CONFLICT (id) DO UPDATE SET record = excluded.record, error = excluded.error, at = excluded.at`,
     );
+    this.#insert = this.#db.prepare('INSERT INTO spool (id, record) VALUES (?, ?)');
     this.#bytes = this.#storedBytes();
     if (file !== ':memory:' && existsSync(legacy)) this.#importJsonLines(legacy);
+    this.restoreReserve();
+  }
+
+  /** Whether the reserve is in place (always, when there is none to keep). */
+  get reserveHeld(): boolean {
+    return this.#reserveFile === undefined || this.#reserved;
+  }
+
+  /**
+   * Makes the reserve file when it is missing, its bytes written and synced (a sparse file
+   * would hold no room) — only when the disk has room for it twice over, so a reserve just
+   * given up is not made again in the room it left (while the disk stays full). A disk
+   * without room for it leaves none behind.
+   *
+   * @returns whether the reserve is in place.
+   */
+  restoreReserve(): boolean {
+    const path = this.#reserveFile;
+    if (path === undefined || this.#reserved) return true;
+    let fd: number | undefined;
+    try {
+      if (!existsSync(path) && freeBytes(dirname(path)) < 2 * this.#reserveBytes) return false;
+      fd = openSync(path, 'w');
+      for (let left = this.#reserveBytes; left > 0; left -= RESERVE_CHUNK.length)
+        writeSync(fd, RESERVE_CHUNK, 0, Math.min(left, RESERVE_CHUNK.length));
+      fsyncSync(fd);
+      this.#reserved = true;
+    } catch {
+      this.#reserved = false;
+    } finally {
+      if (fd !== undefined) closeSync(fd);
+      if (!this.#reserved) rmSync(path, { force: true });
+    }
+    return this.#reserved;
+  }
+
+  /** Gives the reserve's room back to the disk; whether there was one to give. */
+  #releaseReserve(): boolean {
+    if (this.#reserveFile === undefined || !this.#reserved) return false;
+    rmSync(this.#reserveFile, { force: true });
+    this.#reserved = false;
+    return true;
   }
 
   get file(): string {
@@ -103,23 +197,42 @@ export class RecordSpool {
   }
 
   /**
-   * Appends a record durably (committed and synced before it returns).
+   * Appends a record durably (committed and synced before it returns). A `finish` is taken
+   * past the size cap, and on a full disk gives up the reserve and is written in its room.
    *
-   * @throws {SpoolError} when the spool is full or cannot be written.
+   * @throws {SpoolError} when the spool is full or cannot be written, or (not a finish) while
+   * its reserve is given up.
    */
-  append(record: RequestRecord): void {
+  append(record: RequestRecord, options: AppendOptions = {}): void {
     const text = JSON.stringify(record);
     const bytes = Buffer.byteLength(text);
-    if (this.#bytes + bytes > this.#maxBytes)
-      throw new SpoolError('ERR_SPOOL', `expected room in the spool ${this.#file} (${this.#maxBytes} bytes), got a full spool`);
+    const finish = options.finish === true;
+    if (!finish) {
+      if (this.#bytes + bytes > this.#maxBytes)
+        throw new SpoolError('ERR_SPOOL', `expected room in the spool ${this.#file} (${this.#maxBytes} bytes), got a full spool`);
+      if (!this.reserveHeld)
+        throw new SpoolError(
+          'ERR_SPOOL',
+          `expected room in the spool ${this.#file}, got a full disk (its reserve is kept for the records of answers in flight)`,
+        );
+    }
     try {
-      this.#db.prepare('INSERT INTO spool (id, record) VALUES (?, ?)').run(record.id, text);
+      this.#insert.run(record.id, text);
     } catch (error) {
-      throw new SpoolError('ERR_SPOOL', `expected to append to ${this.#file}, got ${error instanceof Error ? error.message : 'an error'}`, {
-        cause: error,
-      });
+      if (!(finish && isDiskFull(error) && this.#releaseReserve())) throw this.#appendError(error);
+      try {
+        this.#insert.run(record.id, text);
+      } catch (again) {
+        throw this.#appendError(again);
+      }
     }
     this.#bytes += bytes;
+  }
+
+  #appendError(error: unknown): SpoolError {
+    return new SpoolError('ERR_SPOOL', `expected to append to ${this.#file}, got ${error instanceof Error ? error.message : 'an error'}`, {
+      cause: error,
+    });
   }
 
   /** Records in the quarantine. */
@@ -152,9 +265,10 @@ export class RecordSpool {
   }
 
   /**
-   * Moves every spooled record into the store, oldest first. Stops, keeping the rest, at the
-   * first record the store cannot take for a reason other than its content (and throws that
-   * error). One drain at a time: a call while one runs gets the running one.
+   * Moves every spooled record into the store, oldest batch first (up to 200 records sent at
+   * once, their rows deleted in one transaction once the store took them). Stops, keeping the
+   * rest, after a batch with a record the store could not take for a reason other than its
+   * content (and throws that error). One drain at a time: a call while one runs gets the running one.
    */
   drain(target: SpoolTarget): Promise<DrainResult> {
     this.#draining ??= this.#drainAll(target).finally(() => {
@@ -168,30 +282,46 @@ export class RecordSpool {
     let quarantined = 0;
     const next = this.#db.prepare('SELECT seq, record FROM spool WHERE seq > ? ORDER BY seq LIMIT ?');
     const remove = this.#db.prepare('DELETE FROM spool WHERE seq = ?');
-    const toQuarantine = this.#db.transaction((seq: number, id: string, record: string, error: string) => {
-      this.#quarantine.run(id, record, error, Date.now());
-      remove.run(seq);
+    // One synced transaction per batch, not one per row: a drain is bound by the store, not by the spool's fsyncs.
+    const settle = this.#db.transaction((taken: readonly Row[], refused: ReadonlyArray<{ row: Row; id: string; error: string }>) => {
+      for (const row of taken) remove.run(row.seq);
+      for (const { row, id, error } of refused) {
+        this.#quarantine.run(id, row.record, error, Date.now());
+        remove.run(row.seq);
+      }
     });
     let after = 0;
     for (;;) {
-      const rows = next.all(after, DRAIN_BATCH) as Array<{ seq: number; record: string }>;
+      const rows = next.all(after, DRAIN_BATCH) as Row[];
       if (rows.length === 0) return { drained, quarantined };
+      after = rows[rows.length - 1]?.seq ?? after;
+      // The batch goes to the store at once: an upsert by id each, so their order does not matter —
+      // but of two rows of one id only the later is sent, and the earlier one goes with it.
+      const latest = new Map<string, { row: Row; record: RequestRecord; earlier: Row[] }>();
       for (const row of rows) {
-        after = row.seq;
         const record = JSON.parse(row.record) as RequestRecord;
-        try {
-          await target.insertRecord(record, { upsert: true });
-        } catch (error) {
-          if (!isContentError(error)) throw error;
-          toQuarantine(row.seq, record.id, row.record, error instanceof Error ? error.message : String(error));
-          this.#bytes -= Buffer.byteLength(row.record);
-          quarantined++;
-          continue;
-        }
-        remove.run(row.seq);
-        this.#bytes -= Buffer.byteLength(row.record);
-        drained++;
+        const before = latest.get(record.id);
+        latest.set(record.id, { row, record, earlier: before === undefined ? [] : [...before.earlier, before.row] });
       }
+      const sent = [...latest.values()];
+      const outcomes = await Promise.allSettled(sent.map(({ record }) => target.insertRecord(record, { upsert: true })));
+      const taken: Row[] = [];
+      const refused: Array<{ row: Row; id: string; error: string }> = [];
+      let failure: unknown;
+      outcomes.forEach((outcome, i) => {
+        const { row, record, earlier } = sent[i] as (typeof sent)[number];
+        if (outcome.status === 'fulfilled') taken.push(...earlier, row);
+        else if (isContentError(outcome.reason)) {
+          taken.push(...earlier);
+          refused.push({ row, id: record.id, error: outcome.reason instanceof Error ? outcome.reason.message : String(outcome.reason) });
+        } else failure ??= outcome.reason;
+      });
+      settle(taken, refused);
+      for (const row of [...taken, ...refused.map((r) => r.row)]) this.#bytes -= Buffer.byteLength(row.record);
+      drained += taken.length;
+      quarantined += refused.length;
+      // Rows the store could not take stay, for the next drain.
+      if (failure !== undefined) throw failure;
     }
   }
 
@@ -212,7 +342,7 @@ export class RecordSpool {
         }
       });
     this.#db.transaction(() => {
-      for (const record of records) this.append(record);
+      for (const record of records) this.#insert.run(record.id, JSON.stringify(record));
     })();
     this.#bytes = this.#storedBytes();
     unlinkSync(file);
@@ -222,9 +352,22 @@ export class RecordSpool {
     return (this.#db.prepare('SELECT COALESCE(SUM(length(CAST(record AS BLOB))), 0) n FROM spool').get() as { n: number }).n;
   }
 
+  /** Closes the file; the reserve stays on disk for the next start. */
   close(): void {
     this.#db.close();
   }
+}
+
+/** Bytes an unprivileged writer may still use on the file system holding `dir`. */
+function freeBytes(dir: string): number {
+  const fs = statfsSync(dir);
+  return fs.bavail * fs.bsize;
+}
+
+/** Whether a write failed for want of disk space (SQLite's `SQLITE_FULL`, or the system's `ENOSPC`). */
+function isDiskFull(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  return code === 'SQLITE_FULL' || code === 'ENOSPC' || (typeof code === 'string' && code.startsWith('SQLITE_IOERR'));
 }
 
 /** Whether `file` exists and is not a SQLite database (a spool of JSON lines, or empty). */

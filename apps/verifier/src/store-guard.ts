@@ -37,8 +37,12 @@ export class StoreGuard {
   readonly #supervisor: Supervisor;
   readonly #ownSupervisor: boolean;
   readonly #quarantinedTotal: Counter | undefined;
+  readonly #unrecordedTotal: Counter | undefined;
+  readonly #responses: Counter<'status' | 'kept'> | undefined;
   #down: string | undefined;
   #probing = false;
+  #restoring = false;
+  #unrecorded = 0;
 
   constructor(storage: Storage, spool: RecordSpool, log: Logger, options: StoreGuardOptions = {}) {
     this.#storage = storage;
@@ -61,7 +65,24 @@ export class StoreGuard {
           this.set(spool.count());
         },
       });
+      this.#unrecordedTotal = new Counter({
+        name: 'moat_verifier_records_unrecorded_total',
+        help: 'Records neither the store nor the spool could take (refusals during an outage with the spool full): lost',
+        registers: [options.registry],
+      });
+      this.#responses = new Counter({
+        name: 'moat_responses_total',
+        help: 'Answers by the HTTP status their record says (every route that records), and how the record was kept (stored, spooled, quarantined, lost)',
+        labelNames: ['status', 'kept'],
+        registers: [options.registry],
+      });
     }
+    if (!spool.reserveHeld) this.#restoreReserve();
+  }
+
+  /** Records lost since start: neither the store nor the spool took them. */
+  get unrecorded(): number {
+    return this.#unrecorded;
   }
 
   /** Why the store is down, or `undefined` when it takes writes. */
@@ -94,8 +115,39 @@ export class StoreGuard {
     }
     if (options.spool === false)
       throw new RecordStoreError('ERR_RECORD_STORE', `expected the record store to take ${record.id}, got: ${this.#down}`);
-    this.#spool.append(record);
+    // A reserved record's finish completes an answer already paid for: it may use the spool's reserve.
+    try {
+      this.#spool.append(record, { finish: options.upsert === true });
+    } catch (error) {
+      this.#unrecorded++;
+      this.#unrecordedTotal?.inc();
+      this.#log.error({ id: record.id, status: record.status, err: error instanceof Error ? error.message : String(error) }, 'record lost');
+      throw error;
+    } finally {
+      if (!this.#spool.reserveHeld) this.#restoreReserve();
+    }
     return 'spooled';
+  }
+
+  /** Counts a request's final record by its status and where it went. */
+  finished(record: RequestRecord, kept: Kept | 'lost'): void {
+    this.#responses?.inc({ status: String(record.status), kept });
+  }
+
+  /** Makes the spool's reserve again as soon as there is room; until then nothing is forwarded. */
+  #restoreReserve(): void {
+    if (this.#restoring) return;
+    this.#restoring = true;
+    this.#log.error('record spool reserve given up (disk full): refusing Moat-checked requests until it is back');
+    this.#supervisor.run(
+      'spool-reserve',
+      () => {
+        if (!this.#spool.restoreReserve()) throw new Error('no room on the disk for the record spool reserve');
+        this.#restoring = false;
+        this.#log.warn('record spool reserve back');
+      },
+      { baseMs: Math.min(250, this.#probeMs), maxMs: this.#probeMs },
+    );
   }
 
   #keep(record: RequestRecord, reason: string): Kept {
@@ -106,12 +158,14 @@ export class StoreGuard {
   }
 
   /**
-   * Refuses, retryably, while the store is down: nothing is forwarded that cannot be recorded.
+   * Refuses, retryably, while the store is down or the spool has given up its reserve:
+   * nothing is forwarded that cannot be recorded.
    *
    * @throws {ApiError} 503 `overloaded_error` with `retry-after`.
    */
   assertWritable(): void {
     if (this.#down !== undefined) throw unavailable('the record store');
+    if (!this.#spool.reserveHeld) throw unavailable('the record spool (disk full)');
   }
 
   /** Marks the store down (a failed write) and starts probing for its return. */
@@ -151,6 +205,7 @@ export class StoreGuard {
   /** Stops probing. */
   close(): void {
     this.#probing = false;
+    this.#restoring = false;
     if (this.#ownSupervisor) this.#supervisor.close();
   }
 }

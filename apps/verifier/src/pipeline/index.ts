@@ -22,7 +22,7 @@ import { errorMessage } from '@moat/protocol/support';
 import { authenticate } from '../auth.js';
 import { ApiError, unavailable } from '../errors.js';
 import type { PolicyAttributes } from '../flags.js';
-import { abortWhenClientGone, readBody, sendError, sendJson, writeEvent } from '../http.js';
+import { abortWhenClientGone, endedBy, readBody, sendError, sendJson, writeEvent } from '../http.js';
 import { labelValue } from '../metrics.js';
 import { recordedSignalsOf, SIGNALS } from '../signals.js';
 import { StoreUnavailableError } from '../store-boundary.js';
@@ -243,8 +243,13 @@ export async function fail(
 ): Promise<void> {
   let apiError: ApiError;
   if (signal.aborted) {
-    ledger.reason('client_disconnected');
-    apiError = new ApiError(CLIENT_CLOSED, 'api_error', 'client closed the connection');
+    const ended = endedBy(signal);
+    ledger.reason(ended.reason);
+    apiError = new ApiError(
+      ended.status,
+      ended.status === CLIENT_CLOSED ? 'api_error' : 'overloaded_error',
+      ended.detail,
+    );
   } else if (error instanceof ApiError) apiError = error;
   else if (error instanceof RecordStoreError || error instanceof StoreUnavailableError) {
     services.log.error({ err: error.message, id: ledger.id }, 'record not written');

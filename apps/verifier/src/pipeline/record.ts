@@ -8,6 +8,8 @@ import { type Kept, RecordStoreError } from '../store-guard.js';
 /** Where records go: the store, or the spool while the store is down. */
 export interface RecordWriter {
   write(record: RequestRecord, options?: { readonly spool?: boolean; readonly upsert?: boolean }): Promise<Kept>;
+  /** Told once per request, with its final record: how it was kept, or `lost` when nothing took it. */
+  finished?(record: RequestRecord, kept: Kept | 'lost'): void;
 }
 
 export { RecordStoreError } from '../store-guard.js';
@@ -168,9 +170,12 @@ export class RequestLedger {
     const written = (async () => {
       await this.#settled();
       try {
-        return await this.#store.write(record, { spool, upsert: this.#reserved });
+        const kept = await this.#store.write(record, { spool, upsert: this.#reserved });
+        this.#store.finished?.(record, kept);
+        return kept;
       } catch (error) {
         if (!spool) this.#written = undefined;
+        else this.#store.finished?.(record, 'lost');
         throw new RecordStoreError(
           'ERR_RECORD_STORE',
           `expected the record of ${record.id} to be written, got ${error instanceof Error ? error.message : 'an error'}`,

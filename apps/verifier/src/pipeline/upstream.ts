@@ -131,6 +131,17 @@ export interface UpstreamTimeouts {
   readonly headersMs: number;
   /** Between two chunks of the body. */
   readonly bodyIdleMs: number;
+  /** Waiting for a free connection when all are busy (default 10 s). */
+  readonly queueMs?: number;
+}
+
+/** How busy the upstream connections are. */
+export interface UpstreamLoad {
+  /** Calls in flight (each holds a connection until its answer is read or dropped). */
+  readonly active: number;
+  /** Calls waiting for a connection. */
+  readonly waiting: number;
+  readonly limit: number;
 }
 
 /**
@@ -231,7 +242,79 @@ export interface UpstreamClient {
    * @throws {ApiError} 502/504 when the upstream cannot answer; abort errors pass through.
    */
   send(request: UpstreamRequest): Promise<UpstreamResponse>;
+  /** How busy its connections are, where it has a bounded number. */
+  load?(): UpstreamLoad;
   close(): Promise<void>;
+}
+
+/**
+ * At most `limit` holders at once; the rest wait in order, each for `waitMs` at most. A wait
+ * that runs out is a `503 overloaded_error` (nothing was sent), so a pool held by calls that
+ * hang never makes later requests wait for the hung ones' timeouts.
+ */
+class ConnectionSlots {
+  readonly #limit: number;
+  readonly #waitMs: number;
+  readonly #waiting: Array<{ grant: () => void }> = [];
+  #active = 0;
+
+  constructor(limit: number, waitMs: number) {
+    this.#limit = limit;
+    this.#waitMs = waitMs;
+  }
+
+  get load(): UpstreamLoad {
+    return { active: this.#active, waiting: this.#waiting.length, limit: this.#limit };
+  }
+
+  /**
+   * Waits for a slot; the function it resolves to gives it back (once, whatever calls it).
+   *
+   * @throws {ApiError} 503 when none came free in time; the signal's reason when it aborts first.
+   */
+  acquire(signal?: AbortSignal): Promise<() => void> {
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
+      this.#active--;
+      this.#waiting.shift()?.grant();
+    };
+    if (this.#active < this.#limit) {
+      this.#active++;
+      return Promise.resolve(release);
+    }
+    return new Promise((resolve, reject) => {
+      const entry = {
+        grant: () => {
+          clearTimeout(timer);
+          signal?.removeEventListener('abort', onAbort);
+          this.#active++;
+          resolve(release);
+        },
+      };
+      const leave = () => {
+        const at = this.#waiting.indexOf(entry);
+        if (at >= 0) this.#waiting.splice(at, 1);
+      };
+      const onAbort = () => {
+        clearTimeout(timer);
+        leave();
+        reject(signal?.reason);
+      };
+      const timer = setTimeout(() => {
+        signal?.removeEventListener('abort', onAbort);
+        leave();
+        reject(
+          new ApiError(503, 'overloaded_error', `all ${this.#limit} upstream connections busy for ${this.#waitMs} ms; retry shortly`, {
+            retryAfterSec: 1,
+          }),
+        );
+      }, this.#waitMs);
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.#waiting.push(entry);
+    });
+  }
 }
 
 /**
@@ -247,18 +330,25 @@ export class Upstream implements UpstreamClient {
   readonly #key: string | undefined;
   readonly #agent: Agent;
   readonly #timeouts: UpstreamTimeouts;
+  readonly #slots: ConnectionSlots;
 
-  constructor(baseUrl: string, key: string | undefined, timeouts: UpstreamTimeouts) {
+  /** `connections`: upstream calls in flight at once, at most (default 1,024); more wait up to `timeouts.queueMs`. */
+  constructor(baseUrl: string, key: string | undefined, timeouts: UpstreamTimeouts, connections = 1024) {
     this.#origin = new URL(baseUrl);
     this.#key = key;
     this.#timeouts = timeouts;
+    this.#slots = new ConnectionSlots(connections, timeouts.queueMs ?? 10_000);
     this.#agent = new Agent({
       connect: { timeout: timeouts.connectMs },
       headersTimeout: timeouts.headersMs,
       bodyTimeout: timeouts.bodyIdleMs,
       keepAliveTimeout: 30_000,
-      connections: 128,
+      connections,
     });
+  }
+
+  load(): UpstreamLoad {
+    return this.#slots.load;
   }
 
   /** The upstream's base URL. */
@@ -281,6 +371,8 @@ export class Upstream implements UpstreamClient {
     const base = this.#origin.pathname.replace(/\/$/, '');
     // Only a canonical path goes out: no dot segment can climb out of the base path.
     const { path, query } = canonicalTarget(request.path);
+    // A connection is held from here until the answer's body is read or dropped.
+    const release = await this.#slots.acquire(request.signal);
     let response: Dispatcher.ResponseData;
     try {
       response = await this.#agent.request({
@@ -292,12 +384,14 @@ export class Upstream implements UpstreamClient {
         signal: request.signal ?? null,
       });
     } catch (error) {
+      release();
       if (request.signal?.aborted === true) throw error;
       const code = (error as { code?: unknown }).code;
       if (typeof code === 'string' && TIMEOUTS.has(code))
         throw new ApiError(504, 'api_error', `upstream timed out (${code})`, { cause: error });
       throw new ApiError(502, 'api_error', `upstream unreachable (${typeof code === 'string' ? code : 'error'})`, { cause: error });
     }
+    response.body.once('close', release);
     return upstreamAnswer(response.statusCode, response.headers, response.body, request.raw === true);
   }
 

@@ -1,8 +1,7 @@
 import { pipeline } from 'node:stream/promises';
 import { authenticate } from '../auth.js';
 import { ApiError, unavailable } from '../errors.js';
-import { abortWhenClientGone, sendError } from '../http.js';
-import { CLIENT_CLOSED } from '../pipeline/index.js';
+import { abortWhenClientGone, endedBy, sendError } from '../http.js';
 import { newRequestId, RecordStoreError, RequestLedger } from '../pipeline/record.js';
 import { discardBody, type UpstreamResponse } from '../pipeline/upstream.js';
 import type { RouteHandler } from '../router.js';
@@ -38,8 +37,9 @@ export const handlePassthrough: RouteHandler = async ({ req, res, services, targ
     if (upstream !== undefined) discardBody(upstream.body);
     if (abort.signal.aborted) {
       // The client went away (and the upstream call with it): recorded as the pipeline records it.
-      ledger.reason('client_disconnected');
-      await ledger.finish(CLIENT_CLOSED).catch(() => {});
+      const ended = endedBy(abort.signal);
+      ledger.reason(ended.reason);
+      await ledger.finish(ended.status).catch(() => {});
       return;
     }
     const apiError =

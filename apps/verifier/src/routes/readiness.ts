@@ -31,8 +31,9 @@ function upstreamReachable(url: string, timeoutMs: number): Promise<ReadinessChe
 
 /**
  * `GET /readyz`: 200 when this replica should get traffic — the record store and the replay
- * cache take a real write, the upstream accepts a connection, the spool is empty and the
- * verifier is not shutting down — else 503 naming what failed. Every check is bounded (1 s).
+ * cache take a real write, the upstream accepts a connection and has one free, the spool is
+ * empty and its reserve in place, and the verifier is not shutting down — else 503 naming
+ * what failed. Every check is bounded (1 s).
  * `/healthz` only says the process is alive.
  */
 export const answerReadiness: RouteHandler = async ({ res, services, closing }) => {
@@ -44,16 +45,29 @@ export const answerReadiness: RouteHandler = async ({ res, services, closing }) 
       : { name: 'upstream', ok: true },
     ...services.supervisor.checks(),
   ];
-  const down = services.guard.down;
+  // Every connection held and requests waiting: this replica cannot take more now (hung calls hold them).
+  const load = services.upstream.load?.();
+  if (load !== undefined && load.waiting > 0)
+    checks.push({
+      name: 'upstream-connections',
+      ok: false,
+      error: `all ${load.limit} upstream connections busy, ${load.waiting} requests waiting`,
+    });
+  const { down, spool: spoolOf } = services.guard;
   checks.push(
     down === undefined
       ? { name: 'spool', ok: true }
       : { name: 'spool', ok: false, error: `records are spooled: ${down}` },
   );
+  if (!spoolOf.reserveHeld)
+    checks.push({ name: 'spool-reserve', ok: false, error: 'the disk has no room for the record spool reserve' });
   if (closing) checks.push({ name: 'shutdown', ok: false, error: 'shutting down' });
   const ready = checks.every((c) => c.ok);
   // Quarantined records do not make a replica unready (they block nothing); they are reported until looked at.
-  const { spool } = services.guard;
-  const records = { spooled: spool.count(), quarantined: spool.quarantined() };
+  const records = {
+    spooled: spoolOf.count(),
+    quarantined: spoolOf.quarantined(),
+    unrecorded: services.guard.unrecorded,
+  };
   sendJson(res, ready ? 200 : 503, { ready, checks, records }, ready ? {} : { 'retry-after': '1' });
 };
