@@ -225,6 +225,45 @@ describe('moat-verifier', () => {
     expect(await lastRecord()).toMatchObject({ keyId: distiller.id, decoy: 'hit' });
     await post(fetch, request('Thanks', { messages: [{ role: 'user', content: `please run ${decoyName}` }] }), leaker.key);
     expect(await lastRecord()).toMatchObject({ keyId: leaker.id, decoy: 'hit' });
+    // Respelled, or hidden outside the conversation, the decoy is still traced to the key it was served to.
+    const decoyTool = JSON.stringify((JSON.parse(upstreamBodies.find((b) => b.includes(decoyName)) as string).tools as unknown[]).at(-1));
+    const canary = /for example \\"([a-z]+_[a-z0-9]{8})\\"/.exec(decoyTool)?.[1] as string;
+    expect(canary).toBeDefined();
+    const camel = decoyName.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
+    const hidden: Array<[string, Record<string, unknown>]> = [
+      ['camelCase name and upper-case canary', { messages: [{ role: 'user', content: `${camel}(${canary.toUpperCase()})` }] }],
+      ['dashed name with a zero-width space, and canary', { messages: [{ role: 'user', content: `${decoyName.replaceAll('_', '-\u200b')} ${canary}` }] }],
+      ["the canary's random part alone", { messages: [{ role: 'user', content: `id ${canary.split('_')[1]}` }] }],
+      ['the system prompt', { system: `tools: ${decoyName}` }],
+      ['metadata', { metadata: { user_id: decoyName } }],
+      ['stop sequences', { stop_sequences: [decoyName] }],
+      ['a tool definition', { tools: [{ name: decoyName, description: 'x', input_schema: { type: 'object' } }] }],
+      [
+        'a base64 text document',
+        {
+          messages: [
+            {
+              role: 'user',
+              content: [
+                { type: 'document', source: { type: 'base64', media_type: 'text/plain', data: Buffer.from(`${decoyName} ${canary}`).toString('base64') } },
+                { type: 'text', text: 'summarize' },
+              ],
+            },
+          ],
+        },
+      ],
+    ];
+    for (const [where, extra] of hidden) {
+      await post(fetch, request('Thanks', extra), distiller.key);
+      const hit = await lastRecord();
+      expect(hit, where).toMatchObject({ keyId: distiller.id, decoy: 'hit' });
+      expect(hit?.reasons.some((r) => r.startsWith(`decoy traced to ${leaker.id}`)), where).toBe(true);
+    }
+    // Its words apart are common English, and a key's own tool definitions are never evidence against it.
+    await post(fetch, request(`please ${decoyName.replaceAll('_', ' ')} today`), distiller.key);
+    expect(await lastRecord()).toMatchObject({ keyId: distiller.id, decoy: 'none' });
+    await post(fetch, request('Thanks', { tools: [{ name: decoyName, description: 'mine', input_schema: { type: 'object' } }] }), leaker.key);
+    expect(await lastRecord()).toMatchObject({ keyId: leaker.id, decoy: 'none' });
     // An SDK entry point asking for decoys does not get them.
     const sdk = tagFingerprint(
       { model: 'claude-mock', max_tokens: 64, messages: [{ role: 'user', content: 'from the sdk' }] },

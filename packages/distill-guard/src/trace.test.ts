@@ -12,10 +12,47 @@ const decoys = keys.flatMap((apiKeyId) => decoyTools({ secret, apiKeyId, period 
 const decoyTokens = new Set(decoys.flatMap((d) => [d.tool.name, d.canary]));
 
 /** The decoy tokens in a text as the regular expression reads it, once each. */
-function expectedTokens(text: string): string[] {
+function exactTokens(text: string): string[] {
   const out: string[] = [];
   for (const [token] of text.matchAll(/[A-Za-z0-9_]{6,80}/g)) if (decoyTokens.has(token) && !out.includes(token)) out.push(token);
   return out;
+}
+
+/** Each decoy's folded spellings: the name and the canary lowercase, the canary's random part alone. */
+const foldedSpellings = new Map(
+  decoys.flatMap((d) => [
+    [d.tool.name, d.tool.name],
+    [d.canary, d.canary],
+    [d.canary.slice(d.canary.indexOf('_') + 1), d.canary],
+  ]),
+);
+const JOINED = /^[-_.\u00ad\u200b-\u200d\u2010-\u2015\u2060\u2212\ufeff\uff3f]+$/;
+
+/** The decoys respelled in a text, found the naive way: every run of 1–3 joined words, lowercased. */
+function foldedTokens(text: string): string[] {
+  const words: Array<{ word: string; start: number; end: number }> = [];
+  for (const m of text.matchAll(/[A-Za-z0-9]+/g)) {
+    let at = m.index;
+    for (const part of m[0].split(/(?<=[a-z])(?=[A-Z])/)) {
+      words.push({ word: part.toLowerCase(), start: at, end: at + part.length });
+      at += part.length;
+    }
+  }
+  const out: string[] = [];
+  for (let i = 0; i < words.length; i++)
+    for (let k = 1; k <= 3 && i + k <= words.length; k++) {
+      const run = words.slice(i, i + k);
+      const joined = run.every((w, j) => j === 0 || w.start === run[j - 1]?.end || JOINED.test(text.slice(run[j - 1]?.end, w.start)));
+      if (!joined) break;
+      const token = foldedSpellings.get(run.map((w) => w.word).join('_'));
+      if (token !== undefined && !out.includes(token)) out.push(token);
+    }
+  return out;
+}
+
+/** What `trace` must find: the exact tokens and the respelled ones. */
+function expectedTokens(text: string): string[] {
+  return [...new Set([...exactTokens(text), ...foldedTokens(text)])];
 }
 
 /** The distinct tokens `trace` used as evidence. */
@@ -26,15 +63,31 @@ function tracedTokens(text: string | readonly string[]): string[] {
 }
 
 /** Text pieces: decoy tokens, word runs (some longer than 80), separators and other characters. */
+const respelled = decoys.flatMap((d) => {
+  const words = d.tool.name.split('_');
+  const random = d.canary.slice(d.canary.indexOf('_') + 1);
+  return [
+    d.tool.name.toUpperCase(),
+    words.join('-'),
+    words.map((w, i) => (i === 0 ? w : w.charAt(0).toUpperCase() + w.slice(1))).join(''),
+    words.join('\u200b_'),
+    words.join('\uff3f'),
+    words.join(' '),
+    d.canary.toUpperCase(),
+    random,
+    `${words.join('_')}_v2`,
+  ];
+});
 const piece = fc.oneof(
   fc.constantFrom(...decoyTokens),
+  fc.constantFrom(...respelled),
   fc.constantFrom('_', 'a', 'Z', '9', 'x'.repeat(74), 'y'.repeat(80), 'z'.repeat(160), 'é', '\u{1F600}', ' ', '\n', '"', '-', '.'),
   fc.string({ maxLength: 12 }),
 );
 const text = fc.array(piece, { maxLength: 40 }).map((parts) => parts.join(''));
 
 describe('CanaryIndex.trace', () => {
-  it('finds exactly the decoy tokens /[A-Za-z0-9_]{6,80}/g finds, whatever the text', () => {
+  it('finds exactly the decoy tokens /[A-Za-z0-9_]{6,80}/g finds and the respelled ones a naive search finds, whatever the text', () => {
     fc.assert(
       fc.property(text, (t) => {
         const traced = [...new Set(tracedTokens(t))];
@@ -51,6 +104,42 @@ describe('CanaryIndex.trace', () => {
       }),
       { numRuns: 500 },
     );
+  });
+
+  it('finds a decoy however it is respelled, and not its words apart or inside other words', () => {
+    const decoy = decoys[0] as (typeof decoys)[number];
+    const { name } = decoy.tool;
+    const words = name.split('_');
+    const camel = words.map((w, i) => (i === 0 ? w : w.charAt(0).toUpperCase() + w.slice(1))).join('');
+    const random = decoy.canary.slice(decoy.canary.indexOf('_') + 1);
+    for (const text of [
+      name.toUpperCase(),
+      `call ${words.join('-')} now`,
+      camel,
+      `${camel.charAt(0).toUpperCase()}${camel.slice(1)}`,
+      words.join('\u200b_'),
+      words.join('\u200d'),
+      words.join('\uff3f'),
+      words.join('.'),
+      `my_${name}_v2`,
+      `ToolsLike${camel.charAt(0).toUpperCase()}${camel.slice(1)}`,
+    ])
+      expect(tracedTokens(text), text).toEqual([name]);
+    for (const text of [decoy.canary.toUpperCase(), `id ${random}`, `id=${random.toUpperCase()}`, `acct-${random}`])
+      expect(tracedTokens(text), text).toEqual([decoy.canary]);
+    for (const text of [words.join(' '), `x${name}`, `${name.replaceAll('_', '')}`, `${words[0]}_${words[2]}`, `${random}x`])
+      expect(tracedTokens(text), text).toEqual([]);
+  });
+
+  it('weighs a respelled name below a hit alone, and a respelled canary as an exact one', () => {
+    const [one, two] = decoyTools({ secret, apiKeyId: 'key_c', period });
+    const camel = (name: string) => name.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
+    const confidence = (text: string) => index.trace(text, 0).find((a) => a.apiKeyId === 'key_c')?.confidence ?? 0;
+    expect(confidence(camel(one?.tool.name as string))).toBeCloseTo(0.6);
+    expect(confidence(one?.tool.name as string)).toBeCloseTo(0.75);
+    expect(confidence(`${camel(one?.tool.name as string)} ${camel(two?.tool.name as string)}`)).toBeCloseTo(1 - 0.4 * 0.4);
+    expect(confidence((one?.canary as string).toUpperCase())).toBeCloseTo(0.95);
+    expect(index.trace(camel(one?.tool.name as string), 0)[0]?.evidence[0]).toMatchObject({ kind: 'name', exact: false });
   });
 
   it('finds a decoy at the end of a run read in 80-character pieces, and not inside a longer word', () => {
@@ -74,16 +163,37 @@ describe('CanaryIndex.trace', () => {
 });
 
 describe('decoyTraceTexts', () => {
-  it('lists the conversation’s texts, tools left out, and joins to decoyTraceText', () => {
+  it('lists the conversation’s texts, then the other members a decoy can hide in, and joins to decoyTraceText', () => {
     const request = {
-      tools: [{ name: 'defined_here_tool', description: 'not evidence' }],
+      model: 'not read',
+      tools: [{ name: 'defined_here_tool', description: 'defined' }],
+      system: 'sys',
+      metadata: { user_id: 'meta' },
+      stop_sequences: ['stop'],
+      tool_choice: { type: 'tool', name: 'chosen' },
       messages: [
         { role: 'user', content: 'first' },
         { role: 'assistant', content: [{ type: 'tool_use', name: 'some_tool', input: { q: 'query' } }] },
       ],
     };
     const texts = decoyTraceTexts(request);
-    expect(texts).toEqual(['user', 'first', 'assistant', 'tool_use', 'some_tool', 'query']);
+    expect(texts).toEqual([
+      'user',
+      'first',
+      'assistant',
+      'tool_use',
+      'some_tool',
+      'query',
+      'sys',
+      'defined_here_tool',
+      'defined',
+      'tool',
+      'chosen',
+      'meta',
+      'stop',
+    ]);
+    const document = { type: 'document', source: { type: 'base64', media_type: 'text/plain', data: Buffer.from('hidden words').toString('base64') } };
+    expect(decoyTraceTexts({ messages: [{ role: 'user', content: [document] }] })).toContain('hidden words');
     expect(decoyTraceText(request)).toBe(texts.join('\n'));
     expect(decoyTraceTexts(null)).toEqual([]);
     expect(decoyTraceTexts({ messages: 'x'.repeat(10) })).toEqual(['x'.repeat(10)]);

@@ -8,6 +8,8 @@ export interface TraceEvidence {
   readonly period: number;
   /** How many keys share this token (a name can collide; canaries practically never do). */
   readonly sharedBy: number;
+  /** Whether the text spelled it exactly; else respelled (case, joiners, a longer identifier, a canary's random part). */
+  readonly exact: boolean;
 }
 
 /** A key named by {@link CanaryIndex.trace}. */
@@ -63,9 +65,137 @@ function scanTokens(text: string, lengths: Uint8Array, found: (token: string) =>
   }
 }
 
+/**
+ * Characters that join the words of one identifier as a writer may spell it: the underscore,
+ * dashes and dots, and the invisible ones (zero-width space, joiners, word joiner, BOM, soft
+ * hyphen) and the fullwidth low line that make a token look whole and match nothing.
+ */
+function isJoiner(c: number): boolean {
+  return (
+    c === 0x5f ||
+    c === 0x2d ||
+    c === 0x2e ||
+    c === 0xad ||
+    (c >= 0x200b && c <= 0x200d) ||
+    (c >= 0x2010 && c <= 0x2015) ||
+    c === 0x2060 ||
+    c === 0x2212 ||
+    c === 0xfeff ||
+    c === 0xff3f
+  );
+}
+
+const isLower = (c: number) => c >= 0x61 && c <= 0x7a;
+const isUpper = (c: number) => c >= 0x41 && c <= 0x5a;
+const isAlnum = (c: number) => isLower(c) || isUpper(c) || (c >= 0x30 && c <= 0x39);
+
+/**
+ * FNV-1a, continued from `seed`, over the code units of `text[start, end)` with ASCII letters
+ * lowercased: a word's hash without slicing it. Cut to 30 bits, so the sets of hashes hold
+ * small integers.
+ */
+function foldedHash(text: string, start: number, end: number, seed = FNV_SEED): number {
+  let h = seed;
+  for (let i = start; i < end; i++) {
+    const c = text.charCodeAt(i);
+    h = Math.imul(h ^ (isUpper(c) ? c + 32 : c), 0x01000193);
+  }
+  return h & 0x3fffffff;
+}
+
+const FNV_SEED = 0x811c9dc5;
+/** The hash of `_` continued from `h`: folded words are joined by `_`. */
+const joinHash = (h: number) => Math.imul(h ^ 0x5f, 0x01000193);
+
+/** The hash {@link foldedHash} gives a folded spelling (lowercase words joined by `_`). */
+const spellingHash = (spelling: string) => {
+  let h = FNV_SEED;
+  for (const [i, word] of spelling.split('_').entries()) h = foldedHash(word, 0, word.length, i === 0 ? h : joinHash(h));
+  return h;
+};
+
+/**
+ * The end of the word starting at `start`: a run of ASCII letters and digits, cut where a
+ * lowercase letter meets an uppercase one (`camelCase` is two words).
+ */
+function wordEnd(text: string, start: number): number {
+  let i = start + 1;
+  while (i < text.length) {
+    const c = text.charCodeAt(i);
+    if (!isAlnum(c) || (isUpper(c) && isLower(text.charCodeAt(i - 1)))) break;
+    i++;
+  }
+  return i;
+}
+
+/** Where the word after position `from` starts when only joiners lie between, else -1. */
+function joinedWordAt(text: string, from: number): number {
+  let i = from;
+  while (i < text.length && isJoiner(text.charCodeAt(i))) i++;
+  return i < text.length && isAlnum(text.charCodeAt(i)) && (i > from || isUpper(text.charCodeAt(i))) ? i : -1;
+}
+
+/** Most words in one indexed identifier (a decoy name: verb, qualifier, noun). */
+const FOLDED_WORDS = 3;
+
+/** The hashes a folded search looks for: of the first words, and of whole spellings. */
+interface FoldedHashes {
+  readonly firsts: ReadonlySet<number>;
+  /** Whether a first word of each length (up to {@link TOKEN_MAX}) exists: other words are not even hashed. */
+  readonly firstLengths: Uint8Array;
+  readonly spellings: ReadonlySet<number>;
+}
+
+/**
+ * Calls `found` with every run of one to three words of `text` (joined as {@link isJoiner}
+ * says, or by a case change) whose hash is a spelling's, spelled the folded way: lowercase,
+ * words joined by `_`. Words are hashed in place; only a run whose hash matches is sliced.
+ */
+function scanFolded(text: string, hashes: FoldedHashes, found: (folded: string) => void): void {
+  const n = text.length;
+  let i = 0;
+  while (i < n) {
+    if (!isAlnum(text.charCodeAt(i))) {
+      i++;
+      continue;
+    }
+    const end = wordEnd(text, i);
+    if (hashes.firstLengths[end - i] !== 1) {
+      i = end;
+      continue;
+    }
+    let h = foldedHash(text, i, end);
+    if (hashes.firsts.has(h)) {
+      const starts = [i];
+      const ends = [end];
+      if (hashes.spellings.has(h)) found(foldedRun(text, starts, ends));
+      for (let words = 1; words < FOLDED_WORDS; words++) {
+        const next = joinedWordAt(text, ends[ends.length - 1] as number);
+        if (next < 0) break;
+        const nextEnd = wordEnd(text, next);
+        starts.push(next);
+        ends.push(nextEnd);
+        h = foldedHash(text, next, nextEnd, joinHash(h));
+        if (hashes.spellings.has(h)) found(foldedRun(text, starts, ends));
+      }
+    }
+    i = end;
+  }
+}
+
+/** The words at `starts`/`ends`, lowercase, joined by `_`. */
+function foldedRun(text: string, starts: readonly number[], ends: readonly number[]): string {
+  return starts.map((start, w) => text.slice(start, ends[w]).toLowerCase()).join('_');
+}
+
 /** Weight of one canary token (30 random bits) and of one decoy name. */
 const CANARY_WEIGHT = 0.95;
 const NAME_WEIGHT = 0.75;
+/**
+ * Weight of a decoy name respelled: below a hit alone, since `invalidateCachedSessions` is
+ * an identifier code may hold by chance; two of a key's names, or one with its canary, are a hit.
+ */
+const RESPELLED_NAME_WEIGHT = 0.6;
 
 /** A decoy token's owner, packed in one number: ((key index × 2¹⁶ + period) × 2 + canary bit). */
 type PackedEntry = number;
@@ -89,6 +219,10 @@ const pack = (keyIndex: number, period: number, canary: boolean): PackedEntry =>
  */
 export class CanaryIndex {
   readonly #tokens = new Map<string, PackedEntry | PackedEntry[]>();
+  /** A canary's random part alone → the canary (a token's own folded spelling is the token). */
+  readonly #randomParts = new Map<string, string>();
+  /** Hashes of every folded spelling and of its first word. */
+  readonly #hashes = { firsts: new Set<number>(), firstLengths: new Uint8Array(TOKEN_MAX + 1), spellings: new Set<number>() };
   /** Whether a token of each length (0..{@link TOKEN_MAX}) is indexed: other runs are not even sliced. */
   readonly #lengths = new Uint8Array(TOKEN_MAX + 1);
   readonly #secret: Uint8Array;
@@ -141,6 +275,12 @@ export class CanaryIndex {
         for (const decoy of decoyTools({ secret: this.#secret, apiKeyId, period, ...count })) {
           this.#add(decoy.tool.name, pack(k, period, false));
           this.#add(decoy.canary, pack(k, period, true));
+          this.#fold(decoy.tool.name);
+          this.#fold(decoy.canary);
+          // The canary's random part alone: 40 bits no text holds by chance, whatever its prefix became.
+          const random = decoy.canary.slice(decoy.canary.indexOf('_') + 1);
+          this.#randomParts.set(random, decoy.canary);
+          this.#fold(random);
         }
       }
     }
@@ -160,6 +300,20 @@ export class CanaryIndex {
       if (left.length === 0) this.#tokens.delete(token);
       else this.#tokens.set(token, left.length === 1 ? (left[0] as number) : left);
     }
+    for (const [random, canary] of this.#randomParts) if (!this.#tokens.has(canary)) this.#randomParts.delete(random);
+    this.#hashes.firsts.clear();
+    this.#hashes.firstLengths.fill(0);
+    this.#hashes.spellings.clear();
+    for (const token of this.#tokens.keys()) this.#fold(token);
+    for (const random of this.#randomParts.keys()) this.#fold(random);
+  }
+
+  /** Makes a spelling (lowercase already: decoys are drawn so) findable by {@link scanFolded}. */
+  #fold(spelling: string): void {
+    const first = spelling.split('_', 1)[0] as string;
+    this.#hashes.spellings.add(spellingHash(spelling));
+    this.#hashes.firsts.add(spellingHash(first));
+    if (first.length <= TOKEN_MAX) this.#hashes.firstLengths[first.length] = 1;
   }
 
   #add(token: string, entry: PackedEntry): void {
@@ -180,12 +334,18 @@ export class CanaryIndex {
    * Names the keys whose decoys appear in `text` (or in any of several texts), most
    * confident first, keeping those at or above `threshold` (default 0.5). A token is a run of
    * 6 to 80 characters of `[A-Za-z0-9_]` (a longer run is read in 80-character pieces); texts
-   * given apart are read as if joined by a line break.
+   * given apart are read as if joined by a line break. A decoy is also found however a writer
+   * respelled it: in any letter case, its words joined by dashes, dots, invisible characters
+   * or case changes (`quarantineOfflineShipments`) instead of underscores, inside a longer
+   * identifier (`my_quarantine_offline_shipments_v2`), and a canary by its random part alone.
+   * A respelled name weighs 0.6 (not a hit at 0.7 alone: code may hold such an identifier by
+   * chance), a respelled canary as much as an exact one. Words apart (spaces) are not joined:
+   * a decoy name's words are common English.
    */
   trace(text: string | readonly string[], threshold = 0.5): Attribution[] {
     const seen = new Set<string>();
     const perKey = new Map<string, TraceEvidence[]>();
-    const found = (token: string) => {
+    const found = (token: string, exact = true) => {
       const entries = this.#tokens.get(token);
       if (entries === undefined || seen.has(token)) return;
       seen.add(token);
@@ -193,15 +353,24 @@ export class CanaryIndex {
       for (const entry of hits) {
         const apiKeyId = this.#keys[Math.floor(entry / 131_072)] as string;
         const list = perKey.get(apiKeyId) ?? [];
-        list.push({ kind: entry % 2 === 1 ? 'canary' : 'name', token, period: Math.floor(entry / 2) % 65_536, sharedBy: hits.length });
+        const kind = entry % 2 === 1 ? 'canary' : 'name';
+        list.push({ kind, token, period: Math.floor(entry / 2) % 65_536, sharedBy: hits.length, exact });
         perKey.set(apiKeyId, list);
       }
     };
-    for (const one of typeof text === 'string' ? [text] : text) scanTokens(one, this.#lengths, found);
+    const foundFolded = (folded: string) => {
+      const token = this.#tokens.has(folded) ? folded : this.#randomParts.get(folded);
+      if (token !== undefined) found(token, false);
+    };
+    const texts = typeof text === 'string' ? [text] : text;
+    // Exact tokens first, then respelled ones, so the evidence is in the same order for one text or its parts.
+    for (const one of texts) scanTokens(one, this.#lengths, found);
+    for (const one of texts) scanFolded(one, this.#hashes, foundFolded);
     const out: Attribution[] = [];
     for (const [apiKeyId, evidence] of perKey) {
       let miss = 1;
-      for (const e of evidence) miss *= 1 - (e.kind === 'canary' ? CANARY_WEIGHT : NAME_WEIGHT) / e.sharedBy;
+      for (const e of evidence)
+        miss *= 1 - (e.kind === 'canary' ? CANARY_WEIGHT : e.exact ? NAME_WEIGHT : RESPELLED_NAME_WEIGHT) / e.sharedBy;
       const confidence = 1 - miss;
       if (confidence >= threshold) out.push({ apiKeyId, confidence, evidence });
     }
@@ -218,15 +387,31 @@ function textsOf(value: unknown, out: string[], budget: { left: number }): void 
     out.push(value.slice(0, budget.left));
     budget.left -= value.length;
   } else if (Array.isArray(value)) for (const item of value) textsOf(item, out, budget);
-  else if (typeof value === 'object' && value !== null) for (const item of Object.values(value)) textsOf(item, out, budget);
+  else if (typeof value === 'object' && value !== null) {
+    const plain = plainTextOf(value);
+    if (plain !== undefined) textsOf(plain, out, budget);
+    for (const item of Object.values(value)) textsOf(item, out, budget);
+  }
 }
 
+/** A base64 source of `text/plain` (a document), decoded: its text is the conversation's as much as a text source's. */
+function plainTextOf(value: object): string | undefined {
+  const source = value as { type?: unknown; media_type?: unknown; data?: unknown };
+  if (source.type !== 'base64' || source.media_type !== 'text/plain' || typeof source.data !== 'string') return undefined;
+  return Buffer.from(source.data, 'base64').toString('utf8');
+}
+
+/** The members of a request besides `messages` a decoy can be hidden in, read after the conversation. */
+const TRACED_MEMBERS = ['system', 'tools', 'tool_choice', 'metadata', 'stop_sequences'] as const;
+
 /**
- * The texts of a request's conversation where a decoy can surface — tool names and inputs,
- * tool results, any text — bounded to {@link DECOY_TRACE_LIMIT} characters in all, for
- * {@link CanaryIndex.trace}, which reads them apart (no joined copy of a long conversation is
- * made). Tools the request defines are left out: the decoys a verifier injects are its own,
- * not evidence.
+ * The texts of a request where a decoy can surface — the conversation first (tool names and
+ * inputs, tool results, documents, any text), then the system prompt, the tools it defines,
+ * `tool_choice`, `metadata` and `stop_sequences` — bounded to {@link DECOY_TRACE_LIMIT}
+ * characters in all, for {@link CanaryIndex.trace}, which reads them apart (no joined copy of
+ * a long conversation is made). Pass the request as its client sent it: the decoys a verifier
+ * adds to the forwarded copy are its own, not evidence. A `text/plain` document sent in
+ * base64 is read decoded.
  *
  * @example
  * ```ts
@@ -234,9 +419,12 @@ function textsOf(value: unknown, out: string[], budget: { left: number }): void 
  * ```
  */
 export function decoyTraceTexts(request: unknown): string[] {
-  const messages = typeof request === 'object' && request !== null ? (request as { messages?: unknown }).messages : undefined;
+  if (typeof request !== 'object' || request === null) return [];
+  const members = request as Record<string, unknown>;
   const out: string[] = [];
-  textsOf(messages, out, { left: DECOY_TRACE_LIMIT });
+  const budget = { left: DECOY_TRACE_LIMIT };
+  textsOf(members.messages, out, budget);
+  for (const name of TRACED_MEMBERS) textsOf(members[name], out, budget);
   return out;
 }
 

@@ -44,19 +44,21 @@ export interface Evidence {
   };
 }
 
-/** Confidence at which a decoy token in a request counts as a hit: one decoy name (0.75) or canary (0.95). */
+/** Confidence at which a decoy token in a request counts as a hit: one decoy name (0.75) or canary (0.95); a respelled name alone (0.6) is not. */
 export const DECOY_HIT_CONFIDENCE = 0.7;
 
 /** The blocks of an assistant turn that are the model's own words, as it said them. */
 const SAID = new Set(['text', 'thinking']);
 
 /**
- * The keys whose decoys the conversation brings back. What the model itself said in this
- * key's conversation (an assistant turn's text and thinking) is not evidence against this key:
- * a model that called a decoy the verifier answered, or that lists its tools, names that
- * key's decoys in its own words, and the client sends them back with the next turn. Everything
- * else — a user's text, a tool call, a tool result — and the model's words naming another
- * key's decoys are.
+ * The keys whose decoys the request brings back. What the model itself said in this key's
+ * conversation (an assistant turn's text and thinking) is not evidence against this key: a
+ * model that called a decoy the verifier answered, or that lists its tools, names that key's
+ * decoys in its own words, and the client sends them back with the next turn. Nor are the
+ * request's own tool definitions (a real tool can share a name with a decoy of its key, which
+ * is then never served to it). Everything else — a user's text, a tool call, a tool result,
+ * the system prompt, metadata, stop sequences — and the model's words or tool definitions
+ * naming another key's decoys are.
  */
 function traceDecoys(
   index: { trace(texts: readonly string[], threshold: number): Array<{ apiKeyId: string; confidence: number }> } | undefined,
@@ -79,7 +81,11 @@ function traceDecoys(
         return { ...m, content: m.content.filter((b) => !SAID.has((b as { type?: unknown }).type as string)) };
       })
     : body.messages;
-  const traced = index.trace(decoyTraceTexts({ ...body, messages }), DECOY_HIT_CONFIDENCE);
+  // The request's own tool definitions count against other keys only: a real tool may share a name with this key's decoys (they avoid it).
+  const { tools, tool_choice, ...rest } = body as MessagesRequest & { tool_choice?: unknown };
+  if (tools !== undefined) said.push(tools);
+  if (tool_choice !== undefined) said.push(tool_choice);
+  const traced = index.trace(decoyTraceTexts({ ...rest, messages }), DECOY_HIT_CONFIDENCE);
   if (said.length === 0) return traced;
   const others = index.trace(decoyTraceTexts({ messages: said }), DECOY_HIT_CONFIDENCE).filter((t) => t.apiKeyId !== keyId);
   const keys = new Set(traced.map((t) => t.apiKeyId));
