@@ -232,7 +232,10 @@ describe('moat-verifier', () => {
     const camel = decoyName.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
     const hidden: Array<[string, Record<string, unknown>]> = [
       ['camelCase name and upper-case canary', { messages: [{ role: 'user', content: `${camel}(${canary.toUpperCase()})` }] }],
-      ['dashed name with a zero-width space, and canary', { messages: [{ role: 'user', content: `${decoyName.replaceAll('_', '-\u200b')} ${canary}` }] }],
+      [
+        'dashed name with a zero-width space, and canary',
+        { messages: [{ role: 'user', content: `${decoyName.replaceAll('_', '-\u200b')} ${canary}` }] },
+      ],
       ["the canary's random part alone", { messages: [{ role: 'user', content: `id ${canary.split('_')[1]}` }] }],
       ['the system prompt', { system: `tools: ${decoyName}` }],
       ['metadata', { metadata: { user_id: decoyName } }],
@@ -245,7 +248,10 @@ describe('moat-verifier', () => {
             {
               role: 'user',
               content: [
-                { type: 'document', source: { type: 'base64', media_type: 'text/plain', data: Buffer.from(`${decoyName} ${canary}`).toString('base64') } },
+                {
+                  type: 'document',
+                  source: { type: 'base64', media_type: 'text/plain', data: Buffer.from(`${decoyName} ${canary}`).toString('base64') },
+                },
                 { type: 'text', text: 'summarize' },
               ],
             },
@@ -257,12 +263,19 @@ describe('moat-verifier', () => {
       await post(fetch, request('Thanks', extra), distiller.key);
       const hit = await lastRecord();
       expect(hit, where).toMatchObject({ keyId: distiller.id, decoy: 'hit' });
-      expect(hit?.reasons.some((r) => r.startsWith(`decoy traced to ${leaker.id}`)), where).toBe(true);
+      expect(
+        hit?.reasons.some((r) => r.startsWith(`decoy traced to ${leaker.id}`)),
+        where,
+      ).toBe(true);
     }
     // Its words apart are common English, and a key's own tool definitions are never evidence against it.
     await post(fetch, request(`please ${decoyName.replaceAll('_', ' ')} today`), distiller.key);
     expect(await lastRecord()).toMatchObject({ keyId: distiller.id, decoy: 'none' });
-    await post(fetch, request('Thanks', { tools: [{ name: decoyName, description: 'mine', input_schema: { type: 'object' } }] }), leaker.key);
+    await post(
+      fetch,
+      request('Thanks', { tools: [{ name: decoyName, description: 'mine', input_schema: { type: 'object' } }] }),
+      leaker.key,
+    );
     expect(await lastRecord()).toMatchObject({ keyId: leaker.id, decoy: 'none' });
     // An SDK entry point asking for decoys does not get them.
     const sdk = tagFingerprint(

@@ -192,7 +192,10 @@ describe('decoyTraceTexts', () => {
       'meta',
       'stop',
     ]);
-    const document = { type: 'document', source: { type: 'base64', media_type: 'text/plain', data: Buffer.from('hidden words').toString('base64') } };
+    const document = {
+      type: 'document',
+      source: { type: 'base64', media_type: 'text/plain', data: Buffer.from('hidden words').toString('base64') },
+    };
     expect(decoyTraceTexts({ messages: [{ role: 'user', content: [document] }] })).toContain('hidden words');
     expect(decoyTraceText(request)).toBe(texts.join('\n'));
     expect(decoyTraceTexts(null)).toEqual([]);
