@@ -122,10 +122,8 @@ export interface VerifierConfig {
 }
 
 /**
- * Upstream routes that yield no model output and hold nothing of one key's: the models. Files
- * are not in it: they live in the one upstream account every key is forwarded with, and the
- * verifier does not scope them per key as it scopes batches, so any key could list, read
- * through Messages and delete another's. Name them only where every key is one tenant's.
+ * Upstream routes that yield no model output and hold nothing of one key's: the models. The
+ * Files routes are the verifier's own, scoped per key (`routes/files.ts`).
  */
 export const DEFAULT_PASSTHROUGH_ROUTES: readonly string[] = ['GET /v1/models', 'GET /v1/models/:id'];
 

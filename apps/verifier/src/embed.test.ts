@@ -54,7 +54,7 @@ async function listening(server: Server): Promise<string> {
 beforeAll(async () => {
   // Uploads are passed through only where named (every key here is one tenant's).
   moat = await createMoatHandler({
-    settings: { ...settings(), passthroughRoutes: 'GET /v1/models, POST /v1/files' },
+    settings: { ...settings(), passthroughRoutes: 'GET /v1/models, POST /v1/skills' },
     upstream: model,
     logLevel: 'silent',
   });
@@ -237,16 +237,16 @@ describe('createMoatHandler: what it serves', () => {
 
   it('pass-through routes stream the upload to the model call and pass its answer on', async () => {
     const res = await moat.fetch(
-      new Request('http://api.example/v1/files', {
+      new Request('http://api.example/v1/skills', {
         method: 'POST',
         headers: { 'x-api-key': apiKey, 'content-type': 'application/octet-stream' },
         body: 'file bytes',
       }),
     );
-    // The mock model serves no files: its 404 comes back as it answered.
+    // The mock model serves no skills: its 404 comes back as it answered.
     expect(res.status).toBe(404);
-    expect(seen.at(-1)).toMatchObject({ url: 'http://api.example/v1/files', body: 'file bytes' });
-    expect(await last()).toMatchObject({ status: 404, reasons: ['passthrough POST /v1/files'] });
+    expect(seen.at(-1)).toMatchObject({ url: 'http://api.example/v1/skills', body: 'file bytes' });
+    expect(await last()).toMatchObject({ status: 404, reasons: ['passthrough POST /v1/skills'] });
   });
 
   it("mounted for the rest of a hono app's paths, every raw target is answered by Moat and recorded", async () => {

@@ -25,7 +25,18 @@ import {
   rowOf,
   UNFINISHED,
 } from './record-schema.js';
-import { type ApiKeyRow, type BatchRow, batchRowOf, hashApiKey, newApiKey, probe, type ReadinessCheck, type Storage } from './storage.js';
+import {
+  type ApiKeyRow,
+  type BatchRow,
+  batchRowOf,
+  type FileRow,
+  fileRowOf,
+  hashApiKey,
+  newApiKey,
+  probe,
+  type ReadinessCheck,
+  type Storage,
+} from './storage.js';
 import { isContentError } from './store-boundary.js';
 
 export { ReplayCacheResetError } from './errors.js';
@@ -51,6 +62,8 @@ const SCHEMA = `
   CREATE TABLE IF NOT EXISTS revoked_kids (kid TEXT PRIMARY KEY, reason TEXT NOT NULL, at BIGINT NOT NULL);
   CREATE TABLE IF NOT EXISTS batches (id TEXT PRIMARY KEY, key_id TEXT NOT NULL, record_id TEXT NOT NULL, created BIGINT NOT NULL, items JSONB NOT NULL);
   CREATE INDEX IF NOT EXISTS batches_key ON batches (key_id, created);
+  CREATE TABLE IF NOT EXISTS files (id TEXT PRIMARY KEY, key_id TEXT NOT NULL, record_id TEXT NOT NULL, created BIGINT NOT NULL);
+  CREATE INDEX IF NOT EXISTS files_key ON files (key_id, created);
 `;
 
 /**
@@ -428,6 +441,30 @@ export class PgRedisStorage implements Storage {
     return (await this.#pool.query<{ id: string }>('SELECT id FROM batches WHERE key_id = $1 ORDER BY created', [keyId])).rows.map(
       (r) => r.id,
     );
+  }
+
+  async saveFile(file: FileRow): Promise<void> {
+    await this.#pool.query('INSERT INTO files (id, key_id, record_id, created) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING', [
+      file.id,
+      file.keyId,
+      file.recordId,
+      file.created,
+    ]);
+  }
+
+  async fileOf(id: string): Promise<FileRow | undefined> {
+    const row = (await this.#pool.query('SELECT * FROM files WHERE id = $1', [id])).rows[0] as Record<string, unknown> | undefined;
+    return row === undefined ? undefined : fileRowOf(row);
+  }
+
+  async fileIds(keyId: string): Promise<string[]> {
+    return (await this.#pool.query<{ id: string }>('SELECT id FROM files WHERE key_id = $1 ORDER BY created', [keyId])).rows.map(
+      (r) => r.id,
+    );
+  }
+
+  async deleteFile(id: string): Promise<void> {
+    await this.#pool.query('DELETE FROM files WHERE id = $1', [id]);
   }
 
   async upstreamSignature(ours: string): Promise<string | undefined> {

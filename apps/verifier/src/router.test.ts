@@ -64,9 +64,12 @@ describe('the route table', () => {
     expect(where('GET', '/v1/messages/batches/msgbatch_1/results')).toBe(
       'pipeline client /v1/messages/batches/:id/results',
     );
-    expect(router.routes.filter((r) => r.mode === 'pipeline').every((r) => r.pattern.startsWith('/v1/messages'))).toBe(
-      true,
-    );
+    // Besides Messages, only the Files routes (scoped per key) are the verifier's to forward.
+    expect(
+      router.routes
+        .filter((r) => r.mode === 'pipeline')
+        .every((r) => r.pattern.startsWith('/v1/messages') || r.pattern.startsWith('/v1/files')),
+    ).toBe(true);
     expect(router.routes.filter((r) => r.pattern.startsWith('/v1/messages')).every((r) => r.mode === 'pipeline')).toBe(
       true,
     );
@@ -75,17 +78,18 @@ describe('the route table', () => {
   it('passes through only the upstream routes the configuration names, methods included', () => {
     expect(where('GET', '/v1/models')).toBe('passthrough client /v1/models');
     expect(where('GET', '/v1/models/claude-mock')).toBe('passthrough client /v1/models/:id');
+    // Files live in the one upstream account every key shares: the verifier's own routes, scoped per key.
+    expect(where('GET', '/v1/files')).toBe('pipeline client /v1/files');
+    expect(where('POST', '/v1/files')).toBe('pipeline client /v1/files');
+    expect(where('DELETE', '/v1/files/file_1')).toBe('pipeline client /v1/files/:id');
+    expect(where('GET', '/v1/files/file_1/content')).toBe('pipeline client /v1/files/:id/content');
     for (const [method, path] of [
-      // Files live in the one upstream account every key shares: not passed through unless named.
-      ['GET', '/v1/files'],
-      ['POST', '/v1/files'],
-      ['DELETE', '/v1/files/file_1'],
+      ['PUT', '/v1/files/file_1'],
       ['GET', '/v1/messages'],
       ['PUT', '/v1/messages'],
       ['POST', '/v1/messages/'],
       ['POST', '/v1/complete'],
       ['POST', '/v1/models'],
-      ['GET', '/v1/files/file_1/content'],
       ['POST', '/v1/moat'],
       ['GET', '/v1/moatx'],
     ] as const)
@@ -94,9 +98,9 @@ describe('the route table', () => {
       createRouter(routeTable(parsePassthroughRoutes('POST /v1/complete'))).match('POST', '/v1/complete')?.route.mode,
     ).toBe('passthrough');
     expect(
-      createRouter(routeTable(parsePassthroughRoutes('GET /v1/models, DELETE /v1/files/:id'))).match(
+      createRouter(routeTable(parsePassthroughRoutes('GET /v1/models, DELETE /v1/skills/:id'))).match(
         'DELETE',
-        '/v1/files/f1',
+        '/v1/skills/f1',
       )?.route.mode,
     ).toBe('passthrough');
   });

@@ -98,6 +98,25 @@ describe.each(backends)('%s storage', { timeout: 30_000 }, (name, open) => {
     }
   });
 
+  it('keeps the owner of each file, lists a key’s own, forgets a deleted one', async () => {
+    const s = await open();
+    try {
+      await s.saveFile({ id: 'file_a1', keyId: 'key_a', recordId: 'req_1', created: 1 });
+      await s.saveFile({ id: 'file_b1', keyId: 'key_b', recordId: 'req_2', created: 2 });
+      await s.saveFile({ id: 'file_a2', keyId: 'key_a', recordId: 'req_3', created: 3 });
+      // Saved twice (a retried write): the first owner stays.
+      await s.saveFile({ id: 'file_a1', keyId: 'key_b', recordId: 'req_4', created: 4 });
+      expect(await s.fileOf('file_a1')).toEqual({ id: 'file_a1', keyId: 'key_a', recordId: 'req_1', created: 1 });
+      expect(await s.fileOf('file_none')).toBeUndefined();
+      expect(await s.fileIds('key_a')).toEqual(['file_a1', 'file_a2']);
+      await s.deleteFile('file_a1');
+      expect(await s.fileOf('file_a1')).toBeUndefined();
+      expect(await s.fileIds('key_a')).toEqual(['file_a2']);
+    } finally {
+      await s.close();
+    }
+  });
+
   it('keeps records, their outcome and the summary', async () => {
     const s = await open();
     try {

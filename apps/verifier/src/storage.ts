@@ -42,6 +42,21 @@ export interface BatchRow {
   readonly items: Readonly<Record<string, { readonly model: string; readonly decoys: readonly string[] }>>;
 }
 
+/** What the verifier keeps of a file uploaded through it: whose it is. */
+export interface FileRow {
+  /** The upstream's file id (`file_…`). */
+  readonly id: string;
+  readonly keyId: string;
+  /** The record of the upload request. */
+  readonly recordId: string;
+  readonly created: number;
+}
+
+/** A row of the `files` table, either backend. */
+export function fileRowOf(r: Record<string, unknown>): FileRow {
+  return { id: r.id as string, keyId: r.key_id as string, recordId: r.record_id as string, created: Number(r.created) };
+}
+
 /** A row of the `batches` table, either backend. */
 export function batchRowOf(r: Record<string, unknown>): BatchRow {
   return {
@@ -107,6 +122,14 @@ export interface Storage extends NonceStore {
   batchOf(id: string): MaybePromise<BatchRow | undefined>;
   /** The ids of the Message Batches `keyId` created. */
   batchIds(keyId: string): MaybePromise<string[]>;
+  /** Keeps the owner of a file uploaded through the verifier. */
+  saveFile(file: FileRow): MaybePromise<void>;
+  /** A file uploaded through this verifier, by the upstream's id. */
+  fileOf(id: string): MaybePromise<FileRow | undefined>;
+  /** The ids of the files `keyId` uploaded. */
+  fileIds(keyId: string): MaybePromise<string[]>;
+  /** Forgets a file (deleted upstream). */
+  deleteFile(id: string): MaybePromise<void>;
   /** Throws when the backend is unreachable. */
   ping(): MaybePromise<void>;
   /**
@@ -207,6 +230,8 @@ export class SqliteStorage implements Storage {
       CREATE TABLE IF NOT EXISTS revoked_kids (kid TEXT PRIMARY KEY, reason TEXT NOT NULL, at INTEGER NOT NULL);
       CREATE TABLE IF NOT EXISTS batches (id TEXT PRIMARY KEY, key_id TEXT NOT NULL, record_id TEXT NOT NULL, created INTEGER NOT NULL, items TEXT NOT NULL);
       CREATE INDEX IF NOT EXISTS batches_key ON batches (key_id, created);
+      CREATE TABLE IF NOT EXISTS files (id TEXT PRIMARY KEY, key_id TEXT NOT NULL, record_id TEXT NOT NULL, created INTEGER NOT NULL);
+      CREATE INDEX IF NOT EXISTS files_key ON files (key_id, created);
     `);
     // A database made before a signal existed gains its column.
     const existing = (this.db.prepare(EXISTING_COLUMNS_SQL.sqlite).all() as Array<{ name: string }>).map((c) => c.name);
@@ -433,6 +458,29 @@ export class SqliteStorage implements Storage {
     return (this.db.prepare('SELECT id FROM batches WHERE key_id = ? ORDER BY created').all(keyId) as Array<{ id: string }>).map(
       (r) => r.id,
     );
+  }
+
+  saveFile(file: FileRow): Promise<void> {
+    return this.#enqueue(() => {
+      this.db
+        .prepare('INSERT OR IGNORE INTO files (id, key_id, record_id, created) VALUES (?, ?, ?, ?)')
+        .run(file.id, file.keyId, file.recordId, file.created);
+    });
+  }
+
+  fileOf(id: string): FileRow | undefined {
+    const r = this.db.prepare('SELECT * FROM files WHERE id = ?').get(id) as Record<string, unknown> | undefined;
+    return r === undefined ? undefined : fileRowOf(r);
+  }
+
+  fileIds(keyId: string): string[] {
+    return (this.db.prepare('SELECT id FROM files WHERE key_id = ? ORDER BY created').all(keyId) as Array<{ id: string }>).map((r) => r.id);
+  }
+
+  deleteFile(id: string): Promise<void> {
+    return this.#enqueue(() => {
+      this.db.prepare('DELETE FROM files WHERE id = ?').run(id);
+    });
   }
 
   ping(): void {

@@ -10,6 +10,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { authenticate } from '../auth.js';
 import { ApiError } from '../errors.js';
+import { assertOwnFiles, mayNameFiles } from '../file-owners.js';
 import { abortWhenClientGone, readBody, sendJson } from '../http.js';
 import { JsonBodyError, parseJsonBody } from '../json-body.js';
 import type { BatchRow } from '../storage.js';
@@ -216,6 +217,13 @@ export async function handleBatchCreate(
       throw error;
     }
     ledger.reason(`batch of ${batch.items.length}`);
+    // Files live in the one upstream account: a batch may name only its own key's.
+    if (mayNameFiles(raw))
+      await assertOwnFiles(
+        batch.items.map((item) => item.read.body),
+        keyId,
+        services.storage,
+      );
     const checked = await checkItems(req, batch, raw, keyId, ledger, services, items);
     // The batch's one stamp, as its items' evidence judged it (an install's, under this key or not).
     const stamped = checked[0]?.evidence;

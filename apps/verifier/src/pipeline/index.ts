@@ -21,6 +21,7 @@ import { ENVELOPE_MEMBER } from '@moat/protocol';
 import { errorMessage } from '@moat/protocol/support';
 import { authenticate } from '../auth.js';
 import { ApiError, unavailable } from '../errors.js';
+import { assertOwnFiles, mayNameFiles } from '../file-owners.js';
 import type { PolicyAttributes } from '../flags.js';
 import { abortWhenClientGone, endedBy, readBody, sendError, sendJson, writeEvent } from '../http.js';
 import { labelValue } from '../metrics.js';
@@ -217,6 +218,8 @@ export async function handleMessagesRequest(
     const decision = decide(evidence.signals, flagPolicy(services.flags, attributes));
     recordDecision(ledger, evidence, decision, metrics);
     if (decision.verdict === 'block') return await refuse(flight, evidence, decision);
+    // Files live in the one upstream account: a request may name only its own key's.
+    if (mayNameFiles(raw)) await assertOwnFiles(read.body, keyId, services.storage);
     await forward(flight, read, evidence, attributes, services);
   } catch (error) {
     await fail(error, res, ledger, abort.signal, services);

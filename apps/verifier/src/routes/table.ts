@@ -7,6 +7,7 @@ import * as admin from './admin.js';
 import * as batches from './batches.js';
 import { CONFORMANCE_PATH, handleConformance } from './conformance.js';
 import * as enroll from './enroll.js';
+import * as files from './files.js';
 import * as installs from './installs-admin.js';
 import * as moat from './moat.js';
 import { handlePassthrough } from './passthrough.js';
@@ -40,6 +41,11 @@ export const ROUTES: readonly RouteRow[] = [
   ['POST', '/v1/messages/batches/:id/cancel', 'pipeline', 'client', batches.batchObject('cancel')],
   ['DELETE', '/v1/messages/batches/:id', 'pipeline', 'client', batches.batchObject('delete')],
   ['GET', '/v1/messages/batches/:id/results', 'pipeline', 'client', batches.batchResults],
+  ['POST', '/v1/files', 'pipeline', 'client', files.uploadFile],
+  ['GET', '/v1/files', 'pipeline', 'client', files.listFiles],
+  ['GET', '/v1/files/:id', 'pipeline', 'client', files.fileMetadata],
+  ['DELETE', '/v1/files/:id', 'pipeline', 'client', files.deleteFile],
+  ['GET', '/v1/files/:id/content', 'pipeline', 'client', files.fileContent],
   ['POST', TELEMETRY_PATH, 'local', 'client', handleTelemetry],
   ['POST', CONFORMANCE_PATH, 'local', 'client', handleConformance],
   ['POST', ENROLLMENT_CHALLENGE_PATH, 'local', 'client', enroll.challenge],

@@ -1,0 +1,48 @@
+import { ApiError } from './errors.js';
+import type { Storage } from './storage.js';
+
+/** The most distinct files one request may name. */
+export const MAX_FILES_PER_REQUEST = 1_000;
+
+/** Another key's file, or none: answered alike, so a key cannot learn which ids exist. */
+export function fileNotFound(id: string): ApiError {
+  return new ApiError(404, 'not_found_error', `file ${id.slice(0, 100)} not found`);
+}
+
+/**
+ * The file ids a request body names: every string member `file_id`, at any depth (a
+ * `document` or `image` source of type `file`, a `container_upload` block, and whatever
+ * carries one next), each once.
+ */
+export function namedFileIds(value: unknown, out = new Set<string>()): Set<string> {
+  if (Array.isArray(value)) for (const item of value) namedFileIds(item, out);
+  else if (typeof value === 'object' && value !== null)
+    for (const [name, member] of Object.entries(value)) {
+      if (name === 'file_id' && typeof member === 'string') out.add(member);
+      else namedFileIds(member, out);
+    }
+  return out;
+}
+
+/**
+ * Whether `raw` may name a file: it holds `file_id`, or a `\u` escape that could spell it.
+ * A body without either names none, and is not walked.
+ */
+export function mayNameFiles(raw: Buffer): boolean {
+  return raw.includes('file_id') || raw.includes('\\u');
+}
+
+/**
+ * Refuses a request that names a file `keyId` did not upload through this verifier.
+ *
+ * @throws {ApiError} 404 `not_found_error` for the first such file; 400 past {@link MAX_FILES_PER_REQUEST}.
+ */
+export async function assertOwnFiles(body: unknown, keyId: string, storage: Pick<Storage, 'fileOf'>): Promise<void> {
+  const ids = namedFileIds(body);
+  if (ids.size > MAX_FILES_PER_REQUEST)
+    throw new ApiError(400, 'invalid_request_error', `expected at most ${MAX_FILES_PER_REQUEST} files in one request, got ${ids.size}`);
+  for (const id of ids) {
+    const file = await storage.fileOf(id);
+    if (file === undefined || file.keyId !== keyId) throw fileNotFound(id);
+  }
+}

@@ -1,0 +1,185 @@
+/**
+ * The Files API through the verifier with the real `@anthropic-ai/sdk` (`client.beta.files`),
+ * against an upstream that keeps files in one account as Anthropic's does: a key sees, reads,
+ * downloads, deletes and names in Messages and batch requests only the files it uploaded
+ * through the verifier; another key's file, or one uploaded around the verifier, is 404.
+ */
+import { randomUUID } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import Anthropic, { toFile } from '@anthropic-ai/sdk';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { devEnvironment, loadConfig } from './config.js';
+import { handleMockRequest } from './mock-upstream.js';
+import { routeTable } from './routes/table.js';
+import { createVerifier, type Verifier } from './server.js';
+
+/** The files of the one upstream account, by id: metadata and bytes. */
+const account = new Map<string, { meta: Record<string, unknown>; bytes: Buffer }>();
+let upstream: Server;
+let verifier: Verifier;
+let base = '';
+let upstreamUrl = '';
+const keys = { alice: '', bob: '' };
+const ids = { alice: '', bob: '' };
+
+async function bodyOf(req: IncomingMessage): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of req) chunks.push(c as Buffer);
+  return Buffer.concat(chunks);
+}
+
+beforeAll(async () => {
+  upstream = createServer(async (req, res) => {
+    const path = (req.url ?? '').split('?')[0] as string;
+    const json = (status: number, body: unknown) => {
+      res.writeHead(status, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(body));
+    };
+    if (!path.startsWith('/v1/files')) return handleMockRequest(req, res);
+    const [, , , id, content] = path.split('/');
+    if (req.method === 'POST' && id === undefined) {
+      const raw = await bodyOf(req);
+      const filename = /filename="([^"]+)"/.exec(raw.toString('latin1'))?.[1] ?? 'upload';
+      const fileId = `file_${randomUUID().replaceAll('-', '')}`;
+      const meta = {
+        id: fileId,
+        type: 'file',
+        filename,
+        mime_type: 'text/plain',
+        size_bytes: raw.length,
+        created_at: new Date().toISOString(),
+        downloadable: true,
+      };
+      account.set(fileId, { meta, bytes: raw });
+      return json(200, meta);
+    }
+    req.resume();
+    if (req.method === 'GET' && id === undefined) {
+      const data = [...account.values()].map((f) => f.meta);
+      return json(200, { data, first_id: data[0]?.id ?? null, last_id: data.at(-1)?.id ?? null, has_more: false });
+    }
+    const file = account.get(id as string);
+    if (file === undefined) return json(404, { type: 'error', error: { type: 'not_found_error', message: 'File not found' } });
+    if (req.method === 'DELETE') {
+      account.delete(id as string);
+      return json(200, { id, type: 'file_deleted' });
+    }
+    if (content === 'content') {
+      res.writeHead(200, { 'content-type': 'application/octet-stream' });
+      return res.end(file.bytes);
+    }
+    return json(200, file.meta);
+  });
+  await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
+  upstreamUrl = `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`;
+  verifier = await createVerifier(
+    loadConfig({ ...devEnvironment(), MOAT_VERIFIER_UPSTREAM: upstreamUrl, MOAT_VERIFIER_UPSTREAM_KEY: 'sk-upstream' }),
+    {
+      logLevel: 'silent',
+    },
+  );
+  base = await verifier.listen();
+  keys.alice = (await verifier.storage.createApiKey('alice')).key;
+  keys.bob = (await verifier.storage.createApiKey('bob')).key;
+});
+afterAll(async () => {
+  await verifier.close();
+  upstream.closeAllConnections();
+  upstream.close();
+});
+
+const sdk = (key: string) => new Anthropic({ apiKey: key, baseURL: base, maxRetries: 0 });
+const send = (key: string, method: string, path: string, body?: unknown) =>
+  fetch(`${base}${path}`, {
+    method,
+    headers: { 'x-api-key': key, 'content-type': 'application/json', 'anthropic-beta': 'files-api-2025-04-14' },
+    ...(body === undefined ? {} : { body: typeof body === 'string' ? body : JSON.stringify(body) }),
+  });
+const naming = (fileId: string) => ({
+  model: 'claude-mock',
+  max_tokens: 16,
+  messages: [
+    {
+      role: 'user',
+      content: [
+        { type: 'document', source: { type: 'file', file_id: fileId } },
+        { type: 'text', text: 'Summarize it.' },
+      ],
+    },
+  ],
+});
+const lastRecord = async () => (await verifier.storage.queryRecords({ limit: 1 }))[0];
+
+describe('Files, per API key', () => {
+  it('uploads through the verifier with the SDK: each file is its uploader’s', async () => {
+    const alice = await sdk(keys.alice).beta.files.upload({
+      file: await toFile(Buffer.from('alice secret plan'), 'plan.txt', { type: 'text/plain' }),
+    });
+    const bob = await sdk(keys.bob).beta.files.upload({
+      file: await toFile(Buffer.from('bob notes'), 'notes.txt', { type: 'text/plain' }),
+    });
+    ids.alice = alice.id;
+    ids.bob = bob.id;
+    expect(alice.id).toMatch(/^file_/);
+    expect(alice.filename).toBe('plan.txt');
+    expect(await lastRecord()).toMatchObject({ status: 200, reasons: ['files upload'] });
+    expect((await verifier.storage.fileOf(alice.id))?.recordId).toBeDefined();
+  });
+
+  it('lists, reads, downloads and deletes only the caller’s own files; another key’s is 404 and untouched', async () => {
+    // One more file in the account, uploaded around the verifier: nobody's.
+    const around = await fetch(`${upstreamUrl}/v1/files`, { method: 'POST', body: 'around' }).then(
+      (r) => r.json() as Promise<{ id: string }>,
+    );
+    const listed = [];
+    for await (const f of sdk(keys.alice).beta.files.list()) listed.push(f.id);
+    expect(listed).toEqual([ids.alice]);
+    expect((await sdk(keys.alice).beta.files.retrieveMetadata(ids.alice)).filename).toBe('plan.txt');
+    expect(await (await sdk(keys.alice).beta.files.download(ids.alice)).text()).toContain('alice secret plan');
+    for (const id of [ids.alice, around.id, 'file_does_not_exist'])
+      for (const [method, path] of [
+        ['GET', `/v1/files/${id}`],
+        ['GET', `/v1/files/${id}/content`],
+        ['DELETE', `/v1/files/${id}`],
+      ] as const) {
+        const res = await send(keys.bob, method, path);
+        expect(res.status, `${method} ${path}`).toBe(404);
+        expect(((await res.json()) as { error: { type: string; message: string } }).error).toEqual({
+          type: 'not_found_error',
+          message: `file ${id} not found`,
+        });
+        expect(await lastRecord()).toMatchObject({ status: 404, verdict: 'block' });
+      }
+    expect(account.has(ids.alice)).toBe(true);
+    await expect(sdk(keys.bob).beta.files.retrieveMetadata(ids.alice)).rejects.toMatchObject({ status: 404 });
+    // Deleted by its owner: gone upstream and forgotten here.
+    expect(await sdk(keys.bob).beta.files.delete(ids.bob)).toMatchObject({ id: ids.bob, type: 'file_deleted' });
+    expect(account.has(ids.bob)).toBe(false);
+    expect(await verifier.storage.fileOf(ids.bob)).toBeUndefined();
+    expect((await send(keys.bob, 'GET', `/v1/files/${ids.bob}`)).status).toBe(404);
+  });
+
+  it('a Messages, token count or batch request may name only its own key’s files', async () => {
+    const ok = await send(keys.alice, 'POST', '/v1/messages', naming(ids.alice));
+    expect(ok.status, await ok.clone().text()).toBe(200);
+    for (const [path, body] of [
+      ['/v1/messages', naming(ids.alice)],
+      ['/v1/messages/count_tokens', naming(ids.alice)],
+      // Spelled with an escape, as a hand-made body may be.
+      ['/v1/messages', JSON.stringify(naming(ids.alice)).replace('"file_id"', '"file\\u005fid"')],
+      ['/v1/messages/batches', { requests: [{ custom_id: 'a', params: naming(ids.alice) }] }],
+    ] as const) {
+      const res = await send(keys.bob, 'POST', path, body);
+      expect(res.status, path).toBe(404);
+      expect(((await res.json()) as { error: { message: string } }).error.message).toBe(`file ${ids.alice} not found`);
+      expect(await lastRecord()).toMatchObject({ status: 404, verdict: 'block' });
+    }
+  });
+
+  it('Files routes are the verifier’s own: a pass-through entry for one is a configuration error', () => {
+    expect(() => routeTable([{ method: 'GET', pattern: '/v1/files' }])).toThrow(
+      /passthroughRoutes: .*which its route "GET \/v1\/files" serves/,
+    );
+  });
+});

@@ -1,0 +1,144 @@
+/**
+ * The Files API routes, scoped per API key as the batches are: every file lives in the one
+ * upstream account all keys are forwarded with, so the verifier keeps who uploaded each
+ * (`files` table) and answers another key's file as no file at all (404) — on retrieve,
+ * content and delete, in the list (narrowed to the caller's own), and where a Messages or
+ * batch request names it (`file_id`, see `file-owners.ts`). A file uploaded around the
+ * verifier is nobody's. Every request leaves one record, durable before the answer goes out.
+ */
+import { pipeline } from 'node:stream/promises';
+import { authenticate } from '../auth.js';
+import { ApiError } from '../errors.js';
+import { fileNotFound } from '../file-owners.js';
+import { abortWhenClientGone } from '../http.js';
+import { fail } from '../pipeline/index.js';
+import { newRequestId, RequestLedger } from '../pipeline/record.js';
+import { isSuccess, passError } from '../pipeline/rewrite-response.js';
+import { readAnswerJson, type UpstreamResponse } from '../pipeline/upstream.js';
+import type { RouteContext, RouteHandler } from '../router.js';
+import type { FileRow } from '../storage.js';
+
+/** One authenticated Files request: its key, its record, the file it names (if any), and the upstream call. */
+interface FileCall {
+  readonly keyId: string;
+  readonly ledger: RequestLedger;
+  readonly file: FileRow | undefined;
+  /** Sends the request upstream; with `body`, the client's body streamed through as it came. */
+  readonly send: (options?: { readonly body?: boolean; readonly raw?: boolean }) => Promise<UpstreamResponse>;
+}
+
+/** Runs a Files route: one record, the client authenticated, a named file only for its owner. */
+function fileRoute(what: string, action: (ctx: RouteContext, call: FileCall) => Promise<void>): RouteHandler {
+  return async (ctx) => {
+    const { req, res, services, target, params } = ctx;
+    const ledger = new RequestLedger(services.guard, newRequestId());
+    res.setHeader('moat-request-id', ledger.id);
+    ledger.reason(`files ${what}`);
+    const abort = abortWhenClientGone(res);
+    try {
+      const keyId = await authenticate(req.headers, services.keyCache, services.storage);
+      ledger.set({ keyId });
+      let file: FileRow | undefined;
+      if (params.id !== undefined) {
+        file = await services.storage.fileOf(params.id);
+        if (file === undefined || file.keyId !== keyId) throw fileNotFound(params.id);
+      }
+      services.guard.assertWritable();
+      // Nothing is forwarded that cannot be recorded: the record is reserved first.
+      await ledger.reserve();
+      const send = (options: { readonly body?: boolean; readonly raw?: boolean } = {}) =>
+        services.upstream.send({
+          method: req.method ?? 'GET',
+          path: `${target.path}${target.query}`,
+          headers: req.headers,
+          signal: abort.signal,
+          ...(options.body === true ? { body: req } : {}),
+          ...(options.raw === true ? { raw: true } : {}),
+        });
+      await action(ctx, { keyId, ledger, file, send });
+    } catch (error) {
+      if (res.headersSent) {
+        // Part of a file went out: cut it short, so the client cannot take it for the whole.
+        await ledger.finish(error instanceof ApiError ? error.status : 502).catch(() => {});
+        res.destroy();
+        return;
+      }
+      req.resume();
+      await fail(error, res, ledger, abort.signal, ctx.services);
+    }
+  };
+}
+
+/** The upstream's JSON answer, edited, passed on once its record is durable (an error as it came). */
+async function answerJson(
+  ctx: RouteContext,
+  call: FileCall,
+  upstream: UpstreamResponse,
+  edit: (body: unknown) => unknown,
+): Promise<void> {
+  if (!isSuccess(upstream.status)) return passError(ctx.res, call.ledger, upstream);
+  const body = await readAnswerJson(upstream.body).catch((error: unknown) => {
+    if (error instanceof ApiError) throw error;
+    throw new ApiError(502, 'api_error', 'upstream answered an unreadable file object', { cause: error });
+  });
+  const answer = await edit(body);
+  await call.ledger.finishStored(upstream.status);
+  const json = JSON.stringify(answer);
+  ctx.res.writeHead(upstream.status, {
+    ...upstream.headers,
+    'content-type': 'application/json',
+    'content-length': String(Buffer.byteLength(json)),
+  });
+  ctx.res.end(json);
+}
+
+const objectOf = (body: unknown): Record<string, unknown> =>
+  typeof body === 'object' && body !== null && !Array.isArray(body) ? (body as Record<string, unknown>) : {};
+
+/** `POST /v1/files`: the upload streams through; the file the upstream made is the caller's. */
+export const uploadFile: RouteHandler = fileRoute('upload', async (ctx, call) => {
+  const upstream = await call.send({ body: true });
+  await answerJson(ctx, call, upstream, async (body) => {
+    const id = objectOf(body).id;
+    if (typeof id !== 'string' || id === '')
+      throw new ApiError(502, 'api_error', 'upstream answered an upload without a file id');
+    // Kept before the client learns the id: a file it cannot be told the owner of is nobody's.
+    await ctx.services.storage.saveFile({ id, keyId: call.keyId, recordId: call.ledger.id, created: Date.now() });
+    return body;
+  });
+});
+
+/** `GET /v1/files`: the upstream's list, narrowed to the caller's own files. */
+export const listFiles: RouteHandler = fileRoute('list', async (ctx, call) => {
+  const own = new Set(await ctx.services.storage.fileIds(call.keyId));
+  const upstream = await call.send();
+  await answerJson(ctx, call, upstream, (body) => {
+    const list = objectOf(body);
+    if (!Array.isArray(list.data)) throw new ApiError(502, 'api_error', 'upstream answered a file list without data');
+    const data = list.data.filter((f) => own.has(objectOf(f).id as string));
+    return { ...list, data, first_id: objectOf(data[0]).id ?? null, last_id: objectOf(data.at(-1)).id ?? null };
+  });
+});
+
+/** `GET /v1/files/:id`: the caller's own file's metadata. */
+export const fileMetadata: RouteHandler = fileRoute('retrieve', async (ctx, call) => {
+  await answerJson(ctx, call, await call.send(), (body) => body);
+});
+
+/** `DELETE /v1/files/:id`: the caller's own file, forgotten once the upstream deleted it. */
+export const deleteFile: RouteHandler = fileRoute('delete', async (ctx, call) => {
+  const upstream = await call.send();
+  await answerJson(ctx, call, upstream, async (body) => {
+    await ctx.services.storage.deleteFile(call.file?.id as string);
+    return body;
+  });
+});
+
+/** `GET /v1/files/:id/content`: the caller's own file's bytes, streamed through as they come. */
+export const fileContent: RouteHandler = fileRoute('content', async ({ res }, call) => {
+  const upstream = await call.send({ raw: true });
+  if (!isSuccess(upstream.status)) return passError(res, call.ledger, upstream);
+  await call.ledger.finishStored(upstream.status);
+  res.writeHead(upstream.status, upstream.headers);
+  await pipeline(upstream.body, res);
+});
