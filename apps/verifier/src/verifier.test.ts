@@ -212,8 +212,9 @@ describe('moat-verifier', () => {
     };
     expect(keys.keys.find((k) => k.id === distiller.id)?.decoyHits).toBeGreaterThanOrEqual(1);
     // The model's own words in the leaker's conversation (it listed its tools, or went on
-    // after a decoy call the verifier answered) are not evidence against the leaker; the same
-    // words sent under another key, or the name in the user's own text, are.
+    // after a decoy call the verifier answered) are not evidence against the leaker, nor is its
+    // user asking about one or pasting it; the same words sent under another key are, and a
+    // decoy call in the leaker's own conversation is (the verifier never lets one reach a client).
     const said = [
       { role: 'user', content: 'What tools do you have?' },
       { role: 'assistant', content: [{ type: 'text', text: `I can call ${decoyName} and get_weather.` }] },
@@ -223,7 +224,9 @@ describe('moat-verifier', () => {
     expect(await lastRecord()).toMatchObject({ keyId: leaker.id, decoy: 'none' });
     await post(fetch, request('Thanks', { messages: said }), distiller.key);
     expect(await lastRecord()).toMatchObject({ keyId: distiller.id, decoy: 'hit' });
-    await post(fetch, request('Thanks', { messages: [{ role: 'user', content: `please run ${decoyName}` }] }), leaker.key);
+    await post(fetch, request('Thanks', { messages: [{ role: 'user', content: `What does ${decoyName} do?` }] }), leaker.key);
+    expect(await lastRecord()).toMatchObject({ keyId: leaker.id, decoy: 'none' });
+    await post(fetch, request('Plan the migration', { messages: replayed }), leaker.key);
     expect(await lastRecord()).toMatchObject({ keyId: leaker.id, decoy: 'hit' });
     // Respelled, or hidden outside the conversation, the decoy is still traced to the key it was served to.
     const decoyTool = JSON.stringify((JSON.parse(upstreamBodies.find((b) => b.includes(decoyName)) as string).tools as unknown[]).at(-1));

@@ -157,6 +157,34 @@ describe('composition', () => {
       );
   });
 
+  it('tags a Messages request at every path a verifier routes as Messages, and nothing else', async () => {
+    const endpoint = fakeEndpoint(['fingerprint']);
+    const f = createMoatFetch({
+      salt: 's',
+      clientVersion: '1.2.3',
+      fetch: endpoint.fetch,
+      layers: (d) => d.filter((l) => l.name !== 'attest'),
+    });
+    const body = JSON.stringify({ model: 'm', max_tokens: 8, messages: [{ role: 'user', content: 'Hello there, world' }] });
+    const tagged = (sent: (typeof endpoint.sent)[number]) =>
+      /^x-moat: v=1;/.test((JSON.parse(sent.body ?? '{}') as { system?: Array<{ text: string }> }).system?.[0]?.text ?? '');
+    const routed = [
+      '/v1//messages',
+      '/v1/%6Dessages',
+      '/V1/Messages',
+      '//v1/messages',
+      '/v1/messages/%63ount_tokens',
+      '/v1/messages?beta=true',
+    ];
+    const other = ['/v1/messages/', '/v1/messagesx', '/v1/messages%2F', '/v2/messages'];
+    for (const path of [...routed, ...other]) await f(`${origin}${path}`, { method: 'POST', headers: { 'x-api-key': 'sk-test' }, body });
+    await f.close();
+    expect(endpoint.sent.map((s) => [new URL(s.url).pathname + new URL(s.url).search, tagged(s)])).toEqual([
+      ...routed.map((p) => [p, true]),
+      ...other.map((p) => [p, false]),
+    ]);
+  });
+
   it('a tagged body keeps every digit of an integer past 2^53 and a literal past the double range (property)', async () => {
     const endpoint = fakeEndpoint(['fingerprint']);
     const f = createMoatFetch({

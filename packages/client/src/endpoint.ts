@@ -116,7 +116,7 @@ export function endpointBase(url: URL): string {
 const CLOCK_SKEW_WARN_MS = 60_000;
 
 /** The API's version segment: what comes before it is where the endpoint is mounted. */
-const V1_SEGMENT = /\/v1(?=\/|$)/g;
+const V1_SEGMENT = /\/v1(?=\/|$)/gi;
 
 async function readDiscovery(base: string, ctx: DiscoveryContext): Promise<Discovery> {
   let reached = false;

@@ -119,6 +119,21 @@ const MESSAGES_PATHS = /\/v1\/messages(?:\/count_tokens|\/batches)?$/;
 const BATCHES_PATH = /\/v1\/messages\/batches$/;
 
 /**
+ * A path as a verifier routes it: escapes of unreserved characters decoded (`%6D` is `m`),
+ * empty segments merged, letter case ignored. `/v1//messages` and `/V1/%6Dessages` reach the
+ * Messages route there, so they are Messages requests here too, tagged and stamped.
+ */
+function routedPath(pathname: string): string {
+  return pathname
+    .replace(/%([0-9A-Fa-f]{2})/g, (escape, hex: string) => {
+      const c = String.fromCharCode(Number.parseInt(hex, 16));
+      return /^[A-Za-z0-9\-._~]$/.test(c) ? c : escape;
+    })
+    .replace(/\/{2,}/g, '/')
+    .toLowerCase();
+}
+
+/**
  * The default layers for `options`, outermost first: gateway detection, hardening (when
  * asked for), signed-block hygiene, the user agent, the fingerprint, anti-distillation, and
  * the attestation stamp last.
@@ -226,7 +241,7 @@ async function callOf(input: MoatCall['input'], init: RequestInit, at?: Endpoint
       MAY_LOSE_DIGITS.test(text) ? JSON.parse(text, losslessNumbers as (key: string, value: unknown) => unknown) : JSON.parse(text)
     ) as unknown;
     if (isMessagesBody(parsed)) return { ...call, endpoint: at, body: parsed };
-    if (BATCHES_PATH.test(url.pathname) && isBatchCreate(parsed)) return { ...call, endpoint: at, batch: parsed };
+    if (BATCHES_PATH.test(routedPath(url.pathname)) && isBatchCreate(parsed)) return { ...call, endpoint: at, batch: parsed };
   } catch (error) {
     warn?.(`request body left as it was (${errorMessage(error)})`, 'body');
   }
@@ -359,7 +374,7 @@ export function createMoatFetch(options: MoatFetchOptions): MoatFetch {
 
   const moatFetch = async (input: string | URL | Request, init: RequestInit = {}): Promise<Response> => {
     let call = await callOf(input, init);
-    if (call.method === 'POST' && MESSAGES_PATHS.test(call.url.pathname)) {
+    if (call.method === 'POST' && MESSAGES_PATHS.test(routedPath(call.url.pathname))) {
       const signal = callSignal(call);
       try {
         // The app's cancellation holds while the endpoint is discovered, as it would for the request itself.

@@ -138,6 +138,12 @@ function joinedWordAt(text: string, from: number): number {
 /** Most words in one indexed identifier (a decoy name: verb, qualifier, noun). */
 const FOLDED_WORDS = 3;
 
+/**
+ * Most runs one trace follows from a first word (a decoy verb, a canary prefix or random
+ * part): a text made of decoy words, each one a run, costs no more than this many.
+ */
+export const FOLDED_RUN_LIMIT = 2_048;
+
 /** The hashes a folded search looks for: of the first words, and of whole spellings. */
 interface FoldedHashes {
   readonly firsts: ReadonlySet<number>;
@@ -151,10 +157,10 @@ interface FoldedHashes {
  * says, or by a case change) whose hash is a spelling's, spelled the folded way: lowercase,
  * words joined by `_`. Words are hashed in place; only a run whose hash matches is sliced.
  */
-function scanFolded(text: string, hashes: FoldedHashes, found: (folded: string) => void): void {
+function scanFolded(text: string, hashes: FoldedHashes, found: (folded: string) => void, budget: { runs: number }): void {
   const n = text.length;
   let i = 0;
-  while (i < n) {
+  while (i < n && budget.runs > 0) {
     if (!isAlnum(text.charCodeAt(i))) {
       i++;
       continue;
@@ -166,6 +172,7 @@ function scanFolded(text: string, hashes: FoldedHashes, found: (folded: string) 
     }
     let h = foldedHash(text, i, end);
     if (hashes.firsts.has(h)) {
+      budget.runs--;
       const starts = [i];
       const ends = [end];
       if (hashes.spellings.has(h)) found(foldedRun(text, starts, ends));
@@ -339,7 +346,8 @@ export class CanaryIndex {
    * or case changes (`quarantineOfflineShipments`) instead of underscores, inside a longer
    * identifier (`my_quarantine_offline_shipments_v2`), and a canary by its random part alone.
    * A respelled name weighs 0.6 (not a hit at 0.7 alone: code may hold such an identifier by
-   * chance), a respelled canary as much as an exact one. Words apart (spaces) are not joined:
+   * chance), a respelled canary as much as an exact one. Respellings are looked for in the
+   * first {@link FOLDED_RUN_LIMIT} runs that start with a decoy's first word. Words apart (spaces) are not joined:
    * a decoy name's words are common English.
    */
   trace(text: string | readonly string[], threshold = 0.5): Attribution[] {
@@ -365,7 +373,8 @@ export class CanaryIndex {
     const texts = typeof text === 'string' ? [text] : text;
     // Exact tokens first, then respelled ones, so the evidence is in the same order for one text or its parts.
     for (const one of texts) scanTokens(one, this.#lengths, found);
-    for (const one of texts) scanFolded(one, this.#hashes, foundFolded);
+    const budget = { runs: FOLDED_RUN_LIMIT };
+    for (const one of texts) scanFolded(one, this.#hashes, foundFolded, budget);
     const out: Attribution[] = [];
     for (const [apiKeyId, evidence] of perKey) {
       let miss = 1;

@@ -47,18 +47,16 @@ export interface Evidence {
 /** Confidence at which a decoy token in a request counts as a hit: one decoy name (0.75) or canary (0.95); a respelled name alone (0.6) is not. */
 export const DECOY_HIT_CONFIDENCE = 0.7;
 
-/** The blocks of an assistant turn that are the model's own words, as it said them. */
-const SAID = new Set(['text', 'thinking']);
-
 /**
- * The keys whose decoys the request brings back. What the model itself said in this key's
- * conversation (an assistant turn's text and thinking) is not evidence against this key: a
- * model that called a decoy the verifier answered, or that lists its tools, names that key's
- * decoys in its own words, and the client sends them back with the next turn. Nor are the
- * request's own tool definitions (a real tool can share a name with a decoy of its key, which
- * is then never served to it). Everything else — a user's text, a tool call, a tool result,
- * the system prompt, metadata, stop sequences — and the model's words or tool definitions
- * naming another key's decoys are.
+ * The keys whose decoys the request brings back. Against any key, its own included: a decoy
+ * tool call in an assistant turn (a `tool_use` block naming a decoy or carrying its canary) —
+ * the verifier answers a key's decoy calls itself and never lets one reach its client, so a
+ * conversation that holds one was made up: replayed traffic or a distilled model's. Against
+ * other keys only: everything else — a user's text, tool results, documents, the system
+ * prompt, metadata, stop sequences, tool definitions and the model's own words — since the
+ * model may show a key's decoys to that key's own user (it lists its tools, it goes on after
+ * a decoy call), who may then ask about one, paste it or name a real tool alike. Decoy calls
+ * are traced first, within a budget of their own, so no padding elsewhere hides them.
  */
 function traceDecoys(
   index: { trace(texts: readonly string[], threshold: number): Array<{ apiKeyId: string; confidence: number }> } | undefined,
@@ -66,28 +64,13 @@ function traceDecoys(
   keyId: string,
 ): Array<{ apiKeyId: string; confidence: number }> {
   if (index === undefined) return [];
-  const said: unknown[] = [];
-  const messages = Array.isArray(body.messages)
-    ? body.messages.map((m) => {
-        if (m.role !== 'assistant') return m;
-        if (typeof m.content === 'string') {
-          said.push(m.content);
-          return { ...m, content: [] };
-        }
-        if (!Array.isArray(m.content)) return m;
-        const own = m.content.filter((b) => SAID.has((b as { type?: unknown }).type as string));
-        if (own.length === 0) return m;
-        said.push(...own);
-        return { ...m, content: m.content.filter((b) => !SAID.has((b as { type?: unknown }).type as string)) };
-      })
-    : body.messages;
-  // The request's own tool definitions count against other keys only: a real tool may share a name with this key's decoys (they avoid it).
-  const { tools, tool_choice, ...rest } = body as MessagesRequest & { tool_choice?: unknown };
-  if (tools !== undefined) said.push(tools);
-  if (tool_choice !== undefined) said.push(tool_choice);
-  const traced = index.trace(decoyTraceTexts({ ...rest, messages }), DECOY_HIT_CONFIDENCE);
-  if (said.length === 0) return traced;
-  const others = index.trace(decoyTraceTexts({ messages: said }), DECOY_HIT_CONFIDENCE).filter((t) => t.apiKeyId !== keyId);
+  const calls: unknown[] = [];
+  if (Array.isArray(body.messages))
+    for (const m of body.messages)
+      if (m.role === 'assistant' && Array.isArray(m.content))
+        for (const block of m.content) if ((block as { type?: unknown }).type === 'tool_use') calls.push(block);
+  const traced = calls.length === 0 ? [] : index.trace(decoyTraceTexts({ messages: calls }), DECOY_HIT_CONFIDENCE);
+  const others = index.trace(decoyTraceTexts(body), DECOY_HIT_CONFIDENCE).filter((t) => t.apiKeyId !== keyId);
   const keys = new Set(traced.map((t) => t.apiKeyId));
   return [...traced, ...others.filter((t) => !keys.has(t.apiKeyId))];
 }
