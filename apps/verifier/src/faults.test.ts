@@ -443,6 +443,9 @@ describe('upstream calls that hang', { timeout: 60_000 }, () => {
     expect(metrics).toMatch(/moat_responses_total\{status="503",kept="stored"\} 1\n/);
     expect(metrics).toMatch(/moat_responses_total\{status="502",kept="stored"\} 2\n/);
     expect(metrics).toMatch(/moat_responses_total\{status="200",kept="stored"\} 3\n/);
+    // Every call gave its connection back: the ones cut, the ones answered, the one that never got one.
+    expect(metrics).toMatch(/moat_verifier_upstream_calls_active 0\n/);
+    expect(metrics).toMatch(/moat_verifier_upstream_calls_waiting 0\n/);
     await verifier.close();
   });
 });

@@ -25,6 +25,7 @@ let upstream: Server;
 let verifier: Verifier;
 let base = '';
 let apiKey = '';
+const environment = devEnvironment();
 
 async function serve(req: IncomingMessage, res: ServerResponse): Promise<void> {
   const chunks: Buffer[] = [];
@@ -44,7 +45,7 @@ beforeAll(async () => {
   await new Promise((r) => upstream.once('listening', r));
   verifier = await createVerifier(
     loadConfig({
-      ...devEnvironment(),
+      ...environment,
       MOAT_VERIFIER_UPSTREAM_KEY: `sk-upstream-${randomBytes(8).toString('hex')}`,
       MOAT_VERIFIER_UPSTREAM: `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`,
     }),
@@ -258,5 +259,21 @@ describe('a JSON answer goes out as the message the verifier read', () => {
     expect(res.status).toBe(502);
     expect(JSON.parse(res.text)).toMatchObject({ error: { message: `upstream answer over the ${MAX_ANSWER_BYTES}-byte limit` } });
     expect(await lastRecord()).toMatchObject({ id: res.id, status: 502 });
+  });
+});
+
+describe('after every hostile answer', () => {
+  it('every upstream call gave its connection back', async () => {
+    const calls = async () =>
+      (
+        await (await fetch(`${base}/metrics`, { headers: { authorization: `Bearer ${environment.MOAT_VERIFIER_ADMIN_TOKEN}` } })).text()
+      ).match(/^moat_verifier_upstream_calls_(active|waiting) (\d+)$/gm);
+    for (
+      let i = 0;
+      i < 100 && (await calls())?.join() !== 'moat_verifier_upstream_calls_active 0,moat_verifier_upstream_calls_waiting 0';
+      i++
+    )
+      await new Promise((r) => setTimeout(r, 20));
+    expect(await calls()).toEqual(['moat_verifier_upstream_calls_active 0', 'moat_verifier_upstream_calls_waiting 0']);
   });
 });

@@ -8,6 +8,7 @@ import { GatewayStats } from '@moat/gateway-detect/server';
 import { VERSION_HEADER } from '@moat/protocol';
 import { errorMessage } from '@moat/protocol/support';
 import { pino } from 'pino';
+import { Gauge } from 'prom-client';
 import { operatorTokens } from './auth.js';
 import type { VerifierConfig } from './config.js';
 import { DecoyIndexCache } from './decoy-index.js';
@@ -158,6 +159,23 @@ export async function createServices(
         : new FunctionUpstream(options.upstream, log),
     onUpstreamRequest: options.onUpstreamRequest,
   };
+  const { upstream } = services;
+  for (const [name, help, value] of [
+    [
+      'moat_verifier_upstream_calls_active',
+      'Upstream calls in flight, each holding one of upstreamConnections',
+      'active',
+    ],
+    ['moat_verifier_upstream_calls_waiting', 'Requests waiting for a free upstream connection', 'waiting'],
+  ] as const)
+    new Gauge({
+      name,
+      help,
+      registers: [metrics.registry],
+      collect() {
+        this.set(upstream.load?.()[value] ?? 0);
+      },
+    });
   return { services, mock };
 }
 

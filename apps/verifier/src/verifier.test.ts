@@ -686,3 +686,19 @@ describe('storage and configuration', () => {
     expect(() => loadConfig({}, '/nonexistent/config.json')).toThrow(/config file: expected a readable file/);
   });
 });
+
+describe('after every request above', () => {
+  it('every upstream call gave its connection back', async () => {
+    const calls = async () =>
+      (await (await fetch(`${base}/metrics`, { headers: { authorization: `Bearer ${ADMIN}` } })).text()).match(
+        /^moat_verifier_upstream_calls_(active|waiting) (\d+)$/gm,
+      );
+    for (
+      let i = 0;
+      i < 100 && (await calls())?.join() !== 'moat_verifier_upstream_calls_active 0,moat_verifier_upstream_calls_waiting 0';
+      i++
+    )
+      await new Promise((r) => setTimeout(r, 20));
+    expect(await calls()).toEqual(['moat_verifier_upstream_calls_active 0', 'moat_verifier_upstream_calls_waiting 0']);
+  });
+});
