@@ -39,6 +39,11 @@ function foldedTokens(text: string): string[] {
     }
   }
   const out: string[] = [];
+  // A run of letters and digits in mixed case is one word too (a canary's random part, any case).
+  for (const m of text.matchAll(/[A-Za-z0-9]+/g)) {
+    const token = foldedSpellings.get(m[0].toLowerCase());
+    if (token !== undefined && !out.includes(token)) out.push(token);
+  }
   for (let i = 0; i < words.length; i++)
     for (let k = 1; k <= 3 && i + k <= words.length; k++) {
       const run = words.slice(i, i + k);
@@ -50,9 +55,20 @@ function foldedTokens(text: string): string[] {
   return out;
 }
 
-/** What `trace` must find: the exact tokens and the respelled ones. */
+/**
+ * The text without compatibility forms, marks and invisible characters, when it has one of
+ * the disguises the generator makes (a zero-width space, a fullwidth low line): what `trace`
+ * reads once more. An accented letter alone is no disguise.
+ */
+function plainOf(text: string): string | undefined {
+  return /[\u200b\uff3f]/.test(text) ? text.normalize('NFKD').replace(/[\p{M}\p{Cf}\ufe00-\ufe0f]/gu, '') : undefined;
+}
+
+/** What `trace` must find: the exact tokens and the respelled ones, in the text and in it undisguised. */
 function expectedTokens(text: string): string[] {
-  return [...new Set([...exactTokens(text), ...foldedTokens(text)])];
+  const plain = plainOf(text);
+  const again = plain === undefined ? [] : [...exactTokens(plain), ...foldedTokens(plain)];
+  return [...new Set([...exactTokens(text), ...foldedTokens(text), ...again])];
 }
 
 /** The distinct tokens `trace` used as evidence. */
@@ -125,8 +141,24 @@ describe('CanaryIndex.trace', () => {
       `ToolsLike${camel.charAt(0).toUpperCase()}${camel.slice(1)}`,
     ])
       expect(tracedTokens(text), text).toEqual([name]);
-    for (const text of [decoy.canary.toUpperCase(), `id ${random}`, `id=${random.toUpperCase()}`, `acct-${random}`])
+    const mixed = [...random].map((c, i) => (i % 2 === 1 ? c.toUpperCase() : c)).join('');
+    for (const text of [decoy.canary.toUpperCase(), `id ${random}`, `id=${random.toUpperCase()}`, `acct-${random}`, `id ${mixed}`])
       expect(tracedTokens(text), text).toEqual([decoy.canary]);
+    // Disguised letters: fullwidth, mathematical bold, look-alike Cyrillic, combining marks, invisible characters inside words.
+    const fullwidth = [...name].map((c) => (c === '_' ? c : String.fromCodePoint((c.codePointAt(0) as number) + 0xfee0))).join('');
+    const bold = [...name].map((c) => (c === '_' ? c : String.fromCodePoint(0x1d41a + (c.codePointAt(0) as number) - 0x61))).join('');
+    for (const text of [
+      fullwidth,
+      bold,
+      name.replaceAll('a', '\u0430').replaceAll('e', '\u0435').replaceAll('o', '\u043e'),
+      name.replaceAll('e', 'e\u0301'),
+      [...name].join('\u200b'),
+      [...name].join('\u00ad'),
+      `\u202e${name}\u202c`,
+      [...name].join('\ufe0f'),
+    ])
+      expect(tracedTokens(text), JSON.stringify(text)).toEqual([name]);
+    expect(index.trace(fullwidth, 0)[0]?.evidence[0]).toMatchObject({ token: name, exact: false });
     for (const text of [words.join(' '), `x${name}`, `${name.replaceAll('_', '')}`, `${words[0]}_${words[2]}`, `${random}x`])
       expect(tracedTokens(text), text).toEqual([]);
   });

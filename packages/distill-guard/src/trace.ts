@@ -135,6 +135,37 @@ function joinedWordAt(text: string, from: number): number {
   return i < text.length && isAlnum(text.charCodeAt(i)) && (i > from || isUpper(text.charCodeAt(i))) ? i : -1;
 }
 
+/**
+ * Characters that disguise ASCII: combining marks, invisible format characters (zero-width,
+ * bidirectional controls, word joiners, tags, BOM), variation selectors, fullwidth and
+ * mathematical letters, and the Greek and Cyrillic letters that look like Latin ones. A text
+ * without any is read as it is; one with some is read once more, {@link undisguised}.
+ */
+const DISGUISE =
+  /[\u00ad\u0300-\u036f\u0370-\u052f\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufe00-\ufe0f\ufeff\uff00-\uffef]|\ud835[\udc00-\udfff]|\udb40[\udc00-\udc7f]/;
+
+/** Greek and Cyrillic letters drawn like Latin ones, as the Latin letter. */
+const LOOKALIKES: Readonly<Record<string, string>> = Object.fromEntries(
+  [
+    ['аеорсухіјѕԁһӏ', 'aeopcyxijsdhl'],
+    ['АВЕКМНОРСТХУІЈЅ', 'ABEKMHOPCTXYIJS'],
+    ['αοριυνκτ', 'aopiuvkt'],
+    ['ΑΒΕΖΗΙΚΜΝΟΡΤΥΧ', 'ABEZHIKMNOPTYX'],
+  ].flatMap(([from, to]) => [...(from as string)].map((c, i) => [c, (to as string)[i] as string])),
+);
+
+/**
+ * `text` with its disguises taken off: compatibility forms as their ASCII letters (NFKD:
+ * fullwidth, mathematical), combining marks and invisible format characters removed,
+ * look-alike Greek and Cyrillic letters as Latin ones.
+ */
+function undisguised(text: string): string {
+  return text
+    .normalize('NFKD')
+    .replace(/[\p{M}\p{Cf}\ufe00-\ufe0f]/gu, '')
+    .replace(/[\u0370-\u052f]/g, (c) => LOOKALIKES[c] ?? c);
+}
+
 /** Most words in one indexed identifier (a decoy name: verb, qualifier, noun). */
 const FOLDED_WORDS = 3;
 
@@ -166,6 +197,13 @@ function scanFolded(text: string, hashes: FoldedHashes, found: (folded: string) 
       continue;
     }
     const end = wordEnd(text, i);
+    // A run in mixed case (`nBbKu65W`) is one word too: a canary's random part, whatever its case.
+    if (end < n && isUpper(text.charCodeAt(end)) && (i === 0 || !isAlnum(text.charCodeAt(i - 1)))) {
+      let runEnd = end;
+      while (runEnd < n && isAlnum(text.charCodeAt(runEnd))) runEnd++;
+      if (hashes.firstLengths[runEnd - i] === 1 && hashes.spellings.has(foldedHash(text, i, runEnd)))
+        found(text.slice(i, runEnd).toLowerCase());
+    }
     if (hashes.firstLengths[end - i] !== 1) {
       i = end;
       continue;
@@ -347,7 +385,9 @@ export class CanaryIndex {
    * identifier (`my_quarantine_offline_shipments_v2`), and a canary by its random part alone.
    * A respelled name weighs 0.6 (not a hit at 0.7 alone: code may hold such an identifier by
    * chance), a respelled canary as much as an exact one. Respellings are looked for in the
-   * first {@link FOLDED_RUN_LIMIT} runs that start with a decoy's first word. Words apart (spaces) are not joined:
+   * first {@link FOLDED_RUN_LIMIT} runs that start with a decoy's first word. A text with
+   * disguised letters (fullwidth, mathematical, look-alike Greek or Cyrillic, combining marks,
+   * invisible characters inside words) is read once more without them. Words apart (spaces) are not joined:
    * a decoy name's words are common English.
    */
   trace(text: string | readonly string[], threshold = 0.5): Attribution[] {
@@ -375,6 +415,14 @@ export class CanaryIndex {
     for (const one of texts) scanTokens(one, this.#lengths, found);
     const budget = { runs: FOLDED_RUN_LIMIT };
     for (const one of texts) scanFolded(one, this.#hashes, foundFolded, budget);
+    // Disguised text is read once more without its disguises; what only that finds is respelled.
+    const foundUndisguised = (token: string) => found(token, false);
+    for (const one of texts)
+      if (DISGUISE.test(one)) {
+        const plain = undisguised(one);
+        scanTokens(plain, this.#lengths, foundUndisguised);
+        scanFolded(plain, this.#hashes, foundFolded, budget);
+      }
     const out: Attribution[] = [];
     for (const [apiKeyId, evidence] of perKey) {
       let miss = 1;
