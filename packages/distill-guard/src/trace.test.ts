@@ -229,6 +229,29 @@ describe('decoyTraceTexts', () => {
       source: { type: 'base64', media_type: 'text/plain', data: Buffer.from('hidden words').toString('base64') },
     };
     expect(decoyTraceTexts({ messages: [{ role: 'user', content: [document] }] })).toContain('hidden words');
+    // Member names, newer and unknown members are read too; the API's own member names are not.
+    expect(
+      decoyTraceTexts({
+        messages: [{ role: 'assistant', content: [{ type: 'tool_use', id: 't', name: 'x', input: { acct_token12: 1, content: 2 } }] }],
+        mcp_servers: [{ type: 'url', url: 'https://mcp.example', name: 'server_name' }],
+        container: 'container_text',
+        future_member: { nested: 'future_text' },
+      }),
+    ).toEqual([
+      'assistant',
+      'tool_use',
+      't',
+      'x',
+      'acct_token12',
+      'url',
+      'https://mcp.example',
+      'server_name',
+      'container',
+      'container_text',
+      'future_member',
+      'nested',
+      'future_text',
+    ]);
     expect(decoyTraceText(request)).toBe(texts.join('\n'));
     expect(decoyTraceTexts(null)).toEqual([]);
     expect(decoyTraceTexts({ messages: 'x'.repeat(10) })).toEqual(['x'.repeat(10)]);

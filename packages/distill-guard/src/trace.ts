@@ -447,9 +447,34 @@ function textsOf(value: unknown, out: string[], budget: { left: number }): void 
   else if (typeof value === 'object' && value !== null) {
     const plain = plainTextOf(value);
     if (plain !== undefined) textsOf(plain, out, budget);
-    for (const item of Object.values(value)) textsOf(item, out, budget);
+    for (const [name, item] of Object.entries(value)) {
+      // A member's name can carry a token as well as its value (`{"bkt_nbbku65w": 1}` in a tool's input).
+      if (name.length >= TOKEN_MIN && !API_MEMBER_NAMES.has(name)) textsOf(name, out, budget);
+      textsOf(item, out, budget);
+    }
   }
 }
+
+/** Member names of the Messages API itself: never a decoy, not worth reading. */
+const API_MEMBER_NAMES: ReadonlySet<string> = new Set([
+  'content',
+  'tool_use_id',
+  'is_error',
+  'media_type',
+  'cache_control',
+  'signature',
+  'thinking',
+  'citations',
+  'input_schema',
+  'description',
+  'properties',
+  'required',
+  'source',
+  'user_id',
+  'redacted_thinking',
+  'document',
+  'context',
+]);
 
 /** A base64 source of `text/plain` (a document), decoded: its text is the conversation's as much as a text source's. */
 function plainTextOf(value: object): string | undefined {
@@ -459,12 +484,25 @@ function plainTextOf(value: object): string | undefined {
 }
 
 /** The members of a request besides `messages` a decoy can be hidden in, read after the conversation. */
-const TRACED_MEMBERS = ['system', 'tools', 'tool_choice', 'metadata', 'stop_sequences'] as const;
+const TRACED_MEMBERS = ['system', 'tools', 'tool_choice', 'metadata', 'stop_sequences', 'mcp_servers'] as const;
+
+/** Members of a request that hold no text a decoy could hide in, or that were read already. */
+const UNTRACED_MEMBERS: ReadonlySet<string> = new Set([
+  'messages',
+  'model',
+  'max_tokens',
+  'stream',
+  'temperature',
+  'top_p',
+  'top_k',
+  ...TRACED_MEMBERS,
+]);
 
 /**
  * The texts of a request where a decoy can surface — the conversation first (tool names and
- * inputs, tool results, documents, any text), then the system prompt, the tools it defines,
- * `tool_choice`, `metadata` and `stop_sequences` — bounded to {@link DECOY_TRACE_LIMIT}
+ * inputs, tool results, documents, any text, and member names), then the system prompt, the
+ * tools it defines, `tool_choice`, `metadata`, `stop_sequences`, `mcp_servers` and any other
+ * member, known or not — bounded to {@link DECOY_TRACE_LIMIT}
  * characters in all, for {@link CanaryIndex.trace}, which reads them apart (no joined copy of
  * a long conversation is made). Pass the request as its client sent it: the decoys a verifier
  * adds to the forwarded copy are its own, not evidence. A `text/plain` document sent in
@@ -482,6 +520,8 @@ export function decoyTraceTexts(request: unknown): string[] {
   const budget = { left: DECOY_TRACE_LIMIT };
   textsOf(members.messages, out, budget);
   for (const name of TRACED_MEMBERS) textsOf(members[name], out, budget);
+  // Then any other member, the API's newer ones and unknown ones alike.
+  for (const [name, member] of Object.entries(members)) if (!UNTRACED_MEMBERS.has(name)) textsOf({ [name]: member }, out, budget);
   return out;
 }
 
