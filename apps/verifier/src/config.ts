@@ -77,6 +77,8 @@ export interface VerifierConfig {
     readonly bodyIdleMs: number;
     /** Longest wait for one of the {@link upstreamConnections} before a `503`. */
     readonly queueMs: number;
+    /** How long a call may send nothing while requests wait for its connection before it is ended. */
+    readonly stallMs: number;
   };
   /** Upstream calls in flight at once, at most (one connection each). */
   readonly upstreamConnections: number;
@@ -372,13 +374,18 @@ export const SETTINGS = {
   },
   upstreamConnections: {
     schema: int(1, 65_536),
-    default: 1024,
+    default: 4096,
     doc: 'Upstream calls in flight at once, at most; more wait up to upstreamQueueTimeoutMs.',
   },
   upstreamQueueTimeoutMs: {
     schema: int(0, 600_000),
     default: 10_000,
     doc: 'How long a request waits for a free upstream connection before a 503.',
+  },
+  upstreamStallMs: {
+    schema: int(100, 3_600_000),
+    default: 120_000,
+    doc: 'While requests wait for a connection, a call whose upstream sent nothing for this long is ended (504).',
   },
   upstreamConnectTimeoutMs: { schema: int(100, 600_000), default: 10_000 },
   upstreamHeadersTimeoutMs: { schema: int(100, 3_600_000), default: 600_000 },
@@ -589,6 +596,7 @@ function configOf(s: Values): VerifierConfig {
       headersMs: required('upstreamHeadersTimeoutMs', s.upstreamHeadersTimeoutMs),
       bodyIdleMs: required('upstreamIdleTimeoutMs', s.upstreamIdleTimeoutMs),
       queueMs: required('upstreamQueueTimeoutMs', s.upstreamQueueTimeoutMs),
+      stallMs: required('upstreamStallMs', s.upstreamStallMs),
     },
     clientKey: required('clientKey', s.clientKey),
     userAgentProduct: required('userAgentProduct', s.userAgentProduct),

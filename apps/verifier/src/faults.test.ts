@@ -450,6 +450,74 @@ describe('upstream calls that hang', { timeout: 60_000 }, () => {
   });
 });
 
+describe('upstream calls that stall while others wait', { timeout: 60_000 }, () => {
+  it('are ended (504, an SSE error mid-stream) so waiting requests get their connections, and traffic flows again as soon as the upstream does', async () => {
+    const mock = await startMockUpstream();
+    cleanups.push(() => mock.close());
+    let hang = true;
+    const hung: ServerResponse[] = [];
+    const upstream: Server = createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', async () => {
+        if (hang) {
+          hung.push(res);
+          // A stream that starts, then goes quiet; a JSON answer that never starts.
+          if (Buffer.concat(chunks).toString().includes('"stream":true')) {
+            res.writeHead(200, { 'content-type': 'text/event-stream' });
+            res.write(
+              'event: message_start\ndata: {"type":"message_start","message":{"id":"m","type":"message","role":"assistant","model":"claude-mock","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":1,"output_tokens":1}}}\n\n',
+            );
+          }
+          return;
+        }
+        const answer = await request(`${mock.url}${req.url}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: Buffer.concat(chunks) });
+        res.writeHead(answer.statusCode, { 'content-type': String(answer.headers['content-type']) });
+        res.end(Buffer.from(await answer.body.arrayBuffer()));
+      });
+    });
+    await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
+    cleanups.push(() => {
+      upstream.closeAllConnections();
+      upstream.close();
+    });
+    const adminToken = randomBytes(16).toString('hex');
+    const { verifier, url, key } = await started({
+      MOAT_VERIFIER_ADMIN_TOKEN: adminToken,
+      MOAT_VERIFIER_UPSTREAM: `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`,
+      MOAT_VERIFIER_UPSTREAM_KEY: 'k',
+      MOAT_VERIFIER_UPSTREAM_CONNECTIONS: '1',
+      MOAT_VERIFIER_UPSTREAM_QUEUE_TIMEOUT_MS: '5000',
+      MOAT_VERIFIER_UPSTREAM_STALL_MS: '300',
+    });
+    const post = (text: string, stream = false) =>
+      fetch(`${url}/v1/messages`, { method: 'POST', headers: { 'x-api-key': key, 'content-type': 'application/json' }, body: ask(text, { stream }) });
+    // One connection: a JSON call holds it and never gets its headers; a stream waits for it.
+    const json = post('stalls before its headers');
+    await until(() => hung.length === 1, 'the JSON call upstream');
+    const sse = post('stalls mid-stream', true);
+    // Quiet for the stall time with a request waiting: the JSON call is ended, the stream gets its connection, then goes quiet too.
+    const ended = await json;
+    expect(ended.status).toBe(504);
+    expect(((await ended.json()) as { error: { message: string } }).error.message).toMatch(/upstream stalled: nothing for \d+ ms while requests waited/);
+    await until(() => hung.length === 2, 'the stream upstream');
+    // The upstream is back: the next request takes the quiet stream's connection, and its client sees the stream end in an error.
+    hang = false;
+    expect((await post('after the upstream came back')).status).toBe(200);
+    const cut = await (await sse).text();
+    expect(cut).toContain('event: message_start');
+    expect(cut).toMatch(/event: error/);
+    expect(cut).not.toContain('message_stop');
+    expect((await post('and another')).status).toBe(200);
+    const records = await verifier.storage.queryRecords({ limit: 4 });
+    expect(records.map((r) => r.status).sort()).toEqual([200, 200, 502, 504]);
+    expect(records.find((r) => r.status === 502)?.reasons.join()).toMatch(/upstream stalled/);
+    const metrics = await (await fetch(`${url}/metrics`, { headers: { authorization: `Bearer ${adminToken}` } })).text();
+    expect(metrics).toMatch(/moat_verifier_upstream_calls_active 0\n/);
+    await verifier.close();
+  });
+});
+
 describe('a shutdown whose grace period runs out', { timeout: 60_000 }, () => {
   it('records the answers it cuts as its own cut (503 shutdown_cut), not as clients gone, before the store closes', async () => {
     const held: ServerResponse[] = [];

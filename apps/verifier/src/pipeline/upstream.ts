@@ -133,6 +133,8 @@ export interface UpstreamTimeouts {
   readonly bodyIdleMs: number;
   /** Waiting for a free connection when all are busy (default 10 s). */
   readonly queueMs?: number;
+  /** Quiet for this long while requests wait for its connection, a call is ended (default 120 s). */
+  readonly stallMs?: number;
 }
 
 /** How busy the upstream connections are. */
@@ -247,50 +249,60 @@ export interface UpstreamClient {
   close(): Promise<void>;
 }
 
+/** A held upstream connection: given back once, kept alive by every byte the upstream sends. */
+interface Slot {
+  /** Gives the connection back (once, whoever calls it). */
+  release(): void;
+  /** Says the upstream just sent something on it. */
+  touch(): void;
+  /** Aborts when the slot is taken back from a call that stalled while others waited. */
+  readonly signal: AbortSignal;
+}
+
+/** One call holding a connection: when its upstream last sent anything, and how to end it. */
+interface Holder {
+  last: number;
+  readonly controller: AbortController;
+}
+
 /**
- * At most `limit` holders at once; the rest wait in order, each for `waitMs` at most. A wait
- * that runs out is a `503 overloaded_error` (nothing was sent), so a pool held by calls that
- * hang never makes later requests wait for the hung ones' timeouts.
+ * At most `limit` upstream calls at once; the rest wait in order, each for `waitMs` at most,
+ * then get `503 overloaded_error` (nothing was sent). While some wait, a call whose upstream
+ * has sent nothing for `stallMs` — no headers yet, or a body gone quiet — is ended (`504`,
+ * an SSE error mid-stream) and its connection goes to the first in line: a pool held by
+ * calls that hang never keeps later requests out once the upstream answers again.
  */
 class ConnectionSlots {
   readonly #limit: number;
   readonly #waitMs: number;
+  readonly #stallMs: number;
   readonly #waiting: Array<{ grant: () => void }> = [];
-  #active = 0;
+  readonly #holders = new Set<Holder>();
+  #sweep: NodeJS.Timeout | undefined;
 
-  constructor(limit: number, waitMs: number) {
+  constructor(limit: number, waitMs: number, stallMs: number) {
     this.#limit = limit;
     this.#waitMs = waitMs;
+    this.#stallMs = stallMs;
   }
 
   get load(): UpstreamLoad {
-    return { active: this.#active, waiting: this.#waiting.length, limit: this.#limit };
+    return { active: this.#holders.size, waiting: this.#waiting.length, limit: this.#limit };
   }
 
   /**
-   * Waits for a slot; the function it resolves to gives it back (once, whatever calls it).
+   * Waits for a slot.
    *
    * @throws {ApiError} 503 when none came free in time; the signal's reason when it aborts first.
    */
-  acquire(signal?: AbortSignal): Promise<() => void> {
-    let released = false;
-    const release = () => {
-      if (released) return;
-      released = true;
-      this.#active--;
-      this.#waiting.shift()?.grant();
-    };
-    if (this.#active < this.#limit) {
-      this.#active++;
-      return Promise.resolve(release);
-    }
+  acquire(signal?: AbortSignal): Promise<Slot> {
+    if (this.#holders.size < this.#limit) return Promise.resolve(this.#hold());
     return new Promise((resolve, reject) => {
       const entry = {
         grant: () => {
           clearTimeout(timer);
           signal?.removeEventListener('abort', onAbort);
-          this.#active++;
-          resolve(release);
+          resolve(this.#hold());
         },
       };
       const leave = () => {
@@ -313,9 +325,77 @@ class ConnectionSlots {
       }, this.#waitMs);
       signal?.addEventListener('abort', onAbort, { once: true });
       this.#waiting.push(entry);
+      this.#takeBackStalled();
+      this.#sweep ??= setInterval(() => this.#takeBackStalled(), Math.max(50, Math.min(1_000, this.#stallMs / 4))).unref();
     });
   }
+
+  #hold(): Slot {
+    const holder: Holder = { last: performance.now(), controller: new AbortController() };
+    this.#holders.add(holder);
+    let released = false;
+    return {
+      release: () => {
+        if (released) return;
+        released = true;
+        this.#holders.delete(holder);
+        this.#waiting.shift()?.grant();
+        if (this.#waiting.length === 0 && this.#sweep !== undefined) {
+          clearInterval(this.#sweep);
+          this.#sweep = undefined;
+        }
+      },
+      touch: () => {
+        holder.last = performance.now();
+      },
+      signal: holder.controller.signal,
+    };
+  }
+
+  /** Ends, for each request waiting, the call whose upstream has been quiet longest, if for `stallMs` or more. */
+  #takeBackStalled(): void {
+    const now = performance.now();
+    const stalled = [...this.#holders]
+      .filter((h) => !h.controller.signal.aborted && now - h.last >= this.#stallMs)
+      .sort((a, b) => a.last - b.last)
+      .slice(0, this.#waiting.length);
+    for (const holder of stalled)
+      holder.controller.abort(
+        new ApiError(
+          504,
+          'api_error',
+          `upstream stalled: nothing for ${Math.round(now - holder.last)} ms while requests waited for its connection`,
+        ),
+      );
+  }
+
+  close(): void {
+    if (this.#sweep !== undefined) clearInterval(this.#sweep);
+  }
 }
+
+/** Per request (its options object), what the activity interceptor tells. */
+const ACTIVITY = new WeakMap<object, () => void>();
+
+/** An undici interceptor that tells each request's slot when its upstream sends headers or body bytes. */
+const watchActivity: Dispatcher.DispatcherComposeInterceptor = (dispatch) => (opts, handler) => {
+  const touch = ACTIVITY.get(opts);
+  if (touch === undefined) return dispatch(opts, handler);
+  return dispatch(opts, {
+    onRequestStart: (...args) => handler.onRequestStart?.(...args),
+    onRequestUpgrade: (...args) => handler.onRequestUpgrade?.(...args),
+    onResponseStart: (...args) => {
+      touch();
+      return handler.onResponseStart?.(...args);
+    },
+    onResponseData: (...args) => {
+      touch();
+      return handler.onResponseData?.(...args);
+    },
+    onResponseEnd: (...args) => handler.onResponseEnd?.(...args),
+    onResponseError: (...args) => handler.onResponseError?.(...args),
+  });
+};
 
 /**
  * Stage 7: the upstream, an Anthropic-compatible API (the embedded mock or a real one) over a
@@ -329,15 +409,16 @@ export class Upstream implements UpstreamClient {
   readonly #origin: URL;
   readonly #key: string | undefined;
   readonly #agent: Agent;
+  readonly #dispatcher: Dispatcher;
   readonly #timeouts: UpstreamTimeouts;
   readonly #slots: ConnectionSlots;
 
-  /** `connections`: upstream calls in flight at once, at most (default 1,024); more wait up to `timeouts.queueMs`. */
-  constructor(baseUrl: string, key: string | undefined, timeouts: UpstreamTimeouts, connections = 1024) {
+  /** `connections`: upstream calls in flight at once, at most (default 4,096); more wait up to `timeouts.queueMs`. */
+  constructor(baseUrl: string, key: string | undefined, timeouts: UpstreamTimeouts, connections = 4096) {
     this.#origin = new URL(baseUrl);
     this.#key = key;
     this.#timeouts = timeouts;
-    this.#slots = new ConnectionSlots(connections, timeouts.queueMs ?? 10_000);
+    this.#slots = new ConnectionSlots(connections, timeouts.queueMs ?? 10_000, timeouts.stallMs ?? 120_000);
     this.#agent = new Agent({
       connect: { timeout: timeouts.connectMs },
       headersTimeout: timeouts.headersMs,
@@ -345,6 +426,7 @@ export class Upstream implements UpstreamClient {
       keepAliveTimeout: 30_000,
       connections,
     });
+    this.#dispatcher = this.#agent.compose(watchActivity);
   }
 
   load(): UpstreamLoad {
@@ -372,30 +454,34 @@ export class Upstream implements UpstreamClient {
     // Only a canonical path goes out: no dot segment can climb out of the base path.
     const { path, query } = canonicalTarget(request.path);
     // A connection is held from here until the answer's body is read or dropped.
-    const release = await this.#slots.acquire(request.signal);
+    const slot = await this.#slots.acquire(request.signal);
+    const options = {
+      origin: this.#origin.origin,
+      path: `${base}${path}${query}`,
+      method: request.method as Dispatcher.HttpMethod,
+      headers,
+      body: request.body ?? null,
+      signal: request.signal === undefined ? slot.signal : AbortSignal.any([request.signal, slot.signal]),
+    };
+    ACTIVITY.set(options, slot.touch);
     let response: Dispatcher.ResponseData;
     try {
-      response = await this.#agent.request({
-        origin: this.#origin.origin,
-        path: `${base}${path}${query}`,
-        method: request.method as Dispatcher.HttpMethod,
-        headers,
-        body: request.body ?? null,
-        signal: request.signal ?? null,
-      });
+      response = await this.#dispatcher.request(options);
     } catch (error) {
-      release();
+      slot.release();
       if (request.signal?.aborted === true) throw error;
+      if (slot.signal.aborted) throw slot.signal.reason;
       const code = (error as { code?: unknown }).code;
       if (typeof code === 'string' && TIMEOUTS.has(code))
         throw new ApiError(504, 'api_error', `upstream timed out (${code})`, { cause: error });
       throw new ApiError(502, 'api_error', `upstream unreachable (${typeof code === 'string' ? code : 'error'})`, { cause: error });
     }
-    response.body.once('close', release);
+    response.body.once('close', slot.release);
     return upstreamAnswer(response.statusCode, response.headers, response.body, request.raw === true);
   }
 
   close(): Promise<void> {
+    this.#slots.close();
     return this.#agent.close();
   }
 }
