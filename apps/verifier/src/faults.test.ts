@@ -471,7 +471,11 @@ describe('upstream calls that stall while others wait', { timeout: 60_000 }, () 
           }
           return;
         }
-        const answer = await request(`${mock.url}${req.url}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: Buffer.concat(chunks) });
+        const answer = await request(`${mock.url}${req.url}`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: Buffer.concat(chunks),
+        });
         res.writeHead(answer.statusCode, { 'content-type': String(answer.headers['content-type']) });
         res.end(Buffer.from(await answer.body.arrayBuffer()));
       });
@@ -491,7 +495,11 @@ describe('upstream calls that stall while others wait', { timeout: 60_000 }, () 
       MOAT_VERIFIER_UPSTREAM_STALL_MS: '300',
     });
     const post = (text: string, stream = false) =>
-      fetch(`${url}/v1/messages`, { method: 'POST', headers: { 'x-api-key': key, 'content-type': 'application/json' }, body: ask(text, { stream }) });
+      fetch(`${url}/v1/messages`, {
+        method: 'POST',
+        headers: { 'x-api-key': key, 'content-type': 'application/json' },
+        body: ask(text, { stream }),
+      });
     // One connection: a JSON call holds it and never gets its headers; a stream waits for it.
     const json = post('stalls before its headers');
     await until(() => hung.length === 1, 'the JSON call upstream');
@@ -499,7 +507,9 @@ describe('upstream calls that stall while others wait', { timeout: 60_000 }, () 
     // Quiet for the stall time with a request waiting: the JSON call is ended, the stream gets its connection, then goes quiet too.
     const ended = await json;
     expect(ended.status).toBe(504);
-    expect(((await ended.json()) as { error: { message: string } }).error.message).toMatch(/upstream stalled: nothing for \d+ ms while requests waited/);
+    expect(((await ended.json()) as { error: { message: string } }).error.message).toMatch(
+      /upstream stalled: nothing for \d+ ms while requests waited/,
+    );
     await until(() => hung.length === 2, 'the stream upstream');
     // The upstream is back: the next request takes the quiet stream's connection, and its client sees the stream end in an error.
     hang = false;
