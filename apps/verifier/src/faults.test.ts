@@ -529,15 +529,20 @@ describe('upstream calls that stall while others wait', { timeout: 60_000 }, () 
 });
 
 describe('a shutdown whose grace period runs out', { timeout: 60_000 }, () => {
-  it('records the answers it cuts as its own cut (503 shutdown_cut), not as clients gone, before the store closes', async () => {
+  it('tells the clients it cuts (a 503, an SSE error mid-stream) and records them as its own cut (503 shutdown_cut), before the store closes', async () => {
     const held: ServerResponse[] = [];
     const upstream: Server = createServer((req, res) => {
-      req.resume();
-      res.writeHead(200, { 'content-type': 'text/event-stream' });
-      res.write(
-        'event: message_start\ndata: {"type":"message_start","message":{"id":"m","type":"message","role":"assistant","model":"claude-mock","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":1,"output_tokens":1}}}\n\n',
-      );
-      held.push(res); // never ends
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        held.push(res); // never ends
+        // A JSON answer that never starts; a stream that starts and never ends.
+        if (!Buffer.concat(chunks).toString().includes('"stream":true')) return;
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        res.write(
+          'event: message_start\ndata: {"type":"message_start","message":{"id":"m","type":"message","role":"assistant","model":"claude-mock","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":1,"output_tokens":1}}}\n\n',
+        );
+      });
     });
     await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
     cleanups.push(() => {
@@ -560,11 +565,25 @@ describe('a shutdown whose grace period runs out', { timeout: 60_000 }, () => {
         }),
       ),
     );
-    const ids = streams.map((r) => r.headers.get('moat-request-id'));
-    await until(() => held.length === 2, 'both streams upstream');
+    const json = fetch(`${url}/v1/messages`, {
+      method: 'POST',
+      headers: { 'x-api-key': key, 'content-type': 'application/json' },
+      body: ask('cut before its headers'),
+    });
+    await until(() => held.length === 3, 'all three upstream');
     const bodies = streams.map((r) => r.text().catch(() => 'cut'));
     await verifier.close();
-    await Promise.all(bodies);
+    // The streams end in an error event; the JSON request gets a 503 it can retry.
+    for (const body of await Promise.all(bodies)) {
+      expect(body).toContain('event: message_start');
+      expect(body).toMatch(
+        /event: error\ndata: \{"type":"error","error":\{"type":"overloaded_error","message":"the verifier shut down before the answer ended"\}\}/,
+      );
+    }
+    const refused = await json;
+    expect(refused.status).toBe(503);
+    expect(refused.headers.get('retry-after')).toBe('1');
+    const ids = [...streams.map((r) => r.headers.get('moat-request-id')), refused.headers.get('moat-request-id')];
     const db = new Database(database, { readonly: true });
     try {
       const rows = db.prepare('SELECT id, status, reasons FROM records WHERE status IS NOT 200').all() as Array<{

@@ -49,10 +49,22 @@ export function inConnectionOrder(req: IncomingMessage, res: ServerResponse, han
 // Answers the verifier itself cuts: a shutdown whose grace period ran out.
 const cutAtShutdown = new WeakSet<ServerResponse>();
 const SHUTDOWN_CUT = Symbol('shutdown cut');
+// Each answer's abort, so a shutdown can end its handler while its connection is still open.
+const aborts = new WeakMap<ServerResponse, () => void>();
 
-/** Marks an answer in flight as cut by the shutdown (before its connection is closed), so its record says so. */
+/**
+ * Cuts an answer in flight at shutdown: its handler is aborted now, with a reason
+ * {@link endedBy} tells apart, while its connection is still open — so its client gets a `503`
+ * with `retry-after` (or an SSE `error` event mid-stream) and its record says `shutdown_cut`.
+ */
 export function markCutAtShutdown(res: ServerResponse): void {
   cutAtShutdown.add(res);
+  aborts.get(res)?.();
+}
+
+/** Whether an answer was aborted by the shutdown (its client is still there to be told). */
+export function cutByShutdown(signal: AbortSignal): boolean {
+  return signal.reason === SHUTDOWN_CUT;
 }
 
 /**
@@ -74,6 +86,7 @@ export function endedBy(signal: AbortSignal): { readonly status: number; readonl
 export function abortWhenClientGone(res: ServerResponse): AbortController {
   const abort = new AbortController();
   const gone = () => abort.abort(cutAtShutdown.has(res) ? SHUTDOWN_CUT : undefined);
+  aborts.set(res, gone);
   if (res.destroyed && !res.writableFinished) gone();
   else
     res.on('close', () => {

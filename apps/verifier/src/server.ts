@@ -311,6 +311,8 @@ function createHttpServer(
 
 // How long shutdown waits, at most, for the requests it cut to write their records.
 const SETTLE_MS = 5_000;
+// How long shutdown waits, at most, for the requests it cut to tell their clients, before it closes their connections.
+const TELL_MS = 1_000;
 
 /** Stops accepting, lets answers in flight finish (up to the grace period), then closes what the verifier opened. */
 async function shutDown(
@@ -327,8 +329,11 @@ async function shutDown(
   const deadline = Date.now() + services.config.shutdownGraceMs;
   while (inflight.size > 0 && Date.now() < deadline) await setTimeout(25);
   clearInterval(idle);
-  // What is still in flight is cut by the verifier, not by its client: the records say so.
+  // What is still in flight is cut by the verifier, not by its client: each handler is ended
+  // while its connection is open, so its client gets a 503 (an SSE error mid-stream), and its
+  // record says so; then the connections close.
   for (const res of inflight) markCutAtShutdown(res);
+  await Promise.race([handle.settled(), setTimeout(TELL_MS, undefined, { ref: false })]);
   server.closeAllConnections();
   await closed;
   // The requests just cut write their records before the store closes (bounded: a store that hangs must not hold the exit).

@@ -23,7 +23,7 @@ import { authenticate } from '../auth.js';
 import { ApiError, unavailable } from '../errors.js';
 import { assertOwnFiles, mayNameFiles } from '../file-owners.js';
 import type { PolicyAttributes } from '../flags.js';
-import { abortWhenClientGone, endedBy, readBody, sendError, sendJson, writeEvent } from '../http.js';
+import { abortWhenClientGone, cutByShutdown, endedBy, readBody, sendError, sendJson, writeEvent } from '../http.js';
 import { labelValue } from '../metrics.js';
 import { recordedSignalsOf, SIGNALS } from '../signals.js';
 import { StoreUnavailableError } from '../store-boundary.js';
@@ -252,6 +252,9 @@ export async function fail(
       ended.status,
       ended.status === CLIENT_CLOSED ? 'api_error' : 'overloaded_error',
       ended.detail,
+      {
+        ...(ended.status === CLIENT_CLOSED ? {} : { retryAfterSec: 1 }),
+      },
     );
   } else if (error instanceof ApiError) apiError = error;
   else if (error instanceof RecordStoreError || error instanceof StoreUnavailableError) {
@@ -273,7 +276,8 @@ export async function fail(
       apiError = unavailable('the record store');
     }
   }
-  if (signal.aborted || res.destroyed) return;
+  // A client gone hears nothing; one whose answer the shutdown cut is told, while its connection is open.
+  if (res.destroyed || (signal.aborted && !cutByShutdown(signal))) return;
   if (!res.headersSent) sendError(res, apiError);
   else if (!res.writableEnded) {
     writeEvent(res, {

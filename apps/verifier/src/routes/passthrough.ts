@@ -1,7 +1,7 @@
 import { pipeline } from 'node:stream/promises';
 import { authenticate } from '../auth.js';
 import { ApiError, unavailable } from '../errors.js';
-import { abortWhenClientGone, endedBy, sendError } from '../http.js';
+import { abortWhenClientGone, cutByShutdown, endedBy, sendError } from '../http.js';
 import { newRequestId, RecordStoreError, RequestLedger } from '../pipeline/record.js';
 import { discardBody, type UpstreamResponse } from '../pipeline/upstream.js';
 import type { RouteHandler } from '../router.js';
@@ -40,6 +40,9 @@ export const handlePassthrough: RouteHandler = async ({ req, res, services, targ
       const ended = endedBy(abort.signal);
       ledger.reason(ended.reason);
       await ledger.finish(ended.status).catch(() => {});
+      // Cut by the shutdown, its client is still there: told to retry.
+      if (cutByShutdown(abort.signal) && !res.headersSent && !res.destroyed)
+        sendError(res, unavailable('the verifier (shutting down)'));
       return;
     }
     const apiError =
