@@ -337,9 +337,7 @@ describe('the upstream fails', { timeout: 60_000 }, () => {
       req.resume();
       if (mode === 'silent') return; // never answers
       res.writeHead(200, { 'content-type': 'text/event-stream' });
-      res.write(
-        'event: message_start\ndata: {"type":"message_start","message":{"id":"m","type":"message","role":"assistant","model":"claude-mock","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":1,"output_tokens":1}}}\n\n',
-      );
+      res.write(MESSAGE_START);
       setTimeout(() => res.socket?.destroy(), 50);
     });
     await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
@@ -378,38 +376,61 @@ describe('the upstream fails', { timeout: 60_000 }, () => {
   });
 });
 
+/**
+ * An upstream that hangs while `hang` is set — a JSON call never gets its headers, a stream
+ * gets its first event and then nothing — and otherwise answers as the mock model does.
+ */
+async function hangingUpstream(): Promise<{ url: string; hung: ServerResponse[]; set(hang: boolean): void }> {
+  const mock = await startMockUpstream();
+  cleanups.push(() => mock.close());
+  let hang = true;
+  const hung: ServerResponse[] = [];
+  const upstream: Server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', async () => {
+      if (hang) {
+        hung.push(res);
+        if (Buffer.concat(chunks).toString().includes('"stream":true')) {
+          res.writeHead(200, { 'content-type': 'text/event-stream' });
+          res.write(MESSAGE_START);
+        }
+        return;
+      }
+      const answer = await request(`${mock.url}${req.url}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: Buffer.concat(chunks),
+      });
+      res.writeHead(answer.statusCode, { 'content-type': String(answer.headers['content-type']) });
+      res.end(Buffer.from(await answer.body.arrayBuffer()));
+    });
+  });
+  await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
+  cleanups.push(() => {
+    upstream.closeAllConnections();
+    upstream.close();
+  });
+  return {
+    url: `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`,
+    hung,
+    set: (value) => {
+      hang = value;
+    },
+  };
+}
+
+/** The first event of a Messages stream, as an upstream sends it. */
+const MESSAGE_START =
+  'event: message_start\ndata: {"type":"message_start","message":{"id":"m","type":"message","role":"assistant","model":"claude-mock","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":1,"output_tokens":1}}}\n\n';
+
 describe('upstream calls that hang', { timeout: 60_000 }, () => {
   it('hold at most upstreamConnections: later requests wait a bounded time for one, get 503, /readyz says why; a cut one comes back', async () => {
-    const hung: ServerResponse[] = [];
-    const mock = await startMockUpstream();
-    cleanups.push(() => mock.close());
-    let hang = true;
-    const upstream: Server = createServer((req, res) => {
-      const chunks: Buffer[] = [];
-      req.on('data', (c: Buffer) => chunks.push(c));
-      req.on('end', async () => {
-        if (hang) {
-          hung.push(res);
-          return;
-        }
-        const answer = await request(`${mock.url}${req.url}`, {
-          method: 'POST',
-          headers: { 'content-type': 'application/json' },
-          body: Buffer.concat(chunks),
-        });
-        res.writeHead(answer.statusCode, { 'content-type': String(answer.headers['content-type']) });
-        res.end(Buffer.from(await answer.body.arrayBuffer()));
-      });
-    });
-    await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
-    cleanups.push(() => {
-      upstream.closeAllConnections();
-      upstream.close();
-    });
+    const { url: upstreamUrl, hung, set } = await hangingUpstream();
     const adminToken = randomBytes(16).toString('hex');
     const { verifier, url, key } = await started({
       MOAT_VERIFIER_ADMIN_TOKEN: adminToken,
-      MOAT_VERIFIER_UPSTREAM: `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`,
+      MOAT_VERIFIER_UPSTREAM: upstreamUrl,
       MOAT_VERIFIER_UPSTREAM_KEY: 'k',
       MOAT_VERIFIER_UPSTREAM_CONNECTIONS: '2',
       MOAT_VERIFIER_UPSTREAM_QUEUE_TIMEOUT_MS: '400',
@@ -432,7 +453,7 @@ describe('upstream calls that hang', { timeout: 60_000 }, () => {
       message: expect.stringMatching(/all 2 upstream connections busy/),
     });
     // The upstream comes back and drops the calls it held: their connections are free again.
-    hang = false;
+    set(false);
     for (const res of hung) res.socket?.destroy();
     expect((await Promise.all(held)).map((r) => r.status)).toEqual([502, 502]);
     const answers = await Promise.all([post('after 1'), post('after 2'), post('after 3')]);
@@ -452,43 +473,11 @@ describe('upstream calls that hang', { timeout: 60_000 }, () => {
 
 describe('upstream calls that stall while others wait', { timeout: 60_000 }, () => {
   it('are ended (504, an SSE error mid-stream) so waiting requests get their connections, and traffic flows again as soon as the upstream does', async () => {
-    const mock = await startMockUpstream();
-    cleanups.push(() => mock.close());
-    let hang = true;
-    const hung: ServerResponse[] = [];
-    const upstream: Server = createServer((req, res) => {
-      const chunks: Buffer[] = [];
-      req.on('data', (c: Buffer) => chunks.push(c));
-      req.on('end', async () => {
-        if (hang) {
-          hung.push(res);
-          // A stream that starts, then goes quiet; a JSON answer that never starts.
-          if (Buffer.concat(chunks).toString().includes('"stream":true')) {
-            res.writeHead(200, { 'content-type': 'text/event-stream' });
-            res.write(
-              'event: message_start\ndata: {"type":"message_start","message":{"id":"m","type":"message","role":"assistant","model":"claude-mock","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":1,"output_tokens":1}}}\n\n',
-            );
-          }
-          return;
-        }
-        const answer = await request(`${mock.url}${req.url}`, {
-          method: 'POST',
-          headers: { 'content-type': 'application/json' },
-          body: Buffer.concat(chunks),
-        });
-        res.writeHead(answer.statusCode, { 'content-type': String(answer.headers['content-type']) });
-        res.end(Buffer.from(await answer.body.arrayBuffer()));
-      });
-    });
-    await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
-    cleanups.push(() => {
-      upstream.closeAllConnections();
-      upstream.close();
-    });
+    const { url: upstreamUrl, hung, set } = await hangingUpstream();
     const adminToken = randomBytes(16).toString('hex');
     const { verifier, url, key } = await started({
       MOAT_VERIFIER_ADMIN_TOKEN: adminToken,
-      MOAT_VERIFIER_UPSTREAM: `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`,
+      MOAT_VERIFIER_UPSTREAM: upstreamUrl,
       MOAT_VERIFIER_UPSTREAM_KEY: 'k',
       MOAT_VERIFIER_UPSTREAM_CONNECTIONS: '1',
       MOAT_VERIFIER_UPSTREAM_QUEUE_TIMEOUT_MS: '5000',
@@ -512,7 +501,7 @@ describe('upstream calls that stall while others wait', { timeout: 60_000 }, () 
     );
     await until(() => hung.length === 2, 'the stream upstream');
     // The upstream is back: the next request takes the quiet stream's connection, and its client sees the stream end in an error.
-    hang = false;
+    set(false);
     expect((await post('after the upstream came back')).status).toBe(200);
     const cut = await (await sse).text();
     expect(cut).toContain('event: message_start');
@@ -539,9 +528,7 @@ describe('a shutdown whose grace period runs out', { timeout: 60_000 }, () => {
         // A JSON answer that never starts; a stream that starts and never ends.
         if (!Buffer.concat(chunks).toString().includes('"stream":true')) return;
         res.writeHead(200, { 'content-type': 'text/event-stream' });
-        res.write(
-          'event: message_start\ndata: {"type":"message_start","message":{"id":"m","type":"message","role":"assistant","model":"claude-mock","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":1,"output_tokens":1}}}\n\n',
-        );
+        res.write(MESSAGE_START);
       });
     });
     await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));

@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { devEnvironment, loadConfig } from './config.js';
 import { MAX_ANSWER_BYTES } from './pipeline/upstream.js';
 import { createVerifier, type Verifier } from './server.js';
+import { upstreamCallsLeft } from './services.test-util.js';
 
 interface Answer {
   readonly status?: number;
@@ -264,16 +265,9 @@ describe('a JSON answer goes out as the message the verifier read', () => {
 
 describe('after every hostile answer', () => {
   it('every upstream call gave its connection back', async () => {
-    const calls = async () =>
-      (
-        await (await fetch(`${base}/metrics`, { headers: { authorization: `Bearer ${environment.MOAT_VERIFIER_ADMIN_TOKEN}` } })).text()
-      ).match(/^moat_verifier_upstream_calls_(active|waiting) (\d+)$/gm);
-    for (
-      let i = 0;
-      i < 100 && (await calls())?.join() !== 'moat_verifier_upstream_calls_active 0,moat_verifier_upstream_calls_waiting 0';
-      i++
-    )
-      await new Promise((r) => setTimeout(r, 20));
-    expect(await calls()).toEqual(['moat_verifier_upstream_calls_active 0', 'moat_verifier_upstream_calls_waiting 0']);
+    expect(await upstreamCallsLeft(base, environment.MOAT_VERIFIER_ADMIN_TOKEN as string)).toEqual([
+      'moat_verifier_upstream_calls_active 0',
+      'moat_verifier_upstream_calls_waiting 0',
+    ]);
   });
 });

@@ -88,3 +88,20 @@ export async function ownPostgres(): Promise<{ url: string; stop(): void; start(
   });
   return { url: `postgres://moat@127.0.0.1:${port}/postgres`, stop, start };
 }
+
+/**
+ * The verifier's upstream calls in use and waited for, read from its `/metrics` once both are 0
+ * (or after 2 s): every call gave its connection back, whatever ended it.
+ */
+export async function upstreamCallsLeft(base: string, adminToken: string): Promise<string[]> {
+  const calls = async () =>
+    (await (await fetch(`${base}/metrics`, { headers: { authorization: `Bearer ${adminToken}` } })).text()).match(
+      /^moat_verifier_upstream_calls_(active|waiting) (\d+)$/gm,
+    ) ?? [];
+  await until(
+    async () => (await calls()).join() === 'moat_verifier_upstream_calls_active 0,moat_verifier_upstream_calls_waiting 0',
+    'upstream calls to end',
+    2_000,
+  ).catch(() => undefined);
+  return calls();
+}

@@ -13,6 +13,7 @@ import { devEnvironment, loadConfig, type VerifierConfig } from './config.js';
 import { mockMessages } from './mock-upstream.js';
 import { postRaw } from './raw-request.test-util.js';
 import { createVerifier, type Verifier } from './server.js';
+import { upstreamCallsLeft } from './services.test-util.js';
 import { streamed } from './streamed.test-util.js';
 
 const SALT = 'verifier-test-salt';
@@ -689,16 +690,9 @@ describe('storage and configuration', () => {
 
 describe('after every request above', () => {
   it('every upstream call gave its connection back', async () => {
-    const calls = async () =>
-      (await (await fetch(`${base}/metrics`, { headers: { authorization: `Bearer ${ADMIN}` } })).text()).match(
-        /^moat_verifier_upstream_calls_(active|waiting) (\d+)$/gm,
-      );
-    for (
-      let i = 0;
-      i < 100 && (await calls())?.join() !== 'moat_verifier_upstream_calls_active 0,moat_verifier_upstream_calls_waiting 0';
-      i++
-    )
-      await new Promise((r) => setTimeout(r, 20));
-    expect(await calls()).toEqual(['moat_verifier_upstream_calls_active 0', 'moat_verifier_upstream_calls_waiting 0']);
+    expect(await upstreamCallsLeft(base, ADMIN)).toEqual([
+      'moat_verifier_upstream_calls_active 0',
+      'moat_verifier_upstream_calls_waiting 0',
+    ]);
   });
 });
