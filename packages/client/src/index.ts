@@ -125,9 +125,9 @@ const BATCHES_PATH = /\/v1\/messages\/batches$/;
  */
 function routedPath(pathname: string): string {
   return pathname
-    .replace(/%([0-9A-Fa-f]{2})/g, (escape, hex: string) => {
+    .replace(/%([0-9A-Fa-f]{2})/g, (encoded, hex: string) => {
       const c = String.fromCharCode(Number.parseInt(hex, 16));
-      return /^[A-Za-z0-9\-._~]$/.test(c) ? c : escape;
+      return /^[A-Za-z0-9\-._~]$/.test(c) ? c : encoded;
     })
     .replace(/\/{2,}/g, '/')
     .toLowerCase();

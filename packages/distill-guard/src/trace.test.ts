@@ -61,7 +61,7 @@ function foldedTokens(text: string): string[] {
  * reads once more. An accented letter alone is no disguise.
  */
 function plainOf(text: string): string | undefined {
-  return /[\u200b\uff3f]/.test(text) ? text.normalize('NFKD').replace(/[\p{M}\p{Cf}\ufe00-\ufe0f]/gu, '') : undefined;
+  return /[\u200b\uff3f]/.test(text) ? text.normalize('NFKD').replace(/\p{M}|\p{Cf}|[\ufe00-\ufe0f]/gu, '') : undefined;
 }
 
 /** What `trace` must find: the exact tokens and the respelled ones, in the text and in it undisguised. */
@@ -170,7 +170,7 @@ describe('CanaryIndex.trace', () => {
     expect(confidence(camel(one?.tool.name as string))).toBeCloseTo(0.6);
     expect(confidence(one?.tool.name as string)).toBeCloseTo(0.75);
     expect(confidence(`${camel(one?.tool.name as string)} ${camel(two?.tool.name as string)}`)).toBeCloseTo(1 - 0.4 * 0.4);
-    expect(confidence((one?.canary as string).toUpperCase())).toBeCloseTo(0.95);
+    expect(confidence(String(one?.canary).toUpperCase())).toBeCloseTo(0.95);
     expect(index.trace(camel(one?.tool.name as string), 0)[0]?.evidence[0]).toMatchObject({ kind: 'name', exact: false });
   });
 

@@ -142,7 +142,7 @@ function joinedWordAt(text: string, from: number): number {
  * without any is read as it is; one with some is read once more, {@link undisguised}.
  */
 const DISGUISE =
-  /[\u00ad\u0300-\u036f\u0370-\u052f\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufe00-\ufe0f\ufeff\uff00-\uffef]|\ud835[\udc00-\udfff]|\udb40[\udc00-\udc7f]/;
+  /[\u00ad\u0370-\u052f\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff\uff00-\uffef]|[\u0300-\u036f]|[\ufe00-\ufe0f]|\ud835[\udc00-\udfff]|\udb40[\udc00-\udc7f]/;
 
 /** Greek and Cyrillic letters drawn like Latin ones, as the Latin letter. */
 const LOOKALIKES: Readonly<Record<string, string>> = Object.fromEntries(
@@ -162,7 +162,7 @@ const LOOKALIKES: Readonly<Record<string, string>> = Object.fromEntries(
 function undisguised(text: string): string {
   return text
     .normalize('NFKD')
-    .replace(/[\p{M}\p{Cf}\ufe00-\ufe0f]/gu, '')
+    .replace(/\p{M}|\p{Cf}|[\ufe00-\ufe0f]/gu, '')
     .replace(/[\u0370-\u052f]/g, (c) => LOOKALIKES[c] ?? c);
 }
 
