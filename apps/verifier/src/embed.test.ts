@@ -6,7 +6,10 @@
  * the model, bad options refused with a typed error.
  */
 import { randomBytes } from 'node:crypto';
+import { mkdtempSync } from 'node:fs';
 import { createServer, request, type Server } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import Anthropic from '@anthropic-ai/sdk';
 import { serve } from '@hono/node-server';
 import { createAttestedFetch } from '@moat/attest/client';
@@ -14,6 +17,7 @@ import { tagFingerprint } from '@moat/fingerprint/client';
 import { devKeyFile } from '@moat/native/dev-key';
 import { runReadmeExampleAsync } from '@moat/test-kit/readme-example';
 import { urlOf } from '@moat/test-kit/servers';
+import Database from 'better-sqlite3';
 import { Hono } from 'hono';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { configFromSettings } from './config.js';
@@ -294,6 +298,53 @@ describe('createMoatHandler: what it serves', () => {
       expect(res.id, path).toMatch(/^req_/);
       expect((await moat.storage.summary()).total, path).toBe(before + 1);
       expect((await last())?.id).toBe(res.id);
+    }
+  });
+
+  it('close cuts what still runs after the grace period: its client gets a 503 and its record says shutdown_cut', async () => {
+    const database = join(mkdtempSync(join(tmpdir(), 'moat-embed-cut-')), 'verifier.db');
+    let called: (value: unknown) => void = () => {};
+    const reached = new Promise((resolve) => {
+      called = resolve;
+    });
+    const hanging = await createMoatHandler({
+      settings: { ...settings(), database, shutdownGraceMs: 100 },
+      logLevel: 'silent',
+      upstream: (request) =>
+        new Promise((_, reject) => {
+          called(true);
+          request.signal.addEventListener('abort', () => reject(request.signal.reason));
+        }),
+    });
+    const key = (await hanging.storage.createApiKey('cut')).key;
+    const answer = hanging.fetch(
+      new Request('http://api.example/v1/messages', {
+        method: 'POST',
+        headers: { 'x-api-key': key, 'content-type': 'application/json' },
+        body: JSON.stringify({
+          model: 'claude-mock',
+          max_tokens: 8,
+          messages: [{ role: 'user', content: 'never answered' }],
+        }),
+      }),
+    );
+    await reached;
+    await hanging.close();
+    const res = await answer;
+    expect(res.status).toBe(503);
+    expect(res.headers.get('retry-after')).toBe('1');
+    const db = new Database(database, { readonly: true });
+    try {
+      const record = db
+        .prepare('SELECT status, reasons FROM records WHERE id = ?')
+        .get(res.headers.get('moat-request-id')) as {
+        status: number;
+        reasons: string;
+      };
+      expect(record.status).toBe(503);
+      expect(record.reasons).toContain('shutdown_cut');
+    } finally {
+      db.close();
     }
   });
 

@@ -5,14 +5,16 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { setTimeout } from 'node:timers/promises';
 import { type Logger, pino } from 'pino';
 import { configFromSettings, type SettingName } from './config.js';
 import { VerifierConfigError } from './errors.js';
+import { markCutAtShutdown } from './http.js';
 import { jsonKind } from './json-body.js';
 import type { UpstreamFunction } from './pipeline/upstream-function.js';
 import type { RouteRow } from './router.js';
 import { routeTable } from './routes/table.js';
-import { closeServices, createRequestHandler, createServices, startPeriodicWork } from './server.js';
+import { closeServices, createRequestHandler, createServices, SETTLE_MS, startPeriodicWork } from './server.js';
 import type { Storage } from './storage.js';
 import { runForWeb } from './web-adapter.js';
 
@@ -31,6 +33,9 @@ export const SERVER_ONLY_SETTINGS: readonly SettingName[] = [
   'upstreamConnectTimeoutMs',
   'upstreamHeadersTimeoutMs',
   'upstreamIdleTimeoutMs',
+  'upstreamConnections',
+  'upstreamQueueTimeoutMs',
+  'upstreamStallMs',
   'adminToken',
   'metricsToken',
 ];
@@ -157,14 +162,11 @@ export async function createMoatHandler(options: MoatHandlerOptions): Promise<Mo
   await startPeriodicWork(services);
   let closing = false;
   let closed: Promise<void> | undefined;
-  let inflight = 0;
+  const inflight = new Set<ServerResponse>();
   const handle = createRequestHandler(services, embeddedRoutes(config.passthroughRoutes), () => closing);
-  const done = () => {
-    inflight--;
-  };
   const node = (req: IncomingMessage, res: ServerResponse): void => {
-    inflight++;
-    res.once('close', done);
+    inflight.add(res);
+    res.once('close', () => inflight.delete(res));
     handle(req, res);
   };
   const addressOf = options.remoteAddress;
@@ -180,7 +182,10 @@ export async function createMoatHandler(options: MoatHandlerOptions): Promise<Mo
       (closed ??= (async () => {
         closing = true;
         const deadline = Date.now() + config.shutdownGraceMs;
-        while (inflight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 25));
+        while (inflight.size > 0 && Date.now() < deadline) await setTimeout(25);
+        // What still runs is cut, as the server cuts it: its client told (503, an SSE error), its record written before the store closes.
+        for (const res of inflight) markCutAtShutdown(res);
+        await Promise.race([handle.settled(), setTimeout(SETTLE_MS, undefined, { ref: false })]);
         await closeServices(services);
       })()),
   };

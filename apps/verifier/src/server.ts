@@ -309,8 +309,8 @@ function createHttpServer(
   return { server, inflight, handle };
 }
 
-// How long shutdown waits, at most, for the requests it cut to write their records.
-const SETTLE_MS = 5_000;
+/** How long shutdown waits, at most, for the requests it cut to write their records. */
+export const SETTLE_MS = 5_000;
 // How long shutdown waits, at most, for the requests it cut to tell their clients, before it closes their connections.
 const TELL_MS = 1_000;
 
