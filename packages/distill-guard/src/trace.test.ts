@@ -156,6 +156,11 @@ describe('CanaryIndex.trace', () => {
       [...name].join('\u00ad'),
       `\u202e${name}\u202c`,
       [...name].join('\ufe0f'),
+      encodeURIComponent(name).replaceAll('_', '%5F'),
+      [...name].map((c) => `%${c.charCodeAt(0).toString(16)}`).join(''),
+      name.replaceAll('_', '&#95;'),
+      name.replaceAll('_', '&#x5F;'),
+      name.replaceAll('_', '&lowbar;'),
     ])
       expect(tracedTokens(text), JSON.stringify(text)).toEqual([name]);
     expect(index.trace(fullwidth, 0)[0]?.evidence[0]).toMatchObject({ token: name, exact: false });

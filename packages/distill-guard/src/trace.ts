@@ -136,13 +136,28 @@ function joinedWordAt(text: string, from: number): number {
 }
 
 /**
- * Characters that disguise ASCII: combining marks, invisible format characters (zero-width,
+ * What disguises ASCII: combining marks, invisible format characters (zero-width,
  * bidirectional controls, word joiners, tags, BOM), variation selectors, fullwidth and
- * mathematical letters, and the Greek and Cyrillic letters that look like Latin ones. A text
- * without any is read as it is; one with some is read once more, {@link undisguised}.
+ * mathematical letters, the Greek and Cyrillic letters that look like Latin ones, and the
+ * escapes of URLs (`%5F`) and HTML (`&#95;`, `&lowbar;`). A text without any is read as it
+ * is; one with some is read once more, {@link undisguised}.
  */
 const DISGUISE =
-  /[\u00ad\u0370-\u052f\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff\uff00-\uffef]|[\u0300-\u036f]|[\ufe00-\ufe0f]|\ud835[\udc00-\udfff]|\udb40[\udc00-\udc7f]/;
+  /[\u00ad\u0370-\u052f\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff\uff00-\uffef]|[\u0300-\u036f]|[\ufe00-\ufe0f]|\ud835[\udc00-\udfff]|\udb40[\udc00-\udc7f]|%[0-7][0-9A-Fa-f]|&#?[0-9A-Za-z]{2,8};/;
+
+/** HTML's named escapes of the characters a decoy is written with. */
+const HTML_NAMED: Readonly<Record<string, string>> = { lowbar: '_', UnderBar: '_', hyphen: '-', dash: '-', period: '.', nbsp: ' ' };
+
+/** URL and HTML escapes of ASCII characters, decoded; any other left as it is. */
+function unescaped(text: string): string {
+  return text
+    .replace(/%([0-7][0-9A-Fa-f])/g, (_, hex: string) => String.fromCharCode(Number.parseInt(hex, 16)))
+    .replace(/&#(?:[xX]([0-9A-Fa-f]{1,6})|([0-9]{1,7}));|&([A-Za-z]{2,8});/g, (escaped, hex?: string, dec?: string, name?: string) => {
+      if (name !== undefined) return HTML_NAMED[name] ?? escaped;
+      const code = hex !== undefined ? Number.parseInt(hex, 16) : Number(dec);
+      return code < 0x80 ? String.fromCharCode(code) : escaped;
+    });
+}
 
 /** Greek and Cyrillic letters drawn like Latin ones, as the Latin letter. */
 const LOOKALIKES: Readonly<Record<string, string>> = Object.fromEntries(
@@ -155,12 +170,12 @@ const LOOKALIKES: Readonly<Record<string, string>> = Object.fromEntries(
 );
 
 /**
- * `text` with its disguises taken off: compatibility forms as their ASCII letters (NFKD:
- * fullwidth, mathematical), combining marks and invisible format characters removed,
- * look-alike Greek and Cyrillic letters as Latin ones.
+ * `text` with its disguises taken off: URL and HTML escapes of ASCII decoded, compatibility
+ * forms as their ASCII letters (NFKD: fullwidth, mathematical), combining marks and invisible
+ * format characters removed, look-alike Greek and Cyrillic letters as Latin ones.
  */
 function undisguised(text: string): string {
-  return text
+  return unescaped(text)
     .normalize('NFKD')
     .replace(/\p{M}|\p{Cf}|[\ufe00-\ufe0f]/gu, '')
     .replace(/[\u0370-\u052f]/g, (c) => LOOKALIKES[c] ?? c);
