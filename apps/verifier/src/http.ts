@@ -72,7 +72,7 @@ export function cutByShutdown(signal: AbortSignal): boolean {
  * client_disconnected`), or the verifier cut it at shutdown (`503 shutdown_cut`).
  */
 export function endedBy(signal: AbortSignal): { readonly status: number; readonly reason: string; readonly detail: string } {
-  return signal.reason === SHUTDOWN_CUT
+  return cutByShutdown(signal)
     ? { status: 503, reason: 'shutdown_cut', detail: 'the verifier shut down before the answer ended' }
     : { status: 499, reason: 'client_disconnected', detail: 'client closed the connection' };
 }

@@ -32,6 +32,10 @@ function fakeEndpoint(features = ['telemetry']) {
   return { fetch, sent, telemetry };
 }
 
+/** A client with every layer but the stamp, over `fetch`. */
+const taggingFetch = (fetch: typeof globalThis.fetch, clientVersion: string) =>
+  createMoatFetch({ salt: 's', clientVersion, fetch, layers: (d) => d.filter((l) => l.name !== 'attest') });
+
 const messages = (f: typeof fetch) =>
   f(`${origin}/v1/messages`, {
     method: 'POST',
@@ -121,7 +125,7 @@ describe('composition', () => {
       if (!String(input instanceof Request ? input.url : input).endsWith('/v1/moat')) signals.push(init.signal);
       return endpoint.fetch(input, init);
     }) as typeof globalThis.fetch;
-    const f = createMoatFetch({ salt: 's', clientVersion: '1', fetch: base, layers: (d) => d.filter((l) => l.name !== 'attest') });
+    const f = taggingFetch(base, '1');
     const controller = new AbortController();
     const body = JSON.stringify({ model: 'm', max_tokens: 8, messages: [{ role: 'user', content: 'Hello there, world' }] });
     const request = new Request(`${origin}/v1/messages`, {
@@ -139,12 +143,7 @@ describe('composition', () => {
 
   it('tags a Messages body the app sent as bytes (Uint8Array, ArrayBuffer, Blob) as it tags a string', async () => {
     const endpoint = fakeEndpoint(['fingerprint']);
-    const f = createMoatFetch({
-      salt: 's',
-      clientVersion: '1.2.3',
-      fetch: endpoint.fetch,
-      layers: (d) => d.filter((l) => l.name !== 'attest'),
-    });
+    const f = taggingFetch(endpoint.fetch, '1.2.3');
     const text = JSON.stringify({ model: 'm', max_tokens: 8, messages: [{ role: 'user', content: 'Hello there, world' }] });
     const bytes = new TextEncoder().encode(text);
     for (const body of [bytes, bytes.buffer.slice(0), new Blob([bytes], { type: 'application/json' })])
@@ -159,12 +158,7 @@ describe('composition', () => {
 
   it('tags a Messages request at every path a verifier routes as Messages, and nothing else', async () => {
     const endpoint = fakeEndpoint(['fingerprint']);
-    const f = createMoatFetch({
-      salt: 's',
-      clientVersion: '1.2.3',
-      fetch: endpoint.fetch,
-      layers: (d) => d.filter((l) => l.name !== 'attest'),
-    });
+    const f = taggingFetch(endpoint.fetch, '1.2.3');
     const body = JSON.stringify({ model: 'm', max_tokens: 8, messages: [{ role: 'user', content: 'Hello there, world' }] });
     const tagged = (sent: (typeof endpoint.sent)[number]) =>
       /^x-moat: v=1;/.test((JSON.parse(sent.body ?? '{}') as { system?: Array<{ text: string }> }).system?.[0]?.text ?? '');
@@ -187,12 +181,7 @@ describe('composition', () => {
 
   it('a tagged body keeps every digit of an integer past 2^53 and a literal past the double range (property)', async () => {
     const endpoint = fakeEndpoint(['fingerprint']);
-    const f = createMoatFetch({
-      salt: 's',
-      clientVersion: '1',
-      fetch: endpoint.fetch,
-      layers: (d) => d.filter((l) => l.name !== 'attest'),
-    });
+    const f = taggingFetch(endpoint.fetch, '1');
     await fc.assert(
       fc.asyncProperty(
         fc.bigInt({ min: -(2n ** 80n), max: 2n ** 80n }),
@@ -228,19 +217,14 @@ describe('composition', () => {
       calls++;
       throw new TypeError('fetch failed');
     }) as typeof fetch;
-    const g = createMoatFetch({ salt: 's', clientVersion: '1', fetch: down, layers: (d) => d.filter((l) => l.name !== 'attest') });
+    const g = taggingFetch(down, '1');
     await expect(messages(g)).rejects.toThrow('fetch failed');
     expect(calls).toBe(1);
   });
 
   it('the default layers tag a Moat call and leave every other request as the app made it', async () => {
     const endpoint = fakeEndpoint(['fingerprint', 'telemetry']);
-    const f = createMoatFetch({
-      salt: 's',
-      clientVersion: '1.2.3',
-      fetch: endpoint.fetch,
-      layers: (d) => d.filter((l) => l.name !== 'attest'),
-    });
+    const f = taggingFetch(endpoint.fetch, '1.2.3');
     await messages(f);
     const tagged = JSON.parse(endpoint.sent[0]?.body ?? '{}') as { system?: Array<{ text: string }> };
     expect(tagged.system?.[0]?.text).toMatch(/^x-moat: v=1; cv=1\.2\.3; fp=[0-9a-f]{3}; ep=sdk;/);

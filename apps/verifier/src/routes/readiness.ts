@@ -53,20 +53,20 @@ export const answerReadiness: RouteHandler = async ({ res, services, closing }) 
       ok: false,
       error: `all ${load.limit} upstream connections busy, ${load.waiting} requests waiting`,
     });
-  const { down, spool: spoolOf } = services.guard;
+  const { down, spool } = services.guard;
   checks.push(
     down === undefined
       ? { name: 'spool', ok: true }
       : { name: 'spool', ok: false, error: `records are spooled: ${down}` },
   );
-  if (!spoolOf.reserveHeld)
+  if (!spool.reserveHeld)
     checks.push({ name: 'spool-reserve', ok: false, error: 'the disk has no room for the record spool reserve' });
   if (closing) checks.push({ name: 'shutdown', ok: false, error: 'shutting down' });
   const ready = checks.every((c) => c.ok);
   // Quarantined records do not make a replica unready (they block nothing); they are reported until looked at.
   const records = {
-    spooled: spoolOf.count(),
-    quarantined: spoolOf.quarantined(),
+    spooled: spool.count(),
+    quarantined: spool.quarantined(),
     unrecorded: services.guard.unrecorded,
   };
   sendJson(res, ready ? 200 : 503, { ready, checks, records }, ready ? {} : { 'retry-after': '1' });
