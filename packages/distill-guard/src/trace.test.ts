@@ -56,12 +56,28 @@ function foldedTokens(text: string): string[] {
 }
 
 /**
- * The text without compatibility forms, marks and invisible characters, when it has one of
- * the disguises the generator makes (a zero-width space, a fullwidth low line): what `trace`
- * reads once more. An accented letter alone is no disguise.
+ * The text without escapes, compatibility forms, marks and invisible characters, when it has
+ * any character outside ASCII or a URL or HTML escape of one inside it: what `trace` reads
+ * once more. The generator makes zero-width spaces, fullwidth low lines, accents and escapes.
  */
 function plainOf(text: string): string | undefined {
-  return /[\u200b\uff3f]/.test(text) ? text.normalize('NFKD').replace(/\p{M}|\p{Cf}|[\ufe00-\ufe0f]/gu, '') : undefined;
+  if (!/[\u0080-\uffff]|%[0-7][0-9A-Fa-f]|&#?[0-9A-Za-z]{2,8};/.test(text)) return undefined;
+  let plain = '';
+  // URL escapes of ASCII one by one, then HTML's, as a browser would show them.
+  for (let i = 0; i < text.length; i++) {
+    const hex = text.slice(i + 1, i + 3);
+    if (text[i] === '%' && /^[0-7][0-9A-Fa-f]$/.test(hex)) {
+      plain += String.fromCharCode(Number.parseInt(hex, 16));
+      i += 2;
+    } else plain += text[i];
+  }
+  const named: Record<string, string> = { lowbar: '_', UnderBar: '_', hyphen: '-', dash: '-', period: '.', nbsp: ' ' };
+  plain = plain.replace(/&(#[xX][0-9A-Fa-f]{1,6}|#[0-9]{1,7}|[A-Za-z]{2,8});/g, (escaped, body: string) => {
+    if (!body.startsWith('#')) return named[body] ?? escaped;
+    const code = /^#[xX]/.test(body) ? Number.parseInt(body.slice(2), 16) : Number(body.slice(1));
+    return code < 0x80 ? String.fromCharCode(code) : escaped;
+  });
+  return plain.normalize('NFKD').replace(/\p{M}|\p{Cf}/gu, '');
 }
 
 /** What `trace` must find: the exact tokens and the respelled ones, in the text and in it undisguised. */
@@ -78,7 +94,7 @@ function tracedTokens(text: string | readonly string[]): string[] {
   return out;
 }
 
-/** Text pieces: decoy tokens, word runs (some longer than 80), separators and other characters. */
+/** Text pieces: decoy tokens, word runs (some longer than 80), separators, escapes and other characters. */
 const respelled = decoys.flatMap((d) => {
   const words = d.tool.name.split('_');
   const random = d.canary.slice(d.canary.indexOf('_') + 1);
@@ -97,7 +113,29 @@ const respelled = decoys.flatMap((d) => {
 const piece = fc.oneof(
   fc.constantFrom(...decoyTokens),
   fc.constantFrom(...respelled),
-  fc.constantFrom('_', 'a', 'Z', '9', 'x'.repeat(74), 'y'.repeat(80), 'z'.repeat(160), 'é', '\u{1F600}', ' ', '\n', '"', '-', '.'),
+  fc.constantFrom(
+    '_',
+    'a',
+    'Z',
+    '9',
+    'x'.repeat(74),
+    'y'.repeat(80),
+    'z'.repeat(160),
+    'é',
+    '\u{1F600}',
+    ' ',
+    '\n',
+    '"',
+    '-',
+    '.',
+    '%5F',
+    '%00',
+    '%2',
+    '&#95;',
+    '&lowbar;',
+    '&#x72;',
+    '&amp;',
+  ),
   fc.string({ maxLength: 12 }),
 );
 const text = fc.array(piece, { maxLength: 40 }).map((parts) => parts.join(''));
@@ -144,7 +182,7 @@ describe('CanaryIndex.trace', () => {
     const mixed = [...random].map((c, i) => (i % 2 === 1 ? c.toUpperCase() : c)).join('');
     for (const text of [decoy.canary.toUpperCase(), `id ${random}`, `id=${random.toUpperCase()}`, `acct-${random}`, `id ${mixed}`])
       expect(tracedTokens(text), text).toEqual([decoy.canary]);
-    // Disguised letters: fullwidth, mathematical bold, look-alike Cyrillic, combining marks, invisible characters inside words.
+    // Disguised letters: fullwidth, mathematical bold, look-alike Cyrillic, accents, combining marks, invisible characters inside words.
     const fullwidth = [...name].map((c) => (c === '_' ? c : String.fromCodePoint((c.codePointAt(0) as number) + 0xfee0))).join('');
     const bold = [...name].map((c) => (c === '_' ? c : String.fromCodePoint(0x1d41a + (c.codePointAt(0) as number) - 0x61))).join('');
     for (const text of [
@@ -161,6 +199,12 @@ describe('CanaryIndex.trace', () => {
       name.replaceAll('_', '&#95;'),
       name.replaceAll('_', '&#x5F;'),
       name.replaceAll('_', '&lowbar;'),
+      // Precomposed accents, circled letters, superscripts, a ligature, a blank filler: no mark or format character among them.
+      name.replaceAll('e', '\u00e9').replaceAll('a', '\u00e0'),
+      [...name].map((c) => (c === '_' ? c : String.fromCodePoint(0x24d0 + (c.codePointAt(0) as number) - 0x61))).join(''),
+      name.replaceAll('i', '\u2071').replaceAll('n', '\u207f'),
+      name.replaceAll('fi', '\ufb01').replaceAll('l', '\u2113'),
+      [...name].join('\u3164'),
     ])
       expect(tracedTokens(text), JSON.stringify(text)).toEqual([name]);
     expect(index.trace(fullwidth, 0)[0]?.evidence[0]).toMatchObject({ token: name, exact: false });

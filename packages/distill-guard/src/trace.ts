@@ -136,14 +136,37 @@ function joinedWordAt(text: string, from: number): number {
 }
 
 /**
- * What disguises ASCII: combining marks, invisible format characters (zero-width,
- * bidirectional controls, word joiners, tags, BOM), variation selectors, fullwidth and
- * mathematical letters, the Greek and Cyrillic letters that look like Latin ones, and the
- * escapes of URLs (`%5F`) and HTML (`&#95;`, `&lowbar;`). A text without any is read as it
- * is; one with some is read once more, {@link undisguised}.
+ * What may disguise ASCII: any character outside it (a combining mark, an invisible format
+ * character, a fullwidth, mathematical, circled, superscript or accented letter, a ligature, a
+ * Greek or Cyrillic look-alike) and the escapes of URLs (`%5F`) and HTML (`&#95;`,
+ * `&lowbar;`). A text without any is read as it is; one with some is read once more,
+ * {@link undisguised}, when that changes it.
  */
-const DISGUISE =
-  /[\u00ad\u0370-\u052f\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff\uff00-\uffef]|[\u0300-\u036f]|[\ufe00-\ufe0f]|\ud835[\udc00-\udfff]|\udb40[\udc00-\udc7f]|%[0-7][0-9A-Fa-f]|&#?[0-9A-Za-z]{2,8};/;
+const MAYBE_DISGUISED = /[\u0080-\uffff]|%[0-7][0-9A-Fa-f]|&#?[0-9A-Za-z]{2,8};/g;
+
+/** ASCII white space: no decoy, respelled or not, spans it. */
+function isSpace(code: number): boolean {
+  return code === 0x20 || (code >= 0x09 && code <= 0x0d);
+}
+
+/**
+ * The runs between ASCII white space that may hold a disguise, joined by line breaks: all a
+ * second reading needs, since neither a token nor a respelling spans white space.
+ */
+function disguisedChunks(text: string): string {
+  MAYBE_DISGUISED.lastIndex = 0;
+  let out = '';
+  let end = 0;
+  for (let m = MAYBE_DISGUISED.exec(text); m !== null; m = MAYBE_DISGUISED.exec(text)) {
+    let start = m.index;
+    while (start > end && !isSpace(text.charCodeAt(start - 1))) start--;
+    end = MAYBE_DISGUISED.lastIndex;
+    while (end < text.length && !isSpace(text.charCodeAt(end))) end++;
+    out += (out === '' ? '' : '\n') + text.slice(start, end);
+    MAYBE_DISGUISED.lastIndex = end;
+  }
+  return out;
+}
 
 /** HTML's named escapes of the characters a decoy is written with. */
 const HTML_NAMED: Readonly<Record<string, string>> = { lowbar: '_', UnderBar: '_', hyphen: '-', dash: '-', period: '.', nbsp: ' ' };
@@ -169,16 +192,43 @@ const LOOKALIKES: Readonly<Record<string, string>> = Object.fromEntries(
   ].flatMap(([from, to]) => [...(from as string)].map((c, i) => [c, (to as string)[i] as string])),
 );
 
+/** What disguises a character, taken off: compatibility form, marks, format and blank characters. */
+const HIDDEN = /\p{M}|\p{Cf}|[\u115f\u1160\u2800\u3164\uffa0]/gu;
+
+/** Most characters outside ASCII whose undisguised form is remembered. */
+const UNDISGUISED_CACHE_LIMIT = 8_192;
+const undisguisedChars = new Map<number, string>();
+
+/** One character outside ASCII undisguised: NFKD, marks and invisible characters removed, look-alikes as Latin. */
+function undisguisedChar(codePoint: number): string {
+  const known = undisguisedChars.get(codePoint);
+  if (known !== undefined) return known;
+  let plain = '';
+  for (const c of String.fromCodePoint(codePoint).normalize('NFKD').replace(HIDDEN, '')) plain += LOOKALIKES[c] ?? c;
+  if (undisguisedChars.size < UNDISGUISED_CACHE_LIMIT) undisguisedChars.set(codePoint, plain);
+  return plain;
+}
+
 /**
  * `text` with its disguises taken off: URL and HTML escapes of ASCII decoded, compatibility
- * forms as their ASCII letters (NFKD: fullwidth, mathematical), combining marks and invisible
- * format characters removed, look-alike Greek and Cyrillic letters as Latin ones.
+ * forms as their ASCII letters (NFKD: fullwidth, mathematical, circled, ligatures), accents,
+ * other combining marks, invisible format characters and blank fillers removed, look-alike
+ * Greek and Cyrillic letters as Latin ones. Character by character, as NFKD decomposes: marks
+ * are removed, so their order does not matter (and one pass over a cache costs a third of
+ * normalizing the whole text).
  */
 function undisguised(text: string): string {
-  return unescaped(text)
-    .normalize('NFKD')
-    .replace(/\p{M}|\p{Cf}|[\ufe00-\ufe0f]/gu, '')
-    .replace(/[\u0370-\u052f]/g, (c) => LOOKALIKES[c] ?? c);
+  const unescapedText = unescaped(text);
+  let out = '';
+  let from = 0;
+  for (let i = 0; i < unescapedText.length; i++) {
+    if (unescapedText.charCodeAt(i) < 0x80) continue;
+    const codePoint = unescapedText.codePointAt(i) as number;
+    out += unescapedText.slice(from, i) + undisguisedChar(codePoint);
+    if (codePoint > 0xffff) i++;
+    from = i + 1;
+  }
+  return from === 0 ? unescapedText : out + unescapedText.slice(from);
 }
 
 /** Most words in one indexed identifier (a decoy name: verb, qualifier, noun). */
@@ -401,8 +451,9 @@ export class CanaryIndex {
    * A respelled name weighs 0.6 (not a hit at 0.7 alone: code may hold such an identifier by
    * chance), a respelled canary as much as an exact one. Respellings are looked for in the
    * first {@link FOLDED_RUN_LIMIT} runs that start with a decoy's first word. A text with
-   * disguised letters (fullwidth, mathematical, look-alike Greek or Cyrillic, combining marks,
-   * invisible characters inside words) is read once more without them. Words apart (spaces) are not joined:
+   * disguised letters (fullwidth, mathematical, circled, accented, look-alike Greek or
+   * Cyrillic, combining marks, invisible characters inside words, URL or HTML escapes) is read
+   * once more without them. Words apart (spaces) are not joined:
    * a decoy name's words are common English.
    */
   trace(text: string | readonly string[], threshold = 0.5): Attribution[] {
@@ -431,13 +482,16 @@ export class CanaryIndex {
     const budget = { runs: FOLDED_RUN_LIMIT };
     for (const one of texts) scanFolded(one, this.#hashes, foundFolded, budget);
     // Disguised text is read once more without its disguises; what only that finds is respelled.
+    const plains: string[] = [];
+    for (const one of texts) {
+      const disguised = disguisedChunks(one);
+      if (disguised === '') continue;
+      const plain = undisguised(disguised);
+      if (plain !== disguised) plains.push(plain);
+    }
     const foundUndisguised = (token: string) => found(token, false);
-    for (const one of texts)
-      if (DISGUISE.test(one)) {
-        const plain = undisguised(one);
-        scanTokens(plain, this.#lengths, foundUndisguised);
-        scanFolded(plain, this.#hashes, foundFolded, budget);
-      }
+    for (const plain of plains) scanTokens(plain, this.#lengths, foundUndisguised);
+    for (const plain of plains) scanFolded(plain, this.#hashes, foundFolded, budget);
     const out: Attribution[] = [];
     for (const [apiKeyId, evidence] of perKey) {
       let miss = 1;
