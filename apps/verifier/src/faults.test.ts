@@ -33,6 +33,14 @@ afterAll(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
+/** A fresh tmpfs of `size` (`24m`), unmounted at the end; `undefined` where mounting is not allowed. */
+function mountTmpfs(prefix: string, size: string): string | undefined {
+  const mount = mkdtempSync(join(tmpdir(), prefix));
+  if (spawnSync('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', mount]).status !== 0) return undefined;
+  cleanups.push(() => spawnSync('umount', ['-l', mount]));
+  return mount;
+}
+
 const SALT = 'faults-salt';
 const attested = createAttestedFetch();
 const ask = (text: string, extra: Record<string, unknown> = {}) => {
@@ -165,10 +173,8 @@ describe.runIf(hasRedis && hasPostgres)('PostgreSQL fails', { timeout: 120_000 }
 
 describe.runIf(isRoot)('SQLite on a full disk', { timeout: 60_000 }, () => {
   it('refuses (503) instead of forwarding, reports not ready, and recovers once there is room again', async (ctx) => {
-    const mount = mkdtempSync(join(tmpdir(), 'moat-tmpfs-'));
-    const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', mount]).status === 0;
-    if (!mounted) return ctx.skip('no tmpfs mount here (a container without the capability)');
-    cleanups.push(() => spawnSync('umount', ['-l', mount]));
+    const mount = mountTmpfs('moat-tmpfs-', '2m');
+    if (mount === undefined) return ctx.skip('no tmpfs mount here (a container without the capability)');
     const spool = join(mkdtempSync(join(tmpdir(), 'moat-spool-')), 'records.spool');
     const { verifier, url, key } = await started({ MOAT_VERIFIER_DATABASE: join(mount, 'verifier.db'), MOAT_VERIFIER_SPOOL_FILE: spool });
     const send = (text: string, attest = true) =>
@@ -210,10 +216,8 @@ describe.runIf(isRoot)('SQLite on a full disk', { timeout: 60_000 }, () => {
 
 describe.runIf(isRoot)('the default layout (database and spool on one disk) filling up under load', { timeout: 90_000 }, () => {
   it('every answer the upstream gave reaches its client and is recorded; nothing is forwarded once the reserve is in use', async (ctx) => {
-    const mount = mkdtempSync(join(tmpdir(), 'moat-tmpfs-'));
-    if (spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=24m', 'tmpfs', mount]).status !== 0)
-      return ctx.skip('no tmpfs mount here (a container without the capability)');
-    cleanups.push(() => spawnSync('umount', ['-l', mount]));
+    const mount = mountTmpfs('moat-tmpfs-', '24m');
+    if (mount === undefined) return ctx.skip('no tmpfs mount here (a container without the capability)');
     const mock = await startMockUpstream();
     cleanups.push(() => mock.close());
     // The upstream answers after 600 ms: the disk fills while answers are on their way.
@@ -297,10 +301,8 @@ describe.runIf(isRoot)('the default layout (database and spool on one disk) fill
 
 describe.runIf(isRoot)('SQLite on a read-only file system', { timeout: 60_000 }, () => {
   it('does not start on read-only files, saying why', async (ctx) => {
-    const mount = mkdtempSync(join(tmpdir(), 'moat-ro-'));
-    if (spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=8m', 'tmpfs', mount]).status !== 0)
-      return ctx.skip('no tmpfs mount here (a container without the capability)');
-    cleanups.push(() => spawnSync('umount', ['-l', mount]));
+    const mount = mountTmpfs('moat-ro-', '8m');
+    if (mount === undefined) return ctx.skip('no tmpfs mount here (a container without the capability)');
     const database = join(mount, 'verifier.db');
     const env = {
       MOAT_VERIFIER_DATABASE: database,
