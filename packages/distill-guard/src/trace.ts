@@ -138,11 +138,11 @@ function joinedWordAt(text: string, from: number): number {
 /**
  * What may disguise ASCII: any character outside it (a combining mark, an invisible format
  * character, a fullwidth, mathematical, circled, superscript or accented letter, a ligature, a
- * Greek or Cyrillic look-alike) and the escapes of URLs (`%5F`) and HTML (`&#95;`,
- * `&lowbar;`). A text without any is read as it is; one with some is read once more,
+ * Greek or Cyrillic look-alike) but the letters of CJK, kana and Hangul, and the escapes of
+ * URLs (`%5F`) and HTML (`&#95;`, `&lowbar;`). A text without any is read as it is; one with some is read once more,
  * {@link undisguised}, when that changes it.
  */
-const MAYBE_DISGUISED = /[\u0080-\uffff]|%[0-7][0-9A-Fa-f]|&#?[0-9A-Za-z]{2,8};/g;
+const MAYBE_DISGUISED = /[\u0080-\u3040\u3100-\u33ff\u4dc0-\u4dff\ua000-\uabff\ud7a4-\uffff]|%[0-7][0-9A-Fa-f]|&#?[0-9A-Za-z]{2,8};/g;
 
 /** ASCII white space: no decoy, respelled or not, spans it. */
 function isSpace(code: number): boolean {
@@ -199,14 +199,35 @@ const HIDDEN = /\p{M}|\p{Cf}|[\u115f\u1160\u2800\u3164\uffa0]/gu;
 const UNDISGUISED_CACHE_LIMIT = 8_192;
 const undisguisedChars = new Map<number, string>();
 
-/** One character outside ASCII undisguised: NFKD, marks and invisible characters removed, look-alikes as Latin. */
+/**
+ * One character outside ASCII undisguised: NFKD, marks and invisible characters removed,
+ * look-alikes as Latin. A character that does not become ASCII (or nothing) stays as it is: a
+ * decoy is written in ASCII, so only what turns into ASCII can hide one, and a script's own
+ * letters (a Hangul syllable's jamo, a kana's voicing mark) are not read again for nothing.
+ */
 function undisguisedChar(codePoint: number): string {
   const known = undisguisedChars.get(codePoint);
   if (known !== undefined) return known;
+  const original = String.fromCodePoint(codePoint);
   let plain = '';
-  for (const c of String.fromCodePoint(codePoint).normalize('NFKD').replace(HIDDEN, '')) plain += LOOKALIKES[c] ?? c;
+  for (const c of original.normalize('NFKD').replace(HIDDEN, '')) plain += LOOKALIKES[c] ?? c;
+  if (/[\u0080-\uffff]/.test(plain)) plain = original;
   if (undisguisedChars.size < UNDISGUISED_CACHE_LIMIT) undisguisedChars.set(codePoint, plain);
   return plain;
+}
+
+/**
+ * Whether a character is a letter of a script with no ASCII look-alike or compatibility form:
+ * kana, CJK ideographs, Hangul syllables (not Hangul's blank fillers, nor CJK compatibility
+ * forms such as `㎑`).
+ */
+function isUnlikeAscii(code: number): boolean {
+  return (
+    (code >= 0x3041 && code <= 0x30ff) ||
+    (code >= 0x3400 && code <= 0x4dbf) ||
+    (code >= 0x4e00 && code <= 0x9fff) ||
+    (code >= 0xac00 && code <= 0xd7a3)
+  );
 }
 
 /**
@@ -214,19 +235,23 @@ function undisguisedChar(codePoint: number): string {
  * forms as their ASCII letters (NFKD: fullwidth, mathematical, circled, ligatures), accents,
  * other combining marks, invisible format characters and blank fillers removed, look-alike
  * Greek and Cyrillic letters as Latin ones. Character by character, as NFKD decomposes: marks
- * are removed, so their order does not matter (and one pass over a cache costs a third of
- * normalizing the whole text).
+ * are removed, so their order does not matter, and each character is worked out once.
  */
 function undisguised(text: string): string {
   const unescapedText = unescaped(text);
   let out = '';
   let from = 0;
   for (let i = 0; i < unescapedText.length; i++) {
-    if (unescapedText.charCodeAt(i) < 0x80) continue;
+    const code = unescapedText.charCodeAt(i);
+    if (code < 0x80 || isUnlikeAscii(code)) continue;
     const codePoint = unescapedText.codePointAt(i) as number;
-    out += unescapedText.slice(from, i) + undisguisedChar(codePoint);
-    if (codePoint > 0xffff) i++;
-    from = i + 1;
+    const wide = codePoint > 0xffff;
+    const plain = undisguisedChar(codePoint);
+    if (plain.length !== (wide ? 2 : 1) || plain.charCodeAt(0) !== code) {
+      out += unescapedText.slice(from, i) + plain;
+      from = i + (wide ? 2 : 1);
+    }
+    if (wide) i++;
   }
   return from === 0 ? unescapedText : out + unescapedText.slice(from);
 }
