@@ -205,6 +205,9 @@ describe('CanaryIndex.trace', () => {
       name.replaceAll('i', '\u2071').replaceAll('n', '\u207f'),
       name.replaceAll('fi', '\ufb01').replaceAll('l', '\u2113'),
       [...name].join('\u3164'),
+      // Inside text of a script that is never read again (CJK, Hangul), with its own punctuation.
+      `请调用${fullwidth}工具，谢谢。`,
+      `도구 ${name.replaceAll('e', '\u00e9')}를 호출하세요`,
     ])
       expect(tracedTokens(text), JSON.stringify(text)).toEqual([name]);
     expect(index.trace(fullwidth, 0)[0]?.evidence[0]).toMatchObject({ token: name, exact: false });
