@@ -132,7 +132,14 @@ async function main(argv: string[]): Promise<number> {
     return 2;
   }
   const verifier = await createVerifier(config);
-  const url = await verifier.listen();
+  let url: string;
+  try {
+    url = await verifier.listen();
+  } catch (error) {
+    // What the start opened (the store, the spool, the mock model) is closed before saying why.
+    await verifier.close().catch(() => {});
+    throw error;
+  }
   process.stdout.write(`moat-verifier listening on ${url}\n`);
   if (defaults !== undefined) {
     process.stdout.write(
@@ -143,10 +150,13 @@ async function main(argv: string[]): Promise<number> {
       process.stdout.write('no attestation keys: attested requests will be unknown_key (set attestationKeys or attestationKeyFile)\n');
   }
   let stopping = false;
-  const stop = async () => {
+  const stop = async (signal: NodeJS.Signals) => {
     if (stopping) return;
     stopping = true;
+    const started = Date.now();
+    process.stdout.write(`moat-verifier stopping (${signal}): finishing the requests in flight, ${config.shutdownGraceMs} ms at most\n`);
     await verifier.close();
+    process.stdout.write(`moat-verifier stopped after ${Date.now() - started} ms\n`);
     process.exit(0);
   };
   process.on('SIGTERM', stop);
@@ -160,6 +170,7 @@ main(process.argv.slice(2)).then(
   },
   (error: unknown) => {
     process.stderr.write(`moat-verifier: ${error instanceof VerifierConfigError ? error.message : errorStack(error)}\n`);
-    process.exitCode = 2;
+    // A start that failed exits, whatever it left open: a supervisor sees a failed process, not a hung one.
+    process.exit(2);
   },
 );

@@ -130,6 +130,23 @@ describe('settings from one schema', () => {
     });
   });
 
+  it('refuses a name in the config file that is no setting, naming the one a typo likely meant', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'moat-config-'));
+    const file = join(dir, 'c.json');
+    writeFileSync(file, '{ "$schema": "./schema.json", "maxBodyByts": 1024 }');
+    expect(() => loadConfig(BASE, file)).toThrow(
+      expect.objectContaining({
+        name: 'VerifierConfigError',
+        setting: 'maxBodyByts',
+        message: `ERR_VERIFIER_CONFIG: maxBodyByts: expected the name of a setting in ${file}, got an unknown name (did you mean "maxBodyBytes"?)`,
+      }),
+    );
+    writeFileSync(file, '{ "listenAddress": "0.0.0.0" }');
+    expect(() => loadConfig(BASE, file)).toThrow(
+      /listenAddress: expected the name of a setting in .*c\.json, got an unknown name$/,
+    );
+  });
+
   it('names the setting, what it expected and what came — never a secret', () => {
     const bad: Array<[Record<string, string>, RegExp]> = [
       [

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { FEATURES, type Feature, isKeyId } from '@moat/protocol';
-import { errorCode, errorMessage } from '@moat/protocol/support';
+import { closestName, errorCode, errorMessage } from '@moat/protocol/support';
 import * as v from 'valibot';
 import { VerifierConfigError } from './errors.js';
 import { jsonKind } from './json-body.js';
@@ -475,7 +475,23 @@ function readConfigFile(file: string): Record<string, unknown> {
   }
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))
     throw new VerifierConfigError('config file', 'a JSON object', Array.isArray(parsed) ? 'an array' : typeof parsed);
+  // `$schema` is for editors.
+  for (const name of Object.keys(parsed)) if (name !== '$schema') assertSettingName(name, file);
   return parsed as Record<string, unknown>;
+}
+
+/**
+ * @throws {VerifierConfigError} for a name that is no setting: a typo is refused, not ignored
+ * with the setting left at its default, and the error names the setting it likely meant.
+ */
+function assertSettingName(name: string, file?: string): void {
+  if (Object.hasOwn(SETTINGS, name)) return;
+  const hint = closestName(name, Object.keys(SETTINGS));
+  throw new VerifierConfigError(
+    name,
+    file === undefined ? 'the name of a setting' : `the name of a setting in ${file}`,
+    `an unknown name${hint === undefined ? '' : ` (did you mean "${hint}"?)`}`,
+  );
 }
 
 /** The key of a `{ kid, key }` file (a development build of `@moat/native` writes one). */
@@ -546,9 +562,7 @@ export function loadConfig(
  * expected and what came.
  */
 export function configFromSettings(values: Readonly<Record<string, unknown>>): VerifierConfig {
-  for (const name of Object.keys(values))
-    if (!Object.hasOwn(SETTINGS, name))
-      throw new VerifierConfigError(name, 'the name of a setting (see SETTINGS)', 'an unknown name');
+  for (const name of Object.keys(values)) assertSettingName(name);
   return configOf(readSettings({}, values, {}));
 }
 

@@ -96,3 +96,102 @@ describe('loadFeatures', () => {
     );
   });
 });
+
+describe('loadFeatures checks every Moat feature', () => {
+  const write = (features: unknown): string => {
+    const file = join(mkdtempSync(join(tmpdir(), 'moat-flags-')), 'flags.json');
+    writeFileSync(file, JSON.stringify({ features }));
+    return file;
+  };
+  const refused = (features: unknown, message: RegExp) =>
+    expect(() => loadFeatures(write(features)), JSON.stringify(features)).toThrow(
+      expect.objectContaining({ name: 'VerifierConfigError', message: expect.stringMatching(message) }),
+    );
+
+  it('refuses a misspelt action, signal value or feature name, naming it and what it likely meant', () => {
+    refused(
+      { 'moat-policy-attestation': { defaultValue: { valid: 'monitr' } } },
+      /moat-policy-attestation\.defaultValue\.valid: expected "monitor", "flag" or "block", got "monitr" \(did you mean "monitor"\?\)/,
+    );
+    refused(
+      { 'moat-policy-attestation': { defaultValue: { missing: 'Block' } } },
+      /defaultValue\.missing: .*got "Block" \(did you mean "block"\?\)/,
+    );
+    refused(
+      { 'moat-policy-attestation': { defaultValue: { mising: 'block' } } },
+      /defaultValue\.mising: expected a value of the signal: valid, invalid, missing, .*got "mising" \(did you mean "missing"\?\)/,
+    );
+    refused(
+      { 'moat-policy-attestaton': { defaultValue: { missing: 'block' } } },
+      /flagsFile: moat-policy-attestaton: expected the name of a Moat feature, got an unknown name \(did you mean "moat-policy-attestation"\?\)/,
+    );
+    refused(
+      { 'moat-policy-install': { defaultValue: { revoked: true } } },
+      /moat-policy-install\.defaultValue\.revoked: expected "monitor", "flag" or "block", got true/,
+    );
+    refused({ 'moat-policy-decoy': { defaultValue: 'block' } }, /moat-policy-decoy\.defaultValue: expected a table of signal values/);
+    refused(
+      { 'moat-policy-gateway': { defaultValue: {}, rules: [{ condition: { id: 'key_a' }, force: { detected: 'blok' } }] } },
+      /moat-policy-gateway\.rules\.0\.force\.detected: .*got "blok"/,
+    );
+    refused(
+      { 'moat-policy-binding': { defaultValue: {}, rules: [{ variations: [{ body: 'flag' }, { bdy: 'flag' }] }] } },
+      /rules\.0\.variations\.1\.bdy: /,
+    );
+    refused({ 'moat-policy-decoys': { defaultValue: 'true' } }, /moat-policy-decoys\.defaultValue: expected true or false, got "true"/);
+    refused({ 'moat-kill-harden': { defaultValue: 1 } }, /moat-kill-harden\.defaultValue: expected true or false, got 1/);
+    refused({ 'moat-revoked-kids': { defaultValue: [] } }, /moat-revoked-kids: .*the verifier serves it from revokedKids/);
+    refused(
+      { 'moat-policy-enrollment': { defaultValue: { perWindw: 5 } } },
+      /moat-policy-enrollment\.defaultValue\.perWindw: .*\(did you mean "perWindow"\?\)/,
+    );
+    refused(
+      { 'moat-policy-enrollment': { defaultValue: { action: 'deny' } } },
+      /defaultValue\.action: expected "block" or "flag", got "deny"/,
+    );
+    refused(
+      { 'moat-policy-enrollment': { defaultValue: { installsPerKey: -1 } } },
+      /installsPerKey: expected a whole number, 0 or more, got -1/,
+    );
+  });
+
+  it('reads a table that names some values over the built-in one, and a rule over the feature it belongs to', () => {
+    const features = loadFeatures(
+      write({
+        'moat-policy-attestation': {
+          defaultValue: { missing: 'block' },
+          rules: [{ condition: { id: 'key_ci' }, force: { missing: 'monitor' } }],
+        },
+        'moat-policy-enrollment': { defaultValue: { perWindow: 5 } },
+        'my-own-client-flag': { defaultValue: 'anything' },
+      }),
+    );
+    const flags = new Flags(features);
+    expect(flags.action('attestation', 'missing', { id: 'key_a' })).toBe('block');
+    // The values the table leaves out keep their built-in actions, in the rule too.
+    for (const id of ['key_a', 'key_ci']) {
+      expect(flags.action('attestation', 'invalid', { id })).toBe('block');
+      expect(flags.action('attestation', 'revoked', { id })).toBe('flag');
+    }
+    expect(flags.action('attestation', 'missing', { id: 'key_ci' })).toBe('monitor');
+    expect(flags.value('moat-policy-enrollment', {}, 'key_a')).toEqual({
+      installsPerKey: 100,
+      perWindow: 5,
+      windowSec: 3_600,
+      action: 'block',
+    });
+    expect(flags.value('my-own-client-flag', null, 'key_a')).toBe('anything');
+    expect(flags.clientPayload().features['my-own-client-flag']).toEqual({ defaultValue: 'anything' });
+  });
+
+  it('accepts every value and action of every policy table', () => {
+    const features = Object.fromEntries(
+      Object.entries(DEFAULT_FEATURES)
+        .filter(([key]) => key.startsWith('moat-policy-') && key !== 'moat-policy-decoys' && key !== 'moat-policy-enrollment')
+        .map(([key, def]) => [key, { defaultValue: Object.fromEntries(Object.keys(def.defaultValue as object).map((v) => [v, 'block'])) }]),
+    );
+    const flags = new Flags(loadFeatures(write(features)));
+    expect(flags.action('attestation', 'valid', 'key_a')).toBe('block');
+    expect(flags.action('install', 'known', 'key_a')).toBe('block');
+  });
+});

@@ -1,10 +1,10 @@
 import { readFileSync } from 'node:fs';
 import { GrowthBook } from '@growthbook/growthbook';
 import { CLIENT_FLAGS, POLICY_FLAG_PREFIX, POLICY_FLAGS, type PolicyAction } from '@moat/protocol';
-import { errorMessage } from '@moat/protocol/support';
+import { closestName, errorMessage } from '@moat/protocol/support';
 import { DEFAULT_ENROLLMENT_LIMITS, ENROLLMENT_POLICY } from './enrollment-policy.js';
 import { VerifierConfigError } from './errors.js';
-import { defaultPolicies } from './signals.js';
+import { defaultPolicies, policyValues } from './signals.js';
 
 /** A GrowthBook feature definition (the subset the verifier reads and serves). */
 export interface FeatureDefinition {
@@ -51,7 +51,101 @@ export const DEFAULT_FEATURES: Readonly<Record<string, FeatureDefinition>> = {
   [CLIENT_FLAGS.killAntiDistillation]: { defaultValue: false },
 };
 
-/** Reads a features file in GrowthBook's format `{ "features": { key: { defaultValue, rules } } }`, over the defaults. */
+const isObject = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x);
+const shown = (x: unknown) => JSON.stringify(x)?.slice(0, 80) ?? String(x);
+const ACTIONS: ReadonlySet<string> = new Set(['monitor', 'flag', 'block']);
+
+/** The Moat features a file may set, and what each value must be. */
+type FeatureKind =
+  | { readonly kind: 'policy'; readonly values: readonly string[] }
+  | { readonly kind: 'boolean' }
+  | { readonly kind: 'enrollment' };
+
+function featureKinds(): ReadonlyMap<string, FeatureKind> {
+  const kinds = new Map<string, FeatureKind>();
+  for (const [feature, values] of policyValues()) kinds.set(feature, { kind: 'policy', values });
+  kinds.set(POLICY_FLAGS.decoys, { kind: 'boolean' });
+  kinds.set(ENROLLMENT_POLICY, { kind: 'enrollment' });
+  for (const flag of Object.values(CLIENT_FLAGS)) if (flag !== CLIENT_FLAGS.revokedKids) kinds.set(flag, { kind: 'boolean' });
+  return kinds;
+}
+
+/**
+ * Checks one value a Moat feature can take (its default, a rule's `force`, an experiment's
+ * variation) and returns it as the verifier reads it: a policy table over `base` (the values
+ * it does not name keep their action there), the others as they are.
+ *
+ * @throws {VerifierConfigError} naming the place, what it expected and what came.
+ */
+function checkedValue(at: string, kind: FeatureKind, value: unknown, base: Readonly<Record<string, unknown>>): unknown {
+  if (kind.kind === 'boolean') {
+    if (typeof value !== 'boolean') throw new VerifierConfigError(at, 'true or false', shown(value));
+    return value;
+  }
+  if (!isObject(value))
+    throw new VerifierConfigError(
+      at,
+      kind.kind === 'policy' ? 'a table of signal values to monitor, flag or block' : 'an object',
+      shown(value),
+    );
+  if (kind.kind === 'enrollment') {
+    const known = Object.keys(DEFAULT_ENROLLMENT_LIMITS);
+    for (const [name, member] of Object.entries(value)) {
+      if (!known.includes(name)) {
+        const hint = closestName(name, known);
+        throw new VerifierConfigError(
+          `${at}.${name}`,
+          `one of ${known.join(', ')}`,
+          `"${name}"${hint === undefined ? '' : ` (did you mean "${hint}"?)`}`,
+        );
+      }
+      const ok =
+        name === 'action'
+          ? member === 'block' || member === 'flag'
+          : typeof member === 'number' && Number.isSafeInteger(member) && member >= 0;
+      if (!ok)
+        throw new VerifierConfigError(
+          `${at}.${name}`,
+          name === 'action' ? '"block" or "flag"' : 'a whole number, 0 or more',
+          shown(member),
+        );
+    }
+    return { ...base, ...value };
+  }
+  for (const [signalValue, action] of Object.entries(value)) {
+    if (!kind.values.includes(signalValue)) {
+      const hint = closestName(signalValue, kind.values);
+      throw new VerifierConfigError(
+        `${at}.${signalValue}`,
+        `a value of the signal: ${kind.values.join(', ')}`,
+        `"${signalValue}"${hint === undefined ? '' : ` (did you mean "${hint}"?)`}`,
+      );
+    }
+    if (typeof action !== 'string' || !ACTIONS.has(action)) {
+      const hint = typeof action === 'string' ? closestName(action, [...ACTIONS]) : undefined;
+      throw new VerifierConfigError(
+        `${at}.${signalValue}`,
+        '"monitor", "flag" or "block"',
+        `${shown(action)}${hint === undefined ? '' : ` (did you mean "${hint}"?)`}`,
+      );
+    }
+  }
+  return { ...base, ...value };
+}
+
+/**
+ * Reads a features file in GrowthBook's format `{ "features": { key: { defaultValue, rules } } }`, over the defaults.
+ *
+ * Every Moat feature (`moat-*`) is checked where it is read, once: its name must be one
+ * Moat knows, a policy table's keys values of its signal and its actions `monitor`, `flag`
+ * or `block`, a switch `true` or `false`. A table need not name every value: those it leaves
+ * out keep their built-in action (a rule's `force` and an experiment's variations, the
+ * feature's own default), so `{ "missing": "block" }` changes that one action. Features not
+ * named `moat-*` are the adopter's own client flags, served as they are.
+ *
+ * @throws {VerifierConfigError} naming the file, feature, rule or value that is wrong, with
+ * what was expected and what came (and the name a typo likely meant).
+ */
 export function loadFeatures(file?: string): Record<string, FeatureDefinition> {
   if (file === undefined) return { ...DEFAULT_FEATURES };
   let doc: unknown;
@@ -64,24 +158,55 @@ export function loadFeatures(file?: string): Record<string, FeatureDefinition> {
   if (typeof features !== 'object' || features === null || Array.isArray(features)) {
     throw new VerifierConfigError('flagsFile', 'an object with a "features" object', typeof features);
   }
-  const isObject = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x);
-  const shown = (x: unknown) => JSON.stringify(x)?.slice(0, 80) ?? String(x);
+  const kinds = featureKinds();
+  const out: Record<string, FeatureDefinition> = { ...DEFAULT_FEATURES };
   for (const [key, def] of Object.entries(features)) {
     if (!isObject(def) || !('defaultValue' in def))
       throw new VerifierConfigError(`flagsFile: ${key}`, 'a feature with a defaultValue', shown(def));
     // Checked here, once: a malformed rule would otherwise throw on every request its policy decides.
-    if (def.rules === undefined) continue;
-    if (!Array.isArray(def.rules)) throw new VerifierConfigError(`flagsFile: ${key}.rules`, 'an array of rules', shown(def.rules));
-    for (const [i, rule] of def.rules.entries()) {
+    if (def.rules !== undefined && !Array.isArray(def.rules))
+      throw new VerifierConfigError(`flagsFile: ${key}.rules`, 'an array of rules', shown(def.rules));
+    const rules = (def.rules ?? []) as unknown[];
+    for (const [i, rule] of rules.entries()) {
       const at = `flagsFile: ${key}.rules.${i}`;
       if (!isObject(rule)) throw new VerifierConfigError(at, 'a rule object', shown(rule));
       if ('condition' in rule && !isObject(rule.condition))
         throw new VerifierConfigError(`${at}.condition`, 'a condition object', shown(rule.condition));
       if ('parentConditions' in rule && !Array.isArray(rule.parentConditions))
         throw new VerifierConfigError(`${at}.parentConditions`, 'an array', shown(rule.parentConditions));
+      if ('variations' in rule && !Array.isArray(rule.variations))
+        throw new VerifierConfigError(`${at}.variations`, 'an array', shown(rule.variations));
     }
+    if (!key.startsWith('moat-')) {
+      out[key] = def as unknown as FeatureDefinition;
+      continue;
+    }
+    const kind = kinds.get(key);
+    if (kind === undefined) {
+      const hint = closestName(key, kinds.keys());
+      const why =
+        key === CLIENT_FLAGS.revokedKids
+          ? ' (the verifier serves it from revokedKids)'
+          : hint === undefined
+            ? ''
+            : ` (did you mean "${hint}"?)`;
+      throw new VerifierConfigError(`flagsFile: ${key}`, 'the name of a Moat feature', `an unknown name${why}`);
+    }
+    const builtIn = (DEFAULT_FEATURES[key]?.defaultValue ?? {}) as Record<string, unknown>;
+    const defaultValue = checkedValue(`flagsFile: ${key}.defaultValue`, kind, def.defaultValue, builtIn);
+    const base = isObject(defaultValue) ? defaultValue : {};
+    const checkedRules = rules.map((raw, i) => {
+      const rule = raw as Record<string, unknown>;
+      const at = `flagsFile: ${key}.rules.${i}`;
+      const next: Record<string, unknown> = { ...rule };
+      if ('force' in rule) next.force = checkedValue(`${at}.force`, kind, rule.force, base);
+      if (Array.isArray(rule.variations))
+        next.variations = rule.variations.map((variation, j) => checkedValue(`${at}.variations.${j}`, kind, variation, base));
+      return next;
+    });
+    out[key] = def.rules === undefined ? { ...def, defaultValue } : { ...def, defaultValue, rules: checkedRules };
   }
-  return { ...DEFAULT_FEATURES, ...(features as Record<string, FeatureDefinition>) };
+  return out;
 }
 
 /**

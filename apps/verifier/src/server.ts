@@ -106,12 +106,34 @@ async function loadFingerprintStats(storage: Storage, log: pino.Logger): Promise
   }
 }
 
+/**
+ * Why the server could not listen, as the setting at fault: a port in use or not allowed is
+ * `port`, an address not of this machine `host`; anything else as it came.
+ */
+function listenError(error: Error, host: string, port: number): Error {
+  const code = (error as NodeJS.ErrnoException).code;
+  if (code === 'EADDRINUSE')
+    return new VerifierConfigError(
+      'port',
+      `a port free to listen on at ${host}:${port}`,
+      'EADDRINUSE (another process listens there)',
+    );
+  if (code === 'EACCES')
+    return new VerifierConfigError('port', `a port this user may listen on at ${host}`, `EACCES for ${port}`);
+  if (code === 'EADDRNOTAVAIL' || code === 'ENOTFOUND')
+    return new VerifierConfigError('host', 'an address of this machine', `${code} for ${JSON.stringify(host)}`);
+  return error;
+}
+
 /** The services of the pipeline and the routes, with what only `createVerifier` holds. */
 export async function createServices(
   config: VerifierConfig,
   options: VerifierOptions,
   log: pino.Logger,
 ): Promise<{ services: VerifierServices; mock: MockUpstream | undefined }> {
+  // The policy file is read and checked before anything is opened or started: a mistake in
+  // it stops the start with nothing left running.
+  const flags = new Flags(loadFeatures(config.flagsFile));
   const secret = Buffer.from(config.serverSecret, 'hex');
   // One boundary for every use of the store: storable text in, typed errors out.
   const storage = storeBoundary(options.storage ?? (await openStorage(config, log)));
@@ -139,7 +161,7 @@ export async function createServices(
     storage,
     guard,
     supervisor,
-    flags: new Flags(loadFeatures(config.flagsFile)),
+    flags,
     log,
     metrics,
     attestationKeyring,
@@ -386,7 +408,7 @@ export async function createVerifier(config: VerifierConfig, options: VerifierOp
     url: () => baseUrl,
     listen: () =>
       new Promise((resolve, reject) => {
-        server.once('error', reject);
+        server.once('error', (error) => reject(listenError(error, config.host, config.port)));
         server.listen(config.port, config.host, () => {
           const { port } = server.address() as AddressInfo;
           baseUrl = `http://${config.host}:${port}`;

@@ -212,6 +212,24 @@ export function defaultPolicies(): Record<string, { defaultValue: Record<string,
   return out;
 }
 
+/**
+ * The values each policy feature's table may name, by feature (`moat-policy-attestation` →
+ * `valid`, `missing`, …): every signal value judged under that policy, as it is judged.
+ */
+export function policyValues(): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  for (const row of SIGNAL_ROWS) {
+    const feature = `${POLICY_FLAG_PREFIX}${row.policy}`;
+    const values = out.get(feature) ?? [];
+    for (const value of [...row.values, ...Object.keys(row.defaults)]) {
+      const judged = row.judgedAs === undefined ? value : row.judgedAs(value);
+      if (judged !== undefined && !values.includes(judged)) values.push(judged);
+    }
+    out.set(feature, values);
+  }
+  return out;
+}
+
 /** The filters the dashboard offers: label and values of every signal with a filter parameter. */
 export function dashboardFilters(): Array<{ filter: string; label: string; values: readonly string[] }> {
   return SIGNAL_ROWS.flatMap((row) =>

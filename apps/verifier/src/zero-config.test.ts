@@ -1,10 +1,10 @@
 /**
  * `moat-verifier` with no settings: it starts on the embedded defaults, keeps generated
  * secrets in its data directory (mode 0600) and reuses them — and its database — on the next
- * start; `init` writes a commented config file the verifier reads.
+ * start; `init` writes a commented config file the verifier reads; a start that cannot work exits, saying why.
  */
 import { type ChildProcess, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -77,5 +77,57 @@ describe('moat-verifier with no settings', { timeout: 60_000 }, () => {
     });
     expect(config).toMatchObject({ port: 8787, upstream: 'mock', windowSec: 300, decoyEntrypoints: ['cli'] });
     expect(spawnSync(process.execPath, [cli, 'init'], { cwd, env: bare(cwd), encoding: 'utf8' }).status).toBe(1);
+  });
+});
+
+describe('moat-verifier that cannot start', { timeout: 60_000 }, () => {
+  /** Runs the CLI to its exit (20 s at most: a start that hangs fails the test). */
+  const run = (cwd: string, args: string[], env: Record<string, string> = {}) =>
+    spawnSync(process.execPath, [cli, ...args], { cwd, env: { ...bare(cwd), ...env }, encoding: 'utf8', timeout: 20_000 });
+
+  it('exits 2 with one line naming what is wrong: a policy mistake, an unknown setting, a port in use', async () => {
+    const cwd = mkdtempSync(join(tmpdir(), 'moat-nostart-'));
+    writeFileSync(
+      join(cwd, 'policy.json'),
+      JSON.stringify({ features: { 'moat-policy-attestation': { defaultValue: { valid: 'monitr' } } } }),
+    );
+    writeFileSync(join(cwd, 'typo.json'), JSON.stringify({ maxBodyByts: 1024 }));
+    const cases: Array<[string[], Record<string, string>, RegExp]> = [
+      [
+        [],
+        { MOAT_VERIFIER_FLAGS_FILE: 'policy.json' },
+        /^moat-verifier: ERR_VERIFIER_CONFIG: flagsFile: moat-policy-attestation\.defaultValue\.valid: .*\(did you mean "monitor"\?\)\n$/,
+      ],
+      [
+        [],
+        { MOAT_VERIFIER_FLAGS_FILE: 'missing.json' },
+        /^moat-verifier: ERR_VERIFIER_CONFIG: flagsFile: expected a JSON features file at missing\.json, got .*ENOENT.*\n$/,
+      ],
+      [
+        ['--config', 'typo.json'],
+        {},
+        /^moat-verifier: ERR_VERIFIER_CONFIG: maxBodyByts: expected the name of a setting in typo\.json, got an unknown name \(did you mean "maxBodyBytes"\?\)\n$/,
+      ],
+    ];
+    for (const [args, env, stderr] of cases) {
+      const result = run(cwd, args, env);
+      expect(result.error, JSON.stringify(env)).toBeUndefined();
+      expect(result.status, result.stderr).toBe(2);
+      expect(result.stderr).toMatch(stderr);
+    }
+    // A port in use: the first verifier holds it, the second says so and exits.
+    const first = await start(cwd);
+    const port = new URL(first.url).port;
+    const second = run(cwd, [], { MOAT_VERIFIER_PORT: port });
+    expect(second.error).toBeUndefined();
+    expect(second.status).toBe(2);
+    expect(second.stderr).toBe(
+      `moat-verifier: ERR_VERIFIER_CONFIG: port: expected a port free to listen on at 127.0.0.1:${port}, got EADDRINUSE (another process listens there)\n`,
+    );
+    // Stopping says so, and how long it took.
+    await stop(first.child);
+    expect(first.out()).toMatch(
+      /moat-verifier stopping \(SIGTERM\): finishing the requests in flight, \d+ ms at most\nmoat-verifier stopped after \d+ ms\n/,
+    );
   });
 });

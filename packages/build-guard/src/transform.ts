@@ -1,4 +1,4 @@
-import { errorMessage } from '@moat/protocol/support';
+import { closestName, errorMessage } from '@moat/protocol/support';
 import { parse } from 'acorn';
 import { BuildGuardError } from './errors.js';
 
@@ -20,32 +20,9 @@ export interface FeatureReplacement {
   readonly replaced: ReadonlyArray<{ readonly name: string; readonly value: boolean; readonly line: number }>;
 }
 
-function distance(a: string, b: string): number {
-  const row = Array.from({ length: b.length + 1 }, (_, i) => i);
-  for (let i = 1; i <= a.length; i++) {
-    let prev = row[0] as number;
-    row[0] = i;
-    for (let j = 1; j <= b.length; j++) {
-      const tmp = row[j] as number;
-      row[j] = Math.min((row[j] as number) + 1, (row[j - 1] as number) + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
-      prev = tmp;
-    }
-  }
-  return row[b.length] as number;
-}
-
 /** The registered name closest to `name`, if it is close enough to be a typo. */
 export function closestFlag(name: string, known: readonly string[]): string | undefined {
-  let best: string | undefined;
-  let bestDistance = Number.POSITIVE_INFINITY;
-  for (const k of known) {
-    const d = distance(name.toUpperCase(), k);
-    if (d < bestDistance) {
-      best = k;
-      bestDistance = d;
-    }
-  }
-  return bestDistance <= Math.max(2, Math.floor(name.length / 3)) ? best : undefined;
+  return closestName(name, known);
 }
 
 function walk(node: unknown, visit: (node: Node, parent: Node | undefined) => void, parent?: Node): void {

@@ -1,7 +1,19 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { createWarner, errorCode, errorMessage, LruMap, LruMapError, waitAtMost } from './index.js';
+import { closestName, createWarner, errorCode, errorMessage, LruMap, LruMapError, waitAtMost } from './index.js';
 import { loadNativeAddon } from './native.js';
+
+describe('closestName', () => {
+  it('names the known name a typo meant, in any letter case, and nothing for a name far from all', () => {
+    const known = ['moat-policy-attestation', 'moat-policy-install', 'maxBodyBytes', 'port'];
+    expect(closestName('moat-policy-attestaton', known)).toBe('moat-policy-attestation');
+    expect(closestName('maxBodyByts', known)).toBe('maxBodyBytes');
+    expect(closestName('MAXBODYBYTES', known)).toBe('maxBodyBytes');
+    expect(closestName('prot', known)).toBe('port');
+    expect(closestName('upstreamUrl', known)).toBeUndefined();
+    expect(closestName('anything', [])).toBeUndefined();
+  });
+});
 
 describe('LruMap', () => {
   it('behaves like a model LRU under any sequence of operations', () => {
