@@ -413,6 +413,41 @@ describe('i1 stamps in the pipeline', () => {
     expect(listed.installs.find((i: any) => i.installId === b.iid).lastSeen).toBeGreaterThan(0);
   });
 
+  it('revoking a release key’s installs: every install it enrolled, under every API key, is revoked; others are not', async () => {
+    const leaked: StampKey = { scheme: 'r1', kid: 'k1_3_0', key: randomBytes(32) };
+    const v = await start({
+      MOAT_VERIFIER_ATTESTATION_KEYS: JSON.stringify(
+        [release, leaked].map((k) => ({ kid: k.kid, key: Buffer.from(k.key).toString('hex') })),
+      ),
+      MOAT_VERIFIER_RELEASES: JSON.stringify(
+        [release, leaked].map((k) => ({ kid: k.kid, features: ['request_binding', 'install_keys'] })),
+      ),
+    });
+    const [one, two] = [await v.v.storage.createApiKey('one'), await v.v.storage.createApiKey('two')];
+    const fromLeaked = [await enroll(v.url, one.key, leaked), await enroll(v.url, two.key, leaked)];
+    const fromCurrent = await enroll(v.url, one.key, release);
+    const revoked = await admin(v.url, '/admin/installs/revoke', { release_kid: leaked.kid });
+    expect(revoked).toMatchObject({ status: 200, releaseKid: leaked.kid, revoked: 2 });
+    expect(revoked.installs.map((i: any) => i.installId).sort()).toEqual(fromLeaked.map((e) => e.iid).sort());
+    for (const [e, key] of [
+      [fromLeaked[0], one.key],
+      [fromLeaked[1], two.key],
+    ] as const)
+      expect((await message(v.url, v.v, key, installStamp(e as Enrolled))).record).toMatchObject({
+        attestation: 'revoked',
+        install: 'revoked',
+      });
+    expect((await message(v.url, v.v, one.key, installStamp(fromCurrent))).record).toMatchObject({
+      attestation: 'valid',
+      install: 'new',
+    });
+    expect((await admin(v.url, '/admin/installs/revoke', { release_kid: 'not a kid!' })).status).toBe(400);
+    expect(await admin(v.url, '/admin/installs/revoke', { release_kid: leaked.kid })).toMatchObject({
+      status: 200,
+      revoked: 0,
+    });
+  });
+
   it('a revocation on another replica reaches this one once the install cache refreshes', async () => {
     const { key } = await main.v.storage.createApiKey('replica');
     const e = await enroll(main.url, key, release);

@@ -106,6 +106,25 @@ describe.each(backends)('installs on %s', (name, open) => {
     }
   });
 
+  it.skipIf(skip)('revokes every live install of one release key, under any API key, and no other', async () => {
+    const s = await open();
+    try {
+      const now = Date.now();
+      const [a, b, c] = [row('key_a', now), row('key_b', now), row('key_a', now, { releaseKid: 'k2' })];
+      const gone = row('key_a', now - 5, { revokedAt: now - 1 });
+      for (const r of [a, b, c, gone]) await s.installs.createInstall(r);
+      const revoked = await s.installs.revokeReleaseInstalls('k1', now + 7);
+      expect(revoked.map((r) => r.iid).sort()).toEqual([a.iid, b.iid].sort());
+      expect(revoked.every((r) => r.revokedAt === now + 7)).toBe(true);
+      // An install revoked before keeps its time; another release's install is live.
+      expect((await s.installs.install(gone.iid))?.revokedAt).toBe(now - 1);
+      expect((await s.installs.install(c.iid))?.revokedAt).toBeNull();
+      expect(await s.installs.revokeReleaseInstalls('k1')).toEqual([]);
+    } finally {
+      await s.close();
+    }
+  });
+
   it.skipIf(skip)('records every enrollment attempt, filtered by key, outcome and time', async () => {
     const s = await open();
     try {

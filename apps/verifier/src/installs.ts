@@ -86,6 +86,8 @@ export interface InstallStore {
   listInstalls(keyId: string, limit?: number): MaybePromise<InstallRow[]>;
   /** Revokes one install; its row after, or `undefined` for an unknown id. */
   revokeInstall(iid: string, at?: number): MaybePromise<InstallRow | undefined>;
+  /** Revokes every live install a release key enrolled, under any API key; their rows after. */
+  revokeReleaseInstalls(releaseKid: string, at?: number): MaybePromise<InstallRow[]>;
   recordEnrollment(record: EnrollmentRecord): MaybePromise<void>;
   /** Enrollment records, newest first. */
   enrollments(query: EnrollmentQuery): MaybePromise<EnrollmentRecord[]>;
@@ -160,6 +162,7 @@ const SQL = {
   install: 'SELECT * FROM installs WHERE iid = ?',
   listInstalls: 'SELECT * FROM installs WHERE key_id = ? ORDER BY created DESC, iid LIMIT ?',
   revokeInstall: 'UPDATE installs SET revoked_at = ? WHERE iid = ? AND revoked_at IS NULL',
+  revokeReleaseInstalls: 'UPDATE installs SET revoked_at = ? WHERE release_kid = ? AND revoked_at IS NULL RETURNING *',
   recordEnrollment:
     'INSERT INTO enrollments (ts, key_id, address, release_kid, outcome, install_id, reason) ' +
     'VALUES (?, ?, ?, ?, ?, ?, ?)',
@@ -267,6 +270,10 @@ export class SqliteInstallStore implements InstallStore {
     return this.install(iid);
   }
 
+  revokeReleaseInstalls(releaseKid: string, at = Date.now()): InstallRow[] {
+    return (this.#sql(SQL.revokeReleaseInstalls).all(at, releaseKid) as Array<Record<string, unknown>>).map(installOf);
+  }
+
   recordEnrollment(e: EnrollmentRecord): void {
     this.#sql(SQL.recordEnrollment).run(e.ts, e.keyId, e.address, e.releaseKid, e.outcome, e.installId, e.reason);
   }
@@ -372,6 +379,10 @@ export class PgInstallStore implements InstallStore {
   async revokeInstall(iid: string, at = Date.now()): Promise<InstallRow | undefined> {
     await this.#rows(SQL.revokeInstall, [at, iid]);
     return this.install(iid);
+  }
+
+  async revokeReleaseInstalls(releaseKid: string, at = Date.now()): Promise<InstallRow[]> {
+    return (await this.#rows(SQL.revokeReleaseInstalls, [at, releaseKid])).map(installOf);
   }
 
   async recordEnrollment(e: EnrollmentRecord): Promise<void> {

@@ -582,7 +582,7 @@ describe('moat-verifier', () => {
     const admin = { authorization: `Bearer ${ADMIN}` };
     const routes = [
       ['/admin/attestation-keys/revoke', admin, '{ "kid": string, "reason"?: string }'],
-      ['/admin/installs/revoke', admin, '{ "install_id": "i…" }'],
+      ['/admin/installs/revoke', admin, '{ "install_id": "i…" } or { "release_kid": "…" }'],
       ['/admin/keys', admin, '{ "label": string }'],
       ['/v1/moat/conformance', { 'x-api-key': apiKey }, '{ "requests": [...] }'],
     ] as const;

@@ -1,4 +1,4 @@
-import { INSTALL_ID_PATTERN } from '@moat/protocol';
+import { INSTALL_ID_PATTERN, isKeyId } from '@moat/protocol';
 import { ApiError } from '../errors.js';
 import { readJsonObject, sendJson } from '../http.js';
 import { ENROLL_OUTCOMES, type InstallRow } from '../installs.js';
@@ -52,15 +52,36 @@ export const listInstalls: RouteHandler = async ({ res, url, services }) => {
  * `POST /admin/installs/revoke` `{ "install_id": "i…" }`: the install's next request is
  * `install: revoked` — at once on this replica, within the install cache's refresh (5 s) on
  * the others. The key's other installs and the release are untouched.
+ *
+ * `{ "release_kid": "k…" }`: every live install that release key enrolled, under any API key
+ * — what a leaked release key calls for, since its installs stamp with their own keys and
+ * revoking the release's key id alone stops only its own stamps and new enrollments.
  */
 export const revokeInstall: RouteHandler = async ({ req, res, services }) => {
-  const body = await readJsonObject(req, 4096, '{ "install_id": "i…" }');
+  const body = await readJsonObject(req, 4096, '{ "install_id": "i…" } or { "release_kid": "…" }');
+  if (body.release_kid !== undefined && body.install_id === undefined) {
+    const kid = body.release_kid;
+    if (typeof kid !== 'string' || !isKeyId(kid))
+      throw new ApiError(
+        400,
+        'invalid_request_error',
+        `release_kid: expected a key id, got ${JSON.stringify(kid)?.slice(0, 40)}`,
+      );
+    const rows = await services.storage.installs.revokeReleaseInstalls(kid);
+    for (const row of rows) services.enrollment.keys.revoked(row);
+    sendJson(res, 200, {
+      releaseKid: kid,
+      revoked: rows.length,
+      installs: rows.map((row) => ({ installId: row.iid, keyId: row.keyId })),
+    });
+    return;
+  }
   const iid = body.install_id;
   if (typeof iid !== 'string' || !INSTALL_ID_PATTERN.test(iid))
     throw new ApiError(
       400,
       'invalid_request_error',
-      `install_id: expected "i" and 24 hex digits, got ${JSON.stringify(iid)?.slice(0, 40)}`,
+      `install_id: expected "i" and 24 hex digits (or release_kid alone), got ${JSON.stringify(iid)?.slice(0, 40)}`,
     );
   const row = await services.storage.installs.revokeInstall(iid);
   if (row === undefined) throw new ApiError(404, 'not_found_error', `no install ${iid}`);
