@@ -229,6 +229,19 @@ describe('moat-verifier', () => {
     expect(await lastRecord()).toMatchObject({ keyId: leaker.id, decoy: 'none' });
     await post(fetch, request('Plan the migration', { messages: replayed }), leaker.key);
     expect(await lastRecord()).toMatchObject({ keyId: leaker.id, decoy: 'hit' });
+    // Any kind of tool call block names a decoy as a call does: a server's or an MCP server's.
+    for (const call of [
+      { type: 'server_tool_use', id: 'srvtoolu_x', name: decoyName, input: {} },
+      { type: 'mcp_tool_use', id: 'mcptoolu_x', name: decoyName, server_name: 's', input: {} },
+    ]) {
+      const made = [
+        { role: 'user', content: 'Plan the migration' },
+        { role: 'assistant', content: [call] },
+        { role: 'user', content: 'go on' },
+      ];
+      await post(fetch, request('go on', { messages: made }), leaker.key);
+      expect(await lastRecord(), call.type).toMatchObject({ keyId: leaker.id, decoy: 'hit' });
+    }
     // Respelled, or hidden outside the conversation, the decoy is still traced to the key it was served to.
     const decoyTool = JSON.stringify((JSON.parse(upstreamBodies.find((b) => b.includes(decoyName)) as string).tools as unknown[]).at(-1));
     const canary = /for example \\"([a-z]+_[a-z0-9]{8})\\"/.exec(decoyTool)?.[1] as string;
@@ -262,6 +275,25 @@ describe('moat-verifier', () => {
           ],
         },
       ],
+      ...['text/plain; charset=utf-8', 'TEXT/PLAIN', 'text/markdown', 'application/json'].map(
+        (mediaType): [string, Record<string, unknown>] => [
+          `a base64 document of ${mediaType}`,
+          {
+            messages: [
+              {
+                role: 'user',
+                content: [
+                  {
+                    type: 'document',
+                    source: { type: 'base64', media_type: mediaType, data: Buffer.from(`${decoyName} ${canary}`).toString('base64') },
+                  },
+                  { type: 'text', text: 'summarize' },
+                ],
+              },
+            ],
+          },
+        ],
+      ),
     ];
     for (const [where, extra] of hidden) {
       await post(fetch, request('Thanks', extra), distiller.key);

@@ -281,6 +281,20 @@ describe('decoyTraceTexts', () => {
       source: { type: 'base64', media_type: 'text/plain', data: Buffer.from('hidden words').toString('base64') },
     };
     expect(decoyTraceTexts({ messages: [{ role: 'user', content: [document] }] })).toContain('hidden words');
+    for (const mediaType of ['text/plain; charset=utf-8', 'TEXT/PLAIN', 'text/csv', 'application/json', 'application/ld+json'])
+      expect(
+        decoyTraceTexts({
+          messages: [{ role: 'user', content: [{ ...document, source: { ...document.source, media_type: mediaType } }] }],
+        }),
+        mediaType,
+      ).toContain('hidden words');
+    // Not text: an image or a PDF is not decoded.
+    for (const mediaType of ['image/png', 'application/pdf'])
+      expect(
+        decoyTraceTexts({
+          messages: [{ role: 'user', content: [{ ...document, source: { ...document.source, media_type: mediaType } }] }],
+        }),
+      ).not.toContain('hidden words');
     // Member names, newer and unknown members are read too; the API's own member names are not.
     expect(
       decoyTraceTexts({

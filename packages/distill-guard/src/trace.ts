@@ -570,10 +570,22 @@ const API_MEMBER_NAMES: ReadonlySet<string> = new Set([
   'context',
 ]);
 
-/** A base64 source of `text/plain` (a document), decoded: its text is the conversation's as much as a text source's. */
+/** Whether a media type names text (parameters and letter case aside): `text/*`, JSON, XML. */
+function isTextType(mediaType: string): boolean {
+  const type = (mediaType.split(';')[0] as string).trim().toLowerCase();
+  return (
+    type.startsWith('text/') || type === 'application/json' || type === 'application/xml' || type.endsWith('+json') || type.endsWith('+xml')
+  );
+}
+
+/**
+ * A base64 source of text (a document: `text/plain`, with a charset or in any letter case, or
+ * any other text type), decoded: its text is the conversation's as much as a text source's.
+ */
 function plainTextOf(value: object): string | undefined {
   const source = value as { type?: unknown; media_type?: unknown; data?: unknown };
-  if (source.type !== 'base64' || source.media_type !== 'text/plain' || typeof source.data !== 'string') return undefined;
+  if (typeof source.type !== 'string' || source.type.toLowerCase() !== 'base64') return undefined;
+  if (typeof source.media_type !== 'string' || !isTextType(source.media_type) || typeof source.data !== 'string') return undefined;
   return Buffer.from(source.data, 'base64').toString('utf8');
 }
 
@@ -599,8 +611,9 @@ const UNTRACED_MEMBERS: ReadonlySet<string> = new Set([
  * member, known or not — bounded to {@link DECOY_TRACE_LIMIT}
  * characters in all, for {@link CanaryIndex.trace}, which reads them apart (no joined copy of
  * a long conversation is made). Pass the request as its client sent it: the decoys a verifier
- * adds to the forwarded copy are its own, not evidence. A `text/plain` document sent in
- * base64 is read decoded.
+ * adds to the forwarded copy are its own, not evidence. A document of text sent in base64
+ * (`text/plain` with or without a charset, in any letter case, any `text/*`, JSON, XML) is
+ * read decoded.
  *
  * @example
  * ```ts

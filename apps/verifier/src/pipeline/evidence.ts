@@ -47,9 +47,13 @@ export interface Evidence {
 /** Confidence at which a decoy token in a request counts as a hit: one decoy name (0.75) or canary (0.95); a respelled name alone (0.6) is not. */
 export const DECOY_HIT_CONFIDENCE = 0.7;
 
+/** A tool call block of any kind the API has or may add: `tool_use`, `server_tool_use`, `mcp_tool_use`, … */
+const TOOL_CALL_TYPE = /tool_use$/i;
+
 /**
  * The keys whose decoys the request brings back. Against any key, its own included: a decoy
- * tool call in an assistant turn (a `tool_use` block naming a decoy or carrying its canary) —
+ * tool call in any turn (a `tool_use`, `server_tool_use`, `mcp_tool_use` or other tool call
+ * block naming a decoy or carrying its canary) —
  * the verifier answers a key's decoy calls itself and never lets one reach its client, so a
  * conversation that holds one was made up: replayed traffic or a distilled model's. Against
  * other keys only: everything else — a user's text, tool results, documents, the system
@@ -67,8 +71,11 @@ function traceDecoys(
   const calls: unknown[] = [];
   if (Array.isArray(body.messages))
     for (const m of body.messages)
-      if (m.role === 'assistant' && Array.isArray(m.content))
-        for (const block of m.content) if ((block as { type?: unknown }).type === 'tool_use') calls.push(block);
+      if (Array.isArray(m?.content))
+        for (const block of m.content) {
+          const type = (block as { type?: unknown } | null)?.type;
+          if (typeof type === 'string' && TOOL_CALL_TYPE.test(type)) calls.push(block);
+        }
   const traced = calls.length === 0 ? [] : index.trace(decoyTraceTexts({ messages: calls }), DECOY_HIT_CONFIDENCE);
   const others = index.trace(decoyTraceTexts(body), DECOY_HIT_CONFIDENCE).filter((t) => t.apiKeyId !== keyId);
   const keys = new Set(traced.map((t) => t.apiKeyId));
