@@ -101,6 +101,7 @@ export type JsonBodyErrorCode =
   | 'ERR_JSON_SYNTAX'
   | 'ERR_JSON_DEPTH'
   | 'ERR_JSON_DUPLICATE_KEY'
+  | 'ERR_JSON_MEMBER_CASE'
   | 'ERR_JSON_NOT_OBJECT';
 
 /** A body that is not strict JSON; `path` names where (dotted, `""` for the whole body). */

@@ -44,6 +44,15 @@ function closingQuote(raw: Buffer, open: number): number {
   }
 }
 
+/**
+ * A member name as a decoder that ignores letter case reads it — Go's `encoding/json` folds
+ * Unicode simple case, so `ſ` is an `s` and the Kelvin sign a `k` to it: two names one upstream
+ * may take for the same member must not reach it as two the verifier read apart.
+ */
+function foldName(name: string): string {
+  return name.toLowerCase().replaceAll('\u017f', 's');
+}
+
 function keyText(raw: Buffer, open: number, close: number, path: string): string {
   const text = raw.toString('utf8', open + 1, close);
   if (!text.includes('\\')) return text;
@@ -59,15 +68,16 @@ function keyText(raw: Buffer, open: number, close: number, path: string): string
 interface Frame {
   readonly object: boolean;
   readonly path: string;
-  keys: Set<string> | undefined;
+  /** Member names so far, by their folded form ({@link foldName}), each as written. */
+  keys: Map<string, string> | undefined;
   key: string;
   index: number;
 }
 
 /**
  * Parses a request body as strict JSON: valid UTF-8 (no replacement of bad bytes), an object
- * at the top, no member name twice in one object (compared after unescaping), nesting no
- * deeper than `maxDepth`. The structural checks run on the bytes before `JSON.parse`, so a
+ * at the top, no member name twice in one object (compared after unescaping, in any letter
+ * case), top-level member names in lower case, nesting no deeper than `maxDepth`. The structural checks run on the bytes before `JSON.parse`, so a
  * body nested a million levels deep costs one pass and no recursion. Returns the value and
  * the byte layout of its top-level members, so a gateway can forward the client's own bytes
  * with members cut out.
@@ -105,16 +115,27 @@ export function parseJsonBody(raw: Buffer, maxDepth: number): { value: Record<st
       if (close === -1) break; // JSON.parse names the syntax error
       if (top?.object === true && expectKey) {
         const key = keyText(raw, i, close, top.path);
-        top.keys ??= new Set();
-        if (top.keys.has(key)) {
+        const folded = foldName(key);
+        top.keys ??= new Map();
+        const earlier = top.keys.get(folded);
+        if (earlier !== undefined) {
           const path = top.path === '' ? key : `${top.path}.${key}`;
           throw new JsonBodyError(
             'ERR_JSON_DUPLICATE_KEY',
             path,
-            `expected each member name once per object, got ${JSON.stringify(key.slice(0, 60))} twice`,
+            earlier === key
+              ? `expected each member name once per object, got ${JSON.stringify(key.slice(0, 60))} twice`
+              : `expected each member name once per object in any letter case, got ${JSON.stringify(key.slice(0, 60))} beside ${JSON.stringify(earlier.slice(0, 60))}`,
           );
         }
-        top.keys.add(key);
+        // The API's own member names are lower case: another spelling is for an upstream that ignores case.
+        if (stack.length === 1 && folded !== key)
+          throw new JsonBodyError(
+            'ERR_JSON_MEMBER_CASE',
+            key,
+            `expected member names in lower case at the top of the body (the API's are), got ${JSON.stringify(key.slice(0, 60))}`,
+          );
+        top.keys.set(folded, key);
         top.key = key;
         expectKey = false;
         if (stack.length === 1) {
