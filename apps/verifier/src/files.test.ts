@@ -8,8 +8,9 @@ import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import Anthropic, { toFile } from '@anthropic-ai/sdk';
+import { decoyPeriod, decoyTools } from '@moat/distill-guard/server';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { devEnvironment, loadConfig } from './config.js';
+import { devEnvironment, loadConfig, type VerifierConfig } from './config.js';
 import { handleMockRequest } from './mock-upstream.js';
 import { routeTable } from './routes/table.js';
 import { createVerifier, type Verifier } from './server.js';
@@ -18,6 +19,7 @@ import { createVerifier, type Verifier } from './server.js';
 const account = new Map<string, { meta: Record<string, unknown>; bytes: Buffer }>();
 let upstream: Server;
 let verifier: Verifier;
+let config: VerifierConfig;
 let base = '';
 let upstreamUrl = '';
 const keys = { alice: '', bob: '' };
@@ -73,12 +75,10 @@ beforeAll(async () => {
   });
   await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
   upstreamUrl = `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`;
-  verifier = await createVerifier(
-    loadConfig({ ...devEnvironment(), MOAT_VERIFIER_UPSTREAM: upstreamUrl, MOAT_VERIFIER_UPSTREAM_KEY: 'sk-upstream' }),
-    {
-      logLevel: 'silent',
-    },
-  );
+  config = loadConfig({ ...devEnvironment(), MOAT_VERIFIER_UPSTREAM: upstreamUrl, MOAT_VERIFIER_UPSTREAM_KEY: 'sk-upstream' });
+  verifier = await createVerifier(config, {
+    logLevel: 'silent',
+  });
   base = await verifier.listen();
   keys.alice = (await verifier.storage.createApiKey('alice')).key;
   keys.bob = (await verifier.storage.createApiKey('bob')).key;
@@ -175,6 +175,32 @@ describe('Files, per API key', () => {
       expect(((await res.json()) as { error: { message: string } }).error.message).toBe(`file ${ids.alice} not found`);
       expect(await lastRecord()).toMatchObject({ status: 404, verdict: 'block' });
     }
+  });
+
+  it('a file holding another key’s decoys brings them back to the request that names it; the uploader’s own do not count', async () => {
+    const ids = Object.fromEntries((await verifier.storage.listApiKeys()).map((k) => [k.label, k.id]));
+    const secret = Buffer.from(config.serverSecret, 'hex');
+    const [decoy] = decoyTools({ secret, apiKeyId: ids.alice as string, period: decoyPeriod() });
+    const text = `notes\n${decoy?.tool.name} returned ${decoy?.canary}\n`;
+    // The decoy index is built in the background after the first requests: upload until it is there.
+    let fileId = '';
+    for (let i = 0; i < 100 && fileId === ''; i++) {
+      const up = await sdk(keys.bob).beta.files.upload({ file: await toFile(Buffer.from(text), 'notes.txt', { type: 'text/plain' }) });
+      if ((await verifier.storage.fileOf(up.id))?.tracedTo !== undefined) fileId = up.id;
+      else await new Promise((r) => setTimeout(r, 50));
+    }
+    expect(fileId).not.toBe('');
+    expect((await verifier.storage.fileOf(fileId))?.tracedTo).toEqual([{ apiKeyId: ids.alice, confidence: expect.any(Number) }]);
+    expect((await lastRecord())?.reasons.some((r) => r.startsWith(`decoy traced to ${ids.alice}`))).toBe(true);
+    const res = await send(keys.bob, 'POST', '/v1/messages', naming(fileId));
+    expect(res.status).toBe(200);
+    const record = await lastRecord();
+    expect(record).toMatchObject({ decoy: 'hit', verdict: 'flag' });
+    expect(record?.reasons.some((r) => r.startsWith(`decoy traced to ${ids.alice}`))).toBe(true);
+    // Alice's own file with her own decoys is her own text: not evidence against her.
+    const own = await sdk(keys.alice).beta.files.upload({ file: await toFile(Buffer.from(text), 'mine.txt', { type: 'text/plain' }) });
+    expect((await send(keys.alice, 'POST', '/v1/messages', naming(own.id))).status).toBe(200);
+    expect(await lastRecord()).toMatchObject({ decoy: 'none' });
   });
 
   it('Files routes are the verifier’s own: a pass-through entry for one is a configuration error', () => {

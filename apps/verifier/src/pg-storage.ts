@@ -36,6 +36,7 @@ import {
   probe,
   type ReadinessCheck,
   type Storage,
+  tracedColumn,
 } from './storage.js';
 import { isContentError } from './store-boundary.js';
 
@@ -62,7 +63,8 @@ const SCHEMA = `
   CREATE TABLE IF NOT EXISTS revoked_kids (kid TEXT PRIMARY KEY, reason TEXT NOT NULL, at BIGINT NOT NULL);
   CREATE TABLE IF NOT EXISTS batches (id TEXT PRIMARY KEY, key_id TEXT NOT NULL, record_id TEXT NOT NULL, created BIGINT NOT NULL, items JSONB NOT NULL);
   CREATE INDEX IF NOT EXISTS batches_key ON batches (key_id, created);
-  CREATE TABLE IF NOT EXISTS files (id TEXT PRIMARY KEY, key_id TEXT NOT NULL, record_id TEXT NOT NULL, created BIGINT NOT NULL);
+  CREATE TABLE IF NOT EXISTS files (id TEXT PRIMARY KEY, key_id TEXT NOT NULL, record_id TEXT NOT NULL, created BIGINT NOT NULL, traced TEXT);
+  ALTER TABLE files ADD COLUMN IF NOT EXISTS traced TEXT;
   CREATE INDEX IF NOT EXISTS files_key ON files (key_id, created);
 `;
 
@@ -444,12 +446,10 @@ export class PgRedisStorage implements Storage {
   }
 
   async saveFile(file: FileRow): Promise<void> {
-    await this.#pool.query('INSERT INTO files (id, key_id, record_id, created) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING', [
-      file.id,
-      file.keyId,
-      file.recordId,
-      file.created,
-    ]);
+    await this.#pool.query(
+      'INSERT INTO files (id, key_id, record_id, created, traced) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING',
+      [file.id, file.keyId, file.recordId, file.created, tracedColumn(file)],
+    );
   }
 
   async fileOf(id: string): Promise<FileRow | undefined> {

@@ -6,11 +6,15 @@
  */
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
+import { mkdtempSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createAttestedFetch } from '@moat/attest/client';
 import { tagFingerprint } from '@moat/fingerprint/client';
 import { devKeyFile } from '@moat/native/dev-key';
+import Database from 'better-sqlite3';
 import fc from 'fast-check';
 import { Redis } from 'ioredis';
 import pg from 'pg';
@@ -104,6 +108,9 @@ describe.each(backends)('%s storage', { timeout: 30_000 }, (name, open) => {
       await s.saveFile({ id: 'file_a1', keyId: 'key_a', recordId: 'req_1', created: 1 });
       await s.saveFile({ id: 'file_b1', keyId: 'key_b', recordId: 'req_2', created: 2 });
       await s.saveFile({ id: 'file_a2', keyId: 'key_a', recordId: 'req_3', created: 3 });
+      const tracedTo = [{ apiKeyId: 'key_z', confidence: 0.95 }];
+      await s.saveFile({ id: 'file_t1', keyId: 'key_b', recordId: 'req_5', created: 5, tracedTo });
+      expect(await s.fileOf('file_t1')).toEqual({ id: 'file_t1', keyId: 'key_b', recordId: 'req_5', created: 5, tracedTo });
       // Saved twice (a retried write): the first owner stays.
       await s.saveFile({ id: 'file_a1', keyId: 'key_b', recordId: 'req_4', created: 4 });
       expect(await s.fileOf('file_a1')).toEqual({ id: 'file_a1', keyId: 'key_a', recordId: 'req_1', created: 1 });
@@ -501,6 +508,25 @@ describe.runIf(PG !== undefined && REDIS !== undefined)('PostgreSQL closing idle
       expect(await storage.lookupApiKey(key)).toMatch(/^key_/);
     } finally {
       await storage.close();
+    }
+  });
+});
+
+describe('a SQLite database made before files kept their traces', () => {
+  it('gains the column at start and keeps what it held', async () => {
+    const path = join(mkdtempSync(join(tmpdir(), 'moat-files-')), 'v.db');
+    const old = new Database(path);
+    old.exec('CREATE TABLE files (id TEXT PRIMARY KEY, key_id TEXT NOT NULL, record_id TEXT NOT NULL, created INTEGER NOT NULL)');
+    old.prepare("INSERT INTO files VALUES ('file_old', 'key_a', 'req_1', 1)").run();
+    old.close();
+    const s = new SqliteStorage(path, pepper);
+    try {
+      expect(s.fileOf('file_old')).toEqual({ id: 'file_old', keyId: 'key_a', recordId: 'req_1', created: 1 });
+      const tracedTo = [{ apiKeyId: 'key_z', confidence: 0.75 }];
+      await s.saveFile({ id: 'file_new', keyId: 'key_a', recordId: 'req_2', created: 2, tracedTo });
+      expect(s.fileOf('file_new')?.tracedTo).toEqual(tracedTo);
+    } finally {
+      await s.close();
     }
   });
 });

@@ -50,12 +50,30 @@ export interface FileRow {
   /** The record of the upload request. */
   readonly recordId: string;
   readonly created: number;
+  /** The keys whose decoys the file's text held when it was uploaded (a request naming it brings them back). */
+  readonly tracedTo?: ReadonlyArray<{ readonly apiKeyId: string; readonly confidence: number }>;
 }
 
 /** A row of the `files` table, either backend. */
 export function fileRowOf(r: Record<string, unknown>): FileRow {
-  return { id: r.id as string, keyId: r.key_id as string, recordId: r.record_id as string, created: Number(r.created) };
+  const row = { id: r.id as string, keyId: r.key_id as string, recordId: r.record_id as string, created: Number(r.created) };
+  let traced: FileRow['tracedTo'];
+  try {
+    traced = typeof r.traced === 'string' ? (JSON.parse(r.traced) as FileRow['tracedTo']) : undefined;
+  } catch {
+    // A column the verifier did not write: the file holds no evidence it can read.
+    traced = undefined;
+  }
+  return traced === undefined || !Array.isArray(traced) || traced.length === 0 ? row : { ...row, tracedTo: traced };
 }
+
+/** The `traced` column of a file row: the keys its text named, or `null`. */
+export function tracedColumn(file: FileRow): string | null {
+  return file.tracedTo === undefined || file.tracedTo.length === 0 ? null : JSON.stringify(file.tracedTo);
+}
+
+/** The column the `files` table gained after it was first made, added where it is missing. */
+export const FILES_TRACED_COLUMN = 'traced';
 
 /** A row of the `batches` table, either backend. */
 export function batchRowOf(r: Record<string, unknown>): BatchRow {
@@ -230,13 +248,15 @@ export class SqliteStorage implements Storage {
       CREATE TABLE IF NOT EXISTS revoked_kids (kid TEXT PRIMARY KEY, reason TEXT NOT NULL, at INTEGER NOT NULL);
       CREATE TABLE IF NOT EXISTS batches (id TEXT PRIMARY KEY, key_id TEXT NOT NULL, record_id TEXT NOT NULL, created INTEGER NOT NULL, items TEXT NOT NULL);
       CREATE INDEX IF NOT EXISTS batches_key ON batches (key_id, created);
-      CREATE TABLE IF NOT EXISTS files (id TEXT PRIMARY KEY, key_id TEXT NOT NULL, record_id TEXT NOT NULL, created INTEGER NOT NULL);
+      CREATE TABLE IF NOT EXISTS files (id TEXT PRIMARY KEY, key_id TEXT NOT NULL, record_id TEXT NOT NULL, created INTEGER NOT NULL, traced TEXT);
       CREATE INDEX IF NOT EXISTS files_key ON files (key_id, created);
     `);
     // A database made before a signal existed gains its column.
     const existing = (this.db.prepare(EXISTING_COLUMNS_SQL.sqlite).all() as Array<{ name: string }>).map((c) => c.name);
     for (const sql of migrationSql('sqlite', existing)) this.db.exec(sql);
     this.db.exec(recordsIndexSql());
+    const fileColumns = (this.db.prepare('PRAGMA table_info(files)').all() as Array<{ name: string }>).map((c) => c.name);
+    if (!fileColumns.includes(FILES_TRACED_COLUMN)) this.db.exec(`ALTER TABLE files ADD COLUMN ${FILES_TRACED_COLUMN} TEXT`);
     this.installs = new SqliteInstallStore(this.db);
     this.#insertRecord = this.db.prepare(insertRecordSql('sqlite', 'insert'));
     this.#upsertRecord = this.db.prepare(insertRecordSql('sqlite', 'upsert'));
@@ -463,8 +483,8 @@ export class SqliteStorage implements Storage {
   saveFile(file: FileRow): Promise<void> {
     return this.#enqueue(() => {
       this.db
-        .prepare('INSERT OR IGNORE INTO files (id, key_id, record_id, created) VALUES (?, ?, ?, ?)')
-        .run(file.id, file.keyId, file.recordId, file.created);
+        .prepare('INSERT OR IGNORE INTO files (id, key_id, record_id, created, traced) VALUES (?, ?, ?, ?, ?)')
+        .run(file.id, file.keyId, file.recordId, file.created, tracedColumn(file));
     });
   }
 

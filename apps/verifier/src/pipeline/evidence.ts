@@ -15,6 +15,7 @@ import {
 import type { MessagesRequest } from '@moat/protocol/messages';
 import type { VerifierConfig } from '../config.js';
 import { unavailable } from '../errors.js';
+import { MAX_FILES_PER_REQUEST, mayNameFiles, namedFileIds } from '../file-owners.js';
 import type { InstallRow } from '../installs.js';
 import { releaseMayHave, requireRequestBinding } from '../releases.js';
 import type { Signals } from '../signals.js';
@@ -80,6 +81,39 @@ function traceDecoys(
   const others = index.trace(decoyTraceTexts(body), DECOY_HIT_CONFIDENCE).filter((t) => t.apiKeyId !== keyId);
   const keys = new Set(traced.map((t) => t.apiKeyId));
   return [...traced, ...others.filter((t) => !keys.has(t.apiKeyId))];
+}
+
+/**
+ * The keys whose decoys the files a request names held when they were uploaded (traced then,
+ * kept with each file): against other keys only, as a document's text would be. A file that
+ * is not the caller's adds nothing (the request is refused 404 for it).
+ */
+async function tracedFiles(
+  body: MessagesRequest,
+  keyId: string,
+  storage: Pick<VerifierServices['storage'], 'fileOf'>,
+): Promise<Array<{ apiKeyId: string; confidence: number }>> {
+  const out: Array<{ apiKeyId: string; confidence: number }> = [];
+  let looked = 0;
+  for (const id of namedFileIds(body)) {
+    if (++looked > MAX_FILES_PER_REQUEST) break;
+    const file = await storage.fileOf(id);
+    if (file?.keyId === keyId) for (const t of file.tracedTo ?? []) if (t.apiKeyId !== keyId) out.push(t);
+  }
+  return out;
+}
+
+/** Traces from several places, one per key at its highest confidence, in the order first seen. */
+function mergeTraces(
+  ...lists: ReadonlyArray<ReadonlyArray<{ apiKeyId: string; confidence: number }>>
+): Array<{ apiKeyId: string; confidence: number }> {
+  const byKey = new Map<string, { apiKeyId: string; confidence: number }>();
+  for (const list of lists)
+    for (const t of list) {
+      const seen = byKey.get(t.apiKeyId);
+      if (seen === undefined || seen.confidence < t.confidence) byKey.set(t.apiKeyId, { apiKeyId: t.apiKeyId, confidence: t.confidence });
+    }
+  return [...byKey.values()];
 }
 
 /** What {@link gatherEvidence} looks at. */
@@ -184,7 +218,10 @@ export async function gatherEvidence(input: EvidenceInput, services: VerifierSer
   const thinking = verifyRequestBlocks(input.body, input.keyId, blockKeyring);
   // The attribution block was parsed once, by the fingerprint check.
   const client = { cv: fingerprint.clientVersion, ep: fingerprint.entrypoint };
-  const traced = traceDecoys(services.decoyIndex.current(), input.body, input.keyId);
+  const traced = mergeTraces(
+    traceDecoys(services.decoyIndex.current(), input.body, input.keyId),
+    mayNameFiles(input.raw) ? await tracedFiles(input.body, input.keyId, services.storage) : [],
+  );
   const decoy = {
     signal: traced.length > 0 ? ('hit' as const) : ('none' as const),
     tracedTo: traced.map((t) => ({ apiKeyId: t.apiKeyId, confidence: t.confidence })),

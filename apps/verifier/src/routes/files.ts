@@ -6,11 +6,13 @@
  * batch request names it (`file_id`, see `file-owners.ts`). A file uploaded around the
  * verifier is nobody's. Every request leaves one record, durable before the answer goes out.
  */
+import { type Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { authenticate } from '../auth.js';
 import { ApiError } from '../errors.js';
 import { fileNotFound } from '../file-owners.js';
 import { abortWhenClientGone } from '../http.js';
+import { DECOY_HIT_CONFIDENCE } from '../pipeline/evidence.js';
 import { fail } from '../pipeline/index.js';
 import { newRequestId, RequestLedger } from '../pipeline/record.js';
 import { isSuccess, passError } from '../pipeline/rewrite-response.js';
@@ -23,8 +25,18 @@ interface FileCall {
   readonly keyId: string;
   readonly ledger: RequestLedger;
   readonly file: FileRow | undefined;
-  /** Sends the request upstream; with `body`, the client's body streamed through as it came. */
-  readonly send: (options?: { readonly body?: boolean; readonly raw?: boolean }) => Promise<UpstreamResponse>;
+  /** Sends the request upstream; with `body`, the client's body streamed through as it came (through `through`, when given). */
+  readonly send: (options?: {
+    readonly body?: boolean;
+    readonly through?: Transform;
+    readonly raw?: boolean;
+  }) => Promise<UpstreamResponse>;
+}
+
+/** `through` fed from `source`: an error or an abort on either side ends both. */
+function throughFrom(source: Readable, through: Transform): Transform {
+  pipeline(source, through).catch(() => {});
+  return through;
 }
 
 /** Runs a Files route: one record, the client authenticated, a named file only for its owner. */
@@ -46,13 +58,15 @@ function fileRoute(what: string, action: (ctx: RouteContext, call: FileCall) => 
       services.guard.assertWritable();
       // Nothing is forwarded that cannot be recorded: the record is reserved first.
       await ledger.reserve();
-      const send = (options: { readonly body?: boolean; readonly raw?: boolean } = {}) =>
+      const send = (options: { readonly body?: boolean; readonly through?: Transform; readonly raw?: boolean } = {}) =>
         services.upstream.send({
           method: req.method ?? 'GET',
           path: `${target.path}${target.query}`,
           headers: req.headers,
           signal: abort.signal,
-          ...(options.body === true ? { body: req } : {}),
+          ...(options.body === true
+            ? { body: options.through === undefined ? req : throughFrom(req, options.through) }
+            : {}),
           ...(options.raw === true ? { raw: true } : {}),
         });
       await action(ctx, { keyId, ledger, file, send });
@@ -95,15 +109,54 @@ async function answerJson(
 const objectOf = (body: unknown): Record<string, unknown> =>
   typeof body === 'object' && body !== null && !Array.isArray(body) ? (body as Record<string, unknown>) : {};
 
-/** `POST /v1/files`: the upload streams through; the file the upstream made is the caller's. */
+/** How much of an upload is read for decoys: its first 4 MiB (the multipart body as text, headers of its part included). */
+export const FILE_TRACE_BYTES = 4 * 1024 * 1024;
+
+/** A pass-through that keeps a copy of the first {@link FILE_TRACE_BYTES} of what goes through it. */
+function keepingStart(): { through: Transform; kept: () => Buffer } {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  const through = new Transform({
+    transform(chunk: Buffer, _encoding, done) {
+      if (size < FILE_TRACE_BYTES) {
+        const part = chunk.subarray(0, FILE_TRACE_BYTES - size);
+        chunks.push(part);
+        size += part.length;
+      }
+      done(null, chunk);
+    },
+  });
+  return { through, kept: () => Buffer.concat(chunks) };
+}
+
+/**
+ * `POST /v1/files`: the upload streams through; the file the upstream made is the caller's.
+ * Its text is traced for decoys on the way (the first {@link FILE_TRACE_BYTES}), and the keys
+ * it names are kept with the file: a Messages request that names the file brings them back as
+ * a text it held would (`decoy: hit` against any key but the uploader's).
+ */
 export const uploadFile: RouteHandler = fileRoute('upload', async (ctx, call) => {
-  const upstream = await call.send({ body: true });
+  const { through, kept } = keepingStart();
+  const upstream = await call.send({ body: true, through });
   await answerJson(ctx, call, upstream, async (body) => {
     const id = objectOf(body).id;
     if (typeof id !== 'string' || id === '')
       throw new ApiError(502, 'api_error', 'upstream answered an upload without a file id');
+    const index = ctx.services.decoyIndex.current();
+    const tracedTo = (index?.trace([kept().toString('utf8')], DECOY_HIT_CONFIDENCE) ?? []).map((t) => ({
+      apiKeyId: t.apiKeyId,
+      confidence: t.confidence,
+    }));
+    for (const t of tracedTo)
+      call.ledger.reason(`decoy traced to ${t.apiKeyId} (${t.confidence.toFixed(2)}) in the uploaded file`);
     // Kept before the client learns the id: a file it cannot be told the owner of is nobody's.
-    await ctx.services.storage.saveFile({ id, keyId: call.keyId, recordId: call.ledger.id, created: Date.now() });
+    await ctx.services.storage.saveFile({
+      id,
+      keyId: call.keyId,
+      recordId: call.ledger.id,
+      created: Date.now(),
+      tracedTo,
+    });
     return body;
   });
 });
