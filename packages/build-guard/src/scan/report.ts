@@ -1,7 +1,9 @@
+import packageJson from '../../package.json' with { type: 'json' };
 import { formPhrase } from './needles.js';
 import type { Finding, ScanReport } from './scanner.js';
 
-const TOOL_VERSION = '0.0.0';
+/** The scanner's version in a SARIF log: this package's own (bundled in at build time). */
+const TOOL_VERSION: string = packageJson.version;
 
 /** Options of {@link formatHuman}. */
 export interface HumanReportOptions {

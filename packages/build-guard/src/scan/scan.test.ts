@@ -586,6 +586,10 @@ describe('output', () => {
     expect(validate.errors ?? []).toEqual([]);
     expect(ok).toBe(true);
     expect(sarif.runs[0].results).toHaveLength(report.findings.length);
+    // The tool's own version, not a placeholder.
+    expect(sarif.runs[0].tool.driver.version).toBe(
+      JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')).version,
+    );
   });
 
   it('reports a shipped source map full of leaks on one screen: a verdict first, grouped findings; --verbose and SARIF keep all', () => {
