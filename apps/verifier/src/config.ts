@@ -139,9 +139,11 @@ const routeOf = (entry: string): { method: string; pattern: string } => {
 
 /**
  * Whether a pass-through entry stays clear of the paths Moat always checks: Messages and
- * everything under it, and Moat's own `/v1/moat…`, at any depth and as a lenient upstream
- * would read them (any case, empty segments merged; dot segments refused outright). A
- * `:name` segment matches anything, so `/:a/messages` and `/v1/:b` are refused too.
+ * everything under it, the Files routes (scoped per key) and whatever an upstream may take
+ * for one of them, and Moat's own `/v1/moat…`, at any depth and as a lenient upstream
+ * would read them (any case, empty segments merged, any suffix after `messages`; dot
+ * segments refused outright). A `:name` segment matches anything, so `/:a/messages` and
+ * `/v1/:b` are refused too.
  */
 export const outsideGuarded = (entry: string): boolean => {
   const segments = routeOf(entry)
@@ -152,7 +154,9 @@ export const outsideGuarded = (entry: string): boolean => {
   const [first, second] = segments;
   if (first === undefined || second === undefined) return true;
   const any = (s: string) => s.startsWith(':');
-  return !((any(first) || first === 'v1') && (any(second) || second === 'messages' || second.startsWith('moat')));
+  // `messages.json`, `messages~`, `Messages.`: a suffix an upstream may strip or ignore is still Messages.
+  const guarded = (s: string) => s.startsWith('messages') || s.startsWith('files') || s.startsWith('moat');
+  return !((any(first) || first === 'v1') && (any(second) || guarded(second)));
 };
 
 /** An authority as §5.3 of the SPEC writes it: lowercase host or bracketed IPv6, an optional port. */
@@ -414,7 +418,7 @@ export const SETTINGS = {
           v.string(),
           v.check(
             outsideGuarded,
-            'a route outside /v1/messages and /v1/moat in any case, with no dot segments (always checked)',
+            'a route outside /v1/messages…, /v1/files… and /v1/moat… in any case, with no dot segments (always checked)',
           ),
         ),
       ),

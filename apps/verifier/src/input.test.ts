@@ -184,6 +184,23 @@ describe('strict input', () => {
     const tunnel = await raw('CONNECT example.com:443 HTTP/1.1\r\nhost: example.com:443\r\n\r\n');
     expect(tunnel).toMatch(/^HTTP\/1\.1 405/);
     expect(tunnel).toContain('"invalid_request_error"');
+    // One Host, as HTTP/1.1 wants it: two (a front end and the upstream may each read another) or none are refused, recorded.
+    for (const [head, got] of [
+      ['host: a.example\r\nhost: b.example\r\n', 2],
+      ['', 0],
+    ] as const) {
+      const before = await total();
+      const answer = await raw(
+        `POST /v1/messages HTTP/1.1\r\n${head}x-api-key: ${apiKey}\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}`,
+      );
+      expect(answer, head).toMatch(/^HTTP\/1\.1 400/);
+      expect(JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4))).toMatchObject({
+        error: { type: 'invalid_request_error', message: `expected one Host header, got ${got}` },
+      });
+      expect(await total()).toBe(before + 1);
+    }
+    // HTTP/1.0 has no Host to require.
+    expect(await raw('GET /healthz HTTP/1.0\r\n\r\n')).toMatch(/^HTTP\/1\.1 200/);
   });
 });
 

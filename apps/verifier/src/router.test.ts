@@ -128,6 +128,15 @@ describe('the route table', () => {
       'POST /:a/messages',
       'POST /v1/x/../messages',
       'GET /v1/./models',
+      // A suffix an upstream may strip or ignore.
+      'POST /v1/messages.json',
+      'POST /v1/Messages.',
+      'POST /v1/messages~',
+      'POST /v1/messages_batch',
+      // Files are per key: no route under them, nor one an upstream would take for one, passes through.
+      'GET /v1/files/:id/x',
+      'GET /v1/Files',
+      'GET /v1/files.json',
     ])
       expect(() => parsePassthroughRoutes([entry]), entry).toThrow(/ERR_VERIFIER_CONFIG: passthroughRoutes\[0\]/);
   });

@@ -221,8 +221,18 @@ export async function startPeriodicWork(services: VerifierServices): Promise<voi
 
 /** Whether a route is served under `publicPathPrefix`: the client's and the public ones, not the operator's (admin, metrics, dashboard). */
 function servedUnderPrefix(route: Route): boolean {
-  return route.access === 'client' || (route.access === 'public' && route.pattern !== '/dashboard');
+  return route.access === 'client' || (route.access === 'public' && !ROOT_ONLY_PUBLIC.has(route.pattern));
 }
+
+/** How many times a header (lower-case name) is in a request's raw headers. */
+function headerCount(rawHeaders: readonly string[], name: string): number {
+  let count = 0;
+  for (let i = 0; i < rawHeaders.length; i += 2) if ((rawHeaders[i] as string).toLowerCase() === name) count++;
+  return count;
+}
+
+/** Public routes for the operator's eyes: the dashboard's sign-in, and readiness with its checks' errors. */
+const ROOT_ONLY_PUBLIC: ReadonlySet<string> = new Set(['/dashboard', '/readyz']);
 
 /**
  * The `node:http` handler over a route table: the one entry of every request, whether the
@@ -240,6 +250,16 @@ export function createRequestHandler(
   const router = createRouter(rows);
   async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
     res.setHeader(VERSION_HEADER, '1');
+    // One authority: a second Host is one a front end or the upstream may read instead of the first.
+    // (A web `Request` read as one has no raw headers: its `Headers` hold one Host at most.)
+    const hosts = Array.isArray(req.rawHeaders) ? headerCount(req.rawHeaders, 'host') : 1;
+    if (hosts > 1 || (hosts === 0 && req.httpVersionMajor === 1 && req.httpVersionMinor >= 1))
+      return refuseAndRecord(
+        req,
+        res,
+        services,
+        new ApiError(400, 'invalid_request_error', `expected one Host header, got ${hosts}`),
+      );
     // One canonical target: what is routed here is exactly what a route forwards.
     let target: CanonicalTarget;
     let mounted: boolean;
@@ -303,7 +323,8 @@ function createHttpServer(
 ): { server: Server; inflight: Set<ServerResponse>; handle: RequestHandler } {
   const handle = createRequestHandler(services, routeTable(services.config.passthroughRoutes), closing);
   const inflight = new Set<ServerResponse>();
-  const server = createServer({ maxHeaderSize: 32 * 1024 }, (req, res) => {
+  // Host is checked by the handler (one, and only one, in HTTP/1.1), so its refusal is recorded in the API's shape.
+  const server = createServer({ maxHeaderSize: 32 * 1024, requireHostHeader: false }, (req, res) => {
     inflight.add(res);
     res.on('close', () => inflight.delete(res));
     if (closing()) res.setHeader('connection', 'close');

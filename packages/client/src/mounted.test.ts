@@ -180,12 +180,15 @@ describe('@moat/client under a base URL with a path', { timeout: 30_000 }, () =>
     expect(warnings).toEqual([]);
   });
 
-  it("serves the API and Moat's client routes under the prefix, never the operator's (admin, metrics, dashboard)", async () => {
+  it("serves the API and Moat's client routes under the prefix, never the operator's (admin, metrics, dashboard, readiness)", async () => {
     const status = async (path: string) => (await fetch(`${verifierUrl}${path}`)).status;
     for (const path of ['/admin/records', '/admin/keys', '/metrics', '/dashboard', '/admin/anything'])
       expect(await status(`${PREFIX}${path}`), path).toBe(404);
     expect(await status('/admin/records')).toBe(401);
     expect(await status(`${PREFIX}/healthz`)).toBe(200);
+    // Readiness names the checks that fail and why: the operator's, at the root only.
+    expect(await status(`${PREFIX}/readyz`)).toBe(404);
+    expect(await status('/readyz')).toBe(200);
     expect(await status(`${PREFIX}/v1/moat`)).toBe(200);
   });
 
