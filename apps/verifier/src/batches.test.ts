@@ -117,7 +117,7 @@ describe('Message Batches', () => {
     expect(retrieval).toMatchObject({
       batch: batchRecord?.id,
       status: 200,
-      reasons: ['batch results', 'decoy calls withheld: 1'],
+      reasons: ['batch results', 'results: 2 succeeded', 'decoy calls withheld: 1'],
     });
 
     // The thinking block goes back in a Messages request with Moat's signature, and the upstream gets its own.
@@ -238,7 +238,10 @@ describe('Message Batches', () => {
     const text = JSON.stringify(results);
     for (const name of decoyNames) expect(text).not.toContain(name);
     const [retrieval] = await verifier.storage.queryRecords({ limit: 1 });
-    expect(retrieval).toMatchObject({ status: 200, reasons: ['batch results', 'decoy calls withheld: 3'] });
+    expect(retrieval).toMatchObject({
+      status: 200,
+      reasons: ['batch results', 'results: 3 succeeded', 'decoy calls withheld: 3'],
+    });
 
     const twice = await fetch(`${base}/v1/messages/batches`, {
       method: 'POST',
@@ -258,6 +261,22 @@ describe('Message Batches', () => {
       'requests.1.custom_id: expected an id unique in the batch, got "dup" again (first at requests.0)',
     );
     expect(await verifier.storage.queryRecords({ limit: 1 })).toMatchObject([{ status: 400, verdict: 'block' }]);
+  });
+
+  it('the results record counts the items by outcome, errors by type', async () => {
+    const client = sdk(apiKey);
+    const batch = await client.messages.batches.create({
+      requests: [
+        { custom_id: 'fine', params: cliParams('Fine') },
+        { custom_id: 'busy', params: cliParams('Busy', { model: 'claude-mock-overloaded' }) },
+        { custom_id: 'gone', params: cliParams('Gone', { model: 'claude-mock-overloaded' }) },
+      ],
+    });
+    const results: Anthropic.Messages.MessageBatchIndividualResponse[] = [];
+    for await (const line of await client.messages.batches.results(batch.id)) results.push(line);
+    expect(results.map((r) => r.result.type).sort()).toEqual(['errored', 'errored', 'succeeded']);
+    const [retrieval] = await verifier.storage.queryRecords({ limit: 1 });
+    expect(retrieval?.reasons).toContain('results: 1 succeeded, 2 errored (overloaded_error)');
   });
 
   it('reads a batch create strictly, naming the path', async () => {

@@ -131,16 +131,17 @@ async function resultLine(
   line: string,
   call: BatchCall & { batch: BatchRow },
   services: VerifierServices,
-): Promise<{ text: string; calls: number }> {
-  let entry: { custom_id?: unknown; result?: { type?: unknown; message?: unknown } };
+): Promise<{ text: string; calls: number; outcome: string }> {
+  let entry: { custom_id?: unknown; result?: { type?: unknown; message?: unknown; error?: unknown } };
   try {
     entry = JSON.parse(line) as typeof entry;
   } catch (error) {
     throw new ApiError(502, 'api_error', 'upstream batch results: a line that is not JSON', { cause: error });
   }
   const message = entry.result?.message;
+  const outcome = outcomeOf(entry.result);
   if (entry.result?.type !== 'succeeded' || typeof message !== 'object' || message === null)
-    return { text: line, calls: 0 };
+    return { text: line, calls: 0, outcome };
   const items = call.batch.items;
   const id = String(entry.custom_id);
   const item = Object.hasOwn(items, id) ? items[id] : undefined;
@@ -164,13 +165,28 @@ async function resultLine(
   return {
     text: JSON.stringify({ ...entry, result: { ...entry.result, message: response } }),
     calls: intercepted.turn.calls.length,
+    outcome,
   };
 }
+
+/** A result's outcome for the record: `succeeded`, `errored (overloaded_error)`, `canceled`, `expired`. */
+function outcomeOf(result: { type?: unknown; error?: unknown } | undefined): string {
+  const type = typeof result?.type === 'string' ? result.type.slice(0, 40) : 'unreadable';
+  if (type !== 'errored') return type;
+  // The error's type sits in `error.error.type` (the API's error shape) or `error.type`.
+  const error = result?.error as { type?: unknown; error?: { type?: unknown } } | undefined;
+  const why = error?.error?.type ?? error?.type;
+  return typeof why === 'string' ? `errored (${why.slice(0, 40)})` : 'errored';
+}
+
+/** At most this many distinct outcomes are named in a results record; the rest are counted as `other`. */
+const MAX_OUTCOMES = 8;
 
 /**
  * `GET /v1/messages/batches/:id/results`: the JSONL results, each line re-signed for the
  * batch's key and item model, decoy calls withheld (counted, and named in the record); the
- * record is durable before the last line goes out.
+ * record counts the results by outcome (`results: 98 succeeded, 2 errored (overloaded_error)`)
+ * and is durable before the last line goes out.
  */
 export const batchResults: RouteHandler = batchRoute('results', async ({ res, services }, call) => {
   const upstream = await call.send();
@@ -178,10 +194,13 @@ export const batchResults: RouteHandler = batchRoute('results', async ({ res, se
   const owned = call as BatchCall & { batch: BatchRow };
   let calls = 0;
   let held: string | undefined;
+  const outcomes = new Map<string, number>();
   for await (const line of lines(upstream.body)) {
     if (line.trim() === '') continue;
     const out = await resultLine(line, owned, services);
     calls += out.calls;
+    const outcome = outcomes.has(out.outcome) || outcomes.size < MAX_OUTCOMES ? out.outcome : 'other';
+    outcomes.set(outcome, (outcomes.get(outcome) ?? 0) + 1);
     if (held === undefined && !res.headersSent)
       res.writeHead(upstream.status, {
         ...upstream.headers,
@@ -190,6 +209,9 @@ export const batchResults: RouteHandler = batchRoute('results', async ({ res, se
     if (held !== undefined && !res.write(held)) await Promise.race([once(res, 'drain'), once(res, 'close')]);
     held = `${out.text}\n`;
   }
+  // What became of the items, for accounting: their own records say they were sent, not how they ended.
+  if (outcomes.size > 0)
+    call.ledger.reason(`results: ${[...outcomes].map(([outcome, n]) => `${n} ${outcome}`).join(', ')}`);
   if (calls > 0) {
     services.metrics.decoyCalls.inc(calls);
     services.metrics.decoyCallCount += calls;
