@@ -209,3 +209,31 @@ describe('Files, per API key', () => {
     );
   });
 });
+
+describe('Files with the embedded mock model (upstream "mock"), as an adopter tries them', () => {
+  it('uploads, lists, reads, downloads and deletes through the verifier with the SDK, per key', async () => {
+    const v = await createVerifier(loadConfig({ ...devEnvironment(), MOAT_VERIFIER_UPSTREAM: 'mock' }), { logLevel: 'silent' });
+    try {
+      const url = await v.listen();
+      const client = (key: string) => new Anthropic({ apiKey: key, baseURL: url, maxRetries: 0 });
+      const [alice, bob] = [(await v.storage.createApiKey('alice')).key, (await v.storage.createApiKey('bob')).key];
+      const up = await client(alice).beta.files.upload({
+        file: await toFile(Buffer.from('line one\nline two\n'), 'notes.md', { type: 'text/markdown' }),
+      });
+      expect(up).toMatchObject({ type: 'file', filename: 'notes.md', mime_type: 'text/markdown', size_bytes: 18 });
+      const listed = [];
+      for await (const f of client(alice).beta.files.list()) listed.push(f.id);
+      expect(listed).toEqual([up.id]);
+      expect((await client(alice).beta.files.retrieveMetadata(up.id)).filename).toBe('notes.md');
+      expect(await (await client(alice).beta.files.download(up.id)).text()).toBe('line one\nline two\n');
+      await expect(client(bob).beta.files.retrieveMetadata(up.id)).rejects.toMatchObject({ status: 404 });
+      const bobs = [];
+      for await (const f of client(bob).beta.files.list()) bobs.push(f.id);
+      expect(bobs).toEqual([]);
+      expect(await client(alice).beta.files.delete(up.id)).toEqual({ id: up.id, type: 'file_deleted' });
+      await expect(client(alice).beta.files.retrieveMetadata(up.id)).rejects.toMatchObject({ status: 404 });
+    } finally {
+      await v.close();
+    }
+  });
+});

@@ -12,6 +12,7 @@ import {
 import { errorMessage } from '@moat/protocol/support';
 import { ApiError } from './errors.js';
 import { MockBatchStore, mockBatchRoute } from './mock-batches.js';
+import { MockFileStore } from './mock-files.js';
 
 /**
  * Top-level members of a GA Messages request (`@anthropic-ai/sdk`'s `MessageCreateParams`, plus
@@ -398,6 +399,36 @@ export interface MockUpstreamOptions {
   readonly slowEventMs?: number;
   /** Where Message Batches live (one per server; {@link startMockUpstream} makes it). */
   readonly batches?: MockBatchStore;
+  /** Where uploaded files live (one per server; {@link startMockUpstream} makes it). */
+  readonly files?: MockFileStore;
+}
+
+/** Answers a Files route of the mock; `false` when the path is none. */
+function serveFiles(
+  req: IncomingMessage,
+  res: ServerResponse,
+  path: string,
+  raw: Buffer,
+  options: MockUpstreamOptions & { requestId: string },
+): boolean {
+  const store = options.files;
+  const match = /^\/v1\/files(?:\/([^/]+)(\/content)?)?$/.exec(path);
+  if (store === undefined || match === null) return false;
+  const [, id, content] = match;
+  const method = req.method ?? 'GET';
+  if (id === undefined && method === 'POST')
+    sendJson(res, 200, store.upload(raw, String(req.headers['content-type'] ?? '')), options.requestId);
+  else if (id === undefined && method === 'GET') sendJson(res, 200, store.list(), options.requestId);
+  else if (id !== undefined && content !== undefined && method === 'GET') {
+    const bytes = store.content(decodeURIComponent(id));
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': bytes.length, 'request-id': options.requestId });
+    res.end(bytes);
+  } else if (id !== undefined && content === undefined && method === 'GET')
+    sendJson(res, 200, store.metadata(decodeURIComponent(id)), options.requestId);
+  else if (id !== undefined && content === undefined && method === 'DELETE')
+    sendJson(res, 200, store.delete(decodeURIComponent(id)), options.requestId);
+  else return false;
+  return true;
 }
 
 /** Answers a Message Batches route of the mock; `false` when the path is none. */
@@ -464,6 +495,7 @@ function sendJson(res: ServerResponse, status: number, body: unknown, requestId:
  * Serves the mock as the Anthropic API over HTTP: `POST /v1/messages` (JSON and SSE),
  * `POST /v1/messages/count_tokens`, `GET /v1/models` and `GET /v1/models/{id}`, Message
  * Batches (create, list, retrieve, cancel, delete, results) when `options.batches` is given,
+ * the Files API (upload, list, metadata, content, delete) when `options.files` is given,
  * errors in the API's shape with a `request-id` header.
  */
 export async function handleMockRequest(req: IncomingMessage, res: ServerResponse, options: MockUpstreamOptions = {}): Promise<void> {
@@ -483,6 +515,7 @@ export async function handleMockRequest(req: IncomingMessage, res: ServerRespons
       return sendJson(res, 200, model, requestId);
     }
     if (serveBatches(req, res, url.pathname, Buffer.concat(chunks), { ...options, beta, requestId })) return;
+    if (serveFiles(req, res, url.pathname, Buffer.concat(chunks), { ...options, requestId })) return;
     if (req.method !== 'POST' || (url.pathname !== '/v1/messages' && url.pathname !== '/v1/messages/count_tokens'))
       throw new ApiError(404, 'not_found_error', `Not found: ${req.method} ${quoted(url.pathname).slice(1, -1)}`);
     let body: unknown;
@@ -525,7 +558,7 @@ export interface MockUpstream {
  * verifier's embedded upstream, reached over the same HTTP path as a real one.
  */
 export async function startMockUpstream(options: MockUpstreamOptions & { host?: string } = {}): Promise<MockUpstream> {
-  const withBatches = { ...options, batches: options.batches ?? new MockBatchStore() };
+  const withBatches = { ...options, batches: options.batches ?? new MockBatchStore(), files: options.files ?? new MockFileStore() };
   const server = createServer((req, res) => {
     handleMockRequest(req, res, withBatches).catch((error: unknown) => {
       if (!res.headersSent) sendJson(res, 500, new ApiError(500, 'api_error', errorMessage(error)).body(), 'req_mock_error');
