@@ -45,12 +45,15 @@ function closingQuote(raw: Buffer, open: number): number {
 }
 
 /**
- * A member name as a decoder that ignores letter case reads it — Go's `encoding/json` folds
- * Unicode simple case, so `ſ` is an `s` and the Kelvin sign a `k` to it: two names one upstream
- * may take for the same member must not reach it as two the verifier read apart.
+ * A member name as any decoder that ignores letter case may read it: upper-cased, then
+ * lower-cased, so every letter that some case mapping takes to an ASCII one is that letter —
+ * `ſ` is an `s` and the Kelvin sign a `k` (Go's `encoding/json` folds them so), the dotless
+ * `ı` and the dotted `İ` an `i` (Java's `equalsIgnoreCase`, .NET's invariant mappings). Two
+ * names one upstream may take for the same member must not reach it as two the verifier read
+ * apart.
  */
 function foldName(name: string): string {
-  return name.toLowerCase().replaceAll('\u017f', 's');
+  return name.toUpperCase().toLowerCase().replaceAll('i\u0307', 'i');
 }
 
 function keyText(raw: Buffer, open: number, close: number, path: string): string {
