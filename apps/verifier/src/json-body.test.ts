@@ -32,6 +32,12 @@ describe('parseJsonBody', () => {
     expect(codeOf('{"m":[{"\u0130d":1,"id":2}]}')).toBe('ERR_JSON_DUPLICATE_KEY m.0.id');
     expect(codeOf('{"tool_cho\u0131ce":{}}')).toBe('ERR_JSON_MEMBER_CASE tool_cho\u0131ce');
     expect(codeOf('{"input":{"Name":1,"other":2}}')).toBe('ok');
+    // The user's own JSON (a tool's input, a schema) may hold names alike in case; exact twins are still refused.
+    expect(codeOf('{"m":[{"type":"tool_use","input":{"headers":{"Accept":"a","accept":"b"},"PATH":1,"path":2}}]}')).toBe('ok');
+    expect(codeOf('{"tools":[{"name":"t","input_schema":{"properties":{"id":{},"ID":{}}}}]}')).toBe('ok');
+    expect(codeOf('{"output_format":{"type":"json_schema","schema":{"properties":{"Name":{},"name":{}}}}}')).toBe('ok');
+    expect(codeOf('{"m":[{"input":{"a":1,"a":2}}]}')).toBe('ERR_JSON_DUPLICATE_KEY m.0.input.a');
+    expect(codeOf('{"m":[{"input":{},"INPUT":{}}]}')).toBe('ERR_JSON_DUPLICATE_KEY m.0.INPUT');
     expect(codeOf(`{"a":${'['.repeat(10_000)}${']'.repeat(10_000)}}`)).toMatch(/^ERR_JSON_DEPTH a(\.0)+$/);
     expect(codeOf(`{"a":${'['.repeat(62)}${']'.repeat(62)}}`)).toBe('ok');
     expect(codeOf('[1]')).toBe('ERR_JSON_NOT_OBJECT ');

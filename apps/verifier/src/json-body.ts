@@ -71,16 +71,26 @@ function keyText(raw: Buffer, open: number, close: number, path: string): string
 interface Frame {
   readonly object: boolean;
   readonly path: string;
-  /** Member names so far, by their folded form ({@link foldName}), each as written. */
+  /** Member names so far, by their folded form ({@link foldName}, exact names in user data), each as written. */
   keys: Map<string, string> | undefined;
   key: string;
   index: number;
+  /** Inside a value the API passes on without reading its names: a tool's input, a JSON schema. */
+  readonly userData: boolean;
 }
 
 /**
+ * Members whose value is the user's own JSON, whose names the API does not read (a tool
+ * call's `input`, a tool's `input_schema`, an output format's `schema`): names there may
+ * differ only in case (`Accept` beside `accept` in a tool's input) and are compared exactly.
+ */
+const USER_DATA_MEMBERS: ReadonlySet<string> = new Set(['input', 'input_schema', 'schema', 'json_schema']);
+
+/**
  * Parses a request body as strict JSON: valid UTF-8 (no replacement of bad bytes), an object
- * at the top, no member name twice in one object (compared after unescaping, in any letter
- * case), top-level member names in lower case, nesting no deeper than `maxDepth`. The structural checks run on the bytes before `JSON.parse`, so a
+ * at the top, no member name twice in one object (compared after unescaping, and in any letter
+ * case but inside the user's own JSON — a tool's input, a schema), top-level member names in
+ * lower case, nesting no deeper than `maxDepth`. The structural checks run on the bytes before `JSON.parse`, so a
  * body nested a million levels deep costs one pass and no recursion. Returns the value and
  * the byte layout of its top-level members, so a gateway can forward the client's own bytes
  * with members cut out.
@@ -118,7 +128,7 @@ export function parseJsonBody(raw: Buffer, maxDepth: number): { value: Record<st
       if (close === -1) break; // JSON.parse names the syntax error
       if (top?.object === true && expectKey) {
         const key = keyText(raw, i, close, top.path);
-        const folded = foldName(key);
+        const folded = top.userData ? key : foldName(key);
         top.keys ??= new Map();
         const earlier = top.keys.get(folded);
         if (earlier !== undefined) {
@@ -155,7 +165,8 @@ export function parseJsonBody(raw: Buffer, maxDepth: number): { value: Record<st
       if (stack.length >= maxDepth)
         throw new JsonBodyError('ERR_JSON_DEPTH', pathOf(top), `expected nesting at most ${maxDepth} deep, got deeper`);
       if (stack.length === 1 && memberKey === 'system' && c === 0x5b) systemElements = [];
-      stack.push({ object: c === 0x7b, path: pathOf(top), keys: undefined, key: '', index: 0 });
+      const userData = top !== undefined && (top.userData || (top.object && USER_DATA_MEMBERS.has(top.key)));
+      stack.push({ object: c === 0x7b, path: pathOf(top), keys: undefined, key: '', index: 0, userData });
       expectKey = c === 0x7b;
       lastEnd = i + 1;
       continue;

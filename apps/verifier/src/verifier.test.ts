@@ -242,6 +242,20 @@ describe('moat-verifier', () => {
       await post(fetch, request('go on', { messages: made }), leaker.key);
       expect(await lastRecord(), call.type).toMatchObject({ keyId: leaker.id, decoy: 'hit' });
     }
+    // However long the calls before it: a 256 KiB tool input ahead of the decoy call does not hide it.
+    const padded = [
+      { role: 'user', content: 'Plan the migration' },
+      {
+        role: 'assistant',
+        content: [
+          { type: 'tool_use', id: 'toolu_w', name: 'write_file', input: { text: 'x'.repeat(262_144) } },
+          { type: 'tool_use', id: 'toolu_d', name: decoyName, input: {} },
+        ],
+      },
+      { role: 'user', content: 'go on' },
+    ];
+    await post(fetch, request('go on', { messages: padded }), leaker.key);
+    expect(await lastRecord()).toMatchObject({ keyId: leaker.id, decoy: 'hit' });
     // Respelled, or hidden outside the conversation, the decoy is still traced to the key it was served to.
     const decoyTool = JSON.stringify((JSON.parse(upstreamBodies.find((b) => b.includes(decoyName)) as string).tools as unknown[]).at(-1));
     const canary = /for example \\"([a-z]+_[a-z0-9]{8})\\"/.exec(decoyTool)?.[1] as string;

@@ -1,7 +1,7 @@
 import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
 import { UNATTESTED_HEADER } from '@moat/attest/client';
 import { type AttestationResult, verifyAttestation } from '@moat/attest/server';
-import { decoyTraceTexts, type RequestBlocksCheck, verifyRequestBlocks } from '@moat/distill-guard/server';
+import { DECOY_TRACE_LIMIT, decoyTraceTexts, type RequestBlocksCheck, verifyRequestBlocks } from '@moat/distill-guard/server';
 import { checkFingerprint, type FingerprintCheck, type KeyClassification } from '@moat/fingerprint/server';
 import { inspectRequest, type RelaySignal, type RequestEvidence } from '@moat/gateway-detect/server';
 import {
@@ -77,7 +77,8 @@ function traceDecoys(
           const type = (block as { type?: unknown } | null)?.type;
           if (typeof type === 'string' && TOOL_CALL_TYPE.test(type)) calls.push(block);
         }
-  const traced = calls.length === 0 ? [] : index.trace(decoyTraceTexts({ messages: calls }), DECOY_HIT_CONFIDENCE);
+  const traced =
+    calls.length === 0 ? [] : index.trace([...callHeads(calls), ...decoyTraceTexts({ messages: calls })], DECOY_HIT_CONFIDENCE);
   const others = index.trace(decoyTraceTexts(body), DECOY_HIT_CONFIDENCE).filter((t) => t.apiKeyId !== keyId);
   const keys = new Set(traced.map((t) => t.apiKeyId));
   return [...traced, ...others.filter((t) => !keys.has(t.apiKeyId))];
@@ -114,6 +115,31 @@ function mergeTraces(
       if (seen === undefined || seen.confidence < t.confidence) byKey.set(t.apiKeyId, { apiKeyId: t.apiKeyId, confidence: t.confidence });
     }
   return [...byKey.values()];
+}
+
+/** How much of each tool call is read before any call is read whole: its name, and its input's start. */
+const CALL_HEAD_CHARS = 4_096;
+
+/**
+ * The start of every tool call — its name, its input's first {@link CALL_HEAD_CHARS}
+ * characters — within the trace limit in all: no call, however long, can push a decoy call
+ * after it past what is read.
+ */
+function callHeads(calls: readonly unknown[]): string[] {
+  const out: string[] = [];
+  let left = DECOY_TRACE_LIMIT;
+  for (const call of calls) {
+    let head = CALL_HEAD_CHARS;
+    for (const text of decoyTraceTexts({ messages: [call] })) {
+      const part = text.slice(0, Math.min(head, left));
+      out.push(part);
+      head -= part.length;
+      left -= part.length;
+      if (head <= 0 || left <= 0) break;
+    }
+    if (left <= 0) break;
+  }
+  return out;
 }
 
 /** What {@link gatherEvidence} looks at. */
