@@ -60,6 +60,11 @@ export class DecoyIndexCache {
     return this.#built ? this.#index : undefined;
   }
 
+  /** Whether the index was built once: before, no request can be traced for decoys. */
+  get built(): boolean {
+    return this.#built;
+  }
+
   /** Periods the index covers, oldest first, and how many keys and tokens it holds. */
   get stats(): { periods: number[]; keys: number; tokens: number } {
     return { periods: this.#index.periods, keys: this.#index.size, tokens: this.#index.tokens };

@@ -203,6 +203,19 @@ describe('Files, per API key', () => {
     expect(await lastRecord()).toMatchObject({ decoy: 'none' });
   });
 
+  it('refuses a coded upload 415, recorded: its trace would read the compressed bytes', async () => {
+    const res = await fetch(`${base}/v1/files`, {
+      method: 'POST',
+      headers: { 'x-api-key': keys.bob, 'content-type': 'multipart/form-data; boundary=x', 'content-encoding': 'gzip' },
+      body: '--x\r\nContent-Disposition: form-data; name="file"; filename="a"\r\n\r\nz\r\n--x--\r\n',
+    });
+    expect(res.status).toBe(415);
+    expect(await lastRecord()).toMatchObject({
+      status: 415,
+      reasons: ['files upload', expect.stringMatching(/^415: expected an uncompressed request body/)],
+    });
+  });
+
   it('Files routes are the verifier’s own: a pass-through entry for one is a configuration error', () => {
     expect(() => routeTable([{ method: 'GET', pattern: '/v1/files' }])).toThrow(
       /passthroughRoutes: .*which its route "GET \/v1\/files" serves/,
@@ -232,6 +245,30 @@ describe('Files with the embedded mock model (upstream "mock"), as an adopter tr
       expect(bobs).toEqual([]);
       expect(await client(alice).beta.files.delete(up.id)).toEqual({ id: up.id, type: 'file_deleted' });
       await expect(client(alice).beta.files.retrieveMetadata(up.id)).rejects.toMatchObject({ status: 404 });
+    } finally {
+      await v.close();
+    }
+  });
+});
+
+describe('readiness and the decoy index', () => {
+  it('a fresh verifier is not ready until its decoy index is built: nothing could be traced before', async () => {
+    const v = await createVerifier(loadConfig({ ...devEnvironment(), MOAT_VERIFIER_UPSTREAM: 'mock' }), { logLevel: 'silent' });
+    try {
+      const url = await v.listen();
+      const first = await fetch(`${url}/readyz`);
+      expect(first.status).toBe(503);
+      expect(((await first.json()) as { checks: unknown[] }).checks).toContainEqual({
+        name: 'decoy-index',
+        ok: false,
+        error: 'the decoy index is being built: requests cannot be traced for decoys yet',
+      });
+      let status = 0;
+      for (let i = 0; i < 100 && status !== 200; i++) {
+        await new Promise((r) => setTimeout(r, 50));
+        status = (await fetch(`${url}/readyz`)).status;
+      }
+      expect(status).toBe(200);
     } finally {
       await v.close();
     }

@@ -101,20 +101,29 @@ export function writeEvent(res: ServerResponse, ev: StreamEvent<unknown>): void 
 }
 
 /**
+ * Refuses a coded request body (`Content-Encoding` other than `identity`), draining it: what
+ * the verifier reads is checked as it is, and a coded body would be one thing to Moat and
+ * another upstream (a streamed upload too: its trace would read the compressed bytes).
+ *
+ * @throws {ApiError} 415 `invalid_request_error` naming the coding.
+ */
+export function assertUncoded(req: IncomingMessage): void {
+  const coding = String(req.headers['content-encoding'] ?? '').trim();
+  if (coding === '' || coding.toLowerCase() === 'identity') return;
+  req.resume();
+  throw new ApiError(
+    415,
+    'invalid_request_error',
+    `expected an uncompressed request body (no Content-Encoding), got Content-Encoding: ${JSON.stringify(coding.slice(0, 40))}`,
+  );
+}
+
+/**
  * Reads a request body up to `max` bytes. A larger declared or actual length is `413
  * request_too_large`; the rest of the upload is drained so the answer still gets through.
  */
 export async function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
-  // What is read here is checked as it is: a coded body would be one thing to Moat and another upstream.
-  const coding = String(req.headers['content-encoding'] ?? '').trim();
-  if (coding !== '' && coding.toLowerCase() !== 'identity') {
-    req.resume();
-    throw new ApiError(
-      415,
-      'invalid_request_error',
-      `expected an uncompressed request body (no Content-Encoding), got Content-Encoding: ${JSON.stringify(coding.slice(0, 40))}`,
-    );
-  }
+  assertUncoded(req);
   const declared = Number(req.headers['content-length'] ?? 0);
   if (declared > max) {
     req.resume();

@@ -11,7 +11,7 @@ import { pipeline } from 'node:stream/promises';
 import { authenticate } from '../auth.js';
 import { ApiError } from '../errors.js';
 import { fileNotFound } from '../file-owners.js';
-import { abortWhenClientGone } from '../http.js';
+import { abortWhenClientGone, assertUncoded } from '../http.js';
 import { DECOY_HIT_CONFIDENCE } from '../pipeline/evidence.js';
 import { fail } from '../pipeline/index.js';
 import { newRequestId, RequestLedger } from '../pipeline/record.js';
@@ -136,13 +136,18 @@ function keepingStart(): { through: Transform; kept: () => Buffer } {
  * a text it held would (`decoy: hit` against any key but the uploader's).
  */
 export const uploadFile: RouteHandler = fileRoute('upload', async (ctx, call) => {
+  assertUncoded(ctx.req);
   const { through, kept } = keepingStart();
   const upstream = await call.send({ body: true, through });
   await answerJson(ctx, call, upstream, async (body) => {
     const id = objectOf(body).id;
     if (typeof id !== 'string' || id === '')
       throw new ApiError(502, 'api_error', 'upstream answered an upload without a file id');
-    const index = ctx.services.decoyIndex.current();
+    // An upload is traced once: one made while the index is first built waits for it.
+    const { decoyIndex } = ctx.services;
+    if (!decoyIndex.built) await decoyIndex.refresh().catch(() => {});
+    const index = decoyIndex.current();
+    if (index === undefined) call.ledger.reason('not traced for decoys: the decoy index could not be built');
     const tracedTo = (index?.trace([kept().toString('utf8')], DECOY_HIT_CONFIDENCE) ?? []).map((t) => ({
       apiKeyId: t.apiKeyId,
       confidence: t.confidence,

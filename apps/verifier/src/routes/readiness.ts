@@ -32,8 +32,8 @@ function upstreamReachable(url: string, timeoutMs: number): Promise<ReadinessChe
 /**
  * `GET /readyz`: 200 when this replica should get traffic — the record store and the replay
  * cache take a real write, the upstream accepts a connection and has one free, the spool is
- * empty and its reserve in place, and the verifier is not shutting down — else 503 naming
- * what failed. Every check is bounded (1 s).
+ * empty and its reserve in place, the decoy index is built, and the verifier is not shutting
+ * down — else 503 naming what failed. Every check is bounded (1 s).
  * `/healthz` only says the process is alive.
  */
 export const answerReadiness: RouteHandler = async ({ res, services, closing }) => {
@@ -59,6 +59,15 @@ export const answerReadiness: RouteHandler = async ({ res, services, closing }) 
       ? { name: 'spool', ok: true }
       : { name: 'spool', ok: false, error: `records are spooled: ${down}` },
   );
+  // Until the decoy index is first built (seconds after a start with many keys), decoys cannot be traced.
+  if (!services.decoyIndex.built) {
+    services.decoyIndex.current();
+    checks.push({
+      name: 'decoy-index',
+      ok: false,
+      error: 'the decoy index is being built: requests cannot be traced for decoys yet',
+    });
+  }
   if (!spool.reserveHeld)
     checks.push({ name: 'spool-reserve', ok: false, error: 'the disk has no room for the record spool reserve' });
   if (closing) checks.push({ name: 'shutdown', ok: false, error: 'shutting down' });
