@@ -130,6 +130,16 @@ describe('settings from one schema', () => {
     });
   });
 
+  it('refuses a MOAT_VERIFIER_ variable that is no setting, naming the one a typo likely meant', () => {
+    expect(() => loadConfig({ ...BASE, MOAT_VERIFIER_FLAG_FILE: 'policy.json' })).toThrow(
+      'ERR_VERIFIER_CONFIG: MOAT_VERIFIER_FLAG_FILE: expected the variable of a setting, got an unknown name (did you mean "MOAT_VERIFIER_FLAGS_FILE"?)',
+    );
+    // The command line's own variables are known.
+    expect(() =>
+      loadConfig({ ...BASE, MOAT_VERIFIER_LOG_LEVEL: 'silent', MOAT_VERIFIER_DATA_DIR: '/tmp' }),
+    ).not.toThrow();
+  });
+
   it('refuses a name in the config file that is no setting, naming the one a typo likely meant', () => {
     const dir = mkdtempSync(join(tmpdir(), 'moat-config-'));
     const file = join(dir, 'c.json');

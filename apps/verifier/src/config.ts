@@ -554,7 +554,28 @@ export function loadConfig(
   file?: string,
   defaults: Readonly<Record<string, string>> = {},
 ): VerifierConfig {
+  assertSettingVariables(env);
   return configOf(readSettings(env, file === undefined ? {} : readConfigFile(file), defaults));
+}
+
+/** `MOAT_VERIFIER_*` variables the command line reads besides the settings'. */
+const CLI_VARIABLES: readonly string[] = ['MOAT_VERIFIER_LOG_LEVEL', 'MOAT_VERIFIER_DATA_DIR'];
+
+/**
+ * @throws {VerifierConfigError} for a `MOAT_VERIFIER_*` variable that is no setting's
+ * (`MOAT_VERIFIER_FLAG_FILE`): a typo there would leave the setting at its default unseen.
+ */
+function assertSettingVariables(env: NodeJS.ProcessEnv): void {
+  const known = [...(Object.keys(SETTINGS) as SettingName[]).map(envName), ...CLI_VARIABLES];
+  for (const name of Object.keys(env))
+    if (name.startsWith('MOAT_VERIFIER_') && !known.includes(name)) {
+      const hint = closestName(name, known);
+      throw new VerifierConfigError(
+        name,
+        'the variable of a setting',
+        `an unknown name${hint === undefined ? '' : ` (did you mean "${hint}"?)`}`,
+      );
+    }
 }
 
 /**

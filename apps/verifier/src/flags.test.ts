@@ -153,6 +153,45 @@ describe('loadFeatures checks every Moat feature', () => {
       { 'moat-policy-enrollment': { defaultValue: { installsPerKey: -1 } } },
       /installsPerKey: expected a whole number, 0 or more, got -1/,
     );
+    // A name meant for Moat in another spelling is Moat's, checked, never taken for the adopter's own.
+    for (const name of ['Moat-Policy-Attestation', 'moat_policy_attestation', ' moat-policy-attestation', 'moat\u2010policy-attestation'])
+      refused({ [name]: { defaultValue: { missing: 'block' } } }, /expected the name of a Moat feature, got an unknown name/);
+    // Rules: a member GrowthBook does not have, a rule that changes nothing, an attribute the verifier never sets, an operator that does not exist.
+    refused(
+      { 'moat-policy-attestation': { defaultValue: {}, rules: [{ condition: { id: 'k' }, forse: { missing: 'block' } }] } },
+      /rules\.0\.forse: expected a member of a GrowthBook rule, got an unknown name \(did you mean "force"\?\)/,
+    );
+    refused(
+      { 'moat-policy-attestation': { defaultValue: {}, rules: [{ condition: { id: 'k' } }] } },
+      /rules\.0: expected a rule with "force" or "variations"/,
+    );
+    refused(
+      { 'moat-policy-attestation': { defaultValue: {}, rules: [{ condition: { modle: 'x' }, force: {} }] } },
+      /rules\.0\.condition\.modle: expected an attribute the verifier sets: id, ep, cv, model, attestation, binding, got "modle" \(did you mean "model"\?\)/,
+    );
+    refused(
+      { 'moat-policy-attestation': { defaultValue: {}, rules: [{ condition: { $or: [{ cv: { $regx: '^1' } }] }, force: {} }] } },
+      /condition\.\$or\.0\.cv\.\$regx: expected a GrowthBook operator, got "\$regx" \(did you mean "\$regex"\?\)/,
+    );
+    refused(
+      { 'moat-policy-attestation': { defaultValue: {}, rules: [{ condition: { id: { $in: 'key_a' } }, force: {} }] } },
+      /condition\.id\.\$in: expected an array, got "key_a"/,
+    );
+    refused(
+      { 'moat-policy-enrollment': { defaultValue: {}, rules: [{ condition: { ep: 'cli' }, force: {} }] } },
+      /condition\.ep: expected an attribute the verifier sets: id, got "ep"/,
+    );
+  });
+
+  it('refuses a feature or a member given twice in the file, instead of keeping the last', () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'moat-flags-')), 'flags.json');
+    writeFileSync(
+      file,
+      '{"features":{"moat-policy-attestation":{"defaultValue":{"missing":"block"}},"moat-policy-attestation":{"defaultValue":{}}}}',
+    );
+    expect(() => loadFeatures(file)).toThrow(
+      /flagsFile: expected a JSON features file at .*, got features\.moat-policy-attestation: expected each member name once per object/,
+    );
   });
 
   it('reads a table that names some values over the built-in one, and a rule over the feature it belongs to', () => {

@@ -4,6 +4,7 @@ import { CLIENT_FLAGS, POLICY_FLAG_PREFIX, POLICY_FLAGS, type PolicyAction } fro
 import { closestName, errorMessage } from '@moat/protocol/support';
 import { DEFAULT_ENROLLMENT_LIMITS, ENROLLMENT_POLICY } from './enrollment-policy.js';
 import { VerifierConfigError } from './errors.js';
+import { JsonBodyError, parseJsonBody } from './json-body.js';
 import { defaultPolicies, policyValues } from './signals.js';
 
 /** A GrowthBook feature definition (the subset the verifier reads and serves). */
@@ -50,6 +51,118 @@ export const DEFAULT_FEATURES: Readonly<Record<string, FeatureDefinition>> = {
   [CLIENT_FLAGS.killHarden]: { defaultValue: false },
   [CLIENT_FLAGS.killAntiDistillation]: { defaultValue: false },
 };
+
+/** A feature name meant for Moat, in any case and with any joiner after `moat`. */
+const MOAT_NAME = /^\s*moat[-_\s\u2010-\u2015\u2212]/i;
+
+/** The members a GrowthBook feature rule may have. */
+const RULE_MEMBERS: ReadonlySet<string> = new Set([
+  'id',
+  'condition',
+  'parentConditions',
+  'force',
+  'variations',
+  'weights',
+  'key',
+  'hashAttribute',
+  'fallbackAttribute',
+  'hashVersion',
+  'disableStickyBucketing',
+  'bucketVersion',
+  'minBucketVersion',
+  'range',
+  'coverage',
+  'namespace',
+  'ranges',
+  'meta',
+  'filters',
+  'seed',
+  'name',
+  'phase',
+  'tracks',
+]);
+
+/** What the verifier tells GrowthBook about a request a policy decides ({@link PolicyAttributes}). */
+const POLICY_ATTRIBUTES: readonly string[] = ['id', 'ep', 'cv', 'model', 'attestation', 'binding'];
+
+/** GrowthBook's condition operators, and what each takes where it must be a list. */
+const OPERATORS: ReadonlySet<string> = new Set([
+  '$eq',
+  '$ne',
+  '$lt',
+  '$lte',
+  '$gt',
+  '$gte',
+  '$veq',
+  '$vne',
+  '$vgt',
+  '$vgte',
+  '$vlt',
+  '$vlte',
+  '$regex',
+  '$regexi',
+  '$in',
+  '$nin',
+  '$ini',
+  '$nini',
+  '$all',
+  '$alli',
+  '$elemMatch',
+  '$size',
+  '$exists',
+  '$type',
+  '$not',
+  '$inGroup',
+  '$notInGroup',
+]);
+const LIST_OPERATORS: ReadonlySet<string> = new Set(['$in', '$nin', '$ini', '$nini', '$all', '$alli']);
+
+/**
+ * Checks a rule's condition: logical operators over conditions, and per attribute a value or
+ * an object of known operators (a list where one is due). `attributes`, when given, are the
+ * only names a condition may test: a misspelt one would never match, and its rule would
+ * silently never apply.
+ *
+ * @throws {VerifierConfigError} naming the place, what it expected and what came.
+ */
+function checkCondition(at: string, condition: unknown, attributes: readonly string[] | undefined): void {
+  if (!isObject(condition)) throw new VerifierConfigError(at, 'a condition object', shown(condition));
+  for (const [name, value] of Object.entries(condition)) {
+    const here = `${at}.${name}`;
+    if (name === '$and' || name === '$or' || name === '$nor') {
+      if (!Array.isArray(value)) throw new VerifierConfigError(here, 'an array of conditions', shown(value));
+      value.forEach((c, i) => checkCondition(`${here}.${i}`, c, attributes));
+    } else if (name === '$not') checkCondition(here, value, attributes);
+    else if (name.startsWith('$')) throw new VerifierConfigError(here, 'an attribute, or $and, $or, $nor, $not', `"${name}"`);
+    else {
+      if (attributes !== undefined && !attributes.includes(name)) {
+        const hint = closestName(name, attributes);
+        throw new VerifierConfigError(
+          here,
+          `an attribute the verifier sets: ${attributes.join(', ')}`,
+          `"${name}"${hint === undefined ? '' : ` (did you mean "${hint}"?)`}`,
+        );
+      }
+      if (isObject(value) && Object.keys(value).some((k) => k.startsWith('$'))) checkOperators(here, value);
+    }
+  }
+}
+
+/** Checks an attribute's operators (`{ "$in": [...] }`). */
+function checkOperators(at: string, operators: Record<string, unknown>): void {
+  for (const [op, operand] of Object.entries(operators)) {
+    if (!OPERATORS.has(op)) {
+      const hint = closestName(op, OPERATORS);
+      throw new VerifierConfigError(
+        `${at}.${op}`,
+        'a GrowthBook operator',
+        `"${op}"${hint === undefined ? '' : ` (did you mean "${hint}"?)`}`,
+      );
+    }
+    if (LIST_OPERATORS.has(op) && !Array.isArray(operand)) throw new VerifierConfigError(`${at}.${op}`, 'an array', shown(operand));
+    if (op === '$not' && isObject(operand)) checkOperators(`${at}.${op}`, operand);
+  }
+}
 
 const isObject = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x);
 const shown = (x: unknown) => JSON.stringify(x)?.slice(0, 80) ?? String(x);
@@ -150,9 +263,14 @@ export function loadFeatures(file?: string): Record<string, FeatureDefinition> {
   if (file === undefined) return { ...DEFAULT_FEATURES };
   let doc: unknown;
   try {
-    doc = JSON.parse(readFileSync(file, 'utf8'));
+    // Strict JSON, as a request body is read: a feature or a value given twice is refused, not the last one kept.
+    doc = parseJsonBody(readFileSync(file), 64).value;
   } catch (error) {
-    throw new VerifierConfigError('flagsFile', `a JSON features file at ${file}`, errorMessage(error));
+    const why =
+      error instanceof JsonBodyError
+        ? `${error.path === '' ? '' : `${error.path}: `}${error.message.slice(error.code.length + 2)}`
+        : errorMessage(error);
+    throw new VerifierConfigError('flagsFile', `a JSON features file at ${file}`, why);
   }
   const features = (doc as { features?: unknown })?.features;
   if (typeof features !== 'object' || features === null || Array.isArray(features)) {
@@ -161,6 +279,8 @@ export function loadFeatures(file?: string): Record<string, FeatureDefinition> {
   const kinds = featureKinds();
   const out: Record<string, FeatureDefinition> = { ...DEFAULT_FEATURES };
   for (const [key, def] of Object.entries(features)) {
+    // `Moat-Policy-…`, `moat_policy_…`, ` moat-…`: meant for Moat, so checked as Moat's, never taken for the adopter's own.
+    const moat = MOAT_NAME.test(key);
     if (!isObject(def) || !('defaultValue' in def))
       throw new VerifierConfigError(`flagsFile: ${key}`, 'a feature with a defaultValue', shown(def));
     // Checked here, once: a malformed rule would otherwise throw on every request its policy decides.
@@ -176,8 +296,32 @@ export function loadFeatures(file?: string): Record<string, FeatureDefinition> {
         throw new VerifierConfigError(`${at}.parentConditions`, 'an array', shown(rule.parentConditions));
       if ('variations' in rule && !Array.isArray(rule.variations))
         throw new VerifierConfigError(`${at}.variations`, 'an array', shown(rule.variations));
+      for (const name of Object.keys(rule))
+        if (!RULE_MEMBERS.has(name)) {
+          const hint = closestName(name, RULE_MEMBERS);
+          throw new VerifierConfigError(
+            `${at}.${name}`,
+            'a member of a GrowthBook rule',
+            `an unknown name${hint === undefined ? '' : ` (did you mean "${hint}"?)`}`,
+          );
+        }
+      if (!('force' in rule) && !('variations' in rule))
+        throw new VerifierConfigError(
+          at,
+          'a rule with "force" or "variations" (one without changes nothing)',
+          Object.keys(rule).join(', ') || 'an empty rule',
+        );
+      // What a server-side rule can target is what the verifier tells GrowthBook about a request.
+      const attributes = !moat
+        ? undefined
+        : key === ENROLLMENT_POLICY
+          ? ['id']
+          : key.startsWith(POLICY_PREFIX)
+            ? POLICY_ATTRIBUTES
+            : undefined;
+      if ('condition' in rule) checkCondition(`${at}.condition`, rule.condition, attributes);
     }
-    if (!key.startsWith('moat-')) {
+    if (!moat) {
       out[key] = def as unknown as FeatureDefinition;
       continue;
     }
