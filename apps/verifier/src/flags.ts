@@ -131,7 +131,7 @@ function checkCondition(at: string, condition: unknown, attributes: readonly str
     const here = `${at}.${name}`;
     if (name === '$and' || name === '$or' || name === '$nor') {
       if (!Array.isArray(value)) throw new VerifierConfigError(here, 'an array of conditions', shown(value));
-      value.forEach((c, i) => checkCondition(`${here}.${i}`, c, attributes));
+      for (const [i, c] of value.entries()) checkCondition(`${here}.${i}`, c, attributes);
     } else if (name === '$not') checkCondition(here, value, attributes);
     else if (name.startsWith('$')) throw new VerifierConfigError(here, 'an attribute, or $and, $or, $nor, $not', `"${name}"`);
     else {
