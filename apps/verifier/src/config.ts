@@ -156,7 +156,9 @@ export const outsideGuarded = (entry: string): boolean => {
   const any = (s: string) => s.startsWith(':');
   // `messages.json`, `messages~`, `Messages.`: a suffix an upstream may strip or ignore is still Messages.
   const guarded = (s: string) => s.startsWith('messages') || s.startsWith('files') || s.startsWith('moat');
-  return !((any(first) || first === 'v1') && (any(second) || guarded(second)));
+  // `v1.json`, `v1~`: a suffix an upstream may strip is still `v1`.
+  const v1 = first === 'v1' || /^v1[^a-z0-9]/.test(first);
+  return !((any(first) || v1) && (any(second) || guarded(second)));
 };
 
 /** An authority as §5.3 of the SPEC writes it: lowercase host or bracketed IPv6, an optional port. */

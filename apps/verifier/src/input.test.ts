@@ -199,6 +199,18 @@ describe('strict input', () => {
       });
       expect(await total()).toBe(before + 1);
     }
+    // Nor two of a header a check reads (Node keeps the first; another reader may take the second).
+    for (const twice of [
+      `authorization: Bearer ${apiKey}\r\nauthorization: Bearer other`,
+      'content-type: application/json\r\ncontent-type: text/plain',
+      'user-agent: a\r\nUser-Agent: b',
+    ]) {
+      const answer = await raw(
+        `POST /v1/messages HTTP/1.1\r\nhost: x\r\nx-api-key: ${apiKey}\r\n${twice}\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}`,
+      );
+      expect(answer, twice).toMatch(/^HTTP\/1\.1 400/);
+      expect(answer).toMatch(/expected one (Authorization|Content-Type|User-Agent) header, got 2/);
+    }
     // HTTP/1.0 has no Host to require.
     expect(await raw('GET /healthz HTTP/1.0\r\n\r\n')).toMatch(/^HTTP\/1\.1 200/);
   });

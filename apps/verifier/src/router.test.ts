@@ -137,6 +137,8 @@ describe('the route table', () => {
       'GET /v1/files/:id/x',
       'GET /v1/Files',
       'GET /v1/files.json',
+      'POST /v1.json/messages',
+      'POST /v1~/messages',
     ])
       expect(() => parsePassthroughRoutes([entry]), entry).toThrow(/ERR_VERIFIER_CONFIG: passthroughRoutes\[0\]/);
   });

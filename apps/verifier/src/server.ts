@@ -224,6 +224,17 @@ function servedUnderPrefix(route: Route): boolean {
   return route.access === 'client' || (route.access === 'public' && !ROOT_ONLY_PUBLIC.has(route.pattern));
 }
 
+/** Headers a request may carry once: the authority, the credentials, the body's type, the client's name, the API version. */
+const HEADER_NAMES: Readonly<Record<string, string>> = {
+  host: 'Host',
+  authorization: 'Authorization',
+  'x-api-key': 'x-api-key',
+  'content-type': 'Content-Type',
+  'user-agent': 'User-Agent',
+  'anthropic-version': 'anthropic-version',
+};
+const SINGLE_HEADERS = Object.keys(HEADER_NAMES);
+
 /** How many times a header (lower-case name) is in a request's raw headers. */
 function headerCount(rawHeaders: readonly string[], name: string): number {
   let count = 0;
@@ -250,16 +261,21 @@ export function createRequestHandler(
   const router = createRouter(rows);
   async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
     res.setHeader(VERSION_HEADER, '1');
-    // One authority: a second Host is one a front end or the upstream may read instead of the first.
-    // (A web `Request` read as one has no raw headers: its `Headers` hold one Host at most.)
-    const hosts = Array.isArray(req.rawHeaders) ? headerCount(req.rawHeaders, 'host') : 1;
-    if (hosts > 1 || (hosts === 0 && req.httpVersionMajor === 1 && req.httpVersionMinor >= 1))
-      return refuseAndRecord(
-        req,
-        res,
-        services,
-        new ApiError(400, 'invalid_request_error', `expected one Host header, got ${hosts}`),
-      );
+    // One of each header a check reads: Node keeps the first of two, and a front end or the
+    // upstream may read the second. (A web `Request` read as one has no raw headers: its
+    // `Headers` join what was sent twice.) HTTP/1.1 requires a Host.
+    if (Array.isArray(req.rawHeaders))
+      for (const name of SINGLE_HEADERS) {
+        const count = headerCount(req.rawHeaders, name);
+        const missing = name === 'host' && count === 0 && req.httpVersionMajor === 1 && req.httpVersionMinor >= 1;
+        if (count > 1 || missing)
+          return refuseAndRecord(
+            req,
+            res,
+            services,
+            new ApiError(400, 'invalid_request_error', `expected one ${HEADER_NAMES[name]} header, got ${count}`),
+          );
+      }
     // One canonical target: what is routed here is exactly what a route forwards.
     let target: CanonicalTarget;
     let mounted: boolean;
