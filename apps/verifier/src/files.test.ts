@@ -203,6 +203,25 @@ describe('Files, per API key', () => {
     expect(await lastRecord()).toMatchObject({ decoy: 'none' });
   });
 
+  it('traces the file part wherever it starts: a preamble or other fields before it do not push it out of what is read', async () => {
+    const ids = Object.fromEntries((await verifier.storage.listApiKeys()).map((k) => [k.label, k.id]));
+    const [decoy] = decoyTools({ secret: Buffer.from(config.serverSecret, 'hex'), apiKeyId: ids.alice as string, period: decoyPeriod() });
+    const body = Buffer.concat([
+      Buffer.from('p'.repeat(4 * 1024 * 1024 + 100)),
+      Buffer.from('\r\n--B\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nnotes\r\n'),
+      Buffer.from('--B\r\nContent-Disposition: form-data; name="file"; filename="n.txt"\r\nContent-Type: text/plain\r\n\r\n'),
+      Buffer.from(`${decoy?.tool.name} ${decoy?.canary}\r\n--B--\r\n`),
+    ]);
+    const res = await fetch(`${base}/v1/files`, {
+      method: 'POST',
+      headers: { 'x-api-key': keys.bob, 'content-type': 'multipart/form-data; boundary=B', 'anthropic-beta': 'files-api-2025-04-14' },
+      body,
+    });
+    expect(res.status).toBe(200);
+    const { id } = (await res.json()) as { id: string };
+    expect((await verifier.storage.fileOf(id))?.tracedTo).toEqual([{ apiKeyId: ids.alice, confidence: expect.any(Number) }]);
+  });
+
   it('refuses a coded upload 415, recorded: its trace would read the compressed bytes', async () => {
     const res = await fetch(`${base}/v1/files`, {
       method: 'POST',

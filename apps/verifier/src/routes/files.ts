@@ -112,26 +112,55 @@ const objectOf = (body: unknown): Record<string, unknown> =>
 /** How much of an upload is read for decoys: its first 4 MiB (the multipart body as text, headers of its part included). */
 export const FILE_TRACE_BYTES = 4 * 1024 * 1024;
 
-/** A pass-through that keeps a copy of the first {@link FILE_TRACE_BYTES} of what goes through it. */
-function keepingStart(): { through: Transform; kept: () => Buffer } {
-  const chunks: Buffer[] = [];
-  let size = 0;
+/** A multipart part's headers naming the field `file`, to the blank line that ends them. */
+const FILE_PART_HEADERS = /content-disposition:[^\r\n]*\bname=(?:"file"|file\b)[^\r\n]*\r\n(?:[^\r\n]*\r\n)*?\r\n/i;
+/** How much of what came before is kept to find part headers a chunk boundary splits. */
+const HEADER_WINDOW = 16 * 1024;
+
+/**
+ * A pass-through that keeps copies of what a decoy trace reads of an upload: its first
+ * {@link FILE_TRACE_BYTES}, and the first {@link FILE_TRACE_BYTES} of the file part's content
+ * wherever that part starts — a preamble or other fields before it cannot push the file out
+ * of what is read.
+ */
+function keepingStart(): { through: Transform; kept: () => Buffer[] } {
+  const head: Buffer[] = [];
+  let headSize = 0;
+  const file: Buffer[] = [];
+  let fileSize = -1; // -1: the file part's start not found yet
+  let window = Buffer.alloc(0);
+  const keepFile = (bytes: Buffer) => {
+    const part = bytes.subarray(0, FILE_TRACE_BYTES - fileSize);
+    file.push(part);
+    fileSize += part.length;
+  };
   const through = new Transform({
     transform(chunk: Buffer, _encoding, done) {
-      if (size < FILE_TRACE_BYTES) {
-        const part = chunk.subarray(0, FILE_TRACE_BYTES - size);
-        chunks.push(part);
-        size += part.length;
+      if (headSize < FILE_TRACE_BYTES) {
+        const part = chunk.subarray(0, FILE_TRACE_BYTES - headSize);
+        head.push(part);
+        headSize += part.length;
       }
+      if (fileSize === -1) {
+        const seen = Buffer.concat([window, chunk]);
+        const found = FILE_PART_HEADERS.exec(seen.toString('latin1'));
+        if (found === null) window = seen.subarray(Math.max(0, seen.length - HEADER_WINDOW));
+        else {
+          fileSize = 0;
+          window = Buffer.alloc(0);
+          keepFile(seen.subarray(found.index + found[0].length));
+        }
+      } else if (fileSize < FILE_TRACE_BYTES) keepFile(chunk);
       done(null, chunk);
     },
   });
-  return { through, kept: () => Buffer.concat(chunks) };
+  return { through, kept: () => (fileSize <= 0 ? [Buffer.concat(head)] : [Buffer.concat(head), Buffer.concat(file)]) };
 }
 
 /**
  * `POST /v1/files`: the upload streams through; the file the upstream made is the caller's.
- * Its text is traced for decoys on the way (the first {@link FILE_TRACE_BYTES}), and the keys
+ * Its text is traced for decoys on the way (the first {@link FILE_TRACE_BYTES} of the body and
+ * of the file part's content), and the keys
  * it names are kept with the file: a Messages request that names the file brings them back as
  * a text it held would (`decoy: hit` against any key but the uploader's).
  */
@@ -148,7 +177,12 @@ export const uploadFile: RouteHandler = fileRoute('upload', async (ctx, call) =>
     if (!decoyIndex.built) await decoyIndex.refresh().catch(() => {});
     const index = decoyIndex.current();
     if (index === undefined) call.ledger.reason('not traced for decoys: the decoy index could not be built');
-    const tracedTo = (index?.trace([kept().toString('utf8')], DECOY_HIT_CONFIDENCE) ?? []).map((t) => ({
+    const tracedTo = (
+      index?.trace(
+        kept().map((bytes) => bytes.toString('utf8')),
+        DECOY_HIT_CONFIDENCE,
+      ) ?? []
+    ).map((t) => ({
       apiKeyId: t.apiKeyId,
       confidence: t.confidence,
     }));
