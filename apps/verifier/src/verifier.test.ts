@@ -269,6 +269,10 @@ describe('moat-verifier', () => {
       ],
       ["the canary's random part alone", { messages: [{ role: 'user', content: `id ${canary.split('_')[1]}` }] }],
       ['the system prompt', { system: `tools: ${decoyName}` }],
+      [
+        'past 256 KiB of padding',
+        { messages: [{ role: 'user', content: `${'pasted transcript line\n'.repeat(15_000)} ${decoyName} ${canary}` }] },
+      ],
       ['metadata', { metadata: { user_id: decoyName } }],
       ['stop sequences', { stop_sequences: [decoyName] }],
       ['a tool definition', { tools: [{ name: decoyName, description: 'x', input_schema: { type: 'object' } }] }],

@@ -323,3 +323,30 @@ describe('decoyTraceTexts', () => {
     expect(decoyTraceTexts({ messages: 'x'.repeat(10) })).toEqual(['x'.repeat(10)]);
   });
 });
+
+describe('CanaryIndex.traceLong', () => {
+  it('finds what trace finds in a text, and a decoy however far past the trace limit it sits', async () => {
+    const name = decoys[0]?.tool.name as string;
+    const canary = decoys[1]?.canary as string;
+    const padding = 'plain words of a long pasted transcript '.repeat(20_000);
+    expect(padding.length).toBeGreaterThan(3 * 262_144);
+    const texts = [`${padding}\n${name}`, 'x'.repeat(300_000), `${padding} ${canary.toUpperCase()}`];
+    const long = await index.traceLong(texts, 0);
+    expect(long.flatMap((a) => a.evidence.map((e) => e.token)).sort()).toEqual([canary, name].sort());
+    // Over a short text it is trace, evidence in the same order.
+    await fc.assert(
+      fc.asyncProperty(fc.array(text, { maxLength: 4 }), async (parts) => {
+        expect(await index.traceLong(parts, 0)).toEqual(index.trace(parts, 0));
+      }),
+      { numRuns: 200 },
+    );
+  });
+
+  it('gives the event loop a turn between slices', async () => {
+    let turns = 0;
+    const timer = setInterval(() => turns++, 0);
+    await index.traceLong(['word '.repeat(400_000)], 0, 65_536);
+    clearInterval(timer);
+    expect(turns).toBeGreaterThan(0);
+  });
+});

@@ -482,8 +482,50 @@ export class CanaryIndex {
    * a decoy name's words are common English.
    */
   trace(text: string | readonly string[], threshold = 0.5): Attribution[] {
-    const seen = new Set<string>();
-    const perKey = new Map<string, TraceEvidence[]>();
+    const state: TraceState = { seen: new Set(), perKey: new Map() };
+    this.#collect(typeof text === 'string' ? [text] : text, state);
+    return attributionsOf(state, threshold);
+  }
+
+  /**
+   * {@link trace} over texts of any length, read in slices of about `sliceChars` characters
+   * (default {@link DECOY_TRACE_LIMIT}), the event loop given a turn between slices: what one
+   * request of many megabytes costs is spread out, not taken at once. Each slice has its own
+   * budget of runs for respellings; evidence is gathered over all of them, each token once. A
+   * token a slice boundary cuts is read in neither piece: slices end at a line break when one
+   * is near.
+   */
+  async traceLong(texts: readonly string[], threshold = 0.5, sliceChars = DECOY_TRACE_LIMIT): Promise<Attribution[]> {
+    const state: TraceState = { seen: new Set(), perKey: new Map() };
+    let slice: string[] = [];
+    let size = 0;
+    const flush = async () => {
+      if (slice.length === 0) return;
+      this.#collect(slice, state);
+      slice = [];
+      size = 0;
+      await new Promise<void>((resolve) => setImmediate(resolve));
+    };
+    for (const text of texts)
+      for (let at = 0; at < text.length; ) {
+        let end = Math.min(text.length, at + sliceChars - size);
+        // End at a line break or a space near the cut, so no token is cut in two.
+        if (end < text.length) {
+          const back = Math.max(text.lastIndexOf('\n', end), text.lastIndexOf(' ', end));
+          if (back > at && end - back < 4_096) end = back + 1;
+        }
+        slice.push(text.slice(at, end));
+        size += end - at;
+        at = end;
+        if (size >= sliceChars) await flush();
+      }
+    await flush();
+    return attributionsOf(state, threshold);
+  }
+
+  /** Adds what `texts` hold (as if joined by line breaks) to `state`: exact tokens, then respelled ones, then disguised ones. */
+  #collect(texts: readonly string[], state: TraceState): void {
+    const { seen, perKey } = state;
     const found = (token: string, exact = true) => {
       const entries = this.#tokens.get(token);
       if (entries === undefined || seen.has(token)) return;
@@ -501,7 +543,6 @@ export class CanaryIndex {
       const token = this.#tokens.has(folded) ? folded : this.#randomParts.get(folded);
       if (token !== undefined) found(token, false);
     };
-    const texts = typeof text === 'string' ? [text] : text;
     // Exact tokens first, then respelled ones, so the evidence is in the same order for one text or its parts.
     for (const one of texts) scanTokens(one, this.#lengths, found);
     const budget = { runs: FOLDED_RUN_LIMIT };
@@ -517,16 +558,26 @@ export class CanaryIndex {
     const foundUndisguised = (token: string) => found(token, false);
     for (const plain of plains) scanTokens(plain, this.#lengths, foundUndisguised);
     for (const plain of plains) scanFolded(plain, this.#hashes, foundFolded, budget);
-    const out: Attribution[] = [];
-    for (const [apiKeyId, evidence] of perKey) {
-      let miss = 1;
-      for (const e of evidence)
-        miss *= 1 - (e.kind === 'canary' ? CANARY_WEIGHT : e.exact ? NAME_WEIGHT : RESPELLED_NAME_WEIGHT) / e.sharedBy;
-      const confidence = 1 - miss;
-      if (confidence >= threshold) out.push({ apiKeyId, confidence, evidence });
-    }
-    return out.sort((a, b) => b.confidence - a.confidence || (a.apiKeyId < b.apiKeyId ? -1 : 1));
   }
+}
+
+/** What a trace has found so far: the tokens seen, and the evidence per key. */
+interface TraceState {
+  readonly seen: Set<string>;
+  readonly perKey: Map<string, TraceEvidence[]>;
+}
+
+/** The keys named by a trace's evidence at or above `threshold`, most confident first. */
+function attributionsOf(state: TraceState, threshold: number): Attribution[] {
+  const out: Attribution[] = [];
+  for (const [apiKeyId, evidence] of state.perKey) {
+    let miss = 1;
+    for (const e of evidence)
+      miss *= 1 - (e.kind === 'canary' ? CANARY_WEIGHT : e.exact ? NAME_WEIGHT : RESPELLED_NAME_WEIGHT) / e.sharedBy;
+    const confidence = 1 - miss;
+    if (confidence >= threshold) out.push({ apiKeyId, confidence, evidence });
+  }
+  return out.sort((a, b) => b.confidence - a.confidence || (a.apiKeyId < b.apiKeyId ? -1 : 1));
 }
 
 /** At most this many characters of a request are traced for decoys. */
@@ -608,9 +659,10 @@ const UNTRACED_MEMBERS: ReadonlySet<string> = new Set([
  * The texts of a request where a decoy can surface — the conversation first (tool names and
  * inputs, tool results, documents, any text, and member names), then the system prompt, the
  * tools it defines, `tool_choice`, `metadata`, `stop_sequences`, `mcp_servers` and any other
- * member, known or not — bounded to {@link DECOY_TRACE_LIMIT}
- * characters in all, for {@link CanaryIndex.trace}, which reads them apart (no joined copy of
- * a long conversation is made). Pass the request as its client sent it: the decoys a verifier
+ * member, known or not — bounded to `limit` characters in all (default
+ * {@link DECOY_TRACE_LIMIT}, what one {@link CanaryIndex.trace} should read; pass `Infinity`
+ * for {@link CanaryIndex.traceLong}), read apart (no joined copy of a long conversation is
+ * made). Pass the request as its client sent it: the decoys a verifier
  * adds to the forwarded copy are its own, not evidence. A document of text sent in base64
  * (`text/plain` with or without a charset, in any letter case, any `text/*`, JSON, XML) is
  * read decoded.
@@ -620,11 +672,11 @@ const UNTRACED_MEMBERS: ReadonlySet<string> = new Set([
  * const hits = index.trace(decoyTraceTexts(request), 0.7); // keys whose decoys the request replays
  * ```
  */
-export function decoyTraceTexts(request: unknown): string[] {
+export function decoyTraceTexts(request: unknown, limit = DECOY_TRACE_LIMIT): string[] {
   if (typeof request !== 'object' || request === null) return [];
   const members = request as Record<string, unknown>;
   const out: string[] = [];
-  const budget = { left: DECOY_TRACE_LIMIT };
+  const budget = { left: limit };
   textsOf(members.messages, out, budget);
   for (const name of TRACED_MEMBERS) textsOf(members[name], out, budget);
   // Then any other member, the API's newer ones and unknown ones alike.

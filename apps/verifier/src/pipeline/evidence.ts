@@ -1,7 +1,13 @@
 import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
 import { UNATTESTED_HEADER } from '@moat/attest/client';
 import { type AttestationResult, verifyAttestation } from '@moat/attest/server';
-import { DECOY_TRACE_LIMIT, decoyTraceTexts, type RequestBlocksCheck, verifyRequestBlocks } from '@moat/distill-guard/server';
+import {
+  type CanaryIndex,
+  DECOY_TRACE_LIMIT,
+  decoyTraceTexts,
+  type RequestBlocksCheck,
+  verifyRequestBlocks,
+} from '@moat/distill-guard/server';
 import { checkFingerprint, type FingerprintCheck, type KeyClassification } from '@moat/fingerprint/server';
 import { inspectRequest, type RelaySignal, type RequestEvidence } from '@moat/gateway-detect/server';
 import {
@@ -63,11 +69,11 @@ const TOOL_CALL_TYPE = /tool_use$/i;
  * a decoy call), who may then ask about one, paste it or name a real tool alike. Decoy calls
  * are traced first, within a budget of their own, so no padding elsewhere hides them.
  */
-function traceDecoys(
-  index: { trace(texts: readonly string[], threshold: number): Array<{ apiKeyId: string; confidence: number }> } | undefined,
+async function traceDecoys(
+  index: Pick<CanaryIndex, 'traceLong'> | undefined,
   body: MessagesRequest,
   keyId: string,
-): Array<{ apiKeyId: string; confidence: number }> {
+): Promise<Array<{ apiKeyId: string; confidence: number }>> {
   if (index === undefined) return [];
   const calls: unknown[] = [];
   if (Array.isArray(body.messages))
@@ -77,9 +83,18 @@ function traceDecoys(
           const type = (block as { type?: unknown } | null)?.type;
           if (typeof type === 'string' && TOOL_CALL_TYPE.test(type)) calls.push(block);
         }
+  // All of the request is read, however long (the body's size limit bounds it), in slices with
+  // the event loop given turns between them: padding cannot push a decoy past what is read.
   const traced =
-    calls.length === 0 ? [] : index.trace([...callHeads(calls), ...decoyTraceTexts({ messages: calls })], DECOY_HIT_CONFIDENCE);
-  const others = index.trace(decoyTraceTexts(body), DECOY_HIT_CONFIDENCE).filter((t) => t.apiKeyId !== keyId);
+    calls.length === 0
+      ? []
+      : await index.traceLong(
+          [...callHeads(calls), ...decoyTraceTexts({ messages: calls }, Number.POSITIVE_INFINITY)],
+          DECOY_HIT_CONFIDENCE,
+        );
+  const others = (await index.traceLong(decoyTraceTexts(body, Number.POSITIVE_INFINITY), DECOY_HIT_CONFIDENCE)).filter(
+    (t) => t.apiKeyId !== keyId,
+  );
   const keys = new Set(traced.map((t) => t.apiKeyId));
   return [...traced, ...others.filter((t) => !keys.has(t.apiKeyId))];
 }
@@ -245,7 +260,7 @@ export async function gatherEvidence(input: EvidenceInput, services: VerifierSer
   // The attribution block was parsed once, by the fingerprint check.
   const client = { cv: fingerprint.clientVersion, ep: fingerprint.entrypoint };
   const traced = mergeTraces(
-    traceDecoys(services.decoyIndex.current(), input.body, input.keyId),
+    await traceDecoys(services.decoyIndex.current(), input.body, input.keyId),
     mayNameFiles(input.raw) ? await tracedFiles(input.body, input.keyId, services.storage) : [],
   );
   const decoy = {

@@ -177,15 +177,14 @@ export const uploadFile: RouteHandler = fileRoute('upload', async (ctx, call) =>
     if (!decoyIndex.built) await decoyIndex.refresh().catch(() => {});
     const index = decoyIndex.current();
     if (index === undefined) call.ledger.reason('not traced for decoys: the decoy index could not be built');
-    const tracedTo = (
-      index?.trace(
-        kept().map((bytes) => bytes.toString('utf8')),
-        DECOY_HIT_CONFIDENCE,
-      ) ?? []
-    ).map((t) => ({
-      apiKeyId: t.apiKeyId,
-      confidence: t.confidence,
-    }));
+    const traced =
+      index === undefined
+        ? []
+        : await index.traceLong(
+            kept().map((bytes) => bytes.toString('utf8')),
+            DECOY_HIT_CONFIDENCE,
+          );
+    const tracedTo = traced.map((t) => ({ apiKeyId: t.apiKeyId, confidence: t.confidence }));
     for (const t of tracedTo)
       call.ledger.reason(`decoy traced to ${t.apiKeyId} (${t.confidence.toFixed(2)}) in the uploaded file`);
     // Kept before the client learns the id: a file it cannot be told the owner of is nobody's.
