@@ -364,11 +364,24 @@ describe('request({ envelope }): the addon appends and stamps in its own copy', 
       const dropping = await recordingServer({ dropSecond: drop });
       try {
         const text = JSON.stringify({ content: 'r'.repeat(size) });
-        await send(text, placeholder(true), ['x-api-key: sk-ant-test-0003'], dropping.url);
-        const before = arrived.length;
-        await expect(send(text, placeholder(true), ['x-api-key: sk-ant-test-0003'], dropping.url)).rejects.toThrow(/^resend: /);
+        // Requests go out until one is the second on a kept connection (on a loaded machine a
+        // transport may open a new connection before the first is back in its pool).
+        let failed: unknown;
+        for (let attempt = 0; attempt < 10 && dropping.dropped() === 0; attempt++) {
+          const before = arrived.length;
+          const outcome = await send(text, placeholder(true), ['x-api-key: sk-ant-test-0003'], dropping.url).then(
+            () => undefined,
+            (error: unknown) => error,
+          );
+          if (dropping.dropped() === 0) expect(outcome).toBeUndefined();
+          else {
+            failed = outcome;
+            // Nothing was sent again by itself.
+            expect(arrived.length).toBe(before);
+          }
+        }
         expect(dropping.dropped()).toBe(1);
-        expect(arrived.length).toBe(before);
+        expect(String((failed as Error | undefined)?.message)).toMatch(/^resend: /);
         // The connection pool is not left broken: the next request goes out and arrives, stamped.
         const { stamp, raw, request } = await send(text, placeholder(true), ['x-api-key: sk-ant-test-0003'], dropping.url);
         expect(stamp).toBe('stamped');
