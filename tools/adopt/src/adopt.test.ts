@@ -4,7 +4,7 @@
  * step run exactly as written, each TypeScript snippet compiled with `tsc --strict`.
  */
 import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -101,6 +101,9 @@ beforeAll(async () => {
 afterAll(async () => {
   await stopVerifier();
   await registry?.stop();
+  // The project (about 110 MB of installed packages) and its npmrc go with the run.
+  rmSync(project, { recursive: true, force: true });
+  rmSync(`${project}.npmrc`, { force: true });
 });
 
 describe('docs/adopt.md, from the registry, in a new project', () => {

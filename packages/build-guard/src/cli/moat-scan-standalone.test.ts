@@ -4,15 +4,17 @@
  * directory that holds nothing else, with the addon it carries.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 const root = new URL('../../', import.meta.url).pathname;
 const nodeCli = join(root, 'dist/cli/moat-scan.js');
 const nativeBuild = new URL('../../../../native/build', import.meta.url).pathname;
 const dir = mkdtempSync(join(tmpdir(), 'moat-scan-standalone-'));
+// The executable and its corpus are about 220 MB: gone once the file is done.
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
 const executable = join(dir, 'bin', 'moat-scan');
 const CODENAME = 'Capybara';
 const OTHER = 'Quokkafox';
