@@ -426,19 +426,31 @@ async function hangingUpstream(): Promise<{ url: string; hung: ServerResponse[];
 const MESSAGE_START =
   'event: message_start\ndata: {"type":"message_start","message":{"id":"m","type":"message","role":"assistant","model":"claude-mock","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":1,"output_tokens":1}}}\n\n';
 
+/** A verifier (with `env`) in front of {@link hangingUpstream}, and a Messages request to it, JSON or streamed. */
+async function startedOnHangingUpstream(env: Record<string, string>) {
+  const { url: upstreamUrl, hung, set } = await hangingUpstream();
+  const adminToken = randomBytes(16).toString('hex');
+  const { verifier, url, key } = await started({
+    MOAT_VERIFIER_ADMIN_TOKEN: adminToken,
+    MOAT_VERIFIER_UPSTREAM: upstreamUrl,
+    MOAT_VERIFIER_UPSTREAM_KEY: 'k',
+    ...env,
+  });
+  const post = (text: string, stream = false) =>
+    fetch(`${url}/v1/messages`, {
+      method: 'POST',
+      headers: { 'x-api-key': key, 'content-type': 'application/json' },
+      body: ask(text, stream ? { stream } : {}),
+    });
+  return { verifier, url, adminToken, hung, set, post };
+}
+
 describe('upstream calls that hang', { timeout: 60_000 }, () => {
   it('hold at most upstreamConnections: later requests wait a bounded time for one, get 503, /readyz says why; a cut one comes back', async () => {
-    const { url: upstreamUrl, hung, set } = await hangingUpstream();
-    const adminToken = randomBytes(16).toString('hex');
-    const { verifier, url, key } = await started({
-      MOAT_VERIFIER_ADMIN_TOKEN: adminToken,
-      MOAT_VERIFIER_UPSTREAM: upstreamUrl,
-      MOAT_VERIFIER_UPSTREAM_KEY: 'k',
+    const { verifier, url, adminToken, hung, set, post } = await startedOnHangingUpstream({
       MOAT_VERIFIER_UPSTREAM_CONNECTIONS: '2',
       MOAT_VERIFIER_UPSTREAM_QUEUE_TIMEOUT_MS: '400',
     });
-    const post = (text: string) =>
-      fetch(`${url}/v1/messages`, { method: 'POST', headers: { 'x-api-key': key, 'content-type': 'application/json' }, body: ask(text) });
     const held = [post('held 1'), post('held 2')];
     await until(() => hung.length === 2, 'both connections held');
     // A third waits for a connection; meanwhile the replica says it cannot take more.
@@ -475,22 +487,11 @@ describe('upstream calls that hang', { timeout: 60_000 }, () => {
 
 describe('upstream calls that stall while others wait', { timeout: 60_000 }, () => {
   it('are ended (504, an SSE error mid-stream) so waiting requests get their connections, and traffic flows again as soon as the upstream does', async () => {
-    const { url: upstreamUrl, hung, set } = await hangingUpstream();
-    const adminToken = randomBytes(16).toString('hex');
-    const { verifier, url, key } = await started({
-      MOAT_VERIFIER_ADMIN_TOKEN: adminToken,
-      MOAT_VERIFIER_UPSTREAM: upstreamUrl,
-      MOAT_VERIFIER_UPSTREAM_KEY: 'k',
+    const { verifier, url, adminToken, hung, set, post } = await startedOnHangingUpstream({
       MOAT_VERIFIER_UPSTREAM_CONNECTIONS: '1',
       MOAT_VERIFIER_UPSTREAM_QUEUE_TIMEOUT_MS: '5000',
       MOAT_VERIFIER_UPSTREAM_STALL_MS: '300',
     });
-    const post = (text: string, stream = false) =>
-      fetch(`${url}/v1/messages`, {
-        method: 'POST',
-        headers: { 'x-api-key': key, 'content-type': 'application/json' },
-        body: ask(text, { stream }),
-      });
     // One connection: a JSON call holds it and never gets its headers; a stream waits for it.
     const json = post('stalls before its headers');
     await until(() => hung.length === 1, 'the JSON call upstream');

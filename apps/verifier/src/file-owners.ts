@@ -1,5 +1,5 @@
 import { ApiError } from './errors.js';
-import type { Storage } from './storage.js';
+import type { FileRow, Storage } from './storage.js';
 
 /** The most distinct files one request may name. */
 export const MAX_FILES_PER_REQUEST = 1_000;
@@ -32,17 +32,44 @@ export function mayNameFiles(raw: Buffer): boolean {
   return raw.includes('file_id') || raw.includes('\\u');
 }
 
+/** The files a request body names: how many ids, and the rows of the first {@link MAX_FILES_PER_REQUEST}. */
+interface NamedFiles {
+  readonly count: number;
+  readonly rows: ReadonlyMap<string, FileRow | undefined>;
+}
+
+/** Per request body: its named files, looked up once for every check that reads them. */
+const namedFilesOf = new WeakMap<object, Promise<NamedFiles>>();
+
+/**
+ * The files `body` names, each looked up once per body: the decoy evidence and the owner
+ * check of one request share the lookups.
+ */
+export function namedFiles(body: object, storage: Pick<Storage, 'fileOf'>): Promise<NamedFiles> {
+  let named = namedFilesOf.get(body);
+  if (named === undefined) {
+    named = (async () => {
+      const ids = namedFileIds(body);
+      const rows = new Map<string, FileRow | undefined>();
+      for (const id of ids) {
+        if (rows.size === MAX_FILES_PER_REQUEST) break;
+        rows.set(id, await storage.fileOf(id));
+      }
+      return { count: ids.size, rows };
+    })();
+    namedFilesOf.set(body, named);
+  }
+  return named;
+}
+
 /**
  * Refuses a request that names a file `keyId` did not upload through this verifier.
  *
  * @throws {ApiError} 404 `not_found_error` for the first such file; 400 past {@link MAX_FILES_PER_REQUEST}.
  */
-export async function assertOwnFiles(body: unknown, keyId: string, storage: Pick<Storage, 'fileOf'>): Promise<void> {
-  const ids = namedFileIds(body);
-  if (ids.size > MAX_FILES_PER_REQUEST)
-    throw new ApiError(400, 'invalid_request_error', `expected at most ${MAX_FILES_PER_REQUEST} files in one request, got ${ids.size}`);
-  for (const id of ids) {
-    const file = await storage.fileOf(id);
-    if (file === undefined || file.keyId !== keyId) throw fileNotFound(id);
-  }
+export async function assertOwnFiles(body: object, keyId: string, storage: Pick<Storage, 'fileOf'>): Promise<void> {
+  const { count, rows } = await namedFiles(body, storage);
+  if (count > MAX_FILES_PER_REQUEST)
+    throw new ApiError(400, 'invalid_request_error', `expected at most ${MAX_FILES_PER_REQUEST} files in one request, got ${count}`);
+  for (const [id, file] of rows) if (file === undefined || file.keyId !== keyId) throw fileNotFound(id);
 }

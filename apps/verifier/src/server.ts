@@ -233,13 +233,15 @@ const HEADER_NAMES: Readonly<Record<string, string>> = {
   'user-agent': 'User-Agent',
   'anthropic-version': 'anthropic-version',
 };
-const SINGLE_HEADERS = Object.keys(HEADER_NAMES);
 
-/** How many times a header (lower-case name) is in a request's raw headers. */
-function headerCount(rawHeaders: readonly string[], name: string): number {
-  let count = 0;
-  for (let i = 0; i < rawHeaders.length; i += 2) if ((rawHeaders[i] as string).toLowerCase() === name) count++;
-  return count;
+/** How many times each header of {@link HEADER_NAMES} is in a request's raw headers, in one pass. */
+function singleHeaderCounts(rawHeaders: readonly string[]): Map<string, number> {
+  const counts = new Map<string, number>();
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = (rawHeaders[i] as string).toLowerCase();
+    if (Object.hasOwn(HEADER_NAMES, name)) counts.set(name, (counts.get(name) ?? 0) + 1);
+  }
+  return counts;
 }
 
 /** Public routes for the operator's eyes: the dashboard's sign-in, and readiness with its checks' errors. */
@@ -264,18 +266,20 @@ export function createRequestHandler(
     // One of each header a check reads: Node keeps the first of two, and a front end or the
     // upstream may read the second. (A web `Request` read as one has no raw headers: its
     // `Headers` join what was sent twice.) HTTP/1.1 requires a Host.
-    if (Array.isArray(req.rawHeaders))
-      for (const name of SINGLE_HEADERS) {
-        const count = headerCount(req.rawHeaders, name);
+    if (Array.isArray(req.rawHeaders)) {
+      const counts = singleHeaderCounts(req.rawHeaders);
+      for (const [name, label] of Object.entries(HEADER_NAMES)) {
+        const count = counts.get(name) ?? 0;
         const missing = name === 'host' && count === 0 && req.httpVersionMajor === 1 && req.httpVersionMinor >= 1;
         if (count > 1 || missing)
           return refuseAndRecord(
             req,
             res,
             services,
-            new ApiError(400, 'invalid_request_error', `expected one ${HEADER_NAMES[name]} header, got ${count}`),
+            new ApiError(400, 'invalid_request_error', `expected one ${label} header, got ${count}`),
           );
       }
+    }
     // One canonical target: what is routed here is exactly what a route forwards.
     let target: CanonicalTarget;
     let mounted: boolean;

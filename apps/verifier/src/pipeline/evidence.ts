@@ -21,7 +21,7 @@ import {
 import type { MessagesRequest } from '@moat/protocol/messages';
 import type { VerifierConfig } from '../config.js';
 import { unavailable } from '../errors.js';
-import { MAX_FILES_PER_REQUEST, mayNameFiles, namedFileIds } from '../file-owners.js';
+import { mayNameFiles, namedFiles } from '../file-owners.js';
 import type { InstallRow } from '../installs.js';
 import { releaseMayHave, requireRequestBinding } from '../releases.js';
 import type { Signals } from '../signals.js';
@@ -110,12 +110,8 @@ async function tracedFiles(
   storage: Pick<VerifierServices['storage'], 'fileOf'>,
 ): Promise<Array<{ apiKeyId: string; confidence: number }>> {
   const out: Array<{ apiKeyId: string; confidence: number }> = [];
-  let looked = 0;
-  for (const id of namedFileIds(body)) {
-    if (++looked > MAX_FILES_PER_REQUEST) break;
-    const file = await storage.fileOf(id);
+  for (const file of (await namedFiles(body, storage)).rows.values())
     if (file?.keyId === keyId) for (const t of file.tracedTo ?? []) if (t.apiKeyId !== keyId) out.push(t);
-  }
   return out;
 }
 
