@@ -355,7 +355,8 @@ describe('request({ envelope }): the addon appends and stamps in its own copy', 
     // answer; it would send the same bytes again on a new one, a replay to the verifier when
     // the first copy was read. The addon refuses that rewind and ends the request with
     // "resend: …": reset as soon as the headers are in, or closed once the body is read,
-    // small body or stamped as it goes out.
+    // small body or stamped as it goes out. (A reset that comes before libcurl handed out any
+    // of the body leaves nothing to replay: the request may then go again on a new connection.)
     for (const [size, drop] of [
       [100, 'reset'],
       [100, 'close'],
@@ -374,14 +375,19 @@ describe('request({ envelope }): the addon appends and stamps in its own copy', 
             (error: unknown) => error,
           );
           if (dropping.dropped() === 0) expect(outcome).toBeUndefined();
-          else {
+          else if (drop === 'reset' && outcome === undefined) {
+            // Reset before libcurl handed out any of the body: the dropped copy carried no
+            // stamp, so sending it on a new connection is no replay. It arrived once.
+            expect(arrived.length).toBe(before + 1);
+            failed = 'sent again without a body gone out';
+          } else {
             failed = outcome;
             // Nothing was sent again by itself.
             expect(arrived.length).toBe(before);
           }
         }
         expect(dropping.dropped()).toBe(1);
-        expect(String((failed as Error | undefined)?.message)).toMatch(/^resend: /);
+        if (failed !== 'sent again without a body gone out') expect(String((failed as Error | undefined)?.message)).toMatch(/^resend: /);
         // The connection pool is not left broken: the next request goes out and arrives, stamped.
         const { stamp, raw, request } = await send(text, placeholder(true), ['x-api-key: sk-ant-test-0003'], dropping.url);
         expect(stamp).toBe('stamped');
