@@ -175,6 +175,19 @@ describe('Files, per API key', () => {
       expect(((await res.json()) as { error: { message: string } }).error.message).toBe(`file ${ids.alice} not found`);
       expect(await lastRecord()).toMatchObject({ status: 404, verdict: 'block' });
     }
+    // Spelt another way, alone: an upstream that ignores letter case would read the file the owner check never saw.
+    const spelt = (body: unknown, from: string, to: string) => JSON.stringify(body).replace(`"${from}"`, `"${to}"`);
+    for (const [path, body] of [
+      ['/v1/messages', spelt(naming(ids.alice), 'file_id', 'FILE_ID')],
+      ['/v1/messages', spelt(naming(ids.alice), 'file_id', 'file_\\u0131d')],
+      ['/v1/messages/count_tokens', spelt(naming(ids.alice), 'source', 'Source')],
+      ['/v1/messages/batches', spelt({ requests: [{ custom_id: 'a', params: naming(ids.alice) }] }, 'messages', 'MESSAGES')],
+    ] as const) {
+      const res = await send(keys.bob, 'POST', path, body);
+      expect(res.status, `${path} ${body}`).toBe(400);
+      expect(((await res.json()) as { error: { message: string } }).error.message).toMatch(/as the API spells it/);
+      expect(await lastRecord()).toMatchObject({ status: 400, verdict: 'block' });
+    }
   });
 
   it('a file holding another key’s decoys brings them back to the request that names it; the uploader’s own do not count', async () => {

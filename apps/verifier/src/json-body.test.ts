@@ -52,6 +52,41 @@ describe('parseJsonBody', () => {
     expect(codeOf('{"m":[{"b\\u12":1}]}')).toBe('ERR_JSON_SYNTAX m.0');
   });
 
+  it('refuses a name the checks read, spelt another way below the top level, even alone; the user’s own JSON aside', () => {
+    const readNames = new Set(['file_id', 'type', 'messages']);
+    const checked = (text: string): string => {
+      try {
+        parseJsonBody(Buffer.from(text), 64, { readNames });
+      } catch (error) {
+        if (error instanceof JsonBodyError) return `${error.code} ${error.path}`;
+        throw error;
+      }
+      return 'ok';
+    };
+    expect(checked('{"m":[{"source":{"FILE_ID":"f"}}]}')).toBe('ERR_JSON_MEMBER_CASE m.0.source.FILE_ID');
+    expect(checked('{"m":[{"source":{"file_\\u0131d":"f"}}]}')).toBe('ERR_JSON_MEMBER_CASE m.0.source.file_\u0131d');
+    expect(checked('{"requests":[{"params":{"Messages":[]}}]}')).toBe('ERR_JSON_MEMBER_CASE requests.0.params.Messages');
+    expect(checked('{"m":[{"\u017fource":1,"Type":"x"}]}')).toBe('ERR_JSON_MEMBER_CASE m.0.Type');
+    // Names the checks do not read, exact names, and the user's own JSON pass.
+    expect(checked('{"m":[{"Other":1,"file_id":"f","type":"t"}]}')).toBe('ok');
+    expect(checked('{"m":[{"type":"tool_use","input":{"FILE_ID":1,"Type":2}}]}')).toBe('ok');
+    expect(checked('{"tools":[{"input_schema":{"properties":{"Messages":{}}},"input_examples":[{"Type":1}]}]}')).toBe('ok');
+    // Without the option, only the top level is held to lower case.
+    expect(codeOf('{"m":[{"source":{"FILE_ID":"f"}}]}')).toBe('ok');
+    fc.assert(
+      fc.property(
+        fc.constantFrom('file_id', 'type', 'messages'),
+        fc.array(fc.boolean(), { minLength: 8, maxLength: 8 }),
+        fc.constantFrom('m', 'x'),
+        (name, upper, parent) => {
+          const spelt = [...name].map((ch, i) => (upper[i % 8] === true ? ch.toUpperCase() : ch)).join('');
+          const text = `{"${parent}":[{"${spelt}":1}]}`;
+          expect(checked(text)).toBe(spelt === name ? 'ok' : `ERR_JSON_MEMBER_CASE ${parent}.0.${spelt}`);
+        },
+      ),
+    );
+  });
+
   it('finds every top-level member and the system elements, by byte span, whatever the spacing and escapes', () => {
     const text = ' { "model" : "m\\"x" ,\n"system":[ {"type":"text","text":"x-moat: v=1;"} , "ü" ,3],"n":[1,{"a":[]}] } ';
     const { value, layout } = parse(text);

@@ -84,20 +84,36 @@ interface Frame {
  * call's `input`, a tool's `input_schema`, an output format's `schema`): names there may
  * differ only in case (`Accept` beside `accept` in a tool's input) and are compared exactly.
  */
-const USER_DATA_MEMBERS: ReadonlySet<string> = new Set(['input', 'input_schema', 'schema', 'json_schema']);
+const USER_DATA_MEMBERS: ReadonlySet<string> = new Set(['input', 'input_schema', 'input_examples', 'schema', 'json_schema']);
+
+/** Options of {@link parseJsonBody}. */
+export interface JsonBodyOptions {
+  /**
+   * Member names the caller's checks read below the top level (`file_id`, `type`, `messages`
+   * in a batch's `params`…): spelt any other way outside the user's own JSON (`FILE_ID`,
+   * `Type`, `file_\u0131d`), one is refused even alone, since an upstream that ignores letter
+   * case would read the member the checks never saw.
+   */
+  readonly readNames?: ReadonlySet<string>;
+}
 
 /**
  * Parses a request body as strict JSON: valid UTF-8 (no replacement of bad bytes), an object
  * at the top, no member name twice in one object (compared after unescaping, and in any letter
  * case but inside the user's own JSON — a tool's input, a schema), top-level member names in
- * lower case, nesting no deeper than `maxDepth`. The structural checks run on the bytes before `JSON.parse`, so a
+ * lower case, below it no name of `options.readNames` in another spelling, nesting no deeper than `maxDepth`. The structural checks run on the bytes before `JSON.parse`, so a
  * body nested a million levels deep costs one pass and no recursion. Returns the value and
  * the byte layout of its top-level members, so a gateway can forward the client's own bytes
  * with members cut out.
  *
  * @throws {JsonBodyError} with a code and the path where the body breaks the rules.
  */
-export function parseJsonBody(raw: Buffer, maxDepth: number): { value: Record<string, unknown>; layout: BodyLayout } {
+export function parseJsonBody(
+  raw: Buffer,
+  maxDepth: number,
+  options: JsonBodyOptions = {},
+): { value: Record<string, unknown>; layout: BodyLayout } {
+  const readNames = options.readNames;
   let text: string;
   try {
     text = decoder.decode(raw);
@@ -147,6 +163,12 @@ export function parseJsonBody(raw: Buffer, maxDepth: number): { value: Record<st
             'ERR_JSON_MEMBER_CASE',
             key,
             `expected member names in lower case at the top of the body (the API's are), got ${JSON.stringify(key.slice(0, 60))}`,
+          );
+        if (stack.length > 1 && !top.userData && folded !== key && readNames?.has(folded) === true)
+          throw new JsonBodyError(
+            'ERR_JSON_MEMBER_CASE',
+            top.path === '' ? key : `${top.path}.${key}`,
+            `expected ${JSON.stringify(folded)} as the API spells it, got ${JSON.stringify(key.slice(0, 60))} (an upstream that ignores letter case reads it as ${JSON.stringify(folded)})`,
           );
         top.keys.set(folded, key);
         top.key = key;

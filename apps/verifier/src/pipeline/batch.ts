@@ -18,7 +18,7 @@ import type { CanonicalTarget } from '../target.js';
 import { checkStamp, type Evidence, gatherEvidence, receivedRequest, saysUnattested } from './evidence.js';
 import { fail, recordDecision } from './index.js';
 import { type Decision, decide, flagPolicy, policyAttributes } from './policy.js';
-import { parseMessagesBody, type ReadRequest } from './read.js';
+import { CHECKED_MEMBER_NAMES, parseMessagesBody, type ReadRequest } from './read.js';
 import { newRequestId, RECORD_LIMITS, RequestLedger } from './record.js';
 import { decoysAllowed, MOAT_MEMBERS, rewriteRequest } from './rewrite-request.js';
 import { isSuccess, passError } from './rewrite-response.js';
@@ -49,7 +49,7 @@ const invalid = (message: string, cause?: unknown) =>
 export function parseBatchBody(raw: Buffer, maxJsonDepth: number): ReadBatch {
   let value: unknown;
   try {
-    value = parseJsonBody(raw, maxJsonDepth).value;
+    value = parseJsonBody(raw, maxJsonDepth, { readNames: CHECKED_MEMBER_NAMES }).value;
   } catch (error) {
     if (error instanceof JsonBodyError)
       throw invalid(`${error.path === '' ? 'body' : error.path}: ${error.message.slice(error.code.length + 2)}`, error);

@@ -3,6 +3,40 @@ import { MessagesError, type MessagesRequest, parseMessagesRequest } from '@moat
 import { ApiError } from '../errors.js';
 import { readBody } from '../http.js';
 import { type BodyLayout, JsonBodyError, parseJsonBody } from '../json-body.js';
+import { BETA_MESSAGES_MEMBERS, MESSAGES_MEMBERS } from '../mock-upstream.js';
+
+/**
+ * The API's member names Moat's checks read below the top level of a Messages or batch body:
+ * a request's own members (a batch's `params`), messages and content blocks, sources and the
+ * files they name, tool calls and tools, thinking blocks, a batch's items. Spelt another way
+ * (`FILE_ID`, `Type`), one is refused even alone (see `parseJsonBody`).
+ */
+export const CHECKED_MEMBER_NAMES: ReadonlySet<string> = new Set<string>([
+  ...MESSAGES_MEMBERS,
+  ...BETA_MESSAGES_MEMBERS,
+  'role',
+  'content',
+  'type',
+  'text',
+  'source',
+  'data',
+  'media_type',
+  'file_id',
+  'url',
+  'name',
+  'input',
+  'id',
+  'tool_use_id',
+  'signature',
+  'citations',
+  'title',
+  'context',
+  'description',
+  'input_schema',
+  'custom_id',
+  'params',
+  'requests',
+]);
 
 /** A Messages request as read: its exact bytes, the typed body and its byte layout. */
 export interface ReadRequest {
@@ -25,7 +59,7 @@ export interface ReadLimits {
  */
 export function parseMessagesBody(raw: Buffer, maxJsonDepth: number): ReadRequest {
   try {
-    const { value, layout } = parseJsonBody(raw, maxJsonDepth);
+    const { value, layout } = parseJsonBody(raw, maxJsonDepth, { readNames: CHECKED_MEMBER_NAMES });
     return { raw, body: parseMessagesRequest(value), layout };
   } catch (error) {
     if (error instanceof JsonBodyError || error instanceof MessagesError) {
