@@ -27,7 +27,8 @@ log "pnpm $(pnpm --version)"
 # Debian packages: the tests need the required ones; the benchmarks use the optional ones
 # (ripgrep is moat-scan's baseline) and say so when they are missing.
 # python3, make and g++ build the native addon with node-gyp; libcurl and OpenSSL headers too.
-APT_REQUIRED=(python3 python3-cryptography libhyperscan5 make g++ libcurl4-openssl-dev libssl-dev gdb util-linux postgresql redis-server haproxy chromium tmux)
+# ghostscript and qpdf make the PDFs (from PostScript; with object streams) the decoy trace is tested on.
+APT_REQUIRED=(python3 python3-cryptography libhyperscan5 make g++ libcurl4-openssl-dev libssl-dev gdb util-linux postgresql redis-server haproxy chromium tmux ghostscript qpdf)
 APT_OPTIONAL=(ripgrep)
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"

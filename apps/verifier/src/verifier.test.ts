@@ -1,5 +1,6 @@
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createAttestedFetch } from '@moat/attest/client';
@@ -62,6 +63,18 @@ async function post(send: typeof fetch, body: unknown, key = apiKey, headers: Re
     body: typeof body === 'string' ? body : JSON.stringify(body),
   });
   return { status: res.status, headers: res.headers, json: (await res.json()) as Record<string, any> };
+}
+
+/** A one-page PDF showing `line`, made by Ghostscript (ps2pdf): Flate-coded content, a standard font. */
+function pdfOf(line: string): Buffer {
+  const dir = mkdtempSync(join(tmpdir(), 'moat-pdf-'));
+  try {
+    writeFileSync(join(dir, 'in.ps'), `%!PS\n/Helvetica findfont 11 scalefont setfont\n72 700 moveto (${line}) show\nshowpage\n`);
+    execFileSync('ps2pdf', [join(dir, 'in.ps'), join(dir, 'out.pdf')]);
+    return readFileSync(join(dir, 'out.pdf'));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 const lastRecord = async () => (await verifier.storage.queryRecords({ limit: 1 }))[0];
@@ -293,25 +306,33 @@ describe('moat-verifier', () => {
           ],
         },
       ],
-      ...['text/plain; charset=utf-8', 'TEXT/PLAIN', 'text/markdown', 'application/json'].map(
-        (mediaType): [string, Record<string, unknown>] => [
-          `a base64 document of ${mediaType}`,
-          {
-            messages: [
-              {
-                role: 'user',
-                content: [
-                  {
-                    type: 'document',
-                    source: { type: 'base64', media_type: mediaType, data: Buffer.from(`${decoyName} ${canary}`).toString('base64') },
-                  },
-                  { type: 'text', text: 'summarize' },
-                ],
-              },
-            ],
-          },
-        ],
-      ),
+      ...(
+        [
+          ['text/plain; charset=utf-8', Buffer.from(`${decoyName} ${canary}`)],
+          ['TEXT/PLAIN', Buffer.from(`${decoyName} ${canary}`)],
+          ['text/markdown', Buffer.from(`${decoyName} ${canary}`)],
+          ['application/json', Buffer.from(`${decoyName} ${canary}`)],
+          ['application/octet-stream', Buffer.from(`${decoyName} ${canary}`)],
+          ['text/plain; charset=utf-16', Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from(`${decoyName} ${canary}`, 'utf16le')])],
+          ['application/pdf', pdfOf(`${decoyName} ${canary}`)],
+        ] as const
+      ).map(([mediaType, bytes]): [string, Record<string, unknown>] => [
+        `a base64 document of ${mediaType}`,
+        {
+          messages: [
+            {
+              role: 'user',
+              content: [
+                {
+                  type: 'document',
+                  source: { type: 'base64', media_type: mediaType, data: bytes.toString('base64') },
+                },
+                { type: 'text', text: 'summarize' },
+              ],
+            },
+          ],
+        },
+      ]),
     ];
     for (const [where, extra] of hidden) {
       await post(fetch, request('Thanks', extra), distiller.key);

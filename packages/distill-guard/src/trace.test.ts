@@ -288,13 +288,22 @@ describe('decoyTraceTexts', () => {
         }),
         mediaType,
       ).toContain('hidden words');
-    // Not text: an image or a PDF is not decoded.
-    for (const mediaType of ['image/png', 'application/pdf'])
+    // Text under another media type, or none, is read all the same; an image is not decoded.
+    for (const mediaType of ['image/png', 'application/pdf', 'application/octet-stream', undefined])
       expect(
         decoyTraceTexts({
           messages: [{ role: 'user', content: [{ ...document, source: { ...document.source, media_type: mediaType } }] }],
         }),
-      ).not.toContain('hidden words');
+        String(mediaType),
+      ).toContain('hidden words');
+    const png = Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), Buffer.from('hidden words')]);
+    expect(
+      decoyTraceTexts({
+        messages: [
+          { role: 'user', content: [{ type: 'image', source: { type: 'base64', media_type: 'image/png', data: png.toString('base64') } }] },
+        ],
+      }).join(' '),
+    ).not.toContain('hidden words');
     // Member names, newer and unknown members are read too; the API's own member names are not.
     expect(
       decoyTraceTexts({

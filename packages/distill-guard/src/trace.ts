@@ -1,3 +1,4 @@
+import { base64Text } from './base64-text.js';
 import { decoyTools } from './decoys.js';
 import { DistillGuardError } from './errors.js';
 
@@ -590,7 +591,7 @@ function textsOf(value: unknown, out: string[], budget: { left: number }): void 
     budget.left -= value.length;
   } else if (Array.isArray(value)) for (const item of value) textsOf(item, out, budget);
   else if (typeof value === 'object' && value !== null) {
-    const plain = plainTextOf(value);
+    const plain = plainTextOf(value, budget.left);
     if (plain !== undefined) textsOf(plain, out, budget);
     for (const [name, item] of Object.entries(value)) {
       // A member's name can carry a token as well as its value (`{"bkt_nbbku65w": 1}` in a tool's input).
@@ -621,23 +622,15 @@ const API_MEMBER_NAMES: ReadonlySet<string> = new Set([
   'context',
 ]);
 
-/** Whether a media type names text (parameters and letter case aside): `text/*`, JSON, XML. */
-function isTextType(mediaType: string): boolean {
-  const type = (mediaType.split(';')[0] as string).trim().toLowerCase();
-  return (
-    type.startsWith('text/') || type === 'application/json' || type === 'application/xml' || type.endsWith('+json') || type.endsWith('+xml')
-  );
-}
-
 /**
- * A base64 source of text (a document: `text/plain`, with a charset or in any letter case, or
- * any other text type), decoded: its text is the conversation's as much as a text source's.
+ * A base64 source (a document or an image, whatever media type it claims), decoded where it
+ * carries text ({@link base64Text}: text in UTF-8 or UTF-16, a PDF's shown text): its text is
+ * the conversation's as much as a text source's.
  */
-function plainTextOf(value: object): string | undefined {
+function plainTextOf(value: object, maxChars: number): string | undefined {
   const source = value as { type?: unknown; media_type?: unknown; data?: unknown };
-  if (typeof source.type !== 'string' || source.type.toLowerCase() !== 'base64') return undefined;
-  if (typeof source.media_type !== 'string' || !isTextType(source.media_type) || typeof source.data !== 'string') return undefined;
-  return Buffer.from(source.data, 'base64').toString('utf8');
+  if (typeof source.type !== 'string' || source.type.toLowerCase() !== 'base64' || typeof source.data !== 'string') return undefined;
+  return base64Text(source.media_type, source.data, maxChars);
 }
 
 /** The members of a request besides `messages` a decoy can be hidden in, read after the conversation. */
@@ -663,9 +656,9 @@ const UNTRACED_MEMBERS: ReadonlySet<string> = new Set([
  * {@link DECOY_TRACE_LIMIT}, what one {@link CanaryIndex.trace} should read; pass `Infinity`
  * for {@link CanaryIndex.traceLong}), read apart (no joined copy of a long conversation is
  * made). Pass the request as its client sent it: the decoys a verifier
- * adds to the forwarded copy are its own, not evidence. A document of text sent in base64
- * (`text/plain` with or without a charset, in any letter case, any `text/*`, JSON, XML) is
- * read decoded.
+ * adds to the forwarded copy are its own, not evidence. A base64 source is read decoded
+ * wherever it carries text, whatever media type it claims: text in UTF-8 or UTF-16, and what a
+ * PDF shows ({@link base64Text}).
  *
  * @example
  * ```ts

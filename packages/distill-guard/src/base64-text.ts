@@ -1,0 +1,95 @@
+import { pdfText } from './pdf-text.js';
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/** The first bytes of the image formats the API takes (PNG, JPEG, GIF, WebP's RIFF). */
+const IMAGE_MAGIC = [Buffer.from([0x89, 0x50, 0x4e, 0x47]), Buffer.from([0xff, 0xd8, 0xff]), Buffer.from('GIF8'), Buffer.from('RIFF')];
+
+/** The type and subtype of a media type, and its `charset` parameter, lower-cased. */
+function mediaTypeOf(mediaType: unknown): { type: string; charset: string } {
+  if (typeof mediaType !== 'string') return { type: '', charset: '' };
+  const [type, ...params] = mediaType.split(';');
+  const charset = params.map((p) => p.trim().toLowerCase()).find((p) => p.startsWith('charset='));
+  return { type: (type as string).trim().toLowerCase(), charset: (charset ?? '').slice(8).replace(/^"|"$/g, '') };
+}
+
+/** Whether a media type names text (parameters and letter case aside): `text/*`, JSON, XML, YAML, NDJSON. */
+function isTextType(type: string): boolean {
+  return (
+    type.startsWith('text/') ||
+    /^application\/(json|xml|yaml|x-yaml|x-ndjson|ndjson|jsonl|javascript|x-sh|sql)$/.test(type) ||
+    type.endsWith('+json') ||
+    type.endsWith('+xml') ||
+    type.endsWith('+yaml')
+  );
+}
+
+/** UTF-16 without a byte order mark, by where its zero bytes fall: little-endian, big-endian, or neither. */
+function utf16Order(bytes: Uint8Array): 'utf-16le' | 'utf-16be' | undefined {
+  const n = Math.min(bytes.length, 4096) & ~1;
+  if (n < 4) return undefined;
+  let even = 0;
+  let odd = 0;
+  for (let i = 0; i < n; i += 2) {
+    if (bytes[i] === 0) even++;
+    if (bytes[i + 1] === 0) odd++;
+  }
+  // Mostly Latin text in UTF-16 has a zero in nearly every other byte.
+  if (odd > 0.3 * (n / 2) && even < 0.05 * (n / 2)) return 'utf-16le';
+  if (even > 0.3 * (n / 2) && odd < 0.05 * (n / 2)) return 'utf-16be';
+  return undefined;
+}
+
+/** Whether decoded text reads as text: no NUL, few other control characters. */
+function looksLikeText(text: string): boolean {
+  let control = 0;
+  const n = Math.min(text.length, 65_536);
+  for (let i = 0; i < n; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0) return false;
+    if (c < 0x20 && c !== 9 && c !== 10 && c !== 13 && c !== 12) control++;
+  }
+  return control <= n / 100;
+}
+
+/**
+ * The text a base64 payload carries, whatever media type it claims or lacks: UTF-16 (a byte
+ * order mark, a `charset=utf-16…`, or its zero bytes), a PDF's shown text ({@link pdfText}),
+ * or UTF-8 that reads as text — a declared text type, or any type (`application/octet-stream`,
+ * none) whose bytes are text. Images and other binary payloads give `undefined`. At most
+ * `maxChars` characters are returned.
+ *
+ * @example
+ * ```ts
+ * base64Text('text/plain; charset=utf-16', data); // the document's words
+ * base64Text('application/pdf', pdfBase64);       // what the PDF shows
+ * ```
+ */
+export function base64Text(mediaType: unknown, data: string, maxChars = Number.POSITIVE_INFINITY): string | undefined {
+  const { type, charset } = mediaTypeOf(mediaType);
+  // An image is not decoded whole to learn it is one: its first bytes say so.
+  const head = Buffer.from(data.slice(0, 16), 'base64');
+  if (IMAGE_MAGIC.some((magic) => head.subarray(0, magic.length).equals(magic))) return undefined;
+  const bytes = Buffer.from(data, 'base64');
+  if (bytes.length === 0) return undefined;
+  const cap = (text: string) => (text.length > maxChars ? text.slice(0, maxChars) : text);
+  if (bytes.subarray(0, 1024).includes('%PDF-')) {
+    const texts = pdfText(bytes, Number.isFinite(maxChars) ? { maxChars } : {});
+    return texts.length === 0 ? undefined : texts.join('\n');
+  }
+  const bom = bytes[0] === 0xff && bytes[1] === 0xfe ? 'utf-16le' : bytes[0] === 0xfe && bytes[1] === 0xff ? 'utf-16be' : undefined;
+  const declared = charset.startsWith('utf-16') ? (charset === 'utf-16be' ? 'utf-16be' : 'utf-16le') : undefined;
+  const order = bom ?? declared ?? utf16Order(bytes);
+  if (order !== undefined) {
+    const text = new TextDecoder(order).decode(bytes);
+    return looksLikeText(text) ? cap(text) : undefined;
+  }
+  let text: string;
+  try {
+    text = utf8.decode(bytes);
+  } catch {
+    // Not UTF-8: a declared text type in another charset (Latin-1 and the like) is still read, byte for character.
+    return isTextType(type) ? cap(bytes.toString('latin1')) : undefined;
+  }
+  return isTextType(type) || looksLikeText(text) ? cap(text) : undefined;
+}

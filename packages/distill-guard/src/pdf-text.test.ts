@@ -1,0 +1,200 @@
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { deflateSync } from 'node:zlib';
+import fc from 'fast-check';
+import { chromium } from 'playwright-core';
+import { afterAll, describe, expect, it } from 'vitest';
+import { base64Text } from './base64-text.js';
+import { pdfText } from './pdf-text.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'moat-pdf-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+/** A PDF made by Ghostscript from PostScript (lines with PostScript's own escapes): standard fonts, literal strings, Flate streams. */
+function ghostscriptPdf(lines: readonly string[]): Buffer {
+  const ps = [
+    '%!PS',
+    '/Courier findfont 11 scalefont setfont',
+    ...lines.map((line, i) => `72 ${700 - 16 * i} moveto (${line.replace(/[()]/g, (c) => `\\${c}`)}) show`),
+    'showpage',
+  ].join('\n');
+  writeFileSync(join(dir, 'in.ps'), ps);
+  execFileSync('ps2pdf', [join(dir, 'in.ps'), join(dir, 'gs.pdf')]);
+  return readFileSync(join(dir, 'gs.pdf'));
+}
+
+/** The same PDF rewritten by qpdf with its objects in object streams (PDF 1.5), as many writers now save. */
+function objectStreams(pdf: Buffer): Buffer {
+  writeFileSync(join(dir, 'plain.pdf'), pdf);
+  execFileSync('qpdf', ['--object-streams=generate', '--compress-streams=y', join(dir, 'plain.pdf'), join(dir, 'objstm.pdf')]);
+  return readFileSync(join(dir, 'objstm.pdf'));
+}
+
+/** A minimal PDF around content streams, each Flate-coded, and extra objects (fonts, CMaps). */
+function handMade(contents: readonly string[], extra: ReadonlyArray<[number, string]> = []): Buffer {
+  const parts: Buffer[] = [Buffer.from('%PDF-1.4\n')];
+  contents.forEach((content, i) => {
+    const data = deflateSync(Buffer.from(content, 'latin1'));
+    parts.push(
+      Buffer.from(`${10 + i} 0 obj\n<</Filter /FlateDecode /Length ${data.length}>> stream\n`),
+      data,
+      Buffer.from('\nendstream\nendobj\n'),
+    );
+  });
+  for (const [num, body] of extra) parts.push(Buffer.from(`${num} 0 obj\n${body}\nendobj\n`, 'latin1'));
+  parts.push(Buffer.from('%%EOF\n'));
+  return Buffer.concat(parts);
+}
+
+const cmapStream = (num: number, cmap: string) => {
+  const data = deflateSync(Buffer.from(`/CIDInit /ProcSet findresource begin\nbegincmap\n${cmap}\nendcmap\nend`, 'latin1'));
+  return Buffer.concat([
+    Buffer.from(`${num} 0 obj\n<</Filter /FlateDecode /Length ${data.length}>> stream\n`),
+    data,
+    Buffer.from('\nendstream\nendobj\n'),
+  ]);
+};
+
+describe('pdfText', () => {
+  it('reads what Ghostscript’s PDFs show, in object streams too', () => {
+    const pdf = ghostscriptPdf(['The agent called revalidate_secondary_cohorts today.', 'Caf\\351 (and) more: bkt_nbbku65w']);
+    for (const file of [pdf, objectStreams(pdf)]) {
+      const texts = pdfText(file);
+      expect(texts).toContain('The agent called revalidate_secondary_cohorts today.');
+      expect(texts).toContain('Café (and) more: bkt_nbbku65w');
+    }
+  });
+
+  it('reads what Chromium’s PDFs show: hex glyph ids through each font’s ToUnicode map', async () => {
+    const browser = await chromium.launch({
+      executablePath: '/usr/bin/chromium',
+      args: [
+        '--headless',
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--no-first-run',
+      ],
+    });
+    try {
+      const page = await browser.newPage();
+      await page.setContent(
+        '<h1>Quarterly notes</h1><p>The agent called revalidate_secondary_cohorts and got <code>bkt_nbbku65w</code> back.</p><p>Résumé ümlaut — done.</p>',
+      );
+      const texts = pdfText(await page.pdf());
+
+      expect(texts).toContain('Quarterly notes');
+      expect(texts.join(' ')).toContain('The agent called revalidate_secondary_cohorts and got');
+      expect(texts).toContain('bkt_nbbku65w');
+      expect(texts).toContain('Résumé ümlaut — done.');
+    } finally {
+      await browser.close();
+    }
+  });
+
+  it('joins a TJ array into words, reads hex strings through the font’s ToUnicode map (bfchar, bfrange, arrays)', () => {
+    // Codes 0x0044.. are glyph ids, as browsers write them; the map gives their text.
+    const cmap =
+      '1 begincodespacerange\n<0000> <FFFF>\nendcodespacerange\n' +
+      '2 beginbfchar\n<0003> <0020>\n<0042> <005F>\nendbfchar\n' +
+      '2 beginbfrange\n<0044> <005D> <0061>\n<0100> <0101> [<0041> <0042>]\nendbfrange';
+    const hex = (text: string) =>
+      [...text]
+        .map((c) => (c === ' ' ? '0003' : c === '_' ? '0042' : (c.charCodeAt(0) - 0x61 + 0x44).toString(16).padStart(4, '0')))
+        .join('');
+    const content = [
+      'BT /F1 12 Tf 1 0 0 1 72 700 Tm',
+      `<${hex('rotate_keys')}> Tj ET`,
+      'BT /F1 12 Tf [<0100> -20 <0101>] TJ ET',
+      'BT /F2 12 Tf [(revali) 12 (date_sec) -10 (ondary) -600 (next) ] TJ ET',
+      "BT /F2 12 Tf (esc\\141ped\\051) ' ET",
+      // Glyph by glyph, as browsers draw monospace text: a wider move is a space.
+      'BT /F2 12 Tf 1 0 0 1 72 600 Tm (a) Tj 7.2 0 Td (b) Tj 7.2 0 Td (_) Tj 7.2 0 Td (c) Tj 14.4 0 Td (d) Tj 0 -14 Td (e) Tj ET',
+    ].join('\n');
+    const pdf = Buffer.concat([
+      handMade(
+        [content],
+        [
+          [2, '<</Type /Page /Resources <</Font <</F1 3 0 R /F2 5 0 R>>>> /Contents 10 0 R>>'],
+          [3, '<</Type /Font /Subtype /Type0 /ToUnicode 4 0 R>>'],
+          [5, '<</Type /Font /Subtype /Type1 /BaseFont /Helvetica>>'],
+        ],
+      ),
+      cmapStream(4, cmap),
+    ]);
+    expect(pdfText(pdf)).toEqual(['rotate_keys', 'AB', 'revalidate_secondary next', 'escaped)', 'ab_c d', 'e']);
+  });
+
+  it('stays within its bounds: a zip bomb, a truncated stream, the characters asked for', () => {
+    const bomb = handMade([`BT (${'a'.repeat(20_000_000)}) Tj ET`, 'BT (after the bomb) Tj ET']);
+    expect(bomb.length).toBeLessThan(100_000);
+    const texts = pdfText(bomb, { maxInflatedBytes: 1_000_000 });
+    expect(texts.join('').length).toBeLessThan(1_000_000);
+    const truncated = handMade(['BT (cut short) Tj ET']);
+    expect(pdfText(truncated.subarray(0, truncated.indexOf('endstream') - 4))).toEqual([]);
+    expect(pdfText(handMade(['BT (one two three four) Tj ET']), { maxChars: 7 })).toEqual(['one two']);
+  });
+
+  it('throws nothing on any bytes, a real PDF cut or altered anywhere included', () => {
+    const pdf = ghostscriptPdf(['some words here']);
+    fc.assert(
+      fc.property(
+        fc.oneof(
+          fc.uint8Array({ maxLength: 400 }).map((b) => Buffer.concat([Buffer.from('%PDF-1.4\nstream\n'), Buffer.from(b)])),
+          fc.string().map((t) => handMade([t])),
+          fc.tuple(fc.nat(pdf.length - 1), fc.nat(255), fc.nat(pdf.length)).map(([at, byte, cut]) => {
+            const copy = Buffer.from(pdf);
+            copy[at] = byte;
+            return copy.subarray(0, cut);
+          }),
+        ),
+        (bytes) => {
+          expect(Array.isArray(pdfText(bytes))).toBe(true);
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+});
+
+describe('base64Text', () => {
+  const words = 'the decoy revalidate_secondary_cohorts and bkt_nbbku65w';
+  it('reads text whatever media type it claims or lacks: UTF-8, UTF-16 with and without a byte order mark, a PDF', () => {
+    const utf16le = Buffer.from(words, 'utf16le');
+    const utf16be = Buffer.from(utf16le).swap16();
+    const cases: Array<[unknown, Buffer]> = [
+      ['text/plain', Buffer.from(words)],
+      ['application/octet-stream', Buffer.from(words)],
+      [undefined, Buffer.from(words)],
+      ['application/x-ndjson', Buffer.from(`{"a":"${words}"}\n`)],
+      ['text/plain; charset=utf-16', Buffer.concat([Buffer.from([0xff, 0xfe]), utf16le])],
+      ['text/plain', Buffer.concat([Buffer.from([0xfe, 0xff]), utf16be])],
+      ['text/plain; charset=UTF-16LE', utf16le],
+      ['application/octet-stream', utf16le],
+      ['text/plain', utf16be],
+      ['application/pdf', ghostscriptPdf([words])],
+      ['text/plain', ghostscriptPdf([words])],
+      ['text/plain; charset=iso-8859-1', Buffer.from(`${words} caf\xe9`, 'latin1')],
+    ];
+    for (const [type, bytes] of cases) expect(base64Text(type, bytes.toString('base64')), String(type)).toContain(words);
+  });
+
+  it('decodes no image and no binary payload', () => {
+    const png = Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), Buffer.from(words)]);
+    expect(base64Text('image/png', png.toString('base64'))).toBeUndefined();
+    expect(base64Text('application/octet-stream', Buffer.from([0, 1, 2, 3, 0xff, 0xfe, 7, 8]).toString('base64'))).toBeUndefined();
+    expect(
+      base64Text('application/octet-stream', Buffer.from(`\u0001\u0002\u0003${'\u0004'.repeat(10)}x`).toString('base64')),
+    ).toBeUndefined();
+    expect(base64Text('text/plain', '')).toBeUndefined();
+    fc.assert(
+      fc.property(fc.string(), fc.uint8Array({ maxLength: 300 }), (type, bytes) => {
+        const text = base64Text(type, Buffer.from(bytes).toString('base64'));
+        expect(text === undefined || typeof text === 'string').toBe(true);
+      }),
+    );
+  });
+});

@@ -1,0 +1,300 @@
+import { constants, inflateSync } from 'node:zlib';
+
+/** Bounds on what one PDF may cost to read: its streams inflated, and the text taken from them. */
+export interface PdfTextLimits {
+  /** Bytes inflated from all of its streams together (default 32 MiB): a zip bomb stops here. */
+  readonly maxInflatedBytes?: number;
+  /** Characters of text returned (default 1 MiB). */
+  readonly maxChars?: number;
+}
+
+/** One font's ToUnicode map: the width of its codes in bytes, and code → text. */
+interface UnicodeMap {
+  readonly width: 1 | 2;
+  readonly map: Map<number, string>;
+}
+
+const STREAM_RE = /stream\r?\n/g;
+const OBJ_RE = /(\d+)\s+\d+\s+obj\b/g;
+const FONT_DICT_RE = /\/Font\s*<<([^>]*)>>/g;
+const FONT_ENTRY_RE = /\/([^\s/<>[\]()]+)\s+(\d+)\s+\d+\s+R/g;
+const SKIPPED_STREAM_RE = /\/Length[123]\b|\/Subtype\s*\/(Image|Type1C|CIDFontType0C|OpenType)\b/;
+const TO_UNICODE_RE = /\/ToUnicode\s+(\d+)\s+\d+\s+R/;
+
+/** The hex digits of a `<…>` string as bytes (white space skipped; an odd last digit is followed by 0, as the PDF reference says). */
+function hexBytes(hex: string): number[] {
+  const digits = hex.replace(/[^0-9a-fA-F]/g, '');
+  const out: number[] = [];
+  for (let i = 0; i < digits.length; i += 2) out.push(Number.parseInt(digits.slice(i, i + 2).padEnd(2, '0'), 16));
+  return out;
+}
+
+/** UTF-16BE bytes (a CMap's destination) as text. */
+function utf16be(bytes: readonly number[]): string {
+  let out = '';
+  for (let i = 0; i + 1 < bytes.length; i += 2) out += String.fromCharCode(((bytes[i] as number) << 8) | (bytes[i + 1] as number));
+  return out;
+}
+
+/** Reads a ToUnicode CMap's `bfchar` and `bfrange` sections (ranges bounded to 65,536 codes). */
+function parseCMap(text: string): UnicodeMap | undefined {
+  if (!text.includes('begincmap')) return undefined;
+  const space = /begincodespacerange\s*<([0-9a-fA-F\s]*)>/.exec(text);
+  const width: 1 | 2 = space !== null && hexBytes(space[1] as string).length === 1 ? 1 : 2;
+  const map = new Map<number, string>();
+  const code = (hex: string) => hexBytes(hex).reduce((n, b) => n * 256 + b, 0);
+  for (const section of text.matchAll(/beginbfchar([\s\S]*?)endbfchar/g))
+    for (const pair of (section[1] as string).matchAll(/<([0-9a-fA-F\s]*)>\s*<([0-9a-fA-F\s]*)>/g))
+      map.set(code(pair[1] as string), utf16be(hexBytes(pair[2] as string)));
+  for (const section of text.matchAll(/beginbfrange([\s\S]*?)endbfrange/g))
+    for (const range of (section[1] as string).matchAll(/<([0-9a-fA-F\s]*)>\s*<([0-9a-fA-F\s]*)>\s*(<[0-9a-fA-F\s]*>|\[[^\]]*\])/g)) {
+      const lo = code(range[1] as string);
+      const hi = Math.min(code(range[2] as string), lo + 65_535);
+      const dest = range[3] as string;
+      if (dest.startsWith('[')) {
+        const items = [...dest.matchAll(/<([0-9a-fA-F\s]*)>/g)];
+        for (let c = lo; c <= hi && c - lo < items.length; c++) map.set(c, utf16be(hexBytes(items[c - lo]?.[1] as string)));
+      } else {
+        const start = hexBytes(dest.slice(1, -1));
+        // The last byte counts up through the range.
+        for (let c = lo; c <= hi; c++) {
+          const bytes = [...start];
+          bytes[bytes.length - 1] = ((bytes.at(-1) ?? 0) + (c - lo)) & 0xff;
+          map.set(c, utf16be(bytes));
+        }
+      }
+    }
+  return { width, map };
+}
+
+/** A literal string's bytes (`(…)`, balanced parentheses, the PDF escapes) from `open`; returns them and the index after its `)`. */
+function literalString(s: string, open: number): [number[], number] {
+  const out: number[] = [];
+  let depth = 1;
+  let i = open + 1;
+  while (i < s.length) {
+    const c = s.charCodeAt(i);
+    if (c === 0x5c) {
+      const n = s[i + 1];
+      i += 2;
+      if (n === undefined) break;
+      const simpleEscape = 'nrtbf'.indexOf(n);
+      if (simpleEscape !== -1) out.push([10, 13, 9, 8, 12][simpleEscape] as number);
+      else if (n >= '0' && n <= '7') {
+        let octal = n;
+        while (octal.length < 3 && (s[i] ?? '') >= '0' && (s[i] ?? '') <= '7') octal += s[i++];
+        out.push(Number.parseInt(octal, 8) & 0xff);
+      } else if (n === '\r' || n === '\n') {
+        if (n === '\r' && s[i] === '\n') i++;
+      } else out.push(n.charCodeAt(0));
+      continue;
+    }
+    if (c === 0x28) depth++;
+    else if (c === 0x29 && --depth === 0) return [out, i + 1];
+    out.push(c & 0xff);
+    i++;
+  }
+  return [out, i];
+}
+
+/** Bytes shown in a font as text: through its ToUnicode map when it has one, else as Latin-1 (the simple fonts' WinAnsi, near enough for names). */
+function shown(bytes: readonly number[], font: UnicodeMap | undefined): string {
+  if (font === undefined) return String.fromCharCode(...bytes.slice(0, 65_536));
+  let out = '';
+  for (let i = 0; i + font.width <= bytes.length; i += font.width) {
+    const code = font.width === 2 ? ((bytes[i] as number) << 8) | (bytes[i + 1] as number) : (bytes[i] as number);
+    out += font.map.get(code) ?? '';
+  }
+  return out;
+}
+
+/**
+ * One line of shown runs as text. Runs of one or two characters each are a line drawn glyph by
+ * glyph (monospace text, tracked letters): they are joined as written, with a space only where
+ * the move to a run is well past the usual one. Longer runs are words or phrases: joined by
+ * spaces.
+ */
+function lineText(runs: ReadonlyArray<{ readonly text: string; readonly dx: number | undefined }>): string {
+  if (runs.length === 0) return '';
+  if (!runs.every((r) => r.text.length <= 2)) return runs.map((r) => r.text).join(' ');
+  const moves = runs
+    .map((r) => r.dx)
+    .filter((dx): dx is number => dx !== undefined && dx > 0)
+    .sort((a, b) => a - b);
+  const usual = moves[Math.floor(moves.length / 2)];
+  return runs.map((r, i) => (i > 0 && usual !== undefined && r.dx !== undefined && r.dx > 1.5 * usual ? ` ${r.text}` : r.text)).join('');
+}
+
+/**
+ * The text a content stream shows (`Tj`, `TJ`, `'`, `"`): the strings of one `TJ` array joined
+ * as one word unless a gap wider than a space separates them; the runs of one line (a text
+ * object, `BT`…`ET`, up to a new line or matrix) joined by {@link lineText}; one line from the
+ * next apart.
+ */
+function contentText(s: string, fonts: ReadonlyMap<string, UnicodeMap>, out: string[], budget: { left: number }): void {
+  let font: UnicodeMap | undefined;
+  let lastName = '';
+  let runs: Array<{ text: string; dx: number | undefined }> = [];
+  let nextDx: number | undefined;
+  const numbers: number[] = [];
+  const flush = () => {
+    const line = lineText(runs);
+    if (line.trim() !== '' && budget.left > 0) {
+      out.push(line.slice(0, budget.left));
+      budget.left -= line.length;
+    }
+    runs = [];
+    nextDx = undefined;
+  };
+  let pending: string[] = [];
+  for (let i = 0; i < s.length && budget.left > 0; ) {
+    const c = s[i] as string;
+    if (c === '(') {
+      const [bytes, next] = literalString(s, i);
+      pending.push(shown(bytes, font));
+      i = next;
+    } else if (c === '<' && s[i + 1] !== '<') {
+      const close = s.indexOf('>', i);
+      if (close === -1) break;
+      pending.push(shown(hexBytes(s.slice(i + 1, close)), font));
+      i = close + 1;
+    } else if (c === '[') {
+      // A TJ array: its strings, and the gaps between them (thousandths of a text space; a wide one is a word space).
+      const close = s.indexOf(']', i);
+      const body = close === -1 ? s.slice(i + 1) : s.slice(i + 1, close);
+      let word = '';
+      for (let j = 0; j < body.length; ) {
+        const d = body[j] as string;
+        if (d === '(') {
+          const [bytes, next] = literalString(body, j);
+          word += shown(bytes, font);
+          j = next;
+        } else if (d === '<') {
+          const end = body.indexOf('>', j);
+          if (end === -1) break;
+          word += shown(hexBytes(body.slice(j + 1, end)), font);
+          j = end + 1;
+        } else if (d === '-' || (d >= '0' && d <= '9') || d === '.') {
+          const number = /^-?[0-9.]+/.exec(body.slice(j, j + 32))?.[0] ?? d;
+          if (Number(number) < -250) word += ' ';
+          j += number.length;
+        } else j++;
+      }
+      pending = [word];
+      i = close === -1 ? s.length : close + 1;
+    } else if (c === '-' || c === '+' || c === '.' || (c >= '0' && c <= '9')) {
+      const number = /^[-+]?[0-9]*\.?[0-9]*/.exec(s.slice(i, i + 32))?.[0] ?? c;
+      numbers.push(Number(number));
+      if (numbers.length > 6) numbers.shift();
+      i += Math.max(1, number.length);
+    } else if (c === '/') {
+      const name = /^\/([^\s/<>[\]()]+)/.exec(s.slice(i, i + 128))?.[1] ?? '';
+      lastName = name;
+      i += name.length + 1;
+    } else if (/[A-Za-z'"]/.test(c)) {
+      const op = /^[A-Za-z'"*]+/.exec(s.slice(i, i + 8))?.[0] ?? c;
+      if (op === 'Tf') font = fonts.get(lastName);
+      else if (op === 'Tj' || op === 'TJ' || op === "'" || op === '"') {
+        if (op === "'" || op === '"') flush();
+        runs.push({ text: pending.join(''), dx: nextDx });
+        nextDx = undefined;
+      } else if (op === 'Td' || op === 'TD') {
+        const [dx, dy] = numbers.slice(-2);
+        // A move down or up is a new line; along it, the run's offset from the one before.
+        if (dy !== undefined && dy !== 0) flush();
+        else nextDx = dx;
+      } else if (op === 'ET' || op === 'T*' || op === 'Tm') flush();
+      pending = [];
+      numbers.length = 0;
+      i += op.length;
+    } else i++;
+  }
+  flush();
+}
+
+/**
+ * The text a PDF shows, as far as names and words go: every stream inflated (`FlateDecode`,
+ * object streams included), fonts' ToUnicode maps read (`bfchar`, `bfrange`) and matched to
+ * the names pages give them, and each content stream's text operators read — literal and hex
+ * strings, `TJ` arrays joined into words. Enough to find an identifier a document carries as
+ * text, as browsers' and office suites' PDFs do; not layout, not images, not encrypted files.
+ * Bounded by `limits` (inflated bytes, characters returned); malformed parts are skipped, never
+ * thrown.
+ *
+ * @example
+ * ```ts
+ * const texts = pdfText(readFileSync('report.pdf')); // ['Quarterly notes', 'The agent called …']
+ * ```
+ */
+export function pdfText(pdf: Uint8Array, limits: PdfTextLimits = {}): string[] {
+  const bytes = Buffer.from(pdf.buffer, pdf.byteOffset, pdf.byteLength);
+  const raw = bytes.toString('latin1');
+  let inflateLeft = limits.maxInflatedBytes ?? 32 * 1024 * 1024;
+  // Every stream, decoded where it can be: its dictionary and its text.
+  const streams: Array<{ dict: string; text: string; objnum: number }> = [];
+  const objects = [...raw.matchAll(OBJ_RE)].map((m) => ({ num: Number(m[1]), at: m.index }));
+  let objIndex = 0;
+  for (const m of raw.matchAll(STREAM_RE)) {
+    if (raw.slice(Math.max(0, m.index - 3), m.index) === 'end') continue;
+    while (objIndex + 1 < objects.length && (objects[objIndex + 1]?.at ?? Infinity) < m.index) objIndex++;
+    const obj = objects[objIndex];
+    const dict = raw.slice(obj !== undefined && obj.at < m.index ? obj.at : Math.max(0, m.index - 512), m.index);
+    const start = m.index + m[0].length;
+    const end = raw.indexOf('endstream', start);
+    if (end === -1) break;
+    // Images and embedded font programs hold no text operators: not inflated at all.
+    if (SKIPPED_STREAM_RE.test(dict)) continue;
+    let data = bytes.subarray(start, end);
+    if (/\/Filter\s*(\[\s*)?\/FlateDecode/.test(dict)) {
+      if (inflateLeft <= 0) continue;
+      try {
+        data = inflateSync(data, {
+          maxOutputLength: inflateLeft,
+          finishFlush: constants.Z_SYNC_FLUSH /* a stream cut short still gives what it has */,
+        });
+      } catch {
+        continue;
+      }
+      inflateLeft -= data.length;
+    } else if (/\/Filter/.test(dict)) continue; // images and other codings hold no text operators
+    streams.push({ dict, text: data.toString('latin1'), objnum: obj?.num ?? -1 });
+  }
+  // Objects kept in object streams (PDF 1.5): font dictionaries and resources live there too.
+  const objectText = new Map<number, string>();
+  for (const o of objects)
+    objectText.set(o.num, raw.slice(o.at, raw.indexOf('endobj', o.at) === -1 ? o.at + 4096 : raw.indexOf('endobj', o.at)));
+  for (const stream of streams) {
+    if (!/\/Type\s*\/ObjStm/.test(stream.dict)) continue;
+    const first = Number(/\/First\s+(\d+)/.exec(stream.dict)?.[1] ?? Number.NaN);
+    if (!Number.isFinite(first)) continue;
+    const header = stream.text.slice(0, first).trim().split(/\s+/).map(Number);
+    for (let k = 0; k + 1 < header.length; k += 2) {
+      const from = first + (header[k + 1] as number);
+      const to = k + 3 < header.length ? first + (header[k + 3] as number) : stream.text.length;
+      objectText.set(header[k] as number, stream.text.slice(from, to));
+    }
+  }
+  // Fonts by the names resources give them, each with its ToUnicode map.
+  const maps = new Map<number, UnicodeMap>();
+  for (const stream of streams) {
+    const map = parseCMap(stream.text);
+    if (map !== undefined) maps.set(stream.objnum, map);
+  }
+  const fonts = new Map<string, UnicodeMap>();
+  for (const text of objectText.values())
+    for (const dict of text.matchAll(FONT_DICT_RE))
+      for (const entry of (dict[1] as string).matchAll(FONT_ENTRY_RE)) {
+        const toUnicode = TO_UNICODE_RE.exec(objectText.get(Number(entry[2])) ?? '')?.[1];
+        const map = toUnicode === undefined ? undefined : maps.get(Number(toUnicode));
+        if (map !== undefined && !fonts.has(entry[1] as string)) fonts.set(entry[1] as string, map);
+      }
+  const out: string[] = [];
+  const budget = { left: limits.maxChars ?? 1024 * 1024 };
+  for (const stream of streams) {
+    if (budget.left <= 0) break;
+    if (/\/Type\s*\/(ObjStm|XRef|Metadata)/.test(stream.dict)) continue;
+    if (stream.text.includes('begincmap') || !/\b(Tj|TJ)\b/.test(stream.text)) continue;
+    contentText(stream.text, fonts, out, budget);
+  }
+  return out;
+}
