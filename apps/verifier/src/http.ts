@@ -217,40 +217,55 @@ const PARSER_ERRORS: Readonly<Record<string, [number, string]>> = {
 };
 
 /**
- * Answers a request Node's HTTP parser refused (bad request line, oversized headers, a
- * malformed chunk) in Anthropic's error shape, then closes the connection.
+ * Records a request Node's HTTP parser refused, before it is answered; resolves to the
+ * record's id, or `undefined` when it could not be written (the refusal still goes out).
  */
-export function answerClientError(error: Error & { code?: string }, socket: Socket): void {
+export type ParserRefusalRecorder = (status: number, message: string) => Promise<string | undefined>;
+
+/** Connections whose parser refusal is under way. */
+const refusing = new WeakSet<Socket>();
+
+/** A connection gone before its request could be read: nobody to answer, nothing requested. */
+const GONE = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED']);
+
+/**
+ * Answers a request Node's HTTP parser refused (bad request line, oversized headers, a
+ * malformed chunk, an invalid header token, a duplicate `Content-Length`) in Anthropic's
+ * error shape, then closes the connection. With `record`, the refusal is recorded first and
+ * its id sent as `moat-request-id`, as every other refusal is; a connection that is gone
+ * (reset, not writable) is closed unanswered and unrecorded. Resolves once it is answered.
+ */
+export async function answerClientError(error: Error & { code?: string }, socket: Socket, record?: ParserRefusalRecorder): Promise<void> {
+  // One refusal per connection: the parser may report more while the first is being recorded.
+  if (refusing.has(socket)) return;
+  refusing.add(socket);
   // Bytes that do not parse behind a request still being answered: that answer goes out first.
   const before = answering.get(socket);
-  if (before !== undefined) {
-    void before.then(() => writeClientError(error, socket));
-    return;
-  }
-  writeClientError(error, socket);
-}
-
-function writeClientError(error: Error & { code?: string }, socket: Socket): void {
-  if (!socket.writable) {
+  if (before !== undefined) await before;
+  if (!socket.writable || GONE.has(error.code ?? '')) {
     socket.destroy();
     return;
   }
   const [status, message] = PARSER_ERRORS[error.code ?? ''] ?? [400, `malformed HTTP request (${error.code ?? 'parse error'})`];
+  const id = record === undefined ? undefined : await record(status, message).catch(() => undefined);
+  if (!socket.writable) {
+    socket.destroy();
+    return;
+  }
   const type = status === 413 ? 'request_too_large' : 'invalid_request_error';
   const body = JSON.stringify({ type: 'error', error: { type, message } });
   socket.end(
     `HTTP/1.1 ${status} ${status === 431 ? 'Request Header Fields Too Large' : status === 413 ? 'Content Too Large' : status === 408 ? 'Request Timeout' : 'Bad Request'}\r\n` +
-      `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+      `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n${id === undefined ? '' : `moat-request-id: ${id}\r\n`}connection: close\r\n\r\n${body}`,
   );
 }
 
-/** Answers `CONNECT` (the verifier is no forward proxy) in Anthropic's error shape. */
-export function answerConnect(socket: Socket): void {
-  const body = JSON.stringify({
-    type: 'error',
-    error: { type: 'invalid_request_error', message: 'CONNECT is not supported: this is an API, not a proxy' },
-  });
+/** Answers `CONNECT` (the verifier is no forward proxy) in Anthropic's error shape; with `record`, recorded first. */
+export async function answerConnect(socket: Socket, record?: ParserRefusalRecorder): Promise<void> {
+  const message = 'CONNECT is not supported: this is an API, not a proxy';
+  const id = record === undefined ? undefined : await record(405, message).catch(() => undefined);
+  const body = JSON.stringify({ type: 'error', error: { type: 'invalid_request_error', message } });
   socket.end(
-    `HTTP/1.1 405 Method Not Allowed\r\nallow: GET, POST\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+    `HTTP/1.1 405 Method Not Allowed\r\nallow: GET, POST\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n${id === undefined ? '' : `moat-request-id: ${id}\r\n`}connection: close\r\n\r\n${body}`,
   );
 }

@@ -161,15 +161,37 @@ describe('strict input', () => {
         socket.on('close', () => resolve(out));
         socket.on('error', () => resolve(out));
       });
-    const badLine = await raw('GARBAGE\r\n\r\n');
-    expect(badLine).toMatch(/^HTTP\/1\.1 400/);
-    expect(JSON.parse(badLine.slice(badLine.indexOf('\r\n\r\n') + 4))).toMatchObject({
-      type: 'error',
-      error: { type: 'invalid_request_error' },
-    });
-    const bigHeaders = await raw(`GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: ${'a'.repeat(64 * 1024)}\r\n\r\n`);
-    expect(bigHeaders).toMatch(/^HTTP\/1\.1 431/);
-    expect(bigHeaders).toContain('"type":"error"');
+    // Each parser refusal is recorded before it is answered, its record named in moat-request-id.
+    const refusedAndRecorded = async (text: string, status: number, reason: RegExp) => {
+      const before = await total();
+      const answer = await raw(text);
+      expect(answer, text.slice(0, 80)).toMatch(new RegExp(`^HTTP/1\\.1 ${status} `));
+      expect(JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4))).toMatchObject({
+        type: 'error',
+        error: { type: 'invalid_request_error' },
+      });
+      expect(await total(), text.slice(0, 80)).toBe(before + 1);
+      const [record] = await verifier.storage.queryRecords({ limit: 1 });
+      expect(record).toMatchObject({ status, verdict: 'block', keyId: null });
+      expect(record?.reasons[0]).toMatch(reason);
+      expect(answer).toContain(`moat-request-id: ${record?.id}\r\n`);
+    };
+    await refusedAndRecorded('GARBAGE\r\n\r\n', 400, /^400: malformed HTTP request \(HPE_/);
+    await refusedAndRecorded(
+      `GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: ${'a'.repeat(64 * 1024)}\r\n\r\n`,
+      431,
+      /^431: request headers too large/,
+    );
+    const post = `POST /v1/messages HTTP/1.1\r\nhost: x\r\nx-api-key: ${apiKey}\r\n`;
+    // Malformed in ways a lenient front end might pass on: an invalid header name, two lengths, a folded line.
+    await refusedAndRecorded(`${post}bad header: 1\r\ncontent-length: 2\r\n\r\n{}`, 400, /^400: malformed HTTP request/);
+    await refusedAndRecorded(`${post}content-length: 2\r\ncontent-length: 3\r\n\r\n{}`, 400, /^400: malformed HTTP request/);
+    await refusedAndRecorded(`${post}x-folded: a\r\n b\r\ncontent-length: 2\r\n\r\n{}`, 400, /^400: malformed HTTP request/);
+    await refusedAndRecorded(
+      `${post}content-length: 2\r\ntransfer-encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n`,
+      400,
+      /^400: malformed HTTP request/,
+    );
     const before = await total();
     const expectation = await raw(
       `POST /v1/messages HTTP/1.1\r\nhost: x\r\nx-api-key: ${apiKey}\r\nexpect: 200-ok\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}`,
@@ -181,9 +203,7 @@ describe('strict input', () => {
     });
     expect(await total()).toBe(before + 1);
     expect((await verifier.storage.queryRecords({ limit: 1 }))[0]).toMatchObject({ status: 417, verdict: 'block' });
-    const tunnel = await raw('CONNECT example.com:443 HTTP/1.1\r\nhost: example.com:443\r\n\r\n');
-    expect(tunnel).toMatch(/^HTTP\/1\.1 405/);
-    expect(tunnel).toContain('"invalid_request_error"');
+    await refusedAndRecorded('CONNECT example.com:443 HTTP/1.1\r\nhost: example.com:443\r\n\r\n', 405, /^405: CONNECT is not supported/);
     // One Host, as HTTP/1.1 wants it: two (a front end and the upstream may each read another) or none are refused, recorded.
     for (const [head, got] of [
       ['host: a.example\r\nhost: b.example\r\n', 2],

@@ -20,6 +20,7 @@ import { ApiKeyCache } from './key-cache.js';
 import { createMetrics } from './metrics.js';
 import { type MockUpstream, startMockUpstream } from './mock-upstream.js';
 import { PgRedisStorage } from './pg-storage.js';
+import { newRequestId, RequestLedger } from './pipeline/record.js';
 import type { VerifierServices } from './pipeline/services.js';
 import { Upstream } from './pipeline/upstream.js';
 import { FunctionUpstream, type UpstreamFunction } from './pipeline/upstream-function.js';
@@ -351,7 +352,18 @@ function createHttpServer(
     handle(req, res);
   });
   server.keepAliveTimeout = 65_000;
-  server.on('clientError', (error: Error & { code?: string }, socket: Socket) => answerClientError(error, socket));
+  // A request Node's parser refused is recorded too, and shutdown waits for its record as for any other.
+  const refusals = new Set<Promise<void>>();
+  server.on('clientError', (error: Error & { code?: string }, socket: Socket) => {
+    const refusal = answerClientError(error, socket, (status, message) =>
+      recordParserRefusal(services, status, message),
+    ).catch((failure: unknown) => {
+      services.log.error({ err: errorMessage(failure) }, 'parser refusal failed');
+      socket.destroy();
+    });
+    refusals.add(refusal);
+    void refusal.finally(() => refusals.delete(refusal));
+  });
   // An `Expect` other than 100-continue: refused in Anthropic's error shape and recorded, not Node's bare 417.
   server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {
     inflight.add(res);
@@ -368,8 +380,42 @@ function createHttpServer(
       res.destroy();
     });
   });
-  server.on('connect', (_req: IncomingMessage, socket: Socket) => answerConnect(socket));
-  return { server, inflight, handle };
+  server.on('connect', (_req: IncomingMessage, socket: Socket) => {
+    const refusal = answerConnect(socket, (status, message) => recordParserRefusal(services, status, message));
+    refusals.add(refusal);
+    void refusal.finally(() => refusals.delete(refusal));
+  });
+  const settled = async () => {
+    await handle.settled();
+    await Promise.all(refusals);
+  };
+  return {
+    server,
+    inflight,
+    handle: Object.assign((req: IncomingMessage, res: ServerResponse) => handle(req, res), { settled }),
+  };
+}
+
+/**
+ * The record of a request Node's HTTP parser refused: no key, model or signal could be read
+ * (the request never parsed), the status and the parser's reason. Resolves to its id, or
+ * `undefined` when the store could not take it (logged; the refusal still goes out).
+ */
+async function recordParserRefusal(
+  services: VerifierServices,
+  status: number,
+  message: string,
+): Promise<string | undefined> {
+  const ledger = new RequestLedger(services.guard, newRequestId());
+  ledger.set({ verdict: 'block' });
+  ledger.reason(`${status}: ${message}`);
+  try {
+    await ledger.finish(status);
+    return ledger.id;
+  } catch (error) {
+    services.log.error({ err: errorMessage(error), id: ledger.id }, 'record not written');
+    return undefined;
+  }
 }
 
 /** How long shutdown waits, at most, for the requests it cut to write their records. */
