@@ -286,6 +286,24 @@ describe('moat-verifier', () => {
         'past 256 KiB of padding',
         { messages: [{ role: 'user', content: `${'pasted transcript line\n'.repeat(15_000)} ${decoyName} ${canary}` }] },
       ],
+      [
+        'split across two text blocks',
+        {
+          messages: [
+            {
+              role: 'user',
+              content: [
+                { type: 'text', text: `see ${decoyName.slice(0, 9)}` },
+                { type: 'text', text: `${decoyName.slice(9)} and ${canary}` },
+              ],
+            },
+          ],
+        },
+      ],
+      [
+        'base64 inside a text',
+        { messages: [{ role: 'user', content: `decode ${Buffer.from(`${decoyName} ${canary}`).toString('base64')}` }] },
+      ],
       ['metadata', { metadata: { user_id: decoyName } }],
       ['stop sequences', { stop_sequences: [decoyName] }],
       ['a tool definition', { tools: [{ name: decoyName, description: 'x', input_schema: { type: 'object' } }] }],

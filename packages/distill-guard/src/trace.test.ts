@@ -247,6 +247,83 @@ describe('CanaryIndex.trace', () => {
 });
 
 describe('decoyTraceTexts', () => {
+  it('finds a decoy split across blocks or turns, in base64 inside a text, or in rot13; nothing in clean text', () => {
+    const secret = new Uint8Array(32).fill(9);
+    const period = 2900;
+    const index = new CanaryIndex({ secret, keys: ['key_a', 'key_b'], periods: [period] });
+    const [decoy] = decoyTools({ secret, apiKeyId: 'key_a', period });
+    const name = decoy?.tool.name as string;
+    const cut = Math.floor(name.length / 2);
+    const b64 = Buffer.from(`called ${name} today`).toString('base64');
+    const hidden: Array<[string, unknown]> = [
+      [
+        'split across two text blocks',
+        {
+          messages: [
+            {
+              role: 'user',
+              content: [
+                { type: 'text', text: `see ${name.slice(0, cut)}` },
+                { type: 'text', text: `${name.slice(cut)} now` },
+              ],
+            },
+          ],
+        },
+      ],
+      [
+        'split across two turns',
+        {
+          messages: [
+            { role: 'user', content: `see ${name.slice(0, cut)}` },
+            { role: 'assistant', content: 'ok' },
+            { role: 'user', content: `${name.slice(cut)}` },
+          ].filter((_, i) => i !== 1),
+        },
+      ],
+      ['base64 inside a text', { messages: [{ role: 'user', content: `decode this: ${b64} please` }] }],
+      [
+        'base64url inside a tool input',
+        {
+          messages: [
+            { role: 'user', content: [{ type: 'tool_result', tool_use_id: 't', content: Buffer.from(`x ${name}`).toString('base64url') }] },
+          ],
+        },
+      ],
+      [
+        'rot13',
+        {
+          messages: [
+            {
+              role: 'user',
+              content: `the tool ${name.replace(/[a-z]/g, (c) => String.fromCharCode(((c.charCodeAt(0) - 97 + 13) % 26) + 97))} again`,
+            },
+          ],
+        },
+      ],
+    ];
+    for (const [where, request] of hidden) {
+      const hits = index.trace(decoyTraceTexts(request), 0.7);
+      expect(
+        hits.map((h) => h.apiKeyId),
+        where,
+      ).toEqual(['key_a']);
+    }
+    // Clean text, code and base64 of binary data name no key.
+    const clean = {
+      messages: [
+        {
+          role: 'user',
+          content: [
+            { type: 'text', text: 'const user_id = read_config(path_name);' },
+            { type: 'text', text: 'return user_id;' },
+          ],
+        },
+        { role: 'user', content: `blob ${Buffer.from(new Uint8Array(64).map((_, i) => (i * 37) % 256)).toString('base64')} end` },
+      ],
+    };
+    expect(index.trace(decoyTraceTexts(clean), 0.5)).toEqual([]);
+  });
+
   it('lists the conversation’s texts, then the other members a decoy can hide in, and joins to decoyTraceText', () => {
     const request = {
       model: 'not read',
@@ -275,6 +352,9 @@ describe('decoyTraceTexts', () => {
       'chosen',
       'meta',
       'stop',
+      // Then what the texts may hide: each boundary's identifier characters joined (the API's own values passed over), snake case in rot13.
+      'firstsome_tool\nsome_toolquery\nquerysys\nsysdefined_here_tool\ndefined_here_tooldefined\ndefinedtool\ntoolchosen\nchosenmeta\nmetastop',
+      'fbzr_gbby\nqrsvarq_urer_gbby',
     ]);
     const document = {
       type: 'document',
@@ -326,6 +406,8 @@ describe('decoyTraceTexts', () => {
       'future_member',
       'nested',
       'future_text',
+      'xacct_token12\nacct_token12https\nmcp.exampleserver_name\nserver_namecontainer\ncontainercontainer_text\ncontainer_textfuture_member\nfuture_membernested\nnestedfuture_text',
+      'nppg_gbxra12\nfreire_anzr\npbagnvare_grkg\nshgher_zrzore\nshgher_grkg',
     ]);
     expect(decoyTraceText(request)).toBe(texts.join('\n'));
     expect(decoyTraceTexts(null)).toEqual([]);

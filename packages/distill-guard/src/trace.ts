@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer';
 import { base64Text } from './base64-text.js';
 import { decoyTools } from './decoys.js';
 import { DistillGuardError } from './errors.js';
@@ -674,7 +675,130 @@ export function decoyTraceTexts(request: unknown, limit = DECOY_TRACE_LIMIT): st
   for (const name of TRACED_MEMBERS) textsOf(members[name], out, budget);
   // Then any other member, the API's newer ones and unknown ones alike.
   for (const [name, member] of Object.entries(members)) if (!UNTRACED_MEMBERS.has(name)) textsOf({ [name]: member }, out, budget);
+  for (const hidden of hiddenTexts(out)) textsOf(hidden, out, budget);
   return out;
+}
+
+/** Values of the API's own (roles, block and source types): not text a decoy is split across. */
+const API_VALUES: ReadonlySet<string> = new Set([
+  'user',
+  'assistant',
+  'text',
+  'image',
+  'document',
+  'tool_use',
+  'tool_result',
+  'thinking',
+  'redacted_thinking',
+  'server_tool_use',
+  'mcp_tool_use',
+  'mcp_tool_result',
+  'search_result',
+  'base64',
+  'url',
+  'file',
+  'content',
+  'ephemeral',
+]);
+
+/**
+ * Where a run of identifier characters (`[A-Za-z0-9_.-]`, at most {@link TOKEN_MAX}) that
+ * starts at `from` ends, going `step` (1: forward, the index after it; -1: back, the index
+ * before it).
+ */
+function identifierRun(text: string, from: number, step: 1 | -1): number {
+  let at = from;
+  while (at >= 0 && at < text.length && Math.abs(at - from) < TOKEN_MAX) {
+    const c = text.charCodeAt(at);
+    if (!isWordUnit(c) && c !== 0x2e && c !== 0x2d) break;
+    at += step;
+  }
+  return at;
+}
+/** The shortest base64 run read (12 bytes), and the longest (a run longer is cut: 768 KiB decoded). */
+const BASE64_MIN = 16;
+const BASE64_MAX = 1 << 20;
+
+/** The base64 characters, standard and URL-safe (`[A-Za-z0-9+/_-]`), by code unit: one lookup a character. */
+const BASE64_UNITS = new Uint8Array(128);
+for (let c = 0; c < 128; c++) if (isWordUnit(c) || c === 0x2b || c === 0x2f || c === 0x2d) BASE64_UNITS[c] = 1;
+const isBase64Unit = (c: number): boolean => c < 128 && BASE64_UNITS[c] === 1;
+
+/** Printable text of at least six characters: what a decoded base64 run must be to be read. */
+function printable(bytes: Buffer): string | undefined {
+  if (bytes.length < 6) return undefined;
+  // Most runs are identifiers and paths, whose bytes decode to binary: the first bytes say so.
+  for (let i = 0; i < bytes.length; i++) {
+    const b = bytes[i] as number;
+    if ((b < 0x20 && b !== 9 && b !== 10 && b !== 13) || b === 0x7f) return undefined;
+  }
+  // Checked, not decoded and caught: a thrown error per identifier costs more than the scan.
+  return isUtf8(bytes) ? bytes.toString('utf8') : undefined;
+}
+
+function rot13(s: string): string {
+  const units = new Array<number>(s.length);
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    units[i] = c >= 0x61 && c <= 0x7a ? ((c - 0x61 + 13) % 26) + 0x61 : c >= 0x41 && c <= 0x5a ? ((c - 0x41 + 13) % 26) + 0x41 : c;
+  }
+  return String.fromCharCode(...units);
+}
+
+/**
+ * One pass over `text` for what it may hide: each run of base64 characters of
+ * {@link BASE64_MIN} or more decoded, kept when it is printable text; each snake-case
+ * identifier of {@link TOKEN_MIN} or more (what decoy names and canaries are) in rot13.
+ */
+function scanHidden(text: string, decoded: string[], rotated: string[]): void {
+  const n = text.length;
+  let i = 0;
+  while (i < n) {
+    if (!isBase64Unit(text.charCodeAt(i))) {
+      i++;
+      continue;
+    }
+    let end = i;
+    let underscore = false;
+    while (end < n) {
+      const c = text.charCodeAt(end);
+      if (!isBase64Unit(c)) break;
+      if (c === 0x5f) underscore = true;
+      end++;
+    }
+    if (end - i >= BASE64_MIN) {
+      const plain = printable(Buffer.from(text.slice(i, Math.min(end, i + BASE64_MAX)), 'base64'));
+      if (plain !== undefined) decoded.push(plain);
+    }
+    if (underscore && end - i >= TOKEN_MIN)
+      // The identifiers in the run: word characters between its `+`, `/` and `-`.
+      for (const word of text.slice(i, end).split(/[+/-]/))
+        if (word.length >= TOKEN_MIN && word.includes('_') && !word.startsWith('_') && !word.endsWith('_')) rotated.push(rot13(word));
+    i = end;
+  }
+}
+
+/**
+ * Text a decoy may be hidden in within the texts themselves, each kind as one more text (none
+ * when it is empty): the identifier characters either side of each boundary between
+ * consecutive texts joined (a decoy split across two blocks or turns; the API's own values,
+ * roles and block types, are passed over), base64 runs that decode to printable text, and
+ * snake-case identifiers in rot13.
+ */
+function hiddenTexts(texts: readonly string[]): string[] {
+  const joins: string[] = [];
+  const decoded: string[] = [];
+  const rotated: string[] = [];
+  let tail = '';
+  for (const text of texts) {
+    // Short first: a long text is not hashed to learn it is no API value.
+    if (text.length <= 24 && API_VALUES.has(text)) continue;
+    const head = text.slice(0, identifierRun(text, 0, 1));
+    if (tail !== '' && head !== '' && tail.length + head.length >= TOKEN_MIN) joins.push(`${tail}${head}`);
+    tail = text.slice(identifierRun(text, text.length - 1, -1) + 1);
+    scanHidden(text, decoded, rotated);
+  }
+  return [joins, decoded, rotated].filter((kind) => kind.length > 0).map((kind) => kind.join('\n'));
 }
 
 /**
