@@ -12,6 +12,7 @@ import { decoyPeriod, decoyTools } from '@moat/distill-guard/server';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { devEnvironment, loadConfig, type VerifierConfig } from './config.js';
 import { handleMockRequest } from './mock-upstream.js';
+import { pdfOf } from './pdf.test-util.js';
 import { routeTable } from './routes/table.js';
 import { createVerifier, type Verifier } from './server.js';
 
@@ -214,6 +215,19 @@ describe('Files, per API key', () => {
     const own = await sdk(keys.alice).beta.files.upload({ file: await toFile(Buffer.from(text), 'mine.txt', { type: 'text/plain' }) });
     expect((await send(keys.alice, 'POST', '/v1/messages', naming(own.id))).status).toBe(200);
     expect(await lastRecord()).toMatchObject({ decoy: 'none' });
+  });
+
+  it('reads an uploaded PDF for what it shows, and a UTF-16 text file, for decoys', async () => {
+    const ids = Object.fromEntries((await verifier.storage.listApiKeys()).map((k) => [k.label, k.id]));
+    const [decoy] = decoyTools({ secret: Buffer.from(config.serverSecret, 'hex'), apiKeyId: ids.alice as string, period: decoyPeriod() });
+    const line = `${decoy?.tool.name} ${decoy?.canary}`;
+    for (const [name, bytes, type] of [
+      ['notes.pdf', pdfOf(line), 'application/pdf'],
+      ['notes.txt', Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from(line, 'utf16le')]), 'text/plain'],
+    ] as const) {
+      const up = await sdk(keys.bob).beta.files.upload({ file: await toFile(bytes, name, { type }) });
+      expect((await verifier.storage.fileOf(up.id))?.tracedTo, name).toEqual([{ apiKeyId: ids.alice, confidence: expect.any(Number) }]);
+    }
   });
 
   it('traces the file part wherever it starts: a preamble or other fields before it do not push it out of what is read', async () => {

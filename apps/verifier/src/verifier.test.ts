@@ -12,6 +12,7 @@ import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { devEnvironment, loadConfig, type VerifierConfig } from './config.js';
 import { mockMessages } from './mock-upstream.js';
+import { pdfOf } from './pdf.test-util.js';
 import { postRaw } from './raw-request.test-util.js';
 import { createVerifier, type Verifier } from './server.js';
 import { upstreamCallsLeft } from './services.test-util.js';
@@ -63,18 +64,6 @@ async function post(send: typeof fetch, body: unknown, key = apiKey, headers: Re
     body: typeof body === 'string' ? body : JSON.stringify(body),
   });
   return { status: res.status, headers: res.headers, json: (await res.json()) as Record<string, any> };
-}
-
-/** A one-page PDF showing `line`, made by Ghostscript (ps2pdf): Flate-coded content, a standard font. */
-function pdfOf(line: string): Buffer {
-  const dir = mkdtempSync(join(tmpdir(), 'moat-pdf-'));
-  try {
-    writeFileSync(join(dir, 'in.ps'), `%!PS\n/Helvetica findfont 11 scalefont setfont\n72 700 moveto (${line}) show\nshowpage\n`);
-    execFileSync('ps2pdf', [join(dir, 'in.ps'), join(dir, 'out.pdf')]);
-    return readFileSync(join(dir, 'out.pdf'));
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
 }
 
 const lastRecord = async () => (await verifier.storage.queryRecords({ limit: 1 }))[0];

@@ -1,6 +1,5 @@
+import { isUtf8 } from 'node:buffer';
 import { pdfText } from './pdf-text.js';
-
-const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 /** The first bytes of the image formats the API takes (PNG, JPEG, GIF, WebP's RIFF). */
 const IMAGE_MAGIC = [Buffer.from([0x89, 0x50, 0x4e, 0x47]), Buffer.from([0xff, 0xd8, 0xff]), Buffer.from('GIF8'), Buffer.from('RIFF')];
@@ -66,12 +65,27 @@ function looksLikeText(text: string): boolean {
  * ```
  */
 export function base64Text(mediaType: unknown, data: string, maxChars = Number.POSITIVE_INFINITY): string | undefined {
-  const { type, charset } = mediaTypeOf(mediaType);
   // An image is not decoded whole to learn it is one: its first bytes say so.
   const head = Buffer.from(data.slice(0, 16), 'base64');
   if (IMAGE_MAGIC.some((magic) => head.subarray(0, magic.length).equals(magic))) return undefined;
-  const bytes = Buffer.from(data, 'base64');
+  return documentText(mediaType, Buffer.from(data, 'base64'), maxChars);
+}
+
+/**
+ * The text a document's bytes carry (an uploaded file, a decoded payload), read as
+ * {@link base64Text} reads a base64 one: UTF-16, a PDF's shown text, UTF-8 that reads as text;
+ * `undefined` for images and other binary bytes.
+ *
+ * @example
+ * ```ts
+ * documentText('application/pdf', readFileSync('report.pdf')); // what the PDF shows
+ * ```
+ */
+export function documentText(mediaType: unknown, document: Uint8Array, maxChars = Number.POSITIVE_INFINITY): string | undefined {
+  const bytes = Buffer.from(document.buffer, document.byteOffset, document.byteLength);
+  const { type, charset } = mediaTypeOf(mediaType);
   if (bytes.length === 0) return undefined;
+  if (IMAGE_MAGIC.some((magic) => bytes.subarray(0, magic.length).equals(magic))) return undefined;
   const cap = (text: string) => (text.length > maxChars ? text.slice(0, maxChars) : text);
   if (bytes.subarray(0, 1024).includes('%PDF-')) {
     const texts = pdfText(bytes, Number.isFinite(maxChars) ? { maxChars } : {});
@@ -84,12 +98,8 @@ export function base64Text(mediaType: unknown, data: string, maxChars = Number.P
     const text = new TextDecoder(order).decode(bytes);
     return looksLikeText(text) ? cap(text) : undefined;
   }
-  let text: string;
-  try {
-    text = utf8.decode(bytes);
-  } catch {
-    // Not UTF-8: a declared text type in another charset (Latin-1 and the like) is still read, byte for character.
-    return isTextType(type) ? cap(bytes.toString('latin1')) : undefined;
-  }
+  // Not UTF-8: a declared text type in another charset (Latin-1 and the like) is still read, byte for character.
+  if (!isUtf8(bytes)) return isTextType(type) ? cap(bytes.toString('latin1')) : undefined;
+  const text = bytes.toString('utf8');
   return isTextType(type) || looksLikeText(text) ? cap(text) : undefined;
 }

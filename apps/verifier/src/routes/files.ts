@@ -8,6 +8,7 @@
  */
 import { type Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { decoyTraceTexts, documentText } from '@moat/distill-guard/server';
 import { authenticate } from '../auth.js';
 import { ApiError } from '../errors.js';
 import { fileNotFound } from '../file-owners.js';
@@ -123,11 +124,12 @@ const HEADER_WINDOW = 16 * 1024;
  * wherever that part starts — a preamble or other fields before it cannot push the file out
  * of what is read.
  */
-function keepingStart(): { through: Transform; kept: () => Buffer[] } {
+function keepingStart(): { through: Transform; kept: () => { head: Buffer; file?: Buffer; fileType?: string } } {
   const head: Buffer[] = [];
   let headSize = 0;
   const file: Buffer[] = [];
   let fileSize = -1; // -1: the file part's start not found yet
+  let fileType: string | undefined;
   let window = Buffer.alloc(0);
   const keepFile = (bytes: Buffer) => {
     const part = bytes.subarray(0, FILE_TRACE_BYTES - fileSize);
@@ -147,6 +149,7 @@ function keepingStart(): { through: Transform; kept: () => Buffer[] } {
         if (found === null) window = seen.subarray(Math.max(0, seen.length - HEADER_WINDOW));
         else {
           fileSize = 0;
+          fileType = /^content-type:[ \t]*([^\r\n]*)/im.exec(found[0])?.[1]?.trim();
           window = Buffer.alloc(0);
           keepFile(seen.subarray(found.index + found[0].length));
         }
@@ -154,7 +157,24 @@ function keepingStart(): { through: Transform; kept: () => Buffer[] } {
       done(null, chunk);
     },
   });
-  return { through, kept: () => (fileSize <= 0 ? [Buffer.concat(head)] : [Buffer.concat(head), Buffer.concat(file)]) };
+  return {
+    through,
+    kept: () =>
+      fileSize <= 0
+        ? { head: Buffer.concat(head) }
+        : { head: Buffer.concat(head), file: Buffer.concat(file), ...(fileType === undefined ? {} : { fileType }) },
+  };
+}
+
+/**
+ * What a decoy trace reads of an upload: the body's start as text, and the file part's content
+ * as its type and bytes say (`documentText`: UTF-16, what a PDF shows, text under any type),
+ * else as UTF-8; with what the texts may hide (`decoyTraceTexts`' split, base64 and rot13 forms).
+ */
+function uploadTexts({ head, file, fileType }: { head: Buffer; file?: Buffer; fileType?: string }): string[] {
+  const texts = [head.toString('utf8')];
+  if (file !== undefined) texts.push(documentText(fileType, file) ?? file.toString('utf8'));
+  return decoyTraceTexts({ messages: texts }, Number.POSITIVE_INFINITY);
 }
 
 /**
@@ -177,13 +197,7 @@ export const uploadFile: RouteHandler = fileRoute('upload', async (ctx, call) =>
     if (!decoyIndex.built) await decoyIndex.refresh().catch(() => {});
     const index = decoyIndex.current();
     if (index === undefined) call.ledger.reason('not traced for decoys: the decoy index could not be built');
-    const traced =
-      index === undefined
-        ? []
-        : await index.traceLong(
-            kept().map((bytes) => bytes.toString('utf8')),
-            DECOY_HIT_CONFIDENCE,
-          );
+    const traced = index === undefined ? [] : await index.traceLong(uploadTexts(kept()), DECOY_HIT_CONFIDENCE);
     const tracedTo = traced.map((t) => ({ apiKeyId: t.apiKeyId, confidence: t.confidence }));
     for (const t of tracedTo)
       call.ledger.reason(`decoy traced to ${t.apiKeyId} (${t.confidence.toFixed(2)}) in the uploaded file`);
