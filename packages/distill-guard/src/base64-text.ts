@@ -1,8 +1,16 @@
 import { isUtf8 } from 'node:buffer';
-import { pdfText } from './pdf-text.js';
+import { type PdfTextLimits, pdfText } from './pdf-text.js';
 
 /** The first bytes of the image formats the API takes (PNG, JPEG, GIF, WebP's RIFF). */
 const IMAGE_MAGIC = [Buffer.from([0x89, 0x50, 0x4e, 0x47]), Buffer.from([0xff, 0xd8, 0xff]), Buffer.from('GIF8'), Buffer.from('RIFF')];
+
+/** What {@link base64Text} and {@link documentText} may spend. */
+export interface DocumentTextOptions {
+  /** Characters returned at most (default: no bound but the PDF reader's own, 1 MiB). */
+  readonly maxChars?: number;
+  /** Bytes the PDFs of one request may still inflate together, counted down (see {@link PdfTextLimits}). */
+  readonly shared?: { inflateLeft: number };
+}
 
 /** The type and subtype of a media type, and its `charset` parameter, lower-cased. */
 function mediaTypeOf(mediaType: unknown): { type: string; charset: string } {
@@ -56,7 +64,7 @@ function looksLikeText(text: string): boolean {
  * order mark, a `charset=utf-16…`, or its zero bytes), a PDF's shown text ({@link pdfText}),
  * or UTF-8 that reads as text — a declared text type, or any type (`application/octet-stream`,
  * none) whose bytes are text. Images and other binary payloads give `undefined`. At most
- * `maxChars` characters are returned.
+ * `options.maxChars` characters are returned; the PDFs of one request share `options.shared`.
  *
  * @example
  * ```ts
@@ -64,11 +72,11 @@ function looksLikeText(text: string): boolean {
  * base64Text('application/pdf', pdfBase64);       // what the PDF shows
  * ```
  */
-export function base64Text(mediaType: unknown, data: string, maxChars = Number.POSITIVE_INFINITY): string | undefined {
+export function base64Text(mediaType: unknown, data: string, options: DocumentTextOptions = {}): string | undefined {
   // An image is not decoded whole to learn it is one: its first bytes say so.
   const head = Buffer.from(data.slice(0, 16), 'base64');
   if (IMAGE_MAGIC.some((magic) => head.subarray(0, magic.length).equals(magic))) return undefined;
-  return documentText(mediaType, Buffer.from(data, 'base64'), maxChars);
+  return documentText(mediaType, Buffer.from(data, 'base64'), options);
 }
 
 /**
@@ -81,14 +89,18 @@ export function base64Text(mediaType: unknown, data: string, maxChars = Number.P
  * documentText('application/pdf', readFileSync('report.pdf')); // what the PDF shows
  * ```
  */
-export function documentText(mediaType: unknown, document: Uint8Array, maxChars = Number.POSITIVE_INFINITY): string | undefined {
+export function documentText(mediaType: unknown, document: Uint8Array, options: DocumentTextOptions = {}): string | undefined {
+  const maxChars = options.maxChars ?? Number.POSITIVE_INFINITY;
   const bytes = Buffer.from(document.buffer, document.byteOffset, document.byteLength);
   const { type, charset } = mediaTypeOf(mediaType);
   if (bytes.length === 0) return undefined;
   if (IMAGE_MAGIC.some((magic) => bytes.subarray(0, magic.length).equals(magic))) return undefined;
   const cap = (text: string) => (text.length > maxChars ? text.slice(0, maxChars) : text);
   if (bytes.subarray(0, 1024).includes('%PDF-')) {
-    const texts = pdfText(bytes, Number.isFinite(maxChars) ? { maxChars } : {});
+    const texts = pdfText(bytes, {
+      ...(Number.isFinite(maxChars) ? { maxChars } : {}),
+      ...(options.shared === undefined ? {} : { shared: options.shared }),
+    });
     return texts.length === 0 ? undefined : texts.join('\n');
   }
   const bom = bytes[0] === 0xff && bytes[1] === 0xfe ? 'utf-16le' : bytes[0] === 0xfe && bytes[1] === 0xff ? 'utf-16be' : undefined;

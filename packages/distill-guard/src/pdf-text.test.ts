@@ -138,6 +138,29 @@ describe('pdfText', () => {
     expect(pdfText(handMade(['BT (one two three four) Tj ET']), { maxChars: 7 })).toEqual(['one two']);
   });
 
+  it('reads hostile bytes in one pass: long digit runs, unclosed dictionaries, sections, strings and streams', () => {
+    // Each of these took a search from every position to the end (quadratic) before its bound.
+    const hostile = [
+      Buffer.from(`%PDF-1.4\n${'1'.repeat(2_000_000)}`),
+      Buffer.from(`%PDF-1.4\n1 0 obj\n${'/Font<<'.repeat(300_000)}`),
+      Buffer.from(`%PDF-1.4\n${'1 0 obj\n'.repeat(250_000)}`),
+      Buffer.from(`%PDF-1.4\n1 0 obj\n<<>>${'stream\n'.repeat(300_000)}endstream`),
+      handMade([`begincmap ${'beginbfchar <0041'.repeat(100_000)}`]),
+      handMade([`begincmap beginbfrange ${'<00> <ff> ['.repeat(300_000)}`]),
+      handMade([`BT ${'[('.repeat(200_000)} TJ ${'<'.repeat(200_000)}`]),
+    ];
+    for (const pdf of hostile) expect(Array.isArray(pdfText(pdf))).toBe(true);
+  });
+
+  it('shares one inflate budget over the PDFs of one read: a request of many zip bombs inflates what the budget allows, no more', () => {
+    const bomb = (word: string) => handMade([`BT (${'a'.repeat(8_000_000)}) Tj ET`, `BT (${word}) Tj ET`]);
+    const shared = { inflateLeft: 20_000_000 };
+    const found = Array.from({ length: 6 }, (_, i) => pdfText(bomb(`word${i}`), { shared }).some((t) => t === `word${i}`));
+    // Two bombs fit in 20 MB; the third finds the budget too small, which spends it: from then on nothing is inflated.
+    expect(found).toEqual([true, true, false, false, false, false]);
+    expect(shared.inflateLeft).toBe(0);
+  });
+
   it('throws nothing on any bytes, a real PDF cut or altered anywhere included', () => {
     const pdf = ghostscriptPdf(['some words here']);
     fc.assert(

@@ -6,6 +6,11 @@ export interface PdfTextLimits {
   readonly maxInflatedBytes?: number;
   /** Characters of text returned (default 1 MiB). */
   readonly maxChars?: number;
+  /**
+   * Bytes several reads may still inflate together, counted down by each (a request of many
+   * PDFs shares one): a read inflates at most the smaller of this and `maxInflatedBytes`.
+   */
+  readonly shared?: { inflateLeft: number };
 }
 
 /** One font's ToUnicode map: the width of its codes in bytes, and code → text. */
@@ -14,12 +19,21 @@ interface UnicodeMap {
   readonly map: Map<number, string>;
 }
 
+// Every run below is bounded, or anchored where it starts (`(?<!\d)`): hostile bytes cost one
+// pass, never a search from each position to the end.
 const STREAM_RE = /stream\r?\n/g;
-const OBJ_RE = /(\d+)\s+\d+\s+obj\b/g;
-const FONT_DICT_RE = /\/Font\s*<<([^>]*)>>/g;
-const FONT_ENTRY_RE = /\/([^\s/<>[\]()]+)\s+(\d+)\s+\d+\s+R/g;
-const SKIPPED_STREAM_RE = /\/Length[123]\b|\/Subtype\s*\/(Image|Type1C|CIDFontType0C|OpenType)\b/;
-const TO_UNICODE_RE = /\/ToUnicode\s+(\d+)\s+\d+\s+R/;
+const OBJ_RE = /(?<!\d)(\d{1,10})[ \t\r\n]{1,16}\d{1,5}[ \t\r\n]{1,16}obj\b/g;
+const FONT_DICT_RE = /\/Font\s{0,16}<<([^>]{0,4096})>>/g;
+const FONT_ENTRY_RE = /\/([^\s/<>[\]()]{1,127})\s{1,16}(\d{1,10})\s{1,16}\d{1,5}\s{1,16}R/g;
+const SKIPPED_STREAM_RE = /\/Length[123]\b|\/Subtype\s{0,16}\/(Image|Type1C|CIDFontType0C|OpenType)\b/;
+const TO_UNICODE_RE = /\/ToUnicode\s{1,16}(\d{1,10})\s{1,16}\d{1,5}\s{1,16}R/;
+const HEX = '<([0-9a-fA-F\\s]{0,64})>';
+const CODESPACE_RE = new RegExp(`begincodespacerange\\s{0,16}${HEX}`);
+const BFCHAR_RE = new RegExp(`${HEX}\\s{0,16}${HEX}`, 'g');
+const BFRANGE_RE = new RegExp(`${HEX}\\s{0,16}${HEX}\\s{0,16}(?:<([0-9a-fA-F\\s]{0,64})>|(\\[))`, 'g');
+const HEX_ITEM_RE = /<([0-9a-fA-F\s]{0,64})>/g;
+/** A map of every two-byte code and then some: enough for any font; more is an attack on memory. */
+const MAX_MAPPED_CODES = 1 << 17;
 
 /** The hex digits of a `<…>` string as bytes (white space skipped; an odd last digit is followed by 0, as the PDF reference says). */
 function hexBytes(hex: string): number[] {
@@ -36,26 +50,45 @@ function utf16be(bytes: readonly number[]): string {
   return out;
 }
 
+/** The text between each `begin` and its `end` keyword (the last one to the end of the text), found in one pass. */
+function sections(text: string, begin: string, end: string): string[] {
+  const out: string[] = [];
+  for (let at = text.indexOf(begin); at !== -1; ) {
+    const from = at + begin.length;
+    const to = text.indexOf(end, from);
+    out.push(text.slice(from, to === -1 ? text.length : to));
+    if (to === -1) break;
+    at = text.indexOf(begin, to + end.length);
+  }
+  return out;
+}
+
 /** Reads a ToUnicode CMap's `bfchar` and `bfrange` sections (ranges bounded to 65,536 codes). */
 function parseCMap(text: string): UnicodeMap | undefined {
   if (!text.includes('begincmap')) return undefined;
-  const space = /begincodespacerange\s*<([0-9a-fA-F\s]*)>/.exec(text);
+  const space = CODESPACE_RE.exec(text);
   const width: 1 | 2 = space !== null && hexBytes(space[1] as string).length === 1 ? 1 : 2;
   const map = new Map<number, string>();
   const code = (hex: string) => hexBytes(hex).reduce((n, b) => n * 256 + b, 0);
-  for (const section of text.matchAll(/beginbfchar([\s\S]*?)endbfchar/g))
-    for (const pair of (section[1] as string).matchAll(/<([0-9a-fA-F\s]*)>\s*<([0-9a-fA-F\s]*)>/g))
+  for (const section of sections(text, 'beginbfchar', 'endbfchar'))
+    for (const pair of section.matchAll(BFCHAR_RE)) {
       map.set(code(pair[1] as string), utf16be(hexBytes(pair[2] as string)));
-  for (const section of text.matchAll(/beginbfrange([\s\S]*?)endbfrange/g))
-    for (const range of (section[1] as string).matchAll(/<([0-9a-fA-F\s]*)>\s*<([0-9a-fA-F\s]*)>\s*(<[0-9a-fA-F\s]*>|\[[^\]]*\])/g)) {
-      const lo = code(range[1] as string);
-      const hi = Math.min(code(range[2] as string), lo + 65_535);
-      const dest = range[3] as string;
-      if (dest.startsWith('[')) {
-        const items = [...dest.matchAll(/<([0-9a-fA-F\s]*)>/g)];
+      if (map.size > MAX_MAPPED_CODES) return { width, map };
+    }
+  for (const section of sections(text, 'beginbfrange', 'endbfrange')) {
+    // `<lo> <hi>` then a destination: `<start>`, or `[<d1> <d2> …]` found by one search for its `]`.
+    const range = new RegExp(BFRANGE_RE.source, 'g');
+    for (let m = range.exec(section); m !== null; m = range.exec(section)) {
+      const lo = code(m[1] as string);
+      const hi = Math.min(code(m[2] as string), lo + 65_535);
+      if (m[4] === '[') {
+        const close = section.indexOf(']', range.lastIndex);
+        if (close === -1) break;
+        const items = [...section.slice(range.lastIndex, close).matchAll(HEX_ITEM_RE)];
+        range.lastIndex = close + 1;
         for (let c = lo; c <= hi && c - lo < items.length; c++) map.set(c, utf16be(hexBytes(items[c - lo]?.[1] as string)));
       } else {
-        const start = hexBytes(dest.slice(1, -1));
+        const start = hexBytes(m[3] ?? '');
         // The last byte counts up through the range.
         for (let c = lo; c <= hi; c++) {
           const bytes = [...start];
@@ -63,7 +96,9 @@ function parseCMap(text: string): UnicodeMap | undefined {
           map.set(c, utf16be(bytes));
         }
       }
+      if (map.size > MAX_MAPPED_CODES) return { width, map };
     }
+  }
   return { width, map };
 }
 
@@ -229,49 +264,61 @@ function contentText(s: string, fonts: ReadonlyMap<string, UnicodeMap>, out: str
 export function pdfText(pdf: Uint8Array, limits: PdfTextLimits = {}): string[] {
   const bytes = Buffer.from(pdf.buffer, pdf.byteOffset, pdf.byteLength);
   const raw = bytes.toString('latin1');
-  let inflateLeft = limits.maxInflatedBytes ?? 32 * 1024 * 1024;
+  const shared = limits.shared ?? { inflateLeft: Number.POSITIVE_INFINITY };
+  let inflateLeft = Math.min(limits.maxInflatedBytes ?? 32 * 1024 * 1024, shared.inflateLeft);
+  const inflateBudget = inflateLeft;
   // Every stream, decoded where it can be: its dictionary and its text.
   const streams: Array<{ dict: string; text: string; objnum: number }> = [];
   const objects = [...raw.matchAll(OBJ_RE)].map((m) => ({ num: Number(m[1]), at: m.index }));
   let objIndex = 0;
-  for (const m of raw.matchAll(STREAM_RE)) {
+  const streamRe = new RegExp(STREAM_RE.source, 'g');
+  for (let m = streamRe.exec(raw); m !== null; m = streamRe.exec(raw)) {
     if (raw.slice(Math.max(0, m.index - 3), m.index) === 'end') continue;
     while (objIndex + 1 < objects.length && (objects[objIndex + 1]?.at ?? Infinity) < m.index) objIndex++;
     const obj = objects[objIndex];
-    const dict = raw.slice(obj !== undefined && obj.at < m.index ? obj.at : Math.max(0, m.index - 512), m.index);
+    // The dictionary just before the keyword: from its object's start, 2 KiB back at most.
+    const dict = raw.slice(Math.max(obj !== undefined && obj.at < m.index ? obj.at : 0, m.index - 2048), m.index);
     const start = m.index + m[0].length;
     const end = raw.indexOf('endstream', start);
     if (end === -1) break;
+    // The next stream is looked for after this one ends: its data is not searched again.
+    streamRe.lastIndex = end + 'endstream'.length;
     // Images and embedded font programs hold no text operators: not inflated at all.
     if (SKIPPED_STREAM_RE.test(dict)) continue;
     let data = bytes.subarray(start, end);
-    if (/\/Filter\s*(\[\s*)?\/FlateDecode/.test(dict)) {
+    if (/\/Filter\s{0,16}(\[\s{0,16})?\/FlateDecode/.test(dict)) {
       if (inflateLeft <= 0) continue;
       try {
         data = inflateSync(data, {
           maxOutputLength: inflateLeft,
           finishFlush: constants.Z_SYNC_FLUSH /* a stream cut short still gives what it has */,
         });
-      } catch {
+      } catch (error) {
+        // Past the budget, the work done to learn it is the budget spent; corrupt, its bytes are.
+        inflateLeft -= (error as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE' ? inflateLeft : Math.min(inflateLeft, data.length);
         continue;
       }
       inflateLeft -= data.length;
     } else if (/\/Filter/.test(dict)) continue; // images and other codings hold no text operators
     streams.push({ dict, text: data.toString('latin1'), objnum: obj?.num ?? -1 });
   }
+  shared.inflateLeft -= inflateBudget - inflateLeft;
   // Objects kept in object streams (PDF 1.5): font dictionaries and resources live there too.
   const objectText = new Map<number, string>();
-  for (const o of objects)
-    objectText.set(o.num, raw.slice(o.at, raw.indexOf('endobj', o.at) === -1 ? o.at + 4096 : raw.indexOf('endobj', o.at)));
+  // An object's text runs to the next object's start, 64 KiB at most: no search for each one's end.
+  objects.forEach((o, k) => {
+    objectText.set(o.num, raw.slice(o.at, Math.min(objects[k + 1]?.at ?? raw.length, o.at + 65_536)));
+  });
   for (const stream of streams) {
-    if (!/\/Type\s*\/ObjStm/.test(stream.dict)) continue;
-    const first = Number(/\/First\s+(\d+)/.exec(stream.dict)?.[1] ?? Number.NaN);
+    if (!/\/Type\s{0,16}\/ObjStm/.test(stream.dict)) continue;
+    const first = Number(/\/First\s{1,16}(\d{1,10})/.exec(stream.dict)?.[1] ?? Number.NaN);
     if (!Number.isFinite(first)) continue;
-    const header = stream.text.slice(0, first).trim().split(/\s+/).map(Number);
+    // Object numbers and offsets, 100,000 objects at most, each read 64 KiB at most, as above.
+    const header = stream.text.slice(0, Math.min(first, 2_000_000)).trim().split(/\s+/).map(Number);
     for (let k = 0; k + 1 < header.length; k += 2) {
       const from = first + (header[k + 1] as number);
       const to = k + 3 < header.length ? first + (header[k + 3] as number) : stream.text.length;
-      objectText.set(header[k] as number, stream.text.slice(from, to));
+      objectText.set(header[k] as number, stream.text.slice(from, Math.min(to, from + 65_536)));
     }
   }
   // Fonts by the names resources give them, each with its ToUnicode map.

@@ -585,14 +585,14 @@ function attributionsOf(state: TraceState, threshold: number): Attribution[] {
 /** At most this many characters of a request are traced for decoys. */
 export const DECOY_TRACE_LIMIT = 262_144;
 
-function textsOf(value: unknown, out: string[], budget: { left: number }): void {
+function textsOf(value: unknown, out: string[], budget: TextBudget): void {
   if (budget.left <= 0) return;
   if (typeof value === 'string') {
     out.push(value.slice(0, budget.left));
     budget.left -= value.length;
   } else if (Array.isArray(value)) for (const item of value) textsOf(item, out, budget);
   else if (typeof value === 'object' && value !== null) {
-    const plain = plainTextOf(value, budget.left);
+    const plain = plainTextOf(value, budget);
     if (plain !== undefined) textsOf(plain, out, budget);
     for (const [name, item] of Object.entries(value)) {
       // A member's name can carry a token as well as its value (`{"bkt_nbbku65w": 1}` in a tool's input).
@@ -628,11 +628,23 @@ const API_MEMBER_NAMES: ReadonlySet<string> = new Set([
  * carries text ({@link base64Text}: text in UTF-8 or UTF-16, a PDF's shown text): its text is
  * the conversation's as much as a text source's.
  */
-function plainTextOf(value: object, maxChars: number): string | undefined {
+function plainTextOf(value: object, budget: TextBudget): string | undefined {
   const source = value as { type?: unknown; media_type?: unknown; data?: unknown };
   if (typeof source.type !== 'string' || source.type.toLowerCase() !== 'base64' || typeof source.data !== 'string') return undefined;
-  return base64Text(source.media_type, source.data, maxChars);
+  return base64Text(source.media_type, source.data, {
+    ...(Number.isFinite(budget.left) ? { maxChars: budget.left } : {}),
+    shared: budget,
+  });
 }
+
+/** What one request's texts may still take: characters, and bytes its PDFs may inflate (64 MiB in all). */
+interface TextBudget {
+  left: number;
+  inflateLeft: number;
+}
+
+/** Bytes all the PDFs of one request may inflate together. */
+const REQUEST_INFLATE_BYTES = 64 * 1024 * 1024;
 
 /** The members of a request besides `messages` a decoy can be hidden in, read after the conversation. */
 const TRACED_MEMBERS = ['system', 'tools', 'tool_choice', 'metadata', 'stop_sequences', 'mcp_servers'] as const;
@@ -670,7 +682,7 @@ export function decoyTraceTexts(request: unknown, limit = DECOY_TRACE_LIMIT): st
   if (typeof request !== 'object' || request === null) return [];
   const members = request as Record<string, unknown>;
   const out: string[] = [];
-  const budget = { left: limit };
+  const budget: TextBudget = { left: limit, inflateLeft: REQUEST_INFLATE_BYTES };
   textsOf(members.messages, out, budget);
   for (const name of TRACED_MEMBERS) textsOf(members[name], out, budget);
   // Then any other member, the API's newer ones and unknown ones alike.
