@@ -3,7 +3,8 @@ import { mkdirSync } from 'node:fs';
 import { createAttestedFetch } from '@moat/attest/client';
 import { tagFingerprint } from '@moat/fingerprint/client';
 import { devKeyFile, readDevKey } from '@moat/native/dev-key';
-import { chromium, type Page } from 'playwright-core';
+import { launchChromium } from '@moat/test-kit/browser';
+import type { Page } from 'playwright-core';
 import { describe, expect, it } from 'vitest';
 import { devEnvironment, loadConfig } from './config.js';
 import { enroll } from './enroll.test-util.js';
@@ -81,18 +82,7 @@ describe('dashboard in headless Chromium', () => {
       expect(((await res.json()) as { error: { message: string } }).error.message).toMatch(reason);
     }
 
-    const browser = await chromium.launch({
-      executablePath: '/usr/bin/chromium',
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--no-first-run',
-        '--disable-sync',
-      ],
-    });
+    const browser = await launchChromium();
     const shots = new URL('../test-results/', import.meta.url);
     mkdirSync(shots, { recursive: true });
     const tile = (page: Page, name: string) => page.textContent(`.tile[data-tile="${name}"] b`);

@@ -3,8 +3,8 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { deflateSync } from 'node:zlib';
+import { launchChromium } from '@moat/test-kit/browser';
 import fc from 'fast-check';
-import { chromium } from 'playwright-core';
 import { afterAll, describe, expect, it } from 'vitest';
 import { base64Text } from './base64-text.js';
 import { pdfText } from './pdf-text.js';
@@ -68,17 +68,7 @@ describe('pdfText', () => {
   });
 
   it('reads what Chromium’s PDFs show: hex glyph ids through each font’s ToUnicode map', async () => {
-    const browser = await chromium.launch({
-      executablePath: '/usr/bin/chromium',
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--no-first-run',
-      ],
-    });
+    const browser = await launchChromium();
     try {
       const page = await browser.newPage();
       await page.setContent(
