@@ -34,6 +34,7 @@ export function inConnectionOrder(req: IncomingMessage, res: ServerResponse, han
     handle();
     return;
   }
+  lastParsed.set(socket, { req, res });
   const before = answering.get(socket);
   answering.set(socket, new Promise<void>((resolve) => res.once('close', () => resolve())));
   if (before === undefined) {
@@ -45,6 +46,15 @@ export function inConnectionOrder(req: IncomingMessage, res: ServerResponse, han
     handle();
   });
 }
+
+/** Per connection, the request Node parsed last and its answer: a parse error while its body is read is its own. */
+const lastParsed = new WeakMap<Socket, { readonly req: IncomingMessage; readonly res: ServerResponse }>();
+
+/** Why an answer was cut: its own body did not parse (Node's parser code), or broke off half way. */
+class MalformedBody {
+  constructor(readonly code: string) {}
+}
+const malformedBodies = new WeakMap<ServerResponse, MalformedBody>();
 
 // Answers the verifier itself cuts: a shutdown whose grace period ran out.
 const cutAtShutdown = new WeakSet<ServerResponse>();
@@ -67,14 +77,37 @@ export function cutByShutdown(signal: AbortSignal): boolean {
   return signal.reason === SHUTDOWN_CUT;
 }
 
+/** Whether an aborted answer's client is still there to be told why: a shutdown cut, or its own malformed body. */
+export function clientToBeTold(signal: AbortSignal): boolean {
+  return signal.reason === SHUTDOWN_CUT || signal.reason instanceof MalformedBody;
+}
+
 /**
- * Why an aborted answer ended, for its record: the client went away (`499
- * client_disconnected`), or the verifier cut it at shutdown (`503 shutdown_cut`).
+ * Why an aborted answer ended, for its record and (where {@link clientToBeTold}) its client:
+ * the client went away (`499 client_disconnected`), the verifier cut it at shutdown (`503
+ * shutdown_cut`), or its body did not parse or broke off half way (`400 malformed_body`).
  */
-export function endedBy(signal: AbortSignal): { readonly status: number; readonly reason: string; readonly detail: string } {
+export function endedBy(signal: AbortSignal): {
+  readonly status: number;
+  readonly type: 'api_error' | 'overloaded_error' | 'invalid_request_error';
+  readonly reason: string;
+  readonly detail: string;
+} {
+  if (signal.reason instanceof MalformedBody) {
+    const [status, message] = PARSER_ERRORS[signal.reason.code] ?? [400, undefined];
+    return {
+      status,
+      type: 'invalid_request_error',
+      reason: status === 408 ? 'body_timeout' : 'malformed_body',
+      detail:
+        message === undefined
+          ? `malformed request body (${signal.reason.code}): it did not parse, or ended before its declared length`
+          : `${message} before the request body ended`,
+    };
+  }
   return cutByShutdown(signal)
-    ? { status: 503, reason: 'shutdown_cut', detail: 'the verifier shut down before the answer ended' }
-    : { status: 499, reason: 'client_disconnected', detail: 'client closed the connection' };
+    ? { status: 503, type: 'overloaded_error', reason: 'shutdown_cut', detail: 'the verifier shut down before the answer ended' }
+    : { status: 499, type: 'api_error', reason: 'client_disconnected', detail: 'client closed the connection' };
 }
 
 /**
@@ -85,9 +118,9 @@ export function endedBy(signal: AbortSignal): { readonly status: number; readonl
  */
 export function abortWhenClientGone(res: ServerResponse): AbortController {
   const abort = new AbortController();
-  const gone = () => abort.abort(cutAtShutdown.has(res) ? SHUTDOWN_CUT : undefined);
+  const gone = () => abort.abort(cutAtShutdown.has(res) ? SHUTDOWN_CUT : malformedBodies.get(res));
   aborts.set(res, gone);
-  if (res.destroyed && !res.writableFinished) gone();
+  if ((res.destroyed && !res.writableFinished) || malformedBodies.has(res)) gone();
   else
     res.on('close', () => {
       if (!res.writableFinished) gone();
@@ -239,6 +272,23 @@ export async function answerClientError(error: Error & { code?: string }, socket
   // One refusal per connection: the parser may report more while the first is being recorded.
   if (refusing.has(socket)) return;
   refusing.add(socket);
+  // The error is in the body of the request being read (a bad chunk, the connection half closed
+  // before the declared length): that request is cut — its upstream call aborted, its record
+  // `400 malformed_body` — and its 400 goes out as its own answer, the connection closed after.
+  const last = lastParsed.get(socket);
+  if (last !== undefined && !last.req.complete && !last.res.writableEnded && !GONE.has(error.code ?? '')) {
+    malformedBodies.set(last.res, new MalformedBody(error.code ?? 'parse error'));
+    last.res.shouldKeepAlive = false;
+    aborts.get(last.res)?.();
+    // The body ends here, short: a handler reading it goes on to its failure (no more bytes
+    // will come). Marked complete first, or Node would take the early end for an abort and
+    // destroy the connection the 400 is to go out on.
+    if (!last.req.readableEnded) {
+      last.req.complete = true;
+      last.req.push(null);
+    }
+    return;
+  }
   // Bytes that do not parse behind a request still being answered: that answer goes out first.
   const before = answering.get(socket);
   if (before !== undefined) await before;

@@ -11,14 +11,17 @@ import { Pool } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { devEnvironment, loadConfig } from './config.js';
 import { createVerifier, type Verifier } from './server.js';
+import { upstreamCallsLeft } from './services.test-util.js';
 
 let verifier: Verifier;
 let base = '';
 let apiKey = '';
 let pool: Pool;
 
+const environment = devEnvironment();
+
 beforeAll(async () => {
-  verifier = await createVerifier(loadConfig({ ...devEnvironment(), MOAT_VERIFIER_MAX_BODY_BYTES: String(1024 * 1024) }), {
+  verifier = await createVerifier(loadConfig({ ...environment, MOAT_VERIFIER_MAX_BODY_BYTES: String(1024 * 1024) }), {
     logLevel: 'silent',
   });
   base = await verifier.listen();
@@ -149,6 +152,62 @@ describe('strict input', () => {
     const [record] = await verifier.storage.queryRecords({ limit: 1 });
     expect(record?.model?.length).toBeLessThanOrEqual(200);
     expect(r.json.type).toBe('message');
+  });
+
+  it('a body that breaks off (half closed before its length) or does not parse (a bad chunk) is answered 400, recorded once, its upstream call cut', async () => {
+    const { port } = new URL(base);
+    // Writes `head`, then half closes (or not) and reads whatever answer comes, until the server closes.
+    const exchange = (text: string, halfClose: boolean) =>
+      new Promise<string>((resolve) => {
+        const socket = connect(Number(port), '127.0.0.1', () => {
+          socket.write(text);
+          if (halfClose) socket.end();
+        });
+        let out = '';
+        socket.on('data', (d) => (out += d));
+        socket.on('close', () => resolve(out));
+        socket.on('error', () => resolve(out));
+      });
+    const messages = JSON.stringify(ok);
+    const multipart =
+      '--B\r\nContent-Disposition: form-data; name="file"; filename="a.txt"\r\nContent-Type: text/plain\r\n\r\nhello, partial';
+    for (const [what, text, halfClose] of [
+      [
+        'Messages, half closed',
+        `POST /v1/messages HTTP/1.1\r\nhost: x\r\nx-api-key: ${apiKey}\r\ncontent-type: application/json\r\ncontent-length: ${messages.length + 500}\r\n\r\n${messages}`,
+        true,
+      ],
+      [
+        'an upload, half closed',
+        `POST /v1/files HTTP/1.1\r\nhost: x\r\nx-api-key: ${apiKey}\r\nanthropic-beta: files-api-2025-04-14\r\ncontent-type: multipart/form-data; boundary=B\r\ncontent-length: 100000\r\n\r\n${multipart}`,
+        true,
+      ],
+      [
+        'Messages, a bad chunk size',
+        `POST /v1/messages HTTP/1.1\r\nhost: x\r\nx-api-key: ${apiKey}\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n5\r\n{"a":\r\nzz\r\n`,
+        false,
+      ],
+      [
+        'an upload, a bad chunk size',
+        `POST /v1/files HTTP/1.1\r\nhost: x\r\nx-api-key: ${apiKey}\r\nanthropic-beta: files-api-2025-04-14\r\ncontent-type: multipart/form-data; boundary=B\r\ntransfer-encoding: chunked\r\n\r\n${multipart.length.toString(16)}\r\n${multipart}\r\nzz\r\n`,
+        false,
+      ],
+    ] as const) {
+      const before = await total();
+      const answer = await exchange(text, halfClose);
+      expect(answer, what).toMatch(/^HTTP\/1\.1 400 /);
+      expect(answer, what).toContain('malformed request body');
+      expect(await total(), what).toBe(before + 1);
+      const [record] = await verifier.storage.queryRecords({ limit: 1 });
+      expect(record, what).toMatchObject({ status: 400, verdict: 'block' });
+      expect(record?.reasons, what).toContain('malformed_body');
+      expect(answer, what).toContain(`moat-request-id: ${record?.id}`);
+    }
+    // No upstream call is left waiting for the rest of a body that never comes.
+    expect(await upstreamCallsLeft(base, environment.MOAT_VERIFIER_ADMIN_TOKEN as string)).toEqual([
+      'moat_verifier_upstream_calls_active 0',
+      'moat_verifier_upstream_calls_waiting 0',
+    ]);
   });
 
   it("answers what Node's HTTP parser refuses in Anthropic's error shape", async () => {

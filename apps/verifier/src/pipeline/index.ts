@@ -23,7 +23,7 @@ import { authenticate } from '../auth.js';
 import { ApiError, unavailable } from '../errors.js';
 import { assertOwnFiles, mayNameFiles } from '../file-owners.js';
 import type { PolicyAttributes } from '../flags.js';
-import { abortWhenClientGone, cutByShutdown, endedBy, readBody, sendError, sendJson, writeEvent } from '../http.js';
+import { abortWhenClientGone, clientToBeTold, endedBy, readBody, sendError, sendJson, writeEvent } from '../http.js';
 import { labelValue } from '../metrics.js';
 import { recordedSignalsOf, SIGNALS } from '../signals.js';
 import { StoreUnavailableError } from '../store-boundary.js';
@@ -248,14 +248,9 @@ export async function fail(
   if (signal.aborted) {
     const ended = endedBy(signal);
     ledger.reason(ended.reason);
-    apiError = new ApiError(
-      ended.status,
-      ended.status === CLIENT_CLOSED ? 'api_error' : 'overloaded_error',
-      ended.detail,
-      {
-        ...(ended.status === CLIENT_CLOSED ? {} : { retryAfterSec: 1 }),
-      },
-    );
+    apiError = new ApiError(ended.status, ended.type, ended.detail, {
+      ...(ended.type === 'overloaded_error' ? { retryAfterSec: 1 } : {}),
+    });
   } else if (error instanceof ApiError) apiError = error;
   else if (error instanceof RecordStoreError || error instanceof StoreUnavailableError) {
     services.log.error({ err: error.message, id: ledger.id }, 'record not written');
@@ -277,7 +272,7 @@ export async function fail(
     }
   }
   // A client gone hears nothing; one whose answer the shutdown cut is told, while its connection is open.
-  if (res.destroyed || (signal.aborted && !cutByShutdown(signal))) return;
+  if (res.destroyed || (signal.aborted && !clientToBeTold(signal))) return;
   if (!res.headersSent) sendError(res, apiError);
   else if (!res.writableEnded) {
     writeEvent(res, {

@@ -1,7 +1,7 @@
 import { pipeline } from 'node:stream/promises';
 import { authenticate } from '../auth.js';
 import { ApiError, unavailable } from '../errors.js';
-import { abortWhenClientGone, cutByShutdown, endedBy, sendError } from '../http.js';
+import { abortWhenClientGone, clientToBeTold, cutByShutdown, endedBy, sendError } from '../http.js';
 import { newRequestId, RecordStoreError, RequestLedger } from '../pipeline/record.js';
 import { discardBody, type UpstreamResponse } from '../pipeline/upstream.js';
 import type { RouteHandler } from '../router.js';
@@ -40,9 +40,14 @@ export const handlePassthrough: RouteHandler = async ({ req, res, services, targ
       const ended = endedBy(abort.signal);
       ledger.reason(ended.reason);
       await ledger.finish(ended.status).catch(() => {});
-      // Cut by the shutdown, its client is still there: told to retry.
-      if (cutByShutdown(abort.signal) && !res.headersSent && !res.destroyed)
-        sendError(res, unavailable('the verifier (shutting down)'));
+      // Cut by the shutdown, its client is still there: told to retry; its body malformed, told so.
+      if (clientToBeTold(abort.signal) && !res.headersSent && !res.destroyed)
+        sendError(
+          res,
+          cutByShutdown(abort.signal)
+            ? unavailable('the verifier (shutting down)')
+            : new ApiError(ended.status, ended.type, ended.detail),
+        );
       return;
     }
     const apiError =
