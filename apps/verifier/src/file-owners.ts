@@ -1,4 +1,5 @@
 import { ApiError } from './errors.js';
+import { USER_DATA_MEMBERS } from './json-body.js';
 import type { FileRow, Storage } from './storage.js';
 
 /** The most distinct files one request may name. */
@@ -12,14 +13,16 @@ export function fileNotFound(id: string): ApiError {
 /**
  * The file ids a request body names: every string member `file_id`, at any depth (a
  * `document` or `image` source of type `file`, a `container_upload` block, and whatever
- * carries one next), each once.
+ * carries one next), each once — but inside the user's own JSON (a tool call's `input`, a
+ * tool's `input_schema` and `input_examples`, an output schema), which the API passes on
+ * without reading: a `file_id` there is the app's, not a Files reference.
  */
 export function namedFileIds(value: unknown, out = new Set<string>()): Set<string> {
   if (Array.isArray(value)) for (const item of value) namedFileIds(item, out);
   else if (typeof value === 'object' && value !== null)
     for (const [name, member] of Object.entries(value)) {
       if (name === 'file_id' && typeof member === 'string') out.add(member);
-      else namedFileIds(member, out);
+      else if (!USER_DATA_MEMBERS.has(name)) namedFileIds(member, out);
     }
   return out;
 }

@@ -176,6 +176,26 @@ describe('Files, per API key', () => {
       expect(((await res.json()) as { error: { message: string } }).error.message).toBe(`file ${ids.alice} not found`);
       expect(await lastRecord()).toMatchObject({ status: 404, verdict: 'block' });
     }
+    // A `file_id` in the app's own JSON (a tool call's input, a tool's examples and schema) is no Files reference.
+    const appOwn = {
+      model: 'claude-mock',
+      max_tokens: 16,
+      tools: [
+        {
+          name: 'read_doc',
+          description: 'reads a document of the app',
+          input_schema: { type: 'object', properties: { file_id: { type: 'string', examples: [ids.alice] } } },
+          input_examples: [{ file_id: 'doc_123' }],
+        },
+      ],
+      messages: [
+        { role: 'user', content: 'read it' },
+        { role: 'assistant', content: [{ type: 'tool_use', id: 'toolu_1', name: 'read_doc', input: { file_id: ids.alice } }] },
+        { role: 'user', content: [{ type: 'tool_result', tool_use_id: 'toolu_1', content: 'the text' }] },
+      ],
+    };
+    const own = await send(keys.bob, 'POST', '/v1/messages', appOwn);
+    expect(own.status, await own.clone().text()).toBe(200);
     // Spelt another way, alone: an upstream that ignores letter case would read the file the owner check never saw.
     const spelt = (body: unknown, from: string, to: string) => JSON.stringify(body).replace(`"${from}"`, `"${to}"`);
     for (const [path, body] of [

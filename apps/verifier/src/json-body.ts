@@ -84,7 +84,7 @@ interface Frame {
  * call's `input`, a tool's `input_schema`, an output format's `schema`): names there may
  * differ only in case (`Accept` beside `accept` in a tool's input) and are compared exactly.
  */
-const USER_DATA_MEMBERS: ReadonlySet<string> = new Set(['input', 'input_schema', 'input_examples', 'schema', 'json_schema']);
+export const USER_DATA_MEMBERS: ReadonlySet<string> = new Set(['input', 'input_schema', 'input_examples', 'schema', 'json_schema']);
 
 /** Options of {@link parseJsonBody}. */
 export interface JsonBodyOptions {
