@@ -12,6 +12,9 @@ export interface DocumentTextOptions {
   readonly shared?: { inflateLeft: number };
 }
 
+/** Whether bytes are a PDF: its header in the first KiB, where readers look for it (anything may come before). */
+const isPdf = (bytes: Buffer): boolean => bytes.subarray(0, 1024).includes('%PDF-');
+
 /** The type and subtype of a media type, and its `charset` parameter, lower-cased. */
 function mediaTypeOf(mediaType: unknown): { type: string; charset: string } {
   if (typeof mediaType !== 'string') return { type: '', charset: '' };
@@ -73,9 +76,9 @@ function looksLikeText(text: string): boolean {
  * ```
  */
 export function base64Text(mediaType: unknown, data: string, options: DocumentTextOptions = {}): string | undefined {
-  // An image is not decoded whole to learn it is one: its first bytes say so.
-  const head = Buffer.from(data.slice(0, 16), 'base64');
-  if (IMAGE_MAGIC.some((magic) => head.subarray(0, magic.length).equals(magic))) return undefined;
+  // An image is not decoded whole to learn it is one: its first bytes say so (a PDF may sit behind an image's header, as readers take it).
+  const head = Buffer.from(data.slice(0, 1368), 'base64');
+  if (!isPdf(head) && IMAGE_MAGIC.some((magic) => head.subarray(0, magic.length).equals(magic))) return undefined;
   return documentText(mediaType, Buffer.from(data, 'base64'), options);
 }
 
@@ -94,15 +97,15 @@ export function documentText(mediaType: unknown, document: Uint8Array, options: 
   const bytes = Buffer.from(document.buffer, document.byteOffset, document.byteLength);
   const { type, charset } = mediaTypeOf(mediaType);
   if (bytes.length === 0) return undefined;
-  if (IMAGE_MAGIC.some((magic) => bytes.subarray(0, magic.length).equals(magic))) return undefined;
   const cap = (text: string) => (text.length > maxChars ? text.slice(0, maxChars) : text);
-  if (bytes.subarray(0, 1024).includes('%PDF-')) {
+  if (isPdf(bytes)) {
     const texts = pdfText(bytes, {
       ...(Number.isFinite(maxChars) ? { maxChars } : {}),
       ...(options.shared === undefined ? {} : { shared: options.shared }),
     });
     return texts.length === 0 ? undefined : texts.join('\n');
   }
+  if (IMAGE_MAGIC.some((magic) => bytes.subarray(0, magic.length).equals(magic))) return undefined;
   const bom = bytes[0] === 0xff && bytes[1] === 0xfe ? 'utf-16le' : bytes[0] === 0xfe && bytes[1] === 0xff ? 'utf-16be' : undefined;
   const declared = charset.startsWith('utf-16') ? (charset === 'utf-16be' ? 'utf-16be' : 'utf-16le') : undefined;
   const order = bom ?? declared ?? utf16Order(bytes);

@@ -1,10 +1,10 @@
-import { constants, inflateSync } from 'node:zlib';
+import { decodeStream, streamFilters } from './pdf-filters.js';
 
 /** Bounds on what one PDF may cost to read: its streams inflated, and the text taken from them. */
 export interface PdfTextLimits {
   /** Bytes inflated from all of its streams together (default 32 MiB): a zip bomb stops here. */
   readonly maxInflatedBytes?: number;
-  /** Characters of text returned (default 1 MiB). */
+  /** Characters of text returned (default 16 Mi: no padding text pushes the rest out before the decode budget does). */
   readonly maxChars?: number;
   /**
    * Bytes several reads may still inflate together, counted down by each (a request of many
@@ -12,6 +12,11 @@ export interface PdfTextLimits {
    */
   readonly shared?: { inflateLeft: number };
 }
+
+/** The most streams of one PDF decoded (a document of thousands of pages has about as many). */
+const MAX_STREAMS = 20_000;
+/** The most one stream is decoded to; past it, the rest is cut. */
+const STREAM_BYTES = 16 * 1024 * 1024;
 
 /** One font's ToUnicode map: the width of its codes in bytes, and code → text. */
 interface UnicodeMap {
@@ -103,7 +108,15 @@ function parseCMap(text: string): UnicodeMap | undefined {
 }
 
 /** A literal string's bytes (`(…)`, balanced parentheses, the PDF escapes) from `open`; returns them and the index after its `)`. */
-function literalString(s: string, open: number): [number[], number] {
+function literalString(s: string, open: number): [string, number] {
+  // Most strings have no escape and no nested parenthesis: their bytes are the text's own characters.
+  let plainEnd = open + 1;
+  while (plainEnd < s.length) {
+    const c = s.charCodeAt(plainEnd);
+    if (c === 0x29) return [s.slice(open + 1, plainEnd), plainEnd + 1];
+    if (c === 0x28 || c === 0x5c) break;
+    plainEnd++;
+  }
   const out: number[] = [];
   let depth = 1;
   let i = open + 1;
@@ -125,22 +138,41 @@ function literalString(s: string, open: number): [number[], number] {
       continue;
     }
     if (c === 0x28) depth++;
-    else if (c === 0x29 && --depth === 0) return [out, i + 1];
+    else if (c === 0x29 && --depth === 0) return [latin1(out), i + 1];
     out.push(c & 0xff);
     i++;
   }
-  return [out, i];
+  return [latin1(out), i];
 }
 
-/** Bytes shown in a font as text: through its ToUnicode map when it has one, else as Latin-1 (the simple fonts' WinAnsi, near enough for names). */
-function shown(bytes: readonly number[], font: UnicodeMap | undefined): string {
-  if (font === undefined) return String.fromCharCode(...bytes.slice(0, 65_536));
+/** Bytes as a Latin-1 text, one character a byte. */
+function latin1(bytes: readonly number[]): string {
+  let out = '';
+  for (let i = 0; i < bytes.length; i += 8192) out += String.fromCharCode(...bytes.slice(i, i + 8192));
+  return out;
+}
+
+/** A string's bytes (a Latin-1 text) shown in a font as text: through its ToUnicode map when it has one, else as they are (the simple fonts' WinAnsi, near enough for names). */
+function shown(bytes: string, font: UnicodeMap | undefined): string {
+  if (font === undefined) return bytes;
   let out = '';
   for (let i = 0; i + font.width <= bytes.length; i += font.width) {
-    const code = font.width === 2 ? ((bytes[i] as number) << 8) | (bytes[i + 1] as number) : (bytes[i] as number);
+    const code = font.width === 2 ? (bytes.charCodeAt(i) << 8) | bytes.charCodeAt(i + 1) : bytes.charCodeAt(i);
     out += font.map.get(code) ?? '';
   }
   return out;
+}
+
+/** Where a number written at `i` (a sign, digits, a point; 32 characters at most) ends: one character at least. */
+function numberEnd(s: string, i: number): number {
+  let end = i + 1;
+  const last = Math.min(s.length, i + 32);
+  while (end < last) {
+    const c = s.charCodeAt(end);
+    if (!((c >= 0x30 && c <= 0x39) || c === 0x2e)) break;
+    end++;
+  }
+  return end;
 }
 
 /**
@@ -171,6 +203,9 @@ function contentText(s: string, fonts: ReadonlyMap<string, UnicodeMap>, out: str
   let lastName = '';
   let runs: Array<{ text: string; dx: number | undefined }> = [];
   let nextDx: number | undefined;
+  // Where the current line's text is placed (the text matrix's translation, as far as Td and Tm move it).
+  let x = 0;
+  let y = 0;
   const numbers: number[] = [];
   const flush = () => {
     const line = lineText(runs);
@@ -191,7 +226,7 @@ function contentText(s: string, fonts: ReadonlyMap<string, UnicodeMap>, out: str
     } else if (c === '<' && s[i + 1] !== '<') {
       const close = s.indexOf('>', i);
       if (close === -1) break;
-      pending.push(shown(hexBytes(s.slice(i + 1, close)), font));
+      pending.push(shown(latin1(hexBytes(s.slice(i + 1, close))), font));
       i = close + 1;
     } else if (c === '[') {
       // A TJ array: its strings, and the gaps between them (thousandths of a text space; a wide one is a word space).
@@ -207,21 +242,21 @@ function contentText(s: string, fonts: ReadonlyMap<string, UnicodeMap>, out: str
         } else if (d === '<') {
           const end = body.indexOf('>', j);
           if (end === -1) break;
-          word += shown(hexBytes(body.slice(j + 1, end)), font);
+          word += shown(latin1(hexBytes(body.slice(j + 1, end))), font);
           j = end + 1;
         } else if (d === '-' || (d >= '0' && d <= '9') || d === '.') {
-          const number = /^-?[0-9.]+/.exec(body.slice(j, j + 32))?.[0] ?? d;
-          if (Number(number) < -250) word += ' ';
-          j += number.length;
+          const end = numberEnd(body, j);
+          if (d === '-' && Number(body.slice(j, end)) < -250) word += ' ';
+          j = end;
         } else j++;
       }
       pending = [word];
       i = close === -1 ? s.length : close + 1;
     } else if (c === '-' || c === '+' || c === '.' || (c >= '0' && c <= '9')) {
-      const number = /^[-+]?[0-9]*\.?[0-9]*/.exec(s.slice(i, i + 32))?.[0] ?? c;
-      numbers.push(Number(number));
+      const end = numberEnd(s, i);
+      numbers.push(Number(s.slice(i, end)));
       if (numbers.length > 6) numbers.shift();
-      i += Math.max(1, number.length);
+      i = end;
     } else if (c === '/') {
       const name = /^\/([^\s/<>[\]()]+)/.exec(s.slice(i, i + 128))?.[1] ?? '';
       lastName = name;
@@ -234,11 +269,23 @@ function contentText(s: string, fonts: ReadonlyMap<string, UnicodeMap>, out: str
         runs.push({ text: pending.join(''), dx: nextDx });
         nextDx = undefined;
       } else if (op === 'Td' || op === 'TD') {
-        const [dx, dy] = numbers.slice(-2);
+        const [dx = 0, dy = 0] = numbers.slice(-2);
         // A move down or up is a new line; along it, the run's offset from the one before.
-        if (dy !== undefined && dy !== 0) flush();
+        if (dy !== 0) flush();
         else nextDx = dx;
-      } else if (op === 'ET' || op === 'T*' || op === 'Tm') flush();
+        x += dx;
+        y += dy;
+      } else if (op === 'Tm') {
+        // A matrix set anew: the same line when it stays at the same height (text placed glyph by glyph), else a new one.
+        const [e = 0, f = 0] = numbers.slice(-2);
+        if (Math.abs(f - y) > 0.01) flush();
+        else nextDx = e - x;
+        x = e;
+        y = f;
+      } else if (op === 'BT') {
+        x = 0;
+        y = 0;
+      } else if (op === 'ET' || op === 'T*') flush();
       pending = [];
       numbers.length = 0;
       i += op.length;
@@ -285,21 +332,20 @@ export function pdfText(pdf: Uint8Array, limits: PdfTextLimits = {}): string[] {
     streamRe.lastIndex = end + 'endstream'.length;
     // Images and embedded font programs hold no text operators: not inflated at all.
     if (SKIPPED_STREAM_RE.test(dict)) continue;
-    let data = bytes.subarray(start, end);
-    if (/\/Filter\s{0,16}(\[\s{0,16})?\/FlateDecode/.test(dict)) {
+    if (streams.length >= MAX_STREAMS) break;
+    let data: Buffer = bytes.subarray(start, end);
+    const filters = streamFilters(dict);
+    if (filters.length > 0) {
       if (inflateLeft <= 0) continue;
-      try {
-        data = inflateSync(data, {
-          maxOutputLength: inflateLeft,
-          finishFlush: constants.Z_SYNC_FLUSH /* a stream cut short still gives what it has */,
-        });
-      } catch (error) {
-        // Past the budget, the work done to learn it is the budget spent; corrupt, its bytes are.
-        inflateLeft -= (error as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE' ? inflateLeft : Math.min(inflateLeft, data.length);
-        continue;
-      }
-      inflateLeft -= data.length;
-    } else if (/\/Filter/.test(dict)) continue; // images and other codings hold no text operators
+      // One stream decodes to 16 MiB at most, the rest cut: a bomb left unused in the file
+      // spends that much of the budget, not all of it.
+      const cap = Math.min(inflateLeft, STREAM_BYTES);
+      const decoded = decodeStream(data, filters, cap);
+      // An image's coding, a crypt filter, bytes that do not decode: nothing this reader can use.
+      if (decoded === undefined) continue;
+      data = decoded.bytes;
+      inflateLeft -= decoded.truncated ? cap : data.length;
+    }
     streams.push({ dict, text: data.toString('latin1'), objnum: obj?.num ?? -1 });
   }
   shared.inflateLeft -= inflateBudget - inflateLeft;
@@ -336,7 +382,7 @@ export function pdfText(pdf: Uint8Array, limits: PdfTextLimits = {}): string[] {
         if (map !== undefined && !fonts.has(entry[1] as string)) fonts.set(entry[1] as string, map);
       }
   const out: string[] = [];
-  const budget = { left: limits.maxChars ?? 1024 * 1024 };
+  const budget = { left: limits.maxChars ?? 16 * 1024 * 1024 };
   for (const stream of streams) {
     if (budget.left <= 0) break;
     if (/\/Type\s*\/(ObjStm|XRef|Metadata)/.test(stream.dict)) continue;

@@ -637,14 +637,14 @@ function plainTextOf(value: object, budget: TextBudget): string | undefined {
   });
 }
 
-/** What one request's texts may still take: characters, and bytes its PDFs may inflate (64 MiB in all). */
+/** What one request's texts may still take: characters, and bytes its PDFs may decode (32 MiB in all). */
 interface TextBudget {
   left: number;
   inflateLeft: number;
 }
 
 /** Bytes all the PDFs of one request may inflate together. */
-const REQUEST_INFLATE_BYTES = 64 * 1024 * 1024;
+const REQUEST_INFLATE_BYTES = 32 * 1024 * 1024;
 
 /** The members of a request besides `messages` a decoy can be hidden in, read after the conversation. */
 const TRACED_MEMBERS = ['system', 'tools', 'tool_choice', 'metadata', 'stop_sequences', 'mcp_servers'] as const;
