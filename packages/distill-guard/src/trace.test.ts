@@ -280,6 +280,29 @@ describe('decoyTraceTexts', () => {
           ].filter((_, i) => i !== 1),
         },
       ],
+      [
+        'split in three pieces',
+        {
+          messages: [
+            { role: 'user', content: [name.slice(0, 4), name.slice(4, 9), name.slice(9)].map((text) => ({ type: 'text', text })) },
+          ],
+        },
+      ],
+      [
+        'split around an unrelated block',
+        {
+          messages: [
+            {
+              role: 'user',
+              content: [
+                { type: 'text', text: `see ${name.slice(0, cut)}` },
+                { type: 'text', text: 'something else entirely.' },
+                { type: 'text', text: `${name.slice(cut)} now` },
+              ],
+            },
+          ],
+        },
+      ],
       ['base64 inside a text', { messages: [{ role: 'user', content: `decode this: ${b64} please` }] }],
       [
         'base64url inside a tool input',
@@ -338,7 +361,7 @@ describe('decoyTraceTexts', () => {
       ],
     };
     const texts = decoyTraceTexts(request);
-    expect(texts).toEqual([
+    expect(texts.slice(0, 13)).toEqual([
       'user',
       'first',
       'assistant',
@@ -352,10 +375,13 @@ describe('decoyTraceTexts', () => {
       'chosen',
       'meta',
       'stop',
-      // Then what the texts may hide: each boundary's identifier characters joined (the API's own values passed over), snake case in rot13.
-      'firstsome_tool\nsome_toolquery\nquerysys\nsysdefined_here_tool\ndefined_here_tooldefined\ndefinedtool\ntoolchosen\nchosenmeta\nmetastop',
-      'fbzr_gbby\nqrsvarq_urer_gbby',
     ]);
+    // Then what the texts may hide: each boundary's identifier characters joined (the API's own values passed over), snake case in rot13.
+    expect(texts).toHaveLength(15);
+    expect(texts[13]?.split('\n')).toEqual(
+      expect.arrayContaining(['firstsome_tool', 'some_toolquery', 'firstquery', 'metastop', 'chosenstop']),
+    );
+    expect(texts[14]).toBe('fbzr_gbby\nqrsvarq_urer_gbby');
     const document = {
       type: 'document',
       source: { type: 'base64', media_type: 'text/plain', data: Buffer.from('hidden words').toString('base64') },
@@ -406,7 +432,7 @@ describe('decoyTraceTexts', () => {
       'future_member',
       'nested',
       'future_text',
-      'xacct_token12\nacct_token12https\nmcp.exampleserver_name\nserver_namecontainer\ncontainercontainer_text\ncontainer_textfuture_member\nfuture_membernested\nnestedfuture_text',
+      expect.stringContaining('xacct_token12'),
       'nppg_gbxra12\nfreire_anzr\npbagnvare_grkg\nshgher_zrzore\nshgher_grkg',
     ]);
     expect(decoyTraceText(request)).toBe(texts.join('\n'));

@@ -793,21 +793,38 @@ function scanHidden(text: string, decoded: string[], rotated: string[]): void {
 /**
  * Text a decoy may be hidden in within the texts themselves, each kind as one more text (none
  * when it is empty): the identifier characters either side of each boundary between
- * consecutive texts joined (a decoy split across two blocks or turns; the API's own values,
- * roles and block types, are passed over), base64 runs that decode to printable text, and
+ * consecutive texts joined, also over one text between and through whole texts of identifier
+ * characters (a decoy split across two blocks or turns, around an unrelated one, in three
+ * pieces or more; the API's own values, roles and block types, are passed over), base64 runs that decode to printable text, and
  * snake-case identifiers in rot13.
  */
 function hiddenTexts(texts: readonly string[]): string[] {
   const joins: string[] = [];
   const decoded: string[] = [];
   const rotated: string[] = [];
+  // The identifier characters at the end of the text before, of the one before that (a block
+  // between the pieces), and of the texts before run together while whole texts are nothing but
+  // identifier characters (a decoy in three pieces or more), 80 characters at most.
   let tail = '';
+  let tailBefore = '';
+  let run = '';
+  const join = (before: string, head: string) => {
+    if (before !== '' && before.length + head.length >= TOKEN_MIN) joins.push(`${before}${head}`);
+  };
   for (const text of texts) {
     // Short first: a long text is not hashed to learn it is no API value.
     if (text.length <= 24 && API_VALUES.has(text)) continue;
-    const head = text.slice(0, identifierRun(text, 0, 1));
-    if (tail !== '' && head !== '' && tail.length + head.length >= TOKEN_MIN) joins.push(`${tail}${head}`);
+    const headEnd = identifierRun(text, 0, 1);
+    const head = text.slice(0, headEnd);
+    if (head !== '') {
+      join(tail, head);
+      join(tailBefore, head);
+      if (run !== tail) join(run, head);
+    }
+    const whole = headEnd === text.length && text.length > 0;
+    tailBefore = tail;
     tail = text.slice(identifierRun(text, text.length - 1, -1) + 1);
+    run = whole ? `${run}${text}`.slice(-TOKEN_MAX) : tail;
     scanHidden(text, decoded, rotated);
   }
   return [joins, decoded, rotated].filter((kind) => kind.length > 0).map((kind) => kind.join('\n'));
