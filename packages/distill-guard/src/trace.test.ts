@@ -312,6 +312,9 @@ describe('decoyTraceTexts', () => {
           ],
         },
       ],
+      ['hex inside a text', { messages: [{ role: 'user', content: `bytes ${Buffer.from(`x ${name}`).toString('hex')}` }] }],
+      ['base64 of UTF-16 inside a text', { messages: [{ role: 'user', content: Buffer.from(`x ${name}`, 'utf16le').toString('base64') }] }],
+      ['base64 of base64 inside a text', { messages: [{ role: 'user', content: Buffer.from(b64).toString('base64') }] }],
       [
         'rot13',
         {

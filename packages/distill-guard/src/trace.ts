@@ -748,6 +748,23 @@ function printable(bytes: Buffer): string | undefined {
   return isUtf8(bytes) ? bytes.toString('utf8') : undefined;
 }
 
+/** Printable text in UTF-16 (a byte order mark says which order; else where the zero bytes of Latin text fall): base64 of a UTF-16 string. */
+function printable16(bytes: Buffer): string | undefined {
+  if (bytes.length < 12 || bytes.length % 2 !== 0) return undefined;
+  const bom = (bytes[0] === 0xff && bytes[1] === 0xfe) || (bytes[0] === 0xfe && bytes[1] === 0xff);
+  const littleEndian = bom ? bytes[0] === 0xff : bytes[1] === 0 && bytes[0] !== 0;
+  if (!bom && !littleEndian && !(bytes[0] === 0 && bytes[1] !== 0)) return undefined;
+  // Latin text in UTF-16 has a zero in every other byte: without them, these are no such text.
+  const from = bom ? 2 : 0;
+  for (let i = from + (littleEndian ? 1 : 0); i < Math.min(bytes.length, from + 64); i += 2) if (bytes[i] !== 0) return undefined;
+  const text = new TextDecoder(littleEndian ? 'utf-16le' : 'utf-16be').decode(bytes.subarray(from));
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if ((c < 0x20 && c !== 9 && c !== 10 && c !== 13) || c === 0x7f || c === 0xfffd) return undefined;
+  }
+  return text;
+}
+
 function rot13(s: string): string {
   const units = new Array<number>(s.length);
   for (let i = 0; i < s.length; i++) {
@@ -759,10 +776,11 @@ function rot13(s: string): string {
 
 /**
  * One pass over `text` for what it may hide: each run of base64 characters of
- * {@link BASE64_MIN} or more decoded, kept when it is printable text; each snake-case
+ * {@link BASE64_MIN} or more decoded (as hex when it is hex), kept when it is printable text
+ * in UTF-8 or UTF-16, and read once more for base64 inside; each snake-case
  * identifier of {@link TOKEN_MIN} or more (what decoy names and canaries are) in rot13.
  */
-function scanHidden(text: string, decoded: string[], rotated: string[]): void {
+function scanHidden(text: string, decoded: string[], rotated: string[], depth = 0): void {
   const n = text.length;
   let i = 0;
   while (i < n) {
@@ -779,8 +797,14 @@ function scanHidden(text: string, decoded: string[], rotated: string[]): void {
       end++;
     }
     if (end - i >= BASE64_MIN) {
-      const plain = printable(Buffer.from(text.slice(i, Math.min(end, i + BASE64_MAX)), 'base64'));
-      if (plain !== undefined) decoded.push(plain);
+      const run = text.slice(i, Math.min(end, i + BASE64_MAX));
+      // Hex first (its digits are base64 characters too), then base64; in UTF-8 or UTF-16, and once more inside (base64 of base64).
+      const bytes = /^(?:[0-9a-fA-F]{2})+$/.test(run) ? Buffer.from(run, 'hex') : Buffer.from(run, 'base64');
+      const plain = printable(bytes) ?? printable16(bytes);
+      if (plain !== undefined) {
+        decoded.push(plain);
+        if (depth < 1) scanHidden(plain, decoded, [], depth + 1);
+      }
     }
     if (underscore && end - i >= TOKEN_MIN)
       // The identifiers in the run: word characters between its `+`, `/` and `-`.
