@@ -379,12 +379,11 @@ describe('decoyTraceTexts', () => {
       'meta',
       'stop',
     ]);
-    // Then what the texts may hide: each boundary's identifier characters joined (the API's own values passed over), snake case in rot13.
+    // Then what the conversation's texts may hide (not the app's own system prompt and tools): each
+    // boundary's identifier characters joined (the API's own values passed over), snake case in rot13.
     expect(texts).toHaveLength(15);
-    expect(texts[13]?.split('\n')).toEqual(
-      expect.arrayContaining(['firstsome_tool', 'some_toolquery', 'firstquery', 'metastop', 'chosenstop']),
-    );
-    expect(texts[14]).toBe('fbzr_gbby\nqrsvarq_urer_gbby');
+    expect(texts[13]?.split('\n')).toEqual(['firstsome_tool', 'some_toolquery', 'firstquery', 'firstsome_toolquery']);
+    expect(texts[14]).toBe('fbzr_gbby');
     const document = {
       type: 'document',
       source: { type: 'base64', media_type: 'text/plain', data: Buffer.from('hidden words').toString('base64') },
@@ -435,8 +434,8 @@ describe('decoyTraceTexts', () => {
       'future_member',
       'nested',
       'future_text',
-      expect.stringContaining('xacct_token12'),
-      'nppg_gbxra12\nfreire_anzr\npbagnvare_grkg\nshgher_zrzore\nshgher_grkg',
+      'xacct_token12\ntacct_token12\ntxacct_token12',
+      'nppg_gbxra12',
     ]);
     expect(decoyTraceText(request)).toBe(texts.join('\n'));
     expect(decoyTraceTexts(null)).toEqual([]);

@@ -684,10 +684,13 @@ export function decoyTraceTexts(request: unknown, limit = DECOY_TRACE_LIMIT): st
   const out: string[] = [];
   const budget: TextBudget = { left: limit, inflateLeft: REQUEST_INFLATE_BYTES };
   textsOf(members.messages, out, budget);
+  const conversation = out.length;
   for (const name of TRACED_MEMBERS) textsOf(members[name], out, budget);
   // Then any other member, the API's newer ones and unknown ones alike.
   for (const [name, member] of Object.entries(members)) if (!UNTRACED_MEMBERS.has(name)) textsOf({ [name]: member }, out, budget);
-  for (const hidden of hiddenTexts(out)) textsOf(hidden, out, budget);
+  // Hidden forms are looked for in the conversation, where replayed traffic sits: the system
+  // prompt and the tools are the app's own, the same long texts on every request.
+  for (const hidden of hiddenTexts(out.slice(0, conversation))) textsOf(hidden, out, budget);
   return out;
 }
 
@@ -736,13 +739,16 @@ const BASE64_UNITS = new Uint8Array(128);
 for (let c = 0; c < 128; c++) if (isWordUnit(c) || c === 0x2b || c === 0x2f || c === 0x2d) BASE64_UNITS[c] = 1;
 const isBase64Unit = (c: number): boolean => c < 128 && BASE64_UNITS[c] === 1;
 
-/** Printable text of at least six characters: what a decoded base64 run must be to be read. */
+/** Printable text of at least six characters, nine tenths ASCII at least: what a decoded base64 run must be to be read. */
 function printable(bytes: Buffer): string | undefined {
   if (bytes.length < 6) return undefined;
   // Most runs are identifiers and paths, whose bytes decode to binary: the first bytes say so.
+  // Text that hides a decoy is mostly ASCII; bytes that only happen to be valid UTF-8 are not.
+  let high = 0;
   for (let i = 0; i < bytes.length; i++) {
     const b = bytes[i] as number;
     if ((b < 0x20 && b !== 9 && b !== 10 && b !== 13) || b === 0x7f) return undefined;
+    if (b >= 0x80 && ++high * 10 > bytes.length) return undefined;
   }
   // Checked, not decoded and caught: a thrown error per identifier costs more than the scan.
   return isUtf8(bytes) ? bytes.toString('utf8') : undefined;
@@ -758,9 +764,11 @@ function printable16(bytes: Buffer): string | undefined {
   const from = bom ? 2 : 0;
   for (let i = from + (littleEndian ? 1 : 0); i < Math.min(bytes.length, from + 64); i += 2) if (bytes[i] !== 0) return undefined;
   const text = new TextDecoder(littleEndian ? 'utf-16le' : 'utf-16be').decode(bytes.subarray(from));
+  let high = 0;
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i);
     if ((c < 0x20 && c !== 9 && c !== 10 && c !== 13) || c === 0x7f || c === 0xfffd) return undefined;
+    if (c >= 0x80 && ++high * 10 > text.length) return undefined;
   }
   return text;
 }
