@@ -352,10 +352,6 @@ function createHttpServer(
     handle(req, res);
   });
   server.keepAliveTimeout = 65_000;
-  // A client that half closes once its request is sent (`nc -N`, some HTTP/1.0 tools) still
-  // gets its answer: Node's default ends the connection at once, after the upstream was paid.
-  // Node's switch for it is a server property its typings leave out; input.test.ts holds it to its word.
-  (server as Server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
   // A request Node's parser refused is recorded too, and shutdown waits for its record as for any other.
   const refusals = new Set<Promise<void>>();
   server.on('clientError', (error: Error & { code?: string }, socket: Socket) => {
