@@ -123,7 +123,8 @@ describe.runIf(hasRedis && process.env.MOAT_TEST_POSTGRES_URL !== undefined)('Re
     await until(async () => (await fetch(`${url}/readyz`)).status === 200, 'ready again');
     // Refused, retryably: the cache cannot vouch for a stamp made before it lost its data.
     const again = await replay();
-    expect(again.status).toBe(503);
+    // Its answer in the failure message: why it was refused otherwise, when it is.
+    expect(again.status, await again.clone().text()).toBe(503);
     expect(((await again.json()) as { error: { message: string } }).error.message).toMatch(/replay cache is unavailable/);
     // A stamp made in a later second than the loss is vouched for again (one in the same second might predate it).
     await until(() => Date.now() >= (Math.floor(storage.replayCacheLostAt / 1000) + 1) * 1000, 'the next second');
