@@ -302,11 +302,23 @@ export async function answerClientError(error: Error & { code?: string }, socket
     socket.destroy();
     return;
   }
-  const type = status === 413 ? 'request_too_large' : 'invalid_request_error';
+  const reason =
+    status === 431
+      ? 'Request Header Fields Too Large'
+      : status === 413
+        ? 'Content Too Large'
+        : status === 408
+          ? 'Request Timeout'
+          : 'Bad Request';
+  endWithError(socket, `${status} ${reason}`, status === 413 ? 'request_too_large' : 'invalid_request_error', message, id);
+}
+
+/** Writes an error in Anthropic's shape straight to a connection no `ServerResponse` owns, with its record's id, and closes it. */
+function endWithError(socket: Socket, statusLine: string, type: string, message: string, id: string | undefined, extra = ''): void {
   const body = JSON.stringify({ type: 'error', error: { type, message } });
   socket.end(
-    `HTTP/1.1 ${status} ${status === 431 ? 'Request Header Fields Too Large' : status === 413 ? 'Content Too Large' : status === 408 ? 'Request Timeout' : 'Bad Request'}\r\n` +
-      `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n${id === undefined ? '' : `moat-request-id: ${id}\r\n`}connection: close\r\n\r\n${body}`,
+    `HTTP/1.1 ${statusLine}\r\n${extra}content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n` +
+      `${id === undefined ? '' : `moat-request-id: ${id}\r\n`}connection: close\r\n\r\n${body}`,
   );
 }
 
@@ -314,8 +326,5 @@ export async function answerClientError(error: Error & { code?: string }, socket
 export async function answerConnect(socket: Socket, record?: ParserRefusalRecorder): Promise<void> {
   const message = 'CONNECT is not supported: this is an API, not a proxy';
   const id = record === undefined ? undefined : await record(405, message).catch(() => undefined);
-  const body = JSON.stringify({ type: 'error', error: { type: 'invalid_request_error', message } });
-  socket.end(
-    `HTTP/1.1 405 Method Not Allowed\r\nallow: GET, POST\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n${id === undefined ? '' : `moat-request-id: ${id}\r\n`}connection: close\r\n\r\n${body}`,
-  );
+  endWithError(socket, '405 Method Not Allowed', 'invalid_request_error', message, id, 'allow: GET, POST\r\n');
 }

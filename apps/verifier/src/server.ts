@@ -354,16 +354,18 @@ function createHttpServer(
   server.keepAliveTimeout = 65_000;
   // A request Node's parser refused is recorded too, and shutdown waits for its record as for any other.
   const refusals = new Set<Promise<void>>();
-  server.on('clientError', (error: Error & { code?: string }, socket: Socket) => {
-    const refusal = answerClientError(error, socket, (status, message) =>
-      recordParserRefusal(services, status, message),
-    ).catch((failure: unknown) => {
+  const record = (status: number, message: string) => recordParserRefusal(services, status, message);
+  const refuse = (socket: Socket, answer: Promise<void>) => {
+    const refusal = answer.catch((failure: unknown) => {
       services.log.error({ err: errorMessage(failure) }, 'parser refusal failed');
       socket.destroy();
     });
     refusals.add(refusal);
     void refusal.finally(() => refusals.delete(refusal));
-  });
+  };
+  server.on('clientError', (error: Error & { code?: string }, socket: Socket) =>
+    refuse(socket, answerClientError(error, socket, record)),
+  );
   // An `Expect` other than 100-continue: refused in Anthropic's error shape and recorded, not Node's bare 417.
   server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {
     inflight.add(res);
@@ -380,11 +382,7 @@ function createHttpServer(
       res.destroy();
     });
   });
-  server.on('connect', (_req: IncomingMessage, socket: Socket) => {
-    const refusal = answerConnect(socket, (status, message) => recordParserRefusal(services, status, message));
-    refusals.add(refusal);
-    void refusal.finally(() => refusals.delete(refusal));
-  });
+  server.on('connect', (_req: IncomingMessage, socket: Socket) => refuse(socket, answerConnect(socket, record)));
   const settled = async () => {
     await handle.settled();
     await Promise.all(refusals);

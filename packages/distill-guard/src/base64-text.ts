@@ -34,6 +34,18 @@ function isTextType(type: string): boolean {
   );
 }
 
+/** The UTF-16 a byte order mark names, if the bytes start with one. */
+const byteOrderMark = (bytes: Uint8Array): 'utf-16le' | 'utf-16be' | undefined =>
+  bytes[0] === 0xff && bytes[1] === 0xfe ? 'utf-16le' : bytes[0] === 0xfe && bytes[1] === 0xff ? 'utf-16be' : undefined;
+
+/**
+ * Which UTF-16 bytes are in, if they are: the one their byte order mark names, else the one
+ * where the zero bytes of Latin text fall.
+ */
+export function utf16Of(bytes: Uint8Array): 'utf-16le' | 'utf-16be' | undefined {
+  return byteOrderMark(bytes) ?? utf16Order(bytes);
+}
+
 /** UTF-16 without a byte order mark, by where its zero bytes fall: little-endian, big-endian, or neither. */
 function utf16Order(bytes: Uint8Array): 'utf-16le' | 'utf-16be' | undefined {
   const n = Math.min(bytes.length, 4096) & ~1;
@@ -106,9 +118,8 @@ export function documentText(mediaType: unknown, document: Uint8Array, options: 
     return texts.length === 0 ? undefined : texts.join('\n');
   }
   if (IMAGE_MAGIC.some((magic) => bytes.subarray(0, magic.length).equals(magic))) return undefined;
-  const bom = bytes[0] === 0xff && bytes[1] === 0xfe ? 'utf-16le' : bytes[0] === 0xfe && bytes[1] === 0xff ? 'utf-16be' : undefined;
   const declared = charset.startsWith('utf-16') ? (charset === 'utf-16be' ? 'utf-16be' : 'utf-16le') : undefined;
-  const order = bom ?? declared ?? utf16Order(bytes);
+  const order = byteOrderMark(bytes) ?? declared ?? utf16Order(bytes);
   if (order !== undefined) {
     const text = new TextDecoder(order).decode(bytes);
     return looksLikeText(text) ? cap(text) : undefined;

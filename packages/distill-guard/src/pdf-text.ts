@@ -41,18 +41,16 @@ const HEX_ITEM_RE = /<([0-9a-fA-F\s]{0,64})>/g;
 const MAX_MAPPED_CODES = 1 << 17;
 
 /** The hex digits of a `<…>` string as bytes (white space skipped; an odd last digit is followed by 0, as the PDF reference says). */
-function hexBytes(hex: string): number[] {
+function hexBytes(hex: string): Buffer {
   const digits = hex.replace(/[^0-9a-fA-F]/g, '');
-  const out: number[] = [];
-  for (let i = 0; i < digits.length; i += 2) out.push(Number.parseInt(digits.slice(i, i + 2).padEnd(2, '0'), 16));
-  return out;
+  return Buffer.from(digits.length % 2 === 0 ? digits : `${digits}0`, 'hex');
 }
 
 /** UTF-16BE bytes (a CMap's destination) as text. */
-function utf16be(bytes: readonly number[]): string {
-  let out = '';
-  for (let i = 0; i + 1 < bytes.length; i += 2) out += String.fromCharCode(((bytes[i] as number) << 8) | (bytes[i + 1] as number));
-  return out;
+function utf16be(bytes: Buffer): string {
+  return Buffer.from(bytes.subarray(0, bytes.length & ~1))
+    .swap16()
+    .toString('utf16le');
 }
 
 /** The text between each `begin` and its `end` keyword (the last one to the end of the text), found in one pass. */
@@ -96,8 +94,8 @@ function parseCMap(text: string): UnicodeMap | undefined {
         const start = hexBytes(m[3] ?? '');
         // The last byte counts up through the range.
         for (let c = lo; c <= hi; c++) {
-          const bytes = [...start];
-          bytes[bytes.length - 1] = ((bytes.at(-1) ?? 0) + (c - lo)) & 0xff;
+          const bytes = Buffer.from(start);
+          if (bytes.length > 0) bytes[bytes.length - 1] = ((bytes.at(-1) ?? 0) + (c - lo)) & 0xff;
           map.set(c, utf16be(bytes));
         }
       }
@@ -226,7 +224,7 @@ function contentText(s: string, fonts: ReadonlyMap<string, UnicodeMap>, out: str
     } else if (c === '<' && s[i + 1] !== '<') {
       const close = s.indexOf('>', i);
       if (close === -1) break;
-      pending.push(shown(latin1(hexBytes(s.slice(i + 1, close))), font));
+      pending.push(shown(hexBytes(s.slice(i + 1, close)).toString('latin1'), font));
       i = close + 1;
     } else if (c === '[') {
       // A TJ array: its strings, and the gaps between them (thousandths of a text space; a wide one is a word space).
@@ -242,7 +240,7 @@ function contentText(s: string, fonts: ReadonlyMap<string, UnicodeMap>, out: str
         } else if (d === '<') {
           const end = body.indexOf('>', j);
           if (end === -1) break;
-          word += shown(latin1(hexBytes(body.slice(j + 1, end))), font);
+          word += shown(hexBytes(body.slice(j + 1, end)).toString('latin1'), font);
           j = end + 1;
         } else if (d === '-' || (d >= '0' && d <= '9') || d === '.') {
           const end = numberEnd(body, j);

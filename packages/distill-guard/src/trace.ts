@@ -1,5 +1,5 @@
 import { isUtf8 } from 'node:buffer';
-import { base64Text } from './base64-text.js';
+import { base64Text, utf16Of } from './base64-text.js';
 import { decoyTools } from './decoys.js';
 import { DistillGuardError } from './errors.js';
 
@@ -754,16 +754,12 @@ function printable(bytes: Buffer): string | undefined {
   return isUtf8(bytes) ? bytes.toString('utf8') : undefined;
 }
 
-/** Printable text in UTF-16 (a byte order mark says which order; else where the zero bytes of Latin text fall): base64 of a UTF-16 string. */
+/** Printable text in UTF-16 (as {@link utf16Of} tells its order), nine tenths ASCII at least: base64 of a UTF-16 string. */
 function printable16(bytes: Buffer): string | undefined {
-  if (bytes.length < 12 || bytes.length % 2 !== 0) return undefined;
-  const bom = (bytes[0] === 0xff && bytes[1] === 0xfe) || (bytes[0] === 0xfe && bytes[1] === 0xff);
-  const littleEndian = bom ? bytes[0] === 0xff : bytes[1] === 0 && bytes[0] !== 0;
-  if (!bom && !littleEndian && !(bytes[0] === 0 && bytes[1] !== 0)) return undefined;
-  // Latin text in UTF-16 has a zero in every other byte: without them, these are no such text.
-  const from = bom ? 2 : 0;
-  for (let i = from + (littleEndian ? 1 : 0); i < Math.min(bytes.length, from + 64); i += 2) if (bytes[i] !== 0) return undefined;
-  const text = new TextDecoder(littleEndian ? 'utf-16le' : 'utf-16be').decode(bytes.subarray(from));
+  if (bytes.length < 12) return undefined;
+  const order = utf16Of(bytes);
+  if (order === undefined) return undefined;
+  const text = new TextDecoder(order).decode(bytes);
   let high = 0;
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i);
