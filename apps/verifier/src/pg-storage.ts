@@ -297,15 +297,19 @@ export class PgRedisStorage implements Storage {
    * kept in milliseconds until one second past `expiresAt` (the verifier accepts while the
    * whole seconds since the stamp are within the window) plus {@link NONCE_MARGIN_MS} for clock
    * skew between replicas. The same round trip reads the epoch marker: when Redis lost its
-   * data, nonces that could still be accepted are refused until the window since the loss has
-   * passed (see {@link #checkEpoch}).
+   * data, a stamp made before the loss (`madeAt`, whole seconds: one made in the second of the
+   * loss may predate it) is refused (see {@link #checkEpoch}). Without `madeAt`, a stamp whose
+   * nonce expires within the window after the loss is.
    */
-  async add(kid: string, nonce: string, expiresAt: number): Promise<boolean> {
+  async add(kid: string, nonce: string, expiresAt: number, madeAt?: number): Promise<boolean> {
     const ttlMs = Math.max(1, (expiresAt + 1) * 1000 - Date.now() + NONCE_MARGIN_MS);
     const set = await this.#nonces.write({ key: `${this.#prefix}nonce:${kid}:${nonce}`, ttlMs });
     // A stamp made before the replay cache forgot its nonces may have been served then: refuse it —
     // retryably, for a genuine client in flight at the loss signs a fresh stamp that passes.
-    if (this.#lostAtMs > 0 && expiresAt * 1000 < this.#lostAtMs + this.#windowSec * 1000)
+    // (`expiresAt` alone cannot tell: for a stamp from the past it counts from the check, not the stamp.)
+    const predates =
+      madeAt === undefined ? expiresAt * 1000 < this.#lostAtMs + this.#windowSec * 1000 : madeAt * 1000 < this.#lostAtMs;
+    if (this.#lostAtMs > 0 && predates)
       throw new ReplayCacheResetError(
         'ERR_REPLAY_CACHE_RESET',
         `expected a stamp made after the replay cache lost its data (${new Date(this.#lostAtMs).toISOString()}), got one from before`,

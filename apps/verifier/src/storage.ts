@@ -417,8 +417,8 @@ export class SqliteStorage implements Storage {
     return out;
   }
 
-  /** NonceStore: true when the nonce is new, once it is committed (and kept until it expires). */
-  add(kid: string, nonce: string, expiresAt: number): Promise<boolean> {
+  /** NonceStore: true when the nonce is new, once it is committed (and kept until it expires). The file keeps its nonces: `madeAt` is not needed. */
+  add(kid: string, nonce: string, expiresAt: number, _madeAt?: number): Promise<boolean> {
     return this.#enqueue(() => this.#insertNonce.run(kid, nonce, expiresAt).changes === 1);
   }
 

@@ -582,10 +582,10 @@ describe('verifyAttestation never throws', () => {
   it('keyring and nonce store guard their inputs', () => {
     expect(() => new AttestationKeyring([{ kid: 'k', key: new Uint8Array(16) }])).toThrow(/at least 32 bytes/);
     const store = new MemoryNonceStore({ maxEntries: 2 });
-    expect(store.add('k', 'a', 100, 50)).toBe(true);
-    expect(store.add('k', 'a', 100, 60)).toBe(false);
-    expect(store.add('k', 'b', 100, 60)).toBe(true);
-    expect(store.add('k', 'c', 100, 60)).toBe(false); // full of live nonces: refuse rather than forget
-    expect(store.add('k', 'c', 300, 200)).toBe(true); // the others expired and were swept
+    expect(store.add('k', 'a', 100, undefined, 50)).toBe(true);
+    expect(store.add('k', 'a', 100, undefined, 60)).toBe(false);
+    expect(store.add('k', 'b', 100, undefined, 60)).toBe(true);
+    expect(store.add('k', 'c', 100, undefined, 60)).toBe(false); // full of live nonces: refuse rather than forget
+    expect(store.add('k', 'c', 300, undefined, 200)).toBe(true); // the others expired and were swept
   });
 });

@@ -50,6 +50,24 @@ describe('verifyAttestation and the replay cache', () => {
     expect(seen).toEqual([now + 300]);
   });
 
+  it("tells the store the stamp's own time, which a store that lost its data needs: the expiry counts from the check", async () => {
+    const now = 1_800_000_000;
+    const seen: Array<[number, number | undefined]> = [];
+    const store: NonceStore = {
+      add: (_k, _n, expiresAt, madeAt) => {
+        seen.push([expiresAt, madeAt]);
+        return true;
+      },
+    };
+    for (const made of [now - 120, now, now + 30])
+      expect((await verifyAttestation(stamped(made), { keyring, nonceStore: store, now, windowSec: 300 })).signal).toBe('valid');
+    expect(seen).toEqual([
+      [now + 300, now - 120],
+      [now + 300, now],
+      [now + 330, now + 30],
+    ]);
+  });
+
   it('rejects (never accepts) when the store cannot be reached', async () => {
     const down: NonceStore = {
       add: () => {

@@ -161,11 +161,14 @@ export class AttestationKeyring {
 /**
  * Remembers nonces for the replay check. `add` returns false when the nonce was seen (or can
  * no longer be vouched for), and keeps it at least until the end of the second `expiresAt`
- * (Unix seconds): the last instant a stamp with that nonce could be accepted. It throws when
- * the store cannot be reached; the caller must then refuse, never accept.
+ * (Unix seconds): the last instant a stamp with that nonce could be accepted. `madeAt` is the
+ * stamp's own time (Unix seconds, as signed): a store that lost its data refuses every stamp
+ * made before the loss (SPEC §5.2, R5.2-5), which `expiresAt` cannot tell, since it counts
+ * from the time of the check for a stamp from the past. It throws when the store cannot be
+ * reached; the caller must then refuse, never accept.
  */
 export interface NonceStore {
-  add(kid: string, nonce: string, expiresAt: number): boolean | Promise<boolean>;
+  add(kid: string, nonce: string, expiresAt: number, madeAt?: number): boolean | Promise<boolean>;
 }
 
 /**
@@ -182,7 +185,8 @@ export class MemoryNonceStore implements NonceStore {
   get size(): number {
     return this.#seen.size;
   }
-  add(kid: string, nonce: string, expiresAt: number, now = Math.floor(Date.now() / 1000)): boolean {
+  /** `madeAt` is not needed here: this store never loses its nonces while it lives. `now` is for tests. */
+  add(kid: string, nonce: string, expiresAt: number, _madeAt?: number, now = Math.floor(Date.now() / 1000)): boolean {
     const key = `${kid}.${nonce}`;
     const until = this.#seen.get(key);
     if (until !== undefined && until >= now) return false;
@@ -310,7 +314,7 @@ export async function verifyAttestation(rawBody: Uint8Array, options: VerifyAtte
   const stale = Math.abs(now - ts) > window;
   // A genuine stamp's nonce is spent even when its time is off, so the same bytes are never
   // served twice; a stamp from the future is kept until it would leave the window too.
-  if (options.nonceStore !== undefined && !(await options.nonceStore.add(kid, nonce, Math.max(ts, now) + window)))
+  if (options.nonceStore !== undefined && !(await options.nonceStore.add(kid, nonce, Math.max(ts, now) + window, ts)))
     return { signal: 'replayed', kid, ts, nonce, binding: 'none' };
   if (stale) return { signal: 'stale', kid, ts, nonce, reason: `timestamp ${now - ts} s from now`, binding: 'none' };
   return { signal: 'valid', kid, ts, nonce, binding: bound ? 'request' : 'body' };
@@ -347,7 +351,7 @@ async function verifyInstallStamp(
   }
   if (!matches) return { signal: 'invalid', kid, ts, nonce, reason: 'MAC mismatch (body or request)', binding: 'none' };
   if (install.revoked) return { signal: 'revoked', kid, ts, nonce, reason: 'install revoked', binding: 'none' };
-  if (options.nonceStore !== undefined && !(await options.nonceStore.add(kid, nonce, Math.max(ts, now) + window)))
+  if (options.nonceStore !== undefined && !(await options.nonceStore.add(kid, nonce, Math.max(ts, now) + window, ts)))
     return { signal: 'replayed', kid, ts, nonce, binding: 'none' };
   if (Math.abs(now - ts) > window) return { signal: 'stale', kid, ts, nonce, reason: `timestamp ${now - ts} s from now`, binding: 'none' };
   return { signal: 'valid', kid, ts, nonce, binding: 'install' };
