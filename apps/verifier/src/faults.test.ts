@@ -21,6 +21,7 @@ import Database from 'better-sqlite3';
 import { request } from 'undici';
 import { afterAll, describe, expect, it } from 'vitest';
 import { devEnvironment, loadConfig } from './config.js';
+import { VerifierConfigError } from './errors.js';
 import { startMockUpstream } from './mock-upstream.js';
 import { PgRedisStorage } from './pg-storage.js';
 import { createVerifier, type Verifier } from './server.js';
@@ -81,13 +82,15 @@ describe.runIf(hasRedis && process.env.MOAT_TEST_POSTGRES_URL !== undefined)('Re
     cleanups.push(() => tap.close());
     const tapAuthority = `127.0.0.1:${(tap.address() as AddressInfo).port}`;
     for (const text of ['captured once', 'captured for the outage'])
-      await (await attested(`http://${tapAuthority}/v1/messages`, { method: 'POST', headers: { 'x-api-key': key }, body: ask(text) })).arrayBuffer();
+      await (
+        await attested(`http://${tapAuthority}/v1/messages`, { method: 'POST', headers: { 'x-api-key': key }, body: ask(text) })
+      ).arrayBuffer();
     // Replayed exactly as captured: the same bytes, key and Host (which the r1 stamp covers).
     const replay = async (which = 0) => {
       const res = await request(`${url}/v1/messages`, {
         method: 'POST',
         headers: { host: tapAuthority, 'x-api-key': key, 'content-type': 'application/json' },
-        body: captured[which],
+        body: captured[which] ?? Buffer.alloc(0),
       });
       return new Response(await res.body.arrayBuffer(), { status: res.statusCode });
     };
@@ -139,6 +142,52 @@ describe.runIf(hasRedis && process.env.MOAT_TEST_POSTGRES_URL !== undefined)('Re
         })
       ).status,
     ).toBe(200);
+  });
+});
+
+describe.runIf(hasRedis && process.env.MOAT_TEST_POSTGRES_URL !== undefined)('Redis that may evict', { timeout: 60_000 }, () => {
+  const open = (url: string) =>
+    PgRedisStorage.open(process.env.MOAT_TEST_POSTGRES_URL as string, url, randomBytes(32), {
+      redisPrefix: `evict-${randomBytes(4).toString('hex')}:`,
+    });
+
+  it('refuses to start on a replay cache that may evict nonces, naming the setting and what it found', async () => {
+    for (const policy of ['allkeys-lru', 'volatile-lru', 'volatile-ttl', 'allkeys-random']) {
+      const redis = await ownRedis(['--maxmemory', '64mb', '--maxmemory-policy', policy]);
+      const refused = await open(redis.url).then(
+        (storage) => storage.close().then(() => undefined),
+        (error: unknown) => error,
+      );
+      expect(refused).toBeInstanceOf(VerifierConfigError);
+      expect((refused as VerifierConfigError).setting).toBe('redisUrl');
+      expect((refused as Error).message).toContain(`maxmemory 67108864 bytes with maxmemory-policy ${policy}`);
+      expect((refused as Error).message).toContain('noeviction');
+      await redis.stop();
+    }
+    // No limit (an evicting policy then never runs), or no eviction: it starts.
+    for (const args of [
+      ['--maxmemory-policy', 'allkeys-lru'],
+      ['--maxmemory', '64mb', '--maxmemory-policy', 'noeviction'],
+    ]) {
+      const redis = await ownRedis(args);
+      const storage = await open(redis.url);
+      expect((await storage.readiness()).every((c) => c.ok)).toBe(true);
+      await storage.close();
+      await redis.stop();
+    }
+  });
+
+  it('is not ready while eviction is turned on at run time, and ready again once it is off', async () => {
+    const redis = await ownRedis(['--maxmemory', '64mb', '--maxmemory-policy', 'noeviction']);
+    const storage = await open(redis.url);
+    cleanups.push(() => storage.close());
+    const port = new URL(redis.url).port;
+    const policy = (name: string) => spawnSync('redis-cli', ['-p', port, 'config', 'set', 'maxmemory-policy', name]).stdout.toString();
+    expect(policy('volatile-lru')).toContain('OK');
+    const check = async () => (await storage.readiness()).find((c) => c.name === 'replay_cache');
+    expect(await check()).toMatchObject({ ok: false, error: expect.stringContaining('maxmemory-policy volatile-lru') });
+    expect(policy('noeviction')).toContain('OK');
+    expect(await check()).toMatchObject({ ok: true });
   });
 });
 

@@ -153,6 +153,14 @@ export class PgRedisStorage implements Storage {
       await pool.end().catch(() => undefined);
       throw new VerifierConfigError('redisUrl', 'a reachable Redis server', errorMessage(error));
     });
+    // A Redis that evicts keys under memory pressure forgets nonces (they carry a TTL, which the
+    // volatile-* policies evict first) and keeps the epoch marker: replays would pass unseen.
+    const evicting = await evictionPolicy(redis).catch((error: unknown) => `no answer to INFO memory (${errorMessage(error)})`);
+    if (evicting !== undefined) {
+      redis.disconnect();
+      await pool.end().catch(() => undefined);
+      throw new VerifierConfigError('redisUrl', NEVER_EVICTS, evicting);
+    }
     const prefix = options.redisPrefix ?? 'moat:';
     const storage = new PgRedisStorage(pool, redis, pepper, prefix, options.windowSec ?? 300);
     await storage.installs.migrate();
@@ -307,8 +315,7 @@ export class PgRedisStorage implements Storage {
     // A stamp made before the replay cache forgot its nonces may have been served then: refuse it —
     // retryably, for a genuine client in flight at the loss signs a fresh stamp that passes.
     // (`expiresAt` alone cannot tell: for a stamp from the past it counts from the check, not the stamp.)
-    const predates =
-      madeAt === undefined ? expiresAt * 1000 < this.#lostAtMs + this.#windowSec * 1000 : madeAt * 1000 < this.#lostAtMs;
+    const predates = madeAt === undefined ? expiresAt * 1000 < this.#lostAtMs + this.#windowSec * 1000 : madeAt * 1000 < this.#lostAtMs;
     if (this.#lostAtMs > 0 && predates)
       throw new ReplayCacheResetError(
         'ERR_REPLAY_CACHE_RESET',
@@ -483,7 +490,12 @@ export class PgRedisStorage implements Storage {
   async readiness(): Promise<ReadinessCheck[]> {
     return Promise.all([
       probe('records', () => this.#probeWrite()),
-      probe('replay_cache', async () => this.#checkEpoch((await this.#redis.get(this.#epochKey)) ?? null)),
+      probe('replay_cache', async () => {
+        await this.#checkEpoch((await this.#redis.get(this.#epochKey)) ?? null);
+        // Set at run time (CONFIG SET) as well as at start: not ready while it could forget nonces.
+        const evicting = await evictionPolicy(this.#redis);
+        if (evicting !== undefined) throw new Error(`expected ${NEVER_EVICTS}, got ${evicting}`);
+      }),
     ]);
   }
 
@@ -514,4 +526,21 @@ export class PgRedisStorage implements Storage {
     await this.#pool.end();
     this.#redis.disconnect();
   }
+}
+
+/** What a replay cache must be: nothing it holds is ever evicted. */
+const NEVER_EVICTS = 'a Redis that never evicts the replay cache (maxmemory-policy noeviction, or maxmemory 0)';
+
+/**
+ * The eviction setting of a Redis that may evict keys (`maxmemory 67108864 bytes with
+ * maxmemory-policy allkeys-lru`), or `undefined` when it never does: no `maxmemory`, or the
+ * `noeviction` policy (writes then fail when memory is full: refused, never forgotten). Read
+ * from `INFO memory`, which servers that rename `CONFIG` still answer.
+ */
+async function evictionPolicy(redis: Redis): Promise<string | undefined> {
+  const info = await redis.info('memory');
+  const field = (name: string) => new RegExp(`^${name}:(.*?)\\r?$`, 'm').exec(info)?.[1];
+  const maxmemory = Number(field('maxmemory') ?? '0');
+  const policy = field('maxmemory_policy') ?? 'noeviction';
+  return maxmemory > 0 && policy !== 'noeviction' ? `maxmemory ${maxmemory} bytes with maxmemory-policy ${policy}` : undefined;
 }

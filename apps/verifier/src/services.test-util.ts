@@ -39,11 +39,15 @@ export async function until(check: () => Promise<boolean> | boolean, what: strin
 }
 
 /** A Redis of this test's own, without persistence, that it may stop and start. */
-export async function ownRedis(): Promise<{ url: string; stop(): Promise<void>; start(): Promise<void>; hang(hung: boolean): void }> {
+export async function ownRedis(
+  args: readonly string[] = [],
+): Promise<{ url: string; stop(): Promise<void>; start(): Promise<void>; hang(hung: boolean): void }> {
   const port = await freePort();
   let proc: ChildProcess | undefined;
   const start = async () => {
-    proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+    proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', ...args], {
+      stdio: 'ignore',
+    });
     await until(
       () =>
         spawnSync('redis-cli', ['-p', String(port), 'ping'])
@@ -54,7 +58,8 @@ export async function ownRedis(): Promise<{ url: string; stop(): Promise<void>; 
   };
   const stop = async () => {
     const p = proc;
-    if (p === undefined || p.exitCode !== null) return;
+    // Killed by a signal, a process has a signalCode and no exitCode.
+    if (p === undefined || p.exitCode !== null || p.signalCode !== null) return;
     const exited = once(p, 'exit');
     p.kill('SIGKILL');
     await exited;
