@@ -9,6 +9,7 @@ import Anthropic from '@anthropic-ai/sdk';
 import { tagFingerprint } from '@moat/fingerprint/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { devEnvironment, loadConfig } from './config.js';
+import { paddedPdf } from './pdf.test-util.js';
 import { createVerifier, type Verifier } from './server.js';
 
 let verifier: Verifier;
@@ -169,6 +170,47 @@ describe('Message Batches', () => {
     expect((await verifier.storage.summary()).total).toBe(before + 3);
     const records = await verifier.storage.queryRecords({ limit: 3 });
     expect(records.every((r) => r.verdict === 'block' || r.reasons[0] === 'batch item fine')).toBe(true);
+  });
+
+  it('one body, one decode budget: a batch of PDFs padded to 8 MB each inflates 32 MiB in all, and the items past it say their trace was cut', async () => {
+    const document = (word: string) => ({
+      type: 'document' as const,
+      source: {
+        type: 'base64' as const,
+        media_type: 'application/pdf' as const,
+        data: paddedPdf(8_000_000, word).toString('base64'),
+      },
+    });
+    const requests = Array.from({ length: 6 }, (_, i) => ({
+      custom_id: `doc${i}`,
+      params: {
+        model: 'claude-mock',
+        max_tokens: 16,
+        messages: [
+          { role: 'user' as const, content: [document(`word${i}`), { type: 'text' as const, text: 'summarize' }] },
+        ],
+      },
+    }));
+    // Traced from the first item on: the decoy index is built (until then, each item says it was not traced).
+    for (let i = 0; i < 100 && (await fetch(`${base}/readyz`)).status !== 200; i++)
+      await new Promise((r) => setTimeout(r, 50));
+    await sdk(apiKey).messages.batches.create({ requests });
+    const items = (await verifier.storage.queryRecords({ limit: 7 })).filter((r) =>
+      r.reasons[0]?.startsWith('batch item doc'),
+    );
+    const cutOf = (id: string) =>
+      items
+        .find((r) => r.reasons[0] === `batch item ${id}`)
+        ?.reasons.filter((r) => r.startsWith('decoy trace incomplete')) ?? ['no record'];
+    // Four fit in 32 MiB (the decoy calls are read first, with the same budget); the fifth finds too little left, which spends it.
+    expect(requests.map((r) => cutOf(r.custom_id))).toEqual([
+      [],
+      [],
+      [],
+      [],
+      ['decoy trace incomplete: pdf_inflate_budget'],
+      ['decoy trace incomplete: pdf_inflate_budget'],
+    ]);
   });
 
   it('a batch of many blocked items: every item recorded, the batch record names 18 and counts the rest', async () => {

@@ -12,7 +12,7 @@ import { decoyPeriod, decoyTools } from '@moat/distill-guard/server';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { devEnvironment, loadConfig, type VerifierConfig } from './config.js';
 import { handleMockRequest } from './mock-upstream.js';
-import { pdfOf } from './pdf.test-util.js';
+import { encryptedPdfOf, pdfOf } from './pdf.test-util.js';
 import { routeTable } from './routes/table.js';
 import { createVerifier, type Verifier } from './server.js';
 
@@ -267,6 +267,21 @@ describe('Files, per API key', () => {
     expect(res.status).toBe(200);
     const { id } = (await res.json()) as { id: string };
     expect((await verifier.storage.fileOf(id))?.tracedTo).toEqual([{ apiKeyId: ids.alice, confidence: expect.any(Number) }]);
+    // The body's first 4 MiB were read, not all of it: the record says so.
+    expect((await lastRecord())?.reasons).toContain('decoy trace incomplete: upload_bytes');
+  });
+
+  it('says in the record when an upload was not read whole: past its first 4 MiB, an encrypted PDF; nothing for one read whole', async () => {
+    const cutsOf = async (bytes: Buffer, name: string, type: string) => {
+      await sdk(keys.bob).beta.files.upload({ file: await toFile(bytes, name, { type }) });
+      return (await lastRecord())?.reasons.filter((r) => r.startsWith('decoy trace incomplete'));
+    };
+    expect(await cutsOf(Buffer.from('short notes'), 'notes.txt', 'text/plain')).toEqual([]);
+    expect(await cutsOf(pdfOf('plain words'), 'plain.pdf', 'application/pdf')).toEqual([]);
+    expect(await cutsOf(Buffer.alloc(5 * 1024 * 1024, 'n'), 'long.txt', 'text/plain')).toEqual(['decoy trace incomplete: upload_bytes']);
+    expect(await cutsOf(encryptedPdfOf('secret words'), 'locked.pdf', 'application/pdf')).toEqual([
+      'decoy trace incomplete: pdf_encrypted',
+    ]);
   });
 
   it('refuses a coded upload 415, recorded: its trace would read the compressed bytes', async () => {

@@ -13,6 +13,8 @@ export interface VerifierMetrics {
   readonly telemetryEvents: Counter<'type'>;
   /** Enrollment attempts of per-install keys, by outcome. */
   readonly enrollments: Counter<'outcome'>;
+  /** Requests and uploads whose decoy trace did not read all of them, by where it was cut. */
+  readonly traceCuts: Counter<'cut'>;
   /** Decoy calls kept from clients since start. */
   decoyCallCount: number;
 }
@@ -26,6 +28,20 @@ export function labelValue(value: string): string {
   const text = escapeControl(value);
   return text.length > 128 ? `${text.slice(0, 128)}…` : text;
 }
+
+/** Where a decoy trace can be cut: the reader's own cuts, an upload read for its first bytes only, and no index to trace against yet. */
+export const TRACE_CUTS = [
+  'pdf_stream_cap',
+  'pdf_inflate_budget',
+  'pdf_stream_count',
+  'pdf_encrypted',
+  'chars',
+  'upload_bytes',
+  'no_index',
+] as const;
+
+/** One of {@link TRACE_CUTS}. */
+export type TraceCut = (typeof TRACE_CUTS)[number];
 
 /** Creates the registry and the series; process metrics included. */
 export function createMetrics(): VerifierMetrics {
@@ -68,9 +84,16 @@ export function createMetrics(): VerifierMetrics {
       labelNames: ['outcome'],
       registers: [registry],
     }),
+    traceCuts: new Counter({
+      name: 'moat_decoy_trace_cuts_total',
+      help: 'Requests and uploads the decoy trace did not read whole, by where it was cut (a budget spent, an encrypted PDF, an upload past its first bytes)',
+      labelNames: ['cut'],
+      registers: [registry],
+    }),
     decoyCallCount: 0,
   };
   for (const outcome of ENROLL_OUTCOMES) metrics.enrollments.inc({ outcome }, 0);
+  for (const cut of TRACE_CUTS) metrics.traceCuts.inc({ cut }, 0);
   // Every signal value of the registry is a series from the start, at 0, so rates and alerts see it before it happens.
   for (const row of SIGNAL_ROWS) for (const value of row.values) metrics.signals.inc({ layer: row.metric, value }, 0);
   return metrics;

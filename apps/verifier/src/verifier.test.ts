@@ -11,7 +11,7 @@ import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { devEnvironment, loadConfig, type VerifierConfig } from './config.js';
 import { mockMessages } from './mock-upstream.js';
-import { pdfOf } from './pdf.test-util.js';
+import { encryptedPdfOf, paddedPdf, pdfOf } from './pdf.test-util.js';
 import { postRaw } from './raw-request.test-util.js';
 import { createVerifier, type Verifier } from './server.js';
 import { upstreamCallsLeft } from './services.test-util.js';
@@ -365,6 +365,24 @@ describe('moat-verifier', () => {
     );
     await post(attested as typeof fetch, { ...sdk.request, anti_distillation: ['fake_tools'] });
     expect((await lastRecord())?.decoys).toBe(0);
+  });
+
+  it('says in the record when the decoy trace did not read a request whole: an encrypted PDF, a spent decode budget', async () => {
+    const cutOf = async (pdfs: Buffer[]) => {
+      const documents = pdfs.map((pdf) => ({
+        type: 'document',
+        source: { type: 'base64', media_type: 'application/pdf', data: pdf.toString('base64') },
+      }));
+      const body = request('Thanks', { messages: [{ role: 'user', content: [...documents, { type: 'text', text: 'summarize' }] }] });
+      expect((await post(fetch, body)).status).toBe(200);
+      return (await lastRecord())?.reasons.filter((r) => r.startsWith('decoy trace incomplete'));
+    };
+    expect(await cutOf([pdfOf('plain words')])).toEqual([]);
+    expect(await cutOf([encryptedPdfOf('secret words')])).toEqual(['decoy trace incomplete: pdf_encrypted']);
+    // Five PDFs padded to 8 MB: the request's 32 MiB is spent before the fifth is read.
+    expect(await cutOf(Array.from({ length: 5 }, (_, i) => paddedPdf(8_000_000, `w${i}`)))).toEqual([
+      'decoy trace incomplete: pdf_inflate_budget',
+    ]);
   });
 
   it('replayed, tampered, injected and relayed bodies are blocked with a reason', async () => {

@@ -1,5 +1,5 @@
 import { isUtf8 } from 'node:buffer';
-import { type PdfTextLimits, pdfText } from './pdf-text.js';
+import { type PdfTextLimits, pdfText, type TextCut } from './pdf-text.js';
 
 /** The first bytes of the image formats the API takes (PNG, JPEG, GIF, WebP's RIFF). */
 const IMAGE_MAGIC = [Buffer.from([0x89, 0x50, 0x4e, 0x47]), Buffer.from([0xff, 0xd8, 0xff]), Buffer.from('GIF8'), Buffer.from('RIFF')];
@@ -10,6 +10,8 @@ export interface DocumentTextOptions {
   readonly maxChars?: number;
   /** Bytes the PDFs of one request may still inflate together, counted down (see {@link PdfTextLimits}). */
   readonly shared?: { inflateLeft: number };
+  /** Where the read was cut ({@link TextCut}), added to as it goes. */
+  readonly cuts?: Set<TextCut>;
 }
 
 /** Whether bytes are a PDF: its header in the first KiB, where readers look for it (anything may come before). */
@@ -109,11 +111,16 @@ export function documentText(mediaType: unknown, document: Uint8Array, options: 
   const bytes = Buffer.from(document.buffer, document.byteOffset, document.byteLength);
   const { type, charset } = mediaTypeOf(mediaType);
   if (bytes.length === 0) return undefined;
-  const cap = (text: string) => (text.length > maxChars ? text.slice(0, maxChars) : text);
+  const cap = (text: string) => {
+    if (text.length <= maxChars) return text;
+    options.cuts?.add('chars');
+    return text.slice(0, maxChars);
+  };
   if (isPdf(bytes)) {
     const texts = pdfText(bytes, {
       ...(Number.isFinite(maxChars) ? { maxChars } : {}),
       ...(options.shared === undefined ? {} : { shared: options.shared }),
+      ...(options.cuts === undefined ? {} : { cuts: options.cuts }),
     });
     return texts.length === 0 ? undefined : texts.join('\n');
   }

@@ -7,7 +7,7 @@ import { launchChromium } from '@moat/test-kit/browser';
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import { base64Text } from './base64-text.js';
-import { pdfText } from './pdf-text.js';
+import { pdfText, type TextCut } from './pdf-text.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'moat-pdf-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -244,6 +244,32 @@ describe('pdfText', () => {
     // Two bombs fit in 20 MB; the third finds the budget too small, which spends it: from then on nothing is inflated.
     expect(found).toEqual([true, true, false, false, false, false]);
     expect(shared.inflateLeft).toBe(0);
+  });
+
+  it('says where it was cut: a stream past 16 MiB, a spent budget, an encrypted file, the characters asked for; nothing for a whole read', () => {
+    const read = (pdf: Buffer, limits: Parameters<typeof pdfText>[1] = {}) => {
+      const cuts = new Set<TextCut>();
+      const texts = pdfText(pdf, { ...limits, cuts });
+      return { texts, cuts: [...cuts].sort() };
+    };
+    const plain = ghostscriptPdf(['nothing was cut here']);
+    expect(read(plain)).toEqual({ texts: ['nothing was cut here'], cuts: [] });
+    expect(read(objectStreams(plain)).cuts).toEqual([]);
+    // One stream of 20 MB: decoded to 16 MiB, the rest cut; the stream after it is still read.
+    const big = read(handMade([`BT (${'a'.repeat(20_000_000)}) Tj ET`, 'BT (after the big one) Tj ET']));
+    expect(big.cuts).toEqual(['pdf_stream_cap']);
+    expect(big.texts).toContain('after the big one');
+    // A budget smaller than the stream, then none left for the next.
+    expect(read(handMade(['BT (first words) Tj ET', 'BT (second words) Tj ET']), { shared: { inflateLeft: 10 } }).cuts).toEqual([
+      'pdf_inflate_budget',
+    ]);
+    expect(read(handMade(['BT (one two three four) Tj ET', 'BT (five six) Tj ET']), { maxChars: 7 }).cuts).toEqual(['chars']);
+    // qpdf's encryption with empty passwords (AES-256 and RC4), which any reader opens.
+    writeFileSync(join(dir, 'plain.pdf'), plain);
+    for (const bits of ['256', '128', '40']) {
+      execFileSync('qpdf', ['--allow-weak-crypto', '--encrypt', '', '', bits, '--', join(dir, 'plain.pdf'), join(dir, 'enc.pdf')]);
+      expect(read(readFileSync(join(dir, 'enc.pdf'))).cuts).toEqual(['pdf_encrypted']);
+    }
   });
 
   it('throws nothing on any bytes, a real PDF cut or altered anywhere included', () => {

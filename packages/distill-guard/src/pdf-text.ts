@@ -1,5 +1,15 @@
 import { decodeStream, streamFilters } from './pdf-filters.js';
 
+/**
+ * Why a read left part of a document unread, so a trace can say it was not whole:
+ * - `pdf_stream_cap`: a PDF stream decoded past 16 MiB (the rest of it not read);
+ * - `pdf_inflate_budget`: the bytes a PDF, or all the PDFs of a request, may inflate were spent;
+ * - `pdf_stream_count`: a PDF of more than 20,000 streams (the rest not read);
+ * - `pdf_encrypted`: an encrypted PDF (its strings and streams read as they are, undecrypted);
+ * - `chars`: the characters a trace reads were spent.
+ */
+export type TextCut = 'pdf_stream_cap' | 'pdf_inflate_budget' | 'pdf_stream_count' | 'pdf_encrypted' | 'chars';
+
 /** Bounds on what one PDF may cost to read: its streams inflated, and the text taken from them. */
 export interface PdfTextLimits {
   /** Bytes inflated from all of its streams together (default 32 MiB): a zip bomb stops here. */
@@ -11,6 +21,8 @@ export interface PdfTextLimits {
    * PDFs shares one): a read inflates at most the smaller of this and `maxInflatedBytes`.
    */
   readonly shared?: { inflateLeft: number };
+  /** Where the read was cut, added to as it goes (several reads may share one set). */
+  readonly cuts?: Set<TextCut>;
 }
 
 /** The most streams of one PDF decoded (a document of thousands of pages has about as many). */
@@ -30,6 +42,8 @@ const STREAM_RE = /stream\r?\n/g;
 const OBJ_RE = /(?<!\d)(\d{1,10})[ \t\r\n]{1,16}\d{1,5}[ \t\r\n]{1,16}obj\b/g;
 const FONT_DICT_RE = /\/Font\s{0,16}<<([^>]{0,4096})>>/g;
 const FONT_ENTRY_RE = /\/([^\s/<>[\]()]{1,127})\s{1,16}(\d{1,10})\s{1,16}\d{1,5}\s{1,16}R/g;
+/** A trailer's or cross-reference stream's `/Encrypt` entry: a reference or a dictionary. */
+const ENCRYPT_RE = /\/Encrypt[ \t\r\n]{0,16}(?:\d{1,10}[ \t\r\n]{1,16}\d{1,5}[ \t\r\n]{1,16}R|<<)/;
 const SKIPPED_STREAM_RE = /\/Length[123]\b|\/Subtype\s{0,16}\/(Image|Type1C|CIDFontType0C|OpenType)\b/;
 const TO_UNICODE_RE = /\/ToUnicode\s{1,16}(\d{1,10})\s{1,16}\d{1,5}\s{1,16}R/;
 const HEX = '<([0-9a-fA-F\\s]{0,64})>';
@@ -312,6 +326,8 @@ export function pdfText(pdf: Uint8Array, limits: PdfTextLimits = {}): string[] {
   const shared = limits.shared ?? { inflateLeft: Number.POSITIVE_INFINITY };
   let inflateLeft = Math.min(limits.maxInflatedBytes ?? 32 * 1024 * 1024, shared.inflateLeft);
   const inflateBudget = inflateLeft;
+  const cut = (why: TextCut) => limits.cuts?.add(why);
+  if (ENCRYPT_RE.test(raw)) cut('pdf_encrypted');
   // Every stream, decoded where it can be: its dictionary and its text.
   const streams: Array<{ dict: string; text: string; objnum: number }> = [];
   const objects = [...raw.matchAll(OBJ_RE)].map((m) => ({ num: Number(m[1]), at: m.index }));
@@ -330,11 +346,17 @@ export function pdfText(pdf: Uint8Array, limits: PdfTextLimits = {}): string[] {
     streamRe.lastIndex = end + 'endstream'.length;
     // Images and embedded font programs hold no text operators: not inflated at all.
     if (SKIPPED_STREAM_RE.test(dict)) continue;
-    if (streams.length >= MAX_STREAMS) break;
+    if (streams.length >= MAX_STREAMS) {
+      cut('pdf_stream_count');
+      break;
+    }
     let data: Buffer = bytes.subarray(start, end);
     const filters = streamFilters(dict);
     if (filters.length > 0) {
-      if (inflateLeft <= 0) continue;
+      if (inflateLeft <= 0) {
+        cut('pdf_inflate_budget');
+        continue;
+      }
       // One stream decodes to 16 MiB at most, the rest cut: a bomb left unused in the file
       // spends that much of the budget, not all of it.
       const cap = Math.min(inflateLeft, STREAM_BYTES);
@@ -342,6 +364,7 @@ export function pdfText(pdf: Uint8Array, limits: PdfTextLimits = {}): string[] {
       // An image's coding, a crypt filter, bytes that do not decode: nothing this reader can use.
       if (decoded === undefined) continue;
       data = decoded.bytes;
+      if (decoded.truncated) cut(cap < STREAM_BYTES ? 'pdf_inflate_budget' : 'pdf_stream_cap');
       inflateLeft -= decoded.truncated ? cap : data.length;
     }
     streams.push({ dict, text: data.toString('latin1'), objnum: obj?.num ?? -1 });
@@ -382,7 +405,10 @@ export function pdfText(pdf: Uint8Array, limits: PdfTextLimits = {}): string[] {
   const out: string[] = [];
   const budget = { left: limits.maxChars ?? 16 * 1024 * 1024 };
   for (const stream of streams) {
-    if (budget.left <= 0) break;
+    if (budget.left <= 0) {
+      cut('chars');
+      break;
+    }
     if (/\/Type\s*\/(ObjStm|XRef|Metadata)/.test(stream.dict)) continue;
     if (stream.text.includes('begincmap') || !/\b(Tj|TJ)\b/.test(stream.text)) continue;
     contentText(stream.text, fonts, out, budget);

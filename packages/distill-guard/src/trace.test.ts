@@ -1,7 +1,9 @@
 import { randomBytes } from 'node:crypto';
+import { deflateSync } from 'node:zlib';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { decoyPeriod, decoyTools } from './decoys.js';
+import type { TextCut } from './pdf-text.js';
 import { CanaryIndex, decoyTraceText, decoyTraceTexts } from './trace.js';
 
 const secret = randomBytes(32);
@@ -440,6 +442,48 @@ describe('decoyTraceTexts', () => {
     expect(decoyTraceText(request)).toBe(texts.join('\n'));
     expect(decoyTraceTexts(null)).toEqual([]);
     expect(decoyTraceTexts({ messages: 'x'.repeat(10) })).toEqual(['x'.repeat(10)]);
+  });
+
+  it('says where it was cut, when asked: the characters spent; a whole read adds nothing', () => {
+    const request = { messages: [{ role: 'user', content: 'a'.repeat(60) }], system: 'the system prompt', metadata: { user_id: 'u' } };
+    const cutsOf = (limit: number) => {
+      const cuts = new Set<TextCut>();
+      decoyTraceTexts(request, limit, { cuts });
+      return [...cuts];
+    };
+    expect(cutsOf(Number.POSITIVE_INFINITY)).toEqual([]);
+    expect(cutsOf(10_000)).toEqual([]);
+    expect(cutsOf(30)).toEqual(['chars']); // the conversation itself cut
+    expect(cutsOf(60)).toEqual(['chars']); // the conversation whole, the system prompt left out
+  });
+
+  it('shares one decode budget over requests read together, and says when it ran out', () => {
+    // A PDF whose one Flate stream inflates to 8 MB of padding, then shows a word.
+    const bomb = (word: string) => {
+      const data = deflateSync(Buffer.from(`BT (${'a'.repeat(8_000_000)}) Tj ET BT (${word}) Tj ET`, 'latin1'));
+      const pdf = Buffer.concat([
+        Buffer.from(`%PDF-1.4\n1 0 obj\n<</Filter /FlateDecode /Length ${data.length}>> stream\n`),
+        data,
+        Buffer.from('\nendstream\nendobj\n%%EOF\n'),
+      ]);
+      const document = { type: 'document', source: { type: 'base64', media_type: 'application/pdf', data: pdf.toString('base64') } };
+      return { messages: [{ role: 'user', content: [document] }] };
+    };
+    const inflate = { inflateLeft: 20_000_000 };
+    const read = Array.from({ length: 4 }, (_, i) => {
+      const cuts = new Set<TextCut>();
+      const found = decoyTraceTexts(bomb(`word${i}`), Number.POSITIVE_INFINITY, { cuts, inflate }).some((t) => t.includes(`word${i}`));
+      return [found, [...cuts]];
+    });
+    // Two fit in 20 MB; the third finds too little left, which spends it; the fourth inflates nothing.
+    expect(read).toEqual([
+      [true, []],
+      [true, []],
+      [false, ['pdf_inflate_budget']],
+      [false, ['pdf_inflate_budget']],
+    ]);
+    // Alone, each request has a budget of its own.
+    expect(decoyTraceTexts(bomb('alone'), Number.POSITIVE_INFINITY).some((t) => t.includes('alone'))).toBe(true);
   });
 });
 

@@ -2,6 +2,7 @@ import { isUtf8 } from 'node:buffer';
 import { base64Text, utf16Of } from './base64-text.js';
 import { decoyTools } from './decoys.js';
 import { DistillGuardError } from './errors.js';
+import type { TextCut } from './pdf-text.js';
 
 /** Evidence that ties a text to a key. */
 export interface TraceEvidence {
@@ -586,8 +587,12 @@ function attributionsOf(state: TraceState, threshold: number): Attribution[] {
 export const DECOY_TRACE_LIMIT = 262_144;
 
 function textsOf(value: unknown, out: string[], budget: TextBudget): void {
-  if (budget.left <= 0) return;
+  if (budget.left <= 0) {
+    if (value !== undefined && value !== null && value !== '') budget.cuts?.add('chars');
+    return;
+  }
   if (typeof value === 'string') {
+    if (value.length > budget.left) budget.cuts?.add('chars');
     out.push(value.slice(0, budget.left));
     budget.left -= value.length;
   } else if (Array.isArray(value)) for (const item of value) textsOf(item, out, budget);
@@ -633,18 +638,33 @@ function plainTextOf(value: object, budget: TextBudget): string | undefined {
   if (typeof source.type !== 'string' || source.type.toLowerCase() !== 'base64' || typeof source.data !== 'string') return undefined;
   return base64Text(source.media_type, source.data, {
     ...(Number.isFinite(budget.left) ? { maxChars: budget.left } : {}),
-    shared: budget,
+    shared: budget.inflate,
+    ...(budget.cuts === undefined ? {} : { cuts: budget.cuts }),
   });
 }
 
 /** What one request's texts may still take: characters, and bytes its PDFs may decode (32 MiB in all). */
 interface TextBudget {
   left: number;
-  inflateLeft: number;
+  /** Bytes its PDFs may still inflate: the request's own, or shared with other reads (a batch's items). */
+  readonly inflate: { inflateLeft: number };
+  /** Where the trace was cut, when the caller asked. */
+  readonly cuts?: Set<TextCut>;
 }
 
-/** Bytes all the PDFs of one request may inflate together. */
-const REQUEST_INFLATE_BYTES = 32 * 1024 * 1024;
+/** What {@link decoyTraceTexts} reports and shares beyond its own request. */
+export interface TraceTextsOptions {
+  /** Where the read was cut ({@link TextCut}), added to as it goes. */
+  readonly cuts?: Set<TextCut>;
+  /**
+   * Bytes the PDFs may still inflate, counted down, shared by several requests read together
+   * (the items of one Message Batch: one body, one budget). Default: {@link TRACE_INFLATE_BYTES} for this request.
+   */
+  readonly inflate?: { inflateLeft: number };
+}
+
+/** Bytes all the PDFs of one request (or of requests read together, a batch's items) may inflate together. */
+export const TRACE_INFLATE_BYTES = 32 * 1024 * 1024;
 
 /** The members of a request besides `messages` a decoy can be hidden in, read after the conversation. */
 const TRACED_MEMBERS = ['system', 'tools', 'tool_choice', 'metadata', 'stop_sequences', 'mcp_servers'] as const;
@@ -671,18 +691,27 @@ const UNTRACED_MEMBERS: ReadonlySet<string> = new Set([
  * made). Pass the request as its client sent it: the decoys a verifier
  * adds to the forwarded copy are its own, not evidence. A base64 source is read decoded
  * wherever it carries text, whatever media type it claims: text in UTF-8 or UTF-16, and what a
- * PDF shows ({@link base64Text}).
+ * PDF shows ({@link base64Text}). Where the read was cut — the characters spent, a PDF's
+ * decode budget, an encrypted PDF — is added to `options.cuts` ({@link TextCut}), when given:
+ * a trace that found nothing in a request not read whole can say so. Requests read together
+ * (a batch's items) share one decode budget through `options.inflate`.
  *
  * @example
  * ```ts
  * const hits = index.trace(decoyTraceTexts(request), 0.7); // keys whose decoys the request replays
+ * const cuts = new Set<TextCut>();
+ * index.traceLong(decoyTraceTexts(request, Infinity, { cuts }), 0.7); // cuts: e.g. {'pdf_encrypted'}
  * ```
  */
-export function decoyTraceTexts(request: unknown, limit = DECOY_TRACE_LIMIT): string[] {
+export function decoyTraceTexts(request: unknown, limit = DECOY_TRACE_LIMIT, options: TraceTextsOptions = {}): string[] {
   if (typeof request !== 'object' || request === null) return [];
   const members = request as Record<string, unknown>;
   const out: string[] = [];
-  const budget: TextBudget = { left: limit, inflateLeft: REQUEST_INFLATE_BYTES };
+  const budget: TextBudget = {
+    left: limit,
+    inflate: options.inflate ?? { inflateLeft: TRACE_INFLATE_BYTES },
+    ...(options.cuts === undefined ? {} : { cuts: options.cuts }),
+  };
   textsOf(members.messages, out, budget);
   const conversation = out.length;
   for (const name of TRACED_MEMBERS) textsOf(members[name], out, budget);

@@ -8,6 +8,7 @@
 
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { setImmediate as nextTurn } from 'node:timers/promises';
+import { TRACE_INFLATE_BYTES } from '@moat/distill-guard/server';
 import { authenticate } from '../auth.js';
 import { ApiError } from '../errors.js';
 import { assertOwnFiles, mayNameFiles } from '../file-owners.js';
@@ -124,6 +125,8 @@ async function checkItems(
   const attestation = await checkStamp(raw, request, saysUnattested(req.headers), services);
   batchLedger.set({ attestation: attestation.signal });
   const checked: CheckedItem[] = [];
+  // One body, one decode budget: a batch of many small PDF bombs inflates what one request may.
+  const inflate = { inflateLeft: TRACE_INFLATE_BYTES };
   for (const [i, item] of batch.items.entries()) {
     // A large batch is many requests' work: other requests get their turns between its parts.
     if (i > 0 && i % ITEMS_PER_TURN === 0) await nextTurn();
@@ -140,6 +143,7 @@ async function checkItems(
         keyId,
         remoteAddress: req.socket.remoteAddress,
         attestation,
+        inflate,
       },
       services,
     );

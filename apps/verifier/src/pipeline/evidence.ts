@@ -6,6 +6,9 @@ import {
   DECOY_TRACE_LIMIT,
   decoyTraceTexts,
   type RequestBlocksCheck,
+  type TextCut,
+  TRACE_INFLATE_BYTES,
+  type TraceTextsOptions,
   verifyRequestBlocks,
 } from '@moat/distill-guard/server';
 import { checkFingerprint, type FingerprintCheck, type KeyClassification } from '@moat/fingerprint/server';
@@ -48,6 +51,10 @@ export interface Evidence {
   readonly decoy: {
     readonly signal: DecoySignal;
     readonly tracedTo: ReadonlyArray<{ readonly apiKeyId: string; readonly confidence: number }>;
+    /** Where the trace did not read the request whole (empty when it did). */
+    readonly cuts: readonly TextCut[];
+    /** Whether the decoy index was there to trace against (not before its first build). */
+    readonly indexed: boolean;
   };
 }
 
@@ -73,6 +80,7 @@ async function traceDecoys(
   index: Pick<CanaryIndex, 'traceLong'> | undefined,
   body: MessagesRequest,
   keyId: string,
+  read: TraceTextsOptions,
 ): Promise<Array<{ apiKeyId: string; confidence: number }>> {
   if (index === undefined) return [];
   const calls: unknown[] = [];
@@ -89,10 +97,10 @@ async function traceDecoys(
     calls.length === 0
       ? []
       : await index.traceLong(
-          [...callHeads(calls), ...decoyTraceTexts({ messages: calls }, Number.POSITIVE_INFINITY)],
+          [...callHeads(calls), ...decoyTraceTexts({ messages: calls }, Number.POSITIVE_INFINITY, read)],
           DECOY_HIT_CONFIDENCE,
         );
-  const others = (await index.traceLong(decoyTraceTexts(body, Number.POSITIVE_INFINITY), DECOY_HIT_CONFIDENCE)).filter(
+  const others = (await index.traceLong(decoyTraceTexts(body, Number.POSITIVE_INFINITY, read), DECOY_HIT_CONFIDENCE)).filter(
     (t) => t.apiKeyId !== keyId,
   );
   const keys = new Set(traced.map((t) => t.apiKeyId));
@@ -164,6 +172,8 @@ export interface EvidenceInput {
   readonly remoteAddress: string | undefined;
   /** The stamp's result when it was checked already (a Message Batch: one stamp over the whole body, many items). */
   readonly attestation?: AttestationResult;
+  /** The bytes its documents may inflate, shared with the other items of its Message Batch (one body, one budget). */
+  readonly inflate?: { inflateLeft: number };
 }
 
 /**
@@ -255,13 +265,21 @@ export async function gatherEvidence(input: EvidenceInput, services: VerifierSer
   const thinking = verifyRequestBlocks(input.body, input.keyId, blockKeyring);
   // The attribution block was parsed once, by the fingerprint check.
   const client = { cv: fingerprint.clientVersion, ep: fingerprint.entrypoint };
+  const cuts = new Set<TextCut>();
+  const index = services.decoyIndex.current();
   const traced = mergeTraces(
-    await traceDecoys(services.decoyIndex.current(), input.body, input.keyId),
+    await traceDecoys(index, input.body, input.keyId, {
+      cuts,
+      // The decoy calls and the whole request are read with one budget: a request's documents inflate once.
+      inflate: input.inflate ?? { inflateLeft: TRACE_INFLATE_BYTES },
+    }),
     mayNameFiles(input.raw) ? await tracedFiles(input.body, input.keyId, services.storage) : [],
   );
   const decoy = {
     signal: traced.length > 0 ? ('hit' as const) : ('none' as const),
     tracedTo: traced.map((t) => ({ apiKeyId: t.apiKeyId, confidence: t.confidence })),
+    cuts: [...cuts],
+    indexed: index !== undefined,
   };
   const signals: Signals = {
     attestation: attestation.signal,

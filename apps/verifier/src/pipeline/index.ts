@@ -94,6 +94,9 @@ function startsAsObject(raw: Buffer): boolean {
   return false;
 }
 
+/** The reason a request that could not be traced for decoys carries (before the decoy index's first build). */
+export const NOT_INDEXED = 'not traced for decoys: the decoy index is not built yet';
+
 /** Stage 5's part for the decision: the signals, verdict and reasons into the record, the counters up. */
 export function recordDecision(
   ledger: RequestLedger,
@@ -102,6 +105,14 @@ export function recordDecision(
   metrics: VerifierServices['metrics'],
 ): void {
   const traced = evidence.decoy.tracedTo.map((t) => `decoy traced to ${t.apiKeyId} (${t.confidence.toFixed(2)})`);
+  // A trace that found nothing in a request it did not read whole says so: a budget spent on
+  // purpose, or an encrypted PDF, is visible in the record and the metrics.
+  if (evidence.decoy.cuts.length > 0) traced.push(`decoy trace incomplete: ${evidence.decoy.cuts.join(', ')}`);
+  for (const cut of evidence.decoy.cuts) metrics.traceCuts.inc({ cut });
+  if (!evidence.decoy.indexed) {
+    traced.push(NOT_INDEXED);
+    metrics.traceCuts.inc({ cut: 'no_index' });
+  }
   ledger.set({
     ...recordedSignalsOf(evidence.signals),
     gateway: evidence.gateway.gateways.map((g) => g.id),

@@ -8,11 +8,12 @@
  */
 import { type Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { decoyTraceTexts, documentText } from '@moat/distill-guard/server';
+import { decoyTraceTexts, documentText, type TextCut, TRACE_INFLATE_BYTES } from '@moat/distill-guard/server';
 import { authenticate } from '../auth.js';
 import { ApiError } from '../errors.js';
 import { fileNotFound } from '../file-owners.js';
 import { abortWhenClientGone, assertUncoded } from '../http.js';
+import type { TraceCut } from '../metrics.js';
 import { DECOY_HIT_CONFIDENCE } from '../pipeline/evidence.js';
 import { fail } from '../pipeline/index.js';
 import { newRequestId, RequestLedger } from '../pipeline/record.js';
@@ -124,15 +125,18 @@ const HEADER_WINDOW = 16 * 1024;
  * wherever that part starts — a preamble or other fields before it cannot push the file out
  * of what is read.
  */
-function keepingStart(): { through: Transform; kept: () => { head: Buffer; file?: Buffer; fileType?: string } } {
+function keepingStart(): { through: Transform; kept: () => KeptUpload } {
   const head: Buffer[] = [];
   let headSize = 0;
+  // Whether bytes came past what is kept (of the body, or of the file part): not read whole.
+  let cut = false;
   const file: Buffer[] = [];
   let fileSize = -1; // -1: the file part's start not found yet
   let fileType: string | undefined;
   let window = Buffer.alloc(0);
   const keepFile = (bytes: Buffer) => {
     const part = bytes.subarray(0, FILE_TRACE_BYTES - fileSize);
+    if (part.length < bytes.length) cut = true;
     file.push(part);
     fileSize += part.length;
   };
@@ -143,6 +147,8 @@ function keepingStart(): { through: Transform; kept: () => { head: Buffer; file?
         head.push(part);
         headSize += part.length;
       }
+      // Past the body's first bytes with the file part not found: what follows is not read.
+      if (headSize >= FILE_TRACE_BYTES && fileSize === -1) cut = true;
       if (fileSize === -1) {
         const seen = Buffer.concat([window, chunk]);
         const found = FILE_PART_HEADERS.exec(seen.toString('latin1'));
@@ -154,6 +160,7 @@ function keepingStart(): { through: Transform; kept: () => { head: Buffer; file?
           keepFile(seen.subarray(found.index + found[0].length));
         }
       } else if (fileSize < FILE_TRACE_BYTES) keepFile(chunk);
+      else cut = true;
       done(null, chunk);
     },
   });
@@ -161,9 +168,22 @@ function keepingStart(): { through: Transform; kept: () => { head: Buffer; file?
     through,
     kept: () =>
       fileSize <= 0
-        ? { head: Buffer.concat(head) }
-        : { head: Buffer.concat(head), file: Buffer.concat(file), ...(fileType === undefined ? {} : { fileType }) },
+        ? { head: Buffer.concat(head), cut }
+        : {
+            head: Buffer.concat(head),
+            file: Buffer.concat(file),
+            ...(fileType === undefined ? {} : { fileType }),
+            cut,
+          },
   };
+}
+
+/** What is kept of an upload for its trace, and whether more came than that. */
+interface KeptUpload {
+  readonly head: Buffer;
+  readonly file?: Buffer;
+  readonly fileType?: string;
+  readonly cut: boolean;
 }
 
 /**
@@ -171,10 +191,11 @@ function keepingStart(): { through: Transform; kept: () => { head: Buffer; file?
  * as its type and bytes say (`documentText`: UTF-16, what a PDF shows, text under any type),
  * else as UTF-8; with what the texts may hide (`decoyTraceTexts`' split, base64 and rot13 forms).
  */
-function uploadTexts({ head, file, fileType }: { head: Buffer; file?: Buffer; fileType?: string }): string[] {
+function uploadTexts({ head, file, fileType }: KeptUpload, cuts: Set<TextCut>): string[] {
   const texts = [head.toString('utf8')];
-  if (file !== undefined) texts.push(documentText(fileType, file) ?? file.toString('utf8'));
-  return decoyTraceTexts({ messages: texts }, Number.POSITIVE_INFINITY);
+  const inflate = { inflateLeft: TRACE_INFLATE_BYTES };
+  if (file !== undefined) texts.push(documentText(fileType, file, { shared: inflate, cuts }) ?? file.toString('utf8'));
+  return decoyTraceTexts({ messages: texts }, Number.POSITIVE_INFINITY, { cuts, inflate });
 }
 
 /**
@@ -196,8 +217,18 @@ export const uploadFile: RouteHandler = fileRoute('upload', async (ctx, call) =>
     const { decoyIndex } = ctx.services;
     if (!decoyIndex.built) await decoyIndex.refresh().catch(() => {});
     const index = decoyIndex.current();
-    if (index === undefined) call.ledger.reason('not traced for decoys: the decoy index could not be built');
-    const traced = index === undefined ? [] : await index.traceLong(uploadTexts(kept()), DECOY_HIT_CONFIDENCE);
+    if (index === undefined) {
+      call.ledger.reason('not traced for decoys: the decoy index could not be built');
+      ctx.services.metrics.traceCuts.inc({ cut: 'no_index' });
+    }
+    const upload = kept();
+    const read = new Set<TextCut>();
+    const traced = index === undefined ? [] : await index.traceLong(uploadTexts(upload, read), DECOY_HIT_CONFIDENCE);
+    const cuts: TraceCut[] = [...(upload.cut ? (['upload_bytes'] as const) : []), ...read];
+    if (index !== undefined && cuts.length > 0) {
+      call.ledger.reason(`decoy trace incomplete: ${cuts.join(', ')}`);
+      for (const cut of cuts) ctx.services.metrics.traceCuts.inc({ cut });
+    }
     const tracedTo = traced.map((t) => ({ apiKeyId: t.apiKeyId, confidence: t.confidence }));
     for (const t of tracedTo)
       call.ledger.reason(`decoy traced to ${t.apiKeyId} (${t.confidence.toFixed(2)}) in the uploaded file`);
