@@ -145,6 +145,97 @@ describe.runIf(hasRedis && process.env.MOAT_TEST_POSTGRES_URL !== undefined)('Re
   });
 });
 
+describe('A replay cache lost while no verifier ran', { timeout: 60_000 }, () => {
+  /** A genuine request served once by a verifier, captured on the wire by a relay, and how to send it again. */
+  async function servedAndCaptured(url: string, key: string): Promise<(to: string) => Promise<number>> {
+    let captured = Buffer.alloc(0);
+    const tap = createServer(async (req, res) => {
+      const chunks: Buffer[] = [];
+      for await (const c of req) chunks.push(c as Buffer);
+      captured = Buffer.concat(chunks);
+      res.end('{}');
+    });
+    await new Promise<void>((r) => tap.listen(0, '127.0.0.1', r));
+    cleanups.push(() => tap.close());
+    const authority = `127.0.0.1:${(tap.address() as AddressInfo).port}`;
+    await (
+      await attested(`http://${authority}/v1/messages`, { method: 'POST', headers: { 'x-api-key': key }, body: ask('served once') })
+    ).arrayBuffer();
+    const replay = async (to: string) => {
+      const res = await request(`${to}/v1/messages`, {
+        method: 'POST',
+        headers: { host: authority, 'x-api-key': key, 'content-type': 'application/json' },
+        body: captured,
+      });
+      await res.body.arrayBuffer();
+      return res.statusCode;
+    };
+    expect(await replay(url)).toBe(200);
+    expect(await replay(url)).toBe(403);
+    return replay;
+  }
+
+  /** A verifier on `storage` (or on the settings' own) that knows the API key `id`/`key`. */
+  async function verifierWithKey(env: Record<string, string>, id: string, key: string, storage?: PgRedisStorage) {
+    const verifier = await createVerifier(loadConfig({ ...devEnvironment({ salt: SALT, attestationKeyFile: devKeyFile }), ...env }), {
+      logLevel: 'silent',
+      ...(storage === undefined ? {} : { storage }),
+    });
+    cleanups.push(() => verifier.close());
+    await verifier.storage.importApiKey(id, key, 'provisioned');
+    return { verifier, url: await verifier.listen() };
+  }
+
+  it('SQLite: a verifier started on a new database, its keys provisioned again, refuses a request served before (retryably), then takes fresh ones', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'moat-lost-db-'));
+    const id = 'key_provisioned';
+    const key = `sk-moat-${randomBytes(24).toString('base64url')}`;
+    const first = await verifierWithKey({ MOAT_VERIFIER_DATABASE: join(dir, 'first.db') }, id, key);
+    const replay = await servedAndCaptured(first.url, key);
+    await first.verifier.close();
+    // The database is gone (a container without a volume); the same keys are provisioned into a new
+    // one, which begins in a later second (stamps are whole seconds: one made in the second a
+    // database begins is taken, as it may come after).
+    rmSync(dir, { recursive: true, force: true });
+    const servedAt = Date.now();
+    await until(() => Date.now() >= (Math.floor(servedAt / 1000) + 1) * 1000, 'the next second');
+    const dir2 = mkdtempSync(join(tmpdir(), 'moat-lost-db-'));
+    const second = await verifierWithKey({ MOAT_VERIFIER_DATABASE: join(dir2, 'second.db') }, id, key);
+    expect(await replay(second.url)).toBe(503);
+    const [last] = await second.verifier.storage.queryRecords({ limit: 1 });
+    expect(last).toMatchObject({ status: 503, verdict: 'block' });
+    const fresh = await attested(`${second.url}/v1/messages`, { method: 'POST', headers: { 'x-api-key': key }, body: ask('after') });
+    expect(fresh.status).toBe(200);
+  });
+
+  it.runIf(hasRedis && process.env.MOAT_TEST_POSTGRES_URL !== undefined)(
+    'Redis restarted empty while its verifiers were stopped: the next verifier refuses a request served before (retryably), then takes fresh ones',
+    async () => {
+      const redis = await ownRedis();
+      const pepper = randomBytes(32);
+      const env = { MOAT_VERIFIER_SERVER_SECRET: pepper.toString('hex') };
+      const id = `key_${randomBytes(6).toString('hex')}`;
+      const key = `sk-moat-${randomBytes(24).toString('base64url')}`;
+      const prefix = `lost-${randomBytes(4).toString('hex')}:`;
+      const storageOf = () => PgRedisStorage.open(process.env.MOAT_TEST_POSTGRES_URL as string, redis.url, pepper, { redisPrefix: prefix });
+      const first = await verifierWithKey(env, id, key, await storageOf());
+      const replay = await servedAndCaptured(first.url, key);
+      await first.verifier.close();
+      await redis.stop();
+      await redis.start(); // empty: the nonce of the request served is forgotten, and no verifier saw it go
+      const servedAt = Date.now();
+      await until(() => Date.now() >= (Math.floor(servedAt / 1000) + 1) * 1000, 'the next second');
+      const second = await verifierWithKey(env, id, key, await storageOf());
+      expect(await replay(second.url)).toBe(503);
+      const fresh = async () =>
+        (await attested(`${second.url}/v1/messages`, { method: 'POST', headers: { 'x-api-key': key }, body: ask('after') })).status;
+      // A stamp made in the second the verifier started may predate the loss it cannot date: from the next one on, fresh stamps pass.
+      await until(() => Date.now() >= ((second.verifier.storage as PgRedisStorage).replayCacheLostAt / 1000 + 1) * 1000, 'the next second');
+      expect(await fresh()).toBe(200);
+    },
+  );
+});
+
 describe.runIf(hasRedis && process.env.MOAT_TEST_POSTGRES_URL !== undefined)('Redis that may evict', { timeout: 60_000 }, () => {
   const open = (url: string) =>
     PgRedisStorage.open(process.env.MOAT_TEST_POSTGRES_URL as string, url, randomBytes(32), {

@@ -313,11 +313,6 @@ export class PgInstallStore implements InstallStore {
     this.#prefix = `${prefix}enroll:`;
   }
 
-  /** Creates the tables (replicas may start together: every statement is IF NOT EXISTS). */
-  async migrate(): Promise<void> {
-    await this.#pool.query(installsSchemaSql('postgres'));
-  }
-
   async #rows(sql: string, params: unknown[]): Promise<Array<Record<string, unknown>>> {
     return (await this.#pool.query(numbered(sql), params)).rows as Array<Record<string, unknown>>;
   }

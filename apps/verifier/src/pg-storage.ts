@@ -4,7 +4,7 @@ import { Redis } from 'ioredis';
 import pg from 'pg';
 import { ReplayCacheResetError, VerifierConfigError } from './errors.js';
 import { type CommitStats, GroupCommit, type Settled } from './group-commit.js';
-import { PgInstallStore } from './installs.js';
+import { installsSchemaSql, PgInstallStore } from './installs.js';
 import {
   ACTIVITY_COLUMNS,
   activityOf,
@@ -37,6 +37,7 @@ import {
   type ReadinessCheck,
   type Storage,
   tracedColumn,
+  withinWindow,
 } from './storage.js';
 import { isContentError } from './store-boundary.js';
 
@@ -44,6 +45,8 @@ export { ReplayCacheResetError } from './errors.js';
 
 /** Kept past a nonce's last acceptable instant, for clock skew between replicas. */
 export const NONCE_MARGIN_MS = 2_000;
+/** How far a replica's clock may be from Redis's before it is not ready: half the margin, so any two replicas stay within it. */
+export const CLOCK_SKEW_LIMIT_MS = NONCE_MARGIN_MS / 2;
 
 /** Records in one statement of a group commit at most (PostgreSQL takes 65,535 parameters). */
 const RECORDS_PER_STATEMENT = 500;
@@ -85,6 +88,12 @@ export class PgRedisStorage implements Storage {
   readonly #windowSec: number;
   #epoch: string | null = null;
   #lostAtMs = 0;
+  #clock: () => number = Date.now;
+  readonly #sequenceKey: string;
+  /** The highest value of the commit sequence this replica has seen: Redis never gives it a lower one unless it went back. */
+  #sequenceSeen = 0;
+  /** When the sequence was last kept in PostgreSQL (at most once a second). */
+  #sequenceKeptAt = 0;
   /** Called when the replay cache is found to have lost its data. */
   onReplayCacheReset: ((lostAtMs: number) => void) | undefined;
   readonly #records = new GroupCommit<PendingRecord, void>((batch) => this.#commitRecords(batch));
@@ -96,6 +105,7 @@ export class PgRedisStorage implements Storage {
     this.#pepper = createSecretKey(pepper);
     this.#prefix = prefix;
     this.#epochKey = `${prefix}epoch`;
+    this.#sequenceKey = `${prefix}sequence`;
     this.#windowSec = windowSec;
     this.installs = new PgInstallStore(pool, redis, prefix);
   }
@@ -116,6 +126,8 @@ export class PgRedisStorage implements Storage {
       timeoutMs?: number;
       /** The attestation window in seconds (how long after a loss of the replay cache stamps are refused). */
       windowSec?: number;
+      /** This replica's clock, as the readiness check reads it (default `Date.now`; a test skews it). */
+      clock?: () => number;
     } = {},
   ): Promise<PgRedisStorage> {
     const timeoutMs = options.timeoutMs ?? 2_000;
@@ -131,14 +143,10 @@ export class PgRedisStorage implements Storage {
     // An idle client's connection closed under it: without this listener the pool's 'error' event would end the process.
     pool.on('error', report('postgres'));
     // An operator reads which setting points at the server that failed, not a driver's stack.
-    await pool.query(SCHEMA).catch(async (error: unknown) => {
+    await migrate(pool).catch(async (error: unknown) => {
       await pool.end().catch(() => undefined);
-      throw new VerifierConfigError('postgresUrl', 'a reachable PostgreSQL server', errorMessage(error));
+      throw new VerifierConfigError('postgresUrl', 'a reachable PostgreSQL server whose schema can be made', errorMessage(error));
     });
-    // A database made before a signal existed gains its column (IF NOT EXISTS: replicas may start together).
-    const existing = (await pool.query<{ name: string }>(EXISTING_COLUMNS_SQL.postgres)).rows.map((r) => r.name);
-    for (const sql of migrationSql('postgres', existing)) await pool.query(sql);
-    await pool.query(recordsIndexSql());
     const redis = new Redis(redisUrl, {
       lazyConnect: true,
       maxRetriesPerRequest: 2,
@@ -163,11 +171,20 @@ export class PgRedisStorage implements Storage {
     }
     const prefix = options.redisPrefix ?? 'moat:';
     const storage = new PgRedisStorage(pool, redis, pepper, prefix, options.windowSec ?? 300);
-    await storage.installs.migrate();
-    // The epoch marker, written once: a replica that opens against an existing one adopts it.
-    await redis.set(`${prefix}epoch`, `${randomBytes(6).toString('hex')}:0`, 'NX');
+    storage.#clock = options.clock ?? Date.now;
+    // The epoch marker: a replica that opens against an existing one adopts it. None at all is
+    // a first start, or a Redis that lost its data while no replica ran (a restart of both): the
+    // two look alike, so it counts as a loss now — stamps made before this second are refused
+    // (retryably) for one window, which costs a first start nothing, as no stamp predates it.
+    await redis.set(`${prefix}epoch`, `${randomBytes(6).toString('hex')}:${wholeSecond(Date.now())}`, 'NX');
     storage.#epoch = await redis.get(`${prefix}epoch`);
     storage.#lostAtMs = Number((storage.#epoch ?? '').split(':')[1] ?? 0);
+    // A Redis that went back while no replica ran (restored from an older snapshot, a failover to
+    // a replica that lagged) keeps its marker: the sequence PostgreSQL kept says it went back.
+    const kept = Number((await storage.loadSnapshot(storage.#sequenceName))?.toString() ?? 0);
+    const sequence = await redis.incr(storage.#sequenceKey);
+    if (sequence <= kept) await storage.#declareLoss(Date.now());
+    storage.#sequenceSeen = Math.max(sequence, kept);
     return storage;
   }
 
@@ -306,7 +323,8 @@ export class PgRedisStorage implements Storage {
    * whole seconds since the stamp are within the window) plus {@link NONCE_MARGIN_MS} for clock
    * skew between replicas. The same round trip reads the epoch marker: when Redis lost its
    * data, a stamp made before the loss (`madeAt`, whole seconds: one made in the second of the
-   * loss may predate it) is refused (see {@link #checkEpoch}). Without `madeAt`, a stamp whose
+   * loss may predate it) is refused while it is within the window — outside it, it is left to
+   * be refused as stale (see {@link #checkEpoch}). Without `madeAt`, a stamp whose
    * nonce expires within the window after the loss is.
    */
   async add(kid: string, nonce: string, expiresAt: number, madeAt?: number): Promise<boolean> {
@@ -315,7 +333,10 @@ export class PgRedisStorage implements Storage {
     // A stamp made before the replay cache forgot its nonces may have been served then: refuse it —
     // retryably, for a genuine client in flight at the loss signs a fresh stamp that passes.
     // (`expiresAt` alone cannot tell: for a stamp from the past it counts from the check, not the stamp.)
-    const predates = madeAt === undefined ? expiresAt * 1000 < this.#lostAtMs + this.#windowSec * 1000 : madeAt * 1000 < this.#lostAtMs;
+    const predates =
+      madeAt === undefined
+        ? expiresAt * 1000 < this.#lostAtMs + this.#windowSec * 1000
+        : madeAt * 1000 < this.#lostAtMs && withinWindow(madeAt, this.#windowSec);
     if (this.#lostAtMs > 0 && predates)
       throw new ReplayCacheResetError(
         'ERR_REPLAY_CACHE_RESET',
@@ -324,29 +345,88 @@ export class PgRedisStorage implements Storage {
     return set;
   }
 
-  /** One group commit of nonces: the epoch marker read and every nonce set (`NX`) in one `MULTI`. */
+  /**
+   * One group commit of nonces: the epoch marker read, the commit sequence counted up and every
+   * nonce set (`NX`) in one `MULTI`.
+   */
   async #commitNonces(batch: ReadonlyArray<{ key: string; ttlMs: number }>): Promise<Array<Settled<boolean>>> {
-    const multi = this.#redis.multi().get(this.#epochKey);
+    const multi = this.#redis.multi().get(this.#epochKey).incr(this.#sequenceKey);
     for (const n of batch) multi.set(n.key, '1', 'PX', n.ttlMs, 'NX');
     const result = await multi.exec();
     if (result === null) throw new Error('redis transaction aborted');
-    const [[epochError, epoch], ...sets] = result as Array<[Error | null, unknown]> as [
+    const [[epochError, epoch], [sequenceError, sequence], ...sets] = result as Array<[Error | null, unknown]> as [
+      [Error | null, unknown],
       [Error | null, unknown],
       ...Array<[Error | null, unknown]>,
     ];
     if (epochError !== null) throw epochError;
-    await this.#checkEpoch(typeof epoch === 'string' ? epoch : null);
+    if (sequenceError !== null) throw sequenceError;
+    // Read at once, before any other await: replies come in the order the commits were sent.
+    const wentBack = this.#noteSequence(Number(sequence));
+    // A new marker (a loss declared, here or by another replica) starts the sequence afresh: a
+    // Redis that lost everything lost its marker too, which says so already.
+    const newMarker = await this.#checkEpoch(typeof epoch === 'string' ? epoch : null);
+    if (wentBack && !newMarker) await this.#declareLoss(Date.now());
     return sets.map(([error, set]) => (error === null ? { ok: true, value: set === 'OK' } : { ok: false, error }));
   }
 
+  /** The name under which PostgreSQL keeps the highest commit sequence seen, for this Redis prefix. */
+  get #sequenceName(): string {
+    return `replay-cache-sequence:${this.#prefix}`;
+  }
+
   /**
-   * The epoch marker: `<id>:<ms of the loss it follows, 0 for none>`, written when the storage
-   * opens. A missing marker means Redis lost its data (a restart without persistence, a flush,
-   * a failover to an empty replica): the first replica to notice writes a new one with the
-   * time of the loss, and every replica that sees the marker change adopts its loss time.
+   * Notes the commit sequence a nonce commit read, and whether it went back. It only goes up:
+   * every nonce commit of every replica counts it up by one. A value no higher than one this
+   * replica saw means Redis went back — restarted from an older
+   * snapshot or append-only file, or failed over to a replica that lagged — and forgot nonces
+   * while keeping its epoch marker: a loss, declared now to every replica. The highest value is
+   * kept in PostgreSQL once a second, so a replica that starts after such a loss sees it too.
    */
-  async #checkEpoch(epoch: string | null): Promise<void> {
-    if (epoch === this.#epoch) return;
+  #noteSequence(sequence: number): boolean {
+    if (!Number.isSafeInteger(sequence)) return false;
+    const wentBack = sequence <= this.#sequenceSeen;
+    this.#sequenceSeen = sequence;
+    if (Date.now() - this.#sequenceKeptAt >= 1_000) {
+      this.#sequenceKeptAt = Date.now();
+      // Best effort: a PostgreSQL outage must not fail nonce commits, and the next commit tries again.
+      this.#keepSequence(sequence).catch(() => {
+        this.#sequenceKeptAt = 0;
+      });
+    }
+    return wentBack;
+  }
+
+  /** Keeps the highest sequence seen in PostgreSQL (never lowers it: replicas write in any order). */
+  async #keepSequence(sequence: number): Promise<void> {
+    await this.#pool.query(
+      `INSERT INTO snapshots (name, data, updated) VALUES ($1, $2, $3)
+       ON CONFLICT (name) DO UPDATE SET data = EXCLUDED.data, updated = EXCLUDED.updated
+       WHERE (snapshots.data #>> '{}')::bigint < (EXCLUDED.data #>> '{}')::bigint`,
+      [this.#sequenceName, JSON.stringify(sequence), Date.now()],
+    );
+  }
+
+  /** Declares a loss of the replay cache at `atMs`: a new epoch marker every replica adopts on its next commit. */
+  async #declareLoss(atMs: number): Promise<void> {
+    const marker = `${randomBytes(6).toString('hex')}:${atMs}`;
+    await this.#redis.set(this.#epochKey, marker);
+    this.#epoch = marker;
+    if (atMs > this.#lostAtMs) {
+      this.#lostAtMs = atMs;
+      this.onReplayCacheReset?.(atMs);
+    }
+  }
+
+  /**
+   * The epoch marker: `<id>:<ms of the loss it follows>`, written when the storage opens and
+   * none is there (the time of that opening: a loss may have come before it). A missing marker
+   * means Redis lost its data (a restart without persistence, a flush, a failover to an empty
+   * replica): the first replica to notice writes a new one with the time of the loss, and
+   * every replica that sees the marker change adopts its loss time.
+   */
+  async #checkEpoch(epoch: string | null): Promise<boolean> {
+    if (epoch === this.#epoch) return false;
     if (epoch === null) {
       const fresh = `${randomBytes(6).toString('hex')}:${Date.now()}`;
       const set = await this.#redis.set(this.#epochKey, fresh, 'NX');
@@ -357,6 +437,7 @@ export class PgRedisStorage implements Storage {
       this.#lostAtMs = lostAt;
       this.onReplayCacheReset?.(lostAt);
     }
+    return true;
   }
 
   /** When the replay cache last lost its data (ms since the epoch), 0 if never seen. */
@@ -491,12 +572,32 @@ export class PgRedisStorage implements Storage {
     return Promise.all([
       probe('records', () => this.#probeWrite()),
       probe('replay_cache', async () => {
-        await this.#checkEpoch((await this.#redis.get(this.#epochKey)) ?? null);
+        // A new marker seen here: the next commit's sequence is the one to count from.
+        if (await this.#checkEpoch((await this.#redis.get(this.#epochKey)) ?? null)) this.#sequenceSeen = 0;
         // Set at run time (CONFIG SET) as well as at start: not ready while it could forget nonces.
         const evicting = await evictionPolicy(this.#redis);
         if (evicting !== undefined) throw new Error(`expected ${NEVER_EVICTS}, got ${evicting}`);
       }),
+      probe('clock', () => this.#checkClock()),
     ]);
+  }
+
+  /**
+   * This replica's clock against Redis's, the one clock every replica shares. A nonce is kept
+   * {@link NONCE_MARGIN_MS} past the last instant its stamp is accepted, by the clock of the
+   * replica that spent it; a replica whose clock is behind by more than that accepts the stamp
+   * after its nonce is gone. Each replica within half the margin of Redis keeps every pair of
+   * replicas within the margin. A round trip too slow to tell is not counted against it.
+   */
+  async #checkClock(): Promise<void> {
+    const before = this.#clock();
+    const [seconds, micros] = await this.#redis.time();
+    const after = this.#clock();
+    const skew = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000) - (before + after) / 2;
+    if (Math.abs(skew) - (after - before) / 2 > CLOCK_SKEW_LIMIT_MS)
+      throw new Error(
+        `expected this replica's clock within ${CLOCK_SKEW_LIMIT_MS} ms of Redis's (the clock the replicas share), got ${Math.round(skew)} ms off: a stamp could be accepted after its nonce expired (keep clocks in sync: NTP)`,
+      );
   }
 
   /** The write requests make (a record inserted), rolled back: a stopped server or a locked table fails it. */
@@ -523,6 +624,8 @@ export class PgRedisStorage implements Storage {
   async close(): Promise<void> {
     // Writes queued for this turn's group commit go before the connections close.
     await Promise.all([this.#records.flush(), this.#nonces.flush()]);
+    // The last sequence seen, for a replica that starts after a loss to compare with.
+    if (this.#sequenceSeen > 0) await this.#keepSequence(this.#sequenceSeen).catch(() => undefined);
     await this.#pool.end();
     this.#redis.disconnect();
   }
@@ -543,4 +646,37 @@ async function evictionPolicy(redis: Redis): Promise<string | undefined> {
   const maxmemory = Number(field('maxmemory') ?? '0');
   const policy = field('maxmemory_policy') ?? 'noeviction';
   return maxmemory > 0 && policy !== 'noeviction' ? `maxmemory ${maxmemory} bytes with maxmemory-policy ${policy}` : undefined;
+}
+
+/** The start of the second `ms` falls in: a stamp's time is whole seconds, so one made later in that second is not refused. */
+function wholeSecond(ms: number): number {
+  return Math.floor(ms / 1000) * 1000;
+}
+
+/** The advisory lock replicas take to make or migrate the schema one at a time (any constant; "moat"). */
+const SCHEMA_LOCK = 0x6d6f6174;
+
+/**
+ * Makes or migrates the schema: the tables, columns a database made before a signal existed
+ * lacks, the indexes and the install tables — in one transaction under an advisory lock, so
+ * replicas that start together on an empty database wait for each other instead of racing
+ * (two `CREATE TABLE IF NOT EXISTS` at once can fail on PostgreSQL's catalog).
+ */
+async function migrate(pool: pg.Pool): Promise<void> {
+  const client = await pool.connect();
+  try {
+    await client.query('BEGIN');
+    await client.query('SELECT pg_advisory_xact_lock($1)', [SCHEMA_LOCK]);
+    await client.query(SCHEMA);
+    const existing = (await client.query<{ name: string }>(EXISTING_COLUMNS_SQL.postgres)).rows.map((r) => r.name);
+    for (const sql of migrationSql('postgres', existing)) await client.query(sql);
+    await client.query(recordsIndexSql());
+    await client.query(installsSchemaSql('postgres'));
+    await client.query('COMMIT');
+    client.release();
+  } catch (error) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    client.release(error instanceof Error ? error : new Error(String(error)));
+    throw error;
+  }
 }

@@ -67,7 +67,7 @@ export async function openStorage(config: VerifierConfig, log?: pino.Logger): Pr
       return storage;
     });
   try {
-    return new SqliteStorage(config.database, pepper);
+    return new SqliteStorage(config.database, pepper, { windowSec: config.windowSec });
   } catch (error) {
     if (error instanceof VerifierConfigError) throw error;
     throw new VerifierConfigError('database', 'a SQLite file the verifier can open and write', errorMessage(error));

@@ -4,6 +4,7 @@
  * Debian's postgresql and redis-server and sets them). Then two verifier replicas on the
  * same PostgreSQL + Redis catch a request replayed from one to the other.
  */
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdtempSync } from 'node:fs';
@@ -18,12 +19,17 @@ import Database from 'better-sqlite3';
 import fc from 'fast-check';
 import { Redis } from 'ioredis';
 import pg from 'pg';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { devEnvironment, loadConfig } from './config.js';
 import { PgRedisStorage, ReplayCacheResetError } from './pg-storage.js';
 import { createVerifier } from './server.js';
+import { cleanups, hasRedis, ownRedis } from './services.test-util.js';
 import { initialRecordedSignals } from './signals.js';
 import { type RequestRecord, SqliteStorage, type Storage } from './storage.js';
+
+afterAll(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
 
 const PG = process.env.MOAT_TEST_POSTGRES_URL;
 const REDIS = process.env.MOAT_TEST_REDIS_URL;
@@ -41,6 +47,7 @@ const backends: Array<[string, () => Promise<Storage>]> = [
   [
     SKIP_PG === undefined ? 'postgres+redis' : `postgres+redis (skipped: ${SKIP_PG})`,
     async () => {
+      await runningSinceBefore(prefix);
       const s = await PgRedisStorage.open(PG as string, REDIS as string, pepper, { redisPrefix: prefix });
       await emptyPgRedis();
       return s;
@@ -48,13 +55,25 @@ const backends: Array<[string, () => Promise<Storage>]> = [
   ],
 ];
 
+/**
+ * An epoch marker that knows of no loss (`<id>:0`), as a replay cache that has run since before
+ * any stamp these tests make has: found empty at start, a cache counts as lost then, which
+ * tests of nonce lifetimes do not test.
+ */
+async function runningSinceBefore(keyPrefix: string): Promise<void> {
+  const redis = new Redis(REDIS as string);
+  await redis.set(`${keyPrefix}epoch`, 'test:0', 'NX');
+  redis.disconnect();
+}
+
 /** Empties every table and this run's Redis keys (the epoch marker kept), so each test starts clean. */
 async function emptyPgRedis(keyPrefix = prefix): Promise<void> {
   const pool = new pg.Pool({ connectionString: PG });
   const redis = new Redis(REDIS as string);
   try {
     await pool.query('TRUNCATE api_keys, records, telemetry, snapshots, upstream_signatures, revoked_kids');
-    const keys = (await redis.keys(`${keyPrefix}*`)).filter((k) => k !== `${keyPrefix}epoch`);
+    // The epoch marker and the commit sequence kept: the replay cache did not lose its data, the test emptied it.
+    const keys = (await redis.keys(`${keyPrefix}*`)).filter((k) => k !== `${keyPrefix}epoch` && k !== `${keyPrefix}sequence`);
     if (keys.length > 0) await redis.del(...keys);
   } finally {
     await pool.end();
@@ -440,6 +459,7 @@ describe.runIf(PG !== undefined && REDIS !== undefined)('the Redis replay cache 
     timeout: 30_000,
   }, async () => {
     const p = `${prefix}edge:`;
+    await runningSinceBefore(p);
     const a = await PgRedisStorage.open(PG as string, REDIS as string, pepper, { redisPrefix: p });
     const b = await PgRedisStorage.open(PG as string, REDIS as string, pepper, { redisPrefix: p });
     try {
@@ -481,6 +501,173 @@ describe.runIf(PG !== undefined && REDIS !== undefined)('the Redis replay cache 
     } finally {
       await a.close();
       await b.close();
+    }
+  });
+});
+
+describe.runIf(PG !== undefined && REDIS !== undefined)('replicas that start together on an empty PostgreSQL schema', () => {
+  it('all start: the schema is made once, under a lock, not raced', { timeout: 60_000 }, async () => {
+    const admin = new pg.Pool({ connectionString: PG });
+    try {
+      for (let round = 0; round < 3; round++) {
+        // An empty schema of its own, as an empty database would be.
+        const name = `moat_race_${randomBytes(4).toString('hex')}`;
+        await admin.query(`CREATE SCHEMA ${name}`);
+        const url = new URL(PG as string);
+        url.searchParams.set('options', `-c search_path=${name}`);
+        try {
+          const opened = await Promise.allSettled(
+            Array.from({ length: 4 }, () =>
+              PgRedisStorage.open(url.toString(), REDIS as string, pepper, { redisPrefix: `${prefix}race${round}:` }),
+            ),
+          );
+          expect(opened.map((o) => (o.status === 'fulfilled' ? 'started' : String(o.reason)))).toEqual(Array(4).fill('started'));
+          for (const o of opened) if (o.status === 'fulfilled') await o.value.close();
+        } finally {
+          await admin.query(`DROP SCHEMA ${name} CASCADE`);
+        }
+      }
+    } finally {
+      await admin.end();
+    }
+  });
+});
+
+describe.runIf(PG !== undefined && REDIS !== undefined)('a replica whose clock is off', () => {
+  it('is not ready while its clock is more than 1 s from Redis’s, whichever way', async () => {
+    for (const [offset, ready] of [
+      [0, true],
+      [-5_000, false],
+      [5_000, false],
+      [-600, true],
+    ] as const) {
+      const s = await PgRedisStorage.open(PG as string, REDIS as string, pepper, {
+        redisPrefix: `${prefix}clock:`,
+        clock: () => Date.now() + offset,
+      });
+      try {
+        const clock = (await s.readiness()).find((c) => c.name === 'clock');
+        expect(clock?.ok, `${offset} ms`).toBe(ready);
+        if (!ready) expect(clock?.error).toMatch(/within 1000 ms of Redis's .*got -?\d+ ms off/);
+      } finally {
+        await s.close();
+      }
+    }
+  });
+});
+
+describe('a replay cache that begins empty', () => {
+  it.runIf(PG !== undefined && REDIS !== undefined)(
+    'Redis found without its epoch marker at start (its data lost while no replica ran): stamps made before are refused within the window, by their own time',
+    { timeout: 30_000 },
+    async () => {
+      const p = `${prefix}cold:`;
+      const now = Math.floor(Date.now() / 1000);
+      // Stamps made before this start, one of them served by a replica that ran before Redis lost its data.
+      const s = await PgRedisStorage.open(PG as string, REDIS as string, pepper, { redisPrefix: p, windowSec: 300 });
+      try {
+        expect(s.replayCacheLostAt).toBe(Math.floor(s.replayCacheLostAt / 1000) * 1000);
+        for (const madeAt of [now - 1, now - 60, now - 300])
+          await expect(s.add('k', `before${madeAt}`, now + 300, madeAt)).rejects.toThrow(ReplayCacheResetError);
+        // Outside the window: refused as stale by the caller, not as a loss.
+        expect(await s.add('k', 'stale', now + 300, now - 301)).toBe(true);
+        // Made in the second the cache began, or later: vouched for.
+        const since = s.replayCacheLostAt / 1000;
+        expect(await s.add('k', 'same-second', since + 300, since)).toBe(true);
+        expect(await s.add('k', 'same-second', since + 300, since)).toBe(false);
+      } finally {
+        await s.close();
+      }
+      // A replica that opens later adopts the marker: the same stamps stay refused.
+      const later = await PgRedisStorage.open(PG as string, REDIS as string, pepper, { redisPrefix: p, windowSec: 300 });
+      try {
+        await expect(later.add('k', 'before-again', now + 300, now - 1)).rejects.toThrow(ReplayCacheResetError);
+      } finally {
+        await later.close();
+      }
+    },
+  );
+
+  it.runIf(PG !== undefined && hasRedis)(
+    'Redis that went back (restarted from an older snapshot): running replicas see its sequence go back, and so does one that starts after',
+    { timeout: 30_000 },
+    async () => {
+      const dir = mkdtempSync(join(tmpdir(), 'moat-rdb-'));
+      const redis = await ownRedis(['--dir', dir]);
+      const port = new URL(redis.url).port;
+      const p = `${prefix}back:`;
+      const open = () => PgRedisStorage.open(PG as string, redis.url, pepper, { redisPrefix: p, windowSec: 300 });
+      const a = await open();
+      const b = await open();
+      const now = Math.floor(Date.now() / 1000);
+      const resets: number[] = [];
+      b.onReplayCacheReset = (at) => resets.push(at);
+      expect(await a.add('k', 'early', now + 300, now)).toBe(true);
+      // The snapshot Redis will come back from, then a request served after it.
+      expect(spawnSync('redis-cli', ['-p', port, 'save']).stdout.toString()).toContain('OK');
+      expect(await a.add('k', 'late', now + 300, now)).toBe(true);
+      await redis.stop();
+      await redis.start();
+      // Back from the snapshot: the epoch marker is there, the late nonce is not. Its replay is refused, retryably.
+      await expect(a.add('k', 'late', now + 300, now - 1)).rejects.toThrow(ReplayCacheResetError);
+      // The other replica adopts the loss on its next commit; a stamp made after the loss passes.
+      await expect(b.add('k', 'early-other', now + 300, now - 1)).rejects.toThrow(ReplayCacheResetError);
+      expect(resets).toEqual([a.replayCacheLostAt]);
+      const after = Math.floor(a.replayCacheLostAt / 1000) + 1;
+      expect(await b.add('k', 'after', after + 300, after)).toBe(true);
+      await a.close();
+      await b.close();
+
+      // Again with no replica running: the sequence PostgreSQL kept says Redis went back.
+      const c = await open();
+      // Stamps made after that loss (in a later second than it).
+      const then = after;
+      while (Date.now() < then * 1000) await new Promise((r) => setTimeout(r, 20));
+      expect(await c.add('k', 'c-early', then + 300, then)).toBe(true);
+      expect(spawnSync('redis-cli', ['-p', port, 'save']).stdout.toString()).toContain('OK');
+      expect(await c.add('k', 'c-late', then + 300, then)).toBe(true);
+      await c.close();
+      await redis.stop();
+      await redis.start();
+      const d = await open();
+      try {
+        expect(d.replayCacheLostAt).toBeGreaterThan(then * 1000);
+        await expect(d.add('k', 'c-late', then + 300, then)).rejects.toThrow(ReplayCacheResetError);
+      } finally {
+        await d.close();
+      }
+    },
+  );
+
+  it('a new SQLite database (the old one lost, its keys provisioned again): stamps made before it began are refused within the window; a reopened one keeps the time', async () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'moat-cold-')), 'verifier.db');
+    const now = Math.floor(Date.now() / 1000);
+    const s = new SqliteStorage(file, pepper, { windowSec: 300 });
+    try {
+      for (const madeAt of [now - 1, now - 60, now - 300])
+        await expect(s.add('k', `before${madeAt}`, now + 300, madeAt)).rejects.toThrow(ReplayCacheResetError);
+      expect(await s.add('k', 'stale', now + 300, now - 301)).toBe(true);
+      expect(await s.add('k', 'later', now + 301, now + 1)).toBe(true);
+      expect(await s.add('k', 'later', now + 301, now + 1)).toBe(false);
+    } finally {
+      s.close();
+    }
+    const reopened = new SqliteStorage(file, pepper, { windowSec: 300 });
+    try {
+      await expect(reopened.add('k', 'before-again', now + 300, now - 1)).rejects.toThrow(ReplayCacheResetError);
+      expect(await reopened.add('k', 'later', now + 301, now + 1)).toBe(false);
+    } finally {
+      reopened.close();
+    }
+    // A database from before the time was kept has nonces of its own: nothing is refused for it.
+    const old = new Database(file);
+    old.prepare("DELETE FROM meta WHERE name = 'nonces_since'").run();
+    old.close();
+    const upgraded = new SqliteStorage(file, pepper, { windowSec: 300 });
+    try {
+      expect(await upgraded.add('k', 'from-before', now + 300, now - 1)).toBe(true);
+    } finally {
+      upgraded.close();
     }
   });
 });

@@ -1,7 +1,7 @@
 import { createHmac, createSecretKey, type KeyObject, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { NonceStore } from '@moat/attest/server';
 import Database from 'better-sqlite3';
-import { VerifierConfigError } from './errors.js';
+import { ReplayCacheResetError, VerifierConfigError } from './errors.js';
 import { type CommitStats, GroupCommit, settle } from './group-commit.js';
 import {
   ACTIVITY_COLUMNS,
@@ -215,12 +215,16 @@ export class SqliteStorage implements Storage {
   // record, its nonce) are queued and committed in one transaction per turn of the event
   // loop. Under load that is one WAL commit for many requests instead of one each.
   readonly #group: GroupCommit<() => unknown, unknown>;
+  /** When this database's replay cache began (ms, a whole second), 0 for a database made before it was kept. */
+  readonly #noncesSinceMs: number;
+  /** The attestation window in seconds: a stamp outside it is refused as stale, whatever the cache says. */
+  readonly #windowSec: number;
 
   /**
    * @throws {VerifierConfigError} `database` when the file cannot be opened for writing
    * (a read-only file system, a missing directory).
    */
-  constructor(path: string, pepper: Uint8Array) {
+  constructor(path: string, pepper: Uint8Array, options: { readonly windowSec?: number } = {}) {
     try {
       this.db = new Database(path);
       this.db.pragma('journal_mode = WAL');
@@ -232,6 +236,8 @@ export class SqliteStorage implements Storage {
       );
     }
     this.#pepper = createSecretKey(pepper);
+    // A database without a nonces table is new: its replay cache knows nothing from before now.
+    const noncesExisted = this.db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'nonces'").get() !== undefined;
     this.db.pragma('synchronous = NORMAL');
     this.db.pragma('busy_timeout = 5000');
     // Every commit rewrites the same few right-edge B-tree pages; checkpointing every 10,000
@@ -242,6 +248,7 @@ export class SqliteStorage implements Storage {
       ${recordsTableSql('sqlite')}
       -- WITHOUT ROWID: one B-tree per nonce written, not a table and its key index.
       CREATE TABLE IF NOT EXISTS nonces (kid TEXT NOT NULL, nonce TEXT NOT NULL, expires INTEGER NOT NULL, PRIMARY KEY (kid, nonce)) WITHOUT ROWID;
+      CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
       CREATE TABLE IF NOT EXISTS telemetry (ts INTEGER NOT NULL, key_id TEXT, type TEXT NOT NULL, event TEXT NOT NULL);
       CREATE TABLE IF NOT EXISTS snapshots (name TEXT PRIMARY KEY, data TEXT NOT NULL, updated INTEGER NOT NULL);
       CREATE TABLE IF NOT EXISTS upstream_signatures (ours TEXT PRIMARY KEY, theirs TEXT NOT NULL, created INTEGER NOT NULL);
@@ -257,6 +264,17 @@ export class SqliteStorage implements Storage {
     this.db.exec(recordsIndexSql());
     const fileColumns = (this.db.prepare('PRAGMA table_info(files)').all() as Array<{ name: string }>).map((c) => c.name);
     if (!fileColumns.includes(FILES_TRACED_COLUMN)) this.db.exec(`ALTER TABLE files ADD COLUMN ${FILES_TRACED_COLUMN} TEXT`);
+    // A new database may replace one that was lost (a container without a volume, a file
+    // deleted) while the same keys are provisioned again: the nonces spent in the old one are
+    // gone, so stamps made before this one began are refused, retryably, for one window.
+    if (!noncesExisted)
+      this.db
+        .prepare("INSERT OR IGNORE INTO meta (name, value) VALUES ('nonces_since', ?)")
+        .run(String(Math.floor(Date.now() / 1000) * 1000));
+    this.#windowSec = options.windowSec ?? 300;
+    this.#noncesSinceMs = Number(
+      (this.db.prepare("SELECT value FROM meta WHERE name = 'nonces_since'").get() as { value: string } | undefined)?.value ?? 0,
+    );
     this.installs = new SqliteInstallStore(this.db);
     this.#insertRecord = this.db.prepare(insertRecordSql('sqlite', 'insert'));
     this.#upsertRecord = this.db.prepare(insertRecordSql('sqlite', 'upsert'));
@@ -417,9 +435,23 @@ export class SqliteStorage implements Storage {
     return out;
   }
 
-  /** NonceStore: true when the nonce is new, once it is committed (and kept until it expires). The file keeps its nonces: `madeAt` is not needed. */
-  add(kid: string, nonce: string, expiresAt: number, _madeAt?: number): Promise<boolean> {
-    return this.#enqueue(() => this.#insertNonce.run(kid, nonce, expiresAt).changes === 1);
+  /**
+   * NonceStore: true when the nonce is new, once it is committed (and kept until it expires).
+   * A stamp made before this database's replay cache began (`madeAt`, whole seconds), still
+   * within the window, is refused: its nonce may have been spent in a database this one
+   * replaced (`windowSec`, default 300, as the verifier's). One outside the window is left to
+   * be refused as stale.
+   *
+   * @throws {ReplayCacheResetError} for such a stamp (answered `503`, retryably: a fresh stamp passes).
+   */
+  async add(kid: string, nonce: string, expiresAt: number, madeAt?: number): Promise<boolean> {
+    const added = await this.#enqueue(() => this.#insertNonce.run(kid, nonce, expiresAt).changes === 1);
+    if (madeAt !== undefined && madeAt * 1000 < this.#noncesSinceMs && withinWindow(madeAt, this.#windowSec))
+      throw new ReplayCacheResetError(
+        'ERR_REPLAY_CACHE_RESET',
+        `expected a stamp made after this database's replay cache began (${new Date(this.#noncesSinceMs).toISOString()}), got one from before`,
+      );
+    return added;
   }
 
   /** Drops expired nonces. */
@@ -518,4 +550,9 @@ export class SqliteStorage implements Storage {
     void this.#group.flush();
     this.db.close();
   }
+}
+
+/** Whether a stamp made at `madeAt` (Unix seconds) is within the window now: only then can a replay cache's answer let it through. */
+export function withinWindow(madeAt: number, windowSec: number, now = Math.floor(Date.now() / 1000)): boolean {
+  return Math.abs(now - madeAt) <= windowSec;
 }
