@@ -13,6 +13,7 @@ const USAGE = `usage: moat-verifier [--config FILE] [--data-dir DIR] [--port N] 
        moat-verifier provision --product NAME [--config FILE] [--client-file FILE] [--rotate [--revoke-previous]]
                                        create the release key, salt and product name client and verifier share
        moat-verifier keys add --label NAME [--config FILE]  create an API key (printed once)
+       moat-verifier keys revoke --id ID [--config FILE]    revoke an API key (every replica within 5 s)
        moat-verifier admin-token [--data-dir DIR]           print the admin token
 
 With no settings at all it starts on the embedded defaults: a data directory
@@ -41,6 +42,7 @@ interface Values {
   config?: string;
   'data-dir'?: string;
   label?: string;
+  id?: string;
   help?: boolean;
   port?: string;
   product?: string;
@@ -81,6 +83,7 @@ async function main(argv: string[]): Promise<number> {
         config: { type: 'string' },
         'data-dir': { type: 'string' },
         label: { type: 'string' },
+        id: { type: 'string' },
         port: { type: 'string' },
         product: { type: 'string' },
         'client-file': { type: 'string' },
@@ -125,6 +128,22 @@ async function main(argv: string[]): Promise<number> {
     const key = await storage.createApiKey(parsed.values.label ?? 'unnamed');
     await storage.close();
     process.stdout.write(`${JSON.stringify(key)}\n`);
+    return 0;
+  }
+  if (parsed.positionals[0] === 'keys' && parsed.positionals[1] === 'revoke') {
+    const id = parsed.values.id;
+    if (id === undefined || id === '') {
+      process.stderr.write(`moat-verifier: keys revoke: expected --id ID (an id from GET /admin/keys), got none\n`);
+      return 2;
+    }
+    const storage = await openStorage(config);
+    const revoked = await storage.revokeApiKey(id);
+    await storage.close();
+    if (!revoked) {
+      process.stderr.write(`moat-verifier: keys revoke: no live API key has the id ${id}\n`);
+      return 1;
+    }
+    process.stdout.write(`${JSON.stringify({ revoked: id })}\n`);
     return 0;
   }
   if (parsed.positionals.length > 0) {

@@ -210,6 +210,10 @@ export class PgRedisStorage implements Storage {
     return row !== undefined && timingSafeEqual(row.hash, hash) ? row.id : undefined;
   }
 
+  async revokeApiKey(id: string): Promise<boolean> {
+    return (await this.#pool.query('UPDATE api_keys SET revoked = TRUE WHERE id = $1 AND NOT revoked', [id])).rowCount === 1;
+  }
+
   async listApiKeys(): Promise<ApiKeyRow[]> {
     const { rows } = await this.#pool.query<{ id: string; label: string; created: string }>(
       'SELECT id, label, created FROM api_keys WHERE NOT revoked ORDER BY created',

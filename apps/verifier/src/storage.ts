@@ -108,6 +108,8 @@ export interface Storage extends NonceStore {
   importApiKey(id: string, key: string, label: string): MaybePromise<void>;
   lookupApiKey(key: string): MaybePromise<string | undefined>;
   listApiKeys(): MaybePromise<ApiKeyRow[]>;
+  /** Revokes a live API key by its id: true when one was revoked, false when none is live under it. */
+  revokeApiKey(id: string): MaybePromise<boolean>;
   /** Writes a record; `upsert` replaces one of the same id (a reserved record finished, a spool drained). */
   insertRecord(record: RequestRecord, options?: { readonly upsert?: boolean }): MaybePromise<void>;
   finishRecord(id: string, status: number, latencyMs: number): MaybePromise<void>;
@@ -342,6 +344,10 @@ export class SqliteStorage implements Storage {
     const hash = this.#hash(key);
     const row = this.#lookupKey.get(hash) as { id: string; hash: Buffer } | undefined;
     return row !== undefined && timingSafeEqual(row.hash, hash) ? row.id : undefined;
+  }
+
+  revokeApiKey(id: string): boolean {
+    return this.db.prepare('UPDATE api_keys SET revoked = 1 WHERE id = ? AND revoked = 0').run(id).changes === 1;
   }
 
   listApiKeys(): ApiKeyRow[] {

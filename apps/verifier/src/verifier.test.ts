@@ -673,12 +673,41 @@ describe('moat-verifier', () => {
     expect(keys.keys.find((k) => k.label === 'test')?.fingerprint).toMatchObject({ classification: expect.any(String) });
   });
 
+  it('revokes an API key: refused on its next request, gone from the list; an unknown or revoked id is 404, a bad one 400', async () => {
+    const admin = { authorization: `Bearer ${ADMIN}` };
+    const created = (await (await fetch(`${base}/admin/keys`, { method: 'POST', headers: admin, body: '{"label":"leaked"}' })).json()) as {
+      id: string;
+      key: string;
+    };
+    const ask = async () => (await post(fetch, request('hello'), created.key)).status;
+    expect(await ask()).toBe(200);
+    const revoke = (id: unknown) => fetch(`${base}/admin/keys/revoke`, { method: 'POST', headers: admin, body: JSON.stringify({ id }) });
+    const revoked = await revoke(created.id);
+    expect(revoked.status).toBe(200);
+    expect(await revoked.json()).toEqual({ revoked: created.id });
+    // This replica forgets the lookups it cached: the very next request is refused.
+    expect(await ask()).toBe(401);
+    const listed = (await (await fetch(`${base}/admin/keys`, { headers: admin })).json()) as { keys: Array<{ id: string }> };
+    expect(listed.keys.map((k) => k.id)).not.toContain(created.id);
+    for (const [id, status] of [
+      [created.id, 404],
+      ['key_nobody', 404],
+      [42, 400],
+      ['../x', 400],
+    ] as const) {
+      const res = await revoke(id);
+      expect(res.status, String(id)).toBe(status);
+    }
+    expect((await fetch(`${base}/admin/keys/revoke`, { method: 'POST', body: JSON.stringify({ id: created.id }) })).status).toBe(401);
+  });
+
   it('the admin and operator routes answer 400 naming what they expected to any body that is not a JSON object', async () => {
     const admin = { authorization: `Bearer ${ADMIN}` };
     const routes = [
       ['/admin/attestation-keys/revoke', admin, '{ "kid": string, "reason"?: string }'],
       ['/admin/installs/revoke', admin, '{ "install_id": "i…" } or { "release_kid": "…" }'],
       ['/admin/keys', admin, '{ "label": string }'],
+      ['/admin/keys/revoke', admin, '{ "id": string }'],
       ['/v1/moat/conformance', { 'x-api-key': apiKey }, '{ "requests": [...] }'],
     ] as const;
     for (const [path, headers, shape] of routes)

@@ -45,7 +45,7 @@ describe('moat-verifier with no settings', { timeout: 60_000 }, () => {
     expect(token).toBe((JSON.parse(readFileSync(secrets, 'utf8')) as { adminToken: string }).adminToken);
     const created = (await (
       await fetch(`${first.url}/admin/keys`, { method: 'POST', headers: { authorization: `Bearer ${token}` }, body: '{"label":"zero"}' })
-    ).json()) as { key: string };
+    ).json()) as { id: string; key: string };
     const ask = (url: string) =>
       fetch(`${url}/v1/messages`, {
         method: 'POST',
@@ -60,6 +60,23 @@ describe('moat-verifier with no settings', { timeout: 60_000 }, () => {
     // The same secrets (the admin token works) and the same database (the key made before works).
     expect((await fetch(`${second.url}/admin/summary`, { headers: { authorization: `Bearer ${token}` } })).status).toBe(200);
     expect((await ask(second.url)).status).toBe(200);
+    // Revoked from the command line while it runs: refused within the key cache's 5 s.
+    const cliRun = (...args: string[]) => spawnSync(process.execPath, [cli, ...args], { cwd, env: bare(cwd), encoding: 'utf8' });
+    const revoked = cliRun('keys', 'revoke', '--id', created.id);
+    expect(revoked.status, revoked.stderr).toBe(0);
+    expect(JSON.parse(revoked.stdout)).toEqual({ revoked: created.id });
+    const deadline = Date.now() + 10_000;
+    let status = 200;
+    while (status !== 401 && Date.now() < deadline) {
+      status = (await ask(second.url)).status;
+      if (status !== 401) await new Promise((r) => setTimeout(r, 200));
+    }
+    expect(status).toBe(401);
+    expect(cliRun('keys', 'revoke', '--id', created.id)).toMatchObject({
+      status: 1,
+      stderr: `moat-verifier: keys revoke: no live API key has the id ${created.id}\n`,
+    });
+    expect(cliRun('keys', 'revoke')).toMatchObject({ status: 2, stderr: expect.stringContaining('expected --id ID') });
     await stop(second.child);
   });
 

@@ -63,6 +63,7 @@ export const ROUTES: readonly RouteRow[] = [
   ['GET', '/admin/summary', 'local', 'admin', admin.summary],
   ['GET', '/admin/keys', 'local', 'admin', admin.listKeys],
   ['POST', '/admin/keys', 'local', 'admin', admin.createKey],
+  ['POST', '/admin/keys/revoke', 'local', 'admin', admin.revokeKey],
   ['GET', '/admin/policy', 'local', 'admin', admin.policy],
   ['GET', '/admin/attestation-keys', 'local', 'admin', admin.attestationKeys],
   ['POST', '/admin/attestation-keys/revoke', 'local', 'admin', admin.revokeKid],
