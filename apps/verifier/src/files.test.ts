@@ -243,6 +243,7 @@ describe('Files, per API key', () => {
     const line = `${decoy?.tool.name} ${decoy?.canary}`;
     for (const [name, bytes, type] of [
       ['notes.pdf', pdfOf(line), 'application/pdf'],
+      ['locked.pdf', encryptedPdfOf(line), 'application/pdf'],
       ['notes.txt', Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from(line, 'utf16le')]), 'text/plain'],
     ] as const) {
       const up = await sdk(keys.bob).beta.files.upload({ file: await toFile(bytes, name, { type }) });
@@ -279,7 +280,7 @@ describe('Files, per API key', () => {
     expect(await cutsOf(Buffer.from('short notes'), 'notes.txt', 'text/plain')).toEqual([]);
     expect(await cutsOf(pdfOf('plain words'), 'plain.pdf', 'application/pdf')).toEqual([]);
     expect(await cutsOf(Buffer.alloc(5 * 1024 * 1024, 'n'), 'long.txt', 'text/plain')).toEqual(['decoy trace incomplete: upload_bytes']);
-    expect(await cutsOf(encryptedPdfOf('secret words'), 'locked.pdf', 'application/pdf')).toEqual([
+    expect(await cutsOf(encryptedPdfOf('secret words', 'rc4'), 'locked.pdf', 'application/pdf')).toEqual([
       'decoy trace incomplete: pdf_encrypted',
     ]);
   });

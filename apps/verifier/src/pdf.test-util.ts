@@ -16,12 +16,16 @@ export function pdfOf(line: string): Buffer {
   }
 }
 
-/** The PDF of {@link pdfOf}, encrypted by qpdf with empty passwords (AES-256): any reader opens it, its streams are ciphertext. */
-export function encryptedPdfOf(line: string): Buffer {
+/**
+ * The PDF of {@link pdfOf}, encrypted by qpdf with empty passwords: any reader opens it, its
+ * streams are ciphertext — AES-256 by default, RC4 (128 bits) with `'rc4'`.
+ */
+export function encryptedPdfOf(line: string, cipher: 'aes-256' | 'rc4' = 'aes-256'): Buffer {
   const dir = mkdtempSync(join(tmpdir(), 'moat-pdf-'));
   try {
     writeFileSync(join(dir, 'plain.pdf'), pdfOf(line));
-    execFileSync('qpdf', ['--encrypt', '', '', '256', '--', join(dir, 'plain.pdf'), join(dir, 'enc.pdf')]);
+    const how = cipher === 'rc4' ? ['--allow-weak-crypto', '--encrypt', '', '', '128', '--use-aes=n'] : ['--encrypt', '', '', '256'];
+    execFileSync('qpdf', [...how, '--', join(dir, 'plain.pdf'), join(dir, 'enc.pdf')]);
     return readFileSync(join(dir, 'enc.pdf'));
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -321,6 +321,8 @@ describe('moat-verifier', () => {
           ['application/octet-stream', Buffer.from(`${decoyName} ${canary}`)],
           ['text/plain; charset=utf-16', Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from(`${decoyName} ${canary}`, 'utf16le')])],
           ['application/pdf', pdfOf(`${decoyName} ${canary}`)],
+          // Encrypted with the empty user password (AES-256): what any reader shows.
+          ['application/pdf', encryptedPdfOf(`${decoyName} ${canary}`)],
         ] as const
       ).map(([mediaType, bytes]): [string, Record<string, unknown>] => [
         `a base64 document of ${mediaType}`,
@@ -378,7 +380,7 @@ describe('moat-verifier', () => {
       return (await lastRecord())?.reasons.filter((r) => r.startsWith('decoy trace incomplete'));
     };
     expect(await cutOf([pdfOf('plain words')])).toEqual([]);
-    expect(await cutOf([encryptedPdfOf('secret words')])).toEqual(['decoy trace incomplete: pdf_encrypted']);
+    expect(await cutOf([encryptedPdfOf('secret words', 'rc4')])).toEqual(['decoy trace incomplete: pdf_encrypted']);
     // Five PDFs padded to 8 MB: the request's 32 MiB is spent before the fifth is read.
     expect(await cutOf(Array.from({ length: 5 }, (_, i) => paddedPdf(8_000_000, `w${i}`)))).toEqual([
       'decoy trace incomplete: pdf_inflate_budget',

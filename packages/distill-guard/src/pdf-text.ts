@@ -1,11 +1,14 @@
+import { pdfDecryptor } from './pdf-crypt.js';
 import { decodeStream, streamFilters } from './pdf-filters.js';
+import { hexBytes, literalString } from './pdf-strings.js';
 
 /**
  * Why a read left part of a document unread, so a trace can say it was not whole:
  * - `pdf_stream_cap`: a PDF stream decoded past 16 MiB (the rest of it not read);
  * - `pdf_inflate_budget`: the bytes a PDF, or all the PDFs of a request, may inflate were spent;
  * - `pdf_stream_count`: a PDF of more than 20,000 streams (the rest not read);
- * - `pdf_encrypted`: an encrypted PDF (its strings and streams read as they are, undecrypted);
+ * - `pdf_encrypted`: an encrypted PDF this reader cannot decrypt (RC4, a user password), not read
+ *   (AES under the empty user password, which every reader opens, is decrypted and read);
  * - `chars`: the characters a trace reads were spent.
  */
 export type TextCut = 'pdf_stream_cap' | 'pdf_inflate_budget' | 'pdf_stream_count' | 'pdf_encrypted' | 'chars';
@@ -39,11 +42,9 @@ interface UnicodeMap {
 // Every run below is bounded, or anchored where it starts (`(?<!\d)`): hostile bytes cost one
 // pass, never a search from each position to the end.
 const STREAM_RE = /stream\r?\n/g;
-const OBJ_RE = /(?<!\d)(\d{1,10})[ \t\r\n]{1,16}\d{1,5}[ \t\r\n]{1,16}obj\b/g;
+const OBJ_RE = /(?<!\d)(\d{1,10})[ \t\r\n]{1,16}(\d{1,5})[ \t\r\n]{1,16}obj\b/g;
 const FONT_DICT_RE = /\/Font\s{0,16}<<([^>]{0,4096})>>/g;
 const FONT_ENTRY_RE = /\/([^\s/<>[\]()]{1,127})\s{1,16}(\d{1,10})\s{1,16}\d{1,5}\s{1,16}R/g;
-/** A trailer's or cross-reference stream's `/Encrypt` entry: a reference or a dictionary. */
-const ENCRYPT_RE = /\/Encrypt[ \t\r\n]{0,16}(?:\d{1,10}[ \t\r\n]{1,16}\d{1,5}[ \t\r\n]{1,16}R|<<)/;
 const SKIPPED_STREAM_RE = /\/Length[123]\b|\/Subtype\s{0,16}\/(Image|Type1C|CIDFontType0C|OpenType)\b/;
 const TO_UNICODE_RE = /\/ToUnicode\s{1,16}(\d{1,10})\s{1,16}\d{1,5}\s{1,16}R/;
 const HEX = '<([0-9a-fA-F\\s]{0,64})>';
@@ -53,12 +54,6 @@ const BFRANGE_RE = new RegExp(`${HEX}\\s{0,16}${HEX}\\s{0,16}(?:<([0-9a-fA-F\\s]
 const HEX_ITEM_RE = /<([0-9a-fA-F\s]{0,64})>/g;
 /** A map of every two-byte code and then some: enough for any font; more is an attack on memory. */
 const MAX_MAPPED_CODES = 1 << 17;
-
-/** The hex digits of a `<…>` string as bytes (white space skipped; an odd last digit is followed by 0, as the PDF reference says). */
-function hexBytes(hex: string): Buffer {
-  const digits = hex.replace(/[^0-9a-fA-F]/g, '');
-  return Buffer.from(digits.length % 2 === 0 ? digits : `${digits}0`, 'hex');
-}
 
 /** UTF-16BE bytes (a CMap's destination) as text. */
 function utf16be(bytes: Buffer): string {
@@ -117,51 +112,6 @@ function parseCMap(text: string): UnicodeMap | undefined {
     }
   }
   return { width, map };
-}
-
-/** A literal string's bytes (`(…)`, balanced parentheses, the PDF escapes) from `open`; returns them and the index after its `)`. */
-function literalString(s: string, open: number): [string, number] {
-  // Most strings have no escape and no nested parenthesis: their bytes are the text's own characters.
-  let plainEnd = open + 1;
-  while (plainEnd < s.length) {
-    const c = s.charCodeAt(plainEnd);
-    if (c === 0x29) return [s.slice(open + 1, plainEnd), plainEnd + 1];
-    if (c === 0x28 || c === 0x5c) break;
-    plainEnd++;
-  }
-  const out: number[] = [];
-  let depth = 1;
-  let i = open + 1;
-  while (i < s.length) {
-    const c = s.charCodeAt(i);
-    if (c === 0x5c) {
-      const n = s[i + 1];
-      i += 2;
-      if (n === undefined) break;
-      const simpleEscape = 'nrtbf'.indexOf(n);
-      if (simpleEscape !== -1) out.push([10, 13, 9, 8, 12][simpleEscape] as number);
-      else if (n >= '0' && n <= '7') {
-        let octal = n;
-        while (octal.length < 3 && (s[i] ?? '') >= '0' && (s[i] ?? '') <= '7') octal += s[i++];
-        out.push(Number.parseInt(octal, 8) & 0xff);
-      } else if (n === '\r' || n === '\n') {
-        if (n === '\r' && s[i] === '\n') i++;
-      } else out.push(n.charCodeAt(0));
-      continue;
-    }
-    if (c === 0x28) depth++;
-    else if (c === 0x29 && --depth === 0) return [latin1(out), i + 1];
-    out.push(c & 0xff);
-    i++;
-  }
-  return [latin1(out), i];
-}
-
-/** Bytes as a Latin-1 text, one character a byte. */
-function latin1(bytes: readonly number[]): string {
-  let out = '';
-  for (let i = 0; i < bytes.length; i += 8192) out += String.fromCharCode(...bytes.slice(i, i + 8192));
-  return out;
 }
 
 /** A string's bytes (a Latin-1 text) shown in a font as text: through its ToUnicode map when it has one, else as they are (the simple fonts' WinAnsi, near enough for names). */
@@ -327,10 +277,12 @@ export function pdfText(pdf: Uint8Array, limits: PdfTextLimits = {}): string[] {
   let inflateLeft = Math.min(limits.maxInflatedBytes ?? 32 * 1024 * 1024, shared.inflateLeft);
   const inflateBudget = inflateLeft;
   const cut = (why: TextCut) => limits.cuts?.add(why);
-  if (ENCRYPT_RE.test(raw)) cut('pdf_encrypted');
+  // Encrypted under the empty user password (what any reader opens): decrypted; else not read.
+  let crypt = pdfDecryptor(raw);
+  if (crypt === 'unsupported') cut('pdf_encrypted');
   // Every stream, decoded where it can be: its dictionary and its text.
   const streams: Array<{ dict: string; text: string; objnum: number }> = [];
-  const objects = [...raw.matchAll(OBJ_RE)].map((m) => ({ num: Number(m[1]), at: m.index }));
+  const objects = [...raw.matchAll(OBJ_RE)].map((m) => ({ num: Number(m[1]), gen: Number(m[2]), at: m.index }));
   let objIndex = 0;
   const streamRe = new RegExp(STREAM_RE.source, 'g');
   for (let m = streamRe.exec(raw); m !== null; m = streamRe.exec(raw)) {
@@ -351,6 +303,19 @@ export function pdfText(pdf: Uint8Array, limits: PdfTextLimits = {}): string[] {
       break;
     }
     let data: Buffer = bytes.subarray(start, end);
+    // Cross-reference streams are never encrypted; every other stream is, under its object's key.
+    if (typeof crypt === 'object' && obj !== undefined && !/\/Type\s{0,16}\/XRef\b/.test(dict)) {
+      // The data ends before the end-of-line that precedes `endstream`; AES data is whole blocks.
+      const trimmed = data.subarray(0, data.length - (data.length % 16));
+      const plain = crypt.decrypt(trimmed, obj.num, obj.gen);
+      if (plain !== undefined) data = plain;
+      else if (!/\/Type\s{0,16}\/Metadata\b/.test(dict)) {
+        // A stream that does not decrypt: the empty password is not this file's, or it is damaged.
+        cut('pdf_encrypted');
+        crypt = 'unsupported';
+        continue;
+      }
+    } else if (crypt === 'unsupported') continue;
     const filters = streamFilters(dict);
     if (filters.length > 0) {
       if (inflateLeft <= 0) {
