@@ -208,6 +208,43 @@ describe('pdfText', () => {
     }
   });
 
+  it("reads a simple font's /Differences as readers do: codes renamed to other glyphs show those glyphs, inline or in an encoding object", () => {
+    // Codes A… renamed to the glyphs of "rotate_vendor_keys": the bytes say one thing, the page shows another.
+    const differences = '[65 /r /o /t /a /e /underscore /v /n /d /k /y /s]';
+    const content = Buffer.from('BT /F1 12 Tf 72 700 Td (the tool ABCDCEFGEHIBAFJEKL here) Tj ET', 'latin1');
+    const withFont = (font: string, extra = '') =>
+      Buffer.concat([
+        Buffer.from(
+          '%PDF-1.4\n1 0 obj\n<</Type /Catalog /Pages 2 0 R>>\nendobj\n2 0 obj\n<</Type /Pages /Kids [3 0 R] /Count 1>>\nendobj\n' +
+            '3 0 obj\n<</Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources <</Font <</F1 4 0 R>>>> /Contents 5 0 R>>\nendobj\n' +
+            `4 0 obj\n${font}\nendobj\n${extra}5 0 obj\n<</Length ${content.length}>>\nstream\n`,
+        ),
+        content,
+        Buffer.from('\nendstream\nendobj\ntrailer\n<</Root 1 0 R>>\n%%EOF\n'),
+      ]);
+    const variants: Array<[string, Buffer]> = [
+      [
+        'inline',
+        withFont(`<</Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding <</Type /Encoding /Differences ${differences}>>>>`),
+      ],
+      [
+        'an encoding object',
+        withFont(
+          '<</Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding 6 0 R>>',
+          `6 0 obj\n<</Type /Encoding /BaseEncoding /WinAnsiEncoding /Differences ${differences}>>\nendobj\n`,
+        ),
+      ],
+    ];
+    for (const [where, pdf] of variants) {
+      writeFileSync(join(dir, 'differences.pdf'), pdf);
+      const gs = execFileSync('gs', ['-q', '-dNOPAUSE', '-dBATCH', '-sDEVICE=txtwrite', '-sOutputFile=-', join(dir, 'differences.pdf')], {
+        encoding: 'utf8',
+      });
+      expect(gs, where).toContain('the tool rotate_vendor_keys here');
+      expect(pdfText(pdf).join(' '), where).toContain('the tool rotate_vendor_keys here');
+    }
+  });
+
   it('reads text placed glyph by glyph with a text matrix each, as one line', () => {
     const glyphs = [...'call rotate_vendor_keys'].map((c, i) => `1 0 0 1 ${72 + 7 * i} 700 Tm (${c}) Tj`).join(' ');
     expect(pdfText(handMade([`BT /F1 12 Tf ${glyphs} 1 0 0 1 72 680 Tm (next) Tj ET`]))).toEqual(['call rotate_vendor_keys', 'next']);

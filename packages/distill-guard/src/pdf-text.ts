@@ -125,6 +125,98 @@ function shown(bytes: string, font: UnicodeMap | undefined): string {
   return out;
 }
 
+const ENCODING_REF_RE = /\/Encoding\s{0,16}(\d{1,10})\s{1,16}\d{1,5}\s{1,16}R/;
+const DIFFERENCES_RE = /\/Differences\s{0,16}\[([^\]]{0,65536})\]/;
+const DIFFERENCES_ITEM_RE = /(\d{1,3})|\/([^\s/[\]()<>{}%]{1,127})/g;
+
+/**
+ * A simple font's codes as text when its encoding has `/Differences` (codes given glyph names
+ * of their own, inline or in an encoding object): each named code as its glyph's text, every
+ * other code as its byte (the base encodings agree with Latin-1 on what names are made of).
+ * `undefined` for a font without differences.
+ */
+function differencesMap(font: string, objectText: ReadonlyMap<number, string>): UnicodeMap | undefined {
+  const ref = ENCODING_REF_RE.exec(font)?.[1];
+  const differences = DIFFERENCES_RE.exec(ref === undefined ? font : (objectText.get(Number(ref)) ?? ''))?.[1];
+  if (differences === undefined) return undefined;
+  const map = new Map<number, string>();
+  for (let code = 0; code < 256; code++) map.set(code, String.fromCharCode(code));
+  let code = -1;
+  for (const item of differences.matchAll(DIFFERENCES_ITEM_RE)) {
+    if (item[1] !== undefined) code = Number(item[1]);
+    else if (code >= 0 && code < 256) map.set(code++, glyphText(item[2] as string));
+  }
+  return { width: 1, map };
+}
+
+/** The text of a glyph name (the Adobe Glyph List's forms for what identifiers are made of): `a`, `zero`, `underscore`, `uni005F`, `u1F600`, `a.sc`. */
+function glyphText(name: string): string {
+  const base = name.split('.')[0] as string;
+  if (/^[A-Za-z]$/.test(base)) return base;
+  const named = GLYPH_NAMES[base];
+  if (named !== undefined) return named;
+  const uni = /^uni((?:[0-9A-F]{4}){1,8})$/.exec(base);
+  if (uni !== null) return String.fromCharCode(...((uni[1] as string).match(/.{4}/g) ?? []).map((h) => Number.parseInt(h, 16)));
+  const u = /^u([0-9A-F]{4,6})$/.exec(base);
+  if (u !== null) {
+    const point = Number.parseInt(u[1] as string, 16);
+    return point <= 0x10ffff ? String.fromCodePoint(point) : '';
+  }
+  return '';
+}
+
+/** Glyph names of digits, punctuation and ligatures (the Adobe Glyph List's). */
+const GLYPH_NAMES: Readonly<Record<string, string>> = Object.assign(Object.create(null), {
+  zero: '0',
+  one: '1',
+  two: '2',
+  three: '3',
+  four: '4',
+  five: '5',
+  six: '6',
+  seven: '7',
+  eight: '8',
+  nine: '9',
+  space: ' ',
+  underscore: '_',
+  hyphen: '-',
+  period: '.',
+  comma: ',',
+  colon: ':',
+  semicolon: ';',
+  slash: '/',
+  backslash: '\\',
+  parenleft: '(',
+  parenright: ')',
+  bracketleft: '[',
+  bracketright: ']',
+  braceleft: '{',
+  braceright: '}',
+  quotesingle: "'",
+  quotedbl: '"',
+  exclam: '!',
+  question: '?',
+  at: '@',
+  numbersign: '#',
+  dollar: '$',
+  percent: '%',
+  ampersand: '&',
+  asterisk: '*',
+  plus: '+',
+  equal: '=',
+  less: '<',
+  greater: '>',
+  bar: '|',
+  asciitilde: '~',
+  asciicircum: '^',
+  grave: '`',
+  ff: 'ff',
+  fi: 'fi',
+  fl: 'fl',
+  ffi: 'ffi',
+  ffl: 'ffl',
+});
+
 /** Where a number written at `i` (a sign, digits, a point; 32 characters at most) ends: one character at least. */
 function numberEnd(s: string, i: number): number {
   let end = i + 1;
@@ -363,8 +455,10 @@ export function pdfText(pdf: Uint8Array, limits: PdfTextLimits = {}): string[] {
   for (const text of objectText.values())
     for (const dict of text.matchAll(FONT_DICT_RE))
       for (const entry of (dict[1] as string).matchAll(FONT_ENTRY_RE)) {
-        const toUnicode = TO_UNICODE_RE.exec(objectText.get(Number(entry[2])) ?? '')?.[1];
-        const map = toUnicode === undefined ? undefined : maps.get(Number(toUnicode));
+        const font = objectText.get(Number(entry[2])) ?? '';
+        const toUnicode = TO_UNICODE_RE.exec(font)?.[1];
+        // A ToUnicode map says what the glyphs are; without one, a simple font's encoding does.
+        const map = toUnicode === undefined ? differencesMap(font, objectText) : maps.get(Number(toUnicode));
         if (map !== undefined && !fonts.has(entry[1] as string)) fonts.set(entry[1] as string, map);
       }
   const out: string[] = [];
