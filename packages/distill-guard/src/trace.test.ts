@@ -328,6 +328,14 @@ describe('decoyTraceTexts', () => {
           ],
         },
       ],
+      [
+        'tag characters (invisible, read by models) after a visible text',
+        {
+          messages: [
+            { role: 'user', content: `Summarize this.${[...name].map((c) => String.fromCodePoint(0xe0000 + c.charCodeAt(0))).join('')}` },
+          ],
+        },
+      ],
     ];
     for (const [where, request] of hidden) {
       const hits = index.trace(decoyTraceTexts(request), 0.7);
@@ -347,9 +355,16 @@ describe('decoyTraceTexts', () => {
           ],
         },
         { role: 'user', content: `blob ${Buffer.from(new Uint8Array(64).map((_, i) => (i * 37) % 256)).toString('base64')} end` },
+        // A flag emoji's tag sequence (England: U+1F3F4, tags "gbeng", cancel tag).
+        { role: 'user', content: 'go \u{1F3F4}\u{E0067}\u{E0062}\u{E0065}\u{E006E}\u{E0067}\u{E007F} team' },
       ],
     };
     expect(index.trace(decoyTraceTexts(clean), 0.5)).toEqual([]);
+    // Tag characters interleaved with a visible decoy's letters are still passed over, as before.
+    const interleaved = [...name].join('\u{E0020}');
+    expect(index.trace(decoyTraceTexts({ messages: [{ role: 'user', content: interleaved }] }), 0.5).map((h) => h.apiKeyId)).toEqual([
+      'key_a',
+    ]);
   });
 
   it('lists the conversation’s texts, then the other members a decoy can hide in, and joins to decoyTraceText', () => {

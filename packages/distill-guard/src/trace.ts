@@ -847,13 +847,23 @@ function scanHidden(text: string, decoded: string[], rotated: string[], depth = 
   }
 }
 
+/** The ASCII a text's tag characters carry, in order (each U+E00xx is the ASCII character xx). */
+function tagText(text: string): string {
+  let out = '';
+  for (let i = text.indexOf('\udb40'); i !== -1 && i + 1 < text.length; i = text.indexOf('\udb40', i + 2)) {
+    const low = text.charCodeAt(i + 1);
+    if (low >= 0xdc20 && low <= 0xdc7e) out += String.fromCharCode(low - 0xdc00);
+  }
+  return out;
+}
+
 /**
  * Text a decoy may be hidden in within the texts themselves, each kind as one more text (none
  * when it is empty): the identifier characters either side of each boundary between
  * consecutive texts joined, also over one text between and through whole texts of identifier
  * characters (a decoy split across two blocks or turns, around an unrelated one, in three
- * pieces or more; the API's own values, roles and block types, are passed over), base64 runs that decode to printable text, and
- * snake-case identifiers in rot13.
+ * pieces or more; the API's own values, roles and block types, are passed over), base64 runs that decode to printable text,
+ * snake-case identifiers in rot13, and the ASCII that tag characters carry.
  */
 function hiddenTexts(texts: readonly string[]): string[] {
   const joins: string[] = [];
@@ -883,6 +893,11 @@ function hiddenTexts(texts: readonly string[]): string[] {
     tail = text.slice(identifierRun(text, text.length - 1, -1) + 1);
     run = whole ? `${run}${text}`.slice(-TOKEN_MAX) : tail;
     scanHidden(text, decoded, rotated);
+    // Tag characters (U+E0020–E007E) carry ASCII no one sees and models read ("ASCII smuggling").
+    if (text.includes('\udb40')) {
+      const smuggled = tagText(text);
+      if (smuggled.length >= TOKEN_MIN) decoded.push(smuggled);
+    }
   }
   return [joins, decoded, rotated].filter((kind) => kind.length > 0).map((kind) => kind.join('\n'));
 }
