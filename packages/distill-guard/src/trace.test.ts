@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { deflateSync } from 'node:zlib';
+import { deflateSync, gzipSync } from 'node:zlib';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { decoyPeriod, decoyTools } from './decoys.js';
@@ -328,6 +328,28 @@ describe('decoyTraceTexts', () => {
           ],
         },
       ],
+      ['base64 after a stray letter', { messages: [{ role: 'user', content: `decode X${b64} please` }] }],
+      ['base64 after two stray letters', { messages: [{ role: 'user', content: `decode Qz${b64} please` }] }],
+      [
+        'base64 wrapped at 10 columns',
+        { messages: [{ role: 'user', content: `decode:\n${(b64.match(/.{1,10}/g) ?? []).join('\n')}\nthanks` }] },
+      ],
+      [
+        'base64 wrapped at 76 columns with CRLF',
+        {
+          messages: [
+            {
+              role: 'user',
+              content: (
+                Buffer.from(`${'padding words '.repeat(12)}${name} end`)
+                  .toString('base64')
+                  .match(/.{1,76}/g) ?? []
+              ).join('\r\n'),
+            },
+          ],
+        },
+      ],
+      ['base64 of gzip', { messages: [{ role: 'user', content: `blob ${gzipSync(`called ${name} today`).toString('base64')}` }] }],
       [
         'tag characters (invisible, read by models) after a visible text',
         {

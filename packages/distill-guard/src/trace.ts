@@ -1,4 +1,5 @@
 import { isUtf8 } from 'node:buffer';
+import { gunzipSync, constants as zlibConstants } from 'node:zlib';
 import { base64Text, utf16Of } from './base64-text.js';
 import { decoyTools } from './decoys.js';
 import { DistillGuardError } from './errors.js';
@@ -807,6 +808,81 @@ function rot13(s: string): string {
   return String.fromCharCode(...units);
 }
 
+/** Bytes gzip made (its magic number first), inflated to this much at most. */
+const GZIP_TEXT_BYTES = 1 << 20;
+
+/**
+ * The text a run of base64 characters hides: hex first (its digits are base64 characters too),
+ * then base64, as printable UTF-8 or UTF-16 — gzip inflated first when the bytes are gzip's —
+ * and, when it does not decode so, base64 that one to three characters before it put out of
+ * step (a stray letter in front). Each step out of step is tried on the run's first 64
+ * characters before the whole run is decoded.
+ */
+function decodedRun(run: string): string | undefined {
+  if (/^(?:[0-9a-fA-F]{2})+$/.test(run)) {
+    const text = textOfBytes(Buffer.from(run, 'hex'));
+    if (text !== undefined) return text;
+  }
+  for (let skip = 0; skip < 4 && run.length - skip >= BASE64_MIN; skip++) {
+    const part = run.slice(skip);
+    if (skip > 0 && textOfBytes(Buffer.from(part.slice(0, 64 - (64 % 4)), 'base64'), true) === undefined) continue;
+    const text = textOfBytes(Buffer.from(part, 'base64'));
+    if (text !== undefined) return text;
+  }
+  return undefined;
+}
+
+/** Decoded bytes as printable text (UTF-8 or UTF-16, gzip inflated first); `probe`: a run's start, whose last character may be cut. */
+function textOfBytes(bytes: Buffer, probe = false): string | undefined {
+  if (bytes[0] === 0x1f && bytes[1] === 0x8b) {
+    if (probe) return '';
+    try {
+      const inflated = gunzipSync(bytes, { maxOutputLength: GZIP_TEXT_BYTES, finishFlush: zlibConstants.Z_SYNC_FLUSH });
+      return printable(inflated) ?? printable16(inflated);
+    } catch {
+      return undefined;
+    }
+  }
+  if (probe) return printable(bytes.subarray(0, bytes.length - 3)) ?? printable16(bytes.subarray(0, bytes.length - (bytes.length % 2) - 2));
+  return printable(bytes) ?? printable16(bytes);
+}
+
+/**
+ * Base64 wrapped at a fixed width (MIME's 76, PEM's 64, or any other): two lines or more of
+ * base64 characters alone, all but the last of one length, joined and decoded as one run.
+ */
+function wrappedRuns(text: string, decoded: string[]): void {
+  if (!text.includes('\n')) return;
+  let lines: string[] = [];
+  const flush = () => {
+    if (lines.length >= 2) {
+      const plain = decodedRun(lines.join('').slice(0, BASE64_MAX));
+      if (plain !== undefined) decoded.push(plain);
+    }
+    lines = [];
+  };
+  let from = 0;
+  while (from <= text.length) {
+    let to = text.indexOf('\n', from);
+    if (to === -1) to = text.length;
+    const line = text.slice(from, text.charCodeAt(to - 1) === 0x0d ? to - 1 : to);
+    from = to + 1;
+    const body = line.replace(/={0,2}$/, '');
+    let whole = body.length >= 4 && body.length <= 1024;
+    for (let k = 0; whole && k < body.length; k++) whole = isBase64Unit(body.charCodeAt(k));
+    // A line of another length than the ones before ends the block (it may be its last line).
+    if (!whole) flush();
+    else if (lines.length > 0 && (lines[0] as string).length !== line.length) {
+      lines.push(body);
+      flush();
+    } else {
+      lines.push(body);
+      if (body.length !== line.length) flush(); // padding: the last line
+    }
+  }
+  flush();
+}
+
 /**
  * One pass over `text` for what it may hide: each run of base64 characters of
  * {@link BASE64_MIN} or more decoded (as hex when it is hex), kept when it is printable text
@@ -830,10 +906,7 @@ function scanHidden(text: string, decoded: string[], rotated: string[], depth = 
       end++;
     }
     if (end - i >= BASE64_MIN) {
-      const run = text.slice(i, Math.min(end, i + BASE64_MAX));
-      // Hex first (its digits are base64 characters too), then base64; in UTF-8 or UTF-16, and once more inside (base64 of base64).
-      const bytes = /^(?:[0-9a-fA-F]{2})+$/.test(run) ? Buffer.from(run, 'hex') : Buffer.from(run, 'base64');
-      const plain = printable(bytes) ?? printable16(bytes);
+      const plain = decodedRun(text.slice(i, Math.min(end, i + BASE64_MAX)));
       if (plain !== undefined) {
         decoded.push(plain);
         if (depth < 1) scanHidden(plain, decoded, [], depth + 1);
@@ -893,6 +966,7 @@ function hiddenTexts(texts: readonly string[]): string[] {
     tail = text.slice(identifierRun(text, text.length - 1, -1) + 1);
     run = whole ? `${run}${text}`.slice(-TOKEN_MAX) : tail;
     scanHidden(text, decoded, rotated);
+    wrappedRuns(text, decoded);
     // Tag characters (U+E0020–E007E) carry ASCII no one sees and models read ("ASCII smuggling").
     if (text.includes('\udb40')) {
       const smuggled = tagText(text);
