@@ -3,7 +3,7 @@ import { mkdtempSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { createVerifier, devEnvironment, loadConfig, type Verifier } from '@moat/verifier';
+import { createVerifier, devEnvironment, loadConfig, SqliteStorage, type Verifier } from '@moat/verifier';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type RedteamContext, SCENARIOS } from './scenarios.js';
 
@@ -26,8 +26,12 @@ beforeAll(async () => {
   const adminToken = env.MOAT_VERIFIER_ADMIN_TOKEN as string;
   const serverSecret = env.MOAT_VERIFIER_SERVER_SECRET as string;
   const config = loadConfig(env);
-  verifier = await createVerifier(config, { logLevel: 'silent' });
-  replica = await createVerifier(config, { logLevel: 'silent' });
+  // A first database (nothing served before it): its replay cache vouches for the whole window,
+  // as the scenario of a client whose clock is nearly a window behind needs.
+  const storageOf = () =>
+    new SqliteStorage(database, Buffer.from(config.serverSecret, 'hex'), { windowSec: config.windowSec, replayCacheSince: 0 });
+  verifier = await createVerifier(config, { logLevel: 'silent', storage: storageOf() });
+  replica = await createVerifier(config, { logLevel: 'silent', storage: storageOf() });
   ctx = {
     baseUrl: await verifier.listen(),
     replicaUrl: await replica.listen(),

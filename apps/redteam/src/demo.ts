@@ -2,7 +2,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { createVerifier, devEnvironment, loadConfig, type Verifier } from '@moat/verifier';
+import { createVerifier, devEnvironment, loadConfig, SqliteStorage, type Verifier } from '@moat/verifier';
 import { formatHtml, formatTable } from './report.js';
 import { type RedteamContext, runScenarios, type ScenarioResult } from './scenarios.js';
 
@@ -39,8 +39,13 @@ export async function runDemo(options: DemoOptions = {}): Promise<{ results: Sce
   const adminToken = env.MOAT_VERIFIER_ADMIN_TOKEN as string;
   const serverSecret = env.MOAT_VERIFIER_SERVER_SECRET as string;
   const config = loadConfig(env);
-  const verifier = await createVerifier(config, { logLevel: 'silent' });
-  const replica = await createVerifier(config, { logLevel: 'silent' });
+  // Both replicas on the one database this run makes. It is a first database (no request was
+  // served before it), so its replay cache vouches for stamps of the whole window: the
+  // scenario of a client whose clock is behind by nearly the window runs at once.
+  const storageOf = () =>
+    new SqliteStorage(database, Buffer.from(config.serverSecret, 'hex'), { windowSec: config.windowSec, replayCacheSince: 0 });
+  const verifier = await createVerifier(config, { logLevel: 'silent', storage: storageOf() });
+  const replica = await createVerifier(config, { logLevel: 'silent', storage: storageOf() });
   const baseUrl = await verifier.listen();
   const replicaUrl = await replica.listen();
   log(`verifier at ${baseUrl}, a second replica at ${replicaUrl}`);

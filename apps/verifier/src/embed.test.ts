@@ -196,6 +196,21 @@ describe('createMoatHandler: stamps made by @moat/native', { timeout: 30_000 }, 
     expect(await last()).toMatchObject({ attestation: 'invalid', verdict: 'block' });
     // Only the genuine request reached the model.
     expect(seen.length - before).toBe(1);
+
+    // Restarted on ':memory:' (its nonces gone), the same key provisioned again: the request
+    // served before is refused, retryably, not served a second time.
+    // However soon: a new store begins at the next whole second, and the handler waits for it.
+    const restarted = await createMoatHandler({ settings: settings(), upstream: model, logLevel: 'silent' });
+    try {
+      await restarted.storage.importApiKey('key_embed_again', apiKey, 'embed');
+      const again = await listening(createServer(restarted.node).listen(0, '127.0.0.1'));
+      const replayed = await postRaw(again, body, headers);
+      expect(replayed.status).toBe(503);
+      expect(replayed.json.error.message).toMatch(/replay cache/);
+      expect(seen.length - before).toBe(1);
+    } finally {
+      await restarted.close();
+    }
   });
 });
 

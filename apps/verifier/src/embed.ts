@@ -160,6 +160,9 @@ export async function createMoatHandler(options: MoatHandlerOptions): Promise<Mo
   const { upstream, storage } = options;
   const { services } = await createServices(config, { upstream, ...(storage === undefined ? {} : { storage }) }, log);
   await startPeriodicWork(services);
+  // No readiness probe holds traffic back here: the decoy index is built before the first request,
+  // so nothing is served untraced (a build that fails is retried; until then requests say so).
+  await services.decoyIndex.refresh().catch(() => undefined);
   let closing = false;
   let closed: Promise<void> | undefined;
   const inflight = new Set<ServerResponse>();

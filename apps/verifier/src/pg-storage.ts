@@ -33,6 +33,7 @@ import {
   fileRowOf,
   hashApiKey,
   newApiKey,
+  nextWholeSecond,
   probe,
   type ReadinessCheck,
   type Storage,
@@ -90,10 +91,21 @@ export class PgRedisStorage implements Storage {
   #lostAtMs = 0;
   #clock: () => number = Date.now;
   readonly #sequenceKey: string;
-  /** The highest value of the commit sequence this replica has seen: Redis never gives it a lower one unless it went back. */
+  /** The highest value of the commit sequence this replica has seen under the current marker: Redis never gives a lower one unless it went back. */
   #sequenceSeen = 0;
-  /** When the sequence was last kept in PostgreSQL (at most once a second). */
-  #sequenceKeptAt = 0;
+  /**
+   * The highest sequence any replica kept in PostgreSQL under the current marker, read by the
+   * last guard check, and the first commit (by the order commits are sent) it applies to: one
+   * sent after it was read. Commits sent before may legitimately have drawn lower values.
+   */
+  #sequenceFloor = { value: 0, from: Number.POSITIVE_INFINITY };
+  /** Nonce commits sent so far (their order). */
+  #commitsSent = 0;
+  /** When the guard check last ran, and the one in flight. */
+  #guardedAt = 0;
+  #guarding: Promise<void> | undefined;
+  /** Why the replay cache cannot vouch for a stamp now (eviction on, a clock off), when it cannot: commits fail while it holds. */
+  #unsafe: string | undefined;
   /** Called when the replay cache is found to have lost its data. */
   onReplayCacheReset: ((lostAtMs: number) => void) | undefined;
   readonly #records = new GroupCommit<PendingRecord, void>((batch) => this.#commitRecords(batch));
@@ -174,17 +186,18 @@ export class PgRedisStorage implements Storage {
     storage.#clock = options.clock ?? Date.now;
     // The epoch marker: a replica that opens against an existing one adopts it. None at all is
     // a first start, or a Redis that lost its data while no replica ran (a restart of both): the
-    // two look alike, so it counts as a loss now — stamps made before this second are refused
-    // (retryably) for one window, which costs a first start nothing, as no stamp predates it.
-    await redis.set(`${prefix}epoch`, `${randomBytes(6).toString('hex')}:${wholeSecond(Date.now())}`, 'NX');
+    // two look alike, so it counts as a loss at the next whole second — stamps made before are
+    // refused (retryably) for one window, which costs a first start nothing (the verifier waits
+    // for that second before it serves), as no stamp predates it.
+    await redis.set(`${prefix}epoch`, `${randomBytes(6).toString('hex')}:${nextWholeSecond(Date.now())}`, 'NX');
     storage.#epoch = await redis.get(`${prefix}epoch`);
     storage.#lostAtMs = Number((storage.#epoch ?? '').split(':')[1] ?? 0);
     // A Redis that went back while no replica ran (restored from an older snapshot, a failover to
     // a replica that lagged) keeps its marker: the sequence PostgreSQL kept says it went back.
-    const kept = Number((await storage.loadSnapshot(storage.#sequenceName))?.toString() ?? 0);
+    const kept = await storage.#keptSequence();
     const sequence = await redis.incr(storage.#sequenceKey);
     if (sequence <= kept) await storage.#declareLoss(Date.now());
-    storage.#sequenceSeen = Math.max(sequence, kept);
+    else storage.#sequenceSeen = sequence;
     return storage;
   }
 
@@ -354,6 +367,16 @@ export class PgRedisStorage implements Storage {
    * nonce set (`NX`) in one `MULTI`.
    */
   async #commitNonces(batch: ReadonlyArray<{ key: string; ttlMs: number }>): Promise<Array<Settled<boolean>>> {
+    // Once a second (and every commit while a check runs): what the other replicas saw, eviction, this clock.
+    if (this.#guarding === undefined && Date.now() - this.#guardedAt >= 1_000) {
+      this.#guardedAt = Date.now();
+      this.#guarding = this.#guard().finally(() => {
+        this.#guarding = undefined;
+      });
+    }
+    if (this.#guarding !== undefined) await this.#guarding;
+    if (this.#unsafe !== undefined) throw new ReplayCacheResetError('ERR_REPLAY_CACHE_RESET', this.#unsafe);
+    const ordinal = ++this.#commitsSent;
     const multi = this.#redis.multi().get(this.#epochKey).incr(this.#sequenceKey);
     for (const n of batch) multi.set(n.key, '1', 'PX', n.ttlMs, 'NX');
     const result = await multi.exec();
@@ -366,49 +389,85 @@ export class PgRedisStorage implements Storage {
     if (epochError !== null) throw epochError;
     if (sequenceError !== null) throw sequenceError;
     // Read at once, before any other await: replies come in the order the commits were sent.
-    const wentBack = this.#noteSequence(Number(sequence));
-    // A new marker (a loss declared, here or by another replica) starts the sequence afresh: a
-    // Redis that lost everything lost its marker too, which says so already.
-    const newMarker = await this.#checkEpoch(typeof epoch === 'string' ? epoch : null);
-    if (wentBack && !newMarker) await this.#declareLoss(Date.now());
+    const wentBack = this.#noteSequence(Number(sequence), ordinal);
+    const marker = await this.#checkEpoch(typeof epoch === 'string' ? epoch : null);
+    // Gone back: the sequence under an unchanged marker, or an older marker come back (a
+    // snapshot from before an earlier loss). A new marker (a loss declared, here or by another
+    // replica; a Redis that lost everything, its marker too) says so already.
+    if ((wentBack && marker === 'same') || marker === 'older') await this.#declareLoss(Date.now());
+    else if (marker === 'newer') this.#sequenceSeen = Number(sequence);
     return sets.map(([error, set]) => (error === null ? { ok: true, value: set === 'OK' } : { ok: false, error }));
   }
 
-  /** The name under which PostgreSQL keeps the highest commit sequence seen, for this Redis prefix. */
+  /**
+   * The name under which PostgreSQL keeps the highest commit sequence seen under the current
+   * epoch marker: a new marker (after a loss) starts afresh, and an old one brought back with an
+   * old snapshot finds what was seen under it.
+   */
   get #sequenceName(): string {
-    return `replay-cache-sequence:${this.#prefix}`;
+    return `replay-cache-sequence:${this.#prefix}${(this.#epoch ?? '').split(':')[0]}`;
   }
 
   /**
    * Notes the commit sequence a nonce commit read, and whether it went back. It only goes up:
    * every nonce commit of every replica counts it up by one. A value no higher than one this
-   * replica saw means Redis went back — restarted from an older
-   * snapshot or append-only file, or failed over to a replica that lagged — and forgot nonces
-   * while keeping its epoch marker: a loss, declared now to every replica. The highest value is
-   * kept in PostgreSQL once a second, so a replica that starts after such a loss sees it too.
+   * replica saw, or than one any replica kept in PostgreSQL before this commit was sent
+   * ({@link #guard}), means Redis went back — restarted from an older snapshot or append-only
+   * file, or failed over to a replica that lagged — and forgot nonces while keeping its epoch
+   * marker: a loss, declared to every replica.
    */
-  #noteSequence(sequence: number): boolean {
+  #noteSequence(sequence: number, ordinal: number): boolean {
     if (!Number.isSafeInteger(sequence)) return false;
-    const wentBack = sequence <= this.#sequenceSeen;
-    this.#sequenceSeen = sequence;
-    if (Date.now() - this.#sequenceKeptAt >= 1_000) {
-      this.#sequenceKeptAt = Date.now();
-      // Best effort: a PostgreSQL outage must not fail nonce commits, and the next commit tries again.
-      this.#keepSequence(sequence).catch(() => {
-        this.#sequenceKeptAt = 0;
-      });
-    }
+    const floor = ordinal >= this.#sequenceFloor.from ? this.#sequenceFloor.value : 0;
+    const wentBack = sequence <= Math.max(this.#sequenceSeen, floor);
+    this.#sequenceSeen = Math.max(this.#sequenceSeen, sequence);
     return wentBack;
   }
 
-  /** Keeps the highest sequence seen in PostgreSQL (never lowers it: replicas write in any order). */
-  async #keepSequence(sequence: number): Promise<void> {
-    await this.#pool.query(
+  /**
+   * The check a commit waits for once a second: keeps this replica's highest sequence in
+   * PostgreSQL and reads the highest any replica kept (so a quiet replica knows what busy ones
+   * saw), and finds whether Redis may now evict keys or this replica's clock is off — then the
+   * replay cache cannot vouch for stamps, and commits fail (`503`) until it can.
+   */
+  async #guard(): Promise<void> {
+    const marker = this.#epoch;
+    // Each part is best effort: a store that does not answer fails the commit itself, as before.
+    const [kept, evicting, clock] = await Promise.all([
+      (this.#sequenceSeen > 0 ? this.#keepSequence(this.#sequenceSeen) : this.#keptSequence()).catch(() => undefined),
+      evictionPolicy(this.#redis).then(
+        (policy) => (policy === undefined ? undefined : `expected ${NEVER_EVICTS}, got ${policy}`),
+        () => undefined,
+      ),
+      this.#checkClock().then(
+        () => undefined,
+        (error: unknown) => (error instanceof ClockSkewError ? error.message : undefined),
+      ),
+    ]);
+    // Read under the marker that still holds: a loss declared meanwhile starts the count afresh.
+    if (kept !== undefined && this.#epoch === marker) this.#sequenceFloor = { value: kept, from: this.#commitsSent + 1 };
+    this.#unsafe = evicting ?? clock;
+  }
+
+  /** The highest sequence kept under the current marker (0 for none). */
+  async #keptSequence(): Promise<number> {
+    const { rows } = await this.#pool.query<{ seq: string }>("SELECT data #>> '{}' AS seq FROM snapshots WHERE name = $1", [
+      this.#sequenceName,
+    ]);
+    return Number(rows[0]?.seq ?? 0) || 0;
+  }
+
+  /** Keeps `sequence` under the current marker unless a higher one is kept; the highest kept after. */
+  async #keepSequence(sequence: number): Promise<number> {
+    const { rows } = await this.#pool.query<{ seq: string }>(
       `INSERT INTO snapshots (name, data, updated) VALUES ($1, $2, $3)
-       ON CONFLICT (name) DO UPDATE SET data = EXCLUDED.data, updated = EXCLUDED.updated
-       WHERE (snapshots.data #>> '{}')::bigint < (EXCLUDED.data #>> '{}')::bigint`,
+       ON CONFLICT (name) DO UPDATE SET
+         data = to_jsonb(GREATEST((snapshots.data #>> '{}')::bigint, (EXCLUDED.data #>> '{}')::bigint)),
+         updated = EXCLUDED.updated
+       RETURNING data #>> '{}' AS seq`,
       [this.#sequenceName, JSON.stringify(sequence), Date.now()],
     );
+    return Number(rows[0]?.seq ?? sequence) || sequence;
   }
 
   /** Declares a loss of the replay cache at `atMs`: a new epoch marker every replica adopts on its next commit. */
@@ -416,6 +475,9 @@ export class PgRedisStorage implements Storage {
     const marker = `${randomBytes(6).toString('hex')}:${atMs}`;
     await this.#redis.set(this.#epochKey, marker);
     this.#epoch = marker;
+    // The sequence is counted afresh under the new marker.
+    this.#sequenceSeen = 0;
+    this.#sequenceFloor = { value: 0, from: Number.POSITIVE_INFINITY };
     if (atMs > this.#lostAtMs) {
       this.#lostAtMs = atMs;
       this.onReplayCacheReset?.(atMs);
@@ -429,23 +491,34 @@ export class PgRedisStorage implements Storage {
    * replica): the first replica to notice writes a new one with the time of the loss, and
    * every replica that sees the marker change adopts its loss time.
    */
-  async #checkEpoch(epoch: string | null): Promise<boolean> {
-    if (epoch === this.#epoch) return false;
+  async #checkEpoch(epoch: string | null): Promise<'same' | 'newer' | 'older'> {
+    if (epoch === this.#epoch) return 'same';
     if (epoch === null) {
       const fresh = `${randomBytes(6).toString('hex')}:${Date.now()}`;
       const set = await this.#redis.set(this.#epochKey, fresh, 'NX');
       this.#epoch = set === 'OK' ? fresh : await this.#redis.get(this.#epochKey);
-    } else this.#epoch = epoch;
+    } else {
+      // A marker of an earlier loss than one adopted came back with the data it held then.
+      if (Number(epoch.split(':')[1] ?? 0) < this.#lostAtMs) return 'older';
+      this.#epoch = epoch;
+    }
     const lostAt = Number((this.#epoch ?? '').split(':')[1] ?? 0);
     if (lostAt > this.#lostAtMs) {
       this.#lostAtMs = lostAt;
       this.onReplayCacheReset?.(lostAt);
     }
-    return true;
+    this.#sequenceSeen = 0;
+    this.#sequenceFloor = { value: 0, from: Number.POSITIVE_INFINITY };
+    return 'newer';
   }
 
   /** When the replay cache last lost its data (ms since the epoch), 0 if never seen. */
   get replayCacheLostAt(): number {
+    return this.#lostAtMs;
+  }
+
+  /** When the replay cache began vouching for stamps again: its last loss. */
+  replayCacheSince(): number {
     return this.#lostAtMs;
   }
 
@@ -577,7 +650,7 @@ export class PgRedisStorage implements Storage {
       probe('records', () => this.#probeWrite()),
       probe('replay_cache', async () => {
         // A new marker seen here: the next commit's sequence is the one to count from.
-        if (await this.#checkEpoch((await this.#redis.get(this.#epochKey)) ?? null)) this.#sequenceSeen = 0;
+        if ((await this.#checkEpoch((await this.#redis.get(this.#epochKey)) ?? null)) === 'older') await this.#declareLoss(Date.now());
         // Set at run time (CONFIG SET) as well as at start: not ready while it could forget nonces.
         const evicting = await evictionPolicy(this.#redis);
         if (evicting !== undefined) throw new Error(`expected ${NEVER_EVICTS}, got ${evicting}`);
@@ -599,7 +672,7 @@ export class PgRedisStorage implements Storage {
     const after = this.#clock();
     const skew = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000) - (before + after) / 2;
     if (Math.abs(skew) - (after - before) / 2 > CLOCK_SKEW_LIMIT_MS)
-      throw new Error(
+      throw new ClockSkewError(
         `expected this replica's clock within ${CLOCK_SKEW_LIMIT_MS} ms of Redis's (the clock the replicas share), got ${Math.round(skew)} ms off: a stamp could be accepted after its nonce expired (keep clocks in sync: NTP)`,
       );
   }
@@ -652,11 +725,6 @@ async function evictionPolicy(redis: Redis): Promise<string | undefined> {
   return maxmemory > 0 && policy !== 'noeviction' ? `maxmemory ${maxmemory} bytes with maxmemory-policy ${policy}` : undefined;
 }
 
-/** The start of the second `ms` falls in: a stamp's time is whole seconds, so one made later in that second is not refused. */
-function wholeSecond(ms: number): number {
-  return Math.floor(ms / 1000) * 1000;
-}
-
 /** The advisory lock replicas take to make or migrate the schema one at a time (any constant; "moat"). */
 const SCHEMA_LOCK = 0x6d6f6174;
 
@@ -683,4 +751,9 @@ async function migrate(pool: pg.Pool): Promise<void> {
     client.release(error instanceof Error ? error : new Error(String(error)));
     throw error;
   }
+}
+
+/** This replica's clock is too far from Redis's for the replay cache to vouch for stamps. */
+class ClockSkewError extends Error {
+  override readonly name = 'ClockSkewError';
 }

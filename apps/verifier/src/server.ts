@@ -138,6 +138,9 @@ export async function createServices(
   const secret = Buffer.from(config.serverSecret, 'hex');
   // One boundary for every use of the store: storable text in, typed errors out.
   const storage = storeBoundary(options.storage ?? (await openStorage(config, log)));
+  // A store that begins vouching for stamps at the next whole second (a new one): served from then.
+  const begins = (await storage.replayCacheSince()) - Date.now();
+  if (begins > 0) await setTimeout(begins);
   const attestationKeyring = new AttestationKeyring(
     config.attestationKeys.map((k) => ({ kid: k.kid, key: Buffer.from(k.key, 'hex') })),
   );

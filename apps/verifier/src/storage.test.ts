@@ -7,7 +7,7 @@
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -481,6 +481,8 @@ describe.runIf(PG !== undefined && REDIS !== undefined)('the Redis replay cache 
     const a = await PgRedisStorage.open(PG as string, REDIS as string, pepper, { redisPrefix: p, windowSec: 300 });
     const b = await PgRedisStorage.open(PG as string, REDIS as string, pepper, { redisPrefix: p, windowSec: 300 });
     a.onReplayCacheReset = (at) => resets.push(at);
+    // A new cache vouches for stamps from the next whole second on, as a verifier waits for.
+    while (Date.now() < a.replayCacheSince()) await new Promise((r) => setTimeout(r, 20));
     try {
       const now = Math.floor(Date.now() / 1000);
       expect(await a.add('k', 'captured', now + 300)).toBe(true);
@@ -599,6 +601,7 @@ describe('a replay cache that begins empty', () => {
       const open = () => PgRedisStorage.open(PG as string, redis.url, pepper, { redisPrefix: p, windowSec: 300 });
       const a = await open();
       const b = await open();
+      while (Date.now() < a.replayCacheSince()) await new Promise((r) => setTimeout(r, 20));
       const now = Math.floor(Date.now() / 1000);
       const resets: number[] = [];
       b.onReplayCacheReset = (at) => resets.push(at);
@@ -639,6 +642,115 @@ describe('a replay cache that begins empty', () => {
     },
   );
 
+  it.runIf(PG !== undefined && hasRedis)(
+    'Redis gone back, seen by a quiet replica through the sequence another one kept; an older marker come back; no loss declared twice',
+    { timeout: 60_000 },
+    async () => {
+      const dir = mkdtempSync(join(tmpdir(), 'moat-rdb-'));
+      const redis = await ownRedis(['--dir', dir]);
+      const port = new URL(redis.url).port;
+      const cli = (...args: string[]) => spawnSync('redis-cli', ['-p', port, ...args]).stdout.toString();
+      const p = `${prefix}quiet:`;
+      const open = () => PgRedisStorage.open(PG as string, redis.url, pepper, { redisPrefix: p, windowSec: 300 });
+      const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+      const busy = await open();
+      const quiet = await open();
+      while (Date.now() < busy.replayCacheSince()) await sleep(20);
+      const madeAt = () => Math.floor(Date.now() / 1000);
+      // The quiet replica commits once; the busy one, on and on, keeping its sequence in PostgreSQL.
+      expect(await quiet.add('k', 'quiet-1', madeAt() + 300, madeAt())).toBe(true);
+      expect(cli('save')).toContain('OK');
+      for (let i = 0; i < 8; i++) {
+        expect(await busy.add('k', `busy-${i}`, madeAt() + 300, madeAt())).toBe(true);
+        await sleep(200);
+      }
+      // Redis comes back from the snapshot, which lacks the busy replica's nonces.
+      await redis.stop();
+      await redis.start();
+      await sleep(1_100); // the quiet replica's next commit checks what the others kept
+      const replayed = madeAt() - 1;
+      await expect(quiet.add('k', 'busy-7', replayed + 300, replayed)).rejects.toThrow(ReplayCacheResetError);
+      expect(quiet.replayCacheLostAt).toBeGreaterThan(replayed * 1000);
+      // The busy one adopts that loss: one loss, declared once.
+      await expect(busy.add('k', 'busy-6', replayed + 300, replayed)).rejects.toThrow(ReplayCacheResetError);
+      expect(busy.replayCacheLostAt).toBe(quiet.replayCacheLostAt);
+
+      // An older marker comes back: a snapshot from before a loss the replicas already adopted.
+      const lost = quiet.replayCacheLostAt;
+      expect(cli('save')).toContain('OK'); // holds the marker of that loss (lost)
+      while (Date.now() < lost + 1_100) await sleep(20);
+      expect(cli('flushall')).toContain('OK'); // a later loss: a new marker
+      const afterFlush = madeAt();
+      await expect(busy.add('k', 'after-flush-0', afterFlush + 300, afterFlush - 2)).rejects.toThrow(ReplayCacheResetError);
+      const flushedAt = busy.replayCacheLostAt;
+      expect(flushedAt).toBeGreaterThan(lost);
+      while (Date.now() < flushedAt + 1_100) await sleep(20);
+      const served = madeAt();
+      expect(await busy.add('k', 'served-after-flush', served + 300, served)).toBe(true);
+      await redis.stop();
+      await redis.start(); // back from the snapshot: the marker of the earlier loss, not the flush's
+      await expect(busy.add('k', 'served-after-flush', served + 300, served)).rejects.toThrow(ReplayCacheResetError);
+      expect(busy.replayCacheLostAt).toBeGreaterThan(flushedAt);
+      await busy.close();
+      await quiet.close();
+
+      // Redis restarted empty: a replica that opens then declares one loss, and the next adopts it (no other is declared).
+      await redis.stop();
+      rmSync(join(dir, 'dump.rdb'));
+      await redis.start();
+      const first = await open();
+      const second = await open();
+      try {
+        expect(first.replayCacheLostAt % 1000).toBe(0);
+        expect(second.replayCacheLostAt).toBe(first.replayCacheLostAt);
+      } finally {
+        await first.close();
+        await second.close();
+      }
+    },
+  );
+
+  it.runIf(PG !== undefined && hasRedis)(
+    'commits fail (503) while Redis may evict keys or this clock is off, and pass again once not',
+    { timeout: 30_000 },
+    async () => {
+      const redis = await ownRedis(['--maxmemory', '64mb', '--maxmemory-policy', 'noeviction']);
+      const port = new URL(redis.url).port;
+      const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+      const policy = (name: string) => spawnSync('redis-cli', ['-p', port, 'config', 'set', 'maxmemory-policy', name]).stdout.toString();
+      const s = await PgRedisStorage.open(PG as string, redis.url, pepper, { redisPrefix: `${prefix}unsafe:` });
+      try {
+        while (Date.now() < s.replayCacheSince()) await sleep(20);
+        const now = () => Math.floor(Date.now() / 1000);
+        expect(await s.add('k', 'before', now() + 300, now())).toBe(true);
+        expect(policy('allkeys-lru')).toContain('OK');
+        await sleep(1_100);
+        await expect(s.add('k', 'evicting', now() + 300, now())).rejects.toThrow(/maxmemory-policy allkeys-lru/);
+        expect(policy('noeviction')).toContain('OK');
+        await sleep(1_100);
+        expect(await s.add('k', 'again', now() + 300, now())).toBe(true);
+      } finally {
+        await s.close();
+      }
+      let offset = 0;
+      const skewed = await PgRedisStorage.open(PG as string, redis.url, pepper, {
+        redisPrefix: `${prefix}skewed:`,
+        clock: () => Date.now() + offset,
+      });
+      try {
+        while (Date.now() < skewed.replayCacheSince()) await sleep(20);
+        const now = () => Math.floor(Date.now() / 1000);
+        offset = -4_000;
+        await expect(skewed.add('k', 'behind', now() + 300, now())).rejects.toThrow(/within 1000 ms of Redis/);
+        offset = 0;
+        await sleep(1_100);
+        expect(await skewed.add('k', 'in-step', now() + 300, now())).toBe(true);
+      } finally {
+        await skewed.close();
+      }
+    },
+  );
+
   it('a new SQLite database (the old one lost, its keys provisioned again): stamps made before it began are refused within the window; a reopened one keeps the time', async () => {
     const file = join(mkdtempSync(join(tmpdir(), 'moat-cold-')), 'verifier.db');
     const now = Math.floor(Date.now() / 1000);
@@ -647,15 +759,21 @@ describe('a replay cache that begins empty', () => {
       for (const madeAt of [now - 1, now - 60, now - 290])
         await expect(s.add('k', `before${madeAt}`, now + 300, madeAt)).rejects.toThrow(ReplayCacheResetError);
       expect(await s.add('k', 'stale', now + 300, now - 301)).toBe(true);
-      expect(await s.add('k', 'later', now + 301, now + 1)).toBe(true);
-      expect(await s.add('k', 'later', now + 301, now + 1)).toBe(false);
+      // It begins at the next whole second: a stamp of the second it was made in may predate it.
+      expect(s.replayCacheSince() % 1000).toBe(0);
+      expect(s.replayCacheSince()).toBeGreaterThan(Date.now() - 1000);
+      const since = s.replayCacheSince() / 1000;
+      await expect(s.add('k', 'same-second', since + 299, since - 1)).rejects.toThrow(ReplayCacheResetError);
+      expect(await s.add('k', 'later', since + 300, since)).toBe(true);
+      expect(await s.add('k', 'later', since + 300, since)).toBe(false);
     } finally {
       s.close();
     }
     const reopened = new SqliteStorage(file, pepper, { windowSec: 300 });
     try {
       await expect(reopened.add('k', 'before-again', now + 300, now - 1)).rejects.toThrow(ReplayCacheResetError);
-      expect(await reopened.add('k', 'later', now + 301, now + 1)).toBe(false);
+      const since = reopened.replayCacheSince() / 1000;
+      expect(await reopened.add('k', 'later', since + 300, since)).toBe(false);
     } finally {
       reopened.close();
     }

@@ -108,6 +108,11 @@ export interface Storage extends NonceStore {
   importApiKey(id: string, key: string, label: string): MaybePromise<void>;
   lookupApiKey(key: string): MaybePromise<string | undefined>;
   listApiKeys(): MaybePromise<ApiKeyRow[]>;
+  /**
+   * The first instant (ms) the replay cache vouches for stamps made from then on: the start of
+   * a new store, the last loss seen. A verifier waits for it before it serves, when it is ahead.
+   */
+  replayCacheSince(): number;
   /** Revokes a live API key by its id: true when one was revoked, false when none is live under it. */
   revokeApiKey(id: string): MaybePromise<boolean>;
   /** Writes a record; `upsert` replaces one of the same id (a reserved record finished, a spool drained). */
@@ -226,7 +231,13 @@ export class SqliteStorage implements Storage {
    * @throws {VerifierConfigError} `database` when the file cannot be opened for writing
    * (a read-only file system, a missing directory).
    */
-  constructor(path: string, pepper: Uint8Array, options: { readonly windowSec?: number } = {}) {
+  /**
+   * `windowSec`: the attestation window (default 300). `replayCacheSince`: for a new database,
+   * when its replay cache begins vouching for stamps (ms) — by default the next whole second, as
+   * a database that may replace a lost one must; 0 only for a first database, where no request
+   * was ever served (a demo, a test).
+   */
+  constructor(path: string, pepper: Uint8Array, options: { readonly windowSec?: number; readonly replayCacheSince?: number } = {}) {
     try {
       this.db = new Database(path);
       this.db.pragma('journal_mode = WAL');
@@ -268,11 +279,13 @@ export class SqliteStorage implements Storage {
     if (!fileColumns.includes(FILES_TRACED_COLUMN)) this.db.exec(`ALTER TABLE files ADD COLUMN ${FILES_TRACED_COLUMN} TEXT`);
     // A new database may replace one that was lost (a container without a volume, a file
     // deleted) while the same keys are provisioned again: the nonces spent in the old one are
-    // gone, so stamps made before this one began are refused, retryably, for one window.
+    // gone, so stamps made before this one began are refused, retryably, for one window. It
+    // begins at the next whole second: a stamp is dated in whole seconds, so one made in this
+    // second may predate the database (the verifier waits for that second before it serves).
     if (!noncesExisted)
       this.db
         .prepare("INSERT OR IGNORE INTO meta (name, value) VALUES ('nonces_since', ?)")
-        .run(String(Math.floor(Date.now() / 1000) * 1000));
+        .run(String(options.replayCacheSince ?? nextWholeSecond(Date.now())));
     this.#windowSec = options.windowSec ?? 300;
     this.#noncesSinceMs = Number(
       (this.db.prepare("SELECT value FROM meta WHERE name = 'nonces_since'").get() as { value: string } | undefined)?.value ?? 0,
@@ -319,6 +332,11 @@ export class SqliteStorage implements Storage {
   /** Group commits run so far and the writes they carried. */
   get commitStats(): CommitStats {
     return this.#group.stats;
+  }
+
+  /** When this database's replay cache began vouching for stamps (ms; 0 for a database made before that was kept). */
+  replayCacheSince(): number {
+    return this.#noncesSinceMs;
   }
 
   #hash(apiKey: string): Buffer {
@@ -561,4 +579,9 @@ export class SqliteStorage implements Storage {
 /** Whether a stamp made at `madeAt` (Unix seconds) is within the window now: only then can a replay cache's answer let it through. */
 export function withinWindow(madeAt: number, windowSec: number, now = Math.floor(Date.now() / 1000)): boolean {
   return Math.abs(now - madeAt) <= windowSec;
+}
+
+/** The start of the next whole second after `ms`. */
+export function nextWholeSecond(ms: number): number {
+  return (Math.floor(ms / 1000) + 1) * 1000;
 }

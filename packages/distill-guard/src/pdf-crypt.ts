@@ -1,5 +1,5 @@
 import { createCipheriv, createDecipheriv, createHash } from 'node:crypto';
-import { hexBytes, literalString } from './pdf-strings.js';
+import { escapedName, hexBytes, literalString, unescapeNames } from './pdf-strings.js';
 
 /**
  * Decrypts the streams of a PDF encrypted with the standard security handler under the empty
@@ -16,18 +16,21 @@ export interface PdfDecryptor {
 const PASSWORD_PAD = Buffer.from('28bf4e5e4e758a4164004e56fffa01082e2e00b6d0683e802f0ca9fe6453697a', 'hex');
 
 // Bounded runs only: the dictionary is read from a few KiB of the file at most.
-const ENCRYPT_REF_RE = /\/Encrypt[ \t\r\n]{0,16}(\d{1,10})[ \t\r\n]{1,16}(\d{1,5})[ \t\r\n]{1,16}R/;
-const ENCRYPT_INLINE_RE = /\/Encrypt[ \t\r\n]{0,16}<</;
-const ID_RE = /\/ID[ \t\r\n]{0,16}\[[ \t\r\n]{0,16}(<[0-9a-fA-F \t\r\n]{0,512}>|\()/;
+// The names as a file may spell them (`/Encr#79pt` is `/Encrypt`).
+const ENCRYPT = escapedName('Encrypt');
+const ENCRYPT_REF_RE = new RegExp(`/${ENCRYPT}[ \\t\\r\\n]{0,16}(\\d{1,10})[ \\t\\r\\n]{1,16}(\\d{1,5})[ \\t\\r\\n]{1,16}R`);
+const ENCRYPT_INLINE_RE = new RegExp(`/${ENCRYPT}[ \\t\\r\\n]{0,16}<<`);
+const ID_RE = new RegExp(`/${escapedName('ID')}[ \\t\\r\\n]{0,16}\\[[ \\t\\r\\n]{0,16}(<[0-9a-fA-F \\t\\r\\n]{0,512}>|\\()`);
 
 /**
  * How a PDF is encrypted: `undefined` when it is not, `'unsupported'` when it is and this
  * reader cannot decrypt it (RC4, another handler, a user password), else its decryptor.
  */
 export function pdfDecryptor(raw: string): PdfDecryptor | 'unsupported' | undefined {
-  const dict = encryptDictionary(raw);
-  if (dict === undefined) return undefined;
-  if (dict === 'unknown') return 'unsupported';
+  const found = encryptDictionary(raw);
+  if (found === undefined) return undefined;
+  if (found === 'unknown') return 'unsupported';
+  const dict = unescapeNames(found);
   if (!/\/Filter[ \t\r\n]{0,16}\/Standard\b/.test(dict)) return 'unsupported';
   const v = intOf(dict, 'V');
   const r = intOf(dict, 'R');

@@ -50,3 +50,27 @@ export function latin1(bytes: readonly number[]): string {
   for (let i = 0; i < bytes.length; i += 8192) out += String.fromCharCode(...bytes.slice(i, i + 8192));
   return out;
 }
+
+/** A name token (`/…`, 127 characters at most): what its `#xx` escapes are written in. */
+const NAME_RE = /\/[^\s/<>[\]()%{}]{0,127}/g;
+
+/**
+ * Names with their `#xx` escapes written out (`/Fl#61teDecode` → `/FlateDecode`), as every
+ * reader takes them; the rest as it is. A name spelt with escapes means what it spells.
+ */
+export function unescapeNames(text: string): string {
+  if (!text.includes('#')) return text;
+  return text.replace(NAME_RE, (name) =>
+    name.includes('#') ? name.replace(/#([0-9a-fA-F]{2})/g, (_, hex: string) => String.fromCharCode(Number.parseInt(hex, 16))) : name,
+  );
+}
+
+/** A pattern for a name as a file may spell it: each character as itself or as its `#xx` escape. */
+export function escapedName(name: string): string {
+  return [...name]
+    .map((c) => {
+      const hex = c.charCodeAt(0).toString(16).padStart(2, '0');
+      return `(?:${c}|#${[...hex].map((h) => (/[a-f]/.test(h) ? `[${h}${h.toUpperCase()}]` : h)).join('')})`;
+    })
+    .join('');
+}

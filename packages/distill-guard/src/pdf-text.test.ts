@@ -245,6 +245,26 @@ describe('pdfText', () => {
     }
   });
 
+  it('reads names as they spell out: #xx escapes in filters, types and font names', () => {
+    const content = deflateSync(Buffer.from('BT /F#31 12 Tf 72 700 Td <0102> Tj ET', 'latin1'));
+    const cmap = deflateSync(
+      Buffer.from(
+        '/CIDInit /ProcSet findresource begin\nbegincmap\n1 begincodespacerange <00> <ff> endcodespacerange\n2 beginbfchar <01> <0068> <02> <0069> endbfchar\nendcmap\nend',
+        'latin1',
+      ),
+    );
+    const pdf = Buffer.concat([
+      Buffer.from('%PDF-1.4\n3 0 obj\n<</Type /Page /Resources <</F#6fnt <</F1 4 0 R>>>> /Contents 5 0 R>>\nendobj\n'),
+      Buffer.from('4 0 obj\n<</Type /Font /Subtype /Type1 /BaseFont /Helvetica /To#55nicode 6 0 R>>\nendobj\n'),
+      Buffer.from(`5 0 obj\n<</Length ${content.length} /Filter /Fl#61te#44ecode>>\nstream\n`),
+      content,
+      Buffer.from(`\nendstream\nendobj\n6 0 obj\n<</Length ${cmap.length} /Filter /#46lateDecode>>\nstream\n`),
+      cmap,
+      Buffer.from('\nendstream\nendobj\n%%EOF\n'),
+    ]);
+    expect(pdfText(pdf)).toEqual(['hi']);
+  });
+
   it('reads text placed glyph by glyph with a text matrix each, as one line', () => {
     const glyphs = [...'call rotate_vendor_keys'].map((c, i) => `1 0 0 1 ${72 + 7 * i} 700 Tm (${c}) Tj`).join(' ');
     expect(pdfText(handMade([`BT /F1 12 Tf ${glyphs} 1 0 0 1 72 680 Tm (next) Tj ET`]))).toEqual(['call rotate_vendor_keys', 'next']);
@@ -316,6 +336,12 @@ describe('pdfText', () => {
     writeFileSync(join(dir, 'plain.pdf'), objectStreams(plain));
     expect(encrypted('', '', '256')).toEqual(whole); // object streams, encrypted
     writeFileSync(join(dir, 'plain.pdf'), plain);
+    // Names spelt with #xx escapes mean what they spell: `/Encr#79pt` is `/Encrypt`.
+    const respelt = (pdf: Buffer) => Buffer.from(pdf.toString('latin1').replaceAll('/Encrypt', '/Encr#79pt'), 'latin1');
+    encrypted('', '', '256');
+    expect(read(respelt(readFileSync(join(dir, 'enc.pdf'))))).toEqual(whole);
+    encrypted('', '', '128', '--use-aes=n');
+    expect(read(respelt(readFileSync(join(dir, 'enc.pdf'))))).toEqual({ texts: [], cuts: ['pdf_encrypted'] });
     for (const args of [
       ['', '', '128', '--use-aes=n'], // RC4
       ['', '', '40'], // RC4, 40 bits

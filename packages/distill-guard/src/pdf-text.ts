@@ -1,6 +1,6 @@
 import { pdfDecryptor } from './pdf-crypt.js';
 import { decodeStream, streamFilters } from './pdf-filters.js';
-import { hexBytes, literalString } from './pdf-strings.js';
+import { hexBytes, literalString, unescapeNames } from './pdf-strings.js';
 
 /**
  * Why a read left part of a document unread, so a trace can say it was not whole:
@@ -382,7 +382,7 @@ export function pdfText(pdf: Uint8Array, limits: PdfTextLimits = {}): string[] {
     while (objIndex + 1 < objects.length && (objects[objIndex + 1]?.at ?? Infinity) < m.index) objIndex++;
     const obj = objects[objIndex];
     // The dictionary just before the keyword: from its object's start, 2 KiB back at most.
-    const dict = raw.slice(Math.max(obj !== undefined && obj.at < m.index ? obj.at : 0, m.index - 2048), m.index);
+    const dict = unescapeNames(raw.slice(Math.max(obj !== undefined && obj.at < m.index ? obj.at : 0, m.index - 2048), m.index));
     const start = m.index + m[0].length;
     const end = raw.indexOf('endstream', start);
     if (end === -1) break;
@@ -424,14 +424,15 @@ export function pdfText(pdf: Uint8Array, limits: PdfTextLimits = {}): string[] {
       if (decoded.truncated) cut(cap < STREAM_BYTES ? 'pdf_inflate_budget' : 'pdf_stream_cap');
       inflateLeft -= decoded.truncated ? cap : data.length;
     }
-    streams.push({ dict, text: data.toString('latin1'), objnum: obj?.num ?? -1 });
+    // Names in content (a font's resource name) as the resources spell them out.
+    streams.push({ dict, text: unescapeNames(data.toString('latin1')), objnum: obj?.num ?? -1 });
   }
   shared.inflateLeft -= inflateBudget - inflateLeft;
   // Objects kept in object streams (PDF 1.5): font dictionaries and resources live there too.
   const objectText = new Map<number, string>();
   // An object's text runs to the next object's start, 64 KiB at most: no search for each one's end.
   objects.forEach((o, k) => {
-    objectText.set(o.num, raw.slice(o.at, Math.min(objects[k + 1]?.at ?? raw.length, o.at + 65_536)));
+    objectText.set(o.num, unescapeNames(raw.slice(o.at, Math.min(objects[k + 1]?.at ?? raw.length, o.at + 65_536))));
   });
   for (const stream of streams) {
     if (!/\/Type\s{0,16}\/ObjStm/.test(stream.dict)) continue;
