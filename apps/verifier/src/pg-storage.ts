@@ -157,7 +157,7 @@ export class PgRedisStorage implements Storage {
     // An operator reads which setting points at the server that failed, not a driver's stack.
     await migrate(pool).catch(async (error: unknown) => {
       await pool.end().catch(() => undefined);
-      throw new VerifierConfigError('postgresUrl', 'a reachable PostgreSQL server whose schema can be made', errorMessage(error));
+      throw new VerifierConfigError('postgresUrl', 'a reachable PostgreSQL server', errorMessage(error));
     });
     const redis = new Redis(redisUrl, {
       lazyConnect: true,
