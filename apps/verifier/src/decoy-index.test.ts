@@ -28,7 +28,9 @@ describe('DecoyIndexCache', () => {
     expect(cache.current()?.trace(callOf('key_a', now - 89 * DAY), 0.7)[0]?.apiKeyId).toBe('key_a');
     // Older than the window: nobody is named.
     expect(cache.current()?.trace(callOf('key_a', now - 120 * DAY - DECOY_PERIOD_MS), 0.7)).toEqual([]);
-    expect(cache.stats.periods).toHaveLength(14);
+    // Thirteen periods back, and the next one: decoys served from its first second are traced.
+    expect(cache.stats.periods).toHaveLength(15);
+    expect(cache.current()?.trace(callOf('key_a', now + DECOY_PERIOD_MS), 0.7)[0]?.apiKeyId).toBe('key_a');
   });
 
   it('keeps a configured window: 7 days traces last week, not last month', async () => {

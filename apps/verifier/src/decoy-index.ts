@@ -79,7 +79,9 @@ export class DecoyIndexCache {
         const period = decoyPeriod(this.#now());
         const due = this.#now() - this.#builtAt > this.#refreshMs;
         if (!force && !due && keys.length === this.#keys && period === this.#period) return;
-        const periods = Array.from({ length: this.#periods }, (_, i) => period - i);
+        // The next period too: decoys served from its first second are traced from then, not
+        // from the first rebuild after it began.
+        const periods = Array.from({ length: this.#periods + 1 }, (_, i) => period + 1 - i);
         for (let i = 0; i < keys.length; i += this.#slice) {
           this.#index.add(keys.slice(i, i + this.#slice), periods);
           if (i + this.#slice < keys.length) await yieldLoop();

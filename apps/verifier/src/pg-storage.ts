@@ -101,6 +101,10 @@ export class PgRedisStorage implements Storage {
   #sequenceFloor = { value: 0, from: Number.POSITIVE_INFINITY };
   /** Nonce commits sent so far (their order). */
   #commitsSent = 0;
+  /** The highest sequence this replica kept in PostgreSQL under the current marker, and whether a keep runs. */
+  #sequenceKept = 0;
+  #keeping = false;
+  #closing = false;
   /** When the guard check last ran, and the one in flight. */
   #guardedAt = 0;
   #guarding: Promise<void> | undefined;
@@ -191,7 +195,7 @@ export class PgRedisStorage implements Storage {
     // for that second before it serves), as no stamp predates it.
     await redis.set(`${prefix}epoch`, `${randomBytes(6).toString('hex')}:${nextWholeSecond(Date.now())}`, 'NX');
     storage.#epoch = await redis.get(`${prefix}epoch`);
-    storage.#lostAtMs = Number((storage.#epoch ?? '').split(':')[1] ?? 0);
+    storage.#lostAtMs = markerLoss(storage.#epoch, Date.now());
     // A Redis that went back while no replica ran (restored from an older snapshot, a failover to
     // a replica that lagged) keeps its marker: the sequence PostgreSQL kept says it went back.
     const kept = await storage.#keptSequence();
@@ -396,6 +400,7 @@ export class PgRedisStorage implements Storage {
     // replica; a Redis that lost everything, its marker too) says so already.
     if ((wentBack && marker === 'same') || marker === 'older') await this.#declareLoss(Date.now());
     else if (marker === 'newer') this.#sequenceSeen = Number(sequence);
+    this.#keepSoon();
     return sets.map(([error, set]) => (error === null ? { ok: true, value: set === 'OK' } : { ok: false, error }));
   }
 
@@ -449,6 +454,28 @@ export class PgRedisStorage implements Storage {
     this.#unsafe = evicting ?? clock;
   }
 
+  /**
+   * Keeps the highest sequence seen in PostgreSQL after each commit, in the background, one
+   * write at a time (the next one takes what came meanwhile): a replica's last commit before it
+   * goes quiet is kept too, so another replica's next check knows how far the count went.
+   */
+  #keepSoon(): void {
+    if (this.#keeping || this.#sequenceSeen <= this.#sequenceKept) return;
+    this.#keeping = true;
+    const sequence = this.#sequenceSeen;
+    this.#keepSequence(sequence)
+      .then(
+        () => {
+          this.#sequenceKept = Math.max(this.#sequenceKept, sequence);
+        },
+        () => undefined, // PostgreSQL unreachable: the next commit tries again
+      )
+      .finally(() => {
+        this.#keeping = false;
+        if (this.#sequenceSeen > this.#sequenceKept && !this.#closing) this.#keepSoon();
+      });
+  }
+
   /** The highest sequence kept under the current marker (0 for none). */
   async #keptSequence(): Promise<number> {
     const { rows } = await this.#pool.query<{ seq: string }>("SELECT data #>> '{}' AS seq FROM snapshots WHERE name = $1", [
@@ -477,6 +504,7 @@ export class PgRedisStorage implements Storage {
     this.#epoch = marker;
     // The sequence is counted afresh under the new marker.
     this.#sequenceSeen = 0;
+    this.#sequenceKept = 0;
     this.#sequenceFloor = { value: 0, from: Number.POSITIVE_INFINITY };
     if (atMs > this.#lostAtMs) {
       this.#lostAtMs = atMs;
@@ -499,15 +527,16 @@ export class PgRedisStorage implements Storage {
       this.#epoch = set === 'OK' ? fresh : await this.#redis.get(this.#epochKey);
     } else {
       // A marker of an earlier loss than one adopted came back with the data it held then.
-      if (Number(epoch.split(':')[1] ?? 0) < this.#lostAtMs) return 'older';
+      if (markerLoss(epoch, Date.now()) < this.#lostAtMs) return 'older';
       this.#epoch = epoch;
     }
-    const lostAt = Number((this.#epoch ?? '').split(':')[1] ?? 0);
+    const lostAt = markerLoss(this.#epoch, Date.now());
     if (lostAt > this.#lostAtMs) {
       this.#lostAtMs = lostAt;
       this.onReplayCacheReset?.(lostAt);
     }
     this.#sequenceSeen = 0;
+    this.#sequenceKept = 0;
     this.#sequenceFloor = { value: 0, from: Number.POSITIVE_INFINITY };
     return 'newer';
   }
@@ -699,6 +728,7 @@ export class PgRedisStorage implements Storage {
   }
 
   async close(): Promise<void> {
+    this.#closing = true;
     // Writes queued for this turn's group commit go before the connections close.
     await Promise.all([this.#records.flush(), this.#nonces.flush()]);
     // The last sequence seen, for a replica that starts after a loss to compare with.
@@ -756,4 +786,15 @@ async function migrate(pool: pg.Pool): Promise<void> {
 /** This replica's clock is too far from Redis's for the replay cache to vouch for stamps. */
 class ClockSkewError extends Error {
   override readonly name = 'ClockSkewError';
+}
+
+/**
+ * The loss time an epoch marker names (`<id>:<ms>`), no later than `now`: a loss cannot come
+ * after it is seen, and a marker written by a replica whose clock runs ahead (or by hand) would
+ * otherwise refuse every stamp, on every replica, until the clock caught up. Half the nonce
+ * margin of slack allows for clocks a little apart. 0 for none.
+ */
+function markerLoss(marker: string | null, now: number): number {
+  const at = Number((marker ?? '').split(':')[1] ?? 0);
+  return Number.isFinite(at) && at > 0 ? Math.min(at, now + CLOCK_SKEW_LIMIT_MS) : 0;
 }

@@ -711,6 +711,49 @@ describe('a replay cache that begins empty', () => {
   );
 
   it.runIf(PG !== undefined && hasRedis)(
+    "a replica's last commit before it goes quiet is kept: the other replica sees Redis go back past it; a marker from the future counts from now",
+    { timeout: 60_000 },
+    async () => {
+      const dir = mkdtempSync(join(tmpdir(), 'moat-rdb-'));
+      const redis = await ownRedis(['--dir', dir]);
+      const port = new URL(redis.url).port;
+      const cli = (...args: string[]) => spawnSync('redis-cli', ['-p', port, ...args]).stdout.toString();
+      const p = `${prefix}last:`;
+      const open = () => PgRedisStorage.open(PG as string, redis.url, pepper, { redisPrefix: p, windowSec: 300 });
+      const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+      const a = await open();
+      const b = await open();
+      try {
+        while (Date.now() < a.replayCacheSince()) await sleep(20);
+        const madeAt = () => Math.floor(Date.now() / 1000);
+        expect(await b.add('k', 'b-first', madeAt() + 300, madeAt())).toBe(true);
+        await sleep(1_100);
+        expect(cli('save')).toContain('OK');
+        // One request on A, then nothing: its sequence is kept in the background.
+        const served = madeAt();
+        expect(await a.add('k', 'served-on-a', served + 300, served)).toBe(true);
+        await sleep(200);
+        await redis.stop();
+        await redis.start(); // back from the snapshot, without that nonce
+        await expect(b.add('k', 'served-on-a', served + 300, served)).rejects.toThrow(ReplayCacheResetError);
+
+        // A marker written with a clock an hour ahead (or by hand) refuses stamps for a second, not an hour.
+        while (Date.now() < b.replayCacheLostAt + 1_100) await sleep(20);
+        expect(cli('set', `${p}epoch`, `bogus:${Date.now() + 3_600_000}`)).toContain('OK');
+        const during = madeAt();
+        await expect(b.add('k', 'during', during + 300, during - 1)).rejects.toThrow(ReplayCacheResetError);
+        expect(b.replayCacheLostAt).toBeLessThan(Date.now() + 2_000);
+        await sleep(2_100);
+        const after = madeAt();
+        expect(await b.add('k', 'after', after + 300, after)).toBe(true);
+      } finally {
+        await a.close();
+        await b.close();
+      }
+    },
+  );
+
+  it.runIf(PG !== undefined && hasRedis)(
     'commits fail (503) while Redis may evict keys or this clock is off, and pass again once not',
     { timeout: 30_000 },
     async () => {
