@@ -265,6 +265,52 @@ describe('pdfText', () => {
     expect(pdfText(pdf)).toEqual(['hi']);
   });
 
+  it('reads text drawn out of reading order as a reader shows it: halves swapped, in two text objects, letters right to left', () => {
+    const name = 'rotate_vendor_keys';
+    const head = 'rotate_vendor_';
+    const tail = 'keys';
+    const page = (content: string) =>
+      Buffer.concat([
+        Buffer.from(
+          '%PDF-1.4\n1 0 obj\n<</Type /Catalog /Pages 2 0 R>>\nendobj\n2 0 obj\n<</Type /Pages /Kids [3 0 R] /Count 1>>\nendobj\n' +
+            '3 0 obj\n<</Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources <</Font <</F1 4 0 R>>>> /Contents 5 0 R>>\nendobj\n' +
+            '4 0 obj\n<</Type /Font /Subtype /Type1 /BaseFont /Courier>>\nendobj\n' +
+            `5 0 obj\n<</Length ${content.length}>>\nstream\n${content}\nendstream\nendobj\ntrailer\n<</Root 1 0 R>>\n%%EOF\n`,
+        ),
+      ]);
+    // Courier: 7.2 points a character at 12.
+    const at = (n: number) => 72 + n * 7.2;
+    const variants: Array<[string, string]> = [
+      ['halves swapped', `BT /F1 12 Tf 1 0 0 1 ${at(head.length)} 700 Tm (${tail}) Tj 1 0 0 1 72 700 Tm (see ${head}) Tj ET`],
+      ['two text objects', `BT /F1 12 Tf 72 700 Td (see ${head}) Tj ET BT /F1 12 Tf ${at(4 + head.length)} 700 Td (${tail} now) Tj ET`],
+      [
+        'letters right to left',
+        `BT /F1 12 Tf ${[...name]
+          .map((c, k) => ({ c, k }))
+          .reverse()
+          .map(({ c, k }) => `1 0 0 1 ${at(k)} 700 Tm (${c}) Tj`)
+          .join(' ')} ET`,
+      ],
+    ];
+    for (const [where, content] of variants) {
+      const pdf = page(content);
+      writeFileSync(join(dir, 'order.pdf'), pdf);
+      const gs = execFileSync('gs', ['-q', '-dNOPAUSE', '-dBATCH', '-sDEVICE=txtwrite', '-sOutputFile=-', join(dir, 'order.pdf')], {
+        encoding: 'utf8',
+      });
+      // Ghostscript shows the name whole: what a reader, and a model, reads.
+      expect(gs.replace(/\s+/g, ''), where).toContain(name);
+      expect(
+        pdfText(pdf)
+          .join(' ')
+          .split(/[^A-Za-z0-9_]+/),
+        where,
+      ).toContain(name);
+    }
+    // Drawn in reading order, nothing more is read.
+    expect(pdfText(page(`BT /F1 12 Tf 72 700 Td (one) Tj (two) Tj ET`))).toEqual(['one two']);
+  });
+
   it('reads text placed glyph by glyph with a text matrix each, as one line', () => {
     const glyphs = [...'call rotate_vendor_keys'].map((c, i) => `1 0 0 1 ${72 + 7 * i} 700 Tm (${c}) Tj`).join(' ');
     expect(pdfText(handMade([`BT /F1 12 Tf ${glyphs} 1 0 0 1 72 680 Tm (next) Tj ET`]))).toEqual(['call rotate_vendor_keys', 'next']);

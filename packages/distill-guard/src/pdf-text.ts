@@ -260,6 +260,11 @@ function contentText(s: string, fonts: ReadonlyMap<string, UnicodeMap>, out: str
   // Where the current line's text is placed (the text matrix's translation, as far as Td and Tm move it).
   let x = 0;
   let y = 0;
+  // Every run where it is placed, to read the page by position as well as in drawing order.
+  const placed: Array<{ x: number; y: number; text: string; order: number; block: number }> = [];
+  let block = 0;
+  // Whether this text object placed its text (Td, Tm): only placed runs are read by position.
+  let positioned = false;
   const numbers: number[] = [];
   const flush = () => {
     const line = lineText(runs);
@@ -320,7 +325,9 @@ function contentText(s: string, fonts: ReadonlyMap<string, UnicodeMap>, out: str
       if (op === 'Tf') font = fonts.get(lastName);
       else if (op === 'Tj' || op === 'TJ' || op === "'" || op === '"') {
         if (op === "'" || op === '"') flush();
-        runs.push({ text: pending.join(''), dx: nextDx });
+        const text = pending.join('');
+        runs.push({ text, dx: nextDx });
+        if (positioned && text !== '' && placed.length < MAX_PLACED_RUNS) placed.push({ x, y, text, order: placed.length, block });
         nextDx = undefined;
       } else if (op === 'Td' || op === 'TD') {
         const [dx = 0, dy = 0] = numbers.slice(-2);
@@ -329,6 +336,7 @@ function contentText(s: string, fonts: ReadonlyMap<string, UnicodeMap>, out: str
         else nextDx = dx;
         x += dx;
         y += dy;
+        positioned = true;
       } else if (op === 'Tm') {
         // A matrix set anew: the same line when it stays at the same height (text placed glyph by glyph), else a new one.
         const [e = 0, f = 0] = numbers.slice(-2);
@@ -336,9 +344,12 @@ function contentText(s: string, fonts: ReadonlyMap<string, UnicodeMap>, out: str
         else nextDx = e - x;
         x = e;
         y = f;
+        positioned = true;
       } else if (op === 'BT') {
         x = 0;
         y = 0;
+        block++;
+        positioned = false;
       } else if (op === 'ET' || op === 'T*') flush();
       pending = [];
       numbers.length = 0;
@@ -346,6 +357,69 @@ function contentText(s: string, fonts: ReadonlyMap<string, UnicodeMap>, out: str
     } else i++;
   }
   flush();
+  positionedJoins(placed, out, budget);
+}
+
+/** Runs of one content stream placed for reading by position, at most (a page has far fewer). */
+const MAX_PLACED_RUNS = 50_000;
+
+/**
+ * Text drawn out of reading order — a word's second half drawn before its first, halves in two
+ * text objects on one line, letters drawn right to left — as a reader shows it: the runs of
+ * each line (one height) in the order of their places, and where their order differs from the
+ * drawing's, the identifier characters either side of each boundary between neighbouring runs
+ * joined (through runs that are nothing but identifier characters), one more text each.
+ */
+function positionedJoins(
+  placed: ReadonlyArray<{ x: number; y: number; text: string; order: number; block: number }>,
+  out: string[],
+  budget: { left: number },
+): void {
+  const lines = new Map<number, Array<{ x: number; text: string; order: number; block: number }>>();
+  for (const run of placed) {
+    const key = Math.round(run.y);
+    const line = lines.get(key);
+    if (line === undefined) lines.set(key, [run]);
+    else line.push(run);
+  }
+  for (const line of lines.values()) {
+    if (line.length < 2) continue;
+    const byPlace = [...line].sort((a, b) => a.x - b.x || a.order - b.order);
+    // Drawn in reading order, within one text object: the drawing-order reading has it already.
+    const first = byPlace[0] as { block: number };
+    if (byPlace.every((run, k) => k === 0 || (run.order === (byPlace[k - 1] as { order: number }).order + 1 && run.block === first.block)))
+      continue;
+    const joins: string[] = [];
+    let through = '';
+    for (const [k, run] of byPlace.entries()) {
+      const head = run.text.slice(0, identifierEnd(run.text));
+      if (k > 0 && head !== '' && through !== '') joins.push(`${through}${head}`);
+      const whole = head.length === run.text.length;
+      through = whole ? `${through}${run.text}`.slice(-160) : run.text.slice(identifierStart(run.text));
+    }
+    const text = [byPlace.map((r) => r.text).join(''), ...joins].join(' ');
+    if (text.trim() !== '' && budget.left > 0) {
+      out.push(text.slice(0, budget.left));
+      budget.left -= text.length;
+    }
+  }
+}
+
+const isIdentifierChar = (c: number) =>
+  (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) || c === 0x5f || c === 0x2e || c === 0x2d;
+
+/** Where the identifier characters a text starts with end (160 at most). */
+function identifierEnd(text: string): number {
+  let i = 0;
+  while (i < text.length && i < 160 && isIdentifierChar(text.charCodeAt(i))) i++;
+  return i;
+}
+
+/** Where the identifier characters a text ends with start (160 at most). */
+function identifierStart(text: string): number {
+  let i = text.length;
+  while (i > 0 && text.length - i < 160 && isIdentifierChar(text.charCodeAt(i - 1))) i--;
+  return i;
 }
 
 /**
