@@ -469,13 +469,16 @@ export function pdfText(pdf: Uint8Array, limits: PdfTextLimits = {}): string[] {
       break;
     }
     let data: Buffer = bytes.subarray(start, end);
+    let decrypted = false;
     // Cross-reference streams are never encrypted; every other stream is, under its object's key.
     if (typeof crypt === 'object' && obj !== undefined && !/\/Type\s{0,16}\/XRef\b/.test(dict)) {
       // The data ends before the end-of-line that precedes `endstream`; AES data is whole blocks.
       const trimmed = data.subarray(0, data.length - (data.length % 16));
       const plain = crypt.decrypt(trimmed, obj.num, obj.gen);
-      if (plain !== undefined) data = plain;
-      else if (!/\/Type\s{0,16}\/Metadata\b/.test(dict)) {
+      if (plain !== undefined) {
+        data = plain;
+        decrypted = true;
+      } else if (!/\/Type\s{0,16}\/Metadata\b/.test(dict)) {
         // A stream that does not decrypt: the empty password is not this file's, or it is damaged.
         cut('pdf_encrypted');
         crypt = 'unsupported';
@@ -492,8 +495,16 @@ export function pdfText(pdf: Uint8Array, limits: PdfTextLimits = {}): string[] {
       // spends that much of the budget, not all of it.
       const cap = Math.min(inflateLeft, STREAM_BYTES);
       const decoded = decodeStream(data, filters, cap);
-      // An image's coding, a crypt filter, bytes that do not decode: nothing this reader can use.
-      if (decoded === undefined) continue;
+      if (decoded === undefined) {
+        // Decrypted Flate data that does not inflate: the key is not this file's (a user password;
+        // AES padding that happened to check out is no proof). Nothing more is read of it.
+        if (decrypted && filters[0] === 'FlateDecode') {
+          cut('pdf_encrypted');
+          crypt = 'unsupported';
+        }
+        // An image's coding, a crypt filter, bytes that do not decode: nothing this reader can use.
+        continue;
+      }
       data = decoded.bytes;
       if (decoded.truncated) cut(cap < STREAM_BYTES ? 'pdf_inflate_budget' : 'pdf_stream_cap');
       inflateLeft -= decoded.truncated ? cap : data.length;
