@@ -558,6 +558,25 @@ describe.runIf(PG !== undefined && REDIS !== undefined)('a replica whose clock i
   });
 });
 
+/**
+ * A Redis of the test's own that keeps RDB snapshots in a directory (so it can be restarted
+ * from an older one), `redis-cli` against it, and replicas opened on it under one prefix.
+ */
+async function snapshotRedis(name: string) {
+  const dir = mkdtempSync(join(tmpdir(), 'moat-rdb-'));
+  const redis = await ownRedis(['--dir', dir]);
+  const port = new URL(redis.url).port;
+  const p = `${prefix}${name}:`;
+  return {
+    dir,
+    redis,
+    prefix: p,
+    cli: (...args: string[]) => spawnSync('redis-cli', ['-p', port, ...args]).stdout.toString(),
+    open: () => PgRedisStorage.open(PG as string, redis.url, pepper, { redisPrefix: p, windowSec: 300 }),
+    sleep: (ms: number) => new Promise((r) => setTimeout(r, ms)),
+  };
+}
+
 describe('a replay cache that begins empty', () => {
   it.runIf(PG !== undefined && REDIS !== undefined)(
     'Redis found without its epoch marker at start (its data lost while no replica ran): stamps made before are refused within the window, by their own time',
@@ -646,13 +665,7 @@ describe('a replay cache that begins empty', () => {
     'Redis gone back, seen by a quiet replica through the sequence another one kept; an older marker come back; no loss declared twice',
     { timeout: 60_000 },
     async () => {
-      const dir = mkdtempSync(join(tmpdir(), 'moat-rdb-'));
-      const redis = await ownRedis(['--dir', dir]);
-      const port = new URL(redis.url).port;
-      const cli = (...args: string[]) => spawnSync('redis-cli', ['-p', port, ...args]).stdout.toString();
-      const p = `${prefix}quiet:`;
-      const open = () => PgRedisStorage.open(PG as string, redis.url, pepper, { redisPrefix: p, windowSec: 300 });
-      const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+      const { dir, redis, cli, open, sleep } = await snapshotRedis('quiet');
       const busy = await open();
       const quiet = await open();
       while (Date.now() < busy.replayCacheSince()) await sleep(20);
@@ -714,13 +727,7 @@ describe('a replay cache that begins empty', () => {
     "a replica's last commit before it goes quiet is kept: the other replica sees Redis go back past it; a marker from the future counts from now",
     { timeout: 60_000 },
     async () => {
-      const dir = mkdtempSync(join(tmpdir(), 'moat-rdb-'));
-      const redis = await ownRedis(['--dir', dir]);
-      const port = new URL(redis.url).port;
-      const cli = (...args: string[]) => spawnSync('redis-cli', ['-p', port, ...args]).stdout.toString();
-      const p = `${prefix}last:`;
-      const open = () => PgRedisStorage.open(PG as string, redis.url, pepper, { redisPrefix: p, windowSec: 300 });
-      const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+      const { redis, cli, open, sleep, prefix: p } = await snapshotRedis('last');
       const a = await open();
       const b = await open();
       try {
