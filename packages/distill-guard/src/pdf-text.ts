@@ -9,9 +9,19 @@ import { hexBytes, literalString, unescapeNames } from './pdf-strings.js';
  * - `pdf_stream_count`: a PDF of more than 20,000 streams (the rest not read);
  * - `pdf_encrypted`: an encrypted PDF this reader cannot decrypt (RC4, a user password), not read
  *   (AES under the empty user password, which every reader opens, is decrypted and read);
+ * - `gzip_inflate_budget`: gzip hidden in base64 in the conversation was not inflated, or not
+ *   whole, since the request's decode budget (shared with its PDFs) was spent;
+ * - `gzip_stream_cap`: gzip hidden in base64 inflating past 1 MiB (not read);
  * - `chars`: the characters a trace reads were spent.
  */
-export type TextCut = 'pdf_stream_cap' | 'pdf_inflate_budget' | 'pdf_stream_count' | 'pdf_encrypted' | 'chars';
+export type TextCut =
+  | 'pdf_stream_cap'
+  | 'pdf_inflate_budget'
+  | 'pdf_stream_count'
+  | 'pdf_encrypted'
+  | 'gzip_inflate_budget'
+  | 'gzip_stream_cap'
+  | 'chars';
 
 /** Bounds on what one PDF may cost to read: its streams inflated, and the text taken from them. */
 export interface PdfTextLimits {

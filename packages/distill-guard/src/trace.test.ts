@@ -522,6 +522,66 @@ describe('decoyTraceTexts', () => {
     // Alone, each request has a budget of its own.
     expect(decoyTraceTexts(bomb('alone'), Number.POSITIVE_INFINITY).some((t) => t.includes('alone'))).toBe(true);
   });
+
+  it('inflates the gzip hidden in base64 within the request’s decode budget, shared with its PDFs, and says when it ran out', () => {
+    const name = (decoys[0] as (typeof decoys)[number]).tool.name;
+    // About 1 KiB of base64 each, inflating to nearly 1 MiB of words: a small body, much text.
+    const padding = gzipSync(`${'word '.repeat(200_000)}end`).toString('base64');
+    const marked = gzipSync(`called ${name} today`).toString('base64');
+    const charsOf = (texts: string[]) => texts.reduce((n, t) => n + t.length, 0);
+    const read = (blobs: string[], inflate?: { inflateLeft: number }) => {
+      const cuts = new Set<TextCut>();
+      const texts = decoyTraceTexts({ messages: [{ role: 'user', content: blobs.join(' ') }] }, Number.POSITIVE_INFINITY, {
+        cuts,
+        ...(inflate === undefined ? {} : { inflate }),
+      });
+      return { chars: charsOf(texts), cuts: [...cuts], found: index.trace(texts, 0.7).map((h) => h.apiKeyId) };
+    };
+    // Within the budget: each one read, nothing cut.
+    const two = read([padding, padding, marked]);
+    expect(two).toMatchObject({ cuts: [], found: ['key_a'] });
+    expect(two.chars).toBeGreaterThan(2_000_000);
+    // 40 of them would be 40 MB of text from a 40 KB body: the 32 MiB budget stops it, and says so.
+    const many = read(Array.from({ length: 40 }, () => padding));
+    expect(many.cuts).toEqual(['gzip_inflate_budget']);
+    expect(many.chars).toBeLessThanOrEqual(2 * 32 * 1024 * 1024); // the text and one more copy of it at most
+    expect(many.chars).toBeGreaterThan(30 * 1024 * 1024);
+    // One budget with the batch's other items: spent by them, the decoy behind it goes unread, and that is said.
+    const inflate = { inflateLeft: 1_500_000 };
+    expect(read([padding], inflate)).toMatchObject({ cuts: [] });
+    expect(read([padding, marked], inflate)).toMatchObject({ cuts: ['gzip_inflate_budget'], found: [] });
+    expect(inflate.inflateLeft).toBeLessThanOrEqual(0);
+    // One gzip past 1 MiB is not read, and that is said too.
+    expect(read([gzipSync(`${'word '.repeat(300_000)}${name}`).toString('base64')])).toMatchObject({
+      cuts: ['gzip_stream_cap'],
+      found: [],
+    });
+  });
+});
+
+describe('CanaryIndex.toOptions', () => {
+  it('builds an index equal to the one it came from, whose version counts each change', () => {
+    const grown = new CanaryIndex({ secret, keys: ['key_a'], periods: [period - 1, period] });
+    const v0 = grown.version;
+    grown.add(['key_a'], [period]); // nothing new
+    expect(grown.version).toBe(v0);
+    grown.add(['key_b', 'key_c'], [period]);
+    expect(grown.version).toBeGreaterThan(v0);
+    const v1 = grown.version;
+    grown.retain(period);
+    expect(grown.version).toBeGreaterThan(v1);
+    const copy = new CanaryIndex(grown.toOptions());
+    expect({ keys: copy.size, periods: copy.periods, tokens: copy.tokens }).toEqual({
+      keys: grown.size,
+      periods: grown.periods,
+      tokens: grown.tokens,
+    });
+    for (const decoy of decoys) {
+      const text = `we called ${decoy.tool.name} and ${decoy.canary}`;
+      expect(copy.trace(text)).toEqual(grown.trace(text));
+    }
+    expect(copy.trace('nothing here')).toEqual([]);
+  });
 });
 
 describe('CanaryIndex.traceLong', () => {

@@ -370,6 +370,7 @@ export class CanaryIndex {
   readonly #keyIndex = new Map<string, number>();
   /** Per period, the keys whose decoys are indexed. */
   readonly #indexed = new Map<number, Set<number>>();
+  #version = 0;
 
   constructor(options: CanaryIndexOptions) {
     this.#secret = options.secret;
@@ -392,6 +393,24 @@ export class CanaryIndex {
     return this.#tokens.size;
   }
 
+  /** Counts the changes made by {@link add} and {@link retain}: two reads at one version see the same index. */
+  get version(): number {
+    return this.#version;
+  }
+
+  /**
+   * The options that build an index equal to this one: to trace in another thread (a worker
+   * given them builds its own). They hold the secret: keep them in the process.
+   */
+  toOptions(): CanaryIndexOptions {
+    return {
+      secret: this.#secret,
+      keys: [...this.#keys],
+      periods: this.periods,
+      ...(this.#count === undefined ? {} : { count: this.#count }),
+    };
+  }
+
   /** Indexes the decoys of every key in `keys` for every period in `periods` not indexed yet. */
   add(keys: Iterable<string>, periods: readonly number[]): void {
     for (const apiKeyId of keys) {
@@ -410,6 +429,7 @@ export class CanaryIndex {
         }
         if (done.has(k)) continue;
         done.add(k);
+        this.#version++;
         const count = this.#count === undefined ? {} : { count: this.#count };
         for (const decoy of decoyTools({ secret: this.#secret, apiKeyId, period, ...count })) {
           this.#add(decoy.tool.name, pack(k, period, false));
@@ -428,6 +448,7 @@ export class CanaryIndex {
   /** Forgets the decoys of periods before `fromPeriod` (the retention window's start). */
   retain(fromPeriod: number): void {
     if (!this.periods.some((p) => p < fromPeriod)) return;
+    this.#version++;
     for (const p of this.#indexed.keys()) if (p < fromPeriod) this.#indexed.delete(p);
     const kept = (e: PackedEntry) => Math.floor(e / 2) % 65_536 >= fromPeriod;
     for (const [token, entry] of this.#tokens) {
@@ -644,10 +665,10 @@ function plainTextOf(value: object, budget: TextBudget): string | undefined {
   });
 }
 
-/** What one request's texts may still take: characters, and bytes its PDFs may decode (32 MiB in all). */
+/** What one request's texts may still take: characters, and bytes its PDFs and hidden gzip may inflate (32 MiB in all). */
 interface TextBudget {
   left: number;
-  /** Bytes its PDFs may still inflate: the request's own, or shared with other reads (a batch's items). */
+  /** Bytes its PDFs and hidden gzip may still inflate: the request's own, or shared with other reads (a batch's items). */
   readonly inflate: { inflateLeft: number };
   /** Where the trace was cut, when the caller asked. */
   readonly cuts?: Set<TextCut>;
@@ -658,13 +679,13 @@ export interface TraceTextsOptions {
   /** Where the read was cut ({@link TextCut}), added to as it goes. */
   readonly cuts?: Set<TextCut>;
   /**
-   * Bytes the PDFs may still inflate, counted down, shared by several requests read together
+   * Bytes the PDFs and the gzip hidden in base64 may still inflate, counted down, shared by several requests read together
    * (the items of one Message Batch: one body, one budget). Default: {@link TRACE_INFLATE_BYTES} for this request.
    */
   readonly inflate?: { inflateLeft: number };
 }
 
-/** Bytes all the PDFs of one request (or of requests read together, a batch's items) may inflate together. */
+/** Bytes all the PDFs and hidden gzip of one request (or of requests read together, a batch's items) may inflate together. */
 export const TRACE_INFLATE_BYTES = 32 * 1024 * 1024;
 
 /** The members of a request besides `messages` a decoy can be hidden in, read after the conversation. */
@@ -720,7 +741,7 @@ export function decoyTraceTexts(request: unknown, limit = DECOY_TRACE_LIMIT, opt
   for (const [name, member] of Object.entries(members)) if (!UNTRACED_MEMBERS.has(name)) textsOf({ [name]: member }, out, budget);
   // Hidden forms are looked for in the conversation, where replayed traffic sits: the system
   // prompt and the tools are the app's own, the same long texts on every request.
-  for (const hidden of hiddenTexts(out.slice(0, conversation))) textsOf(hidden, out, budget);
+  for (const hidden of hiddenTexts(out.slice(0, conversation), budget)) textsOf(hidden, out, budget);
   return out;
 }
 
@@ -818,28 +839,51 @@ const GZIP_TEXT_BYTES = 1 << 20;
  * step (a stray letter in front). Each step out of step is tried on the run's first 64
  * characters before the whole run is decoded.
  */
-function decodedRun(run: string): string | undefined {
+function decodedRun(run: string, spend: InflateSpend): string | undefined {
   if (/^(?:[0-9a-fA-F]{2})+$/.test(run)) {
-    const text = textOfBytes(Buffer.from(run, 'hex'));
+    const text = textOfBytes(Buffer.from(run, 'hex'), spend);
     if (text !== undefined) return text;
   }
   for (let skip = 0; skip < 4 && run.length - skip >= BASE64_MIN; skip++) {
     const part = run.slice(skip);
-    if (skip > 0 && textOfBytes(Buffer.from(part.slice(0, 64 - (64 % 4)), 'base64'), true) === undefined) continue;
-    const text = textOfBytes(Buffer.from(part, 'base64'));
+    if (skip > 0 && textOfBytes(Buffer.from(part.slice(0, 64 - (64 % 4)), 'base64'), spend, true) === undefined) continue;
+    const text = textOfBytes(Buffer.from(part, 'base64'), spend);
     if (text !== undefined) return text;
   }
   return undefined;
 }
 
-/** Decoded bytes as printable text (UTF-8 or UTF-16, gzip inflated first); `probe`: a run's start, whose last character may be cut. */
-function textOfBytes(bytes: Buffer, probe = false): string | undefined {
+/** What hidden gzip may still inflate (the request's decode budget, shared with its PDFs), and where a read was cut. */
+interface InflateSpend {
+  readonly inflate: { inflateLeft: number };
+  readonly cuts?: Set<TextCut>;
+}
+
+/**
+ * Decoded bytes as printable text (UTF-8 or UTF-16, gzip inflated first, within the request's
+ * decode budget: a few KiB of gzip each inflating to a MiB would otherwise make a small body
+ * hundreds of MiB of text); `probe`: a run's start, whose last character may be cut.
+ */
+function textOfBytes(bytes: Buffer, spend: InflateSpend, probe = false): string | undefined {
   if (bytes[0] === 0x1f && bytes[1] === 0x8b) {
     if (probe) return '';
+    const left = Math.max(0, Math.floor(spend.inflate.inflateLeft));
+    if (left === 0) {
+      spend.cuts?.add('gzip_inflate_budget');
+      return undefined;
+    }
+    const cap = Math.min(GZIP_TEXT_BYTES, left);
     try {
-      const inflated = gunzipSync(bytes, { maxOutputLength: GZIP_TEXT_BYTES, finishFlush: zlibConstants.Z_SYNC_FLUSH });
+      const inflated = gunzipSync(bytes, { maxOutputLength: cap, finishFlush: zlibConstants.Z_SYNC_FLUSH });
+      spend.inflate.inflateLeft -= inflated.length;
+      if (inflated.length === cap && cap < GZIP_TEXT_BYTES) spend.cuts?.add('gzip_inflate_budget');
       return printable(inflated) ?? printable16(inflated);
-    } catch {
+    } catch (error) {
+      // Output past the cap: the budget is spent (or the run is past the 1 MiB any run may give).
+      if ((error as { code?: unknown }).code === 'ERR_BUFFER_TOO_LARGE') {
+        spend.inflate.inflateLeft -= cap;
+        spend.cuts?.add(cap < GZIP_TEXT_BYTES ? 'gzip_inflate_budget' : 'gzip_stream_cap');
+      }
       return undefined;
     }
   }
@@ -851,12 +895,12 @@ function textOfBytes(bytes: Buffer, probe = false): string | undefined {
  * Base64 wrapped at a fixed width (MIME's 76, PEM's 64, or any other): two lines or more of
  * base64 characters alone, all but the last of one length, joined and decoded as one run.
  */
-function wrappedRuns(text: string, decoded: string[]): void {
+function wrappedRuns(text: string, decoded: string[], spend: InflateSpend): void {
   if (!text.includes('\n')) return;
   let lines: string[] = [];
   const flush = () => {
     if (lines.length >= 2) {
-      const plain = decodedRun(lines.join('').slice(0, BASE64_MAX));
+      const plain = decodedRun(lines.join('').slice(0, BASE64_MAX), spend);
       if (plain !== undefined) decoded.push(plain);
     }
     lines = [];
@@ -889,7 +933,7 @@ function wrappedRuns(text: string, decoded: string[]): void {
  * in UTF-8 or UTF-16, and read once more for base64 inside; each snake-case
  * identifier of {@link TOKEN_MIN} or more (what decoy names and canaries are) in rot13.
  */
-function scanHidden(text: string, decoded: string[], rotated: string[], depth = 0): void {
+function scanHidden(text: string, decoded: string[], rotated: string[], spend: InflateSpend, depth = 0): void {
   const n = text.length;
   let i = 0;
   while (i < n) {
@@ -906,10 +950,10 @@ function scanHidden(text: string, decoded: string[], rotated: string[], depth = 
       end++;
     }
     if (end - i >= BASE64_MIN) {
-      const plain = decodedRun(text.slice(i, Math.min(end, i + BASE64_MAX)));
+      const plain = decodedRun(text.slice(i, Math.min(end, i + BASE64_MAX)), spend);
       if (plain !== undefined) {
         decoded.push(plain);
-        if (depth < 1) scanHidden(plain, decoded, [], depth + 1);
+        if (depth < 1) scanHidden(plain, decoded, [], spend, depth + 1);
       }
     }
     if (underscore && end - i >= TOKEN_MIN)
@@ -938,7 +982,7 @@ function tagText(text: string): string {
  * pieces or more; the API's own values, roles and block types, are passed over), base64 runs that decode to printable text,
  * snake-case identifiers in rot13, and the ASCII that tag characters carry.
  */
-function hiddenTexts(texts: readonly string[]): string[] {
+function hiddenTexts(texts: readonly string[], spend: InflateSpend): string[] {
   const joins: string[] = [];
   const decoded: string[] = [];
   const rotated: string[] = [];
@@ -965,8 +1009,8 @@ function hiddenTexts(texts: readonly string[]): string[] {
     tailBefore = tail;
     tail = text.slice(identifierRun(text, text.length - 1, -1) + 1);
     run = whole ? `${run}${text}`.slice(-TOKEN_MAX) : tail;
-    scanHidden(text, decoded, rotated);
-    wrappedRuns(text, decoded);
+    scanHidden(text, decoded, rotated, spend);
+    wrappedRuns(text, decoded, spend);
     // Tag characters (U+E0020–E007E) carry ASCII no one sees and models read ("ASCII smuggling").
     if (text.includes('\udb40')) {
       const smuggled = tagText(text);
