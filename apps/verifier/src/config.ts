@@ -82,6 +82,8 @@ export interface VerifierConfig {
   };
   /** Upstream calls in flight at once, at most (one connection each). */
   readonly upstreamConnections: number;
+  /** Worker threads that read large requests for their decoy traces (default: the cores but one, 1 to 4; 0: none). */
+  readonly traceWorkers?: number | undefined;
   /** GrowthBook client key the features endpoint answers to. */
   readonly clientKey: string;
   /** User-agent product of the genuine client, for the ua_mismatch signal. */
@@ -383,6 +385,10 @@ export const SETTINGS = {
     default: 4096,
     doc: 'Upstream calls in flight at once, at most; more wait up to upstreamQueueTimeoutMs.',
   },
+  traceWorkers: {
+    schema: int(0, 64),
+    doc: 'Worker threads that read large requests (PDFs, much text) for their decoy traces off the event loop (default: the cores but one, 1 to 4; 0: on the event loop).',
+  },
   upstreamQueueTimeoutMs: {
     schema: int(0, 600_000),
     default: 10_000,
@@ -632,6 +638,7 @@ function configOf(s: Values): VerifierConfig {
     shutdownGraceMs: required('shutdownGraceMs', s.shutdownGraceMs),
     maxJsonDepth: required('maxJsonDepth', s.maxJsonDepth),
     metricsToken: s.metricsToken,
+    traceWorkers: s.traceWorkers,
     upstreamTimeouts: {
       connectMs: required('upstreamConnectTimeoutMs', s.upstreamConnectTimeoutMs),
       headersMs: required('upstreamHeadersTimeoutMs', s.upstreamHeadersTimeoutMs),

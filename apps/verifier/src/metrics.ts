@@ -29,15 +29,21 @@ export function labelValue(value: string): string {
   return text.length > 128 ? `${text.slice(0, 128)}…` : text;
 }
 
-/** Where a decoy trace can be cut: the reader's own cuts, an upload read for its first bytes only, and no index to trace against yet. */
+/**
+ * Where a decoy trace can be cut: the reader's own cuts, an upload read for its first bytes
+ * only, no index to trace against yet, and a read that failed in a trace worker.
+ */
 export const TRACE_CUTS = [
   'pdf_stream_cap',
   'pdf_inflate_budget',
   'pdf_stream_count',
   'pdf_encrypted',
+  'gzip_inflate_budget',
+  'gzip_stream_cap',
   'chars',
   'upload_bytes',
   'no_index',
+  'trace_failed',
 ] as const;
 
 /** One of {@link TRACE_CUTS}. */

@@ -41,3 +41,33 @@ export function paddedPdf(padding: number, line: string): Buffer {
     Buffer.from('\nendstream\nendobj\n%%EOF\n'),
   ]);
 }
+
+/**
+ * A PDF of one unfiltered content stream placing `glyphs` letters one by one (`1 0 Td (a) Tj`),
+ * then showing `line`: slow to read for its size (about 14 bytes a glyph), none of it compressed.
+ */
+export function glyphPdf(glyphs: number, line: string): Buffer {
+  const content = Buffer.from(`BT /F1 1 Tf ${'1 0 Td (a) Tj '.repeat(glyphs)}ET BT /F1 1 Tf 0 -20 Td (${line}) Tj ET`, 'latin1');
+  const objects = [
+    '<< /Type /Catalog /Pages 2 0 R >>',
+    '<< /Type /Pages /Kids [3 0 R] /Count 1 >>',
+    '<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << /F1 << /Type /Font /Subtype /Type1 /BaseFont /Helvetica >> >> >> >>',
+  ].map((o) => Buffer.from(o, 'latin1'));
+  objects.push(Buffer.concat([Buffer.from(`<< /Length ${content.length} >>\nstream\n`), content, Buffer.from('\nendstream')]));
+  const parts: Buffer[] = [Buffer.from('%PDF-1.7\n')];
+  let length = parts[0]?.length ?? 0;
+  const offsets: number[] = [];
+  for (const [i, o] of objects.entries()) {
+    offsets.push(length);
+    const part = Buffer.concat([Buffer.from(`${i + 1} 0 obj\n`), o, Buffer.from('\nendobj\n')]);
+    parts.push(part);
+    length += part.length;
+  }
+  const xref = offsets.map((o) => `${String(o).padStart(10, '0')} 00000 n \n`).join('');
+  parts.push(
+    Buffer.from(
+      `xref\n0 ${objects.length + 1}\n0000000000 65535 f \n${xref}trailer\n<< /Size ${objects.length + 1} /Root 1 0 R >>\nstartxref\n${length}\n%%EOF\n`,
+    ),
+  );
+  return Buffer.concat(parts);
+}

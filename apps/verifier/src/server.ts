@@ -33,6 +33,7 @@ import { StoreContentError, StoreUnavailableError, storeBoundary } from './store
 import { StoreGuard } from './store-guard.js';
 import { Supervisor } from './supervise.js';
 import { type CanonicalTarget, canonicalTarget, TargetError, withoutPrefix } from './target.js';
+import { DecoyTracePool } from './trace-pool.js';
 
 /** Options of {@link createVerifier} besides the configuration. */
 export interface VerifierOptions {
@@ -177,6 +178,10 @@ export async function createServices(
     decoyIndex: new DecoyIndexCache(storage, secret, {
       retentionDays: config.decoyRetentionDays,
       background: (name, task) => supervisor.run(name, task),
+    }),
+    decoyTracer: new DecoyTracePool({
+      ...(config.traceWorkers === undefined ? {} : { workers: config.traceWorkers }),
+      warn: (message) => log.warn(message),
     }),
     secret,
     upstream:
@@ -459,6 +464,7 @@ export async function closeServices(services: VerifierServices, mock?: MockUpstr
   // A store that cannot take the last snapshot (read-only, disk full, gone) must not turn shutdown into a crash.
   for (const step of [
     () => services.upstream.close(),
+    () => services.decoyTracer.close(),
     () => mock?.close(),
     () => storage.saveSnapshot('fingerprint', services.fingerprintStats.toJSON()),
     () => storage.close(),

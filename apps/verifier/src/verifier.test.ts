@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
 import { createAttestedFetch } from '@moat/attest/client';
 import { AntiDistillationGate, keyIdentity, stripForeignSignedBlocks } from '@moat/distill-guard/client';
 import { tagFingerprint } from '@moat/fingerprint/client';
@@ -341,6 +342,36 @@ describe('moat-verifier', () => {
           ],
         },
       ]),
+      // Read in a trace worker: a request past 64 KiB, and a small one whose hidden gzip inflates past 256 KiB.
+      [
+        'a document behind 200 KB of text',
+        {
+          messages: [
+            {
+              role: 'user',
+              content: [
+                {
+                  type: 'document',
+                  source: {
+                    type: 'base64',
+                    media_type: 'text/plain',
+                    data: Buffer.from(`${'padding words '.repeat(15_000)}${decoyName} ${canary}`).toString('base64'),
+                  },
+                },
+                { type: 'text', text: 'summarize' },
+              ],
+            },
+          ],
+        },
+      ],
+      [
+        'gzip in base64 behind 600 KB of inflated text',
+        {
+          messages: [
+            { role: 'user', content: `blob ${gzipSync(`${'padding words '.repeat(45_000)}${decoyName}`).toString('base64')} end` },
+          ],
+        },
+      ],
     ];
     for (const [where, extra] of hidden) {
       await post(fetch, request('Thanks', extra), distiller.key);

@@ -1,16 +1,7 @@
 import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
 import { UNATTESTED_HEADER } from '@moat/attest/client';
 import { type AttestationResult, verifyAttestation } from '@moat/attest/server';
-import {
-  type CanaryIndex,
-  DECOY_TRACE_LIMIT,
-  decoyTraceTexts,
-  type RequestBlocksCheck,
-  type TextCut,
-  TRACE_INFLATE_BYTES,
-  type TraceTextsOptions,
-  verifyRequestBlocks,
-} from '@moat/distill-guard/server';
+import { type CanaryIndex, type RequestBlocksCheck, TRACE_INFLATE_BYTES, verifyRequestBlocks } from '@moat/distill-guard/server';
 import { checkFingerprint, type FingerprintCheck, type KeyClassification } from '@moat/fingerprint/server';
 import { inspectRequest, type RelaySignal, type RequestEvidence } from '@moat/gateway-detect/server';
 import {
@@ -26,9 +17,11 @@ import type { VerifierConfig } from '../config.js';
 import { unavailable } from '../errors.js';
 import { mayNameFiles, namedFiles } from '../file-owners.js';
 import type { InstallRow } from '../installs.js';
+import type { TraceCut } from '../metrics.js';
 import { releaseMayHave, requireRequestBinding } from '../releases.js';
 import type { Signals } from '../signals.js';
 import { underPrefix } from '../target.js';
+import type { RequestTrace, TraceAgainst } from '../trace-pool.js';
 import type { VerifierServices } from './services.js';
 
 /** Everything the layers found about one request. */
@@ -52,7 +45,7 @@ export interface Evidence {
     readonly signal: DecoySignal;
     readonly tracedTo: ReadonlyArray<{ readonly apiKeyId: string; readonly confidence: number }>;
     /** Where the trace did not read the request whole (empty when it did). */
-    readonly cuts: readonly TextCut[];
+    readonly cuts: readonly TraceCut[];
     /** Whether the decoy index was there to trace against (not before its first build). */
     readonly indexed: boolean;
   };
@@ -60,9 +53,6 @@ export interface Evidence {
 
 /** Confidence at which a decoy token in a request counts as a hit: one decoy name (0.75) or canary (0.95); a respelled name alone (0.6) is not. */
 export const DECOY_HIT_CONFIDENCE = 0.7;
-
-/** A tool call block of any kind the API has or may add: `tool_use`, `server_tool_use`, `mcp_tool_use`, … */
-const TOOL_CALL_TYPE = /tool_use$/i;
 
 /**
  * The keys whose decoys the request brings back. Against any key, its own included: a decoy
@@ -77,32 +67,16 @@ const TOOL_CALL_TYPE = /tool_use$/i;
  * are traced first, within a budget of their own, so no padding elsewhere hides them.
  */
 async function traceDecoys(
-  index: Pick<CanaryIndex, 'traceLong'> | undefined,
-  body: MessagesRequest,
+  index: CanaryIndex | undefined,
+  trace: (against: TraceAgainst) => Promise<RequestTrace>,
   keyId: string,
-  read: TraceTextsOptions,
 ): Promise<Array<{ apiKeyId: string; confidence: number }>> {
   if (index === undefined) return [];
-  const calls: unknown[] = [];
-  if (Array.isArray(body.messages))
-    for (const m of body.messages)
-      if (Array.isArray(m?.content))
-        for (const block of m.content) {
-          const type = (block as { type?: unknown } | null)?.type;
-          if (typeof type === 'string' && TOOL_CALL_TYPE.test(type)) calls.push(block);
-        }
-  // All of the request is read, however long (the body's size limit bounds it), in slices with
-  // the event loop given turns between them: padding cannot push a decoy past what is read.
-  const traced =
-    calls.length === 0
-      ? []
-      : await index.traceLong(
-          [...callHeads(calls), ...decoyTraceTexts({ messages: calls }, Number.POSITIVE_INFINITY, read)],
-          DECOY_HIT_CONFIDENCE,
-        );
-  const others = (await index.traceLong(decoyTraceTexts(body, Number.POSITIVE_INFINITY, read), DECOY_HIT_CONFIDENCE)).filter(
-    (t) => t.apiKeyId !== keyId,
-  );
+  // All of the request is read, however long (the body's size limit bounds it): a large one in
+  // a trace worker, a small one in place in slices with the event loop given turns between
+  // them, so padding cannot push a decoy past what is read and no request holds the others up.
+  const { calls: traced, all } = await trace({ index, threshold: DECOY_HIT_CONFIDENCE });
+  const others = all.filter((t) => t.apiKeyId !== keyId);
   const keys = new Set(traced.map((t) => t.apiKeyId));
   return [...traced, ...others.filter((t) => !keys.has(t.apiKeyId))];
 }
@@ -134,31 +108,6 @@ function mergeTraces(
       if (seen === undefined || seen.confidence < t.confidence) byKey.set(t.apiKeyId, { apiKeyId: t.apiKeyId, confidence: t.confidence });
     }
   return [...byKey.values()];
-}
-
-/** How much of each tool call is read before any call is read whole: its name, and its input's start. */
-const CALL_HEAD_CHARS = 4_096;
-
-/**
- * The start of every tool call — its name, its input's first {@link CALL_HEAD_CHARS}
- * characters — within the trace limit in all: no call, however long, can push a decoy call
- * after it past what is read.
- */
-function callHeads(calls: readonly unknown[]): string[] {
-  const out: string[] = [];
-  let left = DECOY_TRACE_LIMIT;
-  for (const call of calls) {
-    let head = CALL_HEAD_CHARS;
-    for (const text of decoyTraceTexts({ messages: [call] })) {
-      const part = text.slice(0, Math.min(head, left));
-      out.push(part);
-      head -= part.length;
-      left -= part.length;
-      if (head <= 0 || left <= 0) break;
-    }
-    if (left <= 0) break;
-  }
-  return out;
 }
 
 /** What {@link gatherEvidence} looks at. */
@@ -265,14 +214,21 @@ export async function gatherEvidence(input: EvidenceInput, services: VerifierSer
   const thinking = verifyRequestBlocks(input.body, input.keyId, blockKeyring);
   // The attribution block was parsed once, by the fingerprint check.
   const client = { cv: fingerprint.clientVersion, ep: fingerprint.entrypoint };
-  const cuts = new Set<TextCut>();
+  const cuts = new Set<TraceCut>();
   const index = services.decoyIndex.current();
   const traced = mergeTraces(
-    await traceDecoys(index, input.body, input.keyId, {
-      cuts,
-      // The decoy calls and the whole request are read with one budget: a request's documents inflate once.
-      inflate: input.inflate ?? { inflateLeft: TRACE_INFLATE_BYTES },
-    }),
+    await traceDecoys(
+      index,
+      (against) =>
+        services.decoyTracer.traceRequest(
+          input.raw,
+          input.body,
+          // The decoy calls and the whole request are read with one budget: a request's documents inflate once.
+          { cuts, inflate: input.inflate ?? { inflateLeft: TRACE_INFLATE_BYTES } },
+          against,
+        ),
+      input.keyId,
+    ),
     mayNameFiles(input.raw) ? await tracedFiles(input.body, input.keyId, services.storage) : [],
   );
   const decoy = {

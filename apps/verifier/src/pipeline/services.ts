@@ -12,6 +12,7 @@ import type { VerifierMetrics } from '../metrics.js';
 import type { Storage } from '../storage.js';
 import type { StoreGuard } from '../store-guard.js';
 import type { Supervisor } from '../supervise.js';
+import type { DecoyTracePool } from '../trace-pool.js';
 import type { UpstreamClient } from './upstream.js';
 
 /** What the stages of the pipeline work with: created once by `createVerifier`. */
@@ -34,6 +35,8 @@ export interface VerifierServices {
   readonly enrollment: Enrollment;
   /** Every key's decoys, for tracing decoys that come back in a request. */
   readonly decoyIndex: DecoyIndexCache;
+  /** Traces requests for decoys, a large one off the event loop. */
+  readonly decoyTracer: DecoyTracePool;
   /** The server secret: decoys and their canaries, gateway address hashes. */
   readonly secret: Buffer;
   /** Stage 7: the upstream over HTTP, or the embedding server's own model call. */

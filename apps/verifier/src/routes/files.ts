@@ -8,7 +8,6 @@
  */
 import { type Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { decoyTraceTexts, documentText, type TextCut, TRACE_INFLATE_BYTES } from '@moat/distill-guard/server';
 import { authenticate } from '../auth.js';
 import { ApiError } from '../errors.js';
 import { fileNotFound } from '../file-owners.js';
@@ -187,18 +186,6 @@ interface KeptUpload {
 }
 
 /**
- * What a decoy trace reads of an upload: the body's start as text, and the file part's content
- * as its type and bytes say (`documentText`: UTF-16, what a PDF shows, text under any type),
- * else as UTF-8; with what the texts may hide (`decoyTraceTexts`' split, base64 and rot13 forms).
- */
-function uploadTexts({ head, file, fileType }: KeptUpload, cuts: Set<TextCut>): string[] {
-  const texts = [head.toString('utf8')];
-  const inflate = { inflateLeft: TRACE_INFLATE_BYTES };
-  if (file !== undefined) texts.push(documentText(fileType, file, { shared: inflate, cuts }) ?? file.toString('utf8'));
-  return decoyTraceTexts({ messages: texts }, Number.POSITIVE_INFINITY, { cuts, inflate });
-}
-
-/**
  * `POST /v1/files`: the upload streams through; the file the upstream made is the caller's.
  * Its text is traced for decoys on the way (the first {@link FILE_TRACE_BYTES} of the body and
  * of the file part's content), and the keys
@@ -222,8 +209,11 @@ export const uploadFile: RouteHandler = fileRoute('upload', async (ctx, call) =>
       ctx.services.metrics.traceCuts.inc({ cut: 'no_index' });
     }
     const upload = kept();
-    const read = new Set<TextCut>();
-    const traced = index === undefined ? [] : await index.traceLong(uploadTexts(upload, read), DECOY_HIT_CONFIDENCE);
+    const read = new Set<TraceCut>();
+    const traced =
+      index === undefined
+        ? []
+        : await ctx.services.decoyTracer.traceUpload(upload, read, { index, threshold: DECOY_HIT_CONFIDENCE });
     const cuts: TraceCut[] = [...(upload.cut ? (['upload_bytes'] as const) : []), ...read];
     if (index !== undefined && cuts.length > 0) {
       call.ledger.reason(`decoy trace incomplete: ${cuts.join(', ')}`);

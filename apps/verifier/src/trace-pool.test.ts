@@ -1,0 +1,207 @@
+import { randomBytes } from 'node:crypto';
+import { gzipSync } from 'node:zlib';
+import { CanaryIndex, decoyPeriod, decoyTools, type TextCut, TRACE_INFLATE_BYTES } from '@moat/distill-guard/server';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { TraceCut } from './metrics.js';
+import { glyphPdf, paddedPdf } from './pdf.test-util.js';
+import { DecoyTracePool, type TraceRead } from './trace-pool.js';
+import { requestTraceTexts, type UploadParts, uploadTraceTexts } from './trace-texts.js';
+
+const secret = randomBytes(32);
+const period = decoyPeriod();
+const index = new CanaryIndex({ secret, keys: ['key_a', 'key_b'], periods: [period] });
+const against = { index, threshold: 0.7 };
+/** A decoy of key_a: its tool name, as a text that replays it would hold it. */
+const decoyOfA = (decoyTools({ secret, apiKeyId: 'key_a', period })[0] as { tool: { name: string } }).tool.name;
+
+const pools: DecoyTracePool[] = [];
+afterEach(async () => {
+  await Promise.all(pools.splice(0).map((p) => p.close()));
+});
+const poolOf = (options: ConstructorParameters<typeof DecoyTracePool>[0] = {}) => {
+  const pool = new DecoyTracePool({ workers: 1, ...options });
+  pools.push(pool);
+  return pool;
+};
+
+/** A Messages body of one base64 document (`media_type`, bytes) and a text: its bytes and its parsed form. */
+function requestOf(mediaType: string, data: Buffer, text = 'summarize') {
+  const body = {
+    model: 'claude-mock',
+    max_tokens: 64,
+    messages: [
+      {
+        role: 'user',
+        content: [
+          { type: 'document', source: { type: 'base64', media_type: mediaType, data: data.toString('base64') } },
+          { type: 'text', text },
+        ],
+      },
+    ],
+  };
+  return bytesOf(body);
+}
+
+const bytesOf = (body: object) => {
+  const raw = Buffer.from(JSON.stringify(body));
+  return { raw, body: JSON.parse(raw.toString('utf8')) as { messages?: unknown } };
+};
+
+const freshRead = (inflateLeft = TRACE_INFLATE_BYTES): TraceRead => ({ cuts: new Set<TraceCut>(), inflate: { inflateLeft } });
+
+/** The same trace on the event loop, as the reference. */
+async function inPlace(texts: { calls: string[]; all: string[] }) {
+  const keys = (list: string[]) =>
+    index.traceLong(list, 0.7).then((t) => t.map((k) => ({ apiKeyId: k.apiKeyId, confidence: k.confidence })));
+  return { calls: texts.calls.length === 0 ? [] : await keys(texts.calls), all: await keys(texts.all) };
+}
+async function reference(body: { messages?: unknown }, inflateLeft = TRACE_INFLATE_BYTES) {
+  const cuts = new Set<TextCut>();
+  const inflate = { inflateLeft };
+  const texts = requestTraceTexts(body, { cuts, inflate });
+  return { trace: await inPlace(texts), cuts: [...cuts], inflateLeft: inflate.inflateLeft };
+}
+
+/** How many turns the event loop took while `work` ran: 0 when it held the loop from start to end. */
+async function turnsDuring<T>(work: () => Promise<T>): Promise<{ value: T; turns: number }> {
+  let turns = 0;
+  let done = false;
+  const spin = () => {
+    if (done) return;
+    turns++;
+    setImmediate(spin);
+  };
+  const started = work();
+  setImmediate(spin);
+  const value = await started;
+  done = true;
+  return { value, turns };
+}
+
+describe('DecoyTracePool', () => {
+  it('traces a large request in a worker, the event loop free meanwhile, finding what a trace in place finds', async () => {
+    const { raw, body } = requestOf('application/pdf', glyphPdf(150_000, `we called ${decoyOfA}`));
+    expect(raw.length).toBeGreaterThan(2_000_000);
+    const pool = poolOf();
+    const read = freshRead();
+    const { value, turns } = await turnsDuring(() => pool.traceRequest(raw, body, read, against));
+    expect(pool.workers).toBe(1);
+    const expected = await reference(body);
+    expect(value).toEqual(expected.trace);
+    expect(value.all.map((t) => t.apiKeyId)).toEqual(['key_a']);
+    expect({ cuts: [...read.cuts], inflateLeft: read.inflate.inflateLeft }).toEqual({
+      cuts: expected.cuts,
+      inflateLeft: expected.inflateLeft,
+    });
+    // The worker held the trace; the event loop ran meanwhile. In place, reading the PDF holds it throughout.
+    expect(turns).toBeGreaterThan(10);
+    const held = await turnsDuring(async () => requestTraceTexts(body, {}));
+    expect(held.turns).toBe(0);
+  });
+
+  it('traces a small request in place, and again in a worker when its documents or hidden gzip would inflate more than a moment’s work', async () => {
+    const pool = poolOf();
+    const small = requestOf('text/plain', Buffer.from(`a short note on ${decoyOfA}`));
+    expect(await pool.traceRequest(small.raw, small.body, freshRead(), against)).toEqual((await reference(small.body)).trace);
+    expect(pool.workers).toBe(0);
+    for (const { raw, body } of [
+      requestOf('application/pdf', paddedPdf(2_000_000, `past the padding ${decoyOfA}`)),
+      bytesOf({
+        messages: [
+          { role: 'user', content: `x ${gzipSync(`${'words '.repeat(100_000)}past the padding ${decoyOfA}`).toString('base64')}` },
+        ],
+      }),
+    ]) {
+      expect(raw.length).toBeLessThan(64 * 1024);
+      const read = freshRead();
+      const trace = await pool.traceRequest(raw, body, read, against);
+      const expected = await reference(body);
+      expect(trace).toEqual(expected.trace);
+      expect(trace.all.map((t) => t.apiKeyId)).toEqual(['key_a']);
+      expect(read.inflate.inflateLeft).toBe(expected.inflateLeft);
+      expect([...read.cuts]).toEqual([]);
+    }
+    expect(pool.workers).toBe(1);
+  });
+
+  it('spends one decode budget over traces that share it (a batch’s items), in place and in a worker alike', async () => {
+    const pool = poolOf();
+    const shared = freshRead(20_000_000);
+    const budget = { inflateLeft: 20_000_000 };
+    const found: boolean[] = [];
+    for (let i = 0; i < 4; i++) {
+      const { raw, body } = requestOf('application/pdf', paddedPdf(8_000_000, `item ${i} ${decoyOfA}`));
+      found.push((await pool.traceRequest(raw, body, shared, against)).all.length > 0);
+      requestTraceTexts(body, { inflate: budget });
+      expect(shared.inflate.inflateLeft).toBe(budget.inflateLeft);
+    }
+    // Two fit in 20 MB; the third finds too little left; the fourth nothing.
+    expect(found).toEqual([true, true, false, false]);
+    expect([...shared.cuts]).toEqual(['pdf_inflate_budget']);
+  });
+
+  it('traces against the index as it is: a key added since the worker copied it is found', async () => {
+    const grown = new CanaryIndex({ secret, keys: ['key_a'], periods: [period] });
+    const pool = poolOf();
+    const decoyOfC = (decoyTools({ secret, apiKeyId: 'key_c', period })[0] as { tool: { name: string } }).tool.name;
+    const { raw, body } = requestOf('text/plain', Buffer.from(`${'words '.repeat(20_000)}${decoyOfA} and ${decoyOfC}`));
+    const first = await pool.traceRequest(raw, body, freshRead(), { index: grown, threshold: 0.7 });
+    expect(first.all.map((t) => t.apiKeyId)).toEqual(['key_a']);
+    grown.add(['key_c'], [period]);
+    const second = await pool.traceRequest(raw, body, freshRead(), { index: grown, threshold: 0.7 });
+    expect(second.all.map((t) => t.apiKeyId).sort()).toEqual(['key_a', 'key_c']);
+  });
+
+  it('cuts a trace that fails in its worker as trace_failed, never a whole trace, and starts another worker for the next', async () => {
+    const warnings: string[] = [];
+    const pool = poolOf({ timeoutMs: 1, warn: (m) => warnings.push(m) });
+    const { raw, body } = requestOf('application/pdf', glyphPdf(150_000, decoyOfA));
+    const read = freshRead();
+    expect(await pool.traceRequest(raw, body, read, against)).toEqual({ calls: [], all: [] });
+    expect([...read.cuts]).toEqual(['trace_failed']);
+    expect(warnings).toEqual([expect.stringContaining('no answer within 1 ms')]);
+    expect(pool.workers).toBe(0);
+    // Bytes its worker cannot read (no JSON: the verifier hands over only what it parsed) fail alike.
+    const patient = poolOf({ warn: (m) => warnings.push(m) });
+    const broken = freshRead();
+    expect(await patient.traceRequest(Buffer.alloc(100_000, '{'), body, broken, against)).toEqual({ calls: [], all: [] });
+    expect([...broken.cuts]).toEqual(['trace_failed']);
+    // The worker stays for the next trace, which is whole.
+    const next = freshRead();
+    const big = requestOf('text/plain', Buffer.from(`${'words '.repeat(20_000)}${decoyOfA}`));
+    expect((await patient.traceRequest(big.raw, big.body, next, against)).all.map((t) => t.apiKeyId)).toEqual(['key_a']);
+    expect([...next.cuts]).toEqual([]);
+    expect(patient.workers).toBe(1);
+  });
+
+  it('ends its traces when closed: what was waiting is trace_failed', async () => {
+    const pool = new DecoyTracePool({ workers: 1 });
+    const { raw, body } = requestOf('application/pdf', glyphPdf(150_000, 'slow'));
+    const reads = [freshRead(), freshRead()];
+    const pending = reads.map((read) => pool.traceRequest(raw, body, read, against));
+    await pool.close();
+    expect(await Promise.all(pending)).toEqual([
+      { calls: [], all: [] },
+      { calls: [], all: [] },
+    ]);
+    expect(reads.map((r) => [...r.cuts])).toEqual([['trace_failed'], ['trace_failed']]);
+    expect(pool.workers).toBe(0);
+  });
+
+  it('traces a large upload in a worker and a small one in place, finding what a trace in place finds', async () => {
+    const pool = poolOf();
+    const head = Buffer.from('--boundary\r\nContent-Disposition: form-data; name="file"; filename="a.pdf"\r\n\r\n');
+    const expected = async (upload: UploadParts) =>
+      (await inPlace({ calls: [], all: uploadTraceTexts(upload, { inflate: { inflateLeft: TRACE_INFLATE_BYTES } }) })).all;
+    const small = { head, file: paddedPdf(1000, `a small upload ${decoyOfA}`), fileType: 'application/pdf' };
+    expect(await pool.traceUpload(small, new Set(), against)).toEqual(await expected(small));
+    expect(pool.workers).toBe(0);
+    const large = { head, file: glyphPdf(100_000, `a large upload ${decoyOfA}`), fileType: 'application/pdf' };
+    const cuts = new Set<TraceCut>();
+    const traced = await pool.traceUpload(large, cuts, against);
+    expect(pool.workers).toBe(1);
+    expect(traced).toEqual(await expected(large));
+    expect(traced.map((t) => t.apiKeyId)).toEqual(['key_a']);
+    expect([...cuts]).toEqual([]);
+  });
+});

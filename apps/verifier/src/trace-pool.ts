@@ -1,0 +1,281 @@
+import { existsSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { Worker } from 'node:worker_threads';
+import { type CanaryIndex, type TextCut, TRACE_INFLATE_BYTES } from '@moat/distill-guard/server';
+import type { TraceCut } from './metrics.js';
+import { type RequestTraceTexts, requestTraceTexts, type UploadParts, uploadTraceTexts } from './trace-texts.js';
+import type { TraceAnswer, TracedKey, TraceJob } from './trace-worker.ts';
+
+export type { TracedKey } from './trace-worker.ts';
+
+/** The keys a request's tool calls name (against any key), and the keys all of it names. */
+export interface RequestTrace {
+  readonly calls: TracedKey[];
+  readonly all: TracedKey[];
+}
+
+/** What a trace is made against: the decoy index, and the confidence a key must reach. */
+export interface TraceAgainst {
+  readonly index: CanaryIndex;
+  readonly threshold: number;
+}
+
+/** What one request's trace read spends and reports: shared with the other items of its Message Batch. */
+export interface TraceRead {
+  /** Where the read was cut, added to. */
+  readonly cuts: Set<TraceCut>;
+  /** Bytes its documents and hidden gzip may still inflate, counted down. */
+  readonly inflate: { inflateLeft: number };
+}
+
+/** Options of {@link DecoyTracePool}. */
+export interface DecoyTracePoolOptions {
+  /** Trace workers at most (default: the cores but one, 1 to 4); 0 traces every request on the event loop. */
+  readonly workers?: number;
+  /** A request of this many bytes or more is traced in a worker (default 64 KiB). */
+  readonly inlineBytes?: number;
+  /**
+   * Bytes a smaller request may inflate on the event loop (default 256 KiB): one whose
+   * documents or hidden gzip would inflate more is traced again, whole, in a worker.
+   */
+  readonly inlineInflateBytes?: number;
+  /** A trace in a worker longer than this is stopped (the worker ended) and cut `trace_failed` (default 30 s). */
+  readonly timeoutMs?: number;
+  /** Told when a worker's trace fails, and once when no worker can be started (traces then stay on the event loop). */
+  readonly warn?: (message: string) => void;
+}
+
+/** The worker's file beside this module: built (`dist/trace-worker.js`) or as source (`src/trace-worker.ts`). */
+function workerFile(): URL | undefined {
+  for (const name of ['./trace-worker.js', './trace-worker.ts']) {
+    const url = new URL(name, import.meta.url);
+    if (existsSync(url)) return url;
+  }
+  return undefined;
+}
+
+/** A job as the pool is given it: its bytes not yet copied, its index not yet sent. */
+type JobParts = { readonly kind: 'messages'; readonly raw: Uint8Array } | ({ readonly kind: 'upload' } & UploadParts);
+
+interface Pending {
+  readonly parts: JobParts;
+  readonly inflateLeft: number;
+  readonly against: TraceAgainst;
+  readonly id: number;
+  readonly resolve: (answer: TraceAnswer) => void;
+}
+
+interface Slot {
+  readonly worker: Worker;
+  /** The version of each index this worker holds a copy of. */
+  readonly holds: Map<number, number>;
+  busy: { readonly pending: Pending; readonly timer: NodeJS.Timeout } | undefined;
+}
+
+const keysOf = (traced: ReadonlyArray<TracedKey>): TracedKey[] => traced.map((t) => ({ apiKeyId: t.apiKeyId, confidence: t.confidence }));
+
+/**
+ * Traces requests for decoys, a large one in a worker thread: decoding a many-MiB PDF or
+ * inflating hidden gzip, then reading megabytes of text, takes the CPU for up to a second or
+ * more, which on the event loop would hold every other client's request up. A small request
+ * is traced in place, within a small decode budget; one that needs more is traced again in a
+ * worker. Each worker traces against its own copy of the decoy index, made again when the
+ * index changed, and sends back only the keys. A trace that fails there (the worker ends, runs
+ * out of memory or past `timeoutMs`) is reported as the cut `trace_failed`, never as a whole one.
+ */
+export class DecoyTracePool {
+  readonly #size: number;
+  readonly #inlineBytes: number;
+  readonly #inlineInflateBytes: number;
+  readonly #timeoutMs: number;
+  readonly #warn: (message: string) => void;
+  readonly #slots: Slot[] = [];
+  readonly #queue: Pending[] = [];
+  readonly #indexIds = new WeakMap<CanaryIndex, number>();
+  #file: URL | undefined | null = null;
+  #nextId = 0;
+  #nextIndexId = 0;
+  #closed = false;
+
+  constructor(options: DecoyTracePoolOptions = {}) {
+    this.#size = options.workers ?? Math.max(1, Math.min(4, availableParallelism() - 1));
+    this.#inlineBytes = options.inlineBytes ?? 64 * 1024;
+    this.#inlineInflateBytes = options.inlineInflateBytes ?? 256 * 1024;
+    this.#timeoutMs = options.timeoutMs ?? 30_000;
+    this.#warn = options.warn ?? (() => {});
+  }
+
+  /** Workers started so far (they start at the first trace that needs one). */
+  get workers(): number {
+    return this.#slots.length;
+  }
+
+  /**
+   * The keys whose decoys a Messages request brings back: `raw` is its body as received
+   * (already parsed and checked into `body`), `read` its decode budget and cuts, updated as
+   * the read goes.
+   */
+  async traceRequest(
+    raw: Uint8Array,
+    body: { readonly messages?: unknown },
+    read: TraceRead,
+    against: TraceAgainst,
+  ): Promise<RequestTrace> {
+    return this.#trace(raw.length, (options) => requestTraceTexts(body, options), { kind: 'messages', raw }, read, against);
+  }
+
+  /** The keys whose decoys what was kept of an upload holds (with a decode budget of its own). */
+  async traceUpload(upload: UploadParts, cuts: Set<TraceCut>, against: TraceAgainst): Promise<TracedKey[]> {
+    const size = upload.head.length + (upload.file?.length ?? 0);
+    const read = { cuts, inflate: { inflateLeft: TRACE_INFLATE_BYTES } };
+    const parts = { kind: 'upload' as const, head: upload.head, ...(upload.file === undefined ? {} : { file: upload.file }) };
+    const job = upload.fileType === undefined ? parts : { ...parts, fileType: upload.fileType };
+    return (await this.#trace(size, (options) => ({ calls: [], all: uploadTraceTexts(upload, options) }), job, read, against)).all;
+  }
+
+  /** Ends the workers; traces still waiting or running end as `trace_failed`. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    for (const pending of this.#queue.splice(0)) pending.resolve({ id: pending.id, error: 'the verifier is closing' });
+    await Promise.all(this.#slots.splice(0).map((slot) => this.#end(slot, 'the verifier is closing')));
+  }
+
+  /** One trace: in place when small and light, else in a worker; what it spent and where it was cut go to `read`. */
+  async #trace(
+    size: number,
+    texts: (options: { cuts: Set<TextCut>; inflate: { inflateLeft: number } }) => RequestTraceTexts,
+    parts: JobParts,
+    read: TraceRead,
+    against: TraceAgainst,
+  ): Promise<RequestTrace> {
+    // Traced in slices, the event loop given turns between them.
+    const inPlace = async (found: RequestTraceTexts): Promise<RequestTrace> => ({
+      calls: found.calls.length === 0 ? [] : keysOf(await against.index.traceLong(found.calls, against.threshold)),
+      all: keysOf(await against.index.traceLong(found.all, against.threshold)),
+    });
+    const cuts = new Set<TextCut>();
+    if (this.#size === 0 || this.#workerFile() === undefined) {
+      const found = texts({ cuts, inflate: read.inflate });
+      for (const cut of cuts) read.cuts.add(cut);
+      return inPlace(found);
+    }
+    if (size < this.#inlineBytes) {
+      // In place, with no more to inflate than a moment's work; past that, traced again in a worker.
+      const start = read.inflate.inflateLeft;
+      const allowed = Math.min(start, this.#inlineInflateBytes);
+      const probe = { inflateLeft: allowed };
+      const found = texts({ cuts, inflate: probe });
+      const spent = cuts.has('pdf_inflate_budget') || cuts.has('gzip_inflate_budget');
+      if (!spent || start <= this.#inlineInflateBytes) {
+        read.inflate.inflateLeft = start - (allowed - probe.inflateLeft);
+        for (const cut of cuts) read.cuts.add(cut);
+        return inPlace(found);
+      }
+    }
+    const answer = await this.#run(parts, read.inflate.inflateLeft, against);
+    if ('error' in answer) {
+      this.#warn(`decoy trace failed in a worker: ${answer.error}`);
+      read.cuts.add('trace_failed');
+      return { calls: [], all: [] };
+    }
+    read.inflate.inflateLeft = answer.inflateLeft;
+    for (const cut of answer.cuts) read.cuts.add(cut);
+    return { calls: answer.calls, all: answer.all };
+  }
+
+  #workerFile(): URL | undefined {
+    if (this.#file === null) {
+      this.#file = workerFile();
+      if (this.#file === undefined)
+        this.#warn('no trace worker file beside the verifier (a bundle without it): large requests are traced on the event loop');
+    }
+    return this.#file;
+  }
+
+  #run(parts: JobParts, inflateLeft: number, against: TraceAgainst): Promise<TraceAnswer> {
+    if (this.#closed) return Promise.resolve({ id: -1, error: 'the verifier is closing' });
+    return new Promise((resolve) => {
+      this.#queue.push({ parts, inflateLeft, against, id: this.#nextId++, resolve });
+      this.#dispatch();
+    });
+  }
+
+  #dispatch(): void {
+    while (this.#queue.length > 0) {
+      let slot = this.#slots.find((s) => s.busy === undefined);
+      if (slot === undefined && this.#slots.length < this.#size) slot = this.#start();
+      if (slot === undefined) return;
+      const pending = this.#queue.shift() as Pending;
+      const { index, threshold } = pending.against;
+      let indexId = this.#indexIds.get(index);
+      if (indexId === undefined) {
+        indexId = this.#nextIndexId++;
+        this.#indexIds.set(index, indexId);
+      }
+      // The index as it is now, sent to a worker whose copy is older (or that has none).
+      const version = index.version;
+      const stale = slot.holds.get(indexId) !== version;
+      const { parts } = pending;
+      // Copies of its own, moved to the worker: the received buffers may be slices of larger ones, and stay with the request.
+      const bytes =
+        parts.kind === 'messages'
+          ? { kind: 'messages' as const, raw: new Uint8Array(parts.raw) }
+          : {
+              kind: 'upload' as const,
+              head: new Uint8Array(parts.head),
+              ...(parts.file === undefined ? {} : { file: new Uint8Array(parts.file) }),
+              ...(parts.fileType === undefined ? {} : { fileType: parts.fileType }),
+            };
+      const job: TraceJob = {
+        id: pending.id,
+        inflateLeft: pending.inflateLeft,
+        threshold,
+        index: { id: indexId, version, ...(stale ? { options: index.toOptions() } : {}) },
+        ...bytes,
+      };
+      const moved = bytes.kind === 'messages' ? [bytes.raw] : bytes.file === undefined ? [bytes.head] : [bytes.head, bytes.file];
+      const timer = setTimeout(() => {
+        void this.#end(slot as Slot, `no answer within ${this.#timeoutMs} ms`);
+      }, this.#timeoutMs);
+      slot.busy = { pending, timer };
+      slot.holds.set(indexId, version);
+      slot.worker.postMessage(
+        job,
+        moved.map((b) => b.buffer as ArrayBuffer),
+      );
+    }
+  }
+
+  #start(): Slot {
+    const worker = new Worker(this.#workerFile() as URL, { resourceLimits: { maxOldGenerationSizeMb: 1024 } });
+    // The pool never keeps the process alive: a server holds it open while it serves.
+    worker.unref();
+    const slot: Slot = { worker, holds: new Map(), busy: undefined };
+    worker.on('message', (answer: TraceAnswer) => {
+      const busy = slot.busy;
+      if (busy === undefined || busy.pending.id !== answer.id) return;
+      clearTimeout(busy.timer);
+      slot.busy = undefined;
+      busy.pending.resolve(answer);
+      this.#dispatch();
+    });
+    // A worker that fails (out of memory, an error it did not catch) ends its trace; the next trace starts another.
+    worker.on('error', (error) => void this.#end(slot, error.message));
+    worker.on('exit', (code) => void this.#end(slot, `the worker exited with code ${code}`));
+    this.#slots.push(slot);
+    return slot;
+  }
+
+  async #end(slot: Slot, reason: string): Promise<void> {
+    const at = this.#slots.indexOf(slot);
+    if (at !== -1) this.#slots.splice(at, 1);
+    const busy = slot.busy;
+    slot.busy = undefined;
+    if (busy !== undefined) {
+      clearTimeout(busy.timer);
+      busy.pending.resolve({ id: busy.pending.id, error: reason });
+    }
+    await slot.worker.terminate().catch(() => 0);
+    if (!this.#closed) this.#dispatch();
+  }
+}
