@@ -559,6 +559,35 @@ describe('decoyTraceTexts', () => {
   });
 });
 
+describe('CanaryIndex.retain', () => {
+  it('keeps a decoy name a key was served in two periods while the later one is kept', () => {
+    // About 1 key in 100 draws one name in two of 15 periods: find one.
+    const repeated = (() => {
+      for (let k = 0; k < 5_000; k++) {
+        const seen = new Map<string, number>();
+        for (let p = period - 14; p <= period; p++)
+          for (const decoy of decoyTools({ secret, apiKeyId: `key_${k}`, period: p })) {
+            const first = seen.get(decoy.tool.name);
+            if (first !== undefined) return { apiKeyId: `key_${k}`, name: decoy.tool.name, first, second: p };
+            seen.set(decoy.tool.name, p);
+          }
+      }
+      throw new Error('no key drew one name twice');
+    })();
+    const periods = Array.from({ length: 15 }, (_, i) => period - i);
+    // Built once, and grown a period at a time as a verifier does: the name stays until its later period goes.
+    const once = new CanaryIndex({ secret, keys: [repeated.apiKeyId], periods });
+    const grown = new CanaryIndex({ secret, keys: [repeated.apiKeyId], periods: [] });
+    for (let p = period - 14; p <= period; p++) grown.add([repeated.apiKeyId], [p]);
+    for (const index of [once, grown]) {
+      index.retain(repeated.first + 1);
+      expect(index.trace(`we called ${repeated.name}`, 0.7).map((t) => t.apiKeyId)).toEqual([repeated.apiKeyId]);
+      index.retain(repeated.second + 1);
+      expect(index.trace(`we called ${repeated.name}`, 0.7)).toEqual([]);
+    }
+  });
+});
+
 describe('CanaryIndex.toOptions', () => {
   it('builds an index equal to the one it came from, whose version counts each change', () => {
     const grown = new CanaryIndex({ secret, keys: ['key_a'], periods: [period - 1, period] });

@@ -340,6 +340,7 @@ const RESPELLED_NAME_WEIGHT = 0.6;
 type PackedEntry = number;
 
 const pack = (keyIndex: number, period: number, canary: boolean): PackedEntry => (keyIndex * 65_536 + period) * 2 + (canary ? 1 : 0);
+const periodOf = (entry: PackedEntry): number => Math.floor(entry / 2) % 65_536;
 
 /**
  * Canary tracing: indexes the decoys every key was served and names the keys whose decoys
@@ -450,7 +451,7 @@ export class CanaryIndex {
     if (!this.periods.some((p) => p < fromPeriod)) return;
     this.#version++;
     for (const p of this.#indexed.keys()) if (p < fromPeriod) this.#indexed.delete(p);
-    const kept = (e: PackedEntry) => Math.floor(e / 2) % 65_536 >= fromPeriod;
+    const kept = (e: PackedEntry) => periodOf(e) >= fromPeriod;
     for (const [token, entry] of this.#tokens) {
       if (typeof entry === 'number') {
         if (!kept(entry)) this.#tokens.delete(token);
@@ -482,11 +483,15 @@ export class CanaryIndex {
     if (list === undefined) this.#tokens.set(token, entry);
     else {
       const all = typeof list === 'number' ? [list] : list;
-      // A token counts once per key (the same name in two periods of one key is one token).
+      // A token counts once per key (the same name in two periods of one key is one token), under
+      // its newest period: {@link retain} drops an old period's entries, and the name must stay
+      // while a later period still serves it.
       const key = Math.floor(entry / 131_072);
-      if (all.some((e) => Math.floor(e / 131_072) === key)) return;
-      all.push(entry);
-      this.#tokens.set(token, all);
+      const at = all.findIndex((e) => Math.floor(e / 131_072) === key);
+      if (at === -1) all.push(entry);
+      else if (periodOf(entry) > periodOf(all[at] as number)) all[at] = entry;
+      else return;
+      this.#tokens.set(token, all.length === 1 ? (all[0] as number) : all);
     }
   }
 
