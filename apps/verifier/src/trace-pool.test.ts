@@ -1,7 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { gzipSync } from 'node:zlib';
 import { CanaryIndex, decoyPeriod, decoyTools, type TextCut, TRACE_INFLATE_BYTES } from '@moat/distill-guard/server';
+import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
+import { parseJsonBody } from './json-body.js';
 import type { TraceCut } from './metrics.js';
 import { glyphPdf, paddedPdf } from './pdf.test-util.js';
 import { DecoyTracePool, type TraceRead } from './trace-pool.js';
@@ -203,5 +205,87 @@ describe('DecoyTracePool', () => {
     expect(traced).toEqual(await expected(large));
     expect(traced.map((t) => t.apiKeyId)).toEqual(['key_a']);
     expect([...cuts]).toEqual([]);
+  });
+});
+
+describe('DecoyTracePool: the members a client repeats', () => {
+  const keyOf = (apiKeyId: string, i = 0) => decoyTools({ secret, apiKeyId, period })[i] as { tool: { name: string }; canary: string };
+  /** A body as the verifier reads it: its bytes, parsed, and where its members lie. */
+  const read = (body: object) => {
+    const raw = Buffer.from(JSON.stringify(body));
+    const { value, layout } = parseJsonBody(raw, 64);
+    return { raw, body: value as { messages?: unknown }, layout };
+  };
+  const tools = (extra: string) =>
+    Array.from({ length: 12 }, (_, i) => ({
+      name: `tool_${i}`,
+      description: `${'Reads the workspace and reports what it finds. '.repeat(8)}${i === 5 ? extra : ''}`,
+      input_schema: { type: 'object', properties: { path: { type: 'string', description: 'where' } } },
+    }));
+
+  it('keeps their trace and finds what a trace of the whole request finds, whatever is where', async () => {
+    const pool = poolOf();
+    const token = fc.oneof(
+      fc.constantFrom('key_a', 'key_b').map((k) => keyOf(k).tool.name),
+      fc.constantFrom('key_a', 'key_b').map((k) => keyOf(k, 1).tool.name.toUpperCase().replaceAll('_', '-')),
+      fc.constantFrom('key_b').map((k) => keyOf(k, 2).canary),
+      fc.constant('nothing'),
+    );
+    await fc.assert(
+      fc.asyncProperty(fc.constantFrom(0, 1, 2), token, token, token, async (system, inSystem, inTools, inMessages) => {
+        const body = read({
+          model: 'claude-mock',
+          max_tokens: 64,
+          ...(system === 0
+            ? {}
+            : { system: system === 1 ? `You are a coding agent. ${inSystem}` : [{ type: 'text', text: `Agent. ${inSystem}` }] }),
+          tools: tools(inTools),
+          messages: [{ role: 'user', content: `please look at ${inMessages}` }],
+        });
+        const traced = await pool.traceRequest(body.raw, body.body, freshRead(), against, body.layout);
+        expect(traced).toEqual((await reference(body.body)).trace);
+      }),
+      { numRuns: 60 },
+    );
+    // One trace kept per distinct system prompt and tool set seen (three forms of the system prompt × what they hold).
+    expect(pool.keptTraces).toBeGreaterThan(0);
+    expect(pool.keptTraces).toBeLessThanOrEqual(3 * 4 * 4);
+  });
+
+  it('traces them again when the index changed: a key added since is found in them', async () => {
+    const grown = new CanaryIndex({ secret, keys: ['key_a'], periods: [period] });
+    const pool = poolOf();
+    const body = read({
+      model: 'claude-mock',
+      max_tokens: 64,
+      tools: tools(keyOf('key_c').tool.name),
+      messages: [{ role: 'user', content: 'hi' }],
+    });
+    const traceNow = () => pool.traceRequest(body.raw, body.body, freshRead(), { index: grown, threshold: 0.7 }, body.layout);
+    expect((await traceNow()).all).toEqual([]);
+    expect(pool.keptTraces).toBe(1);
+    grown.add(['key_c'], [period]);
+    expect((await traceNow()).all.map((t) => t.apiKeyId)).toEqual(['key_c']);
+  });
+
+  it('keeps nothing for short ones, nor for ones it could not read whole', async () => {
+    const pool = poolOf();
+    const short = read({ model: 'claude-mock', max_tokens: 64, system: 'Be brief.', messages: [{ role: 'user', content: 'hi' }] });
+    await pool.traceRequest(short.raw, short.body, freshRead(), against, short.layout);
+    // A document in the system prompt (not the API's shape, but the bytes are read all the same) inflates.
+    const pdf = {
+      type: 'document',
+      source: { type: 'base64', media_type: 'application/pdf', data: paddedPdf(10_000, keyOf('key_b').tool.name).toString('base64') },
+    };
+    const inflating = read({
+      model: 'claude-mock',
+      max_tokens: 64,
+      system: [pdf],
+      tools: tools(''),
+      messages: [{ role: 'user', content: 'hi' }],
+    });
+    const traced = await pool.traceRequest(inflating.raw, inflating.body, freshRead(), against, inflating.layout);
+    expect(traced.all.map((t) => t.apiKeyId)).toEqual(['key_b']);
+    expect(pool.keptTraces).toBe(0);
   });
 });

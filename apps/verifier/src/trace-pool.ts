@@ -1,7 +1,16 @@
+import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
-import { type CanaryIndex, type TextCut, TRACE_INFLATE_BYTES } from '@moat/distill-guard/server';
+import {
+  type Attribution,
+  type CanaryIndex,
+  combineAttributions,
+  decoyTraceTexts,
+  type TextCut,
+  TRACE_INFLATE_BYTES,
+} from '@moat/distill-guard/server';
+import type { BodyLayout } from './json-body.js';
 import type { TraceCut } from './metrics.js';
 import { type RequestTraceTexts, requestTraceTexts, type UploadParts, uploadTraceTexts } from './trace-texts.js';
 import type { TraceAnswer, TracedKey, TraceJob } from './trace-worker.ts';
@@ -44,6 +53,29 @@ export interface DecoyTracePoolOptions {
   /** Told when a worker's trace fails, and once when no worker can be started (traces then stay on the event loop). */
   readonly warn?: (message: string) => void;
 }
+
+/**
+ * Members a client sends the same on every request — its system prompt and tool definitions,
+ * most of what Claude Code sends — traced once per version of the index and the trace kept:
+ * the rest of the request is traced and the two combined (`combineAttributions`).
+ */
+const REPEATED_MEMBERS: ReadonlySet<string> = new Set(['system', 'tools']);
+/** Repeated members shorter than this in all are traced with the rest: keeping them would cost more than it saves. */
+const REPEATED_MIN_BYTES = 2_048;
+/** Traces of repeated members kept, at most (the least recently used goes first). */
+const REPEATED_KEPT = 256;
+
+/** The hash of a body's repeated members (names and bytes), when they are long enough to keep their trace. */
+function repeatedKey(raw: Uint8Array, layout: BodyLayout): string | undefined {
+  const spans = layout.members.filter((m) => REPEATED_MEMBERS.has(m.key));
+  if (spans.reduce((n, m) => n + m.end - m.start, 0) < REPEATED_MIN_BYTES) return undefined;
+  const hash = createHash('sha256');
+  for (const m of spans) hash.update(`${m.key}:${m.end - m.start}:`).update(raw.subarray(m.start, m.end));
+  return hash.digest('base64');
+}
+
+/** A request's texts to trace, and the kept trace of its repeated members when they were left out of them. */
+type TextsToTrace = RequestTraceTexts & { readonly kept?: Attribution[] };
 
 /** The worker's file beside this module: built (`dist/trace-worker.js`) or as source (`src/trace-worker.ts`). */
 function workerFile(): URL | undefined {
@@ -92,6 +124,8 @@ export class DecoyTracePool {
   readonly #slots: Slot[] = [];
   readonly #queue: Pending[] = [];
   readonly #indexIds = new WeakMap<CanaryIndex, number>();
+  /** Traces of repeated members by their bytes' hash, for one index at one version. */
+  readonly #repeated = new Map<string, { readonly index: CanaryIndex; readonly version: number; readonly trace: Attribution[] }>();
   #file: URL | undefined | null = null;
   #nextId = 0;
   #nextIndexId = 0;
@@ -103,6 +137,11 @@ export class DecoyTracePool {
     this.#inlineInflateBytes = options.inlineInflateBytes ?? 256 * 1024;
     this.#timeoutMs = options.timeoutMs ?? 30_000;
     this.#warn = options.warn ?? (() => {});
+  }
+
+  /** Traces of repeated members (system prompts, tool definitions) kept. */
+  get keptTraces(): number {
+    return this.#repeated.size;
   }
 
   /** Workers started so far (they start at the first trace that needs one). */
@@ -120,8 +159,44 @@ export class DecoyTracePool {
     body: { readonly messages?: unknown },
     read: TraceRead,
     against: TraceAgainst,
+    layout?: BodyLayout,
   ): Promise<RequestTrace> {
-    return this.#trace(raw.length, (options) => requestTraceTexts(body, options), { kind: 'messages', raw }, read, against);
+    const repeated = layout === undefined ? undefined : repeatedKey(raw, layout);
+    const texts = (options: { cuts: Set<TextCut>; inflate: { inflateLeft: number } }): TextsToTrace => {
+      const kept = repeated === undefined ? undefined : this.#repeatedTrace(repeated, body, options, against);
+      if (kept === undefined) return requestTraceTexts(body, options);
+      const rest = Object.fromEntries(Object.entries(body).filter(([name]) => !REPEATED_MEMBERS.has(name)));
+      return { ...requestTraceTexts(rest, options), kept };
+    };
+    return this.#trace(raw.length, texts, { kind: 'messages', raw }, read, against);
+  }
+
+  /**
+   * The trace of a request's repeated members at threshold 0 (all its evidence): as kept for
+   * their bytes (`key`) at the index's version, else made — and kept when it read them whole
+   * with nothing to inflate, so what is kept is what any read of the same bytes gives.
+   */
+  #repeatedTrace(
+    key: string,
+    body: { readonly messages?: unknown },
+    options: { inflate: { inflateLeft: number } },
+    against: TraceAgainst,
+  ): Attribution[] | undefined {
+    const held = this.#repeated.get(key);
+    if (held !== undefined && held.index === against.index && held.version === against.index.version) {
+      this.#repeated.delete(key);
+      this.#repeated.set(key, held);
+      return held.trace;
+    }
+    const part = Object.fromEntries(Object.entries(body).filter(([name]) => REPEATED_MEMBERS.has(name)));
+    const cuts = new Set<TextCut>();
+    const inflate = { inflateLeft: options.inflate.inflateLeft };
+    const texts = decoyTraceTexts(part, Number.POSITIVE_INFINITY, { cuts, inflate });
+    if (cuts.size > 0 || inflate.inflateLeft !== options.inflate.inflateLeft) return undefined;
+    const trace = against.index.trace(texts, 0);
+    if (this.#repeated.size >= REPEATED_KEPT) this.#repeated.delete(this.#repeated.keys().next().value as string);
+    this.#repeated.set(key, { index: against.index, version: against.index.version, trace });
+    return trace;
   }
 
   /** The keys whose decoys what was kept of an upload holds (with a decode budget of its own). */
@@ -143,15 +218,19 @@ export class DecoyTracePool {
   /** One trace: in place when small and light, else in a worker; what it spent and where it was cut go to `read`. */
   async #trace(
     size: number,
-    texts: (options: { cuts: Set<TextCut>; inflate: { inflateLeft: number } }) => RequestTraceTexts,
+    texts: (options: { cuts: Set<TextCut>; inflate: { inflateLeft: number } }) => TextsToTrace,
     parts: JobParts,
     read: TraceRead,
     against: TraceAgainst,
   ): Promise<RequestTrace> {
     // Traced in slices, the event loop given turns between them.
-    const inPlace = async (found: RequestTraceTexts): Promise<RequestTrace> => ({
+    const inPlace = async (found: TextsToTrace): Promise<RequestTrace> => ({
       calls: found.calls.length === 0 ? [] : keysOf(await against.index.traceLong(found.calls, against.threshold)),
-      all: keysOf(await against.index.traceLong(found.all, against.threshold)),
+      all: keysOf(
+        found.kept === undefined
+          ? await against.index.traceLong(found.all, against.threshold)
+          : combineAttributions([await against.index.traceLong(found.all, 0), found.kept], against.threshold),
+      ),
     });
     const cuts = new Set<TextCut>();
     if (this.#size === 0 || this.#workerFile() === undefined) {

@@ -4,7 +4,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { decoyPeriod, decoyTools } from './decoys.js';
 import type { TextCut } from './pdf-text.js';
-import { CanaryIndex, decoyTraceText, decoyTraceTexts } from './trace.js';
+import { CanaryIndex, combineAttributions, decoyTraceText, decoyTraceTexts } from './trace.js';
 
 const secret = randomBytes(32);
 const period = decoyPeriod();
@@ -585,6 +585,40 @@ describe('CanaryIndex.retain', () => {
       index.retain(repeated.second + 1);
       expect(index.trace(`we called ${repeated.name}`, 0.7)).toEqual([]);
     }
+  });
+});
+
+describe('combineAttributions', () => {
+  it('gives what one trace of all the parts gives, whatever the parts, each token once', () => {
+    const tokens = [...decoyTokens];
+    const word = fc.oneof(
+      fc.constantFrom(...tokens),
+      fc.constantFrom(...tokens).map((t) => t.toUpperCase().replaceAll('_', '-')), // respelled
+      fc.constantFrom('the', 'report', 'const x = 1;', 'quarterly_totals_v2'),
+    );
+    const part = fc.array(word, { maxLength: 6 }).map((words) => words.join(' '));
+    fc.assert(
+      fc.property(fc.array(part, { minLength: 1, maxLength: 4 }), fc.constantFrom(0, 0.5, 0.7, 0.9), (parts, threshold) => {
+        const combined = combineAttributions(
+          parts.map((p) => index.trace(p, 0)),
+          threshold,
+        );
+        const whole = index.trace(parts, threshold);
+        const view = (list: ReturnType<typeof index.trace>) =>
+          list.map((a) => ({ apiKeyId: a.apiKeyId, confidence: a.confidence.toFixed(12), tokens: a.evidence.map((e) => e.token).sort() }));
+        expect(view(combined)).toEqual(view(whole));
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('finds two respelled names apart, each below the threshold alone', () => {
+    const [first, second] = decoys.filter((d) => index.trace(d.tool.name, 0.7)[0]?.apiKeyId === 'key_b').map((d) => d.tool.name);
+    const respell = (name = '') => name.toUpperCase().replaceAll('_', '-');
+    const parts = [index.trace(`uses ${respell(first)}`, 0), index.trace(`and ${respell(second)}`, 0)];
+    expect(parts.map((p) => p[0]?.confidence)).toEqual([0.6, 0.6]);
+    expect(parts.map((p) => combineAttributions([p], 0.7))).toEqual([[], []]);
+    expect(combineAttributions(parts, 0.7).map((a) => a.apiKeyId)).toEqual(['key_b']);
   });
 });
 

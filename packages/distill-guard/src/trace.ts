@@ -610,6 +610,37 @@ function attributionsOf(state: TraceState, threshold: number): Attribution[] {
   return out.sort((a, b) => b.confidence - a.confidence || (a.apiKeyId < b.apiKeyId ? -1 : 1));
 }
 
+/**
+ * Attributions from traces of parts of one request, combined as one trace of all of them
+ * gives them: each key's evidence from every part, a token counted once (exact where any part
+ * spelled it exactly), the confidence computed again over it all; keys at or above `threshold`,
+ * most confident first. Trace each part with threshold 0, so no evidence below the threshold
+ * is lost: two respelled names in two parts are a hit together though neither is alone. Lets
+ * a verifier keep the trace of a part that every request repeats (a client's system prompt
+ * and tool definitions) and trace only the rest.
+ *
+ * @example
+ * ```ts
+ * const hits = combineAttributions([index.trace(conversation, 0), cachedToolsTrace], 0.7);
+ * ```
+ */
+export function combineAttributions(lists: ReadonlyArray<readonly Attribution[]>, threshold = 0.5): Attribution[] {
+  const state: TraceState = { seen: new Set(), perKey: new Map() };
+  // Exact sightings first, then respelled ones, as one trace reads them.
+  for (const exact of [true, false])
+    for (const list of lists)
+      for (const { apiKeyId, evidence } of list)
+        for (const e of evidence) {
+          const seen = `${apiKeyId}\u0000${e.token}`;
+          if (e.exact !== exact || state.seen.has(seen)) continue;
+          state.seen.add(seen);
+          const kept = state.perKey.get(apiKeyId) ?? [];
+          kept.push(e);
+          state.perKey.set(apiKeyId, kept);
+        }
+  return attributionsOf(state, threshold);
+}
+
 /** At most this many characters of a request are traced for decoys. */
 export const DECOY_TRACE_LIMIT = 262_144;
 

@@ -138,6 +138,7 @@ async function checkItems(
       {
         raw: item.read.raw,
         body,
+        layout: item.read.layout,
         headers: req.headers,
         request,
         keyId,

@@ -17,6 +17,7 @@ import type { VerifierConfig } from '../config.js';
 import { unavailable } from '../errors.js';
 import { mayNameFiles, namedFiles } from '../file-owners.js';
 import type { InstallRow } from '../installs.js';
+import type { BodyLayout } from '../json-body.js';
 import type { TraceCut } from '../metrics.js';
 import { releaseMayHave, requireRequestBinding } from '../releases.js';
 import type { Signals } from '../signals.js';
@@ -123,6 +124,8 @@ export interface EvidenceInput {
   readonly attestation?: AttestationResult;
   /** The bytes its documents may inflate, shared with the other items of its Message Batch (one body, one budget). */
   readonly inflate?: { inflateLeft: number };
+  /** Where its members lie in `raw`: the trace of the members a client repeats (system prompt, tools) is kept by their bytes. */
+  readonly layout?: BodyLayout;
 }
 
 /**
@@ -226,6 +229,7 @@ export async function gatherEvidence(input: EvidenceInput, services: VerifierSer
           // The decoy calls and the whole request are read with one budget: a request's documents inflate once.
           { cuts, inflate: input.inflate ?? { inflateLeft: TRACE_INFLATE_BYTES } },
           against,
+          input.layout,
         ),
       input.keyId,
     ),

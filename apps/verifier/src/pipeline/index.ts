@@ -218,7 +218,14 @@ export async function handleMessagesRequest(
     // A stamp's nonce is spent in this turn's group commit: the record is reserved in the same
     // one (one commit fewer per request); a request that is then refused finishes that record.
     if (ENVELOPE_MEMBER in read.body && services.guard.down === undefined) ledger.reserve().catch(() => undefined);
-    const input = { raw, body: read.body, headers: req.headers, request: receivedRequest(req, config), keyId };
+    const input = {
+      raw,
+      body: read.body,
+      layout: read.layout,
+      headers: req.headers,
+      request: receivedRequest(req, config),
+      keyId,
+    };
     const evidence = await gatherEvidence({ ...input, remoteAddress: req.socket.remoteAddress }, services).catch(
       (error: unknown) => {
         ledger.set({ verdict: 'block' });
