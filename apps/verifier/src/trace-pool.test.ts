@@ -176,6 +176,25 @@ describe('DecoyTracePool', () => {
     expect(patient.workers).toBe(1);
   });
 
+  it('cuts every trace as trace_failed when its worker cannot start or load, and answers each', async () => {
+    const { raw, body } = requestOf('text/plain', Buffer.from(`${'words '.repeat(20_000)}${decoyOfA}`));
+    for (const [workerFile, reason] of [
+      [new URL('data:text/javascript,throw new Error("the worker broke as it loaded")'), 'the worker broke as it loaded'],
+      // A path Node refuses at once (not absolute, not ./): the thread is never made.
+      ['trace-worker.js' as unknown as URL, 'no trace worker could start'],
+    ] as const) {
+      const warnings: string[] = [];
+      const pool = poolOf({ workerFile, warn: (m) => warnings.push(m) });
+      for (let i = 0; i < 2; i++) {
+        const read = freshRead();
+        expect(await pool.traceRequest(raw, body, read, against)).toEqual({ calls: [], all: [] });
+        expect([...read.cuts]).toEqual(['trace_failed']);
+      }
+      expect(warnings).toEqual([expect.stringContaining(reason), expect.stringContaining(reason)]);
+      expect(pool.workers).toBe(0);
+    }
+  });
+
   it('ends its traces when closed: what was waiting is trace_failed', async () => {
     const pool = new DecoyTracePool({ workers: 1 });
     const { raw, body } = requestOf('application/pdf', glyphPdf(150_000, 'slow'));

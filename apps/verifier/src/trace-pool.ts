@@ -50,8 +50,10 @@ export interface DecoyTracePoolOptions {
   readonly inlineInflateBytes?: number;
   /** A trace in a worker longer than this is stopped (the worker ended) and cut `trace_failed` (default 30 s). */
   readonly timeoutMs?: number;
-  /** Told when a worker's trace fails, and once when no worker can be started (traces then stay on the event loop). */
+  /** Told when a worker's trace fails, and once when no worker file is found (traces then stay on the event loop). */
   readonly warn?: (message: string) => void;
+  /** The worker's file (default: `trace-worker.js` beside this module, or its source in a checkout). */
+  readonly workerFile?: URL;
 }
 
 /**
@@ -137,6 +139,7 @@ export class DecoyTracePool {
     this.#inlineInflateBytes = options.inlineInflateBytes ?? 256 * 1024;
     this.#timeoutMs = options.timeoutMs ?? 30_000;
     this.#warn = options.warn ?? (() => {});
+    if (options.workerFile !== undefined) this.#file = options.workerFile;
   }
 
   /** Traces of repeated members (system prompts, tool definitions) kept. */
@@ -282,7 +285,19 @@ export class DecoyTracePool {
   #dispatch(): void {
     while (this.#queue.length > 0) {
       let slot = this.#slots.find((s) => s.busy === undefined);
-      if (slot === undefined && this.#slots.length < this.#size) slot = this.#start();
+      if (slot === undefined && this.#slots.length < this.#size) {
+        try {
+          slot = this.#start();
+        } catch (error) {
+          // No thread to be had (a resource limit): the trace fails as a worker's would, and says why.
+          const failed = this.#queue.shift() as Pending;
+          failed.resolve({
+            id: failed.id,
+            error: `no trace worker could start: ${error instanceof Error ? error.message : String(error)}`,
+          });
+          continue;
+        }
+      }
       if (slot === undefined) return;
       const pending = this.#queue.shift() as Pending;
       const { index, threshold } = pending.against;
