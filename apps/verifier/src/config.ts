@@ -82,7 +82,7 @@ export interface VerifierConfig {
   };
   /** Upstream calls in flight at once, at most (one connection each). */
   readonly upstreamConnections: number;
-  /** Worker threads that read large requests for their decoy traces (default: the cores but one, 1 to 4; 0: none). */
+  /** Worker threads that trace large requests for decoys, 0 to 64 (default: the cores but one, at least 1, at most 4; 0: none). */
   readonly traceWorkers?: number | undefined;
   /** GrowthBook client key the features endpoint answers to. */
   readonly clientKey: string;
@@ -387,7 +387,7 @@ export const SETTINGS = {
   },
   traceWorkers: {
     schema: int(0, 64),
-    doc: 'Worker threads that read large requests (PDFs, much text) for their decoy traces off the event loop (default: the cores but one, 1 to 4; 0: on the event loop).',
+    doc: 'Worker threads that trace large requests (PDFs, much text) for decoys off the event loop, 0 to 64 (default: the cores but one, at least 1, at most 4; 0: on the event loop).',
   },
   upstreamQueueTimeoutMs: {
     schema: int(0, 600_000),

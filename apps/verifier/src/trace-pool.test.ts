@@ -195,6 +195,18 @@ describe('DecoyTracePool', () => {
     }
   });
 
+  it('ends a worker that has been idle, and starts another for the next trace', async () => {
+    const pool = poolOf({ idleMs: 50 });
+    const big = requestOf('text/plain', Buffer.from(`${'words '.repeat(20_000)}${decoyOfA}`));
+    const traceBig = async () => (await pool.traceRequest(big.raw, big.body, freshRead(), against)).all.map((t) => t.apiKeyId);
+    expect(await traceBig()).toEqual(['key_a']);
+    expect(pool.workers).toBe(1);
+    for (let i = 0; i < 100 && pool.workers > 0; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(pool.workers).toBe(0);
+    expect(await traceBig()).toEqual(['key_a']);
+    expect(pool.workers).toBe(1);
+  });
+
   it('ends its traces when closed: what was waiting is trace_failed', async () => {
     const pool = new DecoyTracePool({ workers: 1 });
     const { raw, body } = requestOf('application/pdf', glyphPdf(150_000, 'slow'));

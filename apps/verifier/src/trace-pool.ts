@@ -54,6 +54,8 @@ export interface DecoyTracePoolOptions {
   readonly warn?: (message: string) => void;
   /** The worker's file (default: `trace-worker.js` beside this module, or its source in a checkout). */
   readonly workerFile?: URL;
+  /** A worker idle this long is ended, and the memory it held given back (default 30 s); the next trace starts another. */
+  readonly idleMs?: number;
 }
 
 /**
@@ -104,6 +106,8 @@ interface Slot {
   /** The version of each index this worker holds a copy of. */
   readonly holds: Map<number, number>;
   busy: { readonly pending: Pending; readonly timer: NodeJS.Timeout } | undefined;
+  /** Ends the worker once it has been idle for `idleMs`: the memory a large trace took goes back. */
+  idle: NodeJS.Timeout | undefined;
 }
 
 const keysOf = (traced: ReadonlyArray<TracedKey>): TracedKey[] => traced.map((t) => ({ apiKeyId: t.apiKeyId, confidence: t.confidence }));
@@ -122,6 +126,7 @@ export class DecoyTracePool {
   readonly #inlineBytes: number;
   readonly #inlineInflateBytes: number;
   readonly #timeoutMs: number;
+  readonly #idleMs: number;
   readonly #warn: (message: string) => void;
   readonly #slots: Slot[] = [];
   readonly #queue: Pending[] = [];
@@ -138,6 +143,7 @@ export class DecoyTracePool {
     this.#inlineBytes = options.inlineBytes ?? 64 * 1024;
     this.#inlineInflateBytes = options.inlineInflateBytes ?? 256 * 1024;
     this.#timeoutMs = options.timeoutMs ?? 30_000;
+    this.#idleMs = options.idleMs ?? 30_000;
     this.#warn = options.warn ?? (() => {});
     if (options.workerFile !== undefined) this.#file = options.workerFile;
   }
@@ -331,6 +337,7 @@ export class DecoyTracePool {
       const timer = setTimeout(() => {
         void this.#end(slot as Slot, `no answer within ${this.#timeoutMs} ms`);
       }, this.#timeoutMs);
+      clearTimeout(slot.idle);
       slot.busy = { pending, timer };
       slot.holds.set(indexId, version);
       slot.worker.postMessage(
@@ -344,7 +351,7 @@ export class DecoyTracePool {
     const worker = new Worker(this.#workerFile() as URL, { resourceLimits: { maxOldGenerationSizeMb: 1024 } });
     // The pool never keeps the process alive: a server holds it open while it serves.
     worker.unref();
-    const slot: Slot = { worker, holds: new Map(), busy: undefined };
+    const slot: Slot = { worker, holds: new Map(), busy: undefined, idle: undefined };
     worker.on('message', (answer: TraceAnswer) => {
       const busy = slot.busy;
       if (busy === undefined || busy.pending.id !== answer.id) return;
@@ -352,6 +359,10 @@ export class DecoyTracePool {
       slot.busy = undefined;
       busy.pending.resolve(answer);
       this.#dispatch();
+      if (slot.busy === undefined) {
+        slot.idle = setTimeout(() => void this.#end(slot, 'idle'), this.#idleMs);
+        slot.idle.unref();
+      }
     });
     // A worker that fails (out of memory, an error it did not catch) ends its trace; the next trace starts another.
     worker.on('error', (error) => void this.#end(slot, error.message));
@@ -365,6 +376,7 @@ export class DecoyTracePool {
     if (at !== -1) this.#slots.splice(at, 1);
     const busy = slot.busy;
     slot.busy = undefined;
+    clearTimeout(slot.idle);
     if (busy !== undefined) {
       clearTimeout(busy.timer);
       busy.pending.resolve({ id: busy.pending.id, error: reason });
