@@ -263,24 +263,52 @@ describe('DecoyTracePool: the members a client repeats', () => {
       fc.constant('nothing'),
     );
     await fc.assert(
-      fc.asyncProperty(fc.constantFrom(0, 1, 2), token, token, token, async (system, inSystem, inTools, inMessages) => {
-        const body = read({
-          model: 'claude-mock',
-          max_tokens: 64,
-          ...(system === 0
-            ? {}
-            : { system: system === 1 ? `You are a coding agent. ${inSystem}` : [{ type: 'text', text: `Agent. ${inSystem}` }] }),
-          tools: tools(inTools),
-          messages: [{ role: 'user', content: `please look at ${inMessages}` }],
-        });
-        const traced = await pool.traceRequest(body.raw, body.body, freshRead(), against, body.layout);
-        expect(traced).toEqual((await reference(body.body)).trace);
-      }),
+      fc.asyncProperty(
+        fc.constantFrom(0, 1, 2),
+        token,
+        token,
+        token,
+        fc.boolean(),
+        async (system, inSystem, inTools, inMessages, split) => {
+          // `split`: a name cut in two, its first half ending the system prompt, its second starting the first message.
+          const cut = keyOf('key_b').tool.name;
+          const end = split ? ` ${cut.slice(0, 7)}` : '';
+          const body = read({
+            model: 'claude-mock',
+            max_tokens: 64,
+            ...(system === 0
+              ? {}
+              : {
+                  system: system === 1 ? `You are a coding agent. ${inSystem}${end}` : [{ type: 'text', text: `Agent. ${inSystem}${end}` }],
+                }),
+            tools: tools(inTools),
+            messages: [{ role: 'user', content: `${split ? cut.slice(7) : ''} please look at ${inMessages}` }],
+          });
+          const traced = await pool.traceRequest(body.raw, body.body, freshRead(), against, body.layout);
+          expect(traced).toEqual((await reference(body.body)).trace);
+        },
+      ),
       { numRuns: 60 },
     );
-    // One trace kept per distinct system prompt and tool set seen (three forms of the system prompt × what they hold).
+    // One trace kept per distinct system prompt and tool set seen.
     expect(pool.keptTraces).toBeGreaterThan(0);
-    expect(pool.keptTraces).toBeLessThanOrEqual(3 * 4 * 4);
+    expect(pool.keptTraces).toBeLessThanOrEqual(3 * 4 * 4 * 2);
+  });
+
+  it('joins the end of a kept system prompt with the conversation’s start, as a trace of the whole does', async () => {
+    const pool = poolOf();
+    const name = keyOf('key_b').tool.name;
+    const body = read({
+      model: 'claude-mock',
+      max_tokens: 64,
+      system: `You are a coding agent. ${'Follow the rules. '.repeat(150)}${name.slice(0, 9)}`,
+      messages: [{ role: 'user', content: `${name.slice(9)} please` }],
+    });
+    for (let i = 0; i < 2; i++) {
+      const traced = await pool.traceRequest(body.raw, body.body, freshRead(), against, body.layout);
+      expect(traced.all.map((t) => t.apiKeyId)).toEqual(['key_b']);
+    }
+    expect(pool.keptTraces).toBe(1);
   });
 
   it('traces them again when the index changed: a key added since is found in them', async () => {

@@ -6,6 +6,7 @@ import {
   type Attribution,
   type CanaryIndex,
   combineAttributions,
+  conversationPrelude,
   decoyTraceTexts,
   type TextCut,
   TRACE_INFLATE_BYTES,
@@ -175,7 +176,8 @@ export class DecoyTracePool {
       const kept = repeated === undefined ? undefined : this.#repeatedTrace(repeated, body, options, against);
       if (kept === undefined) return requestTraceTexts(body, options);
       const rest = Object.fromEntries(Object.entries(body).filter(([name]) => !REPEATED_MEMBERS.has(name)));
-      return { ...requestTraceTexts(rest, options), kept };
+      // The system prompt's end is joined with the conversation's start even so.
+      return { ...requestTraceTexts(rest, { ...options, before: conversationPrelude(body) }), kept };
     };
     return this.#trace(raw.length, texts, { kind: 'messages', raw }, read, against);
   }

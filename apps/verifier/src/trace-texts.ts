@@ -32,8 +32,10 @@ export function requestTraceTexts(body: { readonly messages?: unknown }, read: T
           const type = (block as { type?: unknown } | null)?.type;
           if (typeof type === 'string' && TOOL_CALL_TYPE.test(type)) calls.push(block);
         }
+  // The calls alone: nothing before them is joined to them (`before` is for the whole request).
+  const alone = { ...read, before: '' };
   return {
-    calls: calls.length === 0 ? [] : [...callHeads(calls, read), ...decoyTraceTexts({ messages: calls }, Number.POSITIVE_INFINITY, read)],
+    calls: calls.length === 0 ? [] : [...callHeads(calls, read), ...decoyTraceTexts({ messages: calls }, Number.POSITIVE_INFINITY, alone)],
     all: decoyTraceTexts(body, Number.POSITIVE_INFINITY, read),
   };
 }

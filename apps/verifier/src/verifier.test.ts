@@ -342,6 +342,10 @@ describe('moat-verifier', () => {
           ],
         },
       ]),
+      [
+        'split across the end of the system prompt and the first message',
+        { system: `Be brief. ${decoyName.slice(0, 9)}`, messages: [{ role: 'user', content: `${decoyName.slice(9)} please` }] },
+      ],
       // Read in a trace worker: a request past 64 KiB, and a small one whose hidden gzip inflates past 256 KiB.
       [
         'a document behind 200 KB of text',

@@ -4,7 +4,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { decoyPeriod, decoyTools } from './decoys.js';
 import type { TextCut } from './pdf-text.js';
-import { CanaryIndex, combineAttributions, decoyTraceText, decoyTraceTexts } from './trace.js';
+import { CanaryIndex, combineAttributions, conversationPrelude, decoyTraceText, decoyTraceTexts } from './trace.js';
 
 const secret = randomBytes(32);
 const period = decoyPeriod();
@@ -259,6 +259,20 @@ describe('decoyTraceTexts', () => {
     const b64 = Buffer.from(`called ${name} today`).toString('base64');
     const hidden: Array<[string, unknown]> = [
       [
+        'split across the end of the system prompt and the first message',
+        { system: `You are helpful. ${name.slice(0, cut)}`, messages: [{ role: 'user', content: `${name.slice(cut)} please` }] },
+      ],
+      [
+        'split across the system prompt’s last block and the first message',
+        {
+          system: [
+            { type: 'text', text: 'You are helpful.' },
+            { type: 'text', text: `Also ${name.slice(0, cut)}` },
+          ],
+          messages: [{ role: 'user', content: [{ type: 'text', text: `${name.slice(cut)} please` }] }],
+        },
+      ],
+      [
         'split across two text blocks',
         {
           messages: [
@@ -389,6 +403,23 @@ describe('decoyTraceTexts', () => {
     ]);
   });
 
+  it('joins the conversation’s start with what came before it, read apart (options.before)', () => {
+    const [decoy] = decoyTools({ secret, apiKeyId: 'key_a', period });
+    const name = decoy?.tool.name as string;
+    const request = { messages: [{ role: 'user', content: `${name.slice(8)} please` }] };
+    expect(index.trace(decoyTraceTexts(request), 0.7)).toEqual([]);
+    const before = conversationPrelude({ system: [{ type: 'text', text: `Be brief. ${name.slice(0, 8)}` }] });
+    expect(before).toBe(`Be brief. ${name.slice(0, 8)}`);
+    expect(index.trace(decoyTraceTexts(request, Number.POSITIVE_INFINITY, { before }), 0.7).map((h) => h.apiKeyId)).toEqual(['key_a']);
+    expect(['', 'x', { system: 7 }, { system: [] }, { system: [{ type: 'image' }] }].map(conversationPrelude)).toEqual([
+      '',
+      '',
+      '',
+      '',
+      '',
+    ]);
+  });
+
   it('lists the conversation’s texts, then the other members a decoy can hide in, and joins to decoyTraceText', () => {
     const request = {
       model: 'not read',
@@ -419,9 +450,17 @@ describe('decoyTraceTexts', () => {
       'stop',
     ]);
     // Then what the conversation's texts may hide (not the app's own system prompt and tools): each
-    // boundary's identifier characters joined (the API's own values passed over), snake case in rot13.
+    // boundary's identifier characters joined (the API's own values passed over), the system
+    // prompt's end with the conversation's start among them, snake case in rot13.
     expect(texts).toHaveLength(15);
-    expect(texts[13]?.split('\n')).toEqual(['firstsome_tool', 'some_toolquery', 'firstquery', 'firstsome_toolquery']);
+    expect(texts[13]?.split('\n')).toEqual([
+      'sysfirst',
+      'firstsome_tool',
+      'syssome_tool',
+      'some_toolquery',
+      'firstquery',
+      'firstsome_toolquery',
+    ]);
     expect(texts[14]).toBe('fbzr_gbby');
     const document = {
       type: 'document',

@@ -719,6 +719,25 @@ export interface TraceTextsOptions {
    * (the items of one Message Batch: one body, one budget). Default: {@link TRACE_INFLATE_BYTES} for this request.
    */
   readonly inflate?: { inflateLeft: number };
+  /**
+   * The text that came before the conversation when it is not in `request` (the system prompt
+   * read apart: {@link conversationPrelude} of the whole request), for joining its end with the
+   * conversation's start. Default: the request's own prelude.
+   */
+  readonly before?: string;
+}
+
+/**
+ * The text a request puts just before its conversation: its system prompt's last text (a
+ * string, or the last text block), else `''`. A decoy split across it and the first message is
+ * joined there, as across two blocks of the conversation.
+ */
+export function conversationPrelude(request: unknown): string {
+  const system = (request as { system?: unknown } | null)?.system;
+  if (typeof system === 'string') return system;
+  if (!Array.isArray(system)) return '';
+  const text = (system.at(-1) as { text?: unknown } | null)?.text;
+  return typeof text === 'string' ? text : '';
 }
 
 /** Bytes all the PDFs and hidden gzip of one request (or of requests read together, a batch's items) may inflate together. */
@@ -777,7 +796,8 @@ export function decoyTraceTexts(request: unknown, limit = DECOY_TRACE_LIMIT, opt
   for (const [name, member] of Object.entries(members)) if (!UNTRACED_MEMBERS.has(name)) textsOf({ [name]: member }, out, budget);
   // Hidden forms are looked for in the conversation, where replayed traffic sits: the system
   // prompt and the tools are the app's own, the same long texts on every request.
-  for (const hidden of hiddenTexts(out.slice(0, conversation), budget)) textsOf(hidden, out, budget);
+  const before = options.before ?? conversationPrelude(request);
+  for (const hidden of hiddenTexts(out.slice(0, conversation), budget, before)) textsOf(hidden, out, budget);
   return out;
 }
 
@@ -1018,14 +1038,15 @@ function tagText(text: string): string {
  * pieces or more; the API's own values, roles and block types, are passed over), base64 runs that decode to printable text,
  * snake-case identifiers in rot13, and the ASCII that tag characters carry.
  */
-function hiddenTexts(texts: readonly string[], spend: InflateSpend): string[] {
+function hiddenTexts(texts: readonly string[], spend: InflateSpend, before = ''): string[] {
   const joins: string[] = [];
   const decoded: string[] = [];
   const rotated: string[] = [];
   // The identifier characters at the end of the text before, of the one before that (a block
   // between the pieces), and of the texts before run together while whole texts are nothing but
-  // identifier characters (a decoy in three pieces or more), 80 characters at most.
-  let tail = '';
+  // identifier characters (a decoy in three pieces or more), 80 characters at most. The first
+  // text's is the end of what came before the conversation (the system prompt).
+  let tail = before.slice(identifierRun(before, before.length - 1, -1) + 1);
   let tailBefore = '';
   let run = '';
   const join = (before: string, head: string) => {
