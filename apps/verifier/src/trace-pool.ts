@@ -5,7 +5,6 @@ import { Worker } from 'node:worker_threads';
 import {
   type Attribution,
   type CanaryIndex,
-  combineAttributions,
   conversationPrelude,
   decoyTraceTexts,
   type TextCut,
@@ -13,16 +12,18 @@ import {
 } from '@moat/distill-guard/server';
 import type { BodyLayout } from './json-body.js';
 import type { TraceCut } from './metrics.js';
-import { type RequestTraceTexts, requestTraceTexts, type UploadParts, uploadTraceTexts } from './trace-texts.js';
-import type { TraceAnswer, TracedKey, TraceJob } from './trace-worker.ts';
+import {
+  type RequestTrace,
+  type RequestTraceTexts,
+  requestTraceTexts,
+  type TracedKey,
+  traceTexts,
+  type UploadParts,
+  uploadTraceTexts,
+} from './trace-texts.js';
+import type { TraceAnswer, TraceJob } from './trace-worker.ts';
 
-export type { TracedKey } from './trace-worker.ts';
-
-/** The keys a request's tool calls name (against any key), and the keys all of it names. */
-export interface RequestTrace {
-  readonly calls: TracedKey[];
-  readonly all: TracedKey[];
-}
+export type { RequestTrace, TracedKey } from './trace-texts.js';
 
 /** What a trace is made against: the decoy index, and the confidence a key must reach. */
 export interface TraceAgainst {
@@ -110,8 +111,6 @@ interface Slot {
   /** Ends the worker once it has been idle for `idleMs`: the memory a large trace took goes back. */
   idle: NodeJS.Timeout | undefined;
 }
-
-const keysOf = (traced: ReadonlyArray<TracedKey>): TracedKey[] => traced.map((t) => ({ apiKeyId: t.apiKeyId, confidence: t.confidence }));
 
 /**
  * Traces requests for decoys, a large one in a worker thread: decoding a many-MiB PDF or
@@ -214,9 +213,11 @@ export class DecoyTracePool {
   async traceUpload(upload: UploadParts, cuts: Set<TraceCut>, against: TraceAgainst): Promise<TracedKey[]> {
     const size = upload.head.length + (upload.file?.length ?? 0);
     const read = { cuts, inflate: { inflateLeft: TRACE_INFLATE_BYTES } };
-    const parts = { kind: 'upload' as const, head: upload.head, ...(upload.file === undefined ? {} : { file: upload.file }) };
-    const job = upload.fileType === undefined ? parts : { ...parts, fileType: upload.fileType };
-    return (await this.#trace(size, (options) => ({ calls: [], all: uploadTraceTexts(upload, options) }), job, read, against)).all;
+    const texts = (options: { cuts: Set<TextCut>; inflate: { inflateLeft: number } }) => ({
+      calls: [],
+      all: uploadTraceTexts(upload, options),
+    });
+    return (await this.#trace(size, texts, { kind: 'upload', ...upload }, read, against)).all;
   }
 
   /** Ends the workers; traces still waiting or running end as `trace_failed`. */
@@ -234,15 +235,7 @@ export class DecoyTracePool {
     read: TraceRead,
     against: TraceAgainst,
   ): Promise<RequestTrace> {
-    // Traced in slices, the event loop given turns between them.
-    const inPlace = async (found: TextsToTrace): Promise<RequestTrace> => ({
-      calls: found.calls.length === 0 ? [] : keysOf(await against.index.traceLong(found.calls, against.threshold)),
-      all: keysOf(
-        found.kept === undefined
-          ? await against.index.traceLong(found.all, against.threshold)
-          : combineAttributions([await against.index.traceLong(found.all, 0), found.kept], against.threshold),
-      ),
-    });
+    const inPlace = (found: TextsToTrace) => traceTexts(against.index, found, against.threshold, found.kept);
     const cuts = new Set<TextCut>();
     if (this.#size === 0 || this.#workerFile() === undefined) {
       const found = texts({ cuts, inflate: read.inflate });

@@ -3,7 +3,15 @@
  * same function runs on the event loop for a small request and in a trace worker for a large
  * one (`trace-worker.ts`), so it imports nothing of the verifier's own.
  */
-import { DECOY_TRACE_LIMIT, decoyTraceTexts, documentText, type TraceTextsOptions } from '@moat/distill-guard/server';
+import {
+  type Attribution,
+  type CanaryIndex,
+  combineAttributions,
+  DECOY_TRACE_LIMIT,
+  decoyTraceTexts,
+  documentText,
+  type TraceTextsOptions,
+} from '@moat/distill-guard/server';
 
 /** A tool call block of any kind the API has or may add: `tool_use`, `server_tool_use`, `mcp_tool_use`, … */
 const TOOL_CALL_TYPE = /tool_use$/i;
@@ -17,6 +25,41 @@ export interface RequestTraceTexts {
   readonly calls: string[];
   /** Every text of the request, the calls included. */
   readonly all: string[];
+}
+
+/** A key a trace named, and how confidently. */
+export interface TracedKey {
+  readonly apiKeyId: string;
+  readonly confidence: number;
+}
+
+/** The keys a request's tool calls name (against any key), and the keys all of it names. */
+export interface RequestTrace {
+  readonly calls: TracedKey[];
+  readonly all: TracedKey[];
+}
+
+const keysOf = (traced: readonly Attribution[]): TracedKey[] => traced.map((t) => ({ apiKeyId: t.apiKeyId, confidence: t.confidence }));
+
+/**
+ * The keys a request's texts name at `threshold` or more, traced in slices with the event loop
+ * given turns between them; with `kept`, the trace of the members left out of `texts.all`
+ * (all its evidence), combined with it as one trace of the whole gives.
+ */
+export async function traceTexts(
+  index: CanaryIndex,
+  texts: RequestTraceTexts,
+  threshold: number,
+  kept?: readonly Attribution[],
+): Promise<RequestTrace> {
+  return {
+    calls: texts.calls.length === 0 ? [] : keysOf(await index.traceLong(texts.calls, threshold)),
+    all: keysOf(
+      kept === undefined
+        ? await index.traceLong(texts.all, threshold)
+        : combineAttributions([await index.traceLong(texts.all, 0), kept], threshold),
+    ),
+  };
 }
 
 /**

@@ -9,13 +9,7 @@
  */
 import { parentPort } from 'node:worker_threads';
 import { CanaryIndex, type CanaryIndexOptions, type TextCut } from '@moat/distill-guard/server';
-import { requestTraceTexts, type UploadParts, uploadTraceTexts } from './trace-texts.ts';
-
-/** A key a trace named, and how confidently. */
-export interface TracedKey {
-  readonly apiKeyId: string;
-  readonly confidence: number;
-}
+import { requestTraceTexts, type TracedKey, traceTexts, type UploadParts, uploadTraceTexts } from './trace-texts.ts';
 
 /** A job: a Messages request's bytes, or what is kept of an upload; the bytes its documents may still inflate; the index to trace against. */
 export type TraceJob = {
@@ -48,25 +42,17 @@ function indexFor(job: TraceJob): CanaryIndex {
   return held.index;
 }
 
-const keysOf = (traced: ReadonlyArray<TracedKey>): TracedKey[] => traced.map((t) => ({ apiKeyId: t.apiKeyId, confidence: t.confidence }));
-
 parentPort?.on('message', async (job: TraceJob) => {
   let answer: TraceAnswer;
   try {
     const index = indexFor(job);
     const cuts = new Set<TextCut>();
     const inflate = { inflateLeft: job.inflateLeft };
-    const { calls, all } =
+    const texts =
       job.kind === 'messages'
         ? requestTraceTexts(JSON.parse(decoder.decode(job.raw)) as { messages?: unknown }, { cuts, inflate })
         : { calls: [], all: uploadTraceTexts(job, { cuts, inflate }) };
-    answer = {
-      id: job.id,
-      calls: calls.length === 0 ? [] : keysOf(await index.traceLong(calls, job.threshold)),
-      all: keysOf(await index.traceLong(all, job.threshold)),
-      cuts: [...cuts],
-      inflateLeft: inflate.inflateLeft,
-    };
+    answer = { id: job.id, ...(await traceTexts(index, texts, job.threshold)), cuts: [...cuts], inflateLeft: inflate.inflateLeft };
   } catch (error) {
     answer = { id: job.id, error: error instanceof Error ? error.message : String(error) };
   }

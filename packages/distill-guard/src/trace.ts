@@ -910,10 +910,7 @@ function decodedRun(run: string, spend: InflateSpend): string | undefined {
 }
 
 /** What hidden gzip may still inflate (the request's decode budget, shared with its PDFs), and where a read was cut. */
-interface InflateSpend {
-  readonly inflate: { inflateLeft: number };
-  readonly cuts?: Set<TextCut>;
-}
+type InflateSpend = Pick<TextBudget, 'inflate' | 'cuts'>;
 
 /**
  * Decoded bytes as printable text (UTF-8 or UTF-16, gzip inflated first, within the request's
