@@ -843,18 +843,24 @@ describe('a replay cache that begins empty', () => {
 describe.runIf(PG !== undefined && REDIS !== undefined)('PostgreSQL closing idle connections', () => {
   it('the process lives on and the next query reconnects (pg_terminate_backend)', { timeout: 30_000 }, async () => {
     const errors: string[] = [];
-    const storage = await PgRedisStorage.open(PG as string, REDIS as string, pepper, {
+    // Its own application name: the test ends this storage's connections only, never another
+    // test's or a superuser's session on the same database.
+    const appName = `moat-terminated-${process.pid}`;
+    const url = new URL(PG as string);
+    url.searchParams.set('application_name', appName);
+    const storage = await PgRedisStorage.open(url.toString(), REDIS as string, pepper, {
       redisPrefix: `${prefix}t:`,
       onError: (source, error) => errors.push(`${source}: ${error.message}`),
     });
     try {
       const { key } = await storage.createApiKey('terminated');
-      // The pool now holds an idle connection; end every backend but an admin one's own.
+      // The pool now holds an idle connection; end it from another session.
       const pg = (await import('pg')).default;
       const admin = new pg.Client({ connectionString: PG });
       await admin.connect();
       const { rows } = await admin.query<{ n: number }>(
-        'SELECT count(pg_terminate_backend(pid))::int AS n FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()',
+        'SELECT count(pg_terminate_backend(pid))::int AS n FROM pg_stat_activity WHERE application_name = $1 AND pid <> pg_backend_pid()',
+        [appName],
       );
       await admin.end();
       expect(rows[0]?.n).toBeGreaterThan(0);
