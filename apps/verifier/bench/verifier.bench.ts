@@ -203,7 +203,8 @@ if (role === '--verifier') {
   const verifier = await create(
     load({
       ...env({
-        database: join(mkdtempSync(join(tmpdir(), 'moat-bench-')), 'bench.db'),
+        // BENCH_DATABASE=memory: the same verifier with nothing durable, to split what the commits cost from the rest.
+        database: process.env.BENCH_DATABASE === 'memory' ? ':memory:' : join(mkdtempSync(join(tmpdir(), 'moat-bench-')), 'bench.db'),
         salt: SALT,
         attestationKeyFile: devKeyFile,
       }),
@@ -538,12 +539,12 @@ const profile = process.env.BENCH_CPU_PROF;
 const proxy = await child(['--proxy', upstream.url]);
 const floorServer = await child(['--floor', upstream.url]);
 /** A verifier behind its own capturing server (whose authority is the verifier's public one). */
-const startVerifier = async (dist?: string): Promise<Child> => {
+const startVerifier = async (env: Record<string, string> = {}): Promise<Child> => {
   const capture = await startCapture(canned);
   const server = await child(
     ['--verifier', upstream.url, capture.authority],
     profile === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${profile}`],
-    dist === undefined ? {} : { BENCH_DIST: dist },
+    env,
   );
   capture.state.verifier = server.url;
   return { ...server, capture };
@@ -556,9 +557,12 @@ const builds = await Promise.all(
     .filter((b) => b !== '')
     .map(async (b) => {
       const [name, dist] = b.split('=') as [string, string];
-      return { name, server: await startVerifier(dist) };
+      return { name, server: await startVerifier({ BENCH_DIST: dist }) };
     }),
 );
+// This build again with its database in memory (BENCH_MEMORY=0 leaves it out): the same checks
+// and HTTP path without a durable commit, so the rows split what durability costs from the rest.
+if (process.env.BENCH_MEMORY !== '0') builds.push({ name: 'memory', server: await startVerifier({ BENCH_DATABASE: 'memory' }) });
 await checkAgainstMoatChat(verifier.capture as Capture, verifier.apiKey as string);
 
 const only = process.env.BENCH_TARGETS?.split(',');
@@ -665,9 +669,14 @@ else {
     `\nClaude Code: the request \`claude -p\` sends (${agent}), ${claudeCode.body.length} bytes to ${claudeCode.path}, captured once and sent to every target with its own API key; "verifier" is the verifier with that request (no Moat tags: a plain request).`,
   );
 }
-if (builds.length > 0)
+const otherBuilds = builds.filter((b) => b.name !== 'memory');
+if (otherBuilds.length > 0)
   console.log(
-    `\nRows named \`…@name\` are the same requests to another build of the verifier in the same run (BENCH_BUILDS: ${builds.map((b) => b.name).join(', ')}), for before/after figures under the same load.`,
+    `\nRows named \`…@name\` are the same requests to another build of the verifier in the same run (BENCH_BUILDS: ${otherBuilds.map((b) => b.name).join(', ')}), for before/after figures under the same load.`,
+  );
+if (otherBuilds.length < builds.length)
+  console.log(
+    "\nRows named `…@memory` are this build with `database: ':memory:'`: every check and the same HTTP path, but no durable commit (no file, no write-ahead log). The difference to the row without `@memory` is what the two durable commits cost; what remains over the proxy is the checks and the verifier's own reading and writing of each request and answer.",
   );
 console.log('');
 console.log(

@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { connect } from 'node:net';
 import { AntiDistillationGate } from '@moat/distill-guard/client';
 import { tagFingerprint } from '@moat/fingerprint/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -43,6 +44,11 @@ beforeAll(async () => {
     }
     if (body.stream !== true) return res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(response));
     res.writeHead(200, { 'content-type': 'text/event-stream' });
+    if (String(body.model).includes('onewrite')) {
+      // The whole stream in one write, as a model that buffers its output sends it.
+      res.end([...mockEvents(response)].map((ev) => `event: ${ev.event}\ndata: ${JSON.stringify(ev.data)}\n\n`).join(''));
+      return;
+    }
     for (const ev of mockEvents(response)) {
       const text = `event: ${ev.event}\ndata: ${JSON.stringify(ev.data)}\n\n`;
       // Split every event across two writes: the verifier must reassemble them.
@@ -170,5 +176,47 @@ describe('the embedded mock', () => {
       text: 'Echo: Say hello',
     });
     expect(ask(`${reminder}\nSay hello`).content[0]).toMatchObject({ type: 'text', text: 'Echo: Say hello' });
+  });
+});
+
+/** The data chunks of a chunked HTTP/1.1 answer, read off the socket (each is one write of the server's). */
+function chunksOf(raw: Buffer): Buffer[] {
+  const text = raw.toString('latin1');
+  let at = text.indexOf('\r\n\r\n') + 4;
+  const out: Buffer[] = [];
+  for (;;) {
+    const eol = text.indexOf('\r\n', at);
+    const size = Number.parseInt(text.slice(at, eol), 16);
+    if (!(size > 0)) return out;
+    out.push(raw.subarray(eol + 2, eol + 2 + size));
+    at = eol + 2 + size + 2;
+  }
+}
+
+describe('events that arrive together', () => {
+  it('leave together: a stream the upstream sent in one write reaches the client in one write, not one per event', async () => {
+    const body = JSON.stringify(ask('Many deltas in one go, '.repeat(8), { model: 'claude-mock-onewrite', stream: true }));
+    const { port } = new URL(base);
+    const socket = connect(Number(port), '127.0.0.1');
+    // Written, not ended: a client that half-closes is one that went away. `connection: close` ends the answer.
+    socket.write(
+      `POST /v1/messages HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\ncontent-type: application/json\r\n` +
+        `x-api-key: ${apiKey}\r\nanthropic-version: 2023-06-01\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+    );
+    const parts: Buffer[] = [];
+    for await (const part of socket) parts.push(part as Buffer);
+    const raw = Buffer.concat(parts);
+    expect(raw.toString('latin1')).toMatch(/^HTTP\/1\.1 200 /);
+    expect(raw.toString('latin1')).toMatch(/transfer-encoding: chunked/i);
+    const chunks = chunksOf(raw);
+    const events = Buffer.concat(chunks)
+      .toString('utf8')
+      .split('\n\n')
+      .filter((e) => e !== '');
+    expect(events.length).toBeGreaterThan(20);
+    expect(events.at(-1)).toMatch(/^event: message_stop\n/);
+    // One write for the batch (message_stop with it, after the record): at most a few if the
+    // upstream's write reached the verifier in pieces, never one per event.
+    expect(chunks.length).toBeLessThanOrEqual(3);
   });
 });

@@ -16,7 +16,7 @@ import {
   type MessageParam,
   type MessagesResponse,
   parseMessagesResponse,
-  readStreamEvents,
+  readStreamEventBatches,
   type StreamEvent,
 } from '@moat/protocol/messages';
 import { errorMessage } from '@moat/protocol/support';
@@ -243,37 +243,48 @@ export async function answerStream(input: AnswerInput, first: UpstreamResponse):
   let stopped = false;
   let errored = false;
   /**
+   * The events of one upstream chunk, serialized, until they go out together in one write
+   * (`flush`): events that arrived together leave together, not one system call each.
+   */
+  let pending = '';
+  const flush = async () => {
+    const text = pending;
+    pending = '';
+    if (text !== '') await write(res, text);
+  };
+  /**
    * The client may send its next turn as soon as it sees message_stop: everything it needs is
-   * stored first. The events written since the last flush (those that came with message_stop)
-   * stay corked while the record commits and go out with message_stop and the stream's end in
-   * one write, not two.
+   * stored first. The events of its chunk wait (pending) while the record commits and go out
+   * with message_stop and the stream's end in one write.
    */
   const storeBeforeStop = async () => {
-    const socket = res.socket;
-    socket?.cork();
-    try {
-      await rememberUpstreamSignatures(input.storage, signer.upstreamSignatures, (i) => signer.issuedSignatures.get(i));
-      await ledger.finishStored(status);
-      stopped = true;
-    } finally {
-      process.nextTick(() => socket?.uncork());
-    }
+    await rememberUpstreamSignatures(input.storage, signer.upstreamSignatures, (i) => signer.issuedSignatures.get(i));
+    await ledger.finishStored(status);
+    stopped = true;
   };
   /**
    * Every event goes out serialized again from what the verifier read, never as the upstream's
    * text: a duplicate member or an escape could say another thing to the client.
    */
-  const emit = async (ev: StreamEvent) => {
+  const emit = (ev: StreamEvent): Promise<void> | undefined => {
     // The message is over at message_stop: whatever the upstream sends after it is not passed on.
-    if (stopped) return;
+    if (stopped) return undefined;
     if (ev.event === 'error') {
       status = statusOfErrorEvent(ev.data);
       errored = true;
     }
-    for (const out of signer.handle(ev)) {
-      if (out.event === 'message_stop') await storeBeforeStop();
-      await write(res, formatStreamEvent(out));
+    const outs = signer.handle(ev);
+    for (let i = 0; i < outs.length; i++) {
+      const out = outs[i] as StreamEvent;
+      // Only message_stop waits (for the record); other events cost no turn of the event loop.
+      if (out.event === 'message_stop') return stopWith(outs.slice(i));
+      pending += formatStreamEvent(out);
     }
+    return undefined;
+  };
+  const stopWith = async (outs: StreamEvent[]) => {
+    await storeBeforeStop();
+    for (const out of outs) pending += formatStreamEvent(out);
   };
   let upstream = first;
   let messages = plan.messages;
@@ -281,10 +292,18 @@ export async function answerStream(input: AnswerInput, first: UpstreamResponse):
   const relay = async (body: UpstreamResponse['body']) => {
     const grammar = new StreamGrammar();
     try {
-      for await (const ev of readStreamEvents(body)) {
-        grammar.check(ev);
-        for (const kept of filter === undefined ? [ev] : filter.handle(ev)) await emit(kept);
+      for await (const batch of readStreamEventBatches(body)) {
+        for (const ev of batch) {
+          grammar.check(ev);
+          for (const kept of filter === undefined ? [ev] : filter.handle(ev)) {
+            const stopping = emit(kept);
+            if (stopping !== undefined) await stopping;
+          }
+          if (stopped) break;
+        }
+        // message_stop's chunk goes out with the stream's end (below), in one write.
         if (stopped) break;
+        await flush();
       }
     } catch (error) {
       if (input.signal?.aborted === true || error instanceof RecordStoreError) throw error;
@@ -328,14 +347,13 @@ export async function answerStream(input: AnswerInput, first: UpstreamResponse):
       status = 502;
       ledger.reason('upstream stream ended before message_stop');
       await ledger.finish(status);
-      await write(
-        res,
-        formatStreamEvent({
-          event: 'error',
-          data: { type: 'error', error: { type: 'api_error', message: 'upstream stream ended before message_stop' } },
-        }),
-      );
+      pending += formatStreamEvent({
+        event: 'error',
+        data: { type: 'error', error: { type: 'api_error', message: 'upstream stream ended before message_stop' } },
+      });
     } else await ledger.finish(status);
   }
-  res.end();
+  // What is still pending (message_stop's chunk, or an error event) goes out with the end.
+  if (pending === '' || res.destroyed) res.end();
+  else res.end(pending);
 }

@@ -6,7 +6,7 @@
  *
  * @packageDocumentation
  */
-export { readStreamEvents } from '../stream.js';
+export { readStreamEventBatches, readStreamEvents } from '../stream.js';
 export { assembleStream, MessageAssembler, type MessageAssemblerOptions, type StreamEvent } from './assembler.js';
 export { MessagesError, type MessagesErrorCode } from './errors.js';
 export { chunked, type DeltaSplitter, formatReceivedEvent, formatStreamEvent, streamEventsOf } from './events.js';
