@@ -9,9 +9,8 @@
  *
  *   node bench/long-stream.bench.ts    (BENCH_ROUNDS, BENCH_SEQUENTIAL, BENCH_EVENTS)
  */
-import { type ChildProcess, spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { Pool } from 'undici';
+import { type RoleProcess as Child, cpuOf, startRole } from './role-process.ts';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const SEQUENTIAL = Number(process.env.BENCH_SEQUENTIAL ?? 200);
@@ -19,24 +18,8 @@ const EVENTS = Number(process.env.BENCH_EVENTS ?? 2000);
 const WARMUP = 30;
 const ROLES = new URL('./verifier.bench.ts', import.meta.url).pathname;
 
-interface Child {
-  readonly process: ChildProcess;
-  readonly url: string;
-  readonly apiKey?: string;
-}
-
 /** A role of verifier.bench.ts in its own process (the same servers the main bench measures). */
-async function role(args: string[], env: Record<string, string> = {}): Promise<Child> {
-  const proc = spawn(process.execPath, [ROLES, ...args], { stdio: ['ignore', 'pipe', 'inherit', 'ipc'], env: { ...process.env, ...env } });
-  const [line] = (await once(proc.stdout as NodeJS.ReadableStream, 'data')) as [Buffer];
-  return { process: proc, ...(JSON.parse(line.toString()) as { url: string; apiKey?: string }) };
-}
-
-async function cpuOf(c: Child): Promise<number> {
-  const answer = once(c.process, 'message') as Promise<[{ cpu: number }]>;
-  c.process.send('cpu');
-  return (await answer)[0].cpu;
-}
+const role = (args: string[], env: Record<string, string> = {}) => startRole(ROLES, args, [], env);
 
 // The mock echoes the last user text after "Echo: ", 12 characters per delta.
 const text = 'x'.repeat(EVENTS * 12 - 'Echo: '.length);

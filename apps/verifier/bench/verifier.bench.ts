@@ -48,7 +48,7 @@
  * Run: pnpm --filter @moat/verifier bench (after a build). BENCH_ROUNDS, BENCH_SEQUENTIAL,
  * BENCH_AMOUNT change the effort; BENCH_CPU_PROF=dir profiles the verifier (node --cpu-prof).
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { createHmac, createSecretKey, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { existsSync, mkdtempSync } from 'node:fs';
@@ -69,6 +69,7 @@ import {
 } from '../dist/index.js';
 import { claudeBinary } from '../src/claude-code.test-util.ts';
 import { createMoatFetch } from './moat-client.ts';
+import { cpuOf, type RoleProcess, startRole } from './role-process.ts';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const SEQUENTIAL = Number(process.env.BENCH_SEQUENTIAL ?? 2000);
@@ -223,29 +224,14 @@ if (role === '--verifier') {
   await serveRole(url, key);
 }
 
-interface Child {
-  readonly process: ChildProcess;
-  readonly url: string;
-  readonly apiKey?: string;
+interface Child extends RoleProcess {
   /** A verifier's own capturing server: each verifier enrolls its clients' installs itself. */
   readonly capture?: Capture;
 }
 
-async function child(args: string[], nodeArgs: string[] = [], env: Record<string, string> = {}): Promise<Child> {
-  const proc = spawn(process.execPath, [...nodeArgs, new URL(import.meta.url).pathname, ...args], {
-    stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
-    env: { ...process.env, ...env },
-  });
-  const [line] = (await once(proc.stdout as NodeJS.ReadableStream, 'data')) as [Buffer];
-  return { process: proc, ...(JSON.parse(line.toString()) as { url: string; apiKey?: string }) };
-}
-
-/** A child's CPU time so far, in µs. */
-async function cpuOf(c: Child): Promise<number> {
-  const answer = once(c.process, 'message') as Promise<[{ cpu: number }]>;
-  c.process.send('cpu');
-  return (await answer)[0].cpu;
-}
+/** One of this file's roles in a process of its own. */
+const child = (args: string[], nodeArgs: string[] = [], env: Record<string, string> = {}): Promise<Child> =>
+  startRole(new URL(import.meta.url).pathname, args, nodeArgs, env);
 
 /** One request as a client sent it: its header lines (`Host` and `Content-Length` left out) and body bytes. */
 interface Captured {
