@@ -33,6 +33,7 @@ import { devKeyFile } from '@moat/native/dev-key';
 import { Pool } from 'undici';
 import { createMoatHandler, type MoatHandler, mockModel } from '../dist/index.js';
 import { createMoatFetch } from './moat-client.ts';
+import { median, percentile as pct, spread } from './stats.ts';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const SEQUENTIAL = Number(process.env.BENCH_SEQUENTIAL ?? 2000);
@@ -131,11 +132,6 @@ async function readFetch(response: Promise<Response>): Promise<number> {
   await r.arrayBuffer();
   return r.status;
 }
-
-const pct = (sorted: number[], p: number) =>
-  sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] as number;
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
-const spread = (xs: number[]) => `${Math.min(...xs).toFixed(0)}–${Math.max(...xs).toFixed(0)}`;
 
 /** Sorted wall µs of each side, and the mean main-thread CPU µs per request of each. */
 interface Paired {

@@ -10,7 +10,8 @@
  *   node bench/long-stream.bench.ts    (BENCH_ROUNDS, BENCH_SEQUENTIAL, BENCH_EVENTS)
  */
 import { Pool } from 'undici';
-import { type RoleProcess as Child, cpuOf, startRole } from './role-process.ts';
+import { benchBuilds, type RoleProcess as Child, cpuOf, startRole } from './role-process.ts';
+import { median, percentile, spread } from './stats.ts';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const SEQUENTIAL = Number(process.env.BENCH_SEQUENTIAL ?? 200);
@@ -55,13 +56,6 @@ async function sequential(c: Child, n: number): Promise<{ times: number[]; event
   return { times, events, bytes };
 }
 
-const pct = (xs: number[], p: number) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] as number;
-};
-const median = (xs: number[]) => pct(xs, 50);
-const range = (xs: number[], digits = 0) => `${Math.min(...xs).toFixed(digits)}–${Math.max(...xs).toFixed(digits)}`;
-
 const upstream = await role(['--upstream']);
 const proxy = await role(['--proxy', upstream.url]);
 // The verifier's publicAuthorities only matter to stamped requests; none are sent here.
@@ -71,13 +65,7 @@ const targets: Array<{ name: string; child: Child }> = [
   { name: 'proxy', child: proxy },
   { name: 'verifier', child: await verifierOf() },
   ...(await Promise.all(
-    (process.env.BENCH_BUILDS ?? '')
-      .split(',')
-      .filter((b) => b !== '')
-      .map(async (b) => {
-        const [name, dist] = b.split('=') as [string, string];
-        return { name: `verifier@${name}`, child: await verifierOf({ BENCH_DIST: dist }) };
-      }),
+    benchBuilds().map(async ({ name, dist }) => ({ name: `verifier@${name}`, child: await verifierOf({ BENCH_DIST: dist }) })),
   )),
 ];
 
@@ -95,12 +83,13 @@ for (let round = 0; round < ROUNDS; round++) {
     events = run.events;
     bytes = run.bytes;
     const f = figures.get(t.name) ?? { p50: [], p90: [], p99: [], cpu: [], added: [], ratio: [] };
-    f.p50.push(pct(run.times, 50));
-    f.p90.push(pct(run.times, 90));
-    f.p99.push(pct(run.times, 99));
+    const sorted = run.times.sort((a, b) => a - b);
+    f.p50.push(percentile(sorted, 50));
+    f.p90.push(percentile(sorted, 90));
+    f.p99.push(percentile(sorted, 99));
     f.cpu.push(cpu);
     figures.set(t.name, f);
-    p50.set(t.name, pct(run.times, 50));
+    p50.set(t.name, percentile(sorted, 50));
   }
   const direct = p50.get('direct') as number;
   const proxyAdded = (p50.get('proxy') as number) - direct;
@@ -122,7 +111,7 @@ console.log(
 const ratioCell = (ratios: number[]) =>
   ratios.length === 0
     ? 'n/a (the proxy added nothing over direct)'
-    : `${median(ratios).toFixed(2)}× (${range(ratios, 2)})${ratios.length < ROUNDS ? `, ${ratios.length} of ${ROUNDS} rounds` : ''}`;
+    : `${median(ratios).toFixed(2)}× (${spread(ratios, 2)})${ratios.length < ROUNDS ? `, ${ratios.length} of ${ROUNDS} rounds` : ''}`;
 console.log('');
 console.log('| target | p50 ms | p90 ms | p99 ms | added p50 ms | added p50 ÷ proxy | added µs per event | server CPU ms/req |');
 console.log('|---|---:|---:|---:|---:|---:|---:|---:|');

@@ -11,6 +11,7 @@ import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { PgRedisStorage } from '../dist/index.js';
 import { benchRecord } from './record.ts';
+import { median, spread as span } from './stats.ts';
 
 const PG = process.env.MOAT_TEST_POSTGRES_URL;
 const REDIS = process.env.MOAT_TEST_REDIS_URL;
@@ -62,8 +63,6 @@ for (let round = 0; round < ROUNDS; round++)
     await s.close();
   }
 await admin.end();
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
-const span = (xs: number[], d = 0) => `${Math.min(...xs).toFixed(d)}–${Math.max(...xs).toFixed(d)}`;
 console.log(
   `PostgreSQL + Redis writes of ${N} requests (nonce + reserved record, then finished record), ${ROUNDS} rounds, medians (range)`,
 );

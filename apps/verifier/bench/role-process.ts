@@ -26,6 +26,17 @@ export async function startRole(
   return { process: proc, ...(JSON.parse(line.toString()) as { url: string; apiKey?: string }) };
 }
 
+/** `BENCH_BUILDS=name=/abs/dist/index.js,…`: other builds of the verifier to measure in the same run. */
+export function benchBuilds(): Array<{ readonly name: string; readonly dist: string }> {
+  return (process.env.BENCH_BUILDS ?? '')
+    .split(',')
+    .filter((b) => b !== '')
+    .map((b) => {
+      const [name, dist] = b.split('=') as [string, string];
+      return { name, dist };
+    });
+}
+
 /** A role process's CPU time so far, in µs (it answers the `cpu` message). */
 export async function cpuOf(role: RoleProcess): Promise<number> {
   const answer = once(role.process, 'message') as Promise<[{ cpu: number }]>;

@@ -37,6 +37,7 @@ import {
 import { formatReceivedEvent, formatStreamEvent, parseMessagesResponse, readStreamEvents, streamEventsOf } from '@moat/protocol/messages';
 import { DEFAULT_FEATURES, Flags, mockMessages, POLICY_PREFIX, SqliteStorage } from '../dist/index.js';
 import { benchRecord } from './record.ts';
+import { median, spread } from './stats.ts';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const N = Number(process.env.BENCH_ITERATIONS ?? 2000);
@@ -147,8 +148,6 @@ for (let round = 0; round < ROUNDS; round++)
     }
   }
 storage.close();
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
-const span = (xs: number[]) => `${Math.min(...xs).toFixed(1)}–${Math.max(...xs).toFixed(1)}`;
 console.log('');
 console.log(`Per-request work before and after each change (${ROUNDS} interleaved rounds of ${N} calls; µs per request, median (range))`);
 console.log('');
@@ -158,7 +157,7 @@ for (const [i, [name]] of steps.entries()) {
   const r = results[i] as { before: number[]; after: number[] };
   const saved = r.before.map((b, k) => b - (r.after[k] as number));
   console.log(
-    `| ${name} | ${median(r.before).toFixed(1)} (${span(r.before)}) | ${median(r.after).toFixed(1)} (${span(r.after)}) | ${median(saved).toFixed(1)} |`,
+    `| ${name} | ${median(r.before).toFixed(1)} (${spread(r.before, 1)}) | ${median(r.after).toFixed(1)} (${spread(r.after, 1)}) | ${median(saved).toFixed(1)} |`,
   );
 }
 process.exit(0);

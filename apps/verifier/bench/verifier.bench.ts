@@ -69,7 +69,8 @@ import {
 } from '../dist/index.js';
 import { claudeBinary } from '../src/claude-code.test-util.ts';
 import { createMoatFetch } from './moat-client.ts';
-import { cpuOf, type RoleProcess, startRole } from './role-process.ts';
+import { benchBuilds, cpuOf, type RoleProcess, startRole } from './role-process.ts';
+import { median, percentile as pct, spread } from './stats.ts';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const SEQUENTIAL = Number(process.env.BENCH_SEQUENTIAL ?? 2000);
@@ -501,14 +502,8 @@ async function throughput(t: Target, requests: readonly Captured[], connections:
   }
 }
 
-const pct = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] as number;
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)] as number;
-};
 /** `a ÷ b`, or NaN when `b` is not above 0 (a proxy that added nothing over direct gives no ratio, not a negative one). */
 const over = (a: number, b: number) => (b > 0 ? a / b : Number.NaN);
-const spread = (xs: number[], digits = 0) => `${Math.min(...xs).toFixed(digits)}–${Math.max(...xs).toFixed(digits)}`;
 
 const upstream = await child(['--upstream']);
 const plainBytes = (stream: boolean) => Buffer.from(JSON.stringify(requestOf(stream, 1024)));
@@ -537,18 +532,14 @@ const startVerifier = async (env: Record<string, string> = {}): Promise<Child> =
 };
 const verifier = await startVerifier();
 /** BENCH_BUILDS=name=/abs/dist/index.js,…: other builds of the verifier, each with its plain and moat-chat rows. */
-const builds = await Promise.all(
-  (process.env.BENCH_BUILDS ?? '')
-    .split(',')
-    .filter((b) => b !== '')
-    .map(async (b) => {
-      const [name, dist] = b.split('=') as [string, string];
-      return { name, server: await startVerifier({ BENCH_DIST: dist }) };
-    }),
+const otherBuilds = await Promise.all(
+  benchBuilds().map(async ({ name, dist }) => ({ name, server: await startVerifier({ BENCH_DIST: dist }) })),
 );
 // This build again with its database in memory (BENCH_MEMORY=0 leaves it out): the same checks
 // and HTTP path without a durable commit, so the rows split what durability costs from the rest.
-if (process.env.BENCH_MEMORY !== '0') builds.push({ name: 'memory', server: await startVerifier({ BENCH_DATABASE: 'memory' }) });
+const inMemory = process.env.BENCH_MEMORY === '0' ? [] : [{ name: 'memory', server: await startVerifier({ BENCH_DATABASE: 'memory' }) }];
+/** Every verifier besides this build's own, each with its `@name` rows. */
+const builds = [...otherBuilds, ...inMemory];
 await checkAgainstMoatChat(verifier.capture as Capture, verifier.apiKey as string);
 
 const only = process.env.BENCH_TARGETS?.split(',');
@@ -655,12 +646,11 @@ else {
     `\nClaude Code: the request \`claude -p\` sends (${agent}), ${claudeCode.body.length} bytes to ${claudeCode.path}, captured once and sent to every target with its own API key; "verifier" is the verifier with that request (no Moat tags: a plain request).`,
   );
 }
-const otherBuilds = builds.filter((b) => b.name !== 'memory');
 if (otherBuilds.length > 0)
   console.log(
     `\nRows named \`…@name\` are the same requests to another build of the verifier in the same run (BENCH_BUILDS: ${otherBuilds.map((b) => b.name).join(', ')}), for before/after figures under the same load.`,
   );
-if (otherBuilds.length < builds.length)
+if (inMemory.length > 0)
   console.log(
     "\nRows named `…@memory` are this build with `database: ':memory:'`: every check and the same HTTP path, but no durable commit (no file, no write-ahead log). The difference to the row without `@memory` is what the two durable commits cost; what remains over the proxy is the checks and the verifier's own reading and writing of each request and answer.",
   );

@@ -7,8 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { connect } from 'node:net';
+import { type AddressInfo, connect } from 'node:net';
 import { AntiDistillationGate } from '@moat/distill-guard/client';
 import { tagFingerprint } from '@moat/fingerprint/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
