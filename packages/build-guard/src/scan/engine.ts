@@ -513,6 +513,58 @@ function samePacked(a: PackedLiterals, b: PackedLiterals): boolean {
 }
 
 /**
+ * @internal What an alternation of `sources` (longest first, `g` flag, each search resumed
+ * one past the last match's start) matches in Latin-1 text: at each start position, the
+ * longest source there, in ASCII and Latin-1 case alike when `fold` (what the `i` flag
+ * compares in that range). A lookup per distinct length and position: V8 runs an alternation
+ * of a thousand literals position by position, and compiles it at its first use, which cost
+ * about 10 ms a scan where only a few junctions were seen.
+ */
+export class LongestLiteralAt {
+  readonly #keys: Set<string>;
+  /** Distinct source lengths, longest first. */
+  readonly #lengths: number[];
+  readonly #fold: boolean;
+  /** The sources' first two characters (folded), where every source has two in Latin-1: most positions end here. */
+  readonly #starts: Uint8Array | undefined;
+
+  constructor(sources: readonly string[], fold: boolean) {
+    this.#fold = fold;
+    this.#keys = new Set(sources.map((s) => (fold ? s.toLowerCase() : s)));
+    this.#lengths = [...new Set(sources.map((s) => s.length))].filter((n) => n > 0).sort((a, b) => b - a);
+    const keys = [...this.#keys];
+    if (keys.every((k) => k.length >= 2 && k.charCodeAt(0) <= 0xff && k.charCodeAt(1) <= 0xff)) {
+      this.#starts = new Uint8Array(0x10000);
+      for (const k of keys) this.#starts[(k.charCodeAt(0) << 8) | k.charCodeAt(1)] = 1;
+    }
+  }
+
+  /** Calls `found(at, length)` for each start position where a source begins, in order. */
+  forEach(text: string, found: (at: number, length: number) => void): void {
+    const keyed = this.#fold ? text.toLowerCase() : text;
+    // Lower case keeps the length of Latin-1 text; of other text, each candidate is folded alone.
+    const whole = keyed.length === text.length;
+    const starts = whole ? this.#starts : undefined;
+    for (let at = 0; at < text.length; at++) {
+      if (starts !== undefined) {
+        if (at + 1 >= text.length) continue;
+        const first = keyed.charCodeAt(at);
+        const second = keyed.charCodeAt(at + 1);
+        if (first > 0xff || second > 0xff || starts[(first << 8) | second] === 0) continue;
+      }
+      for (const length of this.#lengths) {
+        if (at + length > text.length) continue;
+        const candidate = whole ? keyed.slice(at, at + length) : text.slice(at, at + length).toLowerCase();
+        if (this.#keys.has(candidate)) {
+          found(at, length);
+          break;
+        }
+      }
+    }
+  }
+}
+
+/**
  * The codename search over one stream, fed chunk by chunk with bounded memory: plain text
  * and UTF-16 forms through one regular expression (V8 compiles the literal alternation with
  * a Boyer-Moore prefilter; `i` for case-insensitive), every exact encoded form through a
@@ -534,7 +586,7 @@ export class CodenameEngine {
   // the split expression only where a junction is seen.
   #regexBuilt: RegExp | null | undefined;
   #matcherBuilt: MultiMatcher | undefined;
-  #splitRegexBuilt: RegExp | undefined;
+  #splitSearchBuilt: LongestLiteralAt | undefined;
   /** Which engine scans: `native` (libhs) or `js`. */
   readonly kind: EngineKind;
 
@@ -580,15 +632,12 @@ export class CodenameEngine {
   }
 
   /** The plain forms without NULs, for text with the split-literal junctions removed. */
-  get #splitRegex(): RegExp {
-    this.#splitRegexBuilt ??= new RegExp(
-      this.#plan.sources
-        .filter((s) => !s.includes('\0'))
-        .map(escapeRe)
-        .join('|'),
-      this.#fold ? 'gi' : 'g',
+  get #splitSearch(): LongestLiteralAt {
+    this.#splitSearchBuilt ??= new LongestLiteralAt(
+      this.#plan.sources.filter((s) => !s.includes('\0')),
+      this.#fold,
     );
-    return this.#splitRegexBuilt;
+    return this.#splitSearchBuilt;
   }
 
   /**
@@ -782,7 +831,7 @@ export class CodenameEngine {
     slice: (from: number, to: number) => string,
     report: (codename: string, encoding: Encoding, at: number, length: number) => void,
   ): void {
-    let splitRe: RegExp | undefined;
+    let search: LongestLiteralAt | undefined;
     for (const [index, length] of this.#triggers(window, text)) {
       const start = Math.max(0, index - this.maxLength);
       const end = Math.min(window.length, index + length + this.maxLength);
@@ -798,17 +847,16 @@ export class CodenameEngine {
       }
       for (let p = cursor; p < raw.length; p++) kept.push(start + p);
       joined += raw.slice(cursor);
-      splitRe ??= this.#splitRegex;
-      splitRe.lastIndex = 0;
-      for (let m = splitRe.exec(joined); m !== null; m = splitRe.exec(joined)) {
-        splitRe.lastIndex = m.index + 1;
-        const first = kept[m.index] as number;
-        const last = kept[m.index + m[0].length - 1] as number;
-        if (last - first + 1 === m[0].length) continue; // contiguous: a plain match, reported already
-        const needle = this.#splitNeedles.get(this.#key(m[0]));
-        if (needle === undefined || !this.#asciiEqual(m[0], needle.text, needle.fold)) continue;
+      search ??= this.#splitSearch;
+      search.forEach(joined, (at, length) => {
+        const first = kept[at] as number;
+        const last = kept[at + length - 1] as number;
+        if (last - first + 1 === length) return; // contiguous: a plain match, reported already
+        const matched = joined.slice(at, at + length);
+        const needle = this.#splitNeedles.get(this.#key(matched));
+        if (needle === undefined || !this.#asciiEqual(matched, needle.text, needle.fold)) return;
         report(needle.codename, 'split-literal', first, last - first + 1);
-      }
+      });
     }
   }
 

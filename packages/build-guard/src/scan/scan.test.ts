@@ -85,6 +85,18 @@ describe('planted leaks', () => {
     });
   }
 
+  it('a split literal is reported from its first character to its last, the junctions inside included', async () => {
+    const text = PLANTED['split-literal'] as string;
+    const path = write('planted/split-span.js', text);
+    for (const engine of ['auto', 'js'] as const) {
+      const report = await scanPaths([path], { codenames: [CODENAME], engine, sourceMaps: false });
+      const spans = report.findings
+        .filter((f) => f.encoding === 'split-literal')
+        .map((f) => text.slice(f.offset, (f.offset as number) + (f.length as number)));
+      expect(spans, engine).toEqual(["Capy' + 'bara", "Capy${'bara"]);
+    }
+  });
+
   it('plain-only mode finds plain text and nothing encoded', async () => {
     const paths = ENCODINGS.map((e) => join(dir, `planted/${e}.js`));
     const report = await scanPaths(paths, { codenames: [CODENAME], plainOnly: true, sourceMaps: false });
