@@ -8,6 +8,10 @@
  * With `--only`, the named sections of BENCHMARKS.md are replaced and the others kept. Each
  * section says the machine's load average when its run started and ended: on a shared
  * machine the absolute figures move with it, the ratios within a run much less.
+ *
+ * `pnpm bench` runs it through `scripts/with-services.ts`, so the PostgreSQL + Redis figures
+ * are measured where those services can be started; run alone without MOAT_TEST_POSTGRES_URL
+ * and MOAT_TEST_REDIS_URL, that row says "not measured".
  */
 import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
