@@ -254,6 +254,46 @@ describe('createMoatHandler: what it serves', () => {
     expect(await last()).toMatchObject({ status: 200, thinking: 'none' });
   });
 
+  it('a model stream still open after message_stop is cancelled unread, as a stop, not as a failure', async () => {
+    // A whole answer, then nothing: the model's stream neither sends more nor closes.
+    const answer = await (
+      await mockModel(
+        new Request('http://model/v1/messages', { method: 'POST', body: JSON.stringify({ ...ask, stream: true }) }),
+      )
+    ).text();
+    const cancels: unknown[] = [];
+    const open = await createMoatHandler({
+      settings: settings(),
+      logLevel: 'silent',
+      upstream: async () =>
+        new Response(
+          new ReadableStream({
+            start: (controller) => controller.enqueue(new TextEncoder().encode(answer)),
+            pull: () => new Promise(() => {}),
+            cancel: (reason) => {
+              cancels.push(reason);
+            },
+          }),
+          { status: 200, headers: { 'content-type': 'text/event-stream' } },
+        ),
+    });
+    const { key } = await open.storage.createApiKey('open stream');
+    const res = await open.fetch(
+      new Request('http://api.example/v1/messages', {
+        method: 'POST',
+        headers: { 'x-api-key': key, 'content-type': 'application/json' },
+        body: JSON.stringify({ ...ask, stream: true }),
+      }),
+    );
+    const { events } = await streamed(res);
+    expect(events.at(-1)?.event).toBe('message_stop');
+    for (let i = 0; i < 100 && cancels.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+    // Cancelled once, with no error: the verifier had the whole message and stopped reading.
+    expect(cancels).toEqual([undefined]);
+    expect((await open.storage.queryRecords({ limit: 1 }))[0]).toMatchObject({ status: 200 });
+    await open.close();
+  });
+
   it('pass-through routes stream the upload to the model call and pass its answer on', async () => {
     const res = await moat.fetch(
       new Request('http://api.example/v1/skills', {

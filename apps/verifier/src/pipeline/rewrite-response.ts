@@ -301,8 +301,13 @@ export async function answerStream(input: AnswerInput, first: UpstreamResponse):
           }
           if (stopped) break;
         }
-        // message_stop's chunk goes out with the stream's end (below), in one write.
-        if (stopped) break;
+        // message_stop's chunk goes out with the stream's end (below), in one write. The rest of
+        // the upstream stream is dropped here: left unfinished, the reader would destroy it with
+        // an AbortError, a stack trace per streamed answer.
+        if (stopped) {
+          discardBody(body);
+          break;
+        }
         await flush();
       }
     } catch (error) {
