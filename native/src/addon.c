@@ -1014,34 +1014,46 @@ static napi_value literals_compile_packed(napi_env env, napi_callback_info info)
   return compile_literals(env, patterns, lengths, caseless, (unsigned)n, has_serialized ? serialized : NULL, serialized_len, direct);
 }
 
+/* The patterns of regexCompile(Async)(patterns: string[]) copied into `patterns` (n of them, each to be freed); 0 with an
+   exception thrown or pending. */
+static int regex_patterns(napi_env env, size_t argc, napi_value array, char *patterns[64], uint32_t *count, const char *name) {
+  bool is_array = false;
+  uint32_t n = 0;
+  if (argc < 1 || napi_is_array(env, array, &is_array) != napi_ok || !is_array || napi_get_array_length(env, array, &n) != napi_ok ||
+      n == 0 || n > 64) {
+    char message[96];
+    snprintf(message, sizeof message, "expected %s(patterns: string[]) of 1-64 patterns", name);
+    napi_throw_type_error(env, "ERR_NATIVE_OPTIONS", message);
+    return 0;
+  }
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value item;
+    size_t len = 0, written = 0;
+    if (napi_get_element(env, array, i, &item) != napi_ok) {
+      for (uint32_t k = 0; k < i; k++) free(patterns[k]);
+      return 0; /* a getter threw: its exception is pending */
+    }
+    /* A NUL would end the pattern libhs reads early. */
+    if (!(napi_get_value_string_utf8(env, item, NULL, 0, &len) == napi_ok && len <= MAX_LITERAL && (patterns[i] = malloc(len + 1)) != NULL &&
+          napi_get_value_string_utf8(env, item, patterns[i], len + 1, &written) == napi_ok && written == len && strlen(patterns[i]) == len)) {
+      for (uint32_t k = 0; k <= i; k++) free(patterns[k]);
+      napi_throw_type_error(env, "ERR_NATIVE_OPTIONS", "expected every pattern as a string of at most 65536 bytes without NUL");
+      return 0;
+    }
+  }
+  *count = n;
+  return 1;
+}
+
 /* regexCompile(patterns: string[]) → handle; literalsScan on it gives (index, start, end) triples by start. */
 static napi_value regex_compile(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  bool is_array = false;
-  uint32_t n = 0;
-  if (argc < 1 || napi_is_array(env, argv[0], &is_array) != napi_ok || !is_array || napi_get_array_length(env, argv[0], &n) != napi_ok ||
-      n == 0 || n > 64) {
-    napi_throw_type_error(env, "ERR_NATIVE_OPTIONS", "expected regexCompile(patterns: string[]) of 1-64 patterns");
-    return NULL;
-  }
   char *patterns[64] = {0};
-  int ok = 1;
-  int thrown = 0;
-  for (uint32_t i = 0; i < n && ok; i++) {
-    napi_value item;
-    size_t len = 0, written = 0;
-    if (napi_get_element(env, argv[0], i, &item) != napi_ok) {
-      ok = 0;
-      thrown = 1; /* a getter threw: its exception is pending */
-      break;
-    }
-    /* A NUL would end the pattern libhs reads early. */
-    ok = napi_get_value_string_utf8(env, item, NULL, 0, &len) == napi_ok && len <= MAX_LITERAL && (patterns[i] = malloc(len + 1)) != NULL &&
-         napi_get_value_string_utf8(env, item, patterns[i], len + 1, &written) == napi_ok && written == len && strlen(patterns[i]) == len;
-  }
-  literal_set *set = ok ? calloc(1, sizeof *set) : NULL;
+  uint32_t n = 0;
+  if (!regex_patterns(env, argc, argv[0], patterns, &n, "regexCompile")) return NULL;
+  literal_set *set = calloc(1, sizeof *set);
   if (set != NULL) {
     set->m = moat_regex_compile((const char *const *)patterns, n);
     set->regex = 1;
@@ -1049,12 +1061,91 @@ static napi_value regex_compile(napi_env env, napi_callback_info info) {
   for (uint32_t i = 0; i < n; i++) free(patterns[i]);
   if (set == NULL || set->m == NULL) {
     free(set);
-    if (thrown) return NULL;
-    if (ok) napi_throw_error(env, "ERR_NATIVE_SCAN", moat_literal_error());
-    else napi_throw_type_error(env, "ERR_NATIVE_OPTIONS", "expected every pattern as a string of at most 65536 bytes without NUL");
+    napi_throw_error(env, "ERR_NATIVE_SCAN", set == NULL ? "out of memory" : moat_literal_error());
     return NULL;
   }
   return wrap_set(env, set);
+}
+
+/* One regexCompileAsync call: its patterns, compiled on libuv's thread pool into `set`, or `error` saying why not. */
+typedef struct {
+  char *patterns[64];
+  uint32_t count;
+  literal_set *set;
+  char error[256];
+  napi_async_work work;
+  napi_deferred deferred;
+} regex_call;
+
+static void regex_execute(napi_env env, void *data) {
+  (void)env;
+  regex_call *call = data;
+  literal_set *set = calloc(1, sizeof *set);
+  if (set == NULL) {
+    snprintf(call->error, sizeof call->error, "out of memory");
+    return;
+  }
+  set->m = moat_regex_compile((const char *const *)call->patterns, call->count);
+  set->regex = 1;
+  if (set->m == NULL) {
+    snprintf(call->error, sizeof call->error, "%s", moat_literal_error()); /* this thread's message */
+    free(set);
+    return;
+  }
+  call->set = set;
+}
+
+static void regex_complete(napi_env env, napi_status status, void *data) {
+  regex_call *call = data;
+  napi_value handle = NULL, thrown;
+  if (status == napi_ok && call->set != NULL) {
+    handle = wrap_set(env, call->set); /* its finalizer frees the set, wrapped or not */
+    call->set = NULL;
+    if (handle != NULL) napi_resolve_deferred(env, call->deferred, handle);
+    else if (napi_get_and_clear_last_exception(env, &thrown) == napi_ok) napi_reject_deferred(env, call->deferred, thrown);
+  } else {
+    if (call->set != NULL) {
+      moat_literals_free(call->set->m);
+      free(call->set);
+    }
+    napi_value code, message, error;
+    if (napi_create_string_utf8(env, "ERR_NATIVE_SCAN", NAPI_AUTO_LENGTH, &code) == napi_ok &&
+        napi_create_string_utf8(env, status == napi_ok ? call->error : "the compile was cancelled", NAPI_AUTO_LENGTH, &message) == napi_ok &&
+        napi_create_error(env, code, message, &error) == napi_ok)
+      napi_reject_deferred(env, call->deferred, error);
+  }
+  for (uint32_t i = 0; i < call->count; i++) free(call->patterns[i]);
+  napi_delete_async_work(env, call->work);
+  free(call);
+}
+
+/* regexCompileAsync(patterns: string[]) → Promise<handle>: regexCompile on libuv's thread pool, so a scan compiles its
+   regular expressions while it derives its literals. Bad arguments throw at once; a pattern libhs refuses rejects. */
+static napi_value regex_compile_async(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  regex_call *call = calloc(1, sizeof *call);
+  if (call == NULL) {
+    napi_throw_error(env, "ERR_NATIVE", "out of memory");
+    return NULL;
+  }
+  if (!regex_patterns(env, argc, argv[0], call->patterns, &call->count, "regexCompileAsync")) {
+    free(call);
+    return NULL;
+  }
+  napi_value promise, name;
+  if (napi_create_promise(env, &call->deferred, &promise) != napi_ok ||
+      napi_create_string_utf8(env, "moat.regexCompile", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_create_async_work(env, NULL, name, regex_execute, regex_complete, call, &call->work) != napi_ok ||
+      napi_queue_async_work(env, call->work) != napi_ok) {
+    if (call->work != NULL) napi_delete_async_work(env, call->work);
+    for (uint32_t i = 0; i < call->count; i++) free(call->patterns[i]);
+    free(call);
+    napi_throw_error(env, "ERR_NATIVE", "cannot start the compile");
+    return NULL;
+  }
+  return promise;
 }
 
 /* literalsSerialize(handle) → Buffer: the compiled database, for a cache. */
@@ -1510,6 +1601,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"literalsForms", NULL, literals_forms, NULL, NULL, NULL, napi_default, NULL},
       {"literalsSerialize", NULL, literals_serialize, NULL, NULL, NULL, napi_default, NULL},
       {"regexCompile", NULL, regex_compile, NULL, NULL, NULL, napi_default, NULL},
+      {"regexCompileAsync", NULL, regex_compile_async, NULL, NULL, NULL, napi_default, NULL},
       {"literalsVersion", NULL, literals_version, NULL, NULL, NULL, napi_default, NULL},
       {"prefilterFiles", NULL, prefilter_files, NULL, NULL, NULL, napi_default, NULL},
       {"transportMode", NULL, transport_mode, NULL, NULL, NULL, napi_default, NULL},

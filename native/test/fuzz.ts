@@ -273,6 +273,43 @@ function fuzzRegex(addon: Native, g: Gen): void {
   if (g.chance(0.1)) typed('literalsSerialize(regex)', () => addon.literalsSerialize(handle));
 }
 
+/**
+ * regexCompileAsync against regexCompile on the same random (often invalid) expressions: the
+ * same refusal, by code (thrown at once for bad arguments, rejected for what libhs refuses),
+ * or two sets that find the same matches in the same random bytes.
+ */
+async function fuzzRegexAsync(addon: Native, g: Gen): Promise<void> {
+  const patterns = Array.from({ length: 1 + g.int(4) }, () => Array.from({ length: 1 + g.int(8) }, () => g.pick(REGEX_PIECES)).join(''));
+  const codeOf = (e: unknown) => {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code !== 'string' || !code.startsWith('ERR_NATIVE'))
+      throw new FuzzFinding(`regexCompileAsync: expected a typed ERR_NATIVE_* error, got ${String(e)}`);
+    return code;
+  };
+  let compiled: unknown;
+  let compiledCode: string | undefined;
+  try {
+    compiled = addon.regexCompile(patterns);
+  } catch (e) {
+    compiledCode = codeOf(e);
+  }
+  let started: unknown;
+  let startedCode: string | undefined;
+  try {
+    started = await addon.regexCompileAsync?.(patterns);
+  } catch (e) {
+    startedCode = codeOf(e);
+  }
+  if (startedCode !== compiledCode)
+    throw new FuzzFinding(
+      `regexCompileAsync(${JSON.stringify(patterns)}): ${startedCode ?? 'a set'}, regexCompile: ${compiledCode ?? 'a set'}`,
+    );
+  if (compiledCode !== undefined) return;
+  const bytes = g.bytes(g.int(300), [0x61, 0x62, 0x30, 0x00]);
+  if (String(addon.literalsScan(started, bytes)) !== String(addon.literalsScan(compiled, bytes)))
+    throw new FuzzFinding(`regexCompileAsync(${JSON.stringify(patterns)}) scans otherwise than regexCompile`);
+}
+
 /** literalsCompile with arrays whose elements run JavaScript: a getter that throws, or one that detaches an earlier buffer. */
 /**
  * literalsForms on random UTF-16 (lone surrogates, NULs, high units) cut into random strings
@@ -460,6 +497,8 @@ export async function runFuzz(options: { cases: number; seed: number; addon?: Na
         count('hostileArrays');
         await fuzzPrefilter(addon, g, dir);
         count('prefilterFiles');
+        await fuzzRegexAsync(addon, g);
+        count('regexCompileAsync');
         fuzzInstallState(addon, g, dir);
         count('installState');
       }

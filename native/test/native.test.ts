@@ -89,6 +89,7 @@ describe('@moat/native', () => {
       'literalsVersion',
       'prefilterFiles',
       'regexCompile',
+      'regexCompileAsync',
       'request',
       'scrubEnvBlock',
       'secureBuffer',

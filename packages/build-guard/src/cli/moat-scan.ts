@@ -1,10 +1,15 @@
 #!/usr/bin/env node
-import { writeFile } from 'node:fs/promises';
-import { parseArgs } from 'node:util';
 import { errorMessage, errorStack } from '@moat/protocol/support';
 import { BuildGuardError } from '../errors.js';
 import { formatHuman, formatJson, formatSarif } from '../scan/report.js';
 import { loadScanConfig, type ScanOptions, type ScanReport } from '../scan/scanner.js';
+
+// Built-ins through getBuiltinModule, not ES imports: Node's ES module of `node:util` or
+// `node:fs` reads every export, and so loads the modules behind their lazy ones (fs/promises,
+// readline, the stream and diff modules). With the report written by writeSync, a cold scan
+// loads none of them: about 10 ms less before the first file is read.
+const { writeSync } = process.getBuiltinModule('node:fs');
+const { parseArgs } = process.getBuiltinModule('node:util');
 
 const USAGE = `usage: moat-scan [options] <path>...        scan files, directories, .tgz tarballs, executables
        moat-scan pack [options] <package-dir>  audit what npm pack would publish
@@ -174,10 +179,10 @@ async function main(argv: string[]): Promise<number> {
     : values.json
       ? formatJson(report)
       : formatHuman(report, { verbose: values.verbose === true });
-  if (values.output === undefined) process.stdout.write(text);
+  if (values.output === undefined) writeStdout(text);
   else
     try {
-      await writeFile(values.output, text);
+      await process.getBuiltinModule('node:fs/promises').writeFile(values.output, text);
     } catch (error) {
       process.stderr.write(`moat-scan: expected to write the report to ${values.output}, got ${errorMessage(error)}\n`);
       return 2;
@@ -192,6 +197,25 @@ async function main(argv: string[]): Promise<number> {
     return 2;
   }
   return report.findings.some((f) => f.severity !== 'note') ? 1 : 0;
+}
+
+/**
+ * Writes the report to stdout with writeSync: `process.stdout` would load the stream modules for
+ * one write. A stdout that cannot take more now (`EAGAIN`: a non-blocking pipe) gets the rest
+ * through `process.stdout`, which waits for its reader; a reader that has gone (`EPIPE`, as
+ * `moat-scan … | head` does) ends the writing, and the exit code stays the scan's.
+ */
+function writeStdout(text: string): void {
+  const bytes = Buffer.from(text);
+  let written = 0;
+  try {
+    while (written < bytes.length) written += writeSync(1, bytes, written);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'EPIPE') return;
+    if (code !== 'EAGAIN') throw error;
+    process.stdout.write(bytes.subarray(written));
+  }
 }
 
 main(process.argv.slice(2)).then(

@@ -277,7 +277,7 @@ async function prefilterCase(
   expect(JSON.stringify(exact)).toBe(JSON.stringify(js));
   const counts = { cleared: 0, flagged: 0 };
   // The superset property, file by file and window by window.
-  const sets = prefilterSets(codenames, common, options.sourceMaps ? AUDIT_SOURCES : undefined);
+  const sets = await prefilterSets(codenames, common, options.sourceMaps ? AUDIT_SOURCES : undefined);
   if (sets === undefined) return counts; // ignoreCase with non-ASCII forms: the prefilter stands aside
   const result = await prefilterFiles(sets, paths, chunkSize, 64, 2);
   paths.forEach((path, i) => {
@@ -360,7 +360,7 @@ describe.skipIf(!NATIVE)('the prefilter and the windows it lists change no findi
       expect(first.findings.map((f) => f.ruleId)).toEqual(['moat/codename/plain', 'moat/codename/hex', 'moat/sourcemap/url']);
       // The same report from the cached set.
       expect(JSON.stringify(await scanPaths([path], options))).toBe(JSON.stringify(first));
-      const sets = prefilterSets(options.codenames, {}, AUDIT_SOURCES);
+      const sets = await prefilterSets(options.codenames, {}, AUDIT_SOURCES);
       expect(sets?.plan).toBeUndefined(); // loaded from the cache: nothing derived
       expect(sets?.persist).toBeUndefined();
     } finally {
@@ -375,7 +375,7 @@ describe.skipIf(!NATIVE)('the prefilter and the windows it lists change no findi
     try {
       const path = join(dir, 'bundle.js');
       writeFileSync(path, Array.from({ length: 70_000 }, (_, i) => `// src/m${i % 30}.ts\nx${i}();\n`).join(''));
-      const sets = prefilterSets(['Capybara'], { engine: 'native' }, AUDIT_SOURCES);
+      const sets = await prefilterSets(['Capybara'], { engine: 'native' }, AUDIT_SOURCES);
       const result = await prefilterFiles(sets as NonNullable<typeof sets>, [path], 1 << 20, 64, 1);
       expect(result.flags[0]).toBe(PREFILTER_AUDIT | PREFILTER_AUDIT_ALL);
       const prefiltered = await scanPaths([path], { codenames: ['Capybara'], engine: 'native', chunkSize: 1 << 20 });

@@ -1,10 +1,13 @@
-import { lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { homedir } from 'node:os';
-import { join } from 'node:path';
 import type { NativeBinding } from '@moat/protocol/support';
 import { MultiMatcher } from './matcher.js';
 import { checkCodename, ENCODINGS, type Encoding, type Needle, type NeedleOptions, needleForms } from './needles.js';
+
+// Built-ins through getBuiltinModule, not ES imports: see scanner.ts.
+const { lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, unlinkSync, utimesSync, writeFileSync } =
+  process.getBuiltinModule('node:fs');
+const { createRequire } = process.getBuiltinModule('node:module');
+const { homedir } = process.getBuiltinModule('node:os');
+const { join } = process.getBuiltinModule('node:path');
 
 /**
  * The native multi-literal search of `@moat/native` (Hyperscan via dlopen), as its one
@@ -15,7 +18,7 @@ export type NativeLiterals = Pick<
   NativeBinding,
   'literalsCompile' | 'regexCompile' | 'literalsScan' | 'literalsSerialize' | 'literalsVersion'
 > &
-  Partial<Pick<NativeBinding, 'literalsCompilePacked' | 'prefilterFiles' | 'literalsForms'>>;
+  Partial<Pick<NativeBinding, 'literalsCompilePacked' | 'prefilterFiles' | 'literalsForms' | 'regexCompileAsync'>>;
 
 /**
  * Compiled libhs databases are cached by what they were compiled from and the library
@@ -34,7 +37,7 @@ export function cacheDirectory(): string | undefined {
  * names anything, and loading it costs a cold process more than a scan's whole setup.
  */
 export function crypto(): typeof import('node:crypto') {
-  return createRequire(import.meta.url)('node:crypto') as typeof import('node:crypto');
+  return process.getBuiltinModule('node:crypto');
 }
 
 /** The cache file of a literal set (see {@link cacheDirectory}). */
@@ -389,9 +392,16 @@ export function nativePlan(
   const fold = options.ignoreCase === true;
   const spellings = new Uint32Array(codenames.length);
   const strings: string[] = [];
-  for (const [i, codename] of codenames.entries()) {
+  // Index loops, no spread where there is one spelling: this runs once, in a cold process, over thousands of codenames.
+  for (let i = 0; i < codenames.length; i++) {
+    const codename = codenames[i] as string;
     checkCodename(codename);
-    const variants = fold ? [...new Set([codename, codename.toLowerCase(), codename.toUpperCase()])] : [codename];
+    if (!fold) {
+      strings.push(codename);
+      spellings[i] = 1;
+      continue;
+    }
+    const variants = [...new Set([codename, codename.toLowerCase(), codename.toUpperCase()])];
     strings.push(...variants);
     spellings[i] = variants.length;
   }

@@ -160,7 +160,9 @@ function encodedForms(v: string, add: (text: string, encoding: Encoding) => void
  * @throws {BuildGuardError} `ERR_SCAN_CONFIG` for a codename under {@link MIN_CODENAME_LENGTH} characters or with a line break.
  */
 export function checkCodename(codename: string): void {
-  if ([...codename].length < MIN_CODENAME_LENGTH || /[\r\n]/.test(codename)) {
+  // Code points counted only where UTF-16 units could be too few: a list of thousands is checked in a cold process.
+  const short = codename.length < 2 * MIN_CODENAME_LENGTH && [...codename].length < MIN_CODENAME_LENGTH;
+  if (short || codename.includes('\n') || codename.includes('\r')) {
     throw new BuildGuardError(
       'ERR_SCAN_CONFIG',
       `expected a codename of at least ${MIN_CODENAME_LENGTH} characters on one line, got ${JSON.stringify(codename)}`,

@@ -1,5 +1,4 @@
-import { type Dir, opendirSync } from 'node:fs';
-import { join } from 'node:path';
+import type { Dir } from 'node:fs';
 import {
   cacheDirectory,
   crypto,
@@ -18,6 +17,10 @@ import {
   writeCache,
 } from './engine.js';
 import { needlesFor } from './needles.js';
+
+// Built-ins through getBuiltinModule, not ES imports: see scanner.ts.
+const { opendirSync } = process.getBuiltinModule('node:fs');
+const { join } = process.getBuiltinModule('node:path');
 
 /** A file may hold a codename in one of its forms (or libhs failed on it). */
 export const PREFILTER_CODENAME = 1;
@@ -160,18 +163,25 @@ function decodeEntry(bytes: Buffer | undefined): (CachedLiterals & { database: B
  * The prefilter's compiled sets for these codenames, or `undefined` where it cannot run or
  * does not pay (then the scan goes file by file as before). A cached set is loaded without
  * deriving a single needle; otherwise a large set is searched directly ({@link searchDirectly})
- * and a small one (or any, with `engine: 'native'`) compiled, to be cached by `persist`.
+ * and a small one (or any, with `engine: 'native'`) compiled, to be cached by `persist`. The
+ * triggers and the audit's patterns, which do not depend on the codenames, are compiled on
+ * libuv's thread pool meanwhile (where the addon can), on the core the literal set leaves idle.
  */
-export function prefilterSets(
+export async function prefilterSets(
   codenames: readonly string[],
   options: EngineOptions,
   auditSources: readonly string[] | undefined,
-): PrefilterSets | undefined {
+): Promise<PrefilterSets | undefined> {
   if (options.engine === 'js' || codenames.length === 0) return undefined;
   const loaded = nativeLiterals();
   const addon = loaded.addon;
   if (addon === undefined || typeof addon.prefilterFiles !== 'function' || typeof addon.literalsCompilePacked !== 'function')
     return undefined;
+  // Started before the literal set, awaited after it; a refusal is the caller's `undefined` below, never unhandled.
+  const compiling = {
+    triggers: options.plainOnly === true ? null : regexCompileSoon(addon, TRIGGER_SOURCES),
+    audit: auditSources === undefined ? null : regexCompileSoon(addon, auditSources),
+  };
   try {
     const version = addon.literalsVersion();
     if (version === undefined) return undefined;
@@ -217,12 +227,28 @@ export function prefilterSets(
       maxLength: set.maxLength,
       ...(plan === undefined ? {} : { plan }),
       ...(persist === undefined ? {} : { persist }),
-      triggers: options.plainOnly === true ? null : addon.regexCompile(TRIGGER_SOURCES),
-      audit: auditSources === undefined ? null : addon.regexCompile(auditSources),
+      triggers: await compiling.triggers,
+      audit: await compiling.audit,
     };
   } catch {
     return undefined;
   }
+}
+
+/**
+ * `regexCompile` on libuv's thread pool where the addon has `regexCompileAsync`, else now; a
+ * refusal, thrown or rejected, as a rejected promise that is handled (a caller that returns
+ * before awaiting it leaves no unhandled rejection).
+ */
+function regexCompileSoon(addon: NativeLiterals, sources: readonly string[]): Promise<unknown> {
+  let compiled: Promise<unknown>;
+  try {
+    compiled = addon.regexCompileAsync === undefined ? Promise.resolve(addon.regexCompile(sources)) : addon.regexCompileAsync(sources);
+  } catch (error) {
+    compiled = Promise.reject(error);
+  }
+  compiled.catch(() => {});
+  return compiled;
 }
 
 /**

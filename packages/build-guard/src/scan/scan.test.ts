@@ -1,4 +1,4 @@
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
@@ -7,7 +7,7 @@ import AjvDraft04 from 'ajv-draft-04';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { BuildGuardError } from '../errors.js';
-import { ENCODINGS, type Encoding } from './needles.js';
+import { checkCodename, ENCODINGS, type Encoding } from './needles.js';
 import { auditPack } from './pack.js';
 import { formatSarif } from './report.js';
 import { nameMatcher, parseAllowlist, parseCodenames, scanPaths } from './scanner.js';
@@ -492,6 +492,25 @@ describe('configuration', () => {
     );
   });
 
+  it('refuses a codename as counting its code points would, whatever its UTF-16 length', () => {
+    // The check before its fast path: code points always counted.
+    const refused = (c: string) => [...c].length < 4 || /[\r\n]/.test(c);
+    const unit = fc.constantFrom('😀', '😀', '😀', 'a', 'é', '\ud800', '\udc00', '\n', '\r', ' ', '\u2028');
+    let seen = 0;
+    fc.assert(
+      fc.property(fc.array(unit, { maxLength: 6 }).map((units) => units.join('')), (codename) => {
+        if (refused(codename)) expect(() => checkCodename(codename)).toThrow(/ERR_SCAN_CONFIG: expected a codename of at least 4 characters/);
+        else expect(() => checkCodename(codename)).not.toThrow();
+        if (codename.length >= 6 && codename.length < 8 && refused(codename) && !/[\r\n]/.test(codename)) seen++;
+      }),
+      { numRuns: 2000 },
+    );
+    // Refused for its code points although six or seven UTF-16 units long: three emoji and the like.
+    expect(seen).toBeGreaterThan(0);
+    expect(() => checkCodename('😀😀😀')).toThrow(BuildGuardError);
+    expect(() => checkCodename('😀😀😀😀')).not.toThrow();
+  });
+
   it('reads a megabyte line of spaces before a hash inside a word as one codename', () => {
     // A "#" only starts a comment after whitespace; here it ends the word "x#".
     const line = `abcd${' '.repeat(1 << 20)}x#`;
@@ -662,6 +681,30 @@ describe('output', () => {
     const cached = run();
     expect(cached.stderr).toContain('crypto:true');
     expect(JSON.parse(cached.stdout).findings).toEqual(JSON.parse(fresh.stdout).findings);
+  });
+
+  it('a quiet scan loads neither fs/promises nor the stream modules; its report stops without an error when the reader has gone', {
+    timeout: 60_000,
+  }, async () => {
+    const file = write('modules.js', PLANTED.plain);
+    // Lists, as the process exits, which of those modules were ever loaded.
+    const probe = `data:text/javascript,process.on('exit',()=>{const l=process.moduleLoadList.filter(m=>/^NativeModule (fs\\/promises|stream|internal\\/streams\\/readable)$/.test(m));process.stderr.write('loaded:'+l.join(','))})`;
+    // No cache: where a set is cached, its key's hash loads node:crypto, and with it the streams.
+    const env = { ...process.env, MOAT_SCAN_CACHE: '0' };
+    const quiet = spawnSync(process.execPath, ['--import', probe, cli, '-q', '--codename', CODENAME, file], { encoding: 'utf8', env });
+    expect(quiet.status).toBe(1);
+    expect(quiet.stdout).toMatch(/^moat-scan: FAIL — 1 files/);
+    expect(quiet.stderr).toBe('loaded:');
+    // The reader closes its end before the report is written: EPIPE ends the writing, the exit code stays the scan's.
+    const child = spawn(process.execPath, [cli, '-q', '--codename', CODENAME, file], { stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stdout.destroy();
+    let stderr = '';
+    child.stderr.on('data', (chunk: Buffer) => {
+      stderr += chunk.toString();
+    });
+    const status = await new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+    expect(stderr).toBe('');
+    expect(status).toBe(1);
   });
 
   // Twenty-one CLI processes: on a loaded two-core runner each can take seconds to start.

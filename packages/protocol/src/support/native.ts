@@ -131,6 +131,11 @@ export interface NativeBinding {
   literalsScan(handle: unknown, bytes: Uint8Array): Int32Array;
   /** Compiles regular expressions (libhs syntax); `literalsScan` on the handle gives (index, leftmost start, end) triples by start. */
   regexCompile(patterns: readonly string[]): unknown;
+  /**
+   * `regexCompile` on libuv's thread pool (absent in addons before it): bad arguments throw at
+   * once; a pattern libhs refuses rejects with `ERR_NATIVE_SCAN`.
+   */
+  regexCompileAsync?(patterns: readonly string[]): Promise<unknown>;
   /** The compiled database as bytes, for a cache; `literalsCompile(…, serialized)` loads them back. */
   literalsSerialize(handle: unknown): Buffer;
   /** libhs's version string, or `undefined` when it cannot be loaded. */
