@@ -498,11 +498,15 @@ describe('configuration', () => {
     const unit = fc.constantFrom('😀', '😀', '😀', 'a', 'é', '\ud800', '\udc00', '\n', '\r', ' ', '\u2028');
     let seen = 0;
     fc.assert(
-      fc.property(fc.array(unit, { maxLength: 6 }).map((units) => units.join('')), (codename) => {
-        if (refused(codename)) expect(() => checkCodename(codename)).toThrow(/ERR_SCAN_CONFIG: expected a codename of at least 4 characters/);
-        else expect(() => checkCodename(codename)).not.toThrow();
-        if (codename.length >= 6 && codename.length < 8 && refused(codename) && !/[\r\n]/.test(codename)) seen++;
-      }),
+      fc.property(
+        fc.array(unit, { maxLength: 6 }).map((units) => units.join('')),
+        (codename) => {
+          if (refused(codename))
+            expect(() => checkCodename(codename)).toThrow(/ERR_SCAN_CONFIG: expected a codename of at least 4 characters/);
+          else expect(() => checkCodename(codename)).not.toThrow();
+          if (codename.length >= 6 && codename.length < 8 && refused(codename) && !/[\r\n]/.test(codename)) seen++;
+        },
+      ),
       { numRuns: 2000 },
     );
     // Refused for its code points although six or seven UTF-16 units long: three emoji and the like.
