@@ -1314,6 +1314,26 @@ static napi_value literals_forms(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* literalsDirectStride(lengths: Uint32Array) → number: the stride a direct set of literals of these lengths is probed
+   with (1: every position); a caller builds such a set rather than compile one when it is above 1. */
+static napi_value literals_direct_stride(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  void *lengths = NULL;
+  size_t count = 0;
+  if (argc < 1 || !typed_arg(env, argv[0], napi_uint32_array, &lengths, &count) || count == 0) {
+    napi_throw_type_error(env, "ERR_NATIVE_OPTIONS", "expected literalsDirectStride(lengths: Uint32Array) of at least one length");
+    return NULL;
+  }
+  uint32_t shortest = UINT32_MAX;
+  for (size_t i = 0; i < count; i++)
+    if (((const uint32_t *)lengths)[i] < shortest) shortest = ((const uint32_t *)lengths)[i];
+  napi_value out;
+  CHECK(napi_create_uint32(env, moat_literals_direct_stride(count, shortest), &out));
+  return out;
+}
+
 /* One prefilter run on libuv's thread pool (the scan starts its own threads from there). */
 typedef struct {
   moat_prefilter job;
@@ -1597,6 +1617,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"scrubEnvBlock", NULL, scrub_env_block, NULL, NULL, NULL, napi_default, NULL},
       {"literalsCompile", NULL, literals_compile, NULL, NULL, NULL, napi_default, NULL},
       {"literalsCompilePacked", NULL, literals_compile_packed, NULL, NULL, NULL, napi_default, NULL},
+      {"literalsDirectStride", NULL, literals_direct_stride, NULL, NULL, NULL, napi_default, NULL},
       {"literalsScan", NULL, literals_scan, NULL, NULL, NULL, napi_default, NULL},
       {"literalsForms", NULL, literals_forms, NULL, NULL, NULL, napi_default, NULL},
       {"literalsSerialize", NULL, literals_serialize, NULL, NULL, NULL, napi_default, NULL},

@@ -291,8 +291,20 @@ static int on_match(unsigned int id, unsigned long long from, unsigned long long
  * literal's first four bytes (L1-resident, one probe per position) in front of two hash
  * tables of candidates, by four-byte prefix (literals under 8 bytes) and by eight-byte prefix
  * (the rest, so encoded forms sharing `\u00` or `0x` do not share one long bucket). It
- * reports what libhs would: every occurrence of every literal, through the same callbacks. */
+ * reports what libhs would: every occurrence of every literal, through the same callbacks.
+ *
+ * A small set whose literals are all at least S + 3 bytes long (a codename list searched in
+ * plain text: 1,000 literals of 6 bytes or more) is probed at every S-th position only
+ * (S up to 4): each literal is entered under its blocks at offsets 0..S-1, and one of them
+ * lies whole at a probed position in every occurrence. A third of the probes, and a filter
+ * still sparse (at most DIRECT_SAMPLED_MAX entries). Matches come in the order of the
+ * probes then, not by start; the callers do not depend on it (literalsScan sorts). */
 #define DIRECT_FILTER_BITS 18
+#define DIRECT_MAX_STRIDE 4u
+#define DIRECT_SAMPLED_MAX 8192u
+/* An entry of `order`: the literal's id, and in the top bits the offset of the block it is entered under. */
+#define DIRECT_OFFSET_SHIFT 28
+#define DIRECT_ID_MASK ((1u << DIRECT_OFFSET_SHIFT) - 1)
 
 typedef struct {
   uint64_t key;
@@ -303,11 +315,12 @@ struct direct_set {
   uint64_t filter[(1u << DIRECT_FILTER_BITS) / 64];
   direct_slot *table[2]; /* by 4-byte prefix (short literals), by 8-byte prefix (long ones) */
   size_t mask[2];
-  uint32_t *order;       /* literal ids grouped by table and prefix */
+  uint32_t *order;       /* entries (id | offset << DIRECT_OFFSET_SHIFT) grouped by table and block */
   unsigned char *bytes;  /* the literals back to back */
   size_t *offset;
   unsigned char *caseless;
   int fold;              /* some literal folds case: prefixes are folded */
+  unsigned stride;       /* positions probed: every stride-th (1: every one) */
 };
 
 /* ASCII A-Z to a-z in four bytes at once. */
@@ -381,13 +394,26 @@ static int direct_table(struct direct_set *d, int t, const keyed_id *keyed, size
   return 1;
 }
 
+unsigned moat_literals_direct_stride(size_t count, size_t shortest) {
+  /* Every literal spans a whole four-byte block at one probed position of each occurrence. */
+  unsigned stride = shortest < 4 ? 1 : shortest - 3 < DIRECT_MAX_STRIDE ? (unsigned)(shortest - 3) : DIRECT_MAX_STRIDE;
+  while (stride > 1 && count * stride > DIRECT_SAMPLED_MAX) stride--;
+  return stride;
+}
+
 static struct direct_set *direct_build(const char *const *patterns, const size_t *lengths, const int *caseless, unsigned count) {
   struct direct_set *d = calloc(1, sizeof *d);
-  size_t total = 0;
-  for (unsigned i = 0; i < count; i++) total += lengths[i];
-  keyed_id *keyed = calloc(count, sizeof *keyed);
+  size_t total = 0, shortest = SIZE_MAX;
+  for (unsigned i = 0; i < count; i++) {
+    total += lengths[i];
+    if (lengths[i] < shortest) shortest = lengths[i];
+  }
+  unsigned stride = moat_literals_direct_stride(count, shortest);
+  size_t entries = (size_t)count * stride;
+  keyed_id *keyed = calloc(entries, sizeof *keyed);
   if (d != NULL) {
-    d->order = calloc(count, sizeof *d->order);
+    d->stride = stride;
+    d->order = calloc(entries, sizeof *d->order);
     d->bytes = malloc(total);
     d->offset = calloc(count, sizeof *d->offset);
     d->caseless = calloc(count, 1);
@@ -398,24 +424,30 @@ static struct direct_set *direct_build(const char *const *patterns, const size_t
     return NULL;
   }
   for (unsigned i = 0; i < count && !d->fold; i++) d->fold = caseless[i] != 0;
-  size_t at = 0, shorts = 0;
+  /* A literal is long (keyed by eight bytes) when its block at every offset has eight. */
+  size_t at = 0, shorts = 0, long_from = 8 + stride - 1;
   for (unsigned i = 0; i < count; i++) {
     memcpy(d->bytes + at, patterns[i], lengths[i]);
     d->offset[i] = at;
     d->caseless[i] = caseless[i] != 0;
-    uint32_t h = filter_hash(load4(d->bytes + at, d->fold));
-    d->filter[h >> 6] |= 1ull << (h & 63);
-    if (lengths[i] < 8) shorts++;
+    for (unsigned k = 0; k < stride; k++) {
+      uint32_t h = filter_hash(load4(d->bytes + at + k, d->fold));
+      d->filter[h >> 6] |= 1ull << (h & 63);
+    }
+    if (lengths[i] < long_from) shorts += stride;
     at += lengths[i];
   }
-  /* Short literals first, then long ones, each in id order. */
+  /* Short literals' entries first, then long ones', each in id order. */
   size_t s = 0, l = shorts;
   for (unsigned i = 0; i < count; i++) {
     const unsigned char *p = d->bytes + d->offset[i];
-    if (lengths[i] < 8) keyed[s++] = (keyed_id){load4(p, d->fold), i};
-    else keyed[l++] = (keyed_id){load8(p, d->fold), i};
+    for (unsigned k = 0; k < stride; k++) {
+      uint32_t entry = i | (uint32_t)k << DIRECT_OFFSET_SHIFT;
+      if (lengths[i] < long_from) keyed[s++] = (keyed_id){load4(p + k, d->fold), entry};
+      else keyed[l++] = (keyed_id){load8(p + k, d->fold), entry};
+    }
   }
-  int ok = direct_table(d, 0, keyed, shorts, 0) && direct_table(d, 1, keyed + shorts, count - shorts, shorts);
+  int ok = direct_table(d, 0, keyed, shorts, 0) && direct_table(d, 1, keyed + shorts, entries - shorts, shorts);
   free(keyed);
   if (!ok) {
     direct_free(d);
@@ -435,13 +467,15 @@ static const unsigned char fold_byte[256] = {
 #undef F4
 };
 
-/* The literals of slot s at data[i]: each one present is reported; nonzero when the callback stops the scan. */
-static int direct_verify(const moat_literals *m, const direct_slot *s, const unsigned char *data, size_t len, size_t i, hs_match_cb cb,
+/* The literals of slot s whose block at data[at] it is: each one present is reported; nonzero when the callback stops
+   the scan. */
+static int direct_verify(const moat_literals *m, const direct_slot *s, const unsigned char *data, size_t len, size_t at, hs_match_cb cb,
                          void *context) {
   const struct direct_set *d = m->direct;
   for (uint32_t k = s->start; k < s->start + s->count; k++) {
-    uint32_t id = d->order[k];
-    size_t n = m->length[id];
+    uint32_t id = d->order[k] & DIRECT_ID_MASK, offset = d->order[k] >> DIRECT_OFFSET_SHIFT;
+    if (offset > at) continue; /* it would start before the data */
+    size_t i = at - offset, n = m->length[id];
     if (n > len - i) continue;
     const unsigned char *lit = d->bytes + d->offset[id];
     size_t j = 0;
@@ -454,7 +488,7 @@ static int direct_verify(const moat_literals *m, const direct_slot *s, const uns
   return 0;
 }
 
-/* The candidates at data[i] whose first four bytes are `w`; nonzero when the callback stopped the scan. */
+/* The candidates whose block at data[i] (probed) is `w`; nonzero when the callback stopped the scan. */
 static int direct_at(const moat_literals *m, const unsigned char *data, size_t len, size_t i, uint32_t w, hs_match_cb cb, void *context) {
   const struct direct_set *d = m->direct;
   const direct_slot *s = direct_find(d, 0, w);
@@ -475,29 +509,48 @@ static int direct_at(const moat_literals *m, const unsigned char *data, size_t l
 #include <immintrin.h>
 #define DIRECT_AVX2 1
 /*
- * The filter probe of eight positions at once (AVX2, chosen at run time by cpuid): their
- * four-byte words shuffled out of one 16-byte load, hashed with one multiply, their filter
+ * The filter probe of eight probed positions at once (AVX2, chosen at run time by cpuid):
+ * i, i + s, …, i + 7s for the set's stride s, four from each of two 16-byte loads (at i and
+ * i + 4s; a word j of a lane sits at its byte j·s), hashed with one multiply, their filter
  * bits gathered; the candidates go to direct_at in order, as the scalar loop sends them.
  * `*next`: the first position left to the scalar loop. No case folding.
  */
+/* The eight probes of `bytes` (words shuffled by `words_of`) at i, i + s, …, i + 7s: their candidates to direct_at, in order. */
+__attribute__((target("avx2"))) static inline int direct_probe8(const moat_literals *m, const int *filter, __m256i bytes, __m256i words_of,
+                                                                const unsigned char *data, size_t len, size_t i, size_t s, hs_match_cb cb,
+                                                                void *context) {
+  const __m256i mul = _mm256_set1_epi32((int)0x9e3779b1u), low5 = _mm256_set1_epi32(31), one = _mm256_set1_epi32(1);
+  __m256i h = _mm256_srli_epi32(_mm256_mullo_epi32(_mm256_shuffle_epi8(bytes, words_of), mul), 32 - DIRECT_FILTER_BITS);
+  __m256i words = _mm256_i32gather_epi32(filter, _mm256_srli_epi32(h, 5), 4);
+  __m256i bits = _mm256_and_si256(_mm256_srlv_epi32(words, _mm256_and_si256(h, low5)), one);
+  unsigned mask = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(bits, one)));
+  while (mask != 0) {
+    size_t at = i + (size_t)__builtin_ctz(mask) * s;
+    mask &= mask - 1;
+    if (direct_at(m, data, len, at, load4(data + at, 0), cb, context)) return 1;
+  }
+  return 0;
+}
+
 __attribute__((target("avx2"))) static int direct_scan_avx2(const moat_literals *m, const unsigned char *data, size_t len, hs_match_cb cb,
                                                              void *context, size_t *next) {
   const int *filter = (const int *)(const void *)m->direct->filter; /* little-endian: bit h is bit h % 32 of dword h / 32 */
-  const __m256i words_of = _mm256_setr_epi8(0, 1, 2, 3, 1, 2, 3, 4, 2, 3, 4, 5, 3, 4, 5, 6, 4, 5, 6, 7, 5, 6, 7, 8, 6, 7, 8, 9, 7, 8, 9, 10);
-  const __m256i mul = _mm256_set1_epi32((int)0x9e3779b1u), low5 = _mm256_set1_epi32(31), one = _mm256_set1_epi32(1);
+  const size_t s = m->direct->stride;
+  unsigned char order[32];
+  for (unsigned b = 0; b < 32; b++) order[b] = (unsigned char)((b % 16) / 4 * s + b % 4 + (s == 1 ? b / 16 * 4 : 0));
+  const __m256i words_of = _mm256_loadu_si256((const __m256i *)(const void *)order);
   size_t i = 0;
-  for (; i + 16 <= len; i += 8) {
-    __m256i bytes = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)(data + i)));
-    __m256i h = _mm256_srli_epi32(_mm256_mullo_epi32(_mm256_shuffle_epi8(bytes, words_of), mul), 32 - DIRECT_FILTER_BITS);
-    __m256i words = _mm256_i32gather_epi32(filter, _mm256_srli_epi32(h, 5), 4);
-    __m256i bits = _mm256_and_si256(_mm256_srlv_epi32(words, _mm256_and_si256(h, low5)), one);
-    unsigned mask = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(bits, one)));
-    while (mask != 0) {
-      size_t at = i + (size_t)__builtin_ctz(mask);
-      mask &= mask - 1;
-      if (direct_at(m, data, len, at, load4(data + at, 0), cb, context)) return -3;
+  if (s == 1) /* one load serves all eight */
+    for (; i + 16 <= len; i += 8) {
+      __m256i bytes = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)(data + i)));
+      if (direct_probe8(m, filter, bytes, words_of, data, len, i, 1, cb, context)) return -3;
     }
-  }
+  else
+    for (; i + 4 * s + 16 <= len; i += 8 * s) {
+      __m256i bytes = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)(data + i))),
+                                              _mm_loadu_si128((const __m128i *)(const void *)(data + i + 4 * s)), 1);
+      if (direct_probe8(m, filter, bytes, words_of, data, len, i, s, cb, context)) return -3;
+    }
   *next = i;
   return HS_SUCCESS;
 }
@@ -518,6 +571,13 @@ static int direct_scan(const moat_literals *m, const unsigned char *data, size_t
 #ifdef DIRECT_AVX2
   if (!m->direct->fold && has_avx2() && direct_scan_avx2(m, data, len, cb, context, &i) != HS_SUCCESS) return -3;
 #endif
+  if (m->direct->stride > 1) {
+    for (size_t step = m->direct->stride; i + 4 <= len; i += step) {
+      uint32_t w = load4(data + i, m->direct->fold);
+      DIRECT_PROBE(w, i);
+    }
+    return HS_SUCCESS;
+  }
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
   if (!m->direct->fold)
     for (; i + 8 <= len; i += 4) {

@@ -216,14 +216,22 @@ const LITERAL_ALPHABET = [0x00, 0x41, 0x42, 0x61, 0x62, 0x2e, 0xff, 0x0a];
 /** Compile (plain, packed or from a serialized database, sometimes corrupted or another set's), then scan against the oracle. */
 function fuzzLiterals(addon: Native, g: Gen): void {
   const n = 1 + g.int(8);
-  const patterns = Array.from({ length: n }, () => g.bytes(1 + g.int(5), LITERAL_ALPHABET));
-  const caseless = patterns.map(() => g.chance(0.5));
+  const mode = g.int(6);
+  // A direct set (mode 5) takes literals of 4 bytes or more; longer ones are probed with a stride (every 2nd to 4th position).
+  const patterns = Array.from({ length: n }, () => g.bytes(mode === 5 ? 4 + g.int(9) : 1 + g.int(5), LITERAL_ALPHABET));
+  // Half the direct sets fold no case: only those are probed eight positions at a time (AVX2).
+  const folding = mode !== 5 || g.chance(0.5);
+  const caseless = patterns.map(() => folding && g.chance(0.5));
   const data = g.bytes(g.int(400), LITERAL_ALPHABET);
   for (const p of patterns) if (g.chance(0.5)) p.copy(data, g.int(Math.max(1, data.length - p.length)));
-  const mode = g.int(5);
   let handle: unknown;
   let exact = true;
-  if (mode === 0) {
+  if (mode === 5) {
+    const lengths = Uint32Array.from(patterns.map((p) => p.length));
+    handle = typed('literalsCompilePacked(direct)', () =>
+      addon.literalsCompilePacked(Buffer.concat(patterns), lengths, Uint8Array.from(caseless.map(Number)), undefined, true),
+    );
+  } else if (mode === 0) {
     handle = typed('literalsCompile', () => addon.literalsCompile(patterns, caseless));
   } else if (mode === 1) {
     const lengths = Uint32Array.from(patterns.map((p) => p.length));

@@ -44,6 +44,59 @@ describe.skipIf(!LIBHS)('direct literal sets', () => {
     );
   });
 
+  it('report what libhs reports when every literal is long enough to be probed at every 2nd to 4th position only', () => {
+    // All literals of at least S + 3 bytes: the set is probed at every S-th position (S up to 4),
+    // each literal entered under its blocks at offsets 0..S-1. Planted at every alignment, at the
+    // data's first and last bytes, overlapping, and folding case.
+    const byte = fc.oneof(fc.constantFrom(0, 0x41, 0x61, 0x5c, 0x78, 0x30), fc.integer({ min: 0, max: 255 }));
+    let runs = 0;
+    let planted = 0;
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 5, max: 9 }).chain((shortest) =>
+          fc.uniqueArray(
+            fc.array(byte, { minLength: shortest, maxLength: shortest + 8 }).map((b) => Uint8Array.from(b)),
+            { minLength: 1, maxLength: 40, selector: (l) => Buffer.from(l).toString('hex') },
+          ),
+        ),
+        // Half the sets fold no case: only those are probed eight positions at a time (AVX2).
+        fc.oneof(fc.constant([]), fc.array(fc.boolean(), { maxLength: 40 })),
+        fc.array(fc.oneof(fc.array(byte, { maxLength: 9 }), fc.nat(39)), { minLength: 1, maxLength: 40 }),
+        (literals, folds, parts) => {
+          runs++;
+          const { packed, lengths } = pack(literals);
+          const caseless = Uint8Array.from(literals, (_, i) => (folds[i] ? 1 : 0));
+          const haystack = Buffer.concat(
+            parts.map((p) => (typeof p === 'number' ? Buffer.from(literals[p % literals.length] as Uint8Array) : Buffer.from(p))),
+          );
+          const direct = native?.literalsCompilePacked(packed, lengths, caseless, undefined, true);
+          const compiled = native?.literalsCompilePacked(packed, lengths, caseless);
+          const expected = [...(native?.literalsScan(compiled, haystack) ?? [])];
+          planted += expected.length / 2;
+          expect([...(native?.literalsScan(direct, haystack) ?? [])]).toEqual(expected);
+        },
+      ),
+      { numRuns: 400 },
+    );
+    expect(runs).toBe(400);
+    expect(planted).toBeGreaterThan(1000);
+  });
+
+  it('says which sets it probes with a stride: small ones whose every literal spans a block at one probed position', () => {
+    const stride = (...lengths: number[]) => native?.literalsDirectStride?.(Uint32Array.from(lengths));
+    expect(stride(4, 30)).toBe(1); // a 4-byte literal: every position
+    expect(stride(5)).toBe(2);
+    expect(stride(6, 9)).toBe(3);
+    expect(stride(7, 20)).toBe(4);
+    expect(stride(40)).toBe(4);
+    // At most 8,192 entries (a literal is entered once per offset): the stride shrinks with the set.
+    expect(stride(...Array(2048).fill(8))).toBe(4);
+    expect(stride(...Array(3000).fill(8))).toBe(2);
+    expect(stride(...Array(4097).fill(8))).toBe(1);
+    for (const bad of [new Uint32Array(0), [8], new Uint8Array([8]), undefined])
+      expect(() => native?.literalsDirectStride?.(bad as Uint32Array)).toThrow(expect.objectContaining({ code: 'ERR_NATIVE_OPTIONS' }));
+  });
+
   it('refuses literals under 4 bytes and cannot be serialized', () => {
     const short = pack([Buffer.from('abc')]);
     expect(() => native?.literalsCompilePacked(short.packed, short.lengths, new Uint8Array(1), undefined, true)).toThrow(/4 bytes/);

@@ -83,6 +83,7 @@ describe('@moat/native', () => {
       'keyId',
       'literalsCompile',
       'literalsCompilePacked',
+      'literalsDirectStride',
       'literalsForms',
       'literalsScan',
       'literalsSerialize',

@@ -205,7 +205,7 @@ export async function prefilterSets(
       if (nativeRefusal(plan) !== undefined) return undefined;
       set = { ...packPlan(plan), maxLength: plan.maxLength, database: Buffer.alloc(0) };
       // A large set with nothing cached: searched directly, nothing compiled to cache.
-      const direct = searchDirectly(addon, set.lengths.length, options);
+      const direct = searchDirectly(addon, set.lengths, options);
       handle = (addon as PrefilterAddon).literalsCompilePacked(set.packed, set.lengths, set.caseless, undefined, direct);
       if (!direct && dir !== undefined) {
         const compiled = set;

@@ -147,6 +147,12 @@ export interface NativeBinding {
    */
   literalsCompilePacked(packed: Buffer, lengths: Uint32Array, caseless: Uint8Array, serialized?: Buffer, direct?: boolean): unknown;
   /**
+   * The stride a direct set of literals of these lengths is probed with: every position (1),
+   * or every 2nd to 4th for a small set of long enough literals, which is then built and
+   * searched faster than libhs compiles it (absent in addons before it).
+   */
+  literalsDirectStride?(lengths: Uint32Array): number;
+  /**
    * moat-scan's needle forms of codenames (its `needleForms`: same bytes, order and
    * deduplication per codename) derived natively, as its literal set: `units` holds UTF-16
    * strings back to back, `lengths` apart; codename c has `spellings[c]` of them (itself
