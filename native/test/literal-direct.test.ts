@@ -17,6 +17,23 @@ function pack(literals: readonly Uint8Array[]) {
   };
 }
 
+/**
+ * The direct set's matches of `literals` (`folds[i]`: literal i folds ASCII case) in the bytes
+ * of `parts` (a number: that literal planted), checked against libhs's; how many there were.
+ */
+function sameAsLibhs(literals: readonly Uint8Array[], folds: readonly boolean[], parts: ReadonlyArray<number | number[]>): number {
+  const { packed, lengths } = pack(literals);
+  const caseless = Uint8Array.from(literals, (_, i) => (folds[i] ? 1 : 0));
+  const haystack = Buffer.concat(
+    parts.map((p) => (typeof p === 'number' ? Buffer.from(literals[p % literals.length] as Uint8Array) : Buffer.from(p))),
+  );
+  const direct = native?.literalsCompilePacked(packed, lengths, caseless, undefined, true);
+  const compiled = native?.literalsCompilePacked(packed, lengths, caseless);
+  const expected = [...(native?.literalsScan(compiled, haystack) ?? [])];
+  expect([...(native?.literalsScan(direct, haystack) ?? [])]).toEqual(expected);
+  return expected.length / 2;
+}
+
 describe.skipIf(!LIBHS)('direct literal sets', () => {
   it('report what libhs reports, on random literals planted in random bytes', () => {
     // A small alphabet makes prefixes shared and matches overlapping.
@@ -30,14 +47,7 @@ describe.skipIf(!LIBHS)('direct literal sets', () => {
         fc.array(fc.boolean(), { maxLength: 30 }),
         fc.array(fc.oneof(fc.array(byte, { maxLength: 20 }), fc.nat(29)), { maxLength: 30 }),
         (literals, folds, parts) => {
-          const { packed, lengths } = pack(literals);
-          const caseless = Uint8Array.from(literals, (_, i) => (folds[i] ? 1 : 0));
-          const haystack = Buffer.concat(
-            parts.map((p) => (typeof p === 'number' ? Buffer.from(literals[p % literals.length] as Uint8Array) : Buffer.from(p))),
-          );
-          const direct = native?.literalsCompilePacked(packed, lengths, caseless, undefined, true);
-          const compiled = native?.literalsCompilePacked(packed, lengths, caseless);
-          expect([...(native?.literalsScan(direct, haystack) ?? [])]).toEqual([...(native?.literalsScan(compiled, haystack) ?? [])]);
+          sameAsLibhs(literals, folds, parts);
         },
       ),
       { numRuns: 300 },
@@ -64,16 +74,7 @@ describe.skipIf(!LIBHS)('direct literal sets', () => {
         fc.array(fc.oneof(fc.array(byte, { maxLength: 9 }), fc.nat(39)), { minLength: 1, maxLength: 40 }),
         (literals, folds, parts) => {
           runs++;
-          const { packed, lengths } = pack(literals);
-          const caseless = Uint8Array.from(literals, (_, i) => (folds[i] ? 1 : 0));
-          const haystack = Buffer.concat(
-            parts.map((p) => (typeof p === 'number' ? Buffer.from(literals[p % literals.length] as Uint8Array) : Buffer.from(p))),
-          );
-          const direct = native?.literalsCompilePacked(packed, lengths, caseless, undefined, true);
-          const compiled = native?.literalsCompilePacked(packed, lengths, caseless);
-          const expected = [...(native?.literalsScan(compiled, haystack) ?? [])];
-          planted += expected.length / 2;
-          expect([...(native?.literalsScan(direct, haystack) ?? [])]).toEqual(expected);
+          planted += sameAsLibhs(literals, folds, parts);
         },
       ),
       { numRuns: 400 },
