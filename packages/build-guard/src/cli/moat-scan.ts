@@ -22,8 +22,8 @@ options:
                          codename, its lowercase and uppercase are searched
   -w, --whole-word       plain matches need non-word characters around them
       --plain-only       plain text only (no encoded forms, no split literals)
-      --engine NAME      auto (default: native where the addon loads: libhs for small or cached
-                         sets, a direct set for large ones), native (always libhs, cached)
+      --engine NAME      auto (default: native where the addon loads: a cached set, libhs where
+                         a compile pays, else a direct set), native (always libhs, cached)
                          or js; same findings
       --no-prefilter     read every file exactly (default: libhs clears files on native
                          threads first where it runs; same findings)

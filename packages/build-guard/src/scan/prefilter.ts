@@ -162,8 +162,9 @@ function decodeEntry(bytes: Buffer | undefined): (CachedLiterals & { database: B
 /**
  * The prefilter's compiled sets for these codenames, or `undefined` where it cannot run or
  * does not pay (then the scan goes file by file as before). A cached set is loaded without
- * deriving a single needle; otherwise a large set is searched directly ({@link searchDirectly})
- * and a small one (or any, with `engine: 'native'`) compiled, to be cached by `persist`. The
+ * deriving a single needle; otherwise a large set, or a small one the addon probes with a
+ * stride, is searched directly ({@link searchDirectly}) and any other (or any, with `engine:
+ * 'native'`) compiled, to be cached by `persist`. The
  * triggers and the audit's patterns, which do not depend on the codenames, are compiled on
  * libuv's thread pool meanwhile (where the addon can), on the core the literal set leaves idle.
  */
@@ -204,7 +205,7 @@ export async function prefilterSets(
       plan = literalPlan(codenames, options);
       if (nativeRefusal(plan) !== undefined) return undefined;
       set = { ...packPlan(plan), maxLength: plan.maxLength, database: Buffer.alloc(0) };
-      // A large set with nothing cached: searched directly, nothing compiled to cache.
+      // Nothing cached: a set searched directly ({@link searchDirectly}) compiles nothing to cache.
       const direct = searchDirectly(addon, set.lengths, options);
       handle = (addon as PrefilterAddon).literalsCompilePacked(set.packed, set.lengths, set.caseless, undefined, direct);
       if (!direct && dir !== undefined) {
