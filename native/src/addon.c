@@ -1045,6 +1045,24 @@ static int regex_patterns(napi_env env, size_t argc, napi_value array, char *pat
   return 1;
 }
 
+/* The regular-expression set of `patterns` (n of them), or NULL with `error` saying why (the calling thread's message:
+   regexCompileAsync calls it on libuv's thread pool). */
+static literal_set *regex_set(char *const *patterns, uint32_t n, char error[static 256]) {
+  literal_set *set = calloc(1, sizeof *set);
+  if (set == NULL) {
+    snprintf(error, 256, "out of memory");
+    return NULL;
+  }
+  set->m = moat_regex_compile((const char *const *)patterns, n);
+  set->regex = 1;
+  if (set->m == NULL) {
+    snprintf(error, 256, "%s", moat_literal_error());
+    free(set);
+    return NULL;
+  }
+  return set;
+}
+
 /* regexCompile(patterns: string[]) → handle; literalsScan on it gives (index, start, end) triples by start. */
 static napi_value regex_compile(napi_env env, napi_callback_info info) {
   size_t argc = 1;
@@ -1053,15 +1071,11 @@ static napi_value regex_compile(napi_env env, napi_callback_info info) {
   char *patterns[64] = {0};
   uint32_t n = 0;
   if (!regex_patterns(env, argc, argv[0], patterns, &n, "regexCompile")) return NULL;
-  literal_set *set = calloc(1, sizeof *set);
-  if (set != NULL) {
-    set->m = moat_regex_compile((const char *const *)patterns, n);
-    set->regex = 1;
-  }
+  char error[256];
+  literal_set *set = regex_set(patterns, n, error);
   for (uint32_t i = 0; i < n; i++) free(patterns[i]);
-  if (set == NULL || set->m == NULL) {
-    free(set);
-    napi_throw_error(env, "ERR_NATIVE_SCAN", set == NULL ? "out of memory" : moat_literal_error());
+  if (set == NULL) {
+    napi_throw_error(env, "ERR_NATIVE_SCAN", error);
     return NULL;
   }
   return wrap_set(env, set);
@@ -1080,19 +1094,7 @@ typedef struct {
 static void regex_execute(napi_env env, void *data) {
   (void)env;
   regex_call *call = data;
-  literal_set *set = calloc(1, sizeof *set);
-  if (set == NULL) {
-    snprintf(call->error, sizeof call->error, "out of memory");
-    return;
-  }
-  set->m = moat_regex_compile((const char *const *)call->patterns, call->count);
-  set->regex = 1;
-  if (set->m == NULL) {
-    snprintf(call->error, sizeof call->error, "%s", moat_literal_error()); /* this thread's message */
-    free(set);
-    return;
-  }
-  call->set = set;
+  call->set = regex_set(call->patterns, call->count, call->error);
 }
 
 static void regex_complete(napi_env env, napi_status status, void *data) {

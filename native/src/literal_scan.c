@@ -342,9 +342,12 @@ static uint64_t load8(const unsigned char *p, int fold) {
 
 static uint32_t filter_hash(uint32_t w) { return (w * 0x9e3779b1u) >> (32 - DIRECT_FILTER_BITS); }
 
+/* Where table t's probe for `key` starts (linear probing from there). */
+static size_t direct_home(const struct direct_set *d, int t, uint64_t key) { return (size_t)((key * 0x9e3779b97f4a7c15ull) >> 20) & d->mask[t]; }
+
 static const direct_slot *direct_find(const struct direct_set *d, int t, uint64_t key) {
   if (d->table[t] == NULL) return NULL;
-  for (size_t i = (size_t)((key * 0x9e3779b97f4a7c15ull) >> 20) & d->mask[t];; i = (i + 1) & d->mask[t]) {
+  for (size_t i = direct_home(d, t, key);; i = (i + 1) & d->mask[t]) {
     const direct_slot *s = &d->table[t][i];
     if (s->count == 0) return NULL;
     if (s->key == key) return s;
@@ -355,7 +358,6 @@ typedef struct {
   uint64_t key;
   uint32_t id;
 } keyed_id;
-
 
 static void direct_free(struct direct_set *d) {
   if (d == NULL) return;
@@ -370,7 +372,7 @@ static void direct_free(struct direct_set *d) {
 
 /* Table t's slot for `key`: the one that holds it, or the empty one it claims. */
 static direct_slot *direct_slot_for(struct direct_set *d, int t, uint64_t key) {
-  size_t i = (size_t)((key * 0x9e3779b97f4a7c15ull) >> 20) & d->mask[t];
+  size_t i = direct_home(d, t, key);
   while (d->table[t][i].count != 0 && d->table[t][i].key != key) i = (i + 1) & d->mask[t];
   d->table[t][i].key = key;
   return &d->table[t][i];
@@ -508,13 +510,6 @@ static int direct_at(const moat_literals *m, const unsigned char *data, size_t l
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 #define DIRECT_AVX2 1
-/*
- * The filter probe of eight probed positions at once (AVX2, chosen at run time by cpuid):
- * i, i + s, …, i + 7s for the set's stride s, four from each of two 16-byte loads (at i and
- * i + 4s; a word j of a lane sits at its byte j·s), hashed with one multiply, their filter
- * bits gathered; the candidates go to direct_at in order, as the scalar loop sends them.
- * `*next`: the first position left to the scalar loop. No case folding.
- */
 /* The eight probes of `bytes` (words shuffled by `words_of`) at i, i + s, …, i + 7s: their candidates to direct_at, in order. */
 __attribute__((target("avx2"))) static inline int direct_probe8(const moat_literals *m, const int *filter, __m256i bytes, __m256i words_of,
                                                                 const unsigned char *data, size_t len, size_t i, size_t s, hs_match_cb cb,
@@ -532,6 +527,13 @@ __attribute__((target("avx2"))) static inline int direct_probe8(const moat_liter
   return 0;
 }
 
+/*
+ * The filter probe of eight probed positions at once (AVX2, chosen at run time by cpuid):
+ * i, i + s, …, i + 7s for the set's stride s, four from each of two 16-byte loads (at i and
+ * i + 4s; a word j of a lane sits at its byte j·s), hashed with one multiply, their filter
+ * bits gathered; the candidates go to direct_at in order, as the scalar loop sends them.
+ * `*next`: the first position left to the scalar loop. No case folding.
+ */
 __attribute__((target("avx2"))) static int direct_scan_avx2(const moat_literals *m, const unsigned char *data, size_t len, hs_match_cb cb,
                                                              void *context, size_t *next) {
   const int *filter = (const int *)(const void *)m->direct->filter; /* little-endian: bit h is bit h % 32 of dword h / 32 */
