@@ -1,10 +1,12 @@
 import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { readFile, readFileSync, realpathSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { computeStamp, locateEnvelope, type RequestComponents, receivedRequestComponents } from '@moat/protocol';
 import { STAMP_RESULTS } from '@moat/protocol/support';
+import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readDevKey } from '../dev-key.js';
 import { loadError, native } from '../index.js';
@@ -95,11 +97,28 @@ describe('@moat/native', () => {
       'scrubEnvBlock',
       'secureBuffer',
       'setUndumpable',
+      'sha256',
       'stampKey',
       'stampMatches',
       'transportMode',
     ]);
     expect(native?.keyId()).toBe(dev.kid);
+  });
+
+  it("hashes with SHA-256: node:crypto's digest for any bytes and any view of them; anything else refused", () => {
+    let runs = 0;
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 5000 }), fc.nat(16), (bytes, skip) => {
+        runs++;
+        const view = bytes.subarray(Math.min(skip, bytes.length));
+        expect(native?.sha256?.(view).toString('hex')).toBe(createHash('sha256').update(view).digest('hex'));
+      }),
+      { numRuns: 300 },
+    );
+    expect(runs).toBe(300);
+    expect(native?.sha256?.(new Uint8Array(0)).toString('hex')).toBe('e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855');
+    for (const bad of ['abc', [1, 2], new Uint16Array(2), undefined])
+      expect(() => native?.sha256?.(bad as Uint8Array)).toThrow(expect.objectContaining({ code: 'ERR_NATIVE_OPTIONS' }));
   });
 
   it('stamps the anchored placeholder with the protocol MAC, same length', async () => {

@@ -26,10 +26,12 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
   CodenameEngine,
+  cacheName,
   compileLimit,
   type LiteralPlan,
   literalPlan,
   NATIVE_AUTO_MAX_LITERALS,
+  nativeLiterals,
   packPlan,
   type RawMatch,
 } from './engine.js';
@@ -319,6 +321,24 @@ async function inScratch(prefix: string, body: (root: string) => Promise<void>):
     rmSync(root, { recursive: true, force: true });
   }
 }
+
+describe.skipIf(!NATIVE)('cache names', () => {
+  it("are the same SHA-256 whether the addon or node:crypto hashes them: a cache's files keep their names", () => {
+    const addon = nativeLiterals().addon;
+    expect(typeof addon?.sha256).toBe('function');
+    let runs = 0;
+    fc.assert(
+      fc.property(fc.array(fc.oneof(fc.string({ unit: 'grapheme' }), fc.uint8Array({ maxLength: 300 })), { maxLength: 12 }), (parts) => {
+        runs++;
+        expect(cacheName(addon, parts)).toBe(cacheName(undefined, parts));
+      }),
+      { numRuns: 300 },
+    );
+    expect(runs).toBe(300);
+    // Back to back, as the fields were hashed before: the names of the cache files written then.
+    expect(cacheName(addon, ['ab', Buffer.from('c')])).toBe('ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad');
+  });
+});
 
 describe.skipIf(!NATIVE)('the prefilter and the windows it lists change no finding', () => {
   it('the prefilter: the same reports on random files in random chunk sizes, and no file with a finding cleared', {

@@ -18,7 +18,12 @@ export type NativeLiterals = Pick<
   NativeBinding,
   'literalsCompile' | 'regexCompile' | 'literalsScan' | 'literalsSerialize' | 'literalsVersion'
 > &
-  Partial<Pick<NativeBinding, 'literalsCompilePacked' | 'prefilterFiles' | 'literalsForms' | 'regexCompileAsync' | 'literalsDirectStride'>>;
+  Partial<
+    Pick<
+      NativeBinding,
+      'literalsCompilePacked' | 'prefilterFiles' | 'literalsForms' | 'regexCompileAsync' | 'literalsDirectStride' | 'sha256'
+    >
+  >;
 
 /**
  * Compiled libhs databases are cached by what they were compiled from and the library
@@ -40,16 +45,25 @@ export function crypto(): typeof import('node:crypto') {
   return process.getBuiltinModule('node:crypto');
 }
 
+/**
+ * @internal The hex SHA-256 of `parts` back to back: a cache file's name. The addon hashes them
+ * where it is loaded (it links libcrypto already), so a warm run does not start `node:crypto`
+ * for one hash; the same digest either way, so the cache's files keep their names.
+ */
+export function cacheName(addon: Pick<NativeLiterals, 'sha256'> | undefined, parts: ReadonlyArray<Uint8Array | string>): string {
+  const bytes = parts.map((p) => (typeof p === 'string' ? Buffer.from(p, 'utf8') : p));
+  if (typeof addon?.sha256 === 'function') return addon.sha256(Buffer.concat(bytes)).toString('hex');
+  const hash = crypto().createHash('sha256');
+  for (const b of bytes) hash.update(b);
+  return hash.digest('hex');
+}
+
 /** The cache file of a literal set (see {@link cacheDirectory}). */
-function cacheFile(set: PackedLiterals, version: string): string | undefined {
+function cacheFile(addon: NativeLiterals, set: PackedLiterals, version: string): string | undefined {
   const dir = cacheDirectory();
   if (dir === undefined) return undefined;
-  const hash = crypto().createHash('sha256').update(`moat-scan-literals/2\0${version}\0`);
-  hash
-    .update(new Uint8Array(set.lengths.buffer, set.lengths.byteOffset, set.lengths.byteLength))
-    .update(set.caseless)
-    .update(set.packed);
-  return join(dir, `${hash.digest('hex')}.hsdb`);
+  const lengths = new Uint8Array(set.lengths.buffer, set.lengths.byteOffset, set.lengths.byteLength);
+  return join(dir, `${cacheName(addon, [`moat-scan-literals/2\0${version}\0`, lengths, set.caseless, set.packed])}.hsdb`);
 }
 
 /** Whether `path` is a file or directory owned by this user that no one else can write. */
@@ -100,15 +114,19 @@ function pruneCache(dir: string, keep: string): void {
   }
 }
 
+/** Temporary cache files this thread has named. */
+let tmpCount = 0;
+
 /** @internal Writes a cache file atomically in a directory of this user's only; never throws. */
 export function writeCache(file: string | undefined, bytes: Buffer): void {
   if (file === undefined) return;
   try {
     mkdirSync(join(file, '..'), { recursive: true, mode: 0o700 });
     if (!ownedAndPrivate(join(file, '..'), 'dir')) return;
-    // Unique per thread: the scan's worker threads share the process id and may write at once.
-    const tmp = `${file}.${process.pid}.${crypto().randomBytes(6).toString('hex')}.tmp`;
-    writeFileSync(tmp, bytes, { mode: 0o600 });
+    // The scan's worker threads share the process id and may write at once: a name already
+    // taken (`wx`) is one write fewer, never two writers in one file.
+    const tmp = `${file}.${process.pid}.${process.hrtime.bigint()}.${++tmpCount}.tmp`;
+    writeFileSync(tmp, bytes, { mode: 0o600, flag: 'wx' });
     renameSync(tmp, file);
     pruneCache(join(file, '..'), file);
   } catch {
@@ -674,7 +692,7 @@ export class CodenameEngine {
     const set = packPlan(plan);
     const count = set.lengths.length;
     // Only sets too large to compile quickly are cached: small ones cost less than a file.
-    const file = count > NATIVE_AUTO_MAX_LITERALS ? cacheFile(set, version) : undefined;
+    const file = count > NATIVE_AUTO_MAX_LITERALS ? cacheFile(loaded.addon, set, version) : undefined;
     const cached = readCache(file);
     try {
       const direct = cached === undefined && searchDirectly(loaded.addon, set.lengths, options);

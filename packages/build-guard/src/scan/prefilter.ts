@@ -1,7 +1,7 @@
 import type { Dir } from 'node:fs';
 import {
   cacheDirectory,
-  crypto,
+  cacheName,
   type EngineOptions,
   type LiteralPlan,
   literalPlan,
@@ -84,21 +84,23 @@ const MAGIC = Buffer.from('MOATSCN1');
 const PROBE = 'Probe\u00e9Codename';
 
 /** The cache key of a set: the library, the needle forms, the options and the codenames. */
-function setKey(codenames: readonly string[], options: EngineOptions, version: string): string {
-  const hash = crypto().createHash('sha256').update(`moat-scan-prefilter/1\0${version}\0`);
-  hash.update(JSON.stringify([options.plainOnly === true, options.ignoreCase === true, options.wholeWord === true]));
+function setKey(addon: NativeLiterals, codenames: readonly string[], options: EngineOptions, version: string): string {
+  const parts: Array<Uint8Array | string> = [
+    `moat-scan-prefilter/1\0${version}\0`,
+    JSON.stringify([options.plainOnly === true, options.ignoreCase === true, options.wholeWord === true]),
+  ];
   const field = (bytes: Uint8Array | string) => {
     const b = typeof bytes === 'string' ? Buffer.from(bytes, 'utf8') : bytes;
     const head = Buffer.alloc(4);
     head.writeUInt32BE(b.length);
-    hash.update(head).update(b);
+    parts.push(head, b);
   };
   for (const n of needlesFor(PROBE, options)) {
     field(n.bytes);
     field(`${n.encoding}:${n.fold}:${n.wholeWord}`);
   }
   for (const c of codenames) field(c);
-  return hash.digest('hex');
+  return cacheName(addon, parts);
 }
 
 /**
@@ -187,12 +189,12 @@ export async function prefilterSets(
     const version = addon.literalsVersion();
     if (version === undefined) return undefined;
     const dir = cacheDirectory();
-    // The key hashes every codename, and the first hash of a process pays for loading and
-    // starting node:crypto (about 15 ms): not paid where the cache holds no set to find.
+    // The key hashes every codename (with the addon's libcrypto; node:crypto, about 10 ms to
+    // start, only with an older addon): not computed where the cache holds no set to find.
     let key: string | undefined;
     const fileName = () => {
       if (dir === undefined) return undefined;
-      key ??= setKey(codenames, options, version);
+      key ??= setKey(addon, codenames, options, version);
       return join(dir, `${key}.moatscan`);
     };
     let set = hasPrefilterEntries(dir) ? decodeEntry(readCache(fileName())) : undefined;

@@ -1,5 +1,5 @@
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -664,7 +664,7 @@ describe('output', () => {
     expect(human.stdout).toContain('internal codename "Kaquimu" encoded as escape-x');
   });
 
-  it('a scan with nothing cached neither hashes a cache key nor loads node:crypto; one with a cached set still finds it', {
+  it('a scan loads no node:crypto: nothing cached, compiling and caching a set, or finding it by its key', {
     timeout: 60_000,
   }, () => {
     const file = write('fresh.js', PLANTED.plain);
@@ -679,12 +679,26 @@ describe('output', () => {
     const fresh = run();
     expect(fresh.status).toBe(1);
     expect(fresh.stderr).toContain('crypto:false');
-    // `--engine native` compiles and caches the set (hashing its key); the next scan finds it by that key.
+    expect(existsSync(cache) ? readdirSync(cache) : []).toEqual([]);
+    // `--engine native` compiles and caches the set; the addon hashes its key (its own libcrypto).
     const native = run('--engine', 'native');
-    expect(native.stderr).toContain('crypto:true');
+    expect(native.stderr).toContain('crypto:false');
+    const written = readdirSync(cache);
+    expect(written.filter((f) => f.endsWith('.moatscan'))).toHaveLength(1);
+    expect(written.filter((f) => f.endsWith('.tmp'))).toEqual([]);
+    // The next scan finds it by that key: the same findings, nothing written.
     const cached = run();
-    expect(cached.stderr).toContain('crypto:true');
+    expect(cached.stderr).toContain('crypto:false');
     expect(JSON.parse(cached.stdout).findings).toEqual(JSON.parse(fresh.stdout).findings);
+    expect(readdirSync(cache)).toEqual(written);
+    // Proof that it read that file: another list's set, put under this key, hides the finding.
+    const other = join(dir, 'other-cache');
+    spawnSync(process.execPath, [cli, '--codename', 'Wombatique', '--engine', 'native', '-q', file], {
+      env: { ...process.env, MOAT_SCAN_CACHE_DIR: other },
+    });
+    const [otherSet] = readdirSync(other).filter((f) => f.endsWith('.moatscan'));
+    writeFileSync(join(cache, written[0] as string), readFileSync(join(other, otherSet as string)), { mode: 0o600 });
+    expect(run().status).toBe(0);
   });
 
   it('a quiet scan loads neither fs/promises nor the stream modules; its report stops without an error when the reader has gone', {

@@ -153,6 +153,11 @@ export interface NativeBinding {
    */
   literalsDirectStride?(lengths: Uint32Array): number;
   /**
+   * SHA-256 of `data` with the libcrypto the addon links (absent in addons before it): what
+   * moat-scan names its cache files by, without starting `node:crypto` in a cold process.
+   */
+  sha256?(data: Uint8Array): Buffer;
+  /**
    * moat-scan's needle forms of codenames (its `needleForms`: same bytes, order and
    * deduplication per codename) derived natively, as its literal set: `units` holds UTF-16
    * strings back to back, `lengths` apart; codename c has `spellings[c]` of them (itself
