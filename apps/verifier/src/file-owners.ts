@@ -32,8 +32,18 @@ export function namedFileIds(value: unknown, out = new Set<string>()): Set<strin
  * A body without either names none, and is not walked.
  */
 export function mayNameFiles(raw: Buffer): boolean {
-  return raw.includes('file_id') || raw.includes('\\u');
+  let may = mayNameFilesOf.get(raw);
+  if (may === undefined) {
+    may = raw.includes(FILE_ID) || raw.includes(UNICODE_ESCAPE);
+    mayNameFilesOf.set(raw, may);
+  }
+  return may;
 }
+
+const FILE_ID = Buffer.from('file_id');
+const UNICODE_ESCAPE = Buffer.from('\\u');
+/** Per request body: the evidence and the owner check ask of the same bytes (two searches of up to 32 MB). */
+const mayNameFilesOf = new WeakMap<Buffer, boolean>();
 
 /** The files a request body names: how many ids, and the rows of the first {@link MAX_FILES_PER_REQUEST}. */
 interface NamedFiles {

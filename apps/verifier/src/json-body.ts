@@ -1,4 +1,5 @@
 import { JsonBodyError } from './errors.js';
+import { parseWellFormedJson, unescapeJsonString } from './json-value.js';
 
 export { JsonBodyError, type JsonBodyErrorCode } from './errors.js';
 
@@ -19,6 +20,8 @@ export interface BodyLayout {
   readonly members: readonly MemberSpan[];
   /** Elements of a top-level `system` array, by byte span. */
   readonly systemElements?: ReadonlyArray<{ readonly start: number; readonly end: number }>;
+  /** Some member name is written with escapes: whoever parses the body again parses it with `parseWellFormedJson`. */
+  readonly escapedNames?: true;
 }
 
 const QUOTE = 0x22;
@@ -34,6 +37,13 @@ function isSpace(byte: number | undefined): boolean {
 /** Index of the quote that closes the string opened at `open`, or -1. */
 function closingQuote(raw: Buffer, open: number): number {
   let i = open + 1;
+  // Most strings are short (member names, types): looked for here, a native search only past that.
+  const near = Math.min(raw.length, i + 32);
+  for (; i < near; i++) {
+    const b = raw[i];
+    if (b === BACKSLASH) break;
+    if (b === QUOTE) return i;
+  }
   for (;;) {
     const q = raw.indexOf(QUOTE, i);
     if (q === -1) return -1;
@@ -53,24 +63,55 @@ function closingQuote(raw: Buffer, open: number): number {
  * apart.
  */
 function foldName(name: string): string {
+  // ASCII without capitals (most names) folds to itself: no case mapping to run.
+  if (!MAY_FOLD.test(name)) return name;
   return name.toUpperCase().toLowerCase().replaceAll('i\u0307', 'i');
 }
 
-function keyText(raw: Buffer, open: number, close: number, path: string): string {
-  const text = raw.toString('utf8', open + 1, close);
+/** A capital ASCII letter or any character outside ASCII: a name holding neither is its own folded form. */
+const MAY_FOLD = /[A-Z\u0080-\uffff]/;
+
+function keyText(
+  raw: Buffer,
+  ascii: string | undefined,
+  open: number,
+  close: number,
+  frame: Frame,
+  seen: { escapedName: boolean },
+): string {
+  // A body all ASCII has its bytes' offsets in the decoded text too: a slice, not another decode.
+  const text = ascii !== undefined ? ascii.slice(open + 1, close) : raw.toString('utf8', open + 1, close);
   if (!text.includes('\\')) return text;
+  seen.escapedName = true;
   // Escaped keys are compared by their value: "a" and "\u0061" are the same key.
-  try {
-    return JSON.parse(`"${text}"`) as string;
-  } catch {
-    // An escape JSON does not have (`\x`, `\u12`) is the body's syntax error, not the verifier's.
-    throw new JsonBodyError('ERR_JSON_SYNTAX', path, 'expected JSON, got a member name with an invalid escape');
-  }
+  const decoded = unescapeJsonString(text, 0, text.length);
+  // An escape JSON does not have (`\x`, `\u12`) is the body's syntax error, not the verifier's.
+  if (decoded === undefined)
+    throw new JsonBodyError('ERR_JSON_SYNTAX', pathOf(frame), 'expected JSON, got a member name with an invalid escape');
+  return decoded;
 }
+
+/** `path.part`, or `part` at the top. */
+const joinPath = (path: string, part: string): string => (path === '' ? part : `${path}.${part}`);
+
+/**
+ * The dotted path of a container (`""` for the body itself): built from its parents only when
+ * a refusal names it, not for every container of every body.
+ */
+function pathOf(frame: Frame): string {
+  const parts: string[] = [];
+  for (let f: Frame = frame; f.parent !== undefined; f = f.parent) parts.push(String(f.part));
+  return parts.reverse().join('.');
+}
+
+/** The path a child container of `frame` opened now gets (its member name or element index). */
+const childPath = (frame: Frame): string => joinPath(pathOf(frame), frame.object ? frame.key : String(frame.index));
 
 interface Frame {
   readonly object: boolean;
-  readonly path: string;
+  /** The container this one is a value in, and its member name or element index there. */
+  readonly parent: Frame | undefined;
+  readonly part: string | number;
   /** Member names so far, by their folded form ({@link foldName}, exact names in user data), each as written. */
   keys: Map<string, string> | undefined;
   key: string;
@@ -122,6 +163,9 @@ export function parseJsonBody(
   }
   if (text.charCodeAt(0) === 0xfeff)
     throw new JsonBodyError('ERR_JSON_SYNTAX', '', 'expected JSON, got a byte order mark (U+FEFF) before it');
+  // As many UTF-16 units as bytes only when every byte is ASCII.
+  const ascii = text.length === raw.length ? text : undefined;
+  const seen = { escapedName: false };
   const stack: Frame[] = [];
   const members: MemberSpan[] = [];
   let systemElements: Array<{ start: number; end: number }> | undefined;
@@ -130,28 +174,22 @@ export function parseJsonBody(
   let elementStart = -1;
   let lastEnd = 0; // index after the last byte that was not white space
   let expectKey = false;
-  const pathOf = (frame: Frame | undefined): string => {
-    if (frame === undefined) return '';
-    const part = frame.object ? frame.key : String(frame.index);
-    return frame.path === '' ? part : `${frame.path}.${part}`;
-  };
   for (let i = 0; i < raw.length; i++) {
     const c = raw[i] as number;
     if (isSpace(c)) continue;
-    const top = stack.at(-1);
+    const top = stack.length === 0 ? undefined : stack[stack.length - 1];
     if (c === QUOTE) {
       const close = closingQuote(raw, i);
       if (close === -1) break; // JSON.parse names the syntax error
       if (top?.object === true && expectKey) {
-        const key = keyText(raw, i, close, top.path);
+        const key = keyText(raw, ascii, i, close, top, seen);
         const folded = top.userData ? key : foldName(key);
         top.keys ??= new Map();
         const earlier = top.keys.get(folded);
         if (earlier !== undefined) {
-          const path = top.path === '' ? key : `${top.path}.${key}`;
           throw new JsonBodyError(
             'ERR_JSON_DUPLICATE_KEY',
-            path,
+            joinPath(pathOf(top), key),
             earlier === key
               ? `expected each member name once per object, got ${JSON.stringify(key.slice(0, 60))} twice`
               : `expected each member name once per object in any letter case, got ${JSON.stringify(key.slice(0, 60))} beside ${JSON.stringify(earlier.slice(0, 60))}`,
@@ -167,7 +205,7 @@ export function parseJsonBody(
         if (stack.length > 1 && !top.userData && folded !== key && readNames?.has(folded) === true)
           throw new JsonBodyError(
             'ERR_JSON_MEMBER_CASE',
-            top.path === '' ? key : `${top.path}.${key}`,
+            joinPath(pathOf(top), key),
             `expected ${JSON.stringify(folded)} as the API spells it, got ${JSON.stringify(key.slice(0, 60))} (an upstream that ignores letter case reads it as ${JSON.stringify(folded)})`,
           );
         top.keys.set(folded, key);
@@ -185,10 +223,15 @@ export function parseJsonBody(
     if (c === 0x7b || c === 0x5b) {
       if (stack.length === 2 && memberKey === 'system' && top?.object === false && elementStart === -1) elementStart = i;
       if (stack.length >= maxDepth)
-        throw new JsonBodyError('ERR_JSON_DEPTH', pathOf(top), `expected nesting at most ${maxDepth} deep, got deeper`);
+        throw new JsonBodyError(
+          'ERR_JSON_DEPTH',
+          top === undefined ? '' : childPath(top),
+          `expected nesting at most ${maxDepth} deep, got deeper`,
+        );
       if (stack.length === 1 && memberKey === 'system' && c === 0x5b) systemElements = [];
       const userData = top !== undefined && (top.userData || (top.object && USER_DATA_MEMBERS.has(top.key)));
-      stack.push({ object: c === 0x7b, path: pathOf(top), keys: undefined, key: '', index: 0, userData });
+      const part = top === undefined ? '' : top.object ? top.key : top.index;
+      stack.push({ object: c === 0x7b, parent: top, part, keys: undefined, key: '', index: 0, userData });
       expectKey = c === 0x7b;
       lastEnd = i + 1;
       continue;
@@ -224,9 +267,16 @@ export function parseJsonBody(
   } catch (error) {
     throw new JsonBodyError('ERR_JSON_SYNTAX', '', `expected JSON, got ${error instanceof Error ? error.message : 'a syntax error'}`);
   }
+  // JSON.parse judged the syntax; the value of a body with an escaped name is built without it (see parseWellFormedJson).
+  if (seen.escapedName) value = parseWellFormedJson(text);
   if (typeof value !== 'object' || value === null || Array.isArray(value))
     throw new JsonBodyError('ERR_JSON_NOT_OBJECT', '', `expected a JSON object, got ${jsonKind(value)}`);
-  return { value: value as Record<string, unknown>, layout: systemElements === undefined ? { members } : { members, systemElements } };
+  const layout: BodyLayout = {
+    members,
+    ...(systemElements === undefined ? {} : { systemElements }),
+    ...(seen.escapedName ? { escapedNames: true as const } : {}),
+  };
+  return { value: value as Record<string, unknown>, layout };
 }
 
 /** A member value given as its JSON text, already serialized (by {@link rewriteMembers}, spliced as is). */

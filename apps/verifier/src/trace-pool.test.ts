@@ -101,6 +101,20 @@ describe('DecoyTracePool', () => {
     expect(held.turns).toBe(0);
   });
 
+  it('parses a body whose names are escaped name by name in the worker, and finds what a trace in place finds', async () => {
+    const filler = 'x'.repeat(100_000);
+    // Escaped names, the short ones V8 13.6 may misread among them, around a text that names a decoy of key_a.
+    const text = `{"model":"claude-mock","max_tokens":64,"messages":[{"role":"user","content":[{"type":"text","text":"${filler}"},{"\\u0074ype":"text","t\\u0065xt":"we called ${decoyOfA}","\\"a":1,"\\\\\\"":2}]}]}`;
+    const raw = Buffer.from(text);
+    const { value: body, layout } = parseJsonBody(raw, 64);
+    expect(layout.escapedNames).toBe(true);
+    const pool = poolOf();
+    const value = await pool.traceRequest(raw, body, freshRead(), against, layout);
+    expect(pool.workers).toBe(1);
+    expect(value).toEqual((await reference(body)).trace);
+    expect(value.all.map((t) => t.apiKeyId)).toEqual(['key_a']);
+  });
+
   it('traces a small request in place, and again in a worker when its documents or hidden gzip would inflate more than a moment’s work', async () => {
     const pool = poolOf();
     const small = requestOf('text/plain', Buffer.from(`a short note on ${decoyOfA}`));

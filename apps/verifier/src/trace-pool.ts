@@ -93,7 +93,10 @@ function workerFile(): URL | undefined {
 }
 
 /** A job as the pool is given it: its bytes not yet copied, its index not yet sent. */
-type JobParts = { readonly kind: 'messages'; readonly raw: Uint8Array } | ({ readonly kind: 'upload' } & UploadParts);
+/** A Messages body, and whether a member name in it is escaped (then the worker parses it as `parseJsonBody` did). */
+type JobParts =
+  | { readonly kind: 'messages'; readonly raw: Uint8Array; readonly escapedNames: boolean }
+  | ({ readonly kind: 'upload' } & UploadParts);
 
 interface Pending {
   readonly parts: JobParts;
@@ -178,7 +181,9 @@ export class DecoyTracePool {
       // The system prompt's end is joined with the conversation's start even so.
       return { ...requestTraceTexts(rest, { ...options, before: conversationPrelude(body) }), kept };
     };
-    return this.#trace(raw.length, texts, { kind: 'messages', raw }, read, against);
+    // Without a layout nothing says the names are plain: the worker builds the value name by name.
+    const escapedNames = layout === undefined || layout.escapedNames === true;
+    return this.#trace(raw.length, texts, { kind: 'messages', raw, escapedNames }, read, against);
   }
 
   /**
@@ -314,7 +319,7 @@ export class DecoyTracePool {
       // Copies of its own, moved to the worker: the received buffers may be slices of larger ones, and stay with the request.
       const bytes =
         parts.kind === 'messages'
-          ? { kind: 'messages' as const, raw: new Uint8Array(parts.raw) }
+          ? { kind: 'messages' as const, raw: new Uint8Array(parts.raw), escapedNames: parts.escapedNames }
           : {
               kind: 'upload' as const,
               head: new Uint8Array(parts.head),

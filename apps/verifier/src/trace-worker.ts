@@ -9,6 +9,7 @@
  */
 import { parentPort } from 'node:worker_threads';
 import { CanaryIndex, type CanaryIndexOptions, type TextCut } from '@moat/distill-guard/server';
+import { parseWellFormedJson } from './json-value.ts';
 import { requestTraceTexts, type TracedKey, traceTexts, type UploadParts, uploadTraceTexts } from './trace-texts.ts';
 
 /** A job: a Messages request's bytes, or what is kept of an upload; the bytes its documents may still inflate; the index to trace against. */
@@ -18,7 +19,7 @@ export type TraceJob = {
   readonly threshold: number;
   /** Which of the verifier's indexes (one per verifier in the process), at which version. */
   readonly index: { readonly id: number; readonly version: number; readonly options?: CanaryIndexOptions };
-} & ({ readonly kind: 'messages'; readonly raw: Uint8Array } | ({ readonly kind: 'upload' } & UploadParts));
+} & ({ readonly kind: 'messages'; readonly raw: Uint8Array; readonly escapedNames: boolean } | ({ readonly kind: 'upload' } & UploadParts));
 
 /** A job's answer: the keys its tool calls and all of it name. */
 export type TraceAnswer =
@@ -32,6 +33,12 @@ export type TraceAnswer =
   | { readonly id: number; readonly error: string };
 
 const decoder = new TextDecoder('utf-8', { ignoreBOM: true });
+
+/** The body the main thread checked: with escaped names, built name by name (JSON.parse may misread them, see json-value.ts). */
+function bodyOf(raw: Uint8Array, escapedNames: boolean): { messages?: unknown } {
+  const text = decoder.decode(raw);
+  return (escapedNames ? parseWellFormedJson(text) : JSON.parse(text)) as { messages?: unknown };
+}
 const indexes = new Map<number, { version: number; index: CanaryIndex }>();
 
 function indexFor(job: TraceJob): CanaryIndex {
@@ -50,7 +57,7 @@ parentPort?.on('message', async (job: TraceJob) => {
     const inflate = { inflateLeft: job.inflateLeft };
     const texts =
       job.kind === 'messages'
-        ? requestTraceTexts(JSON.parse(decoder.decode(job.raw)) as { messages?: unknown }, { cuts, inflate })
+        ? requestTraceTexts(bodyOf(job.raw, job.escapedNames), { cuts, inflate })
         : { calls: [], all: uploadTraceTexts(job, { cuts, inflate }) };
     answer = { id: job.id, ...(await traceTexts(index, texts, job.threshold)), cuts: [...cuts], inflateLeft: inflate.inflateLeft };
   } catch (error) {

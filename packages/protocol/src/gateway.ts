@@ -204,16 +204,32 @@ export function detectGateways(
   const names = input.headers === undefined ? [] : headerNames(input.headers);
   const host = input.baseUrl === undefined ? '' : normalizeHost(input.baseUrl);
   const detections: GatewayDetection[] = [];
+  // Plain loops: this runs for every request a verifier reads, rules × headers times, and a
+  // closure per pair was most of what it allocated.
   for (const rule of table.rules) {
-    const evidence: string[] = [];
+    let evidence: string[] | undefined;
     for (const name of names) {
-      if (rule.headerPrefixes.some((p) => name.startsWith(p)) && !evidence.includes(`header:${name}`)) {
-        evidence.push(`header:${name}`);
-      }
+      if (!startsWithAny(name, rule.headerPrefixes)) continue;
+      const item = `header:${name}`;
+      evidence ??= [];
+      if (!evidence.includes(item)) evidence.push(item);
     }
-    if (host !== '' && rule.hostSuffixes.some((s) => hostMatches(host, s))) evidence.push(`host:${host}`);
+    if (host !== '' && matchesAnyHost(host, rule.hostSuffixes)) {
+      evidence ??= [];
+      evidence.push(`host:${host}`);
+    }
     // Sorted by the bytes of their UTF-8 form (§9), not by UTF-16 code units.
-    if (evidence.length > 0) detections.push({ id: rule.id, evidence: evidence.sort(byUtf8) });
+    if (evidence !== undefined) detections.push({ id: rule.id, evidence: evidence.sort(byUtf8) });
   }
   return detections;
+}
+
+function startsWithAny(name: string, prefixes: readonly string[]): boolean {
+  for (let i = 0; i < prefixes.length; i++) if (name.startsWith(prefixes[i] as string)) return true;
+  return false;
+}
+
+function matchesAnyHost(host: string, suffixes: readonly string[]): boolean {
+  for (let i = 0; i < suffixes.length; i++) if (hostMatches(host, suffixes[i] as string)) return true;
+  return false;
 }
