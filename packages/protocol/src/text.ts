@@ -64,5 +64,8 @@ export function codePointAt(text: string, index: number): string | undefined {
  * mapping differs between languages (`toLowerCase` maps the Kelvin sign U+212A to `k`).
  */
 export function asciiLower(text: string): string {
-  return text.replace(/[A-Z]+/g, (m) => m.toLowerCase());
+  // Most text (every header name Node hands over) has no capital: no replacement to run.
+  return ASCII_CAPITAL.test(text) ? text.replace(/[A-Z]+/g, (m) => m.toLowerCase()) : text;
 }
+
+const ASCII_CAPITAL = /[A-Z]/;
