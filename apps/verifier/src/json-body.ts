@@ -145,7 +145,8 @@ export interface JsonBodyOptions {
  * lower case, below it no name of `options.readNames` in another spelling, nesting no deeper than `maxDepth`. The structural checks run on the bytes before `JSON.parse`, so a
  * body nested a million levels deep costs one pass and no recursion. Returns the value and
  * the byte layout of its top-level members, so a gateway can forward the client's own bytes
- * with members cut out.
+ * with members cut out. A body with an escaped member name gets its value from
+ * `parseWellFormedJson`, not `JSON.parse`, whose names V8 13.6 may misread (see json-value.ts).
  *
  * @throws {JsonBodyError} with a code and the path where the body breaks the rules.
  */
