@@ -118,7 +118,7 @@ describe('@moat/native', () => {
     expect(runs).toBe(300);
     expect(native?.sha256?.(new Uint8Array(0)).toString('hex')).toBe('e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855');
     for (const bad of ['abc', [1, 2], new Uint16Array(2), undefined])
-      expect(() => native?.sha256?.(bad as Uint8Array)).toThrow(expect.objectContaining({ code: 'ERR_NATIVE_OPTIONS' }));
+      expect(() => native?.sha256?.(bad as unknown as Uint8Array)).toThrow(expect.objectContaining({ code: 'ERR_NATIVE_OPTIONS' }));
   });
 
   it('stamps the anchored placeholder with the protocol MAC, same length', async () => {
