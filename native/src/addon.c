@@ -1210,7 +1210,6 @@ static int uint8_arg(napi_env env, napi_value value, const unsigned char **data,
   return 1;
 }
 
-/* literalsScan(handle, bytes: Uint8Array) → Int32Array of (literal index, start offset) pairs, by start then index */
 /* sha256(data: Uint8Array) → Buffer: SHA-256 with the libcrypto the addon links already, so a
    process that loaded the addon names its caches without starting node:crypto (about 10 ms). */
 static napi_value sha256(napi_env env, napi_callback_info info) {
@@ -1235,6 +1234,7 @@ static napi_value sha256(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* literalsScan(handle, bytes: Uint8Array) → Int32Array of (literal index, start offset) pairs, by start then index */
 static napi_value literals_scan(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
