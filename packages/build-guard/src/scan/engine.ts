@@ -38,14 +38,6 @@ export function cacheDirectory(): string | undefined {
 }
 
 /**
- * @internal `node:crypto`, loaded on first use: only the compiled-database cache hashes or
- * names anything, and loading it costs a cold process more than a scan's whole setup.
- */
-export function crypto(): typeof import('node:crypto') {
-  return process.getBuiltinModule('node:crypto');
-}
-
-/**
  * @internal The hex SHA-256 of `parts` back to back: a cache file's name. The addon hashes them
  * where it is loaded (it links libcrypto already), so a warm run does not start `node:crypto`
  * for one hash; the same digest either way, so the cache's files keep their names.
@@ -53,7 +45,8 @@ export function crypto(): typeof import('node:crypto') {
 export function cacheName(addon: Pick<NativeLiterals, 'sha256'> | undefined, parts: ReadonlyArray<Uint8Array | string>): string {
   const bytes = parts.map((p) => (typeof p === 'string' ? Buffer.from(p, 'utf8') : p));
   if (typeof addon?.sha256 === 'function') return addon.sha256(Buffer.concat(bytes)).toString('hex');
-  const hash = crypto().createHash('sha256');
+  // node:crypto only with an addon from before `sha256`: loading it costs a cold process about 10 ms.
+  const hash = process.getBuiltinModule('node:crypto').createHash('sha256');
   for (const b of bytes) hash.update(b);
   return hash.digest('hex');
 }
