@@ -30,7 +30,7 @@ gcc -std=c99 -shared -fPIC -O1 -g -fno-omit-frame-pointer -Wall -Wextra \
   -fsanitize=address,undefined -fno-sanitize-recover=all \
   -DNAPI_VERSION=8 -D_GNU_SOURCE -DBUILDING_NODE_EXTENSION \
   -Isrc -Isrc/generated -I"$HEADERS/include/node" \
-  $SOURCES -o "$OUT/moat_native.node" -lcrypto -lpthread -ldl
+  $SOURCES -o "$OUT/moat_native.node" -lpthread -ldl
 echo "sanitize: built $OUT/moat_native.node in $(($(date +%s) - started)) s"
 
 REPORTS="$OUT/reports"

@@ -5,13 +5,14 @@
  * formats key material.
  */
 #include <dlfcn.h>
-#include <openssl/evp.h>
 #include <node_api.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include "crypto_api.h"
 #include "harden.h"
 #include "install_addon.h"
 #include "json_object.h"
@@ -1210,8 +1211,8 @@ static int uint8_arg(napi_env env, napi_value value, const unsigned char **data,
   return 1;
 }
 
-/* sha256(data: Uint8Array) → Buffer: SHA-256 with the libcrypto the addon links already, so a
-   process that loaded the addon names its caches without starting node:crypto (about 10 ms). */
+/* sha256(data: Uint8Array) → Buffer: SHA-256 with the addon's libcrypto (opened on first use), so
+   a process that loaded the addon names its caches without starting node:crypto (about 10 ms). */
 static napi_value sha256(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
@@ -1220,6 +1221,12 @@ static napi_value sha256(napi_env env, napi_callback_info info) {
   size_t len = 0;
   if (argc < 1 || !uint8_arg(env, argv[0], &data, &len)) {
     napi_throw_type_error(env, "ERR_NATIVE_OPTIONS", "expected sha256(data: Uint8Array)");
+    return NULL;
+  }
+  if (!moat_crypto_load()) {
+    char why[320];
+    snprintf(why, sizeof why, "expected libcrypto (OpenSSL 3) to load, got %s", moat_crypto_error());
+    napi_throw_error(env, "ERR_NATIVE_CRYPTO", why);
     return NULL;
   }
   unsigned char digest[32];

@@ -19,10 +19,6 @@
 #include "install.h"
 #include <errno.h>
 #include <fcntl.h>
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/kdf.h>
-#include <openssl/rand.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -30,6 +26,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include "crypto_api.h"
 #include "harden.h"
 #include "keystore.h"
 #include "stamp.h"
@@ -65,6 +62,11 @@ const char *moat_seal_name(moat_seal s) {
 static moat_install_result fail(moat_install_result r, char *why, size_t why_len, const char *what, const char *got) {
   if (why != NULL && why_len > 0) snprintf(why, why_len, "expected %s, got %s", what, got);
   return r;
+}
+
+/* Every install operation needs libcrypto (opened on first use): without it, a crypto error that says so. */
+static moat_install_result no_crypto(char *why, size_t why_len) {
+  return fail(MOAT_INSTALL_CRYPTO, why, why_len, "libcrypto (OpenSSL 3) to load", moat_crypto_error());
 }
 
 /* ---- base64url (no padding), and the shapes of the values ---- */
@@ -772,6 +774,7 @@ moat_install_result moat_install_open(const char *dir, const char *origin, int c
   size_t dir_len = strlen(dir);
   if (dir_len == 0 || dir_len > MOAT_INSTALL_MAX_DIR)
     return fail(MOAT_INSTALL_ARG, why, why_len, "path as a directory path", "an empty or longer one");
+  if (!moat_crypto_load()) return no_crypto(why, why_len);
   moat_install_result r = check_dir(dir, create, why, why_len);
   if (r != MOAT_INSTALL_OK) return r;
   entry *e = entry_new(dir, origin);
@@ -834,6 +837,7 @@ moat_install_result moat_install_activate(const char *origin, const char *instal
     return fail(MOAT_INSTALL_ARG, why, why_len, "verifierPublicKey as base64url of 32 bytes", "another string");
   if (!b64url_decode(challenge, scratch, 32))
     return fail(MOAT_INSTALL_ARG, why, why_len, "challenge as base64url of 32 bytes", "another string");
+  if (!moat_crypto_load()) return no_crypto(why, why_len);
   pthread_mutex_lock(&registry_lock);
   entry *e = registry;
   while (e != NULL && strcmp(e->st.origin, origin) != 0) e = e->next;
@@ -855,6 +859,7 @@ moat_install_result moat_install_activate(const char *origin, const char *instal
 }
 
 moat_install_result moat_install_forget(const char *origin, const char *dir, char *why, size_t why_len) {
+  if (!moat_crypto_load()) return no_crypto(why, why_len);
   pthread_mutex_lock(&registry_lock);
   entry *e = registry_take(origin);
   pthread_mutex_unlock(&registry_lock);

@@ -938,8 +938,9 @@ typedef struct {
   size_t cap;
 } read_buffer;
 
-/* Bytes read per batch of chunks: about a megabyte, so the buffer stays in cache and is reused. */
-#define READ_BATCH (1u << 20)
+/* Bytes read per batch of chunks: a quarter of a megabyte, so the bytes pread copies are still in
+   the core's cache when they are scanned (a megabyte a batch: 4 ms more of 35 over 114 MB, 2 cores). */
+#define READ_BATCH (1u << 18)
 
 /*
  * Scans one piece read with pread, a batch of whole chunks at a time (with the carries before

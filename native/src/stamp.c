@@ -1,11 +1,8 @@
 #include "stamp.h"
-#include <openssl/core_names.h>
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/params.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include "crypto_api.h"
 #include "keystore.h"
 
 static const char ANCHOR[] = "\"moat_att\":\"";
@@ -75,6 +72,8 @@ struct moat_mac_key {
 
 static pthread_once_t hmac_once = PTHREAD_ONCE_INIT;
 static void fetch_hmac(void) {
+  /* Without libcrypto both stay NULL: every stamp and key then fails as a crypto error. */
+  if (!moat_crypto_load()) return;
   sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
   EVP_MAC *alg = EVP_MAC_fetch(NULL, "HMAC", NULL);
   EVP_MAC_CTX *ctx = alg != NULL ? EVP_MAC_CTX_new(alg) : NULL;
@@ -188,7 +187,7 @@ moat_stamp_result moat_stamp_finish(moat_stamp_stream *s, unsigned char *body, s
 }
 
 void moat_stamp_abandon(moat_stamp_stream *s) {
-  EVP_MAC_CTX_free(s->mac);
+  if (s->mac != NULL) EVP_MAC_CTX_free(s->mac);
   s->mac = NULL;
 }
 
@@ -212,7 +211,7 @@ moat_mac_key *moat_mac_key_new(const unsigned char *key, size_t len) {
 
 void moat_mac_key_free(moat_mac_key *key) {
   if (key == NULL) return;
-  EVP_MAC_CTX_free(key->ctx);
+  if (key->ctx != NULL) EVP_MAC_CTX_free(key->ctx);
   free(key);
 }
 

@@ -205,21 +205,28 @@ async function main(argv: string[]): Promise<number> {
  * through `process.stdout`, which waits for its reader; a reader that has gone (`EPIPE`, as
  * `moat-scan … | head` does) ends the writing, and the exit code stays the scan's.
  */
+/** False once part of the report went through process.stdout's queue: the process then exits when it drains. */
+let written = true;
+
 function writeStdout(text: string): void {
   const bytes = Buffer.from(text);
-  let written = 0;
+  let at = 0;
   try {
-    while (written < bytes.length) written += writeSync(1, bytes, written);
+    while (at < bytes.length) at += writeSync(1, bytes, at);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     if (code === 'EPIPE') return;
     if (code !== 'EAGAIN') throw error;
-    process.stdout.write(bytes.subarray(written));
+    written = false;
+    process.stdout.write(bytes.subarray(at));
   }
 }
 
 main(process.argv.slice(2)).then(
   (code) => {
+    // Out as soon as the report is: waiting for the event loop to wind down costs a cold run
+    // a few ms (the thread pool, the addon's cleanup), and nothing is left to do.
+    if (written) process.exit(code);
     process.exitCode = code;
   },
   (error: unknown) => {
