@@ -79,10 +79,13 @@ function messages(version: '1.0' | '1.1', prompt: string, stream = false): strin
   );
 }
 
-/** Writes `bytes` at once on a new connection and reads until the verifier closes it (or `ms` pass). */
-function exchange(bytes: string, ms = 5_000): Promise<string> {
+/**
+ * Writes `bytes` at once on a new connection and reads until the verifier closes it (or `ms`
+ * pass); `halfClose` ends the sending side after them (a FIN, as `nc -N` sends).
+ */
+function exchange(bytes: string, ms = 5_000, halfClose = false): Promise<string> {
   return new Promise((resolve) => {
-    const socket = connect(port, '127.0.0.1', () => socket.write(bytes));
+    const socket = connect(port, '127.0.0.1', () => (halfClose ? socket.end(bytes) : socket.write(bytes)));
     let out = '';
     const timer = setTimeout(() => socket.destroy(), ms);
     socket.on('data', (d) => {
@@ -136,6 +139,16 @@ describe('requests one behind another on one connection', { timeout: 30_000 }, (
     expect(records.map((r) => r.status).sort()).toEqual([200, 499]);
     expect(records.find((r) => r.status === 499)?.reasons).toContain('client_disconnected');
     expect(reached).toEqual(['streamed']);
+  });
+
+  it('a client that half-closes once its request is sent is taken as gone: no answer, recorded 499, as nginx does', async () => {
+    const before = (await verifier.storage.summary()).total;
+    const out = await exchange(messages('1.1', 'half closed'), 5_000, true);
+    expect(statusLines(out)).toEqual([]);
+    for (let i = 0; i < 300 && (await verifier.storage.summary()).total < before + 1; i++) await new Promise((r) => setTimeout(r, 10));
+    const [record] = await verifier.storage.queryRecords({ limit: 1 });
+    expect(record?.status).toBe(499);
+    expect(record?.reasons).toContain('client_disconnected');
   });
 
   it('bytes that do not parse behind a request: its answer goes out first, then the 400, both recorded', async () => {
