@@ -79,6 +79,8 @@ int moat_crypto_load(void);
 /* Why moat_crypto_load() returned 0 (a static string; never contains key material). */
 const char *moat_crypto_error(void);
 
+/* One name each, as in MOAT_CRYPTO_FUNCTIONS: a name defined here and not listed there does not
+   compile; one listed there and not here stays an undefined symbol, and the addon does not load. */
 #ifndef MOAT_CRYPTO_LOADER
 #define CRYPTO_memcmp (*moat_crypto_fns.CRYPTO_memcmp)
 #define EVP_CIPHER_CTX_ctrl (*moat_crypto_fns.EVP_CIPHER_CTX_ctrl)

@@ -199,15 +199,15 @@ async function main(argv: string[]): Promise<number> {
   return report.findings.some((f) => f.severity !== 'note') ? 1 : 0;
 }
 
+/** False once part of the report went through process.stdout's queue: the process then exits when it drains. */
+let written = true;
+
 /**
  * Writes the report to stdout with writeSync: `process.stdout` would load the stream modules for
  * one write. A stdout that cannot take more now (`EAGAIN`: a non-blocking pipe) gets the rest
  * through `process.stdout`, which waits for its reader; a reader that has gone (`EPIPE`, as
  * `moat-scan … | head` does) ends the writing, and the exit code stays the scan's.
  */
-/** False once part of the report went through process.stdout's queue: the process then exits when it drains. */
-let written = true;
-
 function writeStdout(text: string): void {
   const bytes = Buffer.from(text);
   let at = 0;
